@@ -1,0 +1,214 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * jvpn_abi.h - the single source of truth for every layout and constant that
+ * the XDP program shares with Python.
+ *
+ * Included by: bpf/jvpn_xdp.c (through the helper headers) and by the layout
+ * check in tests/test_abi.py, which compiles this file with the host gcc and
+ * compares every size, offset and constant with the ctypes mirrors in
+ * jvpn/abi.py. Change a field here and that test tells you what to mirror.
+ *
+ * Rules: fixed-width fields only, explicit padding, every struct size a
+ * multiple of 8, _Static_assert on sizes and key offsets.
+ * Wire fields are little-endian (as WireGuard's); map fields are host order
+ * except addresses and ports, which stay in network order as on the wire so
+ * the XDP program compares them without byte swaps.
+ */
+#ifndef JVPN_ABI_H
+#define JVPN_ABI_H
+
+#include <linux/types.h>
+#include <linux/bpf.h> /* struct bpf_spin_lock */
+
+/* ---- wire format: the fixed 32-byte header of every jvpn message ---- */
+#define JVPN_WIRE_VERSION 1
+#define JVPN_HDR_LEN 32
+#define JVPN_TAGGED_LEN 24 /* the tag covers bytes [0, 24) of the header */
+#define JVPN_AEAD_TAG_LEN 16
+#define JVPN_DEFAULT_PORT 51900
+
+/* Message types. Which ones the gateway accepts, and in which session
+ * state, is decided by JVPN_STATE_ALLOW_* below. */
+#define JVPN_MSG_HANDSHAKE_INIT 1
+#define JVPN_MSG_HANDSHAKE_RESP 2
+#define JVPN_MSG_COOKIE_REPLY 3
+#define JVPN_MSG_DATA 4
+#define JVPN_MSG_KEEPALIVE 5
+#define JVPN_MSG_REATTACH_REQ 6
+#define JVPN_MSG_PATH_CHALLENGE 7
+#define JVPN_MSG_PATH_RESPONSE 8
+#define JVPN_MSG_REATTACH_ACK 9
+#define JVPN_MSG_REATTACH_REJECT 10
+#define JVPN_MSG_TERMINATE 11
+#define JVPN_MSG_MAX 12
+
+struct jvpn_hdr {
+	__u8 type;
+	__u8 version;
+	__u16 flags;
+	__u32 reserved;   /* must be zero */
+	__u64 session_id; /* 0 only for handshake messages */
+	__u64 counter;    /* per direction; AEAD nonce and replay sequence */
+	__u64 tag;        /* SipHash-2-4(header key, bytes [0, 24)) */
+};
+
+/* ---- session states (the seed's state machine) ---- */
+#define JVPN_STATE_BIRTH 0
+#define JVPN_STATE_ATTACHED 1
+#define JVPN_STATE_VOLATILE 2
+#define JVPN_STATE_RECOVERING 3
+#define JVPN_STATE_DEGRADED 4
+#define JVPN_STATE_TERMINATED 5
+#define JVPN_STATE_MAX 6
+
+/* Message types each state lets through the gate (bit = 1 << type).
+ * Data and keepalives need a bound transport (checked separately), so they
+ * are allowed while the client may still use its old path (VOLATILE,
+ * RECOVERING). Reattach traffic is allowed in every live state: a client
+ * whose path broke may be seen as ATTACHED by the gateway until its first
+ * valid request arrives (docs/protocol.md). BIRTH and TERMINATED pass
+ * nothing: a session enters the map only once its handshake completed. */
+#define JVPN_BIT(t) (1u << (t))
+#define JVPN_ALLOW_DATA (JVPN_BIT(JVPN_MSG_DATA) | JVPN_BIT(JVPN_MSG_KEEPALIVE))
+#define JVPN_ALLOW_CONTROL                                                    \
+	(JVPN_BIT(JVPN_MSG_REATTACH_REQ) | JVPN_BIT(JVPN_MSG_PATH_RESPONSE) | \
+	 JVPN_BIT(JVPN_MSG_TERMINATE))
+#define JVPN_STATE_ALLOW_BIRTH 0u
+#define JVPN_STATE_ALLOW_ATTACHED (JVPN_ALLOW_DATA | JVPN_ALLOW_CONTROL)
+#define JVPN_STATE_ALLOW_VOLATILE (JVPN_ALLOW_DATA | JVPN_ALLOW_CONTROL)
+#define JVPN_STATE_ALLOW_RECOVERING (JVPN_ALLOW_DATA | JVPN_ALLOW_CONTROL)
+#define JVPN_STATE_ALLOW_DEGRADED JVPN_ALLOW_CONTROL
+#define JVPN_STATE_ALLOW_TERMINATED 0u
+
+/* ---- verdict reasons: index of the per-CPU counters array ---- */
+#define JVPN_R_PASS_OTHER 0          /* not jvpn traffic: untouched */
+#define JVPN_R_PASS_DATA 1
+#define JVPN_R_PASS_KEEPALIVE 2
+#define JVPN_R_PASS_CONTROL 3        /* reattach, path response, terminate */
+#define JVPN_R_PASS_HANDSHAKE 4
+#define JVPN_R_DROP_MALFORMED 5      /* truncated, bad version/reserved, fragment */
+#define JVPN_R_DROP_BAD_TYPE 6       /* a type the gateway never receives */
+#define JVPN_R_DROP_UNKNOWN_SESSION 7
+#define JVPN_R_DROP_STATE 8          /* session state forbids this type */
+#define JVPN_R_DROP_BAD_TAG 9
+#define JVPN_R_DROP_WRONG_BINDING 10
+#define JVPN_R_DROP_REPLAY 11
+#define JVPN_R_DROP_RATE_SESSION 12
+#define JVPN_R_DROP_RATE_SOURCE 13
+#define JVPN_R_DROP_RATE_GLOBAL 14
+#define JVPN_R_VERDICT_MAX 15
+/* bookkeeping slots after the verdicts (not verdicts themselves) */
+#define JVPN_C_EVENT_SENT 15
+#define JVPN_C_EVENT_SUPPRESSED 16
+#define JVPN_C_MAX 17
+
+struct jvpn_counter {
+	__u64 packets;
+	__u64 bytes;
+};
+
+/* ---- jvpn_sessions: session_id -> binding, written by the daemon only ---- */
+#define JVPN_AF_NONE 0 /* no bound transport: data is dropped as wrong binding */
+#define JVPN_AF_INET 4
+#define JVPN_AF_INET6 6
+
+struct jvpn_session {
+	__u64 tag_key[2];   /* SipHash key for client->gateway headers (k0, k1) */
+	__u64 version;      /* store version of the record this element projects */
+	__u64 fence;        /* ownership fencing token (lease/revision), 0 = none */
+	__u32 bind_addr[4]; /* network order; IPv4 in bind_addr[0], rest zero */
+	__u16 bind_port;    /* network order */
+	__u8 bind_family;   /* JVPN_AF_* */
+	__u8 state;         /* JVPN_STATE_* */
+	__u32 _pad0;
+};
+
+/* ---- jvpn_session_rt: per-session runtime state, written by XDP only ----
+ * The daemon creates nothing here; it deletes an element only after it has
+ * removed the session from jvpn_sessions (garbage collection). */
+#ifndef JVPN_REPLAY_BITS
+#define JVPN_REPLAY_BITS 4096 /* bitmap size, a power of two >= 128 */
+#endif
+#define JVPN_REPLAY_WORDS (JVPN_REPLAY_BITS / 64)
+/* RFC 6479: one word of the ring is the one being filled, so the window that
+ * is guaranteed to be remembered is one word short of the ring. */
+#define JVPN_REPLAY_WINDOW (JVPN_REPLAY_BITS - 64)
+
+struct jvpn_session_rt {
+	struct bpf_spin_lock lock; /* guards every field below */
+	__u32 _pad0;
+	__u64 replay_top;          /* highest accepted counter + 1 (0: none yet) */
+	__u64 rate_pkt_tat;        /* GCRA theoretical arrival time, packets */
+	__u64 rate_byte_tat;       /* GCRA theoretical arrival time, bytes */
+	__u64 rx_packets;          /* accepted data + keepalive */
+	__u64 rx_bytes;
+	__u64 last_rx_ns;
+	__u64 replay_bitmap[JVPN_REPLAY_WORDS];
+};
+
+/* ---- jvpn_config: array[1], written by attach / the daemon ---- */
+#define JVPN_MAX_PORTS 4
+
+struct jvpn_config {
+	__u16 ports[JVPN_MAX_PORTS];  /* network order, 0 = unused slot */
+	/* GCRA limits as (interval per unit, burst tolerance), both in ns:
+	 * rate = 1e9 / interval per second, burst ~ tolerance / interval. */
+	__u64 session_pkt_interval_ns;
+	__u64 session_pkt_burst_ns;
+	__u64 session_byte_interval_ns; /* per byte; 0 disables the byte limit */
+	__u64 session_byte_burst_ns;
+	__u64 source_interval_ns;       /* control messages per source prefix */
+	__u64 source_burst_ns;
+	__u64 global_interval_ns;       /* control messages, whole gateway */
+	__u64 global_burst_ns;
+	__u64 event_interval_ns;        /* security events to userspace */
+	__u64 event_burst_ns;
+	__u32 event_sample_every;       /* 1 = every eligible drop, N = 1 in N */
+	__u32 _pad0;
+};
+
+/* ---- jvpn_global: array[1], written by XDP only (atomic CAS) ---- */
+struct jvpn_global {
+	__u64 control_tat; /* GCRA state of the global control budget */
+	__u64 event_tat;   /* GCRA state of the event budget */
+};
+
+/* ---- jvpn_src_rl: LRU source prefix -> GCRA state, written by XDP ---- */
+struct jvpn_src_key {
+	__u32 addr[4]; /* IPv4: /32 in addr[0]; IPv6: the /64 in addr[0..1] */
+	__u8 family;
+	__u8 _pad0[7];
+};
+
+struct jvpn_src_rl {
+	__u64 tat;
+};
+
+/* ---- jvpn_events: ring buffer, written by XDP, read by the daemon/CLI ---- */
+struct jvpn_event {
+	__u64 ts_ns;
+	__u64 session_id;
+	__u64 counter;
+	__u32 saddr[4];  /* network order */
+	__u16 sport;     /* network order */
+	__u8 family;
+	__u8 msg_type;
+	__u32 reason;    /* JVPN_R_* */
+};
+
+/* ---- test clock: array[1] of __u64 ns, only with -DJVPN_TEST_CLOCK ---- */
+
+_Static_assert(sizeof(struct jvpn_hdr) == JVPN_HDR_LEN, "jvpn_hdr size");
+_Static_assert(__builtin_offsetof(struct jvpn_hdr, tag) == JVPN_TAGGED_LEN, "tag offset");
+_Static_assert(sizeof(struct jvpn_counter) == 16, "jvpn_counter size");
+_Static_assert(sizeof(struct jvpn_session) == 56, "jvpn_session size");
+_Static_assert(__builtin_offsetof(struct jvpn_session, bind_addr) == 32, "bind_addr offset");
+_Static_assert(sizeof(struct jvpn_session_rt) == 56 + 8 * JVPN_REPLAY_WORDS, "rt size");
+_Static_assert((JVPN_REPLAY_BITS & (JVPN_REPLAY_BITS - 1)) == 0, "replay bits: power of two");
+_Static_assert(JVPN_REPLAY_BITS >= 128, "replay bits >= 128");
+_Static_assert(sizeof(struct jvpn_config) == 96, "jvpn_config size");
+_Static_assert(sizeof(struct jvpn_global) == 16, "jvpn_global size");
+_Static_assert(sizeof(struct jvpn_src_key) == 24, "jvpn_src_key size");
+_Static_assert(sizeof(struct jvpn_event) == 48, "jvpn_event size");
+
+#endif /* JVPN_ABI_H */

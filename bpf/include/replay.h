@@ -1,0 +1,53 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * replay.h - RFC 6479 sliding-window anti-replay, the algorithm of
+ * WireGuard's counter_validate(): a ring of JVPN_REPLAY_WORDS 64-bit words,
+ * of which JVPN_REPLAY_WINDOW bits are always remembered. Words are cleared
+ * lazily when the top of the window moves forward.
+ *
+ * Pure: the caller holds the session's bpf_spin_lock and has already
+ * verified the header tag, so only authentic packets move the window.
+ * Mirrored line for line by jvpn/model.py:ReplayWindow.
+ *
+ * Included by: bpf/jvpn_xdp.c.
+ */
+#ifndef JVPN_REPLAY_H
+#define JVPN_REPLAY_H
+
+#include "jvpn_abi.h"
+
+/* Returns 1 if counter is fresh (and records it), 0 if it is a replay or
+ * too old. rt->replay_top holds (highest accepted counter + 1) so that 0 can
+ * mean "nothing accepted yet". */
+static __always_inline int jvpn_replay_accept(struct jvpn_session_rt *rt, __u64 counter)
+{
+	__u64 seq = counter + 1;
+	__u64 index, cur, span, bit;
+	__u32 i;
+
+	if (seq == 0)
+		return 0; /* counter == U64_MAX is never valid */
+	if (rt->replay_top > JVPN_REPLAY_WINDOW && seq < rt->replay_top - JVPN_REPLAY_WINDOW)
+		return 0; /* too old */
+	index = seq >> 6;
+	if (seq > rt->replay_top) {
+		cur = rt->replay_top >> 6;
+		span = index - cur;
+		if (span > JVPN_REPLAY_WORDS)
+			span = JVPN_REPLAY_WORDS;
+		for (i = 1; i <= JVPN_REPLAY_WORDS; i++) {
+			if (i > span)
+				break;
+			rt->replay_bitmap[(cur + i) & (JVPN_REPLAY_WORDS - 1)] = 0;
+		}
+		rt->replay_top = seq;
+	}
+	index &= JVPN_REPLAY_WORDS - 1;
+	bit = 1ULL << (seq & 63);
+	if (rt->replay_bitmap[index] & bit)
+		return 0;
+	rt->replay_bitmap[index] |= bit;
+	return 1;
+}
+
+#endif /* JVPN_REPLAY_H */

@@ -1,0 +1,319 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * jvpn_xdp.c - the per-packet gate of a jvpn gateway (XDP, loaded by bcc
+ * through jvpn/maps.py, which passes -I bpf/include and the -D tunables).
+ *
+ * Verdict order for a UDP packet to one of our ports (docs/xdp.md):
+ *   1 parse (malformed -> drop)         5 binding (data/keepalive only)
+ *   2 session lookup (unknown -> drop)  6 anti-replay, under the session lock
+ *   3 state allows the message type     7 rate limits (session / source / global)
+ *   4 header tag (SipHash-2-4)          8 pass to the daemon's socket
+ * Handshake initiations carry no session: only 1 and 7 apply.
+ * Every verdict is counted per reason; security drops are sampled as events.
+ * Everything else is XDP_PASS, untouched.
+ *
+ * Map ownership (one writer each, docs/xdp.md):
+ *   jvpn_sessions   daemon writes, XDP reads   (binding, state, tag key)
+ *   jvpn_session_rt XDP writes, daemon reads   (replay window, buckets)
+ *   jvpn_config     attach/daemon writes, XDP reads
+ *   jvpn_global     XDP writes (CAS)           (global buckets)
+ *   jvpn_src_rl     XDP writes (CAS), LRU      (per-source buckets)
+ *   jvpn_counters   XDP writes, CLI reads      (per-CPU)
+ *   jvpn_events     XDP writes, daemon/CLI read (ring buffer)
+ */
+#include <uapi/linux/bpf.h>
+#include "jvpn_abi.h"
+#include "parse.h"
+#include "siphash.h"
+#include "replay.h"
+#include "gcra.h"
+
+#ifndef JVPN_PIN_DIR
+#error "JVPN_PIN_DIR must name the bpffs directory of the maps"
+#endif
+#ifndef JVPN_MAX_SESSIONS
+#define JVPN_MAX_SESSIONS 65536
+#endif
+#ifndef JVPN_MAX_SOURCES
+#define JVPN_MAX_SOURCES 65536
+#endif
+#ifndef JVPN_EVENT_PAGES
+#define JVPN_EVENT_PAGES 64
+#endif
+
+/* Written by the daemon only (jvpn/maps.py); XDP reads. No-prealloc: a
+ * replaced element is freed after an RCU grace period, so a reader in the
+ * middle of a packet sees the old binding or the new one, never a mix. */
+BPF_TABLE_PINNED("hash", __u64, struct jvpn_session, jvpn_sessions, JVPN_MAX_SESSIONS,
+		 JVPN_PIN_DIR "/sessions", BPF_F_NO_PREALLOC);
+/* Written by XDP only (created on a session's first authentic packet); the
+ * daemon reads it and deletes an element after removing its session. */
+BPF_TABLE_PINNED("hash", __u64, struct jvpn_session_rt, jvpn_session_rt, JVPN_MAX_SESSIONS,
+		 JVPN_PIN_DIR "/session_rt", BPF_F_NO_PREALLOC);
+/* Never written: the all-zero template a new runtime element is copied from
+ * (the element is larger than the 512-byte BPF stack). */
+struct jvpn_rt_template {
+	__u8 bytes[sizeof(struct jvpn_session_rt)]; /* no lock type: the verifier */
+};						/* forbids reading a lock field */
+BPF_ARRAY(jvpn_rt_zero, struct jvpn_rt_template, 1);
+/* Written by `jvpn-xdp attach` and the daemon; XDP reads. */
+BPF_TABLE_PINNED("array", int, struct jvpn_config, jvpn_config, 1, JVPN_PIN_DIR "/config");
+/* Written by XDP only (compare-and-swap); global buckets. */
+BPF_TABLE_PINNED("array", int, struct jvpn_global, jvpn_global, 1, JVPN_PIN_DIR "/global");
+/* Written by XDP only (compare-and-swap); bounded by LRU eviction. */
+BPF_TABLE_PINNED("lru_hash", struct jvpn_src_key, struct jvpn_src_rl, jvpn_src_rl,
+		 JVPN_MAX_SOURCES, JVPN_PIN_DIR "/src_rl");
+/* Written by XDP (per CPU, no atomics needed); the CLI sums the CPUs. */
+BPF_TABLE_PINNED("percpu_array", int, struct jvpn_counter, jvpn_counters, JVPN_C_MAX,
+		 JVPN_PIN_DIR "/counters");
+/* Written by XDP; read by the daemon / `jvpn-xdp events`. Pinned by maps.py. */
+BPF_RINGBUF_OUTPUT(jvpn_events, JVPN_EVENT_PAGES);
+
+#ifdef JVPN_TEST_CLOCK
+/* Tests only: the clock is a map the test writes, so runs are deterministic. */
+BPF_TABLE_PINNED("array", int, __u64, jvpn_test_clock, 1, JVPN_PIN_DIR "/test_clock");
+static __always_inline __u64 jvpn_now(void)
+{
+	int zero = 0;
+	__u64 *t = jvpn_test_clock.lookup(&zero);
+
+	return t ? *t : 0;
+}
+#else
+static __always_inline __u64 jvpn_now(void)
+{
+	return bpf_ktime_get_coarse_ns();
+}
+#endif
+
+static __always_inline void jvpn_count(__u32 slot, __u64 bytes)
+{
+	struct jvpn_counter *c = jvpn_counters.lookup(&slot);
+
+	if (c) {
+		c->packets++;
+		c->bytes += bytes;
+	}
+}
+
+static __always_inline __u32 jvpn_state_allows(__u8 state)
+{
+	switch (state) {
+	case JVPN_STATE_ATTACHED:
+		return JVPN_STATE_ALLOW_ATTACHED;
+	case JVPN_STATE_VOLATILE:
+		return JVPN_STATE_ALLOW_VOLATILE;
+	case JVPN_STATE_RECOVERING:
+		return JVPN_STATE_ALLOW_RECOVERING;
+	case JVPN_STATE_DEGRADED:
+		return JVPN_STATE_ALLOW_DEGRADED;
+	default: /* BIRTH, TERMINATED, anything unknown */
+		return 0;
+	}
+}
+
+static __always_inline int jvpn_is_security_drop(__u32 reason)
+{
+	return reason == JVPN_R_DROP_BAD_TAG || reason == JVPN_R_DROP_WRONG_BINDING ||
+	       reason == JVPN_R_DROP_REPLAY || reason == JVPN_R_DROP_RATE_SESSION ||
+	       reason == JVPN_R_DROP_RATE_SOURCE || reason == JVPN_R_DROP_RATE_GLOBAL;
+}
+
+static __always_inline int jvpn_tag_ok(const struct jvpn_session *s, const struct jvpn_hdr *h)
+{
+	const __u64 *w = (const __u64 *)h;
+
+	return jvpn_siphash24_24(s->tag_key[0], s->tag_key[1], w[0], w[1], w[2]) == h->tag;
+}
+
+static __always_inline int jvpn_bound_here(const struct jvpn_session *s,
+					   const struct jvpn_pkt *pkt)
+{
+	if (s->bind_family != pkt->family || s->bind_port != pkt->sport)
+		return 0;
+	return s->bind_addr[0] == pkt->saddr[0] && s->bind_addr[1] == pkt->saddr[1] &&
+	       s->bind_addr[2] == pkt->saddr[2] && s->bind_addr[3] == pkt->saddr[3];
+}
+
+static __always_inline struct jvpn_session_rt *jvpn_runtime(__u64 sid)
+{
+	struct jvpn_session_rt *rt = jvpn_session_rt.lookup(&sid);
+	struct jvpn_rt_template *zeroes;
+	int zero = 0;
+
+	if (rt)
+		return rt;
+	zeroes = jvpn_rt_zero.lookup(&zero);
+	if (!zeroes)
+		return 0;
+	jvpn_session_rt.insert(&sid, (struct jvpn_session_rt *)zeroes); /* BPF_NOEXIST: loses a race harmlessly */
+	return jvpn_session_rt.lookup(&sid);
+}
+
+/* Control messages: per source prefix (IPv4 /32, IPv6 /64), then global. */
+static __always_inline __u32 jvpn_control_budget(const struct jvpn_pkt *pkt,
+						 const struct jvpn_config *cfg, __u64 now)
+{
+	struct jvpn_src_key key = { .family = pkt->family };
+	struct jvpn_src_rl fresh = {}, *src;
+	struct jvpn_global *g;
+	int zero = 0;
+
+	key.addr[0] = pkt->saddr[0];
+	if (pkt->family == JVPN_AF_INET6)
+		key.addr[1] = pkt->saddr[1];
+	src = jvpn_src_rl.lookup(&key);
+	if (!src) {
+		jvpn_src_rl.insert(&key, &fresh);
+		src = jvpn_src_rl.lookup(&key);
+		if (!src)
+			return JVPN_R_DROP_RATE_SOURCE;
+	}
+	if (!jvpn_gcra_allow_atomic(&src->tat, now, cfg->source_interval_ns, cfg->source_burst_ns))
+		return JVPN_R_DROP_RATE_SOURCE;
+	g = jvpn_global.lookup(&zero);
+	if (!g || !jvpn_gcra_allow_atomic(&g->control_tat, now, cfg->global_interval_ns,
+					  cfg->global_burst_ns))
+		return JVPN_R_DROP_RATE_GLOBAL;
+	return 0;
+}
+
+/* Steps 2-7 for a message that names a session. */
+static __always_inline __u32 jvpn_session_verdict(const struct jvpn_pkt *pkt,
+						  const struct jvpn_config *cfg, __u64 now)
+{
+	struct jvpn_hdr *h = pkt->hdr;
+	__u64 sid = h->session_id;
+	__u8 type = h->type;
+	int is_data = type == JVPN_MSG_DATA || type == JVPN_MSG_KEEPALIVE;
+	struct jvpn_session *s;
+	struct jvpn_session_rt *rt;
+	__u32 verdict = 0;
+	int fresh;
+
+	s = jvpn_sessions.lookup(&sid);
+	if (!s)
+		return JVPN_R_DROP_UNKNOWN_SESSION;
+	if (!(jvpn_state_allows(s->state) & JVPN_BIT(type)))
+		return JVPN_R_DROP_STATE;
+	if (!jvpn_tag_ok(s, h))
+		return JVPN_R_DROP_BAD_TAG;
+	if (is_data && !jvpn_bound_here(s, pkt))
+		return JVPN_R_DROP_WRONG_BINDING;
+
+	rt = jvpn_runtime(sid);
+	if (!rt)
+		return JVPN_R_DROP_REPLAY; /* no window to prove freshness: fail closed */
+	bpf_spin_lock(&rt->lock);
+	fresh = jvpn_replay_accept(rt, h->counter);
+	if (!fresh) {
+		verdict = JVPN_R_DROP_REPLAY;
+	} else if (is_data) {
+		/* The counter stays consumed even if the bucket refuses: an
+		 * authentic packet dropped here can never be replayed later. */
+		if (!jvpn_gcra_allow(&rt->rate_pkt_tat, now, cfg->session_pkt_interval_ns,
+				     cfg->session_pkt_burst_ns, 1) ||
+		    !jvpn_gcra_allow(&rt->rate_byte_tat, now, cfg->session_byte_interval_ns,
+				     cfg->session_byte_burst_ns, pkt->msg_len)) {
+			verdict = JVPN_R_DROP_RATE_SESSION;
+		} else {
+			rt->rx_packets++;
+			rt->rx_bytes += pkt->msg_len;
+			rt->last_rx_ns = now;
+		}
+	}
+	bpf_spin_unlock(&rt->lock);
+	if (verdict)
+		return verdict;
+	if (is_data)
+		return type == JVPN_MSG_DATA ? JVPN_R_PASS_DATA : JVPN_R_PASS_KEEPALIVE;
+	verdict = jvpn_control_budget(pkt, cfg, now);
+	return verdict ? verdict : JVPN_R_PASS_CONTROL;
+}
+
+/* Steps 1-7 for a parsed jvpn message. */
+static __always_inline __u32 jvpn_verdict(const struct jvpn_pkt *pkt,
+					  const struct jvpn_config *cfg, __u64 now)
+{
+	const struct jvpn_hdr *h = pkt->hdr;
+	__u32 verdict;
+
+	if (h->version != JVPN_WIRE_VERSION || h->reserved != 0)
+		return JVPN_R_DROP_MALFORMED;
+	switch (h->type) {
+	case JVPN_MSG_HANDSHAKE_INIT:
+		if (h->session_id != 0)
+			return JVPN_R_DROP_MALFORMED;
+		verdict = jvpn_control_budget(pkt, cfg, now);
+		return verdict ? verdict : JVPN_R_PASS_HANDSHAKE;
+	case JVPN_MSG_DATA:
+	case JVPN_MSG_KEEPALIVE:
+	case JVPN_MSG_REATTACH_REQ:
+	case JVPN_MSG_PATH_RESPONSE:
+	case JVPN_MSG_TERMINATE:
+		return jvpn_session_verdict(pkt, cfg, now);
+	default: /* gateway-to-client types and unknown ones */
+		return JVPN_R_DROP_BAD_TYPE;
+	}
+}
+
+static __always_inline void jvpn_emit_event(__u32 reason, const struct jvpn_pkt *pkt,
+					    const struct jvpn_config *cfg, __u64 now)
+{
+	struct jvpn_event ev = {};
+	struct jvpn_global *g;
+	int zero = 0;
+
+	if (cfg->event_sample_every > 1 && bpf_get_prandom_u32() % cfg->event_sample_every) {
+		jvpn_count(JVPN_C_EVENT_SUPPRESSED, 0);
+		return;
+	}
+	g = jvpn_global.lookup(&zero);
+	if (!g || !jvpn_gcra_allow_atomic(&g->event_tat, now, cfg->event_interval_ns,
+					  cfg->event_burst_ns)) {
+		jvpn_count(JVPN_C_EVENT_SUPPRESSED, 0);
+		return;
+	}
+	ev.ts_ns = now;
+	ev.session_id = pkt->hdr->session_id;
+	ev.counter = pkt->hdr->counter;
+	__builtin_memcpy(ev.saddr, pkt->saddr, sizeof(ev.saddr));
+	ev.sport = pkt->sport;
+	ev.family = pkt->family;
+	ev.msg_type = pkt->hdr->type;
+	ev.reason = reason;
+	if (jvpn_events.ringbuf_output(&ev, sizeof(ev), 0))
+		jvpn_count(JVPN_C_EVENT_SUPPRESSED, 0);
+	else
+		jvpn_count(JVPN_C_EVENT_SENT, 0);
+}
+
+int jvpn_xdp(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u64 frame_len = data_end - data;
+	struct jvpn_pkt pkt = {};
+	struct jvpn_config *cfg;
+	__u32 reason;
+	__u64 now;
+	int zero = 0;
+
+	cfg = jvpn_config.lookup(&zero);
+	if (!cfg)
+		return XDP_PASS;
+	switch (jvpn_parse(data, data_end, cfg, &pkt)) {
+	case JVPN_PARSE_OTHER:
+		jvpn_count(JVPN_R_PASS_OTHER, frame_len);
+		return XDP_PASS;
+	case JVPN_PARSE_MALFORMED:
+		jvpn_count(JVPN_R_DROP_MALFORMED, frame_len);
+		return XDP_DROP;
+	}
+	now = jvpn_now();
+	reason = jvpn_verdict(&pkt, cfg, now);
+	jvpn_count(reason, frame_len);
+	if (jvpn_is_security_drop(reason))
+		jvpn_emit_event(reason, &pkt, cfg, now);
+	return reason <= JVPN_R_PASS_HANDSHAKE ? XDP_PASS : XDP_DROP;
+}
