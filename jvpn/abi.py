@@ -141,6 +141,11 @@ def replay_window(bits: int = REPLAY_BITS) -> int:
     return bits - 64
 
 
+def reject_after(bits: int = REPLAY_BITS) -> int:
+    """Counters at or above this are refused (JVPN_REJECT_AFTER)."""
+    return (1 << 64) - 1 - bits
+
+
 class _Struct(ctypes.Structure):
     """Keyword construction with tuples accepted for array fields."""
 
@@ -297,6 +302,7 @@ CONSTANTS = {
     "JVPN_REPLAY_BITS": REPLAY_BITS,
     "JVPN_REPLAY_WORDS": replay_words(),
     "JVPN_REPLAY_WINDOW": replay_window(),
+    "JVPN_REJECT_AFTER": reject_after(),
     "JVPN_MAX_PORTS": MAX_PORTS,
 }
 

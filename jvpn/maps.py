@@ -153,6 +153,21 @@ class Program:
         if _lib().bpf_obj_pin(fd, str(path).encode()) != 0:
             raise LoadFailed(f"cannot pin {path}: {os.strerror(ctypes.get_errno() or errno.EIO)}")
 
+    def drain_events(self) -> list:
+        """Security events waiting in the ring buffer (this process's view)."""
+        got = []
+        if not getattr(self, "_ring_open", False):
+            def _on_event(_ctx, data, size):
+                got_now.append(abi.Event.from_buffer_copy(ctypes.string_at(data, size)))
+
+            got_now: list = []
+            self._ring_sink = got_now
+            self.bpf[b"jvpn_events"].open_ring_buffer(_on_event)
+            self._ring_open = True
+        self.bpf.ring_buffer_consume()
+        got, self._ring_sink[:] = list(self._ring_sink), []
+        return got
+
     def maps(self) -> "GateMaps":
         return GateMaps(self.pins, self.options.replay_bits)
 

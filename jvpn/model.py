@@ -137,10 +137,10 @@ def gcra_allow(obj, attr: str, now: int, interval: int, burst: int, cost: int = 
 def replay_accept(rt, counter: int, bits: int = abi.REPLAY_BITS) -> bool:
     """Mirror of replay.h:jvpn_replay_accept (RFC 6479, WireGuard's order)."""
     words, window = abi.replay_words(bits), abi.replay_window(bits)
-    seq = (counter + 1) & _U64
-    if seq == 0:
+    if counter >= abi.reject_after(bits):
         return False
-    if rt.replay_top > window and seq < rt.replay_top - window:
+    seq = counter + 1
+    if window + seq < rt.replay_top:
         return False
     index = seq >> 6
     if seq > rt.replay_top:

@@ -133,6 +133,9 @@ struct jvpn_session {
 /* RFC 6479: one word of the ring is the one being filled, so the window that
  * is guaranteed to be remembered is one word short of the ring. */
 #define JVPN_REPLAY_WINDOW (JVPN_REPLAY_BITS - 64)
+/* Counters at or above this are refused (WireGuard's REJECT_AFTER_MESSAGES):
+ * it keeps JVPN_REPLAY_WINDOW + counter + 1 from wrapping around. */
+#define JVPN_REJECT_AFTER (0xFFFFFFFFFFFFFFFFULL - JVPN_REPLAY_BITS)
 
 struct jvpn_session_rt {
 	struct bpf_spin_lock lock; /* guards every field below */

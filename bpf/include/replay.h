@@ -25,10 +25,10 @@ static __always_inline int jvpn_replay_accept(struct jvpn_session_rt *rt, __u64 
 	__u64 index, cur, span, bit;
 	__u32 i;
 
-	if (seq == 0)
-		return 0; /* counter == U64_MAX is never valid */
-	if (rt->replay_top > JVPN_REPLAY_WINDOW && seq < rt->replay_top - JVPN_REPLAY_WINDOW)
-		return 0; /* too old */
+	if (counter >= JVPN_REJECT_AFTER)
+		return 0; /* the key must be replaced long before this */
+	if (JVPN_REPLAY_WINDOW + seq < rt->replay_top)
+		return 0; /* too old: no longer remembered */
 	index = seq >> 6;
 	if (seq > rt->replay_top) {
 		cur = rt->replay_top >> 6;
