@@ -1,0 +1,49 @@
+"""`jvpn-xdp bench ...`: benchmarks. They print figures; they assert nothing.
+Record what they print, with the command, in docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+
+@click.group(help="Benchmarks (not tests): measure and print, side by side in one run.")
+def bench():
+    pass
+
+
+@bench.command("xdp", help="ns per packet for each XDP verdict path next to an empty XDP "
+                           "program, through BPF_PROG_TEST_RUN (no traffic).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--repeat", default=200_000, show_default=True, type=click.IntRange(1),
+              help="Kernel repetitions per batch for repeatable paths.")
+@click.option("--batches", default=5, show_default=True, type=click.IntRange(1),
+              help="Batches per path; the median is reported.")
+@click.option("--singles", default=20_000, show_default=True, type=click.IntRange(10),
+              help="Distinct frames for the non-repeatable data_valid path.")
+@click.pass_obj
+def bench_xdp(app, as_json: bool, repeat: int, batches: int, singles: int):
+    from jvpn.bench import run_xdp_bench  # noqa: PLC0415 - needs bcc; keep --help cheap
+    from jvpn.maps import require_root  # noqa: PLC0415
+
+    require_root()
+    console = getattr(app, "console", None)
+    if as_json or console is None:
+        result = run_xdp_bench(repeat, batches, singles)
+        click.echo(json.dumps(result, indent=None if as_json else 2))
+        return
+    with console.status("measuring") as status:
+        result = run_xdp_bench(repeat, batches, singles,
+                               progress=lambda p: status.update(f"measuring {p}"))
+    from rich.table import Table  # noqa: PLC0415
+
+    table = Table(title=f"XDP verdict paths (baseline {result['baseline_ns']} ns, "
+                        f"empty XDP program)")
+    table.add_column("path")
+    table.add_column("ns/packet", justify="right")
+    table.add_column("x baseline", justify="right")
+    for name, ns in result["paths"].items():
+        table.add_row(name, f"{ns:.1f}", f"{result['ratios'][name]:.2f}")
+    console.print(table)
+    console.print(f"[dim]{result['method']}[/dim]")
