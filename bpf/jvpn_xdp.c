@@ -72,7 +72,7 @@ BPF_RINGBUF_OUTPUT(jvpn_events, JVPN_EVENT_PAGES);
 #ifdef JVPN_TEST_CLOCK
 /* Tests only: the clock is a map the test writes, so runs are deterministic. */
 BPF_TABLE_PINNED("array", int, __u64, jvpn_test_clock, 1, JVPN_PIN_DIR "/test_clock");
-static __always_inline __u64 jvpn_now(void)
+static __always_inline __u64 jvpn_read_clock(const struct jvpn_config *cfg)
 {
 	int zero = 0;
 	__u64 *t = jvpn_test_clock.lookup(&zero);
@@ -80,11 +80,25 @@ static __always_inline __u64 jvpn_now(void)
 	return t ? *t : 0;
 }
 #else
-static __always_inline __u64 jvpn_now(void)
+/* Jiffy resolution is all the buckets need. bpf_jiffies64() is inlined by
+ * the verifier (a load); bpf_ktime_get_coarse_ns() is a real call that cost
+ * ~14 ns per packet here. attach measures ns_per_jiffy (jvpn/maps.py). */
+static __always_inline __u64 jvpn_read_clock(const struct jvpn_config *cfg)
 {
+	if (cfg->ns_per_jiffy)
+		return bpf_jiffies64() * cfg->ns_per_jiffy;
 	return bpf_ktime_get_coarse_ns();
 }
 #endif
+
+/* The clock is read once per packet, and only by verdicts that need it: the
+ * cheapest drops (malformed, unknown session) never pay for it. */
+static __always_inline __u64 jvpn_clock(const struct jvpn_config *cfg, __u64 *now)
+{
+	if (!*now)
+		*now = jvpn_read_clock(cfg);
+	return *now;
+}
 
 static __always_inline void jvpn_count(__u32 slot, __u64 bytes)
 {
@@ -152,8 +166,9 @@ static __always_inline struct jvpn_session_rt *jvpn_runtime(__u64 sid)
 
 /* Control messages: per source prefix (IPv4 /32, IPv6 /64), then global. */
 static __always_inline __u32 jvpn_control_budget(const struct jvpn_pkt *pkt,
-						 const struct jvpn_config *cfg, __u64 now)
+						 const struct jvpn_config *cfg, __u64 *clock)
 {
+	__u64 now = jvpn_clock(cfg, clock);
 	struct jvpn_src_key key = { .family = pkt->family };
 	struct jvpn_src_rl fresh = {}, *src;
 	struct jvpn_global *g;
@@ -180,7 +195,7 @@ static __always_inline __u32 jvpn_control_budget(const struct jvpn_pkt *pkt,
 
 /* Steps 2-7 for a message that names a session. */
 static __always_inline __u32 jvpn_session_verdict(const struct jvpn_pkt *pkt,
-						  const struct jvpn_config *cfg, __u64 now)
+						  const struct jvpn_config *cfg, __u64 *clock)
 {
 	struct jvpn_hdr *h = pkt->hdr;
 	__u64 sid = h->session_id;
@@ -190,6 +205,7 @@ static __always_inline __u32 jvpn_session_verdict(const struct jvpn_pkt *pkt,
 	struct jvpn_session_rt *rt;
 	__u32 verdict = 0;
 	int fresh;
+	__u64 now;
 
 	s = jvpn_sessions.lookup(&sid);
 	if (!s)
@@ -204,6 +220,7 @@ static __always_inline __u32 jvpn_session_verdict(const struct jvpn_pkt *pkt,
 	rt = jvpn_runtime(sid);
 	if (!rt)
 		return JVPN_R_DROP_REPLAY; /* no window to prove freshness: fail closed */
+	now = jvpn_clock(cfg, clock); /* no helper calls under the lock */
 	bpf_spin_lock(&rt->lock);
 	fresh = jvpn_replay_accept(rt, h->counter);
 	if (!fresh) {
@@ -227,13 +244,13 @@ static __always_inline __u32 jvpn_session_verdict(const struct jvpn_pkt *pkt,
 		return verdict;
 	if (is_data)
 		return type == JVPN_MSG_DATA ? JVPN_R_PASS_DATA : JVPN_R_PASS_KEEPALIVE;
-	verdict = jvpn_control_budget(pkt, cfg, now);
+	verdict = jvpn_control_budget(pkt, cfg, clock);
 	return verdict ? verdict : JVPN_R_PASS_CONTROL;
 }
 
 /* Steps 1-7 for a parsed jvpn message. */
 static __always_inline __u32 jvpn_verdict(const struct jvpn_pkt *pkt,
-					  const struct jvpn_config *cfg, __u64 now)
+					  const struct jvpn_config *cfg, __u64 *clock)
 {
 	const struct jvpn_hdr *h = pkt->hdr;
 	__u32 verdict;
@@ -244,30 +261,32 @@ static __always_inline __u32 jvpn_verdict(const struct jvpn_pkt *pkt,
 	case JVPN_MSG_HANDSHAKE_INIT:
 		if (h->session_id != 0)
 			return JVPN_R_DROP_MALFORMED;
-		verdict = jvpn_control_budget(pkt, cfg, now);
+		verdict = jvpn_control_budget(pkt, cfg, clock);
 		return verdict ? verdict : JVPN_R_PASS_HANDSHAKE;
 	case JVPN_MSG_DATA:
 	case JVPN_MSG_KEEPALIVE:
 	case JVPN_MSG_REATTACH_REQ:
 	case JVPN_MSG_PATH_RESPONSE:
 	case JVPN_MSG_TERMINATE:
-		return jvpn_session_verdict(pkt, cfg, now);
+		return jvpn_session_verdict(pkt, cfg, clock);
 	default: /* gateway-to-client types and unknown ones */
 		return JVPN_R_DROP_BAD_TYPE;
 	}
 }
 
 static __always_inline void jvpn_emit_event(__u32 reason, const struct jvpn_pkt *pkt,
-					    const struct jvpn_config *cfg, __u64 now)
+					    const struct jvpn_config *cfg, __u64 *clock)
 {
 	struct jvpn_event ev = {};
 	struct jvpn_global *g;
+	__u64 now;
 	int zero = 0;
 
 	if (cfg->event_sample_every > 1 && bpf_get_prandom_u32() % cfg->event_sample_every) {
 		jvpn_count(JVPN_C_EVENT_SUPPRESSED, 0);
 		return;
 	}
+	now = jvpn_clock(cfg, clock);
 	g = jvpn_global.lookup(&zero);
 	if (!g || !jvpn_gcra_allow_atomic(&g->event_tat, now, cfg->event_interval_ns,
 					  cfg->event_burst_ns)) {
@@ -296,7 +315,7 @@ int jvpn_xdp(struct xdp_md *ctx)
 	struct jvpn_pkt pkt = {};
 	struct jvpn_config *cfg;
 	__u32 reason;
-	__u64 now;
+	__u64 now = 0; /* read lazily by jvpn_clock() */
 	int zero = 0;
 
 	cfg = jvpn_config.lookup(&zero);
@@ -310,10 +329,9 @@ int jvpn_xdp(struct xdp_md *ctx)
 		jvpn_count(JVPN_R_DROP_MALFORMED, frame_len);
 		return XDP_DROP;
 	}
-	now = jvpn_now();
-	reason = jvpn_verdict(&pkt, cfg, now);
+	reason = jvpn_verdict(&pkt, cfg, &now);
 	jvpn_count(reason, frame_len);
 	if (jvpn_is_security_drop(reason))
-		jvpn_emit_event(reason, &pkt, cfg, now);
+		jvpn_emit_event(reason, &pkt, cfg, &now);
 	return reason <= JVPN_R_PASS_HANDSHAKE ? XDP_PASS : XDP_DROP;
 }

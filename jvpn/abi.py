@@ -241,7 +241,7 @@ class Config(_Struct):
         ("event_interval_ns", u64),
         ("event_burst_ns", u64),
         ("event_sample_every", u32),
-        ("_pad0", u32),
+        ("ns_per_jiffy", u32),
     ]
 
 

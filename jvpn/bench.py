@@ -24,7 +24,7 @@ from typing import Callable
 
 from . import abi, frames, testrun, wire
 from .gateconfig import GateConfig
-from .maps import BuildOptions, Program, load_plain, unpin
+from .maps import BuildOptions, Program, load_plain, measure_ns_per_jiffy, unpin
 
 BASELINE_PROGRAM = """
 #include <uapi/linux/bpf.h>
@@ -67,8 +67,9 @@ def run_xdp_bench(repeat: int = 200_000, batches: int = 5, singles: int = 20_000
 def _measure(prog: Program, baseline_fd: int, repeat: int, batches: int, singles: int,
              progress: Callable[[str], None]) -> dict:
     fd = prog.prog_fd
+    tick = measure_ns_per_jiffy()
     unlimited = GateConfig(session_pps=0, session_bytes_per_sec=0, source_control_pps=0,
-                           global_control_pps=0)
+                           global_control_pps=0, ns_per_jiffy=tick)
     with prog.maps() as maps:
         maps.write_config(unlimited.to_abi())
         maps.put_session(SID, abi.Session(
@@ -104,7 +105,7 @@ def _measure(prog: Program, baseline_fd: int, repeat: int, batches: int, singles
 
         progress("drop_rate_limited")
         maps.write_config(GateConfig(source_control_pps=1, source_control_burst=1,
-                                     global_control_pps=0).to_abi())
+                                     global_control_pps=0, ns_per_jiffy=tick).to_abi())
         hs = _frame(0, sid=0, t=abi.MSG_HANDSHAKE_INIT)
         testrun.run(fd, hs)  # the one the bucket allows
         paths["drop_rate_limited"] = _repeat_ns(fd, hs, repeat, batches)

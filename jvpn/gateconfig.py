@@ -42,6 +42,7 @@ class GateConfig:
     events_per_sec: float = 100
     events_burst: float = 100
     event_sample_every: int = 1
+    ns_per_jiffy: int = 0  # the gate's clock; 0 = coarse ktime (attach measures it)
 
     def validate(self) -> None:
         if not 1 <= len(self.ports) <= abi.MAX_PORTS:
@@ -73,4 +74,5 @@ class GateConfig:
             event_interval_ns=ev,
             event_burst_ns=_burst(ev, self.events_burst),
             event_sample_every=self.event_sample_every,
+            ns_per_jiffy=self.ns_per_jiffy,
         )

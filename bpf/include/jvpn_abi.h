@@ -167,7 +167,7 @@ struct jvpn_config {
 	__u64 event_interval_ns;        /* security events to userspace */
 	__u64 event_burst_ns;
 	__u32 event_sample_every;       /* 1 = every eligible drop, N = 1 in N */
-	__u32 _pad0;
+	__u32 ns_per_jiffy;             /* clock: jiffies * this (0: coarse ktime) */
 };
 
 /* ---- jvpn_global: array[1], written by XDP only (atomic CAS) ---- */
