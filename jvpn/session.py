@@ -1,0 +1,146 @@
+"""The session state machine of the seed, as a transition table.
+
+A session record is immutable; ``apply`` returns the next record and the
+transition (with its reason code) or raises ``IllegalTransition``, leaving the
+record untouched. Every transition bumps the version by exactly one; the
+version is what the store compares-and-swaps on. TERMINATED is absorbing.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field, replace
+from typing import Optional
+
+from . import abi
+
+
+class State(enum.IntEnum):
+    BIRTH = abi.STATE_BIRTH
+    ATTACHED = abi.STATE_ATTACHED
+    VOLATILE = abi.STATE_VOLATILE
+    RECOVERING = abi.STATE_RECOVERING
+    DEGRADED = abi.STATE_DEGRADED
+    TERMINATED = abi.STATE_TERMINATED
+
+
+class Event(str, enum.Enum):
+    ATTACH_OK = "attach_ok"
+    INSTABILITY_DETECTED = "instability_detected"
+    SWITCH_INITIATED = "switch_initiated"
+    REATTACH_VALID = "reattach_valid"
+    REATTACH_INVALID = "reattach_invalid"
+    RECOVERY_TIMEOUT = "recovery_timeout"
+    SESSION_TTL_EXPIRED = "session_ttl_expired"
+    TRANSPORT_TTL_EXPIRED = "transport_ttl_expired"
+    OPERATOR_TERMINATE = "operator_terminate"
+
+
+S, E = State, Event
+
+# (from, event) -> (to, reason code). Everything else is illegal.
+TRANSITIONS: dict[tuple[State, Event], tuple[State, str]] = {
+    (S.BIRTH, E.ATTACH_OK): (S.ATTACHED, "HANDSHAKE_OK"),
+    (S.ATTACHED, E.INSTABILITY_DETECTED): (S.VOLATILE, "VOLATILITY_SIGNAL"),
+    (S.VOLATILE, E.SWITCH_INITIATED): (S.RECOVERING, "RECOVERY_START"),
+    (S.RECOVERING, E.REATTACH_VALID): (S.ATTACHED, "TRANSPORT_SWITCH_OK"),
+    (S.RECOVERING, E.REATTACH_INVALID): (S.DEGRADED, "TRANSPORT_SWITCH_DENIED"),
+    (S.VOLATILE, E.RECOVERY_TIMEOUT): (S.DEGRADED, "ENTER_DEGRADED_MODE"),
+    (S.DEGRADED, E.SWITCH_INITIATED): (S.RECOVERING, "RECOVERY_RETRY"),
+}
+_TERMINATING = {
+    E.SESSION_TTL_EXPIRED: "TTL_SESSION_EXPIRED",
+    E.TRANSPORT_TTL_EXPIRED: "TTL_TRANSPORT_LOSS_EXPIRED",
+    E.OPERATOR_TERMINATE: "POLICY_TERMINATION",
+}
+for _state in State:
+    if _state is not S.TERMINATED:
+        for _event, _reason in _TERMINATING.items():
+            TRANSITIONS[(_state, _event)] = (S.TERMINATED, _reason)
+
+# States that accept a reattach request (seed B2).
+REATTACH_STATES = frozenset({S.ATTACHED, S.VOLATILE, S.RECOVERING, S.DEGRADED})
+
+
+class IllegalTransition(Exception):
+    def __init__(self, state: State, event: Event):
+        super().__init__(f"illegal transition: {state.name} --{event.value}-->")
+        self.state, self.event = state, event
+        self.reason_code = "FATAL_PROTOCOL_ERROR"
+
+
+@dataclass(frozen=True)
+class Transport:
+    """One outer transport: the client's address and UDP port as seen by us."""
+
+    addr: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.addr}]:{self.port}" if ":" in self.addr else f"{self.addr}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Transition:
+    session_id: int
+    previous: State
+    new: State
+    event: Event
+    reason_code: str
+    version: int
+    at_ms: int
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    session_id: int
+    state: State
+    version: int
+    created_ms: int
+    last_change_ms: int
+    binding: Optional[Transport] = None  # exactly one when ATTACHED
+    candidate: Optional[Transport] = None  # the transport under validation (RECOVERING)
+    switches_ms: tuple = field(default_factory=tuple)  # times of accepted switches
+    transport_lost_ms: Optional[int] = None  # since when no usable transport
+    recovery_deadline_ms: Optional[int] = None
+    degraded_count: int = 0  # times DEGRADED was entered
+    owner: str = ""  # gateway id (clusters)
+    reattach_seq: int = 0  # highest reattach sequence consumed
+
+    def with_(self, **kw) -> "SessionRecord":
+        return replace(self, **kw)
+
+
+def new_session(session_id: int, now_ms: int, owner: str = "") -> SessionRecord:
+    return SessionRecord(session_id=session_id, state=S.BIRTH, version=0, created_ms=now_ms,
+                         last_change_ms=now_ms, owner=owner)
+
+
+def can_apply(rec: SessionRecord, event: Event) -> bool:
+    return (rec.state, event) in TRANSITIONS
+
+
+def apply(rec: SessionRecord, event: Event, now_ms: int, **changes) -> tuple[SessionRecord,
+                                                                          Transition]:
+    """The next record (version + 1) and the transition; ``changes`` are the
+    other fields that move with it (binding, candidate, ...)."""
+    try:
+        to, reason = TRANSITIONS[(rec.state, event)]
+    except KeyError:
+        raise IllegalTransition(rec.state, event) from None
+    if to is S.DEGRADED:
+        changes.setdefault("degraded_count", rec.degraded_count + 1)
+    if to is S.TERMINATED:
+        changes.setdefault("binding", None)
+        changes.setdefault("candidate", None)
+    new = rec.with_(state=to, version=rec.version + 1, last_change_ms=now_ms, **changes)
+    _check_invariants(new)
+    return new, Transition(rec.session_id, rec.state, to, event, reason, new.version, now_ms)
+
+
+def _check_invariants(rec: SessionRecord) -> None:
+    """I2, I3 of the seed: refuse to produce a record that breaks them."""
+    if rec.state is S.ATTACHED and rec.binding is None:
+        raise ValueError("I2: ATTACHED needs exactly one active binding")
+    if rec.state is S.RECOVERING and rec.candidate is None:
+        raise ValueError("I3: RECOVERING needs a candidate transport")

@@ -1,0 +1,61 @@
+"""The ownership store: authoritative session records, compare-and-swap on
+the record's version. The daemon writes here first and only then projects a
+binding into the BPF maps.
+
+Backends: ``SqliteStore`` (embedded default, jvpn/store/sqlite.py); an etcd
+backend for clusters comes later behind the same interface.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Iterator, Optional, Protocol
+
+from ..session import SessionRecord, State, Transport
+
+
+class StoreError(Exception):
+    """The store could not answer: callers must fail closed."""
+
+
+class VersionConflict(StoreError):
+    """Someone else changed the record first (compare-and-swap lost)."""
+
+
+class AlreadyExists(StoreError):
+    pass
+
+
+@dataclass(frozen=True)
+class Change:
+    revision: int
+    session_id: int
+    version: int  # -1 for a deletion
+    kind: str  # "create" | "update" | "delete"
+
+
+class Store(Protocol):
+    def create(self, rec: SessionRecord, secrets: bytes) -> None: ...
+    def get(self, session_id: int) -> Optional[tuple[SessionRecord, bytes]]: ...
+    def cas(self, session_id: int, expected_version: int, new: SessionRecord) -> None: ...
+    def delete(self, session_id: int, expected_version: Optional[int] = None) -> None: ...
+    def list(self) -> list[SessionRecord]: ...
+    def changes(self, since_revision: int = 0) -> Iterator[Change]: ...
+    def close(self) -> None: ...
+
+
+def record_to_json(rec: SessionRecord) -> str:
+    d = asdict(rec)
+    d["state"] = rec.state.name
+    d["switches_ms"] = list(rec.switches_ms)
+    return json.dumps(d, sort_keys=True)
+
+
+def record_from_json(text: str) -> SessionRecord:
+    d = json.loads(text)
+    d["state"] = State[d["state"]]
+    for k in ("binding", "candidate"):
+        d[k] = Transport(**d[k]) if d.get(k) else None
+    d["switches_ms"] = tuple(d.get("switches_ms", ()))
+    return SessionRecord(**d)

@@ -1,0 +1,154 @@
+"""The embedded store: one SQLite file under the state directory (stdlib
+sqlite3, WAL). Survives a daemon restart. The file holds session secrets:
+it is created 0600 in a 0700 directory."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Iterator, Optional
+
+from ..session import SessionRecord
+from . import AlreadyExists, Change, StoreError, VersionConflict, record_from_json, record_to_json
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    session_id INTEGER PRIMARY KEY,   -- the u64 id, stored as its signed twin
+    version INTEGER NOT NULL,
+    record TEXT NOT NULL,
+    secrets BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS changes (
+    revision INTEGER PRIMARY KEY AUTOINCREMENT,
+    session_id INTEGER NOT NULL,
+    version INTEGER NOT NULL,
+    kind TEXT NOT NULL
+);
+"""
+
+
+def _signed(u: int) -> int:
+    return u - (1 << 64) if u >= 1 << 63 else u
+
+
+def _unsigned(s: int) -> int:
+    return s + (1 << 64) if s < 0 else s
+
+
+class SqliteStore:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fresh = not self.path.exists()
+        try:
+            self._db = sqlite3.connect(str(self.path), isolation_level=None,
+                                       check_same_thread=False, timeout=5.0)
+            if fresh:
+                os.chmod(self.path, 0o600)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot open the session store {self.path}: {e}") from e
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _tx(self):
+        return _Tx(self._db, self._lock)
+
+    def create(self, rec: SessionRecord, secrets: bytes) -> None:
+        sid = _signed(rec.session_id)
+        with self._tx() as db:
+            if db.execute("SELECT 1 FROM sessions WHERE session_id=?", (sid,)).fetchone():
+                raise AlreadyExists(f"session {rec.session_id:016x} exists")
+            db.execute("INSERT INTO sessions VALUES (?,?,?,?)",
+                       (sid, rec.version, record_to_json(rec), secrets))
+            db.execute("INSERT INTO changes (session_id, version, kind) VALUES (?,?,?)",
+                       (sid, rec.version, "create"))
+
+    def get(self, session_id: int) -> Optional[tuple[SessionRecord, bytes]]:
+        with self._lock:
+            try:
+                row = self._db.execute("SELECT record, secrets FROM sessions WHERE session_id=?",
+                                       (_signed(session_id),)).fetchone()
+            except sqlite3.Error as e:
+                raise StoreError(f"session store read failed: {e}") from e
+        if row is None:
+            return None
+        return record_from_json(row[0]), bytes(row[1])
+
+    def cas(self, session_id: int, expected_version: int, new: SessionRecord) -> None:
+        if new.session_id != session_id or new.version <= expected_version:
+            raise StoreError("cas: the new record must be the same session at a higher version")
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE sessions SET version=?, record=? WHERE session_id=? AND version=?",
+                (new.version, record_to_json(new), _signed(session_id), expected_version))
+            if cur.rowcount != 1:
+                raise VersionConflict(
+                    f"session {session_id:016x} is no longer at version {expected_version}")
+            db.execute("INSERT INTO changes (session_id, version, kind) VALUES (?,?,?)",
+                       (_signed(session_id), new.version, "update"))
+
+    def delete(self, session_id: int, expected_version: Optional[int] = None) -> None:
+        with self._tx() as db:
+            if expected_version is None:
+                cur = db.execute("DELETE FROM sessions WHERE session_id=?", (_signed(session_id),))
+            else:
+                cur = db.execute("DELETE FROM sessions WHERE session_id=? AND version=?",
+                                 (_signed(session_id), expected_version))
+            if cur.rowcount != 1:
+                raise VersionConflict(f"session {session_id:016x}: nothing deleted")
+            db.execute("INSERT INTO changes (session_id, version, kind) VALUES (?,?,?)",
+                       (_signed(session_id), -1, "delete"))
+
+    def list(self) -> list[SessionRecord]:
+        with self._lock:
+            rows = self._db.execute("SELECT record FROM sessions ORDER BY session_id").fetchall()
+        return [record_from_json(r[0]) for r in rows]
+
+    def changes(self, since_revision: int = 0) -> Iterator[Change]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT revision, session_id, version, kind FROM changes WHERE revision > ? "
+                "ORDER BY revision", (since_revision,)).fetchall()
+        for rev, sid, version, kind in rows:
+            yield Change(rev, _unsigned(sid), version, kind)
+
+
+class _Tx:
+    """BEGIN IMMEDIATE ... COMMIT under the connection lock; any sqlite error
+    rolls back and becomes a StoreError (callers fail closed)."""
+
+    def __init__(self, db: sqlite3.Connection, lock: threading.Lock):
+        self.db, self.lock = db, lock
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.lock.acquire()
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as e:
+            self.lock.release()
+            raise StoreError(f"session store unavailable: {e}") from e
+        return self.db
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            if exc_type is None:
+                try:
+                    self.db.execute("COMMIT")
+                except sqlite3.Error as e:
+                    self.db.execute("ROLLBACK")
+                    raise StoreError(f"session store commit failed: {e}") from e
+            else:
+                self.db.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreError(f"session store write failed: {exc}") from exc
+        finally:
+            self.lock.release()
+        return False
