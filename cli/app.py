@@ -1,0 +1,141 @@
+"""The object every command gets as ``ctx.obj``: consoles, JSON output and the
+checks and look-ups the commands share.
+
+Nothing here imports bcc: jvpn.maps does that lazily, so ``--help`` and the
+commands' argument errors work on a machine without it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+
+from jvpn import maps
+from jvpn.errors import JvpnError, NotAttached
+
+DEFAULT_PIN_ROOT = "/sys/fs/bpf/jvpn"
+DEFAULT_RUN_DIR = "/run/jvpn"
+BPF_FS = "bpf"
+
+
+class App:
+    """Shared state of one ``jvpn-xdp`` invocation."""
+
+    def __init__(self, pin_root: str = DEFAULT_PIN_ROOT, run_dir: str = DEFAULT_RUN_DIR):
+        # jvpn.maps reads these on every call, so the whole process (and any
+        # helper it starts) agrees on where pins and attachment records live.
+        os.environ["JVPN_PIN_ROOT"] = str(pin_root)
+        os.environ["JVPN_RUN_DIR"] = str(run_dir)
+        self.console = Console(highlight=False)
+        self.err = Console(stderr=True, highlight=False)
+
+    @property
+    def pin_root(self) -> Path:
+        return maps.pin_root()
+
+    @property
+    def run_dir(self) -> Path:
+        return maps.run_dir()
+
+    # ------------------------------------------------------------ output
+    def emit_json(self, data: Any) -> None:
+        """Valid JSON on stdout and nothing else (no rich markup or wrapping)."""
+        click.echo(json.dumps(data, indent=2, sort_keys=False))
+
+    def say(self, *args, **kwargs) -> None:
+        self.console.print(*args, **kwargs)
+
+    def warn(self, message: str) -> None:
+        self.err.print(f"warning: {message}", markup=False)
+
+    # ------------------------------------------------------------ checks
+    def require_root(self) -> None:
+        maps.require_root()
+
+    def require_bcc(self) -> None:
+        # jvpn.maps has no public check of its own; _bcc() raises BccMissing
+        # with the install hint, which is exactly the message we want.
+        maps._bcc()
+
+    def require_maps_access(self) -> None:
+        """Root first, then bcc: the order the operator has to fix them in."""
+        self.require_root()
+        self.require_bcc()
+
+    def require_bpffs(self) -> None:
+        """The pin root must sit on a bpf filesystem, or pinning fails with a
+        bare OS error (e.g. under `ip netns exec`, which remounts /sys and so
+        hides /sys/fs/bpf: use `nsenter --net=/run/netns/NAME` instead)."""
+        fstype = mount_fstype(self.pin_root)
+        if fstype != BPF_FS:
+            where = f"on {fstype}" if fstype else "on no known mount"
+            raise JvpnError(
+                f"pin root {self.pin_root} is {where}, not on a bpf filesystem: "
+                "mount one (mount -t bpf bpf /sys/fs/bpf) or choose --pin-root under it"
+            )
+
+    # ------------------------------------------------------------ look-ups
+    def attachments(self, ifname: str | None) -> list[maps.Attachment]:
+        """The attachment of ``ifname``, or every one; NotAttached when none
+        (NoSuchInterface when ``ifname`` names no interface and no record)."""
+        if ifname is not None:
+            if not maps.Attachment.path(ifname).exists() and not interface_exists(ifname):
+                maps.require_interface(ifname)  # raises NoSuchInterface
+            return [maps.Attachment.load(ifname)]
+        found = maps.Attachment.all()
+        if not found:
+            raise NotAttached(
+                f"jvpn is not attached to any interface (no records in {self.run_dir}): "
+                "run `jvpn-xdp attach IFACE` first"
+            )
+        return found
+
+    def open_maps(self, att: maps.Attachment) -> maps.GateMaps:
+        return maps.GateMaps(Path(att.pin_dir), att.replay_bits)
+
+
+def interface_exists(ifname: str) -> bool:
+    try:
+        socket.if_nametoindex(ifname)
+        return True
+    except OSError:
+        return False
+
+
+def mount_fstype(path: Path) -> str | None:
+    """File system type of the mount that holds ``path`` (or would, for a path
+    not made yet), from this process's /proc/self/mountinfo."""
+    path = Path(os.path.realpath(path))
+    best, fstype = -1, None
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        try:
+            sep = fields.index("-")
+        except ValueError:
+            continue
+        mount_point = _unescape(fields[4])
+        mp = Path(mount_point)
+        # ">=": of stacked mounts on one point, the later (listed last) is on top
+        if (path == mp or mp in path.parents) and len(mp.parts) >= best:
+            best, fstype = len(mp.parts), fields[sep + 1]
+    return fstype
+
+
+def _unescape(field: str) -> str:
+    # mountinfo escapes space, tab, newline and backslash as \ooo
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def session_id_hex(sid: int) -> str:
+    return f"{sid:016x}"

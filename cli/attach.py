@@ -1,0 +1,78 @@
+"""`jvpn-xdp attach IFACE`: compile, load, configure and attach the gate."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import click
+from rich.markup import escape
+
+from jvpn import abi, maps
+from jvpn.gateconfig import GateConfig
+
+from .app import App
+
+
+@click.command(short_help="Attach the XDP gate to an interface.")
+@click.argument("iface")
+@click.option(
+    "--port",
+    "ports",
+    type=click.IntRange(1, 65535),
+    multiple=True,
+    metavar="PORT",
+    callback=lambda _ctx, _param, value: _check_ports(value),
+    help=f"UDP port the gate owns (repeatable, at most {abi.MAX_PORTS}; "
+    f"default {abi.DEFAULT_PORT}). Other UDP ports and non-UDP traffic pass untouched.",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(sorted(maps.MODES)),
+    default="native",
+    show_default=True,
+    help="XDP mode to try. If the driver refuses native mode, generic mode is used "
+    "and the output says so.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the attachment record as JSON.")
+@click.pass_obj
+def attach(app: App, iface: str, ports: list[int], mode: str, as_json: bool) -> None:
+    """Compile and load the gate, write its config and attach it to IFACE.
+
+    The maps are pinned in PIN_ROOT/IFACE and the attachment is recorded in
+    RUN_DIR/IFACE.json, which the other commands read. Needs root and bcc.
+    """
+    app.require_maps_access()
+    maps.require_interface(iface)
+    app.require_bpffs()
+    att = maps.attach(iface, GateConfig(ports=ports), mode)
+    if as_json:
+        app.emit_json(asdict(att))
+        if att.note:
+            app.warn(att.note)
+        return
+    app.say(f"attached jvpn XDP gate to [bold]{escape(att.ifname)}[/bold] "
+            f"(ifindex {att.ifindex})")
+    app.say(f"  mode:    {att.mode}")
+    app.say(f"  ports:   {', '.join(str(p) for p in att.ports)} (UDP)")
+    app.say(f"  pin dir: {att.pin_dir}", markup=False)
+    app.say(f"  record:  {maps.Attachment.path(att.ifname)}", markup=False)
+    prog_id = maps.xdp_prog_id(att.ifname)
+    if prog_id:
+        app.say(f"  prog id: {prog_id}")
+    if att.note:
+        app.say(f"  note:    {att.note}", markup=False)
+
+
+def _check_ports(ports: tuple[int, ...]) -> list[int]:
+    if not ports:
+        return [abi.DEFAULT_PORT]
+    if len(ports) > abi.MAX_PORTS:
+        raise click.BadParameter(
+            f"at most {abi.MAX_PORTS} ports, got {len(ports)}", param_hint="'--port'"
+        )
+    seen = set()
+    for p in ports:
+        if p in seen:
+            raise click.BadParameter(f"port {p} is given twice", param_hint="'--port'")
+        seen.add(p)
+    return list(ports)

@@ -1,0 +1,30 @@
+"""`jvpn-xdp detach IFACE`: remove the gate, its pins and its record."""
+
+from __future__ import annotations
+
+import click
+
+from jvpn import maps
+
+from .app import App, interface_exists
+
+
+@click.command(short_help="Detach the XDP gate from an interface.")
+@click.argument("iface")
+@click.pass_obj
+def detach(app: App, iface: str) -> None:
+    """Remove the XDP program from IFACE (whichever mode it runs in), delete
+    its pinned maps (PIN_ROOT/IFACE: sessions and counters are lost) and its
+    record (RUN_DIR/IFACE.json). Works on a record whose interface is gone.
+    Needs root and bcc.
+    """
+    app.require_maps_access()
+    recorded = maps.Attachment.path(iface).exists() or maps.pin_dir(iface).exists()
+    if not recorded and not interface_exists(iface):
+        maps.require_interface(iface)  # raises NoSuchInterface
+    maps.detach(iface)  # raises NotAttached when there is nothing of ours
+    app.say(f"detached jvpn from {iface}; removed {maps.pin_dir(iface)}", markup=False)
+    left = maps.xdp_prog_id(iface) if interface_exists(iface) else None
+    if left:
+        app.warn(f"an XDP program (id {left}) is still attached to {iface}: not one jvpn "
+                 "could remove (ip link set dev IFACE xdp off)")

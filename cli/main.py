@@ -1,0 +1,131 @@
+"""`jvpn-xdp`: attach, inspect and detach the XDP gate of a jvpn gateway.
+
+One command per module (cli/<command>.py); this module only builds the group,
+passes an :class:`App` down in ``ctx.obj`` and turns operator errors
+(:class:`jvpn.errors.JvpnError`) into one ``error: ...`` line with exit code 1.
+"""
+
+from __future__ import annotations
+
+import errno
+import sys
+from collections.abc import Sequence
+
+import click
+
+from jvpn.errors import JvpnError
+
+from .app import DEFAULT_PIN_ROOT, DEFAULT_RUN_DIR, App
+from .attach import attach
+from .detach import detach
+from .sessions import sessions
+from .stats import stats
+from .status import status
+
+EXIT_INTERRUPTED = 130
+
+
+class CliError(click.ClickException):
+    """An operator error, shown as one line on stderr."""
+
+    exit_code = 1
+
+    def show(self, file=None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True, file=file)
+
+
+class JvpnGroup(click.Group):
+    """A group whose commands' JvpnErrors (and OS errors such as a refused
+    mkdir) become :class:`CliError`, also under click's CliRunner."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except JvpnError as e:
+            raise CliError(str(e)) from None
+        except OSError as e:
+            if e.errno == errno.EPIPE:
+                raise
+            raise CliError(str(e)) from None
+
+
+@click.group(cls=JvpnGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--pin-root",
+    envvar="JVPN_PIN_ROOT",
+    default=DEFAULT_PIN_ROOT,
+    show_default=True,
+    show_envvar=True,
+    metavar="DIR",
+    help="bpffs directory holding one pin directory per attached interface.",
+)
+@click.option(
+    "--run-dir",
+    envvar="JVPN_RUN_DIR",
+    default=DEFAULT_RUN_DIR,
+    show_default=True,
+    show_envvar=True,
+    metavar="DIR",
+    help="Directory of the attachment records (<iface>.json).",
+)
+@click.version_option(package_name="jvpn", prog_name="jvpn-xdp")
+@click.pass_context
+def cli(ctx: click.Context, pin_root: str, run_dir: str) -> None:
+    """Attach, inspect and detach the jvpn XDP gate.
+
+    The gate is compiled and loaded through bcc; its maps are pinned under
+    the pin root so that every command here (a separate process) reads the
+    live sessions and counters. attach, detach, sessions and stats need root
+    and bcc; status works without them but then cannot count sessions.
+    """
+    ctx.obj = App(pin_root=pin_root, run_dir=run_dir)
+
+
+for _command in (attach, detach, status, sessions, stats):
+    cli.add_command(_command)
+
+
+def _register_bench(group: click.Group) -> None:
+    """`jvpn-xdp bench`, from cli/bench.py when it exists (written separately)."""
+    try:
+        from .bench import bench
+    except ModuleNotFoundError as e:
+        if e.name == f"{__package__}.bench":
+            return  # no cli/bench.py: no bench command
+        reason = str(e)
+    except ImportError as e:
+        reason = str(e)
+    else:
+        group.add_command(bench, "bench")
+        return
+
+    @group.command("bench", context_settings={"ignore_unknown_options": True},
+                   add_help_option=False)
+    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+    def _bench_unavailable(args) -> None:
+        """Benchmarks (unavailable here: cli/bench.py failed to import)."""
+        raise JvpnError(f"the bench command is unavailable: {reason}")
+
+
+_register_bench(cli)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console-script entry point: never a traceback for an operator error."""
+    try:
+        rv = cli.main(args=list(argv) if argv is not None else None, prog_name="jvpn-xdp",
+                      standalone_mode=False)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo("interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except JvpnError as e:  # raised outside a command (e.g. while parsing)
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    sys.exit(rv if isinstance(rv, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""`jvpn-xdp status`: every recorded attachment and whether it is still live."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+
+from jvpn import maps
+from jvpn.errors import JvpnError
+
+from .app import App
+
+
+@click.command(short_help="Show every attachment.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print a JSON list, one object per attachment ([] when none).")
+@click.pass_obj
+def status(app: App, as_json: bool) -> None:
+    """Show every attachment recorded in RUN_DIR: interface, XDP mode, ports,
+    pin directory and whether it still exists, the id of the XDP program on
+    the link now (none: something detached it), the number of sessions in the
+    pinned map and when it was attached.
+
+    Works without root, except for the session count (shown as "?" with the
+    reason). Prints "nothing attached" when there is no record.
+    """
+    rows = [_describe(app, att) for att in maps.Attachment.all()]
+    if as_json:
+        app.emit_json(rows)
+        return
+    if not rows:
+        app.say("nothing attached")
+        return
+    table = Table(title="jvpn XDP attachments")
+    for col in ("iface", "mode", "ports", "prog id", "pin dir", "sessions", "attached at"):
+        table.add_column(col, overflow="fold")  # wrap, never cut a path or an id
+    notes = []
+    for r in rows:
+        pin = r["pin_dir"] + {True: "", False: " (missing)", None: " (?)"}[r["pinned"]]
+        prog = str(r["prog_id"]) if r["prog_id"] else "none"
+        sessions = "?" if r["sessions"] is None else str(r["sessions"])
+        table.add_row(r["ifname"], r["mode"], ",".join(map(str, r["ports"])), prog, pin,
+                      sessions, _when(r["attached_at"]))
+        if not r["prog_id"]:
+            notes.append(f"{r['ifname']}: no XDP program on the link (detached by someone "
+                         "else, or the interface is gone): run `jvpn-xdp detach` to clean up")
+        if r["sessions_error"]:
+            notes.append(f"{r['ifname']}: sessions unknown: {r['sessions_error']}")
+        if r["note"]:
+            notes.append(f"{r['ifname']}: {r['note']}")
+    app.say(table)
+    for n in notes:
+        app.say(n, markup=False)
+
+
+def _describe(app: App, att: maps.Attachment) -> dict[str, Any]:
+    pinned = _is_dir(Path(att.pin_dir))
+    sessions, why = None, None
+    if pinned is None:
+        why = f"cannot look into {att.pin_dir}: run as root"
+    elif pinned:
+        try:
+            app.require_maps_access()
+            with app.open_maps(att) as gm:
+                sessions = len(gm.list_sessions())
+        except JvpnError as e:
+            why = str(e)
+    else:
+        why = f"pin directory {att.pin_dir} is gone"
+    return {
+        "ifname": att.ifname,
+        "ifindex": att.ifindex,
+        "mode": att.mode,
+        "ports": list(att.ports),
+        "pin_dir": att.pin_dir,
+        "pinned": pinned,
+        "prog_id": maps.xdp_prog_id(att.ifname),
+        "sessions": sessions,
+        "sessions_error": why,
+        "replay_bits": att.replay_bits,
+        "attached_at": att.attached_at,
+        "note": att.note,
+    }
+
+
+def _is_dir(path: Path) -> bool | None:
+    """None when it cannot be told (bpffs is root-only)."""
+    try:
+        return path.is_dir()
+    except PermissionError:
+        return None
+
+
+def _when(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
