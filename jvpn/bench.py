@@ -20,7 +20,7 @@ import platform
 import statistics
 import uuid
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 from . import abi, frames, testrun, wire
 from .gateconfig import GateConfig

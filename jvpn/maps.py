@@ -18,7 +18,7 @@ import socket
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from collections.abc import Iterator
 
 from . import abi
 from .errors import (
@@ -67,7 +67,7 @@ def pin_dir(ifname: str) -> Path:
 
 def _bcc():
     try:
-        import bcc  # noqa: PLC0415 - imported lazily: the unit tests run without it
+        import bcc
     except ImportError as e:
         raise BccMissing(
             "bcc is not importable (Debian package python3-bpfcc): run `sudo make setup`, "
@@ -128,7 +128,7 @@ class Program:
     so reloading the program keeps sessions and replay windows.
     """
 
-    def __init__(self, pins: Path, options: Optional[BuildOptions] = None,
+    def __init__(self, pins: Path, options: BuildOptions | None = None,
                  source: Path = PROGRAM_SOURCE):
         bcc = _bcc()
         self.pins = Path(pins)
@@ -168,7 +168,7 @@ class Program:
         got, self._ring_sink[:] = list(self._ring_sink), []
         return got
 
-    def maps(self) -> "GateMaps":
+    def maps(self) -> GateMaps:
         return GateMaps(self.pins, self.options.replay_bits)
 
     def close(self) -> None:
@@ -206,7 +206,7 @@ KNOWN_HZ = (100, 250, 300, 1000)
 def measure_ns_per_jiffy(interval_s: float = 0.25) -> int:
     """The kernel's tick length, measured: the gate's clock is jiffies times
     this (reading jiffies is a load; the coarse ktime helper is a call)."""
-    from . import testrun  # noqa: PLC0415
+    from . import testrun
 
     b, fd = load_plain(JIFFIES_PROBE)
     try:
@@ -322,7 +322,7 @@ class GateMaps:
         """One element replacement: readers see the old or the new binding."""
         self.sessions.update(ctypes.c_uint64(session_id), session)
 
-    def get_session(self, session_id: int) -> Optional[abi.Session]:
+    def get_session(self, session_id: int) -> abi.Session | None:
         return self.sessions.lookup(ctypes.c_uint64(session_id))
 
     def remove_session(self, session_id: int) -> None:
@@ -383,7 +383,7 @@ class Attachment:
         self.path(self.ifname).write_text(json.dumps(asdict(self), indent=2) + "\n")
 
     @classmethod
-    def load(cls, ifname: str) -> "Attachment":
+    def load(cls, ifname: str) -> Attachment:
         try:
             return cls(**json.loads(cls.path(ifname).read_text()))
         except FileNotFoundError:
@@ -392,7 +392,7 @@ class Attachment:
             raise JvpnError(f"{cls.path(ifname)} is unreadable ({e}): run detach") from e
 
     @classmethod
-    def all(cls) -> list["Attachment"]:
+    def all(cls) -> list[Attachment]:
         if not run_dir().is_dir():
             return []
         out = []
@@ -404,9 +404,9 @@ class Attachment:
         return out
 
 
-def xdp_prog_id(ifname: str) -> Optional[int]:
+def xdp_prog_id(ifname: str) -> int | None:
     """The id of the XDP program on a link (any mode), from netlink."""
-    from pyroute2 import IPRoute  # noqa: PLC0415
+    from pyroute2 import IPRoute
 
     with IPRoute() as ipr:
         links = ipr.get_links(ifname=ifname)
@@ -419,7 +419,7 @@ def xdp_prog_id(ifname: str) -> Optional[int]:
 
 
 def attach(ifname: str, config: GateConfig, mode: str = "native",
-           options: Optional[BuildOptions] = None) -> Attachment:
+           options: BuildOptions | None = None) -> Attachment:
     """Compile, load, configure and attach the gate to ``ifname``.
 
     Native (driver) mode first; if the driver refuses, generic (skb) mode,
@@ -482,7 +482,7 @@ def detach(ifname: str) -> None:
         for m in modes + [m for m in MODES if m not in modes]:
             try:
                 bcc.BPF.remove_xdp(ifname, MODES[m])
-            except Exception:
+            except Exception:  # noqa: BLE001 - bcc raises bare Exception; try every mode
                 continue
     _unpin(pin_dir(ifname))
     Attachment.path(ifname).unlink(missing_ok=True)

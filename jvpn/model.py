@@ -14,7 +14,7 @@ import ipaddress
 import random
 import struct
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from . import abi
 from .frames import ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, IPPROTO_UDP
@@ -247,7 +247,7 @@ class Model:
         return (s.bind_family == p.family and s.bind_port == p.sport
                 and tuple(s.bind_addr) == tuple(p.saddr))
 
-    def _control_budget(self, p: Parsed, now: int) -> Optional[int]:
+    def _control_budget(self, p: Parsed, now: int) -> int | None:
         cfg = self.config
         words = (p.saddr[0], p.saddr[1] if p.family == abi.AF_INET6 else 0, 0, 0)
         src = self.sources.setdefault((p.family, words), abi.SrcRl())

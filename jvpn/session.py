@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field, replace
-from typing import Optional
 
 from . import abi
 
@@ -24,7 +23,7 @@ class State(enum.IntEnum):
     TERMINATED = abi.STATE_TERMINATED
 
 
-class Event(str, enum.Enum):
+class Event(enum.StrEnum):
     ATTACH_OK = "attach_ok"
     INSTABILITY_DETECTED = "instability_detected"
     SWITCH_INITIATED = "switch_initiated"
@@ -98,16 +97,16 @@ class SessionRecord:
     version: int
     created_ms: int
     last_change_ms: int
-    binding: Optional[Transport] = None  # exactly one when ATTACHED
-    candidate: Optional[Transport] = None  # the transport under validation (RECOVERING)
+    binding: Transport | None = None  # exactly one when ATTACHED
+    candidate: Transport | None = None  # the transport under validation (RECOVERING)
     switches_ms: tuple = field(default_factory=tuple)  # times of accepted switches
-    transport_lost_ms: Optional[int] = None  # since when no usable transport
-    recovery_deadline_ms: Optional[int] = None
+    transport_lost_ms: int | None = None  # since when no usable transport
+    recovery_deadline_ms: int | None = None
     degraded_count: int = 0  # times DEGRADED was entered
     owner: str = ""  # gateway id (clusters)
     reattach_seq: int = 0  # highest reattach sequence consumed
 
-    def with_(self, **kw) -> "SessionRecord":
+    def with_(self, **kw) -> SessionRecord:
         return replace(self, **kw)
 
 

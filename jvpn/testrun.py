@@ -47,7 +47,7 @@ def _lib():
         try:
             lib = ctypes.CDLL(name, use_errno=True)
         except OSError as e:
-            raise JvpnError(f"libbpf.so.1 not found ({e}): install libbpf1 (sudo make setup)")
+            raise JvpnError(f"libbpf.so.1 not found ({e}): run sudo make setup") from e
         fn = lib.bpf_prog_test_run_opts
         fn.argtypes = [ctypes.c_int, ctypes.POINTER(_TestRunOpts)]
         fn.restype = ctypes.c_int

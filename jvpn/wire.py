@@ -11,6 +11,8 @@ lets a packet touch any per-session state.
 
 from __future__ import annotations
 
+import hashlib as _hashlib
+import hmac as _hmac
 import struct
 from dataclasses import dataclass
 
@@ -78,3 +80,53 @@ def parse_header(msg: bytes) -> Header:
 def message(hdr: Header, key: bytes | None, payload: bytes = b"") -> bytes:
     """A whole jvpn message: header (tagged under ``key``) then payload."""
     return hdr.pack(key) + payload
+
+
+# ---- control messages (bodies after the 32-byte header) ----
+# Every control body ends in a 32-byte HMAC-SHA256 under the session's
+# reattach key over (label | the 24 tagged header bytes | the body fields), so
+# a body cannot be moved to another header (session, counter) or message type.
+
+MAC_LEN = 32
+NONCE_LEN = 16
+REATTACH_REQ = struct.Struct("<QQ16sQ")  # seq, timestamp_ms, client_nonce, epoch
+PATH_CHALLENGE = struct.Struct("<16s16s")  # server_nonce, client_nonce
+PATH_RESPONSE = PATH_CHALLENGE
+REATTACH_ACK = struct.Struct("<QQQ")  # seq, epoch, version
+REATTACH_REJECT = struct.Struct("<QB7x")  # seq, reason index (REJECT_REASONS)
+REJECT_REASONS = ["SESSION_NOT_FOUND", "SESSION_EXPIRED", "AUTH_FAIL", "FRESHNESS_INVALID",
+                  "REPLAY_DETECTED", "RATE_LIMITED", "POLICY_DENY", "OWNERSHIP_CONFLICT"]
+_BODIES = {abi.MSG_REATTACH_REQ: (REATTACH_REQ, b"reattach-req"),
+           abi.MSG_PATH_CHALLENGE: (PATH_CHALLENGE, b"path-challenge"),
+           abi.MSG_PATH_RESPONSE: (PATH_RESPONSE, b"path-response"),
+           abi.MSG_REATTACH_ACK: (REATTACH_ACK, b"reattach-ack"),
+           abi.MSG_REATTACH_REJECT: (REATTACH_REJECT, b"reattach-reject")}
+
+
+def _control_mac(key: bytes, label: bytes, tagged: bytes, body: bytes) -> bytes:
+    return _hmac.new(key, label + tagged + body, _hashlib.sha256).digest()
+
+
+def seal_control(hdr: Header, hdr_key: bytes, reattach_key: bytes, *fields) -> bytes:
+    """A whole control message: tagged header, body fields, HMAC."""
+    fmt, label = _BODIES[hdr.type]
+    body = fmt.pack(*fields)
+    return hdr.pack(hdr_key) + body + _control_mac(reattach_key, label, hdr.tagged_bytes(), body)
+
+
+def open_control(msg: bytes, reattach_key: bytes) -> tuple:
+    """(header, fields) of an authentic control message; WireError otherwise.
+    The header tag is not checked here (the XDP gate, or the caller, does)."""
+    hdr = parse_header(msg)
+    try:
+        fmt, label = _BODIES[hdr.type]
+    except KeyError:
+        raise WireError(f"type {hdr.type} is not a control message") from None
+    body = msg[abi.HDR_LEN: abi.HDR_LEN + fmt.size]
+    if len(msg) != abi.HDR_LEN + fmt.size + MAC_LEN:
+        raise WireError("control message of the wrong length")
+    mac = msg[abi.HDR_LEN + fmt.size:]
+    if not _hmac.compare_digest(mac, _control_mac(reattach_key, label, hdr.tagged_bytes(), body)):
+        raise WireError("control message MAC does not verify")
+    return hdr, fmt.unpack(body)
+

@@ -63,7 +63,7 @@ def setup_namespaces() -> None:
 def ns_socket(ns: str, port: int = 0):
     """A UDP socket that lives in namespace ``ns`` (sockets keep the
     namespace they were created in)."""
-    from pyroute2.netns import popns, pushns  # noqa: PLC0415
+    from pyroute2.netns import popns, pushns
 
     pushns(ns)
     try:
@@ -84,12 +84,12 @@ def drain(sock: socket.socket, wait: float = 0.3) -> int:
         try:
             sock.recv(65535)
             n += 1
-        except socket.timeout:
+        except TimeoutError:
             return n
 
 
 def run_demo() -> int:
-    from .maps import GateMaps, pin_dir  # noqa: PLC0415
+    from .maps import GateMaps, pin_dir
 
     console.print(Panel("jvpn XDP gate demo: two namespaces, one veth, real UDP", style="bold"))
     setup_namespaces()
@@ -116,7 +116,8 @@ def run_demo() -> int:
         steps = [
             ("20 valid data packets from the bound transport", cl, [data(c) for c in range(20)]),
             ("5 replays of packets already accepted", cl, [data(c) for c in range(5)]),
-            ("5 packets with a forged header tag", cl, [data(100 + c, bytes(16)) for c in range(5)]),
+            ("5 packets with a forged header tag", cl,
+             [data(100 + c, bytes(16)) for c in range(5)]),
             ("5 authentic packets from another port (wrong binding)", other,
              [data(200 + c) for c in range(5)]),
             ("300 packets for unknown session IDs (a flood)", cl,

@@ -56,12 +56,12 @@ def test_missing_mandatory_field_is_named(field):
 def test_out_of_range_or_wrong_type_is_named(section, name, value):
     data = {k: dict(v) if isinstance(v, dict) else v for k, v in MANDATORY.items()}
     data.setdefault(section, {})[name] = value
-    with pytest.raises(PolicyError, match=f"{section}.{name}"):
+    with pytest.raises(PolicyError, match=rf"{section}\.{name}"):
         policy_from_dict(data)
 
 
 def test_unknown_field_and_bad_files(tmp_path):
-    with pytest.raises(PolicyError, match="unknown field session.max_lifetime"):
+    with pytest.raises(PolicyError, match=r"unknown field session\.max_lifetime"):
         policy_from_dict({**MANDATORY, "session": {"max_lifetime": 1}})
     with pytest.raises(PolicyError, match="no such policy file"):
         load_policy(tmp_path / "missing.toml")

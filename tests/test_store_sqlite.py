@@ -80,6 +80,6 @@ def test_survives_reopen_and_records_changes(tmp_path):
     assert [r.session_id for r in s.list()] == [5]
     kinds = [(c.session_id, c.kind) for c in s.changes()]
     assert kinds == [(rec.session_id, "create"), (rec.session_id, "delete"), (5, "create")]
-    assert list(s.changes(since_revision=2))[0].session_id == 5
+    assert next(iter(s.changes(since_revision=2))).session_id == 5
     assert (path.stat().st_mode & 0o777) == 0o600
     s.close()

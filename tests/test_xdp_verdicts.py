@@ -10,7 +10,7 @@ import struct
 
 import pytest
 from vectors import replay_cases
-from xdp_harness import CLIENT, CLIENT_PORT, GW, KEY, PORT, Gate, frame, session
+from xdp_harness import CLIENT, CLIENT_PORT, GW, PORT, Gate, frame, session
 
 from jvpn import abi, frames, testrun
 from jvpn.gateconfig import GateConfig

@@ -8,7 +8,7 @@ import os
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Iterator, Optional
+from collections.abc import Iterator
 
 from ..session import SessionRecord
 from . import AlreadyExists, Change, StoreError, VersionConflict, record_from_json, record_to_json
@@ -71,7 +71,7 @@ class SqliteStore:
             db.execute("INSERT INTO changes (session_id, version, kind) VALUES (?,?,?)",
                        (sid, rec.version, "create"))
 
-    def get(self, session_id: int) -> Optional[tuple[SessionRecord, bytes]]:
+    def get(self, session_id: int) -> tuple[SessionRecord, bytes] | None:
         with self._lock:
             try:
                 row = self._db.execute("SELECT record, secrets FROM sessions WHERE session_id=?",
@@ -95,7 +95,7 @@ class SqliteStore:
             db.execute("INSERT INTO changes (session_id, version, kind) VALUES (?,?,?)",
                        (_signed(session_id), new.version, "update"))
 
-    def delete(self, session_id: int, expected_version: Optional[int] = None) -> None:
+    def delete(self, session_id: int, expected_version: int | None = None) -> None:
         with self._tx() as db:
             if expected_version is None:
                 cur = db.execute("DELETE FROM sessions WHERE session_id=?", (_signed(session_id),))

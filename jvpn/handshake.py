@@ -1,0 +1,229 @@
+"""Noise IK handshake (Noise_IK_25519_ChaChaPoly_BLAKE2s, via the
+`noiseprotocol` library), WireGuard-style MAC1/MAC2 and stateless cookies.
+
+HANDSHAKE_INIT  (client -> gateway)
+    jvpn header (session 0, counter 0, tag 0) | Noise msg1 | mac1 (16) | mac2 (16)
+    msg1's encrypted payload: timestamp (u64 ns, big-endian; replays rejected)
+HANDSHAKE_RESP  (gateway -> client)
+    jvpn header (new session id, counter 0, tag under the s2c header key) | Noise msg2
+    msg2's encrypted payload: session id (u64) | client inner address (4) | prefix (1)
+                              | gateway inner address (4)
+COOKIE_REPLY    (gateway -> client, under load, before any DH)
+    jvpn header (session 0) | nonce (12) | cookie sealed (16 + 16)
+
+mac1 proves the sender knows the gateway's public key (cheap filter); mac2,
+required only under load, proves the sender can receive at its source address
+(the cookie is a MAC of that address under a secret rotated every 2 minutes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import os
+import struct
+import time
+from dataclasses import dataclass
+from collections.abc import Callable
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from noise.connection import Keypair, NoiseConnection
+
+from . import abi, wire
+from .keys import SessionKeys, derive_session_keys, public_from_private
+
+PROTOCOL = b"Noise_IK_25519_ChaChaPoly_BLAKE2s"
+PROLOGUE = b"jvpn v1"
+MAC_LEN = 16
+COOKIE_SECRET_MAX_AGE_S = 120
+_RESP_PAYLOAD = struct.Struct("!Q4sB4s")
+
+
+class HandshakeError(Exception):
+    """Rejected handshake; ``reason`` is a short code for the event stream."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+def _mac(key: bytes, data: bytes) -> bytes:
+    return hashlib.blake2s(data, key=key, digest_size=MAC_LEN).digest()
+
+
+def _label_key(label: bytes, public: bytes) -> bytes:
+    return hashlib.blake2s(label + public).digest()
+
+
+def mac1_key(gateway_public: bytes) -> bytes:
+    return _label_key(b"mac1----", gateway_public)
+
+
+def cookie_key(gateway_public: bytes) -> bytes:
+    return _label_key(b"cookie--", gateway_public)
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """What the gateway tells the client in the response."""
+
+    session_id: int
+    client_inner: ipaddress.IPv4Interface
+    gateway_inner: ipaddress.IPv4Address
+
+
+@dataclass
+class Initiator:
+    """Client side of one handshake attempt."""
+
+    private: bytes
+    gateway_public: bytes
+    clock_ns: Callable[[], int] = time.time_ns
+
+    def __post_init__(self):
+        self._noise = NoiseConnection.from_name(PROTOCOL)
+        self._noise.set_as_initiator()
+        self._noise.set_prologue(PROLOGUE)
+        self._noise.set_keypair_from_private_bytes(Keypair.STATIC, self.private)
+        self._noise.set_keypair_from_public_bytes(Keypair.REMOTE_STATIC, self.gateway_public)
+        self._noise.start_handshake()
+        self.last_mac1 = b""
+        self.cookie: bytes | None = None
+
+    def initiation(self) -> bytes:
+        hdr = wire.Header(type=abi.MSG_HANDSHAKE_INIT, session_id=0, counter=0).pack()
+        body = hdr + self._noise.write_message(struct.pack("!Q", self.clock_ns()))
+        mac1 = _mac(mac1_key(self.gateway_public), body)
+        mac2 = _mac(self.cookie, body + mac1) if self.cookie else bytes(MAC_LEN)
+        self.last_mac1 = mac1
+        return body + mac1 + mac2
+
+    def consume_cookie(self, msg: bytes) -> None:
+        """A COOKIE_REPLY: keep the cookie; the caller starts a new Initiator
+        with it (a Noise state cannot be rewound)."""
+        if len(msg) != abi.HDR_LEN + 12 + MAC_LEN + 16:
+            raise HandshakeError("bad_cookie_reply", "wrong length")
+        nonce = msg[abi.HDR_LEN:abi.HDR_LEN + 12]
+        try:
+            self.cookie = ChaCha20Poly1305(cookie_key(self.gateway_public)).decrypt(
+                nonce, msg[abi.HDR_LEN + 12:], self.last_mac1)
+        except InvalidTag:
+            raise HandshakeError("bad_cookie_reply", "does not open") from None
+
+    def response(self, msg: bytes) -> tuple[Assignment, SessionKeys]:
+        hdr = wire.parse_header(msg)
+        if hdr.type != abi.MSG_HANDSHAKE_RESP:
+            raise HandshakeError("unexpected_type", str(hdr.type))
+        try:
+            payload = self._noise.read_message(msg[abi.HDR_LEN:])
+        except Exception as e:  # noqa: BLE001 - noiseprotocol raises several unrelated types
+            raise HandshakeError("bad_response", str(e)) from None
+        if len(payload) != _RESP_PAYLOAD.size:
+            raise HandshakeError("bad_response", "payload length")
+        sid, cip, plen, gip = _RESP_PAYLOAD.unpack(payload)
+        if sid != hdr.session_id or sid == 0:
+            raise HandshakeError("bad_response", "session id mismatch")
+        keys = _split(self._noise, sid, initiator=True)
+        if not hdr.tag_valid(keys.hdr_s2c):
+            raise HandshakeError("bad_response", "header tag")
+        client = ipaddress.IPv4Interface((ipaddress.IPv4Address(cip), plen))
+        return Assignment(sid, client, ipaddress.IPv4Address(gip)), keys
+
+
+def _split(noise: NoiseConnection, sid: int, initiator: bool) -> SessionKeys:
+    proto = noise.noise_protocol
+    enc, dec = proto.cipher_state_encrypt.k, proto.cipher_state_decrypt.k
+    k1, k2 = (enc, dec) if initiator else (dec, enc)
+    return derive_session_keys(sid, k1, k2, noise.get_handshake_hash())
+
+
+@dataclass
+class Initiation:
+    """A validated HANDSHAKE_INIT, before the gateway answers it."""
+
+    client_public: bytes
+    timestamp_ns: int
+    _noise: NoiseConnection
+
+    def respond(self, assignment: Assignment) -> tuple[bytes, SessionKeys]:
+        payload = _RESP_PAYLOAD.pack(
+            assignment.session_id, assignment.client_inner.ip.packed,
+            assignment.client_inner.network.prefixlen, assignment.gateway_inner.packed)
+        body = self._noise.write_message(payload)
+        keys = _split(self._noise, assignment.session_id, initiator=False)
+        hdr = wire.Header(type=abi.MSG_HANDSHAKE_RESP, session_id=assignment.session_id,
+                          counter=0).pack(keys.hdr_s2c)
+        return hdr + body, keys
+
+
+class CookieChecker:
+    """The gateway's MAC1/MAC2 gate and cookie replies. ``under_load`` is
+    decided by the caller (handshakes per second over a threshold)."""
+
+    def __init__(self, gateway_private: bytes, clock: Callable[[], float] = time.monotonic,
+                 rand: Callable[[int], bytes] = os.urandom):
+        self.public = public_from_private(gateway_private)
+        self._mac1_key = mac1_key(self.public)
+        self._cookie_aead = ChaCha20Poly1305(cookie_key(self.public))
+        self._clock, self._rand = clock, rand
+        self._secret, self._secret_born = rand(32), clock()
+
+    def _cookie(self, source: tuple[str, int]) -> bytes:
+        if self._clock() - self._secret_born > COOKIE_SECRET_MAX_AGE_S:
+            self._secret, self._secret_born = self._rand(32), self._clock()
+        addr = ipaddress.ip_address(source[0]).packed + struct.pack("!H", source[1])
+        return _mac(self._secret, addr)
+
+    def check(self, msg: bytes, source: tuple[str, int], under_load: bool) -> bytes | None:
+        """None if the message may proceed to DH; else the COOKIE_REPLY to
+        send. Raises HandshakeError on a bad mac1 (drop silently)."""
+        if len(msg) < abi.HDR_LEN + 2 * MAC_LEN:
+            raise HandshakeError("malformed", "too short")
+        body, mac1, mac2 = msg[:-32], msg[-32:-16], msg[-16:]
+        if not _consteq(_mac(self._mac1_key, body), mac1):
+            raise HandshakeError("bad_mac1")
+        if not under_load:
+            return None
+        if _consteq(_mac(self._cookie(source), body + mac1), mac2):
+            return None
+        nonce = self._rand(12)
+        sealed = self._cookie_aead.encrypt(nonce, self._cookie(source), mac1)
+        hdr = wire.Header(type=abi.MSG_COOKIE_REPLY, session_id=0, counter=0).pack()
+        return hdr + nonce + sealed
+
+
+def _consteq(a: bytes, b: bytes) -> bool:
+    import hmac
+
+    return hmac.compare_digest(a, b)
+
+
+class Responder:
+    """The gateway's side: opens an initiation, checks the peer and timestamp."""
+
+    def __init__(self, private: bytes, is_authorized: Callable[[bytes], bool]):
+        self.private = private
+        self.is_authorized = is_authorized
+        self._last_ts: dict[bytes, int] = {}
+
+    def open(self, msg: bytes) -> Initiation:
+        noise = NoiseConnection.from_name(PROTOCOL)
+        noise.set_as_responder()
+        noise.set_prologue(PROLOGUE)
+        noise.set_keypair_from_private_bytes(Keypair.STATIC, self.private)
+        noise.start_handshake()
+        try:
+            payload = noise.read_message(msg[abi.HDR_LEN:-2 * MAC_LEN])
+        except Exception as e:  # noqa: BLE001 - noiseprotocol raises several unrelated types
+            raise HandshakeError("bad_initiation", str(e)) from None
+        client = noise.noise_protocol.handshake_state.rs.public_bytes
+        if not self.is_authorized(client):
+            raise HandshakeError("unknown_peer")
+        if len(payload) != 8:
+            raise HandshakeError("bad_initiation", "payload length")
+        (ts,) = struct.unpack("!Q", payload)
+        if ts <= self._last_ts.get(client, 0):
+            raise HandshakeError("replayed_initiation", "timestamp not newer")
+        self._last_ts[client] = ts
+        return Initiation(client, ts, noise)
