@@ -60,9 +60,7 @@ class App:
         maps.require_root()
 
     def require_bcc(self) -> None:
-        # jvpn.maps has no public check of its own; _bcc() raises BccMissing
-        # with the install hint, which is exactly the message we want.
-        maps._bcc()
+        maps.require_bcc()
 
     def require_maps_access(self) -> None:
         """Root first, then bcc: the order the operator has to fix them in."""

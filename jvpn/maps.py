@@ -16,7 +16,7 @@ import os
 import shutil
 import socket
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from collections.abc import Iterator
 
@@ -80,6 +80,11 @@ def _lib():
     return _bcc().libbcc.lib
 
 
+def require_bcc() -> None:
+    """Raise BccMissing (a clear message) if bcc cannot be imported."""
+    _bcc()
+
+
 def require_root() -> None:
     if os.geteuid() != 0:
         raise NotRoot("this needs root (BPF maps and XDP): run it with sudo")
@@ -133,7 +138,11 @@ class Program:
         bcc = _bcc()
         self.pins = Path(pins)
         self.options = options or BuildOptions()
-        self.pins.mkdir(parents=True, exist_ok=True)
+        try:
+            self.pins.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise LoadFailed(f"cannot create {self.pins} ({e.strerror}): is bpffs mounted at "
+                             "/sys/fs/bpf in this mount namespace?") from e
         cflags = self.options.cflags(self.pins)
         try:
             self.bpf = bcc.BPF(src_file=str(source).encode(), cflags=cflags)
@@ -296,6 +305,15 @@ class GateMaps:
         if not self.pins.is_dir():
             raise NotAttached(f"no jvpn maps pinned at {self.pins}: attach first")
         u64, i32 = ctypes.c_uint64, ctypes.c_int
+        self.sessions = self.runtime = self.config = self.glob = None
+        self.sources = self.counters = self.test_clock = None
+        try:
+            self._open(u64, i32, replay_bits)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, u64, i32, replay_bits: int) -> None:
         self.sessions = PinnedMap(self.pins / "sessions", u64, abi.Session)
         self.runtime = PinnedMap(self.pins / "session_rt", u64, abi.session_rt_type(replay_bits))
         self.config = PinnedMap(self.pins / "config", i32, abi.Config)
@@ -433,7 +451,7 @@ def attach(ifname: str, config: GateConfig, mode: str = "native",
         raise AlreadyAttached(f"an XDP program is already attached to {ifname}: detach it first")
     options = options or BuildOptions()
     if not config.ns_per_jiffy:
-        config.ns_per_jiffy = measure_ns_per_jiffy()
+        config = replace(config, ns_per_jiffy=measure_ns_per_jiffy())
     prog = Program(pin_dir(ifname), options)
     try:
         with prog.maps() as maps:
@@ -484,6 +502,10 @@ def detach(ifname: str) -> None:
                 bcc.BPF.remove_xdp(ifname, MODES[m])
             except Exception:  # noqa: BLE001 - bcc raises bare Exception; try every mode
                 continue
+        if xdp_prog_id(ifname):
+            raise JvpnError(f"an XDP program is still attached to {ifname} after detach "
+                            "(not jvpn's?): pins kept; remove it with `ip link set dev "
+                            f"{ifname} xdp off`")
     _unpin(pin_dir(ifname))
     Attachment.path(ifname).unlink(missing_ok=True)
 

@@ -35,11 +35,13 @@ console = Console()
 
 
 def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(args, check=check, capture_output=True, text=True)
+    env = {**os.environ, "COLUMNS": str(max(console.width, 120))}
+    return subprocess.run(args, check=check, capture_output=True, text=True, env=env)
 
 
 def in_ns(ns: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return sh("ip", "netns", "exec", ns, *args, check=check)
+    # nsenter, not `ip netns exec`: the latter remounts /sys and so hides bpffs.
+    return sh("nsenter", f"--net=/run/netns/{ns}", *args, check=check)
 
 
 def teardown() -> None:
