@@ -22,21 +22,26 @@ def bench():
               help="Batches per path; the median is reported.")
 @click.option("--singles", default=20_000, show_default=True, type=click.IntRange(10),
               help="Distinct frames for the non-repeatable data_valid path.")
+@click.option("--breakdown", is_flag=True,
+              help="Also time each primitive (hash lookup, spin lock, SipHash, clock) alone.")
 @click.pass_obj
-def bench_xdp(app, as_json: bool, repeat: int, batches: int, singles: int):
-    from jvpn.bench import run_xdp_bench  # noqa: PLC0415 - needs bcc; keep --help cheap
-    from jvpn.maps import require_root  # noqa: PLC0415
+def bench_xdp(app, as_json: bool, repeat: int, batches: int, singles: int, breakdown: bool):
+    from jvpn.bench import run_cost_breakdown, run_xdp_bench  # needs bcc: keep --help cheap
+    from jvpn.maps import require_bcc, require_root
 
     require_root()
+    require_bcc()
     console = getattr(app, "console", None)
     if as_json or console is None:
         result = run_xdp_bench(repeat, batches, singles)
+        if breakdown:
+            result["components_ns"] = run_cost_breakdown(repeat, batches)
         click.echo(json.dumps(result, indent=None if as_json else 2))
         return
     with console.status("measuring") as status:
         result = run_xdp_bench(repeat, batches, singles,
                                progress=lambda p: status.update(f"measuring {p}"))
-    from rich.table import Table  # noqa: PLC0415
+    from rich.table import Table
 
     table = Table(title=f"XDP verdict paths (baseline {result['baseline_ns']} ns, "
                         f"empty XDP program)")
@@ -47,3 +52,12 @@ def bench_xdp(app, as_json: bool, repeat: int, batches: int, singles: int):
         table.add_row(name, f"{ns:.1f}", f"{result['ratios'][name]:.2f}")
     console.print(table)
     console.print(f"[dim]{result['method']}[/dim]")
+    if breakdown:
+        parts = run_cost_breakdown(repeat, batches)
+        base = parts["empty_program"]
+        table = Table(title="primitives alone (ns above the empty program)")
+        table.add_column("primitive")
+        table.add_column("ns", justify="right")
+        for name, ns in parts.items():
+            table.add_row(name, f"{ns - base:.1f}" if name != "empty_program" else f"{ns:.1f}")
+        console.print(table)

@@ -127,3 +127,53 @@ def _measure(prog: Program, baseline_fd: int, repeat: int, batches: int, singles
         "kernel": platform.release(),
         "cpus": os.cpu_count(),
     }
+
+
+# ---- where the time goes: one primitive per tiny program, same harness ----
+_COMPONENT_PROGRAM = r"""
+#include <uapi/linux/bpf.h>
+#include "siphash.h"
+struct locked { struct bpf_spin_lock lock; __u32 pad; __u64 x; };
+BPF_F_TABLE("hash", __u64, struct locked, h, 65536, BPF_F_NO_PREALLOC);
+BPF_PERCPU_ARRAY(c, __u64, 16);
+int xdp_main(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
+	__u64 *w = data + 42;
+	__u64 key = 1;
+	struct locked *v;
+
+	if ((void *)(w + 4) > end)
+		return XDP_PASS;
+	BODY
+	return XDP_PASS;
+}
+"""
+COMPONENTS = {
+    "empty_program": "",
+    "percpu_counter": "int i = 3; __u64 *n = c.lookup(&i); if (n) (*n)++;",
+    "hash_lookup_miss": "key = w[1]; if (h.lookup(&key)) return XDP_DROP;",
+    "hash_lookup_hit": "v = h.lookup(&key); if (!v) return XDP_DROP;",
+    "hash_hit_spin_lock": "v = h.lookup(&key); if (!v) return XDP_DROP; "
+                          "bpf_spin_lock(&v->lock); v->x++; bpf_spin_unlock(&v->lock);",
+    "siphash_24_bytes": "if (jvpn_siphash24_24(1, 2, w[0], w[1], w[2]) == w[3]) return XDP_DROP;",
+    "ktime_get_coarse_ns": "if (bpf_ktime_get_coarse_ns() == 5) return XDP_DROP;",
+    "jiffies64": "if (bpf_jiffies64() == 5) return XDP_DROP;",
+}
+
+
+def run_cost_breakdown(repeat: int = 200_000, batches: int = 5) -> dict:
+    """ns per run of each primitive's program; subtract empty_program for
+    the primitive's own cost."""
+    import ctypes
+
+    frame = _frame(1)
+    out = {}
+    for name, body in COMPONENTS.items():
+        b, fd = load_plain(_COMPONENT_PROGRAM.replace("BODY", body))
+        try:
+            b[b"h"][ctypes.c_uint64(1)] = b[b"h"].Leaf()
+            out[name] = _repeat_ns(fd, frame, repeat, batches)
+        finally:
+            b.cleanup()
+    return out

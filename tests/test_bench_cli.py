@@ -1,0 +1,32 @@
+"""`jvpn-xdp bench xdp --json` prints one JSON object with every path (a smoke
+test of the command; the figures themselves are not asserted: they live in
+docs/benchmarks.md)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.kernel
+
+PATHS = {"data_valid", "drop_unknown_session", "drop_malformed", "drop_bad_tag",
+         "drop_wrong_binding", "drop_replay", "drop_rate_limited", "pass_other"}
+
+
+def test_bench_xdp_prints_one_json_object():
+    cli = Path(sys.executable).with_name("jvpn-xdp")
+    out = subprocess.run([str(cli), "bench", "xdp", "--json", "--repeat", "2000", "--batches", "1",
+                          "--singles", "50", "--breakdown"], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["baseline_ns"] > 0
+    assert set(result["paths"]) == PATHS and all(v > 0 for v in result["paths"].values())
+    assert set(result["components_ns"]) >= {"empty_program", "hash_hit_spin_lock"}
+    # each path really took its verdict in the kernel
+    seen = result["verdicts_seen"]
+    for counter in ("pass_data", "drop_unknown_session", "drop_malformed", "drop_bad_tag",
+                    "drop_wrong_binding", "drop_replay", "drop_rate_source", "pass_other"):
+        assert seen.get(counter, 0) > 0, counter
