@@ -105,6 +105,8 @@ class SessionRecord:
     degraded_count: int = 0  # times DEGRADED was entered
     owner: str = ""  # gateway id (clusters)
     reattach_seq: int = 0  # highest reattach sequence consumed
+    epoch: int = 0  # accepted switches since the handshake; proofs name it
+    s2c_counter_floor: int = 0  # gateway send counters below this may have been used
 
     def with_(self, **kw) -> SessionRecord:
         return replace(self, **kw)
