@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from . import abi
 from .frames import ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, IPPROTO_UDP
+from .replay import replay_accept
 from .wire import header_tag
 
 _U64 = (1 << 64) - 1
@@ -134,29 +135,6 @@ def gcra_allow(obj, attr: str, now: int, interval: int, burst: int, cost: int = 
     return True
 
 
-def replay_accept(rt, counter: int, bits: int = abi.REPLAY_BITS) -> bool:
-    """Mirror of replay.h:jvpn_replay_accept (RFC 6479, WireGuard's order)."""
-    words, window = abi.replay_words(bits), abi.replay_window(bits)
-    if counter >= abi.reject_after(bits):
-        return False
-    seq = counter + 1
-    if window + seq < rt.replay_top:
-        return False
-    index = seq >> 6
-    if seq > rt.replay_top:
-        cur = rt.replay_top >> 6
-        span = min(index - cur, words)
-        for i in range(1, span + 1):
-            rt.replay_bitmap[(cur + i) & (words - 1)] = 0
-        rt.replay_top = seq
-    index &= words - 1
-    bit = 1 << (seq & 63)
-    if rt.replay_bitmap[index] & bit:
-        return False
-    rt.replay_bitmap[index] |= bit
-    return True
-
-
 @dataclass
 class Model:
     """The gateway's XDP state and verdict function, in Python."""
@@ -188,6 +166,20 @@ class Model:
             return self._count(abi.R_DROP_MALFORMED, len(frame))
         reason = self._verdict(p, now)
         self._count(reason, len(frame))
+        if reason in abi.SECURITY_DROPS:
+            self._emit(reason, p, now)
+        return reason
+
+    def run_message(self, msg: bytes, src_ip: str, src_port: int, now: int) -> int:
+        """The same verdict for a message already received on a UDP socket
+        (the gateway's userspace-only gate, for hosts without XDP)."""
+        if len(msg) < abi.HDR_LEN:
+            return self._count(abi.R_DROP_MALFORMED, len(msg))
+        ip = ipaddress.ip_address(src_ip)
+        p = Parsed(family=abi.AF_INET if ip.version == 4 else abi.AF_INET6,
+                   saddr=abi.addr_words(ip), sport=abi.port_word(src_port), msg=msg)
+        reason = self._verdict(p, now)
+        self._count(reason, len(msg))
         if reason in abi.SECURITY_DROPS:
             self._emit(reason, p, now)
         return reason

@@ -104,6 +104,7 @@ class SessionRecord:
     recovery_deadline_ms: int | None = None
     degraded_count: int = 0  # times DEGRADED was entered
     owner: str = ""  # gateway id (clusters)
+    inner_addr: str = ""  # the client's inner address in the tunnel
     reattach_seq: int = 0  # highest reattach sequence consumed
     epoch: int = 0  # accepted switches since the handshake; proofs name it
     s2c_counter_floor: int = 0  # gateway send counters below this may have been used

@@ -20,6 +20,10 @@ CREATE TABLE IF NOT EXISTS sessions (
     record TEXT NOT NULL,
     secrets BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS counter_floors (
+    session_id INTEGER PRIMARY KEY,   -- gateway send counters below floor may be used
+    floor INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS changes (
     revision INTEGER PRIMARY KEY AUTOINCREMENT,
     session_id INTEGER NOT NULL,
@@ -104,8 +108,23 @@ class SqliteStore:
                                  (_signed(session_id), expected_version))
             if cur.rowcount != 1:
                 raise VersionConflict(f"session {session_id:016x}: nothing deleted")
+            db.execute("DELETE FROM counter_floors WHERE session_id=?", (_signed(session_id),))
             db.execute("INSERT INTO changes (session_id, version, kind) VALUES (?,?,?)",
                        (_signed(session_id), -1, "delete"))
+
+    def get_floor(self, session_id: int) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT floor FROM counter_floors WHERE session_id=?",
+                                   (_signed(session_id),)).fetchone()
+        return row[0] if row else 0
+
+    def set_floor(self, session_id: int, floor: int) -> None:
+        """Durable before any counter below ``floor`` is used: a restarted
+        gateway resumes above it, so no AEAD nonce is ever reused."""
+        with self._tx() as db:
+            db.execute("INSERT INTO counter_floors VALUES (?, ?) ON CONFLICT(session_id) "
+                       "DO UPDATE SET floor=MAX(floor, excluded.floor)",
+                       (_signed(session_id), floor))
 
     def list(self) -> list[SessionRecord]:
         with self._lock:

@@ -1,0 +1,302 @@
+"""The client agent: handshake, TUN, keepalives, path-change detection and
+reattach. It never starts a new session on its own when a reattach fails: it
+reports the failure and stops (the operator runs `client up` again).
+
+Path changes are noticed three ways:
+  - the route to the gateway changes (netlink events: an uplink went down, an
+    address moved): reattach at once from the new path;
+  - the gateway flags its keepalive replies (it saw us go quiet: VOLATILE);
+  - replies stop for more than ``max_missed`` keepalive intervals (a NAT
+    rebinding changes our source port behind our back).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import abi, wire
+from .events import EventLog
+from .handshake import Assignment, HandshakeError, Initiator
+from .keys import SessionKeys
+from .tunnel import FLAG_REATTACH, DataChannel, Tun
+
+FATAL_REJECTS = {"SESSION_NOT_FOUND", "SESSION_EXPIRED"}
+
+
+class ClientError(Exception):
+    pass
+
+
+@dataclass
+class PendingReattach:
+    seq: int
+    nonce: bytes
+    sent_ms: int
+    reason: str
+
+
+class Client:
+    def __init__(self, *, private_key: bytes, gateway_public: bytes, endpoint: tuple[str, int],
+                 events: EventLog, tun_name: str = "jvpn0", keepalive_ms: int = 500,
+                 max_missed: int = 3, retry_ms: int = 400,
+                 clock_ms: Callable[[], int] | None = None):
+        self.private_key, self.gateway_public = private_key, gateway_public
+        self.endpoint = endpoint
+        self.events = events
+        self.tun_name = tun_name
+        self.keepalive_ms, self.max_missed, self.retry_ms = keepalive_ms, max_missed, retry_ms
+        self.clock_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
+        self.sock = self._new_socket()
+        self.assignment: Assignment | None = None
+        self.keys: SessionKeys | None = None
+        self.channel: DataChannel | None = None
+        self.tun: Tun | None = None
+        self.epoch = 0
+        self.seq = 0
+        self.pending: PendingReattach | None = None
+        self.last_rx_ms = 0
+        self.path = None  # (source address, interface index) of the route to the gateway
+        self.reattaches = 0
+        self.failed: str | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.on_reattached: Callable[[], None] | None = None
+
+    @staticmethod
+    def _new_socket() -> socket.socket:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        s.bind(("0.0.0.0", 0))
+        return s
+
+    @property
+    def session_id(self) -> int:
+        return self.assignment.session_id if self.assignment else 0
+
+    # ------------------------------------------------------------ handshake
+    def handshake(self, attempts: int = 10, timeout_s: float = 1.0) -> Assignment:
+        cookie = None
+        for _ in range(attempts):
+            init = Initiator(self.private_key, self.gateway_public)
+            init.cookie = cookie
+            self.sock.sendto(init.initiation(), self.endpoint)
+            self.sock.settimeout(timeout_s)
+            try:
+                while True:
+                    msg, _src = self.sock.recvfrom(65535)
+                    if not msg:
+                        continue
+                    if msg[0] == abi.MSG_COOKIE_REPLY:
+                        init.consume_cookie(msg)
+                        cookie = init.cookie
+                        break
+                    if msg[0] == abi.MSG_HANDSHAKE_RESP:
+                        self.assignment, self.keys = init.response(msg)
+                        self.channel = DataChannel(self.keys, "client")
+                        self.last_rx_ms = self.clock_ms()
+                        self.events.emit("SessionStateChange", "HANDSHAKE_OK", self.session_id,
+                                         new_state="ATTACHED", previous_state="BIRTH")
+                        return self.assignment
+            except socket.timeout:
+                continue
+            except HandshakeError as e:
+                self.events.emit("HandshakeFailed", "HANDSHAKE_FAIL", detail=str(e))
+            finally:
+                self.sock.settimeout(None)
+        raise ClientError(f"no handshake response from {self.endpoint[0]}:{self.endpoint[1]}")
+
+    # ------------------------------------------------------------ lifecycle
+    def up(self, with_tun: bool = True) -> Assignment:
+        a = self.handshake()
+        if with_tun:
+            self.tun = Tun(self.tun_name)
+            self.tun.configure(str(a.client_inner.ip), a.client_inner.network.prefixlen)
+        self.path = self._route()
+        loops = [self._udp_loop, self._monitor_loop, self._netlink_loop]
+        if with_tun:
+            loops.append(self._tun_loop)
+        for target in loops:
+            t = threading.Thread(target=target, name=target.__name__, daemon=True)
+            t.start()
+            self._threads.append(t)
+        return a
+
+    def down(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        for s in (self.sock,):
+            try:
+                s.close()
+            except OSError:
+                pass
+        if self.tun:
+            self.tun.close()
+
+    def wait(self) -> str | None:
+        """Block until stopped; the failure reason, if any."""
+        while not self._stop.wait(0.5):
+            pass
+        return self.failed
+
+    # ------------------------------------------------------------ sending
+    def send_data(self, packet: bytes) -> None:
+        try:
+            self.sock.sendto(self.channel.seal(packet), self.endpoint)
+        except OSError:
+            self._wake.set()  # a send error: look at the path now
+
+    def rebind(self) -> None:
+        """New local socket (new source port), as a NAT rebinding would do;
+        then reattach. Used by tests and when the local address changed."""
+        old = self.sock
+        self.sock = self._new_socket()
+        old.close()
+        self.start_reattach("local transport changed")
+
+    def start_reattach(self, reason: str) -> None:
+        with self._lock:
+            if self.failed:
+                return
+            self.seq += 1
+            nonce = os.urandom(wire.NONCE_LEN)
+            self.pending = PendingReattach(self.seq, nonce, self.clock_ms(), reason)
+            hdr = wire.Header(type=abi.MSG_REATTACH_REQ, session_id=self.session_id,
+                              counter=self.channel.next_counter())
+            msg = wire.seal_control(hdr, self.keys.hdr_c2s, self.keys.reattach, self.seq,
+                                    self.clock_ms(), nonce, self.epoch)
+        self.events.emit("ReattachAttempt", "RECOVERY_START", self.session_id, detail=reason,
+                         seq=self.seq)
+        try:
+            self.sock.sendto(msg, self.endpoint)
+        except OSError:
+            pass
+
+    # ------------------------------------------------------------ receiving
+    def _udp_loop(self) -> None:
+        while not self._stop.is_set():
+            sock = self.sock
+            try:
+                sock.settimeout(0.2)
+                msg, src = sock.recvfrom(65535)
+            except (socket.timeout, OSError):
+                continue
+            if not msg:
+                continue
+            t = msg[0]
+            if t in (abi.MSG_DATA, abi.MSG_KEEPALIVE):
+                opened = self.channel.open(msg)
+                if opened is None:
+                    continue
+                self.last_rx_ms = self.clock_ms()
+                if t == abi.MSG_DATA and self.tun:
+                    self.tun.write(opened[2])
+                if opened[1] & FLAG_REATTACH and self.pending is None:
+                    self.start_reattach("gateway asked (VOLATILE)")
+            elif t in (abi.MSG_PATH_CHALLENGE, abi.MSG_REATTACH_ACK, abi.MSG_REATTACH_REJECT):
+                self._control(msg, src, sock)
+
+    def _control(self, msg: bytes, src, sock: socket.socket) -> None:
+        got = self.channel.open_control(msg, self.keys.reattach)
+        if got is None:
+            return
+        hdr, fields = got
+        p = self.pending
+        if hdr.type == abi.MSG_PATH_CHALLENGE:
+            server_nonce, client_nonce = fields
+            if p is None or client_nonce != p.nonce:
+                return
+            reply = wire.seal_control(
+                wire.Header(type=abi.MSG_PATH_RESPONSE, session_id=self.session_id,
+                            counter=self.channel.next_counter()),
+                self.keys.hdr_c2s, self.keys.reattach, server_nonce, client_nonce)
+            sock.sendto(reply, src)
+        elif hdr.type == abi.MSG_REATTACH_ACK:
+            seq, epoch, version = fields
+            if p is None or seq != p.seq:
+                return
+            self.epoch, self.pending = epoch, None
+            self.last_rx_ms = self.clock_ms()
+            self.reattaches += 1
+            self.events.emit("ReattachResult", "REATTACH_ACCEPT", self.session_id,
+                             version=version, epoch=epoch, took_ms=self.clock_ms() - p.sent_ms)
+            if self.on_reattached:
+                self.on_reattached()
+        elif hdr.type == abi.MSG_REATTACH_REJECT:
+            seq, reason_index = fields
+            reason = wire.REJECT_REASONS[reason_index]
+            self.events.emit("ReattachResult", reason, self.session_id, seq=seq)
+            if p is not None and seq == p.seq:
+                self.pending = None
+            if reason in FATAL_REJECTS:
+                self.failed = reason
+                self.events.emit("SessionTerminated", reason, self.session_id,
+                                 detail="reattach refused; no new session is started")
+                self._stop.set()
+
+    # ------------------------------------------------------------ loops
+    def _tun_loop(self) -> None:
+        read = self.tun.read
+        while not self._stop.is_set():
+            try:
+                pkt = read()
+            except OSError:
+                return
+            self.send_data(pkt)
+
+    def _monitor_loop(self) -> None:
+        """Keepalives, missing replies, retries of an unanswered reattach."""
+        next_keepalive = 0
+        while not self._stop.is_set():
+            self._wake.wait(0.05)
+            self._wake.clear()
+            now = self.clock_ms()
+            route = self._route()
+            if route != self.path:
+                self.path = route
+                self.rebind()  # new path: a fresh socket so the kernel picks the new source
+                continue
+            p = self.pending
+            if p is not None and now - p.sent_ms > self.retry_ms:
+                self.start_reattach("retry")
+            elif p is None and now - self.last_rx_ms > self.max_missed * self.keepalive_ms:
+                self.start_reattach("replies missing")
+            if now >= next_keepalive:
+                next_keepalive = now + self.keepalive_ms
+                try:
+                    self.sock.sendto(self.channel.seal(b"", abi.MSG_KEEPALIVE), self.endpoint)
+                except OSError:
+                    pass
+
+    def _netlink_loop(self) -> None:
+        """Wake the monitor on any link/address/route change."""
+        from pyroute2 import IPRoute  # noqa: PLC0415
+
+        with IPRoute() as ipr:
+            ipr.bind()
+            ipr.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
+                           (0).to_bytes(8, "little") + (200_000).to_bytes(8, "little"))
+            while not self._stop.is_set():
+                try:
+                    if ipr.get():
+                        self._wake.set()
+                except (OSError, TimeoutError):
+                    continue
+                except Exception:  # noqa: BLE001 - pyroute2 parse errors must not kill the agent
+                    continue
+
+    def _route(self):
+        from pyroute2 import IPRoute  # noqa: PLC0415
+
+        try:
+            with IPRoute() as ipr:
+                r = ipr.route("get", dst=self.endpoint[0])[0]
+                return r.get_attr("RTA_PREFSRC"), r.get_attr("RTA_OIF")
+        except Exception:  # noqa: BLE001 - no route: the path is gone
+            return None

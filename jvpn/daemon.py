@@ -1,0 +1,403 @@
+"""The gateway daemon: handshakes, reattach, the session state machine and its
+timers, the userspace tunnel, and the only writer of bindings into the XDP
+sessions map.
+
+Threads: one reads the UDP socket (data to the TUN, control to the control
+path), one reads the TUN (inner packets to the session's one binding), one
+runs the timers. Control work (handshake, reattach, timers) is serialized by
+one lock; the data loops only read the session table.
+
+Restart: sessions live in the store and the XDP maps stay pinned, so on start
+the daemon reconciles: every live store session is projected into the maps,
+every map element without a store session is removed, and send counters
+resume above the persisted floor.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import abi
+from .events import EventLog
+from .gateconfig import GateConfig
+from .handshake import Assignment, CookieChecker, HandshakeError, Responder
+from .keys import SessionKeys, public_from_private
+from .model import Model
+from .policy import Policy
+from .reattach import ReattachServer
+from .session import Event, IllegalTransition, SessionRecord, State, Transport, apply, new_session
+from .store import Store, StoreError
+from .tunnel import FLAG_REATTACH, DataChannel, Tun, inner_dst
+
+CONTROL_TYPES = (abi.MSG_REATTACH_REQ, abi.MSG_PATH_RESPONSE)
+SENDABLE = (State.ATTACHED, State.VOLATILE, State.RECOVERING)
+
+
+@dataclass
+class Live:
+    record: SessionRecord
+    keys: SessionKeys
+    channel: DataChannel
+    inner: bytes  # the client's inner IPv4 address, packed
+    last_rx_ms: int
+
+
+class XdpGate:
+    """Projection of session records into a pinned XDP sessions map."""
+
+    def __init__(self, ifname: str):
+        from .maps import Attachment, GateMaps, pin_dir
+
+        att = Attachment.load(ifname)
+        self.pins = pin_dir(ifname)
+        self.maps = GateMaps(self.pins, att.replay_bits)
+        self.checks_in_kernel = True
+
+    def event_reader(self):
+        from .maps import EventReader  # noqa: PLC0415
+
+        return EventReader(self.pins)
+
+    def put(self, rec: SessionRecord, keys: SessionKeys) -> None:
+        self.maps.put_session(rec.session_id, session_element(rec, keys))
+
+    def remove(self, sid: int) -> None:
+        self.maps.remove_session(sid)
+
+    def ids(self) -> set[int]:
+        return {sid for sid, _ in self.maps.list_sessions()}
+
+    def admit(self, msg: bytes, src: tuple[str, int]) -> bool:
+        return True  # the kernel already did
+
+    def close(self) -> None:
+        self.maps.close()
+
+
+class UserspaceGate:
+    """The same checks as the XDP program, in the daemon (hosts without XDP):
+    the reference model is the gate."""
+
+    def __init__(self, config: GateConfig | None = None,
+                 clock_ns: Callable[[], int] = time.monotonic_ns):
+        self.model = Model(config=(config or GateConfig()).to_abi())
+        self.clock_ns = clock_ns
+        self.checks_in_kernel = False
+        self._lock = threading.Lock()
+
+    def put(self, rec: SessionRecord, keys: SessionKeys) -> None:
+        with self._lock:
+            self.model.sessions[rec.session_id] = session_element(rec, keys)
+
+    def remove(self, sid: int) -> None:
+        with self._lock:
+            self.model.sessions.pop(sid, None)
+            self.model.runtime.pop(sid, None)
+
+    def ids(self) -> set[int]:
+        return set(self.model.sessions)
+
+    def event_reader(self):
+        return None
+
+    def admit(self, msg: bytes, src: tuple[str, int]) -> bool:
+        with self._lock:
+            return abi.is_pass(self.model.run_message(msg, src[0], src[1], self.clock_ns()))
+
+    def close(self) -> None:
+        pass
+
+
+def session_element(rec: SessionRecord, keys: SessionKeys) -> abi.Session:
+    from .wire import key_words
+
+    b = rec.binding
+    family = abi.AF_NONE
+    if b is not None:
+        family = abi.AF_INET6 if ipaddress.ip_address(b.addr).version == 6 else abi.AF_INET
+    return abi.Session(
+        tag_key=key_words(keys.hdr_c2s), version=rec.version, fence=0, state=int(rec.state),
+        bind_family=family, bind_addr=abi.addr_words(b.addr) if b else (0, 0, 0, 0),
+        bind_port=abi.port_word(b.port) if b else 0)
+
+
+class Gateway:
+    def __init__(self, *, private_key: bytes, listen: tuple[str, int],
+                 address: ipaddress.IPv4Interface, peers: dict[bytes, ipaddress.IPv4Address],
+                 policy: Policy, store: Store, gate, events: EventLog, tun_name: str = "jvpn-gw",
+                 clock_ms: Callable[[], int] | None = None, cookie_threshold_per_s: int = 50):
+        self.private_key, self.public_key = private_key, public_from_private(private_key)
+        self.address, self.peers, self.policy = address, peers, policy
+        self.store, self.gate, self.events = store, gate, events
+        self.clock_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
+        self.sessions: dict[int, Live] = {}
+        self.by_inner: dict[bytes, int] = {}
+        self.control = threading.Lock()
+        self.responder = Responder(private_key, lambda pub: pub in peers)
+        self.cookies = CookieChecker(private_key)
+        self.cookie_threshold = cookie_threshold_per_s
+        self._recent_handshakes: deque = deque()
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        self.sock.bind(listen)
+        self.tun = Tun(tun_name, persist=True)
+        self.tun.configure(str(address.ip), address.network.prefixlen)
+        self.reattach = ReattachServer(store, policy, events, project=self._project,
+                                       next_counter=self._next_counter, clock_ms=self.clock_ms)
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # ------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        self.reconcile()
+        loops = [self._udp_loop, self._tun_loop, self._timer_loop]
+        reader = self.gate.event_reader()
+        if reader is not None:
+            loops.append(lambda: self._xdp_events_loop(reader))
+        for target in loops:
+            t = threading.Thread(target=target, daemon=True)
+            t.start()
+            self._threads.append(t)
+        self.events.emit("GatewayStarted", "OK", listen=str(self.sock.getsockname()),
+                         gate="xdp" if self.gate.checks_in_kernel else "userspace",
+                         sessions=len(self.sessions))
+
+    def stop(self) -> None:
+        self._stop.set()
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+        self.tun.close()
+        for t in self._threads:
+            t.join(timeout=2)
+        self.gate.close()
+        self.events.emit("GatewayStopped", "OK", sessions=len(self.sessions))
+
+    def reconcile(self) -> None:
+        """Store is the truth; the maps follow it (no session lost, none left)."""
+        with self.control:
+            kept = 0
+            for rec in self.store.list():
+                got = self.store.get(rec.session_id)
+                if got is None:
+                    continue
+                rec, raw = got
+                if rec.state is State.TERMINATED:
+                    self._forget(rec.session_id)
+                    continue
+                keys = SessionKeys.unpack(raw)
+                inner = ipaddress.IPv4Address(rec.inner_addr).packed
+                self._install(rec, keys, inner, first_counter=self.store.get_floor(rec.session_id))
+                kept += 1
+            stale = self.gate.ids() - set(self.sessions)
+            for sid in stale:
+                self.gate.remove(sid)
+            self.events.emit("Reconciled", "OK", sessions=kept, removed_from_maps=len(stale))
+
+    # ------------------------------------------------------------ state helpers
+    def _next_counter(self, sid: int) -> int:
+        return self.sessions[sid].channel.next_counter()
+
+    def _install(self, rec: SessionRecord, keys: SessionKeys, inner: bytes,
+                 first_counter: int = 1) -> Live:
+        sid = rec.session_id
+        channel = DataChannel(keys, "gateway", first_counter=max(first_counter, 1),
+                              check_replay=not self.gate.checks_in_kernel,
+                              check_tag=not self.gate.checks_in_kernel,
+                              reserve=lambda floor: self.store.set_floor(sid, floor))
+        live = Live(rec, keys, channel, inner, self.clock_ms())
+        self.sessions[sid] = live
+        self.by_inner[inner] = sid
+        self.gate.put(rec, keys)
+        return live
+
+    def _project(self, rec: SessionRecord, keys: SessionKeys) -> None:
+        """Called after every successful store write: the map follows."""
+        live = self.sessions.get(rec.session_id)
+        if rec.state is State.TERMINATED:
+            self.gate.remove(rec.session_id)
+            return
+        if live is not None:
+            live.record = rec
+        self.gate.put(rec, keys)
+
+    def _forget(self, sid: int) -> None:
+        live = self.sessions.pop(sid, None)
+        if live is not None and self.by_inner.get(live.inner) == sid:
+            del self.by_inner[live.inner]
+        self.gate.remove(sid)
+        try:
+            self.store.delete(sid)
+        except StoreError:
+            pass
+
+    def _transition(self, live: Live, event: Event, detail: str = "", **changes) -> None:
+        rec = live.record
+        now = self.clock_ms()
+        try:
+            new, tr = apply(rec, event, now, **changes)
+            self.store.cas(rec.session_id, rec.version, new)
+        except (IllegalTransition, StoreError) as e:
+            self.events.emit("TransitionRejected", getattr(e, "reason_code", "OWNERSHIP_CONFLICT"),
+                             rec.session_id, detail=str(e))
+            return
+        self._project(new, live.keys)
+        self.events.emit("SessionStateChange", tr.reason_code, rec.session_id, new.binding,
+                         version=new.version, previous_state=tr.previous.name,
+                         new_state=tr.new.name, detail=detail)
+        if new.state is State.TERMINATED:
+            self.events.emit("SessionTerminated", tr.reason_code, rec.session_id,
+                             version=new.version, session_age_ms=now - rec.created_ms,
+                             transportless_age_ms=(now - rec.transport_lost_ms)
+                             if rec.transport_lost_ms else 0)
+            self._forget(rec.session_id)
+
+    # ------------------------------------------------------------ handshake
+    def _under_load(self, now: float) -> bool:
+        q = self._recent_handshakes
+        q.append(now)
+        while q and now - q[0] > 1.0:
+            q.popleft()
+        return len(q) > self.cookie_threshold
+
+    def _handshake(self, msg: bytes, src: tuple[str, int]) -> None:
+        try:
+            cookie_reply = self.cookies.check(msg, src, self._under_load(time.monotonic()))
+            if cookie_reply is not None:
+                self.sock.sendto(cookie_reply, src)
+                return
+            init = self.responder.open(msg)
+        except HandshakeError as e:
+            self.events.emit("HandshakeRejected", "HANDSHAKE_FAIL", transport=Transport(*src),
+                             detail=e.reason)
+            return
+        inner = self.peers[init.client_public]
+        old = self.by_inner.get(inner.packed)
+        if old is not None:  # explicit: a new handshake ends the previous session
+            self._transition(self.sessions[old], Event.OPERATOR_TERMINATE,
+                             detail="replaced by a new handshake")
+        sid = self._new_session_id()
+        now = self.clock_ms()
+        resp, keys = init.respond(Assignment(sid, ipaddress.IPv4Interface(
+            (inner, self.address.network.prefixlen)), self.address.ip))
+        rec = new_session(sid, now, owner=self.events.node_id).with_(inner_addr=str(inner))
+        rec, tr = apply(rec, Event.ATTACH_OK, now, binding=Transport(*src))
+        try:
+            self.store.create(rec, keys.pack())
+        except StoreError as e:
+            self.events.emit("HandshakeRejected", "HANDSHAKE_FAIL", sid, detail=str(e))
+            return
+        self._install(rec, keys, inner.packed)
+        self.events.emit("SessionStateChange", tr.reason_code, sid, rec.binding,
+                         version=rec.version, previous_state="BIRTH", new_state="ATTACHED")
+        self.sock.sendto(resp, src)
+
+    def _new_session_id(self) -> int:
+        while True:
+            sid = secrets.randbits(64)
+            if sid and sid not in self.sessions and self.store.get(sid) is None:
+                return sid
+
+    # ------------------------------------------------------------ loops
+    def _udp_loop(self) -> None:
+        recv, sessions = self.sock.recvfrom, self.sessions
+        write, admit = self.tun.write, self.gate.admit
+        while not self._stop.is_set():
+            try:
+                msg, src = recv(65535)
+            except OSError:
+                return
+            if not msg or not admit(msg, src):
+                continue
+            t = msg[0]
+            if t in (abi.MSG_DATA, abi.MSG_KEEPALIVE):
+                live = sessions.get(int.from_bytes(msg[8:16], "little"))
+                if live is None:
+                    continue
+                opened = live.channel.open(msg)
+                if opened is None:
+                    continue
+                live.last_rx_ms = self.clock_ms()
+                if t == abi.MSG_DATA:
+                    write(opened[2])
+                else:
+                    self._keepalive_reply(live)
+            elif t == abi.MSG_HANDSHAKE_INIT:
+                with self.control:
+                    self._handshake(msg, src)
+            elif t in CONTROL_TYPES:
+                with self.control:
+                    replies = self.reattach.handle(msg, Transport(*src[:2]))
+                for reply, to in replies:
+                    self.sock.sendto(reply, (to.addr, to.port))
+
+    def _xdp_events_loop(self, reader) -> None:
+        """The kernel's sampled security drops join the event stream."""
+        try:
+            while not self._stop.is_set():
+                for ev in reader.poll(200):
+                    self.events.emit(
+                        "XdpSecurityDrop", abi.COUNTER_NAMES[ev.reason].upper(), ev.session_id,
+                        Transport(abi.words_addr(ev.saddr, ev.family), abi.word_port(ev.sport)),
+                        where="xdp", counter=ev.counter, msg_type=ev.msg_type)
+        finally:
+            reader.close()
+
+    def _keepalive_reply(self, live: Live) -> None:
+        rec = live.record
+        if rec.binding is None or rec.state not in SENDABLE:
+            return
+        flags = FLAG_REATTACH if rec.state is State.VOLATILE else 0
+        self.sock.sendto(live.channel.seal(b"", abi.MSG_KEEPALIVE, flags),
+                         (rec.binding.addr, rec.binding.port))
+
+    def _tun_loop(self) -> None:
+        read, send = self.tun.read, self.sock.sendto
+        by_inner, sessions = self.by_inner, self.sessions
+        while not self._stop.is_set():
+            try:
+                pkt = read()
+            except OSError:
+                return
+            sid = by_inner.get(inner_dst(pkt))
+            live = sessions.get(sid) if sid is not None else None
+            if live is None:
+                continue
+            rec = live.record
+            if rec.binding is None or rec.state not in SENDABLE:
+                continue
+            try:
+                send(live.channel.seal(pkt), (rec.binding.addr, rec.binding.port))
+            except OSError:
+                continue
+
+    def _timer_loop(self) -> None:
+        while not self._stop.wait(0.1):
+            with self.control:
+                self.reattach.expire()
+                for live in list(self.sessions.values()):
+                    self._timers(live)
+
+    def _timers(self, live: Live) -> None:
+        rec, now, p = live.record, self.clock_ms(), self.policy
+        if now - rec.created_ms > p.max_lifetime_ms:
+            self._transition(live, Event.SESSION_TTL_EXPIRED)
+        elif rec.transport_lost_ms and now - rec.transport_lost_ms > p.transport_lost_ttl_ms:
+            self._transition(live, Event.TRANSPORT_TTL_EXPIRED)
+        elif rec.state is State.ATTACHED and now - live.last_rx_ms > p.heartbeat_volatile_ms:
+            self._transition(live, Event.INSTABILITY_DETECTED, detail="no traffic",
+                             transport_lost_ms=live.last_rx_ms)
+        elif rec.state is State.VOLATILE and now - rec.last_change_ms > p.volatile_to_degraded_ms:
+            event = (Event.OPERATOR_TERMINATE if p.recovery_expiry_terminates
+                     else Event.RECOVERY_TIMEOUT)
+            self._transition(live, event, detail="recovery window expired")
