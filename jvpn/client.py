@@ -104,7 +104,7 @@ class Client:
                         self.events.emit("SessionStateChange", "HANDSHAKE_OK", self.session_id,
                                          new_state="ATTACHED", previous_state="BIRTH")
                         return self.assignment
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except HandshakeError as e:
                 self.events.emit("HandshakeFailed", "HANDSHAKE_FAIL", detail=str(e))
@@ -185,7 +185,7 @@ class Client:
             try:
                 sock.settimeout(0.2)
                 msg, src = sock.recvfrom(65535)
-            except (socket.timeout, OSError):
+            except (TimeoutError, OSError):
                 continue
             if not msg:
                 continue

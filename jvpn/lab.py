@@ -46,7 +46,7 @@ class Lab:
         return ["gw", "rt", "cl"] + (["atk"] if self.with_attacker else [])
 
     # ------------------------------------------------------------ build / tear down
-    def up(self) -> "Lab":
+    def up(self) -> Lab:
         self.cleanup_stale()
         try:
             self._build()
@@ -90,7 +90,7 @@ class Lab:
         for role in self.roles:
             sh("ip", "netns", "del", self.ns(role), check=False)
 
-    def __enter__(self) -> "Lab":
+    def __enter__(self) -> Lab:
         return self.up()
 
     def __exit__(self, *exc) -> None:
