@@ -5,7 +5,8 @@ from vectors import replay_cases
 
 from jvpn import abi, frames, wire
 from jvpn.gateconfig import GateConfig
-from jvpn.model import Model, gcra_next, replay_accept
+from jvpn.model import Model, gcra_next
+from jvpn.replay import ReplayWindow, replay_accept
 
 KEY = bytes(range(16))
 CLIENT, GW, PORT = "192.0.2.10", "192.0.2.1", abi.DEFAULT_PORT
@@ -68,3 +69,9 @@ def test_forged_tag_does_not_move_the_window():
     before = bytes(m.runtime[7])
     assert m.run(_data(10_000, key=bytes(16)), 0) == abi.R_DROP_BAD_TAG
     assert bytes(m.runtime[7]) == before
+
+
+@pytest.mark.parametrize("name,steps", replay_cases(), ids=[c[0] for c in replay_cases()])
+def test_userspace_replay_window_same_answers(name, steps):
+    w = ReplayWindow()
+    assert [w.accept(c) for c, _ in steps] == [ok for _, ok in steps]
