@@ -17,7 +17,11 @@ from jvpn.errors import JvpnError
 
 from .app import DEFAULT_PIN_ROOT, DEFAULT_RUN_DIR, App
 from .attach import attach
+from .bench import bench
+from .client import client
 from .detach import detach
+from .events import events
+from .gateway import gateway
 from .sessions import sessions
 from .stats import stats
 from .status import status
@@ -81,33 +85,10 @@ def cli(ctx: click.Context, pin_root: str, run_dir: str) -> None:
     ctx.obj = App(pin_root=pin_root, run_dir=run_dir)
 
 
-for _command in (attach, detach, status, sessions, stats):
+for _command in (attach, detach, status, sessions, stats, events, gateway, client, bench):
     cli.add_command(_command)
 
 
-def _register_bench(group: click.Group) -> None:
-    """`jvpn-xdp bench`, from cli/bench.py when it exists (written separately)."""
-    try:
-        from .bench import bench
-    except ModuleNotFoundError as e:
-        if e.name == f"{__package__}.bench":
-            return  # no cli/bench.py: no bench command
-        reason = str(e)
-    except ImportError as e:
-        reason = str(e)
-    else:
-        group.add_command(bench, "bench")
-        return
-
-    @group.command("bench", context_settings={"ignore_unknown_options": True},
-                   add_help_option=False)
-    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-    def _bench_unavailable(args) -> None:
-        """Benchmarks (unavailable here: cli/bench.py failed to import)."""
-        raise JvpnError(f"the bench command is unavailable: {reason}")
-
-
-_register_bench(cli)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

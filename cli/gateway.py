@@ -1,0 +1,64 @@
+"""`jvpn-xdp gateway up|down`: the gateway daemon in the foreground."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+
+import click
+
+
+@click.group(help="Run the gateway daemon (handshakes, reattach, tunnel).")
+def gateway():
+    pass
+
+
+@gateway.command("up", help="Run the gateway daemon in the foreground until SIGTERM/SIGINT. "
+                            "If the config names an XdpInterface, `jvpn-xdp attach` it first: "
+                            "the daemon writes bindings into its pinned maps; otherwise the same "
+                            "checks run in the daemon (userspace gate).")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
+              help="Gateway config file (see README, Configuration files).")
+@click.option("--tun", "tun_name", default="jvpn-gw", show_default=True,
+              help="Name of the (persistent) TUN device.")
+@click.option("--echo-events", is_flag=True, help="Also print every event on stdout.")
+@click.pass_obj
+def gateway_up(app, config_path: str, tun_name: str, echo_events: bool):
+    from jvpn.config import load_gateway_config
+    from jvpn.daemon import Gateway, UserspaceGate, XdpGate
+    from jvpn.events import EventLog
+    from jvpn.store.sqlite import SqliteStore
+
+    app.require_root()
+    cfg = load_gateway_config(config_path)
+    gate = XdpGate(cfg.xdp_interface) if cfg.xdp_interface else UserspaceGate()
+    store = SqliteStore(cfg.state_dir / "sessions.db")
+    events = EventLog(cfg.node_id, cfg.events_file, policy_version=cfg.policy.version,
+                      echo=sys.stdout if echo_events else None)
+    gw = Gateway(private_key=cfg.private_key, listen=("0.0.0.0", cfg.listen_port),
+                 address=cfg.address, peers={p.public_key: p.inner for p in cfg.peers},
+                 policy=cfg.policy, store=store, gate=gate, events=events, tun_name=tun_name)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    gw.start()
+    app.err.print(f"jvpn gateway up on :{cfg.listen_port}, inner {cfg.address}, "
+                  f"gate: {'xdp on ' + cfg.xdp_interface if cfg.xdp_interface else 'userspace'}"
+                  f", events: {cfg.events_file}")
+    stop.wait()
+    gw.stop()
+    store.close()
+    events.close()
+
+
+@gateway.command("down", help="Remove the gateway's persistent TUN device (sessions stay in "
+                              "the store; bindings stay in the pinned maps).")
+@click.option("--tun", "tun_name", default="jvpn-gw", show_default=True)
+@click.pass_obj
+def gateway_down(app, tun_name: str):
+    from jvpn.tunnel import Tun
+
+    app.require_root()
+    Tun(tun_name).destroy()
+    app.console.print(f"removed {tun_name}")
