@@ -22,6 +22,7 @@ from .client import client
 from .detach import detach
 from .events import events
 from .gateway import gateway
+from .keygen import keygen, pubkey
 from .sessions import sessions
 from .stats import stats
 from .status import status
@@ -85,7 +86,8 @@ def cli(ctx: click.Context, pin_root: str, run_dir: str) -> None:
     ctx.obj = App(pin_root=pin_root, run_dir=run_dir)
 
 
-for _command in (attach, detach, status, sessions, stats, events, gateway, client, bench):
+for _command in (attach, detach, status, sessions, stats, events, gateway, client, bench,
+                 keygen, pubkey):
     cli.add_command(_command)
 
 

@@ -1,0 +1,62 @@
+"""`jvpn-xdp keygen` and `jvpn-xdp pubkey`: static X25519 keys, base64 like
+WireGuard's (`wg genkey` / `wg pubkey`). Neither needs root."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from jvpn import keys
+from jvpn.errors import JvpnError
+
+
+@click.command(short_help="Make a new private key.")
+@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              metavar="FILE",
+              help="Write the private key to FILE (created with mode 0600) instead of stdout.")
+@click.option("--force", is_flag=True, help="Overwrite FILE if it exists.")
+def keygen(out: Path | None, force: bool) -> None:
+    """Print a new base64 private key on stdout (or write it to FILE) and its
+    public key on stderr as "public key: ..."."""
+    private = keys.generate_private()
+    text = keys.encode(private) + "\n"
+    if out is None:
+        click.echo(text, nl=False)
+    else:
+        _write_secret(out, text, force)
+    click.echo(f"public key: {keys.encode(keys.public_from_private(private))}", err=True)
+
+
+@click.command(short_help="Print the public key of a private key read from stdin.")
+def pubkey() -> None:
+    """Read a base64 private key on stdin and print its public key."""
+    text = sys.stdin.read()
+    if not text.strip():
+        raise JvpnError("no private key on stdin (e.g. `jvpn-xdp pubkey < private.key`)")
+    try:
+        private = keys.decode(text)
+    except keys.KeyError_ as e:
+        raise JvpnError(f"private key on stdin: {e}") from None
+    click.echo(keys.encode(keys.public_from_private(private)))
+
+
+def _write_secret(path: Path, text: str, force: bool) -> None:
+    """Write ``text`` to ``path`` readable by its owner only. Without
+    ``force`` the file must not exist (O_EXCL: no race with another writer)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW
+    flags |= os.O_TRUNC if force else os.O_EXCL
+    try:
+        fd = os.open(path, flags, 0o600)
+    except FileExistsError:
+        raise JvpnError(f"{path} exists: refusing to overwrite a key file "
+                        "(pass --force to replace it)") from None
+    try:
+        # The mode given to open() applies only to a new file (and the umask
+        # may take bits away); an overwritten file keeps its old mode.
+        os.fchmod(fd, 0o600)
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)

@@ -1,0 +1,401 @@
+"""Configuration files of the gateway and the client, WireGuard style.
+
+Three files, all in one syntax: ``[Section]`` headers, ``Key = Value`` lines,
+``#`` starts a comment (to the end of the line; a value cannot contain ``#``),
+blank lines are ignored, section and key names are case-insensitive. The
+parser is written by hand (not configparser) so that every error names the
+file, the line and the field, as one line an operator can act on::
+
+    /etc/jvpn/peers.conf:7: PublicKey: not valid base64
+
+Gateway config (:func:`load_gateway_config`)::
+
+    [Interface]
+    PrivateKey = <base64>          # or PrivateKeyFile = /path; exactly one of them
+    ListenPort = 51900             # 1..65535, default 51900
+    Address = 10.99.0.1/24         # gateway inner address with prefix, mandatory
+    XdpInterface = eth0            # optional; absent = userspace gate
+    PeersFile = peers.conf         # mandatory
+    Policy = policy.toml           # optional; absent = default policy
+    StateDir = /var/lib/jvpn       # default /var/lib/jvpn
+    NodeId = gw-a                  # default: the hostname
+    EventsFile = events.jsonl      # default <StateDir>/events.jsonl
+
+Relative paths (PrivateKeyFile, PeersFile, Policy, StateDir, EventsFile) are
+relative to the folder of the file that names them.
+
+Peers file (:func:`load_peers`): one ``[Peer]`` section per peer with
+``PublicKey`` (mandatory), ``AllowedIP`` (mandatory: the peer's inner /32,
+inside the gateway's inner network) and ``Name`` (optional).
+
+Client config (:func:`load_client_config`): ``[Interface]`` with the private
+key and the TUN ``Name``; ``[Peer]`` with the gateway's ``PublicKey``, its
+``Endpoint`` and ``PersistentKeepalive`` (ms).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import keys
+from .errors import JvpnError
+from .policy import Policy, PolicyError, default_policy, load_policy
+
+DEFAULT_LISTEN_PORT = 51900
+DEFAULT_STATE_DIR = Path("/var/lib/jvpn")
+EVENTS_FILE_NAME = "events.jsonl"
+DEFAULT_TUN_NAME = "jvpn0"
+DEFAULT_KEEPALIVE_MS = 500
+KEEPALIVE_RANGE_MS = (50, 60_000)
+IFNAMSIZ = 16  # the kernel's limit, with the terminating NUL
+
+
+class ConfigError(JvpnError):
+    """A configuration file that cannot be used. The message is one line:
+    ``FILE:LINE: FIELD: what is wrong`` (``FILE: ...`` for file-wide errors)."""
+
+    def __init__(self, message: str, path: str | None = None, line: int | None = None,
+                 field: str | None = None):
+        super().__init__(message)
+        self.path, self.line, self.field = path, line, field
+
+
+@dataclass(frozen=True)
+class PeerConfig:
+    public_key: bytes
+    inner: ipaddress.IPv4Address
+    name: str
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    private_key: bytes = field(repr=False)
+    listen_port: int
+    address: ipaddress.IPv4Interface
+    xdp_interface: str | None
+    peers: list[PeerConfig]
+    policy: Policy
+    state_dir: Path
+    node_id: str
+    events_file: Path
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    private_key: bytes = field(repr=False)
+    tun_name: str
+    gateway_public_key: bytes
+    endpoint: tuple[str, int]
+    keepalive_ms: int
+
+
+# ---------------------------------------------------------------- parsing
+
+@dataclass
+class _Entry:
+    key: str  # canonical spelling, from the schema
+    value: str
+    line: int
+
+
+@dataclass
+class _Section:
+    name: str  # canonical spelling
+    line: int
+    entries: dict[str, _Entry]  # canonical key -> entry
+
+
+class _File:
+    """One parsed file; its ``error`` methods build errors that name it."""
+
+    def __init__(self, path: Path, sections: list[_Section]):
+        self.path = path
+        self.sections = sections
+
+    def error(self, line: int | None, what: str, message: str) -> ConfigError:
+        where = f"{self.path}:{line}" if line is not None else f"{self.path}"
+        return ConfigError(f"{where}: {what}: {message}", str(self.path), line, what)
+
+    def fail_entry(self, entry: _Entry, message: str) -> ConfigError:
+        return self.error(entry.line, entry.key, message)
+
+    def require(self, section: _Section, key: str, hint: str = "") -> _Entry:
+        entry = section.entries.get(key)
+        if entry is None:
+            raise self.error(section.line, key,
+                             f"mandatory key missing in the [{section.name}] section{hint}")
+        return entry
+
+    def only(self, name: str) -> _Section:
+        """The single section called ``name`` (mandatory, not repeated)."""
+        found = [s for s in self.sections if s.name == name]
+        if not found:
+            raise ConfigError(f"{self.path}: [{name}]: section is missing", str(self.path),
+                              None, f"[{name}]")
+        if len(found) > 1:
+            raise self.error(found[1].line, f"[{name}]",
+                             f"section repeated (first on line {found[0].line})")
+        return found[0]
+
+    def resolve(self, value: str) -> Path:
+        """A path named in this file: relative ones are relative to its folder."""
+        p = Path(value)
+        return p if p.is_absolute() else self.path.absolute().parent / p
+
+
+def _parse(path: Path, schema: dict[str, tuple[str, ...]],
+           origin: tuple[_File, _Entry] | None = None) -> _File:
+    """Read and parse ``path``. ``schema`` maps each allowed section name to
+    its allowed keys (canonical spellings). ``origin``: the file and entry
+    that named ``path``, so that an unreadable file is reported there."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else (
+            "not UTF-8 text" if isinstance(e, UnicodeDecodeError) else str(e))
+        if origin is not None:
+            f, entry = origin
+            raise f.fail_entry(entry, f"cannot read {path}: {reason}") from None
+        raise ConfigError(f"{path}: cannot read: {reason}", str(path)) from None
+    f = _File(path, [])
+    sections_by_lower = {name.lower(): name for name in schema}
+    current: _Section | None = None
+    for n, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        if line.startswith("["):
+            if not line.endswith("]"):
+                raise f.error(n, line, "section header without its closing ']'")
+            given = line[1:-1].strip()
+            name = sections_by_lower.get(given.lower())
+            if name is None:
+                expected = " or ".join(f"[{s}]" for s in schema)
+                raise f.error(n, f"[{given}]", f"unknown section (expected {expected})")
+            current = _Section(name, n, {})
+            f.sections.append(current)
+            continue
+        if "=" not in line:
+            raise f.error(n, line.split()[0], "not a 'Key = Value' line")
+        key, value = (part.strip() for part in line.split("=", 1))
+        if not key:
+            raise f.error(n, "=", "a 'Key = Value' line without its key")
+        if current is None:
+            raise f.error(n, key, "key outside any section (put it under a [Section] header)")
+        allowed = {k.lower(): k for k in schema[current.name]}
+        canonical = allowed.get(key.lower())
+        if canonical is None:
+            raise f.error(n, key, f"unknown key in the [{current.name}] section (known: "
+                                  f"{', '.join(schema[current.name])})")
+        if canonical in current.entries:
+            raise f.error(n, canonical, f"duplicate key in the [{current.name}] section "
+                                        f"(first on line {current.entries[canonical].line})")
+        if not value:
+            raise f.error(n, canonical, "empty value")
+        current.entries[canonical] = _Entry(canonical, value, n)
+    return f
+
+
+# ---------------------------------------------------------------- values
+
+def _key(f: _File, entry: _Entry) -> bytes:
+    try:
+        return keys.decode(entry.value)
+    except keys.KeyError_ as e:
+        raise f.fail_entry(entry, str(e)) from None
+
+
+def _private_key(f: _File, section: _Section) -> bytes:
+    inline = section.entries.get("PrivateKey")
+    from_file = section.entries.get("PrivateKeyFile")
+    if inline is not None and from_file is not None:
+        second, first = sorted((inline, from_file), key=lambda e: e.line, reverse=True)
+        raise f.fail_entry(second, f"{first.key} is already given on line {first.line}: "
+                                   "give exactly one of PrivateKey and PrivateKeyFile")
+    if inline is not None:
+        return _key(f, inline)
+    if from_file is None:
+        raise f.error(section.line, "PrivateKey", f"mandatory key missing in the "
+                      f"[{section.name}] section (give PrivateKey or PrivateKeyFile)")
+    path = f.resolve(from_file.value)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else "not UTF-8 text"
+        raise f.fail_entry(from_file, f"cannot read {path}: {reason}") from None
+    try:
+        return keys.decode(text)
+    except keys.KeyError_ as e:
+        raise f.fail_entry(from_file, f"{path}: {e}") from None
+
+
+def _int(f: _File, entry: _Entry, lo: int, hi: int) -> int:
+    if not re.fullmatch(r"[0-9]+", entry.value):
+        raise f.fail_entry(entry, f"not a whole number: {entry.value!r}")
+    v = int(entry.value)
+    if not lo <= v <= hi:
+        raise f.fail_entry(entry, f"{v} is out of range [{lo}, {hi}]")
+    return v
+
+
+def _ifname(f: _File, entry: _Entry) -> str:
+    """A Linux interface name, as the kernel's dev_valid_name() takes it."""
+    v = entry.value
+    if len(v) >= IFNAMSIZ:
+        raise f.fail_entry(entry, f"an interface name is at most {IFNAMSIZ - 1} characters, "
+                                  f"{v!r} has {len(v)}")
+    if v in (".", "..") or any(c in v for c in "/:") or any(c.isspace() for c in v):
+        raise f.fail_entry(entry, f"{v!r} is not a valid interface name")
+    return v
+
+
+def _address(f: _File, entry: _Entry) -> ipaddress.IPv4Interface:
+    if "/" not in entry.value:
+        raise f.fail_entry(entry, f"give the prefix length too, e.g. {entry.value}/24")
+    try:
+        addr = ipaddress.IPv4Interface(entry.value)
+    except ValueError as e:
+        raise f.fail_entry(entry, f"not an IPv4 address with prefix: {e}") from None
+    net = addr.network
+    if net.prefixlen >= 32:
+        raise f.fail_entry(entry, f"a /{net.prefixlen} leaves no inner address for peers")
+    if net.prefixlen <= 30 and addr.ip in (net.network_address, net.broadcast_address):
+        raise f.fail_entry(entry, f"{addr.ip} is the network or broadcast address of {net}")
+    return addr
+
+
+def _endpoint(f: _File, entry: _Entry) -> tuple[str, int]:
+    v = entry.value
+    bad = "expected IPv4:port or [IPv6]:port"
+    if v.startswith("["):
+        host, sep, port_text = v[1:].partition("]:")
+        if not sep:
+            raise f.fail_entry(entry, f"{v!r}: {bad}")
+        try:
+            host = str(ipaddress.IPv6Address(host))
+        except ValueError:
+            raise f.fail_entry(entry, f"{v!r}: {host!r} is not an IPv6 address") from None
+    else:
+        host, sep, port_text = v.rpartition(":")
+        if not sep:
+            raise f.fail_entry(entry, f"{v!r}: no port; {bad}")
+        try:
+            host = str(ipaddress.IPv4Address(host))
+        except ValueError:
+            raise f.fail_entry(entry, f"{v!r}: {host!r} is not an IPv4 address "
+                                      f"({bad}; host names are not resolved)") from None
+    if not re.fullmatch(r"[0-9]+", port_text) or not 1 <= int(port_text) <= 65535:
+        raise f.fail_entry(entry, f"{v!r}: port must be 1..65535")
+    return host, int(port_text)
+
+
+# ---------------------------------------------------------------- files
+
+_GATEWAY = {"Interface": ("PrivateKey", "PrivateKeyFile", "ListenPort", "Address",
+                          "XdpInterface", "PeersFile", "Policy", "StateDir", "NodeId",
+                          "EventsFile")}
+_PEERS = {"Peer": ("PublicKey", "AllowedIP", "Name")}
+_CLIENT = {"Interface": ("PrivateKey", "PrivateKeyFile", "Name"),
+           "Peer": ("PublicKey", "Endpoint", "PersistentKeepalive")}
+
+
+def load_gateway_config(path: str | Path) -> GatewayConfig:
+    """Read the gateway config, the peers file and the policy it names."""
+    f = _parse(Path(path), _GATEWAY)
+    s = f.only("Interface")
+    e = s.entries
+    private_key = _private_key(f, s)
+    listen_port = _int(f, e["ListenPort"], 1, 65535) if "ListenPort" in e else DEFAULT_LISTEN_PORT
+    address = _address(f, f.require(s, "Address"))
+    xdp_interface = _ifname(f, e["XdpInterface"]) if "XdpInterface" in e else None
+    peers_entry = f.require(s, "PeersFile")
+    peers = _load_peers(f.resolve(peers_entry.value), address, origin=(f, peers_entry))
+    if "Policy" in e:
+        policy_path = f.resolve(e["Policy"].value)
+        try:
+            policy = load_policy(policy_path)
+        except PolicyError as err:
+            raise f.fail_entry(e["Policy"], str(err)) from None
+        except (OSError, UnicodeDecodeError) as err:
+            reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+            raise f.fail_entry(e["Policy"], f"cannot read {policy_path}: {reason}") from None
+    else:
+        policy = default_policy()
+    state_dir = f.resolve(e["StateDir"].value) if "StateDir" in e else DEFAULT_STATE_DIR
+    node_id = e["NodeId"].value if "NodeId" in e else socket.gethostname()
+    if any(c.isspace() for c in node_id):
+        raise f.fail_entry(e["NodeId"], f"{node_id!r} contains white space")
+    events_file = (f.resolve(e["EventsFile"].value) if "EventsFile" in e
+                   else state_dir / EVENTS_FILE_NAME)
+    return GatewayConfig(private_key=private_key, listen_port=listen_port, address=address,
+                         xdp_interface=xdp_interface, peers=peers, policy=policy,
+                         state_dir=state_dir, node_id=node_id, events_file=events_file)
+
+
+def load_peers(path: str | Path,
+               gateway_address: ipaddress.IPv4Interface) -> list[PeerConfig]:
+    """The peers allowed to connect, each with its inner address inside
+    ``gateway_address``'s network."""
+    return _load_peers(Path(path), gateway_address)
+
+
+def _load_peers(path: Path, gateway_address: ipaddress.IPv4Interface,
+                origin: tuple[_File, _Entry] | None = None) -> list[PeerConfig]:
+    f = _parse(path, _PEERS, origin)
+    peers: list[PeerConfig] = []
+    key_lines: dict[bytes, int] = {}
+    inner_lines: dict[ipaddress.IPv4Address, int] = {}
+    for s in f.sections:
+        key_entry = f.require(s, "PublicKey")
+        public_key = _key(f, key_entry)
+        if public_key in key_lines:
+            raise f.fail_entry(key_entry, f"duplicate public key (already on line "
+                                          f"{key_lines[public_key]})")
+        ip_entry = f.require(s, "AllowedIP")
+        inner = _allowed_ip(f, ip_entry, gateway_address)
+        if inner in inner_lines:
+            raise f.fail_entry(ip_entry, f"{inner} is already another peer's (line "
+                                         f"{inner_lines[inner]})")
+        key_lines[public_key] = key_entry.line
+        inner_lines[inner] = ip_entry.line
+        name = s.entries["Name"].value if "Name" in s.entries else keys.encode(public_key)[:8]
+        peers.append(PeerConfig(public_key=public_key, inner=inner, name=name))
+    return peers
+
+
+def _allowed_ip(f: _File, entry: _Entry,
+                gateway_address: ipaddress.IPv4Interface) -> ipaddress.IPv4Address:
+    try:
+        iface = ipaddress.IPv4Interface(entry.value)
+    except ValueError as e:
+        raise f.fail_entry(entry, f"not an IPv4 address: {e}") from None
+    if iface.network.prefixlen != 32:
+        raise f.fail_entry(entry, f"must be a /32 (the peer's one inner address), "
+                                  f"got /{iface.network.prefixlen}")
+    ip, net = iface.ip, gateway_address.network
+    if ip not in net:
+        raise f.fail_entry(entry, f"{ip} is outside the gateway's inner network {net}")
+    if ip == gateway_address.ip:
+        raise f.fail_entry(entry, f"{ip} is the gateway's own address")
+    if net.prefixlen <= 30 and ip in (net.network_address, net.broadcast_address):
+        raise f.fail_entry(entry, f"{ip} is the network or broadcast address of {net}")
+    return ip
+
+
+def load_client_config(path: str | Path) -> ClientConfig:
+    f = _parse(Path(path), _CLIENT)
+    iface = f.only("Interface")
+    peer = f.only("Peer")
+    private_key = _private_key(f, iface)
+    tun_name = _ifname(f, iface.entries["Name"]) if "Name" in iface.entries else DEFAULT_TUN_NAME
+    gateway_public_key = _key(f, f.require(peer, "PublicKey"))
+    endpoint = _endpoint(f, f.require(peer, "Endpoint"))
+    keepalive_ms = (_int(f, peer.entries["PersistentKeepalive"], *KEEPALIVE_RANGE_MS)
+                    if "PersistentKeepalive" in peer.entries else DEFAULT_KEEPALIVE_MS)
+    return ClientConfig(private_key=private_key, tun_name=tun_name,
+                        gateway_public_key=gateway_public_key, endpoint=endpoint,
+                        keepalive_ms=keepalive_ms)
