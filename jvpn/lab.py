@@ -133,10 +133,16 @@ class Lab:
     def nat_on(self) -> None:
         """The router masquerades the client's traffic towards the gateway
         with random source ports (nftables), as a carrier NAT would."""
-        rules = ("table ip jvpnlab { chain post { type nat hook postrouting priority 100; "
-                 "oifname \"r0\" ip saddr 10.77.1.0/24 masquerade random; "
-                 "oifname \"r0\" ip saddr 10.77.2.0/24 masquerade random; } }")
-        self.run("rt", "nft", rules)
+        rules = """table ip jvpnlab {
+  chain post {
+    type nat hook postrouting priority 100;
+    oifname "r0" ip saddr 10.77.1.0/24 masquerade random
+    oifname "r0" ip saddr 10.77.2.0/24 masquerade random
+  }
+}
+"""
+        subprocess.run(self.cmd("rt", "nft", "-f", "-"), input=rules, text=True, check=True,
+                       capture_output=True, timeout=30)
 
     def nat_rebind(self) -> None:
         """Forget the NAT mappings: the next packet gets a new source port."""

@@ -1,0 +1,91 @@
+"""End to end in namespaces: a TCP stream through the tunnel keeps its bytes
+intact (checksummed) while the client jumps wifi -> lte -> wifi, across a NAT
+rebinding, and across a gateway daemon restart; same session throughout."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from tunnel_lab import TunnelLab
+
+from jvpn.lab import LTE_IP, WIFI_IP
+
+pytestmark = pytest.mark.kernel
+
+
+@pytest.fixture
+def tl(tmp_path):
+    t = TunnelLab(tmp_path).up()
+    yield t
+    t.down()
+
+
+def _accepts(events):
+    return [e for e in events if e["event_type"] == "ReattachResult"
+            and e["reason_code"] == "REATTACH_ACCEPT"]
+
+
+def _one_session(tl):
+    [(iface, sessions)] = tl.cli_json("sessions", "gw0").items()
+    assert iface == "gw0" and len(sessions) == 1
+    return sessions[0]
+
+
+def test_stream_survives_two_address_changes(tl):
+    first = _one_session(tl)
+    assert first["bound"].startswith(WIFI_IP)
+    finish = tl.stream(6_000_000, 7.0)
+    time.sleep(2.0)
+    tl.lab.link("cl", "wifi", "down")          # wifi -> lte
+    tl._wait(lambda: len(_accepts(tl.gateway_events())) >= 1, "first reattach")
+    assert _one_session(tl)["bound"].startswith(LTE_IP)
+    time.sleep(1.5)
+    tl.lab.link("cl", "wifi", "up")
+    tl.lab.run("cl", "ip", "route", "replace", "default", "via", "10.77.1.254", "dev", "wifi",
+               "metric", "10")
+    tl.lab.link("cl", "lte", "down")           # lte -> wifi
+    tl._wait(lambda: len(_accepts(tl.gateway_events())) >= 2, "second reattach")
+    sent, received = finish()
+    assert sent == received and sent["bytes"] == 6_000_000
+    last = _one_session(tl)
+    assert last["session_id"] == first["session_id"]
+    assert last["bound"].startswith(WIFI_IP) and last["state"] == "ATTACHED"
+    assert last["version"] > first["version"]
+    hs = [e for e in tl.gateway_events() if e["reason_code"] == "HANDSHAKE_OK"]
+    assert len(hs) == 1  # never a silent new session
+    states = [e["new_state"] for e in tl.gateway_events() if e["event_type"] ==
+              "SessionStateChange"]
+    assert states[:4] == ["ATTACHED", "VOLATILE", "RECOVERING", "ATTACHED"]
+
+
+def test_stream_survives_nat_rebinding(tmp_path):
+    tl = TunnelLab(tmp_path, nat=True).up()
+    try:
+        before = _one_session(tl)
+        finish = tl.stream(3_000_000, 5.0)
+        time.sleep(1.5)
+        tl.lab.nat_rebind()
+        tl._wait(lambda: len(_accepts(tl.gateway_events())) >= 1, "reattach after rebinding")
+        sent, received = finish()
+        assert sent == received
+        after = _one_session(tl)
+        assert after["session_id"] == before["session_id"]
+        assert after["bound"] != before["bound"]  # same NAT address, new port
+    finally:
+        tl.down()
+
+
+def test_daemon_restart_mid_transfer_loses_no_session(tl):
+    before = _one_session(tl)
+    finish = tl.stream(3_000_000, 5.0)
+    time.sleep(1.5)
+    tl.stop_gateway()
+    time.sleep(0.5)
+    tl.start_gateway()
+    sent, received = finish()
+    assert sent == received
+    after = _one_session(tl)
+    assert after["session_id"] == before["session_id"]
+    rec = [e for e in tl.gateway_events() if e["event_type"] == "Reconciled"]
+    assert rec[-1]["sessions"] == 1 and rec[-1]["removed_from_maps"] == 0
