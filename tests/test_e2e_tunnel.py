@@ -7,9 +7,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from tunnel_lab import TunnelLab
-
-from jvpn.lab import LTE_IP, WIFI_IP
+from jvpn.lab import LTE_IP, WIFI_IP, TunnelLab
 
 pytestmark = pytest.mark.kernel
 
