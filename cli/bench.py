@@ -61,3 +61,54 @@ def bench_xdp(app, as_json: bool, repeat: int, batches: int, singles: int, break
         for name, ns in parts.items():
             table.add_row(name, f"{ns - base:.1f}" if name != "empty_program" else f"{ns:.1f}")
         console.print(table)
+
+
+@bench.command("tunnel", help="TCP goodput (iperf3) between two lab namespaces: plain routing, "
+                              "through jvpn (XDP gate on) and through wireguard-go, interleaved "
+                              "in one run.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--seconds", default=5.0, show_default=True, type=click.FloatRange(1, 60))
+@click.option("--rounds", default=2, show_default=True, type=click.IntRange(1, 10))
+@click.pass_obj
+def bench_tunnel(app, as_json: bool, seconds: float, rounds: int):
+    from jvpn.benchnet import run_tunnel_bench
+    from jvpn.maps import require_bcc, require_root
+
+    require_root()
+    require_bcc()
+    _need("iperf3", "wireguard-go", "wg")
+    _report(app, as_json, lambda progress: run_tunnel_bench(seconds, rounds, progress))
+
+
+@bench.command("reattach", help="Address change (the client's uplink goes down, or a better one "
+                                "returns) to data flowing again through the tunnel, many trials.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--trials", default=30, show_default=True, type=click.IntRange(2, 500))
+@click.pass_obj
+def bench_reattach(app, as_json: bool, trials: int):
+    from jvpn.benchnet import run_reattach_bench
+    from jvpn.maps import require_bcc, require_root
+
+    require_root()
+    require_bcc()
+    _report(app, as_json, lambda progress: run_reattach_bench(trials, progress))
+
+
+def _need(*tools: str) -> None:
+    import shutil
+
+    from jvpn.errors import JvpnError
+
+    missing = [t for t in tools if not shutil.which(t)]
+    if missing:
+        raise JvpnError(f"missing {', '.join(missing)}: run `sudo make setup`")
+
+
+def _report(app, as_json: bool, run) -> None:
+    if as_json:
+        click.echo(json.dumps(run(lambda _p: None)))
+        return
+    with app.console.status("measuring") as status:
+        result = run(lambda p: status.update(f"measuring: {p}"))
+    for k, v in result.items():
+        app.console.print(f"{k}: {v}", markup=False)
