@@ -389,15 +389,22 @@ class Gateway:
                     self._timers(live)
 
     def _timers(self, live: Live) -> None:
-        rec, now, p = live.record, self.clock_ms(), self.policy
-        if now - rec.created_ms > p.max_lifetime_ms:
-            self._transition(live, Event.SESSION_TTL_EXPIRED)
-        elif rec.transport_lost_ms and now - rec.transport_lost_ms > p.transport_lost_ttl_ms:
-            self._transition(live, Event.TRANSPORT_TTL_EXPIRED)
-        elif rec.state is State.ATTACHED and now - live.last_rx_ms > p.heartbeat_volatile_ms:
-            self._transition(live, Event.INSTABILITY_DETECTED, detail="no traffic",
-                             transport_lost_ms=live.last_rx_ms)
-        elif rec.state is State.VOLATILE and now - rec.last_change_ms > p.volatile_to_degraded_ms:
-            event = (Event.OPERATOR_TERMINATE if p.recovery_expiry_terminates
-                     else Event.RECOVERY_TIMEOUT)
-            self._transition(live, event, detail="recovery window expired")
+        due = due_timer(live.record, live.last_rx_ms, self.clock_ms(), self.policy)
+        if due is not None:
+            event, detail, changes = due
+            self._transition(live, event, detail=detail, **changes)
+
+
+def due_timer(rec: SessionRecord, last_rx_ms: int, now: int,
+              p: Policy) -> tuple[Event, str, dict] | None:
+    """The timer event a session is due for, if any (first match wins)."""
+    if now - rec.created_ms > p.max_lifetime_ms:
+        return Event.SESSION_TTL_EXPIRED, "session lifetime", {}
+    if rec.transport_lost_ms and now - rec.transport_lost_ms > p.transport_lost_ttl_ms:
+        return Event.TRANSPORT_TTL_EXPIRED, "transportless too long", {}
+    if rec.state is State.ATTACHED and now - last_rx_ms > p.heartbeat_volatile_ms:
+        return Event.INSTABILITY_DETECTED, "no traffic", {"transport_lost_ms": last_rx_ms}
+    if rec.state is State.VOLATILE and now - rec.last_change_ms > p.volatile_to_degraded_ms:
+        event = Event.OPERATOR_TERMINATE if p.recovery_expiry_terminates else Event.RECOVERY_TIMEOUT
+        return event, "recovery window expired", {}
+    return None
