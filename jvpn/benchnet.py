@@ -71,6 +71,8 @@ def run_tunnel_bench(seconds: float = 5.0, rounds: int = 2,
                                  ("wireguard_go", WG_SUBNET_GW)):
                     progress(f"round {r + 1}/{rounds}: {name}")
                     figures[name].append(_iperf(tl, ip, seconds))
+            counters = tl.cli_json("stats", "gw0")["gw0"]
+            status = tl.cli_json("status")
         finally:
             tl.down()
     med = {k: round(statistics.median(v), 1) for k, v in figures.items()}
@@ -79,6 +81,8 @@ def run_tunnel_bench(seconds: float = 5.0, rounds: int = 2,
             "jvpn_over_wireguard_go": round(med["jvpn"] / med["wireguard_go"], 2)
             if med["wireguard_go"] else None,
             "samples_mbps": figures, "seconds_each": seconds, "rounds": rounds,
+            "xdp_mode": status[0].get("mode") if status else None,
+            "xdp_counters": {k: v["packets"] for k, v in counters.items() if v["packets"]},
             "tool": "iperf3 TCP, client namespace -> gateway namespace, one stream"}
 
 

@@ -23,7 +23,7 @@ from . import abi, wire
 from .events import EventLog
 from .handshake import Assignment, HandshakeError, Initiator
 from .keys import SessionKeys
-from .tunnel import FLAG_REATTACH, DataChannel, Tun
+from .tunnel import FLAG_FRAGMENT, FLAG_REATTACH, DataChannel, Tun, send_messages
 
 FATAL_REJECTS = {"SESSION_NOT_FOUND", "SESSION_EXPIRED"}
 
@@ -148,7 +148,7 @@ class Client:
     # ------------------------------------------------------------ sending
     def send_data(self, packet: bytes) -> None:
         try:
-            self.sock.sendto(self.channel.seal(packet), self.endpoint)
+            send_messages(self.sock, self.channel.seal_packet(packet), self.endpoint)
         except OSError:
             self._wake.set()  # a send error: look at the path now
 
@@ -196,7 +196,10 @@ class Client:
                     continue
                 self.last_rx_ms = self.clock_ms()
                 if t == abi.MSG_DATA and self.tun:
-                    self.tun.write(opened[2])
+                    packet = (self.channel.reassembly.add(opened[2])
+                              if opened[1] & FLAG_FRAGMENT else opened[2])
+                    if packet is not None:
+                        self.tun.write(packet)
                 if opened[1] & FLAG_REATTACH and self.pending is None:
                     self.start_reattach("gateway asked (VOLATILE)")
             elif t in (abi.MSG_PATH_CHALLENGE, abi.MSG_REATTACH_ACK, abi.MSG_REATTACH_REJECT):

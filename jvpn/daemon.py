@@ -34,7 +34,9 @@ from .policy import Policy
 from .reattach import ReattachServer
 from .session import Event, IllegalTransition, SessionRecord, State, Transport, apply, new_session
 from .store import Store, StoreError
-from .tunnel import FLAG_REATTACH, DataChannel, Tun, inner_dst
+from .tunnel import (
+    FLAG_FRAGMENT, FLAG_REATTACH, DataChannel, Tun, inner_dst, send_messages,
+)
 
 CONTROL_TYPES = (abi.MSG_REATTACH_REQ, abi.MSG_PATH_RESPONSE)
 SENDABLE = (State.ATTACHED, State.VOLATILE, State.RECOVERING)
@@ -329,7 +331,10 @@ class Gateway:
                     continue
                 live.last_rx_ms = self.clock_ms()
                 if t == abi.MSG_DATA:
-                    write(opened[2])
+                    packet = (live.channel.reassembly.add(opened[2])
+                              if opened[1] & FLAG_FRAGMENT else opened[2])
+                    if packet is not None:
+                        write(packet)
                 else:
                     self._keepalive_reply(live)
             elif t == abi.MSG_HANDSHAKE_INIT:
@@ -362,7 +367,7 @@ class Gateway:
                          (rec.binding.addr, rec.binding.port))
 
     def _tun_loop(self) -> None:
-        read, send = self.tun.read, self.sock.sendto
+        read = self.tun.read
         by_inner, sessions = self.by_inner, self.sessions
         while not self._stop.is_set():
             try:
@@ -376,8 +381,9 @@ class Gateway:
             rec = live.record
             if rec.binding is None or rec.state not in SENDABLE:
                 continue
+            dst = (rec.binding.addr, rec.binding.port)
             try:
-                send(live.channel.seal(pkt), (rec.binding.addr, rec.binding.port))
+                send_messages(self.sock, live.channel.seal_packet(pkt), dst)
             except OSError:
                 continue
 

@@ -12,9 +12,11 @@ Hot loop: one AEAD object per key, preallocated header structs, no logging.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import itertools
 import os
+import socket
 import struct
 import threading
 from collections.abc import Callable
@@ -27,8 +29,17 @@ from .keys import SessionKeys
 from .replay import ReplayWindow
 from .wire import header_tag
 
-TUN_MTU = 1420  # 1500 - IPv4 20 - UDP 8 - header 32 - AEAD tag 16 = 1424
+# Every jvpn datagram fits a 1500-byte path (the XDP gate refuses IP fragments),
+# but the TUN carries inner packets of up to 64 KB: the TCP stacks at both ends
+# then work per 64 KB, and jvpn splits a large inner packet into DATA messages
+# of at most MAX_PLAINTEXT bytes, each one tagged, counted and sealed on its own.
+TUN_MTU = 65000
+MAX_PLAINTEXT = 1500 - 20 - 8 - 32 - 16  # IPv4, UDP, jvpn header, AEAD tag = 1424
 FLAG_REATTACH = 1  # s2c keepalive/data: the gateway wants a reattach
+FLAG_FRAGMENT = 2  # DATA: plaintext = fragment header + a piece of one inner packet
+_FRAG = struct.Struct("<HBB")  # packet id, index, count
+FRAG_PIECE = MAX_PLAINTEXT - _FRAG.size
+MAX_PENDING_PACKETS = 32  # per session, oldest dropped first
 
 _HDR = struct.Struct("<BBHIQQQ")
 _TAGGED = struct.Struct("<BBHIQQ")
@@ -56,6 +67,8 @@ class DataChannel:
         self.last_counter = first_counter - 1
         self._reserve = reserve  # persists a floor before counters below it are used
         self._floor = first_counter
+        self._packet_id = 0
+        self.reassembly = Reassembler()
 
     def next_counter(self) -> int:
         with self._lock:
@@ -76,6 +89,23 @@ class DataChannel:
         c = self.next_counter()
         hdr = self.header(msg_type, flags, c)
         return hdr + self._seal(_NONCE.pack(c), payload, hdr)
+
+    def seal_packet(self, packet: bytes) -> list[bytes]:
+        """One inner packet as DATA messages: one if it fits, else equal-size
+        fragments (the last may be shorter)."""
+        if len(packet) <= MAX_PLAINTEXT:
+            return [self.seal(packet)]
+        count = -(-len(packet) // FRAG_PIECE)
+        if count > 255:
+            return []  # larger than any IP packet: nothing sane to send
+        size = -(-len(packet) // count)
+        pid = self._next_packet_id()
+        return [self.seal(_FRAG.pack(pid, i, count) + packet[i * size:(i + 1) * size],
+                          abi.MSG_DATA, FLAG_FRAGMENT) for i in range(count)]
+
+    def _next_packet_id(self) -> int:
+        self._packet_id = (self._packet_id + 1) & 0xFFFF
+        return self._packet_id
 
     def open(self, msg: bytes) -> tuple[int, int, bytes] | None:
         """(type, flags, payload) of an authentic, fresh message, else None.
@@ -112,6 +142,63 @@ class DataChannel:
         if self.replay is not None and not self.replay.accept(hdr.counter):
             return None
         return hdr, fields
+
+
+UDP_SEGMENT = 103  # linux/udp.h: the socket option for UDP GSO
+GSO_MAX_BYTES = 60000  # one GSO send stays under the 64 KB IP limit
+
+
+def send_messages(sock, msgs: list[bytes], dst: tuple[str, int]) -> None:
+    """Send DATA messages; equal-size runs go out as one UDP GSO send (one
+    syscall, the kernel cuts them into datagrams, each a whole jvpn message)."""
+    if len(msgs) == 1 or not _gso_ok[0]:
+        for m in msgs:
+            sock.sendto(m, dst)
+        return
+    size = len(msgs[0])
+    per_send = max(1, GSO_MAX_BYTES // size)
+    for i in range(0, len(msgs), per_send):
+        batch = msgs[i:i + per_send]
+        try:
+            sock.sendmsg([b"".join(batch)], [(socket.SOL_UDP, UDP_SEGMENT,
+                                              struct.pack("=H", size))], 0, dst)
+        except OSError as e:
+            if e.errno not in (errno.EINVAL, errno.EOPNOTSUPP, errno.EIO):
+                raise
+            _gso_ok[0] = False  # no UDP GSO here: plain sends from now on
+            for m in batch:
+                sock.sendto(m, dst)
+
+
+_gso_ok = [True]
+
+
+class Reassembler:
+    """Inner packets from authenticated fragments. Bounded: at most
+    MAX_PENDING_PACKETS incomplete packets, the oldest forgotten first."""
+
+    def __init__(self):
+        self._pending: dict[int, list] = {}
+
+    def add(self, plaintext: bytes) -> bytes | None:
+        if len(plaintext) < _FRAG.size:
+            return None
+        pid, index, count = _FRAG.unpack_from(plaintext)
+        if count == 0 or index >= count:
+            return None
+        entry = self._pending.get(pid)
+        if entry is None or len(entry[1]) != count:
+            entry = self._pending[pid] = [count, [None] * count]
+            while len(self._pending) > MAX_PENDING_PACKETS:
+                del self._pending[next(iter(self._pending))]
+        parts = entry[1]
+        if parts[index] is None:
+            entry[0] -= 1
+        parts[index] = plaintext[_FRAG.size:]
+        if entry[0]:
+            return None
+        del self._pending[pid]
+        return b"".join(parts)
 
 
 # ---------------------------------------------------------------- TUN
