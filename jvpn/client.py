@@ -157,6 +157,10 @@ class Client:
         then reattach. Used by tests and when the local address changed."""
         old = self.sock
         self.sock = self._new_socket()
+        try:
+            old.shutdown(socket.SHUT_RDWR)  # wakes the receive loop blocked on it at once
+        except OSError:
+            pass
         old.close()
         self.start_reattach("local transport changed")
 
@@ -261,7 +265,7 @@ class Client:
             self._wake.clear()
             now = self.clock_ms()
             route = self._route()
-            if route != self.path:
+            if route is not None and route != self.path:  # no route yet: nothing to move to
                 self.path = route
                 self.rebind()  # new path: a fresh socket so the kernel picks the new source
                 continue
