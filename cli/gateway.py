@@ -38,7 +38,8 @@ def gateway_up(app, config_path: str, tun_name: str, echo_events: bool):
                       echo=sys.stdout if echo_events else None)
     gw = Gateway(private_key=cfg.private_key, listen=("0.0.0.0", cfg.listen_port),
                  address=cfg.address, peers={p.public_key: p.inner for p in cfg.peers},
-                 policy=cfg.policy, store=store, gate=gate, events=events, tun_name=tun_name)
+                 policy=cfg.policy, store=store, gate=gate, events=events, tun_name=tun_name,
+                 cookie_threshold_per_s=cfg.handshakes_per_second)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

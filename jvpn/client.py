@@ -96,6 +96,8 @@ class Client:
                     if msg[0] == abi.MSG_COOKIE_REPLY:
                         init.consume_cookie(msg)
                         cookie = init.cookie
+                        self.events.emit("HandshakeCookie", "RATE_LIMITED",
+                                         detail="gateway under load: retrying with its cookie")
                         break
                     if msg[0] == abi.MSG_HANDSHAKE_RESP:
                         self.assignment, self.keys = init.response(msg)

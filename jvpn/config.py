@@ -46,6 +46,7 @@ from .errors import JvpnError
 from .policy import Policy, PolicyError, default_policy, load_policy
 
 DEFAULT_LISTEN_PORT = 51900
+DEFAULT_HANDSHAKES_PER_SECOND = 50
 DEFAULT_STATE_DIR = Path("/var/lib/jvpn")
 EVENTS_FILE_NAME = "events.jsonl"
 DEFAULT_TUN_NAME = "jvpn0"
@@ -82,6 +83,9 @@ class GatewayConfig:
     state_dir: Path
     node_id: str
     events_file: Path
+    # above this many initiations a second, a stateless cookie round trip is
+    # required before any Diffie-Hellman (0: always)
+    handshakes_per_second: int = 50
 
 
 @dataclass(frozen=True)
@@ -297,7 +301,7 @@ def _endpoint(f: _File, entry: _Entry) -> tuple[str, int]:
 
 _GATEWAY = {"Interface": ("PrivateKey", "PrivateKeyFile", "ListenPort", "Address",
                           "XdpInterface", "PeersFile", "Policy", "StateDir", "NodeId",
-                          "EventsFile")}
+                          "EventsFile", "HandshakesPerSecond")}
 _PEERS = {"Peer": ("PublicKey", "AllowedIP", "Name")}
 _CLIENT = {"Interface": ("PrivateKey", "PrivateKeyFile", "Name"),
            "Peer": ("PublicKey", "Endpoint", "PersistentKeepalive")}
@@ -331,9 +335,12 @@ def load_gateway_config(path: str | Path) -> GatewayConfig:
         raise f.fail_entry(e["NodeId"], f"{node_id!r} contains white space")
     events_file = (f.resolve(e["EventsFile"].value) if "EventsFile" in e
                    else state_dir / EVENTS_FILE_NAME)
+    load = (_int(f, e["HandshakesPerSecond"], 0, 1_000_000) if "HandshakesPerSecond" in e
+            else DEFAULT_HANDSHAKES_PER_SECOND)
     return GatewayConfig(private_key=private_key, listen_port=listen_port, address=address,
                          xdp_interface=xdp_interface, peers=peers, policy=policy,
-                         state_dir=state_dir, node_id=node_id, events_file=events_file)
+                         state_dir=state_dir, node_id=node_id, events_file=events_file,
+                         handshakes_per_second=load)
 
 
 def load_peers(path: str | Path,

@@ -186,7 +186,9 @@ open(sys.argv[5], "w").write(json.dumps({"bytes": sent, "sha256": h.hexdigest()}
 
 
 class TunnelLab:
-    def __init__(self, tmp: Path, *, policy: str = "", nat: bool = False, xdp: bool = True):
+    def __init__(self, tmp: Path, *, policy: str = "", nat: bool = False, xdp: bool = True,
+                 gateway_extra: str = ""):
+        self.gateway_extra = gateway_extra
         self.tmp = Path(tmp)
         self.lab = Lab()
         self.nat, self.xdp_on = nat, xdp
@@ -221,7 +223,7 @@ reattach_proof_max_age_ms = 5000
         (t / "gateway.conf").write_text(
             f"[Interface]\nPrivateKey = {keys.encode(gp)}\nListenPort = {PORT}\n"
             f"Address = {GW_INNER}/24\n{xdp_line}PeersFile = peers.conf\nPolicy = policy.toml\n"
-            f"StateDir = {t / 'state'}\nNodeId = gw-a\n")
+            f"StateDir = {t / 'state'}\nNodeId = gw-a\n{self.gateway_extra}")
         (t / "client.conf").write_text(
             f"[Interface]\nPrivateKey = {keys.encode(cp)}\nName = jvpn0\n"
             f"[Peer]\nPublicKey = {keys.encode(self.gw_pub)}\nEndpoint = {GW_IP}:{PORT}\n"

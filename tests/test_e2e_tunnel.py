@@ -87,3 +87,34 @@ def test_daemon_restart_mid_transfer_loses_no_session(tl):
     assert after["session_id"] == before["session_id"]
     rec = [e for e in tl.gateway_events() if e["event_type"] == "Reconciled"]
     assert rec[-1]["sessions"] == 1 and rec[-1]["removed_from_maps"] == 0
+
+
+def test_handshake_under_load_goes_through_a_cookie(tmp_path):
+    """HandshakesPerSecond = 0: every initiation is answered with a cookie
+    first; the client retries with mac2 and gets its session."""
+    tl = TunnelLab(tmp_path, gateway_extra="HandshakesPerSecond = 0\n").up()
+    try:
+        _one_session(tl)
+        assert not [e for e in tl.gateway_events() if e["event_type"] == "HandshakeRejected"]
+        assert [e for e in tl.client_event_list() if e["event_type"] == "HandshakeCookie"]
+    finally:
+        tl.down()
+
+
+def test_forged_packets_from_the_attacker_reach_the_event_stream(tl):
+    """A packet with a forged tag for the victim's session, from the attacker's
+    namespace: dropped in XDP, and the sampled drop joins the events."""
+    import sys
+
+    sid = int(_one_session(tl)["session_id"], 16)
+    send = (f"import socket; from jvpn import abi, wire; "
+            f"s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+            f"m = wire.message(wire.Header(type=abi.MSG_DATA, session_id={sid}, counter=99), "
+            f"bytes(16), b'x' * 40); s.sendto(m, ('10.77.0.1', 51900))")
+    tl.lab.run("atk", sys.executable, "-c", send)
+    tl._wait(lambda: any(e["event_type"] == "XdpSecurityDrop" and
+                         e["reason_code"] == "DROP_BAD_TAG" for e in tl.gateway_events()),
+             "the XDP event")
+    ev = [e for e in tl.gateway_events() if e["event_type"] == "XdpSecurityDrop"][-1]
+    assert ev["transport_id"].startswith("10.77.3.2:") and ev["where"] == "xdp"
+    assert ev["session_id"] == f"{sid:016x}"
