@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .lab import GW_IP, GW_INNER, TunnelLab
+from .lab import GW_INNER, GW_IP, TunnelLab, lab_policy
 
 WG_SUBNET_GW, WG_SUBNET_CL, WG_PORT = "10.98.0.1", "10.98.0.2", 51820
 
@@ -112,19 +112,7 @@ while True:
 """
 
 
-BENCH_POLICY = """version = 1
-[session]
-max_lifetime_ms = 3600000
-transport_lost_ttl_ms = 15000
-[volatility]
-loss_volatile_threshold = 0.2
-[switching]
-max_switches_per_min = 600
-recovery_window_ms = 8000
-switch_cooldown_ms = 0
-[security]
-reattach_proof_max_age_ms = 5000
-"""
+BENCH_POLICY = lab_policy(max_switches_per_min=600)
 
 
 def run_reattach_bench(trials: int = 20, progress: Callable[[str], None] = lambda _: None,

@@ -185,6 +185,23 @@ open(sys.argv[5], "w").write(json.dumps({"bytes": sent, "sha256": h.hexdigest()}
 """
 
 
+def lab_policy(max_switches_per_min: int = 30, switch_cooldown_ms: int = 0) -> str:
+    """The lab's policy file: the seed's mandatory fields, switching bounds as asked."""
+    return f"""version = 1
+[session]
+max_lifetime_ms = 3600000
+transport_lost_ttl_ms = 15000
+[volatility]
+loss_volatile_threshold = 0.2
+[switching]
+max_switches_per_min = {max_switches_per_min}
+recovery_window_ms = 8000
+switch_cooldown_ms = {switch_cooldown_ms}
+[security]
+reattach_proof_max_age_ms = 5000
+"""
+
+
 class TunnelLab:
     def __init__(self, tmp: Path, *, policy: str = "", nat: bool = False, xdp: bool = True,
                  gateway_extra: str = ""):
@@ -206,19 +223,7 @@ class TunnelLab:
         (t / "peers.conf").write_text(
             f"[Peer]\nPublicKey = {keys.encode(keys.public_from_private(cp))}\n"
             f"AllowedIP = {CLIENT_INNER}/32\nName = alice\n")
-        (t / "policy.toml").write_text(policy or """version = 1
-[session]
-max_lifetime_ms = 3600000
-transport_lost_ttl_ms = 15000
-[volatility]
-loss_volatile_threshold = 0.2
-[switching]
-max_switches_per_min = 30
-recovery_window_ms = 8000
-switch_cooldown_ms = 0
-[security]
-reattach_proof_max_age_ms = 5000
-""")
+        (t / "policy.toml").write_text(policy or lab_policy())
         xdp_line = "XdpInterface = gw0\n" if self.xdp_on else ""
         (t / "gateway.conf").write_text(
             f"[Interface]\nPrivateKey = {keys.encode(gp)}\nListenPort = {PORT}\n"
