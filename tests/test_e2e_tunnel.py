@@ -79,14 +79,21 @@ def test_daemon_restart_mid_transfer_loses_no_session(tl):
     finish = tl.stream(3_000_000, 5.0)
     time.sleep(1.5)
     tl.stop_gateway()
+    # while no daemon runs: a map element the store does not know (left behind)
+    from pathlib import Path
+
+    from jvpn import abi
+    from jvpn.maps import GateMaps
+    with GateMaps(Path(tl.env["JVPN_PIN_ROOT"]) / "gw0") as maps:
+        maps.put_session(0xDEAD, abi.Session(state=abi.STATE_ATTACHED))
     time.sleep(0.5)
     tl.start_gateway()
     sent, received = finish()
     assert sent == received
-    after = _one_session(tl)
+    after = _one_session(tl)  # the stale element is gone, the live one kept
     assert after["session_id"] == before["session_id"]
     rec = [e for e in tl.gateway_events() if e["event_type"] == "Reconciled"]
-    assert rec[-1]["sessions"] == 1 and rec[-1]["removed_from_maps"] == 0
+    assert rec[-1]["sessions"] == 1 and rec[-1]["removed_from_maps"] == 1
 
 
 def test_handshake_under_load_goes_through_a_cookie(tmp_path):
