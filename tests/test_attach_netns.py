@@ -235,7 +235,7 @@ def recv_all(sock: socket.socket, timeout: float = QUIET) -> list[tuple[bytes, t
     try:
         while True:
             got.append(sock.recvfrom(65535))
-    except (socket.timeout, BlockingIOError):
+    except (TimeoutError, BlockingIOError):
         pass
     finally:
         sock.settimeout(old)
@@ -260,7 +260,7 @@ def ping(sock: socket.socket, dst: str, seq: int) -> bool:
     while time.monotonic() < deadline:
         try:
             data, _ = sock.recvfrom(2048)
-        except socket.timeout:
+        except TimeoutError:
             return False
         icmp = data[(data[0] & 0x0F) * 4:]
         if icmp[0] == 0 and struct.unpack("!HH", icmp[4:8]) == (ident, seq):

@@ -121,7 +121,7 @@ def test_large_inner_packets_travel_as_authenticated_fragments():
     assert len({len(m) for m in msgs[:-1]}) == 1  # equal sizes: GSO-friendly
     got = None
     for m in reversed(msgs):  # any order
-        t, flags, plain = g.open(m)
+        _t, flags, plain = g.open(m)
         assert flags & FLAG_FRAGMENT
         got = g.reassembly.add(plain) or got
     assert got == packet
