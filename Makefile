@@ -18,7 +18,7 @@ test-unit: setup
 	$(VENV)/bin/pytest -m "not kernel" $(PYTEST_ARGS)
 
 demo: setup
-	$(VENV)/bin/python -m jvpn.xdpdemo
+	$(VENV)/bin/jvpn-xdp demo
 
 bench: setup
 	$(VENV)/bin/jvpn-xdp bench xdp --json

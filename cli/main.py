@@ -19,6 +19,7 @@ from .app import DEFAULT_PIN_ROOT, DEFAULT_RUN_DIR, App
 from .attach import attach
 from .bench import bench
 from .client import client
+from .demo import demo
 from .detach import detach
 from .events import events
 from .gateway import gateway
@@ -86,7 +87,7 @@ def cli(ctx: click.Context, pin_root: str, run_dir: str) -> None:
     ctx.obj = App(pin_root=pin_root, run_dir=run_dir)
 
 
-for _command in (attach, detach, status, sessions, stats, events, gateway, client, bench,
+for _command in (attach, detach, status, sessions, stats, events, gateway, client, bench, demo,
                  keygen, pubkey):
     cli.add_command(_command)
 

@@ -208,7 +208,8 @@ class Client:
                         self.tun.write(packet)
                 if opened[1] & FLAG_REATTACH and self.pending is None:
                     self.start_reattach("gateway asked (VOLATILE)")
-            elif t in (abi.MSG_PATH_CHALLENGE, abi.MSG_REATTACH_ACK, abi.MSG_REATTACH_REJECT):
+            elif t in (abi.MSG_PATH_CHALLENGE, abi.MSG_REATTACH_ACK, abi.MSG_REATTACH_REJECT,
+                       abi.MSG_TERMINATE):
                 self._control(msg, src, sock)
 
     def _control(self, msg: bytes, src, sock: socket.socket) -> None:
@@ -237,6 +238,12 @@ class Client:
                              version=version, epoch=epoch, took_ms=self.clock_ms() - p.sent_ms)
             if self.on_reattached:
                 self.on_reattached()
+        elif hdr.type == abi.MSG_TERMINATE:
+            reason = wire.TERMINATE_REASONS[fields[0]] if fields[0] < 3 else "POLICY_TERMINATION"
+            self.failed = reason
+            self.events.emit("SessionTerminated", reason, self.session_id,
+                             detail="the gateway ended the session; no new session is started")
+            self._stop.set()
         elif hdr.type == abi.MSG_REATTACH_REJECT:
             seq, reason_index = fields
             reason = wire.REJECT_REASONS[reason_index]

@@ -145,6 +145,7 @@ class Gateway:
         self.responder = Responder(private_key, lambda pub: pub in peers)
         self.cookies = CookieChecker(private_key)
         self.cookie_threshold = cookie_threshold_per_s
+        self._last_reason = ""
         self._recent_handshakes: deque = deque()
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -227,11 +228,34 @@ class Gateway:
         """Called after every successful store write: the map follows."""
         live = self.sessions.get(rec.session_id)
         if rec.state is State.TERMINATED:
-            self.gate.remove(rec.session_id)
+            self.gate.remove(rec.session_id)  # first: no packet passes any more
+            if live is not None:
+                self._send_terminate(live, rec)
+                live.record = rec  # the timer loop forgets it (store, tables)
             return
         if live is not None:
             live.record = rec
         self.gate.put(rec, keys)
+
+    def _send_terminate(self, live: Live, rec: SessionRecord) -> None:
+        """Best effort, authenticated: the client learns its session is over
+        instead of retrying into an unknown session."""
+        from . import wire  # noqa: PLC0415
+
+        old = live.record
+        to = old.binding or old.candidate
+        reason = next((r for r in wire.TERMINATE_REASONS if r == self._last_reason), None)
+        if to is None:
+            return
+        msg = wire.seal_control(
+            wire.Header(type=abi.MSG_TERMINATE, session_id=rec.session_id,
+                        counter=live.channel.next_counter()),
+            live.keys.hdr_s2c, live.keys.reattach,
+            wire.TERMINATE_REASONS.index(reason or "POLICY_TERMINATION"))
+        try:
+            self.sock.sendto(msg, (to.addr, to.port))
+        except OSError:
+            pass
 
     def _forget(self, sid: int) -> None:
         live = self.sessions.pop(sid, None)
@@ -248,6 +272,7 @@ class Gateway:
         now = self.clock_ms()
         try:
             new, tr = apply(rec, event, now, **changes)
+            self._last_reason = tr.reason_code
             self.store.cas(rec.session_id, rec.version, new)
         except (IllegalTransition, StoreError) as e:
             self.events.emit("TransitionRejected", getattr(e, "reason_code", "OWNERSHIP_CONFLICT"),
@@ -395,6 +420,9 @@ class Gateway:
                     self._timers(live)
 
     def _timers(self, live: Live) -> None:
+        if live.record.state is State.TERMINATED:
+            self._forget(live.record.session_id)
+            return
         due = due_timer(live.record, live.last_rx_ms, self.clock_ms(), self.policy)
         if due is not None:
             event, detail, changes = due

@@ -134,16 +134,18 @@ class Lab:
         self.run(role, "ip", "link", "set", ifname, state)
 
     # ------------------------------------------------------------ NAT
-    def nat_on(self) -> None:
-        """The router masquerades the client's traffic towards the gateway
-        with random source ports (nftables), as a carrier NAT would."""
-        rules = """table ip jvpnlab {
-  chain post {
+    def nat_on(self, uplinks: tuple[str, ...] = ("wifi", "lte")) -> None:
+        """The router masquerades the client's traffic on these uplinks
+        towards the gateway with random source ports (nftables), as a carrier
+        NAT would."""
+        nets = {"wifi": "10.77.1.0/24", "lte": "10.77.2.0/24"}
+        lines = "\n".join(f'    oifname "r0" ip saddr {nets[u]} masquerade random' for u in uplinks)
+        rules = f"""table ip jvpnlab {{
+  chain post {{
     type nat hook postrouting priority 100;
-    oifname "r0" ip saddr 10.77.1.0/24 masquerade random
-    oifname "r0" ip saddr 10.77.2.0/24 masquerade random
-  }
-}
+{lines}
+  }}
+}}
 """
         subprocess.run(self.cmd("rt", "nft", "-f", "-"), input=rules, text=True, check=True,
                        capture_output=True, timeout=30)
@@ -203,8 +205,8 @@ reattach_proof_max_age_ms = 5000
 
 
 class TunnelLab:
-    def __init__(self, tmp: Path, *, policy: str = "", nat: bool = False, xdp: bool = True,
-                 gateway_extra: str = ""):
+    def __init__(self, tmp: Path, *, policy: str = "", nat: bool | tuple = False,
+                 xdp: bool = True, gateway_extra: str = ""):
         self.gateway_extra = gateway_extra
         self.tmp = Path(tmp)
         self.lab = Lab()
@@ -239,7 +241,7 @@ class TunnelLab:
         self.lab.up()
         try:
             if self.nat:
-                self.lab.nat_on()
+                self.lab.nat_on(*([self.nat] if isinstance(self.nat, tuple) else []))
             if self.xdp_on:
                 out = subprocess.run(
                     self.lab.cmd("gw", *self.lab.jvpn_cmd("attach", "gw0", "--port", str(PORT))),

@@ -71,6 +71,7 @@ class ReattachServer:
         self.per_source = per_source or KeyedBuckets(10, 20, clock_s)
         self.per_session = per_session or KeyedBuckets(5, 10, clock_s)
         self.pending: dict[int, Pending] = {}
+        self._cached_keys: dict[int, SessionKeys] = {}
 
     # ------------------------------------------------------------ requests
     def handle(self, msg: bytes, src: Transport) -> list[Send]:
@@ -95,7 +96,7 @@ class ReattachServer:
             self.events.emit("SecurityEvent", r.security, hdr.session_id, src, detail=r.detail)
         if not r.authenticated:
             return []  # never answer what we could not authenticate (no reflection)
-        keys = self._keys(hdr.session_id)
+        keys = self._cached_keys.get(hdr.session_id) or self._keys(hdr.session_id)
         reply = wire.seal_control(
             wire.Header(type=abi.MSG_REATTACH_REJECT, session_id=hdr.session_id,
                         counter=self.next_counter(hdr.session_id)),
@@ -103,6 +104,11 @@ class ReattachServer:
         return [(reply, src)]
 
     def _load(self, sid: int) -> tuple[SessionRecord, SessionKeys]:
+        rec, keys = self._load_record(sid)
+        self._cached_keys = {sid: keys}  # for a reply after the record is gone
+        return rec, keys
+
+    def _load_record(self, sid: int) -> tuple[SessionRecord, SessionKeys]:
         try:
             got = self.store.get(sid)
         except StoreError as e:
@@ -174,7 +180,10 @@ class ReattachServer:
             raise Reject("POLICY_DENY", "SEC_ABUSE_CONTROL_PLANE", "cooldown_active",
                          authenticated=True, seq=seq)
         if len(recent) >= self.policy.max_switches_per_min:
-            self._switch_storm(rec, consumed, keys, src, now)
+            terminated = self._switch_storm(rec, consumed, keys, src, now)
+            if terminated:  # tell the key holder plainly: this session is over
+                raise Reject("SESSION_EXPIRED", "SEC_ABUSE_CONTROL_PLANE",
+                             "RECOVERY_BOUNDS_EXCEEDED: terminated", authenticated=True, seq=seq)
             raise Reject("POLICY_DENY", "SEC_ABUSE_CONTROL_PLANE", "switch_rate_limited",
                          authenticated=True, seq=seq)
         steps = self._to_recovering(consumed, src, now)
@@ -205,14 +214,16 @@ class ReattachServer:
         return steps
 
     def _switch_storm(self, rec: SessionRecord, consumed: SessionRecord, keys: SessionKeys,
-                      src: Transport, now: int) -> None:
-        """Bounds exceeded: DEGRADED; exceeded again while DEGRADED: TERMINATED."""
+                      src: Transport, now: int) -> bool:
+        """Bounds exceeded: DEGRADED; exceeded again while DEGRADED: TERMINATED
+        (returns True)."""
         if rec.state is State.DEGRADED:
             steps = [apply(consumed, Event.OPERATOR_TERMINATE, now)]
         else:
             steps = self._to_recovering(consumed, src, now)
             steps.append(apply(steps[-1][0], Event.REATTACH_INVALID, now, candidate=None))
         self._commit(rec, steps[-1][0], keys, steps, detail="RECOVERY_BOUNDS_EXCEEDED")
+        return steps[-1][0].state is State.TERMINATED
 
     def _commit(self, old: SessionRecord, new: SessionRecord, keys: SessionKeys,
                 steps: list, detail: str = "") -> None:

@@ -94,13 +94,16 @@ PATH_CHALLENGE = struct.Struct("<16s16s")  # server_nonce, client_nonce
 PATH_RESPONSE = PATH_CHALLENGE
 REATTACH_ACK = struct.Struct("<QQQ")  # seq, epoch, version
 REATTACH_REJECT = struct.Struct("<QB7x")  # seq, reason index (REJECT_REASONS)
+TERMINATE = struct.Struct("<B7x")  # reason index (TERMINATE_REASONS)
+TERMINATE_REASONS = ["TTL_SESSION_EXPIRED", "TTL_TRANSPORT_LOSS_EXPIRED", "POLICY_TERMINATION"]
 REJECT_REASONS = ["SESSION_NOT_FOUND", "SESSION_EXPIRED", "AUTH_FAIL", "FRESHNESS_INVALID",
                   "REPLAY_DETECTED", "RATE_LIMITED", "POLICY_DENY", "OWNERSHIP_CONFLICT"]
 _BODIES = {abi.MSG_REATTACH_REQ: (REATTACH_REQ, b"reattach-req"),
            abi.MSG_PATH_CHALLENGE: (PATH_CHALLENGE, b"path-challenge"),
            abi.MSG_PATH_RESPONSE: (PATH_RESPONSE, b"path-response"),
            abi.MSG_REATTACH_ACK: (REATTACH_ACK, b"reattach-ack"),
-           abi.MSG_REATTACH_REJECT: (REATTACH_REJECT, b"reattach-reject")}
+           abi.MSG_REATTACH_REJECT: (REATTACH_REJECT, b"reattach-reject"),
+           abi.MSG_TERMINATE: (TERMINATE, b"terminate")}
 
 
 def _control_mac(key: bytes, label: bytes, tagged: bytes, body: bytes) -> bytes:
