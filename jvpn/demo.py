@@ -15,10 +15,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import socket
-import struct
 import tempfile
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -27,8 +24,8 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
-from . import abi, frames, wire
-from .lab import GW_INNER, GW_IP, PORT, TunnelLab, lab_policy
+from . import abi, wire
+from .lab import GW_INNER, Attacker, Sniffer, TunnelLab, lab_policy
 
 DEMO_POLICY = lab_policy(max_switches_per_min=4, switch_cooldown_ms=300)
 
@@ -37,63 +34,13 @@ class StepFailed(Exception):
     pass
 
 
-class Sniffer:
-    """The attacker's view of the client's traffic: a mirror of the router's
-    client-side ports (AF_PACKET in the router namespace)."""
-
-    def __init__(self, lab):
-        from pyroute2.netns import popns, pushns  # noqa: PLC0415
-
-        pushns(lab.ns("rt"))
-        try:
-            self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
-        finally:
-            popns()
-        # a virtio-net header before each frame says how a GSO batch (several
-        # jvpn messages in one skb, as the client sends them) is cut
-        self.sock.setsockopt(263, 15, 1)  # SOL_PACKET, PACKET_VNET_HDR
-        self.sock.settimeout(0.2)
-        self.captured: dict[int, list[tuple[bytes, tuple[str, int]]]] = {}
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
-        self._t.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                raw, meta = self.sock.recvfrom(70000)
-            except (TimeoutError, OSError):
-                continue
-            gso_type, gso_size = raw[1], struct.unpack_from("=H", raw, 4)[0]
-            frame = raw[10:]
-            if meta[0] not in ("r1", "r2") or len(frame) < 14 + 20 + 8 + abi.HDR_LEN:
-                continue
-            ip = frame[14:]
-            ihl = (ip[0] & 0xF) * 4
-            if ip[9] != 17:
-                continue
-            sport, dport = struct.unpack_from("!HH", ip, ihl)
-            if dport != PORT:
-                continue
-            payload = ip[ihl + 8:]
-            step = gso_size if gso_type and gso_size else len(payload)
-            src = (socket.inet_ntoa(ip[12:16]), sport)
-            for i in range(0, len(payload), step):
-                msg = payload[i:i + step]
-                self.captured.setdefault(msg[0], []).append((msg, src))
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._t.join(timeout=2)
-        self.sock.close()
-
-
 class Demo:
     def __init__(self, console: Console, trace: Path, quiet: bool):
         self.console, self.trace, self.quiet = console, trace, quiet
         self.tmp = Path(tempfile.mkdtemp(prefix="jvpn-demo-"))
         self.tl = TunnelLab(self.tmp, policy=DEMO_POLICY, nat=("lte",))
         self.summary: dict = {"steps": [], "attacks": []}
+        self.attacker = Attacker(self.tl.lab)
 
     # ------------------------------------------------------------ output
     def say(self, text: str) -> None:
@@ -122,37 +69,8 @@ class Demo:
         self.tl._wait(lambda: len([e for e in self.tl.gateway_events()
                                    if e["reason_code"] == "REATTACH_ACCEPT"]) >= n, what)
 
-    def _mac(self, role: str, ifname: str) -> bytes:
-        out = self.tl.lab.run(role, "ip", "-j", "link", "show", ifname).stdout
-        return bytes.fromhex(json.loads(out)[0]["address"].replace(":", ""))
-
     def attacker_send(self, msgs: list[bytes], spoof: tuple[str, int] | None = None) -> None:
-        """From the attacker's own address (its namespace), or with a spoofed
-        source injected as Ethernet frames on the segment in front of the
-        gateway (the router's gateway-side port: behind the carrier NAT, and
-        below any IP stack that would rewrite the packet)."""
-        from pyroute2.netns import popns, pushns  # noqa: PLC0415
-
-        if spoof is None:
-            pushns(self.tl.lab.ns("atk"))
-            try:
-                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            finally:
-                popns()
-            with s:
-                for m in msgs:
-                    s.sendto(m, (GW_IP, PORT))
-            return
-        head = self._mac("gw", "gw0") + self._mac("rt", "r0") + b"\x08\x00"
-        pushns(self.tl.lab.ns("rt"))
-        try:
-            s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
-        finally:
-            popns()
-        with s:
-            s.bind(("r0", 0))
-            for m in msgs:
-                s.send(head + frames.ipv4(spoof[0], GW_IP, 17, frames.udp(spoof[1], PORT, m)))
+        self.attacker.send(msgs, spoof)
 
     def attack(self, name: str, msgs: list[bytes], expect: str,
                spoof: tuple[str, int] | None = None) -> None:
