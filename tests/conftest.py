@@ -60,3 +60,14 @@ def pytest_collection_modifyitems(config, items):
         names = getattr(item, "fixturenames", None)
         if names is not None and item.get_closest_marker("kernel") and "kernel_env" not in names:
             names.insert(0, "kernel_env")
+
+
+@pytest.fixture(scope="module")
+def tl(tmp_path_factory):
+    """A running jvpn in the lab (gateway with XDP, client), shared by the
+    tests of one module (the threat tests)."""
+    from jvpn.lab import TunnelLab
+
+    t = TunnelLab(tmp_path_factory.mktemp("lab")).up()
+    yield t
+    t.down()
