@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -168,3 +169,117 @@ def run_reattach_bench(trials: int = 20, progress: Callable[[str], None] = lambd
             "policy": "max_switches_per_min 600, switch_cooldown_ms 0",
             "method": "UDP echo every ~1 ms through the tunnel; uplink taken down at t0; "
                       "time to the first echo sent after t0 that came back"}
+
+
+# ---------------------------------------------------------------- flood
+
+def _bytes(b: bytes) -> str:
+    return ", ".join(f"0x{x:02x}" for x in b)
+
+
+def _trafgen_config(dst_mac: bytes, src_mac: bytes, sid: int, keys, binding: str) -> str:
+    """Four forged kinds, cycled: unknown sessions, bad tags for the victim's
+    session, a replayed data message from the victim's own source, and
+    authentic-looking data from a spoofed (unbound) transport."""
+    import struct as _s
+
+    from . import abi, wire
+
+    mac = lambda m: ":".join(f"{x:02x}" for x in m)  # noqa: E731
+    eth = f"eth(da={mac(dst_mac)}, sa={mac(src_mac)}, type=0x0800)"
+    b_ip, b_port = binding.rsplit(":", 1)
+
+    def block(saddr: str, sport: int, body: str) -> str:
+        return (f"{{ {eth}, ipv4(saddr={saddr}, daddr={GW_IP}, ttl=64), "
+                f"udp(sport={sport}, dport=51900), {body} }}\n")
+
+    pad = "fill(0x00, 64)"
+    hdr = _bytes(_s.pack("<BBHI", abi.MSG_DATA, 1, 0, 0))
+    out = block("10.77.3.2", 40000, f"{hdr}, drnd(8), drnd(16), {pad}")          # unknown
+    out += block("10.77.3.2", 40001, f"{hdr}, {_bytes(_s.pack('<Q', sid))}, drnd(16), {pad}")
+    replay = wire.message(wire.Header(type=abi.MSG_DATA, session_id=sid, counter=1),
+                          keys.hdr_c2s, bytes(64))
+    out += block(b_ip, int(b_port), _bytes(replay))                               # replay
+    spoof = wire.message(wire.Header(type=abi.MSG_DATA, session_id=sid, counter=2**40),
+                         keys.hdr_c2s, bytes(64))
+    out += block("10.77.3.2", 40002, _bytes(spoof))                               # binding
+    return out
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _flood_packets(tl: TunnelLab) -> int:
+    """Packets the attacker put on the wire (the router's attacker-side port)."""
+    out = json.loads(tl.lab.run("rt", "ip", "-j", "-s", "link", "show", "r3").stdout)
+    return out[0]["stats64"]["rx"]["packets"]
+
+
+def _mac(tl: TunnelLab, role: str, ifname: str) -> bytes:
+    out = json.loads(tl.lab.run(role, "ip", "-j", "link", "show", ifname).stdout)
+    return bytes.fromhex(out[0]["address"].replace(":", ""))
+
+
+def _flood_run(tl: TunnelLab, tmp: Path, seconds: float, flood: bool) -> dict:
+    trafgen = None
+    if flood:
+        sid, keys, s = tl.victim()
+        cfg = tmp / "flood.trafgen"
+        cfg.write_text(_trafgen_config(_mac(tl, "rt", "r3"), _mac(tl, "atk", "atk0"), sid,
+                                       keys, s["bound"]))
+        trafgen = tl.lab.spawn("atk", "trafgen", "--dev", "atk0", "--conf", str(cfg),
+                               "--cpus", "1", log=tmp / "trafgen.log")
+        time.sleep(1.0)
+    rx0, cpu0 = _flood_packets(tl), _cpu_seconds(tl.gateway.pid)
+    t0 = time.monotonic()
+    mbps = _iperf(tl, GW_INNER, seconds)
+    elapsed = time.monotonic() - t0
+    rx1, cpu1 = _flood_packets(tl), _cpu_seconds(tl.gateway.pid)
+    if trafgen is not None:
+        trafgen.send_signal(signal.SIGINT)  # trafgen stops cleanly on SIGINT only
+        try:
+            trafgen.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            trafgen.kill()
+            trafgen.wait(timeout=10)
+    return {"mbps": round(mbps, 1), "flood_pps": round((rx1 - rx0) / elapsed),
+            "daemon_cpu": round((cpu1 - cpu0) / elapsed, 2)}
+
+
+def run_flood_bench(seconds: float = 5.0, progress: Callable[[str], None] = lambda _: None,
+                    ) -> dict:
+    """Legit goodput with no flood, then under a forged-packet flood (trafgen
+    in the attacker's namespace, routed to the gateway like Internet traffic),
+    with the XDP gate and with the same checks in the daemon (no XDP)."""
+    runs = {}
+    for mode in ("xdp", "userspace"):
+        with tempfile.TemporaryDirectory(prefix="jvpn-bench-") as d:
+            tmp = Path(d)
+            tl = TunnelLab(tmp, xdp=(mode == "xdp")).up()
+            try:
+                if mode == "xdp":
+                    progress("no flood")
+                    runs["none"] = _flood_run(tl, tmp, seconds, flood=False)
+                    before = tl.cli_json("stats", "gw0")["gw0"]
+                progress(f"flood, {mode} gate")
+                runs[mode] = _flood_run(tl, tmp, seconds, flood=True)
+                if mode == "xdp":
+                    after = tl.cli_json("stats", "gw0")["gw0"]
+                    runs["xdp_drops"] = {k: after[k]["packets"] - before[k]["packets"]
+                                         for k in after if k.startswith("drop_") and
+                                         after[k]["packets"] != before[k]["packets"]}
+            finally:
+                tl.down()
+    x, u, n = runs["xdp"], runs["userspace"], runs["none"]
+    return {"flood_pps": x["flood_pps"], "flood_pps_userspace_run": u["flood_pps"],
+            "goodput_no_flood_mbps": n["mbps"], "goodput_flood_xdp_mbps": x["mbps"],
+            "goodput_flood_userspace_mbps": u["mbps"], "daemon_cpu_xdp": x["daemon_cpu"],
+            "daemon_cpu_userspace": u["daemon_cpu"], "daemon_cpu_no_flood": n["daemon_cpu"],
+            "xdp_drops": runs["xdp_drops"],
+            "xdp_over_no_flood": round(x["mbps"] / n["mbps"], 2) if n["mbps"] else None,
+            "xdp_over_userspace": round(x["mbps"] / u["mbps"], 2) if u["mbps"] else None,
+            "seconds_each": seconds,
+            "notes": "flood_pps: forged packets/s the attacker put on the wire (trafgen, one "
+                     "core); daemon_cpu: CPU seconds per second of the gateway daemon"}

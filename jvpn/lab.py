@@ -307,6 +307,19 @@ class TunnelLab:
             unpin(Path(self.env["JVPN_PIN_ROOT"]))
 
     # ------------------------------------------------------------ observations
+    def victim(self):
+        """(session id, SessionKeys) of the client's session, from the store."""
+        from .keys import SessionKeys  # noqa: PLC0415
+        from .store.sqlite import SqliteStore  # noqa: PLC0415
+
+        store = SqliteStore(self.tmp / "state" / "sessions.db")
+        try:
+            [rec] = store.list()
+            _rec, raw = store.get(rec.session_id)
+        finally:
+            store.close()
+        return rec.session_id, SessionKeys.unpack(raw), {"bound": str(rec.binding)}
+
     def gateway_events(self) -> list[dict]:
         if not self.events_file.exists():
             return []
