@@ -94,6 +94,22 @@ def bench_reattach(app, as_json: bool, trials: int):
     _report(app, as_json, lambda progress: run_reattach_bench(trials, progress))
 
 
+@bench.command("flood", help="Legit TCP goodput through the tunnel with no flood, then while "
+                             "the attacker floods forged packets (trafgen), once with the XDP "
+                             "gate and once with the same checks in the daemon (no XDP).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--seconds", default=5.0, show_default=True, type=click.FloatRange(1, 60))
+@click.pass_obj
+def bench_flood(app, as_json: bool, seconds: float):
+    from jvpn.benchnet import run_flood_bench
+    from jvpn.maps import require_bcc, require_root
+
+    require_root()
+    require_bcc()
+    _need("iperf3", "trafgen")
+    _report(app, as_json, lambda progress: run_flood_bench(seconds, progress))
+
+
 def _need(*tools: str) -> None:
     import shutil
 
