@@ -5,7 +5,7 @@ element are byte-identical before and after, and a security event says so."""
 import os
 
 import pytest
-from threat_kit import attacker, counters, delta, settle, snapshot, victim
+from threat_kit import attacker, counters, delta, snapshot, victim
 
 from jvpn import abi, wire
 
@@ -21,10 +21,22 @@ def _request(sid, hdr_key, reattach_key, counter, seq=10**6):
 
 
 def test_forged_reattach_is_dropped_in_xdp_and_changes_nothing(tl):
+    import socket
+
+    from pyroute2.netns import popns, pushns
+
     sid, _keys = victim(tl)
     before, state = counters(tl), snapshot(tl, sid)
-    attacker(tl).send([_request(sid, os.urandom(16), os.urandom(32), 10**9)])
-    settle()
+    pushns(tl.lab.ns("atk"))
+    try:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    finally:
+        popns()
+    with s:
+        s.sendto(_request(sid, os.urandom(16), os.urandom(32), 10**9), ("10.77.0.1", 51900))
+        s.settimeout(1.0)
+        with pytest.raises(TimeoutError):
+            s.recvfrom(2048)  # the attacker receives nothing: no reflection, no oracle
     assert delta(before, counters(tl)).get("drop_bad_tag") == 1
     assert snapshot(tl, sid) == state
 
