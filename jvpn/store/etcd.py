@@ -1,0 +1,234 @@
+"""The cluster store: etcd v3 (through its JSON gateway, with the maintained
+`etcd3gw` client), behind the same interface as the SQLite default.
+
+Keys under ``<prefix>`` (default ``/jvpn/``):
+    sessions/<session id hex>  {"record": ..., "secrets": <AES-GCM sealed>}
+    floors/<session id hex>    gateway send-counter floor
+    gateways/<node id>         registration, attached to the gateway's lease
+
+Compare-and-swap is one etcd transaction on the key's ``mod_revision`` (create:
+``create_revision == 0``), so two gateways racing for one record cannot both
+win. Session secrets are sealed with a cluster key (AES-256-GCM, the session
+key as associated data): a gateway without the key cannot use them. Any error
+from etcd (unreachable, timeout, an answer that does not parse) is a
+StoreError: callers fail closed.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from ..session import SessionRecord
+from . import AlreadyExists, Change, StoreError, VersionConflict, record_from_json, record_to_json
+
+
+def _b64(data: bytes | str) -> str:
+    return base64.b64encode(data.encode() if isinstance(data, str) else data).decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text)
+
+
+class EtcdStore:
+    def __init__(self, host: str = "127.0.0.1", port: int = 2379, *, cluster_key: bytes,
+                 prefix: str = "/jvpn/", timeout_s: float = 2.0):
+        if len(cluster_key) != 32:
+            raise StoreError("the cluster key must be 32 bytes")
+        import etcd3gw  # noqa: PLC0415 - only clusters need it
+
+        self._client = etcd3gw.client(host=host, port=port, timeout=timeout_s)
+        self._aead = AESGCM(cluster_key)
+        self.prefix = prefix
+        self._leases: dict[str, Any] = {}
+        self._stop = threading.Event()
+
+    # ------------------------------------------------------------ plumbing
+    def _key(self, kind: str, name: str) -> str:
+        return f"{self.prefix}{kind}/{name}"
+
+    def _sid_key(self, sid: int) -> str:
+        return self._key("sessions", f"{sid:016x}")
+
+    def _call(self, what: str, fn, *args, **kw):
+        try:
+            return fn(*args, **kw)
+        except Exception as e:  # noqa: BLE001 - etcd3gw/requests raise many types: fail closed
+            raise StoreError(f"etcd {what} failed: {e}") from e
+
+    def _txn(self, compare: list, success: list, failure: list | None = None) -> bool:
+        resp = self._call("transaction", self._client.transaction,
+                          {"compare": compare, "success": success, "failure": failure or []})
+        if not isinstance(resp, dict) or "header" not in resp:
+            raise StoreError(f"etcd transaction: unexpected answer {resp!r:.200}")
+        return bool(resp.get("succeeded", False))
+
+    def _get_raw(self, key: str) -> tuple[bytes, int] | None:
+        got = self._call("get", self._client.get, key, metadata=True)
+        if not got:
+            return None
+        value, meta = got[0]
+        return value, int(meta["mod_revision"])
+
+    def _seal(self, sid: int, secrets: bytes) -> str:
+        nonce = os.urandom(12)
+        return _b64(nonce + self._aead.encrypt(nonce, secrets, self._sid_key(sid).encode()))
+
+    def _open(self, sid: int, sealed: str) -> bytes:
+        raw = _unb64(sealed)
+        try:
+            return self._aead.decrypt(raw[:12], raw[12:], self._sid_key(sid).encode())
+        except InvalidTag:
+            raise StoreError("session secrets do not open: wrong cluster key") from None
+
+    @staticmethod
+    def _put(key: str, value: str, lease: int | None = None) -> dict:
+        req: dict[str, Any] = {"key": _b64(key), "value": _b64(value)}
+        if lease is not None:
+            req["lease"] = lease
+        return {"request_put": req}
+
+    # ------------------------------------------------------------ Store
+    def create(self, rec: SessionRecord, secrets: bytes) -> None:
+        key = self._sid_key(rec.session_id)
+        value = json.dumps({"record": record_to_json(rec),
+                            "secrets": self._seal(rec.session_id, secrets)})
+        ok = self._txn([{"key": _b64(key), "result": "EQUAL", "target": "CREATE",
+                         "create_revision": 0}], [self._put(key, value)])
+        if not ok:
+            raise AlreadyExists(f"session {rec.session_id:016x} exists")
+
+    def _load(self, sid: int) -> tuple[dict, int] | None:
+        got = self._get_raw(self._sid_key(sid))
+        if got is None:
+            return None
+        value, rev = got
+        try:
+            return json.loads(value), rev
+        except ValueError as e:
+            raise StoreError(f"etcd record {sid:016x} does not parse: {e}") from e
+
+    def get(self, session_id: int) -> tuple[SessionRecord, bytes] | None:
+        got = self._load(session_id)
+        if got is None:
+            return None
+        doc, _rev = got
+        return record_from_json(doc["record"]), self._open(session_id, doc["secrets"])
+
+    def cas(self, session_id: int, expected_version: int, new: SessionRecord) -> None:
+        if new.session_id != session_id or new.version <= expected_version:
+            raise StoreError("cas: the new record must be the same session at a higher version")
+        got = self._load(session_id)
+        if got is None:
+            raise VersionConflict(f"session {session_id:016x} is gone")
+        doc, rev = got
+        if record_from_json(doc["record"]).version != expected_version:
+            raise VersionConflict(
+                f"session {session_id:016x} is no longer at version {expected_version}")
+        key = self._sid_key(session_id)
+        value = json.dumps({"record": record_to_json(new), "secrets": doc["secrets"]})
+        if not self._txn([{"key": _b64(key), "result": "EQUAL", "target": "MOD",
+                           "mod_revision": rev}], [self._put(key, value)]):
+            raise VersionConflict(f"session {session_id:016x} changed under us")
+
+    def delete(self, session_id: int, expected_version: int | None = None) -> None:
+        key = self._sid_key(session_id)
+        got = self._load(session_id)
+        if got is None or (expected_version is not None and
+                           record_from_json(got[0]["record"]).version != expected_version):
+            raise VersionConflict(f"session {session_id:016x}: nothing deleted")
+        floor = self._key("floors", f"{session_id:016x}")
+        ok = self._txn([{"key": _b64(key), "result": "EQUAL", "target": "MOD",
+                         "mod_revision": got[1]}],
+                       [{"request_delete_range": {"key": _b64(key)}},
+                        {"request_delete_range": {"key": _b64(floor)}}])
+        if not ok:
+            raise VersionConflict(f"session {session_id:016x} changed under us")
+
+    def list(self) -> list[SessionRecord]:
+        got = self._call("get_prefix", self._client.get_prefix, self._key("sessions", ""))
+        out = []
+        for value, _meta in got:
+            out.append(record_from_json(json.loads(value)["record"]))
+        return sorted(out, key=lambda r: r.session_id)
+
+    def get_floor(self, session_id: int) -> int:
+        got = self._get_raw(self._key("floors", f"{session_id:016x}"))
+        return int(got[0]) if got else 0
+
+    def set_floor(self, session_id: int, floor: int) -> None:
+        key = self._key("floors", f"{session_id:016x}")
+        for _ in range(5):  # monotonic: never lower a floor another writer raised
+            got = self._get_raw(key)
+            if got is not None and int(got[0]) >= floor:
+                return
+            compare = ([{"key": _b64(key), "result": "EQUAL", "target": "CREATE",
+                         "create_revision": 0}] if got is None else
+                       [{"key": _b64(key), "result": "EQUAL", "target": "MOD",
+                         "mod_revision": got[1]}])
+            if self._txn(compare, [self._put(key, str(floor))]):
+                return
+        raise StoreError(f"counter floor of {session_id:016x}: too much contention")
+
+    def changes(self, since_revision: int = 0, timeout_s: float = 0.2) -> Iterator[Change]:
+        """Session changes after ``since_revision`` (etcd revisions), read
+        from etcd's history until it has nothing more within ``timeout_s``."""
+        rev = since_revision + 1
+        while True:
+            try:
+                ev = self._client.watch_prefix_once(self._key("sessions", ""), timeout=timeout_s,
+                                                    start_revision=rev)
+            except Exception:  # noqa: BLE001 - etcd3gw raises on the watch timeout
+                return
+            kv = ev["kv"]  # etcd3gw hands key and value over decoded
+            sid = int(kv["key"].decode().rsplit("/", 1)[1], 16)
+            mod = int(kv.get("mod_revision", rev))
+            if ev.get("type") == "DELETE":
+                yield Change(mod, sid, -1, "delete")
+            else:
+                version = record_from_json(json.loads(kv["value"])["record"]).version
+                kind = "create" if kv.get("create_revision") == kv.get("mod_revision") else \
+                    "update"
+                yield Change(mod, sid, version, kind)
+            rev = mod + 1
+
+    # ------------------------------------------------------------ gateways
+    def register_gateway(self, node_id: str, ttl_s: int = 2) -> int:
+        """Register under a lease kept alive by a thread; returns the lease id
+        (the gateway's fencing token)."""
+        if ttl_s < 2:
+            raise StoreError("a gateway lease must last at least 2 s")
+        lease = self._call("lease", self._client.lease, ttl_s)
+        self._call("put", self._client.put, self._key("gateways", node_id), node_id,
+                   lease=lease)
+        self._leases[node_id] = lease
+
+        def keepalive():
+            while not self._stop.wait(ttl_s / 3):
+                try:
+                    lease.refresh()
+                except Exception:  # noqa: BLE001 - keep trying; expiry is the safe outcome
+                    continue
+
+        threading.Thread(target=keepalive, daemon=True).start()
+        return int(lease.id)
+
+    def gateways(self) -> list[str]:
+        got = self._call("get_prefix", self._client.get_prefix, self._key("gateways", ""))
+        return sorted(v.decode() if isinstance(v, bytes) else v for v, _m in got)
+
+    def close(self) -> None:
+        self._stop.set()
+        for lease in self._leases.values():
+            try:
+                lease.revoke()
+            except Exception:  # noqa: BLE001 - best effort: the lease expires anyway
+                pass
