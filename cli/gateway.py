@@ -33,7 +33,13 @@ def gateway_up(app, config_path: str, tun_name: str, echo_events: bool):
     app.require_root()
     cfg = load_gateway_config(config_path)
     gate = XdpGate(cfg.xdp_interface) if cfg.xdp_interface else UserspaceGate()
-    store = SqliteStore(cfg.state_dir / "sessions.db")
+    if cfg.store is not None:
+        from jvpn.store.etcd import EtcdStore
+
+        store = EtcdStore(*cfg.store, cluster_key=cfg.cluster_key)
+        store.register_gateway(cfg.node_id)
+    else:
+        store = SqliteStore(cfg.state_dir / "sessions.db")
     events = EventLog(cfg.node_id, cfg.events_file, policy_version=cfg.policy.version,
                       echo=sys.stdout if echo_events else None)
     gw = Gateway(private_key=cfg.private_key, listen=("0.0.0.0", cfg.listen_port),

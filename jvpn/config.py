@@ -86,6 +86,8 @@ class GatewayConfig:
     # above this many initiations a second, a stateless cookie round trip is
     # required before any Diffie-Hellman (0: always)
     handshakes_per_second: int = 50
+    store: tuple[str, int] | None = None  # etcd endpoint; None = the SQLite default
+    cluster_key: bytes | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -301,7 +303,7 @@ def _endpoint(f: _File, entry: _Entry) -> tuple[str, int]:
 
 _GATEWAY = {"Interface": ("PrivateKey", "PrivateKeyFile", "ListenPort", "Address",
                           "XdpInterface", "PeersFile", "Policy", "StateDir", "NodeId",
-                          "EventsFile", "HandshakesPerSecond")}
+                          "EventsFile", "HandshakesPerSecond", "Store", "ClusterKeyFile")}
 _PEERS = {"Peer": ("PublicKey", "AllowedIP", "Name")}
 _CLIENT = {"Interface": ("PrivateKey", "PrivateKeyFile", "Name"),
            "Peer": ("PublicKey", "Endpoint", "PersistentKeepalive")}
@@ -337,10 +339,34 @@ def load_gateway_config(path: str | Path) -> GatewayConfig:
                    else state_dir / EVENTS_FILE_NAME)
     load = (_int(f, e["HandshakesPerSecond"], 0, 1_000_000) if "HandshakesPerSecond" in e
             else DEFAULT_HANDSHAKES_PER_SECOND)
+    store, cluster_key = _store(f, e)
     return GatewayConfig(private_key=private_key, listen_port=listen_port, address=address,
                          xdp_interface=xdp_interface, peers=peers, policy=policy,
                          state_dir=state_dir, node_id=node_id, events_file=events_file,
-                         handshakes_per_second=load)
+                         handshakes_per_second=load, store=store, cluster_key=cluster_key)
+
+
+def _store(f: _File, e: dict) -> tuple[tuple[str, int] | None, bytes | None]:
+    """``Store = sqlite`` (default) or ``Store = etcd://HOST:PORT`` with a
+    ``ClusterKeyFile`` (32 bytes, base64) that seals session secrets."""
+    if "Store" not in e or e["Store"].value == "sqlite":
+        if "ClusterKeyFile" in e:
+            raise f.fail_entry(e["ClusterKeyFile"], "only meaningful with Store = etcd://...")
+        return None, None
+    m = re.fullmatch(r"etcd://([0-9.]+):([0-9]+)", e["Store"].value)
+    if not m or not 1 <= int(m.group(2)) <= 65535:
+        raise f.fail_entry(e["Store"], f"{e['Store'].value!r}: use sqlite or etcd://IPv4:PORT")
+    if "ClusterKeyFile" not in e:
+        raise f.fail_entry(e["Store"], "an etcd store needs ClusterKeyFile (the key that "
+                                       "seals session secrets)")
+    path = f.resolve(e["ClusterKeyFile"].value)
+    try:
+        key = keys.decode(path.read_text(encoding="utf-8-sig"))
+    except OSError as err:
+        raise f.fail_entry(e["ClusterKeyFile"], f"cannot read {path}: {err.strerror}") from None
+    except (keys.KeyError_, UnicodeDecodeError) as err:
+        raise f.fail_entry(e["ClusterKeyFile"], f"{path}: {err}") from None
+    return (m.group(1), int(m.group(2))), key
 
 
 def load_peers(path: str | Path,

@@ -383,3 +383,26 @@ def test_pubkey_bad_input_is_one_line_error(runner, stdin, why):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and why in lines[0], r.stderr
     assert r.stdout == ""
+
+
+def test_gateway_store_settings(tmp_path):
+    from jvpn import keys as _keys
+    from jvpn.config import ConfigError, load_gateway_config
+
+    (tmp_path / "peers.conf").write_text("")
+    (tmp_path / "cluster.key").write_text(_keys.encode(b"\x01" * 32))
+    private = _keys.encode(bytes([2]) * 32)
+    base = (f"[Interface]\nPrivateKey = {private}\nAddress = 10.99.0.1/24\n"
+            "PeersFile = peers.conf\n")
+    f = tmp_path / "gw.conf"
+    f.write_text(base)
+    assert load_gateway_config(f).store is None
+    f.write_text(base + "Store = etcd://127.0.0.1:2379\nClusterKeyFile = cluster.key\n")
+    cfg = load_gateway_config(f)
+    assert cfg.store == ("127.0.0.1", 2379) and cfg.cluster_key == b"\x01" * 32
+    for extra, needle in [("Store = etcd://127.0.0.1:2379\n", "ClusterKeyFile"),
+                          ("Store = redis://x\n", "etcd://"),
+                          ("ClusterKeyFile = cluster.key\n", "only meaningful")]:
+        f.write_text(base + extra)
+        with pytest.raises(ConfigError, match=needle):
+            load_gateway_config(f)
