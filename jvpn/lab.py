@@ -35,6 +35,18 @@ WIFI_IP, LTE_IP, ATTACKER_IP = "10.77.1.2", "10.77.2.2", "10.77.3.2"
 NS_PATTERN = re.compile(r"^jl(\d+)x[0-9a-f]{4}-(gw|rt|cl|atk)$")
 
 
+def socket_in(ns: str, *args) -> socket.socket:
+    """A socket created inside network namespace ``ns`` (a socket keeps the
+    namespace it was created in; only this thread switches, and back)."""
+    from pyroute2.netns import popns, pushns  # noqa: PLC0415
+
+    pushns(ns)
+    try:
+        return socket.socket(*args)
+    finally:
+        popns()
+
+
 def sh(*args: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
     return subprocess.run(args, check=check, capture_output=True, text=True, timeout=timeout)
 
@@ -126,6 +138,9 @@ class Lab:
         p = subprocess.Popen(self.cmd(role, *args), stdout=out, stderr=subprocess.STDOUT, **kw)
         self.procs.append(p)
         return p
+
+    def socket(self, role: str, *args) -> socket.socket:
+        return socket_in(self.ns(role), *args)
 
     def jvpn(self, role: str, *args: str, **kw) -> subprocess.CompletedProcess:
         return self.run(role, str(Path(sys.executable).with_name("jvpn-xdp")), *args, **kw)
@@ -366,13 +381,7 @@ class Sniffer:
     client-side ports (AF_PACKET in the router namespace)."""
 
     def __init__(self, lab):
-        from pyroute2.netns import popns, pushns  # noqa: PLC0415
-
-        pushns(lab.ns("rt"))
-        try:
-            self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
-        finally:
-            popns()
+        self.sock = lab.socket("rt", socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
         # a virtio-net header before each frame says how a GSO batch (several
         # jvpn messages in one skb, as the client sends them) is cut
         self.sock.setsockopt(263, 15, 1)  # SOL_PACKET, PACKET_VNET_HDR
@@ -429,25 +438,13 @@ class Attacker:
         source injected as Ethernet frames on the segment in front of the
         gateway (the router's gateway-side port: behind the carrier NAT, and
         below any IP stack that would rewrite the packet)."""
-        from pyroute2.netns import popns, pushns  # noqa: PLC0415
-
         if spoof is None:
-            pushns(self.lab.ns("atk"))
-            try:
-                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            finally:
-                popns()
-            with s:
+            with self.lab.socket("atk", socket.AF_INET, socket.SOCK_DGRAM) as s:
                 for m in msgs:
                     s.sendto(m, (GW_IP, PORT))
             return
         head = self._mac("gw", "gw0") + self._mac("rt", "r0") + b"\x08\x00"
-        pushns(self.lab.ns("rt"))
-        try:
-            s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
-        finally:
-            popns()
-        with s:
+        with self.lab.socket("rt", socket.AF_PACKET, socket.SOCK_RAW) as s:
             s.bind(("r0", 0))
             for m in msgs:
                 s.send(head + frames.ipv4(spoof[0], GW_IP, 17, frames.udp(spoof[1], PORT, m)))

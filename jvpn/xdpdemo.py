@@ -65,18 +65,11 @@ def setup_namespaces() -> None:
 def ns_socket(ns: str, port: int = 0):
     """A UDP socket that lives in namespace ``ns`` (sockets keep the
     namespace they were created in)."""
-    from pyroute2.netns import popns, pushns
+    from .lab import socket_in
 
-    pushns(ns)
-    try:
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with socket_in(ns, socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("0.0.0.0", port))
-    finally:
-        popns()
-    try:
         yield s
-    finally:
-        s.close()
 
 
 def drain(sock: socket.socket, wait: float = 0.3) -> int:

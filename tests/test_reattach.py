@@ -32,9 +32,9 @@ class Clock:
 
 
 class Harness:
-    def __init__(self, tmp_path, **policy):
+    def __init__(self, tmp_path, store=None, **policy):
         self.clock = Clock()
-        self.store = SqliteStore(tmp_path / "s.db")
+        self.store = store or SqliteStore(tmp_path / "s.db")
         self.events = EventLog("gw-test", clock_ms=self.clock)
         self.projected = []
         self.c2s = itertools.count(100)

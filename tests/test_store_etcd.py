@@ -5,10 +5,10 @@ cluster key, fail closed when etcd is gone, gateway leases."""
 from __future__ import annotations
 
 import os
-import threading
 import time
 
 import pytest
+from store_contract import concurrent_cas_has_one_winner
 
 from jvpn.etcdlab import EtcdServer
 from jvpn.session import Event, Transport, apply, new_session
@@ -65,27 +65,7 @@ def test_create_get_cas_delete(store):
 
 
 def test_concurrent_cas_one_winner(store):
-    rec = _attached(7)
-    store.create(rec, b"k")
-    wins, losses = [], []
-    barrier = threading.Barrier(6)
-
-    def racer(i):
-        new = rec.with_(version=rec.version + 1, binding=Transport("203.0.113.1", 1000 + i))
-        barrier.wait()
-        try:
-            store.cas(rec.session_id, rec.version, new)
-            wins.append(i)
-        except VersionConflict:
-            losses.append(i)
-
-    threads = [threading.Thread(target=racer, args=(i,)) for i in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(wins) == 1 and len(losses) == 5
-    assert store.get(7)[0].binding.port == 1000 + wins[0]
+    concurrent_cas_has_one_winner(store, _attached(7), racers=6)
 
 
 def test_secrets_are_sealed_with_the_cluster_key(store, etcd):
@@ -124,31 +104,8 @@ def test_gateway_registration_lives_with_its_lease(store, etcd):
 
 def test_reattach_over_etcd(store):
     """The reattach path is store-agnostic: a switch through the etcd store."""
-    from test_reattach import KEYS, NEW, SID, Harness
+    from test_reattach import NEW, SID, Harness
 
-    class EtcdHarness(Harness):
-        def __init__(self):  # the SQLite harness, with this store instead
-            import itertools
-
-            from jvpn.events import EventLog
-            from jvpn.policy import default_policy
-            from jvpn.reattach import ReattachServer
-            from test_reattach import OLD, Clock
-
-            self.clock, self.store = Clock(), store
-            self.events = EventLog("gw", clock_ms=self.clock)
-            self.projected = []
-            self.c2s, self.s2c, self.seq = (itertools.count(100), itertools.count(1),
-                                            itertools.count(1))
-            self.policy = default_policy()
-            self.server = ReattachServer(store, self.policy, self.events,
-                                         project=lambda r, k: self.projected.append(r),
-                                         next_counter=lambda sid: next(self.s2c),
-                                         clock_ms=self.clock)
-            rec = apply(new_session(SID, self.clock.ms), Event.ATTACH_OK, self.clock.ms,
-                        binding=OLD)[0]
-            store.create(rec, KEYS.pack())
-
-    h = EtcdHarness()
+    h = Harness(None, store=store)
     [(_ack, to)] = h.reattach(NEW)
     assert to == NEW and store.get(SID)[0].binding == NEW

@@ -1,9 +1,9 @@
 """The embedded SQLite store: create/get/cas/delete/changes, restart survival,
 concurrent compare-and-swap with exactly one winner."""
 
-import threading
 
 import pytest
+from store_contract import concurrent_cas_has_one_winner
 
 from jvpn.session import Event, State, Transport, apply, new_session
 from jvpn.store import AlreadyExists, VersionConflict
@@ -45,27 +45,7 @@ def test_cas_moves_forward_only_from_the_expected_version(store):
 
 
 def test_concurrent_cas_has_one_winner(store):
-    rec = _attached()
-    store.create(rec, b"k")
-    wins, losses = [], []
-    barrier = threading.Barrier(8)
-
-    def racer(i):
-        new = rec.with_(version=rec.version + 1, binding=Transport("203.0.113.1", 1000 + i))
-        barrier.wait()
-        try:
-            store.cas(rec.session_id, rec.version, new)
-            wins.append(i)
-        except VersionConflict:
-            losses.append(i)
-
-    threads = [threading.Thread(target=racer, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(wins) == 1 and len(losses) == 7
-    assert store.get(rec.session_id)[0].binding.port == 1000 + wins[0]
+    concurrent_cas_has_one_winner(store, _attached(), racers=8)
 
 
 def test_survives_reopen_and_records_changes(tmp_path):

@@ -23,16 +23,9 @@ def _request(sid, hdr_key, reattach_key, counter, seq=10**6):
 def test_forged_reattach_is_dropped_in_xdp_and_changes_nothing(tl):
     import socket
 
-    from pyroute2.netns import popns, pushns
-
     sid, _keys = victim(tl)
     before, state = counters(tl), snapshot(tl, sid)
-    pushns(tl.lab.ns("atk"))
-    try:
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    finally:
-        popns()
-    with s:
+    with tl.lab.socket("atk", socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.sendto(_request(sid, os.urandom(16), os.urandom(32), 10**9), ("10.77.0.1", 51900))
         s.settimeout(1.0)
         with pytest.raises(TimeoutError):

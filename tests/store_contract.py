@@ -1,0 +1,31 @@
+"""Contract checks every store backend must pass (SQLite, etcd)."""
+
+import threading
+
+from jvpn.session import Transport
+from jvpn.store import VersionConflict
+
+
+def concurrent_cas_has_one_winner(store, rec, racers: int) -> None:
+    """``racers`` threads CAS the same record from the same version at once:
+    exactly one wins, and its binding is the one stored."""
+    store.create(rec, b"k")
+    wins, losses = [], []
+    barrier = threading.Barrier(racers)
+
+    def racer(i):
+        new = rec.with_(version=rec.version + 1, binding=Transport("203.0.113.1", 1000 + i))
+        barrier.wait()
+        try:
+            store.cas(rec.session_id, rec.version, new)
+            wins.append(i)
+        except VersionConflict:
+            losses.append(i)
+
+    threads = [threading.Thread(target=racer, args=(i,)) for i in range(racers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(wins) == 1 and len(losses) == racers - 1
+    assert store.get(rec.session_id)[0].binding.port == 1000 + wins[0]
