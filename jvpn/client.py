@@ -25,6 +25,7 @@ from .handshake import Assignment, HandshakeError, Initiator
 from .keys import SessionKeys
 from .tunnel import FLAG_FRAGMENT, FLAG_REATTACH, DataChannel, Tun, send_messages
 
+RECV_TIMEOUT_S = 0.2  # how often the receive loop looks at the current socket
 FATAL_REJECTS = {"SESSION_NOT_FOUND", "SESSION_EXPIRED"}
 
 
@@ -74,6 +75,7 @@ class Client:
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         s.bind(("0.0.0.0", 0))
+        s.settimeout(RECV_TIMEOUT_S)  # once: settimeout is a syscall, not per packet
         return s
 
     @property
@@ -111,7 +113,7 @@ class Client:
             except HandshakeError as e:
                 self.events.emit("HandshakeFailed", "HANDSHAKE_FAIL", detail=str(e))
             finally:
-                self.sock.settimeout(None)
+                self.sock.settimeout(RECV_TIMEOUT_S)
         raise ClientError(f"no handshake response from {self.endpoint[0]}:{self.endpoint[1]}")
 
     # ------------------------------------------------------------ lifecycle
@@ -189,7 +191,6 @@ class Client:
         while not self._stop.is_set():
             sock = self.sock
             try:
-                sock.settimeout(0.2)
                 msg, src = sock.recvfrom(65535)
             except (TimeoutError, OSError):
                 continue

@@ -171,7 +171,10 @@ class Demo:
         self.check("DEGRADED" in states, "switch bounds exceeded: DEGRADED (data blocked in XDP)")
         self.tl._wait(lambda: "TERMINATED" in [e.get("new_state") for e in
                                                 self.tl.gateway_events()], "TERMINATED")
-        self.check(True, "exceeded again: explicit TERMINATED (no silent new session)")
+        states = [e["new_state"] for e in self.tl.gateway_events()
+                  if e["event_type"] == "SessionStateChange"]
+        self.check(states[-1] == "TERMINATED" and states.index("DEGRADED") < len(states) - 1,
+                   "exceeded again: explicit TERMINATED (no silent new session)")
         self.tl._wait(lambda: self.tl.client.poll() is not None, "the client to stop")
         self.check(self.tl.client.returncode != 0, "the client stopped and said why (exit "
                                                    f"{self.tl.client.returncode})")
