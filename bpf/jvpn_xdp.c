@@ -121,6 +121,8 @@ static __always_inline __u32 jvpn_state_allows(__u8 state)
 		return JVPN_STATE_ALLOW_RECOVERING;
 	case JVPN_STATE_DEGRADED:
 		return JVPN_STATE_ALLOW_DEGRADED;
+	case JVPN_STATE_REMOTE:
+		return JVPN_STATE_ALLOW_REMOTE;
 	default: /* BIRTH, TERMINATED, anything unknown */
 		return 0;
 	}

@@ -37,7 +37,7 @@ def gateway_up(app, config_path: str, tun_name: str, echo_events: bool):
         from jvpn.store.etcd import EtcdStore
 
         store = EtcdStore(*cfg.store, cluster_key=cfg.cluster_key)
-        store.register_gateway(cfg.node_id)
+        store.register_gateway(cfg.node_id, cfg.lease_ttl_s)
     else:
         store = SqliteStore(cfg.state_dir / "sessions.db")
     events = EventLog(cfg.node_id, cfg.events_file, policy_version=cfg.policy.version,

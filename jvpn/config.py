@@ -88,6 +88,7 @@ class GatewayConfig:
     handshakes_per_second: int = 50
     store: tuple[str, int] | None = None  # etcd endpoint; None = the SQLite default
     cluster_key: bytes | None = field(default=None, repr=False)
+    lease_ttl_s: int = 3  # cluster: the gateway's etcd lease (takeover after a crash)
 
 
 @dataclass(frozen=True)
@@ -303,7 +304,8 @@ def _endpoint(f: _File, entry: _Entry) -> tuple[str, int]:
 
 _GATEWAY = {"Interface": ("PrivateKey", "PrivateKeyFile", "ListenPort", "Address",
                           "XdpInterface", "PeersFile", "Policy", "StateDir", "NodeId",
-                          "EventsFile", "HandshakesPerSecond", "Store", "ClusterKeyFile")}
+                          "EventsFile", "HandshakesPerSecond", "Store", "ClusterKeyFile",
+                          "LeaseTTL")}
 _PEERS = {"Peer": ("PublicKey", "AllowedIP", "Name")}
 _CLIENT = {"Interface": ("PrivateKey", "PrivateKeyFile", "Name"),
            "Peer": ("PublicKey", "Endpoint", "PersistentKeepalive")}
@@ -340,10 +342,14 @@ def load_gateway_config(path: str | Path) -> GatewayConfig:
     load = (_int(f, e["HandshakesPerSecond"], 0, 1_000_000) if "HandshakesPerSecond" in e
             else DEFAULT_HANDSHAKES_PER_SECOND)
     store, cluster_key = _store(f, e)
+    if "LeaseTTL" in e and store is None:
+        raise f.fail_entry(e["LeaseTTL"], "only meaningful with Store = etcd://...")
+    lease_ttl = _int(f, e["LeaseTTL"], 2, 3600) if "LeaseTTL" in e else 3
     return GatewayConfig(private_key=private_key, listen_port=listen_port, address=address,
                          xdp_interface=xdp_interface, peers=peers, policy=policy,
                          state_dir=state_dir, node_id=node_id, events_file=events_file,
-                         handshakes_per_second=load, store=store, cluster_key=cluster_key)
+                         handshakes_per_second=load, store=store, cluster_key=cluster_key,
+                         lease_ttl_s=lease_ttl)
 
 
 def _store(f: _File, e: dict) -> tuple[tuple[str, int] | None, bytes | None]:

@@ -31,7 +31,9 @@ from .handshake import Assignment, CookieChecker, HandshakeError, Responder
 from .keys import SessionKeys, public_from_private
 from .model import Model
 from .policy import Policy
-from .reattach import ReattachServer
+from .ownership import Claim, ClusterOwnership, LocalOwnership, OwnershipError
+from .reattach import ReattachServer, Reject
+from .replay import seed_floor
 from .session import Event, IllegalTransition, SessionRecord, State, Transport, apply, new_session
 from .store import Store, StoreError
 from .tunnel import (
@@ -40,6 +42,8 @@ from .tunnel import (
 
 CONTROL_TYPES = (abi.MSG_REATTACH_REQ, abi.MSG_PATH_RESPONSE)
 SENDABLE = (State.ATTACHED, State.VOLATILE, State.RECOVERING)
+HANDOFF_WAIT_MS = 3_000  # a request parked for the owner's release is dropped after this
+SWEEP_S = 0.5  # full re-read of the store (what a missed watch event would hide)
 
 
 @dataclass
@@ -49,6 +53,16 @@ class Live:
     channel: DataChannel
     inner: bytes  # the client's inner IPv4 address, packed
     last_rx_ms: int
+    installed: bool = True  # our element is in the gate (False: adopted, or parked)
+    parked: bool = False  # element removed for a handover/fence that did not complete
+
+
+@dataclass
+class Parked:
+    """A proven reattach that waits for the owner to release the session."""
+    msg: bytes
+    src: Transport
+    until_ms: int
 
 
 class XdpGate:
@@ -67,11 +81,23 @@ class XdpGate:
 
         return EventReader(self.pins)
 
-    def put(self, rec: SessionRecord, keys: SessionKeys) -> None:
-        self.maps.put_session(rec.session_id, session_element(rec, keys))
+    def put(self, rec: SessionRecord, keys: SessionKeys, fence: int = 0,
+            first: bool = False, c2s_floor: int = 0) -> None:
+        """``first``: the element is new on this gateway; its replay window
+        starts above ``c2s_floor`` (what a previous owner accepted)."""
+        if first:
+            self.maps.seed_runtime(rec.session_id, c2s_floor)
+        self.maps.put_session(rec.session_id, session_element(rec, keys, fence))
+
+    def standby(self, rec: SessionRecord, keys: SessionKeys) -> None:
+        self.maps.put_session(rec.session_id, session_element(rec, keys, remote=True))
 
     def remove(self, sid: int) -> None:
         self.maps.remove_session(sid)
+
+    def counter_top(self, sid: int) -> int:
+        rt = self.maps.get_runtime(sid)
+        return int(rt.replay_top) if rt is not None else 0
 
     def ids(self) -> set[int]:
         return {sid for sid, _ in self.maps.list_sessions()}
@@ -94,14 +120,31 @@ class UserspaceGate:
         self.checks_in_kernel = False
         self._lock = threading.Lock()
 
-    def put(self, rec: SessionRecord, keys: SessionKeys) -> None:
+    def put(self, rec: SessionRecord, keys: SessionKeys, fence: int = 0,
+            first: bool = False, c2s_floor: int = 0) -> None:
         with self._lock:
-            self.model.sessions[rec.session_id] = session_element(rec, keys)
+            sid = rec.session_id
+            if first:
+                old = self.model.runtime.get(sid)
+                top = max(c2s_floor, old.replay_top if old is not None else 0)
+                if top:
+                    rt = self.model.runtime[sid] = self.model._rt_type()
+                    seed_floor(rt, top, self.model.replay_bits)
+            self.model.sessions[sid] = session_element(rec, keys, fence)
+
+    def standby(self, rec: SessionRecord, keys: SessionKeys) -> None:
+        with self._lock:
+            self.model.sessions[rec.session_id] = session_element(rec, keys, remote=True)
 
     def remove(self, sid: int) -> None:
         with self._lock:
             self.model.sessions.pop(sid, None)
             self.model.runtime.pop(sid, None)
+
+    def counter_top(self, sid: int) -> int:
+        with self._lock:
+            rt = self.model.runtime.get(sid)
+            return int(rt.replay_top) if rt is not None else 0
 
     def ids(self) -> set[int]:
         return set(self.model.sessions)
@@ -117,7 +160,10 @@ class UserspaceGate:
         pass
 
 
-def session_element(rec: SessionRecord, keys: SessionKeys) -> abi.Session:
+def session_element(rec: SessionRecord, keys: SessionKeys, fence: int = 0,
+                    remote: bool = False) -> abi.Session:
+    """The kernel's view of a record. ``remote``: owned by another gateway,
+    only the client's reattach traffic may reach this daemon (a standby)."""
     from .wire import key_words
 
     b = rec.binding
@@ -125,7 +171,8 @@ def session_element(rec: SessionRecord, keys: SessionKeys) -> abi.Session:
     if b is not None:
         family = abi.AF_INET6 if ipaddress.ip_address(b.addr).version == 6 else abi.AF_INET
     return abi.Session(
-        tag_key=key_words(keys.hdr_c2s), version=rec.version, fence=0, state=int(rec.state),
+        tag_key=key_words(keys.hdr_c2s), version=rec.version, fence=fence,
+        state=abi.STATE_REMOTE if remote else int(rec.state),
         bind_family=family, bind_addr=abi.addr_words(b.addr) if b else (0, 0, 0, 0),
         bind_port=abi.port_word(b.port) if b else 0)
 
@@ -141,7 +188,7 @@ class Gateway:
         self.clock_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
         self.sessions: dict[int, Live] = {}
         self.by_inner: dict[bytes, int] = {}
-        self.control = threading.Lock()
+        self.control = threading.RLock()
         self.responder = Responder(private_key, lambda pub: pub in peers)
         self.cookies = CookieChecker(private_key)
         self.cookie_threshold = cookie_threshold_per_s
@@ -153,8 +200,14 @@ class Gateway:
         self.sock.bind(listen)
         self.tun = Tun(tun_name, persist=True)
         self.tun.configure(str(address.ip), address.network.prefixlen)
+        self.ownership = (ClusterOwnership(store, events.node_id)
+                          if getattr(store, "clustered", False) else LocalOwnership(events.node_id))
+        self.waiting: dict[int, Parked] = {}
+        self.standby: dict[int, SessionKeys] = {}  # sessions other gateways own
+        self.fenced = False
         self.reattach = ReattachServer(store, policy, events, project=self._project,
-                                       next_counter=self._next_counter, clock_ms=self.clock_ms)
+                                       next_counter=self._next_counter, clock_ms=self.clock_ms,
+                                       claim=self._claim)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -162,6 +215,8 @@ class Gateway:
     def start(self) -> None:
         self.reconcile()
         loops = [self._udp_loop, self._tun_loop, self._timer_loop]
+        if self.ownership.clustered:
+            loops.append(lambda: self.store.watch_sessions(self._on_store_record, self._stop))
         reader = self.gate.event_reader()
         if reader is not None:
             loops.append(lambda: self._xdp_events_loop(reader))
@@ -195,14 +250,21 @@ class Gateway:
                 if got is None:
                     continue
                 rec, raw = got
+                if not self.ownership.owns(rec):
+                    if rec.state is not State.TERMINATED:
+                        self._stand_by(rec, SessionKeys.unpack(raw))
+                    continue
                 if rec.state is State.TERMINATED:
                     self._forget(rec.session_id)
+                    continue
+                rec = self._reclaim(rec)
+                if rec is None:
                     continue
                 keys = SessionKeys.unpack(raw)
                 inner = ipaddress.IPv4Address(rec.inner_addr).packed
                 self._install(rec, keys, inner, first_counter=self.store.get_floor(rec.session_id))
                 kept += 1
-            stale = self.gate.ids() - set(self.sessions)
+            stale = self.gate.ids() - set(self.sessions) - set(self.standby)
             for sid in stale:
                 self.gate.remove(sid)
             self.events.emit("Reconciled", "OK", sessions=kept, removed_from_maps=len(stale))
@@ -211,18 +273,37 @@ class Gateway:
     def _next_counter(self, sid: int) -> int:
         return self.sessions[sid].channel.next_counter()
 
-    def _install(self, rec: SessionRecord, keys: SessionKeys, inner: bytes,
-                 first_counter: int = 1) -> Live:
+    def _live(self, rec: SessionRecord, keys: SessionKeys, inner: bytes,
+              first_counter: int = 1) -> Live:
         sid = rec.session_id
         channel = DataChannel(keys, "gateway", first_counter=max(first_counter, 1),
                               check_replay=not self.gate.checks_in_kernel,
                               check_tag=not self.gate.checks_in_kernel,
                               reserve=lambda floor: self.store.set_floor(sid, floor))
-        live = Live(rec, keys, channel, inner, self.clock_ms())
+        live = Live(rec, keys, channel, inner, self.clock_ms(), installed=False)
         self.sessions[sid] = live
         self.by_inner[inner] = sid
-        self.gate.put(rec, keys)
         return live
+
+    def _install(self, rec: SessionRecord, keys: SessionKeys, inner: bytes,
+                 first_counter: int = 1) -> Live:
+        live = self._live(rec, keys, inner, first_counter)
+        self._put(live, rec)
+        return live
+
+    def _put(self, live: Live, rec: SessionRecord) -> None:
+        """Our element, fenced by our lease; a session new to this gateway
+        starts its window above what the previous owner saw."""
+        self.gate.put(rec, live.keys, self.ownership.token, first=not live.installed,
+                      c2s_floor=rec.c2s_floor)
+        live.installed, live.parked = True, False
+        self.standby.pop(rec.session_id, None)
+
+    def _adopt(self, rec: SessionRecord, keys: SessionKeys) -> Live:
+        """A session this gateway just became owner of: counters resume above
+        the cluster-wide floor; no element until its reattach completes."""
+        return self._live(rec, keys, ipaddress.IPv4Address(rec.inner_addr).packed,
+                          first_counter=self.store.get_floor(rec.session_id))
 
     def _project(self, rec: SessionRecord, keys: SessionKeys) -> None:
         """Called after every successful store write: the map follows."""
@@ -233,9 +314,11 @@ class Gateway:
                 self._send_terminate(live, rec)
                 live.record = rec  # the timer loop forgets it (store, tables)
             return
-        if live is not None:
-            live.record = rec
-        self.gate.put(rec, keys)
+        if live is None:
+            return
+        live.record = rec
+        if live.installed or (rec.state is State.ATTACHED and not self.fenced):
+            self._put(live, rec)
 
     def _send_terminate(self, live: Live, rec: SessionRecord) -> None:
         """Best effort, authenticated: the client learns its session is over
@@ -257,11 +340,15 @@ class Gateway:
         except OSError:
             pass
 
-    def _forget(self, sid: int) -> None:
+    def _drop_local(self, sid: int) -> None:
+        """This gateway stops serving the session (the store keeps it)."""
         live = self.sessions.pop(sid, None)
         if live is not None and self.by_inner.get(live.inner) == sid:
             del self.by_inner[live.inner]
         self.gate.remove(sid)
+
+    def _forget(self, sid: int) -> None:
+        self._drop_local(sid)
         try:
             self.store.delete(sid)
         except StoreError:
@@ -317,7 +404,12 @@ class Gateway:
         now = self.clock_ms()
         resp, keys = init.respond(Assignment(sid, ipaddress.IPv4Interface(
             (inner, self.address.network.prefixlen)), self.address.ip))
-        rec = new_session(sid, now, owner=self.events.node_id).with_(inner_addr=str(inner))
+        if self.fenced or not self.ownership.lease_valid():
+            self.events.emit("HandshakeRejected", "OWNERSHIP_CONFLICT", transport=Transport(*src),
+                             detail="this gateway's lease is not certainly alive")
+            return
+        rec = new_session(sid, now, owner=self.events.node_id).with_(
+            inner_addr=str(inner), owner_lease=self.ownership.token)
         rec, tr = apply(rec, Event.ATTACH_OK, now, binding=Transport(*src))
         try:
             self.store.create(rec, keys.pack())
@@ -368,8 +460,7 @@ class Gateway:
             elif t in CONTROL_TYPES:
                 with self.control:
                     replies = self.reattach.handle(msg, Transport(*src[:2]))
-                for reply, to in replies:
-                    self.sock.sendto(reply, (to.addr, to.port))
+                self._send(replies)
 
     def _xdp_events_loop(self, reader) -> None:
         """The kernel's sampled security drops join the event stream."""
@@ -388,8 +479,11 @@ class Gateway:
         if rec.binding is None or rec.state not in SENDABLE:
             return
         flags = FLAG_REATTACH if rec.state is State.VOLATILE else 0
-        self.sock.sendto(live.channel.seal(b"", abi.MSG_KEEPALIVE, flags),
-                         (rec.binding.addr, rec.binding.port))
+        try:
+            self.sock.sendto(live.channel.seal(b"", abi.MSG_KEEPALIVE, flags),
+                             (rec.binding.addr, rec.binding.port))
+        except OSError:
+            pass  # a closing socket or an unreachable client: the next one may pass
 
     def _tun_loop(self) -> None:
         read = self.tun.read
@@ -404,7 +498,7 @@ class Gateway:
             if live is None:
                 continue
             rec = live.record
-            if rec.binding is None or rec.state not in SENDABLE:
+            if rec.binding is None or rec.state not in SENDABLE or not live.installed:
                 continue
             dst = (rec.binding.addr, rec.binding.port)
             try:
@@ -413,11 +507,17 @@ class Gateway:
                 continue
 
     def _timer_loop(self) -> None:
+        next_sweep = 0.0
         while not self._stop.wait(0.1):
             with self.control:
+                self._check_lease()
                 self.reattach.expire()
                 for live in list(self.sessions.values()):
                     self._timers(live)
+                self._expire_waiting()
+            if self.ownership.clustered and time.monotonic() >= next_sweep:
+                next_sweep = time.monotonic() + SWEEP_S
+                self._sweep()
 
     def _timers(self, live: Live) -> None:
         if live.record.state is State.TERMINATED:
@@ -427,6 +527,187 @@ class Gateway:
         if due is not None:
             event, detail, changes = due
             self._transition(live, event, detail=detail, **changes)
+
+    # ------------------------------------------------------------ cluster ownership
+    def _claim(self, rec: SessionRecord, keys: SessionKeys, msg: bytes,
+               src: Transport) -> SessionRecord | None:
+        """Reattach step 5b (after the proof): may this gateway serve the
+        session? None: parked until its owner releases it."""
+        if self.fenced:
+            raise Reject("OWNERSHIP_CONFLICT", "SEC_OWNERSHIP_ANOMALY", "this gateway is fenced")
+        try:
+            claim, new = self.ownership.claim(rec)
+        except OwnershipError as e:
+            raise Reject("OWNERSHIP_CONFLICT", "SEC_OWNERSHIP_ANOMALY", e.detail) from None
+        sid = rec.session_id
+        if claim is Claim.WAIT:
+            self.waiting[sid] = Parked(msg, src, self.clock_ms() + HANDOFF_WAIT_MS)
+            self.events.emit("OwnershipHandoff", "HANDOFF_REQUESTED", sid, src,
+                             version=new.version, owner=rec.owner, to=self.events.node_id)
+            return None
+        if rec.owner != new.owner:
+            self.events.emit("OwnershipHandoff", "OWNER_LEASE_EXPIRED", sid, src,
+                             version=new.version, previous_owner=rec.owner,
+                             owner=new.owner, detail="the owner's lease is gone: taken over")
+        if sid not in self.sessions:
+            self._adopt(new, keys)
+        return new
+
+    def _reclaim(self, rec: SessionRecord) -> SessionRecord | None:
+        """Our record under an older lease of ours (restart, re-registration):
+        move it to the current token before serving it."""
+        if not self.ownership.clustered or rec.owner_lease == self.ownership.token:
+            return rec
+        try:
+            claim, new = self.ownership.claim(rec)
+        except OwnershipError as e:
+            self.events.emit("SecurityEvent", "SEC_OWNERSHIP_ANOMALY", rec.session_id,
+                             detail=f"not re-claimed: {e.detail}")
+            return None
+        return new if claim is Claim.MINE else None
+
+    def _on_store_record(self, sid: int, rec: SessionRecord | None) -> None:
+        """A session changed in the store (watch or sweep): follow it."""
+        with self.control:
+            live = self.sessions.get(sid)
+            if live is not None:
+                self._follow(live, rec)
+            elif rec is None or rec.state is State.TERMINATED:
+                if self.standby.pop(sid, None) is not None:
+                    self.gate.remove(sid)
+            elif not self.ownership.owns(rec) and sid not in self.standby:
+                self._stand_by(rec)
+            parked = self.waiting.get(sid)
+            if (parked is not None and rec is not None and self.ownership.owns(rec)
+                    and not rec.handoff_to):
+                del self.waiting[sid]
+                self._send(self.reattach.handle(parked.msg, parked.src))
+
+    def _stand_by(self, rec: SessionRecord, keys: SessionKeys | None = None) -> None:
+        """Another gateway owns it: a standby element lets the client's
+        reattach reach us (a handoff), never its data."""
+        if keys is None:
+            try:
+                got = self.store.get(rec.session_id)
+            except StoreError:
+                return  # the next sweep tries again
+            if got is None:
+                return
+            keys = SessionKeys.unpack(got[1])
+        self.standby[rec.session_id] = keys
+        self.gate.standby(rec, keys)
+
+    def _follow(self, live: Live, rec: SessionRecord | None) -> None:
+        sid = live.record.session_id
+        if rec is None or not self.ownership.owns(rec):
+            self._drop_local(sid)  # deleted, or moved while we could not hear it
+            self.events.emit("OwnershipHandoff", "OWNERSHIP_LOST", sid,
+                             owner=rec.owner if rec else "", detail="the store says not ours")
+            if rec is not None and rec.state is not State.TERMINATED:
+                self._stand_by(rec, live.keys)
+            return
+        if rec.version < live.record.version:
+            return  # an old event; we already know better
+        live.record = rec
+        if rec.handoff_to and rec.handoff_to != self.ownership.node_id:
+            self._release(live, rec)
+        elif live.parked and not self.fenced and rec.owner_lease == self.ownership.token:
+            self._put(live, rec)  # a handover that did not happen: serve it again
+
+    def _release(self, live: Live, rec: SessionRecord) -> None:
+        """The owner's half of a handoff: our element goes first, then the
+        record moves. If the move is refused we serve it again; if the answer
+        is ambiguous we stay parked (the sweep decides when the store answers)."""
+        sid = rec.session_id
+        self.gate.standby(rec, live.keys)  # one element write: no data passes here any more
+        floor = self.gate.counter_top(sid)
+        live.installed, live.parked = False, True
+        try:
+            new = self.ownership.handover(rec, floor)
+        except OwnershipError as e:
+            self.events.emit("OwnershipHandoff", "OWNERSHIP_CONFLICT", sid, to=rec.handoff_to,
+                             detail=e.detail)
+            self.events.emit("SecurityEvent", "SEC_OWNERSHIP_ANOMALY", sid, detail=e.detail)
+            self._refuse_handoff(live, rec)
+            return
+        self._drop_local(sid)
+        self._stand_by(new, live.keys)
+        self.events.emit("OwnershipHandoff", "HANDOFF_RELEASED", sid, version=new.version,
+                         owner=new.owner, c2s_floor=new.c2s_floor)
+
+    def _refuse_handoff(self, live: Live, rec: SessionRecord) -> None:
+        """The requester is gone (or the record moved): clear the request if
+        it is still the current record, and serve the session again."""
+        try:
+            got = self.store.get(rec.session_id)
+            if got is None or not self.ownership.owns(got[0]):
+                return  # the next sweep or watch event drops it
+            cur = got[0]
+            if cur.handoff_to and self.store.gateway_lease(cur.handoff_to) is None:
+                cur = cur.with_(version=cur.version + 1, handoff_to="")
+                self.store.cas(rec.session_id, got[0].version, cur)
+        except StoreError:
+            return  # ambiguous: stay parked
+        if not cur.handoff_to:
+            live.record = cur
+            self._put(live, cur)
+
+    def _check_lease(self) -> None:
+        """Fence: without a certainly-alive lease another gateway may take
+        our sessions over, so every element of ours leaves the kernel now."""
+        if not self.ownership.clustered:
+            return
+        if self.ownership.lease_valid():
+            if self.fenced:
+                self.fenced = False
+                self.events.emit("OwnershipHandoff", "LEASE_RENEWED", detail="unfenced")
+            return
+        if not self.fenced:
+            self.fenced = True
+            for live in self.sessions.values():
+                if live.installed:
+                    self.gate.standby(live.record, live.keys)
+                    live.installed, live.parked = False, True
+            self.events.emit("SecurityEvent", "SEC_OWNERSHIP_ANOMALY",
+                             detail="lease not renewed in time: fenced, no session passes here")
+        self._renew_registration()
+
+    def _renew_registration(self) -> None:
+        """A lease etcd already dropped cannot come back: register anew (a
+        new token); our records are re-claimed by the sweep."""
+        if self.store.lease_expired():
+            try:
+                self.store.register_gateway(self.ownership.node_id, self.store.lease_ttl_s)
+            except StoreError:
+                return
+
+    def _sweep(self) -> None:
+        try:
+            records = {r.session_id: r for r in self.store.list()}
+        except StoreError:
+            return
+        known = set(self.sessions) | set(self.waiting) | set(self.standby)
+        for sid in known | set(records):
+            rec = records.get(sid)
+            if rec is not None and sid in self.sessions and self.ownership.owns(rec):
+                with self.control:
+                    rec = self._reclaim(rec) if not self.fenced else rec
+            self._on_store_record(sid, rec)
+
+    def _expire_waiting(self) -> None:
+        now = self.clock_ms()
+        for sid, p in list(self.waiting.items()):
+            if now > p.until_ms:
+                del self.waiting[sid]
+                self.events.emit("ReattachResult", "OWNERSHIP_CONFLICT", sid, p.src,
+                                 accepted=False, detail="the owner did not release in time")
+
+    def _send(self, replies) -> None:
+        for reply, to in replies:
+            try:
+                self.sock.sendto(reply, (to.addr, to.port))
+            except OSError:
+                pass
 
 
 def due_timer(rec: SessionRecord, last_rx_ms: int, now: int,

@@ -1,5 +1,7 @@
 """A throwaway etcd server on loopback (Debian's etcd-server) for tests,
-benchmarks and the lab: temp data dir, free ports, stopped and removed after."""
+benchmarks and the lab: temp data dir, free ports, stopped and removed after.
+It can also listen on more addresses (the cluster lab's management links), on
+the same client port."""
 
 from __future__ import annotations
 
@@ -12,27 +14,34 @@ import urllib.request
 from pathlib import Path
 
 
-def _free_port() -> int:
+def _free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
 class EtcdServer:
-    def __init__(self, host: str = "127.0.0.1"):
+    def __init__(self, host: str = "127.0.0.1", *, hosts: tuple[str, ...] = ()):
+        """``hosts``: every address to serve clients on (the first one is
+        advertised and health-checked); default just ``host``. The addresses
+        must exist when ``start`` runs."""
         if not shutil.which("etcd"):
             raise RuntimeError("etcd is not installed (Debian etcd-server): sudo make setup")
-        self.host = host
-        self.port, self.peer_port = _free_port(), _free_port()
+        self.hosts = tuple(hosts) or (host,)
+        self.host = self.hosts[0]
+        # one client port for every address: free on all of them ("" = any address)
+        self.port = _free_port("" if len(self.hosts) > 1 else self.host)
+        self.peer_port = _free_port(self.host)
         self.dir = Path(tempfile.mkdtemp(prefix="jvpn-etcd-"))
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> EtcdServer:
         url = f"http://{self.host}:{self.port}"
+        listen = ",".join(f"http://{h}:{self.port}" for h in self.hosts)
         peer = f"http://{self.host}:{self.peer_port}"
         self.proc = subprocess.Popen(
             ["etcd", "--name", "jvpn-test", "--data-dir", str(self.dir / "data"),
-             "--listen-client-urls", url, "--advertise-client-urls", url,
+             "--listen-client-urls", listen, "--advertise-client-urls", url,
              "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
              "--initial-cluster", f"jvpn-test={peer}", "--log-level", "error"],
             stdout=subprocess.DEVNULL, stderr=open(self.dir / "etcd.log", "wb"))  # noqa: SIM115

@@ -32,7 +32,7 @@ from . import abi, frames, keys
 
 GW_IP, ROUTER_GW_IP = "10.77.0.1", "10.77.0.254"
 WIFI_IP, LTE_IP, ATTACKER_IP = "10.77.1.2", "10.77.2.2", "10.77.3.2"
-NS_PATTERN = re.compile(r"^jl(\d+)x[0-9a-f]{4}-(gw|rt|cl|atk)$")
+NS_PATTERN = re.compile(r"^jl(\d+)x[0-9a-f]{4}-(gw|rt|cl|atk|gwb|svc)$")
 
 
 def socket_in(ns: str, *args) -> socket.socket:
@@ -56,13 +56,15 @@ class Lab:
     prefix: str = field(default_factory=lambda: f"jl{os.getpid()}x{uuid.uuid4().hex[:4]}")
     with_attacker: bool = True
     procs: list = field(default_factory=list)
+    extra_roles: tuple = ()  # more (empty) namespaces, wired by the caller (jvpn/clusterlab.py)
 
     def ns(self, role: str) -> str:
         return f"{self.prefix}-{role}"
 
     @property
     def roles(self) -> list[str]:
-        return ["gw", "rt", "cl"] + (["atk"] if self.with_attacker else [])
+        return (["gw", "rt", "cl"] + (["atk"] if self.with_attacker else [])
+                + list(self.extra_roles))
 
     # ------------------------------------------------------------ build / tear down
     def up(self) -> Lab:
@@ -152,12 +154,14 @@ class Lab:
         self.run(role, "ip", "link", "set", ifname, state)
 
     # ------------------------------------------------------------ NAT
-    def nat_on(self, uplinks: tuple[str, ...] = ("wifi", "lte")) -> None:
+    def nat_on(self, uplinks: tuple[str, ...] = ("wifi", "lte"),
+               outs: tuple[str, ...] = ("r0",)) -> None:
         """The router masquerades the client's traffic on these uplinks
-        towards the gateway with random source ports (nftables), as a carrier
-        NAT would."""
+        towards the gateway(s) (router ports ``outs``) with random source
+        ports (nftables), as a carrier NAT would."""
         nets = {"wifi": "10.77.1.0/24", "lte": "10.77.2.0/24"}
-        lines = "\n".join(f'    oifname "r0" ip saddr {nets[u]} masquerade random' for u in uplinks)
+        lines = "\n".join(f'    oifname "{o}" ip saddr {nets[u]} masquerade random'
+                          for o in outs for u in uplinks)
         rules = f"""table ip jvpnlab {{
   chain post {{
     type nat hook postrouting priority 100;

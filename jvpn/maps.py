@@ -238,6 +238,9 @@ def measure_ns_per_jiffy(interval_s: float = 0.25) -> int:
 # ---------------------------------------------------------------- pinned maps
 
 
+BPF_F_LOCK = 4  # update under the value's bpf_spin_lock (the kernel may hold it)
+
+
 class PinnedMap:
     """A pinned BPF map opened by path, keys and values as ctypes types."""
 
@@ -302,6 +305,7 @@ class GateMaps:
 
     def __init__(self, pins: Path, replay_bits: int = abi.REPLAY_BITS):
         self.pins = Path(pins)
+        self.replay_bits = replay_bits
         if not self.pins.is_dir():
             raise NotAttached(f"no jvpn maps pinned at {self.pins}: attach first")
         u64, i32 = ctypes.c_uint64, ctypes.c_int
@@ -350,6 +354,21 @@ class GateMaps:
 
     def get_runtime(self, session_id: int):
         return self.runtime.lookup(ctypes.c_uint64(session_id))
+
+    def seed_runtime(self, session_id: int, c2s_floor: int) -> None:
+        """A session new on this gateway: its window counts every counter
+        below max(``c2s_floor``, what this map already saw) as seen, so
+        nothing a previous owner accepted can be replayed here."""
+        from .replay import seed_floor  # noqa: PLC0415
+
+        key = ctypes.c_uint64(session_id)
+        old = self.runtime.lookup(key)
+        top = max(c2s_floor, int(old.replay_top) if old is not None else 0)
+        if not top:
+            return
+        rt = abi.session_rt_type(self.replay_bits)()
+        seed_floor(rt, top, self.replay_bits)
+        self.runtime.update(key, rt, BPF_F_LOCK if old is not None else 0)
 
     def list_sessions(self) -> list[tuple[int, abi.Session]]:
         return [(k.value, v) for k, v in self.sessions.items()]

@@ -10,6 +10,8 @@ Order (each failure: a reason code, a security event, nothing changed):
   4. freshness: timestamp age, epoch            FRESHNESS_INVALID
      sequence not consumed                      REPLAY_DETECTED
   5. proof (header tag + HMAC under the reattach key)   AUTH_FAIL
+ 5b. cluster: owned here, taken over from a dead owner, or parked until the
+     live owner released it (jvpn/ownership.py)  OWNERSHIP_CONFLICT
   -- from here the request is the key holder's: its sequence is consumed
   6. policy: cooldown, switches per minute      POLICY_DENY (storm: DEGRADED, again: TERMINATED)
   7. PATH_CHALLENGE to the new transport; the session is RECOVERING
@@ -63,9 +65,13 @@ class ReattachServer:
                  clock_ms: Callable[[], int],
                  rand: Callable[[int], bytes] = os.urandom,
                  per_source: KeyedBuckets | None = None,
-                 per_session: KeyedBuckets | None = None):
+                 per_session: KeyedBuckets | None = None,
+                 claim: Callable[..., SessionRecord | None] | None = None):
         self.store, self.policy, self.events = store, policy, events
         self.project, self.next_counter = project, next_counter
+        # cluster ownership (jvpn/daemon.py Gateway._claim): the record to go
+        # on with, None to park the request, or a Reject
+        self.claim = claim or (lambda rec, _keys, _msg, _src: rec)
         self.clock_ms, self.rand = clock_ms, rand
         clock_s = lambda: self.clock_ms() / 1000  # noqa: E731
         self.per_source = per_source or KeyedBuckets(10, 20, clock_s)
@@ -140,6 +146,9 @@ class ReattachServer:
         if epoch != rec.epoch:
             raise Reject("FRESHNESS_INVALID", "SEC_REPLAY_ATTEMPT", f"epoch {epoch}")
         self._verify(hdr, msg, keys)                                         # 5
+        rec = self.claim(rec, keys, msg, src)                                # 5b
+        if rec is None:
+            return []  # parked until the owning gateway releases the session
         return self._authenticated(rec, keys, src, seq, client_nonce, now)
 
     def _check_alive(self, rec: SessionRecord, now: int) -> None:

@@ -104,6 +104,9 @@ class SessionRecord:
     recovery_deadline_ms: int | None = None
     degraded_count: int = 0  # times DEGRADED was entered
     owner: str = ""  # gateway id (clusters)
+    owner_lease: int = 0  # the owner's etcd lease when it took the session: the fencing token
+    handoff_to: str = ""  # a gateway that proved the client reached it and asks to take over
+    c2s_floor: int = 0  # client counters below this were seen by a previous owner (replay)
     inner_addr: str = ""  # the client's inner address in the tunnel
     reattach_seq: int = 0  # highest reattach sequence consumed
     epoch: int = 0  # accepted switches since the handshake; proofs name it

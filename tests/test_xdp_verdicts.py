@@ -43,6 +43,7 @@ def fresh(gate):
     gate.maps.put_session(10, session(state=abi.STATE_BIRTH))
     gate.maps.put_session(11, session(state=abi.STATE_DEGRADED))
     gate.maps.put_session(12, session(bind_family=abi.AF_NONE))
+    gate.maps.put_session(13, session(state=abi.STATE_REMOTE))
     return gate
 
 
@@ -99,6 +100,12 @@ SINGLE_PACKET_CASES = [
      abi.R_PASS_CONTROL),
     ("reattach for a TERMINATED session", frame(1, sid=9, t=abi.MSG_REATTACH_REQ), DROP,
      abi.R_DROP_STATE),
+    ("data from the bound transport, session owned by another gateway", frame(1, sid=13),
+     DROP, abi.R_DROP_STATE),
+    ("reattach for a session owned by another gateway (handoff)",
+     frame(1, sid=13, src="198.51.100.7", t=abi.MSG_REATTACH_REQ), PASS, abi.R_PASS_CONTROL),
+    ("forged reattach for a session owned by another gateway",
+     frame(1, sid=13, t=abi.MSG_REATTACH_REQ, key=bytes(16)), DROP, abi.R_DROP_BAD_TAG),
     ("forged tag", frame(1, key=bytes(16)), DROP, abi.R_DROP_BAD_TAG),
     ("wrong source port", frame(1, sport=CLIENT_PORT + 1), DROP, abi.R_DROP_WRONG_BINDING),
     ("wrong source address", frame(1, src="192.0.2.99"), DROP, abi.R_DROP_WRONG_BINDING),

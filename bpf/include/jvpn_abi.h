@@ -59,7 +59,11 @@ struct jvpn_hdr {
 #define JVPN_STATE_RECOVERING 3
 #define JVPN_STATE_DEGRADED 4
 #define JVPN_STATE_TERMINATED 5
-#define JVPN_STATE_MAX 6
+/* Not a state of the machine: the session is owned by another gateway of the
+ * cluster. Its element here (a standby, written by the daemon) lets only the
+ * client's proven reattach traffic reach this daemon, never data. */
+#define JVPN_STATE_REMOTE 6
+#define JVPN_STATE_MAX 7
 
 /* Message types each state lets through the gate (bit = 1 << type).
  * Data and keepalives need a bound transport (checked separately), so they
@@ -78,6 +82,7 @@ struct jvpn_hdr {
 #define JVPN_STATE_ALLOW_VOLATILE (JVPN_ALLOW_DATA | JVPN_ALLOW_CONTROL)
 #define JVPN_STATE_ALLOW_RECOVERING (JVPN_ALLOW_DATA | JVPN_ALLOW_CONTROL)
 #define JVPN_STATE_ALLOW_DEGRADED JVPN_ALLOW_CONTROL
+#define JVPN_STATE_ALLOW_REMOTE JVPN_ALLOW_CONTROL
 #define JVPN_STATE_ALLOW_TERMINATED 0u
 
 /* ---- verdict reasons: index of the per-CPU counters array ---- */

@@ -2,8 +2,9 @@
 the record's version. The daemon writes here first and only then projects a
 binding into the BPF maps.
 
-Backends: ``SqliteStore`` (embedded default, jvpn/store/sqlite.py); an etcd
-backend for clusters comes later behind the same interface.
+Backends: ``SqliteStore`` (embedded default, jvpn/store/sqlite.py) and
+``EtcdStore`` (clusters, jvpn/store/etcd.py: also gateway leases and a
+session watch, used through jvpn/ownership.py).
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ from dataclasses import asdict, dataclass
 from typing import Protocol
 from collections.abc import Iterator
 
+from ..errors import JvpnError
 from ..session import SessionRecord, State, Transport
 
 
-class StoreError(Exception):
-    """The store could not answer: callers must fail closed."""
+class StoreError(JvpnError):
+    """The store could not answer: callers must fail closed (a command
+    that meets one prints it as a one-line error)."""
 
 
 class VersionConflict(StoreError):

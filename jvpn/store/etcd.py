@@ -19,7 +19,9 @@ from __future__ import annotations
 import base64
 import json
 import os
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -39,6 +41,8 @@ def _unb64(text: str) -> bytes:
 
 
 class EtcdStore:
+    clustered = True  # several gateways share it: ownership and leases apply
+
     def __init__(self, host: str = "127.0.0.1", port: int = 2379, *, cluster_key: bytes,
                  prefix: str = "/jvpn/", timeout_s: float = 2.0):
         if len(cluster_key) != 32:
@@ -50,6 +54,8 @@ class EtcdStore:
         self.prefix = prefix
         self._leases: dict[str, Any] = {}
         self._stop = threading.Event()
+        self.lease_id, self.lease_ttl_s = 0, 0
+        self._valid_until, self._expired = 0.0, False
 
     # ------------------------------------------------------------ plumbing
     def _key(self, kind: str, name: str) -> str:
@@ -203,30 +209,99 @@ class EtcdStore:
     # ------------------------------------------------------------ gateways
     def register_gateway(self, node_id: str, ttl_s: int = 2) -> int:
         """Register under a lease kept alive by a thread; returns the lease id
-        (the gateway's fencing token)."""
+        (the gateway's fencing token). ``lease_valid()`` says whether the
+        lease is certainly still alive: the deadline counts from the moment a
+        refresh was *sent*, so it ends no later than etcd's own expiry."""
         if ttl_s < 2:
             raise StoreError("a gateway lease must last at least 2 s")
+        sent = time.monotonic()
         lease = self._call("lease", self._client.lease, ttl_s)
-        self._call("put", self._client.put, self._key("gateways", node_id), node_id,
-                   lease=lease)
+        self._call("put", self._client.put, self._key("gateways", node_id),
+                   json.dumps({"node": node_id, "lease": int(lease.id)}), lease=lease)
         self._leases[node_id] = lease
+        self.lease_id, self.lease_ttl_s = int(lease.id), ttl_s
+        self._valid_until, self._expired = sent + ttl_s, False
+        threading.Thread(target=self._keepalive, args=(lease, ttl_s), daemon=True).start()
+        return self.lease_id
 
-        def keepalive():
-            while not self._stop.wait(ttl_s / 3):
-                try:
-                    lease.refresh()
-                except Exception:  # noqa: BLE001 - keep trying; expiry is the safe outcome
-                    continue
+    def _keepalive(self, lease, ttl_s: int) -> None:
+        while not self._stop.wait(ttl_s / 4):
+            if int(lease.id) != self.lease_id:
+                return  # re-registered under a new lease: this one is abandoned
+            sent = time.monotonic()
+            try:
+                left = lease.refresh()
+            except Exception:  # noqa: BLE001 - keep trying; expiry is the safe outcome
+                continue
+            if left <= 0:
+                self._valid_until = 0.0  # etcd says it is gone: fenced at once
+                self._expired = True
+                return
+            self._valid_until = sent + left
 
-        threading.Thread(target=keepalive, daemon=True).start()
-        return int(lease.id)
+    def lease_expired(self) -> bool:
+        """etcd answered that our lease no longer exists (not: unreachable)."""
+        return self._expired
+
+    def lease_valid(self, margin_s: float = 0.0) -> bool:
+        return time.monotonic() < self._valid_until - margin_s
+
+    def gateway_lease(self, node_id: str) -> int | None:
+        """The lease a live gateway is registered under; None when it is not
+        registered (never was, or its lease expired)."""
+        got = self._get_raw(self._key("gateways", node_id))
+        if got is None:
+            return None
+        try:
+            return int(json.loads(got[0])["lease"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise StoreError(f"gateway registration of {node_id} does not parse: {e}") from e
 
     def gateways(self) -> list[str]:
         got = self._call("get_prefix", self._client.get_prefix, self._key("gateways", ""))
-        return sorted(v.decode() if isinstance(v, bytes) else v for v, _m in got)
+        return sorted(json.loads(v)["node"] for v, _m in got)
+
+    def watch_sessions(self, on_record, stop: threading.Event) -> None:
+        """Blocking: ``on_record(session_id, record or None)`` for every
+        session change, until ``stop``. The stream is re-opened after any
+        error; callers must also re-read the whole prefix now and then (a
+        change made while the stream was down is only seen that way)."""
+        url = self._client.get_url("/watch")
+        prefix = self._key("sessions", "")
+        create = {"key": _b64(prefix), "range_end": _b64(prefix[:-1] + chr(ord(prefix[-1]) + 1))}
+        while not stop.is_set():
+            try:
+                resp = self._client.session.post(url, json={"create_request": create},
+                                                 stream=True, timeout=(2, None))
+                self._watch_resp = resp
+                for line in resp.iter_lines():
+                    if stop.is_set():
+                        return
+                    if line:
+                        self._dispatch(json.loads(line).get("result", {}), on_record)
+            except Exception:  # noqa: BLE001 - etcd gone or the stream cut: re-open
+                pass
+            stop.wait(0.2)
+
+    def _dispatch(self, result: dict, on_record) -> None:
+        for ev in result.get("events", ()):
+            kv = ev["kv"]
+            sid = int(_unb64(kv["key"]).decode().rsplit("/", 1)[1], 16)
+            if ev.get("type") == "DELETE":
+                on_record(sid, None)
+            else:
+                on_record(sid, record_from_json(json.loads(_unb64(kv["value"]))["record"]))
 
     def close(self) -> None:
         self._stop.set()
+        resp = getattr(self, "_watch_resp", None)
+        if resp is not None:  # wake a reader blocked on the stream (close() would wait for it)
+            try:
+                sock = socket.socket(fileno=os.dup(resp.raw.fileno()))
+                sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+            except (OSError, ValueError, AttributeError):
+                pass
         for lease in self._leases.values():
             try:
                 lease.revoke()
