@@ -21,7 +21,10 @@ from .app import App, session_id_hex
 @click.pass_obj
 def sessions(app: App, iface: str | None, as_json: bool) -> None:
     """List the sessions in the pinned maps of IFACE (default: every attached
-    interface): session id (hex), state, version, fence, bound transport
+    interface): session id (hex), state (REMOTE: a standby for a session
+    another gateway of the cluster owns), owner (the gateway that serves it:
+    this one when the element's fence is this daemon's lease; "stale" for an
+    element under an older lease), version, fence, bound transport
     address ("-" when unbound), and from the runtime state the XDP program
     keeps: packets and bytes received and the highest counter accepted ("-"
     before the first authentic packet). Needs root and bcc.
@@ -29,8 +32,9 @@ def sessions(app: App, iface: str | None, as_json: bool) -> None:
     app.require_maps_access()
     out: dict[str, list[dict[str, Any]]] = {}
     for att in app.attachments(iface):
+        owners = maps.Owners.load(att.ifname)
         with app.open_maps(att) as gm:
-            out[att.ifname] = [_row(gm, sid, s) for sid, s in sorted(gm.list_sessions())]
+            out[att.ifname] = [_row(gm, sid, s, owners) for sid, s in sorted(gm.list_sessions())]
     if as_json:
         app.emit_json(out)
         return
@@ -42,6 +46,7 @@ def sessions(app: App, iface: str | None, as_json: bool) -> None:
         # ids and addresses are never cut, even in a narrow or piped console
         table.add_column("session id", no_wrap=True, min_width=16)
         table.add_column("state", no_wrap=True)
+        table.add_column("owner", no_wrap=True)
         table.add_column("version", overflow="fold")
         table.add_column("fence", overflow="fold")
         table.add_column("bound to", no_wrap=True,
@@ -49,13 +54,23 @@ def sessions(app: App, iface: str | None, as_json: bool) -> None:
         for col in ("rx packets", "rx bytes", "highest counter"):
             table.add_column(col, justify="right", overflow="fold")
         for r in rows:
-            table.add_row(r["session_id"], r["state"], str(r["version"]), str(r["fence"]),
+            table.add_row(r["session_id"], r["state"], r["owner"] or "-", str(r["version"]),
+                          str(r["fence"]),
                           r["bound"], _dash(r["rx_packets"]), _dash(r["rx_bytes"]),
                           _dash(r["highest_counter"]))
         app.say(table)
 
 
-def _row(gm: maps.GateMaps, sid: int, s: abi.Session) -> dict[str, Any]:
+def _owner(sid: int, s: abi.Session, owners: maps.Owners | None) -> str | None:
+    if owners is None:
+        return None  # no gateway daemon has described these maps
+    if s.state == abi.STATE_REMOTE:
+        return owners.remote.get(f"{sid:016x}")
+    return owners.node if s.fence == owners.lease else "stale"
+
+
+def _row(gm: maps.GateMaps, sid: int, s: abi.Session,
+         owners: maps.Owners | None = None) -> dict[str, Any]:
     family = s.bind_family
     if family == abi.AF_NONE:
         addr, port, bound = None, None, "-"
@@ -67,6 +82,7 @@ def _row(gm: maps.GateMaps, sid: int, s: abi.Session) -> dict[str, Any]:
     return {
         "session_id": session_id_hex(sid),
         "state": abi.STATE_NAMES.get(s.state, f"UNKNOWN({s.state})"),
+        "owner": _owner(sid, s, owners),
         "version": s.version,
         "fence": s.fence,
         "bound": bound,

@@ -72,6 +72,7 @@ class XdpGate:
         from .maps import Attachment, GateMaps, pin_dir
 
         att = Attachment.load(ifname)
+        self.ifname, self._published = ifname, None
         self.pins = pin_dir(ifname)
         self.maps = GateMaps(self.pins, att.replay_bits)
         self.checks_in_kernel = True
@@ -91,6 +92,17 @@ class XdpGate:
 
     def standby(self, rec: SessionRecord, keys: SessionKeys) -> None:
         self.maps.put_session(rec.session_id, session_element(rec, keys, remote=True))
+
+    def publish_owners(self, node: str, lease: int, remote: dict[int, str]) -> None:
+        """Who this gateway is (and its fencing token) and who owns the
+        standby elements, for `jvpn-xdp sessions` (written only on change)."""
+        from .maps import Owners  # noqa: PLC0415
+
+        doc = Owners(node=node, lease=lease,
+                     remote={f"{sid:016x}": o for sid, o in sorted(remote.items())})
+        if doc != self._published:
+            doc.save(self.ifname)
+            self._published = doc
 
     def remove(self, sid: int) -> None:
         self.maps.remove_session(sid)
@@ -152,6 +164,9 @@ class UserspaceGate:
     def event_reader(self):
         return None
 
+    def publish_owners(self, node: str, lease: int, remote: dict[int, str]) -> None:
+        pass  # no maps to describe
+
     def admit(self, msg: bytes, src: tuple[str, int]) -> bool:
         with self._lock:
             return abi.is_pass(self.model.run_message(msg, src[0], src[1], self.clock_ns()))
@@ -204,6 +219,7 @@ class Gateway:
                           if getattr(store, "clustered", False) else LocalOwnership(events.node_id))
         self.waiting: dict[int, Parked] = {}
         self.standby: dict[int, SessionKeys] = {}  # sessions other gateways own
+        self.remote_owner: dict[int, str] = {}  # ... and who (for `jvpn-xdp sessions`)
         self.fenced = False
         self.reattach = ReattachServer(store, policy, events, project=self._project,
                                        next_counter=self._next_counter, clock_ms=self.clock_ms,
@@ -224,6 +240,8 @@ class Gateway:
             t = threading.Thread(target=target, daemon=True)
             t.start()
             self._threads.append(t)
+        self.gate.publish_owners(self.ownership.node_id, self.ownership.token,
+                                 dict(self.remote_owner))
         self.events.emit("GatewayStarted", "OK", listen=str(self.sock.getsockname()),
                          gate="xdp" if self.gate.checks_in_kernel else "userspace",
                          sessions=len(self.sessions))
@@ -298,6 +316,7 @@ class Gateway:
                       c2s_floor=rec.c2s_floor)
         live.installed, live.parked = True, False
         self.standby.pop(rec.session_id, None)
+        self.remote_owner.pop(rec.session_id, None)
 
     def _adopt(self, rec: SessionRecord, keys: SessionKeys) -> Live:
         """A session this gateway just became owner of: counters resume above
@@ -518,6 +537,8 @@ class Gateway:
             if self.ownership.clustered and time.monotonic() >= next_sweep:
                 next_sweep = time.monotonic() + SWEEP_S
                 self._sweep()
+                self.gate.publish_owners(self.ownership.node_id, self.ownership.token,
+                                         dict(self.remote_owner))
 
     def _timers(self, live: Live) -> None:
         if live.record.state is State.TERMINATED:
@@ -573,10 +594,11 @@ class Gateway:
             if live is not None:
                 self._follow(live, rec)
             elif rec is None or rec.state is State.TERMINATED:
+                self.remote_owner.pop(sid, None)
                 if self.standby.pop(sid, None) is not None:
                     self.gate.remove(sid)
-            elif not self.ownership.owns(rec) and sid not in self.standby:
-                self._stand_by(rec)
+            elif not self.ownership.owns(rec) and self.remote_owner.get(sid) != rec.owner:
+                self._stand_by(rec, self.standby.get(sid))
             parked = self.waiting.get(sid)
             if (parked is not None and rec is not None and self.ownership.owns(rec)
                     and not rec.handoff_to):
@@ -595,6 +617,7 @@ class Gateway:
                 return
             keys = SessionKeys.unpack(got[1])
         self.standby[rec.session_id] = keys
+        self.remote_owner[rec.session_id] = rec.owner
         self.gate.standby(rec, keys)
 
     def _follow(self, live: Live, rec: SessionRecord | None) -> None:

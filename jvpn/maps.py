@@ -441,6 +441,34 @@ class Attachment:
         return out
 
 
+@dataclass
+class Owners:
+    """Written by the gateway daemon next to the attachment record: its node
+    id, its lease (the fence of its own elements) and the owners of its
+    standby elements. Read by `jvpn-xdp sessions`."""
+
+    node: str
+    lease: int
+    remote: dict
+
+    @classmethod
+    def path(cls, ifname: str) -> Path:
+        return run_dir() / f"{ifname}.owners.json"
+
+    def save(self, ifname: str) -> None:
+        run_dir().mkdir(parents=True, exist_ok=True)
+        tmp = self.path(ifname).with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        tmp.replace(self.path(ifname))  # readers see the old or the new file
+
+    @classmethod
+    def load(cls, ifname: str) -> Owners | None:
+        try:
+            return cls(**json.loads(cls.path(ifname).read_text()))
+        except (OSError, ValueError, TypeError):
+            return None  # no daemon has run here (yet)
+
+
 def xdp_prog_id(ifname: str) -> int | None:
     """The id of the XDP program on a link (any mode), from netlink."""
     from pyroute2 import IPRoute

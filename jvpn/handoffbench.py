@@ -1,0 +1,270 @@
+"""Handoffs between the cluster lab's gateways, measured: how long the client
+is without a working path when it moves to the other gateway, and whether
+any packet of the session was accepted by both gateways.
+
+Dual acceptance is measured the strict way. While the client moves, every
+message it sends on its new uplink is also copied to the *old* owner from the
+*old* bound transport (a mirror in the router namespace, frames injected in
+front of that gateway): as if the old path still delivered everything. A tap
+behind each gateway's XDP program (AF_PACKET sees only what XDP passed)
+records the counters of the session's data messages. A counter found on both
+gateways is a packet accepted by both: the old owner was still passing data
+while the new one already was.
+
+Used by `jvpn-xdp bench handoff` and tests/test_cluster_lab.py.
+"""
+
+from __future__ import annotations
+
+import socket
+import statistics
+import struct
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from . import abi, frames
+from .clusterlab import SVC_IP, VIP, ClusterLab, site
+from .lab import PORT, socket_in
+
+ROUTER_PORT = {"a": "r0", "b": "r4"}  # the router's port in front of each gateway
+UPLINK_PORT = {"wifi": "r1", "lte": "r2"}  # the router's port behind each client uplink
+SOL_PACKET, PACKET_VNET_HDR, PACKET_OUTGOING = 263, 15, 4
+
+
+def _messages(raw: bytes) -> tuple[tuple[str, int], list[bytes]] | None:
+    """(source transport, jvpn messages) of one captured IPv4/UDP frame to
+    our port; a GSO batch (virtio-net header) is cut into its messages."""
+    gso_type, gso_size = raw[1], struct.unpack_from("=H", raw, 4)[0]
+    ip = raw[10 + 14:]
+    if len(ip) < 28 or ip[0] >> 4 != 4 or ip[9] != 17:
+        return None
+    ihl = (ip[0] & 0xF) * 4
+    sport, dport = struct.unpack_from("!HH", ip, ihl)
+    if dport != PORT:
+        return None
+    payload = ip[ihl + 8:]
+    step = gso_size if gso_type and gso_size else len(payload)
+    return ((socket.inet_ntoa(ip[12:16]), sport),
+            [payload[i:i + step] for i in range(0, len(payload), step)])
+
+
+class _Capture:
+    """AF_PACKET on one interface of one namespace, a thread calling
+    ``on_frame(raw)`` for each received (not sent) frame."""
+
+    def __init__(self, ns: str, ifname: str, on_frame: Callable[[bytes], None]):
+        self.sock = socket_in(ns, socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
+        self.sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
+        self.sock.bind((ifname, 0))
+        self.sock.settimeout(0.1)
+        self.on_frame = on_frame
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                raw, meta = self.sock.recvfrom(70000)
+            except (TimeoutError, OSError):
+                continue
+            if meta[2] != PACKET_OUTGOING:
+                self.on_frame(raw)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._t.join(timeout=2)
+        self.sock.close()
+
+
+class GatewayTap:
+    """The counters of one session's data messages a gateway's XDP passed."""
+
+    def __init__(self, cl: ClusterLab, name: str, sid: int):
+        self.sid, self.counters = sid, set()
+        self._cap = _Capture(cl.lab.ns(site(name).role), "gw0", self._frame)
+
+    def _frame(self, raw: bytes) -> None:
+        got = _messages(raw)
+        for msg in got[1] if got else ():
+            if (len(msg) >= abi.HDR_LEN and msg[0] in (abi.MSG_DATA, abi.MSG_KEEPALIVE)
+                    and int.from_bytes(msg[8:16], "little") == self.sid):
+                self.counters.add(int.from_bytes(msg[16:24], "little"))
+
+    def stop(self) -> None:
+        self._cap.stop()
+
+
+class Mirror:
+    """Copies what the client sends on ``uplink`` to gateway ``to`` as if it
+    still came from ``spoof`` (the session's old bound transport)."""
+
+    def __init__(self, cl: ClusterLab, uplink: str, to: str, spoof: tuple[str, int]):
+        mac = cl_mac(cl)
+        role = site(to).role
+        self.head = mac(role, "gw0") + mac("rt", ROUTER_PORT[site(to).name]) + b"\x08\x00"
+        self.spoof, self.copied = spoof, 0
+        self.out = socket_in(cl.lab.ns("rt"), socket.AF_PACKET, socket.SOCK_RAW)
+        self.out.bind((ROUTER_PORT[site(to).name], 0))
+        self._cap = _Capture(cl.lab.ns("rt"), UPLINK_PORT[uplink], self._frame)
+
+    def _frame(self, raw: bytes) -> None:
+        got = _messages(raw)
+        for msg in got[1] if got else ():
+            if msg and msg[0] in (abi.MSG_DATA, abi.MSG_KEEPALIVE):
+                ip = frames.ipv4(self.spoof[0], VIP, 17, frames.udp(self.spoof[1], PORT, msg))
+                try:
+                    self.out.send(self.head + ip)
+                    self.copied += 1
+                except OSError:
+                    pass
+
+    def stop(self) -> None:
+        self._cap.stop()
+        self.out.close()
+
+
+def cl_mac(cl: ClusterLab) -> Callable[[str, str], bytes]:
+    import json  # noqa: PLC0415
+
+    def mac(role: str, ifname: str) -> bytes:
+        out = cl.lab.run(role, "ip", "-j", "link", "show", ifname).stdout
+        return bytes.fromhex(json.loads(out)[0]["address"].replace(":", ""))
+
+    return mac
+
+
+# ---------------------------------------------------------------- the benchmark
+
+ECHO = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((sys.argv[1], int(sys.argv[2])))
+while True:
+    b, a = s.recvfrom(2048); s.sendto(b, a)
+"""
+
+PROBER = r"""
+import os, socket, struct, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(0.001)
+dst, log = (sys.argv[1], int(sys.argv[2])), open(sys.argv[3], "w", buffering=1)
+n = 0
+while not os.path.exists(sys.argv[3] + ".stop"):
+    n += 1
+    try:
+        s.sendto(struct.pack("!Qd", n, time.monotonic()), dst)
+    except OSError:
+        time.sleep(0.001)
+    try:
+        while True:
+            b = s.recv(64)
+            k, sent = struct.unpack("!Qd", b)
+            log.write(f"{k} {sent} {time.monotonic()}\n")
+    except (TimeoutError, OSError):
+        pass
+"""
+
+
+def _owner(cl: ClusterLab, sid: int):
+    store = cl.store()
+    try:
+        got = store.get(sid)
+        return got[0] if got else None
+    finally:
+        store.close()
+
+
+def handoff_trials(cl: ClusterLab, sid: int, trials: int, settle_s: float = 1.2,
+                   progress: Callable[[str], None] = lambda _: None) -> dict:
+    """Move the client between the gateways ``trials`` times with the mirror
+    and taps on; returns the moments of the moves, per-trial store times and
+    the dual-accepted counters."""
+    taps = {n: GatewayTap(cl, n, sid) for n in ("a", "b")}
+    moves, to_owner_ms, copied = [], [], 0
+    try:
+        for i in range(trials):
+            progress(f"handoff {i + 1}/{trials}")
+            rec = _owner(cl, sid)
+            old, uplink = site(rec.owner), "lte" if site(rec.owner).name == "a" else "wifi"
+            mirror = Mirror(cl, uplink, old.name, (rec.binding.addr, rec.binding.port))
+            cl.use_uplink(uplink)
+            t0 = time.monotonic()  # after: every probe sent from here takes the new path
+            moves.append(t0)
+            to_owner_ms.append(_wait_owner(cl, sid, "gw-b" if old.name == "a" else "gw-a", t0))
+            time.sleep(settle_s)
+            mirror.stop()
+            copied += mirror.copied
+    finally:
+        for t in taps.values():
+            t.stop()
+    both = taps["a"].counters & taps["b"].counters
+    return {"moves": moves, "to_owner_ms": to_owner_ms, "dual_active_packets": len(both),
+            "accepted": {n: len(t.counters) for n, t in taps.items()}, "mirrored": copied}
+
+
+def _wait_owner(cl: ClusterLab, sid: int, node: str, t0: float, timeout_s: float = 5.0):
+    end = t0 + timeout_s
+    while time.monotonic() < end:
+        rec = _owner(cl, sid)
+        if rec is not None and rec.owner == node and rec.state.name == "ATTACHED":
+            return round((time.monotonic() - t0) * 1000, 2)
+        time.sleep(0.005)
+    return None
+
+
+def gaps_after(samples: list[tuple[float, float, float]], moves: list[float]) -> list:
+    """Per move: ms from the move to the first probe sent after it that came
+    back (None: none came back before the next move)."""
+    out = []
+    for i, t0 in enumerate(moves):
+        t1 = moves[i + 1] if i + 1 < len(moves) else float("inf")
+        after = [got for _n, sent, got in samples if t0 <= sent < t1]
+        out.append(round((min(after) - t0) * 1000, 2) if after else None)
+    return out
+
+
+def percentiles(values: list) -> tuple[float | None, float | None]:
+    got = sorted(v for v in values if v is not None)
+    if not got:
+        return None, None
+    return (round(statistics.median(got), 2),
+            round(got[min(len(got) - 1, int(len(got) * 0.99))], 2))
+
+
+def run_handoff_bench(trials: int = 20, progress: Callable[[str], None] = lambda _: None,
+                      ) -> dict:
+    with tempfile.TemporaryDirectory(prefix="jvpn-bench-") as d:
+        tmp = Path(d)
+        cl = ClusterLab(tmp, gateway_extra="LeaseTTL = 2\n").up()
+        try:
+            cl.start_all()
+            cl.lab.spawn("svc", sys.executable, "-c", ECHO, SVC_IP, "7007")
+            log = tmp / "probe.txt"
+            cl.lab.spawn("cl", sys.executable, "-c", PROBER, SVC_IP, "7007", str(log))
+            time.sleep(1.5)
+            [rec] = cl.store().list()
+            result = handoff_trials(cl, rec.session_id, trials, progress=progress)
+            time.sleep(0.5)
+            Path(str(log) + ".stop").touch()
+            time.sleep(0.3)
+            samples = [tuple(map(float, line.split())) for line in log.read_text().splitlines()
+                       if line.count(" ") == 2]
+        finally:
+            cl.down()
+    per_trial = gaps_after(samples, result["moves"])
+    p50, p99 = percentiles(per_trial)
+    return {"p50_ms": p50, "p99_ms": p99, "trials": sum(g is not None for g in per_trial),
+            "dual_active_packets": result["dual_active_packets"],
+            "trials_without_recovery": sum(g is None for g in per_trial),
+            "per_trial_ms": per_trial,
+            "owner_moved_ms": result["to_owner_ms"],
+            "accepted_per_gateway": result["accepted"], "mirrored_to_old_owner":
+                result["mirrored"],
+            "method": "client alternates Wi-Fi (gateway A) and LTE (gateway B) catchments; "
+                      "UDP echo to the backend every ~1 ms through the tunnel; per move: ms "
+                      "to the first echo sent after it that came back. Dual-active: the "
+                      "client's packets on the new path are mirrored to the old owner from "
+                      "the old transport; counters passed by both gateways' XDP are counted"}
