@@ -94,6 +94,40 @@ def bench_reattach(app, as_json: bool, trials: int):
     _report(app, as_json, lambda progress: run_reattach_bench(trials, progress))
 
 
+@bench.command("handoff", help="A client moving between two gateways of a cluster (etcd, XDP "
+                               "on both): ms from the move to data flowing again, and packets "
+                               "of the session accepted by both gateways while its traffic is "
+                               "mirrored to the old owner (goal: 0). With --compare, the "
+                               "single-gateway reattach is measured in the same run.")
+@click.option("--json", "as_json", is_flag=True,
+              help='Print one JSON object: {"p50_ms", "p99_ms", "trials", '
+                   '"dual_active_packets", ...}.')
+@click.option("--trials", default=30, show_default=True, type=click.IntRange(2, 500))
+@click.option("--compare/--no-compare", default=True, show_default=True,
+              help="Also run `bench reattach` (one gateway) with as many trials.")
+@click.pass_obj
+def bench_handoff(app, as_json: bool, trials: int, compare: bool):
+    from jvpn.benchnet import run_reattach_bench
+    from jvpn.handoffbench import run_handoff_bench
+    from jvpn.maps import require_bcc, require_root
+
+    require_root()
+    require_bcc()
+    _need("etcd")
+
+    def run(progress):
+        result = run_handoff_bench(trials, progress)
+        if compare:
+            single = run_reattach_bench(trials, progress)
+            result["reattach_p99_ms"] = single["p99_ms"]
+            result["reattach_p50_ms"] = single["p50_ms"]
+            if single["p99_ms"] and result["p99_ms"]:
+                result["p99_vs_reattach"] = round(result["p99_ms"] / single["p99_ms"], 2)
+        return result
+
+    _report(app, as_json, run)
+
+
 @bench.command("flood", help="Legit TCP goodput through the tunnel with no flood, then while "
                              "the attacker floods forged packets (trafgen), once with the XDP "
                              "gate and once with the same checks in the daemon (no XDP).")

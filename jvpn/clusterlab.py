@@ -212,6 +212,7 @@ class ClusterLab:
         self.mgmt_n: int | None = None
         self.etcd: EtcdServer | None = None
         self.announcer: RouteAnnouncer | None = None
+        self._svc_rt = None  # netlink socket in the backend namespace (the announcer's)
         self.gateways: dict[str, subprocess.Popen] = {}
         self.client: subprocess.Popen | None = None
 
@@ -265,7 +266,8 @@ class ClusterLab:
         """Every step runs even when an earlier one fails; the first error is raised."""
         from .maps import unpin  # noqa: PLC0415 - bcc only when a lab runs
 
-        steps = [lambda: self.announcer and self.announcer.stop()]
+        steps = [lambda: self.announcer and self.announcer.stop(),
+                 lambda: self._svc_rt and self._svc_rt.close()]
         if self.xdp_on:
             steps += [lambda n=n: self._xdp(n, "detach", "gw0", check=False) for n in SITES]
         steps.append(self.lab.down)  # stops the jvpn processes while etcd still answers them
@@ -357,7 +359,13 @@ class ClusterLab:
                                        "do echo 0 > $f; done")
 
     def _install_route(self, addr: str, via: str) -> None:
-        self.lab.run("svc", "ip", "route", "replace", f"{addr}/32", "via", via, timeout=10)
+        """Over a netlink socket opened in the backend's namespace: a routing
+        daemon's update takes a millisecond, not a process start."""
+        if self._svc_rt is None:
+            from pyroute2 import IPRoute  # noqa: PLC0415
+
+            self._svc_rt = IPRoute(netns=self.lab.ns("svc"))
+        self._svc_rt.route("replace", dst=f"{addr}/32", gateway=via)
 
     def _write_configs(self) -> None:
         gp, cp = keys.generate_private(), keys.generate_private()

@@ -200,7 +200,9 @@ def test_smoke_both_gateways_and_a_client_on_a(tmp_path):
     try:
         c.start_all()
         _until(lambda: len(c.cli_json("a", "sessions")["gw0"]) == 1, "a session on gw-a", 15)
-        assert c.cli_json("b", "sessions")["gw0"] == []
+        # B holds only a standby (control-only) element for A's session
+        _until(lambda: [e["state"] for e in c.cli_json("b", "sessions")["gw0"]] == ["REMOTE"],
+               "B's standby element", 5)
         [rec] = c.store().list()
         assert rec.owner == "gw-a" and rec.inner_addr == "10.99.0.2"
         _until(lambda: "via 10.78.1.1" in _svc_route(c, "10.99.0.2"), "route to the client")

@@ -53,6 +53,7 @@ class EtcdStore:
         self._aead = AESGCM(cluster_key)
         self.prefix = prefix
         self._leases: dict[str, Any] = {}
+        self._seen: dict[int, tuple[int, int, str]] = {}  # sid -> (version, mod_revision, sealed)
         self._stop = threading.Event()
         self.lease_id, self.lease_ttl_s = 0, 0
         self._valid_until, self._expired = 0.0, False
@@ -71,11 +72,21 @@ class EtcdStore:
             raise StoreError(f"etcd {what} failed: {e}") from e
 
     def _txn(self, compare: list, success: list, failure: list | None = None) -> bool:
+        return self._txn_rev(compare, success, failure)[0]
+
+    def _txn_rev(self, compare: list, success: list,
+                 failure: list | None = None) -> tuple[bool, int]:
+        """(succeeded, the store's revision after it: a key put by a
+        successful transaction has this mod_revision)."""
         resp = self._call("transaction", self._client.transaction,
                           {"compare": compare, "success": success, "failure": failure or []})
         if not isinstance(resp, dict) or "header" not in resp:
             raise StoreError(f"etcd transaction: unexpected answer {resp!r:.200}")
-        return bool(resp.get("succeeded", False))
+        try:
+            rev = int(resp["header"]["revision"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise StoreError(f"etcd transaction: no revision in {resp!r:.200}") from e
+        return bool(resp.get("succeeded", False)), rev
 
     def _get_raw(self, key: str) -> tuple[bytes, int] | None:
         got = self._call("get", self._client.get, key, metadata=True)
@@ -105,12 +116,13 @@ class EtcdStore:
     # ------------------------------------------------------------ Store
     def create(self, rec: SessionRecord, secrets: bytes) -> None:
         key = self._sid_key(rec.session_id)
-        value = json.dumps({"record": record_to_json(rec),
-                            "secrets": self._seal(rec.session_id, secrets)})
-        ok = self._txn([{"key": _b64(key), "result": "EQUAL", "target": "CREATE",
-                         "create_revision": 0}], [self._put(key, value)])
+        sealed = self._seal(rec.session_id, secrets)
+        value = json.dumps({"record": record_to_json(rec), "secrets": sealed})
+        ok, rev = self._txn_rev([{"key": _b64(key), "result": "EQUAL", "target": "CREATE",
+                                  "create_revision": 0}], [self._put(key, value)])
         if not ok:
             raise AlreadyExists(f"session {rec.session_id:016x} exists")
+        self._seen[rec.session_id] = (rec.version, rev, sealed)
 
     def _load(self, sid: int) -> tuple[dict, int] | None:
         got = self._get_raw(self._sid_key(sid))
@@ -125,13 +137,35 @@ class EtcdStore:
     def get(self, session_id: int) -> tuple[SessionRecord, bytes] | None:
         got = self._load(session_id)
         if got is None:
+            self._seen.pop(session_id, None)
             return None
-        doc, _rev = got
-        return record_from_json(doc["record"]), self._open(session_id, doc["secrets"])
+        doc, rev = got
+        rec = record_from_json(doc["record"])
+        self._seen[session_id] = (rec.version, rev, doc["secrets"])
+        return rec, self._open(session_id, doc["secrets"])
 
     def cas(self, session_id: int, expected_version: int, new: SessionRecord) -> None:
+        """One transaction on the key's mod_revision. The revision is the one
+        this store last saw the record at, if that was ``expected_version``
+        (every write bumps the version, so an unchanged revision means an
+        unchanged record); otherwise it is read first."""
         if new.session_id != session_id or new.version <= expected_version:
             raise StoreError("cas: the new record must be the same session at a higher version")
+        seen = self._seen.get(session_id)
+        if seen is not None and seen[0] == expected_version:
+            _v, rev, sealed = seen
+        else:
+            rev, sealed = self._current(session_id, expected_version)
+        key = self._sid_key(session_id)
+        value = json.dumps({"record": record_to_json(new), "secrets": sealed})
+        ok, now = self._txn_rev([{"key": _b64(key), "result": "EQUAL", "target": "MOD",
+                                  "mod_revision": rev}], [self._put(key, value)])
+        if not ok:
+            self._seen.pop(session_id, None)
+            raise VersionConflict(f"session {session_id:016x} changed under us")
+        self._seen[session_id] = (new.version, now, sealed)
+
+    def _current(self, session_id: int, expected_version: int) -> tuple[int, str]:
         got = self._load(session_id)
         if got is None:
             raise VersionConflict(f"session {session_id:016x} is gone")
@@ -139,14 +173,11 @@ class EtcdStore:
         if record_from_json(doc["record"]).version != expected_version:
             raise VersionConflict(
                 f"session {session_id:016x} is no longer at version {expected_version}")
-        key = self._sid_key(session_id)
-        value = json.dumps({"record": record_to_json(new), "secrets": doc["secrets"]})
-        if not self._txn([{"key": _b64(key), "result": "EQUAL", "target": "MOD",
-                           "mod_revision": rev}], [self._put(key, value)]):
-            raise VersionConflict(f"session {session_id:016x} changed under us")
+        return rev, doc["secrets"]
 
     def delete(self, session_id: int, expected_version: int | None = None) -> None:
         key = self._sid_key(session_id)
+        self._seen.pop(session_id, None)
         got = self._load(session_id)
         if got is None or (expected_version is not None and
                            record_from_json(got[0]["record"]).version != expected_version):
