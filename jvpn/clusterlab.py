@@ -328,6 +328,16 @@ class ClusterLab:
                 "priority", str(100 + i))
         run("ip", "route", "add", f"{VIP}/32", "via", SITES["a"].edge_ip)  # anyone else: A
 
+    def set_catchment(self, uplink: str, name: str) -> None:
+        """Send the VIP traffic of a client uplink ("wifi"/"lte") to gateway
+        ``name``: with both uplinks on one gateway, moving between them is
+        a reattach on that gateway, not a handoff (the benchmark's baseline)."""
+        net = {"wifi": "10.77.1.0/24", "lte": "10.77.2.0/24"}[uplink]
+        prio = str(100 + list(CATCHMENT).index(net))
+        self.lab.run("rt", "ip", "rule", "del", "from", net, "priority", prio)
+        self.lab.run("rt", "ip", "rule", "add", "from", net, "lookup",
+                     str(site(name).table), "priority", prio)
+
     def _wire_mgmt(self) -> None:
         """One veth per gateway to the root namespace, where etcd listens.
         The pair goes away with the gateway's namespace."""

@@ -236,6 +236,9 @@ def percentiles(values: list) -> tuple[float | None, float | None]:
 
 def run_handoff_bench(trials: int = 20, progress: Callable[[str], None] = lambda _: None,
                       ) -> dict:
+    """``trials`` handoffs (LTE lands on B), then ``trials`` reattaches on one
+    gateway of the same cluster (LTE lands on A too): same client, same
+    etcd, same moves; only the ownership move differs."""
     with tempfile.TemporaryDirectory(prefix="jvpn-bench-") as d:
         tmp = Path(d)
         cl = ClusterLab(tmp, gateway_extra="LeaseTTL = 2\n").up()
@@ -247,6 +250,11 @@ def run_handoff_bench(trials: int = 20, progress: Callable[[str], None] = lambda
             time.sleep(1.5)
             [rec] = cl.store().list()
             result = handoff_trials(cl, rec.session_id, trials, progress=progress)
+            cl.set_catchment("lte", "a")
+            if _owner(cl, rec.session_id).owner != "gw-a":
+                cl.use_uplink("wifi")
+                time.sleep(1.0)
+            local = _same_gateway_moves(cl, trials, progress)
             time.sleep(0.5)
             Path(str(log) + ".stop").touch()
             time.sleep(0.3)
@@ -254,17 +262,36 @@ def run_handoff_bench(trials: int = 20, progress: Callable[[str], None] = lambda
                        if line.count(" ") == 2]
         finally:
             cl.down()
-    per_trial = gaps_after(samples, result["moves"])
+    per_trial = gaps_after(samples, result["moves"] + local)[:len(result["moves"])]
+    per_local = gaps_after(samples, local)
     p50, p99 = percentiles(per_trial)
+    local_p50, local_p99 = percentiles(per_local)
     return {"p50_ms": p50, "p99_ms": p99, "trials": sum(g is not None for g in per_trial),
             "dual_active_packets": result["dual_active_packets"],
             "trials_without_recovery": sum(g is None for g in per_trial),
-            "per_trial_ms": per_trial,
+            "same_gateway_reattach_p50_ms": local_p50,
+            "same_gateway_reattach_p99_ms": local_p99,
+            "p99_vs_same_gateway_reattach": round(p99 / local_p99, 2) if p99 and local_p99
+            else None,
+            "per_trial_ms": per_trial, "same_gateway_per_trial_ms": per_local,
             "owner_moved_ms": result["to_owner_ms"],
-            "accepted_per_gateway": result["accepted"], "mirrored_to_old_owner":
-                result["mirrored"],
+            "accepted_per_gateway": result["accepted"],
+            "mirrored_to_old_owner": result["mirrored"],
             "method": "client alternates Wi-Fi (gateway A) and LTE (gateway B) catchments; "
                       "UDP echo to the backend every ~1 ms through the tunnel; per move: ms "
-                      "to the first echo sent after it that came back. Dual-active: the "
-                      "client's packets on the new path are mirrored to the old owner from "
-                      "the old transport; counters passed by both gateways' XDP are counted"}
+                      "from the uplink change (done) to the first echo sent after it that "
+                      "came back. Same-gateway baseline: the same moves with both uplinks "
+                      "on A, same cluster and etcd. Dual-active: the client's packets on the "
+                      "new path are mirrored to the old owner from the old transport; "
+                      "counters passed by both gateways' XDP are counted"}
+
+
+def _same_gateway_moves(cl: ClusterLab, trials: int,
+                        progress: Callable[[str], None]) -> list[float]:
+    moves = []
+    for i in range(trials):
+        progress(f"reattach on one gateway {i + 1}/{trials}")
+        cl.use_uplink("lte" if i % 2 == 0 else "wifi")
+        moves.append(time.monotonic())
+        time.sleep(1.2)
+    return moves
