@@ -450,6 +450,10 @@ class Gateway:
     def _udp_loop(self) -> None:
         recv, sessions = self.sock.recvfrom, self.sessions
         write, admit = self.tun.write, self.gate.admit
+        # a resumed (stopped, swapped out) daemon must not deliver data before
+        # its timer thread had a chance to fence: check the lease here too
+        fence_here = self.ownership.clustered
+        lease_ok = self.ownership.lease_valid
         while not self._stop.is_set():
             try:
                 msg, src = recv(65535)
@@ -460,7 +464,7 @@ class Gateway:
             t = msg[0]
             if t in (abi.MSG_DATA, abi.MSG_KEEPALIVE):
                 live = sessions.get(int.from_bytes(msg[8:16], "little"))
-                if live is None:
+                if live is None or (fence_here and not lease_ok()):
                     continue
                 opened = live.channel.open(msg)
                 if opened is None:

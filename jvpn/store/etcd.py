@@ -319,9 +319,15 @@ class EtcdStore:
             kv = ev["kv"]
             sid = int(_unb64(kv["key"]).decode().rsplit("/", 1)[1], 16)
             if ev.get("type") == "DELETE":
+                self._seen.pop(sid, None)
                 on_record(sid, None)
-            else:
-                on_record(sid, record_from_json(json.loads(_unb64(kv["value"]))["record"]))
+                continue
+            doc = json.loads(_unb64(kv["value"]))
+            rec = record_from_json(doc["record"])
+            rev = int(kv.get("mod_revision", 0))
+            if rev > self._seen.get(sid, (0, 0, ""))[1]:  # a CAS needs no read after this
+                self._seen[sid] = (rec.version, rev, doc["secrets"])
+            on_record(sid, rec)
 
     def close(self) -> None:
         self._stop.set()
