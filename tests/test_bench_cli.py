@@ -30,3 +30,16 @@ def test_bench_xdp_prints_one_json_object():
     for counter in ("pass_data", "drop_unknown_session", "drop_malformed", "drop_bad_tag",
                     "drop_wrong_binding", "drop_replay", "drop_rate_source", "pass_other"):
         assert seen.get(counter, 0) > 0, counter
+
+
+def test_bench_handoff_prints_one_json_object():
+    """Two handoffs in the cluster lab (the figures live in docs/benchmarks.md);
+    the dual-acceptance count must be zero."""
+    cli = Path(sys.executable).with_name("jvpn-xdp")
+    out = subprocess.run([str(cli), "bench", "handoff", "--json", "--trials", "2",
+                          "--no-compare"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert {"p50_ms", "p99_ms", "trials", "dual_active_packets"} <= set(result)
+    assert result["trials"] == 2 and result["dual_active_packets"] == 0
+    assert result["p99_ms"] > 0 and result["mirrored_to_old_owner"] > 0

@@ -400,9 +400,16 @@ def test_gateway_store_settings(tmp_path):
     f.write_text(base + "Store = etcd://127.0.0.1:2379\nClusterKeyFile = cluster.key\n")
     cfg = load_gateway_config(f)
     assert cfg.store == ("127.0.0.1", 2379) and cfg.cluster_key == b"\x01" * 32
+    assert cfg.lease_ttl_s == 3
+    f.write_text(base + "Store = etcd://127.0.0.1:2379\nClusterKeyFile = cluster.key\n"
+                 "LeaseTTL = 7\n")
+    assert load_gateway_config(f).lease_ttl_s == 7
     for extra, needle in [("Store = etcd://127.0.0.1:2379\n", "ClusterKeyFile"),
                           ("Store = redis://x\n", "etcd://"),
-                          ("ClusterKeyFile = cluster.key\n", "only meaningful")]:
+                          ("ClusterKeyFile = cluster.key\n", "only meaningful"),
+                          ("LeaseTTL = 5\n", "only meaningful"),
+                          ("Store = etcd://127.0.0.1:2379\nClusterKeyFile = cluster.key\n"
+                           "LeaseTTL = 1\n", "LeaseTTL")]:
         f.write_text(base + extra)
         with pytest.raises(ConfigError, match=needle):
             load_gateway_config(f)
