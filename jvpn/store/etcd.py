@@ -50,6 +50,7 @@ class EtcdStore:
         import etcd3gw  # noqa: PLC0415 - only clusters need it
 
         self._client = etcd3gw.client(host=host, port=port, timeout=timeout_s)
+        self.endpoint = f"{host}:{port}"
         self._aead = AESGCM(cluster_key)
         self.prefix = prefix
         self._leases: dict[str, Any] = {}
@@ -69,7 +70,8 @@ class EtcdStore:
         try:
             return fn(*args, **kw)
         except Exception as e:  # noqa: BLE001 - etcd3gw/requests raise many types: fail closed
-            raise StoreError(f"etcd {what} failed: {e}") from e
+            detail = str(e) or type(e).__name__  # etcd3gw's connection errors have no text
+            raise StoreError(f"etcd {what} at {self.endpoint} failed: {detail}") from e
 
     def _txn(self, compare: list, success: list, failure: list | None = None) -> bool:
         return self._txn_rev(compare, success, failure)[0]
