@@ -671,7 +671,7 @@ class Gateway:
                 return  # the next sweep or watch event drops it
             cur = got[0]
             if cur.handoff_to and self.store.gateway_lease(cur.handoff_to) is None:
-                cur = cur.with_(version=cur.version + 1, handoff_to="")
+                cur = cur.with_(version=cur.version + 1, handoff_to="", handoff_lease=0)
                 self.store.cas(rec.session_id, got[0].version, cur)
         except StoreError:
             return  # ambiguous: stay parked

@@ -26,7 +26,7 @@ from __future__ import annotations
 import enum
 
 from .session import SessionRecord
-from .store import StoreError, VersionConflict
+from .store import GatewayGone, StoreError, VersionConflict
 
 
 class OwnershipError(Exception):
@@ -91,36 +91,53 @@ class ClusterOwnership:
             if rec.owner == me:
                 if rec.owner_lease == self.token:
                     return Claim.MINE, rec
-                return Claim.MINE, self._cas(rec, owner_lease=self.token, handoff_to="")
-            if not self.alive(rec.owner, rec.owner_lease):  # the owner is gone: take over
-                return Claim.MINE, self._cas(rec, owner=me, owner_lease=self.token, handoff_to="")
-            if rec.handoff_to == me:
-                return Claim.WAIT, rec
-            if rec.handoff_to and self.alive(rec.handoff_to, self.store.gateway_lease(
-                    rec.handoff_to) or 0):
+                return Claim.MINE, self._cas(rec, owner_lease=self.token, handoff_to="",
+                                             handoff_lease=0)
+            if rec.handoff_to not in ("", me) and self.store.gateway_lease(rec.handoff_to):
                 raise OwnershipError(f"gateway {rec.handoff_to} is already taking it over")
-            return Claim.WAIT, self._cas(rec, handoff_to=me)
+            if rec.handoff_to == me and rec.handoff_lease == self.token:
+                if self.alive(rec.owner, rec.owner_lease):
+                    return Claim.WAIT, rec  # a retry: the owner has not released yet
+                return Claim.MINE, self._take_over(rec)
+            # one transaction: ask, but only while the owner holds its lease
+            return Claim.WAIT, self._cas(rec, handoff_to=me, handoff_lease=self.token,
+                                         alive=(rec.owner, rec.owner_lease))
+        except GatewayGone:  # the owner crashed (or fenced itself long ago): take over
+            return Claim.MINE, self._take_over(rec)
+        except VersionConflict as e:
+            raise OwnershipError(f"lost a race for the session: {e}") from None
+        except StoreError as e:
+            raise OwnershipError(f"store unavailable: {e}") from None
+
+    def _take_over(self, rec: SessionRecord) -> SessionRecord:
+        try:
+            return self._cas(rec, owner=self.node_id, owner_lease=self.token, handoff_to="",
+                             handoff_lease=0)
         except VersionConflict as e:
             raise OwnershipError(f"lost a race for the session: {e}") from None
         except StoreError as e:
             raise OwnershipError(f"store unavailable: {e}") from None
 
     def handover(self, rec: SessionRecord, c2s_floor: int) -> SessionRecord:
-        """The owner's half: called after its element is gone. The new owner
-        must be alive; its current lease becomes the session's token."""
-        to = rec.handoff_to
+        """The owner's half: called after its element is a standby. One
+        transaction, only while the asking gateway still holds the lease it
+        asked under (which becomes the session's token)."""
+        to, lease = rec.handoff_to, rec.handoff_lease
         try:
-            lease = self.store.gateway_lease(to)
-            if lease is None:
-                raise OwnershipError(f"gateway {to} asked for the session but is not alive")
-            return self._cas(rec, owner=to, owner_lease=lease, handoff_to="",
-                             c2s_floor=max(rec.c2s_floor, c2s_floor))
+            return self._cas(rec, owner=to, owner_lease=lease, handoff_to="", handoff_lease=0,
+                             c2s_floor=max(rec.c2s_floor, c2s_floor), alive=(to, lease))
+        except GatewayGone:
+            raise OwnershipError(f"gateway {to} asked for the session but is not alive") from None
         except VersionConflict as e:
             raise OwnershipError(f"record moved during the handover: {e}") from None
         except StoreError as e:
             raise OwnershipError(f"store unavailable: {e}") from None
 
-    def _cas(self, rec: SessionRecord, **changes) -> SessionRecord:
+    def _cas(self, rec: SessionRecord, alive: tuple[str, int] | None = None,
+             **changes) -> SessionRecord:
         new = rec.with_(version=rec.version + 1, **changes)
-        self.store.cas(rec.session_id, rec.version, new)
+        if alive is None:
+            self.store.cas(rec.session_id, rec.version, new)
+        else:
+            self.store.cas(rec.session_id, rec.version, new, alive=alive)
         return new

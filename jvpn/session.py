@@ -106,6 +106,7 @@ class SessionRecord:
     owner: str = ""  # gateway id (clusters)
     owner_lease: int = 0  # the owner's etcd lease when it took the session: the fencing token
     handoff_to: str = ""  # a gateway that proved the client reached it and asks to take over
+    handoff_lease: int = 0  # ... and the lease it asked under (its token once it owns it)
     c2s_floor: int = 0  # client counters below this were seen by a previous owner (replay)
     inner_addr: str = ""  # the client's inner address in the tunnel
     reattach_seq: int = 0  # highest reattach sequence consumed

@@ -109,3 +109,25 @@ def test_reattach_over_etcd(store):
     h = Harness(None, store=store)
     [(_ack, to)] = h.reattach(NEW)
     assert to == NEW and store.get(SID)[0].binding == NEW
+
+
+def test_cas_only_while_a_gateway_holds_its_lease(store):
+    """One transaction: the record at the expected version *and* the named
+    gateway registered under the named lease (the handoff's request and
+    handover); which of the two failed is told apart."""
+    from jvpn.store import GatewayGone
+
+    rec = _attached(0xF000000000000009)
+    store.create(rec, b"k" * 32)
+    lease = store.register_gateway("gw-b", ttl_s=2)
+    asked = rec.with_(version=rec.version + 1, handoff_to="gw-b", handoff_lease=lease)
+    store.cas(rec.session_id, rec.version, asked, alive=("gw-b", lease))
+    assert store.get(rec.session_id)[0].handoff_to == "gw-b"
+    nxt = asked.with_(version=asked.version + 1)
+    with pytest.raises(GatewayGone):
+        store.cas(rec.session_id, asked.version, nxt, alive=("gw-b", lease + 1))
+    with pytest.raises(GatewayGone):
+        store.cas(rec.session_id, asked.version, nxt, alive=("gw-nobody", lease))
+    with pytest.raises(VersionConflict):
+        store.cas(rec.session_id, rec.version, nxt, alive=("gw-b", lease))
+    assert store.get(rec.session_id)[0] == asked  # nothing written by the failures

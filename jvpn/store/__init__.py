@@ -31,6 +31,10 @@ class AlreadyExists(StoreError):
     pass
 
 
+class GatewayGone(StoreError):
+    """A compare-and-swap that required a gateway's lease found it gone."""
+
+
 @dataclass(frozen=True)
 class Change:
     revision: int

@@ -29,7 +29,10 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ..session import SessionRecord
-from . import AlreadyExists, Change, StoreError, VersionConflict, record_from_json, record_to_json
+from . import (
+    AlreadyExists, Change, GatewayGone, StoreError, VersionConflict, record_from_json,
+    record_to_json,
+)
 
 
 def _b64(data: bytes | str) -> str:
@@ -80,15 +83,17 @@ class EtcdStore:
                  failure: list | None = None) -> tuple[bool, int]:
         """(succeeded, the store's revision after it: a key put by a
         successful transaction has this mod_revision)."""
+        resp = self._txn_resp(compare, success, failure)
+        return bool(resp.get("succeeded", False)), int(resp["header"]["revision"])
+
+    def _txn_resp(self, compare: list, success: list, failure: list | None = None) -> dict:
         resp = self._call("transaction", self._client.transaction,
                           {"compare": compare, "success": success, "failure": failure or []})
-        if not isinstance(resp, dict) or "header" not in resp:
-            raise StoreError(f"etcd transaction: unexpected answer {resp!r:.200}")
         try:
-            rev = int(resp["header"]["revision"])
+            int(resp["header"]["revision"])
         except (KeyError, TypeError, ValueError) as e:
-            raise StoreError(f"etcd transaction: no revision in {resp!r:.200}") from e
-        return bool(resp.get("succeeded", False)), rev
+            raise StoreError(f"etcd transaction: unexpected answer {resp!r:.200}") from e
+        return resp
 
     def _get_raw(self, key: str) -> tuple[bytes, int] | None:
         got = self._call("get", self._client.get, key, metadata=True)
@@ -146,7 +151,8 @@ class EtcdStore:
         self._seen[session_id] = (rec.version, rev, doc["secrets"])
         return rec, self._open(session_id, doc["secrets"])
 
-    def cas(self, session_id: int, expected_version: int, new: SessionRecord) -> None:
+    def cas(self, session_id: int, expected_version: int, new: SessionRecord,
+            alive: tuple[str, int] | None = None) -> None:
         """One transaction on the key's mod_revision. The revision is the one
         this store last saw the record at, if that was ``expected_version``
         (every write bumps the version, so an unchanged revision means an
@@ -160,12 +166,28 @@ class EtcdStore:
             rev, sealed = self._current(session_id, expected_version)
         key = self._sid_key(session_id)
         value = json.dumps({"record": record_to_json(new), "secrets": sealed})
-        ok, now = self._txn_rev([{"key": _b64(key), "result": "EQUAL", "target": "MOD",
-                                  "mod_revision": rev}], [self._put(key, value)])
-        if not ok:
+        compare = [{"key": _b64(key), "result": "EQUAL", "target": "MOD", "mod_revision": rev}]
+        failure = []
+        if alive is not None:  # ... and only while that gateway holds that lease
+            gw = _b64(self._key("gateways", alive[0]))
+            compare.append({"key": gw, "result": "EQUAL", "target": "LEASE", "lease": alive[1]})
+            failure = [{"request_range": {"key": gw}}]
+        resp = self._txn_resp(compare, [self._put(key, value)], failure)
+        if not resp.get("succeeded", False):
+            if alive is not None and self._lease_in(resp) != alive[1]:
+                raise GatewayGone(f"gateway {alive[0]} no longer holds lease {alive[1]}")
             self._seen.pop(session_id, None)
             raise VersionConflict(f"session {session_id:016x} changed under us")
-        self._seen[session_id] = (new.version, now, sealed)
+        self._seen[session_id] = (new.version, int(resp["header"]["revision"]), sealed)
+
+    @staticmethod
+    def _lease_in(resp: dict) -> int | None:
+        """The lease of the gateway key a failed transaction read back."""
+        try:
+            kvs = resp["responses"][0]["response_range"].get("kvs", [])
+            return int(kvs[0].get("lease", 0)) if kvs else None
+        except (KeyError, IndexError, TypeError, ValueError) as e:
+            raise StoreError(f"etcd transaction: unexpected failure answer: {e}") from e
 
     def _current(self, session_id: int, expected_version: int) -> tuple[int, str]:
         got = self._load(session_id)
