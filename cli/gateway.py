@@ -37,7 +37,7 @@ def gateway_up(app, config_path: str, tun_name: str, echo_events: bool):
         from jvpn.store.etcd import EtcdStore
 
         store = EtcdStore(*cfg.store, cluster_key=cfg.cluster_key)
-        store.register_gateway(cfg.node_id, cfg.lease_ttl_s)
+        _register(store, cfg.node_id, cfg.lease_ttl_s)
     else:
         store = SqliteStore(cfg.state_dir / "sessions.db")
     events = EventLog(cfg.node_id, cfg.events_file, policy_version=cfg.policy.version,
@@ -69,3 +69,21 @@ def gateway_down(app, tun_name: str):
     app.require_root()
     Tun(tun_name).destroy()
     app.console.print(f"removed {tun_name}")
+
+
+def _register(store, node_id: str, ttl_s: int) -> None:
+    """A restart right after a crash finds the old registration until its
+    lease runs out: wait that long, not longer."""
+    import time
+
+    from jvpn.store.etcd import NodeIdTaken
+
+    deadline = time.monotonic() + ttl_s + 1
+    while True:
+        try:
+            store.register_gateway(node_id, ttl_s)
+            return
+        except NodeIdTaken:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.25)

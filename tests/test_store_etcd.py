@@ -131,3 +131,24 @@ def test_cas_only_while_a_gateway_holds_its_lease(store):
     with pytest.raises(VersionConflict):
         store.cas(rec.session_id, rec.version, nxt, alive=("gw-b", lease))
     assert store.get(rec.session_id)[0] == asked  # nothing written by the failures
+
+
+def test_a_node_id_is_registered_once(store, etcd):
+    from jvpn.store.etcd import NodeIdTaken
+
+    store.register_gateway("gw-x", ttl_s=2)
+    other = EtcdStore(etcd.host, etcd.port, cluster_key=KEY, prefix=store.prefix)
+    try:
+        with pytest.raises(NodeIdTaken, match="unique"):
+            other.register_gateway("gw-x", ttl_s=2)
+        store._stop.set()  # the first one dies; its registration ends with its lease
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline:
+            try:
+                other.register_gateway("gw-x", ttl_s=2)
+                break
+            except NodeIdTaken:
+                time.sleep(0.2)
+        assert other.gateway_lease("gw-x") == other.lease_id
+    finally:
+        other.close()

@@ -43,6 +43,10 @@ def _unb64(text: str) -> bytes:
     return base64.b64decode(text)
 
 
+class NodeIdTaken(StoreError):
+    pass
+
+
 class EtcdStore:
     clustered = True  # several gateways share it: ownership and leases apply
 
@@ -271,8 +275,16 @@ class EtcdStore:
             raise StoreError("a gateway lease must last at least 2 s")
         sent = time.monotonic()
         lease = self._call("lease", self._client.lease, ttl_s)
-        self._call("put", self._client.put, self._key("gateways", node_id),
-                   json.dumps({"node": node_id, "lease": int(lease.id)}), lease=lease)
+        key = self._key("gateways", node_id)
+        value = json.dumps({"node": node_id, "lease": int(lease.id)})
+        # only if no live gateway holds this node id: two daemons under one
+        # id would both believe they own its sessions
+        if not self._txn([{"key": _b64(key), "result": "EQUAL", "target": "CREATE",
+                           "create_revision": 0}], [self._put(key, value, int(lease.id))]):
+            self._call("lease revoke", lease.revoke)
+            raise NodeIdTaken(f"another gateway is registered as {node_id!r} in etcd: node ids "
+                              "must be unique (a crashed one's registration ends with its "
+                              "lease)")
         self._leases[node_id] = lease
         self.lease_id, self.lease_ttl_s = int(lease.id), ttl_s
         self._valid_until, self._expired = sent + ttl_s, False
