@@ -256,6 +256,13 @@ class Gateway:
         self.tun.close()
         for t in self._threads:
             t.join(timeout=2)
+        if self.ownership.clustered:
+            # our lease ends with us (the caller revokes it): another gateway
+            # may take these sessions at once, so our elements stop first
+            with self.control:
+                for live in self.sessions.values():
+                    if live.installed:
+                        self.gate.standby(live.record, live.keys)
         self.gate.close()
         self.events.emit("GatewayStopped", "OK", sessions=len(self.sessions))
 

@@ -184,3 +184,18 @@ def test_etcd_stopped_mid_reattach_rejects_and_keeps_the_binding(cluster):
     assert rec.binding == before.binding  # the switch never committed
     assert rec.state in (State.RECOVERING, State.DEGRADED, State.ATTACHED)
     wait_for(lambda: _served_by(c, sid) == {"gw-a"}, "serving again once etcd is back", 10)
+
+
+def test_a_cleanly_stopped_owner_lets_its_sessions_move_at_once(cluster):
+    c = cluster
+    client = c.connect("gw-a")
+    sid = client.session_id
+    a = c.gateways.pop("gw-a")
+    a.stop()
+    a.store.close()  # what `gateway up` does on SIGTERM: the lease is revoked
+    assert a.gate.model.sessions[sid].state == abi.STATE_REMOTE  # stopped passing first
+    t0 = time.monotonic()
+    c.move("gw-b", timeout_s=5)
+    assert time.monotonic() - t0 < c.lease_ttl_s  # no wait for a lease to run out
+    assert c.gateways["gw-b"].events.has("OwnershipHandoff", "OWNER_LEASE_EXPIRED")
+    assert _record(c).owner == "gw-b"
