@@ -91,6 +91,30 @@ static __always_inline __u64 jvpn_read_clock(const struct jvpn_config *cfg)
 }
 #endif
 
+#ifdef JVPN_TEST_CLOCK
+static __always_inline __u64 jvpn_fence_clock(const struct jvpn_config *cfg)
+{
+	return jvpn_read_clock(cfg);
+}
+#else
+/* The daemon's deadline is CLOCK_MONOTONIC: the coarse ktime is that clock
+ * (a real helper call, paid only by data packets of a clustered gateway). */
+static __always_inline __u64 jvpn_fence_clock(const struct jvpn_config *cfg)
+{
+	return bpf_ktime_get_coarse_ns();
+}
+#endif
+
+/* Cluster fencing (jvpn_abi.h, jvpn_config): this gateway's element, under a
+ * lease that is certainly still alive. */
+static __always_inline int jvpn_fenced(const struct jvpn_session *s,
+				       const struct jvpn_config *cfg)
+{
+	if (!cfg->fence_deadline_ns)
+		return 0;
+	return s->fence != cfg->fence_token || jvpn_fence_clock(cfg) >= cfg->fence_deadline_ns;
+}
+
 /* The clock is read once per packet, and only by verdicts that need it: the
  * cheapest drops (malformed, unknown session) never pay for it. */
 static __always_inline __u64 jvpn_clock(const struct jvpn_config *cfg, __u64 *now)
@@ -218,6 +242,8 @@ static __always_inline __u32 jvpn_session_verdict(const struct jvpn_pkt *pkt,
 		return JVPN_R_DROP_BAD_TAG;
 	if (is_data && !jvpn_bound_here(s, pkt))
 		return JVPN_R_DROP_WRONG_BINDING;
+	if (is_data && jvpn_fenced(s, cfg))
+		return JVPN_R_DROP_STATE;
 
 	rt = jvpn_runtime(sid);
 	if (!rt)

@@ -245,6 +245,8 @@ class Config(_Struct):
         ("event_burst_ns", u64),
         ("event_sample_every", u32),
         ("ns_per_jiffy", u32),
+        ("fence_token", u64),  # cluster fencing: the daemon's current lease (0: off)
+        ("fence_deadline_ns", u64),  # ... valid until (CLOCK_MONOTONIC ns)
     ]
 
 

@@ -93,6 +93,14 @@ class XdpGate:
     def standby(self, rec: SessionRecord, keys: SessionKeys) -> None:
         self.maps.put_session(rec.session_id, session_element(rec, keys, remote=True))
 
+    def set_fence(self, token: int, deadline_ns: int) -> None:
+        """The kernel's own fence (jvpn_abi.h, jvpn_config): only elements
+        under ``token`` pass data, and only until ``deadline_ns``."""
+        cfg = self.maps.read_config()
+        if (cfg.fence_token, cfg.fence_deadline_ns) != (token, deadline_ns):
+            cfg.fence_token, cfg.fence_deadline_ns = token, deadline_ns
+            self.maps.write_config(cfg)
+
     def publish_owners(self, node: str, lease: int, remote: dict[int, str]) -> None:
         """Who this gateway is (and its fencing token) and who owns the
         standby elements, for `jvpn-xdp sessions` (written only on change)."""
@@ -167,6 +175,11 @@ class UserspaceGate:
     def publish_owners(self, node: str, lease: int, remote: dict[int, str]) -> None:
         pass  # no maps to describe
 
+    def set_fence(self, token: int, deadline_ns: int) -> None:
+        with self._lock:  # the model's clock is CLOCK_MONOTONIC too
+            self.model.config.fence_token, self.model.config.fence_deadline_ns = (
+                token, deadline_ns)
+
     def admit(self, msg: bytes, src: tuple[str, int]) -> bool:
         with self._lock:
             return abi.is_pass(self.model.run_message(msg, src[0], src[1], self.clock_ns()))
@@ -229,6 +242,10 @@ class Gateway:
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> None:
+        if self.ownership.clustered:  # before any element of ours is written
+            self.gate.set_fence(self.ownership.token, self.ownership.deadline_ns())
+        else:
+            self.gate.set_fence(0, 0)  # a cluster gateway's fence must not outlive it here
         self.reconcile()
         loops = [self._udp_loop, self._tun_loop, self._timer_loop]
         if self.ownership.clustered:
@@ -688,9 +705,12 @@ class Gateway:
 
     def _check_lease(self) -> None:
         """Fence: without a certainly-alive lease another gateway may take
-        our sessions over, so every element of ours leaves the kernel now."""
+        our sessions over, so every element of ours leaves the kernel now.
+        The kernel fences itself at the same deadline (set_fence) even if
+        this thread never runs again."""
         if not self.ownership.clustered:
             return
+        self.gate.set_fence(self.ownership.token, self.ownership.deadline_ns())
         if self.ownership.lease_valid():
             if self.fenced:
                 self.fenced = False

@@ -216,6 +216,10 @@ class Model:
             return abi.R_DROP_BAD_TAG
         if is_data and not self._bound_here(s, p):
             return abi.R_DROP_WRONG_BINDING
+        cfg = self.config
+        if is_data and cfg.fence_deadline_ns and (s.fence != cfg.fence_token
+                                                  or now >= cfg.fence_deadline_ns):
+            return abi.R_DROP_STATE  # fenced: not our lease, or not certainly alive
         rt = self.runtime.setdefault(sid, self._rt_type())
         cfg = self.config
         if not replay_accept(rt, counter, self.replay_bits):

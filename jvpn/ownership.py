@@ -76,6 +76,10 @@ class ClusterOwnership:
     def lease_valid(self, margin_s: float = 0.25) -> bool:
         return self.token != 0 and self.store.lease_valid(margin_s)
 
+    def deadline_ns(self, margin_s: float = 0.25) -> int:
+        """Until when (CLOCK_MONOTONIC ns) the lease is certainly alive."""
+        return max(int((self.store.lease_deadline() - margin_s) * 1e9), 1)
+
     def alive(self, node: str, lease: int) -> bool:
         """Is ``node`` still registered under ``lease``? (a StoreError means
         we do not know: the caller fails closed)."""

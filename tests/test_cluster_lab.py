@@ -124,3 +124,29 @@ def test_sigkill_owner_b_takes_over_after_the_lease(cl):
            "A's standby element")
     cl.use_uplink("wifi")
     _until(lambda: _record(cl).owner == "gw-a", "the session back on the restarted A")
+
+
+def test_a_stopped_owner_is_fenced_by_its_kernel(cl):
+    """SIGSTOP: the daemon can do nothing, yet once its lease can no longer
+    be proven its XDP program drops the session's data (the fence deadline
+    the daemon wrote on its last refresh), and B can take over."""
+    import signal
+
+    owner = _record(cl).owner
+    name = owner.removeprefix("gw-")
+    uplink_to_other = "lte" if name == "a" else "wifi"
+    proc = cl.gateways[name]
+    proc.send_signal(signal.SIGSTOP)
+    try:
+        time.sleep(2.5)  # LeaseTTL = 2: past the deadline
+        before = cl.cli_json(name, "stats")["gw0"]
+        time.sleep(1.0)  # the client's keepalives and probes keep coming
+        after = cl.cli_json(name, "stats")["gw0"]
+        assert after["pass_data"]["packets"] == before["pass_data"]["packets"]
+        assert after["pass_keepalive"]["packets"] == before["pass_keepalive"]["packets"]
+        assert after["drop_state"]["packets"] > before["drop_state"]["packets"]
+        cl.use_uplink(uplink_to_other)
+        other = "gw-b" if name == "a" else "gw-a"
+        _until(lambda: _record(cl).owner == other, "the other gateway to take over", 15)
+    finally:
+        proc.send_signal(signal.SIGCONT)

@@ -286,4 +286,30 @@ def test_config_ports_are_runtime_settings(fresh):
     raw = fresh.maps.read_config()
     assert [p for p in raw.ports if p] == [abi.port_word(4500)]
     assert struct.unpack("<H", bytes(raw)[:2])[0] == abi.port_word(4500)
-    assert ctypes.sizeof(raw) == 96
+    assert ctypes.sizeof(raw) == 112
+
+
+def test_cluster_fence_in_the_kernel(fresh):
+    """With a fence configured, data passes only for elements under the
+    gateway's current lease and only before the lease's deadline; control
+    messages (a handoff's reattach) are not fenced. Kernel and model agree."""
+    fresh.maps.put_session(21, session(fence=5))
+    fresh.maps.put_session(22, session(fence=4))  # installed under an older lease
+    cfg = abi.Config.from_buffer_copy(bytes(fresh.config))
+    cfg.fence_token, cfg.fence_deadline_ns = 5, fresh.now + 1_000_000
+    fresh.config = cfg
+    fresh.maps.write_config(cfg)
+    cases = [(frame(1, sid=21), abi.R_PASS_DATA),
+             (frame(1, sid=22), abi.R_DROP_STATE),
+             (frame(2, sid=22, t=abi.MSG_REATTACH_REQ, src="198.51.100.7"), abi.R_PASS_CONTROL)]
+    for pkt, reason in cases:
+        model = _model_for(fresh)
+        assert model.run(pkt, fresh.now) == reason
+        assert fresh.run(pkt)[1] == reason
+    fresh.tick(1_000_000)  # the lease deadline: nothing passes any more
+    pkt = frame(3, sid=21)
+    assert _model_for(fresh).run(pkt, fresh.now) == abi.R_DROP_STATE
+    assert fresh.run(pkt) == (DROP, abi.R_DROP_STATE)
+    cfg.fence_deadline_ns = 0  # fencing off (a single gateway): the token is not looked at
+    fresh.maps.write_config(cfg)
+    assert fresh.run(frame(4, sid=22)) == (PASS, abi.R_PASS_DATA)

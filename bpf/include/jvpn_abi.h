@@ -173,6 +173,13 @@ struct jvpn_config {
 	__u64 event_burst_ns;
 	__u32 event_sample_every;       /* 1 = every eligible drop, N = 1 in N */
 	__u32 ns_per_jiffy;             /* clock: jiffies * this (0: coarse ktime) */
+	/* Cluster fencing, written by the daemon on every lease refresh (0: off).
+	 * Data passes only for elements whose fence is this gateway's current
+	 * lease, and only before the lease's deadline (CLOCK_MONOTONIC ns, read
+	 * coarse): a daemon that stops refreshing (crashed, stopped, cut off
+	 * from etcd) stops passing data without having to act. */
+	__u64 fence_token;
+	__u64 fence_deadline_ns;
 };
 
 /* ---- jvpn_global: array[1], written by XDP only (atomic CAS) ---- */
@@ -214,7 +221,7 @@ _Static_assert(__builtin_offsetof(struct jvpn_session, bind_addr) == 32, "bind_a
 _Static_assert(sizeof(struct jvpn_session_rt) == 56 + 8 * JVPN_REPLAY_WORDS, "rt size");
 _Static_assert((JVPN_REPLAY_BITS & (JVPN_REPLAY_BITS - 1)) == 0, "replay bits: power of two");
 _Static_assert(JVPN_REPLAY_BITS >= 128, "replay bits >= 128");
-_Static_assert(sizeof(struct jvpn_config) == 96, "jvpn_config size");
+_Static_assert(sizeof(struct jvpn_config) == 112, "jvpn_config size");
 _Static_assert(sizeof(struct jvpn_global) == 16, "jvpn_global size");
 _Static_assert(sizeof(struct jvpn_src_key) == 24, "jvpn_src_key size");
 _Static_assert(sizeof(struct jvpn_event) == 48, "jvpn_event size");

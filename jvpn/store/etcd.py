@@ -310,6 +310,10 @@ class EtcdStore:
         """etcd answered that our lease no longer exists (not: unreachable)."""
         return self._expired
 
+    def lease_deadline(self) -> float:
+        """time.monotonic() until which our lease is certainly alive."""
+        return self._valid_until
+
     def lease_valid(self, margin_s: float = 0.0) -> bool:
         return time.monotonic() < self._valid_until - margin_s
 
