@@ -97,8 +97,10 @@ def bench_reattach(app, as_json: bool, trials: int):
 @bench.command("handoff", help="A client moving between two gateways of a cluster (etcd, XDP "
                                "on both): ms from the move to data flowing again, and packets "
                                "of the session accepted by both gateways while its traffic is "
-                               "mirrored to the old owner (goal: 0). With --compare, the "
-                               "single-gateway reattach is measured in the same run.")
+                               "mirrored to the old owner (goal: 0); then the same moves "
+                               "with both uplinks on one gateway of the same cluster (the "
+                               "baseline). With --compare, also the single-gateway (SQLite) "
+                               "reattach, in the same run.")
 @click.option("--json", "as_json", is_flag=True,
               help='Print one JSON object: {"p50_ms", "p99_ms", "trials", '
                    '"dual_active_packets", ...}.')

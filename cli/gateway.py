@@ -17,7 +17,9 @@ def gateway():
 @gateway.command("up", help="Run the gateway daemon in the foreground until SIGTERM/SIGINT. "
                             "If the config names an XdpInterface, `jvpn-xdp attach` it first: "
                             "the daemon writes bindings into its pinned maps; otherwise the same "
-                            "checks run in the daemon (userspace gate).")
+                            "checks run in the daemon (userspace gate). With Store = "
+                            "etcd://HOST:PORT it joins a cluster: one owner per session, "
+                            "handoffs through etcd (docs/cluster.md).")
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
               help="Gateway config file (see README, Configuration files).")
 @click.option("--tun", "tun_name", default="jvpn-gw", show_default=True,
