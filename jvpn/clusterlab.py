@@ -34,9 +34,7 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,7 +42,9 @@ from pathlib import Path
 
 from . import keys
 from .etcdlab import EtcdServer
-from .lab import CLIENT_INNER, GW_INNER, PORT, SINK, SOURCE, Lab, lab_policy, sh
+from .lab import (
+    CLIENT_INNER, GW_INNER, PORT, Lab, lab_policy, sh, start_stream, wait_until,
+)
 
 VIP = "10.77.9.1"
 SVC_IP, SVC_NET = "10.78.0.1", "10.78.0.0/24"
@@ -459,38 +459,15 @@ class ClusterLab:
                    timeout=5)
 
     def _wait(self, cond, what: str, proc=None, timeout: float = 30) -> None:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if cond():
-                return
-            if proc is not None and proc.poll() is not None:
-                raise AssertionError(f"{what}: process exited\n{self.logs()}")
-            time.sleep(0.1)
-        raise AssertionError(f"timed out waiting for {what}\n{self.logs()}")
+        wait_until(cond, what, proc, timeout, self.logs)
 
     # ------------------------------------------------------------ traffic
     def stream(self, nbytes: int, seconds: float, port: int = 5001):
         """A TCP stream client -> backend (SVC_IP) through the tunnel and
         whichever gateway carries it; returns a function that waits for it and
         returns (sent, received)."""
-        sink_out, src_out = self.tmp / f"sink{port}.json", self.tmp / f"source{port}.json"
-        sink = subprocess.Popen(self.lab.cmd("svc", sys.executable, "-u", "-c", SINK, SVC_IP,
-                                             str(port), str(sink_out)),
-                                stdout=subprocess.PIPE, text=True)
-        self.lab.procs.append(sink)
-        assert sink.stdout.readline().strip() == "listening"
-        src = subprocess.Popen(self.lab.cmd("cl", sys.executable, "-c", SOURCE, SVC_IP,
-                                            str(port), str(nbytes), str(seconds), str(src_out)),
-                               stderr=subprocess.PIPE, text=True)
-        self.lab.procs.append(src)
-
-        def finish(timeout: float = 120):
-            err = src.communicate(timeout=timeout)[1]
-            sink.wait(timeout=30)
-            assert src.returncode == 0, f"stream failed: {err}\n{self.logs()}"
-            return json.loads(src_out.read_text()), json.loads(sink_out.read_text())
-
-        return finish
+        return start_stream(self.lab, ("svc", SVC_IP), nbytes, seconds, port, self.tmp,
+                            self.logs)
 
     # ------------------------------------------------------------ observations
     def cli_json(self, name: str, *args: str):

@@ -18,67 +18,19 @@ from __future__ import annotations
 
 import socket
 import statistics
-import struct
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from . import abi, frames
 from .clusterlab import SVC_IP, VIP, ClusterLab, site
-from .lab import PORT, socket_in
+from .lab import PORT, Capture, socket_in, udp_messages
 
 ROUTER_PORT = {"a": "r0", "b": "r4"}  # the router's port in front of each gateway
 UPLINK_PORT = {"wifi": "r1", "lte": "r2"}  # the router's port behind each client uplink
-SOL_PACKET, PACKET_VNET_HDR, PACKET_OUTGOING = 263, 15, 4
-
-
-def _messages(raw: bytes) -> tuple[tuple[str, int], list[bytes]] | None:
-    """(source transport, jvpn messages) of one captured IPv4/UDP frame to
-    our port; a GSO batch (virtio-net header) is cut into its messages."""
-    gso_type, gso_size = raw[1], struct.unpack_from("=H", raw, 4)[0]
-    ip = raw[10 + 14:]
-    if len(ip) < 28 or ip[0] >> 4 != 4 or ip[9] != 17:
-        return None
-    ihl = (ip[0] & 0xF) * 4
-    sport, dport = struct.unpack_from("!HH", ip, ihl)
-    if dport != PORT:
-        return None
-    payload = ip[ihl + 8:]
-    step = gso_size if gso_type and gso_size else len(payload)
-    return ((socket.inet_ntoa(ip[12:16]), sport),
-            [payload[i:i + step] for i in range(0, len(payload), step)])
-
-
-class _Capture:
-    """AF_PACKET on one interface of one namespace, a thread calling
-    ``on_frame(raw)`` for each received (not sent) frame."""
-
-    def __init__(self, ns: str, ifname: str, on_frame: Callable[[bytes], None]):
-        self.sock = socket_in(ns, socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
-        self.sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
-        self.sock.bind((ifname, 0))
-        self.sock.settimeout(0.1)
-        self.on_frame = on_frame
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
-        self._t.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                raw, meta = self.sock.recvfrom(70000)
-            except (TimeoutError, OSError):
-                continue
-            if meta[2] != PACKET_OUTGOING:
-                self.on_frame(raw)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._t.join(timeout=2)
-        self.sock.close()
+PACKET_OUTGOING = 4  # AF_PACKET packet type of what the interface sent
 
 
 class GatewayTap:
@@ -86,10 +38,10 @@ class GatewayTap:
 
     def __init__(self, cl: ClusterLab, name: str, sid: int):
         self.sid, self.counters = sid, set()
-        self._cap = _Capture(cl.lab.ns(site(name).role), "gw0", self._frame)
+        self._cap = Capture(cl.lab.ns(site(name).role), self._frame, "gw0")
 
-    def _frame(self, raw: bytes) -> None:
-        got = _messages(raw)
+    def _frame(self, raw: bytes, meta) -> None:
+        got = udp_messages(raw) if meta[2] != PACKET_OUTGOING else None
         for msg in got[1] if got else ():
             if (len(msg) >= abi.HDR_LEN and msg[0] in (abi.MSG_DATA, abi.MSG_KEEPALIVE)
                     and int.from_bytes(msg[8:16], "little") == self.sid):
@@ -110,10 +62,10 @@ class Mirror:
         self.spoof, self.copied = spoof, 0
         self.out = socket_in(cl.lab.ns("rt"), socket.AF_PACKET, socket.SOCK_RAW)
         self.out.bind((ROUTER_PORT[site(to).name], 0))
-        self._cap = _Capture(cl.lab.ns("rt"), UPLINK_PORT[uplink], self._frame)
+        self._cap = Capture(cl.lab.ns("rt"), self._frame, UPLINK_PORT[uplink])
 
-    def _frame(self, raw: bytes) -> None:
-        got = _messages(raw)
+    def _frame(self, raw: bytes, meta) -> None:
+        got = udp_messages(raw) if meta[2] != PACKET_OUTGOING else None
         for msg in got[1] if got else ():
             if msg and msg[0] in (abi.MSG_DATA, abi.MSG_KEEPALIVE):
                 ip = frames.ipv4(self.spoof[0], VIP, 17, frames.udp(self.spoof[1], PORT, msg))

@@ -297,14 +297,7 @@ class TunnelLab:
                    "client tunnel", self.client)
 
     def _wait(self, cond, what: str, proc=None, timeout: float = 30) -> None:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if cond():
-                return
-            if proc is not None and proc.poll() is not None:
-                raise AssertionError(f"{what}: process exited\n{self.logs()}")
-            time.sleep(0.1)
-        raise AssertionError(f"timed out waiting for {what}\n{self.logs()}")
+        wait_until(cond, what, proc, timeout, self.logs)
 
     def logs(self) -> str:
         out = []
@@ -358,39 +351,65 @@ class TunnelLab:
     def stream(self, nbytes: int, seconds: float, port: int = 5001):
         """Start a TCP stream client -> gateway inner address; returns a
         function that waits for it and returns (sent, received)."""
-        sink_out, src_out = self.tmp / f"sink{port}.json", self.tmp / f"source{port}.json"
-        sink = subprocess.Popen(self.lab.cmd("gw", sys.executable, "-u", "-c", SINK, GW_INNER,
-                                             str(port), str(sink_out)),
-                                stdout=subprocess.PIPE, text=True)
-        self.lab.procs.append(sink)
-        assert sink.stdout.readline().strip() == "listening"
-        src = subprocess.Popen(self.lab.cmd("cl", sys.executable, "-c", SOURCE, GW_INNER,
-                                            str(port), str(nbytes), str(seconds), str(src_out)),
-                               stderr=subprocess.PIPE, text=True)
-        self.lab.procs.append(src)
+        return start_stream(self.lab, ("gw", GW_INNER), nbytes, seconds, port, self.tmp,
+                            self.logs)
 
-        def finish(timeout: float = 120):
-            err = src.communicate(timeout=timeout)[1]
-            sink.wait(timeout=30)
-            assert src.returncode == 0, f"stream failed: {err}\n{self.logs()}"
-            return json.loads(src_out.read_text()), json.loads(sink_out.read_text())
 
-        return finish
+def wait_until(cond, what: str, proc=None, timeout: float = 30, logs=lambda: "") -> None:
+    """Poll ``cond`` until true; fail early if ``proc`` exited, with the logs."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"{what}: process exited\n{logs()}")
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}\n{logs()}")
+
+
+def start_stream(lab: Lab, sink: tuple[str, str], nbytes: int, seconds: float, port: int,
+                 tmp: Path, logs=lambda: ""):
+    """A TCP stream from the client namespace to ``sink`` = (role, address)
+    (a sink there hashes what arrives); returns a function that waits for it
+    and returns (sent, received), each {"bytes", "sha256"}."""
+    sink_out, src_out = tmp / f"sink{port}.json", tmp / f"source{port}.json"
+    role, addr = sink
+    listener = subprocess.Popen(lab.cmd(role, sys.executable, "-u", "-c", SINK, addr, str(port),
+                                        str(sink_out)), stdout=subprocess.PIPE, text=True)
+    lab.procs.append(listener)
+    assert listener.stdout.readline().strip() == "listening"
+    src = subprocess.Popen(lab.cmd("cl", sys.executable, "-c", SOURCE, addr, str(port),
+                                   str(nbytes), str(seconds), str(src_out)),
+                           stderr=subprocess.PIPE, text=True)
+    lab.procs.append(src)
+
+    def finish(timeout: float = 120):
+        err = src.communicate(timeout=timeout)[1]
+        listener.wait(timeout=30)
+        assert src.returncode == 0, f"stream failed: {err}\n{logs()}"
+        return json.loads(src_out.read_text()), json.loads(sink_out.read_text())
+
+    return finish
 
 
 # ---------------------------------------------------------------- the attacker
 
-class Sniffer:
-    """The attacker's view of the client's traffic: a mirror of the router's
-    client-side ports (AF_PACKET in the router namespace)."""
+SOL_PACKET, PACKET_VNET_HDR = 263, 15
 
-    def __init__(self, lab):
-        self.sock = lab.socket("rt", socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
-        # a virtio-net header before each frame says how a GSO batch (several
-        # jvpn messages in one skb, as the client sends them) is cut
-        self.sock.setsockopt(263, 15, 1)  # SOL_PACKET, PACKET_VNET_HDR
-        self.sock.settimeout(0.2)
-        self.captured: dict[int, list[tuple[bytes, tuple[str, int]]]] = {}
+
+class Capture:
+    """AF_PACKET in namespace ``ns`` (one interface, or all), each frame
+    behind a virtio-net header (PACKET_VNET_HDR: it says how a GSO batch is
+    cut); a thread calls ``on_frame(raw, meta)`` for each one, sent or
+    received (meta[2] is the packet type)."""
+
+    def __init__(self, ns: str, on_frame, ifname: str | None = None):
+        self.sock = socket_in(ns, socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
+        self.sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
+        if ifname is not None:
+            self.sock.bind((ifname, 0))
+        self.sock.settimeout(0.1)
+        self.on_frame = on_frame
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._run, daemon=True)
         self._t.start()
@@ -401,28 +420,49 @@ class Sniffer:
                 raw, meta = self.sock.recvfrom(70000)
             except (TimeoutError, OSError):
                 continue
-            gso_type, gso_size = raw[1], struct.unpack_from("=H", raw, 4)[0]
-            frame = raw[10:]
-            if meta[0] not in ("r1", "r2") or len(frame) < 14 + 20 + 8 + abi.HDR_LEN:
-                continue
-            ip = frame[14:]
-            ihl = (ip[0] & 0xF) * 4
-            if ip[9] != 17:
-                continue
-            sport, dport = struct.unpack_from("!HH", ip, ihl)
-            if dport != PORT:
-                continue
-            payload = ip[ihl + 8:]
-            step = gso_size if gso_type and gso_size else len(payload)
-            src = (socket.inet_ntoa(ip[12:16]), sport)
-            for i in range(0, len(payload), step):
-                msg = payload[i:i + step]
-                self.captured.setdefault(msg[0], []).append((msg, src))
+            self.on_frame(raw, meta)
 
     def stop(self) -> None:
         self._stop.set()
         self._t.join(timeout=2)
         self.sock.close()
+
+
+def udp_messages(raw: bytes) -> tuple[tuple[str, int], list[bytes]] | None:
+    """(source transport, jvpn messages) of one frame captured with a
+    virtio-net header (PACKET_VNET_HDR) if it is IPv4/UDP to our port; a GSO
+    batch (several messages in one skb, as the client sends them) is cut the
+    way the header says."""
+    gso_type, gso_size = raw[1], struct.unpack_from("=H", raw, 4)[0]
+    ip = raw[10 + 14:]
+    if len(ip) < 28 or ip[0] >> 4 != 4 or ip[9] != 17:
+        return None
+    ihl = (ip[0] & 0xF) * 4
+    sport, dport = struct.unpack_from("!HH", ip, ihl)
+    if dport != PORT:
+        return None
+    payload = ip[ihl + 8:]
+    step = gso_size if gso_type and gso_size else len(payload)
+    return ((socket.inet_ntoa(ip[12:16]), sport),
+            [payload[i:i + step] for i in range(0, len(payload), step)])
+
+
+class Sniffer:
+    """The attacker's view of the client's traffic: a mirror of the router's
+    client-side ports (AF_PACKET in the router namespace)."""
+
+    def __init__(self, lab):
+        self.captured: dict[int, list[tuple[bytes, tuple[str, int]]]] = {}
+        self._cap = Capture(lab.ns("rt"), self._frame)
+
+    def _frame(self, raw: bytes, meta) -> None:
+        got = udp_messages(raw) if meta[0] in ("r1", "r2") else None
+        for msg in got[1] if got else ():
+            if len(msg) >= abi.HDR_LEN:
+                self.captured.setdefault(msg[0], []).append((msg, got[0]))
+
+    def stop(self) -> None:
+        self._cap.stop()
 
 
 

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import shutil
 import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import replace
+
+import pytest
 
 from jvpn import keys
 from jvpn.client import Client
@@ -117,10 +120,18 @@ class Cluster:
         self.etcd.remove()
 
 
-def wait_for(cond, what: str, timeout_s: float = 5.0) -> None:
+def wait_for(cond, what: str, timeout_s: float = 10.0) -> None:
     end = time.monotonic() + timeout_s
     while time.monotonic() < end:
         if cond():
             return
         time.sleep(0.02)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def need_etcd() -> None:
+    """Skip without etcd; with JVPN_REQUIRE_KERNEL=1 (CI) fail instead."""
+    if not shutil.which("etcd"):
+        if os.environ.get("JVPN_REQUIRE_KERNEL") == "1":
+            pytest.fail("etcd (Debian etcd-server) is missing: sudo make setup")
+        pytest.skip("etcd (Debian etcd-server) is not installed")

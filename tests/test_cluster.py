@@ -4,12 +4,11 @@ The same daemons with XDP gates, in the lab, are in test_cluster_lab.py."""
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
 
 import pytest
-from cluster_kit import Cluster, netns, wait_for
+from cluster_kit import Cluster, need_etcd, netns, wait_for
 
 from jvpn import abi
 from jvpn.session import State, Transport
@@ -19,8 +18,7 @@ pytestmark = pytest.mark.kernel  # namespaces and TUN devices need root
 
 @pytest.fixture
 def cluster(tmp_path):
-    if not shutil.which("etcd"):
-        pytest.fail("etcd (Debian etcd-server) is missing: sudo make setup")
+    need_etcd()
     with netns():
         c = Cluster(tmp_path)
         try:

@@ -4,11 +4,10 @@ anycast catchments, a TCP stream to a backend behind both."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 
 import pytest
+from cluster_kit import need_etcd, wait_for
 
 from jvpn.clusterlab import ClusterLab
 from jvpn.handoffbench import handoff_trials
@@ -16,16 +15,11 @@ from jvpn.handoffbench import handoff_trials
 pytestmark = pytest.mark.kernel
 
 
-def _need_etcd():
-    if not shutil.which("etcd"):
-        if os.environ.get("JVPN_REQUIRE_KERNEL") == "1":
-            pytest.fail("etcd (Debian etcd-server) is missing: sudo make setup")
-        pytest.skip("etcd (Debian etcd-server) is not installed")
 
 
 @pytest.fixture(scope="module")
 def cl(tmp_path_factory):
-    _need_etcd()
+    need_etcd()
     c = ClusterLab(tmp_path_factory.mktemp("cluster"), gateway_extra="LeaseTTL = 2\n").up()
     try:
         c.start_all()
@@ -43,13 +37,6 @@ def _record(cl: ClusterLab):
         store.close()
 
 
-def _until(cond, what: str, timeout: float = 10.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _reasons(cl: ClusterLab, name: str, event_type: str) -> list[str]:
@@ -61,11 +48,11 @@ def test_stream_survives_a_to_b_to_a(cl):
     finish = cl.stream(3_000_000, 6.0)
     time.sleep(1.5)
     cl.use_uplink("lte")
-    _until(lambda: _record(cl).owner == "gw-b" and _record(cl).state.name == "ATTACHED",
+    wait_for(lambda: _record(cl).owner == "gw-b" and _record(cl).state.name == "ATTACHED",
            "the session on B")
     time.sleep(1.5)
     cl.use_uplink("wifi")
-    _until(lambda: _record(cl).owner == "gw-a" and _record(cl).state.name == "ATTACHED",
+    wait_for(lambda: _record(cl).owner == "gw-a" and _record(cl).state.name == "ATTACHED",
            "the session back on A")
     sent, received = finish()
     assert sent == received and sent["bytes"] == 3_000_000
@@ -109,8 +96,8 @@ def test_sigkill_owner_b_takes_over_after_the_lease(cl):
     cl.kill_gateway("a")
     killed = time.monotonic()
     cl.use_uplink("lte")
-    _until(lambda: _record(cl).owner == "gw-b" and _record(cl).state.name == "ATTACHED",
-           "B to take over", timeout=15)
+    wait_for(lambda: _record(cl).owner == "gw-b" and _record(cl).state.name == "ATTACHED",
+           "B to take over", 15)
     took = time.monotonic() - killed
     sent, received = finish()
     assert sent == received
@@ -120,10 +107,10 @@ def test_sigkill_owner_b_takes_over_after_the_lease(cl):
     on_b = cl.cli_json("b", "sessions")["gw0"]
     assert [s["owner"] for s in on_b] == ["gw-b"]
     cl.start_gateway("a")  # the restarted A stands by for B's session
-    _until(lambda: [s["state"] for s in cl.cli_json("a", "sessions")["gw0"]] == ["REMOTE"],
+    wait_for(lambda: [s["state"] for s in cl.cli_json("a", "sessions")["gw0"]] == ["REMOTE"],
            "A's standby element")
     cl.use_uplink("wifi")
-    _until(lambda: _record(cl).owner == "gw-a", "the session back on the restarted A")
+    wait_for(lambda: _record(cl).owner == "gw-a", "the session back on the restarted A")
 
 
 def test_a_stopped_owner_is_fenced_by_its_kernel(cl):
@@ -147,6 +134,6 @@ def test_a_stopped_owner_is_fenced_by_its_kernel(cl):
         assert after["drop_state"]["packets"] > before["drop_state"]["packets"]
         cl.use_uplink(uplink_to_other)
         other = "gw-b" if name == "a" else "gw-a"
-        _until(lambda: _record(cl).owner == other, "the other gateway to take over", 15)
+        wait_for(lambda: _record(cl).owner == other, "the other gateway to take over", 15)
     finally:
         proc.send_signal(signal.SIGCONT)

@@ -7,14 +7,13 @@ last one (smoke) starts both gateways and the client."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import socket
 import subprocess
 import sys
 import time
 
 import pytest
+from cluster_kit import need_etcd, wait_for
 
 from jvpn.clusterlab import SITES, SVC_IP, VIP, ClusterLab
 from jvpn.lab import NS_PATTERN
@@ -35,17 +34,12 @@ HEALTH = ("import sys, urllib.request; "
 PROBE_PORT = 7070
 
 
-def _need_etcd() -> None:
-    if not shutil.which("etcd"):
-        if os.environ.get("JVPN_REQUIRE_KERNEL") == "1":
-            pytest.fail("etcd (Debian etcd-server) is missing: sudo make setup")
-        pytest.skip("etcd (Debian etcd-server) is not installed")
 
 
 @pytest.fixture(scope="module")
 def cl(tmp_path_factory):
     """The topology with etcd and the announcer, no XDP, no jvpn process."""
-    _need_etcd()
+    need_etcd()
     c = ClusterLab(tmp_path_factory.mktemp("cluster"), xdp=False).up()
     yield c
     c.down()
@@ -89,13 +83,6 @@ def _put(c: ClusterLab, sid: int, owner: str, state: str, inner: str) -> None:
         f"/jvpn/sessions/{sid:016x}", json.dumps({"record": json.dumps(rec), "secrets": ""}))
 
 
-def _until(cond, what: str, timeout: float = 10) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out: {what}")
 
 
 def test_the_new_roles_are_cleaned_up_after_a_crash():
@@ -138,12 +125,12 @@ def test_the_backend_route_follows_the_owner_in_etcd(cl):
     inner = "10.99.0.77"
     before = cl.announcer.announced
     _put(cl, 0xAA, "gw-a", "ATTACHED", inner)
-    _until(lambda: "via 10.78.1.1" in _svc_route(cl, inner), "route via A")
+    wait_for(lambda: "via 10.78.1.1" in _svc_route(cl, inner), "route via A")
     _put(cl, 0xAA, "gw-b", "VOLATILE", inner)  # not attached: no announcement
     time.sleep(0.5)
     assert "via 10.78.1.1" in _svc_route(cl, inner)
     _put(cl, 0xAA, "gw-b", "ATTACHED", inner)
-    _until(lambda: "via 10.78.2.1" in _svc_route(cl, inner), "route via B")
+    wait_for(lambda: "via 10.78.2.1" in _svc_route(cl, inner), "route via B")
     assert cl.announcer.announced - before == 2
     assert cl.announcer.announcements[-2:] == [(inner, "gw-a"), (inner, "gw-b")]
 
@@ -151,19 +138,19 @@ def test_the_backend_route_follows_the_owner_in_etcd(cl):
 def test_the_announcer_survives_an_etcd_restart(cl):
     inner = "10.99.0.78"
     _put(cl, 0xAB, "gw-a", "ATTACHED", inner)
-    _until(lambda: "via 10.78.1.1" in _svc_route(cl, inner), "route via A")
+    wait_for(lambda: "via 10.78.1.1" in _svc_route(cl, inner), "route via A")
     cl.etcd.stop()
     time.sleep(1.5)  # the announcer notices (its scan fails) and keeps retrying
     cl.etcd.start()
     _put(cl, 0xAB, "gw-b", "ATTACHED", inner)
-    _until(lambda: "via 10.78.2.1" in _svc_route(cl, inner), "route via B after restart")
+    wait_for(lambda: "via 10.78.2.1" in _svc_route(cl, inner), "route via B after restart")
     assert cl.announcer.errors  # it did see the outage
 
 
 def test_nat_on_both_router_ports(tmp_path):
     """With the carrier NAT, each gateway sees the router's address on its
     own link, and its reply (from the VIP) still makes it back."""
-    _need_etcd()
+    need_etcd()
     c = ClusterLab(tmp_path, nat=True, xdp=False).up()
     try:
         _responders(c)
@@ -175,7 +162,7 @@ def test_nat_on_both_router_ports(tmp_path):
 
 
 def test_down_leaves_nothing_behind(tmp_path):
-    _need_etcd()
+    need_etcd()
     c = ClusterLab(tmp_path, xdp=False).up()
     mgmt = [c.mgmt_if(n) for n in SITES]
     assert all(subprocess.run(["ip", "link", "show", m], capture_output=True).returncode == 0
@@ -195,17 +182,17 @@ def test_smoke_both_gateways_and_a_client_on_a(tmp_path):
     """SMOKE (jvpn processes): both gateways on the etcd store with XDP, the
     client on Wi-Fi gets its session on A, and a stream reaches the backend
     through A (the backend's route comes from A's record in etcd)."""
-    _need_etcd()
+    need_etcd()
     c = ClusterLab(tmp_path).up()
     try:
         c.start_all()
-        _until(lambda: len(c.cli_json("a", "sessions")["gw0"]) == 1, "a session on gw-a", 15)
+        wait_for(lambda: len(c.cli_json("a", "sessions")["gw0"]) == 1, "a session on gw-a", 15)
         # B holds only a standby (control-only) element for A's session
-        _until(lambda: [e["state"] for e in c.cli_json("b", "sessions")["gw0"]] == ["REMOTE"],
+        wait_for(lambda: [e["state"] for e in c.cli_json("b", "sessions")["gw0"]] == ["REMOTE"],
                "B's standby element", 5)
         [rec] = c.store().list()
         assert rec.owner == "gw-a" and rec.inner_addr == "10.99.0.2"
-        _until(lambda: "via 10.78.1.1" in _svc_route(c, "10.99.0.2"), "route to the client")
+        wait_for(lambda: "via 10.78.1.1" in _svc_route(c, "10.99.0.2"), "route to the client")
         sent, got = c.stream(1 << 20, 1.0)(timeout=60)
         assert sent == got
     finally:

@@ -8,6 +8,7 @@ import os
 import time
 
 import pytest
+from cluster_kit import need_etcd
 from store_contract import concurrent_cas_has_one_winner
 
 from jvpn.etcdlab import EtcdServer
@@ -21,12 +22,7 @@ KEY = os.urandom(32)
 
 @pytest.fixture(scope="module")
 def etcd():
-    import shutil
-
-    if not shutil.which("etcd"):
-        if os.environ.get("JVPN_REQUIRE_KERNEL") == "1":
-            pytest.fail("etcd (Debian etcd-server) is missing: sudo make setup")
-        pytest.skip("etcd (Debian etcd-server) is not installed")
+    need_etcd()
     server = EtcdServer().start()
     yield server
     server.remove()
