@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .lab import GW_INNER, GW_IP, TunnelLab, lab_policy
+from .lab import GW_INNER, GW_IP, TunnelLab, lab_policy, mac_of
 
 WG_SUBNET_GW, WG_SUBNET_CL, WG_PORT = "10.98.0.1", "10.98.0.2", 51820
 
@@ -95,7 +95,10 @@ dst = (sys.argv[1], int(sys.argv[2])); end = time.monotonic() + float(sys.argv[3
 seq = 0; out = open(sys.argv[4], "w"); stop = sys.argv[4] + ".stop"
 while time.monotonic() < end and not os.path.exists(stop):
     seq += 1
-    s.sendto(json.dumps([seq, time.monotonic()]).encode(), dst)
+    try:
+        s.sendto(json.dumps([seq, time.monotonic()]).encode(), dst)
+    except OSError:  # no route for a moment (a path change): the next one goes
+        time.sleep(0.001)
     try:
         while True:
             b = s.recv(100)
@@ -114,6 +117,32 @@ while True:
 
 
 BENCH_POLICY = lab_policy(max_switches_per_min=600)
+
+
+def read_probes(log: Path) -> list[tuple[float, float, float]]:
+    """PROBER's log: (sequence, sent, came back) per echo."""
+    return [tuple(map(float, line.split())) for line in log.read_text().splitlines()
+            if line.count(" ") == 2]
+
+
+def gaps_after(samples: list[tuple[float, float, float]], moves: list[float]) -> list:
+    """Per move: ms from the move to the first probe sent after it that came
+    back (None: none came back before the next move)."""
+    out = []
+    for i, t0 in enumerate(moves):
+        t1 = moves[i + 1] if i + 1 < len(moves) else float("inf")
+        after = [got for _n, sent, got in samples if t0 <= sent < t1]
+        out.append(round((min(after) - t0) * 1000, 2) if after else None)
+    return out
+
+
+def percentiles(values: list, qs: tuple[float, ...] = (0.5, 0.99)) -> tuple:
+    """Nearest-rank percentiles of the values that are not None (median for 0.5)."""
+    got = sorted(v for v in values if v is not None)
+    if not got:
+        return tuple(None for _ in qs)
+    return tuple(round(statistics.median(got), 2) if q == 0.5 else
+                 round(got[min(len(got) - 1, int(len(got) * q))], 2) for q in qs)
 
 
 def run_reattach_bench(trials: int = 20, progress: Callable[[str], None] = lambda _: None,
@@ -150,19 +179,15 @@ def run_reattach_bench(trials: int = 20, progress: Callable[[str], None] = lambd
             time.sleep(1.0)
             Path(str(log) + ".stop").touch()
             prober.wait(timeout=30)
-            samples = [tuple(map(float, line.split())) for line in log.read_text().splitlines()]
+            samples = read_probes(log)
         finally:
             tl.down()
     rtts = [got - sent for _n, sent, got in samples if sent < downs[0]]
-    per_trial = []
-    for i, t0 in enumerate(downs):
-        t1 = downs[i + 1] if i + 1 < len(downs) else float("inf")
-        after = [got for _n, sent, got in samples if t0 <= sent < t1]
-        per_trial.append(round((min(after) - t0) * 1000, 2) if after else None)
+    per_trial = gaps_after(samples, downs)
     gaps = sorted(g for g in per_trial if g is not None)
     rtt_ms = statistics.median(rtts) * 1000 if rtts else None
-    return {"p50_ms": round(statistics.median(gaps), 2) if gaps else None,
-            "p99_ms": round(gaps[min(len(gaps) - 1, int(len(gaps) * 0.99))], 2) if gaps else None,
+    p50, p99 = percentiles(per_trial)
+    return {"p50_ms": p50, "p99_ms": p99,
             "rtt_ms": round(rtt_ms, 3) if rtt_ms else None, "trials": len(gaps),
             "trials_without_recovery": len(downs) - len(gaps),
             "per_trial_ms": per_trial,
@@ -219,18 +244,13 @@ def _flood_packets(tl: TunnelLab) -> int:
     return out[0]["stats64"]["rx"]["packets"]
 
 
-def _mac(tl: TunnelLab, role: str, ifname: str) -> bytes:
-    out = json.loads(tl.lab.run(role, "ip", "-j", "link", "show", ifname).stdout)
-    return bytes.fromhex(out[0]["address"].replace(":", ""))
-
-
 def _flood_run(tl: TunnelLab, tmp: Path, seconds: float, flood: bool) -> dict:
     trafgen = None
     if flood:
         sid, keys, s = tl.victim()
         cfg = tmp / "flood.trafgen"
-        cfg.write_text(_trafgen_config(_mac(tl, "rt", "r3"), _mac(tl, "atk", "atk0"), sid,
-                                       keys, s["bound"]))
+        macs = mac_of(tl.lab, "rt", "r3"), mac_of(tl.lab, "atk", "atk0")
+        cfg.write_text(_trafgen_config(*macs, sid, keys, s["bound"]))
         trafgen = tl.lab.spawn("atk", "trafgen", "--dev", "atk0", "--conf", str(cfg),
                                "--cpus", "1", log=tmp / "trafgen.log")
         time.sleep(1.0)

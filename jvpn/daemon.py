@@ -72,7 +72,7 @@ class XdpGate:
         from .maps import Attachment, GateMaps, pin_dir
 
         att = Attachment.load(ifname)
-        self.ifname, self._published = ifname, None
+        self.ifname, self._published, self._fence = ifname, None, None
         self.pins = pin_dir(ifname)
         self.maps = GateMaps(self.pins, att.replay_bits)
         self.checks_in_kernel = True
@@ -96,10 +96,12 @@ class XdpGate:
     def set_fence(self, token: int, deadline_ns: int) -> None:
         """The kernel's own fence (jvpn_abi.h, jvpn_config): only elements
         under ``token`` pass data, and only until ``deadline_ns``."""
+        if self._fence == (token, deadline_ns):
+            return  # the timer calls this every 100 ms; the deadline moves per refresh
         cfg = self.maps.read_config()
-        if (cfg.fence_token, cfg.fence_deadline_ns) != (token, deadline_ns):
-            cfg.fence_token, cfg.fence_deadline_ns = token, deadline_ns
-            self.maps.write_config(cfg)
+        cfg.fence_token, cfg.fence_deadline_ns = token, deadline_ns
+        self.maps.write_config(cfg)
+        self._fence = (token, deadline_ns)
 
     def publish_owners(self, node: str, lease: int, remote: dict[int, str]) -> None:
         """Who this gateway is (and its fencing token) and who owns the
@@ -231,8 +233,8 @@ class Gateway:
         self.ownership = (ClusterOwnership(store, events.node_id)
                           if getattr(store, "clustered", False) else LocalOwnership(events.node_id))
         self.waiting: dict[int, Parked] = {}
-        self.standby: dict[int, SessionKeys] = {}  # sessions other gateways own
-        self.remote_owner: dict[int, str] = {}  # ... and who (for `jvpn-xdp sessions`)
+        # sessions other gateways own: (keys, owner) of our standby element
+        self.standby: dict[int, tuple[SessionKeys, str]] = {}
         self.fenced = False
         self.reattach = ReattachServer(store, policy, events, project=self._project,
                                        next_counter=self._next_counter, clock_ms=self.clock_ms,
@@ -258,7 +260,7 @@ class Gateway:
             t.start()
             self._threads.append(t)
         self.gate.publish_owners(self.ownership.node_id, self.ownership.token,
-                                 dict(self.remote_owner))
+                                 self._remote_owners())
         self.events.emit("GatewayStarted", "OK", listen=str(self.sock.getsockname()),
                          gate="xdp" if self.gate.checks_in_kernel else "userspace",
                          sessions=len(self.sessions))
@@ -340,7 +342,6 @@ class Gateway:
                       c2s_floor=rec.c2s_floor)
         live.installed, live.parked = True, False
         self.standby.pop(rec.session_id, None)
-        self.remote_owner.pop(rec.session_id, None)
 
     def _adopt(self, rec: SessionRecord, keys: SessionKeys) -> Live:
         """A session this gateway just became owner of: counters resume above
@@ -474,10 +475,6 @@ class Gateway:
     def _udp_loop(self) -> None:
         recv, sessions = self.sock.recvfrom, self.sessions
         write, admit = self.tun.write, self.gate.admit
-        # a resumed (stopped, swapped out) daemon must not deliver data before
-        # its timer thread had a chance to fence: check the lease here too
-        fence_here = self.ownership.clustered
-        lease_ok = self.ownership.lease_valid
         while not self._stop.is_set():
             try:
                 msg, src = recv(65535)
@@ -488,7 +485,7 @@ class Gateway:
             t = msg[0]
             if t in (abi.MSG_DATA, abi.MSG_KEEPALIVE):
                 live = sessions.get(int.from_bytes(msg[8:16], "little"))
-                if live is None or (fence_here and not lease_ok()):
+                if live is None:
                     continue
                 opened = live.channel.open(msg)
                 if opened is None:
@@ -566,7 +563,7 @@ class Gateway:
                 next_sweep = time.monotonic() + SWEEP_S
                 self._sweep()
                 self.gate.publish_owners(self.ownership.node_id, self.ownership.token,
-                                         dict(self.remote_owner))
+                                         self._remote_owners())
 
     def _timers(self, live: Live) -> None:
         if live.record.state is State.TERMINATED:
@@ -622,11 +619,12 @@ class Gateway:
             if live is not None:
                 self._follow(live, rec)
             elif rec is None or rec.state is State.TERMINATED:
-                self.remote_owner.pop(sid, None)
                 if self.standby.pop(sid, None) is not None:
                     self.gate.remove(sid)
-            elif not self.ownership.owns(rec) and self.remote_owner.get(sid) != rec.owner:
-                self._stand_by(rec, self.standby.get(sid))
+            elif not self.ownership.owns(rec):
+                keys, owner = self.standby.get(sid, (None, None))
+                if owner != rec.owner:
+                    self._stand_by(rec, keys)
             parked = self.waiting.get(sid)
             if (parked is not None and rec is not None and self.ownership.owns(rec)
                     and not rec.handoff_to):
@@ -644,9 +642,11 @@ class Gateway:
             if got is None:
                 return
             keys = SessionKeys.unpack(got[1])
-        self.standby[rec.session_id] = keys
-        self.remote_owner[rec.session_id] = rec.owner
+        self.standby[rec.session_id] = (keys, rec.owner)
         self.gate.standby(rec, keys)
+
+    def _remote_owners(self) -> dict[int, str]:
+        return {sid: owner for sid, (_keys, owner) in self.standby.items()}
 
     def _follow(self, live: Live, rec: SessionRecord | None) -> None:
         sid = live.record.session_id

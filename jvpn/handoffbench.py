@@ -17,7 +17,6 @@ Used by `jvpn-xdp bench handoff` and tests/test_cluster_lab.py.
 from __future__ import annotations
 
 import socket
-import statistics
 import sys
 import tempfile
 import time
@@ -26,7 +25,8 @@ from pathlib import Path
 
 from . import abi, frames
 from .clusterlab import SVC_IP, VIP, ClusterLab, site
-from .lab import PORT, Capture, socket_in, udp_messages
+from .benchnet import ECHO, PROBER, gaps_after, percentiles, read_probes
+from .lab import PORT, Capture, mac_of, socket_in, udp_messages
 
 ROUTER_PORT = {"a": "r0", "b": "r4"}  # the router's port in front of each gateway
 UPLINK_PORT = {"wifi": "r1", "lte": "r2"}  # the router's port behind each client uplink
@@ -56,9 +56,8 @@ class Mirror:
     still came from ``spoof`` (the session's old bound transport)."""
 
     def __init__(self, cl: ClusterLab, uplink: str, to: str, spoof: tuple[str, int]):
-        mac = cl_mac(cl)
-        role = site(to).role
-        self.head = mac(role, "gw0") + mac("rt", ROUTER_PORT[site(to).name]) + b"\x08\x00"
+        self.head = (mac_of(cl.lab, site(to).role, "gw0")
+                     + mac_of(cl.lab, "rt", ROUTER_PORT[site(to).name]) + b"\x08\x00")
         self.spoof, self.copied = spoof, 0
         self.out = socket_in(cl.lab.ns("rt"), socket.AF_PACKET, socket.SOCK_RAW)
         self.out.bind((ROUTER_PORT[site(to).name], 0))
@@ -80,45 +79,7 @@ class Mirror:
         self.out.close()
 
 
-def cl_mac(cl: ClusterLab) -> Callable[[str, str], bytes]:
-    import json  # noqa: PLC0415
-
-    def mac(role: str, ifname: str) -> bytes:
-        out = cl.lab.run(role, "ip", "-j", "link", "show", ifname).stdout
-        return bytes.fromhex(json.loads(out)[0]["address"].replace(":", ""))
-
-    return mac
-
-
 # ---------------------------------------------------------------- the benchmark
-
-ECHO = r"""
-import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((sys.argv[1], int(sys.argv[2])))
-while True:
-    b, a = s.recvfrom(2048); s.sendto(b, a)
-"""
-
-PROBER = r"""
-import os, socket, struct, sys, time
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(0.001)
-dst, log = (sys.argv[1], int(sys.argv[2])), open(sys.argv[3], "w", buffering=1)
-n = 0
-while not os.path.exists(sys.argv[3] + ".stop"):
-    n += 1
-    try:
-        s.sendto(struct.pack("!Qd", n, time.monotonic()), dst)
-    except OSError:
-        time.sleep(0.001)
-    try:
-        while True:
-            b = s.recv(64)
-            k, sent = struct.unpack("!Qd", b)
-            log.write(f"{k} {sent} {time.monotonic()}\n")
-    except (TimeoutError, OSError):
-        pass
-"""
-
 
 def _owner(cl: ClusterLab, sid: int):
     store = cl.store()
@@ -167,25 +128,6 @@ def _wait_owner(cl: ClusterLab, sid: int, node: str, t0: float, timeout_s: float
     return None
 
 
-def gaps_after(samples: list[tuple[float, float, float]], moves: list[float]) -> list:
-    """Per move: ms from the move to the first probe sent after it that came
-    back (None: none came back before the next move)."""
-    out = []
-    for i, t0 in enumerate(moves):
-        t1 = moves[i + 1] if i + 1 < len(moves) else float("inf")
-        after = [got for _n, sent, got in samples if t0 <= sent < t1]
-        out.append(round((min(after) - t0) * 1000, 2) if after else None)
-    return out
-
-
-def percentiles(values: list) -> tuple[float | None, float | None]:
-    got = sorted(v for v in values if v is not None)
-    if not got:
-        return None, None
-    return (round(statistics.median(got), 2),
-            round(got[min(len(got) - 1, int(len(got) * 0.99))], 2))
-
-
 def run_handoff_bench(trials: int = 20, progress: Callable[[str], None] = lambda _: None,
                       ) -> dict:
     """``trials`` handoffs (LTE lands on B), then ``trials`` reattaches on one
@@ -198,7 +140,9 @@ def run_handoff_bench(trials: int = 20, progress: Callable[[str], None] = lambda
             cl.start_all()
             cl.lab.spawn("svc", sys.executable, "-c", ECHO, SVC_IP, "7007")
             log = tmp / "probe.txt"
-            cl.lab.spawn("cl", sys.executable, "-c", PROBER, SVC_IP, "7007", str(log))
+            bound_s = 60 + trials * 5  # a bound only: stopped by a file after the trials
+            cl.lab.spawn("cl", sys.executable, "-c", PROBER, SVC_IP, "7007", str(bound_s),
+                         str(log))
             time.sleep(1.5)
             [rec] = cl.store().list()
             result = handoff_trials(cl, rec.session_id, trials, progress=progress)
@@ -210,15 +154,20 @@ def run_handoff_bench(trials: int = 20, progress: Callable[[str], None] = lambda
             time.sleep(0.5)
             Path(str(log) + ".stop").touch()
             time.sleep(0.3)
-            samples = [tuple(map(float, line.split())) for line in log.read_text().splitlines()
-                       if line.count(" ") == 2]
+            samples = read_probes(log)
         finally:
             cl.down()
     per_trial = gaps_after(samples, result["moves"] + local)[:len(result["moves"])]
     per_local = gaps_after(samples, local)
-    p50, p99 = percentiles(per_trial)
-    local_p50, local_p99 = percentiles(per_local)
-    return {"p50_ms": p50, "p99_ms": p99, "trials": sum(g is not None for g in per_trial),
+    p50, p90, p99 = percentiles(per_trial, (0.5, 0.9, 0.99))
+    local_p50, local_p90, local_p99 = percentiles(per_local, (0.5, 0.9, 0.99))
+    a_to_b, b_to_a = per_trial[0::2], per_trial[1::2]  # the moves alternate, A -> B first
+    return {"p50_ms": p50, "p99_ms": p99, "p90_ms": p90,
+            "a_to_b_p50_max_ms": percentiles(a_to_b, (0.5, 1.0)),
+            "b_to_a_p50_max_ms": percentiles(b_to_a, (0.5, 1.0)),
+            "owner_moved_p50_max_ms": percentiles(result["to_owner_ms"], (0.5, 1.0)),
+            "same_gateway_reattach_p90_ms": local_p90,
+            "trials": sum(g is not None for g in per_trial),
             "dual_active_packets": result["dual_active_packets"],
             "trials_without_recovery": sum(g is None for g in per_trial),
             "same_gateway_reattach_p50_ms": local_p50,

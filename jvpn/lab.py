@@ -428,6 +428,12 @@ class Capture:
         self.sock.close()
 
 
+def mac_of(lab: Lab, role: str, ifname: str) -> bytes:
+    """The MAC address of ``ifname`` in ``role``'s namespace (for injected frames)."""
+    out = lab.run(role, "ip", "-j", "link", "show", ifname).stdout
+    return bytes.fromhex(json.loads(out)[0]["address"].replace(":", ""))
+
+
 def udp_messages(raw: bytes) -> tuple[tuple[str, int], list[bytes]] | None:
     """(source transport, jvpn messages) of one frame captured with a
     virtio-net header (PACKET_VNET_HDR) if it is IPv4/UDP to our port; a GSO
@@ -474,8 +480,7 @@ class Attacker:
         self.lab = lab
 
     def _mac(self, role: str, ifname: str) -> bytes:
-        out = self.lab.run(role, "ip", "-j", "link", "show", ifname).stdout
-        return bytes.fromhex(json.loads(out)[0]["address"].replace(":", ""))
+        return mac_of(self.lab, role, ifname)
 
     def send(self, msgs: list[bytes], spoof: tuple[str, int] | None = None) -> None:
         """From the attacker's own address (its namespace), or with a spoofed

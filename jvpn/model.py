@@ -221,7 +221,6 @@ class Model:
                                                   or now >= cfg.fence_deadline_ns):
             return abi.R_DROP_STATE  # fenced: not our lease, or not certainly alive
         rt = self.runtime.setdefault(sid, self._rt_type())
-        cfg = self.config
         if not replay_accept(rt, counter, self.replay_bits):
             return abi.R_DROP_REPLAY
         if is_data:
