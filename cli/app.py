@@ -17,8 +17,8 @@ from typing import Any
 import click
 from rich.console import Console
 
-from jvpn import maps
 from jvpn.errors import JvpnError, NotAttached
+from jvpn.gate import maps
 
 DEFAULT_PIN_ROOT = "/sys/fs/bpf/jvpn"
 DEFAULT_RUN_DIR = "/run/jvpn"

@@ -7,10 +7,9 @@ from dataclasses import asdict
 import click
 from rich.markup import escape
 
-from jvpn import abi, maps
-from jvpn.gateconfig import GateConfig
-
-from .app import App
+from jvpn.gate import abi, maps
+from jvpn.gate.config import GateConfig
+from jvpn_cli.app import App
 
 
 @click.command(short_help="Attach the XDP gate to an interface.")

@@ -26,8 +26,8 @@ def bench():
               help="Also time each primitive (hash lookup, spin lock, SipHash, clock) alone.")
 @click.pass_obj
 def bench_xdp(app, as_json: bool, repeat: int, batches: int, singles: int, breakdown: bool):
-    from jvpn.bench import run_cost_breakdown, run_xdp_bench  # needs bcc: keep --help cheap
-    from jvpn.maps import require_bcc, require_root
+    from jvpn.bench.xdp import run_cost_breakdown, run_xdp_bench  # needs bcc: keep --help cheap
+    from jvpn.gate.maps import require_bcc, require_root
 
     require_root()
     require_bcc()
@@ -71,8 +71,8 @@ def bench_xdp(app, as_json: bool, repeat: int, batches: int, singles: int, break
 @click.option("--rounds", default=2, show_default=True, type=click.IntRange(1, 10))
 @click.pass_obj
 def bench_tunnel(app, as_json: bool, seconds: float, rounds: int):
-    from jvpn.benchnet import run_tunnel_bench
-    from jvpn.maps import require_bcc, require_root
+    from jvpn.bench.net import run_tunnel_bench
+    from jvpn.gate.maps import require_bcc, require_root
 
     require_root()
     require_bcc()
@@ -86,8 +86,8 @@ def bench_tunnel(app, as_json: bool, seconds: float, rounds: int):
 @click.option("--trials", default=30, show_default=True, type=click.IntRange(2, 500))
 @click.pass_obj
 def bench_reattach(app, as_json: bool, trials: int):
-    from jvpn.benchnet import run_reattach_bench
-    from jvpn.maps import require_bcc, require_root
+    from jvpn.bench.net import run_reattach_bench
+    from jvpn.gate.maps import require_bcc, require_root
 
     require_root()
     require_bcc()
@@ -109,9 +109,9 @@ def bench_reattach(app, as_json: bool, trials: int):
               help="Also run `bench reattach` (one gateway) with as many trials.")
 @click.pass_obj
 def bench_handoff(app, as_json: bool, trials: int, compare: bool):
-    from jvpn.benchnet import run_reattach_bench
-    from jvpn.handoffbench import run_handoff_bench
-    from jvpn.maps import require_bcc, require_root
+    from jvpn.bench.handoff import run_handoff_bench
+    from jvpn.bench.net import run_reattach_bench
+    from jvpn.gate.maps import require_bcc, require_root
 
     require_root()
     require_bcc()
@@ -137,8 +137,8 @@ def bench_handoff(app, as_json: bool, trials: int, compare: bool):
 @click.option("--seconds", default=5.0, show_default=True, type=click.FloatRange(1, 60))
 @click.pass_obj
 def bench_flood(app, as_json: bool, seconds: float):
-    from jvpn.benchnet import run_flood_bench
-    from jvpn.maps import require_bcc, require_root
+    from jvpn.bench.net import run_flood_bench
+    from jvpn.gate.maps import require_bcc, require_root
 
     require_root()
     require_bcc()

@@ -21,9 +21,9 @@ def demo(app, as_json: bool, trace: str, xdp_only: bool):
     app.require_root()
     app.require_bcc()
     if xdp_only:
-        from jvpn.xdpdemo import main as xdp_main
+        from jvpn.demo.xdp import main as xdp_main
 
         sys.exit(xdp_main())
-    from jvpn.demo import main as demo_main
+    from jvpn.demo.tunnel import main as demo_main
 
     sys.exit(demo_main(as_json=as_json, trace=trace))

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import click
 
-from jvpn import maps
-
-from .app import App, interface_exists
+from jvpn.gate import maps
+from jvpn_cli.app import App, interface_exists
 
 
 @click.command(short_help="Detach the XDP gate from an interface.")

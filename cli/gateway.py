@@ -28,8 +28,10 @@ def gateway():
 @click.pass_obj
 def gateway_up(app, config_path: str, tun_name: str, echo_events: bool):
     from jvpn.config import load_gateway_config
-    from jvpn.daemon import Gateway, UserspaceGate, XdpGate
     from jvpn.events import EventLog
+    from jvpn.gate.kernel import XdpGate
+    from jvpn.gate.userspace import UserspaceGate
+    from jvpn.gateway.daemon import Gateway
     from jvpn.store.sqlite import SqliteStore
 
     app.require_root()

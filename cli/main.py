@@ -14,19 +14,18 @@ from collections.abc import Sequence
 import click
 
 from jvpn.errors import JvpnError
-
-from .app import DEFAULT_PIN_ROOT, DEFAULT_RUN_DIR, App
-from .attach import attach
-from .bench import bench
-from .client import client
-from .demo import demo
-from .detach import detach
-from .events import events
-from .gateway import gateway
-from .keygen import keygen, pubkey
-from .sessions import sessions
-from .stats import stats
-from .status import status
+from jvpn_cli.app import DEFAULT_PIN_ROOT, DEFAULT_RUN_DIR, App
+from jvpn_cli.attach import attach
+from jvpn_cli.bench import bench
+from jvpn_cli.client import client
+from jvpn_cli.demo import demo
+from jvpn_cli.detach import detach
+from jvpn_cli.events import events
+from jvpn_cli.gateway import gateway
+from jvpn_cli.keygen import keygen, pubkey
+from jvpn_cli.sessions import sessions
+from jvpn_cli.stats import stats
+from jvpn_cli.status import status
 
 EXIT_INTERRUPTED = 130
 

@@ -9,9 +9,8 @@ from typing import Any
 import click
 from rich.table import Table
 
-from jvpn import abi, maps
-
-from .app import App, session_id_hex
+from jvpn.gate import abi, maps
+from jvpn_cli.app import App, session_id_hex
 
 
 @click.command(short_help="List the sessions the gate knows.")

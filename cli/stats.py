@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 from rich.table import Table
 
-from .app import App
+from jvpn_cli.app import App
 
 
 @click.command(short_help="Show the per-reason packet counters.")

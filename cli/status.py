@@ -9,10 +9,9 @@ from typing import Any
 import click
 from rich.table import Table
 
-from jvpn import maps
 from jvpn.errors import JvpnError
-
-from .app import App
+from jvpn.gate import maps
+from jvpn_cli.app import App
 
 
 @click.command(short_help="Show every attachment.")

@@ -19,11 +19,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import abi, wire
-from .events import EventLog
-from .handshake import Assignment, HandshakeError, Initiator
-from .keys import SessionKeys
-from .tunnel import FLAG_FRAGMENT, FLAG_REATTACH, DataChannel, Tun, send_messages
+from jvpn import wire
+from jvpn.events import EventLog
+from jvpn.gate import abi
+from jvpn.handshake import Assignment, HandshakeError, Initiator
+from jvpn.keys import SessionKeys
+from jvpn.tunnel import FLAG_FRAGMENT, FLAG_REATTACH, DataChannel, Tun, send_messages
 
 RECV_TIMEOUT_S = 0.2  # how often the receive loop looks at the current socket
 FATAL_REJECTS = {"SESSION_NOT_FOUND", "SESSION_EXPIRED"}

@@ -41,9 +41,9 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import keys
-from .errors import JvpnError
-from .policy import Policy, PolicyError, default_policy, load_policy
+from jvpn import keys
+from jvpn.errors import JvpnError
+from jvpn.policy import Policy, PolicyError, default_policy, load_policy
 
 DEFAULT_LISTEN_PORT = 51900
 DEFAULT_HANDSHAKES_PER_SECOND = 50

@@ -23,15 +23,16 @@ import ipaddress
 import os
 import struct
 import time
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from noise.connection import Keypair, NoiseConnection
 
-from . import abi, wire
-from .keys import SessionKeys, derive_session_keys, public_from_private
+from jvpn import wire
+from jvpn.gate import abi
+from jvpn.keys import SessionKeys, derive_session_keys, public_from_private
 
 PROTOCOL = b"Noise_IK_25519_ChaChaPoly_BLAKE2s"
 PROLOGUE = b"jvpn v1"

@@ -5,7 +5,7 @@ on the kernel's struct layout; the client and the userspace gate on a
 
 from __future__ import annotations
 
-from . import abi
+from jvpn.gate import abi
 
 
 def replay_accept(rt, counter: int, bits: int = abi.REPLAY_BITS) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field, replace
 
-from . import abi
+from jvpn.gate import abi
 
 
 class State(enum.IntEnum):

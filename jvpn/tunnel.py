@@ -24,10 +24,10 @@ from collections.abc import Callable
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-from . import abi
-from .keys import SessionKeys
-from .replay import ReplayWindow
-from .wire import header_tag
+from jvpn.gate import abi
+from jvpn.keys import SessionKeys
+from jvpn.replay import ReplayWindow
+from jvpn.wire import header_tag
 
 # Every jvpn datagram fits a 1500-byte path (the XDP gate refuses IP fragments),
 # but the TUN carries inner packets of up to 64 KB: the TCP stacks at both ends
@@ -131,7 +131,7 @@ class DataChannel:
     def open_control(self, msg: bytes, reattach_key: bytes) -> tuple | None:
         """(header, fields) of an authentic, fresh control message (tag, then
         HMAC, then the replay window), else None."""
-        from . import wire  # noqa: PLC0415
+        from jvpn import wire  # noqa: PLC0415
 
         try:
             hdr, fields = wire.open_control(msg, reattach_key)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from siphash24 import siphash24
 
-from . import abi
+from jvpn.gate import abi
 
 _HDR = struct.Struct("<BBHIQQQ")
 _TAGGED = struct.Struct("<BBHIQQ")

@@ -10,12 +10,12 @@ session watch, used through jvpn/ownership.py).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Protocol
-from collections.abc import Iterator
 
-from ..errors import JvpnError
-from ..session import SessionRecord, State, Transport
+from jvpn.errors import JvpnError
+from jvpn.session import SessionRecord, State, Transport
 
 
 class StoreError(JvpnError):

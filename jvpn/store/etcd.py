@@ -28,9 +28,14 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ..session import SessionRecord
-from . import (
-    AlreadyExists, Change, GatewayGone, StoreError, VersionConflict, record_from_json,
+from jvpn.session import SessionRecord
+from jvpn.store import (
+    AlreadyExists,
+    Change,
+    GatewayGone,
+    StoreError,
+    VersionConflict,
+    record_from_json,
     record_to_json,
 )
 

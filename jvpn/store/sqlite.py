@@ -7,11 +7,18 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 
-from ..session import SessionRecord
-from . import AlreadyExists, Change, StoreError, VersionConflict, record_from_json, record_to_json
+from jvpn.session import SessionRecord
+from jvpn.store import (
+    AlreadyExists,
+    Change,
+    StoreError,
+    VersionConflict,
+    record_from_json,
+    record_to_json,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (

@@ -1,0 +1,308 @@
+"""Benchmarks that need the lab (namespaces, real traffic between them only):
+
+- ``tunnel``: TCP goodput (iperf3) between the same two namespaces through
+  plain routing, through jvpn, and through wireguard-go, in one run;
+- ``reattach``: address change to data flowing again, many trials.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from jvpn.lab.netns import GW_INNER, GW_IP, TunnelLab, lab_policy, mac_of
+
+WG_SUBNET_GW, WG_SUBNET_CL, WG_PORT = "10.98.0.1", "10.98.0.2", 51820
+
+
+def _iperf(tl: TunnelLab, server_ip: str, seconds: float) -> float:
+    server = subprocess.Popen(tl.lab.cmd("gw", "iperf3", "-s", "-1", "-B", server_ip),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    tl.lab.procs.append(server)
+    time.sleep(0.3)
+    out = tl.lab.run("cl", "iperf3", "-c", server_ip, "-t", str(seconds), "-J",
+                     timeout=seconds + 30)
+    server.wait(timeout=10)
+    data = json.loads(out.stdout)
+    return data["end"]["sum_received"]["bits_per_second"] / 1e6
+
+
+def _wireguard_go(tl: TunnelLab, tmp: Path) -> None:
+    """wireguard-go between the same namespaces, on its own subnet and port."""
+    env = {**os.environ, "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD": "1"}
+    keys = {}
+    for role in ("gw", "cl"):
+        priv = subprocess.run(["wg", "genkey"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+        pub = subprocess.run(["wg", "pubkey"], input=priv, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        (tmp / f"wg-{role}.key").write_text(priv + "\n")
+        keys[role] = pub
+        # distinct names: the UAPI socket /var/run/wireguard/<name>.sock is not per namespace
+        tl.lab.spawn(role, "wireguard-go", "-f", f"wg{role}", env=env,
+                     log=tmp / f"wg-{role}.log")
+    time.sleep(1.0)
+    tl.lab.run("gw", "wg", "set", "wggw", "listen-port", str(WG_PORT), "private-key",
+               str(tmp / "wg-gw.key"), "peer", keys["cl"], "allowed-ips", f"{WG_SUBNET_CL}/32")
+    tl.lab.run("cl", "wg", "set", "wgcl", "private-key", str(tmp / "wg-cl.key"), "peer",
+               keys["gw"], "endpoint", f"{GW_IP}:{WG_PORT}", "allowed-ips", "10.98.0.0/24")
+    for role, ip in (("gw", WG_SUBNET_GW), ("cl", WG_SUBNET_CL)):
+        tl.lab.run(role, "ip", "addr", "add", f"{ip}/24", "dev", f"wg{role}")
+        tl.lab.run(role, "ip", "link", "set", f"wg{role}", "mtu", "1420", "up")
+
+
+def run_tunnel_bench(seconds: float = 5.0, rounds: int = 2,
+                     progress: Callable[[str], None] = lambda _: None) -> dict:
+    with tempfile.TemporaryDirectory(prefix="jvpn-bench-") as d:
+        tmp = Path(d)
+        tl = TunnelLab(tmp).up()
+        try:
+            _wireguard_go(tl, tmp)
+            figures: dict[str, list[float]] = {"veth": [], "jvpn": [], "wireguard_go": []}
+            for r in range(rounds):  # interleaved, so a noisy moment hits all three
+                for name, ip in (("veth", GW_IP), ("jvpn", GW_INNER),
+                                 ("wireguard_go", WG_SUBNET_GW)):
+                    progress(f"round {r + 1}/{rounds}: {name}")
+                    figures[name].append(_iperf(tl, ip, seconds))
+            counters = tl.cli_json("stats", "gw0")["gw0"]
+            status = tl.cli_json("status")
+        finally:
+            tl.down()
+    med = {k: round(statistics.median(v), 1) for k, v in figures.items()}
+    return {"jvpn_mbps": med["jvpn"], "wireguard_go_mbps": med["wireguard_go"],
+            "veth_mbps": med["veth"],
+            "jvpn_over_wireguard_go": round(med["jvpn"] / med["wireguard_go"], 2)
+            if med["wireguard_go"] else None,
+            "samples_mbps": figures, "seconds_each": seconds, "rounds": rounds,
+            "xdp_mode": status[0].get("mode") if status else None,
+            "xdp_counters": {k: v["packets"] for k, v in counters.items() if v["packets"]},
+            "tool": "iperf3 TCP, client namespace -> gateway namespace, one stream"}
+
+
+PROBER = r"""
+import json, socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(0.001)
+import os
+dst = (sys.argv[1], int(sys.argv[2])); end = time.monotonic() + float(sys.argv[3])
+seq = 0; out = open(sys.argv[4], "w"); stop = sys.argv[4] + ".stop"
+while time.monotonic() < end and not os.path.exists(stop):
+    seq += 1
+    try:
+        s.sendto(json.dumps([seq, time.monotonic()]).encode(), dst)
+    except OSError:  # no route for a moment (a path change): the next one goes
+        time.sleep(0.001)
+    try:
+        while True:
+            b = s.recv(100)
+            n, sent = json.loads(b)
+            out.write(f"{n} {sent} {time.monotonic()}\n")
+    except (socket.timeout, BlockingIOError):
+        pass
+out.close()
+"""
+ECHO = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((sys.argv[1], int(sys.argv[2])))
+while True:
+    b, a = s.recvfrom(100); s.sendto(b, a)
+"""
+
+
+BENCH_POLICY = lab_policy(max_switches_per_min=600)
+
+
+def read_probes(log: Path) -> list[tuple[float, float, float]]:
+    """PROBER's log: (sequence, sent, came back) per echo."""
+    return [tuple(map(float, line.split())) for line in log.read_text().splitlines()
+            if line.count(" ") == 2]
+
+
+def gaps_after(samples: list[tuple[float, float, float]], moves: list[float]) -> list:
+    """Per move: ms from the move to the first probe sent after it that came
+    back (None: none came back before the next move)."""
+    out = []
+    for i, t0 in enumerate(moves):
+        t1 = moves[i + 1] if i + 1 < len(moves) else float("inf")
+        after = [got for _n, sent, got in samples if t0 <= sent < t1]
+        out.append(round((min(after) - t0) * 1000, 2) if after else None)
+    return out
+
+
+def percentiles(values: list, qs: tuple[float, ...] = (0.5, 0.99)) -> tuple:
+    """Nearest-rank percentiles of the values that are not None (median for 0.5)."""
+    got = sorted(v for v in values if v is not None)
+    if not got:
+        return tuple(None for _ in qs)
+    return tuple(round(statistics.median(got), 2) if q == 0.5 else
+                 round(got[min(len(got) - 1, int(len(got) * q))], 2) for q in qs)
+
+
+def run_reattach_bench(trials: int = 20, progress: Callable[[str], None] = lambda _: None,
+                       ) -> dict:
+    """Each trial takes the client's active uplink down (wifi <-> lte) and
+    measures from that instant to the first echo that went out after it and
+    came back through the tunnel."""
+    with tempfile.TemporaryDirectory(prefix="jvpn-bench-") as d:
+        tmp = Path(d)
+        # The lab's default policy allows 30 switches a minute: more trials than
+        # that would (rightly) be stopped as a switch storm. Raise the bound.
+        tl = TunnelLab(tmp, policy=BENCH_POLICY).up()
+        try:
+            tl.lab.spawn("gw", sys.executable, "-c", ECHO, GW_INNER, "7007")
+            duration = 30 + trials * 5  # a bound only: stopped by a file after the trials
+            log = tmp / "probe.txt"
+            prober = tl.lab.spawn("cl", sys.executable, "-c", PROBER, GW_INNER, "7007",
+                                  str(duration), str(log))
+            time.sleep(2.0)
+            downs = []
+            for i in range(trials):
+                progress(f"trial {i + 1}/{trials}")
+                # t0 is taken once the change is done: probes sent before it may
+                # still have left on the old path and would look like no gap at all
+                if i % 2 == 0:  # wifi -> lte: the uplink disappears
+                    tl.lab.link("cl", "wifi", "down")
+                else:           # lte -> wifi: wifi comes back and is preferred again
+                    tl.lab.link("cl", "wifi", "up")
+                    time.sleep(0.3)
+                    tl.lab.run("cl", "ip", "route", "replace", "default", "via", "10.77.1.254",
+                               "dev", "wifi", "metric", "10")
+                downs.append(time.monotonic())
+                time.sleep(1.2)
+            time.sleep(1.0)
+            Path(str(log) + ".stop").touch()
+            prober.wait(timeout=30)
+            samples = read_probes(log)
+        finally:
+            tl.down()
+    rtts = [got - sent for _n, sent, got in samples if sent < downs[0]]
+    per_trial = gaps_after(samples, downs)
+    gaps = sorted(g for g in per_trial if g is not None)
+    rtt_ms = statistics.median(rtts) * 1000 if rtts else None
+    p50, p99 = percentiles(per_trial)
+    return {"p50_ms": p50, "p99_ms": p99,
+            "rtt_ms": round(rtt_ms, 3) if rtt_ms else None, "trials": len(gaps),
+            "trials_without_recovery": len(downs) - len(gaps),
+            "per_trial_ms": per_trial,
+            "max_ms": round(max(gaps), 2) if gaps else None,
+            "policy": "max_switches_per_min 600, switch_cooldown_ms 0",
+            "method": "UDP echo every ~1 ms through the tunnel; t0 = the uplink change done "
+                      "(link down, or the better route back); time to the first echo sent "
+                      "after t0 that came back"}
+
+
+# ---------------------------------------------------------------- flood
+
+def _bytes(b: bytes) -> str:
+    return ", ".join(f"0x{x:02x}" for x in b)
+
+
+def _trafgen_config(dst_mac: bytes, src_mac: bytes, sid: int, keys, binding: str) -> str:
+    """Four forged kinds, cycled: unknown sessions, bad tags for the victim's
+    session, a replayed data message from the victim's own source, and
+    authentic-looking data from a spoofed (unbound) transport."""
+    import struct as _s
+
+    from jvpn import wire
+    from jvpn.gate import abi
+
+    mac = lambda m: ":".join(f"{x:02x}" for x in m)  # noqa: E731
+    eth = f"eth(da={mac(dst_mac)}, sa={mac(src_mac)}, type=0x0800)"
+    b_ip, b_port = binding.rsplit(":", 1)
+
+    def block(saddr: str, sport: int, body: str) -> str:
+        return (f"{{ {eth}, ipv4(saddr={saddr}, daddr={GW_IP}, ttl=64), "
+                f"udp(sport={sport}, dport=51900), {body} }}\n")
+
+    pad = "fill(0x00, 64)"
+    hdr = _bytes(_s.pack("<BBHI", abi.MSG_DATA, 1, 0, 0))
+    out = block("10.77.3.2", 40000, f"{hdr}, drnd(8), drnd(16), {pad}")          # unknown
+    out += block("10.77.3.2", 40001, f"{hdr}, {_bytes(_s.pack('<Q', sid))}, drnd(16), {pad}")
+    replay = wire.message(wire.Header(type=abi.MSG_DATA, session_id=sid, counter=1),
+                          keys.hdr_c2s, bytes(64))
+    out += block(b_ip, int(b_port), _bytes(replay))                               # replay
+    spoof = wire.message(wire.Header(type=abi.MSG_DATA, session_id=sid, counter=2**40),
+                         keys.hdr_c2s, bytes(64))
+    out += block("10.77.3.2", 40002, _bytes(spoof))                               # binding
+    return out
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _flood_packets(tl: TunnelLab) -> int:
+    """Packets the attacker put on the wire (the router's attacker-side port)."""
+    out = json.loads(tl.lab.run("rt", "ip", "-j", "-s", "link", "show", "r3").stdout)
+    return out[0]["stats64"]["rx"]["packets"]
+
+
+def _flood_run(tl: TunnelLab, tmp: Path, seconds: float, flood: bool) -> dict:
+    trafgen = None
+    if flood:
+        sid, keys, s = tl.victim()
+        cfg = tmp / "flood.trafgen"
+        macs = mac_of(tl.lab, "rt", "r3"), mac_of(tl.lab, "atk", "atk0")
+        cfg.write_text(_trafgen_config(*macs, sid, keys, s["bound"]))
+        trafgen = tl.lab.spawn("atk", "trafgen", "--dev", "atk0", "--conf", str(cfg),
+                               "--cpus", "1", log=tmp / "trafgen.log")
+        time.sleep(1.0)
+    rx0, cpu0 = _flood_packets(tl), _cpu_seconds(tl.gateway.pid)
+    t0 = time.monotonic()
+    mbps = _iperf(tl, GW_INNER, seconds)
+    elapsed = time.monotonic() - t0
+    rx1, cpu1 = _flood_packets(tl), _cpu_seconds(tl.gateway.pid)
+    if trafgen is not None:
+        trafgen.send_signal(signal.SIGINT)  # trafgen stops cleanly on SIGINT only
+        try:
+            trafgen.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            trafgen.kill()
+            trafgen.wait(timeout=10)
+    return {"mbps": round(mbps, 1), "flood_pps": round((rx1 - rx0) / elapsed),
+            "daemon_cpu": round((cpu1 - cpu0) / elapsed, 2)}
+
+
+def run_flood_bench(seconds: float = 5.0, progress: Callable[[str], None] = lambda _: None,
+                    ) -> dict:
+    """Legit goodput with no flood, then under a forged-packet flood (trafgen
+    in the attacker's namespace, routed to the gateway like Internet traffic),
+    with the XDP gate and with the same checks in the daemon (no XDP)."""
+    runs = {}
+    for mode in ("xdp", "userspace"):
+        with tempfile.TemporaryDirectory(prefix="jvpn-bench-") as d:
+            tmp = Path(d)
+            tl = TunnelLab(tmp, xdp=(mode == "xdp")).up()
+            try:
+                if mode == "xdp":
+                    progress("no flood")
+                    runs["none"] = _flood_run(tl, tmp, seconds, flood=False)
+                    before = tl.cli_json("stats", "gw0")["gw0"]
+                progress(f"flood, {mode} gate")
+                runs[mode] = _flood_run(tl, tmp, seconds, flood=True)
+                if mode == "xdp":
+                    after = tl.cli_json("stats", "gw0")["gw0"]
+                    runs["xdp_drops"] = {k: after[k]["packets"] - before[k]["packets"]
+                                         for k in after if k.startswith("drop_") and
+                                         after[k]["packets"] != before[k]["packets"]}
+            finally:
+                tl.down()
+    x, u, n = runs["xdp"], runs["userspace"], runs["none"]
+    return {"flood_pps": x["flood_pps"], "flood_pps_userspace_run": u["flood_pps"],
+            "goodput_no_flood_mbps": n["mbps"], "goodput_flood_xdp_mbps": x["mbps"],
+            "goodput_flood_userspace_mbps": u["mbps"], "daemon_cpu_xdp": x["daemon_cpu"],
+            "daemon_cpu_userspace": u["daemon_cpu"], "daemon_cpu_no_flood": n["daemon_cpu"],
+            "xdp_drops": runs["xdp_drops"],
+            "xdp_over_no_flood": round(x["mbps"] / n["mbps"], 2) if n["mbps"] else None,
+            "xdp_over_userspace": round(x["mbps"] / u["mbps"], 2) if u["mbps"] else None,
+            "seconds_each": seconds,
+            "notes": "flood_pps: forged packets/s the attacker put on the wire (trafgen, one "
+                     "core); daemon_cpu: CPU seconds per second of the gateway daemon"}

@@ -1,0 +1,181 @@
+"""`jvpn-xdp bench xdp`: nanoseconds per packet for each verdict path of the
+XDP program, next to an empty XDP program, measured in one run with
+BPF_PROG_TEST_RUN (no interface, no traffic).
+
+Method (docs/benchmarks.md):
+- paths that give the same verdict when the same frame is run again are
+  timed with ``repeat`` (the kernel's own average over R runs, median of a
+  few batches);
+- ``data_valid`` cannot be repeated (the second run is a replay), so it is
+  timed one distinct frame per call, then the same frames again (now replays,
+  same calls, same cache state): data_valid = drop_replay (repeat-averaged)
+  + (valid single-call - replay single-call);
+- the raw single-call figures are reported too.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from jvpn import wire
+from jvpn.gate import abi, testrun
+from jvpn.gate.config import GateConfig
+from jvpn.gate.maps import BuildOptions, Program, load_plain, measure_ns_per_jiffy, unpin
+from jvpn.lab import frames
+
+BASELINE_PROGRAM = """
+#include <uapi/linux/bpf.h>
+int xdp_main(struct xdp_md *ctx) { return XDP_PASS; }
+"""
+
+KEY = bytes(range(16))
+CLIENT, CLIENT_PORT, GW = "192.0.2.10", 5555, "192.0.2.1"
+SID = 0x0123456789ABCDEF
+
+
+def _frame(counter: int, *, sid: int = SID, key: bytes = KEY, sport: int = CLIENT_PORT,
+           t: int = abi.MSG_DATA, payload: bytes = b"\0" * 64) -> bytes:
+    msg = wire.message(wire.Header(type=t, session_id=sid, counter=counter), key, payload)
+    return frames.udp_frame(CLIENT, sport, GW, abi.DEFAULT_PORT, msg)
+
+
+def _repeat_ns(prog_fd: int, frame: bytes, repeat: int, batches: int) -> float:
+    return statistics.median(testrun.run(prog_fd, frame, repeat).duration_ns
+                             for _ in range(batches))
+
+
+def _single_ns(prog_fd: int, frames_: list[bytes]) -> float:
+    return statistics.median(testrun.run(prog_fd, f).duration_ns for f in frames_)
+
+
+def run_xdp_bench(repeat: int = 200_000, batches: int = 5, singles: int = 20_000,
+                  progress: Callable[[str], None] = lambda _: None) -> dict:
+    pins = Path("/sys/fs/bpf") / f"jvpn-bench-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    baseline_bpf, baseline_fd = load_plain(BASELINE_PROGRAM)
+    prog = Program(pins, BuildOptions())
+    try:
+        return _measure(prog, baseline_fd, repeat, batches, singles, progress)
+    finally:
+        prog.close()
+        baseline_bpf.cleanup()
+        unpin(pins)
+
+
+def _measure(prog: Program, baseline_fd: int, repeat: int, batches: int, singles: int,
+             progress: Callable[[str], None]) -> dict:
+    fd = prog.prog_fd
+    tick = measure_ns_per_jiffy()
+    unlimited = GateConfig(session_pps=0, session_bytes_per_sec=0, source_control_pps=0,
+                           global_control_pps=0, ns_per_jiffy=tick)
+    with prog.maps() as maps:
+        maps.write_config(unlimited.to_abi())
+        maps.put_session(SID, abi.Session(
+            tag_key=wire.key_words(KEY), state=abi.STATE_ATTACHED, bind_family=abi.AF_INET,
+            bind_addr=abi.addr_words(CLIENT), bind_port=abi.port_word(CLIENT_PORT)))
+
+        progress("baseline")
+        baseline = _repeat_ns(baseline_fd, _frame(1), repeat, batches)
+        baseline_single = _single_ns(baseline_fd, [_frame(1)] * singles)
+        overhead = max(baseline_single - baseline, 0.0)
+
+        progress("data_valid")
+        valid = [_frame(c) for c in range(1, singles + 1)]
+        data_single = _single_ns(fd, valid)
+
+        replay_single = _single_ns(fd, valid)
+
+        paths = {}
+        repeatable = {
+            "drop_unknown_session": _frame(1, sid=SID ^ 1),
+            "drop_malformed": frames.udp_frame(CLIENT, CLIENT_PORT, GW, abi.DEFAULT_PORT,
+                                               b"\x04" * 20),
+            "drop_bad_tag": _frame(10**9, key=bytes(16)),
+            "drop_wrong_binding": _frame(10**9, sport=CLIENT_PORT + 1),
+            "drop_replay": valid[0],
+            "pass_other": frames.tcp_frame(CLIENT, GW),
+        }
+        for name, f in repeatable.items():
+            progress(name)
+            paths[name] = _repeat_ns(fd, f, repeat, batches)
+
+        paths["data_valid"] = paths["drop_replay"] + max(data_single - replay_single, 0.0)
+
+        progress("drop_rate_limited")
+        maps.write_config(GateConfig(source_control_pps=1, source_control_burst=1,
+                                     global_control_pps=0, ns_per_jiffy=tick).to_abi())
+        hs = _frame(0, sid=0, t=abi.MSG_HANDSHAKE_INIT)
+        testrun.run(fd, hs)  # the one the bucket allows
+        paths["drop_rate_limited"] = _repeat_ns(fd, hs, repeat, batches)
+        counters = maps.read_counters()
+
+    return {
+        "baseline_ns": round(baseline, 2),
+        "paths": {k: round(v, 2) for k, v in paths.items()},
+        "ratios": {k: round(v / baseline, 2) if baseline else None for k, v in paths.items()},
+        "single_call": {"baseline_ns": baseline_single, "data_valid_ns": data_single,
+                        "drop_replay_ns": replay_single,
+                        "timer_overhead_ns": round(overhead, 2)},
+        "method": "BPF_PROG_TEST_RUN; repeat-averaged where the verdict repeats; data_valid "
+                  "= drop_replay + (valid - replay), both single-call on the same frames",
+        "repeat": repeat,
+        "batches": batches,
+        "singles": singles,
+        "verdicts_seen": {k: v["packets"] for k, v in counters.items() if v["packets"]},
+        "kernel": platform.release(),
+        "cpus": os.cpu_count(),
+    }
+
+
+# ---- where the time goes: one primitive per tiny program, same harness ----
+_COMPONENT_PROGRAM = r"""
+#include <uapi/linux/bpf.h>
+#include "siphash.h"
+struct locked { struct bpf_spin_lock lock; __u32 pad; __u64 x; };
+BPF_F_TABLE("hash", __u64, struct locked, h, 65536, BPF_F_NO_PREALLOC);
+BPF_PERCPU_ARRAY(c, __u64, 16);
+int xdp_main(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
+	__u64 *w = data + 42;
+	__u64 key = 1;
+	struct locked *v;
+
+	if ((void *)(w + 4) > end)
+		return XDP_PASS;
+	BODY
+	return XDP_PASS;
+}
+"""
+COMPONENTS = {
+    "empty_program": "",
+    "percpu_counter": "int i = 3; __u64 *n = c.lookup(&i); if (n) (*n)++;",
+    "hash_lookup_miss": "key = w[1]; if (h.lookup(&key)) return XDP_DROP;",
+    "hash_lookup_hit": "v = h.lookup(&key); if (!v) return XDP_DROP;",
+    "hash_hit_spin_lock": "v = h.lookup(&key); if (!v) return XDP_DROP; "
+                          "bpf_spin_lock(&v->lock); v->x++; bpf_spin_unlock(&v->lock);",
+    "siphash_24_bytes": "if (jvpn_siphash24_24(1, 2, w[0], w[1], w[2]) == w[3]) return XDP_DROP;",
+    "ktime_get_coarse_ns": "if (bpf_ktime_get_coarse_ns() == 5) return XDP_DROP;",
+    "jiffies64": "if (bpf_jiffies64() == 5) return XDP_DROP;",
+}
+
+
+def run_cost_breakdown(repeat: int = 200_000, batches: int = 5) -> dict:
+    """ns per run of each primitive's program; subtract empty_program for
+    the primitive's own cost."""
+    import ctypes
+
+    frame = _frame(1)
+    out = {}
+    for name, body in COMPONENTS.items():
+        b, fd = load_plain(_COMPONENT_PROGRAM.replace("BODY", body))
+        try:
+            b[b"h"][ctypes.c_uint64(1)] = b[b"h"].Leaf()
+            out[name] = _repeat_ns(fd, frame, repeat, batches)
+        finally:
+            b.cleanup()
+    return out

@@ -1,0 +1,92 @@
+"""The vocabulary of events: reason codes, security codes and event types.
+
+Names are the seed's (shared/SPEC-NOTES.md) where it has one, so operators who
+read the model recognize them; the rest are jvpn's own and documented in
+docs/protocol.md. Every member is a ``StrEnum``: it serializes as its name in
+the JSON event stream, and compares equal to that string.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class Reason(enum.StrEnum):
+    """Reason codes: state transitions, reattach results and jvpn's own."""
+
+    # transitions (seed)
+    HANDSHAKE_OK = "HANDSHAKE_OK"
+    HANDSHAKE_FAIL = "HANDSHAKE_FAIL"
+    VOLATILITY_SIGNAL = "VOLATILITY_SIGNAL"
+    QUALITY_FLOOR_VIOLATION = "QUALITY_FLOOR_VIOLATION"
+    HEALTH_RECOVERED = "HEALTH_RECOVERED"
+    RECOVERY_START = "RECOVERY_START"
+    TRANSPORT_SWITCH_OK = "TRANSPORT_SWITCH_OK"
+    TRANSPORT_SWITCH_DENIED = "TRANSPORT_SWITCH_DENIED"
+    RECOVERY_RETRY = "RECOVERY_RETRY"
+    RECOVERY_BOUNDS_EXCEEDED = "RECOVERY_BOUNDS_EXCEEDED"
+    ENTER_DEGRADED_MODE = "ENTER_DEGRADED_MODE"
+    EXIT_DEGRADED_MODE = "EXIT_DEGRADED_MODE"
+    TTL_SESSION_EXPIRED = "TTL_SESSION_EXPIRED"
+    TTL_TRANSPORT_LOSS_EXPIRED = "TTL_TRANSPORT_LOSS_EXPIRED"
+    POLICY_TERMINATION = "POLICY_TERMINATION"
+    FATAL_PROTOCOL_ERROR = "FATAL_PROTOCOL_ERROR"
+    # reattach results (seed)
+    REATTACH_ACCEPT = "REATTACH_ACCEPT"
+    AUTH_FAIL = "AUTH_FAIL"
+    FRESHNESS_INVALID = "FRESHNESS_INVALID"
+    REPLAY_DETECTED = "REPLAY_DETECTED"
+    OWNERSHIP_CONFLICT = "OWNERSHIP_CONFLICT"
+    SESSION_NOT_FOUND = "SESSION_NOT_FOUND"
+    SESSION_EXPIRED = "SESSION_EXPIRED"
+    POLICY_DENY = "POLICY_DENY"
+    RATE_LIMITED = "RATE_LIMITED"
+    # cluster ownership (jvpn)
+    HANDOFF_REQUESTED = "HANDOFF_REQUESTED"
+    HANDOFF_RELEASED = "HANDOFF_RELEASED"
+    OWNER_LEASE_EXPIRED = "OWNER_LEASE_EXPIRED"
+    OWNERSHIP_LOST = "OWNERSHIP_LOST"
+    LEASE_RENEWED = "LEASE_RENEWED"
+    # lifecycle (jvpn)
+    OK = "OK"
+
+
+class Security(enum.StrEnum):
+    """Security codes (seed): the ``reason_code`` of a ``SecurityEvent``."""
+
+    SEC_REPLAY_ATTEMPT = "SEC_REPLAY_ATTEMPT"
+    SEC_SESSION_FIXATION_ATTEMPT = "SEC_SESSION_FIXATION_ATTEMPT"
+    SEC_OWNERSHIP_ANOMALY = "SEC_OWNERSHIP_ANOMALY"
+    SEC_ABUSE_CONTROL_PLANE = "SEC_ABUSE_CONTROL_PLANE"
+
+
+class SwitchDenial(enum.StrEnum):
+    """Why a proven switch was denied (seed), in the event's ``detail``."""
+
+    SWITCH_RATE_LIMITED = "switch_rate_limited"
+    COOLDOWN_ACTIVE = "cooldown_active"
+    NO_VALID_CANDIDATE = "no_valid_candidate"
+    POLICY_DENIED = "policy_denied"
+
+
+class EventType(enum.StrEnum):
+    """The ``event_type`` of every line of the event stream."""
+
+    # seed
+    SESSION_STATE_CHANGE = "SessionStateChange"
+    TRANSPORT_SWITCH = "TransportSwitch"
+    TRANSPORT_SWITCH_DENIED = "TransportSwitchDenied"
+    SESSION_TERMINATED = "SessionTerminated"
+    REATTACH_ATTEMPT = "ReattachAttempt"
+    REATTACH_RESULT = "ReattachResult"
+    SECURITY_EVENT = "SecurityEvent"
+    # jvpn
+    GATEWAY_STARTED = "GatewayStarted"
+    GATEWAY_STOPPED = "GatewayStopped"
+    RECONCILED = "Reconciled"
+    TRANSITION_REJECTED = "TransitionRejected"
+    HANDSHAKE_REJECTED = "HandshakeRejected"
+    HANDSHAKE_FAILED = "HandshakeFailed"
+    HANDSHAKE_COOKIE = "HandshakeCookie"
+    OWNERSHIP_HANDOFF = "OwnershipHandoff"
+    XDP_SECURITY_DROP = "XdpSecurityDrop"

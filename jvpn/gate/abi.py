@@ -1,0 +1,351 @@
+"""ctypes mirrors of bpf/include/jvpn_abi.h, the single source of truth.
+
+tests/test_abi.py compiles the header with the host C compiler and checks every
+size, field offset and constant below against it, so a change on either side
+that is not made on the other fails the tests. Values are built by keyword:
+``Session(tag_key=(k0, k1), state=STATE_ATTACHED, ...)``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from ctypes import c_uint8 as u8
+from ctypes import c_uint16 as u16
+from ctypes import c_uint32 as u32
+from ctypes import c_uint64 as u64
+
+# ---- wire format ----
+WIRE_VERSION = 1
+HDR_LEN = 32
+TAGGED_LEN = 24
+AEAD_TAG_LEN = 16
+DEFAULT_PORT = 51900
+
+MSG_HANDSHAKE_INIT = 1
+MSG_HANDSHAKE_RESP = 2
+MSG_COOKIE_REPLY = 3
+MSG_DATA = 4
+MSG_KEEPALIVE = 5
+MSG_REATTACH_REQ = 6
+MSG_PATH_CHALLENGE = 7
+MSG_PATH_RESPONSE = 8
+MSG_REATTACH_ACK = 9
+MSG_REATTACH_REJECT = 10
+MSG_TERMINATE = 11
+MSG_MAX = 12
+
+# ---- session states ----
+STATE_BIRTH = 0
+STATE_ATTACHED = 1
+STATE_VOLATILE = 2
+STATE_RECOVERING = 3
+STATE_DEGRADED = 4
+STATE_TERMINATED = 5
+STATE_REMOTE = 6  # a projection, not an FSM state: owned by another gateway (standby)
+STATE_MAX = 7
+STATE_NAMES = {
+    STATE_BIRTH: "BIRTH",
+    STATE_ATTACHED: "ATTACHED",
+    STATE_VOLATILE: "VOLATILE",
+    STATE_RECOVERING: "RECOVERING",
+    STATE_DEGRADED: "DEGRADED",
+    STATE_TERMINATED: "TERMINATED",
+    STATE_REMOTE: "REMOTE",
+}
+
+
+def _bit(t: int) -> int:
+    return 1 << t
+
+
+ALLOW_DATA = _bit(MSG_DATA) | _bit(MSG_KEEPALIVE)
+ALLOW_CONTROL = _bit(MSG_REATTACH_REQ) | _bit(MSG_PATH_RESPONSE) | _bit(MSG_TERMINATE)
+STATE_ALLOW = {
+    STATE_BIRTH: 0,
+    STATE_ATTACHED: ALLOW_DATA | ALLOW_CONTROL,
+    STATE_VOLATILE: ALLOW_DATA | ALLOW_CONTROL,
+    STATE_RECOVERING: ALLOW_DATA | ALLOW_CONTROL,
+    STATE_DEGRADED: ALLOW_CONTROL,
+    STATE_TERMINATED: 0,
+    STATE_REMOTE: ALLOW_CONTROL,
+}
+
+# ---- verdict reasons (index of jvpn_counters) ----
+R_PASS_OTHER = 0
+R_PASS_DATA = 1
+R_PASS_KEEPALIVE = 2
+R_PASS_CONTROL = 3
+R_PASS_HANDSHAKE = 4
+R_DROP_MALFORMED = 5
+R_DROP_BAD_TYPE = 6
+R_DROP_UNKNOWN_SESSION = 7
+R_DROP_STATE = 8
+R_DROP_BAD_TAG = 9
+R_DROP_WRONG_BINDING = 10
+R_DROP_REPLAY = 11
+R_DROP_RATE_SESSION = 12
+R_DROP_RATE_SOURCE = 13
+R_DROP_RATE_GLOBAL = 14
+R_VERDICT_MAX = 15
+C_EVENT_SENT = 15
+C_EVENT_SUPPRESSED = 16
+C_MAX = 17
+
+COUNTER_NAMES = {
+    R_PASS_OTHER: "pass_other",
+    R_PASS_DATA: "pass_data",
+    R_PASS_KEEPALIVE: "pass_keepalive",
+    R_PASS_CONTROL: "pass_control",
+    R_PASS_HANDSHAKE: "pass_handshake",
+    R_DROP_MALFORMED: "drop_malformed",
+    R_DROP_BAD_TYPE: "drop_bad_type",
+    R_DROP_UNKNOWN_SESSION: "drop_unknown_session",
+    R_DROP_STATE: "drop_state",
+    R_DROP_BAD_TAG: "drop_bad_tag",
+    R_DROP_WRONG_BINDING: "drop_wrong_binding",
+    R_DROP_REPLAY: "drop_replay",
+    R_DROP_RATE_SESSION: "drop_rate_session",
+    R_DROP_RATE_SOURCE: "drop_rate_source",
+    R_DROP_RATE_GLOBAL: "drop_rate_global",
+    C_EVENT_SENT: "events_sent",
+    C_EVENT_SUPPRESSED: "events_suppressed",
+}
+SECURITY_DROPS = frozenset(
+    {
+        R_DROP_BAD_TAG,
+        R_DROP_WRONG_BINDING,
+        R_DROP_REPLAY,
+        R_DROP_RATE_SESSION,
+        R_DROP_RATE_SOURCE,
+        R_DROP_RATE_GLOBAL,
+    }
+)
+
+
+def is_pass(reason: int) -> bool:
+    return reason <= R_PASS_HANDSHAKE
+
+
+# ---- address families in maps ----
+AF_NONE = 0
+AF_INET = 4
+AF_INET6 = 6
+
+# ---- replay window (defaults; a build may override JVPN_REPLAY_BITS) ----
+REPLAY_BITS = 4096
+MAX_PORTS = 4
+
+
+def replay_words(bits: int = REPLAY_BITS) -> int:
+    return bits // 64
+
+
+def replay_window(bits: int = REPLAY_BITS) -> int:
+    return bits - 64
+
+
+def reject_after(bits: int = REPLAY_BITS) -> int:
+    """Counters at or above this are refused (JVPN_REJECT_AFTER)."""
+    return (1 << 64) - 1 - bits
+
+
+class _Struct(ctypes.Structure):
+    """Keyword construction with tuples accepted for array fields."""
+
+    def __init__(self, **kwargs):
+        super().__init__()
+        for name, value in kwargs.items():
+            if not hasattr(self, name) or name.startswith("_pad"):
+                raise TypeError(f"{type(self).__name__} has no field {name!r}")
+            field = getattr(self, name)
+            if isinstance(field, ctypes.Array):
+                if len(value) != len(field):
+                    raise ValueError(f"{name}: expected {len(field)} items")
+                field[:] = list(value)
+            else:
+                setattr(self, name, value)
+
+    def as_dict(self) -> dict:
+        out = {}
+        for name, _ in self._fields_:
+            if name.startswith("_") or name == "lock":
+                continue
+            value = getattr(self, name)
+            out[name] = list(value) if isinstance(value, ctypes.Array) else value
+        return out
+
+
+class Hdr(_Struct):
+    _fields_ = [
+        ("type", u8),
+        ("version", u8),
+        ("flags", u16),
+        ("reserved", u32),
+        ("session_id", u64),
+        ("counter", u64),
+        ("tag", u64),
+    ]
+
+
+class Counter(_Struct):
+    _fields_ = [("packets", u64), ("bytes", u64)]
+
+
+class Session(_Struct):
+    _fields_ = [
+        ("tag_key", u64 * 2),
+        ("version", u64),
+        ("fence", u64),
+        ("bind_addr", u32 * 4),
+        ("bind_port", u16),
+        ("bind_family", u8),
+        ("state", u8),
+        ("_pad0", u32),
+    ]
+
+
+class SpinLock(ctypes.Structure):
+    _fields_ = [("val", u32)]
+
+
+def session_rt_type(bits: int = REPLAY_BITS) -> type:
+    """The runtime struct for a given replay ring size (a build parameter)."""
+
+    class SessionRt(_Struct):
+        _fields_ = [
+            ("lock", SpinLock),
+            ("_pad0", u32),
+            ("replay_top", u64),
+            ("rate_pkt_tat", u64),
+            ("rate_byte_tat", u64),
+            ("rx_packets", u64),
+            ("rx_bytes", u64),
+            ("last_rx_ns", u64),
+            ("replay_bitmap", u64 * replay_words(bits)),
+        ]
+
+    return SessionRt
+
+
+SessionRt = session_rt_type()
+
+
+class Config(_Struct):
+    _fields_ = [
+        ("ports", u16 * MAX_PORTS),
+        ("session_pkt_interval_ns", u64),
+        ("session_pkt_burst_ns", u64),
+        ("session_byte_interval_ns", u64),
+        ("session_byte_burst_ns", u64),
+        ("source_interval_ns", u64),
+        ("source_burst_ns", u64),
+        ("global_interval_ns", u64),
+        ("global_burst_ns", u64),
+        ("event_interval_ns", u64),
+        ("event_burst_ns", u64),
+        ("event_sample_every", u32),
+        ("ns_per_jiffy", u32),
+        ("fence_token", u64),  # cluster fencing: the daemon's current lease (0: off)
+        ("fence_deadline_ns", u64),  # ... valid until (CLOCK_MONOTONIC ns)
+    ]
+
+
+class Global(_Struct):
+    _fields_ = [("control_tat", u64), ("event_tat", u64)]
+
+
+class SrcKey(_Struct):
+    _fields_ = [("addr", u32 * 4), ("family", u8), ("_pad0", u8 * 7)]
+
+
+class SrcRl(_Struct):
+    _fields_ = [("tat", u64)]
+
+
+class Event(_Struct):
+    _fields_ = [
+        ("ts_ns", u64),
+        ("session_id", u64),
+        ("counter", u64),
+        ("saddr", u32 * 4),
+        ("sport", u16),
+        ("family", u8),
+        ("msg_type", u8),
+        ("reason", u32),
+    ]
+
+
+# Every struct the header defines, by C name: the layout test walks this.
+STRUCTS = {
+    "jvpn_hdr": Hdr,
+    "jvpn_counter": Counter,
+    "jvpn_session": Session,
+    "jvpn_session_rt": SessionRt,
+    "jvpn_config": Config,
+    "jvpn_global": Global,
+    "jvpn_src_key": SrcKey,
+    "jvpn_src_rl": SrcRl,
+    "jvpn_event": Event,
+}
+
+# Every constant the header defines that Python uses, by C name.
+CONSTANTS = {
+    "JVPN_WIRE_VERSION": WIRE_VERSION,
+    "JVPN_HDR_LEN": HDR_LEN,
+    "JVPN_TAGGED_LEN": TAGGED_LEN,
+    "JVPN_AEAD_TAG_LEN": AEAD_TAG_LEN,
+    "JVPN_DEFAULT_PORT": DEFAULT_PORT,
+    **{f"JVPN_MSG_{n[4:]}": v for n, v in globals().items() if n.startswith("MSG_")},
+    **{f"JVPN_STATE_{n[6:]}": v for n, v in globals().items()
+       if n.startswith("STATE_") and isinstance(v, int)},
+    **{f"JVPN_STATE_ALLOW_{STATE_NAMES[s]}": m for s, m in STATE_ALLOW.items()},
+    **{f"JVPN_R_{n[2:]}": v for n, v in globals().items() if n.startswith("R_")},
+    **{f"JVPN_C_{n[2:]}": v for n, v in globals().items() if n.startswith("C_")},
+    "JVPN_AF_NONE": AF_NONE,
+    "JVPN_AF_INET": AF_INET,
+    "JVPN_AF_INET6": AF_INET6,
+    "JVPN_REPLAY_BITS": REPLAY_BITS,
+    "JVPN_REPLAY_WORDS": replay_words(),
+    "JVPN_REPLAY_WINDOW": replay_window(),
+    "JVPN_REJECT_AFTER": reject_after(),
+    "JVPN_MAX_PORTS": MAX_PORTS,
+}
+
+
+# ---- address conventions of the maps (network order kept in host words) ----
+def addr_words(ip) -> tuple[int, int, int, int]:
+    """An address as the four u32 words the maps store (network byte order
+    in memory, so IPv4 sits in word 0 and the rest are zero)."""
+    import ipaddress
+
+    packed = ipaddress.ip_address(ip).packed.ljust(16, b"\0")
+    return tuple(int.from_bytes(packed[i:i + 4], "little") for i in range(0, 16, 4))
+
+
+def words_addr(words, family: int) -> str:
+    import ipaddress
+
+    raw = b"".join(int(w).to_bytes(4, "little") for w in words)
+    if family == AF_INET:
+        return str(ipaddress.IPv4Address(raw[:4]))
+    if family == AF_INET6:
+        return str(ipaddress.IPv6Address(raw))
+    return "-"
+
+
+def port_word(port: int) -> int:
+    """A UDP port as the u16 the maps store (network order in memory)."""
+    return int.from_bytes(port.to_bytes(2, "big"), "little")
+
+
+def word_port(word: int) -> int:
+    return int.from_bytes(int(word).to_bytes(2, "little"), "big")
+
+
+# Protocol numbers the parser matches (linux/if_ether.h, linux/in.h): the
+# model and the test frames use these, the C side the kernel headers.
+ETH_P_IP = 0x0800
+ETH_P_IPV6 = 0x86DD
+ETH_P_8021Q = 0x8100
+IPPROTO_UDP = 17
+IPPROTO_TCP = 6

@@ -1,0 +1,267 @@
+"""Reference model of the XDP verdict logic (bpf/jvpn_xdp.c), step for step,
+with the same reason codes and the same map state.
+
+The model is what the kernel program is tested against: the property tests
+feed both the same packet sequences and demand the same verdicts, counters and
+per-session runtime state. Keep the two in the same order; docs/xdp.md lists
+the steps. Its state uses the ctypes mirrors of jvpn/abi.py, so comparing it
+with what the kernel maps hold is a field-by-field comparison.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from jvpn.gate import abi
+from jvpn.replay import replay_accept
+from jvpn.wire import header_tag
+
+_U64 = (1 << 64) - 1
+_ETH_P_8021AD = 0x88A8
+_IPV6_EXT_OPTS = (0, 43, 60)  # hop-by-hop, routing, destination options
+_IPV6_FRAGMENT = 44
+
+PARSE_OTHER, PARSE_OK, PARSE_MALFORMED = 0, 1, 2
+
+
+@dataclass
+class Parsed:
+    family: int = 0
+    saddr: tuple = (0, 0, 0, 0)
+    sport: int = 0  # network-order word, as the maps hold it
+    msg: bytes = b""
+    first_frag: bool = False
+
+
+def parse(frame: bytes, ports: set[int]) -> tuple[int, Parsed]:
+    """Mirror of parse.h:jvpn_parse. ``ports`` in host order."""
+    p = Parsed()
+    if len(frame) < 14:
+        return PARSE_OTHER, p
+    (proto,) = struct.unpack_from("!H", frame, 12)
+    pos = 14
+    for _ in range(2):
+        if proto not in (abi.ETH_P_8021Q, _ETH_P_8021AD):
+            break
+        if pos + 4 > len(frame):
+            return PARSE_OTHER, p
+        (proto,) = struct.unpack_from("!H", frame, pos + 2)
+        pos += 4
+    if proto == abi.ETH_P_IP:
+        l4, pos = _parse_ipv4(frame, pos, p)
+    elif proto == abi.ETH_P_IPV6:
+        l4, pos = _parse_ipv6(frame, pos, p)
+    else:
+        return PARSE_OTHER, p
+    if l4 != abi.IPPROTO_UDP or pos + 8 > len(frame):
+        return PARSE_OTHER, p
+    sport, dport, ulen = struct.unpack_from("!HHH", frame, pos)
+    if dport == 0 or dport not in ports:
+        return PARSE_OTHER, p
+    if p.first_frag:
+        return PARSE_MALFORMED, p
+    p.sport = abi.port_word(sport)
+    if ulen < 8 + abi.HDR_LEN or pos + ulen > len(frame):
+        return PARSE_MALFORMED, p
+    p.msg = frame[pos + 8: pos + ulen]
+    return PARSE_OK, p
+
+
+def _parse_ipv4(frame: bytes, pos: int, p: Parsed) -> tuple[int, int]:
+    if pos + 20 > len(frame):
+        return -1, pos
+    vihl, _, _, _, frag, _, proto, _, src = struct.unpack_from("!BBHHHBBH4s", frame, pos)
+    ihl = (vihl & 0xF) * 4
+    if vihl >> 4 != 4 or ihl < 20 or pos + ihl > len(frame):
+        return -1, pos
+    if frag & 0x1FFF:
+        return -1, pos
+    p.first_frag = bool(frag & 0x2000)
+    p.family = abi.AF_INET
+    p.saddr = abi.addr_words(ipaddress.IPv4Address(src))
+    return proto, pos + ihl
+
+
+def _parse_ipv6(frame: bytes, pos: int, p: Parsed) -> tuple[int, int]:
+    if pos + 40 > len(frame):
+        return -1, pos
+    if frame[pos] >> 4 != 6:
+        return -1, pos
+    p.family = abi.AF_INET6
+    p.saddr = abi.addr_words(ipaddress.IPv6Address(frame[pos + 8: pos + 24]))
+    nexthdr = frame[pos + 6]
+    pos += 40
+    for _ in range(3):
+        if nexthdr in _IPV6_EXT_OPTS:
+            if pos + 2 > len(frame):
+                return -1, pos
+            nexthdr, hdrlen = frame[pos], frame[pos + 1]
+            pos += (hdrlen + 1) * 8
+        elif nexthdr == _IPV6_FRAGMENT:
+            if pos + 8 > len(frame):
+                return -1, pos
+            (off,) = struct.unpack_from("!H", frame, pos + 2)
+            if off & 0xFFF8:
+                return -1, pos
+            p.first_frag = True
+            nexthdr = frame[pos]
+            pos += 8
+        else:
+            break
+    return nexthdr, pos
+
+
+def gcra_next(tat: int, now: int, interval: int, burst: int, cost: int) -> int:
+    """Mirror of gcra.h:jvpn_gcra_next: new TAT, or 0 to refuse."""
+    base = max(tat, now)
+    if base - now > burst:
+        return 0
+    nxt = (base + interval * cost) & _U64
+    return nxt or 1
+
+
+def gcra_allow(obj, attr: str, now: int, interval: int, burst: int, cost: int = 1) -> bool:
+    if not interval:
+        return True
+    nxt = gcra_next(getattr(obj, attr), now, interval, burst, cost)
+    if not nxt:
+        return False
+    setattr(obj, attr, nxt)
+    return True
+
+
+@dataclass
+class Model:
+    """The gateway's XDP state and verdict function, in Python."""
+
+    config: abi.Config
+    replay_bits: int = abi.REPLAY_BITS
+    rand: Callable[[], int] = field(default_factory=lambda: random.Random(0).getrandbits(32))
+    sessions: dict = field(default_factory=dict)  # sid -> abi.Session
+    runtime: dict = field(default_factory=dict)  # sid -> SessionRt
+    sources: dict = field(default_factory=dict)  # (family, addr words) -> abi.SrcRl
+    glob: abi.Global = field(default_factory=abi.Global)
+    counters: list = field(default_factory=lambda: [[0, 0] for _ in range(abi.C_MAX)])
+    events: list = field(default_factory=list)
+
+    def __post_init__(self):
+        self._rt_type = abi.session_rt_type(self.replay_bits)
+
+    @property
+    def ports(self) -> set[int]:
+        return {abi.word_port(w) for w in self.config.ports if w}
+
+    # -- the program --
+    def run(self, frame: bytes, now: int) -> int:
+        """One packet; returns the reason code (abi.R_*), updates the state."""
+        status, p = parse(frame, self.ports)
+        if status == PARSE_OTHER:
+            return self._count(abi.R_PASS_OTHER, len(frame))
+        if status == PARSE_MALFORMED:
+            return self._count(abi.R_DROP_MALFORMED, len(frame))
+        reason = self._verdict(p, now)
+        self._count(reason, len(frame))
+        if reason in abi.SECURITY_DROPS:
+            self._emit(reason, p, now)
+        return reason
+
+    def run_message(self, msg: bytes, src_ip: str, src_port: int, now: int) -> int:
+        """The same verdict for a message already received on a UDP socket
+        (the gateway's userspace-only gate, for hosts without XDP)."""
+        if len(msg) < abi.HDR_LEN:
+            return self._count(abi.R_DROP_MALFORMED, len(msg))
+        ip = ipaddress.ip_address(src_ip)
+        p = Parsed(family=abi.AF_INET if ip.version == 4 else abi.AF_INET6,
+                   saddr=abi.addr_words(ip), sport=abi.port_word(src_port), msg=msg)
+        reason = self._verdict(p, now)
+        self._count(reason, len(msg))
+        if reason in abi.SECURITY_DROPS:
+            self._emit(reason, p, now)
+        return reason
+
+    def _count(self, slot: int, nbytes: int) -> int:
+        self.counters[slot][0] += 1
+        self.counters[slot][1] += nbytes
+        return slot
+
+    def _verdict(self, p: Parsed, now: int) -> int:
+        t, ver, _flags, reserved = struct.unpack_from("<BBHI", p.msg)
+        (sid,) = struct.unpack_from("<Q", p.msg, 8)
+        if ver != abi.WIRE_VERSION or reserved != 0:
+            return abi.R_DROP_MALFORMED
+        if t == abi.MSG_HANDSHAKE_INIT:
+            if sid != 0:
+                return abi.R_DROP_MALFORMED
+            return self._control_budget(p, now) or abi.R_PASS_HANDSHAKE
+        if t in (abi.MSG_DATA, abi.MSG_KEEPALIVE, abi.MSG_REATTACH_REQ,
+                 abi.MSG_PATH_RESPONSE, abi.MSG_TERMINATE):
+            return self._session_verdict(p, t, sid, now)
+        return abi.R_DROP_BAD_TYPE
+
+    def _session_verdict(self, p: Parsed, t: int, sid: int, now: int) -> int:
+        counter, tag = struct.unpack_from("<QQ", p.msg, 16)
+        is_data = t in (abi.MSG_DATA, abi.MSG_KEEPALIVE)
+        s = self.sessions.get(sid)
+        if s is None:
+            return abi.R_DROP_UNKNOWN_SESSION
+        if not abi.STATE_ALLOW.get(s.state, 0) & (1 << t):
+            return abi.R_DROP_STATE
+        key = struct.pack("<QQ", s.tag_key[0], s.tag_key[1])
+        if header_tag(key, p.msg[: abi.TAGGED_LEN]) != tag:
+            return abi.R_DROP_BAD_TAG
+        if is_data and not self._bound_here(s, p):
+            return abi.R_DROP_WRONG_BINDING
+        cfg = self.config
+        if is_data and cfg.fence_deadline_ns and (s.fence != cfg.fence_token
+                                                  or now >= cfg.fence_deadline_ns):
+            return abi.R_DROP_STATE  # fenced: not our lease, or not certainly alive
+        rt = self.runtime.setdefault(sid, self._rt_type())
+        if not replay_accept(rt, counter, self.replay_bits):
+            return abi.R_DROP_REPLAY
+        if is_data:
+            if not (
+                gcra_allow(rt, "rate_pkt_tat", now, cfg.session_pkt_interval_ns,
+                           cfg.session_pkt_burst_ns)
+                and gcra_allow(rt, "rate_byte_tat", now, cfg.session_byte_interval_ns,
+                               cfg.session_byte_burst_ns, len(p.msg))
+            ):
+                return abi.R_DROP_RATE_SESSION
+            rt.rx_packets += 1
+            rt.rx_bytes += len(p.msg)
+            rt.last_rx_ns = now
+            return abi.R_PASS_DATA if t == abi.MSG_DATA else abi.R_PASS_KEEPALIVE
+        return self._control_budget(p, now) or abi.R_PASS_CONTROL
+
+    @staticmethod
+    def _bound_here(s, p: Parsed) -> bool:
+        return (s.bind_family == p.family and s.bind_port == p.sport
+                and tuple(s.bind_addr) == tuple(p.saddr))
+
+    def _control_budget(self, p: Parsed, now: int) -> int | None:
+        cfg = self.config
+        words = (p.saddr[0], p.saddr[1] if p.family == abi.AF_INET6 else 0, 0, 0)
+        src = self.sources.setdefault((p.family, words), abi.SrcRl())
+        if not gcra_allow(src, "tat", now, cfg.source_interval_ns, cfg.source_burst_ns):
+            return abi.R_DROP_RATE_SOURCE
+        if not gcra_allow(self.glob, "control_tat", now, cfg.global_interval_ns,
+                          cfg.global_burst_ns):
+            return abi.R_DROP_RATE_GLOBAL
+        return None
+
+    def _emit(self, reason: int, p: Parsed, now: int) -> None:
+        cfg = self.config
+        if cfg.event_sample_every > 1 and self.rand() % cfg.event_sample_every:
+            self._count(abi.C_EVENT_SUPPRESSED, 0)
+            return
+        if not gcra_allow(self.glob, "event_tat", now, cfg.event_interval_ns, cfg.event_burst_ns):
+            self._count(abi.C_EVENT_SUPPRESSED, 0)
+            return
+        t = p.msg[0]
+        sid, counter = struct.unpack_from("<QQ", p.msg, 8)
+        self.events.append(abi.Event(ts_ns=now, session_id=sid, counter=counter, saddr=p.saddr,
+                                     sport=p.sport, family=p.family, msg_type=t, reason=reason))
+        self._count(abi.C_EVENT_SENT, 0)

@@ -1,0 +1,22 @@
+"""Which timer event a session is due for: a pure function of the record, the
+last traffic time, the clock and the policy."""
+
+from __future__ import annotations
+
+from jvpn.policy import Policy
+from jvpn.session import Event, SessionRecord, State
+
+
+def due_timer(rec: SessionRecord, last_rx_ms: int, now: int,
+              p: Policy) -> tuple[Event, str, dict] | None:
+    """The timer event a session is due for, if any (first match wins)."""
+    if now - rec.created_ms > p.max_lifetime_ms:
+        return Event.SESSION_TTL_EXPIRED, "session lifetime", {}
+    if rec.transport_lost_ms and now - rec.transport_lost_ms > p.transport_lost_ttl_ms:
+        return Event.TRANSPORT_TTL_EXPIRED, "transportless too long", {}
+    if rec.state is State.ATTACHED and now - last_rx_ms > p.heartbeat_volatile_ms:
+        return Event.INSTABILITY_DETECTED, "no traffic", {"transport_lost_ms": last_rx_ms}
+    if rec.state is State.VOLATILE and now - rec.last_change_ms > p.volatile_to_degraded_ms:
+        event = Event.OPERATOR_TERMINATE if p.recovery_expiry_terminates else Event.RECOVERY_TIMEOUT
+        return event, "recovery window expired", {}
+    return None

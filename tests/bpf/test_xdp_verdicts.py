@@ -1,0 +1,316 @@
+"""The XDP program itself, through BPF_PROG_TEST_RUN: a table of crafted frames
+with the expected action, reason and map state (Katran style), the WireGuard
+replay-window cases, rate limits and sampled events. The same tables run
+against the Python model, so the two cannot drift apart."""
+
+from __future__ import annotations
+
+import ctypes
+import struct
+
+import pytest
+
+from jvpn.gate import abi, testrun
+from jvpn.gate.config import GateConfig
+from jvpn.gate.model import Model
+from jvpn.lab import frames
+from kits.vectors import replay_cases
+from kits.xdp_harness import CLIENT, CLIENT_PORT, GW, PORT, Gate, frame, session
+
+pytestmark = pytest.mark.kernel
+
+PASS, DROP = testrun.XDP_PASS, testrun.XDP_DROP
+UNLIMITED = dict(session_pps=0, session_bytes_per_sec=0, source_control_pps=0,
+                 global_control_pps=0)
+
+
+@pytest.fixture(scope="module")
+def gate():
+    g = Gate(GateConfig(**UNLIMITED))
+    yield g
+    g.close()
+
+
+@pytest.fixture
+def fresh(gate):
+    """The module's gate with a clean runtime and the default test sessions."""
+    gate.set_config(GateConfig(ports=[PORT, 4500], **UNLIMITED))
+    for k in list(gate.maps.sessions.keys()):
+        gate.maps.sessions.delete(k)
+    gate.reset_runtime()
+    gate.maps.put_session(7, session())
+    gate.maps.put_session(8, session(addr="2001:db8::10"))
+    gate.maps.put_session(9, session(state=abi.STATE_TERMINATED))
+    gate.maps.put_session(10, session(state=abi.STATE_BIRTH))
+    gate.maps.put_session(11, session(state=abi.STATE_DEGRADED))
+    gate.maps.put_session(12, session(bind_family=abi.AF_NONE))
+    gate.maps.put_session(13, session(state=abi.STATE_REMOTE))
+    return gate
+
+
+def _ipv4_options_frame():
+    msg = frame(1)[42:]
+    seg = frames.udp(CLIENT_PORT, PORT, msg)
+    return frames.eth(frames.ETH_P_IP, frames.ipv4(CLIENT, GW, 17, seg, options=b"\x01" * 4))
+
+
+def _ipv6_hopopt_frame():
+    msg = frame(1, sid=8, src="2001:db8::10")[62:]
+    seg = frames.udp(CLIENT_PORT, PORT, msg)
+    hop = bytes([17, 0]) + b"\x01\x04\0\0\0\0"  # next=UDP, len 0 (8 bytes), PadN
+    return frames.eth(frames.ETH_P_IPV6, frames.ipv6("2001:db8::10", "2001:db8::1", 0, hop + seg))
+
+
+def _fragment(frag_off):
+    seg = frames.udp(CLIENT_PORT, PORT, frame(1)[42:])
+    return frames.eth(frames.ETH_P_IP, frames.ipv4(CLIENT, GW, 17, seg, frag_off=frag_off))
+
+
+# (description, frame, expected action, expected reason)
+SINGLE_PACKET_CASES = [
+    ("TCP to the host (SSH) passes untouched", frames.tcp_frame(CLIENT, GW), PASS,
+     abi.R_PASS_OTHER),
+    ("UDP to another port passes", frame(1, dport=53), PASS, abi.R_PASS_OTHER),
+    ("ARP passes", frames.eth(0x0806, b"\0" * 28), PASS, abi.R_PASS_OTHER),
+    # (BPF_PROG_TEST_RUN refuses frames shorter than an Ethernet header)
+    ("bare Ethernet header passes", frames.eth(frames.ETH_P_IP, b""), PASS, abi.R_PASS_OTHER),
+    ("truncated IPv4 passes (not provably ours)", frames.eth(frames.ETH_P_IP, b"\x45" * 10),
+     PASS, abi.R_PASS_OTHER),
+    ("later IPv4 fragment passes (no UDP header)", _fragment(10), PASS, abi.R_PASS_OTHER),
+    ("first IPv4 fragment to our port: malformed", _fragment(0x2000), DROP,
+     abi.R_DROP_MALFORMED),
+    ("payload shorter than the header", frames.udp_frame(CLIENT, 1, GW, PORT, b"\x04" * 31),
+     DROP, abi.R_DROP_MALFORMED),
+    ("UDP length beyond the frame",
+     frames.udp_frame(CLIENT, 1, GW, PORT, frame(1)[42:], udp_length=400), DROP,
+     abi.R_DROP_MALFORMED),
+    ("unknown wire version", frame(1, version=2), DROP, abi.R_DROP_MALFORMED),
+    ("reserved bits set", frame(1, reserved=1), DROP, abi.R_DROP_MALFORMED),
+    ("handshake init with a session id", frame(0, sid=5, t=abi.MSG_HANDSHAKE_INIT), DROP,
+     abi.R_DROP_MALFORMED),
+    ("handshake init", frame(0, sid=0, t=abi.MSG_HANDSHAKE_INIT), PASS,
+     abi.R_PASS_HANDSHAKE),
+    ("gateway-to-client type", frame(1, t=abi.MSG_HANDSHAKE_RESP), DROP, abi.R_DROP_BAD_TYPE),
+    ("type 0", frame(1, t=0), DROP, abi.R_DROP_BAD_TYPE),
+    ("type 200", frame(1, t=200), DROP, abi.R_DROP_BAD_TYPE),
+    ("unknown session", frame(1, sid=0xDEAD), DROP, abi.R_DROP_UNKNOWN_SESSION),
+    ("data for a TERMINATED session", frame(1, sid=9), DROP, abi.R_DROP_STATE),
+    ("data for a BIRTH session", frame(1, sid=10), DROP, abi.R_DROP_STATE),
+    ("data for a DEGRADED session", frame(1, sid=11), DROP, abi.R_DROP_STATE),
+    ("reattach for a DEGRADED session", frame(1, sid=11, t=abi.MSG_REATTACH_REQ), PASS,
+     abi.R_PASS_CONTROL),
+    ("reattach for a TERMINATED session", frame(1, sid=9, t=abi.MSG_REATTACH_REQ), DROP,
+     abi.R_DROP_STATE),
+    ("data from the bound transport, session owned by another gateway", frame(1, sid=13),
+     DROP, abi.R_DROP_STATE),
+    ("reattach for a session owned by another gateway (handoff)",
+     frame(1, sid=13, src="198.51.100.7", t=abi.MSG_REATTACH_REQ), PASS, abi.R_PASS_CONTROL),
+    ("forged reattach for a session owned by another gateway",
+     frame(1, sid=13, t=abi.MSG_REATTACH_REQ, key=bytes(16)), DROP, abi.R_DROP_BAD_TAG),
+    ("forged tag", frame(1, key=bytes(16)), DROP, abi.R_DROP_BAD_TAG),
+    ("wrong source port", frame(1, sport=CLIENT_PORT + 1), DROP, abi.R_DROP_WRONG_BINDING),
+    ("wrong source address", frame(1, src="192.0.2.99"), DROP, abi.R_DROP_WRONG_BINDING),
+    ("IPv6 source for an IPv4 binding", frame(1, src="2001:db8::10"), DROP,
+     abi.R_DROP_WRONG_BINDING),
+    ("session without a binding", frame(1, sid=12), DROP, abi.R_DROP_WRONG_BINDING),
+    ("valid data over IPv4", frame(1), PASS, abi.R_PASS_DATA),
+    ("valid keepalive", frame(1, t=abi.MSG_KEEPALIVE, payload=b""), PASS,
+     abi.R_PASS_KEEPALIVE),
+    ("valid data to the second configured port", frame(1, dport=4500), PASS, abi.R_PASS_DATA),
+    ("valid data over IPv6", frame(1, sid=8, src="2001:db8::10"), PASS, abi.R_PASS_DATA),
+    ("valid data behind a VLAN tag",
+     frames.udp_frame(CLIENT, CLIENT_PORT, GW, PORT, frame(1)[42:], vlan=100), PASS,
+     abi.R_PASS_DATA),
+    ("valid data with IPv4 options", _ipv4_options_frame(), PASS, abi.R_PASS_DATA),
+    ("valid data after an IPv6 hop-by-hop header", _ipv6_hopopt_frame(), PASS,
+     abi.R_PASS_DATA),
+    ("reattach from a new transport is not binding-checked",
+     frame(1, src="198.51.100.7", sport=999, t=abi.MSG_REATTACH_REQ), PASS, abi.R_PASS_CONTROL),
+    ("path response from a new transport", frame(1, src="198.51.100.7", t=abi.MSG_PATH_RESPONSE),
+     PASS, abi.R_PASS_CONTROL),
+    ("terminate", frame(1, t=abi.MSG_TERMINATE), PASS, abi.R_PASS_CONTROL),
+    ("counter at the reject limit", frame(abi.reject_after()), DROP, abi.R_DROP_REPLAY),
+]
+
+
+def _model_for(gate: Gate) -> Model:
+    m = Model(config=abi.Config.from_buffer_copy(bytes(gate.config)))
+    for sid, s in gate.maps.list_sessions():
+        m.sessions[sid] = s
+    return m
+
+
+@pytest.mark.parametrize("desc,pkt,action,reason", SINGLE_PACKET_CASES,
+                         ids=[c[0] for c in SINGLE_PACKET_CASES])
+def test_single_packet_verdicts(fresh, desc, pkt, action, reason):
+    model = _model_for(fresh)
+    assert model.run(pkt, fresh.now) == reason, f"model: {desc}"
+    assert fresh.run(pkt) == (action, reason), desc
+
+
+def _rt_state(rt) -> bytes:
+    return bytes(rt)[8:]  # everything but the lock word
+
+
+def test_accepted_data_updates_runtime_state(fresh):
+    pkt = frame(41)
+    assert fresh.run(pkt) == (PASS, abi.R_PASS_DATA)
+    rt = fresh.maps.get_runtime(7)
+    assert rt.replay_top == 42 and rt.rx_packets == 1 and rt.rx_bytes == len(pkt) - 42
+    assert rt.last_rx_ns == fresh.now
+    assert fresh.maps.get_runtime(0xDEAD) is None
+
+
+def test_counters_count_bytes(fresh):
+    before = fresh.counters()[abi.R_PASS_DATA]
+    fresh.run(frame(1))
+    after = fresh.counters()[abi.R_PASS_DATA]
+    assert after == (before[0] + 1, before[1] + len(frame(1)))
+
+
+@pytest.mark.parametrize("attack", [
+    dict(key=bytes(16)),                      # forged tag from the bound address
+    dict(key=bytes(16), src="203.0.113.5"),   # forged tag from elsewhere
+    dict(src="203.0.113.5"),                   # authentic, but wrong binding
+], ids=["forged-from-bound", "forged-from-elsewhere", "wrong-binding"])
+def test_rejected_packets_do_not_move_the_window(fresh, attack):
+    fresh.run(frame(100))
+    before = _rt_state(fresh.maps.get_runtime(7))
+    action, _ = fresh.run(frame(1 << 40, **attack))
+    assert action == DROP
+    assert _rt_state(fresh.maps.get_runtime(7)) == before
+    assert fresh.run(frame(101)) == (PASS, abi.R_PASS_DATA)  # the window did not jump
+
+
+@pytest.mark.parametrize("name,steps", replay_cases(), ids=[c[0] for c in replay_cases()])
+def test_replay_window_wireguard_cases_in_kernel(fresh, name, steps):
+    for i, (counter, ok) in enumerate(steps):
+        want = (PASS, abi.R_PASS_DATA) if ok else (DROP, abi.R_DROP_REPLAY)
+        res = testrun.run(fresh.prog.prog_fd, frame(counter))
+        assert res.action == want[0], f"{name}: step {i}, counter {counter}"
+
+
+def test_replay_window_small_build():
+    g = Gate(GateConfig(**UNLIMITED), replay_bits=128)
+    try:
+        g.maps.put_session(7, session())
+        for name, steps in replay_cases(128):
+            g.reset_runtime()
+            got = [testrun.run(g.prog.prog_fd, frame(c)).action == PASS for c, _ in steps]
+            assert got == [ok for _, ok in steps], name
+    finally:
+        g.close()
+
+
+def test_session_packet_rate_limit(fresh):
+    fresh.set_config(GateConfig(session_pps=1000, session_burst_packets=1,
+                                session_bytes_per_sec=0))
+    # burst tolerance is at least 10 ms: 1 + 10 packets at one instant
+    verdicts = [fresh.run(frame(c))[1] for c in range(1, 16)]
+    assert verdicts.count(abi.R_PASS_DATA) == 11
+    assert verdicts[11:] == [abi.R_DROP_RATE_SESSION] * 4
+    fresh.tick(1_000_000)
+    assert fresh.run(frame(100))[1] == abi.R_PASS_DATA
+    assert fresh.run(frame(101))[1] == abi.R_DROP_RATE_SESSION
+    # a refused packet still consumed its counter: replaying it later fails
+    fresh.tick(1_000_000_000)
+    assert fresh.run(frame(101))[1] == abi.R_DROP_REPLAY
+
+
+def test_session_byte_rate_limit(fresh):
+    # 1000 bytes/s, minimum tolerance 10 ms: the second 80-byte message waits
+    fresh.set_config(GateConfig(session_pps=0, session_bytes_per_sec=1000,
+                                session_burst_bytes=1))
+    assert fresh.run(frame(1))[1] == abi.R_PASS_DATA
+    assert fresh.run(frame(2))[1] == abi.R_DROP_RATE_SESSION
+    fresh.tick(80_000_000)
+    assert fresh.run(frame(3))[1] == abi.R_PASS_DATA
+
+
+def test_source_prefix_rate_limit(fresh):
+    fresh.set_config(GateConfig(source_control_pps=1, source_control_burst=1,
+                                global_control_pps=0))
+    hs = dict(sid=0, t=abi.MSG_HANDSHAKE_INIT)
+    assert fresh.run(frame(0, src="198.51.100.1", **hs))[1] == abi.R_PASS_HANDSHAKE
+    assert fresh.run(frame(0, src="198.51.100.1", **hs))[1] == abi.R_DROP_RATE_SOURCE
+    assert fresh.run(frame(0, src="198.51.100.2", **hs))[1] == abi.R_PASS_HANDSHAKE
+    # IPv6: one bucket per /64
+    assert fresh.run(frame(0, src="2001:db8:1:1::1", **hs))[1] == abi.R_PASS_HANDSHAKE
+    assert fresh.run(frame(0, src="2001:db8:1:1::2", **hs))[1] == abi.R_DROP_RATE_SOURCE
+    assert fresh.run(frame(0, src="2001:db8:1:2::1", **hs))[1] == abi.R_PASS_HANDSHAKE
+    fresh.tick(1_000_000_000)
+    assert fresh.run(frame(0, src="198.51.100.1", **hs))[1] == abi.R_PASS_HANDSHAKE
+    key = abi.SrcKey(family=abi.AF_INET, addr=abi.addr_words("198.51.100.1"))
+    assert fresh.maps.sources.lookup(key).tat == fresh.now + 1_000_000_000
+
+
+def test_global_control_budget(fresh):
+    fresh.set_config(GateConfig(source_control_pps=0, global_control_pps=100,
+                                global_control_burst=2))
+    hs = dict(sid=0, t=abi.MSG_HANDSHAKE_INIT)
+    got = [fresh.run(frame(0, src=f"198.51.100.{i}", **hs))[1] for i in range(1, 6)]
+    assert got == [abi.R_PASS_HANDSHAKE] * 2 + [abi.R_DROP_RATE_GLOBAL] * 3
+    # authenticated control messages draw on the same budget
+    assert fresh.run(frame(5, t=abi.MSG_REATTACH_REQ))[1] == abi.R_DROP_RATE_GLOBAL
+
+
+def test_security_drops_are_sampled_into_events(fresh):
+    fresh.set_config(GateConfig(events_per_sec=1, events_burst=1, **UNLIMITED))
+    c0 = fresh.counters()
+    fresh.run(frame(1, src="203.0.113.9", sport=4444))  # wrong binding
+    fresh.run(frame(2, key=bytes(16)))                  # bad tag: over the event budget
+    fresh.run(frame(3, sid=0xDEAD))                     # unknown session: no event
+    events = fresh.prog.drain_events()
+    assert len(events) == 1
+    ev = events[0]
+    assert (ev.session_id, ev.counter, ev.reason, ev.msg_type) == (
+        7, 1, abi.R_DROP_WRONG_BINDING, abi.MSG_DATA)
+    assert abi.words_addr(ev.saddr, ev.family) == "203.0.113.9"
+    assert abi.word_port(ev.sport) == 4444 and ev.ts_ns == fresh.now
+    c1 = fresh.counters()
+    assert c1[abi.C_EVENT_SENT][0] - c0[abi.C_EVENT_SENT][0] == 1
+    assert c1[abi.C_EVENT_SUPPRESSED][0] - c0[abi.C_EVENT_SUPPRESSED][0] == 1
+
+
+def test_binding_switch_is_one_element_replacement(fresh):
+    assert fresh.run(frame(1))[1] == abi.R_PASS_DATA
+    fresh.maps.put_session(7, session(addr="198.51.100.50", port=7777, version=2))
+    assert fresh.run(frame(2))[1] == abi.R_DROP_WRONG_BINDING  # old binding retired
+    assert fresh.run(frame(3, src="198.51.100.50", sport=7777))[1] == abi.R_PASS_DATA
+    assert fresh.maps.get_runtime(7).replay_top == 4  # the window survived the switch
+
+
+def test_config_ports_are_runtime_settings(fresh):
+    fresh.set_config(GateConfig(ports=[4500], **UNLIMITED))
+    assert fresh.run(frame(1))[1] == abi.R_PASS_OTHER  # 51900 no longer ours
+    assert fresh.run(frame(1, dport=4500))[1] == abi.R_PASS_DATA
+    raw = fresh.maps.read_config()
+    assert [p for p in raw.ports if p] == [abi.port_word(4500)]
+    assert struct.unpack("<H", bytes(raw)[:2])[0] == abi.port_word(4500)
+    assert ctypes.sizeof(raw) == 112
+
+
+def test_cluster_fence_in_the_kernel(fresh):
+    """With a fence configured, data passes only for elements under the
+    gateway's current lease and only before the lease's deadline; control
+    messages (a handoff's reattach) are not fenced. Kernel and model agree."""
+    fresh.maps.put_session(21, session(fence=5))
+    fresh.maps.put_session(22, session(fence=4))  # installed under an older lease
+    cfg = abi.Config.from_buffer_copy(bytes(fresh.config))
+    cfg.fence_token, cfg.fence_deadline_ns = 5, fresh.now + 1_000_000
+    fresh.config = cfg
+    fresh.maps.write_config(cfg)
+    cases = [(frame(1, sid=21), abi.R_PASS_DATA),
+             (frame(1, sid=22), abi.R_DROP_STATE),
+             (frame(2, sid=22, t=abi.MSG_REATTACH_REQ, src="198.51.100.7"), abi.R_PASS_CONTROL)]
+    for pkt, reason in cases:
+        model = _model_for(fresh)
+        assert model.run(pkt, fresh.now) == reason
+        assert fresh.run(pkt)[1] == reason
+    fresh.tick(1_000_000)  # the lease deadline: nothing passes any more
+    pkt = frame(3, sid=21)
+    assert _model_for(fresh).run(pkt, fresh.now) == abi.R_DROP_STATE
+    assert fresh.run(pkt) == (DROP, abi.R_DROP_STATE)
+    cfg.fence_deadline_ns = 0  # fencing off (a single gateway): the token is not looked at
+    fresh.maps.write_config(cfg)
+    assert fresh.run(frame(4, sid=22)) == (PASS, abi.R_PASS_DATA)

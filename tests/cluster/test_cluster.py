@@ -1,0 +1,199 @@
+"""Ownership in a cluster (issue 5), in process: gateway daemons on one etcd,
+userspace gates, a client on loopback, all inside a throwaway namespace.
+The same daemons with XDP gates, in the lab, are in test_cluster_lab.py."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from jvpn.gate import abi
+from jvpn.session import State, Transport
+from kits.cluster_kit import Cluster, need_etcd, netns, wait_for
+
+pytestmark = pytest.mark.kernel  # namespaces and TUN devices need root
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    need_etcd()
+    with netns():
+        c = Cluster(tmp_path)
+        try:
+            yield c
+        finally:
+            c.close()
+
+
+def _record(c: Cluster):
+    store = c.store()
+    try:
+        [rec] = store.list()
+        return rec
+    finally:
+        store.close()
+
+
+def _served_by(c: Cluster, sid: int) -> set[str]:
+    """Gateways whose gate would pass this session's data (not a standby)."""
+    return {n for n, gw in c.gateways.items()
+            if (e := gw.gate.model.sessions.get(sid)) is not None
+            and e.state != abi.STATE_REMOTE}
+
+
+def _data_from(c: Cluster, node: str, transport: Transport) -> bool:
+    """Would ``node``'s gate pass a fresh data packet from ``transport``?"""
+    msg = c.client.channel.seal(b"probe", abi.MSG_DATA)
+    return c.gateways[node].gate.admit(msg, (transport.addr, transport.port))
+
+
+def test_handoff_a_b_a_moves_the_single_owner(cluster):
+    c = cluster
+    client = c.connect("gw-a")
+    sid = client.session_id
+    a, b = c.gateways["gw-a"], c.gateways["gw-b"]
+    rec = _record(c)
+    assert (rec.owner, rec.owner_lease) == ("gw-a", a.ownership.token)
+    assert _served_by(c, sid) == {"gw-a"}
+    assert a.gate.model.sessions[sid].fence == a.ownership.token
+
+    c.move("gw-b")
+    rec = _record(c)
+    assert (rec.owner, rec.owner_lease, rec.handoff_to) == ("gw-b", b.ownership.token, "")
+    assert rec.state is State.ATTACHED and rec.epoch == 1
+    assert _served_by(c, sid) == {"gw-b"}
+    assert b.gate.model.sessions[sid].fence == b.ownership.token
+    assert a.events.has("OwnershipHandoff", "HANDOFF_RELEASED")
+    assert b.events.has("OwnershipHandoff", "HANDOFF_REQUESTED")
+    new = rec.binding
+    assert _data_from(c, "gw-b", new) and not _data_from(c, "gw-a", new)
+
+    c.move("gw-a")
+    rec = _record(c)
+    assert (rec.owner, rec.owner_lease, rec.epoch) == ("gw-a", a.ownership.token, 2)
+    assert _served_by(c, sid) == {"gw-a"}
+    assert sid not in b.sessions and sid in a.sessions
+
+
+def test_no_replay_of_old_packets_at_the_new_owner(cluster):
+    """The new owner's window starts above what the old owner accepted."""
+    c = cluster
+    client = c.connect("gw-a")
+    a = c.gateways["gw-a"]
+    old = [client.channel.seal(b"x", abi.MSG_DATA) for _ in range(3)]
+    src = _record(c).binding
+    for m in old:
+        assert a.gate.admit(m, (src.addr, src.port))
+    c.move("gw-b")
+    new = _record(c).binding
+    b = c.gateways["gw-b"]
+    for m in old:  # the same bytes, now from the bound transport at B
+        assert not b.gate.admit(m, (new.addr, new.port))
+    assert _data_from(c, "gw-b", new)
+
+
+def test_two_gateways_race_for_one_session(tmp_path):
+    """A crashed; its client's one proof reaches B and C at once: one owner."""
+    with netns():
+        c = Cluster(tmp_path, nodes=("gw-a", "gw-b", "gw-c"))
+        try:
+            client = c.connect("gw-a")
+            sid = client.session_id
+            c.crash("gw-a")
+            wait_for(lambda: c.store().gateways() == ["gw-b", "gw-c"], "A's lease to expire", 6)
+            client.seq += 1
+            from jvpn import wire
+
+            req = wire.seal_control(
+                wire.Header(type=abi.MSG_REATTACH_REQ, session_id=sid,
+                            counter=client.channel.next_counter()),
+                client.keys.hdr_c2s, client.keys.reattach, client.seq, client.clock_ms(),
+                b"\x01" * wire.NONCE_LEN, client.epoch)
+            src = Transport("127.0.0.1", 40000)
+            gws = [c.gateways["gw-b"], c.gateways["gw-c"]]
+            barrier = threading.Barrier(2)
+
+            def race(gw):
+                barrier.wait()
+                with gw.control:
+                    gw.reattach.handle(req, src)
+
+            threads = [threading.Thread(target=race, args=(g,)) for g in gws]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            rec = _record(c)
+            assert rec.owner in ("gw-b", "gw-c") and rec.state is State.RECOVERING
+            loser = next(g for g in gws if g.events.node_id != rec.owner)
+            assert loser.events.has("ReattachResult", "OWNERSHIP_CONFLICT")
+            assert loser.events.has("SecurityEvent", "SEC_OWNERSHIP_ANOMALY")
+            assert sid not in loser.sessions and _served_by(c, sid) == set()
+        finally:
+            c.close()
+
+
+def test_crashed_owner_is_taken_over_after_its_lease(cluster):
+    c = cluster
+    client = c.connect("gw-a")
+    sid = client.session_id
+    c.crash("gw-a")
+    t0 = time.monotonic()
+    c.move("gw-b", timeout_s=10)
+    took = time.monotonic() - t0
+    rec = _record(c)
+    assert rec.owner == "gw-b" and rec.state is State.ATTACHED
+    assert c.gateways["gw-b"].events.has("OwnershipHandoff", "OWNER_LEASE_EXPIRED")
+    assert took < c.lease_ttl_s + 3, took
+    assert _served_by(c, sid) == {"gw-b"}
+
+
+def test_etcd_stopped_mid_reattach_rejects_and_keeps_the_binding(cluster):
+    c = cluster
+    client = c.connect("gw-a")
+    sid = client.session_id
+    a = c.gateways["gw-a"]
+    before = _record(c)
+    stopped = threading.Event()
+    real_control = client._control
+
+    def stop_etcd_then_answer(msg, src, sock):
+        if msg[0] == abi.MSG_PATH_CHALLENGE and not stopped.is_set():
+            c.etcd.stop()  # the challenge went out; the store is gone before the answer
+            stopped.set()
+        real_control(msg, src, sock)
+
+    client._control = stop_etcd_then_answer
+    client.endpoint = ("127.0.0.1", c.ports["gw-a"])
+    client.rebind()
+    wait_for(stopped.is_set, "the path challenge", 5)
+    wait_for(lambda: a.events.has("ReattachResult", "OWNERSHIP_CONFLICT"), "the rejection", 3)
+    assert a.events.has("SecurityEvent", "SEC_OWNERSHIP_ANOMALY")
+    assert client.reattaches == 0
+    assert _data_from(c, "gw-a", before.binding)  # the current binding keeps working
+    # after its lease can no longer be renewed the gateway fences itself
+    wait_for(lambda: a.fenced, "the fence", c.lease_ttl_s + 1)
+    assert _served_by(c, sid) == set()
+    client._control = real_control
+    c.etcd.start()
+    rec = c.store().get(sid)[0]
+    assert rec.binding == before.binding  # the switch never committed
+    assert rec.state in (State.RECOVERING, State.DEGRADED, State.ATTACHED)
+    wait_for(lambda: _served_by(c, sid) == {"gw-a"}, "serving again once etcd is back", 10)
+
+
+def test_a_cleanly_stopped_owner_lets_its_sessions_move_at_once(cluster):
+    c = cluster
+    client = c.connect("gw-a")
+    sid = client.session_id
+    a = c.gateways.pop("gw-a")
+    a.stop()
+    a.store.close()  # what `gateway up` does on SIGTERM: the lease is revoked
+    assert a.gate.model.sessions[sid].state == abi.STATE_REMOTE  # stopped passing first
+    t0 = time.monotonic()
+    c.move("gw-b", timeout_s=5)
+    assert time.monotonic() - t0 < c.lease_ttl_s  # no wait for a lease to run out
+    assert c.gateways["gw-b"].events.has("OwnershipHandoff", "OWNER_LEASE_EXPIRED")
+    assert _record(c).owner == "gw-b"

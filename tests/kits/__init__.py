@@ -1,0 +1,1 @@
+"""Shared test kits: harnesses and vectors used by several tiers."""

@@ -1,0 +1,59 @@
+"""Shared pieces of the threat tests (one module per threat of the seed):
+a running lab, the victim's session and keys, and snapshots of the state a
+rejected message must not change."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from jvpn import wire
+from jvpn.gate import abi
+from jvpn.gate.maps import GateMaps
+from jvpn.keys import SessionKeys
+from jvpn.lab.netns import Attacker, TunnelLab
+from jvpn.store.sqlite import SqliteStore
+
+
+def victim(tl: TunnelLab) -> tuple[int, SessionKeys]:
+    [s] = tl.cli_json("sessions", "gw0")["gw0"]
+    sid = int(s["session_id"], 16)
+    store = SqliteStore(tl.tmp / "state" / "sessions.db")
+    try:
+        _rec, raw = store.get(sid)
+    finally:
+        store.close()
+    return sid, SessionKeys.unpack(raw)
+
+
+def counters(tl: TunnelLab) -> dict[str, int]:
+    return {k: v["packets"] for k, v in tl.cli_json("stats", "gw0")["gw0"].items()}
+
+
+def delta(before: dict, after: dict) -> dict:
+    return {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
+
+
+def snapshot(tl: TunnelLab, sid: int) -> tuple:
+    """The store record and the XDP element, byte for byte."""
+    store = SqliteStore(tl.tmp / "state" / "sessions.db")
+    try:
+        rec = store.get(sid)
+    finally:
+        store.close()
+    with GateMaps(Path(tl.env["JVPN_PIN_ROOT"]) / "gw0") as maps:
+        element = bytes(maps.get_session(sid))
+    return rec, element
+
+
+def attacker(tl: TunnelLab) -> Attacker:
+    return Attacker(tl.lab)
+
+
+def settle(seconds: float = 0.5) -> None:
+    time.sleep(seconds)
+
+
+def data_message(sid: int, key: bytes, counter: int, payload: bytes = b"x" * 64) -> bytes:
+    return wire.message(wire.Header(type=abi.MSG_DATA, session_id=sid, counter=counter), key,
+                        payload)

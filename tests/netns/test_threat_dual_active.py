@@ -1,0 +1,64 @@
+"""Threat 4.4, dual-active binding (S1): a reattach storm from several
+addresses at once, even by a holder of the session's keys, leaves exactly one
+binding; data from every other source is dropped in XDP while it lasts, and
+the real client ends up bound again."""
+
+import os
+import time
+
+import pytest
+
+from jvpn import wire
+from jvpn.gate import abi
+from jvpn.lab.netns import WIFI_IP
+from kits.threat_kit import attacker, counters, data_message, delta, snapshot, victim
+
+pytestmark = pytest.mark.kernel
+
+STORM = [(f"198.51.100.{i}", 40000 + i) for i in range(1, 6)]
+
+
+def test_reattach_storm_leaves_one_binding(tl):
+    sid, keys = victim(tl)
+    from pathlib import Path
+
+    from jvpn.gate.maps import GateMaps
+    with GateMaps(Path(tl.env["JVPN_PIN_ROOT"]) / "gw0") as maps:
+        top = maps.get_runtime(sid).replay_top
+    bound_before = tl.cli_json("sessions", "gw0")["gw0"][0]["bound"]
+    n_events, before = len(tl.gateway_events()), counters(tl)
+    counter = top + 1000
+    data_sent = 0
+    # sequences just above what the client used, so that its own later
+    # requests (which it retries with growing sequences) can still win
+    rec, _ = snapshot(tl, sid)[0]
+    for seq, src in enumerate(STORM, start=rec.reattach_seq + 1):
+        counter += 1
+        req = wire.seal_control(
+            wire.Header(type=abi.MSG_REATTACH_REQ, session_id=sid, counter=counter),
+            keys.hdr_c2s, keys.reattach, seq, int(time.time() * 1000), os.urandom(16), 0)
+        data = []
+        for _ in range(10):
+            counter += 1
+            data.append(data_message(sid, keys.hdr_c2s, counter))
+        attacker(tl).send([req, *data], spoof=src)
+        data_sent += len(data)
+        # at every instant: one element, one binding, never a storm source
+        element = tl.cli_json("sessions", "gw0")["gw0"]
+        assert len(element) == 1 and element[0]["bound"] == bound_before
+    time.sleep(0.5)
+    d = delta(before, counters(tl))
+    assert d.get("drop_wrong_binding", 0) >= data_sent and "pass_data" not in d
+    storm = tl.gateway_events()[n_events:]
+    starts = [e for e in storm if e["event_type"] == "ReattachAttempt"]
+    conflicts = [e for e in storm if e["event_type"] == "ReattachResult"
+                 and e["reason_code"] == "OWNERSHIP_CONFLICT"]
+    assert len(starts) == 1 and len(conflicts) == len(STORM) - 1
+    # the challenge to the spoofed source is never answered: DEGRADED, then the
+    # real client (which still holds the keys and its path) reattaches
+    tl._wait(lambda: (s := tl.cli_json("sessions", "gw0")["gw0"]) and
+             s[0]["state"] == "ATTACHED" and s[0]["bound"].startswith(WIFI_IP) and
+             s[0]["version"] > 1 and any(e["new_state"] == "DEGRADED" for e in
+                                         tl.gateway_events()[n_events:]
+                                         if e["event_type"] == "SessionStateChange"),
+             "the real client bound again", timeout=30)

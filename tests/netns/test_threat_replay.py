@@ -1,0 +1,51 @@
+"""Threat 4.1, replay (S4): captured data and a captured REATTACH_REQ,
+replayed from the attacker's address and with the victim's own source, are
+rejected deterministically in XDP; nothing they touch changes."""
+
+import pytest
+
+from jvpn.gate import abi
+from jvpn.lab.netns import Sniffer
+from kits.threat_kit import attacker, counters, delta, settle, snapshot, victim
+
+pytestmark = pytest.mark.kernel
+
+
+def _capture(tl, action, wanted: int):
+    sniffer = Sniffer(tl.lab)
+    try:
+        action()
+        tl._wait(lambda: len(sniffer.captured.get(wanted, [])) > 0, "a captured message")
+    finally:
+        sniffer.stop()
+    return sniffer.captured
+
+
+def test_replayed_data_with_the_victims_source_is_dropped_as_replay(tl):
+    got = _capture(tl, lambda: tl.lab.run("cl", "ping", "-c", "5", "-i", "0.2", "10.99.0.1"),
+                   abi.MSG_DATA)
+    data = got[abi.MSG_DATA][:5]
+    sid, _keys = victim(tl)
+    before, state = counters(tl), snapshot(tl, sid)
+    src = data[0][1]
+    attacker(tl).send([m for m, _ in data], spoof=src)
+    settle()
+    d = delta(before, counters(tl))
+    assert d.get("drop_replay") == len(data) and "pass_data" not in d
+    assert snapshot(tl, sid) == state
+
+
+def test_replayed_reattach_request_is_dropped(tl):
+    got = _capture(tl, lambda: tl.lab.link("cl", "wifi", "down"), abi.MSG_REATTACH_REQ)
+    tl._wait(lambda: any(e["reason_code"] == "REATTACH_ACCEPT" for e in tl.gateway_events()),
+             "the client's reattach")
+    settle()
+    sid, _keys = victim(tl)
+    before, state = counters(tl), snapshot(tl, sid)
+    req, src = got[abi.MSG_REATTACH_REQ][0]
+    attacker(tl).send([req])              # from the attacker's own address
+    attacker(tl).send([req], spoof=src)   # and claiming the client's source
+    settle()
+    d = delta(before, counters(tl))
+    assert d.get("drop_replay") == 2 and "pass_control" not in d
+    assert snapshot(tl, sid) == state

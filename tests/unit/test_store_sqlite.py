@@ -1,0 +1,65 @@
+"""The embedded SQLite store: create/get/cas/delete/changes, restart survival,
+concurrent compare-and-swap with exactly one winner."""
+
+
+import pytest
+
+from jvpn.session import Event, State, Transport, apply, new_session
+from jvpn.store import AlreadyExists, VersionConflict
+from jvpn.store.sqlite import SqliteStore
+from kits.store_contract import concurrent_cas_has_one_winner
+
+T1, T2 = Transport("192.0.2.10", 5555), Transport("198.51.100.7", 6000)
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = SqliteStore(tmp_path / "state" / "sessions.db")
+    yield s
+    s.close()
+
+
+def _attached(sid=0xF000000000000001):
+    rec, _ = apply(new_session(sid, 0), Event.ATTACH_OK, 1, binding=T1)
+    return rec
+
+
+def test_create_get_roundtrip_with_high_bit_ids(store):
+    rec = _attached()
+    store.create(rec, b"secret")
+    got, secrets = store.get(rec.session_id)
+    assert got == rec and secrets == b"secret"
+    with pytest.raises(AlreadyExists):
+        store.create(rec, b"x")
+    assert store.get(1) is None
+
+
+def test_cas_moves_forward_only_from_the_expected_version(store):
+    rec = _attached()
+    store.create(rec, b"k")
+    vol, _ = apply(rec, Event.INSTABILITY_DETECTED, 2)
+    store.cas(rec.session_id, rec.version, vol)
+    with pytest.raises(VersionConflict):
+        store.cas(rec.session_id, rec.version, vol.with_(version=vol.version + 1))
+    assert store.get(rec.session_id)[0].state is State.VOLATILE
+
+
+def test_concurrent_cas_has_one_winner(store):
+    concurrent_cas_has_one_winner(store, _attached(), racers=8)
+
+
+def test_survives_reopen_and_records_changes(tmp_path):
+    path = tmp_path / "s.db"
+    s = SqliteStore(path)
+    rec = _attached()
+    s.create(rec, b"k")
+    s.delete(rec.session_id, rec.version)
+    s.create(rec.with_(session_id=5), b"k2")
+    s.close()
+    s = SqliteStore(path)
+    assert [r.session_id for r in s.list()] == [5]
+    kinds = [(c.session_id, c.kind) for c in s.changes()]
+    assert kinds == [(rec.session_id, "create"), (rec.session_id, "delete"), (5, "create")]
+    assert next(iter(s.changes(since_revision=2))).session_id == 5
+    assert (path.stat().st_mode & 0o777) == 0o600
+    s.close()
