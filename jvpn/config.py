@@ -31,6 +31,10 @@ inside the gateway's inner network) and ``Name`` (optional).
 Client config (:func:`load_client_config`): ``[Interface]`` with the private
 key and the TUN ``Name``; ``[Peer]`` with the gateway's ``PublicKey``, its
 ``Endpoint`` and ``PersistentKeepalive`` (ms).
+
+Who may touch the files (jvpn.files): a key file, or a config file with an
+inline key, that group or others may access or another user owns is refused;
+so is any of these files that group or others may write.
 """
 
 from __future__ import annotations
