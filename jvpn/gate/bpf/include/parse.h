@@ -4,7 +4,8 @@
  * to the jvpn header. Pure: no maps, no helpers, so it can live in a header
  * that bcc's rewriter never needs to see.
  *
- * Included by: bpf/jvpn_xdp.c.
+ * Included by: jvpn_xdp.c (beside include/ in jvpn/gate/bpf/). Mirrored by
+ * jvpn/gate/model.py:parse.
  *
  * Classification is conservative in one direction only: a packet is jvpn's
  * (and may be dropped) only once its UDP destination port is one of ours.
