@@ -38,6 +38,8 @@ SOURCE_SUFFIXES = (".py", ".c", ".h")
 INSTALLED_AS = {"jvpn": "jvpn", "cli": "jvpn_cli"}
 VETH, PEER = "jvpk0", "jvpk1"  # names inside the test's namespace only
 PORT = 41990
+PREFIX = "jvpnpk"  # namespaces and pin roots: PREFIX-<pid>-<random>
+BPFFS = Path("/sys/fs/bpf")
 
 
 def run(cmd: list[str], *, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
@@ -120,11 +122,32 @@ def venv(wheel, tmp_path_factory) -> Path:
     return where
 
 
+def remove_leftovers() -> None:
+    """Namespaces and pin roots of earlier runs that were killed before their
+    clean-up (names carry the pid: a run going on in parallel is left alone)."""
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    names = [line.split()[0] for line in listed.splitlines() if line.strip()]
+    names += [p.name for p in BPFFS.glob(f"{PREFIX}-*")]
+    for name in names:
+        parts = name.split("-")
+        if parts[0] != PREFIX or len(parts) != 3 or not parts[1].isdigit():
+            continue
+        if Path(f"/proc/{parts[1]}").exists():
+            continue
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+        shutil.rmtree(BPFFS / name, ignore_errors=True)
+
+
+def unique_name() -> str:
+    return f"{PREFIX}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
 @pytest.fixture
 def netns():
     """A network namespace holding a veth pair (both ends up); removed after,
     also when the test fails (deleting the namespace deletes the veth)."""
-    name = f"jvpnpk-{os.getpid()}-{secrets.token_hex(3)}"
+    remove_leftovers()
+    name = unique_name()
     run(["ip", "netns", "add", name])
     try:
         run(["ip", "-n", name, "link", "add", VETH, "type", "veth", "peer", "name", PEER])
@@ -138,7 +161,7 @@ def netns():
 @pytest.fixture
 def pin_root():
     """A bpffs directory of this test's own, so no other test's pins collide."""
-    root = Path("/sys/fs/bpf") / f"jvpnpk-{os.getpid()}-{secrets.token_hex(3)}"
+    root = BPFFS / unique_name()
     yield root
     shutil.rmtree(root, ignore_errors=True)
 
