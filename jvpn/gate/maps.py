@@ -31,8 +31,9 @@ from jvpn.errors import (
 )
 from jvpn.gate import abi
 from jvpn.gate.config import GateConfig
+from jvpn.gate.sources import bpf_dir
 
-BPF_DIR = Path(os.environ.get("JVPN_BPF_DIR", Path(__file__).resolve().parent / "bpf"))
+BPF_DIR = bpf_dir()
 PROGRAM_SOURCE = BPF_DIR / "jvpn_xdp.c"
 INCLUDE_DIR = BPF_DIR / "include"
 ENTRY = "jvpn_xdp"

@@ -3,10 +3,10 @@
  * jvpn_abi.h - the single source of truth for every layout and constant that
  * the XDP program shares with Python.
  *
- * Included by: bpf/jvpn_xdp.c (through the helper headers) and by the layout
- * check in tests/test_abi.py, which compiles this file with the host gcc and
+ * Included by: jvpn_xdp.c (through the helper headers) and by the layout
+ * check in tests/bpf/test_abi.py, which compiles this file with the host gcc and
  * compares every size, offset and constant with the ctypes mirrors in
- * jvpn/abi.py. Change a field here and that test tells you what to mirror.
+ * jvpn/gate/abi.py. Change a field here and that test tells you what to mirror.
  *
  * Rules: fixed-width fields only, explicit padding, every struct size a
  * multiple of 8, _Static_assert on sizes and key offsets.

@@ -4,7 +4,8 @@
  * to the jvpn header. Pure: no maps, no helpers, so it can live in a header
  * that bcc's rewriter never needs to see.
  *
- * Included by: bpf/jvpn_xdp.c.
+ * Included by: jvpn_xdp.c (beside include/ in jvpn/gate/bpf/). Mirrored by
+ * jvpn/gate/model.py:parse.
  *
  * Classification: a frame passes untouched only once it is proven not to be
  * UDP to one of our ports (not IP, another L4 protocol, another UDP port, or
