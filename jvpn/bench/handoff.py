@@ -26,8 +26,10 @@ from pathlib import Path
 from jvpn.bench.net import ECHO, PROBER, gaps_after, percentiles, read_probes
 from jvpn.gate import abi
 from jvpn.lab import frames
+from jvpn.lab.capture import Capture, udp_messages
 from jvpn.lab.cluster import SVC_IP, VIP, ClusterLab, site
-from jvpn.lab.netns import PORT, Capture, mac_of, socket_in, udp_messages
+from jvpn.lab.netns import mac_of, socket_in
+from jvpn.lab.tunnel import PORT
 
 ROUTER_PORT = {"a": "r0", "b": "r4"}  # the router's port in front of each gateway
 UPLINK_PORT = {"wifi": "r1", "lte": "r2"}  # the router's port behind each client uplink

@@ -18,7 +18,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from jvpn.lab.netns import GW_INNER, GW_IP, TunnelLab, lab_policy, mac_of
+from jvpn.lab.netns import GW_IP, mac_of
+from jvpn.lab.tunnel import GW_INNER, TunnelLab, lab_policy
 
 WG_SUBNET_GW, WG_SUBNET_CL, WG_PORT = "10.98.0.1", "10.98.0.2", 51820
 

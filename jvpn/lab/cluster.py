@@ -42,16 +42,10 @@ from pathlib import Path
 
 from jvpn import keys
 from jvpn.lab.etcd import EtcdServer
-from jvpn.lab.netns import (
-    CLIENT_INNER,
-    GW_INNER,
-    PORT,
-    Lab,
-    lab_policy,
-    sh,
-    start_stream,
-    wait_until,
-)
+from jvpn.lab.netns import Lab, sh
+from jvpn.lab.stream import start_stream
+from jvpn.lab.tunnel import CLIENT_INNER, GW_INNER, PORT, lab_policy
+from jvpn.lab.wait import wait_until
 
 VIP = "10.77.9.1"
 SVC_IP, SVC_NET = "10.78.0.1", "10.78.0.0/24"

@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from jvpn.lab.netns import LTE_IP, WIFI_IP, TunnelLab
+from jvpn.lab.netns import LTE_IP, WIFI_IP
+from jvpn.lab.tunnel import TunnelLab
 
 pytestmark = pytest.mark.kernel
 

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from jvpn.lab.netns import TunnelLab, lab_policy
+from jvpn.lab.tunnel import TunnelLab, lab_policy
 
 pytestmark = pytest.mark.kernel
 

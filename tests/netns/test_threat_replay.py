@@ -5,7 +5,7 @@ rejected deterministically in XDP; nothing they touch changes."""
 import pytest
 
 from jvpn.gate import abi
-from jvpn.lab.netns import Sniffer
+from jvpn.lab.capture import Sniffer
 from kits.threat_kit import attacker, counters, delta, settle, snapshot, victim
 
 pytestmark = pytest.mark.kernel
