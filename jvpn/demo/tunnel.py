@@ -26,9 +26,10 @@ from rich.table import Table
 
 from jvpn import wire
 from jvpn.gate import abi
+from jvpn.lab.addresses import GW_INNER
 from jvpn.lab.attacker import Attacker
 from jvpn.lab.capture import Sniffer
-from jvpn.lab.tunnel import GW_INNER, TunnelLab, lab_policy
+from jvpn.lab.tunnel import TunnelLab, lab_policy
 
 DEMO_POLICY = lab_policy(max_switches_per_min=4, switch_cooldown_ms=300)
 

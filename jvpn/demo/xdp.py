@@ -25,11 +25,11 @@ from rich.panel import Panel
 from jvpn import wire
 from jvpn.errors import JvpnError
 from jvpn.gate import abi
+from jvpn.lab.addresses import DEMO_CL_IP, DEMO_CL_PORT, DEMO_GW_IP, DEMO_OTHER_PORT, PORT
 
 GW_NS, CL_NS = "jvpn-demo-gw", "jvpn-demo-cl"
 GW_IF, CL_IF = "jvdemo-gw", "jvdemo-cl"
-GW_IP, CL_IP = "10.77.0.1", "10.77.0.2"
-PORT = abi.DEFAULT_PORT
+GW_IP, CL_IP = DEMO_GW_IP, DEMO_CL_IP
 CLI = [str(Path(sys.executable).with_name("jvpn-xdp"))]  # the venv's console script
 
 console = Console()
@@ -96,12 +96,12 @@ def run_demo() -> int:
 
     sid, key = secrets.randbits(64) | 1, secrets.token_bytes(16)
     with GateMaps(pin_dir(GW_IF)) as maps, ns_socket(GW_NS, PORT) as gw, \
-            ns_socket(CL_NS, 40000) as cl, ns_socket(CL_NS, 40001) as other:
+            ns_socket(CL_NS, DEMO_CL_PORT) as cl, ns_socket(CL_NS, DEMO_OTHER_PORT) as other:
         maps.put_session(sid, abi.Session(
             tag_key=wire.key_words(key), state=abi.STATE_ATTACHED, version=1,
             bind_family=abi.AF_INET, bind_addr=abi.addr_words(CL_IP),
-            bind_port=abi.port_word(40000)))
-        console.print(f"session [bold]{sid:016x}[/bold] bound to {CL_IP}:40000 "
+            bind_port=abi.port_word(DEMO_CL_PORT)))
+        console.print(f"session [bold]{sid:016x}[/bold] bound to {CL_IP}:{DEMO_CL_PORT} "
                       "(written into the sessions map, as the daemon will)")
         dst = (GW_IP, PORT)
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import socket
 
 from jvpn.lab import frames
-from jvpn.lab.netns import GW_IP, Lab, mac_of
-from jvpn.lab.tunnel import PORT
+from jvpn.lab.addresses import GW_IP, PORT
+from jvpn.lab.netns import Lab, mac_of
 
 
 class Attacker:

@@ -9,8 +9,8 @@ import struct
 import threading
 
 from jvpn.gate import abi
+from jvpn.lab.addresses import PORT, UPLINK_ROUTER_IF
 from jvpn.lab.netns import socket_in
-from jvpn.lab.tunnel import PORT
 
 SOL_PACKET, PACKET_VNET_HDR = 263, 15
 
@@ -74,7 +74,7 @@ class Sniffer:
         self._cap = Capture(lab.ns("rt"), self._frame)
 
     def _frame(self, raw: bytes, meta) -> None:
-        got = udp_messages(raw) if meta[0] in ("r1", "r2") else None
+        got = udp_messages(raw) if meta[0] in UPLINK_ROUTER_IF.values() else None
         for msg in got[1] if got else ():
             if len(msg) >= abi.HDR_LEN:
                 self.captured.setdefault(msg[0], []).append((msg, got[0]))

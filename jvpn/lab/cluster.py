@@ -37,49 +37,36 @@ import subprocess
 import threading
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from jvpn import keys
+from jvpn.lab.addresses import (
+    CATCHMENT,
+    CLIENT_INNER,
+    GW_INNER,
+    INNER_PREFIX,
+    LAN_PREFIX,
+    LINK_PREFIX,
+    MGMT_NETS,
+    PORT,
+    SITES,
+    SVC_IP,
+    SVC_NET,
+    UPLINK_METRIC,
+    UPLINK_NET,
+    UPLINK_ROUTER_IP,
+    VIP,
+    Site,
+    mgmt_ips,
+)
 from jvpn.lab.etcd import EtcdServer
 from jvpn.lab.netns import Lab, sh
 from jvpn.lab.stream import start_stream
-from jvpn.lab.tunnel import CLIENT_INNER, GW_INNER, PORT, lab_policy
+from jvpn.lab.tunnel import lab_policy
 from jvpn.lab.wait import wait_until
 
-VIP = "10.77.9.1"
-SVC_IP, SVC_NET = "10.78.0.1", "10.78.0.0/24"
 SESSIONS_PREFIX = "/jvpn/sessions/"
 CLUSTER_POLICY = lab_policy(max_switches_per_min=600)
-
-
-@dataclass(frozen=True)
-class Site:
-    """One gateway's place in the lab."""
-    name: str         # "a" | "b"
-    role: str         # its namespace role in the Lab
-    node_id: str
-    edge_ip: str      # gw0, towards the router
-    router_ip: str    # the router's end of that link
-    table: int        # the router's table that sends the VIP here
-    svc_ip: str       # svc0, towards the backend
-    svc_peer_ip: str  # the backend's end of that link
-    svc_peer_if: str
-    mgmt: int         # offset of its management /30 in 10.253.N.0/29
-
-    @property
-    def edge_net(self) -> str:
-        return str(ipaddress.ip_interface(f"{self.edge_ip}/24").network)
-
-
-SITES = {
-    "a": Site("a", "gw", "gw-a", "10.77.0.1", "10.77.0.254", 101,
-              "10.78.1.1", "10.78.1.2", "a0", 0),
-    "b": Site("b", "gwb", "gw-b", "10.77.4.1", "10.77.4.254", 102,
-              "10.78.2.1", "10.78.2.2", "b0", 4),
-}
-# source network on the router -> the gateway its VIP traffic lands on
-CATCHMENT = {"10.77.1.0/24": "a", "10.77.2.0/24": "b", "10.77.3.0/24": "a"}
 
 
 def site(name: str) -> Site:
@@ -220,10 +207,10 @@ class ClusterLab:
     # ------------------------------------------------------------ addresses
     def mgmt_root_ip(self, name: str) -> str:
         """The root side of a gateway's management link: where its etcd is."""
-        return f"10.253.{self.mgmt_n}.{site(name).mgmt + 1}"
+        return mgmt_ips(self.mgmt_n, site(name))[0]
 
     def mgmt_ns_ip(self, name: str) -> str:
-        return f"10.253.{self.mgmt_n}.{site(name).mgmt + 2}"
+        return mgmt_ips(self.mgmt_n, site(name))[1]
 
     def mgmt_if(self, name: str) -> str:
         return f"{self.lab.prefix}{site(name).name}"  # at most 15 characters
@@ -248,7 +235,7 @@ class ClusterLab:
                 {s.node_id: s.svc_ip for s in SITES.values()}).start()
             if self.nat:
                 self.lab.nat_on(*([self.nat] if isinstance(self.nat, tuple) else []),
-                                outs=("r0", "r4"))
+                                outs=tuple(s.router_if for s in SITES.values()))
             if self.xdp_on:
                 for n in SITES:
                     self._xdp(n, "attach", "gw0", "--port", str(PORT))
@@ -294,11 +281,12 @@ class ClusterLab:
     # ------------------------------------------------------------ building
     def _wire(self) -> None:
         L = self.lab
-        L._veth("gwb", "gw0", f"{SITES['b'].edge_ip}/24", "rt", "r4",
-                f"{SITES['b'].router_ip}/24")
+        b = SITES["b"]
+        L._veth(b.role, "gw0", f"{b.edge_ip}/{LAN_PREFIX}", "rt", b.router_if,
+                f"{b.router_ip}/{LAN_PREFIX}")
         for s in SITES.values():
-            L._veth(s.role, "svc0", f"{s.svc_ip}/30", "svc", s.svc_peer_if,
-                    f"{s.svc_peer_ip}/30")
+            L._veth(s.role, "svc0", f"{s.svc_ip}/{LINK_PREFIX}", "svc", s.svc_peer_if,
+                    f"{s.svc_peer_ip}/{LINK_PREFIX}")
         L.run("svc", "ip", "addr", "add", f"{SVC_IP}/32", "dev", "lo")
         for s in SITES.values():
             self._wire_gateway(s)
@@ -333,7 +321,7 @@ class ClusterLab:
         """Send the VIP traffic of a client uplink ("wifi"/"lte") to gateway
         ``name``: with both uplinks on one gateway, moving between them is
         a reattach on that gateway, not a handoff (the benchmark's baseline)."""
-        net = {"wifi": "10.77.1.0/24", "lte": "10.77.2.0/24"}[uplink]
+        net = UPLINK_NET[uplink]
         prio = str(100 + list(CATCHMENT).index(net))
         self.lab.run("rt", "ip", "rule", "del", "from", net, "priority", prio)
         self.lab.run("rt", "ip", "rule", "add", "from", net, "lookup",
@@ -347,9 +335,10 @@ class ClusterLab:
             ns = self.lab.ns(s.role)
             sh("ip", "link", "add", self.mgmt_if(n), "type", "veth", "peer", "name", "mgmt",
                "netns", ns)
-            sh("ip", "addr", "add", f"{self.mgmt_root_ip(n)}/30", "dev", self.mgmt_if(n))
+            sh("ip", "addr", "add", f"{self.mgmt_root_ip(n)}/{LINK_PREFIX}", "dev", self.mgmt_if(n))
             sh("ip", "link", "set", self.mgmt_if(n), "up")
-            self.lab.run(s.role, "ip", "addr", "add", f"{self.mgmt_ns_ip(n)}/30", "dev", "mgmt")
+            self.lab.run(s.role, "ip", "addr", "add", f"{self.mgmt_ns_ip(n)}/{LINK_PREFIX}",
+                         "dev", "mgmt")
             self.lab.run(s.role, "ip", "link", "set", "mgmt", "up")
 
     def _free_mgmt_net(self) -> int:
@@ -359,7 +348,7 @@ class ClusterLab:
         start = (os.getpid() + int(self.lab.prefix[-4:], 16)) % 250
         for i in range(250):
             n = (start + i) % 250
-            if f" 10.253.{n}." not in used:
+            if f" {MGMT_NETS}.{n}." not in used:
                 return n
         raise RuntimeError("no free 10.253.N.0/29 for the management links")
 
@@ -391,7 +380,7 @@ class ClusterLab:
         for n, s in SITES.items():  # the same static key on both: the cluster's identity
             (t / f"gateway-{n}.conf").write_text(
                 f"[Interface]\nPrivateKey = {keys.encode(gp)}\nListenPort = {PORT}\n"
-                f"Address = {GW_INNER}/24\n{xdp_line}PeersFile = peers.conf\n"
+                f"Address = {GW_INNER}/{INNER_PREFIX}\n{xdp_line}PeersFile = peers.conf\n"
                 f"Policy = policy.toml\nStateDir = {t / f'state-{n}'}\nNodeId = {s.node_id}\n"
                 f"Store = etcd://{self.mgmt_root_ip(n)}:{self.etcd.port}\n"
                 f"ClusterKeyFile = cluster.key\n{self.gateway_extra.get(n, '')}")
@@ -455,7 +444,8 @@ class ClusterLab:
         assert uplink == "wifi", uplink
         self.lab.link("cl", "wifi", "up")
         self._wait(lambda: self.lab.run("cl", "ip", "route", "replace", "default", "via",
-                                        "10.77.1.254", "dev", "wifi", "metric", "10",
+                                        UPLINK_ROUTER_IP["wifi"], "dev", "wifi", "metric",
+                                        str(UPLINK_METRIC["wifi"]),
                                         check=False).returncode == 0, "wifi default route",
                    timeout=5)
 

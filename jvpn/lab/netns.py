@@ -25,8 +25,22 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-GW_IP, ROUTER_GW_IP = "10.77.0.1", "10.77.0.254"
-WIFI_IP, LTE_IP, ATTACKER_IP = "10.77.1.2", "10.77.2.2", "10.77.3.2"
+from jvpn.lab.addresses import (
+    ATTACKER_IP,
+    ATTACKER_ROUTER_IF,
+    ATTACKER_ROUTER_IP,
+    GW_IP,
+    LAN_PREFIX,
+    LTE_IP,
+    ROUTER_GW_IF,
+    ROUTER_GW_IP,
+    UPLINK_METRIC,
+    UPLINK_NET,
+    UPLINK_ROUTER_IF,
+    UPLINK_ROUTER_IP,
+    WIFI_IP,
+)
+
 NS_PATTERN = re.compile(r"^jl(\d+)x[0-9a-f]{4}-(gw|rt|cl|atk|gwb|svc)$")
 
 
@@ -75,18 +89,20 @@ class Lab:
         for role in self.roles:
             sh("ip", "netns", "add", self.ns(role))
             self.run(role, "ip", "link", "set", "lo", "up")
-        self._veth("gw", "gw0", f"{GW_IP}/24", "rt", "r0", f"{ROUTER_GW_IP}/24")
-        self._veth("cl", "wifi", f"{WIFI_IP}/24", "rt", "r1", "10.77.1.254/24")
-        self._veth("cl", "lte", f"{LTE_IP}/24", "rt", "r2", "10.77.2.254/24")
+        n = LAN_PREFIX
+        self._veth("gw", "gw0", f"{GW_IP}/{n}", "rt", ROUTER_GW_IF, f"{ROUTER_GW_IP}/{n}")
+        for uplink, ip in (("wifi", WIFI_IP), ("lte", LTE_IP)):
+            self._veth("cl", uplink, f"{ip}/{n}", "rt", UPLINK_ROUTER_IF[uplink],
+                       f"{UPLINK_ROUTER_IP[uplink]}/{n}")
         if self.with_attacker:
-            self._veth("atk", "atk0", f"{ATTACKER_IP}/24", "rt", "r3", "10.77.3.254/24")
-            self.run("atk", "ip", "route", "add", "default", "via", "10.77.3.254")
+            self._veth("atk", "atk0", f"{ATTACKER_IP}/{n}", "rt", ATTACKER_ROUTER_IF,
+                       f"{ATTACKER_ROUTER_IP}/{n}")
+            self.run("atk", "ip", "route", "add", "default", "via", ATTACKER_ROUTER_IP)
         self.run("rt", "sysctl", "-qw", "net.ipv4.ip_forward=1")
         self.run("gw", "ip", "route", "add", "default", "via", ROUTER_GW_IP)
-        self.run("cl", "ip", "route", "add", "default", "via", "10.77.1.254", "dev", "wifi",
-                 "metric", "10")
-        self.run("cl", "ip", "route", "add", "default", "via", "10.77.2.254", "dev", "lte",
-                 "metric", "20")
+        for uplink in ("wifi", "lte"):
+            self.run("cl", "ip", "route", "add", "default", "via", UPLINK_ROUTER_IP[uplink],
+                     "dev", uplink, "metric", str(UPLINK_METRIC[uplink]))
 
     def _veth(self, a_role, a_if, a_ip, b_role, b_if, b_ip) -> None:
         sh("ip", "link", "add", a_if, "netns", self.ns(a_role), "type", "veth", "peer", b_if,
@@ -150,12 +166,11 @@ class Lab:
 
     # ------------------------------------------------------------ NAT
     def nat_on(self, uplinks: tuple[str, ...] = ("wifi", "lte"),
-               outs: tuple[str, ...] = ("r0",)) -> None:
+               outs: tuple[str, ...] = (ROUTER_GW_IF,)) -> None:
         """The router masquerades the client's traffic on these uplinks
         towards the gateway(s) (router ports ``outs``) with random source
         ports (nftables), as a carrier NAT would."""
-        nets = {"wifi": "10.77.1.0/24", "lte": "10.77.2.0/24"}
-        lines = "\n".join(f'    oifname "{o}" ip saddr {nets[u]} masquerade random'
+        lines = "\n".join(f'    oifname "{o}" ip saddr {UPLINK_NET[u]} masquerade random'
                           for o in outs for u in uplinks)
         rules = f"""table ip jvpnlab {{
   chain post {{

@@ -11,12 +11,11 @@ import uuid
 from pathlib import Path
 
 from jvpn import keys
-from jvpn.lab.netns import GW_IP, Lab
+from jvpn.lab.addresses import CLIENT_INNER, GW_INNER, GW_IP, INNER_PREFIX, PORT, STREAM_PORT
+from jvpn.lab.netns import Lab
 from jvpn.lab.stream import start_stream
 from jvpn.lab.wait import wait_until
 
-GW_INNER, CLIENT_INNER = "10.99.0.1", "10.99.0.2"
-PORT = 51900
 
 def lab_policy(max_switches_per_min: int = 30, switch_cooldown_ms: int = 0) -> str:
     """The lab's policy file: the seed's mandatory fields, switching bounds as asked."""
@@ -60,7 +59,8 @@ class TunnelLab:
         xdp_line = "XdpInterface = gw0\n" if self.xdp_on else ""
         (t / "gateway.conf").write_text(
             f"[Interface]\nPrivateKey = {keys.encode(gp)}\nListenPort = {PORT}\n"
-            f"Address = {GW_INNER}/24\n{xdp_line}PeersFile = peers.conf\nPolicy = policy.toml\n"
+            f"Address = {GW_INNER}/{INNER_PREFIX}\n{xdp_line}PeersFile = peers.conf\n"
+            "Policy = policy.toml\n"
             f"StateDir = {t / 'state'}\nNodeId = gw-a\n{self.gateway_extra}")
         (t / "client.conf").write_text(
             f"[Interface]\nPrivateKey = {keys.encode(cp)}\nName = jvpn0\n"
@@ -157,7 +157,7 @@ class TunnelLab:
         assert out.returncode == 0, out.stderr
         return json.loads(out.stdout)
 
-    def stream(self, nbytes: int, seconds: float, port: int = 5001):
+    def stream(self, nbytes: int, seconds: float, port: int = STREAM_PORT):
         """Start a TCP stream client -> gateway inner address; returns a
         function that waits for it and returns (sent, received)."""
         return start_stream(self.lab, ("gw", GW_INNER), nbytes, seconds, port, self.tmp,

@@ -20,11 +20,18 @@ from jvpn.client import Client
 from jvpn.events import EventLog
 from jvpn.gate.userspace import UserspaceGate
 from jvpn.gateway.daemon import Gateway
+from jvpn.lab.addresses import (
+    CLIENT_INNER,
+    CLUSTER_KIT_BASE_PORT,
+    GW_INNER,
+    INNER_PREFIX,
+    LOOPBACK,
+)
 from jvpn.lab.etcd import EtcdServer
 from jvpn.policy import default_policy
 from jvpn.store.etcd import EtcdStore
 
-INNER = ipaddress.IPv4Address("10.99.0.2")
+INNER = ipaddress.IPv4Address(CLIENT_INNER)
 
 
 class RecordingLog(EventLog):
@@ -71,7 +78,7 @@ class Cluster:
         self.ports: dict[str, int] = {}
         self.client: Client | None = None
         for i, node in enumerate(nodes):
-            self.start(node, 52000 + i)
+            self.start(node, CLUSTER_KIT_BASE_PORT + i)
 
     def store(self) -> EtcdStore:
         return EtcdStore(self.etcd.host, self.etcd.port, cluster_key=self.cluster_key)
@@ -79,8 +86,8 @@ class Cluster:
     def start(self, node: str, port: int) -> Gateway:
         store = self.store()
         store.register_gateway(node, self.lease_ttl_s)
-        gw = Gateway(private_key=self.gw_key, listen=("127.0.0.1", port),
-                     address=ipaddress.IPv4Interface("10.99.0.1/24"),
+        gw = Gateway(private_key=self.gw_key, listen=(LOOPBACK, port),
+                     address=ipaddress.IPv4Interface(f"{GW_INNER}/{INNER_PREFIX}"),
                      peers={keys.public_from_private(self.client_key): INNER},
                      policy=replace(default_policy(), max_switches_per_min=600,
                                     switch_cooldown_ms=0),
@@ -98,7 +105,7 @@ class Cluster:
 
     def connect(self, node: str = "gw-a") -> Client:
         c = Client(private_key=self.client_key, gateway_public=keys.public_from_private(
-            self.gw_key), endpoint=("127.0.0.1", self.ports[node]), events=RecordingLog("client"),
+            self.gw_key), endpoint=(LOOPBACK, self.ports[node]), events=RecordingLog("client"),
             keepalive_ms=200)
         c.up(with_tun=False)
         self.client = c
@@ -109,7 +116,7 @@ class Cluster:
         reattaches there; waits for the ACK."""
         c = self.client
         before = c.reattaches
-        c.endpoint = ("127.0.0.1", self.ports[node])
+        c.endpoint = (LOOPBACK, self.ports[node])
         c.rebind()
         wait_for(lambda: c.reattaches > before, f"reattach at {node}", timeout_s)
 

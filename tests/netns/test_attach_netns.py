@@ -35,6 +35,14 @@ import pytest
 
 from jvpn import wire
 from jvpn.gate import abi, maps
+from jvpn.lab.addresses import (
+    ATTACH_BOUND_PORT,
+    ATTACH_CL_IP,
+    ATTACH_GW_IP,
+    ATTACH_OTHER_PORT,
+    ATTACH_PORT,
+    ATTACH_STRANGER_PORT,
+)
 
 pytestmark = pytest.mark.kernel
 
@@ -42,8 +50,9 @@ PREFIX = "jvpnt"
 BPFFS = Path("/sys/fs/bpf")
 TMP = Path(tempfile.gettempdir())
 GW_IF, CL_IF = "jvgw0", "jvcl0"  # names inside the namespaces only
-GW_IP, CL_IP = "10.199.0.1", "10.199.0.2"
-PORT, OTHER_PORT = 41900, 41901
+GW_IP, CL_IP = ATTACH_GW_IP, ATTACH_CL_IP
+PORT, OTHER_PORT = ATTACH_PORT, ATTACH_OTHER_PORT
+BOUND_PORT, STRANGER_PORT = ATTACH_BOUND_PORT, ATTACH_STRANGER_PORT
 KEY = bytes(range(16))
 CLONE_NEWNET = 0x40000000
 ETH_IP_UDP = 14 + 20 + 8  # frame bytes before the UDP payload (IPv4, no options)
@@ -356,21 +365,21 @@ def test_gate_passes_other_traffic_and_drops_unknown_and_malformed(gate):
 def test_session_binding_and_replay(gate):
     lab = gate
     t = Traffic(lab)
-    bound = lab.udp(lab.cl, CL_IP, 40001)
-    stranger = lab.udp(lab.cl, CL_IP, 40002)
+    bound = lab.udp(lab.cl, CL_IP, BOUND_PORT)
+    stranger = lab.udp(lab.cl, CL_IP, STRANGER_PORT)
     sid = 0x1234_5678_9ABC_DEF0
 
     replay_bits = lab.cli_json("status")[0]["replay_bits"]
     with maps.GateMaps(lab.pin_dir, replay_bits) as gm:
         gm.put_session(sid, abi.Session(
             tag_key=wire.key_words(KEY), state=abi.STATE_ATTACHED, version=3, fence=2,
-            bind_addr=abi.addr_words(CL_IP), bind_port=abi.port_word(40001),
+            bind_addr=abi.addr_words(CL_IP), bind_port=abi.port_word(BOUND_PORT),
             bind_family=abi.AF_INET))
 
     first = data_msg(sid, 1)
     bound.sendto(first, (GW_IP, PORT))
     got = recv_all(t.jvpn_listener, 2.0)
-    assert got == [(first, (CL_IP, 40001))]
+    assert got == [(first, (CL_IP, BOUND_PORT))]
 
     bound.sendto(first, (GW_IP, PORT))  # the same packet again: a replay
     stranger.sendto(data_msg(sid, 2), (GW_IP, PORT))  # authentic, but not from the binding
@@ -390,12 +399,12 @@ def test_session_binding_and_replay(gate):
     assert row == {
         "session_id": f"{sid:016x}", "state": "ATTACHED", "version": 3, "fence": 2,
         "owner": None,  # no gateway daemon has described these maps
-        "bound": f"{CL_IP}:40001", "bind_addr": CL_IP, "bind_port": 40001,
+        "bound": f"{CL_IP}:{BOUND_PORT}", "bind_addr": CL_IP, "bind_port": BOUND_PORT,
         "rx_packets": 1, "rx_bytes": len(first), "highest_counter": 1,
     }
     assert lab.cli_json("sessions") == out  # every attachment: the one we have
     text = lab.cli_ok("sessions")
-    assert f"{sid:016x}" in text and f"{CL_IP}:40001" in text
+    assert f"{sid:016x}" in text and f"{CL_IP}:{BOUND_PORT}" in text
     assert lab.cli_json("status")[0]["sessions"] == 1
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from jvpn import wire
 from jvpn.gate import abi
-from jvpn.lab.netns import WIFI_IP
+from jvpn.lab.addresses import WIFI_IP
 from kits.threat_kit import attacker, counters, data_message, delta, snapshot, victim
 
 pytestmark = pytest.mark.kernel

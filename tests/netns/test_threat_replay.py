@@ -5,6 +5,7 @@ rejected deterministically in XDP; nothing they touch changes."""
 import pytest
 
 from jvpn.gate import abi
+from jvpn.lab.addresses import GW_INNER
 from jvpn.lab.capture import Sniffer
 from kits.threat_kit import attacker, counters, delta, settle, snapshot, victim
 
@@ -22,7 +23,7 @@ def _capture(tl, action, wanted: int):
 
 
 def test_replayed_data_with_the_victims_source_is_dropped_as_replay(tl):
-    got = _capture(tl, lambda: tl.lab.run("cl", "ping", "-c", "5", "-i", "0.2", "10.99.0.1"),
+    got = _capture(tl, lambda: tl.lab.run("cl", "ping", "-c", "5", "-i", "0.2", GW_INNER),
                    abi.MSG_DATA)
     data = got[abi.MSG_DATA][:5]
     sid, _keys = victim(tl)
