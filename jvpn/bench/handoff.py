@@ -30,6 +30,7 @@ from jvpn.lab.addresses import ECHO_PORT, PORT, SVC_IP, UPLINK_ROUTER_IF, VIP
 from jvpn.lab.capture import Capture, udp_messages
 from jvpn.lab.cluster import ClusterLab, site
 from jvpn.lab.netns import mac_of, socket_in
+from jvpn.lab.wait import WaitTimeout, wait_until
 
 PACKET_OUTGOING = 4  # AF_PACKET packet type of what the interface sent
 
@@ -120,13 +121,17 @@ def handoff_trials(cl: ClusterLab, sid: int, trials: int, settle_s: float = 1.2,
 
 
 def _wait_owner(cl: ClusterLab, sid: int, node: str, t0: float, timeout_s: float = 5.0):
-    end = t0 + timeout_s
-    while time.monotonic() < end:
+    """ms from ``t0`` until ``node`` owns the session, ATTACHED (None: not within timeout_s)."""
+    def owned() -> bool:
         rec = _owner(cl, sid)
-        if rec is not None and rec.owner == node and rec.state.name == "ATTACHED":
-            return round((time.monotonic() - t0) * 1000, 2)
-        time.sleep(0.005)
-    return None
+        return rec is not None and rec.owner == node and rec.state.name == "ATTACHED"
+
+    try:
+        wait_until(owned, f"{node} to own the session", t0 + timeout_s - time.monotonic(),
+                   interval=0.005)
+    except WaitTimeout:
+        return None
+    return round((time.monotonic() - t0) * 1000, 2)
 
 
 def run_handoff_bench(trials: int = 20, progress: Callable[[str], None] = lambda _: None,

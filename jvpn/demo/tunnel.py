@@ -70,7 +70,7 @@ class Demo:
         return {k: v["packets"] for k, v in self.tl.cli_json("stats", "gw0")["gw0"].items()}
 
     def wait_accepts(self, n: int, what: str) -> None:
-        self.tl._wait(lambda: len([e for e in self.tl.gateway_events()
+        self.tl.wait(lambda: len([e for e in self.tl.gateway_events()
                                    if e["reason_code"] == "REATTACH_ACCEPT"]) >= n, what)
 
     def attacker_send(self, msgs: list[bytes], spoof: tuple[str, int] | None = None) -> None:
@@ -173,13 +173,13 @@ class Demo:
         ends = [e for e in self.tl.gateway_events() if e["event_type"] == "SessionStateChange"]
         states = [e["new_state"] for e in ends]
         self.check("DEGRADED" in states, "switch bounds exceeded: DEGRADED (data blocked in XDP)")
-        self.tl._wait(lambda: "TERMINATED" in [e.get("new_state") for e in
+        self.tl.wait(lambda: "TERMINATED" in [e.get("new_state") for e in
                                                 self.tl.gateway_events()], "TERMINATED")
         states = [e["new_state"] for e in self.tl.gateway_events()
                   if e["event_type"] == "SessionStateChange"]
         self.check(states[-1] == "TERMINATED" and states.index("DEGRADED") < len(states) - 1,
                    "exceeded again: explicit TERMINATED (no silent new session)")
-        self.tl._wait(lambda: self.tl.client.poll() is not None, "the client to stop")
+        self.tl.wait(lambda: self.tl.client.poll() is not None, "the client to stop")
         self.check(self.tl.client.returncode != 0, "the client stopped and said why (exit "
                                                    f"{self.tl.client.returncode})")
         st["ok"] = True

@@ -406,7 +406,7 @@ class ClusterLab:
             "gateway", "up", "--config", str(self.tmp / f"gateway-{n}.conf")),
             log=self.tmp / f"gateway-{n}.log", env=self.env(n))
         self.gateways[n] = p
-        self._wait(lambda: self._count_started(n) > started, f"gateway {n} start", p)
+        self.wait(lambda: self._count_started(n) > started, f"gateway {n} start", proc=p)
         return p
 
     def _count_started(self, name: str) -> int:
@@ -428,9 +428,9 @@ class ClusterLab:
             "cl", *self.lab.jvpn_cmd("client", "up", "--config", str(self.tmp / "client.conf"),
                                      "--events-file", str(self.client_events)),
             log=self.tmp / "client.log", env=self.env("a"))
-        self._wait(lambda: CLIENT_INNER in self.lab.run("cl", "ip", "-4", "addr", "show",
+        self.wait(lambda: CLIENT_INNER in self.lab.run("cl", "ip", "-4", "addr", "show",
                                                          check=False).stdout,
-                   "client tunnel", self.client)
+                   "client tunnel", proc=self.client)
         # the backend is reached through the tunnel
         self.lab.run("cl", "ip", "route", "replace", SVC_NET, "dev", "jvpn0")
         return self.client
@@ -443,14 +443,15 @@ class ClusterLab:
             return
         assert uplink == "wifi", uplink
         self.lab.link("cl", "wifi", "up")
-        self._wait(lambda: self.lab.run("cl", "ip", "route", "replace", "default", "via",
+        self.wait(lambda: self.lab.run("cl", "ip", "route", "replace", "default", "via",
                                         UPLINK_ROUTER_IP["wifi"], "dev", "wifi", "metric",
                                         str(UPLINK_METRIC["wifi"]),
                                         check=False).returncode == 0, "wifi default route",
                    timeout=5)
 
-    def _wait(self, cond, what: str, proc=None, timeout: float = 30) -> None:
-        wait_until(cond, what, proc, timeout, self.logs)
+    def wait(self, cond, what: str, timeout: float = 30.0, *, proc=None) -> float:
+        """:func:`jvpn.lab.wait.wait_until`, failing with this lab's logs."""
+        return wait_until(cond, what, timeout, proc=proc, logs=self.logs)
 
     # ------------------------------------------------------------ traffic
     def stream(self, nbytes: int, seconds: float, port: int = 5001):

@@ -89,8 +89,8 @@ class TunnelLab:
         self.gateway = self.lab.spawn(
             "gw", *self.lab.jvpn_cmd("gateway", "up", "--config", str(self.tmp / "gateway.conf")),
             log=self.tmp / "gateway.log", env=self.env)
-        self._wait(lambda: self.events_file.exists() and "GatewayStarted" in
-                   self.events_file.read_text(), "gateway start", self.gateway)
+        self.wait(lambda: self.events_file.exists() and "GatewayStarted" in
+                   self.events_file.read_text(), "gateway start", proc=self.gateway)
 
     def stop_gateway(self) -> None:
         self.gateway.terminate()
@@ -101,12 +101,13 @@ class TunnelLab:
             "cl", *self.lab.jvpn_cmd("client", "up", "--config", str(self.tmp / "client.conf"),
                                      "--events-file", str(self.client_events)),
             log=self.tmp / "client.log", env=self.env)
-        self._wait(lambda: CLIENT_INNER in self.lab.run("cl", "ip", "-4", "addr", "show",
+        self.wait(lambda: CLIENT_INNER in self.lab.run("cl", "ip", "-4", "addr", "show",
                                                          check=False).stdout,
-                   "client tunnel", self.client)
+                   "client tunnel", proc=self.client)
 
-    def _wait(self, cond, what: str, proc=None, timeout: float = 30) -> None:
-        wait_until(cond, what, proc, timeout, self.logs)
+    def wait(self, cond, what: str, timeout: float = 30.0, *, proc=None) -> float:
+        """:func:`jvpn.lab.wait.wait_until`, failing with this lab's logs."""
+        return wait_until(cond, what, timeout, proc=proc, logs=self.logs)
 
     def logs(self) -> str:
         out = []

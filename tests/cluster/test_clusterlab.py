@@ -17,7 +17,8 @@ import pytest
 from jvpn.lab.addresses import CLIENT_INNER, LTE_IP, SITES, SVC_IP, VIP, WIFI_IP
 from jvpn.lab.cluster import ClusterLab
 from jvpn.lab.netns import NS_PATTERN
-from kits.cluster_kit import need_etcd, wait_for
+from jvpn.lab.wait import wait_until
+from kits.cluster_kit import need_etcd
 
 pytestmark = pytest.mark.kernel
 
@@ -127,12 +128,12 @@ def test_the_backend_route_follows_the_owner_in_etcd(cl):
     inner = "10.99.0.77"
     before = cl.announcer.announced
     _put(cl, 0xAA, "gw-a", "ATTACHED", inner)
-    wait_for(lambda: f"via {A_SVC}" in _svc_route(cl, inner), "route via A")
+    wait_until(lambda: f"via {A_SVC}" in _svc_route(cl, inner), "route via A")
     _put(cl, 0xAA, "gw-b", "VOLATILE", inner)  # not attached: no announcement
     time.sleep(0.5)
     assert f"via {A_SVC}" in _svc_route(cl, inner)
     _put(cl, 0xAA, "gw-b", "ATTACHED", inner)
-    wait_for(lambda: f"via {B_SVC}" in _svc_route(cl, inner), "route via B")
+    wait_until(lambda: f"via {B_SVC}" in _svc_route(cl, inner), "route via B")
     assert cl.announcer.announced - before == 2
     assert cl.announcer.announcements[-2:] == [(inner, "gw-a"), (inner, "gw-b")]
 
@@ -140,12 +141,12 @@ def test_the_backend_route_follows_the_owner_in_etcd(cl):
 def test_the_announcer_survives_an_etcd_restart(cl):
     inner = "10.99.0.78"
     _put(cl, 0xAB, "gw-a", "ATTACHED", inner)
-    wait_for(lambda: f"via {A_SVC}" in _svc_route(cl, inner), "route via A")
+    wait_until(lambda: f"via {A_SVC}" in _svc_route(cl, inner), "route via A")
     cl.etcd.stop()
     time.sleep(1.5)  # the announcer notices (its scan fails) and keeps retrying
     cl.etcd.start()
     _put(cl, 0xAB, "gw-b", "ATTACHED", inner)
-    wait_for(lambda: f"via {B_SVC}" in _svc_route(cl, inner), "route via B after restart")
+    wait_until(lambda: f"via {B_SVC}" in _svc_route(cl, inner), "route via B after restart")
     assert cl.announcer.errors  # it did see the outage
 
 
@@ -188,13 +189,13 @@ def test_smoke_both_gateways_and_a_client_on_a(tmp_path):
     c = ClusterLab(tmp_path).up()
     try:
         c.start_all()
-        wait_for(lambda: len(c.cli_json("a", "sessions")["gw0"]) == 1, "a session on gw-a", 15)
+        wait_until(lambda: len(c.cli_json("a", "sessions")["gw0"]) == 1, "a session on gw-a", 15)
         # B holds only a standby (control-only) element for A's session
-        wait_for(lambda: [e["state"] for e in c.cli_json("b", "sessions")["gw0"]] == ["REMOTE"],
-               "B's standby element", 5)
+        wait_until(lambda: [e["state"] for e in c.cli_json("b", "sessions")["gw0"]] == ["REMOTE"],
+                   "B's standby element", 5)
         [rec] = c.store().list()
         assert rec.owner == "gw-a" and rec.inner_addr == CLIENT_INNER
-        wait_for(lambda: f"via {A_SVC}" in _svc_route(c, CLIENT_INNER), "route to the client")
+        wait_until(lambda: f"via {A_SVC}" in _svc_route(c, CLIENT_INNER), "route to the client")
         sent, got = c.stream(1 << 20, 1.0)(timeout=60)
         assert sent == got
     finally:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import shutil
-import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import replace
@@ -28,6 +27,7 @@ from jvpn.lab.addresses import (
     LOOPBACK,
 )
 from jvpn.lab.etcd import EtcdServer
+from jvpn.lab.wait import wait_until
 from jvpn.policy import default_policy
 from jvpn.store.etcd import EtcdStore
 
@@ -118,7 +118,7 @@ class Cluster:
         before = c.reattaches
         c.endpoint = (LOOPBACK, self.ports[node])
         c.rebind()
-        wait_for(lambda: c.reattaches > before, f"reattach at {node}", timeout_s)
+        wait_until(lambda: c.reattaches > before, f"reattach at {node}", timeout_s)
 
     def close(self) -> None:
         if self.client is not None:
@@ -127,15 +127,6 @@ class Cluster:
             gw.stop()
             gw.store.close()
         self.etcd.remove()
-
-
-def wait_for(cond, what: str, timeout_s: float = 10.0) -> None:
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        if cond():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def need_etcd() -> None:

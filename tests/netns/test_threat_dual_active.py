@@ -56,7 +56,7 @@ def test_reattach_storm_leaves_one_binding(tl):
     assert len(starts) == 1 and len(conflicts) == len(STORM) - 1
     # the challenge to the spoofed source is never answered: DEGRADED, then the
     # real client (which still holds the keys and its path) reattaches
-    tl._wait(lambda: (s := tl.cli_json("sessions", "gw0")["gw0"]) and
+    tl.wait(lambda: (s := tl.cli_json("sessions", "gw0")["gw0"]) and
              s[0]["state"] == "ATTACHED" and s[0]["bound"].startswith(WIFI_IP) and
              s[0]["version"] > 1 and any(e["new_state"] == "DEGRADED" for e in
                                          tl.gateway_events()[n_events:]

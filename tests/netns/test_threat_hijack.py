@@ -43,7 +43,7 @@ def test_authentic_header_with_a_forged_proof_is_refused_by_the_daemon(tl):
     n = len(tl.gateway_events())
     state = snapshot(tl, sid)
     attacker(tl).send([_request(sid, keys.hdr_c2s, os.urandom(32), 2**40)])
-    tl._wait(lambda: any(e.get("reason_code") == "AUTH_FAIL" for e in tl.gateway_events()[n:]),
+    tl.wait(lambda: any(e.get("reason_code") == "AUTH_FAIL" for e in tl.gateway_events()[n:]),
              "the daemon's AUTH_FAIL")
     new = tl.gateway_events()[n:]
     assert any(e["reason_code"] == "SEC_SESSION_FIXATION_ATTEMPT" for e in new)

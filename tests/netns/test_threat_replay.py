@@ -16,7 +16,7 @@ def _capture(tl, action, wanted: int):
     sniffer = Sniffer(tl.lab)
     try:
         action()
-        tl._wait(lambda: len(sniffer.captured.get(wanted, [])) > 0, "a captured message")
+        tl.wait(lambda: len(sniffer.captured.get(wanted, [])) > 0, "a captured message")
     finally:
         sniffer.stop()
     return sniffer.captured
@@ -38,7 +38,7 @@ def test_replayed_data_with_the_victims_source_is_dropped_as_replay(tl):
 
 def test_replayed_reattach_request_is_dropped(tl):
     got = _capture(tl, lambda: tl.lab.link("cl", "wifi", "down"), abi.MSG_REATTACH_REQ)
-    tl._wait(lambda: any(e["reason_code"] == "REATTACH_ACCEPT" for e in tl.gateway_events()),
+    tl.wait(lambda: any(e["reason_code"] == "REATTACH_ACCEPT" for e in tl.gateway_events()),
              "the client's reattach")
     settle()
     sid, _keys = victim(tl)
