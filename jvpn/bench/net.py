@@ -34,7 +34,8 @@ from jvpn.lab.addresses import (
     WG_PORT,
 )
 from jvpn.lab.netns import mac_of
-from jvpn.lab.tunnel import TunnelLab, lab_policy
+from jvpn.lab.running import lab_policy
+from jvpn.lab.tunnel import TunnelLab
 
 
 def _iperf(tl: TunnelLab, server_ip: str, seconds: float) -> float:

@@ -29,7 +29,8 @@ from jvpn.gate import abi
 from jvpn.lab.addresses import GW_INNER
 from jvpn.lab.attacker import Attacker
 from jvpn.lab.capture import Sniffer
-from jvpn.lab.tunnel import TunnelLab, lab_policy
+from jvpn.lab.running import lab_policy
+from jvpn.lab.tunnel import TunnelLab
 
 DEMO_POLICY = lab_policy(max_switches_per_min=4, switch_cooldown_ms=300)
 
@@ -71,7 +72,7 @@ class Demo:
 
     def wait_accepts(self, n: int, what: str) -> None:
         self.tl.wait(lambda: len([e for e in self.tl.gateway_events()
-                                   if e["reason_code"] == "REATTACH_ACCEPT"]) >= n, what)
+                                  if e["reason_code"] == "REATTACH_ACCEPT"]) >= n, what)
 
     def attacker_send(self, msgs: list[bytes], spoof: tuple[str, int] | None = None) -> None:
         self.attacker.send(msgs, spoof)
@@ -174,7 +175,7 @@ class Demo:
         states = [e["new_state"] for e in ends]
         self.check("DEGRADED" in states, "switch bounds exceeded: DEGRADED (data blocked in XDP)")
         self.tl.wait(lambda: "TERMINATED" in [e.get("new_state") for e in
-                                                self.tl.gateway_events()], "TERMINATED")
+                                               self.tl.gateway_events()], "TERMINATED")
         states = [e["new_state"] for e in self.tl.gateway_events()
                   if e["event_type"] == "SessionStateChange"]
         self.check(states[-1] == "TERMINATED" and states.index("DEGRADED") < len(states) - 1,

@@ -29,7 +29,6 @@ announcing the owner's /32 would.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -39,9 +38,6 @@ from pathlib import Path
 from jvpn import keys
 from jvpn.lab.addresses import (
     CATCHMENT,
-    CLIENT_INNER,
-    GW_INNER,
-    INNER_PREFIX,
     LAN_PREFIX,
     LINK_PREFIX,
     MGMT_NETS,
@@ -59,9 +55,7 @@ from jvpn.lab.addresses import (
 from jvpn.lab.announcer import RouteAnnouncer
 from jvpn.lab.etcd import EtcdServer
 from jvpn.lab.netns import Lab, sh
-from jvpn.lab.stream import start_stream
-from jvpn.lab.tunnel import lab_policy
-from jvpn.lab.wait import wait_until
+from jvpn.lab.running import RunningLab, jvpn_env, lab_policy, read_jsonl
 
 CLUSTER_POLICY = lab_policy(max_switches_per_min=600)
 
@@ -73,28 +67,27 @@ def site(name: str) -> Site:
 
 # ---------------------------------------------------------------- the lab
 
-class ClusterLab:
+class ClusterLab(RunningLab):
+    log_names = ("gateway-a.log", "gateway-b.log", "client.log")
+    stream_sink = ("svc", SVC_IP)  # the backend, through whichever gateway carries the tunnel
+
     def __init__(self, tmp: Path, *, nat: bool | tuple = False, xdp: bool = True,
                  gateway_extra: dict[str, str] | str | None = None, policy: str = ""):
-        self.tmp = Path(tmp)
-        self.lab = Lab(extra_roles=("gwb", "svc"))
-        self.nat, self.xdp_on, self.policy = nat, xdp, policy or CLUSTER_POLICY
+        super().__init__(tmp, Lab(extra_roles=("gwb", "svc")), nat=nat, xdp=xdp)
+        self.policy = policy or CLUSTER_POLICY
         extra = gateway_extra or {}
         self.gateway_extra = ({n: extra for n in SITES} if isinstance(extra, str) else
                               {site(n).name: v for n, v in extra.items()})
         # one pin root and run dir each: pinned maps live in one global bpffs
         tag = uuid.uuid4().hex[:8]
-        self._env = {n: {**os.environ, "JVPN_PIN_ROOT": f"/sys/fs/bpf/jvpnc-{tag}-{n}",
-                         "JVPN_RUN_DIR": str(self.tmp / f"run-{n}"), "COLUMNS": "200"}
+        self._env = {n: jvpn_env(f"/sys/fs/bpf/jvpnc-{tag}-{n}", self.tmp / f"run-{n}")
                      for n in SITES}
         self.cluster_key = os.urandom(32)
-        self.client_events = self.tmp / "client-events.jsonl"
         self.mgmt_n: int | None = None
         self.etcd: EtcdServer | None = None
         self.announcer: RouteAnnouncer | None = None
         self._svc_rt = None  # netlink socket in the backend namespace (the announcer's)
         self.gateways: dict[str, subprocess.Popen] = {}
-        self.client: subprocess.Popen | None = None
 
     # ------------------------------------------------------------ addresses
     def mgmt_root_ip(self, name: str) -> str:
@@ -125,9 +118,7 @@ class ClusterLab:
             self.announcer = RouteAnnouncer(
                 "127.0.0.1", self.etcd.port, self._install_route,
                 {s.node_id: s.svc_ip for s in SITES.values()}).start()
-            if self.nat:
-                self.lab.nat_on(*([self.nat] if isinstance(self.nat, tuple) else []),
-                                outs=tuple(s.router_if for s in SITES.values()))
+            self.nat_on(tuple(s.router_if for s in SITES.values()))
             if self.xdp_on:
                 for n in SITES:
                     self._xdp(n, "attach", "gw0", "--port", str(PORT))
@@ -144,8 +135,6 @@ class ClusterLab:
 
     def down(self) -> None:
         """Every step runs even when an earlier one fails; the first error is raised."""
-        from jvpn.gate.maps import unpin  # noqa: PLC0415 - bcc only when a lab runs
-
         steps = [lambda: self.announcer and self.announcer.stop(),
                  lambda: self._svc_rt and self._svc_rt.close()]
         if self.xdp_on:
@@ -154,7 +143,7 @@ class ClusterLab:
         steps += [lambda n=n: sh("ip", "link", "del", self.mgmt_if(n), check=False)
                   for n in SITES]
         steps.append(lambda: self.etcd and self.etcd.remove())
-        steps += [lambda n=n: unpin(Path(self._env[n]["JVPN_PIN_ROOT"])) for n in SITES]
+        steps += [lambda n=n: self.unpin(self._env[n]["JVPN_PIN_ROOT"]) for n in SITES]
         first: BaseException | None = None
         for step in steps:
             try:
@@ -260,31 +249,18 @@ class ClusterLab:
         self._svc_rt.route("replace", dst=f"{addr}/32", gateway=via)
 
     def _write_configs(self) -> None:
-        gp, cp = keys.generate_private(), keys.generate_private()
-        t = self.tmp
-        (t / "peers.conf").write_text(
-            f"[Peer]\nPublicKey = {keys.encode(keys.public_from_private(cp))}\n"
-            f"AllowedIP = {CLIENT_INNER}/32\nName = alice\n")
-        (t / "policy.toml").write_text(self.policy)
-        (t / "cluster.key").write_text(keys.encode(self.cluster_key) + "\n")
-        os.chmod(t / "cluster.key", 0o600)
-        xdp_line = "XdpInterface = gw0\n" if self.xdp_on else ""
+        self.write_shared_configs(self.policy, VIP)
+        (self.tmp / "cluster.key").write_text(keys.encode(self.cluster_key) + "\n")
+        os.chmod(self.tmp / "cluster.key", 0o600)
         for n, s in SITES.items():  # the same static key on both: the cluster's identity
-            (t / f"gateway-{n}.conf").write_text(
-                f"[Interface]\nPrivateKey = {keys.encode(gp)}\nListenPort = {PORT}\n"
-                f"Address = {GW_INNER}/{INNER_PREFIX}\n{xdp_line}PeersFile = peers.conf\n"
-                f"Policy = policy.toml\nStateDir = {t / f'state-{n}'}\nNodeId = {s.node_id}\n"
-                f"Store = etcd://{self.mgmt_root_ip(n)}:{self.etcd.port}\n"
-                f"ClusterKeyFile = cluster.key\n{self.gateway_extra.get(n, '')}")
-        (t / "client.conf").write_text(
-            f"[Interface]\nPrivateKey = {keys.encode(cp)}\nName = jvpn0\n"
-            f"[Peer]\nPublicKey = {keys.encode(keys.public_from_private(gp))}\n"
-            f"Endpoint = {VIP}:{PORT}\nPersistentKeepalive = 300\n")
+            store = (f"Store = etcd://{self.mgmt_root_ip(n)}:{self.etcd.port}\n"
+                     "ClusterKeyFile = cluster.key\n")
+            (self.tmp / f"gateway-{n}.conf").write_text(self.gateway_conf(
+                self.tmp / f"state-{n}", s.node_id, store + self.gateway_extra.get(n, "")))
 
     # ------------------------------------------------------------ jvpn processes
     def _xdp(self, name: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        out = subprocess.run(self.lab.cmd(site(name).role, *self.lab.jvpn_cmd(*args)),
-                             capture_output=True, text=True, env=self.env(name), timeout=60)
+        out = self.jvpn_in(site(name).role, self.env(name), *args)
         assert not check or out.returncode == 0, f"{name}: {args}: {out.stderr}"
         return out
 
@@ -315,14 +291,11 @@ class ClusterLab:
         p.send_signal(signal.SIGKILL)
         p.wait(timeout=10)
 
+    def client_env(self) -> dict:
+        return self.env("a")
+
     def start_client(self) -> subprocess.Popen:
-        self.client = self.lab.spawn(
-            "cl", *self.lab.jvpn_cmd("client", "up", "--config", str(self.tmp / "client.conf"),
-                                     "--events-file", str(self.client_events)),
-            log=self.tmp / "client.log", env=self.env("a"))
-        self.wait(lambda: CLIENT_INNER in self.lab.run("cl", "ip", "-4", "addr", "show",
-                                                         check=False).stdout,
-                   "client tunnel", proc=self.client)
+        super().start_client()
         # the backend is reached through the tunnel
         self.lab.run("cl", "ip", "route", "replace", SVC_NET, "dev", "jvpn0")
         return self.client
@@ -336,35 +309,17 @@ class ClusterLab:
         assert uplink == "wifi", uplink
         self.lab.link("cl", "wifi", "up")
         self.wait(lambda: self.lab.run("cl", "ip", "route", "replace", "default", "via",
-                                        UPLINK_ROUTER_IP["wifi"], "dev", "wifi", "metric",
-                                        str(UPLINK_METRIC["wifi"]),
-                                        check=False).returncode == 0, "wifi default route",
-                   timeout=5)
-
-    def wait(self, cond, what: str, timeout: float = 30.0, *, proc=None) -> float:
-        """:func:`jvpn.lab.wait.wait_until`, failing with this lab's logs."""
-        return wait_until(cond, what, timeout, proc=proc, logs=self.logs)
-
-    # ------------------------------------------------------------ traffic
-    def stream(self, nbytes: int, seconds: float, port: int = 5001):
-        """A TCP stream client -> backend (SVC_IP) through the tunnel and
-        whichever gateway carries it; returns a function that waits for it and
-        returns (sent, received)."""
-        return start_stream(self.lab, ("svc", SVC_IP), nbytes, seconds, port, self.tmp,
-                            self.logs)
+                                       UPLINK_ROUTER_IP["wifi"], "dev", "wifi", "metric",
+                                       str(UPLINK_METRIC["wifi"]),
+                                       check=False).returncode == 0, "wifi default route",
+                  timeout=5)
 
     # ------------------------------------------------------------ observations
     def cli_json(self, name: str, *args: str):
-        out = subprocess.run(self.lab.cmd(site(name).role, *self.lab.jvpn_cmd(*args, "--json")),
-                             capture_output=True, text=True, env=self.env(name), timeout=30)
-        assert out.returncode == 0, out.stderr
-        return json.loads(out.stdout)
+        return self.cli_json_in(site(name).role, self.env(name), *args)
 
     def gateway_events(self, name: str) -> list[dict]:
-        return _jsonl(self.events_file(name))
-
-    def client_event_list(self) -> list[dict]:
-        return _jsonl(self.client_events)
+        return read_jsonl(self.events_file(name))
 
     def store(self):
         """The cluster's store as the gateways see it (from the root namespace)."""
@@ -373,22 +328,7 @@ class ClusterLab:
         return EtcdStore("127.0.0.1", self.etcd.port, cluster_key=self.cluster_key)
 
     def logs(self) -> str:
-        out = []
-        for name in ("gateway-a.log", "gateway-b.log", "client.log"):
-            p = self.tmp / name
-            if p.exists():
-                out.append(f"--- {name}\n{p.read_text()[-3000:]}")
+        out = super().logs()
         if self.announcer is not None and self.announcer.errors:
-            out.append(f"--- announcer errors\n{self.announcer.errors[-5:]}")
-        return "\n".join(out)
-
-
-def _jsonl(path: Path) -> list[dict]:
-    """The events written so far (a line being written is left for later)."""
-    out = []
-    for line in path.read_text().splitlines() if path.exists() else []:
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            continue
-    return out
+            out += f"\n--- announcer errors\n{self.announcer.errors[-5:]}"
+        return out

@@ -131,7 +131,7 @@ def test_forged_packets_from_the_attacker_reach_the_event_stream(tl):
     tl.lab.run("atk", sys.executable, "-c", send)
     tl.wait(lambda: any(e["event_type"] == "XdpSecurityDrop" and
                          e["reason_code"] == "DROP_BAD_TAG" for e in tl.gateway_events()),
-             "the XDP event")
+            "the XDP event")
     ev = [e for e in tl.gateway_events() if e["event_type"] == "XdpSecurityDrop"][-1]
     assert ev["transport_id"].startswith(f"{ATTACKER_IP}:") and ev["where"] == "xdp"
     assert ev["session_id"] == f"{sid:016x}"

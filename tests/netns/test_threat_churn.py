@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from jvpn.lab.tunnel import TunnelLab, lab_policy
+from jvpn.lab.running import lab_policy
+from jvpn.lab.tunnel import TunnelLab
 
 pytestmark = pytest.mark.kernel
 

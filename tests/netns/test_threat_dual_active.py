@@ -57,8 +57,8 @@ def test_reattach_storm_leaves_one_binding(tl):
     # the challenge to the spoofed source is never answered: DEGRADED, then the
     # real client (which still holds the keys and its path) reattaches
     tl.wait(lambda: (s := tl.cli_json("sessions", "gw0")["gw0"]) and
-             s[0]["state"] == "ATTACHED" and s[0]["bound"].startswith(WIFI_IP) and
-             s[0]["version"] > 1 and any(e["new_state"] == "DEGRADED" for e in
+            s[0]["state"] == "ATTACHED" and s[0]["bound"].startswith(WIFI_IP) and
+            s[0]["version"] > 1 and any(e["new_state"] == "DEGRADED" for e in
                                          tl.gateway_events()[n_events:]
                                          if e["event_type"] == "SessionStateChange"),
-             "the real client bound again", timeout=30)
+            "the real client bound again", timeout=30)

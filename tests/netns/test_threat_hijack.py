@@ -44,7 +44,7 @@ def test_authentic_header_with_a_forged_proof_is_refused_by_the_daemon(tl):
     state = snapshot(tl, sid)
     attacker(tl).send([_request(sid, keys.hdr_c2s, os.urandom(32), 2**40)])
     tl.wait(lambda: any(e.get("reason_code") == "AUTH_FAIL" for e in tl.gateway_events()[n:]),
-             "the daemon's AUTH_FAIL")
+            "the daemon's AUTH_FAIL")
     new = tl.gateway_events()[n:]
     assert any(e["reason_code"] == "SEC_SESSION_FIXATION_ATTEMPT" for e in new)
     assert snapshot(tl, sid) == state  # byte-identical: S7

@@ -39,7 +39,7 @@ def test_replayed_data_with_the_victims_source_is_dropped_as_replay(tl):
 def test_replayed_reattach_request_is_dropped(tl):
     got = _capture(tl, lambda: tl.lab.link("cl", "wifi", "down"), abi.MSG_REATTACH_REQ)
     tl.wait(lambda: any(e["reason_code"] == "REATTACH_ACCEPT" for e in tl.gateway_events()),
-             "the client's reattach")
+            "the client's reattach")
     settle()
     sid, _keys = victim(tl)
     before, state = counters(tl), snapshot(tl, sid)
