@@ -29,7 +29,7 @@ from jvpn.lab import frames
 from jvpn.lab.addresses import ECHO_PORT, PORT, SVC_IP, UPLINK_ROUTER_IF, VIP
 from jvpn.lab.capture import Capture, udp_messages
 from jvpn.lab.cluster import ClusterLab, site
-from jvpn.lab.netns import mac_of, socket_in
+from jvpn.lab.netns import socket_in
 from jvpn.lab.wait import WaitTimeout, wait_until
 
 PACKET_OUTGOING = 4  # AF_PACKET packet type of what the interface sent
@@ -58,8 +58,8 @@ class Mirror:
     still came from ``spoof`` (the session's old bound transport)."""
 
     def __init__(self, cl: ClusterLab, uplink: str, to: str, spoof: tuple[str, int]):
-        self.head = (mac_of(cl.lab, site(to).role, "gw0")
-                     + mac_of(cl.lab, "rt", site(to).router_if) + b"\x08\x00")
+        self.head = (cl.lab.mac(site(to).role, "gw0")
+                     + cl.lab.mac("rt", site(to).router_if) + b"\x08\x00")
         self.spoof, self.copied = spoof, 0
         self.out = socket_in(cl.lab.ns("rt"), socket.AF_PACKET, socket.SOCK_RAW)
         self.out.bind((site(to).router_if, 0))

@@ -33,7 +33,6 @@ from jvpn.lab.addresses import (
     WG_NET,
     WG_PORT,
 )
-from jvpn.lab.netns import mac_of
 from jvpn.lab.running import lab_policy
 from jvpn.lab.tunnel import TunnelLab
 
@@ -267,7 +266,7 @@ def _flood_run(tl: TunnelLab, tmp: Path, seconds: float, flood: bool) -> dict:
     if flood:
         sid, keys, s = tl.victim()
         cfg = tmp / "flood.trafgen"
-        macs = mac_of(tl.lab, "rt", ATTACKER_ROUTER_IF), mac_of(tl.lab, "atk", "atk0")
+        macs = tl.lab.mac("rt", ATTACKER_ROUTER_IF), tl.lab.mac("atk", "atk0")
         cfg.write_text(_trafgen_config(*macs, sid, keys, s["bound"]))
         trafgen = tl.lab.spawn("atk", "trafgen", "--dev", "atk0", "--conf", str(cfg),
                                "--cpus", "1", log=tmp / "trafgen.log")

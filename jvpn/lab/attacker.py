@@ -7,7 +7,7 @@ import socket
 
 from jvpn.lab import frames
 from jvpn.lab.addresses import GW_IP, PORT
-from jvpn.lab.netns import Lab, mac_of
+from jvpn.lab.netns import Lab
 
 
 class Attacker:
@@ -16,9 +16,6 @@ class Attacker:
 
     def __init__(self, lab: Lab):
         self.lab = lab
-
-    def _mac(self, role: str, ifname: str) -> bytes:
-        return mac_of(self.lab, role, ifname)
 
     def send(self, msgs: list[bytes], spoof: tuple[str, int] | None = None) -> None:
         """From the attacker's own address (its namespace), or with a spoofed
@@ -30,7 +27,7 @@ class Attacker:
                 for m in msgs:
                     s.sendto(m, (GW_IP, PORT))
             return
-        head = self._mac("gw", "gw0") + self._mac("rt", "r0") + b"\x08\x00"
+        head = self.lab.mac("gw", "gw0") + self.lab.mac("rt", "r0") + b"\x08\x00"
         with self.lab.socket("rt", socket.AF_PACKET, socket.SOCK_RAW) as s:
             s.bind(("r0", 0))
             for m in msgs:

@@ -54,7 +54,7 @@ from jvpn.lab.addresses import (
 )
 from jvpn.lab.announcer import RouteAnnouncer
 from jvpn.lab.etcd import EtcdServer
-from jvpn.lab.netns import Lab, sh
+from jvpn.lab.netns import RoamingLab, sh
 from jvpn.lab.running import RunningLab, jvpn_env, lab_policy, read_jsonl
 
 CLUSTER_POLICY = lab_policy(max_switches_per_min=600)
@@ -73,7 +73,7 @@ class ClusterLab(RunningLab):
 
     def __init__(self, tmp: Path, *, nat: bool | tuple = False, xdp: bool = True,
                  gateway_extra: dict[str, str] | str | None = None, policy: str = ""):
-        super().__init__(tmp, Lab(extra_roles=("gwb", "svc")), nat=nat, xdp=xdp)
+        super().__init__(tmp, RoamingLab(extra_roles=("gwb", "svc")), nat=nat, xdp=xdp)
         self.policy = policy or CLUSTER_POLICY
         extra = gateway_extra or {}
         self.gateway_extra = ({n: extra for n in SITES} if isinstance(extra, str) else
@@ -163,10 +163,10 @@ class ClusterLab(RunningLab):
     def _wire(self) -> None:
         L = self.lab
         b = SITES["b"]
-        L._veth(b.role, "gw0", f"{b.edge_ip}/{LAN_PREFIX}", "rt", b.router_if,
+        L.veth(b.role, "gw0", f"{b.edge_ip}/{LAN_PREFIX}", "rt", b.router_if,
                 f"{b.router_ip}/{LAN_PREFIX}")
         for s in SITES.values():
-            L._veth(s.role, "svc0", f"{s.svc_ip}/{LINK_PREFIX}", "svc", s.svc_peer_if,
+            L.veth(s.role, "svc0", f"{s.svc_ip}/{LINK_PREFIX}", "svc", s.svc_peer_if,
                     f"{s.svc_peer_ip}/{LINK_PREFIX}")
         L.run("svc", "ip", "addr", "add", f"{SVC_IP}/32", "dev", "lo")
         for s in SITES.values():

@@ -1,5 +1,12 @@
-"""The lab: network namespaces and veth pairs for tests, the demo and the
-benchmarks. Every address exists only inside namespaces the lab created.
+"""The one namespace harness of the labs, the tests, the demos and the
+benchmarks: :class:`Lab` makes a network namespace per role, veth pairs with
+their addresses, routes, and runs commands and opens sockets inside a
+namespace; it removes all of it on the way out, and what a crashed run left
+(namespaces, BPF pin roots and run dirs of a dead owner) on the way in.
+Every address exists only inside namespaces the lab created
+(jvpn/lab/addresses.py has them all).
+
+:class:`RoamingLab` is the topology most labs use:
 
     client ns                 router ns                 gateway ns
     wifi 10.77.1.2/24 ---- r1 10.77.1.254/24
@@ -9,8 +16,8 @@ benchmarks. Every address exists only inside namespaces the lab created.
 The client has two uplinks; the one with the lower metric carries the route to
 the gateway, so taking "wifi" down moves the client to "lte" (a new source
 address), exactly like a phone leaving Wi-Fi. Namespace names carry a prefix
-unique to the lab instance; ``Lab.cleanup_stale`` removes what a crashed run
-left (only labs whose owning process is gone).
+unique to the lab instance (``jl<pid>x<tag>``); ``Lab.cleanup_stale`` removes
+what a crashed run left (only labs whose owning process is gone).
 """
 
 from __future__ import annotations
@@ -18,11 +25,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from jvpn.lab.addresses import (
@@ -41,17 +51,33 @@ from jvpn.lab.addresses import (
     WIFI_IP,
 )
 
-NS_PATTERN = re.compile(r"^jl(\d+)x[0-9a-f]{4}-(gw|rt|cl|atk|gwb|svc)$")
+# jl<pid>x<tag>-<role> (a namespace), jl<pid>x<tag>[-<name>] (a pin root, a run dir)
+NS_PATTERN = re.compile(r"^jl(\d+)x[0-9a-f]{4}-([a-z0-9]+)$")
+SCRATCH_PATTERN = re.compile(r"^jl(\d+)x[0-9a-f]{4}(?:-[a-z0-9-]+)?$")
+BPFFS = Path("/sys/fs/bpf")
+RUN_BASE = Path(tempfile.gettempdir())
+
+
+def new_prefix() -> str:
+    return f"jl{os.getpid()}x{uuid.uuid4().hex[:4]}"
 
 
 def socket_in(ns: str, *args) -> socket.socket:
     """A socket created inside network namespace ``ns`` (a socket keeps the
     namespace it was created in; only this thread switches, and back)."""
+    with inside(ns):
+        return socket.socket(*args)
+
+
+@contextmanager
+def inside(ns: str) -> Iterator[None]:
+    """This thread in namespace ``ns`` (and the threads and processes it
+    starts meanwhile), then back."""
     from pyroute2.netns import popns, pushns  # noqa: PLC0415
 
     pushns(ns)
     try:
-        return socket.socket(*args)
+        yield
     finally:
         popns()
 
@@ -60,56 +86,64 @@ def sh(*args: str, check: bool = True, timeout: float = 30) -> subprocess.Comple
     return subprocess.run(args, check=check, capture_output=True, text=True, timeout=timeout)
 
 
-@dataclass
+def _owner_alive(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists()
+
+
 class Lab:
-    prefix: str = field(default_factory=lambda: f"jl{os.getpid()}x{uuid.uuid4().hex[:4]}")
-    with_attacker: bool = True
-    procs: list = field(default_factory=list)
-    extra_roles: tuple = ()  # more (empty) namespaces, wired by the caller (jvpn/clusterlab.py)
+    """A network namespace per role (``<prefix>-<role>``, loopback up), wired
+    by :meth:`wire` (a topology overrides it), and what runs inside them."""
+
+    def __init__(self, roles: tuple[str, ...] = (), *, prefix: str | None = None):
+        self.prefix = prefix or new_prefix()
+        self._roles = tuple(roles)
+        self.procs: list[subprocess.Popen] = []
+
+    @property
+    def roles(self) -> list[str]:
+        return list(self._roles)
 
     def ns(self, role: str) -> str:
         return f"{self.prefix}-{role}"
 
-    @property
-    def roles(self) -> list[str]:
-        return (["gw", "rt", "cl"] + (["atk"] if self.with_attacker else [])
-                + list(self.extra_roles))
+    def pin_root(self, name: str = "") -> Path:
+        """A BPF pin root of this lab's own (removed after a crash, see cleanup_stale)."""
+        return BPFFS / (f"{self.prefix}-{name}" if name else self.prefix)
+
+    def run_dir(self, name: str = "") -> Path:
+        """A jvpn run dir of this lab's own (removed after a crash, see cleanup_stale)."""
+        return RUN_BASE / (f"{self.prefix}-{name}" if name else self.prefix)
 
     # ------------------------------------------------------------ build / tear down
     def up(self) -> Lab:
         self.cleanup_stale()
         try:
-            self._build()
+            for role in self.roles:
+                sh("ip", "netns", "add", self.ns(role))
+                self.run(role, "ip", "link", "set", "lo", "up")
+            self.wire()
         except BaseException:
             self.down()
             raise
         return self
 
-    def _build(self) -> None:
-        for role in self.roles:
-            sh("ip", "netns", "add", self.ns(role))
-            self.run(role, "ip", "link", "set", "lo", "up")
-        n = LAN_PREFIX
-        self._veth("gw", "gw0", f"{GW_IP}/{n}", "rt", ROUTER_GW_IF, f"{ROUTER_GW_IP}/{n}")
-        for uplink, ip in (("wifi", WIFI_IP), ("lte", LTE_IP)):
-            self._veth("cl", uplink, f"{ip}/{n}", "rt", UPLINK_ROUTER_IF[uplink],
-                       f"{UPLINK_ROUTER_IP[uplink]}/{n}")
-        if self.with_attacker:
-            self._veth("atk", "atk0", f"{ATTACKER_IP}/{n}", "rt", ATTACKER_ROUTER_IF,
-                       f"{ATTACKER_ROUTER_IP}/{n}")
-            self.run("atk", "ip", "route", "add", "default", "via", ATTACKER_ROUTER_IP)
-        self.run("rt", "sysctl", "-qw", "net.ipv4.ip_forward=1")
-        self.run("gw", "ip", "route", "add", "default", "via", ROUTER_GW_IP)
-        for uplink in ("wifi", "lte"):
-            self.run("cl", "ip", "route", "add", "default", "via", UPLINK_ROUTER_IP[uplink],
-                     "dev", uplink, "metric", str(UPLINK_METRIC[uplink]))
+    def wire(self) -> None:
+        """Links, addresses and routes between the namespaces: none here."""
 
-    def _veth(self, a_role, a_if, a_ip, b_role, b_if, b_ip) -> None:
+    def veth(self, a_role: str, a_if: str, a_ip: str | None, b_role: str, b_if: str,
+             b_ip: str | None) -> None:
+        """A veth pair ``a_if`` in ``a_role`` -- ``b_if`` in ``b_role``, up,
+        each end with its address ("ip/prefix") when given."""
         sh("ip", "link", "add", a_if, "netns", self.ns(a_role), "type", "veth", "peer", b_if,
            "netns", self.ns(b_role))
         for role, ifname, ip in ((a_role, a_if, a_ip), (b_role, b_if, b_ip)):
-            self.run(role, "ip", "addr", "add", ip, "dev", ifname)
+            if ip is not None:
+                self.run(role, "ip", "addr", "add", ip, "dev", ifname)
             self.run(role, "ip", "link", "set", ifname, "up")
+
+    def route(self, role: str, *spec: str) -> None:
+        """``ip route add spec`` in ``role``'s namespace."""
+        self.run(role, "ip", "route", "add", *spec)
 
     def down(self) -> None:
         for p in self.procs:
@@ -130,12 +164,18 @@ class Lab:
 
     @staticmethod
     def cleanup_stale() -> None:
+        """Namespaces, pin roots and run dirs of labs whose owning process is gone."""
         out = sh("ip", "netns", "list", check=False).stdout
         for line in out.splitlines():
             name = line.split()[0] if line.strip() else ""
             m = NS_PATTERN.match(name)
-            if m and not Path(f"/proc/{m.group(1)}").exists():
+            if m and not _owner_alive(int(m.group(1))):
                 sh("ip", "netns", "del", name, check=False)
+        for base in (BPFFS, RUN_BASE):
+            for p in base.glob("jl*"):
+                m = SCRATCH_PATTERN.match(p.name)
+                if m and p.is_dir() and not _owner_alive(int(m.group(1))):
+                    shutil.rmtree(p, ignore_errors=True)
 
     # ------------------------------------------------------------ running things
     def cmd(self, role: str, *args: str) -> list[str]:
@@ -152,17 +192,55 @@ class Lab:
         self.procs.append(p)
         return p
 
+    def inside(self, role: str):
+        """This thread inside ``role``'s namespace (a context manager)."""
+        return inside(self.ns(role))
+
     def socket(self, role: str, *args) -> socket.socket:
         return socket_in(self.ns(role), *args)
 
-    def jvpn(self, role: str, *args: str, **kw) -> subprocess.CompletedProcess:
-        return self.run(role, str(Path(sys.executable).with_name("jvpn-xdp")), *args, **kw)
+    def mac(self, role: str, ifname: str) -> bytes:
+        """The MAC address of ``ifname`` in ``role``'s namespace (for injected frames)."""
+        out = self.run(role, "ip", "-j", "link", "show", ifname).stdout
+        return bytes.fromhex(json.loads(out)[0]["address"].replace(":", ""))
 
-    def jvpn_cmd(self, *args: str) -> list[str]:
+    def jvpn(self, role: str, *args: str, **kw) -> subprocess.CompletedProcess:
+        return self.run(role, *self.jvpn_cmd(*args), **kw)
+
+    @staticmethod
+    def jvpn_cmd(*args: str) -> list[str]:
         return [str(Path(sys.executable).with_name("jvpn-xdp")), *args]
 
     def link(self, role: str, ifname: str, state: str) -> None:
         self.run(role, "ip", "link", "set", ifname, state)
+
+
+class RoamingLab(Lab):
+    """The client (two uplinks), the router, the gateway and (optionally)
+    the attacker, as drawn at the top of this module; ``extra_roles`` are
+    more namespaces a bigger topology wires itself (the cluster lab)."""
+
+    def __init__(self, *, with_attacker: bool = True, extra_roles: tuple[str, ...] = (),
+                 prefix: str | None = None):
+        self.with_attacker = with_attacker
+        super().__init__(("gw", "rt", "cl", *(["atk"] if with_attacker else []), *extra_roles),
+                         prefix=prefix)
+
+    def wire(self) -> None:
+        n = LAN_PREFIX
+        self.veth("gw", "gw0", f"{GW_IP}/{n}", "rt", ROUTER_GW_IF, f"{ROUTER_GW_IP}/{n}")
+        for uplink, ip in (("wifi", WIFI_IP), ("lte", LTE_IP)):
+            self.veth("cl", uplink, f"{ip}/{n}", "rt", UPLINK_ROUTER_IF[uplink],
+                      f"{UPLINK_ROUTER_IP[uplink]}/{n}")
+        if self.with_attacker:
+            self.veth("atk", "atk0", f"{ATTACKER_IP}/{n}", "rt", ATTACKER_ROUTER_IF,
+                      f"{ATTACKER_ROUTER_IP}/{n}")
+            self.route("atk", "default", "via", ATTACKER_ROUTER_IP)
+        self.run("rt", "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        self.route("gw", "default", "via", ROUTER_GW_IP)
+        for uplink in ("wifi", "lte"):
+            self.route("cl", "default", "via", UPLINK_ROUTER_IP[uplink], "dev", uplink,
+                       "metric", str(UPLINK_METRIC[uplink]))
 
     # ------------------------------------------------------------ NAT
     def nat_on(self, uplinks: tuple[str, ...] = ("wifi", "lte"),
@@ -185,10 +263,4 @@ class Lab:
     def nat_rebind(self) -> None:
         """Forget the NAT mappings: the next packet gets a new source port."""
         self.run("rt", "conntrack", "-D", "-p", "udp", check=False)
-
-
-def mac_of(lab: Lab, role: str, ifname: str) -> bytes:
-    """The MAC address of ``ifname`` in ``role``'s namespace (for injected frames)."""
-    out = lab.run(role, "ip", "-j", "link", "show", ifname).stdout
-    return bytes.fromhex(json.loads(out)[0]["address"].replace(":", ""))
 

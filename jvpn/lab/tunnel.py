@@ -8,7 +8,7 @@ import uuid
 from pathlib import Path
 
 from jvpn.lab.addresses import GW_IP, PORT, ROUTER_GW_IF
-from jvpn.lab.netns import Lab
+from jvpn.lab.netns import RoamingLab
 from jvpn.lab.running import RunningLab, jvpn_env, lab_policy, read_jsonl
 
 
@@ -17,7 +17,7 @@ class TunnelLab(RunningLab):
 
     def __init__(self, tmp: Path, *, policy: str = "", nat: bool | tuple = False,
                  xdp: bool = True, gateway_extra: str = ""):
-        super().__init__(tmp, Lab(), nat=nat, xdp=xdp)
+        super().__init__(tmp, RoamingLab(), nat=nat, xdp=xdp)
         self.gateway_extra = gateway_extra
         self.env = jvpn_env(f"/sys/fs/bpf/jvpnt3-{uuid.uuid4().hex[:8]}", self.tmp / "run")
         self.events_file = self.tmp / "state" / "events.jsonl"

@@ -8,7 +8,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import shutil
-import uuid
 from contextlib import contextmanager
 from dataclasses import replace
 
@@ -27,6 +26,7 @@ from jvpn.lab.addresses import (
     LOOPBACK,
 )
 from jvpn.lab.etcd import EtcdServer
+from jvpn.lab.netns import Lab
 from jvpn.lab.wait import wait_until
 from jvpn.policy import default_policy
 from jvpn.store.etcd import EtcdStore
@@ -52,20 +52,14 @@ class RecordingLog(EventLog):
 
 @contextmanager
 def netns():
-    """This thread (and what it starts) in a fresh namespace with lo up."""
-    from pyroute2 import IPRoute  # noqa: PLC0415
-    from pyroute2 import netns as ns
-
-    name = f"jvpnc{os.getpid()}x{uuid.uuid4().hex[:4]}"
-    ns.create(name)
-    ns.pushns(name)
+    """This thread (and what it starts) in a fresh namespace of a one-role
+    :class:`Lab` (lo up), removed afterwards (or by the next run after a crash)."""
+    lab = Lab(("node",)).up()
     try:
-        with IPRoute() as ipr:
-            ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
-        yield name
+        with lab.inside("node"):
+            yield lab.ns("node")
     finally:
-        ns.popns()
-        ns.remove(name)
+        lab.down()
 
 
 class Cluster:
