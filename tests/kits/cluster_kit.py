@@ -21,8 +21,6 @@ from jvpn.gateway.daemon import Gateway
 from jvpn.lab.addresses import (
     CLIENT_INNER,
     CLUSTER_KIT_BASE_PORT,
-    GW_INNER,
-    INNER_PREFIX,
     LOOPBACK,
 )
 from jvpn.lab.etcd import EtcdServer
@@ -80,8 +78,8 @@ class Cluster:
     def start(self, node: str, port: int) -> Gateway:
         store = self.store()
         store.register_gateway(node, self.lease_ttl_s)
-        gw = Gateway(private_key=self.gw_key, listen=(LOOPBACK, port),
-                     address=ipaddress.IPv4Interface(f"{GW_INNER}/{INNER_PREFIX}"),
+        gw = Gateway(private_key=self.gw_key, listen=("127.0.0.1", port),
+                     address=ipaddress.IPv4Interface("10.99.0.1/24"),
                      peers={keys.public_from_private(self.client_key): INNER},
                      policy=replace(default_policy(), max_switches_per_min=600,
                                     switch_cooldown_ms=0),
