@@ -2,9 +2,10 @@
 between two network namespaces this demo creates, real UDP sent through it,
 and the live counters read back with the CLI from another process.
 
-Everything happens inside the two namespaces (addresses 10.77.0.0/24 exist
-only there); they are removed on exit, on Ctrl-C and after a failure, and a
-run after a crash first removes what the crashed run left.
+Everything happens inside the two namespaces of a :class:`jvpn.lab.netns.Lab`
+(the demo's addresses exist only there); they are removed on exit, on Ctrl-C
+and after a failure, and a run after a crash first removes what the crashed
+run left (the namespaces have fixed names for that).
 """
 
 from __future__ import annotations
@@ -25,50 +26,47 @@ from rich.panel import Panel
 from jvpn import wire
 from jvpn.errors import JvpnError
 from jvpn.gate import abi
+from jvpn.lab.addresses import (
+    DEMO_CL_IP,
+    DEMO_CL_PORT,
+    DEMO_GW_IP,
+    DEMO_OTHER_PORT,
+    LAN_PREFIX,
+    PORT,
+)
+from jvpn.lab.netns import Lab
 
-GW_NS, CL_NS = "jvpn-demo-gw", "jvpn-demo-cl"
+LAB = Lab(("gw", "cl"), prefix="jvpn-demo")  # namespaces jvpn-demo-gw, jvpn-demo-cl
+GW_NS, CL_NS = "gw", "cl"  # roles in LAB
 GW_IF, CL_IF = "jvdemo-gw", "jvdemo-cl"
-GW_IP, CL_IP = "10.77.0.1", "10.77.0.2"
-PORT = abi.DEFAULT_PORT
+GW_IP, CL_IP = DEMO_GW_IP, DEMO_CL_IP
 CLI = [str(Path(sys.executable).with_name("jvpn-xdp"))]  # the venv's console script
 
 console = Console()
 
 
-def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+def in_ns(role: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     env = {**os.environ, "COLUMNS": str(max(console.width, 120))}
-    return subprocess.run(args, check=check, capture_output=True, text=True, env=env)
-
-
-def in_ns(ns: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    # nsenter, not `ip netns exec`: the latter remounts /sys and so hides bpffs.
-    return sh("nsenter", f"--net=/run/netns/{ns}", *args, check=check)
+    return subprocess.run(LAB.cmd(role, *args), check=check, capture_output=True, text=True,
+                          env=env)
 
 
 def teardown() -> None:
     in_ns(GW_NS, *CLI, "detach", GW_IF, check=False)
-    for ns in (GW_NS, CL_NS):
-        sh("ip", "netns", "del", ns, check=False)
+    LAB.down()
 
 
 def setup_namespaces() -> None:
     teardown()  # whatever a crashed run left
-    sh("ip", "netns", "add", GW_NS)
-    sh("ip", "netns", "add", CL_NS)
-    sh("ip", "link", "add", GW_IF, "netns", GW_NS, "type", "veth", "peer", CL_IF, "netns", CL_NS)
-    for ns, ifname, ip in ((GW_NS, GW_IF, GW_IP), (CL_NS, CL_IF, CL_IP)):
-        in_ns(ns, "ip", "addr", "add", f"{ip}/24", "dev", ifname)
-        in_ns(ns, "ip", "link", "set", ifname, "up")
-        in_ns(ns, "ip", "link", "set", "lo", "up")
+    LAB.up()
+    LAB.veth(GW_NS, GW_IF, f"{GW_IP}/{LAN_PREFIX}", CL_NS, CL_IF, f"{CL_IP}/{LAN_PREFIX}")
 
 
 @contextmanager
-def ns_socket(ns: str, port: int = 0):
-    """A UDP socket that lives in namespace ``ns`` (sockets keep the
+def ns_socket(role: str, port: int = 0):
+    """A UDP socket that lives in ``role``'s namespace (sockets keep the
     namespace they were created in)."""
-    from jvpn.lab.netns import socket_in
-
-    with socket_in(ns, socket.AF_INET, socket.SOCK_DGRAM) as s:
+    with LAB.socket(role, socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("0.0.0.0", port))
         yield s
 
@@ -96,12 +94,12 @@ def run_demo() -> int:
 
     sid, key = secrets.randbits(64) | 1, secrets.token_bytes(16)
     with GateMaps(pin_dir(GW_IF)) as maps, ns_socket(GW_NS, PORT) as gw, \
-            ns_socket(CL_NS, 40000) as cl, ns_socket(CL_NS, 40001) as other:
+            ns_socket(CL_NS, DEMO_CL_PORT) as cl, ns_socket(CL_NS, DEMO_OTHER_PORT) as other:
         maps.put_session(sid, abi.Session(
             tag_key=wire.key_words(key), state=abi.STATE_ATTACHED, version=1,
             bind_family=abi.AF_INET, bind_addr=abi.addr_words(CL_IP),
-            bind_port=abi.port_word(40000)))
-        console.print(f"session [bold]{sid:016x}[/bold] bound to {CL_IP}:40000 "
+            bind_port=abi.port_word(DEMO_CL_PORT)))
+        console.print(f"session [bold]{sid:016x}[/bold] bound to {CL_IP}:{DEMO_CL_PORT} "
                       "(written into the sessions map, as the daemon will)")
         dst = (GW_IP, PORT)
 
