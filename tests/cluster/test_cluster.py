@@ -118,8 +118,7 @@ def test_two_gateways_race_for_one_session(tmp_path):
 
             def race(gw):
                 barrier.wait()
-                with gw.control:
-                    gw.reattach.handle(req, src)
+                gw.handle_control(req, src)
 
             threads = [threading.Thread(target=race, args=(g,)) for g in gws]
             for t in threads:
