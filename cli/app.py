@@ -18,7 +18,8 @@ import click
 from rich.console import Console
 
 from jvpn.errors import JvpnError, NotAttached
-from jvpn.gate import maps
+from jvpn.gate import attach as gate_attach
+from jvpn.gate import loader, pins, records
 
 DEFAULT_PIN_ROOT = "/sys/fs/bpf/jvpn"
 DEFAULT_RUN_DIR = "/run/jvpn"
@@ -38,11 +39,11 @@ class App:
 
     @property
     def pin_root(self) -> Path:
-        return maps.pin_root()
+        return pins.pin_root()
 
     @property
     def run_dir(self) -> Path:
-        return maps.run_dir()
+        return pins.run_dir()
 
     # ------------------------------------------------------------ output
     def emit_json(self, data: Any) -> None:
@@ -57,10 +58,10 @@ class App:
 
     # ------------------------------------------------------------ checks
     def require_root(self) -> None:
-        maps.require_root()
+        gate_attach.require_root()
 
     def require_bcc(self) -> None:
-        maps.require_bcc()
+        loader.require_bcc()
 
     def require_maps_access(self) -> None:
         """Root first, then bcc: the order the operator has to fix them in."""
@@ -80,14 +81,14 @@ class App:
             )
 
     # ------------------------------------------------------------ look-ups
-    def attachments(self, ifname: str | None) -> list[maps.Attachment]:
+    def attachments(self, ifname: str | None) -> list[records.Attachment]:
         """The attachment of ``ifname``, or every one; NotAttached when none
         (NoSuchInterface when ``ifname`` names no interface and no record)."""
         if ifname is not None:
-            if not maps.Attachment.path(ifname).exists() and not interface_exists(ifname):
-                maps.require_interface(ifname)  # raises NoSuchInterface
-            return [maps.Attachment.load(ifname)]
-        found = maps.Attachment.all()
+            if not records.Attachment.path(ifname).exists() and not interface_exists(ifname):
+                gate_attach.require_interface(ifname)  # raises NoSuchInterface
+            return [records.Attachment.load(ifname)]
+        found = records.Attachment.all()
         if not found:
             raise NotAttached(
                 f"jvpn is not attached to any interface (no records in {self.run_dir}): "
@@ -95,8 +96,8 @@ class App:
             )
         return found
 
-    def open_maps(self, att: maps.Attachment) -> maps.GateMaps:
-        return maps.GateMaps(Path(att.pin_dir), att.replay_bits)
+    def open_maps(self, att: records.Attachment) -> pins.GateMaps:
+        return pins.GateMaps(Path(att.pin_dir), att.replay_bits)
 
 
 def interface_exists(ifname: str) -> bool:

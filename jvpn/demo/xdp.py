@@ -85,7 +85,7 @@ def drain(sock: socket.socket, wait: float = 0.3) -> int:
 
 
 def run_demo() -> int:
-    from jvpn.gate.maps import GateMaps, pin_dir
+    from jvpn.gate.pins import GateMaps, pin_dir
 
     console.print(Panel("jvpn XDP gate demo: two namespaces, one veth, real UDP", style="bold"))
     setup_namespaces()

@@ -11,7 +11,8 @@ class XdpGate:
     """Projection of session records into a pinned XDP sessions map."""
 
     def __init__(self, ifname: str):
-        from jvpn.gate.maps import Attachment, GateMaps, pin_dir
+        from jvpn.gate.pins import GateMaps, pin_dir
+        from jvpn.gate.records import Attachment
 
         att = Attachment.load(ifname)
         self.ifname, self._published, self._fence = ifname, None, None
@@ -20,7 +21,7 @@ class XdpGate:
         self.checks_in_kernel = True
 
     def event_reader(self):
-        from jvpn.gate.maps import EventReader  # noqa: PLC0415
+        from jvpn.gate.ringbuf import EventReader  # noqa: PLC0415
 
         return EventReader(self.pins)
 
@@ -48,7 +49,7 @@ class XdpGate:
     def publish_owners(self, node: str, lease: int, remote: dict[int, str]) -> None:
         """Who this gateway is (and its fencing token) and who owns the
         standby elements, for `jvpn-xdp sessions` (written only on change)."""
-        from jvpn.gate.maps import Owners  # noqa: PLC0415
+        from jvpn.gate.records import Owners  # noqa: PLC0415
 
         doc = Owners(node=node, lease=lease,
                      remote={f"{sid:016x}": o for sid, o in sorted(remote.items())})

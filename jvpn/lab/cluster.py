@@ -271,7 +271,7 @@ class ClusterLab:
 
     def down(self) -> None:
         """Every step runs even when an earlier one fails; the first error is raised."""
-        from jvpn.gate.maps import unpin  # noqa: PLC0415 - bcc only when a lab runs
+        from jvpn.gate.attach import unpin  # noqa: PLC0415 - bcc only when a lab runs
 
         steps = [lambda: self.announcer and self.announcer.stop(),
                  lambda: self._svc_rt and self._svc_rt.close()]

@@ -310,7 +310,7 @@ class TunnelLab:
         return "\n".join(out)
 
     def down(self) -> None:
-        from jvpn.gate.maps import unpin  # noqa: PLC0415 - bcc only when a lab runs
+        from jvpn.gate.attach import unpin  # noqa: PLC0415 - bcc only when a lab runs
 
         try:
             if self.xdp_on:

@@ -13,7 +13,7 @@ import subprocess
 import pytest
 
 from jvpn.gate import abi
-from jvpn.gate.maps import INCLUDE_DIR
+from jvpn.gate.loader import INCLUDE_DIR
 
 
 def _c_program() -> str:

@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from jvpn.errors import BccMissing
-from jvpn.gate import maps
+from jvpn.gate import loader, records
 from jvpn_cli import app as app_mod
 from jvpn_cli.main import cli, main
 
@@ -46,7 +46,7 @@ def as_root(monkeypatch):
 @pytest.fixture
 def fake_bcc(monkeypatch):
     """bcc 'present' for the checks that come before any map access."""
-    monkeypatch.setattr(maps, "_bcc", lambda: object())
+    monkeypatch.setattr(loader, "_bcc", lambda: object())
 
 
 @pytest.fixture
@@ -55,7 +55,7 @@ def not_root(monkeypatch):
 
 
 def _record(run_dir, ifname="jvtest0", pin_dir="/nonexistent/pins/jvtest0"):
-    att = maps.Attachment(ifname=ifname, ifindex=99, mode="generic", ports=[51900, 4000],
+    att = records.Attachment(ifname=ifname, ifindex=99, mode="generic", ports=[51900, 4000],
                           pin_dir=pin_dir, replay_bits=4096, attached_at=time.time(),
                           note="native mode refused by the driver (test)")
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -149,7 +149,7 @@ def test_root_is_checked_before_bcc(runner, not_root, monkeypatch):
     def no_bcc():
         raise BccMissing("bcc is not importable (test)")
 
-    monkeypatch.setattr(maps, "_bcc", no_bcc)
+    monkeypatch.setattr(loader, "_bcc", no_bcc)
     _one_error_line(runner.invoke(cli, ["stats"]), "root")
 
 
@@ -159,7 +159,7 @@ def test_bcc_missing(runner, as_root, monkeypatch, args):
     def no_bcc():
         raise BccMissing("bcc is not importable (Debian package python3-bpfcc): test")
 
-    monkeypatch.setattr(maps, "_bcc", no_bcc)
+    monkeypatch.setattr(loader, "_bcc", no_bcc)
     _one_error_line(runner.invoke(cli, args), "bcc is not importable", "python3-bpfcc")
 
 
@@ -177,7 +177,7 @@ def test_main_keyboard_interrupt_exits_130(monkeypatch, capsys):
     def interrupted():
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(maps.Attachment, "all", staticmethod(interrupted))
+    monkeypatch.setattr(records.Attachment, "all", staticmethod(interrupted))
     with pytest.raises(SystemExit) as e:
         main(["status"])
     assert e.value.code == 130

@@ -10,8 +10,9 @@ from pathlib import Path
 
 from jvpn import wire
 from jvpn.gate import abi, testrun
+from jvpn.gate.attach import unpin
 from jvpn.gate.config import GateConfig
-from jvpn.gate.maps import BuildOptions, Program, unpin
+from jvpn.gate.loader import BuildOptions, Program
 from jvpn.lab import frames
 
 KEY = bytes(range(16))

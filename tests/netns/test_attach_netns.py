@@ -34,7 +34,8 @@ from pathlib import Path
 import pytest
 
 from jvpn import wire
-from jvpn.gate import abi, maps
+from jvpn.gate import abi, pins
+from jvpn.gate import attach as gate_attach
 
 pytestmark = pytest.mark.kernel
 
@@ -191,7 +192,7 @@ class Lab:
 
     def prog_id(self):
         with self.inside(self.gw):
-            return maps.xdp_prog_id(GW_IF)
+            return gate_attach.xdp_prog_id(GW_IF)
 
 
 def _setns(fd: int) -> None:
@@ -361,7 +362,7 @@ def test_session_binding_and_replay(gate):
     sid = 0x1234_5678_9ABC_DEF0
 
     replay_bits = lab.cli_json("status")[0]["replay_bits"]
-    with maps.GateMaps(lab.pin_dir, replay_bits) as gm:
+    with pins.GateMaps(lab.pin_dir, replay_bits) as gm:
         gm.put_session(sid, abi.Session(
             tag_key=wire.key_words(KEY), state=abi.STATE_ATTACHED, version=3, fence=2,
             bind_addr=abi.addr_words(CL_IP), bind_port=abi.port_word(40001),
@@ -402,7 +403,7 @@ def test_session_binding_and_replay(gate):
 def test_unbound_session_shows_dashes(gate):
     lab = gate
     replay_bits = lab.cli_json("status")[0]["replay_bits"]
-    with maps.GateMaps(lab.pin_dir, replay_bits) as gm:
+    with pins.GateMaps(lab.pin_dir, replay_bits) as gm:
         gm.put_session(7, abi.Session(tag_key=wire.key_words(KEY), state=abi.STATE_BIRTH))
     row, = lab.cli_json("sessions")[GW_IF]
     assert row["session_id"] == "0000000000000007" and row["state"] == "BIRTH"
