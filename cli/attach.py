@@ -44,7 +44,7 @@ def attach(app: App, iface: str, ports: list[int], mode: str, as_json: bool) -> 
     app.require_maps_access()
     gate_attach.require_interface(iface)
     app.require_bpffs()
-    att = gate_attach.attach(iface, GateConfig(ports=ports), mode)
+    att = gate_attach.attach(iface, GateConfig(ports=ports), mode, paths=app.paths)
     if as_json:
         app.emit_json(asdict(att))
         if att.note:
@@ -55,7 +55,7 @@ def attach(app: App, iface: str, ports: list[int], mode: str, as_json: bool) -> 
     app.say(f"  mode:    {att.mode}")
     app.say(f"  ports:   {', '.join(str(p) for p in att.ports)} (UDP)")
     app.say(f"  pin dir: {att.pin_dir}", markup=False)
-    app.say(f"  record:  {records.Attachment.path(att.ifname)}", markup=False)
+    app.say(f"  record:  {records.Attachment.path(att.ifname, app.paths)}", markup=False)
     prog_id = gate_attach.xdp_prog_id(att.ifname)
     if prog_id:
         app.say(f"  prog id: {prog_id}")

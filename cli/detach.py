@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from jvpn.gate import attach as gate_attach
-from jvpn.gate import pins, records
+from jvpn.gate import records
 from jvpn_cli.app import App, interface_exists
 
 
@@ -19,11 +19,12 @@ def detach(app: App, iface: str) -> None:
     Needs root and bcc.
     """
     app.require_maps_access()
-    recorded = records.Attachment.path(iface).exists() or pins.pin_dir(iface).exists()
+    recorded = (records.Attachment.path(iface, app.paths).exists()
+                or app.paths.pin_dir(iface).exists())
     if not recorded and not interface_exists(iface):
         gate_attach.require_interface(iface)  # raises NoSuchInterface
-    gate_attach.detach(iface)  # raises NotAttached when there is nothing of ours
-    app.say(f"detached jvpn from {iface}; removed {pins.pin_dir(iface)}", markup=False)
+    gate_attach.detach(iface, app.paths)  # raises NotAttached when there is nothing of ours
+    app.say(f"detached jvpn from {iface}; removed {app.paths.pin_dir(iface)}", markup=False)
     left = gate_attach.xdp_prog_id(iface) if interface_exists(iface) else None
     if left:
         app.warn(f"an XDP program (id {left}) is still attached to {iface}: not one jvpn "

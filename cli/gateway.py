@@ -36,7 +36,7 @@ def gateway_up(app, config_path: str, tun_name: str, echo_events: bool):
 
     app.require_root()
     cfg = load_gateway_config(config_path)
-    gate = XdpGate(cfg.xdp_interface) if cfg.xdp_interface else UserspaceGate()
+    gate = XdpGate(cfg.xdp_interface, app.paths) if cfg.xdp_interface else UserspaceGate()
     if cfg.store is not None:
         from jvpn.store.etcd import EtcdStore
 

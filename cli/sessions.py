@@ -31,7 +31,7 @@ def sessions(app: App, iface: str | None, as_json: bool) -> None:
     app.require_maps_access()
     out: dict[str, list[dict[str, Any]]] = {}
     for att in app.attachments(iface):
-        owners = records.Owners.load(att.ifname)
+        owners = records.Owners.load(att.ifname, app.paths)
         with app.open_maps(att) as gm:
             out[att.ifname] = [_row(gm, sid, s, owners) for sid, s in sorted(gm.list_sessions())]
     if as_json:

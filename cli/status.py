@@ -28,7 +28,7 @@ def status(app: App, as_json: bool) -> None:
     Works without root, except for the session count (shown as "?" with the
     reason). Prints "nothing attached" when there is no record.
     """
-    rows = [_describe(app, att) for att in records.Attachment.all()]
+    rows = [_describe(app, att) for att in records.Attachment.all(app.paths)]
     if as_json:
         app.emit_json(rows)
         return

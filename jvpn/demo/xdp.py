@@ -25,12 +25,13 @@ from rich.panel import Panel
 from jvpn import wire
 from jvpn.errors import JvpnError
 from jvpn.gate import abi
+from jvpn.gate.paths import DEFAULT_PATHS, GatePaths
 
 GW_NS, CL_NS = "jvpn-demo-gw", "jvpn-demo-cl"
 GW_IF, CL_IF = "jvdemo-gw", "jvdemo-cl"
 GW_IP, CL_IP = "10.77.0.1", "10.77.0.2"
 PORT = abi.DEFAULT_PORT
-CLI = [str(Path(sys.executable).with_name("jvpn-xdp"))]  # the venv's console script
+JVPN_XDP = str(Path(sys.executable).with_name("jvpn-xdp"))  # the venv's console script
 
 console = Console()
 
@@ -45,14 +46,19 @@ def in_ns(ns: str, *args: str, check: bool = True) -> subprocess.CompletedProces
     return sh("nsenter", f"--net=/run/netns/{ns}", *args, check=check)
 
 
-def teardown() -> None:
-    in_ns(GW_NS, *CLI, "detach", GW_IF, check=False)
+def cli_args(paths: GatePaths) -> list[str]:
+    """The CLI, told explicitly where this demo's pins and records live."""
+    return [JVPN_XDP, "--pin-root", str(paths.pin_root), "--run-dir", str(paths.run_dir)]
+
+
+def teardown(paths: GatePaths) -> None:
+    in_ns(GW_NS, *cli_args(paths), "detach", GW_IF, check=False)
     for ns in (GW_NS, CL_NS):
         sh("ip", "netns", "del", ns, check=False)
 
 
-def setup_namespaces() -> None:
-    teardown()  # whatever a crashed run left
+def setup_namespaces(paths: GatePaths) -> None:
+    teardown(paths)  # whatever a crashed run left
     sh("ip", "netns", "add", GW_NS)
     sh("ip", "netns", "add", CL_NS)
     sh("ip", "link", "add", GW_IF, "netns", GW_NS, "type", "veth", "peer", CL_IF, "netns", CL_NS)
@@ -84,18 +90,20 @@ def drain(sock: socket.socket, wait: float = 0.3) -> int:
             return n
 
 
-def run_demo() -> int:
-    from jvpn.gate.pins import GateMaps, pin_dir
+def run_demo(paths: GatePaths) -> int:
+    from jvpn.gate.pins import GateMaps
+
+    cli = cli_args(paths)
 
     console.print(Panel("jvpn XDP gate demo: two namespaces, one veth, real UDP", style="bold"))
-    setup_namespaces()
-    out = in_ns(GW_NS, *CLI, "attach", GW_IF, "--port", str(PORT), check=False)
+    setup_namespaces(paths)
+    out = in_ns(GW_NS, *cli, "attach", GW_IF, "--port", str(PORT), check=False)
     console.print(out.stdout.strip() or out.stderr.strip())
     if out.returncode:
         return 1
 
     sid, key = secrets.randbits(64) | 1, secrets.token_bytes(16)
-    with GateMaps(pin_dir(GW_IF)) as maps, ns_socket(GW_NS, PORT) as gw, \
+    with GateMaps(paths.pin_dir(GW_IF)) as maps, ns_socket(GW_NS, PORT) as gw, \
             ns_socket(CL_NS, 40000) as cl, ns_socket(CL_NS, 40001) as other:
         maps.put_session(sid, abi.Session(
             tag_key=wire.key_words(key), state=abi.STATE_ATTACHED, version=1,
@@ -128,12 +136,12 @@ def run_demo() -> int:
             time.sleep(0.05)
 
     console.print("\n[bold]live counters, read from the pinned maps by another process:[/bold]")
-    console.print(in_ns(GW_NS, *CLI, "stats", GW_IF, check=False).stdout)
-    console.print(in_ns(GW_NS, *CLI, "sessions", GW_IF, check=False).stdout)
+    console.print(in_ns(GW_NS, *cli, "stats", GW_IF, check=False).stdout)
+    console.print(in_ns(GW_NS, *cli, "sessions", GW_IF, check=False).stdout)
     return 0
 
 
-def main() -> int:
+def main(paths: GatePaths = DEFAULT_PATHS) -> int:
     if os.geteuid() != 0:
         console.print("error: the demo needs root (namespaces, XDP): sudo make demo")
         return 1
@@ -141,14 +149,14 @@ def main() -> int:
         console.print("error: iproute2 (`ip`) is missing: sudo make setup")
         return 1
     try:
-        return run_demo()
+        return run_demo(paths)
     except JvpnError as e:
         console.print(f"error: {e}")
         return 1
     except KeyboardInterrupt:
         return 130
     finally:
-        teardown()
+        teardown(paths)
         console.print("[dim]namespaces removed, XDP detached, pins removed[/dim]")
 
 

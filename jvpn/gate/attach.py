@@ -20,7 +20,7 @@ from jvpn.errors import (
 from jvpn.gate import loader
 from jvpn.gate.config import GateConfig
 from jvpn.gate.loader import BuildOptions, Program, measure_ns_per_jiffy
-from jvpn.gate.pins import pin_dir
+from jvpn.gate.paths import DEFAULT_PATHS, GatePaths
 from jvpn.gate.records import Attachment
 
 XDP_FLAGS_SKB_MODE = 1 << 1
@@ -55,7 +55,7 @@ def xdp_prog_id(ifname: str) -> int | None:
 
 
 def attach(ifname: str, config: GateConfig, mode: str = "native",
-           options: BuildOptions | None = None) -> Attachment:
+           options: BuildOptions | None = None, paths: GatePaths = DEFAULT_PATHS) -> Attachment:
     """Compile, load, configure and attach the gate to ``ifname``.
 
     Native (driver) mode first; if the driver refuses, generic (skb) mode,
@@ -65,26 +65,27 @@ def attach(ifname: str, config: GateConfig, mode: str = "native",
     ifindex = require_interface(ifname)
     if mode not in MODES:
         raise JvpnError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-    if Attachment.path(ifname).exists() or xdp_prog_id(ifname):
+    if Attachment.path(ifname, paths).exists() or xdp_prog_id(ifname):
         raise AlreadyAttached(f"an XDP program is already attached to {ifname}: detach it first")
     options = options or BuildOptions()
     if not config.ns_per_jiffy:
         config = replace(config, ns_per_jiffy=measure_ns_per_jiffy())
-    prog = Program(pin_dir(ifname), options)
+    pins = paths.pin_dir(ifname)
+    prog = Program(pins, options)
     try:
         with prog.maps() as maps:
             maps.write_config(config.to_abi())
         used, note = _attach_with_fallback(ifname, prog, mode)
         prog._pin("prog", prog.prog_fd)
     except BaseException:
-        _unpin(pin_dir(ifname))
+        _unpin(pins)
         raise
     finally:
         prog.close()
     att = Attachment(ifname=ifname, ifindex=ifindex, mode=used, ports=list(config.ports),
-                     pin_dir=str(pin_dir(ifname)), replay_bits=options.replay_bits,
+                     pin_dir=str(pins), replay_bits=options.replay_bits,
                      attached_at=time.time(), note=note)
-    att.save()
+    att.save(paths)
     return att
 
 
@@ -104,13 +105,13 @@ def _attach_with_fallback(ifname: str, prog: Program, mode: str) -> tuple[str, s
     return "generic", f"native mode refused by the driver ({first}); running in generic mode"
 
 
-def detach(ifname: str) -> None:
+def detach(ifname: str, paths: GatePaths = DEFAULT_PATHS) -> None:
     require_root()
     try:
-        att = Attachment.load(ifname)
+        att = Attachment.load(ifname, paths)
     except NotAttached:
         att = None
-    if att is None and not pin_dir(ifname).exists():
+    if att is None and not paths.pin_dir(ifname).exists():
         raise NotAttached(f"jvpn is not attached to {ifname}")
     if _interface_exists(ifname):
         bcc = loader._bcc()
@@ -124,8 +125,8 @@ def detach(ifname: str) -> None:
             raise JvpnError(f"an XDP program is still attached to {ifname} after detach "
                             "(not jvpn's?): pins kept; remove it with `ip link set dev "
                             f"{ifname} xdp off`")
-    _unpin(pin_dir(ifname))
-    Attachment.path(ifname).unlink(missing_ok=True)
+    _unpin(paths.pin_dir(ifname))
+    Attachment.path(ifname, paths).unlink(missing_ok=True)
 
 
 def _interface_exists(ifname: str) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from jvpn.gate.element import session_element
+from jvpn.gate.paths import DEFAULT_PATHS, GatePaths
 from jvpn.keys import SessionKeys
 from jvpn.session import SessionRecord
 
@@ -10,13 +11,13 @@ from jvpn.session import SessionRecord
 class XdpGate:
     """Projection of session records into a pinned XDP sessions map."""
 
-    def __init__(self, ifname: str):
-        from jvpn.gate.pins import GateMaps, pin_dir
+    def __init__(self, ifname: str, paths: GatePaths = DEFAULT_PATHS):
+        from jvpn.gate.pins import GateMaps
         from jvpn.gate.records import Attachment
 
-        att = Attachment.load(ifname)
-        self.ifname, self._published, self._fence = ifname, None, None
-        self.pins = pin_dir(ifname)
+        att = Attachment.load(ifname, paths)
+        self.ifname, self.paths, self._published, self._fence = ifname, paths, None, None
+        self.pins = paths.pin_dir(ifname)
         self.maps = GateMaps(self.pins, att.replay_bits)
         self.checks_in_kernel = True
 
@@ -54,7 +55,7 @@ class XdpGate:
         doc = Owners(node=node, lease=lease,
                      remote={f"{sid:016x}": o for sid, o in sorted(remote.items())})
         if doc != self._published:
-            doc.save(self.ifname)
+            doc.save(self.ifname, self.paths)
             self._published = doc
 
     def remove(self, sid: int) -> None:

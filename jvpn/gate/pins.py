@@ -27,18 +27,6 @@ PINS = {
 }
 
 
-def pin_root() -> Path:
-    return Path(os.environ.get("JVPN_PIN_ROOT", "/sys/fs/bpf/jvpn"))
-
-
-def run_dir() -> Path:
-    return Path(os.environ.get("JVPN_RUN_DIR", "/run/jvpn"))
-
-
-def pin_dir(ifname: str) -> Path:
-    return pin_root() / ifname
-
-
 BPF_F_LOCK = 4  # update under the value's bpf_spin_lock (the kernel may hold it)
 
 

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from jvpn.errors import JvpnError, NotAttached
-from jvpn.gate.pins import run_dir
+from jvpn.gate.paths import GatePaths
 
 
 @dataclass
@@ -22,31 +22,32 @@ class Attachment:
     attached_at: float
     note: str = ""
 
-    @classmethod
-    def path(cls, ifname: str) -> Path:
-        return run_dir() / f"{ifname}.json"
+    @staticmethod
+    def path(ifname: str, paths: GatePaths) -> Path:
+        return paths.run_dir / f"{ifname}.json"
 
-    def save(self) -> None:
-        run_dir().mkdir(parents=True, exist_ok=True)
-        self.path(self.ifname).write_text(json.dumps(asdict(self), indent=2) + "\n")
+    def save(self, paths: GatePaths) -> None:
+        paths.run_dir.mkdir(parents=True, exist_ok=True)
+        self.path(self.ifname, paths).write_text(json.dumps(asdict(self), indent=2) + "\n")
 
     @classmethod
-    def load(cls, ifname: str) -> Attachment:
+    def load(cls, ifname: str, paths: GatePaths) -> Attachment:
+        path = cls.path(ifname, paths)
         try:
-            return cls(**json.loads(cls.path(ifname).read_text()))
+            return cls(**json.loads(path.read_text()))
         except FileNotFoundError:
             raise NotAttached(f"jvpn is not attached to {ifname}") from None
         except (ValueError, TypeError) as e:
-            raise JvpnError(f"{cls.path(ifname)} is unreadable ({e}): run detach") from e
+            raise JvpnError(f"{path} is unreadable ({e}): run detach") from e
 
     @classmethod
-    def all(cls) -> list[Attachment]:
-        if not run_dir().is_dir():
+    def all(cls, paths: GatePaths) -> list[Attachment]:
+        if not paths.run_dir.is_dir():
             return []
         out = []
-        for p in sorted(run_dir().glob("*.json")):
+        for p in sorted(paths.run_dir.glob("*.json")):
             try:
-                out.append(cls.load(p.stem))
+                out.append(cls.load(p.stem, paths))
             except JvpnError:
                 continue
         return out
@@ -62,19 +63,19 @@ class Owners:
     lease: int
     remote: dict
 
-    @classmethod
-    def path(cls, ifname: str) -> Path:
-        return run_dir() / f"{ifname}.owners.json"
+    @staticmethod
+    def path(ifname: str, paths: GatePaths) -> Path:
+        return paths.run_dir / f"{ifname}.owners.json"
 
-    def save(self, ifname: str) -> None:
-        run_dir().mkdir(parents=True, exist_ok=True)
-        tmp = self.path(ifname).with_suffix(".tmp")
+    def save(self, ifname: str, paths: GatePaths) -> None:
+        paths.run_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.path(ifname, paths).with_suffix(".tmp")
         tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
-        tmp.replace(self.path(ifname))  # readers see the old or the new file
+        tmp.replace(self.path(ifname, paths))  # readers see the old or the new file
 
     @classmethod
-    def load(cls, ifname: str) -> Owners | None:
+    def load(cls, ifname: str, paths: GatePaths) -> Owners | None:
         try:
-            return cls(**json.loads(cls.path(ifname).read_text()))
+            return cls(**json.loads(cls.path(ifname, paths).read_text()))
         except (OSError, ValueError, TypeError):
             return None  # no daemon has run here (yet)

@@ -25,8 +25,8 @@ NEEDS_ROOT = [["attach", "lo"], ["detach", "lo"], ["sessions"], ["stats"], ["ses
 
 @pytest.fixture(autouse=True)
 def dirs(tmp_path, monkeypatch):
-    """Pin root and run dir in tmp; monkeypatch restores the variables that
-    the CLI itself sets in os.environ."""
+    """Pin root and run dir in tmp, through the environment variables the
+    CLI's --pin-root/--run-dir options read (the labs set them the same way)."""
     pins, run = tmp_path / "pins", tmp_path / "run"
     monkeypatch.setenv("JVPN_PIN_ROOT", str(pins))
     monkeypatch.setenv("JVPN_RUN_DIR", str(run))
@@ -174,7 +174,7 @@ def test_main_prints_one_line_and_exits_1(not_root, capsys):
 
 
 def test_main_keyboard_interrupt_exits_130(monkeypatch, capsys):
-    def interrupted():
+    def interrupted(_paths):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(records.Attachment, "all", staticmethod(interrupted))
@@ -266,7 +266,21 @@ def test_global_run_dir_option_wins_over_env(runner, tmp_path):
     r = runner.invoke(cli, ["--run-dir", str(other), "status", "--json"])
     assert r.exit_code == 0
     assert [row["ifname"] for row in json.loads(r.stdout)] == ["jvother0"]
-    assert os.environ["JVPN_RUN_DIR"] == str(other)  # what jvpn.maps reads
+    assert os.environ["JVPN_RUN_DIR"] != str(other)  # an option, not a change to the env
+
+
+def test_the_cli_never_writes_the_environment(runner, tmp_path):
+    before = dict(os.environ)
+    r = runner.invoke(cli, ["--pin-root", str(tmp_path / "p"), "--run-dir", str(tmp_path / "r"),
+                            "status", "--json"])
+    assert r.exit_code == 0, r.output
+    assert dict(os.environ) == before
+
+
+def test_env_vars_reach_the_paths_through_the_options(dirs):
+    ctx = cli.make_context("jvpn-xdp", ["status"])
+    assert ctx.obj is None and ctx.params["pin_root"] == str(dirs[0])
+    assert ctx.params["run_dir"] == str(dirs[1])
 
 
 def test_stats_of_a_record_whose_pins_are_gone(runner, as_root, fake_bcc, dirs):
