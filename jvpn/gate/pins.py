@@ -10,24 +10,47 @@ from __future__ import annotations
 import ctypes
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from jvpn.errors import JvpnError, NotAttached
 from jvpn.gate import abi, loader
+from jvpn.gate.element import enforced_top
 
-# pinned file name -> C map name
+
+@dataclass(frozen=True)
+class MapSpec:
+    """One map of jvpn_xdp.c as pinned: its C name, BPF map type, key and value
+    (ctypes mirrors; the session_rt value is sized by the build's replay_bits).
+    tests/bpf/test_abi.py checks every entry against the C source."""
+
+    c_name: str
+    kind: str  # the BPF_TABLE_PINNED type ("hash", "array", ...) or "ringbuf"
+    key: type | None
+    value: type
+    replay_sized: bool = False
+
+    def value_type(self, replay_bits: int = abi.REPLAY_BITS) -> type:
+        return abi.session_rt_type(replay_bits) if self.replay_sized else self.value
+
+    @property
+    def percpu(self) -> bool:
+        return self.kind.startswith("percpu")
+
+
+# The one registry: pinned file name -> map (and the writer, docs/xdp.md).
 PINS = {
-    "sessions": "jvpn_sessions",
-    "session_rt": "jvpn_session_rt",
-    "config": "jvpn_config",
-    "global": "jvpn_global",
-    "src_rl": "jvpn_src_rl",
-    "counters": "jvpn_counters",
-    "events": "jvpn_events",
+    "sessions": MapSpec("jvpn_sessions", "hash", ctypes.c_uint64, abi.Session),  # daemon
+    "session_rt": MapSpec("jvpn_session_rt", "array", ctypes.c_uint32, abi.SessionRt,
+                          replay_sized=True),  # XDP
+    "config": MapSpec("jvpn_config", "array", ctypes.c_int, abi.Config),  # attach
+    "fence": MapSpec("jvpn_fence", "array", ctypes.c_int, abi.Fence),  # daemon
+    "global": MapSpec("jvpn_global", "array", ctypes.c_int, abi.Global),  # XDP
+    "src_rl": MapSpec("jvpn_src_rl", "lru_hash", abi.SrcKey, abi.SrcRl),  # XDP
+    "counters": MapSpec("jvpn_counters", "percpu_array", ctypes.c_int, abi.Counter),  # XDP
+    "events": MapSpec("jvpn_events", "ringbuf", None, abi.Event),  # XDP
+    "test_clock": MapSpec("jvpn_test_clock", "array", ctypes.c_int, ctypes.c_uint64),  # tests
 }
-
-
-BPF_F_LOCK = 4  # update under the value's bpf_spin_lock (the kernel may hold it)
 
 
 class PinnedMap:
@@ -72,6 +95,14 @@ class PinnedMap:
     def delete(self, key) -> bool:
         return loader._lib().bpf_delete_elem(self.fd, ctypes.byref(key)) == 0
 
+    def max_entries(self) -> int:
+        """The map's capacity, from the kernel (struct bpf_map_info)."""
+        info = (ctypes.c_uint32 * 32)()
+        size = ctypes.c_uint32(ctypes.sizeof(info))
+        if loader._lib().bpf_obj_get_info(self.fd, info, ctypes.byref(size)) != 0:
+            raise JvpnError(f"cannot read the map info of {self.path}")
+        return int(info[4])  # type, id, key_size, value_size, max_entries
+
     def keys(self) -> Iterator:
         key = self.key_type()
         nxt = self.key_type()
@@ -98,30 +129,30 @@ class GateMaps:
         self.replay_bits = replay_bits
         if not self.pins.is_dir():
             raise NotAttached(f"no jvpn maps pinned at {self.pins}: attach first")
-        u64, i32 = ctypes.c_uint64, ctypes.c_int
-        self.sessions = self.runtime = self.config = self.glob = None
-        self.sources = self.counters = self.test_clock = None
+        self._open: list[PinnedMap] = []
         try:
-            self._open(u64, i32, replay_bits)
+            self.sessions = self._pinned("sessions")
+            self.runtime = self._pinned("session_rt")
+            self.config = self._pinned("config")
+            self.fence = self._pinned("fence")
+            self.glob = self._pinned("global")
+            self.sources = self._pinned("src_rl")
+            self.counters = self._pinned("counters")
+            has_clock = (self.pins / "test_clock").exists()
+            self.test_clock = self._pinned("test_clock") if has_clock else None
         except BaseException:
             self.close()
             raise
 
-    def _open(self, u64, i32, replay_bits: int) -> None:
-        self.sessions = PinnedMap(self.pins / "sessions", u64, abi.Session)
-        self.runtime = PinnedMap(self.pins / "session_rt", u64, abi.session_rt_type(replay_bits))
-        self.config = PinnedMap(self.pins / "config", i32, abi.Config)
-        self.glob = PinnedMap(self.pins / "global", i32, abi.Global)
-        self.sources = PinnedMap(self.pins / "src_rl", abi.SrcKey, abi.SrcRl)
-        self.counters = PinnedMap(self.pins / "counters", i32, abi.Counter, percpu=True)
-        test_clock = self.pins / "test_clock"
-        self.test_clock = PinnedMap(test_clock, i32, u64) if test_clock.exists() else None
+    def _pinned(self, name: str) -> PinnedMap:
+        spec = PINS[name]
+        m = PinnedMap(self.pins / name, spec.key, spec.value_type(self.replay_bits), spec.percpu)
+        self._open.append(m)
+        return m
 
     def close(self) -> None:
-        for m in (self.sessions, self.runtime, self.config, self.glob, self.sources,
-                  self.counters, self.test_clock):
-            if m is not None:
-                m.close()
+        for m in self._open:
+            m.close()
 
     def __enter__(self):
         return self
@@ -138,27 +169,31 @@ class GateMaps:
         return self.sessions.lookup(ctypes.c_uint64(session_id))
 
     def remove_session(self, session_id: int) -> None:
-        """Binding first, then the runtime state it no longer guards."""
+        """The element only: its runtime slot is XDP's, re-initialized when an
+        element with another (session id, generation) names it."""
         self.sessions.delete(ctypes.c_uint64(session_id))
-        self.runtime.delete(ctypes.c_uint64(session_id))
+
+    # -- session_rt: XDP is the only writer; read here --
+    def runtime_slot(self, slot: int):
+        return self.runtime.lookup(ctypes.c_uint32(slot))
 
     def get_runtime(self, session_id: int):
-        return self.runtime.lookup(ctypes.c_uint64(session_id))
+        """The runtime XDP keeps for this session's element, or None (no
+        element, or no packet since the element named its slot/generation)."""
+        s = self.get_session(session_id)
+        rt = self.runtime_slot(s.rt_slot) if s is not None else None
+        if rt is None or rt.session_id != session_id or rt.gen != s.rt_gen:
+            return None
+        return rt
 
-    def seed_runtime(self, session_id: int, c2s_floor: int) -> None:
-        """A session new on this gateway: its window counts every counter
-        below max(``c2s_floor``, what this map already saw) as seen, so
-        nothing a previous owner accepted can be replayed here."""
-        from jvpn.replay import seed_floor  # noqa: PLC0415
+    def counter_top(self, session_id: int) -> int:
+        """The replay top the gate enforces at this session's next packet."""
+        s = self.get_session(session_id)
+        rt = self.runtime_slot(s.rt_slot) if s is not None else None
+        return enforced_top(session_id, s, rt)
 
-        key = ctypes.c_uint64(session_id)
-        old = self.runtime.lookup(key)
-        top = max(c2s_floor, int(old.replay_top) if old is not None else 0)
-        if not top:
-            return
-        rt = abi.session_rt_type(self.replay_bits)()
-        seed_floor(rt, top, self.replay_bits)
-        self.runtime.update(key, rt, BPF_F_LOCK if old is not None else 0)
+    def runtime_capacity(self) -> int:
+        return self.runtime.max_entries()
 
     def list_sessions(self) -> list[tuple[int, abi.Session]]:
         return [(k.value, v) for k, v in self.sessions.items()]
@@ -169,6 +204,13 @@ class GateMaps:
 
     def read_config(self) -> abi.Config:
         return self.config.lookup(ctypes.c_int(0))
+
+    # -- fence: the daemon is the only writer --
+    def write_fence(self, fence: abi.Fence) -> None:
+        self.fence.update(ctypes.c_int(0), fence)
+
+    def read_fence(self) -> abi.Fence:
+        return self.fence.lookup(ctypes.c_int(0))
 
     def set_test_clock(self, now_ns: int) -> None:
         if self.test_clock is None:
