@@ -33,9 +33,37 @@ from jvpn_cli.app import App
     help="XDP mode to try. If the driver refuses native mode, generic mode is used "
     "and the output says so.",
 )
+@click.option(
+    "--handshake-rate",
+    type=click.FloatRange(min=0),
+    default=GateConfig.global_control_pps,
+    show_default=True,
+    metavar="PER_SEC",
+    help="Handshake initiations per second the whole gateway passes (unauthenticated; "
+    "each source prefix has its own smaller budget too). 0: unlimited.",
+)
+@click.option(
+    "--control-rate",
+    type=click.FloatRange(min=0),
+    default=GateConfig.authed_control_pps,
+    show_default=True,
+    metavar="PER_SEC",
+    help="Authenticated control messages (reattach, path response, terminate) per second "
+    "the whole gateway passes. A budget of its own: a handshake flood cannot spend it. "
+    "0: unlimited.",
+)
+@click.option(
+    "--session-control-rate",
+    type=click.FloatRange(min=0),
+    default=GateConfig.session_control_pps,
+    show_default=True,
+    metavar="PER_SEC",
+    help="Authenticated control messages per second and session. 0: unlimited.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the attachment record as JSON.")
 @click.pass_obj
-def attach(app: App, iface: str, ports: list[int], mode: str, as_json: bool) -> None:
+def attach(app: App, iface: str, ports: list[int], mode: str, handshake_rate: float,
+           control_rate: float, session_control_rate: float, as_json: bool) -> None:
     """Compile and load the gate, write its config and attach it to IFACE.
 
     The maps are pinned in PIN_ROOT/IFACE and the attachment is recorded in
@@ -44,7 +72,10 @@ def attach(app: App, iface: str, ports: list[int], mode: str, as_json: bool) -> 
     app.require_maps_access()
     gate_attach.require_interface(iface)
     app.require_bpffs()
-    att = gate_attach.attach(iface, GateConfig(ports=ports), mode, paths=app.paths)
+    config = GateConfig(ports=ports, global_control_pps=handshake_rate,
+                        authed_control_pps=control_rate,
+                        session_control_pps=session_control_rate)
+    att = gate_attach.attach(iface, config, mode, paths=app.paths)
     if as_json:
         app.emit_json(asdict(att))
         if att.note:

@@ -9,11 +9,14 @@ apply. The XDP program's sampled security events join the same stream
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
+
+from jvpn.files import PRIVATE_DIR_MODE, open_private
 
 
 def sid_hex(session_id: int | None) -> str | None:
@@ -31,8 +34,7 @@ class EventLog:
         self._lock = threading.Lock()
         self._file = None
         if self.path:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "a", buffering=1)
+            self._file = _open_events_file(self.path)
         self.recent: list[dict] = []  # bounded in-memory tail, for tests and the demo
 
     def emit(self, event_type: str, reason_code: str, session_id: int | None = None,
@@ -60,6 +62,15 @@ class EventLog:
         if self._file:
             self._file.close()
             self._file = None
+
+
+def _open_events_file(path: Path) -> TextIO:
+    """Append-only, line-buffered, 0600 from creation (jvpn.files): the
+    events name sessions and clients' addresses. A symlink or another user's
+    file in its place is refused: root must not append where it points."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
+    fd = open_private(path, os.O_WRONLY | os.O_APPEND)
+    return os.fdopen(fd, "a", buffering=1)
 
 
 def follow(path: Path, from_start: bool = True, poll_s: float = 0.2,

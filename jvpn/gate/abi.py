@@ -85,11 +85,13 @@ R_DROP_WRONG_BINDING = 10
 R_DROP_REPLAY = 11
 R_DROP_RATE_SESSION = 12
 R_DROP_RATE_SOURCE = 13
-R_DROP_RATE_GLOBAL = 14
-R_VERDICT_MAX = 15
-C_EVENT_SENT = 15
-C_EVENT_SUPPRESSED = 16
-C_MAX = 17
+R_DROP_RATE_GLOBAL = 14  # handshakes (unauthenticated), whole gateway
+R_DROP_UNPARSED = 15  # the parser gave up on a frame that may be UDP to our port
+R_DROP_RATE_AUTHED = 16  # authenticated control, whole gateway
+R_VERDICT_MAX = 17
+C_EVENT_SENT = 17
+C_EVENT_SUPPRESSED = 18
+C_MAX = 19
 
 COUNTER_NAMES = {
     R_PASS_OTHER: "pass_other",
@@ -107,6 +109,8 @@ COUNTER_NAMES = {
     R_DROP_RATE_SESSION: "drop_rate_session",
     R_DROP_RATE_SOURCE: "drop_rate_source",
     R_DROP_RATE_GLOBAL: "drop_rate_global",
+    R_DROP_UNPARSED: "drop_unparsed",
+    R_DROP_RATE_AUTHED: "drop_rate_authed",
     C_EVENT_SENT: "events_sent",
     C_EVENT_SUPPRESSED: "events_suppressed",
 }
@@ -118,6 +122,7 @@ SECURITY_DROPS = frozenset(
         R_DROP_RATE_SESSION,
         R_DROP_RATE_SOURCE,
         R_DROP_RATE_GLOBAL,
+        R_DROP_RATE_AUTHED,
     }
 )
 
@@ -226,6 +231,7 @@ def session_rt_type(bits: int = REPLAY_BITS) -> type:
             ("rx_bytes", u64),
             ("last_rx_ns", u64),
             ("replay_bitmap", u64 * replay_words(bits)),
+            ("control_tat", u64),
         ]
 
     return SessionRt
@@ -245,6 +251,10 @@ class Config(_Struct):
         ("source_burst_ns", u64),
         ("global_interval_ns", u64),
         ("global_burst_ns", u64),
+        ("session_control_interval_ns", u64),
+        ("session_control_burst_ns", u64),
+        ("authed_interval_ns", u64),
+        ("authed_burst_ns", u64),
         ("event_interval_ns", u64),
         ("event_burst_ns", u64),
         ("event_sample_every", u32),
@@ -262,7 +272,7 @@ class Fence(_Struct):
 
 
 class Global(_Struct):
-    _fields_ = [("control_tat", u64), ("event_tat", u64)]
+    _fields_ = [("control_tat", u64), ("event_tat", u64), ("authed_control_tat", u64)]
 
 
 class SrcKey(_Struct):

@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING
 
 from jvpn.errors import BccMissing, LoadFailed
 from jvpn.gate import abi
+from jvpn.gate.sources import bpf_dir
 
 if TYPE_CHECKING:
     from jvpn.gate.pins import GateMaps
 
-BPF_DIR = Path(os.environ.get("JVPN_BPF_DIR", Path(__file__).resolve().parent / "bpf"))
+BPF_DIR = bpf_dir()
 PROGRAM_SOURCE = BPF_DIR / "jvpn_xdp.c"
 INCLUDE_DIR = BPF_DIR / "include"
 ENTRY = "jvpn_xdp"

@@ -25,7 +25,10 @@ _ETH_P_8021AD = 0x88A8
 _IPV6_EXT_OPTS = (0, 43, 60)  # hop-by-hop, routing, destination options
 _IPV6_FRAGMENT = 44
 
-PARSE_OTHER, PARSE_OK, PARSE_MALFORMED = 0, 1, 2
+PARSE_OTHER, PARSE_OK, PARSE_MALFORMED, PARSE_UNPARSED = 0, 1, 2, 3
+# L4 results of the IP parsers besides a protocol number (parse.h JVPN_L4_*)
+_NOT_OURS, _GAVE_UP = -1, -2
+_VLAN = (abi.ETH_P_8021Q, _ETH_P_8021AD)
 
 
 @dataclass
@@ -45,24 +48,30 @@ def parse(frame: bytes, ports: set[int]) -> tuple[int, Parsed]:
     (proto,) = struct.unpack_from("!H", frame, 12)
     pos = 14
     for _ in range(2):
-        if proto not in (abi.ETH_P_8021Q, _ETH_P_8021AD):
+        if proto not in _VLAN:
             break
         if pos + 4 > len(frame):
-            return PARSE_OTHER, p
+            return PARSE_UNPARSED, p
         (proto,) = struct.unpack_from("!H", frame, pos + 2)
         pos += 4
+    if proto in _VLAN:
+        return PARSE_UNPARSED, p  # a third tag
     if proto == abi.ETH_P_IP:
         l4, pos = _parse_ipv4(frame, pos, p)
     elif proto == abi.ETH_P_IPV6:
         l4, pos = _parse_ipv6(frame, pos, p)
     else:
         return PARSE_OTHER, p
-    if l4 != abi.IPPROTO_UDP or pos + 8 > len(frame):
+    if l4 == _GAVE_UP:
+        return PARSE_UNPARSED, p
+    if l4 != abi.IPPROTO_UDP:
         return PARSE_OTHER, p
+    if pos + 8 > len(frame):
+        return PARSE_UNPARSED, p
     sport, dport, ulen = struct.unpack_from("!HHH", frame, pos)
     if dport == 0 or dport not in ports:
         return PARSE_OTHER, p
-    if p.first_frag:
+    if p.first_frag or sport == 0:
         return PARSE_MALFORMED, p
     p.sport = abi.port_word(sport)
     if ulen < 8 + abi.HDR_LEN or pos + ulen > len(frame):
@@ -73,13 +82,13 @@ def parse(frame: bytes, ports: set[int]) -> tuple[int, Parsed]:
 
 def _parse_ipv4(frame: bytes, pos: int, p: Parsed) -> tuple[int, int]:
     if pos + 20 > len(frame):
-        return -1, pos
+        return _GAVE_UP, pos
     vihl, _, _, _, frag, _, proto, _, src = struct.unpack_from("!BBHHHBBH4s", frame, pos)
     ihl = (vihl & 0xF) * 4
     if vihl >> 4 != 4 or ihl < 20 or pos + ihl > len(frame):
-        return -1, pos
+        return _GAVE_UP, pos
     if frag & 0x1FFF:
-        return -1, pos
+        return _NOT_OURS, pos
     p.first_frag = bool(frag & 0x2000)
     p.family = abi.AF_INET
     p.saddr = abi.addr_words(ipaddress.IPv4Address(src))
@@ -87,10 +96,8 @@ def _parse_ipv4(frame: bytes, pos: int, p: Parsed) -> tuple[int, int]:
 
 
 def _parse_ipv6(frame: bytes, pos: int, p: Parsed) -> tuple[int, int]:
-    if pos + 40 > len(frame):
-        return -1, pos
-    if frame[pos] >> 4 != 6:
-        return -1, pos
+    if pos + 40 > len(frame) or frame[pos] >> 4 != 6:
+        return _GAVE_UP, pos
     p.family = abi.AF_INET6
     p.saddr = abi.addr_words(ipaddress.IPv6Address(frame[pos + 8: pos + 24]))
     nexthdr = frame[pos + 6]
@@ -98,20 +105,22 @@ def _parse_ipv6(frame: bytes, pos: int, p: Parsed) -> tuple[int, int]:
     for _ in range(3):
         if nexthdr in _IPV6_EXT_OPTS:
             if pos + 2 > len(frame):
-                return -1, pos
+                return _GAVE_UP, pos
             nexthdr, hdrlen = frame[pos], frame[pos + 1]
             pos += (hdrlen + 1) * 8
         elif nexthdr == _IPV6_FRAGMENT:
             if pos + 8 > len(frame):
-                return -1, pos
+                return _GAVE_UP, pos
             (off,) = struct.unpack_from("!H", frame, pos + 2)
             if off & 0xFFF8:
-                return -1, pos
+                return _NOT_OURS, pos
             p.first_frag = True
             nexthdr = frame[pos]
             pos += 8
         else:
             break
+    if nexthdr in _IPV6_EXT_OPTS or nexthdr == _IPV6_FRAGMENT:
+        return _GAVE_UP, pos  # a longer chain than the kernel program walks
     return nexthdr, pos
 
 
@@ -165,6 +174,8 @@ class Model:
             return self._count(abi.R_PASS_OTHER, len(frame))
         if status == PARSE_MALFORMED:
             return self._count(abi.R_DROP_MALFORMED, len(frame))
+        if status == PARSE_UNPARSED:
+            return self._count(abi.R_DROP_UNPARSED, len(frame))
         reason = self._verdict(p, now)
         self._count(reason, len(frame))
         if reason in abi.SECURITY_DROPS:
@@ -174,7 +185,7 @@ class Model:
     def run_message(self, msg: bytes, src_ip: str, src_port: int, now: int) -> int:
         """The same verdict for a message already received on a UDP socket
         (the gateway's userspace-only gate, for hosts without XDP)."""
-        if len(msg) < abi.HDR_LEN:
+        if len(msg) < abi.HDR_LEN or src_port == 0:
             return self._count(abi.R_DROP_MALFORMED, len(msg))
         ip = ipaddress.ip_address(src_ip)
         p = Parsed(family=abi.AF_INET if ip.version == 4 else abi.AF_INET6,
@@ -198,7 +209,7 @@ class Model:
         if t == abi.MSG_HANDSHAKE_INIT:
             if sid != 0:
                 return abi.R_DROP_MALFORMED
-            return self._control_budget(p, now) or abi.R_PASS_HANDSHAKE
+            return self._handshake_budget(p, now) or abi.R_PASS_HANDSHAKE
         if t in (abi.MSG_DATA, abi.MSG_KEEPALIVE, abi.MSG_REATTACH_REQ,
                  abi.MSG_PATH_RESPONSE, abi.MSG_TERMINATE):
             return self._session_verdict(p, t, sid, now)
@@ -239,7 +250,13 @@ class Model:
             rt.rx_bytes += len(p.msg)
             rt.last_rx_ns = now
             return abi.R_PASS_DATA if t == abi.MSG_DATA else abi.R_PASS_KEEPALIVE
-        return self._control_budget(p, now) or abi.R_PASS_CONTROL
+        if not gcra_allow(rt, "control_tat", now, cfg.session_control_interval_ns,
+                          cfg.session_control_burst_ns):
+            return abi.R_DROP_RATE_SESSION
+        if not gcra_allow(self.glob, "authed_control_tat", now, cfg.authed_interval_ns,
+                          cfg.authed_burst_ns):
+            return abi.R_DROP_RATE_AUTHED
+        return abi.R_PASS_CONTROL
 
     def _claim(self, rt, sid: int, s) -> None:
         """Mirror of jvpn_xdp.c:jvpn_rt_claim."""
@@ -265,7 +282,9 @@ class Model:
         return (s.bind_family == p.family and s.bind_port == p.sport
                 and tuple(s.bind_addr) == tuple(p.saddr))
 
-    def _control_budget(self, p: Parsed, now: int) -> int | None:
+    def _handshake_budget(self, p: Parsed, now: int) -> int | None:
+        """Unauthenticated: per source prefix, then global. Authenticated
+        control never draws on these (anyone can spend them)."""
         cfg = self.config
         words = (p.saddr[0], p.saddr[1] if p.family == abi.AF_INET6 else 0, 0, 0)
         src = self.sources.setdefault((p.family, words), abi.SrcRl())

@@ -405,6 +405,8 @@ class ClusterLab:
             f"[Interface]\nPrivateKey = {keys.encode(cp)}\nName = jvpn0\n"
             f"[Peer]\nPublicKey = {keys.encode(keys.public_from_private(gp))}\n"
             f"Endpoint = {VIP}:{PORT}\nPersistentKeepalive = 300\n")
+        for conf in t.glob("*.conf"):  # inline private keys: 0600 or refused
+            os.chmod(conf, 0o600)
 
     # ------------------------------------------------------------ jvpn processes
     def _xdp(self, name: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:

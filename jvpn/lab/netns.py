@@ -259,6 +259,8 @@ class TunnelLab:
             f"[Interface]\nPrivateKey = {keys.encode(cp)}\nName = jvpn0\n"
             f"[Peer]\nPublicKey = {keys.encode(self.gw_pub)}\nEndpoint = {GW_IP}:{PORT}\n"
             "PersistentKeepalive = 300\n")
+        for name in ("gateway.conf", "client.conf"):  # inline private keys: 0600 or refused
+            os.chmod(t / name, 0o600)
 
     # ------------------------------------------------------------ lifecycle
     def up(self) -> TunnelLab:

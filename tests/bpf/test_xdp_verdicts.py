@@ -14,6 +14,18 @@ from jvpn.gate import abi, testrun
 from jvpn.gate.config import GateConfig
 from jvpn.gate.model import Model
 from jvpn.lab import frames
+from kits.stacks import (
+    DST,
+    FIRST_FRAG,
+    HOP,
+    LATER_FRAG,
+    NO_NEXT,
+    RT,
+    VLAN_AD,
+    VLAN_Q,
+    jvpn_frame,
+    with_tags,
+)
 from kits.vectors import replay_cases
 from kits.xdp_harness import CLIENT, CLIENT_PORT, GW, PORT, Gate, frame, session
 
@@ -73,9 +85,10 @@ SINGLE_PACKET_CASES = [
     ("UDP to another port passes", frame(1, dport=53), PASS, abi.R_PASS_OTHER),
     ("ARP passes", frames.eth(0x0806, b"\0" * 28), PASS, abi.R_PASS_OTHER),
     # (BPF_PROG_TEST_RUN refuses frames shorter than an Ethernet header)
-    ("bare Ethernet header passes", frames.eth(frames.ETH_P_IP, b""), PASS, abi.R_PASS_OTHER),
-    ("truncated IPv4 passes (not provably ours)", frames.eth(frames.ETH_P_IP, b"\x45" * 10),
-     PASS, abi.R_PASS_OTHER),
+    ("bare Ethernet header of IPv4: nothing proves it is not ours",
+     frames.eth(frames.ETH_P_IP, b""), DROP, abi.R_DROP_UNPARSED),
+    ("truncated IPv4: nothing proves it is not ours", frames.eth(frames.ETH_P_IP, b"\x45" * 10),
+     DROP, abi.R_DROP_UNPARSED),
     ("later IPv4 fragment passes (no UDP header)", _fragment(10), PASS, abi.R_PASS_OTHER),
     ("first IPv4 fragment to our port: malformed", _fragment(0x2000), DROP,
      abi.R_DROP_MALFORMED),
@@ -131,6 +144,67 @@ SINGLE_PACKET_CASES = [
     ("terminate", frame(1, t=abi.MSG_TERMINATE), PASS, abi.R_PASS_CONTROL),
     ("counter at the reject limit", frame(abi.reject_after()), DROP, abi.R_DROP_REPLAY),
 ]
+
+
+V6 = "2001:db8::10"
+
+
+def _v4(counter=1, **kw):
+    return jvpn_frame(frame(counter)[42:], src=CLIENT, sport=CLIENT_PORT, **kw)
+
+
+def _v6(counter=1, **kw):
+    return jvpn_frame(frame(counter, sid=8, src=V6)[62:], src=V6, sport=CLIENT_PORT, **kw)
+
+
+ARP = b"\0" * 28
+# Issue 10 item 12 (every way in): a frame the parser cannot finish, that may
+# be UDP to our port, is dropped; only frames proven not to be jvpn traffic pass.
+# Item 1 (XDP side): UDP source port 0 is malformed.
+GATE_COVERAGE_CASES = [
+    ("valid data behind QinQ (802.1AD outer, VID-0 802.1Q inner)",
+     _v4(tags=[(VLAN_AD, 100), (VLAN_Q, 0)]), PASS, abi.R_PASS_DATA),
+    ("three VID-0 VLAN tags: the parser gives up, dropped", _v4(tags=[(VLAN_Q, 0)] * 3), DROP,
+     abi.R_DROP_UNPARSED),
+    ("three VLAN tags around ARP: dropped too (cannot be told apart)",
+     with_tags(0x0806, ARP, [(VLAN_Q, 0)] * 3), DROP, abi.R_DROP_UNPARSED),
+    ("two VLAN tags around ARP pass", with_tags(0x0806, ARP, [(VLAN_AD, 5), (VLAN_Q, 6)]),
+     PASS, abi.R_PASS_OTHER),
+    ("frame ends inside a VLAN tag", with_tags(frames.ETH_P_IP, b"", [(VLAN_Q, 0)])[:16],
+     DROP, abi.R_DROP_UNPARSED),
+    ("valid data after three IPv6 extension headers", _v6(chain=[HOP, RT, DST]), PASS,
+     abi.R_PASS_DATA),
+    ("four IPv6 extension headers: the parser gives up, dropped", _v6(chain=[DST] * 4), DROP,
+     abi.R_DROP_UNPARSED),
+    ("four IPv6 extension headers before TCP: dropped too",
+     _v6(chain=[DST] * 4, l4_proto=abi.IPPROTO_TCP), DROP, abi.R_DROP_UNPARSED),
+    ("IPv6 first fragment to our port: malformed", _v6(chain=[FIRST_FRAG]), DROP,
+     abi.R_DROP_MALFORMED),
+    ("IPv6 first fragment behind two options headers: malformed",
+     _v6(chain=[HOP, DST, FIRST_FRAG]), DROP, abi.R_DROP_MALFORMED),
+    ("IPv6 later fragment passes (checked through its first fragment)",
+     _v6(chain=[LATER_FRAG]), PASS, abi.R_PASS_OTHER),
+    ("IPv6 first fragment whose UDP header is in the next fragment",
+     _v6(chain=[FIRST_FRAG, DST], cut=40 + 16), DROP, abi.R_DROP_UNPARSED),
+    ("frame ends inside an IPv6 extension header", _v6(chain=[HOP], cut=40 + 1), DROP,
+     abi.R_DROP_UNPARSED),
+    ("frame ends inside the UDP header", _v6(cut=40 + 4), DROP, abi.R_DROP_UNPARSED),
+    ("IPv6 with no next header passes", _v6(l4_proto=NO_NEXT, cut=40), PASS,
+     abi.R_PASS_OTHER),
+    ("IPv4 first fragment with a cut UDP header", _v4(frag_off=0x2000, cut=20 + 4), DROP,
+     abi.R_DROP_UNPARSED),
+    ("IPv4 with options, later fragment passes", _v4(frag_off=3, options=b"\x01" * 4), PASS,
+     abi.R_PASS_OTHER),
+    ("IPv4 header length past the frame", _v4(options=b"\x01" * 8, cut=24), DROP,
+     abi.R_DROP_UNPARSED),
+    ("handshake init from UDP source port 0: malformed",
+     frame(0, sid=0, t=abi.MSG_HANDSHAKE_INIT, sport=0), DROP, abi.R_DROP_MALFORMED),
+    ("reattach from UDP source port 0: malformed",
+     frame(1, src="198.51.100.7", sport=0, t=abi.MSG_REATTACH_REQ), DROP, abi.R_DROP_MALFORMED),
+    ("IPv6 data from UDP source port 0: malformed",
+     jvpn_frame(frame(1, sid=8, src=V6)[62:], src=V6, sport=0), DROP, abi.R_DROP_MALFORMED),
+]
+SINGLE_PACKET_CASES += GATE_COVERAGE_CASES
 
 
 def _model_for(gate: Gate) -> Model:
@@ -251,8 +325,67 @@ def test_global_control_budget(fresh):
     hs = dict(sid=0, t=abi.MSG_HANDSHAKE_INIT)
     got = [fresh.run(frame(0, src=f"198.51.100.{i}", **hs))[1] for i in range(1, 6)]
     assert got == [abi.R_PASS_HANDSHAKE] * 2 + [abi.R_DROP_RATE_GLOBAL] * 3
-    # authenticated control messages draw on the same budget
-    assert fresh.run(frame(5, t=abi.MSG_REATTACH_REQ))[1] == abi.R_DROP_RATE_GLOBAL
+    # authenticated control messages have their own budget (issue 10 item 3)
+    assert fresh.run(frame(5, t=abi.MSG_REATTACH_REQ))[1] == abi.R_PASS_CONTROL
+
+
+def _both(gate: Gate, model: Model, pkt: bytes) -> int:
+    """One frame through the kernel and the model: the same reason, returned."""
+    want = model.run(pkt, gate.now)
+    got = gate.run(pkt)[1]
+    assert got == want, f"kernel {got}, model {want}"
+    return got
+
+
+def test_handshake_flood_does_not_starve_authenticated_control(fresh):
+    """Issue 10 item 3 (seed 4.3, S7): spoofed initiations, one per source, at
+    a little over the global handshake rate for two seconds. Every proven
+    reattach request and path response of a moving client passes meanwhile,
+    in the kernel and in the model alike."""
+    fresh.set_config(GateConfig(ports=[PORT], global_control_pps=200, global_control_burst=20))
+    model = _model_for(fresh)
+    hs = dict(sid=0, t=abi.MSG_HANDSHAKE_INIT)
+    seen = {}
+    counter = 1
+    for i in range(500):  # 250 initiations/s against a budget of 200/s
+        fresh.tick(4_000_000)
+        src = f"198.51.{100 + i // 200}.{i % 200 + 1}"
+        r = _both(fresh, model, frame(0, src=src, **hs))
+        seen[r] = seen.get(r, 0) + 1
+        if i % 50 == 49:  # every 200 ms: a reattach and its path response
+            for t in (abi.MSG_REATTACH_REQ, abi.MSG_PATH_RESPONSE):
+                pkt = frame(counter, src="203.0.113.77", sport=4242, t=t)
+                assert _both(fresh, model, pkt) == abi.R_PASS_CONTROL, f"packet {i}"
+                counter += 1
+    assert seen[abi.R_DROP_RATE_GLOBAL] > 50  # the flood did exhaust the handshake budget
+    assert seen[abi.R_PASS_HANDSHAKE] > 350
+
+
+def test_authenticated_control_budgets(fresh):
+    """Authenticated control is limited per session (no other session and no
+    unauthenticated source can spend that bucket), then by its own
+    gateway-wide budget. Kernel and model agree."""
+    fresh.set_config(GateConfig(session_control_pps=1, session_control_burst=1,
+                                authed_control_pps=0, global_control_pps=0))
+    model = _model_for(fresh)
+    ra = dict(t=abi.MSG_REATTACH_REQ, src="198.51.100.7")
+    assert _both(fresh, model, frame(1, **ra)) == abi.R_PASS_CONTROL
+    assert _both(fresh, model, frame(2, **ra)) == abi.R_DROP_RATE_SESSION
+    assert _both(fresh, model, frame(1, sid=8, **ra)) == abi.R_PASS_CONTROL  # another session
+    fresh.tick(1_000_000_000)
+    assert _both(fresh, model, frame(3, **ra)) == abi.R_PASS_CONTROL
+    assert _both(fresh, model, frame(2, **ra)) == abi.R_DROP_REPLAY  # consumed though refused
+
+    fresh.set_config(GateConfig(session_control_pps=0, authed_control_pps=100,
+                                authed_control_burst=2, global_control_pps=100,
+                                global_control_burst=2))
+    model = _model_for(fresh)
+    fresh.tick(1_000_000_000)
+    got = [_both(fresh, model, frame(10, sid=sid, **ra)) for sid in (7, 8, 11)]
+    assert got == [abi.R_PASS_CONTROL] * 2 + [abi.R_DROP_RATE_AUTHED]
+    # the handshake budget is a different bucket: still full
+    hs = dict(sid=0, t=abi.MSG_HANDSHAKE_INIT, src="198.51.100.9")
+    assert _both(fresh, model, frame(0, **hs)) == abi.R_PASS_HANDSHAKE
 
 
 def test_security_drops_are_sampled_into_events(fresh):
@@ -288,7 +421,7 @@ def test_config_ports_are_runtime_settings(fresh):
     raw = fresh.maps.read_config()
     assert [p for p in raw.ports if p] == [abi.port_word(4500)]
     assert struct.unpack("<H", bytes(raw)[:2])[0] == abi.port_word(4500)
-    assert ctypes.sizeof(raw) == 96
+    assert ctypes.sizeof(raw) == 128
 
 
 def test_cluster_fence_in_the_kernel(fresh):

@@ -13,7 +13,8 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from jvpn.errors import BccMissing
+from jvpn.errors import BccMissing, NotAttached
+from jvpn.gate import attach as gate_attach
 from jvpn.gate import loader, records
 from jvpn_cli import app as app_mod
 from jvpn_cli.main import cli, main
@@ -98,7 +99,8 @@ def test_every_command_has_help(runner, command):
 
 
 @pytest.mark.parametrize("command,options", [
-    ("attach", ["--port", "--mode", "native", "generic", "51900", "--json"]),
+    ("attach", ["--port", "--mode", "native", "generic", "51900", "--json", "--handshake-rate",
+                "--control-rate", "--session-control-rate"]),
     ("status", ["--json"]),
     ("sessions", ["--json", "IFACE"]),
     ("stats", ["--json", "--all", "IFACE"]),
@@ -129,6 +131,36 @@ def test_attach_bad_port(runner, ports, needle):
     assert "Invalid value for '--port'" in r.output
     assert needle in r.output
     assert "Traceback" not in r.output
+
+
+@pytest.mark.parametrize("option", ["--handshake-rate", "--control-rate",
+                                    "--session-control-rate"])
+def test_attach_bad_rate(runner, option):
+    r = runner.invoke(cli, ["attach", "lo", option, "-1"])
+    assert r.exit_code == 2
+    assert f"Invalid value for '{option}'" in r.output
+    assert "Traceback" not in r.output
+
+
+def test_attach_rates_reach_the_gate_config(runner, as_root, fake_bcc, monkeypatch):
+    """Issue 10 item 3: the handshake and the authenticated control budgets
+    are separate settings of the gate."""
+    seen = {}
+
+    def fake_attach(iface, config, mode, paths):
+        seen["config"] = config
+        raise NotAttached("stop here (test)")
+
+    monkeypatch.setattr(app_mod.App, "require_bpffs", lambda _self: None)
+    monkeypatch.setattr(gate_attach, "attach", fake_attach)
+    runner.invoke(cli, ["attach", "lo", "--handshake-rate", "100", "--control-rate", "300",
+                        "--session-control-rate", "5"])
+    cfg = seen["config"]
+    assert (cfg.global_control_pps, cfg.authed_control_pps, cfg.session_control_pps) == (
+        100, 300, 5)
+    raw = cfg.to_abi()
+    assert raw.global_interval_ns == 10_000_000 and raw.authed_interval_ns == 3_333_333
+    assert raw.session_control_interval_ns == 200_000_000
 
 
 def test_attach_bad_mode(runner):

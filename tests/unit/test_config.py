@@ -70,6 +70,14 @@ def _cli_env(tmp_path, monkeypatch):
     monkeypatch.setenv("JVPN_RUN_DIR", str(tmp_path / "run"))
 
 
+@pytest.fixture(autouse=True)
+def _private_umask():
+    # the files below hold keys: 0600, or the loader refuses them (tests/unit/test_files_keys.py)
+    old = os.umask(0o077)
+    yield
+    os.umask(old)
+
+
 # ---------------------------------------------------------------- good files
 
 def test_gateway_config_loads_typed_values(tmp_path):

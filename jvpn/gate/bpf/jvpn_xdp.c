@@ -8,7 +8,10 @@
  *   2 session lookup (unknown -> drop)  6 anti-replay, under the session lock
  *   3 state allows the message type     7 rate limits (session / source / global)
  *   4 header tag (SipHash-2-4)          8 pass to the daemon's socket
- * Handshake initiations carry no session: only 1 and 7 apply.
+ * Handshake initiations carry no session: only 1 and 7 apply. A frame the
+ * parser cannot finish and that may be UDP to our port is dropped (1).
+ * Authenticated control has its own budgets (per session, then gateway-wide)
+ * that handshakes, which anyone can forge, cannot spend.
  * Every verdict is counted per reason; security drops are sampled as events.
  * Everything else is XDP_PASS, untouched.
  *
@@ -161,7 +164,8 @@ static __always_inline int jvpn_is_security_drop(__u32 reason)
 {
 	return reason == JVPN_R_DROP_BAD_TAG || reason == JVPN_R_DROP_WRONG_BINDING ||
 	       reason == JVPN_R_DROP_REPLAY || reason == JVPN_R_DROP_RATE_SESSION ||
-	       reason == JVPN_R_DROP_RATE_SOURCE || reason == JVPN_R_DROP_RATE_GLOBAL;
+	       reason == JVPN_R_DROP_RATE_SOURCE || reason == JVPN_R_DROP_RATE_GLOBAL ||
+	       reason == JVPN_R_DROP_RATE_AUTHED;
 }
 
 static __always_inline int jvpn_tag_ok(const struct jvpn_session *s, const struct jvpn_hdr *h)
@@ -203,8 +207,10 @@ static __always_inline void jvpn_rt_claim(struct jvpn_session_rt *rt, __u64 sid,
 	jvpn_replay_seed(rt, top);
 }
 
-/* Control messages: per source prefix (IPv4 /32, IPv6 /64), then global. */
-static __always_inline __u32 jvpn_control_budget(const struct jvpn_pkt *pkt,
+/* Handshake initiations (nothing authenticated): per source prefix (IPv4
+ * /32, IPv6 /64), then global. Authenticated control never draws on these:
+ * anyone can spend them by spoofing sources (issue 10 item 3). */
+static __always_inline __u32 jvpn_handshake_budget(const struct jvpn_pkt *pkt,
 						 const struct jvpn_config *cfg, __u64 *clock)
 {
 	__u64 now = jvpn_clock(cfg, clock);
@@ -229,6 +235,20 @@ static __always_inline __u32 jvpn_control_budget(const struct jvpn_pkt *pkt,
 	if (!g || !jvpn_gcra_allow_atomic(&g->control_tat, now, cfg->global_interval_ns,
 					  cfg->global_burst_ns))
 		return JVPN_R_DROP_RATE_GLOBAL;
+	return 0;
+}
+
+/* Authenticated control, gateway-wide: a bucket only messages whose tag
+ * verified for a known session (and that were fresh) can spend. */
+static __always_inline __u32 jvpn_authed_budget(const struct jvpn_config *cfg, __u64 *clock)
+{
+	struct jvpn_global *g;
+	int zero = 0;
+
+	g = jvpn_global.lookup(&zero);
+	if (!g || !jvpn_gcra_allow_atomic(&g->authed_control_tat, jvpn_clock(cfg, clock),
+					  cfg->authed_interval_ns, cfg->authed_burst_ns))
+		return JVPN_R_DROP_RATE_AUTHED;
 	return 0;
 }
 
@@ -281,13 +301,16 @@ static __always_inline __u32 jvpn_session_verdict(const struct jvpn_pkt *pkt,
 			rt->rx_bytes += pkt->msg_len;
 			rt->last_rx_ns = now;
 		}
+	} else if (!jvpn_gcra_allow(&rt->control_tat, now, cfg->session_control_interval_ns,
+				    cfg->session_control_burst_ns, 1)) {
+		verdict = JVPN_R_DROP_RATE_SESSION; /* this session's control bucket */
 	}
 	bpf_spin_unlock(&rt->lock);
 	if (verdict)
 		return verdict;
 	if (is_data)
 		return type == JVPN_MSG_DATA ? JVPN_R_PASS_DATA : JVPN_R_PASS_KEEPALIVE;
-	verdict = jvpn_control_budget(pkt, cfg, clock);
+	verdict = jvpn_authed_budget(cfg, clock);
 	return verdict ? verdict : JVPN_R_PASS_CONTROL;
 }
 
@@ -304,7 +327,7 @@ static __always_inline __u32 jvpn_verdict(const struct jvpn_pkt *pkt,
 	case JVPN_MSG_HANDSHAKE_INIT:
 		if (h->session_id != 0)
 			return JVPN_R_DROP_MALFORMED;
-		verdict = jvpn_control_budget(pkt, cfg, clock);
+		verdict = jvpn_handshake_budget(pkt, cfg, clock);
 		return verdict ? verdict : JVPN_R_PASS_HANDSHAKE;
 	case JVPN_MSG_DATA:
 	case JVPN_MSG_KEEPALIVE:
@@ -370,6 +393,9 @@ int jvpn_xdp(struct xdp_md *ctx)
 		return XDP_PASS;
 	case JVPN_PARSE_MALFORMED:
 		jvpn_count(JVPN_R_DROP_MALFORMED, frame_len);
+		return XDP_DROP;
+	case JVPN_PARSE_UNPARSED:
+		jvpn_count(JVPN_R_DROP_UNPARSED, frame_len);
 		return XDP_DROP;
 	}
 	reason = jvpn_verdict(&pkt, cfg, &now);

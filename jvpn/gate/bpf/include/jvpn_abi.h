@@ -3,10 +3,10 @@
  * jvpn_abi.h - the single source of truth for every layout and constant that
  * the XDP program shares with Python.
  *
- * Included by: bpf/jvpn_xdp.c (through the helper headers) and by the layout
- * check in tests/test_abi.py, which compiles this file with the host gcc and
+ * Included by: jvpn_xdp.c (through the helper headers) and by the layout
+ * check in tests/bpf/test_abi.py, which compiles this file with the host gcc and
  * compares every size, offset and constant with the ctypes mirrors in
- * jvpn/abi.py. Change a field here and that test tells you what to mirror.
+ * jvpn/gate/abi.py. Change a field here and that test tells you what to mirror.
  *
  * Rules: fixed-width fields only, explicit padding, every struct size a
  * multiple of 8, _Static_assert on sizes and key offsets.
@@ -100,12 +100,14 @@ struct jvpn_hdr {
 #define JVPN_R_DROP_REPLAY 11
 #define JVPN_R_DROP_RATE_SESSION 12
 #define JVPN_R_DROP_RATE_SOURCE 13
-#define JVPN_R_DROP_RATE_GLOBAL 14
-#define JVPN_R_VERDICT_MAX 15
+#define JVPN_R_DROP_RATE_GLOBAL 14     /* handshakes: unauthenticated, whole gateway */
+#define JVPN_R_DROP_UNPARSED 15        /* the parser gave up: may be UDP to our port */
+#define JVPN_R_DROP_RATE_AUTHED 16     /* authenticated control, whole gateway */
+#define JVPN_R_VERDICT_MAX 17
 /* bookkeeping slots after the verdicts (not verdicts themselves) */
-#define JVPN_C_EVENT_SENT 15
-#define JVPN_C_EVENT_SUPPRESSED 16
-#define JVPN_C_MAX 17
+#define JVPN_C_EVENT_SENT 17
+#define JVPN_C_EVENT_SUPPRESSED 18
+#define JVPN_C_MAX 19
 
 struct jvpn_counter {
 	__u64 packets;
@@ -164,6 +166,7 @@ struct jvpn_session_rt {
 	__u64 rx_bytes;
 	__u64 last_rx_ns;
 	__u64 replay_bitmap[JVPN_REPLAY_WORDS];
+	__u64 control_tat;         /* GCRA, the session's authenticated control */
 };
 
 /* ---- jvpn_config: array[1], written by `jvpn-xdp attach` only ---- */
@@ -177,10 +180,16 @@ struct jvpn_config {
 	__u64 session_pkt_burst_ns;
 	__u64 session_byte_interval_ns; /* per byte; 0 disables the byte limit */
 	__u64 session_byte_burst_ns;
-	__u64 source_interval_ns;       /* control messages per source prefix */
+	__u64 source_interval_ns;       /* handshakes per source prefix */
 	__u64 source_burst_ns;
-	__u64 global_interval_ns;       /* control messages, whole gateway */
+	__u64 global_interval_ns;       /* handshakes, whole gateway */
 	__u64 global_burst_ns;
+	/* Authenticated control (reattach, path response, terminate whose tag
+	 * verified): budgets that unauthenticated traffic cannot spend. */
+	__u64 session_control_interval_ns; /* per session, under its lock */
+	__u64 session_control_burst_ns;
+	__u64 authed_interval_ns;          /* whole gateway */
+	__u64 authed_burst_ns;
 	__u64 event_interval_ns;        /* security events to userspace */
 	__u64 event_burst_ns;
 	__u32 event_sample_every;       /* 1 = every eligible drop, N = 1 in N */
@@ -200,8 +209,9 @@ struct jvpn_fence {
 
 /* ---- jvpn_global: array[1], written by XDP only (atomic CAS) ---- */
 struct jvpn_global {
-	__u64 control_tat; /* GCRA state of the global control budget */
+	__u64 control_tat; /* GCRA state of the global handshake budget */
 	__u64 event_tat;   /* GCRA state of the event budget */
+	__u64 authed_control_tat; /* GCRA state of the authenticated control budget */
 };
 
 /* ---- jvpn_src_rl: LRU source prefix -> GCRA state, written by XDP ---- */
@@ -234,12 +244,12 @@ _Static_assert(__builtin_offsetof(struct jvpn_hdr, tag) == JVPN_TAGGED_LEN, "tag
 _Static_assert(sizeof(struct jvpn_counter) == 16, "jvpn_counter size");
 _Static_assert(sizeof(struct jvpn_session) == 72, "jvpn_session size");
 _Static_assert(__builtin_offsetof(struct jvpn_session, bind_addr) == 32, "bind_addr offset");
-_Static_assert(sizeof(struct jvpn_session_rt) == 72 + 8 * JVPN_REPLAY_WORDS, "rt size");
+_Static_assert(sizeof(struct jvpn_session_rt) == 80 + 8 * JVPN_REPLAY_WORDS, "rt size");
 _Static_assert((JVPN_REPLAY_BITS & (JVPN_REPLAY_BITS - 1)) == 0, "replay bits: power of two");
 _Static_assert(JVPN_REPLAY_BITS >= 128, "replay bits >= 128");
-_Static_assert(sizeof(struct jvpn_config) == 96, "jvpn_config size");
+_Static_assert(sizeof(struct jvpn_config) == 128, "jvpn_config size");
 _Static_assert(sizeof(struct jvpn_fence) == 16, "jvpn_fence size");
-_Static_assert(sizeof(struct jvpn_global) == 16, "jvpn_global size");
+_Static_assert(sizeof(struct jvpn_global) == 24, "jvpn_global size");
 _Static_assert(sizeof(struct jvpn_src_key) == 24, "jvpn_src_key size");
 _Static_assert(sizeof(struct jvpn_event) == 48, "jvpn_event size");
 

@@ -7,9 +7,10 @@
  *
  * Pure: the caller holds the session's bpf_spin_lock and has already
  * verified the header tag, so only authentic packets move the window.
- * Mirrored line for line by jvpn/replay.py:replay_accept.
+ * Mirrored line for line by jvpn/replay.py:replay_accept (used by the reference
+ * model, jvpn/gate/model.py, and by jvpn/replay.py:ReplayWindow).
  *
- * Included by: bpf/jvpn_xdp.c.
+ * Included by: jvpn_xdp.c (beside include/ in jvpn/gate/bpf/).
  */
 #ifndef JVPN_REPLAY_H
 #define JVPN_REPLAY_H
