@@ -267,6 +267,7 @@ class Model:
             top = rt.replay_top
         rt.session_id, rt.gen = sid, s.rt_gen
         rt.rate_pkt_tat = rt.rate_byte_tat = rt.rx_packets = rt.rx_bytes = rt.last_rx_ns = 0
+        rt.control_tat = 0  # a previous owner's control bucket is not this one's
         seed_floor(rt, top, self.replay_bits)
 
     def runtime_of(self, sid: int):

@@ -501,6 +501,26 @@ def test_runtime_slot_protocol(fresh, name, steps):
         assert (got and bytes(got)[8:]) == (want and bytes(want)[8:]), name
 
 
+def test_a_reused_slot_starts_with_a_full_control_bucket(fresh):
+    """The per-session authenticated-control bucket lives in the runtime slot:
+    a session that takes over a slot must not inherit the previous owner's
+    empty bucket (nor a new generation its own). Kernel and model agree."""
+    fresh.set_config(GateConfig(session_control_pps=1, session_control_burst=1,
+                                authed_control_pps=0, global_control_pps=0))
+    model = _model_for(fresh)
+    ra = dict(t=abi.MSG_REATTACH_REQ, src="198.51.100.7")
+    _slot_step(fresh, model, ("put", 30, dict(rt_slot=40, rt_gen=5)))
+    assert _both(fresh, model, frame(1, sid=30, **ra)) == abi.R_PASS_CONTROL
+    assert _both(fresh, model, frame(2, sid=30, **ra)) == abi.R_DROP_RATE_SESSION
+    _slot_step(fresh, model, ("del", 30))
+    _slot_step(fresh, model, ("put", 31, dict(rt_slot=40, rt_gen=7)))  # no clock tick
+    assert _both(fresh, model, frame(1, sid=31, **ra)) == abi.R_PASS_CONTROL
+    assert _both(fresh, model, frame(2, sid=31, **ra)) == abi.R_DROP_RATE_SESSION
+    _slot_step(fresh, model, ("put", 31, dict(rt_slot=40, rt_gen=8)))  # handed back
+    assert _both(fresh, model, frame(3, sid=31, **ra)) == abi.R_PASS_CONTROL
+    assert bytes(fresh.maps.get_runtime(31))[8:] == bytes(model.runtime_of(31))[8:]
+
+
 def test_writing_an_element_never_touches_its_runtime(fresh):
     assert fresh.run(frame(10)) == (PASS, abi.R_PASS_DATA)
     before = bytes(fresh.maps.runtime_slot(7))

@@ -201,6 +201,7 @@ static __always_inline void jvpn_rt_claim(struct jvpn_session_rt *rt, __u64 sid,
 	rt->gen = s->rt_gen;
 	rt->rate_pkt_tat = 0;
 	rt->rate_byte_tat = 0;
+	rt->control_tat = 0; /* a previous owner's control bucket is not this one's */
 	rt->rx_packets = 0;
 	rt->rx_bytes = 0;
 	rt->last_rx_ns = 0;
