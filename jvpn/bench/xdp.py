@@ -24,8 +24,9 @@ from pathlib import Path
 
 from jvpn import wire
 from jvpn.gate import abi, testrun
+from jvpn.gate.attach import unpin
 from jvpn.gate.config import GateConfig
-from jvpn.gate.maps import BuildOptions, Program, load_plain, measure_ns_per_jiffy, unpin
+from jvpn.gate.loader import BuildOptions, Program, load_plain, measure_ns_per_jiffy
 from jvpn.lab import frames
 from jvpn.lab.addresses import TESTRUN_CLIENT_IP, TESTRUN_CLIENT_PORT, TESTRUN_GW_IP
 

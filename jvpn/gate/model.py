@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from jvpn.gate import abi
-from jvpn.replay import replay_accept
+from jvpn.replay import replay_accept, seed_floor
 from jvpn.wire import header_tag
 
 _U64 = (1 << 64) - 1
@@ -151,7 +151,9 @@ class Model:
     replay_bits: int = abi.REPLAY_BITS
     rand: Callable[[], int] = field(default_factory=lambda: random.Random(0).getrandbits(32))
     sessions: dict = field(default_factory=dict)  # sid -> abi.Session
-    runtime: dict = field(default_factory=dict)  # sid -> SessionRt
+    runtime: dict = field(default_factory=dict)  # rt slot -> SessionRt (absent: all zero)
+    max_sessions: int = 65536  # runtime slots (JVPN_MAX_SESSIONS)
+    fence: abi.Fence = field(default_factory=abi.Fence)
     sources: dict = field(default_factory=dict)  # (family, addr words) -> abi.SrcRl
     glob: abi.Global = field(default_factory=abi.Global)
     counters: list = field(default_factory=lambda: [[0, 0] for _ in range(abi.C_MAX)])
@@ -226,11 +228,14 @@ class Model:
             return abi.R_DROP_BAD_TAG
         if is_data and not self._bound_here(s, p):
             return abi.R_DROP_WRONG_BINDING
-        cfg = self.config
-        if is_data and cfg.fence_deadline_ns and (s.fence != cfg.fence_token
-                                                  or now >= cfg.fence_deadline_ns):
+        cfg, fence = self.config, self.fence
+        if is_data and fence.deadline_ns and (s.fence != fence.token
+                                              or now >= fence.deadline_ns):
             return abi.R_DROP_STATE  # fenced: not our lease, or not certainly alive
-        rt = self.runtime.setdefault(sid, self._rt_type())
+        if s.rt_slot >= self.max_sessions:
+            return abi.R_DROP_REPLAY  # no window to prove freshness: fail closed
+        rt = self.runtime.setdefault(s.rt_slot, self._rt_type())
+        self._claim(rt, sid, s)
         if not replay_accept(rt, counter, self.replay_bits):
             return abi.R_DROP_REPLAY
         if is_data:
@@ -252,6 +257,26 @@ class Model:
                           cfg.authed_burst_ns):
             return abi.R_DROP_RATE_AUTHED
         return abi.R_PASS_CONTROL
+
+    def _claim(self, rt, sid: int, s) -> None:
+        """Mirror of jvpn_xdp.c:jvpn_rt_claim."""
+        if rt.session_id == sid and rt.gen == s.rt_gen:
+            return
+        top = s.replay_floor
+        if rt.session_id == sid and rt.replay_top > top:
+            top = rt.replay_top
+        rt.session_id, rt.gen = sid, s.rt_gen
+        rt.rate_pkt_tat = rt.rate_byte_tat = rt.rx_packets = rt.rx_bytes = rt.last_rx_ns = 0
+        rt.control_tat = 0  # a previous owner's control bucket is not this one's
+        seed_floor(rt, top, self.replay_bits)
+
+    def runtime_of(self, sid: int):
+        """The runtime of this session's element, as GateMaps.get_runtime."""
+        s = self.sessions.get(sid)
+        rt = self.runtime.get(s.rt_slot) if s is not None else None
+        if rt is None or rt.session_id != sid or rt.gen != s.rt_gen:
+            return None
+        return rt
 
     @staticmethod
     def _bound_here(s, p: Parsed) -> bool:
