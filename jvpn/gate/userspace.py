@@ -13,7 +13,7 @@ from collections.abc import Callable
 from jvpn.gate import abi
 from jvpn.gate.config import GateConfig
 from jvpn.gate.element import RuntimeSlots, enforced_top, random_generation, session_element
-from jvpn.gate.model import Model
+from jvpn.gate.model import EVENT_RING_CAPACITY, MAX_SOURCES, Model
 from jvpn.keys import SessionKeys
 from jvpn.session import SessionRecord
 
@@ -23,13 +23,18 @@ class UserspaceGate:
     the reference model is the gate."""
 
     def __init__(self, config: GateConfig | None = None,
-                 clock_ns: Callable[[], int] = time.monotonic_ns,
-                 new_generation: Callable[[], int] = random_generation):
-        self.model = Model(config=(config or GateConfig()).to_abi())
+                 clock_ns: Callable[[], int] = time.monotonic_ns, *,
+                 new_generation: Callable[[], int] = random_generation,
+                 max_sources: int = MAX_SOURCES, event_capacity: int = EVENT_RING_CAPACITY):
+        """``max_sources`` and ``event_capacity``: the kernel's bounds by
+        default (threat 4.3: spoofed sources cannot grow the daemon)."""
+        self.model = Model(config=(config or GateConfig()).to_abi(), max_sources=max_sources,
+                           event_capacity=event_capacity)
         self.slots = RuntimeSlots(self.model.max_sessions, new_generation=new_generation)
         self.clock_ns = clock_ns
         self.checks_in_kernel = False
         self._lock = threading.Lock()
+        self._events_waiting = threading.Event()
 
     def put(self, rec: SessionRecord, keys: SessionKeys, fence: int = 0,
             first: bool = False, c2s_floor: int = 0) -> None:
@@ -59,8 +64,18 @@ class UserspaceGate:
     def ids(self) -> set[int]:
         return set(self.model.sessions)
 
-    def event_reader(self):
-        return None
+    def event_reader(self) -> _EventReader:
+        """The sampled security drops, for the daemon's events loop (the
+        same interface as the kernel ring buffer's reader)."""
+        return _EventReader(self)
+
+    def drain_events(self) -> list:
+        with self._lock:
+            self._events_waiting.clear()
+            return self.model.events.drain()
+
+    def wait_events(self, timeout_s: float) -> bool:
+        return self._events_waiting.wait(timeout_s)
 
     def publish_owners(self, node: str, lease: int, remote: dict[int, str]) -> None:
         pass  # no maps to describe
@@ -71,7 +86,27 @@ class UserspaceGate:
 
     def admit(self, msg: bytes, src: tuple[str, int]) -> bool:
         with self._lock:
-            return abi.is_pass(self.model.run_message(msg, src[0], src[1], self.clock_ns()))
+            reason = self.model.run_message(msg, src[0], src[1], self.clock_ns())
+            if len(self.model.events):
+                self._events_waiting.set()
+            return abi.is_pass(reason)
+
+    def close(self) -> None:
+        pass
+
+
+class _EventReader:
+    """``poll(timeout_ms)``: the events waiting in the gate's ring, waiting
+    up to ``timeout_ms`` for one if there are none (as EventReader does)."""
+
+    def __init__(self, gate: UserspaceGate):
+        self._gate = gate
+
+    def poll(self, timeout_ms: int) -> list:
+        got = self._gate.drain_events()
+        if not got and timeout_ms > 0 and self._gate.wait_events(timeout_ms / 1000):
+            got = self._gate.drain_events()
+        return got
 
     def close(self) -> None:
         pass

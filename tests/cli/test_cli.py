@@ -341,3 +341,61 @@ def test_bench_group_registered_when_present():
         assert "bench" not in cli.commands
     else:
         assert isinstance(cli.commands["bench"], click.Command)
+
+
+# ---------------------------------------------------------------- events
+
+
+def test_events_follow_keeps_following_across_a_rotation(tmp_path):
+    """`jvpn-xdp events --follow` is tail -F: the gateway's EventLog rotates
+    its file at EventsMaxBytes (issue 10 item 4), and the follower goes on
+    with the new file without losing a line."""
+    import subprocess
+    import sys
+    import threading
+
+    from jvpn.events import EventLog
+
+    f = tmp_path / "events.jsonl"
+    log = EventLog("gw", f, max_bytes=1024, keep=1)
+    log.emit("X", "N", version=0)
+    exe = os.path.join(os.path.dirname(sys.executable), "jvpn-xdp")
+    proc = subprocess.Popen([exe, "events", "--file", str(f), "--follow", "--json"],
+                            stdout=subprocess.PIPE, text=True)
+    seen: list[int] = []
+    reader = threading.Thread(target=lambda: seen.extend(
+        json.loads(line)["version"] for line in proc.stdout))
+    reader.start()
+    try:
+        for i in range(1, 40):  # about six rotations, at most one between two reads
+            if i % 4 == 0:
+                deadline = time.monotonic() + 10
+                while len(seen) < i and time.monotonic() < deadline:
+                    time.sleep(0.005)
+            log.emit("X", "N", version=i)
+        deadline = time.monotonic() + 10
+        while len(seen) < 40 and time.monotonic() < deadline:
+            time.sleep(0.005)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        reader.join(timeout=10)
+        log.close()
+    assert (tmp_path / "events.jsonl.1").exists()
+    assert seen == list(range(40))
+
+
+def test_events_short_form_shows_a_summary_count(runner, tmp_path):
+    from jvpn.events import EventLog
+    from jvpn.session import Transport
+
+    f, now = tmp_path / "events.jsonl", [0]
+    log = EventLog("gw", f, clock_ms=lambda: now[0], summary_interval_ms=1_000)
+    for port in (1, 2, 3):
+        log.emit_unauthenticated("HandshakeRejected", "HANDSHAKE_FAIL", Transport("10.0.0.1", port))
+    now[0] = 1_000
+    log.flush()
+    log.close()
+    r = runner.invoke(cli, ["events", "--file", str(f)])
+    assert r.exit_code == 0, r.output
+    assert "HandshakeRejected" in r.output and "count=3 sources=1" in r.output
