@@ -12,6 +12,7 @@ Path changes are noticed three ways:
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 import threading
@@ -34,6 +35,14 @@ class ClientError(Exception):
     pass
 
 
+def udp_socket() -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    s.bind(("0.0.0.0", 0))
+    s.settimeout(RECV_TIMEOUT_S)  # once: settimeout is a syscall, not per packet
+    return s
+
+
 @dataclass
 class PendingReattach:
     seq: int
@@ -46,9 +55,11 @@ class Client:
     def __init__(self, *, private_key: bytes, gateway_public: bytes, endpoint: tuple[str, int],
                  events: EventLog, tun_name: str = "jvpn0", keepalive_ms: int = 500,
                  max_missed: int = 3, retry_ms: int = 400,
-                 clock_ms: Callable[[], int] | None = None):
+                 clock_ms: Callable[[], int] | None = None,
+                 socket_factory: Callable[[], socket.socket] | None = None):
         self.private_key, self.gateway_public = private_key, gateway_public
         self.endpoint = endpoint
+        self._new_socket = socket_factory or udp_socket
         self.events = events
         self.tun_name = tun_name
         self.keepalive_ms, self.max_missed, self.retry_ms = keepalive_ms, max_missed, retry_ms
@@ -71,13 +82,15 @@ class Client:
         self._threads: list[threading.Thread] = []
         self.on_reattached: Callable[[], None] | None = None
 
-    @staticmethod
-    def _new_socket() -> socket.socket:
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-        s.bind(("0.0.0.0", 0))
-        s.settimeout(RECV_TIMEOUT_S)  # once: settimeout is a syscall, not per packet
-        return s
+    @property
+    def endpoint(self) -> tuple[str, int]:
+        """The gateway's address and port, in the form recvfrom reports a source."""
+        return self._endpoint
+
+    @endpoint.setter
+    def endpoint(self, value: tuple[str, int]) -> None:
+        host, port = value
+        self._endpoint = (str(ipaddress.ip_address(host)), int(port))
 
     @property
     def session_id(self) -> int:
@@ -195,24 +208,31 @@ class Client:
                 msg, src = sock.recvfrom(65535)
             except (TimeoutError, OSError):
                 continue
-            if not msg:
-                continue
-            t = msg[0]
-            if t in (abi.MSG_DATA, abi.MSG_KEEPALIVE):
-                opened = self.channel.open(msg)
-                if opened is None:
-                    continue
-                self.last_rx_ms = self.clock_ms()
-                if t == abi.MSG_DATA and self.tun:
-                    packet = (self.channel.reassembly.add(opened[2])
-                              if opened[1] & FLAG_FRAGMENT else opened[2])
-                    if packet is not None:
-                        self.tun.write(packet)
-                if opened[1] & FLAG_REATTACH and self.pending is None:
-                    self.start_reattach("gateway asked (VOLATILE)")
-            elif t in (abi.MSG_PATH_CHALLENGE, abi.MSG_REATTACH_ACK, abi.MSG_REATTACH_REJECT,
-                       abi.MSG_TERMINATE):
-                self._control(msg, src, sock)
+            self.receive(msg, src, sock)
+
+    def receive(self, msg: bytes, src, sock: socket.socket | None = None) -> None:
+        """One datagram that arrived on ``sock`` (default: the current socket)."""
+        if not msg:
+            return
+        t = msg[0]
+        if t in (abi.MSG_DATA, abi.MSG_KEEPALIVE):
+            self._data(msg)
+        elif t in (abi.MSG_PATH_CHALLENGE, abi.MSG_REATTACH_ACK, abi.MSG_REATTACH_REJECT,
+                   abi.MSG_TERMINATE):
+            self._control(msg, src, sock or self.sock)
+
+    def _data(self, msg: bytes) -> None:
+        opened = self.channel.open(msg)
+        if opened is None:
+            return
+        msg_type, flags, payload = opened
+        self.last_rx_ms = self.clock_ms()
+        if msg_type == abi.MSG_DATA and self.tun:
+            packet = self.channel.reassembly.add(payload) if flags & FLAG_FRAGMENT else payload
+            if packet is not None:
+                self.tun.write(packet)
+        if flags & FLAG_REATTACH and self.pending is None:
+            self.start_reattach("gateway asked (VOLATILE)")
 
     def _control(self, msg: bytes, src, sock: socket.socket) -> None:
         got = self.channel.open_control(msg, self.keys.reattach)
