@@ -21,13 +21,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from jvpn import wire
+from jvpn.codes import EventType, Security
 from jvpn.events import EventLog
 from jvpn.gate import abi
 from jvpn.handshake import Assignment, HandshakeError, Initiator
 from jvpn.keys import SessionKeys
+from jvpn.session import Transport
 from jvpn.tunnel import FLAG_FRAGMENT, FLAG_REATTACH, DataChannel, Tun, send_messages
 
 RECV_TIMEOUT_S = 0.2  # how often the receive loop looks at the current socket
+DROP_REPORT_INTERVAL_MS = 1000  # at most one event per second about dropped strangers
 FATAL_REJECTS = {"SESSION_NOT_FOUND", "SESSION_EXPIRED"}
 
 
@@ -41,6 +44,44 @@ def udp_socket() -> socket.socket:
     s.bind(("0.0.0.0", 0))
     s.settimeout(RECV_TIMEOUT_S)  # once: settimeout is a syscall, not per packet
     return s
+
+
+class StrangerDrops:
+    """Datagrams that did not come from the gateway's address and port. They
+    are dropped unread, counted, and reported at most once per interval with
+    the count since the last report: a flood costs one event line a second."""
+
+    def __init__(self, events: EventLog, clock_ms: Callable[[], int],
+                 session_id: Callable[[], int], interval_ms: int = DROP_REPORT_INTERVAL_MS):
+        self.events, self.clock_ms, self.session_id = events, clock_ms, session_id
+        self.interval_ms = interval_ms
+        self.total = 0
+        self._unreported = 0
+        self._last_source: tuple | None = None
+        self._reported_ms: int | None = None  # the first drop is reported at once
+        self._lock = threading.Lock()
+
+    def drop(self, src: tuple) -> None:
+        with self._lock:
+            self.total += 1
+            self._unreported += 1
+            self._last_source = src
+        self.flush()
+
+    def flush(self) -> None:
+        """Report what was dropped since the last report, if the interval has passed."""
+        with self._lock:
+            now = self.clock_ms()
+            if not self._unreported or (self._reported_ms is not None
+                                        and now - self._reported_ms < self.interval_ms):
+                return
+            count, (addr, port) = self._unreported, self._last_source[:2]
+            self._unreported, self._reported_ms, total = 0, now, self.total
+        self.events.emit(EventType.SECURITY_EVENT, Security.SEC_ABUSE_CONTROL_PLANE,
+                         self.session_id(), Transport(addr, port), dropped=count,
+                         dropped_total=total,
+                         detail="datagrams not from the gateway's address and port, dropped "
+                                "unread (transport_id: the last source)")
 
 
 @dataclass
@@ -64,6 +105,7 @@ class Client:
         self.tun_name = tun_name
         self.keepalive_ms, self.max_missed, self.retry_ms = keepalive_ms, max_missed, retry_ms
         self.clock_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
+        self.drops = StrangerDrops(events, self.clock_ms, lambda: self.session_id)
         self.sock = self._new_socket()
         self.assignment: Assignment | None = None
         self.keys: SessionKeys | None = None
@@ -103,32 +145,42 @@ class Client:
             init = Initiator(self.private_key, self.gateway_public)
             init.cookie = cookie
             self.sock.sendto(init.initiation(), self.endpoint)
-            self.sock.settimeout(timeout_s)
+            msg = self._handshake_reply(timeout_s)
             try:
-                while True:
-                    msg, _src = self.sock.recvfrom(65535)
-                    if not msg:
-                        continue
-                    if msg[0] == abi.MSG_COOKIE_REPLY:
-                        init.consume_cookie(msg)
-                        cookie = init.cookie
-                        self.events.emit("HandshakeCookie", "RATE_LIMITED",
-                                         detail="gateway under load: retrying with its cookie")
-                        break
-                    if msg[0] == abi.MSG_HANDSHAKE_RESP:
-                        self.assignment, self.keys = init.response(msg)
-                        self.channel = DataChannel(self.keys, "client")
-                        self.last_rx_ms = self.clock_ms()
-                        self.events.emit("SessionStateChange", "HANDSHAKE_OK", self.session_id,
-                                         new_state="ATTACHED", previous_state="BIRTH")
-                        return self.assignment
-            except TimeoutError:
-                continue
+                if msg is not None and msg[0] == abi.MSG_COOKIE_REPLY:
+                    init.consume_cookie(msg)
+                    cookie = init.cookie
+                    self.events.emit("HandshakeCookie", "RATE_LIMITED",
+                                     detail="gateway under load: retrying with its cookie")
+                elif msg is not None:
+                    return self._attached(*init.response(msg))
             except HandshakeError as e:
                 self.events.emit("HandshakeFailed", "HANDSHAKE_FAIL", detail=str(e))
-            finally:
-                self.sock.settimeout(RECV_TIMEOUT_S)
         raise ClientError(f"no handshake response from {self.endpoint[0]}:{self.endpoint[1]}")
+
+    def _handshake_reply(self, timeout_s: float) -> bytes | None:
+        """The gateway's next COOKIE_REPLY or HANDSHAKE_RESP; None after timeout_s."""
+        deadline = time.monotonic() + timeout_s
+        try:
+            while (left := deadline - time.monotonic()) > 0:
+                self.sock.settimeout(left)
+                msg, src = self.sock.recvfrom(65535)
+                if (self._from_gateway(src) and msg
+                        and msg[0] in (abi.MSG_COOKIE_REPLY, abi.MSG_HANDSHAKE_RESP)):
+                    return msg
+        except TimeoutError:
+            pass
+        finally:
+            self.sock.settimeout(RECV_TIMEOUT_S)
+        return None
+
+    def _attached(self, assignment: Assignment, keys: SessionKeys) -> Assignment:
+        self.assignment, self.keys = assignment, keys
+        self.channel = DataChannel(keys, "client")
+        self.last_rx_ms = self.clock_ms()
+        self.events.emit("SessionStateChange", "HANDSHAKE_OK", self.session_id,
+                         new_state="ATTACHED", previous_state="BIRTH")
+        return assignment
 
     # ------------------------------------------------------------ lifecycle
     def up(self, with_tun: bool = True) -> Assignment:
@@ -211,8 +263,13 @@ class Client:
             self.receive(msg, src, sock)
 
     def receive(self, msg: bytes, src, sock: socket.socket | None = None) -> None:
-        """One datagram that arrived on ``sock`` (default: the current socket)."""
-        if not msg:
+        """One datagram that arrived on ``sock`` (default: the current socket).
+        Only the gateway's address and port is heard, as a QUIC client hears
+        only its server: anything else is dropped before it is opened, so an
+        attacker who relays a genuine challenge or ACK from elsewhere gets no
+        answer, changes nothing, and does not even spend its counter in our
+        replay window (the genuine copy from the gateway still counts)."""
+        if not self._from_gateway(src) or not msg:
             return
         t = msg[0]
         if t in (abi.MSG_DATA, abi.MSG_KEEPALIVE):
@@ -220,6 +277,12 @@ class Client:
         elif t in (abi.MSG_PATH_CHALLENGE, abi.MSG_REATTACH_ACK, abi.MSG_REATTACH_REJECT,
                    abi.MSG_TERMINATE):
             self._control(msg, src, sock or self.sock)
+
+    def _from_gateway(self, src) -> bool:
+        if src[0] == self._endpoint[0] and src[1] == self._endpoint[1]:
+            return True
+        self.drops.drop(src)
+        return False
 
     def _data(self, msg: bytes) -> None:
         opened = self.channel.open(msg)
@@ -234,7 +297,8 @@ class Client:
         if flags & FLAG_REATTACH and self.pending is None:
             self.start_reattach("gateway asked (VOLATILE)")
 
-    def _control(self, msg: bytes, src, sock: socket.socket) -> None:
+    def _control(self, msg: bytes, _src, sock: socket.socket) -> None:
+        # _src is the gateway's (receive checked it); answers go to self.endpoint
         got = self.channel.open_control(msg, self.keys.reattach)
         if got is None:
             return
@@ -248,7 +312,10 @@ class Client:
                 wire.Header(type=abi.MSG_PATH_RESPONSE, session_id=self.session_id,
                             counter=self.channel.next_counter()),
                 self.keys.hdr_c2s, self.keys.reattach, server_nonce, client_nonce)
-            sock.sendto(reply, src)
+            try:
+                sock.sendto(reply, self.endpoint)  # to the gateway, whoever relayed it
+            except OSError:
+                self._wake.set()  # a send error: look at the path now
         elif hdr.type == abi.MSG_REATTACH_ACK:
             seq, epoch, version = fields
             if p is None or seq != p.seq:
@@ -295,6 +362,7 @@ class Client:
             self._wake.wait(0.05)
             self._wake.clear()
             now = self.clock_ms()
+            self.drops.flush()  # the tail of a flood that stopped
             route = self._route()
             if route is not None and route != self.path:  # no route yet: nothing to move to
                 self.path = route
