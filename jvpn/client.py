@@ -68,11 +68,12 @@ class StrangerDrops:
             self._last_source = src
         self.flush()
 
-    def flush(self) -> None:
-        """Report what was dropped since the last report, if the interval has passed."""
+    def flush(self, force: bool = False) -> None:
+        """Report what was dropped since the last report, if the interval has
+        passed (or ``force``: the agent is stopping)."""
         with self._lock:
             now = self.clock_ms()
-            if not self._unreported or (self._reported_ms is not None
+            if not self._unreported or (not force and self._reported_ms is not None
                                         and now - self._reported_ms < self.interval_ms):
                 return
             count, (addr, port) = self._unreported, self._last_source[:2]
@@ -201,6 +202,7 @@ class Client:
     def down(self) -> None:
         self._stop.set()
         self._wake.set()
+        self.drops.flush(force=True)
         for s in (self.sock,):
             try:
                 s.close()

@@ -108,6 +108,9 @@ class FakeTun:
     def write(self, packet: bytes) -> None:
         self.written.append(packet)
 
+    def close(self) -> None:
+        pass
+
 
 class Rig:
     def __init__(self):
@@ -230,6 +233,14 @@ def test_a_flood_from_strangers_is_counted_and_reported_once_per_interval(rig):
     assert sum(e["dropped"] for e in reports) == 10_000
     assert len(reports) <= 10_000 // DROP_REPORT_INTERVAL_MS + 2
     assert rig.sent_of(abi.MSG_PATH_RESPONSE) == []
+
+
+def test_drops_not_yet_reported_are_reported_when_the_agent_stops(rig):
+    for _ in range(3):
+        rig.client.receive(rig.gateway.keepalive(), STRANGERS[0])
+    rig.client.down()
+    assert [e["dropped"] for e in rig.drop_events()] == [1, 2]
+    assert rig.drop_events()[-1]["dropped_total"] == 3
 
 
 # ---------------------------------------------------------------- the relay
