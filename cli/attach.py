@@ -7,7 +7,8 @@ from dataclasses import asdict
 import click
 from rich.markup import escape
 
-from jvpn.gate import abi, maps
+from jvpn.gate import abi, records
+from jvpn.gate import attach as gate_attach
 from jvpn.gate.config import GateConfig
 from jvpn_cli.app import App
 
@@ -26,24 +27,55 @@ from jvpn_cli.app import App
 )
 @click.option(
     "--mode",
-    type=click.Choice(sorted(maps.MODES)),
+    type=click.Choice(sorted(gate_attach.MODES)),
     default="native",
     show_default=True,
     help="XDP mode to try. If the driver refuses native mode, generic mode is used "
     "and the output says so.",
 )
+@click.option(
+    "--handshake-rate",
+    type=click.FloatRange(min=0),
+    default=GateConfig.global_control_pps,
+    show_default=True,
+    metavar="PER_SEC",
+    help="Handshake initiations per second the whole gateway passes (unauthenticated; "
+    "each source prefix has its own smaller budget too). 0: unlimited.",
+)
+@click.option(
+    "--control-rate",
+    type=click.FloatRange(min=0),
+    default=GateConfig.authed_control_pps,
+    show_default=True,
+    metavar="PER_SEC",
+    help="Authenticated control messages (reattach, path response, terminate) per second "
+    "the whole gateway passes. A budget of its own: a handshake flood cannot spend it. "
+    "0: unlimited.",
+)
+@click.option(
+    "--session-control-rate",
+    type=click.FloatRange(min=0),
+    default=GateConfig.session_control_pps,
+    show_default=True,
+    metavar="PER_SEC",
+    help="Authenticated control messages per second and session. 0: unlimited.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the attachment record as JSON.")
 @click.pass_obj
-def attach(app: App, iface: str, ports: list[int], mode: str, as_json: bool) -> None:
+def attach(app: App, iface: str, ports: list[int], mode: str, handshake_rate: float,
+           control_rate: float, session_control_rate: float, as_json: bool) -> None:
     """Compile and load the gate, write its config and attach it to IFACE.
 
     The maps are pinned in PIN_ROOT/IFACE and the attachment is recorded in
     RUN_DIR/IFACE.json, which the other commands read. Needs root and bcc.
     """
     app.require_maps_access()
-    maps.require_interface(iface)
+    gate_attach.require_interface(iface)
     app.require_bpffs()
-    att = maps.attach(iface, GateConfig(ports=ports), mode)
+    config = GateConfig(ports=ports, global_control_pps=handshake_rate,
+                        authed_control_pps=control_rate,
+                        session_control_pps=session_control_rate)
+    att = gate_attach.attach(iface, config, mode, paths=app.paths)
     if as_json:
         app.emit_json(asdict(att))
         if att.note:
@@ -54,8 +86,8 @@ def attach(app: App, iface: str, ports: list[int], mode: str, as_json: bool) -> 
     app.say(f"  mode:    {att.mode}")
     app.say(f"  ports:   {', '.join(str(p) for p in att.ports)} (UDP)")
     app.say(f"  pin dir: {att.pin_dir}", markup=False)
-    app.say(f"  record:  {maps.Attachment.path(att.ifname)}", markup=False)
-    prog_id = maps.xdp_prog_id(att.ifname)
+    app.say(f"  record:  {records.Attachment.path(att.ifname, app.paths)}", markup=False)
+    prog_id = gate_attach.xdp_prog_id(att.ifname)
     if prog_id:
         app.say(f"  prog id: {prog_id}")
     if att.note:

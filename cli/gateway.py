@@ -28,28 +28,12 @@ def gateway():
 @click.pass_obj
 def gateway_up(app, config_path: str, tun_name: str, echo_events: bool):
     from jvpn.config import load_gateway_config
-    from jvpn.events import EventLog
-    from jvpn.gate.kernel import XdpGate
-    from jvpn.gate.userspace import UserspaceGate
-    from jvpn.gateway.daemon import Gateway
-    from jvpn.store.sqlite import SqliteStore
+    from jvpn.gateway.build import build_gateway
 
     app.require_root()
     cfg = load_gateway_config(config_path)
-    gate = XdpGate(cfg.xdp_interface) if cfg.xdp_interface else UserspaceGate()
-    if cfg.store is not None:
-        from jvpn.store.etcd import EtcdStore
-
-        store = EtcdStore(*cfg.store, cluster_key=cfg.cluster_key)
-        _register(store, cfg.node_id, cfg.lease_ttl_s)
-    else:
-        store = SqliteStore(cfg.state_dir / "sessions.db")
-    events = EventLog(cfg.node_id, cfg.events_file, policy_version=cfg.policy.version,
-                      echo=sys.stdout if echo_events else None)
-    gw = Gateway(private_key=cfg.private_key, listen=("0.0.0.0", cfg.listen_port),
-                 address=cfg.address, peers={p.public_key: p.inner for p in cfg.peers},
-                 policy=cfg.policy, store=store, gate=gate, events=events, tun_name=tun_name,
-                 cookie_threshold_per_s=cfg.handshakes_per_second)
+    gw = build_gateway(cfg, tun_name=tun_name, echo=sys.stdout if echo_events else None,
+                       paths=app.paths)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -59,8 +43,8 @@ def gateway_up(app, config_path: str, tun_name: str, echo_events: bool):
                   f", events: {cfg.events_file}")
     stop.wait()
     gw.stop()
-    store.close()
-    events.close()
+    gw.store.close()
+    gw.events.close()
 
 
 @gateway.command("down", help="Remove the gateway's persistent TUN device (sessions stay in "
@@ -74,20 +58,3 @@ def gateway_down(app, tun_name: str):
     Tun(tun_name).destroy()
     app.console.print(f"removed {tun_name}")
 
-
-def _register(store, node_id: str, ttl_s: int) -> None:
-    """A restart right after a crash finds the old registration until its
-    lease runs out: wait that long, not longer."""
-    import time
-
-    from jvpn.store.etcd import NodeIdTaken
-
-    deadline = time.monotonic() + ttl_s + 1
-    while True:
-        try:
-            store.register_gateway(node_id, ttl_s)
-            return
-        except NodeIdTaken:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.25)

@@ -11,6 +11,7 @@ import click
 
 from jvpn import keys
 from jvpn.errors import JvpnError
+from jvpn.files import open_private
 
 
 @click.command(short_help="Make a new private key.")
@@ -44,19 +45,17 @@ def pubkey() -> None:
 
 
 def _write_secret(path: Path, text: str, force: bool) -> None:
-    """Write ``text`` to ``path`` readable by its owner only. Without
-    ``force`` the file must not exist (O_EXCL: no race with another writer)."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW
-    flags |= os.O_TRUNC if force else os.O_EXCL
+    """Write ``text`` to ``path`` readable by its owner only, 0600 from
+    creation. Without ``force`` the file must not exist (O_EXCL: no race with
+    another writer); with it, an existing file must be ours with one link
+    (jvpn.files.open_private) and is truncated only after that check."""
     try:
-        fd = os.open(path, flags, 0o600)
+        fd = open_private(path, os.O_WRONLY | (0 if force else os.O_EXCL))
     except FileExistsError:
         raise JvpnError(f"{path} exists: refusing to overwrite a key file "
                         "(pass --force to replace it)") from None
     try:
-        # The mode given to open() applies only to a new file (and the umask
-        # may take bits away); an overwritten file keeps its old mode.
-        os.fchmod(fd, 0o600)
+        os.ftruncate(fd, 0)
         os.write(fd, text.encode())
     finally:
         os.close(fd)

@@ -1,4 +1,5 @@
-"""`jvpn-xdp`: attach, inspect and detach the XDP gate of a jvpn gateway.
+"""`jvpn-xdp`: the gate (attach, inspect, detach), the gateway and client
+daemons, keys, the demo and the benchmarks of jvpn.
 
 One command per module (cli/<command>.py); this module only builds the group,
 passes an :class:`App` down in ``ctx.obj`` and turns operator errors
@@ -76,12 +77,20 @@ class JvpnGroup(click.Group):
 @click.version_option(package_name="jvpn", prog_name="jvpn-xdp")
 @click.pass_context
 def cli(ctx: click.Context, pin_root: str, run_dir: str) -> None:
-    """Attach, inspect and detach the jvpn XDP gate.
+    """jvpn: a session-centric VPN gateway with an XDP gate.
+
+    \b
+    The gate:       attach, detach
+    Inspect:        status, sessions, stats, events
+    Run:            gateway up|down, client up
+    Keys:           keygen, pubkey
+    Show, measure:  demo, bench xdp|tunnel|reattach|flood|handoff
 
     The gate is compiled and loaded through bcc; its maps are pinned under
     the pin root so that every command here (a separate process) reads the
     live sessions and counters. attach, detach, sessions and stats need root
     and bcc; status works without them but then cannot count sessions.
+    gateway, client, demo and bench need root (TUN devices, namespaces).
     """
     ctx.obj = App(pin_root=pin_root, run_dir=run_dir)
 
@@ -89,8 +98,6 @@ def cli(ctx: click.Context, pin_root: str, run_dir: str) -> None:
 for _command in (attach, detach, status, sessions, stats, events, gateway, client, bench, demo,
                  keygen, pubkey):
     cli.add_command(_command)
-
-
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -30,7 +30,6 @@ from jvpn.session import Transport
 from jvpn.tunnel import FLAG_FRAGMENT, FLAG_REATTACH, DataChannel, Tun, send_messages
 
 RECV_TIMEOUT_S = 0.2  # how often the receive loop looks at the current socket
-DROP_REPORT_INTERVAL_MS = 1000  # at most one event per second about dropped strangers
 FATAL_REJECTS = {"SESSION_NOT_FOUND", "SESSION_EXPIRED"}
 
 
@@ -47,42 +46,21 @@ def udp_socket() -> socket.socket:
 
 
 class StrangerDrops:
-    """Datagrams that did not come from the gateway's address and port. They
-    are dropped unread, counted, and reported at most once per interval with
-    the count since the last report: a flood costs one event line a second."""
+    """Datagrams that did not come from the gateway's address and port,
+    dropped unread. Counted here (the agent reports the total at exit) and
+    in the event log's per-interval summary of unauthenticated rejections,
+    so a flood costs one summary line per interval, not a line per datagram."""
 
-    def __init__(self, events: EventLog, clock_ms: Callable[[], int],
-                 session_id: Callable[[], int], interval_ms: int = DROP_REPORT_INTERVAL_MS):
-        self.events, self.clock_ms, self.session_id = events, clock_ms, session_id
-        self.interval_ms = interval_ms
+    def __init__(self, events: EventLog, session_id: Callable[[], int]):
+        self.events, self.session_id = events, session_id
         self.total = 0
-        self._unreported = 0
-        self._last_source: tuple | None = None
-        self._reported_ms: int | None = None  # the first drop is reported at once
-        self._lock = threading.Lock()
 
     def drop(self, src: tuple) -> None:
-        with self._lock:
-            self.total += 1
-            self._unreported += 1
-            self._last_source = src
-        self.flush()
-
-    def flush(self, force: bool = False) -> None:
-        """Report what was dropped since the last report, if the interval has
-        passed (or ``force``: the agent is stopping)."""
-        with self._lock:
-            now = self.clock_ms()
-            if not self._unreported or (not force and self._reported_ms is not None
-                                        and now - self._reported_ms < self.interval_ms):
-                return
-            count, (addr, port) = self._unreported, self._last_source[:2]
-            self._unreported, self._reported_ms, total = 0, now, self.total
-        self.events.emit(EventType.SECURITY_EVENT, Security.SEC_ABUSE_CONTROL_PLANE,
-                         self.session_id(), Transport(addr, port), dropped=count,
-                         dropped_total=total,
-                         detail="datagrams not from the gateway's address and port, dropped "
-                                "unread (transport_id: the last source)")
+        self.total += 1  # one writer: the thread that reads the socket
+        self.events.emit_unauthenticated(
+            EventType.SECURITY_EVENT, Security.SEC_ABUSE_CONTROL_PLANE,
+            Transport(src[0], src[1]), self.session_id(),
+            detail="not from the gateway's address and port: dropped unread")
 
 
 @dataclass
@@ -106,7 +84,7 @@ class Client:
         self.tun_name = tun_name
         self.keepalive_ms, self.max_missed, self.retry_ms = keepalive_ms, max_missed, retry_ms
         self.clock_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
-        self.drops = StrangerDrops(events, self.clock_ms, lambda: self.session_id)
+        self.drops = StrangerDrops(events, lambda: self.session_id)
         self.sock = self._new_socket()
         self.assignment: Assignment | None = None
         self.keys: SessionKeys | None = None
@@ -202,7 +180,6 @@ class Client:
     def down(self) -> None:
         self._stop.set()
         self._wake.set()
-        self.drops.flush(force=True)
         for s in (self.sock,):
             try:
                 s.close()
@@ -364,7 +341,7 @@ class Client:
             self._wake.wait(0.05)
             self._wake.clear()
             now = self.clock_ms()
-            self.drops.flush()  # the tail of a flood that stopped
+            self.events.flush()  # summaries whose interval is over (a flood that stopped)
             route = self._route()
             if route is not None and route != self.path:  # no route yet: nothing to move to
                 self.path = route

@@ -20,6 +20,9 @@ Gateway config (:func:`load_gateway_config`)::
     StateDir = /var/lib/jvpn       # default /var/lib/jvpn
     NodeId = gw-a                  # default: the hostname
     EventsFile = events.jsonl      # default <StateDir>/events.jsonl
+    EventsMaxBytes = 64M           # rotate the events file at this size (K, M, G: binary)
+    EventsKeep = 2                 # rotated files kept (events.jsonl.1 ...)
+    EventsSummaryInterval = 10     # seconds: one line per kind of unauthenticated rejection
 
 Relative paths (PrivateKeyFile, PeersFile, Policy, StateDir, EventsFile) are
 relative to the folder of the file that names them.
@@ -31,11 +34,16 @@ inside the gateway's inner network) and ``Name`` (optional).
 Client config (:func:`load_client_config`): ``[Interface]`` with the private
 key and the TUN ``Name``; ``[Peer]`` with the gateway's ``PublicKey``, its
 ``Endpoint`` and ``PersistentKeepalive`` (ms).
+
+Who may touch the files (jvpn.files): a key file, or a config file with an
+inline key, that group or others may access or another user owns is refused;
+so is any of these files that group or others may write.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import socket
 from dataclasses import dataclass, field
@@ -43,6 +51,8 @@ from pathlib import Path
 
 from jvpn import keys
 from jvpn.errors import JvpnError
+from jvpn.events import DEFAULT_KEEP, DEFAULT_MAX_BYTES, DEFAULT_SUMMARY_INTERVAL_MS
+from jvpn.files import UnsafeFile, check_not_writable_by_others, check_secret, read_secret
 from jvpn.policy import Policy, PolicyError, default_policy, load_policy
 
 DEFAULT_LISTEN_PORT = 51900
@@ -89,6 +99,10 @@ class GatewayConfig:
     store: tuple[str, int] | None = None  # etcd endpoint; None = the SQLite default
     cluster_key: bytes | None = field(default=None, repr=False)
     lease_ttl_s: int = 3  # cluster: the gateway's etcd lease (takeover after a crash)
+    # The events file's bounds (jvpn.events): anyone can make us reject packets.
+    events_max_bytes: int = DEFAULT_MAX_BYTES  # rotate at this size
+    events_keep: int = DEFAULT_KEEP  # rotated files kept
+    events_summary_interval_s: int = DEFAULT_SUMMARY_INTERVAL_MS // 1000
 
 
 @dataclass(frozen=True)
@@ -119,9 +133,10 @@ class _Section:
 class _File:
     """One parsed file; its ``error`` methods build errors that name it."""
 
-    def __init__(self, path: Path, sections: list[_Section]):
+    def __init__(self, path: Path, sections: list[_Section], st: os.stat_result | None = None):
         self.path = path
         self.sections = sections
+        self.stat = st  # of the descriptor the text was read from
 
     def error(self, line: int | None, what: str, message: str) -> ConfigError:
         where = f"{self.path}:{line}" if line is not None else f"{self.path}"
@@ -160,15 +175,21 @@ def _parse(path: Path, schema: dict[str, tuple[str, ...]],
     its allowed keys (canonical spellings). ``origin``: the file and entry
     that named ``path``, so that an unreadable file is reported there."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as e:
+        with open(path, encoding="utf-8-sig") as fh:
+            st = os.fstat(fh.fileno())
+            check_not_writable_by_others(path, st)
+            text = fh.read()
+    except (OSError, UnicodeDecodeError, UnsafeFile) as e:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else (
             "not UTF-8 text" if isinstance(e, UnicodeDecodeError) else str(e))
         if origin is not None:
             f, entry = origin
-            raise f.fail_entry(entry, f"cannot read {path}: {reason}") from None
+            raise f.fail_entry(entry, reason if isinstance(e, UnsafeFile)
+                               else f"cannot read {path}: {reason}") from None
+        if isinstance(e, UnsafeFile):
+            raise ConfigError(reason, str(path)) from None
         raise ConfigError(f"{path}: cannot read: {reason}", str(path)) from None
-    f = _File(path, [])
+    f = _File(path, [], st)
     sections_by_lower = {name.lower(): name for name in schema}
     current: _Section | None = None
     for n, raw in enumerate(text.splitlines(), start=1):
@@ -224,20 +245,30 @@ def _private_key(f: _File, section: _Section) -> bytes:
         raise f.fail_entry(second, f"{first.key} is already given on line {first.line}: "
                                    "give exactly one of PrivateKey and PrivateKeyFile")
     if inline is not None:
+        try:  # the key is in this file: it is a secret file now
+            check_secret(f.path, f.stat)
+        except UnsafeFile as e:
+            raise f.fail_entry(inline, str(e)) from None
         return _key(f, inline)
     if from_file is None:
         raise f.error(section.line, "PrivateKey", f"mandatory key missing in the "
                       f"[{section.name}] section (give PrivateKey or PrivateKeyFile)")
-    path = f.resolve(from_file.value)
+    return _key_file(f, from_file)
+
+
+def _key_file(f: _File, entry: _Entry) -> bytes:
+    """A 32-byte base64 key read from the file ``entry`` names, refused if
+    anyone but root or us could read or replace it (jvpn.files)."""
+    path = f.resolve(entry.value)
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as e:
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else "not UTF-8 text"
-        raise f.fail_entry(from_file, f"cannot read {path}: {reason}") from None
-    try:
-        return keys.decode(text)
-    except keys.KeyError_ as e:
-        raise f.fail_entry(from_file, f"{path}: {e}") from None
+        return keys.decode(read_secret(path))
+    except UnsafeFile as e:
+        raise f.fail_entry(entry, str(e)) from None
+    except OSError as e:
+        raise f.fail_entry(entry, f"cannot read {path}: {e.strerror}") from None
+    except (keys.KeyError_, UnicodeDecodeError) as e:
+        reason = "not UTF-8 text" if isinstance(e, UnicodeDecodeError) else str(e)
+        raise f.fail_entry(entry, f"{path}: {reason}") from None
 
 
 def _int(f: _File, entry: _Entry, lo: int, hi: int) -> int:
@@ -305,7 +336,7 @@ def _endpoint(f: _File, entry: _Entry) -> tuple[str, int]:
 _GATEWAY = {"Interface": ("PrivateKey", "PrivateKeyFile", "ListenPort", "Address",
                           "XdpInterface", "PeersFile", "Policy", "StateDir", "NodeId",
                           "EventsFile", "HandshakesPerSecond", "Store", "ClusterKeyFile",
-                          "LeaseTTL")}
+                          "LeaseTTL", "EventsMaxBytes", "EventsKeep", "EventsSummaryInterval")}
 _PEERS = {"Peer": ("PublicKey", "AllowedIP", "Name")}
 _CLIENT = {"Interface": ("PrivateKey", "PrivateKeyFile", "Name"),
            "Peer": ("PublicKey", "Endpoint", "PersistentKeepalive")}
@@ -322,17 +353,7 @@ def load_gateway_config(path: str | Path) -> GatewayConfig:
     xdp_interface = _ifname(f, e["XdpInterface"]) if "XdpInterface" in e else None
     peers_entry = f.require(s, "PeersFile")
     peers = _load_peers(f.resolve(peers_entry.value), address, origin=(f, peers_entry))
-    if "Policy" in e:
-        policy_path = f.resolve(e["Policy"].value)
-        try:
-            policy = load_policy(policy_path)
-        except PolicyError as err:
-            raise f.fail_entry(e["Policy"], str(err)) from None
-        except (OSError, UnicodeDecodeError) as err:
-            reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
-            raise f.fail_entry(e["Policy"], f"cannot read {policy_path}: {reason}") from None
-    else:
-        policy = default_policy()
+    policy = _policy(f, e["Policy"]) if "Policy" in e else default_policy()
     state_dir = f.resolve(e["StateDir"].value) if "StateDir" in e else DEFAULT_STATE_DIR
     node_id = e["NodeId"].value if "NodeId" in e else socket.gethostname()
     if any(c.isspace() for c in node_id):
@@ -349,7 +370,40 @@ def load_gateway_config(path: str | Path) -> GatewayConfig:
                          xdp_interface=xdp_interface, peers=peers, policy=policy,
                          state_dir=state_dir, node_id=node_id, events_file=events_file,
                          handshakes_per_second=load, store=store, cluster_key=cluster_key,
-                         lease_ttl_s=lease_ttl)
+                         lease_ttl_s=lease_ttl, **_events_bounds(f, e))
+
+
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def _events_bounds(f: _File, e: dict) -> dict:
+    out = {}
+    if "EventsMaxBytes" in e:
+        entry = e["EventsMaxBytes"]
+        m = re.fullmatch(r"([0-9]+)\s*([KMG]?)", entry.value.upper())
+        if not m:
+            raise f.fail_entry(entry, f"not a size (bytes, or with K, M, G): {entry.value!r}")
+        v = int(m.group(1)) * _SIZE_UNITS[m.group(2)]
+        if not 65_536 <= v <= 1 << 40:
+            raise f.fail_entry(entry, f"{v} is out of range [65536, {1 << 40}]")
+        out["events_max_bytes"] = v
+    if "EventsKeep" in e:
+        out["events_keep"] = _int(f, e["EventsKeep"], 1, 100)
+    if "EventsSummaryInterval" in e:
+        out["events_summary_interval_s"] = _int(f, e["EventsSummaryInterval"], 1, 3600)
+    return out
+
+
+def _policy(f: _File, entry: _Entry) -> Policy:
+    path = f.resolve(entry.value)
+    try:
+        check_not_writable_by_others(path, os.stat(path))  # it sets the security bounds
+        return load_policy(path)
+    except (PolicyError, UnsafeFile) as err:
+        raise f.fail_entry(entry, str(err)) from None
+    except (OSError, UnicodeDecodeError) as err:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        raise f.fail_entry(entry, f"cannot read {path}: {reason}") from None
 
 
 def _store(f: _File, e: dict) -> tuple[tuple[str, int] | None, bytes | None]:
@@ -365,14 +419,7 @@ def _store(f: _File, e: dict) -> tuple[tuple[str, int] | None, bytes | None]:
     if "ClusterKeyFile" not in e:
         raise f.fail_entry(e["Store"], "an etcd store needs ClusterKeyFile (the key that "
                                        "seals session secrets)")
-    path = f.resolve(e["ClusterKeyFile"].value)
-    try:
-        key = keys.decode(path.read_text(encoding="utf-8-sig"))
-    except OSError as err:
-        raise f.fail_entry(e["ClusterKeyFile"], f"cannot read {path}: {err.strerror}") from None
-    except (keys.KeyError_, UnicodeDecodeError) as err:
-        raise f.fail_entry(e["ClusterKeyFile"], f"{path}: {err}") from None
-    return (m.group(1), int(m.group(2))), key
+    return (m.group(1), int(m.group(2))), _key_file(f, e["ClusterKeyFile"])
 
 
 def load_peers(path: str | Path,

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import itertools
 import os
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable
 
 from cryptography.exceptions import InvalidTag
@@ -38,46 +38,153 @@ MAX_PLAINTEXT = 1500 - 20 - 8 - 32 - 16  # IPv4, UDP, jvpn header, AEAD tag = 14
 FLAG_REATTACH = 1  # s2c keepalive/data: the gateway wants a reattach
 FLAG_FRAGMENT = 2  # DATA: plaintext = fragment header + a piece of one inner packet
 _FRAG = struct.Struct("<HBB")  # packet id, index, count
-FRAG_PIECE = MAX_PLAINTEXT - _FRAG.size
-MAX_PENDING_PACKETS = 32  # per session, oldest dropped first
+FRAG_PIECE = MAX_PLAINTEXT - _FRAG.size  # 1420
+
+# Reassembly limits, per session. A sender fragments one packet its TUN gave
+# it: one IPv4 packet, at most 65535 bytes (the total-length field), so at
+# most MAX_FRAGMENTS pieces of at most FRAG_PIECE bytes; any other fragment is
+# malformed. The sender emits a packet's fragments back to back (one GSO
+# send), so at the receiver only reordering and loss leave packets incomplete
+# side by side: 8 whole largest packets (512 KiB) and 32 packet ids leave room
+# for that, where 32 ids x 255 pieces let one authenticated peer pin 11.6 MB.
+# A packet that misses a piece never completes; its TCP data is retransmitted
+# after the RTO (200 ms at least) under a new packet id, so after 1 s its
+# pieces are garbage.
+MAX_INNER_PACKET = 65535
+MAX_FRAGMENTS = -(-MAX_INNER_PACKET // FRAG_PIECE)  # 47
+MAX_PENDING_PACKETS = 32
+MAX_PENDING_BYTES = 8 * (MAX_INNER_PACKET + 1)  # 512 KiB
+REASSEMBLY_TIMEOUT_S = 1.0
+
+# Send counters are reserved in blocks: the store's floor F means "counters
+# below F may have been used" (a restart or the next owner resumes at F). The
+# next block is written when a quarter of the current one is left, so a send
+# rarely waits for the store, and a counter at or above the durable floor is
+# never handed out.
+RESERVE_BLOCK = 1 << 20
+RESERVE_AHEAD_RETRY_S = 1.0  # pace of retries of a failed ahead-write (still covered)
 
 _HDR = struct.Struct("<BBHIQQQ")
 _TAGGED = struct.Struct("<BBHIQQ")
 _NONCE = struct.Struct("<4xQ")
 
 
-class DataChannel:
-    """One session's data keys seen from one side ("client" or "gateway")."""
+class CounterUnavailable(Exception):
+    """No send counter for this message: nothing was sealed. A sender drops
+    the message (or answers nothing) and goes on; its thread must not end."""
 
-    RESERVE_BLOCK = 1 << 20
+
+class CounterReserveFailed(CounterUnavailable):
+    """The store did not take the next counter floor (``__cause__`` says why).
+    Every later call retries the write first and fails the same way until it
+    succeeds: no counter is ever used that a restart could hand out again."""
+
+
+class ChannelRetired(CounterUnavailable):
+    """The channel was retired (handover, fence): it sends nothing more."""
+
+
+class SendCounter:
+    """The send counters (AEAD nonces) of one session key, each used once
+    across restarts and owners: a counter is handed out only below a floor
+    ``reserve`` has durably written. One lock covers the handing out and the
+    write, so ``retire`` cannot return while a write is in flight."""
+
+    def __init__(self, first: int, reserve: Callable[[int], None] | None,
+                 block: int = RESERVE_BLOCK, clock: Callable[[], float] = time.monotonic):
+        self._next = first
+        self._reserve, self._block, self._clock = reserve, block, clock
+        self._durable = first  # counters below it are ours (the store has a floor >= it)
+        self._ahead_retry_at = float("-inf")
+        self._retired = False
+        self._lock = threading.Lock()
+        self.reserve_failures = 0  # failed floor writes, ahead or blocking
+
+    def next(self) -> int:
+        with self._lock:
+            if self._retired:
+                raise ChannelRetired("this channel was retired: it sends nothing more")
+            c = self._next
+            if self._reserve is not None:
+                self._cover(c)
+            self._next = c + 1
+            return c
+
+    def _cover(self, c: int) -> None:
+        """Make sure ``c`` is below the durable floor, writing the next block
+        when a quarter of the current one is left."""
+        if c < self._durable - self._block // 4:
+            return
+        covered = c < self._durable
+        if covered and self._clock() < self._ahead_retry_at:
+            return
+        try:
+            self._reserve(c + self._block)
+        except Exception as e:  # noqa: BLE001 - any failure means "not durable"
+            self.reserve_failures += 1
+            if not covered:
+                raise CounterReserveFailed(
+                    f"send counter {c} not reserved: the counter floor write failed ({e})") from e
+            self._ahead_retry_at = self._clock() + RESERVE_AHEAD_RETRY_S
+            return
+        self._durable = max(self._durable, c + self._block)
+
+    def retire(self) -> int:
+        """After this returns no counter is handed out any more and no floor
+        write is in flight. Returns a floor above every counter handed out:
+        the durable one (or, without a store, the next counter)."""
+        with self._lock:
+            self._retired = True
+            return self._durable if self._reserve is not None else self._next
+
+    def resume(self) -> None:
+        """Serve again after a handover that did not happen (still under the
+        same reservation rule)."""
+        with self._lock:
+            self._retired = False
+
+
+class DataChannel:
+    """One session's data keys seen from one side ("client" or "gateway").
+
+    ``reserve(floor)`` durably stores a counter floor (the gateway's store);
+    ``allowed_inner_src`` (4 bytes, the gateway side) is the one inner source
+    address the peer may use (cryptokey routing, see ``inner_packet``)."""
 
     def __init__(self, keys: SessionKeys, side: str, *, first_counter: int = 1,
                  check_replay: bool = True, check_tag: bool = True,
-                 reserve: Callable[[int], None] | None = None):
+                 reserve: Callable[[int], None] | None = None,
+                 reserve_block: int = RESERVE_BLOCK,
+                 allowed_inner_src: bytes | None = None,
+                 clock: Callable[[], float] = time.monotonic):
         c2s, s2c = (keys.data_c2s, keys.hdr_c2s), (keys.data_s2c, keys.hdr_s2c)
         (send_key, self.send_hdr_key), (recv_key, self.recv_hdr_key) = (
             (c2s, s2c) if side == "client" else (s2c, c2s))
         self.session_id = keys.session_id
         self._seal = ChaCha20Poly1305(send_key).encrypt
         self._open = ChaCha20Poly1305(recv_key).decrypt
-        self._counter = itertools.count(first_counter)
-        self._lock = threading.Lock()
+        self.counter = SendCounter(first_counter, reserve, reserve_block, clock)
         self.replay = ReplayWindow() if check_replay else None
         self.check_tag = check_tag
-        self.last_counter = first_counter - 1
-        self._reserve = reserve  # persists a floor before counters below it are used
-        self._floor = first_counter
         self._packet_id = 0
-        self.reassembly = Reassembler()
+        self.reassembly = Reassembler(clock=clock)
+        self.inner_filter = (InnerSourceFilter(allowed_inner_src)
+                             if allowed_inner_src is not None else None)
 
     def next_counter(self) -> int:
-        with self._lock:
-            c = next(self._counter)
-            if self._reserve is not None and c >= self._floor:
-                self._floor = c + self.RESERVE_BLOCK
-                self._reserve(self._floor)
-            self.last_counter = c
-            return c
+        """The next send counter; raises CounterUnavailable (nothing sent)."""
+        return self.counter.next()
+
+    @property
+    def reserve_failures(self) -> int:
+        return self.counter.reserve_failures
+
+    def retire(self) -> int:
+        """See SendCounter.retire: the floor a handover may hand on."""
+        return self.counter.retire()
+
+    def resume(self) -> None:
+        self.counter.resume()
 
     def header(self, msg_type: int, flags: int = 0, counter: int | None = None) -> bytes:
         """A tagged header (control messages build their own body on it)."""
@@ -92,12 +199,12 @@ class DataChannel:
 
     def seal_packet(self, packet: bytes) -> list[bytes]:
         """One inner packet as DATA messages: one if it fits, else equal-size
-        fragments (the last may be shorter)."""
+        fragments (the last may be shorter). Raises CounterUnavailable."""
         if len(packet) <= MAX_PLAINTEXT:
             return [self.seal(packet)]
-        count = -(-len(packet) // FRAG_PIECE)
-        if count > 255:
+        if len(packet) > MAX_INNER_PACKET:
             return []  # larger than any IP packet: nothing sane to send
+        count = -(-len(packet) // FRAG_PIECE)
         size = -(-len(packet) // count)
         pid = self._next_packet_id()
         return [self.seal(_FRAG.pack(pid, i, count) + packet[i * size:(i + 1) * size],
@@ -127,6 +234,14 @@ class DataChannel:
             return None
         return t, flags, payload
 
+    def inner_packet(self, flags: int, payload: bytes) -> bytes | None:
+        """The inner packet a DATA message's payload completes, if it may
+        enter the TUN: reassembled (fragments), then, on the gateway, checked
+        against the peer's allowed inner source. None: not (yet) a packet."""
+        packet = self.reassembly.add(payload) if flags & FLAG_FRAGMENT else payload
+        if packet is None or self.inner_filter is None:
+            return packet
+        return packet if self.inner_filter.accept(packet) else None
 
     def open_control(self, msg: bytes, reattach_key: bytes) -> tuple | None:
         """(header, fields) of an authentic, fresh control message (tag, then
@@ -173,32 +288,119 @@ def send_messages(sock, msgs: list[bytes], dst: tuple[str, int]) -> None:
 _gso_ok = [True]
 
 
-class Reassembler:
-    """Inner packets from authenticated fragments. Bounded: at most
-    MAX_PENDING_PACKETS incomplete packets, the oldest forgotten first."""
+class _Partial:
+    """One inner packet being reassembled."""
+    __slots__ = ("missing", "parts", "size", "started")
 
-    def __init__(self):
-        self._pending: dict[int, list] = {}
+    def __init__(self, count: int, started: float):
+        self.started, self.missing = started, count
+        self.parts: list[bytes | None] = [None] * count
+        self.size = 0
+
+
+class Reassembler:
+    """Inner packets from authenticated fragments, bounded per session in
+    packets (MAX_PENDING_PACKETS), bytes (MAX_PENDING_BYTES, the oldest
+    incomplete packet dropped first) and time (REASSEMBLY_TIMEOUT_S).
+
+    ``drops`` counts what it refused: "malformed" fragments (impossible
+    index, count or size), incomplete packets "evicted" for room and
+    "expired" ones. ``buffered_bytes`` is what it holds now."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic,
+                 max_bytes: int = MAX_PENDING_BYTES, timeout_s: float = REASSEMBLY_TIMEOUT_S):
+        self._clock, self._max_bytes, self._timeout = clock, max_bytes, timeout_s
+        self._pending: dict[int, _Partial] = {}  # insertion order = age order
+        self.buffered_bytes = 0
+        self.drops = {"malformed": 0, "evicted": 0, "expired": 0}
 
     def add(self, plaintext: bytes) -> bytes | None:
-        if len(plaintext) < _FRAG.size:
+        """The whole inner packet once its last fragment arrives, else None."""
+        self.expire()
+        if not _fragment_ok(plaintext):
+            self.drops["malformed"] += 1
             return None
         pid, index, count = _FRAG.unpack_from(plaintext)
-        if count == 0 or index >= count:
-            return None
         entry = self._pending.get(pid)
-        if entry is None or len(entry[1]) != count:
-            entry = self._pending[pid] = [count, [None] * count]
-            while len(self._pending) > MAX_PENDING_PACKETS:
-                del self._pending[next(iter(self._pending))]
-        parts = entry[1]
-        if parts[index] is None:
-            entry[0] -= 1
-        parts[index] = plaintext[_FRAG.size:]
-        if entry[0]:
+        if entry is None or len(entry.parts) != count:
+            if entry is not None:  # the id was reused for another packet
+                self._discard(pid, "evicted")
+            entry = self._pending[pid] = _Partial(count, self._clock())
+        piece = plaintext[_FRAG.size:]
+        old = entry.parts[index]
+        entry.missing -= old is None
+        grown = len(piece) - (len(old) if old is not None else 0)
+        entry.parts[index], entry.size = piece, entry.size + grown
+        self.buffered_bytes += grown
+        if entry.missing:
+            self._make_room(keep=pid)
             return None
-        del self._pending[pid]
-        return b"".join(parts)
+        self._discard(pid, None)
+        if entry.size > MAX_INNER_PACKET:
+            self.drops["malformed"] += 1
+            return None
+        return b"".join(entry.parts)
+
+    def expire(self) -> None:
+        """Drop incomplete packets older than the timeout (oldest first)."""
+        deadline = self._clock() - self._timeout
+        while self._pending:
+            pid, entry = next(iter(self._pending.items()))
+            if entry.started >= deadline:
+                return
+            self._discard(pid, "expired")
+
+    def _make_room(self, keep: int) -> None:
+        while ((self.buffered_bytes > self._max_bytes or len(self._pending) > MAX_PENDING_PACKETS)
+               and len(self._pending) > 1):
+            oldest = next(iter(self._pending))
+            self._discard(oldest if oldest != keep else list(self._pending)[1], "evicted")
+
+    def _discard(self, pid: int, reason: str | None) -> None:
+        entry = self._pending.pop(pid)
+        self.buffered_bytes -= entry.size
+        if reason is not None:
+            self.drops[reason] += 1
+
+
+def _fragment_ok(plaintext: bytes) -> bool:
+    """A fragment one IPv4 packet of at most MAX_INNER_PACKET bytes can give."""
+    if len(plaintext) < _FRAG.size or len(plaintext) - _FRAG.size > FRAG_PIECE:
+        return False
+    _pid, index, count = _FRAG.unpack_from(plaintext)
+    return 0 < count <= MAX_FRAGMENTS and index < count
+
+
+class InnerSourceFilter:
+    """Cryptokey routing, ingress half (WireGuard's allowed-IPs check): a
+    decrypted inner packet enters the TUN only if it is a well-formed IPv4
+    packet whose source is the one address the session was given. Anything
+    else would let an authenticated peer speak as another peer, or as any
+    host. ``refused`` counts "spoofed" sources and "malformed" packets (not
+    IPv4, bad header length, total length not the packet's length)."""
+
+    def __init__(self, allowed: bytes):
+        if len(allowed) != 4:
+            raise ValueError("the allowed inner source is one packed IPv4 address")
+        self.allowed = allowed
+        self.refused = {"spoofed": 0, "malformed": 0}
+
+    def accept(self, packet: bytes) -> bool:
+        if not _ipv4_well_formed(packet):
+            self.refused["malformed"] += 1
+            return False
+        if packet[12:16] != self.allowed:
+            self.refused["spoofed"] += 1
+            return False
+        return True
+
+
+def _ipv4_well_formed(packet: bytes) -> bool:
+    n = len(packet)
+    if n < 20 or packet[0] >> 4 != 4:
+        return False  # no IPv6 address is given to a peer today
+    header_len = (packet[0] & 0x0F) * 4
+    return 20 <= header_len <= n and int.from_bytes(packet[2:4], "big") == n
 
 
 # ---------------------------------------------------------------- TUN

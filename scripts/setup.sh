@@ -6,14 +6,16 @@
 # What it does, and says it does:
 #   1. Debian packages (--no-install-recommends): bcc for Python, bpftool,
 #      iproute2, the tools later stages need (iperf3, nftables, netsniff-ng,
-#      wireguard-go/-tools, etcd-server), python3-venv.
+#      wireguard-go/-tools, etcd-server), python3-venv, git (tests/packaging
+#      builds the wheel from a clone).
 #   2. Kernel headers for bcc: the running kernel's own package when the distro
 #      has it; otherwise the distro's generic headers, linked as
 #      /lib/modules/$(uname -r)/{build,source}. XDP programs touch no
 #      kernel-internal struct, so a nearby header set compiles them correctly.
 #   3. bpffs mounted at /sys/fs/bpf.
 #   4. A venv (.venv) from the distro Python with --system-site-packages so
-#      `import bcc` works, and `pip install -e .[test]` into it.
+#      `import bcc` works, and `pip install -e .[test]` into it (the test extra
+#      brings pytest, hypothesis, ruff and the setuptools that builds the wheel).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -26,7 +28,7 @@ die() { printf '[setup] error: %s\n' "$*" >&2; exit 1; }
 command -v apt-get >/dev/null || die "this script supports Debian/Ubuntu (apt-get not found)"
 
 PKGS=(python3 python3-venv python3-pip python3-bpfcc bpftool iproute2 nftables
-      iperf3 netsniff-ng wireguard-tools wireguard-go etcd-server procps kmod conntrack iputils-ping gcc libc6-dev linux-libc-dev)
+      iperf3 netsniff-ng wireguard-tools wireguard-go etcd-server procps kmod conntrack iputils-ping gcc libc6-dev linux-libc-dev git util-linux)
 
 missing_pkgs() {
   local p

@@ -66,7 +66,7 @@ def pytest_collection_modifyitems(config, items):
 def tl(tmp_path_factory):
     """A running jvpn in the lab (gateway with XDP, client), shared by the
     tests of one module (the threat tests)."""
-    from jvpn.lab.netns import TunnelLab
+    from jvpn.lab.tunnel import TunnelLab
 
     t = TunnelLab(tmp_path_factory.mktemp("lab")).up()
     yield t

@@ -26,11 +26,12 @@ from pathlib import Path
 from jvpn.bench.net import ECHO, PROBER, gaps_after, percentiles, read_probes
 from jvpn.gate import abi
 from jvpn.lab import frames
-from jvpn.lab.cluster import SVC_IP, VIP, ClusterLab, site
-from jvpn.lab.netns import PORT, Capture, mac_of, socket_in, udp_messages
+from jvpn.lab.addresses import ECHO_PORT, PORT, SVC_IP, UPLINK_ROUTER_IF, VIP
+from jvpn.lab.capture import Capture, udp_messages
+from jvpn.lab.cluster import ClusterLab, site
+from jvpn.lab.netns import socket_in
+from jvpn.lab.wait import WaitTimeout, wait_until
 
-ROUTER_PORT = {"a": "r0", "b": "r4"}  # the router's port in front of each gateway
-UPLINK_PORT = {"wifi": "r1", "lte": "r2"}  # the router's port behind each client uplink
 PACKET_OUTGOING = 4  # AF_PACKET packet type of what the interface sent
 
 
@@ -57,12 +58,12 @@ class Mirror:
     still came from ``spoof`` (the session's old bound transport)."""
 
     def __init__(self, cl: ClusterLab, uplink: str, to: str, spoof: tuple[str, int]):
-        self.head = (mac_of(cl.lab, site(to).role, "gw0")
-                     + mac_of(cl.lab, "rt", ROUTER_PORT[site(to).name]) + b"\x08\x00")
+        self.head = (cl.lab.mac(site(to).role, "gw0")
+                     + cl.lab.mac("rt", site(to).router_if) + b"\x08\x00")
         self.spoof, self.copied = spoof, 0
         self.out = socket_in(cl.lab.ns("rt"), socket.AF_PACKET, socket.SOCK_RAW)
-        self.out.bind((ROUTER_PORT[site(to).name], 0))
-        self._cap = Capture(cl.lab.ns("rt"), self._frame, UPLINK_PORT[uplink])
+        self.out.bind((site(to).router_if, 0))
+        self._cap = Capture(cl.lab.ns("rt"), self._frame, UPLINK_ROUTER_IF[uplink])
 
     def _frame(self, raw: bytes, meta) -> None:
         got = udp_messages(raw) if meta[2] != PACKET_OUTGOING else None
@@ -120,13 +121,17 @@ def handoff_trials(cl: ClusterLab, sid: int, trials: int, settle_s: float = 1.2,
 
 
 def _wait_owner(cl: ClusterLab, sid: int, node: str, t0: float, timeout_s: float = 5.0):
-    end = t0 + timeout_s
-    while time.monotonic() < end:
+    """ms from ``t0`` until ``node`` owns the session, ATTACHED (None: not within timeout_s)."""
+    def owned() -> bool:
         rec = _owner(cl, sid)
-        if rec is not None and rec.owner == node and rec.state.name == "ATTACHED":
-            return round((time.monotonic() - t0) * 1000, 2)
-        time.sleep(0.005)
-    return None
+        return rec is not None and rec.owner == node and rec.state.name == "ATTACHED"
+
+    try:
+        wait_until(owned, f"{node} to own the session", t0 + timeout_s - time.monotonic(),
+                   interval=0.005)
+    except WaitTimeout:
+        return None
+    return round((time.monotonic() - t0) * 1000, 2)
 
 
 def run_handoff_bench(trials: int = 20, progress: Callable[[str], None] = lambda _: None,
@@ -139,10 +144,10 @@ def run_handoff_bench(trials: int = 20, progress: Callable[[str], None] = lambda
         cl = ClusterLab(tmp, gateway_extra="LeaseTTL = 2\n").up()
         try:
             cl.start_all()
-            cl.lab.spawn("svc", sys.executable, "-c", ECHO, SVC_IP, "7007")
+            cl.lab.spawn("svc", sys.executable, "-c", ECHO, SVC_IP, str(ECHO_PORT))
             log = tmp / "probe.txt"
             bound_s = 60 + trials * 5  # a bound only: stopped by a file after the trials
-            cl.lab.spawn("cl", sys.executable, "-c", PROBER, SVC_IP, "7007", str(bound_s),
+            cl.lab.spawn("cl", sys.executable, "-c", PROBER, SVC_IP, str(ECHO_PORT), str(bound_s),
                          str(log))
             time.sleep(1.5)
             [rec] = cl.store().list()

@@ -18,9 +18,23 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from jvpn.lab.netns import GW_INNER, GW_IP, TunnelLab, lab_policy, mac_of
-
-WG_SUBNET_GW, WG_SUBNET_CL, WG_PORT = "10.98.0.1", "10.98.0.2", 51820
+from jvpn.lab.addresses import (
+    ATTACKER_IP,
+    ATTACKER_ROUTER_IF,
+    ECHO_PORT,
+    FLOOD_PORTS,
+    GW_INNER,
+    GW_IP,
+    PORT,
+    UPLINK_METRIC,
+    UPLINK_ROUTER_IP,
+    WG_CL_IP,
+    WG_GW_IP,
+    WG_NET,
+    WG_PORT,
+)
+from jvpn.lab.running import lab_policy
+from jvpn.lab.tunnel import TunnelLab
 
 
 def _iperf(tl: TunnelLab, server_ip: str, seconds: float) -> float:
@@ -51,10 +65,10 @@ def _wireguard_go(tl: TunnelLab, tmp: Path) -> None:
                      log=tmp / f"wg-{role}.log")
     time.sleep(1.0)
     tl.lab.run("gw", "wg", "set", "wggw", "listen-port", str(WG_PORT), "private-key",
-               str(tmp / "wg-gw.key"), "peer", keys["cl"], "allowed-ips", f"{WG_SUBNET_CL}/32")
+               str(tmp / "wg-gw.key"), "peer", keys["cl"], "allowed-ips", f"{WG_CL_IP}/32")
     tl.lab.run("cl", "wg", "set", "wgcl", "private-key", str(tmp / "wg-cl.key"), "peer",
-               keys["gw"], "endpoint", f"{GW_IP}:{WG_PORT}", "allowed-ips", "10.98.0.0/24")
-    for role, ip in (("gw", WG_SUBNET_GW), ("cl", WG_SUBNET_CL)):
+               keys["gw"], "endpoint", f"{GW_IP}:{WG_PORT}", "allowed-ips", WG_NET)
+    for role, ip in (("gw", WG_GW_IP), ("cl", WG_CL_IP)):
         tl.lab.run(role, "ip", "addr", "add", f"{ip}/24", "dev", f"wg{role}")
         tl.lab.run(role, "ip", "link", "set", f"wg{role}", "mtu", "1420", "up")
 
@@ -69,7 +83,7 @@ def run_tunnel_bench(seconds: float = 5.0, rounds: int = 2,
             figures: dict[str, list[float]] = {"veth": [], "jvpn": [], "wireguard_go": []}
             for r in range(rounds):  # interleaved, so a noisy moment hits all three
                 for name, ip in (("veth", GW_IP), ("jvpn", GW_INNER),
-                                 ("wireguard_go", WG_SUBNET_GW)):
+                                 ("wireguard_go", WG_GW_IP)):
                     progress(f"round {r + 1}/{rounds}: {name}")
                     figures[name].append(_iperf(tl, ip, seconds))
             counters = tl.cli_json("stats", "gw0")["gw0"]
@@ -156,10 +170,10 @@ def run_reattach_bench(trials: int = 20, progress: Callable[[str], None] = lambd
         # that would (rightly) be stopped as a switch storm. Raise the bound.
         tl = TunnelLab(tmp, policy=BENCH_POLICY).up()
         try:
-            tl.lab.spawn("gw", sys.executable, "-c", ECHO, GW_INNER, "7007")
+            tl.lab.spawn("gw", sys.executable, "-c", ECHO, GW_INNER, str(ECHO_PORT))
             duration = 30 + trials * 5  # a bound only: stopped by a file after the trials
             log = tmp / "probe.txt"
-            prober = tl.lab.spawn("cl", sys.executable, "-c", PROBER, GW_INNER, "7007",
+            prober = tl.lab.spawn("cl", sys.executable, "-c", PROBER, GW_INNER, str(ECHO_PORT),
                                   str(duration), str(log))
             time.sleep(2.0)
             downs = []
@@ -172,8 +186,9 @@ def run_reattach_bench(trials: int = 20, progress: Callable[[str], None] = lambd
                 else:           # lte -> wifi: wifi comes back and is preferred again
                     tl.lab.link("cl", "wifi", "up")
                     time.sleep(0.3)
-                    tl.lab.run("cl", "ip", "route", "replace", "default", "via", "10.77.1.254",
-                               "dev", "wifi", "metric", "10")
+                    tl.lab.run("cl", "ip", "route", "replace", "default", "via",
+                               UPLINK_ROUTER_IP["wifi"], "dev", "wifi", "metric",
+                               str(UPLINK_METRIC["wifi"]))
                 downs.append(time.monotonic())
                 time.sleep(1.2)
             time.sleep(1.0)
@@ -219,18 +234,19 @@ def _trafgen_config(dst_mac: bytes, src_mac: bytes, sid: int, keys, binding: str
 
     def block(saddr: str, sport: int, body: str) -> str:
         return (f"{{ {eth}, ipv4(saddr={saddr}, daddr={GW_IP}, ttl=64), "
-                f"udp(sport={sport}, dport=51900), {body} }}\n")
+                f"udp(sport={sport}, dport={PORT}), {body} }}\n")
 
     pad = "fill(0x00, 64)"
     hdr = _bytes(_s.pack("<BBHI", abi.MSG_DATA, 1, 0, 0))
-    out = block("10.77.3.2", 40000, f"{hdr}, drnd(8), drnd(16), {pad}")          # unknown
-    out += block("10.77.3.2", 40001, f"{hdr}, {_bytes(_s.pack('<Q', sid))}, drnd(16), {pad}")
+    unknown, bad_tag, binding_port = FLOOD_PORTS
+    out = block(ATTACKER_IP, unknown, f"{hdr}, drnd(8), drnd(16), {pad}")              # unknown
+    out += block(ATTACKER_IP, bad_tag, f"{hdr}, {_bytes(_s.pack('<Q', sid))}, drnd(16), {pad}")
     replay = wire.message(wire.Header(type=abi.MSG_DATA, session_id=sid, counter=1),
                           keys.hdr_c2s, bytes(64))
     out += block(b_ip, int(b_port), _bytes(replay))                               # replay
     spoof = wire.message(wire.Header(type=abi.MSG_DATA, session_id=sid, counter=2**40),
                          keys.hdr_c2s, bytes(64))
-    out += block("10.77.3.2", 40002, _bytes(spoof))                               # binding
+    out += block(ATTACKER_IP, binding_port, _bytes(spoof))                            # binding
     return out
 
 
@@ -241,7 +257,7 @@ def _cpu_seconds(pid: int) -> float:
 
 def _flood_packets(tl: TunnelLab) -> int:
     """Packets the attacker put on the wire (the router's attacker-side port)."""
-    out = json.loads(tl.lab.run("rt", "ip", "-j", "-s", "link", "show", "r3").stdout)
+    out = json.loads(tl.lab.run("rt", "ip", "-j", "-s", "link", "show", ATTACKER_ROUTER_IF).stdout)
     return out[0]["stats64"]["rx"]["packets"]
 
 
@@ -250,7 +266,7 @@ def _flood_run(tl: TunnelLab, tmp: Path, seconds: float, flood: bool) -> dict:
     if flood:
         sid, keys, s = tl.victim()
         cfg = tmp / "flood.trafgen"
-        macs = mac_of(tl.lab, "rt", "r3"), mac_of(tl.lab, "atk", "atk0")
+        macs = tl.lab.mac("rt", ATTACKER_ROUTER_IF), tl.lab.mac("atk", "atk0")
         cfg.write_text(_trafgen_config(*macs, sid, keys, s["bound"]))
         trafgen = tl.lab.spawn("atk", "trafgen", "--dev", "atk0", "--conf", str(cfg),
                                "--cpus", "1", log=tmp / "trafgen.log")

@@ -24,9 +24,11 @@ from pathlib import Path
 
 from jvpn import wire
 from jvpn.gate import abi, testrun
+from jvpn.gate.attach import unpin
 from jvpn.gate.config import GateConfig
-from jvpn.gate.maps import BuildOptions, Program, load_plain, measure_ns_per_jiffy, unpin
+from jvpn.gate.loader import BuildOptions, Program, load_plain, measure_ns_per_jiffy
 from jvpn.lab import frames
+from jvpn.lab.addresses import TESTRUN_CLIENT_IP, TESTRUN_CLIENT_PORT, TESTRUN_GW_IP
 
 BASELINE_PROGRAM = """
 #include <uapi/linux/bpf.h>
@@ -34,7 +36,7 @@ int xdp_main(struct xdp_md *ctx) { return XDP_PASS; }
 """
 
 KEY = bytes(range(16))
-CLIENT, CLIENT_PORT, GW = "192.0.2.10", 5555, "192.0.2.1"
+CLIENT, CLIENT_PORT, GW = TESTRUN_CLIENT_IP, TESTRUN_CLIENT_PORT, TESTRUN_GW_IP
 SID = 0x0123456789ABCDEF
 
 

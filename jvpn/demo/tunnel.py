@@ -26,7 +26,11 @@ from rich.table import Table
 
 from jvpn import wire
 from jvpn.gate import abi
-from jvpn.lab.netns import GW_INNER, Attacker, Sniffer, TunnelLab, lab_policy
+from jvpn.lab.addresses import GW_INNER
+from jvpn.lab.attacker import Attacker
+from jvpn.lab.capture import Sniffer
+from jvpn.lab.running import lab_policy
+from jvpn.lab.tunnel import TunnelLab
 
 DEMO_POLICY = lab_policy(max_switches_per_min=4, switch_cooldown_ms=300)
 
@@ -67,8 +71,8 @@ class Demo:
         return {k: v["packets"] for k, v in self.tl.cli_json("stats", "gw0")["gw0"].items()}
 
     def wait_accepts(self, n: int, what: str) -> None:
-        self.tl._wait(lambda: len([e for e in self.tl.gateway_events()
-                                   if e["reason_code"] == "REATTACH_ACCEPT"]) >= n, what)
+        self.tl.wait(lambda: len([e for e in self.tl.gateway_events()
+                                  if e["reason_code"] == "REATTACH_ACCEPT"]) >= n, what)
 
     def attacker_send(self, msgs: list[bytes], spoof: tuple[str, int] | None = None) -> None:
         self.attacker.send(msgs, spoof)
@@ -170,13 +174,13 @@ class Demo:
         ends = [e for e in self.tl.gateway_events() if e["event_type"] == "SessionStateChange"]
         states = [e["new_state"] for e in ends]
         self.check("DEGRADED" in states, "switch bounds exceeded: DEGRADED (data blocked in XDP)")
-        self.tl._wait(lambda: "TERMINATED" in [e.get("new_state") for e in
-                                                self.tl.gateway_events()], "TERMINATED")
+        self.tl.wait(lambda: "TERMINATED" in [e.get("new_state") for e in
+                                               self.tl.gateway_events()], "TERMINATED")
         states = [e["new_state"] for e in self.tl.gateway_events()
                   if e["event_type"] == "SessionStateChange"]
         self.check(states[-1] == "TERMINATED" and states.index("DEGRADED") < len(states) - 1,
                    "exceeded again: explicit TERMINATED (no silent new session)")
-        self.tl._wait(lambda: self.tl.client.poll() is not None, "the client to stop")
+        self.tl.wait(lambda: self.tl.client.poll() is not None, "the client to stop")
         self.check(self.tl.client.returncode != 0, "the client stopped and said why (exit "
                                                    f"{self.tl.client.returncode})")
         st["ok"] = True

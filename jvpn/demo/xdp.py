@@ -2,9 +2,10 @@
 between two network namespaces this demo creates, real UDP sent through it,
 and the live counters read back with the CLI from another process.
 
-Everything happens inside the two namespaces (addresses 10.77.0.0/24 exist
-only there); they are removed on exit, on Ctrl-C and after a failure, and a
-run after a crash first removes what the crashed run left.
+Everything happens inside the two namespaces of a :class:`jvpn.lab.netns.Lab`
+(the demo's addresses exist only there); they are removed on exit, on Ctrl-C
+and after a failure, and a run after a crash first removes what the crashed
+run left (the namespaces have fixed names for that).
 """
 
 from __future__ import annotations
@@ -25,50 +26,53 @@ from rich.panel import Panel
 from jvpn import wire
 from jvpn.errors import JvpnError
 from jvpn.gate import abi
+from jvpn.gate.paths import DEFAULT_PATHS, GatePaths
+from jvpn.lab.addresses import (
+    DEMO_CL_IP,
+    DEMO_CL_PORT,
+    DEMO_GW_IP,
+    DEMO_OTHER_PORT,
+    LAN_PREFIX,
+    PORT,
+)
+from jvpn.lab.netns import Lab
 
-GW_NS, CL_NS = "jvpn-demo-gw", "jvpn-demo-cl"
+LAB = Lab(("gw", "cl"), prefix="jvpn-demo")  # namespaces jvpn-demo-gw, jvpn-demo-cl
+GW_NS, CL_NS = "gw", "cl"  # roles in LAB
 GW_IF, CL_IF = "jvdemo-gw", "jvdemo-cl"
-GW_IP, CL_IP = "10.77.0.1", "10.77.0.2"
-PORT = abi.DEFAULT_PORT
-CLI = [str(Path(sys.executable).with_name("jvpn-xdp"))]  # the venv's console script
+GW_IP, CL_IP = DEMO_GW_IP, DEMO_CL_IP
+JVPN_XDP = str(Path(sys.executable).with_name("jvpn-xdp"))  # the venv's console script
 
 console = Console()
 
 
-def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+def in_ns(role: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     env = {**os.environ, "COLUMNS": str(max(console.width, 120))}
-    return subprocess.run(args, check=check, capture_output=True, text=True, env=env)
+    return subprocess.run(LAB.cmd(role, *args), check=check, capture_output=True, text=True,
+                          env=env)
 
 
-def in_ns(ns: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    # nsenter, not `ip netns exec`: the latter remounts /sys and so hides bpffs.
-    return sh("nsenter", f"--net=/run/netns/{ns}", *args, check=check)
+def cli_args(paths: GatePaths) -> list[str]:
+    """The CLI, told explicitly where this demo's pins and records live."""
+    return [JVPN_XDP, "--pin-root", str(paths.pin_root), "--run-dir", str(paths.run_dir)]
 
 
-def teardown() -> None:
-    in_ns(GW_NS, *CLI, "detach", GW_IF, check=False)
-    for ns in (GW_NS, CL_NS):
-        sh("ip", "netns", "del", ns, check=False)
+def teardown(paths: GatePaths) -> None:
+    in_ns(GW_NS, *cli_args(paths), "detach", GW_IF, check=False)
+    LAB.down()
 
 
-def setup_namespaces() -> None:
-    teardown()  # whatever a crashed run left
-    sh("ip", "netns", "add", GW_NS)
-    sh("ip", "netns", "add", CL_NS)
-    sh("ip", "link", "add", GW_IF, "netns", GW_NS, "type", "veth", "peer", CL_IF, "netns", CL_NS)
-    for ns, ifname, ip in ((GW_NS, GW_IF, GW_IP), (CL_NS, CL_IF, CL_IP)):
-        in_ns(ns, "ip", "addr", "add", f"{ip}/24", "dev", ifname)
-        in_ns(ns, "ip", "link", "set", ifname, "up")
-        in_ns(ns, "ip", "link", "set", "lo", "up")
+def setup_namespaces(paths: GatePaths) -> None:
+    teardown(paths)  # whatever a crashed run left
+    LAB.up()
+    LAB.veth(GW_NS, GW_IF, f"{GW_IP}/{LAN_PREFIX}", CL_NS, CL_IF, f"{CL_IP}/{LAN_PREFIX}")
 
 
 @contextmanager
-def ns_socket(ns: str, port: int = 0):
-    """A UDP socket that lives in namespace ``ns`` (sockets keep the
+def ns_socket(role: str, port: int = 0):
+    """A UDP socket that lives in ``role``'s namespace (sockets keep the
     namespace they were created in)."""
-    from jvpn.lab.netns import socket_in
-
-    with socket_in(ns, socket.AF_INET, socket.SOCK_DGRAM) as s:
+    with LAB.socket(role, socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("0.0.0.0", port))
         yield s
 
@@ -84,24 +88,25 @@ def drain(sock: socket.socket, wait: float = 0.3) -> int:
             return n
 
 
-def run_demo() -> int:
-    from jvpn.gate.maps import GateMaps, pin_dir
+def run_demo(paths: GatePaths) -> int:
+    from jvpn.gate.pins import GateMaps
 
+    cli = cli_args(paths)
     console.print(Panel("jvpn XDP gate demo: two namespaces, one veth, real UDP", style="bold"))
-    setup_namespaces()
-    out = in_ns(GW_NS, *CLI, "attach", GW_IF, "--port", str(PORT), check=False)
+    setup_namespaces(paths)
+    out = in_ns(GW_NS, *cli, "attach", GW_IF, "--port", str(PORT), check=False)
     console.print(out.stdout.strip() or out.stderr.strip())
     if out.returncode:
         return 1
 
     sid, key = secrets.randbits(64) | 1, secrets.token_bytes(16)
-    with GateMaps(pin_dir(GW_IF)) as maps, ns_socket(GW_NS, PORT) as gw, \
-            ns_socket(CL_NS, 40000) as cl, ns_socket(CL_NS, 40001) as other:
+    with GateMaps(paths.pin_dir(GW_IF)) as maps, ns_socket(GW_NS, PORT) as gw, \
+            ns_socket(CL_NS, DEMO_CL_PORT) as cl, ns_socket(CL_NS, DEMO_OTHER_PORT) as other:
         maps.put_session(sid, abi.Session(
             tag_key=wire.key_words(key), state=abi.STATE_ATTACHED, version=1,
             bind_family=abi.AF_INET, bind_addr=abi.addr_words(CL_IP),
-            bind_port=abi.port_word(40000)))
-        console.print(f"session [bold]{sid:016x}[/bold] bound to {CL_IP}:40000 "
+            bind_port=abi.port_word(DEMO_CL_PORT)))
+        console.print(f"session [bold]{sid:016x}[/bold] bound to {CL_IP}:{DEMO_CL_PORT} "
                       "(written into the sessions map, as the daemon will)")
         dst = (GW_IP, PORT)
 
@@ -128,12 +133,12 @@ def run_demo() -> int:
             time.sleep(0.05)
 
     console.print("\n[bold]live counters, read from the pinned maps by another process:[/bold]")
-    console.print(in_ns(GW_NS, *CLI, "stats", GW_IF, check=False).stdout)
-    console.print(in_ns(GW_NS, *CLI, "sessions", GW_IF, check=False).stdout)
+    console.print(in_ns(GW_NS, *cli, "stats", GW_IF, check=False).stdout)
+    console.print(in_ns(GW_NS, *cli, "sessions", GW_IF, check=False).stdout)
     return 0
 
 
-def main() -> int:
+def main(paths: GatePaths = DEFAULT_PATHS) -> int:
     if os.geteuid() != 0:
         console.print("error: the demo needs root (namespaces, XDP): sudo make demo")
         return 1
@@ -141,14 +146,14 @@ def main() -> int:
         console.print("error: iproute2 (`ip`) is missing: sudo make setup")
         return 1
     try:
-        return run_demo()
+        return run_demo(paths)
     except JvpnError as e:
         console.print(f"error: {e}")
         return 1
     except KeyboardInterrupt:
         return 130
     finally:
-        teardown()
+        teardown(paths)
         console.print("[dim]namespaces removed, XDP detached, pins removed[/dim]")
 
 

@@ -85,11 +85,13 @@ R_DROP_WRONG_BINDING = 10
 R_DROP_REPLAY = 11
 R_DROP_RATE_SESSION = 12
 R_DROP_RATE_SOURCE = 13
-R_DROP_RATE_GLOBAL = 14
-R_VERDICT_MAX = 15
-C_EVENT_SENT = 15
-C_EVENT_SUPPRESSED = 16
-C_MAX = 17
+R_DROP_RATE_GLOBAL = 14  # handshakes (unauthenticated), whole gateway
+R_DROP_UNPARSED = 15  # the parser gave up on a frame that may be UDP to our port
+R_DROP_RATE_AUTHED = 16  # authenticated control, whole gateway
+R_VERDICT_MAX = 17
+C_EVENT_SENT = 17
+C_EVENT_SUPPRESSED = 18
+C_MAX = 19
 
 COUNTER_NAMES = {
     R_PASS_OTHER: "pass_other",
@@ -107,6 +109,8 @@ COUNTER_NAMES = {
     R_DROP_RATE_SESSION: "drop_rate_session",
     R_DROP_RATE_SOURCE: "drop_rate_source",
     R_DROP_RATE_GLOBAL: "drop_rate_global",
+    R_DROP_UNPARSED: "drop_unparsed",
+    R_DROP_RATE_AUTHED: "drop_rate_authed",
     C_EVENT_SENT: "events_sent",
     C_EVENT_SUPPRESSED: "events_suppressed",
 }
@@ -118,6 +122,7 @@ SECURITY_DROPS = frozenset(
         R_DROP_RATE_SESSION,
         R_DROP_RATE_SOURCE,
         R_DROP_RATE_GLOBAL,
+        R_DROP_RATE_AUTHED,
     }
 )
 
@@ -200,7 +205,9 @@ class Session(_Struct):
         ("bind_port", u16),
         ("bind_family", u8),
         ("state", u8),
-        ("_pad0", u32),
+        ("rt_slot", u32),  # the daemon's choice of runtime slot
+        ("rt_gen", u64),  # a new value re-initializes the slot (XDP does it)
+        ("replay_floor", u64),  # a new window counts everything below as seen
     ]
 
 
@@ -215,6 +222,8 @@ def session_rt_type(bits: int = REPLAY_BITS) -> type:
         _fields_ = [
             ("lock", SpinLock),
             ("_pad0", u32),
+            ("session_id", u64),
+            ("gen", u64),
             ("replay_top", u64),
             ("rate_pkt_tat", u64),
             ("rate_byte_tat", u64),
@@ -222,6 +231,7 @@ def session_rt_type(bits: int = REPLAY_BITS) -> type:
             ("rx_bytes", u64),
             ("last_rx_ns", u64),
             ("replay_bitmap", u64 * replay_words(bits)),
+            ("control_tat", u64),
         ]
 
     return SessionRt
@@ -241,17 +251,28 @@ class Config(_Struct):
         ("source_burst_ns", u64),
         ("global_interval_ns", u64),
         ("global_burst_ns", u64),
+        ("session_control_interval_ns", u64),
+        ("session_control_burst_ns", u64),
+        ("authed_interval_ns", u64),
+        ("authed_burst_ns", u64),
         ("event_interval_ns", u64),
         ("event_burst_ns", u64),
         ("event_sample_every", u32),
         ("ns_per_jiffy", u32),
-        ("fence_token", u64),  # cluster fencing: the daemon's current lease (0: off)
-        ("fence_deadline_ns", u64),  # ... valid until (CLOCK_MONOTONIC ns)
+    ]
+
+
+class Fence(_Struct):
+    """Cluster fencing (jvpn_fence), written by the daemon only."""
+
+    _fields_ = [
+        ("token", u64),  # the daemon's current lease
+        ("deadline_ns", u64),  # ... valid until (CLOCK_MONOTONIC ns; 0: fencing off)
     ]
 
 
 class Global(_Struct):
-    _fields_ = [("control_tat", u64), ("event_tat", u64)]
+    _fields_ = [("control_tat", u64), ("event_tat", u64), ("authed_control_tat", u64)]
 
 
 class SrcKey(_Struct):
@@ -282,6 +303,7 @@ STRUCTS = {
     "jvpn_session": Session,
     "jvpn_session_rt": SessionRt,
     "jvpn_config": Config,
+    "jvpn_fence": Fence,
     "jvpn_global": Global,
     "jvpn_src_key": SrcKey,
     "jvpn_src_rl": SrcRl,

@@ -35,10 +35,16 @@ class GateConfig:
     session_burst_packets: float = 4_000
     session_bytes_per_sec: float = 1_000_000_000  # 8 Gbit/s: the finest 1 ns/byte
     session_burst_bytes: float = 16_000_000
-    source_control_pps: float = 20  # handshake/reattach per source prefix
+    source_control_pps: float = 20  # handshake initiations per source prefix
     source_control_burst: float = 10
-    global_control_pps: float = 2_000  # whole gateway: protects the daemon
+    global_control_pps: float = 2_000  # handshake initiations, whole gateway
     global_control_burst: float = 200
+    # Authenticated control (reattach, path response, terminate with a valid
+    # tag): budgets no unauthenticated packet can spend (issue 10 item 3).
+    session_control_pps: float = 20  # per session
+    session_control_burst: float = 10
+    authed_control_pps: float = 2_000  # whole gateway: protects the daemon
+    authed_control_burst: float = 200
     events_per_sec: float = 100
     events_burst: float = 100
     event_sample_every: int = 1
@@ -59,6 +65,8 @@ class GateConfig:
         byte = _interval(self.session_bytes_per_sec)
         src = _interval(self.source_control_pps)
         glob = _interval(self.global_control_pps)
+        sess_ctl = _interval(self.session_control_pps)
+        authed = _interval(self.authed_control_pps)
         ev = _interval(self.events_per_sec)
         ports = [abi.port_word(p) for p in self.ports] + [0] * (abi.MAX_PORTS - len(self.ports))
         return abi.Config(
@@ -71,6 +79,10 @@ class GateConfig:
             source_burst_ns=_burst(src, self.source_control_burst),
             global_interval_ns=glob,
             global_burst_ns=_burst(glob, self.global_control_burst),
+            session_control_interval_ns=sess_ctl,
+            session_control_burst_ns=_burst(sess_ctl, self.session_control_burst),
+            authed_interval_ns=authed,
+            authed_burst_ns=_burst(authed, self.authed_control_burst),
             event_interval_ns=ev,
             event_burst_ns=_burst(ev, self.events_burst),
             event_sample_every=self.event_sample_every,

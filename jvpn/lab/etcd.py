@@ -9,15 +9,24 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
+
+from jvpn.lab.wait import WaitTimeout, wait_until
 
 
 def _free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=1) as r:
+            return b"true" in r.read()
+    except OSError:
+        return False
 
 
 class EtcdServer:
@@ -45,18 +54,13 @@ class EtcdServer:
              "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
              "--initial-cluster", f"jvpn-test={peer}", "--log-level", "error"],
             stdout=subprocess.DEVNULL, stderr=open(self.dir / "etcd.log", "wb"))  # noqa: SIM115
-        end = time.monotonic() + 20
-        while time.monotonic() < end:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=1) as r:
-                    if b"true" in r.read():
-                        return self
-            except OSError:
-                time.sleep(0.1)
-            if self.proc.poll() is not None:
-                break
-        self.stop()
-        raise RuntimeError(f"etcd did not start: {(self.dir / 'etcd.log').read_text()[-500:]}")
+        try:
+            wait_until(lambda: _healthy(url), "etcd", 20, proc=self.proc, interval=0.1)
+        except WaitTimeout:
+            self.stop()
+            raise RuntimeError(
+                f"etcd did not start: {(self.dir / 'etcd.log').read_text()[-500:]}") from None
+        return self
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -4,15 +4,17 @@ binding into the BPF maps.
 
 Backends: ``SqliteStore`` (embedded default, jvpn/store/sqlite.py) and
 ``EtcdStore`` (clusters, jvpn/store/etcd.py: also gateway leases and a
-session watch, used through jvpn/ownership.py).
+session watch: the ``ClusterStore`` protocol, used through
+jvpn/gateway/ownership.py and jvpn/gateway/follower.py).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from jvpn.errors import JvpnError
 from jvpn.session import SessionRecord, State, Transport
@@ -53,6 +55,29 @@ class Store(Protocol):
     def set_floor(self, session_id: int, floor: int) -> None: ...
     def changes(self, since_revision: int = 0) -> Iterator[Change]: ...
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class ClusterStore(Store, Protocol):
+    """What only a store shared by several gateways offers (etcd): gateway
+    registrations under leases (the lease id is the fencing token), a
+    compare-and-swap that also requires another gateway's lease, and a
+    watch of the session records. ``isinstance(store, ClusterStore)`` is how
+    a gateway knows it is part of a cluster."""
+
+    lease_id: int  # our registration's lease: the fencing token (0: none)
+    lease_ttl_s: int
+
+    def cas(self, session_id: int, expected_version: int, new: SessionRecord,
+            alive: tuple[str, int] | None = None) -> None: ...
+    def register_gateway(self, node_id: str, ttl_s: int = 2) -> int: ...
+    def lease_expired(self) -> bool: ...
+    def lease_deadline(self) -> float: ...
+    def lease_valid(self, margin_s: float = 0.0) -> bool: ...
+    def gateway_lease(self, node_id: str) -> int | None: ...
+    def gateways(self) -> list[str]: ...
+    def watch_sessions(self, on_record: Callable[[int, SessionRecord | None], None],
+                       stop: threading.Event) -> None: ...
 
 
 def record_to_json(rec: SessionRecord) -> str:

@@ -1,6 +1,7 @@
 """The embedded store: one SQLite file under the state directory (stdlib
 sqlite3, WAL). Survives a daemon restart. The file holds session secrets:
-it is created 0600 in a 0700 directory."""
+it and its WAL/SHM files are 0600 from creation, in a directory only we may
+write (jvpn.files; docs/decisions.md)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from jvpn.files import UnsafeFile, open_private, private_dir, tighten_if_present
 from jvpn.session import SessionRecord
 from jvpn.store import (
     AlreadyExists,
@@ -48,16 +50,34 @@ def _unsigned(s: int) -> int:
     return s + (1 << 64) if s < 0 else s
 
 
+# SQLite's side files in WAL mode (and -journal, should a crash have left
+# one from another journal mode). SQLite creates each with the mode of the
+# database file (unix VFS, robust_open / findCreateFileMode), so a database
+# created 0600 gives 0600 side files from their creation on.
+_SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+def _prepare(path: Path) -> None:
+    """The state directory only we may write (created 0700), and the
+    database created 0600 before SQLite opens it: SQLite itself would create
+    it 0644 minus the umask, and a chmod afterwards leaves a window."""
+    private_dir(path.parent)
+    os.close(open_private(path, os.O_RDWR))
+    for suffix in _SIDE_FILES:
+        tighten_if_present(path.with_name(path.name + suffix))
+
+
 class SqliteStore:
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fresh = not self.path.exists()
+        try:
+            _prepare(self.path)
+        except (UnsafeFile, OSError) as e:
+            raise StoreError(f"cannot open the session store {self.path}: "
+                             f"{e if isinstance(e, UnsafeFile) else e.strerror}") from None
         try:
             self._db = sqlite3.connect(str(self.path), isolation_level=None,
                                        check_same_thread=False, timeout=5.0)
-            if fresh:
-                os.chmod(self.path, 0o600)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)

@@ -14,6 +14,18 @@ from jvpn.gate import abi, testrun
 from jvpn.gate.config import GateConfig
 from jvpn.gate.model import Model
 from jvpn.lab import frames
+from kits.stacks import (
+    DST,
+    FIRST_FRAG,
+    HOP,
+    LATER_FRAG,
+    NO_NEXT,
+    RT,
+    VLAN_AD,
+    VLAN_Q,
+    jvpn_frame,
+    with_tags,
+)
 from kits.vectors import replay_cases
 from kits.xdp_harness import CLIENT, CLIENT_PORT, GW, PORT, Gate, frame, session
 
@@ -38,13 +50,13 @@ def fresh(gate):
     for k in list(gate.maps.sessions.keys()):
         gate.maps.sessions.delete(k)
     gate.reset_runtime()
-    gate.maps.put_session(7, session())
-    gate.maps.put_session(8, session(addr="2001:db8::10"))
-    gate.maps.put_session(9, session(state=abi.STATE_TERMINATED))
-    gate.maps.put_session(10, session(state=abi.STATE_BIRTH))
-    gate.maps.put_session(11, session(state=abi.STATE_DEGRADED))
-    gate.maps.put_session(12, session(bind_family=abi.AF_NONE))
-    gate.maps.put_session(13, session(state=abi.STATE_REMOTE))
+    gate.put(7, session())
+    gate.put(8, session(addr="2001:db8::10"))
+    gate.put(9, session(state=abi.STATE_TERMINATED))
+    gate.put(10, session(state=abi.STATE_BIRTH))
+    gate.put(11, session(state=abi.STATE_DEGRADED))
+    gate.put(12, session(bind_family=abi.AF_NONE))
+    gate.put(13, session(state=abi.STATE_REMOTE))
     return gate
 
 
@@ -73,9 +85,10 @@ SINGLE_PACKET_CASES = [
     ("UDP to another port passes", frame(1, dport=53), PASS, abi.R_PASS_OTHER),
     ("ARP passes", frames.eth(0x0806, b"\0" * 28), PASS, abi.R_PASS_OTHER),
     # (BPF_PROG_TEST_RUN refuses frames shorter than an Ethernet header)
-    ("bare Ethernet header passes", frames.eth(frames.ETH_P_IP, b""), PASS, abi.R_PASS_OTHER),
-    ("truncated IPv4 passes (not provably ours)", frames.eth(frames.ETH_P_IP, b"\x45" * 10),
-     PASS, abi.R_PASS_OTHER),
+    ("bare Ethernet header of IPv4: nothing proves it is not ours",
+     frames.eth(frames.ETH_P_IP, b""), DROP, abi.R_DROP_UNPARSED),
+    ("truncated IPv4: nothing proves it is not ours", frames.eth(frames.ETH_P_IP, b"\x45" * 10),
+     DROP, abi.R_DROP_UNPARSED),
     ("later IPv4 fragment passes (no UDP header)", _fragment(10), PASS, abi.R_PASS_OTHER),
     ("first IPv4 fragment to our port: malformed", _fragment(0x2000), DROP,
      abi.R_DROP_MALFORMED),
@@ -133,8 +146,70 @@ SINGLE_PACKET_CASES = [
 ]
 
 
+V6 = "2001:db8::10"
+
+
+def _v4(counter=1, **kw):
+    return jvpn_frame(frame(counter)[42:], src=CLIENT, sport=CLIENT_PORT, **kw)
+
+
+def _v6(counter=1, **kw):
+    return jvpn_frame(frame(counter, sid=8, src=V6)[62:], src=V6, sport=CLIENT_PORT, **kw)
+
+
+ARP = b"\0" * 28
+# Issue 10 item 12 (every way in): a frame the parser cannot finish, that may
+# be UDP to our port, is dropped; only frames proven not to be jvpn traffic pass.
+# Item 1 (XDP side): UDP source port 0 is malformed.
+GATE_COVERAGE_CASES = [
+    ("valid data behind QinQ (802.1AD outer, VID-0 802.1Q inner)",
+     _v4(tags=[(VLAN_AD, 100), (VLAN_Q, 0)]), PASS, abi.R_PASS_DATA),
+    ("three VID-0 VLAN tags: the parser gives up, dropped", _v4(tags=[(VLAN_Q, 0)] * 3), DROP,
+     abi.R_DROP_UNPARSED),
+    ("three VLAN tags around ARP: dropped too (cannot be told apart)",
+     with_tags(0x0806, ARP, [(VLAN_Q, 0)] * 3), DROP, abi.R_DROP_UNPARSED),
+    ("two VLAN tags around ARP pass", with_tags(0x0806, ARP, [(VLAN_AD, 5), (VLAN_Q, 6)]),
+     PASS, abi.R_PASS_OTHER),
+    ("frame ends inside a VLAN tag", with_tags(frames.ETH_P_IP, b"", [(VLAN_Q, 0)])[:16],
+     DROP, abi.R_DROP_UNPARSED),
+    ("valid data after three IPv6 extension headers", _v6(chain=[HOP, RT, DST]), PASS,
+     abi.R_PASS_DATA),
+    ("four IPv6 extension headers: the parser gives up, dropped", _v6(chain=[DST] * 4), DROP,
+     abi.R_DROP_UNPARSED),
+    ("four IPv6 extension headers before TCP: dropped too",
+     _v6(chain=[DST] * 4, l4_proto=abi.IPPROTO_TCP), DROP, abi.R_DROP_UNPARSED),
+    ("IPv6 first fragment to our port: malformed", _v6(chain=[FIRST_FRAG]), DROP,
+     abi.R_DROP_MALFORMED),
+    ("IPv6 first fragment behind two options headers: malformed",
+     _v6(chain=[HOP, DST, FIRST_FRAG]), DROP, abi.R_DROP_MALFORMED),
+    ("IPv6 later fragment passes (checked through its first fragment)",
+     _v6(chain=[LATER_FRAG]), PASS, abi.R_PASS_OTHER),
+    ("IPv6 first fragment whose UDP header is in the next fragment",
+     _v6(chain=[FIRST_FRAG, DST], cut=40 + 16), DROP, abi.R_DROP_UNPARSED),
+    ("frame ends inside an IPv6 extension header", _v6(chain=[HOP], cut=40 + 1), DROP,
+     abi.R_DROP_UNPARSED),
+    ("frame ends inside the UDP header", _v6(cut=40 + 4), DROP, abi.R_DROP_UNPARSED),
+    ("IPv6 with no next header passes", _v6(l4_proto=NO_NEXT, cut=40), PASS,
+     abi.R_PASS_OTHER),
+    ("IPv4 first fragment with a cut UDP header", _v4(frag_off=0x2000, cut=20 + 4), DROP,
+     abi.R_DROP_UNPARSED),
+    ("IPv4 with options, later fragment passes", _v4(frag_off=3, options=b"\x01" * 4), PASS,
+     abi.R_PASS_OTHER),
+    ("IPv4 header length past the frame", _v4(options=b"\x01" * 8, cut=24), DROP,
+     abi.R_DROP_UNPARSED),
+    ("handshake init from UDP source port 0: malformed",
+     frame(0, sid=0, t=abi.MSG_HANDSHAKE_INIT, sport=0), DROP, abi.R_DROP_MALFORMED),
+    ("reattach from UDP source port 0: malformed",
+     frame(1, src="198.51.100.7", sport=0, t=abi.MSG_REATTACH_REQ), DROP, abi.R_DROP_MALFORMED),
+    ("IPv6 data from UDP source port 0: malformed",
+     jvpn_frame(frame(1, sid=8, src=V6)[62:], src=V6, sport=0), DROP, abi.R_DROP_MALFORMED),
+]
+SINGLE_PACKET_CASES += GATE_COVERAGE_CASES
+
+
 def _model_for(gate: Gate) -> Model:
-    m = Model(config=abi.Config.from_buffer_copy(bytes(gate.config)))
+    m = Model(config=abi.Config.from_buffer_copy(bytes(gate.config)),
+              max_sessions=gate.max_sessions, fence=gate.maps.read_fence())
     for sid, s in gate.maps.list_sessions():
         m.sessions[sid] = s
     return m
@@ -193,7 +268,7 @@ def test_replay_window_wireguard_cases_in_kernel(fresh, name, steps):
 def test_replay_window_small_build():
     g = Gate(GateConfig(**UNLIMITED), replay_bits=128)
     try:
-        g.maps.put_session(7, session())
+        g.put(7, session())
         for name, steps in replay_cases(128):
             g.reset_runtime()
             got = [testrun.run(g.prog.prog_fd, frame(c)).action == PASS for c, _ in steps]
@@ -250,8 +325,67 @@ def test_global_control_budget(fresh):
     hs = dict(sid=0, t=abi.MSG_HANDSHAKE_INIT)
     got = [fresh.run(frame(0, src=f"198.51.100.{i}", **hs))[1] for i in range(1, 6)]
     assert got == [abi.R_PASS_HANDSHAKE] * 2 + [abi.R_DROP_RATE_GLOBAL] * 3
-    # authenticated control messages draw on the same budget
-    assert fresh.run(frame(5, t=abi.MSG_REATTACH_REQ))[1] == abi.R_DROP_RATE_GLOBAL
+    # authenticated control messages have their own budget (issue 10 item 3)
+    assert fresh.run(frame(5, t=abi.MSG_REATTACH_REQ))[1] == abi.R_PASS_CONTROL
+
+
+def _both(gate: Gate, model: Model, pkt: bytes) -> int:
+    """One frame through the kernel and the model: the same reason, returned."""
+    want = model.run(pkt, gate.now)
+    got = gate.run(pkt)[1]
+    assert got == want, f"kernel {got}, model {want}"
+    return got
+
+
+def test_handshake_flood_does_not_starve_authenticated_control(fresh):
+    """Issue 10 item 3 (seed 4.3, S7): spoofed initiations, one per source, at
+    a little over the global handshake rate for two seconds. Every proven
+    reattach request and path response of a moving client passes meanwhile,
+    in the kernel and in the model alike."""
+    fresh.set_config(GateConfig(ports=[PORT], global_control_pps=200, global_control_burst=20))
+    model = _model_for(fresh)
+    hs = dict(sid=0, t=abi.MSG_HANDSHAKE_INIT)
+    seen = {}
+    counter = 1
+    for i in range(500):  # 250 initiations/s against a budget of 200/s
+        fresh.tick(4_000_000)
+        src = f"198.51.{100 + i // 200}.{i % 200 + 1}"
+        r = _both(fresh, model, frame(0, src=src, **hs))
+        seen[r] = seen.get(r, 0) + 1
+        if i % 50 == 49:  # every 200 ms: a reattach and its path response
+            for t in (abi.MSG_REATTACH_REQ, abi.MSG_PATH_RESPONSE):
+                pkt = frame(counter, src="203.0.113.77", sport=4242, t=t)
+                assert _both(fresh, model, pkt) == abi.R_PASS_CONTROL, f"packet {i}"
+                counter += 1
+    assert seen[abi.R_DROP_RATE_GLOBAL] > 50  # the flood did exhaust the handshake budget
+    assert seen[abi.R_PASS_HANDSHAKE] > 350
+
+
+def test_authenticated_control_budgets(fresh):
+    """Authenticated control is limited per session (no other session and no
+    unauthenticated source can spend that bucket), then by its own
+    gateway-wide budget. Kernel and model agree."""
+    fresh.set_config(GateConfig(session_control_pps=1, session_control_burst=1,
+                                authed_control_pps=0, global_control_pps=0))
+    model = _model_for(fresh)
+    ra = dict(t=abi.MSG_REATTACH_REQ, src="198.51.100.7")
+    assert _both(fresh, model, frame(1, **ra)) == abi.R_PASS_CONTROL
+    assert _both(fresh, model, frame(2, **ra)) == abi.R_DROP_RATE_SESSION
+    assert _both(fresh, model, frame(1, sid=8, **ra)) == abi.R_PASS_CONTROL  # another session
+    fresh.tick(1_000_000_000)
+    assert _both(fresh, model, frame(3, **ra)) == abi.R_PASS_CONTROL
+    assert _both(fresh, model, frame(2, **ra)) == abi.R_DROP_REPLAY  # consumed though refused
+
+    fresh.set_config(GateConfig(session_control_pps=0, authed_control_pps=100,
+                                authed_control_burst=2, global_control_pps=100,
+                                global_control_burst=2))
+    model = _model_for(fresh)
+    fresh.tick(1_000_000_000)
+    got = [_both(fresh, model, frame(10, sid=sid, **ra)) for sid in (7, 8, 11)]
+    assert got == [abi.R_PASS_CONTROL] * 2 + [abi.R_DROP_RATE_AUTHED]
+    # the handshake budget is a different bucket: still full
+    hs = dict(sid=0, t=abi.MSG_HANDSHAKE_INIT, src="198.51.100.9")
+    assert _both(fresh, model, frame(0, **hs)) == abi.R_PASS_HANDSHAKE
 
 
 def test_security_drops_are_sampled_into_events(fresh):
@@ -274,7 +408,7 @@ def test_security_drops_are_sampled_into_events(fresh):
 
 def test_binding_switch_is_one_element_replacement(fresh):
     assert fresh.run(frame(1))[1] == abi.R_PASS_DATA
-    fresh.maps.put_session(7, session(addr="198.51.100.50", port=7777, version=2))
+    fresh.put(7, session(addr="198.51.100.50", port=7777, version=2))
     assert fresh.run(frame(2))[1] == abi.R_DROP_WRONG_BINDING  # old binding retired
     assert fresh.run(frame(3, src="198.51.100.50", sport=7777))[1] == abi.R_PASS_DATA
     assert fresh.maps.get_runtime(7).replay_top == 4  # the window survived the switch
@@ -287,19 +421,16 @@ def test_config_ports_are_runtime_settings(fresh):
     raw = fresh.maps.read_config()
     assert [p for p in raw.ports if p] == [abi.port_word(4500)]
     assert struct.unpack("<H", bytes(raw)[:2])[0] == abi.port_word(4500)
-    assert ctypes.sizeof(raw) == 112
+    assert ctypes.sizeof(raw) == 128
 
 
 def test_cluster_fence_in_the_kernel(fresh):
     """With a fence configured, data passes only for elements under the
     gateway's current lease and only before the lease's deadline; control
     messages (a handoff's reattach) are not fenced. Kernel and model agree."""
-    fresh.maps.put_session(21, session(fence=5))
-    fresh.maps.put_session(22, session(fence=4))  # installed under an older lease
-    cfg = abi.Config.from_buffer_copy(bytes(fresh.config))
-    cfg.fence_token, cfg.fence_deadline_ns = 5, fresh.now + 1_000_000
-    fresh.config = cfg
-    fresh.maps.write_config(cfg)
+    fresh.put(21, session(fence=5))
+    fresh.put(22, session(fence=4))  # installed under an older lease
+    fresh.maps.write_fence(abi.Fence(token=5, deadline_ns=fresh.now + 1_000_000))
     cases = [(frame(1, sid=21), abi.R_PASS_DATA),
              (frame(1, sid=22), abi.R_DROP_STATE),
              (frame(2, sid=22, t=abi.MSG_REATTACH_REQ, src="198.51.100.7"), abi.R_PASS_CONTROL)]
@@ -311,6 +442,90 @@ def test_cluster_fence_in_the_kernel(fresh):
     pkt = frame(3, sid=21)
     assert _model_for(fresh).run(pkt, fresh.now) == abi.R_DROP_STATE
     assert fresh.run(pkt) == (DROP, abi.R_DROP_STATE)
-    cfg.fence_deadline_ns = 0  # fencing off (a single gateway): the token is not looked at
-    fresh.maps.write_config(cfg)
+    # fencing off (a single gateway): the token is not looked at
+    fresh.maps.write_fence(abi.Fence(token=5, deadline_ns=0))
     assert fresh.run(frame(4, sid=22)) == (PASS, abi.R_PASS_DATA)
+
+
+# ---- the runtime slot protocol: the daemon names (slot, generation, floor) in
+# its element; XDP alone initializes the slot (jvpn_abi.h, jvpn_sessions).
+# Steps: ("put", sid, element fields) | ("del", sid) | (counter, sid, reason).
+SLOT_CASES = [
+    ("a new window starts above the element's floor",
+     [("put", 30, dict(rt_slot=40, rt_gen=5, replay_floor=100)),
+      (99, 30, abi.R_DROP_REPLAY), (50, 30, abi.R_DROP_REPLAY), (100, 30, abi.R_PASS_DATA)]),
+    ("the same generation rewritten keeps the window (a binding or state change)",
+     [("put", 30, dict(rt_slot=40, rt_gen=5)), (10, 30, abi.R_PASS_DATA),
+      ("put", 30, dict(rt_slot=40, rt_gen=5, replay_floor=3)), (9, 30, abi.R_PASS_DATA),
+      (10, 30, abi.R_DROP_REPLAY)]),
+    ("a new generation of the same session starts above its own top and the floor",
+     [("put", 30, dict(rt_slot=40, rt_gen=5)), (10, 30, abi.R_PASS_DATA),
+      (20, 30, abi.R_PASS_DATA),
+      ("put", 30, dict(rt_slot=40, rt_gen=6, replay_floor=5)),
+      (15, 30, abi.R_DROP_REPLAY), (20, 30, abi.R_DROP_REPLAY), (21, 30, abi.R_PASS_DATA)]),
+    ("a new generation above a higher floor (a handoff back)",
+     [("put", 30, dict(rt_slot=40, rt_gen=5)), (10, 30, abi.R_PASS_DATA),
+      ("put", 30, dict(rt_slot=40, rt_gen=6, replay_floor=500)),
+      (499, 30, abi.R_DROP_REPLAY), (500, 30, abi.R_PASS_DATA)]),
+    ("a reused slot starts at the new session's floor, not the old window",
+     [("put", 30, dict(rt_slot=40, rt_gen=5)), (1000, 30, abi.R_PASS_DATA), ("del", 30),
+      ("put", 31, dict(rt_slot=40, rt_gen=7)), (1, 31, abi.R_PASS_DATA),
+      (1, 31, abi.R_DROP_REPLAY)]),
+    ("a slot beyond the runtime array fails closed",
+     [("put", 30, dict(rt_slot=Gate.max_sessions, rt_gen=5)), (1, 30, abi.R_DROP_REPLAY)]),
+]
+
+
+def _slot_step(gate: Gate, model: Model, step) -> None:
+    if step[0] == "put":
+        _, sid, fields = step
+        gate.put(sid, session(**fields))
+        model.sessions[sid] = gate.maps.get_session(sid)
+    elif step[0] == "del":
+        gate.maps.remove_session(step[1])
+        model.sessions.pop(step[1])
+    else:
+        counter, sid, reason = step
+        pkt = frame(counter, sid=sid)
+        assert model.run(pkt, gate.now) == reason, f"model: {sid} counter {counter}"
+        assert gate.run(pkt)[1] == reason, f"kernel: {sid} counter {counter}"
+
+
+@pytest.mark.parametrize("name,steps", SLOT_CASES, ids=[c[0] for c in SLOT_CASES])
+def test_runtime_slot_protocol(fresh, name, steps):
+    model = _model_for(fresh)
+    for step in steps:
+        _slot_step(fresh, model, step)
+    for sid in (30, 31):
+        got, want = fresh.maps.get_runtime(sid), model.runtime_of(sid)
+        assert (got and bytes(got)[8:]) == (want and bytes(want)[8:]), name
+
+
+def test_a_reused_slot_starts_with_a_full_control_bucket(fresh):
+    """The per-session authenticated-control bucket lives in the runtime slot:
+    a session that takes over a slot must not inherit the previous owner's
+    empty bucket (nor a new generation its own). Kernel and model agree."""
+    fresh.set_config(GateConfig(session_control_pps=1, session_control_burst=1,
+                                authed_control_pps=0, global_control_pps=0))
+    model = _model_for(fresh)
+    ra = dict(t=abi.MSG_REATTACH_REQ, src="198.51.100.7")
+    _slot_step(fresh, model, ("put", 30, dict(rt_slot=40, rt_gen=5)))
+    assert _both(fresh, model, frame(1, sid=30, **ra)) == abi.R_PASS_CONTROL
+    assert _both(fresh, model, frame(2, sid=30, **ra)) == abi.R_DROP_RATE_SESSION
+    _slot_step(fresh, model, ("del", 30))
+    _slot_step(fresh, model, ("put", 31, dict(rt_slot=40, rt_gen=7)))  # no clock tick
+    assert _both(fresh, model, frame(1, sid=31, **ra)) == abi.R_PASS_CONTROL
+    assert _both(fresh, model, frame(2, sid=31, **ra)) == abi.R_DROP_RATE_SESSION
+    _slot_step(fresh, model, ("put", 31, dict(rt_slot=40, rt_gen=8)))  # handed back
+    assert _both(fresh, model, frame(3, sid=31, **ra)) == abi.R_PASS_CONTROL
+    assert bytes(fresh.maps.get_runtime(31))[8:] == bytes(model.runtime_of(31))[8:]
+
+
+def test_writing_an_element_never_touches_its_runtime(fresh):
+    assert fresh.run(frame(10)) == (PASS, abi.R_PASS_DATA)
+    before = bytes(fresh.maps.runtime_slot(7))
+    fresh.put(7, session(rt_slot=7, rt_gen=9, replay_floor=300))
+    assert bytes(fresh.maps.runtime_slot(7)) == before  # XDP re-initializes it, later
+    assert fresh.maps.counter_top(7) == 300  # what the next packet will meet
+    assert fresh.run(frame(299)) == (DROP, abi.R_DROP_REPLAY)
+    assert fresh.maps.get_runtime(7).replay_top == 300

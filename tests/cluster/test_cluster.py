@@ -10,8 +10,9 @@ import time
 import pytest
 
 from jvpn.gate import abi
+from jvpn.lab.wait import wait_until
 from jvpn.session import State, Transport
-from kits.cluster_kit import Cluster, need_etcd, netns, wait_for
+from kits.cluster_kit import Cluster, need_etcd, netns
 
 pytestmark = pytest.mark.kernel  # namespaces and TUN devices need root
 
@@ -102,7 +103,7 @@ def test_two_gateways_race_for_one_session(tmp_path):
             client = c.connect("gw-a")
             sid = client.session_id
             c.crash("gw-a")
-            wait_for(lambda: c.store().gateways() == ["gw-b", "gw-c"], "A's lease to expire", 6)
+            wait_until(lambda: c.store().gateways() == ["gw-b", "gw-c"], "A's lease to expire", 6)
             client.seq += 1
             from jvpn import wire
 
@@ -117,8 +118,7 @@ def test_two_gateways_race_for_one_session(tmp_path):
 
             def race(gw):
                 barrier.wait()
-                with gw.control:
-                    gw.reattach.handle(req, src)
+                gw.handle_control(req, src)
 
             threads = [threading.Thread(target=race, args=(g,)) for g in gws]
             for t in threads:
@@ -168,20 +168,20 @@ def test_etcd_stopped_mid_reattach_rejects_and_keeps_the_binding(cluster):
     client._control = stop_etcd_then_answer
     client.endpoint = ("127.0.0.1", c.ports["gw-a"])
     client.rebind()
-    wait_for(stopped.is_set, "the path challenge", 5)
-    wait_for(lambda: a.events.has("ReattachResult", "OWNERSHIP_CONFLICT"), "the rejection", 3)
+    wait_until(stopped.is_set, "the path challenge", 5)
+    wait_until(lambda: a.events.has("ReattachResult", "OWNERSHIP_CONFLICT"), "the rejection", 3)
     assert a.events.has("SecurityEvent", "SEC_OWNERSHIP_ANOMALY")
     assert client.reattaches == 0
     assert _data_from(c, "gw-a", before.binding)  # the current binding keeps working
     # after its lease can no longer be renewed the gateway fences itself
-    wait_for(lambda: a.fenced, "the fence", c.lease_ttl_s + 1)
+    wait_until(lambda: a.fenced, "the fence", c.lease_ttl_s + 1)
     assert _served_by(c, sid) == set()
     client._control = real_control
     c.etcd.start()
     rec = c.store().get(sid)[0]
     assert rec.binding == before.binding  # the switch never committed
     assert rec.state in (State.RECOVERING, State.DEGRADED, State.ATTACHED)
-    wait_for(lambda: _served_by(c, sid) == {"gw-a"}, "serving again once etcd is back", 10)
+    wait_until(lambda: _served_by(c, sid) == {"gw-a"}, "serving again once etcd is back", 10)
 
 
 def test_a_cleanly_stopped_owner_lets_its_sessions_move_at_once(cluster):

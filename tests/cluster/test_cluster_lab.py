@@ -10,7 +10,8 @@ import pytest
 
 from jvpn.bench.handoff import handoff_trials
 from jvpn.lab.cluster import ClusterLab
-from kits.cluster_kit import need_etcd, wait_for
+from jvpn.lab.wait import wait_until
+from kits.cluster_kit import need_etcd
 
 pytestmark = pytest.mark.kernel
 
@@ -48,12 +49,12 @@ def test_stream_survives_a_to_b_to_a(cl):
     finish = cl.stream(3_000_000, 6.0)
     time.sleep(1.5)
     cl.use_uplink("lte")
-    wait_for(lambda: _record(cl).owner == "gw-b" and _record(cl).state.name == "ATTACHED",
-           "the session on B")
+    wait_until(lambda: _record(cl).owner == "gw-b" and _record(cl).state.name == "ATTACHED",
+               "the session on B")
     time.sleep(1.5)
     cl.use_uplink("wifi")
-    wait_for(lambda: _record(cl).owner == "gw-a" and _record(cl).state.name == "ATTACHED",
-           "the session back on A")
+    wait_until(lambda: _record(cl).owner == "gw-a" and _record(cl).state.name == "ATTACHED",
+               "the session back on A")
     sent, received = finish()
     assert sent == received and sent["bytes"] == 3_000_000
     assert "HANDOFF_RELEASED" in _reasons(cl, "a", "OwnershipHandoff")
@@ -96,8 +97,8 @@ def test_sigkill_owner_b_takes_over_after_the_lease(cl):
     cl.kill_gateway("a")
     killed = time.monotonic()
     cl.use_uplink("lte")
-    wait_for(lambda: _record(cl).owner == "gw-b" and _record(cl).state.name == "ATTACHED",
-           "B to take over", 15)
+    wait_until(lambda: _record(cl).owner == "gw-b" and _record(cl).state.name == "ATTACHED",
+               "B to take over", 15)
     took = time.monotonic() - killed
     sent, received = finish()
     assert sent == received
@@ -107,10 +108,10 @@ def test_sigkill_owner_b_takes_over_after_the_lease(cl):
     on_b = cl.cli_json("b", "sessions")["gw0"]
     assert [s["owner"] for s in on_b] == ["gw-b"]
     cl.start_gateway("a")  # the restarted A stands by for B's session
-    wait_for(lambda: [s["state"] for s in cl.cli_json("a", "sessions")["gw0"]] == ["REMOTE"],
-           "A's standby element")
+    wait_until(lambda: [s["state"] for s in cl.cli_json("a", "sessions")["gw0"]] == ["REMOTE"],
+               "A's standby element")
     cl.use_uplink("wifi")
-    wait_for(lambda: _record(cl).owner == "gw-a", "the session back on the restarted A")
+    wait_until(lambda: _record(cl).owner == "gw-a", "the session back on the restarted A")
 
 
 def test_a_stopped_owner_is_fenced_by_its_kernel(cl):
@@ -134,6 +135,6 @@ def test_a_stopped_owner_is_fenced_by_its_kernel(cl):
         assert after["drop_state"]["packets"] > before["drop_state"]["packets"]
         cl.use_uplink(uplink_to_other)
         other = "gw-b" if name == "a" else "gw-a"
-        wait_for(lambda: _record(cl).owner == other, "the other gateway to take over", 15)
+        wait_until(lambda: _record(cl).owner == other, "the other gateway to take over", 15)
     finally:
         proc.send_signal(signal.SIGCONT)

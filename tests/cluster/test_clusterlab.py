@@ -14,9 +14,11 @@ import time
 
 import pytest
 
-from jvpn.lab.cluster import SITES, SVC_IP, VIP, ClusterLab
+from jvpn.lab.addresses import CLIENT_INNER, LTE_IP, SITES, SVC_IP, VIP, WIFI_IP
+from jvpn.lab.cluster import ClusterLab
 from jvpn.lab.netns import NS_PATTERN
-from kits.cluster_kit import need_etcd, wait_for
+from jvpn.lab.wait import wait_until
+from kits.cluster_kit import need_etcd
 
 pytestmark = pytest.mark.kernel
 
@@ -32,6 +34,7 @@ while True:
 HEALTH = ("import sys, urllib.request; "
           "print(urllib.request.urlopen(sys.argv[1], timeout=3).read().decode())")
 PROBE_PORT = 7070
+A_SVC, B_SVC = SITES["a"].svc_ip, SITES["b"].svc_ip
 
 
 
@@ -92,12 +95,12 @@ def test_the_new_roles_are_cleaned_up_after_a_crash():
 def test_anycast_wifi_lands_on_a_lte_on_b(cl):
     procs = _responders(cl)
     try:
-        assert _probe(cl) == ("gw", "10.77.1.2", (VIP, PROBE_PORT))  # replies leave from the VIP
+        assert _probe(cl) == ("gw", WIFI_IP, (VIP, PROBE_PORT))  # replies leave from the VIP
         assert _probe(cl, "atk")[0] == "gw"
         cl.use_uplink("lte")
-        assert _probe(cl) == ("gwb", "10.77.2.2", (VIP, PROBE_PORT))
+        assert _probe(cl) == ("gwb", LTE_IP, (VIP, PROBE_PORT))
         cl.use_uplink("wifi")
-        assert _probe(cl)[:2] == ("gw", "10.77.1.2")
+        assert _probe(cl)[:2] == ("gw", WIFI_IP)
     finally:
         cl.use_uplink("wifi")
         for p in procs:
@@ -125,12 +128,12 @@ def test_the_backend_route_follows_the_owner_in_etcd(cl):
     inner = "10.99.0.77"
     before = cl.announcer.announced
     _put(cl, 0xAA, "gw-a", "ATTACHED", inner)
-    wait_for(lambda: "via 10.78.1.1" in _svc_route(cl, inner), "route via A")
+    wait_until(lambda: f"via {A_SVC}" in _svc_route(cl, inner), "route via A")
     _put(cl, 0xAA, "gw-b", "VOLATILE", inner)  # not attached: no announcement
     time.sleep(0.5)
-    assert "via 10.78.1.1" in _svc_route(cl, inner)
+    assert f"via {A_SVC}" in _svc_route(cl, inner)
     _put(cl, 0xAA, "gw-b", "ATTACHED", inner)
-    wait_for(lambda: "via 10.78.2.1" in _svc_route(cl, inner), "route via B")
+    wait_until(lambda: f"via {B_SVC}" in _svc_route(cl, inner), "route via B")
     assert cl.announcer.announced - before == 2
     assert cl.announcer.announcements[-2:] == [(inner, "gw-a"), (inner, "gw-b")]
 
@@ -138,12 +141,12 @@ def test_the_backend_route_follows_the_owner_in_etcd(cl):
 def test_the_announcer_survives_an_etcd_restart(cl):
     inner = "10.99.0.78"
     _put(cl, 0xAB, "gw-a", "ATTACHED", inner)
-    wait_for(lambda: "via 10.78.1.1" in _svc_route(cl, inner), "route via A")
+    wait_until(lambda: f"via {A_SVC}" in _svc_route(cl, inner), "route via A")
     cl.etcd.stop()
     time.sleep(1.5)  # the announcer notices (its scan fails) and keeps retrying
     cl.etcd.start()
     _put(cl, 0xAB, "gw-b", "ATTACHED", inner)
-    wait_for(lambda: "via 10.78.2.1" in _svc_route(cl, inner), "route via B after restart")
+    wait_until(lambda: f"via {B_SVC}" in _svc_route(cl, inner), "route via B after restart")
     assert cl.announcer.errors  # it did see the outage
 
 
@@ -154,9 +157,9 @@ def test_nat_on_both_router_ports(tmp_path):
     c = ClusterLab(tmp_path, nat=True, xdp=False).up()
     try:
         _responders(c)
-        assert _probe(c) == ("gw", "10.77.0.254", (VIP, PROBE_PORT))
+        assert _probe(c) == ("gw", SITES["a"].router_ip, (VIP, PROBE_PORT))
         c.use_uplink("lte")
-        assert _probe(c) == ("gwb", "10.77.4.254", (VIP, PROBE_PORT))
+        assert _probe(c) == ("gwb", SITES["b"].router_ip, (VIP, PROBE_PORT))
     finally:
         c.down()
 
@@ -186,13 +189,13 @@ def test_smoke_both_gateways_and_a_client_on_a(tmp_path):
     c = ClusterLab(tmp_path).up()
     try:
         c.start_all()
-        wait_for(lambda: len(c.cli_json("a", "sessions")["gw0"]) == 1, "a session on gw-a", 15)
+        wait_until(lambda: len(c.cli_json("a", "sessions")["gw0"]) == 1, "a session on gw-a", 15)
         # B holds only a standby (control-only) element for A's session
-        wait_for(lambda: [e["state"] for e in c.cli_json("b", "sessions")["gw0"]] == ["REMOTE"],
-               "B's standby element", 5)
+        wait_until(lambda: [e["state"] for e in c.cli_json("b", "sessions")["gw0"]] == ["REMOTE"],
+                   "B's standby element", 5)
         [rec] = c.store().list()
-        assert rec.owner == "gw-a" and rec.inner_addr == "10.99.0.2"
-        wait_for(lambda: "via 10.78.1.1" in _svc_route(c, "10.99.0.2"), "route to the client")
+        assert rec.owner == "gw-a" and rec.inner_addr == CLIENT_INNER
+        wait_until(lambda: f"via {A_SVC}" in _svc_route(c, CLIENT_INNER), "route to the client")
         sent, got = c.stream(1 << 20, 1.0)(timeout=60)
         assert sent == got
     finally:

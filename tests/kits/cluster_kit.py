@@ -8,8 +8,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import shutil
-import time
-import uuid
 from contextlib import contextmanager
 from dataclasses import replace
 
@@ -20,11 +18,18 @@ from jvpn.client import Client
 from jvpn.events import EventLog
 from jvpn.gate.userspace import UserspaceGate
 from jvpn.gateway.daemon import Gateway
+from jvpn.lab.addresses import (
+    CLIENT_INNER,
+    CLUSTER_KIT_BASE_PORT,
+    LOOPBACK,
+)
 from jvpn.lab.etcd import EtcdServer
+from jvpn.lab.netns import Lab
+from jvpn.lab.wait import wait_until
 from jvpn.policy import default_policy
 from jvpn.store.etcd import EtcdStore
 
-INNER = ipaddress.IPv4Address("10.99.0.2")
+INNER = ipaddress.IPv4Address(CLIENT_INNER)
 
 
 class RecordingLog(EventLog):
@@ -45,20 +50,14 @@ class RecordingLog(EventLog):
 
 @contextmanager
 def netns():
-    """This thread (and what it starts) in a fresh namespace with lo up."""
-    from pyroute2 import IPRoute  # noqa: PLC0415
-    from pyroute2 import netns as ns
-
-    name = f"jvpnc{os.getpid()}x{uuid.uuid4().hex[:4]}"
-    ns.create(name)
-    ns.pushns(name)
+    """This thread (and what it starts) in a fresh namespace of a one-role
+    :class:`Lab` (lo up), removed afterwards (or by the next run after a crash)."""
+    lab = Lab(("node",)).up()
     try:
-        with IPRoute() as ipr:
-            ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
-        yield name
+        with lab.inside("node"):
+            yield lab.ns("node")
     finally:
-        ns.popns()
-        ns.remove(name)
+        lab.down()
 
 
 class Cluster:
@@ -71,7 +70,7 @@ class Cluster:
         self.ports: dict[str, int] = {}
         self.client: Client | None = None
         for i, node in enumerate(nodes):
-            self.start(node, 52000 + i)
+            self.start(node, CLUSTER_KIT_BASE_PORT + i)
 
     def store(self) -> EtcdStore:
         return EtcdStore(self.etcd.host, self.etcd.port, cluster_key=self.cluster_key)
@@ -98,7 +97,7 @@ class Cluster:
 
     def connect(self, node: str = "gw-a") -> Client:
         c = Client(private_key=self.client_key, gateway_public=keys.public_from_private(
-            self.gw_key), endpoint=("127.0.0.1", self.ports[node]), events=RecordingLog("client"),
+            self.gw_key), endpoint=(LOOPBACK, self.ports[node]), events=RecordingLog("client"),
             keepalive_ms=200)
         c.up(with_tun=False)
         self.client = c
@@ -109,9 +108,9 @@ class Cluster:
         reattaches there; waits for the ACK."""
         c = self.client
         before = c.reattaches
-        c.endpoint = ("127.0.0.1", self.ports[node])
+        c.endpoint = (LOOPBACK, self.ports[node])
         c.rebind()
-        wait_for(lambda: c.reattaches > before, f"reattach at {node}", timeout_s)
+        wait_until(lambda: c.reattaches > before, f"reattach at {node}", timeout_s)
 
     def close(self) -> None:
         if self.client is not None:
@@ -120,15 +119,6 @@ class Cluster:
             gw.stop()
             gw.store.close()
         self.etcd.remove()
-
-
-def wait_for(cond, what: str, timeout_s: float = 10.0) -> None:
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        if cond():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def need_etcd() -> None:

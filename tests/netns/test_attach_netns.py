@@ -3,53 +3,57 @@ by a veth pair, `jvpn-xdp attach` run inside the gateway namespace, real UDP
 and ICMP sent from the client namespace, and the results read back through
 the CLI (`stats --json`, `status --json`, `sessions --json`).
 
-Nothing leaves the namespaces: 10.199.0.0/24 exists only on the veth pair.
+Nothing leaves the namespaces: the addresses (jvpn/lab/addresses.py, ATTACH_*)
+exist only on the veth pair.
 
 The CLI runs in the gateway namespace through `nsenter --net=/run/netns/NS`,
 not `ip netns exec`: the latter also remounts /sys for the namespace, which
 hides the bpf filesystem at /sys/fs/bpf (test_ip_netns_exec_explains_hidden_bpffs
 checks that the CLI says so in one line).
 
-Sockets are opened from this process after setns(2) into a namespace (and
-straight back); a socket stays in the namespace it was made in.
+The namespaces, the veth pair and the sockets inside a namespace come from
+the one lab harness (jvpn/lab/netns.py); a socket stays in the namespace it
+was made in.
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import json
 import os
-import re
-import secrets
 import shutil
 import socket
 import struct
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
 from jvpn import wire
-from jvpn.gate import abi, maps
+from jvpn.gate import abi, pins
+from jvpn.gate import attach as gate_attach
+from jvpn.lab.addresses import (
+    ATTACH_BOUND_PORT,
+    ATTACH_CL_IP,
+    ATTACH_GW_IP,
+    ATTACH_OTHER_PORT,
+    ATTACH_PORT,
+    ATTACH_STRANGER_PORT,
+    LAN_PREFIX,
+)
+from jvpn.lab.netns import Lab
 
 pytestmark = pytest.mark.kernel
 
-PREFIX = "jvpnt"
-BPFFS = Path("/sys/fs/bpf")
-TMP = Path(tempfile.gettempdir())
 GW_IF, CL_IF = "jvgw0", "jvcl0"  # names inside the namespaces only
-GW_IP, CL_IP = "10.199.0.1", "10.199.0.2"
-PORT, OTHER_PORT = 41900, 41901
+GW_IP, CL_IP = ATTACH_GW_IP, ATTACH_CL_IP
+PORT, OTHER_PORT = ATTACH_PORT, ATTACH_OTHER_PORT
+BOUND_PORT, STRANGER_PORT = ATTACH_BOUND_PORT, ATTACH_STRANGER_PORT
 KEY = bytes(range(16))
-CLONE_NEWNET = 0x40000000
 ETH_IP_UDP = 14 + 20 + 8  # frame bytes before the UDP payload (IPv4, no options)
 QUIET = 0.3  # seconds to wait for a datagram that must not arrive
 
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def _cli_command() -> list[str]:
@@ -59,84 +63,48 @@ def _cli_command() -> list[str]:
     return [sys.executable, "-m", "jvpn_cli.main"]
 
 
-# ---------------------------------------------------------------- leftovers
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def remove_leftovers() -> None:
-    """Namespaces, pins and run dirs of earlier runs whose process is gone
-    (names carry the pid, so a run going on in parallel is left alone)."""
-    listed = subprocess.run(["ip", "netns", "list"], check=False, capture_output=True,
-                            text=True).stdout
-    for line in listed.splitlines():
-        name = line.split(" ", 1)[0]
-        m = re.fullmatch(rf"{PREFIX}-(?:gw|cl)-(\d+)-[0-9a-f]+", name)
-        if m and not _pid_alive(int(m.group(1))):
-            subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
-    for base, pattern in ((BPFFS, rf"{PREFIX}-(\d+)-[0-9a-f]+"),
-                          (TMP, rf"{PREFIX}-run-(\d+)-[0-9a-f]+")):
-        for p in base.glob(f"{PREFIX}-*"):
-            m = re.fullmatch(pattern, p.name)
-            if m and not _pid_alive(int(m.group(1))):
-                shutil.rmtree(p, ignore_errors=True)
-
-
 # ---------------------------------------------------------------- the lab
 
 
-class Lab:
-    """Two namespaces, a veth pair, per-test pin root and run dir."""
+class AttachLab:
+    """Two namespaces of the one lab harness (:class:`jvpn.lab.netns.Lab`,
+    roles "gw" and "cl") joined by a veth pair, and a pin root and run dir of
+    this test's own; the harness removes a crashed run's leftovers."""
+
+    gw, cl = "gw", "cl"  # the roles
 
     def __init__(self):
-        tag = f"{os.getpid()}-{secrets.token_hex(3)}"
-        self.gw = f"{PREFIX}-gw-{tag}"
-        self.cl = f"{PREFIX}-cl-{tag}"
-        self.pin_root = BPFFS / f"{PREFIX}-{tag}"
-        self.run_dir = TMP / f"{PREFIX}-run-{tag}"
+        self.net = Lab((self.gw, self.cl))
+        self.pin_root = self.net.pin_root()
+        self.run_dir = self.net.run_dir("run")
         self.env = {**os.environ, "JVPN_PIN_ROOT": str(self.pin_root),
                     "JVPN_RUN_DIR": str(self.run_dir)}
         self._sockets: list[socket.socket] = []
-        self._made: list[str] = []
 
     @property
     def pin_dir(self) -> Path:
         return self.pin_root / GW_IF
 
     def setup(self) -> None:
-        for ns in (self.gw, self.cl):
-            _run(["ip", "netns", "add", ns])
-            self._made.append(ns)
-        _run(["ip", "link", "add", "name", GW_IF, "netns", self.gw, "type", "veth",
-              "peer", "name", CL_IF, "netns", self.cl])
-        for ns, ifname, ip in ((self.gw, GW_IF, GW_IP), (self.cl, CL_IF, CL_IP)):
-            _run(["ip", "-n", ns, "link", "set", "lo", "up"])
-            _run(["ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", ifname])
-            _run(["ip", "-n", ns, "link", "set", ifname, "up"])
+        self.net.up()
+        self.net.veth(self.gw, GW_IF, f"{GW_IP}/{LAN_PREFIX}", self.cl, CL_IF,
+                      f"{CL_IP}/{LAN_PREFIX}")
 
     def destroy(self) -> None:
         for s in self._sockets:  # a socket keeps its namespace alive
             s.close()
         self._sockets.clear()
-        for ns in self._made:
-            subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True)
+        self.net.down()
         shutil.rmtree(self.pin_root, ignore_errors=True)
         shutil.rmtree(self.run_dir, ignore_errors=True)
 
     # -- the CLI, inside the gateway namespace --
     def cli(self, *args: str, netns_exec: bool = False) -> subprocess.CompletedProcess:
-        enter = (["ip", "netns", "exec", self.gw] if netns_exec
-                 else ["nsenter", f"--net=/run/netns/{self.gw}", "--"])
-        return subprocess.run(enter + _cli_command() + list(args), check=False, env=self.env,
-                              capture_output=True, text=True, timeout=300)
+        cmd = _cli_command() + list(args)
+        enter = (["ip", "netns", "exec", self.net.ns(self.gw), *cmd] if netns_exec
+                 else self.net.cmd(self.gw, *cmd))
+        return subprocess.run(enter, check=False, env=self.env, capture_output=True, text=True,
+                              timeout=300)
 
     def cli_ok(self, *args: str) -> str:
         r = self.cli(*args)
@@ -159,57 +127,28 @@ class Lab:
     def counters(self) -> dict:
         return self.cli_json("stats", GW_IF)[GW_IF]
 
-    # -- this process, briefly inside a namespace --
-    @contextlib.contextmanager
-    def inside(self, ns: str):
-        own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-        target = os.open(f"/run/netns/{ns}", os.O_RDONLY)
-        try:
-            _setns(target)
-            try:
-                yield
-            finally:
-                _setns(own)
-        finally:
-            os.close(own)
-            os.close(target)
-
-    def udp(self, ns: str, addr: str, port: int = 0) -> socket.socket:
-        with self.inside(ns):
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    # -- sockets made inside a namespace (a socket stays in it) --
+    def udp(self, role: str, addr: str, port: int = 0) -> socket.socket:
+        s = self.net.socket(role, socket.AF_INET, socket.SOCK_DGRAM)
         self._sockets.append(s)
         s.bind((addr, port))
         s.settimeout(2.0)
         return s
 
-    def icmp(self, ns: str) -> socket.socket:
-        with self.inside(ns):
-            s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    def icmp(self, role: str) -> socket.socket:
+        s = self.net.socket(role, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
         self._sockets.append(s)
         s.settimeout(2.0)
         return s
 
     def prog_id(self):
-        with self.inside(self.gw):
-            return maps.xdp_prog_id(GW_IF)
-
-
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setns: {os.strerror(err)}")
-
-
-def _run(cmd: list[str]) -> None:
-    r = subprocess.run(cmd, check=False, capture_output=True, text=True)
-    if r.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed: {r.stderr.strip()}")
+        with self.net.inside(self.gw):
+            return gate_attach.xdp_prog_id(GW_IF)
 
 
 @pytest.fixture
 def lab():
-    remove_leftovers()
-    lab = Lab()
+    lab = AttachLab()
     try:
         lab.setup()
         yield lab
@@ -272,7 +211,7 @@ def ping(sock: socket.socket, dst: str, seq: int) -> bool:
 class Traffic:
     """The client's sockets and the gateway's listeners of one test."""
 
-    def __init__(self, lab: Lab):
+    def __init__(self, lab: AttachLab):
         self.lab = lab
         self.jvpn_listener = lab.udp(lab.gw, GW_IP, PORT)
         self.other_listener = lab.udp(lab.gw, GW_IP, OTHER_PORT)
@@ -356,21 +295,21 @@ def test_gate_passes_other_traffic_and_drops_unknown_and_malformed(gate):
 def test_session_binding_and_replay(gate):
     lab = gate
     t = Traffic(lab)
-    bound = lab.udp(lab.cl, CL_IP, 40001)
-    stranger = lab.udp(lab.cl, CL_IP, 40002)
+    bound = lab.udp(lab.cl, CL_IP, BOUND_PORT)
+    stranger = lab.udp(lab.cl, CL_IP, STRANGER_PORT)
     sid = 0x1234_5678_9ABC_DEF0
 
     replay_bits = lab.cli_json("status")[0]["replay_bits"]
-    with maps.GateMaps(lab.pin_dir, replay_bits) as gm:
+    with pins.GateMaps(lab.pin_dir, replay_bits) as gm:
         gm.put_session(sid, abi.Session(
             tag_key=wire.key_words(KEY), state=abi.STATE_ATTACHED, version=3, fence=2,
-            bind_addr=abi.addr_words(CL_IP), bind_port=abi.port_word(40001),
+            bind_addr=abi.addr_words(CL_IP), bind_port=abi.port_word(BOUND_PORT),
             bind_family=abi.AF_INET))
 
     first = data_msg(sid, 1)
     bound.sendto(first, (GW_IP, PORT))
     got = recv_all(t.jvpn_listener, 2.0)
-    assert got == [(first, (CL_IP, 40001))]
+    assert got == [(first, (CL_IP, BOUND_PORT))]
 
     bound.sendto(first, (GW_IP, PORT))  # the same packet again: a replay
     stranger.sendto(data_msg(sid, 2), (GW_IP, PORT))  # authentic, but not from the binding
@@ -390,19 +329,19 @@ def test_session_binding_and_replay(gate):
     assert row == {
         "session_id": f"{sid:016x}", "state": "ATTACHED", "version": 3, "fence": 2,
         "owner": None,  # no gateway daemon has described these maps
-        "bound": f"{CL_IP}:40001", "bind_addr": CL_IP, "bind_port": 40001,
+        "bound": f"{CL_IP}:{BOUND_PORT}", "bind_addr": CL_IP, "bind_port": BOUND_PORT,
         "rx_packets": 1, "rx_bytes": len(first), "highest_counter": 1,
     }
     assert lab.cli_json("sessions") == out  # every attachment: the one we have
     text = lab.cli_ok("sessions")
-    assert f"{sid:016x}" in text and f"{CL_IP}:40001" in text
+    assert f"{sid:016x}" in text and f"{CL_IP}:{BOUND_PORT}" in text
     assert lab.cli_json("status")[0]["sessions"] == 1
 
 
 def test_unbound_session_shows_dashes(gate):
     lab = gate
     replay_bits = lab.cli_json("status")[0]["replay_bits"]
-    with maps.GateMaps(lab.pin_dir, replay_bits) as gm:
+    with pins.GateMaps(lab.pin_dir, replay_bits) as gm:
         gm.put_session(7, abi.Session(tag_key=wire.key_words(KEY), state=abi.STATE_BIRTH))
     row, = lab.cli_json("sessions")[GW_IF]
     assert row["session_id"] == "0000000000000007" and row["state"] == "BIRTH"
@@ -422,8 +361,7 @@ def test_detach_removes_program_pins_and_record(gate):
     assert "detached" in out and GW_IF in out
 
     assert lab.prog_id() is None
-    link, = json.loads(subprocess.run(["ip", "-n", lab.gw, "-j", "link", "show", "dev", GW_IF],
-                                      capture_output=True, text=True, check=True).stdout)
+    link, = json.loads(lab.net.run(lab.gw, "ip", "-j", "link", "show", "dev", GW_IF).stdout)
     assert "xdp" not in link
     assert not lab.pin_dir.exists()
     assert not (lab.run_dir / f"{GW_IF}.json").exists()

@@ -8,7 +8,16 @@ import time
 
 import pytest
 
-from jvpn.lab.netns import LTE_IP, WIFI_IP, TunnelLab
+from jvpn.lab.addresses import (
+    ATTACKER_IP,
+    GW_IP,
+    LTE_IP,
+    PORT,
+    UPLINK_METRIC,
+    UPLINK_ROUTER_IP,
+    WIFI_IP,
+)
+from jvpn.lab.tunnel import TunnelLab
 
 pytestmark = pytest.mark.kernel
 
@@ -37,14 +46,14 @@ def test_stream_survives_two_address_changes(tl):
     finish = tl.stream(6_000_000, 7.0)
     time.sleep(2.0)
     tl.lab.link("cl", "wifi", "down")          # wifi -> lte
-    tl._wait(lambda: len(_accepts(tl.gateway_events())) >= 1, "first reattach")
+    tl.wait(lambda: len(_accepts(tl.gateway_events())) >= 1, "first reattach")
     assert _one_session(tl)["bound"].startswith(LTE_IP)
     time.sleep(1.5)
     tl.lab.link("cl", "wifi", "up")
-    tl.lab.run("cl", "ip", "route", "replace", "default", "via", "10.77.1.254", "dev", "wifi",
-               "metric", "10")
+    tl.lab.run("cl", "ip", "route", "replace", "default", "via", UPLINK_ROUTER_IP["wifi"],
+               "dev", "wifi", "metric", str(UPLINK_METRIC["wifi"]))
     tl.lab.link("cl", "lte", "down")           # lte -> wifi
-    tl._wait(lambda: len(_accepts(tl.gateway_events())) >= 2, "second reattach")
+    tl.wait(lambda: len(_accepts(tl.gateway_events())) >= 2, "second reattach")
     sent, received = finish()
     assert sent == received and sent["bytes"] == 6_000_000
     last = _one_session(tl)
@@ -65,7 +74,7 @@ def test_stream_survives_nat_rebinding(tmp_path):
         finish = tl.stream(3_000_000, 5.0)
         time.sleep(1.5)
         tl.lab.nat_rebind()
-        tl._wait(lambda: len(_accepts(tl.gateway_events())) >= 1, "reattach after rebinding")
+        tl.wait(lambda: len(_accepts(tl.gateway_events())) >= 1, "reattach after rebinding")
         sent, received = finish()
         assert sent == received
         after = _one_session(tl)
@@ -84,7 +93,7 @@ def test_daemon_restart_mid_transfer_loses_no_session(tl):
     from pathlib import Path
 
     from jvpn.gate import abi
-    from jvpn.gate.maps import GateMaps
+    from jvpn.gate.pins import GateMaps
     with GateMaps(Path(tl.env["JVPN_PIN_ROOT"]) / "gw0") as maps:
         maps.put_session(0xDEAD, abi.Session(state=abi.STATE_ATTACHED))
     time.sleep(0.5)
@@ -118,11 +127,11 @@ def test_forged_packets_from_the_attacker_reach_the_event_stream(tl):
     send = (f"import socket; from jvpn import wire; from jvpn.gate import abi; "
             f"s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
             f"m = wire.message(wire.Header(type=abi.MSG_DATA, session_id={sid}, counter=99), "
-            f"bytes(16), b'x' * 40); s.sendto(m, ('10.77.0.1', 51900))")
+            f"bytes(16), b'x' * 40); s.sendto(m, ({GW_IP!r}, {PORT}))")
     tl.lab.run("atk", sys.executable, "-c", send)
-    tl._wait(lambda: any(e["event_type"] == "XdpSecurityDrop" and
+    tl.wait(lambda: any(e["event_type"] == "XdpSecurityDrop" and
                          e["reason_code"] == "DROP_BAD_TAG" for e in tl.gateway_events()),
-             "the XDP event")
+            "the XDP event")
     ev = [e for e in tl.gateway_events() if e["event_type"] == "XdpSecurityDrop"][-1]
-    assert ev["transport_id"].startswith("10.77.3.2:") and ev["where"] == "xdp"
+    assert ev["transport_id"].startswith(f"{ATTACKER_IP}:") and ev["where"] == "xdp"
     assert ev["session_id"] == f"{sid:016x}"

@@ -6,7 +6,8 @@ import subprocess
 
 import pytest
 
-from jvpn.lab.netns import Lab
+from jvpn.lab.addresses import GW_IP
+from jvpn.lab.netns import Lab, RoamingLab
 
 pytestmark = pytest.mark.kernel
 
@@ -30,8 +31,8 @@ def test_stale_lab_of_a_dead_owner_is_removed_and_a_live_one_kept():
 
 
 def test_lab_comes_up_and_goes_down_cleanly():
-    lab = Lab(with_attacker=True)
+    lab = RoamingLab(with_attacker=True)
     with lab:
-        out = lab.run("cl", "ping", "-c", "1", "-W", "2", "10.77.0.1", check=False)
+        out = lab.run("cl", "ping", "-c", "1", "-W", "2", GW_IP, check=False)
         assert out.returncode == 0  # client -> router -> gateway, inside the lab only
     assert lab.prefix not in _netns()

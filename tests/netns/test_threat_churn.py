@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from jvpn.lab.netns import TunnelLab, lab_policy
+from jvpn.lab.running import lab_policy
+from jvpn.lab.tunnel import TunnelLab
 
 pytestmark = pytest.mark.kernel
 
@@ -23,7 +24,7 @@ def test_churn_degrades_then_terminates(tmp_path):
                   if e["event_type"] == "SessionStateChange"]
         assert "DEGRADED" in states and states[-1] == "TERMINATED"
         assert states.index("DEGRADED") < len(states) - 1
-        tl._wait(lambda: tl.client.poll() is not None, "the client to stop")
+        tl.wait(lambda: tl.client.poll() is not None, "the client to stop")
         assert tl.client.returncode != 0
         ends = [e for e in tl.client_event_list() if e["event_type"] == "SessionTerminated"]
         assert ends, "the client was not told"

@@ -10,7 +10,7 @@ import pytest
 
 from jvpn import wire
 from jvpn.gate import abi
-from jvpn.lab.netns import WIFI_IP
+from jvpn.lab.addresses import WIFI_IP
 from kits.threat_kit import attacker, counters, data_message, delta, snapshot, victim
 
 pytestmark = pytest.mark.kernel
@@ -22,7 +22,7 @@ def test_reattach_storm_leaves_one_binding(tl):
     sid, keys = victim(tl)
     from pathlib import Path
 
-    from jvpn.gate.maps import GateMaps
+    from jvpn.gate.pins import GateMaps
     with GateMaps(Path(tl.env["JVPN_PIN_ROOT"]) / "gw0") as maps:
         top = maps.get_runtime(sid).replay_top
     bound_before = tl.cli_json("sessions", "gw0")["gw0"][0]["bound"]
@@ -56,9 +56,9 @@ def test_reattach_storm_leaves_one_binding(tl):
     assert len(starts) == 1 and len(conflicts) == len(STORM) - 1
     # the challenge to the spoofed source is never answered: DEGRADED, then the
     # real client (which still holds the keys and its path) reattaches
-    tl._wait(lambda: (s := tl.cli_json("sessions", "gw0")["gw0"]) and
-             s[0]["state"] == "ATTACHED" and s[0]["bound"].startswith(WIFI_IP) and
-             s[0]["version"] > 1 and any(e["new_state"] == "DEGRADED" for e in
+    tl.wait(lambda: (s := tl.cli_json("sessions", "gw0")["gw0"]) and
+            s[0]["state"] == "ATTACHED" and s[0]["bound"].startswith(WIFI_IP) and
+            s[0]["version"] > 1 and any(e["new_state"] == "DEGRADED" for e in
                                          tl.gateway_events()[n_events:]
                                          if e["event_type"] == "SessionStateChange"),
-             "the real client bound again", timeout=30)
+            "the real client bound again", timeout=30)

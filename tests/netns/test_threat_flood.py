@@ -8,6 +8,7 @@ import pytest
 
 from jvpn import wire
 from jvpn.gate import abi
+from jvpn.lab.addresses import GW_INNER
 from kits.threat_kit import attacker, counters, data_message, delta, settle
 
 pytestmark = pytest.mark.kernel
@@ -21,7 +22,7 @@ def test_unknown_session_flood(tl):
     settle()
     assert delta(before, counters(tl)).get("drop_unknown_session") == len(flood)
     assert len(tl.gateway_events()) - n_events < 5  # counted, not a flood of events
-    assert tl.lab.run("cl", "ping", "-c", "2", "-W", "2", "10.99.0.1", check=False).returncode == 0
+    assert tl.lab.run("cl", "ping", "-c", "2", "-W", "2", GW_INNER, check=False).returncode == 0
 
 
 def test_handshake_flood_is_cut_per_source_before_the_daemon(tl):
@@ -37,4 +38,4 @@ def test_handshake_flood_is_cut_per_source_before_the_daemon(tl):
     rejected = [e for e in tl.gateway_events()[n_events:] if e["event_type"] ==
                 "HandshakeRejected"]
     assert len(rejected) == passed  # the daemon saw only what XDP let through (bad mac1)
-    assert tl.lab.run("cl", "ping", "-c", "2", "-W", "2", "10.99.0.1", check=False).returncode == 0
+    assert tl.lab.run("cl", "ping", "-c", "2", "-W", "2", GW_INNER, check=False).returncode == 0

@@ -8,6 +8,7 @@ import pytest
 
 from jvpn import wire
 from jvpn.gate import abi
+from jvpn.lab.addresses import GW_IP, PORT
 from kits.threat_kit import attacker, counters, delta, snapshot, victim
 
 pytestmark = pytest.mark.kernel
@@ -27,7 +28,7 @@ def test_forged_reattach_is_dropped_in_xdp_and_changes_nothing(tl):
     sid, _keys = victim(tl)
     before, state = counters(tl), snapshot(tl, sid)
     with tl.lab.socket("atk", socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.sendto(_request(sid, os.urandom(16), os.urandom(32), 10**9), ("10.77.0.1", 51900))
+        s.sendto(_request(sid, os.urandom(16), os.urandom(32), 10**9), (GW_IP, PORT))
         s.settimeout(1.0)
         with pytest.raises(TimeoutError):
             s.recvfrom(2048)  # the attacker receives nothing: no reflection, no oracle
@@ -42,8 +43,8 @@ def test_authentic_header_with_a_forged_proof_is_refused_by_the_daemon(tl):
     n = len(tl.gateway_events())
     state = snapshot(tl, sid)
     attacker(tl).send([_request(sid, keys.hdr_c2s, os.urandom(32), 2**40)])
-    tl._wait(lambda: any(e.get("reason_code") == "AUTH_FAIL" for e in tl.gateway_events()[n:]),
-             "the daemon's AUTH_FAIL")
+    tl.wait(lambda: any(e.get("reason_code") == "AUTH_FAIL" for e in tl.gateway_events()[n:]),
+            "the daemon's AUTH_FAIL")
     new = tl.gateway_events()[n:]
     assert any(e["reason_code"] == "SEC_SESSION_FIXATION_ATTEMPT" for e in new)
     assert snapshot(tl, sid) == state  # byte-identical: S7

@@ -5,7 +5,8 @@ rejected deterministically in XDP; nothing they touch changes."""
 import pytest
 
 from jvpn.gate import abi
-from jvpn.lab.netns import Sniffer
+from jvpn.lab.addresses import GW_INNER
+from jvpn.lab.capture import Sniffer
 from kits.threat_kit import attacker, counters, delta, settle, snapshot, victim
 
 pytestmark = pytest.mark.kernel
@@ -15,14 +16,14 @@ def _capture(tl, action, wanted: int):
     sniffer = Sniffer(tl.lab)
     try:
         action()
-        tl._wait(lambda: len(sniffer.captured.get(wanted, [])) > 0, "a captured message")
+        tl.wait(lambda: len(sniffer.captured.get(wanted, [])) > 0, "a captured message")
     finally:
         sniffer.stop()
     return sniffer.captured
 
 
 def test_replayed_data_with_the_victims_source_is_dropped_as_replay(tl):
-    got = _capture(tl, lambda: tl.lab.run("cl", "ping", "-c", "5", "-i", "0.2", "10.99.0.1"),
+    got = _capture(tl, lambda: tl.lab.run("cl", "ping", "-c", "5", "-i", "0.2", GW_INNER),
                    abi.MSG_DATA)
     data = got[abi.MSG_DATA][:5]
     sid, _keys = victim(tl)
@@ -37,8 +38,8 @@ def test_replayed_data_with_the_victims_source_is_dropped_as_replay(tl):
 
 def test_replayed_reattach_request_is_dropped(tl):
     got = _capture(tl, lambda: tl.lab.link("cl", "wifi", "down"), abi.MSG_REATTACH_REQ)
-    tl._wait(lambda: any(e["reason_code"] == "REATTACH_ACCEPT" for e in tl.gateway_events()),
-             "the client's reattach")
+    tl.wait(lambda: any(e["reason_code"] == "REATTACH_ACCEPT" for e in tl.gateway_events()),
+            "the client's reattach")
     settle()
     sid, _keys = victim(tl)
     before, state = counters(tl), snapshot(tl, sid)

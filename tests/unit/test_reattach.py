@@ -4,15 +4,22 @@ switch storm -> DEGRADED -> TERMINATED."""
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import os
+import threading
 
 import pytest
 
 from jvpn import wire
 from jvpn.events import EventLog
 from jvpn.gate import abi
+from jvpn.gate.userspace import UserspaceGate
+from jvpn.gateway.control import ControlPath
+from jvpn.gateway.follower import NullFollower
+from jvpn.gateway.ownership import LocalOwnership
 from jvpn.gateway.reattach import ReattachServer
+from jvpn.gateway.table import SessionTable
 from jvpn.keys import derive_session_keys
 from jvpn.policy import default_policy
 from jvpn.session import Event, State, Transport, apply, new_session
@@ -32,25 +39,56 @@ class Clock:
         return self.ms
 
 
+class RecordingGate(UserspaceGate):
+    """The userspace gate, remembering every record projected into it."""
+
+    def __init__(self):
+        super().__init__()
+        self.projected = []
+
+    def put(self, rec, keys, fence=0, first=False, c2s_floor=0):
+        self.projected.append(rec)
+        super().put(rec, keys, fence, first, c2s_floor)
+
+
 class Harness:
+    """The validator and the control path that carries out its decisions,
+    over a session table with one session (a single gateway)."""
+
     def __init__(self, tmp_path, store=None, **policy):
         self.clock = Clock()
         self.store = store or SqliteStore(tmp_path / "s.db")
         self.events = EventLog("gw-test", clock_ms=self.clock)
-        self.projected = []
+        self.gate = RecordingGate()
+        self.sent = []
         self.c2s = itertools.count(100)
-        self.s2c = itertools.count(1)
         self.seq = itertools.count(1)
         pol = default_policy()
         self.policy = pol.__class__(**{**pol.as_dict(), **policy})
-        self.server = ReattachServer(
-            self.store, self.policy, self.events,
-            project=lambda rec, keys: self.projected.append(rec),
-            next_counter=lambda sid: next(self.s2c), clock_ms=self.clock,
-            rand=lambda n: os.urandom(n))
+        send = lambda msg, to: self.sent.append((msg, to))  # noqa: E731
+        ownership = LocalOwnership("gw-test")
+        self.table = SessionTable(store=self.store, gate=self.gate, events=self.events,
+                                  ownership=ownership, clock_ms=self.clock, send=send)
+        self.server = ReattachServer(self.store, self.policy, clock_ms=self.clock,
+                                     rand=lambda n: os.urandom(n))
+        follower = NullFollower(store=self.store, table=self.table, gate=self.gate,
+                                ownership=ownership, events=self.events, lock=threading.RLock(),
+                                retry=lambda msg, src: None, clock_ms=self.clock)
+        self.control = ControlPath(table=self.table, admission=None, reattach=self.server,
+                                   follower=follower, events=self.events, send=send,
+                                   clock_ms=self.clock, randbits=lambda n: 1)
         rec, _ = apply(new_session(SID, self.clock.ms), Event.ATTACH_OK, self.clock.ms,
                        binding=OLD)
         self.store.create(rec, KEYS.pack())
+        self.table.install(rec, KEYS, ipaddress.IPv4Address("10.99.0.2").packed)
+
+    @property
+    def projected(self):
+        return self.gate.projected
+
+    def handle(self, msg: bytes, src: Transport):
+        """As the gateway does for one control message: the replies to send."""
+        return self.control.reattach_message(msg, src)
 
     def record(self):
         return self.store.get(SID)[0]
@@ -70,9 +108,9 @@ class Harness:
             keys.hdr_c2s, keys.reattach, server_nonce, client_nonce)
 
     def reattach(self, src: Transport):
-        [(challenge, to)] = self.server.handle(self.request(), src)
+        [(challenge, to)] = self.handle(self.request(), src)
         assert to == src
-        return self.server.handle(self.answer(challenge), src)
+        return self.handle(self.answer(challenge), src)
 
     def reasons(self):
         return [e["reason_code"] for e in self.events.recent if e["event_type"] == "ReattachResult"]
@@ -113,29 +151,29 @@ def _unchanged(h, before, replies, reason):
 
 def test_replayed_request_is_rejected(h):
     req = h.request()
-    [(challenge, _)] = h.server.handle(req, NEW)
-    h.server.handle(h.answer(challenge), NEW)
+    [(challenge, _)] = h.handle(req, NEW)
+    h.handle(h.answer(challenge), NEW)
     before = h.record()
-    _unchanged(h, before, h.server.handle(req, EVIL), "REPLAY_DETECTED")
+    _unchanged(h, before, h.handle(req, EVIL), "REPLAY_DETECTED")
 
 
 def test_forged_proof(h):
     bad = derive_session_keys(SID, b"\x09" * 32, b"\2" * 32, b"\3" * 32)
     before = h.record()
-    _unchanged(h, before, h.server.handle(h.request(keys=bad), EVIL), "AUTH_FAIL")
+    _unchanged(h, before, h.handle(h.request(keys=bad), EVIL), "AUTH_FAIL")
     assert any(e["reason_code"] == "SEC_SESSION_FIXATION_ATTEMPT" for e in h.events.recent)
 
 
 def test_stale_timestamp_and_wrong_epoch(h):
     before = h.record()
     stale = h.request(ts=h.clock.ms - h.policy.reattach_proof_max_age_ms - 1)
-    _unchanged(h, before, h.server.handle(stale, NEW), "FRESHNESS_INVALID")
-    _unchanged(h, before, h.server.handle(h.request(epoch=7), NEW), "FRESHNESS_INVALID")
+    _unchanged(h, before, h.handle(stale, NEW), "FRESHNESS_INVALID")
+    _unchanged(h, before, h.handle(h.request(epoch=7), NEW), "FRESHNESS_INVALID")
 
 
 def test_unknown_session_allocates_nothing(h):
     before = h.record()
-    _unchanged(h, before, h.server.handle(h.request(sid=SID ^ 1), EVIL), "SESSION_NOT_FOUND")
+    _unchanged(h, before, h.handle(h.request(sid=SID ^ 1), EVIL), "SESSION_NOT_FOUND")
     assert h.server.pending == {}
 
 
@@ -144,43 +182,43 @@ def test_hijack_with_captured_request_from_third_address(h):
     the challenge goes to the attacker's address, but the attacker cannot
     answer it without the key, and an answer from elsewhere is refused."""
     req = h.request()
-    [(_challenge, to)] = h.server.handle(req, EVIL)
+    [(_challenge, to)] = h.handle(req, EVIL)
     assert to == EVIL
     forged = wire.seal_control(
         wire.Header(type=abi.MSG_PATH_RESPONSE, session_id=SID, counter=next(h.c2s)),
         KEYS.hdr_c2s, b"\0" * 32, b"\0" * 16, b"\0" * 16)
-    assert h.server.handle(forged, EVIL) == []
+    assert h.handle(forged, EVIL) == []
     assert h.record().binding == OLD and h.reasons()[-1] == "AUTH_FAIL"
     h.clock.ms += 4_000
-    h.server.expire()  # the challenge lapses: DEGRADED, binding never moved
+    h.control.expire_challenges()  # the challenge lapses: DEGRADED, binding never moved
     assert h.record().state is State.DEGRADED and h.record().binding == OLD
 
 
 def test_challenge_answered_from_a_different_address(h):
-    [(challenge, _)] = h.server.handle(h.request(), NEW)
+    [(challenge, _)] = h.handle(h.request(), NEW)
     before = h.record()
-    assert h.server.handle(h.answer(challenge), EVIL) == []
+    assert h.handle(h.answer(challenge), EVIL) == []
     assert h.record() == before and h.reasons()[-1] == "AUTH_FAIL"
     # the genuine answer from the challenged transport still completes it
-    to, _, _ = _ack(h.server.handle(h.answer(challenge), NEW))
+    to, _, _ = _ack(h.handle(h.answer(challenge), NEW))
     assert to == NEW and h.record().binding == NEW
 
 
 def test_parallel_reattaches_one_winner(h):
     a, b = h.request(), h.request()
-    [(ch_a, _)] = h.server.handle(a, NEW)
-    assert h.server.handle(b, NAT) == []
+    [(ch_a, _)] = h.handle(a, NEW)
+    assert h.handle(b, NAT) == []
     assert h.reasons()[-1] == "OWNERSHIP_CONFLICT"
-    _ack(h.server.handle(h.answer(ch_a), NEW))
+    _ack(h.handle(h.answer(ch_a), NEW))
     assert h.record().binding == NEW
     assert h.reasons().count("REATTACH_ACCEPT") == 1
 
 
 def test_store_conflict_rejects_and_binding_stays(h):
-    [(challenge, _)] = h.server.handle(h.request(), NEW)
+    [(challenge, _)] = h.handle(h.request(), NEW)
     rec = h.record()
     h.store.cas(SID, rec.version, rec.with_(version=rec.version + 1))  # another writer
-    replies = h.server.handle(h.answer(challenge), NEW)
+    replies = h.handle(h.answer(challenge), NEW)
     assert h.reasons()[-1] == "OWNERSHIP_CONFLICT"
     assert h.record().binding == OLD
     assert wire.open_control(replies[0][0], KEYS.reattach)[0].type == abi.MSG_REATTACH_REJECT
@@ -190,10 +228,10 @@ def test_cooldown_consumes_the_sequence(h):
     _ack(h.reattach(NEW))
     h.clock.ms += 100
     req = h.request()
-    [(msg, _)] = h.server.handle(req, NAT)
+    [(msg, _)] = h.handle(req, NAT)
     assert wire.open_control(msg, KEYS.reattach)[1][1] == wire.REJECT_REASONS.index("POLICY_DENY")
     h.clock.ms += 2_000  # past the cooldown, still inside the proof's max age
-    assert h.server.handle(req, NAT) == []  # cannot be replayed after the cooldown
+    assert h.handle(req, NAT) == []  # cannot be replayed after the cooldown
     assert h.reasons()[-1] == "REPLAY_DETECTED"
 
 
@@ -203,22 +241,22 @@ def test_switch_storm_degrades_then_terminates(tmp_path):
         h.clock.ms += 10
         _ack(h.reattach(t))
     h.clock.ms += 10
-    h.server.handle(h.request(), OLD)
+    h.handle(h.request(), OLD)
     assert h.record().state is State.DEGRADED and h.reasons()[-1] == "POLICY_DENY"
     assert h.projected[-1].state is State.DEGRADED  # XDP now blocks data for it
     h.clock.ms += 10
-    h.server.handle(h.request(), NEW)
+    h.handle(h.request(), NEW)
     rec = h.record()
     assert rec.state is State.TERMINATED and rec.binding is None
     assert any(e["event_type"] == "SessionTerminated" for e in h.events.recent)
     h.clock.ms += 10
-    assert h.server.handle(h.request(), NEW) == []
+    assert h.handle(h.request(), NEW) == []
     assert h.reasons()[-1] == "SESSION_EXPIRED"
     h.store.close()
 
 
 def test_rate_limited_per_source(h):
     for _ in range(25):
-        h.server.handle(h.request(keys=derive_session_keys(SID, b"\7" * 32, b"\7" * 32,
+        h.handle(h.request(keys=derive_session_keys(SID, b"\7" * 32, b"\7" * 32,
                                                            b"\7" * 32)), EVIL)
     assert "RATE_LIMITED" in h.reasons()

@@ -10,9 +10,9 @@
  * rate = 1e9 / interval_ns units per second; about burst_ns / interval_ns + 1
  * units pass back to back. interval_ns == 0 disables the bucket. With the
  * coarse clock (one tick per jiffy), burst_ns must cover at least a tick.
- * Mirrored by jvpn/model.py:gcra_allow.
+ * Mirrored by jvpn/gate/model.py:gcra_next and gcra_allow.
  *
- * Included by: bpf/jvpn_xdp.c.
+ * Included by: jvpn_xdp.c (beside include/ in jvpn/gate/bpf/).
  */
 #ifndef JVPN_GCRA_H
 #define JVPN_GCRA_H

@@ -4,12 +4,16 @@
  * to the jvpn header. Pure: no maps, no helpers, so it can live in a header
  * that bcc's rewriter never needs to see.
  *
- * Included by: bpf/jvpn_xdp.c.
+ * Included by: jvpn_xdp.c (beside include/ in jvpn/gate/bpf/). Mirrored by
+ * jvpn/gate/model.py:parse.
  *
- * Classification is conservative in one direction only: a packet is jvpn's
- * (and may be dropped) only once its UDP destination port is one of ours.
- * Anything we cannot prove is ours passes untouched, so attaching to a real
- * uplink never cuts SSH.
+ * Classification: a frame passes untouched only once it is proven not to be
+ * UDP to one of our ports (not IP, another L4 protocol, another UDP port, or
+ * a later fragment, which is checked through its first fragment), so
+ * attaching to a real uplink never cuts SSH. A frame the parser cannot
+ * finish (a third VLAN tag, a fourth IPv6 extension header, a header cut
+ * short) may be UDP to our port, which the kernel would then deliver to the
+ * daemon unchecked: it is dropped as "unparsed" (issue 10 item 12).
  */
 #ifndef JVPN_PARSE_H
 #define JVPN_PARSE_H
@@ -24,6 +28,11 @@
 #define JVPN_PARSE_OTHER 0     /* not ours: XDP_PASS untouched */
 #define JVPN_PARSE_OK 1        /* ours, header present and in bounds */
 #define JVPN_PARSE_MALFORMED 2 /* ours (our port) but unusable */
+#define JVPN_PARSE_UNPARSED 3  /* the parser gave up: may be ours, so not passed */
+
+/* L4 results of the IP parsers besides a protocol number. */
+#define JVPN_L4_NOT_OURS -1    /* proven not ours: a later fragment */
+#define JVPN_L4_GAVE_UP -2     /* cut short, or beyond what we parse */
 
 #define JVPN_ETH_P_8021Q 0x8100
 #define JVPN_ETH_P_8021AD 0x88A8
@@ -91,28 +100,30 @@ static __always_inline int jvpn_parse_eth(struct jvpn_cursor *c, __u16 *proto)
 			break;
 		vlan = c->pos;
 		if ((void *)(vlan + 1) > c->end)
-			return -1;
+			return JVPN_L4_GAVE_UP;
 		*proto = vlan->proto;
 		c->pos = vlan + 1;
 	}
+	if (*proto == bpf_htons(JVPN_ETH_P_8021Q) || *proto == bpf_htons(JVPN_ETH_P_8021AD))
+		return JVPN_L4_GAVE_UP; /* a third tag: the kernel strips VID 0 ones */
 	return 0;
 }
 
-/* Returns the L4 protocol, or -1. Fills addresses and the fragment flag. */
+/* Returns the L4 protocol or JVPN_L4_*. Fills addresses and the fragment flag. */
 static __always_inline int jvpn_parse_ipv4(struct jvpn_cursor *c, struct jvpn_pkt *pkt)
 {
 	struct iphdr *ip = c->pos;
 	__u32 ihl;
 
 	if ((void *)(ip + 1) > c->end)
-		return -1;
+		return JVPN_L4_GAVE_UP;
 	ihl = ip->ihl * 4;
 	if (ip->version != 4 || ihl < sizeof(*ip))
-		return -1;
+		return JVPN_L4_GAVE_UP;
 	if (c->pos + ihl > c->end)
-		return -1;
+		return JVPN_L4_GAVE_UP;
 	if (ip->frag_off & bpf_htons(JVPN_IP_OFFSET))
-		return -1; /* a later fragment carries no UDP header: not provably ours */
+		return JVPN_L4_NOT_OURS; /* no UDP header; its first fragment is checked */
 	pkt->first_frag = (ip->frag_off & bpf_htons(JVPN_IP_MF)) != 0;
 	pkt->family = JVPN_AF_INET;
 	pkt->saddr[0] = ip->saddr;
@@ -129,9 +140,9 @@ static __always_inline int jvpn_parse_ipv6(struct jvpn_cursor *c, struct jvpn_pk
 	int i;
 
 	if ((void *)(ip6 + 1) > c->end)
-		return -1;
+		return JVPN_L4_GAVE_UP;
 	if (ip6->version != 6)
-		return -1;
+		return JVPN_L4_GAVE_UP;
 	pkt->family = JVPN_AF_INET6;
 	__builtin_memcpy(pkt->saddr, &ip6->saddr, 16);
 	nexthdr = ip6->nexthdr;
@@ -142,15 +153,15 @@ static __always_inline int jvpn_parse_ipv6(struct jvpn_cursor *c, struct jvpn_pk
 		    nexthdr == IPPROTO_DSTOPTS) {
 			opt = c->pos;
 			if ((void *)(opt + 1) > c->end)
-				return -1;
+				return JVPN_L4_GAVE_UP;
 			nexthdr = opt->nexthdr;
 			c->pos += (opt->hdrlen + 1) * 8;
 		} else if (nexthdr == IPPROTO_FRAGMENT) {
 			frag = c->pos;
 			if ((void *)(frag + 1) > c->end)
-				return -1;
+				return JVPN_L4_GAVE_UP;
 			if (frag->frag_off & bpf_htons(0xFFF8))
-				return -1; /* not the first fragment */
+				return JVPN_L4_NOT_OURS; /* checked through its first fragment */
 			pkt->first_frag = 1;
 			nexthdr = frag->nexthdr;
 			c->pos = frag + 1;
@@ -158,6 +169,9 @@ static __always_inline int jvpn_parse_ipv6(struct jvpn_cursor *c, struct jvpn_pk
 			break;
 		}
 	}
+	if (nexthdr == IPPROTO_HOPOPTS || nexthdr == IPPROTO_ROUTING ||
+	    nexthdr == IPPROTO_DSTOPTS || nexthdr == IPPROTO_FRAGMENT)
+		return JVPN_L4_GAVE_UP; /* a longer chain than we walk; the kernel walks it */
 	return nexthdr;
 }
 
@@ -174,26 +188,33 @@ static __always_inline int jvpn_parse(void *data, void *data_end,
 	__u32 udp_len;
 	int l4;
 
-	if (jvpn_parse_eth(&c, &proto) < 0)
-		return JVPN_PARSE_OTHER;
+	l4 = jvpn_parse_eth(&c, &proto);
+	if (l4 == JVPN_L4_GAVE_UP)
+		return JVPN_PARSE_UNPARSED;
+	if (l4 < 0)
+		return JVPN_PARSE_OTHER; /* shorter than an Ethernet header */
 	if (proto == bpf_htons(ETH_P_IP))
 		l4 = jvpn_parse_ipv4(&c, pkt);
 	else if (proto == bpf_htons(ETH_P_IPV6))
 		l4 = jvpn_parse_ipv6(&c, pkt);
 	else
 		return JVPN_PARSE_OTHER;
+	if (l4 == JVPN_L4_GAVE_UP)
+		return JVPN_PARSE_UNPARSED;
 	if (l4 != IPPROTO_UDP)
 		return JVPN_PARSE_OTHER;
 
 	udp = c.pos;
 	if ((void *)(udp + 1) > c.end)
-		return JVPN_PARSE_OTHER;
+		return JVPN_PARSE_UNPARSED; /* a first fragment may carry it in the next one */
 	if (!jvpn_port_is_ours(cfg, udp->dest))
 		return JVPN_PARSE_OTHER;
 
 	/* From here on the packet is addressed to jvpn. */
 	if (pkt->first_frag)
 		return JVPN_PARSE_MALFORMED; /* jvpn never fragments; refuse reassembly */
+	if (!udp->source)
+		return JVPN_PARSE_MALFORMED; /* port 0: nothing can answer it (issue 10 item 1) */
 	pkt->sport = udp->source;
 	udp_len = bpf_ntohs(udp->len);
 	if (udp_len < sizeof(*udp) + JVPN_HDR_LEN)

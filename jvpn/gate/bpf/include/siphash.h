@@ -4,15 +4,19 @@
  * first 24 bytes of a jvpn header. Fixed length, fully unrolled, no loops.
  * Checked against the reference implementation (the `siphash24` Python
  * package, itself checked against the published vectors) in
- * tests/test_xdp_verdicts.py and tests/test_siphash_kernel.py.
+ * tests/unit/test_siphash.py (the Python tag, jvpn/wire.py) and, in the kernel,
+ * tests/bpf/test_xdp_verdicts.py and tests/bpf/test_xdp_property.py.
  *
- * Included by: bpf/jvpn_xdp.c, bpf/tests/siphash_probe.c.
+ * Included by: jvpn_xdp.c (beside include/ in jvpn/gate/bpf/) and the tag-only
+ * program of `jvpn-xdp bench xdp` (jvpn/bench/xdp.py).
  */
 #ifndef JVPN_SIPHASH_H
 #define JVPN_SIPHASH_H
 
 #define JVPN_ROTL64(x, b) (((x) << (b)) | ((x) >> (64 - (b))))
 
+/* One SipRound half per line, as in the reference: clang-format would split it. */
+/* clang-format off */
 #define JVPN_SIPROUND                                                      \
 	do {                                                               \
 		v0 += v1; v1 = JVPN_ROTL64(v1, 13); v1 ^= v0;              \
@@ -30,6 +34,7 @@
 		JVPN_SIPROUND;                                             \
 		v0 ^= (m);                                                 \
 	} while (0)
+/* clang-format on */
 
 static __always_inline __u64 jvpn_siphash24_24(__u64 k0, __u64 k1,
 					       __u64 m0, __u64 m1, __u64 m2)

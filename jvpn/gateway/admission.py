@@ -1,0 +1,83 @@
+"""Handshake admission: a cookie round trip when handshakes arrive faster than
+the configured rate, then the Noise responder; for an admitted peer, the new
+session's record, keys and the response to send. Nothing here writes: the
+control path (jvpn/gateway/control.py) commits through the session table."""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from jvpn.handshake import Assignment, CookieChecker, HandshakeError, Responder
+from jvpn.keys import SessionKeys
+from jvpn.session import Event, SessionRecord, Transition, Transport, apply, new_session
+
+
+@dataclass(frozen=True)
+class CookieReply:
+    """Under load: answer with a cookie, admit nothing yet."""
+
+    msg: bytes
+
+
+@dataclass(frozen=True)
+class Refused:
+    detail: str
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """A proven initiation from a configured peer."""
+
+    init: object  # jvpn.handshake's opened initiation
+    inner: ipaddress.IPv4Address  # the peer's inner address
+
+
+@dataclass(frozen=True)
+class NewSession:
+    record: SessionRecord  # ATTACHED, bound to the initiator's transport
+    transition: Transition
+    keys: SessionKeys
+    response: bytes  # the handshake response to send once the record is stored
+
+
+class Admission:
+    def __init__(self, private_key: bytes, peers: dict[bytes, ipaddress.IPv4Address],
+                 address: ipaddress.IPv4Interface, cookie_threshold_per_s: int,
+                 monotonic: Callable[[], float] = time.monotonic):
+        self.peers, self.address = peers, address
+        self.responder = Responder(private_key, lambda pub: pub in peers)
+        self.cookies = CookieChecker(private_key)
+        self.cookie_threshold, self.monotonic = cookie_threshold_per_s, monotonic
+        self._recent: deque = deque()
+
+    def _under_load(self, now: float) -> bool:
+        q = self._recent
+        q.append(now)
+        while q and now - q[0] > 1.0:
+            q.popleft()
+        return len(q) > self.cookie_threshold
+
+    def check(self, msg: bytes, src: tuple[str, int]) -> CookieReply | Refused | Admitted:
+        try:
+            cookie_reply = self.cookies.check(msg, src, self._under_load(self.monotonic()))
+            if cookie_reply is not None:
+                return CookieReply(cookie_reply)
+            init = self.responder.open(msg)
+        except HandshakeError as e:
+            return Refused(e.reason)
+        return Admitted(init, self.peers[init.client_public])
+
+    def session(self, admitted: Admitted, sid: int, src: Transport, now: int, *, owner: str,
+                owner_lease: int) -> NewSession:
+        """The new session for ``admitted``: record, keys and response."""
+        inner = admitted.inner
+        resp, keys = admitted.init.respond(Assignment(sid, ipaddress.IPv4Interface(
+            (inner, self.address.network.prefixlen)), self.address.ip))
+        rec = new_session(sid, now, owner=owner).with_(inner_addr=str(inner),
+                                                       owner_lease=owner_lease)
+        rec, tr = apply(rec, Event.ATTACH_OK, now, binding=src)
+        return NewSession(rec, tr, keys, resp)

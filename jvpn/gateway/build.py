@@ -1,0 +1,69 @@
+"""The composition root: a Gateway, with its store, gate and event log, from
+a GatewayConfig (what `jvpn-xdp gateway up` runs)."""
+
+from __future__ import annotations
+
+import time
+from typing import TextIO
+
+from jvpn.config import GatewayConfig
+from jvpn.events import EventLog
+from jvpn.gate.paths import DEFAULT_PATHS, GatePaths
+from jvpn.gateway.daemon import Gateway
+from jvpn.store import Store
+
+
+def open_store(cfg: GatewayConfig) -> Store:
+    """etcd (a cluster: this gateway registers under its lease) or the
+    embedded SQLite store in the state directory."""
+    if cfg.store is None:
+        from jvpn.store.sqlite import SqliteStore  # noqa: PLC0415
+
+        return SqliteStore(cfg.state_dir / "sessions.db")
+    from jvpn.store.etcd import EtcdStore  # noqa: PLC0415 - only clusters need etcd3gw
+
+    store = EtcdStore(*cfg.store, cluster_key=cfg.cluster_key)
+    register(store, cfg.node_id, cfg.lease_ttl_s)
+    return store
+
+
+def register(store, node_id: str, ttl_s: int, sleep=time.sleep, monotonic=time.monotonic) -> None:
+    """A restart right after a crash finds the old registration until its
+    lease runs out: wait that long, not longer."""
+    from jvpn.store.etcd import NodeIdTaken  # noqa: PLC0415
+
+    deadline = monotonic() + ttl_s + 1
+    while True:
+        try:
+            store.register_gateway(node_id, ttl_s)
+            return
+        except NodeIdTaken:
+            if monotonic() > deadline:
+                raise
+            sleep(0.25)
+
+
+def open_gate(cfg: GatewayConfig, paths: GatePaths = DEFAULT_PATHS):
+    """The attached XDP program's maps (pinned under ``paths``), or the same
+    checks in the daemon."""
+    if cfg.xdp_interface:
+        from jvpn.gate.kernel import XdpGate  # noqa: PLC0415
+
+        return XdpGate(cfg.xdp_interface, paths)
+    from jvpn.gate.userspace import UserspaceGate  # noqa: PLC0415
+
+    return UserspaceGate()
+
+
+def build_gateway(cfg: GatewayConfig, *, tun_name: str, echo: TextIO | None = None,
+                  paths: GatePaths = DEFAULT_PATHS) -> Gateway:
+    """Everything `gateway up` runs; the caller starts it, and after stop()
+    closes ``gw.store`` and ``gw.events``."""
+    gate = open_gate(cfg, paths)
+    store = open_store(cfg)
+    events = EventLog(cfg.node_id, cfg.events_file, policy_version=cfg.policy.version,
+                      echo=echo)
+    return Gateway(private_key=cfg.private_key, listen=("0.0.0.0", cfg.listen_port),
+                   address=cfg.address, peers={p.public_key: p.inner for p in cfg.peers},
+                   policy=cfg.policy, store=store, gate=gate, events=events, tun_name=tun_name,
+                   cookie_threshold_per_s=cfg.handshakes_per_second)

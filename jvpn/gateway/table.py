@@ -1,0 +1,272 @@
+"""The session table: the sessions this gateway serves, and the one writer
+of their state.
+
+Only this module writes session records to the store (create, compare-and-
+swap, delete, the ownership compare-and-swap with its lease condition),
+writes the gate's elements (put / standby / remove), and emits the state
+events (SessionStateChange, SessionTerminated). Every change of a record goes
+through ``commit``: the store first, then the gate, then the events; a store
+that refuses or cannot answer changes nothing here. Validation (admission,
+reattach, ownership, timers) happens before, elsewhere, and returns what to
+commit.
+
+The data loops read ``sessions`` and ``by_inner`` without the control lock;
+everything that writes runs under it (jvpn/gateway/daemon.py).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from jvpn import wire
+from jvpn.codes import EventType, Reason
+from jvpn.events import EventLog
+from jvpn.gate import abi
+from jvpn.gateway.ownership import OwnerWrite
+from jvpn.keys import SessionKeys
+from jvpn.session import Event, IllegalTransition, SessionRecord, State, Transport, apply
+from jvpn.store import Store, StoreError
+from jvpn.tunnel import DataChannel
+
+Send = Callable[[bytes, Transport], None]
+
+
+@dataclass
+class Live:
+    record: SessionRecord
+    keys: SessionKeys
+    channel: DataChannel
+    inner: bytes  # the client's inner IPv4 address, packed
+    last_rx_ms: int  # written by the data path only
+    installed: bool = True  # our element is in the gate (False: adopted, or parked)
+    parked: bool = False  # element removed for a handover/fence that did not complete
+
+
+class SessionTable:
+    def __init__(self, *, store: Store, gate, events: EventLog, ownership,
+                 clock_ms: Callable[[], int], send: Send):
+        self.store, self.gate, self.events, self.ownership = store, gate, events, ownership
+        self.clock_ms, self.send = clock_ms, send
+        self.sessions: dict[int, Live] = {}
+        self.by_inner: dict[bytes, int] = {}
+        # sessions other gateways own: (keys, owner) of our standby element
+        self.standby: dict[int, tuple[SessionKeys, str]] = {}
+        self.fenced = False  # no element of ours may pass data (jvpn/gateway/follower.py)
+
+    # ------------------------------------------------------------ reads
+    def get(self, sid: int) -> Live | None:
+        return self.sessions.get(sid)
+
+    def __contains__(self, sid: int) -> bool:
+        return sid in self.sessions
+
+    def for_inner(self, inner: bytes) -> Live | None:
+        sid = self.by_inner.get(inner)
+        return self.sessions.get(sid) if sid is not None else None
+
+    def next_counter(self, sid: int) -> int:
+        return self.sessions[sid].channel.next_counter()
+
+    def remote_owners(self) -> dict[int, str]:
+        return {sid: owner for sid, (_keys, owner) in self.standby.items()}
+
+    def unused_id(self, randbits: Callable[[int], int]) -> int:
+        while True:
+            sid = randbits(64)
+            if sid and sid not in self.sessions and self.store.get(sid) is None:
+                return sid
+
+    # ------------------------------------------------------------ store writes
+    def create(self, rec: SessionRecord, keys: SessionKeys, inner: bytes, tr) -> Live:
+        """A new session from a handshake (raises StoreError: nothing changed)."""
+        self.store.create(rec, keys.pack())
+        live = self.install(rec, keys, inner)
+        self.events.emit(EventType.SESSION_STATE_CHANGE, tr.reason_code, rec.session_id,
+                         rec.binding, version=rec.version, previous_state=tr.previous.name,
+                         new_state=tr.new.name)
+        return live
+
+    def commit(self, base: SessionRecord, new: SessionRecord, keys: SessionKeys,
+               steps=(), detail: str = "") -> None:
+        """The one way a record changes: compare-and-swap over ``base``, then
+        the gate follows, then one event per transition in ``steps``.
+        Raises StoreError (VersionConflict included): nothing changed."""
+        self.store.cas(base.session_id, base.version, new)
+        self._project(new, keys, steps)
+        now = self.clock_ms()
+        for rec, tr in steps:
+            self.events.emit(EventType.SESSION_STATE_CHANGE, tr.reason_code, rec.session_id,
+                             rec.binding, version=tr.version, previous_state=tr.previous.name,
+                             new_state=tr.new.name, detail=detail)
+            if tr.new is State.TERMINATED:
+                lost = base.transport_lost_ms
+                self.events.emit(EventType.SESSION_TERMINATED, tr.reason_code, rec.session_id,
+                                 version=tr.version, detail=detail,
+                                 session_age_ms=now - base.created_ms,
+                                 transportless_age_ms=(now - lost) if lost else 0)
+
+    def transition(self, live: Live, event: Event, detail: str = "", **changes) -> None:
+        """A transition the gateway decides itself (timers, a replacing
+        handshake); a terminated session is forgotten at once."""
+        rec = live.record
+        try:
+            new, tr = apply(rec, event, self.clock_ms(), **changes)
+            self.commit(rec, new, live.keys, [(new, tr)], detail=detail)
+        except (IllegalTransition, StoreError) as e:
+            self.events.emit(EventType.TRANSITION_REJECTED,
+                             getattr(e, "reason_code", Reason.OWNERSHIP_CONFLICT),
+                             rec.session_id, detail=str(e))
+            return
+        if new.state is State.TERMINATED:
+            self.forget(rec.session_id)
+
+    def write_owner(self, w: OwnerWrite) -> SessionRecord:
+        """An ownership change (jvpn/gateway/ownership.py): the record only,
+        the gate follows through the caller's next step. Raises StoreError."""
+        if w.alive is None:
+            self.store.cas(w.old.session_id, w.old.version, w.new)
+        else:
+            self.store.cas(w.old.session_id, w.old.version, w.new, alive=w.alive)
+        return w.new
+
+    def forget(self, sid: int) -> None:
+        """Served no more, and gone from the store."""
+        self.drop_local(sid)
+        try:
+            self.store.delete(sid)
+        except StoreError:
+            pass
+
+    # ------------------------------------------------------------ the gate follows
+    def _project(self, rec: SessionRecord, keys: SessionKeys, steps) -> None:
+        """After every successful store write: the gate follows."""
+        live = self.sessions.get(rec.session_id)
+        if rec.state is State.TERMINATED:
+            self.gate.remove(rec.session_id)  # first: no packet passes any more
+            if live is not None:
+                reason = next((tr.reason_code for _r, tr in steps
+                               if tr.new is State.TERMINATED), "")
+                self._send_terminate(live, rec, reason)
+                live.record = rec  # the timer loop forgets it (store, tables)
+            return
+        if live is None:
+            return
+        live.record = rec
+        if live.installed or (rec.state is State.ATTACHED and not self.fenced):
+            self._put(live, rec)
+
+    def _send_terminate(self, live: Live, rec: SessionRecord, reason: str) -> None:
+        """Best effort, authenticated: the client learns its session is over
+        instead of retrying into an unknown session."""
+        old = live.record
+        to = old.binding or old.candidate
+        if to is None:
+            return
+        code = reason if reason in wire.TERMINATE_REASONS else Reason.POLICY_TERMINATION
+        msg = wire.seal_control(
+            wire.Header(type=abi.MSG_TERMINATE, session_id=rec.session_id,
+                        counter=live.channel.next_counter()),
+            live.keys.hdr_s2c, live.keys.reattach, wire.TERMINATE_REASONS.index(code))
+        self.send(msg, to)
+
+    def _put(self, live: Live, rec: SessionRecord) -> None:
+        """Our element, fenced by our lease; a session new to this gateway
+        starts its window above what the previous owner saw."""
+        self.gate.put(rec, live.keys, self.ownership.token, first=not live.installed,
+                      c2s_floor=rec.c2s_floor)
+        live.installed, live.parked = True, False
+        self.standby.pop(rec.session_id, None)
+
+    def _live(self, rec: SessionRecord, keys: SessionKeys, inner: bytes,
+              first_counter: int = 1) -> Live:
+        sid = rec.session_id
+        channel = DataChannel(keys, "gateway", first_counter=max(first_counter, 1),
+                              check_replay=not self.gate.checks_in_kernel,
+                              check_tag=not self.gate.checks_in_kernel,
+                              reserve=lambda floor: self.store.set_floor(sid, floor))
+        live = Live(rec, keys, channel, inner, self.clock_ms(), installed=False)
+        self.sessions[sid] = live
+        self.by_inner[inner] = sid
+        return live
+
+    def install(self, rec: SessionRecord, keys: SessionKeys, inner: bytes,
+                first_counter: int = 1) -> Live:
+        """A session served here, with its element in the gate."""
+        live = self._live(rec, keys, inner, first_counter)
+        self._put(live, rec)
+        return live
+
+    def adopt(self, rec: SessionRecord, keys: SessionKeys) -> Live:
+        """A session this gateway just became owner of: counters resume above
+        the cluster-wide floor; no element until its reattach completes."""
+        return self._live(rec, keys, ipaddress.IPv4Address(rec.inner_addr).packed,
+                          first_counter=self.store.get_floor(rec.session_id))
+
+    def observe(self, live: Live, rec: SessionRecord) -> None:
+        """A newer record of ours seen in the store (the owner's own write)."""
+        live.record = rec
+
+    def serve_again(self, live: Live, rec: SessionRecord) -> None:
+        """A parked session is ours to serve again (a handover that did not happen)."""
+        live.record = rec
+        self._put(live, rec)
+
+    def park(self, live: Live) -> int:
+        """The owner's first half of a handover: our element becomes a
+        standby (one element write: no data passes here any more). Returns
+        the highest client counter the gate saw, the next owner's floor."""
+        self.gate.standby(live.record, live.keys)
+        live.installed, live.parked = False, True
+        return self.gate.counter_top(live.record.session_id)
+
+    def stand_by(self, rec: SessionRecord, keys: SessionKeys | None = None) -> None:
+        """Another gateway owns it: a standby element lets the client's
+        reattach reach us (a handoff), never its data."""
+        if keys is None:
+            try:
+                got = self.store.get(rec.session_id)
+            except StoreError:
+                return  # the next sweep tries again
+            if got is None:
+                return
+            keys = SessionKeys.unpack(got[1])
+        self.standby[rec.session_id] = (keys, rec.owner)
+        self.gate.standby(rec, keys)
+
+    def drop_standby(self, sid: int) -> None:
+        if self.standby.pop(sid, None) is not None:
+            self.gate.remove(sid)
+
+    def drop_local(self, sid: int) -> None:
+        """This gateway stops serving the session (the store keeps it)."""
+        live = self.sessions.pop(sid, None)
+        if live is not None and self.by_inner.get(live.inner) == sid:
+            del self.by_inner[live.inner]
+        self.gate.remove(sid)
+
+    def remove_stale(self) -> int:
+        """Gate elements of sessions neither served nor stood by here."""
+        stale = self.gate.ids() - set(self.sessions) - set(self.standby)
+        for sid in stale:
+            self.gate.remove(sid)
+        return len(stale)
+
+    def fence(self) -> None:
+        """Our lease is not certainly alive: every element of ours leaves the gate."""
+        self.fenced = True
+        for live in self.sessions.values():
+            if live.installed:
+                self.gate.standby(live.record, live.keys)
+                live.installed, live.parked = False, True
+
+    def unfence(self) -> None:
+        self.fenced = False  # elements come back one by one (follower: follow/sweep)
+
+    def stop_passing(self) -> None:
+        """On a cluster gateway's stop: another gateway may take our sessions
+        at once, so our elements stop passing data first."""
+        for live in self.sessions.values():
+            if live.installed:
+                self.gate.standby(live.record, live.keys)

@@ -1,0 +1,98 @@
+"""Every address, prefix and port the harness uses: the labs, the demos, the
+benchmarks and the namespace tests read them from here and retype none.
+
+Every address below exists only inside namespaces a lab creates (or, for
+the cluster's management links, on veths the cluster lab adds to the root
+namespace and removes again). jvpn's own UDP port is the product's default
+(jvpn/gate/abi.py, which mirrors the C header), never a copy of it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from jvpn.gate.abi import DEFAULT_PORT
+
+PORT = DEFAULT_PORT  # jvpn's UDP port on every gateway of every lab
+
+# ---------------------------------------------------------------- the roaming lab (netns.Lab)
+# client (two uplinks) -- router -- gateway, and an attacker behind the router
+LAN_PREFIX = 24
+GW_IP, ROUTER_GW_IP = "10.77.0.1", "10.77.0.254"
+WIFI_IP, WIFI_ROUTER_IP, WIFI_NET = "10.77.1.2", "10.77.1.254", "10.77.1.0/24"
+LTE_IP, LTE_ROUTER_IP, LTE_NET = "10.77.2.2", "10.77.2.254", "10.77.2.0/24"
+ATTACKER_IP, ATTACKER_ROUTER_IP, ATTACKER_NET = "10.77.3.2", "10.77.3.254", "10.77.3.0/24"
+UPLINK_NET = {"wifi": WIFI_NET, "lte": LTE_NET}
+UPLINK_ROUTER_IP = {"wifi": WIFI_ROUTER_IP, "lte": LTE_ROUTER_IP}
+UPLINK_ROUTER_IF = {"wifi": "r1", "lte": "r2"}  # the router's port behind each uplink
+UPLINK_METRIC = {"wifi": 10, "lte": 20}  # the lower metric carries the default route
+ROUTER_GW_IF, ATTACKER_ROUTER_IF = "r0", "r3"  # the router's ports to the gateway, attacker
+
+# ---------------------------------------------------------------- inside the tunnel
+GW_INNER, CLIENT_INNER = "10.99.0.1", "10.99.0.2"
+INNER_PREFIX = 24
+
+# ---------------------------------------------------------------- the cluster lab
+VIP = "10.77.9.1"  # the anycast address both gateways answer on
+SVC_IP, SVC_NET = "10.78.0.1", "10.78.0.0/24"  # the backend behind both gateways
+LINK_PREFIX = 30  # the point-to-point links: gateway to backend, gateway to etcd
+MGMT_NETS = "10.253"  # 10.253.N.0/29: the two management links of one cluster lab
+
+
+@dataclass(frozen=True)
+class Site:
+    """One gateway's place in the cluster lab."""
+    name: str         # "a" | "b"
+    role: str         # its namespace role in the Lab
+    node_id: str
+    edge_ip: str      # gw0, towards the router
+    router_ip: str    # the router's end of that link
+    router_if: str    # the router's port in front of this gateway
+    table: int        # the router's table that sends the VIP here
+    svc_ip: str       # svc0, towards the backend
+    svc_peer_ip: str  # the backend's end of that link
+    svc_peer_if: str
+    mgmt: int         # offset of its management /30 in 10.253.N.0/29
+
+    @property
+    def edge_net(self) -> str:
+        return str(ipaddress.ip_interface(f"{self.edge_ip}/{LAN_PREFIX}").network)
+
+
+SITES = {
+    "a": Site("a", "gw", "gw-a", GW_IP, ROUTER_GW_IP, ROUTER_GW_IF, 101,
+              "10.78.1.1", "10.78.1.2", "a0", 0),
+    "b": Site("b", "gwb", "gw-b", "10.77.4.1", "10.77.4.254", "r4", 102,
+              "10.78.2.1", "10.78.2.2", "b0", 4),
+}
+# source network on the router -> the gateway its VIP traffic lands on
+CATCHMENT = {WIFI_NET: "a", LTE_NET: "b", ATTACKER_NET: "a"}
+
+
+
+def mgmt_ips(n: int, site: Site) -> tuple[str, str]:
+    """(root side, gateway side) of ``site``'s management /30 in 10.253.N.0/29."""
+    return f"{MGMT_NETS}.{n}.{site.mgmt + 1}", f"{MGMT_NETS}.{n}.{site.mgmt + 2}"
+
+
+# ---------------------------------------------------------------- the XDP-only demo
+DEMO_GW_IP, DEMO_CL_IP = "10.77.0.1", "10.77.0.2"
+DEMO_CL_PORT, DEMO_OTHER_PORT = 40000, 40001  # the bound client port, and a stranger
+
+# ---------------------------------------------------------------- tests/netns/test_attach_netns.py
+ATTACH_GW_IP, ATTACH_CL_IP = "10.199.0.1", "10.199.0.2"
+ATTACH_PORT, ATTACH_OTHER_PORT = 41900, 41901  # the gate's port, and one it must pass
+ATTACH_BOUND_PORT, ATTACH_STRANGER_PORT = 40001, 40002  # a session's binding, another port
+
+# ---------------------------------------------------------------- benchmarks
+ECHO_PORT = 7007  # the UDP echo the reattach and handoff probers measure against
+STREAM_PORT = 5001  # the hashed TCP stream's first port
+WG_GW_IP, WG_CL_IP, WG_NET, WG_PORT = "10.98.0.1", "10.98.0.2", "10.98.0.0/24", 51820
+FLOOD_PORTS = (40000, 40001, 40002)  # the attacker's source ports per forged kind
+# BPF_PROG_TEST_RUN frames (bench xdp): documentation addresses, never on a link
+TESTRUN_CLIENT_IP, TESTRUN_CLIENT_PORT, TESTRUN_GW_IP = "192.0.2.10", 5555, "192.0.2.1"
+
+# ---------------------------------------------------------------- in-process clusters (tests)
+LOOPBACK = "127.0.0.1"
+CLUSTER_KIT_BASE_PORT = 52000  # node i listens on base + i, on loopback in its namespace
