@@ -83,7 +83,6 @@ def _measure(prog: Program, baseline_fd: int, repeat: int, batches: int, singles
         progress("baseline")
         baseline = _repeat_ns(baseline_fd, _frame(1), repeat, batches)
         baseline_single = _single_ns(baseline_fd, [_frame(1)] * singles)
-        overhead = max(baseline_single - baseline, 0.0)
 
         progress("data_valid")
         valid = [_frame(c) for c in range(1, singles + 1)]
@@ -92,16 +91,7 @@ def _measure(prog: Program, baseline_fd: int, repeat: int, batches: int, singles
         replay_single = _single_ns(fd, valid)
 
         paths = {}
-        repeatable = {
-            "drop_unknown_session": _frame(1, sid=SID ^ 1),
-            "drop_malformed": frames.udp_frame(CLIENT, CLIENT_PORT, GW, abi.DEFAULT_PORT,
-                                               b"\x04" * 20),
-            "drop_bad_tag": _frame(10**9, key=bytes(16)),
-            "drop_wrong_binding": _frame(10**9, sport=CLIENT_PORT + 1),
-            "drop_replay": valid[0],
-            "pass_other": frames.tcp_frame(CLIENT, GW),
-        }
-        for name, f in repeatable.items():
+        for name, f in _repeatable_frames(valid[0]).items():
             progress(name)
             paths[name] = _repeat_ns(fd, f, repeat, batches)
 
@@ -115,6 +105,27 @@ def _measure(prog: Program, baseline_fd: int, repeat: int, batches: int, singles
         paths["drop_rate_limited"] = _repeat_ns(fd, hs, repeat, batches)
         counters = maps.read_counters()
 
+    return _report(baseline, baseline_single, data_single, replay_single, paths, counters,
+                   repeat=repeat, batches=batches, singles=singles)
+
+
+def _repeatable_frames(replayed: bytes) -> dict[str, bytes]:
+    """One frame per verdict path whose verdict does not change when the
+    same frame runs again (so a repeat-averaged run measures that path)."""
+    return {
+        "drop_unknown_session": _frame(1, sid=SID ^ 1),
+        "drop_malformed": frames.udp_frame(CLIENT, CLIENT_PORT, GW, abi.DEFAULT_PORT,
+                                           b"\x04" * 20),
+        "drop_bad_tag": _frame(10**9, key=bytes(16)),
+        "drop_wrong_binding": _frame(10**9, sport=CLIENT_PORT + 1),
+        "drop_replay": replayed,
+        "pass_other": frames.tcp_frame(CLIENT, GW),
+    }
+
+
+def _report(baseline: float, baseline_single: float, data_single: float, replay_single: float,
+            paths: dict, counters: dict, *, repeat: int, batches: int, singles: int) -> dict:
+    overhead = max(baseline_single - baseline, 0.0)
     return {
         "baseline_ns": round(baseline, 2),
         "paths": {k: round(v, 2) for k, v in paths.items()},
