@@ -80,7 +80,8 @@ class Gateway:
         self.datapath = DataPath(
             sock=self.sock, tun=self.tun, gate=gate, table=self.table, events=events,
             lock=self.control, stop=self._stop, clock_ms=self.clock_ms,
-            on_handshake=self.controlpath.handshake, on_control=self.handle_control)
+            on_handshake=self.controlpath.handshake, on_control=self.handle_control,
+            on_confirm=self.controlpath.confirm)
 
     @staticmethod
     def _bind(listen: tuple[str, int]) -> socket.socket:
@@ -192,12 +193,15 @@ class Gateway:
             with self.control:
                 self.follower.check_lease()
                 self.controlpath.expire_challenges()
+                self.controlpath.expire_unconfirmed()
                 for live in list(self.table.sessions.values()):
                     self._timers(live)
                 self.follower.expire_parked()
             self.follower.sweep_if_due()
 
     def _timers(self, live: Live) -> None:
+        if not live.confirmed:
+            return  # a handshake's session: confirmed or expired by the control path
         if live.record.state is State.TERMINATED:
             self.table.forget(live.record.session_id)
             return
