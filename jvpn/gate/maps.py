@@ -484,6 +484,22 @@ def xdp_prog_id(ifname: str) -> int | None:
         return xdp.get_attr("IFLA_XDP_PROG_ID")
 
 
+def pinned_prog_id(pins: Path) -> int | None:
+    """The id of the program pinned at ``pins``/prog by attach (None: none
+    is pinned there): the program whose maps these are."""
+    fd = _lib().bpf_obj_get(str(Path(pins) / "prog").encode())
+    if fd < 0:
+        return None
+    try:
+        info = (ctypes.c_uint8 * 16)()  # struct bpf_prog_info begins: u32 type, u32 id
+        size = ctypes.c_uint32(ctypes.sizeof(info))
+        if _lib().bpf_obj_get_info_by_fd(fd, info, ctypes.byref(size)) != 0:
+            return None
+        return int.from_bytes(bytes(info[4:8]), "little")
+    finally:
+        os.close(fd)
+
+
 def attach(ifname: str, config: GateConfig, mode: str = "native",
            options: BuildOptions | None = None) -> Attachment:
     """Compile, load, configure and attach the gate to ``ifname``.

@@ -58,6 +58,9 @@ class UserspaceGate:
     def event_reader(self):
         return None
 
+    def detached(self) -> str | None:
+        return None  # the checks run in this process: they cannot be taken away
+
     def publish_owners(self, node: str, lease: int, remote: dict[int, str]) -> None:
         pass  # no maps to describe
 
