@@ -112,6 +112,7 @@ class SessionRecord:
     reattach_seq: int = 0  # highest reattach sequence consumed
     epoch: int = 0  # accepted switches since the handshake; proofs name it
     s2c_counter_floor: int = 0  # gateway send counters below this may have been used
+    handshake_ns: int = 0  # the initiator's timestamp in the handshake that made it
 
     def with_(self, **kw) -> SessionRecord:
         return replace(self, **kw)

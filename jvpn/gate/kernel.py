@@ -7,6 +7,7 @@ program initializes the slot from them (jvpn_abi.h, jvpn_sessions)."""
 
 from __future__ import annotations
 
+from jvpn.errors import NotAttached
 from jvpn.gate import abi
 from jvpn.gate.element import RuntimeSlots, session_element
 from jvpn.gate.paths import DEFAULT_PATHS, GatePaths
@@ -18,15 +19,41 @@ class XdpGate:
     """Projection of session records into a pinned XDP sessions map."""
 
     def __init__(self, ifname: str, paths: GatePaths = DEFAULT_PATHS):
+        from jvpn.gate.loader import pinned_prog_id
         from jvpn.gate.pins import GateMaps
         from jvpn.gate.records import Attachment
 
         att = Attachment.load(ifname, paths)
         self.ifname, self.paths, self._published, self._fence = ifname, paths, None, None
         self.pins = paths.pin_dir(ifname)
+        self.prog_id = pinned_prog_id(self.pins)
         self.maps = GateMaps(self.pins, att.replay_bits)
         self.slots = RuntimeSlots(self.maps.runtime_capacity(), dict(self.maps.list_sessions()))
         self.checks_in_kernel = True
+        problem = self.detached()
+        if problem is not None:
+            self.maps.close()
+            raise NotAttached(f"{problem}: attach it again (jvpn-xdp detach, then attach)")
+
+    def detached(self) -> str | None:
+        """None while the program whose maps this gate writes is the one
+        attached to the interface; else what happened (a detach, another
+        program attached, the interface gone). One netlink query: cheap
+        enough for the daemon's timer (jvpn/gateway/daemon.py)."""
+        from jvpn.gate.attach import xdp_prog_id  # noqa: PLC0415
+
+        if self.prog_id is None:
+            return f"no jvpn program is pinned at {self.pins}"
+        try:
+            now = xdp_prog_id(self.ifname)
+        except Exception as e:  # noqa: BLE001 - pyroute2 raises NetlinkError, OSError, ...
+            return f"cannot read the XDP program of {self.ifname}: {e}"
+        if now is None:
+            return f"no XDP program is attached to {self.ifname} any more"
+        if now != self.prog_id:
+            return (f"the XDP program on {self.ifname} is id {now}, not the jvpn gate whose maps "
+                    f"this gateway writes (id {self.prog_id})")
+        return None
 
     def event_reader(self):
         from jvpn.gate.ringbuf import EventReader  # noqa: PLC0415

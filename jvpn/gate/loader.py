@@ -185,3 +185,19 @@ def measure_ns_per_jiffy(interval_s: float = 0.25) -> int:
     if abs(best - hz) > best * 0.2:
         raise LoadFailed(f"could not measure the kernel tick (got {hz:.0f} Hz)")
     return 1_000_000_000 // best
+
+
+def pinned_prog_id(pins: Path) -> int | None:
+    """The id of the program pinned at ``pins``/prog by attach (None: none
+    is pinned there): the program whose maps these are."""
+    fd = _lib().bpf_obj_get(str(Path(pins) / "prog").encode())
+    if fd < 0:
+        return None
+    try:
+        info = (ctypes.c_uint8 * 16)()  # struct bpf_prog_info begins: u32 type, u32 id
+        size = ctypes.c_uint32(ctypes.sizeof(info))
+        if _lib().bpf_obj_get_info_by_fd(fd, info, ctypes.byref(size)) != 0:
+            return None
+        return int.from_bytes(bytes(info[4:8]), "little")
+    finally:
+        os.close(fd)

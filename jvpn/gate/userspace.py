@@ -77,6 +77,9 @@ class UserspaceGate:
     def wait_events(self, timeout_s: float) -> bool:
         return self._events_waiting.wait(timeout_s)
 
+    def detached(self) -> str | None:
+        return None  # the checks run in this process: they cannot be taken away
+
     def publish_owners(self, node: str, lease: int, remote: dict[int, str]) -> None:
         pass  # no maps to describe
 
