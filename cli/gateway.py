@@ -35,7 +35,8 @@ def gateway_up(app, config_path: str, tun_name: str, echo_events: bool):
 
     app.require_root()
     cfg = load_gateway_config(config_path)
-    with claim_instance(cfg, config_path, app.paths):  # before anything else opens; released at exit
+    # the lock comes before anything else opens; it is released at exit
+    with claim_instance(cfg, config_path, app.paths):
         gw = build_gateway(cfg, tun_name=tun_name, echo=sys.stdout if echo_events else None,
                            paths=app.paths)
         stop = gw.exit_requested  # set by a signal, or by the gateway itself on a failure
