@@ -82,7 +82,8 @@ def build_gateway(cfg: GatewayConfig, *, tun_name: str, echo: TextIO | None = No
     gate = open_gate(cfg, paths)
     store = open_store(cfg)
     events = EventLog(cfg.node_id, cfg.events_file, policy_version=cfg.policy.version,
-                      echo=echo)
+                      echo=echo, max_bytes=cfg.events_max_bytes, keep=cfg.events_keep,
+                      summary_interval_ms=cfg.events_summary_interval_s * 1000)
     return Gateway(private_key=cfg.private_key, listen=("0.0.0.0", cfg.listen_port),
                    listen_device=cfg.xdp_interface,
                    address=cfg.address, peers={p.public_key: p.inner for p in cfg.peers},
