@@ -195,24 +195,28 @@ class Client:
                 msg, src = sock.recvfrom(65535)
             except (TimeoutError, OSError):
                 continue
-            if not msg:
-                continue
-            t = msg[0]
-            if t in (abi.MSG_DATA, abi.MSG_KEEPALIVE):
-                opened = self.channel.open(msg)
-                if opened is None:
-                    continue
-                self.last_rx_ms = self.clock_ms()
-                if t == abi.MSG_DATA and self.tun:
-                    packet = (self.channel.reassembly.add(opened[2])
-                              if opened[1] & FLAG_FRAGMENT else opened[2])
-                    if packet is not None:
-                        self.tun.write(packet)
-                if opened[1] & FLAG_REATTACH and self.pending is None:
-                    self.start_reattach("gateway asked (VOLATILE)")
-            elif t in (abi.MSG_PATH_CHALLENGE, abi.MSG_REATTACH_ACK, abi.MSG_REATTACH_REJECT,
-                       abi.MSG_TERMINATE):
-                self._control(msg, src, sock)
+            self.receive(msg, src, sock)
+
+    def receive(self, msg: bytes, src, sock: socket.socket | None = None) -> None:
+        """One datagram received from ``src`` (on ``sock``, default the current socket)."""
+        if not msg:
+            return
+        t = msg[0]
+        if t in (abi.MSG_DATA, abi.MSG_KEEPALIVE):
+            opened = self.channel.open(msg)
+            if opened is None:
+                return
+            self.last_rx_ms = self.clock_ms()
+            if t == abi.MSG_DATA and self.tun:
+                packet = (self.channel.reassembly.add(opened[2])
+                          if opened[1] & FLAG_FRAGMENT else opened[2])
+                if packet is not None:
+                    self.tun.write(packet)
+            if opened[1] & FLAG_REATTACH and self.pending is None:
+                self.start_reattach("gateway asked (VOLATILE)")
+        elif t in (abi.MSG_PATH_CHALLENGE, abi.MSG_REATTACH_ACK, abi.MSG_REATTACH_REJECT,
+                   abi.MSG_TERMINATE):
+            self._control(msg, src, sock or self.sock)
 
     def _control(self, msg: bytes, src, sock: socket.socket) -> None:
         got = self.channel.open_control(msg, self.keys.reattach)
@@ -280,17 +284,22 @@ class Client:
                 self.path = route
                 self.rebind()  # new path: a fresh socket so the kernel picks the new source
                 continue
-            p = self.pending
-            if p is not None and now - p.sent_ms > self.retry_ms:
-                self.start_reattach("retry")
-            elif p is None and now - self.last_rx_ms > self.max_missed * self.keepalive_ms:
-                self.start_reattach("replies missing")
+            self.reattach_timers(now)
             if now >= next_keepalive:
                 next_keepalive = now + self.keepalive_ms
                 try:
                     self.sock.sendto(self.channel.seal(b"", abi.MSG_KEEPALIVE), self.endpoint)
                 except OSError:
                     pass
+
+    def reattach_timers(self, now: int) -> None:
+        """The monitor's reattach step: retry an unanswered request, or start
+        one when the gateway's replies stopped."""
+        p = self.pending
+        if p is not None and now - p.sent_ms > self.retry_ms:
+            self.start_reattach("retry")
+        elif p is None and now - self.last_rx_ms > self.max_missed * self.keepalive_ms:
+            self.start_reattach("replies missing")
 
     def _netlink_loop(self) -> None:
         """Wake the monitor on any link/address/route change."""
