@@ -104,7 +104,9 @@ def test_challenge_answered_from_a_different_address(h):
 def test_parallel_reattaches_one_winner(h):
     a, b = h.request(), h.request()
     [(ch_a, _)] = h.handle(a, NEW)
-    assert h.handle(b, NAT) == []
+    [(rejected, to)] = h.handle(b, NAT)  # the loser is told (issue 10 item 10b)
+    assert to == NAT and wire.open_control(rejected, KEYS.reattach)[1][1] == (
+        wire.REJECT_REASONS.index("OWNERSHIP_CONFLICT"))
     assert h.reasons()[-1] == "OWNERSHIP_CONFLICT"
     _ack(h.handle(h.answer(ch_a), NEW))
     assert h.record().binding == NEW
