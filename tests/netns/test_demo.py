@@ -26,8 +26,14 @@ def test_full_demo_json_summary(tmp_path):
     s = json.loads(out.stdout.strip().splitlines()[-1])
     assert [st["ok"] for st in s["steps"]] == [True] * 5
     assert s["stream"]["sent"] == s["stream"]["received"]
-    assert s["attacks"] and all(a["rejected"] == a["sent"] and a["where"] == "XDP"
-                                for a in s["attacks"])
+    assert s["attacks"] and all(a["rejected"] == a["sent"] for a in s["attacks"])
+    relayed = [a for a in s["attacks"] if "relay" in a["attack"]]
+    assert all(a["where"] == "XDP" for a in s["attacks"] if a not in relayed)
+    # issue 10 item 6: the relayed path response moved the binding for a moment;
+    # the client's retry from its own path made the gateway validate it and move back
+    [relay] = relayed
+    assert relay["where"] == "daemon" and relay["reason"] == "SEC_SESSION_FIXATION_ATTEMPT"
+    assert relay["hijacked"].startswith("10.77.3.2:") and relay["back_to"] != relay["hijacked"]
     states = [v[1] for v in s["version_history"]]
     assert states[:4] == ["ATTACHED", "VOLATILE", "RECOVERING", "ATTACHED"]
     assert "DEGRADED" in states and states[-1] == "TERMINATED"
