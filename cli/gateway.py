@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import sys
-import threading
 
 import click
 
@@ -16,8 +15,11 @@ def gateway():
 
 @gateway.command("up", help="Run the gateway daemon in the foreground until SIGTERM/SIGINT. "
                             "If the config names an XdpInterface, `jvpn-xdp attach` it first: "
-                            "the daemon writes bindings into its pinned maps; otherwise the same "
-                            "checks run in the daemon (userspace gate). With Store = "
+                            "the daemon writes bindings into its pinned maps and listens on that "
+                            "interface only; if the gate is detached or replaced while it runs, "
+                            "it stops and exits 1. Otherwise the same checks run in the daemon "
+                            "(userspace gate). Refused, naming the holder, when another gateway "
+                            "has the same StateDir or ListenPort. With Store = "
                             "etcd://HOST:PORT it joins a cluster: one owner per session, "
                             "handoffs through etcd (docs/cluster.md).")
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
@@ -28,22 +30,27 @@ def gateway():
 @click.pass_obj
 def gateway_up(app, config_path: str, tun_name: str, echo_events: bool):
     from jvpn.config import load_gateway_config
-    from jvpn.gateway.build import build_gateway
+    from jvpn.errors import JvpnError
+    from jvpn.gateway.build import build_gateway, claim_instance
 
     app.require_root()
     cfg = load_gateway_config(config_path)
-    gw = build_gateway(cfg, tun_name=tun_name, echo=sys.stdout if echo_events else None)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    gw.start()
-    app.err.print(f"jvpn gateway up on :{cfg.listen_port}, inner {cfg.address}, "
-                  f"gate: {'xdp on ' + cfg.xdp_interface if cfg.xdp_interface else 'userspace'}"
-                  f", events: {cfg.events_file}")
-    stop.wait()
-    gw.stop()
-    gw.store.close()
-    gw.events.close()
+    with claim_instance(cfg, config_path, app.paths):  # before anything else opens; released at exit
+        gw = build_gateway(cfg, tun_name=tun_name, echo=sys.stdout if echo_events else None,
+                           paths=app.paths)
+        stop = gw.exit_requested  # set by a signal, or by the gateway itself on a failure
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        gw.start()
+        gate = f"xdp on {cfg.xdp_interface}" if cfg.xdp_interface else "userspace"
+        app.err.print(f"jvpn gateway up on :{cfg.listen_port}, inner {cfg.address}, "
+                      f"gate: {gate}, events: {cfg.events_file}")
+        stop.wait()
+        gw.stop()
+        gw.store.close()
+        gw.events.close()
+    if gw.failure is not None:
+        raise JvpnError(gw.failure)  # one line on stderr, exit 1
 
 
 @gateway.command("down", help="Remove the gateway's persistent TUN device (sessions stay in "

@@ -49,6 +49,7 @@ class Reason(enum.StrEnum):
     LEASE_RENEWED = "LEASE_RENEWED"
     # lifecycle (jvpn)
     OK = "OK"
+    GATE_DETACHED = "GATE_DETACHED"
 
 
 class Security(enum.StrEnum):
@@ -90,3 +91,4 @@ class EventType(enum.StrEnum):
     HANDSHAKE_COOKIE = "HandshakeCookie"
     OWNERSHIP_HANDOFF = "OwnershipHandoff"
     XDP_SECURITY_DROP = "XdpSecurityDrop"
+    GATE_LOST = "GateLost"

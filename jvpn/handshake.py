@@ -3,7 +3,9 @@
 
 HANDSHAKE_INIT  (client -> gateway)
     jvpn header (session 0, counter 0, tag 0) | Noise msg1 | mac1 (16) | mac2 (16)
-    msg1's encrypted payload: timestamp (u64 ns, big-endian; replays rejected)
+    msg1's encrypted payload: timestamp (u64 ns, big-endian, below 2**63; an
+    initiation not newer than the peer's last accepted one is a replay: the
+    gateway keeps that timestamp in its store, jvpn/gateway/control.py)
 HANDSHAKE_RESP  (gateway -> client)
     jvpn header (new session id, counter 0, tag under the s2c header key) | Noise msg2
     msg2's encrypted payload: session id (u64) | client inner address (4) | prefix (1)
@@ -38,6 +40,7 @@ PROTOCOL = b"Noise_IK_25519_ChaChaPoly_BLAKE2s"
 PROLOGUE = b"jvpn v1"
 MAC_LEN = 16
 COOKIE_SECRET_MAX_AGE_S = 120
+MAX_TIMESTAMP_NS = 1 << 63  # the stores keep signed 64-bit integers (year 2262)
 _RESP_PAYLOAD = struct.Struct("!Q4sB4s")
 
 
@@ -201,7 +204,11 @@ def _consteq(a: bytes, b: bytes) -> bool:
 
 
 class Responder:
-    """The gateway's side: opens an initiation, checks the peer and timestamp."""
+    """The gateway's side: opens an initiation, checks the peer and that its
+    timestamp is newer than the last one this process accepted (a cheap
+    first filter; the store's record is the authority, jvpn/store). Nothing
+    is remembered until :meth:`accepted`: WireGuard's rule, no state moves
+    before the whole handshake is validated."""
 
     def __init__(self, private: bytes, is_authorized: Callable[[bytes], bool]):
         self.private = private
@@ -224,7 +231,13 @@ class Responder:
         if len(payload) != 8:
             raise HandshakeError("bad_initiation", "payload length")
         (ts,) = struct.unpack("!Q", payload)
+        if ts >= MAX_TIMESTAMP_NS:
+            raise HandshakeError("bad_initiation", "timestamp out of range")
         if ts <= self._last_ts.get(client, 0):
             raise HandshakeError("replayed_initiation", "timestamp not newer")
-        self._last_ts[client] = ts
         return Initiation(client, ts, noise)
+
+    def accepted(self, init: Initiation) -> None:
+        """``init`` was claimed in the store: no older one opens here again."""
+        last = self._last_ts.get(init.client_public, 0)
+        self._last_ts[init.client_public] = max(last, init.timestamp_ns)

@@ -113,6 +113,7 @@ class SessionRecord:
     switch_seq: int = 0  # the sequence of the last accepted switch (its ACK may be re-sent)
     epoch: int = 0  # accepted switches since the handshake; proofs name it
     s2c_counter_floor: int = 0  # gateway send counters below this may have been used
+    handshake_ns: int = 0  # the initiator's timestamp in the handshake that made it
 
     def with_(self, **kw) -> SessionRecord:
         return replace(self, **kw)

@@ -5,9 +5,9 @@ fails, each rejection shown with its reason code and where it happened.
 Steps: (1) the gateway attaches XDP, the client handshakes, a TCP stream and
 a ping run through the tunnel; (2) the client jumps wifi -> lte (behind a
 carrier NAT), then the NAT rebinds; (3) an attacker who sees the client's
-traffic tries replay, reattach replay, forged reattach, floods and the retired
-binding, then a hijack through a relay (on path); (4) forced churn: DEGRADED,
-then TERMINATED; (5) a closing table.
+traffic tries replay, reattach replay, a recorded handshake initiation, forged
+reattach, floods and the retired binding, then a hijack through a relay (on
+path); (4) forced churn: DEGRADED, then TERMINATED; (5) a closing table.
 A step that fails ends the demo non-zero, naming the step.
 """
 
@@ -88,7 +88,7 @@ class Demo:
         moved = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)
                  and k.startswith("drop_")}
         daemon = Counter(e["reason_code"] for e in self.tl.gateway_events()[events_before:]
-                         if e["event_type"] == "ReattachResult")
+                         if e["event_type"] in ("ReattachResult", "HandshakeRejected"))
         where = "XDP" if moved.get(expect) else ("daemon" if daemon.get(expect) else "?")
         got = moved.get(expect, 0) or daemon.get(expect, 0)
         self.summary["attacks"].append({"attack": name, "sent": len(msgs), "rejected": got,
@@ -102,11 +102,12 @@ class Demo:
     # ------------------------------------------------------------ the story
     def run(self) -> dict:
         st = self.step("1. gateway attaches XDP; client handshakes; stream and ping")
-        self.tl.up()
+        sniffers = []
+        self.tl.up(before_client=lambda: sniffers.append(Sniffer(self.tl.lab)))
         s0 = self.session()
         self.say(f"   session [bold]{s0['session_id']}[/bold] bound to {s0['bound']} "
                  f"({s0['state']}, version {s0['version']})")
-        sniffer = Sniffer(self.tl.lab)
+        [sniffer] = sniffers
         finish = self.tl.stream(12_000_000, 14.0)
         ping = self.tl.lab.run("cl", "ping", "-c", "3", "-i", "0.2", "-W", "2", GW_INNER,
                                check=False)
@@ -136,8 +137,9 @@ class Demo:
         sniffer.stop()
         data = [m for m, _ in sniffer.captured.get(abi.MSG_DATA, [])]
         reqs = [m for m, _ in sniffer.captured.get(abi.MSG_REATTACH_REQ, [])]
-        if not data or not reqs:
-            raise StepFailed("the attacker captured no data or no REATTACH_REQ")
+        inits = [m for m, _ in sniffer.captured.get(abi.MSG_HANDSHAKE_INIT, [])]
+        if not data or not reqs or not inits:
+            raise StepFailed("the attacker captured no data, REATTACH_REQ or HANDSHAKE_INIT")
         sid = int(s2["session_id"], 16)
         self.attack("replay of captured data packets (attacker's address)", data[:50],
                     "drop_wrong_binding")
@@ -146,6 +148,12 @@ class Demo:
                     "drop_replay", spoof=(cur[0], int(cur[1])))
         self.attack("replay of a captured REATTACH_REQ from the attacker's address", reqs[:1],
                     "drop_replay")
+        self.attack("replay of the client's recorded HANDSHAKE_INIT (attacker's address)",
+                    inits[:1], "REPLAY_DETECTED")
+        s3 = self.session()
+        self.check(s3["session_id"] == s2["session_id"] and s3["bound"] == s2["bound"],
+                   f"the session and its binding stay: {s3['session_id']} bound to "
+                   f"{s3['bound']}")
         forged = [wire.seal_control(
             wire.Header(type=abi.MSG_REATTACH_REQ, session_id=sid, counter=10**9 + i),
             secrets.token_bytes(16), secrets.token_bytes(32), 10**6 + i, int(time.time() * 1000),

@@ -1,7 +1,8 @@
 """Handshake admission: a cookie round trip when handshakes arrive faster than
 the configured rate, then the Noise responder; for an admitted peer, the new
 session's record, keys and the response to send. Nothing here writes: the
-control path (jvpn/gateway/control.py) commits through the session table."""
+control path (jvpn/gateway/control.py) claims the initiation's timestamp in
+the store and commits through the session table."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from jvpn.codes import Reason
 from jvpn.handshake import Assignment, CookieChecker, HandshakeError, Responder
 from jvpn.keys import SessionKeys
 from jvpn.session import Event, SessionRecord, Transition, Transport, apply, new_session
@@ -26,6 +28,10 @@ class CookieReply:
 @dataclass(frozen=True)
 class Refused:
     detail: str
+    reason: Reason = Reason.HANDSHAKE_FAIL
+
+
+REPLAYED = "replayed_initiation"
 
 
 @dataclass(frozen=True)
@@ -68,8 +74,23 @@ class Admission:
                 return CookieReply(cookie_reply)
             init = self.responder.open(msg)
         except HandshakeError as e:
-            return Refused(e.reason)
+            return Refused(e.reason, Reason.REPLAY_DETECTED if e.reason == REPLAYED
+                           else Reason.HANDSHAKE_FAIL)
         return Admitted(init, self.peers[init.client_public])
+
+    @staticmethod
+    def older_than(admitted: Admitted, live: SessionRecord | None) -> Refused | None:
+        """An initiation not newer than the one that made the peer's live
+        session is a replay, whatever the store says (both timestamps are
+        the initiator's clock: no clock is compared with ours)."""
+        if live is not None and admitted.init.timestamp_ns <= live.handshake_ns:
+            return Refused(f"{REPLAYED}: not newer than the live session's",
+                           Reason.REPLAY_DETECTED)
+        return None
+
+    def accepted(self, admitted: Admitted) -> None:
+        """The store took the initiation's timestamp: remember it here too."""
+        self.responder.accepted(admitted.init)
 
     def session(self, admitted: Admitted, sid: int, src: Transport, now: int, *, owner: str,
                 owner_lease: int) -> NewSession:
@@ -77,7 +98,8 @@ class Admission:
         inner = admitted.inner
         resp, keys = admitted.init.respond(Assignment(sid, ipaddress.IPv4Interface(
             (inner, self.address.network.prefixlen)), self.address.ip))
-        rec = new_session(sid, now, owner=owner).with_(inner_addr=str(inner),
-                                                       owner_lease=owner_lease)
+        rec = new_session(sid, now, owner=owner).with_(
+            inner_addr=str(inner), owner_lease=owner_lease,
+            handshake_ns=admitted.init.timestamp_ns)
         rec, tr = apply(rec, Event.ATTACH_OK, now, binding=src)
         return NewSession(rec, tr, keys, resp)

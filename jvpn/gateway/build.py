@@ -1,14 +1,25 @@
 """The composition root: a Gateway, with its store, gate and event log, from
-a GatewayConfig (what `jvpn-xdp gateway up` runs)."""
+a GatewayConfig (what `jvpn-xdp gateway up` runs).
+
+Order matters. First the instance lock (one gateway per state directory and
+per UDP port: jvpn/gateway/instance.py), before anything else is opened, so
+that a second start changes nothing of the running one (not its store, its
+maps, its TUN device, its port). Then the gate (with XdpInterface: the
+attached program, or a refusal), the store, the event log; the Gateway binds
+its socket exclusively (no SO_REUSEADDR) and, with the XDP gate, to the
+gate's interface only (jvpn/gateway/listener.py)."""
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import TextIO
 
 from jvpn.config import GatewayConfig
 from jvpn.events import EventLog
+from jvpn.gate.paths import DEFAULT_PATHS, GatePaths
 from jvpn.gateway.daemon import Gateway
+from jvpn.gateway.instance import InstanceLock
 from jvpn.store import Store
 
 
@@ -42,25 +53,38 @@ def register(store, node_id: str, ttl_s: int, sleep=time.sleep, monotonic=time.m
             sleep(0.25)
 
 
-def open_gate(cfg: GatewayConfig):
-    """The attached XDP program's maps, or the same checks in the daemon."""
+def open_gate(cfg: GatewayConfig, paths: GatePaths = DEFAULT_PATHS):
+    """The attached XDP program's maps (pinned under ``paths``), or the same
+    checks in the daemon."""
     if cfg.xdp_interface:
         from jvpn.gate.kernel import XdpGate  # noqa: PLC0415
 
-        return XdpGate(cfg.xdp_interface)
+        return XdpGate(cfg.xdp_interface, paths)
     from jvpn.gate.userspace import UserspaceGate  # noqa: PLC0415
 
     return UserspaceGate()
 
 
-def build_gateway(cfg: GatewayConfig, *, tun_name: str, echo: TextIO | None = None) -> Gateway:
-    """Everything `gateway up` runs; the caller starts it, and after stop()
-    closes ``gw.store`` and ``gw.events``."""
-    gate = open_gate(cfg)
+def claim_instance(cfg: GatewayConfig, config_path: str | Path,
+                   paths: GatePaths = DEFAULT_PATHS) -> InstanceLock:
+    """The first step of `gateway up`: this state directory and this port
+    are ours until the returned lock is released (or the process ends);
+    InstanceTaken (one line naming the holder) if another gateway has either."""
+    return InstanceLock.acquire(state_dir=cfg.state_dir, port=cfg.listen_port,
+                                config_path=config_path, run_dir=paths.run_dir)
+
+
+def build_gateway(cfg: GatewayConfig, *, tun_name: str, echo: TextIO | None = None,
+                  paths: GatePaths = DEFAULT_PATHS) -> Gateway:
+    """Everything `gateway up` runs, once :func:`claim_instance` holds the
+    lock; the caller starts it, and after stop() closes ``gw.store`` and
+    ``gw.events``."""
+    gate = open_gate(cfg, paths)
     store = open_store(cfg)
     events = EventLog(cfg.node_id, cfg.events_file, policy_version=cfg.policy.version,
                       echo=echo)
     return Gateway(private_key=cfg.private_key, listen=("0.0.0.0", cfg.listen_port),
+                   listen_device=cfg.xdp_interface,
                    address=cfg.address, peers={p.public_key: p.inner for p in cfg.peers},
                    policy=cfg.policy, store=store, gate=gate, events=events, tun_name=tun_name,
                    cookie_threshold_per_s=cfg.handshakes_per_second)

@@ -12,13 +12,16 @@ from collections.abc import Callable
 from jvpn import wire
 from jvpn.codes import EventType, Reason, Security
 from jvpn.events import EventLog
-from jvpn.gateway.admission import Admission, CookieReply, Refused
+from jvpn.gateway.admission import REPLAYED, Admission, CookieReply, Refused
 from jvpn.gateway.reattach import Decision, Proven, ReattachServer, Reject, Reply
-from jvpn.gateway.table import SessionTable
+from jvpn.gateway.table import Live, SessionTable
 from jvpn.session import Event, State, Transport
 from jvpn.store import StoreError
 
 Send = tuple[bytes, Transport]
+# An unconfirmed session ends after this long without its initiator's first
+# message (WireGuard's REKEY_TIMEOUT; the client sends a keepalive at once)
+UNCONFIRMED_TTL_MS = 5_000
 
 
 class ControlPath:
@@ -31,34 +34,92 @@ class ControlPath:
 
     # ------------------------------------------------------------ handshake
     def handshake(self, msg: bytes, src: tuple[str, int]) -> None:
+        """An initiation: validated fully (cookie, Noise, peer, timestamp newer
+        than the peer's live session and than the store's record, claimed
+        there by compare-and-swap) before anything changes; then a new
+        session, unconfirmed (see :meth:`confirm`), and the response."""
         verdict = self.admission.check(msg, src)
         if isinstance(verdict, CookieReply):
             self.send(verdict.msg, Transport(*src))
             return
         if isinstance(verdict, Refused):
-            self.events.emit(EventType.HANDSHAKE_REJECTED, Reason.HANDSHAKE_FAIL,
-                             transport=Transport(*src), detail=verdict.detail)
+            self._refuse(verdict, src)
             return
         old = self.table.for_inner(verdict.inner.packed)
-        if old is not None:  # explicit: a new handshake ends the previous session
-            self.table.transition(old, Event.OPERATOR_TERMINATE,
-                                  detail="replaced by a new handshake")
-        sid = self.table.unused_id(self.randbits)
-        if not self.follower.may_admit():
-            self.events.emit(EventType.HANDSHAKE_REJECTED, Reason.OWNERSHIP_CONFLICT,
-                             transport=Transport(*src),
-                             detail="this gateway's lease is not certainly alive")
+        stale = self.admission.older_than(verdict, old.record if old else None)
+        if stale is not None:
+            self._refuse(stale, src)
             return
-        new = self.admission.session(verdict, sid, Transport(*src), self.clock_ms(),
-                                     owner=self.events.node_id,
-                                     owner_lease=self.table.ownership.token)
+        if not self.follower.may_admit():
+            self._refuse(Refused("this gateway's lease is not certainly alive",
+                                 Reason.OWNERSHIP_CONFLICT), src)
+            return
+        refused = self._claim(verdict)
+        if refused is not None:
+            self._refuse(refused, src)
+            return
+        self._start_session(verdict, src)
+
+    def _claim(self, verdict) -> Refused | None:
+        """The store's compare-and-swap on the peer's timestamp: one claim
+        per initiation in the whole cluster; no answer, no handshake."""
+        init = verdict.init
         try:
-            self.table.create(new.record, new.keys, verdict.inner.packed, new.transition)
+            if not self.table.claim_initiation(init.client_public, init.timestamp_ns):
+                return Refused(f"{REPLAYED}: not newer than the stored timestamp",
+                               Reason.REPLAY_DETECTED)
         except StoreError as e:
-            self.events.emit(EventType.HANDSHAKE_REJECTED, Reason.HANDSHAKE_FAIL, sid,
-                             detail=str(e))
+            return Refused(f"the store cannot check the initiation's timestamp: {e}")
+        self.admission.accepted(verdict)
+        return None
+
+    def _start_session(self, verdict, src: tuple[str, int]) -> None:
+        try:
+            sid = self.table.unused_id(self.randbits)
+            new = self.admission.session(verdict, sid, Transport(*src), self.clock_ms(),
+                                         owner=self.events.node_id,
+                                         owner_lease=self.table.ownership.token)
+            self.table.create(new.record, new.keys, verdict.inner.packed, new.transition,
+                              confirmed=False)
+        except StoreError as e:
+            self._refuse(Refused(str(e)), src)
             return
         self.send(new.response, Transport(*src))
+
+    def _refuse(self, refused: Refused, src: tuple[str, int]) -> None:
+        extra = ({"security": Security.SEC_REPLAY_ATTEMPT}
+                 if refused.reason is Reason.REPLAY_DETECTED else {})
+        self.events.emit(EventType.HANDSHAKE_REJECTED, refused.reason,
+                         transport=Transport(*src[:2]), detail=refused.detail, **extra)
+
+    def confirm(self, live: Live, src: Transport) -> None:
+        """The first authenticated message of an unconfirmed session, from
+        ``src`` (the data path, under the control lock): the initiator holds
+        the keys and receives at the bound address. Only now does the
+        peer's downstream move here and its previous session end (as
+        WireGuard's responder waits for the initiator's first message)."""
+        rec = live.record
+        if live.confirmed or rec.session_id not in self.table or src != rec.binding:
+            return
+        old = self.table.for_inner(live.inner)
+        self.table.confirm(live)
+        if old is not None and old is not live:
+            self.table.transition(old, Event.OPERATOR_TERMINATE,
+                                  detail="replaced by a new handshake")
+        for other in list(self.table.sessions.values()):
+            if other.inner == live.inner and not other.confirmed:
+                self.table.forget(other.record.session_id)  # an older attempt of this peer
+
+    def expire_unconfirmed(self) -> None:
+        """Unconfirmed sessions end quietly: nothing is sent to their address."""
+        now = self.clock_ms()
+        for live in list(self.table.sessions.values()):
+            rec = live.record
+            if not live.confirmed and now - rec.created_ms > UNCONFIRMED_TTL_MS:
+                self.table.forget(rec.session_id)
+                self.events.emit(EventType.HANDSHAKE_REJECTED, Reason.HANDSHAKE_FAIL,
+                                 rec.session_id, rec.binding,
+                                 detail="the initiator never confirmed the session")
 
     # ------------------------------------------------------------ reattach
     def reattach_message(self, msg: bytes, src: Transport) -> list[Send]:

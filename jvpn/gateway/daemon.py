@@ -36,6 +36,7 @@ from jvpn.gateway.admission import Admission
 from jvpn.gateway.control import ControlPath
 from jvpn.gateway.datapath import DataPath
 from jvpn.gateway.follower import for_store
+from jvpn.gateway.listener import open_listener
 from jvpn.gateway.reattach import ReattachServer
 from jvpn.gateway.table import Live, SessionTable
 from jvpn.gateway.timers import due_timer
@@ -47,13 +48,15 @@ from jvpn.tunnel import Tun
 
 RCVBUF = 4 << 20
 TIMER_TICK_S = 0.1
+GATE_WATCH_S = 0.5  # a detached gate is noticed within this (plus one tick)
 
 
 class Gateway:
     def __init__(self, *, private_key: bytes, listen: tuple[str, int],
                  address: ipaddress.IPv4Interface, peers: dict[bytes, ipaddress.IPv4Address],
                  policy: Policy, store: Store, gate, events: EventLog, tun_name: str = "jvpn-gw",
-                 clock_ms: Callable[[], int] | None = None, cookie_threshold_per_s: int = 50):
+                 clock_ms: Callable[[], int] | None = None, cookie_threshold_per_s: int = 50,
+                 listen_device: str | None = None):
         self.public_key = public_from_private(private_key)
         self.address, self.policy = address, policy
         self.store, self.gate, self.events = store, gate, events
@@ -61,7 +64,9 @@ class Gateway:
         self.control = threading.RLock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self.sock = self._bind(listen)
+        self.failure: str | None = None  # why the gateway stopped itself (exit non-zero)
+        self.exit_requested = threading.Event()  # set on a failure; the CLI waits on it
+        self.sock = self._bind(listen, listen_device)
         self.tun = Tun(tun_name, persist=True)
         self.tun.configure(str(address.ip), address.network.prefixlen)
         self.ownership, follower_class = for_store(store, events.node_id)
@@ -80,15 +85,15 @@ class Gateway:
         self.datapath = DataPath(
             sock=self.sock, tun=self.tun, gate=gate, table=self.table, events=events,
             lock=self.control, stop=self._stop, clock_ms=self.clock_ms,
-            on_handshake=self.controlpath.handshake, on_control=self.handle_control)
+            on_handshake=self.controlpath.handshake, on_control=self.handle_control,
+            on_confirm=self.controlpath.confirm)
 
     @staticmethod
-    def _bind(listen: tuple[str, int]) -> socket.socket:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
-        sock.bind(listen)
-        return sock
+    def _bind(listen: tuple[str, int], device: str | None) -> socket.socket:
+        """Ours alone (no SO_REUSEADDR), and with the XDP gate, only its
+        interface: nothing the gate did not check reaches the daemon
+        (jvpn/gateway/listener.py)."""
+        return open_listener(listen[0], listen[1], RCVBUF, device)
 
     # ------------------------------------------------------------ views (tests, tools)
     @property
@@ -188,16 +193,41 @@ class Gateway:
 
     # ------------------------------------------------------------ timers
     def _timer_loop(self) -> None:
+        next_watch = 0.0
         while not self._stop.wait(TIMER_TICK_S):
+            if time.monotonic() >= next_watch:
+                next_watch = time.monotonic() + GATE_WATCH_S
+                problem = self.gate.detached()
+                if problem is not None:
+                    self._gate_lost(problem)
+                    return
             with self.control:
                 self.follower.check_lease()
                 self.controlpath.expire_challenges()
+                self.controlpath.expire_unconfirmed()
                 for live in list(self.table.sessions.values()):
                     self._timers(live)
                 self.follower.expire_parked()
             self.follower.sweep_if_due()
 
+    def _gate_lost(self, problem: str) -> None:
+        """The XDP gate this gateway writes into no longer guards the
+        interface: the datagrams that now reach the socket were checked by
+        nobody. The socket stops at once, the gateway says so (an event;
+        the CLI prints the line and exits non-zero: a service manager
+        restarts it, and a start without the gate attached is refused)."""
+        self.failure = f"the XDP gate is gone ({problem}): stopped, nothing passes unchecked"
+        self._stop.set()
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the UDP loop: it takes nothing more
+        except OSError:
+            pass
+        self.events.emit(EventType.GATE_LOST, Reason.GATE_DETACHED, detail=problem)
+        self.exit_requested.set()
+
     def _timers(self, live: Live) -> None:
+        if not live.confirmed:
+            return  # a handshake's session: confirmed or expired by the control path
         if live.record.state is State.TERMINATED:
             self.table.forget(live.record.session_id)
             return

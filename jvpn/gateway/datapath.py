@@ -25,10 +25,12 @@ class DataPath:
     def __init__(self, *, sock, tun, gate, table: SessionTable, events: EventLog,
                  lock: threading.RLock, stop: threading.Event, clock_ms: Callable[[], int],
                  on_handshake: Callable[[bytes, tuple], None],
-                 on_control: Callable[[bytes, Transport], None]):
+                 on_control: Callable[[bytes, Transport], None],
+                 on_confirm: Callable[[Live, Transport], None]):
         self.sock, self.tun, self.gate, self.table, self.events = sock, tun, gate, table, events
         self.lock, self.stop, self.clock_ms = lock, stop, clock_ms
         self.on_handshake, self.on_control = on_handshake, on_control
+        self.on_confirm = on_confirm  # an unconfirmed session's first message
 
     def udp_loop(self) -> None:
         recv, admit = self.sock.recvfrom, self.gate.admit
@@ -39,16 +41,20 @@ class DataPath:
                 return
             if not msg or not admit(msg, src):
                 continue
-            t = msg[0]
-            if t in (abi.MSG_DATA, abi.MSG_KEEPALIVE):
-                self._data(t, msg)
-            elif t == abi.MSG_HANDSHAKE_INIT:
-                with self.lock:
-                    self.on_handshake(msg, src)
-            elif t in CONTROL_TYPES:
-                self.on_control(msg, Transport(*src[:2]))
+            self.dispatch(msg, src)
 
-    def _data(self, t: int, msg: bytes) -> None:
+    def dispatch(self, msg: bytes, src: tuple) -> None:
+        """One datagram the gate admitted."""
+        t = msg[0]
+        if t in (abi.MSG_DATA, abi.MSG_KEEPALIVE):
+            self._data(t, msg, src)
+        elif t == abi.MSG_HANDSHAKE_INIT:
+            with self.lock:
+                self.on_handshake(msg, src)
+        elif t in CONTROL_TYPES:
+            self.on_control(msg, Transport(*src[:2]))
+
+    def _data(self, t: int, msg: bytes, src: tuple) -> None:
         live = self.table.sessions.get(int.from_bytes(msg[SID_AT], "little"))
         if live is None:
             return
@@ -56,6 +62,9 @@ class DataPath:
         if opened is None:
             return
         live.last_rx_ms = self.clock_ms()
+        if not live.confirmed:
+            with self.lock:
+                self.on_confirm(live, Transport(*src[:2]))
         if t == abi.MSG_DATA:
             packet = (live.channel.reassembly.add(opened[2])
                       if opened[1] & FLAG_FRAGMENT else opened[2])

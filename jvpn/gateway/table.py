@@ -42,6 +42,10 @@ class Live:
     last_rx_ms: int  # written by the data path, and by a proven switch (control.py)
     installed: bool = True  # our element is in the gate (False: adopted, or parked)
     parked: bool = False  # element removed for a handover/fence that did not complete
+    # False: a new handshake's session, until its initiator's first
+    # authenticated message from the bound address (jvpn/gateway/control.py);
+    # downstream goes to the peer's previous session until then
+    confirmed: bool = True
 
 
 class SessionTable:
@@ -79,10 +83,14 @@ class SessionTable:
                 return sid
 
     # ------------------------------------------------------------ store writes
-    def create(self, rec: SessionRecord, keys: SessionKeys, inner: bytes, tr) -> Live:
-        """A new session from a handshake (raises StoreError: nothing changed)."""
+    def create(self, rec: SessionRecord, keys: SessionKeys, inner: bytes, tr, *,
+               confirmed: bool = True) -> Live:
+        """A new session from a handshake (raises StoreError: nothing changed).
+        Unconfirmed, it is not routed: the peer's downstream stays where it was."""
         self.store.create(rec, keys.pack())
-        live = self.install(rec, keys, inner)
+        live = self._live(rec, keys, inner, routed=confirmed)
+        live.confirmed = confirmed
+        self._put(live, rec)
         self.events.emit(EventType.SESSION_STATE_CHANGE, tr.reason_code, rec.session_id,
                          rec.binding, version=rec.version, previous_state=tr.previous.name,
                          new_state=tr.new.name)
@@ -106,6 +114,17 @@ class SessionTable:
                                  version=tr.version, detail=detail,
                                  session_age_ms=now - base.created_ms,
                                  transportless_age_ms=(now - lost) if lost else 0)
+
+    def confirm(self, live: Live) -> None:
+        """The initiator proved the new session's path: the peer's
+        downstream goes to it from now on."""
+        live.confirmed = True
+        self.by_inner[live.inner] = live.record.session_id
+
+    def claim_initiation(self, peer: bytes, timestamp_ns: int) -> bool:
+        """The store's compare-and-swap on the peer's handshake timestamp
+        (jvpn/store): False for a replay; raises StoreError."""
+        return self.store.claim_initiation(peer, timestamp_ns)
 
     def transition(self, live: Live, event: Event, detail: str = "", **changes) -> None:
         """A transition the gateway decides itself (timers, a replacing
@@ -180,7 +199,7 @@ class SessionTable:
         self.standby.pop(rec.session_id, None)
 
     def _live(self, rec: SessionRecord, keys: SessionKeys, inner: bytes,
-              first_counter: int = 1) -> Live:
+              first_counter: int = 1, routed: bool = True) -> Live:
         sid = rec.session_id
         channel = DataChannel(keys, "gateway", first_counter=max(first_counter, 1),
                               check_replay=not self.gate.checks_in_kernel,
@@ -188,7 +207,8 @@ class SessionTable:
                               reserve=lambda floor: self.store.set_floor(sid, floor))
         live = Live(rec, keys, channel, inner, self.clock_ms(), installed=False)
         self.sessions[sid] = live
-        self.by_inner[inner] = sid
+        if routed:
+            self.by_inner[inner] = sid
         return live
 
     def install(self, rec: SessionRecord, keys: SessionKeys, inner: bytes,

@@ -27,7 +27,9 @@ class TunnelLab(RunningLab):
         self.gateway = None
 
     # ------------------------------------------------------------ lifecycle
-    def up(self) -> TunnelLab:
+    def up(self, before_client=None) -> TunnelLab:
+        """``before_client()`` runs once the gateway is up (the demo's
+        attacker starts listening there, to record the client's handshake)."""
         self.lab.up()
         try:
             self.nat_on((ROUTER_GW_IF,))
@@ -35,6 +37,8 @@ class TunnelLab(RunningLab):
                 out = self.jvpn_in("gw", self.env, "attach", "gw0", "--port", str(PORT))
                 assert out.returncode == 0, out.stderr
             self.start_gateway()
+            if before_client is not None:
+                before_client()
             self.start_client()
         except BaseException:
             self.down()

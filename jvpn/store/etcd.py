@@ -5,6 +5,7 @@ Keys under ``<prefix>`` (default ``/jvpn/``):
     sessions/<session id hex>  {"record": ..., "secrets": <AES-GCM sealed>}
     floors/<session id hex>    gateway send-counter floor
     gateways/<node id>         registration, attached to the gateway's lease
+    initiations/<peer key hex> the peer's newest accepted handshake timestamp
 
 Compare-and-swap is one etcd transaction on the key's ``mod_revision`` (create:
 ``create_revision == 0``), so two gateways racing for one record cannot both
@@ -46,6 +47,14 @@ def _b64(data: bytes | str) -> str:
 
 def _unb64(text: str) -> bytes:
     return base64.b64decode(text)
+
+
+def _initiation(raw: bytes, key: str) -> int:
+    """A stored handshake timestamp; one that does not parse fails closed."""
+    try:
+        return int(raw)
+    except ValueError:
+        raise StoreError(f"etcd value at {key} is not a timestamp: {raw[:40]!r}") from None
 
 
 class NodeIdTaken(StoreError):
@@ -247,6 +256,28 @@ class EtcdStore:
             if self._txn(compare, [self._put(key, str(floor))]):
                 return
         raise StoreError(f"counter floor of {session_id:016x}: too much contention")
+
+    def claim_initiation(self, peer: bytes, timestamp_ns: int) -> bool:
+        """Compare-and-swap on the key's revision: of two gateways that
+        claim one initiation at once, one transaction wins and the other
+        re-reads a value that is not older (False)."""
+        key = self._key("initiations", peer.hex())
+        for _ in range(5):
+            got = self._get_raw(key)
+            if got is not None and _initiation(got[0], key) >= timestamp_ns:
+                return False
+            compare = ([{"key": _b64(key), "result": "EQUAL", "target": "CREATE",
+                         "create_revision": 0}] if got is None else
+                       [{"key": _b64(key), "result": "EQUAL", "target": "MOD",
+                         "mod_revision": got[1]}])
+            if self._txn(compare, [self._put(key, str(timestamp_ns))]):
+                return True
+        raise StoreError(f"handshake timestamp of {peer.hex()[:16]}...: too much contention")
+
+    def last_initiation(self, peer: bytes) -> int:
+        key = self._key("initiations", peer.hex())
+        got = self._get_raw(key)
+        return _initiation(got[0], key) if got is not None else 0
 
     def changes(self, since_revision: int = 0, timeout_s: float = 0.2) -> Iterator[Change]:
         """Session changes after ``since_revision`` (etcd revisions), read

@@ -33,6 +33,10 @@ CREATE TABLE IF NOT EXISTS counter_floors (
     session_id INTEGER PRIMARY KEY,   -- gateway send counters below floor may be used
     floor INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS initiations (
+    peer BLOB PRIMARY KEY,            -- a peer's static public key
+    timestamp_ns INTEGER NOT NULL     -- its newest accepted handshake initiation
+);
 CREATE TABLE IF NOT EXISTS changes (
     revision INTEGER PRIMARY KEY AUTOINCREMENT,
     session_id INTEGER NOT NULL,
@@ -152,6 +156,31 @@ class SqliteStore:
             db.execute("INSERT INTO counter_floors VALUES (?, ?) ON CONFLICT(session_id) "
                        "DO UPDATE SET floor=MAX(floor, excluded.floor)",
                        (_signed(session_id), floor))
+
+    def claim_initiation(self, peer: bytes, timestamp_ns: int) -> bool:
+        """One transaction: read, compare, write (BEGIN IMMEDIATE: no other
+        writer in between). Timestamps are below 2**63 (the responder
+        refuses others): SQLite's integers are signed."""
+        if not 0 <= timestamp_ns < 1 << 63:
+            raise StoreError(f"initiation timestamp out of range: {timestamp_ns}")
+        with self._tx() as db:
+            row = db.execute("SELECT timestamp_ns FROM initiations WHERE peer=?",
+                             (peer,)).fetchone()
+            if row is not None and row[0] >= timestamp_ns:
+                return False
+            db.execute("INSERT INTO initiations VALUES (?, ?) ON CONFLICT(peer) "
+                       "DO UPDATE SET timestamp_ns=excluded.timestamp_ns",
+                       (peer, timestamp_ns))
+        return True
+
+    def last_initiation(self, peer: bytes) -> int:
+        with self._lock:
+            try:
+                row = self._db.execute("SELECT timestamp_ns FROM initiations WHERE peer=?",
+                                       (peer,)).fetchone()
+            except sqlite3.Error as e:
+                raise StoreError(f"session store read failed: {e}") from e
+        return int(row[0]) if row else 0
 
     def list(self) -> list[SessionRecord]:
         with self._lock:

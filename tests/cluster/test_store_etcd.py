@@ -14,7 +14,7 @@ from jvpn.session import Event, Transport, apply, new_session
 from jvpn.store import AlreadyExists, StoreError, VersionConflict
 from jvpn.store.etcd import EtcdStore
 from kits.cluster_kit import need_etcd
-from kits.store_contract import concurrent_cas_has_one_winner
+from kits.store_contract import concurrent_cas_has_one_winner, initiation_claims_have_one_winner
 
 T1 = Transport("192.0.2.10", 5555)
 KEY = os.urandom(32)
@@ -62,6 +62,20 @@ def test_create_get_cas_delete(store):
 
 def test_concurrent_cas_one_winner(store):
     concurrent_cas_has_one_winner(store, _attached(7), racers=6)
+
+
+def test_initiation_claims_one_winner(store):
+    initiation_claims_have_one_winner(store, racers=6)
+
+
+def test_an_unparsable_initiation_timestamp_fails_closed(store, etcd):
+    import etcd3gw  # noqa: PLC0415
+
+    peer = b"\x07" * 32
+    client = etcd3gw.client(host=etcd.host, port=etcd.port)
+    client.put(f"{store.prefix}initiations/{peer.hex()}", "not a number")
+    with pytest.raises(StoreError, match="not a timestamp"):
+        store.claim_initiation(peer, 5)
 
 
 def test_secrets_are_sealed_with_the_cluster_key(store, etcd):

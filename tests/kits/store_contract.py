@@ -29,3 +29,28 @@ def concurrent_cas_has_one_winner(store, rec, racers: int) -> None:
         t.join()
     assert len(wins) == 1 and len(losses) == racers - 1
     assert store.get(rec.session_id)[0].binding.port == 1000 + wins[0]
+
+
+def initiation_claims_have_one_winner(store, racers: int) -> None:
+    """Handshake timestamps (issue 10 item 7): a claim succeeds only when
+    newer than every earlier one; ``racers`` threads claiming one
+    initiation at once (gateways that all received it) have one winner."""
+    peer = bytes(range(32))
+    assert store.last_initiation(peer) == 0
+    assert store.claim_initiation(peer, 1_000) is True
+    assert store.claim_initiation(peer, 1_000) is False  # the same initiation again
+    assert store.claim_initiation(peer, 999) is False
+    wins = []
+    barrier = threading.Barrier(racers)
+
+    def racer():
+        barrier.wait()
+        if store.claim_initiation(peer, 2_000):
+            wins.append(1)
+
+    threads = [threading.Thread(target=racer) for _ in range(racers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(wins) == 1 and store.last_initiation(peer) == 2_000

@@ -57,13 +57,28 @@ def test_unknown_peer_is_refused():
 def test_replayed_initiation_is_refused():
     r = Responder(GW, lambda k: k == CL_PUB)
     msg = Initiator(CL, GW_PUB, clock_ns=_clock()).initiation()
-    r.open(msg)
+    r.accepted(r.open(msg))
     with pytest.raises(HandshakeError, match="replayed_initiation"):
         r.open(msg)
     # an older timestamp (a captured earlier initiation) too
     old = Initiator(CL, GW_PUB, clock_ns=_clock(start=10)).initiation()
     with pytest.raises(HandshakeError, match="replayed_initiation"):
         r.open(old)
+
+
+def test_nothing_is_remembered_before_the_initiation_is_accepted():
+    """Opening validates; only ``accepted`` (after the store's claim) moves
+    the timestamp: a claim the store refused leaves nothing behind."""
+    r = Responder(GW, lambda k: k == CL_PUB)
+    msg = Initiator(CL, GW_PUB, clock_ns=_clock()).initiation()
+    r.open(msg)
+    assert r.open(msg).timestamp_ns > 0
+
+
+def test_a_timestamp_the_stores_cannot_hold_is_refused():
+    msg = Initiator(CL, GW_PUB, clock_ns=lambda: 1 << 63).initiation()
+    with pytest.raises(HandshakeError, match="out of range"):
+        Responder(GW, lambda k: k == CL_PUB).open(msg)
 
 
 def test_bad_mac1_is_dropped_before_any_dh():

@@ -155,7 +155,7 @@ def test_admission_refuses_an_unknown_peer_and_asks_for_cookies_under_load():
     assert isinstance(_admission().check(stranger, ("192.0.2.1", 1)), Refused)
 
 
-def test_a_second_handshake_ends_the_first_session(rig):
+def test_a_second_handshake_ends_the_first_session_once_confirmed(rig):
     ids = iter([11, 22])
     control = ControlPath(
         table=rig.table, admission=_admission(),
@@ -168,8 +168,11 @@ def test_a_second_handshake_ends_the_first_session(rig):
         clock_ms=rig.clock, randbits=lambda _bits: next(ids))
     gw_pub = keys.public_from_private(GW)
     control.handshake(Initiator(CL, gw_pub).initiation(), ("192.0.2.10", 5555))
+    control.confirm(rig.table.get(11), Transport("192.0.2.10", 5555))
     assert set(rig.table.sessions) == {11}
     control.handshake(Initiator(CL, gw_pub).initiation(), ("192.0.2.10", 5556))
+    assert rig.table.for_inner(INNER.packed).record.session_id == 11  # until confirmed
+    control.confirm(rig.table.get(22), Transport("192.0.2.10", 5556))
     assert set(rig.table.sessions) == {22} and rig.store.get(11) is None
     ended = [e for e in rig.events.recent if e["event_type"] == "SessionTerminated"]
     assert [e["detail"] for e in ended] == ["replaced by a new handshake"]
