@@ -31,6 +31,9 @@ from jvpn.tunnel import FLAG_FRAGMENT, FLAG_REATTACH, DataChannel, Tun, send_mes
 
 RECV_TIMEOUT_S = 0.2  # how often the receive loop looks at the current socket
 FATAL_REJECTS = {"SESSION_NOT_FOUND", "SESSION_EXPIRED"}
+# the gateway refused this request but a new one may pass: another switch was
+# in flight, or the sequence is spent (its switch failed or was aborted)
+RETRY_REJECTS = {"OWNERSHIP_CONFLICT", "REPLAY_DETECTED"}
 
 
 class ClientError(Exception):
@@ -93,6 +96,7 @@ class Client:
         self.epoch = 0
         self.seq = 0
         self.pending: PendingReattach | None = None
+        self.retry_at: int | None = None  # a new request after a refusal that allows one
         self.last_rx_ms = 0
         self.path = None  # (source address, interface index) of the route to the gateway
         self.reattaches = 0
@@ -214,18 +218,39 @@ class Client:
         self.start_reattach("local transport changed")
 
     def start_reattach(self, reason: str) -> None:
+        """A new request (a new sequence and nonce) from the current socket."""
         with self._lock:
             if self.failed:
                 return
             self.seq += 1
-            nonce = os.urandom(wire.NONCE_LEN)
-            self.pending = PendingReattach(self.seq, nonce, self.clock_ms(), reason)
-            hdr = wire.Header(type=abi.MSG_REATTACH_REQ, session_id=self.session_id,
-                              counter=self.channel.next_counter())
-            msg = wire.seal_control(hdr, self.keys.hdr_c2s, self.keys.reattach, self.seq,
-                                    self.clock_ms(), nonce, self.epoch)
+            self.retry_at = None
+            self.pending = PendingReattach(self.seq, os.urandom(wire.NONCE_LEN),
+                                           self.clock_ms(), reason)
         self.events.emit("ReattachAttempt", "RECOVERY_START", self.session_id, detail=reason,
                          seq=self.seq)
+        self._send_request()
+
+    def retry_reattach(self) -> None:
+        """The same request again (same sequence and nonce, a fresh header
+        counter and timestamp): the gateway can then tell a lost answer (it
+        answers again: the challenge, or the ACK of the switch it made) from a
+        relay (the same request from another transport: docs/protocol.md)."""
+        with self._lock:
+            p = self.pending
+            if p is None or self.failed:
+                return
+            p.sent_ms = self.clock_ms()
+        self._send_request()
+
+    def _send_request(self) -> None:
+        with self._lock:
+            p = self.pending
+            if p is None:
+                return
+            hdr = wire.Header(type=abi.MSG_REATTACH_REQ, session_id=self.session_id,
+                              counter=self.channel.next_counter())
+            msg = wire.seal_control(hdr, self.keys.hdr_c2s, self.keys.reattach, p.seq,
+                                    self.clock_ms(), p.nonce, self.epoch)
         try:
             self.sock.sendto(msg, self.endpoint)
         except OSError:
@@ -297,7 +322,7 @@ class Client:
                 self._wake.set()  # a send error: look at the path now
         elif hdr.type == abi.MSG_REATTACH_ACK:
             seq, epoch, version = fields
-            if p is None or seq != p.seq:
+            if p is None or seq != p.seq or epoch <= self.epoch:
                 return
             self.epoch, self.pending = epoch, None
             self.last_rx_ms = self.clock_ms()
@@ -318,6 +343,9 @@ class Client:
             self.events.emit("ReattachResult", reason, self.session_id, seq=seq)
             if p is not None and seq == p.seq:
                 self.pending = None
+                if reason in RETRY_REJECTS:  # a spent sequence: at once; a conflict: later
+                    wait = self.retry_ms if reason == "OWNERSHIP_CONFLICT" else 0
+                    self.retry_at = self.clock_ms() + wait
             if reason in FATAL_REJECTS:
                 self.failed = reason
                 self.events.emit("SessionTerminated", reason, self.session_id,
@@ -347,17 +375,24 @@ class Client:
                 self.path = route
                 self.rebind()  # new path: a fresh socket so the kernel picks the new source
                 continue
-            p = self.pending
-            if p is not None and now - p.sent_ms > self.retry_ms:
-                self.start_reattach("retry")
-            elif p is None and now - self.last_rx_ms > self.max_missed * self.keepalive_ms:
-                self.start_reattach("replies missing")
+            self.reattach_timers(now)
             if now >= next_keepalive:
                 next_keepalive = now + self.keepalive_ms
                 try:
                     self.sock.sendto(self.channel.seal(b"", abi.MSG_KEEPALIVE), self.endpoint)
                 except OSError:
                     pass
+
+    def reattach_timers(self, now: int) -> None:
+        """The monitor's reattach step: retry an unanswered request, or start
+        one when the gateway's replies stopped."""
+        p = self.pending
+        if p is not None and now - p.sent_ms > self.retry_ms:
+            self.retry_reattach()
+        elif p is None and self.retry_at is not None and now >= self.retry_at:
+            self.start_reattach("refused: a new request")
+        elif p is None and now - self.last_rx_ms > self.max_missed * self.keepalive_ms:
+            self.start_reattach("replies missing")
 
     def _netlink_loop(self) -> None:
         """Wake the monitor on any link/address/route change."""

@@ -110,6 +110,7 @@ class SessionRecord:
     c2s_floor: int = 0  # client counters below this were seen by a previous owner (replay)
     inner_addr: str = ""  # the client's inner address in the tunnel
     reattach_seq: int = 0  # highest reattach sequence consumed
+    switch_seq: int = 0  # the sequence of the last accepted switch (its ACK may be re-sent)
     epoch: int = 0  # accepted switches since the handshake; proofs name it
     s2c_counter_floor: int = 0  # gateway send counters below this may have been used
     handshake_ns: int = 0  # the initiator's timestamp in the handshake that made it

@@ -6,8 +6,8 @@ Steps: (1) the gateway attaches XDP, the client handshakes, a TCP stream and
 a ping run through the tunnel; (2) the client jumps wifi -> lte (behind a
 carrier NAT), then the NAT rebinds; (3) an attacker who sees the client's
 traffic tries replay, reattach replay, a recorded handshake initiation, forged
-reattach, floods and the retired binding; (4) forced churn: DEGRADED, then
-TERMINATED; (5) a closing table.
+reattach, floods and the retired binding, then a hijack through a relay (on
+path); (4) forced churn: DEGRADED, then TERMINATED; (5) a closing table.
 A step that fails ends the demo non-zero, naming the step.
 """
 
@@ -27,8 +27,8 @@ from rich.table import Table
 
 from jvpn import wire
 from jvpn.gate import abi
-from jvpn.lab.addresses import GW_INNER
-from jvpn.lab.attacker import Attacker
+from jvpn.lab.addresses import ATTACKER_IP, GW_INNER
+from jvpn.lab.attacker import Attacker, Relay
 from jvpn.lab.capture import Sniffer
 from jvpn.lab.running import lab_policy
 from jvpn.lab.tunnel import TunnelLab
@@ -171,6 +171,7 @@ class Demo:
         self.check(sent == received, f"the stream's bytes arrived intact: {received['bytes']} "
                                      f"bytes, sha256 {received['sha256'][:16]}...")
         self.summary["stream"] = {"sent": sent, "received": received}
+        self.relay_hijack()
         st["ok"] = True
 
         st = self.step("4. forced churn: switching faster than the policy allows")
@@ -194,6 +195,45 @@ class Demo:
                                                    f"{self.tl.client.returncode})")
         st["ok"] = True
         return self.closing()
+
+    def relay_hijack(self) -> None:
+        """Issue 10 item 6: the attacker, now on path, holds the client's
+        traffic, gets the client's reattach request to the gateway from its
+        own address, relays the challenge to the client (spoofing the
+        gateway) and the client's answer back from its own address; then it
+        lets the client through again."""
+        name = "hijack through a relay (captured request, relayed challenge and answer)"
+        events_before = len(self.tl.gateway_events())
+        sniffer = Sniffer(self.tl.lab)
+        relay = Relay(self.tl.lab, sniffer)
+        on_attacker = lambda: self.session().get("bound", "").startswith(ATTACKER_IP + ":")  # noqa: E731
+        try:
+            relay.hold()
+            request, client = relay.next_from_client(abi.MSG_REATTACH_REQ, 0)
+            relay.to_gateway(request)
+            relay.to_client(relay.from_gateway(), client)
+            answer, _ = relay.next_from_client(abi.MSG_PATH_RESPONSE, 0)
+            relay.to_gateway(answer)
+            self.tl.wait(on_attacker, "the relayed answer to reach the gateway", timeout=10)
+            hijacked = self.session()["bound"]
+            relay.release()
+            self.tl.wait(lambda: not on_attacker(), "the binding to come back", timeout=15)
+        finally:
+            relay.close()
+            sniffer.stop()
+        back = self.session()
+        new = self.tl.gateway_events()[events_before:]
+        sec = [e for e in new if e["event_type"] == "SecurityEvent"
+               and e["reason_code"] == "SEC_SESSION_FIXATION_ATTEMPT"]
+        self.summary["attacks"].append({"attack": name, "sent": 1, "rejected": int(bool(sec)),
+                                        "reason": "SEC_SESSION_FIXATION_ATTEMPT",
+                                        "where": "daemon", "hijacked": hijacked,
+                                        "back_to": back.get("bound")})
+        self.say(f"   {name}: binding -> {hijacked} (attacker), the client's retry from its "
+                 f"own path -> [red]undone[/red]: back to {back.get('bound')} "
+                 f"([bold]SEC_SESSION_FIXATION_ATTEMPT[/bold], TRANSPORT_SWITCH_OK in daemon)")
+        if not sec or back.get("state") != "ATTACHED":
+            raise StepFailed(f"attack '{name}': binding {back}, security events {sec}")
 
     def closing(self) -> dict:
         st = self.step("5. closing table")

@@ -15,7 +15,7 @@ from jvpn.events import EventLog
 from jvpn.gateway.admission import REPLAYED, Admission, CookieReply, Refused
 from jvpn.gateway.reattach import Decision, Proven, ReattachServer, Reject, Reply
 from jvpn.gateway.table import Live, SessionTable
-from jvpn.session import Event, Transport
+from jvpn.session import Event, State, Transport
 from jvpn.store import StoreError
 
 Send = tuple[bytes, Transport]
@@ -142,6 +142,8 @@ class ControlPath:
             except StoreError as e:  # a version conflict included: nothing changed
                 return self._report(Decision(d.sid, d.src, reject=Reject(
                     Reason.OWNERSHIP_CONFLICT, Security.SEC_OWNERSHIP_ANOMALY, str(e))))
+            if d.base.state is State.RECOVERING and d.new.state is State.ATTACHED:
+                self._heard_from(d.sid)
         for note in d.notes:
             self.events.emit(note.type, note.reason, d.sid, note.transport, **note.fields)
         if d.pending is not None:
@@ -149,6 +151,15 @@ class ControlPath:
         if d.reject is not None:
             return self._report(d)
         return self._sealed(d, d.reply)
+
+    def _heard_from(self, sid: int) -> None:
+        """A proven path response is traffic from the client: without this
+        the heartbeat timer saw the silence before the switch and made the
+        session VOLATILE again at once (a redundant switch, counted in the
+        churn bounds: issue 10 item 10)."""
+        live = self.table.get(sid)
+        if live is not None:
+            live.last_rx_ms = self.clock_ms()
 
     def _report(self, d: Decision) -> list[Send]:
         r = d.reject

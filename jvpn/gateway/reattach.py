@@ -32,6 +32,7 @@ through the session table (jvpn/gateway/table.py) and seals its reply
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -41,6 +42,7 @@ from jvpn.gate import abi
 from jvpn.keys import SessionKeys
 from jvpn.policy import Policy
 from jvpn.ratelimit import KeyedBuckets, source_prefix
+from jvpn.replay import ReplayWindow
 from jvpn.session import (
     REATTACH_STATES,
     Event,
@@ -53,6 +55,7 @@ from jvpn.session import (
 from jvpn.store import Store, StoreError
 
 CHALLENGE_TIMEOUT_MS = 3_000
+WINDOWS_KEPT = 4_096  # sessions whose request counters are remembered (about 2 KiB each)
 
 
 class Reject(Exception):
@@ -131,6 +134,9 @@ class Proven:
     seq: int
     client_nonce: bytes
     now: int
+    # a retry of the request whose switch moved the binding elsewhere: the
+    # key holder is at ``src``; validate it (item 6: a relayed path response)
+    revalidate: bool = False
 
 
 class ReattachServer:
@@ -144,6 +150,11 @@ class ReattachServer:
         self.per_source = per_source or KeyedBuckets(10, 20, clock_s)
         self.per_session = per_session or KeyedBuckets(5, 10, clock_s)
         self.pending: dict[int, Pending] = {}
+        # header counters of proven requests, per session, in a window as
+        # the gate's: a retry carries the same sequence under a fresh
+        # counter, so the counter tells the key holder's retry from a copy,
+        # also where no gate window saw it first (the gate is the first line)
+        self.windows: OrderedDict[int, ReplayWindow] = OrderedDict()
         self._cached_keys: dict[int, SessionKeys] = {}
 
     # ------------------------------------------------------------ requests
@@ -187,27 +198,103 @@ class ReattachServer:
     def _keys(self, sid: int) -> SessionKeys:
         return self._load(sid)[1]
 
-    def _request(self, hdr: wire.Header, msg: bytes, src: Transport) -> Proven:
+    def _request(self, hdr: wire.Header, msg: bytes, src: Transport) -> Decision | Proven:
         now = self.clock_ms()
         rec, keys = self._load(hdr.session_id)                               # 1
         if not (self.per_source.allow(source_prefix(src.addr))
                 and self.per_session.allow(hdr.session_id)):                  # 2
             raise Reject(Reason.RATE_LIMITED, Security.SEC_ABUSE_CONTROL_PLANE, "reattach rate")
         self._check_alive(rec, now)                                          # 3
-        if hdr.session_id in self.pending or rec.state is State.RECOVERING:
-            raise Reject(Reason.OWNERSHIP_CONFLICT, Security.SEC_OWNERSHIP_ANOMALY,
-                         "another switch is in progress")
         seq, ts_ms, client_nonce, epoch = self._fields(msg, abi.MSG_REATTACH_REQ)
         if abs(now - ts_ms) > self.policy.reattach_proof_max_age_ms:          # 4
             raise Reject(Reason.FRESHNESS_INVALID, Security.SEC_REPLAY_ATTEMPT,
                          "timestamp too old/new")
-        if seq <= rec.reattach_seq:
-            raise Reject(Reason.REPLAY_DETECTED, Security.SEC_REPLAY_ATTEMPT,
-                         f"sequence {seq} used")
-        if epoch != rec.epoch:
-            raise Reject(Reason.FRESHNESS_INVALID, Security.SEC_REPLAY_ATTEMPT, f"epoch {epoch}")
         self._verify(hdr, msg, keys)                                         # 5
-        return Proven(rec, keys, msg, src, seq, client_nonce, now)           # 5b: the caller
+        self._fresh_counter(hdr)
+        # From here the request is the key holder's (a fresh header counter
+        # under its keys): every refusal is answered, sealed, so it converges.
+        req = Proven(rec, keys, msg, src, seq, client_nonce, now)
+        if seq < rec.reattach_seq:  # told, so that it moves on to a new sequence
+            raise self._told(req, Reason.REPLAY_DETECTED, Security.SEC_REPLAY_ATTEMPT,
+                             f"sequence {seq} used")
+        pending = self.pending.get(rec.session_id)
+        if pending is not None:
+            return self._while_pending(req, pending)
+        if rec.state is State.RECOVERING:
+            raise self._told(req, Reason.OWNERSHIP_CONFLICT, Security.SEC_OWNERSHIP_ANOMALY,
+                             "another switch is in progress")
+        if seq == rec.reattach_seq:
+            return self._retry_of_consumed(req, epoch)
+        if epoch != rec.epoch:
+            raise self._told(req, Reason.FRESHNESS_INVALID, Security.SEC_REPLAY_ATTEMPT,
+                             f"epoch {epoch}")
+        return req                                                           # 5b: the caller
+
+    def _fresh_counter(self, hdr: wire.Header) -> None:
+        """After the proof (the window moves only for the key holder's messages)."""
+        sid = hdr.session_id
+        window = self.windows.get(sid)
+        if window is None:
+            window = self.windows[sid] = ReplayWindow()
+        self.windows.move_to_end(sid)
+        while len(self.windows) > WINDOWS_KEPT:
+            self.windows.popitem(last=False)
+        if not window.accept(hdr.counter):
+            raise Reject(Reason.REPLAY_DETECTED, Security.SEC_REPLAY_ATTEMPT,
+                         f"request counter {hdr.counter} seen before")
+
+    @staticmethod
+    def _told(req: Proven, reason: Reason, security: Security | None, detail: str) -> Reject:
+        """A refusal of a proven request: answered, sealed, to its source."""
+        return Reject(reason, security, detail, authenticated=True, seq=req.seq)
+
+    def _while_pending(self, req: Proven, p: Pending) -> Decision:
+        """A proven request while a challenge is out. The same sequence from
+        the challenged transport: the challenge (or its answer) was lost,
+        send it again. The same sequence from another transport: the key
+        holder's own retry arrives from elsewhere, so the challenged
+        transport got its request by a relay (issue 10 item 6): abort,
+        fail closed. Another sequence: a second uplink, the loser is told
+        OWNERSHIP_CONFLICT (seed 4.4: explicit rejection on conflict)."""
+        sid, rec = req.rec.session_id, req.rec
+        if req.seq == p.seq and req.src == p.candidate:
+            return Decision(sid, req.src, req.keys, reply=Reply(
+                abi.MSG_PATH_CHALLENGE, (p.server_nonce, p.client_nonce), p.candidate))
+        if req.seq != p.seq:
+            raise self._told(req, Reason.OWNERSHIP_CONFLICT, Security.SEC_OWNERSHIP_ANOMALY,
+                             f"another switch is in progress (to {p.candidate})")
+        del self.pending[sid]
+        detail = (f"relayed path suspected: request {p.seq} came from {p.candidate} and "
+                  f"again from {req.src}; switch aborted, binding kept")
+        try:
+            new, tr = apply(rec, Event.REATTACH_INVALID, req.now, candidate=None)
+        except IllegalTransition as e:
+            raise self._told(req, Reason.OWNERSHIP_CONFLICT, Security.SEC_OWNERSHIP_ANOMALY,
+                             str(e)) from None
+        return Decision(sid, req.src, req.keys, rec, new, ((new, tr),), detail=detail,
+                        reject=self._told(req, Reason.OWNERSHIP_CONFLICT,
+                                          Security.SEC_SESSION_FIXATION_ATTEMPT, detail))
+
+    def _retry_of_consumed(self, req: Proven, epoch: int) -> Decision | Proven:
+        """The key holder sends a consumed sequence again (its answer was
+        lost). If that request's switch happened (the epoch moved past the
+        one it names) and the binding is where it came from, the ACK is sent
+        again, nothing changes (item 10a). If the binding is elsewhere, the
+        switch went to a transport the key holder is not on: validate where
+        it is (item 6, RFC 9000 9.3.3's move back). Otherwise the sequence
+        is spent: the client is told to use a new one."""
+        rec = req.rec
+        if rec.switch_seq == req.seq and epoch < rec.epoch:
+            if req.src == rec.binding:
+                return Decision(rec.session_id, req.src, req.keys, notes=(Note(
+                    EventType.REATTACH_RESULT, Reason.REATTACH_ACCEPT, req.src,
+                    dict(version=rec.version, accepted=True, detail="ACK sent again")),),
+                    reply=Reply(abi.MSG_REATTACH_ACK, (req.seq, rec.epoch, rec.version),
+                                req.src))
+            return Proven(rec, req.keys, req.msg, req.src, req.seq, req.client_nonce, req.now,
+                          revalidate=True)
+        raise self._told(req, Reason.REPLAY_DETECTED, Security.SEC_REPLAY_ATTEMPT,
+                         f"sequence {req.seq} used: a new request needs a new one")
 
     def _check_alive(self, rec: SessionRecord, now: int) -> None:
         if rec.state is State.TERMINATED:
@@ -245,7 +332,8 @@ class ReattachServer:
         recent = tuple(t for t in rec.switches_ms if now - t < 60_000)
         consumed = rec.with_(reattach_seq=p.seq, switches_ms=recent)
         last = max(rec.switches_ms, default=None)
-        if last is not None and now - last < self.policy.switch_cooldown_ms:
+        cooling = last is not None and now - last < self.policy.switch_cooldown_ms
+        if cooling and not p.revalidate:  # a move back undoes a switch; it is not churn
             return Decision(sid, src, keys, rec, consumed.with_(version=rec.version + 1),
                             reject=Reject(Reason.POLICY_DENY, Security.SEC_ABUSE_CONTROL_PLANE,
                                           "cooldown_active", authenticated=True, seq=p.seq))
@@ -255,10 +343,15 @@ class ReattachServer:
         new = steps[-1][0]
         nonce = self.rand(wire.NONCE_LEN)
         deadline = now + CHALLENGE_TIMEOUT_MS
-        start = Note(EventType.REATTACH_ATTEMPT, Reason.RECOVERY_START, src,
-                     dict(version=new.version, candidate_transport=str(src),
-                          recovery_deadline_ms=deadline))
-        return Decision(sid, src, keys, rec, new, tuple(steps), notes=(start,),
+        notes = (Note(EventType.REATTACH_ATTEMPT, Reason.RECOVERY_START, src,
+                      dict(version=new.version, candidate_transport=str(src),
+                           recovery_deadline_ms=deadline)),)
+        if p.revalidate:
+            notes = (Note(EventType.SECURITY_EVENT, Security.SEC_SESSION_FIXATION_ATTEMPT, src,
+                          dict(detail=f"request {p.seq} switched the session to {rec.binding}, "
+                                      f"its key holder retries it from {src}: relayed path "
+                                      f"response suspected; validating {src}")), *notes)
+        return Decision(sid, src, keys, rec, new, tuple(steps), notes=notes,
                         pending=Pending(src, nonce, p.client_nonce, p.seq, new.version,
                                         deadline),
                         reply=Reply(abi.MSG_PATH_CHALLENGE, (nonce, p.client_nonce), src))
@@ -316,7 +409,7 @@ class ReattachServer:
                          "record moved", authenticated=True, seq=p.seq)
         try:
             new, tr = apply(rec, Event.REATTACH_VALID, now, binding=p.candidate, candidate=None,
-                            transport_lost_ms=None, epoch=rec.epoch + 1,
+                            transport_lost_ms=None, epoch=rec.epoch + 1, switch_seq=p.seq,
                             switches_ms=(*rec.switches_ms, now))
         except IllegalTransition as e:
             raise Reject(Reason.OWNERSHIP_CONFLICT, Security.SEC_OWNERSHIP_ANOMALY,

@@ -39,7 +39,7 @@ class Live:
     keys: SessionKeys
     channel: DataChannel
     inner: bytes  # the client's inner IPv4 address, packed
-    last_rx_ms: int  # written by the data path only
+    last_rx_ms: int  # written by the data path, and by a proven switch (control.py)
     installed: bool = True  # our element is in the gate (False: adopted, or parked)
     parked: bool = False  # element removed for a handover/fence that did not complete
     # False: a new handshake's session, until its initiator's first

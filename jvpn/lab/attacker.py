@@ -3,10 +3,13 @@ namespace, or injects spoofed frames in front of the gateway."""
 
 from __future__ import annotations
 
+import ipaddress
 import socket
+import subprocess
+import time
 
 from jvpn.lab import frames
-from jvpn.lab.addresses import GW_IP, PORT
+from jvpn.lab.addresses import GW_IP, PORT, UPLINK_NET, UPLINK_ROUTER_IF
 from jvpn.lab.netns import Lab
 
 
@@ -33,3 +36,70 @@ class Attacker:
             for m in msgs:
                 s.send(head + frames.ipv4(spoof[0], GW_IP, 17, frames.udp(spoof[1], PORT, m)))
 
+
+
+HOLD_TABLE = "jvpnrelay"
+
+
+class Relay:
+    """The on-path attacker of issue 10 item 6, on the router: it holds the
+    client's jvpn traffic (drops it in the router's forward path while its
+    sniffer still sees it), gets the client's reattach request to the gateway
+    from the attacker's own address, relays the gateway's challenge to the
+    client spoofing the gateway, and hands the client's answer to the gateway
+    from the attacker's address. Then it lets the client's traffic through
+    again."""
+
+    def __init__(self, lab: Lab, sniffer):
+        self.lab, self.sniffer = lab, sniffer
+        self.sock = lab.socket("atk", socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.settimeout(3.0)
+
+    def hold(self) -> None:
+        """Drop the client's datagrams to the gateway (the router forwards nothing)."""
+        ifs = ", ".join(f'"{i}"' for i in UPLINK_ROUTER_IF.values())
+        rules = f"""table ip {HOLD_TABLE} {{
+  chain hold {{
+    type filter hook forward priority -10;
+    iifname {{ {ifs} }} udp dport {PORT} drop
+  }}
+}}
+"""
+        subprocess.run(self.lab.cmd("rt", "nft", "-f", "-"), input=rules, text=True,
+                       check=True, capture_output=True, timeout=30)
+
+    def release(self) -> None:
+        self.lab.run("rt", "nft", "delete", "table", "ip", HOLD_TABLE, check=False)
+
+    def next_from_client(self, msg_type: int, after: int, timeout: float = 10.0):
+        """The first message of ``msg_type`` the sniffer saw after the first
+        ``after`` ones: (message, the client's transport)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = self.sniffer.captured.get(msg_type, [])
+            if len(got) > after:
+                return got[after]
+            time.sleep(0.02)
+        raise TimeoutError(f"the client sent no message of type {msg_type}")
+
+    def to_gateway(self, msg: bytes) -> None:
+        self.sock.sendto(msg, (GW_IP, PORT))
+
+    def from_gateway(self) -> bytes:
+        return self.sock.recvfrom(65535)[0]
+
+    def to_client(self, msg: bytes, client: tuple[str, int]) -> None:
+        """``msg`` to the client as if from the gateway (a frame on the router's
+        port behind the client's uplink, source GW_IP:PORT)."""
+        uplink = next(u for u, net in UPLINK_NET.items()
+                      if ipaddress.ip_address(client[0]) in ipaddress.ip_network(net))
+        rif = UPLINK_ROUTER_IF[uplink]
+        head = self.lab.mac("cl", uplink) + self.lab.mac("rt", rif) + b"\x08\x00"
+        with self.lab.socket("rt", socket.AF_PACKET, socket.SOCK_RAW) as s:
+            s.bind((rif, 0))
+            s.send(head + frames.ipv4(GW_IP, client[0], 17,
+                                      frames.udp(PORT, client[1], msg)))
+
+    def close(self) -> None:
+        self.release()
+        self.sock.close()

@@ -29,7 +29,12 @@ def test_full_demo_json_summary(tmp_path):
     assert s["attacks"] and all(a["rejected"] == a["sent"] for a in s["attacks"])
     where = {a["reason"]: a["where"] for a in s["attacks"]}
     assert where.pop("REPLAY_DETECTED") == "daemon"  # a recorded handshake initiation
+    # issue 10 item 6: the relayed path response moved the binding for a moment;
+    # the client's retry from its own path made the gateway validate it and move back
+    assert where.pop("SEC_SESSION_FIXATION_ATTEMPT") == "daemon"
     assert set(where.values()) == {"XDP"}
+    [relay] = [a for a in s["attacks"] if "relay" in a["attack"]]
+    assert relay["hijacked"].startswith("10.77.3.2:") and relay["back_to"] != relay["hijacked"]
     states = [v[1] for v in s["version_history"]]
     assert states[:4] == ["ATTACHED", "VOLATILE", "RECOVERING", "ATTACHED"]
     assert "DEGRADED" in states and states[-1] == "TERMINATED"
