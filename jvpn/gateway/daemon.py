@@ -37,6 +37,7 @@ from jvpn.gateway.control import ControlPath
 from jvpn.gateway.datapath import DataPath
 from jvpn.gateway.follower import for_store
 from jvpn.gateway.reattach import ReattachServer
+from jvpn.gateway.supervise import Supervisor
 from jvpn.gateway.table import Live, SessionTable
 from jvpn.gateway.timers import due_timer
 from jvpn.keys import SessionKeys, public_from_private
@@ -53,17 +54,23 @@ class Gateway:
     def __init__(self, *, private_key: bytes, listen: tuple[str, int],
                  address: ipaddress.IPv4Interface, peers: dict[bytes, ipaddress.IPv4Address],
                  policy: Policy, store: Store, gate, events: EventLog, tun_name: str = "jvpn-gw",
-                 clock_ms: Callable[[], int] | None = None, cookie_threshold_per_s: int = 50):
+                 clock_ms: Callable[[], int] | None = None, cookie_threshold_per_s: int = 50,
+                 sock=None, tun=None):
+        """``sock`` and ``tun``: already open ones (tests: fakes); by default
+        the UDP socket is bound to ``listen`` and the TUN opened by name."""
         self.public_key = public_from_private(private_key)
         self.address, self.policy = address, policy
         self.store, self.gate, self.events = store, gate, events
         self.clock_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
         self.control = threading.RLock()
         self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self.sock = self._bind(listen)
-        self.tun = Tun(tun_name, persist=True)
-        self.tun.configure(str(address.ip), address.network.prefixlen)
+        self.supervisor = Supervisor(self._stop)
+        self.fatal: str | None = None
+        self.sock = sock if sock is not None else self._bind(listen)
+        if tun is None:
+            tun = Tun(tun_name, persist=True)
+            tun.configure(str(address.ip), address.network.prefixlen)
+        self.tun = tun
         self.ownership, follower_class = for_store(store, events.node_id)
         self.table = SessionTable(store=store, gate=gate, events=events,
                                   ownership=self.ownership, clock_ms=self.clock_ms,
@@ -104,18 +111,18 @@ class Gateway:
         return self.table.fenced
 
     # ------------------------------------------------------------ lifecycle
-    def start(self) -> None:
+    def start(self, on_fatal: Callable[[str], None] | None = None) -> None:
         self.follower.arm()  # before any element of ours is written
         self.reconcile()
-        loops = [self.datapath.udp_loop, self.datapath.tun_loop, self._timer_loop,
-                 *self.follower.loops(self._stop)]
+        loops = {"udp": self.datapath.udp_loop, "tun": self.datapath.tun_loop,
+                 "timer": self._timer_loop}
+        for i, loop in enumerate(self.follower.loops(self._stop)):
+            loops[f"store-watch-{i}"] = loop
         reader = self.gate.event_reader()
         if reader is not None:
-            loops.append(lambda: self.datapath.xdp_events_loop(reader))
-        for target in loops:
-            t = threading.Thread(target=target, daemon=True)
-            t.start()
-            self._threads.append(t)
+            loops["xdp-events"] = lambda: self.datapath.xdp_events_loop(reader)
+        for name, target in loops.items():
+            self.supervisor.start(name, target)
         self.follower.publish()
         self.events.emit(EventType.GATEWAY_STARTED, Reason.OK,
                          listen=str(self.sock.getsockname()),
@@ -130,8 +137,7 @@ class Gateway:
             pass
         self.sock.close()
         self.tun.close()
-        for t in self._threads:
-            t.join(timeout=2)
+        self.supervisor.join(2)
         with self.control:
             self.follower.stop()
         self.gate.close()
@@ -189,13 +195,17 @@ class Gateway:
     # ------------------------------------------------------------ timers
     def _timer_loop(self) -> None:
         while not self._stop.wait(TIMER_TICK_S):
-            with self.control:
-                self.follower.check_lease()
-                self.controlpath.expire_challenges()
-                for live in list(self.table.sessions.values()):
-                    self._timers(live)
-                self.follower.expire_parked()
-            self.follower.sweep_if_due()
+            self.tick()
+
+    def tick(self) -> None:
+        """One round of the timers."""
+        with self.control:
+            self.follower.check_lease()
+            self.controlpath.expire_challenges()
+            for live in list(self.table.sessions.values()):
+                self._timers(live)
+            self.follower.expire_parked()
+        self.follower.sweep_if_due()
 
     def _timers(self, live: Live) -> None:
         if live.record.state is State.TERMINATED:

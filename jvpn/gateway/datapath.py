@@ -31,22 +31,30 @@ class DataPath:
         self.on_handshake, self.on_control = on_handshake, on_control
 
     def udp_loop(self) -> None:
-        recv, admit = self.sock.recvfrom, self.gate.admit
+        recv = self.sock.recvfrom
         while not self.stop.is_set():
             try:
                 msg, src = recv(65535)
             except OSError:
                 return
-            if not msg or not admit(msg, src):
-                continue
-            t = msg[0]
-            if t in (abi.MSG_DATA, abi.MSG_KEEPALIVE):
-                self._data(t, msg)
-            elif t == abi.MSG_HANDSHAKE_INIT:
-                with self.lock:
-                    self.on_handshake(msg, src)
-            elif t in CONTROL_TYPES:
-                self.on_control(msg, Transport(*src[:2]))
+            self.receive(msg, src)
+
+    def receive(self, msg: bytes, src: tuple) -> None:
+        """One datagram as the receive loop handles it."""
+        self.datagram(msg, src)
+
+    def datagram(self, msg: bytes, src: tuple) -> None:
+        """The dispatch of one received datagram (the gate, then by type)."""
+        if not msg or not self.gate.admit(msg, src):
+            return
+        t = msg[0]
+        if t in (abi.MSG_DATA, abi.MSG_KEEPALIVE):
+            self._data(t, msg)
+        elif t == abi.MSG_HANDSHAKE_INIT:
+            with self.lock:
+                self.on_handshake(msg, src)
+        elif t in CONTROL_TYPES:
+            self.on_control(msg, Transport(*src[:2]))
 
     def _data(self, t: int, msg: bytes) -> None:
         live = self.table.sessions.get(int.from_bytes(msg[SID_AT], "little"))
