@@ -36,6 +36,9 @@ class EventLog:
         if self.path:
             self._file = _open_events_file(self.path)
         self.recent: list[dict] = []  # bounded in-memory tail, for tests and the demo
+        # a full disk (ENOSPC, EFBIG) must not end the thread that reports:
+        # failed writes are counted; the gateway's timer reports them elsewhere
+        self.write_failures, self.last_write_error = 0, ""
 
     def emit(self, event_type: str, reason_code: str, session_id: int | None = None,
              transport=None, version: int | None = None, **extra) -> dict:
@@ -50,10 +53,14 @@ class EventLog:
                        else v) for k, v in extra.items()})
         line = json.dumps(ev, sort_keys=True)
         with self._lock:
-            if self._file:
-                self._file.write(line + "\n")
-            if self._echo:
-                self._echo.write(line + "\n")
+            for out in (self._file, self._echo):
+                if out is None:
+                    continue
+                try:
+                    out.write(line + "\n")
+                except (OSError, ValueError) as e:
+                    self.write_failures += 1
+                    self.last_write_error = str(e)
             self.recent.append(ev)
             del self.recent[:-1000]
         return ev

@@ -11,7 +11,9 @@ session table (the model is wireguard-go's device/):
   timers.py     which timer a session is due for
 
 Threads: one reads the UDP socket, one reads the TUN, one runs the timers,
-and in a cluster one watches the store. Control work (handshake, reattach,
+and in a cluster one watches the store. Each iteration of each loop contains
+its errors and reports them (``DaemonError`` events, rate-limited); a thread
+that still ends stops the gateway with one line (supervise.py). Control work (handshake, reattach,
 timers, store events) is serialized by one lock; the data loops only read
 the session table.
 
@@ -37,7 +39,7 @@ from jvpn.gateway.control import ControlPath
 from jvpn.gateway.datapath import DataPath
 from jvpn.gateway.follower import for_store
 from jvpn.gateway.reattach import ReattachServer
-from jvpn.gateway.supervise import Supervisor
+from jvpn.gateway.supervise import Incidents, Supervisor
 from jvpn.gateway.table import Live, SessionTable
 from jvpn.gateway.timers import due_timer
 from jvpn.keys import SessionKeys, public_from_private
@@ -64,8 +66,12 @@ class Gateway:
         self.clock_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
         self.control = threading.RLock()
         self._stop = threading.Event()
-        self.supervisor = Supervisor(self._stop)
-        self.fatal: str | None = None
+        self.supervisor = Supervisor(self._stop, on_death=self._thread_died)
+        self.fatal: str | None = None  # why a thread ended, if one did
+        self._on_fatal: Callable[[str], None] = lambda _line: None
+        self.incidents = Incidents(events, self.clock_ms)
+        if hasattr(store, "on_unreadable"):  # a value that does not parse: skipped, reported
+            store.on_unreadable = self.incidents.unreadable
         self.sock = sock if sock is not None else self._bind(listen)
         if tun is None:
             tun = Tun(tun_name, persist=True)
@@ -87,7 +93,14 @@ class Gateway:
         self.datapath = DataPath(
             sock=self.sock, tun=self.tun, gate=gate, table=self.table, events=events,
             lock=self.control, stop=self._stop, clock_ms=self.clock_ms,
-            on_handshake=self.controlpath.handshake, on_control=self.handle_control)
+            on_handshake=self.controlpath.handshake, on_control=self.handle_control,
+            incidents=self.incidents)
+        # the store's watch thread and the sweep deliver records here: one
+        # record the follower cannot handle must not end the watch
+        follow = self.follower.on_store_record if hasattr(
+            self.follower, "on_store_record") else None
+        if follow is not None:
+            self.follower.on_store_record = self._contained_call("store-watch", follow)
 
     @staticmethod
     def _bind(listen: tuple[str, int]) -> socket.socket:
@@ -112,6 +125,10 @@ class Gateway:
 
     # ------------------------------------------------------------ lifecycle
     def start(self, on_fatal: Callable[[str], None] | None = None) -> None:
+        """``on_fatal(line)``: a thread ended although the gateway was not
+        stopping; the caller stops it and exits non-zero (`gateway up`)."""
+        if on_fatal is not None:
+            self._on_fatal = on_fatal
         self.follower.arm()  # before any element of ours is written
         self.reconcile()
         loops = {"udp": self.datapath.udp_loop, "tun": self.datapath.tun_loop,
@@ -149,9 +166,12 @@ class Gateway:
         with self.control:
             kept = 0
             for listed in self.store.list():
-                got = self.store.get(listed.session_id)
-                if got is not None and self._restore(got[0], SessionKeys.unpack(got[1])):
-                    kept += 1
+                try:
+                    got = self.store.get(listed.session_id)
+                    if got is not None and self._restore(got[0], SessionKeys.unpack(got[1])):
+                        kept += 1
+                except Exception as e:  # noqa: BLE001 - one session must not block the start
+                    self.incidents.report("reconcile", e)
             removed = self.table.remove_stale()
             self.events.emit(EventType.RECONCILED, Reason.OK, sessions=kept,
                              removed_from_maps=removed)
@@ -189,8 +209,28 @@ class Gateway:
     def send(self, msg: bytes, to: Transport) -> None:
         try:
             self.sock.sendto(msg, (to.addr, to.port))
-        except OSError:
-            pass  # best effort: a closing socket or an unreachable client
+        except OSError as e:  # best effort: a closing socket or an unreachable client
+            if not self._stop.is_set():
+                self.incidents.report("send", e)
+
+    # ------------------------------------------------------------ supervision
+    def _contained_call(self, where: str, fn: Callable[..., None]) -> Callable[..., None]:
+        def contained(*args) -> None:
+            try:
+                fn(*args)
+            except Exception as e:  # noqa: BLE001 - contained and reported
+                self.incidents.report(where, e)
+        return contained
+
+    def _thread_died(self, name: str, why: str) -> None:
+        """A loop ended while the gateway runs: it cannot serve as it should,
+        so it must end, loudly (jvpn/gateway/supervise.py)."""
+        line = (f"gateway thread {name!r} ended ({why}): stopping, so that the lease lapses "
+                "and the service manager restarts the gateway")
+        self.fatal = line
+        self.incidents.note(name, Reason.THREAD_DIED, line)
+        self.incidents.warn(f"jvpn gateway: {line}")
+        self._on_fatal(line)
 
     # ------------------------------------------------------------ timers
     def _timer_loop(self) -> None:
@@ -198,14 +238,18 @@ class Gateway:
             self.tick()
 
     def tick(self) -> None:
-        """One round of the timers."""
+        """One round of the timers. Each step contains its errors: the lease
+        check and fence refresh run whatever a session or the store does."""
+        run = self._contained_call("timer", lambda step, *args: step(*args))
         with self.control:
-            self.follower.check_lease()
-            self.controlpath.expire_challenges()
+            run(self.follower.check_lease)
+            run(self.controlpath.expire_challenges)
             for live in list(self.table.sessions.values()):
-                self._timers(live)
-            self.follower.expire_parked()
-        self.follower.sweep_if_due()
+                run(self._timers, live)
+            run(self.follower.expire_parked)
+        run(self.follower.sweep_if_due)
+        run(self.datapath.report_drops)
+        self.incidents.flush()
 
     def _timers(self, live: Live) -> None:
         if live.record.state is State.TERMINATED:
