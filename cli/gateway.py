@@ -28,6 +28,7 @@ def gateway():
 @click.pass_obj
 def gateway_up(app, config_path: str, tun_name: str, echo_events: bool):
     from jvpn.config import load_gateway_config
+    from jvpn.errors import JvpnError
     from jvpn.gateway.build import build_gateway
 
     app.require_root()
@@ -36,14 +37,18 @@ def gateway_up(app, config_path: str, tun_name: str, echo_events: bool):
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    gw.start()
+    gw.start(on_fatal=lambda _line: stop.set())  # a thread that ended stops us too
     app.err.print(f"jvpn gateway up on :{cfg.listen_port}, inner {cfg.address}, "
                   f"gate: {'xdp on ' + cfg.xdp_interface if cfg.xdp_interface else 'userspace'}"
                   f", events: {cfg.events_file}")
     stop.wait()
-    gw.stop()
-    gw.store.close()
-    gw.events.close()
+    try:
+        gw.stop()
+        gw.store.close()
+        gw.events.close()
+    finally:
+        if gw.fatal:  # one line, exit 1: the service manager restarts us
+            raise JvpnError(gw.fatal)
 
 
 @gateway.command("down", help="Remove the gateway's persistent TUN device (sessions stay in "
