@@ -1,7 +1,7 @@
 """The object every command gets as ``ctx.obj``: consoles, JSON output and the
 checks and look-ups the commands share.
 
-Nothing here imports bcc: jvpn.maps does that lazily, so ``--help`` and the
+Nothing here imports bcc: jvpn.gate.loader does that lazily, so ``--help`` and the
 commands' argument errors work on a machine without it.
 """
 
@@ -18,10 +18,12 @@ import click
 from rich.console import Console
 
 from jvpn.errors import JvpnError, NotAttached
-from jvpn.gate import maps
+from jvpn.gate import attach as gate_attach
+from jvpn.gate import loader, paths, pins, records
+from jvpn.gate.paths import GatePaths
 
-DEFAULT_PIN_ROOT = "/sys/fs/bpf/jvpn"
-DEFAULT_RUN_DIR = "/run/jvpn"
+DEFAULT_PIN_ROOT = str(paths.DEFAULT_PIN_ROOT)
+DEFAULT_RUN_DIR = str(paths.DEFAULT_RUN_DIR)
 BPF_FS = "bpf"
 
 
@@ -29,20 +31,19 @@ class App:
     """Shared state of one ``jvpn-xdp`` invocation."""
 
     def __init__(self, pin_root: str = DEFAULT_PIN_ROOT, run_dir: str = DEFAULT_RUN_DIR):
-        # jvpn.maps reads these on every call, so the whole process (and any
-        # helper it starts) agrees on where pins and attachment records live.
-        os.environ["JVPN_PIN_ROOT"] = str(pin_root)
-        os.environ["JVPN_RUN_DIR"] = str(run_dir)
+        # Every gate function gets these explicitly; nothing reads them back
+        # from os.environ (the group's options read JVPN_PIN_ROOT/JVPN_RUN_DIR).
+        self.paths = GatePaths(Path(pin_root), Path(run_dir))
         self.console = Console(highlight=False)
         self.err = Console(stderr=True, highlight=False)
 
     @property
     def pin_root(self) -> Path:
-        return maps.pin_root()
+        return self.paths.pin_root
 
     @property
     def run_dir(self) -> Path:
-        return maps.run_dir()
+        return self.paths.run_dir
 
     # ------------------------------------------------------------ output
     def emit_json(self, data: Any) -> None:
@@ -57,10 +58,10 @@ class App:
 
     # ------------------------------------------------------------ checks
     def require_root(self) -> None:
-        maps.require_root()
+        gate_attach.require_root()
 
     def require_bcc(self) -> None:
-        maps.require_bcc()
+        loader.require_bcc()
 
     def require_maps_access(self) -> None:
         """Root first, then bcc: the order the operator has to fix them in."""
@@ -80,14 +81,15 @@ class App:
             )
 
     # ------------------------------------------------------------ look-ups
-    def attachments(self, ifname: str | None) -> list[maps.Attachment]:
+    def attachments(self, ifname: str | None) -> list[records.Attachment]:
         """The attachment of ``ifname``, or every one; NotAttached when none
         (NoSuchInterface when ``ifname`` names no interface and no record)."""
         if ifname is not None:
-            if not maps.Attachment.path(ifname).exists() and not interface_exists(ifname):
-                maps.require_interface(ifname)  # raises NoSuchInterface
-            return [maps.Attachment.load(ifname)]
-        found = maps.Attachment.all()
+            if (not records.Attachment.path(ifname, self.paths).exists()
+                    and not interface_exists(ifname)):
+                gate_attach.require_interface(ifname)  # raises NoSuchInterface
+            return [records.Attachment.load(ifname, self.paths)]
+        found = records.Attachment.all(self.paths)
         if not found:
             raise NotAttached(
                 f"jvpn is not attached to any interface (no records in {self.run_dir}): "
@@ -95,8 +97,8 @@ class App:
             )
         return found
 
-    def open_maps(self, att: maps.Attachment) -> maps.GateMaps:
-        return maps.GateMaps(Path(att.pin_dir), att.replay_bits)
+    def open_maps(self, att: records.Attachment) -> pins.GateMaps:
+        return pins.GateMaps(Path(att.pin_dir), att.replay_bits)
 
 
 def interface_exists(ifname: str) -> bool:

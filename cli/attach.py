@@ -7,7 +7,8 @@ from dataclasses import asdict
 import click
 from rich.markup import escape
 
-from jvpn.gate import abi, maps
+from jvpn.gate import abi, records
+from jvpn.gate import attach as gate_attach
 from jvpn.gate.config import GateConfig
 from jvpn_cli.app import App
 
@@ -26,7 +27,7 @@ from jvpn_cli.app import App
 )
 @click.option(
     "--mode",
-    type=click.Choice(sorted(maps.MODES)),
+    type=click.Choice(sorted(gate_attach.MODES)),
     default="native",
     show_default=True,
     help="XDP mode to try. If the driver refuses native mode, generic mode is used "
@@ -69,12 +70,12 @@ def attach(app: App, iface: str, ports: list[int], mode: str, handshake_rate: fl
     RUN_DIR/IFACE.json, which the other commands read. Needs root and bcc.
     """
     app.require_maps_access()
-    maps.require_interface(iface)
+    gate_attach.require_interface(iface)
     app.require_bpffs()
     config = GateConfig(ports=ports, global_control_pps=handshake_rate,
                         authed_control_pps=control_rate,
                         session_control_pps=session_control_rate)
-    att = maps.attach(iface, config, mode)
+    att = gate_attach.attach(iface, config, mode, paths=app.paths)
     if as_json:
         app.emit_json(asdict(att))
         if att.note:
@@ -85,8 +86,8 @@ def attach(app: App, iface: str, ports: list[int], mode: str, handshake_rate: fl
     app.say(f"  mode:    {att.mode}")
     app.say(f"  ports:   {', '.join(str(p) for p in att.ports)} (UDP)")
     app.say(f"  pin dir: {att.pin_dir}", markup=False)
-    app.say(f"  record:  {maps.Attachment.path(att.ifname)}", markup=False)
-    prog_id = maps.xdp_prog_id(att.ifname)
+    app.say(f"  record:  {records.Attachment.path(att.ifname, app.paths)}", markup=False)
+    prog_id = gate_attach.xdp_prog_id(att.ifname)
     if prog_id:
         app.say(f"  prog id: {prog_id}")
     if att.note:

@@ -27,7 +27,8 @@ def bench():
 @click.pass_obj
 def bench_xdp(app, as_json: bool, repeat: int, batches: int, singles: int, breakdown: bool):
     from jvpn.bench.xdp import run_cost_breakdown, run_xdp_bench  # needs bcc: keep --help cheap
-    from jvpn.gate.maps import require_bcc, require_root
+    from jvpn.gate.attach import require_root
+    from jvpn.gate.loader import require_bcc
 
     require_root()
     require_bcc()
@@ -72,7 +73,8 @@ def bench_xdp(app, as_json: bool, repeat: int, batches: int, singles: int, break
 @click.pass_obj
 def bench_tunnel(app, as_json: bool, seconds: float, rounds: int):
     from jvpn.bench.net import run_tunnel_bench
-    from jvpn.gate.maps import require_bcc, require_root
+    from jvpn.gate.attach import require_root
+    from jvpn.gate.loader import require_bcc
 
     require_root()
     require_bcc()
@@ -87,7 +89,8 @@ def bench_tunnel(app, as_json: bool, seconds: float, rounds: int):
 @click.pass_obj
 def bench_reattach(app, as_json: bool, trials: int):
     from jvpn.bench.net import run_reattach_bench
-    from jvpn.gate.maps import require_bcc, require_root
+    from jvpn.gate.attach import require_root
+    from jvpn.gate.loader import require_bcc
 
     require_root()
     require_bcc()
@@ -111,7 +114,8 @@ def bench_reattach(app, as_json: bool, trials: int):
 def bench_handoff(app, as_json: bool, trials: int, compare: bool):
     from jvpn.bench.handoff import run_handoff_bench
     from jvpn.bench.net import run_reattach_bench
-    from jvpn.gate.maps import require_bcc, require_root
+    from jvpn.gate.attach import require_root
+    from jvpn.gate.loader import require_bcc
 
     require_root()
     require_bcc()
@@ -138,7 +142,8 @@ def bench_handoff(app, as_json: bool, trials: int, compare: bool):
 @click.pass_obj
 def bench_flood(app, as_json: bool, seconds: float):
     from jvpn.bench.net import run_flood_bench
-    from jvpn.gate.maps import require_bcc, require_root
+    from jvpn.gate.attach import require_root
+    from jvpn.gate.loader import require_bcc
 
     require_root()
     require_bcc()

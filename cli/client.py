@@ -46,6 +46,9 @@ def client_up(app, config_path: str, events_file: str | None, echo_events: bool)
     failed = agent.wait()
     agent.down()
     events.close()
+    if agent.drops.total:
+        app.err.print(f"jvpn client: dropped {agent.drops.total} datagrams that did not come "
+                      f"from the gateway {agent.endpoint[0]}:{agent.endpoint[1]}", markup=False)
     if failed and not stopped.is_set():
         raise JvpnError(f"the gateway refused the session ({failed}); run `client up` again "
                         "for a new handshake")

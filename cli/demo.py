@@ -23,7 +23,7 @@ def demo(app, as_json: bool, trace: str, xdp_only: bool):
     if xdp_only:
         from jvpn.demo.xdp import main as xdp_main
 
-        sys.exit(xdp_main())
+        sys.exit(xdp_main(app.paths))
     from jvpn.demo.tunnel import main as demo_main
 
     sys.exit(demo_main(as_json=as_json, trace=trace))

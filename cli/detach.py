@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from jvpn.gate import maps
+from jvpn.gate import attach as gate_attach
+from jvpn.gate import records
 from jvpn_cli.app import App, interface_exists
 
 
@@ -18,12 +19,13 @@ def detach(app: App, iface: str) -> None:
     Needs root and bcc.
     """
     app.require_maps_access()
-    recorded = maps.Attachment.path(iface).exists() or maps.pin_dir(iface).exists()
+    recorded = (records.Attachment.path(iface, app.paths).exists()
+                or app.paths.pin_dir(iface).exists())
     if not recorded and not interface_exists(iface):
-        maps.require_interface(iface)  # raises NoSuchInterface
-    maps.detach(iface)  # raises NotAttached when there is nothing of ours
-    app.say(f"detached jvpn from {iface}; removed {maps.pin_dir(iface)}", markup=False)
-    left = maps.xdp_prog_id(iface) if interface_exists(iface) else None
+        gate_attach.require_interface(iface)  # raises NoSuchInterface
+    gate_attach.detach(iface, app.paths)  # raises NotAttached when there is nothing of ours
+    app.say(f"detached jvpn from {iface}; removed {app.paths.pin_dir(iface)}", markup=False)
+    left = gate_attach.xdp_prog_id(iface) if interface_exists(iface) else None
     if left:
         app.warn(f"an XDP program (id {left}) is still attached to {iface}: not one jvpn "
                  "could remove (ip link set dev IFACE xdp off)")

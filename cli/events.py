@@ -8,10 +8,16 @@ from pathlib import Path
 import click
 
 DEFAULT_EVENTS = "/var/lib/jvpn/events.jsonl"
+# the fields of the short form: a summary line (jvpn.events) shows its count
+_SHOWN = ("count", "distinct_sources", "transport_id", "version", "new_state", "detail")
+_SHORT = {"distinct_sources": "sources"}
 
 
 @click.command(help="Print lifecycle and security events (one JSON object per line) from the "
-                    "gateway's events file, including the XDP program's sampled drops.")
+                    "gateway's events file, including the XDP program's sampled drops. "
+                    "Unauthenticated rejections come as one summary line per kind and "
+                    "interval (count=, sources=). --follow keeps following across the "
+                    "file's rotation, like tail -F.")
 @click.option("--file", "path", default=DEFAULT_EVENTS, show_default=True,
               type=click.Path(dir_okay=False), help="The events file (EventsFile in the config).")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new events as they come.")
@@ -34,8 +40,8 @@ def events(app, path: str, follow: bool, as_json: bool, session: str | None):
         if as_json:
             click.echo(json.dumps(ev, sort_keys=True))
             return
-        extra = " ".join(f"{k}={ev[k]}" for k in ("transport_id", "version", "new_state",
-                                                  "detail") if ev.get(k) not in (None, ""))
+        extra = " ".join(f"{_SHORT.get(k, k)}={ev[k]}" for k in _SHOWN
+                         if ev.get(k) not in (None, ""))
         click.echo(f"{ev.get('ts_ms')} {ev.get('event_type'):<20} {ev.get('reason_code'):<26} "
                    f"{ev.get('session_id') or '-'} {extra}")
 

@@ -33,7 +33,8 @@ def gateway_up(app, config_path: str, tun_name: str, echo_events: bool):
 
     app.require_root()
     cfg = load_gateway_config(config_path)
-    gw = build_gateway(cfg, tun_name=tun_name, echo=sys.stdout if echo_events else None)
+    gw = build_gateway(cfg, tun_name=tun_name, echo=sys.stdout if echo_events else None,
+                       paths=app.paths)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

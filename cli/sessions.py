@@ -9,7 +9,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from jvpn.gate import abi, maps
+from jvpn.gate import abi, pins, records
 from jvpn_cli.app import App, session_id_hex
 
 
@@ -31,7 +31,7 @@ def sessions(app: App, iface: str | None, as_json: bool) -> None:
     app.require_maps_access()
     out: dict[str, list[dict[str, Any]]] = {}
     for att in app.attachments(iface):
-        owners = maps.Owners.load(att.ifname)
+        owners = records.Owners.load(att.ifname, app.paths)
         with app.open_maps(att) as gm:
             out[att.ifname] = [_row(gm, sid, s, owners) for sid, s in sorted(gm.list_sessions())]
     if as_json:
@@ -60,7 +60,7 @@ def sessions(app: App, iface: str | None, as_json: bool) -> None:
         app.say(table)
 
 
-def _owner(sid: int, s: abi.Session, owners: maps.Owners | None) -> str | None:
+def _owner(sid: int, s: abi.Session, owners: records.Owners | None) -> str | None:
     if owners is None:
         return None  # no gateway daemon has described these maps
     if s.state == abi.STATE_REMOTE:
@@ -68,8 +68,8 @@ def _owner(sid: int, s: abi.Session, owners: maps.Owners | None) -> str | None:
     return owners.node if s.fence == owners.lease else "stale"
 
 
-def _row(gm: maps.GateMaps, sid: int, s: abi.Session,
-         owners: maps.Owners | None = None) -> dict[str, Any]:
+def _row(gm: pins.GateMaps, sid: int, s: abi.Session,
+         owners: records.Owners | None = None) -> dict[str, Any]:
     family = s.bind_family
     if family == abi.AF_NONE:
         addr, port, bound = None, None, "-"

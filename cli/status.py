@@ -10,7 +10,8 @@ import click
 from rich.table import Table
 
 from jvpn.errors import JvpnError
-from jvpn.gate import maps
+from jvpn.gate import attach as gate_attach
+from jvpn.gate import records
 from jvpn_cli.app import App
 
 
@@ -27,7 +28,7 @@ def status(app: App, as_json: bool) -> None:
     Works without root, except for the session count (shown as "?" with the
     reason). Prints "nothing attached" when there is no record.
     """
-    rows = [_describe(app, att) for att in maps.Attachment.all()]
+    rows = [_describe(app, att) for att in records.Attachment.all(app.paths)]
     if as_json:
         app.emit_json(rows)
         return
@@ -56,7 +57,7 @@ def status(app: App, as_json: bool) -> None:
         app.say(n, markup=False)
 
 
-def _describe(app: App, att: maps.Attachment) -> dict[str, Any]:
+def _describe(app: App, att: records.Attachment) -> dict[str, Any]:
     pinned = _is_dir(Path(att.pin_dir))
     sessions, why = None, None
     if pinned is None:
@@ -77,7 +78,7 @@ def _describe(app: App, att: maps.Attachment) -> dict[str, Any]:
         "ports": list(att.ports),
         "pin_dir": att.pin_dir,
         "pinned": pinned,
-        "prog_id": maps.xdp_prog_id(att.ifname),
+        "prog_id": gate_attach.xdp_prog_id(att.ifname),
         "sessions": sessions,
         "sessions_error": why,
         "replay_bits": att.replay_bits,

@@ -12,6 +12,7 @@ Path changes are noticed three ways:
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 import threading
@@ -20,10 +21,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from jvpn import wire
+from jvpn.codes import EventType, Security
 from jvpn.events import EventLog
 from jvpn.gate import abi
 from jvpn.handshake import Assignment, HandshakeError, Initiator
 from jvpn.keys import SessionKeys
+from jvpn.session import Transport
 from jvpn.tunnel import FLAG_FRAGMENT, FLAG_REATTACH, DataChannel, Tun, send_messages
 
 RECV_TIMEOUT_S = 0.2  # how often the receive loop looks at the current socket
@@ -32,6 +35,32 @@ FATAL_REJECTS = {"SESSION_NOT_FOUND", "SESSION_EXPIRED"}
 
 class ClientError(Exception):
     pass
+
+
+def udp_socket() -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    s.bind(("0.0.0.0", 0))
+    s.settimeout(RECV_TIMEOUT_S)  # once: settimeout is a syscall, not per packet
+    return s
+
+
+class StrangerDrops:
+    """Datagrams that did not come from the gateway's address and port,
+    dropped unread. Counted here (the agent reports the total at exit) and
+    in the event log's per-interval summary of unauthenticated rejections,
+    so a flood costs one summary line per interval, not a line per datagram."""
+
+    def __init__(self, events: EventLog, session_id: Callable[[], int]):
+        self.events, self.session_id = events, session_id
+        self.total = 0
+
+    def drop(self, src: tuple) -> None:
+        self.total += 1  # one writer: the thread that reads the socket
+        self.events.emit_unauthenticated(
+            EventType.SECURITY_EVENT, Security.SEC_ABUSE_CONTROL_PLANE,
+            Transport(src[0], src[1]), self.session_id(),
+            detail="not from the gateway's address and port: dropped unread")
 
 
 @dataclass
@@ -46,13 +75,16 @@ class Client:
     def __init__(self, *, private_key: bytes, gateway_public: bytes, endpoint: tuple[str, int],
                  events: EventLog, tun_name: str = "jvpn0", keepalive_ms: int = 500,
                  max_missed: int = 3, retry_ms: int = 400,
-                 clock_ms: Callable[[], int] | None = None):
+                 clock_ms: Callable[[], int] | None = None,
+                 socket_factory: Callable[[], socket.socket] | None = None):
         self.private_key, self.gateway_public = private_key, gateway_public
         self.endpoint = endpoint
+        self._new_socket = socket_factory or udp_socket
         self.events = events
         self.tun_name = tun_name
         self.keepalive_ms, self.max_missed, self.retry_ms = keepalive_ms, max_missed, retry_ms
         self.clock_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
+        self.drops = StrangerDrops(events, lambda: self.session_id)
         self.sock = self._new_socket()
         self.assignment: Assignment | None = None
         self.keys: SessionKeys | None = None
@@ -71,13 +103,15 @@ class Client:
         self._threads: list[threading.Thread] = []
         self.on_reattached: Callable[[], None] | None = None
 
-    @staticmethod
-    def _new_socket() -> socket.socket:
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-        s.bind(("0.0.0.0", 0))
-        s.settimeout(RECV_TIMEOUT_S)  # once: settimeout is a syscall, not per packet
-        return s
+    @property
+    def endpoint(self) -> tuple[str, int]:
+        """The gateway's address and port, in the form recvfrom reports a source."""
+        return self._endpoint
+
+    @endpoint.setter
+    def endpoint(self, value: tuple[str, int]) -> None:
+        host, port = value
+        self._endpoint = (str(ipaddress.ip_address(host)), int(port))
 
     @property
     def session_id(self) -> int:
@@ -90,32 +124,42 @@ class Client:
             init = Initiator(self.private_key, self.gateway_public)
             init.cookie = cookie
             self.sock.sendto(init.initiation(), self.endpoint)
-            self.sock.settimeout(timeout_s)
+            msg = self._handshake_reply(timeout_s)
             try:
-                while True:
-                    msg, _src = self.sock.recvfrom(65535)
-                    if not msg:
-                        continue
-                    if msg[0] == abi.MSG_COOKIE_REPLY:
-                        init.consume_cookie(msg)
-                        cookie = init.cookie
-                        self.events.emit("HandshakeCookie", "RATE_LIMITED",
-                                         detail="gateway under load: retrying with its cookie")
-                        break
-                    if msg[0] == abi.MSG_HANDSHAKE_RESP:
-                        self.assignment, self.keys = init.response(msg)
-                        self.channel = DataChannel(self.keys, "client")
-                        self.last_rx_ms = self.clock_ms()
-                        self.events.emit("SessionStateChange", "HANDSHAKE_OK", self.session_id,
-                                         new_state="ATTACHED", previous_state="BIRTH")
-                        return self.assignment
-            except TimeoutError:
-                continue
+                if msg is not None and msg[0] == abi.MSG_COOKIE_REPLY:
+                    init.consume_cookie(msg)
+                    cookie = init.cookie
+                    self.events.emit("HandshakeCookie", "RATE_LIMITED",
+                                     detail="gateway under load: retrying with its cookie")
+                elif msg is not None:
+                    return self._attached(*init.response(msg))
             except HandshakeError as e:
                 self.events.emit("HandshakeFailed", "HANDSHAKE_FAIL", detail=str(e))
-            finally:
-                self.sock.settimeout(RECV_TIMEOUT_S)
         raise ClientError(f"no handshake response from {self.endpoint[0]}:{self.endpoint[1]}")
+
+    def _handshake_reply(self, timeout_s: float) -> bytes | None:
+        """The gateway's next COOKIE_REPLY or HANDSHAKE_RESP; None after timeout_s."""
+        deadline = time.monotonic() + timeout_s
+        try:
+            while (left := deadline - time.monotonic()) > 0:
+                self.sock.settimeout(left)
+                msg, src = self.sock.recvfrom(65535)
+                if (self._from_gateway(src) and msg
+                        and msg[0] in (abi.MSG_COOKIE_REPLY, abi.MSG_HANDSHAKE_RESP)):
+                    return msg
+        except TimeoutError:
+            pass
+        finally:
+            self.sock.settimeout(RECV_TIMEOUT_S)
+        return None
+
+    def _attached(self, assignment: Assignment, keys: SessionKeys) -> Assignment:
+        self.assignment, self.keys = assignment, keys
+        self.channel = DataChannel(keys, "client")
+        self.last_rx_ms = self.clock_ms()
+        self.events.emit("SessionStateChange", "HANDSHAKE_OK", self.session_id,
+                         new_state="ATTACHED", previous_state="BIRTH")
+        return assignment
 
     # ------------------------------------------------------------ lifecycle
     def up(self, with_tun: bool = True) -> Assignment:
@@ -195,26 +239,45 @@ class Client:
                 msg, src = sock.recvfrom(65535)
             except (TimeoutError, OSError):
                 continue
-            if not msg:
-                continue
-            t = msg[0]
-            if t in (abi.MSG_DATA, abi.MSG_KEEPALIVE):
-                opened = self.channel.open(msg)
-                if opened is None:
-                    continue
-                self.last_rx_ms = self.clock_ms()
-                if t == abi.MSG_DATA and self.tun:
-                    packet = (self.channel.reassembly.add(opened[2])
-                              if opened[1] & FLAG_FRAGMENT else opened[2])
-                    if packet is not None:
-                        self.tun.write(packet)
-                if opened[1] & FLAG_REATTACH and self.pending is None:
-                    self.start_reattach("gateway asked (VOLATILE)")
-            elif t in (abi.MSG_PATH_CHALLENGE, abi.MSG_REATTACH_ACK, abi.MSG_REATTACH_REJECT,
-                       abi.MSG_TERMINATE):
-                self._control(msg, src, sock)
+            self.receive(msg, src, sock)
 
-    def _control(self, msg: bytes, src, sock: socket.socket) -> None:
+    def receive(self, msg: bytes, src, sock: socket.socket | None = None) -> None:
+        """One datagram that arrived on ``sock`` (default: the current socket).
+        Only the gateway's address and port is heard, as a QUIC client hears
+        only its server: anything else is dropped before it is opened, so an
+        attacker who relays a genuine challenge or ACK from elsewhere gets no
+        answer, changes nothing, and does not even spend its counter in our
+        replay window (the genuine copy from the gateway still counts)."""
+        if not self._from_gateway(src) or not msg:
+            return
+        t = msg[0]
+        if t in (abi.MSG_DATA, abi.MSG_KEEPALIVE):
+            self._data(msg)
+        elif t in (abi.MSG_PATH_CHALLENGE, abi.MSG_REATTACH_ACK, abi.MSG_REATTACH_REJECT,
+                   abi.MSG_TERMINATE):
+            self._control(msg, src, sock or self.sock)
+
+    def _from_gateway(self, src) -> bool:
+        if src[0] == self._endpoint[0] and src[1] == self._endpoint[1]:
+            return True
+        self.drops.drop(src)
+        return False
+
+    def _data(self, msg: bytes) -> None:
+        opened = self.channel.open(msg)
+        if opened is None:
+            return
+        msg_type, flags, payload = opened
+        self.last_rx_ms = self.clock_ms()
+        if msg_type == abi.MSG_DATA and self.tun:
+            packet = self.channel.reassembly.add(payload) if flags & FLAG_FRAGMENT else payload
+            if packet is not None:
+                self.tun.write(packet)
+        if flags & FLAG_REATTACH and self.pending is None:
+            self.start_reattach("gateway asked (VOLATILE)")
+
+    def _control(self, msg: bytes, _src, sock: socket.socket) -> None:
+        # _src is the gateway's (receive checked it); answers go to self.endpoint
         got = self.channel.open_control(msg, self.keys.reattach)
         if got is None:
             return
@@ -228,7 +291,10 @@ class Client:
                 wire.Header(type=abi.MSG_PATH_RESPONSE, session_id=self.session_id,
                             counter=self.channel.next_counter()),
                 self.keys.hdr_c2s, self.keys.reattach, server_nonce, client_nonce)
-            sock.sendto(reply, src)
+            try:
+                sock.sendto(reply, self.endpoint)  # to the gateway, whoever relayed it
+            except OSError:
+                self._wake.set()  # a send error: look at the path now
         elif hdr.type == abi.MSG_REATTACH_ACK:
             seq, epoch, version = fields
             if p is None or seq != p.seq:
@@ -275,6 +341,7 @@ class Client:
             self._wake.wait(0.05)
             self._wake.clear()
             now = self.clock_ms()
+            self.events.flush()  # summaries whose interval is over (a flood that stopped)
             route = self._route()
             if route is not None and route != self.path:  # no route yet: nothing to move to
                 self.path = route

@@ -20,6 +20,9 @@ Gateway config (:func:`load_gateway_config`)::
     StateDir = /var/lib/jvpn       # default /var/lib/jvpn
     NodeId = gw-a                  # default: the hostname
     EventsFile = events.jsonl      # default <StateDir>/events.jsonl
+    EventsMaxBytes = 64M           # rotate the events file at this size (K, M, G: binary)
+    EventsKeep = 2                 # rotated files kept (events.jsonl.1 ...)
+    EventsSummaryInterval = 10     # seconds: one line per kind of unauthenticated rejection
 
 Relative paths (PrivateKeyFile, PeersFile, Policy, StateDir, EventsFile) are
 relative to the folder of the file that names them.
@@ -48,6 +51,7 @@ from pathlib import Path
 
 from jvpn import keys
 from jvpn.errors import JvpnError
+from jvpn.events import DEFAULT_KEEP, DEFAULT_MAX_BYTES, DEFAULT_SUMMARY_INTERVAL_MS
 from jvpn.files import UnsafeFile, check_not_writable_by_others, check_secret, read_secret
 from jvpn.policy import Policy, PolicyError, default_policy, load_policy
 
@@ -95,6 +99,10 @@ class GatewayConfig:
     store: tuple[str, int] | None = None  # etcd endpoint; None = the SQLite default
     cluster_key: bytes | None = field(default=None, repr=False)
     lease_ttl_s: int = 3  # cluster: the gateway's etcd lease (takeover after a crash)
+    # The events file's bounds (jvpn.events): anyone can make us reject packets.
+    events_max_bytes: int = DEFAULT_MAX_BYTES  # rotate at this size
+    events_keep: int = DEFAULT_KEEP  # rotated files kept
+    events_summary_interval_s: int = DEFAULT_SUMMARY_INTERVAL_MS // 1000
 
 
 @dataclass(frozen=True)
@@ -328,7 +336,7 @@ def _endpoint(f: _File, entry: _Entry) -> tuple[str, int]:
 _GATEWAY = {"Interface": ("PrivateKey", "PrivateKeyFile", "ListenPort", "Address",
                           "XdpInterface", "PeersFile", "Policy", "StateDir", "NodeId",
                           "EventsFile", "HandshakesPerSecond", "Store", "ClusterKeyFile",
-                          "LeaseTTL")}
+                          "LeaseTTL", "EventsMaxBytes", "EventsKeep", "EventsSummaryInterval")}
 _PEERS = {"Peer": ("PublicKey", "AllowedIP", "Name")}
 _CLIENT = {"Interface": ("PrivateKey", "PrivateKeyFile", "Name"),
            "Peer": ("PublicKey", "Endpoint", "PersistentKeepalive")}
@@ -362,7 +370,28 @@ def load_gateway_config(path: str | Path) -> GatewayConfig:
                          xdp_interface=xdp_interface, peers=peers, policy=policy,
                          state_dir=state_dir, node_id=node_id, events_file=events_file,
                          handshakes_per_second=load, store=store, cluster_key=cluster_key,
-                         lease_ttl_s=lease_ttl)
+                         lease_ttl_s=lease_ttl, **_events_bounds(f, e))
+
+
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def _events_bounds(f: _File, e: dict) -> dict:
+    out = {}
+    if "EventsMaxBytes" in e:
+        entry = e["EventsMaxBytes"]
+        m = re.fullmatch(r"([0-9]+)\s*([KMG]?)", entry.value.upper())
+        if not m:
+            raise f.fail_entry(entry, f"not a size (bytes, or with K, M, G): {entry.value!r}")
+        v = int(m.group(1)) * _SIZE_UNITS[m.group(2)]
+        if not 65_536 <= v <= 1 << 40:
+            raise f.fail_entry(entry, f"{v} is out of range [65536, {1 << 40}]")
+        out["events_max_bytes"] = v
+    if "EventsKeep" in e:
+        out["events_keep"] = _int(f, e["EventsKeep"], 1, 100)
+    if "EventsSummaryInterval" in e:
+        out["events_summary_interval_s"] = _int(f, e["EventsSummaryInterval"], 1, 3600)
+    return out
 
 
 def _policy(f: _File, entry: _Entry) -> Policy:

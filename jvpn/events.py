@@ -4,94 +4,392 @@ Base fields (the preview's event format): ts_ms, event_type, session_id,
 reason_code, node_id, policy_version, and transport_id / version where they
 apply. The XDP program's sampled security events join the same stream
 (event_type "XdpSecurityDrop"). Quiet by default: nothing per packet.
+
+Bounded (threat 4.3, issue 10 item 4), because anyone can make the gateway
+reject packets:
+
+- Rejections of what could not be authenticated are counted, not written
+  one by one (:meth:`EventLog.emit_unauthenticated`): one summary line per
+  (event type, reason) per interval, with the count, the distinct sources
+  and a few samples. What is authenticated or security-relevant for a known
+  session still goes out one line each (:meth:`EventLog.emit`).
+- The file rotates at ``max_bytes`` (rename to ``.1`` ... ``.keep``), so
+  the events take at most ``max_bytes * (keep + 1)`` of disk.
+- A write that fails (ENOSPC, EFBIG, EIO) never raises into the caller: the
+  lines wait in memory (bounded), the write is retried later, and stderr
+  says so once per interval.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
+from jvpn.errors import JvpnError
 from jvpn.files import PRIVATE_DIR_MODE, open_private
+
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+DEFAULT_KEEP = 2
+DEFAULT_SUMMARY_INTERVAL_MS = 10_000
+RECENT_MAX = 1_000  # the in-memory tail (tests, the demo)
+PENDING_MAX = 10_000  # lines that wait for a failing disk
+RETRY_MS = 1_000  # a failing disk is tried again no sooner than this
+DISTINCT_SOURCES_MAX = 4_096  # distinct sources counted exactly up to this, per summary
+SAMPLES = 4
+DETAILS_MAX = 8  # distinct detail strings per summary; the rest count as "other"
+DETAIL_LEN = 120
 
 
 def sid_hex(session_id: int | None) -> str | None:
     return None if session_id is None else f"{session_id:016x}"
 
 
+class _Tally:
+    """What one (event type, reason) saw in the current interval: memory is
+    bounded whatever the packets say."""
+
+    def __init__(self):
+        self.count = 0
+        self.sources: set[str] = set()
+        self.capped = False
+        self.samples: list[str] = []
+        self.sessions: list[str] = []
+        self.details: dict[str, int] = {}
+
+    def add(self, transport, session_id: int | None, detail: str | None) -> None:
+        self.count += 1
+        if transport is not None:
+            addr = getattr(transport, "addr", str(transport))
+            if addr not in self.sources:
+                if len(self.sources) < DISTINCT_SOURCES_MAX:
+                    self.sources.add(addr)
+                    if len(self.samples) < SAMPLES:
+                        self.samples.append(str(transport))
+                else:
+                    self.capped = True
+        sid = sid_hex(session_id)
+        if sid is not None and sid not in self.sessions and len(self.sessions) < SAMPLES:
+            self.sessions.append(sid)
+        if detail is not None:
+            detail = str(detail)[:DETAIL_LEN]
+            if detail not in self.details and len(self.details) >= DETAILS_MAX:
+                detail = "other"
+            self.details[detail] = self.details.get(detail, 0) + 1
+
+    def fields(self) -> dict:
+        out = {"aggregated": True, "count": self.count, "distinct_sources": len(self.sources),
+               "sample_sources": self.samples}
+        if self.capped:
+            out["distinct_sources_capped"] = True
+        if self.sessions:
+            out["sample_sessions"] = self.sessions
+        if self.details:
+            out["details"] = self.details
+        return out
+
+
+class RejectionCounter:
+    """Unauthenticated rejections per (event type, reason) per interval."""
+
+    def __init__(self, interval_ms: int):
+        self.interval_ms = interval_ms
+        self._start: float | None = None
+        self._tallies: dict[tuple[str, str], _Tally] = {}
+
+    def add(self, now: float, event_type: str, reason_code: str, transport=None,
+            session_id: int | None = None, detail: str | None = None) -> None:
+        if self._start is None:
+            self._start = now
+        self._tallies.setdefault((event_type, reason_code), _Tally()).add(
+            transport, session_id, detail)
+
+    def due(self, now: float) -> bool:
+        return self._start is not None and now - self._start >= self.interval_ms
+
+    def take(self, now: float) -> list[tuple[str, str, dict]]:
+        """The summaries of the interval that ends now; a new one starts."""
+        if self._start is None:
+            return []
+        span = now - self._start
+        out = [(t, r, {**tally.fields(), "interval_ms": span})
+               for (t, r), tally in self._tallies.items()]
+        self._start, self._tallies = None, {}
+        return out
+
+
 class EventLog:
     def __init__(self, node_id: str, path: Path | None = None, *, policy_version: int = 0,
-                 echo: TextIO | None = None, clock_ms: Callable[[], int] | None = None):
+                 echo: TextIO | None = None, clock_ms: Callable[[], float] | None = None,
+                 max_bytes: int = DEFAULT_MAX_BYTES, keep: int = DEFAULT_KEEP,
+                 summary_interval_ms: int = DEFAULT_SUMMARY_INTERVAL_MS,
+                 err: TextIO | None = None, pending_max: int = PENDING_MAX):
+        """``max_bytes``, ``keep``, ``summary_interval_ms``: the gateway
+        config's EventsMaxBytes, EventsKeep and EventsSummaryInterval."""
         self.node_id = node_id
         self.policy_version = policy_version
         self.path = Path(path) if path else None
         self._echo = echo
         self._clock_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
         self._lock = threading.Lock()
+        self._rejections = RejectionCounter(summary_interval_ms)
         self._file = None
         if self.path:
-            self._file = _open_events_file(self.path)
-        self.recent: list[dict] = []  # bounded in-memory tail, for tests and the demo
-        # a full disk (ENOSPC, EFBIG) must not end the thread that reports:
-        # failed writes are counted; the gateway's timer reports them elsewhere
-        self.write_failures, self.last_write_error = 0, ""
+            self._file = EventsFile(self.path, max_bytes=max_bytes, keep=keep,
+                                    report_ms=summary_interval_ms, pending_max=pending_max,
+                                    err=err)
+        self.recent: deque[dict] = deque(maxlen=RECENT_MAX)
+
+    @property
+    def write_errors(self) -> int:
+        return self._file.write_errors if self._file else 0
+
+    @property
+    def lines_dropped(self) -> int:
+        return self._file.lines_dropped if self._file else 0
 
     def emit(self, event_type: str, reason_code: str, session_id: int | None = None,
              transport=None, version: int | None = None, **extra) -> dict:
-        ev = {"ts_ms": self._clock_ms(), "event_type": event_type,
-              "session_id": sid_hex(session_id), "reason_code": reason_code,
-              "node_id": self.node_id, "policy_version": self.policy_version}
+        """One line now: for what is authenticated or security-relevant."""
+        with self._lock:
+            now = self._clock_ms()
+            self._flush_due(now)
+            return self._write(now, event_type, reason_code, session_id, transport, version,
+                               extra)
+
+    def emit_unauthenticated(self, event_type: str, reason_code: str, transport=None,
+                             session_id: int | None = None, detail: str | None = None) -> None:
+        """Count a rejection of something that could not be authenticated
+        (anyone can send it, from any source): written as part of one
+        summary line per (event type, reason) per interval."""
+        with self._lock:
+            now = self._clock_ms()
+            self._flush_due(now)
+            self._rejections.add(now, event_type, reason_code, transport, session_id, detail)
+
+    def flush(self) -> None:
+        """Write the summaries whose interval is over and retry lines a
+        failing disk refused. The daemon's timer calls this every tick."""
+        with self._lock:
+            self._flush_due(self._clock_ms())
+
+    def close(self) -> None:
+        with self._lock:
+            now = self._clock_ms()
+            self._write_summaries(now)
+            if self._file:
+                self._file.close(now)
+                self._file = None
+
+    def _flush_due(self, now: float) -> None:
+        if self._rejections.due(now):
+            self._write_summaries(now)
+        if self._file:
+            self._file.retry(now)
+
+    def _write_summaries(self, now: float) -> None:
+        for event_type, reason_code, fields in self._rejections.take(now):
+            self._write(now, event_type, reason_code, None, None, None, fields)
+
+    def _write(self, now, event_type, reason_code, session_id, transport, version,
+               extra: dict) -> dict:
+        ev = {"ts_ms": now, "event_type": event_type, "session_id": sid_hex(session_id),
+              "reason_code": reason_code, "node_id": self.node_id,
+              "policy_version": self.policy_version}
         if transport is not None:
             ev["transport_id"] = str(transport)
         if version is not None:
             ev["version"] = version
-        ev.update({k: (str(v) if not isinstance(v, (int, float, str, bool, type(None), list))
-                       else v) for k, v in extra.items()})
-        line = json.dumps(ev, sort_keys=True)
-        with self._lock:
-            for out in (self._file, self._echo):
-                if out is None:
-                    continue
-                try:
-                    out.write(line + "\n")
-                except (OSError, ValueError) as e:
-                    self.write_failures += 1
-                    self.last_write_error = str(e)
-            self.recent.append(ev)
-            del self.recent[:-1000]
+        ev.update({k: (v if isinstance(v, (int, float, str, bool, type(None), list, dict))
+                       else str(v)) for k, v in extra.items()})
+        line = json.dumps(ev, sort_keys=True) + "\n"
+        if self._file:
+            self._file.write(line, now)
+        if self._echo:
+            try:
+                self._echo.write(line)
+            except (OSError, ValueError):
+                pass  # a closed or broken stdout must not stop the gateway
+        self.recent.append(ev)
         return ev
 
-    def close(self) -> None:
-        if self._file:
-            self._file.close()
-            self._file = None
+
+class EventsFile:
+    """The events file: append-only, 0600 from creation (jvpn.files),
+    rotated at ``max_bytes`` by renaming, never raising on a write error.
+
+    The caller serialises calls (EventLog's lock). ``now`` is in ms."""
+
+    def __init__(self, path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES,
+                 keep: int = DEFAULT_KEEP, report_ms: int = DEFAULT_SUMMARY_INTERVAL_MS,
+                 pending_max: int = PENDING_MAX, err: TextIO | None = None):
+        self.path, self.max_bytes, self.keep = path, max_bytes, keep
+        self._report_ms, self._err = report_ms, err
+        self._pending: deque[bytes] = deque()
+        self._pending_max = pending_max
+        self.write_errors = self.lines_dropped = 0
+        self._retry_at = self._reported_at = None
+        self._last_error = ""
+        self._torn = False  # a failed write may have left half a line
+        # Opened here, so that a symlink or a foreign file in its place stops
+        # the start with a clear message (jvpn.files), not a later write.
+        self._fd: int | None = _open_events_file(path)
+        self._size = os.fstat(self._fd).st_size
+
+    def write(self, line: str, now: float) -> None:
+        if len(self._pending) >= self._pending_max:
+            self._pending.popleft()  # the oldest waiting line goes first
+            self.lines_dropped += 1
+        self._pending.append(line.encode())
+        if self._retry_at is None or now >= self._retry_at:
+            self._drain(now)
+
+    def retry(self, now: float) -> None:
+        if self._pending and self._retry_at is not None and now >= self._retry_at:
+            self._drain(now)
+
+    def close(self, now: float) -> None:
+        if self._pending:
+            self._drain(now)
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def _drain(self, now: float) -> None:
+        try:
+            while self._pending:
+                self._append(self._pending[0])
+                self._pending.popleft()
+        except (OSError, JvpnError) as e:
+            self.write_errors += 1
+            self._last_error = getattr(e, "strerror", None) or str(e)
+            self._retry_at = now + RETRY_MS
+            self._report(now)
+            return
+        if self._retry_at is not None:
+            self._retry_at = None
+            self._say(f"writing again; {self.lines_dropped} lines were dropped in all")
+
+    def _append(self, data: bytes) -> None:
+        if self._fd is None:
+            self._fd = _open_events_file(self.path)
+            self._size = os.fstat(self._fd).st_size
+        if self._torn:  # end the half line a failed write left, so the next parses
+            self._write_all(b"\n")
+            self._torn = False
+        if self._size and self._size + len(data) > self.max_bytes:
+            self._rotate()
+        self._write_all(data)
+
+    def _write_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                n = os.write(self._fd, view)
+            except OSError:
+                self._torn = len(view) < len(data) or self._torn
+                raise
+            self._size += n
+            view = view[n:]
+
+    def _rotate(self) -> None:
+        """events.jsonl -> .1 -> .2 ... -> .keep (the oldest is replaced).
+        Rename, not copy: a follower keeps its descriptor on the old file."""
+        os.close(self._fd)
+        self._fd = None
+        if self.keep < 1:
+            self.path.unlink(missing_ok=True)
+        for i in range(self.keep - 1, 0, -1):
+            older = self.path.with_name(f"{self.path.name}.{i}")
+            if os.path.lexists(older):
+                os.rename(older, self.path.with_name(f"{self.path.name}.{i + 1}"))
+        if self.keep >= 1:
+            os.rename(self.path, self.path.with_name(f"{self.path.name}.1"))
+        self._fd = _open_events_file(self.path)
+        self._size = 0
+
+    def _report(self, now: float) -> None:
+        if self._reported_at is not None and now - self._reported_at < self._report_ms:
+            return
+        self._reported_at = now
+        self._say(f"write failed ({self._last_error}): {self.write_errors} failures, "
+                  f"{len(self._pending)} lines waiting, {self.lines_dropped} dropped; retrying")
+
+    def _say(self, text: str) -> None:
+        try:
+            print(f"jvpn: events file {self.path}: {text}", file=self._err or sys.stderr,
+                  flush=True)
+        except (OSError, ValueError):
+            pass
 
 
-def _open_events_file(path: Path) -> TextIO:
-    """Append-only, line-buffered, 0600 from creation (jvpn.files): the
-    events name sessions and clients' addresses. A symlink or another user's
-    file in its place is refused: root must not append where it points."""
+def _open_events_file(path: Path) -> int:
+    """Append-only, 0600 from creation (jvpn.files): the events name
+    sessions and clients' addresses. A symlink or another user's file in its
+    place is refused: root must not append where it points."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
-    fd = open_private(path, os.O_WRONLY | os.O_APPEND)
-    return os.fdopen(fd, "a", buffering=1)
+    return open_private(path, os.O_WRONLY | os.O_APPEND)
 
 
 def follow(path: Path, from_start: bool = True, poll_s: float = 0.2,
            stop: Callable[[], bool] = lambda: False):
-    """Yield event dicts from a JSON-lines file, then keep following it."""
-    with open(path) as f:
+    """Yield event dicts from a JSON-lines file, then keep following it,
+    across rotations (tail -F): when the name points to a new file, the rest
+    of the old one is read, then the new one from its start."""
+    f = open(path, "rb")  # noqa: SIM115 (swapped on rotation)
+    try:
         if not from_start:
             f.seek(0, 2)
+        buf = b""
         while not stop():
-            line = f.readline()
-            if not line:
+            chunk = f.readline()
+            if chunk:
+                buf += chunk
+                if buf.endswith(b"\n"):  # a whole line: the writer may be mid-line
+                    ev, buf = _parse_line(buf), b""
+                    if ev is not None:
+                        yield ev
+                continue
+            newer = _rotated(path, f)
+            if newer is None:
                 time.sleep(poll_s)
                 continue
-            try:
-                yield json.loads(line)
-            except ValueError:
-                continue
+            for line in (buf + f.read()).splitlines(keepends=True):
+                if line.endswith(b"\n") and (ev := _parse_line(line)) is not None:
+                    yield ev
+            f.close()
+            f, buf = newer, b""
+    finally:
+        f.close()
+
+
+def _parse_line(line: bytes) -> dict | None:
+    try:
+        ev = json.loads(line)
+    except ValueError:
+        return None  # a torn line (a write that failed) or not ours
+    return ev if isinstance(ev, dict) else None
+
+
+def _rotated(path: Path, f):
+    """The file now at ``path`` if it is not the one ``f`` reads, else None
+    (also None between the rename and the new file's creation)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    cur = os.fstat(f.fileno())
+    if (st.st_dev, st.st_ino) == (cur.st_dev, cur.st_ino):
+        if st.st_size < f.tell():
+            f.seek(0)  # truncated in place (copytruncate): read it from its start
+        return None
+    try:
+        return open(path, "rb")  # noqa: SIM115
+    except FileNotFoundError:
+        return None

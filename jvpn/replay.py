@@ -35,12 +35,14 @@ def seed_floor(rt, top: int, bits: int = abi.REPLAY_BITS) -> None:
     """Start a window as if every counter below ``top`` (a previous owner's
     ``replay_top``) had been seen: a handed-over session cannot be replayed
     to its new gateway. Bits above ``top`` in its own word stay clear, so the
-    next counters are accepted."""
+    next counters are accepted. ``top`` 0 is an empty window. Mirror of
+    replay.h:jvpn_replay_seed."""
     words = abi.replay_words(bits)
     rt.replay_top = top
     for i in range(words):
-        rt.replay_bitmap[i] = (1 << 64) - 1
-    rt.replay_bitmap[(top >> 6) & (words - 1)] = (1 << ((top & 63) + 1)) - 1
+        rt.replay_bitmap[i] = (1 << 64) - 1 if top else 0
+    if top:
+        rt.replay_bitmap[(top >> 6) & (words - 1)] = (1 << ((top & 63) + 1)) - 1
 
 
 class ReplayWindow:

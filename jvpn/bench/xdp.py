@@ -24,8 +24,9 @@ from pathlib import Path
 
 from jvpn import wire
 from jvpn.gate import abi, testrun
+from jvpn.gate.attach import unpin
 from jvpn.gate.config import GateConfig
-from jvpn.gate.maps import BuildOptions, Program, load_plain, measure_ns_per_jiffy, unpin
+from jvpn.gate.loader import BuildOptions, Program, load_plain, measure_ns_per_jiffy
 from jvpn.lab import frames
 from jvpn.lab.addresses import TESTRUN_CLIENT_IP, TESTRUN_CLIENT_PORT, TESTRUN_GW_IP
 
@@ -82,7 +83,6 @@ def _measure(prog: Program, baseline_fd: int, repeat: int, batches: int, singles
         progress("baseline")
         baseline = _repeat_ns(baseline_fd, _frame(1), repeat, batches)
         baseline_single = _single_ns(baseline_fd, [_frame(1)] * singles)
-        overhead = max(baseline_single - baseline, 0.0)
 
         progress("data_valid")
         valid = [_frame(c) for c in range(1, singles + 1)]
@@ -91,16 +91,7 @@ def _measure(prog: Program, baseline_fd: int, repeat: int, batches: int, singles
         replay_single = _single_ns(fd, valid)
 
         paths = {}
-        repeatable = {
-            "drop_unknown_session": _frame(1, sid=SID ^ 1),
-            "drop_malformed": frames.udp_frame(CLIENT, CLIENT_PORT, GW, abi.DEFAULT_PORT,
-                                               b"\x04" * 20),
-            "drop_bad_tag": _frame(10**9, key=bytes(16)),
-            "drop_wrong_binding": _frame(10**9, sport=CLIENT_PORT + 1),
-            "drop_replay": valid[0],
-            "pass_other": frames.tcp_frame(CLIENT, GW),
-        }
-        for name, f in repeatable.items():
+        for name, f in _repeatable_frames(valid[0]).items():
             progress(name)
             paths[name] = _repeat_ns(fd, f, repeat, batches)
 
@@ -114,6 +105,27 @@ def _measure(prog: Program, baseline_fd: int, repeat: int, batches: int, singles
         paths["drop_rate_limited"] = _repeat_ns(fd, hs, repeat, batches)
         counters = maps.read_counters()
 
+    return _report(baseline, baseline_single, data_single, replay_single, paths, counters,
+                   repeat=repeat, batches=batches, singles=singles)
+
+
+def _repeatable_frames(replayed: bytes) -> dict[str, bytes]:
+    """One frame per verdict path whose verdict does not change when the
+    same frame runs again (so a repeat-averaged run measures that path)."""
+    return {
+        "drop_unknown_session": _frame(1, sid=SID ^ 1),
+        "drop_malformed": frames.udp_frame(CLIENT, CLIENT_PORT, GW, abi.DEFAULT_PORT,
+                                           b"\x04" * 20),
+        "drop_bad_tag": _frame(10**9, key=bytes(16)),
+        "drop_wrong_binding": _frame(10**9, sport=CLIENT_PORT + 1),
+        "drop_replay": replayed,
+        "pass_other": frames.tcp_frame(CLIENT, GW),
+    }
+
+
+def _report(baseline: float, baseline_single: float, data_single: float, replay_single: float,
+            paths: dict, counters: dict, *, repeat: int, batches: int, singles: int) -> dict:
+    overhead = max(baseline_single - baseline, 0.0)
     return {
         "baseline_ns": round(baseline, 2),
         "paths": {k: round(v, 2) for k, v in paths.items()},

@@ -26,6 +26,7 @@ from rich.panel import Panel
 from jvpn import wire
 from jvpn.errors import JvpnError
 from jvpn.gate import abi
+from jvpn.gate.paths import DEFAULT_PATHS, GatePaths
 from jvpn.lab.addresses import (
     DEMO_CL_IP,
     DEMO_CL_PORT,
@@ -40,7 +41,7 @@ LAB = Lab(("gw", "cl"), prefix="jvpn-demo")  # namespaces jvpn-demo-gw, jvpn-dem
 GW_NS, CL_NS = "gw", "cl"  # roles in LAB
 GW_IF, CL_IF = "jvdemo-gw", "jvdemo-cl"
 GW_IP, CL_IP = DEMO_GW_IP, DEMO_CL_IP
-CLI = [str(Path(sys.executable).with_name("jvpn-xdp"))]  # the venv's console script
+JVPN_XDP = str(Path(sys.executable).with_name("jvpn-xdp"))  # the venv's console script
 
 console = Console()
 
@@ -51,13 +52,18 @@ def in_ns(role: str, *args: str, check: bool = True) -> subprocess.CompletedProc
                           env=env)
 
 
-def teardown() -> None:
-    in_ns(GW_NS, *CLI, "detach", GW_IF, check=False)
+def cli_args(paths: GatePaths) -> list[str]:
+    """The CLI, told explicitly where this demo's pins and records live."""
+    return [JVPN_XDP, "--pin-root", str(paths.pin_root), "--run-dir", str(paths.run_dir)]
+
+
+def teardown(paths: GatePaths) -> None:
+    in_ns(GW_NS, *cli_args(paths), "detach", GW_IF, check=False)
     LAB.down()
 
 
-def setup_namespaces() -> None:
-    teardown()  # whatever a crashed run left
+def setup_namespaces(paths: GatePaths) -> None:
+    teardown(paths)  # whatever a crashed run left
     LAB.up()
     LAB.veth(GW_NS, GW_IF, f"{GW_IP}/{LAN_PREFIX}", CL_NS, CL_IF, f"{CL_IP}/{LAN_PREFIX}")
 
@@ -82,18 +88,19 @@ def drain(sock: socket.socket, wait: float = 0.3) -> int:
             return n
 
 
-def run_demo() -> int:
-    from jvpn.gate.maps import GateMaps, pin_dir
+def run_demo(paths: GatePaths) -> int:
+    from jvpn.gate.pins import GateMaps
 
+    cli = cli_args(paths)
     console.print(Panel("jvpn XDP gate demo: two namespaces, one veth, real UDP", style="bold"))
-    setup_namespaces()
-    out = in_ns(GW_NS, *CLI, "attach", GW_IF, "--port", str(PORT), check=False)
+    setup_namespaces(paths)
+    out = in_ns(GW_NS, *cli, "attach", GW_IF, "--port", str(PORT), check=False)
     console.print(out.stdout.strip() or out.stderr.strip())
     if out.returncode:
         return 1
 
     sid, key = secrets.randbits(64) | 1, secrets.token_bytes(16)
-    with GateMaps(pin_dir(GW_IF)) as maps, ns_socket(GW_NS, PORT) as gw, \
+    with GateMaps(paths.pin_dir(GW_IF)) as maps, ns_socket(GW_NS, PORT) as gw, \
             ns_socket(CL_NS, DEMO_CL_PORT) as cl, ns_socket(CL_NS, DEMO_OTHER_PORT) as other:
         maps.put_session(sid, abi.Session(
             tag_key=wire.key_words(key), state=abi.STATE_ATTACHED, version=1,
@@ -126,12 +133,12 @@ def run_demo() -> int:
             time.sleep(0.05)
 
     console.print("\n[bold]live counters, read from the pinned maps by another process:[/bold]")
-    console.print(in_ns(GW_NS, *CLI, "stats", GW_IF, check=False).stdout)
-    console.print(in_ns(GW_NS, *CLI, "sessions", GW_IF, check=False).stdout)
+    console.print(in_ns(GW_NS, *cli, "stats", GW_IF, check=False).stdout)
+    console.print(in_ns(GW_NS, *cli, "sessions", GW_IF, check=False).stdout)
     return 0
 
 
-def main() -> int:
+def main(paths: GatePaths = DEFAULT_PATHS) -> int:
     if os.geteuid() != 0:
         console.print("error: the demo needs root (namespaces, XDP): sudo make demo")
         return 1
@@ -139,14 +146,14 @@ def main() -> int:
         console.print("error: iproute2 (`ip`) is missing: sudo make setup")
         return 1
     try:
-        return run_demo()
+        return run_demo(paths)
     except JvpnError as e:
         console.print(f"error: {e}")
         return 1
     except KeyboardInterrupt:
         return 130
     finally:
-        teardown()
+        teardown(paths)
         console.print("[dim]namespaces removed, XDP detached, pins removed[/dim]")
 
 

@@ -205,7 +205,9 @@ class Session(_Struct):
         ("bind_port", u16),
         ("bind_family", u8),
         ("state", u8),
-        ("_pad0", u32),
+        ("rt_slot", u32),  # the daemon's choice of runtime slot
+        ("rt_gen", u64),  # a new value re-initializes the slot (XDP does it)
+        ("replay_floor", u64),  # a new window counts everything below as seen
     ]
 
 
@@ -220,6 +222,8 @@ def session_rt_type(bits: int = REPLAY_BITS) -> type:
         _fields_ = [
             ("lock", SpinLock),
             ("_pad0", u32),
+            ("session_id", u64),
+            ("gen", u64),
             ("replay_top", u64),
             ("rate_pkt_tat", u64),
             ("rate_byte_tat", u64),
@@ -255,8 +259,15 @@ class Config(_Struct):
         ("event_burst_ns", u64),
         ("event_sample_every", u32),
         ("ns_per_jiffy", u32),
-        ("fence_token", u64),  # cluster fencing: the daemon's current lease (0: off)
-        ("fence_deadline_ns", u64),  # ... valid until (CLOCK_MONOTONIC ns)
+    ]
+
+
+class Fence(_Struct):
+    """Cluster fencing (jvpn_fence), written by the daemon only."""
+
+    _fields_ = [
+        ("token", u64),  # the daemon's current lease
+        ("deadline_ns", u64),  # ... valid until (CLOCK_MONOTONIC ns; 0: fencing off)
     ]
 
 
@@ -292,6 +303,7 @@ STRUCTS = {
     "jvpn_session": Session,
     "jvpn_session_rt": SessionRt,
     "jvpn_config": Config,
+    "jvpn_fence": Fence,
     "jvpn_global": Global,
     "jvpn_src_key": SrcKey,
     "jvpn_src_rl": SrcRl,

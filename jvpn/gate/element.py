@@ -1,9 +1,16 @@
-"""The kernel's view of a session record: one sessions-map element."""
+"""The kernel's view of a session record: one sessions-map element, and the
+daemon's half of the runtime-slot protocol (jvpn_abi.h, jvpn_sessions): the
+element names a runtime slot, a generation and a replay floor; the gate (XDP
+or the model) initializes the slot itself. Shared by both gate adapters."""
 
 from __future__ import annotations
 
 import ipaddress
+import secrets
+from collections import deque
+from collections.abc import Callable
 
+from jvpn.errors import JvpnError
 from jvpn.gate import abi
 from jvpn.keys import SessionKeys
 from jvpn.session import SessionRecord
@@ -11,7 +18,8 @@ from jvpn.wire import key_words
 
 
 def session_element(rec: SessionRecord, keys: SessionKeys, fence: int = 0,
-                    remote: bool = False) -> abi.Session:
+                    remote: bool = False, *, rt_slot: int = 0, rt_gen: int = 0,
+                    replay_floor: int = 0) -> abi.Session:
     """The kernel's view of a record. ``remote``: owned by another gateway,
     only the client's reattach traffic may reach this daemon (a standby)."""
     b = rec.binding
@@ -22,4 +30,66 @@ def session_element(rec: SessionRecord, keys: SessionKeys, fence: int = 0,
         tag_key=key_words(keys.hdr_c2s), version=rec.version, fence=fence,
         state=abi.STATE_REMOTE if remote else int(rec.state),
         bind_family=family, bind_addr=abi.addr_words(b.addr) if b else (0, 0, 0, 0),
-        bind_port=abi.port_word(b.port) if b else 0)
+        bind_port=abi.port_word(b.port) if b else 0,
+        rt_slot=rt_slot, rt_gen=rt_gen, replay_floor=replay_floor)
+
+
+def enforced_top(sid: int, element: abi.Session | None, rt) -> int:
+    """The replay top the gate enforces at the session's next packet, from
+    its element and the runtime slot it names (mirror of jvpn_rt_claim)."""
+    if element is None:
+        return 0
+    if rt is None or rt.session_id != sid:
+        return int(element.replay_floor)
+    if rt.gen == element.rt_gen:
+        return int(rt.replay_top)
+    return max(int(element.replay_floor), int(rt.replay_top))
+
+
+def random_generation() -> int:
+    return secrets.randbits(64) | 1  # never 0, the generation of an unused slot
+
+
+class RuntimeSlots:
+    """Which runtime slot each session's element names, and its generation.
+
+    A freed slot goes to the back of the queue, so a slot is reused as late as
+    possible (a packet of the removed session still in flight cannot touch a
+    new session's window). Generations are random: a re-added session never
+    meets the generation its old slot still holds."""
+
+    def __init__(self, capacity: int, existing: dict[int, abi.Session] | None = None,
+                 new_generation: Callable[[], int] = random_generation):
+        self.capacity = capacity
+        self.new_generation = new_generation
+        self.slot_of = {sid: int(e.rt_slot) for sid, e in (existing or {}).items()}
+        used = set(self.slot_of.values())
+        self._next = max(used, default=-1) + 1
+        self._free = deque(i for i in range(self._next) if i not in used)
+
+    def place(self, sid: int, old: abi.Session | None, first: bool,
+              floor: int) -> dict[str, int]:
+        """Slot, generation and floor for the element about to be written.
+        ``first``: new on this gateway, so a new generation (the gate starts
+        the window above ``floor`` and above what it saw itself)."""
+        slot = self.slot_of.get(sid)
+        if slot is None:
+            slot = self.slot_of[sid] = self._take()
+            old = None
+        if first or old is None:
+            return dict(rt_slot=slot, rt_gen=self.new_generation(), replay_floor=floor)
+        return dict(rt_slot=slot, rt_gen=int(old.rt_gen),
+                    replay_floor=max(int(old.replay_floor), floor))
+
+    def _take(self) -> int:
+        if self._next < self.capacity:
+            self._next += 1
+            return self._next - 1
+        if not self._free:
+            raise JvpnError(f"no runtime slot left (capacity {self.capacity})")
+        return self._free.popleft()
+
+    def free(self, sid: int) -> None:
+        slot = self.slot_of.pop(sid, None)
+        if slot is not None:
+            self._free.append(slot)

@@ -1,8 +1,15 @@
-"""The gate in the kernel: session records projected into the pinned XDP maps."""
+"""The gate in the kernel: session records projected into the pinned XDP maps.
+
+The daemon writes two maps only: its session elements and its fence. The
+runtime slots (replay windows) are the XDP program's: a session new on this
+gateway gets a new generation and a replay floor in its element, and the
+program initializes the slot from them (jvpn_abi.h, jvpn_sessions)."""
 
 from __future__ import annotations
 
-from jvpn.gate.element import session_element
+from jvpn.gate import abi
+from jvpn.gate.element import RuntimeSlots, session_element
+from jvpn.gate.paths import DEFAULT_PATHS, GatePaths
 from jvpn.keys import SessionKeys
 from jvpn.session import SessionRecord
 
@@ -10,17 +17,19 @@ from jvpn.session import SessionRecord
 class XdpGate:
     """Projection of session records into a pinned XDP sessions map."""
 
-    def __init__(self, ifname: str):
-        from jvpn.gate.maps import Attachment, GateMaps, pin_dir
+    def __init__(self, ifname: str, paths: GatePaths = DEFAULT_PATHS):
+        from jvpn.gate.pins import GateMaps
+        from jvpn.gate.records import Attachment
 
-        att = Attachment.load(ifname)
-        self.ifname, self._published, self._fence = ifname, None, None
-        self.pins = pin_dir(ifname)
+        att = Attachment.load(ifname, paths)
+        self.ifname, self.paths, self._published, self._fence = ifname, paths, None, None
+        self.pins = paths.pin_dir(ifname)
         self.maps = GateMaps(self.pins, att.replay_bits)
+        self.slots = RuntimeSlots(self.maps.runtime_capacity(), dict(self.maps.list_sessions()))
         self.checks_in_kernel = True
 
     def event_reader(self):
-        from jvpn.gate.maps import EventReader  # noqa: PLC0415
+        from jvpn.gate.ringbuf import EventReader  # noqa: PLC0415
 
         return EventReader(self.pins)
 
@@ -28,40 +37,46 @@ class XdpGate:
             first: bool = False, c2s_floor: int = 0) -> None:
         """``first``: the element is new on this gateway; its replay window
         starts above ``c2s_floor`` (what a previous owner accepted)."""
-        if first:
-            self.maps.seed_runtime(rec.session_id, c2s_floor)
-        self.maps.put_session(rec.session_id, session_element(rec, keys, fence))
+        self._write(rec, keys, fence, False, first, c2s_floor)
 
     def standby(self, rec: SessionRecord, keys: SessionKeys) -> None:
-        self.maps.put_session(rec.session_id, session_element(rec, keys, remote=True))
+        self._write(rec, keys, 0, True, False, 0)
+
+    def _write(self, rec, keys, fence: int, remote: bool, first: bool, floor: int) -> None:
+        sid = rec.session_id
+        slot = self.slots.place(sid, self.maps.get_session(sid), first, floor)
+        self.maps.put_session(sid, session_element(rec, keys, fence, remote, **slot))
 
     def set_fence(self, token: int, deadline_ns: int) -> None:
-        """The kernel's own fence (jvpn_abi.h, jvpn_config): only elements
+        """The kernel's own fence (jvpn_abi.h, jvpn_fence): only elements
         under ``token`` pass data, and only until ``deadline_ns``."""
         if self._fence == (token, deadline_ns):
             return  # the timer calls this every 100 ms; the deadline moves per refresh
-        cfg = self.maps.read_config()
-        cfg.fence_token, cfg.fence_deadline_ns = token, deadline_ns
-        self.maps.write_config(cfg)
+        current = self._fence[0] if self._fence else self.maps.read_fence().token
+        if deadline_ns and current != token:
+            # A new token: a reader may see one field of each write, so first
+            # a deadline that has passed (nothing passes), then the real one.
+            self.maps.write_fence(abi.Fence(token=token, deadline_ns=1))
+        self.maps.write_fence(abi.Fence(token=token, deadline_ns=deadline_ns))
         self._fence = (token, deadline_ns)
 
     def publish_owners(self, node: str, lease: int, remote: dict[int, str]) -> None:
         """Who this gateway is (and its fencing token) and who owns the
         standby elements, for `jvpn-xdp sessions` (written only on change)."""
-        from jvpn.gate.maps import Owners  # noqa: PLC0415
+        from jvpn.gate.records import Owners  # noqa: PLC0415
 
         doc = Owners(node=node, lease=lease,
                      remote={f"{sid:016x}": o for sid, o in sorted(remote.items())})
         if doc != self._published:
-            doc.save(self.ifname)
+            doc.save(self.ifname, self.paths)
             self._published = doc
 
     def remove(self, sid: int) -> None:
         self.maps.remove_session(sid)
+        self.slots.free(sid)
 
     def counter_top(self, sid: int) -> int:
-        rt = self.maps.get_runtime(sid)
-        return int(rt.replay_top) if rt is not None else 0
+        return self.maps.counter_top(sid)
 
     def ids(self) -> set[int]:
         return {sid for sid, _ in self.maps.list_sessions()}

@@ -10,20 +10,30 @@ with what the kernel maps hold is a field-by-field comparison.
 
 from __future__ import annotations
 
+import ctypes
 import ipaddress
 import random
 import struct
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from jvpn.gate import abi
-from jvpn.replay import replay_accept
+from jvpn.replay import replay_accept, seed_floor
 from jvpn.wire import header_tag
 
 _U64 = (1 << 64) - 1
 _ETH_P_8021AD = 0x88A8
 _IPV6_EXT_OPTS = (0, 43, 60)  # hop-by-hop, routing, destination options
 _IPV6_FRAGMENT = 44
+
+# The kernel's bounds (bpf/jvpn_xdp.c, BuildOptions in maps.py): the model
+# holds no more than the kernel can, so a flood of spoofed sources costs the
+# userspace gate what it costs XDP (threat 4.3, bounded memory).
+MAX_SOURCES = 65536  # JVPN_MAX_SOURCES: the jvpn_src_rl LRU hash
+EVENT_PAGES = 64  # JVPN_EVENT_PAGES: the jvpn_events ring buffer
+# A ring buffer record is the 8-byte header plus the event rounded up to 8.
+EVENT_RING_CAPACITY = EVENT_PAGES * 4096 // (8 + (ctypes.sizeof(abi.Event) + 7) // 8 * 8)
 
 PARSE_OTHER, PARSE_OK, PARSE_MALFORMED, PARSE_UNPARSED = 0, 1, 2, 3
 # L4 results of the IP parsers besides a protocol number (parse.h JVPN_L4_*)
@@ -143,6 +153,63 @@ def gcra_allow(obj, attr: str, now: int, interval: int, burst: int, cost: int = 
     return True
 
 
+class SourceTable(OrderedDict):
+    """The per-source buckets, bounded like the kernel's LRU hash: at most
+    ``capacity`` entries; a new source evicts the least recently used one
+    (a lookup counts as a use, as it sets the kernel element's ref bit).
+
+    The kernel's LRU is approximate, not this exact order: it evicts in
+    batches from per-CPU free lists, gives referenced elements a second
+    chance, and may evict before the map is full. Tests that compare the two
+    therefore stay below the capacity; above it, both hold at most
+    ``capacity`` sources and an evicted source starts with a fresh bucket."""
+
+    def __init__(self, capacity: int = MAX_SOURCES, items=()):
+        super().__init__(items)
+        self.capacity = capacity
+
+    def setdefault(self, key, default=None):
+        if key in self:
+            self.move_to_end(key)
+            return self[key]
+        while len(self) >= self.capacity:
+            self.popitem(last=False)
+        self[key] = default
+        return default
+
+
+class EventRing:
+    """The sampled security events, bounded like the kernel's ring buffer:
+    at most ``capacity`` wait for the daemon to drain them; what does not fit
+    is counted in ``dropped`` (and in events_suppressed, as the kernel does)."""
+
+    def __init__(self, capacity: int = EVENT_RING_CAPACITY, items=()):
+        self.capacity = capacity
+        self.dropped = 0
+        self._q: deque = deque()
+        for ev in items:
+            self.push(ev)
+
+    def push(self, ev) -> bool:
+        if len(self._q) >= self.capacity:
+            self.dropped += 1
+            return False
+        self._q.append(ev)
+        return True
+
+    def drain(self) -> list:
+        """Every waiting event, oldest first; the ring is empty after."""
+        got = list(self._q)
+        self._q.clear()
+        return got
+
+    def __len__(self) -> int:
+        return len(self._q)
+
+    def __iter__(self):
+        return iter(self._q)
+
+
 @dataclass
 class Model:
     """The gateway's XDP state and verdict function, in Python."""
@@ -151,14 +218,20 @@ class Model:
     replay_bits: int = abi.REPLAY_BITS
     rand: Callable[[], int] = field(default_factory=lambda: random.Random(0).getrandbits(32))
     sessions: dict = field(default_factory=dict)  # sid -> abi.Session
-    runtime: dict = field(default_factory=dict)  # sid -> SessionRt
-    sources: dict = field(default_factory=dict)  # (family, addr words) -> abi.SrcRl
+    runtime: dict = field(default_factory=dict)  # rt slot -> SessionRt (absent: all zero)
+    max_sessions: int = 65536  # runtime slots (JVPN_MAX_SESSIONS)
+    fence: abi.Fence = field(default_factory=abi.Fence)
+    sources: dict = field(default_factory=dict)  # (family, addr words) -> abi.SrcRl; LRU
     glob: abi.Global = field(default_factory=abi.Global)
     counters: list = field(default_factory=lambda: [[0, 0] for _ in range(abi.C_MAX)])
-    events: list = field(default_factory=list)
+    events: list = field(default_factory=list)  # becomes an EventRing: drain() it
+    max_sources: int = MAX_SOURCES
+    event_capacity: int = EVENT_RING_CAPACITY
 
     def __post_init__(self):
         self._rt_type = abi.session_rt_type(self.replay_bits)
+        self.sources = SourceTable(self.max_sources, self.sources)
+        self.events = EventRing(self.event_capacity, self.events)
 
     @property
     def ports(self) -> set[int]:
@@ -226,11 +299,14 @@ class Model:
             return abi.R_DROP_BAD_TAG
         if is_data and not self._bound_here(s, p):
             return abi.R_DROP_WRONG_BINDING
-        cfg = self.config
-        if is_data and cfg.fence_deadline_ns and (s.fence != cfg.fence_token
-                                                  or now >= cfg.fence_deadline_ns):
+        cfg, fence = self.config, self.fence
+        if is_data and fence.deadline_ns and (s.fence != fence.token
+                                              or now >= fence.deadline_ns):
             return abi.R_DROP_STATE  # fenced: not our lease, or not certainly alive
-        rt = self.runtime.setdefault(sid, self._rt_type())
+        if s.rt_slot >= self.max_sessions:
+            return abi.R_DROP_REPLAY  # no window to prove freshness: fail closed
+        rt = self.runtime.setdefault(s.rt_slot, self._rt_type())
+        self._claim(rt, sid, s)
         if not replay_accept(rt, counter, self.replay_bits):
             return abi.R_DROP_REPLAY
         if is_data:
@@ -252,6 +328,26 @@ class Model:
                           cfg.authed_burst_ns):
             return abi.R_DROP_RATE_AUTHED
         return abi.R_PASS_CONTROL
+
+    def _claim(self, rt, sid: int, s) -> None:
+        """Mirror of jvpn_xdp.c:jvpn_rt_claim."""
+        if rt.session_id == sid and rt.gen == s.rt_gen:
+            return
+        top = s.replay_floor
+        if rt.session_id == sid and rt.replay_top > top:
+            top = rt.replay_top
+        rt.session_id, rt.gen = sid, s.rt_gen
+        rt.rate_pkt_tat = rt.rate_byte_tat = rt.rx_packets = rt.rx_bytes = rt.last_rx_ns = 0
+        rt.control_tat = 0  # a previous owner's control bucket is not this one's
+        seed_floor(rt, top, self.replay_bits)
+
+    def runtime_of(self, sid: int):
+        """The runtime of this session's element, as GateMaps.get_runtime."""
+        s = self.sessions.get(sid)
+        rt = self.runtime.get(s.rt_slot) if s is not None else None
+        if rt is None or rt.session_id != sid or rt.gen != s.rt_gen:
+            return None
+        return rt
 
     @staticmethod
     def _bound_here(s, p: Parsed) -> bool:
@@ -281,6 +377,7 @@ class Model:
             return
         t = p.msg[0]
         sid, counter = struct.unpack_from("<QQ", p.msg, 8)
-        self.events.append(abi.Event(ts_ns=now, session_id=sid, counter=counter, saddr=p.saddr,
-                                     sport=p.sport, family=p.family, msg_type=t, reason=reason))
-        self._count(abi.C_EVENT_SENT, 0)
+        ev = abi.Event(ts_ns=now, session_id=sid, counter=counter, saddr=p.saddr,
+                       sport=p.sport, family=p.family, msg_type=t, reason=reason)
+        # a full ring refuses the event and the kernel counts it suppressed
+        self._count(abi.C_EVENT_SENT if self.events.push(ev) else abi.C_EVENT_SUPPRESSED, 0)

@@ -1,4 +1,8 @@
-"""The gate in the daemon, for hosts without XDP: the reference model is the gate."""
+"""The gate in the daemon, for hosts without XDP: the reference model is the gate.
+
+It mirrors XdpGate: the daemon writes elements (with their runtime slot,
+generation and replay floor) and the fence; the model initializes its own
+runtime slots, as the XDP program does."""
 
 from __future__ import annotations
 
@@ -8,10 +12,9 @@ from collections.abc import Callable
 
 from jvpn.gate import abi
 from jvpn.gate.config import GateConfig
-from jvpn.gate.element import session_element
-from jvpn.gate.model import Model
+from jvpn.gate.element import RuntimeSlots, enforced_top, random_generation, session_element
+from jvpn.gate.model import EVENT_RING_CAPACITY, MAX_SOURCES, Model
 from jvpn.keys import SessionKeys
-from jvpn.replay import seed_floor
 from jvpn.session import SessionRecord
 
 
@@ -20,55 +23,90 @@ class UserspaceGate:
     the reference model is the gate."""
 
     def __init__(self, config: GateConfig | None = None,
-                 clock_ns: Callable[[], int] = time.monotonic_ns):
-        self.model = Model(config=(config or GateConfig()).to_abi())
+                 clock_ns: Callable[[], int] = time.monotonic_ns, *,
+                 new_generation: Callable[[], int] = random_generation,
+                 max_sources: int = MAX_SOURCES, event_capacity: int = EVENT_RING_CAPACITY):
+        """``max_sources`` and ``event_capacity``: the kernel's bounds by
+        default (threat 4.3: spoofed sources cannot grow the daemon)."""
+        self.model = Model(config=(config or GateConfig()).to_abi(), max_sources=max_sources,
+                           event_capacity=event_capacity)
+        self.slots = RuntimeSlots(self.model.max_sessions, new_generation=new_generation)
         self.clock_ns = clock_ns
         self.checks_in_kernel = False
         self._lock = threading.Lock()
+        self._events_waiting = threading.Event()
 
     def put(self, rec: SessionRecord, keys: SessionKeys, fence: int = 0,
             first: bool = False, c2s_floor: int = 0) -> None:
         with self._lock:
-            sid = rec.session_id
-            if first:
-                old = self.model.runtime.get(sid)
-                top = max(c2s_floor, old.replay_top if old is not None else 0)
-                if top:
-                    rt = self.model.runtime[sid] = self.model._rt_type()
-                    seed_floor(rt, top, self.model.replay_bits)
-            self.model.sessions[sid] = session_element(rec, keys, fence)
+            self._write(rec, keys, fence, False, first, c2s_floor)
 
     def standby(self, rec: SessionRecord, keys: SessionKeys) -> None:
         with self._lock:
-            self.model.sessions[rec.session_id] = session_element(rec, keys, remote=True)
+            self._write(rec, keys, 0, True, False, 0)
+
+    def _write(self, rec, keys, fence: int, remote: bool, first: bool, floor: int) -> None:
+        sid = rec.session_id
+        slot = self.slots.place(sid, self.model.sessions.get(sid), first, floor)
+        self.model.sessions[sid] = session_element(rec, keys, fence, remote, **slot)
 
     def remove(self, sid: int) -> None:
         with self._lock:
             self.model.sessions.pop(sid, None)
-            self.model.runtime.pop(sid, None)
+            self.slots.free(sid)
 
     def counter_top(self, sid: int) -> int:
         with self._lock:
-            rt = self.model.runtime.get(sid)
-            return int(rt.replay_top) if rt is not None else 0
+            s = self.model.sessions.get(sid)
+            rt = self.model.runtime.get(s.rt_slot) if s is not None else None
+            return enforced_top(sid, s, rt)
 
     def ids(self) -> set[int]:
         return set(self.model.sessions)
 
-    def event_reader(self):
-        return None
+    def event_reader(self) -> _EventReader:
+        """The sampled security drops, for the daemon's events loop (the
+        same interface as the kernel ring buffer's reader)."""
+        return _EventReader(self)
+
+    def drain_events(self) -> list:
+        with self._lock:
+            self._events_waiting.clear()
+            return self.model.events.drain()
+
+    def wait_events(self, timeout_s: float) -> bool:
+        return self._events_waiting.wait(timeout_s)
 
     def publish_owners(self, node: str, lease: int, remote: dict[int, str]) -> None:
         pass  # no maps to describe
 
     def set_fence(self, token: int, deadline_ns: int) -> None:
         with self._lock:  # the model's clock is CLOCK_MONOTONIC too
-            self.model.config.fence_token, self.model.config.fence_deadline_ns = (
-                token, deadline_ns)
+            self.model.fence = abi.Fence(token=token, deadline_ns=deadline_ns)
 
     def admit(self, msg: bytes, src: tuple[str, int]) -> bool:
         with self._lock:
-            return abi.is_pass(self.model.run_message(msg, src[0], src[1], self.clock_ns()))
+            reason = self.model.run_message(msg, src[0], src[1], self.clock_ns())
+            if len(self.model.events):
+                self._events_waiting.set()
+            return abi.is_pass(reason)
+
+    def close(self) -> None:
+        pass
+
+
+class _EventReader:
+    """``poll(timeout_ms)``: the events waiting in the gate's ring, waiting
+    up to ``timeout_ms`` for one if there are none (as EventReader does)."""
+
+    def __init__(self, gate: UserspaceGate):
+        self._gate = gate
+
+    def poll(self, timeout_ms: int) -> list:
+        got = self._gate.drain_events()
+        if not got and timeout_ms > 0 and self._gate.wait_events(timeout_ms / 1000):
+            got = self._gate.drain_events()
+        return got
 
     def close(self) -> None:
         pass

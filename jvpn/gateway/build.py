@@ -8,6 +8,7 @@ from typing import TextIO
 
 from jvpn.config import GatewayConfig
 from jvpn.events import EventLog
+from jvpn.gate.paths import DEFAULT_PATHS, GatePaths
 from jvpn.gateway.daemon import Gateway
 from jvpn.store import Store
 
@@ -42,21 +43,23 @@ def register(store, node_id: str, ttl_s: int, sleep=time.sleep, monotonic=time.m
             sleep(0.25)
 
 
-def open_gate(cfg: GatewayConfig):
-    """The attached XDP program's maps, or the same checks in the daemon."""
+def open_gate(cfg: GatewayConfig, paths: GatePaths = DEFAULT_PATHS):
+    """The attached XDP program's maps (pinned under ``paths``), or the same
+    checks in the daemon."""
     if cfg.xdp_interface:
         from jvpn.gate.kernel import XdpGate  # noqa: PLC0415
 
-        return XdpGate(cfg.xdp_interface)
+        return XdpGate(cfg.xdp_interface, paths)
     from jvpn.gate.userspace import UserspaceGate  # noqa: PLC0415
 
     return UserspaceGate()
 
 
-def build_gateway(cfg: GatewayConfig, *, tun_name: str, echo: TextIO | None = None) -> Gateway:
+def build_gateway(cfg: GatewayConfig, *, tun_name: str, echo: TextIO | None = None,
+                  paths: GatePaths = DEFAULT_PATHS) -> Gateway:
     """Everything `gateway up` runs; the caller starts it, and after stop()
     closes ``gw.store`` and ``gw.events``."""
-    gate = open_gate(cfg)
+    gate = open_gate(cfg, paths)
     store = open_store(cfg)
     events = EventLog(cfg.node_id, cfg.events_file, policy_version=cfg.policy.version,
                       echo=echo)

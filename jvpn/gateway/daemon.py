@@ -249,6 +249,7 @@ class Gateway:
             run(self.follower.expire_parked)
         run(self.follower.sweep_if_due)
         run(self.datapath.report_drops)
+        run(self.events.flush)  # rejection summaries due, lines a failing disk refused
         self.incidents.flush()
 
     def _timers(self, live: Live) -> None:

@@ -8,11 +8,12 @@ names the holder.
 
 Each claim is an flock(2) on a lock file: ``<StateDir>/gateway.lock``, and
 ``<run dir>/udp-<port>.netns-<inode>.lock`` for the port (the run dir is
-/run/jvpn or $JVPN_RUN_DIR; the network namespace is part of the name
-because a port is a port of one namespace: gateways in two namespaces may
-both listen on 51900). flock, not a pid file: the kernel drops the lock
-when the holder's last descriptor closes, so a crash (even SIGKILL) never
-leaves a stale lock, and a recycled pid cannot fake a live holder. The
+the caller's GatePaths.run_dir, /run/jvpn by default; the network
+namespace is part of the name because a port is a port of one namespace:
+gateways in two namespaces may both listen on 51900). flock, not a pid
+file: the kernel drops the lock when the holder's last descriptor closes,
+so a crash (even SIGKILL) never leaves a stale lock, and a recycled pid
+cannot fake a live holder. The
 file's content only names the holder (pid, config, start time) for the
 error message. Lock files are created 0600 (jvpn.files): a user who could
 open one could hold a shared lock on it and block every start. They are
@@ -31,6 +32,7 @@ from pathlib import Path
 
 from jvpn.errors import JvpnError
 from jvpn.files import open_private, private_dir
+from jvpn.gate.paths import DEFAULT_RUN_DIR
 
 STATE_LOCK_NAME = "gateway.lock"
 _MAX_HOLDER_BYTES = 4096
@@ -75,9 +77,8 @@ class InstanceLock:
         """Claim ``state_dir`` and ``port``, or raise :class:`InstanceTaken`
         (or :class:`jvpn.files.UnsafeFile` for a directory others may write)."""
         if run_dir is None:
-            from jvpn.gate.maps import run_dir as default_run_dir  # noqa: PLC0415
-
-            run_dir = default_run_dir()
+            # the gate's default (GatePaths); a caller with --run-dir passes its own
+            run_dir = DEFAULT_RUN_DIR
         started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
         holder = Holder(os.getpid(), str(Path(config_path).absolute()), started)
         state_lock = private_dir(Path(state_dir)) / STATE_LOCK_NAME

@@ -106,15 +106,15 @@ class Incidents:
         return n
 
     def _events_file_failures(self) -> None:
-        """The events file itself cannot take them: also one line to stderr."""
-        failures = getattr(self.events, "write_failures", 0)
+        """Writes the events file refused (it keeps the lines and says why on
+        stderr, jvpn/events.py): also in the event stream's tail and echo."""
+        failures = getattr(self.events, "write_errors", 0)
         new = failures - self._events_failures_seen
         if new <= 0:
             return
         self._events_failures_seen = failures
-        detail = getattr(self.events, "last_write_error", "")
-        self.warn(f"jvpn gateway: {new} event(s) not written to the events file: {detail}")
-        self.note("events", Reason.EVENTS_WRITE_FAILED, detail, count=new)
+        self.note("events", Reason.EVENTS_WRITE_FAILED,
+                  f"{new} events-file writes failed (the cause is on stderr)", count=new)
 
     def _emit(self, where: str, reason: Reason, count: int, detail: str) -> None:
         try:

@@ -127,7 +127,7 @@ class RunningLab:
 
     @staticmethod
     def unpin(pin_root: str) -> None:
-        from jvpn.gate.maps import unpin  # noqa: PLC0415 - bcc only when a lab runs
+        from jvpn.gate.attach import unpin  # noqa: PLC0415 - bcc only when a lab runs
 
         unpin(Path(pin_root))
 

@@ -1,4 +1,5 @@
-"""The ctypes mirrors in jvpn/abi.py against bpf/include/jvpn_abi.h.
+"""The ctypes mirrors in jvpn/gate/abi.py against bpf/include/jvpn_abi.h, and
+the pin registry in jvpn/gate/pins.py against the maps of bpf/jvpn_xdp.c.
 
 The header is compiled with the host C compiler into a tiny program that prints
 every size, field offset and constant as JSON, so this test needs no root and
@@ -7,13 +8,15 @@ no bcc; the kernel-side _Static_asserts guard the same header in the BPF build.
 
 import ctypes
 import json
+import re
 import shutil
 import subprocess
 
 import pytest
 
 from jvpn.gate import abi
-from jvpn.gate.maps import INCLUDE_DIR
+from jvpn.gate.loader import INCLUDE_DIR, PROGRAM_SOURCE
+from jvpn.gate.pins import PINS
 
 
 def _c_program() -> str:
@@ -92,3 +95,36 @@ def test_address_words_round_trip():
     assert abi.words_addr(abi.addr_words("2001:db8::9"), abi.AF_INET6) == "2001:db8::9"
     # network order in memory: the first octet is the lowest byte of word 0
     assert abi.addr_words("1.2.3.4")[0] == 0x04030201
+
+
+# ---- the pin registry (jvpn/gate/pins.py) against the maps of jvpn_xdp.c ----
+
+_PINNED = re.compile(r'BPF_TABLE_PINNED\(\s*"(\w+)",\s*([\w ]+?),\s*([\w ]+?),\s*(\w+),'
+                     r'[^;]*?JVPN_PIN_DIR\s*"/(\w+)"')
+_RINGBUF = re.compile(r"BPF_RINGBUF_OUTPUT\(\s*(\w+),")
+
+
+def _c_type(ctype) -> str:
+    scalar = {ctypes.c_uint64: "__u64", ctypes.c_uint32: "__u32", ctypes.c_int: "int"}
+    if ctype in scalar:
+        return scalar[ctype]
+    by_name = {cls.__name__: cname for cname, cls in abi.STRUCTS.items()}
+    return f"struct {by_name[ctype.__name__]}"
+
+
+def test_pin_registry_matches_the_c_source():
+    source = PROGRAM_SOURCE.read_text()
+    in_c = {pin: (name, kind, key.strip(), value.strip())
+            for kind, key, value, name, pin in _PINNED.findall(source)}
+    ringbufs = _RINGBUF.findall(source)
+    registry = {pin: (s.c_name, s.kind, _c_type(s.key), _c_type(s.value))
+                for pin, s in PINS.items() if s.kind != "ringbuf"}
+    assert registry == in_c
+    assert [s.c_name for s in PINS.values() if s.kind == "ringbuf"] == ringbufs
+    assert PINS["events"].c_name in ringbufs  # pinned by loader.Program under "events"
+
+
+def test_every_registry_value_is_a_checked_struct_or_scalar():
+    for spec in PINS.values():
+        assert _c_type(spec.value)  # raises KeyError for a layout the header test skips
+        assert ctypes.sizeof(spec.value_type(128)) <= ctypes.sizeof(spec.value_type())

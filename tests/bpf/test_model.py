@@ -68,12 +68,32 @@ def test_verdict_order_on_model():
 def test_forged_tag_does_not_move_the_window():
     m = _model()
     m.run(_data(5), 0)
-    before = bytes(m.runtime[7])
+    before = bytes(m.runtime_of(7))
     assert m.run(_data(10_000, key=bytes(16)), 0) == abi.R_DROP_BAD_TAG
-    assert bytes(m.runtime[7]) == before
+    assert bytes(m.runtime_of(7)) == before
 
 
 @pytest.mark.parametrize("name,steps", replay_cases(), ids=[c[0] for c in replay_cases()])
 def test_userspace_replay_window_same_answers(name, steps):
     w = ReplayWindow()
     assert [w.accept(c) for c, _ in steps] == [ok for _, ok in steps]
+
+
+def test_runtime_slots_reuse_late_and_renew_generations():
+    from jvpn.gate.element import RuntimeSlots
+
+    gens = iter(range(100, 200))
+    slots = RuntimeSlots(3, {9: abi.Session(rt_slot=1, rt_gen=5)},
+                         new_generation=lambda: next(gens))
+    first = slots.place(7, None, first=True, floor=40)
+    assert first == dict(rt_slot=2, rt_gen=100, replay_floor=40)  # never-used slots first
+    again = slots.place(7, abi.Session(**first), first=False, floor=10)
+    assert again == dict(rt_slot=2, rt_gen=100, replay_floor=40)  # same generation: same window
+    assert slots.place(7, abi.Session(**first), first=True, floor=10)["rt_gen"] == 101
+    assert slots.place(8, None, first=False, floor=0)["rt_slot"] == 0
+    slots.free(9)
+    slots.free(8)
+    assert slots.place(10, None, first=True, floor=0)["rt_slot"] == 1  # least recently freed
+    assert slots.place(11, None, first=True, floor=0)["rt_slot"] == 0
+    with pytest.raises(Exception, match="no runtime slot"):
+        slots.place(12, None, first=True, floor=0)

@@ -27,8 +27,11 @@ CONFIG = GateConfig(session_pps=2000, session_burst_packets=5, session_bytes_per
                     global_control_pps=100, global_control_burst=4, events_per_sec=100,
                     events_burst=3, session_control_pps=40, session_control_burst=2,
                     authed_control_pps=60, authed_control_burst=3)
-SESSIONS = {7: session(), 8: session(addr="2001:db8::10"),
-            11: session(state=abi.STATE_DEGRADED)}
+# Elements as the daemon writes them: each names a runtime slot and a
+# generation; 8's window starts above a previous owner's floor.
+SESSIONS = {7: session(rt_slot=0, rt_gen=1),
+            8: session(addr="2001:db8::10", rt_slot=1, rt_gen=2, replay_floor=150),
+            11: session(state=abi.STATE_DEGRADED, rt_slot=2, rt_gen=3)}
 SOURCES = [(CLIENT, CLIENT_PORT), (CLIENT, 6666), ("203.0.113.5", CLIENT_PORT),
            ("2001:db8::10", CLIENT_PORT), ("2001:db8::11", 1), ("203.0.113.6", 0)]
 BIG = [2**40, abi.reject_after() - 1, abi.reject_after(), 2**64 - 1]
@@ -75,7 +78,7 @@ def _kernel_state(g: Gate):
 
 
 def _model_state(m: Model):
-    rt = {sid: bytes(r)[8:] for sid, r in m.runtime.items()}
+    rt = {sid: bytes(r)[8:] for sid in SESSIONS if (r := m.runtime_of(sid)) is not None}
     src = {(fam, words): v.tat for (fam, words), v in m.sources.items()}
     return rt, src, (m.glob.control_tat, m.glob.event_tat, m.glob.authed_control_tat)
 
@@ -121,7 +124,8 @@ def _run_sequence(gate: Gate, seq) -> None:
     """Every (packet, wrapping) to both; then the whole state must match."""
     gate.reset_runtime()
     base = gate.counters()
-    model = Model(config=abi.Config.from_buffer_copy(bytes(gate.config)), sessions=dict(SESSIONS))
+    model = Model(config=abi.Config.from_buffer_copy(bytes(gate.config)), sessions=dict(SESSIONS),
+                  max_sessions=gate.max_sessions)
     for packet, wrapping in seq:
         pkt = _message_frame(packet, wrapping)
         gate.tick(packet[-1])

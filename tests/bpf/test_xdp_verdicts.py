@@ -50,13 +50,13 @@ def fresh(gate):
     for k in list(gate.maps.sessions.keys()):
         gate.maps.sessions.delete(k)
     gate.reset_runtime()
-    gate.maps.put_session(7, session())
-    gate.maps.put_session(8, session(addr="2001:db8::10"))
-    gate.maps.put_session(9, session(state=abi.STATE_TERMINATED))
-    gate.maps.put_session(10, session(state=abi.STATE_BIRTH))
-    gate.maps.put_session(11, session(state=abi.STATE_DEGRADED))
-    gate.maps.put_session(12, session(bind_family=abi.AF_NONE))
-    gate.maps.put_session(13, session(state=abi.STATE_REMOTE))
+    gate.put(7, session())
+    gate.put(8, session(addr="2001:db8::10"))
+    gate.put(9, session(state=abi.STATE_TERMINATED))
+    gate.put(10, session(state=abi.STATE_BIRTH))
+    gate.put(11, session(state=abi.STATE_DEGRADED))
+    gate.put(12, session(bind_family=abi.AF_NONE))
+    gate.put(13, session(state=abi.STATE_REMOTE))
     return gate
 
 
@@ -208,7 +208,8 @@ SINGLE_PACKET_CASES += GATE_COVERAGE_CASES
 
 
 def _model_for(gate: Gate) -> Model:
-    m = Model(config=abi.Config.from_buffer_copy(bytes(gate.config)))
+    m = Model(config=abi.Config.from_buffer_copy(bytes(gate.config)),
+              max_sessions=gate.max_sessions, fence=gate.maps.read_fence())
     for sid, s in gate.maps.list_sessions():
         m.sessions[sid] = s
     return m
@@ -267,7 +268,7 @@ def test_replay_window_wireguard_cases_in_kernel(fresh, name, steps):
 def test_replay_window_small_build():
     g = Gate(GateConfig(**UNLIMITED), replay_bits=128)
     try:
-        g.maps.put_session(7, session())
+        g.put(7, session())
         for name, steps in replay_cases(128):
             g.reset_runtime()
             got = [testrun.run(g.prog.prog_fd, frame(c)).action == PASS for c, _ in steps]
@@ -407,7 +408,7 @@ def test_security_drops_are_sampled_into_events(fresh):
 
 def test_binding_switch_is_one_element_replacement(fresh):
     assert fresh.run(frame(1))[1] == abi.R_PASS_DATA
-    fresh.maps.put_session(7, session(addr="198.51.100.50", port=7777, version=2))
+    fresh.put(7, session(addr="198.51.100.50", port=7777, version=2))
     assert fresh.run(frame(2))[1] == abi.R_DROP_WRONG_BINDING  # old binding retired
     assert fresh.run(frame(3, src="198.51.100.50", sport=7777))[1] == abi.R_PASS_DATA
     assert fresh.maps.get_runtime(7).replay_top == 4  # the window survived the switch
@@ -420,19 +421,16 @@ def test_config_ports_are_runtime_settings(fresh):
     raw = fresh.maps.read_config()
     assert [p for p in raw.ports if p] == [abi.port_word(4500)]
     assert struct.unpack("<H", bytes(raw)[:2])[0] == abi.port_word(4500)
-    assert ctypes.sizeof(raw) == 144
+    assert ctypes.sizeof(raw) == 128
 
 
 def test_cluster_fence_in_the_kernel(fresh):
     """With a fence configured, data passes only for elements under the
     gateway's current lease and only before the lease's deadline; control
     messages (a handoff's reattach) are not fenced. Kernel and model agree."""
-    fresh.maps.put_session(21, session(fence=5))
-    fresh.maps.put_session(22, session(fence=4))  # installed under an older lease
-    cfg = abi.Config.from_buffer_copy(bytes(fresh.config))
-    cfg.fence_token, cfg.fence_deadline_ns = 5, fresh.now + 1_000_000
-    fresh.config = cfg
-    fresh.maps.write_config(cfg)
+    fresh.put(21, session(fence=5))
+    fresh.put(22, session(fence=4))  # installed under an older lease
+    fresh.maps.write_fence(abi.Fence(token=5, deadline_ns=fresh.now + 1_000_000))
     cases = [(frame(1, sid=21), abi.R_PASS_DATA),
              (frame(1, sid=22), abi.R_DROP_STATE),
              (frame(2, sid=22, t=abi.MSG_REATTACH_REQ, src="198.51.100.7"), abi.R_PASS_CONTROL)]
@@ -444,6 +442,90 @@ def test_cluster_fence_in_the_kernel(fresh):
     pkt = frame(3, sid=21)
     assert _model_for(fresh).run(pkt, fresh.now) == abi.R_DROP_STATE
     assert fresh.run(pkt) == (DROP, abi.R_DROP_STATE)
-    cfg.fence_deadline_ns = 0  # fencing off (a single gateway): the token is not looked at
-    fresh.maps.write_config(cfg)
+    # fencing off (a single gateway): the token is not looked at
+    fresh.maps.write_fence(abi.Fence(token=5, deadline_ns=0))
     assert fresh.run(frame(4, sid=22)) == (PASS, abi.R_PASS_DATA)
+
+
+# ---- the runtime slot protocol: the daemon names (slot, generation, floor) in
+# its element; XDP alone initializes the slot (jvpn_abi.h, jvpn_sessions).
+# Steps: ("put", sid, element fields) | ("del", sid) | (counter, sid, reason).
+SLOT_CASES = [
+    ("a new window starts above the element's floor",
+     [("put", 30, dict(rt_slot=40, rt_gen=5, replay_floor=100)),
+      (99, 30, abi.R_DROP_REPLAY), (50, 30, abi.R_DROP_REPLAY), (100, 30, abi.R_PASS_DATA)]),
+    ("the same generation rewritten keeps the window (a binding or state change)",
+     [("put", 30, dict(rt_slot=40, rt_gen=5)), (10, 30, abi.R_PASS_DATA),
+      ("put", 30, dict(rt_slot=40, rt_gen=5, replay_floor=3)), (9, 30, abi.R_PASS_DATA),
+      (10, 30, abi.R_DROP_REPLAY)]),
+    ("a new generation of the same session starts above its own top and the floor",
+     [("put", 30, dict(rt_slot=40, rt_gen=5)), (10, 30, abi.R_PASS_DATA),
+      (20, 30, abi.R_PASS_DATA),
+      ("put", 30, dict(rt_slot=40, rt_gen=6, replay_floor=5)),
+      (15, 30, abi.R_DROP_REPLAY), (20, 30, abi.R_DROP_REPLAY), (21, 30, abi.R_PASS_DATA)]),
+    ("a new generation above a higher floor (a handoff back)",
+     [("put", 30, dict(rt_slot=40, rt_gen=5)), (10, 30, abi.R_PASS_DATA),
+      ("put", 30, dict(rt_slot=40, rt_gen=6, replay_floor=500)),
+      (499, 30, abi.R_DROP_REPLAY), (500, 30, abi.R_PASS_DATA)]),
+    ("a reused slot starts at the new session's floor, not the old window",
+     [("put", 30, dict(rt_slot=40, rt_gen=5)), (1000, 30, abi.R_PASS_DATA), ("del", 30),
+      ("put", 31, dict(rt_slot=40, rt_gen=7)), (1, 31, abi.R_PASS_DATA),
+      (1, 31, abi.R_DROP_REPLAY)]),
+    ("a slot beyond the runtime array fails closed",
+     [("put", 30, dict(rt_slot=Gate.max_sessions, rt_gen=5)), (1, 30, abi.R_DROP_REPLAY)]),
+]
+
+
+def _slot_step(gate: Gate, model: Model, step) -> None:
+    if step[0] == "put":
+        _, sid, fields = step
+        gate.put(sid, session(**fields))
+        model.sessions[sid] = gate.maps.get_session(sid)
+    elif step[0] == "del":
+        gate.maps.remove_session(step[1])
+        model.sessions.pop(step[1])
+    else:
+        counter, sid, reason = step
+        pkt = frame(counter, sid=sid)
+        assert model.run(pkt, gate.now) == reason, f"model: {sid} counter {counter}"
+        assert gate.run(pkt)[1] == reason, f"kernel: {sid} counter {counter}"
+
+
+@pytest.mark.parametrize("name,steps", SLOT_CASES, ids=[c[0] for c in SLOT_CASES])
+def test_runtime_slot_protocol(fresh, name, steps):
+    model = _model_for(fresh)
+    for step in steps:
+        _slot_step(fresh, model, step)
+    for sid in (30, 31):
+        got, want = fresh.maps.get_runtime(sid), model.runtime_of(sid)
+        assert (got and bytes(got)[8:]) == (want and bytes(want)[8:]), name
+
+
+def test_a_reused_slot_starts_with_a_full_control_bucket(fresh):
+    """The per-session authenticated-control bucket lives in the runtime slot:
+    a session that takes over a slot must not inherit the previous owner's
+    empty bucket (nor a new generation its own). Kernel and model agree."""
+    fresh.set_config(GateConfig(session_control_pps=1, session_control_burst=1,
+                                authed_control_pps=0, global_control_pps=0))
+    model = _model_for(fresh)
+    ra = dict(t=abi.MSG_REATTACH_REQ, src="198.51.100.7")
+    _slot_step(fresh, model, ("put", 30, dict(rt_slot=40, rt_gen=5)))
+    assert _both(fresh, model, frame(1, sid=30, **ra)) == abi.R_PASS_CONTROL
+    assert _both(fresh, model, frame(2, sid=30, **ra)) == abi.R_DROP_RATE_SESSION
+    _slot_step(fresh, model, ("del", 30))
+    _slot_step(fresh, model, ("put", 31, dict(rt_slot=40, rt_gen=7)))  # no clock tick
+    assert _both(fresh, model, frame(1, sid=31, **ra)) == abi.R_PASS_CONTROL
+    assert _both(fresh, model, frame(2, sid=31, **ra)) == abi.R_DROP_RATE_SESSION
+    _slot_step(fresh, model, ("put", 31, dict(rt_slot=40, rt_gen=8)))  # handed back
+    assert _both(fresh, model, frame(3, sid=31, **ra)) == abi.R_PASS_CONTROL
+    assert bytes(fresh.maps.get_runtime(31))[8:] == bytes(model.runtime_of(31))[8:]
+
+
+def test_writing_an_element_never_touches_its_runtime(fresh):
+    assert fresh.run(frame(10)) == (PASS, abi.R_PASS_DATA)
+    before = bytes(fresh.maps.runtime_slot(7))
+    fresh.put(7, session(rt_slot=7, rt_gen=9, replay_floor=300))
+    assert bytes(fresh.maps.runtime_slot(7)) == before  # XDP re-initializes it, later
+    assert fresh.maps.counter_top(7) == 300  # what the next packet will meet
+    assert fresh.run(frame(299)) == (DROP, abi.R_DROP_REPLAY)
+    assert fresh.maps.get_runtime(7).replay_top == 300

@@ -13,8 +13,9 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from jvpn.errors import BccMissing
-from jvpn.gate import maps
+from jvpn.errors import BccMissing, NotAttached
+from jvpn.gate import attach as gate_attach
+from jvpn.gate import loader, records
 from jvpn_cli import app as app_mod
 from jvpn_cli.main import cli, main
 
@@ -25,8 +26,8 @@ NEEDS_ROOT = [["attach", "lo"], ["detach", "lo"], ["sessions"], ["stats"], ["ses
 
 @pytest.fixture(autouse=True)
 def dirs(tmp_path, monkeypatch):
-    """Pin root and run dir in tmp; monkeypatch restores the variables that
-    the CLI itself sets in os.environ."""
+    """Pin root and run dir in tmp, through the environment variables the
+    CLI's --pin-root/--run-dir options read (the labs set them the same way)."""
     pins, run = tmp_path / "pins", tmp_path / "run"
     monkeypatch.setenv("JVPN_PIN_ROOT", str(pins))
     monkeypatch.setenv("JVPN_RUN_DIR", str(run))
@@ -46,7 +47,7 @@ def as_root(monkeypatch):
 @pytest.fixture
 def fake_bcc(monkeypatch):
     """bcc 'present' for the checks that come before any map access."""
-    monkeypatch.setattr(maps, "_bcc", lambda: object())
+    monkeypatch.setattr(loader, "_bcc", lambda: object())
 
 
 @pytest.fixture
@@ -55,7 +56,7 @@ def not_root(monkeypatch):
 
 
 def _record(run_dir, ifname="jvtest0", pin_dir="/nonexistent/pins/jvtest0"):
-    att = maps.Attachment(ifname=ifname, ifindex=99, mode="generic", ports=[51900, 4000],
+    att = records.Attachment(ifname=ifname, ifindex=99, mode="generic", ports=[51900, 4000],
                           pin_dir=pin_dir, replay_bits=4096, attached_at=time.time(),
                           note="native mode refused by the driver (test)")
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -146,12 +147,12 @@ def test_attach_rates_reach_the_gate_config(runner, as_root, fake_bcc, monkeypat
     are separate settings of the gate."""
     seen = {}
 
-    def fake_attach(iface, config, mode):
+    def fake_attach(iface, config, mode, paths):
         seen["config"] = config
-        raise maps.NotAttached("stop here (test)")
+        raise NotAttached("stop here (test)")
 
     monkeypatch.setattr(app_mod.App, "require_bpffs", lambda _self: None)
-    monkeypatch.setattr(maps, "attach", fake_attach)
+    monkeypatch.setattr(gate_attach, "attach", fake_attach)
     runner.invoke(cli, ["attach", "lo", "--handshake-rate", "100", "--control-rate", "300",
                         "--session-control-rate", "5"])
     cfg = seen["config"]
@@ -180,7 +181,7 @@ def test_root_is_checked_before_bcc(runner, not_root, monkeypatch):
     def no_bcc():
         raise BccMissing("bcc is not importable (test)")
 
-    monkeypatch.setattr(maps, "_bcc", no_bcc)
+    monkeypatch.setattr(loader, "_bcc", no_bcc)
     _one_error_line(runner.invoke(cli, ["stats"]), "root")
 
 
@@ -190,7 +191,7 @@ def test_bcc_missing(runner, as_root, monkeypatch, args):
     def no_bcc():
         raise BccMissing("bcc is not importable (Debian package python3-bpfcc): test")
 
-    monkeypatch.setattr(maps, "_bcc", no_bcc)
+    monkeypatch.setattr(loader, "_bcc", no_bcc)
     _one_error_line(runner.invoke(cli, args), "bcc is not importable", "python3-bpfcc")
 
 
@@ -205,10 +206,10 @@ def test_main_prints_one_line_and_exits_1(not_root, capsys):
 
 
 def test_main_keyboard_interrupt_exits_130(monkeypatch, capsys):
-    def interrupted():
+    def interrupted(_paths):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(maps.Attachment, "all", staticmethod(interrupted))
+    monkeypatch.setattr(records.Attachment, "all", staticmethod(interrupted))
     with pytest.raises(SystemExit) as e:
         main(["status"])
     assert e.value.code == 130
@@ -297,7 +298,21 @@ def test_global_run_dir_option_wins_over_env(runner, tmp_path):
     r = runner.invoke(cli, ["--run-dir", str(other), "status", "--json"])
     assert r.exit_code == 0
     assert [row["ifname"] for row in json.loads(r.stdout)] == ["jvother0"]
-    assert os.environ["JVPN_RUN_DIR"] == str(other)  # what jvpn.maps reads
+    assert os.environ["JVPN_RUN_DIR"] != str(other)  # an option, not a change to the env
+
+
+def test_the_cli_never_writes_the_environment(runner, tmp_path):
+    before = dict(os.environ)
+    r = runner.invoke(cli, ["--pin-root", str(tmp_path / "p"), "--run-dir", str(tmp_path / "r"),
+                            "status", "--json"])
+    assert r.exit_code == 0, r.output
+    assert dict(os.environ) == before
+
+
+def test_env_vars_reach_the_paths_through_the_options(dirs):
+    ctx = cli.make_context("jvpn-xdp", ["status"])
+    assert ctx.obj is None and ctx.params["pin_root"] == str(dirs[0])
+    assert ctx.params["run_dir"] == str(dirs[1])
 
 
 def test_stats_of_a_record_whose_pins_are_gone(runner, as_root, fake_bcc, dirs):
@@ -326,3 +341,61 @@ def test_bench_group_registered_when_present():
         assert "bench" not in cli.commands
     else:
         assert isinstance(cli.commands["bench"], click.Command)
+
+
+# ---------------------------------------------------------------- events
+
+
+def test_events_follow_keeps_following_across_a_rotation(tmp_path):
+    """`jvpn-xdp events --follow` is tail -F: the gateway's EventLog rotates
+    its file at EventsMaxBytes (issue 10 item 4), and the follower goes on
+    with the new file without losing a line."""
+    import subprocess
+    import sys
+    import threading
+
+    from jvpn.events import EventLog
+
+    f = tmp_path / "events.jsonl"
+    log = EventLog("gw", f, max_bytes=1024, keep=1)
+    log.emit("X", "N", version=0)
+    exe = os.path.join(os.path.dirname(sys.executable), "jvpn-xdp")
+    proc = subprocess.Popen([exe, "events", "--file", str(f), "--follow", "--json"],
+                            stdout=subprocess.PIPE, text=True)
+    seen: list[int] = []
+    reader = threading.Thread(target=lambda: seen.extend(
+        json.loads(line)["version"] for line in proc.stdout))
+    reader.start()
+    try:
+        for i in range(1, 40):  # about six rotations, at most one between two reads
+            if i % 4 == 0:
+                deadline = time.monotonic() + 10
+                while len(seen) < i and time.monotonic() < deadline:
+                    time.sleep(0.005)
+            log.emit("X", "N", version=i)
+        deadline = time.monotonic() + 10
+        while len(seen) < 40 and time.monotonic() < deadline:
+            time.sleep(0.005)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        reader.join(timeout=10)
+        log.close()
+    assert (tmp_path / "events.jsonl.1").exists()
+    assert seen == list(range(40))
+
+
+def test_events_short_form_shows_a_summary_count(runner, tmp_path):
+    from jvpn.events import EventLog
+    from jvpn.session import Transport
+
+    f, now = tmp_path / "events.jsonl", [0]
+    log = EventLog("gw", f, clock_ms=lambda: now[0], summary_interval_ms=1_000)
+    for port in (1, 2, 3):
+        log.emit_unauthenticated("HandshakeRejected", "HANDSHAKE_FAIL", Transport("10.0.0.1", port))
+    now[0] = 1_000
+    log.flush()
+    log.close()
+    r = runner.invoke(cli, ["events", "--file", str(f)])
+    assert r.exit_code == 0, r.output
+    assert "HandshakeRejected" in r.output and "count=3 sources=1" in r.output

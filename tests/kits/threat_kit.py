@@ -9,7 +9,7 @@ from pathlib import Path
 
 from jvpn import wire
 from jvpn.gate import abi
-from jvpn.gate.maps import GateMaps
+from jvpn.gate.pins import GateMaps
 from jvpn.keys import SessionKeys
 from jvpn.lab.attacker import Attacker
 from jvpn.lab.tunnel import TunnelLab

@@ -10,8 +10,9 @@ from pathlib import Path
 
 from jvpn import wire
 from jvpn.gate import abi, testrun
+from jvpn.gate.attach import unpin
 from jvpn.gate.config import GateConfig
-from jvpn.gate.maps import BuildOptions, Program, unpin
+from jvpn.gate.loader import BuildOptions, Program
 from jvpn.lab import frames
 
 KEY = bytes(range(16))
@@ -35,10 +36,13 @@ def frame(counter, sid=7, key=KEY, src=CLIENT, sport=CLIENT_PORT, t=abi.MSG_DATA
 
 
 class Gate:
+    max_sessions = 1024  # runtime slots of the test build
+
     def __init__(self, config: GateConfig | None = None, replay_bits: int = abi.REPLAY_BITS):
         self.pins = Path("/sys/fs/bpf") / f"jvpn-test-{uuid.uuid4().hex[:12]}"
         self.prog = Program(self.pins, BuildOptions(replay_bits=replay_bits, test_clock=True,
-                                                    max_sessions=1024, max_sources=1024))
+                                                    max_sessions=self.max_sessions,
+                                                    max_sources=1024))
         self.maps = self.prog.maps()
         self.replay_bits = replay_bits
         self.config = (config or GateConfig()).to_abi()
@@ -52,6 +56,13 @@ class Gate:
             self.prog.close()
         finally:
             unpin(self.pins)
+
+    def put(self, sid: int, element: abi.Session) -> None:
+        """An element as the daemon writes it: with a runtime slot and a
+        generation (slot = sid, generation 1, unless the test chose them)."""
+        if not element.rt_gen:
+            element.rt_slot, element.rt_gen = sid % self.max_sessions, 1
+        self.maps.put_session(sid, element)
 
     def set_config(self, config: GateConfig) -> None:
         self.config = config.to_abi()
@@ -76,9 +87,12 @@ class Gate:
         return res.action, moved[0]
 
     def reset_runtime(self) -> None:
-        """Forget every per-session, per-source and global runtime state."""
-        for k in list(self.maps.runtime.keys()):
-            self.maps.runtime.delete(k)
+        """Forget every per-session, per-source and global runtime state, and
+        the fence (a test writes the maps XDP and the daemon own)."""
+        zero = abi.session_rt_type(self.replay_bits)()
+        for slot in range(self.max_sessions):
+            self.maps.runtime.update(ctypes.c_uint32(slot), zero)
+        self.maps.write_fence(abi.Fence())
         for k in list(self.maps.sources.keys()):
             self.maps.sources.delete(k)
         self.maps.glob.update(ctypes.c_int(0), abi.Global())

@@ -31,7 +31,8 @@ from pathlib import Path
 import pytest
 
 from jvpn import wire
-from jvpn.gate import abi, maps
+from jvpn.gate import abi, pins
+from jvpn.gate import attach as gate_attach
 from jvpn.lab.addresses import (
     ATTACH_BOUND_PORT,
     ATTACH_CL_IP,
@@ -142,7 +143,7 @@ class AttachLab:
 
     def prog_id(self):
         with self.net.inside(self.gw):
-            return maps.xdp_prog_id(GW_IF)
+            return gate_attach.xdp_prog_id(GW_IF)
 
 
 @pytest.fixture
@@ -299,7 +300,7 @@ def test_session_binding_and_replay(gate):
     sid = 0x1234_5678_9ABC_DEF0
 
     replay_bits = lab.cli_json("status")[0]["replay_bits"]
-    with maps.GateMaps(lab.pin_dir, replay_bits) as gm:
+    with pins.GateMaps(lab.pin_dir, replay_bits) as gm:
         gm.put_session(sid, abi.Session(
             tag_key=wire.key_words(KEY), state=abi.STATE_ATTACHED, version=3, fence=2,
             bind_addr=abi.addr_words(CL_IP), bind_port=abi.port_word(BOUND_PORT),
@@ -340,7 +341,7 @@ def test_session_binding_and_replay(gate):
 def test_unbound_session_shows_dashes(gate):
     lab = gate
     replay_bits = lab.cli_json("status")[0]["replay_bits"]
-    with maps.GateMaps(lab.pin_dir, replay_bits) as gm:
+    with pins.GateMaps(lab.pin_dir, replay_bits) as gm:
         gm.put_session(7, abi.Session(tag_key=wire.key_words(KEY), state=abi.STATE_BIRTH))
     row, = lab.cli_json("sessions")[GW_IF]
     assert row["session_id"] == "0000000000000007" and row["state"] == "BIRTH"

@@ -93,7 +93,7 @@ def test_daemon_restart_mid_transfer_loses_no_session(tl):
     from pathlib import Path
 
     from jvpn.gate import abi
-    from jvpn.gate.maps import GateMaps
+    from jvpn.gate.pins import GateMaps
     with GateMaps(Path(tl.env["JVPN_PIN_ROOT"]) / "gw0") as maps:
         maps.put_session(0xDEAD, abi.Session(state=abi.STATE_ATTACHED))
     time.sleep(0.5)

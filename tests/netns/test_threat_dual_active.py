@@ -22,7 +22,7 @@ def test_reattach_storm_leaves_one_binding(tl):
     sid, keys = victim(tl)
     from pathlib import Path
 
-    from jvpn.gate.maps import GateMaps
+    from jvpn.gate.pins import GateMaps
     with GateMaps(Path(tl.env["JVPN_PIN_ROOT"]) / "gw0") as maps:
         top = maps.get_runtime(sid).replay_top
     bound_before = tl.cli_json("sessions", "gw0")["gw0"][0]["bound"]

@@ -65,7 +65,7 @@ def gateway_text(**over: str | None) -> str:
 
 @pytest.fixture(autouse=True)
 def _cli_env(tmp_path, monkeypatch):
-    # the CLI group writes these into os.environ; monkeypatch puts them back
+    # the CLI group's --pin-root/--run-dir read these: keep the test off /run/jvpn
     monkeypatch.setenv("JVPN_PIN_ROOT", str(tmp_path / "pins"))
     monkeypatch.setenv("JVPN_RUN_DIR", str(tmp_path / "run"))
 

@@ -8,6 +8,7 @@ they cannot parse. The daemon's real wiring over a fake socket and TUN
 from __future__ import annotations
 
 import errno
+import os
 import sqlite3
 
 import pytest
@@ -192,16 +193,6 @@ def test_a_store_outage_during_a_handshake_ends_no_thread(tmp_path, running):
     _threads_alive(gw)
 
 
-class FailingFile:
-    """An events file on a full disk."""
-
-    def write(self, _text):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    def close(self):
-        pass
-
-
 def test_a_failing_events_file_does_not_stop_a_reattach(tmp_path):
     """The first event of a reattach used to end the network thread, the
     session stuck in RECOVERING. Now the reattach completes; the failures are
@@ -209,10 +200,10 @@ def test_a_failing_events_file_does_not_stop_a_reattach(tmp_path):
     log, clock = EventLog("gw-test", tmp_path / "events.jsonl"), Clock()
     gw = make_gateway(tmp_path, events=log, clock=clock)
     client = handshake(gw)
-    log._file = FailingFile()  # fault injection: the disk fills up
+    log._file._fd = os.open("/dev/full", os.O_WRONLY)  # fault injection: ENOSPC from now on
     ack = reattach(gw, client, NEW)
     assert ack is not None and gw.sessions[client.session_id].record.binding == Transport(*NEW)
-    assert log.write_failures > 0
+    assert log.write_errors > 0
     clock.ms += INCIDENT_INTERVAL_MS + 1
     gw.tick()
     assert _errors(gw, "EVENTS_WRITE_FAILED")

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * jvpn_xdp.c - the per-packet gate of a jvpn gateway (XDP, loaded by bcc
- * through jvpn/maps.py, which passes -I bpf/include and the -D tunables).
+ * through jvpn/gate/loader.py, which passes -I bpf/include and the -D tunables).
  *
  * Verdict order for a UDP packet to one of our ports (docs/xdp.md):
  *   1 parse (malformed -> drop)         5 binding (data/keepalive only)
@@ -16,9 +16,10 @@
  * Everything else is XDP_PASS, untouched.
  *
  * Map ownership (one writer each, docs/xdp.md):
- *   jvpn_sessions   daemon writes, XDP reads   (binding, state, tag key)
+ *   jvpn_sessions   daemon writes, XDP reads   (binding, state, tag key, rt slot)
  *   jvpn_session_rt XDP writes, daemon reads   (replay window, buckets)
- *   jvpn_config     attach/daemon writes, XDP reads
+ *   jvpn_config     attach writes, XDP reads   (ports, limits, clock)
+ *   jvpn_fence      daemon writes, XDP reads   (cluster lease token, deadline)
  *   jvpn_global     XDP writes (CAS)           (global buckets)
  *   jvpn_src_rl     XDP writes (CAS), LRU      (per-source buckets)
  *   jvpn_counters   XDP writes, CLI reads      (per-CPU)
@@ -44,36 +45,37 @@
 #define JVPN_EVENT_PAGES 64
 #endif
 
-/* Written by the daemon only (jvpn/maps.py); XDP reads. No-prealloc: a
- * replaced element is freed after an RCU grace period, so a reader in the
- * middle of a packet sees the old binding or the new one, never a mix. */
+/* Written by the daemon only (jvpn/gate/kernel.py); XDP and the CLI read.
+ * No-prealloc: a replaced element is freed after an RCU grace period, so a
+ * reader in the middle of a packet sees the old binding or the new one,
+ * never a mix. */
 BPF_TABLE_PINNED("hash", __u64, struct jvpn_session, jvpn_sessions, JVPN_MAX_SESSIONS,
 		 JVPN_PIN_DIR "/sessions", BPF_F_NO_PREALLOC);
-/* Written by XDP only (created on a session's first authentic packet); the
- * daemon reads it and deletes an element after removing its session. */
-BPF_TABLE_PINNED("hash", __u64, struct jvpn_session_rt, jvpn_session_rt, JVPN_MAX_SESSIONS,
-		 JVPN_PIN_DIR "/session_rt", BPF_F_NO_PREALLOC);
-/* Never written: the all-zero template a new runtime element is copied from
- * (the element is larger than the 512-byte BPF stack). */
-struct jvpn_rt_template {
-	__u8 bytes[sizeof(struct jvpn_session_rt)]; /* no lock type: the verifier */
-};						/* forbids reading a lock field */
-BPF_ARRAY(jvpn_rt_zero, struct jvpn_rt_template, 1);
-/* Written by `jvpn-xdp attach` and the daemon; XDP reads. */
+/* Written by XDP only, under each slot's lock; the daemon and the CLI read.
+ * Slots are named by the sessions' elements and re-initialized by
+ * jvpn_rt_claim(), never deleted: an array (a spin lock cannot live in an
+ * LRU map), so stale slots cost no memory beyond the fixed array. */
+BPF_TABLE_PINNED("array", __u32, struct jvpn_session_rt, jvpn_session_rt, JVPN_MAX_SESSIONS,
+		 JVPN_PIN_DIR "/session_rt");
+/* Written by `jvpn-xdp attach` only; XDP reads. */
 BPF_TABLE_PINNED("array", int, struct jvpn_config, jvpn_config, 1, JVPN_PIN_DIR "/config");
-/* Written by XDP only (compare-and-swap); global buckets. */
+/* Written by the gateway daemon only (its lease); XDP reads. */
+BPF_TABLE_PINNED("array", int, struct jvpn_fence, jvpn_fence, 1, JVPN_PIN_DIR "/fence");
+/* Written by XDP only (compare-and-swap); read by XDP. Global buckets. */
 BPF_TABLE_PINNED("array", int, struct jvpn_global, jvpn_global, 1, JVPN_PIN_DIR "/global");
-/* Written by XDP only (compare-and-swap); bounded by LRU eviction. */
+/* Written by XDP only (compare-and-swap); read by XDP. Bounded by LRU eviction. */
 BPF_TABLE_PINNED("lru_hash", struct jvpn_src_key, struct jvpn_src_rl, jvpn_src_rl,
 		 JVPN_MAX_SOURCES, JVPN_PIN_DIR "/src_rl");
-/* Written by XDP (per CPU, no atomics needed); the CLI sums the CPUs. */
+/* Written by XDP only (per CPU, no atomics needed); the CLI reads and sums the CPUs. */
 BPF_TABLE_PINNED("percpu_array", int, struct jvpn_counter, jvpn_counters, JVPN_C_MAX,
 		 JVPN_PIN_DIR "/counters");
-/* Written by XDP; read by the daemon / `jvpn-xdp events`. Pinned by maps.py. */
+/* Written by XDP only; read by the daemon / `jvpn-xdp events`. Pinned by
+ * jvpn/gate/loader.py. */
 BPF_RINGBUF_OUTPUT(jvpn_events, JVPN_EVENT_PAGES);
 
 #ifdef JVPN_TEST_CLOCK
-/* Tests only: the clock is a map the test writes, so runs are deterministic. */
+/* Tests only: the clock is a map the test writes (and XDP reads), so runs are
+ * deterministic. */
 BPF_TABLE_PINNED("array", int, __u64, jvpn_test_clock, 1, JVPN_PIN_DIR "/test_clock");
 static __always_inline __u64 jvpn_read_clock(const struct jvpn_config *cfg)
 {
@@ -85,7 +87,7 @@ static __always_inline __u64 jvpn_read_clock(const struct jvpn_config *cfg)
 #else
 /* Jiffy resolution is all the buckets need. bpf_jiffies64() is inlined by
  * the verifier (a load); bpf_ktime_get_coarse_ns() is a real call that cost
- * ~14 ns per packet here. attach measures ns_per_jiffy (jvpn/maps.py). */
+ * ~14 ns per packet here. attach measures ns_per_jiffy (jvpn/gate/loader.py). */
 static __always_inline __u64 jvpn_read_clock(const struct jvpn_config *cfg)
 {
 	if (cfg->ns_per_jiffy)
@@ -108,14 +110,17 @@ static __always_inline __u64 jvpn_fence_clock(const struct jvpn_config *cfg)
 }
 #endif
 
-/* Cluster fencing (jvpn_abi.h, jvpn_config): this gateway's element, under a
+/* Cluster fencing (jvpn_abi.h, jvpn_fence): this gateway's element, under a
  * lease that is certainly still alive. */
 static __always_inline int jvpn_fenced(const struct jvpn_session *s,
 				       const struct jvpn_config *cfg)
 {
-	if (!cfg->fence_deadline_ns)
+	int zero = 0;
+	struct jvpn_fence *f = jvpn_fence.lookup(&zero);
+
+	if (!f || !f->deadline_ns)
 		return 0;
-	return s->fence != cfg->fence_token || jvpn_fence_clock(cfg) >= cfg->fence_deadline_ns;
+	return s->fence != f->token || jvpn_fence_clock(cfg) >= f->deadline_ns;
 }
 
 /* The clock is read once per packet, and only by verdicts that need it: the
@@ -179,19 +184,28 @@ static __always_inline int jvpn_bound_here(const struct jvpn_session *s,
 	       s->bind_addr[2] == pkt->saddr[2] && s->bind_addr[3] == pkt->saddr[3];
 }
 
-static __always_inline struct jvpn_session_rt *jvpn_runtime(__u64 sid)
+/* Under the slot's lock: make the slot this element's runtime. A slot that
+ * held another session starts at the element's floor; the same session under
+ * a new generation (new on this gateway) starts at max(floor, its own top),
+ * so nothing accepted here or by a previous owner can be replayed. */
+static __always_inline void jvpn_rt_claim(struct jvpn_session_rt *rt, __u64 sid,
+					  const struct jvpn_session *s)
 {
-	struct jvpn_session_rt *rt = jvpn_session_rt.lookup(&sid);
-	struct jvpn_rt_template *zeroes;
-	int zero = 0;
+	__u64 top = s->replay_floor;
 
-	if (rt)
-		return rt;
-	zeroes = jvpn_rt_zero.lookup(&zero);
-	if (!zeroes)
-		return 0;
-	jvpn_session_rt.insert(&sid, (struct jvpn_session_rt *)zeroes); /* BPF_NOEXIST: loses a race harmlessly */
-	return jvpn_session_rt.lookup(&sid);
+	if (rt->session_id == sid && rt->gen == s->rt_gen)
+		return;
+	if (rt->session_id == sid && rt->replay_top > top)
+		top = rt->replay_top;
+	rt->session_id = sid;
+	rt->gen = s->rt_gen;
+	rt->rate_pkt_tat = 0;
+	rt->rate_byte_tat = 0;
+	rt->control_tat = 0; /* a previous owner's control bucket is not this one's */
+	rt->rx_packets = 0;
+	rt->rx_bytes = 0;
+	rt->last_rx_ns = 0;
+	jvpn_replay_seed(rt, top);
 }
 
 /* Handshake initiations (nothing authenticated): per source prefix (IPv4
@@ -249,7 +263,7 @@ static __always_inline __u32 jvpn_session_verdict(const struct jvpn_pkt *pkt,
 	int is_data = type == JVPN_MSG_DATA || type == JVPN_MSG_KEEPALIVE;
 	struct jvpn_session *s;
 	struct jvpn_session_rt *rt;
-	__u32 verdict = 0;
+	__u32 verdict = 0, slot;
 	int fresh;
 	__u64 now;
 
@@ -265,11 +279,13 @@ static __always_inline __u32 jvpn_session_verdict(const struct jvpn_pkt *pkt,
 	if (is_data && jvpn_fenced(s, cfg))
 		return JVPN_R_DROP_STATE;
 
-	rt = jvpn_runtime(sid);
+	slot = s->rt_slot;
+	rt = jvpn_session_rt.lookup(&slot);
 	if (!rt)
 		return JVPN_R_DROP_REPLAY; /* no window to prove freshness: fail closed */
 	now = jvpn_clock(cfg, clock); /* no helper calls under the lock */
 	bpf_spin_lock(&rt->lock);
+	jvpn_rt_claim(rt, sid, s);
 	fresh = jvpn_replay_accept(rt, h->counter);
 	if (!fresh) {
 		verdict = JVPN_R_DROP_REPLAY;

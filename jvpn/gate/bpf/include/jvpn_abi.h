@@ -114,7 +114,13 @@ struct jvpn_counter {
 	__u64 bytes;
 };
 
-/* ---- jvpn_sessions: session_id -> binding, written by the daemon only ---- */
+/* ---- jvpn_sessions: session_id -> binding, written by the daemon only ----
+ * The element also names the session's runtime slot (rt_slot) and the
+ * generation of that runtime (rt_gen). The XDP program (re)initializes the
+ * slot when it does not hold (this session id, this generation), starting
+ * its replay window at replay_floor, or at max(replay_floor, its own top) for
+ * the same session id: so the daemon hands a window over by writing its own
+ * element, and never writes jvpn_session_rt. */
 #define JVPN_AF_NONE 0 /* no bound transport: data is dropped as wrong binding */
 #define JVPN_AF_INET 4
 #define JVPN_AF_INET6 6
@@ -127,12 +133,16 @@ struct jvpn_session {
 	__u16 bind_port;    /* network order */
 	__u8 bind_family;   /* JVPN_AF_* */
 	__u8 state;         /* JVPN_STATE_* */
-	__u32 _pad0;
+	__u32 rt_slot;      /* index into jvpn_session_rt, chosen by the daemon */
+	__u64 rt_gen;       /* a new value (new on this gateway) re-initializes the slot */
+	__u64 replay_floor; /* counters below this count as seen in a new window */
 };
 
 /* ---- jvpn_session_rt: per-session runtime state, written by XDP only ----
- * The daemon creates nothing here; it deletes an element only after it has
- * removed the session from jvpn_sessions (garbage collection). */
+ * An array of JVPN_MAX_SESSIONS slots (an element holding a bpf_spin_lock
+ * cannot live in an LRU map): a slot is never deleted, it is re-initialized
+ * by the XDP program when an element with another (session id, generation)
+ * uses it. The daemon only reads it. */
 #ifndef JVPN_REPLAY_BITS
 #define JVPN_REPLAY_BITS 4096 /* bitmap size, a power of two >= 128 */
 #endif
@@ -147,6 +157,8 @@ struct jvpn_session {
 struct jvpn_session_rt {
 	struct bpf_spin_lock lock; /* guards every field below */
 	__u32 _pad0;
+	__u64 session_id;          /* the element this slot was initialized for ... */
+	__u64 gen;                 /* ... and its rt_gen (0, 0: never used) */
 	__u64 replay_top;          /* highest accepted counter + 1 (0: none yet) */
 	__u64 rate_pkt_tat;        /* GCRA theoretical arrival time, packets */
 	__u64 rate_byte_tat;       /* GCRA theoretical arrival time, bytes */
@@ -157,7 +169,7 @@ struct jvpn_session_rt {
 	__u64 control_tat;         /* GCRA, the session's authenticated control */
 };
 
-/* ---- jvpn_config: array[1], written by attach / the daemon ---- */
+/* ---- jvpn_config: array[1], written by `jvpn-xdp attach` only ---- */
 #define JVPN_MAX_PORTS 4
 
 struct jvpn_config {
@@ -182,13 +194,17 @@ struct jvpn_config {
 	__u64 event_burst_ns;
 	__u32 event_sample_every;       /* 1 = every eligible drop, N = 1 in N */
 	__u32 ns_per_jiffy;             /* clock: jiffies * this (0: coarse ktime) */
-	/* Cluster fencing, written by the daemon on every lease refresh (0: off).
-	 * Data passes only for elements whose fence is this gateway's current
-	 * lease, and only before the lease's deadline (CLOCK_MONOTONIC ns, read
-	 * coarse): a daemon that stops refreshing (crashed, stopped, cut off
-	 * from etcd) stops passing data without having to act. */
-	__u64 fence_token;
-	__u64 fence_deadline_ns;
+};
+
+/* ---- jvpn_fence: array[1], written by the gateway daemon only ----
+ * Cluster fencing, written on every lease refresh (deadline 0: off). Data
+ * passes only for elements whose fence is this gateway's current lease, and
+ * only before the lease's deadline (CLOCK_MONOTONIC ns, read coarse): a
+ * daemon that stops refreshing (crashed, stopped, cut off from etcd) stops
+ * passing data without having to act. */
+struct jvpn_fence {
+	__u64 token;
+	__u64 deadline_ns;
 };
 
 /* ---- jvpn_global: array[1], written by XDP only (atomic CAS) ---- */
@@ -226,12 +242,13 @@ struct jvpn_event {
 _Static_assert(sizeof(struct jvpn_hdr) == JVPN_HDR_LEN, "jvpn_hdr size");
 _Static_assert(__builtin_offsetof(struct jvpn_hdr, tag) == JVPN_TAGGED_LEN, "tag offset");
 _Static_assert(sizeof(struct jvpn_counter) == 16, "jvpn_counter size");
-_Static_assert(sizeof(struct jvpn_session) == 56, "jvpn_session size");
+_Static_assert(sizeof(struct jvpn_session) == 72, "jvpn_session size");
 _Static_assert(__builtin_offsetof(struct jvpn_session, bind_addr) == 32, "bind_addr offset");
-_Static_assert(sizeof(struct jvpn_session_rt) == 64 + 8 * JVPN_REPLAY_WORDS, "rt size");
+_Static_assert(sizeof(struct jvpn_session_rt) == 80 + 8 * JVPN_REPLAY_WORDS, "rt size");
 _Static_assert((JVPN_REPLAY_BITS & (JVPN_REPLAY_BITS - 1)) == 0, "replay bits: power of two");
 _Static_assert(JVPN_REPLAY_BITS >= 128, "replay bits >= 128");
-_Static_assert(sizeof(struct jvpn_config) == 144, "jvpn_config size");
+_Static_assert(sizeof(struct jvpn_config) == 128, "jvpn_config size");
+_Static_assert(sizeof(struct jvpn_fence) == 16, "jvpn_fence size");
 _Static_assert(sizeof(struct jvpn_global) == 24, "jvpn_global size");
 _Static_assert(sizeof(struct jvpn_src_key) == 24, "jvpn_src_key size");
 _Static_assert(sizeof(struct jvpn_event) == 48, "jvpn_event size");

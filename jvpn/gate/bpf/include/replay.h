@@ -51,4 +51,23 @@ static __always_inline int jvpn_replay_accept(struct jvpn_session_rt *rt, __u64 
 	return 1;
 }
 
+/* Start a window as if every counter below top had been seen (top = a
+ * previous window's replay_top): what a gateway accepted before cannot be
+ * replayed into the new window. Bits above top in its own word stay clear,
+ * so the next counters are accepted. top == 0 is an empty window. Mirrored by
+ * jvpn/replay.py:seed_floor. */
+static __always_inline void jvpn_replay_seed(struct jvpn_session_rt *rt, __u64 top)
+{
+	__u64 fill = top ? ~0ULL : 0;
+	__u64 last = top & 63;
+	__u32 i;
+
+	for (i = 0; i < JVPN_REPLAY_WORDS; i++)
+		rt->replay_bitmap[i] = fill;
+	if (top)
+		rt->replay_bitmap[(top >> 6) & (JVPN_REPLAY_WORDS - 1)] =
+			last == 63 ? ~0ULL : (1ULL << (last + 1)) - 1;
+	rt->replay_top = top;
+}
+
 #endif /* JVPN_REPLAY_H */

@@ -1,0 +1,229 @@
+"""Typed access to the pinned maps of a gateway's XDP program.
+
+Map access goes through the bpf syscall wrappers of libbcc on pinned file
+descriptors, so any process (the CLI, a restarted daemon) can read and write
+the maps without recompiling the program.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from jvpn.errors import JvpnError, NotAttached
+from jvpn.gate import abi, loader
+from jvpn.gate.element import enforced_top
+
+
+@dataclass(frozen=True)
+class MapSpec:
+    """One map of jvpn_xdp.c as pinned: its C name, BPF map type, key and value
+    (ctypes mirrors; the session_rt value is sized by the build's replay_bits).
+    tests/bpf/test_abi.py checks every entry against the C source."""
+
+    c_name: str
+    kind: str  # the BPF_TABLE_PINNED type ("hash", "array", ...) or "ringbuf"
+    key: type | None
+    value: type
+    replay_sized: bool = False
+
+    def value_type(self, replay_bits: int = abi.REPLAY_BITS) -> type:
+        return abi.session_rt_type(replay_bits) if self.replay_sized else self.value
+
+    @property
+    def percpu(self) -> bool:
+        return self.kind.startswith("percpu")
+
+
+# The one registry: pinned file name -> map (and the writer, docs/xdp.md).
+PINS = {
+    "sessions": MapSpec("jvpn_sessions", "hash", ctypes.c_uint64, abi.Session),  # daemon
+    "session_rt": MapSpec("jvpn_session_rt", "array", ctypes.c_uint32, abi.SessionRt,
+                          replay_sized=True),  # XDP
+    "config": MapSpec("jvpn_config", "array", ctypes.c_int, abi.Config),  # attach
+    "fence": MapSpec("jvpn_fence", "array", ctypes.c_int, abi.Fence),  # daemon
+    "global": MapSpec("jvpn_global", "array", ctypes.c_int, abi.Global),  # XDP
+    "src_rl": MapSpec("jvpn_src_rl", "lru_hash", abi.SrcKey, abi.SrcRl),  # XDP
+    "counters": MapSpec("jvpn_counters", "percpu_array", ctypes.c_int, abi.Counter),  # XDP
+    "events": MapSpec("jvpn_events", "ringbuf", None, abi.Event),  # XDP
+    "test_clock": MapSpec("jvpn_test_clock", "array", ctypes.c_int, ctypes.c_uint64),  # tests
+}
+
+
+class PinnedMap:
+    """A pinned BPF map opened by path, keys and values as ctypes types."""
+
+    def __init__(self, path: Path, key_type, value_type, percpu: bool = False):
+        self.path = Path(path)
+        self.key_type = key_type
+        self.value_type = value_type
+        self.percpu = percpu
+        fd = loader._lib().bpf_obj_get(str(self.path).encode())
+        if fd < 0:
+            raise NotAttached(f"cannot open {self.path}: is jvpn attached to this interface?")
+        self.fd = fd
+        self._ncpu = len(loader._bcc().utils.get_possible_cpus()) if percpu else 1
+        self._stride = (ctypes.sizeof(value_type) + 7) // 8 * 8
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def _value_buf(self):
+        return (ctypes.c_uint8 * (self._stride * self._ncpu))()
+
+    def lookup(self, key):
+        buf = self._value_buf()
+        if loader._lib().bpf_lookup_elem(self.fd, ctypes.byref(key), buf) != 0:
+            return None
+        if not self.percpu:
+            return self.value_type.from_buffer_copy(buf)
+        return [self.value_type.from_buffer_copy(buf, i * self._stride) for i in range(self._ncpu)]
+
+    def update(self, key, value, flags: int = 0) -> None:
+        if self.percpu:
+            raise JvpnError("per-CPU maps are written by the XDP program only")
+        lib = loader._lib()
+        if lib.bpf_update_elem(self.fd, ctypes.byref(key), ctypes.byref(value), flags) != 0:
+            err = ctypes.get_errno()
+            raise JvpnError(f"update of {self.path} failed: {os.strerror(err) if err else 'error'}")
+
+    def delete(self, key) -> bool:
+        return loader._lib().bpf_delete_elem(self.fd, ctypes.byref(key)) == 0
+
+    def max_entries(self) -> int:
+        """The map's capacity, from the kernel (struct bpf_map_info)."""
+        info = (ctypes.c_uint32 * 32)()
+        size = ctypes.c_uint32(ctypes.sizeof(info))
+        if loader._lib().bpf_obj_get_info(self.fd, info, ctypes.byref(size)) != 0:
+            raise JvpnError(f"cannot read the map info of {self.path}")
+        return int(info[4])  # type, id, key_size, value_size, max_entries
+
+    def keys(self) -> Iterator:
+        key = self.key_type()
+        nxt = self.key_type()
+        if loader._lib().bpf_get_next_key(self.fd, None, ctypes.byref(nxt)) != 0:
+            return
+        while True:
+            yield self.key_type.from_buffer_copy(nxt)
+            ctypes.memmove(ctypes.byref(key), ctypes.byref(nxt), ctypes.sizeof(key))
+            if loader._lib().bpf_get_next_key(self.fd, ctypes.byref(key), ctypes.byref(nxt)) != 0:
+                return
+
+    def items(self) -> Iterator:
+        for k in self.keys():
+            v = self.lookup(k)
+            if v is not None:
+                yield k, v
+
+
+class GateMaps:
+    """Typed accessors for one gateway interface's pinned maps."""
+
+    def __init__(self, pins: Path, replay_bits: int = abi.REPLAY_BITS):
+        self.pins = Path(pins)
+        self.replay_bits = replay_bits
+        if not self.pins.is_dir():
+            raise NotAttached(f"no jvpn maps pinned at {self.pins}: attach first")
+        self._open: list[PinnedMap] = []
+        try:
+            self.sessions = self._pinned("sessions")
+            self.runtime = self._pinned("session_rt")
+            self.config = self._pinned("config")
+            self.fence = self._pinned("fence")
+            self.glob = self._pinned("global")
+            self.sources = self._pinned("src_rl")
+            self.counters = self._pinned("counters")
+            has_clock = (self.pins / "test_clock").exists()
+            self.test_clock = self._pinned("test_clock") if has_clock else None
+        except BaseException:
+            self.close()
+            raise
+
+    def _pinned(self, name: str) -> PinnedMap:
+        spec = PINS[name]
+        m = PinnedMap(self.pins / name, spec.key, spec.value_type(self.replay_bits), spec.percpu)
+        self._open.append(m)
+        return m
+
+    def close(self) -> None:
+        for m in self._open:
+            m.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- sessions: the daemon is the only writer --
+    def put_session(self, session_id: int, session: abi.Session) -> None:
+        """One element replacement: readers see the old or the new binding."""
+        self.sessions.update(ctypes.c_uint64(session_id), session)
+
+    def get_session(self, session_id: int) -> abi.Session | None:
+        return self.sessions.lookup(ctypes.c_uint64(session_id))
+
+    def remove_session(self, session_id: int) -> None:
+        """The element only: its runtime slot is XDP's, re-initialized when an
+        element with another (session id, generation) names it."""
+        self.sessions.delete(ctypes.c_uint64(session_id))
+
+    # -- session_rt: XDP is the only writer; read here --
+    def runtime_slot(self, slot: int):
+        return self.runtime.lookup(ctypes.c_uint32(slot))
+
+    def get_runtime(self, session_id: int):
+        """The runtime XDP keeps for this session's element, or None (no
+        element, or no packet since the element named its slot/generation)."""
+        s = self.get_session(session_id)
+        rt = self.runtime_slot(s.rt_slot) if s is not None else None
+        if rt is None or rt.session_id != session_id or rt.gen != s.rt_gen:
+            return None
+        return rt
+
+    def counter_top(self, session_id: int) -> int:
+        """The replay top the gate enforces at this session's next packet."""
+        s = self.get_session(session_id)
+        rt = self.runtime_slot(s.rt_slot) if s is not None else None
+        return enforced_top(session_id, s, rt)
+
+    def runtime_capacity(self) -> int:
+        return self.runtime.max_entries()
+
+    def list_sessions(self) -> list[tuple[int, abi.Session]]:
+        return [(k.value, v) for k, v in self.sessions.items()]
+
+    # -- config --
+    def write_config(self, cfg: abi.Config) -> None:
+        self.config.update(ctypes.c_int(0), cfg)
+
+    def read_config(self) -> abi.Config:
+        return self.config.lookup(ctypes.c_int(0))
+
+    # -- fence: the daemon is the only writer --
+    def write_fence(self, fence: abi.Fence) -> None:
+        self.fence.update(ctypes.c_int(0), fence)
+
+    def read_fence(self) -> abi.Fence:
+        return self.fence.lookup(ctypes.c_int(0))
+
+    def set_test_clock(self, now_ns: int) -> None:
+        if self.test_clock is None:
+            raise JvpnError("this program was not built with the test clock")
+        self.test_clock.update(ctypes.c_int(0), ctypes.c_uint64(now_ns))
+
+    # -- counters: summed over CPUs --
+    def read_counters(self) -> dict[str, dict[str, int]]:
+        out = {}
+        for slot in range(abi.C_MAX):
+            per_cpu = self.counters.lookup(ctypes.c_int(slot)) or []
+            out[abi.COUNTER_NAMES[slot]] = {
+                "packets": sum(c.packets for c in per_cpu),
+                "bytes": sum(c.bytes for c in per_cpu),
+            }
+        return out

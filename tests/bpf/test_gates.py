@@ -1,0 +1,148 @@
+"""The two gate adapters the daemon drives (XdpGate on pinned maps, the
+UserspaceGate on the model), through their public methods: the same answers,
+and the daemon's writes limited to its own maps: session elements and the
+fence. The runtime slots (replay windows) are written by the gate alone."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from jvpn.gate import abi
+from jvpn.gate.config import GateConfig
+from jvpn.gate.kernel import XdpGate
+from jvpn.gate.paths import GatePaths
+from jvpn.gate.records import Attachment
+from jvpn.gate.userspace import UserspaceGate
+from jvpn.keys import SessionKeys
+from jvpn.session import SessionRecord, State, Transport
+from kits.xdp_harness import CLIENT, CLIENT_PORT, KEY, Gate, frame
+
+pytestmark = pytest.mark.kernel
+
+KEYS = SessionKeys(7, bytes(32), bytes(32), KEY, bytes(16), bytes(32))
+REC = SessionRecord(session_id=7, state=State.ATTACHED, version=1, created_ms=0,
+                    last_change_ms=0, binding=Transport(CLIENT, CLIENT_PORT))
+
+
+class XdpUnderTest:
+    """XdpGate on a test build's pins, found through an attachment record."""
+
+    def __init__(self, tmp_path: Path, harness: Gate):
+        self.harness = harness
+        for sid, _ in harness.maps.list_sessions():
+            harness.maps.remove_session(sid)
+        harness.reset_runtime()
+        pins = harness.pins
+        paths = GatePaths(pin_root=pins.parent, run_dir=tmp_path)
+        Attachment(ifname=pins.name, ifindex=0, mode="test", ports=[abi.DEFAULT_PORT],
+                   pin_dir=str(pins), replay_bits=abi.REPLAY_BITS,
+                   attached_at=time.time()).save(paths)
+        self.gate = XdpGate(pins.name, paths)
+
+    def passes(self, pkt: bytes) -> bool:
+        return abi.is_pass(self.harness.run(pkt)[1])
+
+    def runtime_written(self) -> bool:
+        zero = bytes(abi.SessionRt())
+        return any(bytes(self.harness.maps.runtime_slot(i)) != zero
+                   for i in range(self.harness.max_sessions))
+
+    def tick(self, ns: int) -> None:
+        self.harness.tick(ns)
+
+    def now(self) -> int:
+        return self.harness.now
+
+    def close(self) -> None:
+        self.gate.close()
+
+
+class UserspaceUnderTest:
+    def __init__(self, _tmp_path: Path, _harness: Gate):
+        self.clock = 1_000_000_000_000
+        self.gate = UserspaceGate(GateConfig(), clock_ns=lambda: self.clock)
+
+    def passes(self, pkt: bytes) -> bool:
+        return self.gate.admit(pkt[42:], (CLIENT if pkt[26:30] == bytes([192, 0, 2, 10])
+                                          else "198.51.100.7", CLIENT_PORT))
+
+    def runtime_written(self) -> bool:
+        return bool(self.gate.model.runtime)
+
+    def tick(self, ns: int) -> None:
+        self.clock += ns
+
+    def now(self) -> int:
+        return self.clock
+
+    def close(self) -> None:
+        self.gate.close()
+
+
+@pytest.fixture(scope="module")
+def harness():
+    g = Gate(GateConfig())
+    yield g
+    g.close()
+
+
+@pytest.fixture(params=[XdpUnderTest, UserspaceUnderTest], ids=["xdp", "userspace"])
+def under_test(request, tmp_path, harness):
+    u = request.param(tmp_path, harness)
+    yield u
+    u.close()
+
+
+def test_a_new_session_starts_above_the_floor_without_a_runtime_write(under_test):
+    u = under_test
+    u.gate.put(REC, KEYS, first=True, c2s_floor=100)
+    assert not u.runtime_written()  # the daemon wrote its element only
+    assert u.gate.counter_top(7) == 100
+    assert not u.passes(frame(99))
+    assert u.passes(frame(100))
+    assert u.gate.counter_top(7) == 101
+
+
+def test_standby_then_handoff_back_never_reopens_the_window(under_test):
+    u = under_test
+    u.gate.put(REC, KEYS, first=True)
+    assert u.passes(frame(10)) and u.passes(frame(20))
+    u.gate.standby(REC, KEYS)
+    assert u.gate.counter_top(7) == 21  # the window stayed: what the handover reads
+    assert not u.passes(frame(21))  # REMOTE: no data
+    assert u.passes(frame(21, t=abi.MSG_REATTACH_REQ, src="198.51.100.7"))
+    u.gate.put(REC, KEYS, first=True, c2s_floor=5)  # back here, a low floor
+    assert not u.passes(frame(15))  # unseen, but below what this gateway saw
+    assert u.passes(frame(23))
+
+
+def test_remove_leaves_the_runtime_to_the_gate(under_test):
+    u = under_test
+    u.gate.put(REC, KEYS, first=True)
+    assert u.passes(frame(1))
+    u.gate.remove(7)
+    assert u.gate.ids() == set() and u.gate.counter_top(7) == 0
+    assert not u.passes(frame(2))
+    # The same session again (adopted back): a new slot, above the floor the
+    # daemon carries in the record, as when remove deleted the runtime.
+    u.gate.put(REC, KEYS, first=True, c2s_floor=2)
+    assert not u.passes(frame(1)) and u.passes(frame(2))
+
+
+def test_fence_is_the_daemons_own_map(under_test):
+    u = under_test
+    before = bytes(u.harness.maps.read_config()) if isinstance(u, XdpUnderTest) else None
+    u.gate.put(REC, KEYS, fence=4, first=True)
+    u.gate.set_fence(5, u.now() + 1_000_000)
+    assert not u.passes(frame(1))  # an element under an older lease
+    u.gate.put(REC, KEYS, fence=5)
+    assert u.passes(frame(2))
+    u.tick(1_000_000)
+    assert not u.passes(frame(3))  # the lease's deadline passed
+    u.gate.set_fence(0, 0)
+    assert u.passes(frame(4))
+    if before is not None:
+        assert bytes(u.harness.maps.read_config()) == before  # jvpn_config: attach's alone
