@@ -28,7 +28,7 @@ from jvpn.gateway.ownership import OwnerWrite
 from jvpn.keys import SessionKeys
 from jvpn.session import Event, IllegalTransition, SessionRecord, State, Transport, apply
 from jvpn.store import Store, StoreError
-from jvpn.tunnel import DataChannel
+from jvpn.tunnel import CounterUnavailable, DataChannel
 
 Send = Callable[[bytes, Transport], None]
 
@@ -184,9 +184,12 @@ class SessionTable:
         if to is None:
             return
         code = reason if reason in wire.TERMINATE_REASONS else Reason.POLICY_TERMINATION
+        try:
+            counter = live.channel.next_counter()
+        except CounterUnavailable:
+            return  # no durable counter: unsaid (the client's retries meet a closed session)
         msg = wire.seal_control(
-            wire.Header(type=abi.MSG_TERMINATE, session_id=rec.session_id,
-                        counter=live.channel.next_counter()),
+            wire.Header(type=abi.MSG_TERMINATE, session_id=rec.session_id, counter=counter),
             live.keys.hdr_s2c, live.keys.reattach, wire.TERMINATE_REASONS.index(code))
         self.send(msg, to)
 
@@ -204,7 +207,8 @@ class SessionTable:
         channel = DataChannel(keys, "gateway", first_counter=max(first_counter, 1),
                               check_replay=not self.gate.checks_in_kernel,
                               check_tag=not self.gate.checks_in_kernel,
-                              reserve=lambda floor: self.store.set_floor(sid, floor))
+                              reserve=lambda floor: self.store.set_floor(sid, floor),
+                              allowed_inner_src=inner)
         live = Live(rec, keys, channel, inner, self.clock_ms(), installed=False)
         self.sessions[sid] = live
         if routed:

@@ -16,7 +16,9 @@ from jvpn.session import SessionRecord
 from jvpn.store import (
     AlreadyExists,
     Change,
+    SkipsUnreadable,
     StoreError,
+    Unreadable,
     VersionConflict,
     record_from_json,
     record_to_json,
@@ -71,7 +73,7 @@ def _prepare(path: Path) -> None:
         tighten_if_present(path.with_name(path.name + suffix))
 
 
-class SqliteStore:
+class SqliteStore(SkipsUnreadable):
     def __init__(self, path: Path):
         self.path = Path(path)
         try:
@@ -115,7 +117,11 @@ class SqliteStore:
                 raise StoreError(f"session store read failed: {e}") from e
         if row is None:
             return None
-        return record_from_json(row[0]), bytes(row[1])
+        try:
+            return record_from_json(row[0]), bytes(row[1])
+        except Unreadable as e:
+            self._skipped(f"{session_id:016x}", e)
+            return None
 
     def cas(self, session_id: int, expected_version: int, new: SessionRecord) -> None:
         if new.session_id != session_id or new.version <= expected_version:
@@ -183,9 +189,20 @@ class SqliteStore:
         return int(row[0]) if row else 0
 
     def list(self) -> list[SessionRecord]:
+        """Every session record that parses; the others are skipped and reported."""
         with self._lock:
-            rows = self._db.execute("SELECT record FROM sessions ORDER BY session_id").fetchall()
-        return [record_from_json(r[0]) for r in rows]
+            try:
+                rows = self._db.execute(
+                    "SELECT session_id, record FROM sessions ORDER BY session_id").fetchall()
+            except sqlite3.Error as e:
+                raise StoreError(f"session store read failed: {e}") from e
+        out = []
+        for sid, text in rows:
+            try:
+                out.append(record_from_json(text))
+            except Unreadable as e:
+                self._skipped(f"{_unsigned(sid):016x}", e)
+        return out
 
     def changes(self, since_revision: int = 0) -> Iterator[Change]:
         with self._lock:
