@@ -33,6 +33,10 @@ CREATE TABLE IF NOT EXISTS counter_floors (
     session_id INTEGER PRIMARY KEY,   -- gateway send counters below floor may be used
     floor INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS replay_ceilings (
+    session_id INTEGER PRIMARY KEY,   -- client counters delivered are below ceiling
+    ceiling INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS changes (
     revision INTEGER PRIMARY KEY AUTOINCREMENT,
     session_id INTEGER NOT NULL,
@@ -136,6 +140,7 @@ class SqliteStore:
             if cur.rowcount != 1:
                 raise VersionConflict(f"session {session_id:016x}: nothing deleted")
             db.execute("DELETE FROM counter_floors WHERE session_id=?", (_signed(session_id),))
+            db.execute("DELETE FROM replay_ceilings WHERE session_id=?", (_signed(session_id),))
             db.execute("INSERT INTO changes (session_id, version, kind) VALUES (?,?,?)",
                        (_signed(session_id), -1, "delete"))
 
@@ -152,6 +157,27 @@ class SqliteStore:
             db.execute("INSERT INTO counter_floors VALUES (?, ?) ON CONFLICT(session_id) "
                        "DO UPDATE SET floor=MAX(floor, excluded.floor)",
                        (_signed(session_id), floor))
+
+    def get_replay_ceiling(self, session_id: int) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT ceiling FROM replay_ceilings WHERE session_id=?",
+                                   (_signed(session_id),)).fetchone()
+        return row[0] if row else 0
+
+    def raise_replay_ceiling(self, session_id: int, ceiling: int) -> None:
+        """Durable before a client counter at or above the old ceiling is
+        delivered (never lowers it: docs/protocol.md, replay across restarts)."""
+        with self._tx() as db:
+            db.execute("INSERT INTO replay_ceilings VALUES (?, ?) ON CONFLICT(session_id) "
+                       "DO UPDATE SET ceiling=MAX(ceiling, excluded.ceiling)",
+                       (_signed(session_id), ceiling))
+
+    def settle_replay_ceiling(self, session_id: int, ceiling: int) -> None:
+        """The exact ceiling, once nothing more is delivered (a clean stop, a
+        handover): may lower it, so a restart does not strand the client."""
+        with self._tx() as db:
+            db.execute("INSERT INTO replay_ceilings VALUES (?, ?) ON CONFLICT(session_id) "
+                       "DO UPDATE SET ceiling=excluded.ceiling", (_signed(session_id), ceiling))
 
     def list(self) -> list[SessionRecord]:
         with self._lock:

@@ -29,3 +29,18 @@ def concurrent_cas_has_one_winner(store, rec, racers: int) -> None:
         t.join()
     assert len(wins) == 1 and len(losses) == racers - 1
     assert store.get(rec.session_id)[0].binding.port == 1000 + wins[0]
+
+
+def replay_ceiling_rules(store, rec) -> None:
+    """The replay ceiling (jvpn/gateway/ceiling.py): raised never lowers it,
+    settled sets it exactly, deleting the session deletes it."""
+    sid = rec.session_id
+    store.create(rec, b"k")
+    assert store.get_replay_ceiling(sid) == 0
+    store.raise_replay_ceiling(sid, 1 << 16)
+    store.raise_replay_ceiling(sid, 5)
+    assert store.get_replay_ceiling(sid) == 1 << 16
+    store.settle_replay_ceiling(sid, 42)
+    assert store.get_replay_ceiling(sid) == 42
+    store.delete(sid)
+    assert store.get_replay_ceiling(sid) == 0

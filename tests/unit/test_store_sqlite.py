@@ -7,7 +7,7 @@ import pytest
 from jvpn.session import Event, State, Transport, apply, new_session
 from jvpn.store import AlreadyExists, VersionConflict
 from jvpn.store.sqlite import SqliteStore
-from kits.store_contract import concurrent_cas_has_one_winner
+from kits.store_contract import concurrent_cas_has_one_winner, replay_ceiling_rules
 
 T1, T2 = Transport("192.0.2.10", 5555), Transport("198.51.100.7", 6000)
 
@@ -63,3 +63,7 @@ def test_survives_reopen_and_records_changes(tmp_path):
     assert next(iter(s.changes(since_revision=2))).session_id == 5
     assert (path.stat().st_mode & 0o777) == 0o600
     s.close()
+
+
+def test_replay_ceiling_rules(store):
+    replay_ceiling_rules(store, _attached(0xF000000000000003))
