@@ -52,8 +52,6 @@ from jvpn.session import (
 )
 from jvpn.store import Store, StoreError
 
-CHALLENGE_TIMEOUT_MS = 3_000
-
 
 class Reject(Exception):
     def __init__(self, reason: Reason, security: Security | None = None, detail: str = "",
@@ -254,7 +252,7 @@ class ReattachServer:
         steps = self._to_recovering(consumed, src, now)
         new = steps[-1][0]
         nonce = self.rand(wire.NONCE_LEN)
-        deadline = now + CHALLENGE_TIMEOUT_MS
+        deadline = new.recovery_deadline_ms
         start = Note(EventType.REATTACH_ATTEMPT, Reason.RECOVERY_START, src,
                      dict(version=new.version, candidate_transport=str(src),
                           recovery_deadline_ms=deadline))
@@ -275,7 +273,8 @@ class ReattachServer:
                             transport_lost_ms=cur.transport_lost_ms or now)
             steps.append((cur, tr))
         cur, tr = apply(cur, Event.SWITCH_INITIATED, now, candidate=src,
-                        transport_lost_ms=cur.transport_lost_ms or now)
+                        transport_lost_ms=cur.transport_lost_ms or now,
+                        recovery_deadline_ms=now + self.policy.recovery_window_ms)
         steps.append((cur, tr))
         return steps
 
