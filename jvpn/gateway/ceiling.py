@@ -18,9 +18,12 @@ counts as seen (a floor, like the window's own ``replay_top``, is one above
 the highest counter seen). When nothing more can be delivered (a clean stop, a
 handover: ``retire``), C is *settled* to the exact value, one above the
 highest counter delivered, so a clean restart or a handover strands nobody.
-After a crash C may be up to one block above what was delivered: the
-client's counters below C are refused until its counter passes C
-(docs/protocol.md says what that costs).
+After a crash C may be up to one block above what was delivered, so the
+window cannot be restored exactly: the session is served again only after
+its client proves the path anew (a reattach). Its element stays a
+control-only standby until then, and the window starts above the counter of
+the proven PATH_RESPONSE, which the client sent after the old process had
+stopped delivering (docs/protocol.md).
 """
 
 from __future__ import annotations
@@ -77,6 +80,14 @@ class ReplayCeiling:
             self._retired = True
             self._durable = min(self._durable, self.floor)  # what a settle may write
             return self.floor
+
+    def proven(self, floor: int) -> None:
+        """A path response proven after every previous holder of the session
+        stopped delivering bounds what they delivered (docs/protocol.md):
+        the window may start there instead of at a ceiling that was not
+        exact."""
+        with self._lock:
+            self.floor = floor
 
     def resume(self) -> None:
         with self._lock:

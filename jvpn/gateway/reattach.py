@@ -316,7 +316,10 @@ class ReattachServer:
         try:
             new, tr = apply(rec, Event.REATTACH_VALID, now, binding=p.candidate, candidate=None,
                             transport_lost_ms=None, epoch=rec.epoch + 1,
-                            switches_ms=(*rec.switches_ms, now))
+                            switches_ms=(*rec.switches_ms, now),
+                            # the client sent this after our challenge: every
+                            # counter a previous holder delivered is below it
+                            c2s_floor=max(rec.c2s_floor, hdr.counter + 1))
         except IllegalTransition as e:
             raise Reject(Reason.OWNERSHIP_CONFLICT, Security.SEC_OWNERSHIP_ANOMALY,
                          str(e)) from None

@@ -44,6 +44,9 @@ class Live:
     ceiling: ReplayCeiling  # client counters: delivered only below the durable ceiling
     installed: bool = True  # our element is in the gate (False: adopted, or parked)
     parked: bool = False  # element removed for a handover/fence that did not complete
+    # The window could not be restored exactly (a crash): no data until a
+    # reattach past this epoch proves the path (jvpn/gateway/ceiling.py).
+    blind_epoch: int | None = None
 
     def retire(self) -> int:
         """No counter is sent and no client message delivered after this
@@ -94,7 +97,7 @@ class SessionTable:
     def create(self, rec: SessionRecord, keys: SessionKeys, inner: bytes, tr) -> Live:
         """A new session from a handshake (raises StoreError: nothing changed)."""
         self.store.create(rec, keys.pack())
-        live = self.install(rec, keys, inner, stored_ceiling=0)
+        live = self.install(rec, keys, inner, stored_ceiling=(0, True))
         self.events.emit(EventType.SESSION_STATE_CHANGE, tr.reason_code, rec.session_id,
                          rec.binding, version=rec.version, previous_state=tr.previous.name,
                          new_state=tr.new.name)
@@ -186,6 +189,12 @@ class SessionTable:
     def _put(self, live: Live, rec: SessionRecord) -> None:
         """Our element, fenced by our lease; a session new to this gateway
         starts its window above what the previous owner saw."""
+        if live.blind_epoch is not None:
+            if rec.epoch <= live.blind_epoch:
+                self.gate.standby(rec, live.keys)  # reattach only, no data
+                return
+            live.ceiling.proven(rec.c2s_floor)
+            live.blind_epoch = None
         if live.parked:
             live.resume()
         self.gate.put(rec, live.keys, self.ownership.token, first=not live.installed,
@@ -194,31 +203,33 @@ class SessionTable:
         self.standby.pop(rec.session_id, None)
 
     def _live(self, rec: SessionRecord, keys: SessionKeys, inner: bytes,
-              first_counter: int = 1, stored_ceiling: int | None = None,
+              first_counter: int = 1, stored_ceiling: tuple[int, bool] | None = None,
               gate_window: bool = False) -> Live:
-        """``stored_ceiling``: the store's replay ceiling (None: read it).
+        """``stored_ceiling``: the store's replay ceiling and whether it is
+        exact (None: read it).
         ``gate_window``: the gate kept this session's window across our
         restart (pinned XDP maps): it saw every counter we delivered."""
         sid = rec.session_id
-        if stored_ceiling is None:
-            stored_ceiling = self.store.get_replay_ceiling(sid)
+        stored, exact = (self.store.get_replay_ceiling(sid) if stored_ceiling is None
+                         else stored_ceiling)
         kept = self.gate.counter_top(sid) if gate_window else 0
-        floor = (max(rec.c2s_floor, kept) if kept
-                 else start_floor(rec.c2s_floor, stored_ceiling))
-        ceiling = ReplayCeiling(floor, stored_ceiling,
+        floor = max(rec.c2s_floor, kept) if kept else start_floor(rec.c2s_floor, stored)
+        blind = not kept and not exact and stored > rec.c2s_floor
+        ceiling = ReplayCeiling(floor, stored,
                                 lambda c: self.store.raise_replay_ceiling(sid, c))
         channel = DataChannel(keys, "gateway", first_counter=max(first_counter, 1),
                               check_replay=not self.gate.checks_in_kernel,
                               check_tag=not self.gate.checks_in_kernel,
                               reserve=lambda floor: self.store.set_floor(sid, floor),
                               admit_counter=ceiling.admit)
-        live = Live(rec, keys, channel, inner, self.clock_ms(), ceiling, installed=False)
+        live = Live(rec, keys, channel, inner, self.clock_ms(), ceiling, installed=False,
+                    blind_epoch=rec.epoch if blind else None)
         self.sessions[sid] = live
         self.by_inner[inner] = sid
         return live
 
     def install(self, rec: SessionRecord, keys: SessionKeys, inner: bytes,
-                first_counter: int = 1, stored_ceiling: int | None = None,
+                first_counter: int = 1, stored_ceiling: tuple[int, bool] | None = None,
                 gate_window: bool = False) -> Live:
         """A session served here, with its element in the gate (raises StoreError)."""
         live = self._live(rec, keys, inner, first_counter, stored_ceiling, gate_window)

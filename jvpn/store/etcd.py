@@ -240,22 +240,26 @@ class EtcdStore:
     def set_floor(self, session_id: int, floor: int) -> None:
         self._raise(self._key("floors", f"{session_id:016x}"), floor, "counter floor")
 
-    def get_replay_ceiling(self, session_id: int) -> int:
+    def get_replay_ceiling(self, session_id: int) -> tuple[int, bool]:
+        """(ceiling, exact): the value is "<ceiling>" raised, "<ceiling> exact" settled."""
         got = self._get_raw(self._key("replay", f"{session_id:016x}"))
-        return int(got[0]) if got else 0
+        if not got:
+            return 0, True
+        text = got[0].decode() if isinstance(got[0], bytes) else str(got[0])
+        return int(text.split()[0]), text.endswith(" exact")
 
     def raise_replay_ceiling(self, session_id: int, ceiling: int) -> None:
         self._raise(self._key("replay", f"{session_id:016x}"), ceiling, "replay ceiling")
 
     def settle_replay_ceiling(self, session_id: int, ceiling: int) -> None:
         key = self._key("replay", f"{session_id:016x}")
-        if not self._txn([], [self._put(key, str(ceiling))]):
+        if not self._txn([], [self._put(key, f"{ceiling} exact")]):
             raise StoreError(f"replay ceiling of {session_id:016x}: not written")
 
     def _raise(self, key: str, value: int, what: str) -> None:
         for _ in range(5):  # monotonic: never lower a value another writer raised
             got = self._get_raw(key)
-            if got is not None and int(got[0]) >= value:
+            if got is not None and int(got[0].split()[0]) >= value:
                 return
             compare = ([{"key": _b64(key), "result": "EQUAL", "target": "CREATE",
                          "create_revision": 0}] if got is None else

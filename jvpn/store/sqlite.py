@@ -35,7 +35,8 @@ CREATE TABLE IF NOT EXISTS counter_floors (
 );
 CREATE TABLE IF NOT EXISTS replay_ceilings (
     session_id INTEGER PRIMARY KEY,   -- client counters delivered are below ceiling
-    ceiling INTEGER NOT NULL
+    ceiling INTEGER NOT NULL,
+    exact INTEGER NOT NULL            -- 1: settled (one above the last delivered)
 );
 CREATE TABLE IF NOT EXISTS changes (
     revision INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -158,26 +159,29 @@ class SqliteStore:
                        "DO UPDATE SET floor=MAX(floor, excluded.floor)",
                        (_signed(session_id), floor))
 
-    def get_replay_ceiling(self, session_id: int) -> int:
+    def get_replay_ceiling(self, session_id: int) -> tuple[int, bool]:
         with self._lock:
-            row = self._db.execute("SELECT ceiling FROM replay_ceilings WHERE session_id=?",
-                                   (_signed(session_id),)).fetchone()
-        return row[0] if row else 0
+            row = self._db.execute(
+                "SELECT ceiling, exact FROM replay_ceilings WHERE session_id=?",
+                (_signed(session_id),)).fetchone()
+        return (row[0], bool(row[1])) if row else (0, True)
 
     def raise_replay_ceiling(self, session_id: int, ceiling: int) -> None:
         """Durable before a client counter at or above the old ceiling is
         delivered (never lowers it: docs/protocol.md, replay across restarts)."""
         with self._tx() as db:
-            db.execute("INSERT INTO replay_ceilings VALUES (?, ?) ON CONFLICT(session_id) "
-                       "DO UPDATE SET ceiling=MAX(ceiling, excluded.ceiling)",
+            db.execute("INSERT INTO replay_ceilings VALUES (?, ?, 0) ON CONFLICT(session_id) "
+                       "DO UPDATE SET exact=CASE WHEN excluded.ceiling > ceiling THEN 0 "
+                       "ELSE exact END, ceiling=MAX(ceiling, excluded.ceiling)",
                        (_signed(session_id), ceiling))
 
     def settle_replay_ceiling(self, session_id: int, ceiling: int) -> None:
         """The exact ceiling, once nothing more is delivered (a clean stop, a
         handover): may lower it, so a restart does not strand the client."""
         with self._tx() as db:
-            db.execute("INSERT INTO replay_ceilings VALUES (?, ?) ON CONFLICT(session_id) "
-                       "DO UPDATE SET ceiling=excluded.ceiling", (_signed(session_id), ceiling))
+            db.execute("INSERT INTO replay_ceilings VALUES (?, ?, 1) ON CONFLICT(session_id) "
+                       "DO UPDATE SET ceiling=excluded.ceiling, exact=1",
+                       (_signed(session_id), ceiling))
 
     def list(self) -> list[SessionRecord]:
         with self._lock:

@@ -32,15 +32,20 @@ def concurrent_cas_has_one_winner(store, rec, racers: int) -> None:
 
 
 def replay_ceiling_rules(store, rec) -> None:
-    """The replay ceiling (jvpn/gateway/ceiling.py): raised never lowers it,
-    settled sets it exactly, deleting the session deletes it."""
+    """The replay ceiling (jvpn/gateway/ceiling.py): raised never lowers it
+    (and makes it not exact), settled sets it exactly, deleting the session
+    deletes it."""
     sid = rec.session_id
     store.create(rec, b"k")
-    assert store.get_replay_ceiling(sid) == 0
+    assert store.get_replay_ceiling(sid) == (0, True)
     store.raise_replay_ceiling(sid, 1 << 16)
     store.raise_replay_ceiling(sid, 5)
-    assert store.get_replay_ceiling(sid) == 1 << 16
+    assert store.get_replay_ceiling(sid) == (1 << 16, False)
     store.settle_replay_ceiling(sid, 42)
-    assert store.get_replay_ceiling(sid) == 42
+    assert store.get_replay_ceiling(sid) == (42, True)
+    store.raise_replay_ceiling(sid, 40)  # covered: still exact
+    assert store.get_replay_ceiling(sid) == (42, True)
+    store.raise_replay_ceiling(sid, 50)
+    assert store.get_replay_ceiling(sid) == (50, False)
     store.delete(sid)
-    assert store.get_replay_ceiling(sid) == 0
+    assert store.get_replay_ceiling(sid) == (0, True)

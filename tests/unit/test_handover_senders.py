@@ -119,4 +119,4 @@ def test_a_clustered_stop_retires_senders_and_settles_the_replay_ceiling(rig):
     follower.stop()
     with pytest.raises(CounterUnavailable):
         live.channel.next_counter()
-    assert store.get_replay_ceiling(SID) == 0  # exact: no client counter was delivered
+    assert store.get_replay_ceiling(SID) == (0, True)  # exact: no client counter delivered
