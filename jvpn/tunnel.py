@@ -156,6 +156,7 @@ class DataChannel:
                  reserve: Callable[[int], None] | None = None,
                  reserve_block: int = RESERVE_BLOCK,
                  allowed_inner_src: bytes | None = None,
+                 admit_counter: Callable[[int], bool] | None = None,
                  clock: Callable[[], float] = time.monotonic):
         c2s, s2c = (keys.data_c2s, keys.hdr_c2s), (keys.data_s2c, keys.hdr_s2c)
         (send_key, self.send_hdr_key), (recv_key, self.recv_hdr_key) = (
@@ -170,6 +171,7 @@ class DataChannel:
         self.reassembly = Reassembler(clock=clock)
         self.inner_filter = (InnerSourceFilter(allowed_inner_src)
                              if allowed_inner_src is not None else None)
+        self.admit_counter = admit_counter  # the gateway's replay ceiling (gateway/ceiling.py)
 
     def next_counter(self) -> int:
         """The next send counter; raises CounterUnavailable (nothing sent)."""
@@ -229,6 +231,8 @@ class DataChannel:
         try:
             payload = self._open(_NONCE.pack(counter), msg[abi.HDR_LEN:], hdr)
         except InvalidTag:
+            return None
+        if self.admit_counter is not None and not self.admit_counter(counter):
             return None
         if self.replay is not None and not self.replay.accept(counter):
             return None

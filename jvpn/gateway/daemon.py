@@ -19,8 +19,11 @@ the session table.
 
 Restart: sessions live in the store and the XDP maps stay pinned, so on start
 the daemon reconciles: every live store session is projected into the maps,
-every map element without a store session is removed, and send counters
-resume above the persisted floor.
+every map element without a store session is removed, send counters resume
+above the persisted floor, replay windows start above the persisted replay
+ceiling (jvpn/gateway/ceiling.py), and a session caught RECOVERING (its path
+challenge died with the old process) goes to DEGRADED so that its client's
+next reattach is served.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ from jvpn.gateway.table import Live, SessionTable
 from jvpn.gateway.timers import due_timer
 from jvpn.keys import SessionKeys, public_from_private
 from jvpn.policy import Policy
-from jvpn.session import State, Transport
+from jvpn.session import Event, State, Transport
 from jvpn.store import Store
 from jvpn.tunnel import Tun
 
@@ -195,8 +198,15 @@ class Gateway:
         rec = self.follower.reclaim(rec)
         if rec is None:
             return False
-        table.install(rec, keys, ipaddress.IPv4Address(rec.inner_addr).packed,
-                      first_counter=self.store.get_floor(rec.session_id))
+        live = table.install(rec, keys, ipaddress.IPv4Address(rec.inner_addr).packed,
+                             first_counter=self.store.get_floor(rec.session_id),
+                             gate_window=True)
+        if rec.state is State.RECOVERING:
+            # Its path challenge lived in the memory of the process that
+            # ended: nobody can answer it. Recovery fails now (DEGRADED, the
+            # candidate dropped), so the client's next reattach starts anew.
+            table.transition(live, Event.REATTACH_INVALID, candidate=None,
+                             detail="path challenge lost in a restart")
         return True
 
     # ------------------------------------------------------------ control

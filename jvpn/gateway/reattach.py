@@ -52,8 +52,6 @@ from jvpn.session import (
 )
 from jvpn.store import Store, StoreError
 
-CHALLENGE_TIMEOUT_MS = 3_000
-
 
 class Reject(Exception):
     def __init__(self, reason: Reason, security: Security | None = None, detail: str = "",
@@ -254,7 +252,7 @@ class ReattachServer:
         steps = self._to_recovering(consumed, src, now)
         new = steps[-1][0]
         nonce = self.rand(wire.NONCE_LEN)
-        deadline = now + CHALLENGE_TIMEOUT_MS
+        deadline = new.recovery_deadline_ms
         start = Note(EventType.REATTACH_ATTEMPT, Reason.RECOVERY_START, src,
                      dict(version=new.version, candidate_transport=str(src),
                           recovery_deadline_ms=deadline))
@@ -275,7 +273,8 @@ class ReattachServer:
                             transport_lost_ms=cur.transport_lost_ms or now)
             steps.append((cur, tr))
         cur, tr = apply(cur, Event.SWITCH_INITIATED, now, candidate=src,
-                        transport_lost_ms=cur.transport_lost_ms or now)
+                        transport_lost_ms=cur.transport_lost_ms or now,
+                        recovery_deadline_ms=now + self.policy.recovery_window_ms)
         steps.append((cur, tr))
         return steps
 
@@ -317,7 +316,10 @@ class ReattachServer:
         try:
             new, tr = apply(rec, Event.REATTACH_VALID, now, binding=p.candidate, candidate=None,
                             transport_lost_ms=None, epoch=rec.epoch + 1,
-                            switches_ms=(*rec.switches_ms, now))
+                            switches_ms=(*rec.switches_ms, now),
+                            # the client sent this after our challenge: every
+                            # counter a previous holder delivered is below it
+                            c2s_floor=max(rec.c2s_floor, hdr.counter + 1))
         except IllegalTransition as e:
             raise Reject(Reason.OWNERSHIP_CONFLICT, Security.SEC_OWNERSHIP_ANOMALY,
                          str(e)) from None

@@ -4,6 +4,7 @@
 Keys under ``<prefix>`` (default ``/jvpn/``):
     sessions/<session id hex>  {"record": ..., "secrets": <AES-GCM sealed>}
     floors/<session id hex>    gateway send-counter floor
+    replay/<session id hex>    client counter (replay) ceiling
     gateways/<node id>         registration, attached to the gateway's lease
     initiations/<peer key hex> the peer's newest accepted handshake timestamp
 
@@ -231,10 +232,12 @@ class EtcdStore(SkipsUnreadable):
         if got is None or (expected_version is not None and got[0].version != expected_version):
             raise VersionConflict(f"session {session_id:016x}: nothing deleted")
         floor = self._key("floors", f"{session_id:016x}")
+        ceiling = self._key("replay", f"{session_id:016x}")
         ok = self._txn([{"key": _b64(key), "result": "EQUAL", "target": "MOD",
                          "mod_revision": got[2]}],
                        [{"request_delete_range": {"key": _b64(key)}},
-                        {"request_delete_range": {"key": _b64(floor)}}])
+                        {"request_delete_range": {"key": _b64(floor)}},
+                        {"request_delete_range": {"key": _b64(ceiling)}}])
         if not ok:
             raise VersionConflict(f"session {session_id:016x} changed under us")
 
@@ -254,18 +257,36 @@ class EtcdStore(SkipsUnreadable):
         return int(got[0]) if got else 0
 
     def set_floor(self, session_id: int, floor: int) -> None:
-        key = self._key("floors", f"{session_id:016x}")
-        for _ in range(5):  # monotonic: never lower a floor another writer raised
+        self._raise(self._key("floors", f"{session_id:016x}"), floor, "counter floor")
+
+    def get_replay_ceiling(self, session_id: int) -> tuple[int, bool]:
+        """(ceiling, exact): the value is "<ceiling>" raised, "<ceiling> exact" settled."""
+        got = self._get_raw(self._key("replay", f"{session_id:016x}"))
+        if not got:
+            return 0, True
+        text = got[0].decode() if isinstance(got[0], bytes) else str(got[0])
+        return int(text.split()[0]), text.endswith(" exact")
+
+    def raise_replay_ceiling(self, session_id: int, ceiling: int) -> None:
+        self._raise(self._key("replay", f"{session_id:016x}"), ceiling, "replay ceiling")
+
+    def settle_replay_ceiling(self, session_id: int, ceiling: int) -> None:
+        key = self._key("replay", f"{session_id:016x}")
+        if not self._txn([], [self._put(key, f"{ceiling} exact")]):
+            raise StoreError(f"replay ceiling of {session_id:016x}: not written")
+
+    def _raise(self, key: str, value: int, what: str) -> None:
+        for _ in range(5):  # monotonic: never lower a value another writer raised
             got = self._get_raw(key)
-            if got is not None and int(got[0]) >= floor:
+            if got is not None and int(got[0].split()[0]) >= value:
                 return
             compare = ([{"key": _b64(key), "result": "EQUAL", "target": "CREATE",
                          "create_revision": 0}] if got is None else
                        [{"key": _b64(key), "result": "EQUAL", "target": "MOD",
                          "mod_revision": got[1]}])
-            if self._txn(compare, [self._put(key, str(floor))]):
+            if self._txn(compare, [self._put(key, str(value))]):
                 return
-        raise StoreError(f"counter floor of {session_id:016x}: too much contention")
+        raise StoreError(f"{what} of {key}: too much contention")
 
     def claim_initiation(self, peer: bytes, timestamp_ns: int) -> bool:
         """Compare-and-swap on the key's revision: of two gateways that

@@ -39,6 +39,11 @@ CREATE TABLE IF NOT EXISTS initiations (
     peer BLOB PRIMARY KEY,            -- a peer's static public key
     timestamp_ns INTEGER NOT NULL     -- its newest accepted handshake initiation
 );
+CREATE TABLE IF NOT EXISTS replay_ceilings (
+    session_id INTEGER PRIMARY KEY,   -- client counters delivered are below ceiling
+    ceiling INTEGER NOT NULL,
+    exact INTEGER NOT NULL            -- 1: settled (one above the last delivered)
+);
 CREATE TABLE IF NOT EXISTS changes (
     revision INTEGER PRIMARY KEY AUTOINCREMENT,
     session_id INTEGER NOT NULL,
@@ -146,6 +151,7 @@ class SqliteStore(SkipsUnreadable):
             if cur.rowcount != 1:
                 raise VersionConflict(f"session {session_id:016x}: nothing deleted")
             db.execute("DELETE FROM counter_floors WHERE session_id=?", (_signed(session_id),))
+            db.execute("DELETE FROM replay_ceilings WHERE session_id=?", (_signed(session_id),))
             db.execute("INSERT INTO changes (session_id, version, kind) VALUES (?,?,?)",
                        (_signed(session_id), -1, "delete"))
 
@@ -178,6 +184,33 @@ class SqliteStore(SkipsUnreadable):
                        "DO UPDATE SET timestamp_ns=excluded.timestamp_ns",
                        (peer, timestamp_ns))
         return True
+
+    def get_replay_ceiling(self, session_id: int) -> tuple[int, bool]:
+        with self._lock:
+            try:
+                row = self._db.execute(
+                    "SELECT ceiling, exact FROM replay_ceilings WHERE session_id=?",
+                    (_signed(session_id),)).fetchone()
+            except sqlite3.Error as e:
+                raise StoreError(f"session store read failed: {e}") from e
+        return (row[0], bool(row[1])) if row else (0, True)
+
+    def raise_replay_ceiling(self, session_id: int, ceiling: int) -> None:
+        """Durable before a client counter at or above the old ceiling is
+        delivered (never lowers it: docs/protocol.md, replay across restarts)."""
+        with self._tx() as db:
+            db.execute("INSERT INTO replay_ceilings VALUES (?, ?, 0) ON CONFLICT(session_id) "
+                       "DO UPDATE SET exact=CASE WHEN excluded.ceiling > ceiling THEN 0 "
+                       "ELSE exact END, ceiling=MAX(ceiling, excluded.ceiling)",
+                       (_signed(session_id), ceiling))
+
+    def settle_replay_ceiling(self, session_id: int, ceiling: int) -> None:
+        """The exact ceiling, once nothing more is delivered (a clean stop, a
+        handover): may lower it, so a restart does not strand the client."""
+        with self._tx() as db:
+            db.execute("INSERT INTO replay_ceilings VALUES (?, ?, 1) ON CONFLICT(session_id) "
+                       "DO UPDATE SET ceiling=excluded.ceiling, exact=1",
+                       (_signed(session_id), ceiling))
 
     def last_initiation(self, peer: bytes) -> int:
         with self._lock:
