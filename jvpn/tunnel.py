@@ -5,10 +5,12 @@ ciphertext of the inner IP packet (nonce = 4 zero bytes | counter LE, AAD = the
 header). On the gateway the XDP program already dropped forged, replayed and
 wrongly bound DATA; userspace verifies the AEAD and changes nothing when it
 fails. The client (no XDP) and the gateway's userspace-gate mode also check
-the header tag and the data replay window here. Keepalives and control
-messages are recorded in the channel's control window, always, after the
-AEAD / HMAC verified: the gate only checks their counters, since a copy of
-their header with another body must not consume them (issue 10 item 5).
+the header tag and the data replay window here. Keepalives (and the control
+messages ``open_control`` opens, the client's) are recorded in the channel's
+control window, always, after the AEAD / HMAC verified: the gate only checks
+their counters, since a copy of their header with another body must not
+consume them (issue 10 item 5). The gateway's reattach validator keeps its
+own window for the control messages it verifies.
 
 Hot loop: one AEAD object per key, preallocated header structs, no logging.
 """
