@@ -307,10 +307,13 @@ class Model:
             return abi.R_DROP_REPLAY  # no window to prove freshness: fail closed
         rt = self.runtime.setdefault(s.rt_slot, self._rt_type())
         self._claim(rt, sid, s)
-        # only DATA consumes its counter; keepalives and control are checked
-        # (their bodies are not tagged: the daemon records them, item 5)
-        fresh = (replay_accept if t == abi.MSG_DATA else replay_fresh)(
-            rt, counter, self.replay_bits)
+        # only DATA consumes its counter; keepalives and control are checked,
+        # also against the floor the daemon raised once it verified one
+        # (their bodies are not tagged: item 5)
+        if t == abi.MSG_DATA:
+            fresh = replay_accept(rt, counter, self.replay_bits)
+        else:
+            fresh = counter > s.ctl_floor and replay_fresh(rt, counter, self.replay_bits)
         if not fresh:
             return abi.R_DROP_REPLAY
         if is_data:

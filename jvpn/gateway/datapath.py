@@ -19,6 +19,7 @@ from jvpn.tunnel import FLAG_FRAGMENT, FLAG_REATTACH, inner_dst, send_messages
 CONTROL_TYPES = (abi.MSG_REATTACH_REQ, abi.MSG_PATH_RESPONSE)
 SENDABLE = (State.ATTACHED, State.VOLATILE, State.RECOVERING)
 SID_AT = slice(8, 16)  # the session id in every message header (jvpn/wire.py)
+COUNTER_AT = slice(16, 24)  # and its counter
 
 
 class DataPath:
@@ -61,7 +62,9 @@ class DataPath:
                       if opened[1] & FLAG_FRAGMENT else opened[2])
             if packet is not None:
                 self.tun.write(packet)
-        else:
+        else:  # verified and recorded by the channel: replays now die in the gate
+            self.table.raise_control_floor(live.record.session_id,
+                                           int.from_bytes(msg[COUNTER_AT], "little"))
             self.keepalive_reply(live)
 
     def keepalive_reply(self, live: Live) -> None:

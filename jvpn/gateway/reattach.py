@@ -218,6 +218,11 @@ class ReattachServer:
             raise Reject(Reason.RATE_LIMITED, Security.SEC_ABUSE_CONTROL_PLANE, "reattach rate")
         return Proven(rec, keys, msg, src, seq, client_nonce, now)           # 5b: the caller
 
+    def recorded(self, sid: int, counter: int) -> bool:
+        """Whether ``counter`` is in the session's control window: a message
+        under it was verified and acted on (read only)."""
+        return not self.windows.fresh(sid, counter)
+
     def _fresh(self, hdr: wire.Header) -> None:
         """The header counter of a verified message, not yet seen here (it is
         recorded once the message is acted on: after_claim, path response)."""

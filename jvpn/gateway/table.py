@@ -221,6 +221,15 @@ class SessionTable:
         live.installed, live.parked = False, True
         return self.gate.counter_top(live.record.session_id)
 
+    def raise_control_floor(self, sid: int, counter: int) -> None:
+        """A keepalive or control message of ``sid`` the daemon verified (and
+        recorded in its own window): the gate drops every keepalive / control
+        message whose counter is at or below it, before any bucket (issue 10
+        item 5). The one element write the data thread makes: a monotone
+        raise of one field, serialized with the other element writes by the
+        gate's own lock, so it needs no control lock."""
+        self.gate.raise_ctl_floor(sid, counter)
+
     def stand_by(self, rec: SessionRecord, keys: SessionKeys | None = None) -> None:
         """Another gateway owns it: a standby element lets the client's
         reattach reach us (a handoff), never its data."""

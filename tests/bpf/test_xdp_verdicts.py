@@ -589,3 +589,58 @@ def test_data_still_consumes_its_counter_in_the_gate(fresh):
     model = _model_for(fresh)
     assert _both(fresh, model, frame(70, payload=b"\xee" * 48)) == abi.R_PASS_DATA
     assert _both(fresh, model, frame(70)) == abi.R_DROP_REPLAY
+
+
+# ---- the review of the first item-5 fix: the gate recorded no keepalive or
+# control counter, so one captured message, replayed, passed every time and
+# spent the session's buckets. The daemon raises the element's ctl_floor once
+# it verified one (jvpn/gate/element.py:raised_ctl_floor, the table's only
+# hook); at or below it the gate drops keepalives and control as replays,
+# before any bucket. Default buckets here: what an attacker meets.
+def _daemon_verified(gate: Gate, model: Model, sid: int, counter: int) -> None:
+    from jvpn.gate.element import raised_ctl_floor  # noqa: PLC0415
+
+    new = raised_ctl_floor(gate.maps.get_session(sid), counter)
+    assert new is not None
+    gate.maps.put_session(sid, new)
+    model.sessions[sid] = abi.Session.from_buffer_copy(new)
+
+
+def test_a_replayed_keepalive_dies_in_the_gate_and_spends_no_bucket(fresh):
+    fresh.set_config(GateConfig(ports=[PORT, 4500]))
+    model = _model_for(fresh)
+    assert _both(fresh, model, frame(1)) == abi.R_PASS_DATA
+    ka = frame(2, t=abi.MSG_KEEPALIVE, payload=b"k" * 16)
+    assert _both(fresh, model, ka) == abi.R_PASS_KEEPALIVE
+    _daemon_verified(fresh, model, 7, 2)
+    before = bytes(fresh.maps.get_runtime(7))
+    for _ in range(4000):
+        assert _both(fresh, model, ka) == abi.R_DROP_REPLAY
+    assert bytes(fresh.maps.get_runtime(7)) == before  # no bucket, no window moved
+    assert bytes(model.runtime_of(7))[8:] == before[8:]
+    assert _both(fresh, model, frame(3)) == abi.R_PASS_DATA
+
+
+def test_a_replayed_reattach_request_does_not_starve_genuine_retries(fresh):
+    """1000 replays/s of one captured request from ever new sources while the
+    client retries every 400 ms: every retry passes, every replay dies as a
+    replay (kernel = model)."""
+    fresh.set_config(GateConfig(ports=[PORT, 4500]))
+    fresh.put(7, session(state=abi.STATE_VOLATILE))
+    model = _model_for(fresh)
+    captured = frame(10, t=abi.MSG_REATTACH_REQ, payload=b"r" * 72, **NEW_PATH)
+    assert _both(fresh, model, captured) == abi.R_PASS_CONTROL
+    _daemon_verified(fresh, model, 7, 10)
+    counter, verdicts = 10, {}
+    for ms in range(3000):
+        fresh.tick(1_000_000)
+        replay = frame(10, t=abi.MSG_REATTACH_REQ, payload=b"r" * 72,
+                       src=f"203.0.{(ms >> 8) & 255}.{ms & 255}", sport=1000 + ms)
+        r = _both(fresh, model, replay)
+        verdicts[r] = verdicts.get(r, 0) + 1
+        if ms % 400 == 7:
+            counter += 1
+            retry = frame(counter, t=abi.MSG_REATTACH_REQ, payload=b"r" * 72, **NEW_PATH)
+            assert _both(fresh, model, retry) == abi.R_PASS_CONTROL, f"retry {counter}"
+            _daemon_verified(fresh, model, 7, counter)
+    assert verdicts == {abi.R_DROP_REPLAY: 3000}

@@ -224,3 +224,55 @@ def test_a_replayed_control_header_counter_is_refused_after_the_proof(gw):
     before = gw.record()
     assert gw.server.check(again, NEW).reject.reason == "REPLAY_DETECTED"
     assert gw.record() == before
+
+
+# ---- the regression the review found in the first fix: the gate recorded no
+# keepalive or control counter, so ONE captured message replayed many times
+# passed the gate every time and spent the session's buckets (a genuine DATA,
+# or the client's genuine reattach retries, then died as drop_rate_session).
+# The daemon now raises the element's control floor once it verified a
+# keepalive or acted on a control message; copies and replays at or below it
+# die in the gate as drop_replay, before any bucket (docs/xdp.md).
+class FakeTun:
+    def __init__(self):
+        self.written = []
+
+    def write(self, pkt):
+        self.written.append(pkt)
+
+
+def _gate_count(gw, reason: int) -> int:
+    return gw.gate.model.counters[reason][0]
+
+
+def test_a_keepalive_replayed_from_the_bound_address_spends_no_bucket(gw):
+    gw.datapath.tun = FakeTun()
+    ka = gw.client.seal(b"", abi.MSG_KEEPALIVE)
+    _only(gw.receive((ka, OLD)), abi.MSG_KEEPALIVE)  # verified: answered
+    replays_dropped = _gate_count(gw, abi.R_DROP_REPLAY)
+    assert gw.receive(*[(ka, OLD)] * 4000) == []
+    assert _gate_count(gw, abi.R_DROP_REPLAY) - replays_dropped == 4000
+    assert _gate_count(gw, abi.R_DROP_RATE_SESSION) == 0
+    [data] = gw.client.seal_packet(b"\x45" + b"\0" * 27)
+    gw.receive((data, OLD))
+    assert gw.datapath.tun.written, "the next genuine DATA must pass"
+
+
+def test_a_replayed_reattach_request_does_not_starve_the_clients_retries(gw):
+    """1000 replays/s of one captured request from ever new sources, while
+    the client retries every 400 ms: every genuine retry passes the gate."""
+    captured = gw.request()
+    _only(gw.receive((captured, NEW)), abi.MSG_PATH_CHALLENGE)
+    admitted, retries = 0, 0
+    for ms in range(5_000):
+        gw.clock.ms += 1
+        src = Transport(f"203.0.{(ms >> 8) & 255}.{ms & 255}", 1000 + ms)
+        gw.receive((captured, src))
+        if ms % 400 == 7:
+            retries += 1
+            req = gw.request()
+            admitted += gw.gate.admit(req, (NEW.addr, NEW.port))
+            gw._control(req, NEW)
+    assert admitted == retries
+    assert _gate_count(gw, abi.R_DROP_RATE_SESSION) == 0
+    assert _gate_count(gw, abi.R_DROP_REPLAY) == 5_000
