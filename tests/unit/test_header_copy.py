@@ -276,3 +276,18 @@ def test_a_replayed_reattach_request_does_not_starve_the_clients_retries(gw):
     assert admitted == retries
     assert _gate_count(gw, abi.R_DROP_RATE_SESSION) == 0
     assert _gate_count(gw, abi.R_DROP_REPLAY) == 5_000
+
+
+def test_the_control_floor_survives_element_rewrites_and_restarts(gw):
+    """A rewritten element (a switch, a standby, a daemon restarted over the
+    pinned maps: put with first=True) keeps the floor: recorded keepalives
+    are not accepted again after a restart (the window restarts at the data
+    top only)."""
+    ka = gw.client.seal(b"", abi.MSG_KEEPALIVE)
+    _only(gw.receive((ka, OLD)), abi.MSG_KEEPALIVE)
+    counter = wire.parse_header(ka).counter
+    gw.gate.put(gw.record(), KEYS, first=True)
+    assert gw.gate.model.sessions[SID].ctl_floor == counter
+    assert not gw.gate.admit(ka, (OLD.addr, OLD.port))
+    gw.table.raise_control_floor(SID, counter - 1)  # never lowered
+    assert gw.gate.model.sessions[SID].ctl_floor == counter
