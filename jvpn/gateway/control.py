@@ -126,6 +126,23 @@ class ControlPath:
     # ------------------------------------------------------------ reattach
     def reattach_message(self, msg: bytes, src: Transport) -> list[Send]:
         """One REATTACH_REQ or PATH_RESPONSE; returns what to send."""
+        try:
+            return self._reattach_message(msg, src)
+        finally:
+            self._raise_control_floor(msg)
+
+    def _raise_control_floor(self, msg: bytes) -> None:
+        """Once the validator recorded the message's counter (it acted on a
+        verified message, now or before), the gate drops its replays before
+        any bucket (issue 10 item 5). Copies with another body never get here."""
+        try:
+            hdr = wire.parse_header(msg)
+        except wire.WireError:
+            return
+        if self.reattach.recorded(hdr.session_id, hdr.counter):
+            self.table.raise_control_floor(hdr.session_id, hdr.counter)
+
+    def _reattach_message(self, msg: bytes, src: Transport) -> list[Send]:
         step = self.reattach.check(msg, src)
         if isinstance(step, Proven):
             try:

@@ -89,7 +89,8 @@ class Gateway:
         self.ownership, follower_class = for_store(store, events.node_id)
         self.table = SessionTable(store=store, gate=gate, events=events,
                                   ownership=self.ownership, clock_ms=self.clock_ms,
-                                  send=self.send)
+                                  send=self.send,
+                                  control_window=policy.replay_window_size)
         self.follower = follower_class(
             store=store, table=self.table, gate=gate, ownership=self.ownership, events=events,
             lock=self.control, retry=self._retry, clock_ms=self.clock_ms)

@@ -28,6 +28,7 @@ from jvpn.tunnel import FLAG_REATTACH, CounterUnavailable, inner_dst, send_messa
 CONTROL_TYPES = (abi.MSG_REATTACH_REQ, abi.MSG_PATH_RESPONSE)
 SENDABLE = (State.ATTACHED, State.VOLATILE, State.RECOVERING)
 SID_AT = slice(8, 16)  # the session id in every message header (jvpn/wire.py)
+COUNTER_AT = slice(16, 24)  # and its counter
 # a read error a loop survives (reported); any other means the socket or TUN is gone
 TRANSIENT = frozenset({errno.EINTR, errno.EAGAIN, errno.ENOBUFS, errno.ENOMEM,
                        errno.ECONNREFUSED, errno.EMSGSIZE})
@@ -108,7 +109,9 @@ class DataPath:
             packet = live.channel.inner_packet(opened[1], opened[2])
             if packet is not None:
                 self.tun.write(packet)
-        else:
+        else:  # verified and recorded by the channel: replays now die in the gate
+            self.table.raise_control_floor(live.record.session_id,
+                                           int.from_bytes(msg[COUNTER_AT], "little"))
             self.keepalive_reply(live)
 
     def keepalive_reply(self, live: Live) -> None:

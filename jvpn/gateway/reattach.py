@@ -4,12 +4,15 @@ the new path, then switches the session's single binding.
 
 Order (each failure: a reason code, a security event, nothing changed):
   1. session exists                             SESSION_NOT_FOUND (no state allocated)
-  2. per-source and per-session rate            RATE_LIMITED
+  2. per-source rate (per-session: after 5)     RATE_LIMITED
   3. state, lifetime, transportless TTL          SESSION_EXPIRED / POLICY_DENY
      no other switch in flight                  OWNERSHIP_CONFLICT
   4. freshness: timestamp age, epoch            FRESHNESS_INVALID
      sequence not consumed                      REPLAY_DETECTED
   5. proof (header tag + HMAC under the reattach key)   AUTH_FAIL
+     header counter not seen in a verified message   REPLAY_DETECTED
+     (the gate does not record control counters: a copy of the header
+     with another body must not consume them, issue 10 item 5)
  5b. cluster: owned here, taken over from a dead owner, or parked until the
      live owner released it (jvpn/gateway/follower.py)  OWNERSHIP_CONFLICT
   -- from here the request is the key holder's: its sequence is consumed
@@ -41,6 +44,7 @@ from jvpn.gate import abi
 from jvpn.keys import SessionKeys
 from jvpn.policy import Policy
 from jvpn.ratelimit import KeyedBuckets, source_prefix
+from jvpn.replay import ControlWindows
 from jvpn.session import (
     REATTACH_STATES,
     Event,
@@ -142,6 +146,9 @@ class ReattachServer:
         self.per_source = per_source or KeyedBuckets(10, 20, clock_s)
         self.per_session = per_session or KeyedBuckets(5, 10, clock_s)
         self.pending: dict[int, Pending] = {}
+        # header counters of verified control messages, per session: the gate
+        # checks them but cannot record them (issue 10 item 5)
+        self.windows = ControlWindows(policy.replay_window_size)
         self._cached_keys: dict[int, SessionKeys] = {}
 
     # ------------------------------------------------------------ requests
@@ -188,8 +195,7 @@ class ReattachServer:
     def _request(self, hdr: wire.Header, msg: bytes, src: Transport) -> Proven:
         now = self.clock_ms()
         rec, keys = self._load(hdr.session_id)                               # 1
-        if not (self.per_source.allow(source_prefix(src.addr))
-                and self.per_session.allow(hdr.session_id)):                  # 2
+        if not self.per_source.allow(source_prefix(src.addr)):                # 2
             raise Reject(Reason.RATE_LIMITED, Security.SEC_ABUSE_CONTROL_PLANE, "reattach rate")
         self._check_alive(rec, now)                                          # 3
         if hdr.session_id in self.pending or rec.state is State.RECOVERING:
@@ -205,7 +211,22 @@ class ReattachServer:
         if epoch != rec.epoch:
             raise Reject(Reason.FRESHNESS_INVALID, Security.SEC_REPLAY_ATTEMPT, f"epoch {epoch}")
         self._verify(hdr, msg, keys)                                         # 5
+        self._fresh(hdr)
+        if not self.per_session.allow(hdr.session_id):  # 2, spent only by proven requests
+            raise Reject(Reason.RATE_LIMITED, Security.SEC_ABUSE_CONTROL_PLANE, "reattach rate")
         return Proven(rec, keys, msg, src, seq, client_nonce, now)           # 5b: the caller
+
+    def recorded(self, sid: int, counter: int) -> bool:
+        """Whether ``counter`` is in the session's control window: a message
+        under it was verified and acted on (read only)."""
+        return not self.windows.fresh(sid, counter)
+
+    def _fresh(self, hdr: wire.Header) -> None:
+        """The header counter of a verified message, not yet seen here (it is
+        recorded once the message is acted on: after_claim, path response)."""
+        if not self.windows.fresh(hdr.session_id, hdr.counter):
+            raise Reject(Reason.REPLAY_DETECTED, Security.SEC_REPLAY_ATTEMPT,
+                         f"header counter {hdr.counter} used")
 
     def _check_alive(self, rec: SessionRecord, now: int) -> None:
         if rec.state is State.TERMINATED:
@@ -240,6 +261,7 @@ class ReattachServer:
         """Steps 6-7 for a proven request, on the record ownership settled
         (``rec``): a denial (its sequence consumed) or the path challenge."""
         now, src, keys, sid = p.now, p.src, p.keys, rec.session_id
+        self.windows.mark(sid, wire.parse_header(p.msg).counter)
         recent = tuple(t for t in rec.switches_ms if now - t < 60_000)
         consumed = rec.with_(reattach_seq=p.seq, switches_ms=recent)
         last = max(rec.switches_ms, default=None)
@@ -302,6 +324,7 @@ class ReattachServer:
         rec, keys = self._load(hdr.session_id)
         server_nonce, client_nonce = self._fields(msg, abi.MSG_PATH_RESPONSE)
         self._verify(hdr, msg, keys)
+        self._fresh(hdr)
         p = self.pending.get(hdr.session_id)
         if p is None or server_nonce != p.server_nonce or client_nonce != p.client_nonce:
             raise Reject(Reason.REPLAY_DETECTED, Security.SEC_REPLAY_ATTEMPT, "no such challenge")
@@ -310,6 +333,7 @@ class ReattachServer:
                          f"answered from {src}, challenged {p.candidate}")
         now = self.clock_ms()
         del self.pending[hdr.session_id]
+        self.windows.mark(hdr.session_id, hdr.counter)
         if rec.version != p.version:
             raise Reject(Reason.OWNERSHIP_CONFLICT, Security.SEC_OWNERSHIP_ANOMALY,
                          "record moved", authenticated=True, seq=p.seq)

@@ -27,6 +27,7 @@ from jvpn.gate import abi
 from jvpn.gateway.ceiling import ReplayCeiling, start_floor
 from jvpn.gateway.ownership import OwnerWrite
 from jvpn.keys import SessionKeys
+from jvpn.replay import DEFAULT_CONTROL_WINDOW
 from jvpn.session import Event, IllegalTransition, SessionRecord, State, Transport, apply
 from jvpn.store import Store, StoreError
 from jvpn.tunnel import CounterUnavailable, DataChannel
@@ -65,9 +66,11 @@ class Live:
 
 class SessionTable:
     def __init__(self, *, store: Store, gate, events: EventLog, ownership,
-                 clock_ms: Callable[[], int], send: Send):
+                 clock_ms: Callable[[], int], send: Send,
+                 control_window: int = DEFAULT_CONTROL_WINDOW):
         self.store, self.gate, self.events, self.ownership = store, gate, events, ownership
         self.clock_ms, self.send = clock_ms, send
+        self.control_window = control_window  # the policy's security.replay_window_size
         self.sessions: dict[int, Live] = {}
         self.by_inner: dict[bytes, int] = {}
         # sessions other gateways own: (keys, owner) of our standby element
@@ -246,7 +249,8 @@ class SessionTable:
                               check_tag=not self.gate.checks_in_kernel,
                               reserve=lambda floor: self.store.set_floor(sid, floor),
                               allowed_inner_src=inner,
-                              admit_counter=ceiling.admit)
+                              admit_counter=ceiling.admit,
+                              control_window=self.control_window)
         live = Live(rec, keys, channel, inner, self.clock_ms(), ceiling, installed=False,
                     blind_epoch=rec.epoch if blind else None)
         self.sessions[sid] = live
@@ -299,6 +303,15 @@ class SessionTable:
         ceiling, so a restart (or the next owner) strands nobody."""
         for sid, live in self.sessions.items():
             self._settle(sid, live.retire())
+
+    def raise_control_floor(self, sid: int, counter: int) -> None:
+        """A keepalive or control message of ``sid`` the daemon verified (and
+        recorded in its own window): the gate drops every keepalive / control
+        message whose counter is at or below it, before any bucket (issue 10
+        item 5). The one element write the data thread makes: a monotone
+        raise of one field, serialized with the other element writes by the
+        gate's own lock, so it needs no control lock."""
+        self.gate.raise_ctl_floor(sid, counter)
 
     def stand_by(self, rec: SessionRecord, keys: SessionKeys | None = None) -> None:
         """Another gateway owns it: a standby element lets the client's

@@ -47,3 +47,30 @@ def test_a_window_starts_above_floor_and_ceiling():
     assert start_floor(0, 0) == 0
     assert start_floor(7, 0) == 7
     assert start_floor(7, 1 << 16) == 1 << 16
+
+
+def test_open_checks_window_and_ceiling_before_either_moves():
+    """DataChannel.open: the AEAD first, then the window (read only) and the
+    ceiling, and only a message both admit is recorded: a refusal by one
+    leaves the other as it was (keepalives use the control window)."""
+    from jvpn.gate import abi
+    from jvpn.keys import SessionKeys
+    from jvpn.tunnel import DataChannel
+
+    keys = SessionKeys(7, bytes(range(32)), bytes(range(1, 33)), bytes(range(2, 18)),
+                       bytes(range(3, 19)), bytes(range(4, 36)))
+    s = Store()
+    rc = ReplayCeiling(0, 0, s.raise_to, block=64, clock=lambda: 0.0)
+    gw = DataChannel(keys, "gateway", check_replay=True, admit_counter=rc.admit)
+    client = DataChannel(keys, "client")
+    for kind in (abi.MSG_DATA, abi.MSG_KEEPALIVE):
+        msg = client.seal(b"", kind)
+        s.fail, writes = True, s.writes
+        rc._durable = 0  # nothing durable: the ceiling refuses
+        assert gw.open(msg) is None
+        window = gw.control_replay if kind == abi.MSG_KEEPALIVE else gw.replay
+        assert window.replay_top == 0  # the window did not move
+        s.fail = False
+        assert gw.open(msg) is not None and s.writes == writes + 1
+        floor = rc.floor
+        assert gw.open(msg) is None and rc.floor == floor  # a replay: the ceiling untouched
