@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 
 import click
 
@@ -39,19 +40,22 @@ def gateway_up(app, config_path: str, tun_name: str, echo_events: bool):
     with claim_instance(cfg, config_path, app.paths):
         gw = build_gateway(cfg, tun_name=tun_name, echo=sys.stdout if echo_events else None,
                            paths=app.paths)
-        stop = gw.exit_requested  # set by a signal, or by the gateway itself on a failure
+        stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
-        gw.start()
+        # the gateway's one fatal path (a thread ended, the gate is gone) stops us too
+        gw.start(on_fatal=lambda _line: stop.set())
         gate = f"xdp on {cfg.xdp_interface}" if cfg.xdp_interface else "userspace"
         app.err.print(f"jvpn gateway up on :{cfg.listen_port}, inner {cfg.address}, "
                       f"gate: {gate}, events: {cfg.events_file}")
         stop.wait()
-        gw.stop()
-        gw.store.close()
-        gw.events.close()
-    if gw.failure is not None:
-        raise JvpnError(gw.failure)  # one line on stderr, exit 1
+        try:
+            gw.stop()
+            gw.store.close()
+            gw.events.close()
+        finally:
+            if gw.fatal:  # one line on stderr, exit 1: the service manager restarts us
+                raise JvpnError(gw.fatal)
 
 
 @gateway.command("down", help="Remove the gateway's persistent TUN device (sessions stay in "

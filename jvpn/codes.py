@@ -50,6 +50,16 @@ class Reason(enum.StrEnum):
     # lifecycle (jvpn)
     OK = "OK"
     GATE_DETACHED = "GATE_DETACHED"
+    # contained daemon errors (jvpn; the reason_code of a DaemonError)
+    STORE_UNAVAILABLE = "STORE_UNAVAILABLE"
+    STORE_RECORD_UNREADABLE = "STORE_RECORD_UNREADABLE"
+    COUNTER_UNAVAILABLE = "COUNTER_UNAVAILABLE"
+    OS_ERROR = "OS_ERROR"
+    EVENTS_WRITE_FAILED = "EVENTS_WRITE_FAILED"
+    INTERNAL_ERROR = "INTERNAL_ERROR"
+    THREAD_DIED = "THREAD_DIED"
+    # data path drops of authenticated messages (jvpn; DataPathDrops)
+    DATA_DROPPED = "DATA_DROPPED"
 
 
 class Security(enum.StrEnum):
@@ -59,6 +69,8 @@ class Security(enum.StrEnum):
     SEC_SESSION_FIXATION_ATTEMPT = "SEC_SESSION_FIXATION_ATTEMPT"
     SEC_OWNERSHIP_ANOMALY = "SEC_OWNERSHIP_ANOMALY"
     SEC_ABUSE_CONTROL_PLANE = "SEC_ABUSE_CONTROL_PLANE"
+    # jvpn: an authenticated peer sent inner packets from an address not its own
+    SEC_INNER_SOURCE_SPOOFED = "SEC_INNER_SOURCE_SPOOFED"
 
 
 class SwitchDenial(enum.StrEnum):
@@ -92,3 +104,5 @@ class EventType(enum.StrEnum):
     OWNERSHIP_HANDOFF = "OwnershipHandoff"
     XDP_SECURITY_DROP = "XdpSecurityDrop"
     GATE_LOST = "GateLost"
+    DAEMON_ERROR = "DaemonError"  # a loop contained an error (counted per interval)
+    DATAPATH_DROPS = "DataPathDrops"  # authenticated data not delivered (counts per interval)

@@ -1,9 +1,12 @@
 """RFC 6479 sliding-window anti-replay, WireGuard's counter_validate(): the
 one algorithm of bpf/include/replay.h, in Python. The reference model uses it
 on the kernel's struct layout; the client and the userspace gate on a
-``ReplayWindow``."""
+``ReplayWindow``; the gateway daemon keeps a ``ControlWindows`` for the
+control messages it verified (issue 10 item 5)."""
 
 from __future__ import annotations
+
+from collections import OrderedDict
 
 from jvpn.gate import abi
 
@@ -29,6 +32,20 @@ def replay_accept(rt, counter: int, bits: int = abi.REPLAY_BITS) -> bool:
         return False
     rt.replay_bitmap[index] |= bit
     return True
+
+
+def replay_fresh(rt, counter: int, bits: int = abi.REPLAY_BITS) -> bool:
+    """Mirror of replay.h:jvpn_replay_fresh: would ``counter`` be accepted?
+    Records nothing (the gate's check of keepalives and control messages,
+    whose bodies only the daemon can verify)."""
+    if counter >= abi.reject_after(bits):
+        return False
+    seq = counter + 1
+    if abi.replay_window(bits) + seq < rt.replay_top:
+        return False
+    if seq > rt.replay_top:
+        return True
+    return not rt.replay_bitmap[(seq >> 6) & (abi.replay_words(bits) - 1)] & (1 << (seq & 63))
 
 
 def seed_floor(rt, top: int, bits: int = abi.REPLAY_BITS) -> None:
@@ -57,3 +74,57 @@ class ReplayWindow:
 
     def accept(self, counter: int) -> bool:
         return replay_accept(self, counter, self.bits)
+
+    def fresh(self, counter: int) -> bool:
+        """Would ``counter`` be accepted? Records nothing."""
+        return replay_fresh(self, counter, self.bits)
+
+
+DEFAULT_CONTROL_WINDOW = 128  # the policy's security.replay_window_size default
+
+
+def window_bits(size: int) -> int:
+    """The ring size whose guaranteed window (bits - 64) holds ``size``
+    counters: a power of two, at least 128."""
+    bits = 128
+    while bits - 64 < size:
+        bits *= 2
+    return bits
+
+
+class ControlWindow(ReplayWindow):
+    """The daemon's control-plane window of one session: at least ``size``
+    counters remembered (the policy's security.replay_window_size). Marked
+    only after the message's AEAD / HMAC verified. ``fresh`` asks without
+    marking."""
+
+    __slots__ = ()
+
+    def __init__(self, size: int = DEFAULT_CONTROL_WINDOW):
+        super().__init__(window_bits(size))
+
+
+class ControlWindows:
+    """One ControlWindow per session, for the sessions that sent control
+    messages lately: at most ``capacity`` (the least recently used is
+    forgotten; what protects a reattach across that, and across restarts,
+    is the record's reattach sequence and the one-shot path challenge)."""
+
+    def __init__(self, size: int = DEFAULT_CONTROL_WINDOW, capacity: int = 65536):
+        self.size, self.capacity = size, capacity
+        self._windows: OrderedDict[int, ControlWindow] = OrderedDict()
+
+    def fresh(self, sid: int, counter: int) -> bool:
+        w = self._windows.get(sid)
+        return w is None or w.fresh(counter)
+
+    def mark(self, sid: int, counter: int) -> bool:
+        """Record a verified counter; False if it was not fresh."""
+        w = self._windows.get(sid)
+        if w is None:
+            while len(self._windows) >= self.capacity:
+                self._windows.popitem(last=False)
+            w = self._windows[sid] = ControlWindow(self.size)
+        else:
+            self._windows.move_to_end(sid)
+        return w.accept(counter)

@@ -3,9 +3,14 @@
 DATA / KEEPALIVE messages are the 32-byte tagged header, then the AEAD
 ciphertext of the inner IP packet (nonce = 4 zero bytes | counter LE, AAD = the
 header). On the gateway the XDP program already dropped forged, replayed and
-wrongly bound packets; userspace verifies the AEAD and changes nothing when it
+wrongly bound DATA; userspace verifies the AEAD and changes nothing when it
 fails. The client (no XDP) and the gateway's userspace-gate mode also check
-the header tag and the replay window here.
+the header tag and the data replay window here. Keepalives (and the control
+messages ``open_control`` opens, the client's) are recorded in the channel's
+control window, always, after the AEAD / HMAC verified: the gate only checks
+their counters, since a copy of their header with another body must not
+consume them (issue 10 item 5). The gateway's reattach validator keeps its
+own window for the control messages it verifies.
 
 Hot loop: one AEAD object per key, preallocated header structs, no logging.
 """
@@ -26,7 +31,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from jvpn.gate import abi
 from jvpn.keys import SessionKeys
-from jvpn.replay import ReplayWindow
+from jvpn.replay import DEFAULT_CONTROL_WINDOW, ControlWindow, ReplayWindow
 from jvpn.wire import header_tag
 
 # Every jvpn datagram fits a 1500-byte path (the XDP gate refuses IP fragments),
@@ -156,6 +161,8 @@ class DataChannel:
                  reserve: Callable[[int], None] | None = None,
                  reserve_block: int = RESERVE_BLOCK,
                  allowed_inner_src: bytes | None = None,
+                 admit_counter: Callable[[int], bool] | None = None,
+                 control_window: int = DEFAULT_CONTROL_WINDOW,
                  clock: Callable[[], float] = time.monotonic):
         c2s, s2c = (keys.data_c2s, keys.hdr_c2s), (keys.data_s2c, keys.hdr_s2c)
         (send_key, self.send_hdr_key), (recv_key, self.recv_hdr_key) = (
@@ -165,11 +172,13 @@ class DataChannel:
         self._open = ChaCha20Poly1305(recv_key).decrypt
         self.counter = SendCounter(first_counter, reserve, reserve_block, clock)
         self.replay = ReplayWindow() if check_replay else None
+        self.control_replay = ControlWindow(control_window)  # keepalives, control
         self.check_tag = check_tag
         self._packet_id = 0
         self.reassembly = Reassembler(clock=clock)
         self.inner_filter = (InnerSourceFilter(allowed_inner_src)
                              if allowed_inner_src is not None else None)
+        self.admit_counter = admit_counter  # the gateway's replay ceiling (gateway/ceiling.py)
 
     def next_counter(self) -> int:
         """The next send counter; raises CounterUnavailable (nothing sent)."""
@@ -216,8 +225,9 @@ class DataChannel:
 
     def open(self, msg: bytes) -> tuple[int, int, bytes] | None:
         """(type, flags, payload) of an authentic, fresh message, else None.
-        Nothing changes on failure: the replay window moves only after the
-        AEAD verified."""
+        Nothing changes on failure: a replay window moves only after the
+        AEAD verified. A keepalive is always checked against the control
+        window (the gate does not record its counter)."""
         if len(msg) < abi.HDR_LEN + abi.AEAD_TAG_LEN:
             return None
         t, _v, flags, _r, sid, counter, tag = _HDR.unpack_from(msg)
@@ -230,8 +240,15 @@ class DataChannel:
             payload = self._open(_NONCE.pack(counter), msg[abi.HDR_LEN:], hdr)
         except InvalidTag:
             return None
-        if self.replay is not None and not self.replay.accept(counter):
+        # every check before any state moves: the window (read only), then
+        # the replay ceiling (it may write ahead), then the window records
+        window = self.control_replay if t == abi.MSG_KEEPALIVE else self.replay
+        if window is not None and not window.fresh(counter):
             return None
+        if self.admit_counter is not None and not self.admit_counter(counter):
+            return None
+        if window is not None:
+            window.accept(counter)  # fresh a moment ago, on this one receive thread
         return t, flags, payload
 
     def inner_packet(self, flags: int, payload: bytes) -> bytes | None:
@@ -245,7 +262,7 @@ class DataChannel:
 
     def open_control(self, msg: bytes, reattach_key: bytes) -> tuple | None:
         """(header, fields) of an authentic, fresh control message (tag, then
-        HMAC, then the replay window), else None."""
+        HMAC, then the control window), else None."""
         from jvpn import wire  # noqa: PLC0415
 
         try:
@@ -254,7 +271,7 @@ class DataChannel:
             return None
         if hdr.session_id != self.session_id or not hdr.tag_valid(self.recv_hdr_key):
             return None
-        if self.replay is not None and not self.replay.accept(hdr.counter):
+        if not self.control_replay.accept(hdr.counter):
             return None
         return hdr, fields
 

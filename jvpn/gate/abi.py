@@ -208,6 +208,7 @@ class Session(_Struct):
         ("rt_slot", u32),  # the daemon's choice of runtime slot
         ("rt_gen", u64),  # a new value re-initializes the slot (XDP does it)
         ("replay_floor", u64),  # a new window counts everything below as seen
+        ("ctl_floor", u64),  # keepalive/control counters <= this: replays (daemon-verified)
     ]
 
 

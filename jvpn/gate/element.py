@@ -19,7 +19,7 @@ from jvpn.wire import key_words
 
 def session_element(rec: SessionRecord, keys: SessionKeys, fence: int = 0,
                     remote: bool = False, *, rt_slot: int = 0, rt_gen: int = 0,
-                    replay_floor: int = 0) -> abi.Session:
+                    replay_floor: int = 0, ctl_floor: int = 0) -> abi.Session:
     """The kernel's view of a record. ``remote``: owned by another gateway,
     only the client's reattach traffic may reach this daemon (a standby)."""
     b = rec.binding
@@ -31,7 +31,25 @@ def session_element(rec: SessionRecord, keys: SessionKeys, fence: int = 0,
         state=abi.STATE_REMOTE if remote else int(rec.state),
         bind_family=family, bind_addr=abi.addr_words(b.addr) if b else (0, 0, 0, 0),
         bind_port=abi.port_word(b.port) if b else 0,
-        rt_slot=rt_slot, rt_gen=rt_gen, replay_floor=replay_floor)
+        rt_slot=rt_slot, rt_gen=rt_gen, replay_floor=replay_floor, ctl_floor=ctl_floor)
+
+
+def kept_ctl_floor(old: abi.Session | None) -> int:
+    """What a rewritten element keeps of the one it replaces: the control
+    floor only rises (a restart over pinned maps included), whatever else
+    the record changed."""
+    return int(old.ctl_floor) if old is not None else 0
+
+
+def raised_ctl_floor(old: abi.Session | None, counter: int) -> abi.Session | None:
+    """The element with its control floor raised to ``counter`` (a keepalive
+    or control counter the daemon verified), or None: no element, or the
+    floor is already there (no write)."""
+    if old is None or counter <= old.ctl_floor:
+        return None
+    new = abi.Session.from_buffer_copy(old)
+    new.ctl_floor = counter
+    return new
 
 
 def enforced_top(sid: int, element: abi.Session | None, rt) -> int:

@@ -7,9 +7,11 @@ program initializes the slot from them (jvpn_abi.h, jvpn_sessions)."""
 
 from __future__ import annotations
 
+import threading
+
 from jvpn.errors import NotAttached
 from jvpn.gate import abi
-from jvpn.gate.element import RuntimeSlots, session_element
+from jvpn.gate.element import RuntimeSlots, kept_ctl_floor, raised_ctl_floor, session_element
 from jvpn.gate.paths import DEFAULT_PATHS, GatePaths
 from jvpn.keys import SessionKeys
 from jvpn.session import SessionRecord
@@ -30,6 +32,7 @@ class XdpGate:
         self.maps = GateMaps(self.pins, att.replay_bits)
         self.slots = RuntimeSlots(self.maps.runtime_capacity(), dict(self.maps.list_sessions()))
         self.checks_in_kernel = True
+        self._element_lock = threading.Lock()
         problem = self.detached()
         if problem is not None:
             self.maps.close()
@@ -71,8 +74,21 @@ class XdpGate:
 
     def _write(self, rec, keys, fence: int, remote: bool, first: bool, floor: int) -> None:
         sid = rec.session_id
-        slot = self.slots.place(sid, self.maps.get_session(sid), first, floor)
-        self.maps.put_session(sid, session_element(rec, keys, fence, remote, **slot))
+        with self._element_lock:
+            old = self.maps.get_session(sid)
+            slot = self.slots.place(sid, old, first, floor)
+            self.maps.put_session(sid, session_element(rec, keys, fence, remote, **slot,
+                                                       ctl_floor=kept_ctl_floor(old)))
+
+    def raise_ctl_floor(self, sid: int, counter: int) -> None:
+        """A keepalive or control counter the daemon verified: the gate drops
+        every keepalive / control message at or below it (issue 10 item 5).
+        The element lock makes this read-modify-write and ``_write`` one
+        after the other (the data thread calls this, the control thread puts)."""
+        with self._element_lock:
+            new = raised_ctl_floor(self.maps.get_session(sid), counter)
+            if new is not None:
+                self.maps.put_session(sid, new)
 
     def set_fence(self, token: int, deadline_ns: int) -> None:
         """The kernel's own fence (jvpn_abi.h, jvpn_fence): only elements
@@ -99,8 +115,9 @@ class XdpGate:
             self._published = doc
 
     def remove(self, sid: int) -> None:
-        self.maps.remove_session(sid)
-        self.slots.free(sid)
+        with self._element_lock:  # a floor raised after it must not bring it back
+            self.maps.remove_session(sid)
+            self.slots.free(sid)
 
     def counter_top(self, sid: int) -> int:
         return self.maps.counter_top(sid)

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from jvpn.gate import abi
-from jvpn.replay import replay_accept, seed_floor
+from jvpn.replay import replay_accept, replay_fresh, seed_floor
 from jvpn.wire import header_tag
 
 _U64 = (1 << 64) - 1
@@ -307,7 +307,14 @@ class Model:
             return abi.R_DROP_REPLAY  # no window to prove freshness: fail closed
         rt = self.runtime.setdefault(s.rt_slot, self._rt_type())
         self._claim(rt, sid, s)
-        if not replay_accept(rt, counter, self.replay_bits):
+        # only DATA consumes its counter; keepalives and control are checked,
+        # also against the floor the daemon raised once it verified one
+        # (their bodies are not tagged: item 5)
+        if t == abi.MSG_DATA:
+            fresh = replay_accept(rt, counter, self.replay_bits)
+        else:
+            fresh = counter > s.ctl_floor and replay_fresh(rt, counter, self.replay_bits)
+        if not fresh:
             return abi.R_DROP_REPLAY
         if is_data:
             if not (

@@ -12,7 +12,14 @@ from collections.abc import Callable
 
 from jvpn.gate import abi
 from jvpn.gate.config import GateConfig
-from jvpn.gate.element import RuntimeSlots, enforced_top, random_generation, session_element
+from jvpn.gate.element import (
+    RuntimeSlots,
+    enforced_top,
+    kept_ctl_floor,
+    raised_ctl_floor,
+    random_generation,
+    session_element,
+)
 from jvpn.gate.model import EVENT_RING_CAPACITY, MAX_SOURCES, Model
 from jvpn.keys import SessionKeys
 from jvpn.session import SessionRecord
@@ -47,8 +54,17 @@ class UserspaceGate:
 
     def _write(self, rec, keys, fence: int, remote: bool, first: bool, floor: int) -> None:
         sid = rec.session_id
-        slot = self.slots.place(sid, self.model.sessions.get(sid), first, floor)
-        self.model.sessions[sid] = session_element(rec, keys, fence, remote, **slot)
+        old = self.model.sessions.get(sid)
+        slot = self.slots.place(sid, old, first, floor)
+        self.model.sessions[sid] = session_element(rec, keys, fence, remote, **slot,
+                                                   ctl_floor=kept_ctl_floor(old))
+
+    def raise_ctl_floor(self, sid: int, counter: int) -> None:
+        """As XdpGate.raise_ctl_floor (issue 10 item 5)."""
+        with self._lock:
+            new = raised_ctl_floor(self.model.sessions.get(sid), counter)
+            if new is not None:
+                self.model.sessions[sid] = new
 
     def remove(self, sid: int) -> None:
         with self._lock:

@@ -2,8 +2,9 @@
 jvpn/gateway/admission.py and jvpn/gateway/reattach.py, ownership in the
 follower; this module carries out their decisions in order: commit through
 the session table, then the events that follow, then the reply, sealed under
-the session's keys with the session's send counter. Runs under the
-gateway's control lock."""
+the session's keys with the session's send counter, taken before the commit
+(no counter: refused, nothing changed). Runs under the gateway's control
+lock."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from jvpn.gateway.reattach import Decision, Proven, ReattachServer, Reject, Repl
 from jvpn.gateway.table import Live, SessionTable
 from jvpn.session import Event, State, Transport
 from jvpn.store import StoreError
+from jvpn.tunnel import CounterUnavailable
 
 Send = tuple[bytes, Transport]
 # An unconfirmed session ends after this long without its initiator's first
@@ -124,24 +126,57 @@ class ControlPath:
     # ------------------------------------------------------------ reattach
     def reattach_message(self, msg: bytes, src: Transport) -> list[Send]:
         """One REATTACH_REQ or PATH_RESPONSE; returns what to send."""
+        try:
+            return self._reattach_message(msg, src)
+        finally:
+            self._raise_control_floor(msg)
+
+    def _raise_control_floor(self, msg: bytes) -> None:
+        """Once the validator recorded the message's counter (it acted on a
+        verified message, now or before), the gate drops its replays before
+        any bucket (issue 10 item 5). Copies with another body never get here.
+        A retry answered with the challenge or the ACK again counts: its copies
+        must not pass for a relay, and the client's next retry takes a newer
+        counter (its channel's), so the floor never drops it."""
+        try:
+            hdr = wire.parse_header(msg)
+        except wire.WireError:
+            return
+        if self.reattach.recorded(hdr.session_id, hdr.counter):
+            self.table.raise_control_floor(hdr.session_id, hdr.counter)
+
+    def _reattach_message(self, msg: bytes, src: Transport) -> list[Send]:
         step = self.reattach.check(msg, src)
         if isinstance(step, Proven):
             try:
                 rec = self.follower.claim(step.rec, step.keys, step.msg, step.src)
             except Reject as r:
-                return self._report(self.reattach.rejected(step.rec.session_id, src, r))
+                return self._carry_out(self.reattach.rejected(step.rec.session_id, src, r))
             if rec is None:
                 return []  # parked until the owning gateway releases the session
             step = self.reattach.after_claim(step, rec)
         return self._carry_out(step) if step is not None else []
 
     def _carry_out(self, d: Decision) -> list[Send]:
+        """The send counter of the reply first: a decision whose reply cannot
+        be sealed (no durable counter, a retired channel) is refused before
+        anything changes. Then commit, events, the challenge, the reply."""
+        reply = d.reply if d.reject is None else d.rejection_reply()
+        counter = None
+        if reply is not None:
+            try:
+                counter = self._counter(d.sid)
+            except CounterUnavailable as e:
+                if d.reject is None:
+                    return self._report(Decision(d.sid, d.src, reject=Reject(
+                        Reason.COUNTER_UNAVAILABLE, None, str(e))), None)
+                # a refusal still commits what it decided (a storm's DEGRADED): unanswered
         if d.new is not None:
             try:
                 self.table.commit(d.base, d.new, d.keys, d.steps, detail=d.detail)
             except StoreError as e:  # a version conflict included: nothing changed
                 return self._report(Decision(d.sid, d.src, reject=Reject(
-                    Reason.OWNERSHIP_CONFLICT, Security.SEC_OWNERSHIP_ANOMALY, str(e))))
+                    Reason.OWNERSHIP_CONFLICT, Security.SEC_OWNERSHIP_ANOMALY, str(e))), None)
             if d.base.state is State.RECOVERING and d.new.state is State.ATTACHED:
                 self._heard_from(d.sid)
         for note in d.notes:
@@ -149,8 +184,8 @@ class ControlPath:
         if d.pending is not None:
             self.reattach.await_response(d.sid, d.pending)
         if d.reject is not None:
-            return self._report(d)
-        return self._sealed(d, d.reply)
+            return self._report(d, counter)
+        return self._sealed(d, reply, counter)
 
     def _heard_from(self, sid: int) -> None:
         """A proven path response is traffic from the client: without this
@@ -161,20 +196,26 @@ class ControlPath:
         if live is not None:
             live.last_rx_ms = self.clock_ms()
 
-    def _report(self, d: Decision) -> list[Send]:
+    def _counter(self, sid: int) -> int:
+        live = self.table.get(sid)
+        if live is None:  # not served here (a standby, or gone): no channel to count on
+            raise CounterUnavailable(f"session {sid:016x} has no send channel here")
+        return live.channel.next_counter()
+
+    def _report(self, d: Decision, counter: int | None) -> list[Send]:
         r = d.reject
         self.events.emit(EventType.REATTACH_RESULT, r.reason, d.sid, d.src, detail=r.detail,
                          accepted=False)
         if r.security:
             self.events.emit(EventType.SECURITY_EVENT, r.security, d.sid, d.src, detail=r.detail)
-        return self._sealed(d, d.rejection_reply())
+        return self._sealed(d, d.rejection_reply(), counter)
 
-    def _sealed(self, d: Decision, reply: Reply | None) -> list[Send]:
-        if reply is None:
+    @staticmethod
+    def _sealed(d: Decision, reply: Reply | None, counter: int | None) -> list[Send]:
+        if reply is None or counter is None:
             return []
         msg = wire.seal_control(
-            wire.Header(type=reply.type, session_id=d.sid,
-                        counter=self.table.next_counter(d.sid)),
+            wire.Header(type=reply.type, session_id=d.sid, counter=counter),
             d.keys.hdr_s2c, d.keys.reattach, *reply.fields)
         return [(msg, reply.to)]
 

@@ -11,14 +11,19 @@ session table (the model is wireguard-go's device/):
   timers.py     which timer a session is due for
 
 Threads: one reads the UDP socket, one reads the TUN, one runs the timers,
-and in a cluster one watches the store. Control work (handshake, reattach,
+and in a cluster one watches the store. Each iteration of each loop contains
+its errors and reports them (``DaemonError`` events, rate-limited); a thread
+that still ends stops the gateway with one line (supervise.py). Control work (handshake, reattach,
 timers, store events) is serialized by one lock; the data loops only read
 the session table.
 
 Restart: sessions live in the store and the XDP maps stay pinned, so on start
 the daemon reconciles: every live store session is projected into the maps,
-every map element without a store session is removed, and send counters
-resume above the persisted floor.
+every map element without a store session is removed, send counters resume
+above the persisted floor, replay windows start above the persisted replay
+ceiling (jvpn/gateway/ceiling.py), and a session caught RECOVERING (its path
+challenge died with the old process) goes to DEGRADED so that its client's
+next reattach is served.
 """
 
 from __future__ import annotations
@@ -38,11 +43,12 @@ from jvpn.gateway.datapath import DataPath
 from jvpn.gateway.follower import for_store
 from jvpn.gateway.listener import open_listener
 from jvpn.gateway.reattach import ReattachServer
+from jvpn.gateway.supervise import Incidents, Supervisor
 from jvpn.gateway.table import Live, SessionTable
 from jvpn.gateway.timers import due_timer
 from jvpn.keys import SessionKeys, public_from_private
 from jvpn.policy import Policy
-from jvpn.session import State, Transport
+from jvpn.session import Event, State, Transport
 from jvpn.store import Store
 from jvpn.tunnel import Tun
 
@@ -56,23 +62,35 @@ class Gateway:
                  address: ipaddress.IPv4Interface, peers: dict[bytes, ipaddress.IPv4Address],
                  policy: Policy, store: Store, gate, events: EventLog, tun_name: str = "jvpn-gw",
                  clock_ms: Callable[[], int] | None = None, cookie_threshold_per_s: int = 50,
-                 listen_device: str | None = None):
+                 listen_device: str | None = None, sock=None, tun=None):
+        """``sock`` and ``tun``: already open ones (tests: fakes); by default
+        the UDP socket is bound to ``listen`` (on ``listen_device`` only, if
+        given) and the TUN opened by name."""
         self.public_key = public_from_private(private_key)
         self.address, self.policy = address, policy
         self.store, self.gate, self.events = store, gate, events
         self.clock_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
         self.control = threading.RLock()
         self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self.failure: str | None = None  # why the gateway stopped itself (exit non-zero)
-        self.exit_requested = threading.Event()  # set on a failure; the CLI waits on it
-        self.sock = self._bind(listen, listen_device)
-        self.tun = Tun(tun_name, persist=True)
-        self.tun.configure(str(address.ip), address.network.prefixlen)
+        self.supervisor = Supervisor(self._stop, on_death=self._thread_died)
+        self.fatal: str | None = None  # why the gateway stopped itself (exit 1); first cause
+        self._fatal_lock = threading.Lock()  # two causes at once: the first one wins
+        self._on_fatal: Callable[[str], None] = (
+            lambda line: self.incidents.warn(f"jvpn gateway: {line}"))
+        self._next_gate_watch = 0.0  # monotonic seconds; the timer thread's alone
+        self.incidents = Incidents(events, self.clock_ms)
+        if hasattr(store, "on_unreadable"):  # a value that does not parse: skipped, reported
+            store.on_unreadable = self.incidents.unreadable
+        self.sock = sock if sock is not None else self._bind(listen, listen_device)
+        if tun is None:
+            tun = Tun(tun_name, persist=True)
+            tun.configure(str(address.ip), address.network.prefixlen)
+        self.tun = tun
         self.ownership, follower_class = for_store(store, events.node_id)
         self.table = SessionTable(store=store, gate=gate, events=events,
                                   ownership=self.ownership, clock_ms=self.clock_ms,
-                                  send=self.send)
+                                  send=self.send,
+                                  control_window=policy.replay_window_size)
         self.follower = follower_class(
             store=store, table=self.table, gate=gate, ownership=self.ownership, events=events,
             lock=self.control, retry=self._retry, clock_ms=self.clock_ms)
@@ -86,7 +104,13 @@ class Gateway:
             sock=self.sock, tun=self.tun, gate=gate, table=self.table, events=events,
             lock=self.control, stop=self._stop, clock_ms=self.clock_ms,
             on_handshake=self.controlpath.handshake, on_control=self.handle_control,
-            on_confirm=self.controlpath.confirm)
+            on_confirm=self.controlpath.confirm, incidents=self.incidents)
+        # the store's watch thread and the sweep deliver records here: one
+        # record the follower cannot handle must not end the watch
+        follow = self.follower.on_store_record if hasattr(
+            self.follower, "on_store_record") else None
+        if follow is not None:
+            self.follower.on_store_record = self._contained_call("store-watch", follow)
 
     @staticmethod
     def _bind(listen: tuple[str, int], device: str | None) -> socket.socket:
@@ -109,18 +133,23 @@ class Gateway:
         return self.table.fenced
 
     # ------------------------------------------------------------ lifecycle
-    def start(self) -> None:
+    def start(self, on_fatal: Callable[[str], None] | None = None) -> None:
+        """``on_fatal(line)``: the gateway must end (a thread ended although
+        it was not stopping, or the gate is gone; see :meth:`_fail`); the
+        caller stops it and exits non-zero (`gateway up`)."""
+        if on_fatal is not None:
+            self._on_fatal = on_fatal
         self.follower.arm()  # before any element of ours is written
         self.reconcile()
-        loops = [self.datapath.udp_loop, self.datapath.tun_loop, self._timer_loop,
-                 *self.follower.loops(self._stop)]
+        loops = {"udp": self.datapath.udp_loop, "tun": self.datapath.tun_loop,
+                 "timer": self._timer_loop}
+        for i, loop in enumerate(self.follower.loops(self._stop)):
+            loops[f"store-watch-{i}"] = loop
         reader = self.gate.event_reader()
         if reader is not None:
-            loops.append(lambda: self.datapath.xdp_events_loop(reader))
-        for target in loops:
-            t = threading.Thread(target=target, daemon=True)
-            t.start()
-            self._threads.append(t)
+            loops["xdp-events"] = lambda: self.datapath.xdp_events_loop(reader)
+        for name, target in loops.items():
+            self.supervisor.start(name, target)
         self.follower.publish()
         self.events.emit(EventType.GATEWAY_STARTED, Reason.OK,
                          listen=str(self.sock.getsockname()),
@@ -135,8 +164,7 @@ class Gateway:
             pass
         self.sock.close()
         self.tun.close()
-        for t in self._threads:
-            t.join(timeout=2)
+        self.supervisor.join(2)
         with self.control:
             self.follower.stop()
         self.gate.close()
@@ -148,9 +176,12 @@ class Gateway:
         with self.control:
             kept = 0
             for listed in self.store.list():
-                got = self.store.get(listed.session_id)
-                if got is not None and self._restore(got[0], SessionKeys.unpack(got[1])):
-                    kept += 1
+                try:
+                    got = self.store.get(listed.session_id)
+                    if got is not None and self._restore(got[0], SessionKeys.unpack(got[1])):
+                        kept += 1
+                except Exception as e:  # noqa: BLE001 - one session must not block the start
+                    self.incidents.report("reconcile", e)
             removed = self.table.remove_stale()
             self.events.emit(EventType.RECONCILED, Reason.OK, sessions=kept,
                              removed_from_maps=removed)
@@ -168,8 +199,15 @@ class Gateway:
         rec = self.follower.reclaim(rec)
         if rec is None:
             return False
-        table.install(rec, keys, ipaddress.IPv4Address(rec.inner_addr).packed,
-                      first_counter=self.store.get_floor(rec.session_id))
+        live = table.install(rec, keys, ipaddress.IPv4Address(rec.inner_addr).packed,
+                             first_counter=self.store.get_floor(rec.session_id),
+                             gate_window=True)
+        if rec.state is State.RECOVERING:
+            # Its path challenge lived in the memory of the process that
+            # ended: nobody can answer it. Recovery fails now (DEGRADED, the
+            # candidate dropped), so the client's next reattach starts anew.
+            table.transition(live, Event.REATTACH_INVALID, candidate=None,
+                             detail="path challenge lost in a restart")
         return True
 
     # ------------------------------------------------------------ control
@@ -188,42 +226,95 @@ class Gateway:
     def send(self, msg: bytes, to: Transport) -> None:
         try:
             self.sock.sendto(msg, (to.addr, to.port))
-        except OSError:
-            pass  # best effort: a closing socket or an unreachable client
+        except OSError as e:  # best effort: a closing socket or an unreachable client
+            if not self._stop.is_set():
+                self.incidents.report("send", e)
+
+    # ------------------------------------------------------------ supervision
+    def _contained_call(self, where: str, fn: Callable[..., None]) -> Callable[..., None]:
+        def contained(*args) -> None:
+            try:
+                fn(*args)
+            except Exception as e:  # noqa: BLE001 - contained and reported
+                self.incidents.report(where, e)
+        return contained
+
+    def _thread_died(self, name: str, why: str) -> None:
+        """A loop ended while the gateway runs: it cannot serve as it should,
+        so it must end, loudly (jvpn/gateway/supervise.py)."""
+        line = (f"gateway thread {name!r} ended ({why}): stopping, so that the lease lapses "
+                "and the service manager restarts the gateway")
+        self.incidents.note(name, Reason.THREAD_DIED, line)
+        self._fail(line)
+
+    def _fail(self, line: str) -> None:
+        """The one way the gateway ends itself (a thread died, the gate is
+        gone): ``fatal`` holds the first cause's one line and ``on_fatal``
+        gets it (`gateway up` stops, prints it, exits 1). Without an
+        ``on_fatal`` the line goes to stderr, so it is never silent."""
+        with self._fatal_lock:
+            if self.fatal is not None:
+                return  # already ending; the first cause is the one reported
+            self.fatal = line
+        self._on_fatal(line)
 
     # ------------------------------------------------------------ timers
     def _timer_loop(self) -> None:
-        next_watch = 0.0
         while not self._stop.wait(TIMER_TICK_S):
-            if time.monotonic() >= next_watch:
-                next_watch = time.monotonic() + GATE_WATCH_S
-                problem = self.gate.detached()
-                if problem is not None:
-                    self._gate_lost(problem)
-                    return
-            with self.control:
-                self.follower.check_lease()
-                self.controlpath.expire_challenges()
-                self.controlpath.expire_unconfirmed()
-                for live in list(self.table.sessions.values()):
-                    self._timers(live)
-                self.follower.expire_parked()
-            self.follower.sweep_if_due()
+            self.tick()
+
+    def tick(self) -> None:
+        """One round of the timers. Each step contains its errors: the lease
+        check and fence refresh run whatever a session or the store does."""
+        if self._gate_watch_due() and self._gate_lost_now():
+            return  # stopping: nothing more is served
+        run = self._contained_call("timer", lambda step, *args: step(*args))
+        with self.control:
+            run(self.follower.check_lease)
+            run(self.controlpath.expire_challenges)
+            run(self.controlpath.expire_unconfirmed)
+            for live in list(self.table.sessions.values()):
+                run(self._timers, live)
+            run(self.follower.expire_parked)
+        run(self.follower.sweep_if_due)
+        run(self.datapath.report_drops)
+        run(self.events.flush)  # rejection summaries due, lines a failing disk refused
+        self.incidents.flush()
+
+    def _gate_watch_due(self) -> bool:
+        now = time.monotonic()
+        if now < self._next_gate_watch:
+            return False
+        self._next_gate_watch = now + GATE_WATCH_S
+        return True
+
+    def _gate_lost_now(self) -> bool:
+        """Whether the gate is gone (then the gateway is stopping). A watch
+        that fails is contained: the next one asks again."""
+        try:
+            problem = self.gate.detached()
+        except Exception as e:  # noqa: BLE001 - contained and reported
+            self.incidents.report("gate-watch", e)
+            return False
+        if problem is None:
+            return False
+        self._gate_lost(problem)
+        return True
 
     def _gate_lost(self, problem: str) -> None:
         """The XDP gate this gateway writes into no longer guards the
         interface: the datagrams that now reach the socket were checked by
-        nobody. The socket stops at once, the gateway says so (an event;
-        the CLI prints the line and exits non-zero: a service manager
-        restarts it, and a start without the gate attached is refused)."""
-        self.failure = f"the XDP gate is gone ({problem}): stopped, nothing passes unchecked"
-        self._stop.set()
+        nobody. The socket stops at once, the gateway says so (an event,
+        then the fatal path: the CLI prints the line and exits 1; a service
+        manager restarts it, and a start without the gate attached is
+        refused)."""
+        self._stop.set()  # before the socket: the loops end as stopping, not as deaths
         try:
             self.sock.shutdown(socket.SHUT_RDWR)  # wakes the UDP loop: it takes nothing more
         except OSError:
             pass
         self.events.emit(EventType.GATE_LOST, Reason.GATE_DETACHED, detail=problem)
-        self.exit_requested.set()
+        self._fail(f"the XDP gate is gone ({problem}): stopped, nothing passes unchecked")
 
     def _timers(self, live: Live) -> None:
         if not live.confirmed:

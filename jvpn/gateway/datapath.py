@@ -2,23 +2,36 @@
 control messages to the control path under the control lock), the TUN loop
 (inner packets to the session's one binding) and the kernel's sampled
 security drops. The loops read the session table without the lock; they
-write no session state (only a session's last receive time)."""
+write no session state (only a session's last receive time).
+
+Every iteration contains its errors (jvpn/gateway/supervise.py): one
+datagram or packet, whatever it holds and whatever handling it meets (a send
+that fails, no send counter, a store or gate that fails), never ends a loop.
+Source port 0 is dropped before the gate. Inner packets enter the TUN only
+reassembled and from the session's own inner address; what the channels
+refuse is reported per interval by the timer (``report_drops``)."""
 
 from __future__ import annotations
 
+import errno
 import threading
 from collections.abc import Callable
 
-from jvpn.codes import EventType
+from jvpn.codes import EventType, Reason, Security
 from jvpn.events import EventLog
 from jvpn.gate import abi
+from jvpn.gateway.supervise import INCIDENT_INTERVAL_MS, Incidents
 from jvpn.gateway.table import Live, SessionTable
 from jvpn.session import State, Transport
-from jvpn.tunnel import FLAG_FRAGMENT, FLAG_REATTACH, inner_dst, send_messages
+from jvpn.tunnel import FLAG_REATTACH, CounterUnavailable, inner_dst, send_messages
 
 CONTROL_TYPES = (abi.MSG_REATTACH_REQ, abi.MSG_PATH_RESPONSE)
 SENDABLE = (State.ATTACHED, State.VOLATILE, State.RECOVERING)
 SID_AT = slice(8, 16)  # the session id in every message header (jvpn/wire.py)
+COUNTER_AT = slice(16, 24)  # and its counter
+# a read error a loop survives (reported); any other means the socket or TUN is gone
+TRANSIENT = frozenset({errno.EINTR, errno.EAGAIN, errno.ENOBUFS, errno.ENOMEM,
+                       errno.ECONNREFUSED, errno.EMSGSIZE})
 
 
 class DataPath:
@@ -26,22 +39,48 @@ class DataPath:
                  lock: threading.RLock, stop: threading.Event, clock_ms: Callable[[], int],
                  on_handshake: Callable[[bytes, tuple], None],
                  on_control: Callable[[bytes, Transport], None],
-                 on_confirm: Callable[[Live, Transport], None]):
+                 on_confirm: Callable[[Live, Transport], None],
+                 incidents: Incidents | None = None):
         self.sock, self.tun, self.gate, self.table, self.events = sock, tun, gate, table, events
         self.lock, self.stop, self.clock_ms = lock, stop, clock_ms
         self.on_handshake, self.on_control = on_handshake, on_control
         self.on_confirm = on_confirm  # an unconfirmed session's first message
+        self.incidents = incidents or Incidents(events, clock_ms)
+        self.dropped = {"source_port_0": 0}  # what the daemon itself dropped before the gate
+        self._drops = DropCounts(events, clock_ms)
 
+    # ------------------------------------------------------------ UDP
     def udp_loop(self) -> None:
-        recv, admit = self.sock.recvfrom, self.gate.admit
+        recv = self.sock.recvfrom
         while not self.stop.is_set():
             try:
                 msg, src = recv(65535)
-            except OSError:
-                return
-            if not msg or not admit(msg, src):
+            except OSError as e:
+                if self.stop.is_set():
+                    return
+                if e.errno not in TRANSIENT:
+                    raise  # a broken socket: the supervisor ends the gateway
+                self.incidents.report("udp", e)
                 continue
-            self.dispatch(msg, src)
+            self.receive(msg, src)
+
+    def receive(self, msg: bytes, src: tuple) -> None:
+        """One datagram as the receive loop handles it: nothing it holds,
+        and no failure of what handling it touches, ends the loop."""
+        try:
+            self.datagram(msg, src)
+        except Exception as e:  # noqa: BLE001 - contained and reported (jvpn/gateway/supervise.py)
+            self.incidents.report("udp", e)
+
+    def datagram(self, msg: bytes, src: tuple) -> None:
+        """One received datagram: source port 0 is malformed (nothing can
+        answer it; XDP drops it too), then the gate, then the dispatch."""
+        if src[1] == 0:
+            self.dropped["source_port_0"] += 1
+            return
+        if not msg or not self.gate.admit(msg, src):
+            return
+        self.dispatch(msg, src)
 
     def dispatch(self, msg: bytes, src: tuple) -> None:
         """One datagram the gate admitted."""
@@ -66,11 +105,13 @@ class DataPath:
             with self.lock:
                 self.on_confirm(live, Transport(*src[:2]))
         if t == abi.MSG_DATA:
-            packet = (live.channel.reassembly.add(opened[2])
-                      if opened[1] & FLAG_FRAGMENT else opened[2])
+            # reassembly, then the peer's allowed inner source (cryptokey routing)
+            packet = live.channel.inner_packet(opened[1], opened[2])
             if packet is not None:
                 self.tun.write(packet)
-        else:
+        else:  # verified and recorded by the channel: replays now die in the gate
+            self.table.raise_control_floor(live.record.session_id,
+                                           int.from_bytes(msg[COUNTER_AT], "little"))
             self.keepalive_reply(live)
 
     def keepalive_reply(self, live: Live) -> None:
@@ -81,37 +122,107 @@ class DataPath:
         try:
             self.sock.sendto(live.channel.seal(b"", abi.MSG_KEEPALIVE, flags),
                              (rec.binding.addr, rec.binding.port))
-        except OSError:
-            pass  # a closing socket or an unreachable client: the next one may pass
+        except (OSError, CounterUnavailable) as e:
+            self.incidents.report("keepalive", e)  # the next keepalive may pass
 
+    # ------------------------------------------------------------ TUN
     def tun_loop(self) -> None:
-        read, for_inner = self.tun.read, self.table.for_inner
+        read = self.tun.read
         while not self.stop.is_set():
             try:
                 pkt = read()
-            except OSError:
-                return
-            live = for_inner(inner_dst(pkt))
-            if live is None:
+            except OSError as e:
+                if self.stop.is_set():
+                    return
+                if e.errno not in TRANSIENT:
+                    raise  # the TUN is gone: the supervisor ends the gateway
+                self.incidents.report("tun", e)
                 continue
-            rec = live.record
-            if rec.binding is None or rec.state not in SENDABLE or not live.installed:
-                continue
-            dst = (rec.binding.addr, rec.binding.port)
             try:
-                send_messages(self.sock, live.channel.seal_packet(pkt), dst)
-            except OSError:
-                continue
+                self.downstream(pkt)
+            except Exception as e:  # noqa: BLE001 - contained and reported
+                self.incidents.report("tun", e)
+
+    def downstream(self, pkt: bytes) -> None:
+        """One inner packet from the TUN to its session's one binding. No
+        counter, no send: the packet is dropped (CounterUnavailable, OSError)."""
+        live = self.table.for_inner(inner_dst(pkt))
+        if live is None:
+            return
+        rec = live.record
+        if rec.binding is None or rec.state not in SENDABLE or not live.installed:
+            return
+        send_messages(self.sock, live.channel.seal_packet(pkt),
+                      (rec.binding.addr, rec.binding.port))
+
+    # ------------------------------------------------------------ reports
+    def report_drops(self) -> None:
+        """The timer's: what the sessions' channels refused since the last
+        call, one event per session and kind of drop (not per packet)."""
+        self._drops.report(self.table.sessions)
 
     def xdp_events_loop(self, reader) -> None:
         """The kernel's sampled security drops join the event stream."""
         try:
             while not self.stop.is_set():
-                for ev in reader.poll(200):
-                    self.events.emit(
-                        EventType.XDP_SECURITY_DROP, abi.COUNTER_NAMES[ev.reason].upper(),
-                        ev.session_id,
-                        Transport(abi.words_addr(ev.saddr, ev.family), abi.word_port(ev.sport)),
-                        where="xdp", counter=ev.counter, msg_type=ev.msg_type)
+                try:
+                    self._xdp_events(reader.poll(200))
+                except Exception as e:  # noqa: BLE001 - contained and reported
+                    self.incidents.report("xdp-events", e)
+                    self.stop.wait(0.2)
         finally:
             reader.close()
+
+    def _xdp_events(self, evs) -> None:
+        for ev in evs:
+            self.events.emit(
+                EventType.XDP_SECURITY_DROP, abi.COUNTER_NAMES[ev.reason].upper(),
+                ev.session_id,
+                Transport(abi.words_addr(ev.saddr, ev.family), abi.word_port(ev.sport)),
+                where="xdp", counter=ev.counter, msg_type=ev.msg_type)
+
+
+class DropCounts:
+    """Per session, the counters of its channel's inner source filter and
+    reassembler, reported as differences since the last report, at most once
+    per interval."""
+
+    def __init__(self, events: EventLog, clock_ms: Callable[[], int],
+                 interval_ms: int = INCIDENT_INTERVAL_MS):
+        self.events, self.clock_ms, self.interval_ms = events, clock_ms, interval_ms
+        self._last: dict[int, dict[str, int]] = {}
+        self._reported_ms: int | None = None
+
+    def report(self, sessions: dict[int, Live]) -> None:
+        now = self.clock_ms()
+        if self._reported_ms is not None and now - self._reported_ms < self.interval_ms:
+            return
+        self._reported_ms = now
+        for sid in set(self._last) - set(sessions):
+            del self._last[sid]
+        for sid, live in list(sessions.items()):
+            now = _drop_counters(live)
+            last = self._last.get(sid, {})
+            new = {k: v - last.get(k, 0) for k, v in now.items() if v > last.get(k, 0)}
+            self._last[sid] = now
+            if new:
+                self._emit(live, new)
+
+    def _emit(self, live: Live, new: dict[str, int]) -> None:
+        sid, spoofed = live.record.session_id, new.pop("inner_spoofed", 0)
+        if spoofed:
+            self.events.emit(EventType.SECURITY_EVENT, Security.SEC_INNER_SOURCE_SPOOFED, sid,
+                             live.record.binding, count=spoofed,
+                             detail="inner packets with a source not the session's address")
+        if new:
+            self.events.emit(EventType.DATAPATH_DROPS, Reason.DATA_DROPPED, sid,
+                             live.record.binding, **new)
+
+
+def _drop_counters(live: Live) -> dict[str, int]:
+    ch = live.channel
+    out = {f"reassembly_{k}": v for k, v in ch.reassembly.drops.items()}
+    if ch.inner_filter is not None:
+        out["inner_spoofed"] = ch.inner_filter.refused["spoofed"]
+        out["inner_malformed"] = ch.inner_filter.refused["malformed"]
+    return out

@@ -90,7 +90,8 @@ class NullFollower:
         pass
 
     def stop(self) -> None:
-        pass
+        """After the data loops ended: exact replay ceilings for the restart."""
+        self.table.settle_all()
 
 
 class ClusterFollower:

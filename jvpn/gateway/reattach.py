@@ -4,12 +4,15 @@ the new path, then switches the session's single binding.
 
 Order (each failure: a reason code, a security event, nothing changed):
   1. session exists                             SESSION_NOT_FOUND (no state allocated)
-  2. per-source and per-session rate            RATE_LIMITED
+  2. per-source rate (per-session: after 5)     RATE_LIMITED
   3. state, lifetime, transportless TTL          SESSION_EXPIRED / POLICY_DENY
      no other switch in flight                  OWNERSHIP_CONFLICT
   4. freshness: timestamp age, epoch            FRESHNESS_INVALID
      sequence not consumed                      REPLAY_DETECTED
   5. proof (header tag + HMAC under the reattach key)   AUTH_FAIL
+     header counter not seen in a verified message   REPLAY_DETECTED
+     (the gate does not record control counters: a copy of the header
+     with another body must not consume them, issue 10 item 5)
  5b. cluster: owned here, taken over from a dead owner, or parked until the
      live owner released it (jvpn/gateway/follower.py)  OWNERSHIP_CONFLICT
   -- from here the request is the key holder's: its sequence is consumed
@@ -32,7 +35,6 @@ through the session table (jvpn/gateway/table.py) and seals its reply
 from __future__ import annotations
 
 import os
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -42,7 +44,7 @@ from jvpn.gate import abi
 from jvpn.keys import SessionKeys
 from jvpn.policy import Policy
 from jvpn.ratelimit import KeyedBuckets, source_prefix
-from jvpn.replay import ReplayWindow
+from jvpn.replay import ControlWindows
 from jvpn.session import (
     REATTACH_STATES,
     Event,
@@ -54,8 +56,8 @@ from jvpn.session import (
 )
 from jvpn.store import Store, StoreError
 
-CHALLENGE_TIMEOUT_MS = 3_000
-WINDOWS_KEPT = 4_096  # sessions whose request counters are remembered (about 2 KiB each)
+# sessions whose control windows are kept (the least recently used is forgotten)
+WINDOWS_KEPT = 4_096
 
 
 class Reject(Exception):
@@ -150,11 +152,12 @@ class ReattachServer:
         self.per_source = per_source or KeyedBuckets(10, 20, clock_s)
         self.per_session = per_session or KeyedBuckets(5, 10, clock_s)
         self.pending: dict[int, Pending] = {}
-        # header counters of proven requests, per session, in a window as
-        # the gate's: a retry carries the same sequence under a fresh
-        # counter, so the counter tells the key holder's retry from a copy,
-        # also where no gate window saw it first (the gate is the first line)
-        self.windows: OrderedDict[int, ReplayWindow] = OrderedDict()
+        # header counters of proven control messages, per session, in one
+        # window sized as the policy says: a copy of a message (a retry's
+        # included) changes nothing; a retry carries a fresh counter, so it
+        # still reaches the sequence checks. The gate checks counters but
+        # cannot record them (issue 10 item 5): it learns the floor from here
+        self.windows = ControlWindows(policy.replay_window_size, WINDOWS_KEPT)
         self._cached_keys: dict[int, SessionKeys] = {}
 
     # ------------------------------------------------------------ requests
@@ -201,8 +204,7 @@ class ReattachServer:
     def _request(self, hdr: wire.Header, msg: bytes, src: Transport) -> Decision | Proven:
         now = self.clock_ms()
         rec, keys = self._load(hdr.session_id)                               # 1
-        if not (self.per_source.allow(source_prefix(src.addr))
-                and self.per_session.allow(hdr.session_id)):                  # 2
+        if not self.per_source.allow(source_prefix(src.addr)):                # 2
             raise Reject(Reason.RATE_LIMITED, Security.SEC_ABUSE_CONTROL_PLANE, "reattach rate")
         self._check_alive(rec, now)                                          # 3
         seq, ts_ms, client_nonce, epoch = self._fields(msg, abi.MSG_REATTACH_REQ)
@@ -210,7 +212,13 @@ class ReattachServer:
             raise Reject(Reason.FRESHNESS_INVALID, Security.SEC_REPLAY_ATTEMPT,
                          "timestamp too old/new")
         self._verify(hdr, msg, keys)                                         # 5
-        self._fresh_counter(hdr)
+        self._fresh(hdr)
+        if not self.per_session.allow(hdr.session_id):  # 2, spent only by proven requests
+            raise Reject(Reason.RATE_LIMITED, Security.SEC_ABUSE_CONTROL_PLANE, "reattach rate")
+        # Recorded now, before the sequence checks: whatever follows answers
+        # it (acted on), and a copy of it, from anywhere, dies as a replay
+        # here instead of passing for a retry or a relay.
+        self.windows.mark(hdr.session_id, hdr.counter)
         # From here the request is the key holder's (a fresh header counter
         # under its keys): every refusal is answered, sealed, so it converges.
         req = Proven(rec, keys, msg, src, seq, client_nonce, now)
@@ -229,19 +237,6 @@ class ReattachServer:
             raise self._told(req, Reason.FRESHNESS_INVALID, Security.SEC_REPLAY_ATTEMPT,
                              f"epoch {epoch}")
         return req                                                           # 5b: the caller
-
-    def _fresh_counter(self, hdr: wire.Header) -> None:
-        """After the proof (the window moves only for the key holder's messages)."""
-        sid = hdr.session_id
-        window = self.windows.get(sid)
-        if window is None:
-            window = self.windows[sid] = ReplayWindow()
-        self.windows.move_to_end(sid)
-        while len(self.windows) > WINDOWS_KEPT:
-            self.windows.popitem(last=False)
-        if not window.accept(hdr.counter):
-            raise Reject(Reason.REPLAY_DETECTED, Security.SEC_REPLAY_ATTEMPT,
-                         f"request counter {hdr.counter} seen before")
 
     @staticmethod
     def _told(req: Proven, reason: Reason, security: Security | None, detail: str) -> Reject:
@@ -296,6 +291,19 @@ class ReattachServer:
         raise self._told(req, Reason.REPLAY_DETECTED, Security.SEC_REPLAY_ATTEMPT,
                          f"sequence {req.seq} used: a new request needs a new one")
 
+    def recorded(self, sid: int, counter: int) -> bool:
+        """Whether ``counter`` is in the session's control window: a message
+        under it was verified and acted on (read only)."""
+        return not self.windows.fresh(sid, counter)
+
+    def _fresh(self, hdr: wire.Header) -> None:
+        """The header counter of a verified message, not yet seen here (it is
+        recorded once the message is acted on: a proven request that passed
+        its bucket (every one is answered), the path response that matched)."""
+        if not self.windows.fresh(hdr.session_id, hdr.counter):
+            raise Reject(Reason.REPLAY_DETECTED, Security.SEC_REPLAY_ATTEMPT,
+                         f"header counter {hdr.counter} used")
+
     def _check_alive(self, rec: SessionRecord, now: int) -> None:
         if rec.state is State.TERMINATED:
             raise Reject(Reason.SESSION_EXPIRED, None, "terminated")
@@ -342,7 +350,7 @@ class ReattachServer:
         steps = self._to_recovering(consumed, src, now)
         new = steps[-1][0]
         nonce = self.rand(wire.NONCE_LEN)
-        deadline = now + CHALLENGE_TIMEOUT_MS
+        deadline = new.recovery_deadline_ms
         notes = (Note(EventType.REATTACH_ATTEMPT, Reason.RECOVERY_START, src,
                       dict(version=new.version, candidate_transport=str(src),
                            recovery_deadline_ms=deadline)),)
@@ -368,7 +376,8 @@ class ReattachServer:
                             transport_lost_ms=cur.transport_lost_ms or now)
             steps.append((cur, tr))
         cur, tr = apply(cur, Event.SWITCH_INITIATED, now, candidate=src,
-                        transport_lost_ms=cur.transport_lost_ms or now)
+                        transport_lost_ms=cur.transport_lost_ms or now,
+                        recovery_deadline_ms=now + self.policy.recovery_window_ms)
         steps.append((cur, tr))
         return steps
 
@@ -396,6 +405,7 @@ class ReattachServer:
         rec, keys = self._load(hdr.session_id)
         server_nonce, client_nonce = self._fields(msg, abi.MSG_PATH_RESPONSE)
         self._verify(hdr, msg, keys)
+        self._fresh(hdr)
         p = self.pending.get(hdr.session_id)
         if p is None or server_nonce != p.server_nonce or client_nonce != p.client_nonce:
             raise Reject(Reason.REPLAY_DETECTED, Security.SEC_REPLAY_ATTEMPT, "no such challenge")
@@ -404,13 +414,17 @@ class ReattachServer:
                          f"answered from {src}, challenged {p.candidate}")
         now = self.clock_ms()
         del self.pending[hdr.session_id]
+        self.windows.mark(hdr.session_id, hdr.counter)
         if rec.version != p.version:
             raise Reject(Reason.OWNERSHIP_CONFLICT, Security.SEC_OWNERSHIP_ANOMALY,
                          "record moved", authenticated=True, seq=p.seq)
         try:
             new, tr = apply(rec, Event.REATTACH_VALID, now, binding=p.candidate, candidate=None,
                             transport_lost_ms=None, epoch=rec.epoch + 1, switch_seq=p.seq,
-                            switches_ms=(*rec.switches_ms, now))
+                            switches_ms=(*rec.switches_ms, now),
+                            # the client sent this after our challenge: every
+                            # counter a previous holder delivered is below it
+                            c2s_floor=max(rec.c2s_floor, hdr.counter + 1))
         except IllegalTransition as e:
             raise Reject(Reason.OWNERSHIP_CONFLICT, Security.SEC_OWNERSHIP_ANOMALY,
                          str(e)) from None

@@ -24,11 +24,13 @@ from jvpn import wire
 from jvpn.codes import EventType, Reason
 from jvpn.events import EventLog
 from jvpn.gate import abi
+from jvpn.gateway.ceiling import ReplayCeiling, start_floor
 from jvpn.gateway.ownership import OwnerWrite
 from jvpn.keys import SessionKeys
+from jvpn.replay import DEFAULT_CONTROL_WINDOW
 from jvpn.session import Event, IllegalTransition, SessionRecord, State, Transport, apply
 from jvpn.store import Store, StoreError
-from jvpn.tunnel import DataChannel
+from jvpn.tunnel import CounterUnavailable, DataChannel
 
 Send = Callable[[bytes, Transport], None]
 
@@ -40,19 +42,35 @@ class Live:
     channel: DataChannel
     inner: bytes  # the client's inner IPv4 address, packed
     last_rx_ms: int  # written by the data path, and by a proven switch (control.py)
+    ceiling: ReplayCeiling  # client counters: delivered only below the durable ceiling
     installed: bool = True  # our element is in the gate (False: adopted, or parked)
     parked: bool = False  # element removed for a handover/fence that did not complete
     # False: a new handshake's session, until its initiator's first
     # authenticated message from the bound address (jvpn/gateway/control.py);
     # downstream goes to the peer's previous session until then
     confirmed: bool = True
+    # The window could not be restored exactly (a crash): no data until a
+    # reattach past this epoch proves the path (jvpn/gateway/ceiling.py).
+    blind_epoch: int | None = None
+
+    def retire(self) -> int:
+        """No counter is sent and no client message delivered after this
+        returns (no store write in flight). Returns the exact replay ceiling."""
+        self.channel.retire()
+        return self.ceiling.retire()
+
+    def resume(self) -> None:
+        self.channel.resume()
+        self.ceiling.resume()
 
 
 class SessionTable:
     def __init__(self, *, store: Store, gate, events: EventLog, ownership,
-                 clock_ms: Callable[[], int], send: Send):
+                 clock_ms: Callable[[], int], send: Send,
+                 control_window: int = DEFAULT_CONTROL_WINDOW):
         self.store, self.gate, self.events, self.ownership = store, gate, events, ownership
         self.clock_ms, self.send = clock_ms, send
+        self.control_window = control_window  # the policy's security.replay_window_size
         self.sessions: dict[int, Live] = {}
         self.by_inner: dict[bytes, int] = {}
         # sessions other gateways own: (keys, owner) of our standby element
@@ -88,7 +106,7 @@ class SessionTable:
         """A new session from a handshake (raises StoreError: nothing changed).
         Unconfirmed, it is not routed: the peer's downstream stays where it was."""
         self.store.create(rec, keys.pack())
-        live = self._live(rec, keys, inner, routed=confirmed)
+        live = self._live(rec, keys, inner, stored_ceiling=(0, True), routed=confirmed)
         live.confirmed = confirmed
         self._put(live, rec)
         self.events.emit(EventType.SESSION_STATE_CHANGE, tr.reason_code, rec.session_id,
@@ -184,37 +202,67 @@ class SessionTable:
         if to is None:
             return
         code = reason if reason in wire.TERMINATE_REASONS else Reason.POLICY_TERMINATION
+        try:
+            counter = live.channel.next_counter()
+        except CounterUnavailable:
+            return  # no durable counter: unsaid (the client's retries meet a closed session)
         msg = wire.seal_control(
-            wire.Header(type=abi.MSG_TERMINATE, session_id=rec.session_id,
-                        counter=live.channel.next_counter()),
+            wire.Header(type=abi.MSG_TERMINATE, session_id=rec.session_id, counter=counter),
             live.keys.hdr_s2c, live.keys.reattach, wire.TERMINATE_REASONS.index(code))
         self.send(msg, to)
 
     def _put(self, live: Live, rec: SessionRecord) -> None:
         """Our element, fenced by our lease; a session new to this gateway
         starts its window above what the previous owner saw."""
+        if live.blind_epoch is not None:
+            if rec.epoch <= live.blind_epoch:
+                self.gate.standby(rec, live.keys)  # reattach only, no data
+                return
+            live.ceiling.proven(rec.c2s_floor)
+            live.blind_epoch = None
+        if live.parked:
+            live.resume()
         self.gate.put(rec, live.keys, self.ownership.token, first=not live.installed,
-                      c2s_floor=rec.c2s_floor)
+                      c2s_floor=max(rec.c2s_floor, live.ceiling.floor))
         live.installed, live.parked = True, False
         self.standby.pop(rec.session_id, None)
 
     def _live(self, rec: SessionRecord, keys: SessionKeys, inner: bytes,
-              first_counter: int = 1, routed: bool = True) -> Live:
+              first_counter: int = 1, stored_ceiling: tuple[int, bool] | None = None,
+              gate_window: bool = False, routed: bool = True) -> Live:
+        """``stored_ceiling``: the store's replay ceiling and whether it is
+        exact (None: read it).
+        ``gate_window``: the gate kept this session's window across our
+        restart (pinned XDP maps): it saw every counter we delivered.
+        ``routed``: the peer's downstream goes to this session (not yet for
+        an unconfirmed one)."""
         sid = rec.session_id
+        stored, exact = (self.store.get_replay_ceiling(sid) if stored_ceiling is None
+                         else stored_ceiling)
+        kept = self.gate.counter_top(sid) if gate_window else 0
+        floor = max(rec.c2s_floor, kept) if kept else start_floor(rec.c2s_floor, stored)
+        blind = not kept and not exact and stored > rec.c2s_floor
+        ceiling = ReplayCeiling(floor, stored,
+                                lambda c: self.store.raise_replay_ceiling(sid, c))
         channel = DataChannel(keys, "gateway", first_counter=max(first_counter, 1),
                               check_replay=not self.gate.checks_in_kernel,
                               check_tag=not self.gate.checks_in_kernel,
-                              reserve=lambda floor: self.store.set_floor(sid, floor))
-        live = Live(rec, keys, channel, inner, self.clock_ms(), installed=False)
+                              reserve=lambda floor: self.store.set_floor(sid, floor),
+                              allowed_inner_src=inner,
+                              admit_counter=ceiling.admit,
+                              control_window=self.control_window)
+        live = Live(rec, keys, channel, inner, self.clock_ms(), ceiling, installed=False,
+                    blind_epoch=rec.epoch if blind else None)
         self.sessions[sid] = live
         if routed:
             self.by_inner[inner] = sid
         return live
 
     def install(self, rec: SessionRecord, keys: SessionKeys, inner: bytes,
-                first_counter: int = 1) -> Live:
-        """A session served here, with its element in the gate."""
-        live = self._live(rec, keys, inner, first_counter)
+                first_counter: int = 1, stored_ceiling: tuple[int, bool] | None = None,
+                gate_window: bool = False) -> Live:
+        """A session served here, with its element in the gate (raises StoreError)."""
+        live = self._live(rec, keys, inner, first_counter, stored_ceiling, gate_window)
         self._put(live, rec)
         return live
 
@@ -234,12 +282,36 @@ class SessionTable:
         self._put(live, rec)
 
     def park(self, live: Live) -> int:
-        """The owner's first half of a handover: our element becomes a
-        standby (one element write: no data passes here any more). Returns
-        the highest client counter the gate saw, the next owner's floor."""
+        """The owner's first half of a handover: no sender of ours is left
+        (a floor write in flight has ended), our element becomes a standby
+        (no data passes here any more) and the replay ceiling is settled.
+        Returns the highest client counter seen, the next owner's floor."""
+        exact = live.retire()
         self.gate.standby(live.record, live.keys)
         live.installed, live.parked = False, True
-        return self.gate.counter_top(live.record.session_id)
+        self._settle(live.record.session_id, exact)
+        return max(self.gate.counter_top(live.record.session_id), exact)
+
+    def _settle(self, sid: int, exact: int) -> None:
+        try:
+            self.store.settle_replay_ceiling(sid, exact)
+        except StoreError:
+            pass  # the higher ceiling stays: safe, a restart may refuse up to a block
+
+    def settle_all(self) -> None:
+        """At a stop, after the data loops ended: each session's exact replay
+        ceiling, so a restart (or the next owner) strands nobody."""
+        for sid, live in self.sessions.items():
+            self._settle(sid, live.retire())
+
+    def raise_control_floor(self, sid: int, counter: int) -> None:
+        """A keepalive or control message of ``sid`` the daemon verified (and
+        recorded in its own window): the gate drops every keepalive / control
+        message whose counter is at or below it, before any bucket (issue 10
+        item 5). The one element write the data thread makes: a monotone
+        raise of one field, serialized with the other element writes by the
+        gate's own lock, so it needs no control lock."""
+        self.gate.raise_ctl_floor(sid, counter)
 
     def stand_by(self, rec: SessionRecord, keys: SessionKeys | None = None) -> None:
         """Another gateway owns it: a standby element lets the client's
@@ -278,6 +350,7 @@ class SessionTable:
         self.fenced = True
         for live in self.sessions.values():
             if live.installed:
+                live.retire()  # another gateway may take it: no sender of ours is left
                 self.gate.standby(live.record, live.keys)
                 live.installed, live.parked = False, True
 
@@ -286,7 +359,10 @@ class SessionTable:
 
     def stop_passing(self) -> None:
         """On a cluster gateway's stop: another gateway may take our sessions
-        at once, so our elements stop passing data first."""
+        at once, so our senders end and our elements stop passing data first;
+        then the exact replay ceilings (the next owner starts above them)."""
         for live in self.sessions.values():
+            live.retire()
             if live.installed:
                 self.gate.standby(live.record, live.keys)
+        self.settle_all()

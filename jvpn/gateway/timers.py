@@ -16,6 +16,9 @@ def due_timer(rec: SessionRecord, last_rx_ms: int, now: int,
         return Event.TRANSPORT_TTL_EXPIRED, "transportless too long", {}
     if rec.state is State.ATTACHED and now - last_rx_ms > p.heartbeat_volatile_ms:
         return Event.INSTABILITY_DETECTED, "no traffic", {"transport_lost_ms": last_rx_ms}
+    if (rec.state is State.RECOVERING and rec.recovery_deadline_ms is not None
+            and now >= rec.recovery_deadline_ms):  # the policy's recovery window
+        return Event.REATTACH_INVALID, "recovery window expired", {"candidate": None}
     if rec.state is State.VOLATILE and now - rec.last_change_ms > p.volatile_to_degraded_ms:
         event = Event.OPERATOR_TERMINATE if p.recovery_expiry_terminates else Event.RECOVERY_TIMEOUT
         return event, "recovery window expired", {}

@@ -33,6 +33,13 @@ class AlreadyExists(StoreError):
     pass
 
 
+class Unreadable(StoreError):
+    """A stored value that does not parse as what its key says it is. Reads
+    skip it (a listing goes on; ``get`` answers as if it were absent) and
+    tell the store's ``on_unreadable(key, detail)``: one bad value must not
+    stop a gateway, nor every gateway of a cluster."""
+
+
 class GatewayGone(StoreError):
     """A compare-and-swap that required a gateway's lease found it gone."""
 
@@ -62,6 +69,12 @@ class Store(Protocol):
     def set_floor(self, session_id: int, floor: int) -> None: ...
     def claim_initiation(self, peer: bytes, timestamp_ns: int) -> bool: ...
     def last_initiation(self, peer: bytes) -> int: ...
+    # Client counters: every counter the gateway delivered is below the
+    # replay ceiling (raised ahead in blocks, settled exactly when nothing
+    # more is delivered; docs/protocol.md, "Replay windows across restarts").
+    def get_replay_ceiling(self, session_id: int) -> tuple[int, bool]: ...  # (C, exact)
+    def raise_replay_ceiling(self, session_id: int, ceiling: int) -> None: ...
+    def settle_replay_ceiling(self, session_id: int, ceiling: int) -> None: ...
     def changes(self, since_revision: int = 0) -> Iterator[Change]: ...
     def close(self) -> None: ...
 
@@ -96,10 +109,29 @@ def record_to_json(rec: SessionRecord) -> str:
     return json.dumps(d, sort_keys=True)
 
 
-def record_from_json(text: str) -> SessionRecord:
-    d = json.loads(text)
-    d["state"] = State[d["state"]]
-    for k in ("binding", "candidate"):
-        d[k] = Transport(**d[k]) if d.get(k) else None
-    d["switches_ms"] = tuple(d.get("switches_ms", ()))
-    return SessionRecord(**d)
+def record_from_json(text: str | bytes) -> SessionRecord:
+    """Raises Unreadable for anything that is not a session record."""
+    try:
+        d = json.loads(text)
+        d["state"] = State[d["state"]]
+        for k in ("binding", "candidate"):
+            d[k] = Transport(**d[k]) if d.get(k) else None
+        d["switches_ms"] = tuple(d.get("switches_ms", ()))
+        rec = SessionRecord(**d)
+        if not all(isinstance(v, int) for v in (rec.session_id, rec.version, rec.epoch)):
+            raise TypeError("session_id, version and epoch must be integers")
+        return rec
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise Unreadable(f"not a session record ({type(e).__name__}: {e})") from None
+
+
+class SkipsUnreadable:
+    """A store's reads skip what does not parse and report it here."""
+
+    on_unreadable: Callable[[str, str], None] | None = None
+    unreadable = 0  # values skipped so far
+
+    def _skipped(self, key: str, e: Exception) -> None:
+        self.unreadable += 1
+        if self.on_unreadable is not None:
+            self.on_unreadable(key, str(e))

@@ -4,6 +4,7 @@
 Keys under ``<prefix>`` (default ``/jvpn/``):
     sessions/<session id hex>  {"record": ..., "secrets": <AES-GCM sealed>}
     floors/<session id hex>    gateway send-counter floor
+    replay/<session id hex>    client counter (replay) ceiling
     gateways/<node id>         registration, attached to the gateway's lease
     initiations/<peer key hex> the peer's newest accepted handshake timestamp
 
@@ -34,7 +35,9 @@ from jvpn.store import (
     AlreadyExists,
     Change,
     GatewayGone,
+    SkipsUnreadable,
     StoreError,
+    Unreadable,
     VersionConflict,
     record_from_json,
     record_to_json,
@@ -61,7 +64,7 @@ class NodeIdTaken(StoreError):
     pass
 
 
-class EtcdStore:
+class EtcdStore(SkipsUnreadable):
     clustered = True  # several gateways share it: ownership and leases apply
 
     def __init__(self, host: str = "127.0.0.1", port: int = 2379, *, cluster_key: bytes,
@@ -125,11 +128,13 @@ class EtcdStore:
         return _b64(nonce + self._aead.encrypt(nonce, secrets, self._sid_key(sid).encode()))
 
     def _open(self, sid: int, sealed: str) -> bytes:
-        raw = _unb64(sealed)
         try:
+            raw = _unb64(sealed)
             return self._aead.decrypt(raw[:12], raw[12:], self._sid_key(sid).encode())
         except InvalidTag:
             raise StoreError("session secrets do not open: wrong cluster key") from None
+        except ValueError as e:
+            raise Unreadable(f"session {sid:016x}: sealed secrets are not base64: {e}") from None
 
     @staticmethod
     def _put(key: str, value: str, lease: int | None = None) -> dict:
@@ -149,25 +154,28 @@ class EtcdStore:
             raise AlreadyExists(f"session {rec.session_id:016x} exists")
         self._seen[rec.session_id] = (rec.version, rev, sealed)
 
-    def _load(self, sid: int) -> tuple[dict, int] | None:
+    def _load(self, sid: int) -> tuple[SessionRecord, str, int] | None:
+        """(record, sealed secrets, mod_revision); raises Unreadable."""
         got = self._get_raw(self._sid_key(sid))
         if got is None:
             return None
         value, rev = got
-        try:
-            return json.loads(value), rev
-        except ValueError as e:
-            raise StoreError(f"etcd record {sid:016x} does not parse: {e}") from e
+        rec, sealed = _parse_session(value)
+        return rec, sealed, rev
 
     def get(self, session_id: int) -> tuple[SessionRecord, bytes] | None:
-        got = self._load(session_id)
+        """None also for a value that does not parse (skipped and reported)."""
+        try:
+            got = self._load(session_id)
+        except Unreadable as e:
+            self._skipped(self._sid_key(session_id), e)
+            got = None
         if got is None:
             self._seen.pop(session_id, None)
             return None
-        doc, rev = got
-        rec = record_from_json(doc["record"])
-        self._seen[session_id] = (rec.version, rev, doc["secrets"])
-        return rec, self._open(session_id, doc["secrets"])
+        rec, sealed, rev = got
+        self._seen[session_id] = (rec.version, rev, sealed)
+        return rec, self._open(session_id, sealed)
 
     def cas(self, session_id: int, expected_version: int, new: SessionRecord,
             alive: tuple[str, int] | None = None) -> None:
@@ -211,32 +219,37 @@ class EtcdStore:
         got = self._load(session_id)
         if got is None:
             raise VersionConflict(f"session {session_id:016x} is gone")
-        doc, rev = got
-        if record_from_json(doc["record"]).version != expected_version:
+        rec, sealed, rev = got
+        if rec.version != expected_version:
             raise VersionConflict(
                 f"session {session_id:016x} is no longer at version {expected_version}")
-        return rev, doc["secrets"]
+        return rev, sealed
 
     def delete(self, session_id: int, expected_version: int | None = None) -> None:
         key = self._sid_key(session_id)
         self._seen.pop(session_id, None)
         got = self._load(session_id)
-        if got is None or (expected_version is not None and
-                           record_from_json(got[0]["record"]).version != expected_version):
+        if got is None or (expected_version is not None and got[0].version != expected_version):
             raise VersionConflict(f"session {session_id:016x}: nothing deleted")
         floor = self._key("floors", f"{session_id:016x}")
+        ceiling = self._key("replay", f"{session_id:016x}")
         ok = self._txn([{"key": _b64(key), "result": "EQUAL", "target": "MOD",
-                         "mod_revision": got[1]}],
+                         "mod_revision": got[2]}],
                        [{"request_delete_range": {"key": _b64(key)}},
-                        {"request_delete_range": {"key": _b64(floor)}}])
+                        {"request_delete_range": {"key": _b64(floor)}},
+                        {"request_delete_range": {"key": _b64(ceiling)}}])
         if not ok:
             raise VersionConflict(f"session {session_id:016x} changed under us")
 
     def list(self) -> list[SessionRecord]:
+        """Every session record that parses; the others are skipped and reported."""
         got = self._call("get_prefix", self._client.get_prefix, self._key("sessions", ""))
         out = []
-        for value, _meta in got:
-            out.append(record_from_json(json.loads(value)["record"]))
+        for value, meta in got:
+            try:
+                out.append(_parse_session(value)[0])
+            except Unreadable as e:
+                self._skipped(_meta_key(meta), e)
         return sorted(out, key=lambda r: r.session_id)
 
     def get_floor(self, session_id: int) -> int:
@@ -244,18 +257,36 @@ class EtcdStore:
         return int(got[0]) if got else 0
 
     def set_floor(self, session_id: int, floor: int) -> None:
-        key = self._key("floors", f"{session_id:016x}")
-        for _ in range(5):  # monotonic: never lower a floor another writer raised
+        self._raise(self._key("floors", f"{session_id:016x}"), floor, "counter floor")
+
+    def get_replay_ceiling(self, session_id: int) -> tuple[int, bool]:
+        """(ceiling, exact): the value is "<ceiling>" raised, "<ceiling> exact" settled."""
+        got = self._get_raw(self._key("replay", f"{session_id:016x}"))
+        if not got:
+            return 0, True
+        text = got[0].decode() if isinstance(got[0], bytes) else str(got[0])
+        return int(text.split()[0]), text.endswith(" exact")
+
+    def raise_replay_ceiling(self, session_id: int, ceiling: int) -> None:
+        self._raise(self._key("replay", f"{session_id:016x}"), ceiling, "replay ceiling")
+
+    def settle_replay_ceiling(self, session_id: int, ceiling: int) -> None:
+        key = self._key("replay", f"{session_id:016x}")
+        if not self._txn([], [self._put(key, f"{ceiling} exact")]):
+            raise StoreError(f"replay ceiling of {session_id:016x}: not written")
+
+    def _raise(self, key: str, value: int, what: str) -> None:
+        for _ in range(5):  # monotonic: never lower a value another writer raised
             got = self._get_raw(key)
-            if got is not None and int(got[0]) >= floor:
+            if got is not None and int(got[0].split()[0]) >= value:
                 return
             compare = ([{"key": _b64(key), "result": "EQUAL", "target": "CREATE",
                          "create_revision": 0}] if got is None else
                        [{"key": _b64(key), "result": "EQUAL", "target": "MOD",
                          "mod_revision": got[1]}])
-            if self._txn(compare, [self._put(key, str(floor))]):
+            if self._txn(compare, [self._put(key, str(value))]):
                 return
-        raise StoreError(f"counter floor of {session_id:016x}: too much contention")
+        raise StoreError(f"{what} of {key}: too much contention")
 
     def claim_initiation(self, peer: bytes, timestamp_ns: int) -> bool:
         """Compare-and-swap on the key's revision: of two gateways that
@@ -290,16 +321,19 @@ class EtcdStore:
             except Exception:  # noqa: BLE001 - etcd3gw raises on the watch timeout
                 return
             kv = ev["kv"]  # etcd3gw hands key and value over decoded
-            sid = int(kv["key"].decode().rsplit("/", 1)[1], 16)
             mod = int(kv.get("mod_revision", rev))
-            if ev.get("type") == "DELETE":
-                yield Change(mod, sid, -1, "delete")
-            else:
-                version = record_from_json(json.loads(kv["value"])["record"]).version
-                kind = "create" if kv.get("create_revision") == kv.get("mod_revision") else \
-                    "update"
-                yield Change(mod, sid, version, kind)
             rev = mod + 1
+            try:
+                sid = _sid_of(kv["key"].decode())
+                if ev.get("type") == "DELETE":
+                    yield Change(mod, sid, -1, "delete")
+                    continue
+                version = _parse_session(kv["value"])[0].version
+            except Unreadable as e:
+                self._skipped(repr(kv.get("key")), e)
+                continue
+            kind = "create" if kv.get("create_revision") == kv.get("mod_revision") else "update"
+            yield Change(mod, sid, version, kind)
 
     # ------------------------------------------------------------ gateways
     def register_gateway(self, node_id: str, ttl_s: int = 2) -> int:
@@ -391,18 +425,20 @@ class EtcdStore:
             stop.wait(0.2)
 
     def _dispatch(self, result: dict, on_record) -> None:
+        """Each event of a watch answer; one that does not parse is skipped
+        and reported, the others still delivered."""
         for ev in result.get("events", ()):
-            kv = ev["kv"]
-            sid = int(_unb64(kv["key"]).decode().rsplit("/", 1)[1], 16)
-            if ev.get("type") == "DELETE":
+            try:
+                sid, rec, sealed, rev = _parse_event(ev)
+            except Unreadable as e:
+                self._skipped(_meta_key(ev.get("kv")), e)
+                continue
+            if rec is None:
                 self._seen.pop(sid, None)
                 on_record(sid, None)
                 continue
-            doc = json.loads(_unb64(kv["value"]))
-            rec = record_from_json(doc["record"])
-            rev = int(kv.get("mod_revision", 0))
             if rev > self._seen.get(sid, (0, 0, ""))[1]:  # a CAS needs no read after this
-                self._seen[sid] = (rec.version, rev, doc["secrets"])
+                self._seen[sid] = (rec.version, rev, sealed)
             on_record(sid, rec)
 
     def close(self) -> None:
@@ -420,3 +456,46 @@ class EtcdStore:
                 lease.revoke()
             except Exception:  # noqa: BLE001 - best effort: the lease expires anyway
                 pass
+
+
+# ------------------------------------------------------------ parsing what etcd holds
+def _parse_session(value: bytes | str) -> tuple[SessionRecord, str]:
+    """(record, sealed secrets) of a sessions/ value; raises Unreadable."""
+    try:
+        doc = json.loads(value)
+        record, sealed = doc["record"], doc["secrets"]
+        if not isinstance(record, str) or not isinstance(sealed, str):
+            raise TypeError("record and secrets must be strings")
+    except (ValueError, KeyError, TypeError) as e:
+        raise Unreadable(f"not a session value ({type(e).__name__}: {e})") from None
+    return record_from_json(record), sealed
+
+
+def _sid_of(key: str) -> int:
+    try:
+        return int(key.rsplit("/", 1)[1], 16)
+    except (IndexError, ValueError) as e:
+        raise Unreadable(f"not a session key: {key!r:.80}") from e
+
+
+def _parse_event(ev: dict) -> tuple[int, SessionRecord | None, str, int]:
+    """(session id, record or None for a deletion, sealed secrets,
+    mod_revision) of one watch event (key and value base64); raises Unreadable."""
+    try:
+        kv = ev["kv"]
+        sid = _sid_of(_unb64(kv["key"]).decode())
+        if ev.get("type") == "DELETE":
+            return sid, None, "", 0
+        rec, sealed = _parse_session(_unb64(kv["value"]))
+        return sid, rec, sealed, int(kv.get("mod_revision", 0))
+    except (KeyError, TypeError, ValueError) as e:
+        raise Unreadable(f"not a session event ({type(e).__name__}: {e})") from None
+
+
+def _meta_key(meta) -> str:
+    """The key of a value etcd3gw returned with its metadata (for the report)."""
+    try:
+        key = meta["key"]
+        return key.decode() if isinstance(key, bytes) else _unb64(key).decode()
+    except Exception:  # noqa: BLE001 - only used to name what was skipped
+        return "?"

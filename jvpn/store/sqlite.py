@@ -16,7 +16,9 @@ from jvpn.session import SessionRecord
 from jvpn.store import (
     AlreadyExists,
     Change,
+    SkipsUnreadable,
     StoreError,
+    Unreadable,
     VersionConflict,
     record_from_json,
     record_to_json,
@@ -36,6 +38,11 @@ CREATE TABLE IF NOT EXISTS counter_floors (
 CREATE TABLE IF NOT EXISTS initiations (
     peer BLOB PRIMARY KEY,            -- a peer's static public key
     timestamp_ns INTEGER NOT NULL     -- its newest accepted handshake initiation
+);
+CREATE TABLE IF NOT EXISTS replay_ceilings (
+    session_id INTEGER PRIMARY KEY,   -- client counters delivered are below ceiling
+    ceiling INTEGER NOT NULL,
+    exact INTEGER NOT NULL            -- 1: settled (one above the last delivered)
 );
 CREATE TABLE IF NOT EXISTS changes (
     revision INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -71,7 +78,7 @@ def _prepare(path: Path) -> None:
         tighten_if_present(path.with_name(path.name + suffix))
 
 
-class SqliteStore:
+class SqliteStore(SkipsUnreadable):
     def __init__(self, path: Path):
         self.path = Path(path)
         try:
@@ -115,7 +122,11 @@ class SqliteStore:
                 raise StoreError(f"session store read failed: {e}") from e
         if row is None:
             return None
-        return record_from_json(row[0]), bytes(row[1])
+        try:
+            return record_from_json(row[0]), bytes(row[1])
+        except Unreadable as e:
+            self._skipped(f"{session_id:016x}", e)
+            return None
 
     def cas(self, session_id: int, expected_version: int, new: SessionRecord) -> None:
         if new.session_id != session_id or new.version <= expected_version:
@@ -140,6 +151,7 @@ class SqliteStore:
             if cur.rowcount != 1:
                 raise VersionConflict(f"session {session_id:016x}: nothing deleted")
             db.execute("DELETE FROM counter_floors WHERE session_id=?", (_signed(session_id),))
+            db.execute("DELETE FROM replay_ceilings WHERE session_id=?", (_signed(session_id),))
             db.execute("INSERT INTO changes (session_id, version, kind) VALUES (?,?,?)",
                        (_signed(session_id), -1, "delete"))
 
@@ -173,6 +185,33 @@ class SqliteStore:
                        (peer, timestamp_ns))
         return True
 
+    def get_replay_ceiling(self, session_id: int) -> tuple[int, bool]:
+        with self._lock:
+            try:
+                row = self._db.execute(
+                    "SELECT ceiling, exact FROM replay_ceilings WHERE session_id=?",
+                    (_signed(session_id),)).fetchone()
+            except sqlite3.Error as e:
+                raise StoreError(f"session store read failed: {e}") from e
+        return (row[0], bool(row[1])) if row else (0, True)
+
+    def raise_replay_ceiling(self, session_id: int, ceiling: int) -> None:
+        """Durable before a client counter at or above the old ceiling is
+        delivered (never lowers it: docs/protocol.md, replay across restarts)."""
+        with self._tx() as db:
+            db.execute("INSERT INTO replay_ceilings VALUES (?, ?, 0) ON CONFLICT(session_id) "
+                       "DO UPDATE SET exact=CASE WHEN excluded.ceiling > ceiling THEN 0 "
+                       "ELSE exact END, ceiling=MAX(ceiling, excluded.ceiling)",
+                       (_signed(session_id), ceiling))
+
+    def settle_replay_ceiling(self, session_id: int, ceiling: int) -> None:
+        """The exact ceiling, once nothing more is delivered (a clean stop, a
+        handover): may lower it, so a restart does not strand the client."""
+        with self._tx() as db:
+            db.execute("INSERT INTO replay_ceilings VALUES (?, ?, 1) ON CONFLICT(session_id) "
+                       "DO UPDATE SET ceiling=excluded.ceiling, exact=1",
+                       (_signed(session_id), ceiling))
+
     def last_initiation(self, peer: bytes) -> int:
         with self._lock:
             try:
@@ -183,9 +222,20 @@ class SqliteStore:
         return int(row[0]) if row else 0
 
     def list(self) -> list[SessionRecord]:
+        """Every session record that parses; the others are skipped and reported."""
         with self._lock:
-            rows = self._db.execute("SELECT record FROM sessions ORDER BY session_id").fetchall()
-        return [record_from_json(r[0]) for r in rows]
+            try:
+                rows = self._db.execute(
+                    "SELECT session_id, record FROM sessions ORDER BY session_id").fetchall()
+            except sqlite3.Error as e:
+                raise StoreError(f"session store read failed: {e}") from e
+        out = []
+        for sid, text in rows:
+            try:
+                out.append(record_from_json(text))
+            except Unreadable as e:
+                self._skipped(f"{_unsigned(sid):016x}", e)
+        return out
 
     def changes(self, since_revision: int = 0) -> Iterator[Change]:
         with self._lock:

@@ -14,7 +14,11 @@ from jvpn.session import Event, Transport, apply, new_session
 from jvpn.store import AlreadyExists, StoreError, VersionConflict
 from jvpn.store.etcd import EtcdStore
 from kits.cluster_kit import need_etcd
-from kits.store_contract import concurrent_cas_has_one_winner, initiation_claims_have_one_winner
+from kits.store_contract import (
+    concurrent_cas_has_one_winner,
+    initiation_claims_have_one_winner,
+    replay_ceiling_rules,
+)
 
 T1 = Transport("192.0.2.10", 5555)
 KEY = os.urandom(32)
@@ -162,3 +166,7 @@ def test_a_node_id_is_registered_once(store, etcd):
         assert other.gateway_lease("gw-x") == other.lease_id
     finally:
         other.close()
+
+
+def test_replay_ceiling_rules(store):
+    replay_ceiling_rules(store, _attached(11))

@@ -54,3 +54,23 @@ def initiation_claims_have_one_winner(store, racers: int) -> None:
     for t in threads:
         t.join()
     assert len(wins) == 1 and store.last_initiation(peer) == 2_000
+
+
+def replay_ceiling_rules(store, rec) -> None:
+    """The replay ceiling (jvpn/gateway/ceiling.py): raised never lowers it
+    (and makes it not exact), settled sets it exactly, deleting the session
+    deletes it."""
+    sid = rec.session_id
+    store.create(rec, b"k")
+    assert store.get_replay_ceiling(sid) == (0, True)
+    store.raise_replay_ceiling(sid, 1 << 16)
+    store.raise_replay_ceiling(sid, 5)
+    assert store.get_replay_ceiling(sid) == (1 << 16, False)
+    store.settle_replay_ceiling(sid, 42)
+    assert store.get_replay_ceiling(sid) == (42, True)
+    store.raise_replay_ceiling(sid, 40)  # covered: still exact
+    assert store.get_replay_ceiling(sid) == (42, True)
+    store.raise_replay_ceiling(sid, 50)
+    assert store.get_replay_ceiling(sid) == (50, False)
+    store.delete(sid)
+    assert store.get_replay_ceiling(sid) == (0, True)

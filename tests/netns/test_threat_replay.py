@@ -1,6 +1,7 @@
 """Threat 4.1, replay (S4): captured data and a captured REATTACH_REQ,
 replayed from the attacker's address and with the victim's own source, are
-rejected deterministically in XDP; nothing they touch changes."""
+rejected deterministically (data in XDP; the request in XDP or, within the
+window, by the daemon's checks after the proof); nothing they touch changes."""
 
 import pytest
 
@@ -36,17 +37,26 @@ def test_replayed_data_with_the_victims_source_is_dropped_as_replay(tl):
     assert snapshot(tl, sid) == state
 
 
-def test_replayed_reattach_request_is_dropped(tl):
+def test_replayed_reattach_request_is_refused(tl):
+    """The gate records no control counter (issue 10 item 5: a header copy
+    must not consume the genuine one), so a replay within the window passes
+    it and the daemon refuses it before any decision; older ones the gate
+    drops. Either way nothing changes."""
     got = _capture(tl, lambda: tl.lab.link("cl", "wifi", "down"), abi.MSG_REATTACH_REQ)
     tl.wait(lambda: any(e["reason_code"] == "REATTACH_ACCEPT" for e in tl.gateway_events()),
             "the client's reattach")
     settle()
     sid, _keys = victim(tl)
     before, state = counters(tl), snapshot(tl, sid)
+    n_events = len(tl.gateway_events())
     req, src = got[abi.MSG_REATTACH_REQ][0]
     attacker(tl).send([req])              # from the attacker's own address
     attacker(tl).send([req], spoof=src)   # and claiming the client's source
     settle()
     d = delta(before, counters(tl))
-    assert d.get("drop_replay") == 2 and "pass_control" not in d
+    passed = d.get("pass_control", 0)
+    assert d.get("drop_replay", 0) + passed == 2
+    refused = [e for e in tl.gateway_events()[n_events:]
+               if e["event_type"] == "ReattachResult" and e["reason_code"] == "REPLAY_DETECTED"]
+    assert len(refused) == passed
     assert snapshot(tl, sid) == state

@@ -2,7 +2,15 @@
 
 import pytest
 
-from jvpn.policy import SPEC, PolicyError, default_policy, load_policy, policy_from_dict
+from jvpn.policy import (
+    CANDIDATE_PATH,
+    SPEC,
+    Policy,
+    PolicyError,
+    default_policy,
+    load_policy,
+    policy_from_dict,
+)
 
 MANDATORY = {
     "version": 3,
@@ -15,10 +23,10 @@ MANDATORY = {
 
 def test_defaults_are_the_seed():
     p = default_policy()
-    assert (p.max_lifetime_ms, p.transport_lost_ttl_ms, p.heartbeat_interval_ms,
+    assert (p.max_lifetime_ms, p.transport_lost_ttl_ms,
             p.heartbeat_volatile_ms, p.max_switches_per_min, p.switch_cooldown_ms,
             p.recovery_window_ms, p.reattach_proof_max_age_ms) == (
-        8 * 3_600_000, 15_000, 500, 2_000, 8, 1_500, 8_000, 5_000)
+        8 * 3_600_000, 15_000, 2_000, 8, 1_500, 8_000, 5_000)
 
 
 def test_minimal_file_loads(tmp_path):
@@ -71,3 +79,21 @@ def test_unknown_field_and_bad_files(tmp_path):
         load_policy(bad)
     with pytest.raises(PolicyError, match="version"):
         policy_from_dict({k: v for k, v in MANDATORY.items() if k != "version"})
+
+
+def test_every_default_has_one_home_on_the_dataclass():
+    assert Policy() == default_policy()
+    assert {f.name for f in SPEC} == set(Policy().as_dict()) - {"version"}
+    assert all(f.default == getattr(Policy(), f.name) for f in SPEC)
+    assert CANDIDATE_PATH <= {f.name for f in SPEC}
+
+
+def test_removed_fields_still_load_and_typos_do_not():
+    """heartbeat_interval_ms and strict_validation meant nothing and were
+    removed: an old file that sets them loads (ignored), a typo is refused."""
+    old = {**MANDATORY, "volatility": {**MANDATORY["volatility"], "heartbeat_interval_ms": 500},
+           "security": {**MANDATORY["security"], "strict_validation": True}}
+    p = policy_from_dict(old)
+    assert not hasattr(p, "heartbeat_interval_ms") and not hasattr(p, "strict_validation")
+    with pytest.raises(PolicyError, match=r"unknown field security\.strict_validaton"):
+        policy_from_dict({**MANDATORY, "security": {"strict_validaton": True}})

@@ -86,7 +86,7 @@ def test_hijack_with_captured_request_from_third_address(h):
         KEYS.hdr_c2s, b"\0" * 32, b"\0" * 16, b"\0" * 16)
     assert h.handle(forged, EVIL) == []
     assert h.record().binding == OLD and h.reasons()[-1] == "AUTH_FAIL"
-    h.clock.ms += 4_000
+    h.clock.ms += h.policy.recovery_window_ms + 1
     h.control.expire_challenges()  # the challenge lapses: DEGRADED, binding never moved
     assert h.record().state is State.DEGRADED and h.record().binding == OLD
 
@@ -159,3 +159,22 @@ def test_rate_limited_per_source(h):
         h.handle(h.request(keys=derive_session_keys(SID, b"\7" * 32, b"\7" * 32,
                                                            b"\7" * 32)), EVIL)
     assert "RATE_LIMITED" in h.reasons()
+
+
+def test_the_policy_recovery_window_bounds_recovering(tmp_path):
+    """recovery_window_ms, not a compiled 3 s, is how long a path challenge
+    (and RECOVERING) lasts; the record carries the deadline."""
+    h = Harness(tmp_path, recovery_window_ms=10_000)
+    start = h.clock.ms
+    [(_challenge, _to)] = h.handle(h.request(), NEW)
+    assert h.record().state is State.RECOVERING
+    assert h.record().recovery_deadline_ms == start + 10_000
+    h.clock.ms = start + 5_000  # past the old compiled 3 s
+    h.control.expire_challenges()
+    assert h.record().state is State.RECOVERING
+    h.clock.ms = start + 9_999
+    h.control.expire_challenges()
+    assert h.record().state is State.RECOVERING
+    h.clock.ms = start + 10_000
+    h.control.expire_challenges()
+    assert h.record().state is State.DEGRADED and h.record().candidate is None

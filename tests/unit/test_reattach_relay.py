@@ -195,7 +195,7 @@ def test_consumed_request_whose_switch_failed_is_refused_and_the_client_moves_on
     client = make_client(h, net, NEW)
     net.lose = {abi.MSG_PATH_CHALLENGE}
     client.start_reattach("moved")
-    h.clock.ms += 3_100
+    h.clock.ms += h.policy.recovery_window_ms + 100  # the challenge lapses
     h.control.expire_challenges()
     assert h.record().state is State.DEGRADED
     net.lose = set()

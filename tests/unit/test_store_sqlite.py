@@ -7,7 +7,11 @@ import pytest
 from jvpn.session import Event, State, Transport, apply, new_session
 from jvpn.store import AlreadyExists, VersionConflict
 from jvpn.store.sqlite import SqliteStore
-from kits.store_contract import concurrent_cas_has_one_winner, initiation_claims_have_one_winner
+from kits.store_contract import (
+    concurrent_cas_has_one_winner,
+    initiation_claims_have_one_winner,
+    replay_ceiling_rules,
+)
 
 T1, T2 = Transport("192.0.2.10", 5555), Transport("198.51.100.7", 6000)
 
@@ -67,3 +71,7 @@ def test_survives_reopen_and_records_changes(tmp_path):
 
 def test_initiation_claims_have_one_winner(store):
     initiation_claims_have_one_winner(store, racers=8)
+
+
+def test_replay_ceiling_rules(store):
+    replay_ceiling_rules(store, _attached(0xF000000000000003))

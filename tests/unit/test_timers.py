@@ -36,3 +36,16 @@ def test_transportless_ttl_and_lifetime_terminate():
     assert due_timer(_attached(), 10**12, P.max_lifetime_ms + 1, P)[0] is \
         Event.SESSION_TTL_EXPIRED
     assert apply(rec, Event.TRANSPORT_TTL_EXPIRED, 1)[0].state is State.TERMINATED
+
+
+def test_recovering_past_its_deadline_fails_the_recovery():
+    """RECOVERING is bounded by the record's recovery_deadline_ms (the
+    policy's recovery window) even when no challenge is held in memory (a
+    restart, another gateway's challenge): DEGRADED, the candidate dropped."""
+    rec = apply(_attached(), Event.INSTABILITY_DETECTED, 10, transport_lost_ms=10)[0]
+    rec = apply(rec, Event.SWITCH_INITIATED, 20, candidate=T,
+                recovery_deadline_ms=20 + P.recovery_window_ms)[0]
+    assert due_timer(rec, 10, 19 + P.recovery_window_ms, P) is None
+    event, _, changes = due_timer(rec, 10, 20 + P.recovery_window_ms, P)
+    assert event is Event.REATTACH_INVALID and changes == {"candidate": None}
+    assert apply(rec, event, 1, **changes)[0].state is State.DEGRADED

@@ -8,6 +8,10 @@
  *   2 session lookup (unknown -> drop)  6 anti-replay, under the session lock
  *   3 state allows the message type     7 rate limits (session / source / global)
  *   4 header tag (SipHash-2-4)          8 pass to the daemon's socket
+ * Step 6 records the counter for DATA only; keepalives and control messages,
+ * whose bodies the tag does not cover, are checked for freshness there and
+ * against the element's ctl_floor, which the daemon raises once their AEAD /
+ * HMAC verified.
  * Handshake initiations carry no session: only 1 and 7 apply. A frame the
  * parser cannot finish and that may be UDP to our port is dropped (1).
  * Authenticated control has its own budgets (per session, then gateway-wide)
@@ -286,7 +290,15 @@ static __always_inline __u32 jvpn_session_verdict(const struct jvpn_pkt *pkt,
 	now = jvpn_clock(cfg, clock); /* no helper calls under the lock */
 	bpf_spin_lock(&rt->lock);
 	jvpn_rt_claim(rt, sid, s);
-	fresh = jvpn_replay_accept(rt, h->counter);
+	/* Only DATA consumes its counter here. A keepalive or a control message
+	 * is checked (a counter data consumed, or below the window, is stale)
+	 * but not recorded: its body is not covered by the tag, so a copy of
+	 * the header with another body must not kill the genuine message; the
+	 * daemon records it after the AEAD / HMAC verified and raises the
+	 * element's ctl_floor: a replay of a verified one dies here, before any
+	 * bucket (issue 10 item 5). */
+	fresh = type == JVPN_MSG_DATA ? jvpn_replay_accept(rt, h->counter)
+				      : h->counter > s->ctl_floor && jvpn_replay_fresh(rt, h->counter);
 	if (!fresh) {
 		verdict = JVPN_R_DROP_REPLAY;
 	} else if (is_data) {

@@ -136,6 +136,8 @@ struct jvpn_session {
 	__u32 rt_slot;      /* index into jvpn_session_rt, chosen by the daemon */
 	__u64 rt_gen;       /* a new value (new on this gateway) re-initializes the slot */
 	__u64 replay_floor; /* counters below this count as seen in a new window */
+	__u64 ctl_floor;    /* keepalive/control counters <= this are replays: the
+			     * highest the daemon verified (issue 10 item 5) */
 };
 
 /* ---- jvpn_session_rt: per-session runtime state, written by XDP only ----
@@ -242,7 +244,7 @@ struct jvpn_event {
 _Static_assert(sizeof(struct jvpn_hdr) == JVPN_HDR_LEN, "jvpn_hdr size");
 _Static_assert(__builtin_offsetof(struct jvpn_hdr, tag) == JVPN_TAGGED_LEN, "tag offset");
 _Static_assert(sizeof(struct jvpn_counter) == 16, "jvpn_counter size");
-_Static_assert(sizeof(struct jvpn_session) == 72, "jvpn_session size");
+_Static_assert(sizeof(struct jvpn_session) == 80, "jvpn_session size");
 _Static_assert(__builtin_offsetof(struct jvpn_session, bind_addr) == 32, "bind_addr offset");
 _Static_assert(sizeof(struct jvpn_session_rt) == 80 + 8 * JVPN_REPLAY_WORDS, "rt size");
 _Static_assert((JVPN_REPLAY_BITS & (JVPN_REPLAY_BITS - 1)) == 0, "replay bits: power of two");

@@ -6,7 +6,9 @@
  * lazily when the top of the window moves forward.
  *
  * Pure: the caller holds the session's bpf_spin_lock and has already
- * verified the header tag, so only authentic packets move the window.
+ * verified the header tag, so only authentic packets move the window; and
+ * only DATA moves it (jvpn_replay_fresh below: keepalives and control are
+ * checked, not recorded).
  * Mirrored line for line by jvpn/replay.py:replay_accept (used by the reference
  * model, jvpn/gate/model.py, and by jvpn/replay.py:ReplayWindow).
  *
@@ -49,6 +51,26 @@ static __always_inline int jvpn_replay_accept(struct jvpn_session_rt *rt, __u64 
 		return 0;
 	rt->replay_bitmap[index] |= bit;
 	return 1;
+}
+
+/* Whether counter would be fresh, without recording it: 0 if it is at or
+ * beyond the reject limit, below the window, or already recorded. For the
+ * messages whose body the gate cannot check (keepalives and control: only the
+ * header is tagged), so that a copy of a header with another body cannot
+ * consume the genuine message's counter (issue 10 item 5). Above the top the
+ * bits of the top's word are clear (accept and seed keep them so), and words
+ * further up are cleared before use. Mirrored by jvpn/replay.py:replay_fresh. */
+static __always_inline int jvpn_replay_fresh(const struct jvpn_session_rt *rt, __u64 counter)
+{
+	__u64 seq = counter + 1;
+
+	if (counter >= JVPN_REJECT_AFTER)
+		return 0;
+	if (JVPN_REPLAY_WINDOW + seq < rt->replay_top)
+		return 0;
+	if (seq > rt->replay_top)
+		return 1;
+	return !(rt->replay_bitmap[(seq >> 6) & (JVPN_REPLAY_WORDS - 1)] & (1ULL << (seq & 63)));
 }
 
 /* Start a window as if every counter below top had been seen (top = a

@@ -1,0 +1,98 @@
+"""One malformed value under the etcd sessions prefix (issue 10 item 2): it
+used to end the timer thread of every gateway of the cluster (the sweep's
+full re-read raised), and with it the lease checks and the kernel fence
+refresh, and to block every daemon start. Reads now skip it and report it;
+the watch delivers the events around it; a gateway starts and keeps its
+timers. A real etcd; the gateway on a fake socket and TUN
+(tests/kits/daemon_kit.py)."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest
+
+from jvpn.lab.etcd import EtcdServer
+from jvpn.lab.wait import wait_until
+from jvpn.session import Event, Transport, apply, new_session
+from jvpn.store.etcd import EtcdStore
+from kits.cluster_kit import need_etcd
+from kits.daemon_kit import events_of, make_gateway
+
+KEY = os.urandom(32)
+BAD = ["not json", '{"record": "{}", "secrets": "x"}', '{"record": 5}', "[]",
+       '{"record": "{\\"state\\": \\"NOPE\\"}", "secrets": ""}']
+
+
+@pytest.fixture(scope="module")
+def etcd():
+    need_etcd()
+    server = EtcdServer().start()
+    yield server
+    server.remove()
+
+
+@pytest.fixture
+def store(etcd, request):
+    s = EtcdStore(etcd.host, etcd.port, cluster_key=KEY, prefix=f"/m/{request.node.name}/")
+    s.skipped = []
+    s.on_unreadable = lambda key, detail: s.skipped.append(key)
+    yield s
+    s.close()
+
+
+def _plant(etcd, store, name: str, value: str) -> None:
+    import etcd3gw  # noqa: PLC0415 - the cluster tier has it
+
+    etcd3gw.client(host=etcd.host, port=etcd.port).put(f"{store.prefix}sessions/{name}", value)
+
+
+def _attached(sid):
+    return apply(new_session(sid, 0), Event.ATTACH_OK, 1,
+                 binding=Transport("192.0.2.10", 5555))[0]
+
+
+def test_reads_skip_and_report_malformed_values(etcd, store):
+    good = _attached(0xF000000000000002)
+    store.create(good, b"secret")
+    for i, value in enumerate(BAD):
+        _plant(etcd, store, f"{0xBAD0 + i:016x}", value)
+    _plant(etcd, store, "not-hex", '{"record": "{}"}')
+    assert [r.session_id for r in store.list()] == [good.session_id]
+    assert len(store.skipped) == len(BAD) + 1
+    assert store.get(0xBAD0) is None and store.get(good.session_id)[0] == good
+    assert [c.session_id for c in store.changes()] == [good.session_id]
+
+
+def test_the_watch_delivers_the_records_around_a_malformed_one(etcd, store):
+    seen, stop = [], threading.Event()
+    t = threading.Thread(target=store.watch_sessions,
+                         args=(lambda sid, rec: seen.append(sid), stop), daemon=True)
+    t.start()
+    try:
+        wait_until(lambda: getattr(store, "_watch_resp", None) is not None, "the watch", 5)
+        _plant(etcd, store, f"{0xBAD1:016x}", "not json")
+        good = _attached(0xF000000000000003)
+        store.create(good, b"secret")
+        wait_until(lambda: good.session_id in seen, "the good record after the bad one", 5)
+        assert store.skipped and 0xBAD1 not in seen
+    finally:
+        stop.set()
+        store.close()
+        t.join(timeout=5)
+
+
+def test_a_gateway_starts_and_keeps_its_timers_over_a_malformed_value(etcd, store, tmp_path):
+    _plant(etcd, store, f"{0xBAD2:016x}", "not json")
+    store.register_gateway("gw-test", 2)
+    gw = make_gateway(tmp_path, store=store)
+    gw.start()
+    try:
+        wait_until(lambda: events_of(gw.events, "DaemonError"), "the skipped value reported", 5)
+        assert events_of(gw.events, "DaemonError")[0]["reason_code"] == "STORE_RECORD_UNREADABLE"
+        skipped = store.unreadable  # counted on every sweep's full re-read
+        wait_until(lambda: store.unreadable > skipped + 2, "more sweeps (the timer lives)", 10)
+        assert gw.fatal is None and gw.supervisor.dead() == [] and not gw.fenced
+    finally:
+        gw.stop()
