@@ -288,3 +288,30 @@ def test_the_control_floor_survives_element_rewrites_and_restarts(gw):
     assert not gw.gate.admit(ka, (OLD.addr, OLD.port))
     gw.table.raise_control_floor(SID, counter - 1)  # never lowered
     assert gw.gate.model.sessions[SID].ctl_floor == counter
+
+
+def _sealed_request(gw, seq: int, nonce: bytes) -> bytes:
+    """The client's request ``seq`` (again): a fresh header counter each time."""
+    hdr = wire.Header(type=abi.MSG_REATTACH_REQ, session_id=SID,
+                      counter=gw.client.next_counter())
+    return wire.seal_control(hdr, KEYS.hdr_c2s, KEYS.reattach, seq, gw.clock.ms, nonce,
+                             gw.record().epoch)
+
+
+def test_a_retry_answered_again_raises_the_floor_and_the_next_retry_still_passes(gw):
+    """The reattach retry window and the control window are one: a retry
+    answered with the challenge again is recorded (acted on), so its copy
+    from elsewhere neither passes the gate nor aborts the switch as relay
+    evidence; the client's next retry has a newer counter and passes."""
+    nonce = os.urandom(16)
+    _only(gw.receive((_sealed_request(gw, 1, nonce), NEW)), abi.MSG_PATH_CHALLENGE)
+    retry = _sealed_request(gw, 1, nonce)  # the challenge was lost
+    _only(gw.receive((retry, NEW)), abi.MSG_PATH_CHALLENGE)
+    assert gw.gate.model.sessions[SID].ctl_floor == wire.parse_header(retry).counter
+    assert gw.receive((retry, EVIL)) == []  # a copy from elsewhere: dropped, no abort
+    assert gw.record().state is State.RECOVERING
+    gw.clock.ms += 400
+    challenge, _ = _only(gw.receive((_sealed_request(gw, 1, nonce), NEW)),
+                         abi.MSG_PATH_CHALLENGE)
+    _only(gw.receive((gw.answer(challenge), NEW)), abi.MSG_REATTACH_ACK)
+    assert gw.record().binding == NEW and gw.record().state is State.ATTACHED
