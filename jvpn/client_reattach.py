@@ -1,0 +1,131 @@
+"""The client's half of reattach (docs/protocol.md, "Retries and relays"):
+a new request on a path change, the same request again while unanswered,
+the answer to the gateway's challenge (sent to the gateway only), and what
+an ACK, a REJECT or a TERMINATE means. A mixin of :class:`jvpn.client.Client`,
+over the client's one state (its lock, channel, keys, socket, pending
+request and epoch)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+
+from jvpn import wire
+from jvpn.gate import abi
+
+FATAL_REJECTS = {"SESSION_NOT_FOUND", "SESSION_EXPIRED"}
+# the gateway refused this request but a new one may pass: another switch was
+# in flight, or the sequence is spent (its switch failed or was aborted)
+RETRY_REJECTS = {"OWNERSHIP_CONFLICT", "REPLAY_DETECTED"}
+
+
+@dataclass
+class PendingReattach:
+    seq: int
+    nonce: bytes
+    sent_ms: int
+    reason: str
+
+
+class ClientReattach:
+    def start_reattach(self, reason: str) -> None:
+        """A new request (a new sequence and nonce) from the current socket."""
+        with self._lock:
+            if self.failed:
+                return
+            self.seq += 1
+            self.retry_at = None
+            self.pending = PendingReattach(self.seq, os.urandom(wire.NONCE_LEN),
+                                           self.clock_ms(), reason)
+        self.events.emit("ReattachAttempt", "RECOVERY_START", self.session_id, detail=reason,
+                         seq=self.seq)
+        self._send_request()
+
+    def retry_reattach(self) -> None:
+        """The same request again (same sequence and nonce, a fresh header
+        counter and timestamp): the gateway can then tell a lost answer (it
+        answers again: the challenge, or the ACK of the switch it made) from a
+        relay (the same request from another transport: docs/protocol.md)."""
+        with self._lock:
+            p = self.pending
+            if p is None or self.failed:
+                return
+            p.sent_ms = self.clock_ms()
+        self._send_request()
+
+    def _send_request(self) -> None:
+        with self._lock:
+            p = self.pending
+            if p is None:
+                return
+            hdr = wire.Header(type=abi.MSG_REATTACH_REQ, session_id=self.session_id,
+                              counter=self.channel.next_counter())
+            msg = wire.seal_control(hdr, self.keys.hdr_c2s, self.keys.reattach, p.seq,
+                                    self.clock_ms(), p.nonce, self.epoch)
+        try:
+            self.sock.sendto(msg, self.endpoint)
+        except OSError:
+            pass
+
+    def _control(self, msg: bytes, _src, sock: socket.socket) -> None:
+        # _src is the gateway's (receive checked it); answers go to self.endpoint
+        got = self.channel.open_control(msg, self.keys.reattach)
+        if got is None:
+            return
+        hdr, fields = got
+        p = self.pending
+        if hdr.type == abi.MSG_PATH_CHALLENGE:
+            server_nonce, client_nonce = fields
+            if p is None or client_nonce != p.nonce:
+                return
+            reply = wire.seal_control(
+                wire.Header(type=abi.MSG_PATH_RESPONSE, session_id=self.session_id,
+                            counter=self.channel.next_counter()),
+                self.keys.hdr_c2s, self.keys.reattach, server_nonce, client_nonce)
+            try:
+                sock.sendto(reply, self.endpoint)  # to the gateway, whoever relayed it
+            except OSError:
+                self._wake.set()  # a send error: look at the path now
+        elif hdr.type == abi.MSG_REATTACH_ACK:
+            seq, epoch, version = fields
+            if p is None or seq != p.seq or epoch <= self.epoch:
+                return
+            self.epoch, self.pending = epoch, None
+            self.last_rx_ms = self.clock_ms()
+            self.reattaches += 1
+            self.events.emit("ReattachResult", "REATTACH_ACCEPT", self.session_id,
+                             version=version, epoch=epoch, took_ms=self.clock_ms() - p.sent_ms)
+            if self.on_reattached:
+                self.on_reattached()
+        elif hdr.type == abi.MSG_TERMINATE:
+            reason = wire.TERMINATE_REASONS[fields[0]] if fields[0] < 3 else "POLICY_TERMINATION"
+            self.failed = reason
+            self.events.emit("SessionTerminated", reason, self.session_id,
+                             detail="the gateway ended the session; no new session is started")
+            self._stop.set()
+        elif hdr.type == abi.MSG_REATTACH_REJECT:
+            seq, reason_index = fields
+            reason = wire.REJECT_REASONS[reason_index]
+            self.events.emit("ReattachResult", reason, self.session_id, seq=seq)
+            if p is not None and seq == p.seq:
+                self.pending = None
+                if reason in RETRY_REJECTS:  # a spent sequence: at once; a conflict: later
+                    wait = self.retry_ms if reason == "OWNERSHIP_CONFLICT" else 0
+                    self.retry_at = self.clock_ms() + wait
+            if reason in FATAL_REJECTS:
+                self.failed = reason
+                self.events.emit("SessionTerminated", reason, self.session_id,
+                                 detail="reattach refused; no new session is started")
+                self._stop.set()
+
+    def reattach_timers(self, now: int) -> None:
+        """The monitor's reattach step: retry an unanswered request, or start
+        one when the gateway's replies stopped."""
+        p = self.pending
+        if p is not None and now - p.sent_ms > self.retry_ms:
+            self.retry_reattach()
+        elif p is None and self.retry_at is not None and now >= self.retry_at:
+            self.start_reattach("refused: a new request")
+        elif p is None and now - self.last_rx_ms > self.max_missed * self.keepalive_ms:
+            self.start_reattach("replies missing")
