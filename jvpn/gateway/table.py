@@ -26,6 +26,7 @@ from jvpn.events import EventLog
 from jvpn.gate import abi
 from jvpn.gateway.ceiling import ReplayCeiling, start_floor
 from jvpn.gateway.ownership import OwnerWrite
+from jvpn.gateway.standby import StandbyWrites
 from jvpn.keys import SessionKeys
 from jvpn.replay import DEFAULT_CONTROL_WINDOW
 from jvpn.session import Event, IllegalTransition, SessionRecord, State, Transport, apply
@@ -64,7 +65,7 @@ class Live:
         self.ceiling.resume()
 
 
-class SessionTable:
+class SessionTable(StandbyWrites):
     def __init__(self, *, store: Store, gate, events: EventLog, ownership,
                  clock_ms: Callable[[], int], send: Send,
                  control_window: int = DEFAULT_CONTROL_WINDOW):
@@ -281,29 +282,6 @@ class SessionTable:
         live.record = rec
         self._put(live, rec)
 
-    def park(self, live: Live) -> int:
-        """The owner's first half of a handover: no sender of ours is left
-        (a floor write in flight has ended), our element becomes a standby
-        (no data passes here any more) and the replay ceiling is settled.
-        Returns the highest client counter seen, the next owner's floor."""
-        exact = live.retire()
-        self.gate.standby(live.record, live.keys)
-        live.installed, live.parked = False, True
-        self._settle(live.record.session_id, exact)
-        return max(self.gate.counter_top(live.record.session_id), exact)
-
-    def _settle(self, sid: int, exact: int) -> None:
-        try:
-            self.store.settle_replay_ceiling(sid, exact)
-        except StoreError:
-            pass  # the higher ceiling stays: safe, a restart may refuse up to a block
-
-    def settle_all(self) -> None:
-        """At a stop, after the data loops ended: each session's exact replay
-        ceiling, so a restart (or the next owner) strands nobody."""
-        for sid, live in self.sessions.items():
-            self._settle(sid, live.retire())
-
     def raise_control_floor(self, sid: int, counter: int) -> None:
         """A keepalive or control message of ``sid`` the daemon verified (and
         recorded in its own window): the gate drops every keepalive / control
@@ -313,56 +291,9 @@ class SessionTable:
         gate's own lock, so it needs no control lock."""
         self.gate.raise_ctl_floor(sid, counter)
 
-    def stand_by(self, rec: SessionRecord, keys: SessionKeys | None = None) -> None:
-        """Another gateway owns it: a standby element lets the client's
-        reattach reach us (a handoff), never its data."""
-        if keys is None:
-            try:
-                got = self.store.get(rec.session_id)
-            except StoreError:
-                return  # the next sweep tries again
-            if got is None:
-                return
-            keys = SessionKeys.unpack(got[1])
-        self.standby[rec.session_id] = (keys, rec.owner)
-        self.gate.standby(rec, keys)
-
-    def drop_standby(self, sid: int) -> None:
-        if self.standby.pop(sid, None) is not None:
-            self.gate.remove(sid)
-
     def drop_local(self, sid: int) -> None:
         """This gateway stops serving the session (the store keeps it)."""
         live = self.sessions.pop(sid, None)
         if live is not None and self.by_inner.get(live.inner) == sid:
             del self.by_inner[live.inner]
         self.gate.remove(sid)
-
-    def remove_stale(self) -> int:
-        """Gate elements of sessions neither served nor stood by here."""
-        stale = self.gate.ids() - set(self.sessions) - set(self.standby)
-        for sid in stale:
-            self.gate.remove(sid)
-        return len(stale)
-
-    def fence(self) -> None:
-        """Our lease is not certainly alive: every element of ours leaves the gate."""
-        self.fenced = True
-        for live in self.sessions.values():
-            if live.installed:
-                live.retire()  # another gateway may take it: no sender of ours is left
-                self.gate.standby(live.record, live.keys)
-                live.installed, live.parked = False, True
-
-    def unfence(self) -> None:
-        self.fenced = False  # elements come back one by one (follower: follow/sweep)
-
-    def stop_passing(self) -> None:
-        """On a cluster gateway's stop: another gateway may take our sessions
-        at once, so our senders end and our elements stop passing data first;
-        then the exact replay ceilings (the next owner starts above them)."""
-        for live in self.sessions.values():
-            live.retire()
-            if live.installed:
-                self.gate.standby(live.record, live.keys)
-        self.settle_all()

@@ -1,0 +1,89 @@
+"""The session table's writes for sessions this gateway does not serve at
+the moment: standby elements of sessions another gateway owns, a session
+parked for a handover, every session when the lease is not certainly alive
+(fenced) or the gateway stops. A mixin of
+:class:`jvpn.gateway.table.SessionTable`: the table stays the one writer of
+records, elements and state events; this only groups the cluster-side half."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from jvpn.keys import SessionKeys
+from jvpn.session import SessionRecord
+from jvpn.store import StoreError
+
+if TYPE_CHECKING:
+    from jvpn.gateway.table import Live
+
+
+class StandbyWrites:
+    def park(self, live: Live) -> int:
+        """The owner's first half of a handover: no sender of ours is left
+        (a floor write in flight has ended), our element becomes a standby
+        (no data passes here any more) and the replay ceiling is settled.
+        Returns the highest client counter seen, the next owner's floor."""
+        exact = live.retire()
+        self.gate.standby(live.record, live.keys)
+        live.installed, live.parked = False, True
+        self._settle(live.record.session_id, exact)
+        return max(self.gate.counter_top(live.record.session_id), exact)
+
+    def _settle(self, sid: int, exact: int) -> None:
+        try:
+            self.store.settle_replay_ceiling(sid, exact)
+        except StoreError:
+            pass  # the higher ceiling stays: safe, a restart may refuse up to a block
+
+    def settle_all(self) -> None:
+        """At a stop, after the data loops ended: each session's exact replay
+        ceiling, so a restart (or the next owner) strands nobody."""
+        for sid, live in self.sessions.items():
+            self._settle(sid, live.retire())
+
+    def stand_by(self, rec: SessionRecord, keys: SessionKeys | None = None) -> None:
+        """Another gateway owns it: a standby element lets the client's
+        reattach reach us (a handoff), never its data."""
+        if keys is None:
+            try:
+                got = self.store.get(rec.session_id)
+            except StoreError:
+                return  # the next sweep tries again
+            if got is None:
+                return
+            keys = SessionKeys.unpack(got[1])
+        self.standby[rec.session_id] = (keys, rec.owner)
+        self.gate.standby(rec, keys)
+
+    def drop_standby(self, sid: int) -> None:
+        if self.standby.pop(sid, None) is not None:
+            self.gate.remove(sid)
+
+    def remove_stale(self) -> int:
+        """Gate elements of sessions neither served nor stood by here."""
+        stale = self.gate.ids() - set(self.sessions) - set(self.standby)
+        for sid in stale:
+            self.gate.remove(sid)
+        return len(stale)
+
+    def fence(self) -> None:
+        """Our lease is not certainly alive: every element of ours leaves the gate."""
+        self.fenced = True
+        for live in self.sessions.values():
+            if live.installed:
+                live.retire()  # another gateway may take it: no sender of ours is left
+                self.gate.standby(live.record, live.keys)
+                live.installed, live.parked = False, True
+
+    def unfence(self) -> None:
+        self.fenced = False  # elements come back one by one (follower: follow/sweep)
+
+    def stop_passing(self) -> None:
+        """On a cluster gateway's stop: another gateway may take our sessions
+        at once, so our senders end and our elements stop passing data first;
+        then the exact replay ceilings (the next owner starts above them)."""
+        for live in self.sessions.values():
+            live.retire()
+            if live.installed:
+                self.gate.standby(live.record, live.keys)
+        self.settle_all()
