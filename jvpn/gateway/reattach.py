@@ -36,11 +36,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from jvpn import wire
 from jvpn.codes import EventType, Reason, Security
 from jvpn.gate import abi
+from jvpn.gateway.decisions import Decision, Note, Pending, Proven, Reject, Reply
+from jvpn.gateway.path_validation import PathValidation
 from jvpn.keys import SessionKeys
 from jvpn.policy import Policy
 from jvpn.ratelimit import KeyedBuckets, source_prefix
@@ -56,92 +57,13 @@ from jvpn.session import (
 )
 from jvpn.store import Store, StoreError
 
+__all__ = ["Decision", "Note", "Pending", "Proven", "ReattachServer", "Reject", "Reply"]
+
 # sessions whose control windows are kept (the least recently used is forgotten)
 WINDOWS_KEPT = 4_096
 
 
-class Reject(Exception):
-    def __init__(self, reason: Reason, security: Security | None = None, detail: str = "",
-                 authenticated: bool = False, seq: int = 0):
-        super().__init__(f"{reason}: {detail}")
-        self.reason, self.security, self.detail = reason, security, detail
-        self.authenticated, self.seq = authenticated, seq
-
-
-@dataclass
-class Pending:
-    candidate: Transport
-    server_nonce: bytes
-    client_nonce: bytes
-    seq: int
-    version: int  # the record's version in RECOVERING
-    deadline_ms: int
-
-
-@dataclass(frozen=True)
-class Reply:
-    """A control message to seal under the session's keys and send to ``to``."""
-
-    type: int
-    fields: tuple
-    to: Transport
-
-
-@dataclass(frozen=True)
-class Note:
-    """An event to emit once the decision is committed."""
-
-    type: EventType
-    reason: Reason
-    transport: Transport | None
-    fields: dict
-
-
-@dataclass(frozen=True)
-class Decision:
-    """What validation concluded, in the order the caller carries it out:
-    commit ``new`` over ``base`` (with ``steps`` for the state events), then
-    emit ``notes``, await ``pending``, report ``reject`` (its reply sealed
-    under ``keys`` if the request was authenticated) or send ``reply``. If the
-    commit fails, only an OWNERSHIP_CONFLICT rejection follows."""
-
-    sid: int
-    src: Transport
-    keys: SessionKeys | None = None
-    base: SessionRecord | None = None
-    new: SessionRecord | None = None
-    steps: tuple = ()
-    detail: str = ""
-    notes: tuple[Note, ...] = ()
-    pending: Pending | None = None
-    reject: Reject | None = None
-    reply: Reply | None = None
-
-    def rejection_reply(self) -> Reply | None:
-        r = self.reject
-        if r is None or not r.authenticated:
-            return None  # never answer what we could not authenticate (no reflection)
-        return Reply(abi.MSG_REATTACH_REJECT, (r.seq, wire.REJECT_REASONS.index(r.reason)),
-                     self.src)
-
-
-@dataclass(frozen=True)
-class Proven:
-    """Steps 1-5 passed: the key holder asks to switch to ``src``."""
-
-    rec: SessionRecord
-    keys: SessionKeys
-    msg: bytes
-    src: Transport
-    seq: int
-    client_nonce: bytes
-    now: int
-    # a retry of the request whose switch moved the binding elsewhere: the
-    # key holder is at ``src``; validate it (item 6: a relayed path response)
-    revalidate: bool = False
-
-
-class ReattachServer:
+class ReattachServer(PathValidation):
     def __init__(self, store: Store, policy: Policy, *, clock_ms: Callable[[], int],
                  rand: Callable[[int], bytes] = os.urandom,
                  per_source: KeyedBuckets | None = None,
@@ -399,62 +321,3 @@ class ReattachServer:
                             "switch_rate_limited", authenticated=True, seq=p.seq)
         return Decision(rec.session_id, p.src, p.keys, rec, new, tuple(steps),
                         detail=Reason.RECOVERY_BOUNDS_EXCEEDED, reject=reject)
-
-    # ------------------------------------------------------------ path response
-    def _path_response(self, hdr: wire.Header, msg: bytes, src: Transport) -> Decision:
-        rec, keys = self._load(hdr.session_id)
-        server_nonce, client_nonce = self._fields(msg, abi.MSG_PATH_RESPONSE)
-        self._verify(hdr, msg, keys)
-        self._fresh(hdr)
-        p = self.pending.get(hdr.session_id)
-        if p is None or server_nonce != p.server_nonce or client_nonce != p.client_nonce:
-            raise Reject(Reason.REPLAY_DETECTED, Security.SEC_REPLAY_ATTEMPT, "no such challenge")
-        if src != p.candidate:
-            raise Reject(Reason.AUTH_FAIL, Security.SEC_SESSION_FIXATION_ATTEMPT,
-                         f"answered from {src}, challenged {p.candidate}")
-        now = self.clock_ms()
-        del self.pending[hdr.session_id]
-        self.windows.mark(hdr.session_id, hdr.counter)
-        if rec.version != p.version:
-            raise Reject(Reason.OWNERSHIP_CONFLICT, Security.SEC_OWNERSHIP_ANOMALY,
-                         "record moved", authenticated=True, seq=p.seq)
-        try:
-            new, tr = apply(rec, Event.REATTACH_VALID, now, binding=p.candidate, candidate=None,
-                            transport_lost_ms=None, epoch=rec.epoch + 1, switch_seq=p.seq,
-                            switches_ms=(*rec.switches_ms, now),
-                            # the client sent this after our challenge: every
-                            # counter a previous holder delivered is below it
-                            c2s_floor=max(rec.c2s_floor, hdr.counter + 1))
-        except IllegalTransition as e:
-            raise Reject(Reason.OWNERSHIP_CONFLICT, Security.SEC_OWNERSHIP_ANOMALY,
-                         str(e)) from None
-        notes = (
-            Note(EventType.TRANSPORT_SWITCH, Reason.TRANSPORT_SWITCH_OK, p.candidate,
-                 dict(version=new.version, previous_transport=str(rec.binding),
-                      new_transport=str(p.candidate), candidate_count=1, explicit=True)),
-            Note(EventType.REATTACH_RESULT, Reason.REATTACH_ACCEPT, p.candidate,
-                 dict(version=new.version, accepted=True)))
-        return Decision(rec.session_id, src, keys, rec, new, ((new, tr),), notes=notes,
-                        reply=Reply(abi.MSG_REATTACH_ACK, (p.seq, new.epoch, new.version),
-                                    p.candidate))
-
-    # ------------------------------------------------------------ timers
-    def expire(self) -> list[Decision]:
-        """Challenges not answered in time: RECOVERING -> DEGRADED (to commit;
-        a commit that fails is dropped without a word)."""
-        now = self.clock_ms()
-        due = []
-        for sid, p in list(self.pending.items()):
-            if now < p.deadline_ms:
-                continue
-            del self.pending[sid]
-            try:
-                rec, keys = self._load(sid)
-                if rec.version != p.version:
-                    continue
-                new, tr = apply(rec, Event.REATTACH_INVALID, now, candidate=None)
-            except (Reject, IllegalTransition):
-                continue
-            due.append(Decision(sid, p.candidate, keys, rec, new, ((new, tr),),
-                                detail="path validation timed out"))
-        return due
