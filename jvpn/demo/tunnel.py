@@ -101,6 +101,14 @@ class Demo:
 
     # ------------------------------------------------------------ the story
     def run(self) -> dict:
+        """The story in four acts; each step records whether it held."""
+        s0, sniffer, finish = self.act_attach()
+        s2 = self.act_jump(s0)
+        self.act_attacks(s0, s2, sniffer, finish)
+        self.act_churn()
+        return self.closing()
+
+    def act_attach(self):
         st = self.step("1. gateway attaches XDP; client handshakes; stream and ping")
         sniffers = []
         self.tl.up(before_client=lambda: sniffers.append(Sniffer(self.tl.lab)))
@@ -113,7 +121,10 @@ class Demo:
                                check=False)
         self.check(ping.returncode == 0, f"ping {GW_INNER} through the tunnel")
         st["ok"] = True
+        return s0, sniffer, finish
 
+
+    def act_jump(self, s0: dict) -> dict:
         st = self.step("2. the client jumps wifi -> lte (carrier NAT), then the NAT rebinds")
         time.sleep(1.0)
         old_binding = s0["bound"]
@@ -132,7 +143,11 @@ class Demo:
                 if e["event_type"] == "SessionStateChange"]
         self.say(f"   state path: {' -> '.join(path)}")
         st["ok"] = True
+        return s2
 
+
+    def act_attacks(self, s0: dict, s2: dict, sniffer, finish) -> None:
+        old_binding = s0["bound"]
         st = self.step("3. the attacker tries (it sees the client's traffic)")
         sniffer.stop()
         data = [m for m, _ in sniffer.captured.get(abi.MSG_DATA, [])]
@@ -174,6 +189,8 @@ class Demo:
         self.relay_hijack()
         st["ok"] = True
 
+
+    def act_churn(self) -> None:
         st = self.step("4. forced churn: switching faster than the policy allows")
         for _ in range(6):
             state = self.session().get("state")
@@ -194,7 +211,6 @@ class Demo:
         self.check(self.tl.client.returncode != 0, "the client stopped and said why (exit "
                                                    f"{self.tl.client.returncode})")
         st["ok"] = True
-        return self.closing()
 
     def relay_hijack(self) -> None:
         """Issue 10 item 6: the attacker, now on path, holds the client's

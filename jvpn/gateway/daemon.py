@@ -41,6 +41,7 @@ from jvpn.gateway.admission import Admission
 from jvpn.gateway.control import ControlPath
 from jvpn.gateway.datapath import DataPath
 from jvpn.gateway.follower import for_store
+from jvpn.gateway.gate_watch import GateWatch
 from jvpn.gateway.listener import open_listener
 from jvpn.gateway.reattach import ReattachServer
 from jvpn.gateway.supervise import Incidents, Supervisor
@@ -54,10 +55,9 @@ from jvpn.tunnel import Tun
 
 RCVBUF = 4 << 20
 TIMER_TICK_S = 0.1
-GATE_WATCH_S = 0.5  # a detached gate is noticed within this (plus one tick)
 
 
-class Gateway:
+class Gateway(GateWatch):
     def __init__(self, *, private_key: bytes, listen: tuple[str, int],
                  address: ipaddress.IPv4Interface, peers: dict[bytes, ipaddress.IPv4Address],
                  policy: Policy, store: Store, gate, events: EventLog, tun_name: str = "jvpn-gw",
@@ -280,41 +280,6 @@ class Gateway:
         run(self.datapath.report_drops)
         run(self.events.flush)  # rejection summaries due, lines a failing disk refused
         self.incidents.flush()
-
-    def _gate_watch_due(self) -> bool:
-        now = time.monotonic()
-        if now < self._next_gate_watch:
-            return False
-        self._next_gate_watch = now + GATE_WATCH_S
-        return True
-
-    def _gate_lost_now(self) -> bool:
-        """Whether the gate is gone (then the gateway is stopping). A watch
-        that fails is contained: the next one asks again."""
-        try:
-            problem = self.gate.detached()
-        except Exception as e:  # noqa: BLE001 - contained and reported
-            self.incidents.report("gate-watch", e)
-            return False
-        if problem is None:
-            return False
-        self._gate_lost(problem)
-        return True
-
-    def _gate_lost(self, problem: str) -> None:
-        """The XDP gate this gateway writes into no longer guards the
-        interface: the datagrams that now reach the socket were checked by
-        nobody. The socket stops at once, the gateway says so (an event,
-        then the fatal path: the CLI prints the line and exits 1; a service
-        manager restarts it, and a start without the gate attached is
-        refused)."""
-        self._stop.set()  # before the socket: the loops end as stopping, not as deaths
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the UDP loop: it takes nothing more
-        except OSError:
-            pass
-        self.events.emit(EventType.GATE_LOST, Reason.GATE_DETACHED, detail=problem)
-        self._fail(f"the XDP gate is gone ({problem}): stopped, nothing passes unchecked")
 
     def _timers(self, live: Live) -> None:
         if not live.confirmed:
