@@ -147,6 +147,15 @@ class ControlPath:
 
     def _reattach_message(self, msg: bytes, src: Transport) -> list[Send]:
         step = self.reattach.check(msg, src)
+        if isinstance(step, Proven) and step.revalidate and not self.follower.ownership.owns(
+                step.rec):
+            # a move back is evidence only where the switch it undoes happened:
+            # elsewhere it is a replayed, spent request and must not start a
+            # handoff (one copied packet would take the session from its owner)
+            return self._carry_out(self.reattach.rejected(step.rec.session_id, src, Reject(
+                Reason.REPLAY_DETECTED, Security.SEC_REPLAY_ATTEMPT,
+                f"sequence {step.seq} used, and not switched on this gateway",
+                authenticated=True, seq=step.seq)))
         if isinstance(step, Proven):
             try:
                 rec = self.follower.claim(step.rec, step.keys, step.msg, step.src)

@@ -197,3 +197,31 @@ def test_a_cleanly_stopped_owner_lets_its_sessions_move_at_once(cluster):
     assert time.monotonic() - t0 < c.lease_ttl_s  # no wait for a lease to run out
     assert c.gateways["gw-b"].events.has("OwnershipHandoff", "OWNER_LEASE_EXPIRED")
     assert _record(c).owner == "gw-b"
+
+
+def test_a_replayed_spent_request_at_another_gateway_starts_no_handoff(cluster):
+    """Adversarial review: the client's request of a completed switch, copied
+    and sent to a gateway that does not own the session, from the attacker's
+    address, once looked like the client asking to move back (RFC 9000 9.3.3)
+    and started a handoff: one packet took the session from its owner. It is
+    refused as a spent sequence; the owner keeps it."""
+    from jvpn import wire
+
+    c = cluster
+    client = c.connect("gw-a")
+    sid = client.session_id
+    c.move("gw-b")  # a completed switch on gw-b: its request is what the attacker copies
+    rec = _record(c)
+    assert rec.owner == "gw-b" and rec.epoch == 1
+    copy = wire.seal_control(
+        wire.Header(type=abi.MSG_REATTACH_REQ, session_id=sid,
+                    counter=client.channel.next_counter()),
+        client.keys.hdr_c2s, client.keys.reattach, rec.switch_seq, int(time.time() * 1000),
+        bytes(16), rec.epoch - 1)
+    a = c.gateways["gw-a"]
+    a.handle_control(copy, Transport("10.99.77.7", 4444))
+    time.sleep(0.5)  # what a handoff request would take to reach the owner
+    after = _record(c)
+    assert (after.owner, after.handoff_to, after.binding) == ("gw-b", "", rec.binding)
+    assert not a.events.has("OwnershipHandoff", "HANDOFF_REQUESTED")
+    assert a.events.has("ReattachResult", "REPLAY_DETECTED")
