@@ -39,12 +39,15 @@ from jvpn.store import (
 )
 from jvpn.store.etcd_cluster import EtcdGateways, EtcdWatch
 from jvpn.store.etcd_codec import (
+    NodeIdTaken,
     _b64,
     _initiation,
     _meta_key,
     _parse_session,
     _unb64,
 )
+
+__all__ = ["EtcdStore", "NodeIdTaken"]  # callers catch NodeIdTaken from here
 
 
 class EtcdStore(EtcdGateways, EtcdWatch, SkipsUnreadable):
