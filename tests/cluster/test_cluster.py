@@ -12,20 +12,9 @@ import pytest
 from jvpn.gate import abi
 from jvpn.lab.wait import wait_until
 from jvpn.session import State, Transport
-from kits.cluster_kit import Cluster, need_etcd, netns
+from kits.cluster_kit import Cluster, netns
 
 pytestmark = pytest.mark.kernel  # namespaces and TUN devices need root
-
-
-@pytest.fixture
-def cluster(tmp_path):
-    need_etcd()
-    with netns():
-        c = Cluster(tmp_path)
-        try:
-            yield c
-        finally:
-            c.close()
 
 
 def _record(c: Cluster):

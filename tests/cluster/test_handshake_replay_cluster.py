@@ -15,20 +15,8 @@ from jvpn.handshake import Initiator
 from jvpn.lab.addresses import LOOPBACK
 from jvpn.lab.wait import wait_until
 from jvpn.tunnel import DataChannel
-from kits.cluster_kit import Cluster, need_etcd, netns
 
 pytestmark = pytest.mark.kernel  # namespaces and TUN devices need root
-
-
-@pytest.fixture
-def cluster(tmp_path):
-    need_etcd()
-    with netns():
-        c = Cluster(tmp_path)
-        try:
-            yield c
-        finally:
-            c.close()
 
 
 def _udp() -> socket.socket:

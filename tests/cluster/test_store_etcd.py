@@ -9,11 +9,9 @@ import time
 
 import pytest
 
-from jvpn.lab.etcd import EtcdServer
 from jvpn.session import Event, Transport, apply, new_session
 from jvpn.store import AlreadyExists, StoreError, VersionConflict
 from jvpn.store.etcd import EtcdStore
-from kits.cluster_kit import need_etcd
 from kits.store_contract import (
     concurrent_cas_has_one_winner,
     initiation_claims_have_one_winner,
@@ -22,14 +20,6 @@ from kits.store_contract import (
 
 T1 = Transport("192.0.2.10", 5555)
 KEY = os.urandom(32)
-
-
-@pytest.fixture(scope="module")
-def etcd():
-    need_etcd()
-    server = EtcdServer().start()
-    yield server
-    server.remove()
 
 
 @pytest.fixture

@@ -13,24 +13,14 @@ import threading
 
 import pytest
 
-from jvpn.lab.etcd import EtcdServer
 from jvpn.lab.wait import wait_until
 from jvpn.session import Event, Transport, apply, new_session
 from jvpn.store.etcd import EtcdStore
-from kits.cluster_kit import need_etcd
 from kits.daemon_kit import events_of, make_gateway
 
 KEY = os.urandom(32)
 BAD = ["not json", '{"record": "{}", "secrets": "x"}', '{"record": 5}', "[]",
        '{"record": "{\\"state\\": \\"NOPE\\"}", "secrets": ""}']
-
-
-@pytest.fixture(scope="module")
-def etcd():
-    need_etcd()
-    server = EtcdServer().start()
-    yield server
-    server.remove()
 
 
 @pytest.fixture
