@@ -25,6 +25,7 @@ def client():
 @click.pass_obj
 def client_up(app, config_path: str, events_file: str | None, echo_events: bool):
     from jvpn.client import Client, ClientError
+    from jvpn.client_routes import plan
     from jvpn.config import load_client_config
     from jvpn.errors import JvpnError
     from jvpn.events import EventLog
@@ -32,23 +33,43 @@ def client_up(app, config_path: str, events_file: str | None, echo_events: bool)
     app.require_root()
     cfg = load_client_config(config_path)
     events = EventLog("client", events_file, echo=sys.stdout if echo_events else None)
-    agent = Client(private_key=cfg.private_key, gateway_public=cfg.gateway_public_key,
-                   endpoint=cfg.endpoint, events=events, tun_name=cfg.tun_name,
-                   keepalive_ms=cfg.keepalive_ms)
-    try:
-        a = agent.up()
-    except ClientError as e:
-        raise JvpnError(str(e)) from e
-    app.err.print(f"jvpn client up: session {a.session_id:016x}, inner {a.client_inner}")
     stopped = threading.Event()
+    try:
+        agent = Client(private_key=cfg.private_key, gateway_public=cfg.gateway_public_key,
+                       endpoint=cfg.endpoint, events=events, tun_name=cfg.tun_name,
+                       keepalive_ms=cfg.keepalive_ms,
+                       route_plan=plan(cfg.allowed_ips, cfg.fwmark, cfg.table))
+    except ClientError as e:
+        events.close()
+        raise JvpnError(str(e)) from e
+    # The handlers only ask the agent to stop; the `finally` below removes the
+    # routes and rules, whether up failed, the gateway refused or a signal came.
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: (stopped.set(), agent.down()))
-    failed = agent.wait()
-    agent.down()
-    events.close()
+        signal.signal(sig, lambda *_: (stopped.set(), agent.stop()))
+    try:
+        failed = _run(app, agent, stopped)
+    finally:
+        for line in agent.down():
+            app.err.print(f"jvpn client: could not remove {line}", markup=False)
+        events.close()
     if agent.drops.total:
         app.err.print(f"jvpn client: dropped {agent.drops.total} datagrams that did not come "
                       f"from the gateway {agent.endpoint[0]}:{agent.endpoint[1]}", markup=False)
     if failed and not stopped.is_set():
         raise JvpnError(f"the gateway refused the session ({failed}); run `client up` again "
                         "for a new handshake")
+
+
+def _run(app, agent, stopped: threading.Event) -> str | None:
+    """Up, then wait until stopped; the gateway's refusal, if any."""
+    from jvpn.client import ClientError
+    from jvpn.errors import JvpnError
+
+    try:
+        a = agent.up()
+    except ClientError as e:
+        if stopped.is_set():
+            return None  # a signal during up: a clean stop, not an error
+        raise JvpnError(str(e)) from e
+    app.err.print(f"jvpn client up: session {a.session_id:016x}, inner {a.client_inner}")
+    return agent.wait()

@@ -18,7 +18,9 @@ import threading
 import time
 from collections.abc import Callable
 
+from jvpn.client_path import route_to, watch_routing
 from jvpn.client_reattach import ClientReattach, PendingReattach
+from jvpn.client_routes import RouteError, RoutePlan, RouteSet
 from jvpn.codes import EventType, Security
 from jvpn.events import EventLog
 from jvpn.gate import abi
@@ -40,6 +42,25 @@ def udp_socket() -> socket.socket:
     s.bind(("0.0.0.0", 0))
     s.settimeout(RECV_TIMEOUT_S)  # once: settimeout is a syscall, not per packet
     return s
+
+
+def marked(factory: Callable[[], socket.socket], mark: int | None) -> Callable[[], socket.socket]:
+    """``factory`` whose sockets carry SO_MARK ``mark`` (a full tunnel's outer
+    socket: its datagrams skip the tunnel's table). Every socket, so a rebind's
+    new one too; a mark the kernel refuses fails loudly, never unmarked."""
+    if mark is None:
+        return factory
+
+    def make() -> socket.socket:
+        s = factory()
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
+        except OSError as e:
+            s.close()
+            raise ClientError(f"cannot mark the outer socket (SO_MARK {mark:#x}): {e.strerror}"
+                              " (needs CAP_NET_ADMIN)") from None
+        return s
+    return make
 
 
 class StrangerDrops:
@@ -65,10 +86,13 @@ class Client(ClientReattach):
                  events: EventLog, tun_name: str = "jvpn0", keepalive_ms: int = 500,
                  max_missed: int = 3, retry_ms: int = 400,
                  clock_ms: Callable[[], int] | None = None,
-                 socket_factory: Callable[[], socket.socket] | None = None):
+                 socket_factory: Callable[[], socket.socket] | None = None,
+                 route_plan: RoutePlan | None = None):
         self.private_key, self.gateway_public = private_key, gateway_public
         self.endpoint = endpoint
-        self._new_socket = socket_factory or udp_socket
+        self.route_plan = route_plan or RoutePlan(None, ())  # jvpn.client_routes
+        self.routes = RouteSet(tun_name)
+        self._new_socket = marked(socket_factory or udp_socket, self.route_plan.mark)
         self.events = events
         self.tun_name = tun_name
         self.keepalive_ms, self.max_missed, self.retry_ms = keepalive_ms, max_missed, retry_ms
@@ -111,6 +135,8 @@ class Client(ClientReattach):
     def handshake(self, attempts: int = 10, timeout_s: float = 1.0) -> Assignment:
         cookie = None
         for _ in range(attempts):
+            if self._stop.is_set():  # stopped (SIGTERM) while still looking for the gateway
+                break
             init = Initiator(self.private_key, self.gateway_public)
             init.cookie = cookie
             self.sock.sendto(init.initiation(), self.endpoint)
@@ -155,8 +181,7 @@ class Client(ClientReattach):
     def up(self, with_tun: bool = True) -> Assignment:
         a = self.handshake()
         if with_tun:
-            self.tun = Tun(self.tun_name)
-            self.tun.configure(str(a.client_inner.ip), a.client_inner.network.prefixlen)
+            self._tun_up(a)
         self.path = self._route()
         loops = [self._udp_loop, self._monitor_loop, self._netlink_loop]
         if with_tun:
@@ -167,9 +192,29 @@ class Client(ClientReattach):
             self._threads.append(t)
         return a
 
-    def down(self) -> None:
+    def _tun_up(self, a: Assignment) -> None:
+        """The TUN and its routes. With AllowedIPs the address is a host
+        address (/32): what is routed into the TUN is AllowedIPs, nothing more."""
+        self.tun = Tun(self.tun_name)
+        inner = a.client_inner
+        own = inner.max_prefixlen if self.route_plan.ops else inner.network.prefixlen
+        self.tun.configure(str(inner.ip), own)
+        try:
+            self.routes.apply(self.route_plan)
+        except RouteError as e:
+            raise ClientError(f"cannot install the client's routes: {e}") from None
+
+    def stop(self) -> None:
+        """Ask the agent to stop (safe in a signal handler: it only sets flags;
+        :meth:`down` then removes what :meth:`up` installed)."""
         self._stop.set()
         self._wake.set()
+
+    def down(self) -> list[str]:
+        """Stop, remove the routes and rules, close the socket and the TUN.
+        Idempotent. Returns what could not be removed (one line each)."""
+        self.stop()
+        left = self.routes.undo()  # first: no packet is routed into a closing tunnel
         for s in (self.sock,):
             try:
                 s.close()
@@ -177,6 +222,7 @@ class Client(ClientReattach):
                 pass
         if self.tun:
             self.tun.close()
+        return left
 
     def wait(self) -> str | None:
         """Block until stopped; the failure reason, if any."""
@@ -281,27 +327,7 @@ class Client(ClientReattach):
 
     def _netlink_loop(self) -> None:
         """Wake the monitor on any link/address/route change."""
-        from pyroute2 import IPRoute  # noqa: PLC0415
-
-        with IPRoute() as ipr:
-            ipr.bind()
-            ipr.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
-                           (0).to_bytes(8, "little") + (200_000).to_bytes(8, "little"))
-            while not self._stop.is_set():
-                try:
-                    if ipr.get():
-                        self._wake.set()
-                except (OSError, TimeoutError):
-                    continue
-                except Exception:  # noqa: BLE001 - pyroute2 parse errors must not kill the agent
-                    continue
+        watch_routing(self._stop, self._wake)
 
     def _route(self):
-        from pyroute2 import IPRoute  # noqa: PLC0415
-
-        try:
-            with IPRoute() as ipr:
-                r = ipr.route("get", dst=self.endpoint[0])[0]
-                return r.get_attr("RTA_PREFSRC"), r.get_attr("RTA_OIF")
-        except Exception:  # noqa: BLE001 - no route: the path is gone
-            return None
+        return route_to(self.endpoint[0], self.route_plan.mark)

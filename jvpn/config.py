@@ -32,8 +32,10 @@ Peers file (:func:`load_peers`): one ``[Peer]`` section per peer with
 inside the gateway's inner network) and ``Name`` (optional).
 
 Client config (:func:`load_client_config`): ``[Interface]`` with the private
-key and the TUN ``Name``; ``[Peer]`` with the gateway's ``PublicKey``, its
-``Endpoint`` and ``PersistentKeepalive`` (ms).
+key, the TUN ``Name``, and the full tunnel's ``FwMark`` and ``Table``;
+``[Peer]`` with the gateway's ``PublicKey``, its ``Endpoint``,
+``PersistentKeepalive`` (ms) and ``AllowedIPs`` (prefixes routed into the TUN;
+absent: the gateway's inner network; jvpn.client_routes).
 
 Who may touch the files (jvpn.files): a key file, or a config file with an
 inline key, that group or others may access or another user owns is refused;
@@ -63,6 +65,11 @@ DEFAULT_TUN_NAME = "jvpn0"
 DEFAULT_KEEPALIVE_MS = 500
 KEEPALIVE_RANGE_MS = (50, 60_000)
 IFNAMSIZ = 16  # the kernel's limit, with the terminating NUL
+# Full tunnel (client AllowedIPs with a /0): the outer socket's SO_MARK and the
+# routing table of the tunnel's default routes (wg-quick's scheme; "JV" = 0x4a56).
+DEFAULT_FWMARK = 0x4a56
+DEFAULT_TABLE = 0x4a56
+RESERVED_TABLES = (0, 253, 254, 255)  # unspec, default, main, local: never the tunnel's
 
 
 class ConfigError(JvpnError):
@@ -112,6 +119,10 @@ class ClientConfig:
     gateway_public_key: bytes
     endpoint: tuple[str, int]
     keepalive_ms: int
+    # Routed into the TUN; empty: the gateway's inner network only (the assignment's prefix)
+    allowed_ips: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    fwmark: int | None = None  # SO_MARK of the outer socket; None: DEFAULT_FWMARK if full tunnel
+    table: int = DEFAULT_TABLE  # routing table of the full tunnel's /0 routes
 
 
 # ---------------------------------------------------------------- parsing
@@ -338,8 +349,8 @@ _GATEWAY = {"Interface": ("PrivateKey", "PrivateKeyFile", "ListenPort", "Address
                           "EventsFile", "HandshakesPerSecond", "Store", "ClusterKeyFile",
                           "LeaseTTL", "EventsMaxBytes", "EventsKeep", "EventsSummaryInterval")}
 _PEERS = {"Peer": ("PublicKey", "AllowedIP", "Name")}
-_CLIENT = {"Interface": ("PrivateKey", "PrivateKeyFile", "Name"),
-           "Peer": ("PublicKey", "Endpoint", "PersistentKeepalive")}
+_CLIENT = {"Interface": ("PrivateKey", "PrivateKeyFile", "Name", "FwMark", "Table"),
+           "Peer": ("PublicKey", "Endpoint", "PersistentKeepalive", "AllowedIPs")}
 
 
 def load_gateway_config(path: str | Path) -> GatewayConfig:
@@ -484,4 +495,53 @@ def load_client_config(path: str | Path) -> ClientConfig:
                     if "PersistentKeepalive" in peer.entries else DEFAULT_KEEPALIVE_MS)
     return ClientConfig(private_key=private_key, tun_name=tun_name,
                         gateway_public_key=gateway_public_key, endpoint=endpoint,
-                        keepalive_ms=keepalive_ms)
+                        keepalive_ms=keepalive_ms, **_client_routing(f, iface, peer, endpoint))
+
+
+def _client_routing(f: _File, iface: _Section, peer: _Section, endpoint: tuple[str, int]) -> dict:
+    """AllowedIPs, FwMark and Table of a client config (jvpn.client_routes plans from them)."""
+    out: dict = {}
+    if "AllowedIPs" in peer.entries:
+        out["allowed_ips"] = _allowed_ips(f, peer.entries["AllowedIPs"], endpoint[0])
+    if "FwMark" in iface.entries:
+        out["fwmark"] = _u32(f, iface.entries["FwMark"])
+    if "Table" in iface.entries:
+        out["table"] = _u32(f, iface.entries["Table"])
+        if out["table"] in RESERVED_TABLES:
+            raise f.fail_entry(iface.entries["Table"], f"table {out['table']} is reserved "
+                               "(0 unspec, 253 default, 254 main, 255 local); pick another")
+    return out
+
+
+def _u32(f: _File, entry: _Entry) -> int:
+    """A non-zero 32-bit number, decimal or 0x hexadecimal (as wg and ip write marks)."""
+    v = entry.value
+    if not re.fullmatch(r"0[xX][0-9a-fA-F]+|[0-9]+", v):
+        raise f.fail_entry(entry, f"not a number (decimal or 0x hex): {v!r}")
+    n = int(v, 0) if v[:2].lower() == "0x" else int(v)
+    if not 1 <= n <= 0xFFFFFFFF:
+        raise f.fail_entry(entry, f"{v} is out of range [1, 0xffffffff]")
+    return n
+
+
+def _allowed_ips(f: _File, entry: _Entry, endpoint_host: str) -> tuple:
+    """Comma-separated IPv4/IPv6 prefixes, in order, each once, host bits clear.
+    A prefix other than a /0 that holds the endpoint is refused: its route would
+    send the tunnel's own datagrams into the tunnel (a /0 goes through the
+    marked policy routing instead, which keeps them on the uplinks)."""
+    nets: list = []
+    for text in (t.strip() for t in entry.value.split(",")):
+        try:
+            net = ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            raise f.fail_entry(entry, f"{text!r} is not an IPv4 or IPv6 prefix") from None
+        if net.network_address != ipaddress.ip_interface(text).ip:
+            raise f.fail_entry(entry, f"{text} has host bits set (did you mean {net}?)")
+        if net in nets:
+            raise f.fail_entry(entry, f"{net} is listed twice")
+        if net.prefixlen and ipaddress.ip_address(endpoint_host) in net:
+            raise f.fail_entry(entry, f"{net} holds the Endpoint {endpoint_host}: the tunnel's "
+                                      "own packets would be routed into it (use a /0 for a "
+                                      "full tunnel, or leave the endpoint out)")
+        nets.append(net)
+    return tuple(nets)
