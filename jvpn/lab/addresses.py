@@ -33,6 +33,13 @@ ROUTER_GW_IF, ATTACKER_ROUTER_IF = "r0", "r3"  # the router's ports to the gatew
 GW_INNER, CLIENT_INNER = "10.99.0.1", "10.99.0.2"
 INNER_PREFIX = 24
 
+# ---------------------------------------------------------------- behind the gateway (full tunnel)
+# a host outside the inner network, linked to the gateway only, with no route of
+# its own: a client reaches it through the tunnel and the gateway's masquerade
+INET_IP, INET_GW_IP, INET_NET = "10.79.0.2", "10.79.0.1", "10.79.0.0/24"
+INET_IF, INET_GW_IF = "inet0", "gwi0"  # its end of the link, the gateway's end
+GW_TUN = "jvpn-gw"  # the gateway's TUN device (`gateway up --tun`, default)
+
 # ---------------------------------------------------------------- the cluster lab
 VIP = "10.77.9.1"  # the anycast address both gateways answer on
 SVC_IP, SVC_NET = "10.78.0.1", "10.78.0.0/24"  # the backend behind both gateways

@@ -1,0 +1,62 @@
+"""The tunnel lab with a host behind the gateway that is not in the inner
+network (role ``inet``), and a client whose ``AllowedIPs`` the test chooses:
+
+    client == router == gateway (gw0; gwi0 10.79.0.1/24) ---- inet (inet0 10.79.0.2/24)
+
+The inet host has no route of its own: it answers only what reaches it from
+the gateway's address, so a reply proves the gateway's forwarding and
+masquerade (``nat_rules``, an nftables ruleset the test gives; the one in
+docs/full-tunnel.md)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from jvpn.lab.addresses import INET_GW_IF, INET_GW_IP, INET_IF, INET_IP, LAN_PREFIX
+from jvpn.lab.netns import RoamingLab
+from jvpn.lab.running import write_secret
+from jvpn.lab.tunnel import TunnelLab
+
+
+class FullTunnelLab(TunnelLab):
+    def __init__(self, tmp: Path, *, allowed_ips: str, nat_rules: str, **kw):
+        super().__init__(tmp, **kw)
+        self.lab = RoamingLab(extra_roles=("inet",))  # nothing exists before up()
+        self.nat_rules = nat_rules
+        conf = self.tmp / "client.conf"  # its [Peer] section comes last
+        write_secret(conf, conf.read_text() + f"AllowedIPs = {allowed_ips}\n")
+
+    def up(self, before_client=None) -> FullTunnelLab:
+        def behind_gateway() -> None:
+            self._wire_inet()
+            if before_client is not None:
+                before_client()
+        super().up(before_client=behind_gateway)
+        return self
+
+    def _wire_inet(self) -> None:
+        self.lab.veth("gw", INET_GW_IF, f"{INET_GW_IP}/{LAN_PREFIX}", "inet", INET_IF,
+                      f"{INET_IP}/{LAN_PREFIX}")
+        self.lab.run("gw", "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        subprocess.run(self.lab.cmd("gw", "nft", "-f", "-"), input=self.nat_rules, text=True,
+                       check=True, capture_output=True, timeout=30)
+
+    # ------------------------------------------------------------ observations
+    def rules(self, family: str = "-4") -> list[dict]:
+        """The client's policy rules (``ip -j rule``)."""
+        return json.loads(self.lab.run("cl", "ip", "-j", family, "rule").stdout or "[]")
+
+    def table(self, table: int, family: str = "-4") -> list[dict]:
+        """The client's routes in ``table`` (``ip -j route show table``)."""
+        out = self.lab.run("cl", "ip", "-j", family, "route", "show", "table", str(table),
+                           check=False)
+        return json.loads(out.stdout or "[]") if out.returncode == 0 else []
+
+    def route_get(self, dst: str, *extra: str) -> dict:
+        return json.loads(self.lab.run("cl", "ip", "-j", "route", "get", dst, *extra).stdout)[0]
+
+    def tun_tx_packets(self, ifname: str = "jvpn0") -> int:
+        out = json.loads(self.lab.run("cl", "ip", "-j", "-s", "link", "show", ifname).stdout)
+        return out[0]["stats64"]["tx"]["packets"]
