@@ -1,0 +1,144 @@
+"""Full tunnel in namespaces (issue 11): a client with ``AllowedIPs =
+0.0.0.0/0`` reaches a host behind the gateway that is not in the inner
+network, through the tunnel and the gateway's masquerade (the nftables block
+of docs/full-tunnel.md, applied as written), while its own outer datagrams
+still leave by the uplink; a jump wifi -> lte still works; after the client
+stops its rules and its table are gone. The same block lets nobody outside
+open a connection to a client."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from jvpn.client_routes import RULE_PRIORITY
+from jvpn.config import DEFAULT_FWMARK, DEFAULT_TABLE
+from jvpn.lab.addresses import (
+    CLIENT_INNER,
+    ECHO_PORT,
+    GW_INNER,
+    GW_IP,
+    GW_TUN,
+    INET_GW_IF,
+    INET_GW_IP,
+    INET_IP,
+    INNER_PREFIX,
+    LTE_IP,
+    WIFI_IP,
+)
+from jvpn.lab.full_tunnel import FullTunnelLab
+
+pytestmark = pytest.mark.kernel
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "full-tunnel.md"
+MARK = hex(DEFAULT_FWMARK)
+
+
+def doc_ruleset() -> str:
+    """The gateway's nftables block from docs/full-tunnel.md, with the lab's
+    uplink (towards the inet host) for the doc's ``eth0``."""
+    block = DOC.read_text().split("```nft\n", 1)[1].split("```", 1)[0]
+    inner = ipaddress.ip_interface(f"{GW_INNER}/{INNER_PREFIX}").network
+    assert f'"{GW_TUN}"' in block and str(inner) in block  # the lab's names are the doc's
+    return block.replace('"eth0"', f'"{INET_GW_IF}"')
+
+
+@pytest.fixture
+def ftl(tmp_path):
+    t = FullTunnelLab(tmp_path, allowed_ips="0.0.0.0/0", nat_rules=doc_ruleset()).up()
+    yield t
+    t.down()
+
+
+class Echo:
+    """A UDP exchange from the client's side to the inet host and back, on
+    sockets in each namespace: what source address the inet host saw."""
+
+    def __init__(self, ftl: FullTunnelLab):
+        self.server = ftl.lab.socket("inet", socket.AF_INET, socket.SOCK_DGRAM)
+        self.server.bind((INET_IP, ECHO_PORT))
+        self.client = ftl.lab.socket("cl", socket.AF_INET, socket.SOCK_DGRAM)  # unmarked
+        for s in (self.server, self.client):
+            s.settimeout(0.5)
+
+    def seen_from(self) -> str | None:
+        nonce = os.urandom(8)
+        self.client.sendto(nonce, (INET_IP, ECHO_PORT))
+        try:
+            while True:
+                msg, src = self.server.recvfrom(64)
+                if msg == nonce:
+                    break
+            self.server.sendto(nonce, src)
+            while self.client.recvfrom(64)[0] != nonce:
+                pass
+        except TimeoutError:
+            return None
+        return src[0]
+
+    def close(self) -> None:
+        self.server.close()
+        self.client.close()
+
+
+def _bound(ftl) -> str:
+    [(_iface, [session])] = ftl.cli_json("sessions", "gw0").items()
+    return session["bound"]
+
+
+def _accepts(ftl) -> int:
+    return sum(1 for e in ftl.gateway_events() if e["event_type"] == "ReattachResult"
+               and e["reason_code"] == "REATTACH_ACCEPT")
+
+
+def _ours(ftl) -> list[dict]:
+    return [r for r in ftl.rules() if r["priority"] in (RULE_PRIORITY, RULE_PRIORITY + 1)]
+
+
+def test_full_tunnel_reaches_a_host_behind_the_gateway_across_a_jump(ftl):
+    assert len(_ours(ftl)) == 2
+    assert [(r["dst"], r["dev"]) for r in ftl.table(DEFAULT_TABLE)] == [("default", "jvpn0")]
+    # everything goes into the tunnel, except what carries the mark: the outer socket
+    assert ftl.route_get(GW_IP)["dev"] == "jvpn0"
+    assert ftl.route_get(GW_IP, "mark", MARK)["dev"] == "wifi"
+    assert _bound(ftl).startswith(f"{WIFI_IP}:")  # the outer datagrams left by the uplink
+    echo = Echo(ftl)
+    try:
+        tx = ftl.tun_tx_packets()
+        # the inet host has no route to the client: only the gateway's masquerade answers
+        assert ftl.wait(lambda: echo.seen_from() == INET_GW_IP, "through the tunnel") >= 0
+        assert ftl.tun_tx_packets() > tx
+        ftl.lab.link("cl", "wifi", "down")  # wifi -> lte, under full tunnel
+        ftl.wait(lambda: _accepts(ftl) >= 1, "reattach from lte")
+        assert _bound(ftl).startswith(f"{LTE_IP}:")
+        assert ftl.route_get(GW_IP, "mark", MARK)["dev"] == "lte"
+        # seen as a path change (the marked route lookup), not only as missing replies
+        [first] = [e for e in ftl.client_event_list()
+                   if e["event_type"] == "ReattachAttempt"][:1]
+        assert first["detail"] == "local transport changed", first
+        ftl.wait(lambda: echo.seen_from() == INET_GW_IP, "through the tunnel after the jump")
+    finally:
+        echo.close()
+    hs = [e for e in ftl.gateway_events() if e["reason_code"] == "HANDSHAKE_OK"]
+    assert len(hs) == 1  # the same session throughout
+    ftl.client.terminate()
+    assert ftl.client.wait(timeout=15) == 0, ftl.logs()
+    assert _ours(ftl) == [] and ftl.table(DEFAULT_TABLE) == []
+    assert ftl.lab.run("cl", "ip", "link", "show", "jvpn0", check=False).returncode != 0
+
+
+def test_the_gateway_block_lets_nobody_outside_reach_a_client(ftl):
+    """The inet host routes the inner network to the gateway: its packets to
+    the client are dropped by the doc's forward chain; with an accept put in
+    front of it they arrive (so the drop, not the lab, is what stopped them)."""
+    ftl.lab.route("inet", f"{ipaddress.ip_interface(f'{CLIENT_INNER}/{INNER_PREFIX}').network}",
+                  "via", INET_GW_IP)
+    ping = ("ping", "-c", "2", "-W", "1", "-i", "0.3", CLIENT_INNER)
+    assert ftl.lab.run("inet", *ping, check=False).returncode != 0
+    ftl.lab.run("gw", "nft", "insert", "rule", "inet", "jvpn_gateway", "forward",
+                "oifname", GW_TUN, "accept")
+    assert ftl.lab.run("inet", *ping, check=False).returncode == 0
