@@ -141,8 +141,7 @@ class RouteSet:
                     self._add(ipr, op)
                 except NetlinkError as e:
                     self.undo()
-                    raise RouteError(f"{op.describe()} dev {self.ifname}: "
-                                     f"{e.args[1] if len(e.args) > 1 else e}") from None
+                    raise RouteError(f"{op.describe()} dev {self.ifname}: {_why(e)}") from None
                 self.applied.append(op)
 
     def _add(self, ipr, op: Route | Rule) -> None:
@@ -171,6 +170,12 @@ class RouteSet:
                     if e.code not in _GONE:
                         failed.append(f"{op.describe()}: {e}")
         return failed
+
+
+def _why(e) -> str:
+    if e.code == errno.EEXIST:
+        return "the table already has a route for this prefix (not ours: left as it is)"
+    return e.args[1] if len(e.args) > 1 else str(e)
 
 
 def _delete_all(ipr, rule: Rule) -> None:

@@ -95,7 +95,8 @@ def test_a_route_that_exists_is_refused_and_everything_rolled_back(lab):
     lab.route("cl", "10.50.0.0/16", "via", UP_PEER, "dev", "wifi")  # someone else's route
     t = tun(lab)
     routes = RouteSet(TUN)
-    with lab.inside("cl"), pytest.raises(RouteError, match=r"route 10\.50\.0\.0/16 dev jvpnrt0"):
+    with lab.inside("cl"), pytest.raises(RouteError,
+                                         match=r"10\.50\.0\.0/16 dev jvpnrt0: the table already"):
         routes.apply(plan((N("0.0.0.0/0"), N("10.50.0.0/16")), None, DEFAULT_TABLE))
     assert ours(lab) == [] and table(lab) == [] and routes.applied == []
     assert "10.50.0.0/16 via 10.201.0.1 dev wifi" in lab.run("cl", "ip", "-4", "route").stdout

@@ -28,9 +28,11 @@ from jvpn.lab.addresses import (
     INET_IP,
     INNER_PREFIX,
     LTE_IP,
+    UPLINK_ROUTER_IP,
     WIFI_IP,
 )
 from jvpn.lab.full_tunnel import FullTunnelLab
+from jvpn.lab.running import write_secret
 
 pytestmark = pytest.mark.kernel
 
@@ -142,3 +144,22 @@ def test_the_gateway_block_lets_nobody_outside_reach_a_client(ftl):
     ftl.lab.run("gw", "nft", "insert", "rule", "inet", "jvpn_gateway", "forward",
                 "oifname", GW_TUN, "accept")
     assert ftl.lab.run("inet", *ping, check=False).returncode == 0
+
+
+def test_a_start_that_cannot_route_leaves_nothing_behind(ftl):
+    """A second `client up` whose AllowedIPs hold a route the main table
+    already has (someone else's): it exits 1 with one line naming the route,
+    and its rules, its table and its TUN are gone; the route it met is kept."""
+    ftl.client.terminate()
+    assert ftl.client.wait(timeout=15) == 0
+    ftl.lab.route("cl", "10.50.0.0/16", "via", UPLINK_ROUTER_IP["wifi"], "dev", "wifi")
+    conf = ftl.tmp / "client.conf"
+    write_secret(conf, conf.read_text().replace("AllowedIPs = 0.0.0.0/0",
+                                                "AllowedIPs = 0.0.0.0/0, 10.50.0.0/16"))
+    out = ftl.jvpn_in("cl", ftl.client_env(), "client", "up", "--config", str(conf))
+    assert out.returncode == 1, (out.stdout, out.stderr)
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "route 10.50.0.0/16 dev jvpn0: the table" in lines[0], out.stderr
+    assert _ours(ftl) == [] and ftl.table(DEFAULT_TABLE) == []
+    assert ftl.lab.run("cl", "ip", "link", "show", "jvpn0", check=False).returncode != 0
+    assert "10.50.0.0/16 via" in ftl.lab.run("cl", "ip", "-4", "route").stdout
