@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 from jvpn.client_path import route_to, watch_routing
 from jvpn.client_reattach import ClientReattach, PendingReattach
-from jvpn.client_routes import RouteError, RoutePlan, RouteSet
+from jvpn.client_routes import ClientRouting, RouteError, RoutePlan
 from jvpn.codes import EventType, Security
 from jvpn.events import EventLog
 from jvpn.gate import abi
@@ -91,7 +91,7 @@ class Client(ClientReattach):
         self.private_key, self.gateway_public = private_key, gateway_public
         self.endpoint = endpoint
         self.route_plan = route_plan or RoutePlan(None, ())  # jvpn.client_routes
-        self.routes = RouteSet(tun_name)
+        self.routes = ClientRouting(tun_name, self.route_plan)
         self._new_socket = marked(socket_factory or udp_socket, self.route_plan.mark)
         self.events = events
         self.tun_name = tun_name
@@ -200,7 +200,7 @@ class Client(ClientReattach):
         own = inner.max_prefixlen if self.route_plan.ops else inner.network.prefixlen
         self.tun.configure(str(inner.ip), own)
         try:
-            self.routes.apply(self.route_plan)
+            self.routes.apply(str(inner.ip))
         except RouteError as e:
             raise ClientError(f"cannot install the client's routes: {e}") from None
 
@@ -211,7 +211,7 @@ class Client(ClientReattach):
         self._wake.set()
 
     def down(self) -> list[str]:
-        """Stop, remove the routes and rules, close the socket and the TUN.
+        """Stop, remove the routes, rules and firewall table, close the socket and the TUN.
         Idempotent. Returns what could not be removed (one line each)."""
         self.stop()
         left = self.routes.undo()  # first: no packet is routed into a closing tunnel

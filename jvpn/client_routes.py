@@ -17,7 +17,9 @@ lookup its datagrams make, so path changes are seen as before. Other
 prefixes are plain routes in the main table, as wg-quick does.
 
 :func:`plan` is pure (config in, operations out); :class:`RouteSet` applies
-them through netlink and undoes exactly what it applied, in reverse order.
+them through netlink and undoes exactly what it applied, in reverse order;
+:class:`ClientRouting` adds the full tunnel's firewall table
+(jvpn.client_firewall) and is what the agent holds.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import ipaddress
 import socket
 from dataclasses import dataclass
 
+from jvpn.client_firewall import FirewallError, MarkFirewall
 from jvpn.config import DEFAULT_FWMARK
 
 RT_TABLE_MAIN = 254
@@ -134,8 +137,13 @@ class RouteSet:
         from pyroute2 import IPRoute  # noqa: PLC0415
         from pyroute2.netlink.exceptions import NetlinkError  # noqa: PLC0415
 
+        if not route_plan.ops:
+            return  # the default: the TUN address's own prefix, nothing to add
         with IPRoute() as ipr:
-            self._oif = ipr.link_lookup(ifname=self.ifname)[0]
+            found = ipr.link_lookup(ifname=self.ifname)
+            if not found:
+                raise RouteError(f"no interface {self.ifname} to route into")
+            self._oif = found[0]
             for op in route_plan.ops:
                 try:
                     self._add(ipr, op)
@@ -157,7 +165,9 @@ class RouteSet:
         from pyroute2 import IPRoute  # noqa: PLC0415
         from pyroute2.netlink.exceptions import NetlinkError  # noqa: PLC0415
 
-        failed = []
+        failed: list[str] = []
+        if not self.applied:
+            return failed
         with IPRoute() as ipr:
             while self.applied:
                 op = self.applied.pop()
@@ -176,6 +186,33 @@ def _why(e) -> str:
     if e.code == errno.EEXIST:
         return "the table already has a route for this prefix (not ours: left as it is)"
     return e.args[1] if len(e.args) > 1 else str(e)
+
+
+class ClientRouting:
+    """What the client installs on the host for its AllowedIPs: for a full
+    tunnel the firewall table first (so the replies pass a strict rp_filter
+    from the moment the rules exist), then the routes and rules; undone
+    together, the rules first. ``undo`` is idempotent."""
+
+    def __init__(self, ifname: str, route_plan: RoutePlan,
+                 firewall: MarkFirewall | None = None):
+        self.plan = route_plan
+        self.routes = RouteSet(ifname)
+        self.firewall = firewall or MarkFirewall(ifname)
+
+    def apply(self, inner: str) -> None:
+        """``inner``: the client's inner address (guarded against arriving on
+        another interface). Raises RouteError with nothing left installed."""
+        try:
+            if self.plan.full_tunnel:
+                self.firewall.apply(self.plan.mark, [inner])
+            self.routes.apply(self.plan)
+        except (RouteError, FirewallError) as e:
+            self.firewall.undo()
+            raise RouteError(str(e)) from None
+
+    def undo(self) -> list[str]:
+        return self.routes.undo() + self.firewall.undo()
 
 
 def _delete_all(ipr, rule: Rule) -> None:

@@ -34,6 +34,14 @@ class FullTunnelLab(TunnelLab):
             if before_client is not None:
                 before_client()
         super().up(before_client=behind_gateway)
+        # the TUN's address comes before the routes: wait for the whole of `up`
+        log = self.tmp / "client.log"
+        try:
+            self.wait(lambda: "jvpn client up:" in log.read_text(), "client routes",
+                      proc=self.client)
+        except BaseException:
+            self.down()
+            raise
         return self
 
     def _wire_inet(self) -> None:
@@ -56,6 +64,11 @@ class FullTunnelLab(TunnelLab):
 
     def route_get(self, dst: str, *extra: str) -> dict:
         return json.loads(self.lab.run("cl", "ip", "-j", "route", "get", dst, *extra).stdout)[0]
+
+    def nft_table(self, name: str = "jvpn-jvpn0") -> bool:
+        """Whether the client's namespace has nftables table ``inet name``."""
+        return self.lab.run("cl", "nft", "list", "table", "inet", name,
+                            check=False).returncode == 0
 
     def tun_tx_packets(self, ifname: str = "jvpn0") -> int:
         out = json.loads(self.lab.run("cl", "ip", "-j", "-s", "link", "show", ifname).stdout)

@@ -129,8 +129,30 @@ def test_full_tunnel_reaches_a_host_behind_the_gateway_across_a_jump(ftl):
     assert len(hs) == 1  # the same session throughout
     ftl.client.terminate()
     assert ftl.client.wait(timeout=15) == 0, ftl.logs()
-    assert _ours(ftl) == [] and ftl.table(DEFAULT_TABLE) == []
+    assert _ours(ftl) == [] and ftl.table(DEFAULT_TABLE) == [] and not ftl.nft_table()
     assert ftl.lab.run("cl", "ip", "link", "show", "jvpn0", check=False).returncode != 0
+
+
+def test_strict_rp_filter_and_no_way_to_the_inner_address_from_the_lan(tmp_path):
+    """With a strict reverse-path filter on the client the gateway's replies
+    still pass (the mark restored from conntrack, src_valid_mark); and a
+    neighbour on the Wi-Fi cannot reach the inner address directly: dropped
+    by the client's guard, which is what stops it (without it, it answers)."""
+    ftl = FullTunnelLab(tmp_path, allowed_ips="0.0.0.0/0", nat_rules=doc_ruleset())
+    strict = ("sysctl", "-qw", "net.ipv4.conf.all.rp_filter=1")
+    ftl.up(before_client=lambda: ftl.lab.run("cl", *strict))
+    echo = Echo(ftl)
+    try:
+        ftl.wait(lambda: echo.seen_from() == INET_GW_IP, "through the tunnel, strict rp_filter")
+        assert ftl.nft_table()
+        ftl.lab.route("rt", f"{CLIENT_INNER}/32", "via", WIFI_IP)
+        ping = ("ping", "-c", "2", "-W", "1", "-i", "0.3", CLIENT_INNER)
+        assert ftl.lab.run("rt", *ping, check=False).returncode != 0
+        ftl.lab.run("cl", "nft", "flush", "chain", "inet", "jvpn-jvpn0", "preraw")
+        assert ftl.lab.run("rt", *ping, check=False).returncode == 0
+    finally:
+        echo.close()
+        ftl.down()
 
 
 def test_the_gateway_block_lets_nobody_outside_reach_a_client(ftl):
@@ -160,6 +182,6 @@ def test_a_start_that_cannot_route_leaves_nothing_behind(ftl):
     assert out.returncode == 1, (out.stdout, out.stderr)
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "route 10.50.0.0/16 dev jvpn0: the table" in lines[0], out.stderr
-    assert _ours(ftl) == [] and ftl.table(DEFAULT_TABLE) == []
+    assert _ours(ftl) == [] and ftl.table(DEFAULT_TABLE) == [] and not ftl.nft_table()
     assert ftl.lab.run("cl", "ip", "link", "show", "jvpn0", check=False).returncode != 0
     assert "10.50.0.0/16 via" in ftl.lab.run("cl", "ip", "-4", "route").stdout

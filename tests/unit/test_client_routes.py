@@ -12,7 +12,17 @@ import pytest
 
 from jvpn import keys
 from jvpn.client import Client, ClientError, marked
-from jvpn.client_routes import RT_TABLE_MAIN, RULE_PRIORITY, Route, RoutePlan, Rule, plan
+from jvpn.client_firewall import FirewallError, MarkFirewall, ruleset
+from jvpn.client_routes import (
+    RT_TABLE_MAIN,
+    RULE_PRIORITY,
+    ClientRouting,
+    Route,
+    RouteError,
+    RoutePlan,
+    Rule,
+    plan,
+)
 from jvpn.config import DEFAULT_FWMARK, DEFAULT_TABLE, ConfigError, load_client_config
 from jvpn.events import EventLog
 
@@ -166,3 +176,63 @@ def test_rebind_opens_a_marked_socket_again():
     c.rebind()
     assert len(made) == 2 and c.sock is made[1]
     assert all(s.opts[(socket.SOL_SOCKET, socket.SO_MARK)] == DEFAULT_FWMARK for s in made)
+
+
+# ---------------------------------------------------------------- the full tunnel's firewall table
+
+class FakeNft:
+    def __init__(self, returncode: int = 0, stderr: str = ""):
+        self.calls, self.returncode, self.stderr = [], returncode, stderr
+
+    def __call__(self, args, text=None):
+        import subprocess  # noqa: PLC0415
+
+        self.calls.append((args, text))
+        return subprocess.CompletedProcess(["nft", *args], self.returncode, "", self.stderr)
+
+
+def test_firewall_ruleset_replaces_its_table_and_guards_the_inner_address():
+    text = ruleset("jvpn0", 0x4a56, ["10.99.0.2", "fd00::2"])
+    assert text.splitlines()[:3] == ["table inet jvpn-jvpn0", "delete table inet jvpn-jvpn0",
+                                     "table inet jvpn-jvpn0 {"]
+    assert 'iifname != "jvpn0" ip daddr 10.99.0.2 fib saddr type != local drop' in text
+    assert 'iifname != "jvpn0" ip6 daddr fd00::2 fib saddr type != local drop' in text
+    assert "meta l4proto udp meta mark set ct mark" in text
+    assert "meta l4proto udp meta mark 0x4a56 ct mark set meta mark" in text
+
+
+def test_firewall_sets_src_valid_mark_applies_and_undoes_once(tmp_path):
+    sysctl = tmp_path / "src_valid_mark"
+    sysctl.write_text("0")
+    nft = FakeNft()
+    fw = MarkFirewall("jvpn0", nft=nft, sysctl_path=str(sysctl))
+    fw.apply(0x4a56, ["10.99.0.2"])
+    assert sysctl.read_text() == "1"
+    assert nft.calls[0] == (["-f", "-"], ruleset("jvpn0", 0x4a56, ["10.99.0.2"]))
+    assert fw.undo() == [] and fw.undo() == []
+    assert nft.calls[1:] == [(["delete", "table", "inet", "jvpn-jvpn0"], None)]
+
+
+def test_firewall_refused_is_one_line_and_nothing_to_undo(tmp_path):
+    fw = MarkFirewall("jvpn0", nft=FakeNft(1, "Error: syntax error\n  here\n"),
+                      sysctl_path=str(tmp_path / "svm"))
+    with pytest.raises(FirewallError, match="nft refused the table jvpn-jvpn0: Error: syntax"):
+        fw.apply(1, ["10.99.0.2"])
+    assert fw.undo() == []
+
+
+def test_client_routing_fails_whole_when_the_firewall_fails(tmp_path):
+    nft = FakeNft(1, "Error: no such hook")
+    fw = MarkFirewall("jvpn0", nft=nft, sysctl_path=str(tmp_path / "svm"))
+    routing = ClientRouting("jvpn0", plan((N("0.0.0.0/0"),), None, DEFAULT_TABLE), firewall=fw)
+    with pytest.raises(RouteError, match="nft refused"):
+        routing.apply("10.99.0.2")
+    assert routing.routes.applied == [] and routing.undo() == []
+
+
+def test_client_routing_without_full_tunnel_installs_no_table(tmp_path):
+    nft = FakeNft()
+    routing = ClientRouting("jvpn0", RoutePlan(None, ()), firewall=MarkFirewall(
+        "jvpn0", nft=nft, sysctl_path=str(tmp_path / "svm")))
+    routing.apply("10.99.0.2")  # no operations: no netlink either
+    assert nft.calls == [] and routing.undo() == []
