@@ -167,6 +167,12 @@ class Client(ClientReattach):
             self._threads.append(t)
         return a
 
+    def stop(self) -> None:
+        """Ask the loops to end (safe in a signal handler); :meth:`down`
+        closes the socket and the TUN, from the thread that tears down."""
+        self._stop.set()
+        self._wake.set()
+
     def down(self) -> None:
         self._stop.set()
         self._wake.set()

@@ -32,8 +32,13 @@ Peers file (:func:`load_peers`): one ``[Peer]`` section per peer with
 inside the gateway's inner network) and ``Name`` (optional).
 
 Client config (:func:`load_client_config`): ``[Interface]`` with the private
-key and the TUN ``Name``; ``[Peer]`` with the gateway's ``PublicKey``, its
-``Endpoint`` and ``PersistentKeepalive`` (ms).
+key, the TUN ``Name``, ``DNS`` (servers and search domains, wg-quick's
+semantics) and the ``PreUp``/``PostUp``/``PreDown``/``PostDown`` hooks (each
+may be repeated: run in file order); ``[Peer]`` with the gateway's
+``PublicKey``, its ``Endpoint`` (an address or a host name resolved at load,
+i.e. at ``client up``) and ``KeepaliveInterval`` (seconds). The old
+``PersistentKeepalive`` (milliseconds, unlike WireGuard's seconds) is refused
+with the rename, never reinterpreted.
 
 Who may touch the files (jvpn.files): a key file, or a config file with an
 inline key, that group or others may access or another user owns is refused;
@@ -46,7 +51,9 @@ import ipaddress
 import os
 import re
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 
 from jvpn import keys
@@ -60,8 +67,9 @@ DEFAULT_HANDSHAKES_PER_SECOND = 50
 DEFAULT_STATE_DIR = Path("/var/lib/jvpn")
 EVENTS_FILE_NAME = "events.jsonl"
 DEFAULT_TUN_NAME = "jvpn0"
-DEFAULT_KEEPALIVE_MS = 500
-KEEPALIVE_RANGE_MS = (50, 60_000)
+DEFAULT_KEEPALIVE_MS = 500  # KeepaliveInterval = 0.5 (s): path-liveness probes, not NAT pings
+KEEPALIVE_RANGE_MS = (50, 60_000)  # KeepaliveInterval 0.05 .. 60 s
+HOOK_KEYS = ("PreUp", "PostUp", "PreDown", "PostDown")
 IFNAMSIZ = 16  # the kernel's limit, with the terminating NUL
 
 
@@ -106,12 +114,31 @@ class GatewayConfig:
 
 
 @dataclass(frozen=True)
+class ClientDns:
+    """``DNS =``: addresses are name servers, anything else a search domain."""
+    servers: tuple[str, ...] = ()
+    search: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ClientHooks:
+    """Shell commands run as root by ``/bin/sh -c`` (``%i`` = the TUN name)."""
+    pre_up: tuple[str, ...] = ()
+    post_up: tuple[str, ...] = ()
+    pre_down: tuple[str, ...] = ()
+    post_down: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class ClientConfig:
     private_key: bytes = field(repr=False)
     tun_name: str
     gateway_public_key: bytes
-    endpoint: tuple[str, int]
+    endpoint: tuple[str, int]  # an address: a host name is resolved at load
     keepalive_ms: int
+    endpoint_name: str | None = None  # the host name Endpoint gave, if it gave one
+    dns: ClientDns = ClientDns()
+    hooks: ClientHooks = ClientHooks()
 
 
 # ---------------------------------------------------------------- parsing
@@ -127,7 +154,12 @@ class _Entry:
 class _Section:
     name: str  # canonical spelling
     line: int
-    entries: dict[str, _Entry]  # canonical key -> entry
+    entries: dict[str, _Entry]  # canonical key -> entry (the first, for repeatable keys)
+    repeated: dict[str, list[_Entry]] = field(default_factory=dict)  # every one, in order
+
+    def all(self, key: str) -> list[_Entry]:
+        """Every entry of a repeatable key, in file order."""
+        return self.repeated.get(key, [])
 
 
 class _File:
@@ -170,10 +202,12 @@ class _File:
 
 
 def _parse(path: Path, schema: dict[str, tuple[str, ...]],
-           origin: tuple[_File, _Entry] | None = None) -> _File:
+           origin: tuple[_File, _Entry] | None = None,
+           repeatable: tuple[str, ...] = ()) -> _File:
     """Read and parse ``path``. ``schema`` maps each allowed section name to
     its allowed keys (canonical spellings). ``origin``: the file and entry
-    that named ``path``, so that an unreadable file is reported there."""
+    that named ``path``, so that an unreadable file is reported there.
+    ``repeatable``: keys that may be given more than once (hooks, DNS)."""
     try:
         with open(path, encoding="utf-8-sig") as fh:
             st = os.fstat(fh.fileno())
@@ -219,6 +253,12 @@ def _parse(path: Path, schema: dict[str, tuple[str, ...]],
         if canonical is None:
             raise f.error(n, key, f"unknown key in the [{current.name}] section (known: "
                                   f"{', '.join(schema[current.name])})")
+        if canonical in repeatable:
+            if not value:
+                raise f.error(n, canonical, "empty value")
+            current.repeated.setdefault(canonical, []).append(_Entry(canonical, value, n))
+            current.entries.setdefault(canonical, _Entry(canonical, value, n))
+            continue
         if canonical in current.entries:
             raise f.error(n, canonical, f"duplicate key in the [{current.name}] section "
                                         f"(first on line {current.entries[canonical].line})")
@@ -306,9 +346,22 @@ def _address(f: _File, entry: _Entry) -> ipaddress.IPv4Interface:
     return addr
 
 
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
+def is_host_name(v: str) -> bool:
+    """An RFC 1123 host name (a trailing dot allowed). Its last label is not
+    all digits, so a malformed address such as ``10.1`` is never handed to
+    the resolver (inet_aton would read it as 10.0.0.1)."""
+    labels = v[:-1].split(".") if v.endswith(".") else v.split(".")
+    return (len(v) <= 253 and all(_LABEL.fullmatch(x) for x in labels)
+            and not labels[-1].isdigit())
+
+
 def _endpoint(f: _File, entry: _Entry) -> tuple[str, int]:
+    """(address or host name, port); a host name is resolved by the caller."""
     v = entry.value
-    bad = "expected IPv4:port or [IPv6]:port"
+    bad = "expected IPv4:port, [IPv6]:port or hostname:port"
     if v.startswith("["):
         host, sep, port_text = v[1:].partition("]:")
         if not sep:
@@ -324,8 +377,9 @@ def _endpoint(f: _File, entry: _Entry) -> tuple[str, int]:
         try:
             host = str(ipaddress.IPv4Address(host))
         except ValueError:
-            raise f.fail_entry(entry, f"{v!r}: {host!r} is not an IPv4 address "
-                                      f"({bad}; host names are not resolved)") from None
+            if not is_host_name(host):
+                raise f.fail_entry(entry, f"{v!r}: {host!r} is neither an IPv4 address nor "
+                                          f"a host name ({bad})") from None
     if not re.fullmatch(r"[0-9]+", port_text) or not 1 <= int(port_text) <= 65535:
         raise f.fail_entry(entry, f"{v!r}: port must be 1..65535")
     return host, int(port_text)
@@ -338,8 +392,10 @@ _GATEWAY = {"Interface": ("PrivateKey", "PrivateKeyFile", "ListenPort", "Address
                           "EventsFile", "HandshakesPerSecond", "Store", "ClusterKeyFile",
                           "LeaseTTL", "EventsMaxBytes", "EventsKeep", "EventsSummaryInterval")}
 _PEERS = {"Peer": ("PublicKey", "AllowedIP", "Name")}
-_CLIENT = {"Interface": ("PrivateKey", "PrivateKeyFile", "Name"),
-           "Peer": ("PublicKey", "Endpoint", "PersistentKeepalive")}
+_CLIENT = {"Interface": ("PrivateKey", "PrivateKeyFile", "Name", "DNS", *HOOK_KEYS),
+           # PersistentKeepalive: known only to refuse it with the rename (load_client_config)
+           "Peer": ("PublicKey", "Endpoint", "KeepaliveInterval", "PersistentKeepalive")}
+_CLIENT_REPEATABLE = ("DNS", *HOOK_KEYS)
 
 
 def load_gateway_config(path: str | Path) -> GatewayConfig:
@@ -472,16 +528,86 @@ def _allowed_ip(f: _File, entry: _Entry,
     return ip
 
 
-def load_client_config(path: str | Path) -> ClientConfig:
-    f = _parse(Path(path), _CLIENT)
+Resolver = Callable[[str, int], str]
+
+
+def resolve_host(host: str, port: int) -> str:
+    """The first address getaddrinfo gives for ``host`` (the system's order:
+    /etc/hosts, gai.conf preferences)."""
+    return socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0][4][0]
+
+
+def load_client_config(path: str | Path, resolve: Resolver = resolve_host) -> ClientConfig:
+    """The client's config; an Endpoint host name is resolved here, once
+    (``client up`` loads the file when it starts; reattaches do not resolve
+    again)."""
+    f = _parse(Path(path), _CLIENT, repeatable=_CLIENT_REPEATABLE)
     iface = f.only("Interface")
     peer = f.only("Peer")
     private_key = _private_key(f, iface)
     tun_name = _ifname(f, iface.entries["Name"]) if "Name" in iface.entries else DEFAULT_TUN_NAME
     gateway_public_key = _key(f, f.require(peer, "PublicKey"))
-    endpoint = _endpoint(f, f.require(peer, "Endpoint"))
-    keepalive_ms = (_int(f, peer.entries["PersistentKeepalive"], *KEEPALIVE_RANGE_MS)
-                    if "PersistentKeepalive" in peer.entries else DEFAULT_KEEPALIVE_MS)
+    endpoint_entry = f.require(peer, "Endpoint")
+    host, port = _endpoint(f, endpoint_entry)
+    name = None
+    if is_host_name(host):
+        name, host = host, _resolved(f, endpoint_entry, host, port, resolve)
     return ClientConfig(private_key=private_key, tun_name=tun_name,
-                        gateway_public_key=gateway_public_key, endpoint=endpoint,
-                        keepalive_ms=keepalive_ms)
+                        gateway_public_key=gateway_public_key, endpoint=(host, port),
+                        keepalive_ms=_keepalive(f, peer), endpoint_name=name,
+                        dns=_dns(f, iface), hooks=_hooks(iface))
+
+
+def _resolved(f: _File, entry: _Entry, name: str, port: int, resolve: Resolver) -> str:
+    try:
+        return str(ipaddress.ip_address(resolve(name, port)))
+    except (OSError, ValueError, IndexError) as e:
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e) or type(e).__name__
+        raise f.fail_entry(entry, f"host name {name!r} does not resolve: {why}") from None
+
+
+def _keepalive(f: _File, peer: _Section) -> int:
+    """KeepaliveInterval in seconds (decimals allowed) as milliseconds."""
+    old = peer.entries.get("PersistentKeepalive")
+    if old is not None:
+        raise f.fail_entry(old, "renamed to KeepaliveInterval, in seconds (e.g. "
+                                "KeepaliveInterval = 0.5); PersistentKeepalive was in "
+                                "milliseconds, unlike WireGuard's seconds, so it is not "
+                                "reinterpreted: convert the value and rename the key")
+    entry = peer.entries.get("KeepaliveInterval")
+    if entry is None:
+        return DEFAULT_KEEPALIVE_MS
+    lo, hi = KEEPALIVE_RANGE_MS
+    if not re.fullmatch(r"[0-9]+(\.[0-9]{1,3})?", entry.value):
+        raise f.fail_entry(entry, f"not a number of seconds with at most 3 decimals: "
+                                  f"{entry.value!r}")
+    ms = int(Decimal(entry.value) * 1000)
+    if not lo <= ms <= hi:
+        raise f.fail_entry(entry, f"{entry.value} s is out of range [{lo / 1000}, {hi // 1000}]")
+    return ms
+
+
+def _dns(f: _File, iface: _Section) -> ClientDns:
+    """Every DNS line, comma-separated: addresses are servers, names search
+    domains. Validated strictly: they end up in resolv.conf and in argv."""
+    servers: list[str] = []
+    search: list[str] = []
+    for entry in iface.all("DNS"):
+        for item in (x.strip() for x in entry.value.split(",")):
+            try:
+                servers.append(str(ipaddress.ip_address(item)))
+                continue
+            except ValueError:
+                pass
+            if not is_host_name(item):
+                raise f.fail_entry(entry, f"{item!r} is neither an IP address nor a domain name")
+            search.append(item)
+    return ClientDns(tuple(servers), tuple(search))
+
+
+def _hooks(iface: _Section) -> ClientHooks:
+    def commands(key: str) -> tuple[str, ...]:
+        return tuple(e.value for e in iface.all(key))
+
+    return ClientHooks(commands("PreUp"), commands("PostUp"), commands("PreDown"),
+                       commands("PostDown"))
