@@ -167,9 +167,7 @@ class Client(ClientReattach):
             self._threads.append(t)
         return a
 
-    def stop(self) -> None:
-        """Ask the loops to end (safe in a signal handler); :meth:`down`
-        closes the socket and the TUN, from the thread that tears down."""
+    def stop(self) -> None:  # signal-safe: the loops end; down() closes, later
         self._stop.set()
         self._wake.set()
 

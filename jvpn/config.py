@@ -253,19 +253,20 @@ def _parse(path: Path, schema: dict[str, tuple[str, ...]],
         if canonical is None:
             raise f.error(n, key, f"unknown key in the [{current.name}] section (known: "
                                   f"{', '.join(schema[current.name])})")
-        if canonical in repeatable:
-            if not value:
-                raise f.error(n, canonical, "empty value")
-            current.repeated.setdefault(canonical, []).append(_Entry(canonical, value, n))
-            current.entries.setdefault(canonical, _Entry(canonical, value, n))
-            continue
-        if canonical in current.entries:
-            raise f.error(n, canonical, f"duplicate key in the [{current.name}] section "
-                                        f"(first on line {current.entries[canonical].line})")
-        if not value:
-            raise f.error(n, canonical, "empty value")
-        current.entries[canonical] = _Entry(canonical, value, n)
+        _add(f, current, _Entry(canonical, value, n), canonical in repeatable)
     return f
+
+
+def _add(f: _File, section: _Section, entry: _Entry, repeatable: bool) -> None:
+    """One ``Key = Value`` line into its section; only repeatable keys may repeat."""
+    if not repeatable and entry.key in section.entries:
+        raise f.fail_entry(entry, f"duplicate key in the [{section.name}] section "
+                                  f"(first on line {section.entries[entry.key].line})")
+    if not entry.value:
+        raise f.fail_entry(entry, "empty value")
+    if repeatable:
+        section.repeated.setdefault(entry.key, []).append(entry)
+    section.entries.setdefault(entry.key, entry)
 
 
 # ---------------------------------------------------------------- values

@@ -82,7 +82,7 @@ class RunningLab:
         write_secret(t / "client.conf",
             f"[Interface]\nPrivateKey = {keys.encode(self.client_private)}\nName = jvpn0\n"
             f"[Peer]\nPublicKey = {keys.encode(self.gw_pub)}\nEndpoint = {endpoint}:{PORT}\n"
-            "PersistentKeepalive = 300\n")
+            "KeepaliveInterval = 0.3\n")
 
     def write_gateway_conf(self, path: Path, state_dir: Path, node_id: str,
                            extra: str = "") -> None:
