@@ -89,7 +89,7 @@ def client_steps(cfg: ClientConfig, agent, dns: Backend | None,
     steps = [
         Step("PreUp/PostDown", lambda: hooks_run("PreUp", h.pre_up, tun),
              lambda: hooks_run("PostDown", h.post_down, tun)),
-        Step("tunnel", agent.up, agent.down),
+        Step("tunnel", agent.up, lambda: close_tunnel(agent)),
         # routes (AllowedIPs) go here: after the TUN exists, before DNS
     ]
     if dns is not None:
@@ -97,6 +97,25 @@ def client_steps(cfg: ClientConfig, agent, dns: Backend | None,
     steps.append(Step("PostUp/PreDown", lambda: hooks_run("PostUp", h.post_up, tun),
                       lambda: hooks_run("PreDown", h.pre_down, tun)))
     return steps
+
+
+def close_tunnel(agent) -> None:
+    """The agent's socket and TUN closed, and the TUN device gone before
+    PostDown runs: the thread blocked reading the TUN holds the device open
+    past ``close()``; deleting the link wakes it (and removes the device)."""
+    tun = getattr(agent, "tun", None)
+    agent.down()
+    if tun is None:
+        return
+    from pyroute2 import IPRoute  # noqa: PLC0415 - netlink only when a TUN was made
+    from pyroute2.netlink.exceptions import NetlinkError  # noqa: PLC0415
+
+    with IPRoute() as ipr:
+        for idx in ipr.link_lookup(ifname=tun.name):
+            try:
+                ipr.link("del", index=idx)
+            except NetlinkError:
+                pass  # gone meanwhile
 
 
 class Signals:

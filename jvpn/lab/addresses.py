@@ -33,6 +33,13 @@ ROUTER_GW_IF, ATTACKER_ROUTER_IF = "r0", "r3"  # the router's ports to the gatew
 GW_INNER, CLIENT_INNER = "10.99.0.1", "10.99.0.2"
 INNER_PREFIX = 24
 
+# ---------------------------------------------------------------- names
+# (tests/netns/test_client_dns_hooks.py) only in the client's private /etc
+# (jvpn/lab/private_etc.py); .test is reserved (RFC 6761)
+GW_HOSTNAME = "gw.jvpn.test"  # the Endpoint host name, in that /etc/hosts: GW_IP
+CLIENT_DNS_SEARCH = "corp.jvpn.test"  # the DNS search domain the client config gives
+UPLINK_DNS = "192.0.2.53"  # the "DHCP" name server of that /etc/resolv.conf (never asked)
+
 # ---------------------------------------------------------------- the cluster lab
 VIP = "10.77.9.1"  # the anycast address both gateways answer on
 SVC_IP, SVC_NET = "10.78.0.1", "10.78.0.0/24"  # the backend behind both gateways
