@@ -82,10 +82,17 @@ class ResolvectlBackend:
         self.iface, self.dns, self.run = iface, dns, run
 
     def apply(self) -> None:
-        if self.dns.servers:
-            _run(self.run, ["resolvectl", "dns", self.iface, *self.dns.servers])
-        if self.dns.search:
-            _run(self.run, ["resolvectl", "domain", self.iface, *self.dns.search])
+        try:
+            if self.dns.servers:
+                _run(self.run, ["resolvectl", "dns", self.iface, *self.dns.servers])
+            if self.dns.search:
+                _run(self.run, ["resolvectl", "domain", self.iface, *self.dns.search])
+        except DnsError:
+            try:  # all or nothing: servers without their domains are not left behind
+                self.restore()
+            except DnsError:
+                pass
+            raise
 
     def restore(self) -> None:
         _run(self.run, ["resolvectl", "revert", self.iface])
@@ -133,18 +140,29 @@ class FileBackend:
         self.recovered = False  # a crashed run's backup was put back at apply
 
     def apply(self) -> None:
-        if os.path.lexists(self.backup):
-            self._stale_backup()
-        previous = self._read(self.path)
-        self._save_backup()
+        try:
+            if os.path.lexists(self.backup):
+                self._stale_backup()
+            previous = self._read(self.path)
+            self._save_backup()
+        except OSError as e:
+            raise DnsError(f"DNS: {self.path}: {e.strerror or e}") from None
         text = f"{MARKER} pid {os.getpid()}, TUN {self.iface}; the previous file is " \
                f"{self.backup.name}\n" + resolv_lines(self.dns, previous)
-        _replace(self.path, text.encode(), self._mode())
+        try:
+            _replace(self.path, text.encode(), self._mode())
+        except OSError as e:  # resolv.conf unchanged (the rename is atomic): no backup left
+            os.unlink(self.backup)
+            raise DnsError(f"DNS: {self.path}: {e.strerror or e}") from None
 
     def restore(self) -> None:
         if not os.path.lexists(self.backup):
             raise DnsError(f"DNS: {self.backup} is gone: {self.path} was not put back")
-        _put_back(self.backup, self.path)
+        try:
+            _put_back(self.backup, self.path)
+        except OSError as e:
+            raise DnsError(f"DNS: putting {self.backup} back as {self.path}: "
+                           f"{e.strerror or e}") from None
 
     # ------------------------------------------------------------ crash recovery
     def _stale_backup(self) -> None:

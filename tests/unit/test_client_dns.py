@@ -162,3 +162,24 @@ def test_the_backend_is_chosen_at_run_time(tmp_path):
     assert pick(tmp_path / "absent", {"resolvectl", "resolvconf"}) == "resolvconf"
     assert pick(resolved, {"resolvconf"}) == "resolvconf"
     assert pick(tmp_path / "absent", set()) == "file"
+
+
+def test_resolvectl_is_all_or_nothing():
+    class FailSecond(Recorder):
+        def __call__(self, argv, **kw):
+            self.returncode = 1 if argv[1] == "domain" else 0
+            return super().__call__(argv, **kw)
+
+    run = FailSecond()
+    with pytest.raises(DnsError, match="resolvectl domain"):
+        ResolvectlBackend("jvpn0", DNS, run).apply()
+    assert [c[0][1] for c in run.calls] == ["dns", "domain", "revert"]
+
+
+def test_a_resolv_conf_that_cannot_be_written_is_one_line_and_leaves_no_backup(tmp_path):
+    conf = tmp_path / "resolv.conf"
+    conf.mkdir()  # a directory: the rename over it fails
+    with pytest.raises(DnsError) as exc:
+        FileBackend("jvpn0", DNS, conf, pid_alive=dead).apply()
+    assert str(conf) in str(exc.value) and "\n" not in str(exc.value)
+    assert not (tmp_path / "resolv.conf.jvpn-backup").exists()
