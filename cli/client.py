@@ -36,6 +36,8 @@ def client_up(app, config_path: str, events_file: str | None, echo_events: bool)
     if cfg.endpoint_name:
         events.emit(EventType.ENDPOINT_RESOLVED, Reason.OK, name=cfg.endpoint_name,
                     address=cfg.endpoint[0], port=cfg.endpoint[1])
+        app.err.print(f"jvpn client: {cfg.endpoint_name} is {cfg.endpoint[0]} (resolved once, "
+                      "now)", markup=False)
     agent = Client(private_key=cfg.private_key, gateway_public=cfg.gateway_public_key,
                    endpoint=cfg.endpoint, events=events, tun_name=cfg.tun_name,
                    keepalive_ms=cfg.keepalive_ms)

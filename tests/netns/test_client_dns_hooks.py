@@ -64,3 +64,30 @@ def test_dns_hooks_and_a_host_name_endpoint(tmp_path):
         "PreUp jvpn0 dns=0 tun=no", "PostUp jvpn0 dns=1 tun=yes",
         "PreDown jvpn0 dns=1 tun=yes", "PostDown jvpn0 dns=0 tun=no"]
     assert Path("/etc/resolv.conf").read_bytes() == host_resolv
+
+
+def test_a_failing_post_up_stops_up_and_undoes_dns(tmp_path):
+    """Through the real CLI: one `error:` line naming the hook, exit 1, DNS
+    put back, PostDown run (its PreUp ran), PreDown not (PostUp never completed)."""
+    log = tmp_path / "hooks.log"
+    etc = PrivateEtc(tmp_path, resolv_conf=ORIGINAL, hosts=f"{GW_IP} {GW_HOSTNAME}\n")
+    extra = (f"DNS = {GW_INNER}\n" + hook(log, "PreUp") + "PostUp = exit 7\n"
+             + hook(log, "PreDown") + hook(log, "PostDown"))
+    tl = TunnelLab(tmp_path, client_extra=extra, endpoint=GW_HOSTNAME, client_wrap=etc.wrap(),
+                   xdp=False)
+    tl.lab.up()
+    try:
+        tl.start_gateway()
+        client = tl.lab.spawn("cl", *etc.wrap(), *tl.lab.jvpn_cmd(
+            "client", "up", "--config", str(tmp_path / "client.conf")),
+            log=tmp_path / "client.log", env=tl.client_env())
+        assert client.wait(timeout=60) == 1
+    finally:
+        tl.down()
+    errors = [ln for ln in (tmp_path / "client.log").read_text().splitlines()
+              if ln.startswith("error:")]
+    assert errors == ["error: PostUp hook 1 of 1 ('exit 7') failed with exit status 7"]
+    assert etc.resolv_conf.read_text() == ORIGINAL
+    assert not (etc.upper / "resolv.conf.jvpn-backup").exists()
+    assert log.read_text().splitlines() == ["PreUp jvpn0 dns=0 tun=no",
+                                            "PostDown jvpn0 dns=0 tun=no"]
