@@ -9,7 +9,7 @@ import pytest
 
 from jvpn.client_dns import FileBackend
 from jvpn.client_hooks import HookFailed, run_hooks
-from jvpn.client_lifecycle import Lifecycle, Stopped, client_steps
+from jvpn.client_lifecycle import Lifecycle, Step, Stopped, client_steps
 from jvpn.config import ClientConfig, ClientDns, ClientHooks
 
 ORIGINAL = "nameserver 192.0.2.53\n"
@@ -133,7 +133,7 @@ def test_a_signal_while_coming_up_undoes_what_was_set_up(env):
     log, conf = env
     stop = []
     s = steps(log, conf, post_down=(hook(log, "PostDown"),))
-    s[1] = s[1].__class__(s[1].name, lambda: (Agent(log).up(), stop.append(1)), s[1].undo)
+    s[1] = Step(s[1].name, lambda: (Agent(log).up(), stop.append(1)), s[1].undo)  # then a signal
     life = Lifecycle(s, _no_report, stopping=lambda: bool(stop))
     with pytest.raises(Stopped):
         life.up()
