@@ -106,3 +106,4 @@ class EventType(enum.StrEnum):
     GATE_LOST = "GateLost"
     DAEMON_ERROR = "DaemonError"  # a loop contained an error (counted per interval)
     DATAPATH_DROPS = "DataPathDrops"  # authenticated data not delivered (counts per interval)
+    ROUTE_FAILED = "RouteFailed"  # a route to a subnet behind a peer not installed / removed
