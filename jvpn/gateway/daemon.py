@@ -70,9 +70,7 @@ class Gateway(GateWatch):
         """``sock`` and ``tun``: already open ones (tests: fakes); by default
         the UDP socket is bound to ``listen`` (on ``listen_device`` only, if
         given) and the TUN opened by name. ``peers``: by public key (a bare
-        IPv4 address: a peer with that /32 alone). ``routes``: the kernel
-        routes to subnets behind peers (default: on the TUN we opened; none
-        with a given ``tun``)."""
+        IPv4 address: that /32 alone). ``routes``: see ``_open_tun``."""
         self.public_key = public_from_private(private_key)
         self.address, self.policy = address, policy
         self.store, self.gate, self.events = store, gate, events
@@ -122,8 +120,7 @@ class Gateway(GateWatch):
 
     def _open_tun(self, tun, name: str, address: ipaddress.IPv4Interface,
                   address6: ipaddress.IPv6Interface | None, routes):
-        """(TUN, routes): ours by name with our routes on it, or the given
-        ones (a given TUN has no kernel routes unless ``routes`` is given)."""
+        """(TUN, routes to subnets behind peers): ours, or given (then no routes)."""
         if tun is None:
             tun = Tun(name, persist=True)
             tun.configure(str(address.ip), address.network.prefixlen, address6=address6)
