@@ -226,7 +226,7 @@ def test_a_data_channel_delivers_only_allowed_sources():
     gw = DataChannel(ks, "gateway", allowed_inner_src=ALLOWED)
     for packet, ok in ((ipv6("fd50::1", "fd99::1"), True), (ipv4("192.168.60.1", "1.1.1.1"),
                                                              False)):
-        t, flags, payload = gw.open(client.seal(packet))
+        _t, flags, payload = gw.open(client.seal(packet))
         assert (gw.inner_packet(flags, payload) == packet) is ok
     assert gw.inner_filter.refused["spoofed"] == 1
 
