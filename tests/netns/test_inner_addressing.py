@@ -2,7 +2,8 @@
 the XDP-gated gateway; a subnet behind the client (site-to-site) reachable
 from the gateway's side through the route the gateway installs with the
 session; inner sources the peer does not own dropped and counted; and the
-route gone once the session ended."""
+route gone once the session ended (and while the daemon is stopped, back
+for the session it restores)."""
 
 from __future__ import annotations
 
@@ -89,6 +90,10 @@ def _routes(tl: TunnelLab) -> list[dict]:
     return json.loads(out or "[]")
 
 
+def _count(tl: TunnelLab, event_type: str) -> int:
+    return sum(e["event_type"] == event_type for e in tl.gateway_events())
+
+
 def _spoofed(tl: TunnelLab) -> int:
     return sum(e.get("count", 0) for e in tl.gateway_events()
                if e["reason_code"] == "SEC_INNER_SOURCE_SPOOFED")
@@ -122,6 +127,14 @@ def test_site_behind_the_client_spoofing_and_the_route_with_the_session(tl):
         assert not _ping(tl, "site", "-I", src, GW_INNER), f"{src} got through"
     tl.wait(lambda: _spoofed(tl) >= before + 2 * 3, "spoofed inner sources reported",
             timeout=25)
+    # the daemon stops: its routes go; it starts again: the restored session's come back
+    tl.stop_gateway()
+    assert not [r for r in _routes(tl) if r["dst"] == SITE_NET]
+    started = _count(tl, "GatewayStarted")
+    tl.start_gateway()  # (it waits for the first start's event: wait for the second one)
+    tl.wait(lambda: _count(tl, "GatewayStarted") > started, "gateway restart")
+    assert [r for r in _routes(tl) if r["dst"] == SITE_NET]
+    tl.wait(lambda: _ping(tl, "gw", SITE_HOST_IP), "site reachable after a restart")
     # the client goes away: its session ends, and the route with it
     tl.client.terminate()
     tl.client.wait(timeout=10)
