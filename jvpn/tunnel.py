@@ -30,6 +30,7 @@ from collections.abc import Callable
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
+from jvpn.errors import JvpnError
 from jvpn.gate import abi
 from jvpn.keys import SessionKeys
 from jvpn.prefixes import Network, PrefixSet
@@ -470,10 +471,17 @@ class Tun:
             ipr.link("set", index=idx, mtu=mtu)
             ipr.addr("replace", index=idx, address=address, prefixlen=prefixlen)
             if address6 is not None:
-                ipr.addr("replace", index=idx, address=str(address6.ip),
-                         prefixlen=address6.network.prefixlen, family=socket.AF_INET6,
-                         flags=IFA_F_NODAD)
+                self._configure6(ipr, idx, address6, IFA_F_NODAD)
             ipr.link("set", index=idx, state="up")
+
+    def _configure6(self, ipr, idx: int, address6: ipaddress.IPv6Interface, nodad: int) -> None:
+        try:
+            ipr.addr("replace", index=idx, address=str(address6.ip),
+                     prefixlen=address6.network.prefixlen, family=socket.AF_INET6, flags=nodad)
+        except Exception as e:  # noqa: BLE001 - NetlinkError: one line for the operator
+            raise JvpnError(f"{self.name}: cannot add the inner IPv6 address {address6}: {e} "
+                            f"(IPv6 disabled? sysctl net.ipv6.conf.{self.name}.disable_ipv6)"
+                            ) from None
 
     def read(self) -> bytes:
         return os.read(self.fd, 65535)
