@@ -56,6 +56,7 @@ from jvpn.errors import JvpnError
 from jvpn.events import DEFAULT_KEEP, DEFAULT_MAX_BYTES, DEFAULT_SUMMARY_INTERVAL_MS
 from jvpn.files import UnsafeFile, check_not_writable_by_others, check_secret, read_secret
 from jvpn.policy import Policy, PolicyError, default_policy, load_policy
+from jvpn.prefixes import Network
 
 DEFAULT_LISTEN_PORT = 51900
 DEFAULT_HANDSHAKES_PER_SECOND = 50
@@ -75,9 +76,6 @@ class ConfigError(JvpnError):
                  field: str | None = None):
         super().__init__(message)
         self.path, self.line, self.field = path, line, field
-
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True)
