@@ -156,7 +156,8 @@ class Client(ClientReattach):
         a = self.handshake()
         if with_tun:
             self.tun = Tun(self.tun_name)
-            self.tun.configure(str(a.client_inner.ip), a.client_inner.network.prefixlen)
+            self.tun.configure(str(a.client_inner.ip), a.client_inner.network.prefixlen,
+                               address6=a.client_inner6)
         self.path = self._route()
         loops = [self._udp_loop, self._monitor_loop, self._netlink_loop]
         if with_tun:

@@ -111,3 +111,4 @@ class EventType(enum.StrEnum):
     # client (jvpn)
     ENDPOINT_RESOLVED = "EndpointResolved"  # an Endpoint host name, resolved at `client up`
     CLIENT_STEP_FAILED = "ClientStepFailed"  # a down hook, the DNS restore... failed at down
+    ROUTE_FAILED = "RouteFailed"  # a route to a subnet behind a peer not installed / removed
