@@ -193,20 +193,20 @@ class Client(ClientReattach):
         return a
 
     def _tun_up(self, a: Assignment) -> None:
-        """The TUN and its routes. With AllowedIPs the address is a host
-        address (/32): what is routed into the TUN is AllowedIPs, nothing more."""
+        """The TUN and its routes. With AllowedIPs the addresses are host
+        addresses (/32, /128): what is routed into the TUN is AllowedIPs only."""
         self.tun = Tun(self.tun_name)
-        inner = a.client_inner
-        own = inner.max_prefixlen if self.route_plan.ops else inner.network.prefixlen
-        self.tun.configure(str(inner.ip), own)
+        inner, inner6 = a.client_inner, a.client_inner6
+        if self.route_plan.ops:
+            inner = ipaddress.ip_interface(f"{inner.ip}/{inner.max_prefixlen}")
+            inner6 = inner6 and ipaddress.ip_interface(f"{inner6.ip}/{inner6.max_prefixlen}")
+        self.tun.configure(str(inner.ip), inner.network.prefixlen, address6=inner6)
         try:
-            self.routes.apply(str(inner.ip))
+            self.routes.apply([str(i.ip) for i in (inner, inner6) if i is not None])
         except RouteError as e:
             raise ClientError(f"cannot install the client's routes: {e}") from None
 
-    def stop(self) -> None:
-        """Ask the agent to stop (safe in a signal handler: it only sets flags;
-        :meth:`down` then removes what :meth:`up` installed)."""
+    def stop(self) -> None:  # signal-safe: the loops end; down() closes and undoes, later
         self._stop.set()
         self._wake.set()
 

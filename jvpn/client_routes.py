@@ -200,12 +200,12 @@ class ClientRouting:
         self.routes = RouteSet(ifname)
         self.firewall = firewall or MarkFirewall(ifname)
 
-    def apply(self, inner: str) -> None:
-        """``inner``: the client's inner address (guarded against arriving on
+    def apply(self, inner: list[str]) -> None:
+        """``inner``: the client's inner addresses (guarded against arriving on
         another interface). Raises RouteError with nothing left installed."""
         try:
             if self.plan.full_tunnel:
-                self.firewall.apply(self.plan.mark, [inner])
+                self.firewall.apply(self.plan.mark, inner)
             self.routes.apply(self.plan)
         except (RouteError, FirewallError) as e:
             self.firewall.undo()

@@ -68,7 +68,7 @@ BAD = [
      ["AllowedIPs", "2001:db8::/32 is listed twice"]),
     ("not-a-prefix", "", "AllowedIPs = 192.168.0.0/16, everything\n",
      ["c.conf:6:", "AllowedIPs", "'everything' is not an IPv4 or IPv6 prefix"]),
-    ("empty-item", "", "AllowedIPs = 192.168.0.0/16,\n", ["AllowedIPs", "'' is not"]),
+    ("empty-item", "", "AllowedIPs = 192.168.0.0/16,\n", ["AllowedIPs", "an empty item"]),
     ("endpoint-inside", "", "AllowedIPs = 10.77.0.0/16\n",
      ["c.conf:6:", "AllowedIPs", "10.77.0.0/16 holds the Endpoint 10.77.0.1"]),
     ("fwmark-zero", "FwMark = 0\n", "", ["c.conf:3:", "FwMark", "out of range"]),
@@ -226,7 +226,7 @@ def test_client_routing_fails_whole_when_the_firewall_fails(tmp_path):
     fw = MarkFirewall("jvpn0", nft=nft, sysctl_path=str(tmp_path / "svm"))
     routing = ClientRouting("jvpn0", plan((N("0.0.0.0/0"),), None, DEFAULT_TABLE), firewall=fw)
     with pytest.raises(RouteError, match="nft refused"):
-        routing.apply("10.99.0.2")
+        routing.apply(["10.99.0.2"])
     assert routing.routes.applied == [] and routing.undo() == []
 
 
@@ -234,5 +234,5 @@ def test_client_routing_without_full_tunnel_installs_no_table(tmp_path):
     nft = FakeNft()
     routing = ClientRouting("jvpn0", RoutePlan(None, ()), firewall=MarkFirewall(
         "jvpn0", nft=nft, sysctl_path=str(tmp_path / "svm")))
-    routing.apply("10.99.0.2")  # no operations: no netlink either
+    routing.apply(["10.99.0.2"])  # no operations: no netlink either
     assert nft.calls == [] and routing.undo() == []
