@@ -15,15 +15,13 @@ import subprocess
 from pathlib import Path
 
 from jvpn.lab.addresses import INET_GW_IF, INET_GW_IP, INET_IF, INET_IP, LAN_PREFIX
-from jvpn.lab.netns import RoamingLab
 from jvpn.lab.running import write_secret
 from jvpn.lab.tunnel import TunnelLab
 
 
 class FullTunnelLab(TunnelLab):
     def __init__(self, tmp: Path, *, allowed_ips: str, nat_rules: str, **kw):
-        super().__init__(tmp, **kw)
-        self.lab = RoamingLab(extra_roles=("inet",))  # nothing exists before up()
+        super().__init__(tmp, extra_roles=("inet",), **kw)
         self.nat_rules = nat_rules
         conf = self.tmp / "client.conf"  # its [Peer] section comes last
         write_secret(conf, conf.read_text() + f"AllowedIPs = {allowed_ips}\n")
