@@ -14,13 +14,22 @@ import pytest
 from jvpn.client_path import route_to
 from jvpn.client_routes import RULE_PRIORITY, RouteError, RouteSet, plan
 from jvpn.config import DEFAULT_FWMARK, DEFAULT_TABLE
+from jvpn.lab.addresses import (
+    CLIENT_INNER,
+    ROUTES_ELSEWHERE,
+    ROUTES_ELSEWHERE6,
+    ROUTES_SUBNET,
+    ROUTES_UP6_IP,
+    ROUTES_UP6_PEER,
+    ROUTES_UP_IP,
+    ROUTES_UP_PEER,
+)
 from jvpn.lab.netns import Lab
 from jvpn.tunnel import Tun
 
 pytestmark = pytest.mark.kernel
 
 N = ipaddress.ip_network
-UP_IP, UP_PEER, ELSEWHERE = "10.201.0.2", "10.201.0.1", "10.202.0.9"  # an uplink, and beyond
 TUN = "jvpnrt0"
 
 
@@ -28,8 +37,8 @@ TUN = "jvpnrt0"
 def lab():
     lab = Lab(("cl", "up")).up()
     try:
-        lab.veth("cl", "wifi", f"{UP_IP}/24", "up", "r0", f"{UP_PEER}/24")
-        lab.route("cl", "default", "via", UP_PEER, "dev", "wifi")
+        lab.veth("cl", "wifi", f"{ROUTES_UP_IP}/24", "up", "r0", f"{ROUTES_UP_PEER}/24")
+        lab.route("cl", "default", "via", ROUTES_UP_PEER, "dev", "wifi")
         yield lab
     finally:
         lab.down()
@@ -48,7 +57,7 @@ def table(lab) -> list[dict]:
 def tun(lab) -> Tun:
     with lab.inside("cl"):
         t = Tun(TUN)
-        t.configure("10.99.0.2", 32)
+        t.configure(CLIENT_INNER, 32)
     return t
 
 
@@ -56,22 +65,22 @@ def test_full_tunnel_rules_routes_marked_lookup_and_undo(lab):
     t = tun(lab)
     routes = RouteSet(TUN)
     with lab.inside("cl"):
-        routes.apply(plan((N("0.0.0.0/0"), N("10.50.0.0/16")), None, DEFAULT_TABLE))
-        wifi, tunnel = (route_to(ELSEWHERE, DEFAULT_FWMARK), route_to(ELSEWHERE))
+        routes.apply(plan((N("0.0.0.0/0"), N(ROUTES_SUBNET)), None, DEFAULT_TABLE))
+        wifi, tunnel = (route_to(ROUTES_ELSEWHERE, DEFAULT_FWMARK), route_to(ROUTES_ELSEWHERE))
     assert [(r["priority"], r["table"], r.get("fwmark"), "not" in r,  # ip -j: "not": null
              r.get("suppress_prefixlen")) for r in ours(lab)] == [
         (RULE_PRIORITY, "main", None, False, 0),
         (RULE_PRIORITY + 1, str(DEFAULT_TABLE), hex(DEFAULT_FWMARK), True, None)]
     assert [(r["dst"], r["dev"]) for r in table(lab)] == [("default", TUN)]
-    assert "10.50.0.0/16 dev jvpnrt0" in lab.run("cl", "ip", "-4", "route").stdout
+    assert f"{ROUTES_SUBNET} dev {TUN}" in lab.run("cl", "ip", "-4", "route").stdout
     idx = {link["ifname"]: link["ifindex"]
            for link in json.loads(lab.run("cl", "ip", "-j", "link").stdout)}
-    assert wifi == (UP_IP, idx["wifi"])   # the outer socket's lookup: the uplink
+    assert wifi == (ROUTES_UP_IP, idx["wifi"])   # the outer socket's lookup: the uplink
     assert tunnel[1] == idx[TUN]          # everything else: the tunnel
     with lab.inside("cl"):
         assert routes.undo() == [] and routes.undo() == []  # idempotent
     assert ours(lab) == [] and table(lab) == []
-    assert "10.50.0.0/16" not in lab.run("cl", "ip", "-4", "route").stdout
+    assert ROUTES_SUBNET not in lab.run("cl", "ip", "-4", "route").stdout
     t.close()
 
 
@@ -92,12 +101,39 @@ def test_leftovers_of_a_killed_client_are_replaced_not_doubled(lab):
 
 
 def test_a_route_that_exists_is_refused_and_everything_rolled_back(lab):
-    lab.route("cl", "10.50.0.0/16", "via", UP_PEER, "dev", "wifi")  # someone else's route
+    lab.route("cl", ROUTES_SUBNET, "via", ROUTES_UP_PEER, "dev", "wifi")  # someone else's route
     t = tun(lab)
     routes = RouteSet(TUN)
     with lab.inside("cl"), pytest.raises(RouteError,
                                          match=r"10\.50\.0\.0/16 dev jvpnrt0: the table already"):
-        routes.apply(plan((N("0.0.0.0/0"), N("10.50.0.0/16")), None, DEFAULT_TABLE))
+        routes.apply(plan((N("0.0.0.0/0"), N(ROUTES_SUBNET)), None, DEFAULT_TABLE))
     assert ours(lab) == [] and table(lab) == [] and routes.applied == []
-    assert "10.50.0.0/16 via 10.201.0.1 dev wifi" in lab.run("cl", "ip", "-4", "route").stdout
+    kept = f"{ROUTES_SUBNET} via {ROUTES_UP_PEER} dev wifi"
+    assert kept in lab.run("cl", "ip", "-4", "route").stdout
+    t.close()
+
+
+def test_ipv6_full_tunnel_has_its_own_rules_and_marked_lookup(lab):
+    """``::/0`` gets the same scheme through ``ip -6 rule`` (the lab runs
+    IPv4 end to end; this is the kernel side of the IPv6 half)."""
+    lab.run("cl", "ip", "-6", "addr", "add", f"{ROUTES_UP6_IP}/64", "dev", "wifi", "nodad")
+    lab.run("up", "ip", "-6", "addr", "add", f"{ROUTES_UP6_PEER}/64", "dev", "r0", "nodad")
+    lab.run("cl", "ip", "-6", "route", "add", "default", "via", ROUTES_UP6_PEER, "dev", "wifi")
+    t = tun(lab)
+    routes = RouteSet(TUN)
+    with lab.inside("cl"):
+        routes.apply(plan((N("::/0"),), None, DEFAULT_TABLE))
+        uplink, tunnel = route_to(ROUTES_ELSEWHERE6, DEFAULT_FWMARK), route_to(ROUTES_ELSEWHERE6)
+    rules6 = [r for r in json.loads(lab.run("cl", "ip", "-j", "-6", "rule").stdout)
+              if r["priority"] in (RULE_PRIORITY, RULE_PRIORITY + 1)]
+    assert [(r["table"], r.get("fwmark")) for r in rules6] == [
+        ("main", None), (str(DEFAULT_TABLE), hex(DEFAULT_FWMARK))]
+    assert ours(lab) == []  # no IPv4 rule for an IPv6-only full tunnel
+    idx = {link["ifname"]: link["ifindex"]
+           for link in json.loads(lab.run("cl", "ip", "-j", "link").stdout)}
+    assert uplink[1] == idx["wifi"] and tunnel[1] == idx[TUN]
+    with lab.inside("cl"):
+        assert routes.undo() == []
+    assert [r for r in json.loads(lab.run("cl", "ip", "-j", "-6", "rule").stdout)
+            if r["priority"] in (RULE_PRIORITY, RULE_PRIORITY + 1)] == []
     t.close()
