@@ -28,6 +28,7 @@ from jvpn.lab.addresses import (
     INET_IP,
     INNER_PREFIX,
     LTE_IP,
+    ROUTES_SUBNET,
     UPLINK_ROUTER_IP,
     WIFI_IP,
 )
@@ -174,14 +175,14 @@ def test_a_start_that_cannot_route_leaves_nothing_behind(ftl):
     and its rules, its table and its TUN are gone; the route it met is kept."""
     ftl.client.terminate()
     assert ftl.client.wait(timeout=15) == 0
-    ftl.lab.route("cl", "10.50.0.0/16", "via", UPLINK_ROUTER_IP["wifi"], "dev", "wifi")
+    ftl.lab.route("cl", ROUTES_SUBNET, "via", UPLINK_ROUTER_IP["wifi"], "dev", "wifi")
     conf = ftl.tmp / "client.conf"
     write_secret(conf, conf.read_text().replace("AllowedIPs = 0.0.0.0/0",
-                                                "AllowedIPs = 0.0.0.0/0, 10.50.0.0/16"))
+                                                f"AllowedIPs = 0.0.0.0/0, {ROUTES_SUBNET}"))
     out = ftl.jvpn_in("cl", ftl.client_env(), "client", "up", "--config", str(conf))
     assert out.returncode == 1, (out.stdout, out.stderr)
     lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and "route 10.50.0.0/16 dev jvpn0: the table" in lines[0], out.stderr
+    assert len(lines) == 1 and f"route {ROUTES_SUBNET} dev jvpn0: the table" in lines[0], lines
     assert _ours(ftl) == [] and ftl.table(DEFAULT_TABLE) == [] and not ftl.nft_table()
     assert ftl.lab.run("cl", "ip", "link", "show", "jvpn0", check=False).returncode != 0
-    assert "10.50.0.0/16 via" in ftl.lab.run("cl", "ip", "-4", "route").stdout
+    assert f"{ROUTES_SUBNET} via" in ftl.lab.run("cl", "ip", "-4", "route").stdout
