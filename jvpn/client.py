@@ -135,8 +135,8 @@ class Client(ClientReattach):
     def handshake(self, attempts: int = 10, timeout_s: float = 1.0) -> Assignment:
         cookie = None
         for _ in range(attempts):
-            if self._stop.is_set():  # stopped (SIGTERM) while still looking for the gateway
-                break
+            if self._stop.is_set():  # SIGTERM/SIGINT while still looking for the gateway
+                raise ClientError("stopped by a signal before the gateway answered")
             init = Initiator(self.private_key, self.gateway_public)
             init.cookie = cookie
             self.sock.sendto(init.initiation(), self.endpoint)

@@ -13,6 +13,7 @@ import pytest
 from jvpn import keys
 from jvpn.client import Client, ClientError, marked
 from jvpn.client_firewall import FirewallError, MarkFirewall, ruleset
+from jvpn.client_lifecycle import close_tunnel, open_tunnel
 from jvpn.client_routes import (
     RT_TABLE_MAIN,
     RULE_PRIORITY,
@@ -24,6 +25,7 @@ from jvpn.client_routes import (
     plan,
 )
 from jvpn.config import DEFAULT_FWMARK, DEFAULT_TABLE, ConfigError, load_client_config
+from jvpn.errors import JvpnError
 from jvpn.events import EventLog
 
 GW_PUB = keys.public_from_private(keys.generate_private())
@@ -236,3 +238,40 @@ def test_client_routing_without_full_tunnel_installs_no_table(tmp_path):
         "jvpn0", nft=nft, sysctl_path=str(tmp_path / "svm")))
     routing.apply(["10.99.0.2"])  # no operations: no netlink either
     assert nft.calls == [] and routing.undo() == []
+
+
+# ---------------------------------------------------------------- in the lifecycle's tunnel step
+
+class FakeAgent:
+    def __init__(self, fail_up: bool = False, left: list[str] | None = None):
+        self.fail_up, self.left, self.tun, self.calls = fail_up, left or [], None, []
+
+    def up(self):
+        self.calls.append("up")
+        if self.fail_up:
+            raise ClientError("cannot install the client's routes: route 10.50.0.0/16 ...")
+
+    def down(self):
+        self.calls.append("down")
+        return self.left
+
+
+def test_a_tunnel_step_that_fails_half_way_is_undone_and_its_error_kept():
+    agent = FakeAgent(fail_up=True, left=["ip -4 rule ..."])
+    with pytest.raises(ClientError, match="cannot install the client's routes"):
+        open_tunnel(agent)
+    assert agent.calls == ["up", "down"]
+
+
+def test_routes_that_cannot_be_removed_are_reported_by_the_tunnel_undo():
+    with pytest.raises(JvpnError, match=r"could not remove route 0\.0\.0\.0/0 table 19030: EPERM"):
+        close_tunnel(FakeAgent(left=["route 0.0.0.0/0 table 19030: EPERM"]))
+    close_tunnel(FakeAgent())  # nothing left: quiet
+
+
+def test_a_signal_during_the_handshake_stops_it_at_once():
+    c = Client(private_key=b"\1" * 32, gateway_public=b"\2" * 32, endpoint=("10.77.0.1", 51900),
+               events=EventLog("client-test"), socket_factory=MarkSocket)
+    c.stop()
+    with pytest.raises(ClientError, match="stopped by a signal"):
+        c.handshake()
