@@ -25,20 +25,18 @@ them through netlink and undoes exactly what it applied, in reverse order;
 from __future__ import annotations
 
 import errno
-import ipaddress
 import socket
 from dataclasses import dataclass
 
 from jvpn.client_firewall import FirewallError, MarkFirewall
 from jvpn.config import DEFAULT_FWMARK
+from jvpn.prefixes import Network
 
 RT_TABLE_MAIN = 254
 # Both rules just before the main table's own (32766), like wg-quick's; fixed,
 # so that a leftover of a killed client is recognised and replaced at the next up.
 RULE_PRIORITY = 32760
 FIB_RULE_INVERT = 0x2  # linux/fib_rules.h: the rule matches what its selector does not
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class RouteError(Exception):

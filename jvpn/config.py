@@ -161,7 +161,7 @@ class ClientConfig:
     dns: ClientDns = ClientDns()
     hooks: ClientHooks = ClientHooks()
     # Routed into the TUN; empty: the gateway's inner network only (the assignment's prefix)
-    allowed_ips: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    allowed_ips: tuple[Network, ...] = ()
     fwmark: int | None = None  # SO_MARK of the outer socket; None: DEFAULT_FWMARK if full tunnel
     table: int = DEFAULT_TABLE  # routing table of the full tunnel's /0 routes
 
@@ -803,12 +803,12 @@ def _u32(f: _File, entry: _Entry) -> int:
     return n
 
 
-def _allowed_ips(f: _File, entry: _Entry, endpoint_host: str) -> tuple:
+def _allowed_ips(f: _File, entry: _Entry, endpoint_host: str) -> tuple[Network, ...]:
     """Comma-separated IPv4/IPv6 prefixes, in order, each once, host bits clear.
     A prefix other than a /0 that holds the endpoint is refused: its route would
     send the tunnel's own datagrams into the tunnel (a /0 goes through the
     marked policy routing instead, which keeps them on the uplinks)."""
-    nets: list = []
+    nets: list[Network] = []
     for text in _list(f, entry):
         try:
             net = ipaddress.ip_network(text, strict=False)
