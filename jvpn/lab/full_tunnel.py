@@ -14,17 +14,44 @@ import json
 import subprocess
 from pathlib import Path
 
-from jvpn.lab.addresses import INET_GW_IF, INET_GW_IP, INET_IF, INET_IP, LAN_PREFIX
+from jvpn.lab.addresses import (
+    CLIENT_INNER,
+    CLIENT_INNER6,
+    GW_INNER,
+    GW_INNER6,
+    INET_GW_IF,
+    INET_GW_IP,
+    INET_IF,
+    INET_IP,
+    INNER6_PREFIX,
+    INNER_PREFIX,
+    LAN_PREFIX,
+)
 from jvpn.lab.running import write_secret
 from jvpn.lab.tunnel import TunnelLab
 
 
 class FullTunnelLab(TunnelLab):
-    def __init__(self, tmp: Path, *, allowed_ips: str, nat_rules: str, **kw):
+    def __init__(self, tmp: Path, *, allowed_ips: str, nat_rules: str, inner6: bool = False,
+                 **kw):
+        """``inner6``: the gateway has an inner IPv6 network too, the client its /128."""
         super().__init__(tmp, extra_roles=("inet",), **kw)
         self.nat_rules = nat_rules
         conf = self.tmp / "client.conf"  # its [Peer] section comes last
         write_secret(conf, conf.read_text() + f"AllowedIPs = {allowed_ips}\n")
+        if inner6:
+            self._inner6()
+
+    def _inner6(self) -> None:
+        gw, peers = self.tmp / "gateway.conf", self.tmp / "peers.conf"
+        address = f"Address = {GW_INNER}/{INNER_PREFIX}\n"
+        assert address in gw.read_text()
+        write_secret(gw, gw.read_text().replace(
+            address, f"Address = {GW_INNER}/{INNER_PREFIX}, {GW_INNER6}/{INNER6_PREFIX}\n"))
+        allowed = f"AllowedIP = {CLIENT_INNER}/32\n"
+        assert allowed in peers.read_text()
+        peers.write_text(peers.read_text().replace(
+            allowed, f"AllowedIPs = {CLIENT_INNER}/32, {CLIENT_INNER6}/128\n"))
 
     def up(self, before_client=None) -> FullTunnelLab:
         def behind_gateway() -> None:

@@ -19,8 +19,10 @@ from jvpn.client_routes import RULE_PRIORITY
 from jvpn.config import DEFAULT_FWMARK, DEFAULT_TABLE
 from jvpn.lab.addresses import (
     CLIENT_INNER,
+    CLIENT_INNER6,
     ECHO_PORT,
     GW_INNER,
+    GW_INNER6,
     GW_IP,
     GW_TUN,
     INET_GW_IF,
@@ -186,3 +188,27 @@ def test_a_start_that_cannot_route_leaves_nothing_behind(ftl):
     assert _ours(ftl) == [] and ftl.table(DEFAULT_TABLE) == [] and not ftl.nft_table()
     assert ftl.lab.run("cl", "ip", "link", "show", "jvpn0", check=False).returncode != 0
     assert f"{ROUTES_SUBNET} via" in ftl.lab.run("cl", "ip", "-4", "route").stdout
+
+
+def test_ipv6_full_tunnel_through_ip6_rules(tmp_path):
+    """``::/0`` with an inner IPv6 from the gateway: the client's IPv6 is a
+    /128 (no connected route), so its packets to the gateway's inner IPv6
+    reach it only through the tunnel's table by the ``ip -6`` rules."""
+    ftl = FullTunnelLab(tmp_path, allowed_ips="0.0.0.0/0, ::/0", nat_rules=doc_ruleset(),
+                        inner6=True).up()
+    try:
+        ftl.wait(lambda: f"{CLIENT_INNER6}/128" in ftl.lab.run(
+            "cl", "ip", "-6", "addr", "show", "jvpn0", check=False).stdout, "client inner IPv6")
+        rules6 = [r for r in ftl.rules("-6") if r["priority"] in (RULE_PRIORITY,
+                                                                   RULE_PRIORITY + 1)]
+        assert [(r["table"], r.get("fwmark")) for r in rules6] == [
+            ("main", None), (str(DEFAULT_TABLE), MARK)]
+        assert [r["dev"] for r in ftl.table(DEFAULT_TABLE, "-6")] == ["jvpn0"]
+        assert ftl.lab.run("cl", "ping", "-6", "-c", "2", "-W", "2", "-i", "0.3", GW_INNER6,
+                           check=False).returncode == 0
+        ftl.client.terminate()
+        assert ftl.client.wait(timeout=15) == 0, ftl.logs()
+        assert [r for r in ftl.rules("-6") if r["priority"] in (RULE_PRIORITY,
+                                                                  RULE_PRIORITY + 1)] == []
+    finally:
+        ftl.down()
