@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-from jvpn.lab.addresses import GW_IP, PORT, ROUTER_GW_IF
+from jvpn.lab.addresses import GW_IP, GW_IP6, PORT, ROUTER_GW_IF
 from jvpn.lab.netns import RoamingLab
 from jvpn.lab.running import RunningLab, jvpn_env, lab_policy, read_jsonl
 
@@ -16,12 +16,14 @@ class TunnelLab(RunningLab):
     log_names = ("gateway.log", "client.log")
 
     def __init__(self, tmp: Path, *, policy: str = "", nat: bool | tuple = False,
-                 xdp: bool = True, gateway_extra: str = ""):
-        super().__init__(tmp, RoamingLab(), nat=nat, xdp=xdp)
+                 xdp: bool = True, gateway_extra: str = "", ipv6: bool = False):
+        """``ipv6``: the lab's links carry IPv6 too and the client's Endpoint
+        is the gateway's IPv6 address (the outer path is IPv6)."""
+        super().__init__(tmp, RoamingLab(ipv6=ipv6), nat=nat, xdp=xdp)
         self.gateway_extra = gateway_extra
         self.env = jvpn_env(f"/sys/fs/bpf/jvpnt3-{uuid.uuid4().hex[:8]}", self.tmp / "run")
         self.events_file = self.tmp / "state" / "events.jsonl"
-        self.write_shared_configs(policy or lab_policy(), GW_IP)
+        self.write_shared_configs(policy or lab_policy(), f"[{GW_IP6}]" if ipv6 else GW_IP)
         self.write_gateway_conf(self.tmp / "gateway.conf", self.tmp / "state", "gw-a",
                                 self.gateway_extra)
         self.gateway = None
