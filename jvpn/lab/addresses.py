@@ -36,6 +36,7 @@ LTE_IP6, LTE_ROUTER_IP6 = "fd00:77:2::2", "fd00:77:2::fe"
 ATTACKER_IP6, ATTACKER_ROUTER_IP6 = "fd00:77:3::2", "fd00:77:3::fe"
 UPLINK_IP6 = {"wifi": WIFI_IP6, "lte": LTE_IP6}
 UPLINK_ROUTER_IP6 = {"wifi": WIFI_ROUTER_IP6, "lte": LTE_ROUTER_IP6}
+SIDE_GW_IP6, SIDE_ATK_IP6 = "fd00:77:5::1", "fd00:77:5::2"  # a second link, without the gate
 
 # ---------------------------------------------------------------- inside the tunnel
 GW_INNER, CLIENT_INNER = "10.99.0.1", "10.99.0.2"

@@ -4,7 +4,9 @@ attached and gating it. The client's Endpoint is the gateway's IPv6 address
 the gate's pass counters rise; a datagram for the session forged from
 another IPv6 source (with the session's own header key: only the binding can
 refuse it) is dropped in XDP and changes nothing; a jump wifi -> lte over
-IPv6 keeps the session (reattach)."""
+IPv6 keeps the session (reattach); the daemon's one dual-stack socket, bound
+to the gate's interface with its socket filter, hears IPv6 and IPv4 that
+crossed the gate and nothing that came another way."""
 
 from __future__ import annotations
 
@@ -15,12 +17,17 @@ import pytest
 
 from jvpn.gate import abi
 from jvpn.gate.pins import GateMaps
+from jvpn.handshake import Initiator
 from jvpn.lab.addresses import (
     ATTACKER_IP6,
     GW_INNER,
+    GW_IP,
     GW_IP6,
+    LAN6_PREFIX,
     LTE_IP6,
     PORT,
+    SIDE_ATK_IP6,
+    SIDE_GW_IP6,
     WIFI_IP6,
 )
 from jvpn.lab.tunnel import TunnelLab
@@ -97,3 +104,31 @@ def test_a_jump_wifi_to_lte_over_ipv6_keeps_the_session(tl6):
     _ping(tl6, 3)
     new = tl6.gateway_events()[n:]
     assert not [e for e in new if e["reason_code"] == "HANDSHAKE_OK"]  # no new session
+
+
+def _answered(tl, role: str, dst: str) -> bytes | None:
+    """A valid, fresh initiation from ``role`` to ``dst``: the answer, if any."""
+    msg = Initiator(tl.client_private, tl.gw_pub).initiation()
+    family = socket.AF_INET6 if ":" in dst else socket.AF_INET
+    with tl.lab.socket(role, family, socket.SOCK_DGRAM) as s:
+        s.settimeout(1.0)
+        s.sendto(msg, (dst, PORT))
+        try:
+            return s.recv(2048)
+        except (TimeoutError, ConnectionRefusedError):
+            return None
+
+
+def test_the_dual_stack_socket_hears_only_what_crossed_the_gate(tl6):
+    """Last in the module: the initiations leave unconfirmed sessions behind."""
+    tl6.lab.veth("gw", "gw1", None, "atk", "atk1", None)
+    tl6.lab.run("gw", "ip", "-6", "addr", "add", f"{SIDE_GW_IP6}/{LAN6_PREFIX}", "dev", "gw1",
+                "nodad")
+    tl6.lab.run("atk", "ip", "-6", "addr", "add", f"{SIDE_ATK_IP6}/{LAN6_PREFIX}", "dev",
+                "atk1", "nodad")
+    assert _answered(tl6, "gw", "::1") is None          # lo
+    assert _answered(tl6, "gw", GW_IP6) is None         # the gate's address, but over lo
+    assert _answered(tl6, "atk", SIDE_GW_IP6) is None   # a second NIC without the gate
+    for dst in (GW_IP6, GW_IP):                         # through gw0 and its gate: both families
+        got = _answered(tl6, "atk", dst)
+        assert got is not None and got[0] == abi.MSG_HANDSHAKE_RESP, dst
