@@ -82,7 +82,10 @@ class DualStackSocket(socket.socket):
     """The gateway's AF_INET6 socket, spoken to in canonical addresses: a
     source is (address, port) with IPv4 plain, and an IPv4 destination is
     sent as the mapped address the socket needs. Everything else is the
-    socket's own."""
+    socket's own. An IPv6 datagram whose source is itself a mapped address
+    (if the kernel delivered one) becomes that IPv4 source: the power of an
+    attacker who spoofs that IPv4 source, no more (replies and challenges
+    go to the IPv4 address; the gate binds data by the frame's family)."""
 
     __slots__ = ()
 
@@ -107,9 +110,9 @@ def _warn(line: str) -> None:
 def _new_socket(addr: str, port: int, warn: Callable[[str], None]) -> tuple[socket.socket, str]:
     """The unbound socket for ``addr`` and the address to bind: the
     wildcard ``::`` is dual-stack, or IPv4 only where the host has no IPv6."""
-    if addr != ANY:
-        family = socket.AF_INET6 if ":" in addr else socket.AF_INET
-        return socket.socket(family, socket.SOCK_DGRAM), addr
+    if addr != ANY:  # one family; an IPv6 one still reports (address, port) pairs
+        cls = DualStackSocket if ":" in addr else socket.socket
+        return cls(socket.AF_INET6 if ":" in addr else socket.AF_INET, socket.SOCK_DGRAM), addr
     try:
         sock = DualStackSocket(socket.AF_INET6, socket.SOCK_DGRAM)
     except OSError as e:

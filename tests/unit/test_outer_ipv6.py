@@ -15,9 +15,12 @@ import pytest
 from jvpn import keys
 from jvpn.client import Client, endpoint_socket
 from jvpn.events import EventLog
+from jvpn.gate import abi
 from jvpn.gateway.listener import ANY, open_listener
 from jvpn.ratelimit import source_prefix
 from jvpn.session import Transport, canonical_ip
+from jvpn.tunnel import DataChannel
+from kits.daemon_kit import Peer, initiation, make_gateway
 
 V4, MAPPED = "192.0.2.10", "::ffff:192.0.2.10"
 
@@ -147,3 +150,23 @@ def test_a_mapped_endpoint_is_plain_ipv4():
         assert client.endpoint == (V4, 51900) and client.sock.family == socket.AF_INET
     finally:
         client.down()
+
+
+# ---------------------------------------------------------------- the daemon
+def test_a_client_heard_in_both_spellings_is_one_transport(tmp_path):
+    """The initiation arrives as the dual-stack socket would have named the
+    client without canonicalization (mapped), its first keepalive in the
+    plain form: one transport, an IPv4 binding the gate matches, confirmed."""
+    gw = make_gateway(tmp_path)
+    ini = initiation(0)
+    gw.datapath.datagram(ini.initiation(), (MAPPED, 5555))
+    [(resp, to)] = gw.sock.sent
+    assert to == (V4, 5555)  # the real socket maps it back for sendto
+    _assignment, session_keys = ini.response(resp)
+    peer = Peer(session_keys, DataChannel(session_keys, "client"))
+    gw.datapath.datagram(peer.seal(b"", abi.MSG_KEEPALIVE), (V4, 5555))
+    live = gw.sessions[peer.session_id]
+    assert live.confirmed, "the keepalive from the plain spelling did not pass the gate"
+    assert live.record.binding == Transport(V4, 5555) and str(live.record.binding) == f"{V4}:5555"
+    [rec] = gw.store.list()
+    assert rec.binding.addr == V4
