@@ -18,7 +18,8 @@ class TunnelLab(RunningLab):
     def __init__(self, tmp: Path, *, policy: str = "", nat: bool | tuple = False,
                  xdp: bool = True, gateway_extra: str = "", ipv6: bool = False):
         """``ipv6``: the lab's links carry IPv6 too and the client's Endpoint
-        is the gateway's IPv6 address (the outer path is IPv6)."""
+        is the gateway's IPv6 address (the outer path is IPv6; ``nat``
+        masquerades IPv4 only)."""
         super().__init__(tmp, RoamingLab(ipv6=ipv6), nat=nat, xdp=xdp)
         self.gateway_extra = gateway_extra
         self.env = jvpn_env(f"/sys/fs/bpf/jvpnt3-{uuid.uuid4().hex[:8]}", self.tmp / "run")

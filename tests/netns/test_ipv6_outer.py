@@ -69,11 +69,12 @@ def test_the_session_is_bound_to_the_clients_ipv6_transport(tl6):
 
 
 def test_data_over_ipv6_passes_the_gate(tl6):
-    before = counters(tl6)
+    before, rx_before = counters(tl6), _session(tl6)["rx_packets"] or 0
     _ping(tl6, 5)
     moved = delta(before, counters(tl6))
     assert moved.get("pass_data", 0) >= 5, moved  # the echo requests, through XDP
     assert not {k for k in moved if k.startswith("drop_")}, moved
+    assert (_session(tl6)["rx_packets"] or 0) >= rx_before + 5  # the session's own count
 
 
 def test_a_datagram_forged_from_another_ipv6_source_is_dropped_in_xdp(tl6):
