@@ -92,9 +92,11 @@ class DualStackSocket(socket.socket):
     def recvfrom(self, bufsize: int, flags: int = 0) -> tuple[bytes, tuple[str, int]]:
         msg, src = super().recvfrom(bufsize, flags)
         addr = src[0]
-        if addr.startswith(_MAPPED) and "." in addr:  # the hot path: no ipaddress parse
+        if "." not in addr:  # inet_ntop's hex form is already canonical (RFC 5952)
+            return msg, (addr, src[1])
+        if addr.startswith(_MAPPED):  # IPv4 on the dual-stack socket
             return msg, (addr[len(_MAPPED):], src[1])
-        return msg, (canonical_ip(addr), src[1])
+        return msg, (canonical_ip(addr), src[1])  # IPv4-compatible ::a.b.c.d: rare
 
     def sendto(self, data, *args):
         *flags, (addr, port) = args
