@@ -26,7 +26,7 @@ from jvpn.events import EventLog
 from jvpn.gate import abi
 from jvpn.handshake import Assignment, HandshakeError, Initiator
 from jvpn.keys import SessionKeys
-from jvpn.session import Transport
+from jvpn.session import Transport, canonical_ip
 from jvpn.tunnel import FLAG_FRAGMENT, FLAG_REATTACH, DataChannel, Tun, send_messages
 
 RECV_TIMEOUT_S = 0.2  # how often the receive loop looks at the current socket
@@ -36,12 +36,20 @@ class ClientError(Exception):
     pass
 
 
-def udp_socket() -> socket.socket:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+def udp_socket(family: socket.AddressFamily = socket.AF_INET) -> socket.socket:
+    """The client's outer socket, in the family of the gateway's endpoint."""
+    s = socket.socket(family, socket.SOCK_DGRAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-    s.bind(("0.0.0.0", 0))
+    s.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", 0))
     s.settimeout(RECV_TIMEOUT_S)  # once: settimeout is a syscall, not per packet
     return s
+
+
+def endpoint_socket(endpoint: tuple[str, int]) -> socket.socket:
+    """A new outer socket (at start, and at each rebind) in the family of
+    the gateway's endpoint: an IPv6 gateway needs an AF_INET6 socket."""
+    v6 = ipaddress.ip_address(endpoint[0]).version == 6
+    return udp_socket(socket.AF_INET6 if v6 else socket.AF_INET)
 
 
 def marked(factory: Callable[[], socket.socket], mark: int | None) -> Callable[[], socket.socket]:
@@ -92,7 +100,8 @@ class Client(ClientReattach):
         self.endpoint = endpoint
         self.route_plan = route_plan or RoutePlan(None, ())  # jvpn.client_routes
         self.routes = ClientRouting(tun_name, self.route_plan)
-        self._new_socket = marked(socket_factory or udp_socket, self.route_plan.mark)
+        self._new_socket = marked(socket_factory or (lambda: endpoint_socket(self._endpoint)),
+                                  self.route_plan.mark)
         self.events = events
         self.tun_name = tun_name
         self.keepalive_ms, self.max_missed, self.retry_ms = keepalive_ms, max_missed, retry_ms
@@ -125,7 +134,7 @@ class Client(ClientReattach):
     @endpoint.setter
     def endpoint(self, value: tuple[str, int]) -> None:
         host, port = value
-        self._endpoint = (str(ipaddress.ip_address(host)), int(port))
+        self._endpoint = (canonical_ip(str(ipaddress.ip_address(host))), int(port))
 
     @property
     def session_id(self) -> int:
@@ -193,8 +202,7 @@ class Client(ClientReattach):
         return a
 
     def _tun_up(self, a: Assignment) -> None:
-        """The TUN and its routes. With AllowedIPs the addresses are host
-        addresses (/32, /128): what is routed into the TUN is AllowedIPs only."""
+        """The TUN and its routes; with AllowedIPs, host addresses: only they are routed."""
         self.tun = Tun(self.tun_name)
         inner, inner6 = a.client_inner, a.client_inner6
         if self.route_plan.ops:
@@ -276,7 +284,8 @@ class Client(ClientReattach):
             self._control(msg, src, sock or self.sock)
 
     def _from_gateway(self, src) -> bool:
-        if src[0] == self._endpoint[0] and src[1] == self._endpoint[1]:
+        addr, port = self._endpoint  # src in any spelling: canonical only if plain differs
+        if src[1] == port and (src[0] == addr or canonical_ip(src[0]) == addr):
             return True
         self.drops.drop(src)
         return False
@@ -325,8 +334,7 @@ class Client(ClientReattach):
                 except OSError:
                     pass
 
-    def _netlink_loop(self) -> None:
-        """Wake the monitor on any link/address/route change."""
+    def _netlink_loop(self) -> None:  # wakes the monitor on any link/address/route change
         watch_routing(self._stop, self._wake)
 
     def _route(self):
