@@ -24,15 +24,18 @@ from jvpn.lab.addresses import (
     GW_INNER,
     GW_INNER6,
     GW_IP,
+    GW_IP6,
     GW_TUN,
     INET_GW_IF,
     INET_GW_IP,
     INET_IP,
     INNER_PREFIX,
     LTE_IP,
+    LTE_IP6,
     ROUTES_SUBNET,
     UPLINK_ROUTER_IP,
     WIFI_IP,
+    WIFI_IP6,
 )
 from jvpn.lab.full_tunnel import FullTunnelLab
 from jvpn.lab.running import write_secret
@@ -211,4 +214,29 @@ def test_ipv6_full_tunnel_through_ip6_rules(tmp_path):
         assert [r for r in ftl.rules("-6") if r["priority"] in (RULE_PRIORITY,
                                                                   RULE_PRIORITY + 1)] == []
     finally:
+        ftl.down()
+
+
+def test_full_tunnel_over_an_ipv6_outer_path_across_a_jump(tmp_path):
+    """The gateway reached over IPv6 (the lab's IPv6 uplinks), ``0.0.0.0/0,
+    ::/0``: the IPv6 outer socket is marked too, so its datagrams leave by the
+    uplink while ``::/0`` goes into the tunnel; the marked IPv6 lookup sees the
+    jump wifi -> lte as a path change."""
+    ftl = FullTunnelLab(tmp_path, allowed_ips="0.0.0.0/0, ::/0", nat_rules=doc_ruleset(),
+                        ipv6=True).up()
+    echo = Echo(ftl)
+    try:
+        assert _bound(ftl).startswith(f"[{WIFI_IP6}]:")
+        assert ftl.route_get(GW_IP6)["dev"] == "jvpn0"
+        assert ftl.route_get(GW_IP6, "mark", MARK)["dev"] == "wifi"
+        ftl.wait(lambda: echo.seen_from() == INET_GW_IP, "through the tunnel")
+        ftl.lab.link("cl", "wifi", "down")
+        ftl.wait(lambda: _accepts(ftl) >= 1, "reattach from lte over IPv6")
+        assert _bound(ftl).startswith(f"[{LTE_IP6}]:")
+        [first] = [e for e in ftl.client_event_list()
+                   if e["event_type"] == "ReattachAttempt"][:1]
+        assert first["detail"] == "local transport changed", first
+        ftl.wait(lambda: echo.seen_from() == INET_GW_IP, "through the tunnel after the jump")
+    finally:
+        echo.close()
         ftl.down()
