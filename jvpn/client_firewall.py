@@ -18,6 +18,7 @@ at down, as wg-quick leaves it: another tunnel may rely on it.
 from __future__ import annotations
 
 import ipaddress
+import re
 import subprocess
 from collections.abc import Callable
 
@@ -32,13 +33,22 @@ def table_name(tun: str) -> str:
     return f"jvpn-{tun}"
 
 
+# What the kernel accepts as an interface name is wider (quotes, braces...):
+# only these go into nft's text, so a Name can never become nft syntax.
+_NFT_SAFE_NAME = re.compile(r"[A-Za-z0-9_.+@-]{1,15}")
+
+
 def ruleset(tun: str, mark: int, inner: list[str]) -> str:
     """The ``nft -f`` text: replaces the table (``table; delete table;
     table {...}`` is one transaction whether or not it existed)."""
+    if not _NFT_SAFE_NAME.fullmatch(tun):
+        raise FirewallError(f"TUN name {tun!r}: a full tunnel needs a name of letters, digits "
+                            "and _ . + @ - only (it goes into an nftables rule)")
     name = table_name(tun)
     guards = []
-    for addr in inner:
-        ip = "ip6" if ipaddress.ip_address(addr).version == 6 else "ip"
+    for text in inner:
+        addr = ipaddress.ip_address(text)  # an address, nothing else, goes into the text
+        ip = "ip6" if addr.version == 6 else "ip"
         guards.append(f'        iifname != "{tun}" {ip} daddr {addr} fib saddr type != local drop')
     return "\n".join([
         f"table inet {name}",
@@ -74,10 +84,11 @@ class MarkFirewall:
         self.applied = False
 
     def apply(self, mark: int, inner: list[str]) -> None:
+        text = ruleset(self.tun, mark, inner)  # refused before anything is changed
         try:
             with open(self._sysctl, "w") as f:
                 f.write("1")
-            out = self._nft(["-f", "-"], ruleset(self.tun, mark, inner))
+            out = self._nft(["-f", "-"], text)
         except OSError as e:  # no nft binary, no /proc/sys (not root)
             raise FirewallError(f"full tunnel needs nft (nftables) and root: {e}") from None
         if out.returncode != 0:

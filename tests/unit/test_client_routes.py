@@ -275,3 +275,13 @@ def test_a_signal_during_the_handshake_stops_it_at_once():
     c.stop()
     with pytest.raises(ClientError, match="stopped by a signal"):
         c.handshake()
+
+
+def test_a_tun_name_that_nft_would_parse_is_refused_before_anything_changes(tmp_path):
+    sysctl = tmp_path / "src_valid_mark"
+    sysctl.write_text("0")
+    nft = FakeNft()
+    fw = MarkFirewall('a"}x', nft=nft, sysctl_path=str(sysctl))
+    with pytest.raises(FirewallError, match="letters, digits"):
+        fw.apply(1, ["10.99.0.2"])
+    assert nft.calls == [] and sysctl.read_text() == "0"
