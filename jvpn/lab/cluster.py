@@ -189,6 +189,32 @@ class ClusterLab(ClusterWiring, RunningLab):
         p.send_signal(signal.SIGKILL)
         p.wait(timeout=10)
 
+    def ready(self, owner: str = "a", timeout: float = 30.0) -> None:
+        """Back to the start of a test whatever the previous one left: every
+        gateway running (a dead one restarted, a stopped one continued), the
+        client on Wi-Fi, and its one session ATTACHED on ``owner``. So one
+        test's failure is reported once, not again by each test after it."""
+        assert self.client is not None and self.client.poll() is None, \
+            f"the client has exited\n{self.logs()}"
+        for n, p in self.gateways.items():
+            if p.poll() is None:
+                p.send_signal(signal.SIGCONT)  # a no-op unless a test left it stopped
+            else:
+                self.start_gateway(n)
+        self.use_uplink("wifi" if site(owner).name == "a" else "lte")
+        want = site(owner).node_id
+        self.wait(lambda: self._session_state() == (want, "ATTACHED"),
+                  f"the session ATTACHED on {want}", timeout)
+
+    def _session_state(self) -> tuple[str, str] | None:
+        """(owner, state) of the lab's one session; None while there is not exactly one."""
+        store = self.store()
+        try:
+            recs = store.list()
+        finally:
+            store.close()
+        return (recs[0].owner, recs[0].state.name) if len(recs) == 1 else None
+
     def client_env(self) -> dict:
         return self.env("a")
 

@@ -29,6 +29,13 @@ def cl(tmp_path_factory):
         c.down()
 
 
+@pytest.fixture(autouse=True)
+def ready(cl):
+    """Each test starts from the same place (both gateways up, the session
+    ATTACHED on A), whatever the test before it left behind."""
+    cl.ready("a")
+
+
 def _record(cl: ClusterLab):
     store = cl.store()
     try:
