@@ -83,15 +83,18 @@ class ReattachServer(PathValidation):
         self._cached_keys: dict[int, SessionKeys] = {}
 
     # ------------------------------------------------------------ requests
-    def check(self, msg: bytes, src: Transport) -> Decision | Proven | None:
-        """One REATTACH_REQ or PATH_RESPONSE. None: not one (nothing to do)."""
+    def check(self, msg: bytes, src: Transport, *,
+              parked: bool = False) -> Decision | Proven | None:
+        """One REATTACH_REQ or PATH_RESPONSE. None: not one (nothing to do).
+        ``parked``: a request this gateway proved and parked itself, run again
+        now that its owner released the session (never a received message)."""
         try:
             hdr = wire.parse_header(msg)
         except wire.WireError:
             return None
         try:
             if hdr.type == abi.MSG_REATTACH_REQ:
-                return self._request(hdr, msg, src)
+                return self._request(hdr, msg, src, parked)
             if hdr.type == abi.MSG_PATH_RESPONSE:
                 return self._path_response(hdr, msg, src)
             return None
@@ -123,7 +126,8 @@ class ReattachServer(PathValidation):
     def _keys(self, sid: int) -> SessionKeys:
         return self._load(sid)[1]
 
-    def _request(self, hdr: wire.Header, msg: bytes, src: Transport) -> Decision | Proven:
+    def _request(self, hdr: wire.Header, msg: bytes, src: Transport,
+                 parked: bool = False) -> Decision | Proven:
         now = self.clock_ms()
         rec, keys = self._load(hdr.session_id)                               # 1
         if not self.per_source.allow(source_prefix(src.addr)):                # 2
@@ -134,7 +138,8 @@ class ReattachServer(PathValidation):
             raise Reject(Reason.FRESHNESS_INVALID, Security.SEC_REPLAY_ATTEMPT,
                          "timestamp too old/new")
         self._verify(hdr, msg, keys)                                         # 5
-        self._fresh(hdr)
+        if not parked:  # a parked request's counter was recorded when we parked it
+            self._fresh(hdr)
         if not self.per_session.allow(hdr.session_id):  # 2, spent only by proven requests
             raise Reject(Reason.RATE_LIMITED, Security.SEC_ABUSE_CONTROL_PLANE, "reattach rate")
         # Recorded now, before the sequence checks: whatever follows answers

@@ -67,6 +67,23 @@ def test_handoff_a_b_a_moves_the_single_owner(cluster):
     assert sid not in b.sessions and sid in a.sessions
 
 
+def test_the_parked_request_completes_the_handoff_when_the_owner_releases(cluster):
+    """B parks the client's proven request until A releases; then B runs that
+    same request again (its own copy, its header counter already recorded)
+    and challenges the client. The client never retries here: before the fix
+    B refused its own parked request as a replay (REPLAY_DETECTED) and every
+    handoff waited for the client's next retry (retry_ms, 400 ms)."""
+    c = cluster
+    client = c.connect("gw-a")
+    client.retry_ms = 60_000  # no retry within the test: the parked request must do it
+    c.move("gw-b")
+    b = c.gateways["gw-b"]
+    assert b.events.has("OwnershipHandoff", "HANDOFF_REQUESTED")
+    assert not b.events.has("ReattachResult", "REPLAY_DETECTED")
+    assert not b.events.has("SecurityEvent", "SEC_REPLAY_ATTEMPT")
+    assert _record(c).owner == "gw-b"
+
+
 def test_no_replay_of_old_packets_at_the_new_owner(cluster):
     """The new owner's window starts above what the old owner accepted."""
     c = cluster
