@@ -161,8 +161,12 @@ class ReattachServer(PathValidation):
         if seq == rec.reattach_seq:
             return self._retry_of_consumed(req, epoch)
         if epoch != rec.epoch:
-            raise self._told(req, Reason.FRESHNESS_INVALID, Security.SEC_REPLAY_ATTEMPT,
-                             f"epoch {epoch}")
+            # told the current epoch: a key holder that missed the ACK of a
+            # switch (it had moved on to a new request) names it from now on
+            stale = self._told(req, Reason.FRESHNESS_INVALID, Security.SEC_REPLAY_ATTEMPT,
+                               f"epoch {epoch}")
+            stale.epoch = rec.epoch
+            raise stale
         return req                                                           # 5b: the caller
 
     @staticmethod

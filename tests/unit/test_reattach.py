@@ -68,6 +68,24 @@ def test_stale_timestamp_and_wrong_epoch(h):
     _unchanged(h, before, h.handle(h.request(epoch=7), NEW), "FRESHNESS_INVALID")
 
 
+def test_a_stale_epoch_is_told_the_current_one(h):
+    """The key holder's switch committed but it never got the ACK (it had
+    moved on to a new request): its new request names the old epoch and is
+    refused, nothing changed, and the sealed REJECT says the current epoch,
+    so its next request can name it. Before, it was told nothing and every
+    later request named the same stale epoch: the session was lost."""
+    h.reattach(NEW)  # the switch commits (epoch 1); the client never hears its ACK
+    before = h.record()
+    [(rejected, to)] = h.handle(h.request(epoch=0), NAT)
+    hdr, (_seq, reason, epoch) = wire.open_control(rejected, KEYS.reattach)
+    assert hdr.type == abi.MSG_REATTACH_REJECT and to == NAT
+    assert wire.REJECT_REASONS[reason] == "FRESHNESS_INVALID" and epoch == before.epoch == 1
+    assert h.record() == before
+    h.clock.ms += h.policy.switch_cooldown_ms  # past the cooldown of the first switch
+    to, epoch, _version = _ack(h.reattach(NAT))  # the next request, naming epoch 1
+    assert to == NAT and epoch == 2
+
+
 def test_unknown_session_allocates_nothing(h):
     before = h.record()
     _unchanged(h, before, h.handle(h.request(sid=SID ^ 1), EVIL), "SESSION_NOT_FOUND")
