@@ -63,6 +63,17 @@ __all__ = ["Decision", "Note", "Pending", "Proven", "ReattachServer", "Reject", 
 WINDOWS_KEPT = 4_096
 
 
+def _challenge_lost(rec: SessionRecord, now: int) -> bool:
+    """A RECOVERING record past its recovery deadline: no answer to its
+    challenge can be taken any more. The gateway that holds the challenge
+    moves it to DEGRADED at the deadline; one that died or was fenced (a
+    cluster owner SIGKILLed or stopped mid-switch) never will, and until
+    now every later request was refused as a switch in progress until the
+    session expired. A request then starts a new switch; the record's
+    version moved, so a late answer to the lost challenge is refused."""
+    return rec.recovery_deadline_ms is not None and now >= rec.recovery_deadline_ms
+
+
 class ReattachServer(PathValidation):
     def __init__(self, store: Store, policy: Policy, *, clock_ms: Callable[[], int],
                  rand: Callable[[int], bytes] = os.urandom,
@@ -155,7 +166,7 @@ class ReattachServer(PathValidation):
         pending = self.pending.get(rec.session_id)
         if pending is not None:
             return self._while_pending(req, pending)
-        if rec.state is State.RECOVERING:
+        if rec.state is State.RECOVERING and not _challenge_lost(rec, now):
             raise self._told(req, Reason.OWNERSHIP_CONFLICT, Security.SEC_OWNERSHIP_ANOMALY,
                              "another switch is in progress")
         if seq == rec.reattach_seq:
@@ -302,6 +313,9 @@ class ReattachServer(PathValidation):
     def _to_recovering(self, rec: SessionRecord, src: Transport, now: int) -> list:
         steps = []
         cur = rec
+        if cur.state is State.RECOVERING:  # its challenge was lost (_challenge_lost)
+            cur, tr = apply(cur, Event.REATTACH_INVALID, now, candidate=None)
+            steps.append((cur, tr))
         if cur.state is State.ATTACHED:
             cur, tr = apply(cur, Event.INSTABILITY_DETECTED, now,
                             transport_lost_ms=cur.transport_lost_ms or now)

@@ -202,18 +202,32 @@ class ClusterLab(ClusterWiring, RunningLab):
             else:
                 self.start_gateway(n)
         self.use_uplink("wifi" if site(owner).name == "a" else "lte")
-        want = site(owner).node_id
-        self.wait(lambda: self._session_state() == (want, "ATTACHED"),
-                  f"the session ATTACHED on {want}", timeout)
+        node = site(owner).node_id
+        self.wait(lambda: self._session_state() == (node, "ATTACHED", self._client_epoch()),
+                  f"the session ATTACHED on {node}, the client's switches all answered",
+                  timeout)
 
-    def _session_state(self) -> tuple[str, str] | None:
-        """(owner, state) of the lab's one session; None while there is not exactly one."""
+    def _session_state(self) -> tuple[str, str, int] | None:
+        """(owner, state, epoch) of the lab's one session; None while there
+        is not exactly one. A handover alone makes the record say ATTACHED on
+        the new owner before its switch (challenge, answer) has happened."""
         store = self.store()
         try:
             recs = store.list()
         finally:
             store.close()
-        return (recs[0].owner, recs[0].state.name) if len(recs) == 1 else None
+        return (recs[0].owner, recs[0].state.name, recs[0].epoch) if len(recs) == 1 else None
+
+    def _client_epoch(self) -> int | None:
+        """The epoch of the client's last accepted switch (0: none yet); None
+        while a request it started later is still unanswered."""
+        epoch, waiting = 0, False
+        for e in self.client_event_list():
+            if e.get("event_type") == "ReattachAttempt":
+                waiting = True
+            elif e.get("reason_code") == "REATTACH_ACCEPT":
+                epoch, waiting = e.get("epoch", epoch), False
+        return None if waiting else epoch
 
     def client_env(self) -> dict:
         return self.env("a")

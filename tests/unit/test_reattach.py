@@ -196,3 +196,28 @@ def test_the_policy_recovery_window_bounds_recovering(tmp_path):
     h.clock.ms = start + 10_000
     h.control.expire_challenges()
     assert h.record().state is State.DEGRADED and h.record().candidate is None
+
+
+def test_a_lost_challenge_blocks_no_switch_past_its_deadline(h):
+    """The gateway that sent the challenge is gone (a cluster owner killed or
+    stopped mid-switch): nobody moves its RECOVERING record to DEGRADED.
+    Until the deadline a request is a switch in progress; after it a new
+    switch starts (the lost one DEGRADED first). Before the fix every
+    request was refused until the session's transportless TTL ended it."""
+    start = h.clock.ms
+    [(lost, _to)] = h.handle(h.request(), NEW)
+    h.server.pending.clear()  # the challenge lived in a process that is gone
+    deadline = h.record().recovery_deadline_ms
+    h.clock.ms = deadline - 1
+    [(_rejected, _to)] = h.handle(h.request(), NAT)
+    assert h.reasons()[-1] == "OWNERSHIP_CONFLICT" and h.record().state is State.RECOVERING
+    h.clock.ms = deadline
+    [(challenge, to)] = h.handle(h.request(), NAT)
+    assert to == NAT and h.record().candidate == NAT
+    states = [(e["previous_state"], e["new_state"]) for e in h.events.recent
+              if e["event_type"] == "SessionStateChange"][-2:]
+    assert states == [("RECOVERING", "DEGRADED"), ("DEGRADED", "RECOVERING")]
+    assert h.handle(h.answer(lost), NEW) == []  # the lost challenge's answer counts for nothing
+    to, epoch, _version = _ack(h.handle(h.answer(challenge), NAT))
+    assert to == NAT and h.record().binding == NAT and epoch == 1
+    assert h.clock.ms - start < h.policy.transport_lost_ttl_ms
