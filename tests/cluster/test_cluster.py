@@ -84,6 +84,23 @@ def test_the_parked_request_completes_the_handoff_when_the_owner_releases(cluste
     assert _record(c).owner == "gw-b"
 
 
+def test_an_old_record_does_not_take_a_session_from_its_new_owner(cluster):
+    """A sweep lists the records, then follows them one by one: a list read
+    just before this gateway's own takeover write still names the old owner.
+    Acting on it, B dropped the session it had just taken (its challenge
+    could not even be sent), the record kept naming B, and with B's lease
+    alive nobody could take the session over (cluster lab)."""
+    c = cluster
+    client = c.connect("gw-a")
+    sid = client.session_id
+    stale = _record(c)  # owner gw-a
+    c.move("gw-b")
+    b = c.gateways["gw-b"]
+    b.follower.on_store_record(sid, stale)
+    assert sid in b.sessions and _served_by(c, sid) == {"gw-b"}
+    assert not b.events.has("OwnershipHandoff", "OWNERSHIP_LOST")
+
+
 def test_no_replay_of_old_packets_at_the_new_owner(cluster):
     """The new owner's window starts above what the old owner accepted."""
     c = cluster
