@@ -105,12 +105,17 @@ class ClientReattach:
                              detail="the gateway ended the session; no new session is started")
             self._stop.set()
         elif hdr.type == abi.MSG_REATTACH_REJECT:
-            seq, reason_index = fields
+            seq, reason_index, epoch = fields
             reason = wire.REJECT_REASONS[reason_index]
             self.events.emit("ReattachResult", reason, self.session_id, seq=seq)
             if p is not None and seq == p.seq:
                 self.pending = None
-                if reason in RETRY_REJECTS:  # a spent sequence: at once; a conflict: later
+                if reason == "FRESHNESS_INVALID" and epoch > self.epoch:
+                    # a switch we asked for happened but its ACK never reached
+                    # us (we had moved on to a new request): the gateway says
+                    # the epoch, and a new request names it, at once
+                    self.epoch, self.retry_at = epoch, self.clock_ms()
+                elif reason in RETRY_REJECTS:  # a spent sequence: at once; a conflict: later
                     wait = self.retry_ms if reason == "OWNERSHIP_CONFLICT" else 0
                     self.retry_at = self.clock_ms() + wait
             if reason in FATAL_REJECTS:

@@ -93,7 +93,10 @@ REATTACH_REQ = struct.Struct("<QQ16sQ")  # seq, timestamp_ms, client_nonce, epoc
 PATH_CHALLENGE = struct.Struct("<16s16s")  # server_nonce, client_nonce
 PATH_RESPONSE = PATH_CHALLENGE
 REATTACH_ACK = struct.Struct("<QQQ")  # seq, epoch, version
-REATTACH_REJECT = struct.Struct("<QB7x")  # seq, reason index (REJECT_REASONS)
+# seq, reason index (REJECT_REASONS), and for a stale epoch the session's
+# current one (else 0): in what was padding, so the size is unchanged
+REATTACH_REJECT = struct.Struct("<QB3xI")
+EPOCH_MAX = 0xFFFFFFFF  # the most a REATTACH_REJECT can tell
 TERMINATE = struct.Struct("<B7x")  # reason index (TERMINATE_REASONS)
 TERMINATE_REASONS = ["TTL_SESSION_EXPIRED", "TTL_TRANSPORT_LOSS_EXPIRED", "POLICY_TERMINATION"]
 REJECT_REASONS = ["SESSION_NOT_FOUND", "SESSION_EXPIRED", "AUTH_FAIL", "FRESHNESS_INVALID",

@@ -124,10 +124,13 @@ class ControlPath:
                                  detail="the initiator never confirmed the session")
 
     # ------------------------------------------------------------ reattach
-    def reattach_message(self, msg: bytes, src: Transport) -> list[Send]:
-        """One REATTACH_REQ or PATH_RESPONSE; returns what to send."""
+    def reattach_message(self, msg: bytes, src: Transport, *,
+                         parked: bool = False) -> list[Send]:
+        """One REATTACH_REQ or PATH_RESPONSE; returns what to send.
+        ``parked``: our own parked request, run again after the owner's
+        release (its header counter is already recorded: it is not a copy)."""
         try:
-            return self._reattach_message(msg, src)
+            return self._reattach_message(msg, src, parked)
         finally:
             self._raise_control_floor(msg)
 
@@ -145,8 +148,8 @@ class ControlPath:
         if self.reattach.recorded(hdr.session_id, hdr.counter):
             self.table.raise_control_floor(hdr.session_id, hdr.counter)
 
-    def _reattach_message(self, msg: bytes, src: Transport) -> list[Send]:
-        step = self.reattach.check(msg, src)
+    def _reattach_message(self, msg: bytes, src: Transport, parked: bool) -> list[Send]:
+        step = self.reattach.check(msg, src, parked=parked)
         if isinstance(step, Proven) and step.revalidate and not self.follower.ownership.owns(
                 step.rec):
             # a move back is evidence only where the switch it undoes happened:

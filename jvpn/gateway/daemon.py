@@ -237,7 +237,7 @@ class Gateway(GateWatch):
 
     def _retry(self, msg: bytes, src: Transport) -> None:
         """A parked request whose session the owner released (lock held)."""
-        for reply, to in self.controlpath.reattach_message(msg, src):
+        for reply, to in self.controlpath.reattach_message(msg, src, parked=True):
             self.send(reply, to)
 
     def send(self, msg: bytes, to: Transport) -> None:

@@ -16,10 +16,11 @@ from jvpn.session import SessionRecord, Transport
 
 class Reject(Exception):
     def __init__(self, reason: Reason, security: Security | None = None, detail: str = "",
-                 authenticated: bool = False, seq: int = 0):
+                 authenticated: bool = False, seq: int = 0, epoch: int = 0):
         super().__init__(f"{reason}: {detail}")
         self.reason, self.security, self.detail = reason, security, detail
         self.authenticated, self.seq = authenticated, seq
+        self.epoch = epoch  # told with a stale epoch: the session's current one
 
 
 @dataclass
@@ -75,8 +76,8 @@ class Decision:
         r = self.reject
         if r is None or not r.authenticated:
             return None  # never answer what we could not authenticate (no reflection)
-        return Reply(abi.MSG_REATTACH_REJECT, (r.seq, wire.REJECT_REASONS.index(r.reason)),
-                     self.src)
+        return Reply(abi.MSG_REATTACH_REJECT, (r.seq, wire.REJECT_REASONS.index(r.reason),
+                                                 min(r.epoch, wire.EPOCH_MAX)), self.src)
 
 
 @dataclass(frozen=True)

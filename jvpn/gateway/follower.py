@@ -195,6 +195,11 @@ class ClusterFollower:
 
     def _follow(self, live: Live, rec: SessionRecord | None) -> None:
         sid = live.record.session_id
+        if rec is not None and rec.version < live.record.version:
+            # an old record (a sweep's list read before our own write, a late
+            # watch event): acting on it would drop a session we just took
+            # over, and nobody could take it from us while our lease lives
+            return
         if rec is None or not self.ownership.owns(rec):
             self.table.drop_local(sid)  # deleted, or moved while we could not hear it
             self.events.emit(EventType.OWNERSHIP_HANDOFF, Reason.OWNERSHIP_LOST, sid,
@@ -202,8 +207,6 @@ class ClusterFollower:
             if rec is not None and rec.state is not State.TERMINATED:
                 self.table.stand_by(rec, live.keys)
             return
-        if rec.version < live.record.version:
-            return  # an old event; we already know better
         self.table.observe(live, rec)
         if rec.handoff_to and rec.handoff_to != self.ownership.node_id:
             self._release(live, rec)

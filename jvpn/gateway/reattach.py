@@ -63,6 +63,17 @@ __all__ = ["Decision", "Note", "Pending", "Proven", "ReattachServer", "Reject", 
 WINDOWS_KEPT = 4_096
 
 
+def _challenge_lost(rec: SessionRecord, now: int) -> bool:
+    """A RECOVERING record past its recovery deadline: no answer to its
+    challenge can be taken any more. The gateway that holds the challenge
+    moves it to DEGRADED at the deadline; one that died or was fenced (a
+    cluster owner SIGKILLed or stopped mid-switch) never will, and until
+    now every later request was refused as a switch in progress until the
+    session expired. A request then starts a new switch; the record's
+    version moved, so a late answer to the lost challenge is refused."""
+    return rec.recovery_deadline_ms is not None and now >= rec.recovery_deadline_ms
+
+
 class ReattachServer(PathValidation):
     def __init__(self, store: Store, policy: Policy, *, clock_ms: Callable[[], int],
                  rand: Callable[[int], bytes] = os.urandom,
@@ -83,15 +94,18 @@ class ReattachServer(PathValidation):
         self._cached_keys: dict[int, SessionKeys] = {}
 
     # ------------------------------------------------------------ requests
-    def check(self, msg: bytes, src: Transport) -> Decision | Proven | None:
-        """One REATTACH_REQ or PATH_RESPONSE. None: not one (nothing to do)."""
+    def check(self, msg: bytes, src: Transport, *,
+              parked: bool = False) -> Decision | Proven | None:
+        """One REATTACH_REQ or PATH_RESPONSE. None: not one (nothing to do).
+        ``parked``: a request this gateway proved and parked itself, run again
+        now that its owner released the session (never a received message)."""
         try:
             hdr = wire.parse_header(msg)
         except wire.WireError:
             return None
         try:
             if hdr.type == abi.MSG_REATTACH_REQ:
-                return self._request(hdr, msg, src)
+                return self._request(hdr, msg, src, parked)
             if hdr.type == abi.MSG_PATH_RESPONSE:
                 return self._path_response(hdr, msg, src)
             return None
@@ -123,7 +137,8 @@ class ReattachServer(PathValidation):
     def _keys(self, sid: int) -> SessionKeys:
         return self._load(sid)[1]
 
-    def _request(self, hdr: wire.Header, msg: bytes, src: Transport) -> Decision | Proven:
+    def _request(self, hdr: wire.Header, msg: bytes, src: Transport,
+                 parked: bool = False) -> Decision | Proven:
         now = self.clock_ms()
         rec, keys = self._load(hdr.session_id)                               # 1
         if not self.per_source.allow(source_prefix(src.addr)):                # 2
@@ -134,7 +149,8 @@ class ReattachServer(PathValidation):
             raise Reject(Reason.FRESHNESS_INVALID, Security.SEC_REPLAY_ATTEMPT,
                          "timestamp too old/new")
         self._verify(hdr, msg, keys)                                         # 5
-        self._fresh(hdr)
+        if not parked:  # a parked request's counter was recorded when we parked it
+            self._fresh(hdr)
         if not self.per_session.allow(hdr.session_id):  # 2, spent only by proven requests
             raise Reject(Reason.RATE_LIMITED, Security.SEC_ABUSE_CONTROL_PLANE, "reattach rate")
         # Recorded now, before the sequence checks: whatever follows answers
@@ -150,14 +166,18 @@ class ReattachServer(PathValidation):
         pending = self.pending.get(rec.session_id)
         if pending is not None:
             return self._while_pending(req, pending)
-        if rec.state is State.RECOVERING:
+        if rec.state is State.RECOVERING and not _challenge_lost(rec, now):
             raise self._told(req, Reason.OWNERSHIP_CONFLICT, Security.SEC_OWNERSHIP_ANOMALY,
                              "another switch is in progress")
         if seq == rec.reattach_seq:
             return self._retry_of_consumed(req, epoch)
         if epoch != rec.epoch:
-            raise self._told(req, Reason.FRESHNESS_INVALID, Security.SEC_REPLAY_ATTEMPT,
-                             f"epoch {epoch}")
+            # told the current epoch: a key holder that missed the ACK of a
+            # switch (it had moved on to a new request) names it from now on
+            stale = self._told(req, Reason.FRESHNESS_INVALID, Security.SEC_REPLAY_ATTEMPT,
+                               f"epoch {epoch}")
+            stale.epoch = rec.epoch
+            raise stale
         return req                                                           # 5b: the caller
 
     @staticmethod
@@ -293,6 +313,9 @@ class ReattachServer(PathValidation):
     def _to_recovering(self, rec: SessionRecord, src: Transport, now: int) -> list:
         steps = []
         cur = rec
+        if cur.state is State.RECOVERING:  # its challenge was lost (_challenge_lost)
+            cur, tr = apply(cur, Event.REATTACH_INVALID, now, candidate=None)
+            steps.append((cur, tr))
         if cur.state is State.ATTACHED:
             cur, tr = apply(cur, Event.INSTABILITY_DETECTED, now,
                             transport_lost_ms=cur.transport_lost_ms or now)

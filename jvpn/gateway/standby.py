@@ -26,8 +26,18 @@ class StandbyWrites:
         exact = live.retire()
         self.gate.standby(live.record, live.keys)
         live.installed, live.parked = False, True
-        self._settle(live.record.session_id, exact)
-        return max(self.gate.counter_top(live.record.session_id), exact)
+        sid = live.record.session_id
+        if live.blind_epoch is not None:
+            # Never served since a crash: its floor is the crashed holder's
+            # ceiling, up to a block above the client's counters, not what
+            # was delivered. Handed over, it would start the next owner's
+            # window there and refuse every message of the client, its
+            # reattach requests included. The store keeps that ceiling (not
+            # exact): the next owner, blind too, starts above the counter of
+            # the client's proven path response (jvpn/gateway/ceiling.py).
+            return max(self.gate.counter_top(sid), live.record.c2s_floor)
+        self._settle(sid, exact)
+        return max(self.gate.counter_top(sid), exact)
 
     def _settle(self, sid: int, exact: int) -> None:
         try:
@@ -39,7 +49,9 @@ class StandbyWrites:
         """At a stop, after the data loops ended: each session's exact replay
         ceiling, so a restart (or the next owner) strands nobody."""
         for sid, live in self.sessions.items():
-            self._settle(sid, live.retire())
+            exact = live.retire()
+            if live.blind_epoch is None:  # a blind one's floor is not exact (park)
+                self._settle(sid, exact)
 
     def stand_by(self, rec: SessionRecord, keys: SessionKeys | None = None) -> None:
         """Another gateway owns it: a standby element lets the client's

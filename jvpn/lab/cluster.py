@@ -189,6 +189,46 @@ class ClusterLab(ClusterWiring, RunningLab):
         p.send_signal(signal.SIGKILL)
         p.wait(timeout=10)
 
+    def ready(self, owner: str = "a", timeout: float = 30.0) -> None:
+        """Back to the start of a test whatever the previous one left: every
+        gateway running (a dead one restarted, a stopped one continued), the
+        client on Wi-Fi, and its one session ATTACHED on ``owner``. So one
+        test's failure is reported once, not again by each test after it."""
+        assert self.client is not None and self.client.poll() is None, \
+            f"the client has exited\n{self.logs()}"
+        for n, p in self.gateways.items():
+            if p.poll() is None:
+                p.send_signal(signal.SIGCONT)  # a no-op unless a test left it stopped
+            else:
+                self.start_gateway(n)
+        self.use_uplink("wifi" if site(owner).name == "a" else "lte")
+        node = site(owner).node_id
+        self.wait(lambda: self._session_state() == (node, "ATTACHED", self._client_epoch()),
+                  f"the session ATTACHED on {node}, the client's switches all answered",
+                  timeout)
+
+    def _session_state(self) -> tuple[str, str, int] | None:
+        """(owner, state, epoch) of the lab's one session; None while there
+        is not exactly one. A handover alone makes the record say ATTACHED on
+        the new owner before its switch (challenge, answer) has happened."""
+        store = self.store()
+        try:
+            recs = store.list()
+        finally:
+            store.close()
+        return (recs[0].owner, recs[0].state.name, recs[0].epoch) if len(recs) == 1 else None
+
+    def _client_epoch(self) -> int | None:
+        """The epoch of the client's last accepted switch (0: none yet); None
+        while a request it started later is still unanswered."""
+        epoch, waiting = 0, False
+        for e in self.client_event_list():
+            if e.get("event_type") == "ReattachAttempt":
+                waiting = True
+            elif e.get("reason_code") == "REATTACH_ACCEPT":
+                epoch, waiting = e.get("epoch", epoch), False
+        return None if waiting else epoch
+
     def client_env(self) -> dict:
         return self.env("a")
 

@@ -67,6 +67,40 @@ def test_handoff_a_b_a_moves_the_single_owner(cluster):
     assert sid not in b.sessions and sid in a.sessions
 
 
+def test_the_parked_request_completes_the_handoff_when_the_owner_releases(cluster):
+    """B parks the client's proven request until A releases; then B runs that
+    same request again (its own copy, its header counter already recorded)
+    and challenges the client. The client never retries here: before the fix
+    B refused its own parked request as a replay (REPLAY_DETECTED) and every
+    handoff waited for the client's next retry (retry_ms, 400 ms)."""
+    c = cluster
+    client = c.connect("gw-a")
+    client.retry_ms = 60_000  # no retry within the test: the parked request must do it
+    c.move("gw-b")
+    b = c.gateways["gw-b"]
+    assert b.events.has("OwnershipHandoff", "HANDOFF_REQUESTED")
+    assert not b.events.has("ReattachResult", "REPLAY_DETECTED")
+    assert not b.events.has("SecurityEvent", "SEC_REPLAY_ATTEMPT")
+    assert _record(c).owner == "gw-b"
+
+
+def test_an_old_record_does_not_take_a_session_from_its_new_owner(cluster):
+    """A sweep lists the records, then follows them one by one: a list read
+    just before this gateway's own takeover write still names the old owner.
+    Acting on it, B dropped the session it had just taken (its challenge
+    could not even be sent), the record kept naming B, and with B's lease
+    alive nobody could take the session over (cluster lab)."""
+    c = cluster
+    client = c.connect("gw-a")
+    sid = client.session_id
+    stale = _record(c)  # owner gw-a
+    c.move("gw-b")
+    b = c.gateways["gw-b"]
+    b.follower.on_store_record(sid, stale)
+    assert sid in b.sessions and _served_by(c, sid) == {"gw-b"}
+    assert not b.events.has("OwnershipHandoff", "OWNERSHIP_LOST")
+
+
 def test_no_replay_of_old_packets_at_the_new_owner(cluster):
     """The new owner's window starts above what the old owner accepted."""
     c = cluster

@@ -29,6 +29,13 @@ def cl(tmp_path_factory):
         c.down()
 
 
+@pytest.fixture(autouse=True)
+def ready(cl):
+    """Each test starts from the same place (both gateways up, the session
+    ATTACHED on A), whatever the test before it left behind."""
+    cl.ready("a")
+
+
 def _record(cl: ClusterLab):
     store = cl.store()
     try:
@@ -138,3 +145,18 @@ def test_a_stopped_owner_is_fenced_by_its_kernel(cl):
         wait_until(lambda: _record(cl).owner == other, "the other gateway to take over", 15)
     finally:
         proc.send_signal(signal.SIGCONT)
+
+
+def test_ready_restarts_a_killed_owner_and_the_stream_survives(cl):
+    """What a failed test may leave (its owner killed, the client elsewhere)
+    is undone by ready() before the next test: the killed A restarts on its
+    pinned maps, the session is ATTACHED on A again, and a TCP stream that
+    was running through A all along completes intact."""
+    finish = cl.stream(1_000_000, 3.0, port=5004)
+    time.sleep(0.5)
+    cl.kill_gateway("a")
+    cl.ready("a")
+    assert cl.gateways["a"].poll() is None
+    sent, received = finish()
+    assert sent == received and sent["bytes"] == 1_000_000
+    assert _record(cl).owner == "gw-a"

@@ -186,11 +186,30 @@ def test_ack_from_a_stranger_is_not_acted_on(rig, stranger):
     assert rig.client.pending is None and rig.client.epoch == epoch + 1
 
 
+def test_told_a_stale_epoch_the_client_names_the_current_one_at_once(rig):
+    """A switch it asked for committed, its ACK never came (the client had
+    moved on): the gateway's REJECT of its next request says the epoch."""
+    seq, _ts, _nonce, epoch = rig.reattach()
+    stale = rig.gateway.control(abi.MSG_REATTACH_REJECT, seq,
+                                wire.REJECT_REASONS.index("FRESHNESS_INVALID"), epoch + 1)
+    rig.client.receive(stale, GW)
+    assert rig.client.pending is None and rig.client.epoch == epoch + 1
+    rig.client.reattach_timers(rig.clock.ms)  # the next request goes out at once
+    new_seq, _ts, _nonce, named = rig.gateway.request_fields(
+        rig.sent_of(abi.MSG_REATTACH_REQ)[-1][0])
+    assert new_seq > seq and named == epoch + 1
+    # an older epoch, or one in another refusal, teaches nothing
+    rig.client.receive(rig.gateway.control(abi.MSG_REATTACH_REJECT, new_seq,
+                                           wire.REJECT_REASONS.index("FRESHNESS_INVALID"),
+                                           epoch), GW)
+    assert rig.client.epoch == epoch + 1
+
+
 @pytest.mark.parametrize("stranger", STRANGERS, ids=IDS)
 def test_fatal_reject_and_terminate_from_a_stranger_do_not_end_the_session(rig, stranger):
     seq = rig.reattach()[0]
     reject = rig.gateway.control(abi.MSG_REATTACH_REJECT, seq,
-                                 wire.REJECT_REASONS.index("SESSION_NOT_FOUND"))
+                                 wire.REJECT_REASONS.index("SESSION_NOT_FOUND"), 0)
     terminate = rig.gateway.control(abi.MSG_TERMINATE, 2)
     rig.client.receive(reject, stranger)
     rig.client.receive(terminate, stranger)

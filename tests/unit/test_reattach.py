@@ -68,6 +68,24 @@ def test_stale_timestamp_and_wrong_epoch(h):
     _unchanged(h, before, h.handle(h.request(epoch=7), NEW), "FRESHNESS_INVALID")
 
 
+def test_a_stale_epoch_is_told_the_current_one(h):
+    """The key holder's switch committed but it never got the ACK (it had
+    moved on to a new request): its new request names the old epoch and is
+    refused, nothing changed, and the sealed REJECT says the current epoch,
+    so its next request can name it. Before, it was told nothing and every
+    later request named the same stale epoch: the session was lost."""
+    h.reattach(NEW)  # the switch commits (epoch 1); the client never hears its ACK
+    before = h.record()
+    [(rejected, to)] = h.handle(h.request(epoch=0), NAT)
+    hdr, (_seq, reason, epoch) = wire.open_control(rejected, KEYS.reattach)
+    assert hdr.type == abi.MSG_REATTACH_REJECT and to == NAT
+    assert wire.REJECT_REASONS[reason] == "FRESHNESS_INVALID" and epoch == before.epoch == 1
+    assert h.record() == before
+    h.clock.ms += h.policy.switch_cooldown_ms  # past the cooldown of the first switch
+    to, epoch, _version = _ack(h.reattach(NAT))  # the next request, naming epoch 1
+    assert to == NAT and epoch == 2
+
+
 def test_unknown_session_allocates_nothing(h):
     before = h.record()
     _unchanged(h, before, h.handle(h.request(sid=SID ^ 1), EVIL), "SESSION_NOT_FOUND")
@@ -178,3 +196,28 @@ def test_the_policy_recovery_window_bounds_recovering(tmp_path):
     h.clock.ms = start + 10_000
     h.control.expire_challenges()
     assert h.record().state is State.DEGRADED and h.record().candidate is None
+
+
+def test_a_lost_challenge_blocks_no_switch_past_its_deadline(h):
+    """The gateway that sent the challenge is gone (a cluster owner killed or
+    stopped mid-switch): nobody moves its RECOVERING record to DEGRADED.
+    Until the deadline a request is a switch in progress; after it a new
+    switch starts (the lost one DEGRADED first). Before the fix every
+    request was refused until the session's transportless TTL ended it."""
+    start = h.clock.ms
+    [(lost, _to)] = h.handle(h.request(), NEW)
+    h.server.pending.clear()  # the challenge lived in a process that is gone
+    deadline = h.record().recovery_deadline_ms
+    h.clock.ms = deadline - 1
+    [(_rejected, _to)] = h.handle(h.request(), NAT)
+    assert h.reasons()[-1] == "OWNERSHIP_CONFLICT" and h.record().state is State.RECOVERING
+    h.clock.ms = deadline
+    [(challenge, to)] = h.handle(h.request(), NAT)
+    assert to == NAT and h.record().candidate == NAT
+    states = [(e["previous_state"], e["new_state"]) for e in h.events.recent
+              if e["event_type"] == "SessionStateChange"][-2:]
+    assert states == [("RECOVERING", "DEGRADED"), ("DEGRADED", "RECOVERING")]
+    assert h.handle(h.answer(lost), NEW) == []  # the lost challenge's answer counts for nothing
+    to, epoch, _version = _ack(h.handle(h.answer(challenge), NAT))
+    assert to == NAT and h.record().binding == NAT and epoch == 1
+    assert h.clock.ms - start < h.policy.transport_lost_ttl_ms

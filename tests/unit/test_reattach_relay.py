@@ -214,8 +214,9 @@ def test_two_uplinks_loser_is_told_ownership_conflict(h, net):
     [(_challenge, to_a)] = h.handle(a, NEW)
     [(reject, to_b)] = h.handle(b, NAT)
     assert to_a == NEW and to_b == NAT
-    t, (seq, reason) = _opened(reject)
+    t, (seq, reason, epoch) = _opened(reject)
     assert t == abi.MSG_REATTACH_REJECT and wire.REJECT_REASONS[reason] == "OWNERSHIP_CONFLICT"
+    assert epoch == 0  # only a stale epoch is told the current one
     assert seq == wire.REATTACH_REQ.unpack_from(b, abi.HDR_LEN)[0]
     assert h.record().binding == OLD
 

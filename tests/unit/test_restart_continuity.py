@@ -248,3 +248,35 @@ def test_a_crash_while_recovering_does_not_strand_the_session(tmp_path, client):
             gw2.store.close()
     finally:
         mover.sock.close()
+
+
+def test_a_session_never_served_since_a_crash_is_not_settled_at_a_stop(tmp_path, client):
+    """After a crash the session waits, blind, for its client's reattach. A
+    clean stop before that must not settle the crashed gateway's ceiling
+    (a block ahead of the client) as the exact floor: the next start would
+    then trust it, refuse every message of the client below it (its
+    reattach requests too), and the session would be lost. The same floor
+    was handed to the next owner by a cluster handover (cluster lab:
+    c2s_floor 78804 for a client at 13351, every message DROP_REPLAY)."""
+    port = free_port()
+    gw, recorded = run_first_gateway(tmp_path, client, port)
+    crash_copy(tmp_path / "s.db", tmp_path / "crash.db")
+    gw.stop()
+    gw.store.close()
+    gw2 = gateway(tmp_path / "crash.db", port)
+    gw2.start()
+    gw2.stop()  # stopped cleanly, blind: no reattach came
+    gw2.store.close()
+    _ceiling, exact = SqliteStore(tmp_path / "crash.db").get_replay_ceiling(SID)
+    assert not exact
+    gw3 = gateway(tmp_path / "crash.db", port)
+    gw3.start()
+    try:
+        assert reattach(client, port, gw3.clock_ms(), seq=1) == abi.MSG_REATTACH_ACK
+        for msg in recorded:
+            client.send(msg, port)
+        client.send(client.data(7), port)
+        assert delivered(gw3) == [7]
+    finally:
+        gw3.stop()
+        gw3.store.close()
