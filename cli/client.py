@@ -34,7 +34,7 @@ def client_up(app, config_path: str, events_file: str | None, echo_events: bool)
     events = EventLog("client", events_file, echo=sys.stdout if echo_events else None)
     agent = Client(private_key=cfg.private_key, gateway_public=cfg.gateway_public_key,
                    endpoint=cfg.endpoint, events=events, tun_name=cfg.tun_name,
-                   keepalive_ms=cfg.keepalive_ms)
+                   keepalive_ms=cfg.keepalive_ms, tun_mtu=cfg.tun_mtu, path_mtu=cfg.path_mtu)
     try:
         a = agent.up()
     except ClientError as e:

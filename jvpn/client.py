@@ -18,6 +18,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from jvpn import pathmtu
+from jvpn.client_path import PathSize, PathSizing, route_mtu
 from jvpn.client_reattach import ClientReattach, PendingReattach
 from jvpn.codes import EventType, Security
 from jvpn.events import EventLog
@@ -25,7 +27,7 @@ from jvpn.gate import abi
 from jvpn.handshake import Assignment, HandshakeError, Initiator
 from jvpn.keys import SessionKeys
 from jvpn.session import Transport
-from jvpn.tunnel import FLAG_FRAGMENT, FLAG_REATTACH, DataChannel, Tun, send_messages
+from jvpn.tunnel import FLAG_FRAGMENT, FLAG_REATTACH, TUN_MTU, DataChannel, Tun, send_messages
 
 RECV_TIMEOUT_S = 0.2  # how often the receive loop looks at the current socket
 
@@ -60,14 +62,17 @@ class StrangerDrops:
             detail="not from the gateway's address and port: dropped unread")
 
 
-class Client(ClientReattach):
+class Client(ClientReattach, PathSizing):
     def __init__(self, *, private_key: bytes, gateway_public: bytes, endpoint: tuple[str, int],
                  events: EventLog, tun_name: str = "jvpn0", keepalive_ms: int = 500,
                  max_missed: int = 3, retry_ms: int = 400,
                  clock_ms: Callable[[], int] | None = None,
-                 socket_factory: Callable[[], socket.socket] | None = None):
+                 socket_factory: Callable[[], socket.socket] | None = None,
+                 tun_mtu: int = TUN_MTU, path_mtu: int | None = None):
         self.private_key, self.gateway_public = private_key, gateway_public
         self.endpoint = endpoint
+        self.tun_mtu = tun_mtu
+        self.size = PathSize(pathmtu.family_of(self._endpoint[0]), path_mtu)  # None: the route's
         self._new_socket = socket_factory or udp_socket
         self.events = events
         self.tun_name = tun_name
@@ -146,6 +151,7 @@ class Client(ClientReattach):
     def _attached(self, assignment: Assignment, keys: SessionKeys) -> Assignment:
         self.assignment, self.keys = assignment, keys
         self.channel = DataChannel(keys, "client")
+        self.channel.size_to(self.size.path_mtu, self.size.family)
         self.last_rx_ms = self.clock_ms()
         self.events.emit("SessionStateChange", "HANDSHAKE_OK", self.session_id,
                          new_state="ATTACHED", previous_state="BIRTH")
@@ -156,7 +162,8 @@ class Client(ClientReattach):
         a = self.handshake()
         if with_tun:
             self.tun = Tun(self.tun_name)
-            self.tun.configure(str(a.client_inner.ip), a.client_inner.network.prefixlen)
+            self.tun.configure(str(a.client_inner.ip), a.client_inner.network.prefixlen,
+                               self.tun_mtu)
         self.path = self._route()
         loops = [self._udp_loop, self._monitor_loop, self._netlink_loop]
         if with_tun:
@@ -241,6 +248,7 @@ class Client(ClientReattach):
             return
         msg_type, flags, payload = opened
         self.last_rx_ms = self.clock_ms()
+        self.size.heard(msg_type)  # a keepalive reply: the gateway has our announcement
         if msg_type == abi.MSG_DATA and self.tun:
             packet = self.channel.reassembly.add(payload) if flags & FLAG_FRAGMENT else payload
             if packet is not None:
@@ -272,12 +280,9 @@ class Client(ClientReattach):
                 self.rebind()  # new path: a fresh socket so the kernel picks the new source
                 continue
             self.reattach_timers(now)
-            if now >= next_keepalive:
+            if now >= next_keepalive or self._announce_due(now):
                 next_keepalive = now + self.keepalive_ms
-                try:
-                    self.sock.sendto(self.channel.seal(b"", abi.MSG_KEEPALIVE), self.endpoint)
-                except OSError:
-                    pass
+                self._keepalive(now)
 
     def _netlink_loop(self) -> None:
         """Wake the monitor on any link/address/route change."""
@@ -302,6 +307,7 @@ class Client(ClientReattach):
         try:
             with IPRoute() as ipr:
                 r = ipr.route("get", dst=self.endpoint[0])[0]
+                self._resize(route_mtu(ipr, r))  # a new path or link MTU: before the next send
                 return r.get_attr("RTA_PREFSRC"), r.get_attr("RTA_OIF")
         except Exception:  # noqa: BLE001 - no route: the path is gone
             return None

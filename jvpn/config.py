@@ -23,6 +23,7 @@ Gateway config (:func:`load_gateway_config`)::
     EventsMaxBytes = 64M           # rotate the events file at this size (K, M, G: binary)
     EventsKeep = 2                 # rotated files kept (events.jsonl.1 ...)
     EventsSummaryInterval = 10     # seconds: one line per kind of unauthenticated rejection
+    PathMTU = 1500                 # our outer path's MTU: no datagram to a client is larger
 
 Relative paths (PrivateKeyFile, PeersFile, Policy, StateDir, EventsFile) are
 relative to the folder of the file that names them.
@@ -32,7 +33,8 @@ Peers file (:func:`load_peers`): one ``[Peer]`` section per peer with
 inside the gateway's inner network) and ``Name`` (optional).
 
 Client config (:func:`load_client_config`): ``[Interface]`` with the private
-key and the TUN ``Name``; ``[Peer]`` with the gateway's ``PublicKey``, its
+key, the TUN ``Name``, its ``MTU`` (default 65000) and the outer ``PathMTU``
+(default: from the route to the endpoint); ``[Peer]`` with the gateway's ``PublicKey``, its
 ``Endpoint`` and ``PersistentKeepalive`` (ms).
 
 Who may touch the files (jvpn.files): a key file, or a config file with an
@@ -49,7 +51,7 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jvpn import keys
+from jvpn import keys, pathmtu
 from jvpn.errors import JvpnError
 from jvpn.events import DEFAULT_KEEP, DEFAULT_MAX_BYTES, DEFAULT_SUMMARY_INTERVAL_MS
 from jvpn.files import UnsafeFile, check_not_writable_by_others, check_secret, read_secret
@@ -62,6 +64,11 @@ EVENTS_FILE_NAME = "events.jsonl"
 DEFAULT_TUN_NAME = "jvpn0"
 DEFAULT_KEEPALIVE_MS = 500
 KEEPALIVE_RANGE_MS = (50, 60_000)
+# outer datagram sizing (issue 11; the protocol's numbers live in jvpn/pathmtu.py)
+DEFAULT_TUN_MTU = pathmtu.DEFAULT_TUN_MTU  # client MTU: jvpn fragments inner packets itself
+TUN_MTU_RANGE = pathmtu.TUN_MTU_RANGE
+DEFAULT_GATEWAY_PATH_MTU = pathmtu.DEFAULT_PATH_MTU  # gateway PathMTU
+PATH_MTU_RANGE = pathmtu.PATH_MTU_RANGE  # client (default: the route's) and gateway PathMTU
 IFNAMSIZ = 16  # the kernel's limit, with the terminating NUL
 
 
@@ -103,6 +110,7 @@ class GatewayConfig:
     events_max_bytes: int = DEFAULT_MAX_BYTES  # rotate at this size
     events_keep: int = DEFAULT_KEEP  # rotated files kept
     events_summary_interval_s: int = DEFAULT_SUMMARY_INTERVAL_MS // 1000
+    path_mtu: int = DEFAULT_GATEWAY_PATH_MTU  # our outer path: bounds every session's datagrams
 
 
 @dataclass(frozen=True)
@@ -112,6 +120,8 @@ class ClientConfig:
     gateway_public_key: bytes
     endpoint: tuple[str, int]
     keepalive_ms: int
+    tun_mtu: int = DEFAULT_TUN_MTU
+    path_mtu: int | None = None  # None: from the route to the endpoint, re-read on path changes
 
 
 # ---------------------------------------------------------------- parsing
@@ -336,9 +346,10 @@ def _endpoint(f: _File, entry: _Entry) -> tuple[str, int]:
 _GATEWAY = {"Interface": ("PrivateKey", "PrivateKeyFile", "ListenPort", "Address",
                           "XdpInterface", "PeersFile", "Policy", "StateDir", "NodeId",
                           "EventsFile", "HandshakesPerSecond", "Store", "ClusterKeyFile",
-                          "LeaseTTL", "EventsMaxBytes", "EventsKeep", "EventsSummaryInterval")}
+                          "LeaseTTL", "EventsMaxBytes", "EventsKeep", "EventsSummaryInterval",
+                          "PathMTU")}
 _PEERS = {"Peer": ("PublicKey", "AllowedIP", "Name")}
-_CLIENT = {"Interface": ("PrivateKey", "PrivateKeyFile", "Name"),
+_CLIENT = {"Interface": ("PrivateKey", "PrivateKeyFile", "Name", "MTU", "PathMTU"),
            "Peer": ("PublicKey", "Endpoint", "PersistentKeepalive")}
 
 
@@ -366,11 +377,13 @@ def load_gateway_config(path: str | Path) -> GatewayConfig:
     if "LeaseTTL" in e and store is None:
         raise f.fail_entry(e["LeaseTTL"], "only meaningful with Store = etcd://...")
     lease_ttl = _int(f, e["LeaseTTL"], 2, 3600) if "LeaseTTL" in e else 3
+    path_mtu = (_int(f, e["PathMTU"], *PATH_MTU_RANGE) if "PathMTU" in e
+                else DEFAULT_GATEWAY_PATH_MTU)
     return GatewayConfig(private_key=private_key, listen_port=listen_port, address=address,
                          xdp_interface=xdp_interface, peers=peers, policy=policy,
                          state_dir=state_dir, node_id=node_id, events_file=events_file,
                          handshakes_per_second=load, store=store, cluster_key=cluster_key,
-                         lease_ttl_s=lease_ttl, **_events_bounds(f, e))
+                         lease_ttl_s=lease_ttl, path_mtu=path_mtu, **_events_bounds(f, e))
 
 
 _SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
@@ -484,4 +497,17 @@ def load_client_config(path: str | Path) -> ClientConfig:
                     if "PersistentKeepalive" in peer.entries else DEFAULT_KEEPALIVE_MS)
     return ClientConfig(private_key=private_key, tun_name=tun_name,
                         gateway_public_key=gateway_public_key, endpoint=endpoint,
-                        keepalive_ms=keepalive_ms)
+                        keepalive_ms=keepalive_ms, **_client_mtus(f, iface.entries, endpoint))
+
+
+def _client_mtus(f: _File, e: dict, endpoint: tuple[str, int]) -> dict:
+    """MTU (the TUN's) and PathMTU (the outer path's, at least what the
+    endpoint's family must carry), when given."""
+    out = {}
+    if "MTU" in e:
+        out["tun_mtu"] = _int(f, e["MTU"], *TUN_MTU_RANGE)
+    if "PathMTU" in e:
+        lowest = pathmtu.MIN_PATH_MTU[pathmtu.family_of(endpoint[0])]
+        out["path_mtu"] = _int(f, e["PathMTU"], max(lowest, PATH_MTU_RANGE[0]),
+                               PATH_MTU_RANGE[1])
+    return out

@@ -88,4 +88,4 @@ def build_gateway(cfg: GatewayConfig, *, tun_name: str, echo: TextIO | None = No
                    listen_device=cfg.xdp_interface,
                    address=cfg.address, peers={p.public_key: p.inner for p in cfg.peers},
                    policy=cfg.policy, store=store, gate=gate, events=events, tun_name=tun_name,
-                   cookie_threshold_per_s=cfg.handshakes_per_second)
+                   cookie_threshold_per_s=cfg.handshakes_per_second, path_mtu=cfg.path_mtu)

@@ -48,6 +48,7 @@ from jvpn.gateway.supervise import Incidents, Supervisor
 from jvpn.gateway.table import Live, SessionTable
 from jvpn.gateway.timers import due_timer
 from jvpn.keys import SessionKeys, public_from_private
+from jvpn.pathmtu import DEFAULT_PATH_MTU
 from jvpn.policy import Policy
 from jvpn.session import Event, State, Transport
 from jvpn.store import Store
@@ -62,10 +63,12 @@ class Gateway(GateWatch):
                  address: ipaddress.IPv4Interface, peers: dict[bytes, ipaddress.IPv4Address],
                  policy: Policy, store: Store, gate, events: EventLog, tun_name: str = "jvpn-gw",
                  clock_ms: Callable[[], int] | None = None, cookie_threshold_per_s: int = 50,
-                 listen_device: str | None = None, sock=None, tun=None):
+                 listen_device: str | None = None, sock=None, tun=None,
+                 path_mtu: int = DEFAULT_PATH_MTU):
         """``sock`` and ``tun``: already open ones (tests: fakes); by default
         the UDP socket is bound to ``listen`` (on ``listen_device`` only, if
-        given) and the TUN opened by name."""
+        given) and the TUN opened by name. ``path_mtu``: our side's outer path
+        MTU, the bound of every session's datagrams (config PathMTU)."""
         self.public_key = public_from_private(private_key)
         self.address, self.policy = address, policy
         self.store, self.gate, self.events = store, gate, events
@@ -90,7 +93,8 @@ class Gateway(GateWatch):
         self.table = SessionTable(store=store, gate=gate, events=events,
                                   ownership=self.ownership, clock_ms=self.clock_ms,
                                   send=self.send,
-                                  control_window=policy.replay_window_size)
+                                  control_window=policy.replay_window_size,
+                                  path_mtu=path_mtu)
         self.follower = follower_class(
             store=store, table=self.table, gate=gate, ownership=self.ownership, events=events,
             lock=self.control, retry=self._retry, clock_ms=self.clock_ms)
