@@ -242,6 +242,28 @@ class RoamingLab(Lab):
             self.route("cl", "default", "via", UPLINK_ROUTER_IP[uplink], "dev", uplink,
                        "metric", str(UPLINK_METRIC[uplink]))
 
+    # ------------------------------------------------------------ path MTU
+    def narrow_uplink(self, uplink: str, mtu: int, *, icmp_black_hole: bool = True) -> None:
+        """The path through ``uplink`` carries datagrams of at most ``mtu``
+        bytes: the uplink and the router's port behind it get that MTU, so
+        the client's kernel fragments a larger datagram (the XDP gate drops
+        IP fragments) and the router refuses a larger DF one from the
+        gateway. ``icmp_black_hole``: the router sends no ICMP errors (as
+        many real paths), so the gateway learns nothing from the kernel and
+        a datagram that does not fit is simply lost."""
+        self.run("cl", "ip", "link", "set", uplink, "mtu", str(mtu))
+        self.run("rt", "ip", "link", "set", UPLINK_ROUTER_IF[uplink], "mtu", str(mtu))
+        if icmp_black_hole:
+            rules = """table inet jvpnlabmtu {
+  chain out {
+    type filter hook output priority 0;
+    meta l4proto { icmp, ipv6-icmp } drop
+  }
+}
+"""
+            subprocess.run(self.cmd("rt", "nft", "-f", "-"), input=rules, text=True,
+                           check=True, capture_output=True, timeout=30)
+
     # ------------------------------------------------------------ NAT
     def nat_on(self, uplinks: tuple[str, ...] = ("wifi", "lte"),
                outs: tuple[str, ...] = (ROUTER_GW_IF,)) -> None:

@@ -72,8 +72,9 @@ class RunningLab:
         self.gw_pub = keys.public_from_private(self.gw_private)
 
     # ------------------------------------------------------------ configs
-    def write_shared_configs(self, policy: str, endpoint: str) -> None:
-        """The peers file and the policy every gateway reads, and the client's config."""
+    def write_shared_configs(self, policy: str, endpoint: str, client_extra: str = "") -> None:
+        """The peers file and the policy every gateway reads, and the client's
+        config (``client_extra``: more [Interface] lines)."""
         t = self.tmp
         (t / "peers.conf").write_text(
             f"[Peer]\nPublicKey = {keys.encode(keys.public_from_private(self.client_private))}"
@@ -81,6 +82,7 @@ class RunningLab:
         (t / "policy.toml").write_text(policy)
         write_secret(t / "client.conf",
             f"[Interface]\nPrivateKey = {keys.encode(self.client_private)}\nName = jvpn0\n"
+            f"{client_extra}"
             f"[Peer]\nPublicKey = {keys.encode(self.gw_pub)}\nEndpoint = {endpoint}:{PORT}\n"
             "PersistentKeepalive = 300\n")
 

@@ -1,0 +1,88 @@
+"""Outer datagrams sized to the path (issue 11): TCP streams both ways
+through the tunnel (sha256-equal) over a path of MTU 1280 and of 1492, with
+jumps to a 1500-byte uplink and back; and the same small path with the
+client's PathMTU forced to 1500 (today's fixed size) carries nothing: the
+path really is small.
+
+The wifi uplink is the narrow one (the uplink and the router's port behind
+it), and the router sends no ICMP errors, so neither end's kernel learns the
+path: only jvpn's own sizing (the client's route, its announcement to the
+gateway) makes the datagrams fit."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+
+from jvpn.lab.addresses import (
+    CLIENT_INNER,
+    GW_INNER,
+    STREAM_PORT,
+    UPLINK_METRIC,
+    UPLINK_ROUTER_IP,
+)
+from jvpn.lab.stream import start_stream
+from jvpn.lab.tunnel import TunnelLab
+
+pytestmark = pytest.mark.kernel
+
+NBYTES = 3_000_000
+
+
+def _accepts(tl) -> int:
+    return len([e for e in tl.gateway_events() if e["event_type"] == "ReattachResult"
+                and e["reason_code"] == "REATTACH_ACCEPT"])
+
+
+def _streams(tl, seconds: float):
+    """Client -> gateway and gateway -> client at once (the second is sized
+    by the gateway, from the client's announcement)."""
+    up = start_stream(tl.lab, ("gw", GW_INNER), NBYTES, seconds, STREAM_PORT, tl.tmp, tl.logs)
+    down = start_stream(tl.lab, ("cl", CLIENT_INNER), NBYTES, seconds, STREAM_PORT + 1,
+                        tl.tmp, tl.logs, source="gw")
+    return up, down
+
+
+def _narrow_lab(tmp_path, mtu: int, client_extra: str = "") -> TunnelLab:
+    tl = TunnelLab(tmp_path, client_extra=client_extra)
+    return tl.up(before_client=lambda: tl.lab.narrow_uplink("wifi", mtu))
+
+
+@pytest.mark.parametrize("mtu", [1280, 1492])
+def test_streams_cross_a_small_path_and_jumps(tmp_path, mtu):
+    tl = _narrow_lab(tmp_path, mtu)
+    try:
+        up, down = _streams(tl, 8.0)
+        time.sleep(2.0)
+        tl.lab.link("cl", "wifi", "down")          # small wifi -> 1500-byte lte
+        tl.wait(lambda: _accepts(tl) >= 1, "first reattach")
+        time.sleep(2.0)
+        tl.lab.link("cl", "wifi", "up")
+        tl.lab.run("cl", "ip", "route", "replace", "default", "via", UPLINK_ROUTER_IP["wifi"],
+                   "dev", "wifi", "metric", str(UPLINK_METRIC["wifi"]))
+        tl.lab.link("cl", "lte", "down")           # lte -> the small wifi again
+        tl.wait(lambda: _accepts(tl) >= 2, "second reattach")
+        for finish in (up, down):
+            sent, received = finish(timeout=120)
+            assert sent == received and sent["bytes"] == NBYTES
+        stats = tl.cli_json("stats", "gw0")["gw0"]
+        assert stats["drop_malformed"]["packets"] == 0  # no IP fragment ever reached the gate
+    finally:
+        tl.down()
+
+
+def test_the_small_path_drops_datagrams_sized_for_1500(tmp_path):
+    """The control: the same 1280-byte path with the client's PathMTU forced
+    to 1500 (every datagram sized as before issue 11) carries no stream, as
+    main carried none: the client's kernel refuses a UDP GSO send whose
+    segments exceed the uplink's MTU (EMSGSIZE), and a single datagram that
+    large leaves as IP fragments, which the gate drops."""
+    tl = _narrow_lab(tmp_path, 1280, client_extra="PathMTU = 1500\n")
+    try:
+        up = start_stream(tl.lab, ("gw", GW_INNER), 1_000_000, 1.0, STREAM_PORT, tl.tmp)
+        with pytest.raises(subprocess.TimeoutExpired):
+            up(timeout=15)
+    finally:
+        tl.down()
