@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import signal
 import sys
-import threading
 
 import click
 
@@ -25,6 +23,9 @@ def client():
 @click.pass_obj
 def client_up(app, config_path: str, events_file: str | None, echo_events: bool):
     from jvpn.client import Client, ClientError
+    from jvpn.client_dns import choose_backend
+    from jvpn.client_lifecycle import Lifecycle, Signals, client_steps
+    from jvpn.codes import EventType, Reason
     from jvpn.config import load_client_config
     from jvpn.errors import JvpnError
     from jvpn.events import EventLog
@@ -32,23 +33,37 @@ def client_up(app, config_path: str, events_file: str | None, echo_events: bool)
     app.require_root()
     cfg = load_client_config(config_path)
     events = EventLog("client", events_file, echo=sys.stdout if echo_events else None)
+    if cfg.endpoint_name:
+        events.emit(EventType.ENDPOINT_RESOLVED, Reason.OK, name=cfg.endpoint_name,
+                    address=cfg.endpoint[0], port=cfg.endpoint[1])
+        app.err.print(f"jvpn client: {cfg.endpoint_name} is {cfg.endpoint[0]} (resolved once, "
+                      "now)", markup=False)
     agent = Client(private_key=cfg.private_key, gateway_public=cfg.gateway_public_key,
                    endpoint=cfg.endpoint, events=events, tun_name=cfg.tun_name,
                    keepalive_ms=cfg.keepalive_ms, tun_mtu=cfg.tun_mtu, path_mtu=cfg.path_mtu)
+    dns = choose_backend(cfg.tun_name, cfg.dns) if cfg.dns.servers or cfg.dns.search else None
+
+    def report(step: str, e: Exception) -> None:  # a failed undo: said, and the rest go on
+        app.err.print(f"jvpn client: {step}: {e}", markup=False)
+        events.emit(EventType.CLIENT_STEP_FAILED, Reason.TEARDOWN_FAILED, step=step,
+                    detail=str(e))
+
+    signals = Signals(agent.stop)
+    life = Lifecycle(client_steps(cfg, agent, dns), report, signals.stopped.is_set)
     try:
-        a = agent.up()
+        life.up()
     except ClientError as e:
         raise JvpnError(str(e)) from e
+    a = agent.assignment
     app.err.print(f"jvpn client up: session {a.session_id:016x}, inner {a.client_inner}")
-    stopped = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: (stopped.set(), agent.down()))
+    if getattr(dns, "recovered", False):
+        app.err.print(f"jvpn client: put back {dns.path} from a run that did not stop cleanly")
     failed = agent.wait()
-    agent.down()
+    life.down()
     events.close()
     if agent.drops.total:
         app.err.print(f"jvpn client: dropped {agent.drops.total} datagrams that did not come "
                       f"from the gateway {agent.endpoint[0]}:{agent.endpoint[1]}", markup=False)
-    if failed and not stopped.is_set():
+    if failed and not signals.stopped.is_set():
         raise JvpnError(f"the gateway refused the session ({failed}); run `client up` again "
                         "for a new handshake")

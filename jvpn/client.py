@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 
 from jvpn import pathmtu
-from jvpn.client_path import PathSize, PathSizing, route_mtu
+from jvpn.client_path import PathSize, PathSizing
 from jvpn.client_reattach import ClientReattach, PendingReattach
 from jvpn.codes import EventType, Security
 from jvpn.events import EventLog
@@ -71,8 +71,7 @@ class Client(ClientReattach, PathSizing):
                  tun_mtu: int = TUN_MTU, path_mtu: int | None = None):
         self.private_key, self.gateway_public = private_key, gateway_public
         self.endpoint = endpoint
-        self.tun_mtu = tun_mtu
-        self.size = PathSize(pathmtu.family_of(self._endpoint[0]), path_mtu)  # None: the route's
+        self.tun_mtu, self.size = tun_mtu, PathSize(pathmtu.family_of(self._endpoint[0]), path_mtu)
         self._new_socket = socket_factory or udp_socket
         self.events = events
         self.tun_name = tun_name
@@ -163,7 +162,7 @@ class Client(ClientReattach, PathSizing):
         if with_tun:
             self.tun = Tun(self.tun_name)
             self.tun.configure(str(a.client_inner.ip), a.client_inner.network.prefixlen,
-                               self.tun_mtu)
+                               address6=a.client_inner6, mtu=self.tun_mtu)
         self.path = self._route()
         loops = [self._udp_loop, self._monitor_loop, self._netlink_loop]
         if with_tun:
@@ -173,6 +172,10 @@ class Client(ClientReattach, PathSizing):
             t.start()
             self._threads.append(t)
         return a
+
+    def stop(self) -> None:  # signal-safe: the loops end; down() closes, later
+        self._stop.set()
+        self._wake.set()
 
     def down(self) -> None:
         self._stop.set()
@@ -300,14 +303,3 @@ class Client(ClientReattach, PathSizing):
                     continue
                 except Exception:  # noqa: BLE001 - pyroute2 parse errors must not kill the agent
                     continue
-
-    def _route(self):
-        from pyroute2 import IPRoute  # noqa: PLC0415
-
-        try:
-            with IPRoute() as ipr:
-                r = ipr.route("get", dst=self.endpoint[0])[0]
-                self._resize(route_mtu(ipr, r))  # a new path or link MTU: before the next send
-                return r.get_attr("RTA_PREFSRC"), r.get_attr("RTA_OIF")
-        except Exception:  # noqa: BLE001 - no route: the path is gone
-            return None

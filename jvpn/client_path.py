@@ -68,8 +68,22 @@ class PathSize:
 
 
 class PathSizing:
-    """The client's keepalive and resize steps (a mixin of
-    :class:`jvpn.client.Client`, over its channel, socket and ``size``)."""
+    """The client's route to the gateway, and the keepalive and resize steps
+    that follow it (a mixin of :class:`jvpn.client.Client`, over its
+    endpoint, channel, socket and ``size``)."""
+
+    def _route(self):
+        """(source address, interface index) of the route to the gateway, or
+        None (no route: the path is gone); its MTU sizes our datagrams."""
+        from pyroute2 import IPRoute  # noqa: PLC0415
+
+        try:
+            with IPRoute() as ipr:
+                r = ipr.route("get", dst=self.endpoint[0])[0]
+                self._resize(route_mtu(ipr, r))  # a new path or link MTU: before the next send
+                return r.get_attr("RTA_PREFSRC"), r.get_attr("RTA_OIF")
+        except Exception:  # noqa: BLE001 - no route: the path is gone
+            return None
 
     def _keepalive(self, now: int) -> None:
         """A keepalive that announces our path MTU (the gateway sizes its

@@ -60,6 +60,8 @@ class Reason(enum.StrEnum):
     THREAD_DIED = "THREAD_DIED"
     # data path drops of authenticated messages (jvpn; DataPathDrops)
     DATA_DROPPED = "DATA_DROPPED"
+    # the client's setup and teardown steps (jvpn; client_lifecycle)
+    TEARDOWN_FAILED = "TEARDOWN_FAILED"
 
 
 class Security(enum.StrEnum):
@@ -106,3 +108,7 @@ class EventType(enum.StrEnum):
     GATE_LOST = "GateLost"
     DAEMON_ERROR = "DaemonError"  # a loop contained an error (counted per interval)
     DATAPATH_DROPS = "DataPathDrops"  # authenticated data not delivered (counts per interval)
+    # client (jvpn)
+    ENDPOINT_RESOLVED = "EndpointResolved"  # an Endpoint host name, resolved at `client up`
+    CLIENT_STEP_FAILED = "ClientStepFailed"  # a down hook, the DNS restore... failed at down
+    ROUTE_FAILED = "RouteFailed"  # a route to a subnet behind a peer not installed / removed

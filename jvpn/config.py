@@ -13,7 +13,7 @@ Gateway config (:func:`load_gateway_config`)::
     [Interface]
     PrivateKey = <base64>          # or PrivateKeyFile = /path; exactly one of them
     ListenPort = 51900             # 1..65535, default 51900
-    Address = 10.99.0.1/24         # gateway inner address with prefix, mandatory
+    Address = 10.99.0.1/24, fd99::1/64  # gateway inner IPv4 (mandatory) and IPv6 (optional)
     XdpInterface = eth0            # optional; absent = userspace gate
     PeersFile = peers.conf         # mandatory
     Policy = policy.toml           # optional; absent = default policy
@@ -29,13 +29,20 @@ Relative paths (PrivateKeyFile, PeersFile, Policy, StateDir, EventsFile) are
 relative to the folder of the file that names them.
 
 Peers file (:func:`load_peers`): one ``[Peer]`` section per peer with
-``PublicKey`` (mandatory), ``AllowedIP`` (mandatory: the peer's inner /32,
-inside the gateway's inner network) and ``Name`` (optional).
+``PublicKey`` (mandatory), ``AllowedIPs`` (mandatory; ``AllowedIP`` is the
+old spelling: the peer's one IPv4 /32 inside the gateway's IPv4 network, at
+most one IPv6 /128 inside its IPv6 network, and any other prefixes are
+subnets behind the peer, see :func:`_peer_prefixes`) and ``Name`` (optional).
 
 Client config (:func:`load_client_config`): ``[Interface]`` with the private
-key, the TUN ``Name``, its ``MTU`` (default 65000) and the outer ``PathMTU``
-(default: from the route to the endpoint); ``[Peer]`` with the gateway's ``PublicKey``, its
-``Endpoint`` and ``PersistentKeepalive`` (ms).
+key, the TUN ``Name``, its ``MTU`` (default 65000), the outer ``PathMTU``
+(default: from the route to the endpoint), ``DNS`` (servers and search
+domains, wg-quick's semantics) and the ``PreUp``/``PostUp``/``PreDown``/``PostDown`` hooks (each
+may be repeated: run in file order); ``[Peer]`` with the gateway's
+``PublicKey``, its ``Endpoint`` (an address or a host name resolved at load,
+i.e. at ``client up``) and ``KeepaliveInterval`` (seconds). The old
+``PersistentKeepalive`` (milliseconds, unlike WireGuard's seconds) is refused
+with the rename, never reinterpreted.
 
 Who may touch the files (jvpn.files): a key file, or a config file with an
 inline key, that group or others may access or another user owns is refused;
@@ -48,7 +55,9 @@ import ipaddress
 import os
 import re
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 
 from jvpn import keys, pathmtu
@@ -56,14 +65,16 @@ from jvpn.errors import JvpnError
 from jvpn.events import DEFAULT_KEEP, DEFAULT_MAX_BYTES, DEFAULT_SUMMARY_INTERVAL_MS
 from jvpn.files import UnsafeFile, check_not_writable_by_others, check_secret, read_secret
 from jvpn.policy import Policy, PolicyError, default_policy, load_policy
+from jvpn.prefixes import Network
 
 DEFAULT_LISTEN_PORT = 51900
 DEFAULT_HANDSHAKES_PER_SECOND = 50
 DEFAULT_STATE_DIR = Path("/var/lib/jvpn")
 EVENTS_FILE_NAME = "events.jsonl"
 DEFAULT_TUN_NAME = "jvpn0"
-DEFAULT_KEEPALIVE_MS = 500
-KEEPALIVE_RANGE_MS = (50, 60_000)
+DEFAULT_KEEPALIVE_MS = 500  # KeepaliveInterval = 0.5 (s): path-liveness probes, not NAT pings
+KEEPALIVE_RANGE_MS = (50, 60_000)  # KeepaliveInterval 0.05 .. 60 s
+HOOK_KEYS = ("PreUp", "PostUp", "PreDown", "PostDown")
 # outer datagram sizing (issue 11; the protocol's numbers live in jvpn/pathmtu.py)
 DEFAULT_TUN_MTU = pathmtu.DEFAULT_TUN_MTU  # client MTU: jvpn fragments inner packets itself
 TUN_MTU_RANGE = pathmtu.TUN_MTU_RANGE
@@ -85,8 +96,18 @@ class ConfigError(JvpnError):
 @dataclass(frozen=True)
 class PeerConfig:
     public_key: bytes
-    inner: ipaddress.IPv4Address
+    inner: ipaddress.IPv4Address  # assigned: its /32 inside the gateway's IPv4 network
     name: str
+    inner6: ipaddress.IPv6Address | None = None  # assigned: its /128 in the gateway's IPv6 network
+    subnets: tuple[Network, ...] = ()  # behind the peer (site-to-site): routed to it
+
+    @property
+    def allowed_ips(self) -> tuple[Network, ...]:
+        """Every prefix the peer may send from and receives for."""
+        hosts: list[Network] = [ipaddress.IPv4Network(self.inner)]
+        if self.inner6 is not None:
+            hosts.append(ipaddress.IPv6Network(self.inner6))
+        return (*hosts, *self.subnets)
 
 
 @dataclass(frozen=True)
@@ -110,7 +131,24 @@ class GatewayConfig:
     events_max_bytes: int = DEFAULT_MAX_BYTES  # rotate at this size
     events_keep: int = DEFAULT_KEEP  # rotated files kept
     events_summary_interval_s: int = DEFAULT_SUMMARY_INTERVAL_MS // 1000
+    address6: ipaddress.IPv6Interface | None = None  # the gateway's inner IPv6, optional
     path_mtu: int = DEFAULT_GATEWAY_PATH_MTU  # our outer path: bounds every session's datagrams
+
+
+@dataclass(frozen=True)
+class ClientDns:
+    """``DNS =``: addresses are name servers, anything else a search domain."""
+    servers: tuple[str, ...] = ()
+    search: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ClientHooks:
+    """Shell commands run as root by ``/bin/sh -c`` (``%i`` = the TUN name)."""
+    pre_up: tuple[str, ...] = ()
+    post_up: tuple[str, ...] = ()
+    pre_down: tuple[str, ...] = ()
+    post_down: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -118,8 +156,11 @@ class ClientConfig:
     private_key: bytes = field(repr=False)
     tun_name: str
     gateway_public_key: bytes
-    endpoint: tuple[str, int]
+    endpoint: tuple[str, int]  # an address: a host name is resolved at load
     keepalive_ms: int
+    endpoint_name: str | None = None  # the host name Endpoint gave, if it gave one
+    dns: ClientDns = ClientDns()
+    hooks: ClientHooks = ClientHooks()
     tun_mtu: int = DEFAULT_TUN_MTU
     path_mtu: int | None = None  # None: from the route to the endpoint, re-read on path changes
 
@@ -137,7 +178,12 @@ class _Entry:
 class _Section:
     name: str  # canonical spelling
     line: int
-    entries: dict[str, _Entry]  # canonical key -> entry
+    entries: dict[str, _Entry]  # canonical key -> entry (the first, for repeatable keys)
+    repeated: dict[str, list[_Entry]] = field(default_factory=dict)  # every one, in order
+
+    def all(self, key: str) -> list[_Entry]:
+        """Every entry of a repeatable key, in file order."""
+        return self.repeated.get(key, [])
 
 
 class _File:
@@ -180,10 +226,12 @@ class _File:
 
 
 def _parse(path: Path, schema: dict[str, tuple[str, ...]],
-           origin: tuple[_File, _Entry] | None = None) -> _File:
+           origin: tuple[_File, _Entry] | None = None,
+           repeatable: tuple[str, ...] = ()) -> _File:
     """Read and parse ``path``. ``schema`` maps each allowed section name to
     its allowed keys (canonical spellings). ``origin``: the file and entry
-    that named ``path``, so that an unreadable file is reported there."""
+    that named ``path``, so that an unreadable file is reported there.
+    ``repeatable``: keys that may be given more than once (hooks, DNS)."""
     try:
         with open(path, encoding="utf-8-sig") as fh:
             st = os.fstat(fh.fileno())
@@ -229,13 +277,20 @@ def _parse(path: Path, schema: dict[str, tuple[str, ...]],
         if canonical is None:
             raise f.error(n, key, f"unknown key in the [{current.name}] section (known: "
                                   f"{', '.join(schema[current.name])})")
-        if canonical in current.entries:
-            raise f.error(n, canonical, f"duplicate key in the [{current.name}] section "
-                                        f"(first on line {current.entries[canonical].line})")
-        if not value:
-            raise f.error(n, canonical, "empty value")
-        current.entries[canonical] = _Entry(canonical, value, n)
+        _add(f, current, _Entry(canonical, value, n), canonical in repeatable)
     return f
+
+
+def _add(f: _File, section: _Section, entry: _Entry, repeatable: bool) -> None:
+    """One ``Key = Value`` line into its section; only repeatable keys may repeat."""
+    if not repeatable and entry.key in section.entries:
+        raise f.fail_entry(entry, f"duplicate key in the [{section.name}] section "
+                                  f"(first on line {section.entries[entry.key].line})")
+    if not entry.value:
+        raise f.fail_entry(entry, "empty value")
+    if repeatable:
+        section.repeated.setdefault(entry.key, []).append(entry)
+    section.entries.setdefault(entry.key, entry)
 
 
 # ---------------------------------------------------------------- values
@@ -301,11 +356,54 @@ def _ifname(f: _File, entry: _Entry) -> str:
     return v
 
 
-def _address(f: _File, entry: _Entry) -> ipaddress.IPv4Interface:
-    if "/" not in entry.value:
-        raise f.fail_entry(entry, f"give the prefix length too, e.g. {entry.value}/24")
+def _list(f: _File, entry: _Entry) -> list[str]:
+    """A comma-separated value, WireGuard style (``a, b, c``)."""
+    items = [x.strip() for x in entry.value.split(",")]
+    if not all(items):
+        raise f.fail_entry(entry, f"{entry.value!r}: an empty item in the list")
+    return items
+
+
+def _addresses(f: _File, entry: _Entry
+               ) -> tuple[ipaddress.IPv4Interface, ipaddress.IPv6Interface | None]:
+    """``Address``: one IPv4 interface (mandatory), one IPv6 interface (optional)."""
+    v4: ipaddress.IPv4Interface | None = None
+    v6: ipaddress.IPv6Interface | None = None
+    for item in _list(f, entry):
+        if ":" in item:
+            if v6 is not None:
+                raise f.fail_entry(entry, f"{item}: a second IPv6 address (one is {v6})")
+            v6 = _address6(f, entry, item)
+        else:
+            if v4 is not None:
+                raise f.fail_entry(entry, f"{item}: a second IPv4 address (one is {v4})")
+            v4 = _address(f, entry, item)
+    if v4 is None:
+        raise f.fail_entry(entry, "no IPv4 address with prefix (mandatory, e.g. 10.99.0.1/24)")
+    return v4, v6
+
+
+def _address6(f: _File, entry: _Entry, value: str) -> ipaddress.IPv6Interface:
+    if "/" not in value:
+        raise f.fail_entry(entry, f"give the prefix length too, e.g. {value}/64")
     try:
-        addr = ipaddress.IPv4Interface(entry.value)
+        addr = ipaddress.IPv6Interface(value)
+    except ValueError as e:
+        raise f.fail_entry(entry, f"not an IPv6 address with prefix: {e}") from None
+    net = addr.network
+    if net.prefixlen >= 127:
+        raise f.fail_entry(entry, f"a /{net.prefixlen} leaves no inner address for peers")
+    if addr.ip == net.network_address or not _unicast(net):
+        raise f.fail_entry(entry, f"{addr.ip} is not a usable unicast address in {net}")
+    return addr
+
+
+def _address(f: _File, entry: _Entry, value: str | None = None) -> ipaddress.IPv4Interface:
+    value = entry.value if value is None else value
+    if "/" not in value:
+        raise f.fail_entry(entry, f"give the prefix length too, e.g. {value}/24")
+    try:
+        addr = ipaddress.IPv4Interface(value)
     except ValueError as e:
         raise f.fail_entry(entry, f"not an IPv4 address with prefix: {e}") from None
     net = addr.network
@@ -316,9 +414,22 @@ def _address(f: _File, entry: _Entry) -> ipaddress.IPv4Interface:
     return addr
 
 
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
+def is_host_name(v: str) -> bool:
+    """An RFC 1123 host name (a trailing dot allowed). Its last label is not
+    all digits, so a malformed address such as ``10.1`` is never handed to
+    the resolver (inet_aton would read it as 10.0.0.1)."""
+    labels = v[:-1].split(".") if v.endswith(".") else v.split(".")
+    return (len(v) <= 253 and all(_LABEL.fullmatch(x) for x in labels)
+            and not labels[-1].isdigit())
+
+
 def _endpoint(f: _File, entry: _Entry) -> tuple[str, int]:
+    """(address or host name, port); a host name is resolved by the caller."""
     v = entry.value
-    bad = "expected IPv4:port or [IPv6]:port"
+    bad = "expected IPv4:port, [IPv6]:port or hostname:port"
     if v.startswith("["):
         host, sep, port_text = v[1:].partition("]:")
         if not sep:
@@ -334,8 +445,9 @@ def _endpoint(f: _File, entry: _Entry) -> tuple[str, int]:
         try:
             host = str(ipaddress.IPv4Address(host))
         except ValueError:
-            raise f.fail_entry(entry, f"{v!r}: {host!r} is not an IPv4 address "
-                                      f"({bad}; host names are not resolved)") from None
+            if not is_host_name(host):
+                raise f.fail_entry(entry, f"{v!r}: {host!r} is neither an IPv4 address nor "
+                                          f"a host name ({bad})") from None
     if not re.fullmatch(r"[0-9]+", port_text) or not 1 <= int(port_text) <= 65535:
         raise f.fail_entry(entry, f"{v!r}: port must be 1..65535")
     return host, int(port_text)
@@ -348,9 +460,12 @@ _GATEWAY = {"Interface": ("PrivateKey", "PrivateKeyFile", "ListenPort", "Address
                           "EventsFile", "HandshakesPerSecond", "Store", "ClusterKeyFile",
                           "LeaseTTL", "EventsMaxBytes", "EventsKeep", "EventsSummaryInterval",
                           "PathMTU")}
-_PEERS = {"Peer": ("PublicKey", "AllowedIP", "Name")}
-_CLIENT = {"Interface": ("PrivateKey", "PrivateKeyFile", "Name", "MTU", "PathMTU"),
-           "Peer": ("PublicKey", "Endpoint", "PersistentKeepalive")}
+_PEERS = {"Peer": ("PublicKey", "AllowedIPs", "AllowedIP", "Name")}
+_CLIENT = {"Interface": ("PrivateKey", "PrivateKeyFile", "Name", "DNS", *HOOK_KEYS, "MTU",
+                         "PathMTU"),
+           # PersistentKeepalive: known only to refuse it with the rename (load_client_config)
+           "Peer": ("PublicKey", "Endpoint", "KeepaliveInterval", "PersistentKeepalive")}
+_CLIENT_REPEATABLE = ("DNS", *HOOK_KEYS)
 
 
 def load_gateway_config(path: str | Path) -> GatewayConfig:
@@ -360,10 +475,11 @@ def load_gateway_config(path: str | Path) -> GatewayConfig:
     e = s.entries
     private_key = _private_key(f, s)
     listen_port = _int(f, e["ListenPort"], 1, 65535) if "ListenPort" in e else DEFAULT_LISTEN_PORT
-    address = _address(f, f.require(s, "Address"))
+    address, address6 = _addresses(f, f.require(s, "Address"))
     xdp_interface = _ifname(f, e["XdpInterface"]) if "XdpInterface" in e else None
     peers_entry = f.require(s, "PeersFile")
-    peers = _load_peers(f.resolve(peers_entry.value), address, origin=(f, peers_entry))
+    peers = _load_peers(f.resolve(peers_entry.value), address, address6,
+                        origin=(f, peers_entry))
     policy = _policy(f, e["Policy"]) if "Policy" in e else default_policy()
     state_dir = f.resolve(e["StateDir"].value) if "StateDir" in e else DEFAULT_STATE_DIR
     node_id = e["NodeId"].value if "NodeId" in e else socket.gethostname()
@@ -383,7 +499,8 @@ def load_gateway_config(path: str | Path) -> GatewayConfig:
                          xdp_interface=xdp_interface, peers=peers, policy=policy,
                          state_dir=state_dir, node_id=node_id, events_file=events_file,
                          handshakes_per_second=load, store=store, cluster_key=cluster_key,
-                         lease_ttl_s=lease_ttl, path_mtu=path_mtu, **_events_bounds(f, e))
+                         lease_ttl_s=lease_ttl, address6=address6, path_mtu=path_mtu,
+                         **_events_bounds(f, e))
 
 
 _SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
@@ -435,79 +552,241 @@ def _store(f: _File, e: dict) -> tuple[tuple[str, int] | None, bytes | None]:
     return (m.group(1), int(m.group(2))), _key_file(f, e["ClusterKeyFile"])
 
 
-def load_peers(path: str | Path,
-               gateway_address: ipaddress.IPv4Interface) -> list[PeerConfig]:
+def load_peers(path: str | Path, gateway_address: ipaddress.IPv4Interface,
+               gateway_address6: ipaddress.IPv6Interface | None = None) -> list[PeerConfig]:
     """The peers allowed to connect, each with its inner address inside
-    ``gateway_address``'s network."""
-    return _load_peers(Path(path), gateway_address)
+    ``gateway_address``'s network (and ``gateway_address6``'s, if given)."""
+    return _load_peers(Path(path), gateway_address, gateway_address6)
 
 
 def _load_peers(path: Path, gateway_address: ipaddress.IPv4Interface,
+                gateway_address6: ipaddress.IPv6Interface | None = None,
                 origin: tuple[_File, _Entry] | None = None) -> list[PeerConfig]:
     f = _parse(path, _PEERS, origin)
     peers: list[PeerConfig] = []
     key_lines: dict[bytes, int] = {}
-    inner_lines: dict[ipaddress.IPv4Address, int] = {}
+    owned: list[tuple[Network, _Entry, str]] = []  # every peer's prefixes, for overlaps
     for s in f.sections:
         key_entry = f.require(s, "PublicKey")
         public_key = _key(f, key_entry)
         if public_key in key_lines:
             raise f.fail_entry(key_entry, f"duplicate public key (already on line "
                                           f"{key_lines[public_key]})")
-        ip_entry = f.require(s, "AllowedIP")
-        inner = _allowed_ip(f, ip_entry, gateway_address)
-        if inner in inner_lines:
-            raise f.fail_entry(ip_entry, f"{inner} is already another peer's (line "
-                                         f"{inner_lines[inner]})")
+        ip_entry = _allowed_ips_entry(f, s)
+        inner, inner6, subnets = _peer_prefixes(f, ip_entry, gateway_address, gateway_address6)
         key_lines[public_key] = key_entry.line
-        inner_lines[inner] = ip_entry.line
         name = s.entries["Name"].value if "Name" in s.entries else keys.encode(public_key)[:8]
-        peers.append(PeerConfig(public_key=public_key, inner=inner, name=name))
+        peer = PeerConfig(public_key=public_key, inner=inner, name=name, inner6=inner6,
+                          subnets=subnets)
+        owned.extend((net, ip_entry, name) for net in peer.allowed_ips)
+        peers.append(peer)
+    _refuse_overlaps(f, owned)
     return peers
 
 
-def _allowed_ip(f: _File, entry: _Entry,
-                gateway_address: ipaddress.IPv4Interface) -> ipaddress.IPv4Address:
+def _allowed_ips_entry(f: _File, s: _Section) -> _Entry:
+    """``AllowedIPs``, or ``AllowedIP`` (its old spelling), not both."""
+    new, old = s.entries.get("AllowedIPs"), s.entries.get("AllowedIP")
+    if new is not None and old is not None:
+        second, first = sorted((new, old), key=lambda e: e.line, reverse=True)
+        raise f.fail_entry(second, f"{first.key} is already given on line {first.line}: "
+                                   "give one of AllowedIPs and AllowedIP")
+    if new is None and old is None:
+        f.require(s, "AllowedIPs")
+    return new if new is not None else old
+
+
+# never routed to a peer: loopback, link-local, multicast, unspecified
+_NOT_ROUTABLE = tuple(ipaddress.ip_network(n) for n in (
+    "0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/3",
+    "::/128", "::1/128", "fe80::/10", "ff00::/8"))
+
+
+def _unicast(net: Network) -> bool:
+    return not any(net.version == n.version and net.overlaps(n) for n in _NOT_ROUTABLE)
+
+
+def _peer_prefixes(f: _File, entry: _Entry, gw4: ipaddress.IPv4Interface,
+                   gw6: ipaddress.IPv6Interface | None
+                   ) -> tuple[ipaddress.IPv4Address, ipaddress.IPv6Address | None,
+                              tuple[Network, ...]]:
+    """The peer's AllowedIPs: its assigned IPv4 (the one /32 inside the
+    gateway's IPv4 network, mandatory), its assigned IPv6 (the one /128
+    inside the gateway's IPv6 network, if any) and the subnets behind it
+    (every other prefix: none may overlap the gateway's networks)."""
+    inner: ipaddress.IPv4Address | None = None
+    inner6: ipaddress.IPv6Address | None = None
+    subnets: list[Network] = []
+    for item in _list(f, entry):
+        net = _prefix(f, entry, item)
+        gw = gw4 if net.version == 4 else gw6
+        if gw is None or not net.overlaps(gw.network):
+            subnets.append(net)
+            continue
+        host = _assigned_host(f, entry, net, gw)
+        held = inner if net.version == 4 else inner6
+        if held is not None:
+            raise f.fail_entry(entry, f"{net}: a second address inside the gateway's network "
+                                      f"{gw.network} (the peer's is {held})")
+        if net.version == 4:
+            inner = host
+        else:
+            inner6 = host
+    if inner is None:
+        given = ", ".join(str(n) for n in subnets if n.version == 4) or "none"
+        raise f.fail_entry(entry, f"no /32 inside the gateway's inner network {gw4.network} "
+                                  f"(the peer's inner address, mandatory); IPv4 prefixes "
+                                  f"outside it are subnets behind the peer: {given}")
+    return inner, inner6, tuple(subnets)
+
+
+def _prefix(f: _File, entry: _Entry, item: str) -> Network:
     try:
-        iface = ipaddress.IPv4Interface(entry.value)
+        net = ipaddress.ip_network(item, strict=True)
     except ValueError as e:
-        raise f.fail_entry(entry, f"not an IPv4 address: {e}") from None
-    if iface.network.prefixlen != 32:
-        raise f.fail_entry(entry, f"must be a /32 (the peer's one inner address), "
-                                  f"got /{iface.network.prefixlen}")
-    ip, net = iface.ip, gateway_address.network
-    if ip not in net:
-        raise f.fail_entry(entry, f"{ip} is outside the gateway's inner network {net}")
-    if ip == gateway_address.ip:
+        raise f.fail_entry(entry, f"{item}: not an IP prefix ({e})") from None
+    if not _unicast(net):
+        raise f.fail_entry(entry, f"{net}: overlaps loopback, link-local, multicast or "
+                                  "unspecified addresses")
+    return net
+
+
+def _assigned_host(f: _File, entry: _Entry, net: Network,
+                   gw: ipaddress.IPv4Interface | ipaddress.IPv6Interface):
+    """``net`` overlaps the gateway's network: only the peer's own host may."""
+    gwnet = gw.network
+    if net.prefixlen != net.max_prefixlen or net.network_address not in gwnet:
+        raise f.fail_entry(entry, f"{net} overlaps the gateway's inner network {gwnet} "
+                                  f"(only the peer's own /{net.max_prefixlen} may be in it)")
+    ip = net.network_address
+    if ip == gw.ip:
         raise f.fail_entry(entry, f"{ip} is the gateway's own address")
-    if net.prefixlen <= 30 and ip in (net.network_address, net.broadcast_address):
-        raise f.fail_entry(entry, f"{ip} is the network or broadcast address of {net}")
+    if ip == gwnet.network_address and (net.version == 6 or gwnet.prefixlen <= 30):
+        raise f.fail_entry(entry, f"{ip} is the network address of {gwnet}")
+    if net.version == 4 and gwnet.prefixlen <= 30 and ip == gwnet.broadcast_address:
+        raise f.fail_entry(entry, f"{ip} is the network or broadcast address of {gwnet}")
     return ip
 
 
-def load_client_config(path: str | Path) -> ClientConfig:
-    f = _parse(Path(path), _CLIENT)
+def _refuse_overlaps(f: _File, owned: list[tuple[Network, _Entry, str]]) -> None:
+    """Two prefixes that overlap (of two peers, or of one) would make the
+    owner of an address ambiguous. Prefixes either nest or are disjoint:
+    sorted by start (the wider first), one overlaps an earlier one iff it
+    starts inside the last still-open one."""
+    for version in (4, 6):
+        items = sorted((o for o in owned if o[0].version == version),
+                       key=lambda o: (o[0].network_address, o[0].prefixlen))
+        open_: list[tuple[Network, _Entry, str]] = []
+        for item in items:
+            net = item[0]
+            while open_ and net.network_address > open_[-1][0].broadcast_address:
+                open_.pop()
+            if open_:
+                _overlap_error(f, open_[-1], item)
+            open_.append(item)
+
+
+def _overlap_error(f: _File, a: tuple[Network, _Entry, str],
+                   b: tuple[Network, _Entry, str]) -> None:
+    first, second = sorted((a, b), key=lambda o: o[1].line)
+    raise f.fail_entry(second[1], f"{second[0]} overlaps {first[0]} of peer {first[2]} "
+                                  f"(line {first[1].line})")
+
+
+Resolver = Callable[[str, int], str]
+
+
+def resolve_host(host: str, port: int) -> str:
+    """The first address getaddrinfo gives for ``host`` (the system's order:
+    /etc/hosts, gai.conf preferences)."""
+    return socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0][4][0]
+
+
+def load_client_config(path: str | Path, resolve: Resolver = resolve_host) -> ClientConfig:
+    """The client's config; an Endpoint host name is resolved here, once
+    (``client up`` loads the file when it starts; reattaches do not resolve
+    again)."""
+    f = _parse(Path(path), _CLIENT, repeatable=_CLIENT_REPEATABLE)
     iface = f.only("Interface")
     peer = f.only("Peer")
     private_key = _private_key(f, iface)
     tun_name = _ifname(f, iface.entries["Name"]) if "Name" in iface.entries else DEFAULT_TUN_NAME
     gateway_public_key = _key(f, f.require(peer, "PublicKey"))
-    endpoint = _endpoint(f, f.require(peer, "Endpoint"))
-    keepalive_ms = (_int(f, peer.entries["PersistentKeepalive"], *KEEPALIVE_RANGE_MS)
-                    if "PersistentKeepalive" in peer.entries else DEFAULT_KEEPALIVE_MS)
+    endpoint_entry = f.require(peer, "Endpoint")
+    host, port = _endpoint(f, endpoint_entry)
+    name = None
+    if is_host_name(host):
+        name, host = host, _resolved(f, endpoint_entry, host, port, resolve)
     return ClientConfig(private_key=private_key, tun_name=tun_name,
-                        gateway_public_key=gateway_public_key, endpoint=endpoint,
-                        keepalive_ms=keepalive_ms, **_client_mtus(f, iface.entries, endpoint))
+                        gateway_public_key=gateway_public_key, endpoint=(host, port),
+                        keepalive_ms=_keepalive(f, peer), endpoint_name=name,
+                        dns=_dns(f, iface), hooks=_hooks(iface),
+                        **_client_mtus(f, iface.entries, host))
 
 
-def _client_mtus(f: _File, e: dict, endpoint: tuple[str, int]) -> dict:
+def _resolved(f: _File, entry: _Entry, name: str, port: int, resolve: Resolver) -> str:
+    try:
+        return str(ipaddress.ip_address(resolve(name, port)))
+    except (OSError, ValueError, IndexError) as e:
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e) or type(e).__name__
+        raise f.fail_entry(entry, f"host name {name!r} does not resolve: {why}") from None
+
+
+def _keepalive(f: _File, peer: _Section) -> int:
+    """KeepaliveInterval in seconds (decimals allowed) as milliseconds."""
+    old = peer.entries.get("PersistentKeepalive")
+    if old is not None:
+        raise f.fail_entry(old, "renamed to KeepaliveInterval, in seconds (e.g. "
+                                "KeepaliveInterval = 0.5); PersistentKeepalive was in "
+                                "milliseconds, unlike WireGuard's seconds, so it is not "
+                                "reinterpreted: convert the value and rename the key")
+    entry = peer.entries.get("KeepaliveInterval")
+    if entry is None:
+        return DEFAULT_KEEPALIVE_MS
+    lo, hi = KEEPALIVE_RANGE_MS
+    if not re.fullmatch(r"[0-9]+(\.[0-9]{1,3})?", entry.value):
+        raise f.fail_entry(entry, f"not a number of seconds with at most 3 decimals: "
+                                  f"{entry.value!r}")
+    ms = int(Decimal(entry.value) * 1000)
+    if not lo <= ms <= hi:
+        raise f.fail_entry(entry, f"{entry.value} s is out of range [{lo / 1000}, {hi // 1000}]")
+    return ms
+
+
+def _dns(f: _File, iface: _Section) -> ClientDns:
+    """Every DNS line, comma-separated: addresses are servers, names search
+    domains. Validated strictly: they end up in resolv.conf and in argv."""
+    servers: list[str] = []
+    search: list[str] = []
+    for entry in iface.all("DNS"):
+        for item in (x.strip() for x in entry.value.split(",")):
+            try:
+                servers.append(str(ipaddress.ip_address(item)))
+                continue
+            except ValueError:
+                pass
+            if not is_host_name(item):
+                raise f.fail_entry(entry, f"{item!r} is neither an IP address nor a domain name")
+            search.append(item)
+    return ClientDns(tuple(servers), tuple(search))
+
+
+def _hooks(iface: _Section) -> ClientHooks:
+    def commands(key: str) -> tuple[str, ...]:
+        return tuple(e.value for e in iface.all(key))
+
+    return ClientHooks(commands("PreUp"), commands("PostUp"), commands("PreDown"),
+                       commands("PostDown"))
+
+
+def _client_mtus(f: _File, e: dict, host: str) -> dict:
     """MTU (the TUN's) and PathMTU (the outer path's, at least what the
     endpoint's family must carry), when given."""
     out = {}
     if "MTU" in e:
         out["tun_mtu"] = _int(f, e["MTU"], *TUN_MTU_RANGE)
     if "PathMTU" in e:
-        lowest = pathmtu.MIN_PATH_MTU[pathmtu.family_of(endpoint[0])]
+        lowest = pathmtu.MIN_PATH_MTU[pathmtu.family_of(host)]
         out["path_mtu"] = _int(f, e["PathMTU"], max(lowest, PATH_MTU_RANGE[0]),
                                PATH_MTU_RANGE[1])
     return out

@@ -8,8 +8,11 @@ HANDSHAKE_INIT  (client -> gateway)
     gateway keeps that timestamp in its store, jvpn/gateway/control.py)
 HANDSHAKE_RESP  (gateway -> client)
     jvpn header (new session id, counter 0, tag under the s2c header key) | Noise msg2
-    msg2's encrypted payload: session id (u64) | client inner address (4) | prefix (1)
-                              | gateway inner address (4)
+    msg2's encrypted payload, versioned by its length:
+      v1 (17 bytes): session id (u64) | client inner IPv4 (4) | prefix (1)
+                     | gateway inner IPv4 (4)
+      v2 (50 bytes): v1 | client inner IPv6 (16) | prefix (1) | gateway inner IPv6 (16)
+    (v2 only for a peer given an IPv6 address; any other length is refused)
 COOKIE_REPLY    (gateway -> client, under load, before any DH)
     jvpn header (session 0) | nonce (12) | cookie sealed (16 + 16)
 
@@ -41,7 +44,8 @@ PROLOGUE = b"jvpn v1"
 MAC_LEN = 16
 COOKIE_SECRET_MAX_AGE_S = 120
 MAX_TIMESTAMP_NS = 1 << 63  # the stores keep signed 64-bit integers (year 2262)
-_RESP_PAYLOAD = struct.Struct("!Q4sB4s")
+_RESP_PAYLOAD = struct.Struct("!Q4sB4s")  # v1: IPv4 inside
+_RESP_V6 = struct.Struct("!16sB16s")  # v2 appends it: IPv6 inside
 
 
 class HandshakeError(Exception):
@@ -75,6 +79,39 @@ class Assignment:
     session_id: int
     client_inner: ipaddress.IPv4Interface
     gateway_inner: ipaddress.IPv4Address
+    client_inner6: ipaddress.IPv6Interface | None = None  # both or neither
+    gateway_inner6: ipaddress.IPv6Address | None = None
+
+    def pack(self) -> bytes:
+        """The response payload: v1, or v2 when the peer has an IPv6 address."""
+        v1 = _RESP_PAYLOAD.pack(self.session_id, self.client_inner.ip.packed,
+                                self.client_inner.network.prefixlen, self.gateway_inner.packed)
+        if self.client_inner6 is None or self.gateway_inner6 is None:
+            return v1
+        return v1 + _RESP_V6.pack(self.client_inner6.ip.packed,
+                                  self.client_inner6.network.prefixlen,
+                                  self.gateway_inner6.packed)
+
+    @classmethod
+    def unpack(cls, payload: bytes) -> Assignment:
+        """The payload's fields; HandshakeError("bad_response") for a length
+        that is neither version, or an address that cannot be configured."""
+        if len(payload) not in (_RESP_PAYLOAD.size, _RESP_PAYLOAD.size + _RESP_V6.size):
+            raise HandshakeError("bad_response", "payload length")
+        sid, cip, plen, gip = _RESP_PAYLOAD.unpack_from(payload)
+        if not 1 <= plen <= 32:
+            raise HandshakeError("bad_response", f"inner IPv4 prefix /{plen}")
+        client = ipaddress.IPv4Interface((ipaddress.IPv4Address(cip), plen))
+        out = cls(sid, client, ipaddress.IPv4Address(gip))
+        if len(payload) == _RESP_PAYLOAD.size:
+            return out
+        cip6, plen6, gip6 = _RESP_V6.unpack_from(payload, _RESP_PAYLOAD.size)
+        if not 1 <= plen6 <= 128:
+            raise HandshakeError("bad_response", f"inner IPv6 prefix /{plen6}")
+        client6 = ipaddress.IPv6Interface((ipaddress.IPv6Address(cip6), plen6))
+        if client6.ip.is_unspecified or client6.ip.is_multicast:
+            raise HandshakeError("bad_response", f"inner IPv6 address {client6.ip}")
+        return cls(sid, client, out.gateway_inner, client6, ipaddress.IPv6Address(gip6))
 
 
 @dataclass
@@ -123,16 +160,14 @@ class Initiator:
             payload = self._noise.read_message(msg[abi.HDR_LEN:])
         except Exception as e:  # noqa: BLE001 - noiseprotocol raises several unrelated types
             raise HandshakeError("bad_response", str(e)) from None
-        if len(payload) != _RESP_PAYLOAD.size:
-            raise HandshakeError("bad_response", "payload length")
-        sid, cip, plen, gip = _RESP_PAYLOAD.unpack(payload)
+        assignment = Assignment.unpack(payload)
+        sid = assignment.session_id
         if sid != hdr.session_id or sid == 0:
             raise HandshakeError("bad_response", "session id mismatch")
         keys = _split(self._noise, sid, initiator=True)
         if not hdr.tag_valid(keys.hdr_s2c):
             raise HandshakeError("bad_response", "header tag")
-        client = ipaddress.IPv4Interface((ipaddress.IPv4Address(cip), plen))
-        return Assignment(sid, client, ipaddress.IPv4Address(gip)), keys
+        return assignment, keys
 
 
 def _split(noise: NoiseConnection, sid: int, initiator: bool) -> SessionKeys:
@@ -151,10 +186,7 @@ class Initiation:
     _noise: NoiseConnection
 
     def respond(self, assignment: Assignment) -> tuple[bytes, SessionKeys]:
-        payload = _RESP_PAYLOAD.pack(
-            assignment.session_id, assignment.client_inner.ip.packed,
-            assignment.client_inner.network.prefixlen, assignment.gateway_inner.packed)
-        body = self._noise.write_message(payload)
+        body = self._noise.write_message(assignment.pack())
         keys = _split(self._noise, assignment.session_id, initiator=False)
         hdr = wire.Header(type=abi.MSG_HANDSHAKE_RESP, session_id=assignment.session_id,
                           counter=0).pack(keys.hdr_s2c)

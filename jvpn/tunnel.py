@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import ipaddress
 import os
 import socket
 import struct
@@ -30,8 +31,10 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from jvpn import pathmtu
+from jvpn.errors import JvpnError
 from jvpn.gate import abi
 from jvpn.keys import SessionKeys
+from jvpn.prefixes import Network, PrefixSet
 from jvpn.replay import DEFAULT_CONTROL_WINDOW, ControlWindow, ReplayWindow
 from jvpn.wire import header_tag
 
@@ -159,14 +162,15 @@ class DataChannel:
     """One session's data keys seen from one side ("client" or "gateway").
 
     ``reserve(floor)`` durably stores a counter floor (the gateway's store);
-    ``allowed_inner_src`` (4 bytes, the gateway side) is the one inner source
-    address the peer may use (cryptokey routing, see ``inner_packet``)."""
+    ``allowed_inner_src`` (the gateway side) is what the peer may use as
+    inner source: its AllowedIPs prefixes, or one packed IPv4 address
+    (cryptokey routing, see ``inner_packet``)."""
 
     def __init__(self, keys: SessionKeys, side: str, *, first_counter: int = 1,
                  check_replay: bool = True, check_tag: bool = True,
                  reserve: Callable[[int], None] | None = None,
                  reserve_block: int = RESERVE_BLOCK,
-                 allowed_inner_src: bytes | None = None,
+                 allowed_inner_src: bytes | tuple[Network, ...] | None = None,
                  admit_counter: Callable[[int], bool] | None = None,
                  control_window: int = DEFAULT_CONTROL_WINDOW,
                  clock: Callable[[], float] = time.monotonic):
@@ -406,33 +410,47 @@ def _fragment_ok(plaintext: bytes) -> bool:
 class InnerSourceFilter:
     """Cryptokey routing, ingress half (WireGuard's allowed-IPs check): a
     decrypted inner packet enters the TUN only if it is a well-formed IPv4
-    packet whose source is the one address the session was given. Anything
-    else would let an authenticated peer speak as another peer, or as any
-    host. ``refused`` counts "spoofed" sources and "malformed" packets (not
-    IPv4, bad header length, total length not the packet's length)."""
+    or IPv6 packet whose source is inside the peer's AllowedIPs (its
+    assigned addresses and the subnets behind it). Anything else would let
+    an authenticated peer speak as another peer, or as any host. ``refused``
+    counts "spoofed" sources and "malformed" packets (neither IPv4 nor IPv6,
+    bad header length, a length field not the packet's length).
 
-    def __init__(self, allowed: bytes):
-        if len(allowed) != 4:
-            raise ValueError("the allowed inner source is one packed IPv4 address")
-        self.allowed = allowed
+    ``allowed``: the prefixes (or, as before, one packed IPv4 address)."""
+
+    def __init__(self, allowed: bytes | tuple[Network, ...]):
+        if isinstance(allowed, bytes):
+            if len(allowed) != 4:
+                raise ValueError("the allowed inner source is one packed IPv4 address")
+            allowed = (ipaddress.IPv4Network(allowed),)
+        self.allowed = PrefixSet(allowed)
+        # the common case, the peer's own addresses, without a call
+        self._hosts = frozenset(n.network_address.packed for n in allowed
+                                if n.prefixlen == n.max_prefixlen)
         self.refused = {"spoofed": 0, "malformed": 0}
 
     def accept(self, packet: bytes) -> bool:
-        if not _ipv4_well_formed(packet):
+        src = _well_formed_src(packet)
+        if src is None:
             self.refused["malformed"] += 1
             return False
-        if packet[12:16] != self.allowed:
+        if src not in self._hosts and src not in self.allowed:
             self.refused["spoofed"] += 1
             return False
         return True
 
 
-def _ipv4_well_formed(packet: bytes) -> bool:
+def _well_formed_src(packet: bytes) -> bytes | None:
+    """The source of a well-formed IPv4 or IPv6 packet, else None."""
     n = len(packet)
-    if n < 20 or packet[0] >> 4 != 4:
-        return False  # no IPv6 address is given to a peer today
-    header_len = (packet[0] & 0x0F) * 4
-    return 20 <= header_len <= n and int.from_bytes(packet[2:4], "big") == n
+    version = packet[0] >> 4 if n else 0
+    if version == 4 and n >= 20:
+        header_len = (packet[0] & 0x0F) * 4
+        if 20 <= header_len <= n and int.from_bytes(packet[2:4], "big") == n:
+            return packet[12:16]
+    elif version == 6 and n >= 40 and int.from_bytes(packet[4:6], "big") + 40 == n:
+        return packet[8:24]  # a jumbogram (payload length 0) is refused: never this size
+    return None
 
 
 # ---------------------------------------------------------------- TUN
@@ -458,14 +476,30 @@ class Tun:
         fcntl.ioctl(self.fd, _TUNSETPERSIST, 1 if persist else 0)
         self.name = name
 
-    def configure(self, address: str, prefixlen: int, mtu: int = TUN_MTU) -> None:
+    def configure(self, address: str, prefixlen: int, mtu: int = TUN_MTU,
+                  address6: ipaddress.IPv6Interface | None = None) -> None:
+        """The inner IPv4 address, and the inner IPv6 one when given (no
+        duplicate address detection: the tunnel's prefix is ours alone, and
+        DAD would hold the address back for a second)."""
         from pyroute2 import IPRoute
+        from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD
 
         with IPRoute() as ipr:
             idx = ipr.link_lookup(ifname=self.name)[0]
             ipr.link("set", index=idx, mtu=mtu)
             ipr.addr("replace", index=idx, address=address, prefixlen=prefixlen)
+            if address6 is not None:
+                self._configure6(ipr, idx, address6, IFA_F_NODAD)
             ipr.link("set", index=idx, state="up")
+
+    def _configure6(self, ipr, idx: int, address6: ipaddress.IPv6Interface, nodad: int) -> None:
+        try:
+            ipr.addr("replace", index=idx, address=str(address6.ip),
+                     prefixlen=address6.network.prefixlen, family=socket.AF_INET6, flags=nodad)
+        except Exception as e:  # noqa: BLE001 - NetlinkError: one line for the operator
+            raise JvpnError(f"{self.name}: cannot add the inner IPv6 address {address6}: {e} "
+                            f"(IPv6 disabled? sysctl net.ipv6.conf.{self.name}.disable_ipv6)"
+                            ) from None
 
     def read(self) -> bytes:
         return os.read(self.fd, 65535)
@@ -489,13 +523,19 @@ class Tun:
 
 
 def inner_dst(packet: bytes) -> bytes | None:
-    """The IPv4 destination of an inner packet (4 bytes), or None."""
-    if len(packet) >= 20 and packet[0] >> 4 == 4:
+    """The destination of an inner packet: 4 bytes (IPv4), 16 (IPv6), or None."""
+    n = len(packet)
+    if n >= 20 and packet[0] >> 4 == 4:
         return packet[16:20]
+    if n >= 40 and packet[0] >> 4 == 6:
+        return packet[24:40]
     return None
 
 
 def inner_src(packet: bytes) -> bytes | None:
-    if len(packet) >= 20 and packet[0] >> 4 == 4:
+    n = len(packet)
+    if n >= 20 and packet[0] >> 4 == 4:
         return packet[12:16]
+    if n >= 40 and packet[0] >> 4 == 6:
+        return packet[8:24]
     return None

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from jvpn.codes import Reason
+from jvpn.config import PeerConfig
 from jvpn.handshake import Assignment, CookieChecker, HandshakeError, Responder
 from jvpn.keys import SessionKeys
 from jvpn.session import Event, SessionRecord, Transition, Transport, apply, new_session
@@ -40,6 +41,7 @@ class Admitted:
 
     init: object  # jvpn.handshake's opened initiation
     inner: ipaddress.IPv4Address  # the peer's inner address
+    inner6: ipaddress.IPv6Address | None = None  # its inner IPv6, if it has one
 
 
 @dataclass(frozen=True)
@@ -51,10 +53,13 @@ class NewSession:
 
 
 class Admission:
-    def __init__(self, private_key: bytes, peers: dict[bytes, ipaddress.IPv4Address],
+    def __init__(self, private_key: bytes, peers: dict[bytes, PeerConfig | ipaddress.IPv4Address],
                  address: ipaddress.IPv4Interface, cookie_threshold_per_s: int,
-                 monotonic: Callable[[], float] = time.monotonic):
-        self.peers, self.address = peers, address
+                 monotonic: Callable[[], float] = time.monotonic,
+                 address6: ipaddress.IPv6Interface | None = None):
+        """``peers``: by public key, the peer (or its inner IPv4 alone);
+        ``address6``: the gateway's inner IPv6, if it has one."""
+        self.peers, self.address, self.address6 = peers, address, address6
         self.responder = Responder(private_key, lambda pub: pub in peers)
         self.cookies = CookieChecker(private_key)
         self.cookie_threshold, self.monotonic = cookie_threshold_per_s, monotonic
@@ -76,7 +81,10 @@ class Admission:
         except HandshakeError as e:
             return Refused(e.reason, Reason.REPLAY_DETECTED if e.reason == REPLAYED
                            else Reason.HANDSHAKE_FAIL)
-        return Admitted(init, self.peers[init.client_public])
+        peer = self.peers[init.client_public]
+        if isinstance(peer, PeerConfig):
+            return Admitted(init, peer.inner, peer.inner6 if self.address6 else None)
+        return Admitted(init, peer)
 
     @staticmethod
     def older_than(admitted: Admitted, live: SessionRecord | None) -> Refused | None:
@@ -96,10 +104,17 @@ class Admission:
                 owner_lease: int) -> NewSession:
         """The new session for ``admitted``: record, keys and response."""
         inner = admitted.inner
-        resp, keys = admitted.init.respond(Assignment(sid, ipaddress.IPv4Interface(
-            (inner, self.address.network.prefixlen)), self.address.ip))
+        resp, keys = admitted.init.respond(self._assignment(admitted, sid))
         rec = new_session(sid, now, owner=owner).with_(
             inner_addr=str(inner), owner_lease=owner_lease,
             handshake_ns=admitted.init.timestamp_ns)
         rec, tr = apply(rec, Event.ATTACH_OK, now, binding=src)
         return NewSession(rec, tr, keys, resp)
+
+    def _assignment(self, admitted: Admitted, sid: int) -> Assignment:
+        """The peer's addresses with the gateway's prefixes (IPv6 too, if both have one)."""
+        v4 = ipaddress.IPv4Interface((admitted.inner, self.address.network.prefixlen))
+        if admitted.inner6 is None or self.address6 is None:
+            return Assignment(sid, v4, self.address.ip)
+        v6 = ipaddress.IPv6Interface((admitted.inner6, self.address6.network.prefixlen))
+        return Assignment(sid, v4, self.address.ip, v6, self.address6.ip)

@@ -86,6 +86,7 @@ def build_gateway(cfg: GatewayConfig, *, tun_name: str, echo: TextIO | None = No
                       summary_interval_ms=cfg.events_summary_interval_s * 1000)
     return Gateway(private_key=cfg.private_key, listen=("0.0.0.0", cfg.listen_port),
                    listen_device=cfg.xdp_interface,
-                   address=cfg.address, peers={p.public_key: p.inner for p in cfg.peers},
+                   address=cfg.address, peers={p.public_key: p for p in cfg.peers},
+                   address6=cfg.address6,
                    policy=cfg.policy, store=store, gate=gate, events=events, tun_name=tun_name,
                    cookie_threshold_per_s=cfg.handshakes_per_second, path_mtu=cfg.path_mtu)

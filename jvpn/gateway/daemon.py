@@ -36,6 +36,7 @@ import time
 from collections.abc import Callable
 
 from jvpn.codes import EventType, Reason
+from jvpn.config import PeerConfig
 from jvpn.events import EventLog
 from jvpn.gateway.admission import Admission
 from jvpn.gateway.control import ControlPath
@@ -44,6 +45,7 @@ from jvpn.gateway.follower import for_store
 from jvpn.gateway.gate_watch import GateWatch
 from jvpn.gateway.listener import open_listener
 from jvpn.gateway.reattach import ReattachServer
+from jvpn.gateway.routes import NoRoutes, SubnetRoutes
 from jvpn.gateway.supervise import Incidents, Supervisor
 from jvpn.gateway.table import Live, SessionTable
 from jvpn.gateway.timers import due_timer
@@ -60,15 +62,17 @@ TIMER_TICK_S = 0.1
 
 class Gateway(GateWatch):
     def __init__(self, *, private_key: bytes, listen: tuple[str, int],
-                 address: ipaddress.IPv4Interface, peers: dict[bytes, ipaddress.IPv4Address],
+                 address: ipaddress.IPv4Interface,
+                 peers: dict[bytes, PeerConfig | ipaddress.IPv4Address],
                  policy: Policy, store: Store, gate, events: EventLog, tun_name: str = "jvpn-gw",
                  clock_ms: Callable[[], int] | None = None, cookie_threshold_per_s: int = 50,
                  listen_device: str | None = None, sock=None, tun=None,
+                 address6: ipaddress.IPv6Interface | None = None, routes=None,
                  path_mtu: int = DEFAULT_PATH_MTU):
         """``sock`` and ``tun``: already open ones (tests: fakes); by default
         the UDP socket is bound to ``listen`` (on ``listen_device`` only, if
-        given) and the TUN opened by name. ``path_mtu``: our side's outer path
-        MTU, the bound of every session's datagrams (config PathMTU)."""
+        given) and the TUN opened by name. ``peers``: by public key (a bare
+        IPv4 address: that /32 alone). ``routes``: see ``_open_tun``."""
         self.public_key = public_from_private(private_key)
         self.address, self.policy = address, policy
         self.store, self.gate, self.events = store, gate, events
@@ -85,21 +89,21 @@ class Gateway(GateWatch):
         if hasattr(store, "on_unreadable"):  # a value that does not parse: skipped, reported
             store.on_unreadable = self.incidents.unreadable
         self.sock = sock if sock is not None else self._bind(listen, listen_device)
-        if tun is None:
-            tun = Tun(tun_name, persist=True)
-            tun.configure(str(address.ip), address.network.prefixlen)
-        self.tun = tun
+        self.tun, self.routes = self._open_tun(tun, tun_name, address, address6, routes)
         self.ownership, follower_class = for_store(store, events.node_id)
         self.table = SessionTable(store=store, gate=gate, events=events,
                                   ownership=self.ownership, clock_ms=self.clock_ms,
                                   send=self.send,
                                   control_window=policy.replay_window_size,
-                                  path_mtu=path_mtu)
+                                  peers={p.inner.packed: p for p in peers.values()
+                                         if isinstance(p, PeerConfig)},
+                                  routes=self.routes, path_mtu=path_mtu)
         self.follower = follower_class(
             store=store, table=self.table, gate=gate, ownership=self.ownership, events=events,
             lock=self.control, retry=self._retry, clock_ms=self.clock_ms)
         self.reattach = ReattachServer(store, policy, clock_ms=self.clock_ms)
-        self.admission = Admission(private_key, peers, address, cookie_threshold_per_s)
+        self.admission = Admission(private_key, peers, address, cookie_threshold_per_s,
+                                   address6=address6)
         self.controlpath = ControlPath(
             table=self.table, admission=self.admission, reattach=self.reattach,
             follower=self.follower, events=events, send=self.send, clock_ms=self.clock_ms,
@@ -115,6 +119,15 @@ class Gateway(GateWatch):
             self.follower, "on_store_record") else None
         if follow is not None:
             self.follower.on_store_record = self._contained_call("store-watch", follow)
+
+    def _open_tun(self, tun, name: str, address: ipaddress.IPv4Interface,
+                  address6: ipaddress.IPv6Interface | None, routes):
+        """(TUN, routes to subnets behind peers): ours, or given (then no routes)."""
+        if tun is None:
+            tun = Tun(name, persist=True)
+            tun.configure(str(address.ip), address.network.prefixlen, address6=address6)
+            routes = SubnetRoutes(name, self.events) if routes is None else routes
+        return tun, routes if routes is not None else NoRoutes()
 
     @staticmethod
     def _bind(listen: tuple[str, int], device: str | None) -> socket.socket:
@@ -144,6 +157,7 @@ class Gateway(GateWatch):
         if on_fatal is not None:
             self._on_fatal = on_fatal
         self.follower.arm()  # before any element of ours is written
+        self.routes.flush()  # what a crashed run left; reconcile installs the live ones
         self.reconcile()
         loops = {"udp": self.datapath.udp_loop, "tun": self.datapath.tun_loop,
                  "timer": self._timer_loop}
@@ -171,6 +185,7 @@ class Gateway(GateWatch):
         self.supervisor.join(2)
         with self.control:
             self.follower.stop()
+            self.routes.flush()
         self.gate.close()
         self.events.emit(EventType.GATEWAY_STOPPED, Reason.OK,
                          sessions=len(self.table.sessions))

@@ -162,7 +162,7 @@ class DataPath:
     def downstream(self, pkt: bytes) -> None:
         """One inner packet from the TUN to its session's one binding. No
         counter, no send: the packet is dropped (CounterUnavailable, OSError)."""
-        live = self.table.for_inner(inner_dst(pkt))
+        live = self.table.for_destination(inner_dst(pkt))
         if live is None:
             return
         rec = live.record
@@ -229,7 +229,7 @@ class DropCounts:
         if spoofed:
             self.events.emit(EventType.SECURITY_EVENT, Security.SEC_INNER_SOURCE_SPOOFED, sid,
                              live.record.binding, count=spoofed,
-                             detail="inner packets with a source not the session's address")
+                             detail="inner packets with a source outside the peer's AllowedIPs")
         if new:
             self.events.emit(EventType.DATAPATH_DROPS, Reason.DATA_DROPPED, sid,
                              live.record.binding, **new)

@@ -10,8 +10,14 @@ that refuses or cannot answer changes nothing here. Validation (admission,
 reattach, ownership, timers) happens before, elsewhere, and returns what to
 commit.
 
-The data loops read ``sessions`` and ``by_inner`` without the control lock;
-everything that writes runs under it (jvpn/gateway/daemon.py).
+The data loops read ``sessions``, ``by_inner`` and ``downstream`` without the
+control lock; everything that writes runs under it (jvpn/gateway/daemon.py).
+
+Routing: a peer's downstream goes to one session (``by_inner``, keyed by the
+peer's assigned IPv4). While it does, that session owns the peer's
+AllowedIPs in ``downstream`` (longest-prefix match, jvpn/prefixes.py) and
+the kernel routes to the subnets behind the peer (jvpn/gateway/routes.py);
+``_route`` and ``_unroute`` are the one place both change.
 """
 
 from __future__ import annotations
@@ -25,9 +31,12 @@ from jvpn.codes import EventType, Reason
 from jvpn.events import EventLog
 from jvpn.gate import abi
 from jvpn.gateway.ceiling import ReplayCeiling, start_floor
+from jvpn.gateway.downstream import Downstream
 from jvpn.gateway.ownership import OwnerWrite
+from jvpn.gateway.routes import NoRoutes
 from jvpn.gateway.standby import StandbyWrites
 from jvpn.keys import SessionKeys
+from jvpn.prefixes import Network, PrefixMap
 from jvpn.replay import DEFAULT_CONTROL_WINDOW
 from jvpn.session import Event, IllegalTransition, SessionRecord, State, Transport, apply
 from jvpn.store import Store, StoreError
@@ -53,6 +62,8 @@ class Live:
     # The window could not be restored exactly (a crash): no data until a
     # reattach past this epoch proves the path (jvpn/gateway/ceiling.py).
     blind_epoch: int | None = None
+    allowed: tuple[Network, ...] = ()  # the peer's AllowedIPs (its sources, its downstream)
+    subnets: tuple[Network, ...] = ()  # those behind the peer: kernel routes while routed
 
     def retire(self) -> int:
         """No counter is sent and no client message delivered after this
@@ -65,11 +76,15 @@ class Live:
         self.ceiling.resume()
 
 
-class SessionTable(StandbyWrites):
+class SessionTable(StandbyWrites, Downstream):
     def __init__(self, *, store: Store, gate, events: EventLog, ownership,
                  clock_ms: Callable[[], int], send: Send,
-                 control_window: int = DEFAULT_CONTROL_WINDOW,
+                 control_window: int = DEFAULT_CONTROL_WINDOW, peers=None, routes=None,
                  path_mtu: int = pathmtu.DEFAULT_PATH_MTU):
+        """``peers``: the configured peers by packed inner IPv4 (a session's
+        AllowedIPs; a session whose address no peer has any more keeps its
+        /32 alone); ``routes``: jvpn/gateway/routes.py (default: none);
+        ``path_mtu``: our side's outer path MTU (config PathMTU)."""
         self.store, self.gate, self.events, self.ownership = store, gate, events, ownership
         self.clock_ms, self.send = clock_ms, send
         self.control_window = control_window  # the policy's security.replay_window_size
@@ -78,6 +93,9 @@ class SessionTable(StandbyWrites):
         self.path_mtu = path_mtu
         self.sessions: dict[int, Live] = {}
         self.by_inner: dict[bytes, int] = {}
+        self.downstream = PrefixMap()  # the routed sessions' AllowedIPs -> session id
+        self.peers = peers or {}
+        self.routes = routes if routes is not None else NoRoutes()
         # sessions other gateways own: (keys, owner) of our standby element
         self.standby: dict[int, tuple[SessionKeys, str]] = {}
         self.fenced = False  # no element of ours may pass data (jvpn/gateway/follower.py)
@@ -90,6 +108,7 @@ class SessionTable(StandbyWrites):
         return sid in self.sessions
 
     def for_inner(self, inner: bytes) -> Live | None:
+        """The session the peer with this assigned IPv4 is served by."""
         sid = self.by_inner.get(inner)
         return self.sessions.get(sid) if sid is not None else None
 
@@ -142,7 +161,7 @@ class SessionTable(StandbyWrites):
         """The initiator proved the new session's path: the peer's
         downstream goes to it from now on."""
         live.confirmed = True
-        self.by_inner[live.inner] = live.record.session_id
+        self._route(live)
 
     def claim_initiation(self, peer: bytes, timestamp_ns: int) -> bool:
         """The store's compare-and-swap on the peer's handshake timestamp
@@ -244,6 +263,7 @@ class SessionTable(StandbyWrites):
         sid = rec.session_id
         stored, exact = (self.store.get_replay_ceiling(sid) if stored_ceiling is None
                          else stored_ceiling)
+        allowed, subnets = self._allowed(inner)
         kept = self.gate.counter_top(sid) if gate_window else 0
         floor = max(rec.c2s_floor, kept) if kept else start_floor(rec.c2s_floor, stored)
         blind = not kept and not exact and stored > rec.c2s_floor
@@ -253,16 +273,16 @@ class SessionTable(StandbyWrites):
                               check_replay=not self.gate.checks_in_kernel,
                               check_tag=not self.gate.checks_in_kernel,
                               reserve=lambda floor: self.store.set_floor(sid, floor),
-                              allowed_inner_src=inner,
+                              allowed_inner_src=allowed,
                               admit_counter=ceiling.admit,
                               control_window=self.control_window)
         family = pathmtu.family_of(rec.binding.addr) if rec.binding is not None else 4
         channel.size_to(min(self.path_mtu, pathmtu.DEFAULT_PATH_MTU), family)  # until announced
         live = Live(rec, keys, channel, inner, self.clock_ms(), ceiling, installed=False,
-                    blind_epoch=rec.epoch if blind else None)
+                    blind_epoch=rec.epoch if blind else None, allowed=allowed, subnets=subnets)
         self.sessions[sid] = live
         if routed:
-            self.by_inner[inner] = sid
+            self._route(live)
         return live
 
     def install(self, rec: SessionRecord, keys: SessionKeys, inner: bytes,
@@ -299,7 +319,8 @@ class SessionTable(StandbyWrites):
 
     def drop_local(self, sid: int) -> None:
         """This gateway stops serving the session (the store keeps it)."""
-        live = self.sessions.pop(sid, None)
-        if live is not None and self.by_inner.get(live.inner) == sid:
-            del self.by_inner[live.inner]
+        live = self.sessions.get(sid)
+        if live is not None:
+            self._unroute(live)
+            del self.sessions[sid]
         self.gate.remove(sid)

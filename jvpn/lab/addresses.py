@@ -32,6 +32,19 @@ ROUTER_GW_IF, ATTACKER_ROUTER_IF = "r0", "r3"  # the router's ports to the gatew
 # ---------------------------------------------------------------- inside the tunnel
 GW_INNER, CLIENT_INNER = "10.99.0.1", "10.99.0.2"
 INNER_PREFIX = 24
+# IPv6 inside, and a site behind the client (tests/netns/test_inner_addressing.py)
+GW_INNER6, CLIENT_INNER6, INNER6_PREFIX = "fd99::1", "fd99::2", 64
+SITE_NET, SITE_CLIENT_IP, SITE_HOST_IP = "192.168.50.0/24", "192.168.50.1", "192.168.50.2"
+SITE_PREFIX = 24
+# inner sources the client's peer does not own: another peer's address, a stranger's
+SPOOFED_INNER_SOURCES = ("10.99.0.3", "192.168.60.1")
+
+# ---------------------------------------------------------------- names
+# (tests/netns/test_client_dns_hooks.py) only in the client's private /etc
+# (jvpn/lab/private_etc.py); .test is reserved (RFC 6761)
+GW_HOSTNAME = "gw.jvpn.test"  # the Endpoint host name, in that /etc/hosts: GW_IP
+CLIENT_DNS_SEARCH = "corp.jvpn.test"  # the DNS search domain the client config gives
+UPLINK_DNS = "192.0.2.53"  # the "DHCP" name server of that /etc/resolv.conf (never asked)
 
 # ---------------------------------------------------------------- the cluster lab
 VIP = "10.77.9.1"  # the anycast address both gateways answer on

@@ -62,6 +62,7 @@ class RunningLab:
 
     log_names: tuple[str, ...] = ()
     stream_sink: tuple[str, str] = ("gw", GW_INNER)
+    client_wrap: tuple[str, ...] = ()  # a command prefix for the client (private_etc.PrivateEtc)
 
     def __init__(self, tmp: Path, lab: Lab, *, nat: bool | tuple = False, xdp: bool = True):
         self.tmp, self.lab = Path(tmp), lab
@@ -74,7 +75,8 @@ class RunningLab:
     # ------------------------------------------------------------ configs
     def write_shared_configs(self, policy: str, endpoint: str, client_extra: str = "") -> None:
         """The peers file and the policy every gateway reads, and the client's
-        config (``client_extra``: more [Interface] lines)."""
+        config (``client_extra``: more [Interface] lines; ``endpoint``: an
+        address or a host name)."""
         t = self.tmp
         (t / "peers.conf").write_text(
             f"[Peer]\nPublicKey = {keys.encode(keys.public_from_private(self.client_private))}"
@@ -84,7 +86,7 @@ class RunningLab:
             f"[Interface]\nPrivateKey = {keys.encode(self.client_private)}\nName = jvpn0\n"
             f"{client_extra}"
             f"[Peer]\nPublicKey = {keys.encode(self.gw_pub)}\nEndpoint = {endpoint}:{PORT}\n"
-            "PersistentKeepalive = 300\n")
+            "KeepaliveInterval = 0.3\n")
 
     def write_gateway_conf(self, path: Path, state_dir: Path, node_id: str,
                            extra: str = "") -> None:
@@ -119,8 +121,9 @@ class RunningLab:
 
     def start_client(self) -> subprocess.Popen:
         self.client = self.lab.spawn(
-            "cl", *self.lab.jvpn_cmd("client", "up", "--config", str(self.tmp / "client.conf"),
-                                     "--events-file", str(self.client_events)),
+            "cl", *self.client_wrap,
+            *self.lab.jvpn_cmd("client", "up", "--config", str(self.tmp / "client.conf"),
+                               "--events-file", str(self.client_events)),
             log=self.tmp / "client.log", env=self.client_env())
         self.wait(lambda: CLIENT_INNER in self.lab.run("cl", "ip", "-4", "addr", "show",
                                                         check=False).stdout,

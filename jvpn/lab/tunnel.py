@@ -16,12 +16,16 @@ class TunnelLab(RunningLab):
     log_names = ("gateway.log", "client.log")
 
     def __init__(self, tmp: Path, *, policy: str = "", nat: bool | tuple = False,
-                 xdp: bool = True, gateway_extra: str = "", client_extra: str = ""):
-        super().__init__(tmp, RoamingLab(), nat=nat, xdp=xdp)
+                 xdp: bool = True, gateway_extra: str = "", client_extra: str = "",
+                 endpoint: str = GW_IP, client_wrap: tuple[str, ...] = (),
+                 extra_roles: tuple[str, ...] = ()):
+        """``extra_roles``: more namespaces, empty; the test wires them."""
+        super().__init__(tmp, RoamingLab(extra_roles=extra_roles), nat=nat, xdp=xdp)
+        self.client_wrap = client_wrap
         self.gateway_extra = gateway_extra
         self.env = jvpn_env(f"/sys/fs/bpf/jvpnt3-{uuid.uuid4().hex[:8]}", self.tmp / "run")
         self.events_file = self.tmp / "state" / "events.jsonl"
-        self.write_shared_configs(policy or lab_policy(), GW_IP, client_extra)
+        self.write_shared_configs(policy or lab_policy(), endpoint, client_extra)
         self.write_gateway_conf(self.tmp / "gateway.conf", self.tmp / "state", "gw-a",
                                 self.gateway_extra)
         self.gateway = None

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from jvpn import keys
 from jvpn.config import (
+    HOOK_KEYS,
     ClientConfig,
     ConfigError,
     GatewayConfig,
@@ -151,7 +152,7 @@ def test_client_config_loads_typed_values(tmp_path):
     (tmp_path / "c.conf").write_text(
         f"[Interface]\nPrivateKey = {b64(priv)}\nName = tun-home\n\n"
         f"[Peer]\nPublicKey = {b64(gw_pub)}\nEndpoint = 10.77.0.1:51900\n"
-        "PersistentKeepalive = 300\n")
+        "KeepaliveInterval = 0.3\n")
     cfg = load_client_config(tmp_path / "c.conf")
     assert cfg == ClientConfig(private_key=priv, tun_name="tun-home", gateway_public_key=gw_pub,
                                endpoint=("10.77.0.1", 51900), keepalive_ms=300)
@@ -267,9 +268,9 @@ def test_bad_gateway_configs(tmp_path, text, others, parts):
 
 def client_text(**over: str | None) -> str:
     iface = {"PrivateKey": b64(keys.generate_private()), "Name": "jvpn0"}
-    peer = {"PublicKey": b64(ALICE), "Endpoint": "10.77.0.1:51900", "PersistentKeepalive": "500"}
+    peer = {"PublicKey": b64(ALICE), "Endpoint": "10.77.0.1:51900", "KeepaliveInterval": "0.5"}
     for k, v in over.items():
-        (iface if k in iface or k == "PrivateKeyFile" else peer)[k] = v
+        (iface if k in iface or k in ("PrivateKeyFile", "DNS", *HOOK_KEYS) else peer)[k] = v
     lines = ["[Interface]"] + [f"{k} = {v}" for k, v in iface.items() if v is not None]
     lines += ["[Peer]"] + [f"{k} = {v}" for k, v in peer.items() if v is not None]
     return "\n".join(lines) + "\n"
@@ -277,16 +278,33 @@ def client_text(**over: str | None) -> str:
 
 BAD_CLIENT = [
     ("endpoint-no-port", client_text(Endpoint="10.77.0.1"), ["c.conf:6:", "Endpoint", "port"]),
-    ("endpoint-hostname", client_text(Endpoint="gw.example:51900"),
-     ["c.conf:6:", "Endpoint", "gw.example"]),
+    ("endpoint-not-a-name", client_text(Endpoint="gw_1.example:51900"),
+     ["c.conf:6:", "Endpoint", "gw_1.example", "neither"]),
+    ("endpoint-short-ipv4", client_text(Endpoint="10.1:51900"),
+     ["c.conf:6:", "Endpoint", "10.1", "neither"]),
     ("endpoint-port-0", client_text(Endpoint="10.77.0.1:0"), ["c.conf:6:", "Endpoint", "port"]),
     ("endpoint-ipv6-unbracketed", client_text(Endpoint="2001:db8::1:51900"),
      ["c.conf:6:", "Endpoint"]),
     ("endpoint-bad-ipv6", client_text(Endpoint="[2001:zz::1]:51900"), ["c.conf:6:", "Endpoint"]),
     ("missing-public-key", client_text(PublicKey=None), ["c.conf:4:", "PublicKey", "[Peer]"]),
     ("missing-endpoint", client_text(Endpoint=None), ["c.conf:4:", "Endpoint", "[Peer]"]),
-    ("keepalive-low", client_text(PersistentKeepalive="10"),
-     ["c.conf:7:", "PersistentKeepalive", "out of range"]),
+    ("keepalive-low", client_text(KeepaliveInterval="0.01"),
+     ["c.conf:7:", "KeepaliveInterval", "out of range"]),
+    ("keepalive-high", client_text(KeepaliveInterval="61"),
+     ["c.conf:7:", "KeepaliveInterval", "out of range"]),
+    ("keepalive-unit", client_text(KeepaliveInterval="500ms"),
+     ["c.conf:7:", "KeepaliveInterval", "seconds"]),
+    ("keepalive-sub-ms", client_text(KeepaliveInterval="0.0505"),
+     ["c.conf:7:", "KeepaliveInterval", "3 decimals"]),
+    ("persistent-keepalive-renamed", client_text(KeepaliveInterval=None,
+                                                 PersistentKeepalive="25"),
+     ["c.conf:7:", "PersistentKeepalive", "renamed to KeepaliveInterval", "seconds",
+      "milliseconds"]),
+    ("dns-garbage", client_text(DNS="10.99.0.1, bad name"),
+     ["c.conf:4:", "DNS", "'bad name'", "neither"]),
+    ("dns-empty-item", client_text(DNS="10.99.0.1,,corp.example"), ["c.conf:4:", "DNS"]),
+    ("dns-option-injection", client_text(DNS="-x"), ["c.conf:4:", "DNS", "'-x'"]),
+    ("hook-empty", client_text(PostUp=""), ["c.conf:4:", "PostUp", "empty"]),
     ("tun-name-long", client_text(Name="x" * 16), ["c.conf:3:", "Name", "15"]),
     ("tun-name-slash", client_text(Name="a/b"), ["c.conf:3:", "Name"]),
     ("both-private-keys", client_text(PrivateKeyFile="k"),

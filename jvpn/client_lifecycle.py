@@ -1,0 +1,132 @@
+"""The order ``client up`` sets things up in and ``down`` undoes them:
+
+    up:    PreUp -> handshake + TUN -> (routes) -> DNS -> PostUp
+    down:  PreDown -> DNS restore -> (routes undo) -> TUN close -> PostDown
+
+Each :class:`Step` pairs a setup with its undo; :class:`Lifecycle` runs the
+setups in order and the undos of the ones that completed in reverse, so the
+hooks are steps too: (PreUp, PostDown) brackets everything, (PostUp,
+PreDown) sits innermost. A step that fails during up stops it: what was set
+up is undone and the first error is raised. A failing undo is reported and
+the others still run (a broken PreDown must not leave DNS pointing into a
+dead tunnel). Another module adds a step (routes) with one list entry in
+:func:`client_steps`.
+
+SIGTERM / SIGINT only set a flag and ask the agent to stop (:class:`Signals`):
+nothing is torn down inside a signal handler, and no step is cut in half
+(a DNS file half switched, a hook killed between two commands). During up
+the flag is looked at between steps: the next step does not start,
+:class:`Stopped` is raised and what was set up is undone. A signal during a
+step takes effect when it ends (the handshake gives up after its attempts,
+about 10 s; a hook when it returns). After up, the main thread wakes from
+``agent.wait()`` and runs the undos.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from jvpn.client_dns import Backend
+from jvpn.client_hooks import run_hooks
+from jvpn.config import ClientConfig
+from jvpn.errors import JvpnError
+
+
+class Stopped(JvpnError):
+    """SIGTERM or SIGINT arrived while the client was coming up."""
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    setup: Callable[[], None]
+    undo: Callable[[], None] | None = None
+
+
+class Lifecycle:
+    def __init__(self, steps: list[Step], report: Callable[[str, Exception], None],
+                 stopping: Callable[[], bool] = lambda: False):
+        self.steps, self.report, self.stopping = steps, report, stopping
+        self._done: list[Step] = []
+        self._lock = threading.Lock()
+
+    def up(self) -> None:
+        try:
+            for step in self.steps:
+                self._check_stop()
+                step.setup()
+                self._done.append(step)
+            self._check_stop()
+        except BaseException:
+            self.down()
+            raise
+
+    def _check_stop(self) -> None:
+        if self.stopping():
+            raise Stopped("stopped by a signal while coming up; what was set up is undone")
+
+    def down(self) -> None:
+        """Undo every completed step, last first; runs once."""
+        with self._lock:
+            done, self._done = self._done, []
+        for step in reversed(done):
+            if step.undo is None:
+                continue
+            try:
+                step.undo()
+            except Exception as e:  # noqa: BLE001 - reported; the other undos still run
+                self.report(step.name, e)
+
+
+def client_steps(cfg: ClientConfig, agent, dns: Backend | None,
+                 hooks_run=run_hooks) -> list[Step]:
+    """The client's steps in order (the module docstring). ``agent``: a
+    :class:`jvpn.client.Client`; ``dns``: None when the config has no DNS."""
+    h, tun = cfg.hooks, cfg.tun_name
+    steps = [
+        Step("PreUp/PostDown", lambda: hooks_run("PreUp", h.pre_up, tun),
+             lambda: hooks_run("PostDown", h.post_down, tun)),
+        Step("tunnel", agent.up, lambda: close_tunnel(agent)),
+        # routes (AllowedIPs) go here: after the TUN exists, before DNS
+    ]
+    if dns is not None:
+        steps.append(Step(f"DNS ({dns.name})", dns.apply, dns.restore))
+    steps.append(Step("PostUp/PreDown", lambda: hooks_run("PostUp", h.post_up, tun),
+                      lambda: hooks_run("PreDown", h.pre_down, tun)))
+    return steps
+
+
+def close_tunnel(agent) -> None:
+    """The agent's socket and TUN closed, and the TUN device gone before
+    PostDown runs: the thread blocked reading the TUN holds the device open
+    past ``close()``; deleting the link wakes it (and removes the device)."""
+    tun = getattr(agent, "tun", None)
+    agent.down()
+    if tun is None:
+        return
+    from pyroute2 import IPRoute  # noqa: PLC0415 - netlink only when a TUN was made
+    from pyroute2.netlink.exceptions import NetlinkError  # noqa: PLC0415
+
+    with IPRoute() as ipr:
+        for idx in ipr.link_lookup(ifname=tun.name):
+            try:
+                ipr.link("del", index=idx)
+            except NetlinkError:
+                pass  # gone meanwhile
+
+
+class Signals:
+    """SIGTERM/SIGINT: remembered, and ``on_stop()`` (the agent's loops end)."""
+
+    def __init__(self, on_stop: Callable[[], None]):
+        self.on_stop = on_stop
+        self.stopped = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, _signum, _frame) -> None:
+        self.stopped.set()
+        self.on_stop()

@@ -1,0 +1,56 @@
+"""The session table's routing half (a mixin of ``SessionTable``, like
+standby.py): which session a peer's downstream goes to, and with it the
+peer's AllowedIPs in the longest-prefix match of the TUN loop and the
+kernel routes to the subnets behind the peer (jvpn/gateway/routes.py).
+
+``_route`` and ``_unroute`` are the one place all three change, called by
+the table when a session becomes, or stops being, its peer's downstream
+target (a routed install, a confirmed handshake, the session dropped).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import TYPE_CHECKING
+
+from jvpn.prefixes import Network
+
+if TYPE_CHECKING:
+    from jvpn.gateway.table import Live
+
+
+class Downstream:
+    """Needs from the table: ``sessions``, ``by_inner``, ``downstream`` (a
+    PrefixMap), ``peers`` (packed inner IPv4 -> PeerConfig), ``routes``."""
+
+    def for_destination(self, dst: bytes | None) -> Live | None:
+        """The session an inner packet to ``dst`` (packed IPv4 or IPv6) goes
+        to: the longest of the routed sessions' AllowedIPs holding it."""
+        sid = self.downstream.lookup(dst)
+        return self.sessions.get(sid) if sid is not None else None
+
+    def _allowed(self, inner: bytes) -> tuple[tuple[Network, ...], tuple[Network, ...]]:
+        """(AllowedIPs, subnets) of the peer whose assigned IPv4 is ``inner``."""
+        peer = self.peers.get(inner)
+        if peer is None:
+            return (ipaddress.IPv4Network(inner),), ()
+        return peer.allowed_ips, peer.subnets
+
+    def _route(self, live: Live) -> None:
+        """The peer's downstream goes to ``live`` from now on."""
+        sid = live.record.session_id
+        self.by_inner[live.inner] = sid
+        for net in live.allowed:
+            self.downstream.add(net, sid)
+        self.routes.install(sid, live.subnets)
+
+    def _unroute(self, live: Live) -> None:
+        """``live`` no longer serves its peer's downstream (if it did)."""
+        sid = live.record.session_id
+        if self.by_inner.get(live.inner) != sid:
+            return  # a newer session of the peer has it (or none had)
+        del self.by_inner[live.inner]
+        for net in live.allowed:
+            self.downstream.remove(net, sid)
+        self.routes.remove(sid, live.subnets)
+
