@@ -26,7 +26,7 @@ from jvpn.events import EventLog
 from jvpn.gate import abi
 from jvpn.handshake import Assignment, HandshakeError, Initiator
 from jvpn.keys import SessionKeys
-from jvpn.session import Transport
+from jvpn.session import Transport, canonical_ip
 from jvpn.tunnel import FLAG_FRAGMENT, FLAG_REATTACH, TUN_MTU, DataChannel, Tun, send_messages
 
 RECV_TIMEOUT_S = 0.2  # how often the receive loop looks at the current socket
@@ -36,12 +36,20 @@ class ClientError(Exception):
     pass
 
 
-def udp_socket() -> socket.socket:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+def udp_socket(family: socket.AddressFamily = socket.AF_INET) -> socket.socket:
+    """The client's outer socket, in the family of the gateway's endpoint."""
+    s = socket.socket(family, socket.SOCK_DGRAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-    s.bind(("0.0.0.0", 0))
+    s.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", 0))
     s.settimeout(RECV_TIMEOUT_S)  # once: settimeout is a syscall, not per packet
     return s
+
+
+def endpoint_socket(endpoint: tuple[str, int]) -> socket.socket:
+    """A new outer socket (at start, and at each rebind) in the family of
+    the gateway's endpoint: an IPv6 gateway needs an AF_INET6 socket."""
+    v6 = ipaddress.ip_address(endpoint[0]).version == 6
+    return udp_socket(socket.AF_INET6 if v6 else socket.AF_INET)
 
 
 class StrangerDrops:
@@ -72,7 +80,7 @@ class Client(ClientReattach, PathSizing):
         self.private_key, self.gateway_public = private_key, gateway_public
         self.endpoint = endpoint
         self.tun_mtu, self.size = tun_mtu, PathSize(pathmtu.family_of(self._endpoint[0]), path_mtu)
-        self._new_socket = socket_factory or udp_socket
+        self._new_socket = socket_factory or (lambda: endpoint_socket(self._endpoint))
         self.events = events
         self.tun_name = tun_name
         self.keepalive_ms, self.max_missed, self.retry_ms = keepalive_ms, max_missed, retry_ms
@@ -105,7 +113,7 @@ class Client(ClientReattach, PathSizing):
     @endpoint.setter
     def endpoint(self, value: tuple[str, int]) -> None:
         host, port = value
-        self._endpoint = (str(ipaddress.ip_address(host)), int(port))
+        self._endpoint = (canonical_ip(str(ipaddress.ip_address(host))), int(port))
 
     @property
     def session_id(self) -> int:
@@ -240,7 +248,8 @@ class Client(ClientReattach, PathSizing):
             self._control(msg, src, sock or self.sock)
 
     def _from_gateway(self, src) -> bool:
-        if src[0] == self._endpoint[0] and src[1] == self._endpoint[1]:
+        addr, port = self._endpoint  # src in any spelling: canonical only if plain differs
+        if src[1] == port and (src[0] == addr or canonical_ip(src[0]) == addr):
             return True
         self.drops.drop(src)
         return False

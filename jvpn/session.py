@@ -9,6 +9,7 @@ version is what the store compares-and-swaps on. TERMINATED is absorbing.
 from __future__ import annotations
 
 import enum
+import ipaddress
 from dataclasses import dataclass, field, replace
 
 from jvpn.gate import abi
@@ -68,12 +69,33 @@ class IllegalTransition(Exception):
         self.reason_code = "FATAL_PROTOCOL_ERROR"
 
 
+def canonical_ip(addr: str) -> str:
+    """One spelling per address: an IPv4 client heard on the gateway's
+    dual-stack socket arrives as ``::ffff:a.b.c.d`` and is the plain
+    ``a.b.c.d`` here, IPv6 in its compressed lowercase form. Two spellings
+    of one client would be two transports (a reattach "from a new path" that
+    is the old one; an XDP binding in the IPv6 family that no IPv4 frame
+    matches; every IPv4 client in one /64 rate-limit bucket). Anything that
+    is not an address (a "-" for no family) is kept as it is."""
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        return addr
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)
+
+
 @dataclass(frozen=True)
 class Transport:
-    """One outer transport: the client's address and UDP port as seen by us."""
+    """One outer transport: the client's address and UDP port as seen by us,
+    the address in its canonical form (:func:`canonical_ip`) whoever made it."""
 
     addr: str
     port: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "addr", canonical_ip(self.addr))
 
     def __str__(self) -> str:
         return f"[{self.addr}]:{self.port}" if ":" in self.addr else f"{self.addr}:{self.port}"

@@ -20,6 +20,7 @@ from jvpn.events import EventLog
 from jvpn.gate.paths import DEFAULT_PATHS, GatePaths
 from jvpn.gateway.daemon import Gateway
 from jvpn.gateway.instance import InstanceLock
+from jvpn.gateway.listener import ANY
 from jvpn.store import Store
 
 
@@ -84,7 +85,7 @@ def build_gateway(cfg: GatewayConfig, *, tun_name: str, echo: TextIO | None = No
     events = EventLog(cfg.node_id, cfg.events_file, policy_version=cfg.policy.version,
                       echo=echo, max_bytes=cfg.events_max_bytes, keep=cfg.events_keep,
                       summary_interval_ms=cfg.events_summary_interval_s * 1000)
-    return Gateway(private_key=cfg.private_key, listen=("0.0.0.0", cfg.listen_port),
+    return Gateway(private_key=cfg.private_key, listen=(ANY, cfg.listen_port),
                    listen_device=cfg.xdp_interface,
                    address=cfg.address, peers={p.public_key: p for p in cfg.peers},
                    address6=cfg.address6,

@@ -23,6 +23,18 @@ that accepts only packets whose receiving device is that interface. The
 filter is needed too: a local process that sends to the interface's own
 address is delivered over ``lo``, yet the kernel's socket lookup counts it as
 arriving on the interface (the route's input interface), and XDP never saw it.
+The filter reads the receiving device, not the packet, so it works the same
+on the IPv6 socket, for IPv6 datagrams and for IPv4 ones alike.
+
+Both families, one socket: the wildcard ``::`` is one AF_INET6 socket with
+IPV6_V6ONLY off, which also receives IPv4 (as ``::ffff:a.b.c.d``). One
+socket, not an IPv4 and an IPv6 one, because the exclusivity above then
+covers both families with one bind: no local user can take ``[::]:PORT``
+(V6ONLY) or ``0.0.0.0:PORT`` next to it, and the daemon keeps one receive
+loop and one send path. The daemon never sees the mapped spelling:
+:class:`DualStackSocket` reports sources in their canonical form and maps
+IPv4 destinations back (jvpn/session.py ``canonical_ip``). A host with IPv6
+disabled (no AF_INET6: EAFNOSUPPORT) gets an IPv4 socket and one line saying so.
 """
 
 from __future__ import annotations
@@ -31,8 +43,14 @@ import ctypes
 import errno
 import socket
 import struct
+import sys
+from collections.abc import Callable
 
 from jvpn.errors import JvpnError
+from jvpn.session import canonical_ip
+
+ANY = "::"  # the wildcard of both families: one dual-stack socket
+_MAPPED = "::ffff:"
 
 
 class PortInUse(JvpnError):
@@ -60,12 +78,69 @@ def _attach_filter(sock: socket.socket, program: list[tuple[int, int, int, int]]
     sock.setsockopt(socket.SOL_SOCKET, SO_LOCK_FILTER, 1)
 
 
-def open_listener(addr: str, port: int, rcvbuf: int,
-                  device: str | None = None) -> socket.socket:
-    """A bound UDP/IPv4 socket on ``addr:port`` with a ``rcvbuf``-byte
-    receive buffer, that no other socket can share; with ``device``, one
-    that only hears that interface."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # not inheritable (PEP 446)
+class DualStackSocket(socket.socket):
+    """The gateway's AF_INET6 socket, spoken to in canonical addresses: a
+    source is (address, port) with IPv4 plain, and an IPv4 destination is
+    sent as the mapped address the socket needs. Everything else is the
+    socket's own. An IPv6 datagram whose source is itself a mapped address
+    (if the kernel delivered one) becomes that IPv4 source: the power of an
+    attacker who spoofs that IPv4 source, no more (replies and challenges
+    go to the IPv4 address; the gate binds data by the frame's family)."""
+
+    __slots__ = ()
+
+    def recvfrom(self, bufsize: int, flags: int = 0) -> tuple[bytes, tuple[str, int]]:
+        msg, src = super().recvfrom(bufsize, flags)
+        addr = src[0]
+        if "." not in addr:  # inet_ntop's hex form is already canonical (RFC 5952)
+            return msg, (addr, src[1])
+        if addr.startswith(_MAPPED):  # IPv4 on the dual-stack socket
+            return msg, (addr[len(_MAPPED):], src[1])
+        return msg, (canonical_ip(addr), src[1])  # IPv4-compatible ::a.b.c.d: rare
+
+    def sendto(self, data, *args):
+        *flags, (addr, port) = args
+        if ":" not in addr:  # IPv4: as the dual-stack socket names it
+            addr = _MAPPED + addr
+        return super().sendto(data, *flags, (addr, port))
+
+
+def _warn(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _new_socket(addr: str, port: int, warn: Callable[[str], None]) -> tuple[socket.socket, str]:
+    """The unbound socket for ``addr`` and the address to bind: the
+    wildcard ``::`` is dual-stack, or IPv4 only where the host has no IPv6."""
+    if addr != ANY:  # one family; an IPv6 one still reports (address, port) pairs
+        cls = DualStackSocket if ":" in addr else socket.socket
+        return cls(socket.AF_INET6 if ":" in addr else socket.AF_INET, socket.SOCK_DGRAM), addr
+    try:
+        sock = DualStackSocket(socket.AF_INET6, socket.SOCK_DGRAM)
+    except OSError as e:
+        if e.errno != errno.EAFNOSUPPORT:
+            raise
+        warn(f"jvpn gateway: IPv6 is not available on this host ({e.strerror}): "
+             f"listening on IPv4 only, UDP 0.0.0.0:{port}")
+        return socket.socket(socket.AF_INET, socket.SOCK_DGRAM), "0.0.0.0"
+    try:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    except OSError:
+        sock.close()
+        raise
+    return sock, ANY
+
+
+def open_listener(addr: str, port: int, rcvbuf: int, device: str | None = None,
+                  warn: Callable[[str], None] = _warn) -> socket.socket:
+    """A bound UDP socket on ``addr:port`` with a ``rcvbuf``-byte receive
+    buffer, that no other socket can share; with ``device``, one that only
+    hears that interface. ``addr`` ``::`` (:data:`ANY`): both families on
+    one socket (a :class:`DualStackSocket`)."""
+    try:
+        sock, addr = _new_socket(addr, port, warn)  # not inheritable (PEP 446)
+    except OSError as e:
+        raise JvpnError(f"cannot listen on UDP {addr}:{port}: {e.strerror}") from None
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         if device is not None:
@@ -74,9 +149,10 @@ def open_listener(addr: str, port: int, rcvbuf: int,
         sock.bind((addr, port))
     except OSError as e:
         sock.close()
+        shown = f"[{addr}]" if ":" in addr else addr
         if e.errno == errno.EADDRINUSE:
-            raise PortInUse(f"UDP {addr}:{port} is already in use by another process "
+            raise PortInUse(f"UDP {shown}:{port} is already in use by another process "
                             f"(find it with `ss -ulpn 'sport = :{port}'`)") from None
         on = f" on {device}" if device is not None else ""
-        raise JvpnError(f"cannot listen on UDP {addr}:{port}{on}: {e.strerror}") from None
+        raise JvpnError(f"cannot listen on UDP {shown}:{port}{on}: {e.strerror}") from None
     return sock

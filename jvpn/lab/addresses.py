@@ -28,6 +28,15 @@ UPLINK_ROUTER_IP = {"wifi": WIFI_ROUTER_IP, "lte": LTE_ROUTER_IP}
 UPLINK_ROUTER_IF = {"wifi": "r1", "lte": "r2"}  # the router's port behind each uplink
 UPLINK_METRIC = {"wifi": 10, "lte": 20}  # the lower metric carries the default route
 ROUTER_GW_IF, ATTACKER_ROUTER_IF = "r0", "r3"  # the router's ports to the gateway, attacker
+# the same links over IPv6 (RoamingLab(ipv6=True)): ULA, one /64 per link
+LAN6_PREFIX = 64
+GW_IP6, ROUTER_GW_IP6 = "fd00:77::1", "fd00:77::fe"
+WIFI_IP6, WIFI_ROUTER_IP6 = "fd00:77:1::2", "fd00:77:1::fe"
+LTE_IP6, LTE_ROUTER_IP6 = "fd00:77:2::2", "fd00:77:2::fe"
+ATTACKER_IP6, ATTACKER_ROUTER_IP6 = "fd00:77:3::2", "fd00:77:3::fe"
+UPLINK_IP6 = {"wifi": WIFI_IP6, "lte": LTE_IP6}
+UPLINK_ROUTER_IP6 = {"wifi": WIFI_ROUTER_IP6, "lte": LTE_ROUTER_IP6}
+SIDE_GW_IP6, SIDE_ATK_IP6 = "fd00:77:5::1", "fd00:77:5::2"  # a second link, without the gate
 
 # ---------------------------------------------------------------- inside the tunnel
 GW_INNER, CLIENT_INNER = "10.99.0.1", "10.99.0.2"

@@ -13,6 +13,10 @@ Every address exists only inside namespaces the lab created
     lte  10.77.2.2/24 ---- r2 10.77.2.254/24 (fwd) r0 10.77.0.254/24 ---- gw0 10.77.0.1/24
     (attacker ns: atk 10.77.3.2/24 ---- r3 10.77.3.254/24)
 
+With ``ipv6=True`` every link also carries an IPv6 /64 (fd00:77:N::/64, the
+same host numbers: wifi fd00:77:1::2, router ::fe, gateway fd00:77::1), the
+router forwards IPv6 and DAD is off, so the addresses work at once.
+
 The client has two uplinks; the one with the lower metric carries the route to
 the gateway, so taking "wifi" down moves the client to "lte" (a new source
 address), exactly like a phone leaving Wi-Fi. Namespace names carry a prefix
@@ -37,17 +41,24 @@ from pathlib import Path
 
 from jvpn.lab.addresses import (
     ATTACKER_IP,
+    ATTACKER_IP6,
     ATTACKER_ROUTER_IF,
     ATTACKER_ROUTER_IP,
+    ATTACKER_ROUTER_IP6,
     GW_IP,
+    GW_IP6,
+    LAN6_PREFIX,
     LAN_PREFIX,
     LTE_IP,
     ROUTER_GW_IF,
     ROUTER_GW_IP,
+    ROUTER_GW_IP6,
+    UPLINK_IP6,
     UPLINK_METRIC,
     UPLINK_NET,
     UPLINK_ROUTER_IF,
     UPLINK_ROUTER_IP,
+    UPLINK_ROUTER_IP6,
     WIFI_IP,
 )
 
@@ -221,12 +232,16 @@ class RoamingLab(Lab):
     more namespaces a bigger topology wires itself (the cluster lab)."""
 
     def __init__(self, *, with_attacker: bool = True, extra_roles: tuple[str, ...] = (),
-                 prefix: str | None = None):
-        self.with_attacker = with_attacker
+                 prefix: str | None = None, ipv6: bool = False):
+        self.with_attacker, self.ipv6 = with_attacker, ipv6
         super().__init__(("gw", "rt", "cl", *(["atk"] if with_attacker else []), *extra_roles),
                          prefix=prefix)
 
     def wire(self) -> None:
+        if self.ipv6:  # before the links exist: their addresses usable at once
+            for role in ("gw", "rt", "cl", *(["atk"] if self.with_attacker else [])):
+                self.run(role, "sysctl", "-qw", "net.ipv6.conf.default.accept_dad=0",
+                         "net.ipv6.conf.all.accept_dad=0")
         n = LAN_PREFIX
         self.veth("gw", "gw0", f"{GW_IP}/{n}", "rt", ROUTER_GW_IF, f"{ROUTER_GW_IP}/{n}")
         for uplink, ip in (("wifi", WIFI_IP), ("lte", LTE_IP)):
@@ -241,6 +256,29 @@ class RoamingLab(Lab):
         for uplink in ("wifi", "lte"):
             self.route("cl", "default", "via", UPLINK_ROUTER_IP[uplink], "dev", uplink,
                        "metric", str(UPLINK_METRIC[uplink]))
+        if self.ipv6:
+            self.wire_ipv6()
+
+    def wire_ipv6(self) -> None:
+        """The IPv6 half: an address per link end, the router forwarding,
+        default routes as for IPv4 (wifi's metric lower)."""
+        def addr(role: str, ip: str, ifname: str) -> None:
+            self.run(role, "ip", "-6", "addr", "add", f"{ip}/{LAN6_PREFIX}", "dev", ifname,
+                     "nodad")
+
+        addr("gw", GW_IP6, "gw0")
+        addr("rt", ROUTER_GW_IP6, ROUTER_GW_IF)
+        for uplink in ("wifi", "lte"):
+            addr("cl", UPLINK_IP6[uplink], uplink)
+            addr("rt", UPLINK_ROUTER_IP6[uplink], UPLINK_ROUTER_IF[uplink])
+            self.run("cl", "ip", "-6", "route", "add", "default", "via",
+                     UPLINK_ROUTER_IP6[uplink], "dev", uplink, "metric", str(UPLINK_METRIC[uplink]))
+        if self.with_attacker:
+            addr("atk", ATTACKER_IP6, "atk0")
+            addr("rt", ATTACKER_ROUTER_IP6, ATTACKER_ROUTER_IF)
+            self.run("atk", "ip", "-6", "route", "add", "default", "via", ATTACKER_ROUTER_IP6)
+        self.run("gw", "ip", "-6", "route", "add", "default", "via", ROUTER_GW_IP6)
+        self.run("rt", "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
 
     # ------------------------------------------------------------ path MTU
     def narrow_uplink(self, uplink: str, mtu: int, *, icmp_black_hole: bool = True) -> None:
@@ -252,13 +290,15 @@ class RoamingLab(Lab):
         ``gso_max_segs 1``: the client's kernel cuts a UDP GSO send into its
         datagrams before the uplink, as a NIC would, so each one is checked.
         ``icmp_black_hole``: the router sends no ICMP errors (as many real
-        paths), so the gateway's kernel learns nothing and a datagram that
-        does not fit is simply lost."""
+        paths), so neither end's kernel learns the path MTU and a datagram
+        that does not fit is simply lost."""
         router_if = UPLINK_ROUTER_IF[uplink]
         self.run("cl", "ip", "link", "set", uplink, "mtu", str(mtu), "gso_max_segs", "1")
         self.run("rt", "ip", "link", "set", router_if, "mtu", str(mtu))
         icmp = ("  chain noicmp {\n    type filter hook output priority 0;\n"
-                "    meta l4proto { icmp, ipv6-icmp } drop\n  }\n") if icmp_black_hole else ""
+                "    icmp type { destination-unreachable, time-exceeded } drop\n"
+                "    icmpv6 type { packet-too-big, destination-unreachable, time-exceeded } drop\n"
+                "  }\n") if icmp_black_hole else ""  # errors only: neighbour discovery works
         rules = (f"table inet jvpnlabmtu{router_if} {{\n  chain mtu {{\n"
                  f"    type filter hook forward priority 0;\n"
                  f'    iifname "{router_if}" meta length > {mtu} drop\n  }}\n{icmp}}}\n')

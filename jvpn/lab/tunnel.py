@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-from jvpn.lab.addresses import GW_IP, PORT, ROUTER_GW_IF
+from jvpn.lab.addresses import GW_IP, GW_IP6, PORT, ROUTER_GW_IF
 from jvpn.lab.netns import RoamingLab
 from jvpn.lab.running import RunningLab, jvpn_env, lab_policy, read_jsonl
 
@@ -17,10 +17,15 @@ class TunnelLab(RunningLab):
 
     def __init__(self, tmp: Path, *, policy: str = "", nat: bool | tuple = False,
                  xdp: bool = True, gateway_extra: str = "", client_extra: str = "",
-                 endpoint: str = GW_IP, client_wrap: tuple[str, ...] = (),
-                 extra_roles: tuple[str, ...] = ()):
-        """``extra_roles``: more namespaces, empty; the test wires them."""
-        super().__init__(tmp, RoamingLab(extra_roles=extra_roles), nat=nat, xdp=xdp)
+                 endpoint: str | None = None, client_wrap: tuple[str, ...] = (),
+                 extra_roles: tuple[str, ...] = (), ipv6: bool = False):
+        """``extra_roles``: more namespaces, empty; the test wires them.
+        ``ipv6``: the lab's links carry IPv6 too and the client's Endpoint
+        is, by default, the gateway's IPv6 address (the outer path is IPv6;
+        ``nat`` masquerades IPv4 only)."""
+        super().__init__(tmp, RoamingLab(extra_roles=extra_roles, ipv6=ipv6), nat=nat, xdp=xdp)
+        if endpoint is None:
+            endpoint = f"[{GW_IP6}]" if ipv6 else GW_IP
         self.client_wrap = client_wrap
         self.gateway_extra = gateway_extra
         self.env = jvpn_env(f"/sys/fs/bpf/jvpnt3-{uuid.uuid4().hex[:8]}", self.tmp / "run")

@@ -53,6 +53,9 @@ class XdpUnderTest:
     def passes(self, pkt: bytes) -> bool:
         return abi.is_pass(self.harness.run(pkt)[1])
 
+    def passes_from(self, pkt: bytes, _src: str) -> bool:
+        return self.passes(pkt)  # the kernel reads the source in the frame
+
     def runtime_written(self) -> bool:
         zero = bytes(abi.SessionRt())
         return any(bytes(self.harness.maps.runtime_slot(i)) != zero
@@ -76,6 +79,10 @@ class UserspaceUnderTest:
     def passes(self, pkt: bytes) -> bool:
         return self.gate.admit(pkt[42:], (CLIENT if pkt[26:30] == bytes([192, 0, 2, 10])
                                           else "198.51.100.7", CLIENT_PORT))
+
+    def passes_from(self, pkt: bytes, src: str) -> bool:
+        """As the daemon's socket hands it over: the message and its source."""
+        return self.gate.admit(pkt[62 if ":" in src else 42:], (src, CLIENT_PORT))
 
     def runtime_written(self) -> bool:
         return bool(self.gate.model.runtime)
@@ -102,6 +109,40 @@ def under_test(request, tmp_path, harness):
     u = request.param(tmp_path, harness)
     yield u
     u.close()
+
+
+V6_CLIENT = "2001:db8::10"
+# (the client's transport as the daemon got it, a frame's source, passes?):
+# the element the daemon writes for an IPv6 binding is the IPv6 layout the
+# program matches, and a mapped IPv4 spelling is written as plain IPv4 (an
+# AF_INET6 binding of ::ffff:a.b.c.d would match no IPv4 frame)
+BINDINGS = [
+    ("2001:DB8:0::10", V6_CLIENT, True),
+    (V6_CLIENT, "2001:db8::11", False),
+    (V6_CLIENT, CLIENT, False),
+    ("::ffff:192.0.2.10", CLIENT, True),
+    ("::ffff:192.0.2.10", "::ffff:192.0.2.10", False),  # IPv6 frame: not the IPv4 binding
+    (CLIENT, V6_CLIENT, False),
+]
+
+
+@pytest.mark.parametrize(("bound", "src", "passes"), BINDINGS)
+def test_the_daemons_binding_matches_the_frames_of_its_transport(under_test, bound, src, passes):
+    rec = REC.with_(binding=Transport(bound, CLIENT_PORT))
+    under_test.gate.put(rec, KEYS, first=True)
+    assert under_test.passes_from(frame(1, src=src), src) == passes
+
+
+def test_an_ipv6_binding_is_the_layout_the_program_reads(harness, tmp_path):
+    u = XdpUnderTest(tmp_path, harness)
+    try:
+        u.gate.put(REC.with_(binding=Transport("2001:DB8::10", CLIENT_PORT)), KEYS, first=True)
+        element = harness.maps.get_session(7)
+        assert element.bind_family == abi.AF_INET6
+        assert abi.words_addr(element.bind_addr, abi.AF_INET6) == V6_CLIENT
+        assert abi.word_port(element.bind_port) == CLIENT_PORT
+    finally:
+        u.close()
 
 
 def test_a_new_session_starts_above_the_floor_without_a_runtime_write(under_test):

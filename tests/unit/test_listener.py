@@ -3,7 +3,9 @@ unprivileged local user (uid 65534, through setpriv) must not be able to
 bind the gateway's port, on its address or on a more specific one, with
 SO_REUSEADDR or SO_REUSEPORT. The same attempt against a socket opened the
 old way (SO_REUSEADDR on the gateway's socket) binds and receives the
-client's datagram."""
+client's datagram. Issue 11: the gateway's dual-stack socket ([::]) closes
+the IPv6 side too: ``[::]:PORT`` with IPV6_V6ONLY, which an IPv4-only
+listener left to anyone, is refused."""
 
 from __future__ import annotations
 
@@ -25,7 +27,9 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv")
 _THIEF = """
 import socket, sys
 addr, port, opt = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET, socket.SOCK_DGRAM)
+if ":" in addr:  # IPv6 only: beside an IPv4 listener, the kernel lets this bind
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
 if opt != "none":
     s.setsockopt(socket.SOL_SOCKET, getattr(socket, opt), 1)
 try:
@@ -58,16 +62,23 @@ def _attempt_theft(addr: str, port: int, opt: str) -> str:
         stdout=subprocess.PIPE, text=True)
     first = thief.stdout.readline().split()
     if first == ["bound"]:  # a client's datagram to the gateway, sent now
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
-            client.sendto(b"HANDSHAKE_INIT", ("127.0.0.1", port))
+        v6 = ":" in addr
+        with socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM) as client:
+            client.sendto(b"HANDSHAKE_INIT", ("::1" if v6 else "127.0.0.1", port))
     rest = thief.communicate(timeout=10)[0].split()
     return " ".join(first + rest)
 
 
-@pytest.mark.parametrize("thief_addr", ["0.0.0.0", "127.0.0.1"])
+# (the gateway's address, the thief's): the IPv4-only listener is the
+# socket on a host without IPv6; beside it IPv6 is open (the control below)
+BINDS = [("0.0.0.0", "0.0.0.0"), ("0.0.0.0", "127.0.0.1"),
+         ("::", "0.0.0.0"), ("::", "127.0.0.1"), ("::", "::"), ("::", "::1")]
+
+
+@pytest.mark.parametrize(("gateway_addr", "thief_addr"), BINDS)
 @pytest.mark.parametrize("opt", ["SO_REUSEADDR", "SO_REUSEPORT", "none"])
-def test_unprivileged_user_cannot_bind_the_gateway_port(thief_addr, opt):
-    gateway = open_listener("0.0.0.0", 0, 1 << 20)
+def test_unprivileged_user_cannot_bind_the_gateway_port(gateway_addr, thief_addr, opt):
+    gateway = open_listener(gateway_addr, 0, 1 << 20)
     port = gateway.getsockname()[1]
     try:
         outcome = _attempt_theft(thief_addr, port, opt)
@@ -83,6 +94,21 @@ def test_the_same_attempt_steals_from_a_socket_opened_the_old_way(thief_addr):
     port = gateway.getsockname()[1]
     try:
         outcome = _attempt_theft(thief_addr, port, "SO_REUSEADDR")
+        assert outcome == "bound stole HANDSHAKE_INIT", outcome
+    finally:
+        gateway.close()
+
+
+@pytest.mark.parametrize("thief_addr", ["::", "::1"])
+def test_an_ipv4_only_listener_leaves_the_ipv6_port_to_anyone(thief_addr):
+    """The control of the residual the dual-stack socket closes: beside the
+    old IPv4-only listener (no reuse option at all), uid 65534 binds the
+    port over IPv6 and receives an IPv6 client's datagram."""
+    gateway = open_listener("0.0.0.0", 0, 1 << 20)
+    assert gateway.family == socket.AF_INET
+    port = gateway.getsockname()[1]
+    try:
+        outcome = _attempt_theft(thief_addr, port, "none")
         assert outcome == "bound stole HANDSHAKE_INIT", outcome
     finally:
         gateway.close()
