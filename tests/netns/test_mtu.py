@@ -22,6 +22,7 @@ from jvpn.lab.addresses import (
     STREAM_PORT,
     UPLINK_METRIC,
     UPLINK_ROUTER_IP,
+    UPLINK_ROUTER_IP6,
 )
 from jvpn.lab.stream import start_stream
 from jvpn.lab.tunnel import TunnelLab
@@ -29,9 +30,10 @@ from jvpn.lab.tunnel import TunnelLab
 pytestmark = pytest.mark.kernel
 
 NBYTES = 3_000_000
-# An inner packet of 1418 bytes is sealed whole into a 1494-byte datagram at
-# the old fixed size, too large for both paths (jvpn splits larger packets
-# into equal pieces, which can happen to fit 1492: this size cannot).
+# An inner packet of 1418 bytes is sealed whole into a 1494-byte IPv4 datagram
+# (1514 over IPv6) at the old fixed size, too large for every path below
+# (jvpn splits larger packets into equal pieces, which can happen to fit
+# 1492: this size cannot).
 PING_PAYLOAD = "1390"  # + 28 bytes of ICMP and IP headers = 1418
 
 
@@ -57,14 +59,16 @@ def _streams(tl, seconds: float):
     return up, down
 
 
-def _narrow_lab(tmp_path, mtu: int, client_extra: str = "") -> TunnelLab:
-    tl = TunnelLab(tmp_path, client_extra=client_extra)
+def _narrow_lab(tmp_path, mtu: int, client_extra: str = "", ipv6: bool = False) -> TunnelLab:
+    tl = TunnelLab(tmp_path, client_extra=client_extra, ipv6=ipv6)
     return tl.up(before_client=lambda: tl.lab.narrow_uplink("wifi", mtu))
 
 
-@pytest.mark.parametrize("mtu", [1280, 1492])
-def test_streams_cross_a_small_path_and_jumps(tmp_path, mtu):
-    tl = _narrow_lab(tmp_path, mtu)
+# (outer family, path MTU). Over IPv6 the outer header is 40 bytes: before
+# issue 11 even a 1500-byte IPv6 path dropped the ping below (1514 bytes).
+@pytest.mark.parametrize("family,mtu", [(4, 1280), (4, 1492), (6, 1280), (6, 1500)])
+def test_streams_cross_a_small_path_and_jumps(tmp_path, family, mtu):
+    tl = _narrow_lab(tmp_path, mtu, ipv6=family == 6)
     try:
         _pings(tl)
         up, down = _streams(tl, 8.0)
@@ -75,12 +79,18 @@ def test_streams_cross_a_small_path_and_jumps(tmp_path, mtu):
         tl.lab.link("cl", "wifi", "up")
         tl.lab.run("cl", "ip", "route", "replace", "default", "via", UPLINK_ROUTER_IP["wifi"],
                    "dev", "wifi", "metric", str(UPLINK_METRIC["wifi"]))
+        if family == 6:  # the link came back: IPv6 routes are dropped with the link too
+            tl.lab.run("cl", "ip", "-6", "route", "replace", "default", "via",
+                       UPLINK_ROUTER_IP6["wifi"], "dev", "wifi", "metric",
+                       str(UPLINK_METRIC["wifi"]))
         tl.lab.link("cl", "lte", "down")           # lte -> the small wifi again
         tl.wait(lambda: _accepts(tl) >= 2, "second reattach")
         for finish in (up, down):
             sent, received = finish(timeout=120)
             assert sent == received and sent["bytes"] == NBYTES
         _pings(tl)  # back on the small path: both ends sized to it again
+        assert tl.cli_json("sessions", "gw0")["gw0"][0]["bound"].startswith(
+            "[" if family == 6 else "10.")  # the outer family the test meant
         stats = tl.cli_json("stats", "gw0")["gw0"]
         assert stats["drop_malformed"]["packets"] == 0  # no IP fragment ever reached the gate
     finally:

@@ -331,3 +331,33 @@ def test_gateway_path_mtu_key(tmp_path):
     conf.write_text(base + "PathMTU = 100\n")
     with pytest.raises(ConfigError, match=r"gw.conf:6: PathMTU: 100 is out of range"):
         load_gateway_config(conf)
+
+
+# ---------------------------------------------------------------- the gateway's GSO sends
+
+def test_the_dual_stack_listener_sends_gso_batches_to_ipv4_clients():
+    """The gateway sends a fragmented packet's DATA messages as one UDP GSO
+    ``sendmsg``; on its dual-stack socket an IPv4 client must be addressed
+    by its mapped address there too, as ``sendto`` does (else every
+    fragmented packet to an IPv4 client was lost: the sizing work's lab test
+    found it)."""
+    import socket  # noqa: PLC0415
+    import struct  # noqa: PLC0415
+
+    from jvpn.gateway.listener import ANY, DualStackSocket, open_listener  # noqa: PLC0415
+    from jvpn.tunnel import UDP_SEGMENT  # noqa: PLC0415
+
+    gw = open_listener(ANY, 0, 1 << 16)
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        if not isinstance(gw, DualStackSocket):
+            pytest.skip("no IPv6 on this host: the listener is IPv4 only")
+        client.bind(("127.0.0.1", 0))
+        client.settimeout(2)
+        gw.sendmsg([b"a" * 700 + b"b" * 700], [(socket.SOL_UDP, UDP_SEGMENT,
+                                                 struct.pack("=H", 700))], 0,
+                   client.getsockname())
+        assert [client.recv(2048) for _ in range(2)] == [b"a" * 700, b"b" * 700]
+    finally:
+        gw.close()
+        client.close()
