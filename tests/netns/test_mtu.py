@@ -69,7 +69,8 @@ def _narrow_lab(tmp_path, mtu: int, client_extra: str = "", ipv6: bool = False) 
 @pytest.mark.parametrize("family,mtu", [(4, 1280), (4, 1492), (6, 1280), (6, 1500)])
 def test_streams_cross_a_small_path_and_jumps(tmp_path, family, mtu):
     tl = _narrow_lab(tmp_path, mtu, ipv6=family == 6)
-    try:
+    try:  # wifi keeps its IPv6 address across down/up (the kernel's default flushes it)
+        tl.lab.run("cl", "sysctl", "-qw", "net.ipv6.conf.wifi.keep_addr_on_down=1")
         _pings(tl)
         up, down = _streams(tl, 8.0)
         time.sleep(2.0)
@@ -79,10 +80,11 @@ def test_streams_cross_a_small_path_and_jumps(tmp_path, family, mtu):
         tl.lab.link("cl", "wifi", "up")
         tl.lab.run("cl", "ip", "route", "replace", "default", "via", UPLINK_ROUTER_IP["wifi"],
                    "dev", "wifi", "metric", str(UPLINK_METRIC["wifi"]))
-        if family == 6:  # the link came back: IPv6 routes are dropped with the link too
-            tl.lab.run("cl", "ip", "-6", "route", "replace", "default", "via",
-                       UPLINK_ROUTER_IP6["wifi"], "dev", "wifi", "metric",
-                       str(UPLINK_METRIC["wifi"]))
+        if family == 6:  # the link came back: IPv6 routes went with it; once its prefix is
+            tl.wait(lambda: tl.lab.run(  # back, the router is on link again
+                "cl", "ip", "-6", "route", "replace", "default", "via", UPLINK_ROUTER_IP6["wifi"],
+                "dev", "wifi", "metric", str(UPLINK_METRIC["wifi"]), check=False).returncode == 0,
+                "the IPv6 default route via wifi")
         tl.lab.link("cl", "lte", "down")           # lte -> the small wifi again
         tl.wait(lambda: _accepts(tl) >= 2, "second reattach")
         for finish in (up, down):
