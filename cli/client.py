@@ -25,6 +25,7 @@ def client_up(app, config_path: str, events_file: str | None, echo_events: bool)
     from jvpn.client import Client, ClientError
     from jvpn.client_dns import choose_backend
     from jvpn.client_lifecycle import Lifecycle, Signals, client_steps
+    from jvpn.client_routes import plan
     from jvpn.codes import EventType, Reason
     from jvpn.config import load_client_config
     from jvpn.errors import JvpnError
@@ -38,9 +39,15 @@ def client_up(app, config_path: str, events_file: str | None, echo_events: bool)
                     address=cfg.endpoint[0], port=cfg.endpoint[1])
         app.err.print(f"jvpn client: {cfg.endpoint_name} is {cfg.endpoint[0]} (resolved once, "
                       "now)", markup=False)
-    agent = Client(private_key=cfg.private_key, gateway_public=cfg.gateway_public_key,
-                   endpoint=cfg.endpoint, events=events, tun_name=cfg.tun_name,
-                   keepalive_ms=cfg.keepalive_ms, tun_mtu=cfg.tun_mtu, path_mtu=cfg.path_mtu)
+    try:  # the outer socket is marked from the start (full tunnel: jvpn.client_routes)
+        agent = Client(private_key=cfg.private_key, gateway_public=cfg.gateway_public_key,
+                       endpoint=cfg.endpoint, events=events, tun_name=cfg.tun_name,
+                       keepalive_ms=cfg.keepalive_ms, tun_mtu=cfg.tun_mtu,
+                       path_mtu=cfg.path_mtu,
+                       route_plan=plan(cfg.allowed_ips, cfg.fwmark, cfg.table))
+    except ClientError as e:
+        events.close()
+        raise JvpnError(str(e)) from e
     dns = choose_backend(cfg.tun_name, cfg.dns) if cfg.dns.servers or cfg.dns.search else None
 
     def report(step: str, e: Exception) -> None:  # a failed undo: said, and the rest go on

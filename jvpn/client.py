@@ -19,8 +19,9 @@ import time
 from collections.abc import Callable
 
 from jvpn import pathmtu
-from jvpn.client_path import PathSize, PathSizing
+from jvpn.client_path import PathSize, PathSizing, route_to, watch_routing
 from jvpn.client_reattach import ClientReattach, PendingReattach
+from jvpn.client_routes import ClientRouting, RouteError, RoutePlan
 from jvpn.codes import EventType, Security
 from jvpn.events import EventLog
 from jvpn.gate import abi
@@ -52,6 +53,25 @@ def endpoint_socket(endpoint: tuple[str, int]) -> socket.socket:
     return udp_socket(socket.AF_INET6 if v6 else socket.AF_INET)
 
 
+def marked(factory: Callable[[], socket.socket], mark: int | None) -> Callable[[], socket.socket]:
+    """``factory`` whose sockets carry SO_MARK ``mark`` (a full tunnel's outer
+    socket: its datagrams skip the tunnel's table). Every socket, so a rebind's
+    new one too; a mark the kernel refuses fails loudly, never unmarked."""
+    if mark is None:
+        return factory
+
+    def make() -> socket.socket:
+        s = factory()
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
+        except OSError as e:
+            s.close()
+            raise ClientError(f"cannot mark the outer socket (SO_MARK {mark:#x}): {e.strerror}"
+                              " (needs CAP_NET_ADMIN)") from None
+        return s
+    return make
+
+
 class StrangerDrops:
     """Datagrams that did not come from the gateway's address and port,
     dropped unread. Counted here (the agent reports the total at exit) and
@@ -75,12 +95,15 @@ class Client(ClientReattach, PathSizing):
                  events: EventLog, tun_name: str = "jvpn0", keepalive_ms: int = 500,
                  max_missed: int = 3, retry_ms: int = 400,
                  clock_ms: Callable[[], int] | None = None,
-                 socket_factory: Callable[[], socket.socket] | None = None,
-                 tun_mtu: int = TUN_MTU, path_mtu: int | None = None):
+                 socket_factory: Callable[[], socket.socket] | None = None, tun_mtu: int = TUN_MTU,
+                 route_plan: RoutePlan | None = None, path_mtu: int | None = None):
         self.private_key, self.gateway_public = private_key, gateway_public
         self.endpoint = endpoint
         self.tun_mtu, self.size = tun_mtu, PathSize(pathmtu.family_of(self._endpoint[0]), path_mtu)
-        self._new_socket = socket_factory or (lambda: endpoint_socket(self._endpoint))
+        self.route_plan = route_plan or RoutePlan(None, ())  # jvpn.client_routes
+        self.routes = ClientRouting(tun_name, self.route_plan)
+        self._new_socket = marked(socket_factory or (lambda: endpoint_socket(self._endpoint)),
+                                  self.route_plan.mark)
         self.events = events
         self.tun_name = tun_name
         self.keepalive_ms, self.max_missed, self.retry_ms = keepalive_ms, max_missed, retry_ms
@@ -123,6 +146,8 @@ class Client(ClientReattach, PathSizing):
     def handshake(self, attempts: int = 10, timeout_s: float = 1.0) -> Assignment:
         cookie = None
         for _ in range(attempts):
+            if self._stop.is_set():  # SIGTERM/SIGINT while still looking for the gateway
+                raise ClientError("stopped by a signal before the gateway answered")
             init = Initiator(self.private_key, self.gateway_public)
             init.cookie = cookie
             self.sock.sendto(init.initiation(), self.endpoint)
@@ -168,9 +193,7 @@ class Client(ClientReattach, PathSizing):
     def up(self, with_tun: bool = True) -> Assignment:
         a = self.handshake()
         if with_tun:
-            self.tun = Tun(self.tun_name)
-            self.tun.configure(str(a.client_inner.ip), a.client_inner.network.prefixlen,
-                               address6=a.client_inner6, mtu=self.tun_mtu)
+            self._tun_up(a)
         self.path = self._route()
         loops = [self._udp_loop, self._monitor_loop, self._netlink_loop]
         if with_tun:
@@ -181,13 +204,28 @@ class Client(ClientReattach, PathSizing):
             self._threads.append(t)
         return a
 
-    def stop(self) -> None:  # signal-safe: the loops end; down() closes, later
+    def _tun_up(self, a: Assignment) -> None:
+        """The TUN and its routes; with AllowedIPs, host addresses: only they are routed."""
+        self.tun = Tun(self.tun_name)
+        inner, inner6 = a.client_inner, a.client_inner6
+        if self.route_plan.ops:
+            inner = ipaddress.ip_interface(f"{inner.ip}/{inner.max_prefixlen}")
+            inner6 = inner6 and ipaddress.ip_interface(f"{inner6.ip}/{inner6.max_prefixlen}")
+        self.tun.configure(str(inner.ip), inner.network.prefixlen, self.tun_mtu, inner6)
+        try:
+            self.routes.apply([str(i.ip) for i in (inner, inner6) if i is not None])
+        except RouteError as e:
+            raise ClientError(f"cannot install the client's routes: {e}") from None
+
+    def stop(self) -> None:  # signal-safe: the loops end; down() closes and undoes, later
         self._stop.set()
         self._wake.set()
 
-    def down(self) -> None:
-        self._stop.set()
-        self._wake.set()
+    def down(self) -> list[str]:
+        """Stop, remove the routes, rules and firewall table, close the socket and the TUN.
+        Idempotent. Returns what could not be removed (one line each)."""
+        self.stop()
+        left = self.routes.undo()  # first: no packet is routed into a closing tunnel
         for s in (self.sock,):
             try:
                 s.close()
@@ -195,6 +233,7 @@ class Client(ClientReattach, PathSizing):
                 pass
         if self.tun:
             self.tun.close()
+        return left
 
     def wait(self) -> str | None:
         """Block until stopped; the failure reason, if any."""
@@ -296,19 +335,8 @@ class Client(ClientReattach, PathSizing):
                 next_keepalive = now + self.keepalive_ms
                 self._keepalive(now)
 
-    def _netlink_loop(self) -> None:
-        """Wake the monitor on any link/address/route change."""
-        from pyroute2 import IPRoute  # noqa: PLC0415
+    def _netlink_loop(self) -> None:  # wakes the monitor on any link/address/route change
+        watch_routing(self._stop, self._wake)
 
-        with IPRoute() as ipr:
-            ipr.bind()
-            ipr.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
-                           (0).to_bytes(8, "little") + (200_000).to_bytes(8, "little"))
-            while not self._stop.is_set():
-                try:
-                    if ipr.get():
-                        self._wake.set()
-                except (OSError, TimeoutError):
-                    continue
-                except Exception:  # noqa: BLE001 - pyroute2 parse errors must not kill the agent
-                    continue
+    def _route(self):  # the path to the gateway; its MTU sizes our datagrams (client_path.py)
+        return route_to(self.endpoint[0], self.route_plan.mark, self._resize)

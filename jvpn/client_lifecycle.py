@@ -24,6 +24,7 @@ about 10 s; a hook when it returns). After up, the main thread wakes from
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 from collections.abc import Callable
@@ -89,8 +90,9 @@ def client_steps(cfg: ClientConfig, agent, dns: Backend | None,
     steps = [
         Step("PreUp/PostDown", lambda: hooks_run("PreUp", h.pre_up, tun),
              lambda: hooks_run("PostDown", h.post_down, tun)),
-        Step("tunnel", agent.up, lambda: close_tunnel(agent)),
-        # routes (AllowedIPs) go here: after the TUN exists, before DNS
+        # the tunnel step installs the routes (AllowedIPs, jvpn.client_routes) after
+        # the TUN exists, before DNS; its undo removes them before the TUN goes
+        Step("tunnel", lambda: open_tunnel(agent), lambda: close_tunnel(agent)),
     ]
     if dns is not None:
         steps.append(Step(f"DNS ({dns.name})", dns.apply, dns.restore))
@@ -99,19 +101,37 @@ def client_steps(cfg: ClientConfig, agent, dns: Backend | None,
     return steps
 
 
+def open_tunnel(agent) -> None:
+    """``agent.up()``; if it fails half way (a route refused after the TUN
+    was made), what it made is undone before the error goes on."""
+    try:
+        agent.up()
+    except BaseException:
+        with contextlib.suppress(JvpnError):  # the first error is the one the operator acts on
+            close_tunnel(agent)
+        raise
+
+
 def close_tunnel(agent) -> None:
-    """The agent's socket and TUN closed, and the TUN device gone before
-    PostDown runs: the thread blocked reading the TUN holds the device open
-    past ``close()``; deleting the link wakes it (and removes the device)."""
+    """The agent's routes removed, its socket and TUN closed, and the TUN
+    device gone before PostDown runs: the thread blocked reading the TUN
+    holds the device open past ``close()``; deleting the link wakes it (and
+    removes the device). A route or rule that could not be removed is raised
+    after the rest is done (the lifecycle reports it)."""
     tun = getattr(agent, "tun", None)
-    agent.down()
-    if tun is None:
-        return
+    left = agent.down() or []
+    if tun is not None:
+        _delete_link(tun.name)
+    if left:
+        raise JvpnError("could not remove " + "; ".join(left))
+
+
+def _delete_link(name: str) -> None:
     from pyroute2 import IPRoute  # noqa: PLC0415 - netlink only when a TUN was made
     from pyroute2.netlink.exceptions import NetlinkError  # noqa: PLC0415
 
     with IPRoute() as ipr:
-        for idx in ipr.link_lookup(ifname=tun.name):
+        for idx in ipr.link_lookup(ifname=name):
             try:
                 ipr.link("del", index=idx)
             except NetlinkError:

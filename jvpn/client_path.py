@@ -1,14 +1,57 @@
-"""The client's outer path MTU (issue 11): read from the route to the gateway
-like wg-quick (the route's ``mtu`` metric if it has one, else the outgoing
-device's MTU), or set in the config (``PathMTU =``), and announced to the
-gateway until it answered (docs/protocol.md "Sizing")."""
+"""The client's view of its path to the gateway, as the routing table has it:
+the lookup its outer datagrams make, a wake-up on any routing change, and
+(issue 11) the path MTU: read from the route like wg-quick (the route's
+``mtu`` metric if it has one, else the outgoing device's MTU), or set in the
+config (``PathMTU =``), and announced to the gateway until it answered
+(docs/protocol.md "Sizing")."""
 
 from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable
 
 from jvpn import pathmtu
 from jvpn.gate import abi
 
 ANNOUNCE_RETRY_MS = 200  # a lost announcement is sent again this soon
+
+
+def route_to(dst: str, mark: int | None = None,
+             on_mtu: Callable[[int | None], None] | None = None):
+    """(preferred source, output interface index) of ``route get dst``, asked
+    with the outer socket's mark when it has one: the lookup its datagrams
+    make (full tunnel: the uplink, not the tunnel's own default route).
+    None when there is no route: the path is gone. ``on_mtu`` gets the
+    route's MTU (:func:`route_mtu`) first."""
+    from pyroute2 import IPRoute  # noqa: PLC0415
+
+    try:
+        with IPRoute() as ipr:
+            r = ipr.route("get", dst=dst, **({"mark": mark} if mark else {}))[0]
+            if on_mtu is not None:
+                on_mtu(route_mtu(ipr, r))
+            return r.get_attr("RTA_PREFSRC"), r.get_attr("RTA_OIF")
+    except Exception:  # noqa: BLE001 - no route: the path is gone
+        return None
+
+
+def watch_routing(stop: threading.Event, wake: threading.Event) -> None:
+    """Set ``wake`` on any link/address/route change, until ``stop``."""
+    from pyroute2 import IPRoute  # noqa: PLC0415
+
+    with IPRoute() as ipr:
+        ipr.bind()
+        ipr.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
+                       (0).to_bytes(8, "little") + (200_000).to_bytes(8, "little"))
+        while not stop.is_set():
+            try:
+                if ipr.get():
+                    wake.set()
+            except (OSError, TimeoutError):
+                continue
+            except Exception:  # noqa: BLE001 - pyroute2 parse errors must not kill the agent
+                continue
 
 
 def route_mtu(ipr, route) -> int | None:
@@ -68,22 +111,8 @@ class PathSize:
 
 
 class PathSizing:
-    """The client's route to the gateway, and the keepalive and resize steps
-    that follow it (a mixin of :class:`jvpn.client.Client`, over its
-    endpoint, channel, socket and ``size``)."""
-
-    def _route(self):
-        """(source address, interface index) of the route to the gateway, or
-        None (no route: the path is gone); its MTU sizes our datagrams."""
-        from pyroute2 import IPRoute  # noqa: PLC0415
-
-        try:
-            with IPRoute() as ipr:
-                r = ipr.route("get", dst=self.endpoint[0])[0]
-                self._resize(route_mtu(ipr, r))  # a new path or link MTU: before the next send
-                return r.get_attr("RTA_PREFSRC"), r.get_attr("RTA_OIF")
-        except Exception:  # noqa: BLE001 - no route: the path is gone
-            return None
+    """The client's keepalive and resize steps (a mixin of
+    :class:`jvpn.client.Client`, over its channel, socket and ``size``)."""
 
     def _keepalive(self, now: int) -> None:
         """A keepalive that announces our path MTU (the gateway sizes its

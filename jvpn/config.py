@@ -40,9 +40,11 @@ key, the TUN ``Name``, its ``MTU`` (default 65000), the outer ``PathMTU``
 domains, wg-quick's semantics) and the ``PreUp``/``PostUp``/``PreDown``/``PostDown`` hooks (each
 may be repeated: run in file order); ``[Peer]`` with the gateway's
 ``PublicKey``, its ``Endpoint`` (an address or a host name resolved at load,
-i.e. at ``client up``) and ``KeepaliveInterval`` (seconds). The old
-``PersistentKeepalive`` (milliseconds, unlike WireGuard's seconds) is refused
-with the rename, never reinterpreted.
+i.e. at ``client up``), ``KeepaliveInterval`` (seconds) and ``AllowedIPs``
+(prefixes routed into the TUN; absent: the gateway's inner network;
+jvpn.client_routes). The full tunnel's ``FwMark`` and ``Table`` are in
+``[Interface]``. The old ``PersistentKeepalive`` (milliseconds, unlike
+WireGuard's seconds) is refused with the rename, never reinterpreted.
 
 Who may touch the files (jvpn.files): a key file, or a config file with an
 inline key, that group or others may access or another user owns is refused;
@@ -81,6 +83,11 @@ TUN_MTU_RANGE = pathmtu.TUN_MTU_RANGE
 DEFAULT_GATEWAY_PATH_MTU = pathmtu.DEFAULT_PATH_MTU  # gateway PathMTU
 PATH_MTU_RANGE = pathmtu.PATH_MTU_RANGE  # client (default: the route's) and gateway PathMTU
 IFNAMSIZ = 16  # the kernel's limit, with the terminating NUL
+# Full tunnel (client AllowedIPs with a /0): the outer socket's SO_MARK and the
+# routing table of the tunnel's default routes (wg-quick's scheme; "JV" = 0x4a56).
+DEFAULT_FWMARK = 0x4a56
+DEFAULT_TABLE = 0x4a56
+RESERVED_TABLES = (0, 253, 254, 255)  # unspec, default, main, local: never the tunnel's
 
 
 class ConfigError(JvpnError):
@@ -161,6 +168,10 @@ class ClientConfig:
     endpoint_name: str | None = None  # the host name Endpoint gave, if it gave one
     dns: ClientDns = ClientDns()
     hooks: ClientHooks = ClientHooks()
+    # Routed into the TUN; empty: the gateway's inner network only (the assignment's prefix)
+    allowed_ips: tuple[Network, ...] = ()
+    fwmark: int | None = None  # SO_MARK of the outer socket; None: DEFAULT_FWMARK if full tunnel
+    table: int = DEFAULT_TABLE  # routing table of the full tunnel's /0 routes
     tun_mtu: int = DEFAULT_TUN_MTU
     path_mtu: int | None = None  # None: from the route to the endpoint, re-read on path changes
 
@@ -461,10 +472,11 @@ _GATEWAY = {"Interface": ("PrivateKey", "PrivateKeyFile", "ListenPort", "Address
                           "LeaseTTL", "EventsMaxBytes", "EventsKeep", "EventsSummaryInterval",
                           "PathMTU")}
 _PEERS = {"Peer": ("PublicKey", "AllowedIPs", "AllowedIP", "Name")}
-_CLIENT = {"Interface": ("PrivateKey", "PrivateKeyFile", "Name", "DNS", *HOOK_KEYS, "MTU",
-                         "PathMTU"),
+_CLIENT = {"Interface": ("PrivateKey", "PrivateKeyFile", "Name", "DNS", *HOOK_KEYS,
+                         "FwMark", "Table", "MTU", "PathMTU"),
            # PersistentKeepalive: known only to refuse it with the rename (load_client_config)
-           "Peer": ("PublicKey", "Endpoint", "KeepaliveInterval", "PersistentKeepalive")}
+           "Peer": ("PublicKey", "Endpoint", "KeepaliveInterval", "PersistentKeepalive",
+                    "AllowedIPs")}
 _CLIENT_REPEATABLE = ("DNS", *HOOK_KEYS)
 
 
@@ -721,6 +733,7 @@ def load_client_config(path: str | Path, resolve: Resolver = resolve_host) -> Cl
                         gateway_public_key=gateway_public_key, endpoint=(host, port),
                         keepalive_ms=_keepalive(f, peer), endpoint_name=name,
                         dns=_dns(f, iface), hooks=_hooks(iface),
+                        **_client_routing(f, iface, peer, (host, port)),
                         **_client_mtus(f, iface.entries, host))
 
 
@@ -779,6 +792,55 @@ def _hooks(iface: _Section) -> ClientHooks:
                        commands("PostDown"))
 
 
+def _client_routing(f: _File, iface: _Section, peer: _Section, endpoint: tuple[str, int]) -> dict:
+    """AllowedIPs, FwMark and Table of a client config (jvpn.client_routes plans from them)."""
+    out: dict = {}
+    if "AllowedIPs" in peer.entries:
+        out["allowed_ips"] = _allowed_ips(f, peer.entries["AllowedIPs"], endpoint[0])
+    if "FwMark" in iface.entries:
+        out["fwmark"] = _u32(f, iface.entries["FwMark"])
+    if "Table" in iface.entries:
+        out["table"] = _u32(f, iface.entries["Table"])
+        if out["table"] in RESERVED_TABLES:
+            raise f.fail_entry(iface.entries["Table"], f"table {out['table']} is reserved "
+                               "(0 unspec, 253 default, 254 main, 255 local); pick another")
+    return out
+
+
+def _u32(f: _File, entry: _Entry) -> int:
+    """A non-zero 32-bit number, decimal or 0x hexadecimal (as wg and ip write marks)."""
+    v = entry.value
+    if not re.fullmatch(r"0[xX][0-9a-fA-F]+|[0-9]+", v):
+        raise f.fail_entry(entry, f"not a number (decimal or 0x hex): {v!r}")
+    n = int(v, 0) if v[:2].lower() == "0x" else int(v)
+    if not 1 <= n <= 0xFFFFFFFF:
+        raise f.fail_entry(entry, f"{v} is out of range [1, 0xffffffff]")
+    return n
+
+
+def _allowed_ips(f: _File, entry: _Entry, endpoint_host: str) -> tuple[Network, ...]:
+    """Comma-separated IPv4/IPv6 prefixes, in order, each once, host bits clear.
+    A prefix other than a /0 that holds the endpoint is refused: its route would
+    send the tunnel's own datagrams into the tunnel (a /0 goes through the
+    marked policy routing instead, which keeps them on the uplinks)."""
+    nets: list[Network] = []
+    for text in _list(f, entry):
+        try:
+            net = ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            raise f.fail_entry(entry, f"{text!r} is not an IPv4 or IPv6 prefix") from None
+        if net.network_address != ipaddress.ip_interface(text).ip:
+            raise f.fail_entry(entry, f"{text} has host bits set (did you mean {net}?)")
+        if net in nets:
+            raise f.fail_entry(entry, f"{net} is listed twice")
+        if net.prefixlen and ipaddress.ip_address(endpoint_host) in net:
+            raise f.fail_entry(entry, f"{net} holds the Endpoint {endpoint_host}: the tunnel's "
+                                      "own packets would be routed into it (use a /0 for a "
+                                      "full tunnel, or leave the endpoint out)")
+        nets.append(net)
+    return tuple(nets)
+
+
 def _client_mtus(f: _File, e: dict, host: str) -> dict:
     """MTU (the TUN's) and PathMTU (the outer path's, at least what the
     endpoint's family must carry), when given."""
@@ -790,3 +852,5 @@ def _client_mtus(f: _File, e: dict, host: str) -> dict:
         out["path_mtu"] = _int(f, e["PathMTU"], max(lowest, PATH_MTU_RANGE[0]),
                                PATH_MTU_RANGE[1])
     return out
+
+

@@ -55,6 +55,19 @@ GW_HOSTNAME = "gw.jvpn.test"  # the Endpoint host name, in that /etc/hosts: GW_I
 CLIENT_DNS_SEARCH = "corp.jvpn.test"  # the DNS search domain the client config gives
 UPLINK_DNS = "192.0.2.53"  # the "DHCP" name server of that /etc/resolv.conf (never asked)
 
+# ---------------------------------------------------------------- behind the gateway (full tunnel)
+# a host outside the inner network, linked to the gateway only, with no route of
+# its own: a client reaches it through the tunnel and the gateway's masquerade
+INET_IP, INET_GW_IP, INET_NET = "10.79.0.2", "10.79.0.1", "10.79.0.0/24"
+INET_IF, INET_GW_IF = "inet0", "gwi0"  # its end of the link, the gateway's end
+GW_TUN = "jvpn-gw"  # the gateway's TUN device (`gateway up --tun`, default)
+
+# ---------------------------------------------------------------- test_client_routes_netns.py
+# a client namespace with one uplink, and addresses beyond it (never on a link)
+ROUTES_UP_IP, ROUTES_UP_PEER, ROUTES_ELSEWHERE = "10.201.0.2", "10.201.0.1", "10.202.0.9"
+ROUTES_UP6_IP, ROUTES_UP6_PEER, ROUTES_ELSEWHERE6 = "fd20::2", "fd20::1", "fd30::9"
+ROUTES_SUBNET = "10.50.0.0/16"  # an AllowedIPs prefix that is not a /0
+
 # ---------------------------------------------------------------- the cluster lab
 VIP = "10.77.9.1"  # the anycast address both gateways answer on
 SVC_IP, SVC_NET = "10.78.0.1", "10.78.0.0/24"  # the backend behind both gateways
