@@ -70,8 +70,12 @@ def bench_xdp(app, as_json: bool, repeat: int, batches: int, singles: int, break
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--seconds", default=5.0, show_default=True, type=click.FloatRange(1, 60))
 @click.option("--rounds", default=2, show_default=True, type=click.IntRange(1, 10))
+@click.option("--path-mtu", type=click.IntRange(1280, 9000), default=None,
+              help="The client's uplink carries datagrams of at most this many bytes "
+                   "(default: the lab's 1500): jvpn sizes to it from the route, "
+                   "wireguard-go gets wg-quick's MTU (this less 80).")
 @click.pass_obj
-def bench_tunnel(app, as_json: bool, seconds: float, rounds: int):
+def bench_tunnel(app, as_json: bool, seconds: float, rounds: int, path_mtu: int | None):
     from jvpn.bench.net import run_tunnel_bench
     from jvpn.gate.attach import require_root
     from jvpn.gate.loader import require_bcc
@@ -79,7 +83,8 @@ def bench_tunnel(app, as_json: bool, seconds: float, rounds: int):
     require_root()
     require_bcc()
     _need("iperf3", "wireguard-go", "wg")
-    _report(app, as_json, lambda progress: run_tunnel_bench(seconds, rounds, progress))
+    _report(app, as_json,
+            lambda progress: run_tunnel_bench(seconds, rounds, progress, path_mtu=path_mtu))
 
 
 @bench.command("reattach", help="Address change (the client's uplink goes down, or a better one "

@@ -42,7 +42,8 @@ def client_up(app, config_path: str, events_file: str | None, echo_events: bool)
     try:  # the outer socket is marked from the start (full tunnel: jvpn.client_routes)
         agent = Client(private_key=cfg.private_key, gateway_public=cfg.gateway_public_key,
                        endpoint=cfg.endpoint, events=events, tun_name=cfg.tun_name,
-                       keepalive_ms=cfg.keepalive_ms,
+                       keepalive_ms=cfg.keepalive_ms, tun_mtu=cfg.tun_mtu,
+                       path_mtu=cfg.path_mtu,
                        route_plan=plan(cfg.allowed_ips, cfg.fwmark, cfg.table))
     except ClientError as e:
         events.close()

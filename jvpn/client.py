@@ -18,7 +18,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from jvpn.client_path import route_to, watch_routing
+from jvpn import pathmtu
+from jvpn.client_path import PathSize, PathSizing, route_to, watch_routing
 from jvpn.client_reattach import ClientReattach, PendingReattach
 from jvpn.client_routes import ClientRouting, RouteError, RoutePlan
 from jvpn.codes import EventType, Security
@@ -27,7 +28,7 @@ from jvpn.gate import abi
 from jvpn.handshake import Assignment, HandshakeError, Initiator
 from jvpn.keys import SessionKeys
 from jvpn.session import Transport, canonical_ip
-from jvpn.tunnel import FLAG_FRAGMENT, FLAG_REATTACH, DataChannel, Tun, send_messages
+from jvpn.tunnel import FLAG_FRAGMENT, FLAG_REATTACH, TUN_MTU, DataChannel, Tun, send_messages
 
 RECV_TIMEOUT_S = 0.2  # how often the receive loop looks at the current socket
 
@@ -89,15 +90,16 @@ class StrangerDrops:
             detail="not from the gateway's address and port: dropped unread")
 
 
-class Client(ClientReattach):
+class Client(ClientReattach, PathSizing):
     def __init__(self, *, private_key: bytes, gateway_public: bytes, endpoint: tuple[str, int],
                  events: EventLog, tun_name: str = "jvpn0", keepalive_ms: int = 500,
                  max_missed: int = 3, retry_ms: int = 400,
                  clock_ms: Callable[[], int] | None = None,
-                 socket_factory: Callable[[], socket.socket] | None = None,
-                 route_plan: RoutePlan | None = None):
+                 socket_factory: Callable[[], socket.socket] | None = None, tun_mtu: int = TUN_MTU,
+                 route_plan: RoutePlan | None = None, path_mtu: int | None = None):
         self.private_key, self.gateway_public = private_key, gateway_public
         self.endpoint = endpoint
+        self.tun_mtu, self.size = tun_mtu, PathSize(pathmtu.family_of(self._endpoint[0]), path_mtu)
         self.route_plan = route_plan or RoutePlan(None, ())  # jvpn.client_routes
         self.routes = ClientRouting(tun_name, self.route_plan)
         self._new_socket = marked(socket_factory or (lambda: endpoint_socket(self._endpoint)),
@@ -181,6 +183,7 @@ class Client(ClientReattach):
     def _attached(self, assignment: Assignment, keys: SessionKeys) -> Assignment:
         self.assignment, self.keys = assignment, keys
         self.channel = DataChannel(keys, "client")
+        self.channel.size_to(self.size.path_mtu, self.size.family)
         self.last_rx_ms = self.clock_ms()
         self.events.emit("SessionStateChange", "HANDSHAKE_OK", self.session_id,
                          new_state="ATTACHED", previous_state="BIRTH")
@@ -208,7 +211,7 @@ class Client(ClientReattach):
         if self.route_plan.ops:
             inner = ipaddress.ip_interface(f"{inner.ip}/{inner.max_prefixlen}")
             inner6 = inner6 and ipaddress.ip_interface(f"{inner6.ip}/{inner6.max_prefixlen}")
-        self.tun.configure(str(inner.ip), inner.network.prefixlen, address6=inner6)
+        self.tun.configure(str(inner.ip), inner.network.prefixlen, self.tun_mtu, inner6)
         try:
             self.routes.apply([str(i.ip) for i in (inner, inner6) if i is not None])
         except RouteError as e:
@@ -296,6 +299,7 @@ class Client(ClientReattach):
             return
         msg_type, flags, payload = opened
         self.last_rx_ms = self.clock_ms()
+        self.size.heard(msg_type)  # a keepalive reply: the gateway has our announcement
         if msg_type == abi.MSG_DATA and self.tun:
             packet = self.channel.reassembly.add(payload) if flags & FLAG_FRAGMENT else payload
             if packet is not None:
@@ -327,15 +331,12 @@ class Client(ClientReattach):
                 self.rebind()  # new path: a fresh socket so the kernel picks the new source
                 continue
             self.reattach_timers(now)
-            if now >= next_keepalive:
+            if now >= next_keepalive or self._announce_due(now):
                 next_keepalive = now + self.keepalive_ms
-                try:
-                    self.sock.sendto(self.channel.seal(b"", abi.MSG_KEEPALIVE), self.endpoint)
-                except OSError:
-                    pass
+                self._keepalive(now)
 
     def _netlink_loop(self) -> None:  # wakes the monitor on any link/address/route change
         watch_routing(self._stop, self._wake)
 
-    def _route(self):
-        return route_to(self.endpoint[0], self.route_plan.mark)
+    def _route(self):  # the path to the gateway; its MTU sizes our datagrams (client_path.py)
+        return route_to(self.endpoint[0], self.route_plan.mark, self._resize)

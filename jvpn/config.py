@@ -23,6 +23,7 @@ Gateway config (:func:`load_gateway_config`)::
     EventsMaxBytes = 64M           # rotate the events file at this size (K, M, G: binary)
     EventsKeep = 2                 # rotated files kept (events.jsonl.1 ...)
     EventsSummaryInterval = 10     # seconds: one line per kind of unauthenticated rejection
+    PathMTU = 1500                 # our outer path's MTU: no datagram to a client is larger
 
 Relative paths (PrivateKeyFile, PeersFile, Policy, StateDir, EventsFile) are
 relative to the folder of the file that names them.
@@ -34,8 +35,9 @@ most one IPv6 /128 inside its IPv6 network, and any other prefixes are
 subnets behind the peer, see :func:`_peer_prefixes`) and ``Name`` (optional).
 
 Client config (:func:`load_client_config`): ``[Interface]`` with the private
-key, the TUN ``Name``, ``DNS`` (servers and search domains, wg-quick's
-semantics) and the ``PreUp``/``PostUp``/``PreDown``/``PostDown`` hooks (each
+key, the TUN ``Name``, its ``MTU`` (default 65000), the outer ``PathMTU``
+(default: from the route to the endpoint), ``DNS`` (servers and search
+domains, wg-quick's semantics) and the ``PreUp``/``PostUp``/``PreDown``/``PostDown`` hooks (each
 may be repeated: run in file order); ``[Peer]`` with the gateway's
 ``PublicKey``, its ``Endpoint`` (an address or a host name resolved at load,
 i.e. at ``client up``), ``KeepaliveInterval`` (seconds) and ``AllowedIPs``
@@ -60,7 +62,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
-from jvpn import keys
+from jvpn import keys, pathmtu
 from jvpn.errors import JvpnError
 from jvpn.events import DEFAULT_KEEP, DEFAULT_MAX_BYTES, DEFAULT_SUMMARY_INTERVAL_MS
 from jvpn.files import UnsafeFile, check_not_writable_by_others, check_secret, read_secret
@@ -75,6 +77,11 @@ DEFAULT_TUN_NAME = "jvpn0"
 DEFAULT_KEEPALIVE_MS = 500  # KeepaliveInterval = 0.5 (s): path-liveness probes, not NAT pings
 KEEPALIVE_RANGE_MS = (50, 60_000)  # KeepaliveInterval 0.05 .. 60 s
 HOOK_KEYS = ("PreUp", "PostUp", "PreDown", "PostDown")
+# outer datagram sizing (issue 11; the protocol's numbers live in jvpn/pathmtu.py)
+DEFAULT_TUN_MTU = pathmtu.DEFAULT_TUN_MTU  # client MTU: jvpn fragments inner packets itself
+TUN_MTU_RANGE = pathmtu.TUN_MTU_RANGE
+DEFAULT_GATEWAY_PATH_MTU = pathmtu.DEFAULT_PATH_MTU  # gateway PathMTU
+PATH_MTU_RANGE = pathmtu.PATH_MTU_RANGE  # client (default: the route's) and gateway PathMTU
 IFNAMSIZ = 16  # the kernel's limit, with the terminating NUL
 # Full tunnel (client AllowedIPs with a /0): the outer socket's SO_MARK and the
 # routing table of the tunnel's default routes (wg-quick's scheme; "JV" = 0x4a56).
@@ -132,6 +139,7 @@ class GatewayConfig:
     events_keep: int = DEFAULT_KEEP  # rotated files kept
     events_summary_interval_s: int = DEFAULT_SUMMARY_INTERVAL_MS // 1000
     address6: ipaddress.IPv6Interface | None = None  # the gateway's inner IPv6, optional
+    path_mtu: int = DEFAULT_GATEWAY_PATH_MTU  # our outer path: bounds every session's datagrams
 
 
 @dataclass(frozen=True)
@@ -164,6 +172,8 @@ class ClientConfig:
     allowed_ips: tuple[Network, ...] = ()
     fwmark: int | None = None  # SO_MARK of the outer socket; None: DEFAULT_FWMARK if full tunnel
     table: int = DEFAULT_TABLE  # routing table of the full tunnel's /0 routes
+    tun_mtu: int = DEFAULT_TUN_MTU
+    path_mtu: int | None = None  # None: from the route to the endpoint, re-read on path changes
 
 
 # ---------------------------------------------------------------- parsing
@@ -459,10 +469,11 @@ def _endpoint(f: _File, entry: _Entry) -> tuple[str, int]:
 _GATEWAY = {"Interface": ("PrivateKey", "PrivateKeyFile", "ListenPort", "Address",
                           "XdpInterface", "PeersFile", "Policy", "StateDir", "NodeId",
                           "EventsFile", "HandshakesPerSecond", "Store", "ClusterKeyFile",
-                          "LeaseTTL", "EventsMaxBytes", "EventsKeep", "EventsSummaryInterval")}
+                          "LeaseTTL", "EventsMaxBytes", "EventsKeep", "EventsSummaryInterval",
+                          "PathMTU")}
 _PEERS = {"Peer": ("PublicKey", "AllowedIPs", "AllowedIP", "Name")}
 _CLIENT = {"Interface": ("PrivateKey", "PrivateKeyFile", "Name", "DNS", *HOOK_KEYS,
-                         "FwMark", "Table"),
+                         "FwMark", "Table", "MTU", "PathMTU"),
            # PersistentKeepalive: known only to refuse it with the rename (load_client_config)
            "Peer": ("PublicKey", "Endpoint", "KeepaliveInterval", "PersistentKeepalive",
                     "AllowedIPs")}
@@ -494,11 +505,14 @@ def load_gateway_config(path: str | Path) -> GatewayConfig:
     if "LeaseTTL" in e and store is None:
         raise f.fail_entry(e["LeaseTTL"], "only meaningful with Store = etcd://...")
     lease_ttl = _int(f, e["LeaseTTL"], 2, 3600) if "LeaseTTL" in e else 3
+    path_mtu = (_int(f, e["PathMTU"], *PATH_MTU_RANGE) if "PathMTU" in e
+                else DEFAULT_GATEWAY_PATH_MTU)
     return GatewayConfig(private_key=private_key, listen_port=listen_port, address=address,
                          xdp_interface=xdp_interface, peers=peers, policy=policy,
                          state_dir=state_dir, node_id=node_id, events_file=events_file,
                          handshakes_per_second=load, store=store, cluster_key=cluster_key,
-                         lease_ttl_s=lease_ttl, address6=address6, **_events_bounds(f, e))
+                         lease_ttl_s=lease_ttl, address6=address6, path_mtu=path_mtu,
+                         **_events_bounds(f, e))
 
 
 _SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
@@ -719,7 +733,8 @@ def load_client_config(path: str | Path, resolve: Resolver = resolve_host) -> Cl
                         gateway_public_key=gateway_public_key, endpoint=(host, port),
                         keepalive_ms=_keepalive(f, peer), endpoint_name=name,
                         dns=_dns(f, iface), hooks=_hooks(iface),
-                        **_client_routing(f, iface, peer, (host, port)))
+                        **_client_routing(f, iface, peer, (host, port)),
+                        **_client_mtus(f, iface.entries, host))
 
 
 def _resolved(f: _File, entry: _Entry, name: str, port: int, resolve: Resolver) -> str:
@@ -824,4 +839,18 @@ def _allowed_ips(f: _File, entry: _Entry, endpoint_host: str) -> tuple[Network, 
                                       "full tunnel, or leave the endpoint out)")
         nets.append(net)
     return tuple(nets)
+
+
+def _client_mtus(f: _File, e: dict, host: str) -> dict:
+    """MTU (the TUN's) and PathMTU (the outer path's, at least what the
+    endpoint's family must carry), when given."""
+    out = {}
+    if "MTU" in e:
+        out["tun_mtu"] = _int(f, e["MTU"], *TUN_MTU_RANGE)
+    if "PathMTU" in e:
+        lowest = pathmtu.MIN_PATH_MTU[pathmtu.family_of(host)]
+        out["path_mtu"] = _int(f, e["PathMTU"], max(lowest, PATH_MTU_RANGE[0]),
+                               PATH_MTU_RANGE[1])
+    return out
+
 

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
+from jvpn import pathmtu
 from jvpn.errors import JvpnError
 from jvpn.gate import abi
 from jvpn.keys import SessionKeys
@@ -37,29 +38,34 @@ from jvpn.prefixes import Network, PrefixSet
 from jvpn.replay import DEFAULT_CONTROL_WINDOW, ControlWindow, ReplayWindow
 from jvpn.wire import header_tag
 
-# Every jvpn datagram fits a 1500-byte path (the XDP gate refuses IP fragments),
-# but the TUN carries inner packets of up to 64 KB: the TCP stacks at both ends
+# Every jvpn datagram fits its path (the XDP gate refuses IP fragments), but
+# the TUN carries inner packets of up to 64 KB: the TCP stacks at both ends
 # then work per 64 KB, and jvpn splits a large inner packet into DATA messages
-# of at most MAX_PLAINTEXT bytes, each one tagged, counted and sealed on its own.
-TUN_MTU = 65000
-MAX_PLAINTEXT = 1500 - 20 - 8 - 32 - 16  # IPv4, UDP, jvpn header, AEAD tag = 1424
+# of at most the channel's ``max_plaintext`` bytes (sized to the path:
+# jvpn/pathmtu.py), each one tagged, counted and sealed on its own.
+TUN_MTU = pathmtu.DEFAULT_TUN_MTU
+# a channel's size before any path is known: a 1500-byte IPv4 path = 1424
+MAX_PLAINTEXT = pathmtu.max_plaintext(pathmtu.DEFAULT_PATH_MTU, 4)
 FLAG_REATTACH = 1  # s2c keepalive/data: the gateway wants a reattach
 FLAG_FRAGMENT = 2  # DATA: plaintext = fragment header + a piece of one inner packet
 _FRAG = struct.Struct("<HBB")  # packet id, index, count
-FRAG_PIECE = MAX_PLAINTEXT - _FRAG.size  # 1420
+FRAG_PIECE = MAX_PLAINTEXT - _FRAG.size  # 1420: the piece on a default-sized channel
+MIN_FRAG_PIECE = pathmtu.MIN_MAX_PLAINTEXT - _FRAG.size  # 496: a 576-byte IPv4 path
+MAX_FRAG_PIECE = pathmtu.MAX_MAX_PLAINTEXT - _FRAG.size  # a 65535-byte path
 
 # Reassembly limits, per session. A sender fragments one packet its TUN gave
-# it: one IPv4 packet, at most 65535 bytes (the total-length field), so at
-# most MAX_FRAGMENTS pieces of at most FRAG_PIECE bytes; any other fragment is
-# malformed. The sender emits a packet's fragments back to back (one GSO
-# send), so at the receiver only reordering and loss leave packets incomplete
-# side by side: 8 whole largest packets (512 KiB) and 32 packet ids leave room
-# for that, where 32 ids x 255 pieces let one authenticated peer pin 11.6 MB.
-# A packet that misses a piece never completes; its TCP data is retransmitted
-# after the RTO (200 ms at least) under a new packet id, so after 1 s its
-# pieces are garbage.
+# it: one IP packet, at most 65535 bytes (the total-length field), into
+# pieces of at least MIN_FRAG_PIECE bytes (its path is at least 576 bytes), so
+# into at most MAX_FRAGMENTS pieces; a fragment with more, or a packet whose
+# pieces add up to more than 65535 bytes, is malformed. The sender emits a
+# packet's fragments back to back (one GSO send), so at the receiver only
+# reordering and loss leave packets incomplete side by side: 8 whole largest
+# packets (512 KiB) and 32 packet ids leave room for that; no partial packet
+# grows past 65535 bytes. A packet that misses a piece never completes; its
+# TCP data is retransmitted after the RTO (200 ms at least) under a new
+# packet id, so after 1 s its pieces are garbage.
 MAX_INNER_PACKET = 65535
-MAX_FRAGMENTS = -(-MAX_INNER_PACKET // FRAG_PIECE)  # 47
+MAX_FRAGMENTS = -(-MAX_INNER_PACKET // MIN_FRAG_PIECE)  # 133
 MAX_PENDING_PACKETS = 32
 MAX_PENDING_BYTES = 8 * (MAX_INNER_PACKET + 1)  # 512 KiB
 REASSEMBLY_TIMEOUT_S = 1.0
@@ -183,6 +189,13 @@ class DataChannel:
         self.inner_filter = (InnerSourceFilter(allowed_inner_src)
                              if allowed_inner_src is not None else None)
         self.admit_counter = admit_counter  # the gateway's replay ceiling (gateway/ceiling.py)
+        self.max_plaintext = MAX_PLAINTEXT  # sized to the path by size_to
+        self.announced_counter = 0  # the peer's last path-MTU announcement applied (gateway)
+
+    def size_to(self, path_mtu: int, family: int) -> None:
+        """Every DATA datagram from now on fits ``path_mtu`` (clamped to what
+        ``family`` must carry) over an outer IP of ``family``."""
+        self.max_plaintext = pathmtu.max_plaintext(path_mtu, family)
 
     def next_counter(self) -> int:
         """The next send counter; raises CounterUnavailable (nothing sent)."""
@@ -213,11 +226,12 @@ class DataChannel:
     def seal_packet(self, packet: bytes) -> list[bytes]:
         """One inner packet as DATA messages: one if it fits, else equal-size
         fragments (the last may be shorter). Raises CounterUnavailable."""
-        if len(packet) <= MAX_PLAINTEXT:
+        limit = self.max_plaintext  # one read: a resize meanwhile applies to the next packet
+        if len(packet) <= limit:
             return [self.seal(packet)]
         if len(packet) > MAX_INNER_PACKET:
             return []  # larger than any IP packet: nothing sane to send
-        count = -(-len(packet) // FRAG_PIECE)
+        count = -(-len(packet) // (limit - _FRAG.size))
         size = -(-len(packet) // count)
         pid = self._next_packet_id()
         return [self.seal(_FRAG.pack(pid, i, count) + packet[i * size:(i + 1) * size],
@@ -353,13 +367,13 @@ class Reassembler:
         grown = len(piece) - (len(old) if old is not None else 0)
         entry.parts[index], entry.size = piece, entry.size + grown
         self.buffered_bytes += grown
+        if entry.size > MAX_INNER_PACKET:  # pieces of any size: bound each packet here
+            self._discard(pid, "malformed")
+            return None
         if entry.missing:
             self._make_room(keep=pid)
             return None
         self._discard(pid, None)
-        if entry.size > MAX_INNER_PACKET:
-            self.drops["malformed"] += 1
-            return None
         return b"".join(entry.parts)
 
     def expire(self) -> None:
@@ -385,8 +399,9 @@ class Reassembler:
 
 
 def _fragment_ok(plaintext: bytes) -> bool:
-    """A fragment one IPv4 packet of at most MAX_INNER_PACKET bytes can give."""
-    if len(plaintext) < _FRAG.size or len(plaintext) - _FRAG.size > FRAG_PIECE:
+    """A fragment one IP packet of at most MAX_INNER_PACKET bytes can give
+    (any path between the smallest and the largest one)."""
+    if len(plaintext) < _FRAG.size or len(plaintext) - _FRAG.size > MAX_FRAG_PIECE:
         return False
     _pid, index, count = _FRAG.unpack_from(plaintext)
     return 0 < count <= MAX_FRAGMENTS and index < count

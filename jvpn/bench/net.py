@@ -49,8 +49,12 @@ def _iperf(tl: TunnelLab, server_ip: str, seconds: float) -> float:
     return data["end"]["sum_received"]["bits_per_second"] / 1e6
 
 
-def _wireguard_go(tl: TunnelLab, tmp: Path) -> None:
-    """wireguard-go between the same namespaces, on its own subnet and port."""
+WG_OVERHEAD = 80  # wg-quick's MTU rule: the path's MTU less 80 (an IPv6 outer header's worth)
+
+
+def _wireguard_go(tl: TunnelLab, tmp: Path, path_mtu: int = 1500) -> None:
+    """wireguard-go between the same namespaces, on its own subnet and port,
+    with the MTU wg-quick would give it on this path (1420 on 1500)."""
     env = {**os.environ, "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD": "1"}
     keys = {}
     for role in ("gw", "cl"):
@@ -70,16 +74,23 @@ def _wireguard_go(tl: TunnelLab, tmp: Path) -> None:
                keys["gw"], "endpoint", f"{GW_IP}:{WG_PORT}", "allowed-ips", WG_NET)
     for role, ip in (("gw", WG_GW_IP), ("cl", WG_CL_IP)):
         tl.lab.run(role, "ip", "addr", "add", f"{ip}/24", "dev", f"wg{role}")
-        tl.lab.run(role, "ip", "link", "set", f"wg{role}", "mtu", "1420", "up")
+        tl.lab.run(role, "ip", "link", "set", f"wg{role}", "mtu", str(path_mtu - WG_OVERHEAD),
+                   "up")
 
 
 def run_tunnel_bench(seconds: float = 5.0, rounds: int = 2,
-                     progress: Callable[[str], None] = lambda _: None) -> dict:
+                     progress: Callable[[str], None] = lambda _: None,
+                     path_mtu: int | None = None) -> dict:
+    """``path_mtu``: the client's active uplink (and the router's port behind
+    it) carries datagrams of at most this size (RoamingLab.narrow_uplink);
+    jvpn's client reads it from its route, wireguard-go gets wg-quick's MTU."""
     with tempfile.TemporaryDirectory(prefix="jvpn-bench-") as d:
         tmp = Path(d)
-        tl = TunnelLab(tmp).up()
+        tl = TunnelLab(tmp)
+        narrow = (lambda: tl.lab.narrow_uplink("wifi", path_mtu)) if path_mtu else None
+        tl.up(before_client=narrow)
         try:
-            _wireguard_go(tl, tmp)
+            _wireguard_go(tl, tmp, path_mtu or 1500)
             figures: dict[str, list[float]] = {"veth": [], "jvpn": [], "wireguard_go": []}
             for r in range(rounds):  # interleaved, so a noisy moment hits all three
                 for name, ip in (("veth", GW_IP), ("jvpn", GW_INNER),
@@ -96,6 +107,7 @@ def run_tunnel_bench(seconds: float = 5.0, rounds: int = 2,
             "jvpn_over_wireguard_go": round(med["jvpn"] / med["wireguard_go"], 2)
             if med["wireguard_go"] else None,
             "samples_mbps": figures, "seconds_each": seconds, "rounds": rounds,
+            "path_mtu": path_mtu or 1500, "wireguard_go_mtu": (path_mtu or 1500) - WG_OVERHEAD,
             "xdp_mode": status[0].get("mode") if status else None,
             "xdp_counters": {k: v["packets"] for k, v in counters.items() if v["packets"]},
             "tool": "iperf3 TCP, client namespace -> gateway namespace, one stream"}

@@ -90,4 +90,4 @@ def build_gateway(cfg: GatewayConfig, *, tun_name: str, echo: TextIO | None = No
                    address=cfg.address, peers={p.public_key: p for p in cfg.peers},
                    address6=cfg.address6,
                    policy=cfg.policy, store=store, gate=gate, events=events, tun_name=tun_name,
-                   cookie_threshold_per_s=cfg.handshakes_per_second)
+                   cookie_threshold_per_s=cfg.handshakes_per_second, path_mtu=cfg.path_mtu)

@@ -50,6 +50,7 @@ from jvpn.gateway.supervise import Incidents, Supervisor
 from jvpn.gateway.table import Live, SessionTable
 from jvpn.gateway.timers import due_timer
 from jvpn.keys import SessionKeys, public_from_private
+from jvpn.pathmtu import DEFAULT_PATH_MTU
 from jvpn.policy import Policy
 from jvpn.session import Event, State, Transport
 from jvpn.store import Store
@@ -66,7 +67,8 @@ class Gateway(GateWatch):
                  policy: Policy, store: Store, gate, events: EventLog, tun_name: str = "jvpn-gw",
                  clock_ms: Callable[[], int] | None = None, cookie_threshold_per_s: int = 50,
                  listen_device: str | None = None, sock=None, tun=None,
-                 address6: ipaddress.IPv6Interface | None = None, routes=None):
+                 address6: ipaddress.IPv6Interface | None = None, routes=None,
+                 path_mtu: int = DEFAULT_PATH_MTU):
         """``sock`` and ``tun``: already open ones (tests: fakes); by default
         the UDP socket is bound to ``listen`` (on ``listen_device`` only, if
         given) and the TUN opened by name. ``peers``: by public key (a bare
@@ -95,7 +97,7 @@ class Gateway(GateWatch):
                                   control_window=policy.replay_window_size,
                                   peers={p.inner.packed: p for p in peers.values()
                                          if isinstance(p, PeerConfig)},
-                                  routes=self.routes)
+                                  routes=self.routes, path_mtu=path_mtu)
         self.follower = follower_class(
             store=store, table=self.table, gate=gate, ownership=self.ownership, events=events,
             lock=self.control, retry=self._retry, clock_ms=self.clock_ms)

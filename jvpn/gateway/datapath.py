@@ -17,6 +17,7 @@ import errno
 import threading
 from collections.abc import Callable
 
+from jvpn import pathmtu
 from jvpn.codes import EventType, Reason, Security
 from jvpn.events import EventLog
 from jvpn.gate import abi
@@ -110,9 +111,24 @@ class DataPath:
             if packet is not None:
                 self.tun.write(packet)
         else:  # verified and recorded by the channel: replays now die in the gate
-            self.table.raise_control_floor(live.record.session_id,
-                                           int.from_bytes(msg[COUNTER_AT], "little"))
+            counter = int.from_bytes(msg[COUNTER_AT], "little")
+            self.table.raise_control_floor(live.record.session_id, counter)
+            self.size_to_announcement(live, opened[2], counter, src)
             self.keepalive_reply(live)
+
+    def size_to_announcement(self, live: Live, payload: bytes, counter: int,
+                             src: tuple) -> None:
+        """A verified keepalive's path MTU announcement sizes the session's
+        datagrams to the client's path, never above ours. Only a newer
+        announcement than the last one applied counts: a keepalive held back
+        and delivered late (still fresh in the control window) does not undo
+        the client's latest size. Nonsense changes nothing."""
+        family = pathmtu.family_of(src[0])
+        announced = pathmtu.parse_announcement(payload, family)
+        if announced is None or counter <= live.channel.announced_counter:
+            return
+        live.channel.announced_counter = counter
+        live.channel.size_to(min(announced, self.table.path_mtu), family)
 
     def keepalive_reply(self, live: Live) -> None:
         rec = live.record

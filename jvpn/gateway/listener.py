@@ -104,6 +104,13 @@ class DualStackSocket(socket.socket):
             addr = _MAPPED + addr
         return super().sendto(data, *flags, (addr, port))
 
+    def sendmsg(self, buffers, ancdata=(), flags=0, address=None):
+        """As ``sendto``: the UDP GSO sends of fragmented DATA (jvpn/tunnel.py
+        send_messages) to an IPv4 client go to its mapped address."""
+        if address is not None and ":" not in address[0]:
+            address = (_MAPPED + address[0], address[1])
+        return super().sendmsg(buffers, ancdata, flags, address)
+
 
 def _warn(line: str) -> None:
     print(line, file=sys.stderr, flush=True)

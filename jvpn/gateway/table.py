@@ -26,7 +26,7 @@ import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from jvpn import wire
+from jvpn import pathmtu, wire
 from jvpn.codes import EventType, Reason
 from jvpn.events import EventLog
 from jvpn.gate import abi
@@ -79,13 +79,18 @@ class Live:
 class SessionTable(StandbyWrites, Downstream):
     def __init__(self, *, store: Store, gate, events: EventLog, ownership,
                  clock_ms: Callable[[], int], send: Send,
-                 control_window: int = DEFAULT_CONTROL_WINDOW, peers=None, routes=None):
+                 control_window: int = DEFAULT_CONTROL_WINDOW, peers=None, routes=None,
+                 path_mtu: int = pathmtu.DEFAULT_PATH_MTU):
         """``peers``: the configured peers by packed inner IPv4 (a session's
         AllowedIPs; a session whose address no peer has any more keeps its
-        /32 alone); ``routes``: jvpn/gateway/routes.py (default: none)."""
+        /32 alone); ``routes``: jvpn/gateway/routes.py (default: none);
+        ``path_mtu``: our side's outer path MTU (config PathMTU)."""
         self.store, self.gate, self.events, self.ownership = store, gate, events, ownership
         self.clock_ms, self.send = clock_ms, send
         self.control_window = control_window  # the policy's security.replay_window_size
+        # our side's outer path MTU (config PathMTU): no session's datagrams
+        # are larger, whatever its client announces (jvpn/gateway/datapath.py)
+        self.path_mtu = path_mtu
         self.sessions: dict[int, Live] = {}
         self.by_inner: dict[bytes, int] = {}
         self.downstream = PrefixMap()  # the routed sessions' AllowedIPs -> session id
@@ -271,6 +276,8 @@ class SessionTable(StandbyWrites, Downstream):
                               allowed_inner_src=allowed,
                               admit_counter=ceiling.admit,
                               control_window=self.control_window)
+        family = pathmtu.family_of(rec.binding.addr) if rec.binding is not None else 4
+        channel.size_to(min(self.path_mtu, pathmtu.DEFAULT_PATH_MTU), family)  # until announced
         live = Live(rec, keys, channel, inner, self.clock_ms(), ceiling, installed=False,
                     blind_epoch=rec.epoch if blind else None, allowed=allowed, subnets=subnets)
         self.sessions[sid] = live

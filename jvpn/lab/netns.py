@@ -280,6 +280,31 @@ class RoamingLab(Lab):
         self.run("gw", "ip", "-6", "route", "add", "default", "via", ROUTER_GW_IP6)
         self.run("rt", "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
 
+    # ------------------------------------------------------------ path MTU
+    def narrow_uplink(self, uplink: str, mtu: int, *, icmp_black_hole: bool = True) -> None:
+        """The path through ``uplink`` carries datagrams of at most ``mtu``
+        bytes, both ways: the uplink and the router's port behind it get that
+        MTU (the router refuses a larger DF datagram from the gateway), and
+        the router drops a larger one from the client (a veth lets a frame
+        somewhat over its MTU through; a real link does not).
+        ``gso_max_segs 1``: the client's kernel cuts a UDP GSO send into its
+        datagrams before the uplink, as a NIC would, so each one is checked.
+        ``icmp_black_hole``: the router sends no ICMP errors (as many real
+        paths), so neither end's kernel learns the path MTU and a datagram
+        that does not fit is simply lost."""
+        router_if = UPLINK_ROUTER_IF[uplink]
+        self.run("cl", "ip", "link", "set", uplink, "mtu", str(mtu), "gso_max_segs", "1")
+        self.run("rt", "ip", "link", "set", router_if, "mtu", str(mtu))
+        icmp = ("  chain noicmp {\n    type filter hook output priority 0;\n"
+                "    icmp type { destination-unreachable, time-exceeded } drop\n"
+                "    icmpv6 type { packet-too-big, destination-unreachable, time-exceeded } drop\n"
+                "  }\n") if icmp_black_hole else ""  # errors only: neighbour discovery works
+        rules = (f"table inet jvpnlabmtu{router_if} {{\n  chain mtu {{\n"
+                 f"    type filter hook forward priority 0;\n"
+                 f'    iifname "{router_if}" meta length > {mtu} drop\n  }}\n{icmp}}}\n')
+        subprocess.run(self.cmd("rt", "nft", "-f", "-"), input=rules, text=True,
+                       check=True, capture_output=True, timeout=30)
+
     # ------------------------------------------------------------ NAT
     def nat_on(self, uplinks: tuple[str, ...] = ("wifi", "lte"),
                outs: tuple[str, ...] = (ROUTER_GW_IF,)) -> None:

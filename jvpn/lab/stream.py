@@ -56,17 +56,18 @@ open(sys.argv[5], "w").write(json.dumps({"bytes": sent, "sha256": h.hexdigest()}
 
 
 def start_stream(lab: Lab, sink: tuple[str, str], nbytes: int, seconds: float, port: int,
-                 tmp: Path, logs=lambda: ""):
-    """A TCP stream from the client namespace to ``sink`` = (role, address)
-    (a sink there hashes what arrives); returns a function that waits for it
-    and returns (sent, received), each {"bytes", "sha256"}."""
+                 tmp: Path, logs=lambda: "", source: str = "cl"):
+    """A TCP stream from the ``source`` namespace (the client's by default)
+    to ``sink`` = (role, address) (a sink there hashes what arrives); returns
+    a function that waits for it and returns (sent, received), each
+    {"bytes", "sha256"}."""
     sink_out, src_out = tmp / f"sink{port}.json", tmp / f"source{port}.json"
     role, addr = sink
     listener = subprocess.Popen(lab.cmd(role, sys.executable, "-u", "-c", SINK, addr, str(port),
                                         str(sink_out)), stdout=subprocess.PIPE, text=True)
     lab.procs.append(listener)
     assert listener.stdout.readline().strip() == "listening"
-    src = subprocess.Popen(lab.cmd("cl", sys.executable, "-c", SOURCE, addr, str(port),
+    src = subprocess.Popen(lab.cmd(source, sys.executable, "-c", SOURCE, addr, str(port),
                                    str(nbytes), str(seconds), str(src_out)),
                            stderr=subprocess.PIPE, text=True)
     lab.procs.append(src)

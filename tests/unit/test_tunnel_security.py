@@ -225,14 +225,15 @@ def test_an_authenticated_peer_cannot_pin_megabytes_in_the_reassembler():
     session, forever."""
     r = tunnel.Reassembler(clock=lambda: 0.0)
     piece = b"\xaa" * tunnel.FRAG_PIECE
+    real_count = -(-tunnel.MAX_INNER_PACKET // tunnel.FRAG_PIECE)  # a 65535-byte packet's
     tracemalloc.start()
     try:
         base = tracemalloc.get_traced_memory()[0]
         for pid in range(200):
             for index in range(1, 255):
                 r.add(_fragment(pid, index, 255, piece))
-            for index in range(1, tunnel.MAX_FRAGMENTS):
-                r.add(_fragment(1000 + pid, index, tunnel.MAX_FRAGMENTS, piece))
+            for index in range(1, real_count):
+                r.add(_fragment(1000 + pid, index, real_count, piece))
         held = tracemalloc.get_traced_memory()[0] - base
     finally:
         tracemalloc.stop()
@@ -267,7 +268,7 @@ def test_expiry_also_happens_on_add():
 def test_malformed_fragments_are_refused_and_counted():
     r = tunnel.Reassembler(clock=lambda: 0.0)
     bad = [b"\x01\x00", _fragment(1, 0, 0, b"x"), _fragment(1, 3, 3, b"x"),
-           _fragment(1, 0, 2, b"x" * (tunnel.FRAG_PIECE + 1)),
+           _fragment(1, 0, 2, b"x" * (tunnel.MAX_FRAG_PIECE + 1)),
            _fragment(1, 0, tunnel.MAX_FRAGMENTS + 1, b"x")]
     for frag in bad:
         assert r.add(frag) is None
@@ -280,7 +281,7 @@ def test_largest_inner_packet_still_reassembles_in_any_order():
     rx = tunnel.DataChannel(KEYS, "gateway", clock=lambda: clock[0])
     packet = bytes(range(256)) * 255 + b"\x01" * 255  # 65535 bytes
     msgs = tx.seal_packet(packet)
-    assert len(msgs) == tunnel.MAX_FRAGMENTS
+    assert len(msgs) == -(-len(packet) // tunnel.FRAG_PIECE)  # a default-sized channel
     got = None
     rng = random.Random(3)
     rng.shuffle(msgs)
