@@ -652,11 +652,20 @@ def _peer_prefixes(f: _File, entry: _Entry, gw4: ipaddress.IPv4Interface,
     return inner, inner6, tuple(subnets)
 
 
+# IPv6 spellings of IPv4 addresses: the per-family overlap check cannot see
+# that ::ffff:10.0.0.3 is another peer's 10.0.0.3 (a dual-stack socket reads
+# it so), so no peer may own any of them (jvpn.tunnel.InnerSourceFilter too)
+_IPV4_IN_IPV6 = (ipaddress.ip_network("::ffff:0:0/96"), ipaddress.ip_network("::/96"))
+
+
 def _prefix(f: _File, entry: _Entry, item: str) -> Network:
     try:
         net = ipaddress.ip_network(item, strict=True)
     except ValueError as e:
         raise f.fail_entry(entry, f"{item}: not an IP prefix ({e})") from None
+    if net.version == 6 and any(net.overlaps(n) for n in _IPV4_IN_IPV6):
+        raise f.fail_entry(entry, f"{net}: overlaps the IPv6 spellings of IPv4 addresses "
+                                  "(::ffff:0:0/96 IPv4-mapped, ::/96 IPv4-compatible)")
     if not _unicast(net):
         raise f.fail_entry(entry, f"{net}: overlaps loopback, link-local, multicast or "
                                   "unspecified addresses")

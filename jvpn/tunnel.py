@@ -426,7 +426,8 @@ class InnerSourceFilter:
         self.allowed = PrefixSet(allowed)
         # the common case, the peer's own addresses, without a call
         self._hosts = frozenset(n.network_address.packed for n in allowed
-                                if n.prefixlen == n.max_prefixlen)
+                                if n.prefixlen == n.max_prefixlen
+                                and not _ipv4_in_ipv6(n.network_address.packed))
         self.refused = {"spoofed": 0, "malformed": 0}
 
     def accept(self, packet: bytes) -> bool:
@@ -434,10 +435,20 @@ class InnerSourceFilter:
         if src is None:
             self.refused["malformed"] += 1
             return False
-        if src not in self._hosts and src not in self.allowed:
+        if src not in self._hosts and (_ipv4_in_ipv6(src) or src not in self.allowed):
             self.refused["spoofed"] += 1
             return False
         return True
+
+
+_V4_IN_V6 = (b"\0" * 10 + b"\xff\xff", b"\0" * 12)  # ::ffff:0:0/96 (mapped), ::/96 (compatible)
+
+
+def _ipv4_in_ipv6(src: bytes) -> bool:
+    """An IPv6 source that spells an IPv4 address (IPv4-mapped or -compatible):
+    never a peer's, whatever its AllowedIPs say (a dual-stack socket reads
+    ::ffff:a.b.c.d as the IPv4 a.b.c.d, another peer's, or any host's)."""
+    return len(src) == 16 and src[:12] in _V4_IN_V6
 
 
 def _well_formed_src(packet: bytes) -> bytes | None:

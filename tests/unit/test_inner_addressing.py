@@ -399,3 +399,28 @@ def test_subnet_routes_add_and_remove_with_netlink_and_report_failures():
     [ev] = [e for e in events.recent if e["event_type"] == EventType.ROUTE_FAILED]
     assert int(ev["session_id"], 16) == 3 and "192.168.60.0/24" in ev["detail"]
     assert failing.installed == set()
+
+
+# ---------------------------------------------------------------- IPv4 in IPv6 spelling
+# Review (rev1): the overlap check is per family, so an IPv6 prefix holding
+# IPv4-mapped (::ffff:a.b.c.d) or IPv4-compatible (::a.b.c.d) addresses was
+# accepted beside another peer's IPv4 address, and the peer could then send
+# IPv6 packets from that peer's IPv4 in IPv6 spelling (a dual-stack socket on
+# the gateway's host reads ::ffff:10.99.0.3 as 10.99.0.3).
+@pytest.mark.parametrize("alice", [
+    "10.99.0.2/32, ::ffff:0:0/96",
+    "10.99.0.2/32, ::ffff:10.99.0.3/128",
+    "10.99.0.2/32, ::ffff:10.99.0.0/120",
+    "10.99.0.2/32, ::10.99.0.3/128",
+])
+def test_allowed_ips_in_ipv4_spelling_are_refused(tmp_path, alice):
+    message = _refused(tmp_path, alice, "10.99.0.3/32")
+    assert "IPv4" in message and "AllowedIPs:" in message, message
+
+
+def test_inner_source_filter_refuses_ipv4_mapped_sources_whatever_it_is_given():
+    f = InnerSourceFilter((net("10.99.0.2/32"), net("::ffff:0:0/96"), net("::/96")))
+    assert not f.accept(ipv6("::ffff:10.99.0.3", "fd99::1"))
+    assert not f.accept(ipv6("::10.99.0.3", "fd99::1"))
+    assert f.refused == {"spoofed": 2, "malformed": 0}
+    assert f.accept(ipv4("10.99.0.2", "10.99.0.1"))
