@@ -37,8 +37,15 @@ class Downstream:
         return peer.allowed_ips, peer.subnets
 
     def _route(self, live: Live) -> None:
-        """The peer's downstream goes to ``live`` from now on."""
+        """The peer's downstream goes to ``live`` from now on, unless a newer
+        session of the peer (a later handshake) has it: sessions restored
+        or adopted in any order route the newest, so an older one ending
+        cannot take the peer's prefixes and subnet routes with it."""
         sid = live.record.session_id
+        cur = self.sessions.get(self.by_inner.get(live.inner, sid))
+        if (cur is not None and cur.record.session_id != sid
+                and cur.record.handshake_ns > live.record.handshake_ns):
+            return
         self.by_inner[live.inner] = sid
         for net in live.allowed:
             self.downstream.add(net, sid)

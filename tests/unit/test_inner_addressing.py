@@ -424,3 +424,24 @@ def test_inner_source_filter_refuses_ipv4_mapped_sources_whatever_it_is_given():
     assert not f.accept(ipv6("::10.99.0.3", "fd99::1"))
     assert f.refused == {"spoofed": 2, "malformed": 0}
     assert f.accept(ipv4("10.99.0.2", "10.99.0.1"))
+
+
+def _restore(table, sid: int, peer: PeerConfig, handshake_ns: int):
+    rec, _tr = apply(new_session(sid, 1000), Event.ATTACH_OK, 1000,
+                     binding=Transport("192.0.2.10", 5000 + sid))
+    ks = derive_session_keys(sid, b"\1" * 32, b"\2" * 32, b"\3" * 32)
+    return table.install(rec.with_(inner_addr=str(peer.inner), handshake_ns=handshake_ns), ks,
+                         peer.inner.packed)
+
+
+def test_a_restart_routes_a_peer_to_its_newest_session_whatever_the_store_order(table):
+    # review (rev1): the one restored last took the downstream; when the
+    # replaced (older) one then ended, the peer's prefixes and subnet routes
+    # went with it and the live session stayed unrouted until a handshake
+    new = _restore(table, 1, ALICE_PEER, handshake_ns=2_000)
+    _restore(table, 2, ALICE_PEER, handshake_ns=1_000)  # replaced, not yet expired
+    assert table.for_destination(addr("192.168.50.1").packed) is new
+    assert table.for_inner(ALICE_PEER.inner.packed) is new
+    table.forget(2)
+    assert table.for_destination(addr("fd50::1").packed) is new
+    assert table.fake_routes.installed == set(ALICE_PEER.subnets)
