@@ -41,7 +41,7 @@ SIDE_GW_IP6, SIDE_ATK_IP6 = "fd00:77:5::1", "fd00:77:5::2"  # a second link, wit
 # ---------------------------------------------------------------- inside the tunnel
 GW_INNER, CLIENT_INNER = "10.99.0.1", "10.99.0.2"
 INNER_PREFIX = 24
-# IPv6 inside, and a site behind the client (tests/netns/test_inner_addressing.py)
+# IPv6 inside, and a site behind the client (tests/netns/test_inner_addressing_lab.py)
 GW_INNER6, CLIENT_INNER6, INNER6_PREFIX = "fd99::1", "fd99::2", 64
 SITE_NET, SITE_CLIENT_IP, SITE_HOST_IP = "192.168.50.0/24", "192.168.50.1", "192.168.50.2"
 SITE_PREFIX = 24
