@@ -60,3 +60,11 @@ def test_no_product_module_imports_the_harness():
                  for name, mods in result["loaded"].items()}
     assert {k: v for k, v in offenders.items() if v} == {}
     assert len(result["loaded"]) > 20  # the probe did import the product
+
+
+def test_test_modules_have_unique_basenames():
+    """pytest imports test modules by basename (rootdir mode, no packages):
+    two files of one name in two tiers stop the whole run at collection."""
+    root = Path(__file__).resolve().parents[1]
+    names = [p.name for p in root.rglob("test_*.py")]
+    assert sorted({n for n in names if names.count(n) > 1}) == []
