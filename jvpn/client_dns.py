@@ -3,7 +3,10 @@
 Three backends, chosen when the client starts (:func:`choose_backend`):
 
 - ``resolvectl`` when systemd-resolved runs: per-link servers and search
-  domains on the TUN; ``resolvectl revert`` at down;
+  domains on the TUN, plus the routing domain ``~.`` when DNS gives servers
+  (every query goes to them, not also to the uplink's servers: the
+  exclusivity ``resolvconf -x`` and the file backend have); ``resolvectl
+  revert`` at down;
 - ``resolvconf`` when installed: ``resolvconf -a <tun> -m 0 -x`` (this
   interface's servers, exclusively), ``resolvconf -d <tun> -f`` at down;
 - otherwise /etc/resolv.conf itself (:class:`FileBackend`), with the
@@ -85,8 +88,12 @@ class ResolvectlBackend:
         try:
             if self.dns.servers:
                 _run(self.run, ["resolvectl", "dns", self.iface, *self.dns.servers])
-            if self.dns.search:
-                _run(self.run, ["resolvectl", "domain", self.iface, *self.dns.search])
+            # "~." (routing-only, every name): with servers, systemd-resolved sends
+            # every query to this link only, as resolvconf -x and the file backend
+            # do; without it the uplink's servers were asked too, in clear
+            domains = [*self.dns.search, *(["~."] if self.dns.servers else [])]
+            if domains:
+                _run(self.run, ["resolvectl", "domain", self.iface, *domains])
         except DnsError:
             try:  # all or nothing: servers without their domains are not left behind
                 self.restore()

@@ -128,8 +128,22 @@ def test_resolvectl_sets_the_link_and_reverts_it():
     b.restore()
     assert [c[0] for c in run.calls] == [
         ["resolvectl", "dns", "jvpn0", "10.99.0.1", "fd99::1"],
-        ["resolvectl", "domain", "jvpn0", "corp.example", "lab.example"],
+        ["resolvectl", "domain", "jvpn0", "corp.example", "lab.example", "~."],
         ["resolvectl", "revert", "jvpn0"]]
+
+
+@pytest.mark.parametrize("dns,domain", [
+    (ClientDns(servers=("10.99.0.1",)), ["~."]),
+    (ClientDns(search=("corp.example",)), ["corp.example"]),  # no servers here: not all names
+])
+def test_resolvectl_sends_every_query_to_the_tunnel_servers(dns, domain):
+    """DNS leak: without the routing domain ~., systemd-resolved also asks the
+    uplink's servers (a link with servers and no routing domain is a default
+    route for DNS), in clear, around a full tunnel. resolvconf -x and the file
+    backend are exclusive; resolvectl now is too."""
+    run = Recorder()
+    ResolvectlBackend("jvpn0", dns, run).apply()
+    assert [c[0] for c in run.calls][-1] == ["resolvectl", "domain", "jvpn0", *domain]
 
 
 def test_resolvconf_adds_an_exclusive_entry_and_deletes_it():
