@@ -206,11 +206,17 @@ class Client(ClientReattach, PathSizing):
 
     def _tun_up(self, a: Assignment) -> None:
         """The TUN and its routes; with AllowedIPs, host addresses: only they are routed."""
-        self.tun = Tun(self.tun_name)
         inner, inner6 = a.client_inner, a.client_inner6
         if self.route_plan.ops:
             inner = ipaddress.ip_interface(f"{inner.ip}/{inner.max_prefixlen}")
             inner6 = inner6 and ipaddress.ip_interface(f"{inner6.ip}/{inner6.max_prefixlen}")
+        gw = ipaddress.ip_address(self.endpoint[0])
+        for net in (i.network for i in (inner, inner6) if i is not None):
+            if gw.version == net.version and gw in net:  # the TUN's prefix route would loop
+                raise ClientError(f"the gateway's endpoint {gw} is inside the tunnel's own "
+                                  f"network {net} (assigned by the gateway): its datagrams "
+                                  "would be routed into the tunnel; not brought up")
+        self.tun = Tun(self.tun_name)
         self.tun.configure(str(inner.ip), inner.network.prefixlen, self.tun_mtu, inner6)
         try:
             self.routes.apply([str(i.ip) for i in (inner, inner6) if i is not None])
