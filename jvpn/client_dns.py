@@ -158,9 +158,24 @@ class FileBackend:
                f"{self.backup.name}\n" + resolv_lines(self.dns, previous)
         try:
             _replace(self.path, text.encode(), self._mode())
-        except OSError as e:  # resolv.conf unchanged (the rename is atomic): no backup left
-            os.unlink(self.backup)
-            raise DnsError(f"DNS: {self.path}: {e.strerror or e}") from None
+        except OSError as e:
+            self._undo_failed_write(e)
+
+    def _undo_failed_write(self, e: OSError) -> None:
+        """resolv.conf is unchanged after a failed rename (no backup left), but
+        a failed in-place write (bind mount) may have truncated it: then the
+        backup is put back, and kept if even that fails."""
+        why = e.strerror or str(e)
+        try:
+            if self._same_as_backup():
+                os.unlink(self.backup)
+            else:
+                _put_back(self.backup, self.path)
+        except OSError as e2:
+            raise DnsError(f"DNS: {self.path}: {why}; the previous file is still "
+                           f"{self.backup} (putting it back failed: {e2.strerror or e2})"
+                           ) from None
+        raise DnsError(f"DNS: {self.path}: {why}") from None
 
     def restore(self) -> None:
         if not os.path.lexists(self.backup):

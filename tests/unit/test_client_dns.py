@@ -197,3 +197,58 @@ def test_a_resolv_conf_that_cannot_be_written_is_one_line_and_leaves_no_backup(t
         FileBackend("jvpn0", DNS, conf, pid_alive=dead).apply()
     assert str(conf) in str(exc.value) and "\n" not in str(exc.value)
     assert not (tmp_path / "resolv.conf.jvpn-backup").exists()
+
+
+def test_a_failed_in_place_write_puts_the_previous_file_back(conf, monkeypatch):
+    """A bind-mounted resolv.conf is rewritten in place (truncated, then
+    written). A write that failed half way (ENOSPC, EIO) left it truncated,
+    and the backup, the only copy of the user's DNS config, was deleted."""
+    import errno  # noqa: PLC0415
+
+    from jvpn import client_dns  # noqa: PLC0415
+
+    real_replace = os.replace
+
+    def busy(src, dst):
+        if str(dst) == str(conf):
+            raise OSError(errno.EBUSY, "Device or resource busy")
+        real_replace(src, dst)
+
+    calls = []
+
+    def half_write(path, data):
+        calls.append(data)
+        if len(calls) == 1:  # the rewrite fails half way; putting back works
+            path.write_bytes(data[:10])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        path.write_bytes(data)
+
+    monkeypatch.setattr(client_dns.os, "replace", busy)
+    monkeypatch.setattr(client_dns, "_write_in_place", half_write)
+    with pytest.raises(DnsError, match="No space left"):
+        FileBackend("jvpn0", DNS, conf, pid_alive=dead).apply()
+    assert conf.read_text() == ORIGINAL
+    assert not (conf.parent / "resolv.conf.jvpn-backup").exists()
+
+
+def test_a_failed_write_that_cannot_be_undone_keeps_the_backup(conf, monkeypatch):
+    import errno  # noqa: PLC0415
+
+    from jvpn import client_dns  # noqa: PLC0415
+
+    real_replace = os.replace
+
+    def busy(src, dst):
+        if str(dst) == str(conf):
+            raise OSError(errno.EBUSY, "Device or resource busy")
+        real_replace(src, dst)
+
+    def broken(path, data):
+        path.write_bytes(data[:10])
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(client_dns.os, "replace", busy)
+    monkeypatch.setattr(client_dns, "_write_in_place", broken)
+    with pytest.raises(DnsError, match="jvpn-backup"):
+        FileBackend("jvpn0", DNS, conf, pid_alive=dead).apply()
+    assert (conf.parent / "resolv.conf.jvpn-backup").read_text() == ORIGINAL
