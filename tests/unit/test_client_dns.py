@@ -15,6 +15,7 @@ from jvpn.client_dns import (
     ResolvconfBackend,
     ResolvectlBackend,
     choose_backend,
+    process_start,
 )
 from jvpn.config import ClientDns
 
@@ -38,7 +39,8 @@ def test_set_then_restore(conf):
     b = FileBackend("jvpn7", DNS, conf, pid_alive=dead)
     b.apply()
     lines = conf.read_text().splitlines()
-    assert lines[0].startswith(f"# jvpn-xdp client pid {os.getpid()}, TUN jvpn7")
+    assert lines[0].startswith(f"# jvpn-xdp client pid {os.getpid()} (start "
+                               f"{process_start(os.getpid())}), TUN jvpn7")
     assert lines[1:] == ["nameserver 10.99.0.1", "nameserver fd99::1",
                          "search corp.example lab.example", "options edns0"]
     assert (conf.parent / "resolv.conf.jvpn-backup").read_text() == ORIGINAL
@@ -100,11 +102,28 @@ def test_a_stale_backup_after_someone_else_rewrote_the_file_is_refused(conf):
 
 def test_dns_set_by_a_running_client_is_not_taken_over(conf):
     FileBackend("jvpn0", DNS, conf).apply()
-    ours = conf.read_text().replace(f"pid {os.getpid()}", "pid 1")  # pid 1 is alive
+    me = f"pid {os.getpid()} (start {process_start(os.getpid())})"
+    assert me in conf.read_text()
+    ours = conf.read_text().replace(me, f"pid 1 (start {process_start(1)})")  # pid 1 is alive
     conf.write_text(ours)
     with pytest.raises(DnsError, match="another running jvpn client"):
         FileBackend("jvpn1", DNS, conf).apply()
     assert conf.read_text() == ours
+
+
+def test_a_reused_pid_is_not_a_running_client(conf):
+    """The marker's pid alone: after a power loss, the crashed client's pid is
+    reused after boot by some daemon (or any local user forks until he holds
+    it), and every later `client up` with DNS was refused as 'another
+    running jvpn client'. The marker now names the process start too."""
+    FileBackend("jvpn0", DNS, conf).apply()  # ... then a crash
+    me = f"pid {os.getpid()} (start {process_start(os.getpid())})"
+    conf.write_text(conf.read_text().replace(me, "pid 1 (start 0-0:12345)"))  # another pid 1
+    b = FileBackend("jvpn1", ClientDns(servers=("10.99.0.9",)), conf)
+    b.apply()
+    assert b.recovered and "nameserver 10.99.0.9" in conf.read_text()
+    b.restore()
+    assert conf.read_text() == ORIGINAL
 
 
 def test_restore_without_a_backup_says_so(conf):
