@@ -82,7 +82,10 @@ class Lifecycle:
             try:
                 step.undo()
             except Exception as e:  # noqa: BLE001 - reported; the other undos still run
-                self.report(step.name, e)
+                # a report that fails (stderr on a terminal gone with the SIGHUP
+                # that stopped us: EIO) must not skip the undos after it either
+                with contextlib.suppress(Exception):
+                    self.report(step.name, e)
 
 
 def client_steps(cfg: ClientConfig, agent, dns: Backend | None,

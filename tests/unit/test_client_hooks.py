@@ -163,3 +163,16 @@ def test_sighup_stops_the_client_through_its_teardown():
     finally:
         for sig, h in old.items():
             signal.signal(sig, h)
+
+
+def test_a_report_that_fails_does_not_skip_the_other_undos(env):
+    """After a SIGHUP from a closed terminal, printing the report of a failed
+    undo raises (EIO on the dead tty): the undos after it (DNS put back, the
+    tunnel's routes removed) were skipped."""
+    log, conf = env
+    life = Lifecycle(steps(log, conf, pre_down=("exit 2",), post_down=(hook(log, "PostDown"),)),
+                     lambda step, e: (_ for _ in ()).throw(OSError(5, "Input/output error")))
+    life.up()
+    life.down()
+    assert lines(log) == ["tunnel up", "tunnel down", "PostDown tun-x"]
+    assert conf.read_text() == ORIGINAL
