@@ -61,13 +61,16 @@ def client_up(app, config_path: str, events_file: str | None, echo_events: bool)
         life.up()
     except ClientError as e:
         raise JvpnError(str(e)) from e
-    a = agent.assignment
-    app.err.print(f"jvpn client up: session {a.session_id:016x}, inner {a.client_inner}")
-    if getattr(dns, "recovered", False):
-        app.err.print(f"jvpn client: put back {dns.path} from a run that did not stop cleanly")
-    failed = agent.wait()
-    life.down()
-    events.close()
+    try:  # whatever happens now (a print to a terminal gone: EIO), the undos run
+        a = agent.assignment
+        app.err.print(f"jvpn client up: session {a.session_id:016x}, inner {a.client_inner}")
+        if getattr(dns, "recovered", False):
+            app.err.print(f"jvpn client: put back {dns.path} from a run that did not stop "
+                          "cleanly")
+        failed = agent.wait()
+    finally:
+        life.down()
+        events.close()
     if agent.drops.total:
         app.err.print(f"jvpn client: dropped {agent.drops.total} datagrams that did not come "
                       f"from the gateway {agent.endpoint[0]}:{agent.endpoint[1]}", markup=False)

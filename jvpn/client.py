@@ -90,6 +90,23 @@ class StrangerDrops:
             detail="not from the gateway's address and port: dropped unread")
 
 
+def tun_addresses(a: Assignment, host_only: bool, endpoint: str):
+    """The TUN's (inner, inner6): host addresses when AllowedIPs route. A
+    ClientError if the gateway's address is inside a network the TUN would
+    have: that prefix route would send the outer datagrams into the tunnel."""
+    inner, inner6 = a.client_inner, a.client_inner6
+    if host_only:
+        inner = ipaddress.ip_interface(f"{inner.ip}/{inner.max_prefixlen}")
+        inner6 = inner6 and ipaddress.ip_interface(f"{inner6.ip}/{inner6.max_prefixlen}")
+    gw = ipaddress.ip_address(endpoint)
+    for net in (i.network for i in (inner, inner6) if i is not None):
+        if gw.version == net.version and gw in net:
+            raise ClientError(f"the gateway's endpoint {gw} is inside the tunnel's own "
+                              f"network {net} (assigned by the gateway): its datagrams "
+                              "would be routed into the tunnel; not brought up")
+    return inner, inner6
+
+
 class Client(ClientReattach, PathSizing):
     def __init__(self, *, private_key: bytes, gateway_public: bytes, endpoint: tuple[str, int],
                  events: EventLog, tun_name: str = "jvpn0", keepalive_ms: int = 500,
@@ -206,11 +223,8 @@ class Client(ClientReattach, PathSizing):
 
     def _tun_up(self, a: Assignment) -> None:
         """The TUN and its routes; with AllowedIPs, host addresses: only they are routed."""
+        inner, inner6 = tun_addresses(a, bool(self.route_plan.ops), self.endpoint[0])
         self.tun = Tun(self.tun_name)
-        inner, inner6 = a.client_inner, a.client_inner6
-        if self.route_plan.ops:
-            inner = ipaddress.ip_interface(f"{inner.ip}/{inner.max_prefixlen}")
-            inner6 = inner6 and ipaddress.ip_interface(f"{inner6.ip}/{inner6.max_prefixlen}")
         self.tun.configure(str(inner.ip), inner.network.prefixlen, self.tun_mtu, inner6)
         try:
             self.routes.apply([str(i.ip) for i in (inner, inner6) if i is not None])

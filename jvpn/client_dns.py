@@ -3,7 +3,10 @@
 Three backends, chosen when the client starts (:func:`choose_backend`):
 
 - ``resolvectl`` when systemd-resolved runs: per-link servers and search
-  domains on the TUN; ``resolvectl revert`` at down;
+  domains on the TUN, plus the routing domain ``~.`` when DNS gives servers
+  (every query goes to them, not also to the uplink's servers: the
+  exclusivity ``resolvconf -x`` and the file backend have); ``resolvectl
+  revert`` at down;
 - ``resolvconf`` when installed: ``resolvconf -a <tun> -m 0 -x`` (this
   interface's servers, exclusively), ``resolvconf -d <tun> -f`` at down;
 - otherwise /etc/resolv.conf itself (:class:`FileBackend`), with the
@@ -12,7 +15,8 @@ Three backends, chosen when the client starts (:func:`choose_backend`):
 The file backend survives a crash: the backup is written (atomically, temp
 file + rename) before resolv.conf is replaced (the same way), so at any
 moment either resolv.conf is untouched or the backup holds it. The file we
-write starts with a marker naming the client's pid. At the next ``up``, a
+write starts with a marker naming the client's pid and its start (boot id and
+start time: a pid alone is reused). At the next ``up``, a
 backup left behind is handled before anything else:
 
 - resolv.conf carries our marker of a process that is gone: the backup is
@@ -45,8 +49,9 @@ from jvpn.errors import JvpnError
 RESOLV_CONF = Path("/etc/resolv.conf")
 RESOLVED_DIR = Path("/run/systemd/resolve")  # present while systemd-resolved runs
 BACKUP_SUFFIX = ".jvpn-backup"
-MARKER = "# jvpn-xdp client"  # first line of a resolv.conf we wrote: "MARKER pid N, TUN X"
-_MARKER_PID = re.compile(re.escape(MARKER) + r" pid ([0-9]+)")
+MARKER = "# jvpn-xdp client"  # first line we write: "MARKER pid N (start S), TUN X"
+_MARKER_PID = re.compile(re.escape(MARKER) + r" pid ([0-9]+)(?: \(start ([0-9a-f:-]+)\))?")
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 _KEPT = ("nameserver", "search", "domain", "options", "sortlist")
 
 
@@ -85,8 +90,12 @@ class ResolvectlBackend:
         try:
             if self.dns.servers:
                 _run(self.run, ["resolvectl", "dns", self.iface, *self.dns.servers])
-            if self.dns.search:
-                _run(self.run, ["resolvectl", "domain", self.iface, *self.dns.search])
+            # "~." (routing-only, every name): with servers, systemd-resolved sends
+            # every query to this link only, as resolvconf -x and the file backend
+            # do; without it the uplink's servers were asked too, in clear
+            domains = [*self.dns.search, *(["~."] if self.dns.servers else [])]
+            if domains:
+                _run(self.run, ["resolvectl", "domain", self.iface, *domains])
         except DnsError:
             try:  # all or nothing: servers without their domains are not left behind
                 self.restore()
@@ -133,10 +142,12 @@ class FileBackend:
     name = "file"
 
     def __init__(self, iface: str, dns: ClientDns, path: Path = RESOLV_CONF,
-                 pid_alive: Callable[[int], bool] | None = None):
+                 pid_alive: Callable[[int], bool] | None = None,
+                 start_of: Callable[[int], str | None] | None = None):
         self.iface, self.dns, self.path = iface, dns, Path(path)
         self.backup = self.path.with_name(self.path.name + BACKUP_SUFFIX)
         self.pid_alive = pid_alive or (lambda pid: Path(f"/proc/{pid}").exists())
+        self.start_of = start_of or process_start
         self.recovered = False  # a crashed run's backup was put back at apply
 
     def apply(self) -> None:
@@ -147,13 +158,30 @@ class FileBackend:
             self._save_backup()
         except OSError as e:
             raise DnsError(f"DNS: {self.path}: {e.strerror or e}") from None
-        text = f"{MARKER} pid {os.getpid()}, TUN {self.iface}; the previous file is " \
+        start = self.start_of(os.getpid())
+        me = f"pid {os.getpid()}" + (f" (start {start})" if start else "")
+        text = f"{MARKER} {me}, TUN {self.iface}; the previous file is " \
                f"{self.backup.name}\n" + resolv_lines(self.dns, previous)
         try:
             _replace(self.path, text.encode(), self._mode())
-        except OSError as e:  # resolv.conf unchanged (the rename is atomic): no backup left
-            os.unlink(self.backup)
-            raise DnsError(f"DNS: {self.path}: {e.strerror or e}") from None
+        except OSError as e:
+            self._undo_failed_write(e)
+
+    def _undo_failed_write(self, e: OSError) -> None:
+        """resolv.conf is unchanged after a failed rename (no backup left), but
+        a failed in-place write (bind mount) may have truncated it: then the
+        backup is put back, and kept if even that fails."""
+        why = e.strerror or str(e)
+        try:
+            if self._same_as_backup():
+                os.unlink(self.backup)
+            else:
+                _put_back(self.backup, self.path)
+        except OSError as e2:
+            raise DnsError(f"DNS: {self.path}: {why}; the previous file is still "
+                           f"{self.backup} (putting it back failed: {e2.strerror or e2})"
+                           ) from None
+        raise DnsError(f"DNS: {self.path}: {why}") from None
 
     def restore(self) -> None:
         if not os.path.lexists(self.backup):
@@ -168,7 +196,7 @@ class FileBackend:
     def _stale_backup(self) -> None:
         current = self._read(self.path)
         m = _MARKER_PID.match(current)
-        if m and self.pid_alive(int(m.group(1))) and int(m.group(1)) != os.getpid():
+        if m and self._running(int(m.group(1)), m.group(2)):
             raise DnsError(f"DNS: {self.path} is set by another running jvpn client (pid "
                            f"{m.group(1)}): stop it first, or use DNS in one client only")
         if m:
@@ -181,6 +209,15 @@ class FileBackend:
                            f"cleanly, and {self.path} was changed since: keep the one you "
                            f"want as {self.path}, remove {self.backup}, then run `client up` "
                            "again")
+
+    def _running(self, pid: int, start: str | None) -> bool:
+        """The process that wrote the marker still runs: its pid is alive and
+        (when the marker has it) started when the marker says. A pid alone is
+        reused: after a reboot by another daemon, or by any local user who
+        forks until he holds it, and DNS was refused for good."""
+        if pid == os.getpid() or not self.pid_alive(pid):
+            return False
+        return start is None or self.start_of(pid) == start
 
     def _same_as_backup(self) -> bool:
         if os.path.islink(self.backup) or os.path.islink(self.path):
@@ -210,6 +247,18 @@ class FileBackend:
             _sync_dir(self.backup)
             return
         _replace(self.backup, self._read(self.path).encode(), self._mode())
+
+
+def process_start(pid: int) -> str | None:
+    """``<boot id>:<start time in clock ticks>`` of a process: unique across
+    reboots and pid reuse; None if unknown."""
+    try:
+        boot = BOOT_ID.read_text().strip()
+        stat_line = Path(f"/proc/{pid}/stat").read_text()
+        start = stat_line.rsplit(")", 1)[1].split()[19]  # field 22, after comm
+    except (OSError, IndexError):
+        return None
+    return f"{boot}:{start}" if re.fullmatch(r"[0-9a-f-]+", boot) and start.isdigit() else None
 
 
 def _tmp_name(path: Path) -> Path:

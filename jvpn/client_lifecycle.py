@@ -12,7 +12,10 @@ the others still run (a broken PreDown must not leave DNS pointing into a
 dead tunnel). Another module adds a step (routes) with one list entry in
 :func:`client_steps`.
 
-SIGTERM / SIGINT only set a flag and ask the agent to stop (:class:`Signals`):
+SIGTERM / SIGINT / SIGHUP only set a flag and ask the agent to stop
+(:class:`Signals`; SIGHUP is what a client started in a terminal gets when
+that terminal or SSH session goes away: left at its default it would kill
+the client with nothing undone, DNS pointing into a dead tunnel):
 nothing is torn down inside a signal handler, and no step is cut in half
 (a DNS file half switched, a hook killed between two commands). During up
 the flag is looked at between steps: the next step does not start,
@@ -37,7 +40,7 @@ from jvpn.errors import JvpnError
 
 
 class Stopped(JvpnError):
-    """SIGTERM or SIGINT arrived while the client was coming up."""
+    """SIGTERM, SIGINT or SIGHUP arrived while the client was coming up."""
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,10 @@ class Lifecycle:
             try:
                 step.undo()
             except Exception as e:  # noqa: BLE001 - reported; the other undos still run
-                self.report(step.name, e)
+                # a report that fails (stderr on a terminal gone with the SIGHUP
+                # that stopped us: EIO) must not skip the undos after it either
+                with contextlib.suppress(Exception):
+                    self.report(step.name, e)
 
 
 def client_steps(cfg: ClientConfig, agent, dns: Backend | None,
@@ -138,13 +144,16 @@ def _delete_link(name: str) -> None:
                 pass  # gone meanwhile
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
 class Signals:
-    """SIGTERM/SIGINT: remembered, and ``on_stop()`` (the agent's loops end)."""
+    """SIGTERM/SIGINT/SIGHUP: remembered, and ``on_stop()`` (the agent's loops end)."""
 
     def __init__(self, on_stop: Callable[[], None]):
         self.on_stop = on_stop
         self.stopped = threading.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in STOP_SIGNALS:
             signal.signal(sig, self._handle)
 
     def _handle(self, _signum, _frame) -> None:

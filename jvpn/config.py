@@ -748,10 +748,27 @@ def load_client_config(path: str | Path, resolve: Resolver = resolve_host) -> Cl
 
 def _resolved(f: _File, entry: _Entry, name: str, port: int, resolve: Resolver) -> str:
     try:
-        return str(ipaddress.ip_address(resolve(name, port)))
+        addr = ipaddress.ip_address(resolve(name, port))
     except (OSError, ValueError, IndexError) as e:
         why = e.strerror if isinstance(e, OSError) and e.strerror else str(e) or type(e).__name__
         raise f.fail_entry(entry, f"host name {name!r} does not resolve: {why}") from None
+    what = _not_a_gateway(addr)
+    if what:  # a hostile or broken DNS answer: never sent to (this host, a group, nowhere)
+        raise f.fail_entry(entry, f"host name {name!r} resolves to {addr}, {what} address: "
+                                  "not a gateway (check the name's DNS records or /etc/hosts)")
+    return str(addr)
+
+
+def _not_a_gateway(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    """Why a resolved Endpoint address cannot be a remote gateway, or None."""
+    mapped = getattr(addr, "ipv4_mapped", None)
+    a = mapped or addr
+    for kind, bad in (("an unspecified", a.is_unspecified), ("a loopback", a.is_loopback),
+                      ("a multicast", a.is_multicast), ("a link-local", a.is_link_local),
+                      ("a broadcast", a == ipaddress.IPv4Address("255.255.255.255"))):
+        if bad:
+            return kind
+    return None
 
 
 def _keepalive(f: _File, peer: _Section) -> int:

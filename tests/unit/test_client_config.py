@@ -105,5 +105,21 @@ def test_a_name_that_does_not_resolve_is_one_line_naming_it(tmp_path, failure):
     assert "\n" not in msg
 
 
+@pytest.mark.parametrize("answer", ["0.0.0.0", "127.0.0.1", "::1", "::", "224.0.0.251",
+                                    "255.255.255.255", "169.254.1.1", "fe80::1",
+                                    "ff02::1", "::ffff:127.0.0.1"])
+def test_a_name_resolving_to_no_remote_host_is_refused(tmp_path, answer):
+    """A hostile or broken DNS answer for the Endpoint name (this host, a
+    multicast group, nowhere) was taken as the gateway: the client sent its
+    handshakes (and with a loopback answer, to whatever local user binds the
+    port)."""
+    p = write(tmp_path, endpoint="vpn.example.com:51900")
+    with pytest.raises(ConfigError) as exc:
+        load_client_config(p, resolve=lambda h, port: answer)
+    msg = str(exc.value)
+    assert msg.startswith(f"{p}:5: Endpoint: host name 'vpn.example.com' resolves to "), msg
+    assert "not a gateway" in msg and "\n" not in msg
+
+
 def test_the_default_resolver_reads_the_system_resolver():
     assert resolve_host("localhost", 51900) in ("127.0.0.1", "::1")

@@ -15,6 +15,7 @@ from jvpn.client_dns import (
     ResolvconfBackend,
     ResolvectlBackend,
     choose_backend,
+    process_start,
 )
 from jvpn.config import ClientDns
 
@@ -38,7 +39,8 @@ def test_set_then_restore(conf):
     b = FileBackend("jvpn7", DNS, conf, pid_alive=dead)
     b.apply()
     lines = conf.read_text().splitlines()
-    assert lines[0].startswith(f"# jvpn-xdp client pid {os.getpid()}, TUN jvpn7")
+    assert lines[0].startswith(f"# jvpn-xdp client pid {os.getpid()} (start "
+                               f"{process_start(os.getpid())}), TUN jvpn7")
     assert lines[1:] == ["nameserver 10.99.0.1", "nameserver fd99::1",
                          "search corp.example lab.example", "options edns0"]
     assert (conf.parent / "resolv.conf.jvpn-backup").read_text() == ORIGINAL
@@ -100,11 +102,28 @@ def test_a_stale_backup_after_someone_else_rewrote_the_file_is_refused(conf):
 
 def test_dns_set_by_a_running_client_is_not_taken_over(conf):
     FileBackend("jvpn0", DNS, conf).apply()
-    ours = conf.read_text().replace(f"pid {os.getpid()}", "pid 1")  # pid 1 is alive
+    me = f"pid {os.getpid()} (start {process_start(os.getpid())})"
+    assert me in conf.read_text()
+    ours = conf.read_text().replace(me, f"pid 1 (start {process_start(1)})")  # pid 1 is alive
     conf.write_text(ours)
     with pytest.raises(DnsError, match="another running jvpn client"):
         FileBackend("jvpn1", DNS, conf).apply()
     assert conf.read_text() == ours
+
+
+def test_a_reused_pid_is_not_a_running_client(conf):
+    """The marker's pid alone: after a power loss, the crashed client's pid is
+    reused after boot by some daemon (or any local user forks until he holds
+    it), and every later `client up` with DNS was refused as 'another
+    running jvpn client'. The marker now names the process start too."""
+    FileBackend("jvpn0", DNS, conf).apply()  # ... then a crash
+    me = f"pid {os.getpid()} (start {process_start(os.getpid())})"
+    conf.write_text(conf.read_text().replace(me, "pid 1 (start 0-0:12345)"))  # another pid 1
+    b = FileBackend("jvpn1", ClientDns(servers=("10.99.0.9",)), conf)
+    b.apply()
+    assert b.recovered and "nameserver 10.99.0.9" in conf.read_text()
+    b.restore()
+    assert conf.read_text() == ORIGINAL
 
 
 def test_restore_without_a_backup_says_so(conf):
@@ -128,8 +147,22 @@ def test_resolvectl_sets_the_link_and_reverts_it():
     b.restore()
     assert [c[0] for c in run.calls] == [
         ["resolvectl", "dns", "jvpn0", "10.99.0.1", "fd99::1"],
-        ["resolvectl", "domain", "jvpn0", "corp.example", "lab.example"],
+        ["resolvectl", "domain", "jvpn0", "corp.example", "lab.example", "~."],
         ["resolvectl", "revert", "jvpn0"]]
+
+
+@pytest.mark.parametrize("dns,domain", [
+    (ClientDns(servers=("10.99.0.1",)), ["~."]),
+    (ClientDns(search=("corp.example",)), ["corp.example"]),  # no servers here: not all names
+])
+def test_resolvectl_sends_every_query_to_the_tunnel_servers(dns, domain):
+    """DNS leak: without the routing domain ~., systemd-resolved also asks the
+    uplink's servers (a link with servers and no routing domain is a default
+    route for DNS), in clear, around a full tunnel. resolvconf -x and the file
+    backend are exclusive; resolvectl now is too."""
+    run = Recorder()
+    ResolvectlBackend("jvpn0", dns, run).apply()
+    assert [c[0] for c in run.calls][-1] == ["resolvectl", "domain", "jvpn0", *domain]
 
 
 def test_resolvconf_adds_an_exclusive_entry_and_deletes_it():
@@ -183,3 +216,58 @@ def test_a_resolv_conf_that_cannot_be_written_is_one_line_and_leaves_no_backup(t
         FileBackend("jvpn0", DNS, conf, pid_alive=dead).apply()
     assert str(conf) in str(exc.value) and "\n" not in str(exc.value)
     assert not (tmp_path / "resolv.conf.jvpn-backup").exists()
+
+
+def test_a_failed_in_place_write_puts_the_previous_file_back(conf, monkeypatch):
+    """A bind-mounted resolv.conf is rewritten in place (truncated, then
+    written). A write that failed half way (ENOSPC, EIO) left it truncated,
+    and the backup, the only copy of the user's DNS config, was deleted."""
+    import errno  # noqa: PLC0415
+
+    from jvpn import client_dns  # noqa: PLC0415
+
+    real_replace = os.replace
+
+    def busy(src, dst):
+        if str(dst) == str(conf):
+            raise OSError(errno.EBUSY, "Device or resource busy")
+        real_replace(src, dst)
+
+    calls = []
+
+    def half_write(path, data):
+        calls.append(data)
+        if len(calls) == 1:  # the rewrite fails half way; putting back works
+            path.write_bytes(data[:10])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        path.write_bytes(data)
+
+    monkeypatch.setattr(client_dns.os, "replace", busy)
+    monkeypatch.setattr(client_dns, "_write_in_place", half_write)
+    with pytest.raises(DnsError, match="No space left"):
+        FileBackend("jvpn0", DNS, conf, pid_alive=dead).apply()
+    assert conf.read_text() == ORIGINAL
+    assert not (conf.parent / "resolv.conf.jvpn-backup").exists()
+
+
+def test_a_failed_write_that_cannot_be_undone_keeps_the_backup(conf, monkeypatch):
+    import errno  # noqa: PLC0415
+
+    from jvpn import client_dns  # noqa: PLC0415
+
+    real_replace = os.replace
+
+    def busy(src, dst):
+        if str(dst) == str(conf):
+            raise OSError(errno.EBUSY, "Device or resource busy")
+        real_replace(src, dst)
+
+    def broken(path, data):
+        path.write_bytes(data[:10])
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(client_dns.os, "replace", busy)
+    monkeypatch.setattr(client_dns, "_write_in_place", broken)
+    with pytest.raises(DnsError, match="jvpn-backup"):
+        FileBackend("jvpn0", DNS, conf, pid_alive=dead).apply()
+    assert (conf.parent / "resolv.conf.jvpn-backup").read_text() == ORIGINAL

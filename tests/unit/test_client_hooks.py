@@ -143,3 +143,36 @@ def test_a_signal_while_coming_up_undoes_what_was_set_up(env):
 
 def _no_report(step, e):
     raise AssertionError(f"unexpected teardown failure in {step}: {e}")
+
+
+def test_sighup_stops_the_client_through_its_teardown():
+    """A client started in a terminal gets SIGHUP when the terminal or its SSH
+    session goes away. Left at its default, SIGHUP killed the client with
+    nothing undone (DNS into a dead tunnel; resolvconf's -x entry kept)."""
+    import os
+    import signal
+
+    from jvpn.client_lifecycle import Signals
+
+    old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    stops = []
+    try:
+        s = Signals(lambda: stops.append(1))
+        os.kill(os.getpid(), signal.SIGHUP)
+        assert s.stopped.is_set() and stops == [1]
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+
+
+def test_a_report_that_fails_does_not_skip_the_other_undos(env):
+    """After a SIGHUP from a closed terminal, printing the report of a failed
+    undo raises (EIO on the dead tty): the undos after it (DNS put back, the
+    tunnel's routes removed) were skipped."""
+    log, conf = env
+    life = Lifecycle(steps(log, conf, pre_down=("exit 2",), post_down=(hook(log, "PostDown"),)),
+                     lambda step, e: (_ for _ in ()).throw(OSError(5, "Input/output error")))
+    life.up()
+    life.down()
+    assert lines(log) == ["tunnel up", "tunnel down", "PostDown tun-x"]
+    assert conf.read_text() == ORIGINAL

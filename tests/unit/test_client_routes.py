@@ -285,3 +285,19 @@ def test_a_tun_name_that_nft_would_parse_is_refused_before_anything_changes(tmp_
     with pytest.raises(FirewallError, match="letters, digits"):
         fw.apply(1, ["10.99.0.2"])
     assert nft.calls == [] and sysctl.read_text() == "0"
+
+
+def test_an_endpoint_inside_the_assigned_network_is_refused_before_the_tun():
+    """The Endpoint (a hostile DNS answer, or a gateway misconfigured) inside the
+    inner network the gateway assigns: the TUN's prefix route took the route
+    to the gateway, and every outer datagram went into the tunnel itself."""
+    import ipaddress  # noqa: PLC0415
+
+    from jvpn.handshake import Assignment  # noqa: PLC0415
+
+    c = Client(private_key=b"\1" * 32, gateway_public=b"\2" * 32, endpoint=("10.99.0.77", 51900),
+               events=EventLog("client-test"), socket_factory=MarkSocket)
+    a = Assignment(1, ipaddress.ip_interface("10.99.0.2/24"), ipaddress.ip_address("10.99.0.1"))
+    with pytest.raises(ClientError, match=r"inside the tunnel's own network 10\.99\.0\.0/24"):
+        c._tun_up(a)
+    assert c.tun is None  # nothing made
