@@ -94,3 +94,6 @@ class Proven:
     # a retry of the request whose switch moved the binding elsewhere: the
     # key holder is at ``src``; validate it (item 6: a relayed path response)
     revalidate: bool = False
+    # the epoch a new request named when it was not the record's: refused
+    # once ownership settled, by the owner, which can seal the current epoch
+    stale_epoch: int | None = None

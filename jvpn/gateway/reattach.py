@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import replace
 
 from jvpn import wire
 from jvpn.codes import EventType, Reason, Security
@@ -172,12 +173,9 @@ class ReattachServer(PathValidation):
         if seq == rec.reattach_seq:
             return self._retry_of_consumed(req, epoch)
         if epoch != rec.epoch:
-            # told the current epoch: a key holder that missed the ACK of a
-            # switch (it had moved on to a new request) names it from now on
-            stale = self._told(req, Reason.FRESHNESS_INVALID, Security.SEC_REPLAY_ATTEMPT,
-                               f"epoch {epoch}")
-            stale.epoch = rec.epoch
-            raise stale
+            # refused after 5b (after_claim): only the owner can seal the
+            # refusal that tells a key holder who missed an ACK the epoch
+            return replace(req, stale_epoch=epoch)
         return req                                                           # 5b: the caller
 
     @staticmethod
@@ -279,6 +277,13 @@ class ReattachServer(PathValidation):
         """Steps 6-7 for a proven request, on the record ownership settled
         (``rec``): a denial (its sequence consumed) or the path challenge."""
         now, src, keys, sid = p.now, p.src, p.keys, rec.session_id
+        if p.stale_epoch is not None and p.stale_epoch != rec.epoch:
+            # told the current epoch: a key holder that missed the ACK of a
+            # switch (it had moved on to a new request) names it from now on
+            stale = self._told(p, Reason.FRESHNESS_INVALID, Security.SEC_REPLAY_ATTEMPT,
+                               f"epoch {p.stale_epoch}")
+            stale.epoch = rec.epoch
+            return Decision(sid, src, keys, reject=stale)
         recent = tuple(t for t in rec.switches_ms if now - t < 60_000)
         consumed = rec.with_(reattach_seq=p.seq, switches_ms=recent)
         last = max(rec.switches_ms, default=None)

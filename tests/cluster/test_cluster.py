@@ -101,6 +101,24 @@ def test_an_old_record_does_not_take_a_session_from_its_new_owner(cluster):
     assert not b.events.has("OwnershipHandoff", "OWNERSHIP_LOST")
 
 
+def test_a_client_that_missed_an_ack_catches_up_at_a_non_owner(cluster):
+    """The client missed the ACK of its switch to B (it had moved on), so its
+    next request, at A, names the old epoch. A does not own the session and
+    cannot seal an answer; before the fix it refused the request silently,
+    every retry alike, and the session was lost (cluster lab). Now ownership
+    settles first, the owner tells the current epoch, and the client's next
+    request switches."""
+    c = cluster
+    client = c.connect("gw-a")
+    c.move("gw-b")
+    assert client.epoch == 1
+    client.epoch = 0  # as if B's ACK had never reached it
+    c.move("gw-a", timeout_s=10)
+    rec = _record(c)
+    assert rec.owner == "gw-a" and rec.state is State.ATTACHED
+    assert client.epoch == rec.epoch == 2
+
+
 def test_no_replay_of_old_packets_at_the_new_owner(cluster):
     """The new owner's window starts above what the old owner accepted."""
     c = cluster
