@@ -55,6 +55,12 @@ open(sys.argv[5], "w").write(json.dumps({"bytes": sent, "sha256": h.hexdigest()}
 """
 
 
+class StreamFailed(AssertionError):
+    """The stream did not complete: its source failed or hung (killed after
+    the timeout), or the sink never saw the end. The message says which,
+    with both ends' TCP state and the lab's logs."""
+
+
 def start_stream(lab: Lab, sink: tuple[str, str], nbytes: int, seconds: float, port: int,
                  tmp: Path, logs=lambda: "", source: str = "cl"):
     """A TCP stream from the ``source`` namespace (the client's by default)
@@ -81,12 +87,12 @@ def start_stream(lab: Lab, sink: tuple[str, str], nbytes: int, seconds: float, p
             src.kill()
             err = src.communicate()[1] + f"\nsource: still running after {timeout} s: killed"
         if src.returncode != 0:
-            raise AssertionError(f"stream failed: {err.strip()}\n{_stop_sink(listener)}\n"
+            raise StreamFailed(f"stream failed: {err.strip()}\n{_stop_sink(listener)}\n"
                                  f"{_sockets(lab, role)}\n{logs()}")
         try:
             listener.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            raise AssertionError(f"the sink saw no EOF 30 s after the source closed\n"
+            raise StreamFailed(f"the sink saw no EOF 30 s after the source closed\n"
                                  f"{_stop_sink(listener)}\n{_sockets(lab, role)}\n"
                                  f"{logs()}") from None
         return json.loads(src_out.read_text()), json.loads(sink_out.read_text())

@@ -11,7 +11,6 @@ gateway) makes the datagrams fit."""
 
 from __future__ import annotations
 
-import subprocess
 import time
 
 import pytest
@@ -24,7 +23,7 @@ from jvpn.lab.addresses import (
     UPLINK_ROUTER_IP,
     UPLINK_ROUTER_IP6,
 )
-from jvpn.lab.stream import start_stream
+from jvpn.lab.stream import StreamFailed, start_stream
 from jvpn.lab.tunnel import TunnelLab
 
 pytestmark = pytest.mark.kernel
@@ -108,7 +107,7 @@ def test_the_small_path_drops_datagrams_sized_for_1500(tmp_path):
     tl = _narrow_lab(tmp_path, 1280, client_extra="PathMTU = 1500\n")
     try:
         up = start_stream(tl.lab, ("gw", GW_INNER), 1_000_000, 1.0, STREAM_PORT, tl.tmp)
-        with pytest.raises(subprocess.TimeoutExpired):
+        with pytest.raises(StreamFailed, match="still running after 15 s"):
             up(timeout=15)
     finally:
         tl.down()
