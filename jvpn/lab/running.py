@@ -73,10 +73,11 @@ class RunningLab:
         self.gw_pub = keys.public_from_private(self.gw_private)
 
     # ------------------------------------------------------------ configs
-    def write_shared_configs(self, policy: str, endpoint: str, client_extra: str = "") -> None:
+    def write_shared_configs(self, policy: str, endpoint: str, client_extra: str = "",
+                             keepalive_s: float = 0.3) -> None:
         """The peers file and the policy every gateway reads, and the client's
         config (``client_extra``: more [Interface] lines; ``endpoint``: an
-        address or a host name)."""
+        address or a host name; ``keepalive_s``: its KeepaliveInterval)."""
         t = self.tmp
         (t / "peers.conf").write_text(
             f"[Peer]\nPublicKey = {keys.encode(keys.public_from_private(self.client_private))}"
@@ -86,7 +87,7 @@ class RunningLab:
             f"[Interface]\nPrivateKey = {keys.encode(self.client_private)}\nName = jvpn0\n"
             f"{client_extra}"
             f"[Peer]\nPublicKey = {keys.encode(self.gw_pub)}\nEndpoint = {endpoint}:{PORT}\n"
-            "KeepaliveInterval = 0.3\n")
+            f"KeepaliveInterval = {keepalive_s}\n")
 
     def write_gateway_conf(self, path: Path, state_dir: Path, node_id: str,
                            extra: str = "") -> None:

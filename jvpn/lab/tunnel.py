@@ -18,7 +18,8 @@ class TunnelLab(RunningLab):
     def __init__(self, tmp: Path, *, policy: str = "", nat: bool | tuple = False,
                  xdp: bool = True, gateway_extra: str = "", client_extra: str = "",
                  endpoint: str | None = None, client_wrap: tuple[str, ...] = (),
-                 extra_roles: tuple[str, ...] = (), ipv6: bool = False):
+                 extra_roles: tuple[str, ...] = (), ipv6: bool = False,
+                 keepalive_s: float = 0.3):
         """``extra_roles``: more namespaces, empty; the test wires them.
         ``ipv6``: the lab's links carry IPv6 too and the client's Endpoint
         is, by default, the gateway's IPv6 address (the outer path is IPv6;
@@ -30,7 +31,7 @@ class TunnelLab(RunningLab):
         self.gateway_extra = gateway_extra
         self.env = jvpn_env(f"/sys/fs/bpf/jvpnt3-{uuid.uuid4().hex[:8]}", self.tmp / "run")
         self.events_file = self.tmp / "state" / "events.jsonl"
-        self.write_shared_configs(policy or lab_policy(), endpoint, client_extra)
+        self.write_shared_configs(policy or lab_policy(), endpoint, client_extra, keepalive_s)
         self.write_gateway_conf(self.tmp / "gateway.conf", self.tmp / "state", "gw-a",
                                 self.gateway_extra)
         self.gateway = None

@@ -217,11 +217,14 @@ def test_etcd_stopped_mid_reattach_rejects_and_keeps_the_binding(cluster):
     # after its lease can no longer be renewed the gateway fences itself
     wait_until(lambda: a.fenced, "the fence", c.lease_ttl_s + 1)
     assert _served_by(c, sid) == set()
-    client._control = real_control
+    # the client keeps retrying; until the record is read it answers no
+    # challenge, so no switch can commit after etcd returns either
+    client._control = lambda msg, src, sock: None
     c.etcd.start()
     rec = c.store().get(sid)[0]
     assert rec.binding == before.binding  # the switch never committed
     assert rec.state in (State.RECOVERING, State.DEGRADED, State.ATTACHED)
+    client._control = real_control
     wait_until(lambda: _served_by(c, sid) == {"gw-a"}, "serving again once etcd is back", 10)
 
 

@@ -57,7 +57,9 @@ def doc_ruleset() -> str:
 
 @pytest.fixture
 def ftl(tmp_path):
-    t = FullTunnelLab(tmp_path, allowed_ips="0.0.0.0/0", nat_rules=doc_ruleset()).up()
+    # keepalives 1 s apart: see test_full_tunnel_over_an_ipv6_outer_path_across_a_jump
+    t = FullTunnelLab(tmp_path, allowed_ips="0.0.0.0/0", nat_rules=doc_ruleset(),
+                      keepalive_s=1.0).up()
     yield t
     t.down()
 
@@ -222,8 +224,10 @@ def test_full_tunnel_over_an_ipv6_outer_path_across_a_jump(tmp_path):
     ::/0``: the IPv6 outer socket is marked too, so its datagrams leave by the
     uplink while ``::/0`` goes into the tunnel; the marked IPv6 lookup sees the
     jump wifi -> lte as a path change."""
+    # keepalives 1 s apart (3 s of missing replies before that cause): the
+    # route watch wins even on a loaded machine, so the first reattach names it
     ftl = FullTunnelLab(tmp_path, allowed_ips="0.0.0.0/0, ::/0", nat_rules=doc_ruleset(),
-                        ipv6=True).up()
+                        ipv6=True, keepalive_s=1.0).up()
     echo = Echo(ftl)
     try:
         assert _bound(ftl).startswith(f"[{WIFI_IP6}]:")
