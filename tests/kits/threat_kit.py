@@ -4,13 +4,16 @@ rejected message must not change."""
 
 from __future__ import annotations
 
+import socket
 import time
 from pathlib import Path
 
 from jvpn import wire
 from jvpn.gate import abi
 from jvpn.gate.pins import GateMaps
+from jvpn.handshake import Initiator
 from jvpn.keys import SessionKeys
+from jvpn.lab.addresses import PORT
 from jvpn.lab.attacker import Attacker
 from jvpn.lab.tunnel import TunnelLab
 from jvpn.store.sqlite import SqliteStore
@@ -62,3 +65,17 @@ def settle(seconds: float = 0.5) -> None:
 def data_message(sid: int, key: bytes, counter: int, payload: bytes = b"x" * 64) -> bytes:
     return wire.message(wire.Header(type=abi.MSG_DATA, session_id=sid, counter=counter), key,
                         payload)
+
+
+def answered_initiation(tl: TunnelLab, role: str, dst: str) -> bytes | None:
+    """Send a valid, fresh initiation from ``role`` to ``dst`` (IPv4 or
+    IPv6): the answer, if any."""
+    msg = Initiator(tl.client_private, tl.gw_pub).initiation()
+    family = socket.AF_INET6 if ":" in dst else socket.AF_INET
+    with tl.lab.socket(role, family, socket.SOCK_DGRAM) as s:
+        s.settimeout(1.0)
+        s.sendto(msg, (dst, PORT))
+        try:
+            return s.recv(2048)
+        except (TimeoutError, ConnectionRefusedError):
+            return None

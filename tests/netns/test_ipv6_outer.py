@@ -17,7 +17,6 @@ import pytest
 
 from jvpn.gate import abi
 from jvpn.gate.pins import GateMaps
-from jvpn.handshake import Initiator
 from jvpn.lab.addresses import (
     ATTACKER_IP6,
     GW_INNER,
@@ -31,7 +30,7 @@ from jvpn.lab.addresses import (
     WIFI_IP6,
 )
 from jvpn.lab.tunnel import TunnelLab
-from kits.threat_kit import counters, data_message, delta, snapshot, victim
+from kits.threat_kit import answered_initiation, counters, data_message, delta, snapshot, victim
 
 pytestmark = pytest.mark.kernel
 
@@ -107,18 +106,6 @@ def test_a_jump_wifi_to_lte_over_ipv6_keeps_the_session(tl6):
     assert not [e for e in new if e["reason_code"] == "HANDSHAKE_OK"]  # no new session
 
 
-def _answered(tl, role: str, dst: str) -> bytes | None:
-    """A valid, fresh initiation from ``role`` to ``dst``: the answer, if any."""
-    msg = Initiator(tl.client_private, tl.gw_pub).initiation()
-    family = socket.AF_INET6 if ":" in dst else socket.AF_INET
-    with tl.lab.socket(role, family, socket.SOCK_DGRAM) as s:
-        s.settimeout(1.0)
-        s.sendto(msg, (dst, PORT))
-        try:
-            return s.recv(2048)
-        except (TimeoutError, ConnectionRefusedError):
-            return None
-
 
 def test_the_dual_stack_socket_hears_only_what_crossed_the_gate(tl6):
     """Last in the module: the initiations leave unconfirmed sessions behind."""
@@ -127,9 +114,9 @@ def test_the_dual_stack_socket_hears_only_what_crossed_the_gate(tl6):
                 "nodad")
     tl6.lab.run("atk", "ip", "-6", "addr", "add", f"{SIDE_ATK_IP6}/{LAN6_PREFIX}", "dev",
                 "atk1", "nodad")
-    assert _answered(tl6, "gw", "::1") is None          # lo
-    assert _answered(tl6, "gw", GW_IP6) is None         # the gate's address, but over lo
-    assert _answered(tl6, "atk", SIDE_GW_IP6) is None   # a second NIC without the gate
+    assert answered_initiation(tl6, "gw", "::1") is None          # lo
+    assert answered_initiation(tl6, "gw", GW_IP6) is None         # the gate's address, but over lo
+    assert answered_initiation(tl6, "atk", SIDE_GW_IP6) is None   # a second NIC without the gate
     for dst in (GW_IP6, GW_IP):                         # through gw0 and its gate: both families
-        got = _answered(tl6, "atk", dst)
+        got = answered_initiation(tl6, "atk", dst)
         assert got is not None and got[0] == abi.MSG_HANDSHAKE_RESP, dst

@@ -5,39 +5,27 @@ running gateway stops it, loudly, within a bounded time."""
 
 from __future__ import annotations
 
-import socket
 import time
 
 import pytest
 
 from jvpn.gate import abi
-from jvpn.handshake import Initiator
-from jvpn.lab.addresses import GW_IP, PORT
+from jvpn.lab.addresses import GW_IP
 from jvpn.lab.tunnel import TunnelLab
+from kits.threat_kit import answered_initiation
 
 pytestmark = pytest.mark.kernel
 
 SIDE_GW, SIDE_ATK = "10.77.5.1", "10.77.5.2"  # a second link, gateway -- attacker
 
 
-def _answered(tl: TunnelLab, role: str, dst: str) -> bytes | None:
-    """Send a valid, fresh initiation from ``role`` to ``dst``: the answer, if any."""
-    msg = Initiator(tl.client_private, tl.gw_pub).initiation()
-    with tl.lab.socket(role, socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.settimeout(1.0)
-        s.sendto(msg, (dst, PORT))
-        try:
-            return s.recv(2048)
-        except (TimeoutError, ConnectionRefusedError):
-            return None
-
 
 def test_only_datagrams_that_crossed_the_gate_reach_the_daemon(tl):
     tl.lab.veth("gw", "gw1", f"{SIDE_GW}/24", "atk", "atk1", f"{SIDE_ATK}/24")
-    assert _answered(tl, "gw", "127.0.0.1") is None    # lo
-    assert _answered(tl, "gw", GW_IP) is None          # the gate's address, but over lo
-    assert _answered(tl, "atk", SIDE_GW) is None       # a second NIC without the gate
-    got = _answered(tl, "atk", GW_IP)                  # through gw0 and its gate
+    assert answered_initiation(tl, "gw", "127.0.0.1") is None    # lo
+    assert answered_initiation(tl, "gw", GW_IP) is None          # the gate's address, but over lo
+    assert answered_initiation(tl, "atk", SIDE_GW) is None       # a second NIC without the gate
+    got = answered_initiation(tl, "atk", GW_IP)                  # through gw0 and its gate
     assert got is not None and got[0] == abi.MSG_HANDSHAKE_RESP
 
 
