@@ -105,6 +105,12 @@ def _accepts(ftl) -> int:
                and e["reason_code"] == "REATTACH_ACCEPT")
 
 
+def _first_reattach(ftl) -> dict:
+    """The client's first ReattachAttempt event: its detail names the cause."""
+    [first] = [e for e in ftl.client_event_list() if e["event_type"] == "ReattachAttempt"][:1]
+    return first
+
+
 def _ours(ftl) -> list[dict]:
     return [r for r in ftl.rules() if r["priority"] in (RULE_PRIORITY, RULE_PRIORITY + 1)]
 
@@ -127,8 +133,7 @@ def test_full_tunnel_reaches_a_host_behind_the_gateway_across_a_jump(ftl):
         assert _bound(ftl).startswith(f"{LTE_IP}:")
         assert ftl.route_get(GW_IP, "mark", MARK)["dev"] == "lte"
         # seen as a path change (the marked route lookup), not only as missing replies
-        [first] = [e for e in ftl.client_event_list()
-                   if e["event_type"] == "ReattachAttempt"][:1]
+        first = _first_reattach(ftl)
         assert first["detail"] == "local transport changed", first
         ftl.wait(lambda: echo.seen_from() == INET_GW_IP, "through the tunnel after the jump")
     finally:
@@ -237,8 +242,7 @@ def test_full_tunnel_over_an_ipv6_outer_path_across_a_jump(tmp_path):
         ftl.lab.link("cl", "wifi", "down")
         ftl.wait(lambda: _accepts(ftl) >= 1, "reattach from lte over IPv6")
         assert _bound(ftl).startswith(f"[{LTE_IP6}]:")
-        [first] = [e for e in ftl.client_event_list()
-                   if e["event_type"] == "ReattachAttempt"][:1]
+        first = _first_reattach(ftl)
         assert first["detail"] == "local transport changed", first
         ftl.wait(lambda: echo.seen_from() == INET_GW_IP, "through the tunnel after the jump")
     finally:

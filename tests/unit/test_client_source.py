@@ -26,6 +26,7 @@ from jvpn.handshake import Assignment, Responder
 from jvpn.keys import public_from_private
 from jvpn.session import Event, Transport, apply, new_session
 from jvpn.tunnel import FLAG_REATTACH, DataChannel
+from kits.daemon_kit import Clock
 
 SID = 0x5EC0_0000_0000_0006
 GW_PRIV, CL_PRIV = b"\x11" * 32, b"\x22" * 32
@@ -37,13 +38,6 @@ STRANGERS = [("203.0.113.66", 51900),  # another address, the gateway's port
              ("192.0.2.1", 0)]         # malformed source port
 IDS = ["other-address", "other-port", "port-0"]
 
-
-class Clock:
-    def __init__(self):
-        self.ms = 1_700_000_000_000
-
-    def __call__(self):
-        return self.ms
 
 
 class FakeSocket:

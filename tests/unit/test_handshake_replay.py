@@ -34,6 +34,7 @@ from jvpn.session import State, Transport
 from jvpn.store import StoreError
 from jvpn.store.sqlite import SqliteStore
 from jvpn.tunnel import DataChannel
+from kits.daemon_kit import Clock
 
 GW, CL = keys.generate_private(), keys.generate_private()
 GW_PUB, CL_PUB = keys.public_from_private(GW), keys.public_from_private(CL)
@@ -42,13 +43,6 @@ ADDRESS = ipaddress.IPv4Interface("10.99.0.1/24")
 CLIENT = ("192.0.2.10", 5555)
 ATTACKER = ("198.51.100.66", 4444)
 
-
-class Clock:
-    def __init__(self):
-        self.ms = 1_700_000_000_000
-
-    def __call__(self):
-        return self.ms
 
 
 class Initiations:

@@ -39,7 +39,7 @@ from jvpn.policy import default_policy
 from jvpn.session import Event, State, Transport, apply, new_session
 from jvpn.store.sqlite import SqliteStore
 from jvpn.tunnel import DataChannel
-from kits.daemon_kit import ipv4
+from kits.daemon_kit import Clock, ipv4
 
 SID = 0x5EC0DE0000000005
 OLD, NEW, EVIL = (Transport("192.0.2.10", 5555), Transport("198.51.100.7", 6000),
@@ -52,13 +52,6 @@ def header_only_copy(msg: bytes) -> bytes:
     header, any body of the same length."""
     return msg[:abi.HDR_LEN] + bytes(b ^ 0x5A for b in msg[abi.HDR_LEN:])
 
-
-class Clock:
-    def __init__(self):
-        self.ms = 1_700_000_000_000
-
-    def __call__(self):
-        return self.ms
 
 
 class FakeSocket:
