@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import threading
@@ -37,9 +38,11 @@ def gateway_up(app, config_path: str, tun_name: str, echo_events: bool):
     app.require_root()
     cfg = load_gateway_config(config_path)
     # the lock comes before anything else opens; it is released at exit
-    with claim_instance(cfg, config_path, app.paths):
+    with claim_instance(cfg, config_path, app.paths), _metrics(cfg) as metrics:
         gw = build_gateway(cfg, tun_name=tun_name, echo=sys.stdout if echo_events else None,
                            paths=app.paths)
+        if metrics is not None:
+            metrics.attach(gw, tun_name)
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
@@ -56,6 +59,22 @@ def gateway_up(app, config_path: str, tun_name: str, echo_events: bool):
         finally:
             if gw.fatal:  # one line on stderr, exit 1: the service manager restarts us
                 raise JvpnError(gw.fatal)
+
+
+@contextlib.contextmanager
+def _metrics(cfg):
+    """The Prometheus endpoint (MetricsListen), bound before the gateway is
+    built: a taken port stops the start before anything else opens."""
+    if cfg.metrics_listen is None:
+        yield None
+        return
+    from jvpn.gateway.metrics import MetricsServer  # noqa: PLC0415 - only with MetricsListen
+
+    server = MetricsServer(cfg.metrics_listen)
+    try:
+        yield server
+    finally:
+        server.close()
 
 
 @gateway.command("down", help="Remove the gateway's persistent TUN device (sessions stay in "

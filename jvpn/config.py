@@ -71,6 +71,7 @@ from jvpn.prefixes import Network
 
 DEFAULT_LISTEN_PORT = 51900
 DEFAULT_HANDSHAKES_PER_SECOND = 50
+DEFAULT_METRICS_HOST = "127.0.0.1"  # MetricsListen = PORT: localhost only
 DEFAULT_STATE_DIR = Path("/var/lib/jvpn")
 EVENTS_FILE_NAME = "events.jsonl"
 DEFAULT_TUN_NAME = "jvpn0"
@@ -140,6 +141,7 @@ class GatewayConfig:
     events_summary_interval_s: int = DEFAULT_SUMMARY_INTERVAL_MS // 1000
     address6: ipaddress.IPv6Interface | None = None  # the gateway's inner IPv6, optional
     path_mtu: int = DEFAULT_GATEWAY_PATH_MTU  # our outer path: bounds every session's datagrams
+    metrics_listen: tuple[str, int] | None = None  # Prometheus /metrics (host, port); None: off
 
 
 @dataclass(frozen=True)
@@ -470,7 +472,7 @@ _GATEWAY = {"Interface": ("PrivateKey", "PrivateKeyFile", "ListenPort", "Address
                           "XdpInterface", "PeersFile", "Policy", "StateDir", "NodeId",
                           "EventsFile", "HandshakesPerSecond", "Store", "ClusterKeyFile",
                           "LeaseTTL", "EventsMaxBytes", "EventsKeep", "EventsSummaryInterval",
-                          "PathMTU")}
+                          "PathMTU", "MetricsListen")}
 _PEERS = {"Peer": ("PublicKey", "AllowedIPs", "AllowedIP", "Name")}
 _CLIENT = {"Interface": ("PrivateKey", "PrivateKeyFile", "Name", "DNS", *HOOK_KEYS,
                          "FwMark", "Table", "MTU", "PathMTU"),
@@ -512,7 +514,36 @@ def load_gateway_config(path: str | Path) -> GatewayConfig:
                          state_dir=state_dir, node_id=node_id, events_file=events_file,
                          handshakes_per_second=load, store=store, cluster_key=cluster_key,
                          lease_ttl_s=lease_ttl, address6=address6, path_mtu=path_mtu,
+                         metrics_listen=(_metrics_listen(f, e["MetricsListen"])
+                                         if "MetricsListen" in e else None),
                          **_events_bounds(f, e))
+
+
+def _metrics_listen(f: _File, entry: _Entry) -> tuple[str, int]:
+    """``PORT`` (localhost), ``IPv4:PORT`` or ``[IPv6]:PORT``: the endpoint
+    is unauthenticated (it names peers and keys), so never a host name that
+    might resolve somewhere public, and localhost unless the operator says."""
+    v = entry.value
+    if re.fullmatch(r"[0-9]+", v):
+        host, port_text = DEFAULT_METRICS_HOST, v
+    elif v.startswith("["):
+        host, sep, port_text = v[1:].partition("]:")
+        if not sep or not _is_ip(host, 6):
+            raise f.fail_entry(entry, f"{v!r}: expected PORT, IPv4:PORT or [IPv6]:PORT")
+    else:
+        host, sep, port_text = v.rpartition(":")
+        if not sep or not _is_ip(host, 4):
+            raise f.fail_entry(entry, f"{v!r}: expected PORT, IPv4:PORT or [IPv6]:PORT")
+    if not re.fullmatch(r"[0-9]+", port_text) or not 1 <= int(port_text) <= 65535:
+        raise f.fail_entry(entry, f"{v!r}: port must be 1..65535")
+    return str(ipaddress.ip_address(host)), int(port_text)
+
+
+def _is_ip(text: str, version: int) -> bool:
+    try:
+        return ipaddress.ip_address(text).version == version
+    except ValueError:
+        return False
 
 
 _SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}

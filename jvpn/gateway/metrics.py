@@ -1,0 +1,229 @@
+"""The gateway's Prometheus endpoint (config ``MetricsListen``; off by
+default). Nothing here keeps a second copy of the gateway's state: each
+scrape reads it live (a custom collector), the way `jvpn-xdp stats` and
+`sessions` read it. What only the event stream knows (handshakes, cookie
+replies, reattach results and their latency) is counted from the events the
+daemon emits, through one listener on its EventLog: no counting call is
+scattered through the control path.
+
+Every metric, its type and labels: docs/metrics.md.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter, OrderedDict
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import start_http_server
+
+from jvpn import keys
+from jvpn.codes import EventType, Reason
+from jvpn.errors import JvpnError
+from jvpn.gateway import snapshot
+
+# reattach latency (seconds): a path challenge's round trip, lab to WAN
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+PENDING_MAX = 4_096  # reattach attempts awaiting their result (oldest forgotten first)
+
+
+class EventTally:
+    """Counts kept from the event stream (an ``EventLog`` listener): called
+    under the log's lock, so it only adds."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.handshakes: Counter[str] = Counter()
+        self.cookie_replies = 0
+        self.reattaches: Counter[str] = Counter()
+        self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)  # the last: +Inf
+        self.latency_sum_s = 0.0
+        self._attempts: OrderedDict[str, float] = OrderedDict()  # session id -> ts_ms
+
+    def __call__(self, ev: dict) -> None:
+        kind, reason = ev.get("event_type"), ev.get("reason_code")
+        with self._lock:
+            if kind == EventType.SESSION_STATE_CHANGE and reason == Reason.HANDSHAKE_OK:
+                self.handshakes[reason] += 1
+            elif kind in (EventType.HANDSHAKE_REJECTED, EventType.HANDSHAKE_FAILED):
+                self.handshakes[str(reason)] += 1
+            elif kind == EventType.HANDSHAKE_COOKIE:
+                self.cookie_replies += 1
+            elif kind == EventType.REATTACH_ATTEMPT:
+                self._attempt(ev)
+            elif kind == EventType.REATTACH_RESULT:
+                self._result(ev, str(reason))
+
+    def _attempt(self, ev: dict) -> None:
+        sid = ev.get("session_id")
+        if sid is not None and sid not in self._attempts:  # the first attempt starts the clock
+            self._attempts[sid] = ev["ts_ms"]
+            if len(self._attempts) > PENDING_MAX:
+                self._attempts.popitem(last=False)
+
+    def _result(self, ev: dict, reason: str) -> None:
+        self.reattaches[reason] += 1
+        started = self._attempts.pop(ev.get("session_id"), None)
+        if started is None or reason != Reason.REATTACH_ACCEPT:
+            return  # a refusal before any challenge, or after: no switch to time
+        seconds = max(0.0, (ev["ts_ms"] - started) / 1000)
+        self.latency_sum_s += seconds
+        i = next((i for i, le in enumerate(LATENCY_BUCKETS) if seconds <= le),
+                 len(LATENCY_BUCKETS))
+        self.buckets[i] += 1
+
+    def figures(self) -> dict:
+        with self._lock:
+            cumulative, total = [], 0
+            for le, n in zip((*LATENCY_BUCKETS, float("inf")), self.buckets, strict=True):
+                total += n
+                cumulative.append((le, total))
+            return {"handshakes": dict(self.handshakes), "cookie_replies": self.cookie_replies,
+                    "reattaches": dict(self.reattaches), "latency_buckets": cumulative,
+                    "latency_sum_s": self.latency_sum_s}
+
+
+class GatewayCollector:
+    """One scrape: the gate's verdict counters, the sessions, the event
+    counts, the peers (as the WireGuard exporters name theirs), the process.
+    Nothing before ``gw`` is set (the endpoint is bound before the gateway
+    is built, so that a taken port is refused before anything opens)."""
+
+    def __init__(self, tally: EventTally, gw=None, interface: str = ""):
+        self.gw, self.tally, self.interface = gw, tally, interface
+
+    def collect(self) -> Iterator[Metric]:
+        if self.gw is None:
+            return
+        rows = snapshot.sessions(self.gw)
+        yield from verdict_metrics(self.gw.gate.read_counters())
+        states = GaugeMetricFamily("jvpn_sessions", "Sessions this gateway serves, by state.",
+                                   labels=["state"])
+        for state, n in snapshot.states(rows).items():
+            states.add_metric([state], n)
+        yield states
+        yield from event_metrics(self.tally.figures())
+        yield from peer_metrics(rows, self._peers(), self.interface)
+        yield from process_metrics(snapshot.process_figures(), self.gw.supervisor.alive())
+
+    def _peers(self) -> list:
+        with self.gw.control:
+            return list(self.gw.table.peers.values())
+
+
+def verdict_metrics(counters: dict[str, dict[str, int]]) -> Iterator[Metric]:
+    packets = CounterMetricFamily("jvpn_xdp_packets", "Packets by the gate's verdict reason "
+                                  "(as `jvpn-xdp stats --json`).", labels=["reason"])
+    nbytes = CounterMetricFamily("jvpn_xdp_bytes", "Bytes by the gate's verdict reason.",
+                                 labels=["reason"])
+    for reason, v in counters.items():
+        packets.add_metric([reason], v["packets"])
+        nbytes.add_metric([reason], v["bytes"])
+    yield packets
+    yield nbytes
+
+
+def event_metrics(f: dict) -> Iterator[Metric]:
+    hs = CounterMetricFamily("jvpn_handshakes", "Handshake initiations by result "
+                             "(HANDSHAKE_OK, or the rejection's reason code).", labels=["result"])
+    for result, n in sorted(f["handshakes"].items()):
+        hs.add_metric([result], n)
+    yield hs
+    yield CounterMetricFamily("jvpn_cookie_replies", "Cookie replies sent (handshakes under "
+                              "load).", value=f["cookie_replies"])
+    ra = CounterMetricFamily("jvpn_reattaches", "Reattach results by reason code.",
+                             labels=["result"])
+    for result, n in sorted(f["reattaches"].items()):
+        ra.add_metric([result], n)
+    yield ra
+    hist = HistogramMetricFamily("jvpn_reattach_latency_seconds", "From a reattach's first "
+                                 "attempt (path challenge sent) to its acceptance.")
+    hist.add_metric([], [(_le(le), n) for le, n in f["latency_buckets"]], f["latency_sum_s"])
+    yield hist
+
+
+def _le(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(bound)
+
+
+def peer_metrics(rows: list[dict], peers: list, interface: str) -> Iterator[Metric]:
+    """Per configured peer, summed over its sessions; the names and labels of
+    prometheus_wireguard_exporter (interface, public_key, allowed_ips,
+    friendly_name). A peer without a session is 0, as WireGuard's."""
+    labels = ["interface", "public_key", "allowed_ips", "friendly_name"]
+    sent = CounterMetricFamily("wireguard_sent_bytes", "Bytes sent to the peer.", labels=labels)
+    received = CounterMetricFamily("wireguard_received_bytes", "Bytes received from the peer.",
+                                   labels=labels)
+    handshake = GaugeMetricFamily("wireguard_latest_handshake_seconds", "UNIX time of the "
+                                  "peer's latest handshake (0: none).", labels=labels)
+    by_key: dict[str, list[dict]] = {}
+    for row in rows:
+        by_key.setdefault(row["public_key"], []).append(row)
+    for peer in peers:
+        pk = keys.encode(peer.public_key)
+        mine = by_key.get(pk, [])
+        values = [interface, pk, ",".join(str(n) for n in peer.allowed_ips), peer.name]
+        sent.add_metric(values, sum(r["tx_bytes"] for r in mine))
+        received.add_metric(values, sum(r["rx_bytes"] for r in mine))
+        handshake.add_metric(values, max((r["last_handshake_ms"] for r in mine), default=0) / 1000)
+    yield sent
+    yield received
+    yield handshake
+
+
+def process_metrics(p: dict, threads: dict[str, bool]) -> Iterator[Metric]:
+    """The daemon's process through psutil, with the standard process_* names."""
+    yield CounterMetricFamily("process_cpu_seconds", "User and system CPU time spent, seconds.",
+                              value=p["cpu_seconds"])
+    yield GaugeMetricFamily("process_resident_memory_bytes", "Resident memory size, bytes.",
+                            value=p["rss_bytes"])
+    yield GaugeMetricFamily("process_open_fds", "Open file descriptors.", value=p["open_fds"])
+    yield GaugeMetricFamily("process_start_time_seconds", "Start time of the process, UNIX "
+                            "seconds.", value=p["start_time_s"])
+    yield GaugeMetricFamily("process_threads", "OS threads of the process.", value=p["threads"])
+    alive = GaugeMetricFamily("jvpn_thread_alive", "1 while the daemon's named loop runs.",
+                              labels=["thread"])
+    for name, up in sorted(threads.items()):
+        alive.add_metric([name], 1 if up else 0)
+    yield alive
+
+
+class MetricsServer:
+    """The HTTP endpoint: bound at once (a taken port is one line naming the
+    key), serving from its own threads until ``close``; it has figures once
+    ``attach`` gave it the gateway."""
+
+    def __init__(self, listen: tuple[str, int]):
+        self.tally = EventTally()
+        self.collector = GatewayCollector(self.tally)
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self.collector)
+        host, port = listen
+        try:
+            self._httpd, self._thread = start_http_server(port, host, registry=self.registry)
+        except OSError as e:
+            raise JvpnError(f"MetricsListen = {_spell(listen)}: cannot listen: "
+                            f"{e.strerror or e}") from None
+        self.address = self._httpd.server_address[:2]
+
+    def attach(self, gw, interface: str) -> None:
+        """Before ``gw.start()``: the tally sees every event from the first."""
+        gw.events.add_listener(self.tally)
+        self.collector.interface = interface
+        self.collector.gw = gw
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+def _spell(listen: tuple[str, int]) -> str:
+    host, port = listen
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
