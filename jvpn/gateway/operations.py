@@ -13,6 +13,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from jvpn.gateway import snapshot
 from jvpn.gateway.operator import Handler, OperatorServer
 
 
@@ -30,6 +31,8 @@ def open_server(gw, path: Path | None) -> OperatorServer | None:
 def handlers(gw) -> dict[str, Handler]:
     ops: dict[str, Callable[[object, dict], object]] = {
         "ping": ping,
+        "sessions": sessions,
+        "health": health,
     }
     return {name: (lambda request, fn=fn: fn(gw, request)) for name, fn in ops.items()}
 
@@ -39,3 +42,18 @@ def ping(gw, _request: dict) -> dict:
     return {"pid": os.getpid(), "node_id": gw.events.node_id,
             "listen_port": gw.sock.getsockname()[1],
             "gate": "xdp" if gw.gate.checks_in_kernel else "userspace"}
+
+
+def sessions(gw, _request: dict) -> dict:
+    """The sessions with their peers' identities and traffic
+    (jvpn/gateway/snapshot.py; it takes the control lock), and which gate
+    the CLI merges them with."""
+    return {"node_id": gw.events.node_id, "now_ms": gw.clock_ms(),
+            "gate": "xdp" if gw.gate.checks_in_kernel else "userspace",
+            "interface": getattr(gw.gate, "ifname", None),
+            "sessions": snapshot.sessions(gw)}
+
+
+def health(gw, _request: dict) -> dict:
+    """Threads, store, lease, gate, process (jvpn/gateway/snapshot.py)."""
+    return snapshot.health(gw)

@@ -12,7 +12,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from jvpn import keys
+from jvpn import keys, operator
 from jvpn.codes import EventType, Reason
 from jvpn.config import ConfigError, PeerConfig, load_gateway_config
 from jvpn.errors import JvpnError
@@ -42,14 +42,15 @@ NAMES = ("alice", "bob")
 PUBS = [keys.public_from_private(k) for k in PEER_KEYS]
 
 
-def _gateway(tmp_path, clock: Clock, *, cookie_threshold_per_s: int = 50) -> Gateway:
+def _gateway(tmp_path, clock: Clock, *, cookie_threshold_per_s: int = 50,
+             operator_socket=None) -> Gateway:
     peers = {pub: PeerConfig(pub, inner, name)
              for pub, inner, name in zip(PUBS, PEER_INNER, NAMES, strict=True)}
     return Gateway(private_key=GW_KEY, listen=LISTEN, address=ADDRESS, peers=peers,
                    policy=default_policy(), store=SqliteStore(tmp_path / "s.db"),
                    gate=UserspaceGate(), events=EventLog("gw-test", clock_ms=clock),
                    clock_ms=clock, cookie_threshold_per_s=cookie_threshold_per_s,
-                   sock=FakeSock(), tun=FakeTun())
+                   sock=FakeSock(), tun=FakeTun(), operator_socket=operator_socket)
 
 
 @pytest.fixture
@@ -119,6 +120,23 @@ def test_health_of_a_running_gateway_then_of_a_lost_store(tmp_path):
         assert h["ok"] is False and h["store"]["reachable"] is False and h["store"]["error"]
     finally:
         g.stop()
+
+
+def test_sessions_and_health_through_the_operator_socket(tmp_path):
+    path = tmp_path / "run" / "gateway.sock"
+    g = _gateway(tmp_path, Clock(), operator_socket=path)
+    g.start()
+    try:
+        handshake(g, peer=1)
+        got = operator.call(path, "sessions")
+        assert got["gate"] == "userspace" and got["interface"] is None
+        [row] = got["sessions"]
+        assert row["peer"] == "bob" and row["public_key"] == keys.encode(PUBS[1])
+        h = operator.call(path, "health")
+        assert h["ok"] is True and h["threads"]["operator"] is True and h["sessions"] == 1
+    finally:
+        g.stop()
+        g.store.close()
 
 
 def test_tally_counts_reattaches_with_latency_handshakes_and_cookies():
