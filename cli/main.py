@@ -23,10 +23,12 @@ from jvpn_cli.demo import demo
 from jvpn_cli.detach import detach
 from jvpn_cli.events import events
 from jvpn_cli.gateway import gateway
+from jvpn_cli.health import health
 from jvpn_cli.keygen import keygen, pubkey
 from jvpn_cli.sessions import sessions
 from jvpn_cli.stats import stats
 from jvpn_cli.status import status
+from jvpn_cli.top import top
 
 EXIT_INTERRUPTED = 130
 
@@ -81,7 +83,7 @@ def cli(ctx: click.Context, pin_root: str, run_dir: str) -> None:
 
     \b
     The gate:       attach, detach
-    Inspect:        status, sessions, stats, events
+    Inspect:        status, sessions, stats, events, health, top
     Run:            gateway up|down, client up
     Keys:           keygen, pubkey
     Show, measure:  demo, bench xdp|tunnel|reattach|flood|handoff
@@ -96,7 +98,7 @@ def cli(ctx: click.Context, pin_root: str, run_dir: str) -> None:
 
 
 for _command in (attach, detach, status, sessions, stats, events, gateway, client, bench, demo,
-                 keygen, pubkey):
+                 keygen, pubkey, health, top):
     cli.add_command(_command)
 
 

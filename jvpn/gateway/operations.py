@@ -15,6 +15,7 @@ from pathlib import Path
 
 from jvpn.gateway import snapshot
 from jvpn.gateway.operator import Handler, OperatorServer
+from jvpn.gateway.tally import EventTally
 
 
 def open_server(gw, path: Path | None) -> OperatorServer | None:
@@ -29,10 +30,14 @@ def open_server(gw, path: Path | None) -> OperatorServer | None:
 
 
 def handlers(gw) -> dict[str, Handler]:
+    # what only the event stream knows (handshakes, reattaches), for `figures`
+    tally = EventTally()
+    gw.events.add_listener(tally)
     ops: dict[str, Callable[[object, dict], object]] = {
         "ping": ping,
         "sessions": sessions,
         "health": health,
+        "figures": lambda gw, request: figures(gw, tally),
     }
     return {name: (lambda request, fn=fn: fn(gw, request)) for name, fn in ops.items()}
 
@@ -57,3 +62,14 @@ def sessions(gw, _request: dict) -> dict:
 def health(gw, _request: dict) -> dict:
     """Threads, store, lease, gate, process (jvpn/gateway/snapshot.py)."""
     return snapshot.health(gw)
+
+
+def figures(gw, tally: EventTally) -> dict:
+    """What `jvpn-xdp top` shows besides the sessions: the gate's verdict
+    counters (the kernel's or the userspace model's) and the event counts
+    (the same as /metrics: jvpn/gateway/metrics.py)."""
+    f = tally.figures()
+    accepted = f["latency_buckets"][-1][1]
+    return {"counters": gw.gate.read_counters(), "handshakes": f["handshakes"],
+            "cookie_replies": f["cookie_replies"], "reattaches": f["reattaches"],
+            "reattach_latency": {"count": accepted, "sum_s": round(f["latency_sum_s"], 6)}}

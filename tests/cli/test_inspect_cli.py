@@ -164,3 +164,59 @@ def test_sizes(n, text):
                                          (200_000, "2d"), (None, "-")])
 def test_ages(s, text):
     assert views.age(s) == text
+
+
+def _health(ok: bool = True) -> dict:
+    return {"ok": ok, "node_id": "gw-a",
+            "threads": {"udp": True, "tun": True, "timer": True, "operator": ok},
+            "store": {"reachable": True, "latency_ms": 0.2, "error": None},
+            "cluster": None, "draining": None, "gate": "xdp", "gate_problem": None,
+            "fatal": None, "sessions": 1,
+            "process": {"pid": 42, "cpu_percent": 1.5, "cpu_seconds": 3.0, "rss_bytes": 50 << 20,
+                        "open_fds": 23, "threads": 9, "start_time_s": 1.0}}
+
+
+def _figures() -> dict:
+    counters = {"pass_data": {"packets": 5000, "bytes": 6_000_000},
+                "drop_bad_tag": {"packets": 7, "bytes": 700},
+                "drop_replay": {"packets": 0, "bytes": 0}}
+    return {"counters": counters, "handshakes": {"HANDSHAKE_OK": 2}, "cookie_replies": 1,
+            "reattaches": {"REATTACH_ACCEPT": 2}, "reattach_latency": {"count": 2, "sum_s": 0.09}}
+
+
+def test_health_prints_and_exits_by_its_verdict(env):
+    env.daemon = {"health": _health()}
+    r = _run(["health"])
+    assert r.stdout.splitlines()[0] == "gateway gw-a: healthy"
+    assert "RSS 50.0M, 23 fds" in r.stdout and "single gateway" in r.stdout
+    env.daemon = {"health": _health(ok=False)}
+    r = CliRunner().invoke(cli, ["health", "--json"])
+    assert r.exit_code == 1 and json.loads(r.stdout)["threads"]["operator"] is False
+    r = CliRunner().invoke(cli, ["health"])
+    assert r.exit_code == 1 and "NOT healthy: thread 'operator' is not running" in r.stdout
+
+
+def test_health_without_a_daemon_is_one_error_line(env):
+    r = CliRunner().invoke(cli, ["health"])
+    assert r.exit_code == 1 and r.stdout == ""
+    assert r.stderr.strip() == "error: no gateway daemon answers (test)"
+
+
+def test_top_once_prints_one_frame_in_80_columns(env):
+    env.daemon = {**_daemon(), "health": _health(), "figures": _figures()}
+    r = _run(["top", "--once"])
+    lines = r.stdout.splitlines()
+    assert max(map(len, lines)) <= 80, r.stdout
+    assert lines[0].startswith("jvpn top · gw-a · healthy · CPU 1.5%")
+    assert "handshakes: HANDSHAKE_OK 2 · cookie replies 1" in r.stdout
+    assert "REATTACH_ACCEPT 2 (mean 45 ms)" in r.stdout
+    assert "alice-lapto…" in r.stdout and "drop_bad_tag" in r.stdout
+    assert "drop_replay" not in r.stdout  # zero: not shown
+
+
+def test_top_once_without_a_daemon_shows_the_kernel(env, monkeypatch):
+    monkeypatch.setattr(FakeMaps, "read_counters",
+                        lambda self: {"pass_data": {"packets": 3, "bytes": 300}}, raising=False)
+    r = _run(["top", "--once"])
+    assert views.NO_DAEMON in r.stdout and "pass_data" in r.stdout
+    assert "203.0.113.200:51234" in r.stdout

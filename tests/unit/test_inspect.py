@@ -20,7 +20,8 @@ from jvpn.events import EventLog
 from jvpn.gate.userspace import UserspaceGate
 from jvpn.gateway import snapshot
 from jvpn.gateway.daemon import Gateway
-from jvpn.gateway.metrics import EventTally, GatewayCollector, MetricsServer
+from jvpn.gateway.metrics import GatewayCollector, MetricsServer
+from jvpn.gateway.tally import EventTally
 from jvpn.policy import default_policy
 from jvpn.store.sqlite import SqliteStore
 from kits.daemon_kit import (
