@@ -50,7 +50,8 @@ def gateway_up(app, config_path: str, tun_name: str, echo_events: bool):
         gw.start(on_fatal=lambda _line: stop.set())
         gate = f"xdp on {cfg.xdp_interface}" if cfg.xdp_interface else "userspace"
         app.err.print(f"jvpn gateway up on :{cfg.listen_port}, inner {cfg.address}, "
-                      f"gate: {gate}, events: {cfg.events_file}")
+                      f"gate: {gate}, events: {cfg.events_file}"
+                      + (f", metrics: {metrics.url}" if metrics is not None else ""))
         stop.wait()
         try:
             gw.stop()

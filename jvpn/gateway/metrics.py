@@ -150,6 +150,7 @@ class MetricsServer:
             raise JvpnError(f"MetricsListen = {_spell(listen)}: cannot listen: "
                             f"{e.strerror or e}") from None
         self.address = self._httpd.server_address[:2]
+        self.url = f"http://{_spell(self.address)}/metrics"
 
     def attach(self, gw, interface: str) -> None:
         """Before ``gw.start()``: the tally sees every event from the first."""
