@@ -25,6 +25,7 @@ Gateway config (:func:`load_gateway_config`)::
     EventsSummaryInterval = 10     # seconds: one line per kind of unauthenticated rejection
     PathMTU = 1500                 # our outer path's MTU: no datagram to a client is larger
     ControlSocket = /run/jvpn/gateway.sock  # the operator socket; default <run dir>/gateway.sock
+    MetricsListen = 9586           # optional; absent = no /metrics. PORT (127.0.0.1), IP:PORT
 
 Relative paths (PrivateKeyFile, PeersFile, Policy, StateDir, EventsFile,
 ControlSocket) are relative to the folder of the file that names them.

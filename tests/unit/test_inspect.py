@@ -135,6 +135,9 @@ def test_sessions_and_health_through_the_operator_socket(tmp_path):
         assert row["peer"] == "bob" and row["public_key"] == keys.encode(PUBS[1])
         h = operator.call(path, "health")
         assert h["ok"] is True and h["threads"]["operator"] is True and h["sessions"] == 1
+        f = operator.call(path, "figures")
+        assert f["handshakes"] == {"HANDSHAKE_OK": 1} and f["cookie_replies"] == 0
+        assert f["counters"] == g.gate.read_counters() and f["reattach_latency"]["count"] == 0
     finally:
         g.stop()
         g.store.close()
