@@ -11,21 +11,30 @@ Every metric, its type and labels: docs/metrics.md.
 
 from __future__ import annotations
 
+import socket
+import threading
 from collections.abc import Iterator
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
 )
-from prometheus_client.exposition import start_http_server
 
 from jvpn import keys
 from jvpn.errors import JvpnError
 from jvpn.gateway import snapshot
 from jvpn.gateway.tally import EventTally
+
+# Anyone on the host can connect (an unprivileged user included): a bounded
+# number of scrapes at once, each with a deadline, so that idle or slow
+# connections cannot take the daemon's threads or descriptors.
+MAX_SCRAPES = 8
+SCRAPE_TIMEOUT_S = 5.0
 
 
 class GatewayCollector:
@@ -144,13 +153,19 @@ class MetricsServer:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self.collector)
         host, port = listen
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        server_class = type("MetricsHTTPServer", (_BoundedServer,), {"address_family": family})
         try:
-            self._httpd, self._thread = start_http_server(port, host, registry=self.registry)
+            self._httpd = make_server(host, port, make_wsgi_app(self.registry), server_class,
+                                      handler_class=_QuietHandler)
         except OSError as e:
             raise JvpnError(f"MetricsListen = {_spell(listen)}: cannot listen: "
                             f"{e.strerror or e}") from None
         self.address = self._httpd.server_address[:2]
         self.url = f"http://{_spell(self.address)}/metrics"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="jvpn-metrics",
+                                        daemon=True)
+        self._thread.start()
 
     def attach(self, gw, interface: str) -> None:
         """Before ``gw.start()``: the tally sees every event from the first."""
@@ -161,6 +176,40 @@ class MetricsServer:
     def close(self) -> None:
         self._httpd.shutdown()
         self._httpd.server_close()
+
+
+class _QuietHandler(WSGIRequestHandler):
+    timeout = SCRAPE_TIMEOUT_S  # a connection that sends nothing is dropped after this
+
+    def log_message(self, *_args) -> None:
+        pass  # a scrape is not news (and stderr is the daemon's log)
+
+
+class _BoundedServer(ThreadingMixIn, WSGIServer):
+    """At most MAX_SCRAPES connections served at once; more are closed at
+    once rather than queued."""
+
+    daemon_threads = True
+
+    def __init__(self, *args, **kwargs):
+        self._slots = threading.BoundedSemaphore(MAX_SCRAPES)
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request, client_address) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
 
 def _spell(listen: tuple[str, int]) -> str:

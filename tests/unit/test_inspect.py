@@ -6,6 +6,7 @@ socket and TUN (tests/kits/daemon_kit.py); no root."""
 from __future__ import annotations
 
 import os
+import socket
 import urllib.request
 
 import pytest
@@ -20,8 +21,9 @@ from jvpn.events import EventLog
 from jvpn.gate.userspace import UserspaceGate
 from jvpn.gateway import snapshot
 from jvpn.gateway.daemon import Gateway
-from jvpn.gateway.metrics import GatewayCollector, MetricsServer
+from jvpn.gateway.metrics import MAX_SCRAPES, GatewayCollector, MetricsServer
 from jvpn.gateway.tally import EventTally
+from jvpn.lab.wait import wait_until
 from jvpn.policy import default_policy
 from jvpn.store.sqlite import SqliteStore
 from kits.daemon_kit import (
@@ -244,6 +246,31 @@ def test_metrics_server_serves_over_http_and_refuses_a_taken_port(tmp_path):
     finally:
         server.close()
         g.store.close()
+
+
+def test_metrics_server_bounds_its_connections(tmp_path):
+    server = MetricsServer(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{server.address[1]}/metrics"
+    # accepted in order: the idle ones first, each holding a slot
+    idle = [socket.create_connection(server.address) for _ in range(MAX_SCRAPES)]
+    try:
+        with pytest.raises(OSError):  # closed at once, not queued behind the idle ones
+            urllib.request.urlopen(url, timeout=5).read()
+    finally:
+        for s in idle:
+            s.close()
+    try:
+        wait_until(lambda: _scrapes(url), "a scrape once the idle connections are gone")
+    finally:
+        server.close()
+
+
+def _scrapes(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status == 200
+    except OSError:
+        return False
 
 
 @pytest.mark.parametrize(("value", "want"), [
