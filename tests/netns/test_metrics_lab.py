@@ -39,16 +39,22 @@ def _scrape(tl) -> dict[tuple[str, tuple], float]:
 
 
 def _quiet_reads(tl) -> tuple[dict, list, dict]:
-    """stats, sessions and a scrape between two equal reads of the kernel's
-    counters: nothing moved while the three were read."""
-    for _ in range(10):
-        before = tl.cli_json("stats", "gw0")["gw0"]
-        sessions = tl.cli_json("sessions", "gw0")["gw0"]
+    """stats, sessions and a scrape between two equal reads of both: no
+    counter moved and no session changed state (the frozen client's session
+    goes VOLATILE on its own) while they were read."""
+    for _ in range(20):
+        stats, sessions = tl.cli_json("stats", "gw0")["gw0"], _sessions(tl)
         metrics = _scrape(tl)
-        if tl.cli_json("stats", "gw0")["gw0"] == before:
-            return before, sessions, metrics
+        if (tl.cli_json("stats", "gw0")["gw0"], _sessions(tl)) == (stats, sessions):
+            return stats, sessions, metrics
         time.sleep(0.3)
-    raise AssertionError("the gate's counters kept moving with the client frozen")
+    raise AssertionError("the gate's counters or the session kept changing, client frozen")
+
+
+def _sessions(tl) -> list[dict]:
+    """`sessions --json` without the ages (they grow between two reads)."""
+    return [{k: v for k, v in row.items() if k not in ("key_age_s", "last_rx_age_s")}
+            for row in tl.cli_json("sessions", "gw0")["gw0"]]
 
 
 def test_metrics_match_stats_and_sessions(tl):
