@@ -1,8 +1,9 @@
 """The gateway's /metrics, `sessions` and `health` in the lab (issue 12,
 inspect): a gateway with the XDP gate and MetricsListen, a client passing a
-stream through the tunnel; once the client is frozen (no packet moves), the
-scraped values are the ones `jvpn-xdp stats --json` and `sessions --json`
-show. Then the daemon stops and `sessions` still reads the pinned maps."""
+stream through the tunnel and reattaching once (wifi -> lte); once the
+client is frozen (no packet moves), the scraped values are the ones
+`jvpn-xdp stats --json` and `sessions --json` show. Then the daemon stops
+and `sessions` still reads the pinned maps."""
 
 from __future__ import annotations
 
@@ -51,6 +52,11 @@ def _quiet_reads(tl) -> tuple[dict, list, dict]:
     raise AssertionError("the gate's counters or the session kept changing, client frozen")
 
 
+def _accepts(tl) -> list[dict]:
+    return [e for e in tl.gateway_events() if e["event_type"] == "ReattachResult"
+            and e["reason_code"] == "REATTACH_ACCEPT"]
+
+
 def _sessions(tl) -> list[dict]:
     """`sessions --json` without the ages (they grow between two reads)."""
     return [{k: v for k, v in row.items() if k not in ("key_age_s", "last_rx_age_s")}
@@ -58,7 +64,11 @@ def _sessions(tl) -> list[dict]:
 
 
 def test_metrics_match_stats_and_sessions(tl):
-    sent, received = tl.stream(2_000_000, 4.0)()
+    finish = tl.stream(2_000_000, 4.0)
+    time.sleep(1.0)
+    tl.lab.link("cl", "wifi", "down")  # wifi -> lte: one reattach, timed
+    tl.wait(lambda: _accepts(tl), "the reattach")
+    sent, received = finish()
     assert sent == received
     tl.client.send_signal(signal.SIGSTOP)  # no keepalive, no data: the counters settle
     time.sleep(0.5)
@@ -79,6 +89,10 @@ def test_metrics_match_stats_and_sessions(tl):
     assert m[("wireguard_latest_handshake_seconds", peer)] == s["last_handshake_ms"] / 1000
     assert m[("jvpn_sessions", (("state", s["state"]),))] == 1
     assert m[("jvpn_handshakes_total", (("result", "HANDSHAKE_OK"),))] == 1
+    accepts = _accepts(tl)
+    assert m[("jvpn_reattaches_total", (("result", "REATTACH_ACCEPT"),))] == len(accepts)
+    assert m[("jvpn_reattach_latency_seconds_count", ())] == len(accepts)
+    assert 0 < m[("jvpn_reattach_latency_seconds_sum", ())] < 10
     assert m[("process_resident_memory_bytes", ())] > 0 and m[("process_open_fds", ())] > 0
     assert m[("jvpn_thread_alive", (("thread", "udp"),))] == 1
 

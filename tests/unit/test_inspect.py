@@ -22,6 +22,7 @@ from jvpn.gate.userspace import UserspaceGate
 from jvpn.gateway import snapshot
 from jvpn.gateway.daemon import Gateway
 from jvpn.gateway.metrics import MAX_SCRAPES, GatewayCollector, MetricsServer
+from jvpn.gateway.ownership import ClusterOwnership
 from jvpn.gateway.tally import EventTally
 from jvpn.lab.wait import wait_until
 from jvpn.policy import default_policy
@@ -123,6 +124,30 @@ def test_health_of_a_running_gateway_then_of_a_lost_store(tmp_path):
         assert h["ok"] is False and h["store"]["reachable"] is False and h["store"]["error"]
     finally:
         g.stop()
+
+
+class LeaseStore:
+    """Enough of a cluster store for the ownership's lease questions."""
+
+    lease_id = 0x77
+
+    def __init__(self):
+        self.valid = True
+
+    def lease_valid(self, _margin_s: float) -> bool:
+        return self.valid
+
+
+def test_health_in_a_cluster_names_the_lease_and_the_fence(gw):
+    store = LeaseStore()
+    gw.ownership = ClusterOwnership(store, "gw-a")
+    h = snapshot.health(gw)
+    assert h["cluster"] == {"node_id": "gw-a", "lease": 0x77, "lease_valid": True,
+                            "fenced": False}
+    store.valid, gw.table.fenced = False, True  # the lease lapsed: nothing passes
+    h = snapshot.health(gw)
+    assert h["cluster"]["lease_valid"] is False and h["cluster"]["fenced"] is True
+    assert h["ok"] is False
 
 
 def test_sessions_and_health_through_the_operator_socket(tmp_path):
