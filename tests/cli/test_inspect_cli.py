@@ -6,6 +6,7 @@ real."""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
@@ -17,6 +18,7 @@ from click.testing import CliRunner
 from jvpn.gate import abi, loader
 from jvpn.operator import NoDaemon
 from jvpn_cli import app as app_mod
+from jvpn_cli import top as top_mod
 from jvpn_cli import views
 from jvpn_cli.main import cli
 
@@ -220,3 +222,32 @@ def test_top_once_without_a_daemon_shows_the_kernel(env, monkeypatch):
     r = _run(["top", "--once"])
     assert views.NO_DAEMON in r.stdout and "pass_data" in r.stdout
     assert "203.0.113.200:51234" in r.stdout
+
+
+def test_top_runs_live_until_q(env, monkeypatch):
+    env.daemon = {**_daemon(), "health": _health(), "figures": _figures()}
+    pressed = iter([None, None, "q"])
+
+    @contextlib.contextmanager
+    def keys():
+        yield lambda _timeout: next(pressed)
+
+    monkeypatch.setattr(top_mod, "_keys", keys)
+    r = _run(["top"])
+    assert [op for op, _ in env.asked].count("sessions") == 3  # the first frame, then two more
+    assert "gw-a" in r.stdout and "drop_bad_tag" in r.stdout
+
+
+def test_top_ends_quietly_on_ctrl_c(env, monkeypatch):
+    env.daemon = {**_daemon(), "health": _health(), "figures": _figures()}
+
+    @contextlib.contextmanager
+    def keys():
+        def key(_timeout):
+            raise KeyboardInterrupt
+
+        yield key
+
+    monkeypatch.setattr(top_mod, "_keys", keys)
+    r = _run(["top"])
+    assert "interrupted" not in r.output
