@@ -43,13 +43,19 @@ class EventTally:
                 self._attempt(ev)
             elif kind == EventType.REATTACH_RESULT:
                 self._result(ev, str(reason))
+            elif kind == EventType.SESSION_TERMINATED:
+                self._attempts.pop(ev.get("session_id"), None)
 
     def _attempt(self, ev: dict) -> None:
+        """One per entry into RECOVERING (the path challenge sent): the
+        latest one is what an accept ends (an earlier one expired)."""
         sid = ev.get("session_id")
-        if sid is not None and sid not in self._attempts:  # the first attempt starts the clock
-            self._attempts[sid] = ev["ts_ms"]
-            if len(self._attempts) > PENDING_MAX:
-                self._attempts.popitem(last=False)
+        if sid is None:
+            return
+        self._attempts.pop(sid, None)
+        self._attempts[sid] = ev["ts_ms"]
+        if len(self._attempts) > PENDING_MAX:
+            self._attempts.popitem(last=False)
 
     def _result(self, ev: dict, reason: str) -> None:
         self.reattaches[reason] += 1

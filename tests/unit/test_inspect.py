@@ -175,9 +175,9 @@ def test_tally_counts_reattaches_with_latency_handshakes_and_cookies():
     log, tally = EventLog("t", clock_ms=clock), EventTally()
     log.add_listener(tally)
     log.emit(EventType.REATTACH_ATTEMPT, Reason.RECOVERY_START, 0x11)
-    clock.ms += 30
-    log.emit(EventType.REATTACH_ATTEMPT, Reason.RECOVERY_START, 0x11)  # a retry: same clock
-    clock.ms += 40
+    clock.ms += 3_000  # that challenge expired (DEGRADED); the next attempt is timed
+    log.emit(EventType.REATTACH_ATTEMPT, Reason.RECOVERY_START, 0x11)
+    clock.ms += 70
     log.emit(EventType.REATTACH_RESULT, Reason.REATTACH_ACCEPT, 0x11, accepted=True)
     log.emit(EventType.REATTACH_RESULT, Reason.AUTH_FAIL, 0x22, accepted=False)
     log.emit(EventType.SESSION_STATE_CHANGE, Reason.HANDSHAKE_OK, 0x11)
@@ -190,6 +190,11 @@ def test_tally_counts_reattaches_with_latency_handshakes_and_cookies():
     assert f["handshakes"] == {"HANDSHAKE_OK": 1, "REPLAY_DETECTED": 1}
     assert f["cookie_replies"] == 3
     assert f["latency_sum_s"] == pytest.approx(0.07)
+    log.emit(EventType.REATTACH_ATTEMPT, Reason.RECOVERY_START, 0x33)
+    log.emit(EventType.SESSION_TERMINATED, Reason.TTL_SESSION_EXPIRED, 0x33)
+    clock.ms += 10
+    log.emit(EventType.REATTACH_RESULT, Reason.REATTACH_ACCEPT, 0x33)  # (cannot be: untimed)
+    assert tally.figures()["latency_buckets"][-1][1] == 1
     buckets = dict(f["latency_buckets"])
     assert buckets[0.05] == 0 and buckets[0.1] == 1 and buckets[float("inf")] == 1
 
