@@ -90,8 +90,8 @@ def event_metrics(f: dict) -> Iterator[Metric]:
     for result, n in sorted(f["reattaches"].items()):
         ra.add_metric([result], n)
     yield ra
-    hist = HistogramMetricFamily("jvpn_reattach_latency_seconds", "From a reattach's first "
-                                 "attempt (path challenge sent) to its acceptance.")
+    hist = HistogramMetricFamily("jvpn_reattach_latency_seconds", "From a session's latest "
+                                 "reattach attempt (path challenge sent) to its acceptance.")
     hist.add_metric([], [(_le(le), n) for le, n in f["latency_buckets"]], f["latency_sum_s"])
     yield hist
 
