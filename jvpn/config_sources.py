@@ -1,0 +1,65 @@
+"""Where each configuration value came from: the file and line that set it,
+or the default. ``gateway check`` prints it next to every value, and the
+start path names it in errors that happen after the files loaded (an events
+file that cannot be created, a store that cannot be reached), so that every
+error an operator sees names the key and the file to fix.
+
+Keys are the config files' own spellings (``EventsFile``, ``PathMTU``);
+policy fields are ``section.name`` (``security.replay_window_size``), which
+no config key spells, so one mapping holds both."""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+from jvpn.errors import JvpnError
+
+
+@dataclass(frozen=True)
+class Sources:
+    """The config file a configuration was loaded from, and ``key ->
+    "FILE:LINE"`` for every key some file set (absent keys: the default)."""
+
+    path: Path | None = None
+    lines: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    def given(self, key: str) -> str | None:
+        """``FILE:LINE`` of the line that set ``key``, or None (its default)."""
+        return self.lines.get(key)
+
+    def where(self, key: str) -> str:
+        """``FILE:LINE: Key`` when a line set it, else ``FILE: Key (default)``:
+        the head of an error about this key's value."""
+        at = self.given(key)
+        if at is not None:
+            return f"{at}: {key}"
+        return f"{self.path}: {key} (default)" if self.path else f"{key} (default)"
+
+
+class StartError(JvpnError):
+    """A start-time failure traced to one configuration key (one line)."""
+
+
+@contextmanager
+def naming(sources: Sources, key: str, value: object) -> Iterator[None]:
+    """Turn an OS or operator error raised while using ``key``'s ``value``
+    into one line that names the key and the file that set it (or that it
+    is the default there)."""
+    try:
+        yield
+    except (OSError, JvpnError) as e:
+        if isinstance(e, OSError) and e.errno == errno.EPIPE:
+            raise
+        raise StartError(f"{sources.where(key)}: {value}: {_reason(e, value)}") from None
+
+
+def _reason(e: Exception, value: object) -> str:
+    if isinstance(e, OSError) and e.strerror:
+        other = e.filename is not None and str(e.filename) != str(value)
+        return e.strerror + (f" ({e.filename})" if other else "")
+    return str(e)
