@@ -6,6 +6,8 @@ import sys
 
 import click
 
+from jvpn_cli.client_check import client_check
+
 
 @click.group(help="Run the client agent.")
 def client():
@@ -77,3 +79,6 @@ def client_up(app, config_path: str, events_file: str | None, echo_events: bool)
     if failed and not signals.stopped.is_set():
         raise JvpnError(f"the gateway refused the session ({failed}); run `client up` again "
                         "for a new handshake")
+
+
+client.add_command(client_check)  # cli/client_check.py

@@ -524,7 +524,12 @@ def _sources(f: _File, sections: list[_Section], extra: dict[str, str] | None = 
     """``key -> FILE:LINE`` of every key these sections set (the first line of
     a repeated one), plus ``extra`` (the policy file's fields)."""
     lines = {k: f"{f.path}:{en.line}" for s in sections for k, en in s.entries.items()}
-    return Sources(f.path, {**lines, **(extra or {})})
+    files = {k: f.resolve(en.value) for s in sections for k, en in s.entries.items()
+             if k in _FILE_KEYS}
+    return Sources(f.path, {**lines, **(extra or {})}, files)
+
+
+_FILE_KEYS = ("PeersFile", "Policy", "PrivateKeyFile", "ClusterKeyFile")
 
 
 _SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}

@@ -27,6 +27,8 @@ class Sources:
 
     path: Path | None = None
     lines: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    # the files that keys name (PeersFile, Policy, PrivateKeyFile, ClusterKeyFile), resolved
+    files: Mapping[str, Path] = field(default_factory=lambda: MappingProxyType({}))
 
     def given(self, key: str) -> str | None:
         """``FILE:LINE`` of the line that set ``key``, or None (its default)."""
