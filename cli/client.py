@@ -30,12 +30,16 @@ def client_up(app, config_path: str, events_file: str | None, echo_events: bool)
     from jvpn.client_routes import plan
     from jvpn.codes import EventType, Reason
     from jvpn.config import load_client_config
+    from jvpn.config_sources import describe, keyed
     from jvpn.errors import JvpnError
     from jvpn.events import EventLog
 
     app.require_root()
     cfg = load_client_config(config_path)
-    events = EventLog("client", events_file, echo=sys.stdout if echo_events else None)
+    try:
+        events = EventLog("client", events_file, echo=sys.stdout if echo_events else None)
+    except (OSError, JvpnError) as e:  # one line naming the option, not a bare errno
+        raise JvpnError(f"--events-file {events_file}: {describe(e, events_file)}") from None
     if cfg.endpoint_name:
         events.emit(EventType.ENDPOINT_RESOLVED, Reason.OK, name=cfg.endpoint_name,
                     address=cfg.endpoint[0], port=cfg.endpoint[1])
@@ -49,7 +53,7 @@ def client_up(app, config_path: str, events_file: str | None, echo_events: bool)
                        route_plan=plan(cfg.allowed_ips, cfg.fwmark, cfg.table))
     except ClientError as e:
         events.close()
-        raise JvpnError(str(e)) from e
+        raise JvpnError(keyed(cfg.sources, e.key, str(e))) from e
     dns = choose_backend(cfg.tun_name, cfg.dns) if cfg.dns.servers or cfg.dns.search else None
 
     def report(step: str, e: Exception) -> None:  # a failed undo: said, and the rest go on
@@ -62,7 +66,7 @@ def client_up(app, config_path: str, events_file: str | None, echo_events: bool)
     try:
         life.up()
     except ClientError as e:
-        raise JvpnError(str(e)) from e
+        raise JvpnError(keyed(cfg.sources, e.key, str(e))) from e
     try:  # whatever happens now (a print to a terminal gone: EIO), the undos run
         a = agent.assignment
         app.err.print(f"jvpn client up: session {a.session_id:016x}, inner {a.client_inner}")

@@ -29,6 +29,7 @@ def gateway_check(app, config_path: str, as_json: bool):
     from jvpn.config import load_gateway_config
     from jvpn.config_preflight import preflight
     from jvpn.config_report import gateway_report
+    from jvpn.gateway.operator import default_path
 
     try:
         cfg = load_gateway_config(config_path)
@@ -40,20 +41,20 @@ def gateway_check(app, config_path: str, as_json: bool):
     for line in warnings:  # one line each, never wrapped (rich would wrap at the width)
         click.echo(f"warning: {line}", err=True)
     if as_json:
-        app.emit_json({**gateway_report(cfg), "warnings": warnings})
+        app.emit_json({**gateway_report(cfg, default_path(app.run_dir)), "warnings": warnings})
         return
-    for line in gateway_text(cfg):
+    for line in gateway_text(cfg, default_path(app.run_dir)):
         click.echo(line)
 
 
-def gateway_text(cfg) -> list[str]:
+def gateway_text(cfg, default_socket=None) -> list[str]:
     """The effective configuration in the config files' own syntax, with the
     source of each value as a comment."""
     from jvpn.config_report import gateway_rows, peer_dict, policy_rows, text_lines
 
     base = cfg.sources.path
     out = [f"# {base}: valid, peers: {len(cfg.peers)}", "[Interface]",
-           *text_lines(gateway_rows(cfg), base)]
+           *text_lines(gateway_rows(cfg, default_socket), base)]
     for peer in cfg.peers:
         p = peer_dict(peer)
         out += ["", f"[Peer]  # {p['source']}", f"PublicKey = {p['public_key']}",

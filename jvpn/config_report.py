@@ -47,8 +47,10 @@ def _private_key_rows(src: Sources, private_key: bytes) -> list[Row]:
     return [first, Row("PublicKey", public, first.source, "derived from the private key")]
 
 
-def gateway_rows(cfg: GatewayConfig) -> list[Row]:
-    """The [Interface] keys of a gateway config, in the README's order."""
+def gateway_rows(cfg: GatewayConfig, default_socket: Path | None = None) -> list[Row]:
+    """The [Interface] keys of a gateway config, in the README's order.
+    ``default_socket``: the operator socket without ControlSocket (it
+    depends on the run directory, a command-line option)."""
     src = cfg.sources
     address = [str(cfg.address)] + ([str(cfg.address6)] if cfg.address6 else [])
     policy = src.files.get("Policy")
@@ -75,6 +77,8 @@ def gateway_rows(cfg: GatewayConfig) -> list[Row]:
              "" if cluster else "only with an etcd store"),
         _row(src, "LeaseTTL", cfg.lease_ttl_s, "seconds; only with an etcd store"),
         _row(src, "PathMTU", cfg.path_mtu),
+        _row(src, "ControlSocket", str(cfg.control_socket or default_socket or "") or None,
+             "" if cfg.control_socket else "<run dir>/gateway.sock"),
     ]
 
 
@@ -91,13 +95,13 @@ def policy_rows(policy: Policy, src: Sources) -> list[Row]:
     return rows
 
 
-def gateway_report(cfg: GatewayConfig) -> dict:
+def gateway_report(cfg: GatewayConfig, default_socket: Path | None = None) -> dict:
     """All of it, as ``gateway check --json`` prints it."""
     policy_file = cfg.sources.files.get("Policy")
     return {
         "config": str(cfg.sources.path),
         "valid": True,
-        "interface": [r.as_dict() for r in gateway_rows(cfg)],
+        "interface": [r.as_dict() for r in gateway_rows(cfg, default_socket)],
         "peers": [peer_dict(p) for p in cfg.peers],
         "policy": {"file": str(policy_file) if policy_file else None,
                    "fields": [r.as_dict() for r in policy_rows(cfg.policy, cfg.sources)]},

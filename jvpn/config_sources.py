@@ -11,6 +11,7 @@ no config key spells, so one mapping holds both."""
 from __future__ import annotations
 
 import errno
+import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -57,11 +58,21 @@ def naming(sources: Sources, key: str, value: object) -> Iterator[None]:
     except (OSError, JvpnError) as e:
         if isinstance(e, OSError) and e.errno == errno.EPIPE:
             raise
-        raise StartError(f"{sources.where(key)}: {value}: {_reason(e, value)}") from None
+        raise StartError(f"{sources.where(key)}: {value}: {describe(e, value)}") from None
 
 
-def _reason(e: Exception, value: object) -> str:
+def describe(e: Exception, value: object) -> str:
+    """An error as the operator reads it: the OS's words, not an errno; the
+    file it concerns when that is not ``value`` itself; a folder in the way
+    of a file said so (mkdir's "File exists" would not)."""
+    if isinstance(e, FileExistsError) and e.filename and not os.path.isdir(e.filename):
+        return f"{e.filename} is not a directory"
     if isinstance(e, OSError) and e.strerror:
         other = e.filename is not None and str(e.filename) != str(value)
         return e.strerror + (f" ({e.filename})" if other else "")
     return str(e)
+
+def keyed(sources: Sources, key: str | None, message: str) -> str:
+    """``message`` headed by the key and the file that set it, when the
+    failure traces to one key."""
+    return f"{sources.where(key)}: {message}" if key else message

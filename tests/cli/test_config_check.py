@@ -70,6 +70,7 @@ def test_gateway_check_prints_every_key_with_its_source(etc):
     assert rows["NodeId"]["value"] == socket.gethostname()
     assert rows["PublicKey"]["value"] == GW_PUB
     assert rows["StateDir"]["value"] == str(etc / "state")
+    assert rows["ControlSocket"]["value"] == str(etc / "run" / "gateway.sock")  # the run dir's
     assert report["peers"] == [{"name": "alice", "public_key": ALICE, "source":
                                 f"{etc / 'peers.conf'}:1",
                                 "allowed_ips": ["10.99.0.2/32", "192.168.50.0/24"]}]
