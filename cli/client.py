@@ -25,7 +25,8 @@ def client():
 @click.pass_obj
 def client_up(app, config_path: str, events_file: str | None, echo_events: bool):
     from jvpn.client import Client, ClientError
-    from jvpn.client_dns import choose_backend
+    from jvpn.client_dns import DnsError, choose_backend
+    from jvpn.client_hooks import HookFailed
     from jvpn.client_lifecycle import Lifecycle, Signals, client_steps
     from jvpn.client_routes import plan
     from jvpn.codes import EventType, Reason
@@ -53,8 +54,12 @@ def client_up(app, config_path: str, events_file: str | None, echo_events: bool)
                        route_plan=plan(cfg.allowed_ips, cfg.fwmark, cfg.table))
     except ClientError as e:
         events.close()
-        raise JvpnError(keyed(cfg.sources, e.key, str(e))) from e
-    dns = choose_backend(cfg.tun_name, cfg.dns) if cfg.dns.servers or cfg.dns.search else None
+        raise JvpnError(keyed(cfg.sources, e)) from e
+    try:
+        dns = choose_backend(cfg.tun_name, cfg.dns) if cfg.dns.servers or cfg.dns.search else None
+    except DnsError as e:
+        events.close()
+        raise DnsError(keyed(cfg.sources, e)) from e
 
     def report(step: str, e: Exception) -> None:  # a failed undo: said, and the rest go on
         app.err.print(f"jvpn client: {step}: {e}", markup=False)
@@ -65,8 +70,8 @@ def client_up(app, config_path: str, events_file: str | None, echo_events: bool)
     life = Lifecycle(client_steps(cfg, agent, dns), report, signals.stopped.is_set)
     try:
         life.up()
-    except ClientError as e:
-        raise JvpnError(keyed(cfg.sources, e.key, str(e))) from e
+    except (ClientError, DnsError, HookFailed) as e:  # named with the key's file and line
+        raise JvpnError(keyed(cfg.sources, e)) from e
     try:  # whatever happens now (a print to a terminal gone: EIO), the undos run
         a = agent.assignment
         app.err.print(f"jvpn client up: session {a.session_id:016x}, inner {a.client_inner}")

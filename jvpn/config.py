@@ -529,6 +529,8 @@ def _sources(f: _File, sections: list[_Section], extra: dict[str, str] | None = 
     """``key -> FILE:LINE`` of every key these sections set (the first line of
     a repeated one), plus ``extra`` (the policy file's fields)."""
     lines = {k: f"{f.path}:{en.line}" for s in sections for k, en in s.entries.items()}
+    lines |= {f"{k}[{n}]": f"{f.path}:{en.line}" for s in sections
+              for k, many in s.repeated.items() for n, en in enumerate(many, start=1)}
     files = {k: f.resolve(en.value) for s in sections for k, en in s.entries.items()
              if k in _FILE_KEYS}
     return Sources(f.path, {**lines, **(extra or {})}, files)

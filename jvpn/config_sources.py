@@ -24,7 +24,9 @@ from jvpn.errors import JvpnError
 @dataclass(frozen=True)
 class Sources:
     """The config file a configuration was loaded from, and ``key ->
-    "FILE:LINE"`` for every key some file set (absent keys: the default)."""
+    "FILE:LINE"`` for every key some file set (absent keys: the default);
+    a repeatable key (DNS, hooks) is there for its first line and as
+    ``Key[n]`` for its n-th (1-based)."""
 
     path: Path | None = None
     lines: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
@@ -72,7 +74,16 @@ def describe(e: Exception, value: object) -> str:
         return e.strerror + (f" ({e.filename})" if other else "")
     return str(e)
 
-def keyed(sources: Sources, key: str | None, message: str) -> str:
-    """``message`` headed by the key and the file that set it, when the
-    failure traces to one key."""
-    return f"{sources.where(key)}: {message}" if key else message
+def keyed(sources: Sources, e: Exception) -> str:
+    """``e``'s one line headed by the key it traces to (its ``key``
+    attribute, if any) and the file and line that set that key (for the
+    n-th of a repeated key, its ``index`` attribute: that line). A message
+    that begins with the key's name already gets the place only."""
+    key, message = getattr(e, "key", None), str(e)
+    if not key:
+        return message
+    index = getattr(e, "index", None)
+    at = (sources.given(f"{key}[{index}]") if index else None) or sources.given(key)
+    if message.startswith(key):
+        return f"{at or sources.path}: {message}"
+    return f"{at}: {key}: {message}" if at else f"{sources.where(key)}: {message}"

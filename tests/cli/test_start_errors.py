@@ -15,6 +15,8 @@ from click.testing import CliRunner
 
 from jvpn import keys
 from jvpn.client import ClientError, marked, tun_addresses
+from jvpn.client_dns import DnsError
+from jvpn.client_hooks import HookFailed, run_hooks
 from jvpn.config import load_client_config, load_gateway_config
 from jvpn.config_sources import StartError, keyed
 from jvpn.gate.paths import GatePaths
@@ -101,7 +103,7 @@ def test_an_endpoint_inside_the_assigned_network_names_the_endpoint_line(tmp_pat
     a = Assignment(1, ipaddress.IPv4Interface("10.99.0.2/24"), ipaddress.IPv4Address("10.99.0.1"))
     with pytest.raises(ClientError) as err:
         tun_addresses(a, False, cfg.endpoint[0])
-    line = keyed(cfg.sources, err.value.key, str(err.value))
+    line = keyed(cfg.sources, err.value)
     assert line.startswith(f"{tmp_path / 'c.conf'}:5: Endpoint: the gateway's endpoint"), line
 
 
@@ -116,8 +118,19 @@ def test_a_refused_mark_names_fwmark_given_or_default(tmp_path):
     with pytest.raises(ClientError) as err:
         marked(Refusing, 0x4a56)()
     given = load_client_config(client_conf(tmp_path, "192.0.2.1:51900", "FwMark = 0x4a56"))
-    assert keyed(given.sources, err.value.key, str(err.value)).startswith(
+    assert keyed(given.sources, err.value).startswith(
         f"{tmp_path / 'c.conf'}:3: FwMark: cannot mark the outer socket")
     default = load_client_config(client_conf(tmp_path))
-    assert keyed(default.sources, err.value.key, str(err.value)).startswith(
+    assert keyed(default.sources, err.value).startswith(
         f"{tmp_path / 'c.conf'}: FwMark (default): cannot mark")
+
+
+def test_dns_and_hook_failures_name_the_file_and_line(tmp_path):
+    cfg = load_client_config(client_conf(tmp_path, "192.0.2.1:51900", "DNS = 10.99.0.1",
+                                         "PreUp = true", "PreUp = false"))
+    assert keyed(cfg.sources, DnsError("DNS: resolvectl dns jvpn0 10.99.0.1 failed")) == (
+        f"{tmp_path / 'c.conf'}:3: DNS: resolvectl dns jvpn0 10.99.0.1 failed")
+    with pytest.raises(HookFailed) as err:
+        run_hooks("PreUp", ["true", "false"], "jvpn0")
+    assert keyed(cfg.sources, err.value) == (
+        f"{tmp_path / 'c.conf'}:5: PreUp hook 2 of 2 ('false') failed with exit status 1")
