@@ -25,22 +25,18 @@ def client():
 @click.pass_obj
 def client_up(app, config_path: str, events_file: str | None, echo_events: bool):
     from jvpn.client import Client, ClientError
-    from jvpn.client_dns import DnsError, choose_backend
+    from jvpn.client_dns import DnsError
     from jvpn.client_hooks import HookFailed
     from jvpn.client_lifecycle import Lifecycle, Signals, client_steps
     from jvpn.client_routes import plan
     from jvpn.codes import EventType, Reason
     from jvpn.config import load_client_config
-    from jvpn.config_sources import describe, keyed
+    from jvpn.config_sources import keyed
     from jvpn.errors import JvpnError
-    from jvpn.events import EventLog
 
     app.require_root()
     cfg = load_client_config(config_path)
-    try:
-        events = EventLog("client", events_file, echo=sys.stdout if echo_events else None)
-    except (OSError, JvpnError) as e:  # one line naming the option, not a bare errno
-        raise JvpnError(f"--events-file {events_file}: {describe(e, events_file)}") from None
+    events = _event_log(events_file, echo_events)
     if cfg.endpoint_name:
         events.emit(EventType.ENDPOINT_RESOLVED, Reason.OK, name=cfg.endpoint_name,
                     address=cfg.endpoint[0], port=cfg.endpoint[1])
@@ -55,11 +51,7 @@ def client_up(app, config_path: str, events_file: str | None, echo_events: bool)
     except ClientError as e:
         events.close()
         raise JvpnError(keyed(cfg.sources, e)) from e
-    try:
-        dns = choose_backend(cfg.tun_name, cfg.dns) if cfg.dns.servers or cfg.dns.search else None
-    except DnsError as e:
-        events.close()
-        raise DnsError(keyed(cfg.sources, e)) from e
+    dns = _dns_backend(cfg)
 
     def report(step: str, e: Exception) -> None:  # a failed undo: said, and the rest go on
         app.err.print(f"jvpn client: {step}: {e}", markup=False)
@@ -91,3 +83,28 @@ def client_up(app, config_path: str, events_file: str | None, echo_events: bool)
 
 
 client.add_command(client_check)  # cli/client_check.py
+
+
+def _event_log(events_file: str | None, echo_events: bool):
+    """The client's event log; a file that cannot be opened is one line naming the option."""
+    from jvpn.config_sources import describe
+    from jvpn.errors import JvpnError
+    from jvpn.events import EventLog
+
+    try:
+        return EventLog("client", events_file, echo=sys.stdout if echo_events else None)
+    except (OSError, JvpnError) as e:  # not a bare errno
+        raise JvpnError(f"--events-file {events_file}: {describe(e, events_file)}") from None
+
+
+def _dns_backend(cfg):
+    """The DNS backend for ``DNS =`` (None without it); a refusal names the DNS line."""
+    from jvpn.client_dns import DnsError, choose_backend
+    from jvpn.config_sources import keyed
+
+    if not (cfg.dns.servers or cfg.dns.search):
+        return None
+    try:
+        return choose_backend(cfg.tun_name, cfg.dns)
+    except DnsError as e:
+        raise DnsError(keyed(cfg.sources, e)) from e

@@ -52,7 +52,9 @@ def markdown(root: click.Command | None = None) -> str:
         from jvpn_cli.main import cli  # noqa: PLC0415 - main must not import this module
 
         root = cli
-    top = click.Context(root, info_name=PROG, terminal_width=WIDTH, max_content_width=WIDTH)
+    # the root's context settings (-h as --help), as `jvpn-xdp` itself makes its context
+    top = click.Context(root, info_name=PROG, terminal_width=WIDTH, max_content_width=WIDTH,
+                        **root.context_settings)
     parts = [HEAD]
     for ctx, command in _walk(root, top):
         parts.append(f"\n## `{ctx.command_path}`\n\n```\n{command.get_help(ctx)}\n```\n")
