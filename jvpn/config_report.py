@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from jvpn import keys
-from jvpn.config import ClientConfig, GatewayConfig, PeerConfig
+from jvpn.config import DEFAULT_FWMARK, ClientConfig, GatewayConfig, PeerConfig
 from jvpn.config_sources import Sources
 from jvpn.policy import SPEC, Policy
 
@@ -27,6 +27,7 @@ class Row:
     value: object  # JSON-able: str, int, float, bool, None or a list of str
     source: str  # "FILE:LINE" or "default"
     note: str = ""  # what a default means, or what a value stands for
+    derived: bool = False  # not a key of the file (the public key): a comment in the text
 
     def as_dict(self) -> dict:
         out = {"key": self.key, "value": self.value, "source": self.source}
@@ -44,7 +45,8 @@ def _private_key_rows(src: Sources, private_key: bytes) -> list[Row]:
         first = _row(src, "PrivateKeyFile", str(src.files["PrivateKeyFile"]))
     else:
         first = _row(src, "PrivateKey", NOT_SHOWN)
-    return [first, Row("PublicKey", public, first.source, "derived from the private key")]
+    return [first, Row("PublicKey", public, first.source, "derived from the private key",
+                       derived=True)]
 
 
 def gateway_rows(cfg: GatewayConfig, default_socket: Path | None = None) -> list[Row]:
@@ -121,9 +123,8 @@ def client_rows(cfg: ClientConfig) -> list[Row]:
              else "from the route to the endpoint"),
         _row(src, "DNS", [*cfg.dns.servers, *cfg.dns.search],
              "" if src.given("DNS") else "none: resolv.conf is left alone"),
-        *(_row(src, key, list(getattr(cfg.hooks, attr))) for key, attr in _HOOKS),
-        _row(src, "FwMark", cfg.fwmark, "" if cfg.fwmark is not None
-             else "0x4a56 with a /0 in AllowedIPs, else none"),
+        *(row for key, attr in _HOOKS for row in _hook_rows(src, key, getattr(cfg.hooks, attr))),
+        _fwmark_row(src, cfg),
         _row(src, "Table", cfg.table),
         _row(src, "PublicKey", keys.encode(cfg.gateway_public_key), "the gateway's"),
         _row(src, "Endpoint", f"{host}:{cfg.endpoint[1]}",
@@ -132,6 +133,23 @@ def client_rows(cfg: ClientConfig) -> list[Row]:
         _row(src, "AllowedIPs", [str(n) for n in cfg.allowed_ips],
              "" if cfg.allowed_ips else "none: the gateway's inner network only"),
     ]
+
+
+def _hook_rows(src: Sources, key: str, commands: tuple[str, ...]) -> list[Row]:
+    """One row per command, each with its own line: a hook may hold a comma."""
+    if not commands:
+        return [_row(src, key, None, "none")]
+    return [Row(key, c, src.given(f"{key}[{n}]") or DEFAULT)
+            for n, c in enumerate(commands, start=1)]
+
+
+def _fwmark_row(src: Sources, cfg: ClientConfig) -> Row:
+    """The mark in effect: the given one, else DEFAULT_FWMARK with a full tunnel."""
+    if cfg.fwmark is not None:
+        return _row(src, "FwMark", f"{cfg.fwmark:#x}")
+    if any(n.prefixlen == 0 for n in cfg.allowed_ips):
+        return _row(src, "FwMark", f"{DEFAULT_FWMARK:#x}", "a /0 in AllowedIPs: full tunnel")
+    return _row(src, "FwMark", None, "none: no /0 in AllowedIPs")
 
 
 _HOOKS = (("PreUp", "pre_up"), ("PostUp", "post_up"), ("PreDown", "pre_down"),
@@ -160,7 +178,7 @@ def text_lines(rows: list[Row], base: Path | None = None) -> list[str]:
     out = []
     for r in rows:
         value = text_value(r.value)
-        line = f"{r.key} = {value}" if value else f"# {r.key} ="
+        line = f"{r.key} = {value}" if value and not r.derived else f"# {r.key} = {value}"
         where = _short(r.source, base)
         out.append(f"{line:<40} # {where}" + (f" ({r.note})" if r.note else ""))
     return out

@@ -88,7 +88,7 @@ def test_gateway_check_text_never_prints_a_secret(etc):
     r = check("--config", str(etc / "gw.conf"))
     assert r.exit_code == 0, r.output
     assert keys.encode(GW_PRIV) not in r.output
-    assert f"PublicKey = {GW_PUB}" in r.stdout
+    assert f"# PublicKey = {GW_PUB}" in r.stdout
     assert "PrivateKey = (inline, not shown)" in r.stdout
     assert "max_switches_per_min = 4" in r.stdout and "policy.toml:2" in r.stdout
     assert "ListenPort = 51999" in r.stdout and "PathMTU = 1500" in r.stdout
@@ -159,19 +159,23 @@ def test_gateway_check_warns_of_a_missing_xdp_interface(etc):
 def test_client_check(tmp_path):
     (tmp_path / "c.key").write_text(keys.encode(ALICE_PRIV) + "\n")
     (tmp_path / "c.conf").write_text(
-        "[Interface]\nPrivateKeyFile = c.key\nDNS = 10.99.0.1\n[Peer]\n"
+        "[Interface]\nPrivateKeyFile = c.key\nDNS = 10.99.0.1\nPostUp = echo a, b\n"
+        "PostUp = true\n[Peer]\n"
         f"PublicKey = {GW_PUB}\nEndpoint = 192.0.2.1:51900\n")
     r = check("--config", str(tmp_path / "c.conf"), "--json", cmd="client")
     assert r.exit_code == 0, r.output
-    rows = {row["key"]: row for row in json.loads(r.stdout)["keys"]}
+    listed = json.loads(r.stdout)["keys"]
+    rows = {row["key"]: row for row in listed}
+    assert [(x["value"], x["source"]) for x in listed if x["key"] == "PostUp"] == [
+        ("echo a, b", f"{tmp_path / 'c.conf'}:4"), ("true", f"{tmp_path / 'c.conf'}:5")]
     assert rows["Name"] == {"key": "Name", "value": "jvpn0", "source": "default"}
     assert rows["Endpoint"]["value"] == "192.0.2.1:51900"
-    assert rows["Endpoint"]["source"] == f"{tmp_path / 'c.conf'}:6"
+    assert rows["Endpoint"]["source"] == f"{tmp_path / 'c.conf'}:8"
     assert rows["PublicKey"]["value"] == GW_PUB
     assert rows["KeepaliveInterval"]["value"] == 0.5
     text = check("--config", str(tmp_path / "c.conf"), cmd="client")
     assert text.exit_code == 0 and keys.encode(ALICE_PRIV) not in text.output
-    assert f"PublicKey = {ALICE}" in text.stdout and "[Peer]" in text.stdout
+    assert f"# PublicKey = {ALICE}" in text.stdout and "[Peer]" in text.stdout
     (tmp_path / "c.conf").write_text((tmp_path / "c.conf").read_text() + "MTU = 5\n")
     line = one_error_line(check("--config", str(tmp_path / "c.conf"), cmd="client"))
-    assert line.startswith(f"{tmp_path / 'c.conf'}:7: ")
+    assert line.startswith(f"{tmp_path / 'c.conf'}:9: ")
