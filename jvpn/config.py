@@ -50,6 +50,10 @@ WireGuard's seconds) is refused with the rename, never reinterpreted.
 Who may touch the files (jvpn.files): a key file, or a config file with an
 inline key, that group or others may access or another user owns is refused;
 so is any of these files that group or others may write.
+
+Every loaded config carries its ``sources`` (jvpn.config_sources): the
+``FILE:LINE`` that set each key (and each policy field), so that `gateway
+check` shows where a value came from and errors at start name the key.
 """
 
 from __future__ import annotations

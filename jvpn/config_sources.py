@@ -60,6 +60,8 @@ def naming(sources: Sources, key: str, value: object) -> Iterator[None]:
     except (OSError, JvpnError) as e:
         if isinstance(e, OSError) and e.errno == errno.EPIPE:
             raise
+        if sources.path is not None and str(e).startswith(f"{sources.path}:"):
+            raise  # named already, by whoever raised it
         raise StartError(f"{sources.where(key)}: {value}: {describe(e, value)}") from None
 
 

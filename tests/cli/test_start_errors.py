@@ -18,7 +18,7 @@ from jvpn.client import ClientError, marked, tun_addresses
 from jvpn.client_dns import DnsError
 from jvpn.client_hooks import HookFailed, run_hooks
 from jvpn.config import load_client_config, load_gateway_config
-from jvpn.config_sources import StartError, keyed
+from jvpn.config_sources import StartError, keyed, naming
 from jvpn.gate.paths import GatePaths
 from jvpn.gateway.build import build_gateway, claim_instance
 from jvpn.handshake import Assignment
@@ -134,3 +134,15 @@ def test_dns_and_hook_failures_name_the_file_and_line(tmp_path):
         run_hooks("PreUp", ["true", "false"], "jvpn0")
     assert keyed(cfg.sources, err.value) == (
         f"{tmp_path / 'c.conf'}:5: PreUp hook 2 of 2 ('false') failed with exit status 1")
+
+
+def test_an_error_that_names_its_key_already_is_not_named_twice(tmp_path):
+    cfg = load_gateway_config(gateway_conf(tmp_path))
+    already = StartError(f"{tmp_path / 'gw.conf'}:5: StateDir: {tmp_path}/state is a file")
+    with pytest.raises(StartError) as err, naming(cfg.sources, "StateDir", cfg.state_dir):
+        raise already
+    assert err.value is already
+    with pytest.raises(StartError) as err, naming(cfg.sources, "StateDir", cfg.state_dir):
+        raise PermissionError(13, "Permission denied", str(cfg.state_dir))
+    assert str(err.value) == (f"{tmp_path / 'gw.conf'}:5: StateDir: {cfg.state_dir}: "
+                              "Permission denied")
