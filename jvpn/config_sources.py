@@ -51,13 +51,14 @@ class StartError(JvpnError):
 
 
 @contextmanager
-def naming(sources: Sources, key: str, value: object) -> Iterator[None]:
-    """Turn an OS or operator error raised while using ``key``'s ``value``
-    into one line that names the key and the file that set it (or that it
-    is the default there)."""
+def naming(sources: Sources, key: str, value: object,
+           kinds: tuple[type[Exception], ...] = (OSError, JvpnError)) -> Iterator[None]:
+    """Turn an OS or operator error (of ``kinds``) raised while using
+    ``key``'s ``value`` into one line that names the key and the file that
+    set it (or that it is the default there)."""
     try:
         yield
-    except (OSError, JvpnError) as e:
+    except kinds as e:
         if isinstance(e, OSError) and e.errno == errno.EPIPE:
             raise
         if sources.path is not None and str(e).startswith(f"{sources.path}:"):

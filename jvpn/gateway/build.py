@@ -18,6 +18,7 @@ from typing import TextIO
 from jvpn.config import GatewayConfig
 from jvpn.config_sources import naming
 from jvpn.events import EventLog
+from jvpn.files import UnsafeFile
 from jvpn.gate.paths import DEFAULT_PATHS, GatePaths
 from jvpn.gateway import operator
 from jvpn.gateway.daemon import Gateway
@@ -98,10 +99,14 @@ def build_gateway(cfg: GatewayConfig, *, tun_name: str, echo: TextIO | None = No
         events = EventLog(cfg.node_id, cfg.events_file, policy_version=cfg.policy.version,
                           echo=echo, max_bytes=cfg.events_max_bytes, keep=cfg.events_keep,
                           summary_interval_ms=cfg.events_summary_interval_s * 1000)
-    return Gateway(private_key=cfg.private_key, listen=(ANY, cfg.listen_port),
-                   listen_device=cfg.xdp_interface,
-                   address=cfg.address, peers={p.public_key: p for p in cfg.peers},
-                   address6=cfg.address6,
-                   policy=cfg.policy, store=store, gate=gate, events=events, tun_name=tun_name,
-                   cookie_threshold_per_s=cfg.handshakes_per_second, path_mtu=cfg.path_mtu,
-                   operator_socket=cfg.control_socket or operator.default_path(paths.run_dir))
+    control = cfg.control_socket or operator.default_path(paths.run_dir)
+    # only the operator socket raises these in Gateway(): the UDP port and the TUN
+    # are named by their own errors
+    with naming(cfg.sources, "ControlSocket", control, (operator.SocketInUse, UnsafeFile)):
+        return Gateway(private_key=cfg.private_key, listen=(ANY, cfg.listen_port),
+                       listen_device=cfg.xdp_interface,
+                       address=cfg.address, peers={p.public_key: p for p in cfg.peers},
+                       address6=cfg.address6,
+                       policy=cfg.policy, store=store, gate=gate, events=events,
+                       tun_name=tun_name, cookie_threshold_per_s=cfg.handshakes_per_second,
+                       path_mtu=cfg.path_mtu, operator_socket=control)

@@ -19,8 +19,11 @@ from jvpn.client_dns import DnsError
 from jvpn.client_hooks import HookFailed, run_hooks
 from jvpn.config import load_client_config, load_gateway_config
 from jvpn.config_sources import StartError, keyed, naming
+from jvpn.files import UnsafeFile
 from jvpn.gate.paths import GatePaths
+from jvpn.gateway import build
 from jvpn.gateway.build import build_gateway, claim_instance
+from jvpn.gateway.operator import SocketInUse
 from jvpn.handshake import Assignment
 from jvpn_cli.main import cli
 
@@ -146,3 +149,31 @@ def test_an_error_that_names_its_key_already_is_not_named_twice(tmp_path):
         raise PermissionError(13, "Permission denied", str(cfg.state_dir))
     assert str(err.value) == (f"{tmp_path / 'gw.conf'}:5: StateDir: {cfg.state_dir}: "
                               "Permission denied")
+
+
+@pytest.mark.parametrize("raised,named", [
+    (SocketInUse("/r/gateway.sock: another gateway daemon answers on this operator socket"),
+     True),
+    (UnsafeFile("/r/gateway.sock exists and is not a socket: remove it"), True),
+    (OSError(98, "Address already in use"), False),  # the UDP port's: not the socket's
+])
+def test_operator_socket_failures_name_control_socket(tmp_path, monkeypatch, raised, named):
+    """Gateway() opens the UDP socket, the TUN and the operator socket; only
+    the operator socket's own errors are named ControlSocket (a fake Gateway
+    here: the real one would open a TUN on this host)."""
+    conf = gateway_conf(tmp_path, f"ControlSocket = {tmp_path}/ctl/gateway.sock")
+    cfg = load_gateway_config(conf)
+
+    def fake_gateway(**kw):
+        kw["events"].close()
+        kw["store"].close()
+        raise raised
+
+    monkeypatch.setattr(build, "Gateway", fake_gateway)
+    with pytest.raises(Exception) as err:
+        build.build_gateway(cfg, tun_name="jvnever0",
+                            paths=GatePaths(tmp_path / "p", tmp_path / "r"))
+    if named:
+        assert str(err.value).startswith(f"{conf}:7: ControlSocket: {tmp_path}/ctl/gateway.sock: ")
+    else:
+        assert err.value is raised
