@@ -139,3 +139,21 @@ def test_removed_fields_still_load_and_typos_do_not():
     assert not hasattr(p, "heartbeat_interval_ms") and not hasattr(p, "strict_validation")
     with pytest.raises(PolicyError, match=r"security\.strict_validaton: unknown field"):
         policy_from_dict({**SAMPLE, "security": {"strict_validaton": True}})
+
+
+def test_an_inline_table_error_names_the_tables_line(tmp_path):
+    """The line scan does not follow inline tables: the error names the
+    table's line, never another one."""
+    f = tmp_path / "policy.toml"
+    f.write_text("version = 1\n\nsession = { max_lifetime_ms = 5 }\n")
+    with pytest.raises(PolicyError) as err:
+        load_policy(f)
+    assert str(err.value).startswith(f"{f}:3: session.max_lifetime_ms: 5 is out of range")
+
+
+def test_commented_keys_do_not_move_the_line(tmp_path):
+    f = tmp_path / "policy.toml"
+    f.write_text("[security]\n# replay_window_size = 64\nreplay_window_size = 8  # too small\n")
+    with pytest.raises(PolicyError) as err:
+        load_policy(f)
+    assert err.value.line == 3
