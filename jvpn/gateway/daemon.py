@@ -44,6 +44,7 @@ from jvpn.gateway.datapath import DataPath
 from jvpn.gateway.follower import for_store
 from jvpn.gateway.gate_watch import GateWatch
 from jvpn.gateway.listener import open_listener
+from jvpn.gateway.operator_actions import OperatorActions
 from jvpn.gateway.reattach import ReattachServer
 from jvpn.gateway.routes import NoRoutes, SubnetRoutes
 from jvpn.gateway.supervise import Incidents, Supervisor
@@ -60,7 +61,7 @@ RCVBUF = 4 << 20
 TIMER_TICK_S = 0.1
 
 
-class Gateway(GateWatch):
+class Gateway(GateWatch, OperatorActions):
     def __init__(self, *, private_key: bytes, listen: tuple[str, int],
                  address: ipaddress.IPv4Interface,
                  peers: dict[bytes, PeerConfig | ipaddress.IPv4Address],
