@@ -69,3 +69,22 @@ def gateway_down(app, tun_name: str):
     Tun(tun_name).destroy()
     app.console.print(f"removed {tun_name}")
 
+
+
+@gateway.command("reload", help="Re-read the running gateway's peers file and policy and apply "
+                                "them at once (what SIGHUP does), or refuse with the error and "
+                                "keep the running configuration. A removed peer's sessions end "
+                                "(PEER_REVOKED). Other keys need a restart: a reload that "
+                                "changes one is refused, naming it.")
+@click.option("--socket", "socket_path", metavar="PATH",
+              help="The gateway's operator socket (default: <run dir>/gateway.sock).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_obj
+def gateway_reload(app, socket_path: str | None, as_json: bool):
+    from jvpn.gateway.reload import summary
+
+    result = app.ask_daemon("reload", socket_path)
+    if as_json:
+        app.emit_json(result)
+    else:
+        app.say(f"reloaded: {summary(result)}", markup=False)

@@ -33,7 +33,8 @@ KEYS = {"private_key": "PrivateKey", "listen_port": "ListenPort", "address": "Ad
         "handshakes_per_second": "HandshakesPerSecond", "store": "Store",
         "cluster_key": "ClusterKeyFile", "lease_ttl_s": "LeaseTTL",
         "events_max_bytes": "EventsMaxBytes", "events_keep": "EventsKeep",
-        "events_summary_interval_s": "EventsSummaryInterval", "path_mtu": "PathMTU"}
+        "events_summary_interval_s": "EventsSummaryInterval", "path_mtu": "PathMTU",
+        "control_socket": "ControlSocket"}
 RESTART_ONLY_POLICY = ("replay_window_size",)
 
 
