@@ -516,6 +516,10 @@ class Tun:
     def read(self) -> bytes:
         return os.read(self.fd, 65535)
 
+    def set_nonblocking(self) -> None:
+        """read() raises BlockingIOError instead of waiting (see wait_readable)."""
+        os.set_blocking(self.fd, False)
+
     def wait_readable(self, timeout_s: float) -> bool:
         """For a non-blocking reader (the gateway's): wait at most
         ``timeout_s`` for a packet, so the reading thread sees a stop in

@@ -29,7 +29,6 @@ next reattach is served.
 from __future__ import annotations
 
 import ipaddress
-import os
 import secrets
 import socket
 import threading
@@ -133,7 +132,7 @@ class Gateway(GateWatch, Reconcile, OperatorActions):
         if tun is None:
             tun = Tun(name, persist=True)
             tun.configure(str(address.ip), address.network.prefixlen, address6=address6)
-            os.set_blocking(tun.fd, False)  # the TUN loop sees a stop within its idle wait
+            tun.set_nonblocking()  # the TUN loop sees a stop within its idle wait
             routes = SubnetRoutes(name, self.events) if routes is None else routes
         return tun, routes if routes is not None else NoRoutes()
 
