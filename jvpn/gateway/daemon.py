@@ -166,6 +166,7 @@ class Gateway(GateWatch, Reconcile, OperatorActions):
         self.follower.arm()  # before any element of ours is written
         self.routes.flush()  # what a crashed run left; reconcile installs the live ones
         self.reconcile()
+        self.revoke_orphans()  # a peer removed while the gateway was down
         loops = {"udp": self.datapath.udp_loop, "tun": self.datapath.tun_loop,
                  "timer": self._timer_loop}
         for i, loop in enumerate(self.follower.loops(self._stop)):
@@ -264,6 +265,7 @@ class Gateway(GateWatch, Reconcile, OperatorActions):
             run(self.follower.check_lease)
             run(self.controlpath.expire_challenges)
             run(self.controlpath.expire_unconfirmed)
+            run(self.revoke_orphans)  # sessions adopted from a gateway not yet reloaded
             for live in list(self.table.sessions.values()):
                 run(self._timers, live)
             run(self.follower.expire_parked)

@@ -50,6 +50,7 @@ def _name_of(key: bytes, peer) -> str:
 
 class OperatorActions:
     reloader = None  # jvpn/gateway/reload.py's Reloader, when started from a config file
+    _inners_of: tuple[dict, set[bytes]] | None = None  # (peers, their inner IPv4s), cached
 
     # ------------------------------------------------------------ terminate
     def terminate_session(self, sid: int) -> dict:
@@ -128,18 +129,32 @@ class OperatorActions:
             self.table.peers = {p.inner.packed: p for p in peers}
             self.policy = self.reattach.policy = policy
             self.events.policy_version = policy.version
-            for inner in gone | self._orphans(new_inner):
+            for inner in gone | self._orphans(set(new_inner)):
                 done, failed = self._end_sessions(inner, Event.PEER_REVOKED,
                                                   "the peer was removed or changed by a reload")
                 out.revoked += done
                 out.revoke_failed += failed
         return out
 
-    def _orphans(self, peers_by_inner: dict) -> set[bytes]:
-        """Inner addresses of served sessions that no peer has (a session
-        restored after its peer left the file while the gateway was down)."""
-        return {live.inner for live in self.table.sessions.values()
-                if live.inner not in peers_by_inner}
+    def revoke_orphans(self) -> list[str]:
+        """End the sessions no configured peer owns any more: restored after
+        their peer left the peers file while the gateway was down, or
+        adopted (a cluster handoff) from a gateway not reloaded yet. At
+        start and on every timer tick; cheap when there are none."""
+        peers = self.admission.peers
+        if self._inners_of is None or self._inners_of[0] is not peers:
+            self._inners_of = (peers, {_inner_of(p) for p in peers.values()})
+        revoked: list[str] = []
+        with self.control:
+            for inner in self._orphans(self._inners_of[1]):
+                done, _failed = self._end_sessions(inner, Event.PEER_REVOKED,
+                                                   "no peer in the peers file has its address")
+                revoked += done
+        return revoked
+
+    def _orphans(self, inners: set[bytes]) -> set[bytes]:
+        """Inner addresses of served sessions that no peer has."""
+        return {live.inner for live in self.table.sessions.values() if live.inner not in inners}
 
 
 def _diff(old: dict, new: dict, old_policy: Policy, policy: Policy) -> Applied:

@@ -245,3 +245,22 @@ def test_a_good_reload_applies_peers_and_policy_and_says_so(tmp_path, reloader):
     [ev] = events_of(r.gw.events, "GatewayReloaded")
     assert ev["revoked"] == [f"{a.session_id:016x}"]
     assert r.reload()["removed"] == []  # the reloaded configuration is the base now
+
+
+def test_a_peer_removed_while_the_gateway_was_down_is_revoked_at_start(tmp_path):
+    first = gateway(tmp_path)
+    a = handshake(first)
+    first.table.confirm(first.sessions[a.session_id])
+    first.store.close()
+    again = Gateway(private_key=GW_KEY, listen=LISTEN, address=ADDRESS,
+                    peers={p.public_key: p for p in peer_configs()[1:]},
+                    policy=default_policy(), store=SqliteStore(tmp_path / "s.db"),
+                    gate=UserspaceGate(), events=EventLog("gw-test"), clock_ms=Clock(),
+                    sock=FakeSock(), tun=FakeTun())
+    again.start()
+    try:
+        assert not again.sessions and again.store.get(a.session_id) is None
+        assert told(again, a) == ["PEER_REVOKED"]
+    finally:
+        again.stop()
+        again.store.close()
