@@ -264,3 +264,33 @@ def test_a_peer_removed_while_the_gateway_was_down_is_revoked_at_start(tmp_path)
     finally:
         again.stop()
         again.store.close()
+
+
+def test_the_operator_socket_validates_then_acts(tmp_path):
+    from jvpn import operator as client  # noqa: PLC0415
+
+    path = tmp_path / "run" / "gateway.sock"
+    g = Gateway(private_key=GW_KEY, listen=LISTEN, address=ADDRESS,
+                peers={p.public_key: p for p in peer_configs()}, policy=default_policy(),
+                store=SqliteStore(tmp_path / "s.db"), gate=UserspaceGate(),
+                events=EventLog("gw-test"), clock_ms=Clock(), sock=FakeSock(), tun=FakeTun(),
+                operator_socket=path)
+    g.start()
+    try:
+        a = handshake(g)
+        for bad, why in [({}, "exactly one"), ({"session": "zz"}, "not a session id"),
+                         ({"session": "1", "peer": "alice"}, "exactly one")]:
+            with pytest.raises(client.OperatorError, match=why):
+                client.call(path, "terminate", **bad)
+        with pytest.raises(client.OperatorError, match="'on' must be"):
+            client.call(path, "drain", on="yes")
+        with pytest.raises(client.OperatorError, match="not started from a config file"):
+            client.call(path, "reload")
+        assert a.session_id in g.sessions and not g.draining
+        assert client.call(path, "drain", on=True)["draining"] and g.draining
+        got = client.call(path, "terminate", session=f"{a.session_id:016x}")
+        assert got["terminated"] == [f"{a.session_id:016x}"] and told(g, a) == [
+            "OPERATOR_TERMINATED"]
+    finally:
+        g.stop()
+        g.store.close()
