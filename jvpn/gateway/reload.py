@@ -63,23 +63,36 @@ class Reloader:
 
     def __init__(self, gw, config_path: str | Path, cfg: GatewayConfig,
                  load: Callable[[Path], GatewayConfig] = load_gateway_config,
-                 say: Callable[[str], None] | None = None):
+                 say: Callable[[str], None] | None = None, notify=None):
+        """``notify``: told when a reload begins and ends, applied or
+        refused (``notify_reloading()`` / ``notify_ready()``: systemd's
+        Type=notify-reload protocol, jvpn/sdnotify.py)."""
         self.gw, self.path, self.cfg, self.load = gw, Path(config_path), cfg, load
         self.say = say or (lambda line: print(line, file=sys.stderr, flush=True))
+        self.notify = notify
         self._lock = threading.Lock()
 
     def reload(self) -> dict:
         """The summary of what changed; ReloadRefused (one line) if nothing did."""
         with self._lock:
+            if self.notify is not None:
+                self.notify.notify_reloading("reloading peers and policy")
             try:
-                new = self.load(self.path)
-            except (JvpnError, PolicyError, OSError, ValueError) as e:
-                self._refuse(str(e))
-            why = restart_only_changes(self.cfg, new, self.path)
-            if why is not None:
-                self._refuse(why)
-            applied = self.gw.apply_config(new.peers, new.policy)
-            self.cfg = dataclasses.replace(self.cfg, peers=new.peers, policy=new.policy)
+                return self._reload()
+            finally:
+                if self.notify is not None:
+                    self.notify.notify_ready("running")
+
+    def _reload(self) -> dict:
+        try:
+            new = self.load(self.path)
+        except (JvpnError, PolicyError, OSError, ValueError) as e:
+            self._refuse(str(e))
+        why = restart_only_changes(self.cfg, new, self.path)
+        if why is not None:
+            self._refuse(why)
+        applied = self.gw.apply_config(new.peers, new.policy)
+        self.cfg = dataclasses.replace(self.cfg, peers=new.peers, policy=new.policy)
         result = dataclasses.asdict(applied)
         self.gw.events.emit(EventType.GATEWAY_RELOADED, Reason.OK, config=str(self.path),
                             peers=len(new.peers), **result)

@@ -213,13 +213,23 @@ def reloader(tmp_path):
     g.store.close()
 
 
+class Notified(list):
+    def notify_reloading(self, status: str) -> None:
+        self.append("RELOADING=1")
+
+    def notify_ready(self, status: str) -> None:
+        self.append("READY=1")
+
+
 def test_a_bad_policy_is_refused_and_the_old_one_stays(tmp_path, reloader):
     r, said = reloader
+    r.notify = Notified()
     before = r.gw.policy
     write_files(tmp_path, life=-5)
     with pytest.raises(ReloadRefused, match=r"gw.conf:6: Policy: .*max_lifetime_ms"):
         r.reload()
     assert r.gw.policy is before and "reload refused" in said[-1]
+    assert r.notify == ["RELOADING=1", "READY=1"]  # systemd hears the end of a refusal too
     [ev] = events_of(r.gw.events, "ReloadRefused")
     assert ev["reason_code"] == "CONFIG_INVALID" and "max_lifetime_ms" in ev["detail"]
 
