@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from jvpn.gateway import snapshot
+from jvpn.gateway import control_ops, snapshot
 from jvpn.gateway.operator import Handler, OperatorServer
 from jvpn.gateway.tally import EventTally
 
@@ -38,6 +38,9 @@ def handlers(gw) -> dict[str, Handler]:
         "sessions": sessions,
         "health": health,
         "figures": lambda gw, request: figures(gw, tally),
+        "terminate": control_ops.terminate,
+        "drain": control_ops.drain,
+        "reload": control_ops.reload,
     }
     return {name: (lambda request, fn=fn: fn(gw, request)) for name, fn in ops.items()}
 

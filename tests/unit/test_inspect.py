@@ -23,6 +23,7 @@ from jvpn.gateway import snapshot
 from jvpn.gateway.daemon import Gateway
 from jvpn.gateway.metrics import MAX_SCRAPES, GatewayCollector, MetricsServer
 from jvpn.gateway.ownership import ClusterOwnership
+from jvpn.gateway.reload import restart_only_changes
 from jvpn.gateway.tally import EventTally
 from jvpn.lab.wait import wait_until
 from jvpn.policy import default_policy
@@ -314,6 +315,14 @@ def test_metrics_listen_values(tmp_path, value, want):
 
 def test_metrics_listen_is_off_by_default(tmp_path):
     assert _load(tmp_path, "").metrics_listen is None
+
+
+def test_a_reload_does_not_move_the_metrics_endpoint(tmp_path):
+    old = _load(tmp_path, "MetricsListen = 9586\n")
+    new = _load(tmp_path, "MetricsListen = 9587\n")
+    assert restart_only_changes(old, new, tmp_path / "gw.conf") == (
+        f"{tmp_path / 'gw.conf'}: MetricsListen: changed, and only a restart applies it "
+        "(a reload applies PeersFile and Policy)")
 
 
 @pytest.mark.parametrize("value", ["localhost:9586", "0", "1.2.3.4:70000", "[::1]9586",
