@@ -45,7 +45,7 @@ class ReloadRefused(JvpnError):
 def restart_only_changes(old: GatewayConfig, new: GatewayConfig, path: Path) -> str | None:
     """The one line naming the first key a reload cannot apply, or None."""
     for f in dataclasses.fields(old):
-        if f.name in RELOADED:
+        if f.name in RELOADED or not f.compare:  # not compared: where a value came from
             continue
         if getattr(old, f.name) != getattr(new, f.name):
             key = KEYS.get(f.name, f.name)

@@ -226,7 +226,8 @@ def test_a_bad_policy_is_refused_and_the_old_one_stays(tmp_path, reloader):
     r.notify = Notified()
     before = r.gw.policy
     write_files(tmp_path, life=-5)
-    with pytest.raises(ReloadRefused, match=r"gw.conf:6: Policy: .*max_lifetime_ms"):
+    where = r"policy.toml:3: session.max_lifetime_ms: .*named by .*gw.conf:6: Policy"
+    with pytest.raises(ReloadRefused, match=where):
         r.reload()
     assert r.gw.policy is before and "reload refused" in said[-1]
     assert r.notify == ["RELOADING=1", "READY=1"]  # systemd hears the end of a refusal too
