@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from jvpn import keys, operator
 from jvpn.codes import EventType, Reason
 from jvpn.config import ConfigError, PeerConfig, load_gateway_config
+from jvpn.config_report import gateway_rows
 from jvpn.errors import JvpnError
 from jvpn.events import EventLog
 from jvpn.gate.userspace import UserspaceGate
@@ -315,6 +316,14 @@ def test_metrics_listen_values(tmp_path, value, want):
 
 def test_metrics_listen_is_off_by_default(tmp_path):
     assert _load(tmp_path, "").metrics_listen is None
+
+
+def test_gateway_check_reports_metrics_listen(tmp_path):
+    [off] = [r for r in gateway_rows(_load(tmp_path, "")) if r.key == "MetricsListen"]
+    assert off.value is None and off.source == "default"
+    [on] = [r for r in gateway_rows(_load(tmp_path, "MetricsListen = 9586\n"))
+            if r.key == "MetricsListen"]
+    assert on.value == "127.0.0.1:9586" and on.source == f"{tmp_path / 'gw.conf'}:6"
 
 
 def test_a_reload_does_not_move_the_metrics_endpoint(tmp_path):
