@@ -49,11 +49,11 @@ def gather(app, iface: str | None, socket_path: str | None, kernel_rows) -> Gath
         owners = records.Owners.load(att.ifname, app.paths)
         with app.open_maps(att) as gm:
             rows = kernel_rows(gm, owners)
+        # the map's elements only: a session the daemon serves without one
+        # (parked during a handover) is the daemon's business, not the gate's
         mine = daemon is not None and daemon.get("interface") == att.ifname
-        merged = [_merged(r, ours.pop(r["session_id"], None) if mine else None) for r in rows]
-        if mine:  # served but not in the map (parked, or between two writes)
-            merged += [_merged(None, d) for d in ours.values()]
-        out[att.ifname] = merged
+        out[att.ifname] = [_merged(r, ours.get(r["session_id"]) if mine else None)
+                           for r in rows]
     return Gathered(out, daemon)
 
 
