@@ -1,5 +1,10 @@
 """The JSON run records next to an attachment: the attachment itself (written
-by `jvpn-xdp attach`) and the owners document (written by the gateway daemon)."""
+by `jvpn-xdp attach`) and the owners document (written by the gateway daemon).
+
+Records and pins are keyed by interface name, and names are per network
+namespace: the attachment names its namespace (netns.py), and a record made
+in another namespace is never acted on from here (:meth:`Attachment.foreign`).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from jvpn.errors import JvpnError, NotAttached
+from jvpn.gate.netns import Netns, name_of
 from jvpn.gate.paths import GatePaths
+
+
+class ForeignNamespace(JvpnError):
+    """The record belongs to an interface of another network namespace."""
 
 
 @dataclass
@@ -21,6 +31,8 @@ class Attachment:
     replay_bits: int
     attached_at: float
     note: str = ""
+    netns_inode: int = 0  # 0: a record written before namespaces were recorded
+    netns_name: str = ""  # its /run/netns name, "init", or "" (unnamed)
 
     @staticmethod
     def path(ifname: str, paths: GatePaths) -> Path:
@@ -28,7 +40,10 @@ class Attachment:
 
     def save(self, paths: GatePaths) -> None:
         paths.run_dir.mkdir(parents=True, exist_ok=True)
-        self.path(self.ifname, paths).write_text(json.dumps(asdict(self), indent=2) + "\n")
+        path = self.path(self.ifname, paths)
+        tmp = path.with_suffix(".tmp")  # not *.json: all() never reads a half-written record
+        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        tmp.replace(path)
 
     @classmethod
     def load(cls, ifname: str, paths: GatePaths) -> Attachment:
@@ -40,12 +55,38 @@ class Attachment:
         except (ValueError, TypeError) as e:
             raise JvpnError(f"{path} is unreadable ({e}): run detach") from e
 
+    def netns(self) -> Netns | None:
+        """The namespace of the interface (its current name if it got one
+        since), or None for a record that predates namespaces."""
+        if not self.netns_inode:
+            return None
+        return Netns(self.netns_inode, name_of(self.netns_inode) or self.netns_name)
+
+    def foreign(self, here: Netns | None = None) -> str | None:
+        """None when this record's interface is in our namespace (or the
+        record does not say); else one line saying where to act on it."""
+        ns = self.netns()
+        here = here or Netns.here()
+        if ns is None or ns.inode == here.inode:
+            return None
+        how = ns.nsenter()
+        there = f"run this command there ({how} jvpn-xdp ...)" if how else \
+            "no process lives in it now (if it is gone, so is its XDP program)"
+        return f"{self.ifname} is attached in {ns}, not this one ({here}): {there}"
+
+    def require_here(self) -> None:
+        problem = self.foreign()
+        if problem is not None:
+            raise ForeignNamespace(problem)
+
     @classmethod
     def all(cls, paths: GatePaths) -> list[Attachment]:
         if not paths.run_dir.is_dir():
             return []
         out = []
         for p in sorted(paths.run_dir.glob("*.json")):
+            if p.name.endswith(".owners.json"):
+                continue  # the daemon's document, not an attachment
             try:
                 out.append(cls.load(p.stem, paths))
             except JvpnError:
