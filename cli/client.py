@@ -30,6 +30,8 @@ def client_up(app, config_path: str, events_file: str | None, echo_events: bool)
     from jvpn.config import load_client_config
     from jvpn.errors import JvpnError
     from jvpn.events import EventLog
+    from jvpn.setting_lines import where
+    from jvpn.tunnel import TunBusy
 
     app.require_root()
     cfg = load_client_config(config_path)
@@ -61,6 +63,8 @@ def client_up(app, config_path: str, events_file: str | None, echo_events: bool)
         life.up()
     except ClientError as e:
         raise JvpnError(str(e)) from e
+    except TunBusy as e:  # name the setting that chose the TUN's name
+        raise JvpnError(f"{where(config_path, 'Name', cfg.tun_name)}: {e}") from None
     try:  # whatever happens now (a print to a terminal gone: EIO), the undos run
         a = agent.assignment
         app.err.print(f"jvpn client up: session {a.session_id:016x}, inner {a.client_inner}")
