@@ -326,7 +326,6 @@ def test_stats_of_a_record_whose_pins_are_gone(runner, as_root, fake_bcc, dirs):
 def test_mount_fstype():
     assert app_mod.mount_fstype("/proc") == "proc"
     assert app_mod.mount_fstype("/proc/self/does/not/exist") == "proc"
-    assert app_mod._unescape(r"/mnt/a\040b") == "/mnt/a b"
 
 
 def test_session_id_hex():
