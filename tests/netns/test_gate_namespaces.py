@@ -9,6 +9,7 @@ Each test makes namespaces of its own (jvpn/lab/netns.py) and removes them."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 from pathlib import Path
 
@@ -169,3 +170,49 @@ def test_a_stopped_gateway_lets_detach_go(gateway):
     assert out.returncode == 0, out.stderr
     assert "was using" not in out.stderr
     tl.xdp_on = False
+
+
+def _gateway_conf(tmp_path: Path, port: int) -> Path:
+    from jvpn import keys  # noqa: PLC0415
+    from jvpn.lab.running import write_secret  # noqa: PLC0415
+
+    peer = keys.public_from_private(keys.generate_private())
+    (tmp_path / "peers.conf").write_text(f"[Peer]\nPublicKey = {keys.encode(peer)}\n"
+                                         "AllowedIP = 10.98.0.2/32\n")
+    path = tmp_path / "gw.conf"
+    write_secret(path, f"[Interface]\nPrivateKey = {keys.encode(keys.generate_private())}\n"
+                       f"ListenPort = {port}\nAddress = 10.98.0.1/24\nPeersFile = peers.conf\n"
+                       f"StateDir = {tmp_path / 'state'}\nNodeId = t\n")
+    return path
+
+
+def test_gateway_up_names_a_busy_tun_and_a_taken_port(two, tmp_path):
+    """In a namespace of its own: the real gateway start, not a fake."""
+    from jvpn.tunnel import Tun  # noqa: PLC0415
+
+    conf = _gateway_conf(tmp_path, PORT)
+    with two.net.inside("a"):
+        busy = Tun("jvbusy0")  # held open by this process: the gateway cannot have it
+    try:
+        line = two.error("a", "gateway", "up", "--config", str(conf), "--tun", "jvbusy0")
+    finally:
+        busy.close()
+    assert line.startswith("error: --tun jvbusy0: TUN device jvbusy0 is busy"), line
+
+    taken = two.net.socket("a", socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        taken.bind(("0.0.0.0", PORT))
+        line = two.error("a", "gateway", "up", "--config", str(conf), "--tun", "jvfree0")
+    finally:
+        taken.close()
+    assert line.startswith(f"error: {conf}:3: ListenPort: UDP [::]:{PORT} is already in use"), \
+        line
+
+    # (the port is taken before the TUN is made: no device was left behind)
+    # a device is removed once; then there is nothing to remove
+    two.net.run("a", "ip", "tuntap", "add", "jvfree0", "mode", "tun")
+    out = two.cli("a", "gateway", "down", "--tun", "jvfree0")
+    assert out.returncode == 0 and out.stdout.strip() == "removed jvfree0", out
+    out = two.cli("a", "gateway", "down", "--tun", "jvfree0")
+    assert out.returncode == 0, out
+    assert out.stdout.strip() == "no TUN device jvfree0: nothing to remove"
