@@ -172,6 +172,18 @@ def detach(ifname: str, paths: GatePaths = DEFAULT_PATHS, force: bool = False) -
     return user
 
 
+def forget(ifname: str, paths: GatePaths = DEFAULT_PATHS) -> None:
+    """Remove the record and pins of an interface whose network namespace is
+    gone (Attachment.orphaned): no link is touched, none of ours is its."""
+    require_root()
+    att = Attachment.load(ifname, paths)
+    if not att.foreign() or not att.orphaned():
+        raise JvpnError(f"the network namespace of {ifname}'s record is not gone: not forgotten")
+    _unpin(paths.pin_dir(ifname))
+    Owners.path(ifname, paths).unlink(missing_ok=True)
+    Attachment.path(ifname, paths).unlink(missing_ok=True)
+
+
 def _same_interface(ifname: str, att: Attachment | None) -> bool:
     """Whether the link named ``ifname`` here is the one attached: an
     interface deleted and made again (another ifindex) lost the program

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from jvpn.errors import JvpnError, NotAttached
-from jvpn.gate.netns import Netns, name_of
+from jvpn.gate.netns import Netns, name_of, pid_in
 from jvpn.gate.paths import GatePaths
 
 
@@ -69,10 +69,19 @@ class Attachment:
         here = here or Netns.here()
         if ns is None or ns.inode == here.inode:
             return None
-        how = ns.nsenter()
-        there = f"run this command there ({how} jvpn-xdp ...)" if how else \
-            "no process lives in it now (if it is gone, so is its XDP program)"
+        how = Netns(ns.inode, name_of(ns.inode)).nsenter()  # a name it has now, not had
+        there = f"run this command there ({how} jvpn-xdp ...)" if how else (
+            "it has no name and no process now: if it is gone (and its XDP program with "
+            f"it), `jvpn-xdp detach --force {self.ifname}` removes the record and the pins "
+            "(no link is touched)")
         return f"{self.ifname} is attached in {ns}, not this one ({here}): {there}"
+
+    def orphaned(self) -> bool:
+        """Whether the record's namespace looks gone: no /run/netns name and
+        no process in it (one held only by an open descriptor or a bind mount
+        elsewhere cannot be told from a gone one: hence --force)."""
+        inode = self.netns_inode
+        return bool(inode) and not name_of(inode) and pid_in(inode) is None
 
     def require_here(self) -> None:
         problem = self.foreign()

@@ -219,19 +219,29 @@ def test_status_shows_another_namespaces_record_without_advice(dirs):
     assert row["prog_id"] is None and row["netns_inode"] == 1
     assert "jvtest0 is attached in network namespace (inode 1), not this one" in row["elsewhere"]
     text = CliRunner().invoke(cli, ["status"]).stdout
-    assert "elsewhere" in text and "not this one" in text and "detach" not in text
+    assert "elsewhere" in text and "not this one" in text
+    assert "run `jvpn-xdp detach` to clean up" not in text  # the live-record advice
+    assert "detach --force jvtest0" in " ".join(text.split())  # its namespace looks gone
 
 
 def test_detach_and_attach_refuse_another_namespaces_record(dirs, as_root, monkeypatch):
-    _record(dirs, inode=1, name="far")
+    _record(dirs, inode=1, name="far")  # no namespace has inode 1: it looks gone
     monkeypatch.setattr(gate_attach, "xdp_prog_id", lambda _ifname: None)
     monkeypatch.setattr(gate_attach, "require_interface", lambda _ifname: 7)
-    for args in (["detach", "jvtest0"], ["detach", "jvtest0", "--force"]):
-        line = one_line(CliRunner().invoke(cli, args))
-        assert "jvtest0 is attached in network namespace far (inode 1), not this one" in line
+    line = one_line(CliRunner().invoke(cli, ["detach", "jvtest0"]))
+    assert "jvtest0 is attached in network namespace far (inode 1), not this one" in line
+    assert "it has no name and no process now" in line and "detach --force jvtest0" in line
     with pytest.raises(records.ForeignNamespace, match="give this namespace its own --pin-root"):
         gate_attach.attach("jvtest0", None, paths=dirs)
     assert records.Attachment.load("jvtest0", dirs).netns_name == "far"
+
+    dirs.pin_dir("jvtest0").mkdir(parents=True)
+    r = CliRunner().invoke(cli, ["detach", "jvtest0", "--force"])
+    assert r.exit_code == 0, r.output
+    assert " ".join(r.stdout.split()) == ("removed the record and pins of jvtest0: its network "
+                                          "namespace is gone (no link was touched)")
+    assert not records.Attachment.path("jvtest0", dirs).exists()
+    assert not dirs.pin_dir("jvtest0").exists()
 
 
 # ---------------------------------------------------------------- in use

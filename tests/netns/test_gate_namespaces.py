@@ -216,3 +216,30 @@ def test_gateway_up_names_a_busy_tun_and_a_taken_port(two, tmp_path):
     out = two.cli("a", "gateway", "down", "--tun", "jvfree0")
     assert out.returncode == 0, out
     assert out.stdout.strip() == "no TUN device jvfree0: nothing to remove"
+
+
+def test_a_record_of_a_namespace_that_is_gone(two):
+    """Its namespace deleted, a record blocks the name everywhere: detach
+    --force removes its record and pins, and touches no link here."""
+    gone = Lab(("c",))
+    gone.up()
+    try:
+        gone.run("c", "ip", "link", "add", IFACE, "type", "veth", "peer", "name", "jvns0p")
+        gone.run("c", "ip", "link", "set", IFACE, "up")
+        out = subprocess.run(gone.cmd("c", *gone.jvpn_cmd("attach", IFACE)),
+                             env=two.env, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+    finally:
+        gone.down()
+    assert (two.run_dir / f"{IFACE}.json").exists() and two.pin_dir.exists()
+
+    line = two.error("a", "detach", IFACE)
+    assert "it has no name and no process now" in line, line
+    assert "attach" in two.error("a", "attach", IFACE)  # the name is still taken
+    out = two.cli("a", "detach", IFACE, "--force")
+    assert out.returncode == 0, out.stderr
+    assert "its network namespace is gone" in " ".join(out.stdout.split())
+    assert not (two.run_dir / f"{IFACE}.json").exists() and not two.pin_dir.exists()
+    out = two.cli("a", "attach", IFACE)  # a's own interface of that name, now free
+    assert out.returncode == 0, out.stderr
+    assert two.cli("a", "detach", IFACE).returncode == 0
