@@ -9,6 +9,7 @@ in another namespace is never acted on from here (:meth:`Attachment.foreign`).
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -70,10 +71,14 @@ class Attachment:
         if ns is None or ns.inode == here.inode:
             return None
         how = Netns(ns.inode, name_of(ns.inode)).nsenter()  # a name it has now, not had
-        there = f"run this command there ({how} jvpn-xdp ...)" if how else (
-            "it has no name and no process now: if it is gone (and its XDP program with "
-            f"it), `jvpn-xdp detach --force {self.ifname}` removes the record and the pins "
-            "(no link is touched)")
+        if how:
+            there = f"run this command there ({how} jvpn-xdp ...)"
+        elif os.geteuid() != 0:  # other users' namespaces cannot be looked into
+            there = "run this command as root to learn how to enter it"
+        else:
+            there = ("it has no name and no process now: if it is gone (and its XDP program "
+                     f"with it), `jvpn-xdp detach --force {self.ifname}` removes the record "
+                     "and the pins (no link is touched)")
         return f"{self.ifname} is attached in {ns}, not this one ({here}): {there}"
 
     def orphaned(self) -> bool:
@@ -81,7 +86,9 @@ class Attachment:
         no process in it (one held only by an open descriptor or a bind mount
         elsewhere cannot be told from a gone one: hence --force)."""
         inode = self.netns_inode
-        return bool(inode) and not name_of(inode) and pid_in(inode) is None
+        if not inode or os.geteuid() != 0:  # only root sees every process's namespace
+            return False
+        return not name_of(inode) and pid_in(inode) is None
 
     def require_here(self) -> None:
         problem = self.foreign()

@@ -279,3 +279,11 @@ def test_a_released_hold_lets_detach_go(dirs, as_root, monkeypatch):
     r = CliRunner().invoke(cli, ["detach", "jvtest0"])
     assert r.exit_code == 0, r.output
     assert "was using" not in r.stderr
+
+
+def test_without_root_a_foreign_record_is_never_called_gone(dirs, monkeypatch):
+    """A user cannot see other users' processes' namespaces: no "gone" claim."""
+    rec = _record(dirs, inode=1)
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert not rec.orphaned()
+    assert rec.foreign().endswith("run this command as root to learn how to enter it")
