@@ -159,7 +159,10 @@ def detach(ifname: str, paths: GatePaths = DEFAULT_PATHS, force: bool = False) -
         att = Attachment.load(ifname, paths)
     except NotAttached:
         att = None
-    if att is None and not paths.pin_dir(ifname).exists():
+    except JvpnError:  # unreadable: its own message says "run detach"; every mode is tried
+        att = None
+    recorded = Attachment.path(ifname, paths).exists()
+    if att is None and not recorded and not paths.pin_dir(ifname).exists():
         raise NotAttached(f"jvpn is not attached to {ifname}")
     if att is not None:
         att.require_here()

@@ -287,3 +287,15 @@ def test_without_root_a_foreign_record_is_never_called_gone(dirs, monkeypatch):
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     assert not rec.orphaned()
     assert rec.foreign().endswith("run this command as root to learn how to enter it")
+
+
+def test_an_unreadable_record_can_be_detached(dirs, as_root, monkeypatch):
+    """Its load error says "run detach": then detach must work."""
+    dirs.run_dir.mkdir(parents=True)
+    records.Attachment.path("jvtest0", dirs).write_text("{not json")
+    monkeypatch.setattr(gate_attach, "_same_interface", lambda _ifname, _att: False)
+    with pytest.raises(JvpnError, match=r"unreadable.*run detach"):
+        records.Attachment.load("jvtest0", dirs)
+    r = CliRunner().invoke(cli, ["detach", "jvtest0"])
+    assert r.exit_code == 0, r.output
+    assert not records.Attachment.path("jvtest0", dirs).exists()
