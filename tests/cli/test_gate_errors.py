@@ -299,3 +299,13 @@ def test_an_unreadable_record_can_be_detached(dirs, as_root, monkeypatch):
     r = CliRunner().invoke(cli, ["detach", "jvtest0"])
     assert r.exit_code == 0, r.output
     assert not records.Attachment.path("jvtest0", dirs).exists()
+
+
+def test_a_gateway_refuses_a_gate_of_another_namespace(dirs):
+    """Its maps are not ours to write: refused before anything is opened."""
+    from jvpn.gate.kernel import XdpGate  # noqa: PLC0415
+
+    _record(dirs, inode=1, name="far")
+    with pytest.raises(records.ForeignNamespace, match="attached in network namespace far"):
+        XdpGate("jvtest0", dirs)
+    assert not inuse.lock_path("jvtest0", dirs).exists()  # not even the in-use lock
