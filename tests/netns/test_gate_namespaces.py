@@ -243,3 +243,22 @@ def test_a_record_of_a_namespace_that_is_gone(two):
     out = two.cli("a", "attach", IFACE)  # a's own interface of that name, now free
     assert out.returncode == 0, out.stderr
     assert two.cli("a", "detach", IFACE).returncode == 0
+
+
+def test_client_up_names_its_busy_tun(gateway):
+    """The client's TUN is chosen by its config's Name: the error says so."""
+    from jvpn.tunnel import Tun  # noqa: PLC0415
+
+    tl = gateway
+    conf = tl.tmp / "client.conf"
+    with tl.lab.inside("cl"):
+        busy = Tun("jvpn0")  # the lab client's Name, held open by this process
+    try:
+        out = subprocess.run(
+            tl.lab.cmd("cl", *tl.lab.jvpn_cmd("client", "up", "--config", str(conf))),
+            env=tl.env, capture_output=True, text=True, timeout=60)
+    finally:
+        busy.close()
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {conf}:3: Name: TUN device jvpn0 is busy"), out.stderr
