@@ -54,11 +54,12 @@ def naming_settings(config_path: str | Path, cfg: GatewayConfig, tun_name: str) 
         raise StartError(f"{where(config_path, 'ListenPort', cfg.listen_port)}: {e}") from None
     except TunBusy as e:
         raise StartError(f"--tun {tun_name}: {e}") from None
-    except UnsafeFile as e:
-        text = str(e)
-        if text.startswith(str(cfg.state_dir)):
-            raise StartError(f"{where(config_path, 'StateDir', cfg.state_dir)}: {text}") from None
-        raise
+    except UnsafeFile as e:  # its message begins with the path it refused
+        key = _path_key(cfg, str(e).split(" ", 1)[0])
+        if key is None:
+            raise
+        value = cfg.events_file if key == "EventsFile" else cfg.state_dir
+        raise StartError(f"{where(config_path, key, value)}: {e}") from None
     except OSError as e:
         named = _os_error(e, cfg, config_path)
         if named is None:

@@ -309,3 +309,13 @@ def test_a_gateway_refuses_a_gate_of_another_namespace(dirs):
     with pytest.raises(records.ForeignNamespace, match="attached in network namespace far"):
         XdpGate("jvtest0", dirs)
     assert not inuse.lock_path("jvtest0", dirs).exists()  # not even the in-use lock
+
+
+def test_an_unsafe_events_file_names_events_file(tmp_path):
+    from jvpn.files import UnsafeFile  # noqa: PLC0415
+
+    conf = _gateway_conf(tmp_path, tmp_path / "state", extra="EventsFile = /x/ev.jsonl\n")
+    cfg = load_gateway_config(conf)
+    with pytest.raises(StartError) as e, naming_settings(conf, cfg, "jvpn-gw"):
+        raise UnsafeFile("/x/ev.jsonl is a symlink: refused (remove it)")
+    assert str(e.value) == f"{conf}:8: EventsFile: /x/ev.jsonl is a symlink: refused (remove it)"
