@@ -8,6 +8,8 @@ import threading
 
 import click
 
+from jvpn_cli.gateway_check import gateway_check
+
 
 @click.group(help="Run the gateway daemon (handshakes, reattach, tunnel).")
 def gateway():
@@ -39,8 +41,7 @@ def gateway_up(app, config_path: str, tun_name: str, echo_events: bool):
     cfg = load_gateway_config(config_path)
     # the lock comes before anything else opens; it is released at exit. A port
     # taken, a StateDir that is a file, a busy TUN: one line naming the setting
-    with naming_settings(config_path, cfg, tun_name), claim_instance(cfg, config_path,
-                                                                     app.paths):
+    with naming_settings(cfg, tun_name), claim_instance(cfg, config_path, app.paths):
         gw = build_gateway(cfg, tun_name=tun_name, echo=sys.stdout if echo_events else None,
                            paths=app.paths)
         stop = threading.Event()
@@ -83,3 +84,6 @@ def gateway_down(app, tun_name: str):
         raise JvpnError(f"--tun {tun_name}: {e}: stop the gateway first") from None
     app.console.print(f"removed {tun_name}")
 
+
+
+gateway.add_command(gateway_check)  # cli/gateway_check.py

@@ -1,27 +1,23 @@
-"""The errors of `gateway up` after the config loaded (a port taken, a
-StateDir that is a file, a busy TUN, an events file we may not write) as one
-line naming the setting and its file: ``FILE:LINE: Key: message``, or
-``FILE: Key (default VALUE): message`` for a key the file does not set, or
-the command-line option (``--tun NAME``). The raw errno says none of that.
-"""
+"""The errors of `gateway up` that no single start step names: a port taken
+(ListenPort), a busy TUN (the --tun option), and an OS error under the
+StateDir or the EventsFile outside the steps build.py names (the instance
+lock makes the StateDir first: one that is a file fails there). One line
+headed by the setting, ``FILE:LINE: Key: ...`` or ``FILE: Key (default):
+...`` (jvpn/config_sources.py); the raw errno says none of that. An error
+named already (it begins with the config file) passes unchanged."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 from jvpn.config import GatewayConfig
+from jvpn.config_sources import StartError, describe
 from jvpn.errors import JvpnError
 from jvpn.files import UnsafeFile
 from jvpn.gateway.listener import PortInUse
-from jvpn.setting_lines import where
 from jvpn.tunnel import TunBusy
-
-
-class StartError(JvpnError):
-    """A start-up failure, named by its setting."""
 
 
 def _path_key(cfg: GatewayConfig, path: str) -> str | None:
@@ -34,34 +30,35 @@ def _path_key(cfg: GatewayConfig, path: str) -> str | None:
     return None
 
 
-def _os_error(e: OSError, cfg: GatewayConfig, config_path: str | Path) -> JvpnError | None:
-    key = _path_key(cfg, e.filename) if e.filename else None
-    if key is None:
-        return None
-    value = cfg.events_file if key == "EventsFile" else cfg.state_dir
-    why = e.strerror or str(e)
-    if isinstance(e, FileExistsError | NotADirectoryError):
-        why = f"{why} (a file where a directory must be)"
-    return StartError(f"{where(config_path, key, value)}: {e.filename}: {why}")
+def _value(cfg: GatewayConfig, key: str) -> object:
+    return cfg.events_file if key == "EventsFile" else cfg.state_dir
+
+
+def _named(cfg: GatewayConfig, e: Exception) -> JvpnError | None:
+    """``e`` headed by the path setting it concerns, or None (not one of them)."""
+    if isinstance(e, OSError):
+        key = _path_key(cfg, str(e.filename)) if e.filename else None
+        if key is not None:
+            value = _value(cfg, key)
+            return StartError(f"{cfg.sources.where(key)}: {value}: {describe(e, value)}")
+    elif isinstance(e, UnsafeFile):  # its message begins with the path it refused
+        key = _path_key(cfg, str(e).split(" ", 1)[0])
+        if key is not None:
+            return StartError(f"{cfg.sources.where(key)}: {e}")
+    return None
 
 
 @contextmanager
-def naming_settings(config_path: str | Path, cfg: GatewayConfig, tun_name: str) -> Iterator[None]:
+def naming_settings(cfg: GatewayConfig, tun_name: str) -> Iterator[None]:
     """Re-raise what the block raises, named by its setting where one applies."""
     try:
         yield
     except PortInUse as e:
-        raise StartError(f"{where(config_path, 'ListenPort', cfg.listen_port)}: {e}") from None
+        raise StartError(f"{cfg.sources.where('ListenPort')}: {e}") from None
     except TunBusy as e:
         raise StartError(f"--tun {tun_name}: {e}") from None
-    except UnsafeFile as e:  # its message begins with the path it refused
-        key = _path_key(cfg, str(e).split(" ", 1)[0])
-        if key is None:
-            raise
-        value = cfg.events_file if key == "EventsFile" else cfg.state_dir
-        raise StartError(f"{where(config_path, key, value)}: {e}") from None
-    except OSError as e:
-        named = _os_error(e, cfg, config_path)
+    except (OSError, UnsafeFile) as e:
+        named = _named(cfg, e)
         if named is None:
             raise
         raise named from None

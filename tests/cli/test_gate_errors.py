@@ -72,8 +72,7 @@ def test_a_state_dir_that_is_a_file_names_the_key_and_line(tmp_path, dirs, as_ro
     state.write_text("not a directory\n")
     conf = _gateway_conf(tmp_path, state)
     line = one_line(CliRunner().invoke(cli, ["gateway", "up", "--config", str(conf)]))
-    assert line == (f"error: {conf}:6: StateDir: {state}: File exists (a file where a "
-                    "directory must be)")
+    assert line == f"error: {conf}:6: StateDir: {state}: {state} is not a directory"
     assert state.read_text() == "not a directory\n"
 
 
@@ -84,7 +83,7 @@ def test_a_port_in_use_names_listen_port(tmp_path):
     conf = _gateway_conf(tmp_path, tmp_path / "state", port)
     cfg = load_gateway_config(conf)
     try:
-        with pytest.raises(StartError) as e, naming_settings(conf, cfg, "jvpn-gw"):
+        with pytest.raises(StartError) as e, naming_settings(cfg, "jvpn-gw"):
             open_listener("::", port, 1 << 16, None)
     finally:
         taken.close()
@@ -99,15 +98,15 @@ def test_a_default_port_in_use_says_it_is_the_default(tmp_path):
     cfg = load_gateway_config(conf)
     from jvpn.gateway.listener import PortInUse  # noqa: PLC0415
 
-    with pytest.raises(StartError) as e, naming_settings(conf, cfg, "jvpn-gw"):
+    with pytest.raises(StartError) as e, naming_settings(cfg, "jvpn-gw"):
         raise PortInUse("UDP [::]:51820 is already in use by another process")
-    assert str(e.value).startswith(f"{conf}: ListenPort (default {cfg.listen_port}): UDP")
+    assert str(e.value).startswith(f"{conf}: ListenPort (default): UDP")
 
 
 def test_a_busy_tun_names_the_option(tmp_path):
     conf = _gateway_conf(tmp_path, tmp_path / "state")
     cfg = load_gateway_config(conf)
-    with pytest.raises(StartError) as e, naming_settings(conf, cfg, "jvbusy0"):
+    with pytest.raises(StartError) as e, naming_settings(cfg, "jvbusy0"):
         raise TunBusy("TUN device jvbusy0 is busy: another process has it open")
     assert str(e.value).startswith("--tun jvbusy0: TUN device jvbusy0 is busy")
 
@@ -115,7 +114,7 @@ def test_a_busy_tun_names_the_option(tmp_path):
 def test_an_events_file_error_names_events_file(tmp_path):
     conf = _gateway_conf(tmp_path, tmp_path / "state", extra="EventsFile = /x/ev.jsonl\n")
     cfg = load_gateway_config(conf)
-    with pytest.raises(StartError) as e, naming_settings(conf, cfg, "jvpn-gw"):
+    with pytest.raises(StartError) as e, naming_settings(cfg, "jvpn-gw"):
         raise PermissionError(13, "Permission denied", "/x/ev.jsonl")
     assert str(e.value) == f"{conf}:8: EventsFile: /x/ev.jsonl: Permission denied"
 
@@ -123,7 +122,7 @@ def test_an_events_file_error_names_events_file(tmp_path):
 def test_other_os_errors_pass_unchanged(tmp_path):
     conf = _gateway_conf(tmp_path, tmp_path / "state")
     cfg = load_gateway_config(conf)
-    with pytest.raises(OSError, match="elsewhere"), naming_settings(conf, cfg, "jvpn-gw"):
+    with pytest.raises(OSError, match="elsewhere"), naming_settings(cfg, "jvpn-gw"):
         raise OSError(5, "Input/output error", "/elsewhere")
 
 
@@ -316,6 +315,6 @@ def test_an_unsafe_events_file_names_events_file(tmp_path):
 
     conf = _gateway_conf(tmp_path, tmp_path / "state", extra="EventsFile = /x/ev.jsonl\n")
     cfg = load_gateway_config(conf)
-    with pytest.raises(StartError) as e, naming_settings(conf, cfg, "jvpn-gw"):
+    with pytest.raises(StartError) as e, naming_settings(cfg, "jvpn-gw"):
         raise UnsafeFile("/x/ev.jsonl is a symlink: refused (remove it)")
     assert str(e.value) == f"{conf}:8: EventsFile: /x/ev.jsonl is a symlink: refused (remove it)"
