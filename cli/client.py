@@ -33,6 +33,7 @@ def client_up(app, config_path: str, events_file: str | None, echo_events: bool)
     from jvpn.config import load_client_config
     from jvpn.config_sources import keyed
     from jvpn.errors import JvpnError
+    from jvpn.tunnel import TunBusy
 
     app.require_root()
     cfg = load_client_config(config_path)
@@ -64,6 +65,8 @@ def client_up(app, config_path: str, events_file: str | None, echo_events: bool)
         life.up()
     except (ClientError, DnsError, HookFailed) as e:  # named with the key's file and line
         raise JvpnError(keyed(cfg.sources, e)) from e
+    except TunBusy as e:  # the config's Name chose the TUN
+        raise JvpnError(f"{cfg.sources.where('Name')}: {e}") from None
     try:  # whatever happens now (a print to a terminal gone: EIO), the undos run
         a = agent.assignment
         app.err.print(f"jvpn client up: session {a.session_id:016x}, inner {a.client_inner}")

@@ -147,7 +147,8 @@ class MetricsServer:
     key), serving from its own threads until ``close``; it has figures once
     ``attach`` gave it the gateway."""
 
-    def __init__(self, listen: tuple[str, int]):
+    def __init__(self, listen: tuple[str, int], where: str = "MetricsListen"):
+        """``where``: what an error names (the config's ``FILE:LINE: MetricsListen``)."""
         self.tally = EventTally()
         self.collector = GatewayCollector(self.tally)
         self.registry = CollectorRegistry(auto_describe=False)
@@ -159,7 +160,7 @@ class MetricsServer:
             self._httpd = make_server(host, port, make_wsgi_app(self.registry), server_class,
                                       handler_class=_QuietHandler)
         except OSError as e:
-            raise JvpnError(f"MetricsListen = {_spell(listen)}: cannot listen: "
+            raise JvpnError(f"{where}: {_spell(listen)}: cannot listen: "
                             f"{e.strerror or e}") from None
         self.address = self._httpd.server_address[:2]
         self.url = f"http://{_spell(self.address)}/metrics"

@@ -273,8 +273,9 @@ def test_metrics_server_serves_over_http_and_refuses_a_taken_port(tmp_path):
         with urllib.request.urlopen(f"http://127.0.0.1:{server.address[1]}/metrics") as r:
             body = r.read().decode()
         assert 'jvpn_sessions{state="ATTACHED"} 1.0' in body
-        with pytest.raises(JvpnError, match=r"MetricsListen = 127\.0\.0\.1:\d+: cannot listen"):
-            MetricsServer(("127.0.0.1", server.address[1]))
+        with pytest.raises(JvpnError, match=r"^gw\.conf:6: MetricsListen: 127\.0\.0\.1:\d+: "
+                                            "cannot listen: Address already in use$"):
+            MetricsServer(("127.0.0.1", server.address[1]), where="gw.conf:6: MetricsListen")
     finally:
         server.close()
         g.store.close()
