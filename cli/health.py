@@ -20,7 +20,7 @@ EXIT_UNHEALTHY = 1
 def health(ctx: click.Context, app: App, as_json: bool, socket_path: str | None) -> None:
     """Ask the running gateway daemon how it is: its threads (alive, by
     name), the store (one cheap read, and how long it took), its lease in a
-    cluster (node id, lease, fenced), drain state where it has one, the gate
+    cluster (node id, lease, fenced), whether it drains, the gate
     (still attached?), and the process through psutil (CPU% since the last
     look, resident memory, open descriptors, threads). Exits 1 when anything
     is wrong (for scripts and probes), after printing it. Needs root (the
@@ -62,8 +62,8 @@ def health_lines(h: dict) -> list[str]:
                                  f"node {c['node_id']}, lease {c['lease']} "
                                  f"({'valid' if c['lease_valid'] else 'NOT valid'}), "
                                  f"{'FENCED' if c['fenced'] else 'not fenced'}"))
-    if h.get("draining") is not None:
-        lines.append(f"draining  {'yes' if h['draining'] else 'no'}")
+    lines.append("draining  " + ("yes: no new sessions (jvpn-xdp drain --off)"
+                                 if h["draining"] else "no"))
     lines += [f"gate      {h['gate']}" + (f": {h['gate_problem']}" if h["gate_problem"] else ""),
               f"sessions  {h['sessions']}",
               f"process   pid {p['pid']}, CPU {p['cpu_percent']:.1f}%, "

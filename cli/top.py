@@ -113,6 +113,8 @@ def _health_line(h: dict | None) -> str:
         return f"jvpn top · {views.NO_DAEMON}"
     p = h["process"]
     verdict = "healthy" if h["ok"] else "NOT healthy: " + "; ".join(problems(h))
+    if h["draining"]:
+        verdict += " · DRAINING"
     return (f"jvpn top · {h['node_id']} · {verdict} · CPU {p['cpu_percent']:.1f}% · "
             f"RSS {views.size(p['rss_bytes'])} · {p['open_fds']} fds")
 

@@ -56,6 +56,8 @@ class GatewayCollector:
         for state, n in snapshot.states(rows).items():
             states.add_metric([state], n)
         yield states
+        yield GaugeMetricFamily("jvpn_draining", "1 while the gateway refuses new sessions "
+                                "(jvpn-xdp drain).", value=1 if self.gw.draining else 0)
         yield from event_metrics(self.tally.figures())
         yield from peer_metrics(rows, self._peers(), self.interface)
         yield from process_metrics(snapshot.process_figures(), self.gw.supervisor.alive())

@@ -92,19 +92,18 @@ def states(session_rows: list[dict]) -> dict[str, int]:
 # ------------------------------------------------------------------ health
 def health(gw) -> dict:
     """Threads alive by name, the store (one cheap read), the cluster lease,
-    drain state where the gateway has one, the gate, and the process."""
+    whether it drains (`jvpn-xdp drain`), the gate, and the process."""
     threads = gw.supervisor.alive()
     store = store_check(gw.store)
     with gw.control:
         count = len(gw.table.sessions)
         cluster = _cluster(gw)
     gate_problem = gw.gate.detached()
-    draining = getattr(gw, "draining", None)
     ok = (all(threads.values()) and store["reachable"] and gate_problem is None
           and gw.fatal is None and not (cluster and cluster["fenced"]))
     return {"ok": ok, "node_id": gw.events.node_id,
             "threads": threads, "store": store, "cluster": cluster,
-            "draining": bool(draining) if draining is not None else None,
+            "draining": gw.draining,
             "gate": "xdp" if gw.gate.checks_in_kernel else "userspace",
             "gate_problem": gate_problem, "fatal": gw.fatal, "sessions": count,
             "process": process_figures()}

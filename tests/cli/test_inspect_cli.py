@@ -172,7 +172,7 @@ def _health(ok: bool = True) -> dict:
     return {"ok": ok, "node_id": "gw-a",
             "threads": {"udp": True, "tun": True, "timer": True, "operator": ok},
             "store": {"reachable": True, "latency_ms": 0.2, "error": None},
-            "cluster": None, "draining": None, "gate": "xdp", "gate_problem": None,
+            "cluster": None, "draining": False, "gate": "xdp", "gate_problem": None,
             "fatal": None, "sessions": 1,
             "process": {"pid": 42, "cpu_percent": 1.5, "cpu_seconds": 3.0, "rss_bytes": 50 << 20,
                         "open_fds": 23, "threads": 9, "start_time_s": 1.0}}

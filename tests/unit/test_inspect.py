@@ -121,6 +121,9 @@ def test_health_of_a_running_gateway_then_of_a_lost_store(tmp_path):
         assert h["store"]["reachable"] is True and h["store"]["error"] is None
         p = h["process"]
         assert p["pid"] == os.getpid() and p["rss_bytes"] > 0 and p["open_fds"] > 0
+        assert h["draining"] is False
+        g.drain(True)
+        assert snapshot.health(g)["draining"] is True
         g.store.close()  # the store stops answering
         h = snapshot.health(g)
         assert h["ok"] is False and h["store"]["reachable"] is False and h["store"]["error"]
@@ -235,6 +238,7 @@ def test_collector_reads_the_live_gateway(tmp_path):
         assert m[("wireguard_latest_handshake_seconds", alice)] == row["created_ms"] / 1000
         assert m[("wireguard_sent_bytes_total", bob)] == 0  # configured, no session
         assert m[("jvpn_sessions", (("state", "ATTACHED"),))] == 1
+        assert m[("jvpn_draining", ())] == 0
         assert m[("jvpn_handshakes_total", (("result", "HANDSHAKE_OK"),))] == 1
         counters = g.gate.read_counters()
         for reason, v in counters.items():  # the same numbers as `jvpn-xdp stats --json`
