@@ -101,6 +101,10 @@ def test_metrics_match_stats_and_sessions(tl):
     assert all(health["threads"].values()) and "xdp-events" in health["threads"]
     assert health["store"]["reachable"] is True and health["process"]["rss_bytes"] > 0
 
+    frame = tl.jvpn_in("gw", {**tl.env, "COLUMNS": "80"}, "top", "--once")
+    assert frame.returncode == 0, frame.stderr
+    assert "healthy" in frame.stdout and "alice" in frame.stdout and "pass_data" in frame.stdout
+
     tl.client.send_signal(signal.SIGCONT)
     tl.stop_gateway()
     out = tl.jvpn_in("gw", tl.env, "sessions", "gw0", "--json")
