@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 import threading
 
 import click
+
+log = logging.getLogger("jvpn.gateway")
 
 
 @click.group(help="Run the gateway daemon (handshakes, reattach, tunnel).")
@@ -30,9 +33,11 @@ def gateway():
 @click.option("--echo-events", is_flag=True, help="Also print every event on stdout.")
 @click.pass_obj
 def gateway_up(app, config_path: str, tun_name: str, echo_events: bool):
+    from jvpn import sdnotify
     from jvpn.config import load_gateway_config
     from jvpn.errors import JvpnError
     from jvpn.gateway.build import build_gateway, claim_instance
+    from jvpn.service import reopen_on_signal
 
     app.require_root()
     cfg = load_gateway_config(config_path)
@@ -43,12 +48,16 @@ def gateway_up(app, config_path: str, tun_name: str, echo_events: bool):
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
+        reopen_on_signal(gw.events)  # SIGUSR1: logrotate moved the events file
         # the gateway's one fatal path (a thread ended, the gate is gone) stops us too
         gw.start(on_fatal=lambda _line: stop.set())
         gate = f"xdp on {cfg.xdp_interface}" if cfg.xdp_interface else "userspace"
-        app.err.print(f"jvpn gateway up on :{cfg.listen_port}, inner {cfg.address}, "
-                      f"gate: {gate}, events: {cfg.events_file}")
+        log.info("jvpn gateway up on :%d, inner %s, gate: %s, events: %s", cfg.listen_port,
+                 cfg.address, gate, cfg.events_file)
+        # socket bound, gate checked, store open, threads running: ready (systemd)
+        sdnotify.notify_ready(f"up on :{cfg.listen_port}, gate: {gate}")
         stop.wait()
+        sdnotify.notify_stopping("stopping")
         try:
             gw.stop()
             gw.store.close()

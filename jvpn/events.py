@@ -23,8 +23,8 @@ reject packets:
 from __future__ import annotations
 
 import json
+import logging
 import os
-import sys
 import threading
 import time
 from collections import deque
@@ -34,6 +34,8 @@ from typing import TextIO
 
 from jvpn.errors import JvpnError
 from jvpn.files import PRIVATE_DIR_MODE, open_private
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 DEFAULT_KEEP = 2
@@ -179,6 +181,15 @@ class EventLog:
         with self._lock:
             self._flush_due(self._clock_ms())
 
+    def reopen(self) -> None:
+        """Close the events file and open its path again (SIGUSR1, a reload):
+        after an outside tool (logrotate without copytruncate) renamed it,
+        the next lines go to a new file at the path, not the renamed one.
+        What waits for a failing disk is written first, to the old file."""
+        with self._lock:
+            if self._file:
+                self._file.reopen(self._clock_ms())
+
     def close(self) -> None:
         with self._lock:
             now = self._clock_ms()
@@ -261,6 +272,21 @@ class EventsFile:
             os.close(self._fd)
             self._fd = None
 
+    def reopen(self, now: float) -> None:
+        """The path opened anew (the same checks as at start: 0600, no
+        symlink, no other user's file). A refusal or failure is said on
+        stderr and retried with the next line, as a failed write is."""
+        self.close(now)
+        try:
+            self._fd = _open_events_file(self.path)
+            self._size = os.fstat(self._fd).st_size
+            self._torn = False  # a half line left by a failed write stays in the old file
+        except (OSError, JvpnError) as e:
+            self.write_errors += 1
+            self._last_error = getattr(e, "strerror", None) or str(e)
+            self._retry_at = now + RETRY_MS
+            self._report(now)
+
     def _drain(self, now: float) -> None:
         try:
             while self._pending:
@@ -322,9 +348,12 @@ class EventsFile:
                   f"{len(self._pending)} lines waiting, {self.lines_dropped} dropped; retrying")
 
     def _say(self, text: str) -> None:
+        line = f"jvpn: events file {self.path}: {text}"
+        if self._err is None:  # the daemon's log (jvpn/logs.py): stderr, with a level
+            log.warning("%s", line)
+            return
         try:
-            print(f"jvpn: events file {self.path}: {text}", file=self._err or sys.stderr,
-                  flush=True)
+            print(line, file=self._err, flush=True)
         except (OSError, ValueError):
             pass
 

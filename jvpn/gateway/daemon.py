@@ -43,7 +43,7 @@ from jvpn.gateway.control import ControlPath
 from jvpn.gateway.datapath import DataPath
 from jvpn.gateway.follower import for_store
 from jvpn.gateway.gate_watch import GateWatch
-from jvpn.gateway.listener import open_listener
+from jvpn.gateway.listener import listen_name, open_listener
 from jvpn.gateway.reattach import ReattachServer
 from jvpn.gateway.routes import NoRoutes, SubnetRoutes
 from jvpn.gateway.supervise import Incidents, Supervisor
@@ -170,7 +170,7 @@ class Gateway(GateWatch):
             self.supervisor.start(name, target)
         self.follower.publish()
         self.events.emit(EventType.GATEWAY_STARTED, Reason.OK,
-                         listen=str(self.sock.getsockname()),
+                         listen=listen_name(self.sock.getsockname()),
                          gate="xdp" if self.gate.checks_in_kernel else "userspace",
                          sessions=len(self.table.sessions))
 
