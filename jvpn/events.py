@@ -367,13 +367,17 @@ def _open_events_file(path: Path) -> int:
 
 
 def follow(path: Path, from_start: bool = True, poll_s: float = 0.2,
-           stop: Callable[[], bool] = lambda: False):
+           stop: Callable[[], bool] = lambda: False, last: int | None = None):
     """Yield event dicts from a JSON-lines file, then keep following it,
     across rotations (tail -F): when the name points to a new file, the rest
-    of the old one is read, then the new one from its start."""
+    of the old one is read, then the new one from its start. ``last``: begin
+    with the file's last ``last`` lines (tail -n), not its start;
+    ``from_start=False``: with none of what it holds now."""
     f = open(path, "rb")  # noqa: SIM115 (swapped on rotation)
     try:
-        if not from_start:
+        if last is not None:
+            f.seek(_start_of_last_lines(f, last))
+        elif not from_start:
             f.seek(0, 2)
         buf = b""
         while not stop():
@@ -396,6 +400,43 @@ def follow(path: Path, from_start: bool = True, poll_s: float = 0.2,
             f, buf = newer, b""
     finally:
         f.close()
+
+
+def read(path: Path, last: int | None = None):
+    """Yield the event dicts the file holds now (its last ``last`` lines
+    only, if given); a line that does not parse is skipped."""
+    with open(path, "rb") as f:
+        if last is not None:
+            f.seek(_start_of_last_lines(f, last))
+        for line in f:
+            if (ev := _parse_line(line)) is not None:
+                yield ev
+
+
+TAIL_BLOCK = 64 * 1024
+
+
+def _start_of_last_lines(f, n: int) -> int:
+    """The offset where the last ``n`` lines of ``f`` begin (the whole
+    file when it has fewer), read backwards in blocks, never the whole
+    file. A line still being written (no newline yet) counts as one."""
+    end = f.seek(0, 2)
+    if n <= 0:
+        return end
+    pos, wanted = end, n + 1  # the newline ending the last line is not a line start
+    while pos > 0:
+        size = min(TAIL_BLOCK, pos)
+        pos -= size
+        f.seek(pos)
+        block = f.read(size)
+        if pos + size == end and not block.endswith(b"\n"):
+            wanted -= 1  # a partial last line: one line with no newline to skip
+        i = len(block)
+        while (i := block.rfind(b"\n", 0, i)) >= 0:
+            wanted -= 1
+            if wanted == 0:
+                return pos + i + 1
+    return 0
 
 
 def _parse_line(line: bytes) -> dict | None:
