@@ -24,9 +24,10 @@ Gateway config (:func:`load_gateway_config`)::
     EventsKeep = 2                 # rotated files kept (events.jsonl.1 ...)
     EventsSummaryInterval = 10     # seconds: one line per kind of unauthenticated rejection
     PathMTU = 1500                 # our outer path's MTU: no datagram to a client is larger
+    ControlSocket = /run/jvpn/gateway.sock  # the operator socket; default <run dir>/gateway.sock
 
-Relative paths (PrivateKeyFile, PeersFile, Policy, StateDir, EventsFile) are
-relative to the folder of the file that names them.
+Relative paths (PrivateKeyFile, PeersFile, Policy, StateDir, EventsFile,
+ControlSocket) are relative to the folder of the file that names them.
 
 Peers file (:func:`load_peers`): one ``[Peer]`` section per peer with
 ``PublicKey`` (mandatory), ``AllowedIPs`` (mandatory; ``AllowedIP`` is the
@@ -141,6 +142,8 @@ class GatewayConfig:
     events_summary_interval_s: int = DEFAULT_SUMMARY_INTERVAL_MS // 1000
     address6: ipaddress.IPv6Interface | None = None  # the gateway's inner IPv6, optional
     path_mtu: int = DEFAULT_GATEWAY_PATH_MTU  # our outer path: bounds every session's datagrams
+    # the operator socket (jvpn/gateway/operator.py); None: <run dir>/gateway.sock
+    control_socket: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -471,7 +474,7 @@ _GATEWAY = {"Interface": ("PrivateKey", "PrivateKeyFile", "ListenPort", "Address
                           "XdpInterface", "PeersFile", "Policy", "StateDir", "NodeId",
                           "EventsFile", "HandshakesPerSecond", "Store", "ClusterKeyFile",
                           "LeaseTTL", "EventsMaxBytes", "EventsKeep", "EventsSummaryInterval",
-                          "PathMTU")}
+                          "PathMTU", "ControlSocket")}
 _PEERS = {"Peer": ("PublicKey", "AllowedIPs", "AllowedIP", "Name")}
 _CLIENT = {"Interface": ("PrivateKey", "PrivateKeyFile", "Name", "DNS", *HOOK_KEYS,
                          "FwMark", "Table", "MTU", "PathMTU"),
@@ -513,6 +516,8 @@ def load_gateway_config(path: str | Path) -> GatewayConfig:
                          state_dir=state_dir, node_id=node_id, events_file=events_file,
                          handshakes_per_second=load, store=store, cluster_key=cluster_key,
                          lease_ttl_s=lease_ttl, address6=address6, path_mtu=path_mtu,
+                         control_socket=(f.resolve(e["ControlSocket"].value)
+                                         if "ControlSocket" in e else None),
                          **_events_bounds(f, e))
 
 

@@ -18,6 +18,7 @@ from typing import TextIO
 from jvpn.config import GatewayConfig
 from jvpn.events import EventLog
 from jvpn.gate.paths import DEFAULT_PATHS, GatePaths
+from jvpn.gateway import operator
 from jvpn.gateway.daemon import Gateway
 from jvpn.gateway.instance import InstanceLock
 from jvpn.gateway.listener import ANY
@@ -90,4 +91,5 @@ def build_gateway(cfg: GatewayConfig, *, tun_name: str, echo: TextIO | None = No
                    address=cfg.address, peers={p.public_key: p for p in cfg.peers},
                    address6=cfg.address6,
                    policy=cfg.policy, store=store, gate=gate, events=events, tun_name=tun_name,
-                   cookie_threshold_per_s=cfg.handshakes_per_second, path_mtu=cfg.path_mtu)
+                   cookie_threshold_per_s=cfg.handshakes_per_second, path_mtu=cfg.path_mtu,
+                   operator_socket=cfg.control_socket or operator.default_path(paths.run_dir))
