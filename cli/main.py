@@ -40,7 +40,9 @@ class CliError(click.ClickException):
     exit_code = 1
 
     def show(self, file=None) -> None:
-        click.echo(f"error: {self.format_message()}", err=True, file=file)
+        # under systemd, the journal files it as an error (jvpn/logs.py)
+        prefix = logs.journal_prefix() if file is None else ""
+        click.echo(f"{prefix}error: {self.format_message()}", err=True, file=file)
 
 
 class JvpnGroup(click.Group):
@@ -126,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         e.show()
         sys.exit(e.exit_code)
     except JvpnError as e:  # raised outside a command (e.g. while parsing)
-        click.echo(f"error: {e}", err=True)
+        click.echo(f"{logs.journal_prefix()}error: {e}", err=True)
         sys.exit(1)
     sys.exit(rv if isinstance(rv, int) else 0)
 

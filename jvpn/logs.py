@@ -89,6 +89,12 @@ def journal_stream(stream: TextIO, env: Mapping[str, str]) -> bool:
     return (st.st_dev, st.st_ino) == (dev, ino)
 
 
+def journal_prefix(levelno: int = logging.ERROR) -> str:
+    """``<N>`` when stderr is the journal, else "": for the one line a
+    command prints itself on the way out (``error: ...``)."""
+    return f"<{priority(levelno)}>" if journal_stream(sys.stderr, os.environ) else ""
+
+
 def setup(level: str = DEFAULT_LOG_LEVEL, env: Mapping[str, str] | None = None) -> logging.Logger:
     """Configure the ``jvpn`` logger once per process (again: replaced, not
     doubled): records at ``level`` and above go to stderr, one line each."""

@@ -3,6 +3,8 @@ journal's priority prefix only when stderr is the journal's stream."""
 
 import logging
 import os
+import subprocess
+import sys
 
 import pytest
 from click.testing import CliRunner
@@ -11,6 +13,7 @@ from jvpn import logs
 from jvpn_cli.main import cli
 
 log = logging.getLogger("jvpn.test")
+JVPN_XDP = os.path.join(os.path.dirname(sys.executable), "jvpn-xdp")
 
 
 def test_plain_lines_carry_the_level_and_respect_the_threshold(capsys):
@@ -71,3 +74,18 @@ def test_log_level_option_and_environment_variable(tmp_path):
     assert logging.getLogger("jvpn").level == logging.INFO  # the default
     r = CliRunner().invoke(cli, ["--log-level", "verbose", "events"])
     assert r.exit_code == 2 and "'verbose' is not one of" in r.output
+
+
+def test_a_commands_last_error_line_is_an_error_in_the_journal(tmp_path, monkeypatch):
+    """`jvpn-xdp` exits with one `error: ...` line: in the journal, priority 3."""
+    err = tmp_path / "stderr"
+    missing = str(tmp_path / "none")
+    with open(err, "w") as f:
+        st = os.fstat(f.fileno())
+        journal = {**os.environ, "JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
+        r = subprocess.run([JVPN_XDP, "events", "--file", missing], stderr=f, env=journal)
+    assert r.returncode == 1
+    assert err.read_text().startswith("<3>error: no events file at ")
+    plain = subprocess.run([JVPN_XDP, "events", "--file", missing], capture_output=True,
+                           text=True, env=journal)  # stderr is a pipe, not the journal
+    assert plain.stderr.startswith("error: no events file at ")
