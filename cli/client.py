@@ -7,6 +7,9 @@ import sys
 
 import click
 
+from jvpn import sdnotify
+from jvpn.service import reopen_on_signal
+
 log = logging.getLogger("jvpn.client")
 
 
@@ -25,7 +28,6 @@ def client():
 @click.option("--echo-events", is_flag=True, help="Also print every event on stdout.")
 @click.pass_obj
 def client_up(app, config_path: str, events_file: str | None, echo_events: bool):
-    from jvpn import sdnotify
     from jvpn.client import Client, ClientError
     from jvpn.client_dns import choose_backend
     from jvpn.client_lifecycle import Lifecycle, Signals, client_steps
@@ -34,7 +36,6 @@ def client_up(app, config_path: str, events_file: str | None, echo_events: bool)
     from jvpn.config import load_client_config
     from jvpn.errors import JvpnError
     from jvpn.events import EventLog
-    from jvpn.service import reopen_on_signal
 
     app.require_root()
     cfg = load_client_config(config_path)
