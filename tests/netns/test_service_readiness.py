@@ -133,6 +133,21 @@ def test_ready_only_once_serving_then_reopen_and_stopping(tmp_path):
                                 "alive": True,
                                 "caps": unit_caps("jvpn-gateway.service")}, lab.logs()
         assert capabilities(lab.client.pid) == unit_caps("jvpn-client@.service")
+        [started] = [e for e in read_jsonl(lab.events_file) if e["event_type"] == "GatewayStarted"]
+        assert started["listen"] == f"[::]:{PORT}"  # the dual-stack socket, not a tuple's repr
+        # a second gateway on the same StateDir and port is refused: it never says READY
+        second = Notified(tmp_path / "second.notify")
+        try:
+            refused = subprocess.run(
+                lab.lab.cmd("gw", *lab.lab.jvpn_cmd("gateway", "up", "--config",
+                                                    str(tmp_path / "gateway.conf"))),
+                env={**lab.env, "NOTIFY_SOCKET": second.path}, capture_output=True, text=True,
+                timeout=60)
+            assert refused.returncode == 1 and "another gateway holds" in refused.stderr
+            with pytest.raises(TimeoutError):
+                second.next(timeout=0.5)
+        finally:
+            second.close()
         # the client (up by now: its inner address is set) said READY once its session was up
         cl_ready = lab.cl_notify.next(timeout=10)
         assert cl_ready[0] == "READY=1" and cl_ready[1].startswith("STATUS=session "), cl_ready
