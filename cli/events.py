@@ -45,8 +45,9 @@ def short_line(ev: dict) -> str:
               type=click.Path(dir_okay=False), help="The events file (EventsFile in the config).")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new events as they come.")
 @click.option("--lines", "-n", type=click.IntRange(min=0), default=None,
-              help=f"Only the last N events (with --follow: first; default {FOLLOW_LINES}, "
-                   "0: only new ones). Default without --follow: all.")
+              help=f"Only the file's last N lines, like tail -n (then --session filters "
+                   f"them); with --follow, before the new ones: default {FOLLOW_LINES}, 0 for "
+                   "only new ones. Without --follow the default is the whole file.")
 @click.option("--json", "as_json", is_flag=True,
               help="Raw JSON lines (default: a short line each).")
 @click.option("--session", default=None, help="Only events of this session id (hex).")
