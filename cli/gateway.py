@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-import signal
 import sys
-import threading
 
 import click
+
+from jvpn_cli.gateway_check import gateway_check
 
 log = logging.getLogger("jvpn.gateway")
 
@@ -17,7 +17,8 @@ def gateway():
     pass
 
 
-@gateway.command("up", help="Run the gateway daemon in the foreground until SIGTERM/SIGINT. "
+@gateway.command("up", help="Run the gateway daemon in the foreground until SIGTERM/SIGINT "
+                            "(SIGHUP reloads the peers file and the policy: `gateway reload`). "
                             "If the config names an XdpInterface, `jvpn-xdp attach` it first: "
                             "the daemon writes bindings into its pinned maps and listens on that "
                             "interface only; if the gate is detached or replaced while it runs, "
@@ -37,26 +38,28 @@ def gateway_up(app, config_path: str, tun_name: str, echo_events: bool):
     from jvpn.config import load_gateway_config
     from jvpn.errors import JvpnError
     from jvpn.gateway.build import build_gateway, claim_instance
+    from jvpn.gateway.reload import Reloader
+    from jvpn.gateway.signals import Signals
     from jvpn.service import reopen_on_signal
 
+    signals = Signals().install()  # before anything: a SIGHUP must never kill us
     app.require_root()
     cfg = load_gateway_config(config_path)
     # the lock comes before anything else opens; it is released at exit
     with claim_instance(cfg, config_path, app.paths):
         gw = build_gateway(cfg, tun_name=tun_name, echo=sys.stdout if echo_events else None,
                            paths=app.paths)
-        stop = threading.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
         reopen_on_signal(gw.events)  # SIGUSR1: logrotate moved the events file
+        # SIGHUP reloads: RELOADING=1 ... READY=1 around it (systemd)
+        gw.reloader = Reloader(gw, config_path, cfg, notify=sdnotify)
         # the gateway's one fatal path (a thread ended, the gate is gone) stops us too
-        gw.start(on_fatal=lambda _line: stop.set())
+        gw.start(on_fatal=lambda _line: signals.request_stop())
         gate = f"xdp on {cfg.xdp_interface}" if cfg.xdp_interface else "userspace"
         log.info("jvpn gateway up on :%d, inner %s, gate: %s, events: %s", cfg.listen_port,
                  cfg.address, gate, cfg.events_file)
         # socket bound, gate checked, store open, threads running: ready (systemd)
         sdnotify.notify_ready(f"up on :{cfg.listen_port}, gate: {gate}")
-        stop.wait()
+        signals.run(reload=lambda: _reload(gw))
         sdnotify.notify_stopping("stopping")
         try:
             gw.stop()
@@ -65,6 +68,13 @@ def gateway_up(app, config_path: str, tun_name: str, echo_events: bool):
         finally:
             if gw.fatal:  # one line on stderr, exit 1: the service manager restarts us
                 raise JvpnError(gw.fatal)
+
+
+def _reload(gw) -> None:
+    """SIGHUP: peers and policy, then the events file reopened (a logrotate
+    postrotate may reload rather than send SIGUSR1)."""
+    gw.reloader.reload_from_signal()
+    gw.events.reopen()
 
 
 @gateway.command("down", help="Remove the gateway's persistent TUN device (sessions stay in "
@@ -78,3 +88,25 @@ def gateway_down(app, tun_name: str):
     Tun(tun_name).destroy()
     app.console.print(f"removed {tun_name}")
 
+
+
+@gateway.command("reload", help="Re-read the running gateway's peers file and policy and apply "
+                                "them at once (what SIGHUP does), or refuse with the error and "
+                                "keep the running configuration. A removed peer's sessions end "
+                                "(PEER_REVOKED). Other keys need a restart: a reload that "
+                                "changes one is refused, naming it.")
+@click.option("--socket", "socket_path", metavar="PATH",
+              help="The gateway's operator socket (default: <run dir>/gateway.sock).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_obj
+def gateway_reload(app, socket_path: str | None, as_json: bool):
+    from jvpn.gateway.reload import summary
+
+    result = app.ask_daemon("reload", socket_path)
+    if as_json:
+        app.emit_json(result)
+    else:
+        app.say(f"reloaded: {summary(result)}", markup=False)
+
+
+gateway.add_command(gateway_check)  # cli/gateway_check.py

@@ -34,7 +34,12 @@ RECV_TIMEOUT_S = 0.2  # how often the receive loop looks at the current socket
 
 
 class ClientError(Exception):
-    pass
+    """``key``: the client config key the failure traces to, if one does
+    (`client up` names it and the file that set it: jvpn.config_sources)."""
+
+    def __init__(self, message: str, key: str | None = None):
+        super().__init__(message)
+        self.key = key
 
 
 def udp_socket(family: socket.AddressFamily = socket.AF_INET) -> socket.socket:
@@ -67,7 +72,7 @@ def marked(factory: Callable[[], socket.socket], mark: int | None) -> Callable[[
         except OSError as e:
             s.close()
             raise ClientError(f"cannot mark the outer socket (SO_MARK {mark:#x}): {e.strerror}"
-                              " (needs CAP_NET_ADMIN)") from None
+                              " (needs CAP_NET_ADMIN)", key="FwMark") from None
         return s
     return make
 
@@ -103,7 +108,8 @@ def tun_addresses(a: Assignment, host_only: bool, endpoint: str):
         if gw.version == net.version and gw in net:
             raise ClientError(f"the gateway's endpoint {gw} is inside the tunnel's own "
                               f"network {net} (assigned by the gateway): its datagrams "
-                              "would be routed into the tunnel; not brought up")
+                              "would be routed into the tunnel; not brought up",
+                              key="Endpoint")
     return inner, inner6
 
 
@@ -229,7 +235,8 @@ class Client(ClientReattach, PathSizing):
         try:
             self.routes.apply([str(i.ip) for i in (inner, inner6) if i is not None])
         except RouteError as e:
-            raise ClientError(f"cannot install the client's routes: {e}") from None
+            raise ClientError(f"cannot install the client's routes: {e}",
+                              key="AllowedIPs") from None
 
     def stop(self) -> None:  # signal-safe: the loops end; down() closes and undoes, later
         self._stop.set()

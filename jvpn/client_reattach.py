@@ -99,7 +99,8 @@ class ClientReattach:
             if self.on_reattached:
                 self.on_reattached()
         elif hdr.type == abi.MSG_TERMINATE:
-            reason = wire.TERMINATE_REASONS[fields[0]] if fields[0] < 3 else "POLICY_TERMINATION"
+            reason = (wire.TERMINATE_REASONS[fields[0]] if fields[0] < len(wire.TERMINATE_REASONS)
+                      else "POLICY_TERMINATION")  # a newer gateway's reason
             self.failed = reason
             self.events.emit("SessionTerminated", reason, self.session_id,
                              detail="the gateway ended the session; no new session is started")

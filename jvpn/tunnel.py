@@ -21,6 +21,7 @@ import errno
 import fcntl
 import ipaddress
 import os
+import select
 import socket
 import struct
 import threading
@@ -514,6 +515,24 @@ class Tun:
 
     def read(self) -> bytes:
         return os.read(self.fd, 65535)
+
+    def set_nonblocking(self) -> None:
+        """read() raises BlockingIOError instead of waiting (see wait_readable)."""
+        os.set_blocking(self.fd, False)
+
+    def wait_readable(self, timeout_s: float) -> bool:
+        """For a non-blocking reader (the gateway's): wait at most
+        ``timeout_s`` for a packet, so the reading thread sees a stop in
+        that time (a blocking read would wait for the next packet, forever
+        on an idle tunnel; closing the fd does not wake it)."""
+        fd = self.fd
+        if fd < 0:
+            return False
+        try:
+            readable, _w, _x = select.select([fd], [], [], timeout_s)
+        except (OSError, ValueError):  # closed meanwhile: the caller sees its stop
+            return False
+        return bool(readable)
 
     def write(self, packet: bytes) -> None:
         try:
