@@ -1,6 +1,7 @@
 """`gateway up` and `client up` as systemd runs them (contrib/systemd/), in
 the lab: readiness on a real datagram $NOTIFY_SOCKET, the journal's
-priority prefix, SIGUSR1 reopening the events file, STOPPING=1 at stop.
+priority prefix, SIGUSR1 reopening the events file, a reload (SIGHUP)
+between RELOADING=1 and READY=1 that reopens it too, STOPPING=1 at stop.
 
 The gate is attached, and the gateway and the client run, with only the
 capabilities of their unit's CapabilityBoundingSet (`setpriv
@@ -160,6 +161,16 @@ def test_ready_only_once_serving_then_reopen_and_stopping(tmp_path):
         events.rename(events.with_name("events.jsonl.rotated"))  # logrotate
         os.kill(lab.gateway.pid, signal.SIGUSR1)
         lab.wait(events.exists, "the events file reopened", proc=lab.gateway)
+
+        # systemctl reload: RELOADING=1 (with the time) ... READY=1, then the file reopened
+        events.rename(events.with_name("events.jsonl.rotated2"))
+        os.kill(lab.gateway.pid, signal.SIGHUP)
+        reloading = lab.gw_notify.next(timeout=30)
+        assert reloading[0] == "RELOADING=1" and reloading[1].startswith("MONOTONIC_USEC="), (
+            reloading)
+        assert lab.gw_notify.next(timeout=30)[0] == "READY=1"
+        lab.wait(events.exists, "the events file reopened by the reload", proc=lab.gateway)
+        assert "GatewayReloaded" in events.with_name("events.jsonl.rotated2").read_text()
 
         lab.client.send_signal(signal.SIGTERM)
         assert lab.cl_notify.next(timeout=30)[0] == "STOPPING=1"
