@@ -38,6 +38,7 @@ def client_up(app, config_path: str, events_file: str | None, echo_events: bool)
     from jvpn.config import load_client_config
     from jvpn.config_sources import keyed
     from jvpn.errors import JvpnError
+    from jvpn.tunnel import TunBusy
 
     app.require_root()
     cfg = load_client_config(config_path)
@@ -70,13 +71,10 @@ def client_up(app, config_path: str, events_file: str | None, echo_events: bool)
         life.up()
     except (ClientError, DnsError, HookFailed) as e:  # named with the key's file and line
         raise JvpnError(keyed(cfg.sources, e)) from e
+    except TunBusy as e:  # the config's Name chose the TUN
+        raise JvpnError(f"{cfg.sources.where('Name')}: {e}") from None
     try:  # whatever happens now (a print to a terminal gone: EIO), the undos run
-        a = agent.assignment
-        log.info("jvpn client up: session %016x, inner %s", a.session_id, a.client_inner)
-        sdnotify.notify_ready(f"session {a.session_id:016x}, inner {a.client_inner}")
-        if getattr(dns, "recovered", False):
-            log.warning("jvpn client: put back %s from a run that did not stop cleanly",
-                        dns.path)
+        _announce_up(agent, dns)
         failed = agent.wait()
         sdnotify.notify_stopping("stopping")
     finally:
@@ -91,6 +89,15 @@ def client_up(app, config_path: str, events_file: str | None, echo_events: bool)
 
 
 client.add_command(client_check)  # cli/client_check.py
+
+
+def _announce_up(agent, dns) -> None:
+    """The session is up: said on stderr, and to systemd (READY=1)."""
+    a = agent.assignment
+    log.info("jvpn client up: session %016x, inner %s", a.session_id, a.client_inner)
+    sdnotify.notify_ready(f"session {a.session_id:016x}, inner {a.client_inner}")
+    if getattr(dns, "recovered", False):
+        log.warning("jvpn client: put back %s from a run that did not stop cleanly", dns.path)
 
 
 def _event_log(events_file: str | None, echo_events: bool):

@@ -54,13 +54,11 @@ def short_line(ev: dict) -> str:
 @click.pass_obj
 def events(app, path: str, follow: bool, lines: int | None, as_json: bool,
            session: str | None):
-    from jvpn.errors import JvpnError
     from jvpn.events import follow as follow_file
     from jvpn.events import read as read_file
 
     p = Path(path)
-    if not p.exists():
-        raise JvpnError(f"no events file at {p}: is the gateway running with this EventsFile?")
+    _require_readable(p)
     want = session.lower().removeprefix("0x").zfill(16) if session else None
 
     def show(ev: dict) -> None:
@@ -77,3 +75,22 @@ def events(app, path: str, follow: bool, lines: int | None, as_json: bool,
         return
     for ev in read_file(p, last=lines):
         show(ev)
+
+
+def _require_readable(p: Path) -> None:
+    """One line naming the file and the setting, not a raw errno (the state
+    directory is root's, 0700: an operator without root gets EACCES)."""
+    from jvpn.errors import JvpnError
+
+    try:
+        with open(p, "rb"):
+            pass
+    except FileNotFoundError:
+        raise JvpnError(f"no events file at {p} (--file): is the gateway running with "
+                        "this EventsFile?") from None
+    except PermissionError:
+        raise JvpnError(f"cannot read the events file {p} (--file; EventsFile in the gateway "
+                        "config): permission denied: run it as root (the StateDir is 0700)"
+                        ) from None
+    except IsADirectoryError:
+        raise JvpnError(f"{p} (--file) is a directory, not the events file") from None

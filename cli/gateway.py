@@ -40,13 +40,15 @@ def gateway_up(app, config_path: str, tun_name: str, echo_events: bool):
     from jvpn.gateway.build import build_gateway, claim_instance
     from jvpn.gateway.reload import Reloader
     from jvpn.gateway.signals import Signals
+    from jvpn.gateway.start_errors import naming_settings
     from jvpn.service import reopen_on_signal
 
     signals = Signals().install()  # before anything: a SIGHUP must never kill us
     app.require_root()
     cfg = load_gateway_config(config_path)
-    # the lock comes before anything else opens; it is released at exit
-    with claim_instance(cfg, config_path, app.paths):
+    # the lock comes before anything else opens; it is released at exit. A port
+    # taken, a StateDir that is a file, a busy TUN: one line naming the setting
+    with naming_settings(cfg, tun_name), claim_instance(cfg, config_path, app.paths):
         gw = build_gateway(cfg, tun_name=tun_name, echo=sys.stdout if echo_events else None,
                            paths=app.paths)
         reopen_on_signal(gw.events)  # SIGUSR1: logrotate moved the events file
@@ -78,14 +80,25 @@ def _reload(gw) -> None:
 
 
 @gateway.command("down", help="Remove the gateway's persistent TUN device (sessions stay in "
-                              "the store; bindings stay in the pinned maps).")
+                              "the store; bindings stay in the pinned maps). Without such a "
+                              "device: says so and exits 0. Refused while a gateway runs on it.")
 @click.option("--tun", "tun_name", default="jvpn-gw", show_default=True)
 @click.pass_obj
 def gateway_down(app, tun_name: str):
-    from jvpn.tunnel import Tun
+    from jvpn.errors import JvpnError
+    from jvpn.tunnel import Tun, TunBusy, tun_exists
 
     app.require_root()
-    Tun(tun_name).destroy()
+    exists = tun_exists(tun_name)  # Tun() would make the device it is asked to remove
+    if exists is None:
+        app.console.print(f"no TUN device {tun_name}: nothing to remove")
+        return
+    if not exists:
+        raise JvpnError(f"--tun {tun_name}: {tun_name} is not a TUN device: not removed")
+    try:
+        Tun(tun_name).destroy()
+    except TunBusy as e:
+        raise JvpnError(f"--tun {tun_name}: {e}: stop the gateway first") from None
     app.console.print(f"removed {tun_name}")
 
 
