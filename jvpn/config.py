@@ -96,6 +96,7 @@ IFNAMSIZ = 16  # the kernel's limit, with the terminating NUL
 DEFAULT_FWMARK = 0x4a56
 DEFAULT_TABLE = 0x4a56
 RESERVED_TABLES = (0, 253, 254, 255)  # unspec, default, main, local: never the tunnel's
+DEFAULT_LOG_LEVEL = "info"  # --log-level / JVPN_LOG_LEVEL (jvpn/logs.py)
 
 
 class ConfigError(JvpnError):
