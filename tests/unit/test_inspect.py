@@ -19,6 +19,7 @@ from jvpn.config import ConfigError, PeerConfig, load_gateway_config
 from jvpn.config_report import gateway_rows
 from jvpn.errors import JvpnError
 from jvpn.events import EventLog
+from jvpn.gate import abi
 from jvpn.gate.userspace import UserspaceGate
 from jvpn.gateway import snapshot
 from jvpn.gateway.daemon import Gateway
@@ -93,6 +94,17 @@ def test_sessions_name_the_peer_and_count_its_traffic(gw):
     assert (row["tx_packets"], row["tx_bytes"]) == (tx_p, tx_b) and tx_p == 3
     assert row["key_age_s"] == 4.5 and row["last_handshake_ms"] == row["created_ms"]
     assert row["last_rx_ms"] == row["created_ms"]  # the data came before the clock moved
+
+
+def test_a_keepalive_and_its_reply_are_counted(gw):
+    peer = handshake(gw)
+    ka = peer.seal(b"", abi.MSG_KEEPALIVE)
+    before = len(gw.sock.sent)
+    gw.datapath.datagram(ka, CLIENT)
+    [(reply, _to)] = gw.sock.sent[before:]
+    [row] = snapshot.sessions(gw)
+    assert (row["rx_packets"], row["rx_bytes"]) == (1, len(ka))
+    assert (row["tx_packets"], row["tx_bytes"]) == (1, len(reply))
 
 
 def test_sessions_take_received_traffic_from_the_kernel_when_it_checks(gw):
