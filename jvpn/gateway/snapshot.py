@@ -65,9 +65,8 @@ def sessions(gw, now_ms: int | None = None) -> list[dict]:
 
 
 def _view(gate, rec, traffic: dict, last_rx_ms: int, confirmed: bool, peer) -> SessionView:
-    kernel = gate.runtime(rec.session_id)
     if gate.checks_in_kernel:
-        rx, rx_from = kernel or (0, 0), "xdp"
+        rx, rx_from = gate.runtime(rec.session_id) or (0, 0), "xdp"
     else:
         rx, rx_from = (traffic["rx_packets"], traffic["rx_bytes"]), "daemon"
     allowed = [str(n) for n in peer.allowed_ips] if peer is not None else [f"{rec.inner_addr}/32"]
@@ -116,7 +115,8 @@ def store_check(store) -> dict:
     try:
         store.get(0)
     except Exception as e:  # noqa: BLE001 - any failure means unreachable; said in one line
-        return {"reachable": False, "latency_ms": None, "error": str(e).splitlines()[0][:200]}
+        line = (str(e).splitlines() or [type(e).__name__])[0][:200]
+        return {"reachable": False, "latency_ms": None, "error": line}
     return {"reachable": True, "latency_ms": round((time.monotonic() - start) * 1000, 3),
             "error": None}
 
