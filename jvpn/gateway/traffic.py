@@ -28,9 +28,10 @@ class Traffic:
 
     def sent(self, msgs: list[bytes]) -> None:
         """Messages handed to the socket for the session's binding."""
+        n, nbytes = len(msgs), sum(map(len, msgs))
         with self._lock:
-            self.tx_packets += len(msgs)
-            self.tx_bytes += sum(len(m) for m in msgs)
+            self.tx_packets += n
+            self.tx_bytes += nbytes
 
     def figures(self) -> dict[str, int]:
         with self._lock:
