@@ -142,7 +142,7 @@ class DataPath:
         try:
             msg = live.channel.seal(b"", abi.MSG_KEEPALIVE, flags)
             self.sock.sendto(msg, (rec.binding.addr, rec.binding.port))
-            live.traffic.sent([msg])
+            live.traffic.replied(msg)
         except (OSError, CounterUnavailable) as e:
             self.incidents.report("keepalive", e)  # the next keepalive may pass
 
