@@ -28,7 +28,10 @@ def call(path: str | Path, op: str, *, timeout_s: float = DEFAULT_TIMEOUT_S, **a
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as sock:
         sock.settimeout(timeout_s)
         _connect(sock, path)
-        sock.sendall((json.dumps({**args, "op": op}) + "\n").encode())
+        try:
+            sock.sendall((json.dumps({**args, "op": op}) + "\n").encode())
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # refused before our request was read (its reply is already queued)
         reply = _read_reply(sock, path)
     if reply.get("ok") is True:
         return reply.get("result")
@@ -69,6 +72,10 @@ def _read_reply(sock: socket.socket, path: Path) -> dict:
     except TimeoutError:
         raise JvpnError(f"{path}: the gateway daemon did not answer within "
                         f"{sock.gettimeout():g} s") from None
+    except ConnectionResetError:
+        if not chunks:
+            raise JvpnError(f"{path}: the gateway daemon closed the connection without "
+                            "an answer") from None
     try:
         reply = json.loads(b"".join(chunks))
     except (UnicodeDecodeError, json.JSONDecodeError):
