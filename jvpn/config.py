@@ -88,6 +88,24 @@ IFNAMSIZ = 16  # the kernel's limit, with the terminating NUL
 DEFAULT_FWMARK = 0x4a56
 DEFAULT_TABLE = 0x4a56
 RESERVED_TABLES = (0, 253, 254, 255)  # unspec, default, main, local: never the tunnel's
+# The client's retries and its orphan rule (issue 12; docs/protocol.md,
+# "A client the gateway forgot"). Retries double from the base to the cap,
+# with jitter (jvpn/backoff.py).
+RETRY_BASE_MS, RETRY_CAP_MS = 400, 4_000  # an unanswered reattach request
+HANDSHAKE_ATTEMPTS = 6  # `client up`: about 1 + 2 + 4 + 4 + 4 + 4 s at most
+HANDSHAKE_BASE_MS, HANDSHAKE_CAP_MS = 1_000, 4_000  # the wait for each answer
+# OrphanTimeout: no authenticated message from the gateway for this long (while
+# the client runs): the session is presumed ended. The gateway's default policy
+# ends a session it has heard nothing from transport_lost_ttl_ms after its last
+# message (15 s); +2 s (heartbeat_volatile_ms) and +3 s for its timer and a
+# keepalive interval: 20 s. A gateway with a longer TTL wants a longer one.
+DEFAULT_ORPHAN_TIMEOUT_MS = (Policy.transport_lost_ttl_ms + Policy.heartbeat_volatile_ms
+                             + 3_000)
+ORPHAN_TIMEOUT_RANGE_MS = (2_000, 86_400_000)
+ORPHAN_MIN_KEEPALIVES = 4  # OrphanTimeout spans at least this many keepalive intervals
+# an unauthenticated hint (an ICMP port unreachable from the gateway's address)
+# ends the session only after this long without any authenticated message
+HINT_GRACE_MS = 5_000
 
 
 class ConfigError(JvpnError):
