@@ -13,8 +13,11 @@ def client():
 
 
 @client.command("up", help="Handshake, bring up the TUN device and keep the session across "
-                           "path changes (reattach). Exits non-zero if the gateway refuses a "
-                           "reattach for good: no new session is started silently.")
+                           "path changes (reattach). Exits non-zero with one line when the "
+                           "session ends: the gateway ended it, refused a reattach for good, or "
+                           "gave no authenticated answer for OrphanTimeout (default 20 s). No "
+                           "new session is started silently. SIGTERM/SIGINT: the gateway is "
+                           "told (an authenticated TERMINATE), then exit 0.")
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
               help="Client config file (see README, Configuration files).")
 @click.option("--events-file", type=click.Path(dir_okay=False), default=None,
@@ -43,8 +46,9 @@ def client_up(app, config_path: str, events_file: str | None, echo_events: bool)
         agent = Client(private_key=cfg.private_key, gateway_public=cfg.gateway_public_key,
                        endpoint=cfg.endpoint, events=events, tun_name=cfg.tun_name,
                        keepalive_ms=cfg.keepalive_ms, tun_mtu=cfg.tun_mtu,
-                       path_mtu=cfg.path_mtu,
-                       route_plan=plan(cfg.allowed_ips, cfg.fwmark, cfg.table))
+                       path_mtu=cfg.path_mtu, orphan_timeout_ms=cfg.orphan_timeout_ms,
+                       route_plan=plan(cfg.allowed_ips, cfg.fwmark, cfg.table),
+                       progress=progress_printer(app))
     except ClientError as e:
         events.close()
         raise JvpnError(str(e)) from e
@@ -75,5 +79,12 @@ def client_up(app, config_path: str, events_file: str | None, echo_events: bool)
         app.err.print(f"jvpn client: dropped {agent.drops.total} datagrams that did not come "
                       f"from the gateway {agent.endpoint[0]}:{agent.endpoint[1]}", markup=False)
     if failed and not signals.stopped.is_set():
-        raise JvpnError(f"the gateway refused the session ({failed}); run `client up` again "
-                        "for a new handshake")
+        raise JvpnError(f"{agent.ended or failed}; run `client up` again for a new session")
+
+
+def progress_printer(app):
+    """Progress lines on a terminal (handshake attempt k/n, TUN and routes);
+    nothing when stderr is not one (a service's journal gets the result only)."""
+    if not sys.stderr.isatty():
+        return None
+    return lambda line: app.err.print(f"jvpn client: {line}", markup=False)

@@ -192,6 +192,8 @@ class ClientConfig:
     table: int = DEFAULT_TABLE  # routing table of the full tunnel's /0 routes
     tun_mtu: int = DEFAULT_TUN_MTU
     path_mtu: int | None = None  # None: from the route to the endpoint, re-read on path changes
+    # no authenticated message from the gateway for this long: the session is over
+    orphan_timeout_ms: int = DEFAULT_ORPHAN_TIMEOUT_MS
 
 
 # ---------------------------------------------------------------- parsing
@@ -494,7 +496,7 @@ _CLIENT = {"Interface": ("PrivateKey", "PrivateKeyFile", "Name", "DNS", *HOOK_KE
                          "FwMark", "Table", "MTU", "PathMTU"),
            # PersistentKeepalive: known only to refuse it with the rename (load_client_config)
            "Peer": ("PublicKey", "Endpoint", "KeepaliveInterval", "PersistentKeepalive",
-                    "AllowedIPs")}
+                    "AllowedIPs", "OrphanTimeout")}
 _CLIENT_REPEATABLE = ("DNS", *HOOK_KEYS)
 
 
@@ -756,9 +758,11 @@ def load_client_config(path: str | Path, resolve: Resolver = resolve_host) -> Cl
     name = None
     if is_host_name(host):
         name, host = host, _resolved(f, endpoint_entry, host, port, resolve)
+    keepalive_ms = _keepalive(f, peer)
     return ClientConfig(private_key=private_key, tun_name=tun_name,
                         gateway_public_key=gateway_public_key, endpoint=(host, port),
-                        keepalive_ms=_keepalive(f, peer), endpoint_name=name,
+                        keepalive_ms=keepalive_ms, endpoint_name=name,
+                        orphan_timeout_ms=_orphan_timeout(f, peer, keepalive_ms),
                         dns=_dns(f, iface), hooks=_hooks(iface),
                         **_client_routing(f, iface, peer, (host, port)),
                         **_client_mtus(f, iface.entries, host))
@@ -787,6 +791,31 @@ def _not_a_gateway(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str |
         if bad:
             return kind
     return None
+
+
+def _seconds_ms(f: _File, entry: _Entry, lo: int, hi: int) -> int:
+    """A number of seconds (at most 3 decimals) in [lo, hi] milliseconds."""
+    if not re.fullmatch(r"[0-9]+(\.[0-9]{1,3})?", entry.value):
+        raise f.fail_entry(entry, f"not a number of seconds with at most 3 decimals: "
+                                  f"{entry.value!r}")
+    ms = int(Decimal(entry.value) * 1000)
+    if not lo <= ms <= hi:
+        raise f.fail_entry(entry, f"{entry.value} s is out of range [{lo / 1000:g}, {hi / 1000:g}]")
+    return ms
+
+
+def _orphan_timeout(f: _File, peer: _Section, keepalive_ms: int) -> int:
+    """OrphanTimeout in seconds: at least ORPHAN_MIN_KEEPALIVES keepalive
+    intervals (a few lost replies must not end a healthy session)."""
+    entry = peer.entries.get("OrphanTimeout")
+    if entry is None:
+        return max(DEFAULT_ORPHAN_TIMEOUT_MS, ORPHAN_MIN_KEEPALIVES * keepalive_ms)
+    ms = _seconds_ms(f, entry, *ORPHAN_TIMEOUT_RANGE_MS)
+    if ms < ORPHAN_MIN_KEEPALIVES * keepalive_ms:
+        raise f.fail_entry(entry, f"{entry.value} s is shorter than {ORPHAN_MIN_KEEPALIVES} "
+                                  f"KeepaliveIntervals ({keepalive_ms / 1000:g} s each): a few "
+                                  "lost keepalive replies would end a healthy session")
+    return ms
 
 
 def _keepalive(f: _File, peer: _Section) -> int:

@@ -34,6 +34,7 @@ class Event(enum.StrEnum):
     SESSION_TTL_EXPIRED = "session_ttl_expired"
     TRANSPORT_TTL_EXPIRED = "transport_ttl_expired"
     OPERATOR_TERMINATE = "operator_terminate"
+    CLIENT_STOP = "client_stop"  # the client's authenticated TERMINATE (it stopped)
 
 
 S, E = State, Event
@@ -52,6 +53,7 @@ _TERMINATING = {
     E.SESSION_TTL_EXPIRED: "TTL_SESSION_EXPIRED",
     E.TRANSPORT_TTL_EXPIRED: "TTL_TRANSPORT_LOSS_EXPIRED",
     E.OPERATOR_TERMINATE: "POLICY_TERMINATION",
+    E.CLIENT_STOP: "CLIENT_STOPPED",
 }
 for _state in State:
     if _state is not S.TERMINATED:

@@ -19,7 +19,7 @@ LEGAL = {
 for s in State:
     if s is not State.TERMINATED:
         for e in (Event.SESSION_TTL_EXPIRED, Event.TRANSPORT_TTL_EXPIRED,
-                  Event.OPERATOR_TERMINATE):
+                  Event.OPERATOR_TERMINATE, Event.CLIENT_STOP):  # CLIENT_STOP: issue 12
             LEGAL[(s, e)] = State.TERMINATED
 
 
