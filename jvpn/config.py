@@ -92,8 +92,11 @@ RESERVED_TABLES = (0, 253, 254, 255)  # unspec, default, main, local: never the 
 # "A client the gateway forgot"). Retries double from the base to the cap,
 # with jitter (jvpn/backoff.py).
 RETRY_BASE_MS, RETRY_CAP_MS = 400, 4_000  # an unanswered reattach request
-HANDSHAKE_ATTEMPTS = 6  # `client up`: about 1 + 2 + 4 + 4 + 4 + 4 s at most
-HANDSHAKE_BASE_MS, HANDSHAKE_CAP_MS = 1_000, 4_000  # the wait for each answer
+# `client up`: each initiation waits for its answer 2, 4, 6, 6 s (jitter: down to
+# half of that): 9 to 18 s in all; the first wait stays at least 1 s (a loaded
+# gateway's answer that comes late is lost: the next attempt is a new initiation)
+HANDSHAKE_ATTEMPTS = 4
+HANDSHAKE_BASE_MS, HANDSHAKE_CAP_MS = 2_000, 6_000
 # OrphanTimeout: no authenticated message from the gateway for this long (while
 # the client runs): the session is presumed ended. The gateway's default policy
 # ends a session it has heard nothing from transport_lost_ttl_ms after its last
