@@ -255,17 +255,22 @@ class Client(ClientHandshake, ClientReattach, PathSizing):
     # ------------------------------------------------------------ receiving
     def _udp_loop(self) -> None:
         while not self._stop.is_set():
-            sock = self.sock
-            try:
-                msg, src = sock.recvfrom(65535)
-            except ConnectionRefusedError:
-                if sock is self.sock and self._refusals():
-                    self.orphan.hint(self.clock_ms(), "ICMP port unreachable from the gateway's "
-                                                      "address (nothing listens there)")
-                continue
-            except (TimeoutError, OSError):
-                continue
-            self.receive(msg, src, sock)
+            self.receive_once(self.sock)
+
+    def receive_once(self, sock: socket.socket) -> None:
+        """One datagram from ``sock``, or a timeout, or an ICMP error: a
+        port unreachable for what we sent the gateway is a hint, no more
+        (jvpn/client_orphan.py)."""
+        try:
+            msg, src = sock.recvfrom(65535)
+        except ConnectionRefusedError:
+            if sock is self.sock and self._refusals():
+                self.orphan.hint(self.clock_ms(), "ICMP port unreachable from the gateway's "
+                                                  "address (nothing listens there)")
+            return
+        except (TimeoutError, OSError):
+            return
+        self.receive(msg, src, sock)
 
     def receive(self, msg: bytes, src, sock: socket.socket | None = None) -> None:
         """One datagram that arrived on ``sock`` (default: the current socket).

@@ -1,0 +1,235 @@
+"""Issue 12, the client's part: retries back off (doubled, capped, jittered
+with injected randomness), the orphan rule (OrphanTimeout of authenticated
+silence; an unauthenticated hint only shortens it, and never ends a session
+whose gateway still answers), the client's TERMINATE when it stops, and
+handshake failures that name their likely causes.
+
+The client runs on the injected socket and clock of test_client_source."""
+
+from __future__ import annotations
+
+import errno
+import socket
+import struct
+
+import pytest
+from test_client_source import GW, Rig
+
+from jvpn import wire
+from jvpn.backoff import Backoff
+from jvpn.client_causes import Observed, cause_line
+from jvpn.client_icmp import SO_EE_ORIGIN_ICMP
+from jvpn.client_orphan import OrphanWatch
+from jvpn.config import RETRY_CAP_MS
+from jvpn.gate import abi
+
+
+@pytest.fixture
+def rig():
+    return Rig()
+
+
+# ------------------------------------------------------------------ back-off
+def test_backoff_doubles_to_the_cap_with_jitter_in_the_upper_half():
+    low, high = Backoff(400, 4_000, rand=lambda: 0.0), Backoff(400, 4_000, rand=lambda: 1.0)
+    assert [high.delay_ms(k) for k in range(7)] == [400, 800, 1600, 3200, 4000, 4000, 4000]
+    assert [low.delay_ms(k) for k in range(7)] == [200, 400, 800, 1600, 2000, 2000, 2000]
+    assert Backoff(400, 4_000, rand=lambda: 0.5).delay_ms(1) == 600
+    assert high.delay_ms(10_000) == 4_000  # no overflow, however long it runs
+
+
+def test_backoff_refuses_nonsense():
+    with pytest.raises(ValueError):
+        Backoff(0, 10)
+    with pytest.raises(ValueError):
+        Backoff(500, 400)
+
+
+def test_an_unanswered_reattach_is_retried_less_and_less_often(rig):
+    """The bug: a forgotten client sent a request every 0.4 s, forever. Now
+    a minute of silence costs a handful of copies of the same request."""
+    client = rig.client
+    client.retry = Backoff(client.retry_ms, RETRY_CAP_MS, rand=lambda: 1.0)
+    client.start_reattach("moved")
+    start = rig.clock.ms
+    for _ in range(60_000 // 50):
+        rig.clock.ms += 50
+        client.reattach_timers(rig.clock.ms)
+    sent = rig.sent_of(abi.MSG_REATTACH_REQ)
+    # 400, 800, 1600, 3200 ms then every 4 s: about 18 in a minute, not 150
+    assert 12 <= len(sent) <= 20
+    fields = {rig.gateway.request_fields(m)[0] for m, _ in rig.sent_of(abi.MSG_REATTACH_REQ)}
+    assert fields == {client.pending.seq}  # the same request (same sequence) again
+    assert rig.clock.ms - start == 60_000
+
+
+# ------------------------------------------------------------------ the orphan rule
+def test_silence_for_the_timeout_ends_the_session():
+    w = OrphanWatch(timeout_ms=20_000, grace_ms=5_000, now=0)
+    for t in range(50, 20_000, 50):
+        assert w.tick(t) is None
+    assert "no answer from the gateway for 20 s" in w.tick(20_000)
+
+
+def test_an_authenticated_message_starts_the_wait_again():
+    w = OrphanWatch(timeout_ms=20_000, grace_ms=5_000, now=0)
+    for t in range(50, 40_000, 50):
+        if t == 15_000:
+            w.heard(t)
+        assert w.tick(t) is None or t >= 35_000
+    assert w.tick(35_000) is not None
+
+
+def test_a_hint_shortens_the_wait_only_without_authenticated_answers():
+    w = OrphanWatch(timeout_ms=20_000, grace_ms=5_000, now=0)
+    w.tick(50)
+    w.hint(100, "ICMP port unreachable")
+    for t in range(150, 5_100, 50):
+        assert w.tick(t) is None
+    line = w.tick(5_100)
+    assert line is not None and "ICMP port unreachable" in line
+
+
+def test_a_spoofed_hint_never_ends_a_session_whose_gateway_answers():
+    """An off-path spoofer sends a hint every 100 ms for a minute; the
+    gateway's keepalive replies keep arriving every 500 ms: never ended."""
+    w = OrphanWatch(timeout_ms=20_000, grace_ms=5_000, now=0)
+    for t in range(50, 60_000, 50):
+        if t % 100 == 0:
+            w.hint(t, "spoofed")
+        if t % 500 == 0:
+            w.heard(t)
+        assert w.tick(t) is None
+
+
+def test_a_flood_of_hints_does_not_move_the_deadline():
+    w = OrphanWatch(timeout_ms=20_000, grace_ms=5_000, now=0)
+    w.hint(0, "first")
+    for t in range(50, 5_000, 50):
+        w.hint(t, "later")
+        assert w.tick(t) is None
+    assert "first" in w.tick(5_000)
+
+
+def test_time_the_client_did_not_run_is_not_silence():
+    """A laptop suspended for an hour: on resume the client asks the gateway
+    (reattach) before it gives up, for a whole OrphanTimeout."""
+    w = OrphanWatch(timeout_ms=20_000, grace_ms=5_000, now=0)
+    w.tick(50)
+    resumed = 3_600_000
+    for t in range(resumed, resumed + 20_000, 50):
+        assert w.tick(t) is None
+    assert w.tick(resumed + 20_000) is not None
+
+
+# ------------------------------------------------------------------ hints at the client
+class RefusingSocket:
+    """Wraps a FakeSocket: the next receive fails with ECONNREFUSED and the
+    error queue holds one port unreachable for a datagram sent to ``dst``."""
+
+    def __init__(self, inner, dst):
+        self.inner, self.dst, self.armed = inner, dst, True
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def recvfrom(self, size):
+        if self.armed:
+            self.armed = False
+            raise ConnectionRefusedError(errno.ECONNREFUSED, "refused")
+        return self.inner.recvfrom(size)
+
+    def recvmsg(self, _size, _anc, flags):
+        assert flags & socket.MSG_ERRQUEUE
+        if self.dst is None:
+            raise BlockingIOError
+        ee = struct.pack("=IBBBBII", errno.ECONNREFUSED, SO_EE_ORIGIN_ICMP, 3, 3, 0, 0, 0)
+        dst, self.dst = self.dst, None
+        return b"", [(socket.IPPROTO_IP, 11, ee + bytes(16))], 0, dst
+
+
+def test_an_icmp_refusal_is_a_hint_that_the_next_keepalive_reply_cancels(rig):
+    client = rig.client
+    client.sock = RefusingSocket(client.sock, GW)
+    client.receive_once(client.sock)
+    assert client.orphan.hint_at == rig.clock.ms
+    rig.clock.ms += 500
+    client.receive(rig.gateway.keepalive(), GW)  # authenticated: the gateway answers
+    assert client.orphan.hint_at is None
+    rig.clock.ms += 10_000
+    assert client.orphan.tick(rig.clock.ms) is None
+
+
+def test_an_icmp_error_for_another_destination_is_not_a_hint(rig):
+    rig.client.sock = RefusingSocket(rig.client.sock, ("198.51.100.9", 53))
+    rig.client.receive_once(rig.client.sock)
+    assert rig.client.orphan.hint_at is None
+
+
+def test_unauthenticated_reject_and_terminate_from_the_gateway_address_end_nothing(rig):
+    """What an off-path spoofer can send from the gateway's address and
+    port: a REJECT SESSION_NOT_FOUND or a TERMINATE it cannot seal."""
+    client = rig.client
+    for t, body in ((abi.MSG_REATTACH_REJECT, wire.REATTACH_REJECT.pack(0, 0, 0)),
+                    (abi.MSG_TERMINATE, wire.TERMINATE.pack(0))):
+        hdr = wire.Header(type=t, session_id=client.session_id, counter=10**6)
+        client.receive(hdr.pack(b"\0" * 16) + body + bytes(wire.MAC_LEN), GW)
+    assert client.failed is None and not client._stop.is_set()
+
+
+# ------------------------------------------------------------------ the client's TERMINATE
+def test_a_stopping_client_sends_one_authenticated_terminate(rig):
+    client = rig.client
+    client.down()
+    client.down()  # idempotent: once
+    [(msg, to)] = rig.sent_of(abi.MSG_TERMINATE)
+    hdr, (reason,) = wire.open_control(msg, rig.gateway.keys.reattach)
+    assert to == GW and hdr.session_id == client.session_id
+    assert hdr.tag_valid(rig.gateway.keys.hdr_c2s)
+    assert wire.TERMINATE_REASONS[reason] == "CLIENT_STOPPED"
+    assert hdr.counter > 0  # from the session's own counter
+
+
+def test_no_terminate_after_the_gateway_ended_the_session(rig):
+    client = rig.client
+    client.receive(rig.gateway.control(abi.MSG_TERMINATE, 0), GW)
+    assert client.failed == "TTL_SESSION_EXPIRED"
+    assert client.ended == "session ended by the gateway: TTL_SESSION_EXPIRED"
+    client.down()
+    assert rig.sent_of(abi.MSG_TERMINATE) == []
+
+
+def test_a_client_that_gave_up_still_tells_the_gateway(rig):
+    client = rig.client
+    client.session_over("ORPHANED", "no answer from the gateway for 20 s")
+    client.down()
+    assert len(rig.sent_of(abi.MSG_TERMINATE)) == 1
+
+
+# ------------------------------------------------------------------ handshake causes
+EP = ("192.0.2.1", 51900)
+
+
+@pytest.mark.parametrize("seen,words", [
+    (Observed(attempts=4), ["no answer at all", "Endpoint", "PeersFile", "PublicKey",
+                            "firewall"]),
+    (Observed(attempts=4, refused=3), ["ICMP port unreachable", "nothing listens",
+                                       "ListenPort"]),
+    (Observed(attempts=4, cookies=4), ["under load", "HandshakesPerSecond"]),
+    (Observed(attempts=4, undecryptable=1), ["did not decrypt", "PublicKey"]),
+    (Observed(attempts=4, strangers=2), ["another address", "Endpoint"]),
+], ids=["silence", "refused", "cookies", "undecryptable", "strangers"])
+def test_each_observation_names_its_causes(seen, words):
+    line = cause_line(seen, EP, 12.0)
+    assert "\n" not in line and line.startswith("no session with the gateway 192.0.2.1:51900")
+    for w in words:
+        assert w in line
+
+
+def test_a_refusing_port_is_told_apart_from_silence(rig):
+    client = rig.client
+    client.sock = RefusingSocket(client.sock, GW)
+    rig.gateway.reply_from = ("203.0.113.66", 1)  # its answers do not count
+    with pytest.raises(Exception, match="ICMP port unreachable") as err:
+        client.handshake(attempts=2)
+    assert "nothing listens on UDP port 51900" in str(err.value)
