@@ -28,7 +28,7 @@ from jvpn.client_orphan import OrphanWatch
 from jvpn.client_path import PathSize, PathSizing, route_to, watch_routing
 from jvpn.client_reattach import ClientReattach, PendingReattach
 from jvpn.client_routes import ClientRouting, RouteError, RoutePlan
-from jvpn.codes import EventType, Security
+from jvpn.codes import EventType, Reason, Security
 from jvpn.config import (
     DEFAULT_ORPHAN_TIMEOUT_MS,
     HANDSHAKE_BASE_MS,
@@ -265,8 +265,12 @@ class Client(ClientHandshake, ClientReattach, PathSizing):
             msg, src = sock.recvfrom(65535)
         except ConnectionRefusedError:
             if sock is self.sock and self._refusals():
-                self.orphan.hint(self.clock_ms(), "ICMP port unreachable from the gateway's "
-                                                  "address (nothing listens there)")
+                self.orphan.hint(self.clock_ms(), "ICMP port unreachable for the gateway's "
+                                                  "address and port (nothing listens there?)")
+                self.events.emit_unauthenticated(
+                    EventType.ORPHAN_HINT, Reason.PORT_UNREACHABLE, Transport(*self.endpoint),
+                    self.session_id, detail="a hint only: ends the session only if no "
+                                            "authenticated answer follows")
             return
         except (TimeoutError, OSError):
             return
@@ -330,7 +334,7 @@ class Client(ClientHandshake, ClientReattach, PathSizing):
             self.events.flush()  # summaries whose interval is over (a flood that stopped)
             orphaned = self.orphan.tick(now)
             if orphaned is not None:
-                self.session_over("ORPHANED", orphaned)
+                self.session_over(Reason.ORPHANED, orphaned)
                 return
             route = self._route()
             if route is not None and route != self.path:  # no route yet: nothing to move to
