@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from jvpn import client_icmp, pathmtu
+from jvpn import pathmtu
 from jvpn.backoff import Backoff
 from jvpn.client_handshake import RECV_TIMEOUT_S, ClientError, ClientHandshake
 from jvpn.client_orphan import OrphanWatch
@@ -33,7 +33,6 @@ from jvpn.config import (
     DEFAULT_ORPHAN_TIMEOUT_MS,
     HANDSHAKE_BASE_MS,
     HANDSHAKE_CAP_MS,
-    HINT_GRACE_MS,
     RETRY_BASE_MS,
     RETRY_CAP_MS,
 )
@@ -51,7 +50,6 @@ def udp_socket(family: socket.AddressFamily = socket.AF_INET) -> socket.socket:
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
     s.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", 0))
     s.settimeout(RECV_TIMEOUT_S)  # once: settimeout is a syscall, not per packet
-    client_icmp.enable(s)  # port unreachable: a hint (jvpn/client_icmp.py)
     return s
 
 
@@ -140,8 +138,7 @@ class Client(ClientHandshake, ClientReattach, PathSizing):
         jitter = {"rand": rand} if rand is not None else {}
         self.retry = Backoff(retry_ms, max(retry_ms, RETRY_CAP_MS), **jitter)
         self.handshake_wait = Backoff(HANDSHAKE_BASE_MS, HANDSHAKE_CAP_MS, **jitter)
-        self.orphan = OrphanWatch(orphan_timeout_ms, min(HINT_GRACE_MS, orphan_timeout_ms),
-                                  self.clock_ms())
+        self.orphan = OrphanWatch(orphan_timeout_ms, self.clock_ms())
         self.progress = progress or (lambda _line: None)
         self.ended: str | None = None  # why the session ended, one line (with ``failed``)
         self.gateway_ended = False  # the gateway's authenticated word ended it
@@ -258,20 +255,9 @@ class Client(ClientHandshake, ClientReattach, PathSizing):
             self.receive_once(self.sock)
 
     def receive_once(self, sock: socket.socket) -> None:
-        """One datagram from ``sock``, or a timeout, or an ICMP error: a
-        port unreachable for what we sent the gateway is a hint, no more
-        (jvpn/client_orphan.py)."""
+        """One datagram from ``sock``, or a timeout."""
         try:
             msg, src = sock.recvfrom(65535)
-        except ConnectionRefusedError:
-            if sock is self.sock and self._refusals():
-                self.orphan.hint(self.clock_ms(), "ICMP port unreachable for the gateway's "
-                                                  "address and port (nothing listens there?)")
-                self.events.emit_unauthenticated(
-                    EventType.ORPHAN_HINT, Reason.PORT_UNREACHABLE, Transport(*self.endpoint),
-                    self.session_id, detail="a hint only: ends the session only if no "
-                                            "authenticated answer follows")
-            return
         except (TimeoutError, OSError):
             return
         self.receive(msg, src, sock)
@@ -332,9 +318,7 @@ class Client(ClientHandshake, ClientReattach, PathSizing):
             self._wake.clear()
             now = self.clock_ms()
             self.events.flush()  # summaries whose interval is over (a flood that stopped)
-            orphaned = self.orphan.tick(now)
-            if orphaned is not None:
-                self.session_over(Reason.ORPHANED, orphaned)
+            if self.orphan_tick(now):
                 return
             route = self._route()
             if route is not None and route != self.path:  # no route yet: nothing to move to
@@ -345,6 +329,14 @@ class Client(ClientHandshake, ClientReattach, PathSizing):
             if now >= next_keepalive or self._announce_due(now):
                 next_keepalive = now + self.keepalive_ms
                 self._keepalive(now)
+
+    def orphan_tick(self, now: int) -> bool:
+        """The monitor's orphan step (jvpn/client_orphan.py): True if the
+        session is now presumed ended (the agent stops)."""
+        why = self.orphan.tick(now)
+        if why is not None:
+            self.session_over(Reason.ORPHANED, why)
+        return why is not None
 
     def _netlink_loop(self) -> None:  # wakes the monitor on any link/address/route change
         watch_routing(self._stop, self._wake)

@@ -30,7 +30,15 @@ class ClientHandshake:
     def handshake(self, attempts: int = HANDSHAKE_ATTEMPTS) -> Assignment:
         """A new session: initiations until one is answered, each waiting
         longer (doubled, capped, jittered: jvpn/backoff.py). Failing, a
-        :class:`HandshakeFailed` names what was seen and the likely causes."""
+        :class:`HandshakeFailed` names what was seen and the likely causes.
+        ICMP errors are heard during the handshake only (jvpn/client_icmp.py)."""
+        client_icmp.enable(self.sock)
+        try:
+            return self._handshake(attempts)
+        finally:
+            client_icmp.disable(self.sock)
+
+    def _handshake(self, attempts: int) -> Assignment:
         seen, cookie, started = Observed(), None, time.monotonic()
         drops_before = self.drops.total
         for k in range(attempts):

@@ -1,14 +1,16 @@
 """ICMP errors on the client's unconnected outer socket (IP_RECVERR /
-IPV6_RECVERR). Without them Linux drops an ICMP port unreachable for an
-unconnected UDP socket, and "nothing listens there" looks like "nobody is
-there". With them, a receive fails once with ECONNREFUSED and the error
-itself waits in the socket's error queue, which must be drained (it is
-charged to the receive buffer).
+IPV6_RECVERR), during the handshake only. Without them Linux drops an ICMP
+port unreachable for an unconnected UDP socket, and "nothing listens
+there" looks like "nobody is there". With them, the next receive or send
+fails once with ECONNREFUSED and the error itself waits in the socket's
+error queue, which must be drained (it is charged to the receive buffer).
 
 An ICMP error is never authenticated: anyone who knows (or guesses) the
-client's port can send one, from any address. It is a hint only
-(jvpn/client_orphan.py says what a hint may do), and only one that names the
-gateway's address and port as the datagram's destination counts."""
+client's port can send one, from any address, and while the option is on
+each one fails a send (RFC 5927). So it only words the handshake's failure
+(jvpn/client_causes.py), counted only if it names the gateway's address and
+port as the datagram's destination, and the option is off once the session
+is up (jvpn/client_orphan.py: nothing unauthenticated ends a session)."""
 
 from __future__ import annotations
 
@@ -34,6 +36,20 @@ def enable(sock: socket.socket) -> None:
             sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
     except (OSError, AttributeError):
         pass
+
+
+def disable(sock: socket.socket) -> None:
+    """No more ICMP errors on ``sock``; a pending one is read and dropped so
+    it fails no send of the session."""
+    try:
+        if sock.family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVERR, 0)
+        else:
+            sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 0)
+        sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)  # reading it clears it
+    except (OSError, AttributeError):
+        return
+    port_unreachable_from(sock, ("", 0))
 
 
 def port_unreachable_from(sock, endpoint: tuple[str, int]) -> int:

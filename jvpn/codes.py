@@ -65,7 +65,6 @@ class Reason(enum.StrEnum):
     TEARDOWN_FAILED = "TEARDOWN_FAILED"
     # the client's session is over (jvpn; issue 12): no authenticated answer for OrphanTimeout
     ORPHANED = "ORPHANED"
-    PORT_UNREACHABLE = "PORT_UNREACHABLE"  # an ICMP error: a hint only (OrphanHint)
 
 
 class Security(enum.StrEnum):
@@ -116,6 +115,3 @@ class EventType(enum.StrEnum):
     ENDPOINT_RESOLVED = "EndpointResolved"  # an Endpoint host name, resolved at `client up`
     CLIENT_STEP_FAILED = "ClientStepFailed"  # a down hook, the DNS restore... failed at down
     ROUTE_FAILED = "RouteFailed"  # a route to a subnet behind a peer not installed / removed
-    # an unauthenticated sign the session may be gone (jvpn/client_orphan.py): counted per
-    # interval, never acted on alone
-    ORPHAN_HINT = "OrphanHint"

@@ -106,9 +106,6 @@ DEFAULT_ORPHAN_TIMEOUT_MS = (Policy.transport_lost_ttl_ms + Policy.heartbeat_vol
                              + 3_000)
 ORPHAN_TIMEOUT_RANGE_MS = (2_000, 86_400_000)
 ORPHAN_MIN_KEEPALIVES = 4  # OrphanTimeout spans at least this many keepalive intervals
-# an unauthenticated hint (an ICMP port unreachable from the gateway's address)
-# ends the session only after this long without any authenticated message
-HINT_GRACE_MS = 5_000
 
 
 class ConfigError(JvpnError):
