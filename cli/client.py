@@ -48,7 +48,8 @@ def client_up(app, config_path: str, events_file: str | None, echo_events: bool)
                        keepalive_ms=cfg.keepalive_ms, tun_mtu=cfg.tun_mtu,
                        path_mtu=cfg.path_mtu, orphan_timeout_ms=cfg.orphan_timeout_ms,
                        route_plan=plan(cfg.allowed_ips, cfg.fwmark, cfg.table),
-                       progress=progress_printer(app))
+                       progress=progress_printer(app), reconnect=cfg.reconnect,
+                       notice=lambda line: app.err.print(line, markup=False))
     except ClientError as e:
         events.close()
         raise JvpnError(str(e)) from e

@@ -27,6 +27,7 @@ from jvpn.client_handshake import RECV_TIMEOUT_S, ClientError, ClientHandshake
 from jvpn.client_orphan import OrphanWatch
 from jvpn.client_path import PathSize, PathSizing, route_to, watch_routing
 from jvpn.client_reattach import ClientReattach, PendingReattach
+from jvpn.client_renew import ClientRenew
 from jvpn.client_routes import ClientRouting, RouteError, RoutePlan
 from jvpn.codes import EventType, Reason, Security
 from jvpn.config import (
@@ -114,7 +115,7 @@ def tun_addresses(a: Assignment, host_only: bool, endpoint: str):
     return inner, inner6
 
 
-class Client(ClientHandshake, ClientReattach, PathSizing):
+class Client(ClientHandshake, ClientReattach, ClientRenew, PathSizing):
     def __init__(self, *, private_key: bytes, gateway_public: bytes, endpoint: tuple[str, int],
                  events: EventLog, tun_name: str = "jvpn0", keepalive_ms: int = 500,
                  max_missed: int = 3, retry_ms: int = RETRY_BASE_MS,
@@ -123,7 +124,8 @@ class Client(ClientHandshake, ClientReattach, PathSizing):
                  route_plan: RoutePlan | None = None, path_mtu: int | None = None,
                  orphan_timeout_ms: int = DEFAULT_ORPHAN_TIMEOUT_MS,
                  rand: Callable[[], float] | None = None,
-                 progress: Callable[[str], None] | None = None):
+                 progress: Callable[[str], None] | None = None,
+                 notice: Callable[[str], None] | None = None, reconnect: bool = False):
         self.private_key, self.gateway_public = private_key, gateway_public
         self.endpoint = endpoint
         self.tun_mtu, self.size = tun_mtu, PathSize(pathmtu.family_of(self._endpoint[0]), path_mtu)
@@ -139,7 +141,9 @@ class Client(ClientHandshake, ClientReattach, PathSizing):
         self.retry = Backoff(retry_ms, max(retry_ms, RETRY_CAP_MS), **jitter)
         self.handshake_wait = Backoff(HANDSHAKE_BASE_MS, HANDSHAKE_CAP_MS, **jitter)
         self.orphan = OrphanWatch(orphan_timeout_ms, self.clock_ms())
-        self.progress = progress or (lambda _line: None)
+        self.progress = progress or (lambda _line: None)  # on a terminal only
+        self.notice = notice or (lambda _line: None)  # always said (a new session)
+        self.reconnect, self.renewing, self.renewals = reconnect, False, 0
         self.ended: str | None = None  # why the session ended, one line (with ``failed``)
         self.gateway_ended = False  # the gateway's authenticated word ended it
         self.said_goodbye = False  # our TERMINATE went out (once)
@@ -252,6 +256,9 @@ class Client(ClientHandshake, ClientReattach, PathSizing):
     # ------------------------------------------------------------ receiving
     def _udp_loop(self) -> None:
         while not self._stop.is_set():
+            if self.renewing:
+                self.renew()  # Reconnect = yes: the one reader of the socket does it
+                continue
             self.receive_once(self.sock)
 
     def receive_once(self, sock: socket.socket) -> None:
@@ -318,8 +325,10 @@ class Client(ClientHandshake, ClientReattach, PathSizing):
             self._wake.clear()
             now = self.clock_ms()
             self.events.flush()  # summaries whose interval is over (a flood that stopped)
+            if self.renewing:
+                continue  # a new handshake is under way (jvpn/client_renew.py)
             if self.orphan_tick(now):
-                return
+                continue  # stopping, or renewing (Reconnect)
             route = self._route()
             if route is not None and route != self.path:  # no route yet: nothing to move to
                 self.path = route

@@ -149,8 +149,12 @@ class ClientReattach:
             if self.failed:
                 return
             self.failed, self.ended, self.gateway_ended = code, line, by_gateway
+            self.renewing = self.renew_wanted(code)  # Reconnect: jvpn/client_renew.py
         self.events.emit("SessionTerminated", code, self.session_id, detail=line)
-        self._stop.set()
+        if self.renewing:
+            self.send_terminate()  # the old one, if the gateway still has it
+        else:
+            self._stop.set()
         self._wake.set()
 
     def send_terminate(self) -> None:

@@ -115,3 +115,4 @@ class EventType(enum.StrEnum):
     ENDPOINT_RESOLVED = "EndpointResolved"  # an Endpoint host name, resolved at `client up`
     CLIENT_STEP_FAILED = "ClientStepFailed"  # a down hook, the DNS restore... failed at down
     ROUTE_FAILED = "RouteFailed"  # a route to a subnet behind a peer not installed / removed
+    SESSION_RENEWED = "SessionRenewed"  # Reconnect = yes: a new session replaced an ended one

@@ -106,6 +106,7 @@ DEFAULT_ORPHAN_TIMEOUT_MS = (Policy.transport_lost_ttl_ms + Policy.heartbeat_vol
                              + 3_000)
 ORPHAN_TIMEOUT_RANGE_MS = (2_000, 86_400_000)
 ORPHAN_MIN_KEEPALIVES = 4  # OrphanTimeout spans at least this many keepalive intervals
+DEFAULT_RECONNECT = False  # Reconnect = no: a session that ended ends `client up`
 
 
 class ConfigError(JvpnError):
@@ -194,6 +195,7 @@ class ClientConfig:
     path_mtu: int | None = None  # None: from the route to the endpoint, re-read on path changes
     # no authenticated message from the gateway for this long: the session is over
     orphan_timeout_ms: int = DEFAULT_ORPHAN_TIMEOUT_MS
+    reconnect: bool = DEFAULT_RECONNECT  # a new session when the gateway ended or forgot one
 
 
 # ---------------------------------------------------------------- parsing
@@ -496,7 +498,7 @@ _CLIENT = {"Interface": ("PrivateKey", "PrivateKeyFile", "Name", "DNS", *HOOK_KE
                          "FwMark", "Table", "MTU", "PathMTU"),
            # PersistentKeepalive: known only to refuse it with the rename (load_client_config)
            "Peer": ("PublicKey", "Endpoint", "KeepaliveInterval", "PersistentKeepalive",
-                    "AllowedIPs", "OrphanTimeout")}
+                    "AllowedIPs", "OrphanTimeout", "Reconnect")}
 _CLIENT_REPEATABLE = ("DNS", *HOOK_KEYS)
 
 
@@ -763,6 +765,7 @@ def load_client_config(path: str | Path, resolve: Resolver = resolve_host) -> Cl
                         gateway_public_key=gateway_public_key, endpoint=(host, port),
                         keepalive_ms=keepalive_ms, endpoint_name=name,
                         orphan_timeout_ms=_orphan_timeout(f, peer, keepalive_ms),
+                        reconnect=_yes_no(f, peer.entries.get("Reconnect"), DEFAULT_RECONNECT),
                         dns=_dns(f, iface), hooks=_hooks(iface),
                         **_client_routing(f, iface, peer, (host, port)),
                         **_client_mtus(f, iface.entries, host))
@@ -802,6 +805,15 @@ def _seconds_ms(f: _File, entry: _Entry, lo: int, hi: int) -> int:
     if not lo <= ms <= hi:
         raise f.fail_entry(entry, f"{entry.value} s is out of range [{lo / 1000:g}, {hi / 1000:g}]")
     return ms
+
+
+def _yes_no(f: _File, entry: _Entry | None, default: bool) -> bool:
+    if entry is None:
+        return default
+    value = entry.value.strip().lower()
+    if value not in ("yes", "no", "true", "false"):
+        raise f.fail_entry(entry, f"{entry.value!r}: must be yes or no")
+    return value in ("yes", "true")
 
 
 def _orphan_timeout(f: _File, peer: _Section, keepalive_ms: int) -> int:
