@@ -13,7 +13,8 @@ What the client can tell apart:
 - a response that does not decrypt: something answered as the gateway
   without the key the client expects;
 - answers from another address or port: dropped unread (a gateway behind a
-  NAT or answering from another address than Endpoint).
+  NAT or answering from another address than Endpoint);
+- no initiation could be sent at all (no route to the Endpoint).
 """
 
 from __future__ import annotations
@@ -28,12 +29,17 @@ class Observed:
     cookies: int = 0  # COOKIE_REPLY: the gateway is there, under load
     undecryptable: int = 0  # a HANDSHAKE_RESP that failed to open
     strangers: int = 0  # datagrams from another address or port, dropped
+    unsent: int = 0  # initiations the kernel refused to send (no route...)
+    unsent_why: str = ""
 
 
 def cause_line(o: Observed, endpoint: tuple[str, int], seconds: float) -> str:
     """The failure in one line: what was seen, the likely causes, the keys."""
     where = f"{endpoint[0]}:{endpoint[1]}"
     head = f"no session with the gateway {where} after {o.attempts} attempts ({seconds:.0f} s)"
+    if o.unsent and o.unsent == o.attempts:
+        return (f"{head}: no initiation could be sent ({o.unsent_why}): check this host's "
+                f"route to {endpoint[0]} and [Peer] Endpoint")
     if o.undecryptable:
         return (f"{head}: a response did not decrypt ({o.undecryptable}x): whatever answers at "
                 "Endpoint is not the gateway whose key is [Peer] PublicKey; check PublicKey "

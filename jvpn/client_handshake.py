@@ -67,10 +67,13 @@ class ClientHandshake:
 
     def _send_initiation(self, msg: bytes, seen: Observed) -> None:
         try:
-            self.sock.sendto(msg, self.endpoint)
-        except ConnectionRefusedError:  # an earlier initiation's ICMP, reported on this send
-            seen.refused += self._refusals()
-            self.sock.sendto(msg, self.endpoint)
+            try:
+                self.sock.sendto(msg, self.endpoint)
+            except ConnectionRefusedError:  # an earlier initiation's ICMP, reported on this send
+                seen.refused += self._refusals()
+                self.sock.sendto(msg, self.endpoint)
+        except OSError as e:  # no route (an uplink down): counted; the next attempt may pass
+            seen.unsent, seen.unsent_why = seen.unsent + 1, e.strerror or str(e)
 
     def _handshake_reply(self, timeout_s: float, seen: Observed) -> bytes | None:
         """The gateway's next COOKIE_REPLY or HANDSHAKE_RESP; None after timeout_s."""

@@ -19,7 +19,7 @@ import time
 import pytest
 
 from jvpn.gate import abi
-from jvpn.lab.addresses import GW_INNER
+from jvpn.lab.addresses import GW_INNER, UPLINK_METRIC, UPLINK_ROUTER_IP
 from jvpn.lab.attacker import Attacker
 from jvpn.lab.capture import Sniffer
 from jvpn.lab.running import lab_policy
@@ -43,6 +43,22 @@ def _terminated(tl) -> list[dict]:
 
 def _sessions(tl) -> list:
     return tl.cli_json("sessions", "gw0")["gw0"]
+
+
+def _train_tunnel(tl) -> None:
+    """Both uplinks down until the gateway ended the session (its TERMINATE
+    is lost on the way), then up again with their default routes. The
+    session is confirmed first (traffic through it): an unconfirmed one
+    ends quietly, without a TTL."""
+    tl.lab.run("cl", "ping", "-c", "1", "-W", "5", GW_INNER)
+    for uplink in ("wifi", "lte"):
+        tl.lab.link("cl", uplink, "down")
+    tl.wait(lambda: _terminated(tl), "the gateway to expire the session", timeout=15)
+    assert _terminated(tl)[0]["reason_code"] == "TTL_TRANSPORT_LOSS_EXPIRED"
+    for uplink in ("wifi", "lte"):
+        tl.lab.link("cl", uplink, "up")
+        tl.lab.run("cl", "ip", "route", "replace", "default", "via", UPLINK_ROUTER_IP[uplink],
+                   "dev", uplink, "metric", str(UPLINK_METRIC[uplink]))
 
 
 def test_a_stopping_client_ends_its_session_at_once_and_a_replay_ends_nothing(tmp_path):
@@ -78,13 +94,8 @@ def test_a_stopping_client_ends_its_session_at_once_and_a_replay_ends_nothing(tm
 def test_an_orphaned_client_exits_within_the_orphan_timeout(tmp_path):
     tl = _lab(tmp_path, policy=lab_policy(transport_lost_ttl_ms=2_000))
     try:
-        cut = time.monotonic()
-        for uplink in ("wifi", "lte"):  # a train tunnel: the gateway's TERMINATE is lost too
-            tl.lab.link("cl", uplink, "down")
-        tl.wait(lambda: _terminated(tl), "the gateway to expire the session", timeout=15)
-        assert _terminated(tl)[0]["reason_code"] == "TTL_TRANSPORT_LOSS_EXPIRED"
-        for uplink in ("wifi", "lte"):  # out of the tunnel: the client asks, nobody answers
-            tl.lab.link("cl", uplink, "up")
+        cut = time.monotonic()  # the last answer came just before: the ping's
+        _train_tunnel(tl)  # out of the tunnel: the client asks, nobody answers
         tl.wait(lambda: tl.client.poll() is not None, "the orphaned client to exit",
                 timeout=ORPHAN_TIMEOUT_S + 10)
         took = time.monotonic() - cut
@@ -128,5 +139,34 @@ def test_forged_icmp_errors_do_not_end_a_session_whose_gateway_answers(tmp_path)
                     if e["event_type"] == "SessionTerminated"]
         assert len(_sessions(tl)) == 1 and not _terminated(tl)
         tl.lab.run("cl", "ping", "-c", "2", "-W", "2", GW_INNER)
+    finally:
+        tl.down()
+
+
+def test_reconnect_yes_gives_a_new_session_said_as_such(tmp_path):
+    """Reconnect = yes: the orphaned client starts a new session (a new
+    handshake, a new id) instead of exiting; the TUN stays, traffic flows
+    again, and both the line and the event name the old and the new id."""
+    tl = TunnelLab(tmp_path, policy=lab_policy(transport_lost_ttl_ms=2_000))
+    with open(tl.tmp / "client.conf", "a") as f:
+        f.write(f"OrphanTimeout = {ORPHAN_TIMEOUT_S}\nReconnect = yes\n")
+    tl.up()
+    try:
+        [old] = _sessions(tl)
+        _train_tunnel(tl)
+        tl.wait(lambda: [e for e in tl.client_event_list()
+                         if e["event_type"] == "SessionRenewed"],
+                "the new session", timeout=ORPHAN_TIMEOUT_S + 20)
+        [renewed] = [e for e in tl.client_event_list() if e["event_type"] == "SessionRenewed"]
+        assert tl.client.poll() is None, tl.logs()
+        new_sid, old_sid = renewed["session_id"], renewed["old_session_id"]
+        assert new_sid != old_sid
+        log = (tl.tmp / "client.log").read_text()
+        assert f"new session {new_sid} replaces {old_sid} (Reconnect = yes)" in log
+        hs = [e for e in tl.gateway_events() if e["reason_code"] == "HANDSHAKE_OK"]
+        assert len(hs) == 2
+        tl.wait(lambda: tl.lab.run("cl", "ping", "-c", "1", "-W", "1", GW_INNER,
+                                   check=False).returncode == 0, "traffic in the new session")
+        assert old
     finally:
         tl.down()

@@ -191,7 +191,9 @@ EP = ("192.0.2.1", 51900)
     (Observed(attempts=4, cookies=4), ["under load", "HandshakesPerSecond"]),
     (Observed(attempts=4, undecryptable=1), ["did not decrypt", "PublicKey"]),
     (Observed(attempts=4, strangers=2), ["another address", "Endpoint"]),
-], ids=["silence", "refused", "cookies", "undecryptable", "strangers"])
+    (Observed(attempts=4, unsent=4, unsent_why="Network is unreachable"),
+     ["Network is unreachable", "route to 192.0.2.1", "Endpoint"]),
+], ids=["silence", "refused", "cookies", "undecryptable", "strangers", "unsent"])
 def test_each_observation_names_its_causes(seen, words):
     line = cause_line(seen, EP, 12.0)
     assert "\n" not in line and line.startswith("no session with the gateway 192.0.2.1:51900")
