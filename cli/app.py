@@ -21,6 +21,7 @@ from jvpn.errors import JvpnError, NotAttached
 from jvpn.gate import attach as gate_attach
 from jvpn.gate import loader, paths, pins, records
 from jvpn.gate.paths import GatePaths
+from jvpn.gateway import operator
 
 DEFAULT_PIN_ROOT = str(paths.DEFAULT_PIN_ROOT)
 DEFAULT_RUN_DIR = str(paths.DEFAULT_RUN_DIR)
@@ -99,6 +100,18 @@ class App:
 
     def open_maps(self, att: records.Attachment) -> pins.GateMaps:
         return pins.GateMaps(Path(att.pin_dir), att.replay_bits)
+
+    def operator_socket(self, given: str | None = None) -> Path:
+        """The running gateway's operator socket: ``--socket`` if given, else
+        the run dir's (the daemon's default, ControlSocket unset)."""
+        return Path(given) if given else operator.default_path(self.run_dir)
+
+    def ask_daemon(self, op: str, socket_path: str | None = None, **args):
+        """One operation on the running gateway (jvpn/operator.py): its
+        result, or a JvpnError with one line (NoDaemon when none runs)."""
+        from jvpn import operator as operator_client  # noqa: PLC0415
+
+        return operator_client.call(self.operator_socket(socket_path), op, **args)
 
 
 def interface_exists(ifname: str) -> bool:

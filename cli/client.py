@@ -6,6 +6,8 @@ import sys
 
 import click
 
+from jvpn_cli.client_check import client_check
+
 
 @click.group(help="Run the client agent.")
 def client():
@@ -26,17 +28,18 @@ def client():
 @click.pass_obj
 def client_up(app, config_path: str, events_file: str | None, echo_events: bool):
     from jvpn.client import Client, ClientError
-    from jvpn.client_dns import choose_backend
+    from jvpn.client_dns import DnsError
+    from jvpn.client_hooks import HookFailed
     from jvpn.client_lifecycle import Lifecycle, Signals, client_steps
     from jvpn.client_routes import plan
     from jvpn.codes import EventType, Reason
     from jvpn.config import load_client_config
+    from jvpn.config_sources import keyed
     from jvpn.errors import JvpnError
-    from jvpn.events import EventLog
 
     app.require_root()
     cfg = load_client_config(config_path)
-    events = EventLog("client", events_file, echo=sys.stdout if echo_events else None)
+    events = _event_log(events_file, echo_events)
     if cfg.endpoint_name:
         events.emit(EventType.ENDPOINT_RESOLVED, Reason.OK, name=cfg.endpoint_name,
                     address=cfg.endpoint[0], port=cfg.endpoint[1])
@@ -52,8 +55,8 @@ def client_up(app, config_path: str, events_file: str | None, echo_events: bool)
                        notice=lambda line: app.err.print(line, markup=False))
     except ClientError as e:
         events.close()
-        raise JvpnError(str(e)) from e
-    dns = choose_backend(cfg.tun_name, cfg.dns) if cfg.dns.servers or cfg.dns.search else None
+        raise JvpnError(keyed(cfg.sources, e)) from e
+    dns = _dns_backend(cfg)
 
     def report(step: str, e: Exception) -> None:  # a failed undo: said, and the rest go on
         app.err.print(f"jvpn client: {step}: {e}", markup=False)
@@ -64,8 +67,8 @@ def client_up(app, config_path: str, events_file: str | None, echo_events: bool)
     life = Lifecycle(client_steps(cfg, agent, dns), report, signals.stopped.is_set)
     try:
         life.up()
-    except ClientError as e:
-        raise JvpnError(str(e)) from e
+    except (ClientError, DnsError, HookFailed) as e:  # named with the key's file and line
+        raise JvpnError(keyed(cfg.sources, e)) from e
     try:  # whatever happens now (a print to a terminal gone: EIO), the undos run
         a = agent.assignment
         app.err.print(f"jvpn client up: session {a.session_id:016x}, inner {a.client_inner}")
@@ -89,3 +92,31 @@ def progress_printer(app):
     if not sys.stderr.isatty():
         return None
     return lambda line: app.err.print(f"jvpn client: {line}", markup=False)
+
+
+client.add_command(client_check)  # cli/client_check.py
+
+
+def _event_log(events_file: str | None, echo_events: bool):
+    """The client's event log; a file that cannot be opened is one line naming the option."""
+    from jvpn.config_sources import describe
+    from jvpn.errors import JvpnError
+    from jvpn.events import EventLog
+
+    try:
+        return EventLog("client", events_file, echo=sys.stdout if echo_events else None)
+    except (OSError, JvpnError) as e:  # not a bare errno
+        raise JvpnError(f"--events-file {events_file}: {describe(e, events_file)}") from None
+
+
+def _dns_backend(cfg):
+    """The DNS backend for ``DNS =`` (None without it); a refusal names the DNS line."""
+    from jvpn.client_dns import DnsError, choose_backend
+    from jvpn.config_sources import keyed
+
+    if not (cfg.dns.servers or cfg.dns.search):
+        return None
+    try:
+        return choose_backend(cfg.tun_name, cfg.dns)
+    except DnsError as e:
+        raise DnsError(keyed(cfg.sources, e)) from e

@@ -8,6 +8,8 @@ import threading
 
 import click
 
+from jvpn_cli.gateway_check import gateway_check
+
 
 @click.group(help="Run the gateway daemon (handshakes, reattach, tunnel).")
 def gateway():
@@ -69,3 +71,6 @@ def gateway_down(app, tun_name: str):
     Tun(tun_name).destroy()
     app.console.print(f"removed {tun_name}")
 
+
+
+gateway.add_command(gateway_check)  # cli/gateway_check.py

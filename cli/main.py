@@ -82,7 +82,7 @@ def cli(ctx: click.Context, pin_root: str, run_dir: str) -> None:
     \b
     The gate:       attach, detach
     Inspect:        status, sessions, stats, events
-    Run:            gateway up|down, client up
+    Run:            gateway up|down|check, client up|check
     Keys:           keygen, pubkey
     Show, measure:  demo, bench xdp|tunnel|reattach|flood|handoff
 

@@ -75,7 +75,7 @@ def marked(factory: Callable[[], socket.socket], mark: int | None) -> Callable[[
         except OSError as e:
             s.close()
             raise ClientError(f"cannot mark the outer socket (SO_MARK {mark:#x}): {e.strerror}"
-                              " (needs CAP_NET_ADMIN)") from None
+                              " (needs CAP_NET_ADMIN)", key="FwMark") from None
         return s
     return make
 
@@ -111,7 +111,8 @@ def tun_addresses(a: Assignment, host_only: bool, endpoint: str):
         if gw.version == net.version and gw in net:
             raise ClientError(f"the gateway's endpoint {gw} is inside the tunnel's own "
                               f"network {net} (assigned by the gateway): its datagrams "
-                              "would be routed into the tunnel; not brought up")
+                              "would be routed into the tunnel; not brought up",
+                              key="Endpoint")
     return inner, inner6
 
 
@@ -205,7 +206,8 @@ class Client(ClientHandshake, ClientReattach, ClientRenew, PathSizing):
         try:
             self.routes.apply([str(i.ip) for i in (inner, inner6) if i is not None])
         except RouteError as e:
-            raise ClientError(f"cannot install the client's routes: {e}") from None
+            raise ClientError(f"cannot install the client's routes: {e}",
+                              key="AllowedIPs") from None
 
     def stop(self) -> None:  # signal-safe: the loops end; down() closes and undoes, later
         self._stop.set()

@@ -56,7 +56,7 @@ _KEPT = ("nameserver", "search", "domain", "options", "sortlist")
 
 
 class DnsError(JvpnError):
-    pass
+    key = "DNS"  # the config key `client up` names with the file (jvpn.config_sources.keyed)
 
 
 class Backend(Protocol):

@@ -19,7 +19,12 @@ RECV_TIMEOUT_S = 0.2  # the receive loop's timeout, put back after the handshake
 
 
 class ClientError(Exception):
-    pass
+    """``key``: the client config key the failure traces to, if one does
+    (`client up` names it and the file that set it: jvpn.config_sources)."""
+
+    def __init__(self, message: str, key: str | None = None):
+        super().__init__(message)
+        self.key = key
 
 
 class HandshakeFailed(ClientError):

@@ -24,7 +24,13 @@ HOOK_TIMEOUT_S = 120  # a hook that hangs must not hold a teardown (and the DNS 
 
 
 class HookFailed(JvpnError):
-    """A hook exited non-zero, timed out or could not be started."""
+    """A hook exited non-zero, timed out or could not be started. ``key``:
+    PreUp, PostUp, PreDown or PostDown (the message begins with it);
+    ``index``: which of them (1-based), to name its line."""
+
+    def __init__(self, message: str, key: str | None = None, index: int | None = None):
+        super().__init__(message)
+        self.key, self.index = key, index
 
 
 Runner = Callable[..., subprocess.CompletedProcess]
@@ -45,8 +51,9 @@ def run_hooks(kind: str, commands: Sequence[str], iface: str, *,
             done = run([SHELL, "-c", expand(command, iface)], timeout=HOOK_TIMEOUT_S,
                        check=False)
         except subprocess.TimeoutExpired:
-            raise HookFailed(f"{where} did not finish within {HOOK_TIMEOUT_S} s") from None
+            raise HookFailed(f"{where} did not finish within {HOOK_TIMEOUT_S} s",
+                             kind, n) from None
         except OSError as e:
-            raise HookFailed(f"{where} could not start: {e.strerror or e}") from None
+            raise HookFailed(f"{where} could not start: {e.strerror or e}", kind, n) from None
         if done.returncode != 0:
-            raise HookFailed(f"{where} failed with exit status {done.returncode}")
+            raise HookFailed(f"{where} failed with exit status {done.returncode}", kind, n)

@@ -24,9 +24,10 @@ Gateway config (:func:`load_gateway_config`)::
     EventsKeep = 2                 # rotated files kept (events.jsonl.1 ...)
     EventsSummaryInterval = 10     # seconds: one line per kind of unauthenticated rejection
     PathMTU = 1500                 # our outer path's MTU: no datagram to a client is larger
+    ControlSocket = /run/jvpn/gateway.sock  # the operator socket; default <run dir>/gateway.sock
 
-Relative paths (PrivateKeyFile, PeersFile, Policy, StateDir, EventsFile) are
-relative to the folder of the file that names them.
+Relative paths (PrivateKeyFile, PeersFile, Policy, StateDir, EventsFile,
+ControlSocket) are relative to the folder of the file that names them.
 
 Peers file (:func:`load_peers`): one ``[Peer]`` section per peer with
 ``PublicKey`` (mandatory), ``AllowedIPs`` (mandatory; ``AllowedIP`` is the
@@ -49,6 +50,10 @@ WireGuard's seconds) is refused with the rename, never reinterpreted.
 Who may touch the files (jvpn.files): a key file, or a config file with an
 inline key, that group or others may access or another user owns is refused;
 so is any of these files that group or others may write.
+
+Every loaded config carries its ``sources`` (jvpn.config_sources): the
+``FILE:LINE`` that set each key (and each policy field), so that `gateway
+check` shows where a value came from and errors at start name the key.
 """
 
 from __future__ import annotations
@@ -63,10 +68,11 @@ from decimal import Decimal
 from pathlib import Path
 
 from jvpn import keys, pathmtu
+from jvpn.config_sources import Sources
 from jvpn.errors import JvpnError
 from jvpn.events import DEFAULT_KEEP, DEFAULT_MAX_BYTES, DEFAULT_SUMMARY_INTERVAL_MS
 from jvpn.files import UnsafeFile, check_not_writable_by_others, check_secret, read_secret
-from jvpn.policy import Policy, PolicyError, default_policy, load_policy
+from jvpn.policy import Policy, PolicyError, default_policy, load_policy_file
 from jvpn.prefixes import Network
 
 DEFAULT_LISTEN_PORT = 51900
@@ -126,6 +132,7 @@ class PeerConfig:
     name: str
     inner6: ipaddress.IPv6Address | None = None  # assigned: its /128 in the gateway's IPv6 network
     subnets: tuple[Network, ...] = ()  # behind the peer (site-to-site): routed to it
+    origin: str = field(default="", compare=False)  # "FILE:LINE" of its [Peer] section
 
     @property
     def allowed_ips(self) -> tuple[Network, ...]:
@@ -159,6 +166,10 @@ class GatewayConfig:
     events_summary_interval_s: int = DEFAULT_SUMMARY_INTERVAL_MS // 1000
     address6: ipaddress.IPv6Interface | None = None  # the gateway's inner IPv6, optional
     path_mtu: int = DEFAULT_GATEWAY_PATH_MTU  # our outer path: bounds every session's datagrams
+    # the operator socket (jvpn/gateway/operator.py); None: <run dir>/gateway.sock
+    control_socket: Path | None = None
+    # where each value came from (gateway check; start errors name the key and file)
+    sources: Sources = field(default_factory=Sources, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -196,6 +207,7 @@ class ClientConfig:
     # no authenticated message from the gateway for this long: the session is over
     orphan_timeout_ms: int = DEFAULT_ORPHAN_TIMEOUT_MS
     reconnect: bool = DEFAULT_RECONNECT  # a new session when the gateway ended or forgot one
+    sources: Sources = field(default_factory=Sources, compare=False, repr=False)
 
 
 # ---------------------------------------------------------------- parsing
@@ -492,7 +504,7 @@ _GATEWAY = {"Interface": ("PrivateKey", "PrivateKeyFile", "ListenPort", "Address
                           "XdpInterface", "PeersFile", "Policy", "StateDir", "NodeId",
                           "EventsFile", "HandshakesPerSecond", "Store", "ClusterKeyFile",
                           "LeaseTTL", "EventsMaxBytes", "EventsKeep", "EventsSummaryInterval",
-                          "PathMTU")}
+                          "PathMTU", "ControlSocket")}
 _PEERS = {"Peer": ("PublicKey", "AllowedIPs", "AllowedIP", "Name")}
 _CLIENT = {"Interface": ("PrivateKey", "PrivateKeyFile", "Name", "DNS", *HOOK_KEYS,
                          "FwMark", "Table", "MTU", "PathMTU"),
@@ -514,7 +526,7 @@ def load_gateway_config(path: str | Path) -> GatewayConfig:
     peers_entry = f.require(s, "PeersFile")
     peers = _load_peers(f.resolve(peers_entry.value), address, address6,
                         origin=(f, peers_entry))
-    policy = _policy(f, e["Policy"]) if "Policy" in e else default_policy()
+    policy, policy_lines = _policy(f, e["Policy"]) if "Policy" in e else (default_policy(), {})
     state_dir = f.resolve(e["StateDir"].value) if "StateDir" in e else DEFAULT_STATE_DIR
     node_id = e["NodeId"].value if "NodeId" in e else socket.gethostname()
     if any(c.isspace() for c in node_id):
@@ -534,7 +546,23 @@ def load_gateway_config(path: str | Path) -> GatewayConfig:
                          state_dir=state_dir, node_id=node_id, events_file=events_file,
                          handshakes_per_second=load, store=store, cluster_key=cluster_key,
                          lease_ttl_s=lease_ttl, address6=address6, path_mtu=path_mtu,
-                         **_events_bounds(f, e))
+                         control_socket=(f.resolve(e["ControlSocket"].value)
+                                         if "ControlSocket" in e else None),
+                         sources=_sources(f, [s], policy_lines), **_events_bounds(f, e))
+
+
+def _sources(f: _File, sections: list[_Section], extra: dict[str, str] | None = None) -> Sources:
+    """``key -> FILE:LINE`` of every key these sections set (the first line of
+    a repeated one), plus ``extra`` (the policy file's fields)."""
+    lines = {k: f"{f.path}:{en.line}" for s in sections for k, en in s.entries.items()}
+    lines |= {f"{k}[{n}]": f"{f.path}:{en.line}" for s in sections
+              for k, many in s.repeated.items() for n, en in enumerate(many, start=1)}
+    files = {k: f.resolve(en.value) for s in sections for k, en in s.entries.items()
+             if k in _FILE_KEYS}
+    return Sources(f.path, {**lines, **(extra or {})}, files)
+
+
+_FILE_KEYS = ("PeersFile", "Policy", "PrivateKeyFile", "ClusterKeyFile")
 
 
 _SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
@@ -558,12 +586,19 @@ def _events_bounds(f: _File, e: dict) -> dict:
     return out
 
 
-def _policy(f: _File, entry: _Entry) -> Policy:
+def _policy(f: _File, entry: _Entry) -> tuple[Policy, dict[str, str]]:
+    """The policy file ``entry`` names, and ``field -> FILE:LINE`` of the
+    fields it sets. An error in the file names the policy file's line first
+    (where the fix goes), then the line that named the file."""
     path = f.resolve(entry.value)
     try:
         check_not_writable_by_others(path, os.stat(path))  # it sets the security bounds
-        return load_policy(path)
-    except (PolicyError, UnsafeFile) as err:
+        policy, lines = load_policy_file(path)
+        return policy, {k: f"{path}:{n}" for k, n in lines.items()}
+    except PolicyError as err:
+        raise ConfigError(f"{err} (the policy named by {f.path}:{entry.line}: Policy)",
+                          err.path, err.line, err.field) from None
+    except UnsafeFile as err:
         raise f.fail_entry(entry, str(err)) from None
     except (OSError, UnicodeDecodeError) as err:
         reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
@@ -611,7 +646,7 @@ def _load_peers(path: Path, gateway_address: ipaddress.IPv4Interface,
         key_lines[public_key] = key_entry.line
         name = s.entries["Name"].value if "Name" in s.entries else keys.encode(public_key)[:8]
         peer = PeerConfig(public_key=public_key, inner=inner, name=name, inner6=inner6,
-                          subnets=subnets)
+                          subnets=subnets, origin=f"{f.path}:{s.line}")
         owned.extend((net, ip_entry, name) for net in peer.allowed_ips)
         peers.append(peer)
     _refuse_overlaps(f, owned)
@@ -768,7 +803,7 @@ def load_client_config(path: str | Path, resolve: Resolver = resolve_host) -> Cl
                         reconnect=_yes_no(f, peer.entries.get("Reconnect"), DEFAULT_RECONNECT),
                         dns=_dns(f, iface), hooks=_hooks(iface),
                         **_client_routing(f, iface, peer, (host, port)),
-                        **_client_mtus(f, iface.entries, host))
+                        **_client_mtus(f, iface.entries, host), sources=_sources(f, [iface, peer]))
 
 
 def _resolved(f: _File, entry: _Entry, name: str, port: int, resolve: Resolver) -> str:

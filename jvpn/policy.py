@@ -1,7 +1,10 @@
 """The session policy: the seed's fields and defaults, loaded from TOML and
-validated before anything starts. A missing mandatory field, an unknown
-field or an out-of-range value is refused with a message naming the file and
-the field. Defaults live on ``Policy`` only.
+validated before anything starts. Every field is optional (its default is on
+``Policy``, the one home of the defaults); an unknown field, a wrong type or
+an out-of-range value is refused with one line naming the policy file, the
+line and the field: ``policy.toml:7: security.replay_window_size: 5 is out of
+range [16, 65536]``. ``examples/policy.toml`` lists every field with its
+default and range (tests/unit/test_policy_example.py keeps it in step).
 
     version = 1
     [session]
@@ -12,13 +15,19 @@ the field. Defaults live on ``Policy`` only.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 
 class PolicyError(ValueError):
-    pass
+    """One line: ``FILE:LINE: FIELD: message`` (``FILE: ...`` when no line applies)."""
+
+    def __init__(self, message: str, path: str | None = None, line: int | None = None,
+                 field: str | None = None):
+        super().__init__(message)
+        self.path, self.line, self.field = path, line, field
 
 
 H = 3_600_000
@@ -73,7 +82,6 @@ class Field:
     name: str
     lo: float
     hi: float
-    mandatory: bool = False
     kind: type = int
 
     @property
@@ -86,20 +94,20 @@ class Field:
 
 
 SPEC = [
-    Field("session", "max_lifetime_ms", 60_000, 7 * 24 * H, mandatory=True),
-    Field("session", "transport_lost_ttl_ms", 1_000, 3_600_000, mandatory=True),
+    Field("session", "max_lifetime_ms", 60_000, 7 * 24 * H),
+    Field("session", "transport_lost_ttl_ms", 1_000, 3_600_000),
     Field("volatility", "heartbeat_volatile_ms", 100, 300_000),
     Field("volatility", "loss_window_ms", 100, 300_000),
-    Field("volatility", "loss_volatile_threshold", 0.01, 1.0, mandatory=True, kind=float),
+    Field("volatility", "loss_volatile_threshold", 0.01, 1.0, kind=float),
     Field("volatility", "max_consecutive_drops", 1, 1000),
     Field("volatility", "volatile_to_degraded_ms", 100, 600_000),
-    Field("switching", "max_switches_per_min", 1, 600, mandatory=True),
+    Field("switching", "max_switches_per_min", 1, 600),
     Field("switching", "switch_cooldown_ms", 0, 600_000),
-    Field("switching", "recovery_window_ms", 100, 600_000, mandatory=True),
+    Field("switching", "recovery_window_ms", 100, 600_000),
     Field("switching", "switch_improvement_factor", 1.0, 10.0, kind=float),
     Field("transport", "max_candidate_count", 1, 16),
     Field("transport", "enforce_hysteresis", 0, 1, kind=bool),
-    Field("security", "reattach_proof_max_age_ms", 100, 120_000, mandatory=True),
+    Field("security", "reattach_proof_max_age_ms", 100, 120_000),
     Field("security", "replay_window_size", 16, 65_536),
     Field("security", "recovery_expiry_terminates", 0, 1, kind=bool),
 ]
@@ -121,50 +129,116 @@ def default_policy() -> Policy:
 
 
 def load_policy(path: Path) -> Policy:
+    return load_policy_file(path)[0]
+
+
+def load_policy_file(path: Path) -> tuple[Policy, dict[str, int]]:
+    """The policy in ``path`` and the line of every field it sets
+    (``section.name`` -> line; fields it leaves out have their default)."""
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text())
+        text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
-        raise PolicyError(f"{path}: no such policy file") from None
+        raise PolicyError(f"{path}: no such policy file", str(path)) from None
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise PolicyError(f"{path}: not valid TOML: {e}") from None
-    return policy_from_dict(data, str(path))
+        line = _toml_error_line(str(e))
+        where = f"{path}:{line}" if line else f"{path}"
+        raise PolicyError(f"{where}: not valid TOML: {e}", str(path), line) from None
+    lines = key_lines(text)
+    policy = policy_from_dict(data, str(path), lines)
+    return policy, {k: n for k, n in lines.items() if k in _FIELD_KEYS or k == "version"}
 
 
-def policy_from_dict(data: dict, origin: str = "policy") -> Policy:
+def _toml_error_line(message: str) -> int | None:
+    m = re.search(r"\(at line ([0-9]+),", message)
+    return int(m.group(1)) if m else None
+
+
+_HEADER = re.compile(r"\[\s*([A-Za-z0-9_.\s\"-]+?)\s*\]")
+_KEY = re.compile(r"([A-Za-z0-9_.\s\"-]+?)\s*=")
+
+
+def key_lines(text: str) -> dict[str, int]:
+    """Where each key and table of a TOML text is: ``section.name`` (and
+    ``section``) -> line number. tomllib gives values, not positions; this
+    scan only has to find the simple spellings a policy file uses (tables,
+    dotted keys); a key it misses is reported without a line."""
+    out: dict[str, int] = {}
+    table = ""
+    for n, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        header = _HEADER.fullmatch(line.split("#", 1)[0].strip())
+        if header:
+            table = _dotted(header.group(1))
+            out.setdefault(table, n)
+            continue
+        key = _KEY.match(line)
+        if key and not line.startswith("#"):
+            full = ".".join(p for p in (table, _dotted(key.group(1))) if p)
+            out.setdefault(full, n)
+            out.setdefault(full.split(".", 1)[0], n)
+    return out
+
+
+def _dotted(key: str) -> str:
+    return ".".join(part.strip().strip('"') for part in key.split("."))
+
+
+_FIELD_KEYS = frozenset(f.key for f in SPEC)
+
+
+def policy_from_dict(data: dict, origin: str = "policy",
+                     lines: dict[str, int] | None = None) -> Policy:
+    """Every field is optional: absent ones take their default from ``Policy``."""
+    where = _Where(origin, lines or {})
     known_sections = {f.section for f in SPEC}
     for key, value in data.items():
         if key == "version":
             continue
         if key not in known_sections or not isinstance(value, dict):
-            raise PolicyError(f"{origin}: unknown section or key {key!r}")
+            raise where.error(key, f"unknown section or key (known: version, "
+                                   f"{', '.join(sorted(known_sections))})")
         for name in value:
             known = any(f.section == key and f.name == name for f in SPEC)
             if not known and f"{key}.{name}" not in RETIRED:
-                raise PolicyError(f"{origin}: unknown field {key}.{name}")
-    version = data.get("version")
+                fields_here = ", ".join(f.name for f in SPEC if f.section == key)
+                raise where.error(f"{key}.{name}", f"unknown field (known in [{key}]: "
+                                                   f"{fields_here})")
+    version = data.get("version", _DEFAULTS["version"])
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise PolicyError(f"{origin}: 'version' must be a positive integer")
-    values = {f.name: _field_value(data, f, origin) for f in SPEC}
+        raise where.error("version", f"must be a positive integer, got {version!r}")
+    values = {f.name: _field_value(data, f, where) for f in SPEC}
     return Policy(version=version, **values)
 
 
+@dataclass(frozen=True)
+class _Where:
+    """Builds errors that name the policy file and the line of a field."""
 
-def _field_value(data: dict, f: Field, origin: str):
+    origin: str
+    lines: dict[str, int]
+
+    def error(self, key: str, message: str) -> PolicyError:
+        line = self.lines.get(key, self.lines.get(key.split(".", 1)[0]))
+        place = f"{self.origin}:{line}" if line else self.origin
+        return PolicyError(f"{place}: {key}: {message}", self.origin, line, key)
+
+
+def _field_value(data: dict, f: Field, where: _Where):
     section = data.get(f.section, {})
     if f.name not in section:
-        if f.mandatory:
-            raise PolicyError(f"{origin}: mandatory field {f.key} is missing")
         return f.default
     v = section[f.name]
     if f.kind is bool:
         if not isinstance(v, bool):
-            raise PolicyError(f"{origin}: {f.key} must be true or false, got {v!r}")
+            raise where.error(f.key, f"must be true or false, got {v!r}")
         return v
     if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise PolicyError(f"{origin}: {f.key} must be a number, got {v!r}")
+        raise where.error(f.key, f"must be a number, got {v!r}")
     if f.kind is int and not isinstance(v, int):
-        raise PolicyError(f"{origin}: {f.key} must be an integer, got {v!r}")
+        raise where.error(f.key, f"must be an integer, got {v!r}")
     if not f.lo <= v <= f.hi:
-        raise PolicyError(f"{origin}: {f.key} = {v} is out of range [{f.lo}, {f.hi}]")
+        raise where.error(f.key, f"{v} is out of range [{f.lo}, {f.hi}]")
     return f.kind(v)

@@ -16,8 +16,11 @@ from pathlib import Path
 from typing import TextIO
 
 from jvpn.config import GatewayConfig
+from jvpn.config_sources import naming
 from jvpn.events import EventLog
+from jvpn.files import UnsafeFile
 from jvpn.gate.paths import DEFAULT_PATHS, GatePaths
+from jvpn.gateway import operator
 from jvpn.gateway.daemon import Gateway
 from jvpn.gateway.instance import InstanceLock
 from jvpn.gateway.listener import ANY
@@ -75,19 +78,35 @@ def claim_instance(cfg: GatewayConfig, config_path: str | Path,
                                 config_path=config_path, run_dir=paths.run_dir)
 
 
+def _naming_store(cfg: GatewayConfig):
+    """The key a store failure traces to: Store (etcd) or StateDir (SQLite's file)."""
+    if cfg.store is not None:
+        return naming(cfg.sources, "Store", f"etcd://{cfg.store[0]}:{cfg.store[1]}")
+    return naming(cfg.sources, "StateDir", cfg.state_dir)
+
+
 def build_gateway(cfg: GatewayConfig, *, tun_name: str, echo: TextIO | None = None,
                   paths: GatePaths = DEFAULT_PATHS) -> Gateway:
     """Everything `gateway up` runs, once :func:`claim_instance` holds the
     lock; the caller starts it, and after stop() closes ``gw.store`` and
     ``gw.events``."""
-    gate = open_gate(cfg, paths)
-    store = open_store(cfg)
-    events = EventLog(cfg.node_id, cfg.events_file, policy_version=cfg.policy.version,
-                      echo=echo, max_bytes=cfg.events_max_bytes, keep=cfg.events_keep,
-                      summary_interval_ms=cfg.events_summary_interval_s * 1000)
-    return Gateway(private_key=cfg.private_key, listen=(ANY, cfg.listen_port),
-                   listen_device=cfg.xdp_interface,
-                   address=cfg.address, peers={p.public_key: p for p in cfg.peers},
-                   address6=cfg.address6,
-                   policy=cfg.policy, store=store, gate=gate, events=events, tun_name=tun_name,
-                   cookie_threshold_per_s=cfg.handshakes_per_second, path_mtu=cfg.path_mtu)
+    # each failure names the key and the config file that set it (or its default)
+    with naming(cfg.sources, "XdpInterface", cfg.xdp_interface or "(none)"):
+        gate = open_gate(cfg, paths)
+    with _naming_store(cfg):
+        store = open_store(cfg)
+    with naming(cfg.sources, "EventsFile", cfg.events_file):
+        events = EventLog(cfg.node_id, cfg.events_file, policy_version=cfg.policy.version,
+                          echo=echo, max_bytes=cfg.events_max_bytes, keep=cfg.events_keep,
+                          summary_interval_ms=cfg.events_summary_interval_s * 1000)
+    control = cfg.control_socket or operator.default_path(paths.run_dir)
+    # only the operator socket raises these in Gateway(): the UDP port and the TUN
+    # are named by their own errors
+    with naming(cfg.sources, "ControlSocket", control, (operator.SocketInUse, UnsafeFile)):
+        return Gateway(private_key=cfg.private_key, listen=(ANY, cfg.listen_port),
+                       listen_device=cfg.xdp_interface,
+                       address=cfg.address, peers={p.public_key: p for p in cfg.peers},
+                       address6=cfg.address6,
+                       policy=cfg.policy, store=store, gate=gate, events=events,
+                       tun_name=tun_name, cookie_threshold_per_s=cfg.handshakes_per_second,
+                       path_mtu=cfg.path_mtu, operator_socket=control)

@@ -34,10 +34,12 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from jvpn.codes import EventType, Reason
 from jvpn.config import PeerConfig
 from jvpn.events import EventLog
+from jvpn.gateway import operations
 from jvpn.gateway.admission import Admission
 from jvpn.gateway.control import ControlPath
 from jvpn.gateway.datapath import DataPath
@@ -45,6 +47,7 @@ from jvpn.gateway.follower import for_store
 from jvpn.gateway.gate_watch import GateWatch
 from jvpn.gateway.listener import open_listener
 from jvpn.gateway.reattach import ReattachServer
+from jvpn.gateway.reconcile import Reconcile
 from jvpn.gateway.routes import NoRoutes, SubnetRoutes
 from jvpn.gateway.supervise import Incidents, Supervisor
 from jvpn.gateway.table import Live, SessionTable
@@ -52,7 +55,7 @@ from jvpn.gateway.timers import due_timer
 from jvpn.keys import SessionKeys, public_from_private
 from jvpn.pathmtu import DEFAULT_PATH_MTU
 from jvpn.policy import Policy
-from jvpn.session import Event, State, Transport
+from jvpn.session import State, Transport
 from jvpn.store import Store
 from jvpn.tunnel import Tun
 
@@ -60,7 +63,7 @@ RCVBUF = 4 << 20
 TIMER_TICK_S = 0.1
 
 
-class Gateway(GateWatch):
+class Gateway(GateWatch, Reconcile):
     def __init__(self, *, private_key: bytes, listen: tuple[str, int],
                  address: ipaddress.IPv4Interface,
                  peers: dict[bytes, PeerConfig | ipaddress.IPv4Address],
@@ -68,11 +71,12 @@ class Gateway(GateWatch):
                  clock_ms: Callable[[], int] | None = None, cookie_threshold_per_s: int = 50,
                  listen_device: str | None = None, sock=None, tun=None,
                  address6: ipaddress.IPv6Interface | None = None, routes=None,
-                 path_mtu: int = DEFAULT_PATH_MTU):
+                 path_mtu: int = DEFAULT_PATH_MTU, operator_socket: Path | None = None):
         """``sock`` and ``tun``: already open ones (tests: fakes); by default
         the UDP socket is bound to ``listen`` (on ``listen_device`` only, if
         given) and the TUN opened by name. ``peers``: by public key (a bare
-        IPv4 address: that /32 alone). ``routes``: see ``_open_tun``."""
+        IPv4 address: that /32 alone). ``routes``: see ``_open_tun``.
+        ``operator_socket``: see jvpn/gateway/operations.py."""
         self.public_key = public_from_private(private_key)
         self.address, self.policy = address, policy
         self.store, self.gate, self.events = store, gate, events
@@ -119,6 +123,7 @@ class Gateway(GateWatch):
             self.follower, "on_store_record") else None
         if follow is not None:
             self.follower.on_store_record = self._contained_call("store-watch", follow)
+        self.operator = operations.open_server(self, operator_socket)
 
     def _open_tun(self, tun, name: str, address: ipaddress.IPv4Interface,
                   address6: ipaddress.IPv6Interface | None, routes):
@@ -163,6 +168,8 @@ class Gateway(GateWatch):
                  "timer": self._timer_loop}
         for i, loop in enumerate(self.follower.loops(self._stop)):
             loops[f"store-watch-{i}"] = loop
+        if self.operator is not None:
+            loops["operator"] = lambda: self.operator.serve(self._stop)
         reader = self.gate.event_reader()
         if reader is not None:
             loops["xdp-events"] = lambda: self.datapath.xdp_events_loop(reader)
@@ -182,6 +189,8 @@ class Gateway(GateWatch):
             pass
         self.sock.close()
         self.tun.close()
+        if self.operator is not None:
+            self.operator.close()
         self.supervisor.join(2)
         with self.control:
             self.follower.stop()
@@ -189,45 +198,6 @@ class Gateway(GateWatch):
         self.gate.close()
         self.events.emit(EventType.GATEWAY_STOPPED, Reason.OK,
                          sessions=len(self.table.sessions))
-
-    def reconcile(self) -> None:
-        """Store is the truth; the maps follow it (no session lost, none left)."""
-        with self.control:
-            kept = 0
-            for listed in self.store.list():
-                try:
-                    got = self.store.get(listed.session_id)
-                    if got is not None and self._restore(got[0], SessionKeys.unpack(got[1])):
-                        kept += 1
-                except Exception as e:  # noqa: BLE001 - one session must not block the start
-                    self.incidents.report("reconcile", e)
-            removed = self.table.remove_stale()
-            self.events.emit(EventType.RECONCILED, Reason.OK, sessions=kept,
-                             removed_from_maps=removed)
-
-    def _restore(self, rec, keys: SessionKeys) -> bool:
-        """One stored session after a start: served here (True), stood by, or gone."""
-        table = self.table
-        if not self.ownership.owns(rec):
-            if rec.state is not State.TERMINATED:
-                table.stand_by(rec, keys)
-            return False
-        if rec.state is State.TERMINATED:
-            table.forget(rec.session_id)
-            return False
-        rec = self.follower.reclaim(rec)
-        if rec is None:
-            return False
-        live = table.install(rec, keys, ipaddress.IPv4Address(rec.inner_addr).packed,
-                             first_counter=self.store.get_floor(rec.session_id),
-                             gate_window=True)
-        if rec.state is State.RECOVERING:
-            # Its path challenge lived in the memory of the process that
-            # ended: nobody can answer it. Recovery fails now (DEGRADED, the
-            # candidate dropped), so the client's next reattach starts anew.
-            table.transition(live, Event.REATTACH_INVALID, candidate=None,
-                             detail="path challenge lost in a restart")
-        return True
 
     # ------------------------------------------------------------ control
     def handle_control(self, msg: bytes, src: Transport) -> None:

@@ -131,7 +131,7 @@ class Clock:
 
 
 def make_gateway(tmp_path, *, store=None, gate=None, events=None, clock=None,
-                 cookie_threshold_per_s: int = 50, policy=None) -> Gateway:
+                 cookie_threshold_per_s: int = 50, policy=None, **extra) -> Gateway:
     peers = {keys.public_from_private(k): a for k, a in zip(PEER_KEYS, PEER_INNER, strict=True)}
     return Gateway(private_key=GW_KEY, listen=LISTEN, address=ADDRESS, peers=peers,
                    policy=policy or default_policy(),
@@ -139,7 +139,7 @@ def make_gateway(tmp_path, *, store=None, gate=None, events=None, clock=None,
                    gate=gate if gate is not None else UserspaceGate(),
                    events=events if events is not None else EventLog("gw-test"),
                    clock_ms=clock, cookie_threshold_per_s=cookie_threshold_per_s,
-                   sock=FakeSock(), tun=FakeTun())
+                   sock=FakeSock(), tun=FakeTun(), **extra)
 
 
 def initiation(peer: int = 0) -> Initiator:

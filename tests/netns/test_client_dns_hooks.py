@@ -67,7 +67,7 @@ def test_dns_hooks_and_a_host_name_endpoint(tmp_path):
 
 
 def test_a_failing_post_up_stops_up_and_undoes_dns(tmp_path):
-    """Through the real CLI: one `error:` line naming the hook, exit 1, DNS
+    """Through the real CLI: one `error:` line naming the hook and its line, exit 1, DNS
     put back, PostDown run (its PreUp ran), PreDown not (PostUp never completed)."""
     log = tmp_path / "hooks.log"
     etc = PrivateEtc(tmp_path, resolv_conf=ORIGINAL, hosts=f"{GW_IP} {GW_HOSTNAME}\n")
@@ -86,7 +86,11 @@ def test_a_failing_post_up_stops_up_and_undoes_dns(tmp_path):
         tl.down()
     errors = [ln for ln in (tmp_path / "client.log").read_text().splitlines()
               if ln.startswith("error:")]
-    assert errors == ["error: PostUp hook 1 of 1 ('exit 7') failed with exit status 7"]
+    conf = tmp_path / "client.conf"  # the error names the hook's own line (issue 12)
+    line = next(n for n, text in enumerate(conf.read_text().splitlines(), start=1)
+                if text.startswith("PostUp"))
+    assert errors == [f"error: {conf}:{line}: PostUp hook 1 of 1 ('exit 7') failed with exit "
+                      "status 7"]
     assert etc.resolv_conf.read_text() == ORIGINAL
     assert not (etc.upper / "resolv.conf.jvpn-backup").exists()
     assert log.read_text().splitlines() == ["PreUp jvpn0 dns=0 tun=no",

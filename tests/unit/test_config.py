@@ -204,7 +204,10 @@ BAD_GATEWAY = [
      ["gw.conf:5:", "PrivateKeyFile", "gw.key", "not valid base64"]),
     ("policy-out-of-range", gateway_text(Policy="policy.toml"),
      {"policy.toml": POLICY + "replay_window_size = 5\n"},
-     ["gw.conf:6:", "Policy", "policy.toml", "security.replay_window_size", "out of range"]),
+     ["policy.toml:12: security.replay_window_size:", "out of range", "gw.conf:6: Policy"]),
+    ("policy-partial-file", gateway_text(Policy="policy.toml"),
+     {"policy.toml": "[session]\ntransport_lost_ttl_ms = 99\n"},
+     ["policy.toml:2: session.transport_lost_ttl_ms:", "out of range", "gw.conf:6: Policy"]),
     ("policy-missing", gateway_text(Policy="nope.toml"), {},
      ["gw.conf:6:", "Policy", "nope.toml"]),
     ("bad-xdp-interface", gateway_text(XdpInterface="a-very-long-ifname0"), {},
@@ -264,6 +267,7 @@ def test_bad_gateway_configs(tmp_path, text, others, parts):
     assert message.startswith(str(tmp_path)), message
     for part in parts:
         assert part in message, (part, message)
+    assert message.index(parts[0]) < 20 + len(str(tmp_path)), message  # the place comes first
 
 
 def client_text(**over: str | None) -> str:

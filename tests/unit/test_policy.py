@@ -1,4 +1,5 @@
-"""Policy validation: defaults, mandatory fields, ranges, unknown fields."""
+"""Policy validation: defaults (every field optional), ranges, unknown fields,
+and errors that name the policy file's own line."""
 
 import pytest
 
@@ -9,10 +10,11 @@ from jvpn.policy import (
     PolicyError,
     default_policy,
     load_policy,
+    load_policy_file,
     policy_from_dict,
 )
 
-MANDATORY = {
+SAMPLE = {
     "version": 3,
     "session": {"max_lifetime_ms": 28_800_000, "transport_lost_ttl_ms": 15_000},
     "volatility": {"loss_volatile_threshold": 0.2},
@@ -47,12 +49,53 @@ reattach_proof_max_age_ms = 5000
     assert p.version == 2 and p.max_switches_per_min == 4 and p.switch_cooldown_ms == 1_500
 
 
-@pytest.mark.parametrize("field", [f for f in SPEC if f.mandatory], ids=lambda f: f.key)
-def test_missing_mandatory_field_is_named(field):
-    data = {k: dict(v) if isinstance(v, dict) else v for k, v in MANDATORY.items()}
-    del data[field.section][field.name]
-    with pytest.raises(PolicyError, match=field.key.replace(".", r"\.")):
-        policy_from_dict(data)
+@pytest.mark.parametrize("field", SPEC, ids=lambda f: f.key)
+def test_every_field_is_optional(field):
+    """A file that leaves one field out gets that field's default (issue 12:
+    six fields with defaults used to be mandatory once a file was given)."""
+    data = {k: dict(v) if isinstance(v, dict) else v for k, v in SAMPLE.items()}
+    data.get(field.section, {}).pop(field.name, None)
+    assert getattr(policy_from_dict(data), field.name) == field.default
+
+
+def test_an_empty_file_is_the_default_policy(tmp_path):
+    f = tmp_path / "policy.toml"
+    f.write_text("# nothing set: every default\n")
+    assert load_policy(f) == default_policy()
+    f.write_text("[session]\ntransport_lost_ttl_ms = 20000\n")
+    assert load_policy(f) == Policy(transport_lost_ttl_ms=20_000)
+
+
+@pytest.mark.parametrize("text,line,needles", [
+    ("version = 2\n[session]\n# a comment\nmax_lifetime_ms = 5\n", 4,
+     ["session.max_lifetime_ms", "out of range"]),
+    ("[security]\nreplay_window_size = 128\nreplay_windw = 1\n", 3,
+     ["security.replay_windw", "unknown field", "replay_window_size"]),
+    ("[session]\n[securty]\nreplay_window_size = 1\n", 2, ["securty", "unknown section"]),
+    ("\nsecurity.replay_window_size = 5\n", 2, ["security.replay_window_size", "range"]),
+    ("[transport]\nenforce_hysteresis = 1\n", 2,
+     ["transport.enforce_hysteresis", "true or false"]),
+    ("version = 0\n", 1, ["version", "positive integer"]),
+    ("[session]\nmax_lifetime_ms = 1\nmax_lifetime_ms = 2\n", 3, ["not valid TOML"]),
+])
+def test_errors_name_the_policy_file_line(tmp_path, text, line, needles):
+    f = tmp_path / "policy.toml"
+    f.write_text(text)
+    with pytest.raises(PolicyError) as err:
+        load_policy(f)
+    message = str(err.value)
+    assert message.startswith(f"{f}:{line}: "), message
+    assert err.value.line == line and "\n" not in message
+    for needle in needles:
+        assert needle in message
+
+
+def test_load_policy_file_gives_the_lines_of_the_fields_it_sets(tmp_path):
+    f = tmp_path / "policy.toml"
+    f.write_text("version = 4\n\n[switching]\nmax_switches_per_min = 9\n")
+    policy, lines = load_policy_file(f)
+    assert policy == Policy(version=4, max_switches_per_min=9)
+    assert lines == {"version": 1, "switching.max_switches_per_min": 4}
 
 
 @pytest.mark.parametrize("section,name,value", [
@@ -62,23 +105,22 @@ def test_missing_mandatory_field_is_named(field):
     ("session", "max_lifetime_ms", 1.5e7),
 ])
 def test_out_of_range_or_wrong_type_is_named(section, name, value):
-    data = {k: dict(v) if isinstance(v, dict) else v for k, v in MANDATORY.items()}
+    data = {k: dict(v) if isinstance(v, dict) else v for k, v in SAMPLE.items()}
     data.setdefault(section, {})[name] = value
     with pytest.raises(PolicyError, match=rf"{section}\.{name}"):
         policy_from_dict(data)
 
 
 def test_unknown_field_and_bad_files(tmp_path):
-    with pytest.raises(PolicyError, match=r"unknown field session\.max_lifetime"):
-        policy_from_dict({**MANDATORY, "session": {"max_lifetime": 1}})
+    with pytest.raises(PolicyError, match=r"session\.max_lifetime: unknown field"):
+        policy_from_dict({**SAMPLE, "session": {"max_lifetime": 1}})
     with pytest.raises(PolicyError, match="no such policy file"):
         load_policy(tmp_path / "missing.toml")
     bad = tmp_path / "bad.toml"
     bad.write_text("version = [")
     with pytest.raises(PolicyError, match="not valid TOML"):
         load_policy(bad)
-    with pytest.raises(PolicyError, match="version"):
-        policy_from_dict({k: v for k, v in MANDATORY.items() if k != "version"})
+    assert policy_from_dict({k: v for k, v in SAMPLE.items() if k != "version"}).version == 1
 
 
 def test_every_default_has_one_home_on_the_dataclass():
@@ -91,9 +133,27 @@ def test_every_default_has_one_home_on_the_dataclass():
 def test_removed_fields_still_load_and_typos_do_not():
     """heartbeat_interval_ms and strict_validation meant nothing and were
     removed: an old file that sets them loads (ignored), a typo is refused."""
-    old = {**MANDATORY, "volatility": {**MANDATORY["volatility"], "heartbeat_interval_ms": 500},
-           "security": {**MANDATORY["security"], "strict_validation": True}}
+    old = {**SAMPLE, "volatility": {**SAMPLE["volatility"], "heartbeat_interval_ms": 500},
+           "security": {**SAMPLE["security"], "strict_validation": True}}
     p = policy_from_dict(old)
     assert not hasattr(p, "heartbeat_interval_ms") and not hasattr(p, "strict_validation")
-    with pytest.raises(PolicyError, match=r"unknown field security\.strict_validaton"):
-        policy_from_dict({**MANDATORY, "security": {"strict_validaton": True}})
+    with pytest.raises(PolicyError, match=r"security\.strict_validaton: unknown field"):
+        policy_from_dict({**SAMPLE, "security": {"strict_validaton": True}})
+
+
+def test_an_inline_table_error_names_the_tables_line(tmp_path):
+    """The line scan does not follow inline tables: the error names the
+    table's line, never another one."""
+    f = tmp_path / "policy.toml"
+    f.write_text("version = 1\n\nsession = { max_lifetime_ms = 5 }\n")
+    with pytest.raises(PolicyError) as err:
+        load_policy(f)
+    assert str(err.value).startswith(f"{f}:3: session.max_lifetime_ms: 5 is out of range")
+
+
+def test_commented_keys_do_not_move_the_line(tmp_path):
+    f = tmp_path / "policy.toml"
+    f.write_text("[security]\n# replay_window_size = 64\nreplay_window_size = 8  # too small\n")
+    with pytest.raises(PolicyError) as err:
+        load_policy(f)
+    assert err.value.line == 3

@@ -1,0 +1,78 @@
+"""The CLI's side of the gateway's operator socket (jvpn/gateway/operator.py):
+one request, one reply, or one line saying why not."""
+
+from __future__ import annotations
+
+import errno
+import json
+import socket
+from pathlib import Path
+
+from jvpn.errors import JvpnError
+
+MAX_REPLY_BYTES = 256 << 20  # a million sessions' identities fit
+DEFAULT_TIMEOUT_S = 10.0
+
+
+class NoDaemon(JvpnError):
+    """Nothing answers on the operator socket: no gateway daemon runs there."""
+
+
+class OperatorError(JvpnError):
+    """The daemon refused the operation; the message is its one line."""
+
+
+def call(path: str | Path, op: str, *, timeout_s: float = DEFAULT_TIMEOUT_S, **args) -> object:
+    """The result of operation ``op`` (arguments as JSON values)."""
+    path = Path(path)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as sock:
+        sock.settimeout(timeout_s)
+        _connect(sock, path)
+        sock.sendall((json.dumps({**args, "op": op}) + "\n").encode())
+        reply = _read_reply(sock, path)
+    if reply.get("ok") is True:
+        return reply.get("result")
+    raise OperatorError(str(reply.get("error") or f"{op}: refused without a reason"))
+
+
+def _connect(sock: socket.socket, path: Path) -> None:
+    try:
+        sock.connect(str(path))
+    except (FileNotFoundError, ConnectionRefusedError):
+        raise NoDaemon(f"no gateway daemon answers on {path}: is `jvpn-xdp gateway up` "
+                       "running (with this run dir, or --socket = its ControlSocket)?") from None
+    except PermissionError:
+        raise JvpnError(f"{path}: permission denied: the operator socket is root's "
+                        "(run with sudo)") from None
+    except TimeoutError:
+        raise JvpnError(f"{path}: the gateway daemon did not accept within "
+                        f"{sock.gettimeout():g} s") from None
+    except OSError as e:
+        if e.errno == errno.ENOTSOCK or e.errno == errno.ECONNREFUSED:
+            raise NoDaemon(f"{path} is not a live operator socket") from None
+        raise
+
+
+def _read_reply(sock: socket.socket, path: Path) -> dict:
+    chunks, size = [], 0
+    try:
+        while True:
+            chunk = sock.recv(1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+            if chunk.endswith(b"\n"):
+                break
+            if size > MAX_REPLY_BYTES:
+                raise JvpnError(f"{path}: reply larger than {MAX_REPLY_BYTES} bytes")
+    except TimeoutError:
+        raise JvpnError(f"{path}: the gateway daemon did not answer within "
+                        f"{sock.gettimeout():g} s") from None
+    try:
+        reply = json.loads(b"".join(chunks))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise JvpnError(f"{path}: the reply is not JSON (is this a jvpn gateway?)") from None
+    if not isinstance(reply, dict):
+        raise JvpnError(f"{path}: the reply is not a JSON object")
+    return reply
