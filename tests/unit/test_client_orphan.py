@@ -214,3 +214,34 @@ def test_an_icmp_error_about_another_destination_is_not_counted(rig):
     client.sock = RefusingSocket(client.sock, ("198.51.100.9", 53))
     with pytest.raises(Exception, match="no answer at all"):
         client.handshake(attempts=2)
+
+
+# ------------------------------------------------------------------ progress
+def test_the_handshake_reports_each_attempt(rig):
+    lines = []
+    rig.client.progress = lines.append
+    rig.client.sock = RefusingSocket(rig.client.sock, ("198.51.100.9", 53))
+    with pytest.raises(Exception, match="no answer at all"):
+        rig.client.handshake(attempts=2)
+    assert lines == ["handshake with 192.0.2.1:51900, attempt 1/2",
+                     "handshake with 192.0.2.1:51900, attempt 2/2"]
+
+
+def test_progress_is_shown_on_a_terminal_only(monkeypatch):
+    from jvpn_cli.client import progress_printer  # noqa: PLC0415
+
+    printed = []
+
+    class Err:  # the app's stderr console
+        @staticmethod
+        def print(line, markup=True):
+            printed.append(line)
+
+    class App:
+        err = Err
+
+    monkeypatch.setattr("sys.stderr.isatty", lambda: False)
+    assert progress_printer(App) is None
+    monkeypatch.setattr("sys.stderr.isatty", lambda: True)
+    progress_printer(App)("handshake attempt 1/4")
+    assert printed == ["jvpn client: handshake attempt 1/4"]
