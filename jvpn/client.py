@@ -231,9 +231,11 @@ class Client(ClientHandshake, ClientReattach, ClientRenew, PathSizing):
         return left
 
     def wait(self) -> str | None:
-        """Block until stopped; the failure reason, if any."""
+        """Block until stopped; the failure reason, if any. The gateway is
+        told at once (our TERMINATE), before the teardown's hooks run."""
         while not self._stop.wait(0.5):
             pass
+        self.send_terminate()
         return self.failed
 
     # ------------------------------------------------------------ sending
