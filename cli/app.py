@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import socket
 from pathlib import Path
 from typing import Any
 
 import click
+import psutil
 from rich.console import Console
 
 from jvpn.errors import JvpnError, NotAttached
@@ -124,30 +124,20 @@ def interface_exists(ifname: str) -> bool:
 
 def mount_fstype(path: Path) -> str | None:
     """File system type of the mount that holds ``path`` (or would, for a path
-    not made yet), from this process's /proc/self/mountinfo."""
+    not made yet), from this process's mount table (psutil reads
+    /proc/self/mounts: this mount namespace's)."""
     path = Path(os.path.realpath(path))
     best, fstype = -1, None
     try:
-        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+        mounts = psutil.disk_partitions(all=True)
     except OSError:
         return None
-    for line in lines:
-        fields = line.split()
-        try:
-            sep = fields.index("-")
-        except ValueError:
-            continue
-        mount_point = _unescape(fields[4])
-        mp = Path(mount_point)
+    for m in mounts:
+        mp = Path(m.mountpoint)
         # ">=": of stacked mounts on one point, the later (listed last) is on top
         if (path == mp or mp in path.parents) and len(mp.parts) >= best:
-            best, fstype = len(mp.parts), fields[sep + 1]
+            best, fstype = len(mp.parts), m.fstype
     return fstype
-
-
-def _unescape(field: str) -> str:
-    # mountinfo escapes space, tab, newline and backslash as \ooo
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
 def session_id_hex(sid: int) -> str:

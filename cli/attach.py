@@ -11,6 +11,7 @@ from jvpn.gate import abi, records
 from jvpn.gate import attach as gate_attach
 from jvpn.gate.config import GateConfig
 from jvpn_cli.app import App
+from jvpn_cli.progress import progress
 
 
 @click.command(short_help="Attach the XDP gate to an interface.")
@@ -67,7 +68,12 @@ def attach(app: App, iface: str, ports: list[int], mode: str, handshake_rate: fl
     """Compile and load the gate, write its config and attach it to IFACE.
 
     The maps are pinned in PIN_ROOT/IFACE and the attachment is recorded in
-    RUN_DIR/IFACE.json, which the other commands read. Needs root and bcc.
+    RUN_DIR/IFACE.json (with its network namespace and ifindex), which the
+    other commands read. Refused when IFACE has a record already, also one
+    made in another network namespace (pins and records are keyed by name:
+    give each namespace its own --pin-root and --run-dir). On a terminal,
+    shows its stages (compiling, loading, attaching, pinning) on stderr.
+    Needs root and bcc.
     """
     app.require_maps_access()
     gate_attach.require_interface(iface)
@@ -75,7 +81,8 @@ def attach(app: App, iface: str, ports: list[int], mode: str, handshake_rate: fl
     config = GateConfig(ports=ports, global_control_pps=handshake_rate,
                         authed_control_pps=control_rate,
                         session_control_pps=session_control_rate)
-    att = gate_attach.attach(iface, config, mode, paths=app.paths)
+    with progress(app.err, f"attaching the jvpn gate to {iface}") as step:
+        att = gate_attach.attach(iface, config, mode, paths=app.paths, progress=step)
     if as_json:
         app.emit_json(asdict(att))
         if att.note:
@@ -84,6 +91,7 @@ def attach(app: App, iface: str, ports: list[int], mode: str, handshake_rate: fl
     app.say(f"attached jvpn XDP gate to [bold]{escape(att.ifname)}[/bold] "
             f"(ifindex {att.ifindex})")
     app.say(f"  mode:    {att.mode}")
+    app.say(f"  netns:   {att.netns()}", markup=False)
     app.say(f"  ports:   {', '.join(str(p) for p in att.ports)} (UDP)")
     app.say(f"  pin dir: {att.pin_dir}", markup=False)
     app.say(f"  record:  {records.Attachment.path(att.ifname, app.paths)}", markup=False)

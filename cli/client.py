@@ -27,15 +27,15 @@ def client():
 @click.option("--echo-events", is_flag=True, help="Also print every event on stdout.")
 @click.pass_obj
 def client_up(app, config_path: str, events_file: str | None, echo_events: bool):
-    from jvpn.client import Client, ClientError
+    from jvpn.client import ClientError
     from jvpn.client_dns import DnsError
     from jvpn.client_hooks import HookFailed
     from jvpn.client_lifecycle import Lifecycle, Signals, client_steps
-    from jvpn.client_routes import plan
     from jvpn.codes import EventType, Reason
     from jvpn.config import load_client_config
     from jvpn.config_sources import keyed
     from jvpn.errors import JvpnError
+    from jvpn.tunnel import TunBusy
 
     app.require_root()
     cfg = load_client_config(config_path)
@@ -45,14 +45,8 @@ def client_up(app, config_path: str, events_file: str | None, echo_events: bool)
                     address=cfg.endpoint[0], port=cfg.endpoint[1])
         app.err.print(f"jvpn client: {cfg.endpoint_name} is {cfg.endpoint[0]} (resolved once, "
                       "now)", markup=False)
-    try:  # the outer socket is marked from the start (full tunnel: jvpn.client_routes)
-        agent = Client(private_key=cfg.private_key, gateway_public=cfg.gateway_public_key,
-                       endpoint=cfg.endpoint, events=events, tun_name=cfg.tun_name,
-                       keepalive_ms=cfg.keepalive_ms, tun_mtu=cfg.tun_mtu,
-                       path_mtu=cfg.path_mtu, orphan_timeout_ms=cfg.orphan_timeout_ms,
-                       route_plan=plan(cfg.allowed_ips, cfg.fwmark, cfg.table),
-                       progress=progress_printer(app), reconnect=cfg.reconnect,
-                       notice=lambda line: app.err.print(line, markup=False))
+    try:
+        agent = _agent(app, cfg, events)
     except ClientError as e:
         events.close()
         raise JvpnError(keyed(cfg.sources, e)) from e
@@ -69,6 +63,8 @@ def client_up(app, config_path: str, events_file: str | None, echo_events: bool)
         life.up()
     except (ClientError, DnsError, HookFailed) as e:  # named with the key's file and line
         raise JvpnError(keyed(cfg.sources, e)) from e
+    except TunBusy as e:  # the config's Name chose the TUN
+        raise JvpnError(f"{cfg.sources.where('Name')}: {e}") from None
     try:  # whatever happens now (a print to a terminal gone: EIO), the undos run
         a = agent.assignment
         app.err.print(f"jvpn client up: session {a.session_id:016x}, inner {a.client_inner}")
@@ -84,6 +80,21 @@ def client_up(app, config_path: str, events_file: str | None, echo_events: bool)
                       f"from the gateway {agent.endpoint[0]}:{agent.endpoint[1]}", markup=False)
     if failed and not signals.stopped.is_set():
         raise JvpnError(f"{agent.ended or failed}; run `client up` again for a new session")
+
+
+def _agent(app, cfg, events):
+    """The client agent for ``cfg``; its outer socket is marked from the
+    start (full tunnel: jvpn.client_routes)."""
+    from jvpn.client import Client
+    from jvpn.client_routes import plan
+
+    return Client(private_key=cfg.private_key, gateway_public=cfg.gateway_public_key,
+                  endpoint=cfg.endpoint, events=events, tun_name=cfg.tun_name,
+                  keepalive_ms=cfg.keepalive_ms, tun_mtu=cfg.tun_mtu, path_mtu=cfg.path_mtu,
+                  orphan_timeout_ms=cfg.orphan_timeout_ms,
+                  route_plan=plan(cfg.allowed_ips, cfg.fwmark, cfg.table),
+                  progress=progress_printer(app), reconnect=cfg.reconnect,
+                  notice=lambda line: app.err.print(line, markup=False))
 
 
 def progress_printer(app):

@@ -26,12 +26,10 @@ _SHORT = {"distinct_sources": "sources"}
 @click.option("--session", default=None, help="Only events of this session id (hex).")
 @click.pass_obj
 def events(app, path: str, follow: bool, as_json: bool, session: str | None):
-    from jvpn.errors import JvpnError
     from jvpn.events import follow as follow_file
 
     p = Path(path)
-    if not p.exists():
-        raise JvpnError(f"no events file at {p}: is the gateway running with this EventsFile?")
+    _require_readable(p)
     want = session.lower().removeprefix("0x").zfill(16) if session else None
 
     def show(ev: dict) -> None:
@@ -58,3 +56,22 @@ def events(app, path: str, follow: bool, as_json: bool, session: str | None):
                     show(json.loads(line))
                 except ValueError:
                     continue
+
+
+def _require_readable(p: Path) -> None:
+    """One line naming the file and the setting, not a raw errno (the state
+    directory is root's, 0700: an operator without root gets EACCES)."""
+    from jvpn.errors import JvpnError
+
+    try:
+        with open(p, "rb"):
+            pass
+    except FileNotFoundError:
+        raise JvpnError(f"no events file at {p} (--file): is the gateway running with "
+                        "this EventsFile?") from None
+    except PermissionError:
+        raise JvpnError(f"cannot read the events file {p} (--file; EventsFile in the gateway "
+                        "config): permission denied: run it as root (the StateDir is 0700)"
+                        ) from None
+    except IsADirectoryError:
+        raise JvpnError(f"{p} (--file) is a directory, not the events file") from None

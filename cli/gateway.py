@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import signal
 import sys
-import threading
 
 import click
 
@@ -16,7 +14,8 @@ def gateway():
     pass
 
 
-@gateway.command("up", help="Run the gateway daemon in the foreground until SIGTERM/SIGINT. "
+@gateway.command("up", help="Run the gateway daemon in the foreground until SIGTERM/SIGINT "
+                            "(SIGHUP reloads the peers file and the policy: `gateway reload`). "
                             "If the config names an XdpInterface, `jvpn-xdp attach` it first: "
                             "the daemon writes bindings into its pinned maps and listens on that "
                             "interface only; if the gate is detached or replaced while it runs, "
@@ -35,22 +34,25 @@ def gateway_up(app, config_path: str, tun_name: str, echo_events: bool):
     from jvpn.config import load_gateway_config
     from jvpn.errors import JvpnError
     from jvpn.gateway.build import build_gateway, claim_instance
+    from jvpn.gateway.reload import Reloader
+    from jvpn.gateway.signals import Signals
+    from jvpn.gateway.start_errors import naming_settings
 
+    signals = Signals().install()  # before anything: a SIGHUP must never kill us
     app.require_root()
     cfg = load_gateway_config(config_path)
-    # the lock comes before anything else opens; it is released at exit
-    with claim_instance(cfg, config_path, app.paths):
+    # the lock comes before anything else opens; it is released at exit. A port
+    # taken, a StateDir that is a file, a busy TUN: one line naming the setting
+    with naming_settings(cfg, tun_name), claim_instance(cfg, config_path, app.paths):
         gw = build_gateway(cfg, tun_name=tun_name, echo=sys.stdout if echo_events else None,
                            paths=app.paths)
-        stop = threading.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
+        gw.reloader = Reloader(gw, config_path, cfg)
         # the gateway's one fatal path (a thread ended, the gate is gone) stops us too
-        gw.start(on_fatal=lambda _line: stop.set())
+        gw.start(on_fatal=lambda _line: signals.request_stop())
         gate = f"xdp on {cfg.xdp_interface}" if cfg.xdp_interface else "userspace"
         app.err.print(f"jvpn gateway up on :{cfg.listen_port}, inner {cfg.address}, "
                       f"gate: {gate}, events: {cfg.events_file}")
-        stop.wait()
+        signals.run(reload=gw.reloader.reload_from_signal)
         try:
             gw.stop()
             gw.store.close()
@@ -61,16 +63,46 @@ def gateway_up(app, config_path: str, tun_name: str, echo_events: bool):
 
 
 @gateway.command("down", help="Remove the gateway's persistent TUN device (sessions stay in "
-                              "the store; bindings stay in the pinned maps).")
+                              "the store; bindings stay in the pinned maps). Without such a "
+                              "device: says so and exits 0. Refused while a gateway runs on it.")
 @click.option("--tun", "tun_name", default="jvpn-gw", show_default=True)
 @click.pass_obj
 def gateway_down(app, tun_name: str):
-    from jvpn.tunnel import Tun
+    from jvpn.errors import JvpnError
+    from jvpn.tunnel import Tun, TunBusy, tun_exists
 
     app.require_root()
-    Tun(tun_name).destroy()
+    exists = tun_exists(tun_name)  # Tun() would make the device it is asked to remove
+    if exists is None:
+        app.console.print(f"no TUN device {tun_name}: nothing to remove")
+        return
+    if not exists:
+        raise JvpnError(f"--tun {tun_name}: {tun_name} is not a TUN device: not removed")
+    try:
+        Tun(tun_name).destroy()
+    except TunBusy as e:
+        raise JvpnError(f"--tun {tun_name}: {e}: stop the gateway first") from None
     app.console.print(f"removed {tun_name}")
 
+
+
+@gateway.command("reload", help="Re-read the running gateway's peers file and policy and apply "
+                                "them at once (what SIGHUP does), or refuse with the error and "
+                                "keep the running configuration. A removed peer's sessions end "
+                                "(PEER_REVOKED). Other keys need a restart: a reload that "
+                                "changes one is refused, naming it.")
+@click.option("--socket", "socket_path", metavar="PATH",
+              help="The gateway's operator socket (default: <run dir>/gateway.sock).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_obj
+def gateway_reload(app, socket_path: str | None, as_json: bool):
+    from jvpn.gateway.reload import summary
+
+    result = app.ask_daemon("reload", socket_path)
+    if as_json:
+        app.emit_json(result)
+    else:
+        app.say(f"reloaded: {summary(result)}", markup=False)
 
 
 gateway.add_command(gateway_check)  # cli/gateway_check.py

@@ -54,6 +54,13 @@ def _write_secret(path: Path, text: str, force: bool) -> None:
     except FileExistsError:
         raise JvpnError(f"{path} exists: refusing to overwrite a key file "
                         "(pass --force to replace it)") from None
+    except PermissionError:
+        raise JvpnError(f"--out {path}: permission denied: cannot create the key file "
+                        f"there (is {path.parent} writable by you? sudo?)") from None
+    except FileNotFoundError:
+        raise JvpnError(f"--out {path}: no such directory {path.parent}") from None
+    except IsADirectoryError:
+        raise JvpnError(f"--out {path}: a directory, not a file") from None
     try:
         os.ftruncate(fd, 0)
         os.write(fd, text.encode())

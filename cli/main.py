@@ -21,12 +21,14 @@ from jvpn_cli.bench import bench
 from jvpn_cli.client import client
 from jvpn_cli.demo import demo
 from jvpn_cli.detach import detach
+from jvpn_cli.drain import drain
 from jvpn_cli.events import events
 from jvpn_cli.gateway import gateway
 from jvpn_cli.keygen import keygen, pubkey
 from jvpn_cli.sessions import sessions
 from jvpn_cli.stats import stats
 from jvpn_cli.status import status
+from jvpn_cli.terminate import terminate
 
 EXIT_INTERRUPTED = 130
 
@@ -82,7 +84,8 @@ def cli(ctx: click.Context, pin_root: str, run_dir: str) -> None:
     \b
     The gate:       attach, detach
     Inspect:        status, sessions, stats, events
-    Run:            gateway up|down|check, client up|check
+    Run:            gateway up|down|check|reload, client up|check
+    Operate:        terminate, drain
     Keys:           keygen, pubkey
     Show, measure:  demo, bench xdp|tunnel|reattach|flood|handoff
 
@@ -96,7 +99,7 @@ def cli(ctx: click.Context, pin_root: str, run_dir: str) -> None:
 
 
 for _command in (attach, detach, status, sessions, stats, events, gateway, client, bench, demo,
-                 keygen, pubkey):
+                 keygen, pubkey, terminate, drain):
     cli.add_command(_command)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,9 @@ def status(app: App, as_json: bool) -> None:
     pinned map and when it was attached.
 
     Works without root, except for the session count (shown as "?" with the
-    reason). Prints "nothing attached" when there is no record.
+    reason). Prints "nothing attached" when there is no record. A record made
+    in another network namespace is shown as such (prog id "elsewhere", and
+    how to enter that namespace): its link cannot be seen from here.
     """
     rows = [_describe(app, att) for att in records.Attachment.all(app.paths)]
     if as_json:
@@ -41,11 +44,13 @@ def status(app: App, as_json: bool) -> None:
     notes = []
     for r in rows:
         pin = r["pin_dir"] + {True: "", False: " (missing)", None: " (?)"}[r["pinned"]]
-        prog = str(r["prog_id"]) if r["prog_id"] else "none"
+        prog = "elsewhere" if r["elsewhere"] else str(r["prog_id"]) if r["prog_id"] else "none"
         sessions = "?" if r["sessions"] is None else str(r["sessions"])
         table.add_row(r["ifname"], r["mode"], ",".join(map(str, r["ports"])), prog, pin,
                       sessions, _when(r["attached_at"]))
-        if not r["prog_id"]:
+        if r["elsewhere"]:
+            notes.append(r["elsewhere"])  # not ours to judge, nor to detach, from here
+        elif not r["prog_id"]:
             notes.append(f"{r['ifname']}: no XDP program on the link (detached by someone "
                          "else, or the interface is gone): run `jvpn-xdp detach` to clean up")
         if r["sessions_error"]:
@@ -58,6 +63,10 @@ def status(app: App, as_json: bool) -> None:
 
 
 def _describe(app: App, att: records.Attachment) -> dict[str, Any]:
+    elsewhere = att.foreign()
+    # the link of another namespace cannot be asked from here (the name may
+    # be another interface's here): no program id, no advice to detach
+    prog_id = None if elsewhere else _prog_id(att)
     pinned = _is_dir(Path(att.pin_dir))
     sessions, why = None, None
     if pinned is None:
@@ -78,13 +87,27 @@ def _describe(app: App, att: records.Attachment) -> dict[str, Any]:
         "ports": list(att.ports),
         "pin_dir": att.pin_dir,
         "pinned": pinned,
-        "prog_id": gate_attach.xdp_prog_id(att.ifname),
+        "prog_id": prog_id,
+        "netns_inode": att.netns_inode or None,
+        "netns_name": att.netns_name or None,
+        "elsewhere": elsewhere,
         "sessions": sessions,
         "sessions_error": why,
         "replay_bits": att.replay_bits,
         "attached_at": att.attached_at,
         "note": att.note,
     }
+
+
+def _prog_id(att: records.Attachment) -> int | None:
+    """The program on the recorded link: None when the name now names
+    another interface (made again: the program went with the old one)."""
+    try:
+        if att.ifindex and socket.if_nametoindex(att.ifname) != att.ifindex:
+            return None
+    except OSError:
+        return None
+    return gate_attach.xdp_prog_id(att.ifname)
 
 
 def _is_dir(path: Path) -> bool | None:

@@ -43,6 +43,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
+import psutil
+
 from jvpn.config import ClientDns
 from jvpn.errors import JvpnError
 
@@ -146,7 +148,7 @@ class FileBackend:
                  start_of: Callable[[int], str | None] | None = None):
         self.iface, self.dns, self.path = iface, dns, Path(path)
         self.backup = self.path.with_name(self.path.name + BACKUP_SUFFIX)
-        self.pid_alive = pid_alive or (lambda pid: Path(f"/proc/{pid}").exists())
+        self.pid_alive = pid_alive or psutil.pid_exists
         self.start_of = start_of or process_start
         self.recovered = False  # a crashed run's backup was put back at apply
 
@@ -251,7 +253,10 @@ class FileBackend:
 
 def process_start(pid: int) -> str | None:
     """``<boot id>:<start time in clock ticks>`` of a process: unique across
-    reboots and pid reuse; None if unknown."""
+    reboots and pid reuse; None if unknown. Read here, not through psutil:
+    its create_time() adds the boot time from the wall clock, which moves when
+    the clock is stepped, and a marker must compare equal for the process's
+    whole life."""
     try:
         boot = BOOT_ID.read_text().strip()
         stat_line = Path(f"/proc/{pid}/stat").read_text()

@@ -30,6 +30,9 @@ class Reason(enum.StrEnum):
     TTL_SESSION_EXPIRED = "TTL_SESSION_EXPIRED"
     TTL_TRANSPORT_LOSS_EXPIRED = "TTL_TRANSPORT_LOSS_EXPIRED"
     POLICY_TERMINATION = "POLICY_TERMINATION"
+    # operator actions (jvpn): `jvpn-xdp terminate`; a peer removed by a reload
+    OPERATOR_TERMINATED = "OPERATOR_TERMINATED"
+    PEER_REVOKED = "PEER_REVOKED"
     CLIENT_STOPPED = "CLIENT_STOPPED"  # the client's TERMINATE (jvpn; issue 12)
     FATAL_PROTOCOL_ERROR = "FATAL_PROTOCOL_ERROR"
     # reattach results (seed)
@@ -51,6 +54,8 @@ class Reason(enum.StrEnum):
     # lifecycle (jvpn)
     OK = "OK"
     GATE_DETACHED = "GATE_DETACHED"
+    CONFIG_INVALID = "CONFIG_INVALID"  # a reload refused
+    DRAINING = "DRAINING"  # a handshake refused: the gateway drains
     # contained daemon errors (jvpn; the reason_code of a DaemonError)
     STORE_UNAVAILABLE = "STORE_UNAVAILABLE"
     STORE_RECORD_UNREADABLE = "STORE_RECORD_UNREADABLE"
@@ -115,4 +120,8 @@ class EventType(enum.StrEnum):
     ENDPOINT_RESOLVED = "EndpointResolved"  # an Endpoint host name, resolved at `client up`
     CLIENT_STEP_FAILED = "ClientStepFailed"  # a down hook, the DNS restore... failed at down
     ROUTE_FAILED = "RouteFailed"  # a route to a subnet behind a peer not installed / removed
+    # operator actions on the running gateway (jvpn)
+    GATEWAY_RELOADED = "GatewayReloaded"  # peers and policy re-read and applied
+    RELOAD_REFUSED = "ReloadRefused"  # ... or refused: the old configuration stays
+    DRAIN_CHANGED = "DrainChanged"  # new sessions refused (drain) or admitted again
     SESSION_RENEWED = "SessionRenewed"  # Reconnect = yes: a new session replaced an ended one

@@ -33,7 +33,9 @@ class Event(enum.StrEnum):
     RECOVERY_TIMEOUT = "recovery_timeout"
     SESSION_TTL_EXPIRED = "session_ttl_expired"
     TRANSPORT_TTL_EXPIRED = "transport_ttl_expired"
-    OPERATOR_TERMINATE = "operator_terminate"
+    OPERATOR_TERMINATE = "operator_terminate"  # T20: `jvpn-xdp terminate`
+    POLICY_TERMINATE = "policy_terminate"  # a policy bound ended it (recovery, switch storm)
+    PEER_REVOKED = "peer_revoked"  # its peer left the peers file (a reload)
     CLIENT_STOP = "client_stop"  # the client's authenticated TERMINATE (it stopped)
 
 
@@ -52,7 +54,9 @@ TRANSITIONS: dict[tuple[State, Event], tuple[State, str]] = {
 _TERMINATING = {
     E.SESSION_TTL_EXPIRED: "TTL_SESSION_EXPIRED",
     E.TRANSPORT_TTL_EXPIRED: "TTL_TRANSPORT_LOSS_EXPIRED",
-    E.OPERATOR_TERMINATE: "POLICY_TERMINATION",
+    E.OPERATOR_TERMINATE: "OPERATOR_TERMINATED",
+    E.POLICY_TERMINATE: "POLICY_TERMINATION",
+    E.PEER_REVOKED: "PEER_REVOKED",
     E.CLIENT_STOP: "CLIENT_STOPPED",
 }
 for _state in State:

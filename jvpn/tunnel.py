@@ -21,6 +21,7 @@ import errno
 import fcntl
 import ipaddress
 import os
+import select
 import socket
 import struct
 import threading
@@ -472,6 +473,29 @@ _IFF_TUN = 0x0001
 _IFF_NO_PI = 0x1000
 
 
+class TunBusy(JvpnError):
+    """Another process has the TUN device open (a second gateway or client on
+    the same name): the caller names the setting that chose the name."""
+
+
+def tun_exists(name: str) -> bool | None:
+    """True: a TUN device of this name exists in our network namespace;
+    False: the name is another kind of interface; None: no interface has it.
+    Asked over netlink: /sys/class/net shows the namespace sysfs was mounted
+    in, not ours (nsenter --net keeps the host's)."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        try:
+            links = ipr.get_links(ifname=name)
+        except Exception:  # noqa: BLE001 - NetlinkError(ENODEV): no such interface
+            return None
+        if not links:
+            return None
+        info = links[0].get_attr("IFLA_LINKINFO")
+        return info is not None and info.get_attr("IFLA_INFO_KIND") == "tun"
+
+
 class Tun:
     """A TUN device in the current network namespace."""
 
@@ -483,8 +507,15 @@ class Tun:
             raise ValueError(f"interface name {name!r} is longer than 15 bytes")
         self.fd = os.open("/dev/net/tun", os.O_RDWR)
         ifr = struct.pack("16sH", name.encode(), _IFF_TUN | _IFF_NO_PI)
-        fcntl.ioctl(self.fd, _TUNSETIFF, ifr)
-        fcntl.ioctl(self.fd, _TUNSETPERSIST, 1 if persist else 0)
+        try:
+            fcntl.ioctl(self.fd, _TUNSETIFF, ifr)
+            fcntl.ioctl(self.fd, _TUNSETPERSIST, 1 if persist else 0)
+        except OSError as e:
+            self.close()
+            if e.errno == errno.EBUSY:  # one queue: one process at a time
+                raise TunBusy(f"TUN device {name} is busy: another process has it open "
+                              "(another jvpn gateway or client on this name?)") from None
+            raise
         self.name = name
 
     def configure(self, address: str, prefixlen: int, mtu: int = TUN_MTU,
@@ -514,6 +545,24 @@ class Tun:
 
     def read(self) -> bytes:
         return os.read(self.fd, 65535)
+
+    def set_nonblocking(self) -> None:
+        """read() raises BlockingIOError instead of waiting (see wait_readable)."""
+        os.set_blocking(self.fd, False)
+
+    def wait_readable(self, timeout_s: float) -> bool:
+        """For a non-blocking reader (the gateway's): wait at most
+        ``timeout_s`` for a packet, so the reading thread sees a stop in
+        that time (a blocking read would wait for the next packet, forever
+        on an idle tunnel; closing the fd does not wake it)."""
+        fd = self.fd
+        if fd < 0:
+            return False
+        try:
+            readable, _w, _x = select.select([fd], [], [], timeout_s)
+        except (OSError, ValueError):  # closed meanwhile: the caller sees its stop
+            return False
+        return bool(readable)
 
     def write(self, packet: bytes) -> None:
         try:

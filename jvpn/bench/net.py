@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import psutil
+
 from jvpn.lab.addresses import (
     ATTACKER_IP,
     ATTACKER_ROUTER_IF,
@@ -263,8 +265,8 @@ def _trafgen_config(dst_mac: bytes, src_mac: bytes, sid: int, keys, binding: str
 
 
 def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
 
 
 def _flood_packets(tl: TunnelLab) -> int:

@@ -6,6 +6,7 @@ import os
 import shutil
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,11 +18,13 @@ from jvpn.errors import (
     NotAttached,
     NotRoot,
 )
-from jvpn.gate import loader
+from jvpn.gate import inuse, loader
 from jvpn.gate.config import GateConfig
 from jvpn.gate.loader import BuildOptions, Program, measure_ns_per_jiffy
+from jvpn.gate.netns import Netns
 from jvpn.gate.paths import DEFAULT_PATHS, GatePaths
-from jvpn.gate.records import Attachment
+from jvpn.gate.quiet import captured_stderr, one_line
+from jvpn.gate.records import Attachment, ForeignNamespace, Owners
 
 XDP_FLAGS_SKB_MODE = 1 << 1
 XDP_FLAGS_DRV_MODE = 1 << 2
@@ -54,79 +57,160 @@ def xdp_prog_id(ifname: str) -> int | None:
         return xdp.get_attr("IFLA_XDP_PROG_ID")
 
 
+Progress = Callable[[str], None]
+
+
+def _quiet(_stage: str) -> None:
+    pass
+
+
 def attach(ifname: str, config: GateConfig, mode: str = "native",
-           options: BuildOptions | None = None, paths: GatePaths = DEFAULT_PATHS) -> Attachment:
+           options: BuildOptions | None = None, paths: GatePaths = DEFAULT_PATHS,
+           progress: Progress = _quiet) -> Attachment:
     """Compile, load, configure and attach the gate to ``ifname``.
 
     Native (driver) mode first; if the driver refuses, generic (skb) mode,
-    with the reason recorded in ``Attachment.note``.
+    with the reason recorded in ``Attachment.note``. ``progress`` hears each
+    stage (compiling, loading, attaching, pinning) as it starts.
     """
     require_root()
     ifindex = require_interface(ifname)
     if mode not in MODES:
         raise JvpnError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-    if Attachment.path(ifname, paths).exists() or xdp_prog_id(ifname):
-        raise AlreadyAttached(f"an XDP program is already attached to {ifname}: detach it first")
+    _require_free(ifname, paths)
     options = options or BuildOptions()
     if not config.ns_per_jiffy:
+        progress("measuring the kernel tick")
         config = replace(config, ns_per_jiffy=measure_ns_per_jiffy())
     pins = paths.pin_dir(ifname)
-    prog = Program(pins, options)
+    prog = Program(pins, options, progress=progress)
     try:
         with prog.maps() as maps:
             maps.write_config(config.to_abi())
-        used, note = _attach_with_fallback(ifname, prog, mode)
+        used, note = _attach_with_fallback(ifname, prog, mode, progress)
+        progress("pinning")
         prog._pin("prog", prog.prog_fd)
     except BaseException:
         _unpin(pins)
         raise
     finally:
         prog.close()
+    here = Netns.here()
     att = Attachment(ifname=ifname, ifindex=ifindex, mode=used, ports=list(config.ports),
                      pin_dir=str(pins), replay_bits=options.replay_bits,
-                     attached_at=time.time(), note=note)
+                     attached_at=time.time(), note=note, netns_inode=here.inode,
+                     netns_name=here.name)
     att.save(paths)
     return att
 
 
-def _attach_with_fallback(ifname: str, prog: Program, mode: str) -> tuple[str, str]:
-    bcc = loader._bcc()
+def _require_free(ifname: str, paths: GatePaths) -> None:
+    """Refused when the name's record (of any namespace: pins and records
+    are keyed by name) or a program on the link exists."""
     try:
-        bcc.BPF.attach_xdp(ifname, prog.fn, MODES[mode])
+        att = Attachment.load(ifname, paths)
+    except NotAttached:
+        att = None
+    if att is not None and (problem := att.foreign()):
+        raise ForeignNamespace(f"{problem}; its pins ({paths.pin_dir(ifname)}) and record "
+                               "share this name: to attach an interface of this name here "
+                               "too, give this namespace its own --pin-root and --run-dir")
+    if att is not None or Attachment.path(ifname, paths).exists() or xdp_prog_id(ifname):
+        raise AlreadyAttached(f"an XDP program is already attached to {ifname}: detach it first")
+
+
+def _attach_with_fallback(ifname: str, prog: Program, mode: str,
+                          progress: Progress = _quiet) -> tuple[str, str]:
+    progress(f"attaching ({mode})")
+    try:
+        _attach_xdp(ifname, prog, mode)
         return mode, ""
-    except Exception as e:
+    except LoadFailed as e:
         if mode == "generic":
-            raise LoadFailed(f"attaching XDP (generic) to {ifname} failed: {e}") from e
+            raise LoadFailed(f"attaching XDP (generic) to {ifname} failed: {e}") from None
         first = str(e)
+    progress("attaching (generic)")
     try:
-        bcc.BPF.attach_xdp(ifname, prog.fn, MODES["generic"])
-    except Exception as e:
-        raise LoadFailed(f"attaching XDP to {ifname} failed: native: {first}; generic: {e}") from e
+        _attach_xdp(ifname, prog, "generic")
+    except LoadFailed as e:
+        raise LoadFailed(f"attaching XDP to {ifname} failed: native: {first}; "
+                         f"generic: {e}") from None
     return "generic", f"native mode refused by the driver ({first}); running in generic mode"
 
 
-def detach(ifname: str, paths: GatePaths = DEFAULT_PATHS) -> None:
+def _attach_xdp(ifname: str, prog: Program, mode: str) -> None:
+    """bcc's attach, its stderr and bytes reprs folded into one LoadFailed line."""
+    bcc = loader._bcc()
+    with captured_stderr() as captured:
+        try:
+            bcc.BPF.attach_xdp(ifname, prog.fn, MODES[mode])
+            return
+        except Exception as e:  # noqa: BLE001 - bcc raises bare Exception
+            error = e
+    raise LoadFailed(one_line(error, captured))
+
+
+def detach(ifname: str, paths: GatePaths = DEFAULT_PATHS, force: bool = False) -> str | None:
+    """Remove the gate from ``ifname``: refused for a record of another
+    namespace (always) and while a gateway uses the gate (unless ``force``:
+    then the holder of the gateway that was using it is returned)."""
     require_root()
     try:
         att = Attachment.load(ifname, paths)
     except NotAttached:
         att = None
-    if att is None and not paths.pin_dir(ifname).exists():
+    except JvpnError:  # unreadable: its own message says "run detach"; every mode is tried
+        att = None
+    recorded = Attachment.path(ifname, paths).exists()
+    if att is None and not recorded and not paths.pin_dir(ifname).exists():
         raise NotAttached(f"jvpn is not attached to {ifname}")
-    if _interface_exists(ifname):
-        bcc = loader._bcc()
-        modes = [att.mode] if att else []
-        for m in modes + [m for m in MODES if m not in modes]:
+    if att is not None:
+        att.require_here()
+    with inuse.exclusive(ifname, paths, force) as user:
+        if _same_interface(ifname, att):
+            _remove_program(ifname, att)
+        _unpin(paths.pin_dir(ifname))
+        Owners.path(ifname, paths).unlink(missing_ok=True)
+        Attachment.path(ifname, paths).unlink(missing_ok=True)
+    return user
+
+
+def forget(ifname: str, paths: GatePaths = DEFAULT_PATHS) -> None:
+    """Remove the record and pins of an interface whose network namespace is
+    gone (Attachment.orphaned): no link is touched, none of ours is its."""
+    require_root()
+    att = Attachment.load(ifname, paths)
+    if not att.foreign() or not att.orphaned():
+        raise JvpnError(f"the network namespace of {ifname}'s record is not gone: not forgotten")
+    _unpin(paths.pin_dir(ifname))
+    Owners.path(ifname, paths).unlink(missing_ok=True)
+    Attachment.path(ifname, paths).unlink(missing_ok=True)
+
+
+def _same_interface(ifname: str, att: Attachment | None) -> bool:
+    """Whether the link named ``ifname`` here is the one attached: an
+    interface deleted and made again (another ifindex) lost the program
+    with the old one, and what runs on the new one is not ours to remove."""
+    try:
+        now = socket.if_nametoindex(ifname)
+    except OSError:
+        return False
+    return att is None or not att.ifindex or att.ifindex == now
+
+
+def _remove_program(ifname: str, att: Attachment | None) -> None:
+    bcc = loader._bcc()
+    modes = [att.mode] if att else []
+    for m in modes + [m for m in MODES if m not in modes]:
+        with captured_stderr():  # bcc's C side reports every mode that had nothing
             try:
                 bcc.BPF.remove_xdp(ifname, MODES[m])
-            except Exception:  # noqa: BLE001 - bcc raises bare Exception; try every mode
+            except Exception:  # noqa: BLE001, S112 - bcc raises bare Exception; try every mode
                 continue
-        if xdp_prog_id(ifname):
-            raise JvpnError(f"an XDP program is still attached to {ifname} after detach "
-                            "(not jvpn's?): pins kept; remove it with `ip link set dev "
-                            f"{ifname} xdp off`")
-    _unpin(paths.pin_dir(ifname))
-    Attachment.path(ifname, paths).unlink(missing_ok=True)
+    if xdp_prog_id(ifname):
+        raise JvpnError(f"an XDP program is still attached to {ifname} after detach "
+                        "(not jvpn's?): pins kept; remove it with `ip link set dev "
+                        f"{ifname} xdp off`")
 
 
 def _interface_exists(ifname: str) -> bool:

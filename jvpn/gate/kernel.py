@@ -21,21 +21,29 @@ class XdpGate:
     """Projection of session records into a pinned XDP sessions map."""
 
     def __init__(self, ifname: str, paths: GatePaths = DEFAULT_PATHS):
+        from jvpn.gate.inuse import GateUse
         from jvpn.gate.loader import pinned_prog_id
         from jvpn.gate.pins import GateMaps
         from jvpn.gate.records import Attachment
 
         att = Attachment.load(ifname, paths)
+        att.require_here()  # another namespace's gate: its maps are not ours to write
         self.ifname, self.paths, self._published, self._fence = ifname, paths, None, None
         self.pins = paths.pin_dir(ifname)
         self.prog_id = pinned_prog_id(self.pins)
-        self.maps = GateMaps(self.pins, att.replay_bits)
+        # held until close(): `jvpn-xdp detach` refuses while we use the gate (inuse.py)
+        self._use = GateUse.hold(ifname, paths)
+        try:
+            self.maps = GateMaps(self.pins, att.replay_bits)
+        except BaseException:
+            self._use.release()
+            raise
         self.slots = RuntimeSlots(self.maps.runtime_capacity(), dict(self.maps.list_sessions()))
         self.checks_in_kernel = True
         self._element_lock = threading.Lock()
         problem = self.detached()
         if problem is not None:
-            self.maps.close()
+            self.close()
             raise NotAttached(f"{problem}: attach it again (jvpn-xdp detach, then attach)")
 
     def detached(self) -> str | None:
@@ -130,3 +138,4 @@ class XdpGate:
 
     def close(self) -> None:
         self.maps.close()
+        self._use.release()

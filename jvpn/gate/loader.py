@@ -84,8 +84,9 @@ class Program:
     """
 
     def __init__(self, pins: Path, options: BuildOptions | None = None,
-                 source: Path = PROGRAM_SOURCE):
+                 source: Path = PROGRAM_SOURCE, progress=None):
         bcc = _bcc()
+        progress = progress or (lambda _stage: None)
         self.pins = Path(pins)
         self.options = options or BuildOptions()
         try:
@@ -95,7 +96,9 @@ class Program:
                              "/sys/fs/bpf in this mount namespace?") from e
         cflags = self.options.cflags(self.pins)
         try:
+            progress("compiling")
             self.bpf = bcc.BPF(src_file=str(source).encode(), cflags=cflags)
+            progress("loading")
             self.fn = self.bpf.load_func(ENTRY.encode(), bcc.BPF.XDP)
         except Exception as e:  # bcc raises bare Exception with the compiler's text on stderr
             raise LoadFailed(f"compiling/loading {source} failed: {e}") from e

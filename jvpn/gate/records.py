@@ -1,14 +1,25 @@
 """The JSON run records next to an attachment: the attachment itself (written
-by `jvpn-xdp attach`) and the owners document (written by the gateway daemon)."""
+by `jvpn-xdp attach`) and the owners document (written by the gateway daemon).
+
+Records and pins are keyed by interface name, and names are per network
+namespace: the attachment names its namespace (netns.py), and a record made
+in another namespace is never acted on from here (:meth:`Attachment.foreign`).
+"""
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from jvpn.errors import JvpnError, NotAttached
+from jvpn.gate.netns import Netns, name_of, pid_in
 from jvpn.gate.paths import GatePaths
+
+
+class ForeignNamespace(JvpnError):
+    """The record belongs to an interface of another network namespace."""
 
 
 @dataclass
@@ -21,6 +32,8 @@ class Attachment:
     replay_bits: int
     attached_at: float
     note: str = ""
+    netns_inode: int = 0  # 0: a record written before namespaces were recorded
+    netns_name: str = ""  # its /run/netns name, "init", or "" (unnamed)
 
     @staticmethod
     def path(ifname: str, paths: GatePaths) -> Path:
@@ -28,7 +41,10 @@ class Attachment:
 
     def save(self, paths: GatePaths) -> None:
         paths.run_dir.mkdir(parents=True, exist_ok=True)
-        self.path(self.ifname, paths).write_text(json.dumps(asdict(self), indent=2) + "\n")
+        path = self.path(self.ifname, paths)
+        tmp = path.with_suffix(".tmp")  # not *.json: all() never reads a half-written record
+        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        tmp.replace(path)
 
     @classmethod
     def load(cls, ifname: str, paths: GatePaths) -> Attachment:
@@ -40,12 +56,53 @@ class Attachment:
         except (ValueError, TypeError) as e:
             raise JvpnError(f"{path} is unreadable ({e}): run detach") from e
 
+    def netns(self) -> Netns | None:
+        """The namespace of the interface (its current name if it got one
+        since), or None for a record that predates namespaces."""
+        if not self.netns_inode:
+            return None
+        return Netns(self.netns_inode, name_of(self.netns_inode) or self.netns_name)
+
+    def foreign(self, here: Netns | None = None) -> str | None:
+        """None when this record's interface is in our namespace (or the
+        record does not say); else one line saying where to act on it."""
+        ns = self.netns()
+        here = here or Netns.here()
+        if ns is None or ns.inode == here.inode:
+            return None
+        how = Netns(ns.inode, name_of(ns.inode)).nsenter()  # a name it has now, not had
+        if how:
+            there = f"run this command there ({how} jvpn-xdp ...)"
+        elif os.geteuid() != 0:  # other users' namespaces cannot be looked into
+            there = "run this command as root to learn how to enter it"
+        else:
+            there = ("it has no name and no process now: if it is gone (and its XDP program "
+                     f"with it), `jvpn-xdp detach --force {self.ifname}` removes the record "
+                     "and the pins (no link is touched)")
+        return f"{self.ifname} is attached in {ns}, not this one ({here}): {there}"
+
+    def orphaned(self) -> bool:
+        """Whether the record's namespace looks gone: no /run/netns name and
+        no process in it (one held only by an open descriptor or a bind mount
+        elsewhere cannot be told from a gone one: hence --force)."""
+        inode = self.netns_inode
+        if not inode or os.geteuid() != 0:  # only root sees every process's namespace
+            return False
+        return not name_of(inode) and pid_in(inode) is None
+
+    def require_here(self) -> None:
+        problem = self.foreign()
+        if problem is not None:
+            raise ForeignNamespace(problem)
+
     @classmethod
     def all(cls, paths: GatePaths) -> list[Attachment]:
         if not paths.run_dir.is_dir():
             return []
         out = []
         for p in sorted(paths.run_dir.glob("*.json")):
+            if p.name.endswith(".owners.json"):
+                continue  # the daemon's document, not an attachment
             try:
                 out.append(cls.load(p.stem, paths))
             except JvpnError:

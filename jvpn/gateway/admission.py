@@ -60,7 +60,9 @@ class Admission:
         """``peers``: by public key, the peer (or its inner IPv4 alone);
         ``address6``: the gateway's inner IPv6, if it has one."""
         self.peers, self.address, self.address6 = peers, address, address6
-        self.responder = Responder(private_key, lambda pub: pub in peers)
+        self.responder = Responder(private_key, lambda pub: pub in self.peers)
+        # drain (jvpn-xdp drain): no new session; a runtime state, not config
+        self.draining = False
         self.cookies = CookieChecker(private_key)
         self.cookie_threshold, self.monotonic = cookie_threshold_per_s, monotonic
         self._recent: deque = deque()
@@ -81,10 +83,17 @@ class Admission:
         except HandshakeError as e:
             return Refused(e.reason, Reason.REPLAY_DETECTED if e.reason == REPLAYED
                            else Reason.HANDSHAKE_FAIL)
+        if self.draining:  # after the proof: an unknown key is told nothing new
+            return Refused("the gateway is draining: no new sessions (jvpn-xdp drain --off)",
+                           Reason.DRAINING)
         peer = self.peers[init.client_public]
         if isinstance(peer, PeerConfig):
             return Admitted(init, peer.inner, peer.inner6 if self.address6 else None)
         return Admitted(init, peer)
+
+    def set_peers(self, peers: dict[bytes, PeerConfig | ipaddress.IPv4Address]) -> None:
+        """A reload's peers (under the control lock, as every handshake)."""
+        self.peers = peers
 
     @staticmethod
     def older_than(admitted: Admitted, live: SessionRecord | None) -> Refused | None:

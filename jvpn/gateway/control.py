@@ -108,7 +108,7 @@ class ControlPath:
         old = self.table.for_inner(live.inner)
         self.table.confirm(live)
         if old is not None and old is not live:
-            self.table.transition(old, Event.OPERATOR_TERMINATE,
+            self.table.transition(old, Event.POLICY_TERMINATE,
                                   detail="replaced by a new handshake")
         for other in list(self.table.sessions.values()):
             if other.inner == live.inner and not other.confirmed:

@@ -46,6 +46,7 @@ from jvpn.gateway.datapath import DataPath
 from jvpn.gateway.follower import for_store
 from jvpn.gateway.gate_watch import GateWatch
 from jvpn.gateway.listener import open_listener
+from jvpn.gateway.operator_actions import OperatorActions
 from jvpn.gateway.reattach import ReattachServer
 from jvpn.gateway.reconcile import Reconcile
 from jvpn.gateway.routes import NoRoutes, SubnetRoutes
@@ -63,7 +64,7 @@ RCVBUF = 4 << 20
 TIMER_TICK_S = 0.1
 
 
-class Gateway(GateWatch, Reconcile):
+class Gateway(GateWatch, Reconcile, OperatorActions):
     def __init__(self, *, private_key: bytes, listen: tuple[str, int],
                  address: ipaddress.IPv4Interface,
                  peers: dict[bytes, PeerConfig | ipaddress.IPv4Address],
@@ -131,6 +132,7 @@ class Gateway(GateWatch, Reconcile):
         if tun is None:
             tun = Tun(name, persist=True)
             tun.configure(str(address.ip), address.network.prefixlen, address6=address6)
+            tun.set_nonblocking()  # the TUN loop sees a stop within its idle wait
             routes = SubnetRoutes(name, self.events) if routes is None else routes
         return tun, routes if routes is not None else NoRoutes()
 
@@ -164,6 +166,7 @@ class Gateway(GateWatch, Reconcile):
         self.follower.arm()  # before any element of ours is written
         self.routes.flush()  # what a crashed run left; reconcile installs the live ones
         self.reconcile()
+        self.revoke_orphans()  # a peer removed while the gateway was down
         loops = {"udp": self.datapath.udp_loop, "tun": self.datapath.tun_loop,
                  "timer": self._timer_loop}
         for i, loop in enumerate(self.follower.loops(self._stop)):
@@ -262,6 +265,7 @@ class Gateway(GateWatch, Reconcile):
             run(self.follower.check_lease)
             run(self.controlpath.expire_challenges)
             run(self.controlpath.expire_unconfirmed)
+            run(self.revoke_orphans)  # sessions adopted from a gateway not yet reloaded
             for live in list(self.table.sessions.values()):
                 run(self._timers, live)
             run(self.follower.expire_parked)

@@ -34,6 +34,9 @@ COUNTER_AT = slice(16, 24)  # and its counter
 # a read error a loop survives (reported); any other means the socket or TUN is gone
 TRANSIENT = frozenset({errno.EINTR, errno.EAGAIN, errno.ENOBUFS, errno.ENOMEM,
                        errno.ECONNREFUSED, errno.EMSGSIZE})
+# the TUN reader's longest wait while idle: how soon it sees a stop (its fd
+# is non-blocking; a blocking read would hold the stop until the next packet)
+TUN_IDLE_WAIT_S = 0.1
 
 
 class DataPath:
@@ -148,6 +151,9 @@ class DataPath:
         while not self.stop.is_set():
             try:
                 pkt = read()
+            except BlockingIOError:  # idle: wait a little, then look at the stop again
+                self.tun.wait_readable(TUN_IDLE_WAIT_S)
+                continue
             except OSError as e:
                 if self.stop.is_set():
                     return

@@ -13,6 +13,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from jvpn.gateway import control_ops
 from jvpn.gateway.operator import Handler, OperatorServer
 
 
@@ -30,6 +31,9 @@ def open_server(gw, path: Path | None) -> OperatorServer | None:
 def handlers(gw) -> dict[str, Handler]:
     ops: dict[str, Callable[[object, dict], object]] = {
         "ping": ping,
+        "terminate": control_ops.terminate,
+        "drain": control_ops.drain,
+        "reload": control_ops.reload,
     }
     return {name: (lambda request, fn=fn: fn(gw, request)) for name, fn in ops.items()}
 

@@ -335,7 +335,7 @@ class ReattachServer(PathValidation):
         """Bounds exceeded: DEGRADED; exceeded again while DEGRADED: TERMINATED,
         and the key holder is told plainly that the session is over."""
         if rec.state is State.DEGRADED:
-            steps = [apply(consumed, Event.OPERATOR_TERMINATE, p.now)]
+            steps = [apply(consumed, Event.POLICY_TERMINATE, p.now)]
         else:
             steps = self._to_recovering(consumed, p.src, p.now)
             steps.append(apply(steps[-1][0], Event.REATTACH_INVALID, p.now, candidate=None))

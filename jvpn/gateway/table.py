@@ -35,6 +35,7 @@ from jvpn.gateway.downstream import Downstream
 from jvpn.gateway.ownership import OwnerWrite
 from jvpn.gateway.routes import NoRoutes
 from jvpn.gateway.standby import StandbyWrites
+from jvpn.gateway.terminate import OperatorEnds
 from jvpn.keys import SessionKeys
 from jvpn.prefixes import Network, PrefixMap
 from jvpn.replay import DEFAULT_CONTROL_WINDOW
@@ -76,7 +77,7 @@ class Live:
         self.ceiling.resume()
 
 
-class SessionTable(StandbyWrites, Downstream):
+class SessionTable(StandbyWrites, Downstream, OperatorEnds):
     def __init__(self, *, store: Store, gate, events: EventLog, ownership,
                  clock_ms: Callable[[], int], send: Send,
                  control_window: int = DEFAULT_CONTROL_WINDOW, peers=None, routes=None,

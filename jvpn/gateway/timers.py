@@ -20,6 +20,6 @@ def due_timer(rec: SessionRecord, last_rx_ms: int, now: int,
             and now >= rec.recovery_deadline_ms):  # the policy's recovery window
         return Event.REATTACH_INVALID, "recovery window expired", {"candidate": None}
     if rec.state is State.VOLATILE and now - rec.last_change_ms > p.volatile_to_degraded_ms:
-        event = Event.OPERATOR_TERMINATE if p.recovery_expiry_terminates else Event.RECOVERY_TIMEOUT
+        event = Event.POLICY_TERMINATE if p.recovery_expiry_terminates else Event.RECOVERY_TIMEOUT
         return event, "recovery window expired", {}
     return None

@@ -47,6 +47,8 @@ SITE_NET, SITE_CLIENT_IP, SITE_HOST_IP = "192.168.50.0/24", "192.168.50.1", "192
 SITE_PREFIX = 24
 # inner sources the client's peer does not own: another peer's address, a stranger's
 SPOOFED_INNER_SOURCES = ("10.99.0.3", "192.168.60.1")
+# the peer a reload puts in the client's place (tests/netns/test_operator_control.py)
+OTHER_PEER_INNER = "10.99.0.4"
 
 # ---------------------------------------------------------------- names
 # (tests/netns/test_client_dns_hooks.py) only in the client's private /etc

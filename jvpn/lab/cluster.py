@@ -117,7 +117,9 @@ class ClusterLab(ClusterWiring, RunningLab):
         steps = [lambda: self.announcer and self.announcer.stop(),
                  lambda: self._svc_rt and self._svc_rt.close()]
         if self.xdp_on:
-            steps += [lambda n=n: self._xdp(n, "detach", "gw0", check=False) for n in SITES]
+            # --force: the gateways still run (they hold their gates); lab.down stops them
+            steps += [lambda n=n: self._xdp(n, "detach", "gw0", "--force", check=False)
+                      for n in SITES]
         steps.append(self.lab.down)  # stops the jvpn processes while etcd still answers them
         steps += [lambda n=n: sh("ip", "link", "del", self.mgmt_if(n), check=False)
                   for n in SITES]

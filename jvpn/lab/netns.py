@@ -39,6 +39,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import psutil
+
 from jvpn.lab.addresses import (
     ATTACKER_IP,
     ATTACKER_IP6,
@@ -98,7 +100,7 @@ def sh(*args: str, check: bool = True, timeout: float = 30) -> subprocess.Comple
 
 
 def _owner_alive(pid: int) -> bool:
-    return Path(f"/proc/{pid}").exists()
+    return psutil.pid_exists(pid)
 
 
 class Lab:

@@ -72,7 +72,8 @@ class TunnelLab(RunningLab):
     def down(self) -> None:
         try:
             if self.xdp_on:
-                self.jvpn_in("gw", self.env, "detach", "gw0", timeout=30)
+                # --force: the gateway may still run (it holds the gate); it goes next
+                self.jvpn_in("gw", self.env, "detach", "gw0", "--force", timeout=30)
         finally:
             self.lab.down()
             self.unpin(self.env["JVPN_PIN_ROOT"])

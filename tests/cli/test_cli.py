@@ -147,7 +147,7 @@ def test_attach_rates_reach_the_gate_config(runner, as_root, fake_bcc, monkeypat
     are separate settings of the gate."""
     seen = {}
 
-    def fake_attach(iface, config, mode, paths):
+    def fake_attach(iface, config, mode, paths, progress=None):
         seen["config"] = config
         raise NotAttached("stop here (test)")
 
@@ -326,7 +326,6 @@ def test_stats_of_a_record_whose_pins_are_gone(runner, as_root, fake_bcc, dirs):
 def test_mount_fstype():
     assert app_mod.mount_fstype("/proc") == "proc"
     assert app_mod.mount_fstype("/proc/self/does/not/exist") == "proc"
-    assert app_mod._unescape(r"/mnt/a\040b") == "/mnt/a b"
 
 
 def test_session_id_hex():

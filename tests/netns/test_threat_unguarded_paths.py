@@ -32,7 +32,7 @@ def test_only_datagrams_that_crossed_the_gate_reach_the_daemon(tl):
 def test_a_detach_under_a_running_gateway_stops_it_loudly(tmp_path):
     tl = TunnelLab(tmp_path).up()
     try:
-        out = tl.jvpn_in("gw", tl.env, "detach", "gw0")
+        out = tl.jvpn_in("gw", tl.env, "detach", "gw0", "--force")  # it holds the gate
         assert out.returncode == 0, out.stderr
         detached_ms = time.time_ns() // 1_000_000
         tl.wait(lambda: tl.gateway.poll() is not None, "the gateway to stop", timeout=8)

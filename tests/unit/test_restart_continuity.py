@@ -49,6 +49,9 @@ class FakeTun:
     def configure(self, *_a, **_k) -> None:
         pass
 
+    def set_nonblocking(self) -> None:
+        pass
+
     def read(self) -> bytes:
         self._closed.wait()
         raise OSError("closed")

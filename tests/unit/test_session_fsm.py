@@ -19,7 +19,8 @@ LEGAL = {
 for s in State:
     if s is not State.TERMINATED:
         for e in (Event.SESSION_TTL_EXPIRED, Event.TRANSPORT_TTL_EXPIRED,
-                  Event.OPERATOR_TERMINATE, Event.CLIENT_STOP):  # CLIENT_STOP: issue 12
+                  Event.OPERATOR_TERMINATE, Event.POLICY_TERMINATE, Event.PEER_REVOKED,
+                  Event.CLIENT_STOP):  # CLIENT_STOP: issue 12, the client's TERMINATE
             LEGAL[(s, e)] = State.TERMINATED
 
 
@@ -64,8 +65,17 @@ def test_attached_needs_a_binding_and_recovering_a_candidate():
 def test_termination_clears_bindings_and_counts_degradations():
     rec, _ = apply(_rec(State.RECOVERING), Event.REATTACH_INVALID, 1)
     assert rec.degraded_count == 1
-    rec, tr = apply(rec, Event.OPERATOR_TERMINATE, 2)
+    rec, tr = apply(rec, Event.POLICY_TERMINATE, 2)
     assert rec.binding is None and tr.reason_code == "POLICY_TERMINATION"
+
+
+@pytest.mark.parametrize("event, reason", [(Event.OPERATOR_TERMINATE, "OPERATOR_TERMINATED"),
+                                           (Event.PEER_REVOKED, "PEER_REVOKED")])
+def test_operator_ends_name_their_reason_and_the_client_can_be_told(event, reason):
+    from jvpn import wire  # noqa: PLC0415
+
+    _rec2, tr = apply(_rec(State.ATTACHED), event, 2)
+    assert tr.reason_code == reason and reason in wire.TERMINATE_REASONS
 
 
 def test_no_volatile_to_attached_shortcut():

@@ -25,7 +25,7 @@ def test_volatile_too_long_degrades_or_terminates_by_policy():
     now = 10 + P.volatile_to_degraded_ms + 1
     assert due_timer(rec, 10, now, P)[0] is Event.RECOVERY_TIMEOUT
     strict = P.__class__(**{**P.as_dict(), "recovery_expiry_terminates": True})
-    assert due_timer(rec, 10, now, strict)[0] is Event.OPERATOR_TERMINATE
+    assert due_timer(rec, 10, now, strict)[0] is Event.POLICY_TERMINATE
 
 
 def test_transportless_ttl_and_lifetime_terminate():

@@ -1,0 +1,55 @@
+"""The session table's operator ends: one session (`jvpn-xdp terminate`,
+the seed's T20) or every session of a peer (`terminate --peer`, and a peer
+revoked by a reload). A mixin of :class:`jvpn.gateway.table.SessionTable`:
+the change goes through the table's ``commit`` (the store's compare-and-
+swap first; then the element leaves the gate, the client gets the
+authenticated TERMINATE naming the reason, and the SessionStateChange and
+SessionTerminated events carry it), then the session is forgotten at once,
+not at the next timer tick. Callers hold the control lock."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from jvpn.errors import JvpnError
+from jvpn.session import Event, IllegalTransition, SessionRecord, apply
+
+if TYPE_CHECKING:
+    from jvpn.gateway.table import Live
+
+
+class NotServedHere(JvpnError):
+    """The session is not one this gateway serves: unknown, or another
+    gateway's (then the message names the owner)."""
+
+
+class OperatorEnds:
+    def terminate(self, sid: int, event: Event = Event.OPERATOR_TERMINATE,
+                  detail: str = "") -> SessionRecord:
+        """End session ``sid`` now; returns its TERMINATED record. Raises
+        NotServedHere (nothing changed) or StoreError (the store refused or
+        did not answer: nothing changed, the session goes on)."""
+        live = self.sessions.get(sid)
+        if live is None:
+            raise NotServedHere(self._not_here(sid))
+        rec = live.record
+        try:
+            new, tr = apply(rec, event, self.clock_ms())
+        except IllegalTransition:  # already TERMINATED: the timer forgets it
+            self.forget(sid)
+            return rec
+        self.commit(rec, new, live.keys, [(new, tr)], detail=detail)
+        self.forget(sid)
+        return new
+
+    def sessions_at(self, inner: bytes) -> list[Live]:
+        """Every session this gateway serves for the peer whose assigned
+        IPv4 is ``inner`` (the routed one, older ones, unconfirmed ones)."""
+        return [live for live in self.sessions.values() if live.inner == inner]
+
+    def _not_here(self, sid: int) -> str:
+        owner = self.standby.get(sid, (None, ""))[1]
+        if owner:
+            return (f"session {sid:016x} is owned by gateway {owner!r}: terminate it there "
+                    "(the operator socket of that gateway)")
+        return f"no session {sid:016x} on this gateway"
