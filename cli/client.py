@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import click
 
+from jvpn import sdnotify
+from jvpn.service import reopen_on_signal
 from jvpn_cli.client_check import client_check
+
+log = logging.getLogger("jvpn.client")
 
 
 @click.group(help="Run the client agent.")
@@ -43,8 +48,8 @@ def client_up(app, config_path: str, events_file: str | None, echo_events: bool)
     if cfg.endpoint_name:
         events.emit(EventType.ENDPOINT_RESOLVED, Reason.OK, name=cfg.endpoint_name,
                     address=cfg.endpoint[0], port=cfg.endpoint[1])
-        app.err.print(f"jvpn client: {cfg.endpoint_name} is {cfg.endpoint[0]} (resolved once, "
-                      "now)", markup=False)
+        log.info("jvpn client: %s is %s (resolved once, now)", cfg.endpoint_name,
+                 cfg.endpoint[0])
     try:
         agent = _agent(app, cfg, events)
     except ClientError as e:
@@ -53,11 +58,12 @@ def client_up(app, config_path: str, events_file: str | None, echo_events: bool)
     dns = _dns_backend(cfg)
 
     def report(step: str, e: Exception) -> None:  # a failed undo: said, and the rest go on
-        app.err.print(f"jvpn client: {step}: {e}", markup=False)
+        log.warning("jvpn client: %s: %s", step, e)
         events.emit(EventType.CLIENT_STEP_FAILED, Reason.TEARDOWN_FAILED, step=step,
                     detail=str(e))
 
     signals = Signals(agent.stop)
+    reopen_on_signal(events)  # SIGUSR1: logrotate moved the events file
     life = Lifecycle(client_steps(cfg, agent, dns), report, signals.stopped.is_set)
     try:
         life.up()
@@ -66,18 +72,15 @@ def client_up(app, config_path: str, events_file: str | None, echo_events: bool)
     except TunBusy as e:  # the config's Name chose the TUN
         raise JvpnError(f"{cfg.sources.where('Name')}: {e}") from None
     try:  # whatever happens now (a print to a terminal gone: EIO), the undos run
-        a = agent.assignment
-        app.err.print(f"jvpn client up: session {a.session_id:016x}, inner {a.client_inner}")
-        if getattr(dns, "recovered", False):
-            app.err.print(f"jvpn client: put back {dns.path} from a run that did not stop "
-                          "cleanly")
+        _announce_up(agent, dns)
         failed = agent.wait()
+        sdnotify.notify_stopping("stopping")
     finally:
         life.down()
         events.close()
     if agent.drops.total:
-        app.err.print(f"jvpn client: dropped {agent.drops.total} datagrams that did not come "
-                      f"from the gateway {agent.endpoint[0]}:{agent.endpoint[1]}", markup=False)
+        log.warning("jvpn client: dropped %d datagrams that did not come from the gateway "
+                    "%s:%d", agent.drops.total, agent.endpoint[0], agent.endpoint[1])
     if failed and not signals.stopped.is_set():
         raise JvpnError(f"{agent.ended or failed}; run `client up` again for a new session")
 
@@ -94,7 +97,7 @@ def _agent(app, cfg, events):
                   orphan_timeout_ms=cfg.orphan_timeout_ms,
                   route_plan=plan(cfg.allowed_ips, cfg.fwmark, cfg.table),
                   progress=progress_printer(app), reconnect=cfg.reconnect,
-                  notice=lambda line: app.err.print(line, markup=False))
+                  notice=log.warning)  # a new session: said at the default log level
 
 
 def progress_printer(app):
@@ -106,6 +109,15 @@ def progress_printer(app):
 
 
 client.add_command(client_check)  # cli/client_check.py
+
+
+def _announce_up(agent, dns) -> None:
+    """The session is up: said on stderr, and to systemd (READY=1)."""
+    a = agent.assignment
+    log.info("jvpn client up: session %016x, inner %s", a.session_id, a.client_inner)
+    sdnotify.notify_ready(f"session {a.session_id:016x}, inner {a.client_inner}")
+    if getattr(dns, "recovered", False):
+        log.warning("jvpn client: put back %s from a run that did not stop cleanly", dns.path)
 
 
 def _event_log(events_file: str | None, echo_events: bool):

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import click
 
 from jvpn_cli.gateway_check import gateway_check
+
+log = logging.getLogger("jvpn.gateway")
 
 
 @click.group(help="Run the gateway daemon (handshakes, reattach, tunnel).")
@@ -31,12 +34,14 @@ def gateway():
 @click.option("--echo-events", is_flag=True, help="Also print every event on stdout.")
 @click.pass_obj
 def gateway_up(app, config_path: str, tun_name: str, echo_events: bool):
+    from jvpn import sdnotify
     from jvpn.config import load_gateway_config
     from jvpn.errors import JvpnError
     from jvpn.gateway.build import build_gateway, claim_instance
     from jvpn.gateway.reload import Reloader
     from jvpn.gateway.signals import Signals
     from jvpn.gateway.start_errors import naming_settings
+    from jvpn.service import reopen_on_signal
 
     signals = Signals().install()  # before anything: a SIGHUP must never kill us
     app.require_root()
@@ -46,13 +51,18 @@ def gateway_up(app, config_path: str, tun_name: str, echo_events: bool):
     with naming_settings(cfg, tun_name), claim_instance(cfg, config_path, app.paths):
         gw = build_gateway(cfg, tun_name=tun_name, echo=sys.stdout if echo_events else None,
                            paths=app.paths)
-        gw.reloader = Reloader(gw, config_path, cfg)
+        reopen_on_signal(gw.events)  # SIGUSR1: logrotate moved the events file
+        # SIGHUP reloads: RELOADING=1 ... READY=1 around it (systemd)
+        gw.reloader = Reloader(gw, config_path, cfg, notify=sdnotify)
         # the gateway's one fatal path (a thread ended, the gate is gone) stops us too
         gw.start(on_fatal=lambda _line: signals.request_stop())
         gate = f"xdp on {cfg.xdp_interface}" if cfg.xdp_interface else "userspace"
-        app.err.print(f"jvpn gateway up on :{cfg.listen_port}, inner {cfg.address}, "
-                      f"gate: {gate}, events: {cfg.events_file}")
-        signals.run(reload=gw.reloader.reload_from_signal)
+        log.info("jvpn gateway up on :%d, inner %s, gate: %s, events: %s", cfg.listen_port,
+                 cfg.address, gate, cfg.events_file)
+        # socket bound, gate checked, store open, threads running: ready (systemd)
+        sdnotify.notify_ready(f"up on :{cfg.listen_port}, gate: {gate}")
+        signals.run(reload=lambda: _reload(gw))
+        sdnotify.notify_stopping("stopping")
         try:
             gw.stop()
             gw.store.close()
@@ -60,6 +70,13 @@ def gateway_up(app, config_path: str, tun_name: str, echo_events: bool):
         finally:
             if gw.fatal:  # one line on stderr, exit 1: the service manager restarts us
                 raise JvpnError(gw.fatal)
+
+
+def _reload(gw) -> None:
+    """SIGHUP: peers and policy, then the events file reopened (a logrotate
+    postrotate may reload rather than send SIGUSR1)."""
+    gw.reloader.reload_from_signal()
+    gw.events.reopen()
 
 
 @gateway.command("down", help="Remove the gateway's persistent TUN device (sessions stay in "

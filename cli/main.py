@@ -14,7 +14,10 @@ from collections.abc import Sequence
 
 import click
 
+from jvpn import logs
+from jvpn.config import DEFAULT_LOG_LEVEL
 from jvpn.errors import JvpnError
+from jvpn.logs import LEVELS
 from jvpn_cli.app import DEFAULT_PIN_ROOT, DEFAULT_RUN_DIR, App
 from jvpn_cli.attach import attach
 from jvpn_cli.bench import bench
@@ -39,7 +42,9 @@ class CliError(click.ClickException):
     exit_code = 1
 
     def show(self, file=None) -> None:
-        click.echo(f"error: {self.format_message()}", err=True, file=file)
+        # under systemd, the journal files it as an error (jvpn/logs.py)
+        prefix = logs.journal_prefix() if file is None else ""
+        click.echo(f"{prefix}error: {self.format_message()}", err=True, file=file)
 
 
 class JvpnGroup(click.Group):
@@ -76,9 +81,19 @@ class JvpnGroup(click.Group):
     metavar="DIR",
     help="Directory of the attachment records (<iface>.json).",
 )
+@click.option(
+    "--log-level",
+    envvar="JVPN_LOG_LEVEL",
+    default=DEFAULT_LOG_LEVEL,
+    show_default=True,
+    show_envvar=True,
+    type=click.Choice(LEVELS, case_sensitive=False),
+    help="The least severe log lines written to stderr (with a journald priority prefix "
+         "when stderr is the journal).",
+)
 @click.version_option(package_name="jvpn", prog_name="jvpn-xdp")
 @click.pass_context
-def cli(ctx: click.Context, pin_root: str, run_dir: str) -> None:
+def cli(ctx: click.Context, pin_root: str, run_dir: str, log_level: str) -> None:
     """jvpn: a session-centric VPN gateway with an XDP gate.
 
     \b
@@ -95,6 +110,7 @@ def cli(ctx: click.Context, pin_root: str, run_dir: str) -> None:
     and bcc; status works without them but then cannot count sessions.
     gateway, client, demo and bench need root (TUN devices, namespaces).
     """
+    logs.setup(log_level)
     ctx.obj = App(pin_root=pin_root, run_dir=run_dir)
 
 
@@ -115,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         e.show()
         sys.exit(e.exit_code)
     except JvpnError as e:  # raised outside a command (e.g. while parsing)
-        click.echo(f"error: {e}", err=True)
+        click.echo(f"{logs.journal_prefix()}error: {e}", err=True)
         sys.exit(1)
     sys.exit(rv if isinstance(rv, int) else 0)
 

@@ -113,6 +113,7 @@ DEFAULT_ORPHAN_TIMEOUT_MS = (Policy.transport_lost_ttl_ms + Policy.heartbeat_vol
 ORPHAN_TIMEOUT_RANGE_MS = (2_000, 86_400_000)
 ORPHAN_MIN_KEEPALIVES = 4  # OrphanTimeout spans at least this many keepalive intervals
 DEFAULT_RECONNECT = False  # Reconnect = no: a session that ended ends `client up`
+DEFAULT_LOG_LEVEL = "info"  # --log-level / JVPN_LOG_LEVEL (jvpn/logs.py)
 
 
 class ConfigError(JvpnError):

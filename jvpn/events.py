@@ -23,8 +23,8 @@ reject packets:
 from __future__ import annotations
 
 import json
+import logging
 import os
-import sys
 import threading
 import time
 from collections import deque
@@ -34,6 +34,8 @@ from typing import TextIO
 
 from jvpn.errors import JvpnError
 from jvpn.files import PRIVATE_DIR_MODE, open_private
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 DEFAULT_KEEP = 2
@@ -179,6 +181,15 @@ class EventLog:
         with self._lock:
             self._flush_due(self._clock_ms())
 
+    def reopen(self) -> None:
+        """Close the events file and open its path again (SIGUSR1, a reload):
+        after an outside tool (logrotate without copytruncate) renamed it,
+        the next lines go to a new file at the path, not the renamed one.
+        What waits for a failing disk is written first, to the old file."""
+        with self._lock:
+            if self._file:
+                self._file.reopen(self._clock_ms())
+
     def close(self) -> None:
         with self._lock:
             now = self._clock_ms()
@@ -261,6 +272,21 @@ class EventsFile:
             os.close(self._fd)
             self._fd = None
 
+    def reopen(self, now: float) -> None:
+        """The path opened anew (the same checks as at start: 0600, no
+        symlink, no other user's file). A refusal or failure is said on
+        stderr and retried with the next line, as a failed write is."""
+        self.close(now)
+        try:
+            self._fd = _open_events_file(self.path)
+            self._size = os.fstat(self._fd).st_size
+            self._torn = False  # a half line left by a failed write stays in the old file
+        except (OSError, JvpnError) as e:
+            self.write_errors += 1
+            self._last_error = getattr(e, "strerror", None) or str(e)
+            self._retry_at = now + RETRY_MS
+            self._report(now)
+
     def _drain(self, now: float) -> None:
         try:
             while self._pending:
@@ -322,9 +348,12 @@ class EventsFile:
                   f"{len(self._pending)} lines waiting, {self.lines_dropped} dropped; retrying")
 
     def _say(self, text: str) -> None:
+        line = f"jvpn: events file {self.path}: {text}"
+        if self._err is None:  # the daemon's log (jvpn/logs.py): stderr, with a level
+            log.warning("%s", line)
+            return
         try:
-            print(f"jvpn: events file {self.path}: {text}", file=self._err or sys.stderr,
-                  flush=True)
+            print(line, file=self._err, flush=True)
         except (OSError, ValueError):
             pass
 
@@ -338,13 +367,17 @@ def _open_events_file(path: Path) -> int:
 
 
 def follow(path: Path, from_start: bool = True, poll_s: float = 0.2,
-           stop: Callable[[], bool] = lambda: False):
+           stop: Callable[[], bool] = lambda: False, last: int | None = None):
     """Yield event dicts from a JSON-lines file, then keep following it,
     across rotations (tail -F): when the name points to a new file, the rest
-    of the old one is read, then the new one from its start."""
+    of the old one is read, then the new one from its start. ``last``: begin
+    with the file's last ``last`` lines (tail -n), not its start;
+    ``from_start=False``: with none of what it holds now."""
     f = open(path, "rb")  # noqa: SIM115 (swapped on rotation)
     try:
-        if not from_start:
+        if last is not None:
+            f.seek(_start_of_last_lines(f, last))
+        elif not from_start:
             f.seek(0, 2)
         buf = b""
         while not stop():
@@ -367,6 +400,43 @@ def follow(path: Path, from_start: bool = True, poll_s: float = 0.2,
             f, buf = newer, b""
     finally:
         f.close()
+
+
+def read(path: Path, last: int | None = None):
+    """Yield the event dicts the file holds now (its last ``last`` lines
+    only, if given); a line that does not parse is skipped."""
+    with open(path, "rb") as f:
+        if last is not None:
+            f.seek(_start_of_last_lines(f, last))
+        for line in f:
+            if (ev := _parse_line(line)) is not None:
+                yield ev
+
+
+TAIL_BLOCK = 64 * 1024
+
+
+def _start_of_last_lines(f, n: int) -> int:
+    """The offset where the last ``n`` lines of ``f`` begin (the whole
+    file when it has fewer), read backwards in blocks, never the whole
+    file. A line still being written (no newline yet) counts as one."""
+    end = f.seek(0, 2)
+    if n <= 0:
+        return end
+    pos, wanted = end, n + 1  # the newline ending the last line is not a line start
+    while pos > 0:
+        size = min(TAIL_BLOCK, pos)
+        pos -= size
+        f.seek(pos)
+        block = f.read(size)
+        if pos + size == end and not block.endswith(b"\n"):
+            wanted -= 1  # a partial last line: one line with no newline to skip
+        i = len(block)
+        while (i := block.rfind(b"\n", 0, i)) >= 0:
+            wanted -= 1
+            if wanted == 0:
+                return pos + i + 1
+    return 0
 
 
 def _parse_line(line: bytes) -> dict | None:

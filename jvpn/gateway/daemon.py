@@ -45,7 +45,7 @@ from jvpn.gateway.control import ControlPath
 from jvpn.gateway.datapath import DataPath
 from jvpn.gateway.follower import for_store
 from jvpn.gateway.gate_watch import GateWatch
-from jvpn.gateway.listener import open_listener
+from jvpn.gateway.listener import listen_name, open_listener
 from jvpn.gateway.operator_actions import OperatorActions
 from jvpn.gateway.reattach import ReattachServer
 from jvpn.gateway.reconcile import Reconcile
@@ -180,7 +180,7 @@ class Gateway(GateWatch, Reconcile, OperatorActions):
             self.supervisor.start(name, target)
         self.follower.publish()
         self.events.emit(EventType.GATEWAY_STARTED, Reason.OK,
-                         listen=str(self.sock.getsockname()),
+                         listen=listen_name(self.sock.getsockname()),
                          gate="xdp" if self.gate.checks_in_kernel else "userspace",
                          sessions=len(self.table.sessions))
 

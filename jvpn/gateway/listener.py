@@ -41,13 +41,15 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import logging
 import socket
 import struct
-import sys
 from collections.abc import Callable
 
 from jvpn.errors import JvpnError
 from jvpn.session import canonical_ip
+
+log = logging.getLogger(__name__)
 
 ANY = "::"  # the wildcard of both families: one dual-stack socket
 _MAPPED = "::ffff:"
@@ -113,7 +115,15 @@ class DualStackSocket(socket.socket):
 
 
 def _warn(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
+    log.warning("%s", line)
+
+
+def listen_name(sockname: tuple) -> str:
+    """A bound socket's address as operators write it: ``ADDR:PORT``, or
+    ``[ADDR]:PORT`` for IPv6 (the dual-stack wildcard is ``[::]:PORT``);
+    ``getsockname()`` gives a tuple whose repr is no address."""
+    addr, port = sockname[0], sockname[1]
+    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
 
 
 def _new_socket(addr: str, port: int, warn: Callable[[str], None]) -> tuple[socket.socket, str]:

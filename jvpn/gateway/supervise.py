@@ -17,7 +17,7 @@ worse outcome.
 from __future__ import annotations
 
 import errno
-import sys
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from jvpn.codes import EventType, Reason
 from jvpn.store import StoreError, Unreadable
 from jvpn.tunnel import CounterUnavailable
+
+log = logging.getLogger(__name__)
 
 INCIDENT_INTERVAL_MS = 10_000  # at most one DaemonError per kind per interval
 
@@ -157,7 +159,4 @@ class Supervisor:
 
 
 def _stderr(line: str) -> None:
-    try:
-        print(line, file=sys.stderr, flush=True)
-    except (OSError, ValueError):
-        pass
+    log.warning("%s", line)  # the daemon's log: stderr, one line, never raising (jvpn/logs.py)
