@@ -46,8 +46,8 @@ def _sessions(tl) -> list:
 
 
 def _train_tunnel(tl) -> None:
-    """Both uplinks down until the gateway ended the session (its TERMINATE
-    is lost on the way), then up again with their default routes. The
+    """Both uplinks down until the gateway ended the session and its
+    TERMINATE is lost on the way, then up again with their default routes. The
     session is confirmed first (traffic through it): an unconfirmed one
     ends quietly, without a TTL."""
     tl.lab.run("cl", "ping", "-c", "1", "-W", "5", GW_INNER)
@@ -55,6 +55,9 @@ def _train_tunnel(tl) -> None:
         tl.lab.link("cl", uplink, "down")
     tl.wait(lambda: _terminated(tl), "the gateway to expire the session", timeout=15)
     assert _terminated(tl)[0]["reason_code"] == "TTL_TRANSPORT_LOSS_EXPIRED"
+    # the router holds the gateway's TERMINATE while it asks ARP for the client
+    # (3 tries, 1 s apart): back sooner, the client would still get it
+    time.sleep(4)
     for uplink in ("wifi", "lte"):
         tl.lab.link("cl", uplink, "up")
         tl.lab.run("cl", "ip", "route", "replace", "default", "via", UPLINK_ROUTER_IP[uplink],
