@@ -43,7 +43,7 @@ def client_up(app, config_path: str, events_file: str | None, echo_events: bool)
     from jvpn.tunnel import TunBusy
 
     app.require_root()
-    cfg = load_client_config(config_path)
+    cfg = load_client_config(config_path, resolve=_resolving(progress_printer(app)))
     events = _event_log(events_file, echo_events)
     if cfg.endpoint_name:
         events.emit(EventType.ENDPOINT_RESOLVED, Reason.OK, name=cfg.endpoint_name,
@@ -98,6 +98,19 @@ def _agent(app, cfg, events):
                   route_plan=plan(cfg.allowed_ips, cfg.fwmark, cfg.table),
                   progress=progress_printer(app), reconnect=cfg.reconnect,
                   notice=log.warning)  # a new session: said at the default log level
+
+
+def _resolving(progress):
+    """The config loader's resolver, saying on a terminal that it resolves."""
+    from jvpn.config import resolve_host
+
+    if progress is None:
+        return resolve_host
+
+    def resolve(host: str, port: int) -> str:
+        progress(f"resolving {host}")
+        return resolve_host(host, port)
+    return resolve
 
 
 def progress_printer(app):

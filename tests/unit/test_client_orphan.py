@@ -245,3 +245,13 @@ def test_progress_is_shown_on_a_terminal_only(monkeypatch):
     monkeypatch.setattr("sys.stderr.isatty", lambda: True)
     progress_printer(App)("handshake attempt 1/4")
     assert printed == ["jvpn client: handshake attempt 1/4"]
+
+
+def test_resolving_is_a_progress_step(monkeypatch):
+    from jvpn_cli.client import _resolving  # noqa: PLC0415
+
+    monkeypatch.setattr("jvpn.config.resolve_host", lambda host, port: "192.0.2.1")
+    lines = []
+    assert _resolving(lines.append)("gw.example", 51900) == "192.0.2.1"
+    assert lines == ["resolving gw.example"]
+    assert _resolving(None)("gw.example", 51900) == "192.0.2.1"  # quiet: the resolver itself
