@@ -22,7 +22,8 @@ The rule:
 - Time the process did not run (a suspended laptop, SIGSTOP) is not
   silence it could hear through: after a gap longer than ``pause_ms``
   between two ticks the wait starts again, so a client resumed after an
-  hour checks with the gateway (its reattach) before it gives up.
+  hour checks with the gateway (its reattach) before it gives up. A clock
+  set back counts the same way (the wait starts again, never stalls).
 
 Pure: the caller says what happened and when (an injected clock)."""
 
@@ -38,12 +39,13 @@ class OrphanWatch:
 
     def heard(self, now: int) -> None:
         """An authenticated message from the gateway: the session is alive."""
-        self.quiet_since = max(self.quiet_since, now)
+        self.quiet_since = now
 
     def tick(self, now: int) -> str | None:
         """Why the session is presumed ended, or None."""
-        if now - self.last_tick > self.pause_ms:
-            self.quiet_since = now  # we did not run: the silence starts now
+        if not 0 <= now - self.last_tick <= self.pause_ms:
+            # we did not run (or the clock was set back): the silence starts now
+            self.quiet_since = now
         self.last_tick = now
         quiet = now - self.quiet_since
         if quiet >= self.timeout_ms:

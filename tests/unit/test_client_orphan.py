@@ -255,3 +255,11 @@ def test_resolving_is_a_progress_step(monkeypatch):
     assert _resolving(lines.append)("gw.example", 51900) == "192.0.2.1"
     assert lines == ["resolving gw.example"]
     assert _resolving(None)("gw.example", 51900) == "192.0.2.1"  # quiet: the resolver itself
+
+
+def test_a_clock_set_back_does_not_stall_the_wait():
+    w = OrphanWatch(timeout_ms=20_000, now=3_600_000)
+    w.tick(3_600_050)
+    for t in range(50, 20_050, 50):  # an hour back: the wait starts again (at 50), no stall
+        assert w.tick(t) is None
+    assert w.tick(20_050) is not None
