@@ -8,7 +8,10 @@ with the XDP gate, one client; each test its own namespaces):
   tunnel: both uplinks down past the policy's transport TTL) exits non-zero
   within OrphanTimeout of the last answer, saying why;
 - forged ICMP port unreachables (an off-path attacker), for longer than
-  OrphanTimeout, do not end a session whose gateway answers.
+  OrphanTimeout, do not end a session whose gateway answers;
+- Reconnect = yes gives a new session, said as such;
+- a failed handshake names what the client saw: ICMP port unreachable (no
+  daemon), or silence (a key the gateway does not know).
 """
 
 from __future__ import annotations
@@ -171,5 +174,49 @@ def test_reconnect_yes_gives_a_new_session_said_as_such(tmp_path):
         tl.wait(lambda: tl.lab.run("cl", "ping", "-c", "1", "-W", "1", GW_INNER,
                                    check=False).returncode == 0, "traffic in the new session")
         assert old
+    finally:
+        tl.down()
+
+
+def test_a_handshake_to_a_port_nobody_listens_on_says_so(tmp_path):
+    """The gateway's host is there, its daemon is not: the kernel answers the
+    initiations with ICMP port unreachable, and the failure line says that
+    nothing listens there (not the silence line)."""
+    tl = _lab(tmp_path)
+    try:
+        tl.client.send_signal(signal.SIGTERM)
+        tl.wait(lambda: tl.client.poll() is not None, "the client to stop")
+        tl.stop_gateway()
+        started = time.monotonic()
+        out = tl.lab.jvpn("cl", "client", "up", "--config", str(tl.tmp / "client.conf"),
+                          check=False, timeout=60)
+        assert out.returncode != 0
+        assert "ICMP port unreachable" in out.stderr, out.stderr
+        assert "nothing listens on UDP port 51900" in out.stderr
+        assert time.monotonic() - started < 25  # 4 attempts, 9 to 18 s of waiting
+    finally:
+        tl.down()
+
+
+def test_a_key_the_gateway_does_not_know_gets_the_silence_line(tmp_path):
+    """A client key missing from the peers file: the gateway answers nothing
+    (it answers nothing it cannot authenticate). The line names the likely
+    causes and the keys to check, silence included."""
+    from jvpn import keys  # noqa: PLC0415
+    from jvpn.lab.running import write_secret  # noqa: PLC0415
+
+    tl = _lab(tmp_path)
+    try:
+        text = (tl.tmp / "client.conf").read_text()
+        stranger = text.replace(keys.encode(tl.client_private),
+                                keys.encode(keys.generate_private())).replace("Name = jvpn0",
+                                                                              "Name = jvpn1")
+        write_secret(tl.tmp / "stranger.conf", stranger)
+        out = tl.lab.jvpn("cl", "client", "up", "--config", str(tl.tmp / "stranger.conf"),
+                          check=False, timeout=60)
+        assert out.returncode != 0
+        for words in ("no answer at all", "PeersFile", "PublicKey", "Endpoint"):
+            assert words in out.stderr, out.stderr
+        assert tl.client.poll() is None  # the genuine client is untouched
     finally:
         tl.down()
