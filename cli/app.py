@@ -54,6 +54,10 @@ class App:
     def say(self, *args, **kwargs) -> None:
         self.console.print(*args, **kwargs)
 
+    def warn_line(self, message: str) -> None:
+        """A note on stderr (stdout stays clean for --json)."""
+        self.err.print(message, markup=False, highlight=False)
+
     def warn(self, message: str) -> None:
         self.err.print(f"warning: {message}", markup=False)
 

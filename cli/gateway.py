@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 
@@ -48,17 +49,21 @@ def gateway_up(app, config_path: str, tun_name: str, echo_events: bool):
     cfg = load_gateway_config(config_path)
     # the lock comes before anything else opens; it is released at exit. A port
     # taken, a StateDir that is a file, a busy TUN: one line naming the setting
-    with naming_settings(cfg, tun_name), claim_instance(cfg, config_path, app.paths):
+    with naming_settings(cfg, tun_name), claim_instance(cfg, config_path, app.paths), \
+            _metrics(cfg) as metrics:
         gw = build_gateway(cfg, tun_name=tun_name, echo=sys.stdout if echo_events else None,
                            paths=app.paths)
+        if metrics is not None:
+            metrics.attach(gw, tun_name)
         reopen_on_signal(gw.events)  # SIGUSR1: logrotate moved the events file
         # SIGHUP reloads: RELOADING=1 ... READY=1 around it (systemd)
         gw.reloader = Reloader(gw, config_path, cfg, notify=sdnotify)
         # the gateway's one fatal path (a thread ended, the gate is gone) stops us too
         gw.start(on_fatal=lambda _line: signals.request_stop())
         gate = f"xdp on {cfg.xdp_interface}" if cfg.xdp_interface else "userspace"
-        log.info("jvpn gateway up on :%d, inner %s, gate: %s, events: %s", cfg.listen_port,
-                 cfg.address, gate, cfg.events_file)
+        log.info("jvpn gateway up on :%d, inner %s, gate: %s, events: %s%s", cfg.listen_port,
+                 cfg.address, gate, cfg.events_file,
+                 f", metrics: {metrics.url}" if metrics is not None else "")
         # socket bound, gate checked, store open, threads running: ready (systemd)
         sdnotify.notify_ready(f"up on :{cfg.listen_port}, gate: {gate}")
         signals.run(reload=lambda: _reload(gw))
@@ -77,6 +82,22 @@ def _reload(gw) -> None:
     postrotate may reload rather than send SIGUSR1)."""
     gw.reloader.reload_from_signal()
     gw.events.reopen()
+
+
+@contextlib.contextmanager
+def _metrics(cfg):
+    """The Prometheus endpoint (MetricsListen), bound before the gateway is
+    built: a taken port stops the start before anything else opens."""
+    if cfg.metrics_listen is None:
+        yield None
+        return
+    from jvpn.gateway.metrics import MetricsServer  # noqa: PLC0415 - only with MetricsListen
+
+    server = MetricsServer(cfg.metrics_listen, where=cfg.sources.where("MetricsListen"))
+    try:
+        yield server
+    finally:
+        server.close()
 
 
 @gateway.command("down", help="Remove the gateway's persistent TUN device (sessions stay in "

@@ -27,11 +27,13 @@ from jvpn_cli.detach import detach
 from jvpn_cli.drain import drain
 from jvpn_cli.events import events
 from jvpn_cli.gateway import gateway
+from jvpn_cli.health import health
 from jvpn_cli.keygen import keygen, pubkey
 from jvpn_cli.sessions import sessions
 from jvpn_cli.stats import stats
 from jvpn_cli.status import status
 from jvpn_cli.terminate import terminate
+from jvpn_cli.top import top
 
 EXIT_INTERRUPTED = 130
 
@@ -98,7 +100,7 @@ def cli(ctx: click.Context, pin_root: str, run_dir: str, log_level: str) -> None
 
     \b
     The gate:       attach, detach
-    Inspect:        status, sessions, stats, events
+    Inspect:        status, sessions, stats, events, health, top
     Run:            gateway up|down|check|reload, client up|check
     Operate:        terminate, drain
     Keys:           keygen, pubkey
@@ -115,7 +117,7 @@ def cli(ctx: click.Context, pin_root: str, run_dir: str, log_level: str) -> None
 
 
 for _command in (attach, detach, status, sessions, stats, events, gateway, client, bench, demo,
-                 keygen, pubkey, terminate, drain):
+                 keygen, pubkey, terminate, drain, health, top):
     cli.add_command(_command)
 
 

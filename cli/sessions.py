@@ -1,63 +1,61 @@
 """`jvpn-xdp sessions [IFACE]`: the sessions in the pinned maps, as the XDP
 program sees them (binding from the sessions map, traffic and replay state
-from the runtime map the program writes)."""
+from the runtime map the program writes), merged with the running daemon's
+identities (peer, key, inner address; cli/views.py)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import click
-from rich.table import Table
 
 from jvpn.gate import abi, pins, records
+from jvpn_cli import views
 from jvpn_cli.app import App, session_id_hex
 
 
-@click.command(short_help="List the sessions the gate knows.")
+@click.command(short_help="List the sessions, with their peers.")
 @click.argument("iface", required=False)
 @click.option("--json", "as_json", is_flag=True,
-              help='Print JSON: {"IFACE": [session, ...], ...}.')
+              help='Print JSON, every field, ids whole: {"IFACE": [session, ...], ...}.')
+@click.option("--wide", is_flag=True, help="Every column, session ids and keys whole.")
+@click.option("--socket", "socket_path", metavar="PATH", default=None,
+              help="The gateway's operator socket (default: <run dir>/gateway.sock).")
 @click.pass_obj
-def sessions(app: App, iface: str | None, as_json: bool) -> None:
+def sessions(app: App, iface: str | None, as_json: bool, wide: bool,
+             socket_path: str | None) -> None:
     """List the sessions in the pinned maps of IFACE (default: every attached
-    interface): session id (hex), state (REMOTE: a standby for a session
+    interface), merged with the running gateway daemon's view of them: the
+    peer's Name, public key and inner address, the traffic it sent, how long
+    since it last heard the client. Without a daemon, the maps alone (one
+    line on stderr says so); with the userspace gate, the daemon alone.
+
+    From the maps: session id (hex), state (REMOTE: a standby for a session
     another gateway of the cluster owns), owner (the gateway that serves it:
     this one when the element's fence is this daemon's lease; "stale" for an
-    element under an older lease), version, fence, bound transport
-    address ("-" when unbound), and from the runtime state the XDP program
-    keeps: packets and bytes received and the highest counter accepted ("-"
-    before the first authentic packet). Needs root and bcc.
+    element under an older lease), version, fence, bound transport address
+    ("-" when unbound), and from the runtime state the XDP program keeps:
+    packets and bytes received and the highest counter accepted ("-" before
+    the first authentic packet). The table fits 80 columns (ids cut to 8 hex
+    digits, sizes in K/M/G of 1024, ages in s/m/h/d); --wide and --json have
+    everything. Needs root (and bcc for the maps).
     """
-    app.require_maps_access()
-    out: dict[str, list[dict[str, Any]]] = {}
-    for att in app.attachments(iface):
-        owners = records.Owners.load(att.ifname, app.paths)
-        with app.open_maps(att) as gm:
-            out[att.ifname] = [_row(gm, sid, s, owners) for sid, s in sorted(gm.list_sessions())]
+    got = views.with_ages(views.gather(app, iface, socket_path, _kernel_rows))
+    if got.daemon is None:
+        app.warn_line(views.NO_DAEMON)
     if as_json:
-        app.emit_json(out)
+        app.emit_json(got.by_iface)
         return
-    for ifname, rows in out.items():
+    for ifname, rows in got.by_iface.items():
         if not rows:
             app.say(f"{ifname}: no sessions", markup=False)
             continue
-        table = Table(title=f"jvpn sessions on {ifname}")
-        # ids and addresses are never cut, even in a narrow or piped console
-        table.add_column("session id", no_wrap=True, min_width=16)
-        table.add_column("state", no_wrap=True)
-        table.add_column("owner", no_wrap=True)
-        table.add_column("version", overflow="fold")
-        table.add_column("fence", overflow="fold")
-        table.add_column("bound to", no_wrap=True,
-                         min_width=max(len(r["bound"]) for r in rows))
-        for col in ("rx packets", "rx bytes", "highest counter"):
-            table.add_column(col, justify="right", overflow="fold")
-        for r in rows:
-            table.add_row(r["session_id"], r["state"], r["owner"] or "-", str(r["version"]),
-                          str(r["fence"]),
-                          r["bound"], _dash(r["rx_packets"]), _dash(r["rx_bytes"]),
-                          _dash(r["highest_counter"]))
-        app.say(table)
+        app.say(views.sessions_table(f"jvpn sessions on {ifname}", rows, wide=wide,
+                                     daemon=got.daemon is not None))
+
+
+def _kernel_rows(gm: pins.GateMaps, owners: records.Owners | None) -> list[dict[str, Any]]:
+    return [_row(gm, sid, s, owners) for sid, s in sorted(gm.list_sessions())]
 
 
 def _owner(sid: int, s: abi.Session, owners: records.Owners | None) -> str | None:

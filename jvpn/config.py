@@ -25,6 +25,7 @@ Gateway config (:func:`load_gateway_config`)::
     EventsSummaryInterval = 10     # seconds: one line per kind of unauthenticated rejection
     PathMTU = 1500                 # our outer path's MTU: no datagram to a client is larger
     ControlSocket = /run/jvpn/gateway.sock  # the operator socket; default <run dir>/gateway.sock
+    MetricsListen = 9586           # optional; absent = no /metrics. PORT (127.0.0.1), IP:PORT
 
 Relative paths (PrivateKeyFile, PeersFile, Policy, StateDir, EventsFile,
 ControlSocket) are relative to the folder of the file that names them.
@@ -77,6 +78,7 @@ from jvpn.prefixes import Network
 
 DEFAULT_LISTEN_PORT = 51900
 DEFAULT_HANDSHAKES_PER_SECOND = 50
+DEFAULT_METRICS_HOST = "127.0.0.1"  # MetricsListen = PORT: localhost only
 DEFAULT_STATE_DIR = Path("/var/lib/jvpn")
 EVENTS_FILE_NAME = "events.jsonl"
 DEFAULT_TUN_NAME = "jvpn0"
@@ -169,6 +171,7 @@ class GatewayConfig:
     path_mtu: int = DEFAULT_GATEWAY_PATH_MTU  # our outer path: bounds every session's datagrams
     # the operator socket (jvpn/gateway/operator.py); None: <run dir>/gateway.sock
     control_socket: Path | None = None
+    metrics_listen: tuple[str, int] | None = None  # Prometheus /metrics (host, port); None: off
     # where each value came from (gateway check; start errors name the key and file)
     sources: Sources = field(default_factory=Sources, compare=False, repr=False)
 
@@ -505,7 +508,7 @@ _GATEWAY = {"Interface": ("PrivateKey", "PrivateKeyFile", "ListenPort", "Address
                           "XdpInterface", "PeersFile", "Policy", "StateDir", "NodeId",
                           "EventsFile", "HandshakesPerSecond", "Store", "ClusterKeyFile",
                           "LeaseTTL", "EventsMaxBytes", "EventsKeep", "EventsSummaryInterval",
-                          "PathMTU", "ControlSocket")}
+                          "PathMTU", "ControlSocket", "MetricsListen")}
 _PEERS = {"Peer": ("PublicKey", "AllowedIPs", "AllowedIP", "Name")}
 _CLIENT = {"Interface": ("PrivateKey", "PrivateKeyFile", "Name", "DNS", *HOOK_KEYS,
                          "FwMark", "Table", "MTU", "PathMTU"),
@@ -549,6 +552,8 @@ def load_gateway_config(path: str | Path) -> GatewayConfig:
                          lease_ttl_s=lease_ttl, address6=address6, path_mtu=path_mtu,
                          control_socket=(f.resolve(e["ControlSocket"].value)
                                          if "ControlSocket" in e else None),
+                         metrics_listen=(_metrics_listen(f, e["MetricsListen"])
+                                         if "MetricsListen" in e else None),
                          sources=_sources(f, [s], policy_lines), **_events_bounds(f, e))
 
 
@@ -564,6 +569,33 @@ def _sources(f: _File, sections: list[_Section], extra: dict[str, str] | None = 
 
 
 _FILE_KEYS = ("PeersFile", "Policy", "PrivateKeyFile", "ClusterKeyFile")
+
+
+def _metrics_listen(f: _File, entry: _Entry) -> tuple[str, int]:
+    """``PORT`` (localhost), ``IPv4:PORT`` or ``[IPv6]:PORT``: the endpoint
+    is unauthenticated (it names peers and keys), so never a host name that
+    might resolve somewhere public, and localhost unless the operator says."""
+    v = entry.value
+    if re.fullmatch(r"[0-9]+", v):
+        host, port_text = DEFAULT_METRICS_HOST, v
+    elif v.startswith("["):
+        host, sep, port_text = v[1:].partition("]:")
+        if not sep or not _is_ip(host, 6):
+            raise f.fail_entry(entry, f"{v!r}: expected PORT, IPv4:PORT or [IPv6]:PORT")
+    else:
+        host, sep, port_text = v.rpartition(":")
+        if not sep or not _is_ip(host, 4):
+            raise f.fail_entry(entry, f"{v!r}: expected PORT, IPv4:PORT or [IPv6]:PORT")
+    if not re.fullmatch(r"[0-9]+", port_text) or not 1 <= int(port_text) <= 65535:
+        raise f.fail_entry(entry, f"{v!r}: port must be 1..65535")
+    return str(ipaddress.ip_address(host)), int(port_text)
+
+
+def _is_ip(text: str, version: int) -> bool:
+    try:
+        return ipaddress.ip_address(text).version == version
+    except ValueError:
+        return False
 
 
 _SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}

@@ -81,7 +81,16 @@ def gateway_rows(cfg: GatewayConfig, default_socket: Path | None = None) -> list
         _row(src, "PathMTU", cfg.path_mtu),
         _row(src, "ControlSocket", str(cfg.control_socket or default_socket or "") or None,
              "" if cfg.control_socket else "<run dir>/gateway.sock"),
+        _row(src, "MetricsListen", _listen(cfg.metrics_listen),
+             "/metrics" if cfg.metrics_listen else "off: no metrics endpoint"),
     ]
+
+
+def _listen(listen: tuple[str, int] | None) -> str | None:
+    if listen is None:
+        return None
+    host, port = listen
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def peer_dict(peer: PeerConfig) -> dict:

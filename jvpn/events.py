@@ -147,6 +147,23 @@ class EventLog:
                                     report_ms=summary_interval_ms, pending_max=pending_max,
                                     err=err)
         self.recent: deque[dict] = deque(maxlen=RECENT_MAX)
+        self._listeners: list[Callable[[dict], None]] = []
+
+    def add_listener(self, listener: Callable[[dict], None]) -> None:
+        """``listener(event)`` sees every event as it is emitted, under the
+        log's lock (so it must be quick, and never call back into the log):
+        each ``emit`` line, and each ``emit_unauthenticated`` call one by one
+        (with its ``event_type`` and ``reason_code``), not their summaries.
+        The metrics count from here (jvpn/gateway/metrics.py). A listener
+        that raises changes nothing: the event is written all the same."""
+        self._listeners.append(listener)
+
+    def _notify(self, ev: dict) -> None:
+        for listener in self._listeners:
+            try:
+                listener(ev)
+            except Exception:  # noqa: BLE001, S110 - an observer never stops the event stream
+                pass
 
     @property
     def write_errors(self) -> int:
@@ -162,8 +179,10 @@ class EventLog:
         with self._lock:
             now = self._clock_ms()
             self._flush_due(now)
-            return self._write(now, event_type, reason_code, session_id, transport, version,
-                               extra)
+            ev = self._write(now, event_type, reason_code, session_id, transport, version,
+                             extra)
+            self._notify(ev)
+            return ev
 
     def emit_unauthenticated(self, event_type: str, reason_code: str, transport=None,
                              session_id: int | None = None, detail: str | None = None) -> None:
@@ -174,6 +193,9 @@ class EventLog:
             now = self._clock_ms()
             self._flush_due(now)
             self._rejections.add(now, event_type, reason_code, transport, session_id, detail)
+            if self._listeners:
+                self._notify({"ts_ms": now, "event_type": event_type, "reason_code": reason_code,
+                              "session_id": sid_hex(session_id), "aggregated": False})
 
     def flush(self) -> None:
         """Write the summaries whose interval is over and retry lines a

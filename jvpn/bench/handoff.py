@@ -23,7 +23,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from jvpn.bench.net import ECHO, PROBER, gaps_after, percentiles, read_probes
+from jvpn.bench.net import (
+    ECHO,
+    gaps_after,
+    percentiles,
+    read_probes,
+    start_prober,
+    stop_prober,
+)
 from jvpn.gate import abi
 from jvpn.lab import frames
 from jvpn.lab.addresses import ECHO_PORT, PORT, SVC_IP, UPLINK_ROUTER_IF, VIP
@@ -147,9 +154,7 @@ def run_handoff_bench(trials: int = 20, progress: Callable[[str], None] = lambda
             cl.lab.spawn("svc", sys.executable, "-c", ECHO, SVC_IP, str(ECHO_PORT))
             log = tmp / "probe.txt"
             bound_s = 60 + trials * 5  # a bound only: stopped by a file after the trials
-            cl.lab.spawn("cl", sys.executable, "-c", PROBER, SVC_IP, str(ECHO_PORT), str(bound_s),
-                         str(log))
-            time.sleep(1.5)
+            prober = start_prober(cl.lab, "cl", SVC_IP, bound_s, log)
             [rec] = cl.store().list()
             result = handoff_trials(cl, rec.session_id, trials, progress=progress)
             cl.set_catchment("lte", "a")
@@ -158,8 +163,7 @@ def run_handoff_bench(trials: int = 20, progress: Callable[[str], None] = lambda
                 time.sleep(1.0)
             local = _same_gateway_moves(cl, trials, progress)
             time.sleep(0.5)
-            Path(str(log) + ".stop").touch()
-            time.sleep(0.3)
+            stop_prober(prober, log)
             samples = read_probes(log)
         finally:
             cl.down()

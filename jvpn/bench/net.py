@@ -37,6 +37,7 @@ from jvpn.lab.addresses import (
 )
 from jvpn.lab.running import lab_policy
 from jvpn.lab.tunnel import TunnelLab
+from jvpn.lab.wait import wait_until
 
 
 def _iperf(tl: TunnelLab, server_ip: str, seconds: float) -> float:
@@ -120,7 +121,7 @@ import json, socket, sys, time
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(0.001)
 import os
 dst = (sys.argv[1], int(sys.argv[2])); end = time.monotonic() + float(sys.argv[3])
-seq = 0; out = open(sys.argv[4], "w"); stop = sys.argv[4] + ".stop"
+seq = 0; out = open(sys.argv[4], "w", buffering=1); stop = sys.argv[4] + ".stop"
 while time.monotonic() < end and not os.path.exists(stop):
     seq += 1
     try:
@@ -145,6 +146,26 @@ while True:
 
 
 BENCH_POLICY = lab_policy(max_switches_per_min=600)
+
+
+def start_prober(lab, role: str, dst: str, bound_s: float, log: Path,
+                 ready_s: float = 30.0) -> subprocess.Popen:
+    """PROBER in ``role``, returned once its first echo came back (the
+    tunnel carries traffic): under load the session can take longer than
+    any fixed sleep, and a trial before it measures nothing."""
+    prober = lab.spawn(role, sys.executable, "-c", PROBER, dst, str(ECHO_PORT), str(bound_s),
+                       str(log))
+    wait_until(lambda: log.exists() and log.stat().st_size > 0, "the first echo", ready_s)
+    return prober
+
+
+def stop_prober(prober: subprocess.Popen, log: Path, timeout_s: float = 10.0) -> None:
+    """Stop PROBER and wait until it has closed its log (every echo written)."""
+    Path(str(log) + ".stop").touch()
+    try:
+        prober.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        prober.kill()
 
 
 def read_probes(log: Path) -> list[tuple[float, float, float]]:
@@ -187,9 +208,8 @@ def run_reattach_bench(trials: int = 20, progress: Callable[[str], None] = lambd
             tl.lab.spawn("gw", sys.executable, "-c", ECHO, GW_INNER, str(ECHO_PORT))
             duration = 30 + trials * 5  # a bound only: stopped by a file after the trials
             log = tmp / "probe.txt"
-            prober = tl.lab.spawn("cl", sys.executable, "-c", PROBER, GW_INNER, str(ECHO_PORT),
-                                  str(duration), str(log))
-            time.sleep(2.0)
+            prober = start_prober(tl.lab, "cl", GW_INNER, duration, log)
+            time.sleep(0.5)  # a few round trips before the first change: the RTT baseline
             downs = []
             for i in range(trials):
                 progress(f"trial {i + 1}/{trials}")
@@ -206,8 +226,7 @@ def run_reattach_bench(trials: int = 20, progress: Callable[[str], None] = lambd
                 downs.append(time.monotonic())
                 time.sleep(1.2)
             time.sleep(1.0)
-            Path(str(log) + ".stop").touch()
-            prober.wait(timeout=30)
+            stop_prober(prober, log, timeout_s=30)
             samples = read_probes(log)
         finally:
             tl.down()

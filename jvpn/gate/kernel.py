@@ -133,6 +133,16 @@ class XdpGate:
     def ids(self) -> set[int]:
         return {sid for sid, _ in self.maps.list_sessions()}
 
+    def runtime(self, sid: int) -> tuple[int, int] | None:
+        """(rx packets, rx bytes) the XDP program counted for the session's
+        element, or None before its first packet (jvpn/gateway/snapshot.py)."""
+        rt = self.maps.get_runtime(sid)
+        return None if rt is None else (rt.rx_packets, rt.rx_bytes)
+
+    def read_counters(self) -> dict[str, dict[str, int]]:
+        """The verdict counters, as `jvpn-xdp stats --json` shows them."""
+        return self.maps.read_counters()
+
     def admit(self, msg: bytes, src: tuple[str, int]) -> bool:
         return True  # the kernel already did
 

@@ -80,6 +80,16 @@ class UserspaceGate:
     def ids(self) -> set[int]:
         return set(self.model.sessions)
 
+    def runtime(self, sid: int) -> None:
+        """No kernel counts: the daemon's own are the session's figures."""
+        return None
+
+    def read_counters(self) -> dict[str, dict[str, int]]:
+        """The model's verdict counters, named as the XDP program's."""
+        with self._lock:
+            return {abi.COUNTER_NAMES[i]: {"packets": p, "bytes": b}
+                    for i, (p, b) in enumerate(self.model.counters)}
+
     def event_reader(self) -> _EventReader:
         """The sampled security drops, for the daemon's events loop (the
         same interface as the kernel ring buffer's reader)."""

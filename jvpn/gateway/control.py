@@ -45,6 +45,9 @@ class ControlPath:
         verdict = self.admission.check(msg, src)
         if isinstance(verdict, CookieReply):
             self.send(verdict.msg, Transport(*src))
+            # counted, one summary line per interval: anyone can make us send these
+            self.events.emit_unauthenticated(EventType.HANDSHAKE_COOKIE, Reason.RATE_LIMITED,
+                                             Transport(*src[:2]), detail="cookie reply sent")
             return
         if isinstance(verdict, Refused):
             self._refuse(verdict, src)

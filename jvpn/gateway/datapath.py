@@ -106,6 +106,7 @@ class DataPath:
         if opened is None:
             return
         live.last_rx_ms = self.clock_ms()
+        live.traffic.received(len(msg))
         if not live.confirmed:
             with self.lock:
                 self.on_confirm(live, Transport(*src[:2]))
@@ -140,8 +141,9 @@ class DataPath:
             return
         flags = FLAG_REATTACH if rec.state is State.VOLATILE else 0
         try:
-            self.sock.sendto(live.channel.seal(b"", abi.MSG_KEEPALIVE, flags),
-                             (rec.binding.addr, rec.binding.port))
+            msg = live.channel.seal(b"", abi.MSG_KEEPALIVE, flags)
+            self.sock.sendto(msg, (rec.binding.addr, rec.binding.port))
+            live.traffic.replied(msg)
         except (OSError, CounterUnavailable) as e:
             self.incidents.report("keepalive", e)  # the next keepalive may pass
 
@@ -175,8 +177,9 @@ class DataPath:
         rec = live.record
         if rec.binding is None or rec.state not in SENDABLE or not live.installed:
             return
-        send_messages(self.sock, live.channel.seal_packet(pkt),
-                      (rec.binding.addr, rec.binding.port))
+        msgs = live.channel.seal_packet(pkt)
+        send_messages(self.sock, msgs, (rec.binding.addr, rec.binding.port))
+        live.traffic.sent(msgs)
 
     # ------------------------------------------------------------ reports
     def report_drops(self) -> None:

@@ -13,8 +13,9 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from jvpn.gateway import control_ops
+from jvpn.gateway import control_ops, snapshot
 from jvpn.gateway.operator import Handler, OperatorServer
+from jvpn.gateway.tally import EventTally
 
 
 def open_server(gw, path: Path | None) -> OperatorServer | None:
@@ -29,8 +30,14 @@ def open_server(gw, path: Path | None) -> OperatorServer | None:
 
 
 def handlers(gw) -> dict[str, Handler]:
+    # what only the event stream knows (handshakes, reattaches), for `figures`
+    tally = EventTally()
+    gw.events.add_listener(tally)
     ops: dict[str, Callable[[object, dict], object]] = {
         "ping": ping,
+        "sessions": sessions,
+        "health": health,
+        "figures": lambda gw, request: figures(gw, tally),
         "terminate": control_ops.terminate,
         "drain": control_ops.drain,
         "reload": control_ops.reload,
@@ -43,3 +50,29 @@ def ping(gw, _request: dict) -> dict:
     return {"pid": os.getpid(), "node_id": gw.events.node_id,
             "listen_port": gw.sock.getsockname()[1],
             "gate": "xdp" if gw.gate.checks_in_kernel else "userspace"}
+
+
+def sessions(gw, _request: dict) -> dict:
+    """The sessions with their peers' identities and traffic
+    (jvpn/gateway/snapshot.py; it takes the control lock), and which gate
+    the CLI merges them with."""
+    return {"node_id": gw.events.node_id, "now_ms": gw.clock_ms(),
+            "gate": "xdp" if gw.gate.checks_in_kernel else "userspace",
+            "interface": getattr(gw.gate, "ifname", None),
+            "sessions": snapshot.sessions(gw)}
+
+
+def health(gw, _request: dict) -> dict:
+    """Threads, store, lease, gate, process (jvpn/gateway/snapshot.py)."""
+    return snapshot.health(gw)
+
+
+def figures(gw, tally: EventTally) -> dict:
+    """What `jvpn-xdp top` shows besides the sessions: the gate's verdict
+    counters (the kernel's or the userspace model's) and the event counts
+    (the same as /metrics: jvpn/gateway/metrics.py)."""
+    f = tally.figures()
+    accepted = f["latency_buckets"][-1][1]
+    return {"counters": gw.gate.read_counters(), "handshakes": f["handshakes"],
+            "cookie_replies": f["cookie_replies"], "reattaches": f["reattaches"],
+            "reattach_latency": {"count": accepted, "sum_s": round(f["latency_sum_s"], 6)}}

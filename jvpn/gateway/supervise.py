@@ -149,6 +149,10 @@ class Supervisor:
         if not self.stop.is_set():
             self.on_death(name, why)
 
+    def alive(self) -> dict[str, bool]:
+        """Every loop started, by name: running or not (`jvpn-xdp health`)."""
+        return {n: t.is_alive() for n, t in self._threads.items()}
+
     def dead(self) -> list[str]:
         return [n for n, t in self._threads.items() if not t.is_alive()]
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from jvpn import pathmtu, wire
 from jvpn.codes import EventType, Reason
@@ -36,6 +36,7 @@ from jvpn.gateway.ownership import OwnerWrite
 from jvpn.gateway.routes import NoRoutes
 from jvpn.gateway.standby import StandbyWrites
 from jvpn.gateway.terminate import OperatorEnds
+from jvpn.gateway.traffic import Traffic
 from jvpn.keys import SessionKeys
 from jvpn.prefixes import Network, PrefixMap
 from jvpn.replay import DEFAULT_CONTROL_WINDOW
@@ -65,6 +66,7 @@ class Live:
     blind_epoch: int | None = None
     allowed: tuple[Network, ...] = ()  # the peer's AllowedIPs (its sources, its downstream)
     subnets: tuple[Network, ...] = ()  # those behind the peer: kernel routes while routed
+    traffic: Traffic = field(default_factory=Traffic)  # the daemon's own rx/tx counts
 
     def retire(self) -> int:
         """No counter is sent and no client message delivered after this

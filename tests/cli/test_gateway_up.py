@@ -88,7 +88,8 @@ def test_a_gateway_that_must_end_exits_1_with_one_line(monkeypatch, tmp_path):
     monkeypatch.setenv("JVPN_RUN_DIR", str(tmp_path / "run"))
     monkeypatch.setattr(os, "geteuid", lambda: 0)
     cfg = SimpleNamespace(listen_port=51820, address="10.99.0.1/24", xdp_interface=None,
-                          state_dir=tmp_path / "state", events_file=tmp_path / "events.jsonl")
+                          state_dir=tmp_path / "state", events_file=tmp_path / "events.jsonl",
+                          metrics_listen=None)
     monkeypatch.setattr(jvpn.config, "load_gateway_config", lambda _path: cfg)
     gw = DyingGateway()
     monkeypatch.setattr(jvpn.gateway.build, "build_gateway", lambda _cfg, **_kw: gw)

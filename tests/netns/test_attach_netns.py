@@ -43,6 +43,7 @@ from jvpn.lab.addresses import (
     LAN_PREFIX,
 )
 from jvpn.lab.netns import Lab
+from jvpn_cli.views import IDENTITY
 
 pytestmark = pytest.mark.kernel
 
@@ -331,10 +332,12 @@ def test_session_binding_and_replay(gate):
         "owner": None,  # no gateway daemon has described these maps
         "bound": f"{CL_IP}:{BOUND_PORT}", "bind_addr": CL_IP, "bind_port": BOUND_PORT,
         "rx_packets": 1, "rx_bytes": len(first), "highest_counter": 1,
+        **dict.fromkeys(IDENTITY),  # no gateway daemon: no peer, no key, nothing sent
     }
     assert lab.cli_json("sessions") == out  # every attachment: the one we have
     text = lab.cli_ok("sessions")
-    assert f"{sid:016x}" in text and f"{CL_IP}:{BOUND_PORT}" in text
+    assert f"{sid:016x}"[:8] + "…" in text and f"{CL_IP}:{BOUND_PORT}" in text
+    assert f"{sid:016x}" in lab.cli_ok("sessions", "--wide")
     assert lab.cli_json("status")[0]["sessions"] == 1
 
 
@@ -347,7 +350,7 @@ def test_unbound_session_shows_dashes(gate):
     assert row["session_id"] == "0000000000000007" and row["state"] == "BIRTH"
     assert row["bound"] == "-" and row["bind_addr"] is None
     assert row["rx_packets"] is None and row["highest_counter"] is None
-    assert "0000000000000007" in lab.cli_ok("sessions", GW_IF)
+    assert "00000000…" in lab.cli_ok("sessions", GW_IF)
 
 
 def test_detach_removes_program_pins_and_record(gate):

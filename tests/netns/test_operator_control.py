@@ -92,7 +92,8 @@ def test_a_bad_policy_is_refused_and_a_good_one_applies_to_the_live_session(tl):
     policy.write_text(good.replace("max_lifetime_ms = 3600000", "max_lifetime_ms = 5"))
     out = cli(tl, "gateway", "reload")
     assert out.returncode == 1
-    assert re.search(r"gateway.conf:\d+: Policy: .*max_lifetime_ms = 5 is out of range", out.stderr)
+    assert re.search(r"policy.toml:\d+: session.max_lifetime_ms: 5 is out of range .*"
+                     r"gateway.conf:\d+: Policy", out.stderr), out.stderr
     assert events(tl, "ReloadRefused") and not events(tl, "GatewayReloaded")
     gateway_alive(tl)
     assert tl.lab.run("cl", "ping", "-c", "1", "-W", "2", GW_INNER, check=False).returncode == 0

@@ -1,0 +1,185 @@
+"""What `sessions`, `health` and `top` share: one gathering of the sessions
+(the kernel's pinned maps merged with the running daemon's identities) and
+the human forms of ids, sizes and ages that keep a table readable at 80
+columns. Nothing here prints."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from rich import box
+from rich.table import Table
+
+from jvpn.gate import records
+from jvpn.operator import NoDaemon
+
+NO_DAEMON = "no gateway daemon: kernel view only"
+USERSPACE = "userspace"  # the key of the daemon's sessions when no XDP gate runs
+PEER_WIDTH = 12  # the narrow table's peer column (the whole Name: --wide, --json)
+FLEXIBLE = ("peer", "inner", "bound to")  # what a console under 80 columns cuts first
+SHORT_ID = 8  # hex digits of a session id in the narrow table (the full one: --wide, --json)
+# what a daemon row adds to the kernel's (None in a kernel-only row)
+IDENTITY = ("peer", "public_key", "inner", "allowed_ips", "confirmed", "created_ms",
+            "last_handshake_ms", "key_age_s", "last_rx_ms", "last_rx_age_s", "tx_packets",
+            "tx_bytes")
+
+
+@dataclass
+class Gathered:
+    by_iface: dict[str, list[dict[str, Any]]]
+    daemon: dict | None  # the daemon's `sessions` answer; None: no daemon answers
+
+
+def gather(app, iface: str | None, socket_path: str | None, kernel_rows) -> Gathered:
+    """The sessions of IFACE (default: every attached interface, or the
+    daemon's userspace gate), merged by session id. ``kernel_rows(gm,
+    owners)``: the kernel's rows of one interface (cli/sessions.py)."""
+    app.require_root()
+    try:
+        daemon = app.ask_daemon("sessions", socket_path)
+    except NoDaemon:
+        daemon = None
+    if daemon is not None and daemon["gate"] == USERSPACE and iface is None:
+        return Gathered({USERSPACE: [_merged(None, d) for d in daemon["sessions"]]}, daemon)
+    app.require_bcc()
+    ours = {d["session_id"]: d for d in daemon["sessions"]} if daemon else {}
+    out: dict[str, list[dict[str, Any]]] = {}
+    for att in app.attachments(iface):
+        owners = records.Owners.load(att.ifname, app.paths)
+        with app.open_maps(att) as gm:
+            rows = kernel_rows(gm, owners)
+        # the map's elements only: a session the daemon serves without one
+        # (parked during a handover) is the daemon's business, not the gate's
+        mine = daemon is not None and daemon.get("interface") == att.ifname
+        out[att.ifname] = [_merged(r, ours.get(r["session_id"]) if mine else None)
+                           for r in rows]
+    return Gathered(out, daemon)
+
+
+def _merged(kernel: dict | None, daemon: dict | None) -> dict[str, Any]:
+    """The kernel's fields as the map holds them, the daemon's identity and
+    what it sent; received traffic is the kernel's when it has the row."""
+    row: dict[str, Any] = dict(kernel) if kernel is not None else {
+        "session_id": daemon["session_id"], "state": daemon["state"], "owner": daemon["owner"],
+        "version": daemon["version"], "fence": None, "bound": daemon["bound"],
+        "bind_addr": None, "bind_port": None, "rx_packets": daemon["rx_packets"],
+        "rx_bytes": daemon["rx_bytes"], "highest_counter": None}
+    for key in IDENTITY:
+        row[key] = daemon.get(key) if daemon is not None else None
+    if daemon is not None:
+        row["daemon_state"] = daemon["state"]
+    return row
+
+
+def with_ages(g: Gathered) -> Gathered:
+    """Each daemon row's last receive as an age, by the daemon's clock."""
+    now = g.daemon["now_ms"] if g.daemon else None
+    for rows in g.by_iface.values():
+        for r in rows:
+            if now is not None and r.get("last_rx_ms") is not None:
+                r["last_rx_age_s"] = round(max(0, now - r["last_rx_ms"]) / 1000, 3)
+    return g
+
+
+# ------------------------------------------------------------------ human forms
+def short_id(hex_id: str, wide: bool) -> str:
+    return hex_id if wide else hex_id[:SHORT_ID] + "…"
+
+
+def size(n: int | None) -> str:
+    """1023 -> "1023B", 1536 -> "1.5K", 3 << 20 -> "3.0M" (powers of 1024)."""
+    if n is None:
+        return "-"
+    value, unit = float(n), "B"
+    for unit in ("B", "K", "M", "G", "T"):  # noqa: B007 - the last unit is kept
+        if value < 1024 or unit == "T":
+            break
+        value /= 1024
+    return f"{int(value)}B" if unit == "B" else f"{value:.1f}{unit}"
+
+
+def count(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for div, unit in ((1_000_000_000, "G"), (1_000_000, "M"), (1_000, "k")):
+        if n >= div * 10:
+            return f"{n // div}{unit}"
+    return str(n)
+
+
+def age(seconds: float | None) -> str:
+    """45 -> "45s", 150 -> "2m", 7200 -> "2h", 200000 -> "2d"."""
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    for div, unit in ((86_400, "d"), (3_600, "h"), (60, "m")):
+        if s >= div:
+            return f"{s // div}{unit}"
+    return f"{s}s"
+
+
+def sessions_table(title: str, rows: list[dict], *, wide: bool, daemon: bool) -> Table:
+    """The narrow table fits 80 columns with IPv4 bindings: short ids, sizes
+    and ages, one space between columns; only the peer's name (at most
+    PEER_WIDTH), the inner address and the binding may be cut (…) in a
+    narrower console. --wide has every field, ids and keys whole."""
+    table = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+                  padding=0, title_justify="left")  # the box puts one space between
+    cols = _wide_columns(daemon) if wide else _narrow_columns(daemon)
+    cells = [[cell(r) for _n, _j, cell in cols] for r in rows]
+    for i, (name, justify, _cell) in enumerate(cols):
+        need = max([len(name), *(len(c[i]) for c in cells)])
+        flexible = not wide and name in FLEXIBLE
+        table.add_column(name, justify=justify, no_wrap=True,
+                         overflow="ellipsis" if flexible else "fold",
+                         min_width=None if flexible else need,
+                         max_width=PEER_WIDTH if name == "peer" and not wide else None)
+    for c in cells:
+        table.add_row(*c)
+    return table
+
+
+def _narrow_columns(daemon: bool) -> list:
+    cols = [("session", "left", lambda r: short_id(r["session_id"], False))]
+    if daemon:
+        cols += [("peer", "left", lambda r: _text(r["peer"])),
+                 ("inner", "left", lambda r: _text(r["inner"]))]
+    cols += [("state", "left", lambda r: r["state"])]
+    if not daemon:  # the version is in --wide when identities take the room
+        cols += [("ver", "right", lambda r: str(r["version"]))]
+    cols += [("bound to", "left", lambda r: r["bound"]),
+             ("rx", "right", lambda r: size(r["rx_bytes"]))]
+    if daemon:
+        cols += [("tx", "right", lambda r: size(r["tx_bytes"])),
+                 ("idle", "right", lambda r: age(r.get("last_rx_age_s")))]
+    else:
+        cols += [("rx pkts", "right", lambda r: count(r["rx_packets"])),
+                 ("owner", "left", lambda r: _text(r["owner"]))]
+    return cols
+
+
+def _wide_columns(daemon: bool) -> list:
+    cols = [("session id", "left", lambda r: r["session_id"])]
+    if daemon:
+        cols += [("peer", "left", lambda r: _text(r["peer"])),
+                 ("public key", "left", lambda r: _text(r["public_key"])),
+                 ("allowed ips", "left", lambda r: ", ".join(r["allowed_ips"] or []) or "-")]
+    cols += [("state", "left", lambda r: r["state"]),
+             ("owner", "left", lambda r: _text(r["owner"])),
+             ("version", "right", lambda r: str(r["version"])),
+             ("fence", "right", lambda r: _text(r["fence"])),
+             ("bound to", "left", lambda r: r["bound"]),
+             ("rx pkts", "right", lambda r: _text(r["rx_packets"])),
+             ("rx bytes", "right", lambda r: _text(r["rx_bytes"])),
+             ("highest counter", "right", lambda r: _text(r["highest_counter"]))]
+    if daemon:
+        cols += [("tx pkts", "right", lambda r: _text(r["tx_packets"])),
+                 ("tx bytes", "right", lambda r: _text(r["tx_bytes"])),
+                 ("key age", "right", lambda r: age(r["key_age_s"])),
+                 ("idle", "right", lambda r: age(r.get("last_rx_age_s")))]
+    return cols
+
+
+def _text(value) -> str:
+    return "-" if value is None else str(value)

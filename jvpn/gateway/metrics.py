@@ -1,0 +1,220 @@
+"""The gateway's Prometheus endpoint (config ``MetricsListen``; off by
+default). Nothing here keeps a second copy of the gateway's state: each
+scrape reads it live (a custom collector), the way `jvpn-xdp stats` and
+`sessions` read it. What only the event stream knows (handshakes, cookie
+replies, reattach results and their latency) is counted from the events the
+daemon emits, through one listener on its EventLog: no counting call is
+scattered through the control path.
+
+Every metric, its type and labels: docs/metrics.md.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+from jvpn import keys
+from jvpn.errors import JvpnError
+from jvpn.gateway import snapshot
+from jvpn.gateway.tally import EventTally
+
+# Anyone on the host can connect (an unprivileged user included): a bounded
+# number of scrapes at once, each with a deadline, so that idle or slow
+# connections cannot take the daemon's threads or descriptors.
+MAX_SCRAPES = 8
+SCRAPE_TIMEOUT_S = 5.0
+
+
+class GatewayCollector:
+    """One scrape: the gate's verdict counters, the sessions, the event
+    counts, the peers (as the WireGuard exporters name theirs), the process.
+    Nothing before ``gw`` is set (the endpoint is bound before the gateway
+    is built, so that a taken port is refused before anything opens)."""
+
+    def __init__(self, tally: EventTally, gw=None, interface: str = ""):
+        self.gw, self.tally, self.interface = gw, tally, interface
+
+    def collect(self) -> Iterator[Metric]:
+        if self.gw is None:
+            return
+        rows = snapshot.sessions(self.gw)
+        yield from verdict_metrics(self.gw.gate.read_counters())
+        states = GaugeMetricFamily("jvpn_sessions", "Sessions this gateway serves, by state.",
+                                   labels=["state"])
+        for state, n in snapshot.states(rows).items():
+            states.add_metric([state], n)
+        yield states
+        yield GaugeMetricFamily("jvpn_draining", "1 while the gateway refuses new sessions "
+                                "(jvpn-xdp drain).", value=1 if self.gw.draining else 0)
+        yield from event_metrics(self.tally.figures())
+        yield from peer_metrics(rows, self._peers(), self.interface)
+        yield from process_metrics(snapshot.process_figures(), self.gw.supervisor.alive())
+
+    def _peers(self) -> list:
+        with self.gw.control:
+            return list(self.gw.table.peers.values())
+
+
+def verdict_metrics(counters: dict[str, dict[str, int]]) -> Iterator[Metric]:
+    packets = CounterMetricFamily("jvpn_xdp_packets", "Packets by the gate's verdict reason "
+                                  "(as `jvpn-xdp stats --json`).", labels=["reason"])
+    nbytes = CounterMetricFamily("jvpn_xdp_bytes", "Bytes by the gate's verdict reason.",
+                                 labels=["reason"])
+    for reason, v in counters.items():
+        packets.add_metric([reason], v["packets"])
+        nbytes.add_metric([reason], v["bytes"])
+    yield packets
+    yield nbytes
+
+
+def event_metrics(f: dict) -> Iterator[Metric]:
+    hs = CounterMetricFamily("jvpn_handshakes", "Handshake initiations by result "
+                             "(HANDSHAKE_OK, or the rejection's reason code).", labels=["result"])
+    for result, n in sorted(f["handshakes"].items()):
+        hs.add_metric([result], n)
+    yield hs
+    yield CounterMetricFamily("jvpn_cookie_replies", "Cookie replies sent (handshakes under "
+                              "load).", value=f["cookie_replies"])
+    ra = CounterMetricFamily("jvpn_reattaches", "Reattach results by reason code.",
+                             labels=["result"])
+    for result, n in sorted(f["reattaches"].items()):
+        ra.add_metric([result], n)
+    yield ra
+    hist = HistogramMetricFamily("jvpn_reattach_latency_seconds", "From a session's latest "
+                                 "reattach attempt (path challenge sent) to its acceptance.")
+    hist.add_metric([], [(_le(le), n) for le, n in f["latency_buckets"]], f["latency_sum_s"])
+    yield hist
+
+
+def _le(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(bound)
+
+
+def peer_metrics(rows: list[dict], peers: list, interface: str) -> Iterator[Metric]:
+    """Per configured peer, summed over its sessions; the names and labels of
+    prometheus_wireguard_exporter (interface, public_key, allowed_ips,
+    friendly_name). A peer without a session is 0, as WireGuard's."""
+    labels = ["interface", "public_key", "allowed_ips", "friendly_name"]
+    sent = CounterMetricFamily("wireguard_sent_bytes", "Bytes sent to the peer.", labels=labels)
+    received = CounterMetricFamily("wireguard_received_bytes", "Bytes received from the peer.",
+                                   labels=labels)
+    handshake = GaugeMetricFamily("wireguard_latest_handshake_seconds", "UNIX time of the "
+                                  "peer's latest handshake (0: none).", labels=labels)
+    by_key: dict[str, list[dict]] = {}
+    for row in rows:
+        by_key.setdefault(row["public_key"], []).append(row)
+    for peer in peers:
+        pk = keys.encode(peer.public_key)
+        mine = by_key.get(pk, [])
+        values = [interface, pk, ",".join(str(n) for n in peer.allowed_ips), peer.name]
+        sent.add_metric(values, sum(r["tx_bytes"] for r in mine))
+        received.add_metric(values, sum(r["rx_bytes"] for r in mine))
+        handshake.add_metric(values, max((r["last_handshake_ms"] for r in mine), default=0) / 1000)
+    yield sent
+    yield received
+    yield handshake
+
+
+def process_metrics(p: dict, threads: dict[str, bool]) -> Iterator[Metric]:
+    """The daemon's process through psutil, with the standard process_* names."""
+    yield CounterMetricFamily("process_cpu_seconds", "User and system CPU time spent, seconds.",
+                              value=p["cpu_seconds"])
+    yield GaugeMetricFamily("process_resident_memory_bytes", "Resident memory size, bytes.",
+                            value=p["rss_bytes"])
+    yield GaugeMetricFamily("process_open_fds", "Open file descriptors.", value=p["open_fds"])
+    yield GaugeMetricFamily("process_start_time_seconds", "Start time of the process, UNIX "
+                            "seconds.", value=p["start_time_s"])
+    yield GaugeMetricFamily("process_threads", "OS threads of the process.", value=p["threads"])
+    alive = GaugeMetricFamily("jvpn_thread_alive", "1 while the daemon's named loop runs.",
+                              labels=["thread"])
+    for name, up in sorted(threads.items()):
+        alive.add_metric([name], 1 if up else 0)
+    yield alive
+
+
+class MetricsServer:
+    """The HTTP endpoint: bound at once (a taken port is one line naming the
+    key), serving from its own threads until ``close``; it has figures once
+    ``attach`` gave it the gateway."""
+
+    def __init__(self, listen: tuple[str, int], where: str = "MetricsListen"):
+        """``where``: what an error names (the config's ``FILE:LINE: MetricsListen``)."""
+        self.tally = EventTally()
+        self.collector = GatewayCollector(self.tally)
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self.collector)
+        host, port = listen
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        server_class = type("MetricsHTTPServer", (_BoundedServer,), {"address_family": family})
+        try:
+            self._httpd = make_server(host, port, make_wsgi_app(self.registry), server_class,
+                                      handler_class=_QuietHandler)
+        except OSError as e:
+            raise JvpnError(f"{where}: {_spell(listen)}: cannot listen: "
+                            f"{e.strerror or e}") from None
+        self.address = self._httpd.server_address[:2]
+        self.url = f"http://{_spell(self.address)}/metrics"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="jvpn-metrics",
+                                        daemon=True)
+        self._thread.start()
+
+    def attach(self, gw, interface: str) -> None:
+        """Before ``gw.start()``: the tally sees every event from the first."""
+        gw.events.add_listener(self.tally)
+        self.collector.interface = interface
+        self.collector.gw = gw
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+class _QuietHandler(WSGIRequestHandler):
+    timeout = SCRAPE_TIMEOUT_S  # a connection that sends nothing is dropped after this
+
+    def log_message(self, *_args) -> None:
+        pass  # a scrape is not news (and stderr is the daemon's log)
+
+
+class _BoundedServer(ThreadingMixIn, WSGIServer):
+    """At most MAX_SCRAPES connections served at once; more are closed at
+    once rather than queued."""
+
+    daemon_threads = True
+
+    def __init__(self, *args, **kwargs):
+        self._slots = threading.BoundedSemaphore(MAX_SCRAPES)
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request, client_address) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
+def _spell(listen: tuple[str, int]) -> str:
+    host, port = listen
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -1,0 +1,149 @@
+"""What the operator sees of a running gateway: its sessions with the peer
+each belongs to, and the daemon's health. Pure reads over a ``Gateway``
+(jvpn/gateway/daemon.py), returning JSON values; the operator socket serves
+them as ``sessions`` and ``health`` (jvpn/gateway/operations.py), the
+metrics collector reads the same (jvpn/gateway/metrics.py).
+
+Received traffic comes from the kernel's runtime map when the XDP gate runs
+(it counts every data and keepalive message it passed, as `jvpn-xdp
+sessions` shows without a daemon), from the daemon's own counts otherwise;
+sent traffic is the daemon's: only it sends (jvpn/gateway/traffic.py).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from dataclasses import asdict, dataclass
+
+import psutil
+
+from jvpn import keys
+from jvpn.gateway.ownership import ClusterOwnership
+from jvpn.session import State
+
+
+@dataclass(frozen=True)
+class SessionView:
+    session_id: str  # 16 hex digits, as events and `jvpn-xdp sessions` spell it
+    peer: str | None  # the peer's Name in the peers file (None: no peer has its address now)
+    public_key: str | None  # base64, as in the peers file
+    inner: str
+    allowed_ips: list[str]
+    bound: str  # the binding, "-" when none
+    state: str
+    version: int
+    owner: str
+    confirmed: bool  # False: a new handshake's session its initiator has not used yet
+    created_ms: int  # the handshake that made it: its keys are this old (no rekeying)
+    last_rx_ms: int
+    rx_packets: int
+    rx_bytes: int
+    rx_from: str  # "xdp" (the kernel's runtime map) or "daemon"
+    tx_packets: int
+    tx_bytes: int
+
+    @property
+    def last_handshake_ms(self) -> int:
+        return self.created_ms
+
+
+def sessions(gw, now_ms: int | None = None) -> list[dict]:
+    """Every session this gateway serves, sorted by id. Takes the control
+    lock to copy the table; the kernel's counters are read after it."""
+    with gw.control:
+        rows = [(live.record, live.traffic.figures(), live.last_rx_ms, live.confirmed,
+                 gw.table.peers.get(live.inner)) for live in gw.table.sessions.values()]
+    now = gw.clock_ms() if now_ms is None else now_ms
+    out = []
+    for rec, traffic, last_rx, confirmed, peer in sorted(rows, key=lambda r: r[0].session_id):
+        view = _view(gw.gate, rec, traffic, last_rx, confirmed, peer)
+        out.append({**asdict(view), "last_handshake_ms": view.last_handshake_ms,
+                    "key_age_s": round(max(0, now - view.created_ms) / 1000, 3)})
+    return out
+
+
+def _view(gate, rec, traffic: dict, last_rx_ms: int, confirmed: bool, peer) -> SessionView:
+    if gate.checks_in_kernel:
+        rx, rx_from = gate.runtime(rec.session_id) or (0, 0), "xdp"
+    else:
+        rx, rx_from = (traffic["rx_packets"], traffic["rx_bytes"]), "daemon"
+    allowed = [str(n) for n in peer.allowed_ips] if peer is not None else [f"{rec.inner_addr}/32"]
+    return SessionView(
+        session_id=f"{rec.session_id:016x}", peer=peer.name if peer is not None else None,
+        public_key=keys.encode(peer.public_key) if peer is not None else None,
+        inner=rec.inner_addr, allowed_ips=allowed,
+        bound=str(rec.binding) if rec.binding is not None else "-",
+        state=rec.state.name, version=rec.version, owner=rec.owner, confirmed=confirmed,
+        created_ms=rec.created_ms, last_rx_ms=last_rx_ms, rx_packets=rx[0], rx_bytes=rx[1],
+        rx_from=rx_from, tx_packets=traffic["tx_packets"], tx_bytes=traffic["tx_bytes"])
+
+
+def states(session_rows: list[dict]) -> dict[str, int]:
+    """Sessions by state, every state named (zero included)."""
+    out = {s.name: 0 for s in State}
+    for row in session_rows:
+        out[row["state"]] = out.get(row["state"], 0) + 1
+    return out
+
+
+# ------------------------------------------------------------------ health
+def health(gw) -> dict:
+    """Threads alive by name, the store (one cheap read), the cluster lease,
+    whether it drains (`jvpn-xdp drain`), the gate, and the process."""
+    threads = gw.supervisor.alive()
+    store = store_check(gw.store)
+    with gw.control:
+        count = len(gw.table.sessions)
+        cluster = _cluster(gw)
+    gate_problem = gw.gate.detached()
+    ok = (all(threads.values()) and store["reachable"] and gate_problem is None
+          and gw.fatal is None and not (cluster and cluster["fenced"]))
+    return {"ok": ok, "node_id": gw.events.node_id,
+            "threads": threads, "store": store, "cluster": cluster,
+            "draining": gw.draining,
+            "gate": "xdp" if gw.gate.checks_in_kernel else "userspace",
+            "gate_problem": gate_problem, "fatal": gw.fatal, "sessions": count,
+            "process": process_figures()}
+
+
+def store_check(store) -> dict:
+    """One read of an id no session has (0 is never handed out): it proves
+    the store answers without touching anything."""
+    start = time.monotonic()
+    try:
+        store.get(0)
+    except Exception as e:  # noqa: BLE001 - any failure means unreachable; said in one line
+        line = (str(e).splitlines() or [type(e).__name__])[0][:200]
+        return {"reachable": False, "latency_ms": None, "error": line}
+    return {"reachable": True, "latency_ms": round((time.monotonic() - start) * 1000, 3),
+            "error": None}
+
+
+def _cluster(gw) -> dict | None:
+    """None for one gateway (the SQLite store: no lease)."""
+    own = gw.ownership
+    if not isinstance(own, ClusterOwnership):
+        return None
+    return {"node_id": own.node_id, "lease": own.token, "lease_valid": own.lease_valid(),
+            "fenced": gw.table.fenced}
+
+
+@functools.cache
+def _process() -> psutil.Process:
+    proc = psutil.Process(os.getpid())
+    proc.cpu_percent(None)  # the first call starts the interval the next one measures
+    return proc
+
+
+def process_figures() -> dict:
+    """This process through psutil: CPU% since the previous call (health or
+    a scrape), resident memory, open descriptors, threads, CPU seconds."""
+    proc = _process()
+    with proc.oneshot():
+        times = proc.cpu_times()
+        return {"pid": proc.pid, "cpu_percent": proc.cpu_percent(None),
+                "cpu_seconds": round(times.user + times.system, 3),
+                "rss_bytes": proc.memory_info().rss, "open_fds": proc.num_fds(),
+                "threads": proc.num_threads(), "start_time_s": proc.create_time()}

@@ -1,0 +1,79 @@
+"""Counts that only the event stream knows: handshakes by result, cookie
+replies, reattach results and the latency of the accepted ones. An
+``EventLog`` listener (jvpn/events.py): nothing in the control path counts
+for it; it reads the events the daemon emits anyway. Read by /metrics
+(jvpn/gateway/metrics.py) and by the operator socket's ``figures``
+(`jvpn-xdp top`)."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter, OrderedDict
+
+from jvpn.codes import EventType, Reason
+
+# reattach latency (seconds): a path challenge's round trip, lab to WAN
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+PENDING_MAX = 4_096  # reattach attempts awaiting their result (oldest forgotten first)
+
+
+class EventTally:
+    """Counts kept from the event stream (an ``EventLog`` listener): called
+    under the log's lock, so it only adds."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.handshakes: Counter[str] = Counter()
+        self.cookie_replies = 0
+        self.reattaches: Counter[str] = Counter()
+        self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)  # the last: +Inf
+        self.latency_sum_s = 0.0
+        self._attempts: OrderedDict[str, float] = OrderedDict()  # session id -> ts_ms
+
+    def __call__(self, ev: dict) -> None:
+        kind, reason = ev.get("event_type"), ev.get("reason_code")
+        with self._lock:
+            if kind == EventType.SESSION_STATE_CHANGE and reason == Reason.HANDSHAKE_OK:
+                self.handshakes[reason] += 1
+            elif kind in (EventType.HANDSHAKE_REJECTED, EventType.HANDSHAKE_FAILED):
+                self.handshakes[str(reason)] += 1
+            elif kind == EventType.HANDSHAKE_COOKIE:
+                self.cookie_replies += 1
+            elif kind == EventType.REATTACH_ATTEMPT:
+                self._attempt(ev)
+            elif kind == EventType.REATTACH_RESULT:
+                self._result(ev, str(reason))
+            elif kind == EventType.SESSION_TERMINATED:
+                self._attempts.pop(ev.get("session_id"), None)
+
+    def _attempt(self, ev: dict) -> None:
+        """One per entry into RECOVERING (the path challenge sent): the
+        latest one is what an accept ends (an earlier one expired)."""
+        sid = ev.get("session_id")
+        if sid is None:
+            return
+        self._attempts.pop(sid, None)
+        self._attempts[sid] = ev["ts_ms"]
+        if len(self._attempts) > PENDING_MAX:
+            self._attempts.popitem(last=False)
+
+    def _result(self, ev: dict, reason: str) -> None:
+        self.reattaches[reason] += 1
+        started = self._attempts.pop(ev.get("session_id"), None)
+        if started is None or reason != Reason.REATTACH_ACCEPT:
+            return  # a refusal before any challenge, or after: no switch to time
+        seconds = max(0.0, (ev["ts_ms"] - started) / 1000)
+        self.latency_sum_s += seconds
+        i = next((i for i, le in enumerate(LATENCY_BUCKETS) if seconds <= le),
+                 len(LATENCY_BUCKETS))
+        self.buckets[i] += 1
+
+    def figures(self) -> dict:
+        with self._lock:
+            cumulative, total = [], 0
+            for le, n in zip((*LATENCY_BUCKETS, float("inf")), self.buckets, strict=True):
+                total += n
+                cumulative.append((le, total))
+            return {"handshakes": dict(self.handshakes), "cookie_replies": self.cookie_replies,
+                    "reattaches": dict(self.reattaches), "latency_buckets": cumulative,
+                    "latency_sum_s": self.latency_sum_s}

@@ -1,0 +1,41 @@
+"""A session's traffic as the daemon itself counts it: what it received and
+authenticated, and what it sent to the session's binding (data and
+keepalives). The kernel counts received traffic in its runtime map when the
+XDP gate runs (`jvpn-xdp sessions` prefers that); nothing else counts what
+the daemon sends.
+
+Per packet, so no lock: every field has one writer thread. The UDP loop
+counts what it received and the keepalives it answered, the TUN loop the
+data it sent (jvpn/gateway/datapath.py); a reader (the operator socket, a
+scrape) sees each field's old or new value, never a torn one."""
+
+from __future__ import annotations
+
+
+class Traffic:
+    __slots__ = ("ka_bytes", "ka_packets", "rx_bytes", "rx_packets", "tx_bytes", "tx_packets")
+
+    def __init__(self) -> None:
+        self.rx_packets = self.rx_bytes = 0  # the UDP loop's
+        self.ka_packets = self.ka_bytes = 0  # the UDP loop's: keepalive replies
+        self.tx_packets = self.tx_bytes = 0  # the TUN loop's: data
+
+    def received(self, nbytes: int) -> None:
+        """One authenticated message (data or keepalive), as on the wire (UDP loop)."""
+        self.rx_packets += 1
+        self.rx_bytes += nbytes
+
+    def replied(self, msg: bytes) -> None:
+        """A keepalive reply handed to the socket (UDP loop)."""
+        self.ka_packets += 1
+        self.ka_bytes += len(msg)
+
+    def sent(self, msgs: list[bytes]) -> None:
+        """Data messages handed to the socket for the binding (TUN loop)."""
+        self.tx_packets += len(msgs)
+        self.tx_bytes += sum(map(len, msgs))
+
+    def figures(self) -> dict[str, int]:
+        return {"rx_packets": self.rx_packets, "rx_bytes": self.rx_bytes,
+                "tx_packets": self.tx_packets + self.ka_packets,
+                "tx_bytes": self.tx_bytes + self.ka_bytes}

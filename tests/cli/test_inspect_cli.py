@@ -1,0 +1,253 @@
+"""`jvpn-xdp sessions`, `health` and `top` through click's CliRunner (issue
+12, inspect): the kernel's rows merged with the daemon's identities, a
+kernel-only view when no daemon answers, readable at 80 columns. The maps
+and the daemon are fakes here; tests/netns/test_metrics_lab.py runs them for
+real."""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import os
+from types import SimpleNamespace
+
+import pytest
+from click.testing import CliRunner
+
+from jvpn.gate import abi, loader
+from jvpn.operator import NoDaemon
+from jvpn_cli import app as app_mod
+from jvpn_cli import top as top_mod
+from jvpn_cli import views
+from jvpn_cli.main import cli
+
+SID_A, SID_B = 0x1234_5678_9ABC_DEF0, 0x0FED_CBA9_8765_4321
+PUB = "Zm9vYmFyZm9vYmFyZm9vYmFyZm9vYmFyZm9vYmFyMDA="
+NOW_MS = 1_700_000_100_000
+
+
+def _element(state: int, addr: str, port: int, version: int) -> abi.Session:
+    s = abi.Session()
+    s.state, s.version, s.fence = state, version, 0
+    s.bind_family = abi.AF_INET
+    s.bind_addr[:] = abi.addr_words(ipaddress.ip_address(addr))
+    s.bind_port = abi.port_word(port)
+    return s
+
+
+class FakeMaps:
+    """The pinned maps of one interface: two sessions, one with traffic."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def list_sessions(self):
+        return [(SID_A, _element(abi.STATE_ATTACHED, "203.0.113.200", 51234, 7)),
+                (SID_B, _element(abi.STATE_VOLATILE, "198.51.100.17", 40000, 12))]
+
+    def get_runtime(self, sid):
+        if sid != SID_A:
+            return None
+        return SimpleNamespace(rx_packets=123_456, rx_bytes=987_654_321, replay_top=123_457)
+
+
+def _daemon_row(sid: int, peer: str, inner: str) -> dict:
+    return {"session_id": f"{sid:016x}", "peer": peer, "public_key": PUB, "inner": inner,
+            "allowed_ips": [f"{inner}/32", "192.168.77.0/24"], "bound": "x", "state": "ATTACHED",
+            "version": 7, "owner": "gw-a", "confirmed": True, "created_ms": NOW_MS - 7_200_000,
+            "last_handshake_ms": NOW_MS - 7_200_000, "key_age_s": 7200.0,
+            "last_rx_ms": NOW_MS - 3_000, "rx_packets": 1, "rx_bytes": 2, "rx_from": "xdp",
+            "tx_packets": 99_999, "tx_bytes": 5 << 30}
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    """Root, bcc 'present', one attached interface with FakeMaps; the daemon
+    answers what ``env.daemon`` holds (None: no daemon)."""
+    monkeypatch.setenv("JVPN_PIN_ROOT", str(tmp_path / "pins"))
+    monkeypatch.setenv("JVPN_RUN_DIR", str(tmp_path / "run"))
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(loader, "_bcc", lambda: object())
+    state = SimpleNamespace(daemon=None, asked=[])
+
+    def ask(self, op, socket_path=None, **args):
+        state.asked.append((op, socket_path))
+        if state.daemon is None:
+            raise NoDaemon("no gateway daemon answers (test)")
+        return state.daemon[op]
+
+    monkeypatch.setattr(app_mod.App, "ask_daemon", ask)
+    monkeypatch.setattr(app_mod.App, "attachments",
+                        lambda self, iface: [SimpleNamespace(ifname="jvtest0")])
+    monkeypatch.setattr(app_mod.App, "open_maps", lambda self, att: FakeMaps())
+    return state
+
+
+def _daemon(interface: str | None = "jvtest0", gate: str = "xdp") -> dict:
+    return {"sessions": {"node_id": "gw-a", "now_ms": NOW_MS, "gate": gate,
+                         "interface": interface,
+                         "sessions": [_daemon_row(SID_A, "alice-laptop-with-a-long-name",
+                                                  "10.99.0.2")]}}
+
+
+def _run(args, columns: int = 80):
+    r = CliRunner().invoke(cli, args, env={"COLUMNS": str(columns)})
+    assert r.exit_code == 0, r.output
+    return r
+
+
+def test_sessions_merge_kernel_counters_with_identities_in_json(env):
+    env.daemon = _daemon()
+    r = _run(["sessions", "--json"])
+    out = json.loads(r.stdout)
+    b, a = out["jvtest0"]  # sorted by id
+    assert a["session_id"] == f"{SID_A:016x}" and a["peer"] == "alice-laptop-with-a-long-name"
+    assert a["public_key"] == PUB and a["inner"] == "10.99.0.2"
+    assert (a["rx_packets"], a["rx_bytes"]) == (123_456, 987_654_321)  # the kernel's
+    assert a["tx_bytes"] == 5 << 30 and a["bound"] == "203.0.113.200:51234"
+    assert a["last_rx_age_s"] == 3.0 and a["highest_counter"] == 123_456
+    assert b["peer"] is None and b["state"] == "VOLATILE"  # the daemon does not serve it
+    assert r.stderr == ""
+
+
+def test_sessions_fit_80_columns(env):
+    env.daemon = _daemon()
+    r = _run(["sessions"])
+    lines = r.stdout.splitlines()
+    assert max(map(len, lines)) <= 80, r.stdout
+    [row_a] = [ln for ln in lines if ln.startswith("12345678…")]
+    for text in ("alice", "10.99.0.2", "ATTACHED", "203.0.113.200:51234", "941.9M", "5.0G",
+                 "3s"):
+        assert text in row_a, row_a
+    [row_b] = [ln for ln in lines if ln.startswith("0fedcba9…")]
+    assert "198.51.100.17:40000" in row_b and "VOLATILE" in row_b
+
+
+def test_sessions_wide_has_whole_ids_and_keys(env):
+    env.daemon = _daemon()
+    r = _run(["sessions", "--wide"], columns=400)
+    assert f"{SID_A:016x}" in r.stdout and PUB in r.stdout and "192.168.77.0/24" in r.stdout
+
+
+def test_sessions_without_a_daemon_read_the_kernel_alone(env):
+    r = _run(["sessions"])
+    assert r.stderr.strip() == views.NO_DAEMON
+    assert max(map(len, r.stdout.splitlines())) <= 80
+    assert "203.0.113.200:51234" in r.stdout and "123k" in r.stdout
+    j = _run(["sessions", "--json"])
+    rows = json.loads(j.stdout)["jvtest0"]
+    assert [r["peer"] for r in rows] == [None, None] and rows[1]["rx_packets"] == 123_456
+
+
+def test_sessions_of_a_userspace_gateway_come_from_the_daemon(env, monkeypatch):
+    env.daemon = _daemon(interface=None, gate="userspace")
+    monkeypatch.setattr(loader, "_bcc", lambda: (_ for _ in ()).throw(AssertionError("bcc")))
+    out = json.loads(_run(["sessions", "--json"]).stdout)
+    [row] = out["userspace"]
+    assert row["peer"].startswith("alice") and row["tx_packets"] == 99_999
+
+
+def test_sessions_ask_the_socket_given(env):
+    _run(["sessions", "--socket", "/tmp/elsewhere.sock"])
+    assert env.asked == [("sessions", "/tmp/elsewhere.sock")]
+
+
+@pytest.mark.parametrize(("n", "text"), [(0, "0B"), (1023, "1023B"), (1536, "1.5K"),
+                                         (3 << 20, "3.0M"), (None, "-")])
+def test_sizes(n, text):
+    assert views.size(n) == text
+
+
+@pytest.mark.parametrize(("s", "text"), [(0, "0s"), (59.9, "59s"), (150, "2m"), (7200, "2h"),
+                                         (200_000, "2d"), (None, "-")])
+def test_ages(s, text):
+    assert views.age(s) == text
+
+
+def _health(ok: bool = True) -> dict:
+    return {"ok": ok, "node_id": "gw-a",
+            "threads": {"udp": True, "tun": True, "timer": True, "operator": ok},
+            "store": {"reachable": True, "latency_ms": 0.2, "error": None},
+            "cluster": None, "draining": False, "gate": "xdp", "gate_problem": None,
+            "fatal": None, "sessions": 1,
+            "process": {"pid": 42, "cpu_percent": 1.5, "cpu_seconds": 3.0, "rss_bytes": 50 << 20,
+                        "open_fds": 23, "threads": 9, "start_time_s": 1.0}}
+
+
+def _figures() -> dict:
+    counters = {"pass_data": {"packets": 5000, "bytes": 6_000_000},
+                "drop_bad_tag": {"packets": 7, "bytes": 700},
+                "drop_replay": {"packets": 0, "bytes": 0}}
+    return {"counters": counters, "handshakes": {"HANDSHAKE_OK": 2}, "cookie_replies": 1,
+            "reattaches": {"REATTACH_ACCEPT": 2}, "reattach_latency": {"count": 2, "sum_s": 0.09}}
+
+
+def test_health_prints_and_exits_by_its_verdict(env):
+    env.daemon = {"health": _health()}
+    r = _run(["health"])
+    assert r.stdout.splitlines()[0] == "gateway gw-a: healthy"
+    assert "RSS 50.0M, 23 fds" in r.stdout and "single gateway" in r.stdout
+    env.daemon = {"health": _health(ok=False)}
+    r = CliRunner().invoke(cli, ["health", "--json"])
+    assert r.exit_code == 1 and json.loads(r.stdout)["threads"]["operator"] is False
+    r = CliRunner().invoke(cli, ["health"])
+    assert r.exit_code == 1 and "NOT healthy: thread 'operator' is not running" in r.stdout
+
+
+def test_health_without_a_daemon_is_one_error_line(env):
+    r = CliRunner().invoke(cli, ["health"])
+    assert r.exit_code == 1 and r.stdout == ""
+    assert r.stderr.strip() == "error: no gateway daemon answers (test)"
+
+
+def test_top_once_prints_one_frame_in_80_columns(env):
+    env.daemon = {**_daemon(), "health": _health(), "figures": _figures()}
+    r = _run(["top", "--once"])
+    lines = r.stdout.splitlines()
+    assert max(map(len, lines)) <= 80, r.stdout
+    assert lines[0].startswith("jvpn top · gw-a · healthy · CPU 1.5%")
+    assert "handshakes: HANDSHAKE_OK 2 · cookie replies 1" in r.stdout
+    assert "REATTACH_ACCEPT 2 (mean 45 ms)" in r.stdout
+    assert "alice-lapto…" in r.stdout and "drop_bad_tag" in r.stdout
+    assert "drop_replay" not in r.stdout  # zero: not shown
+
+
+def test_top_once_without_a_daemon_shows_the_kernel(env, monkeypatch):
+    monkeypatch.setattr(FakeMaps, "read_counters",
+                        lambda self: {"pass_data": {"packets": 3, "bytes": 300}}, raising=False)
+    r = _run(["top", "--once"])
+    assert views.NO_DAEMON in r.stdout and "pass_data" in r.stdout
+    assert "203.0.113.200:51234" in r.stdout
+
+
+def test_top_runs_live_until_q(env, monkeypatch):
+    env.daemon = {**_daemon(), "health": _health(), "figures": _figures()}
+    pressed = iter([None, None, "q"])
+
+    @contextlib.contextmanager
+    def keys():
+        yield lambda _timeout: next(pressed)
+
+    monkeypatch.setattr(top_mod, "_keys", keys)
+    r = _run(["top"])
+    assert [op for op, _ in env.asked].count("sessions") == 3  # the first frame, then two more
+    assert "gw-a" in r.stdout and "drop_bad_tag" in r.stdout
+
+
+def test_top_ends_quietly_on_ctrl_c(env, monkeypatch):
+    env.daemon = {**_daemon(), "health": _health(), "figures": _figures()}
+
+    @contextlib.contextmanager
+    def keys():
+        def key(_timeout):
+            raise KeyboardInterrupt
+
+        yield key
+
+    monkeypatch.setattr(top_mod, "_keys", keys)
+    r = _run(["top"])
+    assert "interrupted" not in r.output
