@@ -20,8 +20,11 @@ def client():
 
 
 @client.command("up", help="Handshake, bring up the TUN device and keep the session across "
-                           "path changes (reattach). Exits non-zero if the gateway refuses a "
-                           "reattach for good: no new session is started silently.")
+                           "path changes (reattach). Exits non-zero with one line when the "
+                           "session ends: the gateway ended it, refused a reattach for good, or "
+                           "gave no authenticated answer for OrphanTimeout (default 20 s). No "
+                           "new session is started silently. SIGTERM/SIGINT: the gateway is "
+                           "told (an authenticated TERMINATE), then exit 0.")
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
               help="Client config file (see README, Configuration files).")
 @click.option("--events-file", type=click.Path(dir_okay=False), default=None,
@@ -29,11 +32,10 @@ def client():
 @click.option("--echo-events", is_flag=True, help="Also print every event on stdout.")
 @click.pass_obj
 def client_up(app, config_path: str, events_file: str | None, echo_events: bool):
-    from jvpn.client import Client, ClientError
+    from jvpn.client import ClientError
     from jvpn.client_dns import DnsError
     from jvpn.client_hooks import HookFailed
     from jvpn.client_lifecycle import Lifecycle, Signals, client_steps
-    from jvpn.client_routes import plan
     from jvpn.codes import EventType, Reason
     from jvpn.config import load_client_config
     from jvpn.config_sources import keyed
@@ -41,19 +43,15 @@ def client_up(app, config_path: str, events_file: str | None, echo_events: bool)
     from jvpn.tunnel import TunBusy
 
     app.require_root()
-    cfg = load_client_config(config_path)
+    cfg = load_client_config(config_path, resolve=_resolving(progress_printer(app)))
     events = _event_log(events_file, echo_events)
     if cfg.endpoint_name:
         events.emit(EventType.ENDPOINT_RESOLVED, Reason.OK, name=cfg.endpoint_name,
                     address=cfg.endpoint[0], port=cfg.endpoint[1])
         log.info("jvpn client: %s is %s (resolved once, now)", cfg.endpoint_name,
                  cfg.endpoint[0])
-    try:  # the outer socket is marked from the start (full tunnel: jvpn.client_routes)
-        agent = Client(private_key=cfg.private_key, gateway_public=cfg.gateway_public_key,
-                       endpoint=cfg.endpoint, events=events, tun_name=cfg.tun_name,
-                       keepalive_ms=cfg.keepalive_ms, tun_mtu=cfg.tun_mtu,
-                       path_mtu=cfg.path_mtu,
-                       route_plan=plan(cfg.allowed_ips, cfg.fwmark, cfg.table))
+    try:
+        agent = _agent(app, cfg, events)
     except ClientError as e:
         events.close()
         raise JvpnError(keyed(cfg.sources, e)) from e
@@ -84,8 +82,43 @@ def client_up(app, config_path: str, events_file: str | None, echo_events: bool)
         log.warning("jvpn client: dropped %d datagrams that did not come from the gateway "
                     "%s:%d", agent.drops.total, agent.endpoint[0], agent.endpoint[1])
     if failed and not signals.stopped.is_set():
-        raise JvpnError(f"the gateway refused the session ({failed}); run `client up` again "
-                        "for a new handshake")
+        raise JvpnError(f"{agent.ended or failed}; run `client up` again for a new session")
+
+
+def _agent(app, cfg, events):
+    """The client agent for ``cfg``; its outer socket is marked from the
+    start (full tunnel: jvpn.client_routes)."""
+    from jvpn.client import Client
+    from jvpn.client_routes import plan
+
+    return Client(private_key=cfg.private_key, gateway_public=cfg.gateway_public_key,
+                  endpoint=cfg.endpoint, events=events, tun_name=cfg.tun_name,
+                  keepalive_ms=cfg.keepalive_ms, tun_mtu=cfg.tun_mtu, path_mtu=cfg.path_mtu,
+                  orphan_timeout_ms=cfg.orphan_timeout_ms,
+                  route_plan=plan(cfg.allowed_ips, cfg.fwmark, cfg.table),
+                  progress=progress_printer(app), reconnect=cfg.reconnect,
+                  notice=log.warning)  # a new session: said at the default log level
+
+
+def _resolving(progress):
+    """The config loader's resolver, saying on a terminal that it resolves."""
+    from jvpn.config import resolve_host
+
+    if progress is None:
+        return resolve_host
+
+    def resolve(host: str, port: int) -> str:
+        progress(f"resolving {host}")
+        return resolve_host(host, port)
+    return resolve
+
+
+def progress_printer(app):
+    """Progress lines on a terminal (handshake attempt k/n, TUN and routes);
+    nothing when stderr is not one (a service's journal gets the result only)."""
+    if not sys.stderr.isatty():
+        return None
+    return lambda line: app.err.print(f"jvpn client: {line}", markup=False)
 
 
 client.add_command(client_check)  # cli/client_check.py

@@ -1,6 +1,9 @@
 """The client agent: handshake, TUN, keepalives, path-change detection and
-reattach. It never starts a new session on its own when a reattach fails: it
-reports the failure and stops (the operator runs `client up` again).
+reattach. It never starts a new session silently: when the gateway ended
+the session (its authenticated TERMINATE or refusal) or has presumably
+forgotten it (no authenticated answer for OrphanTimeout:
+jvpn/client_orphan.py), it reports why and stops; ``client up`` exits
+non-zero (or, with Reconnect, starts a new session and says so).
 
 Path changes are noticed three ways:
   - the route to the gateway changes (netlink events: an uplink went down, an
@@ -19,27 +22,27 @@ import time
 from collections.abc import Callable
 
 from jvpn import pathmtu
+from jvpn.backoff import Backoff
+from jvpn.client_handshake import RECV_TIMEOUT_S, ClientError, ClientHandshake
+from jvpn.client_orphan import OrphanWatch
 from jvpn.client_path import PathSize, PathSizing, route_to, watch_routing
 from jvpn.client_reattach import ClientReattach, PendingReattach
+from jvpn.client_renew import ClientRenew
 from jvpn.client_routes import ClientRouting, RouteError, RoutePlan
-from jvpn.codes import EventType, Security
+from jvpn.codes import EventType, Reason, Security
+from jvpn.config import (
+    DEFAULT_ORPHAN_TIMEOUT_MS,
+    HANDSHAKE_BASE_MS,
+    HANDSHAKE_CAP_MS,
+    RETRY_BASE_MS,
+    RETRY_CAP_MS,
+)
 from jvpn.events import EventLog
 from jvpn.gate import abi
-from jvpn.handshake import Assignment, HandshakeError, Initiator
+from jvpn.handshake import Assignment
 from jvpn.keys import SessionKeys
 from jvpn.session import Transport, canonical_ip
 from jvpn.tunnel import FLAG_FRAGMENT, FLAG_REATTACH, TUN_MTU, DataChannel, Tun, send_messages
-
-RECV_TIMEOUT_S = 0.2  # how often the receive loop looks at the current socket
-
-
-class ClientError(Exception):
-    """``key``: the client config key the failure traces to, if one does
-    (`client up` names it and the file that set it: jvpn.config_sources)."""
-
-    def __init__(self, message: str, key: str | None = None):
-        super().__init__(message)
-        self.key = key
 
 
 def udp_socket(family: socket.AddressFamily = socket.AF_INET) -> socket.socket:
@@ -113,13 +116,17 @@ def tun_addresses(a: Assignment, host_only: bool, endpoint: str):
     return inner, inner6
 
 
-class Client(ClientReattach, PathSizing):
+class Client(ClientHandshake, ClientReattach, ClientRenew, PathSizing):
     def __init__(self, *, private_key: bytes, gateway_public: bytes, endpoint: tuple[str, int],
                  events: EventLog, tun_name: str = "jvpn0", keepalive_ms: int = 500,
-                 max_missed: int = 3, retry_ms: int = 400,
+                 max_missed: int = 3, retry_ms: int = RETRY_BASE_MS,
                  clock_ms: Callable[[], int] | None = None,
                  socket_factory: Callable[[], socket.socket] | None = None, tun_mtu: int = TUN_MTU,
-                 route_plan: RoutePlan | None = None, path_mtu: int | None = None):
+                 route_plan: RoutePlan | None = None, path_mtu: int | None = None,
+                 orphan_timeout_ms: int = DEFAULT_ORPHAN_TIMEOUT_MS,
+                 rand: Callable[[], float] | None = None,
+                 progress: Callable[[str], None] | None = None,
+                 notice: Callable[[str], None] | None = None, reconnect: bool = False):
         self.private_key, self.gateway_public = private_key, gateway_public
         self.endpoint = endpoint
         self.tun_mtu, self.size = tun_mtu, PathSize(pathmtu.family_of(self._endpoint[0]), path_mtu)
@@ -131,6 +138,16 @@ class Client(ClientReattach, PathSizing):
         self.tun_name = tun_name
         self.keepalive_ms, self.max_missed, self.retry_ms = keepalive_ms, max_missed, retry_ms
         self.clock_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
+        jitter = {"rand": rand} if rand is not None else {}
+        self.retry = Backoff(retry_ms, max(retry_ms, RETRY_CAP_MS), **jitter)
+        self.handshake_wait = Backoff(HANDSHAKE_BASE_MS, HANDSHAKE_CAP_MS, **jitter)
+        self.orphan = OrphanWatch(orphan_timeout_ms, self.clock_ms())
+        self.progress = progress or (lambda _line: None)  # on a terminal only
+        self.notice = notice or (lambda _line: None)  # always said (a new session)
+        self.reconnect, self.renewing, self.renewals = reconnect, False, 0
+        self.ended: str | None = None  # why the session ended, one line (with ``failed``)
+        self.gateway_ended = False  # the gateway's authenticated word ended it
+        self.said_goodbye = False  # our TERMINATE went out (once)
         self.drops = StrangerDrops(events, lambda: self.session_id)
         self.sock = self._new_socket()
         self.assignment: Assignment | None = None
@@ -165,57 +182,11 @@ class Client(ClientReattach, PathSizing):
     def session_id(self) -> int:
         return self.assignment.session_id if self.assignment else 0
 
-    # ------------------------------------------------------------ handshake
-    def handshake(self, attempts: int = 10, timeout_s: float = 1.0) -> Assignment:
-        cookie = None
-        for _ in range(attempts):
-            if self._stop.is_set():  # SIGTERM/SIGINT while still looking for the gateway
-                raise ClientError("stopped by a signal before the gateway answered")
-            init = Initiator(self.private_key, self.gateway_public)
-            init.cookie = cookie
-            self.sock.sendto(init.initiation(), self.endpoint)
-            msg = self._handshake_reply(timeout_s)
-            try:
-                if msg is not None and msg[0] == abi.MSG_COOKIE_REPLY:
-                    init.consume_cookie(msg)
-                    cookie = init.cookie
-                    self.events.emit("HandshakeCookie", "RATE_LIMITED",
-                                     detail="gateway under load: retrying with its cookie")
-                elif msg is not None:
-                    return self._attached(*init.response(msg))
-            except HandshakeError as e:
-                self.events.emit("HandshakeFailed", "HANDSHAKE_FAIL", detail=str(e))
-        raise ClientError(f"no handshake response from {self.endpoint[0]}:{self.endpoint[1]}")
-
-    def _handshake_reply(self, timeout_s: float) -> bytes | None:
-        """The gateway's next COOKIE_REPLY or HANDSHAKE_RESP; None after timeout_s."""
-        deadline = time.monotonic() + timeout_s
-        try:
-            while (left := deadline - time.monotonic()) > 0:
-                self.sock.settimeout(left)
-                msg, src = self.sock.recvfrom(65535)
-                if (self._from_gateway(src) and msg
-                        and msg[0] in (abi.MSG_COOKIE_REPLY, abi.MSG_HANDSHAKE_RESP)):
-                    return msg
-        except TimeoutError:
-            pass
-        finally:
-            self.sock.settimeout(RECV_TIMEOUT_S)
-        return None
-
-    def _attached(self, assignment: Assignment, keys: SessionKeys) -> Assignment:
-        self.assignment, self.keys = assignment, keys
-        self.channel = DataChannel(keys, "client")
-        self.channel.size_to(self.size.path_mtu, self.size.family)
-        self.last_rx_ms = self.clock_ms()
-        self.events.emit("SessionStateChange", "HANDSHAKE_OK", self.session_id,
-                         new_state="ATTACHED", previous_state="BIRTH")
-        return assignment
-
     # ------------------------------------------------------------ lifecycle
     def up(self, with_tun: bool = True) -> Assignment:
         a = self.handshake()
         if with_tun:
+            self.progress(f"session {a.session_id:016x}: TUN {self.tun_name}, routes")
             self._tun_up(a)
         self.path = self._route()
         loops = [self._udp_loop, self._monitor_loop, self._netlink_loop]
@@ -243,9 +214,12 @@ class Client(ClientReattach, PathSizing):
         self._wake.set()
 
     def down(self) -> list[str]:
-        """Stop, remove the routes, rules and firewall table, close the socket and the TUN.
-        Idempotent. Returns what could not be removed (one line each)."""
+        """Stop, tell the gateway (an authenticated TERMINATE, unless it ended
+        the session), remove the routes, rules and firewall table, close the
+        socket and the TUN. Idempotent. Returns what could not be removed
+        (one line each)."""
         self.stop()
+        self.send_terminate()  # before the routes go: a full tunnel's mark still routes it
         left = self.routes.undo()  # first: no packet is routed into a closing tunnel
         for s in (self.sock,):
             try:
@@ -257,9 +231,11 @@ class Client(ClientReattach, PathSizing):
         return left
 
     def wait(self) -> str | None:
-        """Block until stopped; the failure reason, if any."""
+        """Block until stopped; the failure reason, if any. The gateway is
+        told at once (our TERMINATE), before the teardown's hooks run."""
         while not self._stop.wait(0.5):
             pass
+        self.send_terminate()
         return self.failed
 
     # ------------------------------------------------------------ sending
@@ -284,12 +260,18 @@ class Client(ClientReattach, PathSizing):
     # ------------------------------------------------------------ receiving
     def _udp_loop(self) -> None:
         while not self._stop.is_set():
-            sock = self.sock
-            try:
-                msg, src = sock.recvfrom(65535)
-            except (TimeoutError, OSError):
+            if self.renewing:
+                self.renew()  # Reconnect = yes: the one reader of the socket does it
                 continue
-            self.receive(msg, src, sock)
+            self.receive_once(self.sock)
+
+    def receive_once(self, sock: socket.socket) -> None:
+        """One datagram from ``sock``, or a timeout."""
+        try:
+            msg, src = sock.recvfrom(65535)
+        except (TimeoutError, OSError):
+            return
+        self.receive(msg, src, sock)
 
     def receive(self, msg: bytes, src, sock: socket.socket | None = None) -> None:
         """One datagram that arrived on ``sock`` (default: the current socket).
@@ -320,6 +302,7 @@ class Client(ClientReattach, PathSizing):
             return
         msg_type, flags, payload = opened
         self.last_rx_ms = self.clock_ms()
+        self.orphan.heard(self.last_rx_ms)  # authenticated: the session is alive
         self.size.heard(msg_type)  # a keepalive reply: the gateway has our announcement
         if msg_type == abi.MSG_DATA and self.tun:
             packet = self.channel.reassembly.add(payload) if flags & FLAG_FRAGMENT else payload
@@ -346,6 +329,10 @@ class Client(ClientReattach, PathSizing):
             self._wake.clear()
             now = self.clock_ms()
             self.events.flush()  # summaries whose interval is over (a flood that stopped)
+            if self.renewing:
+                continue  # a new handshake is under way (jvpn/client_renew.py)
+            if self.orphan_tick(now):
+                continue  # stopping, or renewing (Reconnect)
             route = self._route()
             if route is not None and route != self.path:  # no route yet: nothing to move to
                 self.path = route
@@ -355,6 +342,14 @@ class Client(ClientReattach, PathSizing):
             if now >= next_keepalive or self._announce_due(now):
                 next_keepalive = now + self.keepalive_ms
                 self._keepalive(now)
+
+    def orphan_tick(self, now: int) -> bool:
+        """The monitor's orphan step (jvpn/client_orphan.py): True if the
+        session is now presumed ended (the agent stops)."""
+        why = self.orphan.tick(now)
+        if why is not None:
+            self.session_over(Reason.ORPHANED, why)
+        return why is not None
 
     def _netlink_loop(self) -> None:  # wakes the monitor on any link/address/route change
         watch_routing(self._stop, self._wake)

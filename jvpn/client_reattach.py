@@ -3,7 +3,8 @@ a new request on a path change, the same request again while unanswered,
 the answer to the gateway's challenge (sent to the gateway only), and what
 an ACK, a REJECT or a TERMINATE means. A mixin of :class:`jvpn.client.Client`,
 over the client's one state (its lock, channel, keys, socket, pending
-request and epoch)."""
+request and epoch). Unanswered requests are sent again with back-off
+(jvpn/backoff.py); the client's own TERMINATE when it stops is here too."""
 
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ class PendingReattach:
     nonce: bytes
     sent_ms: int
     reason: str
+    tries: int = 0  # retries sent so far: the next waits retry.delay_ms(tries)
+    wait_ms: int = 0  # drawn once per retry (jitter), not at every tick
 
 
 class ClientReattach:
@@ -37,7 +40,8 @@ class ClientReattach:
             self.seq += 1
             self.retry_at = None
             self.pending = PendingReattach(self.seq, os.urandom(wire.NONCE_LEN),
-                                           self.clock_ms(), reason)
+                                           self.clock_ms(), reason,
+                                           wait_ms=self.retry.delay_ms(0))
         self.events.emit("ReattachAttempt", "RECOVERY_START", self.session_id, detail=reason,
                          seq=self.seq)
         self._send_request()
@@ -52,6 +56,8 @@ class ClientReattach:
             if p is None or self.failed:
                 return
             p.sent_ms = self.clock_ms()
+            p.tries += 1
+            p.wait_ms = self.retry.delay_ms(p.tries)
         self._send_request()
 
     def _send_request(self) -> None:
@@ -74,6 +80,7 @@ class ClientReattach:
         if got is None:
             return
         hdr, fields = got
+        self.orphan.heard(self.clock_ms())  # authenticated: the gateway has the session's keys
         p = self.pending
         if hdr.type == abi.MSG_PATH_CHALLENGE:
             server_nonce, client_nonce = fields
@@ -99,12 +106,11 @@ class ClientReattach:
             if self.on_reattached:
                 self.on_reattached()
         elif hdr.type == abi.MSG_TERMINATE:
-            reason = (wire.TERMINATE_REASONS[fields[0]] if fields[0] < len(wire.TERMINATE_REASONS)
-                      else "POLICY_TERMINATION")  # a newer gateway's reason
-            self.failed = reason
-            self.events.emit("SessionTerminated", reason, self.session_id,
-                             detail="the gateway ended the session; no new session is started")
-            self._stop.set()
+            n = fields[0]
+            reason = wire.TERMINATE_REASONS[n] if n < len(wire.TERMINATE_REASONS) else (
+                "POLICY_TERMINATION")
+            self.session_over(reason, f"session ended by the gateway: {reason}",
+                              by_gateway=True)
         elif hdr.type == abi.MSG_REATTACH_REJECT:
             seq, reason_index, epoch = fields
             reason = wire.REJECT_REASONS[reason_index]
@@ -120,18 +126,55 @@ class ClientReattach:
                     wait = self.retry_ms if reason == "OWNERSHIP_CONFLICT" else 0
                     self.retry_at = self.clock_ms() + wait
             if reason in FATAL_REJECTS:
-                self.failed = reason
-                self.events.emit("SessionTerminated", reason, self.session_id,
-                                 detail="reattach refused; no new session is started")
-                self._stop.set()
+                self.session_over(reason, f"session ended by the gateway: reattach refused "
+                                          f"({reason})", by_gateway=True)
 
     def reattach_timers(self, now: int) -> None:
         """The monitor's reattach step: retry an unanswered request, or start
         one when the gateway's replies stopped."""
         p = self.pending
-        if p is not None and now - p.sent_ms > self.retry_ms:
+        if p is not None and now - p.sent_ms > p.wait_ms:
             self.retry_reattach()
         elif p is None and self.retry_at is not None and now >= self.retry_at:
             self.start_reattach("refused: a new request")
         elif p is None and now - self.last_rx_ms > self.max_missed * self.keepalive_ms:
             self.start_reattach("replies missing")
+
+    # ------------------------------------------------------------ the end
+    def session_over(self, code: str, line: str, by_gateway: bool = False) -> None:
+        """The session is over (``line`` says why, in one line): the agent
+        stops. Only the gateway's own authenticated word (``by_gateway``)
+        spares it our TERMINATE; a client that gave up still tells it."""
+        with self._lock:
+            if self.failed:
+                return
+            self.failed, self.ended, self.gateway_ended = code, line, by_gateway
+            self.renewing = self.renew_wanted(code)  # Reconnect: jvpn/client_renew.py
+        self.events.emit("SessionTerminated", code, self.session_id, detail=line)
+        if self.renewing:
+            self.send_terminate()  # the old one, if the gateway still has it
+        else:
+            self._stop.set()
+        self._wake.set()
+
+    def send_terminate(self) -> None:
+        """Once, best effort: an authenticated TERMINATE (CLIENT_STOPPED,
+        sealed under the session's keys with a fresh counter, the format the
+        gateway sends), so the gateway ends the session now instead of after
+        its TTL. Not after the gateway ended it itself."""
+        with self._lock:
+            if self.keys is None or self.gateway_ended or self.said_goodbye:
+                return
+            self.said_goodbye = True
+            try:
+                msg = wire.seal_control(
+                    wire.Header(type=abi.MSG_TERMINATE, session_id=self.session_id,
+                                counter=self.channel.next_counter()),
+                    self.keys.hdr_c2s, self.keys.reattach,
+                    wire.TERMINATE_REASONS.index("CLIENT_STOPPED"))
+            except Exception:  # noqa: BLE001 - best effort: no counter, no goodbye
+                return
+        try:
+            self.sock.sendto(msg, self.endpoint)
+        except OSError:
+            pass

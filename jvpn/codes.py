@@ -33,6 +33,7 @@ class Reason(enum.StrEnum):
     # operator actions (jvpn): `jvpn-xdp terminate`; a peer removed by a reload
     OPERATOR_TERMINATED = "OPERATOR_TERMINATED"
     PEER_REVOKED = "PEER_REVOKED"
+    CLIENT_STOPPED = "CLIENT_STOPPED"  # the client's TERMINATE (jvpn; issue 12)
     FATAL_PROTOCOL_ERROR = "FATAL_PROTOCOL_ERROR"
     # reattach results (seed)
     REATTACH_ACCEPT = "REATTACH_ACCEPT"
@@ -67,6 +68,8 @@ class Reason(enum.StrEnum):
     DATA_DROPPED = "DATA_DROPPED"
     # the client's setup and teardown steps (jvpn; client_lifecycle)
     TEARDOWN_FAILED = "TEARDOWN_FAILED"
+    # the client's session is over (jvpn; issue 12): no authenticated answer for OrphanTimeout
+    ORPHANED = "ORPHANED"
 
 
 class Security(enum.StrEnum):
@@ -121,3 +124,4 @@ class EventType(enum.StrEnum):
     GATEWAY_RELOADED = "GatewayReloaded"  # peers and policy re-read and applied
     RELOAD_REFUSED = "ReloadRefused"  # ... or refused: the old configuration stays
     DRAIN_CHANGED = "DrainChanged"  # new sessions refused (drain) or admitted again
+    SESSION_RENEWED = "SessionRenewed"  # Reconnect = yes: a new session replaced an ended one

@@ -96,6 +96,25 @@ IFNAMSIZ = 16  # the kernel's limit, with the terminating NUL
 DEFAULT_FWMARK = 0x4a56
 DEFAULT_TABLE = 0x4a56
 RESERVED_TABLES = (0, 253, 254, 255)  # unspec, default, main, local: never the tunnel's
+# The client's retries and its orphan rule (issue 12; docs/protocol.md,
+# "A client the gateway forgot"). Retries double from the base to the cap,
+# with jitter (jvpn/backoff.py).
+RETRY_BASE_MS, RETRY_CAP_MS = 400, 4_000  # an unanswered reattach request
+# `client up`: each initiation waits for its answer 2, 4, 6, 6 s (jitter: down to
+# half of that): 9 to 18 s in all; the first wait stays at least 1 s (a loaded
+# gateway's answer that comes late is lost: the next attempt is a new initiation)
+HANDSHAKE_ATTEMPTS = 4
+HANDSHAKE_BASE_MS, HANDSHAKE_CAP_MS = 2_000, 6_000
+# OrphanTimeout: no authenticated message from the gateway for this long (while
+# the client runs): the session is presumed ended. The gateway's default policy
+# ends a session it has heard nothing from transport_lost_ttl_ms after its last
+# message (15 s); +2 s (heartbeat_volatile_ms) and +3 s for its timer and a
+# keepalive interval: 20 s. A gateway with a longer TTL wants a longer one.
+DEFAULT_ORPHAN_TIMEOUT_MS = (Policy.transport_lost_ttl_ms + Policy.heartbeat_volatile_ms
+                             + 3_000)
+ORPHAN_TIMEOUT_RANGE_MS = (2_000, 86_400_000)
+ORPHAN_MIN_KEEPALIVES = 4  # OrphanTimeout spans at least this many keepalive intervals
+DEFAULT_RECONNECT = False  # Reconnect = no: a session that ended ends `client up`
 DEFAULT_LOG_LEVEL = "info"  # --log-level / JVPN_LOG_LEVEL (jvpn/logs.py)
 
 
@@ -189,6 +208,9 @@ class ClientConfig:
     table: int = DEFAULT_TABLE  # routing table of the full tunnel's /0 routes
     tun_mtu: int = DEFAULT_TUN_MTU
     path_mtu: int | None = None  # None: from the route to the endpoint, re-read on path changes
+    # no authenticated message from the gateway for this long: the session is over
+    orphan_timeout_ms: int = DEFAULT_ORPHAN_TIMEOUT_MS
+    reconnect: bool = DEFAULT_RECONNECT  # a new session when the gateway ended or forgot one
     sources: Sources = field(default_factory=Sources, compare=False, repr=False)
 
 
@@ -492,7 +514,7 @@ _CLIENT = {"Interface": ("PrivateKey", "PrivateKeyFile", "Name", "DNS", *HOOK_KE
                          "FwMark", "Table", "MTU", "PathMTU"),
            # PersistentKeepalive: known only to refuse it with the rename (load_client_config)
            "Peer": ("PublicKey", "Endpoint", "KeepaliveInterval", "PersistentKeepalive",
-                    "AllowedIPs")}
+                    "AllowedIPs", "OrphanTimeout", "Reconnect")}
 _CLIENT_REPEATABLE = ("DNS", *HOOK_KEYS)
 
 
@@ -806,9 +828,12 @@ def load_client_config(path: str | Path, resolve: Resolver = resolve_host) -> Cl
     name = None
     if is_host_name(host):
         name, host = host, _resolved(f, endpoint_entry, host, port, resolve)
+    keepalive_ms = _keepalive(f, peer)
     return ClientConfig(private_key=private_key, tun_name=tun_name,
                         gateway_public_key=gateway_public_key, endpoint=(host, port),
-                        keepalive_ms=_keepalive(f, peer), endpoint_name=name,
+                        keepalive_ms=keepalive_ms, endpoint_name=name,
+                        orphan_timeout_ms=_orphan_timeout(f, peer, keepalive_ms),
+                        reconnect=_yes_no(f, peer.entries.get("Reconnect"), DEFAULT_RECONNECT),
                         dns=_dns(f, iface), hooks=_hooks(iface),
                         **_client_routing(f, iface, peer, (host, port)),
                         **_client_mtus(f, iface.entries, host), sources=_sources(f, [iface, peer]))
@@ -837,6 +862,40 @@ def _not_a_gateway(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str |
         if bad:
             return kind
     return None
+
+
+def _seconds_ms(f: _File, entry: _Entry, lo: int, hi: int) -> int:
+    """A number of seconds (at most 3 decimals) in [lo, hi] milliseconds."""
+    if not re.fullmatch(r"[0-9]+(\.[0-9]{1,3})?", entry.value):
+        raise f.fail_entry(entry, f"not a number of seconds with at most 3 decimals: "
+                                  f"{entry.value!r}")
+    ms = int(Decimal(entry.value) * 1000)
+    if not lo <= ms <= hi:
+        raise f.fail_entry(entry, f"{entry.value} s is out of range [{lo / 1000:g}, {hi / 1000:g}]")
+    return ms
+
+
+def _yes_no(f: _File, entry: _Entry | None, default: bool) -> bool:
+    if entry is None:
+        return default
+    value = entry.value.strip().lower()
+    if value not in ("yes", "no", "true", "false"):
+        raise f.fail_entry(entry, f"{entry.value!r}: must be yes or no")
+    return value in ("yes", "true")
+
+
+def _orphan_timeout(f: _File, peer: _Section, keepalive_ms: int) -> int:
+    """OrphanTimeout in seconds: at least ORPHAN_MIN_KEEPALIVES keepalive
+    intervals (a few lost replies must not end a healthy session)."""
+    entry = peer.entries.get("OrphanTimeout")
+    if entry is None:
+        return max(DEFAULT_ORPHAN_TIMEOUT_MS, ORPHAN_MIN_KEEPALIVES * keepalive_ms)
+    ms = _seconds_ms(f, entry, *ORPHAN_TIMEOUT_RANGE_MS)
+    if ms < ORPHAN_MIN_KEEPALIVES * keepalive_ms:
+        raise f.fail_entry(entry, f"{entry.value} s is shorter than {ORPHAN_MIN_KEEPALIVES} "
+                                  f"KeepaliveIntervals ({keepalive_ms / 1000:g} s each): a few "
+                                  "lost keepalive replies would end a healthy session")
+    return ms
 
 
 def _keepalive(f: _File, peer: _Section) -> int:

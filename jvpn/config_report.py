@@ -141,6 +141,9 @@ def client_rows(cfg: ClientConfig) -> list[Row]:
         _row(src, "KeepaliveInterval", cfg.keepalive_ms / 1000, "seconds"),
         _row(src, "AllowedIPs", [str(n) for n in cfg.allowed_ips],
              "" if cfg.allowed_ips else "none: the gateway's inner network only"),
+        _row(src, "OrphanTimeout", cfg.orphan_timeout_ms / 1000,
+             "seconds without an authenticated answer: the session is over"),
+        _row(src, "Reconnect", "yes" if cfg.reconnect else "no"),
     ]
 
 

@@ -36,6 +36,7 @@ class Event(enum.StrEnum):
     OPERATOR_TERMINATE = "operator_terminate"  # T20: `jvpn-xdp terminate`
     POLICY_TERMINATE = "policy_terminate"  # a policy bound ended it (recovery, switch storm)
     PEER_REVOKED = "peer_revoked"  # its peer left the peers file (a reload)
+    CLIENT_STOP = "client_stop"  # the client's authenticated TERMINATE (it stopped)
 
 
 S, E = State, Event
@@ -56,6 +57,7 @@ _TERMINATING = {
     E.OPERATOR_TERMINATE: "OPERATOR_TERMINATED",
     E.POLICY_TERMINATE: "POLICY_TERMINATION",
     E.PEER_REVOKED: "PEER_REVOKED",
+    E.CLIENT_STOP: "CLIENT_STOPPED",
 }
 for _state in State:
     if _state is not S.TERMINATED:

@@ -99,9 +99,10 @@ REATTACH_REJECT = struct.Struct("<QB3xI")
 EPOCH_MAX = 0xFFFFFFFF  # the most a REATTACH_REJECT can tell
 TERMINATE = struct.Struct("<B7x")  # reason index (TERMINATE_REASONS)
 # APPEND ONLY: the index is what travels; a receiver that does not know an
-# index reads POLICY_TERMINATION
+# index reads POLICY_TERMINATION. CLIENT_STOPPED is the one a client sends
+# (it stopped: SIGTERM, SIGINT, SIGHUP, or it gave up on the session)
 TERMINATE_REASONS = ["TTL_SESSION_EXPIRED", "TTL_TRANSPORT_LOSS_EXPIRED", "POLICY_TERMINATION",
-                     "OPERATOR_TERMINATED", "PEER_REVOKED"]
+                     "OPERATOR_TERMINATED", "PEER_REVOKED", "CLIENT_STOPPED"]
 REJECT_REASONS = ["SESSION_NOT_FOUND", "SESSION_EXPIRED", "AUTH_FAIL", "FRESHNESS_INVALID",
                   "REPLAY_DETECTED", "RATE_LIMITED", "POLICY_DENY", "OWNERSHIP_CONFLICT"]
 _BODIES = {abi.MSG_REATTACH_REQ: (REATTACH_REQ, b"reattach-req"),

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from jvpn import wire
 from jvpn.codes import EventType, Reason, Security
 from jvpn.events import EventLog
+from jvpn.gate import abi
+from jvpn.gateway import client_stop
 from jvpn.gateway.admission import REPLAYED, Admission, CookieReply, Refused
 from jvpn.gateway.reattach import Decision, Proven, ReattachServer, Reject, Reply
 from jvpn.gateway.table import Live, SessionTable
@@ -129,13 +131,29 @@ class ControlPath:
     # ------------------------------------------------------------ reattach
     def reattach_message(self, msg: bytes, src: Transport, *,
                          parked: bool = False) -> list[Send]:
-        """One REATTACH_REQ or PATH_RESPONSE; returns what to send.
-        ``parked``: our own parked request, run again after the owner's
-        release (its header counter is already recorded: it is not a copy)."""
+        """One REATTACH_REQ, PATH_RESPONSE or the client's TERMINATE; returns
+        what to send. ``parked``: our own parked request, run again after the
+        owner's release (its header counter is already recorded: it is not a copy)."""
         try:
+            if msg[:1] == bytes([abi.MSG_TERMINATE]):
+                self.client_terminate(msg, src)
+                return []
             return self._reattach_message(msg, src, parked)
         finally:
             self._raise_control_floor(msg)
+
+    def client_terminate(self, msg: bytes, src: Transport) -> None:
+        """The client stopped (docs/protocol.md, "TERMINATE, both ways"): a
+        session served here ends at once if the message is the key holder's
+        (header tag, MAC) and fresh (its counter unseen in the session's
+        control window, which records it). Anything else changes nothing."""
+        sid = int.from_bytes(msg[8:16], "little") if len(msg) >= 16 else 0
+        live = self.table.get(sid)
+        reason = client_stop.verified(msg, live, self.reattach.windows)
+        if reason is None:
+            return
+        self.table.transition(live, Event.CLIENT_STOP, detail=f"the client's TERMINATE from "
+                                                              f"{src} ({reason})")
 
     def _raise_control_floor(self, msg: bytes) -> None:
         """Once the validator recorded the message's counter (it acted on a

@@ -204,7 +204,7 @@ class Gateway(GateWatch, Reconcile, OperatorActions):
 
     # ------------------------------------------------------------ control
     def handle_control(self, msg: bytes, src: Transport) -> None:
-        """A REATTACH_REQ or PATH_RESPONSE as received from ``src``."""
+        """A REATTACH_REQ, PATH_RESPONSE or TERMINATE as received from ``src``."""
         with self.control:
             replies = self.controlpath.reattach_message(msg, src)
         for reply, to in replies:

@@ -26,7 +26,8 @@ from jvpn.gateway.table import Live, SessionTable
 from jvpn.session import State, Transport
 from jvpn.tunnel import FLAG_REATTACH, CounterUnavailable, inner_dst, send_messages
 
-CONTROL_TYPES = (abi.MSG_REATTACH_REQ, abi.MSG_PATH_RESPONSE)
+# the control path's (a client's TERMINATE included: jvpn/gateway/client_stop.py)
+CONTROL_TYPES = (abi.MSG_REATTACH_REQ, abi.MSG_PATH_RESPONSE, abi.MSG_TERMINATE)
 SENDABLE = (State.ATTACHED, State.VOLATILE, State.RECOVERING)
 SID_AT = slice(8, 16)  # the session id in every message header (jvpn/wire.py)
 COUNTER_AT = slice(16, 24)  # and its counter

@@ -226,7 +226,7 @@ class SessionTable(StandbyWrites, Downstream, OperatorEnds):
         instead of retrying into an unknown session."""
         old = live.record
         to = old.binding or old.candidate
-        if to is None:
+        if to is None or reason == Reason.CLIENT_STOPPED:  # the client said it is gone
             return
         code = reason if reason in wire.TERMINATE_REASONS else Reason.POLICY_TERMINATION
         try:

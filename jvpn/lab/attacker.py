@@ -20,6 +20,14 @@ class Attacker:
     def __init__(self, lab: Lab):
         self.lab = lab
 
+    def icmp_port_unreachable(self, client: tuple[str, int]) -> None:
+        """From the attacker's own address, an ICMP port unreachable for a
+        datagram the client at ``client`` sent the gateway: no spoofing is
+        needed, the kernel takes it from anyone (only the quoted ports must
+        match a socket)."""
+        with self.lab.socket("atk", socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as s:
+            s.sendto(frames.icmp_port_unreachable(client, (GW_IP, PORT)), (client[0], 0))
+
     def send(self, msgs: list[bytes], spoof: tuple[str, int] | None = None) -> None:
         """From the attacker's own address (its namespace), or with a spoofed
         source injected as Ethernet frames on the segment in front of the

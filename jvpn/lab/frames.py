@@ -24,6 +24,15 @@ def _csum(data: bytes) -> int:
     return ~s & 0xFFFF
 
 
+def icmp_port_unreachable(quoted_src: tuple[str, int], quoted_dst: tuple[str, int]) -> bytes:
+    """An ICMP destination unreachable (port) quoting a UDP datagram from
+    ``quoted_src`` to ``quoted_dst``: what a host with nothing on that port
+    answers, and what anyone may forge (issue 12: the client ignores them)."""
+    quoted = ipv4(quoted_src[0], quoted_dst[0], 17, udp(quoted_src[1], quoted_dst[1], bytes(32)))
+    body = struct.pack("!BBHI", 3, 3, 0, 0) + quoted[:20 + 8]
+    return body[:2] + struct.pack("!H", _csum(body)) + body[4:]
+
+
 def eth(ethertype: int, payload: bytes, vlan: int | None = None) -> bytes:
     head = _DST_MAC + _SRC_MAC
     if vlan is not None:

@@ -36,12 +36,14 @@ def jvpn_env(pin_root: str, run_dir: Path) -> dict[str, str]:
             "COLUMNS": "200"}
 
 
-def lab_policy(max_switches_per_min: int = 30, switch_cooldown_ms: int = 0) -> str:
-    """The lab's policy file: the seed's mandatory fields, switching bounds as asked."""
+def lab_policy(max_switches_per_min: int = 30, switch_cooldown_ms: int = 0,
+               transport_lost_ttl_ms: int = 15_000) -> str:
+    """The lab's policy file: the seed's mandatory fields, switching bounds
+    and the transport TTL (a session without transport ends) as asked."""
     return f"""version = 1
 [session]
 max_lifetime_ms = 3600000
-transport_lost_ttl_ms = 15000
+transport_lost_ttl_ms = {transport_lost_ttl_ms}
 [volatility]
 loss_volatile_threshold = 0.2
 [switching]

@@ -582,6 +582,37 @@ def test_keepalives_and_control_still_drop_stale_counters_cheaply(fresh, name, k
     assert _both(fresh, model, frame(far - 5, payload=body, **kw)) == passed, name
 
 
+# ---- issue 12: the client's own TERMINATE (client -> gateway, CLIENT_STOPPED)
+# is control as any other: it passes for a session in a state that takes
+# control, from any transport (the client may have moved before it stopped:
+# the daemon's MAC says who sent it), within the session's control bucket;
+# nothing for a TERMINATED or BIRTH session, nothing without the tag.
+TERMINATE_CASES = [
+    ("from the bound transport", dict(), abi.R_PASS_CONTROL),
+    ("from another transport", dict(NEW_PATH), abi.R_PASS_CONTROL),
+    ("for a DEGRADED session", dict(sid=11), abi.R_PASS_CONTROL),
+    ("for a TERMINATED session", dict(sid=9), abi.R_DROP_STATE),
+    ("for a BIRTH (unconfirmed) session", dict(sid=10), abi.R_DROP_STATE),
+    ("for an unknown session", dict(sid=0xDEAD), abi.R_DROP_UNKNOWN_SESSION),
+    ("under a forged tag", dict(key=bytes(16)), abi.R_DROP_BAD_TAG),
+]
+
+
+@pytest.mark.parametrize("name,kw,reason", TERMINATE_CASES, ids=[c[0] for c in TERMINATE_CASES])
+def test_a_clients_terminate(fresh, name, kw, reason):
+    model = _model_for(fresh)
+    assert _both(fresh, model, frame(1, t=abi.MSG_TERMINATE, payload=b"t" * 40, **kw)) == reason
+
+
+def test_a_clients_terminate_spends_the_sessions_control_bucket(fresh):
+    fresh.set_config(GateConfig(session_control_pps=1, session_control_burst=1,
+                                authed_control_pps=0, global_control_pps=0))
+    model = _model_for(fresh)
+    t = dict(t=abi.MSG_TERMINATE, payload=b"t" * 40)
+    assert _both(fresh, model, frame(1, **t)) == abi.R_PASS_CONTROL
+    assert _both(fresh, model, frame(2, **t)) == abi.R_DROP_RATE_SESSION
+
+
 def test_data_still_consumes_its_counter_in_the_gate(fresh):
     """The residual risk docs/xdp.md states: a header-only copy of a DATA
     message that wins the race deletes that one packet (TCP retransmits it);

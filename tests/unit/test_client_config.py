@@ -123,3 +123,34 @@ def test_a_name_resolving_to_no_remote_host_is_refused(tmp_path, answer):
 
 def test_the_default_resolver_reads_the_system_resolver():
     assert resolve_host("localhost", 51900) in ("127.0.0.1", "::1")
+
+
+# ---------------------------------------------------------------- OrphanTimeout (issue 12)
+def test_orphan_timeout_defaults_to_the_gateways_default_ttl_and_a_margin(tmp_path):
+    from jvpn.policy import Policy  # noqa: PLC0415
+
+    cfg = load_client_config(write(tmp_path), resolve=no_resolver)
+    assert cfg.orphan_timeout_ms == 20_000 > Policy().transport_lost_ttl_ms
+
+
+def test_orphan_timeout_is_in_seconds(tmp_path):
+    p = write(tmp_path, peer="OrphanTimeout = 6.5\n")
+    assert load_client_config(p, resolve=no_resolver).orphan_timeout_ms == 6_500
+
+
+@pytest.mark.parametrize("peer,words", [
+    ("OrphanTimeout = 1\n", "out of range [2, 86400]"),
+    ("OrphanTimeout = soon\n", "not a number of seconds"),
+    ("KeepaliveInterval = 2\nOrphanTimeout = 5\n", "shorter than 4 KeepaliveIntervals"),
+])
+def test_a_bad_orphan_timeout_is_one_line_naming_it(tmp_path, peer, words):
+    p = write(tmp_path, peer=peer)
+    with pytest.raises(ConfigError) as exc:
+        load_client_config(p, resolve=no_resolver)
+    msg = str(exc.value)
+    assert f"{p}:" in msg and ": OrphanTimeout: " in msg and words in msg and "\n" not in msg
+
+
+def test_a_long_keepalive_lengthens_the_default_orphan_timeout(tmp_path):
+    p = write(tmp_path, peer="KeepaliveInterval = 10\n")
+    assert load_client_config(p, resolve=no_resolver).orphan_timeout_ms == 40_000

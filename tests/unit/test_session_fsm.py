@@ -19,7 +19,8 @@ LEGAL = {
 for s in State:
     if s is not State.TERMINATED:
         for e in (Event.SESSION_TTL_EXPIRED, Event.TRANSPORT_TTL_EXPIRED,
-                  Event.OPERATOR_TERMINATE, Event.POLICY_TERMINATE, Event.PEER_REVOKED):
+                  Event.OPERATOR_TERMINATE, Event.POLICY_TERMINATE, Event.PEER_REVOKED,
+                  Event.CLIENT_STOP):  # CLIENT_STOP: issue 12, the client's TERMINATE
             LEGAL[(s, e)] = State.TERMINATED
 
 

@@ -1,0 +1,60 @@
+"""Why a handshake failed, from what the client could observe: one line
+naming the likely causes and the config keys to check (issue 12, "every
+handshake failure looks the same").
+
+What the client can tell apart:
+- no answer at all: the gateway is down or unreachable (a firewall), the
+  Endpoint is wrong, or the gateway does not know this client's key or the
+  client has the wrong gateway key: the gateway is silent to initiations it
+  cannot authenticate, by design, so these look alike from here;
+- ICMP port unreachable (ECONNREFUSED): the gateway's host answered, nothing
+  listens on that port;
+- only cookie replies: the gateway is under load (its HandshakesPerSecond);
+- a response that does not decrypt: something answered as the gateway
+  without the key the client expects;
+- answers from another address or port: dropped unread (a gateway behind a
+  NAT or answering from another address than Endpoint);
+- no initiation could be sent at all (no route to the Endpoint).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class Observed:
+    attempts: int = 0
+    refused: int = 0  # ICMP port unreachable for our initiation
+    cookies: int = 0  # COOKIE_REPLY: the gateway is there, under load
+    undecryptable: int = 0  # a HANDSHAKE_RESP that failed to open
+    strangers: int = 0  # datagrams from another address or port, dropped
+    unsent: int = 0  # initiations the kernel refused to send (no route...)
+    unsent_why: str = ""
+
+
+def cause_line(o: Observed, endpoint: tuple[str, int], seconds: float) -> str:
+    """The failure in one line: what was seen, the likely causes, the keys."""
+    where = f"{endpoint[0]}:{endpoint[1]}"
+    head = f"no session with the gateway {where} after {o.attempts} attempts ({seconds:.0f} s)"
+    if o.unsent and o.unsent == o.attempts:
+        return (f"{head}: no initiation could be sent ({o.unsent_why}): check this host's "
+                f"route to {endpoint[0]} and [Peer] Endpoint")
+    if o.undecryptable:
+        return (f"{head}: a response did not decrypt ({o.undecryptable}x): whatever answers at "
+                "Endpoint is not the gateway whose key is [Peer] PublicKey; check PublicKey "
+                "(the gateway's public key) and Endpoint in the client config")
+    if o.refused:
+        return (f"{head}: ICMP port unreachable ({o.refused}x): nothing listens on UDP port "
+                f"{endpoint[1]} there; check that the gateway runs (`jvpn-xdp gateway up`) and "
+                "the port in [Peer] Endpoint (the gateway's ListenPort)")
+    if o.cookies:
+        return (f"{head}: the gateway answered with cookies only ({o.cookies}x): it is under "
+                "load (its HandshakesPerSecond); try again later")
+    if o.strangers:
+        return (f"{head}: {o.strangers} answers came from another address or port and were "
+                "dropped: [Peer] Endpoint must be the address and port the gateway answers from")
+    return (f"{head}: no answer at all. Likely: the gateway is down or unreachable (a firewall "
+            f"on UDP {endpoint[1]}), a wrong [Peer] Endpoint, or keys that do not match (this "
+            "client's public key missing from the gateway's PeersFile, or [Peer] PublicKey "
+            "not the gateway's key: the gateway does not answer what it cannot authenticate)")

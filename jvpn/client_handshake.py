@@ -1,0 +1,116 @@
+"""The client's handshake: initiations until the gateway answers, each
+waiting longer (doubled, capped, jittered: jvpn/backoff.py), and when none
+is answered one line naming what was observed and the likely causes
+(jvpn/client_causes.py). A mixin of :class:`jvpn.client.Client`."""
+
+from __future__ import annotations
+
+import time
+
+from jvpn import client_icmp
+from jvpn.client_causes import Observed, cause_line
+from jvpn.config import HANDSHAKE_ATTEMPTS
+from jvpn.gate import abi
+from jvpn.handshake import Assignment, HandshakeError, Initiator
+from jvpn.keys import SessionKeys
+from jvpn.tunnel import DataChannel
+
+RECV_TIMEOUT_S = 0.2  # the receive loop's timeout, put back after the handshake
+
+
+class ClientError(Exception):
+    """``key``: the client config key the failure traces to, if one does
+    (`client up` names it and the file that set it: jvpn.config_sources)."""
+
+    def __init__(self, message: str, key: str | None = None):
+        super().__init__(message)
+        self.key = key
+
+
+class HandshakeFailed(ClientError):
+    """No session: the message names what was observed and the likely causes."""
+
+
+class ClientHandshake:
+    def handshake(self, attempts: int = HANDSHAKE_ATTEMPTS) -> Assignment:
+        """A new session: initiations until one is answered, each waiting
+        longer (doubled, capped, jittered: jvpn/backoff.py). Failing, a
+        :class:`HandshakeFailed` names what was seen and the likely causes.
+        ICMP errors are heard during the handshake only (jvpn/client_icmp.py)."""
+        client_icmp.enable(self.sock)
+        try:
+            return self._handshake(attempts)
+        finally:
+            client_icmp.disable(self.sock)
+
+    def _handshake(self, attempts: int) -> Assignment:
+        seen, cookie, started = Observed(), None, time.monotonic()
+        drops_before = self.drops.total
+        for k in range(attempts):
+            if self._stop.is_set():  # SIGTERM/SIGINT while still looking for the gateway
+                raise ClientError("stopped by a signal before the gateway answered")
+            self.progress(f"handshake with {self.endpoint[0]}:{self.endpoint[1]}, "
+                          f"attempt {k + 1}/{attempts}")
+            init = Initiator(self.private_key, self.gateway_public)
+            init.cookie = cookie
+            seen.attempts += 1
+            self._send_initiation(init.initiation(), seen)
+            msg = self._handshake_reply(self.handshake_wait.delay_ms(k) / 1000, seen)
+            try:
+                if msg is not None and msg[0] == abi.MSG_COOKIE_REPLY:
+                    init.consume_cookie(msg)
+                    cookie, seen.cookies = init.cookie, seen.cookies + 1
+                    self.events.emit("HandshakeCookie", "RATE_LIMITED",
+                                     detail="gateway under load: retrying with its cookie")
+                elif msg is not None:
+                    return self._attached(*init.response(msg))
+            except HandshakeError as e:
+                seen.undecryptable += msg[0] == abi.MSG_HANDSHAKE_RESP
+                self.events.emit("HandshakeFailed", "HANDSHAKE_FAIL", detail=str(e))
+        seen.strangers = self.drops.total - drops_before
+        raise HandshakeFailed(cause_line(seen, self.endpoint, time.monotonic() - started))
+
+    def _send_initiation(self, msg: bytes, seen: Observed) -> None:
+        try:
+            try:
+                self.sock.sendto(msg, self.endpoint)
+            except ConnectionRefusedError:  # an earlier initiation's ICMP, reported on this send
+                seen.refused += self._refusals()
+                self.sock.sendto(msg, self.endpoint)
+        except OSError as e:  # no route (an uplink down): counted; the next attempt may pass
+            seen.unsent, seen.unsent_why = seen.unsent + 1, e.strerror or str(e)
+
+    def _handshake_reply(self, timeout_s: float, seen: Observed) -> bytes | None:
+        """The gateway's next COOKIE_REPLY or HANDSHAKE_RESP; None after timeout_s."""
+        deadline = time.monotonic() + timeout_s
+        try:
+            while (left := deadline - time.monotonic()) > 0:
+                self.sock.settimeout(left)
+                try:
+                    msg, src = self.sock.recvfrom(65535)
+                except ConnectionRefusedError:
+                    seen.refused += self._refusals()
+                    continue
+                if (self._from_gateway(src) and msg
+                        and msg[0] in (abi.MSG_COOKIE_REPLY, abi.MSG_HANDSHAKE_RESP)):
+                    return msg
+        except TimeoutError:
+            pass
+        finally:
+            self.sock.settimeout(RECV_TIMEOUT_S)
+        return None
+
+    def _refusals(self) -> int:
+        """ICMP port unreachables for datagrams we sent the gateway (drained)."""
+        return client_icmp.port_unreachable_from(self.sock, self.endpoint)
+
+    def _attached(self, assignment: Assignment, keys: SessionKeys) -> Assignment:
+        self.assignment, self.keys = assignment, keys
+        self.channel = DataChannel(keys, "client")
+        self.channel.size_to(self.size.path_mtu, self.size.family)
+        self.last_rx_ms = self.clock_ms()
+        self.orphan.heard(self.last_rx_ms)
+        self.events.emit("SessionStateChange", "HANDSHAKE_OK", self.session_id,
+                         new_state="ATTACHED", previous_state="BIRTH")
+        return assignment
+

@@ -1,0 +1,63 @@
+"""``Reconnect = yes``: when the gateway ended the session by itself (its
+TTLs), or forgot it (a reattach refused as unknown or expired; no
+authenticated answer for OrphanTimeout), the client starts a NEW session: a
+fresh handshake, a new session id, new keys. It is never silent: a
+``SessionRenewed`` event and a stderr line carry the old and the new
+session id. The TUN, its routes and DNS stay up across it: they are only
+kept if the gateway assigns the same inner addresses (it assigns them per
+peer); otherwise the client stops (``client up`` again sets them up anew).
+
+Not renewed: a session the operator or the policy ended on purpose
+(POLICY_TERMINATION and any reason not listed in ``RENEWABLE``: an
+operator's terminate must not be undone by the client it ended), and a
+stop by a signal. A failed handshake ends the client as at start.
+
+The handshake runs in the receive loop's thread: it is the one reader of
+the socket, so the handshake's answer cannot be taken by the loop. The
+monitor does nothing for the session meanwhile (no keepalive, no reattach,
+no orphan tick). A mixin of :class:`jvpn.client.Client`."""
+
+from __future__ import annotations
+
+from jvpn.client_handshake import ClientError
+from jvpn.codes import EventType, Reason
+
+RENEWABLE = frozenset({"TTL_SESSION_EXPIRED", "TTL_TRANSPORT_LOSS_EXPIRED", "SESSION_NOT_FOUND",
+                       "SESSION_EXPIRED", "ORPHANED"})
+
+
+class ClientRenew:
+    def renew_wanted(self, code: str) -> bool:
+        """Whether a session that ended with ``code`` is renewed (under the lock)."""
+        return self.reconnect and code in RENEWABLE and not self._stop.is_set()
+
+    def renew(self) -> None:
+        """The new session (receive loop's thread), or the agent stops with why."""
+        old_sid, old = self.session_id, self.assignment
+        self.progress(f"session {old_sid:016x} ended ({self.failed}): a new handshake")
+        try:
+            a = self.handshake()
+        except ClientError as e:
+            self._renew_failed(str(e))
+            return
+        if (a.client_inner, a.client_inner6) != (old.client_inner, old.client_inner6):
+            self._renew_failed(f"the new session {a.session_id:016x} has other inner addresses "
+                               f"({a.client_inner}) than the TUN ({old.client_inner})")
+            return
+        with self._lock:
+            self.epoch, self.pending, self.retry_at = 0, None, None
+            self.failed = self.ended = None
+            self.gateway_ended = self.said_goodbye = False
+            self.renewing = False
+        self.renewals += 1
+        line = f"new session {a.session_id:016x} replaces {old_sid:016x} (Reconnect = yes)"
+        self.events.emit(EventType.SESSION_RENEWED, Reason.HANDSHAKE_OK, a.session_id,
+                         old_session_id=f"{old_sid:016x}", detail=line)
+        self.notice(f"jvpn client: {line}")
+
+    def _renew_failed(self, why: str) -> None:
+        with self._lock:
+            self.ended = f"{self.ended}; no new session: {why}"
+            self.renewing = False
+        self._stop.set()
+        self._wake.set()
