@@ -99,7 +99,7 @@ def attach(ifname: str, config: GateConfig, mode: str = "native",
     att = Attachment(ifname=ifname, ifindex=ifindex, mode=used, ports=list(config.ports),
                      pin_dir=str(pins), replay_bits=options.replay_bits,
                      attached_at=time.time(), note=note, netns_inode=here.inode,
-                     netns_name=here.name)
+                     netns_name=here.name, netns_cookie=here.cookie)
     att.save(paths)
     return att
 

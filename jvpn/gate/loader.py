@@ -76,6 +76,17 @@ class BuildOptions:
         return flags
 
 
+def _mkdir_failed(pins: Path, e: OSError) -> str:
+    """Why a pin directory could not be made: bpffs refuses some names with
+    EPERM even to root (paths.py encodes the ones we know of); only a missing
+    or read-only place is likely a bpffs that is not mounted."""
+    if e.errno in (errno.EPERM, errno.EACCES) and os.geteuid() == 0:
+        return (f"cannot create {pins} ({e.strerror}): the bpf filesystem refuses the "
+                f"name {pins.name!r}")
+    return (f"cannot create {pins} ({e.strerror}): is bpffs mounted at /sys/fs/bpf in "
+            "this mount namespace?")
+
+
 class Program:
     """The jvpn XDP program compiled and loaded, its maps pinned in ``pins``.
 
@@ -92,8 +103,7 @@ class Program:
         try:
             self.pins.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise LoadFailed(f"cannot create {self.pins} ({e.strerror}): is bpffs mounted at "
-                             "/sys/fs/bpf in this mount namespace?") from e
+            raise LoadFailed(_mkdir_failed(self.pins, e)) from e
         cflags = self.options.cflags(self.pins)
         try:
             progress("compiling")

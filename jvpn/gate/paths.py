@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from jvpn.gate import ifnames
+
 DEFAULT_PIN_ROOT = Path("/sys/fs/bpf/jvpn")
 DEFAULT_RUN_DIR = Path("/run/jvpn")
 
@@ -21,7 +23,14 @@ class GatePaths:
         object.__setattr__(self, "run_dir", Path(self.run_dir))
 
     def pin_dir(self, ifname: str) -> Path:
-        return self.pin_root / ifname
+        # bpffs refuses '.' (VLANs: eth0.100): ifnames.encode writes it _2e
+        return self.pin_root / ifnames.encode(ifname)
+
+    def run_file(self, ifname: str, suffix: str) -> Path:
+        """``RUN_DIR/<ifname, encoded>.<suffix>``: a record, a lock. Encoded
+        as the pin dir is, so that ``x.owners.json`` (the owners of ``x``) is
+        never also the record of an interface named ``x.owners``."""
+        return self.run_dir / f"{ifnames.encode(ifname)}.{suffix}"
 
 
 DEFAULT_PATHS = GatePaths()
