@@ -81,8 +81,9 @@ def _mkdir_failed(pins: Path, e: OSError) -> str:
     EPERM even to root (paths.py encodes the ones we know of); only a missing
     or read-only place is likely a bpffs that is not mounted."""
     if e.errno in (errno.EPERM, errno.EACCES) and os.geteuid() == 0:
-        return (f"cannot create {pins} ({e.strerror}): the bpf filesystem refuses the "
-                f"name {pins.name!r}")
+        dotted = " (it takes no name with a '.': choose a --pin-root without one)" \
+            if "." in str(pins) else ""
+        return f"cannot create {pins} ({e.strerror}): the bpf filesystem refuses the name{dotted}"
     return (f"cannot create {pins} ({e.strerror}): is bpffs mounted at /sys/fs/bpf in "
             "this mount namespace?")
 
