@@ -6,13 +6,17 @@ test in namespaces of its own (jvpn/lab/netns.py), removed after:
 - two `jvpn-xdp attach` of one interface at once: one attaches, the other
   says it lost to it, and the winner's program and pins stay;
 - a record whose inode is this namespace's but whose cookie is not (the
-  kernel gave a gone namespace's inode to this one): never taken as ours.
+  kernel gave a gone namespace's inode to this one): never taken as ours,
+  forged, and for real (a namespace held until one gets a gone one's inode).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -155,3 +159,97 @@ def test_our_inode_with_another_cookie_is_not_ours(lab):
     assert "its network namespace is gone (no link was touched)" in " ".join(out.stdout.split())
     assert lab.prog_id(IFACE) == prog  # not ours to remove (as far as the record can tell)
     assert not record.exists() and not (lab.pin_root / IFACE).exists()
+
+
+# ---------------------------------------------------------------- a real inode reuse
+
+OTHER_TOOL = """
+import sys
+from bcc import BPF
+b = BPF(text="int other_tool(struct xdp_md *ctx) { return XDP_PASS; }")
+b.attach_xdp(sys.argv[1], b.load_func("other_tool", BPF.XDP), 1 << 1)
+"""
+
+
+def _netns_inode(pid: int, ours: int, timeout: float = 10) -> int:
+    """The namespace inode of ``pid`` once `unshare` has made its own."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        inode = os.stat(f"/proc/{pid}/ns/net").st_ino
+        if inode != ours:
+            return inode
+        time.sleep(0.02)
+    raise AssertionError(f"unshare (pid {pid}) made no network namespace")
+
+
+def _namespace_with_inode(target: int, held: list[subprocess.Popen]) -> subprocess.Popen | None:
+    """A new namespace (held by a sleeping process) that got inode ``target``:
+    the kernel hands out the lowest free one, so lower free ones are held
+    until ``target`` comes; a higher one means it is not free (yet)."""
+    ours = os.stat("/proc/self/ns/net").st_ino
+    for _ in range(80):
+        p = subprocess.Popen(["unshare", "--net", "sleep", "300"])
+        inode = _netns_inode(p.pid, ours)
+        if inode == target:
+            return p
+        if inode < target:
+            held.append(p)
+            continue
+        p.kill()
+        p.wait()
+        time.sleep(0.25)  # the gone namespace is freed by a kernel worker, a little later
+    return None
+
+
+def test_a_namespace_that_got_a_gone_ones_inode_is_not_taken_for_it(lab):
+    """The R2 repro, for real: jvpn attached in namespace A, A dies, B gets
+    A's inode and has another tool's XDP program on an interface of that
+    name. From B, the record is a gone namespace's: detach is refused, and
+    --force forgets it without touching B's link."""
+    env, tool = lab.env, [sys.executable, "-c", OTHER_TOOL, IFACE]
+    veth = f"ip link add {IFACE} type veth peer name jvnm9 && ip link set {IFACE} up"
+    a = subprocess.run(["unshare", "--net", "sh", "-c",
+                        f"{veth} && {' '.join(lab.net.jvpn_cmd())} attach {IFACE} "
+                        "--mode generic --json"],
+                       env=env, capture_output=True, text=True, timeout=180)
+    assert a.returncode == 0, a.stderr
+    gone = json.loads(a.stdout)
+    held: list[subprocess.Popen] = []
+    b = None
+    try:
+        b = _namespace_with_inode(gone["netns_inode"], held)
+        assert b is not None, f"no new namespace got inode {gone['netns_inode']} back"
+        in_b = ["nsenter", "--target", str(b.pid), "--net"]
+        subprocess.run([*in_b, "sh", "-c", veth], check=True, timeout=30)
+        subprocess.run([*in_b, *tool], check=True, capture_output=True, timeout=120)
+        prog = _prog_in(in_b)
+        assert prog
+
+        row, = json.loads(_cli(in_b, env, "status", "--json").stdout)
+        assert row["netns_inode"] == gone["netns_inode"] and row["prog_id"] is None
+        assert "that namespace is gone (this one has its inode now)" in row["elsewhere"]
+        out = _cli(in_b, env, "detach", IFACE)
+        assert out.returncode == 1 and "that namespace is gone" in out.stderr, out.stderr
+        assert _prog_in(in_b) == prog
+        out = _cli(in_b, env, "detach", IFACE, "--force")
+        assert out.returncode == 0, out.stderr
+        assert "no link was touched" in " ".join(out.stdout.split())
+        assert _prog_in(in_b) == prog  # the other tool's program is still there
+        assert not (lab.run_dir / f"{IFACE}.json").exists()
+        assert not (lab.pin_root / IFACE).exists()
+    finally:
+        for p in [*held, *([b] if b else [])]:
+            p.kill()
+            p.wait()
+
+
+def _cli(in_ns: list[str], env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*in_ns, *Lab.jvpn_cmd(*args)], env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def _prog_in(in_ns: list[str]) -> int | None:
+    out = subprocess.run([*in_ns, "ip", "-d", "-j", "link", "show", IFACE], check=True,
+                         capture_output=True, text=True, timeout=30).stdout
+    xdp = json.loads(out)[0].get("xdp") or {}
+    return (xdp.get("prog") or {}).get("id")
