@@ -207,20 +207,19 @@ def test_a_namespace_that_got_a_gone_ones_inode_is_not_taken_for_it(lab):
     name. From B, the record is a gone namespace's: detach is refused, and
     --force forgets it without touching B's link."""
     env, tool = lab.env, [sys.executable, "-c", OTHER_TOOL, IFACE]
-    veth = f"ip link add {IFACE} type veth peer name jvnm9 && ip link set {IFACE} up"
-    a = subprocess.run(["unshare", "--net", "sh", "-c",
-                        f"{veth} && {' '.join(lab.net.jvpn_cmd())} attach {IFACE} "
-                        "--mode generic --json"],
-                       env=env, capture_output=True, text=True, timeout=180)
-    assert a.returncode == 0, a.stderr
-    gone = json.loads(a.stdout)
     held: list[subprocess.Popen] = []
     b = None
     try:
-        b = _namespace_with_inode(gone["netns_inode"], held)
+        for _attempt in range(3):  # another test's namespace may take the inode first
+            gone = _attach_in_a_namespace_that_dies(lab)
+            b = _namespace_with_inode(gone["netns_inode"], held)
+            if b is not None:
+                break
+            out = lab.cli("detach", IFACE, "--force")  # from a: its namespace is gone
+            assert out.returncode == 0, out.stderr
         assert b is not None, f"no new namespace got inode {gone['netns_inode']} back"
         in_b = ["nsenter", "--target", str(b.pid), "--net"]
-        subprocess.run([*in_b, "sh", "-c", veth], check=True, timeout=30)
+        subprocess.run([*in_b, "sh", "-c", VETH], check=True, timeout=30)
         subprocess.run([*in_b, *tool], check=True, capture_output=True, timeout=120)
         prog = _prog_in(in_b)
         assert prog
@@ -241,6 +240,19 @@ def test_a_namespace_that_got_a_gone_ones_inode_is_not_taken_for_it(lab):
         for p in [*held, *([b] if b else [])]:
             p.kill()
             p.wait()
+
+
+VETH = f"ip link add {IFACE} type veth peer name jvnm9 && ip link set {IFACE} up"
+
+
+def _attach_in_a_namespace_that_dies(lab: NamesLab) -> dict:
+    """jvpn attached in an unnamed namespace that ends with the command."""
+    a = subprocess.run(["unshare", "--net", "sh", "-c",
+                        f"{VETH} && {' '.join(lab.net.jvpn_cmd())} attach {IFACE} "
+                        "--mode generic --json"],
+                       env=lab.env, capture_output=True, text=True, timeout=180)
+    assert a.returncode == 0, a.stderr
+    return json.loads(a.stdout)
 
 
 def _cli(in_ns: list[str], env: dict, *args: str) -> subprocess.CompletedProcess:
