@@ -274,6 +274,23 @@ class _File:
         return p if p.is_absolute() else self.path.absolute().parent / p
 
 
+# A key as the schemas spell them. A line that does not start with one is
+# refused showing only its leading word (shown_word): the rest of a mistyped
+# line is often a secret ("PrivateKey <key>", "PrivateKey: <key>", the key's
+# own base64 '=' padding then looking like the separator), and the error line
+# goes to the terminal, `check --json` and the journal.
+_KEY_WORD = re.compile(r"[A-Za-z]{1,40}")
+_NOT_KEY_VALUE = "not a 'Key = Value' line (the rest of the line is not shown)"
+
+
+def shown_word(text: str) -> str:
+    """The leading word (letters) of ``text``, at most 40 of them, with '…'
+    when anything followed: what an error may echo of an unparsed line."""
+    m = _KEY_WORD.match(text.strip())
+    word = m.group(0) if m else ""
+    return word if word == text.strip() else word + "…"
+
+
 def _parse(path: Path, schema: dict[str, tuple[str, ...]],
            origin: tuple[_File, _Entry] | None = None,
            repeatable: tuple[str, ...] = ()) -> _File:
@@ -305,20 +322,20 @@ def _parse(path: Path, schema: dict[str, tuple[str, ...]],
             continue
         if line.startswith("["):
             if not line.endswith("]"):
-                raise f.error(n, line, "section header without its closing ']'")
+                raise f.error(n, f"[{shown_word(line[1:])}",
+                              "section header without its closing ']'")
             given = line[1:-1].strip()
             name = sections_by_lower.get(given.lower())
             if name is None:
                 expected = " or ".join(f"[{s}]" for s in schema)
-                raise f.error(n, f"[{given}]", f"unknown section (expected {expected})")
+                raise f.error(n, f"[{shown_word(given)}]",
+                              f"unknown section (expected {expected})")
             current = _Section(name, n, {})
             f.sections.append(current)
             continue
-        if "=" not in line:
-            raise f.error(n, line.split()[0], "not a 'Key = Value' line")
-        key, value = (part.strip() for part in line.split("=", 1))
-        if not key:
-            raise f.error(n, "=", "a 'Key = Value' line without its key")
+        key, sep, value = (part.strip() for part in line.partition("="))
+        if not sep or not _KEY_WORD.fullmatch(key):
+            raise f.error(n, shown_word(key) if key else "=", _NOT_KEY_VALUE)
         if current is None:
             raise f.error(n, key, "key outside any section (put it under a [Section] header)")
         allowed = {k.lower(): k for k in schema[current.name]}
