@@ -12,6 +12,7 @@ Every metric, its type and labels: docs/metrics.md.
 from __future__ import annotations
 
 import socket
+import struct
 import sys
 import threading
 import time
@@ -255,12 +256,18 @@ class _BoundedServer(ThreadingMixIn, WSGIServer):
 
 def _cut(request: socket.socket) -> None:
     """Wakes the connection's thread from any read or write (they fail: the
-    thread ends and frees its slot). A socket already closed has no
-    descriptor any more (-1): nothing else is touched."""
+    thread ends and frees its slot), and makes its close a reset: what was
+    queued for a slow reader is dropped, not drained to it at its pace. A
+    socket already closed has no descriptor any more (-1): nothing else is
+    touched."""
     try:
+        request.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
         request.shutdown(socket.SHUT_RDWR)
     except OSError:
         pass  # closed already: the scrape ended just in time
+
+
+_RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s
 
 
 def _spell(listen: tuple[str, int]) -> str:
