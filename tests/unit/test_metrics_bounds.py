@@ -204,7 +204,15 @@ def test_a_reader_that_reads_the_answer_slowly_is_cut_at_the_deadline():
 
 
 def test_at_most_two_scrapes_at_once():
-    assert MAX_SCRAPES == 2
+    server = MetricsServer(("127.0.0.1", 0))
+    idle = [socket.create_connection(server.address) for _ in range(2)]
+    try:
+        time.sleep(0.5)  # both accepted, each holding a slot
+        assert MAX_SCRAPES == 2 and not _scrapes(server.url)  # the third is closed at once
+    finally:
+        for c in idle:
+            c.close()
+        server.close()
 
 
 # ------------------------------------------------------- the control lock
