@@ -66,9 +66,7 @@ def _report(app: App, iface: str, done: gate_attach.Detached) -> None:
                 markup=False)
     if done.user:
         app.warn(f"a gateway was using the gate ({done.user}): it stops now")
-    left = done.left if done.link_touched else (
-        gate_attach.xdp_prog_id(iface) if interface_exists(iface) else None)
-    if left:
-        app.warn(f"an XDP program (id {left}) is on {iface} and was kept: it is not the one "
+    if done.left:
+        app.warn(f"an XDP program (id {done.left}) is on {iface} and was kept: it is not the one "
                  "jvpn pinned (someone replaced it), or jvpn cannot tell; if it should go: "
                  f"ip link set dev {iface} xdp off")

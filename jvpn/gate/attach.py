@@ -157,9 +157,9 @@ def _attach_xdp(ifname: str, prog: Program, mode: str) -> None:
 @dataclass(frozen=True)
 class Detached:
     """What detach did: ``user`` the holder of a gateway that was using the
-    gate (with force), ``left`` the id of an XDP program still on the link
-    (not jvpn's: kept), ``link_touched`` False when no record said which
-    program and namespace were ours (then only pins and records went)."""
+    gate (with force), ``left`` the id of an XDP program on the link after
+    it (not provably jvpn's: kept), ``link_touched`` False when no record
+    said which program and namespace were ours (only pins and records went)."""
 
     user: str | None = None
     left: int | None = None
@@ -176,10 +176,10 @@ def detach(ifname: str, paths: GatePaths = DEFAULT_PATHS, force: bool = False) -
     if att is not None:
         att.require_here()
     with inuse.exclusive(ifname, paths, force) as user:
-        left = None
         if att is not None and _same_interface(ifname, att):
-            left = _remove_program(ifname, att, paths.pin_dir(ifname))
+            _remove_program(ifname, att, paths.pin_dir(ifname))
         _forget_files(ifname, paths)
+    left = xdp_prog_id(ifname) if _interface_exists(ifname) else None
     return Detached(user=user, left=left, link_touched=att is not None)
 
 
@@ -231,18 +231,17 @@ def _same_interface(ifname: str, att: Attachment) -> bool:
     return not att.ifindex or att.ifindex == now
 
 
-def _remove_program(ifname: str, att: Attachment, pins: Path) -> int | None:
+def _remove_program(ifname: str, att: Attachment, pins: Path) -> None:
     """Take the pinned program off the link (xdp_link.py: only if it is
-    that one, atomically); the id of a program left on the link (someone
-    else's: kept), or None."""
+    that one, atomically); another program there is kept."""
     fd = xdp_link.pinned_prog_fd(pins)
-    if fd is not None:  # no pinned program: nothing on the link is provably ours
-        try:
-            order = [att.mode] + [m for m in MODES if m != att.mode]
-            xdp_link.remove_expected(ifname, fd, [MODES[m] for m in order if m in MODES])
-        finally:
-            os.close(fd)
-    return xdp_prog_id(ifname)
+    if fd is None:  # no pinned program: nothing on the link is provably ours
+        return
+    try:
+        order = [att.mode] + [m for m in MODES if m != att.mode]
+        xdp_link.remove_expected(ifname, fd, [MODES[m] for m in order if m in MODES])
+    finally:
+        os.close(fd)
 
 
 def _interface_exists(ifname: str) -> bool:

@@ -135,6 +135,7 @@ def test_an_unreadable_record_never_touches_the_link(dirs, as_root, monkeypatch,
     touched = []
     monkeypatch.setattr(gate_attach, "_remove_program", lambda *a: touched.append(a))
     monkeypatch.setattr(gate_attach, "xdp_prog_id", lambda _ifname: 41)
+    monkeypatch.setattr(gate_attach, "_interface_exists", lambda _ifname: True)
     r = CliRunner().invoke(cli, ["detach", "eth0"])
     assert r.exit_code == 1 and "detach --force eth0" in r.stderr
     assert "no link is touched" in " ".join(r.stderr.split())
