@@ -69,7 +69,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
-from jvpn import keys, pathmtu
+from jvpn import ifname, keys, pathmtu
 from jvpn.config_sources import Sources
 from jvpn.errors import JvpnError
 from jvpn.events import DEFAULT_KEEP, DEFAULT_MAX_BYTES, DEFAULT_SUMMARY_INTERVAL_MS
@@ -94,7 +94,6 @@ DEFAULT_TUN_MTU = pathmtu.DEFAULT_TUN_MTU  # client MTU: jvpn fragments inner pa
 TUN_MTU_RANGE = pathmtu.TUN_MTU_RANGE
 DEFAULT_GATEWAY_PATH_MTU = pathmtu.DEFAULT_PATH_MTU  # gateway PathMTU
 PATH_MTU_RANGE = pathmtu.PATH_MTU_RANGE  # client (default: the route's) and gateway PathMTU
-IFNAMSIZ = 16  # the kernel's limit, with the terminating NUL
 # Full tunnel (client AllowedIPs with a /0): the outer socket's SO_MARK and the
 # routing table of the tunnel's default routes (wg-quick's scheme; "JV" = 0x4a56).
 DEFAULT_FWMARK = 0x4a56
@@ -418,13 +417,10 @@ def _int(f: _File, entry: _Entry, lo: int, hi: int) -> int:
 
 def _ifname(f: _File, entry: _Entry) -> str:
     """A Linux interface name, as the kernel's dev_valid_name() takes it."""
-    v = entry.value
-    if len(v) >= IFNAMSIZ:
-        raise f.fail_entry(entry, f"an interface name is at most {IFNAMSIZ - 1} characters, "
-                                  f"{v!r} has {len(v)}")
-    if v in (".", "..") or any(c in v for c in "/:") or any(c.isspace() for c in v):
-        raise f.fail_entry(entry, f"{v!r} is not a valid interface name")
-    return v
+    why = ifname.problem(entry.value)  # the one check, shared with the gate code
+    if why is not None:
+        raise f.fail_entry(entry, why)
+    return entry.value
 
 
 def _list(f: _File, entry: _Entry) -> list[str]:
