@@ -28,7 +28,7 @@ from jvpn.gate.paths import GatePaths
 
 
 def lock_path(ifname: str, paths: GatePaths) -> Path:
-    return paths.run_file(ifname, "attach.lock")
+    return paths.record(ifname, ".attach.lock")
 
 
 @contextmanager

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from jvpn import ifname
 from jvpn.gate import ifnames
 
 DEFAULT_PIN_ROOT = Path("/sys/fs/bpf/jvpn")
@@ -22,15 +23,16 @@ class GatePaths:
         object.__setattr__(self, "pin_root", Path(self.pin_root))
         object.__setattr__(self, "run_dir", Path(self.run_dir))
 
-    def pin_dir(self, ifname: str) -> Path:
-        # bpffs refuses '.' (VLANs: eth0.100): ifnames.encode writes it _2e
-        return self.pin_root / ifnames.encode(ifname)
+    def pin_dir(self, name: str) -> Path:
+        # a checked name ("", "." or ".." would be the pin root or its parent),
+        # encoded: bpffs refuses '.' (VLANs: eth0.100 pins in eth0_2e100)
+        return self.pin_root / ifnames.encode(ifname.check(name))
 
-    def run_file(self, ifname: str, suffix: str) -> Path:
-        """``RUN_DIR/<ifname, encoded>.<suffix>``: a record, a lock. Encoded
-        as the pin dir is, so that ``x.owners.json`` (the owners of ``x``) is
-        never also the record of an interface named ``x.owners``."""
-        return self.run_dir / f"{ifnames.encode(ifname)}.{suffix}"
+    def record(self, name: str, suffix: str) -> Path:
+        """RUN_DIR/IFACE<suffix>: every run record and lock of an interface,
+        its name encoded as the pin dir's is, so that ``x.owners.json`` (the
+        owners of ``x``) is never also the record of an interface ``x.owners``."""
+        return self.run_dir / f"{ifnames.encode(ifname.check(name))}{suffix}"
 
 
 DEFAULT_PATHS = GatePaths()
