@@ -185,13 +185,15 @@ def detach(ifname: str, paths: GatePaths = DEFAULT_PATHS, force: bool = False) -
     unreadable record (unless ``force``: then only pins and records go)."""
     require_root()
     ifnames.check(ifname)
-    att = _record_or_none(ifname, paths, force)
-    if att is not None:
-        att.require_here()
-    with inuse.exclusive(ifname, paths, force) as user:
-        if att is not None and _same_interface(ifname, att):
-            _remove_program(ifname, att, paths.pin_dir(ifname))
-        _forget_files(ifname, paths)
+    # not while an attach of the name writes its pins and record (attachlock)
+    with attachlock.exclusive(ifname, paths, lambda: None):
+        att = _record_or_none(ifname, paths, force)
+        if att is not None:
+            att.require_here()
+        with inuse.exclusive(ifname, paths, force) as user:
+            if att is not None and _same_interface(ifname, att):
+                _remove_program(ifname, att, paths.pin_dir(ifname))
+            _forget_files(ifname, paths)
     left = xdp_prog_id(ifname) if _interface_exists(ifname) else None
     return Detached(user=user, left=left, link_touched=att is not None)
 

@@ -214,3 +214,20 @@ def test_status_without_access_to_the_records_says_so(dirs, monkeypatch):
     r = CliRunner().invoke(cli, ["status"])
     assert r.exit_code == 1 and "nothing attached" not in r.output
     assert "run as root" in r.stderr
+
+
+def test_detach_waits_for_an_attach_of_the_same_name_to_finish(dirs, as_root):
+    import threading
+
+    from jvpn.gate import attachlock
+
+    _raw_record(dirs)
+    done = threading.Event()
+    with attachlock.exclusive("eth0", dirs, lambda: None):
+        worker = threading.Thread(
+            target=lambda: (gate_attach.detach("eth0", dirs), done.set()), daemon=True)
+        worker.start()
+        assert not done.wait(0.5)  # the attach's pins and record are not removed under it
+        assert dirs.pin_dir("eth0").exists()
+    worker.join(5)
+    assert done.is_set() and not dirs.pin_dir("eth0").exists()
