@@ -930,14 +930,7 @@ def _keepalive(f: _File, peer: _Section) -> int:
     entry = peer.entries.get("KeepaliveInterval")
     if entry is None:
         return DEFAULT_KEEPALIVE_MS
-    lo, hi = KEEPALIVE_RANGE_MS
-    if not re.fullmatch(r"[0-9]+(\.[0-9]{1,3})?", entry.value):
-        raise f.fail_entry(entry, f"not a number of seconds with at most 3 decimals: "
-                                  f"{entry.value!r}")
-    ms = int(Decimal(entry.value) * 1000)
-    if not lo <= ms <= hi:
-        raise f.fail_entry(entry, f"{entry.value} s is out of range [{lo / 1000}, {hi // 1000}]")
-    return ms
+    return _seconds_ms(f, entry, *KEEPALIVE_RANGE_MS)
 
 
 def _dns(f: _File, iface: _Section) -> ClientDns:

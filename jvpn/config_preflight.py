@@ -15,7 +15,7 @@ from pathlib import Path
 
 from jvpn.config import GatewayConfig
 from jvpn.config_sources import Sources, StartError
-from jvpn.files import UnsafeFile, check_own_file
+from jvpn.files import UnsafeFile, check_own_file, private_dir_problem
 
 # `gateway up` and `client up` run as root (they refuse otherwise): the
 # owner their events file must have, whoever runs `check`
@@ -34,10 +34,6 @@ def _nearest(path: Path) -> tuple[Path, os.stat_result] | None:
     return None
 
 
-def _trusted(uid: int) -> bool:
-    return uid in (0, os.geteuid())
-
-
 def check_state_dir(src: Sources, path: Path) -> None:
     """StateDir: a directory only root (or we) may write, or absent under a
     directory (created 0700 at start)."""
@@ -50,12 +46,9 @@ def check_state_dir(src: Sources, path: Path) -> None:
         raise StartError(f"{src.where('StateDir')}: {path} {what}")
     if where != path:
         return  # created 0700 by `up`
-    if not _trusted(st.st_uid):
-        raise StartError(f"{src.where('StateDir')}: {path} is owned by uid {st.st_uid}, who "
-                         f"can replace the files in it: run `chown root {path}`")
-    if st.st_mode & 0o022:
-        raise StartError(f"{src.where('StateDir')}: {path} is writable by group or others "
-                         f"(mode {stat.S_IMODE(st.st_mode):04o}): run `chmod 700 {path}`")
+    problem = private_dir_problem(path, st)
+    if problem is not None:
+        raise StartError(f"{src.where('StateDir')}: {problem}")
 
 
 def check_events_file(src: Sources, path: Path) -> None:

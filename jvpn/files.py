@@ -87,15 +87,24 @@ def private_dir(path: Path) -> Path:
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
     st = os.stat(path)  # follows a symlinked StateDir: the checks are on the real directory
-    if not stat.S_ISDIR(st.st_mode):
-        raise UnsafeFile(f"{path} is not a directory")
-    if not _trusted_owner(st.st_uid):
-        raise UnsafeFile(f"{path} is owned by uid {st.st_uid}, who can replace the files in it: "
-                         f"run `chown root {path} && chmod 700 {path}`")
-    if st.st_mode & 0o022:
-        raise UnsafeFile(f"{path} is writable by group or others ({_mode(st)}), who can plant "
-                         f"or replace the files in it: run `chmod 700 {path}`")
+    problem = private_dir_problem(path, st)
+    if problem is not None:
+        raise UnsafeFile(problem)
     return path
+
+
+def private_dir_problem(path: Path, st: os.stat_result) -> str | None:
+    """Why ``path`` (stat ``st``) cannot hold daemon files, or None: shared
+    by :func:`private_dir` and `gateway check` (which creates nothing)."""
+    if not stat.S_ISDIR(st.st_mode):
+        return f"{path} is not a directory"
+    if not _trusted_owner(st.st_uid):
+        return (f"{path} is owned by uid {st.st_uid}, who can replace the files in it: "
+                f"run `chown root {path} && chmod 700 {path}`")
+    if st.st_mode & 0o022:
+        return (f"{path} is writable by group or others ({_mode(st)}), who can plant "
+                f"or replace the files in it: run `chmod 700 {path}`")
+    return None
 
 
 def open_private(path: Path, flags: int, *, create: bool = True) -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import os
 import queue
 from dataclasses import dataclass
 
@@ -191,3 +192,21 @@ def events_of(log: EventLog, event_type: str) -> list[dict]:
 
 def transport(src: tuple[str, int]) -> Transport:
     return Transport(*src)
+
+
+def load_gateway_files(tmp_path, extra: str = ""):
+    """A gateway config (peer 0 in its peers file) with ``extra`` lines in
+    [Interface], written 0600 and loaded as `gateway up` loads it."""
+    from jvpn.config import load_gateway_config  # noqa: PLC0415
+
+    old = os.umask(0o077)
+    try:
+        (tmp_path / "peers.conf").write_text(
+            f"[Peer]\nPublicKey = {keys.encode(keys.public_from_private(PEER_KEYS[0]))}\n"
+            "AllowedIPs = 10.99.0.2/32\n")
+        (tmp_path / "gw.conf").write_text(
+            f"[Interface]\nPrivateKey = {keys.encode(GW_KEY)}\nListenPort = 51901\n"
+            f"Address = 10.99.0.1/24\nPeersFile = peers.conf\n{extra}")
+    finally:
+        os.umask(old)
+    return load_gateway_config(tmp_path / "gw.conf")

@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from jvpn import keys, operator
 from jvpn.codes import EventType, Reason
-from jvpn.config import ConfigError, PeerConfig, load_gateway_config
+from jvpn.config import ConfigError, PeerConfig
 from jvpn.config_report import gateway_rows
 from jvpn.errors import JvpnError
 from jvpn.events import EventLog
@@ -48,6 +48,7 @@ from kits.daemon_kit import (
     handshake,
     initiation,
     ipv4,
+    load_gateway_files,
 )
 
 NAMES = ("alice", "bob")
@@ -369,15 +370,6 @@ def test_metrics_listen_refuses(tmp_path, value):
 
 
 def _load(tmp_path, extra: str):
-    old = os.umask(0o077)
-    try:
-        (tmp_path / "peers.conf").write_text(
-            f"[Peer]\nPublicKey = {keys.encode(PUBS[0])}\nAllowedIPs = 10.99.0.2/32\n")
-        (tmp_path / "gw.conf").write_text(
-            f"[Interface]\nPrivateKey = {keys.encode(GW_KEY)}\nListenPort = 51901\n"
-            f"Address = 10.99.0.1/24\nPeersFile = peers.conf\n{extra}")
-    finally:
-        os.umask(old)
-    return load_gateway_config(tmp_path / "gw.conf")
+    return load_gateway_files(tmp_path, extra)
 
 

@@ -8,7 +8,6 @@ only with MetricsPeers. The daemon's real wiring over a fake socket and TUN
 from __future__ import annotations
 
 import copy
-import os
 import socket
 import threading
 import time
@@ -19,7 +18,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
 from jvpn import keys
-from jvpn.config import ConfigError, PeerConfig, load_gateway_config
+from jvpn.config import ConfigError, PeerConfig
 from jvpn.config_report import gateway_rows
 from jvpn.events import EventLog
 from jvpn.gate.userspace import UserspaceGate
@@ -46,6 +45,7 @@ from kits.daemon_kit import (
     FakeSock,
     FakeTun,
     handshake,
+    load_gateway_files,
 )
 
 PUBS = [keys.public_from_private(k) for k in PEER_KEYS]
@@ -318,16 +318,7 @@ def test_the_per_peer_series_are_served_only_with_metrics_peers(gw):
 
 
 def _load(tmp_path, extra: str):
-    old = os.umask(0o077)
-    try:
-        (tmp_path / "peers.conf").write_text(
-            f"[Peer]\nPublicKey = {keys.encode(PUBS[0])}\nAllowedIPs = 10.99.0.2/32\n")
-        (tmp_path / "gw.conf").write_text(
-            f"[Interface]\nPrivateKey = {keys.encode(GW_KEY)}\nListenPort = 51901\n"
-            f"Address = 10.99.0.1/24\nPeersFile = peers.conf\n{extra}")
-    finally:
-        os.umask(old)
-    return load_gateway_config(tmp_path / "gw.conf")
+    return load_gateway_files(tmp_path, extra)
 
 
 def test_metrics_peers_is_off_by_default_and_read_as_yes_or_no(tmp_path):
