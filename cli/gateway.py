@@ -94,7 +94,8 @@ def _metrics(cfg):
         return
     from jvpn.gateway.metrics import MetricsServer  # noqa: PLC0415 - only with MetricsListen
 
-    server = MetricsServer(cfg.metrics_listen, where=cfg.sources.where("MetricsListen"))
+    server = MetricsServer(cfg.metrics_listen, where=cfg.sources.where("MetricsListen"),
+                           per_peer=cfg.metrics_peers)
     try:
         yield server
     finally:

@@ -26,6 +26,7 @@ Gateway config (:func:`load_gateway_config`)::
     PathMTU = 1500                 # our outer path's MTU: no datagram to a client is larger
     ControlSocket = /run/jvpn/gateway.sock  # the operator socket; default <run dir>/gateway.sock
     MetricsListen = 9586           # optional; absent = no /metrics. PORT (127.0.0.1), IP:PORT
+    MetricsPeers = no              # yes: /metrics names every peer (key, Name, AllowedIPs)
 
 Relative paths (PrivateKeyFile, PeersFile, Policy, StateDir, EventsFile,
 ControlSocket) are relative to the folder of the file that names them.
@@ -79,6 +80,9 @@ from jvpn.prefixes import Network
 DEFAULT_LISTEN_PORT = 51900
 DEFAULT_HANDSHAKES_PER_SECOND = 50
 DEFAULT_METRICS_HOST = "127.0.0.1"  # MetricsListen = PORT: localhost only
+# MetricsPeers = no: the per-peer series (public key, Name, AllowedIPs, bytes)
+# are left out: anyone on the host can read the endpoint (docs/metrics.md)
+DEFAULT_METRICS_PEERS = False
 DEFAULT_STATE_DIR = Path("/var/lib/jvpn")
 EVENTS_FILE_NAME = "events.jsonl"
 DEFAULT_TUN_NAME = "jvpn0"
@@ -172,6 +176,7 @@ class GatewayConfig:
     # the operator socket (jvpn/gateway/operator.py); None: <run dir>/gateway.sock
     control_socket: Path | None = None
     metrics_listen: tuple[str, int] | None = None  # Prometheus /metrics (host, port); None: off
+    metrics_peers: bool = DEFAULT_METRICS_PEERS  # /metrics serves the per-peer series
     # where each value came from (gateway check; start errors name the key and file)
     sources: Sources = field(default_factory=Sources, compare=False, repr=False)
 
@@ -508,7 +513,7 @@ _GATEWAY = {"Interface": ("PrivateKey", "PrivateKeyFile", "ListenPort", "Address
                           "XdpInterface", "PeersFile", "Policy", "StateDir", "NodeId",
                           "EventsFile", "HandshakesPerSecond", "Store", "ClusterKeyFile",
                           "LeaseTTL", "EventsMaxBytes", "EventsKeep", "EventsSummaryInterval",
-                          "PathMTU", "ControlSocket", "MetricsListen")}
+                          "PathMTU", "ControlSocket", "MetricsListen", "MetricsPeers")}
 _PEERS = {"Peer": ("PublicKey", "AllowedIPs", "AllowedIP", "Name")}
 _CLIENT = {"Interface": ("PrivateKey", "PrivateKeyFile", "Name", "DNS", *HOOK_KEYS,
                          "FwMark", "Table", "MTU", "PathMTU"),
@@ -545,6 +550,8 @@ def load_gateway_config(path: str | Path) -> GatewayConfig:
     lease_ttl = _int(f, e["LeaseTTL"], 2, 3600) if "LeaseTTL" in e else 3
     path_mtu = (_int(f, e["PathMTU"], *PATH_MTU_RANGE) if "PathMTU" in e
                 else DEFAULT_GATEWAY_PATH_MTU)
+    if "MetricsPeers" in e and "MetricsListen" not in e:
+        raise f.fail_entry(e["MetricsPeers"], "only meaningful with MetricsListen")
     return GatewayConfig(private_key=private_key, listen_port=listen_port, address=address,
                          xdp_interface=xdp_interface, peers=peers, policy=policy,
                          state_dir=state_dir, node_id=node_id, events_file=events_file,
@@ -554,6 +561,7 @@ def load_gateway_config(path: str | Path) -> GatewayConfig:
                                          if "ControlSocket" in e else None),
                          metrics_listen=(_metrics_listen(f, e["MetricsListen"])
                                          if "MetricsListen" in e else None),
+                         metrics_peers=_yes_no(f, e.get("MetricsPeers"), DEFAULT_METRICS_PEERS),
                          sources=_sources(f, [s], policy_lines), **_events_bounds(f, e))
 
 

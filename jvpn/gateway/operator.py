@@ -30,6 +30,7 @@ import socket
 import stat
 import struct
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -90,7 +91,9 @@ class OperatorServer:
         self._sock, self._inode = sock, os.stat(self.path).st_ino
 
     def serve(self, stop: threading.Event) -> None:
-        """The serving loop (one thread): until ``stop`` is set."""
+        """The serving loop (one thread): until ``stop`` is set. Nothing a
+        client sends, and no error of accept(2) (EMFILE, ECONNABORTED...),
+        ends it: an operator's bad line must not stop the gateway."""
         sock = self._sock
         assert sock is not None, "open() first"
         while not stop.is_set():
@@ -98,12 +101,17 @@ class OperatorServer:
                 conn, _ = sock.accept()
             except TimeoutError:
                 continue
-            except OSError:
+            except OSError as e:
                 if stop.is_set() or sock.fileno() < 0:
                     return  # closed by close(): stopping
-                raise
+                self.report("operator", e)
+                stop.wait(ACCEPT_POLL_S)  # out of descriptors: no busy loop
+                continue
             with conn:
-                self.serve_one(conn)
+                try:
+                    self.serve_one(conn)
+                except Exception as e:  # noqa: BLE001 - one connection, contained
+                    self.report("operator", e)
 
     def close(self) -> None:
         """Stop answering and remove the socket file, if it is still ours."""
@@ -117,13 +125,15 @@ class OperatorServer:
 
     # ------------------------------------------------------------ one request
     def serve_one(self, conn: socket.socket) -> None:
+        """One request, read within IO_TIMEOUT_S in all (not per recv: a
+        client dripping a byte at a time is cut off too), and its reply."""
         conn.settimeout(IO_TIMEOUT_S)
         try:
             uid = self._peer_uid(conn)
             if uid not in self.allowed_uids:
                 reply = _refusal(f"uid {uid} may not use the operator socket (root only)")
             else:
-                reply = self._answer(_read_request(conn))
+                reply = self._answer(_read_request(conn, time.monotonic() + IO_TIMEOUT_S))
             conn.sendall((json.dumps(reply, default=str) + "\n").encode())
         except (OSError, ValueError):
             return  # a client that went away, timed out or sent garbage: nothing changed
@@ -165,7 +175,10 @@ class OperatorServer:
             probe.connect(str(self.path))
         except OSError as e:
             if e.errno not in (errno.ECONNREFUSED, errno.ENOENT):
-                raise
+                # EAGAIN (its backlog is full), a timeout...: someone listens
+                raise SocketInUse(f"{self.path}: a process listens on this operator socket "
+                                  f"but does not answer ({e.strerror or e}): stop it, or give "
+                                  "this gateway its own ControlSocket") from None
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path)  # nobody listens: a crashed daemon's
             return
@@ -175,11 +188,18 @@ class OperatorServer:
                           "socket: stop it, or give this gateway its own ControlSocket")
 
 
-def _read_request(conn: socket.socket) -> dict | str:
+def _read_request(conn: socket.socket, deadline: float) -> dict | str:
     """The request object, or the one-line reason it is not one."""
     data = b""
     while b"\n" not in data:
-        chunk = conn.recv(4096)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return f"request not complete within {IO_TIMEOUT_S:g} s"
+        conn.settimeout(left)
+        try:
+            chunk = conn.recv(4096)
+        except TimeoutError:
+            return f"request not complete within {IO_TIMEOUT_S:g} s"
         if not chunk:
             break
         data += chunk
@@ -188,7 +208,7 @@ def _read_request(conn: socket.socket) -> dict | str:
     line = data.split(b"\n", 1)[0]
     try:
         request = json.loads(line)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (ValueError, RecursionError):  # bad UTF-8 or JSON; nesting deeper than the stack
         return "request is not one JSON object on one line"
     if not isinstance(request, dict):
         return "request is not a JSON object"

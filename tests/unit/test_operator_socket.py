@@ -160,3 +160,61 @@ def test_close_removes_only_its_own_socket_file(serve):
         assert server.path.exists()
     finally:
         other.close()
+
+
+def test_json_nested_deeper_than_the_stack_is_refused_and_the_server_goes_on(serve):
+    server = serve({"ping": lambda req: "pong"})
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(str(server.path))
+        s.sendall(b"[" * 60000 + b"\n")
+        reply = s.makefile("rb").readline()
+    assert b"not one JSON object" in reply
+    assert client.call(server.path, "ping") == "pong"
+
+
+def test_a_client_dripping_bytes_is_cut_off_at_the_io_timeout_in_all(serve, monkeypatch):
+    monkeypatch.setattr(operator, "IO_TIMEOUT_S", 0.5)
+    server = serve({"ping": lambda req: "pong"})
+    stop = threading.Event()
+    with socket.socket(socket.AF_UNIX) as slow:
+        slow.connect(str(server.path))
+
+        def drip():
+            while not stop.wait(0.1):
+                try:
+                    slow.send(b" ")
+                except OSError:
+                    return
+
+        dripper = threading.Thread(target=drip, daemon=True)
+        dripper.start()
+        try:
+            t0 = time.monotonic()
+            assert client.call(server.path, "ping", timeout_s=10) == "pong"
+            assert time.monotonic() - t0 < 5  # not the 64 KiB the dripper could send
+        finally:
+            stop.set()
+            dripper.join(2)
+
+
+def test_a_live_daemon_that_does_not_accept_is_still_in_use(tmp_path):
+    first = OperatorServer(tmp_path / "run" / "gateway.sock", {})
+    first.open()  # listening, but nobody accepts (its serving thread stuck)
+    waiting = []
+    try:
+        for _ in range(64):  # fill its backlog
+            c = socket.socket(socket.AF_UNIX)
+            c.setblocking(False)
+            try:
+                c.connect(str(first.path))
+            except BlockingIOError:
+                c.close()
+                break
+            waiting.append(c)
+        with pytest.raises(SocketInUse, match="ControlSocket"):
+            OperatorServer(first.path, {}).open()
+        assert first.path.exists()
+    finally:
+        for c in waiting:
+            c.close()
+        first.close()
