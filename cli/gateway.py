@@ -146,8 +146,8 @@ def gateway_reload(app, socket_path: str | None, as_json: bool, timeout_s: float
     else:
         app.say(f"reloaded: {summary(result)}", markup=False)
     # applied, but a revoked peer's session goes on until the store takes its end
-    refused("revocation(s) refused by the store (the sessions go on; the gateway retries "
-            "every tick)", result.get("revoke_failed", []))
+    refused("revocation(s) failed, the store refused (the sessions go on; the gateway "
+            "retries every timer tick)", result.get("revoke_failed", []))
 
 
 gateway.add_command(gateway_check)  # cli/gateway_check.py

@@ -143,5 +143,6 @@ def summary(result: dict) -> str:
     if result.get("revoked"):
         parts.append(f"{len(result['revoked'])} session(s) revoked")
     if result.get("revoke_failed"):
-        parts.append(f"{len(result['revoke_failed'])} revocation(s) refused by the store")
+        parts.append(f"{len(result['revoke_failed'])} revocation(s) failed "
+                     "(retried every timer tick)")
     return "; ".join(parts) or "no change"

@@ -84,6 +84,9 @@ class Revocation:
         """Every tick, and at start: end the sessions no configured peer
         owns, and retry those whose revocation failed. Returns the ended."""
         with self.control:
+            if self._legacy_keys:  # forget what was resolved for sessions now ended
+                for sid in self._legacy_keys.keys() - self.table.sessions.keys():
+                    del self._legacy_keys[sid]
             due = set(self.revoke_pending)
             for sid, live in list(self.table.sessions.items()):
                 try:

@@ -64,7 +64,7 @@ def test_a_reload_whose_revocation_the_store_refused_exits_1_in_one_line(daemon)
     r = invoke("gateway", "reload", "--socket", path)
     assert r.exit_code == 1 and "reloaded: removed alice" in r.output
     [line] = [ln for ln in r.output.splitlines() if ln.startswith("error:")]
-    assert "1 revocation(s) refused by the store" in line and "00000000000000aa" in line
+    assert "1 revocation(s) failed, the store refused" in line and "00000000000000aa" in line
     r = invoke("gateway", "reload", "--socket", path, "--json")
     assert r.exit_code == 1 and '"revoke_failed"' in r.output  # the details stay in the JSON
     ok = daemon({"reload": lambda _req: {**RELOADED, "revoke_failed": []}})
