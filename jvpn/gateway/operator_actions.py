@@ -18,7 +18,6 @@ from jvpn.errors import JvpnError
 from jvpn.gateway.revocation import Revocation, inner_of
 from jvpn.policy import Policy
 from jvpn.session import Event
-from jvpn.store import StoreError
 
 
 class UnknownPeer(JvpnError):
@@ -84,9 +83,9 @@ class OperatorActions(Revocation):
             try:
                 self.table.terminate(sid, event, detail=detail)
                 done.append(f"{sid:016x}")
-            except StoreError as e:
+            except Exception as e:  # noqa: BLE001 - per session: the others still end
                 self.incidents.report("terminate", e)
-                failed.append(f"{sid:016x}: {e}")
+                failed.append(f"{sid:016x}: {' '.join(str(e).split()) or type(e).__name__}")
         return done, failed
 
     # ------------------------------------------------------------ drain

@@ -179,3 +179,14 @@ def test_both_codecs_carry_the_key_and_read_an_older_record_without_it(gw):
     doc["peer_key"] = 7
     with pytest.raises(Unreadable, match="peer_key"):
         record_from_json(json.dumps(doc))
+
+
+def test_terminate_peer_names_a_session_that_failed_for_any_reason(gw):
+    a = handshake(gw)
+    handshake(gw, ("192.0.2.11", 6000), peer=1)
+    real = gw.table.terminate
+    gw.table.terminate = lambda sid, *args, **kw: (_ for _ in ()).throw(RuntimeError("boom"))
+    out = gw.terminate_peer("alice")
+    assert out["terminated"] == [] and out["failed"] == [f"{a.session_id:016x}: boom"]
+    gw.table.terminate = real
+    assert a.session_id in gw.sessions  # not ended: nothing said it was
