@@ -117,3 +117,25 @@ def test_the_peers_stay_as_loaded_when_every_revocation_fails(loaded):
     out = r.reload()
     assert out["removed"] == ["alice"] and len(out["revoke_failed"]) == 1
     assert list(gw.admission.peers) == [peer_configs()[1].public_key]
+
+
+@pytest.mark.parametrize("edit", [
+    dict(life='"abc"'), dict(life="[1]"), dict(life="{a=1}"), dict(life="9" * 400),
+    dict(life="1e400"), dict(life="nan"), dict(life="true"), dict(life="-1"),
+    dict(extra="[bogus]\nx=1\n"), dict(extra='replay_window_size = "x"\n'),
+    dict(extra="replay_window_size = [[[1]]]\n"), dict(extra=NESTED),
+    dict(peers_file="[Peer]\nPublicKey = !!!\nAllowedIPs = 10.99.0.2/32\n"),
+    dict(peers_file="[Peer]\nPublicKey = " + "A" * 43 + "=\n"),
+    dict(peers_file="[Peer]\x00\n"), dict(peers_file="\xff\xfe[Peer]"),
+], ids=lambda edit: next(iter(edit)) + ":" + repr(next(iter(edit.values())))[:16])
+def test_any_malformed_edit_is_a_one_line_refusal(tmp_path, loaded, edit):
+    gw, conf, cfg = loaded
+    r = Reloader(gw, conf, cfg, say=lambda _line: None)
+    peers_file = edit.pop("peers_file", None)
+    write_files(tmp_path, **edit)
+    if peers_file is not None:
+        (tmp_path / "peers.conf").write_bytes(peers_file.encode("latin-1"))
+    before = (gw.policy, gw.admission.peers)
+    with pytest.raises(ReloadRefused) as refused:
+        r.reload()
+    assert "\n" not in str(refused.value) and (gw.policy, gw.admission.peers) == before
