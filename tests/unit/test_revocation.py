@@ -190,3 +190,14 @@ def test_terminate_peer_names_a_session_that_failed_for_any_reason(gw):
     assert out["terminated"] == [] and out["failed"] == [f"{a.session_id:016x}: boom"]
     gw.table.terminate = real
     assert a.session_id in gw.sessions  # not ended: nothing said it was
+
+
+def test_a_session_awaiting_its_revocation_shows_its_own_key_not_the_new_peers(gw):
+    from jvpn.gateway import snapshot  # noqa: PLC0415
+
+    old = handshake(gw)
+    FailingCas(gw.store)
+    gw.apply_config(rekeyed_alice(), gw.policy)
+    [row] = [r for r in snapshot.sessions(gw) if r["session_id"] == f"{old.session_id:016x}"]
+    assert row["public_key"] == keys.encode(peer_configs()[0].public_key)
+    assert row["peer"] is None  # not the re-keyed alice's
