@@ -43,9 +43,10 @@ def gateway_up(app, config_path: str, tun_name: str, echo_events: bool):
     from jvpn.gateway.reload import Reloader
     from jvpn.gateway.signals import Signals
     from jvpn.gateway.start_errors import naming_settings
-    from jvpn.service import reopen_on_signal
+    from jvpn.service import defer_reopen, reopen_on_signal
 
     signals = Signals().install()  # before anything: a SIGHUP must never kill us
+    reopen_asked = defer_reopen()  # nor a SIGUSR1 (logrotate) while we start
     app.require_root()
     cfg = load_gateway_config(config_path)
     # the lock comes before anything else opens; it is released at exit. A port
@@ -56,7 +57,7 @@ def gateway_up(app, config_path: str, tun_name: str, echo_events: bool):
                            paths=app.paths)
         if metrics is not None:
             metrics.attach(gw, tun_name)
-        reopen_on_signal(gw.events)  # SIGUSR1: logrotate moved the events file
+        reopen_on_signal(gw.events, asked=reopen_asked)  # SIGUSR1: logrotate moved the events file
         # SIGHUP reloads: RELOADING=1 ... READY=1 around it (systemd)
         gw.reloader = Reloader(gw, config_path, cfg, notify=sdnotify)
         # the gateway's one fatal path (a thread ended, the gate is gone) stops us too

@@ -69,7 +69,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
-from jvpn import keys, pathmtu
+from jvpn import ifname, keys, pathmtu
 from jvpn.config_sources import Sources
 from jvpn.errors import JvpnError
 from jvpn.events import DEFAULT_KEEP, DEFAULT_MAX_BYTES, DEFAULT_SUMMARY_INTERVAL_MS
@@ -94,7 +94,6 @@ DEFAULT_TUN_MTU = pathmtu.DEFAULT_TUN_MTU  # client MTU: jvpn fragments inner pa
 TUN_MTU_RANGE = pathmtu.TUN_MTU_RANGE
 DEFAULT_GATEWAY_PATH_MTU = pathmtu.DEFAULT_PATH_MTU  # gateway PathMTU
 PATH_MTU_RANGE = pathmtu.PATH_MTU_RANGE  # client (default: the route's) and gateway PathMTU
-IFNAMSIZ = 16  # the kernel's limit, with the terminating NUL
 # Full tunnel (client AllowedIPs with a /0): the outer socket's SO_MARK and the
 # routing table of the tunnel's default routes (wg-quick's scheme; "JV" = 0x4a56).
 DEFAULT_FWMARK = 0x4a56
@@ -279,6 +278,23 @@ class _File:
         return p if p.is_absolute() else self.path.absolute().parent / p
 
 
+# A key as the schemas spell them. A line that does not start with one is
+# refused showing only its leading word (shown_word): the rest of a mistyped
+# line is often a secret ("PrivateKey <key>", "PrivateKey: <key>", the key's
+# own base64 '=' padding then looking like the separator), and the error line
+# goes to the terminal, `check --json` and the journal.
+_KEY_WORD = re.compile(r"[A-Za-z]{1,40}")
+_NOT_KEY_VALUE = "not a 'Key = Value' line (the rest of the line is not shown)"
+
+
+def shown_word(text: str) -> str:
+    """The leading word (letters) of ``text``, at most 40 of them, with '…'
+    when anything followed: what an error may echo of an unparsed line."""
+    m = _KEY_WORD.match(text.strip())
+    word = m.group(0) if m else ""
+    return word if word == text.strip() else word + "…"
+
+
 def _parse(path: Path, schema: dict[str, tuple[str, ...]],
            origin: tuple[_File, _Entry] | None = None,
            repeatable: tuple[str, ...] = ()) -> _File:
@@ -310,20 +326,20 @@ def _parse(path: Path, schema: dict[str, tuple[str, ...]],
             continue
         if line.startswith("["):
             if not line.endswith("]"):
-                raise f.error(n, line, "section header without its closing ']'")
+                raise f.error(n, f"[{shown_word(line[1:])}",
+                              "section header without its closing ']'")
             given = line[1:-1].strip()
             name = sections_by_lower.get(given.lower())
             if name is None:
                 expected = " or ".join(f"[{s}]" for s in schema)
-                raise f.error(n, f"[{given}]", f"unknown section (expected {expected})")
+                raise f.error(n, f"[{shown_word(given)}]",
+                              f"unknown section (expected {expected})")
             current = _Section(name, n, {})
             f.sections.append(current)
             continue
-        if "=" not in line:
-            raise f.error(n, line.split()[0], "not a 'Key = Value' line")
-        key, value = (part.strip() for part in line.split("=", 1))
-        if not key:
-            raise f.error(n, "=", "a 'Key = Value' line without its key")
+        key, sep, value = (part.strip() for part in line.partition("="))
+        if not sep or not _KEY_WORD.fullmatch(key):
+            raise f.error(n, shown_word(key) if key else "=", _NOT_KEY_VALUE)
         if current is None:
             raise f.error(n, key, "key outside any section (put it under a [Section] header)")
         allowed = {k.lower(): k for k in schema[current.name]}
@@ -401,13 +417,10 @@ def _int(f: _File, entry: _Entry, lo: int, hi: int) -> int:
 
 def _ifname(f: _File, entry: _Entry) -> str:
     """A Linux interface name, as the kernel's dev_valid_name() takes it."""
-    v = entry.value
-    if len(v) >= IFNAMSIZ:
-        raise f.fail_entry(entry, f"an interface name is at most {IFNAMSIZ - 1} characters, "
-                                  f"{v!r} has {len(v)}")
-    if v in (".", "..") or any(c in v for c in "/:") or any(c.isspace() for c in v):
-        raise f.fail_entry(entry, f"{v!r} is not a valid interface name")
-    return v
+    why = ifname.problem(entry.value)  # the one check, shared with the gate code
+    if why is not None:
+        raise f.fail_entry(entry, why)
+    return entry.value
 
 
 def _list(f: _File, entry: _Entry) -> list[str]:
