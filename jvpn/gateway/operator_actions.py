@@ -27,8 +27,9 @@ class UnknownPeer(JvpnError):
 @dataclass
 class Applied:
     """What a reload changed: peers by Name, the policy fields that changed,
-    the sessions revoked (hex ids), and those whose revocation the store
-    refused (they go on; the reload says so)."""
+    the sessions revoked (hex ids), and those whose revocation failed
+    ("id: why": they go on for now, retried every timer tick; the reload
+    says so and `gateway reload` exits 1)."""
 
     added: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
