@@ -20,7 +20,7 @@ from jvpn.errors import (
     NotRoot,
 )
 from jvpn.files import private_dir
-from jvpn.gate import inuse, loader, xdp_link
+from jvpn.gate import attachlock, inuse, loader, xdp_link
 from jvpn.gate.config import GateConfig
 from jvpn.gate.loader import BuildOptions, Program, measure_ns_per_jiffy
 from jvpn.gate.netns import Netns
@@ -81,7 +81,16 @@ def attach(ifname: str, config: GateConfig, mode: str = "native",
     if mode not in MODES:
         raise JvpnError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     private_dir(paths.run_dir)  # refused now, not after the program is on the link
-    _require_free(ifname, paths)
+    waiting = f"waiting for another attach of {ifname} to finish"
+    with attachlock.exclusive(ifname, paths, lambda: progress(waiting)) as waited:
+        _require_free(ifname, paths, waited)
+        return _attach_free(ifname, ifindex, config, mode, options, paths, progress)
+
+
+def _attach_free(ifname: str, ifindex: int, config: GateConfig, mode: str,
+                 options: BuildOptions | None, paths: GatePaths,
+                 progress: Progress) -> Attachment:
+    """attach(), the name checked free and held (attachlock) by the caller."""
     options = options or BuildOptions()
     if not config.ns_per_jiffy:
         progress("measuring the kernel tick")
@@ -103,14 +112,15 @@ def attach(ifname: str, config: GateConfig, mode: str = "native",
     att = Attachment(ifname=ifname, ifindex=ifindex, mode=used, ports=list(config.ports),
                      pin_dir=str(pins), replay_bits=options.replay_bits,
                      attached_at=time.time(), note=note, netns_inode=here.inode,
-                     netns_name=here.name)
+                     netns_name=here.name, netns_cookie=here.cookie)
     att.save(paths)
     return att
 
 
-def _require_free(ifname: str, paths: GatePaths) -> None:
+def _require_free(ifname: str, paths: GatePaths, waited: bool = False) -> None:
     """Refused when the name's record (of any namespace: pins and records
-    are keyed by name) or a program on the link exists."""
+    are keyed by name) or a program on the link exists. ``waited``: another
+    attach of the name held attachlock first (its record, if any, is new)."""
     try:
         att = Attachment.load(ifname, paths)
     except NotAttached:
@@ -119,6 +129,9 @@ def _require_free(ifname: str, paths: GatePaths) -> None:
         raise ForeignNamespace(f"{problem}; its pins ({paths.pin_dir(ifname)}) and record "
                                "share this name: to attach an interface of this name here "
                                "too, give this namespace its own --pin-root and --run-dir")
+    if waited and att is not None:
+        raise AlreadyAttached(f"jvpn is already attached to {ifname} (by another attach "
+                              "that finished first)")
     if att is not None or Attachment.path(ifname, paths).exists() or xdp_prog_id(ifname):
         raise AlreadyAttached(f"an XDP program is already attached to {ifname}: detach it first")
 

@@ -76,6 +76,18 @@ class BuildOptions:
         return flags
 
 
+def _mkdir_failed(pins: Path, e: OSError) -> str:
+    """Why a pin directory could not be made: bpffs refuses some names with
+    EPERM even to root (paths.py encodes the ones we know of); only a missing
+    or read-only place is likely a bpffs that is not mounted."""
+    if e.errno in (errno.EPERM, errno.EACCES) and os.geteuid() == 0:
+        dotted = " (it takes no name with a '.': choose a --pin-root without one)" \
+            if "." in str(pins) else ""
+        return f"cannot create {pins} ({e.strerror}): the bpf filesystem refuses the name{dotted}"
+    return (f"cannot create {pins} ({e.strerror}): is bpffs mounted at /sys/fs/bpf in "
+            "this mount namespace?")
+
+
 class Program:
     """The jvpn XDP program compiled and loaded, its maps pinned in ``pins``.
 
@@ -92,8 +104,7 @@ class Program:
         try:
             self.pins.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise LoadFailed(f"cannot create {self.pins} ({e.strerror}): is bpffs mounted at "
-                             "/sys/fs/bpf in this mount namespace?") from e
+            raise LoadFailed(_mkdir_failed(self.pins, e)) from e
         cflags = self.options.cflags(self.pins)
         try:
             progress("compiling")

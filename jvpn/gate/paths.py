@@ -7,7 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from jvpn import ifname as ifnames
+from jvpn import ifname
+from jvpn.gate import ifnames
 
 DEFAULT_PIN_ROOT = Path("/sys/fs/bpf/jvpn")
 DEFAULT_RUN_DIR = Path("/run/jvpn")
@@ -22,13 +23,16 @@ class GatePaths:
         object.__setattr__(self, "pin_root", Path(self.pin_root))
         object.__setattr__(self, "run_dir", Path(self.run_dir))
 
-    def pin_dir(self, ifname: str) -> Path:
-        # a checked name: "", "." or ".." would be the pin root or its parent
-        return self.pin_root / ifnames.check(ifname)
+    def pin_dir(self, name: str) -> Path:
+        # a checked name ("", "." or ".." would be the pin root or its parent),
+        # encoded: bpffs refuses '.' (VLANs: eth0.100 pins in eth0_2e100)
+        return self.pin_root / ifnames.encode(ifname.check(name))
 
-    def record(self, ifname: str, suffix: str) -> Path:
-        """RUN_DIR/IFACE<suffix>: every run record and lock of an interface."""
-        return self.run_dir / f"{ifnames.check(ifname)}{suffix}"
+    def record(self, name: str, suffix: str) -> Path:
+        """RUN_DIR/IFACE<suffix>: every run record and lock of an interface,
+        its name encoded as the pin dir's is, so that ``x.owners.json`` (the
+        owners of ``x``) is never also the record of an interface ``x.owners``."""
+        return self.run_dir / f"{ifnames.encode(ifname.check(name))}{suffix}"
 
 
 DEFAULT_PATHS = GatePaths()

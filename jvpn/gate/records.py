@@ -15,6 +15,7 @@ from pathlib import Path
 
 from jvpn.errors import JvpnError, NotAttached
 from jvpn.files import open_private, private_dir
+from jvpn.gate import ifnames
 from jvpn.gate.netns import Netns, name_of, pid_in
 from jvpn.gate.paths import GatePaths
 
@@ -86,6 +87,7 @@ class Attachment:
     note: str = ""
     netns_inode: int = 0  # 0: a record written before namespaces were recorded
     netns_name: str = ""  # its /run/netns name, "init", or "" (unnamed)
+    netns_cookie: int = 0  # SO_NETNS_COOKIE; 0: an older record or kernel (the inode decides)
 
     @staticmethod
     def path(ifname: str, paths: GatePaths) -> Path:
@@ -116,17 +118,22 @@ class Attachment:
         since), or None for a record that predates namespaces."""
         if not self.netns_inode:
             return None
-        return Netns(self.netns_inode, name_of(self.netns_inode) or self.netns_name)
+        inode, cookie = self.netns_inode, self.netns_cookie
+        return Netns(inode, name_of(inode, cookie=cookie) or self.netns_name, cookie)
 
     def foreign(self, here: Netns | None = None) -> str | None:
         """None when this record's interface is in our namespace (or the
         record does not say); else one line saying where to act on it."""
         ns = self.netns()
         here = here or Netns.here()
-        if ns is None or ns.inode == here.inode:
+        if ns is None or ns.same(here):
             return None
-        how = Netns(ns.inode, name_of(ns.inode)).nsenter()  # a name it has now, not had
-        if how:
+        if ns.inode == here.inode:  # live inodes are unique: the record's namespace died
+            there = ("that namespace is gone (this one has its inode now): `jvpn-xdp detach "
+                     f"--force {self.ifname}` removes the record and the pins (no link is "
+                     "touched)")
+        # a name it has now, not had (none when its inode is another namespace's now)
+        elif how := Netns(ns.inode, name_of(ns.inode, cookie=ns.cookie), ns.cookie).nsenter():
             there = f"run this command there ({how} jvpn-xdp ...)"
         elif os.geteuid() != 0:  # other users' namespaces cannot be looked into
             there = "run this command as root to learn how to enter it"
@@ -140,10 +147,10 @@ class Attachment:
         """Whether the record's namespace looks gone: no /run/netns name and
         no process in it (one held only by an open descriptor or a bind mount
         elsewhere cannot be told from a gone one: hence --force)."""
-        inode = self.netns_inode
+        inode, cookie = self.netns_inode, self.netns_cookie
         if not inode or os.geteuid() != 0:  # only root sees every process's namespace
             return False
-        return not name_of(inode) and pid_in(inode) is None
+        return not name_of(inode, cookie=cookie) and pid_in(inode, cookie) is None
 
     def require_here(self) -> None:
         problem = self.foreign()
@@ -162,7 +169,7 @@ class Attachment:
             if p.name.endswith(".owners.json"):
                 continue  # the daemon's document, not an attachment
             try:
-                out.append(cls.load(p.stem, paths))
+                out.append(cls.load(ifnames.decode(p.stem), paths))
             except JvpnError:
                 continue
         return out

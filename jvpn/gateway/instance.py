@@ -53,7 +53,15 @@ class Holder:
 
 
 def netns_id() -> int:
-    """The inode of our network namespace: equal for processes that share it."""
+    """The inode of our network namespace: equal for processes that share it.
+
+    The inode alone, not the cookie too (jvpn/gate/netns.py): a lock means
+    something only while held, its holder lives in the namespace and keeps
+    it alive, and live namespaces never share an inode, so a held lock never
+    names another namespace. A file left by a gone namespace whose inode a
+    new one got is merely reused (unheld: free); names with the cookie would
+    pile up one file per namespace ever made instead.
+    """
     return os.stat("/proc/self/ns/net").st_ino
 
 
