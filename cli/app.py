@@ -110,12 +110,14 @@ class App:
         the run dir's (the daemon's default, ControlSocket unset)."""
         return Path(given) if given else operator.default_path(self.run_dir)
 
-    def ask_daemon(self, op: str, socket_path: str | None = None, **args):
+    def ask_daemon(self, op: str, socket_path: str | None = None, *,
+                   timeout_s: float | None = None, **args):
         """One operation on the running gateway (jvpn/operator.py): its
         result, or a JvpnError with one line (NoDaemon when none runs)."""
         from jvpn import operator as operator_client  # noqa: PLC0415
 
-        return operator_client.call(self.operator_socket(socket_path), op, **args)
+        wait = {} if timeout_s is None else {"timeout_s": timeout_s}
+        return operator_client.call(self.operator_socket(socket_path), op, **wait, **args)
 
 
 def interface_exists(ifname: str) -> bool:

@@ -9,6 +9,7 @@ import sys
 import click
 
 from jvpn_cli.gateway_check import gateway_check
+from jvpn_cli.terminate import refused, timeout_option
 
 log = logging.getLogger("jvpn.gateway")
 
@@ -129,20 +130,25 @@ def gateway_down(app, tun_name: str):
 @gateway.command("reload", help="Re-read the running gateway's peers file and policy and apply "
                                 "them at once (what SIGHUP does), or refuse with the error and "
                                 "keep the running configuration. A removed peer's sessions end "
-                                "(PEER_REVOKED). Other keys need a restart: a reload that "
+                                "(PEER_REVOKED); exit 1 if the store refused any of those ends "
+                                "(they are retried). Other keys need a restart: a reload that "
                                 "changes one is refused, naming it.")
 @click.option("--socket", "socket_path", metavar="PATH",
               help="The gateway's operator socket (default: <run dir>/gateway.sock).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@timeout_option
 @click.pass_obj
-def gateway_reload(app, socket_path: str | None, as_json: bool):
+def gateway_reload(app, socket_path: str | None, as_json: bool, timeout_s: float):
     from jvpn.gateway.reload import summary
 
-    result = app.ask_daemon("reload", socket_path)
+    result = app.ask_daemon("reload", socket_path, timeout_s=timeout_s)
     if as_json:
         app.emit_json(result)
     else:
         app.say(f"reloaded: {summary(result)}", markup=False)
+    # applied, but a revoked peer's session goes on until the store takes its end
+    refused("revocation(s) failed, the store refused (the sessions go on; the gateway "
+            "retries every timer tick)", result.get("revoke_failed", []))
 
 
 gateway.add_command(gateway_check)  # cli/gateway_check.py

@@ -12,6 +12,10 @@ from jvpn.errors import JvpnError
 
 MAX_REPLY_BYTES = 256 << 20  # a million sessions' identities fit
 DEFAULT_TIMEOUT_S = 10.0
+# a reload or a terminate waits for the store, once per session it ends:
+# `gateway reload` and `terminate` wait this long (--timeout) by default
+ACTION_TIMEOUT_S = 60.0
+ACTIONS = ("terminate", "drain", "reload")  # operations that change the gateway
 
 
 class NoDaemon(JvpnError):
@@ -32,7 +36,7 @@ def call(path: str | Path, op: str, *, timeout_s: float = DEFAULT_TIMEOUT_S, **a
             sock.sendall((json.dumps({**args, "op": op}) + "\n").encode())
         except (BrokenPipeError, ConnectionResetError):
             pass  # refused before our request was read (its reply is already queued)
-        reply = _read_reply(sock, path)
+        reply = _read_reply(sock, path, op)
     if reply.get("ok") is True:
         return reply.get("result")
     raise OperatorError(str(reply.get("error") or f"{op}: refused without a reason"))
@@ -56,7 +60,7 @@ def _connect(sock: socket.socket, path: Path) -> None:
         raise
 
 
-def _read_reply(sock: socket.socket, path: Path) -> dict:
+def _read_reply(sock: socket.socket, path: Path, op: str) -> dict:
     chunks, size = [], 0
     try:
         while True:
@@ -70,8 +74,11 @@ def _read_reply(sock: socket.socket, path: Path) -> dict:
             if size > MAX_REPLY_BYTES:
                 raise JvpnError(f"{path}: reply larger than {MAX_REPLY_BYTES} bytes")
     except TimeoutError:
+        # the daemon does not stop an operation when we stop waiting for it
+        still = (f": the {op} may still complete (see `jvpn-xdp events`; a longer "
+                 "--timeout waits for it)" if op in ACTIONS else "")
         raise JvpnError(f"{path}: the gateway daemon did not answer within "
-                        f"{sock.gettimeout():g} s") from None
+                        f"{sock.gettimeout():g} s{still}") from None
     except ConnectionResetError:
         if not chunks:
             raise JvpnError(f"{path}: the gateway daemon closed the connection without "

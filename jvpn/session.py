@@ -142,6 +142,10 @@ class SessionRecord:
     epoch: int = 0  # accepted switches since the handshake; proofs name it
     s2c_counter_floor: int = 0  # gateway send counters below this may have been used
     handshake_ns: int = 0  # the initiator's timestamp in the handshake that made it
+    # the static public key (base64) of the peer whose handshake made it:
+    # revocation is by key (jvpn/gateway/revocation.py); "" in a record of
+    # a version before it (matched through the store's initiations instead)
+    peer_key: str = ""
 
     def with_(self, **kw) -> SessionRecord:
         return replace(self, **kw)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from jvpn.codes import Reason
 from jvpn.config import PeerConfig
 from jvpn.handshake import Assignment, CookieChecker, HandshakeError, Responder
-from jvpn.keys import SessionKeys
+from jvpn.keys import SessionKeys, encode
 from jvpn.session import Event, SessionRecord, Transition, Transport, apply, new_session
 
 
@@ -116,7 +116,7 @@ class Admission:
         resp, keys = admitted.init.respond(self._assignment(admitted, sid))
         rec = new_session(sid, now, owner=owner).with_(
             inner_addr=str(inner), owner_lease=owner_lease,
-            handshake_ns=admitted.init.timestamp_ns)
+            handshake_ns=admitted.init.timestamp_ns, peer_key=encode(admitted.init.client_public))
         rec, tr = apply(rec, Event.ATTACH_OK, now, binding=src)
         return NewSession(rec, tr, keys, resp)
 

@@ -265,7 +265,7 @@ class Gateway(GateWatch, Reconcile, OperatorActions):
             run(self.follower.check_lease)
             run(self.controlpath.expire_challenges)
             run(self.controlpath.expire_unconfirmed)
-            run(self.revoke_orphans)  # sessions adopted from a gateway not yet reloaded
+            run(self.revoke_orphans)  # adopted from a gateway not reloaded yet; failed revocations
             for live in list(self.table.sessions.values()):
                 run(self._timers, live)
             run(self.follower.expire_parked)

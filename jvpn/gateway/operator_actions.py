@@ -15,9 +15,9 @@ from jvpn import keys as jkeys
 from jvpn.codes import EventType, Reason
 from jvpn.config import PeerConfig
 from jvpn.errors import JvpnError
+from jvpn.gateway.revocation import Revocation, inner_of
 from jvpn.policy import Policy
 from jvpn.session import Event
-from jvpn.store import StoreError
 
 
 class UnknownPeer(JvpnError):
@@ -27,8 +27,9 @@ class UnknownPeer(JvpnError):
 @dataclass
 class Applied:
     """What a reload changed: peers by Name, the policy fields that changed,
-    the sessions revoked (hex ids), and those whose revocation the store
-    refused (they go on; the reload says so)."""
+    the sessions revoked (hex ids), and those whose revocation failed
+    ("id: why": they go on for now, retried every timer tick; the reload
+    says so and `gateway reload` exits 1)."""
 
     added: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
@@ -39,18 +40,12 @@ class Applied:
     revoke_failed: list[str] = field(default_factory=list)
 
 
-def _inner_of(peer) -> bytes:
-    """The packed inner IPv4 of a peer (a PeerConfig, or a bare address in tests)."""
-    return (peer.inner if isinstance(peer, PeerConfig) else ipaddress.IPv4Address(peer)).packed
-
-
 def _name_of(key: bytes, peer) -> str:
     return peer.name if isinstance(peer, PeerConfig) else jkeys.encode(key)[:8]
 
 
-class OperatorActions:
+class OperatorActions(Revocation):
     reloader = None  # jvpn/gateway/reload.py's Reloader, when started from a config file
-    _inners_of: tuple[dict, set[bytes]] | None = None  # (peers, their inner IPv4s), cached
 
     # ------------------------------------------------------------ terminate
     def terminate_session(self, sid: int) -> dict:
@@ -66,7 +61,7 @@ class OperatorActions:
         (its Name or its base64 public key)."""
         with self.control:
             key, peer = self.find_peer(who)
-            done, failed = self._end_sessions(_inner_of(peer), Event.OPERATOR_TERMINATE,
+            done, failed = self._end_sessions(inner_of(peer), Event.OPERATOR_TERMINATE,
                                               "terminated by the operator (--peer)")
         return {"peer": _name_of(key, peer), "terminated": done, "failed": failed}
 
@@ -89,9 +84,9 @@ class OperatorActions:
             try:
                 self.table.terminate(sid, event, detail=detail)
                 done.append(f"{sid:016x}")
-            except StoreError as e:
+            except Exception as e:  # noqa: BLE001 - per session: the others still end
                 self.incidents.report("terminate", e)
-                failed.append(f"{sid:016x}: {e}")
+                failed.append(f"{sid:016x}: {' '.join(str(e).split()) or type(e).__name__}")
         return done, failed
 
     # ------------------------------------------------------------ drain
@@ -115,46 +110,36 @@ class OperatorActions:
     def apply_config(self, peers: list[PeerConfig], policy: Policy) -> Applied:
         """A validated peers list and policy, applied at once under the
         control lock: handshakes see the new peers, timers and reattaches
-        the new policy; the sessions of a removed peer, or of one whose
-        addresses changed, end (PEER_REVOKED, the client is told)."""
+        the new policy; then the sessions whose key left the peers file, or
+        whose peer's addresses changed, end (PEER_REVOKED, the client is
+        told; jvpn/gateway/revocation.py). Everything that can fail is
+        computed before anything changes; a session whose revocation fails
+        (for any reason) is named in ``revoke_failed`` and retried every tick."""
         new = {p.public_key: p for p in peers}
+        by_inner = {p.inner.packed: p for p in peers}
         with self.control:
-            out = _diff(self.admission.peers, new, self.policy, policy)
-            new_inner = {_inner_of(p): (k, _addresses(p)) for k, p in new.items()}
-            # a peer whose key left the file, or whose addresses changed:
-            # its sessions were admitted for what it is no longer allowed
-            gone = {_inner_of(p) for k, p in self.admission.peers.items()
-                    if new_inner.get(_inner_of(p)) != (k, _addresses(p))}
+            old = self.admission.peers
+            out = _diff(old, new, self.policy, policy)
+            moved = {jkeys.encode(k) for k, p in new.items()
+                     if k in old and _addresses(old[k]) != _addresses(p)}
             self.admission.set_peers(new)
-            self.table.peers = {p.inner.packed: p for p in peers}
+            self.table.peers = by_inner
             self.policy = self.reattach.policy = policy
             self.events.policy_version = policy.version
-            for inner in gone | self._orphans(set(new_inner)):
-                done, failed = self._end_sessions(inner, Event.PEER_REVOKED,
-                                                  "the peer was removed or changed by a reload")
-                out.revoked += done
-                out.revoke_failed += failed
+            due = {sid for sid, live in list(self.table.sessions.items())
+                   if self._revoked_by_reload(live, moved)}
+            out.revoked, out.revoke_failed = self.revoke(
+                due, "the peer was removed or changed by a reload")
         return out
 
-    def revoke_orphans(self) -> list[str]:
-        """End the sessions no configured peer owns any more: restored after
-        their peer left the peers file while the gateway was down, or
-        adopted (a cluster handoff) from a gateway not reloaded yet. At
-        start and on every timer tick; cheap when there are none."""
-        peers = self.admission.peers
-        if self._inners_of is None or self._inners_of[0] is not peers:
-            self._inners_of = (peers, {_inner_of(p) for p in peers.values()})
-        revoked: list[str] = []
-        with self.control:
-            for inner in self._orphans(self._inners_of[1]):
-                done, _failed = self._end_sessions(inner, Event.PEER_REVOKED,
-                                                   "no peer in the peers file has its address")
-                revoked += done
-        return revoked
-
-    def _orphans(self, inners: set[bytes]) -> set[bytes]:
-        """Inner addresses of served sessions that no peer has."""
-        return {live.inner for live in self.table.sessions.values() if live.inner not in inners}
+    def _revoked_by_reload(self, live, moved: set[str]) -> bool:
+        """Its key left, its inner address moved, its addresses changed, or
+        (an older record whose key the store cannot name now) unknown."""
+        try:
+            return not self.entitled(live) or self.session_key(live) in moved
+        except Exception as e:  # noqa: BLE001 - fail closed: revoked (and retried)
+            self.incidents.report("revoke", e)
+            return True
 
 
 def _diff(old: dict, new: dict, old_policy: Policy, policy: Policy) -> Applied:

@@ -85,14 +85,14 @@ class Reloader:
                     self.notify.notify_ready("running")
 
     def _reload(self) -> dict:
-        try:
-            new = self.load(self.path)
-        except (JvpnError, PolicyError, OSError, ValueError) as e:
-            self._refuse(str(e))
+        new = self._load()
         why = restart_only_changes(self.cfg, new, self.path)
         if why is not None:
             self._refuse(why)
-        applied = self.gw.apply_config(new.peers, new.policy)
+        try:
+            applied = self.gw.apply_config(new.peers, new.policy)
+        except Exception as e:  # noqa: BLE001 - raised before it changed anything
+            self._refuse(f"{self.path}: not applied: {_one_line(e)}")
         self.cfg = dataclasses.replace(self.cfg, peers=new.peers, policy=new.policy)
         result = dataclasses.asdict(applied)
         self.gw.events.emit(EventType.GATEWAY_RELOADED, Reason.OK, config=str(self.path),
@@ -100,12 +100,26 @@ class Reloader:
         self.say(f"jvpn gateway: reloaded {self.path}: {summary(result)}")
         return result
 
+    def _load(self) -> GatewayConfig:
+        """The new configuration, or a refusal: whatever the files hold
+        (a policy nested past the parser's recursion limit included)."""
+        try:
+            return self.load(self.path)
+        except (JvpnError, PolicyError, OSError, ValueError) as e:
+            self._refuse(str(e))
+        except Exception as e:  # noqa: BLE001 - an operator's edit must not end the daemon
+            self._refuse(f"{self.path}: cannot be read: {_one_line(e)}")
+        raise AssertionError("unreachable: _refuse raises")
+
     def reload_from_signal(self) -> None:
         """SIGHUP: a refusal is said (event, stderr), never raised: the daemon goes on."""
         try:
             self.reload()
         except ReloadRefused:
             pass
+        except Exception as e:  # noqa: BLE001 - never out of the SIGHUP path
+            self.gw.incidents.report("reload", e)
+            self.say(f"jvpn gateway: reload failed, see the DaemonError event: {_one_line(e)}")
 
     def _refuse(self, line: str) -> None:
         line = " ".join(line.split())
@@ -113,6 +127,11 @@ class Reloader:
                             config=str(self.path), detail=line)
         self.say(f"jvpn gateway: reload refused, the running configuration stays: {line}")
         raise ReloadRefused(line)
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 def summary(result: dict) -> str:
@@ -124,5 +143,6 @@ def summary(result: dict) -> str:
     if result.get("revoked"):
         parts.append(f"{len(result['revoked'])} session(s) revoked")
     if result.get("revoke_failed"):
-        parts.append(f"{len(result['revoke_failed'])} revocation(s) refused by the store")
+        parts.append(f"{len(result['revoke_failed'])} revocation(s) failed "
+                     "(retried every timer tick)")
     return "; ".join(parts) or "no change"

@@ -7,6 +7,7 @@ the gateway is still being built is kept, not lost and not fatal."""
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from collections.abc import Callable
 
@@ -32,8 +33,11 @@ class Signals:
         self._hup.set()
         self._wake.set()
 
-    def run(self, reload: Callable[[], None]) -> None:
-        """Until a stop is asked: each SIGHUP (several at once: one) reloads."""
+    def run(self, reload: Callable[[], None],
+            on_error: Callable[[str], None] | None = None) -> None:
+        """Until a stop is asked: each SIGHUP (several at once: one) reloads.
+        A reload that raises is one line (``on_error``, else stderr), never
+        the end of the daemon: this is `gateway up`'s main thread."""
         while True:
             self._wake.wait()
             self._wake.clear()
@@ -41,4 +45,12 @@ class Signals:
                 return
             if self._hup.is_set():
                 self._hup.clear()
-                reload()
+                try:
+                    reload()
+                except Exception as e:  # noqa: BLE001 - see above
+                    (on_error or _stderr)(f"jvpn gateway: reload failed: "
+                                          f"{type(e).__name__}: {' '.join(str(e).split())}")
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)

@@ -82,10 +82,12 @@ def _view(gate, rec, traffic: dict, last_rx_ms: int, confirmed: bool, peer) -> S
         rx, rx_from = gate.runtime(rec.session_id) or (0, 0), "xdp"
     else:
         rx, rx_from = (traffic["rx_packets"], traffic["rx_bytes"]), "daemon"
+    if peer is not None and rec.peer_key and rec.peer_key != keys.encode(peer.public_key):
+        peer = None  # a key no longer at this address (its revocation pending): not this peer
     allowed = [str(n) for n in peer.allowed_ips] if peer is not None else [f"{rec.inner_addr}/32"]
     return SessionView(
         session_id=f"{rec.session_id:016x}", peer=peer.name if peer is not None else None,
-        public_key=keys.encode(peer.public_key) if peer is not None else None,
+        public_key=rec.peer_key or (keys.encode(peer.public_key) if peer is not None else None),
         inner=rec.inner_addr, allowed_ips=allowed,
         bound=str(rec.binding) if rec.binding is not None else "-",
         state=rec.state.name, version=rec.version, owner=rec.owner, confirmed=confirmed,

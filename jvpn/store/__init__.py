@@ -120,6 +120,8 @@ def record_from_json(text: str | bytes) -> SessionRecord:
         rec = SessionRecord(**d)
         if not all(isinstance(v, int) for v in (rec.session_id, rec.version, rec.epoch)):
             raise TypeError("session_id, version and epoch must be integers")
+        if not isinstance(rec.peer_key, str):
+            raise TypeError("peer_key must be a string")
         return rec
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise Unreadable(f"not a session record ({type(e).__name__}: {e})") from None

@@ -4,8 +4,12 @@ daemon they say so in one line."""
 
 from __future__ import annotations
 
+import threading
+
+import pytest
 from click.testing import CliRunner
 
+from jvpn.gateway.operator import OperatorServer
 from jvpn_cli.main import cli
 
 
@@ -22,3 +26,68 @@ def test_without_a_daemon_each_command_says_so_in_one_line(tmp_path):
         r = CliRunner().invoke(cli, ["--run-dir", str(tmp_path), *args])
         assert r.exit_code == 1, args
         assert "no gateway daemon answers on" in r.output and str(tmp_path) in r.output
+
+
+# ---------------------------------------------------------------- against a daemon's socket
+@pytest.fixture
+def daemon(tmp_path):
+    """daemon(handlers) -> the operator socket's path (a server with these handlers)."""
+    running = []
+
+    def start(handlers):
+        server = OperatorServer(tmp_path / "run" / f"gw{len(running)}.sock", handlers)
+        server.open()
+        stop = threading.Event()
+        thread = threading.Thread(target=server.serve, args=(stop,), daemon=True)
+        thread.start()
+        running.append((server, stop, thread))
+        return str(server.path)
+
+    yield start
+    for server, stop, thread in running:
+        stop.set()
+        server.close()
+        thread.join(2)
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, list(args))
+
+
+RELOADED = {"added": [], "removed": ["alice"], "changed": [], "renamed": [],
+            "policy_changed": [], "revoked": ["00000000000000bb"],
+            "revoke_failed": ["00000000000000aa: store unavailable"]}
+
+
+def test_a_reload_whose_revocation_the_store_refused_exits_1_in_one_line(daemon):
+    path = daemon({"reload": lambda _req: RELOADED})
+    r = invoke("gateway", "reload", "--socket", path)
+    assert r.exit_code == 1 and "reloaded: removed alice" in r.output
+    [line] = [ln for ln in r.output.splitlines() if ln.startswith("error:")]
+    assert "1 revocation(s) failed, the store refused" in line and "00000000000000aa" in line
+    r = invoke("gateway", "reload", "--socket", path, "--json")
+    assert r.exit_code == 1 and '"revoke_failed"' in r.output  # the details stay in the JSON
+    ok = daemon({"reload": lambda _req: {**RELOADED, "revoke_failed": []}})
+    assert invoke("gateway", "reload", "--socket", ok).exit_code == 0
+
+
+def test_a_terminate_the_store_refused_exits_1_in_one_line(daemon):
+    result = {"peer": "alice", "terminated": ["00000000000000bb"],
+              "failed": ["00000000000000aa: store unavailable", "00000000000000cc: timeout"]}
+    path = daemon({"terminate": lambda _req: result})
+    r = invoke("terminate", "--peer", "alice", "--socket", path)
+    assert r.exit_code == 1 and "terminated 1 session(s) of peer alice" in r.output
+    [line] = [ln for ln in r.output.splitlines() if ln.startswith("error:")]
+    assert "2 session(s) not terminated" in line and "1 more (--json)" in line
+    ok = daemon({"terminate": lambda _req: {**result, "failed": []}})
+    assert invoke("terminate", "--peer", "alice", "--socket", ok).exit_code == 0
+
+
+def test_a_reload_slower_than_the_timeout_may_still_complete_and_says_so(daemon):
+    done = threading.Event()
+    path = daemon({"reload": lambda _req: done.wait(5) and RELOADED})
+    r = invoke("gateway", "reload", "--socket", path, "--timeout", "0.3")
+    done.set()
+    assert r.exit_code == 1
+    assert "did not answer within 0.3 s: the reload may still complete" in r.output
+    assert "--timeout" in invoke("terminate", "--help").output

@@ -98,7 +98,9 @@ class Client:
         rec, tr = apply(new_session(SID, now, owner=gw.events.node_id), Event.ATTACH_OK, now,
                         binding=self.transport)
         with gw.control:
-            gw.table.create(rec.with_(inner_addr=str(INNER)), KEYS, INNER.packed, tr)
+            # the peer's key, as a handshake records it (revocation is by key)
+            gw.table.create(rec.with_(inner_addr=str(INNER), peer_key=keys.encode(
+                keys.public_from_private(CLIENT_KEY))), KEYS, INNER.packed, tr)
 
     def data(self, n: int) -> bytes:
         return self.channel.seal(inner_packet(n))
