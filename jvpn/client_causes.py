@@ -11,7 +11,8 @@ What the client can tell apart:
   listens on that port;
 - only cookie replies: the gateway is under load (its HandshakesPerSecond);
 - a response that does not decrypt: something answered as the gateway
-  without the key the client expects;
+  without the key the client expects -- if every attempt met one; fewer are
+  late or forged replies (ignored: the attempt keeps waiting) and said so;
 - answers from another address or port: dropped unread (a gateway behind a
   NAT or answering from another address than Endpoint);
 - no initiation could be sent at all (no route to the Endpoint).
@@ -40,7 +41,9 @@ def cause_line(o: Observed, endpoint: tuple[str, int], seconds: float) -> str:
     if o.unsent and o.unsent == o.attempts:
         return (f"{head}: no initiation could be sent ({o.unsent_why}): check this host's "
                 f"route to {endpoint[0]} and [Peer] Endpoint")
-    if o.undecryptable:
+    if o.undecryptable and o.undecryptable < o.attempts:  # some attempts met silence
+        head += f" ({o.undecryptable}x a reply did not verify (late or forged): ignored)"
+    elif o.undecryptable:  # every attempt's reply failed: the keys do not match
         return (f"{head}: a response did not decrypt ({o.undecryptable}x): whatever answers at "
                 "Endpoint is not the gateway whose key is [Peer] PublicKey; check PublicKey "
                 "(the gateway's public key) and Endpoint in the client config")
