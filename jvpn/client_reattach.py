@@ -63,12 +63,12 @@ class ClientReattach:
     def _send_request(self) -> None:
         with self._lock:
             p = self.pending
-            if p is None:
+            if p is None or self.said_goodbye:  # never after our TERMINATE (join_loops)
                 return
             hdr = wire.Header(type=abi.MSG_REATTACH_REQ, session_id=self.session_id,
                               counter=self.channel.next_counter())
             msg = wire.seal_control(hdr, self.keys.hdr_c2s, self.keys.reattach, p.seq,
-                                    self.clock_ms(), p.nonce, self.epoch)
+                                    self.wall_ms(), p.nonce, self.epoch)
         try:
             self.sock.sendto(msg, self.endpoint)
         except OSError:
