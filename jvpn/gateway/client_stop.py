@@ -17,13 +17,15 @@ from jvpn.replay import ControlWindows
 
 
 def verified(msg: bytes, live, windows: ControlWindows) -> str | None:
-    """The TERMINATE's reason if ``msg`` is an authentic, fresh TERMINATE
-    of ``live`` (a session served here, or None), else None."""
+    """CLIENT_STOPPED if ``msg`` is an authentic, fresh TERMINATE of
+    ``live`` (a session served here, or None), else None. The reason index
+    the client put in it is not echoed (review R3 #7): whatever it says,
+    the client stopped, and the event log must not carry its choice."""
     if live is None:
         return None
     keys = live.keys
     try:
-        hdr, (index,) = wire.open_control(msg, keys.reattach)
+        hdr, _fields = wire.open_control(msg, keys.reattach)
     except wire.WireError:
         return None
     sid = live.record.session_id
@@ -31,5 +33,4 @@ def verified(msg: bytes, live, windows: ControlWindows) -> str | None:
         return None
     if not windows.mark(sid, hdr.counter):
         return None  # a copy of one already acted on (or older than the window)
-    reasons = wire.TERMINATE_REASONS
-    return reasons[index] if index < len(reasons) else "CLIENT_STOPPED"
+    return "CLIENT_STOPPED"
