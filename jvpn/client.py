@@ -43,8 +43,6 @@ from jvpn.keys import SessionKeys
 from jvpn.session import Transport, canonical_ip
 from jvpn.tunnel import FLAG_FRAGMENT, FLAG_REATTACH, TUN_MTU, DataChannel, Tun, send_messages
 
-LOOP_JOIN_S = 1.0  # at stop: how long the monitor and receive loops may take to end
-
 
 def udp_socket(family: socket.AddressFamily = socket.AF_INET) -> socket.socket:
     """The client's outer socket, in the family of the gateway's endpoint."""
@@ -244,17 +242,6 @@ class Client(ClientHandshake, ClientReattach, ClientRenew, PathSizing):
         self.join_loops()
         self.send_terminate()
         return self.failed
-
-    def join_loops(self, timeout_s: float = LOOP_JOIN_S) -> None:
-        """The monitor and receive loops end (bounded): none of their
-        keepalives or requests may overtake our TERMINATE (sealed with a
-        higher counter and verified first, it would raise the gateway's
-        control floor above the TERMINATE's: dropped as a replay). The TUN
-        loop, blocked in read(), is stopped by ``said_goodbye`` instead."""
-        me = threading.current_thread()
-        for t in self._threads:
-            if t is not me and t.name in ("_monitor_loop", "_udp_loop"):
-                t.join(timeout_s)
 
     # ------------------------------------------------------------ sending
     def send_data(self, packet: bytes) -> None:
