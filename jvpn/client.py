@@ -137,10 +137,8 @@ class Client(ClientHandshake, ClientReattach, ClientRenew, PathSizing):
         self.events = events
         self.tun_name = tun_name
         self.keepalive_ms, self.max_missed, self.retry_ms = keepalive_ms, max_missed, retry_ms
-        # timers on CLOCK_BOOTTIME, wire timestamps on the wall clock (jvpn/client_clock.py);
-        # a test's injected clock_ms, alone, is both (its gateway shares it)
-        self.clock_ms = clock_ms or client_clock.timer_ms
-        self.wall_ms = wall_ms or clock_ms or client_clock.wall_ms
+        self.clock_ms = clock_ms or client_clock.timer_ms  # timers (jvpn/client_clock.py)
+        self.wall_ms = wall_ms or clock_ms or client_clock.wall_ms  # a test's clock_ms: both
         jitter = {"rand": rand} if rand is not None else {}
         self.retry = Backoff(retry_ms, max(retry_ms, RETRY_CAP_MS), **jitter)
         self.handshake_wait = Backoff(HANDSHAKE_BASE_MS, HANDSHAKE_CAP_MS, **jitter)
@@ -246,9 +244,9 @@ class Client(ClientHandshake, ClientReattach, ClientRenew, PathSizing):
     # ------------------------------------------------------------ sending
     def send_data(self, packet: bytes) -> None:
         with self._lock:  # nothing sealed after our TERMINATE's counter (join_loops)
-            if self.said_goodbye:
-                return
-            msgs = self.channel.seal_packet(packet)
+            msgs = None if self.said_goodbye else self.channel.seal_packet(packet)
+        if msgs is None:
+            return
         try:
             send_messages(self.sock, msgs, self.endpoint)
         except OSError:
