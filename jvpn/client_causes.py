@@ -15,7 +15,9 @@ What the client can tell apart:
   late or forged replies (ignored: the attempt keeps waiting) and said so;
 - answers from another address or port: dropped unread (a gateway behind a
   NAT or answering from another address than Endpoint);
-- no initiation could be sent at all (no route to the Endpoint).
+- no initiation could be sent at all (no route to the Endpoint);
+- every send failed on an ICMP error queued for the socket (IP_RECVERR):
+  drained and retried, then worded as ICMP, never as a routing problem.
 """
 
 from __future__ import annotations
@@ -32,12 +34,18 @@ class Observed:
     strangers: int = 0  # datagrams from another address or port, dropped
     unsent: int = 0  # initiations the kernel refused to send (no route...)
     unsent_why: str = ""
+    icmp_unsent: int = 0  # initiations every send of which failed on an ICMP error
 
 
 def cause_line(o: Observed, endpoint: tuple[str, int], seconds: float) -> str:
     """The failure in one line: what was seen, the likely causes, the keys."""
     where = f"{endpoint[0]}:{endpoint[1]}"
     head = f"no session with the gateway {where} after {o.attempts} attempts ({seconds:.0f} s)"
+    if o.icmp_unsent and not o.refused and o.icmp_unsent + o.unsent == o.attempts:
+        return (f"{head}: refused (ICMP): every send failed on an ICMP error reported to the "
+                f"socket ({o.icmp_unsent}x), none of them a port unreachable from {where} "
+                "(forged ICMP errors, a flood, can do this); check the network path to "
+                f"{endpoint[0]} and that the gateway runs, then try again")
     if o.unsent and o.unsent == o.attempts:
         return (f"{head}: no initiation could be sent ({o.unsent_why}): check this host's "
                 f"route to {endpoint[0]} and [Peer] Endpoint")

@@ -16,6 +16,7 @@ from jvpn.keys import SessionKeys
 from jvpn.tunnel import DataChannel
 
 RECV_TIMEOUT_S = 0.2  # the receive loop's timeout, put back after the handshake
+SEND_TRIES = 4  # an initiation's sends while ICMP errors keep failing them
 KEEP_INITIATORS = 2  # a response to the attempt before is still accepted (it came late)
 
 
@@ -98,14 +99,20 @@ class ClientHandshake:
         return init.cookie
 
     def _send_initiation(self, msg: bytes, seen: Observed) -> None:
-        try:
+        """With IP_RECVERR on, any ICMP error queued for the socket (ours, or
+        a forged one naming any destination) fails the next send: drained
+        and retried a few times, and counted as ICMP, not as a routing
+        failure (review R3 #8)."""
+        for _ in range(SEND_TRIES):
             try:
                 self.sock.sendto(msg, self.endpoint)
-            except ConnectionRefusedError:  # an earlier initiation's ICMP, reported on this send
+                return
+            except ConnectionRefusedError:  # an ICMP error reported on this send
                 seen.refused += self._refusals()
-                self.sock.sendto(msg, self.endpoint)
-        except OSError as e:  # no route (an uplink down): counted; the next attempt may pass
-            seen.unsent, seen.unsent_why = seen.unsent + 1, e.strerror or str(e)
+            except OSError as e:  # no route (an uplink down): counted; the next attempt may pass
+                seen.unsent, seen.unsent_why = seen.unsent + 1, e.strerror or str(e)
+                return
+        seen.icmp_unsent += 1
 
     def _handshake_reply(self, timeout_s: float, seen: Observed) -> bytes | None:
         """The gateway's next COOKIE_REPLY or HANDSHAKE_RESP; None after timeout_s."""
