@@ -14,6 +14,8 @@ from __future__ import annotations
 from jvpn import wire
 from jvpn.gate import abi
 from jvpn.replay import ControlWindows
+from jvpn.session import Event, IllegalTransition, State, apply
+from jvpn.store import StoreError
 
 
 def verified(msg: bytes, live, windows: ControlWindows) -> str | None:
@@ -23,14 +25,37 @@ def verified(msg: bytes, live, windows: ControlWindows) -> str | None:
     the client stopped, and the event log must not carry its choice."""
     if live is None:
         return None
-    keys = live.keys
+    return authentic(msg, live.record.session_id, live.keys, windows)
+
+
+def authentic(msg: bytes, sid: int, keys, windows: ControlWindows) -> str | None:
+    """CLIENT_STOPPED if ``msg`` is session ``sid``'s fresh TERMINATE under ``keys``."""
     try:
         hdr, _fields = wire.open_control(msg, keys.reattach)
     except wire.WireError:
         return None
-    sid = live.record.session_id
     if hdr.type != abi.MSG_TERMINATE or hdr.session_id != sid or not hdr.tag_valid(keys.hdr_c2s):
         return None
     if not windows.mark(sid, hdr.counter):
         return None  # a copy of one already acted on (or older than the window)
     return "CLIENT_STOPPED"
+
+
+def end_in_store(store, sid: int, now_ms: int) -> str:
+    """A cluster non-owner verified the client's TERMINATE under its standby
+    keys (review R3 #5): the record goes TERMINATED by compare-and-swap on
+    its version, and the owner's watch drops the session. Fencing: the
+    owner's own writes race ours on the version and one wins; if the owner
+    wins, nothing changed here (the outcome says so). One line: what happened."""
+    try:
+        got = store.get(sid)
+        if got is None:
+            return "the store has no record of it"
+        rec = got[0]
+        if rec.state is State.TERMINATED:
+            return "already ended"
+        new, _tr = apply(rec, Event.CLIENT_STOP, now_ms)
+        store.cas(sid, rec.version, new)
+    except (StoreError, IllegalTransition) as e:
+        return f"not ended here ({e}): its owner keeps it until its TTL"
+    return f"ended in the store (its owner {rec.owner or '?'} drops it)"

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from jvpn.gate import abi
+from jvpn.lab.addresses import LOOPBACK
 from jvpn.lab.wait import wait_until
 from jvpn.session import State, Transport
 from kits.cluster_kit import Cluster, netns
@@ -269,3 +270,26 @@ def test_a_replayed_spent_request_at_another_gateway_starts_no_handoff(cluster):
     assert (after.owner, after.handoff_to, after.binding) == ("gw-b", "", rec.binding)
     assert not a.events.has("OwnershipHandoff", "HANDOFF_REQUESTED")
     assert a.events.has("ReattachResult", "REPLAY_DETECTED")
+
+
+def test_a_terminate_at_the_non_owner_ends_the_session(cluster):
+    """Review R3 #5: the client's TERMINATE that reaches a gateway which is
+    not the session's owner (its path moved there) is verified under that
+    gateway's standby keys and ends the record in the store; the owner's
+    watch drops the session."""
+    c = cluster
+    client = c.connect("gw-a")
+    sid = client.session_id
+    a, b = c.gateways["gw-a"], c.gateways["gw-b"]
+    wait_until(lambda: sid in b.table.standby, "gw-b stands by for the session", timeout=5)
+    client.endpoint = (LOOPBACK, c.ports["gw-b"])  # the path now leads to gw-b
+    client.down()  # stops; its one TERMINATE goes to gw-b
+    c.client = None
+    wait_until(lambda: sid not in a.sessions, "the owner drops the session", timeout=5)
+    store = c.store()
+    try:
+        assert store.get(sid) is None or store.get(sid)[0].state is State.TERMINATED
+    finally:
+        store.close()
+    assert any(e["event_type"] == "SessionTerminated" and e["reason_code"] == "CLIENT_STOPPED"
+               for e in b.events.recent)
