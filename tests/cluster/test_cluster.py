@@ -10,6 +10,7 @@ import time
 import pytest
 
 from jvpn.gate import abi
+from jvpn.gateway.follower import Parked
 from jvpn.lab.addresses import LOOPBACK
 from jvpn.lab.wait import wait_until
 from jvpn.session import State, Transport
@@ -282,10 +283,13 @@ def test_a_terminate_at_the_non_owner_ends_the_session(cluster):
     sid = client.session_id
     a, b = c.gateways["gw-a"], c.gateways["gw-b"]
     wait_until(lambda: sid in b.table.standby, "gw-b stands by for the session", timeout=5)
+    # as if its reattach were parked at gw-b, waiting for gw-a to release
+    b.follower.waiting[sid] = Parked(b"", Transport(LOOPBACK, 1), until_ms=1 << 62)
     client.endpoint = (LOOPBACK, c.ports["gw-b"])  # the path now leads to gw-b
     client.down()  # stops; its one TERMINATE goes to gw-b
     c.client = None
     wait_until(lambda: sid not in a.sessions, "the owner drops the session", timeout=5)
+    assert sid not in b.follower.waiting  # the parked request is void
     store = c.store()
     try:
         assert store.get(sid) is None or store.get(sid)[0].state is State.TERMINATED
