@@ -13,10 +13,12 @@ from jvpn.config import HANDSHAKE_ATTEMPTS
 from jvpn.gate import abi
 from jvpn.handshake import Assignment, HandshakeError, Initiator
 from jvpn.keys import SessionKeys
+from jvpn.session import Transport
 from jvpn.tunnel import DataChannel
 
 RECV_TIMEOUT_S = 0.2  # the receive loop's timeout, put back after the handshake
 SEND_TRIES = 4  # an initiation's sends while ICMP errors keep failing them
+UNVERIFIED = "a reply did not verify (late or forged): ignored"
 KEEP_INITIATORS = 2  # a response to the attempt before is still accepted (it came late)
 
 
@@ -85,8 +87,9 @@ class ClientHandshake:
                 except HandshakeError:
                     continue
             seen.undecryptable += 1
-            self.events.emit("HandshakeFailed", "HANDSHAKE_FAIL",
-                             detail="a reply did not verify (late or forged): ignored")
+            # unauthenticated: anyone can send these, so one summary line per interval
+            self.events.emit_unauthenticated("HandshakeFailed", "HANDSHAKE_FAIL",
+                                             Transport(*self.endpoint), detail=UNVERIFIED)
         return None
 
     def _cookie(self, init: Initiator, msg: bytes) -> bytes | None:
