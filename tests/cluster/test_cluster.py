@@ -153,7 +153,7 @@ def test_two_gateways_race_for_one_session(tmp_path):
             req = wire.seal_control(
                 wire.Header(type=abi.MSG_REATTACH_REQ, session_id=sid,
                             counter=client.channel.next_counter()),
-                client.keys.hdr_c2s, client.keys.reattach, client.seq, client.clock_ms(),
+                client.keys.hdr_c2s, client.keys.reattach, client.seq, client.wall_ms(),
                 b"\x01" * wire.NONCE_LEN, client.epoch)
             src = Transport("127.0.0.1", 40000)
             gws = [c.gateways["gw-b"], c.gateways["gw-c"]]
