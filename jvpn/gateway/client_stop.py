@@ -12,6 +12,7 @@ spent the session's control budget."""
 from __future__ import annotations
 
 from jvpn import wire
+from jvpn.codes import EventType, Reason
 from jvpn.gate import abi
 from jvpn.replay import ControlWindows
 from jvpn.session import Event, IllegalTransition, State, apply
@@ -39,6 +40,26 @@ def authentic(msg: bytes, sid: int, keys, windows: ControlWindows) -> str | None
     if not windows.mark(sid, hdr.counter):
         return None  # a copy of one already acted on (or older than the window)
     return "CLIENT_STOPPED"
+
+
+def not_served(msg: bytes, src, sid: int, table, windows: ControlWindows, follower,
+               events, now_ms: int) -> None:
+    """A TERMINATE for a session not served here (a cluster non-owner: the
+    client's path moved here, or it stopped while its reattach was parked
+    here). Verified under our standby keys, it cancels a parked reattach and
+    ends the record in the store (:func:`end_in_store`); anything else is
+    counted (one summary line per interval)."""
+    keys, _owner = table.standby.get(sid, (None, None))
+    if keys is None or authentic(msg, sid, keys, windows) is None:
+        events.emit_unauthenticated(
+            EventType.SESSION_TERMINATED, Reason.SESSION_NOT_FOUND, src, sid,
+            detail="a TERMINATE for a session not served here, unverified: ignored")
+        return
+    cancelled = follower.cancel_parked(sid)
+    outcome = end_in_store(table.store, sid, now_ms)
+    events.emit(EventType.SESSION_TERMINATED, Reason.CLIENT_STOPPED, sid, src,
+                detail=f"the client's TERMINATE at a gateway that does not own the session"
+                       f"{': its parked reattach cancelled' * cancelled}; {outcome}")
 
 
 def end_in_store(store, sid: int, now_ms: int) -> str:

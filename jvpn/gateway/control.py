@@ -149,33 +149,15 @@ class ControlPath:
         control window, which records it). Anything else changes nothing."""
         sid = int.from_bytes(msg[8:16], "little") if len(msg) >= 16 else 0
         live = self.table.get(sid)
-        if live is None:
-            self._terminate_not_served(msg, src, sid)
+        if live is None:  # a cluster non-owner's standby, or nothing (client_stop.py)
+            client_stop.not_served(msg, src, sid, self.table, self.reattach.windows,
+                                   self.follower, self.events, self.clock_ms())
             return
         reason = client_stop.verified(msg, live, self.reattach.windows)
         if reason is None:
             return
         self.table.transition(live, Event.CLIENT_STOP, detail=f"the client's TERMINATE from "
                                                               f"{src} ({reason})")
-
-    def _terminate_not_served(self, msg: bytes, src: Transport, sid: int) -> None:
-        """A TERMINATE for a session not served here (a cluster non-owner:
-        the client's path moved here, or it stopped while its reattach was
-        parked here). Verified under our standby keys, it cancels a parked
-        reattach and ends the record in the store (jvpn/gateway/client_stop.py);
-        anything else is counted (one summary line per interval)."""
-        keys, _owner = self.table.standby.get(sid, (None, None))
-        if keys is None or client_stop.authentic(msg, sid, keys, self.reattach.windows) is None:
-            self.events.emit_unauthenticated(
-                EventType.SESSION_TERMINATED, Reason.SESSION_NOT_FOUND, src, sid,
-                detail="a TERMINATE for a session not served here, unverified: ignored")
-            return
-        cancelled = self.follower.cancel_parked(sid)
-        outcome = client_stop.end_in_store(self.table.store, sid, self.clock_ms())
-        self.events.emit(EventType.SESSION_TERMINATED, Reason.CLIENT_STOPPED, sid, src,
-                         detail=f"the client's TERMINATE at a gateway that does not own "
-                                f"the session{': its parked reattach cancelled' * cancelled}; "
-                                f"{outcome}")
 
     def _raise_control_floor(self, msg: bytes) -> None:
         """Once the validator recorded the message's counter (it acted on a
