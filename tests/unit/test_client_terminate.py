@@ -117,3 +117,15 @@ def test_the_reason_the_client_chose_is_not_echoed(h):
     h.handle(msg, OLD)
     assert h.store.get(SID) is None
     assert all("POLICY_TERMINATION" not in str(e) for e in h.events.recent)
+
+
+def test_one_for_a_session_not_served_here_is_counted(h):
+    """Review R3 #5: a TERMINATE for a session this gateway does not serve
+    (and holds no standby keys for) changes nothing and is counted in the
+    unauthenticated summary, not dropped silently."""
+    other = SID ^ 0xFF
+    h.handle(terminate(h, sid=other), OLD)
+    assert SID in h.table.sessions
+    h.events.close()  # writes the summary of unauthenticated rejections
+    [summary] = [e for e in h.events.recent if e["event_type"] == "SessionTerminated"]
+    assert summary["reason_code"] == "SESSION_NOT_FOUND" and summary["count"] == 1
