@@ -8,7 +8,7 @@ import sys
 import click
 
 from jvpn import sdnotify
-from jvpn.service import reopen_on_signal
+from jvpn.service import defer_reopen, reopen_on_signal
 from jvpn_cli.client_check import client_check
 
 log = logging.getLogger("jvpn.client")
@@ -42,6 +42,7 @@ def client_up(app, config_path: str, events_file: str | None, echo_events: bool)
     from jvpn.errors import JvpnError
     from jvpn.tunnel import TunBusy
 
+    reopen_asked = defer_reopen()  # first: a SIGUSR1 (logrotate) must not end a start
     app.require_root()
     cfg = load_client_config(config_path, resolve=_resolving(progress_printer(app)))
     events = _event_log(events_file, echo_events)
@@ -63,7 +64,7 @@ def client_up(app, config_path: str, events_file: str | None, echo_events: bool)
                     detail=str(e))
 
     signals = Signals(agent.stop)
-    reopen_on_signal(events)  # SIGUSR1: logrotate moved the events file
+    reopen_on_signal(events, asked=reopen_asked)  # SIGUSR1: logrotate moved the events file
     life = Lifecycle(client_steps(cfg, agent, dns), report, signals.stopped.is_set)
     try:
         life.up()

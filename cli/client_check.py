@@ -18,15 +18,23 @@ from jvpn.errors import JvpnError
                              "and exits 1.")
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
               help="Client config file (see README, Configuration files).")
+@click.option("--events-file", type=click.Path(dir_okay=False), default=None,
+              help="The events file `client up` would be given: checked as it opens it "
+                   "(absent, or a regular file of root's with one link; never a symlink).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the effective configuration (or the error) as JSON.")
 @click.pass_obj
-def client_check(app, config_path: str, as_json: bool):
+def client_check(app, config_path: str, events_file: str | None, as_json: bool):
+    from pathlib import Path
+
     from jvpn.config import load_client_config
+    from jvpn.config_preflight import DAEMON_UID, check_events_path
     from jvpn.config_report import client_report, client_rows, text_lines
 
     try:
         cfg = load_client_config(config_path)
+        if events_file is not None:
+            check_events_path(f"--events-file {events_file}", Path(events_file), DAEMON_UID)
     except JvpnError as e:
         if as_json:
             app.emit_json({"config": config_path, "valid": False, "error": str(e)})

@@ -40,7 +40,9 @@ def short_line(ev: dict) -> str:
                     "Unauthenticated rejections come as one summary line per kind and "
                     "interval (count=, sources=). Times are ISO-8601 UTC (--json keeps "
                     "ts_ms, epoch milliseconds). --follow prints the last --lines events, "
-                    "then only new ones, across the file's rotation, like tail -F.")
+                    "then only new ones, across the file's rotation, like tail -F; a file "
+                    "truncated in place is read again from its start (a note on stderr says "
+                    "so, as it does for a dropped line of over 1 MiB with no newline).")
 @click.option("--file", "path", default=DEFAULT_EVENTS, show_default=True,
               type=click.Path(dir_okay=False), help="The events file (EventsFile in the config).")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new events as they come.")
@@ -68,7 +70,8 @@ def events(app, path: str, follow: bool, lines: int | None, as_json: bool,
 
     if follow:
         try:
-            for ev in follow_file(p, last=FOLLOW_LINES if lines is None else lines):
+            for ev in follow_file(p, last=FOLLOW_LINES if lines is None else lines,
+                                  note=lambda text: click.echo(f"note: {text}", err=True)):
                 show(ev)
         except KeyboardInterrupt:
             return

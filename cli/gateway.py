@@ -42,9 +42,10 @@ def gateway_up(app, config_path: str, tun_name: str, echo_events: bool):
     from jvpn.gateway.reload import Reloader
     from jvpn.gateway.signals import Signals
     from jvpn.gateway.start_errors import naming_settings
-    from jvpn.service import reopen_on_signal
+    from jvpn.service import defer_reopen, reopen_on_signal
 
     signals = Signals().install()  # before anything: a SIGHUP must never kill us
+    reopen_asked = defer_reopen()  # nor a SIGUSR1 (logrotate) while we start
     app.require_root()
     cfg = load_gateway_config(config_path)
     # the lock comes before anything else opens; it is released at exit. A port
@@ -55,7 +56,7 @@ def gateway_up(app, config_path: str, tun_name: str, echo_events: bool):
                            paths=app.paths)
         if metrics is not None:
             metrics.attach(gw, tun_name)
-        reopen_on_signal(gw.events)  # SIGUSR1: logrotate moved the events file
+        reopen_on_signal(gw.events, asked=reopen_asked)  # SIGUSR1: logrotate moved the events file
         # SIGHUP reloads: RELOADING=1 ... READY=1 around it (systemd)
         gw.reloader = Reloader(gw, config_path, cfg, notify=sdnotify)
         # the gateway's one fatal path (a thread ended, the gate is gone) stops us too
@@ -93,7 +94,8 @@ def _metrics(cfg):
         return
     from jvpn.gateway.metrics import MetricsServer  # noqa: PLC0415 - only with MetricsListen
 
-    server = MetricsServer(cfg.metrics_listen, where=cfg.sources.where("MetricsListen"))
+    server = MetricsServer(cfg.metrics_listen, where=cfg.sources.where("MetricsListen"),
+                           per_peer=cfg.metrics_peers)
     try:
         yield server
     finally:

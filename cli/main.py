@@ -46,7 +46,9 @@ class CliError(click.ClickException):
     def show(self, file=None) -> None:
         # under systemd, the journal files it as an error (jvpn/logs.py)
         prefix = logs.journal_prefix() if file is None else ""
-        click.echo(f"{prefix}error: {self.format_message()}", err=True, file=file)
+        # escaped: a file name or a peer's text in the message cannot add a line
+        click.echo(f"{prefix}error: {logs.one_line(self.format_message())}", err=True,
+                   file=file)
 
 
 class JvpnGroup(click.Group):
@@ -133,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         e.show()
         sys.exit(e.exit_code)
     except JvpnError as e:  # raised outside a command (e.g. while parsing)
-        click.echo(f"{logs.journal_prefix()}error: {e}", err=True)
+        click.echo(f"{logs.journal_prefix()}error: {logs.one_line(str(e))}", err=True)
         sys.exit(1)
     sys.exit(rv if isinstance(rv, int) else 0)
 

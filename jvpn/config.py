@@ -26,6 +26,7 @@ Gateway config (:func:`load_gateway_config`)::
     PathMTU = 1500                 # our outer path's MTU: no datagram to a client is larger
     ControlSocket = /run/jvpn/gateway.sock  # the operator socket; default <run dir>/gateway.sock
     MetricsListen = 9586           # optional; absent = no /metrics. PORT (127.0.0.1), IP:PORT
+    MetricsPeers = no              # yes: /metrics names every peer (key, Name, AllowedIPs)
 
 Relative paths (PrivateKeyFile, PeersFile, Policy, StateDir, EventsFile,
 ControlSocket) are relative to the folder of the file that names them.
@@ -68,7 +69,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
-from jvpn import keys, pathmtu
+from jvpn import ifname, keys, pathmtu
 from jvpn.config_sources import Sources
 from jvpn.errors import JvpnError
 from jvpn.events import DEFAULT_KEEP, DEFAULT_MAX_BYTES, DEFAULT_SUMMARY_INTERVAL_MS
@@ -79,6 +80,9 @@ from jvpn.prefixes import Network
 DEFAULT_LISTEN_PORT = 51900
 DEFAULT_HANDSHAKES_PER_SECOND = 50
 DEFAULT_METRICS_HOST = "127.0.0.1"  # MetricsListen = PORT: localhost only
+# MetricsPeers = no: the per-peer series (public key, Name, AllowedIPs, bytes)
+# are left out: anyone on the host can read the endpoint (docs/metrics.md)
+DEFAULT_METRICS_PEERS = False
 DEFAULT_STATE_DIR = Path("/var/lib/jvpn")
 EVENTS_FILE_NAME = "events.jsonl"
 DEFAULT_TUN_NAME = "jvpn0"
@@ -90,7 +94,6 @@ DEFAULT_TUN_MTU = pathmtu.DEFAULT_TUN_MTU  # client MTU: jvpn fragments inner pa
 TUN_MTU_RANGE = pathmtu.TUN_MTU_RANGE
 DEFAULT_GATEWAY_PATH_MTU = pathmtu.DEFAULT_PATH_MTU  # gateway PathMTU
 PATH_MTU_RANGE = pathmtu.PATH_MTU_RANGE  # client (default: the route's) and gateway PathMTU
-IFNAMSIZ = 16  # the kernel's limit, with the terminating NUL
 # Full tunnel (client AllowedIPs with a /0): the outer socket's SO_MARK and the
 # routing table of the tunnel's default routes (wg-quick's scheme; "JV" = 0x4a56).
 DEFAULT_FWMARK = 0x4a56
@@ -172,6 +175,7 @@ class GatewayConfig:
     # the operator socket (jvpn/gateway/operator.py); None: <run dir>/gateway.sock
     control_socket: Path | None = None
     metrics_listen: tuple[str, int] | None = None  # Prometheus /metrics (host, port); None: off
+    metrics_peers: bool = DEFAULT_METRICS_PEERS  # /metrics serves the per-peer series
     # where each value came from (gateway check; start errors name the key and file)
     sources: Sources = field(default_factory=Sources, compare=False, repr=False)
 
@@ -274,6 +278,23 @@ class _File:
         return p if p.is_absolute() else self.path.absolute().parent / p
 
 
+# A key as the schemas spell them. A line that does not start with one is
+# refused showing only its leading word (shown_word): the rest of a mistyped
+# line is often a secret ("PrivateKey <key>", "PrivateKey: <key>", the key's
+# own base64 '=' padding then looking like the separator), and the error line
+# goes to the terminal, `check --json` and the journal.
+_KEY_WORD = re.compile(r"[A-Za-z]{1,40}")
+_NOT_KEY_VALUE = "not a 'Key = Value' line (the rest of the line is not shown)"
+
+
+def shown_word(text: str) -> str:
+    """The leading word (letters) of ``text``, at most 40 of them, with '…'
+    when anything followed: what an error may echo of an unparsed line."""
+    m = _KEY_WORD.match(text.strip())
+    word = m.group(0) if m else ""
+    return word if word == text.strip() else word + "…"
+
+
 def _parse(path: Path, schema: dict[str, tuple[str, ...]],
            origin: tuple[_File, _Entry] | None = None,
            repeatable: tuple[str, ...] = ()) -> _File:
@@ -305,20 +326,20 @@ def _parse(path: Path, schema: dict[str, tuple[str, ...]],
             continue
         if line.startswith("["):
             if not line.endswith("]"):
-                raise f.error(n, line, "section header without its closing ']'")
+                raise f.error(n, f"[{shown_word(line[1:])}",
+                              "section header without its closing ']'")
             given = line[1:-1].strip()
             name = sections_by_lower.get(given.lower())
             if name is None:
                 expected = " or ".join(f"[{s}]" for s in schema)
-                raise f.error(n, f"[{given}]", f"unknown section (expected {expected})")
+                raise f.error(n, f"[{shown_word(given)}]",
+                              f"unknown section (expected {expected})")
             current = _Section(name, n, {})
             f.sections.append(current)
             continue
-        if "=" not in line:
-            raise f.error(n, line.split()[0], "not a 'Key = Value' line")
-        key, value = (part.strip() for part in line.split("=", 1))
-        if not key:
-            raise f.error(n, "=", "a 'Key = Value' line without its key")
+        key, sep, value = (part.strip() for part in line.partition("="))
+        if not sep or not _KEY_WORD.fullmatch(key):
+            raise f.error(n, shown_word(key) if key else "=", _NOT_KEY_VALUE)
         if current is None:
             raise f.error(n, key, "key outside any section (put it under a [Section] header)")
         allowed = {k.lower(): k for k in schema[current.name]}
@@ -396,13 +417,10 @@ def _int(f: _File, entry: _Entry, lo: int, hi: int) -> int:
 
 def _ifname(f: _File, entry: _Entry) -> str:
     """A Linux interface name, as the kernel's dev_valid_name() takes it."""
-    v = entry.value
-    if len(v) >= IFNAMSIZ:
-        raise f.fail_entry(entry, f"an interface name is at most {IFNAMSIZ - 1} characters, "
-                                  f"{v!r} has {len(v)}")
-    if v in (".", "..") or any(c in v for c in "/:") or any(c.isspace() for c in v):
-        raise f.fail_entry(entry, f"{v!r} is not a valid interface name")
-    return v
+    why = ifname.problem(entry.value)  # the one check, shared with the gate code
+    if why is not None:
+        raise f.fail_entry(entry, why)
+    return entry.value
 
 
 def _list(f: _File, entry: _Entry) -> list[str]:
@@ -508,7 +526,7 @@ _GATEWAY = {"Interface": ("PrivateKey", "PrivateKeyFile", "ListenPort", "Address
                           "XdpInterface", "PeersFile", "Policy", "StateDir", "NodeId",
                           "EventsFile", "HandshakesPerSecond", "Store", "ClusterKeyFile",
                           "LeaseTTL", "EventsMaxBytes", "EventsKeep", "EventsSummaryInterval",
-                          "PathMTU", "ControlSocket", "MetricsListen")}
+                          "PathMTU", "ControlSocket", "MetricsListen", "MetricsPeers")}
 _PEERS = {"Peer": ("PublicKey", "AllowedIPs", "AllowedIP", "Name")}
 _CLIENT = {"Interface": ("PrivateKey", "PrivateKeyFile", "Name", "DNS", *HOOK_KEYS,
                          "FwMark", "Table", "MTU", "PathMTU"),
@@ -545,6 +563,8 @@ def load_gateway_config(path: str | Path) -> GatewayConfig:
     lease_ttl = _int(f, e["LeaseTTL"], 2, 3600) if "LeaseTTL" in e else 3
     path_mtu = (_int(f, e["PathMTU"], *PATH_MTU_RANGE) if "PathMTU" in e
                 else DEFAULT_GATEWAY_PATH_MTU)
+    if "MetricsPeers" in e and "MetricsListen" not in e:
+        raise f.fail_entry(e["MetricsPeers"], "only meaningful with MetricsListen")
     return GatewayConfig(private_key=private_key, listen_port=listen_port, address=address,
                          xdp_interface=xdp_interface, peers=peers, policy=policy,
                          state_dir=state_dir, node_id=node_id, events_file=events_file,
@@ -554,6 +574,7 @@ def load_gateway_config(path: str | Path) -> GatewayConfig:
                                          if "ControlSocket" in e else None),
                          metrics_listen=(_metrics_listen(f, e["MetricsListen"])
                                          if "MetricsListen" in e else None),
+                         metrics_peers=_yes_no(f, e.get("MetricsPeers"), DEFAULT_METRICS_PEERS),
                          sources=_sources(f, [s], policy_lines), **_events_bounds(f, e))
 
 

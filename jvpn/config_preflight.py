@@ -15,6 +15,11 @@ from pathlib import Path
 
 from jvpn.config import GatewayConfig
 from jvpn.config_sources import Sources, StartError
+from jvpn.files import UnsafeFile, check_own_file
+
+# `gateway up` and `client up` run as root (they refuse otherwise): the
+# owner their events file must have, whoever runs `check`
+DAEMON_UID = 0
 
 
 def _nearest(path: Path) -> tuple[Path, os.stat_result] | None:
@@ -54,27 +59,30 @@ def check_state_dir(src: Sources, path: Path) -> None:
 
 
 def check_events_file(src: Sources, path: Path) -> None:
-    """EventsFile: absent (created 0600), or a regular file of root's (or
-    ours) with one link; never a symlink; its folder a directory."""
+    """EventsFile, as `gateway up` (root) will open it."""
+    check_events_path(src.where("EventsFile"), path, DAEMON_UID)
+
+
+def check_events_path(label: str, path: Path, owner: int) -> None:
+    """An events file: absent (created 0600 by ``owner``, its folder a
+    directory), or what jvpn.files.open_private takes from a daemon running
+    as ``owner``: never a symlink, a regular file of ``owner``'s with one
+    link. ``label``: what set the path (``gw.conf:9: EventsFile``)."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
         found = _nearest(path.parent)
         if found is not None and not stat.S_ISDIR(found[1].st_mode):
-            raise StartError(f"{src.where('EventsFile')}: {path}: {found[0]} is not a "
-                             "directory") from None
+            raise StartError(f"{label}: {path}: {found[0]} is not a directory") from None
         return
     except NotADirectoryError:
-        raise StartError(f"{src.where('EventsFile')}: {path}: a parent is not a "
-                         "directory") from None
+        raise StartError(f"{label}: {path}: a parent is not a directory") from None
     if stat.S_ISLNK(st.st_mode):
-        raise StartError(f"{src.where('EventsFile')}: {path} is a symlink: refused at start "
-                         "(remove it)")
-    if not stat.S_ISREG(st.st_mode):
-        raise StartError(f"{src.where('EventsFile')}: {path} is not a regular file")
-    if not _trusted(st.st_uid) or st.st_nlink != 1:
-        raise StartError(f"{src.where('EventsFile')}: {path} is owned by uid {st.st_uid} or "
-                         f"has {st.st_nlink} hard links: refused at start (remove it)")
+        raise StartError(f"{label}: {path} is a symlink: refused at start (remove it)")
+    try:
+        check_own_file(path, st, owner)
+    except UnsafeFile as e:
+        raise StartError(f"{label}: {e} (refused at start)") from None
 
 
 def warnings(cfg: GatewayConfig) -> list[str]:

@@ -83,6 +83,9 @@ def gateway_rows(cfg: GatewayConfig, default_socket: Path | None = None) -> list
              "" if cfg.control_socket else "<run dir>/gateway.sock"),
         _row(src, "MetricsListen", _listen(cfg.metrics_listen),
              "/metrics" if cfg.metrics_listen else "off: no metrics endpoint"),
+        _row(src, "MetricsPeers", "yes" if cfg.metrics_peers else "no",
+             "per-peer series (keys, names, AllowedIPs) served" if cfg.metrics_peers
+             else "no per-peer series"),
     ]
 
 

@@ -388,40 +388,75 @@ def _open_events_file(path: Path) -> int:
     return open_private(path, os.O_WRONLY | os.O_APPEND)
 
 
+MAX_LINE = 1 << 20  # an event line is a few hundred bytes: past 1 MiB it is not one of ours
+
+
 def follow(path: Path, from_start: bool = True, poll_s: float = 0.2,
-           stop: Callable[[], bool] = lambda: False, last: int | None = None):
+           stop: Callable[[], bool] = lambda: False, last: int | None = None,
+           note: Callable[[str], None] = lambda _text: None):
     """Yield event dicts from a JSON-lines file, then keep following it,
     across rotations (tail -F): when the name points to a new file, the rest
-    of the old one is read, then the new one from its start. ``last``: begin
-    with the file's last ``last`` lines (tail -n), not its start;
-    ``from_start=False``: with none of what it holds now."""
+    of the old one is read, then the new one from its start; a file
+    truncated in place (copytruncate) is read again from its start. ``last``:
+    begin with the file's last ``last`` lines (tail -n), not its start;
+    ``from_start=False``: with none of what it holds now. ``note``: told
+    (one line) of a truncation and of a dropped over-long line."""
     f = open(path, "rb")  # noqa: SIM115 (swapped on rotation)
+    lines = _Lines(path, note)
     try:
         if last is not None:
             f.seek(_start_of_last_lines(f, last))
         elif not from_start:
             f.seek(0, 2)
-        buf = b""
         while not stop():
-            chunk = f.readline()
+            chunk = f.readline(MAX_LINE)  # bounded: a line with no newline cannot fill memory
             if chunk:
-                buf += chunk
-                if buf.endswith(b"\n"):  # a whole line: the writer may be mid-line
-                    ev, buf = _parse_line(buf), b""
-                    if ev is not None:
-                        yield ev
+                yield from lines.feed(chunk)
+                continue
+            if _truncated(path, f):
+                note(f"{path}: truncated in place: following it from its start")
+                f.seek(0)
+                lines.reset()  # a partial line of the old content would spoil the first new one
                 continue
             newer = _rotated(path, f)
             if newer is None:
                 time.sleep(poll_s)
                 continue
-            for line in (buf + f.read()).splitlines(keepends=True):
-                if line.endswith(b"\n") and (ev := _parse_line(line)) is not None:
-                    yield ev
+            while chunk := f.readline(MAX_LINE):  # the rest of the old file
+                yield from lines.feed(chunk)
             f.close()
-            f, buf = newer, b""
+            f = newer
+            lines.reset()
     finally:
         f.close()
+
+
+class _Lines:
+    """Whole lines out of the chunks of a file still being written: a line
+    waits for its newline (the writer may be mid-line), up to MAX_LINE;
+    longer, it is dropped, said once, and skipped to its newline."""
+
+    def __init__(self, path: Path, note: Callable[[str], None]):
+        self.path, self.note = path, note
+        self.reset()
+
+    def reset(self) -> None:
+        self.buf, self.skipping = b"", False
+
+    def feed(self, chunk: bytes):
+        """The event of the line ``chunk`` completes, if any (0 or 1)."""
+        whole = chunk.endswith(b"\n")
+        if self.skipping:
+            self.skipping = not whole
+            return
+        self.buf += chunk
+        if whole:
+            line, self.buf = self.buf, b""
+            if (ev := _parse_line(line)) is not None:
+                yield ev
+        elif len(self.buf) >= MAX_LINE:
+            self.note(f"{self.path}: dropped a line of over {MAX_LINE} bytes with no newline")
+            self.buf, self.skipping = b"", True
 
 
 def read(path: Path, last: int | None = None):
@@ -469,6 +504,17 @@ def _parse_line(line: bytes) -> dict | None:
     return ev if isinstance(ev, dict) else None
 
 
+def _truncated(path: Path, f) -> bool:
+    """Is the file ``f`` reads still at ``path`` and now shorter than where
+    ``f`` is (truncated in place: logrotate's copytruncate, `: > file`)?"""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    cur = os.fstat(f.fileno())
+    return (st.st_dev, st.st_ino) == (cur.st_dev, cur.st_ino) and cur.st_size < f.tell()
+
+
 def _rotated(path: Path, f):
     """The file now at ``path`` if it is not the one ``f`` reads, else None
     (also None between the rename and the new file's creation)."""
@@ -478,8 +524,6 @@ def _rotated(path: Path, f):
         return None
     cur = os.fstat(f.fileno())
     if (st.st_dev, st.st_ino) == (cur.st_dev, cur.st_ino):
-        if st.st_size < f.tell():
-            f.seek(0)  # truncated in place (copytruncate): read it from its start
         return None
     try:
         return open(path, "rb")  # noqa: SIM115

@@ -117,14 +117,21 @@ def open_private(path: Path, flags: int, *, create: bool = True) -> int:
     return fd
 
 
-def _check_own_file(path: Path, st: os.stat_result, fd: int) -> None:
+def check_own_file(path: Path, st: os.stat_result, owner: int) -> None:
+    """The rule for an existing file a daemon running as ``owner`` writes:
+    a regular file of ``owner``'s with one link. The one rule for
+    open_private (``owner``: us) and for `check` (the uid `up` runs as)."""
     if not stat.S_ISREG(st.st_mode):
         raise UnsafeFile(f"{path} is not a regular file")
-    if st.st_uid != os.geteuid():
+    if st.st_uid != owner:
         raise UnsafeFile(f"{path} is owned by uid {st.st_uid}, not by us "
-                         f"(uid {os.geteuid()}): remove it or `chown {os.geteuid()} {path}`")
+                         f"(uid {owner}): remove it or `chown {owner} {path}`")
     if st.st_nlink != 1:  # a hard link to a file elsewhere: we would write into that one
         raise UnsafeFile(f"{path} has {st.st_nlink} hard links: remove it")
+
+
+def _check_own_file(path: Path, st: os.stat_result, fd: int) -> None:
+    check_own_file(path, st, os.geteuid())
     if stat.S_IMODE(st.st_mode) != PRIVATE_FILE_MODE:
         # Ours already; only ever narrows to owner read/write (or restores
         # owner access that an odd umask took away at creation).

@@ -7,9 +7,10 @@ very stream, each line starts with the syslog priority in angle brackets
 (``<6>`` for info: what journald reads with ``SyslogLevelPrefix=yes``, its
 default), so ``journalctl -p warning`` filters by level. Otherwise (a
 terminal, a file, a pipe) a line is ``level: message``. A message that
-holds a newline (an exception's text, a peer's string) is kept on its one
-line, the newline escaped: one record is one line either way, and nothing a
-peer sends can forge a second record.
+holds a newline, a NUL or another control character (an exception's text,
+a peer's string) is kept on its one line, the character escaped
+(:func:`one_line`): one record is one line either way, and nothing a peer
+sends can forge a second record.
 """
 
 from __future__ import annotations
@@ -37,8 +38,18 @@ def priority(levelno: int) -> int:
     return _PRIORITY[logging.DEBUG]
 
 
+# Control characters as escapes: journald ends a line at NUL as at \n (the
+# rest would be a new record, with a priority prefix of the sender's
+# choosing), and a terminal obeys ESC and the C1 controls. Tab stays.
+_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7f, 0xa0)) if c != 0x09}
+_ESCAPES.update({ord("\\"): "\\\\", ord("\n"): "\\n", ord("\r"): "\\r"})
+
+
 def one_line(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\r", "\\r").replace("\n", "\\n")
+    """``text`` as one line of printable text: a backslash doubled, \\n and
+    \\r as those escapes, every other control character but tab (C0, DEL,
+    C1) as \\xNN. What a peer or a file put in a message cannot end it."""
+    return text.translate(_ESCAPES)
 
 
 class LineFormatter(logging.Formatter):

@@ -140,6 +140,7 @@ def load_policy_file(path: Path) -> tuple[Policy, dict[str, int]]:
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise PolicyError(f"{path}: no such policy file", str(path)) from None
+    _refuse_cut_short(path, text)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -148,7 +149,29 @@ def load_policy_file(path: Path) -> tuple[Policy, dict[str, int]]:
         raise PolicyError(f"{where}: not valid TOML: {e}", str(path), line) from None
     lines = key_lines(text)
     policy = policy_from_dict(data, str(path), lines)
+    _refuse_no_field(path, data)
     return policy, {k: n for k, n in lines.items() if k in _FIELD_KEYS or k == "version"}
+
+
+def _refuse_cut_short(path: Path, text: str) -> None:
+    """Every field being optional, a truncated file would load as the
+    defaults of what it lost without a word (8 h sessions where the file
+    said 1 h). A last line without its newline is a file cut while being
+    written: refused before its cut value is read (docs/decisions.md)."""
+    if text and not text.endswith("\n"):
+        last = len(text.splitlines())
+        raise PolicyError(f"{path}:{last}: the file does not end with a newline: cut short "
+                          "while being written? (end its last line with a newline)",
+                          str(path), last)
+
+
+def _refuse_no_field(path: Path, data: dict) -> None:
+    """An empty file (a full disk, a copy cut at its start) sets nothing:
+    refused rather than taken for "the defaults, on purpose"."""
+    if not any(isinstance(data.get(f.section), dict) and f.name in data[f.section]
+               for f in SPEC):
+        raise PolicyError(f"{path}: no policy field set: remove `Policy =` for the "
+                          "defaults, or set the fields", str(path))
 
 
 def _toml_error_line(message: str) -> int | None:

@@ -16,9 +16,22 @@ log = logging.getLogger(__name__)
 REOPEN_SIGNAL = signal.SIGUSR1
 
 
-def reopen_on_signal(*event_logs, signum: int = REOPEN_SIGNAL) -> None:
+def defer_reopen(signum: int = REOPEN_SIGNAL) -> threading.Event:
+    """First thing `gateway up` / `client up` do: until reopen_on_signal
+    takes over, ``signum`` is only remembered in the returned event. Its
+    default action is to end the process, and a start may wait long (an
+    etcd store, a DNS answer) while logrotate sends it."""
+    asked = threading.Event()
+    signal.signal(signum, lambda *_: asked.set())
+    return asked
+
+
+def reopen_on_signal(*event_logs, signum: int = REOPEN_SIGNAL,
+                     asked: threading.Event | None = None) -> None:
     """On ``signum``, each of ``event_logs`` (jvpn.events.EventLog) closes
-    its file and opens its path again."""
+    its file and opens its path again. ``asked`` (defer_reopen's event): a
+    signal that came during the start reopens once now, as the file may
+    have been opened before logrotate moved it."""
 
     def reopen_all() -> None:
         for events in event_logs:
@@ -32,3 +45,5 @@ def reopen_on_signal(*event_logs, signum: int = REOPEN_SIGNAL) -> None:
         threading.Thread(target=reopen_all, name="jvpn-reopen", daemon=True).start()
 
     signal.signal(signum, handle)
+    if asked is not None and asked.is_set():
+        handle(signum, None)

@@ -7,9 +7,10 @@ import shutil
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from jvpn import ifname as ifnames
 from jvpn.errors import (
     AlreadyAttached,
     JvpnError,
@@ -18,13 +19,14 @@ from jvpn.errors import (
     NotAttached,
     NotRoot,
 )
-from jvpn.gate import inuse, loader
+from jvpn.files import private_dir
+from jvpn.gate import inuse, loader, xdp_link
 from jvpn.gate.config import GateConfig
 from jvpn.gate.loader import BuildOptions, Program, measure_ns_per_jiffy
 from jvpn.gate.netns import Netns
 from jvpn.gate.paths import DEFAULT_PATHS, GatePaths
 from jvpn.gate.quiet import captured_stderr, one_line
-from jvpn.gate.records import Attachment, ForeignNamespace, Owners
+from jvpn.gate.records import Attachment, ForeignNamespace, Owners, UnreadableRecord
 
 XDP_FLAGS_SKB_MODE = 1 << 1
 XDP_FLAGS_DRV_MODE = 1 << 2
@@ -37,6 +39,7 @@ def require_root() -> None:
 
 
 def require_interface(ifname: str) -> int:
+    ifnames.check(ifname)
     try:
         return socket.if_nametoindex(ifname)
     except OSError:
@@ -77,6 +80,7 @@ def attach(ifname: str, config: GateConfig, mode: str = "native",
     ifindex = require_interface(ifname)
     if mode not in MODES:
         raise JvpnError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    private_dir(paths.run_dir)  # refused now, not after the program is on the link
     _require_free(ifname, paths)
     options = options or BuildOptions()
     if not config.ns_per_jiffy:
@@ -91,7 +95,7 @@ def attach(ifname: str, config: GateConfig, mode: str = "native",
         progress("pinning")
         prog._pin("prog", prog.prog_fd)
     except BaseException:
-        _unpin(pins)
+        _unpin(paths, ifname)
         raise
     finally:
         prog.close()
@@ -150,44 +154,73 @@ def _attach_xdp(ifname: str, prog: Program, mode: str) -> None:
     raise LoadFailed(one_line(error, captured))
 
 
-def detach(ifname: str, paths: GatePaths = DEFAULT_PATHS, force: bool = False) -> str | None:
+@dataclass(frozen=True)
+class Detached:
+    """What detach did: ``user`` the holder of a gateway that was using the
+    gate (with force), ``left`` the id of an XDP program on the link after
+    it (not provably jvpn's: kept), ``link_touched`` False when no record
+    said which program and namespace were ours (only pins and records went)."""
+
+    user: str | None = None
+    left: int | None = None
+    link_touched: bool = True
+
+
+def detach(ifname: str, paths: GatePaths = DEFAULT_PATHS, force: bool = False) -> Detached:
     """Remove the gate from ``ifname``: refused for a record of another
-    namespace (always) and while a gateway uses the gate (unless ``force``:
-    then the holder of the gateway that was using it is returned)."""
+    namespace (always), while a gateway uses the gate and for a missing or
+    unreadable record (unless ``force``: then only pins and records go)."""
     require_root()
-    try:
-        att = Attachment.load(ifname, paths)
-    except NotAttached:
-        att = None
-    except JvpnError:  # unreadable: its own message says "run detach"; every mode is tried
-        att = None
-    recorded = Attachment.path(ifname, paths).exists()
-    if att is None and not recorded and not paths.pin_dir(ifname).exists():
-        raise NotAttached(f"jvpn is not attached to {ifname}")
+    ifnames.check(ifname)
+    att = _record_or_none(ifname, paths, force)
     if att is not None:
         att.require_here()
     with inuse.exclusive(ifname, paths, force) as user:
-        if _same_interface(ifname, att):
-            _remove_program(ifname, att)
-        _unpin(paths.pin_dir(ifname))
-        Owners.path(ifname, paths).unlink(missing_ok=True)
-        Attachment.path(ifname, paths).unlink(missing_ok=True)
-    return user
+        if att is not None and _same_interface(ifname, att):
+            _remove_program(ifname, att, paths.pin_dir(ifname))
+        _forget_files(ifname, paths)
+    left = xdp_prog_id(ifname) if _interface_exists(ifname) else None
+    return Detached(user=user, left=left, link_touched=att is not None)
+
+
+def _record_or_none(ifname: str, paths: GatePaths, force: bool) -> Attachment | None:
+    """The record; None (with ``force`` only) when it is missing or
+    unreadable but pins or a record file are there: whose namespace and
+    program they are cannot be told, so no link may be touched."""
+    try:
+        return Attachment.load(ifname, paths)
+    except NotAttached:
+        if not paths.pin_dir(ifname).exists():
+            raise
+        why = (f"jvpn has pins for {ifname} ({paths.pin_dir(ifname)}) but no record "
+               f"({Attachment.path(ifname, paths)})")
+    except UnreadableRecord as e:
+        why = e.what
+    if not force:
+        raise UnreadableRecord(f"{why}: which program and network namespace are jvpn's "
+                               f"cannot be told", f"`jvpn-xdp detach --force {ifname}` "
+                               "removes the pins and records only (no link is touched)")
+    return None
 
 
 def forget(ifname: str, paths: GatePaths = DEFAULT_PATHS) -> None:
     """Remove the record and pins of an interface whose network namespace is
     gone (Attachment.orphaned): no link is touched, none of ours is its."""
     require_root()
+    private_dir(paths.run_dir)
     att = Attachment.load(ifname, paths)
     if not att.foreign() or not att.orphaned():
         raise JvpnError(f"the network namespace of {ifname}'s record is not gone: not forgotten")
-    _unpin(paths.pin_dir(ifname))
+    _forget_files(ifname, paths)
+
+
+def _forget_files(ifname: str, paths: GatePaths) -> None:
+    _unpin(paths, ifname)
     Owners.path(ifname, paths).unlink(missing_ok=True)
     Attachment.path(ifname, paths).unlink(missing_ok=True)
 
 
-def _same_interface(ifname: str, att: Attachment | None) -> bool:
+def _same_interface(ifname: str, att: Attachment) -> bool:
     """Whether the link named ``ifname`` here is the one attached: an
     interface deleted and made again (another ifindex) lost the program
     with the old one, and what runs on the new one is not ours to remove."""
@@ -195,22 +228,20 @@ def _same_interface(ifname: str, att: Attachment | None) -> bool:
         now = socket.if_nametoindex(ifname)
     except OSError:
         return False
-    return att is None or not att.ifindex or att.ifindex == now
+    return not att.ifindex or att.ifindex == now
 
 
-def _remove_program(ifname: str, att: Attachment | None) -> None:
-    bcc = loader._bcc()
-    modes = [att.mode] if att else []
-    for m in modes + [m for m in MODES if m not in modes]:
-        with captured_stderr():  # bcc's C side reports every mode that had nothing
-            try:
-                bcc.BPF.remove_xdp(ifname, MODES[m])
-            except Exception:  # noqa: BLE001, S112 - bcc raises bare Exception; try every mode
-                continue
-    if xdp_prog_id(ifname):
-        raise JvpnError(f"an XDP program is still attached to {ifname} after detach "
-                        "(not jvpn's?): pins kept; remove it with `ip link set dev "
-                        f"{ifname} xdp off`")
+def _remove_program(ifname: str, att: Attachment, pins: Path) -> None:
+    """Take the pinned program off the link (xdp_link.py: only if it is
+    that one, atomically); another program there is kept."""
+    fd = xdp_link.pinned_prog_fd(pins)
+    if fd is None:  # no pinned program: nothing on the link is provably ours
+        return
+    try:
+        order = [att.mode] + [m for m in MODES if m != att.mode]
+        xdp_link.remove_expected(ifname, fd, [MODES[m] for m in order if m in MODES])
+    finally:
+        os.close(fd)
 
 
 def _interface_exists(ifname: str) -> bool:
@@ -221,11 +252,22 @@ def _interface_exists(ifname: str) -> bool:
         return False
 
 
-def _unpin(pins: Path) -> None:
-    if pins.is_dir():
-        shutil.rmtree(pins, ignore_errors=True)
+def _unpin(paths: GatePaths, ifname: str) -> None:
+    """Remove PIN_ROOT/IFACE, and nothing else: the name is checked
+    (GatePaths.pin_dir) and so is where the directory really is (a symlink
+    planted in the pin root must not lead rmtree elsewhere)."""
+    pins = paths.pin_dir(ifname)
+    if pins.is_symlink():
+        raise JvpnError(f"{pins} is a symlink, not jvpn's pin directory: not removed")
+    if not pins.is_dir():
+        return
+    if pins.resolve().parent != paths.pin_root.resolve():
+        raise JvpnError(f"{pins} is not a directory in the pin root {paths.pin_root}: "
+                        "not removed")
+    shutil.rmtree(pins, ignore_errors=True)
 
 
 def unpin(pins: Path) -> None:
-    """Remove a pin directory (tests and detach)."""
-    _unpin(Path(pins))
+    """Remove a whole pin directory or root (the labs' clean-up)."""
+    if Path(pins).is_dir():
+        shutil.rmtree(pins, ignore_errors=True)

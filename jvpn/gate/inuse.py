@@ -35,7 +35,7 @@ class GateInUse(JvpnError):
 
 
 def lock_path(ifname: str, paths: GatePaths) -> Path:
-    return paths.run_dir / f"{ifname}.inuse.lock"
+    return paths.record(ifname, ".inuse.lock")
 
 
 def _open(ifname: str, paths: GatePaths) -> tuple[int, Path]:

@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from jvpn import ifname as ifnames
+
 DEFAULT_PIN_ROOT = Path("/sys/fs/bpf/jvpn")
 DEFAULT_RUN_DIR = Path("/run/jvpn")
 
@@ -21,7 +23,12 @@ class GatePaths:
         object.__setattr__(self, "run_dir", Path(self.run_dir))
 
     def pin_dir(self, ifname: str) -> Path:
-        return self.pin_root / ifname
+        # a checked name: "", "." or ".." would be the pin root or its parent
+        return self.pin_root / ifnames.check(ifname)
+
+    def record(self, ifname: str, suffix: str) -> Path:
+        """RUN_DIR/IFACE<suffix>: every run record and lock of an interface."""
+        return self.run_dir / f"{ifnames.check(ifname)}{suffix}"
 
 
 DEFAULT_PATHS = GatePaths()

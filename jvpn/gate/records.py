@@ -10,16 +10,68 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
 from jvpn.errors import JvpnError, NotAttached
+from jvpn.files import open_private, private_dir
 from jvpn.gate.netns import Netns, name_of, pid_in
 from jvpn.gate.paths import GatePaths
 
 
 class ForeignNamespace(JvpnError):
     """The record belongs to an interface of another network namespace."""
+
+
+class UnreadableRecord(JvpnError):
+    """A record that is not JSON, or lacks a field this version needs: whose
+    namespace and program it names cannot be told, so no link is touched."""
+
+    def __init__(self, what: str, advice: str):
+        super().__init__(f"{what}: {advice}")
+        self.what = what  # without the advice, for a caller that gives its own
+
+
+def known_fields(cls, raw: object) -> dict:
+    """The fields of ``cls`` in a record's JSON: a newer version's extra keys
+    are ignored (its record stays readable, and its namespace checked); a
+    missing required key or a wrongly typed value is a TypeError."""
+    if not isinstance(raw, dict):
+        raise TypeError(f"not a JSON object but {type(raw).__name__}")
+    out = {}
+    for f in fields(cls):
+        if f.name not in raw:
+            if f.default is MISSING and f.default_factory is MISSING:
+                raise TypeError(f"missing key {f.name!r}")
+            continue
+        _check_type(f.name, raw[f.name], f.type)
+        out[f.name] = raw[f.name]
+    return out
+
+
+_TYPES = {"int": int, "str": str, "float": (int, float), "dict": dict, "list[int]": list}
+
+
+def _check_type(name: str, value: object, annotation: str) -> None:
+    want = _TYPES[annotation]
+    if isinstance(value, bool) or not isinstance(value, want):
+        raise TypeError(f"{name!r} is {type(value).__name__}, not {annotation}")
+    if annotation == "list[int]" and not all(type(v) is int for v in value):
+        raise TypeError(f"{name!r} is not a list of whole numbers")
+
+
+def write_record(path: Path, data: dict) -> None:
+    """Write a run record whole, as only we may: the run dir checked (0700
+    when made here; refused if others may write it: they could plant a
+    link), the temp file made 0600 by open() itself and never through a
+    symlink, then renamed over the record (readers see the old or the new)."""
+    private_dir(path.parent)
+    tmp = path.with_suffix(".tmp")  # not *.json: all() never reads a half-written record
+    tmp.unlink(missing_ok=True)  # a crash's leftover: the directory is ours alone
+    fd = open_private(tmp, os.O_WRONLY | os.O_EXCL)
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
 
 
 @dataclass
@@ -37,24 +89,27 @@ class Attachment:
 
     @staticmethod
     def path(ifname: str, paths: GatePaths) -> Path:
-        return paths.run_dir / f"{ifname}.json"
+        return paths.record(ifname, ".json")
 
     def save(self, paths: GatePaths) -> None:
-        paths.run_dir.mkdir(parents=True, exist_ok=True)
-        path = self.path(self.ifname, paths)
-        tmp = path.with_suffix(".tmp")  # not *.json: all() never reads a half-written record
-        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
-        tmp.replace(path)
+        write_record(self.path(self.ifname, paths), asdict(self))
 
     @classmethod
     def load(cls, ifname: str, paths: GatePaths) -> Attachment:
         path = cls.path(ifname, paths)
         try:
-            return cls(**json.loads(path.read_text()))
+            att = cls(**known_fields(cls, json.loads(path.read_text())))
+            if att.ifname != ifname:  # its name makes the paths acted on: the file's must do
+                raise ValueError(f"it names interface {att.ifname!r}")
+            return att
         except FileNotFoundError:
             raise NotAttached(f"jvpn is not attached to {ifname}") from None
+        except PermissionError:
+            raise JvpnError(f"cannot read {path}: run records are root's (run as root)") from None
         except (ValueError, TypeError) as e:
-            raise JvpnError(f"{path} is unreadable ({e}): run detach") from e
+            raise UnreadableRecord(f"{path} is unreadable ({e})",
+                                   f"`jvpn-xdp detach --force {ifname}` removes it and the "
+                                   "pins (no link is touched)") from e
 
     def netns(self) -> Netns | None:
         """The namespace of the interface (its current name if it got one
@@ -99,6 +154,9 @@ class Attachment:
     def all(cls, paths: GatePaths) -> list[Attachment]:
         if not paths.run_dir.is_dir():
             return []
+        if not os.access(paths.run_dir, os.R_OK | os.X_OK):  # else "nothing attached": a lie
+            raise JvpnError(f"cannot read the run records in {paths.run_dir}: they are "
+                            "root's (run as root)")
         out = []
         for p in sorted(paths.run_dir.glob("*.json")):
             if p.name.endswith(".owners.json"):
@@ -122,17 +180,14 @@ class Owners:
 
     @staticmethod
     def path(ifname: str, paths: GatePaths) -> Path:
-        return paths.run_dir / f"{ifname}.owners.json"
+        return paths.record(ifname, ".owners.json")
 
     def save(self, ifname: str, paths: GatePaths) -> None:
-        paths.run_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.path(ifname, paths).with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
-        tmp.replace(self.path(ifname, paths))  # readers see the old or the new file
+        write_record(self.path(ifname, paths), asdict(self))
 
     @classmethod
     def load(cls, ifname: str, paths: GatePaths) -> Owners | None:
         try:
-            return cls(**json.loads(cls.path(ifname, paths).read_text()))
+            return cls(**known_fields(cls, json.loads(cls.path(ifname, paths).read_text())))
         except (OSError, ValueError, TypeError):
             return None  # no daemon has run here (yet)

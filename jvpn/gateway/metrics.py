@@ -12,7 +12,10 @@ Every metric, its type and labels: docs/metrics.md.
 from __future__ import annotations
 
 import socket
+import struct
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -26,45 +29,63 @@ from prometheus_client.core import (
 )
 
 from jvpn import keys
+from jvpn.config import DEFAULT_METRICS_PEERS
 from jvpn.errors import JvpnError
 from jvpn.gateway import snapshot
+from jvpn.gateway.shared import Shared
 from jvpn.gateway.tally import EventTally
 
 # Anyone on the host can connect (an unprivileged user included): a bounded
-# number of scrapes at once, each with a deadline, so that idle or slow
-# connections cannot take the daemon's threads or descriptors.
-MAX_SCRAPES = 8
-SCRAPE_TIMEOUT_S = 5.0
+# number of scrapes at once, each connection cut at a deadline from its
+# accept (reading the request, waiting for the snapshot, writing the answer:
+# all of it), so that slow or idle connections cannot keep the slots, the
+# daemon's threads or its descriptors. Prometheus' own default scrape_timeout
+# is 10 s: a scrape that takes longer is one it abandoned already.
+MAX_SCRAPES = 2
+SCRAPE_DEADLINE_S = 10.0
+# Scrapes within this long of a snapshot's build share it (jvpn/gateway/shared.py):
+# the control lock is taken once per this interval however many scrape.
+SNAPSHOT_MAX_AGE_S = 1.0
 
 
 class GatewayCollector:
     """One scrape: the gate's verdict counters, the sessions, the event
-    counts, the peers (as the WireGuard exporters name theirs), the process.
-    Nothing before ``gw`` is set (the endpoint is bound before the gateway
-    is built, so that a taken port is refused before anything opens)."""
+    counts, the peers (as the WireGuard exporters name theirs; only with
+    ``per_peer``: MetricsPeers), the process. Nothing before ``gw`` is set
+    (the endpoint is bound before the gateway is built, so that a taken port
+    is refused before anything opens)."""
 
-    def __init__(self, tally: EventTally, gw=None, interface: str = ""):
-        self.gw, self.tally, self.interface = gw, tally, interface
+    def __init__(self, tally: EventTally, gw=None, interface: str = "", *,
+                 per_peer: bool = DEFAULT_METRICS_PEERS,
+                 max_age_s: float = SNAPSHOT_MAX_AGE_S, clock=time.monotonic):
+        self.gw, self.tally, self.interface, self.per_peer = gw, tally, interface, per_peer
+        self._shared = Shared(self._build, max_age_s, clock)
 
     def collect(self) -> Iterator[Metric]:
         if self.gw is None:
             return
-        rows = snapshot.sessions(self.gw)
-        yield from verdict_metrics(self.gw.gate.read_counters())
+        yield from self._shared.get()
+
+    def _build(self) -> list[Metric]:
+        """The families every scrape within SNAPSHOT_MAX_AGE_S serves: the
+        control lock held once, for references only (snapshot.references);
+        the sessions read, the kernel's counters looked up and everything
+        formatted after it."""
+        gw = self.gw
+        lives, peers = snapshot.references(gw)
         states = GaugeMetricFamily("jvpn_sessions", "Sessions this gateway serves, by state.",
                                    labels=["state"])
-        for state, n in snapshot.states(rows).items():
+        for state, n in snapshot.count_states(live.record.state.name for live in lives).items():
             states.add_metric([state], n)
-        yield states
-        yield GaugeMetricFamily("jvpn_draining", "1 while the gateway refuses new sessions "
-                                "(jvpn-xdp drain).", value=1 if self.gw.draining else 0)
-        yield from event_metrics(self.tally.figures())
-        yield from peer_metrics(rows, self._peers(), self.interface)
-        yield from process_metrics(snapshot.process_figures(), self.gw.supervisor.alive())
-
-    def _peers(self) -> list:
-        with self.gw.control:
-            return list(self.gw.table.peers.values())
+        out = [*verdict_metrics(gw.gate.read_counters()), states,
+               GaugeMetricFamily("jvpn_draining", "1 while the gateway refuses new sessions "
+                                 "(jvpn-xdp drain).", value=1 if gw.draining else 0),
+               *event_metrics(self.tally.figures())]
+        if self.per_peer:  # the rows (one kernel lookup per session) only when served
+            rows = snapshot.sessions(gw, refs=(lives, peers))
+            out += peer_metrics(rows, list(peers.values()), self.interface)
+        out += process_metrics(snapshot.process_figures(), gw.supervisor.alive())
+        return out
 
 
 def verdict_metrics(counters: dict[str, dict[str, int]]) -> Iterator[Metric]:
@@ -149,18 +170,23 @@ class MetricsServer:
     key), serving from its own threads until ``close``; it has figures once
     ``attach`` gave it the gateway."""
 
-    def __init__(self, listen: tuple[str, int], where: str = "MetricsListen"):
-        """``where``: what an error names (the config's ``FILE:LINE: MetricsListen``)."""
+    def __init__(self, listen: tuple[str, int], where: str = "MetricsListen", *,
+                 per_peer: bool = DEFAULT_METRICS_PEERS, deadline_s: float = SCRAPE_DEADLINE_S):
+        """``where``: what an error names (the config's ``FILE:LINE: MetricsListen``);
+        ``per_peer``: serve the per-peer series (MetricsPeers); ``deadline_s``:
+        every connection is cut this long after its accept."""
         self.tally = EventTally()
-        self.collector = GatewayCollector(self.tally)
+        self.collector = GatewayCollector(self.tally, per_peer=per_peer)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self.collector)
         host, port = listen
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        server_class = type("MetricsHTTPServer", (_BoundedServer,), {"address_family": family})
+        server_class = type("MetricsHTTPServer", (_BoundedServer,),
+                            {"address_family": family, "deadline_s": deadline_s})
+        handler_class = type("MetricsHandler", (_QuietHandler,), {"timeout": deadline_s})
         try:
             self._httpd = make_server(host, port, make_wsgi_app(self.registry), server_class,
-                                      handler_class=_QuietHandler)
+                                      handler_class=handler_class)
         except OSError as e:
             raise JvpnError(f"{where}: {_spell(listen)}: cannot listen: "
                             f"{e.strerror or e}") from None
@@ -182,7 +208,9 @@ class MetricsServer:
 
 
 class _QuietHandler(WSGIRequestHandler):
-    timeout = SCRAPE_TIMEOUT_S  # a connection that sends nothing is dropped after this
+    # each blocking read or write gives up after this (the server's deadline
+    # cuts the connection as a whole; this is the per-call backstop)
+    timeout = SCRAPE_DEADLINE_S
 
     def log_message(self, *_args) -> None:
         pass  # a scrape is not news (and stderr is the daemon's log)
@@ -190,9 +218,12 @@ class _QuietHandler(WSGIRequestHandler):
 
 class _BoundedServer(ThreadingMixIn, WSGIServer):
     """At most MAX_SCRAPES connections served at once; more are closed at
-    once rather than queued."""
+    once rather than queued. Each is cut ``deadline_s`` after its accept,
+    whatever it waits for: a timeout per read would let a client that drips
+    one byte at a time keep its slot for ever."""
 
     daemon_threads = True
+    deadline_s = SCRAPE_DEADLINE_S
 
     def __init__(self, *args, **kwargs):
         self._slots = threading.BoundedSemaphore(MAX_SCRAPES)
@@ -209,10 +240,34 @@ class _BoundedServer(ThreadingMixIn, WSGIServer):
             raise
 
     def process_request_thread(self, request, client_address) -> None:
+        cut = threading.Timer(self.deadline_s, _cut, (request,))
+        cut.daemon = True
+        cut.start()
         try:
             super().process_request_thread(request, client_address)
         finally:
+            cut.cancel()
             self._slots.release()
+
+    def handle_error(self, request, client_address) -> None:
+        if not isinstance(sys.exc_info()[1], OSError):  # a cut or reset connection is not news
+            super().handle_error(request, client_address)
+
+
+def _cut(request: socket.socket) -> None:
+    """Wakes the connection's thread from any read or write (they fail: the
+    thread ends and frees its slot), and makes its close a reset: what was
+    queued for a slow reader is dropped, not drained to it at its pace. A
+    socket already closed has no descriptor any more (-1): nothing else is
+    touched."""
+    try:
+        request.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
+        request.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # closed already: the scrape ended just in time
+
+
+_RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s
 
 
 def _spell(listen: tuple[str, int]) -> str:

@@ -34,7 +34,8 @@ KEYS = {"private_key": "PrivateKey", "listen_port": "ListenPort", "address": "Ad
         "cluster_key": "ClusterKeyFile", "lease_ttl_s": "LeaseTTL",
         "events_max_bytes": "EventsMaxBytes", "events_keep": "EventsKeep",
         "events_summary_interval_s": "EventsSummaryInterval", "path_mtu": "PathMTU",
-        "control_socket": "ControlSocket", "metrics_listen": "MetricsListen"}
+        "control_socket": "ControlSocket", "metrics_listen": "MetricsListen",
+        "metrics_peers": "MetricsPeers"}
 RESTART_ONLY_POLICY = ("replay_window_size",)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
 import psutil
@@ -49,12 +50,24 @@ class SessionView:
         return self.created_ms
 
 
-def sessions(gw, now_ms: int | None = None) -> list[dict]:
-    """Every session this gateway serves, sorted by id. Takes the control
-    lock to copy the table; the kernel's counters are read after it."""
+def references(gw) -> tuple[list, dict]:
+    """The live sessions and the peers (by packed inner address): only
+    references, copied under the control lock (two C-level copies, no
+    per-session work), so that the lock's hold does not grow with what a
+    reader does per session. Reading a session after the lock is safe: its
+    record is immutable and replaced whole, its counters have one writer
+    each (jvpn/gateway/traffic.py)."""
     with gw.control:
-        rows = [(live.record, live.traffic.figures(), live.last_rx_ms, live.confirmed,
-                 gw.table.peers.get(live.inner)) for live in gw.table.sessions.values()]
+        return list(gw.table.sessions.values()), dict(gw.table.peers)
+
+
+def sessions(gw, now_ms: int | None = None, refs: tuple[list, dict] | None = None) -> list[dict]:
+    """Every session this gateway serves, sorted by id. ``refs``: from
+    :func:`references` (taken now when absent); each session is read, and
+    the kernel's counters looked up, after the control lock."""
+    lives, peers = references(gw) if refs is None else refs
+    rows = [(live.record, live.traffic.figures(), live.last_rx_ms, live.confirmed,
+             peers.get(live.inner)) for live in lives]
     now = gw.clock_ms() if now_ms is None else now_ms
     out = []
     for rec, traffic, last_rx, confirmed, peer in sorted(rows, key=lambda r: r[0].session_id):
@@ -82,9 +95,14 @@ def _view(gate, rec, traffic: dict, last_rx_ms: int, confirmed: bool, peer) -> S
 
 def states(session_rows: list[dict]) -> dict[str, int]:
     """Sessions by state, every state named (zero included)."""
+    return count_states(row["state"] for row in session_rows)
+
+
+def count_states(names: Iterable[str]) -> dict[str, int]:
+    """State names counted, every state named (zero included)."""
     out = {s.name: 0 for s in State}
-    for row in session_rows:
-        out[row["state"]] = out.get(row["state"], 0) + 1
+    for name in names:
+        out[name] = out.get(name, 0) + 1
     return out
 
 

@@ -134,3 +134,4 @@ TESTRUN_CLIENT_IP, TESTRUN_CLIENT_PORT, TESTRUN_GW_IP = "192.0.2.10", 5555, "192
 # ---------------------------------------------------------------- in-process clusters (tests)
 LOOPBACK = "127.0.0.1"
 CLUSTER_KIT_BASE_PORT = 52000  # node i listens on base + i, on loopback in its namespace
+HUNG_STORE_PORT = 2379  # a "store" that accepts and never answers (a start that waits)

@@ -205,6 +205,16 @@ def test_main_prints_one_line_and_exits_1(not_root, capsys):
     assert len(err.strip().splitlines()) == 1
 
 
+def test_main_error_line_escapes_control_characters(capsys):
+    """A path (or any text) in the error cannot add a line or a NUL to it."""
+    with pytest.raises(SystemExit) as e:
+        main(["gateway", "check", "--config", "no\x01such\n<0>forged\x1b[2J"])
+    assert e.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and err.endswith("\n")
+    assert "no\\x01such\\n<0>forged\\x1b[2J" in err and "\x1b" not in err
+
+
 def test_main_keyboard_interrupt_exits_130(monkeypatch, capsys):
     def interrupted(_paths):
         raise KeyboardInterrupt

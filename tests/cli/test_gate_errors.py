@@ -289,14 +289,16 @@ def test_without_root_a_foreign_record_is_never_called_gone(dirs, monkeypatch):
 
 
 def test_an_unreadable_record_can_be_detached(dirs, as_root, monkeypatch):
-    """Its load error says "run detach": then detach must work."""
+    """Its load error says "detach --force": then that must work, and touch
+    no link (whose program and namespace it named cannot be told)."""
     dirs.run_dir.mkdir(parents=True)
     records.Attachment.path("jvtest0", dirs).write_text("{not json")
-    monkeypatch.setattr(gate_attach, "_same_interface", lambda _ifname, _att: False)
-    with pytest.raises(JvpnError, match=r"unreadable.*run detach"):
+    monkeypatch.setattr(gate_attach, "xdp_prog_id", lambda _ifname: None)
+    with pytest.raises(JvpnError, match=r"unreadable.*detach --force jvtest0"):
         records.Attachment.load("jvtest0", dirs)
-    r = CliRunner().invoke(cli, ["detach", "jvtest0"])
+    r = CliRunner().invoke(cli, ["detach", "jvtest0", "--force"])
     assert r.exit_code == 0, r.output
+    assert "no link was touched" in " ".join(r.stdout.split())
     assert not records.Attachment.path("jvtest0", dirs).exists()
 
 

@@ -39,7 +39,9 @@ class Gate:
     max_sessions = 1024  # runtime slots of the test build
 
     def __init__(self, config: GateConfig | None = None, replay_bits: int = abi.REPLAY_BITS):
-        self.pins = Path("/sys/fs/bpf") / f"jvpn-test-{uuid.uuid4().hex[:12]}"
+        # 15 characters: test_gates.py reads these pins through an attachment
+        # record, whose name must be a valid interface name (jvpn/ifname.py)
+        self.pins = Path("/sys/fs/bpf") / f"jvt-{uuid.uuid4().hex[:11]}"
         self.prog = Program(self.pins, BuildOptions(replay_bits=replay_bits, test_clock=True,
                                                     max_sessions=self.max_sessions,
                                                     max_sources=1024))

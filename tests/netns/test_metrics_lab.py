@@ -24,7 +24,9 @@ pytestmark = pytest.mark.kernel
 
 @pytest.fixture
 def tl(tmp_path):
-    t = TunnelLab(tmp_path, gateway_extra=f"MetricsListen = {METRICS_PORT}\n").up()
+    # MetricsPeers: the per-peer series too (off by default: docs/metrics.md)
+    t = TunnelLab(tmp_path, gateway_extra=f"MetricsListen = {METRICS_PORT}\n"
+                                          "MetricsPeers = yes\n").up()
     yield t
     if t.client is not None and t.client.poll() is None:
         t.client.send_signal(signal.SIGCONT)

@@ -99,7 +99,8 @@ def _commands(name: str) -> list[list[str]]:
     out = []
     for key in ("ExecStart", "ExecStop"):
         if key in service:
-            line = service[key].replace("%i", instance).replace("$JVPN_ATTACH_ARGS", "")
+            line = (service[key].replace("%i", instance).replace("%I", instance)
+                    .replace("$JVPN_ATTACH_ARGS", ""))
             out.append(shlex.split(line))
     return out
 
@@ -111,6 +112,16 @@ def test_the_command_lines_are_ones_jvpn_xdp_accepts(name):
         r = subprocess.run([JVPN_XDP, *argv[1:], "--help"], capture_output=True, text=True,
                            timeout=60)
         assert r.returncode == 0, f"{argv}: {r.stderr}"
+
+
+def test_the_gate_unit_passes_the_unescaped_interface_and_binds_the_escaped_device():
+    """jvpn-gate@br\\x2dlan (systemd-escape br-lan): attach and detach get
+    %I = br-lan; the device unit is named with %i, escaped as systemd names it."""
+    service, gate = unit("jvpn-gate@.service")["Service"], unit("jvpn-gate@.service")["Unit"]
+    for key in ("ExecStart", "ExecStop"):
+        assert "%I" in service[key].split() and "%i" not in service[key], service[key]
+    for key in ("BindsTo", "After"):
+        assert gate[key] == "sys-subsystem-net-devices-%i.device"
 
 
 def test_readiness_and_reload_contract():

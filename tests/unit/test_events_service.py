@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from jvpn.events import EventLog, read
 from jvpn.gateway.listener import ANY, listen_name, open_listener
-from jvpn.service import reopen_on_signal
+from jvpn.service import defer_reopen, reopen_on_signal
 from jvpn_cli.main import cli
 from kits.daemon_kit import events_of, make_gateway
 
@@ -69,6 +69,24 @@ def test_sigusr1_reopens(tmp_path):
         f.rename(tmp_path / "e.jsonl.1")
         os.kill(os.getpid(), signal.SIGUSR1)
         _wait_for(f.exists)  # reopened by a thread the handler started
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+    log.emit("X", "NEW")
+    log.close()
+    assert [e["reason_code"] for e in read(f)] == ["NEW"]
+
+
+def test_sigusr1_during_the_start_is_kept_and_reopens_once_the_log_exists(tmp_path):
+    f = tmp_path / "e.jsonl"
+    old = signal.getsignal(signal.SIGUSR1)
+    try:
+        asked = defer_reopen()
+        log = EventLog("gw", f)  # opened, then logrotate moves it and signals, mid-start
+        f.rename(tmp_path / "e.jsonl.1")
+        os.kill(os.getpid(), signal.SIGUSR1)  # the default action would end pytest
+        assert asked.is_set() and not f.exists()
+        reopen_on_signal(log, asked=asked)
+        _wait_for(f.exists)
     finally:
         signal.signal(signal.SIGUSR1, old)
     log.emit("X", "NEW")

@@ -23,7 +23,12 @@ from jvpn.gate import abi
 from jvpn.gate.userspace import UserspaceGate
 from jvpn.gateway import snapshot
 from jvpn.gateway.daemon import Gateway
-from jvpn.gateway.metrics import MAX_SCRAPES, GatewayCollector, MetricsServer
+from jvpn.gateway.metrics import (
+    MAX_SCRAPES,
+    SNAPSHOT_MAX_AGE_S,
+    GatewayCollector,
+    MetricsServer,
+)
 from jvpn.gateway.ownership import ClusterOwnership
 from jvpn.gateway.reload import restart_only_changes
 from jvpn.gateway.tally import EventTally
@@ -236,7 +241,9 @@ def test_collector_reads_the_live_gateway(tmp_path):
     tally = EventTally()
     g.events.add_listener(tally)
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(GatewayCollector(tally, g, "jvpn-gw"))
+    now = [100.0]  # the snapshot's clock (seconds)
+    registry.register(GatewayCollector(tally, g, "jvpn-gw", per_peer=True,
+                                       clock=lambda: now[0]))
     try:
         _rx_p, rx_b, _tx_p, tx_b = _traffic(g)
         m = _scrape(registry)
@@ -260,7 +267,10 @@ def test_collector_reads_the_live_gateway(tmp_path):
         assert m[("process_resident_memory_bytes", ())] > 0
         assert m[("jvpn_reattach_latency_seconds_count", ())] == 0
         g.datapath.downstream(ipv4(ADDRESS.ip, dst=str(PEER_INNER[0])))
-        # a second scrape sees the state now, not a copy
+        # within SNAPSHOT_MAX_AGE_S a scrape shares the snapshot; after it, the state now
+        now[0] += SNAPSHOT_MAX_AGE_S * 0.9
+        assert _scrape(registry)[("wireguard_sent_bytes_total", alice)] == tx_b
+        now[0] += SNAPSHOT_MAX_AGE_S * 0.1
         assert _scrape(registry)[("wireguard_sent_bytes_total", alice)] > tx_b
     finally:
         g.store.close()

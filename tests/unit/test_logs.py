@@ -30,6 +30,24 @@ def test_a_message_with_newlines_stays_one_line(capsys):
     assert capsys.readouterr().err == "debug: a peer said: x\\n<3>forged\n"
 
 
+def test_nul_and_other_controls_cannot_end_a_journal_record():
+    """journald's stream reader ends a record at NUL as at \\n; ESC drives a
+    terminal. Each is an escape; tab and text beyond ASCII stay."""
+    fmt = logs.LineFormatter(journal=True)
+    rec = logging.LogRecord("jvpn.x", logging.INFO, __file__, 1, "peer said %s",
+                            ("hi\x00<0>FORGED\x1b[2J\x7f\x9b\x01\tété",), None)
+    out = fmt.format(rec)
+    assert out == "<6>peer said hi\\x00<0>FORGED\\x1b[2J\\x7f\\x9b\\x01\tété"
+    assert all(c == "\t" or 0x20 <= ord(c) < 0x7f or ord(c) >= 0xa0 for c in out)
+
+
+def test_one_line_escapes_every_control_but_tab():
+    for c in (*range(0x20), *range(0x7f, 0xa0)):
+        shown = logs.one_line(chr(c))
+        assert shown == "\t" if c == 9 else shown.startswith("\\"), (c, shown)
+    assert logs.one_line("a\\x00") == "a\\\\x00"  # a literal backslash: no ambiguity
+
+
 def _stderr_to_file(tmp_path, monkeypatch):
     f = open(tmp_path / "stderr", "w")  # noqa: SIM115 - closed by the test
     monkeypatch.setattr("sys.stderr", f)

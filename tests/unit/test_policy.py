@@ -58,12 +58,41 @@ def test_every_field_is_optional(field):
     assert getattr(policy_from_dict(data), field.name) == field.default
 
 
-def test_an_empty_file_is_the_default_policy(tmp_path):
+def test_one_field_is_enough_the_rest_are_defaults(tmp_path):
     f = tmp_path / "policy.toml"
-    f.write_text("# nothing set: every default\n")
-    assert load_policy(f) == default_policy()
     f.write_text("[session]\ntransport_lost_ttl_ms = 20000\n")
     assert load_policy(f) == Policy(transport_lost_ttl_ms=20_000)
+
+
+FULL = ("version = 3\n[session]\nmax_lifetime_ms = 3600000\n"
+        "[security]\nreattach_proof_max_age_ms = 500\n")
+
+
+@pytest.mark.parametrize("text", ["", "\n", "# nothing set: every default\n", "version = 3\n",
+                                  "version = 3\n[session]\n", "[session]\n[switching]\n"],
+                         ids=["empty", "newline", "comment", "version", "cut-at-line",
+                              "empty-tables"])
+def test_a_file_that_sets_no_field_is_refused(tmp_path, text):
+    """Every field is optional: an empty or truncated file (a full disk, a
+    copy cut short) would have loaded as the defaults without a word."""
+    f = tmp_path / "policy.toml"
+    f.write_text(text)
+    with pytest.raises(PolicyError) as e:
+        load_policy(f)
+    assert str(e.value) == (f"{f}: no policy field set: remove `Policy =` for the defaults, "
+                            "or set the fields")
+
+
+@pytest.mark.parametrize("cut", [len(FULL) - 1, len(FULL) - 5, FULL.index("reattach") + 3,
+                                 FULL.index("max_lifetime_ms = 36") + 19])
+def test_a_file_cut_mid_line_is_refused(tmp_path, cut):
+    f = tmp_path / "policy.toml"
+    f.write_text(FULL[:cut])
+    with pytest.raises(PolicyError) as e:
+        load_policy(f)
+    assert "does not end with a newline" in str(e.value) and f"{f}:" in str(e.value)
+    f.write_text(FULL)
+    assert load_policy(f).max_lifetime_ms == 3_600_000
 
 
 @pytest.mark.parametrize("text,line,needles", [
@@ -117,7 +146,7 @@ def test_unknown_field_and_bad_files(tmp_path):
     with pytest.raises(PolicyError, match="no such policy file"):
         load_policy(tmp_path / "missing.toml")
     bad = tmp_path / "bad.toml"
-    bad.write_text("version = [")
+    bad.write_text("version = [\n")
     with pytest.raises(PolicyError, match="not valid TOML"):
         load_policy(bad)
     assert policy_from_dict({k: v for k, v in SAMPLE.items() if k != "version"}).version == 1
