@@ -18,10 +18,9 @@ from __future__ import annotations
 import ipaddress
 import socket
 import threading
-import time
 from collections.abc import Callable
 
-from jvpn import pathmtu
+from jvpn import client_clock, pathmtu
 from jvpn.backoff import Backoff
 from jvpn.client_handshake import RECV_TIMEOUT_S, ClientError, ClientHandshake
 from jvpn.client_orphan import OrphanWatch
@@ -121,6 +120,7 @@ class Client(ClientHandshake, ClientReattach, ClientRenew, PathSizing):
                  events: EventLog, tun_name: str = "jvpn0", keepalive_ms: int = 500,
                  max_missed: int = 3, retry_ms: int = RETRY_BASE_MS,
                  clock_ms: Callable[[], int] | None = None,
+                 wall_ms: Callable[[], int] | None = None,
                  socket_factory: Callable[[], socket.socket] | None = None, tun_mtu: int = TUN_MTU,
                  route_plan: RoutePlan | None = None, path_mtu: int | None = None,
                  orphan_timeout_ms: int = DEFAULT_ORPHAN_TIMEOUT_MS,
@@ -137,7 +137,8 @@ class Client(ClientHandshake, ClientReattach, ClientRenew, PathSizing):
         self.events = events
         self.tun_name = tun_name
         self.keepalive_ms, self.max_missed, self.retry_ms = keepalive_ms, max_missed, retry_ms
-        self.clock_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
+        self.clock_ms = clock_ms or client_clock.timer_ms  # timers (jvpn/client_clock.py)
+        self.wall_ms = wall_ms or clock_ms or client_clock.wall_ms  # a test's clock_ms: both
         jitter = {"rand": rand} if rand is not None else {}
         self.retry = Backoff(retry_ms, max(retry_ms, RETRY_CAP_MS), **jitter)
         self.handshake_wait = Backoff(HANDSHAKE_BASE_MS, HANDSHAKE_CAP_MS, **jitter)
@@ -219,6 +220,7 @@ class Client(ClientHandshake, ClientReattach, ClientRenew, PathSizing):
         socket and the TUN. Idempotent. Returns what could not be removed
         (one line each)."""
         self.stop()
+        self.join_loops()
         self.send_terminate()  # before the routes go: a full tunnel's mark still routes it
         left = self.routes.undo()  # first: no packet is routed into a closing tunnel
         for s in (self.sock,):
@@ -235,13 +237,18 @@ class Client(ClientHandshake, ClientReattach, ClientRenew, PathSizing):
         told at once (our TERMINATE), before the teardown's hooks run."""
         while not self._stop.wait(0.5):
             pass
+        self.join_loops()
         self.send_terminate()
         return self.failed
 
     # ------------------------------------------------------------ sending
     def send_data(self, packet: bytes) -> None:
+        with self._lock:  # nothing sealed after our TERMINATE's counter (join_loops)
+            msgs = None if self.said_goodbye else self.channel.seal_packet(packet)
+        if msgs is None:
+            return
         try:
-            send_messages(self.sock, self.channel.seal_packet(packet), self.endpoint)
+            send_messages(self.sock, msgs, self.endpoint)
         except OSError:
             self._wake.set()  # a send error: look at the path now
 
@@ -327,6 +334,8 @@ class Client(ClientHandshake, ClientReattach, ClientRenew, PathSizing):
         while not self._stop.is_set():
             self._wake.wait(0.05)
             self._wake.clear()
+            if self._stop.is_set():  # stop() woke us: no keepalive may follow our TERMINATE
+                return
             now = self.clock_ms()
             self.events.flush()  # summaries whose interval is over (a flood that stopped)
             if self.renewing:

@@ -11,10 +11,13 @@ What the client can tell apart:
   listens on that port;
 - only cookie replies: the gateway is under load (its HandshakesPerSecond);
 - a response that does not decrypt: something answered as the gateway
-  without the key the client expects;
+  without the key the client expects -- if every attempt met one; fewer are
+  late or forged replies (ignored: the attempt keeps waiting) and said so;
 - answers from another address or port: dropped unread (a gateway behind a
   NAT or answering from another address than Endpoint);
-- no initiation could be sent at all (no route to the Endpoint).
+- no initiation could be sent at all (no route to the Endpoint);
+- every send failed on an ICMP error queued for the socket (IP_RECVERR):
+  drained and retried, then worded as ICMP, never as a routing problem.
 """
 
 from __future__ import annotations
@@ -31,16 +34,24 @@ class Observed:
     strangers: int = 0  # datagrams from another address or port, dropped
     unsent: int = 0  # initiations the kernel refused to send (no route...)
     unsent_why: str = ""
+    icmp_unsent: int = 0  # initiations every send of which failed on an ICMP error
 
 
 def cause_line(o: Observed, endpoint: tuple[str, int], seconds: float) -> str:
     """The failure in one line: what was seen, the likely causes, the keys."""
     where = f"{endpoint[0]}:{endpoint[1]}"
     head = f"no session with the gateway {where} after {o.attempts} attempts ({seconds:.0f} s)"
+    if o.icmp_unsent and not o.refused and o.icmp_unsent + o.unsent == o.attempts:
+        return (f"{head}: refused (ICMP): every send failed on an ICMP error reported to the "
+                f"socket ({o.icmp_unsent}x), none of them a port unreachable from {where} "
+                "(forged ICMP errors, a flood, can do this); check the network path to "
+                f"{endpoint[0]} and that the gateway runs, then try again")
     if o.unsent and o.unsent == o.attempts:
         return (f"{head}: no initiation could be sent ({o.unsent_why}): check this host's "
                 f"route to {endpoint[0]} and [Peer] Endpoint")
-    if o.undecryptable:
+    if o.undecryptable and o.undecryptable < o.attempts:  # some attempts met silence
+        head += f" ({o.undecryptable}x a reply did not verify (late or forged): ignored)"
+    elif o.undecryptable:  # every attempt's reply failed: the keys do not match
         return (f"{head}: a response did not decrypt ({o.undecryptable}x): whatever answers at "
                 "Endpoint is not the gateway whose key is [Peer] PublicKey; check PublicKey "
                 "(the gateway's public key) and Endpoint in the client config")

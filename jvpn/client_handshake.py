@@ -13,9 +13,13 @@ from jvpn.config import HANDSHAKE_ATTEMPTS
 from jvpn.gate import abi
 from jvpn.handshake import Assignment, HandshakeError, Initiator
 from jvpn.keys import SessionKeys
+from jvpn.session import Transport
 from jvpn.tunnel import DataChannel
 
 RECV_TIMEOUT_S = 0.2  # the receive loop's timeout, put back after the handshake
+SEND_TRIES = 4  # an initiation's sends while ICMP errors keep failing them
+UNVERIFIED = "a reply did not verify (late or forged): ignored"
+KEEP_INITIATORS = 2  # a response to the attempt before is still accepted (it came late)
 
 
 class ClientError(Exception):
@@ -46,6 +50,7 @@ class ClientHandshake:
     def _handshake(self, attempts: int) -> Assignment:
         seen, cookie, started = Observed(), None, time.monotonic()
         drops_before = self.drops.total
+        inits: list[Initiator] = []  # this attempt's first, then the one before
         for k in range(attempts):
             if self._stop.is_set():  # SIGTERM/SIGINT while still looking for the gateway
                 raise ClientError("stopped by a signal before the gateway answered")
@@ -53,32 +58,64 @@ class ClientHandshake:
                           f"attempt {k + 1}/{attempts}")
             init = Initiator(self.private_key, self.gateway_public)
             init.cookie = cookie
+            inits = [init, *inits[:KEEP_INITIATORS - 1]]
             seen.attempts += 1
             self._send_initiation(init.initiation(), seen)
-            msg = self._handshake_reply(self.handshake_wait.delay_ms(k) / 1000, seen)
-            try:
-                if msg is not None and msg[0] == abi.MSG_COOKIE_REPLY:
-                    init.consume_cookie(msg)
-                    cookie, seen.cookies = init.cookie, seen.cookies + 1
-                    self.events.emit("HandshakeCookie", "RATE_LIMITED",
-                                     detail="gateway under load: retrying with its cookie")
-                elif msg is not None:
-                    return self._attached(*init.response(msg))
-            except HandshakeError as e:
-                seen.undecryptable += msg[0] == abi.MSG_HANDSHAKE_RESP
-                self.events.emit("HandshakeFailed", "HANDSHAKE_FAIL", detail=str(e))
+            got = self._await_reply(inits, self.handshake_wait.delay_ms(k) / 1000, seen)
+            if isinstance(got, Assignment):
+                return got
+            cookie = got if got is not None else cookie
         seen.strangers = self.drops.total - drops_before
         raise HandshakeFailed(cause_line(seen, self.endpoint, time.monotonic() - started))
 
-    def _send_initiation(self, msg: bytes, seen: Observed) -> None:
+    def _await_reply(self, inits: list[Initiator], timeout_s: float,
+                     seen: Observed) -> Assignment | bytes | None:
+        """Until the deadline: the Assignment of a response that opens under
+        one of ``inits`` (the gateway answered this attempt, or the one
+        before: either session is the gateway's), or a cookie (the next
+        attempt carries it), or None. A reply that does not open is counted
+        and ignored: one forged or stray datagram must not end the attempt."""
+        deadline = time.monotonic() + timeout_s
+        while (msg := self._handshake_reply(deadline - time.monotonic(), seen)) is not None:
+            if msg[0] == abi.MSG_COOKIE_REPLY:
+                if (cookie := self._cookie(inits[0], msg)) is not None:
+                    return cookie
+                continue
+            for init in inits:
+                try:
+                    return self._attached(*init.response(msg))
+                except HandshakeError:
+                    continue
+            seen.undecryptable += 1
+            # unauthenticated: anyone can send these, so one summary line per interval
+            self.events.emit_unauthenticated("HandshakeFailed", "HANDSHAKE_FAIL",
+                                             Transport(*self.endpoint), detail=UNVERIFIED)
+        return None
+
+    def _cookie(self, init: Initiator, msg: bytes) -> bytes | None:
         try:
+            init.consume_cookie(msg)
+        except HandshakeError:  # not for this initiation (forged, or an older one's)
+            return None
+        self.events.emit("HandshakeCookie", "RATE_LIMITED",
+                         detail="gateway under load: retrying with its cookie")
+        return init.cookie
+
+    def _send_initiation(self, msg: bytes, seen: Observed) -> None:
+        """With IP_RECVERR on, any ICMP error queued for the socket (ours, or
+        a forged one naming any destination) fails the next send: drained
+        and retried a few times, and counted as ICMP, not as a routing
+        failure (review R3 #8)."""
+        for _ in range(SEND_TRIES):
             try:
                 self.sock.sendto(msg, self.endpoint)
-            except ConnectionRefusedError:  # an earlier initiation's ICMP, reported on this send
+                return
+            except ConnectionRefusedError:  # an ICMP error reported on this send
                 seen.refused += self._refusals()
-                self.sock.sendto(msg, self.endpoint)
-        except OSError as e:  # no route (an uplink down): counted; the next attempt may pass
-            seen.unsent, seen.unsent_why = seen.unsent + 1, e.strerror or str(e)
+            except OSError as e:  # no route (an uplink down): counted; the next attempt may pass
+                seen.unsent, seen.unsent_why = seen.unsent + 1, e.strerror or str(e)
+                return
+        seen.icmp_unsent += 1
 
     def _handshake_reply(self, timeout_s: float, seen: Observed) -> bytes | None:
         """The gateway's next COOKIE_REPLY or HANDSHAKE_RESP; None after timeout_s."""

@@ -118,9 +118,12 @@ class PathSizing:
         """A keepalive that announces our path MTU (the gateway sizes its
         datagrams to us with it: docs/protocol.md "Sizing")."""
         self.size.announced(now, self.reattaches)
+        with self._lock:  # never sealed after our TERMINATE (Client.join_loops)
+            if self.said_goodbye:
+                return
+            msg = self.channel.seal(pathmtu.announcement(self.size.path_mtu), abi.MSG_KEEPALIVE)
         try:
-            self.sock.sendto(self.channel.seal(pathmtu.announcement(self.size.path_mtu),
-                                               abi.MSG_KEEPALIVE), self.endpoint)
+            self.sock.sendto(msg, self.endpoint)
         except OSError:
             pass
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 from dataclasses import dataclass
 
 from jvpn import wire
 from jvpn.gate import abi
 
+LOOP_JOIN_S = 1.0  # at stop: how long the monitor and receive loops may take to end
 FATAL_REJECTS = {"SESSION_NOT_FOUND", "SESSION_EXPIRED"}
 # the gateway refused this request but a new one may pass: another switch was
 # in flight, or the sequence is spent (its switch failed or was aborted)
@@ -63,12 +65,12 @@ class ClientReattach:
     def _send_request(self) -> None:
         with self._lock:
             p = self.pending
-            if p is None:
+            if p is None or self.said_goodbye:  # never after our TERMINATE (join_loops)
                 return
             hdr = wire.Header(type=abi.MSG_REATTACH_REQ, session_id=self.session_id,
                               counter=self.channel.next_counter())
             msg = wire.seal_control(hdr, self.keys.hdr_c2s, self.keys.reattach, p.seq,
-                                    self.clock_ms(), p.nonce, self.epoch)
+                                    self.wall_ms(), p.nonce, self.epoch)
         try:
             self.sock.sendto(msg, self.endpoint)
         except OSError:
@@ -156,6 +158,17 @@ class ClientReattach:
         else:
             self._stop.set()
         self._wake.set()
+
+    def join_loops(self, timeout_s: float = LOOP_JOIN_S) -> None:
+        """The monitor and receive loops end (bounded): none of their
+        keepalives or requests may overtake our TERMINATE (sealed with a
+        higher counter and verified first, it would raise the gateway's
+        control floor above the TERMINATE's: dropped as a replay). The TUN
+        loop, blocked in read(), is stopped by ``said_goodbye`` instead."""
+        me = threading.current_thread()
+        for t in self._threads:
+            if t is not me and t.name in ("_monitor_loop", "_udp_loop"):
+                t.join(timeout_s)
 
     def send_terminate(self) -> None:
         """Once, best effort: an authenticated TERMINATE (CLIENT_STOPPED,

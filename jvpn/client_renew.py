@@ -34,6 +34,7 @@ class ClientRenew:
     def renew(self) -> None:
         """The new session (receive loop's thread), or the agent stops with why."""
         old_sid, old = self.session_id, self.assignment
+        kept = (self.assignment, self.keys, self.channel)  # put back if the new one is left
         self.progress(f"session {old_sid:016x} ended ({self.failed}): a new handshake")
         try:
             a = self.handshake()
@@ -41,8 +42,10 @@ class ClientRenew:
             self._renew_failed(str(e))
             return
         if (a.client_inner, a.client_inner6) != (old.client_inner, old.client_inner6):
+            self._leave_new_session(kept)
             self._renew_failed(f"the new session {a.session_id:016x} has other inner addresses "
-                               f"({a.client_inner}) than the TUN ({old.client_inner})")
+                               f"({a.client_inner}) than the TUN ({old.client_inner}): told "
+                               "the gateway it is not used")
             return
         with self._lock:
             self.epoch, self.pending, self.retry_at = 0, None, None
@@ -54,6 +57,18 @@ class ClientRenew:
         self.events.emit(EventType.SESSION_RENEWED, Reason.HANDSHAKE_OK, a.session_id,
                          old_session_id=f"{old_sid:016x}", detail=line)
         self.notice(f"jvpn client: {line}")
+
+    def _leave_new_session(self, kept: tuple) -> None:
+        """A new session the client will not use (its addresses are not the
+        TUN's): the gateway is told at once (our TERMINATE under its keys),
+        then the client's state names the old session again (the one its
+        TUN, its report and its exit line are about), which was told before."""
+        with self._lock:
+            self.gateway_ended = self.said_goodbye = False
+        self.send_terminate()
+        with self._lock:
+            self.assignment, self.keys, self.channel = kept
+            self.said_goodbye = True
 
     def _renew_failed(self, why: str) -> None:
         with self._lock:

@@ -28,6 +28,7 @@ import ipaddress
 import os
 import struct
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -123,18 +124,39 @@ class Initiator:
     clock_ns: Callable[[], int] = time.time_ns
 
     def __post_init__(self):
-        self._noise = NoiseConnection.from_name(PROTOCOL)
-        self._noise.set_as_initiator()
-        self._noise.set_prologue(PROLOGUE)
-        self._noise.set_keypair_from_private_bytes(Keypair.STATIC, self.private)
-        self._noise.set_keypair_from_public_bytes(Keypair.REMOTE_STATIC, self.gateway_public)
-        self._noise.start_handshake()
+        # The ephemeral key and the timestamp are kept so a response can be
+        # tried on a REPLAYED Noise state (_replay): a failed read_message
+        # spoils the state it ran on, and one forged reply must not spoil
+        # this attempt for the genuine one that follows (review R3 #1).
+        self._ephemeral = os.urandom(32)
+        self._timestamp: bytes | None = None
+        self._body = b""
         self.last_mac1 = b""
         self.cookie: bytes | None = None
 
+    def _replay(self) -> NoiseConnection:
+        """A Noise state that has written exactly our msg1 (same ephemeral, same payload)."""
+        noise = NoiseConnection.from_name(PROTOCOL)
+        noise.set_as_initiator()
+        noise.set_prologue(PROLOGUE)
+        noise.set_keypair_from_private_bytes(Keypair.STATIC, self.private)
+        noise.set_keypair_from_private_bytes(Keypair.EPHEMERAL, self._ephemeral)
+        noise.set_keypair_from_public_bytes(Keypair.REMOTE_STATIC, self.gateway_public)
+        with warnings.catch_warnings():  # "ephemeral set: testing only": ours is random, kept
+            warnings.filterwarnings("ignore", "One of ephemeral keypairs", UserWarning)
+            noise.start_handshake()
+        if self._timestamp is not None:
+            if noise.write_message(self._timestamp) != self._body:  # deterministic by design
+                raise HandshakeError("bad_state", "replayed initiation differs")
+        return noise
+
     def initiation(self) -> bytes:
         hdr = wire.Header(type=abi.MSG_HANDSHAKE_INIT, session_id=0, counter=0).pack()
-        body = hdr + self._noise.write_message(struct.pack("!Q", self.clock_ns()))
+        self._timestamp = None
+        noise = self._replay()
+        self._timestamp = struct.pack("!Q", self.clock_ns())
+        self._body = noise.write_message(self._timestamp)
+        body = hdr + self._body
         mac1 = _mac(mac1_key(self.gateway_public), body)
         mac2 = _mac(self.cookie, body + mac1) if self.cookie else bytes(MAC_LEN)
         self.last_mac1 = mac1
@@ -156,15 +178,18 @@ class Initiator:
         hdr = wire.parse_header(msg)
         if hdr.type != abi.MSG_HANDSHAKE_RESP:
             raise HandshakeError("unexpected_type", str(hdr.type))
+        if self._timestamp is None:
+            raise HandshakeError("unexpected_type", "no initiation sent")
+        noise = self._replay()  # a fresh copy per reply: a forged one spoils only its copy
         try:
-            payload = self._noise.read_message(msg[abi.HDR_LEN:])
+            payload = noise.read_message(msg[abi.HDR_LEN:])
         except Exception as e:  # noqa: BLE001 - noiseprotocol raises several unrelated types
             raise HandshakeError("bad_response", str(e)) from None
         assignment = Assignment.unpack(payload)
         sid = assignment.session_id
         if sid != hdr.session_id or sid == 0:
             raise HandshakeError("bad_response", "session id mismatch")
-        keys = _split(self._noise, sid, initiator=True)
+        keys = _split(noise, sid, initiator=True)
         if not hdr.tag_valid(keys.hdr_s2c):
             raise HandshakeError("bad_response", "header tag")
         return assignment, keys

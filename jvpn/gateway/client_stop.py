@@ -12,24 +12,71 @@ spent the session's control budget."""
 from __future__ import annotations
 
 from jvpn import wire
+from jvpn.codes import EventType, Reason
 from jvpn.gate import abi
 from jvpn.replay import ControlWindows
+from jvpn.session import Event, IllegalTransition, State, apply
+from jvpn.store import StoreError
 
 
 def verified(msg: bytes, live, windows: ControlWindows) -> str | None:
-    """The TERMINATE's reason if ``msg`` is an authentic, fresh TERMINATE
-    of ``live`` (a session served here, or None), else None."""
+    """CLIENT_STOPPED if ``msg`` is an authentic, fresh TERMINATE of
+    ``live`` (a session served here, or None), else None. The reason index
+    the client put in it is not echoed (review R3 #7): whatever it says,
+    the client stopped, and the event log must not carry its choice."""
     if live is None:
         return None
-    keys = live.keys
+    return authentic(msg, live.record.session_id, live.keys, windows)
+
+
+def authentic(msg: bytes, sid: int, keys, windows: ControlWindows) -> str | None:
+    """CLIENT_STOPPED if ``msg`` is session ``sid``'s fresh TERMINATE under ``keys``."""
     try:
-        hdr, (index,) = wire.open_control(msg, keys.reattach)
+        hdr, _fields = wire.open_control(msg, keys.reattach)
     except wire.WireError:
         return None
-    sid = live.record.session_id
     if hdr.type != abi.MSG_TERMINATE or hdr.session_id != sid or not hdr.tag_valid(keys.hdr_c2s):
         return None
     if not windows.mark(sid, hdr.counter):
         return None  # a copy of one already acted on (or older than the window)
-    reasons = wire.TERMINATE_REASONS
-    return reasons[index] if index < len(reasons) else "CLIENT_STOPPED"
+    return "CLIENT_STOPPED"
+
+
+def not_served(msg: bytes, src, sid: int, table, windows: ControlWindows, follower,
+               events, now_ms: int) -> None:
+    """A TERMINATE for a session not served here (a cluster non-owner: the
+    client's path moved here, or it stopped while its reattach was parked
+    here). Verified under our standby keys, it cancels a parked reattach and
+    ends the record in the store (:func:`end_in_store`); anything else is
+    counted (one summary line per interval)."""
+    keys, _owner = table.standby.get(sid, (None, None))
+    if keys is None or authentic(msg, sid, keys, windows) is None:
+        events.emit_unauthenticated(
+            EventType.SESSION_TERMINATED, Reason.SESSION_NOT_FOUND, src, sid,
+            detail="a TERMINATE for a session not served here, unverified: ignored")
+        return
+    cancelled = follower.cancel_parked(sid)
+    outcome = end_in_store(table.store, sid, now_ms)
+    events.emit(EventType.SESSION_TERMINATED, Reason.CLIENT_STOPPED, sid, src,
+                detail=f"the client's TERMINATE at a gateway that does not own the session"
+                       f"{': its parked reattach cancelled' * cancelled}; {outcome}")
+
+
+def end_in_store(store, sid: int, now_ms: int) -> str:
+    """A cluster non-owner verified the client's TERMINATE under its standby
+    keys (review R3 #5): the record goes TERMINATED by compare-and-swap on
+    its version, and the owner's watch drops the session. Fencing: the
+    owner's own writes race ours on the version and one wins; if the owner
+    wins, nothing changed here (the outcome says so). One line: what happened."""
+    try:
+        got = store.get(sid)
+        if got is None:
+            return "the store has no record of it"
+        rec = got[0]
+        if rec.state is State.TERMINATED:
+            return "already ended"
+        new, _tr = apply(rec, Event.CLIENT_STOP, now_ms)
+        store.cas(sid, rec.version, new)
+    except (StoreError, IllegalTransition) as e:
+        return f"not ended here ({e}): its owner keeps it until its TTL"
+    return f"ended in the store (its owner {rec.owner or '?'} drops it)"

@@ -149,6 +149,10 @@ class ControlPath:
         control window, which records it). Anything else changes nothing."""
         sid = int.from_bytes(msg[8:16], "little") if len(msg) >= 16 else 0
         live = self.table.get(sid)
+        if live is None:  # a cluster non-owner's standby, or nothing (client_stop.py)
+            client_stop.not_served(msg, src, sid, self.table, self.reattach.windows,
+                                   self.follower, self.events, self.clock_ms())
+            return
         reason = client_stop.verified(msg, live, self.reattach.windows)
         if reason is None:
             return

@@ -16,11 +16,16 @@ from jvpn.session import SessionRecord, Transport
 
 class Reject(Exception):
     def __init__(self, reason: Reason, security: Security | None = None, detail: str = "",
-                 authenticated: bool = False, seq: int = 0, epoch: int = 0):
+                 authenticated: bool = False, seq: int = 0, epoch: int = 0,
+                 terminate: str | None = None):
         super().__init__(f"{reason}: {detail}")
         self.reason, self.security, self.detail = reason, security, detail
         self.authenticated, self.seq = authenticated, seq
         self.epoch = epoch  # told with a stale epoch: the session's current one
+        # the session is over: the key holder is told with a sealed TERMINATE
+        # carrying this reason (TERMINATE_REASONS) instead of a REATTACH_REJECT,
+        # so a policy's end is not read as a renewable expiry (review R3 #2)
+        self.terminate = terminate
 
 
 @dataclass
@@ -76,6 +81,9 @@ class Decision:
         r = self.reject
         if r is None or not r.authenticated:
             return None  # never answer what we could not authenticate (no reflection)
+        if r.terminate is not None:
+            return Reply(abi.MSG_TERMINATE, (wire.TERMINATE_REASONS.index(r.terminate),),
+                         self.src)
         return Reply(abi.MSG_REATTACH_REJECT, (r.seq, wire.REJECT_REASONS.index(r.reason),
                                                  min(r.epoch, wire.EPOCH_MAX)), self.src)
 

@@ -86,6 +86,9 @@ class NullFollower:
     def expire_parked(self) -> None:
         pass
 
+    def cancel_parked(self, sid: int) -> bool:
+        return False
+
     def sweep_if_due(self) -> None:
         pass
 
@@ -277,6 +280,10 @@ class ClusterFollower:
                 self.store.register_gateway(self.ownership.node_id, self.store.lease_ttl_s)
             except StoreError:
                 return
+
+    def cancel_parked(self, sid: int) -> bool:
+        """The key holder stopped (its TERMINATE verified): its parked request is void."""
+        return self.waiting.pop(sid, None) is not None
 
     def expire_parked(self) -> None:
         now = self.clock_ms()

@@ -246,7 +246,7 @@ class ReattachServer(PathValidation):
 
     def _check_alive(self, rec: SessionRecord, now: int) -> None:
         if rec.state is State.TERMINATED:
-            raise Reject(Reason.SESSION_EXPIRED, None, "terminated")
+            raise Reject(self._ended_by(rec), None, "terminated")
         if rec.state not in REATTACH_STATES:
             raise Reject(Reason.POLICY_DENY, None, f"invalid_state_for_reattach {rec.state.name}")
         if now - rec.created_ms > self.policy.max_lifetime_ms:
@@ -254,6 +254,18 @@ class ReattachServer(PathValidation):
         lost = rec.transport_lost_ms
         if lost is not None and now - lost > self.policy.transport_lost_ttl_ms:
             raise Reject(Reason.SESSION_EXPIRED, None, "transport_ttl_exceeded")
+
+    def _ended_by(self, rec: SessionRecord) -> Reason:
+        """Why a TERMINATED record ended, as far as it tells: SESSION_EXPIRED
+        only if a TTL had run out when it ended (last_change_ms); anything
+        else (policy, operator, revocation, the client) is not an expiry and
+        must not read as a renewable one (review R3 #2). The record keeps no
+        cause: an unclear case is the non-renewable one."""
+        at, lost = rec.last_change_ms, rec.transport_lost_ms
+        if at - rec.created_ms >= self.policy.max_lifetime_ms or (
+                lost is not None and at - lost >= self.policy.transport_lost_ttl_ms):
+            return Reason.SESSION_EXPIRED
+        return Reason.POLICY_TERMINATION
 
     @staticmethod
     def _fields(msg: bytes, t: int) -> tuple:
@@ -340,10 +352,10 @@ class ReattachServer(PathValidation):
             steps = self._to_recovering(consumed, p.src, p.now)
             steps.append(apply(steps[-1][0], Event.REATTACH_INVALID, p.now, candidate=None))
         new = steps[-1][0]
-        if new.state is State.TERMINATED:
-            reject = Reject(Reason.SESSION_EXPIRED, Security.SEC_ABUSE_CONTROL_PLANE,
+        if new.state is State.TERMINATED:  # told where the key holder is now, not renewable
+            reject = Reject(Reason.POLICY_TERMINATION, Security.SEC_ABUSE_CONTROL_PLANE,
                             "RECOVERY_BOUNDS_EXCEEDED: terminated", authenticated=True,
-                            seq=p.seq)
+                            seq=p.seq, terminate=Reason.POLICY_TERMINATION)
         else:
             reject = Reject(Reason.POLICY_DENY, Security.SEC_ABUSE_CONTROL_PLANE,
                             "switch_rate_limited", authenticated=True, seq=p.seq)

@@ -10,6 +10,8 @@ import time
 import pytest
 
 from jvpn.gate import abi
+from jvpn.gateway.follower import Parked
+from jvpn.lab.addresses import LOOPBACK
 from jvpn.lab.wait import wait_until
 from jvpn.session import State, Transport
 from kits.cluster_kit import Cluster, netns
@@ -151,7 +153,7 @@ def test_two_gateways_race_for_one_session(tmp_path):
             req = wire.seal_control(
                 wire.Header(type=abi.MSG_REATTACH_REQ, session_id=sid,
                             counter=client.channel.next_counter()),
-                client.keys.hdr_c2s, client.keys.reattach, client.seq, client.clock_ms(),
+                client.keys.hdr_c2s, client.keys.reattach, client.seq, client.wall_ms(),
                 b"\x01" * wire.NONCE_LEN, client.epoch)
             src = Transport("127.0.0.1", 40000)
             gws = [c.gateways["gw-b"], c.gateways["gw-c"]]
@@ -269,3 +271,29 @@ def test_a_replayed_spent_request_at_another_gateway_starts_no_handoff(cluster):
     assert (after.owner, after.handoff_to, after.binding) == ("gw-b", "", rec.binding)
     assert not a.events.has("OwnershipHandoff", "HANDOFF_REQUESTED")
     assert a.events.has("ReattachResult", "REPLAY_DETECTED")
+
+
+def test_a_terminate_at_the_non_owner_ends_the_session(cluster):
+    """Review R3 #5: the client's TERMINATE that reaches a gateway which is
+    not the session's owner (its path moved there) is verified under that
+    gateway's standby keys and ends the record in the store; the owner's
+    watch drops the session."""
+    c = cluster
+    client = c.connect("gw-a")
+    sid = client.session_id
+    a, b = c.gateways["gw-a"], c.gateways["gw-b"]
+    wait_until(lambda: sid in b.table.standby, "gw-b stands by for the session", timeout=5)
+    # as if its reattach were parked at gw-b, waiting for gw-a to release
+    b.follower.waiting[sid] = Parked(b"", Transport(LOOPBACK, 1), until_ms=1 << 62)
+    client.endpoint = (LOOPBACK, c.ports["gw-b"])  # the path now leads to gw-b
+    client.down()  # stops; its one TERMINATE goes to gw-b
+    c.client = None
+    wait_until(lambda: sid not in a.sessions, "the owner drops the session", timeout=5)
+    assert sid not in b.follower.waiting  # the parked request is void
+    store = c.store()
+    try:
+        assert store.get(sid) is None or store.get(sid)[0].state is State.TERMINATED
+    finally:
+        store.close()
+    assert any(e["event_type"] == "SessionTerminated" and e["reason_code"] == "CLIENT_STOPPED"
+               for e in b.events.recent)

@@ -189,7 +189,7 @@ EP = ("192.0.2.1", 51900)
     (Observed(attempts=4, refused=3), ["ICMP port unreachable", "nothing listens",
                                        "ListenPort"]),
     (Observed(attempts=4, cookies=4), ["under load", "HandshakesPerSecond"]),
-    (Observed(attempts=4, undecryptable=1), ["did not decrypt", "PublicKey"]),
+    (Observed(attempts=4, undecryptable=4), ["did not decrypt", "PublicKey"]),
     (Observed(attempts=4, strangers=2), ["another address", "Endpoint"]),
     (Observed(attempts=4, unsent=4, unsent_why="Network is unreachable"),
      ["Network is unreachable", "route to 192.0.2.1", "Endpoint"]),

@@ -106,3 +106,26 @@ def test_a_replayed_terminate_does_not_end_a_later_session(h):
     h.handle(bytes(moved), OLD)
     assert h.store.get(sid2)[0].state is State.ATTACHED and sid2 in h.gate.model.sessions
     assert not ended(h, sid2)
+
+
+def test_the_reason_the_client_chose_is_not_echoed(h):
+    """Review R3 #7: a key holder's TERMINATE naming POLICY_TERMINATION (or
+    any index) is logged as what it is: the client stopped."""
+    msg = wire.seal_control(
+        wire.Header(type=abi.MSG_TERMINATE, session_id=SID, counter=next(h.c2s)),
+        KEYS.hdr_c2s, KEYS.reattach, wire.TERMINATE_REASONS.index("POLICY_TERMINATION"))
+    h.handle(msg, OLD)
+    assert h.store.get(SID) is None
+    assert all("POLICY_TERMINATION" not in str(e) for e in h.events.recent)
+
+
+def test_one_for_a_session_not_served_here_is_counted(h):
+    """Review R3 #5: a TERMINATE for a session this gateway does not serve
+    (and holds no standby keys for) changes nothing and is counted in the
+    unauthenticated summary, not dropped silently."""
+    other = SID ^ 0xFF
+    h.handle(terminate(h, sid=other), OLD)
+    assert SID in h.table.sessions
+    h.events.close()  # writes the summary of unauthenticated rejections
+    [summary] = [e for e in h.events.recent if e["event_type"] == "SessionTerminated"]
+    assert summary["reason_code"] == "SESSION_NOT_FOUND" and summary["count"] == 1
