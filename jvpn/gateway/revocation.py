@@ -119,6 +119,7 @@ class Revocation:
                 self.table.terminate(sid, Event.PEER_REVOKED, detail=detail)
             except Exception as e:  # noqa: BLE001 - per session: the others go on
                 self.incidents.report("revoke", e)
+                self.table.quarantine(sid)  # fail closed meanwhile: no traffic either way
                 pending.add(sid)
                 failed.append(f"{sid:016x}: {' '.join(str(e).split()) or type(e).__name__}")
                 continue
