@@ -292,7 +292,8 @@ def test_a_terminate_at_the_non_owner_ends_the_session(cluster):
     assert sid not in b.follower.waiting  # the parked request is void
     store = c.store()
     try:
-        assert store.get(sid) is None or store.get(sid)[0].state is State.TERMINATED
+        got = store.get(sid)  # once: the owner deletes it meanwhile
+        assert got is None or got[0].state is State.TERMINATED
     finally:
         store.close()
     assert any(e["event_type"] == "SessionTerminated" and e["reason_code"] == "CLIENT_STOPPED"
