@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from jvpn import wire
 from jvpn.codes import EventType, Reason, Security
+from jvpn.config import UNCONFIRMED_TTL_MS  # the client's accepted-answer window too
 from jvpn.events import EventLog
 from jvpn.gate import abi
 from jvpn.gateway import client_stop
@@ -23,9 +24,6 @@ from jvpn.store import StoreError
 from jvpn.tunnel import CounterUnavailable
 
 Send = tuple[bytes, Transport]
-# An unconfirmed session ends after this long without its initiator's first
-# message (WireGuard's REKEY_TIMEOUT; the client sends a keepalive at once)
-UNCONFIRMED_TTL_MS = 5_000
 
 
 class ControlPath:
