@@ -107,7 +107,10 @@ class ControlPath:
         if live.confirmed or rec.session_id not in self.table or src != rec.binding:
             return
         old = self.table.for_inner(live.inner)
-        self.table.confirm(live)
+        try:
+            self.table.confirm(live)
+        except StoreError:
+            return  # not recorded: not confirmed (the initiator's next message retries)
         if old is not None and old is not live:
             self.table.transition(old, Event.POLICY_TERMINATE,
                                   detail="replaced by a new handshake")
