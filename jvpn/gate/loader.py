@@ -208,10 +208,15 @@ def pinned_prog_id(pins: Path) -> int | None:
     if fd < 0:
         return None
     try:
-        info = (ctypes.c_uint8 * 16)()  # struct bpf_prog_info begins: u32 type, u32 id
-        size = ctypes.c_uint32(ctypes.sizeof(info))
-        if _lib().bpf_obj_get_info_by_fd(fd, info, ctypes.byref(size)) != 0:
-            return None
-        return int.from_bytes(bytes(info[4:8]), "little")
+        return prog_fd_id(fd)
     finally:
         os.close(fd)
+
+
+def prog_fd_id(fd: int) -> int | None:
+    """The id of the BPF program a descriptor refers to (None: unknown)."""
+    info = (ctypes.c_uint8 * 16)()  # struct bpf_prog_info begins: u32 type, u32 id
+    size = ctypes.c_uint32(ctypes.sizeof(info))
+    if _lib().bpf_obj_get_info_by_fd(fd, info, ctypes.byref(size)) != 0:
+        return None
+    return int.from_bytes(bytes(info[4:8]), "little")

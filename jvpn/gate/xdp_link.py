@@ -5,7 +5,14 @@ RTM_SETLINK with IFLA_XDP_FD -1, XDP_FLAGS_REPLACE and IFLA_XDP_EXPECTED_FD
 (Linux 5.7+) removes the program only while it is the expected one, and
 fails with EEXIST otherwise (another program, another mode, or none). So a
 program someone put there after taking ours off is never removed, even if
-it arrives between our look and our removal."""
+it arrives between our look and our removal.
+
+EEXIST has one more cause (review R4): the kernel refuses to remove a
+program from a link whose upper device (a bridge or bond it is a port of, a
+VLAN on it) has an XDP program. So after EEXIST the link's program id is
+read: if it is still the pinned program's, the removal failed and says so
+(the caller keeps the pins and records); only another id (or none) is "not
+ours"."""
 
 from __future__ import annotations
 
@@ -30,7 +37,8 @@ def pinned_prog_fd(pins: Path) -> int | None:
 def remove_expected(ifname: str, prog_fd: int, mode_flags: list[int]) -> bool:
     """Remove the XDP program ``prog_fd`` from ``ifname`` in whichever of
     ``mode_flags`` it runs: True if it was there and is gone, False if the
-    link runs another program or none (nothing is touched then)."""
+    link runs another program or none (nothing is touched then). A
+    JvpnError if the kernel refused and the program is still there."""
     from pyroute2 import IPRoute  # noqa: PLC0415
     from pyroute2.netlink.exceptions import NetlinkError  # noqa: PLC0415
 
@@ -49,4 +57,29 @@ def remove_expected(ifname: str, prog_fd: int, mode_flags: list[int]) -> bool:
                 if e.code != errno.EEXIST:  # EEXIST: not ours, or not in this mode
                     raise JvpnError(f"removing the XDP program from {ifname} failed: "
                                     f"{os.strerror(e.code)}") from None
+        _refused_if_still_ours(ifname, prog_fd, _link_prog_ids(ipr, index[0]))
     return False
+
+
+def _link_prog_ids(ipr, index: int) -> set[int]:
+    """The ids of the XDP programs on a link, in any mode."""
+    links = ipr.get_links(index)
+    xdp = links[0].get_attr("IFLA_XDP") if links else None
+    if not xdp:
+        return set()
+    names = ("IFLA_XDP_PROG_ID", "IFLA_XDP_SKB_PROG_ID", "IFLA_XDP_DRV_PROG_ID",
+             "IFLA_XDP_HW_PROG_ID")
+    return {v for v in (xdp.get_attr(n) for n in names) if v}
+
+
+def _refused_if_still_ours(ifname: str, prog_fd: int, on_link: set[int]) -> None:
+    """Every mode said EEXIST: fine if the program is not on the link; if
+    it is, the kernel refused for another reason (an upper device with XDP)."""
+    from jvpn.gate import loader  # noqa: PLC0415 - bcc's library, only when needed
+
+    ours = loader.prog_fd_id(prog_fd)
+    if ours and ours in on_link:
+        raise JvpnError(f"{ifname}: jvpn's XDP program (id {ours}) is still on the link: the "
+                        "kernel refused to remove it (EEXIST), most likely because an upper "
+                        "device (a bridge or bond it is in, a VLAN on it) has an XDP program; "
+                        "remove that one first (pins and records kept)")

@@ -42,6 +42,8 @@ class Downstream:
         session of the peer (a later handshake) has it: sessions restored
         or adopted in any order route the newest, so an older one ending
         cannot take the peer's prefixes and subnet routes with it."""
+        if live.quarantined:
+            return  # revoked, its end not yet stored: never the peer's again
         sid = live.record.session_id
         cur = self.sessions.get(self.by_inner.get(live.inner, sid))
         if (cur is not None and cur.record.session_id != sid

@@ -43,6 +43,11 @@ from jvpn.gateway.tally import EventTally
 # is 10 s: a scrape that takes longer is one it abandoned already.
 MAX_SCRAPES = 2
 SCRAPE_DEADLINE_S = 10.0
+# A scraper sends its request (line and headers) at once: a connection that
+# has not within this long is cut, and while every slot is taken a new
+# connection evicts the oldest one still without its request. So idle
+# connections cannot hold the slots for the scrape deadline (review R4).
+REQUEST_DEADLINE_S = 1.0
 # Scrapes within this long of a snapshot's build share it (jvpn/gateway/shared.py):
 # the control lock is taken once per this interval however many scrape.
 SNAPSHOT_MAX_AGE_S = 1.0
@@ -171,10 +176,12 @@ class MetricsServer:
     ``attach`` gave it the gateway."""
 
     def __init__(self, listen: tuple[str, int], where: str = "MetricsListen", *,
-                 per_peer: bool = DEFAULT_METRICS_PEERS, deadline_s: float = SCRAPE_DEADLINE_S):
+                 per_peer: bool = DEFAULT_METRICS_PEERS, deadline_s: float = SCRAPE_DEADLINE_S,
+                 request_deadline_s: float = REQUEST_DEADLINE_S):
         """``where``: what an error names (the config's ``FILE:LINE: MetricsListen``);
         ``per_peer``: serve the per-peer series (MetricsPeers); ``deadline_s``:
-        every connection is cut this long after its accept."""
+        every connection is cut this long after its accept; ``request_deadline_s``:
+        one without its whole request by then is cut."""
         self.tally = EventTally()
         self.collector = GatewayCollector(self.tally, per_peer=per_peer)
         self.registry = CollectorRegistry(auto_describe=False)
@@ -182,7 +189,8 @@ class MetricsServer:
         host, port = listen
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         server_class = type("MetricsHTTPServer", (_BoundedServer,),
-                            {"address_family": family, "deadline_s": deadline_s})
+                            {"address_family": family, "deadline_s": deadline_s,
+                             "request_deadline_s": min(request_deadline_s, deadline_s)})
         handler_class = type("MetricsHandler", (_QuietHandler,), {"timeout": deadline_s})
         try:
             self._httpd = make_server(host, port, make_wsgi_app(self.registry), server_class,
@@ -215,39 +223,79 @@ class _QuietHandler(WSGIRequestHandler):
     def log_message(self, *_args) -> None:
         pass  # a scrape is not news (and stderr is the daemon's log)
 
+    def parse_request(self) -> bool:
+        """Called once the request line is read; reads the headers. Then
+        (and only then) the connection is a scrape, not an idle one."""
+        ok = super().parse_request()
+        self.server.request_read(self.request)
+        return ok
+
 
 class _BoundedServer(ThreadingMixIn, WSGIServer):
-    """At most MAX_SCRAPES connections served at once; more are closed at
-    once rather than queued. Each is cut ``deadline_s`` after its accept,
-    whatever it waits for: a timeout per read would let a client that drips
-    one byte at a time keep its slot for ever."""
+    """At most MAX_SCRAPES connections served at once. While all slots are
+    taken a new connection evicts the oldest one that has not sent its whole
+    request yet, and is closed at once (not queued) when every slot holds a
+    scrape. Each connection is cut ``request_deadline_s`` after its accept if
+    its request has not arrived, and ``deadline_s`` after it whatever it
+    waits for: a timeout per read would let a client that drips one byte at
+    a time keep its slot for ever."""
 
     daemon_threads = True
     deadline_s = SCRAPE_DEADLINE_S
+    request_deadline_s = REQUEST_DEADLINE_S
 
     def __init__(self, *args, **kwargs):
-        self._slots = threading.BoundedSemaphore(MAX_SCRAPES)
+        self._guard = threading.Lock()
+        self._slots: dict[socket.socket, bool] = {}  # in accept order: request read yet?
         super().__init__(*args, **kwargs)
 
     def process_request(self, request, client_address) -> None:
-        if not self._slots.acquire(blocking=False):
+        if not self._admit(request):
             self.shutdown_request(request)
             return
         try:
             super().process_request(request, client_address)
         except BaseException:
-            self._slots.release()
+            self._leave(request)
             raise
 
+    def _admit(self, request: socket.socket) -> bool:
+        with self._guard:
+            if len(self._slots) >= MAX_SCRAPES:
+                idle = next((c for c, read in self._slots.items() if not read), None)
+                if idle is None:
+                    return False  # every slot serves a scrape
+                del self._slots[idle]  # its slot is the new one's now; its thread ends
+                _cut(idle)
+            self._slots[request] = False
+            return True
+
+    def request_read(self, request: socket.socket) -> None:
+        with self._guard:
+            if request in self._slots:
+                self._slots[request] = True
+
+    def _cut_if_idle(self, request: socket.socket) -> None:
+        with self._guard:
+            if self._slots.get(request) is False:
+                _cut(request)
+
+    def _leave(self, request: socket.socket) -> None:
+        with self._guard:
+            self._slots.pop(request, None)
+
     def process_request_thread(self, request, client_address) -> None:
-        cut = threading.Timer(self.deadline_s, _cut, (request,))
-        cut.daemon = True
-        cut.start()
+        timers = [threading.Timer(self.deadline_s, _cut, (request,)),
+                  threading.Timer(self.request_deadline_s, self._cut_if_idle, (request,))]
+        for t in timers:
+            t.daemon = True
+            t.start()
         try:
             super().process_request_thread(request, client_address)
         finally:
-            cut.cancel()
-            self._slots.release()
+            for t in timers:
+                t.cancel()
+            self._leave(request)
 
     def handle_error(self, request, client_address) -> None:
         if not isinstance(sys.exc_info()[1], OSError):  # a cut or reset connection is not news

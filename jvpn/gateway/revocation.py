@@ -13,6 +13,12 @@ belongs to the key of the peer that has its inner address only if the
 store's newest accepted initiation of that key is the record's own
 handshake timestamp: the proof that this key made it. Otherwise (another
 key since, a key never seen) it is revoked: its client handshakes again.
+A store that cannot answer the lookup (unreachable, an unreadable value)
+fails closed: the session is revoked too, at start, on a tick and at a
+reload alike. The lookup runs at most once per session: a resolved key is
+cached, a failed one ends (or leaves pending) the session, and a pending
+session is never looked up again, so the control lock never waits on the
+store for it tick after tick.
 A mixin of :class:`jvpn.gateway.daemon.Gateway`; callers hold the control
 lock where they say so.
 """
@@ -89,11 +95,14 @@ class Revocation:
                     del self._legacy_keys[sid]
             due = set(self.revoke_pending)
             for sid, live in list(self.table.sessions.items()):
+                if sid in due:  # already decided: no store read again under the lock
+                    continue
                 try:
                     if not self.entitled(live):
                         due.add(sid)
-                except StoreError as e:  # an older record's key: looked up next tick
+                except StoreError as e:  # fail closed, as a reload: it handshakes again
                     self.incidents.report("revoke", e)
+                    due.add(sid)
             done, _failed = self.revoke(due, REVOKED)
         return done
 
@@ -110,6 +119,7 @@ class Revocation:
                 self.table.terminate(sid, Event.PEER_REVOKED, detail=detail)
             except Exception as e:  # noqa: BLE001 - per session: the others go on
                 self.incidents.report("revoke", e)
+                self.table.quarantine(sid)  # fail closed meanwhile: no traffic either way
                 pending.add(sid)
                 failed.append(f"{sid:016x}: {' '.join(str(e).split()) or type(e).__name__}")
                 continue

@@ -65,6 +65,9 @@ class Live:
     # The window could not be restored exactly (a crash): no data until a
     # reattach past this epoch proves the path (jvpn/gateway/ceiling.py).
     blind_epoch: int | None = None
+    # its revocation was decided but the store refused to end it: no element,
+    # no downstream, until the retry ends it (jvpn/gateway/revocation.py)
+    quarantined: bool = False
     allowed: tuple[Network, ...] = ()  # the peer's AllowedIPs (its sources, its downstream)
     subnets: tuple[Network, ...] = ()  # those behind the peer: kernel routes while routed
     traffic: Traffic = field(default_factory=Traffic)  # the daemon's own rx/tx counts
@@ -241,6 +244,8 @@ class SessionTable(StandbyWrites, Downstream, OperatorEnds, PendingDeletes):
     def _put(self, live: Live, rec: SessionRecord) -> None:
         """Our element, fenced by our lease; a session new to this gateway
         starts its window above what the previous owner saw."""
+        if live.quarantined:
+            return
         if live.blind_epoch is not None:
             if rec.epoch <= live.blind_epoch:
                 self.gate.standby(rec, live.keys)  # reattach only, no data

@@ -42,6 +42,18 @@ class OperatorEnds:
         self.forget(sid)
         return new
 
+    def quarantine(self, sid: int) -> None:
+        """A session that must end but whose record the store would not end:
+        its element leaves the gate and the peer's downstream leaves it now,
+        and neither comes back (the revocation is retried until it ends)."""
+        live = self.sessions.get(sid)
+        if live is None:
+            return
+        live.quarantined = True
+        self._unroute(live)
+        self.gate.remove(sid)
+        live.installed = False
+
     def sessions_at(self, inner: bytes) -> list[Live]:
         """Every session this gateway serves for the peer whose assigned
         IPv4 is ``inner`` (the routed one, older ones, unconfirmed ones)."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Protocol, runtime_checkable
 
 from jvpn.errors import JvpnError
@@ -111,15 +111,21 @@ def record_to_json(rec: SessionRecord) -> str:
     return json.dumps(d, sort_keys=True)
 
 
+# A field this version does not know (written by a newer one) is ignored,
+# so a record format that only adds fields stays readable by the version before.
+_RECORD_FIELDS = frozenset(f.name for f in fields(SessionRecord))
+
+
 def record_from_json(text: str | bytes) -> SessionRecord:
-    """Raises Unreadable for anything that is not a session record."""
+    """Raises Unreadable for anything that is not a session record (a
+    missing field, a wrong type); fields it does not know are ignored."""
     try:
         d = json.loads(text)
         d["state"] = State[d["state"]]
         for k in ("binding", "candidate"):
             d[k] = Transport(**d[k]) if d.get(k) else None
         d["switches_ms"] = tuple(d.get("switches_ms", ()))
-        rec = SessionRecord(**d)
+        rec = SessionRecord(**{k: v for k, v in d.items() if k in _RECORD_FIELDS})
         if not all(isinstance(v, int) for v in (rec.session_id, rec.version, rec.epoch)):
             raise TypeError("session_id, version and epoch must be integers")
         if not isinstance(rec.peer_key, str):

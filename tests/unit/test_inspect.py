@@ -6,12 +6,12 @@ socket and TUN (tests/kits/daemon_kit.py); no root."""
 from __future__ import annotations
 
 import os
-import socket
 import urllib.request
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from unit.test_metrics_idle import hold_every_slot
 
 from jvpn import keys, operator
 from jvpn.codes import EventType, Reason
@@ -24,7 +24,6 @@ from jvpn.gate.userspace import UserspaceGate
 from jvpn.gateway import snapshot
 from jvpn.gateway.daemon import Gateway
 from jvpn.gateway.metrics import (
-    MAX_SCRAPES,
     SNAPSHOT_MAX_AGE_S,
     GatewayCollector,
     MetricsServer,
@@ -311,13 +310,14 @@ def test_metrics_server_serves_over_http_and_refuses_a_taken_port(tmp_path):
 def test_metrics_server_bounds_its_connections(tmp_path):
     server = MetricsServer(("127.0.0.1", 0))
     url = f"http://127.0.0.1:{server.address[1]}/metrics"
-    # accepted in order: the idle ones first, each holding a slot
-    idle = [socket.create_connection(server.address) for _ in range(MAX_SCRAPES)]
+    # scrapes in progress hold every slot (idle connections would be evicted)
+    held, busy = hold_every_slot(server)
     try:
-        with pytest.raises(OSError):  # closed at once, not queued behind the idle ones
+        with pytest.raises(OSError):  # closed at once, not queued behind them
             urllib.request.urlopen(url, timeout=5).read()
     finally:
-        for s in idle:
+        held.release.set()
+        for s in busy:
             s.close()
     try:
         wait_until(lambda: _scrapes(url), "a scrape once the idle connections are gone")

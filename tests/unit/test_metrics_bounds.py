@@ -16,6 +16,7 @@ import urllib.request
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
+from unit.test_metrics_idle import hold_every_slot
 
 from jvpn import keys
 from jvpn.config import ConfigError, PeerConfig
@@ -205,12 +206,12 @@ def test_a_reader_that_reads_the_answer_slowly_is_cut_at_the_deadline():
 
 def test_at_most_two_scrapes_at_once():
     server = MetricsServer(("127.0.0.1", 0))
-    idle = [socket.create_connection(server.address) for _ in range(2)]
+    held, busy = hold_every_slot(server)  # two scrapes in progress (idle ones are evicted)
     try:
-        time.sleep(0.5)  # both accepted, each holding a slot
         assert MAX_SCRAPES == 2 and not _scrapes(server.url)  # the third is closed at once
     finally:
-        for c in idle:
+        held.release.set()
+        for c in busy:
             c.close()
         server.close()
 

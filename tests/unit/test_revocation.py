@@ -201,3 +201,23 @@ def test_a_session_awaiting_its_revocation_shows_its_own_key_not_the_new_peers(g
     [row] = [r for r in snapshot.sessions(gw) if r["session_id"] == f"{old.session_id:016x}"]
     assert row["public_key"] == keys.encode(peer_configs()[0].public_key)
     assert row["peer"] is None  # not the re-keyed alice's
+
+
+def test_a_session_whose_revocation_the_store_refused_carries_no_traffic_meanwhile(gw):
+    """Fail closed: until the store ends it, the revoked key's session has
+    no element (nothing it sends is delivered) and no downstream (nothing
+    is sent to it), and neither comes back with a later write."""
+    old = handshake(gw)
+    live = gw.sessions[old.session_id]
+    gw.table.confirm(live)
+    assert passes(gw, old) and gw.table.for_inner(live.inner) is live
+    cas = FailingCas(gw.store)
+    gw.apply_config(rekeyed_alice(), gw.policy)
+    assert old.session_id in gw.revoke_pending
+    assert not passes(gw, old) and gw.table.for_inner(live.inner) is None
+    gw.table.confirm(live)  # what a late first message would do: no route back
+    gw.tick()
+    assert not passes(gw, old) and gw.table.for_inner(live.inner) is None
+    cas.down = False
+    gw.tick()
+    assert old.session_id not in gw.sessions and told(gw, old) == ["PEER_REVOKED"]
