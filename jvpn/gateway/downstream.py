@@ -74,6 +74,6 @@ class Downstream:
         client never took must not leave the one it uses without a route)."""
         mates = [other for other in self.sessions.values()
                  if other is not gone and other.inner == gone.inner and other.confirmed
-                 and other.record.state is not State.TERMINATED]
+                 and not other.quarantined and other.record.state is not State.TERMINATED]
         return max(mates, key=lambda o: o.record.handshake_ns, default=None)
 

@@ -136,8 +136,7 @@ class SessionTable(StandbyWrites, Downstream, OperatorEnds, PendingDeletes):
     def create(self, rec: SessionRecord, keys: SessionKeys, inner: bytes, tr, *,
                confirmed: bool = True) -> Live:
         """A new session from a handshake (raises StoreError: nothing changed).
-        Unconfirmed, it is not routed: the peer's downstream stays where it
-        was (and the record says so, for a restart: jvpn/gateway/reconcile.py)."""
+        Unconfirmed (the record says so), it is not routed: downstream stays put."""
         rec = rec if confirmed else rec.with_(confirmed=False)
         self.store.create(rec, keys.pack())
         live = self._live(rec, keys, inner, stored_ceiling=(0, True), routed=confirmed)
@@ -168,9 +167,8 @@ class SessionTable(StandbyWrites, Downstream, OperatorEnds, PendingDeletes):
                                  transportless_age_ms=(now - lost) if lost else 0)
 
     def confirm(self, live: Live) -> None:
-        """The initiator proved the new session's path: the record says so
-        first (raises StoreError: nothing changed, the next message tries
-        again), then the peer's downstream goes to it from now on."""
+        """The initiator proved the new session's path: recorded first (raises
+        StoreError: the next message retries), then the downstream goes to it."""
         rec = live.record
         if not rec.confirmed:
             self.commit(rec, rec.with_(confirmed=True, version=rec.version + 1), live.keys)
