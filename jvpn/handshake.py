@@ -23,6 +23,7 @@ required only under load, proves the sender can receive at its source address
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import ipaddress
 import os
@@ -131,6 +132,7 @@ class Initiator:
         self._ephemeral = os.urandom(32)
         self._timestamp: bytes | None = None
         self._body = b""
+        self._written: NoiseConnection | None = None  # the state after msg1: forked per reply
         self.last_mac1 = b""
         self.cookie: bytes | None = None
 
@@ -156,6 +158,7 @@ class Initiator:
         noise = self._replay()
         self._timestamp = struct.pack("!Q", self.clock_ns())
         self._body = noise.write_message(self._timestamp)
+        self._written = noise
         body = hdr + self._body
         mac1 = _mac(mac1_key(self.gateway_public), body)
         mac2 = _mac(self.cookie, body + mac1) if self.cookie else bytes(MAC_LEN)
@@ -180,7 +183,7 @@ class Initiator:
             raise HandshakeError("unexpected_type", str(hdr.type))
         if self._timestamp is None:
             raise HandshakeError("unexpected_type", "no initiation sent")
-        noise = self._replay()  # a fresh copy per reply: a forged one spoils only its copy
+        noise = _fork(self._written)  # a fresh copy per reply: a forged one spoils only its copy
         try:
             payload = noise.read_message(msg[abi.HDR_LEN:])
         except Exception as e:  # noqa: BLE001 - noiseprotocol raises several unrelated types
@@ -193,6 +196,32 @@ class Initiator:
         if not hdr.tag_valid(keys.hdr_s2c):
             raise HandshakeError("bad_response", "header tag")
         return assignment, keys
+
+
+def _fork(noise: NoiseConnection) -> NoiseConnection:
+    """An independent copy of a Noise state (review R4 #3: rebuilding one by
+    replaying msg1 costs two DH per forged reply). Everything is copied but
+    the `cryptography` objects (key pairs, AEAD contexts), which cannot be
+    and need not be: they are immutable, and the library replaces, never
+    changes, them (a new key makes a new AEAD object)."""
+    shared: dict[int, object] = {}
+    todo: list[object] = [noise]
+    while todo:
+        obj = todo.pop()
+        if id(obj) in shared:
+            continue
+        if type(obj).__module__.startswith("cryptography"):
+            shared[id(obj)] = obj
+            continue
+        shared[id(obj)] = None  # seen
+        if isinstance(obj, dict):
+            todo.extend(obj.values())
+        elif isinstance(obj, (list, tuple, set)):
+            todo.extend(obj)
+        elif hasattr(obj, "__dict__"):
+            todo.extend(vars(obj).values())
+    memo = {k: v for k, v in shared.items() if v is not None}
+    return copy.deepcopy(noise, memo)
 
 
 def _split(noise: NoiseConnection, sid: int, initiator: bool) -> SessionKeys:
