@@ -183,7 +183,9 @@ class Initiator:
             raise HandshakeError("unexpected_type", str(hdr.type))
         if self._timestamp is None:
             raise HandshakeError("unexpected_type", "no initiation sent")
-        noise = _fork(self._written)  # a fresh copy per reply: a forged one spoils only its copy
+        # a fresh copy per reply: a forged one spoils only its copy
+        forked = _fork(self._written) if self._written is not None else None
+        noise = forked if forked is not None else self._replay()
         try:
             payload = noise.read_message(msg[abi.HDR_LEN:])
         except Exception as e:  # noqa: BLE001 - noiseprotocol raises several unrelated types
@@ -198,30 +200,27 @@ class Initiator:
         return assignment, keys
 
 
-def _fork(noise: NoiseConnection) -> NoiseConnection:
+def _fork(noise: NoiseConnection) -> NoiseConnection | None:
     """An independent copy of a Noise state (review R4 #3: rebuilding one by
-    replaying msg1 costs two DH per forged reply). Everything is copied but
-    the `cryptography` objects (key pairs, AEAD contexts), which cannot be
-    and need not be: they are immutable, and the library replaces, never
-    changes, them (a new key makes a new AEAD object)."""
-    shared: dict[int, object] = {}
-    todo: list[object] = [noise]
-    while todo:
-        obj = todo.pop()
-        if id(obj) in shared:
-            continue
-        if type(obj).__module__.startswith("cryptography"):
-            shared[id(obj)] = obj
-            continue
-        shared[id(obj)] = None  # seen
-        if isinstance(obj, dict):
-            todo.extend(obj.values())
-        elif isinstance(obj, (list, tuple, set)):
-            todo.extend(obj)
-        elif hasattr(obj, "__dict__"):
-            todo.extend(vars(obj).values())
-    memo = {k: v for k, v in shared.items() if v is not None}
-    return copy.deepcopy(noise, memo)
+    replaying msg1 costs two DH per reply; this ~0.1 ms). Shared, not
+    copied: what reading a message never changes (the library's backend,
+    pattern and functions, our key pairs: it assigns new ones, never
+    changes these) and the `cryptography` AEAD context (not copyable; the
+    library replaces it, with a new key, never changes it). Anything else a
+    library version adds is copied; None if that fails (the caller replays)."""
+    proto = noise.noise_protocol
+    hs = proto.handshake_state
+    cs = getattr(getattr(getattr(hs, "symmetric_state", None), "cipher_state", None),
+                 "cipher", None)
+    keep = (getattr(proto, "backend", None), getattr(proto, "pattern", None),
+            getattr(proto, "hmac", None), getattr(proto, "hkdf", None),
+            getattr(proto, "dh_fn", None), getattr(proto, "hash_fn", None),
+            getattr(hs, "s", None), getattr(hs, "e", None), getattr(hs, "rs", None),
+            getattr(cs, "cipher", None))
+    try:
+        return copy.deepcopy(noise, {id(o): o for o in keep if o is not None})
+    except TypeError:  # an object the copy cannot take
+        return None
 
 
 def _split(noise: NoiseConnection, sid: int, initiator: bool) -> SessionKeys:
