@@ -9,7 +9,7 @@ import time
 
 from jvpn import client_icmp
 from jvpn.client_causes import Observed, cause_line
-from jvpn.config import HANDSHAKE_ATTEMPTS
+from jvpn.config import ANSWER_MARGIN_MS, HANDSHAKE_ATTEMPTS, UNCONFIRMED_TTL_MS
 from jvpn.gate import abi
 from jvpn.handshake import Assignment, HandshakeError, Initiator
 from jvpn.keys import SessionKeys
@@ -20,6 +20,9 @@ RECV_TIMEOUT_S = 0.2  # the receive loop's timeout, put back after the handshake
 SEND_TRIES = 4  # an initiation's sends while ICMP errors keep failing them
 UNVERIFIED = "a reply did not verify (late or forged): ignored"
 KEEP_INITIATORS = 2  # a response to the attempt before is still accepted (it came late)
+# ...but not once the gateway may have forgotten the session it answers with
+# (review R4 #1): an answer older than this since its initiation is refused
+ANSWER_WINDOW_MS = UNCONFIRMED_TTL_MS - ANSWER_MARGIN_MS
 
 
 class ClientError(Exception):
@@ -50,7 +53,7 @@ class ClientHandshake:
     def _handshake(self, attempts: int) -> Assignment:
         seen, cookie, started = Observed(), None, time.monotonic()
         drops_before = self.drops.total
-        inits: list[Initiator] = []  # this attempt's first, then the one before
+        inits: list[tuple[Initiator, int]] = []  # (initiator, sent at): this attempt's first
         for k in range(attempts):
             if self._stop.is_set():  # SIGTERM/SIGINT while still looking for the gateway
                 raise ClientError("stopped by a signal before the gateway answered")
@@ -58,9 +61,10 @@ class ClientHandshake:
                           f"attempt {k + 1}/{attempts}")
             init = Initiator(self.private_key, self.gateway_public)
             init.cookie = cookie
-            inits = [init, *inits[:KEEP_INITIATORS - 1]]
             seen.attempts += 1
-            self._send_initiation(init.initiation(), seen)
+            msg = init.initiation()
+            inits = [(init, self.clock_ms()), *inits[:KEEP_INITIATORS - 1]]
+            self._send_initiation(msg, seen)
             got = self._await_reply(inits, self.handshake_wait.delay_ms(k) / 1000, seen)
             if isinstance(got, Assignment):
                 return got
@@ -68,28 +72,40 @@ class ClientHandshake:
         seen.strangers = self.drops.total - drops_before
         raise HandshakeFailed(cause_line(seen, self.endpoint, time.monotonic() - started))
 
-    def _await_reply(self, inits: list[Initiator], timeout_s: float,
+    def _await_reply(self, inits: list[tuple[Initiator, int]], timeout_s: float,
                      seen: Observed) -> Assignment | bytes | None:
         """Until the deadline: the Assignment of a response that opens under
         one of ``inits`` (the gateway answered this attempt, or the one
-        before: either session is the gateway's), or a cookie (the next
+        before: either session is the gateway's, if it came within
+        ANSWER_WINDOW_MS of its initiation), or a cookie (the next
         attempt carries it), or None. A reply that does not open is counted
         and ignored: one forged or stray datagram must not end the attempt."""
         deadline = time.monotonic() + timeout_s
         while (msg := self._handshake_reply(deadline - time.monotonic(), seen)) is not None:
             if msg[0] == abi.MSG_COOKIE_REPLY:
-                if (cookie := self._cookie(inits[0], msg)) is not None:
+                if (cookie := self._cookie(inits[0][0], msg)) is not None:
                     return cookie
                 continue
-            for init in inits:
-                try:
-                    return self._attached(*init.response(msg))
-                except HandshakeError:
-                    continue
+            if (opened := self._opened(inits, msg)) is not None:
+                return self._attached(*opened)
             seen.undecryptable += 1
             # unauthenticated: anyone can send these, so one summary line per interval
             self.events.emit_unauthenticated("HandshakeFailed", "HANDSHAKE_FAIL",
                                              Transport(*self.endpoint), detail=UNVERIFIED)
+        return None
+
+    def _opened(self, inits: list[tuple[Initiator, int]],
+                msg: bytes) -> tuple[Assignment, SessionKeys] | None:
+        """The response opened under the initiation it answers, if that went
+        out less than ANSWER_WINDOW_MS ago (the client's timer clock)."""
+        now = self.clock_ms()
+        for init, sent_ms in inits:
+            if now - sent_ms >= ANSWER_WINDOW_MS:
+                continue  # the gateway may have forgotten it: too late to take
+            try:
+                return init.response(msg)
+            except HandshakeError:
+                continue
         return None
 
     def _cookie(self, init: Initiator, msg: bytes) -> bytes | None:

@@ -108,6 +108,12 @@ RETRY_BASE_MS, RETRY_CAP_MS = 400, 4_000  # an unanswered reattach request
 # gateway's answer that comes late is lost: the next attempt is a new initiation)
 HANDSHAKE_ATTEMPTS = 4
 HANDSHAKE_BASE_MS, HANDSHAKE_CAP_MS = 2_000, 6_000
+# The gateway forgets a handshake's session its initiator has not used after
+# this long (WireGuard's REKEY_TIMEOUT; jvpn/gateway/control.py). The client
+# takes an answer only up to the TTL less a margin (transit, clock rates)
+# after sending its initiation: a later one may open a session already gone.
+UNCONFIRMED_TTL_MS = 5_000
+ANSWER_MARGIN_MS = 1_000
 # OrphanTimeout: no authenticated message from the gateway for this long (while
 # the client runs): the session is presumed ended. The gateway's default policy
 # ends a session it has heard nothing from transport_lost_ttl_ms after its last

@@ -23,6 +23,7 @@ required only under load, proves the sender can receive at its source address
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import ipaddress
 import os
@@ -131,6 +132,7 @@ class Initiator:
         self._ephemeral = os.urandom(32)
         self._timestamp: bytes | None = None
         self._body = b""
+        self._written: NoiseConnection | None = None  # the state after msg1: forked per reply
         self.last_mac1 = b""
         self.cookie: bytes | None = None
 
@@ -156,6 +158,7 @@ class Initiator:
         noise = self._replay()
         self._timestamp = struct.pack("!Q", self.clock_ns())
         self._body = noise.write_message(self._timestamp)
+        self._written = noise
         body = hdr + self._body
         mac1 = _mac(mac1_key(self.gateway_public), body)
         mac2 = _mac(self.cookie, body + mac1) if self.cookie else bytes(MAC_LEN)
@@ -180,7 +183,9 @@ class Initiator:
             raise HandshakeError("unexpected_type", str(hdr.type))
         if self._timestamp is None:
             raise HandshakeError("unexpected_type", "no initiation sent")
-        noise = self._replay()  # a fresh copy per reply: a forged one spoils only its copy
+        # a fresh copy per reply: a forged one spoils only its copy
+        forked = _fork(self._written) if self._written is not None else None
+        noise = forked if forked is not None else self._replay()
         try:
             payload = noise.read_message(msg[abi.HDR_LEN:])
         except Exception as e:  # noqa: BLE001 - noiseprotocol raises several unrelated types
@@ -193,6 +198,29 @@ class Initiator:
         if not hdr.tag_valid(keys.hdr_s2c):
             raise HandshakeError("bad_response", "header tag")
         return assignment, keys
+
+
+def _fork(noise: NoiseConnection) -> NoiseConnection | None:
+    """An independent copy of a Noise state (review R4 #3: rebuilding one by
+    replaying msg1 costs two DH per reply; this ~0.1 ms). Shared, not
+    copied: what reading a message never changes (the library's backend,
+    pattern and functions, our key pairs: it assigns new ones, never
+    changes these) and the `cryptography` AEAD context (not copyable; the
+    library replaces it, with a new key, never changes it). Anything else a
+    library version adds is copied; None if that fails (the caller replays)."""
+    proto = noise.noise_protocol
+    hs = proto.handshake_state
+    cs = getattr(getattr(getattr(hs, "symmetric_state", None), "cipher_state", None),
+                 "cipher", None)
+    keep = (getattr(proto, "backend", None), getattr(proto, "pattern", None),
+            getattr(proto, "hmac", None), getattr(proto, "hkdf", None),
+            getattr(proto, "dh_fn", None), getattr(proto, "hash_fn", None),
+            getattr(hs, "s", None), getattr(hs, "e", None), getattr(hs, "rs", None),
+            getattr(cs, "cipher", None))
+    try:
+        return copy.deepcopy(noise, {id(o): o for o in keep if o is not None})
+    except TypeError:  # an object the copy cannot take
+        return None
 
 
 def _split(noise: NoiseConnection, sid: int, initiator: bool) -> SessionKeys:

@@ -146,6 +146,12 @@ class SessionRecord:
     # revocation is by key (jvpn/gateway/revocation.py); "" in a record of
     # a version before it (matched through the store's initiations instead)
     peer_key: str = ""
+    # False: a handshake's session its initiator has not used yet (it may
+    # never: the client took the answer to another attempt). A restart
+    # neither routes such a session nor keeps it past the unconfirmed TTL
+    # (review R4 #4). Absent from older records (and written only when
+    # False): confirmed.
+    confirmed: bool = True
 
     def with_(self, **kw) -> SessionRecord:
         return replace(self, **kw)

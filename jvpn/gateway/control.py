@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from jvpn import wire
 from jvpn.codes import EventType, Reason, Security
+from jvpn.config import UNCONFIRMED_TTL_MS  # the client's accepted-answer window too
 from jvpn.events import EventLog
 from jvpn.gate import abi
 from jvpn.gateway import client_stop
@@ -23,9 +24,6 @@ from jvpn.store import StoreError
 from jvpn.tunnel import CounterUnavailable
 
 Send = tuple[bytes, Transport]
-# An unconfirmed session ends after this long without its initiator's first
-# message (WireGuard's REKEY_TIMEOUT; the client sends a keepalive at once)
-UNCONFIRMED_TTL_MS = 5_000
 
 
 class ControlPath:
@@ -109,7 +107,10 @@ class ControlPath:
         if live.confirmed or rec.session_id not in self.table or src != rec.binding:
             return
         old = self.table.for_inner(live.inner)
-        self.table.confirm(live)
+        try:
+            self.table.confirm(live)
+        except StoreError:
+            return  # not recorded: not confirmed (the initiator's next message retries)
         if old is not None and old is not live:
             self.table.transition(old, Event.POLICY_TERMINATE,
                                   detail="replaced by a new handshake")

@@ -265,6 +265,7 @@ class Gateway(GateWatch, Reconcile, OperatorActions):
             run(self.follower.check_lease)
             run(self.controlpath.expire_challenges)
             run(self.controlpath.expire_unconfirmed)
+            run(self.table.retry_deletes)  # forgotten sessions the store kept
             run(self.revoke_orphans)  # adopted from a gateway not reloaded yet; failed revocations
             for live in list(self.table.sessions.values()):
                 run(self._timers, live)

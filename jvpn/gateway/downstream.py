@@ -14,6 +14,7 @@ import ipaddress
 from typing import TYPE_CHECKING
 
 from jvpn.prefixes import Network
+from jvpn.session import State
 
 if TYPE_CHECKING:
     from jvpn.gateway.table import Live
@@ -54,7 +55,8 @@ class Downstream:
         self.routes.install(sid, live.subnets)
 
     def _unroute(self, live: Live) -> None:
-        """``live`` no longer serves its peer's downstream (if it did)."""
+        """``live`` no longer serves its peer's downstream (if it did); the
+        peer's newest remaining confirmed session takes it, if any."""
         sid = live.record.session_id
         if self.by_inner.get(live.inner) != sid:
             return  # a newer session of the peer has it (or none had)
@@ -62,4 +64,16 @@ class Downstream:
         for net in live.allowed:
             self.downstream.remove(net, sid)
         self.routes.remove(sid, live.subnets)
+        heir = self._heir(live)
+        if heir is not None:
+            self._route(heir)
+
+    def _heir(self, gone: Live) -> Live | None:
+        """The peer's newest other CONFIRMED session: its downstream goes
+        there when ``gone`` stops serving it (review R4 #4: a session the
+        client never took must not leave the one it uses without a route)."""
+        mates = [other for other in self.sessions.values()
+                 if other is not gone and other.inner == gone.inner and other.confirmed
+                 and not other.quarantined and other.record.state is not State.TERMINATED]
+        return max(mates, key=lambda o: o.record.handshake_ns, default=None)
 

@@ -31,6 +31,7 @@ from jvpn.codes import EventType, Reason
 from jvpn.events import EventLog
 from jvpn.gate import abi
 from jvpn.gateway.ceiling import ReplayCeiling, start_floor
+from jvpn.gateway.deletes import PendingDeletes
 from jvpn.gateway.downstream import Downstream
 from jvpn.gateway.ownership import OwnerWrite
 from jvpn.gateway.routes import NoRoutes
@@ -82,7 +83,7 @@ class Live:
         self.ceiling.resume()
 
 
-class SessionTable(StandbyWrites, Downstream, OperatorEnds):
+class SessionTable(StandbyWrites, Downstream, OperatorEnds, PendingDeletes):
     def __init__(self, *, store: Store, gate, events: EventLog, ownership,
                  clock_ms: Callable[[], int], send: Send,
                  control_window: int = DEFAULT_CONTROL_WINDOW, peers=None, routes=None,
@@ -105,6 +106,7 @@ class SessionTable(StandbyWrites, Downstream, OperatorEnds):
         # sessions other gateways own: (keys, owner) of our standby element
         self.standby: dict[int, tuple[SessionKeys, str]] = {}
         self.fenced = False  # no element of ours may pass data (jvpn/gateway/follower.py)
+        self.undeleted: dict[int, int | None] = {}  # store deletes to retry (deletes.py)
 
     # ------------------------------------------------------------ reads
     def get(self, sid: int) -> Live | None:
@@ -134,7 +136,8 @@ class SessionTable(StandbyWrites, Downstream, OperatorEnds):
     def create(self, rec: SessionRecord, keys: SessionKeys, inner: bytes, tr, *,
                confirmed: bool = True) -> Live:
         """A new session from a handshake (raises StoreError: nothing changed).
-        Unconfirmed, it is not routed: the peer's downstream stays where it was."""
+        Unconfirmed (the record says so), it is not routed: downstream stays put."""
+        rec = rec if confirmed else rec.with_(confirmed=False)
         self.store.create(rec, keys.pack())
         live = self._live(rec, keys, inner, stored_ceiling=(0, True), routed=confirmed)
         live.confirmed = confirmed
@@ -164,8 +167,11 @@ class SessionTable(StandbyWrites, Downstream, OperatorEnds):
                                  transportless_age_ms=(now - lost) if lost else 0)
 
     def confirm(self, live: Live) -> None:
-        """The initiator proved the new session's path: the peer's
-        downstream goes to it from now on."""
+        """The initiator proved the new session's path: recorded first (raises
+        StoreError: the next message retries), then the downstream goes to it."""
+        rec = live.record
+        if not rec.confirmed:
+            self.commit(rec, rec.with_(confirmed=True, version=rec.version + 1), live.keys)
         live.confirmed = True
         self._route(live)
 
@@ -197,14 +203,6 @@ class SessionTable(StandbyWrites, Downstream, OperatorEnds):
         else:
             self.store.cas(w.old.session_id, w.old.version, w.new, alive=w.alive)
         return w.new
-
-    def forget(self, sid: int) -> None:
-        """Served no more, and gone from the store."""
-        self.drop_local(sid)
-        try:
-            self.store.delete(sid)
-        except StoreError:
-            pass
 
     # ------------------------------------------------------------ the gate follows
     def _project(self, rec: SessionRecord, keys: SessionKeys, steps) -> None:
@@ -296,8 +294,11 @@ class SessionTable(StandbyWrites, Downstream, OperatorEnds):
     def install(self, rec: SessionRecord, keys: SessionKeys, inner: bytes,
                 first_counter: int = 1, stored_ceiling: tuple[int, bool] | None = None,
                 gate_window: bool = False) -> Live:
-        """A session served here, with its element in the gate (raises StoreError)."""
-        live = self._live(rec, keys, inner, first_counter, stored_ceiling, gate_window)
+        """A session served here, with its element in the gate (raises StoreError);
+        unrouted while unconfirmed (a restart: ``rec.confirmed``)."""
+        live = self._live(rec, keys, inner, first_counter, stored_ceiling, gate_window,
+                          routed=rec.confirmed)
+        live.confirmed = rec.confirmed
         self._put(live, rec)
         return live
 

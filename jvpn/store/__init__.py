@@ -106,6 +106,8 @@ def record_to_json(rec: SessionRecord) -> str:
     d = asdict(rec)
     d["state"] = rec.state.name
     d["switches_ms"] = list(rec.switches_ms)
+    if rec.confirmed:  # the usual case: a record as before the field existed
+        del d["confirmed"]
     return json.dumps(d, sort_keys=True)
 
 
@@ -128,6 +130,8 @@ def record_from_json(text: str | bytes) -> SessionRecord:
             raise TypeError("session_id, version and epoch must be integers")
         if not isinstance(rec.peer_key, str):
             raise TypeError("peer_key must be a string")
+        if not isinstance(rec.confirmed, bool):
+            raise TypeError("confirmed must be a boolean")
         return rec
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise Unreadable(f"not a session record ({type(e).__name__}: {e})") from None

@@ -1,0 +1,38 @@
+"""Store deletes that failed (a mixin of ``SessionTable``): a session the
+gateway forgot is gone from its tables and the gate at once, but a store
+that could not answer would keep the record, and a restart would restore
+it (review R4 #4). The delete is retried on every tick until the store
+answers; a record changed since (another gateway's write) or already gone
+ends the retries."""
+
+from __future__ import annotations
+
+from jvpn.store import StoreError, VersionConflict
+
+
+class PendingDeletes:
+    """Needs from the table: ``store``, ``sessions``, ``drop_local``; sets
+    ``undeleted`` (sid -> version, None: any version)."""
+
+    undeleted: dict[int, int | None]
+
+    def forget(self, sid: int) -> None:
+        """Served no more, and gone from the store (or, if the store does
+        not answer, deleted by a later tick)."""
+        live = self.sessions.get(sid)
+        self.drop_local(sid)
+        try:
+            self.store.delete(sid)
+        except StoreError:
+            self.undeleted[sid] = live.record.version if live is not None else None
+
+    def retry_deletes(self) -> None:
+        """The timer loop: one more try for each delete the store refused."""
+        for sid, version in list(self.undeleted.items()):
+            try:
+                self.store.delete(sid, version)
+            except VersionConflict:
+                pass  # gone already, or changed since: not ours to delete any more
+            except StoreError:
+                continue  # still unanswered: next tick
+            del self.undeleted[sid]
