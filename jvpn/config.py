@@ -294,11 +294,27 @@ _NOT_KEY_VALUE = "not a 'Key = Value' line (the rest of the line is not shown)"
 
 
 def shown_word(text: str) -> str:
-    """The leading word (letters) of ``text``, at most 40 of them, with '…'
-    when anything followed: what an error may echo of an unparsed line."""
-    m = _KEY_WORD.match(text.strip())
+    """What an error may echo of an unparsed line: a whole key name (letters
+    only, short: a mistyped one is named), else only a leading word that is
+    (the start of) one of our key or section names, with '…' (at most a
+    name's length of a secret's letters, only if they spell one). Never a
+    key's own letters:
+    a bare base64 key can start with many letters."""
+    t = text.strip()
+    if _KEY_WORD.fullmatch(t) and len(t) <= _WHOLE_NAME_MAX:
+        return t
+    m = _KEY_WORD.match(t)
     word = m.group(0) if m else ""
-    return word if word == text.strip() else word + "…"
+    known = word.lower() and any(name.startswith(word.lower()) for name in _known_names())
+    return (word if known else "") + "…"
+
+
+_WHOLE_NAME_MAX = 24  # longer than any key name, far shorter than a key (43 + '=')
+
+
+def _known_names() -> set[str]:
+    return {name.lower() for schema in (_GATEWAY, _PEERS, _CLIENT)
+            for section, keys in schema.items() for name in (section, *keys)}
 
 
 def _parse(path: Path, schema: dict[str, tuple[str, ...]],

@@ -18,6 +18,8 @@ from jvpn_cli.main import cli
 SECRET = keys.encode(keys.generate_private())
 PEER = keys.encode(keys.public_from_private(keys.generate_private()))
 SEPARATORS = [" ", ": ", ":", " := ", "\t", " - "]
+# a key whose encoding starts with 36 letters (1 in ~2000 random keys starts with 12)
+LETTERS_FIRST = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghij0123456+/A="
 
 
 @pytest.fixture(autouse=True)
@@ -86,7 +88,8 @@ def test_headers_and_keyless_lines_are_not_echoed_either(tmp_path, line):
 def test_a_mistyped_key_name_is_still_named():
     assert shown_word("Colour") == "Colour"
     assert shown_word("PrivateKey abc+/=") == "PrivateKey…"
-    assert shown_word("x" * 100) == "x" * 40 + "…"
+    assert shown_word("x" * 100) == "…"  # not a name of ours: nothing of it
+    assert shown_word("ClusterKey abc=") == "ClusterKey…"  # the start of ClusterKeyFile
     assert shown_word("+++") == "…"
 
 
@@ -97,3 +100,10 @@ def test_the_peers_file_shares_the_rule(tmp_path):
         load_gateway_config(p)
     assert_hidden(str(e.value))
     assert "peers.conf:2: PublicKey…" in str(e.value)
+
+
+@pytest.mark.parametrize("line", [LETTERS_FIRST, f"[{LETTERS_FIRST}]", f"x {LETTERS_FIRST}"])
+def test_a_key_that_starts_with_many_letters_is_not_echoed_by_its_letters(tmp_path, line):
+    with pytest.raises(ConfigError) as e:
+        load_gateway_config(gateway(tmp_path, line))
+    assert "ABCDEFGH" not in str(e.value) and "gw.conf:2:" in str(e.value), str(e.value)
