@@ -17,6 +17,27 @@ from kits.threat_kit import attacker, counters, data_message, delta, snapshot, v
 pytestmark = pytest.mark.kernel
 
 STORM = [(f"198.51.100.{i}", 40000 + i) for i in range(1, 6)]
+# The storm's key holder raises the control floor ~66 counters above the real
+# client, whose requests the gate drops until its counter passes it; since its
+# retries back off (0.4 s doubling to 4 s), that climb can outlast the
+# default 15 s transport TTL (and the client's 20 s OrphanTimeout) on a
+# loaded machine. What this test checks is
+# one binding throughout, not how fast the client climbs: a longer TTL.
+TRANSPORT_TTL_MS = 45_000
+
+
+@pytest.fixture(scope="module")
+def tl(tmp_path_factory):
+    from jvpn.lab.running import lab_policy
+    from jvpn.lab.tunnel import TunnelLab
+
+    t = TunnelLab(tmp_path_factory.mktemp("lab"),
+                  policy=lab_policy(transport_lost_ttl_ms=TRANSPORT_TTL_MS))
+    with open(t.tmp / "client.conf", "a") as f:  # [Peer] is the file's last section
+        f.write(f"OrphanTimeout = {TRANSPORT_TTL_MS // 1000}\n")  # unanswered as long
+    t.up()
+    yield t
+    t.down()
 
 
 class PassedData:
