@@ -15,8 +15,6 @@ from jvpn import wire
 from jvpn.codes import EventType, Reason
 from jvpn.gate import abi
 from jvpn.replay import ControlWindows
-from jvpn.session import Event, IllegalTransition, State, apply
-from jvpn.store import StoreError
 
 
 def verified(msg: bytes, live, windows: ControlWindows) -> str | None:
@@ -48,7 +46,8 @@ def not_served(msg: bytes, src, sid: int, table, windows: ControlWindows, follow
     client's path moved here, or it stopped while its reattach was parked
     here). Verified under our standby keys, it cancels a parked reattach and
     ends the record in the store (:func:`end_in_store`); anything else is
-    counted (one summary line per interval)."""
+    counted (one summary line per interval). The record is ended by the
+    table (StandbyWrites.end_remote), its one writer."""
     keys, _owner = table.standby.get(sid, (None, None))
     if keys is None or authentic(msg, sid, keys, windows) is None:
         events.emit_unauthenticated(
@@ -56,27 +55,6 @@ def not_served(msg: bytes, src, sid: int, table, windows: ControlWindows, follow
             detail="a TERMINATE for a session not served here, unverified: ignored")
         return
     cancelled = follower.cancel_parked(sid)
-    outcome = end_in_store(table.store, sid, now_ms)
-    events.emit(EventType.SESSION_TERMINATED, Reason.CLIENT_STOPPED, sid, src,
-                detail=f"the client's TERMINATE at a gateway that does not own the session"
-                       f"{': its parked reattach cancelled' * cancelled}; {outcome}")
-
-
-def end_in_store(store, sid: int, now_ms: int) -> str:
-    """A cluster non-owner verified the client's TERMINATE under its standby
-    keys (review R3 #5): the record goes TERMINATED by compare-and-swap on
-    its version, and the owner's watch drops the session. Fencing: the
-    owner's own writes race ours on the version and one wins; if the owner
-    wins, nothing changed here (the outcome says so). One line: what happened."""
-    try:
-        got = store.get(sid)
-        if got is None:
-            return "the store has no record of it"
-        rec = got[0]
-        if rec.state is State.TERMINATED:
-            return "already ended"
-        new, _tr = apply(rec, Event.CLIENT_STOP, now_ms)
-        store.cas(sid, rec.version, new)
-    except (StoreError, IllegalTransition) as e:
-        return f"not ended here ({e}): its owner keeps it until its TTL"
-    return f"ended in the store (its owner {rec.owner or '?'} drops it)"
+    table.end_remote(sid, src, now_ms,
+                     detail="the client's TERMINATE at a gateway that does not own the "
+                            f"session{': its parked reattach cancelled' * cancelled}")

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from jvpn.codes import EventType, Reason
 from jvpn.keys import SessionKeys
-from jvpn.session import SessionRecord
+from jvpn.session import Event, IllegalTransition, SessionRecord, State, apply
 from jvpn.store import StoreError
 
 if TYPE_CHECKING:
@@ -99,3 +100,26 @@ class StandbyWrites:
             if live.installed:
                 self.gate.standby(live.record, live.keys)
         self.settle_all()
+
+    def end_remote(self, sid: int, src, now_ms: int, detail: str) -> None:
+        """A session another gateway owns, ended on its client's verified
+        TERMINATE (jvpn/gateway/client_stop.py, review R3 #5): the record
+        goes TERMINATED by compare-and-swap on its version and the owner's
+        watch drops the session. Fencing: the owner's own writes race ours
+        on the version and one wins; if the owner wins nothing changed here
+        (the event says so)."""
+        try:
+            got = self.store.get(sid)
+            if got is None:
+                outcome = "the store has no record of it"
+            elif got[0].state is State.TERMINATED:
+                outcome = "already ended"
+            else:
+                rec = got[0]
+                new, _tr = apply(rec, Event.CLIENT_STOP, now_ms)
+                self.store.cas(sid, rec.version, new)
+                outcome = f"ended in the store (its owner {rec.owner or '?'} drops it)"
+        except (StoreError, IllegalTransition) as e:
+            outcome = f"not ended here ({e}): its owner keeps it until its TTL"
+        self.events.emit(EventType.SESSION_TERMINATED, Reason.CLIENT_STOPPED, sid, src,
+                         detail=f"{detail}; {outcome}")
