@@ -47,6 +47,9 @@ class DataPath:
                  on_confirm: Callable[[Live, Transport], None],
                  incidents: Incidents | None = None):
         self.sock, self.tun, self.gate, self.table, self.events = sock, tun, gate, table, events
+        # with the XDP gate the kernel counts what it passed (its runtime map,
+        # jvpn/gateway/snapshot.py): no second count per packet here
+        self._count_rx = not gate.checks_in_kernel
         self.lock, self.stop, self.clock_ms = lock, stop, clock_ms
         self.on_handshake, self.on_control = on_handshake, on_control
         self.on_confirm = on_confirm  # an unconfirmed session's first message
@@ -106,7 +109,8 @@ class DataPath:
         if opened is None:
             return
         live.last_rx_ms = self.clock_ms()
-        live.traffic.received(len(msg))
+        if self._count_rx:
+            live.traffic.received(len(msg))
         if not live.confirmed:
             with self.lock:
                 self.on_confirm(live, Transport(*src[:2]))
