@@ -103,23 +103,22 @@ class StandbyWrites:
 
     def end_remote(self, sid: int, src, now_ms: int, detail: str) -> None:
         """A session another gateway owns, ended on its client's verified
-        TERMINATE (jvpn/gateway/client_stop.py, review R3 #5): the record
-        goes TERMINATED by compare-and-swap on its version and the owner's
-        watch drops the session. Fencing: the owner's own writes race ours
-        on the version and one wins; if the owner wins nothing changed here
-        (the event says so)."""
+        TERMINATE (jvpn/gateway/client_stop.py, review R3 #5): through
+        ``commit`` like every record change (compare-and-swap on the
+        version, our standby element removed, SessionStateChange and
+        SessionTerminated), and the owner's watch drops the session.
+        Fencing: the owner's own writes race ours on the version and one
+        wins; if the owner wins nothing changed here (TransitionRejected)."""
+        keys = self.standby.get(sid, (None, ""))[0]
         try:
             got = self.store.get(sid)
-            if got is None:
-                outcome = "the store has no record of it"
-            elif got[0].state is State.TERMINATED:
-                outcome = "already ended"
-            else:
-                rec = got[0]
-                new, _tr = apply(rec, Event.CLIENT_STOP, now_ms)
-                self.store.cas(sid, rec.version, new)
-                outcome = f"ended in the store (its owner {rec.owner or '?'} drops it)"
+            if got is None or got[0].state is State.TERMINATED or keys is None:
+                return  # already ended (or no longer stood by): nothing to write
+            rec = got[0]
+            new, tr = apply(rec, Event.CLIENT_STOP, now_ms)
+            self.commit(rec, new, keys, [(new, tr)], detail=f"{detail} (from {src})")
         except (StoreError, IllegalTransition) as e:
-            outcome = f"not ended here ({e}): its owner keeps it until its TTL"
-        self.events.emit(EventType.SESSION_TERMINATED, Reason.CLIENT_STOPPED, sid, src,
-                         detail=f"{detail}; {outcome}")
+            self.events.emit(EventType.TRANSITION_REJECTED,
+                             getattr(e, "reason_code", Reason.OWNERSHIP_CONFLICT), sid,
+                             detail=f"{detail}: not ended here ({e}); its owner keeps it "
+                                    "until its TTL")
