@@ -28,7 +28,7 @@ die() { printf '[setup] error: %s\n' "$*" >&2; exit 1; }
 command -v apt-get >/dev/null || die "this script supports Debian/Ubuntu (apt-get not found)"
 
 PKGS=(python3 python3-venv python3-pip python3-bpfcc bpftool iproute2 nftables
-      iperf3 netsniff-ng wireguard-tools wireguard-go etcd-server procps kmod conntrack iputils-ping gcc libc6-dev linux-libc-dev git util-linux)
+      iperf3 netsniff-ng wireguard-tools wireguard-go etcd-server procps kmod conntrack iputils-ping gcc libc6-dev linux-libc-dev git util-linux systemd)
 
 missing_pkgs() {
   local p
