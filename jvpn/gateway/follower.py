@@ -211,6 +211,9 @@ class ClusterFollower:
                 self.table.stand_by(rec, live.keys)
             return
         self.table.observe(live, rec)
+        if live.quarantined:
+            return  # awaiting its revocation (retried here): never handed to a gateway
+            # that may not have reloaded yet; the requester's parked request times out
         if rec.handoff_to and rec.handoff_to != self.ownership.node_id:
             self._release(live, rec)
         elif live.parked and not self.table.fenced and rec.owner_lease == self.ownership.token:

@@ -120,3 +120,16 @@ def test_a_clustered_stop_retires_senders_and_settles_the_replay_ceiling(rig):
     with pytest.raises(CounterUnavailable):
         live.channel.next_counter()
     assert store.get_replay_ceiling(SID) == (0, True)  # exact: no client counter delivered
+
+
+def test_a_session_awaiting_its_revocation_is_not_handed_over(rig):
+    """Review R5: a revoked session whose end the store refused is
+    quarantined and retried here; a handoff request must not move it to a
+    gateway that may not have reloaded (the retry would stop there)."""
+    store, table, follower, _live = rig
+    table.quarantine(SID)
+    asked = store.get(SID)[0]
+    asked = asked.with_(version=asked.version + 1, handoff_to="gw-b", handoff_lease=LEASE_B)
+    store.cas(SID, asked.version - 1, asked)
+    follower.on_store_record(SID, asked)
+    assert store.get(SID)[0].owner == "gw-a" and SID in table.sessions
