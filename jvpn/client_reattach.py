@@ -78,7 +78,7 @@ class ClientReattach:
 
     def _control(self, msg: bytes, _src, sock: socket.socket) -> None:
         # _src is the gateway's (receive checked it); answers go to self.endpoint
-        got = self.channel.open_control(msg, self.keys.reattach)
+        got = self.channel.open_control(msg)
         if got is None:
             return
         hdr, fields = got

@@ -70,6 +70,12 @@ class Reason(enum.StrEnum):
     TEARDOWN_FAILED = "TEARDOWN_FAILED"
     # the client's session is over (jvpn; issue 12): no authenticated answer for OrphanTimeout
     ORPHANED = "ORPHANED"
+    # key lifecycle (jvpn; issue 13, docs/protocol.md "Rekey")
+    KEY_ROTATED = "KEY_ROTATED"  # a rekey completed: the new epoch is current
+    KEY_EXPIRED = "KEY_EXPIRED"  # the keys passed reject_after_* without a rekey
+    REKEY_REQUESTED = "REKEY_REQUESTED"  # the key age / count limit, or an operator, asks
+    REKEY_CONFIRMED = "REKEY_CONFIRMED"  # the peer used the new keys: sealed under them
+    PREVIOUS_KEYS_DROPPED = "PREVIOUS_KEYS_DROPPED"  # the overlap ended
 
 
 class Security(enum.StrEnum):
@@ -81,6 +87,8 @@ class Security(enum.StrEnum):
     SEC_ABUSE_CONTROL_PLANE = "SEC_ABUSE_CONTROL_PLANE"
     # jvpn: an authenticated peer sent inner packets from an address not its own
     SEC_INNER_SOURCE_SPOOFED = "SEC_INNER_SOURCE_SPOOFED"
+    # jvpn (issue 13): a second holder of a session's keys (docs/protocol.md "Rekey")
+    SEC_KEY_COMPROMISE_SUSPECTED = "SEC_KEY_COMPROMISE_SUSPECTED"
 
 
 class SwitchDenial(enum.StrEnum):
@@ -125,3 +133,8 @@ class EventType(enum.StrEnum):
     RELOAD_REFUSED = "ReloadRefused"  # ... or refused: the old configuration stays
     DRAIN_CHANGED = "DrainChanged"  # new sessions refused (drain) or admitted again
     SESSION_RENEWED = "SessionRenewed"  # Reconnect = yes: a new session replaced an ended one
+    # key lifecycle (issue 13: the names the seed's key lifecycle gives)
+    KEY_ROTATED = "KeyRotated"  # a new key epoch is current (key_epoch)
+    KEY_EXPIRED = "KeyExpired"  # the keys passed reject_after_* without a rekey
+    REKEY_DENIED = "RekeyDenied"  # a rekey request refused (reason_code says why)
+    SECURITY_KEY_COMPROMISE_SUSPECTED = "SecurityKeyCompromiseSuspected"

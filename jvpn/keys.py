@@ -10,17 +10,30 @@ expands them, bound to the session ID, into:
 
 A key of one session never validates another: the session ID is in the HKDF
 info, and every message names its session in the tagged header.
+
+Rekey (issue 13, docs/protocol.md "Rekey"): a session's keys have an epoch
+(0 from the handshake). Epoch E+1's keys come from a fresh ephemeral X25519
+exchange, salted with a PRF of epoch E's control key and bound to the
+session ID, both epochs' numbers, the switch epoch, the record version and
+both ephemeral public keys (``derive_rekey``). HKDF is one-way: epoch E+1's
+keys (and the static keys) do not give epoch E's; the ephemeral private keys
+are dropped once used, so a capture of the exchange plus epoch E's keys does
+not give epoch E+1's. A :class:`KeyRing` holds at most two epochs: the
+current one and, during the overlap, the previous one; the header's key
+phase (the epoch's low bit) says which one sealed a message.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 KEY_LEN = 32
@@ -58,15 +71,25 @@ def decode(text: str) -> bytes:
 
 @dataclass(frozen=True)
 class SessionKeys:
+    """One key epoch's secrets (``reattach`` is the control key: reattach
+    proofs, control MACs, rekey messages)."""
+
     session_id: int
     data_c2s: bytes
     data_s2c: bytes
     hdr_c2s: bytes
     hdr_s2c: bytes
     reattach: bytes
+    epoch: int = field(default=0, compare=True)  # 0: the handshake's keys
+
+    @property
+    def phase(self) -> int:
+        """The header's key phase for messages sealed under these keys."""
+        return self.epoch & 1
 
     def pack(self) -> bytes:
-        """For the session store (secrets column)."""
+        """One epoch's keys without the epoch (the 136 bytes of a version-1
+        secrets value; :class:`KeyRing` adds the epochs)."""
         return (struct.pack("<Q", self.session_id) + self.data_c2s + self.data_s2c
                 + self.hdr_c2s + self.hdr_s2c + self.reattach)
 
@@ -88,3 +111,162 @@ def derive_session_keys(session_id: int, k1: bytes, k2: bytes,
     okm = HKDF(algorithm=hashes.SHA256(), length=32 + 32 + 16 + 16 + 32, salt=handshake_hash,
                info=_INFO + struct.pack("<Q", session_id)).derive(k1 + k2)
     return SessionKeys(session_id, okm[0:32], okm[32:64], okm[64:80], okm[80:96], okm[96:128])
+
+
+# ---------------------------------------------------------------- rekey
+
+_REKEY_SALT = b"jvpn v1 rekey salt"
+_REKEY_INFO = b"jvpn v1 rekey"
+_CONFIRM = b"jvpn v1 rekey confirm"
+_RING_MAGIC = b"JKR2"
+_RING_HEAD = struct.Struct("<4sBQ")  # magic, flags (1: previous present, 2: confirmed), epoch
+_SINGLE_LEN = 8 + 32 + 32 + 16 + 16 + 32
+
+
+class RekeyError(ValueError):
+    """A rekey exchange that cannot produce keys (a low-order ephemeral)."""
+
+
+@dataclass(frozen=True)
+class KeyRing:
+    """A session's live keys: ``current`` (the newest epoch) and, during an
+    overlap, ``previous`` (still accepted on receive). ``confirmed``: the
+    peer has used ``current`` (on the gateway: the client sent under it), so
+    this side seals under it; until then it seals under ``previous``."""
+
+    current: SessionKeys
+    previous: SessionKeys | None = None
+    confirmed: bool = True
+
+    def __post_init__(self):
+        if self.previous is not None and self.previous.epoch + 1 != self.current.epoch:
+            raise ValueError("a key ring holds two consecutive epochs")
+        if not self.confirmed and self.previous is None:
+            raise ValueError("unconfirmed keys need the previous epoch to send under")
+
+    @classmethod
+    def of(cls, keys: SessionKeys | KeyRing) -> KeyRing:
+        return keys if isinstance(keys, KeyRing) else cls(keys)
+
+    @property
+    def session_id(self) -> int:
+        return self.current.session_id
+
+    @property
+    def epoch(self) -> int:
+        return self.current.epoch
+
+    @property
+    def send(self) -> SessionKeys:
+        """The keys this side seals under."""
+        return self.current if self.confirmed else self.previous  # type: ignore[return-value]
+
+    def for_phase(self, phase: int) -> SessionKeys | None:
+        """The keys a message of this key phase was sealed under, if live."""
+        if self.current.phase == phase:
+            return self.current
+        return self.previous  # the other phase, or None outside an overlap
+
+    def live(self) -> tuple[SessionKeys, ...]:
+        return (self.current,) if self.previous is None else (self.current, self.previous)
+
+    def rotated(self, new: SessionKeys, confirmed: bool = False) -> KeyRing:
+        """``new`` (epoch + 1) becomes current; the current one stays as previous."""
+        if new.epoch != self.current.epoch + 1 or new.session_id != self.session_id:
+            raise ValueError("a rotation goes to the next epoch of the same session")
+        return KeyRing(new, self.current, confirmed)
+
+    def with_confirmed(self) -> KeyRing:
+        return replace(self, confirmed=True)
+
+    def without_previous(self) -> KeyRing:
+        """The overlap is over: only the current epoch is accepted."""
+        return KeyRing(self.current)
+
+    def pack(self) -> bytes:
+        """The session store's secrets value: both live epochs."""
+        flags = (1 if self.previous is not None else 0) | (2 if self.confirmed else 0)
+        out = _RING_HEAD.pack(_RING_MAGIC, flags, self.current.epoch) + self.current.pack()
+        if self.previous is not None:
+            out += self.previous.pack()
+        return out
+
+    @classmethod
+    def unpack(cls, raw: bytes) -> KeyRing:
+        """A secrets value: a version-1 value (136 bytes: epoch 0) or a ring.
+        Raises ValueError for anything else."""
+        if len(raw) == _SINGLE_LEN:
+            return cls(SessionKeys.unpack(raw))
+        head = _RING_HEAD.size
+        if len(raw) < head or raw[:4] != _RING_MAGIC:
+            raise ValueError("stored session keys are neither keys nor a key ring")
+        _m, flags, epoch = _RING_HEAD.unpack_from(raw)
+        if flags & ~3 or len(raw) != head + _SINGLE_LEN * (2 if flags & 1 else 1):
+            raise ValueError("stored key ring has the wrong length or flags")
+        current = replace(SessionKeys.unpack(raw[head:head + _SINGLE_LEN]), epoch=epoch)
+        previous = None
+        if flags & 1:
+            if epoch == 0:
+                raise ValueError("stored key ring: epoch 0 has no previous epoch")
+            previous = replace(SessionKeys.unpack(raw[head + _SINGLE_LEN:]), epoch=epoch - 1)
+            if previous.session_id != current.session_id:
+                raise ValueError("stored key ring mixes two sessions")
+        return cls(current, previous, bool(flags & 2))
+
+
+def unpack_secrets(raw: bytes) -> KeyRing:
+    """What a store's secrets value holds (any version)."""
+    return KeyRing.unpack(raw)
+
+
+class Ephemeral:
+    """One side's ephemeral X25519 key for one rekey attempt."""
+
+    def __init__(self, private: X25519PrivateKey | None = None):
+        self._private = private or X25519PrivateKey.generate()
+        self.public = self._private.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+    def exchange(self, peer_public: bytes) -> bytes:
+        """The shared secret; RekeyError for a low-order or malformed key."""
+        try:
+            shared = self._private.exchange(X25519PublicKey.from_public_bytes(peer_public))
+        except ValueError as e:  # all-zero output (low-order point) or a bad length
+            raise RekeyError(f"ephemeral key exchange failed: {e}") from None
+        if not any(shared):
+            raise RekeyError("ephemeral key exchange gave the all-zero secret")
+        return shared
+
+
+@dataclass(frozen=True)
+class RekeyBinding:
+    """What the new keys are bound to: everything both sides agree on."""
+
+    new_epoch: int
+    switch_epoch: int
+    version: int  # the record version the gateway committed the new keys at
+    client_ephemeral: bytes
+    gateway_ephemeral: bytes
+
+    def info(self, session_id: int) -> bytes:
+        return (_REKEY_INFO + struct.pack("<QQQQ", session_id, self.new_epoch,
+                                           self.switch_epoch, self.version)
+                + self.client_ephemeral + self.gateway_ephemeral)
+
+
+def derive_rekey(current: SessionKeys, shared: bytes, b: RekeyBinding) -> SessionKeys:
+    """Epoch ``b.new_epoch``'s keys from ``current`` (its predecessor) and
+    the ephemeral exchange's secret."""
+    if b.new_epoch != current.epoch + 1:
+        raise RekeyError(f"epoch {b.new_epoch} does not follow {current.epoch}")
+    salt = hmac.new(current.reattach, _REKEY_SALT, hashlib.sha256).digest()
+    okm = HKDF(algorithm=hashes.SHA256(), length=32 + 32 + 16 + 16 + 32, salt=salt,
+               info=b.info(current.session_id)).derive(shared)
+    return SessionKeys(current.session_id, okm[0:32], okm[32:64], okm[64:80], okm[80:96],
+                       okm[96:128], epoch=b.new_epoch)
+
+
+def rekey_confirm(new: SessionKeys, b: RekeyBinding) -> bytes:
+    """The gateway's proof that it holds ``new``: the client checks it before
+    it seals anything under them."""
+    return hmac.new(new.reattach, _CONFIRM + b.info(new.session_id), hashlib.sha256).digest()

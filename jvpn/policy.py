@@ -46,7 +46,17 @@ class Policy:
     jvpn/gateway/reattach.py and timers.py); replay_window_size: the
     control-plane replay window (control messages, keepalives: issue 10
     item 5), not the 4032-counter data window compiled into the gate.
-    The candidate-path fields (``CANDIDATE_PATH``) are NOT_YET."""
+    The candidate-path fields (``CANDIDATE_PATH``) are NOT_YET.
+
+    The key lifecycle (``keys.*``, issue 13; docs/protocol.md "Rekey"),
+    WireGuard's timers by default: the gateway asks for a rekey once the
+    current keys are ``rekey_after_ms`` old or have sealed
+    ``rekey_after_messages`` messages either way; it refuses them at
+    ``reject_after_ms`` / ``reject_after_messages`` (KeyExpired, then
+    TERMINATED, or DEGRADED when ``expiry_terminates`` is false); it keeps
+    accepting the previous keys for ``rekey_overlap_ms`` after the client
+    first used the new ones, and accepts at most ``max_rekey_attempts``
+    rekey requests per epoch. jvpn/gateway/rekey.py."""
 
     version: int = 1
     max_lifetime_ms: int = 8 * H
@@ -65,6 +75,17 @@ class Policy:
     reattach_proof_max_age_ms: int = 5_000
     replay_window_size: int = 128
     recovery_expiry_terminates: bool = False  # what recovery-window expiry leads to
+    # key lifecycle (issue 13): WireGuard's REKEY_AFTER_TIME, REJECT_AFTER_TIME,
+    # REKEY_AFTER_MESSAGES; the reject-after count is 2^62 (WireGuard's is
+    # about 2^64: a TOML integer stops at 2^63 - 1, and a session's counters,
+    # all epochs together, stop at the gate's limit of 2^64 - 4097 anyway)
+    rekey_after_ms: int = 120_000
+    reject_after_ms: int = 180_000
+    rekey_after_messages: int = 1 << 60
+    reject_after_messages: int = 1 << 62
+    rekey_overlap_ms: int = 5_000
+    max_rekey_attempts: int = 20
+    expiry_terminates: bool = True  # KeyExpired: TERMINATED (true) or DEGRADED
 
     def as_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -110,6 +131,13 @@ SPEC = [
     Field("security", "reattach_proof_max_age_ms", 100, 120_000),
     Field("security", "replay_window_size", 16, 65_536),
     Field("security", "recovery_expiry_terminates", 0, 1, kind=bool),
+    Field("keys", "rekey_after_ms", 100, 7 * 24 * H),
+    Field("keys", "reject_after_ms", 200, 7 * 24 * H),
+    Field("keys", "rekey_after_messages", 16, 1 << 62),
+    Field("keys", "reject_after_messages", 32, (1 << 63) - 1),
+    Field("keys", "rekey_overlap_ms", 0, 600_000),
+    Field("keys", "max_rekey_attempts", 1, 1000),
+    Field("keys", "expiry_terminates", 0, 1, kind=bool),
 ]
 
 # The seed's candidate-path model (transport selection, issue 14): NOT_YET.
@@ -233,7 +261,23 @@ def policy_from_dict(data: dict, origin: str = "policy",
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise where.error("version", f"must be a positive integer, got {version!r}")
     values = {f.name: _field_value(data, f, where) for f in SPEC}
+    _check_key_lifecycle(values, where)
     return Policy(version=version, **values)
+
+
+def _check_key_lifecycle(v: dict, where: _Where) -> None:
+    """The key timers must nest: a rekey starts before the keys are refused,
+    and the previous epoch is gone before the next rekey may start (a key
+    ring holds two epochs)."""
+    if v["reject_after_ms"] <= v["rekey_after_ms"]:
+        raise where.error("keys.reject_after_ms", f"{v['reject_after_ms']} must be greater "
+                          f"than keys.rekey_after_ms ({v['rekey_after_ms']})")
+    if v["reject_after_messages"] <= v["rekey_after_messages"]:
+        raise where.error("keys.reject_after_messages", "must be greater than "
+                          f"keys.rekey_after_messages ({v['rekey_after_messages']})")
+    if v["rekey_overlap_ms"] >= v["rekey_after_ms"]:
+        raise where.error("keys.rekey_overlap_ms", f"{v['rekey_overlap_ms']} must be less "
+                          f"than keys.rekey_after_ms ({v['rekey_after_ms']})")
 
 
 @dataclass(frozen=True)

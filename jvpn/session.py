@@ -37,6 +37,9 @@ class Event(enum.StrEnum):
     POLICY_TERMINATE = "policy_terminate"  # a policy bound ended it (recovery, switch storm)
     PEER_REVOKED = "peer_revoked"  # its peer left the peers file (a reload)
     CLIENT_STOP = "client_stop"  # the client's authenticated TERMINATE (it stopped)
+    KEYS_EXPIRED = "keys_expired"  # the keys passed reject_after_* (policy: terminate)
+    KEYS_AGED = "keys_aged"  # ... (policy: degrade): only control passes, a rekey ends it
+    REKEY_OK = "rekey_ok"  # a rekey from the bound transport completed in DEGRADED
 
 
 S, E = State, Event
@@ -50,6 +53,13 @@ TRANSITIONS: dict[tuple[State, Event], tuple[State, str]] = {
     (S.RECOVERING, E.REATTACH_INVALID): (S.DEGRADED, "TRANSPORT_SWITCH_DENIED"),
     (S.VOLATILE, E.RECOVERY_TIMEOUT): (S.DEGRADED, "ENTER_DEGRADED_MODE"),
     (S.DEGRADED, E.SWITCH_INITIATED): (S.RECOVERING, "RECOVERY_RETRY"),
+    # key lifecycle (issue 13, docs/protocol.md "Rekey"): expired keys degrade
+    # the session when the policy says so; a completed rekey (authenticated,
+    # from the bound transport: a validation, I6) brings it back
+    (S.ATTACHED, E.KEYS_AGED): (S.DEGRADED, "ENTER_DEGRADED_MODE"),
+    (S.VOLATILE, E.KEYS_AGED): (S.DEGRADED, "ENTER_DEGRADED_MODE"),
+    (S.RECOVERING, E.KEYS_AGED): (S.DEGRADED, "ENTER_DEGRADED_MODE"),
+    (S.DEGRADED, E.REKEY_OK): (S.ATTACHED, "EXIT_DEGRADED_MODE"),
 }
 _TERMINATING = {
     E.SESSION_TTL_EXPIRED: "TTL_SESSION_EXPIRED",
@@ -58,6 +68,7 @@ _TERMINATING = {
     E.POLICY_TERMINATE: "POLICY_TERMINATION",
     E.PEER_REVOKED: "PEER_REVOKED",
     E.CLIENT_STOP: "CLIENT_STOPPED",
+    E.KEYS_EXPIRED: "KEY_EXPIRED",
 }
 for _state in State:
     if _state is not S.TERMINATED:
@@ -146,6 +157,14 @@ class SessionRecord:
     # revocation is by key (jvpn/gateway/revocation.py); "" in a record of
     # a version before it (matched through the store's initiations instead)
     peer_key: str = ""
+    # key lifecycle (issue 13): the current key epoch (0: the handshake's),
+    # when its keys were made (0: at created_ms), and the send counters at
+    # that moment (messages sealed under the epoch = counter - base). The
+    # keys themselves are in the store's secrets value (jvpn/keys.py KeyRing).
+    key_epoch: int = 0
+    keys_ms: int = 0
+    key_c2s_base: int = 0
+    key_s2c_base: int = 0
     # False: a handshake's session its initiator has not used yet (it may
     # never: the client took the answer to another attempt). A restart
     # neither routes such a session nor keeps it past the unconfirmed TTL

@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from jvpn import pathmtu
 from jvpn.errors import JvpnError
 from jvpn.gate import abi
-from jvpn.keys import SessionKeys
+from jvpn.keys import KeyRing, SessionKeys
 from jvpn.prefixes import Network, PrefixSet
 from jvpn.replay import DEFAULT_CONTROL_WINDOW, ControlWindow, ReplayWindow
 from jvpn.wire import header_tag
@@ -49,6 +49,8 @@ TUN_MTU = pathmtu.DEFAULT_TUN_MTU
 MAX_PLAINTEXT = pathmtu.max_plaintext(pathmtu.DEFAULT_PATH_MTU, 4)
 FLAG_REATTACH = 1  # s2c keepalive/data: the gateway wants a reattach
 FLAG_FRAGMENT = 2  # DATA: plaintext = fragment header + a piece of one inner packet
+FLAG_KEY_PHASE = abi.FLAG_KEY_PHASE  # 4, any message: sealed under an odd key epoch
+FLAG_REKEY = 8  # s2c keepalive/data: the gateway wants a rekey (docs/protocol.md "Rekey")
 _FRAG = struct.Struct("<HBB")  # packet id, index, count
 FRAG_PIECE = MAX_PLAINTEXT - _FRAG.size  # 1420: the piece on a default-sized channel
 MIN_FRAG_PIECE = pathmtu.MIN_MAX_PLAINTEXT - _FRAG.size  # 496: a 576-byte IPv4 path
@@ -159,15 +161,36 @@ class SendCounter:
             self._retired = False
 
 
+class _EpochCrypt:
+    """One key epoch's AEAD objects and header keys as one side uses them."""
+
+    __slots__ = ("keys", "open", "phase_flag", "recv_hdr_key", "seal", "send_hdr_key")
+
+    def __init__(self, keys: SessionKeys, side: str):
+        c2s, s2c = (keys.data_c2s, keys.hdr_c2s), (keys.data_s2c, keys.hdr_s2c)
+        (send_key, self.send_hdr_key), (recv_key, self.recv_hdr_key) = (
+            (c2s, s2c) if side == "client" else (s2c, c2s))
+        self.keys = keys
+        self.seal = ChaCha20Poly1305(send_key).encrypt
+        self.open = ChaCha20Poly1305(recv_key).decrypt
+        self.phase_flag = FLAG_KEY_PHASE if keys.phase else 0
+
+
 class DataChannel:
     """One session's data keys seen from one side ("client" or "gateway").
+
+    The keys are a :class:`KeyRing`: messages are sealed under its ``send``
+    epoch (the key phase flag says which), and opened under the epoch their
+    phase flag names, if that epoch is live (``set_keys`` changes the ring:
+    a rekey, the end of its overlap). Counters and replay windows are the
+    session's, not the epoch's: they carry over a rekey.
 
     ``reserve(floor)`` durably stores a counter floor (the gateway's store);
     ``allowed_inner_src`` (the gateway side) is what the peer may use as
     inner source: its AllowedIPs prefixes, or one packed IPv4 address
     (cryptokey routing, see ``inner_packet``)."""
 
-    def __init__(self, keys: SessionKeys, side: str, *, first_counter: int = 1,
+    def __init__(self, keys: SessionKeys | KeyRing, side: str, *, first_counter: int = 1,
                  check_replay: bool = True, check_tag: bool = True,
                  reserve: Callable[[int], None] | None = None,
                  reserve_block: int = RESERVE_BLOCK,
@@ -175,12 +198,9 @@ class DataChannel:
                  admit_counter: Callable[[int], bool] | None = None,
                  control_window: int = DEFAULT_CONTROL_WINDOW,
                  clock: Callable[[], float] = time.monotonic):
-        c2s, s2c = (keys.data_c2s, keys.hdr_c2s), (keys.data_s2c, keys.hdr_s2c)
-        (send_key, self.send_hdr_key), (recv_key, self.recv_hdr_key) = (
-            (c2s, s2c) if side == "client" else (s2c, c2s))
-        self.session_id = keys.session_id
-        self._seal = ChaCha20Poly1305(send_key).encrypt
-        self._open = ChaCha20Poly1305(recv_key).decrypt
+        self.side = side
+        self.set_keys(KeyRing.of(keys))
+        self.session_id = self.ring.session_id
         self.counter = SendCounter(first_counter, reserve, reserve_block, clock)
         self.replay = ReplayWindow() if check_replay else None
         self.control_replay = ControlWindow(control_window)  # keepalives, control
@@ -192,6 +212,29 @@ class DataChannel:
         self.admit_counter = admit_counter  # the gateway's replay ceiling (gateway/ceiling.py)
         self.max_plaintext = MAX_PLAINTEXT  # sized to the path by size_to
         self.announced_counter = 0  # the peer's last path-MTU announcement applied (gateway)
+
+    def set_keys(self, ring: KeyRing) -> None:
+        """The live epochs from now on. The data threads read ``_by_phase``
+        and ``_send`` once per message: each is replaced whole, never
+        changed in place, so a message sees one epoch's keys throughout."""
+        by_phase = {k.phase: _EpochCrypt(k, self.side) for k in ring.live()}
+        self._by_phase = by_phase
+        self._send = by_phase[ring.send.phase]
+        self.ring = ring
+
+    @property
+    def send_hdr_key(self) -> bytes:
+        return self._send.send_hdr_key
+
+    @property
+    def send_keys(self) -> SessionKeys:
+        """The epoch this side seals under (control messages use its key)."""
+        return self._send.keys
+
+    def keys_for(self, flags: int) -> SessionKeys | None:
+        """The live epoch a received message's key phase names, if any."""
+        crypt = self._by_phase.get(1 if flags & FLAG_KEY_PHASE else 0)
+        return crypt.keys if crypt is not None else None
 
     def size_to(self, path_mtu: int, family: int) -> None:
         """Every DATA datagram from now on fits ``path_mtu`` (clamped to what
@@ -214,15 +257,21 @@ class DataChannel:
         self.counter.resume()
 
     def header(self, msg_type: int, flags: int = 0, counter: int | None = None) -> bytes:
-        """A tagged header (control messages build their own body on it)."""
+        """A tagged header under the send epoch (control messages build
+        their own body on it, and MAC it under ``send_keys.reattach``)."""
         c = self.next_counter() if counter is None else counter
-        tagged = _TAGGED.pack(msg_type, abi.WIRE_VERSION, flags, 0, self.session_id, c)
-        return tagged + struct.pack("<Q", header_tag(self.send_hdr_key, tagged))
+        return self._header(self._send, msg_type, flags, c)
+
+    def _header(self, crypt: _EpochCrypt, msg_type: int, flags: int, c: int) -> bytes:
+        tagged = _TAGGED.pack(msg_type, abi.WIRE_VERSION, flags | crypt.phase_flag, 0,
+                              self.session_id, c)
+        return tagged + struct.pack("<Q", header_tag(crypt.send_hdr_key, tagged))
 
     def seal(self, payload: bytes, msg_type: int = abi.MSG_DATA, flags: int = 0) -> bytes:
         c = self.next_counter()
-        hdr = self.header(msg_type, flags, c)
-        return hdr + self._seal(_NONCE.pack(c), payload, hdr)
+        crypt = self._send  # one epoch for the header and the AEAD
+        hdr = self._header(crypt, msg_type, flags, c)
+        return hdr + crypt.seal(_NONCE.pack(c), payload, hdr)
 
     def seal_packet(self, packet: bytes) -> list[bytes]:
         """One inner packet as DATA messages: one if it fits, else equal-size
@@ -250,13 +299,14 @@ class DataChannel:
         if len(msg) < abi.HDR_LEN + abi.AEAD_TAG_LEN:
             return None
         t, _v, flags, _r, sid, counter, tag = _HDR.unpack_from(msg)
-        if sid != self.session_id:
+        crypt = self._by_phase.get(1 if flags & FLAG_KEY_PHASE else 0)
+        if sid != self.session_id or crypt is None:  # no live epoch of that phase
             return None
         hdr = msg[: abi.HDR_LEN]
-        if self.check_tag and header_tag(self.recv_hdr_key, hdr[:abi.TAGGED_LEN]) != tag:
+        if self.check_tag and header_tag(crypt.recv_hdr_key, hdr[:abi.TAGGED_LEN]) != tag:
             return None
         try:
-            payload = self._open(_NONCE.pack(counter), msg[abi.HDR_LEN:], hdr)
+            payload = crypt.open(_NONCE.pack(counter), msg[abi.HDR_LEN:], hdr)
         except InvalidTag:
             return None
         # every check before any state moves: the window (read only), then
@@ -279,16 +329,22 @@ class DataChannel:
             return packet
         return packet if self.inner_filter.accept(packet) else None
 
-    def open_control(self, msg: bytes, reattach_key: bytes) -> tuple | None:
+    def open_control(self, msg: bytes) -> tuple | None:
         """(header, fields) of an authentic, fresh control message (tag, then
-        HMAC, then the control window), else None."""
+        HMAC under the control key of the epoch its key phase names, then
+        the control window), else None."""
         from jvpn import wire  # noqa: PLC0415
 
+        if len(msg) < abi.HDR_LEN:
+            return None
+        crypt = self._by_phase.get(wire.key_phase(_HDR.unpack_from(msg)[2]))
+        if crypt is None:
+            return None
         try:
-            hdr, fields = wire.open_control(msg, reattach_key)
+            hdr, fields = wire.open_control(msg, crypt.keys.reattach)
         except wire.WireError:
             return None
-        if hdr.session_id != self.session_id or not hdr.tag_valid(self.recv_hdr_key):
+        if hdr.session_id != self.session_id or not hdr.tag_valid(crypt.recv_hdr_key):
             return None
         if not self.control_replay.accept(hdr.counter):
             return None

@@ -98,19 +98,35 @@ REATTACH_ACK = struct.Struct("<QQQ")  # seq, epoch, version
 REATTACH_REJECT = struct.Struct("<QB3xI")
 EPOCH_MAX = 0xFFFFFFFF  # the most a REATTACH_REJECT can tell
 TERMINATE = struct.Struct("<B7x")  # reason index (TERMINATE_REASONS)
+# Rekey (docs/protocol.md, "Rekey"): the client asks for key epoch
+# ``new_epoch`` (its current + 1) naming the switch epoch it knows and its
+# ephemeral X25519 public key; the gateway answers with its ephemeral, the
+# record version it committed the new keys at, how long it keeps accepting
+# the old keys once the client used the new ones, and a key confirmation
+# (jvpn/keys.py rekey_confirm); or refuses, naming the epochs it holds.
+EPHEMERAL_LEN = 32
+REKEY_INIT = struct.Struct("<QQ32s")  # new_epoch, switch_epoch, client_ephemeral
+# new_epoch, switch_epoch, version, overlap_ms, gateway_ephemeral, confirm
+REKEY_RESP = struct.Struct("<QQQI4x32s32s")
+# asked epoch, current key epoch, current switch epoch, reason index (REJECT_REASONS)
+REKEY_REJECT = struct.Struct("<QQQB7x")
 # APPEND ONLY: the index is what travels; a receiver that does not know an
 # index reads POLICY_TERMINATION. CLIENT_STOPPED is the one a client sends
 # (it stopped: SIGTERM, SIGINT, SIGHUP, or it gave up on the session)
 TERMINATE_REASONS = ["TTL_SESSION_EXPIRED", "TTL_TRANSPORT_LOSS_EXPIRED", "POLICY_TERMINATION",
-                     "OPERATOR_TERMINATED", "PEER_REVOKED", "CLIENT_STOPPED"]
+                     "OPERATOR_TERMINATED", "PEER_REVOKED", "CLIENT_STOPPED", "KEY_EXPIRED"]
 REJECT_REASONS = ["SESSION_NOT_FOUND", "SESSION_EXPIRED", "AUTH_FAIL", "FRESHNESS_INVALID",
-                  "REPLAY_DETECTED", "RATE_LIMITED", "POLICY_DENY", "OWNERSHIP_CONFLICT"]
+                  "REPLAY_DETECTED", "RATE_LIMITED", "POLICY_DENY", "OWNERSHIP_CONFLICT",
+                  "KEY_EXPIRED"]
 _BODIES = {abi.MSG_REATTACH_REQ: (REATTACH_REQ, b"reattach-req"),
            abi.MSG_PATH_CHALLENGE: (PATH_CHALLENGE, b"path-challenge"),
            abi.MSG_PATH_RESPONSE: (PATH_RESPONSE, b"path-response"),
            abi.MSG_REATTACH_ACK: (REATTACH_ACK, b"reattach-ack"),
            abi.MSG_REATTACH_REJECT: (REATTACH_REJECT, b"reattach-reject"),
-           abi.MSG_TERMINATE: (TERMINATE, b"terminate")}
+           abi.MSG_TERMINATE: (TERMINATE, b"terminate"),
+           abi.MSG_REKEY_INIT: (REKEY_INIT, b"rekey-init"),
+           abi.MSG_REKEY_RESP: (REKEY_RESP, b"rekey-resp"),
+           abi.MSG_REKEY_REJECT: (REKEY_REJECT, b"rekey-reject")}
 
 
 def _control_mac(key: bytes, label: bytes, tagged: bytes, body: bytes) -> bytes:
@@ -124,9 +140,17 @@ def seal_control(hdr: Header, hdr_key: bytes, reattach_key: bytes, *fields) -> b
     return hdr.pack(hdr_key) + body + _control_mac(reattach_key, label, hdr.tagged_bytes(), body)
 
 
+def key_phase(flags: int) -> int:
+    """The key phase a message names (0 or 1): the low bit of the key epoch
+    it was sealed under (jvpn/keys.py KeyRing.for_phase)."""
+    return 1 if flags & abi.FLAG_KEY_PHASE else 0
+
+
 def open_control(msg: bytes, reattach_key: bytes) -> tuple:
     """(header, fields) of an authentic control message; WireError otherwise.
-    The header tag is not checked here (the XDP gate, or the caller, does)."""
+    The header tag is not checked here (the XDP gate, or the caller, does).
+    ``reattach_key`` is the control key of the key epoch the header's phase
+    names (``key_phase``): the caller picks it."""
     hdr = parse_header(msg)
     try:
         fmt, label = _BODIES[hdr.type]

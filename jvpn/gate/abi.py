@@ -32,7 +32,13 @@ MSG_PATH_RESPONSE = 8
 MSG_REATTACH_ACK = 9
 MSG_REATTACH_REJECT = 10
 MSG_TERMINATE = 11
-MSG_MAX = 12
+MSG_REKEY_INIT = 12
+MSG_REKEY_RESP = 13
+MSG_REKEY_REJECT = 14
+MSG_MAX = 15
+
+# header flags the gate reads: the low bit of the sender's key epoch
+FLAG_KEY_PHASE = 4
 
 # ---- session states ----
 STATE_BIRTH = 0
@@ -59,7 +65,8 @@ def _bit(t: int) -> int:
 
 
 ALLOW_DATA = _bit(MSG_DATA) | _bit(MSG_KEEPALIVE)
-ALLOW_CONTROL = _bit(MSG_REATTACH_REQ) | _bit(MSG_PATH_RESPONSE) | _bit(MSG_TERMINATE)
+ALLOW_CONTROL = (_bit(MSG_REATTACH_REQ) | _bit(MSG_PATH_RESPONSE) | _bit(MSG_TERMINATE)
+                 | _bit(MSG_REKEY_INIT))
 STATE_ALLOW = {
     STATE_BIRTH: 0,
     STATE_ATTACHED: ALLOW_DATA | ALLOW_CONTROL,
@@ -332,6 +339,7 @@ CONSTANTS = {
     "JVPN_REPLAY_WINDOW": replay_window(),
     "JVPN_REJECT_AFTER": reject_after(),
     "JVPN_MAX_PORTS": MAX_PORTS,
+    "JVPN_FLAG_KEY_PHASE": FLAG_KEY_PHASE,
 }
 
 

@@ -119,7 +119,7 @@ class Gateway:
                                  self.clock.ms, os.urandom(16), self.record().epoch)
 
     def answer(self, challenge: bytes) -> bytes:
-        _hdr, (server_nonce, client_nonce) = self.client.open_control(challenge, KEYS.reattach)
+        _hdr, (server_nonce, client_nonce) = self.client.open_control(challenge)
         hdr = wire.Header(type=abi.MSG_PATH_RESPONSE, session_id=SID,
                           counter=self.client.next_counter())
         return wire.seal_control(hdr, KEYS.hdr_c2s, KEYS.reattach, server_nonce, client_nonce)

@@ -15,12 +15,18 @@ LEGAL = {
     (State.RECOVERING, Event.REATTACH_INVALID): State.DEGRADED,
     (State.VOLATILE, Event.RECOVERY_TIMEOUT): State.DEGRADED,
     (State.DEGRADED, Event.SWITCH_INITIATED): State.RECOVERING,
+    # issue 13: expired keys degrade (policy), a rekey from the binding ends it
+    (State.ATTACHED, Event.KEYS_AGED): State.DEGRADED,
+    (State.VOLATILE, Event.KEYS_AGED): State.DEGRADED,
+    (State.RECOVERING, Event.KEYS_AGED): State.DEGRADED,
+    (State.DEGRADED, Event.REKEY_OK): State.ATTACHED,
 }
 for s in State:
     if s is not State.TERMINATED:
         for e in (Event.SESSION_TTL_EXPIRED, Event.TRANSPORT_TTL_EXPIRED,
                   Event.OPERATOR_TERMINATE, Event.POLICY_TERMINATE, Event.PEER_REVOKED,
-                  Event.CLIENT_STOP):  # CLIENT_STOP: issue 12, the client's TERMINATE
+                  Event.CLIENT_STOP,  # CLIENT_STOP: issue 12, the client's TERMINATE
+                  Event.KEYS_EXPIRED):  # issue 13: keys refused, policy terminates
             LEGAL[(s, e)] = State.TERMINATED
 
 

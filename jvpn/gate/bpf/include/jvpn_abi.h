@@ -40,7 +40,10 @@
 #define JVPN_MSG_REATTACH_ACK 9
 #define JVPN_MSG_REATTACH_REJECT 10
 #define JVPN_MSG_TERMINATE 11
-#define JVPN_MSG_MAX 12
+#define JVPN_MSG_REKEY_INIT 12   /* client -> gateway: a new key epoch (issue 13) */
+#define JVPN_MSG_REKEY_RESP 13   /* gateway -> client */
+#define JVPN_MSG_REKEY_REJECT 14 /* gateway -> client */
+#define JVPN_MSG_MAX 15
 
 struct jvpn_hdr {
 	__u8 type;
@@ -51,6 +54,12 @@ struct jvpn_hdr {
 	__u64 counter;    /* per direction; AEAD nonce and replay sequence */
 	__u64 tag;        /* SipHash-2-4(header key, bytes [0, 24)) */
 };
+
+/* Header flags the gate reads. The key phase is the low bit of the key
+ * epoch the sender sealed under (docs/protocol.md, "Rekey"): it picks which
+ * of the element's two header keys checks the tag. The flag is inside the
+ * tagged bytes, so flipping it fails the tag. */
+#define JVPN_FLAG_KEY_PHASE 4
 
 /* ---- session states (the seed's state machine) ---- */
 #define JVPN_STATE_BIRTH 0
@@ -76,7 +85,7 @@ struct jvpn_hdr {
 #define JVPN_ALLOW_DATA (JVPN_BIT(JVPN_MSG_DATA) | JVPN_BIT(JVPN_MSG_KEEPALIVE))
 #define JVPN_ALLOW_CONTROL                                                    \
 	(JVPN_BIT(JVPN_MSG_REATTACH_REQ) | JVPN_BIT(JVPN_MSG_PATH_RESPONSE) | \
-	 JVPN_BIT(JVPN_MSG_TERMINATE))
+	 JVPN_BIT(JVPN_MSG_TERMINATE) | JVPN_BIT(JVPN_MSG_REKEY_INIT))
 #define JVPN_STATE_ALLOW_BIRTH 0u
 #define JVPN_STATE_ALLOW_ATTACHED (JVPN_ALLOW_DATA | JVPN_ALLOW_CONTROL)
 #define JVPN_STATE_ALLOW_VOLATILE (JVPN_ALLOW_DATA | JVPN_ALLOW_CONTROL)
