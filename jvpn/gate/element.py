@@ -12,12 +12,12 @@ from collections.abc import Callable
 
 from jvpn.errors import JvpnError
 from jvpn.gate import abi
-from jvpn.keys import SessionKeys
+from jvpn.keys import KeyRing, SessionKeys
 from jvpn.session import SessionRecord
 from jvpn.wire import key_words
 
 
-def session_element(rec: SessionRecord, keys: SessionKeys, fence: int = 0,
+def session_element(rec: SessionRecord, keys: SessionKeys | KeyRing, fence: int = 0,
                     remote: bool = False, *, rt_slot: int = 0, rt_gen: int = 0,
                     replay_floor: int = 0, ctl_floor: int = 0) -> abi.Session:
     """The kernel's view of a record. ``remote``: owned by another gateway,
@@ -27,7 +27,8 @@ def session_element(rec: SessionRecord, keys: SessionKeys, fence: int = 0,
     if b is not None:
         family = abi.AF_INET6 if ipaddress.ip_address(b.addr).version == 6 else abi.AF_INET
     return abi.Session(
-        tag_key=key_words(keys.hdr_c2s), version=rec.version, fence=fence,
+        # TODO(issue 13, gate branch): both phases' keys and the accepted-phase mask
+        tag_key=key_words(KeyRing.of(keys).current.hdr_c2s), version=rec.version, fence=fence,
         state=abi.STATE_REMOTE if remote else int(rec.state),
         bind_family=family, bind_addr=abi.addr_words(b.addr) if b else (0, 0, 0, 0),
         bind_port=abi.port_word(b.port) if b else 0,

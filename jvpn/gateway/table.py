@@ -71,6 +71,10 @@ class Live:
     allowed: tuple[Network, ...] = ()  # the peer's AllowedIPs (its sources, its downstream)
     subnets: tuple[Network, ...] = ()  # those behind the peer: kernel routes while routed
     traffic: Traffic = field(default_factory=Traffic)  # the daemon's own rx/tx counts
+    # the operator asked for a rekey (`jvpn-xdp rekey`): the gateway flags
+    # its replies with FLAG_REKEY until the next epoch is committed
+    # (jvpn/gateway/rekey.py clears it)
+    rekey_requested: bool = False
 
     def retire(self) -> int:
         """No counter is sent and no client message delivered after this
@@ -122,6 +126,15 @@ class SessionTable(StandbyWrites, Downstream, OperatorEnds, PendingDeletes):
 
     def next_counter(self, sid: int) -> int:
         return self.sessions[sid].channel.next_counter()
+
+    def request_rekey(self, sid: int) -> bool:
+        """The operator's forced rekey: False if this gateway does not serve
+        ``sid``. The exchange itself is the client's (docs/protocol.md "Rekey")."""
+        live = self.sessions.get(sid)
+        if live is None:
+            return False
+        live.rekey_requested = True
+        return True
 
     def remote_owners(self) -> dict[int, str]:
         return {sid: owner for sid, (_keys, owner) in self.standby.items()}
