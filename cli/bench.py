@@ -74,8 +74,14 @@ def bench_xdp(app, as_json: bool, repeat: int, batches: int, singles: int, break
               help="The client's uplink carries datagrams of at most this many bytes "
                    "(default: the lab's 1500): jvpn sizes to it from the route, "
                    "wireguard-go gets wg-quick's MTU (this less 80).")
+@click.option("--rekey-interval-ms", type=click.IntRange(100, 7 * 24 * 3600 * 1000),
+              default=None,
+              help="Also measure jvpn rekeying at this interval (a second lab whose policy "
+                   "sets keys.rekey_after_ms) against jvpn never rekeying, interleaved in "
+                   "the same run: rekey_over_none.")
 @click.pass_obj
-def bench_tunnel(app, as_json: bool, seconds: float, rounds: int, path_mtu: int | None):
+def bench_tunnel(app, as_json: bool, seconds: float, rounds: int, path_mtu: int | None,
+                 rekey_interval_ms: int | None):
     from jvpn.bench.net import run_tunnel_bench
     from jvpn.gate.attach import require_root
     from jvpn.gate.loader import require_bcc
@@ -84,7 +90,8 @@ def bench_tunnel(app, as_json: bool, seconds: float, rounds: int, path_mtu: int 
     require_bcc()
     _need("iperf3", "wireguard-go", "wg")
     _report(app, as_json,
-            lambda progress: run_tunnel_bench(seconds, rounds, progress, path_mtu=path_mtu))
+            lambda progress: run_tunnel_bench(seconds, rounds, progress, path_mtu=path_mtu,
+                                              rekey_interval_ms=rekey_interval_ms))
 
 
 @bench.command("reattach", help="Address change (the client's uplink goes down, or a better one "

@@ -20,6 +20,13 @@ from pathlib import Path
 
 import psutil
 
+from jvpn.bench.rekey import (
+    alternate,
+    no_rekey_policy,
+    rekey_figures,
+    rekey_lab,
+    rekey_summary,
+)
 from jvpn.lab.addresses import (
     ATTACKER_IP,
     ATTACKER_ROUTER_IF,
@@ -83,32 +90,43 @@ def _wireguard_go(tl: TunnelLab, tmp: Path, path_mtu: int = 1500) -> None:
 
 def run_tunnel_bench(seconds: float = 5.0, rounds: int = 2,
                      progress: Callable[[str], None] = lambda _: None,
-                     path_mtu: int | None = None) -> dict:
+                     path_mtu: int | None = None, rekey_interval_ms: int | None = None) -> dict:
     """``path_mtu``: the client's active uplink (and the router's port behind
     it) carries datagrams of at most this size (RoamingLab.narrow_uplink);
-    jvpn's client reads it from its route, wireguard-go gets wg-quick's MTU."""
+    jvpn's client reads it from its route, wireguard-go gets wg-quick's MTU.
+    ``rekey_interval_ms``: a second jvpn lab rekeys at that interval, the
+    first one never (jvpn/bench/rekey.py); both measured in each round."""
     with tempfile.TemporaryDirectory(prefix="jvpn-bench-") as d:
         tmp = Path(d)
-        tl = TunnelLab(tmp)
+        tl = TunnelLab(tmp, policy=no_rekey_policy() if rekey_interval_ms else "")
         narrow = (lambda: tl.lab.narrow_uplink("wifi", path_mtu)) if path_mtu else None
         tl.up(before_client=narrow)
+        rk = None
         try:
+            if rekey_interval_ms:
+                rk = rekey_lab(tmp, rekey_interval_ms, path_mtu)
             _wireguard_go(tl, tmp, path_mtu or 1500)
-            figures: dict[str, list[float]] = {"veth": [], "jvpn": [], "wireguard_go": []}
-            for r in range(rounds):  # interleaved, so a noisy moment hits all three
-                for name, ip in (("veth", GW_IP), ("jvpn", GW_INNER),
-                                 ("wireguard_go", WG_GW_IP)):
+            targets = [("veth", tl, GW_IP), ("jvpn", tl, GW_INNER),
+                       *([("jvpn_rekey", rk, GW_INNER)] if rk else []),
+                       ("wireguard_go", tl, WG_GW_IP)]
+            figures: dict[str, list[float]] = {name: [] for name, _t, _ip in targets}
+            for r in range(rounds):  # interleaved, so a noisy moment hits all of them
+                for name, lab, ip in alternate(targets, r):
                     progress(f"round {r + 1}/{rounds}: {name}")
-                    figures[name].append(_iperf(tl, ip, seconds))
+                    figures[name].append(_iperf(lab, ip, seconds))
             counters = tl.cli_json("stats", "gw0")["gw0"]
             status = tl.cli_json("status")
+            rekeyed = rekey_figures(tl, rk, rekey_interval_ms) if rk else {}
         finally:
+            if rk is not None:
+                rk.down()
             tl.down()
     med = {k: round(statistics.median(v), 1) for k, v in figures.items()}
     return {"jvpn_mbps": med["jvpn"], "wireguard_go_mbps": med["wireguard_go"],
             "veth_mbps": med["veth"],
             "jvpn_over_wireguard_go": round(med["jvpn"] / med["wireguard_go"], 2)
             if med["wireguard_go"] else None,
+            **rekey_summary(med, figures, rekeyed),
             "samples_mbps": figures, "seconds_each": seconds, "rounds": rounds,
             "path_mtu": path_mtu or 1500, "wireguard_go_mtu": (path_mtu or 1500) - WG_OVERHEAD,
             "xdp_mode": status[0].get("mode") if status else None,

@@ -125,6 +125,7 @@ ATTACH_BOUND_PORT, ATTACH_STRANGER_PORT = 40001, 40002  # a session's binding, a
 # ---------------------------------------------------------------- benchmarks
 ECHO_PORT = 7007  # the UDP echo the reattach and handoff probers measure against
 STREAM_PORT = 5001  # the hashed TCP stream's first port
+REPLAY_SINK_PORT = 7010  # inner UDP the replayed data carries (test_rekey_lab.py)
 METRICS_PORT = 9586  # the gateway's MetricsListen (on its namespace's loopback)
 WG_GW_IP, WG_CL_IP, WG_NET, WG_PORT = "10.98.0.1", "10.98.0.2", "10.98.0.0/24", 51820
 FLOOD_PORTS = (40000, 40001, 40002)  # the attacker's source ports per forged kind

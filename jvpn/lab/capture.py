@@ -84,3 +84,52 @@ class Sniffer:
 
 
 
+def jvpn_datagram(raw: bytes) -> tuple[str, tuple[str, int], list[bytes]] | None:
+    """(direction, client transport, jvpn messages) of one IPv4/UDP frame
+    captured with a virtio-net header, either way: "c2s" (to our port) or
+    "s2c" (from it); a GSO batch is cut the way the header says."""
+    gso_type, gso_size = raw[1], struct.unpack_from("=H", raw, 4)[0]
+    ip = raw[10 + 14:]
+    if len(ip) < 28 or ip[0] >> 4 != 4 or ip[9] != 17:
+        return None
+    ihl = (ip[0] & 0xF) * 4
+    sport, dport = struct.unpack_from("!HH", ip, ihl)
+    if PORT not in (sport, dport):
+        return None
+    direction, client = (("c2s", (socket.inet_ntoa(ip[12:16]), sport)) if dport == PORT
+                         else ("s2c", (socket.inet_ntoa(ip[16:20]), dport)))
+    payload = ip[ihl + 8:]
+    step = gso_size if gso_type and gso_size else len(payload)
+    return direction, client, [payload[i:i + step] for i in range(0, len(payload), step)]
+
+
+class Recorder:
+    """Every jvpn message crossing ``ifname`` in namespace ``ns``, both
+    ways, in the order seen: (direction, message, client transport). On the
+    router's gateway-side port it is what an on-path attacker records (the
+    forward secrecy test); each frame is seen once (outgoing copies of
+    forwarded frames only: ``meta[2]`` 4 is PACKET_OUTGOING)."""
+
+    def __init__(self, ns: str, ifname: str):
+        self.messages: list[tuple[str, bytes, tuple[str, int]]] = []
+        self._lock = threading.Lock()
+        self._cap = Capture(ns, self._frame, ifname)
+
+    def _frame(self, raw: bytes, meta) -> None:
+        got = jvpn_datagram(raw)
+        if got is None:
+            return
+        direction, client, msgs = got
+        # a forwarded frame crosses the port once each way: c2s leaves
+        # towards the gateway (outgoing), s2c arrives from it (incoming)
+        if (direction == "c2s") != (meta[2] == socket.PACKET_OUTGOING):
+            return
+        with self._lock:
+            self.messages.extend((direction, m, client) for m in msgs if len(m) >= abi.HDR_LEN)
+
+    def snapshot(self) -> list[tuple[str, bytes, tuple[str, int]]]:
+        with self._lock:
+            return list(self.messages)
+
+    def stop(self) -> None:
+        self._cap.stop()

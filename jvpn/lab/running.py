@@ -55,6 +55,21 @@ reattach_proof_max_age_ms = 5000
 """
 
 
+def rekey_policy(rekey_after_ms: int, reject_after_ms: int | None = None,
+                 rekey_overlap_ms: int | None = None, **lab) -> str:
+    """The lab's policy with a short key lifetime (issue 13, docs/protocol.md
+    "Rekey"): a rekey every ``rekey_after_ms``; the keys are refused at
+    ``reject_after_ms`` (default: 1.5 x, at least 2 s more: a loaded lab
+    machine must not expire them by accident); the previous epoch is kept
+    ``rekey_overlap_ms`` after the confirmation (default: a tenth, at most
+    the product's 5 s). ``lab``: :func:`lab_policy`'s arguments."""
+    reject = reject_after_ms or rekey_after_ms + max(rekey_after_ms // 2, 2_000)
+    overlap = rekey_overlap_ms if rekey_overlap_ms is not None else min(rekey_after_ms // 10,
+                                                                        5_000)
+    return (lab_policy(**lab) + f"[keys]\nrekey_after_ms = {rekey_after_ms}\n"
+            f"reject_after_ms = {reject}\nrekey_overlap_ms = {overlap}\n")
+
+
 class RunningLab:
     """Base of the labs that run jvpn processes in a :class:`Lab`.
 
