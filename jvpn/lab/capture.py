@@ -13,6 +13,7 @@ from jvpn.lab.addresses import PORT, UPLINK_ROUTER_IF
 from jvpn.lab.netns import socket_in
 
 SOL_PACKET, PACKET_VNET_HDR = 263, 15
+ETH_P_ALL, ETH_P_IP = 0x0003, 0x0800
 
 
 class Capture:
@@ -21,8 +22,10 @@ class Capture:
     cut); a thread calls ``on_frame(raw, meta)`` for each one, sent or
     received (meta[2] is the packet type)."""
 
-    def __init__(self, ns: str, on_frame, ifname: str | None = None):
-        self.sock = socket_in(ns, socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
+    def __init__(self, ns: str, on_frame, ifname: str | None = None, proto: int = ETH_P_IP):
+        """``proto`` ETH_P_ALL: the frames the interface sends too (the kernel
+        hands outgoing frames to ETH_P_ALL sockets only)."""
+        self.sock = socket_in(ns, socket.AF_PACKET, socket.SOCK_RAW, socket.htons(proto))
         self.sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
         if ifname is not None:
             self.sock.bind((ifname, 0))
@@ -90,7 +93,7 @@ def jvpn_datagram(raw: bytes) -> tuple[str, tuple[str, int], list[bytes]] | None
     "s2c" (from it); a GSO batch is cut the way the header says."""
     gso_type, gso_size = raw[1], struct.unpack_from("=H", raw, 4)[0]
     ip = raw[10 + 14:]
-    if len(ip) < 28 or ip[0] >> 4 != 4 or ip[9] != 17:
+    if raw[10 + 12:10 + 14] != b"\x08\x00" or len(ip) < 28 or ip[0] >> 4 != 4 or ip[9] != 17:
         return None
     ihl = (ip[0] & 0xF) * 4
     sport, dport = struct.unpack_from("!HH", ip, ihl)
@@ -107,13 +110,13 @@ class Recorder:
     """Every jvpn message crossing ``ifname`` in namespace ``ns``, both
     ways, in the order seen: (direction, message, client transport). On the
     router's gateway-side port it is what an on-path attacker records (the
-    forward secrecy test); each frame is seen once (outgoing copies of
-    forwarded frames only: ``meta[2]`` 4 is PACKET_OUTGOING)."""
+    forward secrecy test): the client's datagrams leave through it (outgoing,
+    hence ETH_P_ALL), the gateway's arrive on it."""
 
     def __init__(self, ns: str, ifname: str):
         self.messages: list[tuple[str, bytes, tuple[str, int]]] = []
         self._lock = threading.Lock()
-        self._cap = Capture(ns, self._frame, ifname)
+        self._cap = Capture(ns, self._frame, ifname, ETH_P_ALL)
 
     def _frame(self, raw: bytes, meta) -> None:
         got = jvpn_datagram(raw)
