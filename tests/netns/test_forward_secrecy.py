@@ -35,7 +35,7 @@ from jvpn.lab.capture import Recorder
 from jvpn.lab.running import rekey_policy
 from jvpn.lab.tunnel import TunnelLab
 from jvpn.store.sqlite import SqliteStore
-from kits.rekey_kit import handshakes, opens, raw_secrets, store_ring
+from kits.rekey_lab_kit import handshakes, opens, raw_secrets, store_ring
 
 pytestmark = pytest.mark.kernel
 

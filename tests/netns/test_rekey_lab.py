@@ -17,7 +17,7 @@ from jvpn.lab.addresses import GW_INNER, REPLAY_SINK_PORT
 from jvpn.lab.capture import Sniffer
 from jvpn.lab.running import rekey_policy
 from jvpn.lab.tunnel import TunnelLab
-from kits.rekey_kit import counters, events_of, handshakes, one_session, opens, store_ring
+from kits.rekey_lab_kit import counters, events_of, handshakes, one_session, opens, store_ring
 from kits.threat_kit import attacker, delta, settle
 
 pytestmark = pytest.mark.kernel
