@@ -46,7 +46,10 @@ def alternate(targets: list, round_no: int) -> list:
 
 
 def _rotations(tl: TunnelLab) -> int:
-    return sum(1 for e in read_jsonl(tl.events_file) if e["event_type"] == "KeyRotated")
+    """Key epochs reached (the gateway may write KeyRotated twice per epoch:
+    at the confirmation and at the overlap's end)."""
+    return len({e.get("key_epoch") for e in read_jsonl(tl.events_file)
+                if e["event_type"] == "KeyRotated"})
 
 
 def rekey_figures(tl: TunnelLab, rk: TunnelLab, interval_ms: int) -> dict:

@@ -41,6 +41,13 @@ def events_of(tl: TunnelLab, event_type: str) -> list[dict]:
     return [e for e in tl.gateway_events() if e["event_type"] == event_type]
 
 
+def rotated_epochs(tl: TunnelLab) -> list[int]:
+    """The key epochs of the gateway's KeyRotated events, in order (it may
+    write one at the confirmation and one when the overlap ends: the same
+    epoch twice; docs/protocol.md "Key lifecycle events")."""
+    return [e["key_epoch"] for e in events_of(tl, "KeyRotated")]
+
+
 def handshakes(tl: TunnelLab) -> list[dict]:
     """Every session the gateway made (a rehandshake would be a second one)."""
     return [e for e in tl.gateway_events() if e.get("reason_code") == "HANDSHAKE_OK"]
