@@ -13,10 +13,12 @@ import pytest
 
 from jvpn import wire
 from jvpn.gate import abi
-from jvpn.lab.addresses import GW_INNER, REPLAY_SINK_PORT
+from jvpn.lab import frames
+from jvpn.lab.addresses import CLIENT_INNER, GW_INNER, REPLAY_SINK_PORT
 from jvpn.lab.capture import Sniffer
 from jvpn.lab.running import rekey_policy
 from jvpn.lab.tunnel import TunnelLab
+from jvpn.tunnel import DataChannel
 from kits.rekey_lab_kit import (
     counters,
     events_of,
@@ -160,6 +162,47 @@ class Sink:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def test_old_keys_open_inside_the_overlap_and_never_after(slow):
+    """Fresh data under the previous epoch's keys (what a client still on
+    them would send: a new counter, its own source), forged here from the
+    store's ring: delivered while the overlap lasts, dropped by the gate on
+    its key phase once it is over (docs/protocol.md "Overlap, expiry and
+    the attempts bound")."""
+    tl = slow
+    sink = Sink(tl)
+    sniffer = Sniffer(tl.lab)
+    try:
+        tl.wait(lambda: (lambda r: r.previous is not None and r.confirmed)(store_ring(tl)[1]),
+                "a confirmed rekey's overlap", timeout=20)
+        _rec, ring = store_ring(tl)
+        sniffer.stop()
+        seen = [(m, src) for msgs in sniffer.captured.values() for m, src in msgs]
+        top = max(wire.parse_header(m).counter for m, _src in seen)
+        src = seen[-1][1]
+        attacker(tl).send([_old_data(ring.previous, top + 100)], spoof=src)
+        tl.wait(lambda: sink.count() == 1, "the previous epoch's message inside the overlap",
+                timeout=3)
+        assert store_ring(tl)[1].previous == ring.previous, "sent inside the overlap"
+        tl.wait(lambda: _after_overlap(tl, ring.epoch), "the overlap's end", timeout=10)
+        before = _drops(tl)
+        attacker(tl).send([_old_data(ring.previous, top + 101)], spoof=src)
+        settle()
+        assert _after_overlap(tl, ring.epoch), "a rekey came in between: the window was missed"
+        assert delta(before, _drops(tl)) == {DROP_KEY_PHASE: 1}
+        assert sink.count() == 1
+    finally:
+        sniffer.stop()
+        sink.close()
+
+
+def _old_data(keys, counter: int) -> bytes:
+    """One DATA message to the sink from the client's inner address, sealed
+    under ``keys`` with ``counter``."""
+    packet = frames.ipv4(CLIENT_INNER, GW_INNER, 17,
+                         frames.udp(40000, REPLAY_SINK_PORT, b"under the previous keys"))
+    return DataChannel(keys, "client", first_counter=counter).seal(packet)
 
 
 def test_replayed_rekey_init_is_refused_and_rolls_nothing_back(slow):
