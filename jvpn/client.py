@@ -1,5 +1,6 @@
-"""The client agent: handshake, TUN, keepalives, path-change detection and
-reattach. It never starts a new session silently: when the gateway ended
+"""The client agent: handshake, TUN, keepalives, path-change detection,
+reattach, and rekeys when the gateway asks (jvpn/client_rekey.py). It
+never starts a new session silently: when the gateway ended
 the session (its authenticated TERMINATE or refusal) or has presumably
 forgotten it (no authenticated answer for OrphanTimeout:
 jvpn/client_orphan.py), it reports why and stops; ``client up`` exits
@@ -160,8 +161,7 @@ class Client(ClientHandshake, ClientReattach, ClientRekey, ClientRenew, PathSizi
         self.keys: SessionKeys | None = None
         self.channel: DataChannel | None = None
         self.tun: Tun | None = None
-        self.epoch = 0
-        self.seq = 0
+        self.epoch = self.seq = 0  # reattach: the switch epoch known, the last request's seq
         self.pending: PendingReattach | None = None
         self.rekey_reset()  # no rekey attempt (jvpn/client_rekey.py)
         self.retry_at: int | None = None  # a new request after a refusal that allows one

@@ -126,9 +126,11 @@ class ClientRekey:
         st = self.rekeying
         if st.overlap_ms is None or st.overlap_ends is not None:
             return
-        k = self.channel.keys_for(flags)
-        if k is not None and k.epoch == self.channel.ring.epoch:
-            st.overlap_ends = self.clock_ms() + st.overlap_ms
+        with self._lock:  # the monitor ends overlaps under it
+            k = self.channel.keys_for(flags)
+            if (st is self.rekeying and st.overlap_ms is not None and k is not None
+                    and k.epoch == self.channel.ring.epoch):
+                st.overlap_ends = self.clock_ms() + st.overlap_ms
 
     # ------------------------------------------------------------ answered
     def rekey_answer(self, hdr: wire.Header, fields: tuple) -> None:

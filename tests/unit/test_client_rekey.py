@@ -360,3 +360,19 @@ def test_a_new_session_starts_with_no_attempt(rig):
     assert rig.client.rekeying.pending is not None
     rig.client.handshake(attempts=1)
     assert rig.client.rekeying.pending is None and rig.client.channel.ring.epoch == 0
+
+
+def test_a_reattach_in_the_overlap_answers_under_the_new_epoch(rig):
+    """The gateway, not yet confirmed, challenges under epoch 0: the client
+    opens it (the phase names epoch 0, still live) and answers under 1."""
+    _flag(rig)
+    rig.client.receive(rig.gw.answer(), GW)
+    rig.client.start_reattach("test")
+    _hdr, (_seq, _ts, nonce, _epoch) = rig.gw.channel.open_control(
+        rig.sent_of(abi.MSG_REATTACH_REQ)[-1][0])
+    challenge = rig.gw.control(abi.MSG_PATH_CHALLENGE, b"\x07" * 16, nonce)
+    assert not challenge[2] & FLAG_KEY_PHASE  # sealed under epoch 0
+    rig.client.receive(challenge, GW)
+    [(answer, _dst)] = rig.sent_of(abi.MSG_PATH_RESPONSE)
+    assert answer[2] & FLAG_KEY_PHASE
+    assert rig.gw.channel.open_control(answer)[1] == (b"\x07" * 16, nonce)
