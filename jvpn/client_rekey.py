@@ -85,13 +85,13 @@ class ClientRekey:
 
     def start_rekey(self) -> None:
         """A new attempt (a new ephemeral) for the next epoch."""
+        eph = self.ephemeral_factory()  # outside the lock: data sends wait on it
         with self._lock:
             st, epoch = self.rekeying, self.channel.ring.epoch
             if (self.failed or st.pending is not None or self.pending is not None
                     or st.stopped_epoch == epoch):
                 return
-            st.pending = PendingRekey(epoch + 1, self.epoch, self.ephemeral_factory(),
-                                      self.clock_ms())
+            st.pending = PendingRekey(epoch + 1, self.epoch, eph, self.clock_ms())
         self._send_rekey_init()
 
     def _send_rekey_init(self) -> None:

@@ -214,7 +214,10 @@ def test_a_late_answer_never_moves_the_keys_back(rig):
 
 
 def test_an_unanswered_request_is_sent_again_with_the_same_ephemeral(rig):
+    fixed = Ephemeral()
+    rig.client.ephemeral_factory = lambda: fixed  # the injected randomness
     _flag(rig)
+    assert rig.gw.inits()[0][1][2] == fixed.public
     rig.clock.ms += REKEY_RETRY_MS - 1
     rig.client.rekey_timers(rig.clock.ms)
     assert len(rig.gw.inits()) == 1
