@@ -14,7 +14,7 @@ from jvpn import wire
 from jvpn.client_rekey import REKEY_RETRY_MS
 from jvpn.gate import abi
 from jvpn.keys import Ephemeral, RekeyBinding, derive_rekey, rekey_confirm
-from jvpn.tunnel import FLAG_KEY_PHASE, FLAG_REKEY, DataChannel
+from jvpn.tunnel import FLAG_KEY_PHASE, FLAG_REATTACH, FLAG_REKEY, DataChannel
 
 PACKET = bytes.fromhex("4500001c00000000401100000a4d64020a4d6401") + bytes(8)
 OVERLAP_MS = 5_000
@@ -379,3 +379,18 @@ def test_a_reattach_in_the_overlap_answers_under_the_new_epoch(rig):
     [(answer, _dst)] = rig.sent_of(abi.MSG_PATH_RESPONSE)
     assert answer[2] & FLAG_KEY_PHASE
     assert rig.gw.channel.open_control(answer)[1] == (b"\x07" * 16, nonce)
+
+
+def test_both_flags_at_once_start_the_reattach_first(rig):
+    rig.client.receive(rig.gw.keepalive(FLAG_REKEY | FLAG_REATTACH), GW)
+    assert rig.client.pending is not None and rig.gw.inits() == []
+
+
+def test_an_unknown_refusal_reason_reads_as_a_refusal_for_now(rig):
+    _flag(rig)
+    asked = rig.gw.inits()[-1][1][0]
+    rig.client.receive(rig.gw.control(abi.MSG_REKEY_REJECT, asked, 0, 0, 200), GW)
+    assert rig.client.rekeying.pending is None
+    assert _events(rig, "RekeyDenied")[-1]["reason_code"] == "POLICY_DENY"
+    _flag(rig)
+    assert len(rig.gw.inits()) == 2
