@@ -32,7 +32,7 @@ def rekey(app, session_id: str | None, peer: str | None, socket_path: str | None
     if as_json:
         app.emit_json(result)
     else:
-        app.say(summary(result), markup=False)
+        app.say(summary(result), markup=False, soft_wrap=True)  # one line, for scripts
     refused("session(s) not marked for a rekey", result.get("failed", []))
 
 
@@ -40,6 +40,14 @@ def summary(result: dict) -> str:
     """One line: which sessions will rekey (and from which epoch, for one)."""
     marked = result.get("rekey_requested", [])
     who = f" of peer {result['peer']}" if "peer" in result else ""
-    epoch = f" (key epoch {result['key_epoch']} now)" if "key_epoch" in result else ""
+    epoch = ""
+    if "key_epoch" in result:  # one session: where it stands now
+        epoch = f" (key epoch {result['key_epoch']}, {result.get('state', '?')}"
+        epoch += f"{_WHEN.get(result.get('state'), '')})"
     return (f"rekey requested for {len(marked)} session(s){who}: "
             f"{', '.join(marked) or 'none served here'}{epoch}")
+
+
+# states in which the rekey waits for something else first (docs/protocol.md "Rekey")
+_WHEN = {"RECOVERING": ": it starts once the reattach is done",
+         "DEGRADED": ": a rekey from the bound transport brings it back if its keys expired"}

@@ -1,7 +1,7 @@
 """What an operator does to a running gateway: terminate a session or every
 session of a peer, ask for a rekey of either (issue 13), drain, and apply a
-reloaded peers file and policy
-(jvpn/gateway/reload.py reads and validates them). A mixin of
+reloaded peers file and policy (jvpn/gateway/reload.py reads and validates
+them). A mixin of
 :class:`jvpn.gateway.daemon.Gateway`; every action takes the control lock,
 so it is atomic with respect to handshakes, reattaches and the timers, and
 every session change goes through the session table

@@ -109,10 +109,13 @@ def test_rekey_asks_the_daemon_and_says_which_sessions_will_rekey(daemon):
     r = invoke("rekey", "ab", "--socket", path)
     assert r.exit_code == 0, r.output
     assert r.output.strip() == ("rekey requested for 1 session(s): 00000000000000ab "
-                                "(key epoch 3 now)")
+                                "(key epoch 3, ATTACHED)")
     assert asked == [{"op": "rekey", "session": "ab"}]
     r = invoke("rekey", "ab", "--socket", path, "--json")
     assert r.exit_code == 0 and json.loads(r.output)["key_epoch"] == 3
+    recovering = daemon({"rekey": lambda _req: {**rekey(_req), "state": "RECOVERING"}})
+    r = invoke("rekey", "ab", "--socket", recovering)
+    assert "(key epoch 3, RECOVERING: it starts once the reattach is done)" in r.output
 
 
 def test_rekey_of_a_peer_exits_1_when_a_session_was_not_marked(daemon):
