@@ -15,7 +15,8 @@ from jvpn_cli.terminate import SOCKET_HELP, refused
                     "request and the client runs the exchange: new keys from a fresh "
                     "ephemeral key exchange (forward secrecy), the same session. A "
                     "KeyRotated event with the new key_epoch follows once the client uses "
-                    "them (`jvpn-xdp events`; `sessions` shows the epoch and the key age). "
+                    "them (`jvpn-xdp events`; `sessions` shows the epoch and the key age, "
+                    "and `sessions --json` rekey_requested until the new keys are committed). "
                     "Exit 1 if a session was not marked: unknown, awaiting its revocation, "
                     "or in a cluster owned by another gateway (named: rekey it there).")
 @click.argument("session_id", required=False, metavar="[SESSION_ID]")

@@ -23,8 +23,8 @@ FLEXIBLE = ("peer", "inner", "bound to")  # what a console under 80 columns cuts
 SHORT_ID = 8  # hex digits of a session id in the narrow table (the full one: --wide, --json)
 # what a daemon row adds to the kernel's (None in a kernel-only row)
 IDENTITY = ("peer", "public_key", "inner", "allowed_ips", "confirmed", "created_ms",
-            "last_handshake_ms", "key_epoch", "keys_ms", "key_age_s", "last_rx_ms",
-            "last_rx_age_s", "tx_packets", "tx_bytes")
+            "last_handshake_ms", "key_epoch", "keys_ms", "key_age_s", "rekey_requested",
+            "last_rx_ms", "last_rx_age_s", "tx_packets", "tx_bytes")
 
 
 @dataclass

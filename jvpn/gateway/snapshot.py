@@ -69,13 +69,15 @@ def sessions(gw, now_ms: int | None = None, refs: tuple[list, dict] | None = Non
     the kernel's counters looked up, after the control lock."""
     lives, peers = references(gw) if refs is None else refs
     rows = [(live.record, live.traffic.figures(), live.last_rx_ms, live.confirmed,
-             peers.get(live.inner)) for live in lives]
+             peers.get(live.inner), live.rekey_requested) for live in lives]
     now = gw.clock_ms() if now_ms is None else now_ms
     out = []
-    for rec, traffic, last_rx, confirmed, peer in sorted(rows, key=lambda r: r[0].session_id):
+    for rec, traffic, last_rx, confirmed, peer, rekey in sorted(rows,
+                                                               key=lambda r: r[0].session_id):
         view = _view(gw.gate, rec, traffic, last_rx, confirmed, peer)
+        # rekey_requested: the operator's `jvpn-xdp rekey`, not committed yet
         out.append({**asdict(view), "last_handshake_ms": view.last_handshake_ms,
-                    "key_age_s": key_age_s(view.keys_ms, now)})
+                    "key_age_s": key_age_s(view.keys_ms, now), "rekey_requested": rekey})
     return out
 
 

@@ -14,7 +14,7 @@ from unit.test_operator_actions import gateway
 
 from jvpn import keys
 from jvpn import operator as client
-from jvpn.gateway import control_ops
+from jvpn.gateway import control_ops, snapshot
 from jvpn.gateway.operator import Refused
 from jvpn.gateway.operator_actions import UnknownPeer
 from jvpn.gateway.terminate import NotServedHere
@@ -43,6 +43,8 @@ def test_rekey_marks_the_session_and_changes_nothing_else(gw):
     assert gw.store.get(a.session_id) == before  # the exchange writes, the request does not
     assert len(gw.sock.sent) == sent and len(gw.events.recent) == events
     assert gw.rekey_session(a.session_id)["rekey_requested"]  # asking twice is the same ask
+    rows = {r["session_id"]: r["rekey_requested"] for r in snapshot.sessions(gw)}
+    assert rows == {f"{a.session_id:016x}": True, f"{b.session_id:016x}": False}  # `sessions`
 
 
 def test_rekey_names_the_current_epoch(gw):
