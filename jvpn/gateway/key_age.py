@@ -24,12 +24,14 @@ def current_since(live: Live) -> int:
 
 
 def sealing_since(live: Live) -> int:
-    """When the epoch the gateway seals under was made: the current one, or,
-    while a rekey awaits its confirmation, the previous one (known in memory
-    only: after a restart the current one's time stands in, a later expiry
-    by at most one rekey's duration)."""
-    if not live.keys.confirmed and live.sealing_since_ms is not None:
-        return live.sealing_since_ms
+    """Where the expiry counts from: the current epoch's making. While a
+    committed rekey awaits the client's first message under it, the
+    gateway still seals under the previous epoch; that wait is bounded by
+    the new epoch's own reject_after_ms (a client that never uses the keys
+    it asked for meets KeyExpired then), so a session that asked for its
+    rekey is not expired between the commit and the confirmation (from
+    DEGRADED, a rekey's REKEY_OK would otherwise be undone at the next
+    tick). Attempts per epoch are bounded (max_rekey_attempts)."""
     return current_since(live)
 
 

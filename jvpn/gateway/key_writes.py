@@ -44,8 +44,6 @@ class KeyWrites:
         live = self.sessions.get(sid)
         if live is None:
             return
-        if ring.epoch != live.keys.epoch:  # a new epoch: expiry counts the one we seal under
-            live.sealing_since_ms = live.record.keys_ms or live.record.created_ms
         if not ring.confirmed:  # a rekey committed: the operator's request is answered
             live.rekey_requested = False
         live.keys = ring
@@ -63,7 +61,6 @@ class KeyWrites:
         rec = live.record
         new = rec.with_(version=rec.version + 1)
         self.commit(rec, new, ring.with_confirmed(), ring=ring.with_confirmed())
-        live.sealing_since_ms = None
         live.overlap_until_ms = self.clock_ms() + overlap_ms
         self.events.emit(EventType.KEY_ROTATED, Reason.REKEY_CONFIRMED, rec.session_id,
                          rec.binding, version=new.version, key_epoch=ring.epoch,

@@ -80,9 +80,6 @@ class Live:
     # when the previous epoch stops being accepted (set at the confirmation,
     # or at a restart that found one): jvpn/gateway/key_writes.py
     overlap_until_ms: int | None = None
-    # when the epoch the gateway seals under was made, while a rekey awaits
-    # its confirmation (the record's keys_ms is the new epoch's): expiry
-    sealing_since_ms: int | None = None
 
     def retire(self) -> int:
         """No counter is sent and no client message delivered after this
