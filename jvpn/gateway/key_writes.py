@@ -58,12 +58,11 @@ class KeyWrites:
         ring = live.keys
         if ring.confirmed:
             return False
-        rec = live.record
-        new = rec.with_(version=rec.version + 1)
-        self.commit(rec, new, ring.with_confirmed(), ring=ring.with_confirmed())
+        rec = live.record  # a secrets-only write: the version stays (jvpn/store check_cas)
+        self.commit(rec, rec, ring.with_confirmed(), ring=ring.with_confirmed())
         live.overlap_until_ms = self.clock_ms() + overlap_ms
         self.events.emit(EventType.KEY_ROTATED, Reason.REKEY_CONFIRMED, rec.session_id,
-                         rec.binding, version=new.version, key_epoch=ring.epoch,
+                         rec.binding, version=rec.version, key_epoch=ring.epoch,
                          previous_until_ms=live.overlap_until_ms)
         return True
 
@@ -78,10 +77,9 @@ class KeyWrites:
             live.overlap_until_ms = now + overlap_ms
         if now < live.overlap_until_ms:
             return
-        rec = live.record
-        new = rec.with_(version=rec.version + 1)
-        self.commit(rec, new, ring.without_previous(), ring=ring.without_previous())
+        rec = live.record  # secrets only, as the confirmation
+        self.commit(rec, rec, ring.without_previous(), ring=ring.without_previous())
         live.overlap_until_ms = None
         self.events.emit(EventType.KEY_ROTATED, Reason.PREVIOUS_KEYS_DROPPED, rec.session_id,
-                         rec.binding, version=new.version, key_epoch=ring.epoch,
+                         rec.binding, version=rec.version, key_epoch=ring.epoch,
                          dropped_epoch=ring.previous.epoch)

@@ -105,6 +105,18 @@ class ClusterStore(Store, Protocol):
                        stop: threading.Event) -> None: ...
 
 
+def check_cas(session_id: int, expected_version: int, new: SessionRecord,
+              secrets: bytes | None) -> None:
+    """A compare-and-swap writes the same session at a higher version, or,
+    with new ``secrets`` only (a rekey's confirmation, the end of its
+    overlap: the record is unchanged), at the same version: such a write
+    does not move the version, so nothing that waits on it (a reattach's
+    path challenge) is refused as "record moved"."""
+    same = new.version == expected_version and secrets is not None
+    if new.session_id != session_id or (new.version <= expected_version and not same):
+        raise StoreError("cas: the new record must be the same session at a higher version")
+
+
 def record_to_json(rec: SessionRecord) -> str:
     d = asdict(rec)
     d["state"] = rec.state.name

@@ -35,6 +35,7 @@ from jvpn.store import (
     StoreError,
     Unreadable,
     VersionConflict,
+    check_cas,
     record_to_json,
 )
 from jvpn.store.etcd_cluster import EtcdGateways, EtcdWatch
@@ -169,8 +170,7 @@ class EtcdStore(EtcdGateways, EtcdWatch, SkipsUnreadable):
         (every write bumps the version, so an unchanged revision means an
         unchanged record); otherwise it is read first. ``secrets``: new
         session secrets (a rekey's key ring), sealed, in the same write."""
-        if new.session_id != session_id or new.version <= expected_version:
-            raise StoreError("cas: the new record must be the same session at a higher version")
+        check_cas(session_id, expected_version, new, secrets)
         seen = self._seen.get(session_id)
         if seen is not None and seen[0] == expected_version:
             _v, rev, sealed = seen

@@ -20,6 +20,7 @@ from jvpn.store import (
     StoreError,
     Unreadable,
     VersionConflict,
+    check_cas,
     record_from_json,
     record_to_json,
 )
@@ -133,9 +134,9 @@ class SqliteStore(SkipsUnreadable):
     def cas(self, session_id: int, expected_version: int, new: SessionRecord,
             secrets: bytes | None = None) -> None:
         """``secrets``: new session secrets (a rekey's key ring) in the same
-        transaction; the old value's pages are overwritten (secure_delete)."""
-        if new.session_id != session_id or new.version <= expected_version:
-            raise StoreError("cas: the new record must be the same session at a higher version")
+        transaction; the old value's pages are overwritten (secure_delete).
+        A secrets-only write keeps the version (jvpn/store: ``check_cas``)."""
+        check_cas(session_id, expected_version, new, secrets)
         with self._tx() as db:
             if secrets is None:
                 cur = db.execute(
