@@ -10,12 +10,14 @@ Checks, in the spec's order, each before anything changes:
   2. the message opens under a live epoch         (unauthentic: nothing, no answer)
   3. its header counter is fresh                  REPLAY_DETECTED (unanswered)
   -- from here the request is the key holder's; refusals are answered, sealed
+     (to its source, as a reattach's)
+  3b. not under the previous epoch once the new one is confirmed
+     (SecurityKeyCompromiseSuspected)             REPLAY_DETECTED
   4. it came from the bound transport             POLICY_DENY
   5. ATTACHED or VOLATILE, or DEGRADED with expired keys   POLICY_DENY
   6. the switch epoch is the record's             FRESHNESS_INVALID
   7. new_epoch is the next one                    lower: REPLAY_DETECTED, higher:
-     (under the previous epoch once the new one    FRESHNESS_INVALID;
-     is confirmed: SecurityKeyCompromiseSuspected)
+                                                  FRESHNESS_INVALID
   8. the same ephemeral as the pending answer     the stored RESP again
   9. fewer than max_rekey_attempts for the epoch  RATE_LIMITED
 """
@@ -114,6 +116,13 @@ class RekeyServer:
     def _validate(self, d: RekeyDecision, live, keys: SessionKeys, switch_epoch: int,
                   client_eph: bytes) -> RekeyDecision:
         rec, ring, now = live.record, live.keys, self.clock_ms()
+        if ring.confirmed and ring.previous is not None and keys is ring.previous:
+            # whatever it asks, from wherever: the client that moved to the
+            # new epoch cannot have sent it (docs/protocol.md, a second holder)
+            return _refused(d, Reason.REPLAY_DETECTED,
+                            f"a request under epoch {keys.epoch} after epoch {ring.epoch} was "
+                            "confirmed: a second holder of the keys",
+                            security=Security.SEC_KEY_COMPROMISE_SUSPECTED, compromise=True)
         if d.src != rec.binding:
             return _refused(d, Reason.POLICY_DENY, "not from the bound transport: reattach first")
         expired = key_age.expired(live, now, self.policy)
@@ -122,11 +131,6 @@ class RekeyServer:
         if switch_epoch != rec.epoch:
             return _refused(d, Reason.FRESHNESS_INVALID,
                             f"switch epoch {switch_epoch}, the session's is {rec.epoch}")
-        if ring.confirmed and ring.previous is not None and keys is ring.previous:
-            return _refused(d, Reason.REPLAY_DETECTED,
-                            f"a request under epoch {keys.epoch} after epoch {ring.epoch} was "
-                            "confirmed: a second holder of the keys",
-                            security=Security.SEC_KEY_COMPROMISE_SUSPECTED, compromise=True)
         base = ring.current if ring.confirmed else ring.previous
         target = base.epoch + 1
         if d.asked != target:

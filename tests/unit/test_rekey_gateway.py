@@ -218,3 +218,30 @@ def test_the_ephemeral_of_the_gateway_is_fresh_per_attempt(gw):
         [(resp, _)] = c.send(msg)
         seen.add(c.opened(resp)[1][4])
     assert len(seen) == 3
+
+
+def test_a_second_key_holder_is_named_whatever_it_asks(gw):
+    c = RekeyClient(gw)
+    c.rekey()
+    msg, _ = c.init(new_epoch=9, switch_epoch=3, keys=c.old)
+    assert rejected(c, c.send(msg, src=("203.0.113.66", 6666)), ("203.0.113.66", 6666)) \
+        == "REPLAY_DETECTED"
+    assert len(events_of(gw.events, "SecurityKeyCompromiseSuspected")) == 1
+
+
+def test_a_store_failure_at_the_confirmation_leaves_it_to_the_next_message(gw, monkeypatch):
+    c = RekeyClient(gw)
+    msg, eph = c.init()
+    [(resp, _)] = c.send(msg)
+    new = c.finish(resp, eph)
+
+    def refused(*_a, **_k):
+        raise StoreError("store unavailable (injected)")
+
+    monkeypatch.setattr(gw.store, "cas", refused)
+    c.data()  # authentic under epoch 1, but the confirmation is not recorded
+    monkeypatch.undo()
+    assert not c.stored_ring().confirmed and not c.live().keys.confirmed
+    assert c.live().channel.send_keys == c.old and events_of(gw.events, "KeyRotated") == []
+    assert c.data()  # the next one confirms
+    assert c.stored_ring().confirmed and c.live().channel.send_keys == new
