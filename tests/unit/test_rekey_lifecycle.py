@@ -165,3 +165,19 @@ def test_a_restart_that_finds_an_overlap_ends_it_one_overlap_later(tmp_path):
     clock.ms += 3_000
     again.tick()
     assert c.stored_ring().previous is None and not c.data(keys=c.old) and c.data()
+
+
+def test_a_rekey_in_degraded_with_live_keys_is_refused(tmp_path):
+    """DEGRADED for another cause (recovery expired) is not the expiry's
+    DEGRADED: the keys are fine, the client reattaches first."""
+    gw, clock = gateway(tmp_path)
+    c = RekeyClient(gw)
+    for step in (2_001, 4_001):
+        clock.ms += step
+        gw.tick()
+    assert c.record().state is State.DEGRADED
+    msg, _ = c.init()
+    [(reply, _)] = c.send(msg)
+    hdr, (_asked, _epoch, _switch, reason) = c.opened(reply)
+    assert hdr.type == abi.MSG_REKEY_REJECT and wire.REJECT_REASONS[reason] == "POLICY_DENY"
+    assert c.record().key_epoch == 0 and c.record().state is State.DEGRADED
