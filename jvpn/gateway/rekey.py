@@ -19,6 +19,8 @@ Checks, in the spec's order, each before anything changes:
   7. new_epoch is the next one                    lower: REPLAY_DETECTED, higher:
                                                   FRESHNESS_INVALID
   8. the same ephemeral as the pending answer     the stored RESP again
+     a new ephemeral while the new epoch is unconfirmed: a new attempt, if
+     newer (header counter) than the committed one   else REPLAY_DETECTED
   9. fewer than max_rekey_attempts for the epoch  RATE_LIMITED
 """
 
@@ -64,6 +66,7 @@ class RekeyDecision:
     sid: int
     src: Transport
     asked: int = 0  # the new_epoch the request named
+    counter: int = 0  # its header counter
     refusal: Refusal | None = None
     resend: tuple | None = None
     base: SessionRecord | None = None
@@ -105,7 +108,7 @@ class RekeyServer:
         if opened is None or opened[0].session_id != live.record.session_id:
             return None
         hdr, (new_epoch, switch_epoch, client_eph), keys = opened
-        d = RekeyDecision(hdr.session_id, src, new_epoch)
+        d = RekeyDecision(hdr.session_id, src, new_epoch, hdr.counter)
         windows = self.reattach.windows
         if not windows.fresh(hdr.session_id, hdr.counter):
             return _refused(d, Reason.REPLAY_DETECTED, f"header counter {hdr.counter} used",
@@ -142,6 +145,12 @@ class RekeyServer:
         if (not ring.confirmed and answered is not None and answered[0] == target
                 and answered[1] == client_eph):
             return _with(d, resend=answered[2])
+        if not ring.confirmed and d.counter <= rec.key_c2s_base:
+            # an attempt the client made before the one committed (held back,
+            # delivered late): it must not replace the keys the client took
+            return _refused(d, Reason.REPLAY_DETECTED,
+                            f"an attempt older than the pending epoch {ring.epoch}'s",
+                            security=Security.SEC_REPLAY_ATTEMPT)
         base_epoch, accepted = self.attempts.get(d.sid, (base.epoch, 0))
         if base_epoch == base.epoch and accepted >= self.policy.max_rekey_attempts:
             return _refused(d, Reason.RATE_LIMITED,
@@ -159,7 +168,7 @@ class RekeyServer:
         except RekeyError as e:
             return _refused(d, Reason.AUTH_FAIL, str(e))
         changes = dict(key_epoch=base.epoch + 1, keys_ms=now,
-                       key_c2s_base=live.ceiling.floor - 1,
+                       key_c2s_base=max(live.ceiling.floor - 1, d.counter),
                        key_s2c_base=live.channel.counter.upcoming - 1)
         steps: tuple = ()
         if rec.state is State.DEGRADED:  # keys expired, a rekey from the binding: back

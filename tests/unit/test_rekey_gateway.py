@@ -245,3 +245,25 @@ def test_a_store_failure_at_the_confirmation_leaves_it_to_the_next_message(gw, m
     assert c.live().channel.send_keys == c.old and events_of(gw.events, "KeyRotated") == []
     assert c.data()  # the next one confirms
     assert c.stored_ring().confirmed and c.live().channel.send_keys == new
+
+
+@pytest.mark.parametrize("restart", [False, True])
+def test_an_older_attempt_delivered_late_does_not_replace_the_pending_epoch(tmp_path, restart):
+    from jvpn.store.sqlite import SqliteStore  # noqa: PLC0415
+    from kits.daemon_kit import AdmitAll, make_gateway  # noqa: PLC0415
+    from kits.rekey_kit import policy  # noqa: PLC0415
+
+    gw, clock = gateway(tmp_path)
+    c = RekeyClient(gw)
+    held, _x = c.init()  # held back by an on-path attacker
+    msg, eph = c.init()  # the client's next attempt (a newer counter)
+    [(resp, _)] = c.send(msg)
+    if restart:
+        c.gw = make_gateway(tmp_path, store=SqliteStore(tmp_path / "s.db"), gate=AdmitAll(),
+                            clock=clock, policy=policy())
+        c.gw.reconcile()
+    ring = c.stored_ring()
+    assert rejected(c, c.send(held)) == "REPLAY_DETECTED"
+    assert c.stored_ring() == ring
+    c.finish(resp, eph)
+    assert c.data() and c.stored_ring().confirmed
