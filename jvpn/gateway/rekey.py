@@ -120,6 +120,10 @@ class RekeyServer:
                   client_eph: bytes) -> RekeyDecision:
         rec, ring, now = live.record, live.keys, self.clock_ms()
         if ring.confirmed and ring.previous is not None and keys is ring.previous:
+            if self._sent_before(d, rec, ring, client_eph):
+                return _refused(d, Reason.REPLAY_DETECTED,
+                                f"a request from before epoch {ring.epoch}, delivered late",
+                                security=Security.SEC_REPLAY_ATTEMPT)
             # whatever it asks, from wherever: the client that moved to the
             # new epoch cannot have sent it (docs/protocol.md, a second holder)
             return _refused(d, Reason.REPLAY_DETECTED,
@@ -157,6 +161,15 @@ class RekeyServer:
                             f"{accepted} rekey requests accepted for epoch {base.epoch}",
                             security=Security.SEC_ABUSE_CONTROL_PLANE)
         return self._derive(d, live, base, client_eph, now)
+
+    def _sent_before(self, d: RekeyDecision, rec: SessionRecord, ring: KeyRing,
+                     client_eph: bytes) -> bool:
+        """A request under the previous epoch the client itself sent before it
+        moved on: older than the request that made the current epoch (its
+        counter), or a re-send of that very request (its ephemeral)."""
+        answered = self.answered.get(d.sid)
+        return d.counter <= rec.key_c2s_base or (
+            answered is not None and answered[:2] == (ring.epoch, client_eph))
 
     def _derive(self, d: RekeyDecision, live, base: SessionKeys, client_eph: bytes,
                 now: int) -> RekeyDecision:

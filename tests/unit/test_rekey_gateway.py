@@ -267,3 +267,30 @@ def test_an_older_attempt_delivered_late_does_not_replace_the_pending_epoch(tmp_
     assert c.stored_ring() == ring
     c.finish(resp, eph)
     assert c.data() and c.stored_ring().confirmed
+
+
+def test_the_clients_own_late_requests_are_not_a_second_key_holder(gw):
+    c = RekeyClient(gw)
+    held, _x = c.init()  # an older attempt, held back
+    msg, eph = c.init()
+    [(resp, _)] = c.send(msg)
+    resend, _ = c.init(eph=eph, new_epoch=1)  # a re-send that crossed the answer
+    c.finish(resp, eph)
+    assert c.data()  # epoch 1 confirmed
+    assert rejected(c, c.send(held)) == "REPLAY_DETECTED"
+    assert rejected(c, c.send(resend)) == "REPLAY_DETECTED"
+    assert events_of(gw.events, "SecurityKeyCompromiseSuspected") == []
+    assert c.record().key_epoch == 1 and c.data()
+
+
+def test_the_next_request_under_the_new_epoch_confirms_it_first(gw):
+    c = RekeyClient(gw)
+    msg, eph = c.init()
+    [(resp, _)] = c.send(msg)
+    c.finish(resp, eph)
+    msg, eph = c.init()  # epoch 2 asked under epoch 1, nothing else sent under 1 yet
+    [(resp, _)] = c.send(msg)
+    assert [e["key_epoch"] for e in events_of(gw.events, "KeyRotated")] == [1]
+    c.finish(resp, eph)
+    assert c.data() and c.record().key_epoch == 2
+    assert [e["key_epoch"] for e in events_of(gw.events, "KeyRotated")] == [1, 2]
