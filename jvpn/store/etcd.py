@@ -169,7 +169,10 @@ class EtcdStore(EtcdGateways, EtcdWatch, SkipsUnreadable):
         this store last saw the record at, if that was ``expected_version``
         (every write bumps the version, so an unchanged revision means an
         unchanged record); otherwise it is read first. ``secrets``: new
-        session secrets (a rekey's key ring), sealed, in the same write."""
+        session secrets (a rekey's key ring), sealed, in the same write. A
+        secrets-only write keeps the version but moves the revision: a
+        cache of another store object that missed it fails the compare (a
+        VersionConflict, never a lost write) and is read again."""
         check_cas(session_id, expected_version, new, secrets)
         seen = self._seen.get(session_id)
         if seen is not None and seen[0] == expected_version:
