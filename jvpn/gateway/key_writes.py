@@ -20,15 +20,6 @@ if TYPE_CHECKING:
 
 
 class KeyWrites:
-    def request_rekey(self, sid: int) -> bool:
-        """The operator's forced rekey: False if this gateway does not serve
-        ``sid``. The exchange itself is the client's (docs/protocol.md "Rekey")."""
-        live = self.sessions.get(sid)
-        if live is None:
-            return False
-        live.rekey_requested = True
-        return True
-
     def _cas(self, base, new, ring: KeyRing | None) -> None:
         """``commit``'s store write: with a ring, the record and the secrets
         in one compare-and-swap, and only then the session takes the ring."""

@@ -64,7 +64,7 @@ class OperatorEnds:
         """The operator's forced rekey (`jvpn-xdp rekey`): False if this
         gateway does not serve ``sid``. Only marks the session: the gateway
         then flags its replies and the exchange is the client's
-        (docs/protocol.md "Rekey"). Here, not in SessionTable, for its size."""
+        (docs/protocol.md "Rekey")."""
         live = self.sessions.get(sid)
         if live is None:
             return False
