@@ -77,7 +77,8 @@ def _measure(prog: Program, baseline_fd: int, repeat: int, batches: int, singles
     with prog.maps() as maps:
         maps.write_config(unlimited.to_abi())
         maps.put_session(SID, abi.Session(
-            tag_key=wire.key_words(KEY), state=abi.STATE_ATTACHED, bind_family=abi.AF_INET,
+            tag_key=wire.key_words(KEY), key_phases=abi.key_phase_bit(0),
+            state=abi.STATE_ATTACHED, bind_family=abi.AF_INET,
             bind_addr=abi.addr_words(CLIENT), bind_port=abi.port_word(CLIENT_PORT)))
 
         progress("baseline")
