@@ -11,6 +11,13 @@ Method (docs/benchmarks.md):
   same calls, same cache state): data_valid = drop_replay (repeat-averaged)
   + (valid single-call - replay single-call);
 - the raw single-call figures are reported too.
+
+Issue 13 (the gate during a rekey): ``data_valid`` is the single-key
+element (one phase accepted, as before any rekey); the same estimate is made
+for an element accepting both phases (a rekey's overlap), for data under the
+current phase and under the previous one, in the same run: ``rekey`` gives
+them as ratios of the single-key figure. ``drop_key_phase`` is an old-phase
+packet after the overlap.
 """
 
 from __future__ import annotations
@@ -35,15 +42,25 @@ BASELINE_PROGRAM = """
 int xdp_main(struct xdp_md *ctx) { return XDP_PASS; }
 """
 
-KEY = bytes(range(16))
+KEY = bytes(range(16))  # key phase 0 (the epoch before a rekey)
+KEY1 = bytes(range(16, 32))  # key phase 1 (the epoch after it)
 CLIENT, CLIENT_PORT, GW = TESTRUN_CLIENT_IP, TESTRUN_CLIENT_PORT, TESTRUN_GW_IP
-SID = 0x0123456789ABCDEF
+SID = 0x0123456789ABCDEF  # one phase accepted
+SID_OVERLAP = SID ^ 2  # both phases accepted: a rekey's overlap
+OVERLAP_PATHS = {"data_valid_overlap_current": (KEY1, abi.FLAG_KEY_PHASE),
+                 "data_valid_overlap_previous": (KEY, 0)}
 
 
 def _frame(counter: int, *, sid: int = SID, key: bytes = KEY, sport: int = CLIENT_PORT,
-           t: int = abi.MSG_DATA, payload: bytes = b"\0" * 64) -> bytes:
-    msg = wire.message(wire.Header(type=t, session_id=sid, counter=counter), key, payload)
+           t: int = abi.MSG_DATA, payload: bytes = b"\0" * 64, flags: int = 0) -> bytes:
+    msg = wire.message(wire.Header(type=t, session_id=sid, counter=counter, flags=flags), key,
+                       payload)
     return frames.udp_frame(CLIENT, sport, GW, abi.DEFAULT_PORT, msg)
+
+
+def _element(**keys) -> abi.Session:
+    return abi.Session(**keys, state=abi.STATE_ATTACHED, bind_family=abi.AF_INET,
+                       bind_addr=abi.addr_words(CLIENT), bind_port=abi.port_word(CLIENT_PORT))
 
 
 def _repeat_ns(prog_fd: int, frame: bytes, repeat: int, batches: int) -> float:
@@ -76,10 +93,11 @@ def _measure(prog: Program, baseline_fd: int, repeat: int, batches: int, singles
                            global_control_pps=0, ns_per_jiffy=tick)
     with prog.maps() as maps:
         maps.write_config(unlimited.to_abi())
-        maps.put_session(SID, abi.Session(
-            tag_key=wire.key_words(KEY), key_phases=abi.key_phase_bit(0),
-            state=abi.STATE_ATTACHED, bind_family=abi.AF_INET,
-            bind_addr=abi.addr_words(CLIENT), bind_port=abi.port_word(CLIENT_PORT)))
+        maps.put_session(SID, _element(tag_key=wire.key_words(KEY),
+                                       key_phases=abi.key_phase_bit(0)))
+        maps.put_session(SID_OVERLAP, _element(tag_key=wire.key_words(KEY),
+                                               tag_key_phase1=wire.key_words(KEY1),
+                                               key_phases=abi.KEY_PHASES_ALL))
 
         progress("baseline")
         baseline = _repeat_ns(baseline_fd, _frame(1), repeat, batches)
@@ -97,6 +115,7 @@ def _measure(prog: Program, baseline_fd: int, repeat: int, batches: int, singles
             paths[name] = _repeat_ns(fd, f, repeat, batches)
 
         paths["data_valid"] = paths["drop_replay"] + max(data_single - replay_single, 0.0)
+        paths.update(_overlap_paths(fd, singles, repeat, batches, progress))
 
         progress("drop_rate_limited")
         maps.write_config(GateConfig(source_control_pps=1, source_control_burst=1,
@@ -110,6 +129,23 @@ def _measure(prog: Program, baseline_fd: int, repeat: int, batches: int, singles
                    repeat=repeat, batches=batches, singles=singles)
 
 
+def _overlap_paths(fd: int, singles: int, repeat: int, batches: int,
+                   progress: Callable[[str], None]) -> dict[str, float]:
+    """data_valid for the element of a rekey's overlap, under each phase,
+    by the same method (distinct counters: the window is the session's)."""
+    out = {}
+    for i, (name, (key, flags)) in enumerate(OVERLAP_PATHS.items()):
+        progress(name)
+        first = 1 + i * singles
+        valid = [_frame(c, sid=SID_OVERLAP, key=key, flags=flags)
+                 for c in range(first, first + singles)]
+        valid_single = _single_ns(fd, valid)
+        replay_single = _single_ns(fd, valid)
+        replay = _repeat_ns(fd, valid[0], repeat, batches)
+        out[name] = replay + max(valid_single - replay_single, 0.0)
+    return out
+
+
 def _repeatable_frames(replayed: bytes) -> dict[str, bytes]:
     """One frame per verdict path whose verdict does not change when the
     same frame runs again (so a repeat-averaged run measures that path)."""
@@ -120,6 +156,7 @@ def _repeatable_frames(replayed: bytes) -> dict[str, bytes]:
         "drop_bad_tag": _frame(10**9, key=bytes(16)),
         "drop_wrong_binding": _frame(10**9, sport=CLIENT_PORT + 1),
         "drop_replay": replayed,
+        "drop_key_phase": _frame(10**9, key=KEY1, flags=abi.FLAG_KEY_PHASE),  # after an overlap
         "pass_other": frames.tcp_frame(CLIENT, GW),
     }
 
@@ -131,6 +168,7 @@ def _report(baseline: float, baseline_single: float, data_single: float, replay_
         "baseline_ns": round(baseline, 2),
         "paths": {k: round(v, 2) for k, v in paths.items()},
         "ratios": {k: round(v / baseline, 2) if baseline else None for k, v in paths.items()},
+        "rekey": _rekey_ratios(paths),
         "single_call": {"baseline_ns": baseline_single, "data_valid_ns": data_single,
                         "drop_replay_ns": replay_single,
                         "timer_overhead_ns": round(overhead, 2)},
@@ -143,6 +181,17 @@ def _report(baseline: float, baseline_single: float, data_single: float, replay_
         "kernel": platform.release(),
         "cpus": os.cpu_count(),
     }
+
+
+def _rekey_ratios(paths: dict) -> dict:
+    """Valid data during a rekey's overlap against the single-key element."""
+    single = paths["data_valid"]
+    out = {"single_key_ns": round(single, 2)}
+    for name in OVERLAP_PATHS:
+        short = name.removeprefix("data_valid_")
+        out[f"{short}_ns"] = round(paths[name], 2)
+        out[f"{short}_vs_single_key"] = round(paths[name] / single, 3) if single else None
+    return out
 
 
 # ---- where the time goes: one primitive per tiny program, same harness ----

@@ -12,7 +12,8 @@ import pytest
 pytestmark = pytest.mark.kernel
 
 PATHS = {"data_valid", "drop_unknown_session", "drop_malformed", "drop_bad_tag",
-         "drop_wrong_binding", "drop_replay", "drop_rate_limited", "pass_other"}
+         "drop_wrong_binding", "drop_replay", "drop_rate_limited", "pass_other",
+         "drop_key_phase", "data_valid_overlap_current", "data_valid_overlap_previous"}
 
 
 def test_bench_xdp_prints_one_json_object():
@@ -28,8 +29,14 @@ def test_bench_xdp_prints_one_json_object():
     # each path really took its verdict in the kernel
     seen = result["verdicts_seen"]
     for counter in ("pass_data", "drop_unknown_session", "drop_malformed", "drop_bad_tag",
-                    "drop_wrong_binding", "drop_replay", "drop_rate_source", "pass_other"):
+                    "drop_wrong_binding", "drop_replay", "drop_rate_source", "pass_other",
+                    "drop_key_phase"):
         assert seen.get(counter, 0) > 0, counter
+    # issue 13: both phases of an overlap element passed data (50 singles each, plus the
+    # single-key path's 50)
+    assert seen["pass_data"] >= 150
+    assert set(result["rekey"]) >= {"overlap_current_vs_single_key",
+                                    "overlap_previous_vs_single_key"}
 
 
 def test_bench_handoff_prints_one_json_object():
