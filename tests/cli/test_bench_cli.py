@@ -13,8 +13,8 @@ pytestmark = pytest.mark.kernel
 
 PATHS = {"data_valid", "drop_unknown_session", "drop_malformed", "drop_bad_tag",
          "drop_wrong_binding", "drop_replay", "drop_rate_limited", "pass_other",
-         "drop_key_phase", "data_valid_single_key", "data_valid_overlap_current",
-         "data_valid_overlap_previous"}
+         "drop_key_phase", *(f"{p}_{c}" for p in ("data_valid", "drop_replay")
+                             for c in ("single_key", "overlap_current", "overlap_previous"))}
 
 
 def test_bench_xdp_prints_one_json_object():
@@ -36,8 +36,8 @@ def test_bench_xdp_prints_one_json_object():
     # issue 13: data_valid's 50, then 5 rounds of 10 for each of the three rekey
     # configurations (single key; overlap, current and previous phase): all passed
     assert seen["pass_data"] == 50 + 3 * 5 * 10
-    assert set(result["rekey"]) >= {"overlap_current_vs_single_key",
-                                    "overlap_previous_vs_single_key"}
+    assert set(result["rekey"]) >= {"data_valid_overlap_current_vs_single_key",
+                                    "drop_replay_overlap_previous_vs_single_key"}
 
 
 def test_bench_handoff_prints_one_json_object():

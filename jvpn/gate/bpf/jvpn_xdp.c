@@ -7,9 +7,9 @@
  *   1 parse (malformed -> drop)         5 binding (data/keepalive only)
  *   2 session lookup (unknown -> drop)  6 anti-replay, under the session lock
  *   3 state allows the message type     7 rate limits (session / source / global)
- *   3b the element accepts the header's key phase (issue 13)
+ *   3b the header's key phase is one    8 pass to the daemon's socket
+ *      the element accepts (issue 13)
  *   4 header tag (SipHash-2-4, under that phase's key)
- *                                       8 pass to the daemon's socket
  * Step 6 records the counter for DATA only; keepalives and control messages,
  * whose bodies the tag does not cover, are checked for freshness there and
  * against the element's ctl_floor, which the daemon raises once their AEAD /
