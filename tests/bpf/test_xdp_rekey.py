@@ -112,3 +112,32 @@ def test_a_replace_never_touches_the_runtime_slot(both):
         rk.play(shape, [rk.put(shape)], both)
         assert bytes(both.gate.maps.runtime_slot(rk.SID)) == before, shape
         assert both.gate.maps.counter_top(rk.SID) == 2
+
+
+def test_pins_of_the_older_element_layout_are_refused_by_name():
+    """The element grew (issue 13): a build loaded over maps pinned by the
+    previous one names the map and the sizes, instead of the verifier's
+    bare "Permission denied"."""
+    import uuid  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    from jvpn.errors import LoadFailed  # noqa: PLC0415
+    from jvpn.gate.attach import unpin  # noqa: PLC0415
+    from jvpn.gate.loader import BuildOptions, Program, load_plain  # noqa: PLC0415
+
+    pins = Path("/sys/fs/bpf") / f"jvt-{uuid.uuid4().hex[:11]}"
+    pins.mkdir()
+    old = load_plain(f"""
+#include <uapi/linux/bpf.h>
+struct old_session {{ __u64 w[10]; }};  /* the 80-byte element before issue 13 */
+BPF_TABLE_PINNED("hash", __u64, struct old_session, s, 16, "{pins}/sessions",
+                 BPF_F_NO_PREALLOC);
+int xdp_main(struct xdp_md *ctx) {{ __u64 k = 0; return s.lookup(&k) ? XDP_DROP : XDP_PASS; }}
+""")[0]
+    try:
+        with pytest.raises(LoadFailed, match=r"another layout \(sessions: 80-byte values, "
+                                             r"this build's are 104\)"):
+            Program(pins, BuildOptions(max_sessions=16, max_sources=16))
+    finally:
+        old.cleanup()
+        unpin(pins)
