@@ -127,15 +127,6 @@ class SessionTable(StandbyWrites, Downstream, OperatorEnds, PendingDeletes):
     def next_counter(self, sid: int) -> int:
         return self.sessions[sid].channel.next_counter()
 
-    def request_rekey(self, sid: int) -> bool:
-        """The operator's forced rekey: False if this gateway does not serve
-        ``sid``. The exchange itself is the client's (docs/protocol.md "Rekey")."""
-        live = self.sessions.get(sid)
-        if live is None:
-            return False
-        live.rekey_requested = True
-        return True
-
     def remote_owners(self) -> dict[int, str]:
         return {sid: owner for sid, (_keys, owner) in self.standby.items()}
 
