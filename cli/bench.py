@@ -52,6 +52,12 @@ def bench_xdp(app, as_json: bool, repeat: int, batches: int, singles: int, break
     for name, ns in result["paths"].items():
         table.add_row(name, f"{ns:.1f}", f"{result['ratios'][name]:.2f}")
     console.print(table)
+    rk = result["rekey"]
+    for prefix in ("data_valid", "drop_replay"):
+        console.print(f"{prefix} during a rekey's overlap (both phases accepted) against the "
+                      f"single-key element: current phase "
+                      f"x{rk[f'{prefix}_overlap_current_vs_single_key']}, previous phase "
+                      f"x{rk[f'{prefix}_overlap_previous_vs_single_key']}")
     console.print(f"[dim]{result['method']}[/dim]")
     if breakdown:
         parts = run_cost_breakdown(repeat, batches)

@@ -11,7 +11,8 @@ import click
 DEFAULT_EVENTS = "/var/lib/jvpn/events.jsonl"
 FOLLOW_LINES = 10  # like tail -f: the last 10 lines first
 # the fields of the short form: a summary line (jvpn.events) shows its count
-_SHOWN = ("count", "distinct_sources", "transport_id", "version", "new_state", "detail")
+_SHOWN = ("count", "distinct_sources", "transport_id", "version", "new_state", "key_epoch",
+          "detail")
 _SHORT = {"distinct_sources": "sources"}
 
 

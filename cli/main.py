@@ -29,6 +29,7 @@ from jvpn_cli.events import events
 from jvpn_cli.gateway import gateway
 from jvpn_cli.health import health
 from jvpn_cli.keygen import keygen, pubkey
+from jvpn_cli.rekey import rekey
 from jvpn_cli.sessions import sessions
 from jvpn_cli.stats import stats
 from jvpn_cli.status import status
@@ -104,7 +105,7 @@ def cli(ctx: click.Context, pin_root: str, run_dir: str, log_level: str) -> None
     The gate:       attach, detach
     Inspect:        status, sessions, stats, events, health, top
     Run:            gateway up|down|check|reload, client up|check
-    Operate:        terminate, drain
+    Operate:        terminate, rekey, drain
     Keys:           keygen, pubkey
     Show, measure:  demo, bench xdp|tunnel|reattach|flood|handoff
 
@@ -119,7 +120,7 @@ def cli(ctx: click.Context, pin_root: str, run_dir: str, log_level: str) -> None
 
 
 for _command in (attach, detach, status, sessions, stats, events, gateway, client, bench, demo,
-                 keygen, pubkey, terminate, drain, health, top):
+                 keygen, pubkey, terminate, rekey, drain, health, top):
     cli.add_command(_command)
 
 

@@ -27,8 +27,11 @@ def sessions(app: App, iface: str | None, as_json: bool, wide: bool,
     """List the sessions in the pinned maps of IFACE (default: every attached
     interface), merged with the running gateway daemon's view of them: the
     peer's Name, public key and inner address, the traffic it sent, how long
-    since it last heard the client. Without a daemon, the maps alone (one
-    line on stderr says so); with the userspace gate, the daemon alone.
+    since it last heard the client, and the session's key epoch (0: the
+    handshake's keys, +1 per rekey) and the age of its current keys ("key";
+    the epoch in --wide). Without a daemon, the maps alone (one line on
+    stderr says so: no identities, no key epoch or age); with the userspace
+    gate, the daemon alone.
 
     From the maps: session id (hex), state (REMOTE: a standby for a session
     another gateway of the cluster owns), owner (the gateway that serves it:

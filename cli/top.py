@@ -43,7 +43,8 @@ def top(app: App, iface: str | None, once: bool, interval: float,
     """A live view of the gateway on IFACE (default: every attached
     interface): the daemon's health (threads, store, CPU, RSS, descriptors),
     sessions by state, handshakes, cookie replies and reattaches (accepted
-    ones with their mean latency), the sessions with their peers and traffic,
+    ones with their mean latency), rekeys by result (rotated, denied with
+    the reason, expired), the sessions with their peers, traffic and key age,
     and the gate's verdict counters with their rate per second. Without a
     daemon, the kernel's view alone. q or Ctrl-C ends it; --once prints one
     frame. Needs root (and bcc for the maps).
@@ -140,7 +141,19 @@ def _event_lines(f: dict) -> list[str]:
     lat = f["reattach_latency"]
     mean = f" (mean {lat['sum_s'] / lat['count'] * 1000:.0f} ms)" if lat["count"] else ""
     return [f"handshakes: {listed(f['handshakes'])} · cookie replies {f['cookie_replies']}",
-            f"reattaches: {listed(f['reattaches'])}{mean}"]
+            f"reattaches: {listed(f['reattaches'])}{mean}", _rekey_line(f)]
+
+
+def _rekey_line(f: dict) -> str:
+    """Key lifecycle events by result (and reason code, when it says more)."""
+    rows = f.get("rekeys") or []  # absent from a daemon before issue 13
+    shown = ", ".join(f"{result} {n}" if reason in _PLAIN else f"{result} {reason} {n}"
+                      for result, reason, n in rows) or "none"
+    suspected = f.get("key_compromises_suspected") or 0
+    return f"rekeys: {shown}" + (f" · KEY COMPROMISE SUSPECTED {suspected}" if suspected else "")
+
+
+_PLAIN = ("KEY_ROTATED", "KEY_EXPIRED")  # the reasons their result already says
 
 
 def _verdicts(cur: dict, prev: dict | None) -> Table | Text:

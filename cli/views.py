@@ -16,13 +16,15 @@ from jvpn.operator import NoDaemon
 
 NO_DAEMON = "no gateway daemon: kernel view only"
 USERSPACE = "userspace"  # the key of the daemon's sessions when no XDP gate runs
-PEER_WIDTH = 12  # the narrow table's peer column (the whole Name: --wide, --json)
+# the narrow table's peer column (the whole Name: --wide, --json); 8, not 12
+# since the key age column (issue 13) took its room at 80 columns
+PEER_WIDTH = 8
 FLEXIBLE = ("peer", "inner", "bound to")  # what a console under 80 columns cuts first
 SHORT_ID = 8  # hex digits of a session id in the narrow table (the full one: --wide, --json)
 # what a daemon row adds to the kernel's (None in a kernel-only row)
 IDENTITY = ("peer", "public_key", "inner", "allowed_ips", "confirmed", "created_ms",
-            "last_handshake_ms", "key_age_s", "last_rx_ms", "last_rx_age_s", "tx_packets",
-            "tx_bytes")
+            "last_handshake_ms", "key_epoch", "keys_ms", "key_age_s", "rekey_requested",
+            "last_rx_ms", "last_rx_age_s", "tx_packets", "tx_bytes")
 
 
 @dataclass
@@ -150,8 +152,9 @@ def _narrow_columns(daemon: bool) -> list:
         cols += [("ver", "right", lambda r: str(r["version"]))]
     cols += [("bound to", "left", lambda r: r["bound"]),
              ("rx", "right", lambda r: size(r["rx_bytes"]))]
-    if daemon:
+    if daemon:  # "key": the current keys' age (their epoch: --wide)
         cols += [("tx", "right", lambda r: size(r["tx_bytes"])),
+                 ("key", "right", lambda r: age(r.get("key_age_s"))),
                  ("idle", "right", lambda r: age(r.get("last_rx_age_s")))]
     else:
         cols += [("rx pkts", "right", lambda r: count(r["rx_packets"])),
@@ -176,7 +179,8 @@ def _wide_columns(daemon: bool) -> list:
     if daemon:
         cols += [("tx pkts", "right", lambda r: _text(r["tx_packets"])),
                  ("tx bytes", "right", lambda r: _text(r["tx_bytes"])),
-                 ("key age", "right", lambda r: age(r["key_age_s"])),
+                 ("key epoch", "right", lambda r: _text(r.get("key_epoch"))),
+                 ("key age", "right", lambda r: age(r.get("key_age_s"))),
                  ("idle", "right", lambda r: age(r.get("last_rx_age_s")))]
     return cols
 

@@ -1,5 +1,6 @@
-"""The client agent: handshake, TUN, keepalives, path-change detection and
-reattach. It never starts a new session silently: when the gateway ended
+"""The client agent: handshake, TUN, keepalives, path-change detection,
+reattach, and rekeys when the gateway asks (jvpn/client_rekey.py). It
+never starts a new session silently: when the gateway ended
 the session (its authenticated TERMINATE or refusal) or has presumably
 forgotten it (no authenticated answer for OrphanTimeout:
 jvpn/client_orphan.py), it reports why and stops; ``client up`` exits
@@ -26,6 +27,7 @@ from jvpn.client_handshake import RECV_TIMEOUT_S, ClientError, ClientHandshake
 from jvpn.client_orphan import OrphanWatch
 from jvpn.client_path import PathSize, PathSizing, route_to, watch_routing
 from jvpn.client_reattach import ClientReattach, PendingReattach
+from jvpn.client_rekey import ClientRekey
 from jvpn.client_renew import ClientRenew
 from jvpn.client_routes import ClientRouting, RouteError, RoutePlan
 from jvpn.codes import EventType, Reason, Security
@@ -41,7 +43,11 @@ from jvpn.gate import abi
 from jvpn.handshake import Assignment
 from jvpn.keys import SessionKeys
 from jvpn.session import Transport, canonical_ip
-from jvpn.tunnel import FLAG_FRAGMENT, FLAG_REATTACH, TUN_MTU, DataChannel, Tun, send_messages
+from jvpn.tunnel import FLAG_FRAGMENT, TUN_MTU, DataChannel, Tun, send_messages
+
+# what the client hears from the gateway besides data and keepalives
+CONTROL_TYPES = frozenset({abi.MSG_PATH_CHALLENGE, abi.MSG_REATTACH_ACK, abi.MSG_REATTACH_REJECT,
+                           abi.MSG_TERMINATE, abi.MSG_REKEY_RESP, abi.MSG_REKEY_REJECT})
 
 
 def udp_socket(family: socket.AddressFamily = socket.AF_INET) -> socket.socket:
@@ -115,7 +121,7 @@ def tun_addresses(a: Assignment, host_only: bool, endpoint: str):
     return inner, inner6
 
 
-class Client(ClientHandshake, ClientReattach, ClientRenew, PathSizing):
+class Client(ClientHandshake, ClientReattach, ClientRekey, ClientRenew, PathSizing):
     def __init__(self, *, private_key: bytes, gateway_public: bytes, endpoint: tuple[str, int],
                  events: EventLog, tun_name: str = "jvpn0", keepalive_ms: int = 500,
                  max_missed: int = 3, retry_ms: int = RETRY_BASE_MS,
@@ -155,9 +161,9 @@ class Client(ClientHandshake, ClientReattach, ClientRenew, PathSizing):
         self.keys: SessionKeys | None = None
         self.channel: DataChannel | None = None
         self.tun: Tun | None = None
-        self.epoch = 0
-        self.seq = 0
+        self.epoch = self.seq = 0  # reattach: the switch epoch known, the last request's seq
         self.pending: PendingReattach | None = None
+        self.rekey_reset()  # no rekey attempt (jvpn/client_rekey.py)
         self.retry_at: int | None = None  # a new request after a refusal that allows one
         self.last_rx_ms = 0
         self.path = None  # (source address, interface index) of the route to the gateway
@@ -292,8 +298,7 @@ class Client(ClientHandshake, ClientReattach, ClientRenew, PathSizing):
         t = msg[0]
         if t in (abi.MSG_DATA, abi.MSG_KEEPALIVE):
             self._data(msg)
-        elif t in (abi.MSG_PATH_CHALLENGE, abi.MSG_REATTACH_ACK, abi.MSG_REATTACH_REJECT,
-                   abi.MSG_TERMINATE):
+        elif t in CONTROL_TYPES:
             self._control(msg, src, sock or self.sock)
 
     def _from_gateway(self, src) -> bool:
@@ -315,8 +320,7 @@ class Client(ClientHandshake, ClientReattach, ClientRenew, PathSizing):
             packet = self.channel.reassembly.add(payload) if flags & FLAG_FRAGMENT else payload
             if packet is not None:
                 self.tun.write(packet)
-        if flags & FLAG_REATTACH and self.pending is None:
-            self.start_reattach("gateway asked (VOLATILE)")
+        self.gateway_flags(flags)  # a reattach or a rekey asked (client_rekey.py)
 
     # ------------------------------------------------------------ loops
     def _tun_loop(self) -> None:
@@ -348,6 +352,7 @@ class Client(ClientHandshake, ClientReattach, ClientRenew, PathSizing):
                 self.rebind()  # new path: a fresh socket so the kernel picks the new source
                 continue
             self.reattach_timers(now)
+            self.rekey_timers(now)
             if now >= next_keepalive or self._announce_due(now):
                 next_keepalive = now + self.keepalive_ms
                 self._keepalive(now)

@@ -69,3 +69,18 @@ def cause_line(o: Observed, endpoint: tuple[str, int], seconds: float) -> str:
             f"on UDP {endpoint[1]}), a wrong [Peer] Endpoint, or keys that do not match (this "
             "client's public key missing from the gateway's PeersFile, or [Peer] PublicKey "
             "not the gateway's key: the gateway does not answer what it cannot authenticate)")
+
+
+# what the client can add to the gateway's reason when that explains more
+_ENDED_WHY = {
+    "KEY_EXPIRED": ("the session's keys reached the gateway's keys.reject_after_ms (or "
+                    "reject_after_messages) before a rekey completed (no rekey answer got "
+                    "through, or the gateway refused them); check the path to the gateway "
+                    "and its [keys] policy"),
+}
+
+
+def terminated_line(reason: str) -> str:
+    """The one line for the gateway's authenticated TERMINATE naming ``reason``."""
+    why = _ENDED_WHY.get(reason)
+    return f"session ended by the gateway: {reason}" + (f": {why}" if why else "")

@@ -161,6 +161,7 @@ class ClientHandshake:
         self.assignment, self.keys = assignment, keys
         self.channel = DataChannel(keys, "client")
         self.channel.size_to(self.size.path_mtu, self.size.family)
+        self.rekey_reset()  # a new session's keys: epoch 0, no attempt (client_rekey.py)
         self.last_rx_ms = self.clock_ms()
         self.orphan.heard(self.last_rx_ms)
         self.events.emit("SessionStateChange", "HANDSHAKE_OK", self.session_id,

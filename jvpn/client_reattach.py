@@ -14,6 +14,7 @@ import threading
 from dataclasses import dataclass
 
 from jvpn import wire
+from jvpn.client_causes import terminated_line
 from jvpn.gate import abi
 
 LOOP_JOIN_S = 1.0  # at stop: how long the monitor and receive loops may take to end
@@ -67,10 +68,8 @@ class ClientReattach:
             p = self.pending
             if p is None or self.said_goodbye:  # never after our TERMINATE (join_loops)
                 return
-            hdr = wire.Header(type=abi.MSG_REATTACH_REQ, session_id=self.session_id,
-                              counter=self.channel.next_counter())
-            msg = wire.seal_control(hdr, self.keys.hdr_c2s, self.keys.reattach, p.seq,
-                                    self.wall_ms(), p.nonce, self.epoch)
+            msg = self.seal_control(abi.MSG_REATTACH_REQ, p.seq, self.wall_ms(), p.nonce,
+                                    self.epoch)
         try:
             self.sock.sendto(msg, self.endpoint)
         except OSError:
@@ -83,15 +82,17 @@ class ClientReattach:
             return
         hdr, fields = got
         self.orphan.heard(self.clock_ms())  # authenticated: the gateway has the session's keys
+        self.heard_epoch(hdr.flags)  # the overlap's clock (jvpn/client_rekey.py)
+        if hdr.type in (abi.MSG_REKEY_RESP, abi.MSG_REKEY_REJECT):
+            self.rekey_answer(hdr, fields)
+            return
         p = self.pending
         if hdr.type == abi.MSG_PATH_CHALLENGE:
             server_nonce, client_nonce = fields
             if p is None or client_nonce != p.nonce:
                 return
-            reply = wire.seal_control(
-                wire.Header(type=abi.MSG_PATH_RESPONSE, session_id=self.session_id,
-                            counter=self.channel.next_counter()),
-                self.keys.hdr_c2s, self.keys.reattach, server_nonce, client_nonce)
+            with self._lock:
+                reply = self.seal_control(abi.MSG_PATH_RESPONSE, server_nonce, client_nonce)
             try:
                 sock.sendto(reply, self.endpoint)  # to the gateway, whoever relayed it
             except OSError:
@@ -111,8 +112,7 @@ class ClientReattach:
             n = fields[0]
             reason = wire.TERMINATE_REASONS[n] if n < len(wire.TERMINATE_REASONS) else (
                 "POLICY_TERMINATION")
-            self.session_over(reason, f"session ended by the gateway: {reason}",
-                              by_gateway=True)
+            self.session_over(reason, terminated_line(reason), by_gateway=True)
         elif hdr.type == abi.MSG_REATTACH_REJECT:
             seq, reason_index, epoch = fields
             reason = wire.REJECT_REASONS[reason_index]
@@ -130,6 +130,16 @@ class ClientReattach:
             if reason in FATAL_REJECTS:
                 self.session_over(reason, f"session ended by the gateway: reattach refused "
                                           f"({reason})", by_gateway=True)
+
+    def seal_control(self, msg_type: int, *fields) -> bytes:
+        """A control message to the gateway under the send epoch: its key
+        phase flag, header key and MAC key are one epoch's (one read of the
+        channel's send keys: a rekey may swap them between two messages)."""
+        k = self.channel.send_keys
+        hdr = wire.Header(type=msg_type, session_id=self.session_id,
+                          counter=self.channel.next_counter(),
+                          flags=abi.FLAG_KEY_PHASE if k.phase else 0)
+        return wire.seal_control(hdr, k.hdr_c2s, k.reattach, *fields)
 
     def reattach_timers(self, now: int) -> None:
         """The monitor's reattach step: retry an unanswered request, or start
@@ -180,11 +190,8 @@ class ClientReattach:
                 return
             self.said_goodbye = True
             try:
-                msg = wire.seal_control(
-                    wire.Header(type=abi.MSG_TERMINATE, session_id=self.session_id,
-                                counter=self.channel.next_counter()),
-                    self.keys.hdr_c2s, self.keys.reattach,
-                    wire.TERMINATE_REASONS.index("CLIENT_STOPPED"))
+                msg = self.seal_control(abi.MSG_TERMINATE,
+                                        wire.TERMINATE_REASONS.index("CLIENT_STOPPED"))
             except Exception:  # noqa: BLE001 - best effort: no counter, no goodbye
                 return
         try:

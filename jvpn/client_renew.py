@@ -7,6 +7,10 @@ session id. The TUN, its routes and DNS stay up across it: they are only
 kept if the gateway assigns the same inner addresses (it assigns them per
 peer); otherwise the client stops (``client up`` again sets them up anew).
 
+A session whose keys expired (the gateway's TERMINATE KEY_EXPIRED: no
+rekey completed within its keys.reject_after_ms) is renewed too: like a
+TTL it is the gateway's timer, not a decision to end the session.
+
 Not renewed: a session the operator or the policy ended on purpose
 (POLICY_TERMINATION and any reason not listed in ``RENEWABLE``: an
 operator's terminate must not be undone by the client it ended), and a
@@ -22,8 +26,11 @@ from __future__ import annotations
 from jvpn.client_handshake import ClientError
 from jvpn.codes import EventType, Reason
 
+# KEY_EXPIRED (issue 13): the keys aged out before a rekey completed -- a
+# timer of the gateway's policy like its TTLs, not an operator's decision;
+# the new session is said as any renewal is (never a silent rehandshake)
 RENEWABLE = frozenset({"TTL_SESSION_EXPIRED", "TTL_TRANSPORT_LOSS_EXPIRED", "SESSION_NOT_FOUND",
-                       "SESSION_EXPIRED", "ORPHANED"})
+                       "SESSION_EXPIRED", "ORPHANED", "KEY_EXPIRED"})
 
 
 class ClientRenew:

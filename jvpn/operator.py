@@ -15,7 +15,7 @@ DEFAULT_TIMEOUT_S = 10.0
 # a reload or a terminate waits for the store, once per session it ends:
 # `gateway reload` and `terminate` wait this long (--timeout) by default
 ACTION_TIMEOUT_S = 60.0
-ACTIONS = ("terminate", "drain", "reload")  # operations that change the gateway
+ACTIONS = ("terminate", "rekey", "drain", "reload")  # operations that change the gateway
 
 
 class NoDaemon(JvpnError):

@@ -146,6 +146,11 @@ class SendCounter:
             return
         self._durable = max(self._durable, c + self._block)
 
+    @property
+    def upcoming(self) -> int:
+        """The next counter to hand out (read only: a rekey's base counter)."""
+        return self._next
+
     def retire(self) -> int:
         """After this returns no counter is handed out any more and no floor
         write is in flight. Returns a floor above every counter handed out:
@@ -273,19 +278,20 @@ class DataChannel:
         hdr = self._header(crypt, msg_type, flags, c)
         return hdr + crypt.seal(_NONCE.pack(c), payload, hdr)
 
-    def seal_packet(self, packet: bytes) -> list[bytes]:
+    def seal_packet(self, packet: bytes, flags: int = 0) -> list[bytes]:
         """One inner packet as DATA messages: one if it fits, else equal-size
-        fragments (the last may be shorter). Raises CounterUnavailable."""
+        fragments (the last may be shorter). ``flags``: added to each (the
+        gateway's FLAG_REKEY). Raises CounterUnavailable."""
         limit = self.max_plaintext  # one read: a resize meanwhile applies to the next packet
         if len(packet) <= limit:
-            return [self.seal(packet)]
+            return [self.seal(packet, abi.MSG_DATA, flags)]
         if len(packet) > MAX_INNER_PACKET:
             return []  # larger than any IP packet: nothing sane to send
         count = -(-len(packet) // (limit - _FRAG.size))
         size = -(-len(packet) // count)
         pid = self._next_packet_id()
         return [self.seal(_FRAG.pack(pid, i, count) + packet[i * size:(i + 1) * size],
-                          abi.MSG_DATA, FLAG_FRAGMENT) for i in range(count)]
+                          abi.MSG_DATA, FLAG_FRAGMENT | flags) for i in range(count)]
 
     def _next_packet_id(self) -> int:
         self._packet_id = (self._packet_id + 1) & 0xFFFF

@@ -11,6 +11,15 @@ Method (docs/benchmarks.md):
   same calls, same cache state): data_valid = drop_replay (repeat-averaged)
   + (valid single-call - replay single-call);
 - the raw single-call figures are reported too.
+
+Issue 13 (the gate during a rekey): the same data_valid estimate for the
+single-key element (one phase accepted: before a rekey, and after its
+overlap) and for an element accepting both phases (a rekey's overlap), for
+data under the current phase and under the previous one, interleaved in
+rounds in the same run, with the repeat-averaged replay drop of each (the
+same checks but the window write: the steadier figure); ``rekey`` gives
+them as ratios of the single-key figures. ``drop_key_phase`` is an
+old-phase packet after the overlap.
 """
 
 from __future__ import annotations
@@ -35,15 +44,27 @@ BASELINE_PROGRAM = """
 int xdp_main(struct xdp_md *ctx) { return XDP_PASS; }
 """
 
-KEY = bytes(range(16))
+KEY = bytes(range(16))  # key phase 0 (the epoch before a rekey)
+KEY1 = bytes(range(16, 32))  # key phase 1 (the epoch after it)
 CLIENT, CLIENT_PORT, GW = TESTRUN_CLIENT_IP, TESTRUN_CLIENT_PORT, TESTRUN_GW_IP
-SID = 0x0123456789ABCDEF
+SID = 0x0123456789ABCDEF  # one phase accepted
+SID_OVERLAP = SID ^ 2  # both phases accepted: a rekey's overlap
+# name -> (session, header key, flags): valid data, one configuration each
+REKEY_PATHS = {"data_valid_single_key": (SID, KEY, 0),
+               "data_valid_overlap_current": (SID_OVERLAP, KEY1, abi.FLAG_KEY_PHASE),
+               "data_valid_overlap_previous": (SID_OVERLAP, KEY, 0)}
 
 
 def _frame(counter: int, *, sid: int = SID, key: bytes = KEY, sport: int = CLIENT_PORT,
-           t: int = abi.MSG_DATA, payload: bytes = b"\0" * 64) -> bytes:
-    msg = wire.message(wire.Header(type=t, session_id=sid, counter=counter), key, payload)
+           t: int = abi.MSG_DATA, payload: bytes = b"\0" * 64, flags: int = 0) -> bytes:
+    msg = wire.message(wire.Header(type=t, session_id=sid, counter=counter, flags=flags), key,
+                       payload)
     return frames.udp_frame(CLIENT, sport, GW, abi.DEFAULT_PORT, msg)
+
+
+def _element(**keys) -> abi.Session:
+    return abi.Session(**keys, state=abi.STATE_ATTACHED, bind_family=abi.AF_INET,
+                       bind_addr=abi.addr_words(CLIENT), bind_port=abi.port_word(CLIENT_PORT))
 
 
 def _repeat_ns(prog_fd: int, frame: bytes, repeat: int, batches: int) -> float:
@@ -76,9 +97,11 @@ def _measure(prog: Program, baseline_fd: int, repeat: int, batches: int, singles
                            global_control_pps=0, ns_per_jiffy=tick)
     with prog.maps() as maps:
         maps.write_config(unlimited.to_abi())
-        maps.put_session(SID, abi.Session(
-            tag_key=wire.key_words(KEY), state=abi.STATE_ATTACHED, bind_family=abi.AF_INET,
-            bind_addr=abi.addr_words(CLIENT), bind_port=abi.port_word(CLIENT_PORT)))
+        maps.put_session(SID, _element(tag_key=wire.key_words(KEY),
+                                       key_phases=abi.key_phase_bit(0)))
+        maps.put_session(SID_OVERLAP, _element(tag_key=wire.key_words(KEY),
+                                               tag_key_phase1=wire.key_words(KEY1),
+                                               key_phases=abi.KEY_PHASES_ALL))
 
         progress("baseline")
         baseline = _repeat_ns(baseline_fd, _frame(1), repeat, batches)
@@ -96,6 +119,7 @@ def _measure(prog: Program, baseline_fd: int, repeat: int, batches: int, singles
             paths[name] = _repeat_ns(fd, f, repeat, batches)
 
         paths["data_valid"] = paths["drop_replay"] + max(data_single - replay_single, 0.0)
+        paths.update(_rekey_paths(fd, singles, repeat, progress))
 
         progress("drop_rate_limited")
         maps.write_config(GateConfig(source_control_pps=1, source_control_burst=1,
@@ -109,6 +133,38 @@ def _measure(prog: Program, baseline_fd: int, repeat: int, batches: int, singles
                    repeat=repeat, batches=batches, singles=singles)
 
 
+def _rekey_paths(fd: int, singles: int, repeat: int,
+                 progress: Callable[[str], None], rounds: int = 5) -> dict[str, float]:
+    """For the single-key element and the overlap element under each phase:
+    drop_replay (repeat-averaged: every check of valid data but the window
+    write) and data_valid (same method as above), interleaved: each round
+    times every configuration on fresh counters, in a rotated order, so
+    drift on a shared machine hits all three alike; median of the rounds."""
+    progress("rekey overlap")
+    per_round = max(singles // rounds, 10)
+    counters = {SID: singles + 1, SID_OVERLAP: 1}  # above what data_valid used
+    replays: dict[str, list[float]] = {name: [] for name in REKEY_PATHS}
+    valids: dict[str, list[float]] = {name: [] for name in REKEY_PATHS}
+    names = list(REKEY_PATHS)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            sid, key, flags = REKEY_PATHS[name]
+            first = counters[sid]
+            counters[sid] += per_round
+            valid = [_frame(c, sid=sid, key=key, flags=flags)
+                     for c in range(first, first + per_round)]
+            diff = _single_ns(fd, valid) - _single_ns(fd, valid)  # valid - replay
+            replays[name].append(_repeat_ns(fd, valid[-1], repeat, 1))
+            valids[name].append(replays[name][-1] + max(diff, 0.0))
+    out = {name: statistics.median(v) for name, v in valids.items()}
+    out.update({_replay_name(name): statistics.median(v) for name, v in replays.items()})
+    return out
+
+
+def _replay_name(data_valid_name: str) -> str:
+    return data_valid_name.replace("data_valid", "drop_replay")
+
+
 def _repeatable_frames(replayed: bytes) -> dict[str, bytes]:
     """One frame per verdict path whose verdict does not change when the
     same frame runs again (so a repeat-averaged run measures that path)."""
@@ -119,6 +175,7 @@ def _repeatable_frames(replayed: bytes) -> dict[str, bytes]:
         "drop_bad_tag": _frame(10**9, key=bytes(16)),
         "drop_wrong_binding": _frame(10**9, sport=CLIENT_PORT + 1),
         "drop_replay": replayed,
+        "drop_key_phase": _frame(10**9, key=KEY1, flags=abi.FLAG_KEY_PHASE),  # after an overlap
         "pass_other": frames.tcp_frame(CLIENT, GW),
     }
 
@@ -130,6 +187,7 @@ def _report(baseline: float, baseline_single: float, data_single: float, replay_
         "baseline_ns": round(baseline, 2),
         "paths": {k: round(v, 2) for k, v in paths.items()},
         "ratios": {k: round(v / baseline, 2) if baseline else None for k, v in paths.items()},
+        "rekey": _rekey_ratios(paths),
         "single_call": {"baseline_ns": baseline_single, "data_valid_ns": data_single,
                         "drop_replay_ns": replay_single,
                         "timer_overhead_ns": round(overhead, 2)},
@@ -142,6 +200,22 @@ def _report(baseline: float, baseline_single: float, data_single: float, replay_
         "kernel": platform.release(),
         "cpus": os.cpu_count(),
     }
+
+
+def _rekey_ratios(paths: dict) -> dict:
+    """The overlap element against the single-key one, measured interleaved
+    by the same method: valid data, and the replay drop (every check of
+    valid data but the window write; repeat-averaged, the steadier figure)."""
+    out = {}
+    for prefix in ("data_valid", "drop_replay"):
+        single = paths[f"{prefix}_single_key"]
+        out[f"{prefix}_single_key_ns"] = round(single, 2)
+        for phase in ("current", "previous"):
+            ns = paths[f"{prefix}_overlap_{phase}"]
+            out[f"{prefix}_overlap_{phase}_ns"] = round(ns, 2)
+            out[f"{prefix}_overlap_{phase}_vs_single_key"] = (
+                round(ns / single, 3) if single else None)
+    return out
 
 
 # ---- where the time goes: one primitive per tiny program, same harness ----

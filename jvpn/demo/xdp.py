@@ -103,7 +103,8 @@ def run_demo(paths: GatePaths) -> int:
     with GateMaps(paths.pin_dir(GW_IF)) as maps, ns_socket(GW_NS, PORT) as gw, \
             ns_socket(CL_NS, DEMO_CL_PORT) as cl, ns_socket(CL_NS, DEMO_OTHER_PORT) as other:
         maps.put_session(sid, abi.Session(
-            tag_key=wire.key_words(key), state=abi.STATE_ATTACHED, version=1,
+            tag_key=wire.key_words(key), key_phases=abi.key_phase_bit(0),
+            state=abi.STATE_ATTACHED, version=1,
             bind_family=abi.AF_INET, bind_addr=abi.addr_words(CL_IP),
             bind_port=abi.port_word(DEMO_CL_PORT)))
         console.print(f"session [bold]{sid:016x}[/bold] bound to {CL_IP}:{DEMO_CL_PORT} "

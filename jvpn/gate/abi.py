@@ -39,6 +39,12 @@ MSG_MAX = 15
 
 # header flags the gate reads: the low bit of the sender's key epoch
 FLAG_KEY_PHASE = 4
+KEY_PHASES_ALL = 3  # Session.key_phases with both phases' header keys live
+
+
+def key_phase_bit(phase: int) -> int:
+    """JVPN_KEY_PHASE_BIT: the bit of ``phase`` in Session.key_phases."""
+    return 1 << phase
 
 # ---- session states ----
 STATE_BIRTH = 0
@@ -95,10 +101,11 @@ R_DROP_RATE_SOURCE = 13
 R_DROP_RATE_GLOBAL = 14  # handshakes (unauthenticated), whole gateway
 R_DROP_UNPARSED = 15  # the parser gave up on a frame that may be UDP to our port
 R_DROP_RATE_AUTHED = 16  # authenticated control, whole gateway
-R_VERDICT_MAX = 17
-C_EVENT_SENT = 17
-C_EVENT_SUPPRESSED = 18
-C_MAX = 19
+R_DROP_KEY_PHASE = 17  # a key phase the element does not accept (old keys after the overlap)
+R_VERDICT_MAX = 18
+C_EVENT_SENT = 18
+C_EVENT_SUPPRESSED = 19
+C_MAX = 20
 
 COUNTER_NAMES = {
     R_PASS_OTHER: "pass_other",
@@ -118,6 +125,7 @@ COUNTER_NAMES = {
     R_DROP_RATE_GLOBAL: "drop_rate_global",
     R_DROP_UNPARSED: "drop_unparsed",
     R_DROP_RATE_AUTHED: "drop_rate_authed",
+    R_DROP_KEY_PHASE: "drop_key_phase",
     C_EVENT_SENT: "events_sent",
     C_EVENT_SUPPRESSED: "events_suppressed",
 }
@@ -204,8 +212,13 @@ class Counter(_Struct):
 
 
 class Session(_Struct):
+    """jvpn_session: written by the daemon only (jvpn/gate/element.py).
+    ``tag_key`` / ``tag_key_phase1``: the client->gateway header key of key
+    phase 0 / 1; ``key_phases``: the phases accepted (``key_phase_bit``;
+    0 accepts nothing)."""
+
     _fields_ = [
-        ("tag_key", u64 * 2),
+        ("tag_key", u64 * 2),  # phase 0's header key
         ("version", u64),
         ("fence", u64),
         ("bind_addr", u32 * 4),
@@ -216,6 +229,9 @@ class Session(_Struct):
         ("rt_gen", u64),  # a new value re-initializes the slot (XDP does it)
         ("replay_floor", u64),  # a new window counts everything below as seen
         ("ctl_floor", u64),  # keepalive/control counters <= this: replays (daemon-verified)
+        ("tag_key_phase1", u64 * 2),  # phase 1's header key
+        ("key_phases", u8),  # key_phase_bit(p): phase p accepted
+        ("_pad0", u8 * 7),
     ]
 
 
@@ -340,6 +356,7 @@ CONSTANTS = {
     "JVPN_REJECT_AFTER": reject_after(),
     "JVPN_MAX_PORTS": MAX_PORTS,
     "JVPN_FLAG_KEY_PHASE": FLAG_KEY_PHASE,
+    "JVPN_KEY_PHASES_ALL": KEY_PHASES_ALL,
 }
 
 

@@ -13,7 +13,7 @@ from jvpn.errors import NotAttached
 from jvpn.gate import abi
 from jvpn.gate.element import RuntimeSlots, kept_ctl_floor, raised_ctl_floor, session_element
 from jvpn.gate.paths import DEFAULT_PATHS, GatePaths
-from jvpn.keys import SessionKeys
+from jvpn.keys import KeyRing, SessionKeys
 from jvpn.session import SessionRecord
 
 
@@ -71,13 +71,16 @@ class XdpGate:
 
         return EventReader(self.pins)
 
-    def put(self, rec: SessionRecord, keys: SessionKeys, fence: int = 0,
+    def put(self, rec: SessionRecord, keys: SessionKeys | KeyRing, fence: int = 0,
             first: bool = False, c2s_floor: int = 0) -> None:
         """``first``: the element is new on this gateway; its replay window
-        starts above ``c2s_floor`` (what a previous owner accepted)."""
+        starts above ``c2s_floor`` (what a previous owner accepted).
+        ``keys``: the live key epochs (a KeyRing during a rekey's overlap):
+        the element accepts exactly their phases; a rekey's steps are each
+        one replace that keeps the runtime slot (window, buckets)."""
         self._write(rec, keys, fence, False, first, c2s_floor)
 
-    def standby(self, rec: SessionRecord, keys: SessionKeys) -> None:
+    def standby(self, rec: SessionRecord, keys: SessionKeys | KeyRing) -> None:
         self._write(rec, keys, 0, True, False, 0)
 
     def _write(self, rec, keys, fence: int, remote: bool, first: bool, floor: int) -> None:

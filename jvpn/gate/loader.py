@@ -106,6 +106,12 @@ class Program:
         except OSError as e:
             raise LoadFailed(_mkdir_failed(self.pins, e)) from e
         cflags = self.options.cflags(self.pins)
+        from jvpn.gate.pins import stale_layout  # noqa: PLC0415 - pins imports this module
+
+        stale = stale_layout(self.pins, self.options.replay_bits)
+        if stale is not None:
+            raise LoadFailed(f"the maps pinned at {self.pins} have another layout ({stale}): "
+                             "detach (jvpn-xdp detach), then attach again")
         try:
             progress("compiling")
             self.bpf = bcc.BPF(src_file=str(source).encode(), cflags=cflags)

@@ -282,7 +282,7 @@ class Model:
                 return abi.R_DROP_MALFORMED
             return self._handshake_budget(p, now) or abi.R_PASS_HANDSHAKE
         if t in (abi.MSG_DATA, abi.MSG_KEEPALIVE, abi.MSG_REATTACH_REQ,
-                 abi.MSG_PATH_RESPONSE, abi.MSG_TERMINATE):
+                 abi.MSG_PATH_RESPONSE, abi.MSG_TERMINATE, abi.MSG_REKEY_INIT):
             return self._session_verdict(p, t, sid, now)
         return abi.R_DROP_BAD_TYPE
 
@@ -294,8 +294,14 @@ class Model:
             return abi.R_DROP_UNKNOWN_SESSION
         if not abi.STATE_ALLOW.get(s.state, 0) & (1 << t):
             return abi.R_DROP_STATE
-        key = struct.pack("<QQ", s.tag_key[0], s.tag_key[1])
-        if header_tag(key, p.msg[: abi.TAGGED_LEN]) != tag:
+        # the header's key phase picks the key (keyphase.h); a phase the
+        # element does not accept drops before the tag, nothing moved
+        (flags,) = struct.unpack_from("<H", p.msg, 2)
+        phase = 1 if flags & abi.FLAG_KEY_PHASE else 0
+        if not s.key_phases & abi.key_phase_bit(phase):
+            return abi.R_DROP_KEY_PHASE
+        words = s.tag_key_phase1 if phase else s.tag_key
+        if header_tag(struct.pack("<QQ", words[0], words[1]), p.msg[: abi.TAGGED_LEN]) != tag:
             return abi.R_DROP_BAD_TAG
         if is_data and not self._bound_here(s, p):
             return abi.R_DROP_WRONG_BINDING

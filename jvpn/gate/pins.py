@@ -53,6 +53,38 @@ PINS = {
 }
 
 
+def _map_info(path: Path) -> tuple[int, int] | None:
+    """(value_size, max_entries) of a pinned map, from the kernel."""
+    fd = loader._lib().bpf_obj_get(str(path).encode())
+    if fd < 0:
+        return None
+    try:
+        info = (ctypes.c_uint32 * 32)()
+        size = ctypes.c_uint32(ctypes.sizeof(info))
+        if loader._lib().bpf_obj_get_info(fd, info, ctypes.byref(size)) != 0:
+            return None
+        return int(info[3]), int(info[4])  # type, id, key_size, value_size, max_entries
+    finally:
+        os.close(fd)
+
+
+def stale_layout(pins: Path, replay_bits: int = abi.REPLAY_BITS) -> str | None:
+    """Why maps already pinned at ``pins`` cannot be reused by this build
+    (another jvpn_abi.h: e.g. the session element grew for issue 13's key
+    phases, a verdict was added), else None. The verifier would refuse the
+    program on them with a bare "Permission denied"."""
+    for name, spec in PINS.items():
+        info = _map_info(Path(pins) / name) if spec.kind != "ringbuf" else None
+        if info is None:
+            continue
+        want = ctypes.sizeof(spec.value_type(replay_bits))
+        if info[0] != want:
+            return f"{name}: {info[0]}-byte values, this build's are {want}"
+        if name == "counters" and info[1] != abi.C_MAX:
+            return f"counters: {info[1]} slots, this build counts {abi.C_MAX}"
+    return None
+
+
 class PinnedMap:
     """A pinned BPF map opened by path, keys and values as ctypes types."""
 

@@ -21,7 +21,7 @@ from jvpn.gate.element import (
     session_element,
 )
 from jvpn.gate.model import EVENT_RING_CAPACITY, MAX_SOURCES, Model
-from jvpn.keys import SessionKeys
+from jvpn.keys import KeyRing, SessionKeys
 from jvpn.session import SessionRecord
 
 
@@ -43,12 +43,12 @@ class UserspaceGate:
         self._lock = threading.Lock()
         self._events_waiting = threading.Event()
 
-    def put(self, rec: SessionRecord, keys: SessionKeys, fence: int = 0,
+    def put(self, rec: SessionRecord, keys: SessionKeys | KeyRing, fence: int = 0,
             first: bool = False, c2s_floor: int = 0) -> None:
         with self._lock:
             self._write(rec, keys, fence, False, first, c2s_floor)
 
-    def standby(self, rec: SessionRecord, keys: SessionKeys) -> None:
+    def standby(self, rec: SessionRecord, keys: SessionKeys | KeyRing) -> None:
         with self._lock:
             self._write(rec, keys, 0, True, False, 0)
 

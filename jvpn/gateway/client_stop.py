@@ -11,9 +11,9 @@ spent the session's control budget."""
 
 from __future__ import annotations
 
-from jvpn import wire
 from jvpn.codes import EventType, Reason
 from jvpn.gate import abi
+from jvpn.gateway.sealing import open_client
 from jvpn.replay import ControlWindows
 
 
@@ -28,12 +28,13 @@ def verified(msg: bytes, live, windows: ControlWindows) -> str | None:
 
 
 def authentic(msg: bytes, sid: int, keys, windows: ControlWindows) -> str | None:
-    """CLIENT_STOPPED if ``msg`` is session ``sid``'s fresh TERMINATE under ``keys``."""
-    try:
-        hdr, _fields = wire.open_control(msg, keys.reattach)
-    except wire.WireError:
+    """CLIENT_STOPPED if ``msg`` is session ``sid``'s fresh TERMINATE under
+    ``keys`` (a key ring: the epoch its key phase names)."""
+    opened = open_client(keys, msg)
+    if opened is None:
         return None
-    if hdr.type != abi.MSG_TERMINATE or hdr.session_id != sid or not hdr.tag_valid(keys.hdr_c2s):
+    hdr = opened[0]
+    if hdr.type != abi.MSG_TERMINATE or hdr.session_id != sid:
         return None
     if not windows.mark(sid, hdr.counter):
         return None  # a copy of one already acted on (or older than the window)

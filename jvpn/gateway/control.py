@@ -18,6 +18,7 @@ from jvpn.gate import abi
 from jvpn.gateway import client_stop
 from jvpn.gateway.admission import REPLAYED, Admission, CookieReply, Refused
 from jvpn.gateway.reattach import Decision, Proven, ReattachServer, Reject, Reply
+from jvpn.gateway.sealing import seal_control
 from jvpn.gateway.table import Live, SessionTable
 from jvpn.session import Event, State, Transport
 from jvpn.store import StoreError
@@ -29,8 +30,10 @@ Send = tuple[bytes, Transport]
 class ControlPath:
     def __init__(self, *, table: SessionTable, admission: Admission, reattach: ReattachServer,
                  follower, events: EventLog, send: Callable[[bytes, Transport], None],
-                 clock_ms: Callable[[], int], randbits: Callable[[int], int]):
+                 clock_ms: Callable[[], int], randbits: Callable[[int], int], rekey=None):
+        """``rekey``: jvpn/gateway/rekey_control.py (None: REKEY_INIT ignored)."""
         self.table, self.admission, self.reattach = table, admission, reattach
+        self.rekey = rekey
         self.follower, self.events, self.send = follower, events, send
         self.clock_ms, self.randbits = clock_ms, randbits
 
@@ -136,6 +139,9 @@ class ControlPath:
         what to send. ``parked``: our own parked request, run again after the
         owner's release (its header counter is already recorded: it is not a copy)."""
         try:
+            if msg[:1] == bytes([abi.MSG_REKEY_INIT]):
+                return self.rekey.message(msg, src) if self.rekey is not None else []
+            self._keys_used(msg)
             if msg[:1] == bytes([abi.MSG_TERMINATE]):
                 self.client_terminate(msg, src)
                 return []
@@ -159,6 +165,15 @@ class ControlPath:
             return
         self.table.transition(live, Event.CLIENT_STOP, detail=f"the client's TERMINATE from "
                                                               f"{src} ({reason})")
+
+    def _keys_used(self, msg: bytes) -> None:
+        """A reattach message (or TERMINATE) under a rekey's unconfirmed new
+        epoch is its confirmation too (docs/protocol.md "Rekey", interactions).
+        A refused write leaves it unconfirmed; the message is handled anyway
+        (it opens under either live epoch)."""
+        live = self.table.get(int.from_bytes(msg[8:16], "little")) if len(msg) >= 16 else None
+        if live is not None and self.rekey is not None:
+            self.rekey.confirmed_by(live, msg)
 
     def _raise_control_floor(self, msg: bytes) -> None:
         """Once the validator recorded the message's counter (it acted on a
@@ -252,10 +267,8 @@ class ControlPath:
     def _sealed(d: Decision, reply: Reply | None, counter: int | None) -> list[Send]:
         if reply is None or counter is None:
             return []
-        msg = wire.seal_control(
-            wire.Header(type=reply.type, session_id=d.sid, counter=counter),
-            d.keys.hdr_s2c, d.keys.reattach, *reply.fields)
-        return [(msg, reply.to)]
+        return [(seal_control(d.keys.send, reply.type, d.sid, counter, *reply.fields),
+                 reply.to)]
 
     def expire_challenges(self) -> None:
         """Unanswered path challenges: DEGRADED (a refused commit: nothing)."""

@@ -39,7 +39,7 @@ from pathlib import Path
 from jvpn.codes import EventType, Reason
 from jvpn.config import PeerConfig
 from jvpn.events import EventLog
-from jvpn.gateway import operations
+from jvpn.gateway import key_timers, operations
 from jvpn.gateway.admission import Admission
 from jvpn.gateway.control import ControlPath
 from jvpn.gateway.datapath import DataPath
@@ -49,11 +49,13 @@ from jvpn.gateway.listener import listen_name, open_listener
 from jvpn.gateway.operator_actions import OperatorActions
 from jvpn.gateway.reattach import ReattachServer
 from jvpn.gateway.reconcile import Reconcile
+from jvpn.gateway.rekey import RekeyServer
+from jvpn.gateway.rekey_control import RekeyControl
 from jvpn.gateway.routes import NoRoutes, SubnetRoutes
 from jvpn.gateway.supervise import Incidents, Supervisor
 from jvpn.gateway.table import Live, SessionTable
 from jvpn.gateway.timers import due_timer
-from jvpn.keys import SessionKeys, public_from_private
+from jvpn.keys import KeyRing, public_from_private
 from jvpn.pathmtu import DEFAULT_PATH_MTU
 from jvpn.policy import Policy
 from jvpn.session import State, Transport
@@ -107,17 +109,15 @@ class Gateway(GateWatch, Reconcile, OperatorActions):
             store=store, table=self.table, gate=gate, ownership=self.ownership, events=events,
             lock=self.control, retry=self._retry, clock_ms=self.clock_ms)
         self.reattach = ReattachServer(store, policy, clock_ms=self.clock_ms)
+        self.rekey = RekeyServer(self.reattach, clock_ms=self.clock_ms)  # its policy too
         self.admission = Admission(private_key, peers, address, cookie_threshold_per_s,
                                    address6=address6)
         self.controlpath = ControlPath(
             table=self.table, admission=self.admission, reattach=self.reattach,
             follower=self.follower, events=events, send=self.send, clock_ms=self.clock_ms,
-            randbits=secrets.randbits)
-        self.datapath = DataPath(
-            sock=self.sock, tun=self.tun, gate=gate, table=self.table, events=events,
-            lock=self.control, stop=self._stop, clock_ms=self.clock_ms,
-            on_handshake=self.controlpath.handshake, on_control=self.handle_control,
-            on_confirm=self.controlpath.confirm, incidents=self.incidents)
+            randbits=secrets.randbits,
+            rekey=RekeyControl(table=self.table, server=self.rekey, events=events))
+        self.datapath = self._datapath()
         # the store's watch thread and the sweep deliver records here: one
         # record the follower cannot handle must not end the watch
         follow = self.follower.on_store_record if hasattr(
@@ -125,6 +125,14 @@ class Gateway(GateWatch, Reconcile, OperatorActions):
         if follow is not None:
             self.follower.on_store_record = self._contained_call("store-watch", follow)
         self.operator = operations.open_server(self, operator_socket)
+
+    def _datapath(self) -> DataPath:
+        return DataPath(
+            sock=self.sock, tun=self.tun, gate=self.gate, table=self.table, events=self.events,
+            lock=self.control, stop=self._stop, clock_ms=self.clock_ms,
+            on_handshake=self.controlpath.handshake, on_control=self.handle_control,
+            on_confirm=self.controlpath.confirm, incidents=self.incidents,
+            on_new_keys=self.controlpath.rekey.keys_used, policy=lambda: self.policy)
 
     def _open_tun(self, tun, name: str, address: ipaddress.IPv4Interface,
                   address6: ipaddress.IPv6Interface | None, routes):
@@ -149,7 +157,7 @@ class Gateway(GateWatch, Reconcile, OperatorActions):
         return self.table.sessions
 
     @property
-    def standby(self) -> dict[int, tuple[SessionKeys, str]]:
+    def standby(self) -> dict[int, tuple[KeyRing, str]]:
         return self.table.standby
 
     @property
@@ -269,6 +277,7 @@ class Gateway(GateWatch, Reconcile, OperatorActions):
             run(self.revoke_orphans)  # adopted from a gateway not reloaded yet; failed revocations
             for live in list(self.table.sessions.values()):
                 run(self._timers, live)
+            run(self.rekey.forget, self.table.sessions)
             run(self.follower.expire_parked)
         run(self.follower.sweep_if_due)
         run(self.datapath.report_drops)
@@ -285,3 +294,5 @@ class Gateway(GateWatch, Reconcile, OperatorActions):
         if due is not None:
             event, detail, changes = due
             self.table.transition(live, event, detail=detail, **changes)
+        if live.record.session_id in self.table:
+            key_timers.run(self.table, live, self.clock_ms(), self.policy)

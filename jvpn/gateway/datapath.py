@@ -21,13 +21,23 @@ from jvpn import pathmtu
 from jvpn.codes import EventType, Reason, Security
 from jvpn.events import EventLog
 from jvpn.gate import abi
+from jvpn.gateway import key_age
 from jvpn.gateway.supervise import INCIDENT_INTERVAL_MS, Incidents
 from jvpn.gateway.table import Live, SessionTable
+from jvpn.policy import Policy
 from jvpn.session import State, Transport
-from jvpn.tunnel import FLAG_REATTACH, CounterUnavailable, inner_dst, send_messages
+from jvpn.tunnel import (
+    FLAG_KEY_PHASE,
+    FLAG_REATTACH,
+    FLAG_REKEY,
+    CounterUnavailable,
+    inner_dst,
+    send_messages,
+)
 
 # the control path's (a client's TERMINATE included: jvpn/gateway/client_stop.py)
-CONTROL_TYPES = (abi.MSG_REATTACH_REQ, abi.MSG_PATH_RESPONSE, abi.MSG_TERMINATE)
+CONTROL_TYPES = (abi.MSG_REATTACH_REQ, abi.MSG_PATH_RESPONSE, abi.MSG_TERMINATE,
+                 abi.MSG_REKEY_INIT)
 SENDABLE = (State.ATTACHED, State.VOLATILE, State.RECOVERING)
 SID_AT = slice(8, 16)  # the session id in every message header (jvpn/wire.py)
 COUNTER_AT = slice(16, 24)  # and its counter
@@ -45,7 +55,12 @@ class DataPath:
                  on_handshake: Callable[[bytes, tuple], None],
                  on_control: Callable[[bytes, Transport], None],
                  on_confirm: Callable[[Live, Transport], None],
-                 incidents: Incidents | None = None):
+                 incidents: Incidents | None = None,
+                 on_new_keys: Callable[[Live], object] | None = None,
+                 policy: Callable[[], Policy] | None = None):
+        """``on_new_keys(live)``: a message under a rekey's unconfirmed
+        new epoch (its confirmation); ``policy``: the current key policy
+        (FLAG_REKEY on what we send)."""
         self.sock, self.tun, self.gate, self.table, self.events = sock, tun, gate, table, events
         # with the XDP gate the kernel counts what it passed (its runtime map,
         # jvpn/gateway/snapshot.py): no second count per packet here
@@ -53,6 +68,7 @@ class DataPath:
         self.lock, self.stop, self.clock_ms = lock, stop, clock_ms
         self.on_handshake, self.on_control = on_handshake, on_control
         self.on_confirm = on_confirm  # an unconfirmed session's first message
+        self.on_new_keys, self.policy = on_new_keys, policy
         self.incidents = incidents or Incidents(events, clock_ms)
         self.dropped = {"source_port_0": 0}  # what the daemon itself dropped before the gate
         self._drops = DropCounts(events, clock_ms)
@@ -114,6 +130,9 @@ class DataPath:
         if not live.confirmed:
             with self.lock:
                 self.on_confirm(live, Transport(*src[:2]))
+        if self.on_new_keys is not None and _new_epoch(live, opened[1]):
+            with self.lock:
+                self.on_new_keys(live)
         if t == abi.MSG_DATA:
             # reassembly, then the peer's allowed inner source (cryptokey routing)
             packet = live.channel.inner_packet(opened[1], opened[2])
@@ -143,7 +162,7 @@ class DataPath:
         rec = live.record
         if rec.binding is None or rec.state not in SENDABLE:
             return
-        flags = FLAG_REATTACH if rec.state is State.VOLATILE else 0
+        flags = (FLAG_REATTACH if rec.state is State.VOLATILE else 0) | self._rekey_flag(live)
         try:
             msg = live.channel.seal(b"", abi.MSG_KEEPALIVE, flags)
             self.sock.sendto(msg, (rec.binding.addr, rec.binding.port))
@@ -181,9 +200,15 @@ class DataPath:
         rec = live.record
         if rec.binding is None or rec.state not in SENDABLE or not live.installed:
             return
-        msgs = live.channel.seal_packet(pkt)
+        msgs = live.channel.seal_packet(pkt, self._rekey_flag(live))
         send_messages(self.sock, msgs, (rec.binding.addr, rec.binding.port))
         live.traffic.sent(msgs)
+
+    def _rekey_flag(self, live: Live) -> int:
+        """FLAG_REKEY while the keys are old or worn, or the operator asked."""
+        if self.policy is None:
+            return 0
+        return FLAG_REKEY if key_age.wants_rekey(live, self.clock_ms(), self.policy()) else 0
 
     # ------------------------------------------------------------ reports
     def report_drops(self) -> None:
@@ -210,6 +235,12 @@ class DataPath:
                 ev.session_id,
                 Transport(abi.words_addr(ev.saddr, ev.family), abi.word_port(ev.sport)),
                 where="xdp", counter=ev.counter, msg_type=ev.msg_type)
+
+
+def _new_epoch(live: Live, flags: int) -> bool:
+    """A message opened under a rekey's new epoch, not yet confirmed."""
+    ring = live.keys
+    return not ring.confirmed and (1 if flags & FLAG_KEY_PHASE else 0) == ring.current.phase
 
 
 class DropCounts:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from jvpn import wire
 from jvpn.codes import EventType, Reason, Security
 from jvpn.gate import abi
-from jvpn.keys import SessionKeys
+from jvpn.keys import KeyRing
 from jvpn.session import SessionRecord, Transport
 
 
@@ -67,7 +67,7 @@ class Decision:
 
     sid: int
     src: Transport
-    keys: SessionKeys | None = None
+    keys: KeyRing | None = None  # the reply is sealed under its send epoch
     base: SessionRecord | None = None
     new: SessionRecord | None = None
     steps: tuple = ()
@@ -93,7 +93,7 @@ class Proven:
     """Steps 1-5 passed: the key holder asks to switch to ``src``."""
 
     rec: SessionRecord
-    keys: SessionKeys
+    keys: KeyRing
     msg: bytes
     src: Transport
     seq: int

@@ -31,7 +31,7 @@ from jvpn.gateway.ownership import (
 )
 from jvpn.gateway.reattach import Reject
 from jvpn.gateway.table import Live, SessionTable
-from jvpn.keys import SessionKeys
+from jvpn.keys import KeyRing
 from jvpn.session import SessionRecord, State, Transport
 from jvpn.store import ClusterStore, GatewayGone, Store, StoreError
 
@@ -71,7 +71,7 @@ class NullFollower:
     def may_admit(self) -> bool:
         return True
 
-    def claim(self, rec: SessionRecord, keys: SessionKeys, msg: bytes,
+    def claim(self, rec: SessionRecord, keys: KeyRing, msg: bytes,
               src: Transport) -> SessionRecord | None:
         if rec.session_id not in self.table:
             self.table.adopt(rec, keys)
@@ -126,7 +126,7 @@ class ClusterFollower:
         return not self.table.fenced and self.ownership.lease_valid()
 
     # ------------------------------------------------------------ claiming
-    def claim(self, rec: SessionRecord, keys: SessionKeys, msg: bytes,
+    def claim(self, rec: SessionRecord, keys: KeyRing, msg: bytes,
               src: Transport) -> SessionRecord | None:
         """Reattach step 5b (after the proof): may this gateway serve the
         session? None: parked until its owner releases it."""
@@ -188,8 +188,10 @@ class ClusterFollower:
                 self.table.drop_standby(sid)
             elif not self.ownership.owns(rec):
                 keys, owner = self.table.standby.get(sid, (None, None))
-                if owner != rec.owner:
-                    self.table.stand_by(rec, keys)
+                if owner != rec.owner or _keys_moved(keys, rec):
+                    # a new owner, or the owner's rekey moved the keys: the
+                    # store's ring (both epochs mid-rekey) becomes our standby's
+                    self.table.stand_by(rec, None if _keys_moved(keys, rec) else keys)
             parked = self.waiting.get(sid)
             if (parked is not None and rec is not None and self.ownership.owns(rec)
                     and not rec.handoff_to):
@@ -317,6 +319,12 @@ class ClusterFollower:
                 with self.lock:
                     rec = self.reclaim(rec) if not self.table.fenced else rec
             self.on_store_record(sid, rec)
+
+
+def _keys_moved(ring: KeyRing | None, rec: SessionRecord) -> bool:
+    """Our standby's keys may be behind the store's: another epoch, or a ring
+    mid-rekey (its confirmation and the overlap's end rewrite it)."""
+    return ring is None or ring.epoch != rec.key_epoch or ring.previous is not None
 
 
 def for_store(store: Store, node_id: str):

@@ -82,12 +82,16 @@ class GatewayCollector:
                                    labels=["state"])
         for state, n in snapshot.count_states(live.record.state.name for live in lives).items():
             states.add_metric([state], n)
+        now = gw.clock_ms()
+        oldest = max((now - snapshot.keys_made_ms(live.record) for live in lives), default=0)
         out = [*verdict_metrics(gw.gate.read_counters()), states,
                GaugeMetricFamily("jvpn_draining", "1 while the gateway refuses new sessions "
                                  "(jvpn-xdp drain).", value=1 if gw.draining else 0),
+               GaugeMetricFamily("jvpn_key_age_max_seconds", "Age of the oldest current "
+                                 "session keys (0: no session).", value=max(0, oldest) / 1000),
                *event_metrics(self.tally.figures())]
         if self.per_peer:  # the rows (one kernel lookup per session) only when served
-            rows = snapshot.sessions(gw, refs=(lives, peers))
+            rows = snapshot.sessions(gw, now_ms=now, refs=(lives, peers))
             out += peer_metrics(rows, list(peers.values()), self.interface)
         out += process_metrics(snapshot.process_figures(), gw.supervisor.alive())
         return out
@@ -122,6 +126,21 @@ def event_metrics(f: dict) -> Iterator[Metric]:
                                  "reattach attempt (path challenge sent) to its acceptance.")
     hist.add_metric([], [(_le(le), n) for le, n in f["latency_buckets"]], f["latency_sum_s"])
     yield hist
+    yield from key_metrics(f)
+
+
+def key_metrics(f: dict) -> Iterator[Metric]:
+    """The key lifecycle (issue 13): KeyRotated, RekeyDenied and KeyExpired
+    events by result and reason code, and SecurityKeyCompromiseSuspected."""
+    rekeys = CounterMetricFamily("jvpn_rekeys", "Key lifecycle events by result (rotated: "
+                                 "KeyRotated, denied: RekeyDenied, expired: KeyExpired) and "
+                                 "reason code.", labels=["result", "reason"])
+    for result, reason, n in f["rekeys"]:
+        rekeys.add_metric([result, reason], n)
+    yield rekeys
+    yield CounterMetricFamily("jvpn_key_compromises_suspected", "SecurityKeyCompromiseSuspected "
+                              "events: an authentic request under keys already replaced.",
+                              value=f["key_compromises_suspected"])
 
 
 def _le(bound: float) -> str:
@@ -131,13 +150,18 @@ def _le(bound: float) -> str:
 def peer_metrics(rows: list[dict], peers: list, interface: str) -> Iterator[Metric]:
     """Per configured peer, summed over its sessions; the names and labels of
     prometheus_wireguard_exporter (interface, public_key, allowed_ips,
-    friendly_name). A peer without a session is 0, as WireGuard's."""
+    friendly_name). A peer without a session is 0, as WireGuard's. The key
+    epoch and age (jvpn's own) are those of the peer's newest session."""
     labels = ["interface", "public_key", "allowed_ips", "friendly_name"]
     sent = CounterMetricFamily("wireguard_sent_bytes", "Bytes sent to the peer.", labels=labels)
     received = CounterMetricFamily("wireguard_received_bytes", "Bytes received from the peer.",
                                    labels=labels)
     handshake = GaugeMetricFamily("wireguard_latest_handshake_seconds", "UNIX time of the "
                                   "peer's latest handshake (0: none).", labels=labels)
+    epoch = GaugeMetricFamily("jvpn_peer_key_epoch", "Key epoch of the peer's newest "
+                              "session (0: the handshake's keys, or no session).", labels=labels)
+    key_age = GaugeMetricFamily("jvpn_peer_key_age_seconds", "Age of the current keys of the "
+                                "peer's newest session (0: none).", labels=labels)
     by_key: dict[str, list[dict]] = {}
     for row in rows:
         by_key.setdefault(row["public_key"], []).append(row)
@@ -148,9 +172,10 @@ def peer_metrics(rows: list[dict], peers: list, interface: str) -> Iterator[Metr
         sent.add_metric(values, sum(r["tx_bytes"] for r in mine))
         received.add_metric(values, sum(r["rx_bytes"] for r in mine))
         handshake.add_metric(values, max((r["last_handshake_ms"] for r in mine), default=0) / 1000)
-    yield sent
-    yield received
-    yield handshake
+        newest = max(mine, key=lambda r: r["created_ms"], default=None)
+        epoch.add_metric(values, newest["key_epoch"] if newest else 0)
+        key_age.add_metric(values, newest["key_age_s"] if newest else 0)
+    yield from (sent, received, handshake, epoch, key_age)
 
 
 def process_metrics(p: dict, threads: dict[str, bool]) -> Iterator[Metric]:

@@ -39,6 +39,7 @@ def handlers(gw) -> dict[str, Handler]:
         "health": health,
         "figures": lambda gw, request: figures(gw, tally),
         "terminate": control_ops.terminate,
+        "rekey": control_ops.rekey,
         "drain": control_ops.drain,
         "reload": control_ops.reload,
     }
@@ -70,9 +71,11 @@ def health(gw, _request: dict) -> dict:
 def figures(gw, tally: EventTally) -> dict:
     """What `jvpn-xdp top` shows besides the sessions: the gate's verdict
     counters (the kernel's or the userspace model's) and the event counts
-    (the same as /metrics: jvpn/gateway/metrics.py)."""
+    (the same as /metrics: jvpn/gateway/metrics.py); ``rekeys``: [result,
+    reason code, count] rows (jvpn/gateway/tally.py)."""
     f = tally.figures()
     accepted = f["latency_buckets"][-1][1]
     return {"counters": gw.gate.read_counters(), "handshakes": f["handshakes"],
             "cookie_replies": f["cookie_replies"], "reattaches": f["reattaches"],
-            "reattach_latency": {"count": accepted, "sum_s": round(f["latency_sum_s"], 6)}}
+            "reattach_latency": {"count": accepted, "sum_s": round(f["latency_sum_s"], 6)},
+            "rekeys": f["rekeys"], "key_compromises_suspected": f["key_compromises_suspected"]}

@@ -1,10 +1,11 @@
 """The operator interface of a running gateway: a Unix stream socket.
 
-`jvpn-xdp sessions`, `terminate`, `drain`, `health`, `gateway reload` ask the
-daemon through it (the CLI side is jvpn/operator.py; the operations are in
-jvpn/gateway/operations.py). One request per connection: one JSON object on
-one line, ``{"op": NAME, ...arguments}``; one reply line, ``{"ok": true,
-"result": ...}`` or ``{"ok": false, "error": "one line"}``.
+`jvpn-xdp sessions`, `terminate`, `rekey`, `drain`, `health`, `gateway
+reload` ask the daemon through it (the CLI side is jvpn/operator.py; the
+operations are in jvpn/gateway/operations.py). One request per connection:
+one JSON object on one line, ``{"op": NAME, ...arguments}``; one reply
+line, ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": "one
+line"}``.
 
 Who may ask: root (and the daemon's own user) only. Three locks, each
 enough alone: the socket file is created 0600 (the umask is narrowed around

@@ -1,6 +1,7 @@
 """What an operator does to a running gateway: terminate a session or every
-session of a peer, drain, and apply a reloaded peers file and policy
-(jvpn/gateway/reload.py reads and validates them). A mixin of
+session of a peer, ask for a rekey of either (issue 13), drain, and apply a
+reloaded peers file and policy (jvpn/gateway/reload.py reads and validates
+them). A mixin of
 :class:`jvpn.gateway.daemon.Gateway`; every action takes the control lock,
 so it is atomic with respect to handshakes, reattaches and the timers, and
 every session change goes through the session table
@@ -16,6 +17,7 @@ from jvpn.codes import EventType, Reason
 from jvpn.config import PeerConfig
 from jvpn.errors import JvpnError
 from jvpn.gateway.revocation import Revocation, inner_of
+from jvpn.gateway.terminate import NotServedHere
 from jvpn.policy import Policy
 from jvpn.session import Event
 
@@ -88,6 +90,45 @@ class OperatorActions(Revocation):
                 self.incidents.report("terminate", e)
                 failed.append(f"{sid:016x}: {' '.join(str(e).split()) or type(e).__name__}")
         return done, failed
+
+    # ------------------------------------------------------------ rekey
+    def rekey_session(self, sid: int) -> dict:
+        """Ask for a rekey of one session (docs/protocol.md "Rekey"): the
+        table marks it, the gateway flags its next replies with FLAG_REKEY,
+        the client runs the exchange. Nothing is derived or written here.
+        NotServedHere (naming the owner in a cluster): nothing changed."""
+        with self.control:
+            live = self.table.sessions.get(sid)
+            if live is not None and live.quarantined:
+                raise NotServedHere(f"session {sid:016x} awaits its revocation: it ends, "
+                                    "it is not rekeyed")
+            if not self.table.request_rekey(sid):
+                raise NotServedHere(self._not_here_for_rekey(sid))
+            rec = live.record
+        return {"rekey_requested": [f"{sid:016x}"], "key_epoch": rec.key_epoch,
+                "state": rec.state.name}
+
+    def rekey_peer(self, who: str) -> dict:
+        """Ask for a rekey of every session this gateway serves for the peer
+        ``who`` (Name or base64 key); one awaiting its revocation is in
+        ``failed`` (it ends instead)."""
+        with self.control:
+            key, peer = self.find_peer(who)
+            done, failed = [], []
+            for live in self.table.sessions_at(inner_of(peer)):
+                sid = live.record.session_id
+                if live.quarantined:
+                    failed.append(f"{sid:016x}: awaits its revocation")
+                elif self.table.request_rekey(sid):
+                    done.append(f"{sid:016x}")
+        return {"peer": _name_of(key, peer), "rekey_requested": done, "failed": failed}
+
+    def _not_here_for_rekey(self, sid: int) -> str:
+        owner = self.table.standby.get(sid, (None, ""))[1]
+        if owner:
+            return (f"session {sid:016x} is owned by gateway {owner!r}: rekey it there "
+                    "(the operator socket of that gateway)")
+        return f"no session {sid:016x} on this gateway"
 
     # ------------------------------------------------------------ drain
     @property

@@ -43,7 +43,8 @@ from jvpn.codes import EventType, Reason, Security
 from jvpn.gate import abi
 from jvpn.gateway.decisions import Decision, Note, Pending, Proven, Reject, Reply
 from jvpn.gateway.path_validation import PathValidation
-from jvpn.keys import SessionKeys
+from jvpn.gateway.sealing import opening_keys
+from jvpn.keys import KeyRing
 from jvpn.policy import Policy
 from jvpn.ratelimit import KeyedBuckets, source_prefix
 from jvpn.replay import ControlWindows
@@ -92,7 +93,7 @@ class ReattachServer(PathValidation):
         # still reaches the sequence checks. The gate checks counters but
         # cannot record them (issue 10 item 5): it learns the floor from here
         self.windows = ControlWindows(policy.replay_window_size, WINDOWS_KEPT)
-        self._cached_keys: dict[int, SessionKeys] = {}
+        self._cached_keys: dict[int, KeyRing] = {}
 
     # ------------------------------------------------------------ requests
     def check(self, msg: bytes, src: Transport, *,
@@ -119,12 +120,12 @@ class ReattachServer(PathValidation):
             keys = self._keys(sid)
         return Decision(sid, src, keys, reject=r)
 
-    def _load(self, sid: int) -> tuple[SessionRecord, SessionKeys]:
+    def _load(self, sid: int) -> tuple[SessionRecord, KeyRing]:
         rec, keys = self._load_record(sid)
         self._cached_keys = {sid: keys}  # for a reply after the record is gone
         return rec, keys
 
-    def _load_record(self, sid: int) -> tuple[SessionRecord, SessionKeys]:
+    def _load_record(self, sid: int) -> tuple[SessionRecord, KeyRing]:
         try:
             got = self.store.get(sid)
         except StoreError as e:
@@ -133,9 +134,13 @@ class ReattachServer(PathValidation):
         if got is None:
             raise Reject(Reason.SESSION_NOT_FOUND, None, "unknown session")
         rec, secrets = got
-        return rec, SessionKeys.unpack(secrets)
+        try:
+            return rec, KeyRing.unpack(secrets)
+        except ValueError as e:  # a store value that is no key ring: fail closed
+            raise Reject(Reason.OWNERSHIP_CONFLICT, Security.SEC_OWNERSHIP_ANOMALY,
+                         f"stored keys unreadable: {e}") from e
 
-    def _keys(self, sid: int) -> SessionKeys:
+    def _keys(self, sid: int) -> KeyRing:
         return self._load(sid)[1]
 
     def _request(self, hdr: wire.Header, msg: bytes, src: Transport,
@@ -275,7 +280,13 @@ class ReattachServer(PathValidation):
         return fmt.unpack_from(msg, abi.HDR_LEN)
 
     @staticmethod
-    def _verify(hdr: wire.Header, msg: bytes, keys: SessionKeys) -> None:
+    def _verify(hdr: wire.Header, msg: bytes, ring: KeyRing) -> None:
+        """Under the live epoch the header's key phase names (a rekey's
+        overlap: either; docs/protocol.md "Rekey", interactions)."""
+        keys = opening_keys(ring, hdr)
+        if keys is None:
+            raise Reject(Reason.AUTH_FAIL, Security.SEC_SESSION_FIXATION_ATTEMPT,
+                         "no live key epoch of that phase")
         if not hdr.tag_valid(keys.hdr_c2s):
             raise Reject(Reason.AUTH_FAIL, Security.SEC_SESSION_FIXATION_ATTEMPT, "header tag")
         try:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 
 from jvpn.codes import EventType, Reason
-from jvpn.keys import SessionKeys
+from jvpn.keys import KeyRing
 from jvpn.session import Event, State
 
 
@@ -24,7 +24,7 @@ class Reconcile:
             for listed in self.store.list():
                 try:
                     got = self.store.get(listed.session_id)
-                    if got is not None and self._restore(got[0], SessionKeys.unpack(got[1])):
+                    if got is not None and self._restore(got[0], KeyRing.unpack(got[1])):
                         kept += 1
                 except Exception as e:  # noqa: BLE001 - one session must not block the start
                     self.incidents.report("reconcile", e)
@@ -32,7 +32,7 @@ class Reconcile:
             self.events.emit(EventType.RECONCILED, Reason.OK, sessions=kept,
                              removed_from_maps=removed)
 
-    def _restore(self, rec, keys: SessionKeys) -> bool:
+    def _restore(self, rec, keys: KeyRing) -> bool:
         """One stored session after a start: served here (True), stood by, or gone."""
         table = self.table
         if not self.ownership.owns(rec):

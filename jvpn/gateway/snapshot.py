@@ -37,7 +37,9 @@ class SessionView:
     version: int
     owner: str
     confirmed: bool  # False: a new handshake's session its initiator has not used yet
-    created_ms: int  # the handshake that made it: its keys are this old (no rekeying)
+    created_ms: int  # the handshake that made it
+    key_epoch: int  # 0: the handshake's keys; +1 per rekey (docs/protocol.md "Rekey")
+    keys_ms: int  # when the current epoch's keys were made (the handshake's: created_ms)
     last_rx_ms: int
     rx_packets: int
     rx_bytes: int
@@ -67,14 +69,26 @@ def sessions(gw, now_ms: int | None = None, refs: tuple[list, dict] | None = Non
     the kernel's counters looked up, after the control lock."""
     lives, peers = references(gw) if refs is None else refs
     rows = [(live.record, live.traffic.figures(), live.last_rx_ms, live.confirmed,
-             peers.get(live.inner)) for live in lives]
+             peers.get(live.inner), live.rekey_requested) for live in lives]
     now = gw.clock_ms() if now_ms is None else now_ms
     out = []
-    for rec, traffic, last_rx, confirmed, peer in sorted(rows, key=lambda r: r[0].session_id):
+    for rec, traffic, last_rx, confirmed, peer, rekey in sorted(rows,
+                                                               key=lambda r: r[0].session_id):
         view = _view(gw.gate, rec, traffic, last_rx, confirmed, peer)
+        # rekey_requested: the operator's `jvpn-xdp rekey`, not committed yet
         out.append({**asdict(view), "last_handshake_ms": view.last_handshake_ms,
-                    "key_age_s": round(max(0, now - view.created_ms) / 1000, 3)})
+                    "key_age_s": key_age_s(view.keys_ms, now), "rekey_requested": rekey})
     return out
+
+
+def keys_made_ms(rec) -> int:
+    """When the record's current keys were made: ``keys_ms``, or for the
+    handshake's own keys (a record before issue 13 included) ``created_ms``."""
+    return rec.keys_ms or rec.created_ms
+
+
+def key_age_s(keys_ms: int, now_ms: int) -> float:
+    return round(max(0, now_ms - keys_ms) / 1000, 3)
 
 
 def _view(gate, rec, traffic: dict, last_rx_ms: int, confirmed: bool, peer) -> SessionView:
@@ -91,7 +105,8 @@ def _view(gate, rec, traffic: dict, last_rx_ms: int, confirmed: bool, peer) -> S
         inner=rec.inner_addr, allowed_ips=allowed,
         bound=str(rec.binding) if rec.binding is not None else "-",
         state=rec.state.name, version=rec.version, owner=rec.owner, confirmed=confirmed,
-        created_ms=rec.created_ms, last_rx_ms=last_rx_ms, rx_packets=rx[0], rx_bytes=rx[1],
+        created_ms=rec.created_ms, key_epoch=rec.key_epoch, keys_ms=keys_made_ms(rec),
+        last_rx_ms=last_rx_ms, rx_packets=rx[0], rx_bytes=rx[1],
         rx_from=rx_from, tx_packets=traffic["tx_packets"], tx_bytes=traffic["tx_bytes"])
 
 

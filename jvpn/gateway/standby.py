@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from jvpn.codes import EventType, Reason
-from jvpn.keys import SessionKeys
+from jvpn.keys import KeyRing
 from jvpn.session import Event, IllegalTransition, SessionRecord, State, apply
 from jvpn.store import StoreError
 
@@ -54,9 +54,10 @@ class StandbyWrites:
             if live.blind_epoch is None:  # a blind one's floor is not exact (park)
                 self._settle(sid, exact)
 
-    def stand_by(self, rec: SessionRecord, keys: SessionKeys | None = None) -> None:
+    def stand_by(self, rec: SessionRecord, keys: KeyRing | None = None) -> None:
         """Another gateway owns it: a standby element lets the client's
-        reattach reach us (a handoff), never its data."""
+        reattach reach us (a handoff), never its data. ``keys``: None reads
+        the store's (a key ring: mid-rekey, both epochs)."""
         if keys is None:
             try:
                 got = self.store.get(rec.session_id)
@@ -64,7 +65,10 @@ class StandbyWrites:
                 return  # the next sweep tries again
             if got is None:
                 return
-            keys = SessionKeys.unpack(got[1])
+            try:
+                keys = KeyRing.unpack(got[1])
+            except ValueError:
+                return  # unreadable keys: no standby (the next sweep tries again)
         self.standby[rec.session_id] = (keys, rec.owner)
         self.gate.standby(rec, keys)
 

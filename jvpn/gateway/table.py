@@ -33,12 +33,14 @@ from jvpn.gate import abi
 from jvpn.gateway.ceiling import ReplayCeiling, start_floor
 from jvpn.gateway.deletes import PendingDeletes
 from jvpn.gateway.downstream import Downstream
+from jvpn.gateway.key_writes import KeyWrites
 from jvpn.gateway.ownership import OwnerWrite
 from jvpn.gateway.routes import NoRoutes
+from jvpn.gateway.sealing import seal_control
 from jvpn.gateway.standby import StandbyWrites
 from jvpn.gateway.terminate import OperatorEnds
 from jvpn.gateway.traffic import Traffic
-from jvpn.keys import SessionKeys
+from jvpn.keys import KeyRing, SessionKeys
 from jvpn.prefixes import Network, PrefixMap
 from jvpn.replay import DEFAULT_CONTROL_WINDOW
 from jvpn.session import Event, IllegalTransition, SessionRecord, State, Transport, apply
@@ -51,7 +53,7 @@ Send = Callable[[bytes, Transport], None]
 @dataclass
 class Live:
     record: SessionRecord
-    keys: SessionKeys
+    keys: KeyRing  # the live key epochs (jvpn/keys.py); the channel holds the same ring
     channel: DataChannel
     inner: bytes  # the client's inner IPv4 address, packed
     last_rx_ms: int  # written by the data path, and by a proven switch (control.py)
@@ -75,6 +77,9 @@ class Live:
     # its replies with FLAG_REKEY until the next epoch is committed
     # (jvpn/gateway/rekey.py clears it)
     rekey_requested: bool = False
+    # when the previous epoch stops being accepted (set at the confirmation,
+    # or at a restart that found one): jvpn/gateway/key_writes.py
+    overlap_until_ms: int | None = None
 
     def retire(self) -> int:
         """No counter is sent and no client message delivered after this
@@ -87,7 +92,7 @@ class Live:
         self.ceiling.resume()
 
 
-class SessionTable(StandbyWrites, Downstream, OperatorEnds, PendingDeletes):
+class SessionTable(StandbyWrites, Downstream, OperatorEnds, PendingDeletes, KeyWrites):
     def __init__(self, *, store: Store, gate, events: EventLog, ownership,
                  clock_ms: Callable[[], int], send: Send,
                  control_window: int = DEFAULT_CONTROL_WINDOW, peers=None, routes=None,
@@ -107,8 +112,8 @@ class SessionTable(StandbyWrites, Downstream, OperatorEnds, PendingDeletes):
         self.downstream = PrefixMap()  # the routed sessions' AllowedIPs -> session id
         self.peers = peers or {}
         self.routes = routes if routes is not None else NoRoutes()
-        # sessions other gateways own: (keys, owner) of our standby element
-        self.standby: dict[int, tuple[SessionKeys, str]] = {}
+        # sessions other gateways own: (key ring, owner) of our standby element
+        self.standby: dict[int, tuple[KeyRing, str]] = {}
         self.fenced = False  # no element of ours may pass data (jvpn/gateway/follower.py)
         self.undeleted: dict[int, int | None] = {}  # store deletes to retry (deletes.py)
 
@@ -127,15 +132,6 @@ class SessionTable(StandbyWrites, Downstream, OperatorEnds, PendingDeletes):
     def next_counter(self, sid: int) -> int:
         return self.sessions[sid].channel.next_counter()
 
-    def request_rekey(self, sid: int) -> bool:
-        """The operator's forced rekey: False if this gateway does not serve
-        ``sid``. The exchange itself is the client's (docs/protocol.md "Rekey")."""
-        live = self.sessions.get(sid)
-        if live is None:
-            return False
-        live.rekey_requested = True
-        return True
-
     def remote_owners(self) -> dict[int, str]:
         return {sid: owner for sid, (_keys, owner) in self.standby.items()}
 
@@ -151,8 +147,8 @@ class SessionTable(StandbyWrites, Downstream, OperatorEnds, PendingDeletes):
         """A new session from a handshake (raises StoreError: nothing changed).
         Unconfirmed (the record says so), it is not routed: downstream stays put."""
         rec = rec if confirmed else rec.with_(confirmed=False)
-        self.store.create(rec, keys.pack())
-        live = self._live(rec, keys, inner, stored_ceiling=(0, True), routed=confirmed)
+        self.store.create(rec, keys.pack())  # epoch 0: the version-1 value (KeyRing.unpack)
+        live = self._live(rec, KeyRing.of(keys), inner, stored_ceiling=(0, True), routed=confirmed)
         live.confirmed = confirmed
         self._put(live, rec)
         self.events.emit(EventType.SESSION_STATE_CHANGE, tr.reason_code, rec.session_id,
@@ -160,12 +156,13 @@ class SessionTable(StandbyWrites, Downstream, OperatorEnds, PendingDeletes):
                          new_state=tr.new.name)
         return live
 
-    def commit(self, base: SessionRecord, new: SessionRecord, keys: SessionKeys,
-               steps=(), detail: str = "") -> None:
-        """The one way a record changes: compare-and-swap over ``base``, then
-        the gate follows, then one event per transition in ``steps``.
+    def commit(self, base: SessionRecord, new: SessionRecord, keys,
+               steps=(), detail: str = "", ring: KeyRing | None = None) -> None:
+        """The one way a record changes: compare-and-swap over ``base`` (and
+        ``ring``, a rekey's secrets: key_writes.py), then the gate follows,
+        then one event per transition in ``steps``.
         Raises StoreError (VersionConflict included): nothing changed."""
-        self.store.cas(base.session_id, base.version, new)
+        self._cas(base, new, ring)
         self._project(new, keys, steps)
         now = self.clock_ms()
         for rec, tr in steps:
@@ -247,9 +244,8 @@ class SessionTable(StandbyWrites, Downstream, OperatorEnds, PendingDeletes):
             counter = live.channel.next_counter()
         except CounterUnavailable:
             return  # no durable counter: unsaid (the client's retries meet a closed session)
-        msg = wire.seal_control(
-            wire.Header(type=abi.MSG_TERMINATE, session_id=rec.session_id, counter=counter),
-            live.keys.hdr_s2c, live.keys.reattach, wire.TERMINATE_REASONS.index(code))
+        msg = seal_control(live.channel.send_keys, abi.MSG_TERMINATE, rec.session_id, counter,
+                           wire.TERMINATE_REASONS.index(code))
         self.send(msg, to)
 
     def _put(self, live: Live, rec: SessionRecord) -> None:
@@ -270,7 +266,7 @@ class SessionTable(StandbyWrites, Downstream, OperatorEnds, PendingDeletes):
         live.installed, live.parked = True, False
         self.standby.pop(rec.session_id, None)
 
-    def _live(self, rec: SessionRecord, keys: SessionKeys, inner: bytes,
+    def _live(self, rec: SessionRecord, keys: KeyRing | SessionKeys, inner: bytes,
               first_counter: int = 1, stored_ceiling: tuple[int, bool] | None = None,
               gate_window: bool = False, routed: bool = True) -> Live:
         """``stored_ceiling``: the store's replay ceiling and whether it is
@@ -279,7 +275,7 @@ class SessionTable(StandbyWrites, Downstream, OperatorEnds, PendingDeletes):
         restart (pinned XDP maps): it saw every counter we delivered.
         ``routed``: the peer's downstream goes to this session (not yet for
         an unconfirmed one)."""
-        sid = rec.session_id
+        sid, keys = rec.session_id, KeyRing.of(keys)
         stored, exact = (self.store.get_replay_ceiling(sid) if stored_ceiling is None
                          else stored_ceiling)
         allowed, subnets = self._allowed(inner)
@@ -304,7 +300,7 @@ class SessionTable(StandbyWrites, Downstream, OperatorEnds, PendingDeletes):
             self._route(live)
         return live
 
-    def install(self, rec: SessionRecord, keys: SessionKeys, inner: bytes,
+    def install(self, rec: SessionRecord, keys: KeyRing, inner: bytes,
                 first_counter: int = 1, stored_ceiling: tuple[int, bool] | None = None,
                 gate_window: bool = False) -> Live:
         """A session served here, with its element in the gate (raises StoreError);
@@ -315,7 +311,7 @@ class SessionTable(StandbyWrites, Downstream, OperatorEnds, PendingDeletes):
         self._put(live, rec)
         return live
 
-    def adopt(self, rec: SessionRecord, keys: SessionKeys) -> Live:
+    def adopt(self, rec: SessionRecord, keys: KeyRing) -> Live:
         """A session this gateway just became owner of: counters resume above
         the cluster-wide floor; no element until its reattach completes."""
         return self._live(rec, keys, ipaddress.IPv4Address(rec.inner_addr).packed,

@@ -1,5 +1,6 @@
 """Counts that only the event stream knows: handshakes by result, cookie
-replies, reattach results and the latency of the accepted ones. An
+replies, reattach results and the latency of the accepted ones, rekeys by
+result and suspected key compromises (issue 13). An
 ``EventLog`` listener (jvpn/events.py): nothing in the control path counts
 for it; it reads the events the daemon emits anyway. Read by /metrics
 (jvpn/gateway/metrics.py) and by the operator socket's ``figures``
@@ -15,6 +16,10 @@ from jvpn.codes import EventType, Reason
 # reattach latency (seconds): a path challenge's round trip, lab to WAN
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 PENDING_MAX = 4_096  # reattach attempts awaiting their result (oldest forgotten first)
+# the key lifecycle's events by their result (with their reason code: a
+# refusal's may be KEY_EXPIRED too, so the result keeps them apart)
+REKEY_RESULTS = {EventType.KEY_ROTATED: "rotated", EventType.REKEY_DENIED: "denied",
+                 EventType.KEY_EXPIRED: "expired"}
 
 
 class EventTally:
@@ -29,6 +34,8 @@ class EventTally:
         self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)  # the last: +Inf
         self.latency_sum_s = 0.0
         self._attempts: OrderedDict[str, float] = OrderedDict()  # session id -> ts_ms
+        self.rekeys: Counter[tuple[str, str]] = Counter()  # (result, reason code)
+        self.key_compromises = 0
 
     def __call__(self, ev: dict) -> None:
         kind, reason = ev.get("event_type"), ev.get("reason_code")
@@ -45,6 +52,10 @@ class EventTally:
                 self._result(ev, str(reason))
             elif kind == EventType.SESSION_TERMINATED:
                 self._attempts.pop(ev.get("session_id"), None)
+            elif kind in REKEY_RESULTS:
+                self.rekeys[(REKEY_RESULTS[kind], str(reason))] += 1
+            elif kind == EventType.SECURITY_KEY_COMPROMISE_SUSPECTED:
+                self.key_compromises += 1
 
     def _attempt(self, ev: dict) -> None:
         """One per entry into RECOVERING (the path challenge sent): the
@@ -74,6 +85,8 @@ class EventTally:
             for le, n in zip((*LATENCY_BUCKETS, float("inf")), self.buckets, strict=True):
                 total += n
                 cumulative.append((le, total))
+            rekeys = [[result, code, n] for (result, code), n in sorted(self.rekeys.items())]
             return {"handshakes": dict(self.handshakes), "cookie_replies": self.cookie_replies,
                     "reattaches": dict(self.reattaches), "latency_buckets": cumulative,
-                    "latency_sum_s": self.latency_sum_s}
+                    "latency_sum_s": self.latency_sum_s, "rekeys": rekeys,
+                    "key_compromises_suspected": self.key_compromises}

@@ -1,11 +1,12 @@
 """The session table's operator ends: one session (`jvpn-xdp terminate`,
 the seed's T20) or every session of a peer (`terminate --peer`, and a peer
-revoked by a reload). A mixin of :class:`jvpn.gateway.table.SessionTable`:
-the change goes through the table's ``commit`` (the store's compare-and-
-swap first; then the element leaves the gate, the client gets the
-authenticated TERMINATE naming the reason, and the SessionStateChange and
-SessionTerminated events carry it), then the session is forgotten at once,
-not at the next timer tick. Callers hold the control lock."""
+revoked by a reload); and the operator's rekey mark (`jvpn-xdp rekey`). A
+mixin of :class:`jvpn.gateway.table.SessionTable`: an end goes through the
+table's ``commit`` (the store's compare-and-swap first; then the element
+leaves the gate, the client gets the authenticated TERMINATE naming the
+reason, and the SessionStateChange and SessionTerminated events carry it),
+then the session is forgotten at once, not at the next timer tick. Callers
+hold the control lock."""
 
 from __future__ import annotations
 
@@ -58,6 +59,17 @@ class OperatorEnds:
         """Every session this gateway serves for the peer whose assigned
         IPv4 is ``inner`` (the routed one, older ones, unconfirmed ones)."""
         return [live for live in self.sessions.values() if live.inner == inner]
+
+    def request_rekey(self, sid: int) -> bool:
+        """The operator's forced rekey (`jvpn-xdp rekey`): False if this
+        gateway does not serve ``sid``. Only marks the session: the gateway
+        then flags its replies and the exchange is the client's
+        (docs/protocol.md "Rekey")."""
+        live = self.sessions.get(sid)
+        if live is None:
+            return False
+        live.rekey_requested = True
+        return True
 
     def _not_here(self, sid: int) -> str:
         owner = self.standby.get(sid, (None, ""))[1]

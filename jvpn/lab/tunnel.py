@@ -81,7 +81,7 @@ class TunnelLab(RunningLab):
     # ------------------------------------------------------------ observations
     def victim(self):
         """(session id, SessionKeys) of the client's session, from the store."""
-        from jvpn.keys import SessionKeys  # noqa: PLC0415
+        from jvpn.keys import KeyRing  # noqa: PLC0415
         from jvpn.store.sqlite import SqliteStore  # noqa: PLC0415
 
         store = SqliteStore(self.tmp / "state" / "sessions.db")
@@ -90,7 +90,8 @@ class TunnelLab(RunningLab):
             _rec, raw = store.get(rec.session_id)
         finally:
             store.close()
-        return rec.session_id, SessionKeys.unpack(raw), {"bound": str(rec.binding)}
+        # any secrets version: the current epoch's keys of a rekeyed session too
+        return rec.session_id, KeyRing.unpack(raw).current, {"bound": str(rec.binding)}
 
     def gateway_events(self) -> list[dict]:
         return read_jsonl(self.events_file)

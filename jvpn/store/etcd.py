@@ -35,6 +35,7 @@ from jvpn.store import (
     StoreError,
     Unreadable,
     VersionConflict,
+    check_cas,
     record_to_json,
 )
 from jvpn.store.etcd_cluster import EtcdGateways, EtcdWatch
@@ -163,18 +164,23 @@ class EtcdStore(EtcdGateways, EtcdWatch, SkipsUnreadable):
         return rec, self._open(session_id, sealed)
 
     def cas(self, session_id: int, expected_version: int, new: SessionRecord,
-            alive: tuple[str, int] | None = None) -> None:
+            alive: tuple[str, int] | None = None, secrets: bytes | None = None) -> None:
         """One transaction on the key's mod_revision. The revision is the one
         this store last saw the record at, if that was ``expected_version``
         (every write bumps the version, so an unchanged revision means an
-        unchanged record); otherwise it is read first."""
-        if new.session_id != session_id or new.version <= expected_version:
-            raise StoreError("cas: the new record must be the same session at a higher version")
+        unchanged record); otherwise it is read first. ``secrets``: new
+        session secrets (a rekey's key ring), sealed, in the same write. A
+        secrets-only write keeps the version but moves the revision: a
+        cache of another store object that missed it fails the compare (a
+        VersionConflict, never a lost write) and is read again."""
+        check_cas(session_id, expected_version, new, secrets)
         seen = self._seen.get(session_id)
         if seen is not None and seen[0] == expected_version:
             _v, rev, sealed = seen
         else:
             rev, sealed = self._current(session_id, expected_version)
+        if secrets is not None:
+            sealed = self._seal(session_id, secrets)
         key = self._sid_key(session_id)
         value = json.dumps({"record": record_to_json(new), "secrets": sealed})
         compare = [{"key": _b64(key), "result": "EQUAL", "target": "MOD", "mod_revision": rev}]

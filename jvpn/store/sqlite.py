@@ -20,6 +20,7 @@ from jvpn.store import (
     StoreError,
     Unreadable,
     VersionConflict,
+    check_cas,
     record_from_json,
     record_to_json,
 )
@@ -91,6 +92,8 @@ class SqliteStore(SkipsUnreadable):
                                        check_same_thread=False, timeout=5.0)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
+            # freed pages (an old key ring's) are zeroed, not left in the file
+            self._db.execute("PRAGMA secure_delete=ON")
             self._db.executescript(_SCHEMA)
         except sqlite3.Error as e:
             raise StoreError(f"cannot open the session store {self.path}: {e}") from e
@@ -128,13 +131,23 @@ class SqliteStore(SkipsUnreadable):
             self._skipped(f"{session_id:016x}", e)
             return None
 
-    def cas(self, session_id: int, expected_version: int, new: SessionRecord) -> None:
-        if new.session_id != session_id or new.version <= expected_version:
-            raise StoreError("cas: the new record must be the same session at a higher version")
+    def cas(self, session_id: int, expected_version: int, new: SessionRecord,
+            secrets: bytes | None = None) -> None:
+        """``secrets``: new session secrets (a rekey's key ring) in the same
+        transaction; the old value's pages are overwritten (secure_delete).
+        A secrets-only write keeps the version (jvpn/store: ``check_cas``)."""
+        check_cas(session_id, expected_version, new, secrets)
         with self._tx() as db:
-            cur = db.execute(
-                "UPDATE sessions SET version=?, record=? WHERE session_id=? AND version=?",
-                (new.version, record_to_json(new), _signed(session_id), expected_version))
+            if secrets is None:
+                cur = db.execute(
+                    "UPDATE sessions SET version=?, record=? WHERE session_id=? AND version=?",
+                    (new.version, record_to_json(new), _signed(session_id), expected_version))
+            else:
+                cur = db.execute(
+                    "UPDATE sessions SET version=?, record=?, secrets=? "
+                    "WHERE session_id=? AND version=?",
+                    (new.version, record_to_json(new), secrets, _signed(session_id),
+                     expected_version))
             if cur.rowcount != 1:
                 raise VersionConflict(
                     f"session {session_id:016x} is no longer at version {expected_version}")

@@ -195,3 +195,29 @@ def test_fence_is_the_daemons_own_map(under_test):
     assert u.passes(frame(4))
     if before is not None:
         assert bytes(u.harness.maps.read_config()) == before  # jvpn_config: attach's alone
+
+
+def test_a_rekey_is_one_replace_per_step_on_both_gates(under_test):
+    """Issue 13: put() / standby() take the session's key ring. While it
+    holds two epochs, both phases pass; once the old one is dropped, its
+    packets do not; the window (one for both epochs), the control floor and
+    the slot's generation carry over every replace."""
+    from jvpn.keys import KeyRing  # noqa: PLC0415
+    from kits import rekey_table as rk  # noqa: PLC0415
+
+    u = under_test
+    e1 = SessionKeys(7, bytes(32), bytes(32), rk.NEW, bytes(16), bytes(32), epoch=1)
+    ring = KeyRing(KEYS)
+    u.gate.put(REC, ring, first=True)
+    assert u.passes(rk.old(1)) and not u.passes(rk.new(2))
+    u.gate.raise_ctl_floor(7, 3)
+    ring = ring.rotated(e1)
+    u.gate.put(REC.with_(version=2), ring)
+    assert u.passes(rk.new(4)) and u.passes(rk.old(5))
+    assert not u.passes(rk.new(5)) and not u.passes(rk.old(4))
+    assert not u.passes(rk.new(3, **rk.REKEY)) and u.passes(rk.new(6, **rk.REKEY))
+    u.gate.standby(REC.with_(version=3), ring)  # handed over mid-rekey: control only
+    assert not u.passes(rk.new(7)) and u.passes(rk.old(7, **rk.REKEY, **rk.ELSEWHERE))
+    u.gate.put(REC.with_(version=4), ring.with_confirmed().without_previous(), first=True)
+    assert not u.passes(rk.old(8)) and u.passes(rk.new(8))
+    assert u.gate.counter_top(7) == 9

@@ -41,7 +41,8 @@ def test_gcra_burst_then_rate():
 
 def _model(**kw) -> Model:
     m = Model(config=GateConfig(**kw).to_abi())
-    m.sessions[7] = abi.Session(tag_key=wire.key_words(KEY), state=abi.STATE_ATTACHED,
+    m.sessions[7] = abi.Session(tag_key=wire.key_words(KEY), key_phases=abi.key_phase_bit(0),
+                                state=abi.STATE_ATTACHED,
                                 bind_family=abi.AF_INET, bind_addr=abi.addr_words(CLIENT),
                                 bind_port=abi.port_word(5555))
     return m

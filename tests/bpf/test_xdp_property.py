@@ -1,5 +1,5 @@
 """Property test: random packet sequences (random counters, sources, keys,
-types and clock steps) go to the kernel program and to the Python model; the
+key phases, types and clock steps) go to the kernel program and to the Python model; the
 verdicts, the per-session runtime state, the per-source and global buckets,
 the counters and the events must be identical. The second test wraps the
 messages the way an attacker may (issue 10 item 12): VLAN stacks of 0..4
@@ -29,9 +29,15 @@ CONFIG = GateConfig(session_pps=2000, session_burst_packets=5, session_bytes_per
                     authed_control_pps=60, authed_control_burst=3)
 # Elements as the daemon writes them: each names a runtime slot and a
 # generation; 8's window starts above a previous owner's floor.
+# 12 and 13 are a session in a rekey (issue 13): during the overlap (both key
+# phases) and after it (phase 1's key only).
+KEY1 = bytes(range(100, 116))
+PHASE1 = abi.FLAG_KEY_PHASE
 SESSIONS = {7: session(rt_slot=0, rt_gen=1),
             8: session(addr="2001:db8::10", rt_slot=1, rt_gen=2, replay_floor=150),
-            11: session(state=abi.STATE_DEGRADED, rt_slot=2, rt_gen=3)}
+            11: session(state=abi.STATE_DEGRADED, rt_slot=2, rt_gen=3),
+            12: session(key1=KEY1, rt_slot=3, rt_gen=4),
+            13: session(key=None, key1=KEY1, rt_slot=4, rt_gen=5)}
 SOURCES = [(CLIENT, CLIENT_PORT), (CLIENT, 6666), ("203.0.113.5", CLIENT_PORT),
            ("2001:db8::10", CLIENT_PORT), ("2001:db8::11", 1), ("203.0.113.6", 0)]
 BIG = [2**40, abi.reject_after() - 1, abi.reject_after(), 2**64 - 1]
@@ -39,11 +45,14 @@ BIG = [2**40, abi.reject_after() - 1, abi.reject_after(), 2**64 - 1]
 counters = st.one_of(st.integers(0, 300), st.integers(0, 20_000), st.sampled_from(BIG))
 packets = st.tuples(
     st.sampled_from([abi.MSG_DATA] * 4 + [abi.MSG_KEEPALIVE, abi.MSG_REATTACH_REQ,
-                                          abi.MSG_PATH_RESPONSE, abi.MSG_HANDSHAKE_INIT, 3]),
-    st.sampled_from([7, 7, 7, 8, 11, 0xBAD]),
+                                          abi.MSG_PATH_RESPONSE, abi.MSG_HANDSHAKE_INIT, 3,
+                                          abi.MSG_REKEY_INIT]),
+    st.sampled_from([7, 7, 7, 8, 11, 12, 12, 13, 0xBAD]),
     counters,
     st.sampled_from(SOURCES),
-    st.sampled_from([KEY] * 5 + [bytes(16)]),
+    # (header key, flags): mostly right, sometimes a wrong key or phase
+    st.sampled_from([(KEY, 0)] * 4 + [(KEY1, PHASE1)] * 2 + [(bytes(16), 0), (KEY, PHASE1),
+                                                            (KEY1, 0)]),
     st.integers(0, 3_000),                      # payload length
     st.sampled_from([0, 0, 0, 1_000, 2_000_000, 50_000_000, 2_000_000_000]),  # clock step
 )
@@ -84,10 +93,11 @@ def _model_state(m: Model):
 
 
 def _message_frame(packet, wrapping=None) -> bytes:
-    t, sid, counter, (src, sport), key, plen, _step = packet
+    t, sid, counter, (src, sport), (key, flags), plen, _step = packet
     if t == abi.MSG_HANDSHAKE_INIT:
         sid = 0
-    pkt = frame(counter, sid=sid, key=key, src=src, sport=sport, t=t, payload=b"x" * plen)
+    pkt = frame(counter, sid=sid, key=key, src=src, sport=sport, t=t, payload=b"x" * plen,
+                flags=flags)
     if wrapping is None:
         return pkt
     tags, chain, frag_off, options, cut = wrapping

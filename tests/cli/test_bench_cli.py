@@ -12,7 +12,9 @@ import pytest
 pytestmark = pytest.mark.kernel
 
 PATHS = {"data_valid", "drop_unknown_session", "drop_malformed", "drop_bad_tag",
-         "drop_wrong_binding", "drop_replay", "drop_rate_limited", "pass_other"}
+         "drop_wrong_binding", "drop_replay", "drop_rate_limited", "pass_other",
+         "drop_key_phase", *(f"{p}_{c}" for p in ("data_valid", "drop_replay")
+                             for c in ("single_key", "overlap_current", "overlap_previous"))}
 
 
 def test_bench_xdp_prints_one_json_object():
@@ -28,8 +30,14 @@ def test_bench_xdp_prints_one_json_object():
     # each path really took its verdict in the kernel
     seen = result["verdicts_seen"]
     for counter in ("pass_data", "drop_unknown_session", "drop_malformed", "drop_bad_tag",
-                    "drop_wrong_binding", "drop_replay", "drop_rate_source", "pass_other"):
+                    "drop_wrong_binding", "drop_replay", "drop_rate_source", "pass_other",
+                    "drop_key_phase"):
         assert seen.get(counter, 0) > 0, counter
+    # issue 13: data_valid's 50, then 5 rounds of 10 for each of the three rekey
+    # configurations (single key; overlap, current and previous phase): all passed
+    assert seen["pass_data"] == 50 + 3 * 5 * 10
+    assert set(result["rekey"]) >= {"data_valid_overlap_current_vs_single_key",
+                                    "drop_replay_overlap_previous_vs_single_key"}
 
 
 def test_bench_handoff_prints_one_json_object():

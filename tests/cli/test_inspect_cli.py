@@ -59,7 +59,8 @@ def _daemon_row(sid: int, peer: str, inner: str) -> dict:
     return {"session_id": f"{sid:016x}", "peer": peer, "public_key": PUB, "inner": inner,
             "allowed_ips": [f"{inner}/32", "192.168.77.0/24"], "bound": "x", "state": "ATTACHED",
             "version": 7, "owner": "gw-a", "confirmed": True, "created_ms": NOW_MS - 7_200_000,
-            "last_handshake_ms": NOW_MS - 7_200_000, "key_age_s": 7200.0,
+            "last_handshake_ms": NOW_MS - 7_200_000, "key_epoch": 59, "keys_ms": NOW_MS - 95_000,
+            "key_age_s": 95.0,
             "last_rx_ms": NOW_MS - 3_000, "rx_packets": 1, "rx_bytes": 2, "rx_from": "xdp",
             "tx_packets": 99_999, "tx_bytes": 5 << 30}
 
@@ -121,8 +122,9 @@ def test_sessions_fit_80_columns(env):
     assert max(map(len, lines)) <= 80, r.stdout
     [row_a] = [ln for ln in lines if ln.startswith("12345678…")]
     for text in ("alice", "10.99.0.2", "ATTACHED", "203.0.113.200:51234", "941.9M", "5.0G",
-                 "3s"):
+                 "1m   3s"):  # the key's age (a rekey 95 s ago), then idle
         assert text in row_a, row_a
+    assert "key idle" in lines[1], lines[1]
     [row_b] = [ln for ln in lines if ln.startswith("0fedcba9…")]
     assert "198.51.100.17:40000" in row_b and "VOLATILE" in row_b
 
@@ -131,6 +133,19 @@ def test_sessions_wide_has_whole_ids_and_keys(env):
     env.daemon = _daemon()
     r = _run(["sessions", "--wide"], columns=400)
     assert f"{SID_A:016x}" in r.stdout and PUB in r.stdout and "192.168.77.0/24" in r.stdout
+    head = next(ln for ln in r.stdout.splitlines() if "key epoch" in ln)
+    [row_a] = [ln for ln in r.stdout.splitlines() if ln.startswith(f"{SID_A:016x}")]
+    at = head.index("key epoch") + len("key epoch")  # the column is right-justified
+    assert row_a[:at].endswith(" 59") and "1m" in row_a[at:]
+
+
+def test_sessions_json_has_the_key_epoch_and_age(env):
+    env.daemon = _daemon()
+    _b, a = json.loads(_run(["sessions", "--json"]).stdout)["jvtest0"]
+    assert (a["key_epoch"], a["keys_ms"], a["key_age_s"]) == (59, NOW_MS - 95_000, 95.0)
+    env.daemon = None  # the kernel alone knows no epoch: none is made up
+    _b, a = json.loads(_run(["sessions", "--json"]).stdout)["jvtest0"]
+    assert (a["key_epoch"], a["keys_ms"], a["key_age_s"]) == (None, None, None)
 
 
 def test_sessions_without_a_daemon_read_the_kernel_alone(env):
@@ -183,7 +198,9 @@ def _figures() -> dict:
                 "drop_bad_tag": {"packets": 7, "bytes": 700},
                 "drop_replay": {"packets": 0, "bytes": 0}}
     return {"counters": counters, "handshakes": {"HANDSHAKE_OK": 2}, "cookie_replies": 1,
-            "reattaches": {"REATTACH_ACCEPT": 2}, "reattach_latency": {"count": 2, "sum_s": 0.09}}
+            "reattaches": {"REATTACH_ACCEPT": 2}, "reattach_latency": {"count": 2, "sum_s": 0.09},
+            "rekeys": [["denied", "RATE_LIMITED", 1], ["rotated", "KEY_ROTATED", 50]],
+            "key_compromises_suspected": 0}
 
 
 def test_health_prints_and_exits_by_its_verdict(env):
@@ -212,8 +229,19 @@ def test_top_once_prints_one_frame_in_80_columns(env):
     assert lines[0].startswith("jvpn top · gw-a · healthy · CPU 1.5%")
     assert "handshakes: HANDSHAKE_OK 2 · cookie replies 1" in r.stdout
     assert "REATTACH_ACCEPT 2 (mean 45 ms)" in r.stdout
-    assert "alice-lapto…" in r.stdout and "drop_bad_tag" in r.stdout
+    assert "alice-l…" in r.stdout and "drop_bad_tag" in r.stdout
     assert "drop_replay" not in r.stdout  # zero: not shown
+    assert "rekeys: denied RATE_LIMITED 1, rotated 50" in r.stdout
+    assert "COMPROMISE" not in r.stdout
+
+
+def test_top_names_a_suspected_key_compromise_and_an_older_daemon(env):
+    env.daemon = {**_daemon(), "health": _health(),
+                  "figures": {**_figures(), "key_compromises_suspected": 2}}
+    assert "KEY COMPROMISE SUSPECTED 2" in _run(["top", "--once"]).stdout
+    old = {k: v for k, v in _figures().items() if k not in ("rekeys", "key_compromises_suspected")}
+    env.daemon = {**_daemon(), "health": _health(), "figures": old}
+    assert "rekeys: none" in _run(["top", "--once"]).stdout
 
 
 def test_top_once_without_a_daemon_shows_the_kernel(env, monkeypatch):

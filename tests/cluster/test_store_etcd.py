@@ -16,6 +16,7 @@ from kits.store_contract import (
     concurrent_cas_has_one_winner,
     initiation_claims_have_one_winner,
     replay_ceiling_rules,
+    secrets_move_with_the_record,
 )
 
 T1 = Transport("192.0.2.10", 5555)
@@ -160,3 +161,7 @@ def test_a_node_id_is_registered_once(store, etcd):
 
 def test_replay_ceiling_rules(store):
     replay_ceiling_rules(store, _attached(11))
+
+
+def test_a_rekey_writes_record_and_secrets_together(store):
+    secrets_move_with_the_record(store, _attached())

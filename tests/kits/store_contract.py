@@ -74,3 +74,25 @@ def replay_ceiling_rules(store, rec) -> None:
     assert store.get_replay_ceiling(sid) == (50, False)
     store.delete(sid)
     assert store.get_replay_ceiling(sid) == (0, True)
+
+
+def secrets_move_with_the_record(store, rec) -> None:
+    """A rekey's compare-and-swap writes the record and the secrets together
+    (or neither); a secrets-only write keeps the version and still needs it."""
+    import pytest  # noqa: PLC0415
+
+    from jvpn.store import StoreError, VersionConflict  # noqa: PLC0415
+
+    store.create(rec, b"epoch 0")
+    new = rec.with_(version=rec.version + 1, key_epoch=1)
+    store.cas(rec.session_id, rec.version, new, secrets=b"epoch 1 and 0")
+    assert store.get(rec.session_id) == (new, b"epoch 1 and 0")
+    with pytest.raises(VersionConflict):  # a stale writer changes neither
+        store.cas(rec.session_id, rec.version, new.with_(version=new.version + 1),
+                  secrets=b"rolled back")
+    store.cas(rec.session_id, new.version, new, secrets=b"epoch 1")  # the overlap's end
+    assert store.get(rec.session_id) == (new, b"epoch 1")
+    with pytest.raises(StoreError):  # the same version without secrets is no write
+        store.cas(rec.session_id, new.version, new)
+    store.cas(rec.session_id, new.version, new.with_(version=new.version + 1))
+    assert store.get(rec.session_id)[1] == b"epoch 1"  # a record write keeps the secrets

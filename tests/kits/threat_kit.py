@@ -12,7 +12,7 @@ from jvpn import wire
 from jvpn.gate import abi
 from jvpn.gate.pins import GateMaps
 from jvpn.handshake import Initiator
-from jvpn.keys import SessionKeys
+from jvpn.keys import KeyRing, SessionKeys
 from jvpn.lab.addresses import PORT
 from jvpn.lab.attacker import Attacker
 from jvpn.lab.tunnel import TunnelLab
@@ -27,7 +27,7 @@ def victim(tl: TunnelLab) -> tuple[int, SessionKeys]:
         _rec, raw = store.get(sid)
     finally:
         store.close()
-    return sid, SessionKeys.unpack(raw)
+    return sid, KeyRing.unpack(raw).current  # any secrets version (a rekeyed session too)
 
 
 def counters(tl: TunnelLab) -> dict[str, int]:

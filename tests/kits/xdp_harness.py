@@ -21,9 +21,16 @@ GW = "192.0.2.1"
 PORT = abi.DEFAULT_PORT
 
 
-def session(addr=CLIENT, port=CLIENT_PORT, key=KEY, state=abi.STATE_ATTACHED, **kw):
+def session(addr=CLIENT, port=CLIENT_PORT, key=KEY, state=abi.STATE_ATTACHED, key1=None,
+            **kw):
+    """An element: ``key`` is key phase 0's header key, ``key1`` phase 1's
+    (None: no key in that slot); by default it accepts the phases that
+    have a key (``key_phases`` overrides)."""
     kw.setdefault("bind_family", abi.AF_INET6 if ":" in addr else abi.AF_INET)
-    return abi.Session(tag_key=wire.key_words(key), state=state,
+    kw.setdefault("key_phases", (abi.key_phase_bit(0) if key is not None else 0)
+                  | (abi.key_phase_bit(1) if key1 is not None else 0))
+    return abi.Session(tag_key=wire.key_words(key or bytes(16)),
+                       tag_key_phase1=wire.key_words(key1 or bytes(16)), state=state,
                        bind_addr=abi.addr_words(addr), bind_port=abi.port_word(port), **kw)
 
 

@@ -303,7 +303,8 @@ def test_session_binding_and_replay(gate):
     replay_bits = lab.cli_json("status")[0]["replay_bits"]
     with pins.GateMaps(lab.pin_dir, replay_bits) as gm:
         gm.put_session(sid, abi.Session(
-            tag_key=wire.key_words(KEY), state=abi.STATE_ATTACHED, version=3, fence=2,
+            tag_key=wire.key_words(KEY), key_phases=abi.key_phase_bit(0),
+            state=abi.STATE_ATTACHED, version=3, fence=2,
             bind_addr=abi.addr_words(CL_IP), bind_port=abi.port_word(BOUND_PORT),
             bind_family=abi.AF_INET))
 

@@ -89,6 +89,9 @@ def test_metrics_match_stats_and_sessions(tl):
     assert m[("wireguard_received_bytes_total", peer)] == s["rx_bytes"]
     assert m[("wireguard_sent_bytes_total", peer)] == s["tx_bytes"]
     assert m[("wireguard_latest_handshake_seconds", peer)] == s["last_handshake_ms"] / 1000
+    # the key lifecycle (issue 13): the same epoch both ways, keys no older than the session
+    assert m[("jvpn_peer_key_epoch", peer)] == s["key_epoch"] >= 0
+    assert s["keys_ms"] >= s["created_ms"] and m[("jvpn_key_age_max_seconds", ())] >= 0
     assert m[("jvpn_sessions", (("state", s["state"]),))] == 1
     assert m[("jvpn_handshakes_total", (("result", "HANDSHAKE_OK"),))] == 1
     accepts = _accepts(tl)

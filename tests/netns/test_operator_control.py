@@ -1,6 +1,6 @@
 """The operator's actions on a running gateway, end to end in namespaces and
 through the CLI: terminate a session (and a peer's), the client exits
-naming the reason; revoke a peer by editing the peers file and sending
+naming the reason; mark a session for a rekey; revoke a peer by editing the peers file and sending
 SIGHUP; reload a bad policy (refused, the old one stays) and a good one (it
 applies to the live session); drain; and SIGTERM's time."""
 
@@ -116,6 +116,27 @@ def test_drain_refuses_a_new_handshake_while_the_session_keeps_passing_traffic(t
     assert len(sessions(tl)) == 1
     assert cli(tl, "drain", "--off").returncode == 0
     assert answered_initiation(tl, "cl", GW_IP) is not None
+
+
+def test_rekey_marks_the_live_session_through_the_cli_and_refuses_an_unknown_one(tl):
+    """The CLI, the daemon's socket and its table, for real. The exchange
+    that follows (the gateway's flag, the client's request) is not this
+    test's: once it runs, the mark is already gone and the epoch moved."""
+    [s] = sessions(tl)
+    out = cli(tl, "rekey", s["session_id"], "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {"rekey_requested": [s["session_id"]],
+                                      "key_epoch": s["key_epoch"], "state": s["state"]}
+    [after] = sessions(tl)
+    assert after["session_id"] == s["session_id"]  # the same session, whatever follows
+    assert after["rekey_requested"] or after["key_epoch"] > s["key_epoch"]
+    out = cli(tl, "rekey", "--peer", "alice")
+    assert out.returncode == 0 and f"of peer alice: {s['session_id']}" in out.stdout, out.stderr
+    out = cli(tl, "rekey", "00000000000000aa")
+    assert out.returncode == 1
+    assert out.stderr.strip() == "error: no session 00000000000000aa on this gateway"
+    gateway_alive(tl)
+    assert tl.client.poll() is None  # a rekey ends nothing
 
 
 def test_sigterm_stops_the_gateway_in_well_under_a_second(tl):

@@ -47,8 +47,8 @@ class BlockingClusterStore(SqliteStore):
             assert self.release.wait(5)
         super().set_floor(session_id, floor)
 
-    def cas(self, session_id, expected_version, new, alive=None) -> None:
-        super().cas(session_id, expected_version, new)
+    def cas(self, session_id, expected_version, new, alive=None, secrets=None) -> None:
+        super().cas(session_id, expected_version, new, secrets=secrets)
         if new.owner == "gw-b" and self.floor_at_handover is None:
             self.floor_at_handover = self.get_floor(session_id)  # the adopter's first counter
 

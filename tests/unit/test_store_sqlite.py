@@ -11,6 +11,7 @@ from kits.store_contract import (
     concurrent_cas_has_one_winner,
     initiation_claims_have_one_winner,
     replay_ceiling_rules,
+    secrets_move_with_the_record,
 )
 
 T1, T2 = Transport("192.0.2.10", 5555), Transport("198.51.100.7", 6000)
@@ -75,3 +76,12 @@ def test_initiation_claims_have_one_winner(store):
 
 def test_replay_ceiling_rules(store):
     replay_ceiling_rules(store, _attached(0xF000000000000003))
+
+
+def test_a_rekey_writes_record_and_secrets_together(store):
+    secrets_move_with_the_record(store, _attached())
+
+
+def test_freed_pages_are_overwritten(store):
+    """An old key ring's pages do not stay in the file (secure_delete)."""
+    assert store._db.execute("PRAGMA secure_delete").fetchone()[0] == 1

@@ -7,7 +7,9 @@
  *   1 parse (malformed -> drop)         5 binding (data/keepalive only)
  *   2 session lookup (unknown -> drop)  6 anti-replay, under the session lock
  *   3 state allows the message type     7 rate limits (session / source / global)
- *   4 header tag (SipHash-2-4)          8 pass to the daemon's socket
+ *   3b the header's key phase is one    8 pass to the daemon's socket
+ *      the element accepts (issue 13)
+ *   4 header tag (SipHash-2-4, under that phase's key)
  * Step 6 records the counter for DATA only; keepalives and control messages,
  * whose bodies the tag does not cover, are checked for freshness there and
  * against the element's ctl_floor, which the daemon raises once their AEAD /
@@ -20,7 +22,7 @@
  * Everything else is XDP_PASS, untouched.
  *
  * Map ownership (one writer each, docs/xdp.md):
- *   jvpn_sessions   daemon writes, XDP reads   (binding, state, tag key, rt slot)
+ *   jvpn_sessions   daemon writes, XDP reads   (binding, state, tag keys by phase, rt slot)
  *   jvpn_session_rt XDP writes, daemon reads   (replay window, buckets)
  *   jvpn_config     attach writes, XDP reads   (ports, limits, clock)
  *   jvpn_fence      daemon writes, XDP reads   (cluster lease token, deadline)
@@ -33,6 +35,7 @@
 #include "jvpn_abi.h"
 #include "parse.h"
 #include "siphash.h"
+#include "keyphase.h"
 #include "replay.h"
 #include "gcra.h"
 
@@ -172,11 +175,13 @@ static __always_inline int jvpn_is_security_drop(__u32 reason)
 	       reason == JVPN_R_DROP_RATE_AUTHED;
 }
 
-static __always_inline int jvpn_tag_ok(const struct jvpn_session *s, const struct jvpn_hdr *h)
+static __always_inline int jvpn_tag_ok(const struct jvpn_session *s, const struct jvpn_hdr *h,
+				       __u32 phase)
 {
 	const __u64 *w = (const __u64 *)h;
+	const __u64 *k = jvpn_phase_key(s, phase);
 
-	return jvpn_siphash24_24(s->tag_key[0], s->tag_key[1], w[0], w[1], w[2]) == h->tag;
+	return jvpn_siphash24_24(k[0], k[1], w[0], w[1], w[2]) == h->tag;
 }
 
 static __always_inline int jvpn_bound_here(const struct jvpn_session *s,
@@ -265,6 +270,7 @@ static __always_inline __u32 jvpn_session_verdict(const struct jvpn_pkt *pkt,
 	__u64 sid = h->session_id;
 	__u8 type = h->type;
 	int is_data = type == JVPN_MSG_DATA || type == JVPN_MSG_KEEPALIVE;
+	__u32 phase = jvpn_key_phase(h);
 	struct jvpn_session *s;
 	struct jvpn_session_rt *rt;
 	__u32 verdict = 0, slot;
@@ -276,7 +282,9 @@ static __always_inline __u32 jvpn_session_verdict(const struct jvpn_pkt *pkt,
 		return JVPN_R_DROP_UNKNOWN_SESSION;
 	if (!(jvpn_state_allows(s->state) & JVPN_BIT(type)))
 		return JVPN_R_DROP_STATE;
-	if (!jvpn_tag_ok(s, h))
+	if (!jvpn_phase_accepted(s, phase))
+		return JVPN_R_DROP_KEY_PHASE; /* old keys outside the overlap: nothing moved */
+	if (!jvpn_tag_ok(s, h, phase))
 		return JVPN_R_DROP_BAD_TAG;
 	if (is_data && !jvpn_bound_here(s, pkt))
 		return JVPN_R_DROP_WRONG_BINDING;
@@ -347,6 +355,7 @@ static __always_inline __u32 jvpn_verdict(const struct jvpn_pkt *pkt,
 	case JVPN_MSG_REATTACH_REQ:
 	case JVPN_MSG_PATH_RESPONSE:
 	case JVPN_MSG_TERMINATE:
+	case JVPN_MSG_REKEY_INIT: /* control: tag, ctl_floor, freshness, control buckets */
 		return jvpn_session_verdict(pkt, cfg, clock);
 	default: /* gateway-to-client types and unknown ones */
 		return JVPN_R_DROP_BAD_TYPE;

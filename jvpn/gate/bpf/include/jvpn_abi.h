@@ -60,6 +60,10 @@ struct jvpn_hdr {
  * of the element's two header keys checks the tag. The flag is inside the
  * tagged bytes, so flipping it fails the tag. */
 #define JVPN_FLAG_KEY_PHASE 4
+/* The element's accepted-phase mask (jvpn_session.key_phases): bit p set =
+ * phase p's header key is live. 0 accepts nothing (fail closed). */
+#define JVPN_KEY_PHASE_BIT(p) (1u << (p))
+#define JVPN_KEY_PHASES_ALL 3u
 
 /* ---- session states (the seed's state machine) ---- */
 #define JVPN_STATE_BIRTH 0
@@ -98,7 +102,7 @@ struct jvpn_hdr {
 #define JVPN_R_PASS_OTHER 0          /* not jvpn traffic: untouched */
 #define JVPN_R_PASS_DATA 1
 #define JVPN_R_PASS_KEEPALIVE 2
-#define JVPN_R_PASS_CONTROL 3        /* reattach, path response, terminate */
+#define JVPN_R_PASS_CONTROL 3        /* reattach, path response, terminate, rekey init */
 #define JVPN_R_PASS_HANDSHAKE 4
 #define JVPN_R_DROP_MALFORMED 5      /* truncated, bad version/reserved, fragment */
 #define JVPN_R_DROP_BAD_TYPE 6       /* a type the gateway never receives */
@@ -112,11 +116,13 @@ struct jvpn_hdr {
 #define JVPN_R_DROP_RATE_GLOBAL 14     /* handshakes: unauthenticated, whole gateway */
 #define JVPN_R_DROP_UNPARSED 15        /* the parser gave up: may be UDP to our port */
 #define JVPN_R_DROP_RATE_AUTHED 16     /* authenticated control, whole gateway */
-#define JVPN_R_VERDICT_MAX 17
+#define JVPN_R_DROP_KEY_PHASE 17       /* a key phase the element does not accept:
+					* old-key traffic outside a rekey's overlap */
+#define JVPN_R_VERDICT_MAX 18
 /* bookkeeping slots after the verdicts (not verdicts themselves) */
-#define JVPN_C_EVENT_SENT 17
-#define JVPN_C_EVENT_SUPPRESSED 18
-#define JVPN_C_MAX 19
+#define JVPN_C_EVENT_SENT 18
+#define JVPN_C_EVENT_SUPPRESSED 19
+#define JVPN_C_MAX 20
 
 struct jvpn_counter {
 	__u64 packets;
@@ -134,8 +140,16 @@ struct jvpn_counter {
 #define JVPN_AF_INET 4
 #define JVPN_AF_INET6 6
 
+/* Key phases (issue 13, docs/protocol.md "Rekey"): the element carries the
+ * client->gateway header key of each live key epoch in the slot of its
+ * phase (the epoch's low bit), and the mask of the phases it accepts: one
+ * phase normally, both from a rekey's commit to the end of its overlap.
+ * Each step is one element replace by the daemon (jvpn/gate/element.py
+ * session_element); the runtime slot (replay window, buckets) and
+ * ctl_floor are per session and carry over. Every field: written by the
+ * daemon only, read by XDP (and the CLI). */
 struct jvpn_session {
-	__u64 tag_key[2];   /* SipHash key for client->gateway headers (k0, k1) */
+	__u64 tag_key[2];   /* SipHash key (k0, k1) of client->gateway headers of phase 0 */
 	__u64 version;      /* store version of the record this element projects */
 	__u64 fence;        /* ownership fencing token (lease/revision), 0 = none */
 	__u32 bind_addr[4]; /* network order; IPv4 in bind_addr[0], rest zero */
@@ -147,6 +161,9 @@ struct jvpn_session {
 	__u64 replay_floor; /* counters below this count as seen in a new window */
 	__u64 ctl_floor;    /* keepalive/control counters <= this are replays: the
 			     * highest the daemon verified (issue 10 item 5) */
+	__u64 tag_key_phase1[2]; /* the same for headers of key phase 1 */
+	__u8 key_phases;    /* JVPN_KEY_PHASE_BIT(p): phase p accepted (its key live) */
+	__u8 _pad0[7];
 };
 
 /* ---- jvpn_session_rt: per-session runtime state, written by XDP only ----
@@ -253,8 +270,11 @@ struct jvpn_event {
 _Static_assert(sizeof(struct jvpn_hdr) == JVPN_HDR_LEN, "jvpn_hdr size");
 _Static_assert(__builtin_offsetof(struct jvpn_hdr, tag) == JVPN_TAGGED_LEN, "tag offset");
 _Static_assert(sizeof(struct jvpn_counter) == 16, "jvpn_counter size");
-_Static_assert(sizeof(struct jvpn_session) == 80, "jvpn_session size");
+_Static_assert(sizeof(struct jvpn_session) == 104, "jvpn_session size");
 _Static_assert(__builtin_offsetof(struct jvpn_session, bind_addr) == 32, "bind_addr offset");
+_Static_assert(__builtin_offsetof(struct jvpn_session, tag_key_phase1) == 80,
+	       "tag_key_phase1 offset");
+_Static_assert(__builtin_offsetof(struct jvpn_session, key_phases) == 96, "key_phases offset");
 _Static_assert(sizeof(struct jvpn_session_rt) == 80 + 8 * JVPN_REPLAY_WORDS, "rt size");
 _Static_assert((JVPN_REPLAY_BITS & (JVPN_REPLAY_BITS - 1)) == 0, "replay bits: power of two");
 _Static_assert(JVPN_REPLAY_BITS >= 128, "replay bits >= 128");

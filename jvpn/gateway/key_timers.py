@@ -1,0 +1,41 @@
+"""The key lifecycle's timers for one session (issue 13, docs/protocol.md
+"Rekey", overlap and expiry), run by the gateway's timer under the control
+lock; the session table writes. The overlap ends ``rekey_overlap_ms`` after
+the confirmation; keys the gateway seals under past ``reject_after_*`` are
+``KeyExpired``: the session ends (KEY_EXPIRED) or, with
+``keys.expiry_terminates = false``, goes DEGRADED until a rekey brings it
+back. Never a silent fallback to old keys."""
+
+from __future__ import annotations
+
+from jvpn.codes import EventType, Reason
+from jvpn.gateway import key_age
+from jvpn.policy import Policy
+from jvpn.session import Event, State
+
+# where KEYS_AGED leads to DEGRADED (jvpn/session.py); a DEGRADED one stays
+AGEING = (State.ATTACHED, State.VOLATILE, State.RECOVERING)
+
+
+def run(table, live, now: int, p: Policy) -> None:
+    """One tick of one served session's keys (raises StoreError from the
+    overlap's end: the timer reports it, the next tick tries again)."""
+    if live.record.state is State.TERMINATED:
+        return
+    if key_age.expired(live, now, p):
+        _expire(table, live, now, p)
+        return
+    table.end_overlap(live, now, p.rekey_overlap_ms)
+
+
+def _expire(table, live, now: int, p: Policy) -> None:
+    rec = live.record
+    if not p.expiry_terminates and rec.state not in AGEING:
+        return  # DEGRADED already: no data passes; a rekey brings it back
+    age = now - key_age.sealing_since(live)
+    table.events.emit(EventType.KEY_EXPIRED, Reason.KEY_EXPIRED, rec.session_id, rec.binding,
+                      version=rec.version, key_epoch=live.keys.send.epoch, key_age_ms=age,
+                      messages=key_age.messages(live))
+    detail = f"keys of epoch {live.keys.send.epoch} expired ({age} ms old)"
+    event = Event.KEYS_EXPIRED if p.expiry_terminates else Event.KEYS_AGED
+    table.transition(live, event, detail=detail)

@@ -1,0 +1,76 @@
+"""The session table's key writes (issue 13, docs/protocol.md "Rekey"): a
+mixin of :class:`jvpn.gateway.table.SessionTable`, which stays the one writer
+of records, elements and events. A rekey's commit itself goes through
+``SessionTable.commit(..., ring=...)`` (one compare-and-swap of the record
+and its secrets); here are what follows it: the confirmation (the client
+used the new epoch: the gateway seals under it, a store write), and the end
+of the overlap (the previous epoch leaves memory, the element and the store).
+Every step writes the store first: a store that refuses changes nothing, and
+the next message (confirmation) or timer tick (overlap end) retries."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from jvpn.codes import EventType, Reason
+from jvpn.keys import KeyRing
+
+if TYPE_CHECKING:
+    from jvpn.gateway.table import Live
+
+
+class KeyWrites:
+    def _cas(self, base, new, ring: KeyRing | None) -> None:
+        """``commit``'s store write: with a ring, the record and the secrets
+        in one compare-and-swap, and only then the session takes the ring."""
+        if ring is None:
+            self.store.cas(base.session_id, base.version, new)
+            return
+        self.store.cas(base.session_id, base.version, new, secrets=ring.pack())
+        self._take_ring(new.session_id, ring)
+
+    def _take_ring(self, sid: int, ring: KeyRing) -> None:
+        """After the store took ``ring``: the session's channel follows (the
+        element follows in ``_project``)."""
+        live = self.sessions.get(sid)
+        if live is None:
+            return
+        if not ring.confirmed:  # a rekey committed: the operator's request is answered
+            live.rekey_requested = False
+        live.keys = ring
+        live.channel.set_keys(ring)
+        if ring.previous is None or not ring.confirmed:
+            live.overlap_until_ms = None
+
+    def confirm_keys(self, live: Live, overlap_ms: int) -> bool:
+        """The client's first authentic message under the new epoch: the ring
+        becomes confirmed (store first; raises StoreError: nothing changed),
+        the gateway seals under it, and the overlap starts."""
+        ring = live.keys
+        if ring.confirmed:
+            return False
+        rec = live.record  # a secrets-only write: the version stays (jvpn/store check_cas)
+        self.commit(rec, rec, ring.with_confirmed(), ring=ring.with_confirmed())
+        live.overlap_until_ms = self.clock_ms() + overlap_ms
+        self.events.emit(EventType.KEY_ROTATED, Reason.REKEY_CONFIRMED, rec.session_id,
+                         rec.binding, version=rec.version, key_epoch=ring.epoch,
+                         previous_until_ms=live.overlap_until_ms)
+        return True
+
+    def end_overlap(self, live: Live, now: int, overlap_ms: int) -> None:
+        """The timer's: a confirmed ring's previous epoch is dropped
+        ``overlap_ms`` after the confirmation (after a restart or an
+        adoption that found one: after this gateway first saw it)."""
+        ring = live.keys
+        if ring.previous is None or not ring.confirmed:
+            return
+        if live.overlap_until_ms is None:
+            live.overlap_until_ms = now + overlap_ms
+        if now < live.overlap_until_ms:
+            return
+        rec = live.record  # secrets only, as the confirmation
+        self.commit(rec, rec, ring.without_previous(), ring=ring.without_previous())
+        live.overlap_until_ms = None
+        self.events.emit(EventType.KEY_ROTATED, Reason.PREVIOUS_KEYS_DROPPED, rec.session_id,
+                         rec.binding, version=rec.version, key_epoch=ring.epoch,
+                         dropped_epoch=ring.previous.epoch)

@@ -1,0 +1,223 @@
+"""Gateway side of the rekey (issue 13, docs/protocol.md "Rekey", steps 2
+and 3): validates a client's REKEY_INIT and decides what to commit and
+answer. It changes nothing but its own tables (answers to re-send, accepted
+attempts per epoch) and the session's control window, and calls nothing
+back: the control path carries the decision out through the session table
+(jvpn/gateway/rekey_control.py).
+
+Checks, in the spec's order, each before anything changes:
+  1. the session is served here                   OWNERSHIP_CONFLICT (unanswered)
+  2. the message opens under a live epoch         (unauthentic: nothing, no answer)
+  3. its header counter is fresh                  REPLAY_DETECTED (unanswered)
+  -- from here the request is the key holder's; refusals are answered, sealed
+     (to its source, as a reattach's)
+  3b. not under the previous epoch once the new one is confirmed
+     (SecurityKeyCompromiseSuspected)             REPLAY_DETECTED
+  4. it came from the bound transport             POLICY_DENY
+  5. ATTACHED or VOLATILE, or DEGRADED with expired keys   POLICY_DENY
+  6. the switch epoch is the record's             FRESHNESS_INVALID
+  7. new_epoch is the next one                    lower: REPLAY_DETECTED, higher:
+                                                  FRESHNESS_INVALID
+  8. the same ephemeral as the pending answer     the stored RESP again
+     a new ephemeral while the new epoch is unconfirmed: a new attempt, if
+     newer (header counter) than the committed one   else REPLAY_DETECTED
+  9. fewer than max_rekey_attempts for the epoch  RATE_LIMITED
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from jvpn import wire
+from jvpn.codes import Reason, Security
+from jvpn.gate import abi
+from jvpn.gateway import key_age
+from jvpn.gateway.sealing import open_client
+from jvpn.keys import (
+    Ephemeral,
+    KeyRing,
+    RekeyBinding,
+    RekeyError,
+    SessionKeys,
+    derive_rekey,
+    rekey_confirm,
+)
+from jvpn.session import Event, SessionRecord, State, Transport, apply
+
+REKEY_STATES = (State.ATTACHED, State.VOLATILE)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    reason: Reason
+    detail: str
+    answered: bool  # the request was the key holder's: a sealed REKEY_REJECT
+    security: Security | None = None
+    compromise: bool = False  # SecurityKeyCompromiseSuspected
+
+
+@dataclass(frozen=True)
+class RekeyDecision:
+    """What validation concluded: a ``refusal``, ``resend`` (the stored
+    RESP fields), or ``ring`` (commit ``new`` over ``base`` with it, then
+    send ``resp``)."""
+
+    sid: int
+    src: Transport
+    asked: int = 0  # the new_epoch the request named
+    counter: int = 0  # its header counter
+    refusal: Refusal | None = None
+    resend: tuple | None = None
+    base: SessionRecord | None = None
+    new: SessionRecord | None = None
+    steps: tuple = ()
+    ring: KeyRing | None = None
+    resp: tuple | None = None
+    client_ephemeral: bytes = b""
+
+
+class RekeyServer:
+    def __init__(self, reattach, *, clock_ms: Callable[[], int],
+                 ephemeral: Callable[[], Ephemeral] = Ephemeral):
+        """``reattach``: the ReattachServer whose control windows (one per
+        session, shared by every control message) and policy this uses."""
+        self.reattach, self.clock_ms, self.ephemeral = reattach, clock_ms, ephemeral
+        self.answered: dict[int, tuple[int, bytes, tuple]] = {}  # sid -> (epoch, eph, resp)
+        self.attempts: dict[int, tuple[int, int]] = {}  # sid -> (base epoch, accepted)
+
+    @property
+    def policy(self):
+        return self.reattach.policy
+
+    def check(self, msg: bytes, src: Transport, live) -> RekeyDecision | None:
+        """One REKEY_INIT for ``live`` (None: not served here). None: not
+        one, or not authentic: nothing is done and nothing answers. A
+        request sealed under an unconfirmed new epoch is the confirmation:
+        the caller confirms it first (jvpn/gateway/sealing.py ``confirms``)."""
+        try:
+            hdr = wire.parse_header(msg)
+        except wire.WireError:
+            return None
+        if hdr.type != abi.MSG_REKEY_INIT:
+            return None
+        if live is None:
+            return RekeyDecision(hdr.session_id, src, refusal=Refusal(
+                Reason.OWNERSHIP_CONFLICT, "not served by this gateway", answered=False))
+        opened = open_client(live.keys, msg)
+        if opened is None or opened[0].session_id != live.record.session_id:
+            return None
+        hdr, (new_epoch, switch_epoch, client_eph), keys = opened
+        d = RekeyDecision(hdr.session_id, src, new_epoch, hdr.counter)
+        windows = self.reattach.windows
+        if not windows.fresh(hdr.session_id, hdr.counter):
+            return _refused(d, Reason.REPLAY_DETECTED, f"header counter {hdr.counter} used",
+                            answered=False, security=Security.SEC_REPLAY_ATTEMPT)
+        windows.mark(hdr.session_id, hdr.counter)  # acted on from here: a copy dies above
+        return self._validate(d, live, keys, switch_epoch, client_eph)
+
+    def _validate(self, d: RekeyDecision, live, keys: SessionKeys, switch_epoch: int,
+                  client_eph: bytes) -> RekeyDecision:
+        rec, ring, now = live.record, live.keys, self.clock_ms()
+        if ring.confirmed and ring.previous is not None and keys is ring.previous:
+            if self._sent_before(d, rec, ring, client_eph):
+                return _refused(d, Reason.REPLAY_DETECTED,
+                                f"a request from before epoch {ring.epoch}, delivered late",
+                                security=Security.SEC_REPLAY_ATTEMPT)
+            # whatever it asks, from wherever: the client that moved to the
+            # new epoch cannot have sent it (docs/protocol.md, a second holder)
+            return _refused(d, Reason.REPLAY_DETECTED,
+                            f"a request under epoch {keys.epoch} after epoch {ring.epoch} was "
+                            "confirmed: a second holder of the keys",
+                            security=Security.SEC_KEY_COMPROMISE_SUSPECTED, compromise=True)
+        if d.src != rec.binding:
+            return _refused(d, Reason.POLICY_DENY, "not from the bound transport: reattach first")
+        expired = key_age.expired(live, now, self.policy)
+        if rec.state not in REKEY_STATES and not (rec.state is State.DEGRADED and expired):
+            return _refused(d, Reason.POLICY_DENY, f"invalid_state_for_rekey {rec.state.name}")
+        if switch_epoch != rec.epoch:
+            return _refused(d, Reason.FRESHNESS_INVALID,
+                            f"switch epoch {switch_epoch}, the session's is {rec.epoch}")
+        base = ring.current if ring.confirmed else ring.previous
+        target = base.epoch + 1
+        if d.asked != target:
+            reason = Reason.REPLAY_DETECTED if d.asked < target else Reason.FRESHNESS_INVALID
+            return _refused(d, reason, f"epoch {d.asked} asked, {target} is next",
+                            security=Security.SEC_REPLAY_ATTEMPT
+                            if reason is Reason.REPLAY_DETECTED else None)
+        answered = self.answered.get(d.sid)
+        if (not ring.confirmed and answered is not None and answered[0] == target
+                and answered[1] == client_eph):
+            return _with(d, resend=answered[2])
+        if not ring.confirmed and d.counter <= rec.key_c2s_base:
+            # an attempt the client made before the one committed (held back,
+            # delivered late): it must not replace the keys the client took
+            return _refused(d, Reason.REPLAY_DETECTED,
+                            f"an attempt older than the pending epoch {ring.epoch}'s",
+                            security=Security.SEC_REPLAY_ATTEMPT)
+        base_epoch, accepted = self.attempts.get(d.sid, (base.epoch, 0))
+        if base_epoch == base.epoch and accepted >= self.policy.max_rekey_attempts:
+            return _refused(d, Reason.RATE_LIMITED,
+                            f"{accepted} rekey requests accepted for epoch {base.epoch}",
+                            security=Security.SEC_ABUSE_CONTROL_PLANE)
+        return self._derive(d, live, base, client_eph, now)
+
+    def _sent_before(self, d: RekeyDecision, rec: SessionRecord, ring: KeyRing,
+                     client_eph: bytes) -> bool:
+        """A request under the previous epoch the client itself sent before it
+        moved on: older than the request that made the current epoch (its
+        counter), or a re-send of that very request (its ephemeral)."""
+        answered = self.answered.get(d.sid)
+        return d.counter <= rec.key_c2s_base or (
+            answered is not None and answered[:2] == (ring.epoch, client_eph))
+
+    def _derive(self, d: RekeyDecision, live, base: SessionKeys, client_eph: bytes,
+                now: int) -> RekeyDecision:
+        """Step 3's keys and record: the gateway's ephemeral, the new epoch's
+        keys bound to the version the commit writes, the RESP to send."""
+        rec, eph = live.record, self.ephemeral()
+        try:
+            shared = eph.exchange(client_eph)
+        except RekeyError as e:
+            return _refused(d, Reason.AUTH_FAIL, str(e))
+        changes = dict(key_epoch=base.epoch + 1, keys_ms=now,
+                       key_c2s_base=max(live.ceiling.floor - 1, d.counter),
+                       key_s2c_base=live.channel.counter.upcoming - 1)
+        steps: tuple = ()
+        if rec.state is State.DEGRADED:  # keys expired, a rekey from the binding: back
+            new, tr = apply(rec, Event.REKEY_OK, now, **changes)
+            steps = ((new, tr),)
+        else:
+            new = rec.with_(version=rec.version + 1, **changes)
+        binding = RekeyBinding(base.epoch + 1, rec.epoch, new.version, client_eph, eph.public)
+        keys = derive_rekey(base, shared, binding)
+        resp = (binding.new_epoch, rec.epoch, new.version,
+                min(self.policy.rekey_overlap_ms, 0xFFFFFFFF), eph.public,
+                rekey_confirm(keys, binding))
+        return _with(d, base=rec, new=new, steps=steps, ring=KeyRing(keys, base, False),
+                     resp=resp, client_ephemeral=client_eph)
+
+    # ------------------------------------------------------------ after the commit
+    def committed(self, d: RekeyDecision) -> None:
+        """The caller committed ``d``: its answer is the one a re-send of the
+        same request gets, and it counts against the epoch's attempts."""
+        base = d.ring.previous.epoch
+        prior_base, accepted = self.attempts.get(d.sid, (base, 0))
+        self.attempts[d.sid] = (base, (accepted if prior_base == base else 0) + 1)
+        self.answered[d.sid] = (d.ring.epoch, d.client_ephemeral, d.resp)
+
+    def forget(self, keep) -> None:
+        """Sessions no longer served: their answers and counts go."""
+        for table in (self.answered, self.attempts):
+            for sid in [s for s in table if s not in keep]:
+                del table[sid]
+
+
+def _with(d: RekeyDecision, **changes) -> RekeyDecision:
+    from dataclasses import replace  # noqa: PLC0415
+    return replace(d, **changes)
+
+
+def _refused(d: RekeyDecision, reason: Reason, detail: str, *, answered: bool = True,
+             security: Security | None = None, compromise: bool = False) -> RekeyDecision:
+    return _with(d, refusal=Refusal(reason, detail, answered, security, compromise))

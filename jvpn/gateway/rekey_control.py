@@ -1,0 +1,110 @@
+"""Carries out rekey decisions (jvpn/gateway/rekey.py) in order, under the
+control lock (docs/protocol.md "Rekey", step 3): the reply's send counter
+first, then one commit through the session table (record and key ring in
+one compare-and-swap; the element follows with both header keys), then the
+REKEY_RESP, sealed under the epoch the gateway still sends under. A store
+that refuses changes nothing: no element, no keys in memory, no answer
+(the client's re-send tries again). Refusals of the key holder's requests
+are RekeyDenied events and sealed REKEY_REJECTs; what is not authentic gets
+nothing."""
+
+from __future__ import annotations
+
+from jvpn import wire
+from jvpn.codes import EventType, Reason
+from jvpn.events import EventLog
+from jvpn.gate import abi
+from jvpn.gateway.rekey import RekeyDecision, RekeyServer
+from jvpn.gateway.sealing import confirms, seal_control
+from jvpn.session import Transport
+from jvpn.store import StoreError
+from jvpn.tunnel import CounterUnavailable
+
+Send = tuple[bytes, Transport]
+
+
+class RekeyControl:
+    def __init__(self, *, table, server: RekeyServer, events: EventLog):
+        self.table, self.server, self.events = table, server, events
+
+    def message(self, msg: bytes, src: Transport) -> list[Send]:
+        """One REKEY_INIT as received from ``src``: what to send back."""
+        sid = int.from_bytes(msg[8:16], "little") if len(msg) >= 16 else 0
+        live = self.table.get(sid)
+        if live is not None and not self.confirmed_by(live, msg):
+            return []
+        d = self.server.check(msg, src, live)
+        if d is None:
+            return []
+        if d.refusal is not None:
+            return self._refuse(d, live)
+        if d.resend is not None:
+            return self._answer(live, d, abi.MSG_REKEY_RESP, d.resend)
+        return self._commit(live, d)
+
+    def confirmed_by(self, live, msg: bytes) -> bool:
+        """A control message under the unconfirmed new epoch confirms it
+        first (step 5). False: it would, but the store refused the write
+        (nothing changed; the client's next message tries again)."""
+        return not confirms(live.keys, msg) or self.keys_used(live)
+
+    def keys_used(self, live) -> bool:
+        """The client sent under the new epoch (the data path: a data message
+        or keepalive the channel opened under it). False: the store refused."""
+        if live.keys.confirmed:  # another thread's message confirmed it first
+            return True
+        try:
+            self.table.confirm_keys(live, self.server.policy.rekey_overlap_ms)
+        except StoreError as e:
+            self.events.emit(EventType.DAEMON_ERROR, Reason.STORE_UNAVAILABLE,
+                             live.record.session_id, where="rekey-confirm", detail=str(e))
+            return False
+        return True
+
+    def _commit(self, live, d: RekeyDecision) -> list[Send]:
+        try:
+            counter = live.channel.next_counter()
+        except CounterUnavailable as e:
+            return self._denied(d, live, Reason.COUNTER_UNAVAILABLE, str(e))
+        try:
+            self.table.commit(d.base, d.new, d.ring, d.steps, detail=Reason.REKEY_REQUESTED,
+                              ring=d.ring)
+        except StoreError as e:  # a version conflict included: nothing changed
+            return self._denied(d, live, Reason.STORE_UNAVAILABLE, str(e))
+        self.server.committed(d)  # KeyRotated follows at the confirmation
+        return [(seal_control(live.channel.send_keys, abi.MSG_REKEY_RESP, d.sid, counter,
+                              *d.resp), d.src)]
+
+    def _refuse(self, d: RekeyDecision, live) -> list[Send]:
+        r = d.refusal
+        if live is None:  # not served here: nothing opened it, nothing can answer
+            self.events.emit_unauthenticated(EventType.REKEY_DENIED, r.reason, d.src, d.sid,
+                                             detail=r.detail)
+            return []
+        self._denied(d, live, r.reason, r.detail)
+        if r.compromise:
+            self.events.emit(EventType.SECURITY_KEY_COMPROMISE_SUSPECTED,
+                             r.security, d.sid, d.src, detail=r.detail,
+                             key_epoch=live.keys.epoch)
+        elif r.security is not None:
+            self.events.emit(EventType.SECURITY_EVENT, r.security, d.sid, d.src,
+                             detail=r.detail)
+        if not r.answered:
+            return []
+        fields = (d.asked, live.keys.epoch, live.record.epoch,
+                  wire.REJECT_REASONS.index(r.reason))
+        return self._answer(live, d, abi.MSG_REKEY_REJECT, fields)
+
+    def _denied(self, d: RekeyDecision, live, reason: str, detail: str) -> list[Send]:
+        self.events.emit(EventType.REKEY_DENIED, reason, d.sid, d.src, detail=detail,
+                         asked_epoch=d.asked, key_epoch=live.keys.epoch)
+        return []
+
+    @staticmethod
+    def _answer(live, d: RekeyDecision, msg_type: int, fields: tuple) -> list[Send]:
+        try:
+            counter = live.channel.next_counter()
+        except CounterUnavailable:
+            return []  # unsaid: the client's re-send asks again
+        return [(seal_control(live.channel.send_keys, msg_type, d.sid, counter, *fields),
+                 d.src)]

@@ -1,0 +1,143 @@
+"""The XDP gate during a rekey (issue 13), through BPF_PROG_TEST_RUN and the
+model in lockstep: the table of tests/kits/rekey_table.py (old-key packets
+pass only while the element accepts both phases, a flipped phase flag fails
+the tag, the replay window, ctl_floor and binding are the session's across
+the replaces, REKEY_INIT is gated as control), then what a drop_key_phase
+leaves untouched and the control bucket REKEY_INIT spends."""
+
+from __future__ import annotations
+
+import pytest
+
+from jvpn.gate import abi
+from jvpn.gate.config import GateConfig
+from jvpn.gate.model import Model
+from kits import rekey_table as rk
+from kits.xdp_harness import Gate
+
+pytestmark = pytest.mark.kernel
+
+UNLIMITED = dict(session_pps=0, session_bytes_per_sec=0, source_control_pps=0,
+                 global_control_pps=0)
+
+
+class Lockstep:
+    """The kernel program and the model, fed the same elements and frames:
+    every verdict must be the same."""
+
+    def __init__(self, gate: Gate):
+        self.gate = gate
+        self.model = Model(config=abi.Config.from_buffer_copy(bytes(gate.config)),
+                           max_sessions=gate.max_sessions)
+
+    def element(self) -> abi.Session | None:
+        return self.gate.maps.get_session(rk.SID)
+
+    def write(self, element: abi.Session) -> None:
+        self.gate.maps.put_session(rk.SID, element)
+        self.model.sessions[rk.SID] = abi.Session.from_buffer_copy(element)
+
+    def verdict(self, pkt: bytes) -> int:
+        want = self.model.run(pkt, self.gate.now)
+        got = self.gate.run(pkt)[1]
+        assert got == want, f"kernel {abi.COUNTER_NAMES[got]}, model {abi.COUNTER_NAMES[want]}"
+        return got
+
+    def same_runtime(self) -> bool:
+        got, want = self.gate.maps.get_runtime(rk.SID), self.model.runtime_of(rk.SID)
+        return (got and bytes(got)[8:]) == (want and bytes(want)[8:])
+
+
+@pytest.fixture(scope="module")
+def gate():
+    g = Gate(GateConfig(**UNLIMITED))
+    yield g
+    g.close()
+
+
+def _fresh(gate: Gate, config: GateConfig) -> Lockstep:
+    gate.set_config(config)
+    for k in list(gate.maps.sessions.keys()):
+        gate.maps.sessions.delete(k)
+    gate.reset_runtime()
+    return Lockstep(gate)
+
+
+@pytest.fixture
+def both(gate):
+    return _fresh(gate, GateConfig(**UNLIMITED))
+
+
+@pytest.mark.parametrize("name,steps", rk.CASES, ids=[c[0] for c in rk.CASES])
+def test_rekey_table_in_the_kernel_and_the_model(both, name, steps):
+    rk.play(name, steps, both)
+    assert both.same_runtime(), name
+
+
+def test_a_key_phase_drop_moves_no_state_and_emits_no_event(both):
+    """The phase is checked before the tag: a packet of a phase the element
+    no longer accepts (a late old-key packet, or anyone's forgery naming it)
+    touches no window, bucket or counter of the session, and is not a
+    security event (it is unauthenticated, and benign stragglers cause it)."""
+    rk.play("setup", [rk.put("epoch1"), (rk.new(10), abi.R_PASS_DATA)], both)
+    both.gate.prog.drain_events()
+    before = bytes(both.gate.maps.get_runtime(rk.SID))
+    for c in (11, 1 << 40, abi.reject_after() - 1):
+        assert both.verdict(rk.old(c)) == abi.R_DROP_KEY_PHASE
+        assert both.verdict(rk.old(c, **rk.REKEY)) == abi.R_DROP_KEY_PHASE
+    assert bytes(both.gate.maps.get_runtime(rk.SID)) == before
+    assert both.gate.prog.drain_events() == [] and len(both.model.events) == 0
+    assert both.verdict(rk.new(11)) == abi.R_PASS_DATA  # the window did not jump
+
+
+def test_rekey_init_spends_the_sessions_control_bucket(gate):
+    both = _fresh(gate, GateConfig(session_control_pps=1, session_control_burst=1,
+                                   authed_control_pps=0, global_control_pps=0))
+    rk.play("setup", [rk.put("overlap")], both)
+    assert both.verdict(rk.old(1, **rk.REKEY)) == abi.R_PASS_CONTROL
+    # the same bucket whichever phase the request names, and with reattaches
+    assert both.verdict(rk.new(2, **rk.REKEY)) == abi.R_DROP_RATE_SESSION
+    assert both.verdict(rk.new(3, t=abi.MSG_REATTACH_REQ)) == abi.R_DROP_RATE_SESSION
+    gate.tick(1_000_000_000)
+    assert both.verdict(rk.new(4, **rk.REKEY)) == abi.R_PASS_CONTROL
+    assert both.same_runtime()
+
+
+def test_a_replace_never_touches_the_runtime_slot(both):
+    """Adding and removing the second key is an element write only: the
+    slot the XDP program owns is byte for byte what it was."""
+    rk.play("setup", [rk.put("epoch0"), (rk.old(1), abi.R_PASS_DATA)], both)
+    before = bytes(both.gate.maps.runtime_slot(rk.SID))
+    for shape in ("overlap", "epoch1"):
+        rk.play(shape, [rk.put(shape)], both)
+        assert bytes(both.gate.maps.runtime_slot(rk.SID)) == before, shape
+        assert both.gate.maps.counter_top(rk.SID) == 2
+
+
+def test_pins_of_the_older_element_layout_are_refused_by_name():
+    """The element grew (issue 13): a build loaded over maps pinned by the
+    previous one names the map and the sizes, instead of the verifier's
+    bare "Permission denied"."""
+    import uuid  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    from jvpn.errors import LoadFailed  # noqa: PLC0415
+    from jvpn.gate.attach import unpin  # noqa: PLC0415
+    from jvpn.gate.loader import BuildOptions, Program, load_plain  # noqa: PLC0415
+
+    pins = Path("/sys/fs/bpf") / f"jvt-{uuid.uuid4().hex[:11]}"
+    pins.mkdir()
+    old = load_plain(f"""
+#include <uapi/linux/bpf.h>
+struct old_session {{ __u64 w[10]; }};  /* the 80-byte element before issue 13 */
+BPF_TABLE_PINNED("hash", __u64, struct old_session, s, 16, "{pins}/sessions",
+                 BPF_F_NO_PREALLOC);
+int xdp_main(struct xdp_md *ctx) {{ __u64 k = 0; return s.lookup(&k) ? XDP_DROP : XDP_PASS; }}
+""")[0]
+    try:
+        with pytest.raises(LoadFailed, match=r"another layout \(sessions: 80-byte values, "
+                                             r"this build's are 104\)"):
+            Program(pins, BuildOptions(max_sessions=16, max_sources=16))
+    finally:
+        old.cleanup()
+        unpin(pins)
