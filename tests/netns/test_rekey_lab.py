@@ -14,6 +14,7 @@ import pytest
 
 from jvpn import wire
 from jvpn.gate import abi
+from jvpn.keys import Ephemeral
 from jvpn.lab import frames
 from jvpn.lab.addresses import CLIENT_INNER, GW_INNER, REPLAY_SINK_PORT
 from jvpn.lab.capture import Sniffer
@@ -248,3 +249,37 @@ def test_replayed_rekey_init_is_refused_and_rolls_nothing_back(slow):
 
 def _rotated_to(tl: TunnelLab, epoch: int) -> bool:
     return any(e.get("key_epoch") == epoch for e in events_of(tl, "KeyRotated"))
+
+
+def test_a_delayed_rekey_init_for_a_reached_epoch_is_refused_replay_detected(slow):
+    """A REKEY_INIT that passes the gate (current keys, a fresh counter, the
+    client's source: a delayed re-send of an old attempt, reordered past the
+    rekey it asked for) but names an epoch already reached: the daemon
+    refuses it with RekeyDenied REPLAY_DETECTED and the keys stay."""
+    tl = slow
+    # at the start of the quiet part of a cycle: ~4 s before the next rekey
+    tl.wait(lambda: store_ring(tl)[1].previous is not None, "a rekey", timeout=20)
+    tl.wait(lambda: store_ring(tl)[1].previous is None, "the overlap's end", timeout=10)
+    sniffer = Sniffer(tl.lab)
+    try:
+        tl.wait(lambda: sniffer.captured.get(abi.MSG_KEEPALIVE), "a keepalive")
+    finally:
+        sniffer.stop()
+    rec, ring = store_ring(tl)
+    seen = [(m, src) for msgs in sniffer.captured.values() for m, src in msgs]
+    top = max(wire.parse_header(m).counter for m, _src in seen)
+    keys = ring.current
+    hdr = wire.Header(type=abi.MSG_REKEY_INIT, session_id=rec.session_id, counter=top + 100,
+                      flags=abi.FLAG_KEY_PHASE if keys.phase else 0)
+    msg = wire.seal_control(hdr, keys.hdr_c2s, keys.reattach, ring.epoch, rec.epoch,
+                            Ephemeral().public)
+    n_events = len(tl.gateway_events())
+    attacker(tl).send([msg], spoof=seen[-1][1])
+    tl.wait(lambda: [e for e in tl.gateway_events()[n_events:]
+                     if e["event_type"] == "RekeyDenied"], "the refusal", timeout=5)
+    later = tl.gateway_events()[n_events:]
+    [denied] = [e for e in later if e["event_type"] == "RekeyDenied"]
+    assert denied["reason_code"] == "REPLAY_DETECTED"
+    assert denied["session_id"] == f"{rec.session_id:016x}"
+    assert not [e for e in later if e["event_type"] == "KeyRotated"]
+    assert store_ring(tl)[1].current == keys
