@@ -57,8 +57,12 @@ def rekey_figures(tl: TunnelLab, rk: TunnelLab, interval_ms: int) -> dict:
     rekeying one's session lived through them (a single handshake)."""
     handshakes = sum(1 for e in read_jsonl(rk.events_file)
                      if e.get("reason_code") == "HANDSHAKE_OK")
+    counters = rk.cli_json("stats", "gw0")["gw0"]
     return {"rekey_interval_ms": interval_ms, "rekeys": _rotations(rk),
-            "rekeys_in_none": _rotations(tl), "rekey_lab_handshakes": handshakes}
+            "rekeys_in_none": _rotations(tl), "rekey_lab_handshakes": handshakes,
+            # what its gate dropped (drop_key_phase: old-phase packets after an overlap)
+            "rekey_lab_drops": {k: v["packets"] for k, v in counters.items()
+                                if k.startswith("drop_") and v["packets"]}}
 
 
 def rekey_summary(med: dict, figures: dict, rekeyed: dict) -> dict:
