@@ -55,7 +55,7 @@ def test_bench_handoff_prints_one_json_object():
 
 def test_bench_tunnel_with_a_rekey_interval_prints_the_ratio():
     """`bench tunnel --rekey-interval-ms`: a second lab rekeys every second
-    (so a one-second run sees rekeys), the first never; one JSON object with
+    (a short run sees several), the first never; one JSON object with
     both goodputs and their ratio (the figure itself lives in
     docs/benchmarks.md)."""
     cli = Path(sys.executable).with_name("jvpn-xdp")
