@@ -36,6 +36,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from jvpn.rekey_answer import RekeyAnswer
+
 KEY_LEN = 32
 _INFO = b"jvpn v1 session keys"
 
@@ -119,7 +121,8 @@ _REKEY_SALT = b"jvpn v1 rekey salt"
 _REKEY_INFO = b"jvpn v1 rekey"
 _CONFIRM = b"jvpn v1 rekey confirm"
 _RING_MAGIC = b"JKR2"
-_RING_HEAD = struct.Struct("<4sBQ")  # magic, flags (1: previous present, 2: confirmed), epoch
+# magic, flags (1: previous present, 2: confirmed, 4: a rekey answer follows), epoch
+_RING_HEAD = struct.Struct("<4sBQ")
 _SINGLE_LEN = 8 + 32 + 32 + 16 + 16 + 32
 
 
@@ -137,12 +140,18 @@ class KeyRing:
     current: SessionKeys
     previous: SessionKeys | None = None
     confirmed: bool = True
+    # the gateway's: the answer that made ``current`` (jvpn/rekey_answer.py),
+    # kept while ``previous`` is (a re-send gets it again, across restarts)
+    answer: RekeyAnswer | None = None
 
     def __post_init__(self):
         if self.previous is not None and self.previous.epoch + 1 != self.current.epoch:
             raise ValueError("a key ring holds two consecutive epochs")
         if not self.confirmed and self.previous is None:
             raise ValueError("unconfirmed keys need the previous epoch to send under")
+        if self.answer is not None and (self.previous is None
+                                        or self.answer.new_epoch != self.current.epoch):
+            raise ValueError("a rekey answer belongs to the current epoch of an overlap")
 
     @classmethod
     def of(cls, keys: SessionKeys | KeyRing) -> KeyRing:
@@ -170,25 +179,30 @@ class KeyRing:
     def live(self) -> tuple[SessionKeys, ...]:
         return (self.current,) if self.previous is None else (self.current, self.previous)
 
-    def rotated(self, new: SessionKeys, confirmed: bool = False) -> KeyRing:
+    def rotated(self, new: SessionKeys, confirmed: bool = False,
+                answer: RekeyAnswer | None = None) -> KeyRing:
         """``new`` (epoch + 1) becomes current; the current one stays as previous."""
         if new.epoch != self.current.epoch + 1 or new.session_id != self.session_id:
             raise ValueError("a rotation goes to the next epoch of the same session")
-        return KeyRing(new, self.current, confirmed)
+        return KeyRing(new, self.current, confirmed, answer)
 
     def with_confirmed(self) -> KeyRing:
         return replace(self, confirmed=True)
 
     def without_previous(self) -> KeyRing:
-        """The overlap is over: only the current epoch is accepted."""
+        """The overlap is over: only the current epoch is accepted (the
+        answer goes too: a request under the previous epoch no longer opens)."""
         return KeyRing(self.current)
 
     def pack(self) -> bytes:
         """The session store's secrets value: both live epochs."""
-        flags = (1 if self.previous is not None else 0) | (2 if self.confirmed else 0)
+        flags = ((1 if self.previous is not None else 0) | (2 if self.confirmed else 0)
+                 | (4 if self.answer is not None else 0))
         out = _RING_HEAD.pack(_RING_MAGIC, flags, self.current.epoch) + self.current.pack()
         if self.previous is not None:
             out += self.previous.pack()
+        if self.answer is not None:
+            out += self.answer.pack()
         return out
 
     @classmethod
@@ -201,22 +215,41 @@ class KeyRing:
         if len(raw) < head or raw[:4] != _RING_MAGIC:
             raise ValueError("stored session keys are neither keys nor a key ring")
         _m, flags, epoch = _RING_HEAD.unpack_from(raw)
-        if flags & ~3 or len(raw) != head + _SINGLE_LEN * (2 if flags & 1 else 1):
+        keys_end = head + _SINGLE_LEN * (2 if flags & 1 else 1)
+        if flags & ~7 or len(raw) != keys_end + (RekeyAnswer.SIZE if flags & 4 else 0):
             raise ValueError("stored key ring has the wrong length or flags")
         current = replace(SessionKeys.unpack(raw[head:head + _SINGLE_LEN]), epoch=epoch)
         previous = None
         if flags & 1:
             if epoch == 0:
                 raise ValueError("stored key ring: epoch 0 has no previous epoch")
-            previous = replace(SessionKeys.unpack(raw[head + _SINGLE_LEN:]), epoch=epoch - 1)
+            previous = replace(SessionKeys.unpack(raw[head + _SINGLE_LEN:keys_end]),
+                               epoch=epoch - 1)
             if previous.session_id != current.session_id:
                 raise ValueError("stored key ring mixes two sessions")
-        return cls(current, previous, bool(flags & 2))
+        answer = RekeyAnswer.unpack(raw[keys_end:]) if flags & 4 else None
+        return cls(current, previous, bool(flags & 2), answer)
 
 
 def unpack_secrets(raw: bytes) -> KeyRing:
     """What a store's secrets value holds (any version)."""
     return KeyRing.unpack(raw)
+
+
+def ring_for(rec, raw: bytes) -> KeyRing:
+    """The key ring a session's record may be served with: the store's
+    secrets value, only if it names the record's session and its current
+    epoch is the record's ``key_epoch`` (a version-1 value, epoch 0, only
+    for a record at epoch 0). Raises ValueError otherwise: a stale backup's
+    or another session's keys are never served (review R1 #6)."""
+    ring = KeyRing.unpack(raw)
+    if ring.session_id != rec.session_id:
+        raise ValueError(f"stored keys name session {ring.session_id:016x}, "
+                         f"not {rec.session_id:016x}")
+    if ring.epoch != rec.key_epoch:
+        raise ValueError(f"stored keys are of epoch {ring.epoch}, the record's is "
+                         f"{rec.key_epoch}")
+    return ring
 
 
 class Ephemeral:

@@ -116,7 +116,8 @@ class Gateway(GateWatch, Reconcile, OperatorActions):
             table=self.table, admission=self.admission, reattach=self.reattach,
             follower=self.follower, events=events, send=self.send, clock_ms=self.clock_ms,
             randbits=secrets.randbits,
-            rekey=RekeyControl(table=self.table, server=self.rekey, events=events))
+            rekey=RekeyControl(table=self.table, server=self.rekey, events=events,
+                               incidents=self.incidents))
         self.datapath = self._datapath()
         # the store's watch thread and the sweep deliver records here: one
         # record the follower cannot handle must not end the watch

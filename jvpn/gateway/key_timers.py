@@ -19,7 +19,8 @@ AGEING = (State.ATTACHED, State.VOLATILE, State.RECOVERING)
 
 def run(table, live, now: int, p: Policy) -> None:
     """One tick of one served session's keys (raises StoreError from the
-    overlap's end: the timer reports it, the next tick tries again)."""
+    overlap's end's store write: the timer reports it, the next tick tries
+    again; the previous epoch has left memory and the element already)."""
     if live.record.state is State.TERMINATED:
         return
     if key_age.expired(live, now, p):
@@ -32,10 +33,11 @@ def _expire(table, live, now: int, p: Policy) -> None:
     rec = live.record
     if not p.expiry_terminates and rec.state not in AGEING:
         return  # DEGRADED already: no data passes; a rekey brings it back
-    age = now - key_age.sealing_since(live)
+    epoch, since, _c, _s = key_age.sealing(live, p)  # the epoch measured, named
+    age = now - since
     table.events.emit(EventType.KEY_EXPIRED, Reason.KEY_EXPIRED, rec.session_id, rec.binding,
-                      version=rec.version, key_epoch=live.keys.send.epoch, key_age_ms=age,
-                      messages=key_age.messages(live))
-    detail = f"keys of epoch {live.keys.send.epoch} expired ({age} ms old)"
+                      version=rec.version, key_epoch=epoch, key_age_ms=age,
+                      messages=key_age.messages(live, p))
+    detail = f"keys of epoch {epoch} expired ({age} ms old)"
     event = Event.KEYS_EXPIRED if p.expiry_terminates else Event.KEYS_AGED
     table.transition(live, event, detail=detail)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from jvpn.codes import EventType, Reason
-from jvpn.keys import KeyRing
+from jvpn.keys import KeyRing, ring_for
 from jvpn.session import Event, IllegalTransition, SessionRecord, State, apply
 from jvpn.store import StoreError
 
@@ -66,9 +66,11 @@ class StandbyWrites:
             if got is None:
                 return
             try:
-                keys = KeyRing.unpack(got[1])
-            except ValueError:
-                return  # unreadable keys: no standby (the next sweep tries again)
+                keys = ring_for(got[0], got[1])
+            except ValueError as e:  # not the record's keys: no standby (next sweep: again)
+                self.events.emit(EventType.DAEMON_ERROR, Reason.STORE_RECORD_UNREADABLE,
+                                 rec.session_id, where="standby", detail=str(e))
+                return
         self.standby[rec.session_id] = (keys, rec.owner)
         self.gate.standby(rec, keys)
 

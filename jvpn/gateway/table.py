@@ -80,6 +80,11 @@ class Live:
     # when the previous epoch stops being accepted (set at the confirmation,
     # or at a restart that found one): jvpn/gateway/key_writes.py
     overlap_until_ms: int | None = None
+    # the previous epoch left memory and the element, the store still holds
+    # it: the timer writes the secrets again each tick (key_writes.py)
+    secrets_unsaved: bool = False
+    # the earliest next try of a refused confirmation write (rekey_control.py)
+    confirm_retry_ms: int = 0
 
     def retire(self) -> int:
         """No counter is sent and no client message delivered after this

@@ -57,7 +57,11 @@ class RekeyClient:
         return wire.seal_control(hdr, keys.hdr_c2s, keys.reattach, *fields)
 
     def init(self, eph: Ephemeral | None = None, new_epoch=None, switch_epoch=None,
-             keys=None) -> tuple[bytes, Ephemeral]:
+             keys=None, ask=True) -> tuple[bytes, Ephemeral]:
+        """A REKEY_INIT; ``ask``: the gateway asked for it first (the
+        operator's mark, as `jvpn-xdp rekey`: it accepts no rekey unasked)."""
+        if ask and self.gw.table.get(self.sid) is not None:
+            self.gw.table.request_rekey(self.sid)
         eph = eph or Ephemeral()
         rec = self.record()
         msg = self.control(abi.MSG_REKEY_INIT,
@@ -91,9 +95,9 @@ class RekeyClient:
         self.channel.set_keys(self.ring)
         return new
 
-    def rekey(self):
+    def rekey(self, ask=True):
         """One whole exchange: INIT, RESP, the switch, the first message under it."""
-        msg, eph = self.init()
+        msg, eph = self.init(ask=ask)
         [(resp, _to)] = self.send(msg)
         new = self.finish(resp, eph)
         assert self.data()
