@@ -11,17 +11,20 @@ Checks, in the spec's order, each before anything changes:
   3. its header counter is fresh                  REPLAY_DETECTED (unanswered)
   -- from here the request is the key holder's; refusals are answered, sealed
      (to its source, as a reattach's)
-  3b. not under the previous epoch once the new one is confirmed
-     (SecurityKeyCompromiseSuspected)             REPLAY_DETECTED
+  3b. not under the previous epoch once the new one is confirmed: the
+      client's own late request REPLAY_DETECTED, else a second holder
+      (SecurityKeyCompromiseSuspected)            REPLAY_DETECTED
   4. it came from the bound transport             POLICY_DENY
   5. ATTACHED or VOLATILE, or DEGRADED with expired keys   POLICY_DENY
+  -- a committed, unconfirmed epoch (review R1 #2): the answered ephemeral
+     gets the stored answer (the ring's, across restarts); anything else is
+     refused, never a replacement: an older attempt REPLAY_DETECTED, a
+     second ephemeral REPLAY_DETECTED + SecurityKeyCompromiseSuspected
   6. the switch epoch is the record's             FRESHNESS_INVALID
   7. new_epoch is the next one                    lower: REPLAY_DETECTED, higher:
                                                   FRESHNESS_INVALID
-  8. the same ephemeral as the pending answer     the stored RESP again
-     a new ephemeral while the new epoch is unconfirmed: a new attempt, if
-     newer (header counter) than the committed one   else REPLAY_DETECTED
-  9. fewer than max_rekey_attempts for the epoch  RATE_LIMITED
+  8. the gateway asked (FLAG_REKEY's predicate, or expired keys)   POLICY_DENY
+  9. fewer than max_rekey_attempts derivations for the epoch      RATE_LIMITED
 """
 
 from __future__ import annotations
