@@ -23,16 +23,16 @@ def run(table, live, now: int, p: Policy) -> None:
     again; the previous epoch has left memory and the element already)."""
     if live.record.state is State.TERMINATED:
         return
-    if key_age.expired(live, now, p):
-        _expire(table, live, now, p)
+    if key_age.expired(live, now, p) and _expire(table, live, now, p):
         return
-    table.end_overlap(live, now, p.rekey_overlap_ms)
+    table.end_overlap(live, now, p.rekey_overlap_ms)  # and its store write, again if due
 
 
-def _expire(table, live, now: int, p: Policy) -> None:
+def _expire(table, live, now: int, p: Policy) -> bool:
+    """KeyExpired and its transition; False: DEGRADED already, nothing to do."""
     rec = live.record
     if not p.expiry_terminates and rec.state not in AGEING:
-        return  # DEGRADED already: no data passes; a rekey brings it back
+        return False  # DEGRADED already: no data passes; a rekey brings it back
     epoch, since, _c, _s = key_age.sealing(live, p)  # the epoch measured, named
     age = now - since
     table.events.emit(EventType.KEY_EXPIRED, Reason.KEY_EXPIRED, rec.session_id, rec.binding,
@@ -41,3 +41,4 @@ def _expire(table, live, now: int, p: Policy) -> None:
     detail = f"keys of epoch {epoch} expired ({age} ms old)"
     event = Event.KEYS_EXPIRED if p.expiry_terminates else Event.KEYS_AGED
     table.transition(live, event, detail=detail)
+    return True
