@@ -10,6 +10,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import replace
 
+from jvpn.gate import abi
 from jvpn.keys import KeyRing, ring_for
 from jvpn.store import StoreError
 from jvpn.store.sqlite import SqliteStore
@@ -119,3 +120,34 @@ def test_ring_for_takes_only_the_records_own_epoch(tmp_path):
         except ValueError:
             continue
         raise AssertionError("a mismatched ring was taken")
+
+
+NEW = ("198.51.100.7", 4242)
+
+
+def test_a_rolled_back_stored_ring_opens_no_reattach(tmp_path):
+    """A holder of epoch 0's keys (a backup) who also rolls the store's value
+    back to them cannot reattach the session while it runs under epoch 1."""
+    gw, clock = gateway(tmp_path, rekey_overlap_ms=1_000)
+    c = RekeyClient(gw)
+    epoch0 = c.ring.current.pack()
+    c.rekey()
+    clock.ms += 1_000
+    gw.tick()
+    _store_secrets(tmp_path, epoch0)
+    out = c.send(c.reattach_request(seq=1, keys=c.old), src=NEW)
+    assert all(msg[0] != abi.MSG_PATH_CHALLENGE for msg, _to in out)
+    assert c.record().binding.addr != NEW[0]
+
+
+def test_a_standby_takes_no_ring_that_is_not_its_records(tmp_path):
+    gw, _clock = gateway(tmp_path)
+    c = RekeyClient(gw)
+    rec = c.record()
+    foreign = KeyRing(replace(c.stored_ring().current, session_id=c.sid ^ 1)).pack()
+    _store_secrets(tmp_path, foreign)
+    gw.table.drop_local(c.sid)
+    gw.table.stand_by(rec.with_(owner="gw-b"))
+    assert c.sid not in gw.table.standby
+    [ev] = [e for e in _unreadable(gw) if e.get("where") == "standby"]
+    assert "session" in ev["detail"]
