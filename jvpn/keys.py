@@ -249,6 +249,11 @@ def ring_for(rec, raw: bytes) -> KeyRing:
     if ring.epoch != rec.key_epoch:
         raise ValueError(f"stored keys are of epoch {ring.epoch}, the record's is "
                          f"{rec.key_epoch}")
+    a = ring.answer  # the previous epoch was made before the current one, never after
+    if a is not None and (a.version > rec.version or a.prev_keys_ms > rec.keys_ms
+                          or a.prev_c2s_base > rec.key_c2s_base
+                          or a.prev_s2c_base > rec.key_s2c_base):
+        raise ValueError("stored rekey answer does not fit the record")
     return ring
 
 

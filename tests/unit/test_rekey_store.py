@@ -151,3 +151,17 @@ def test_a_standby_takes_no_ring_that_is_not_its_records(tmp_path):
     assert c.sid not in gw.table.standby
     [ev] = [e for e in _unreadable(gw) if e.get("where") == "standby"]
     assert "session" in ev["detail"]
+
+
+def test_ring_for_takes_no_answer_made_after_its_record(tmp_path):
+    gw, _clock = gateway(tmp_path)
+    c = RekeyClient(gw)
+    c.rekey()
+    rec, raw = gw.store.get(c.sid)
+    ring = ring_for(rec, raw)
+    late = replace(ring, answer=replace(ring.answer, prev_keys_ms=rec.keys_ms + 1))
+    try:
+        ring_for(rec, late.pack())
+    except ValueError:
+        return
+    raise AssertionError("an answer from after the record was taken")
