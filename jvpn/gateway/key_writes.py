@@ -26,8 +26,12 @@ class KeyWrites:
         if ring is None:
             self.store.cas(base.session_id, base.version, new)
             return
+        live = self.sessions.get(new.session_id)
+        old = live.keys.live() if live is not None else ()
         self.store.cas(base.session_id, base.version, new, secrets=ring.pack())
         self._take_ring(new.session_id, ring)
+        if any(k not in ring.live() for k in old):  # an epoch dropped: erase its old copies
+            self.store.forget_old_secrets()
 
     def _take_ring(self, sid: int, ring: KeyRing) -> None:
         """After the store took ``ring``: the session's channel follows (the

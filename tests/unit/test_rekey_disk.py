@@ -1,0 +1,62 @@
+"""A dropped epoch's keys leave the disk (docs/protocol.md "What is on
+disk"): neither sessions.db nor its WAL holds any key of an epoch the
+gateway no longer accepts, once the overlap ended or the session was
+deleted (SQLite: journal_size_limit=0, a TRUNCATE checkpoint after a write
+that drops keys)."""
+
+from __future__ import annotations
+
+from kits.rekey_kit import RekeyClient, gateway
+
+from jvpn.keys import SessionKeys
+
+FIELDS = ("data_c2s", "data_s2c", "hdr_c2s", "hdr_s2c", "reattach")
+
+
+def _on_disk(tmp_path, keys: SessionKeys) -> list[str]:
+    """Which of ``keys``' byte strings are in the database or its WAL."""
+    found = []
+    for name in ("s.db", "s.db-wal"):
+        path = tmp_path / name
+        raw = path.read_bytes() if path.exists() else b""
+        found += [f"{name}:{f}" for f in FIELDS if getattr(keys, f) in raw]
+    return found
+
+
+def test_a_dropped_epoch_is_in_neither_the_database_nor_its_wal(tmp_path):
+    gw, clock = gateway(tmp_path, rekey_overlap_ms=1_000)
+    c = RekeyClient(gw)
+    history = [c.ring.current]
+    for _ in range(3):
+        history.append(c.rekey())
+        clock.ms += 1_000
+        gw.tick()
+        assert c.stored_ring().previous is None  # the overlap is over
+    for old in history[:-1]:
+        assert _on_disk(tmp_path, old) == [], f"epoch {old.epoch}"
+    assert _on_disk(tmp_path, history[-1])  # the live epoch is stored (the check can see keys)
+
+
+def test_a_replaced_unconfirmed_epoch_leaves_the_disk(tmp_path):
+    """The client's answer was lost; its new attempt replaces the pending
+    epoch, which nobody ever used: its keys go too."""
+    gw, _clock = gateway(tmp_path)
+    c = RekeyClient(gw)
+    msg, _eph = c.init()
+    assert c.send(msg)  # the RESP, lost on the way
+    pending = c.stored_ring().current
+    msg2, _eph2 = c.init()
+    assert c.send(msg2)
+    assert c.stored_ring().current.epoch == pending.epoch
+    assert c.stored_ring().current != pending
+    assert _on_disk(tmp_path, pending) == []
+
+
+def test_a_deleted_session_leaves_no_keys_on_disk(tmp_path):
+    gw, _clock = gateway(tmp_path)
+    c = RekeyClient(gw)
+    keys = c.ring.current
+    assert _on_disk(tmp_path, keys)
+    gw.table.forget(c.sid)
+    assert gw.store.get(c.sid) is None
+    assert _on_disk(tmp_path, keys) == []
