@@ -39,7 +39,14 @@ from dataclasses import dataclass
 from jvpn import wire
 from jvpn.codes import EventType, Reason
 from jvpn.gate import abi
-from jvpn.keys import Ephemeral, RekeyBinding, RekeyError, derive_rekey, rekey_confirm
+from jvpn.keys import (
+    Ephemeral,
+    RekeyBinding,
+    RekeyError,
+    client_rekey_secret,
+    derive_rekey,
+    rekey_confirm,
+)
 from jvpn.tunnel import FLAG_REATTACH, FLAG_REKEY
 
 REKEY_RETRY_MS = 1_000  # an unanswered REKEY_INIT is sent again (same ephemeral) this often
@@ -149,7 +156,9 @@ class ClientRekey:
             return
         b = RekeyBinding(new_epoch, switch_epoch, version, p.ephemeral.public, gw_public)
         try:
-            new = derive_rekey(self.channel.ring.current, p.ephemeral.exchange(gw_public), b)
+            shared = client_rekey_secret(p.ephemeral, gw_public, self.private_key,
+                                         self.gateway_public)
+            new = derive_rekey(self.channel.ring.current, shared, b)
         except RekeyError as e:
             self._denied(Reason.AUTH_FAIL, f"{e}: dropped, the attempt stays", new_epoch)
             return

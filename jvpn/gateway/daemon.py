@@ -109,9 +109,10 @@ class Gateway(GateWatch, Reconcile, OperatorActions):
             store=store, table=self.table, gate=gate, ownership=self.ownership, events=events,
             lock=self.control, retry=self._retry, clock_ms=self.clock_ms)
         self.reattach = ReattachServer(store, policy, clock_ms=self.clock_ms)
-        self.rekey = RekeyServer(self.reattach, clock_ms=self.clock_ms)  # its policy too
         self.admission = Admission(private_key, peers, address, cookie_threshold_per_s,
                                    address6=address6)
+        self.rekey = RekeyServer(self.reattach, clock_ms=self.clock_ms,  # its policy too
+                                 statics=self.admission.rekey_statics)
         self.controlpath = ControlPath(
             table=self.table, admission=self.admission, reattach=self.reattach,
             follower=self.follower, events=events, send=self.send, clock_ms=self.clock_ms,

@@ -8,12 +8,19 @@ stale path would."""
 from __future__ import annotations
 
 import pytest
-from test_client_source import GW, SID, Rig
+from test_client_source import CL_PRIV, GW, GW_PRIV, SID, Rig
 
 from jvpn import wire
 from jvpn.client_rekey import REKEY_RETRY_MS
 from jvpn.gate import abi
-from jvpn.keys import Ephemeral, RekeyBinding, derive_rekey, rekey_confirm
+from jvpn.keys import (
+    Ephemeral,
+    RekeyBinding,
+    derive_rekey,
+    gateway_rekey_secret,
+    public_from_private,
+    rekey_confirm,
+)
 from jvpn.tunnel import FLAG_KEY_PHASE, FLAG_REATTACH, FLAG_REKEY, DataChannel
 
 PACKET = bytes.fromhex("4500001c00000000401100000a4d64020a4d6401") + bytes(8)
@@ -54,7 +61,8 @@ class ScriptedGateway:
         _hdr, (epoch, switch, client_pub) = init or self.inits()[-1]
         eph = Ephemeral()
         b = RekeyBinding(epoch, switch, version, client_pub, eph.public)
-        new = derive_rekey(self.channel.ring.current, eph.exchange(client_pub), b)
+        shared = gateway_rekey_secret(eph, client_pub, GW_PRIV, public_from_private(CL_PRIV))
+        new = derive_rekey(self.channel.ring.current, shared, b)
         resp = self.control(abi.MSG_REKEY_RESP, new_epoch if new_epoch is not None else epoch,
                             switch, version, overlap_ms, eph.public,
                             confirm or rekey_confirm(new, b))
