@@ -22,10 +22,11 @@ public keys (``derive_rekey``). HKDF is one-way: epoch E+1's keys (and the
 static keys) do not give epoch E's; the ephemeral private keys are dropped
 once used, so a capture of the exchange plus epoch E's keys plus the static
 keys does not give epoch E+1's (ee). An active attacker who holds epoch E's
-keys but neither static private key cannot complete either side's
-exchange (es, se): E's keys alone do not buy the next epoch. A :class:`KeyRing` holds at most two epochs: the
-current one and, during the overlap, the previous one; the header's key
-phase (the epoch's low bit) says which one sealed a message.
+keys must also hold the static private key of the side it impersonates
+(es for the gateway's, se for the client's): E's keys alone do not buy
+the next epoch. A :class:`KeyRing` holds at most two epochs: the current
+one and, during the overlap, the previous one; the header's key phase (the
+epoch's low bit) says which one sealed a message.
 """
 
 from __future__ import annotations

@@ -6,9 +6,8 @@ that drops keys)."""
 
 from __future__ import annotations
 
-from kits.rekey_kit import RekeyClient, gateway
-
 from jvpn.keys import SessionKeys
+from kits.rekey_kit import RekeyClient, gateway
 
 FIELDS = ("data_c2s", "data_s2c", "hdr_c2s", "hdr_s2c", "reattach")
 
