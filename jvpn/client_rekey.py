@@ -34,7 +34,8 @@ reset with every new session (``rekey_reset``)."""
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 
 from jvpn import wire
 from jvpn.codes import EventType, Reason
@@ -51,6 +52,7 @@ from jvpn.tunnel import FLAG_REATTACH, FLAG_REKEY
 
 REKEY_RETRY_MS = 1_000  # an unanswered REKEY_INIT is sent again (same ephemeral) this often
 STOP_REJECTS = frozenset({"RATE_LIMITED", "KEY_EXPIRED"})  # no more requests for this epoch
+SENT_KEPT = 64  # header counters of an attempt's requests a refusal may name
 
 
 @dataclass
@@ -59,6 +61,9 @@ class PendingRekey:
     switch_epoch: int
     ephemeral: Ephemeral  # its private key: dropped with this object after one success
     sent_ms: int
+    # the header counters of this attempt's requests (the newest): a
+    # REKEY_REJECT naming another is an older attempt's, delivered late
+    counters: deque = field(default_factory=lambda: deque(maxlen=SENT_KEPT))
 
 
 @dataclass
@@ -109,6 +114,7 @@ class ClientRekey:
             p.sent_ms = self.clock_ms()
             msg = self.seal_control(abi.MSG_REKEY_INIT, p.new_epoch, p.switch_epoch,
                                     p.ephemeral.public)
+            p.counters.append(wire.parse_header(msg).counter)
         try:
             self.sock.sendto(msg, self.endpoint)
         except OSError:
@@ -181,14 +187,14 @@ class ClientRekey:
             st.pending, st.overlap_ms, st.overlap_ends = None, overlap_ms, None
             st.rekeys += 1
 
-    def _rekey_reject(self, asked_epoch, key_epoch, switch_epoch, reason_index):
+    def _rekey_reject(self, asked_epoch, key_epoch, switch_epoch, reason_index, counter):
         reason = (wire.REJECT_REASONS[reason_index] if reason_index < len(wire.REJECT_REASONS)
                   else "POLICY_DENY")
         st, p = self.rekeying, self.rekeying.pending
         self._denied(reason, f"refused by the gateway (its key epoch {key_epoch}, switch "
-                     f"epoch {switch_epoch})", asked_epoch)
-        if p is None or asked_epoch != p.new_epoch:
-            return  # an older attempt's answer: said, nothing else
+                     f"epoch {switch_epoch}, request {counter})", asked_epoch)
+        if p is None or asked_epoch != p.new_epoch or counter not in p.counters:
+            return  # not a refusal of the pending attempt: said, nothing else
         with self._lock:
             st.pending = None
             if reason in STOP_REJECTS:

@@ -121,6 +121,7 @@ def test_a_rekey_with_no_static_key_to_bind_to_is_refused(tmp_path, why):
     hdr, fields = c.opened(answer)
     assert hdr.type == abi.MSG_REKEY_REJECT
     assert wire.REJECT_REASONS[fields[3]] == "POLICY_DENY"
+    assert fields[4] == wire.parse_header(msg).counter  # names the refused request
     assert c.stored_ring().epoch == 0 and gw.table.get(c.sid).keys.epoch == 0
     [denied] = events_of(gw.events, "RekeyDenied")
     assert "static key" in denied["detail"]
