@@ -18,13 +18,14 @@ the age of its keys never ends it. One attempt at a time:
   ephemeral, sends a keepalive (the gateway's confirmation) and keeps the
   previous epoch until ``overlap_ms`` after the gateway's first message
   under the new one;
-- REKEY_REJECT ends the attempt: RATE_LIMITED and KEY_EXPIRED stop the
-  client asking for this epoch; FRESHNESS_INVALID naming the switch epoch
-  the client has learnt since (a reattach finished) starts a new attempt at
-  once; naming a newer one than the client knows is not adopted (anyone
-  with the keys could say it): a reattach asks the gateway, and its own
-  stale-epoch refusal (tied to the client's request) moves the epoch; any
-  other reason waits for the next flag.
+- REKEY_REJECT naming a request of the pending attempt (its header
+  counter) ends the attempt: RATE_LIMITED stops the client asking for this
+  epoch; FRESHNESS_INVALID naming the switch epoch the client has learnt
+  since (a reattach finished) starts a new attempt at once; naming a newer
+  one than the client knows is not adopted (anyone with the keys could say
+  it): a reattach asks the gateway, and its own stale-epoch refusal (tied
+  to the client's request) moves the epoch; any other reason waits for the
+  next flag.
 
 Keys only move forward: an answer is checked against the one pending
 attempt (epoch current + 1), which is cleared when used. A mixin of
@@ -51,7 +52,10 @@ from jvpn.keys import (
 from jvpn.tunnel import FLAG_REATTACH, FLAG_REKEY
 
 REKEY_RETRY_MS = 1_000  # an unanswered REKEY_INIT is sent again (same ephemeral) this often
-STOP_REJECTS = frozenset({"RATE_LIMITED", "KEY_EXPIRED"})  # no more requests for this epoch
+# no more requests for this epoch. (No gateway refuses a rekey KEY_EXPIRED:
+# expired keys end the session with a TERMINATE naming it, or DEGRADED, where
+# a rekey is what brings the session back.)
+STOP_REJECTS = frozenset({"RATE_LIMITED"})
 SENT_KEPT = 64  # header counters of an attempt's requests a refusal may name
 
 
@@ -188,8 +192,7 @@ class ClientRekey:
             st.rekeys += 1
 
     def _rekey_reject(self, asked_epoch, key_epoch, switch_epoch, reason_index, counter):
-        reason = (wire.REJECT_REASONS[reason_index] if reason_index < len(wire.REJECT_REASONS)
-                  else "POLICY_DENY")
+        reason = wire.reject_reason(reason_index)
         st, p = self.rekeying, self.rekeying.pending
         self._denied(reason, f"refused by the gateway (its key epoch {key_epoch}, switch "
                      f"epoch {switch_epoch}, request {counter})", asked_epoch)

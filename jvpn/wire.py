@@ -120,6 +120,14 @@ TERMINATE_REASONS = ["TTL_SESSION_EXPIRED", "TTL_TRANSPORT_LOSS_EXPIRED", "POLIC
 REJECT_REASONS = ["SESSION_NOT_FOUND", "SESSION_EXPIRED", "AUTH_FAIL", "FRESHNESS_INVALID",
                   "REPLAY_DETECTED", "RATE_LIMITED", "POLICY_DENY", "OWNERSHIP_CONFLICT",
                   "KEY_EXPIRED"]
+
+
+def reject_reason(index: int) -> str:
+    """A refusal's reason by its index; one this build does not know (a
+    newer peer's) reads as POLICY_DENY: a refusal, nothing more."""
+    return REJECT_REASONS[index] if index < len(REJECT_REASONS) else "POLICY_DENY"
+
+
 _BODIES = {abi.MSG_REATTACH_REQ: (REATTACH_REQ, b"reattach-req"),
            abi.MSG_PATH_CHALLENGE: (PATH_CHALLENGE, b"path-challenge"),
            abi.MSG_PATH_RESPONSE: (PATH_RESPONSE, b"path-response"),
