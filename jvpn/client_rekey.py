@@ -56,6 +56,10 @@ REKEY_RETRY_MS = 1_000  # an unanswered REKEY_INIT is sent again (same ephemeral
 # expired keys end the session with a TERMINATE naming it, or DEGRADED, where
 # a rekey is what brings the session back.)
 STOP_REJECTS = frozenset({"RATE_LIMITED"})
+# a final refusal holds for this long; a flag after it asks once more (the
+# gateway's word may have changed: a session DEGRADED by expired keys is
+# flagged until a rekey brings it back)
+STOP_HOLD_MS = 10 * REKEY_RETRY_MS
 SENT_KEPT = 64  # header counters of an attempt's requests a refusal may name
 
 
@@ -75,7 +79,8 @@ class RekeyState:
     pending: PendingRekey | None = None
     overlap_ms: int | None = None  # the previous epoch is live: kept this long after ...
     overlap_ends: int | None = None  # ... the gateway's first message under the current one
-    stopped_epoch: int | None = None  # the gateway refused rekeys of this epoch for good
+    stopped_epoch: int | None = None  # the gateway refused rekeys of this epoch ...
+    stopped_ms: int = 0  # ... at this time (for STOP_HOLD_MS)
     rekeys: int = 0
 
 
@@ -97,7 +102,15 @@ class ClientRekey:
             k = self.channel.keys_for(flags)
             # a flag under the previous epoch was raised before our last rekey
             if k is not None and k.epoch == self.channel.ring.epoch:
+                self._lift_stop()
                 self.start_rekey()
+
+    def _lift_stop(self) -> None:
+        """Flagged again, ``STOP_HOLD_MS`` or more after a final refusal: ask again."""
+        with self._lock:
+            st = self.rekeying
+            if st.stopped_epoch is not None and self.clock_ms() - st.stopped_ms >= STOP_HOLD_MS:
+                st.stopped_epoch = None
 
     def start_rekey(self) -> None:
         """A new attempt (a new ephemeral) for the next epoch."""
@@ -201,7 +214,7 @@ class ClientRekey:
         with self._lock:
             st.pending = None
             if reason in STOP_REJECTS:
-                st.stopped_epoch = self.channel.ring.epoch
+                st.stopped_epoch, st.stopped_ms = self.channel.ring.epoch, self.clock_ms()
         if reason in STOP_REJECTS:
             return
         if reason == "FRESHNESS_INVALID" and switch_epoch != p.switch_epoch:

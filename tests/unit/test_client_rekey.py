@@ -11,7 +11,7 @@ import pytest
 from test_client_source import CL_PRIV, GW, GW_PRIV, SID, Rig
 
 from jvpn import wire
-from jvpn.client_rekey import REKEY_RETRY_MS
+from jvpn.client_rekey import REKEY_RETRY_MS, STOP_HOLD_MS
 from jvpn.gate import abi
 from jvpn.keys import (
     Ephemeral,
@@ -438,3 +438,16 @@ def test_a_refusal_naming_no_counter_of_the_attempt_is_only_logged(rig):
                                       hdr.counter + 1), GW)
     assert rig.client.rekeying.pending is p and rig.client.rekeying.stopped_epoch is None
     assert _events(rig, "RekeyDenied")[-1]["reason_code"] == "RATE_LIMITED"
+
+
+def test_flagged_again_long_after_a_final_refusal_the_client_asks_once_more(rig):
+    """A session DEGRADED by expired keys is flagged until a rekey brings it
+    back: a stop is not for ever (review R2 #3)."""
+    _flag(rig)
+    rig.client.receive(rig.gw.reject("RATE_LIMITED"), GW)
+    rig.clock.ms += STOP_HOLD_MS - 1
+    _flag(rig)
+    assert len(rig.gw.inits()) == 1
+    rig.clock.ms += 1
+    _flag(rig)
+    assert len(rig.gw.inits()) == 2 and rig.client.rekeying.pending is not None
