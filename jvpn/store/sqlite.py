@@ -54,6 +54,9 @@ CREATE TABLE IF NOT EXISTS changes (
 """
 
 
+BUSY_TIMEOUT_MS = 5_000  # a write waits this long for another connection's lock
+
+
 def _signed(u: int) -> int:
     return u - (1 << 64) if u >= 1 << 63 else u
 
@@ -89,7 +92,8 @@ class SqliteStore(SkipsUnreadable):
                              f"{e if isinstance(e, UnsafeFile) else e.strerror}") from None
         try:
             self._db = sqlite3.connect(str(self.path), isolation_level=None,
-                                       check_same_thread=False, timeout=5.0)
+                                       check_same_thread=False,
+                                       timeout=BUSY_TIMEOUT_MS / 1000)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             # freed pages (an old key ring's) are zeroed, not left in the file
@@ -179,7 +183,14 @@ class SqliteStore(SkipsUnreadable):
         and empties the WAL file (docs/protocol.md "What is on disk")."""
         with self._lock:
             try:
-                busy, _log, _done = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                # never wait for another process's reader under the gateway's
+                # locks: a busy WAL stays until the next write that drops keys
+                self._db.execute("PRAGMA busy_timeout=0")
+                try:
+                    busy, _log, _done = self._db.execute(
+                        "PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                finally:
+                    self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             except sqlite3.Error:
                 return False
         return busy == 0

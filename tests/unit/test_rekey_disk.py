@@ -59,3 +59,25 @@ def test_a_deleted_session_leaves_no_keys_on_disk(tmp_path):
     gw.table.forget(c.sid)
     assert gw.store.get(c.sid) is None
     assert _on_disk(tmp_path, keys) == []
+
+
+def test_a_reader_in_another_connection_delays_the_erasure_without_blocking(tmp_path):
+    """A checkpoint a reader holds up returns at once (False); the next
+    write that drops keys erases them."""
+    import sqlite3  # noqa: PLC0415 - this test's second connection only
+
+    gw, clock = gateway(tmp_path, rekey_overlap_ms=1_000)
+    c = RekeyClient(gw)
+    old = c.ring.current
+    reader = sqlite3.connect(str(tmp_path / "s.db"), isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM sessions").fetchone()  # holds a read snapshot
+    c.rekey()
+    clock.ms += 1_000
+    gw.tick()
+    assert c.stored_ring().previous is None
+    assert gw.store.forget_old_secrets() is False  # busy: no wait
+    reader.execute("COMMIT")
+    reader.close()
+    assert gw.store.forget_old_secrets() is True
+    assert _on_disk(tmp_path, old) == []
