@@ -7,15 +7,27 @@ the session is DEGRADED with expired keys."""
 
 from __future__ import annotations
 
+import pytest
+
+from jvpn.gate.userspace import UserspaceGate
 from jvpn.session import State
 from kits.client_bridge import Bridge
-from kits.daemon_kit import PEER_INNER, ipv4
-from kits.rekey_kit import gateway
+from kits.daemon_kit import PEER_INNER, AdmitAll, Clock, ipv4, make_gateway
+from kits.rekey_kit import policy
 
 
-def _degraded(tmp_path):
-    gw, clock = gateway(tmp_path, rekey_after_ms=1_000, reject_after_ms=2_000,
-                        expiry_terminates=False)
+@pytest.fixture(params=["model gate", "admit all"])
+def gate(request):
+    """The userspace model of the XDP gate (it drops a DEGRADED session's
+    keepalives and data, passes its REKEY_INIT), or none."""
+    return UserspaceGate() if request.param == "model gate" else AdmitAll()
+
+
+def _degraded(tmp_path, gate):
+    clock = Clock()
+    gw = make_gateway(tmp_path, gate=gate, clock=clock,
+                      policy=policy(rekey_after_ms=1_000, reject_after_ms=2_000,
+                                    expiry_terminates=False))
     b = Bridge(gw, clock)
     b.client.send_data(ipv4(PEER_INNER[0]))  # confirms the session
     b.pump()
@@ -29,8 +41,8 @@ def _degraded(tmp_path):
     return gw, clock, b, sid
 
 
-def test_a_session_degraded_by_expired_keys_is_rekeyed_back_to_attached(tmp_path):
-    gw, clock, b, sid = _degraded(tmp_path)
+def test_a_session_degraded_by_expired_keys_is_rekeyed_back_to_attached(tmp_path, gate):
+    gw, clock, b, sid = _degraded(tmp_path, gate)
     clock.ms += 1_000
     b.tick()  # the flagged keepalive
     assert b.pump()  # ... the client asks, the gateway answers, the client switches
@@ -42,8 +54,8 @@ def test_a_session_degraded_by_expired_keys_is_rekeyed_back_to_attached(tmp_path
     assert len(gw.tun.written) == n + 1  # data passes again, under epoch 1
 
 
-def test_the_flag_is_sent_at_most_once_a_second_and_only_while_degraded(tmp_path):
-    gw, clock, b, sid = _degraded(tmp_path)
+def test_the_flag_is_sent_at_most_once_a_second_and_only_while_degraded(tmp_path, gate):
+    gw, clock, b, sid = _degraded(tmp_path, gate)
     b.online = False  # still away: count what the gateway sends
     n = len(gw.sock.sent)
     for _ in range(5):
