@@ -12,15 +12,21 @@ A key of one session never validates another: the session ID is in the HKDF
 info, and every message names its session in the tagged header.
 
 Rekey (issue 13, docs/protocol.md "Rekey"): a session's keys have an epoch
-(0 from the handshake). Epoch E+1's keys come from a fresh ephemeral X25519
-exchange, salted with a PRF of epoch E's control key and bound to the
-session ID, both epochs' numbers, the switch epoch, the record version and
-both ephemeral public keys (``derive_rekey``). HKDF is one-way: epoch E+1's
-keys (and the static keys) do not give epoch E's; the ephemeral private keys
-are dropped once used, so a capture of the exchange plus epoch E's keys does
-not give epoch E+1's. A :class:`KeyRing` holds at most two epochs: the
-current one and, during the overlap, the previous one; the header's key
-phase (the epoch's low bit) says which one sealed a message.
+(0 from the handshake). Epoch E+1's keys come from three X25519 secrets, as
+in Noise KK: the two fresh ephemerals (ee), the client's ephemeral with the
+gateway's static key (es) and the client's static key with the gateway's
+ephemeral (se) (``client_rekey_secret`` / ``gateway_rekey_secret``), salted
+with a PRF of epoch E's control key and bound to the session ID, both
+epochs' numbers, the switch epoch, the record version and both ephemeral
+public keys (``derive_rekey``). HKDF is one-way: epoch E+1's keys (and the
+static keys) do not give epoch E's; the ephemeral private keys are dropped
+once used, so a capture of the exchange plus epoch E's keys plus the static
+keys does not give epoch E+1's (ee). An active attacker who holds epoch E's
+keys must also hold the static private key of the side it impersonates
+(es for the gateway's, se for the client's): E's keys alone do not buy
+the next epoch. A :class:`KeyRing` holds at most two epochs: the current
+one and, during the overlap, the previous one; the header's key phase (the
+epoch's low bit) says which one sealed a message.
 """
 
 from __future__ import annotations
@@ -257,6 +263,17 @@ def ring_for(rec, raw: bytes) -> KeyRing:
     return ring
 
 
+def _dh(private: X25519PrivateKey, peer_public: bytes) -> bytes:
+    """One X25519 secret; RekeyError for a low-order or malformed key."""
+    try:
+        shared = private.exchange(X25519PublicKey.from_public_bytes(peer_public))
+    except ValueError as e:  # all-zero output (low-order point) or a bad length
+        raise RekeyError(f"key exchange failed: {e}") from None
+    if not any(shared):
+        raise RekeyError("key exchange gave the all-zero secret")
+    return shared
+
+
 class Ephemeral:
     """One side's ephemeral X25519 key for one rekey attempt."""
 
@@ -267,13 +284,29 @@ class Ephemeral:
 
     def exchange(self, peer_public: bytes) -> bytes:
         """The shared secret; RekeyError for a low-order or malformed key."""
-        try:
-            shared = self._private.exchange(X25519PublicKey.from_public_bytes(peer_public))
-        except ValueError as e:  # all-zero output (low-order point) or a bad length
-            raise RekeyError(f"ephemeral key exchange failed: {e}") from None
-        if not any(shared):
-            raise RekeyError("ephemeral key exchange gave the all-zero secret")
-        return shared
+        return _dh(self._private, peer_public)
+
+
+def _static(private: bytes) -> X25519PrivateKey:
+    return X25519PrivateKey.from_private_bytes(private)
+
+
+def client_rekey_secret(eph: Ephemeral, gateway_ephemeral: bytes, client_static: bytes,
+                        gateway_static_public: bytes) -> bytes:
+    """The client's ``derive_rekey`` input: ee | es | se, where es is its
+    ephemeral with the gateway's static key and se its static private key
+    with the gateway's ephemeral. RekeyError if any is unusable."""
+    return (eph.exchange(gateway_ephemeral) + eph.exchange(gateway_static_public)
+            + _dh(_static(client_static), gateway_ephemeral))
+
+
+def gateway_rekey_secret(eph: Ephemeral, client_ephemeral: bytes, gateway_static: bytes,
+                         client_static_public: bytes) -> bytes:
+    """The gateway's ``derive_rekey`` input, equal to the client's: ee |
+    es (its static private key with the client's ephemeral) | se (its
+    ephemeral with the client's static key)."""
+    return (eph.exchange(client_ephemeral) + _dh(_static(gateway_static), client_ephemeral)
+            + eph.exchange(client_static_public))
 
 
 @dataclass(frozen=True)
@@ -292,9 +325,17 @@ class RekeyBinding:
                 + self.client_ephemeral + self.gateway_ephemeral)
 
 
+REKEY_SECRET_LEN = 3 * KEY_LEN
+
+
 def derive_rekey(current: SessionKeys, shared: bytes, b: RekeyBinding) -> SessionKeys:
     """Epoch ``b.new_epoch``'s keys from ``current`` (its predecessor) and
-    the ephemeral exchange's secret."""
+    ``shared``: the three X25519 secrets ee | es | se in this order (96
+    bytes; ``client_rekey_secret`` / ``gateway_rekey_secret``). The ephemeral
+    secret alone is refused: a rekey is bound to both static keys."""
+    if len(shared) != REKEY_SECRET_LEN:
+        raise RekeyError(f"a rekey derives from {REKEY_SECRET_LEN} bytes of secrets "
+                         f"(ee | es | se), not {len(shared)}")
     if b.new_epoch != current.epoch + 1:
         raise RekeyError(f"epoch {b.new_epoch} does not follow {current.epoch}")
     salt = hmac.new(current.reattach, _REKEY_SALT, hashlib.sha256).digest()

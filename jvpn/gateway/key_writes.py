@@ -27,8 +27,12 @@ class KeyWrites:
         if ring is None:
             self.store.cas(base.session_id, base.version, new)
             return
+        live = self.sessions.get(new.session_id)
+        old = live.keys.live() if live is not None else ()
         self.store.cas(base.session_id, base.version, new, secrets=ring.pack())
         self._take_ring(new.session_id, ring)
+        if any(k not in ring.live() for k in old):  # an epoch dropped: erase its old copies
+            self.store.forget_old_secrets()
 
     def _take_ring(self, sid: int, ring: KeyRing) -> None:
         """After the store took ``ring``: the session's channel follows (the
@@ -75,6 +79,7 @@ class KeyWrites:
         if live.secrets_unsaved:
             rec = live.record  # secrets only, as the confirmation
             self.commit(rec, rec, live.keys, ring=live.keys)
+            self.store.forget_old_secrets()  # the dropped epoch's older copies leave the disk
 
     def _drop_previous(self, live: Live, ring: KeyRing) -> None:
         rec, only = live.record, ring.without_previous()

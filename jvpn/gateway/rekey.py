@@ -44,6 +44,7 @@ from jvpn.keys import (
     RekeyError,
     SessionKeys,
     derive_rekey,
+    gateway_rekey_secret,
     rekey_confirm,
 )
 from jvpn.rekey_answer import RekeyAnswer
@@ -83,10 +84,15 @@ class RekeyDecision:
 
 class RekeyServer:
     def __init__(self, reattach, *, clock_ms: Callable[[], int],
+                 statics: Callable[[str], tuple[bytes, bytes] | None],
                  ephemeral: Callable[[], Ephemeral] = Ephemeral):
         """``reattach``: the ReattachServer whose control windows (one per
-        session, shared by every control message) and policy this uses."""
+        session, shared by every control message) and policy this uses.
+        ``statics``: for a record's ``peer_key``, the gateway's static
+        private key and the client's static public key a rekey is bound to
+        (None: not a configured peer; jvpn/gateway/admission.py)."""
         self.reattach, self.clock_ms, self.ephemeral = reattach, clock_ms, ephemeral
+        self.statics = statics
         # sid -> (base epoch, derivations for its next epoch); a re-send's
         # answer is the ring's (jvpn/rekey_answer.py): stored, free, no count
         self.attempts: dict[int, tuple[int, int]] = {}
@@ -199,8 +205,12 @@ class RekeyServer:
         """Step 3's keys and record: the gateway's ephemeral, the new epoch's
         keys bound to the version the commit writes, the RESP to send."""
         rec, eph = live.record, self.ephemeral()
+        statics = self.statics(rec.peer_key) if rec.peer_key else None
+        if statics is None:  # nothing to bind the new keys to but epoch E's: never
+            return _refused(d, Reason.POLICY_DENY, "no static key to bind a rekey to: the "
+                            "record names no peer key, or the peer is no longer configured")
         try:
-            shared = eph.exchange(client_eph)
+            shared = gateway_rekey_secret(eph, client_eph, *statics)
         except RekeyError as e:
             return _refused(d, Reason.AUTH_FAIL, str(e))
         changes = dict(key_epoch=base.epoch + 1, keys_ms=now,

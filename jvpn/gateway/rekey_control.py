@@ -104,7 +104,7 @@ class RekeyControl:
         if not r.answered:
             return []
         fields = (d.asked, live.keys.epoch, live.record.epoch,
-                  wire.REJECT_REASONS.index(r.reason))
+                  wire.REJECT_REASONS.index(r.reason), d.counter)  # the refused request
         return self._answer(live, d, abi.MSG_REKEY_REJECT, fields)
 
     def _denied(self, d: RekeyDecision, live, reason: str, detail: str) -> list[Send]:

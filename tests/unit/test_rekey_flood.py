@@ -20,7 +20,7 @@ def test_an_unasked_rekey_is_refused_before_any_work(tmp_path):
     for _ in range(200):  # all inside one millisecond, no FLAG_REKEY ever sent
         msg, _eph = c.init(ask=False)
         [(reject, _)] = c.send(msg)
-        _hdr, (_asked, _epoch, _switch, code) = c.opened(reject)
+        _hdr, (_asked, _epoch, _switch, code, *_counter) = c.opened(reject)
         assert wire.REJECT_REASONS[code] == "POLICY_DENY"
     assert c.record().key_epoch == 0 and made == [] and writes == []
     denied = events_of(gw.events, "RekeyDenied")

@@ -30,7 +30,7 @@ def rejected(c: RekeyClient, out, src=None) -> str:
     """The reason of the one sealed REKEY_REJECT, sent to the request's source."""
     [(msg, to)] = out
     assert to == (src or c.src)
-    hdr, (_asked, _epoch, _switch, reason) = c.opened(msg)
+    hdr, (_asked, _epoch, _switch, reason, _request) = c.opened(msg)
     assert hdr.type == abi.MSG_REKEY_REJECT
     return wire.REJECT_REASONS[reason]
 

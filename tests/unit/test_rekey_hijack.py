@@ -13,7 +13,7 @@ from kits.rekey_kit import RekeyClient, gateway
 
 def reason(c: RekeyClient, out) -> str:
     [(msg, _)] = out
-    _hdr, (_asked, _epoch, _switch, code) = c.opened(msg)
+    _hdr, (_asked, _epoch, _switch, code, *_counter) = c.opened(msg)
     return wire.REJECT_REASONS[code]
 
 

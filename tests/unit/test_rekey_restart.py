@@ -51,7 +51,7 @@ def test_a_late_resend_after_a_restart_is_not_a_second_key_holder(tmp_path):
     c.finish(resp, eph)
     assert c.data()  # epoch 1 confirmed on the restarted gateway
     [(reject, _)] = c.send(resend)  # the client's own re-send, delivered late
-    _hdr, (_asked, _epoch, _switch, reason) = c.opened(reject)
+    _hdr, (_asked, _epoch, _switch, reason, *_counter) = c.opened(reject)
     assert wire.REJECT_REASONS[reason] == "REPLAY_DETECTED"
     assert events_of(c.gw.events, "SecurityKeyCompromiseSuspected") == []
 
