@@ -117,9 +117,8 @@ class Gateway(GateWatch, Reconcile, OperatorActions):
         self.controlpath = ControlPath(
             table=self.table, admission=self.admission, reattach=self.reattach,
             follower=self.follower, events=events, send=self.send, clock_ms=self.clock_ms,
-            randbits=secrets.randbits,
-            rekey=RekeyControl(table=self.table, server=self.rekey, events=events,
-                               incidents=self.incidents))
+            randbits=secrets.randbits, rekey=RekeyControl(
+                table=self.table, server=self.rekey, events=events, incidents=self.incidents))
         self.datapath = self._datapath()
         self.rekey_nudge = RekeyNudge(self.sock, self.incidents)  # out of DEGRADED by expiry
         # the store's watch thread and the sweep deliver records here: one
