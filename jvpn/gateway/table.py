@@ -114,6 +114,7 @@ class SessionTable(StandbyWrites, Downstream, OperatorEnds, PendingDeletes, KeyW
         self.routes = routes if routes is not None else NoRoutes()
         # sessions other gateways own: (key ring, owner) of our standby element
         self.standby: dict[int, tuple[KeyRing, str]] = {}
+        self.standby_inner: dict[int, bytes] = {}  # their peer's inner IPv4 (operator --peer)
         self.fenced = False  # no element of ours may pass data (jvpn/gateway/follower.py)
         self.undeleted: dict[int, int | None] = {}  # store deletes to retry (deletes.py)
 
@@ -265,6 +266,7 @@ class SessionTable(StandbyWrites, Downstream, OperatorEnds, PendingDeletes, KeyW
                       c2s_floor=max(rec.c2s_floor, live.ceiling.floor))
         live.installed, live.parked = True, False
         self.standby.pop(rec.session_id, None)
+        self.standby_inner.pop(rec.session_id, None)
 
     def _live(self, rec: SessionRecord, keys: KeyRing | SessionKeys, inner: bytes,
               first_counter: int = 1, stored_ceiling: tuple[int, bool] | None = None,
