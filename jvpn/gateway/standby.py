@@ -75,9 +75,14 @@ class StandbyWrites:
         self.gate.standby(rec, keys)
 
     def drop_standby(self, sid: int) -> None:
-        self.standby_inner.pop(sid, None)
-        if self.standby.pop(sid, None) is not None:
+        if self.stand_down(sid):
             self.gate.remove(sid)
+
+    def stand_down(self, sid: int) -> bool:
+        """Forget our standby of ``sid`` (its element is the caller's: gone,
+        or now ours); False if there was none."""
+        self.standby_inner.pop(sid, None)
+        return self.standby.pop(sid, None) is not None
 
     def remove_stale(self) -> int:
         """Gate elements of sessions neither served nor stood by here."""
