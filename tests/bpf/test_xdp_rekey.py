@@ -203,3 +203,33 @@ int xdp_main(struct xdp_md *ctx) {{ __u64 k = 0; return s.lookup(&k) ? XDP_DROP 
     finally:
         old.cleanup()
         unpin(pins)
+
+
+def test_kernel_and_model_agree_on_random_masks_zero_slots_flags_and_types(both):
+    """Kernel = model for random masks (0..255), zero and real key slots,
+    random header flags and message types, counters and floors, in every
+    live state (from review R3's held checks: the zero-slot refusal and the
+    standby's allowed types are the same on both)."""
+    import random  # noqa: PLC0415
+
+    from kits.xdp_harness import session  # noqa: PLC0415
+
+    rnd = random.Random(13)
+    keys = [rk.OLD, rk.NEW, bytes(16)]
+    seen = set()
+    for _ in range(60):
+        k0, k1 = rnd.choice([*keys, None]), rnd.choice([*keys, None])
+        both.write(session(key=k0, key1=k1, key_phases=rnd.randrange(256),
+                           state=rnd.choice([abi.STATE_ATTACHED, abi.STATE_DEGRADED,
+                                             abi.STATE_REMOTE, abi.STATE_RECOVERING]),
+                           rt_slot=rk.SID, rt_gen=1, ctl_floor=rnd.choice([0, 50, 1000])))
+        for _ in range(15):
+            t = rnd.choice([abi.MSG_DATA, abi.MSG_KEEPALIVE, abi.MSG_REKEY_INIT,
+                            abi.MSG_REATTACH_REQ, abi.MSG_REKEY_RESP, abi.MSG_TERMINATE])
+            flags = rnd.randrange(1 << 16) if rnd.random() < 0.2 else rnd.choice([0, 4, 8, 12])
+            payload = b"" if t == abi.MSG_KEEPALIVE else b"x" * 80
+            seen.add(both.verdict(rk.frame(rnd.randrange(1, 2000), sid=rk.SID,
+                                           key=rnd.choice(keys), t=t, flags=flags,
+                                           payload=payload)))
+    assert {abi.R_DROP_KEY_PHASE, abi.R_DROP_BAD_TAG, abi.R_PASS_DATA} <= seen
+    assert len(both.gate.prog.drain_events()) == len(both.model.events.drain())
