@@ -7,6 +7,7 @@ records, elements and state events; this only groups the cluster-side half."""
 
 from __future__ import annotations
 
+import ipaddress
 from typing import TYPE_CHECKING
 
 from jvpn.codes import EventType, Reason
@@ -72,11 +73,18 @@ class StandbyWrites:
                                  rec.session_id, where="standby", detail=str(e))
                 return
         self.standby[rec.session_id] = (keys, rec.owner)
+        self.standby_inner[rec.session_id] = _packed(rec.inner_addr)
         self.gate.standby(rec, keys)
 
     def drop_standby(self, sid: int) -> None:
-        if self.standby.pop(sid, None) is not None:
+        if self.stand_down(sid):
             self.gate.remove(sid)
+
+    def stand_down(self, sid: int) -> bool:
+        """Forget our standby of ``sid`` (its element is the caller's: gone,
+        or now ours); False if there was none."""
+        self.standby_inner.pop(sid, None)
+        return self.standby.pop(sid, None) is not None
 
     def remove_stale(self) -> int:
         """Gate elements of sessions neither served nor stood by here."""
@@ -128,3 +136,12 @@ class StandbyWrites:
                              getattr(e, "reason_code", Reason.OWNERSHIP_CONFLICT), sid,
                              detail=f"{detail}: not ended here ({e}); its owner keeps it "
                                     "until its TTL")
+
+
+def _packed(inner_addr: str) -> bytes:
+    """A standby record's inner IPv4, packed as Live.inner; a store value
+    that is not one matches no peer."""
+    try:
+        return ipaddress.IPv4Address(inner_addr).packed
+    except ValueError:
+        return b""
