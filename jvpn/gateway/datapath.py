@@ -119,7 +119,7 @@ class DataPath:
 
     def _data(self, t: int, msg: bytes, src: tuple) -> None:
         live = self.table.sessions.get(int.from_bytes(msg[SID_AT], "little"))
-        if live is None:
+        if live is None or live.quarantined:  # the gate dropped it too (no element)
             return
         opened = live.channel.open(msg)
         if opened is None or self._under_expired(live, opened[1]):

@@ -35,10 +35,16 @@ def _expire(table, live, now: int, p: Policy) -> bool:
         return False  # DEGRADED already: no data passes; a rekey brings it back
     epoch, since, _c, _s = key_age.sealing(live, p)  # the epoch measured, named
     age = now - since
-    table.events.emit(EventType.KEY_EXPIRED, Reason.KEY_EXPIRED, rec.session_id, rec.binding,
-                      version=rec.version, key_epoch=epoch, key_age_ms=age,
-                      messages=key_age.messages(live, p))
+    if not live.quarantined:  # said once: a refused write is retried quietly
+        table.events.emit(EventType.KEY_EXPIRED, Reason.KEY_EXPIRED, rec.session_id,
+                          rec.binding, version=rec.version, key_epoch=epoch, key_age_ms=age,
+                          messages=key_age.messages(live, p))
     detail = f"keys of epoch {epoch} expired ({age} ms old)"
     event = Event.KEYS_EXPIRED if p.expiry_terminates else Event.KEYS_AGED
     table.transition(live, event, detail=detail)
+    if live.record is rec:  # the store refused the transition (TransitionRejected)
+        # fail closed meanwhile, as a refused revocation does: the element
+        # leaves the gate and the downstream leaves the session, so nothing
+        # passes under the expired keys while the next tick retries the write
+        table.quarantine(rec.session_id)
     return True
