@@ -29,9 +29,12 @@ def sessions(app: App, iface: str | None, as_json: bool, wide: bool,
     peer's Name, public key and inner address, the traffic it sent, how long
     since it last heard the client, and the session's key epoch (0: the
     handshake's keys, +1 per rekey) and the age of its current keys ("key";
-    the epoch in --wide). Without a daemon, the maps alone (one line on
-    stderr says so: no identities, no key epoch or age); with the userspace
-    gate, the daemon alone.
+    the epoch in --wide, "7*" while a committed epoch 7 is unconfirmed and
+    the gateway still seals under 6, "7+" while 6 is still accepted after
+    the confirmation: the overlap; --json key_confirmed, key_overlap).
+    Without a daemon, the maps alone (one line on stderr says so: no
+    identities, no key epoch or age); with the userspace gate, the daemon
+    alone.
 
     From the maps: session id (hex), state (REMOTE: a standby for a session
     another gateway of the cluster owns), owner (the gateway that serves it:

@@ -45,12 +45,13 @@ def terminate(app, session_id: str | None, peer: str | None, socket_path: str | 
         who = f" of peer {result['peer']}" if "peer" in result else ""
         app.say(f"terminated {len(ended)} session(s){who}: "
                 f"{', '.join(ended) or 'none served here'}", markup=False)
-    refused("session(s) not terminated, the store refused (they go on)",
+    refused("session(s) not terminated (they go on)",
             result.get("failed", []))
 
 
 def refused(what: str, failed: list[str]) -> None:
-    """Exit 1 with one line when the store refused any of it (--json has each)."""
+    """Exit 1 with one line when any of it was not done (--json has each,
+    with its cause: the store refused, owned by another gateway, ...)."""
     if not failed:
         return
     more = f"; and {len(failed) - 1} more (--json)" if len(failed) > 1 else ""

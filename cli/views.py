@@ -24,7 +24,8 @@ SHORT_ID = 8  # hex digits of a session id in the narrow table (the full one: --
 # what a daemon row adds to the kernel's (None in a kernel-only row)
 IDENTITY = ("peer", "public_key", "inner", "allowed_ips", "confirmed", "created_ms",
             "last_handshake_ms", "key_epoch", "keys_ms", "key_age_s", "rekey_requested",
-            "last_rx_ms", "last_rx_age_s", "tx_packets", "tx_bytes")
+            "key_confirmed", "key_overlap", "last_rx_ms", "last_rx_age_s", "tx_packets",
+            "tx_bytes")
 
 
 @dataclass
@@ -179,10 +180,21 @@ def _wide_columns(daemon: bool) -> list:
     if daemon:
         cols += [("tx pkts", "right", lambda r: _text(r["tx_packets"])),
                  ("tx bytes", "right", lambda r: _text(r["tx_bytes"])),
-                 ("key epoch", "right", lambda r: _text(r.get("key_epoch"))),
+                 ("key epoch", "right", key_epoch_cell),
                  ("key age", "right", lambda r: age(r.get("key_age_s"))),
                  ("idle", "right", lambda r: age(r.get("last_rx_age_s")))]
     return cols
+
+
+def key_epoch_cell(r: dict) -> str:
+    """The epoch, marked while the previous one is still live: "7*" the
+    committed epoch 7 is unconfirmed (the gateway still seals under 6),
+    "7+" confirmed, 6 still accepted (the overlap); "7" alone."""
+    if r.get("key_epoch") is None:
+        return "-"
+    if r.get("key_confirmed") is False:
+        return f"{r['key_epoch']}*"
+    return f"{r['key_epoch']}+" if r.get("key_overlap") else str(r["key_epoch"])
 
 
 def _text(value) -> str:

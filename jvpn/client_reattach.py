@@ -115,7 +115,7 @@ class ClientReattach:
             self.session_over(reason, terminated_line(reason), by_gateway=True)
         elif hdr.type == abi.MSG_REATTACH_REJECT:
             seq, reason_index, epoch = fields
-            reason = wire.REJECT_REASONS[reason_index]
+            reason = wire.reject_reason(reason_index)
             self.events.emit("ReattachResult", reason, self.session_id, seq=seq)
             if p is not None and seq == p.seq:
                 self.pending = None

@@ -18,13 +18,14 @@ the age of its keys never ends it. One attempt at a time:
   ephemeral, sends a keepalive (the gateway's confirmation) and keeps the
   previous epoch until ``overlap_ms`` after the gateway's first message
   under the new one;
-- REKEY_REJECT ends the attempt: RATE_LIMITED and KEY_EXPIRED stop the
-  client asking for this epoch; FRESHNESS_INVALID naming the switch epoch
-  the client has learnt since (a reattach finished) starts a new attempt at
-  once; naming a newer one than the client knows is not adopted (anyone
-  with the keys could say it): a reattach asks the gateway, and its own
-  stale-epoch refusal (tied to the client's request) moves the epoch; any
-  other reason waits for the next flag.
+- REKEY_REJECT naming a request of the pending attempt (its header
+  counter) ends the attempt: RATE_LIMITED stops the client asking for this
+  epoch; FRESHNESS_INVALID naming the switch epoch the client has learnt
+  since (a reattach finished) starts a new attempt at once; naming a newer
+  one than the client knows is not adopted (anyone with the keys could say
+  it): a reattach asks the gateway, and its own stale-epoch refusal (tied
+  to the client's request) moves the epoch; any other reason waits for the
+  next flag.
 
 Keys only move forward: an answer is checked against the one pending
 attempt (epoch current + 1), which is cleared when used. A mixin of
@@ -34,16 +35,32 @@ reset with every new session (``rekey_reset``)."""
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 
 from jvpn import wire
 from jvpn.codes import EventType, Reason
 from jvpn.gate import abi
-from jvpn.keys import Ephemeral, RekeyBinding, RekeyError, derive_rekey, rekey_confirm
+from jvpn.keys import (
+    Ephemeral,
+    RekeyBinding,
+    RekeyError,
+    client_rekey_secret,
+    derive_rekey,
+    rekey_confirm,
+)
 from jvpn.tunnel import FLAG_REATTACH, FLAG_REKEY
 
 REKEY_RETRY_MS = 1_000  # an unanswered REKEY_INIT is sent again (same ephemeral) this often
-STOP_REJECTS = frozenset({"RATE_LIMITED", "KEY_EXPIRED"})  # no more requests for this epoch
+# no more requests for this epoch. (No gateway refuses a rekey KEY_EXPIRED:
+# expired keys end the session with a TERMINATE naming it, or DEGRADED, where
+# a rekey is what brings the session back.)
+STOP_REJECTS = frozenset({"RATE_LIMITED"})
+# a final refusal holds for this long; a flag after it asks once more (the
+# gateway's word may have changed: a session DEGRADED by expired keys is
+# flagged until a rekey brings it back)
+STOP_HOLD_MS = 10 * REKEY_RETRY_MS
+SENT_KEPT = 64  # header counters of an attempt's requests a refusal may name
 
 
 @dataclass
@@ -52,6 +69,9 @@ class PendingRekey:
     switch_epoch: int
     ephemeral: Ephemeral  # its private key: dropped with this object after one success
     sent_ms: int
+    # the header counters of this attempt's requests (the newest): a
+    # REKEY_REJECT naming another is an older attempt's, delivered late
+    counters: deque = field(default_factory=lambda: deque(maxlen=SENT_KEPT))
 
 
 @dataclass
@@ -59,7 +79,8 @@ class RekeyState:
     pending: PendingRekey | None = None
     overlap_ms: int | None = None  # the previous epoch is live: kept this long after ...
     overlap_ends: int | None = None  # ... the gateway's first message under the current one
-    stopped_epoch: int | None = None  # the gateway refused rekeys of this epoch for good
+    stopped_epoch: int | None = None  # the gateway refused rekeys of this epoch ...
+    stopped_ms: int = 0  # ... at this time (for STOP_HOLD_MS)
     rekeys: int = 0
 
 
@@ -81,7 +102,15 @@ class ClientRekey:
             k = self.channel.keys_for(flags)
             # a flag under the previous epoch was raised before our last rekey
             if k is not None and k.epoch == self.channel.ring.epoch:
+                self._lift_stop()
                 self.start_rekey()
+
+    def _lift_stop(self) -> None:
+        """Flagged again, ``STOP_HOLD_MS`` or more after a final refusal: ask again."""
+        with self._lock:
+            st = self.rekeying
+            if st.stopped_epoch is not None and self.clock_ms() - st.stopped_ms >= STOP_HOLD_MS:
+                st.stopped_epoch = None
 
     def start_rekey(self) -> None:
         """A new attempt (a new ephemeral) for the next epoch."""
@@ -102,6 +131,7 @@ class ClientRekey:
             p.sent_ms = self.clock_ms()
             msg = self.seal_control(abi.MSG_REKEY_INIT, p.new_epoch, p.switch_epoch,
                                     p.ephemeral.public)
+            p.counters.append(wire.parse_header(msg).counter)
         try:
             self.sock.sendto(msg, self.endpoint)
         except OSError:
@@ -149,7 +179,9 @@ class ClientRekey:
             return
         b = RekeyBinding(new_epoch, switch_epoch, version, p.ephemeral.public, gw_public)
         try:
-            new = derive_rekey(self.channel.ring.current, p.ephemeral.exchange(gw_public), b)
+            shared = client_rekey_secret(p.ephemeral, gw_public, self.private_key,
+                                         self.gateway_public)
+            new = derive_rekey(self.channel.ring.current, shared, b)
         except RekeyError as e:
             self._denied(Reason.AUTH_FAIL, f"{e}: dropped, the attempt stays", new_epoch)
             return
@@ -172,18 +204,17 @@ class ClientRekey:
             st.pending, st.overlap_ms, st.overlap_ends = None, overlap_ms, None
             st.rekeys += 1
 
-    def _rekey_reject(self, asked_epoch, key_epoch, switch_epoch, reason_index):
-        reason = (wire.REJECT_REASONS[reason_index] if reason_index < len(wire.REJECT_REASONS)
-                  else "POLICY_DENY")
+    def _rekey_reject(self, asked_epoch, key_epoch, switch_epoch, reason_index, counter):
+        reason = wire.reject_reason(reason_index)
         st, p = self.rekeying, self.rekeying.pending
         self._denied(reason, f"refused by the gateway (its key epoch {key_epoch}, switch "
-                     f"epoch {switch_epoch})", asked_epoch)
-        if p is None or asked_epoch != p.new_epoch:
-            return  # an older attempt's answer: said, nothing else
+                     f"epoch {switch_epoch}, request {counter})", asked_epoch)
+        if p is None or asked_epoch != p.new_epoch or counter not in p.counters:
+            return  # not a refusal of the pending attempt: said, nothing else
         with self._lock:
             st.pending = None
             if reason in STOP_REJECTS:
-                st.stopped_epoch = self.channel.ring.epoch
+                st.stopped_epoch, st.stopped_ms = self.channel.ring.epoch, self.clock_ms()
         if reason in STOP_REJECTS:
             return
         if reason == "FRESHNESS_INVALID" and switch_epoch != p.switch_epoch:

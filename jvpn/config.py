@@ -114,6 +114,10 @@ HANDSHAKE_BASE_MS, HANDSHAKE_CAP_MS = 2_000, 6_000
 # after sending its initiation: a later one may open a session already gone.
 UNCONFIRMED_TTL_MS = 5_000
 ANSWER_MARGIN_MS = 1_000
+# A session DEGRADED by expired keys gets no keepalive replies, yet its client
+# rekeys only when the gateway flags it: the gateway's timer sends the binding
+# a flagged keepalive this often until a rekey brings it back (issue 13).
+REKEY_NUDGE_MS = 1_000
 # OrphanTimeout: no authenticated message from the gateway for this long (while
 # the client runs): the session is presumed ended. The gateway's default policy
 # ends a session it has heard nothing from transport_lost_ttl_ms after its last

@@ -12,15 +12,21 @@ A key of one session never validates another: the session ID is in the HKDF
 info, and every message names its session in the tagged header.
 
 Rekey (issue 13, docs/protocol.md "Rekey"): a session's keys have an epoch
-(0 from the handshake). Epoch E+1's keys come from a fresh ephemeral X25519
-exchange, salted with a PRF of epoch E's control key and bound to the
-session ID, both epochs' numbers, the switch epoch, the record version and
-both ephemeral public keys (``derive_rekey``). HKDF is one-way: epoch E+1's
-keys (and the static keys) do not give epoch E's; the ephemeral private keys
-are dropped once used, so a capture of the exchange plus epoch E's keys does
-not give epoch E+1's. A :class:`KeyRing` holds at most two epochs: the
-current one and, during the overlap, the previous one; the header's key
-phase (the epoch's low bit) says which one sealed a message.
+(0 from the handshake). Epoch E+1's keys come from three X25519 secrets, as
+in Noise KK: the two fresh ephemerals (ee), the client's ephemeral with the
+gateway's static key (es) and the client's static key with the gateway's
+ephemeral (se) (``client_rekey_secret`` / ``gateway_rekey_secret``), salted
+with a PRF of epoch E's control key and bound to the session ID, both
+epochs' numbers, the switch epoch, the record version and both ephemeral
+public keys (``derive_rekey``). HKDF is one-way: epoch E+1's keys (and the
+static keys) do not give epoch E's; the ephemeral private keys are dropped
+once used, so a capture of the exchange plus epoch E's keys plus the static
+keys does not give epoch E+1's (ee). An active attacker who holds epoch E's
+keys must also hold the static private key of the side it impersonates
+(es for the gateway's, se for the client's): E's keys alone do not buy
+the next epoch. A :class:`KeyRing` holds at most two epochs: the current
+one and, during the overlap, the previous one; the header's key phase (the
+epoch's low bit) says which one sealed a message.
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ from dataclasses import dataclass, field, replace
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from jvpn.rekey_answer import RekeyAnswer
 
 KEY_LEN = 32
 _INFO = b"jvpn v1 session keys"
@@ -119,7 +127,8 @@ _REKEY_SALT = b"jvpn v1 rekey salt"
 _REKEY_INFO = b"jvpn v1 rekey"
 _CONFIRM = b"jvpn v1 rekey confirm"
 _RING_MAGIC = b"JKR2"
-_RING_HEAD = struct.Struct("<4sBQ")  # magic, flags (1: previous present, 2: confirmed), epoch
+# magic, flags (1: previous present, 2: confirmed, 4: a rekey answer follows), epoch
+_RING_HEAD = struct.Struct("<4sBQ")
 _SINGLE_LEN = 8 + 32 + 32 + 16 + 16 + 32
 
 
@@ -137,12 +146,18 @@ class KeyRing:
     current: SessionKeys
     previous: SessionKeys | None = None
     confirmed: bool = True
+    # the gateway's: the answer that made ``current`` (jvpn/rekey_answer.py),
+    # kept while ``previous`` is (a re-send gets it again, across restarts)
+    answer: RekeyAnswer | None = None
 
     def __post_init__(self):
         if self.previous is not None and self.previous.epoch + 1 != self.current.epoch:
             raise ValueError("a key ring holds two consecutive epochs")
         if not self.confirmed and self.previous is None:
             raise ValueError("unconfirmed keys need the previous epoch to send under")
+        if self.answer is not None and (self.previous is None
+                                        or self.answer.new_epoch != self.current.epoch):
+            raise ValueError("a rekey answer belongs to the current epoch of an overlap")
 
     @classmethod
     def of(cls, keys: SessionKeys | KeyRing) -> KeyRing:
@@ -170,25 +185,30 @@ class KeyRing:
     def live(self) -> tuple[SessionKeys, ...]:
         return (self.current,) if self.previous is None else (self.current, self.previous)
 
-    def rotated(self, new: SessionKeys, confirmed: bool = False) -> KeyRing:
+    def rotated(self, new: SessionKeys, confirmed: bool = False,
+                answer: RekeyAnswer | None = None) -> KeyRing:
         """``new`` (epoch + 1) becomes current; the current one stays as previous."""
         if new.epoch != self.current.epoch + 1 or new.session_id != self.session_id:
             raise ValueError("a rotation goes to the next epoch of the same session")
-        return KeyRing(new, self.current, confirmed)
+        return KeyRing(new, self.current, confirmed, answer)
 
     def with_confirmed(self) -> KeyRing:
         return replace(self, confirmed=True)
 
     def without_previous(self) -> KeyRing:
-        """The overlap is over: only the current epoch is accepted."""
+        """The overlap is over: only the current epoch is accepted (the
+        answer goes too: a request under the previous epoch no longer opens)."""
         return KeyRing(self.current)
 
     def pack(self) -> bytes:
         """The session store's secrets value: both live epochs."""
-        flags = (1 if self.previous is not None else 0) | (2 if self.confirmed else 0)
+        flags = ((1 if self.previous is not None else 0) | (2 if self.confirmed else 0)
+                 | (4 if self.answer is not None else 0))
         out = _RING_HEAD.pack(_RING_MAGIC, flags, self.current.epoch) + self.current.pack()
         if self.previous is not None:
             out += self.previous.pack()
+        if self.answer is not None:
+            out += self.answer.pack()
         return out
 
     @classmethod
@@ -201,22 +221,57 @@ class KeyRing:
         if len(raw) < head or raw[:4] != _RING_MAGIC:
             raise ValueError("stored session keys are neither keys nor a key ring")
         _m, flags, epoch = _RING_HEAD.unpack_from(raw)
-        if flags & ~3 or len(raw) != head + _SINGLE_LEN * (2 if flags & 1 else 1):
+        keys_end = head + _SINGLE_LEN * (2 if flags & 1 else 1)
+        if flags & ~7 or len(raw) != keys_end + (RekeyAnswer.SIZE if flags & 4 else 0):
             raise ValueError("stored key ring has the wrong length or flags")
         current = replace(SessionKeys.unpack(raw[head:head + _SINGLE_LEN]), epoch=epoch)
         previous = None
         if flags & 1:
             if epoch == 0:
                 raise ValueError("stored key ring: epoch 0 has no previous epoch")
-            previous = replace(SessionKeys.unpack(raw[head + _SINGLE_LEN:]), epoch=epoch - 1)
+            previous = replace(SessionKeys.unpack(raw[head + _SINGLE_LEN:keys_end]),
+                               epoch=epoch - 1)
             if previous.session_id != current.session_id:
                 raise ValueError("stored key ring mixes two sessions")
-        return cls(current, previous, bool(flags & 2))
+        answer = RekeyAnswer.unpack(raw[keys_end:]) if flags & 4 else None
+        return cls(current, previous, bool(flags & 2), answer)
 
 
 def unpack_secrets(raw: bytes) -> KeyRing:
     """What a store's secrets value holds (any version)."""
     return KeyRing.unpack(raw)
+
+
+def ring_for(rec, raw: bytes) -> KeyRing:
+    """The key ring a session's record may be served with: the store's
+    secrets value, only if it names the record's session and its current
+    epoch is the record's ``key_epoch`` (a version-1 value, epoch 0, only
+    for a record at epoch 0). Raises ValueError otherwise: a stale backup's
+    or another session's keys are never served (review R1 #6)."""
+    ring = KeyRing.unpack(raw)
+    if ring.session_id != rec.session_id:
+        raise ValueError(f"stored keys name session {ring.session_id:016x}, "
+                         f"not {rec.session_id:016x}")
+    if ring.epoch != rec.key_epoch:
+        raise ValueError(f"stored keys are of epoch {ring.epoch}, the record's is "
+                         f"{rec.key_epoch}")
+    a = ring.answer  # the previous epoch was made before the current one, never after
+    if a is not None and (a.version > rec.version or a.prev_keys_ms > rec.keys_ms
+                          or a.prev_c2s_base > rec.key_c2s_base
+                          or a.prev_s2c_base > rec.key_s2c_base):
+        raise ValueError("stored rekey answer does not fit the record")
+    return ring
+
+
+def _dh(private: X25519PrivateKey, peer_public: bytes) -> bytes:
+    """One X25519 secret; RekeyError for a low-order or malformed key."""
+    try:
+        shared = private.exchange(X25519PublicKey.from_public_bytes(peer_public))
+    except ValueError as e:  # all-zero output (low-order point) or a bad length
+        raise RekeyError(f"key exchange failed: {e}") from None
+    if not any(shared):
+        raise RekeyError("key exchange gave the all-zero secret")
+    return shared
 
 
 class Ephemeral:
@@ -229,13 +284,29 @@ class Ephemeral:
 
     def exchange(self, peer_public: bytes) -> bytes:
         """The shared secret; RekeyError for a low-order or malformed key."""
-        try:
-            shared = self._private.exchange(X25519PublicKey.from_public_bytes(peer_public))
-        except ValueError as e:  # all-zero output (low-order point) or a bad length
-            raise RekeyError(f"ephemeral key exchange failed: {e}") from None
-        if not any(shared):
-            raise RekeyError("ephemeral key exchange gave the all-zero secret")
-        return shared
+        return _dh(self._private, peer_public)
+
+
+def _static(private: bytes) -> X25519PrivateKey:
+    return X25519PrivateKey.from_private_bytes(private)
+
+
+def client_rekey_secret(eph: Ephemeral, gateway_ephemeral: bytes, client_static: bytes,
+                        gateway_static_public: bytes) -> bytes:
+    """The client's ``derive_rekey`` input: ee | es | se, where es is its
+    ephemeral with the gateway's static key and se its static private key
+    with the gateway's ephemeral. RekeyError if any is unusable."""
+    return (eph.exchange(gateway_ephemeral) + eph.exchange(gateway_static_public)
+            + _dh(_static(client_static), gateway_ephemeral))
+
+
+def gateway_rekey_secret(eph: Ephemeral, client_ephemeral: bytes, gateway_static: bytes,
+                         client_static_public: bytes) -> bytes:
+    """The gateway's ``derive_rekey`` input, equal to the client's: ee |
+    es (its static private key with the client's ephemeral) | se (its
+    ephemeral with the client's static key)."""
+    return (eph.exchange(client_ephemeral) + _dh(_static(gateway_static), client_ephemeral)
+            + eph.exchange(client_static_public))
 
 
 @dataclass(frozen=True)
@@ -254,9 +325,17 @@ class RekeyBinding:
                 + self.client_ephemeral + self.gateway_ephemeral)
 
 
+REKEY_SECRET_LEN = 3 * KEY_LEN
+
+
 def derive_rekey(current: SessionKeys, shared: bytes, b: RekeyBinding) -> SessionKeys:
     """Epoch ``b.new_epoch``'s keys from ``current`` (its predecessor) and
-    the ephemeral exchange's secret."""
+    ``shared``: the three X25519 secrets ee | es | se in this order (96
+    bytes; ``client_rekey_secret`` / ``gateway_rekey_secret``). The ephemeral
+    secret alone is refused: a rekey is bound to both static keys."""
+    if len(shared) != REKEY_SECRET_LEN:
+        raise RekeyError(f"a rekey derives from {REKEY_SECRET_LEN} bytes of secrets "
+                         f"(ee | es | se), not {len(shared)}")
     if b.new_epoch != current.epoch + 1:
         raise RekeyError(f"epoch {b.new_epoch} does not follow {current.epoch}")
     salt = hmac.new(current.reattach, _REKEY_SALT, hashlib.sha256).digest()

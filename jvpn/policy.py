@@ -55,8 +55,9 @@ class Policy:
     ``reject_after_ms`` / ``reject_after_messages`` (KeyExpired, then
     TERMINATED, or DEGRADED when ``expiry_terminates`` is false); it keeps
     accepting the previous keys for ``rekey_overlap_ms`` after the client
-    first used the new ones, and accepts at most ``max_rekey_attempts``
-    rekey requests per epoch. jvpn/gateway/rekey.py."""
+    first used the new ones, accepts a rekey only when it asked for one,
+    and derives at most ``max_rekey_attempts`` new epochs (committed or
+    not) per epoch. jvpn/gateway/rekey.py."""
 
     version: int = 1
     max_lifetime_ms: int = 8 * H

@@ -108,8 +108,10 @@ EPHEMERAL_LEN = 32
 REKEY_INIT = struct.Struct("<QQ32s")  # new_epoch, switch_epoch, client_ephemeral
 # new_epoch, switch_epoch, version, overlap_ms, gateway_ephemeral, confirm
 REKEY_RESP = struct.Struct("<QQQI4x32s32s")
-# asked epoch, current key epoch, current switch epoch, reason index (REJECT_REASONS)
-REKEY_REJECT = struct.Struct("<QQQB7x")
+# asked epoch, current key epoch, current switch epoch, reason index
+# (REJECT_REASONS), and the refused request's header counter: the client
+# acts only on a refusal of a request it sent for its pending attempt
+REKEY_REJECT = struct.Struct("<QQQB7xQ")
 # APPEND ONLY: the index is what travels; a receiver that does not know an
 # index reads POLICY_TERMINATION. CLIENT_STOPPED is the one a client sends
 # (it stopped: SIGTERM, SIGINT, SIGHUP, or it gave up on the session)
@@ -118,6 +120,14 @@ TERMINATE_REASONS = ["TTL_SESSION_EXPIRED", "TTL_TRANSPORT_LOSS_EXPIRED", "POLIC
 REJECT_REASONS = ["SESSION_NOT_FOUND", "SESSION_EXPIRED", "AUTH_FAIL", "FRESHNESS_INVALID",
                   "REPLAY_DETECTED", "RATE_LIMITED", "POLICY_DENY", "OWNERSHIP_CONFLICT",
                   "KEY_EXPIRED"]
+
+
+def reject_reason(index: int) -> str:
+    """A refusal's reason by its index; one this build does not know (a
+    newer peer's) reads as POLICY_DENY: a refusal, nothing more."""
+    return REJECT_REASONS[index] if index < len(REJECT_REASONS) else "POLICY_DENY"
+
+
 _BODIES = {abi.MSG_REATTACH_REQ: (REATTACH_REQ, b"reattach-req"),
            abi.MSG_PATH_CHALLENGE: (PATH_CHALLENGE, b"path-challenge"),
            abi.MSG_PATH_RESPONSE: (PATH_RESPONSE, b"path-response"),

@@ -80,7 +80,9 @@ STATE_ALLOW = {
     STATE_RECOVERING: ALLOW_DATA | ALLOW_CONTROL,
     STATE_DEGRADED: ALLOW_CONTROL,
     STATE_TERMINATED: 0,
-    STATE_REMOTE: ALLOW_CONTROL,
+    # a standby passes what its daemon acts on; not REKEY_INIT, which it
+    # refuses unverified (its ctl_floor would never rise: jvpn_abi.h)
+    STATE_REMOTE: _bit(MSG_REATTACH_REQ) | _bit(MSG_PATH_RESPONSE) | _bit(MSG_TERMINATE),
 }
 
 # ---- verdict reasons (index of jvpn_counters) ----
@@ -101,7 +103,7 @@ R_DROP_RATE_SOURCE = 13
 R_DROP_RATE_GLOBAL = 14  # handshakes (unauthenticated), whole gateway
 R_DROP_UNPARSED = 15  # the parser gave up on a frame that may be UDP to our port
 R_DROP_RATE_AUTHED = 16  # authenticated control, whole gateway
-R_DROP_KEY_PHASE = 17  # a key phase the element does not accept (old keys after the overlap)
+R_DROP_KEY_PHASE = 17  # a phase not accepted (or a zero key slot): forgery, late old keys
 R_VERDICT_MAX = 18
 C_EVENT_SENT = 18
 C_EVENT_SUPPRESSED = 19
@@ -138,6 +140,7 @@ SECURITY_DROPS = frozenset(
         R_DROP_RATE_SOURCE,
         R_DROP_RATE_GLOBAL,
         R_DROP_RATE_AUTHED,
+        R_DROP_KEY_PHASE,
     }
 )
 

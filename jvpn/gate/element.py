@@ -17,32 +17,45 @@ from jvpn.session import SessionRecord
 from jvpn.wire import key_words
 
 
-def header_keys(keys: SessionKeys | KeyRing) -> dict:
+def unused_slot_key() -> bytes:
+    """What a key slot no live epoch uses holds: 16 random bytes, never the
+    public all-zero key (the gate also refuses a zero slot: docs/xdp.md)."""
+    return secrets.token_bytes(16)
+
+
+def header_keys(keys: SessionKeys | KeyRing,
+                unused: Callable[[], bytes] = unused_slot_key) -> dict:
     """The element's key fields for the live epochs of ``keys``: each
     epoch's client->gateway header key in the slot of its phase, and
     exactly those phases accepted (docs/protocol.md "Rekey": both during an
-    overlap, one outside it). A slot no live epoch uses holds zeros, and its
-    phase is not accepted, so a stale key never checks a tag."""
+    overlap, one outside it). A slot no live epoch uses holds ``unused()``
+    (random): not accepted, and were its mask bit ever read set (a torn
+    element read), its key is one nobody holds, so a stale key never checks
+    a tag and the zero key never does."""
     slots = {k.phase: key_words(k.hdr_c2s) for k in KeyRing.of(keys).live()}
     mask = 0
     for phase in slots:
         mask |= abi.key_phase_bit(phase)
-    return dict(tag_key=slots.get(0, (0, 0)), tag_key_phase1=slots.get(1, (0, 0)),
-                key_phases=mask)
+    for phase in (0, 1):
+        if phase not in slots:
+            slots[phase] = key_words(unused())
+    return dict(tag_key=slots[0], tag_key_phase1=slots[1], key_phases=mask)
 
 
 def session_element(rec: SessionRecord, keys: SessionKeys | KeyRing, fence: int = 0,
                     remote: bool = False, *, rt_slot: int = 0, rt_gen: int = 0,
-                    replay_floor: int = 0, ctl_floor: int = 0) -> abi.Session:
+                    replay_floor: int = 0, ctl_floor: int = 0,
+                    unused_key: Callable[[], bytes] = unused_slot_key) -> abi.Session:
     """The kernel's view of a record. ``remote``: owned by another gateway,
     only the client's reattach traffic may reach this daemon (a standby).
-    ``keys``: one epoch, or a key ring (``header_keys``)."""
+    ``keys``: one epoch, or a key ring (``header_keys``; ``unused_key``
+    fills a slot no live epoch uses)."""
     b = rec.binding
     family = abi.AF_NONE
     if b is not None:
         family = abi.AF_INET6 if ipaddress.ip_address(b.addr).version == 6 else abi.AF_INET
     return abi.Session(
-        **header_keys(keys), version=rec.version, fence=fence,
+        **header_keys(keys, unused_key), version=rec.version, fence=fence,
         state=abi.STATE_REMOTE if remote else int(rec.state),
         bind_family=family, bind_addr=abi.addr_words(b.addr) if b else (0, 0, 0, 0),
         bind_port=abi.port_word(b.port) if b else 0,

@@ -295,12 +295,13 @@ class Model:
         if not abi.STATE_ALLOW.get(s.state, 0) & (1 << t):
             return abi.R_DROP_STATE
         # the header's key phase picks the key (keyphase.h); a phase the
-        # element does not accept drops before the tag, nothing moved
+        # element does not accept, or a slot holding the public zero key
+        # (a torn element read), drops before the tag, nothing moved
         (flags,) = struct.unpack_from("<H", p.msg, 2)
         phase = 1 if flags & abi.FLAG_KEY_PHASE else 0
-        if not s.key_phases & abi.key_phase_bit(phase):
-            return abi.R_DROP_KEY_PHASE
         words = s.tag_key_phase1 if phase else s.tag_key
+        if not s.key_phases & abi.key_phase_bit(phase) or not (words[0] | words[1]):
+            return abi.R_DROP_KEY_PHASE
         if header_tag(struct.pack("<QQ", words[0], words[1]), p.msg[: abi.TAGGED_LEN]) != tag:
             return abi.R_DROP_BAD_TAG
         if is_data and not self._bound_here(s, p):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from jvpn.codes import Reason
 from jvpn.config import PeerConfig
 from jvpn.handshake import Assignment, CookieChecker, HandshakeError, Responder
-from jvpn.keys import SessionKeys, encode
+from jvpn.keys import KeyError_, SessionKeys, decode, encode
 from jvpn.session import Event, SessionRecord, Transition, Transport, apply, new_session
 
 
@@ -60,12 +60,24 @@ class Admission:
         """``peers``: by public key, the peer (or its inner IPv4 alone);
         ``address6``: the gateway's inner IPv6, if it has one."""
         self.peers, self.address, self.address6 = peers, address, address6
+        self._private_key = private_key
         self.responder = Responder(private_key, lambda pub: pub in self.peers)
         # drain (jvpn-xdp drain): no new session; a runtime state, not config
         self.draining = False
         self.cookies = CookieChecker(private_key)
         self.cookie_threshold, self.monotonic = cookie_threshold_per_s, monotonic
         self._recent: deque = deque()
+
+    def rekey_statics(self, peer_key: str) -> tuple[bytes, bytes] | None:
+        """What a rekey of this peer's session is bound to (jvpn/keys.py
+        ``gateway_rekey_secret``): our static private key and its static
+        public key; None if ``peer_key`` is not a configured peer's (any
+        more: a reload removed it) or not a key."""
+        try:
+            public = decode(peer_key)
+        except KeyError_:
+            return None
+        return (self._private_key, public) if public in self.peers else None
 
     def _under_load(self, now: float) -> bool:
         q = self._recent

@@ -45,6 +45,7 @@ from jvpn.gateway.control import ControlPath
 from jvpn.gateway.datapath import DataPath
 from jvpn.gateway.follower import for_store
 from jvpn.gateway.gate_watch import GateWatch
+from jvpn.gateway.key_nudge import RekeyNudge
 from jvpn.gateway.listener import listen_name, open_listener
 from jvpn.gateway.operator_actions import OperatorActions
 from jvpn.gateway.reattach import ReattachServer
@@ -109,15 +110,17 @@ class Gateway(GateWatch, Reconcile, OperatorActions):
             store=store, table=self.table, gate=gate, ownership=self.ownership, events=events,
             lock=self.control, retry=self._retry, clock_ms=self.clock_ms)
         self.reattach = ReattachServer(store, policy, clock_ms=self.clock_ms)
-        self.rekey = RekeyServer(self.reattach, clock_ms=self.clock_ms)  # its policy too
         self.admission = Admission(private_key, peers, address, cookie_threshold_per_s,
                                    address6=address6)
+        self.rekey = RekeyServer(self.reattach, clock_ms=self.clock_ms,  # its policy too
+                                 statics=self.admission.rekey_statics)
         self.controlpath = ControlPath(
             table=self.table, admission=self.admission, reattach=self.reattach,
             follower=self.follower, events=events, send=self.send, clock_ms=self.clock_ms,
-            randbits=secrets.randbits,
-            rekey=RekeyControl(table=self.table, server=self.rekey, events=events))
+            randbits=secrets.randbits, rekey=RekeyControl(
+                table=self.table, server=self.rekey, events=events, incidents=self.incidents))
         self.datapath = self._datapath()
+        self.rekey_nudge = RekeyNudge(self.sock, self.incidents)  # out of DEGRADED by expiry
         # the store's watch thread and the sweep deliver records here: one
         # record the follower cannot handle must not end the watch
         follow = self.follower.on_store_record if hasattr(
@@ -278,6 +281,7 @@ class Gateway(GateWatch, Reconcile, OperatorActions):
             for live in list(self.table.sessions.values()):
                 run(self._timers, live)
             run(self.rekey.forget, self.table.sessions)
+            run(self.rekey_nudge.forget, self.table.sessions)
             run(self.follower.expire_parked)
         run(self.follower.sweep_if_due)
         run(self.datapath.report_drops)
@@ -296,3 +300,4 @@ class Gateway(GateWatch, Reconcile, OperatorActions):
             self.table.transition(live, event, detail=detail, **changes)
         if live.record.session_id in self.table:
             key_timers.run(self.table, live, self.clock_ms(), self.policy)
+            self.rekey_nudge.tick(live, self.clock_ms(), self.policy)

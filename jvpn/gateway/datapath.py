@@ -119,10 +119,10 @@ class DataPath:
 
     def _data(self, t: int, msg: bytes, src: tuple) -> None:
         live = self.table.sessions.get(int.from_bytes(msg[SID_AT], "little"))
-        if live is None:
+        if live is None or live.quarantined:  # the gate dropped it too (no element)
             return
         opened = live.channel.open(msg)
-        if opened is None:
+        if opened is None or self._under_expired(live, opened[1]):
             return
         live.last_rx_ms = self.clock_ms()
         if self._count_rx:
@@ -160,7 +160,7 @@ class DataPath:
 
     def keepalive_reply(self, live: Live) -> None:
         rec = live.record
-        if rec.binding is None or rec.state not in SENDABLE:
+        if rec.binding is None or rec.state not in SENDABLE or self._send_expired(live):
             return
         flags = (FLAG_REATTACH if rec.state is State.VOLATILE else 0) | self._rekey_flag(live)
         try:
@@ -198,11 +198,29 @@ class DataPath:
         if live is None:
             return
         rec = live.record
-        if rec.binding is None or rec.state not in SENDABLE or not live.installed:
+        if (rec.binding is None or rec.state not in SENDABLE or not live.installed
+                or self._send_expired(live)):
             return
         msgs = live.channel.seal_packet(pkt, self._rekey_flag(live))
         send_messages(self.sock, msgs, (rec.binding.addr, rec.binding.port))
         live.traffic.sent(msgs)
+
+    def _under_expired(self, live: Live, flags: int) -> bool:
+        """A message opened under the ring's previous epoch, past
+        reject_after_* (review R1 #4: after a rekey from DEGRADED the gate
+        passes both phases again; the daemon delivers only the new one)."""
+        ring = live.keys
+        if ring.previous is None or self.policy is None:
+            return False
+        phase = 1 if flags & FLAG_KEY_PHASE else 0
+        return (phase == ring.previous.phase
+                and key_age.previous_expired(live, self.clock_ms(), self.policy()))
+
+    def _send_expired(self, live: Live) -> bool:
+        """We would seal under an expired previous epoch (a rekey awaits its
+        confirmation): nothing goes but the rekey's answers."""
+        return (not live.keys.confirmed and self.policy is not None
+                and key_age.previous_expired(live, self.clock_ms(), self.policy()))
 
     def _rekey_flag(self, live: Live) -> int:
         """FLAG_REKEY while the keys are old or worn, or the operator asked."""

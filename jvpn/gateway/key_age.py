@@ -2,7 +2,17 @@
 (issue 13, docs/protocol.md "Rekey"; pure functions of a live session, the
 clock and the policy). Age: from the record's ``keys_ms`` (0: the
 handshake's keys, ``created_ms``). Messages: counters either way minus the
-epoch's base counters (``key_c2s_base`` / ``key_s2c_base``)."""
+epoch's base counters (``key_c2s_base`` / ``key_s2c_base``).
+
+Expiry is measured on the epoch the gateway SEALS under (review R1 #3):
+while a committed rekey awaits its confirmation that is the previous epoch,
+whose making time and base counters the ring's answer keeps
+(jvpn/rekey_answer.py), so an unconfirmed attempt never extends its life.
+One exception: a previous epoch already expired at the commit (a rekey
+from DEGRADED). The gateway then seals nothing under it but the rekey's
+answers, nor delivers what it receives under it (``previous_expired``), and
+the wait for the confirmation is bounded by the new epoch's own
+``reject_after_*``."""
 
 from __future__ import annotations
 
@@ -23,30 +33,67 @@ def current_since(live: Live) -> int:
     return rec.keys_ms or rec.created_ms
 
 
-def sealing_since(live: Live) -> int:
-    """Where the expiry counts from: the current epoch's making. While a
-    committed rekey awaits the client's first message under it, the
-    gateway still seals under the previous epoch; that wait is bounded by
-    the new epoch's own reject_after_ms (a client that never uses the keys
-    it asked for meets KeyExpired then), so a session that asked for its
-    rekey is not expired between the commit and the confirmation (from
-    DEGRADED, a rekey's REKEY_OK would otherwise be undone at the next
-    tick). Attempts per epoch are bounded (max_rekey_attempts)."""
-    return current_since(live)
-
-
-def messages(live: Live) -> int:
-    """Messages sealed under the current epoch, the larger direction."""
-    rec = live.record
-    s2c = live.channel.counter.upcoming - 1 - rec.key_s2c_base
-    c2s = live.ceiling.floor - 1 - rec.key_c2s_base
+def _used(live: Live, c2s_base: int, s2c_base: int) -> int:
+    """Messages since the base counters, the larger direction."""
+    s2c = live.channel.counter.upcoming - 1 - s2c_base
+    c2s = live.ceiling.floor - 1 - c2s_base
     return max(s2c, c2s, 0)
 
 
+def _previous_worn(live: Live, at: int, c2s: int, s2c: int, p: Policy) -> bool:
+    """The previous epoch (the ring's answer: its making and bases) is past
+    reject_after_* at time ``at`` with these counters."""
+    a = live.keys.answer
+    return (at - a.prev_keys_ms >= p.reject_after_ms
+            or max(c2s - a.prev_c2s_base, s2c - a.prev_s2c_base) >= p.reject_after_messages)
+
+
+def previous_expired(live: Live, now: int, p: Policy) -> bool:
+    """The ring's previous epoch is past reject_after_*: nothing received
+    under it is delivered, nothing but a rekey answer is sealed under it."""
+    ring = live.keys
+    if ring.previous is None or ring.answer is None:
+        return False
+    return _previous_worn(live, now, live.ceiling.floor - 1,
+                          live.channel.counter.upcoming - 1, p)
+
+
+def _measures_previous(live: Live, p: Policy) -> bool:
+    """Expiry measures the previous epoch: the gateway still seals under it
+    (unconfirmed), and it was not already expired at the commit."""
+    ring, rec = live.keys, live.record
+    return (not ring.confirmed and ring.answer is not None
+            and not _previous_worn(live, current_since(live), rec.key_c2s_base,
+                                   rec.key_s2c_base, p))
+
+
+def sealing(live: Live, p: Policy) -> tuple[int, int, int, int]:
+    """(epoch, making time, c2s base, s2c base) of the epoch expiry measures."""
+    ring, rec = live.keys, live.record
+    if _measures_previous(live, p):
+        a = ring.answer
+        return ring.previous.epoch, a.prev_keys_ms, a.prev_c2s_base, a.prev_s2c_base
+    return ring.epoch, current_since(live), rec.key_c2s_base, rec.key_s2c_base
+
+
+def sealing_since(live: Live, p: Policy) -> int:
+    return sealing(live, p)[1]
+
+
+def messages(live: Live, p: Policy | None = None) -> int:
+    """Messages sealed under the measured epoch (without a policy: the
+    current one), the larger direction."""
+    if p is None:
+        rec = live.record
+        return _used(live, rec.key_c2s_base, rec.key_s2c_base)
+    _e, _since, c2s, s2c = sealing(live, p)
+    return _used(live, c2s, s2c)
+
+
 def wants_rekey(live: Live, now: int, p: Policy) -> bool:
-    """FLAG_REKEY on what the gateway sends: the current keys are old or
-    worn, or the operator asked; not while a rekey awaits its confirmation
-    (the client is answering one)."""
+    """FLAG_REKEY on what the gateway sends, and the only time it accepts a
+    new rekey: the current keys are old or worn, or the operator asked; not
+    while a rekey awaits its confirmation (the client is answering one)."""
     if not live.keys.confirmed:
         return False
     return (live.rekey_requested or now - current_since(live) >= p.rekey_after_ms
@@ -55,5 +102,5 @@ def wants_rekey(live: Live, now: int, p: Policy) -> bool:
 
 def expired(live: Live, now: int, p: Policy) -> bool:
     """The keys the gateway seals under are past reject_after_*."""
-    return (now - sealing_since(live) >= p.reject_after_ms
-            or messages(live) >= p.reject_after_messages)
+    _e, since, c2s, s2c = sealing(live, p)
+    return now - since >= p.reject_after_ms or _used(live, c2s, s2c) >= p.reject_after_messages

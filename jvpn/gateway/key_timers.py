@@ -19,23 +19,32 @@ AGEING = (State.ATTACHED, State.VOLATILE, State.RECOVERING)
 
 def run(table, live, now: int, p: Policy) -> None:
     """One tick of one served session's keys (raises StoreError from the
-    overlap's end: the timer reports it, the next tick tries again)."""
+    overlap's end's store write: the timer reports it, the next tick tries
+    again; the previous epoch has left memory and the element already)."""
     if live.record.state is State.TERMINATED:
         return
-    if key_age.expired(live, now, p):
-        _expire(table, live, now, p)
+    if key_age.expired(live, now, p) and _expire(table, live, now, p):
         return
-    table.end_overlap(live, now, p.rekey_overlap_ms)
+    table.end_overlap(live, now, p.rekey_overlap_ms)  # and its store write, again if due
 
 
-def _expire(table, live, now: int, p: Policy) -> None:
+def _expire(table, live, now: int, p: Policy) -> bool:
+    """KeyExpired and its transition; False: DEGRADED already, nothing to do."""
     rec = live.record
     if not p.expiry_terminates and rec.state not in AGEING:
-        return  # DEGRADED already: no data passes; a rekey brings it back
-    age = now - key_age.sealing_since(live)
-    table.events.emit(EventType.KEY_EXPIRED, Reason.KEY_EXPIRED, rec.session_id, rec.binding,
-                      version=rec.version, key_epoch=live.keys.send.epoch, key_age_ms=age,
-                      messages=key_age.messages(live))
-    detail = f"keys of epoch {live.keys.send.epoch} expired ({age} ms old)"
+        return False  # DEGRADED already: no data passes; a rekey brings it back
+    epoch, since, _c, _s = key_age.sealing(live, p)  # the epoch measured, named
+    age = now - since
+    if not live.quarantined:  # said once: a refused write is retried quietly
+        table.events.emit(EventType.KEY_EXPIRED, Reason.KEY_EXPIRED, rec.session_id,
+                          rec.binding, version=rec.version, key_epoch=epoch, key_age_ms=age,
+                          messages=key_age.messages(live, p))
+    detail = f"keys of epoch {epoch} expired ({age} ms old)"
     event = Event.KEYS_EXPIRED if p.expiry_terminates else Event.KEYS_AGED
     table.transition(live, event, detail=detail)
+    if live.record is rec:  # the store refused the transition (TransitionRejected)
+        # fail closed meanwhile, as a refused revocation does: the element
+        # leaves the gate and the downstream leaves the session, so nothing
+        # passes under the expired keys while the next tick retries the write
+        table.quarantine(rec.session_id)
+    return True

@@ -3,10 +3,11 @@ mixin of :class:`jvpn.gateway.table.SessionTable`, which stays the one writer
 of records, elements and events. A rekey's commit itself goes through
 ``SessionTable.commit(..., ring=...)`` (one compare-and-swap of the record
 and its secrets); here are what follows it: the confirmation (the client
-used the new epoch: the gateway seals under it, a store write), and the end
-of the overlap (the previous epoch leaves memory, the element and the store).
-Every step writes the store first: a store that refuses changes nothing, and
-the next message (confirmation) or timer tick (overlap end) retries."""
+used the new epoch: the gateway seals under it, a store write first: a
+store that refuses changes nothing, and a later message retries), and the
+end of the overlap: the previous epoch leaves memory and the element FIRST
+(restricting is always safe: review R1 #5), then the store, whose write the
+timer retries every tick until it succeeds."""
 
 from __future__ import annotations
 
@@ -26,8 +27,12 @@ class KeyWrites:
         if ring is None:
             self.store.cas(base.session_id, base.version, new)
             return
+        live = self.sessions.get(new.session_id)
+        old = live.keys.live() if live is not None else ()
         self.store.cas(base.session_id, base.version, new, secrets=ring.pack())
         self._take_ring(new.session_id, ring)
+        if any(k not in ring.live() for k in old):  # an epoch dropped: erase its old copies
+            self.store.forget_old_secrets()
 
     def _take_ring(self, sid: int, ring: KeyRing) -> None:
         """After the store took ``ring``: the session's channel follows (the
@@ -39,6 +44,7 @@ class KeyWrites:
             live.rekey_requested = False
         live.keys = ring
         live.channel.set_keys(ring)
+        live.secrets_unsaved = False  # the store holds this ring
         if ring.previous is None or not ring.confirmed:
             live.overlap_until_ms = None
 
@@ -60,16 +66,26 @@ class KeyWrites:
     def end_overlap(self, live: Live, now: int, overlap_ms: int) -> None:
         """The timer's: a confirmed ring's previous epoch is dropped
         ``overlap_ms`` after the confirmation (after a restart or an
-        adoption that found one: after this gateway first saw it)."""
+        adoption that found one: after this gateway first saw it): from
+        memory and the element at once, then from the store (raises
+        StoreError: the next tick writes it again)."""
         ring = live.keys
-        if ring.previous is None or not ring.confirmed:
-            return
-        if live.overlap_until_ms is None:
-            live.overlap_until_ms = now + overlap_ms
-        if now < live.overlap_until_ms:
-            return
-        rec = live.record  # secrets only, as the confirmation
-        self.commit(rec, rec, ring.without_previous(), ring=ring.without_previous())
+        if ring.previous is not None and ring.confirmed:
+            if live.overlap_until_ms is None:
+                live.overlap_until_ms = now + overlap_ms
+            if now < live.overlap_until_ms:
+                return
+            self._drop_previous(live, ring)
+        if live.secrets_unsaved:
+            rec = live.record  # secrets only, as the confirmation
+            self.commit(rec, rec, live.keys, ring=live.keys)
+            self.store.forget_old_secrets()  # the dropped epoch's older copies leave the disk
+
+    def _drop_previous(self, live: Live, ring: KeyRing) -> None:
+        rec, only = live.record, ring.without_previous()
+        self._take_ring(rec.session_id, only)
+        live.secrets_unsaved = True  # until the store takes it
+        self._project(rec, only, ())  # one element replace: the new phase only
         live.overlap_until_ms = None
         self.events.emit(EventType.KEY_ROTATED, Reason.PREVIOUS_KEYS_DROPPED, rec.session_id,
                          rec.binding, version=rec.version, key_epoch=ring.epoch,

@@ -89,12 +89,20 @@ class GatewayCollector:
                                  "(jvpn-xdp drain).", value=1 if gw.draining else 0),
                GaugeMetricFamily("jvpn_key_age_max_seconds", "Age of the oldest current "
                                  "session keys (0: no session).", value=max(0, oldest) / 1000),
+               GaugeMetricFamily("jvpn_sessions_key_overlap", "Sessions whose previous key "
+                                 "epoch is still accepted (a rekey committed, unconfirmed or "
+                                 "in its overlap).", value=overlapping(lives)),
                *event_metrics(self.tally.figures())]
         if self.per_peer:  # the rows (one kernel lookup per session) only when served
             rows = snapshot.sessions(gw, now_ms=now, refs=(lives, peers))
             out += peer_metrics(rows, list(peers.values()), self.interface)
         out += process_metrics(snapshot.process_figures(), gw.supervisor.alive())
         return out
+
+
+def overlapping(lives) -> int:
+    """Sessions with a previous key epoch still live (the key ring's)."""
+    return sum(1 for live in lives if snapshot.key_ring_state(live.keys)["key_overlap"])
 
 
 def verdict_metrics(counters: dict[str, dict[str, int]]) -> Iterator[Metric]:

@@ -65,7 +65,14 @@ class OperatorActions(Revocation):
             key, peer = self.find_peer(who)
             done, failed = self._end_sessions(inner_of(peer), Event.OPERATOR_TERMINATE,
                                               "terminated by the operator (--peer)")
+            failed += self._owned_elsewhere(inner_of(peer), "terminate")
         return {"peer": _name_of(key, peer), "terminated": done, "failed": failed}
+
+    def _owned_elsewhere(self, inner: bytes, verb: str) -> list[str]:
+        """The peer's sessions another gateway owns, each naming it: --peer
+        acts on what this gateway serves, and says what it did not."""
+        return [f"{sid:016x}: owned by gateway {owner!r}: {verb} it there"
+                for sid, owner in self.table.remote_sessions_at(inner)]
 
     def find_peer(self, who: str) -> tuple[bytes, object]:
         peers = self.admission.peers
@@ -121,6 +128,7 @@ class OperatorActions(Revocation):
                     failed.append(f"{sid:016x}: awaits its revocation")
                 elif self.table.request_rekey(sid):
                     done.append(f"{sid:016x}")
+            failed += self._owned_elsewhere(inner_of(peer), "rekey")
         return {"peer": _name_of(key, peer), "rekey_requested": done, "failed": failed}
 
     def _not_here_for_rekey(self, sid: int) -> str:

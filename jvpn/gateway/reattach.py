@@ -44,7 +44,7 @@ from jvpn.gate import abi
 from jvpn.gateway.decisions import Decision, Note, Pending, Proven, Reject, Reply
 from jvpn.gateway.path_validation import PathValidation
 from jvpn.gateway.sealing import opening_keys
-from jvpn.keys import KeyRing
+from jvpn.keys import KeyRing, ring_for
 from jvpn.policy import Policy
 from jvpn.ratelimit import KeyedBuckets, source_prefix
 from jvpn.replay import ControlWindows
@@ -135,7 +135,7 @@ class ReattachServer(PathValidation):
             raise Reject(Reason.SESSION_NOT_FOUND, None, "unknown session")
         rec, secrets = got
         try:
-            return rec, KeyRing.unpack(secrets)
+            return rec, ring_for(rec, secrets)  # the record's own keys, or refused
         except ValueError as e:  # a store value that is no key ring: fail closed
             raise Reject(Reason.OWNERSHIP_CONFLICT, Security.SEC_OWNERSHIP_ANOMALY,
                          f"stored keys unreadable: {e}") from e

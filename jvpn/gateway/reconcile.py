@@ -12,8 +12,18 @@ from __future__ import annotations
 import ipaddress
 
 from jvpn.codes import EventType, Reason
-from jvpn.keys import KeyRing
+from jvpn.keys import KeyRing, ring_for
 from jvpn.session import Event, State
+from jvpn.store import Unreadable
+
+
+def _ring(rec, raw: bytes) -> KeyRing:
+    """The stored ring, only if it is the record's (raises Unreadable: the
+    session is not served, one STORE_RECORD_UNREADABLE DaemonError)."""
+    try:
+        return ring_for(rec, raw)
+    except ValueError as e:
+        raise Unreadable(f"session {rec.session_id:016x}: {e}") from None
 
 
 class Reconcile:
@@ -24,7 +34,7 @@ class Reconcile:
             for listed in self.store.list():
                 try:
                     got = self.store.get(listed.session_id)
-                    if got is not None and self._restore(got[0], KeyRing.unpack(got[1])):
+                    if got is not None and self._restore(got[0], _ring(got[0], got[1])):
                         kept += 1
                 except Exception as e:  # noqa: BLE001 - one session must not block the start
                     self.incidents.report("reconcile", e)

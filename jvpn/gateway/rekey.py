@@ -11,17 +11,20 @@ Checks, in the spec's order, each before anything changes:
   3. its header counter is fresh                  REPLAY_DETECTED (unanswered)
   -- from here the request is the key holder's; refusals are answered, sealed
      (to its source, as a reattach's)
-  3b. not under the previous epoch once the new one is confirmed
-     (SecurityKeyCompromiseSuspected)             REPLAY_DETECTED
+  3b. not under the previous epoch once the new one is confirmed: the
+      client's own late request REPLAY_DETECTED, else a second holder
+      (SecurityKeyCompromiseSuspected)            REPLAY_DETECTED
   4. it came from the bound transport             POLICY_DENY
   5. ATTACHED or VOLATILE, or DEGRADED with expired keys   POLICY_DENY
+  -- a committed, unconfirmed epoch (review R1 #2): the answered ephemeral
+     gets the stored answer (the ring's, across restarts); anything else is
+     refused, never a replacement: an older attempt REPLAY_DETECTED, a
+     second ephemeral REPLAY_DETECTED + SecurityKeyCompromiseSuspected
   6. the switch epoch is the record's             FRESHNESS_INVALID
   7. new_epoch is the next one                    lower: REPLAY_DETECTED, higher:
                                                   FRESHNESS_INVALID
-  8. the same ephemeral as the pending answer     the stored RESP again
-     a new ephemeral while the new epoch is unconfirmed: a new attempt, if
-     newer (header counter) than the committed one   else REPLAY_DETECTED
-  9. fewer than max_rekey_attempts for the epoch  RATE_LIMITED
+  8. the gateway asked (FLAG_REKEY's predicate, or expired keys)   POLICY_DENY
+  9. fewer than max_rekey_attempts derivations for the epoch      RATE_LIMITED
 """
 
 from __future__ import annotations
@@ -41,8 +44,10 @@ from jvpn.keys import (
     RekeyError,
     SessionKeys,
     derive_rekey,
+    gateway_rekey_secret,
     rekey_confirm,
 )
+from jvpn.rekey_answer import RekeyAnswer
 from jvpn.session import Event, SessionRecord, State, Transport, apply
 
 REKEY_STATES = (State.ATTACHED, State.VOLATILE)
@@ -79,12 +84,18 @@ class RekeyDecision:
 
 class RekeyServer:
     def __init__(self, reattach, *, clock_ms: Callable[[], int],
+                 statics: Callable[[str], tuple[bytes, bytes] | None],
                  ephemeral: Callable[[], Ephemeral] = Ephemeral):
         """``reattach``: the ReattachServer whose control windows (one per
-        session, shared by every control message) and policy this uses."""
+        session, shared by every control message) and policy this uses.
+        ``statics``: for a record's ``peer_key``, the gateway's static
+        private key and the client's static public key a rekey is bound to
+        (None: not a configured peer; jvpn/gateway/admission.py)."""
         self.reattach, self.clock_ms, self.ephemeral = reattach, clock_ms, ephemeral
-        self.answered: dict[int, tuple[int, bytes, tuple]] = {}  # sid -> (epoch, eph, resp)
-        self.attempts: dict[int, tuple[int, int]] = {}  # sid -> (base epoch, accepted)
+        self.statics = statics
+        # sid -> (base epoch, derivations for its next epoch); a re-send's
+        # answer is the ring's (jvpn/rekey_answer.py): stored, free, no count
+        self.attempts: dict[int, tuple[int, int]] = {}
 
     @property
     def policy(self):
@@ -120,64 +131,86 @@ class RekeyServer:
                   client_eph: bytes) -> RekeyDecision:
         rec, ring, now = live.record, live.keys, self.clock_ms()
         if ring.confirmed and ring.previous is not None and keys is ring.previous:
-            if self._sent_before(d, rec, ring, client_eph):
-                return _refused(d, Reason.REPLAY_DETECTED,
-                                f"a request from before epoch {ring.epoch}, delivered late",
-                                security=Security.SEC_REPLAY_ATTEMPT)
-            # whatever it asks, from wherever: the client that moved to the
-            # new epoch cannot have sent it (docs/protocol.md, a second holder)
-            return _refused(d, Reason.REPLAY_DETECTED,
-                            f"a request under epoch {keys.epoch} after epoch {ring.epoch} was "
-                            "confirmed: a second holder of the keys",
-                            security=Security.SEC_KEY_COMPROMISE_SUSPECTED, compromise=True)
+            return self._late(d, rec, ring, client_eph)
         if d.src != rec.binding:
             return _refused(d, Reason.POLICY_DENY, "not from the bound transport: reattach first")
         expired = key_age.expired(live, now, self.policy)
         if rec.state not in REKEY_STATES and not (rec.state is State.DEGRADED and expired):
             return _refused(d, Reason.POLICY_DENY, f"invalid_state_for_rekey {rec.state.name}")
+        if not ring.confirmed:
+            return self._pending(d, rec, ring, client_eph)
         if switch_epoch != rec.epoch:
             return _refused(d, Reason.FRESHNESS_INVALID,
                             f"switch epoch {switch_epoch}, the session's is {rec.epoch}")
-        base = ring.current if ring.confirmed else ring.previous
-        target = base.epoch + 1
+        target = ring.epoch + 1
         if d.asked != target:
-            reason = Reason.REPLAY_DETECTED if d.asked < target else Reason.FRESHNESS_INVALID
-            return _refused(d, reason, f"epoch {d.asked} asked, {target} is next",
-                            security=Security.SEC_REPLAY_ATTEMPT
-                            if reason is Reason.REPLAY_DETECTED else None)
-        answered = self.answered.get(d.sid)
-        if (not ring.confirmed and answered is not None and answered[0] == target
-                and answered[1] == client_eph):
-            return _with(d, resend=answered[2])
-        if not ring.confirmed and d.counter <= rec.key_c2s_base:
-            # an attempt the client made before the one committed (held back,
-            # delivered late): it must not replace the keys the client took
+            return _wrong_epoch(d, target)
+        if not (expired or key_age.wants_rekey(live, now, self.policy)):
+            # before any X25519 or store write: only the gateway starts a rekey
+            return _refused(d, Reason.POLICY_DENY, f"not asked: epoch {ring.epoch}'s keys "
+                            "are neither old nor worn, and no operator asked")
+        base_epoch, made = self.attempts.get(d.sid, (ring.epoch, 0))
+        if base_epoch == ring.epoch and made >= self.policy.max_rekey_attempts:
+            return _refused(d, Reason.RATE_LIMITED,
+                            f"{made} rekey derivations for epoch {ring.epoch}",
+                            security=Security.SEC_ABUSE_CONTROL_PLANE)
+        self.attempts[d.sid] = (ring.epoch, (made if base_epoch == ring.epoch else 0) + 1)
+        return self._derive(d, live, ring.current, client_eph, now)
+
+    @staticmethod
+    def _pending(d: RekeyDecision, rec: SessionRecord, ring: KeyRing,
+                 client_eph: bytes) -> RekeyDecision:
+        """A request under epoch E while the committed E+1 awaits its
+        confirmation (a request under E+1 confirmed it first). The client
+        re-sends its one request (same ephemeral) until it has an answer,
+        which the ring keeps across restarts: that gets the stored RESP, and
+        nothing else ever replaces the pending epoch (review R1 #2)."""
+        answer = ring.answer
+        if answer is not None and d.asked == ring.epoch and answer.client_ephemeral == client_eph:
+            return _with(d, resend=answer.resp)  # whatever switch epoch it names: the one asked
+        if d.asked != ring.epoch:
+            return _wrong_epoch(d, ring.epoch)
+        if answer is None or d.counter <= rec.key_c2s_base:
+            # an attempt older than the committed one (held back, delivered
+            # late), or a ring stored without its answer: never a replacement
             return _refused(d, Reason.REPLAY_DETECTED,
                             f"an attempt older than the pending epoch {ring.epoch}'s",
                             security=Security.SEC_REPLAY_ATTEMPT)
-        base_epoch, accepted = self.attempts.get(d.sid, (base.epoch, 0))
-        if base_epoch == base.epoch and accepted >= self.policy.max_rekey_attempts:
-            return _refused(d, Reason.RATE_LIMITED,
-                            f"{accepted} rekey requests accepted for epoch {base.epoch}",
-                            security=Security.SEC_ABUSE_CONTROL_PLANE)
-        return self._derive(d, live, base, client_eph, now)
+        return _refused(d, Reason.REPLAY_DETECTED,
+                        f"a second ephemeral for the committed epoch {ring.epoch}: "
+                        f"a second holder of epoch {ring.previous.epoch}'s keys",
+                        security=Security.SEC_KEY_COMPROMISE_SUSPECTED, compromise=True)
 
-    def _sent_before(self, d: RekeyDecision, rec: SessionRecord, ring: KeyRing,
-                     client_eph: bytes) -> bool:
-        """A request under the previous epoch the client itself sent before it
-        moved on: older than the request that made the current epoch (its
-        counter), or a re-send of that very request (its ephemeral)."""
-        answered = self.answered.get(d.sid)
-        return d.counter <= rec.key_c2s_base or (
-            answered is not None and answered[:2] == (ring.epoch, client_eph))
+    @staticmethod
+    def _late(d: RekeyDecision, rec: SessionRecord, ring: KeyRing,
+              client_eph: bytes) -> RekeyDecision:
+        """A request under the previous epoch after the current one was
+        confirmed: the client's own, sent before it moved on (older than
+        the request that made the current epoch, or a re-send of that very
+        request: the stored answer's ephemeral), or, whatever it asks and
+        from wherever, a second holder of the keys (docs/protocol.md)."""
+        answer = ring.answer
+        if d.counter <= rec.key_c2s_base or (
+                answer is not None and answer.client_ephemeral == client_eph):
+            return _refused(d, Reason.REPLAY_DETECTED,
+                            f"a request from before epoch {ring.epoch}, delivered late",
+                            security=Security.SEC_REPLAY_ATTEMPT)
+        return _refused(d, Reason.REPLAY_DETECTED,
+                        f"a request under epoch {ring.previous.epoch} after epoch {ring.epoch} "
+                        "was confirmed: a second holder of the keys",
+                        security=Security.SEC_KEY_COMPROMISE_SUSPECTED, compromise=True)
 
     def _derive(self, d: RekeyDecision, live, base: SessionKeys, client_eph: bytes,
                 now: int) -> RekeyDecision:
         """Step 3's keys and record: the gateway's ephemeral, the new epoch's
         keys bound to the version the commit writes, the RESP to send."""
         rec, eph = live.record, self.ephemeral()
+        statics = self.statics(rec.peer_key) if rec.peer_key else None
+        if statics is None:  # nothing to bind the new keys to but epoch E's: never
+            return _refused(d, Reason.POLICY_DENY, "no static key to bind a rekey to: the "
+                            "record names no peer key, or the peer is no longer configured")
         try:
-            shared = eph.exchange(client_eph)
+            shared = gateway_rekey_secret(eph, client_eph, *statics)
         except RekeyError as e:
             return _refused(d, Reason.AUTH_FAIL, str(e))
         changes = dict(key_epoch=base.epoch + 1, keys_ms=now,
@@ -191,31 +224,30 @@ class RekeyServer:
             new = rec.with_(version=rec.version + 1, **changes)
         binding = RekeyBinding(base.epoch + 1, rec.epoch, new.version, client_eph, eph.public)
         keys = derive_rekey(base, shared, binding)
-        resp = (binding.new_epoch, rec.epoch, new.version,
-                min(self.policy.rekey_overlap_ms, 0xFFFFFFFF), eph.public,
-                rekey_confirm(keys, binding))
-        return _with(d, base=rec, new=new, steps=steps, ring=KeyRing(keys, base, False),
-                     resp=resp, client_ephemeral=client_eph)
+        answer = RekeyAnswer(binding.new_epoch, rec.epoch, new.version,
+                             min(self.policy.rekey_overlap_ms, 0xFFFFFFFF),
+                             key_age.current_since(live), rec.key_c2s_base, rec.key_s2c_base,
+                             client_eph, eph.public, rekey_confirm(keys, binding))
+        return _with(d, base=rec, new=new, steps=steps, ring=KeyRing(keys, base, False, answer),
+                     resp=answer.resp, client_ephemeral=client_eph)
 
-    # ------------------------------------------------------------ after the commit
-    def committed(self, d: RekeyDecision) -> None:
-        """The caller committed ``d``: its answer is the one a re-send of the
-        same request gets, and it counts against the epoch's attempts."""
-        base = d.ring.previous.epoch
-        prior_base, accepted = self.attempts.get(d.sid, (base, 0))
-        self.attempts[d.sid] = (base, (accepted if prior_base == base else 0) + 1)
-        self.answered[d.sid] = (d.ring.epoch, d.client_ephemeral, d.resp)
-
+    # ------------------------------------------------------------ bookkeeping
     def forget(self, keep) -> None:
-        """Sessions no longer served: their answers and counts go."""
-        for table in (self.answered, self.attempts):
-            for sid in [s for s in table if s not in keep]:
-                del table[sid]
+        """Sessions no longer served: their derivation counts go."""
+        for sid in [s for s in self.attempts if s not in keep]:
+            del self.attempts[sid]
 
 
 def _with(d: RekeyDecision, **changes) -> RekeyDecision:
     from dataclasses import replace  # noqa: PLC0415
     return replace(d, **changes)
+
+
+def _wrong_epoch(d: RekeyDecision, target: int) -> RekeyDecision:
+    if d.asked < target:
+        return _refused(d, Reason.REPLAY_DETECTED, f"epoch {d.asked} asked, {target} is next",
+                        security=Security.SEC_REPLAY_ATTEMPT)
+    return _refused(d, Reason.FRESHNESS_INVALID, f"epoch {d.asked} asked, {target} is next")
 
 
 def _refused(d: RekeyDecision, reason: Reason, detail: str, *, answered: bool = True,

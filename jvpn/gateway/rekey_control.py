@@ -16,6 +16,7 @@ from jvpn.events import EventLog
 from jvpn.gate import abi
 from jvpn.gateway.rekey import RekeyDecision, RekeyServer
 from jvpn.gateway.sealing import confirms, seal_control
+from jvpn.gateway.supervise import Incidents
 from jvpn.session import Transport
 from jvpn.store import StoreError
 from jvpn.tunnel import CounterUnavailable
@@ -23,9 +24,17 @@ from jvpn.tunnel import CounterUnavailable
 Send = tuple[bytes, Transport]
 
 
+# a refused confirmation write is tried again at most this often per
+# session (each try holds the control lock: not one per packet, review R1 #7)
+CONFIRM_RETRY_MS = 100
+
+
 class RekeyControl:
-    def __init__(self, *, table, server: RekeyServer, events: EventLog):
+    def __init__(self, *, table, server: RekeyServer, events: EventLog, incidents=None):
+        """``incidents``: where refused confirmation writes are tallied
+        (jvpn/gateway/supervise.py; default: one of its own)."""
         self.table, self.server, self.events = table, server, events
+        self.incidents = incidents or Incidents(events, server.clock_ms)
 
     def message(self, msg: bytes, src: Transport) -> list[Send]:
         """One REKEY_INIT as received from ``src``: what to send back."""
@@ -53,11 +62,14 @@ class RekeyControl:
         or keepalive the channel opened under it). False: the store refused."""
         if live.keys.confirmed:  # another thread's message confirmed it first
             return True
+        now = self.server.clock_ms()
+        if now < live.confirm_retry_ms:
+            return False  # refused a moment ago: a later message tries again
         try:
             self.table.confirm_keys(live, self.server.policy.rekey_overlap_ms)
         except StoreError as e:
-            self.events.emit(EventType.DAEMON_ERROR, Reason.STORE_UNAVAILABLE,
-                             live.record.session_id, where="rekey-confirm", detail=str(e))
+            live.confirm_retry_ms = now + CONFIRM_RETRY_MS
+            self.incidents.report("rekey-confirm", e)  # tallied, one event per interval
             return False
         return True
 
@@ -71,7 +83,7 @@ class RekeyControl:
                               ring=d.ring)
         except StoreError as e:  # a version conflict included: nothing changed
             return self._denied(d, live, Reason.STORE_UNAVAILABLE, str(e))
-        self.server.committed(d)  # KeyRotated follows at the confirmation
+        # KeyRotated follows at the confirmation; a re-send gets the ring's answer
         return [(seal_control(live.channel.send_keys, abi.MSG_REKEY_RESP, d.sid, counter,
                               *d.resp), d.src)]
 
@@ -92,7 +104,7 @@ class RekeyControl:
         if not r.answered:
             return []
         fields = (d.asked, live.keys.epoch, live.record.epoch,
-                  wire.REJECT_REASONS.index(r.reason))
+                  wire.REJECT_REASONS.index(r.reason), d.counter)  # the refused request
         return self._answer(live, d, abi.MSG_REKEY_REJECT, fields)
 
     def _denied(self, d: RekeyDecision, live, reason: str, detail: str) -> list[Send]:

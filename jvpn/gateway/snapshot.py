@@ -22,6 +22,7 @@ import psutil
 
 from jvpn import keys
 from jvpn.gateway.ownership import ClusterOwnership
+from jvpn.keys import KeyRing
 from jvpn.session import State
 
 
@@ -69,16 +70,29 @@ def sessions(gw, now_ms: int | None = None, refs: tuple[list, dict] | None = Non
     the kernel's counters looked up, after the control lock."""
     lives, peers = references(gw) if refs is None else refs
     rows = [(live.record, live.traffic.figures(), live.last_rx_ms, live.confirmed,
-             peers.get(live.inner), live.rekey_requested) for live in lives]
+             peers.get(live.inner), live.rekey_requested, key_ring_state(live.keys))
+            for live in lives]
     now = gw.clock_ms() if now_ms is None else now_ms
     out = []
-    for rec, traffic, last_rx, confirmed, peer, rekey in sorted(rows,
-                                                               key=lambda r: r[0].session_id):
+    for rec, traffic, last_rx, confirmed, peer, rekey, ring in sorted(
+            rows, key=lambda r: r[0].session_id):
         view = _view(gw.gate, rec, traffic, last_rx, confirmed, peer)
         # rekey_requested: the operator's `jvpn-xdp rekey`, not committed yet
         out.append({**asdict(view), "last_handshake_ms": view.last_handshake_ms,
-                    "key_age_s": key_age_s(view.keys_ms, now), "rekey_requested": rekey})
+                    "key_age_s": key_age_s(view.keys_ms, now), "rekey_requested": rekey,
+                    **ring})
     return out
+
+
+def key_ring_state(keys) -> dict:
+    """From the live key ring, not the record: ``key_confirmed`` False
+    while the committed epoch is unconfirmed (the gateway still seals under
+    the previous one, although ``key_epoch`` and its age already name the
+    new one); ``key_overlap`` True while a previous epoch is still accepted
+    (unconfirmed, or the overlap after the confirmation: docs/protocol.md
+    "Rekey")."""
+    ring = KeyRing.of(keys)
+    return {"key_confirmed": ring.confirmed, "key_overlap": ring.previous is not None}
 
 
 def keys_made_ms(rec) -> int:

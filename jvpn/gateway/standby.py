@@ -7,10 +7,11 @@ records, elements and state events; this only groups the cluster-side half."""
 
 from __future__ import annotations
 
+import ipaddress
 from typing import TYPE_CHECKING
 
 from jvpn.codes import EventType, Reason
-from jvpn.keys import KeyRing
+from jvpn.keys import KeyRing, ring_for
 from jvpn.session import Event, IllegalTransition, SessionRecord, State, apply
 from jvpn.store import StoreError
 
@@ -66,15 +67,24 @@ class StandbyWrites:
             if got is None:
                 return
             try:
-                keys = KeyRing.unpack(got[1])
-            except ValueError:
-                return  # unreadable keys: no standby (the next sweep tries again)
+                keys = ring_for(got[0], got[1])
+            except ValueError as e:  # not the record's keys: no standby (next sweep: again)
+                self.events.emit(EventType.DAEMON_ERROR, Reason.STORE_RECORD_UNREADABLE,
+                                 rec.session_id, where="standby", detail=str(e))
+                return
         self.standby[rec.session_id] = (keys, rec.owner)
+        self.standby_inner[rec.session_id] = _packed(rec.inner_addr)
         self.gate.standby(rec, keys)
 
     def drop_standby(self, sid: int) -> None:
-        if self.standby.pop(sid, None) is not None:
+        if self.stand_down(sid):
             self.gate.remove(sid)
+
+    def stand_down(self, sid: int) -> bool:
+        """Forget our standby of ``sid`` (its element is the caller's: gone,
+        or now ours); False if there was none."""
+        self.standby_inner.pop(sid, None)
+        return self.standby.pop(sid, None) is not None
 
     def remove_stale(self) -> int:
         """Gate elements of sessions neither served nor stood by here."""
@@ -126,3 +136,12 @@ class StandbyWrites:
                              getattr(e, "reason_code", Reason.OWNERSHIP_CONFLICT), sid,
                              detail=f"{detail}: not ended here ({e}); its owner keeps it "
                                     "until its TTL")
+
+
+def _packed(inner_addr: str) -> bytes:
+    """A standby record's inner IPv4, packed as Live.inner; a store value
+    that is not one matches no peer."""
+    try:
+        return ipaddress.IPv4Address(inner_addr).packed
+    except ValueError:
+        return b""

@@ -80,6 +80,11 @@ class Live:
     # when the previous epoch stops being accepted (set at the confirmation,
     # or at a restart that found one): jvpn/gateway/key_writes.py
     overlap_until_ms: int | None = None
+    # the previous epoch left memory and the element, the store still holds
+    # it: the timer writes the secrets again each tick (key_writes.py)
+    secrets_unsaved: bool = False
+    # the earliest next try of a refused confirmation write (rekey_control.py)
+    confirm_retry_ms: int = 0
 
     def retire(self) -> int:
         """No counter is sent and no client message delivered after this
@@ -112,8 +117,8 @@ class SessionTable(StandbyWrites, Downstream, OperatorEnds, PendingDeletes, KeyW
         self.downstream = PrefixMap()  # the routed sessions' AllowedIPs -> session id
         self.peers = peers or {}
         self.routes = routes if routes is not None else NoRoutes()
-        # sessions other gateways own: (key ring, owner) of our standby element
-        self.standby: dict[int, tuple[KeyRing, str]] = {}
+        self.standby: dict[int, tuple[KeyRing, str]] = {}  # others' sessions: (ring, owner)
+        self.standby_inner: dict[int, bytes] = {}  # and their peer's inner IPv4 (--peer)
         self.fenced = False  # no element of ours may pass data (jvpn/gateway/follower.py)
         self.undeleted: dict[int, int | None] = {}  # store deletes to retry (deletes.py)
 
@@ -264,7 +269,7 @@ class SessionTable(StandbyWrites, Downstream, OperatorEnds, PendingDeletes, KeyW
         self.gate.put(rec, live.keys, self.ownership.token, first=not live.installed,
                       c2s_floor=max(rec.c2s_floor, live.ceiling.floor))
         live.installed, live.parked = True, False
-        self.standby.pop(rec.session_id, None)
+        self.stand_down(rec.session_id)
 
     def _live(self, rec: SessionRecord, keys: KeyRing | SessionKeys, inner: bytes,
               first_counter: int = 1, stored_ceiling: tuple[int, bool] | None = None,

@@ -60,6 +60,13 @@ class OperatorEnds:
         IPv4 is ``inner`` (the routed one, older ones, unconfirmed ones)."""
         return [live for live in self.sessions.values() if live.inner == inner]
 
+    def remote_sessions_at(self, inner: bytes) -> list[tuple[int, str]]:
+        """(session id, owner) of the peer's sessions another gateway of the
+        cluster owns (our standby elements): not served here, so an
+        operator's --peer names them rather than leaving them out."""
+        return sorted((sid, owner) for sid, (_keys, owner) in self.standby.items()
+                      if self.standby_inner.get(sid) == inner)
+
     def request_rekey(self, sid: int) -> bool:
         """The operator's forced rekey (`jvpn-xdp rekey`): False if this
         gateway does not serve ``sid``. Only marks the session: the gateway

@@ -81,17 +81,17 @@ class TunnelLab(RunningLab):
     # ------------------------------------------------------------ observations
     def victim(self):
         """(session id, SessionKeys) of the client's session, from the store."""
-        from jvpn.keys import KeyRing  # noqa: PLC0415
+        from jvpn.keys import ring_for  # noqa: PLC0415
         from jvpn.store.sqlite import SqliteStore  # noqa: PLC0415
 
         store = SqliteStore(self.tmp / "state" / "sessions.db")
         try:
             [rec] = store.list()
-            _rec, raw = store.get(rec.session_id)
+            rec, raw = store.get(rec.session_id)
         finally:
             store.close()
         # any secrets version: the current epoch's keys of a rekeyed session too
-        return rec.session_id, KeyRing.unpack(raw).current, {"bound": str(rec.binding)}
+        return rec.session_id, ring_for(rec, raw).current, {"bound": str(rec.binding)}
 
     def gateway_events(self) -> list[dict]:
         return read_jsonl(self.events_file)

@@ -232,6 +232,11 @@ class EtcdStore(EtcdGateways, EtcdWatch, SkipsUnreadable):
         if not ok:
             raise VersionConflict(f"session {session_id:016x} changed under us")
 
+    def forget_old_secrets(self) -> bool:
+        """Nothing to do here: etcd keeps every older revision of a sealed
+        ring until compaction (docs/protocol.md "What is on disk")."""
+        return True
+
     def list(self) -> list[SessionRecord]:
         """Every session record that parses; the others are skipped and reported."""
         got = self._call("get_prefix", self._client.get_prefix, self._key("sessions", ""))

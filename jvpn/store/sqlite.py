@@ -54,6 +54,9 @@ CREATE TABLE IF NOT EXISTS changes (
 """
 
 
+BUSY_TIMEOUT_MS = 5_000  # a write waits this long for another connection's lock
+
+
 def _signed(u: int) -> int:
     return u - (1 << 64) if u >= 1 << 63 else u
 
@@ -89,11 +92,15 @@ class SqliteStore(SkipsUnreadable):
                              f"{e if isinstance(e, UnsafeFile) else e.strerror}") from None
         try:
             self._db = sqlite3.connect(str(self.path), isolation_level=None,
-                                       check_same_thread=False, timeout=5.0)
+                                       check_same_thread=False,
+                                       timeout=BUSY_TIMEOUT_MS / 1000)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             # freed pages (an old key ring's) are zeroed, not left in the file
             self._db.execute("PRAGMA secure_delete=ON")
+            # a checkpointed WAL shrinks to nothing instead of keeping old
+            # page images (old key rings) to be overwritten some day
+            self._db.execute("PRAGMA journal_size_limit=0")
             self._db.executescript(_SCHEMA)
         except sqlite3.Error as e:
             raise StoreError(f"cannot open the session store {self.path}: {e}") from e
@@ -167,6 +174,26 @@ class SqliteStore(SkipsUnreadable):
             db.execute("DELETE FROM replay_ceilings WHERE session_id=?", (_signed(session_id),))
             db.execute("INSERT INTO changes (session_id, version, kind) VALUES (?,?,?)",
                        (_signed(session_id), -1, "delete"))
+        self.forget_old_secrets()  # the session's keys are no longer anyone's
+
+    def forget_old_secrets(self) -> bool:
+        """Erase older copies of secrets: secure_delete zeroes freed content
+        in the database file, but every committed page image also sits in
+        the WAL; a TRUNCATE checkpoint writes them back into the database
+        and empties the WAL file (docs/protocol.md "What is on disk")."""
+        with self._lock:
+            try:
+                # never wait for another process's reader under the gateway's
+                # locks: a busy WAL stays until the next write that drops keys
+                self._db.execute("PRAGMA busy_timeout=0")
+                try:
+                    busy, _log, _done = self._db.execute(
+                        "PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                finally:
+                    self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            except sqlite3.Error:
+                return False
+        return busy == 0
 
     def get_floor(self, session_id: int) -> int:
         with self._lock:

@@ -216,8 +216,9 @@ def test_a_rekey_is_one_replace_per_step_on_both_gates(under_test):
     assert u.passes(rk.new(4)) and u.passes(rk.old(5))
     assert not u.passes(rk.new(5)) and not u.passes(rk.old(4))
     assert not u.passes(rk.new(3, **rk.REKEY)) and u.passes(rk.new(6, **rk.REKEY))
-    u.gate.standby(REC.with_(version=3), ring)  # handed over mid-rekey: control only
-    assert not u.passes(rk.new(7)) and u.passes(rk.old(7, **rk.REKEY, **rk.ELSEWHERE))
+    u.gate.standby(REC.with_(version=3), ring)  # handed over mid-rekey: reattach only
+    assert not u.passes(rk.new(7)) and not u.passes(rk.old(7, **rk.REKEY, **rk.ELSEWHERE))
+    assert u.passes(rk.old(7, t=abi.MSG_REATTACH_REQ, **rk.ELSEWHERE))
     u.gate.put(REC.with_(version=4), ring.with_confirmed().without_previous(), first=True)
     assert not u.passes(rk.old(8)) and u.passes(rk.new(8))
     assert u.gate.counter_top(7) == 9

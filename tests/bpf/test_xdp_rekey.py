@@ -7,6 +7,8 @@ leaves untouched and the control bucket REKEY_INIT spends."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from jvpn.gate import abi
@@ -74,20 +76,80 @@ def test_rekey_table_in_the_kernel_and_the_model(both, name, steps):
     assert both.same_runtime(), name
 
 
-def test_a_key_phase_drop_moves_no_state_and_emits_no_event(both):
+def test_a_key_phase_drop_moves_no_state_and_is_a_security_event(both):
     """The phase is checked before the tag: a packet of a phase the element
     no longer accepts (a late old-key packet, or anyone's forgery naming it)
-    touches no window, bucket or counter of the session, and is not a
-    security event (it is unauthenticated, and benign stragglers cause it)."""
+    touches no window, bucket or counter of the session. It is a security
+    drop, as a bad tag is (sampled and budgeted as every such event): a
+    forger must not vanish from the events by naming the other phase."""
     rk.play("setup", [rk.put("epoch1"), (rk.new(10), abi.R_PASS_DATA)], both)
     both.gate.prog.drain_events()
+    both.model.events.drain()
     before = bytes(both.gate.maps.get_runtime(rk.SID))
     for c in (11, 1 << 40, abi.reject_after() - 1):
         assert both.verdict(rk.old(c)) == abi.R_DROP_KEY_PHASE
         assert both.verdict(rk.old(c, **rk.REKEY)) == abi.R_DROP_KEY_PHASE
     assert bytes(both.gate.maps.get_runtime(rk.SID)) == before
-    assert both.gate.prog.drain_events() == [] and len(both.model.events) == 0
+    got, want = both.gate.prog.drain_events(), both.model.events.drain()
+    assert [e.reason for e in got] == [e.reason for e in want] == [abi.R_DROP_KEY_PHASE] * 6
     assert both.verdict(rk.new(11)) == abi.R_PASS_DATA  # the window did not jump
+
+
+def _forgery(counter: int, phase1: bool) -> bytes:
+    """An off-path spoofer's frame: a known session id, a key it does not
+    have (random), the phase flag of its choice."""
+    kw = dict(sid=rk.SID, key=os.urandom(16), src=f"203.0.113.{counter % 250 + 1}",
+              sport=1024 + counter)
+    if phase1:
+        kw["flags"] = rk.PHASE1
+    return rk.frame(counter, **kw)
+
+
+@pytest.mark.parametrize("shape", ["epoch0", "epoch1"])
+def test_a_forger_naming_either_phase_is_a_security_event(both, shape):
+    """Review R3 F1: outside an overlap one of the two phases is always
+    refused before the tag; forgeries naming it are events as bad tags are,
+    each with its own reason (the XdpSecurityDrop event's DROP_KEY_PHASE)."""
+    rk.play("setup", [rk.put(shape)], both)
+    both.gate.prog.drain_events()
+    both.model.events.drain()
+    accepted_is_1 = shape == "epoch1"
+    reasons = []
+    for c in range(1, 21):
+        reasons.append(both.verdict(_forgery(c, phase1=accepted_is_1)))
+        reasons.append(both.verdict(_forgery(c + 100, phase1=not accepted_is_1)))
+    assert reasons == [abi.R_DROP_BAD_TAG, abi.R_DROP_KEY_PHASE] * 20
+    got, want = both.gate.prog.drain_events(), both.model.events.drain()
+    assert [e.reason for e in got] == [e.reason for e in want] == reasons
+    assert abi.COUNTER_NAMES[abi.R_DROP_KEY_PHASE].upper() == "DROP_KEY_PHASE"
+
+
+def test_key_phase_events_are_budgeted_as_every_security_event(gate):
+    """A flood of key-phase forgeries costs the event budget, not more
+    events: the same GCRA and sampling as bad tags."""
+    both = _fresh(gate, GateConfig(**UNLIMITED, events_per_sec=1, events_burst=2))
+    rk.play("setup", [rk.put("epoch0")], both)
+    both.gate.prog.drain_events()
+    both.model.events.drain()
+    for c in range(1, 51):
+        assert both.verdict(_forgery(c, phase1=True)) == abi.R_DROP_KEY_PHASE
+    got, want = both.gate.prog.drain_events(), both.model.events.drain()
+    assert len(got) == len(want) and 1 <= len(got) <= 3
+
+
+def test_a_captured_rekey_init_never_passes_a_standby(gate):
+    """Review R3 F4: a standby's daemon refuses REKEY_INIT before verifying
+    it, so its ctl_floor never rises; the gate must not pass a captured one
+    again and again (each a RekeyDenied at every standby)."""
+    both = _fresh(gate, GateConfig(session_control_pps=1, session_control_burst=1,
+                                   authed_control_pps=0, global_control_pps=0))
+    rk.play("setup", [rk.put("epoch0", state=abi.STATE_REMOTE)], both)
+    captured = rk.old(42, **rk.REKEY)
+    for _ in range(20):
+        assert both.verdict(captured) == abi.R_DROP_STATE
+        gate.tick(1_000_000_000)
+    # the control bucket is untouched: the handoff's reattach still passes
+    assert both.verdict(rk.old(43, t=abi.MSG_REATTACH_REQ, **rk.ELSEWHERE)) == abi.R_PASS_CONTROL
 
 
 def test_rekey_init_spends_the_sessions_control_bucket(gate):
@@ -141,3 +203,33 @@ int xdp_main(struct xdp_md *ctx) {{ __u64 k = 0; return s.lookup(&k) ? XDP_DROP 
     finally:
         old.cleanup()
         unpin(pins)
+
+
+def test_kernel_and_model_agree_on_random_masks_zero_slots_flags_and_types(both):
+    """Kernel = model for random masks (0..255), zero and real key slots,
+    random header flags and message types, counters and floors, in every
+    live state (from review R3's held checks: the zero-slot refusal and the
+    standby's allowed types are the same on both)."""
+    import random  # noqa: PLC0415
+
+    from kits.xdp_harness import session  # noqa: PLC0415
+
+    rnd = random.Random(13)
+    keys = [rk.OLD, rk.NEW, bytes(16)]
+    seen = set()
+    for _ in range(60):
+        k0, k1 = rnd.choice([*keys, None]), rnd.choice([*keys, None])
+        both.write(session(key=k0, key1=k1, key_phases=rnd.randrange(256),
+                           state=rnd.choice([abi.STATE_ATTACHED, abi.STATE_DEGRADED,
+                                             abi.STATE_REMOTE, abi.STATE_RECOVERING]),
+                           rt_slot=rk.SID, rt_gen=1, ctl_floor=rnd.choice([0, 50, 1000])))
+        for _ in range(15):
+            t = rnd.choice([abi.MSG_DATA, abi.MSG_KEEPALIVE, abi.MSG_REKEY_INIT,
+                            abi.MSG_REATTACH_REQ, abi.MSG_REKEY_RESP, abi.MSG_TERMINATE])
+            flags = rnd.randrange(1 << 16) if rnd.random() < 0.2 else rnd.choice([0, 4, 8, 12])
+            payload = b"" if t == abi.MSG_KEEPALIVE else b"x" * 80
+            seen.add(both.verdict(rk.frame(rnd.randrange(1, 2000), sid=rk.SID,
+                                           key=rnd.choice(keys), t=t, flags=flags,
+                                           payload=payload)))
+    assert {abi.R_DROP_KEY_PHASE, abi.R_DROP_BAD_TAG, abi.R_PASS_DATA} <= seen
+    assert len(both.gate.prog.drain_events()) == len(both.model.events.drain())

@@ -139,6 +139,23 @@ def test_sessions_wide_has_whole_ids_and_keys(env):
     assert row_a[:at].endswith(" 59") and "1m" in row_a[at:]
 
 
+def test_sessions_show_an_unconfirmed_epoch_and_the_overlap(env):
+    """Review R3 F5: the daemon's key_confirmed / key_overlap pass through
+    --json; --wide marks the epoch (59*: unconfirmed, 59+: the overlap)."""
+    env.daemon = _daemon()
+    row = env.daemon["sessions"]["sessions"][0]
+    for confirmed, overlap, cell in ((False, True, " 59*"), (True, True, " 59+"),
+                                     (True, False, " 59")):
+        row.update(key_confirmed=confirmed, key_overlap=overlap)
+        _b, a = json.loads(_run(["sessions", "--json"]).stdout)["jvtest0"]
+        assert (a["key_confirmed"], a["key_overlap"]) == (confirmed, overlap)
+        out = _run(["sessions", "--wide"], columns=400).stdout
+        head = next(ln for ln in out.splitlines() if "key epoch" in ln)
+        [row_a] = [ln for ln in out.splitlines() if ln.startswith(f"{SID_A:016x}")]
+        assert row_a[:head.index("key epoch") + len("key epoch")].endswith(cell), row_a
+        assert max(map(len, _run(["sessions"]).stdout.splitlines())) <= 80
+
+
 def test_sessions_json_has_the_key_epoch_and_age(env):
     env.daemon = _daemon()
     _b, a = json.loads(_run(["sessions", "--json"]).stdout)["jvtest0"]

@@ -9,10 +9,28 @@ import os
 
 from jvpn import wire
 from jvpn.gate import abi
-from jvpn.keys import Ephemeral, KeyRing, RekeyBinding, derive_rekey, rekey_confirm
+from jvpn.keys import (
+    Ephemeral,
+    KeyRing,
+    RekeyBinding,
+    client_rekey_secret,
+    derive_rekey,
+    public_from_private,
+    rekey_confirm,
+)
 from jvpn.policy import default_policy
 from jvpn.tunnel import DataChannel
-from kits.daemon_kit import CLIENT, PEER_INNER, AdmitAll, Clock, handshake, ipv4, make_gateway
+from kits.daemon_kit import (
+    CLIENT,
+    GW_KEY,
+    PEER_INNER,
+    PEER_KEYS,
+    AdmitAll,
+    Clock,
+    handshake,
+    ipv4,
+    make_gateway,
+)
 
 
 def policy(**changes):
@@ -24,9 +42,10 @@ class RekeyClient:
     """One session's client: its key ring and channel (counters shared by
     every message, as the real client's)."""
 
-    def __init__(self, gw, src=CLIENT):
+    def __init__(self, gw, src=CLIENT, peer: int = 0):
         self.gw, self.src = gw, src
-        peer = handshake(gw, src)
+        self.static = PEER_KEYS[peer]  # the rekey is bound to it and to the gateway's
+        peer = handshake(gw, src, peer)
         self.sid = peer.session_id
         self.channel: DataChannel = peer.channel
         self.ring = KeyRing(peer.keys)
@@ -57,7 +76,11 @@ class RekeyClient:
         return wire.seal_control(hdr, keys.hdr_c2s, keys.reattach, *fields)
 
     def init(self, eph: Ephemeral | None = None, new_epoch=None, switch_epoch=None,
-             keys=None) -> tuple[bytes, Ephemeral]:
+             keys=None, ask=True) -> tuple[bytes, Ephemeral]:
+        """A REKEY_INIT; ``ask``: the gateway asked for it first (the
+        operator's mark, as `jvpn-xdp rekey`: it accepts no rekey unasked)."""
+        if ask and self.gw.table.get(self.sid) is not None:
+            self.gw.table.request_rekey(self.sid)
         eph = eph or Ephemeral()
         rec = self.record()
         msg = self.control(abi.MSG_REKEY_INIT,
@@ -84,16 +107,17 @@ class RekeyClient:
         hdr, (new_epoch, switch_epoch, version, _overlap_ms, gw_eph, confirm) = self.opened(resp)
         assert hdr.type == abi.MSG_REKEY_RESP
         b = RekeyBinding(new_epoch, switch_epoch, version, eph.public, gw_eph)
-        new = derive_rekey(self.ring.current, eph.exchange(gw_eph), b)
+        shared = client_rekey_secret(eph, gw_eph, self.static, public_from_private(GW_KEY))
+        new = derive_rekey(self.ring.current, shared, b)
         assert rekey_confirm(new, b) == confirm
         self.old = self.ring.current
         self.ring = self.ring.rotated(new, confirmed=True)
         self.channel.set_keys(self.ring)
         return new
 
-    def rekey(self):
+    def rekey(self, ask=True):
         """One whole exchange: INIT, RESP, the switch, the first message under it."""
-        msg, eph = self.init()
+        msg, eph = self.init(ask=ask)
         [(resp, _to)] = self.send(msg)
         new = self.finish(resp, eph)
         assert self.data()

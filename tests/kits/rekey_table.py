@@ -102,14 +102,27 @@ CASES = [
                                      (old(9), P)]),
     ("an element accepting no phase passes nothing (fail closed)",
      [put("overlap", key_phases=0), (old(1), D), (new(2), D)]),
+    # a torn element read (or a writer bug) pairing a mask bit with a zero
+    # slot: the public zero key checks nothing, the window does not move
+    ("a mask bit over an all-zero phase 1 slot: drop_key_phase",
+     [put("epoch0", key_phases=abi.KEY_PHASES_ALL),
+      (frame(abi.reject_after() - 1, sid=SID, key=bytes(16), flags=PHASE1), D),
+      (old(2), P), (new(3, key=bytes(16), t=abi.MSG_REKEY_INIT), D)]),
+    ("a mask bit over an all-zero phase 0 slot: drop_key_phase",
+     [put("epoch1", key_phases=abi.KEY_PHASES_ALL),
+      (frame(abi.reject_after() - 1, sid=SID, key=bytes(16)), D), (new(2), P)]),
     # REKEY_INIT: control, as the other control types (tag, ctl_floor,
     # freshness, the control buckets), in every state that takes control
     *[(f"REKEY_INIT passes as control in {abi.STATE_NAMES[st]}",
        [put("epoch0", state=st), (old(1, **REKEY), CTL), (old(2, **REKEY, **ELSEWHERE), CTL)])
       for st in (abi.STATE_ATTACHED, abi.STATE_VOLATILE, abi.STATE_RECOVERING,
                  abi.STATE_DEGRADED)],
-    ("REKEY_INIT for a standby (REMOTE) element reaches the daemon, which refuses it "
-     "OWNERSHIP_CONFLICT", [put("epoch0", state=abi.STATE_REMOTE), (old(1, **REKEY), CTL)]),
+    # a standby's daemon refuses REKEY_INIT unverified (its ctl_floor never
+    # rises): the gate drops it, so a captured one cannot reach it forever
+    ("REKEY_INIT for a standby (REMOTE) element: drop_state; its reattach passes",
+     [put("epoch0", state=abi.STATE_REMOTE), (old(1, **REKEY), abi.R_DROP_STATE),
+      (old(1, **REKEY, **ELSEWHERE), abi.R_DROP_STATE),
+      (old(2, t=abi.MSG_REATTACH_REQ, **ELSEWHERE), CTL), (old(3), abi.R_DROP_STATE)]),
     *[(f"REKEY_INIT in {abi.STATE_NAMES[st]}: dropped drop_state",
        [put("epoch0", state=st), (old(1, **REKEY), abi.R_DROP_STATE)])
       for st in (abi.STATE_BIRTH, abi.STATE_TERMINATED)],

@@ -8,12 +8,19 @@ stale path would."""
 from __future__ import annotations
 
 import pytest
-from test_client_source import GW, SID, Rig
+from test_client_source import CL_PRIV, GW, GW_PRIV, SID, Rig
 
 from jvpn import wire
-from jvpn.client_rekey import REKEY_RETRY_MS
+from jvpn.client_rekey import REKEY_RETRY_MS, STOP_HOLD_MS
 from jvpn.gate import abi
-from jvpn.keys import Ephemeral, RekeyBinding, derive_rekey, rekey_confirm
+from jvpn.keys import (
+    Ephemeral,
+    RekeyBinding,
+    derive_rekey,
+    gateway_rekey_secret,
+    public_from_private,
+    rekey_confirm,
+)
 from jvpn.tunnel import FLAG_KEY_PHASE, FLAG_REATTACH, FLAG_REKEY, DataChannel
 
 PACKET = bytes.fromhex("4500001c00000000401100000a4d64020a4d6401") + bytes(8)
@@ -54,7 +61,8 @@ class ScriptedGateway:
         _hdr, (epoch, switch, client_pub) = init or self.inits()[-1]
         eph = Ephemeral()
         b = RekeyBinding(epoch, switch, version, client_pub, eph.public)
-        new = derive_rekey(self.channel.ring.current, eph.exchange(client_pub), b)
+        shared = gateway_rekey_secret(eph, client_pub, GW_PRIV, public_from_private(CL_PRIV))
+        new = derive_rekey(self.channel.ring.current, shared, b)
         resp = self.control(abi.MSG_REKEY_RESP, new_epoch if new_epoch is not None else epoch,
                             switch, version, overlap_ms, eph.public,
                             confirm or rekey_confirm(new, b))
@@ -62,10 +70,14 @@ class ScriptedGateway:
             self.channel.set_keys(self.channel.ring.rotated(new))
         return resp
 
-    def reject(self, reason: str, *, asked: int | None = None, switch: int = 0) -> bytes:
-        asked = self.inits()[-1][1][0] if asked is None else asked
-        return self.control(abi.MSG_REKEY_REJECT, asked, self.channel.ring.epoch, switch,
-                            wire.REJECT_REASONS.index(reason))
+    def reject(self, reason: str, *, asked: int | None = None, switch: int = 0,
+               init=None) -> bytes:
+        """The refusal of ``init`` (default: the client's last request),
+        naming its header counter."""
+        hdr, (new_epoch, _switch, _pub) = init or self.inits()[-1]
+        return self.control(abi.MSG_REKEY_REJECT, new_epoch if asked is None else asked,
+                            self.channel.ring.epoch, switch,
+                            wire.REJECT_REASONS.index(reason), hdr.counter)
 
     def hear(self, msg: bytes):
         """The gateway opens a client message; one under its unconfirmed
@@ -306,10 +318,9 @@ def test_a_refusal_for_now_waits_for_the_next_request(rig):
     assert rig.gw.inits()[-1][1][2] != first
 
 
-@pytest.mark.parametrize("reason", ["RATE_LIMITED", "KEY_EXPIRED"])
-def test_a_final_refusal_stops_the_requests_for_this_epoch(rig, reason):
+def test_a_final_refusal_stops_the_requests_for_this_epoch(rig):
     _flag(rig)
-    rig.client.receive(rig.gw.reject(reason), GW)
+    rig.client.receive(rig.gw.reject("RATE_LIMITED"), GW)
     _flag(rig)
     rig.clock.ms += 10 * REKEY_RETRY_MS
     rig.client.rekey_timers(rig.clock.ms)
@@ -388,9 +399,55 @@ def test_both_flags_at_once_start_the_reattach_first(rig):
 
 def test_an_unknown_refusal_reason_reads_as_a_refusal_for_now(rig):
     _flag(rig)
-    asked = rig.gw.inits()[-1][1][0]
-    rig.client.receive(rig.gw.control(abi.MSG_REKEY_REJECT, asked, 0, 0, 200), GW)
+    hdr, (asked, _switch, _pub) = rig.gw.inits()[-1]
+    rig.client.receive(rig.gw.control(abi.MSG_REKEY_REJECT, asked, 0, 0, 200, hdr.counter), GW)
     assert rig.client.rekeying.pending is None
     assert _events(rig, "RekeyDenied")[-1]["reason_code"] == "POLICY_DENY"
     _flag(rig)
     assert len(rig.gw.inits()) == 2
+
+
+def test_a_late_refusal_of_an_older_attempt_does_not_cancel_the_new_one(rig):
+    """Review R2 #4: a genuine refusal of attempt A's re-send, held back on
+    the path, names A's request counter: it does not end attempt B (same
+    epoch), whose genuine answer then completes the rekey."""
+    c = rig.client
+    _flag(rig)  # attempt A
+    rig.clock.ms += REKEY_RETRY_MS
+    c.rekey_timers(rig.clock.ms)  # A re-sent
+    first, resent = rig.gw.inits()
+    r1 = rig.gw.reject("POLICY_DENY", init=first)
+    r2 = rig.gw.reject("POLICY_DENY", init=resent)  # held back
+    c.receive(r1, GW)
+    assert c.rekeying.pending is None
+    _flag(rig)  # attempt B, a new ephemeral, the same epoch
+    b = c.rekeying.pending
+    resp_b = rig.gw.answer()
+    c.receive(r2, GW)  # A's late refusal
+    assert c.rekeying.pending is b
+    c.receive(resp_b, GW)
+    assert c.channel.ring.epoch == 1 == rig.gw.channel.ring.epoch
+
+
+def test_a_refusal_naming_no_counter_of_the_attempt_is_only_logged(rig):
+    _flag(rig)
+    p = rig.client.rekeying.pending
+    hdr, (asked, _switch, _pub) = rig.gw.inits()[-1]
+    rig.client.receive(rig.gw.control(abi.MSG_REKEY_REJECT, asked, 0, 0,
+                                      wire.REJECT_REASONS.index("RATE_LIMITED"),
+                                      hdr.counter + 1), GW)
+    assert rig.client.rekeying.pending is p and rig.client.rekeying.stopped_epoch is None
+    assert _events(rig, "RekeyDenied")[-1]["reason_code"] == "RATE_LIMITED"
+
+
+def test_flagged_again_long_after_a_final_refusal_the_client_asks_once_more(rig):
+    """A session DEGRADED by expired keys is flagged until a rekey brings it
+    back: a stop is not for ever (review R2 #3)."""
+    _flag(rig)
+    rig.client.receive(rig.gw.reject("RATE_LIMITED"), GW)
+    rig.clock.ms += STOP_HOLD_MS - 1
+    _flag(rig)
+    assert len(rig.gw.inits()) == 1
+    rig.clock.ms += 1
+    _flag(rig)
+    assert len(rig.gw.inits()) == 2 and rig.client.rekeying.pending is not None

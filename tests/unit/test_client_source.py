@@ -278,3 +278,13 @@ def test_relayed_challenge_does_not_move_the_binding(rig, tmp_path):
         assert rig.sent_of(abi.MSG_PATH_RESPONSE) == []
     finally:
         gw.store.close()
+
+
+def test_an_unknown_reattach_refusal_reason_reads_as_policy_deny(rig):
+    """A newer gateway's reason index the client does not know (review R2
+    #5): read as POLICY_DENY, like a rekey refusal's, not an IndexError."""
+    seq = rig.reattach()[0]
+    rig.client.receive(rig.gateway.control(abi.MSG_REATTACH_REJECT, seq, 200, 0), GW)
+    assert rig.client.pending is None and rig.client.failed is None
+    assert [e["reason_code"] for e in rig.events.recent
+            if e["event_type"] == "ReattachResult"][-1] == "POLICY_DENY"

@@ -20,6 +20,8 @@ from jvpn.events import EventLog
 from jvpn.gateway import operations, snapshot
 from jvpn.gateway.metrics import GatewayCollector
 from jvpn.gateway.tally import EventTally
+from jvpn.keys import KeyRing, SessionKeys
+from jvpn_cli import views
 from kits.daemon_kit import Clock, handshake
 
 
@@ -46,6 +48,43 @@ def test_the_key_age_is_that_of_the_current_keys_not_of_the_session(gw):
     [row] = snapshot.sessions(gw)
     assert (row["key_epoch"], row["key_age_s"]) == (5, 30.0)
     assert row["created_ms"] == row["last_handshake_ms"] == created  # the session stays
+
+
+def mid_rekey(gw, sid: int, confirmed: bool) -> None:
+    """The live ring as a commit (unconfirmed) or the confirmation leaves
+    it (the previous epoch still accepted), and the record's epoch."""
+    live = gw.table.sessions[sid]
+    old = KeyRing.of(live.keys).current
+    new = SessionKeys(sid, bytes(32), bytes(32), bytes(range(16)), bytes(16), bytes(32),
+                      epoch=old.epoch + 1)
+    ring = KeyRing.of(live.keys).rotated(new)
+    live.keys = ring.with_confirmed() if confirmed else ring
+    rekeyed(gw, sid, new.epoch, gw.clock_ms.ms)
+
+
+def test_the_snapshot_says_whether_the_committed_epoch_is_confirmed_and_the_old_live(gw):
+    """Review R3 F5: from the commit, the record names epoch E+1 and its age
+    while the gateway still seals under E; the rows say so from the live
+    ring (key_confirmed, key_overlap), --wide marks it, /metrics counts the
+    sessions with a previous epoch live."""
+    a, b = handshake(gw), handshake(gw, ("192.0.2.11", 6000), peer=1)
+    rows = {r["session_id"]: r for r in snapshot.sessions(gw)}
+    assert {(r["key_confirmed"], r["key_overlap"]) for r in rows.values()} == {(True, False)}
+    mid_rekey(gw, a.session_id, confirmed=False)
+    mid_rekey(gw, b.session_id, confirmed=True)
+    rows = {int(r["session_id"], 16): r for r in snapshot.sessions(gw)}
+    assert (rows[a.session_id]["key_epoch"], rows[a.session_id]["key_confirmed"],
+            rows[a.session_id]["key_overlap"]) == (1, False, True)
+    assert (rows[b.session_id]["key_confirmed"], rows[b.session_id]["key_overlap"]) == (True, True)
+    assert [views.key_epoch_cell(rows[s]) for s in (a.session_id, b.session_id)] == ["1*", "1+"]
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(GatewayCollector(EventTally(), gw, "jvpn-gw", max_age_s=0))
+    assert _scrape(registry)[("jvpn_sessions_key_overlap", ())] == 2
+    live = gw.table.sessions[b.session_id]
+    live.keys = live.keys.without_previous()  # b's overlap ended
+    assert _scrape(registry)[("jvpn_sessions_key_overlap", ())] == 1
+    rows = {int(r["session_id"], 16): r for r in snapshot.sessions(gw)}
+    assert views.key_epoch_cell(rows[b.session_id]) == "1" and not rows[b.session_id]["key_overlap"]
 
 
 def test_a_clock_behind_the_keys_shows_age_zero(gw):

@@ -47,27 +47,47 @@ def _keys(epoch: int, hdr: bytes) -> SessionKeys:
 
 
 E0, E1, E2 = _keys(0, rk.OLD), _keys(1, rk.NEW), _keys(2, bytes(range(50, 66)))
+UNUSED = bytes([0x5A]) * 16  # the injected filler of a slot no live epoch uses
 REC = SessionRecord(session_id=rk.SID, state=State.ATTACHED, version=1, created_ms=0,
                     last_change_ms=0, binding=Transport(CLIENT, CLIENT_PORT))
 
 
 @pytest.mark.parametrize("keys,slot0,slot1,mask", [
-    (E0, rk.OLD, bytes(16), 1),
-    (KeyRing(E0), rk.OLD, bytes(16), 1),
+    (E0, rk.OLD, UNUSED, 1),
+    (KeyRing(E0), rk.OLD, UNUSED, 1),
     (KeyRing(E0).rotated(E1), rk.OLD, rk.NEW, 3),              # committed, unconfirmed
     (KeyRing(E0).rotated(E1).with_confirmed(), rk.OLD, rk.NEW, 3),
-    (KeyRing(E0).rotated(E1).without_previous(), bytes(16), rk.NEW, 2),
+    (KeyRing(E0).rotated(E1).without_previous(), UNUSED, rk.NEW, 2),
     (KeyRing(E1).rotated(E2), E2.hdr_c2s, rk.NEW, 3),          # epoch 2 is phase 0 again
-    (KeyRing(E1).rotated(E2).without_previous(), E2.hdr_c2s, bytes(16), 1),
+    (KeyRing(E1).rotated(E2).without_previous(), E2.hdr_c2s, UNUSED, 1),
 ], ids=["keys", "ring-of-one", "overlap", "overlap-confirmed", "after-overlap",
         "second-rekey", "after-second"])
 def test_the_element_holds_each_live_epochs_key_in_its_phase_slot(keys, slot0, slot1, mask):
-    e = session_element(REC, keys)
+    e = session_element(REC, keys, unused_key=lambda: UNUSED)
     assert tuple(e.tag_key) == wire.key_words(slot0)
     assert tuple(e.tag_key_phase1) == wire.key_words(slot1)
     assert e.key_phases == mask
-    assert header_keys(keys) == dict(tag_key=wire.key_words(slot0),
-                                     tag_key_phase1=wire.key_words(slot1), key_phases=mask)
+    assert header_keys(keys, lambda: UNUSED) == dict(
+        tag_key=wire.key_words(slot0), tag_key_phase1=wire.key_words(slot1), key_phases=mask)
+
+
+def test_an_unused_slot_holds_random_bytes_never_the_zero_key():
+    """Review R3 F2: the zero key is public; an unused slot holds 16 random
+    bytes (a new draw per element), so a torn read pairing its mask bit
+    with it checks no tag anyone can compute."""
+    ring = KeyRing(E0).rotated(E1).without_previous()
+    slots = {tuple(session_element(REC, ring).tag_key) for _ in range(4)}
+    assert len(slots) == 4 and (0, 0) not in slots
+    assert tuple(session_element(REC, E0).tag_key_phase1) != (0, 0)
+
+
+def test_the_model_refuses_a_zero_key_slot_whatever_the_mask():
+    target = ModelOnly()
+    target.write(rk.element("epoch0", rt_slot=rk.SID, rt_gen=1,
+                            key_phases=abi.KEY_PHASES_ALL))  # phase 1's slot is zero
+    forged = rk.frame(abi.reject_after() - 1, sid=rk.SID, key=bytes(16), flags=rk.PHASE1)
+    assert target.verdict(forged) == abi.R_DROP_KEY_PHASE
+    assert target.verdict(rk.old(2)) == abi.R_PASS_DATA  # the window did not move
 
 
 def test_the_userspace_gate_through_a_rekey():

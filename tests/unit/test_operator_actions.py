@@ -109,6 +109,18 @@ def test_terminate_peer_by_name_or_key_ends_that_peers_sessions_only(gw):
         gw.terminate_peer("carol")
 
 
+def test_terminate_peer_names_the_peers_sessions_another_gateway_owns(gw):
+    """Not served here, so not ended here: each is in ``failed`` naming its
+    owner (the CLI exits 1), as `rekey --peer` does."""
+    a = handshake(gw)
+    remote = dataclasses.replace(gw.sessions[a.session_id].record, session_id=7, owner="gw-b")
+    gw.table.stand_by(remote, a.keys)
+    out = gw.terminate_peer("alice")
+    assert out == {"peer": "alice", "terminated": [f"{a.session_id:016x}"],
+                   "failed": ["0000000000000007: owned by gateway 'gw-b': terminate it there"]}
+    assert 7 in gw.table.standby  # the owner's session: untouched here
+
+
 def test_table_terminate_is_the_seeds_operator_transition(gw):
     peer = handshake(gw)
     rec = gw.table.terminate(peer.session_id, Event.PEER_REVOKED, detail="x")

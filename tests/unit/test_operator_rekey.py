@@ -87,6 +87,22 @@ def test_rekey_peer_by_name_or_key_marks_that_peers_sessions_only(gw):
         gw.rekey_peer("carol")
 
 
+def test_rekey_peer_names_the_peers_sessions_another_gateway_owns(gw):
+    """Review R3 F4: --peer used to leave them out silently (exit 0, "none
+    served here"); each is in ``failed`` naming its owner (the CLI exits 1),
+    as `terminate --peer` does; another peer's remote session is not."""
+    a, b = handshake(gw), handshake(gw, ("192.0.2.11", 6000), peer=1)
+    rec_a, rec_b = gw.sessions[a.session_id].record, gw.sessions[b.session_id].record
+    gw.table.stand_by(dataclasses.replace(rec_a, session_id=7, owner="gw-b"), a.keys)
+    gw.table.stand_by(dataclasses.replace(rec_b, session_id=9, owner="gw-c"), b.keys)
+    out = gw.rekey_peer("alice")
+    assert out == {"peer": "alice", "rekey_requested": [f"{a.session_id:016x}"],
+                   "failed": ["0000000000000007: owned by gateway 'gw-b': rekey it there"]}
+    gw.table.drop_standby(7)
+    assert gw.rekey_peer("alice")["failed"] == []
+    assert gw.table.standby_inner == {9: gw.sessions[b.session_id].inner}
+
+
 @pytest.mark.parametrize(("request_", "why"), [
     ({}, "give exactly one of session"),
     ({"session": "ab", "peer": "alice"}, "give exactly one of session"),

@@ -30,7 +30,7 @@ def rejected(c: RekeyClient, out, src=None) -> str:
     """The reason of the one sealed REKEY_REJECT, sent to the request's source."""
     [(msg, to)] = out
     assert to == (src or c.src)
-    hdr, (_asked, _epoch, _switch, reason) = c.opened(msg)
+    hdr, (_asked, _epoch, _switch, reason, _request) = c.opened(msg)
     assert hdr.type == abi.MSG_REKEY_REJECT
     return wire.REJECT_REASONS[reason]
 
@@ -113,12 +113,13 @@ def test_the_same_ephemeral_again_gets_the_stored_answer(gw):
     assert (c.record(), c.stored_ring()) == (rec, ring)
 
 
-def test_a_new_attempt_before_the_confirmation_replaces_the_unconfirmed_epoch(gw):
+def test_a_lost_answer_is_sent_again_to_the_same_request_never_derived_twice(gw):
     c = RekeyClient(gw)
-    msg, _lost = c.init()
-    c.send(msg)  # its answer is lost; the client makes a new attempt
     msg, eph = c.init()
-    [(resp, _)] = c.send(msg)
+    [(first, _)] = c.send(msg)  # its answer is lost; the client re-sends the same request
+    again, _ = c.init(eph=eph, new_epoch=1, ask=False)
+    [(resp, _)] = c.send(again)
+    assert c.opened(resp)[1] == c.opened(first)[1]
     new = c.finish(resp, eph)
     assert c.data() and c.stored_ring().current == new and c.record().key_epoch == 1
 
@@ -149,16 +150,26 @@ def test_what_is_not_authentic_gets_nothing(gw):
     assert c.record().key_epoch == 0
 
 
-def test_the_attempts_per_epoch_are_bounded(tmp_path):
+def test_the_attempts_per_epoch_are_bounded(tmp_path, monkeypatch):
+    """Every derivation counts (review R1 #8), committed or not: here the
+    store refuses each commit; past the bound no X25519 is made."""
     gw, _clock = gateway(tmp_path, max_rekey_attempts=2)
     c = RekeyClient(gw)
+    made = []
+    real = gw.rekey.ephemeral
+    gw.rekey.ephemeral = lambda: (made.append(1), real())[1]
+
+    def refused(*_a, **_k):
+        raise StoreError("store unavailable (injected)")
+
+    monkeypatch.setattr(gw.store, "cas", refused)
     for _ in range(2):
         msg, _eph = c.init()
-        [(resp, _)] = c.send(msg)
-        assert c.opened(resp)[0].type == abi.MSG_REKEY_RESP
+        assert c.send(msg) == []
     msg, _eph = c.init()
     assert rejected(c, c.send(msg)) == "RATE_LIMITED"
-    assert denied(gw) == ["RATE_LIMITED"]
+    assert denied(gw) == ["STORE_UNAVAILABLE", "STORE_UNAVAILABLE", "RATE_LIMITED"]
+    assert len(made) == 2
 
 
 def _keyed(element) -> tuple:
@@ -214,9 +225,11 @@ def test_the_ephemeral_of_the_gateway_is_fresh_per_attempt(gw):
     c = RekeyClient(gw)
     seen = set()
     for _ in range(3):
-        msg, _eph = c.init(eph=Ephemeral())
+        msg, eph = c.init(eph=Ephemeral())
         [(resp, _)] = c.send(msg)
         seen.add(c.opened(resp)[1][4])
+        c.finish(resp, eph)
+        assert c.data()
     assert len(seen) == 3
 
 
@@ -229,7 +242,9 @@ def test_a_second_key_holder_is_named_whatever_it_asks(gw):
     assert len(events_of(gw.events, "SecurityKeyCompromiseSuspected")) == 1
 
 
-def test_a_store_failure_at_the_confirmation_leaves_it_to_the_next_message(gw, monkeypatch):
+def test_a_store_failure_at_the_confirmation_leaves_it_to_the_next_message(tmp_path,
+                                                                           monkeypatch):
+    gw, clock = gateway(tmp_path)
     c = RekeyClient(gw)
     msg, eph = c.init()
     [(resp, _)] = c.send(msg)
@@ -243,6 +258,7 @@ def test_a_store_failure_at_the_confirmation_leaves_it_to_the_next_message(gw, m
     monkeypatch.undo()
     assert not c.stored_ring().confirmed and not c.live().keys.confirmed
     assert c.live().channel.send_keys == c.old and events_of(gw.events, "KeyRotated") == []
+    clock.ms += 100  # refused writes are tried again at most every 100 ms
     assert c.data()  # the next one confirms
     assert c.stored_ring().confirmed and c.live().channel.send_keys == new
 

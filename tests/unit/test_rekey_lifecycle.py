@@ -111,7 +111,7 @@ def test_a_rekey_during_recovering_is_refused(gw_default):
     assert to == NEW and c.record().state is State.RECOVERING
     msg, _ = c.init()
     [(reply, _)] = c.send(msg)
-    hdr, (_asked, _epoch, _switch, reason) = c.opened(reply)
+    hdr, (_asked, _epoch, _switch, reason, _request) = c.opened(reply)
     assert hdr.type == abi.MSG_REKEY_REJECT and wire.REJECT_REASONS[reason] == "POLICY_DENY"
     [ev] = events_of(gw.events, "RekeyDenied")
     assert ev["reason_code"] == "POLICY_DENY" and "RECOVERING" in ev["detail"]
@@ -178,6 +178,6 @@ def test_a_rekey_in_degraded_with_live_keys_is_refused(tmp_path):
     assert c.record().state is State.DEGRADED
     msg, _ = c.init()
     [(reply, _)] = c.send(msg)
-    hdr, (_asked, _epoch, _switch, reason) = c.opened(reply)
+    hdr, (_asked, _epoch, _switch, reason, _request) = c.opened(reply)
     assert hdr.type == abi.MSG_REKEY_REJECT and wire.REJECT_REASONS[reason] == "POLICY_DENY"
     assert c.record().key_epoch == 0 and c.record().state is State.DEGRADED

@@ -172,7 +172,7 @@ static __always_inline int jvpn_is_security_drop(__u32 reason)
 	return reason == JVPN_R_DROP_BAD_TAG || reason == JVPN_R_DROP_WRONG_BINDING ||
 	       reason == JVPN_R_DROP_REPLAY || reason == JVPN_R_DROP_RATE_SESSION ||
 	       reason == JVPN_R_DROP_RATE_SOURCE || reason == JVPN_R_DROP_RATE_GLOBAL ||
-	       reason == JVPN_R_DROP_RATE_AUTHED;
+	       reason == JVPN_R_DROP_RATE_AUTHED || reason == JVPN_R_DROP_KEY_PHASE;
 }
 
 static __always_inline int jvpn_tag_ok(const struct jvpn_session *s, const struct jvpn_hdr *h,
@@ -283,7 +283,7 @@ static __always_inline __u32 jvpn_session_verdict(const struct jvpn_pkt *pkt,
 	if (!(jvpn_state_allows(s->state) & JVPN_BIT(type)))
 		return JVPN_R_DROP_STATE;
 	if (!jvpn_phase_accepted(s, phase))
-		return JVPN_R_DROP_KEY_PHASE; /* old keys outside the overlap: nothing moved */
+		return JVPN_R_DROP_KEY_PHASE; /* old keys after the overlap, or a forgery */
 	if (!jvpn_tag_ok(s, h, phase))
 		return JVPN_R_DROP_BAD_TAG;
 	if (is_data && !jvpn_bound_here(s, pkt))

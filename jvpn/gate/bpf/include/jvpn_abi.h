@@ -95,7 +95,13 @@ struct jvpn_hdr {
 #define JVPN_STATE_ALLOW_VOLATILE (JVPN_ALLOW_DATA | JVPN_ALLOW_CONTROL)
 #define JVPN_STATE_ALLOW_RECOVERING (JVPN_ALLOW_DATA | JVPN_ALLOW_CONTROL)
 #define JVPN_STATE_ALLOW_DEGRADED JVPN_ALLOW_CONTROL
-#define JVPN_STATE_ALLOW_REMOTE JVPN_ALLOW_CONTROL
+/* A standby (REMOTE) passes what its daemon acts on: a reattach (a
+ * handoff), its path response, a terminate. Not REKEY_INIT: the standby
+ * refuses it before verifying anything, so its ctl_floor never rises and
+ * one captured header would stay fresh there forever. */
+#define JVPN_STATE_ALLOW_REMOTE                                               \
+	(JVPN_BIT(JVPN_MSG_REATTACH_REQ) | JVPN_BIT(JVPN_MSG_PATH_RESPONSE) | \
+	 JVPN_BIT(JVPN_MSG_TERMINATE))
 #define JVPN_STATE_ALLOW_TERMINATED 0u
 
 /* ---- verdict reasons: index of the per-CPU counters array ---- */
@@ -116,8 +122,9 @@ struct jvpn_hdr {
 #define JVPN_R_DROP_RATE_GLOBAL 14     /* handshakes: unauthenticated, whole gateway */
 #define JVPN_R_DROP_UNPARSED 15        /* the parser gave up: may be UDP to our port */
 #define JVPN_R_DROP_RATE_AUTHED 16     /* authenticated control, whole gateway */
-#define JVPN_R_DROP_KEY_PHASE 17       /* a key phase the element does not accept:
-					* old-key traffic outside a rekey's overlap */
+#define JVPN_R_DROP_KEY_PHASE 17       /* a key phase the element does not accept
+					* (or whose slot holds the zero key): a
+					* forgery, or old-key traffic after an overlap */
 #define JVPN_R_VERDICT_MAX 18
 /* bookkeeping slots after the verdicts (not verdicts themselves) */
 #define JVPN_C_EVENT_SENT 18

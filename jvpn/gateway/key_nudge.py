@@ -1,0 +1,47 @@
+"""The way back from DEGRADED by expired keys (issue 13, docs/protocol.md
+"Rekey", overlap and expiry; review R2 #3). With ``keys.expiry_terminates =
+false`` expired keys leave the session DEGRADED: no data passes and its
+keepalives get no reply, yet the client asks for a rekey only when an
+authentic message from the gateway carries FLAG_REKEY. So the gateway's
+timer sends the session's binding an empty keepalive with FLAG_REKEY, at
+most one every ``REKEY_NUDGE_MS``, as long as the session is DEGRADED with
+expired keys. It carries nothing but the flag (sealed under the send epoch,
+like the RESP that follows): no data flows under expired keys."""
+
+from __future__ import annotations
+
+from jvpn.config import REKEY_NUDGE_MS
+from jvpn.gate import abi
+from jvpn.gateway import key_age
+from jvpn.session import State
+from jvpn.tunnel import FLAG_REKEY, CounterUnavailable
+
+
+class RekeyNudge:
+    def __init__(self, sock, incidents, every_ms: int = REKEY_NUDGE_MS):
+        self.sock, self.incidents, self.every_ms = sock, incidents, every_ms
+        self.sent_ms: dict[int, int] = {}  # sid -> when its last nudge left
+
+    def tick(self, live, now: int, policy) -> None:
+        """The timer's, for one served session."""
+        rec = live.record
+        sid = rec.session_id
+        if (rec.state is not State.DEGRADED or rec.binding is None
+                or not key_age.expired(live, now, policy)):
+            self.sent_ms.pop(sid, None)
+            return
+        last = self.sent_ms.get(sid)
+        if last is not None and now - last < self.every_ms:
+            return
+        self.sent_ms[sid] = now
+        try:
+            msg = live.channel.seal(b"", abi.MSG_KEEPALIVE, FLAG_REKEY)
+            self.sock.sendto(msg, (rec.binding.addr, rec.binding.port))
+            live.traffic.replied(msg)
+        except (OSError, CounterUnavailable) as e:
+            self.incidents.report("keepalive", e)  # the next tick tries again
+
+    def forget(self, keep) -> None:
+        """Sessions no longer served."""
+        for sid in [s for s in self.sent_ms if s not in keep]:
+            del self.sent_ms[sid]

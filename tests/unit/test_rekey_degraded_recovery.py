@@ -1,0 +1,73 @@
+"""A session DEGRADED by expired keys (``keys.expiry_terminates = false``)
+comes back with the real client (review R2 #3; docs/protocol.md "Rekey",
+overlap and expiry): the client asks for a rekey only on the gateway's
+FLAG_REKEY, and a DEGRADED session gets no keepalive reply, so the gateway's
+timer sends the binding a flagged keepalive (at most one a second) while
+the session is DEGRADED with expired keys."""
+
+from __future__ import annotations
+
+import pytest
+
+from jvpn.gate.userspace import UserspaceGate
+from jvpn.session import State
+from kits.client_bridge import Bridge
+from kits.daemon_kit import PEER_INNER, AdmitAll, Clock, ipv4, make_gateway
+from kits.rekey_kit import policy
+
+
+@pytest.fixture(params=["model gate", "admit all"])
+def gate(request):
+    """The userspace model of the XDP gate (it drops a DEGRADED session's
+    keepalives and data, passes its REKEY_INIT), or none."""
+    return UserspaceGate() if request.param == "model gate" else AdmitAll()
+
+
+def _degraded(tmp_path, gate):
+    clock = Clock()
+    gw = make_gateway(tmp_path, gate=gate, clock=clock,
+                      policy=policy(rekey_after_ms=1_000, reject_after_ms=2_000,
+                                    expiry_terminates=False))
+    b = Bridge(gw, clock)
+    b.client.send_data(ipv4(PEER_INNER[0]))  # confirms the session
+    b.pump()
+    sid = b.client.session_id
+    assert gw.table.get(sid).confirmed
+    b.online = False  # the client is away (a laptop asleep): no flag reaches it
+    clock.ms += 2_000
+    b.tick()
+    assert gw.table.get(sid).record.state is State.DEGRADED
+    b.online = True
+    return gw, clock, b, sid
+
+
+def test_a_session_degraded_by_expired_keys_is_rekeyed_back_to_attached(tmp_path, gate):
+    gw, clock, b, sid = _degraded(tmp_path, gate)
+    clock.ms += 1_000
+    b.tick()  # the flagged keepalive
+    assert b.pump()  # ... the client asks, the gateway answers, the client switches
+    live = gw.table.get(sid)
+    assert b.client.channel.ring.epoch == 1 == live.keys.epoch
+    assert live.keys.confirmed and live.record.state is State.ATTACHED
+    n = len(gw.tun.written)
+    b.client.send_data(ipv4(PEER_INNER[0]))
+    assert len(gw.tun.written) == n + 1  # data passes again, under epoch 1
+
+
+def test_the_flag_is_sent_at_most_once_a_second_and_only_while_degraded(tmp_path, gate):
+    gw, clock, b, sid = _degraded(tmp_path, gate)
+    b.online = False  # still away: count what the gateway sends
+    n = len(gw.sock.sent)
+    for _ in range(5):
+        clock.ms += 200
+        b.tick()
+    assert len(gw.sock.sent) - n == 1
+    b.online = True
+    clock.ms += 1_000
+    b.tick()
+    b.pump()
+    assert gw.table.get(sid).record.state is State.ATTACHED
+    n = len(gw.sock.sent)
+    clock.ms += 1_000
+    b.tick()
+    assert len(gw.sock.sent) == n  # ATTACHED again: no more nudges

@@ -1,0 +1,64 @@
+"""Review R1 #3 and #4: expiry is measured on the epoch the gateway seals
+under (a committed, unconfirmed rekey does not extend it), and after a
+rekey from DEGRADED the expired epoch carries no data either way: the daemon
+neither delivers what it receives under it nor seals data under it (the
+gate passes both phases again at the commit: docs/protocol.md)."""
+
+from __future__ import annotations
+
+from jvpn import wire
+from jvpn.gate import abi
+from jvpn.session import State
+from jvpn.tunnel import FLAG_KEY_PHASE
+from kits.daemon_kit import ADDRESS, PEER_INNER, events_of, ipv4
+from kits.rekey_kit import RekeyClient, gateway
+
+
+def downstream(c: RekeyClient) -> list:
+    """What the gateway sends for one inner packet to the client."""
+    n = len(c.gw.sock.sent)
+    c.gw.datapath.downstream(ipv4(ADDRESS.ip, dst=str(PEER_INNER[0])))
+    return c.gw.sock.sent[n:]
+
+
+def test_an_unconfirmed_rekey_does_not_extend_the_sealing_epoch(tmp_path):
+    gw, clock = gateway(tmp_path, rekey_after_ms=1_000, reject_after_ms=2_000)
+    c = RekeyClient(gw)
+    start = clock.ms
+    clock.ms += 1_900
+    gw.tick()
+    msg, _eph = c.init()
+    c.send(msg)  # committed; the RESP is lost and the client never uses epoch 1
+    assert c.record().key_epoch == 1 and c.record().state is State.ATTACHED
+    clock.ms = start + 1_999
+    gw.tick()
+    assert c.record().state is State.ATTACHED
+    clock.ms = start + 2_000  # epoch 0 (still sealed under) is reject_after_ms old
+    gw.tick()
+    [ev] = events_of(gw.events, "KeyExpired")
+    assert ev["key_epoch"] == 0 and ev["key_age_ms"] == 2_000
+    [end] = events_of(gw.events, "SessionTerminated")
+    assert end["reason_code"] == "KEY_EXPIRED" and gw.table.get(c.sid) is None
+
+
+def test_a_rekey_from_degraded_carries_no_data_under_the_expired_epoch(tmp_path):
+    gw, clock = gateway(tmp_path, rekey_after_ms=1_000, reject_after_ms=2_000,
+                        expiry_terminates=False)
+    c = RekeyClient(gw)
+    clock.ms += 2_000
+    gw.tick()
+    assert c.record().state is State.DEGRADED
+    msg, eph = c.init()
+    [(resp, _)] = c.send(msg)  # REKEY_OK at the commit; the RESP is delayed
+    assert c.record().state is State.ATTACHED
+    assert c.opened(resp)[0].type == abi.MSG_REKEY_RESP  # the answer goes, under epoch 0
+    assert not c.data()  # data under the expired epoch 0: not delivered
+    assert c.send(c.channel.seal(b"", abi.MSG_KEEPALIVE)) == []  # no keepalive reply
+    assert downstream(c) == []  # nothing sealed under epoch 0
+    gw.tick()
+    assert c.record().state is State.ATTACHED  # the commit is not undone
+    c.finish(resp, eph)
+    assert c.data()  # epoch 1: delivered, and it confirms
+    [(sent, _)] = downstream(c)
+    assert wire.parse_header(sent).flags & FLAG_KEY_PHASE  # sealed under epoch 1
+    assert events_of(gw.events, "KeyExpired")[-1]["key_epoch"] == 0
