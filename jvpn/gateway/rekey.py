@@ -11,13 +11,15 @@ Checks, in the spec's order, each before anything changes:
   3. its header counter is fresh                  REPLAY_DETECTED (unanswered)
   -- from here the request is the key holder's; refusals are answered, sealed
      (to its source, as a reattach's)
+  3a. before anything else (review R4 #1): a committed, unconfirmed epoch's
+      own request again (the stored answer's ephemeral) gets the stored
+      answer (the ring's, across restarts), from any source, in any state
   3b. not under the previous epoch once the new one is confirmed: the
       client's own late request REPLAY_DETECTED, else a second holder
       (SecurityKeyCompromiseSuspected)            REPLAY_DETECTED
   4. it came from the bound transport             POLICY_DENY
   5. ATTACHED or VOLATILE, or DEGRADED with expired keys   POLICY_DENY
-  -- a committed, unconfirmed epoch (review R1 #2): the answered ephemeral
-     gets the stored answer (the ring's, across restarts); anything else is
+  -- a committed, unconfirmed epoch (review R1 #2): anything else is
      refused, never a replacement: an older attempt REPLAY_DETECTED, a
      second ephemeral REPLAY_DETECTED + SecurityKeyCompromiseSuspected
   6. the switch epoch is the record's             FRESHNESS_INVALID
@@ -130,6 +132,11 @@ class RekeyServer:
     def _validate(self, d: RekeyDecision, live, keys: SessionKeys, switch_epoch: int,
                   client_eph: bytes) -> RekeyDecision:
         rec, ring, now = live.record, live.keys, self.clock_ms()
+        if _resent(d, ring, client_eph):
+            # before the binding and state checks (review R4 #1): a refusal
+            # would make the client drop the ephemeral the committed epoch
+            # needs; answering changes nothing, and goes where it came from
+            return _with(d, resend=ring.answer.resp)
         if ring.confirmed and ring.previous is not None and keys is ring.previous:
             return self._late(d, rec, ring, client_eph)
         if d.src != rec.binding:
@@ -165,9 +172,7 @@ class RekeyServer:
         re-sends its one request (same ephemeral) until it has an answer,
         which the ring keeps across restarts: that gets the stored RESP, and
         nothing else ever replaces the pending epoch (review R1 #2)."""
-        answer = ring.answer
-        if answer is not None and d.asked == ring.epoch and answer.client_ephemeral == client_eph:
-            return _with(d, resend=answer.resp)  # whatever switch epoch it names: the one asked
+        answer = ring.answer  # the re-send of the answered request was answered first
         if d.asked != ring.epoch:
             return _wrong_epoch(d, ring.epoch)
         if answer is None or d.counter <= rec.key_c2s_base:
@@ -236,6 +241,14 @@ class RekeyServer:
         """Sessions no longer served: their derivation counts go."""
         for sid in [s for s in self.attempts if s not in keep]:
             del self.attempts[sid]
+
+
+def _resent(d: RekeyDecision, ring: KeyRing, client_eph: bytes) -> bool:
+    """The committed, unconfirmed epoch's own request again (its stored
+    answer's ephemeral; whatever switch epoch it names: the one asked)."""
+    answer = ring.answer
+    return (not ring.confirmed and answer is not None and d.asked == ring.epoch
+            and answer.client_ephemeral == client_eph)
 
 
 def _with(d: RekeyDecision, **changes) -> RekeyDecision:
