@@ -70,6 +70,9 @@ class Live:
     # its revocation was decided but the store refused to end it: no element,
     # no downstream, until the retry ends it (jvpn/gateway/revocation.py)
     quarantined: bool = False
+    # the quarantine is key expiry's (jvpn/gateway/key_timers.py): lifted
+    # once its retried write lands (review R4 #2); a revocation's never is
+    quarantine_lifts: bool = False
     allowed: tuple[Network, ...] = ()  # the peer's AllowedIPs (its sources, its downstream)
     subnets: tuple[Network, ...] = ()  # those behind the peer: kernel routes while routed
     traffic: Traffic = field(default_factory=Traffic)  # the daemon's own rx/tx counts
