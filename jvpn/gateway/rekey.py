@@ -27,6 +27,8 @@ Checks, in the spec's order, each before anything changes:
                                                   FRESHNESS_INVALID
   8. the gateway asked (FLAG_REKEY's predicate, or expired keys)   POLICY_DENY
   9. fewer than max_rekey_attempts derivations for the epoch      RATE_LIMITED
+  (before 6) expired keys on a session not yet DEGRADED by them: KEY_EXPIRED
+     if the policy terminates, else POLICY_DENY (review R4 #6)
 """
 
 from __future__ import annotations
@@ -146,6 +148,8 @@ class RekeyServer:
             return _refused(d, Reason.POLICY_DENY, f"invalid_state_for_rekey {rec.state.name}")
         if not ring.confirmed:
             return self._pending(d, rec, ring, client_eph)
+        if expired and rec.state is not State.DEGRADED:
+            return self._expired(d, ring)
         if switch_epoch != rec.epoch:
             return _refused(d, Reason.FRESHNESS_INVALID,
                             f"switch epoch {switch_epoch}, the session's is {rec.epoch}")
@@ -185,6 +189,16 @@ class RekeyServer:
                         f"a second ephemeral for the committed epoch {ring.epoch}: "
                         f"a second holder of epoch {ring.previous.epoch}'s keys",
                         security=Security.SEC_KEY_COMPROMISE_SUSPECTED, compromise=True)
+
+    def _expired(self, d: RekeyDecision, ring: KeyRing) -> RekeyDecision:
+        """Keys past reject_after_* on a session the timer has not yet ended
+        or degraded (between two ticks, review R4 #6): no rekey skips
+        KeyExpired. Terminating: the next tick ends it; else it degrades it,
+        and the rekey from DEGRADED is the way back."""
+        if self.policy.expiry_terminates:
+            return _refused(d, Reason.KEY_EXPIRED, f"epoch {ring.epoch}'s keys expired")
+        return _refused(d, Reason.POLICY_DENY, f"epoch {ring.epoch}'s keys expired: "
+                        "rekey once the session is DEGRADED")
 
     @staticmethod
     def _late(d: RekeyDecision, rec: SessionRecord, ring: KeyRing,
