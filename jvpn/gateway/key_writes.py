@@ -65,8 +65,8 @@ class KeyWrites:
 
     def end_overlap(self, live: Live, now: int, overlap_ms: int) -> None:
         """The timer's: a confirmed ring's previous epoch is dropped
-        ``overlap_ms`` after the confirmation (after a restart or an
-        adoption that found one: after this gateway first saw it): from
+        ``overlap_ms`` after the confirmation (a ring loaded from the store
+        with one is past it: dropped at load, table.py ``_live``): from
         memory and the element at once, then from the store (raises
         StoreError: the next tick writes it again)."""
         ring = live.keys

@@ -283,7 +283,8 @@ class SessionTable(StandbyWrites, Downstream, OperatorEnds, PendingDeletes, KeyW
         restart (pinned XDP maps): it saw every counter we delivered.
         ``routed``: the peer's downstream goes to this session (not yet for
         an unconfirmed one)."""
-        sid, keys = rec.session_id, KeyRing.of(keys)
+        sid, stored_keys = rec.session_id, KeyRing.of(keys)
+        keys = stored_keys.loaded()  # an overlap over, its write pending: over here too
         stored, exact = (self.store.get_replay_ceiling(sid) if stored_ceiling is None
                          else stored_ceiling)
         allowed, subnets = self._allowed(inner)
@@ -303,6 +304,7 @@ class SessionTable(StandbyWrites, Downstream, OperatorEnds, PendingDeletes, KeyW
         channel.size_to(min(self.path_mtu, pathmtu.DEFAULT_PATH_MTU), family)  # until announced
         live = Live(rec, keys, channel, inner, self.clock_ms(), ceiling, installed=False,
                     blind_epoch=rec.epoch if blind else None, allowed=allowed, subnets=subnets)
+        live.secrets_unsaved = keys is not stored_keys  # the timer's next tick writes it
         self.sessions[sid] = live
         if routed:
             self._route(live)
