@@ -30,6 +30,7 @@ from jvpn import pathmtu, wire
 from jvpn.codes import EventType, Reason
 from jvpn.events import EventLog
 from jvpn.gate import abi
+from jvpn.gateway.announce import announce
 from jvpn.gateway.ceiling import ReplayCeiling, start_floor
 from jvpn.gateway.deletes import PendingDeletes
 from jvpn.gateway.downstream import Downstream
@@ -172,17 +173,7 @@ class SessionTable(StandbyWrites, Downstream, OperatorEnds, PendingDeletes, KeyW
         Raises StoreError (VersionConflict included): nothing changed."""
         self._cas(base, new, ring)
         self._project(new, keys, steps)
-        now = self.clock_ms()
-        for rec, tr in steps:
-            self.events.emit(EventType.SESSION_STATE_CHANGE, tr.reason_code, rec.session_id,
-                             rec.binding, version=tr.version, previous_state=tr.previous.name,
-                             new_state=tr.new.name, detail=detail)
-            if tr.new is State.TERMINATED:
-                lost = base.transport_lost_ms
-                self.events.emit(EventType.SESSION_TERMINATED, tr.reason_code, rec.session_id,
-                                 version=tr.version, detail=detail,
-                                 session_age_ms=now - base.created_ms,
-                                 transportless_age_ms=(now - lost) if lost else 0)
+        announce(self.events, base, steps, detail, self.clock_ms())
 
     def confirm(self, live: Live) -> None:
         """The initiator proved the new session's path: recorded first (raises
@@ -352,3 +343,4 @@ class SessionTable(StandbyWrites, Downstream, OperatorEnds, PendingDeletes, KeyW
             self._unroute(live)
             del self.sessions[sid]
         self.gate.remove(sid)
+

@@ -3,10 +3,9 @@ TERMINATED (or DEGRADED) write fail closed: the element leaves the gate, no
 data passes under either epoch, KeyExpired is said once, and the write is
 retried until the session ends."""
 
+from jvpn.store import StoreError
 from kits.daemon_kit import events_of
 from kits.rekey_kit import RekeyClient, gateway
-
-from jvpn.store import StoreError
 
 
 def _refuse(monkeypatch, store):
