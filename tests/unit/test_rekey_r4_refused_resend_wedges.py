@@ -9,6 +9,7 @@ the legitimate client is named a second key holder and stays wedged."""
 from jvpn import wire
 from jvpn.client_rekey import REKEY_RETRY_MS
 from jvpn.gate import abi
+from jvpn.session import State
 from kits.client_bridge import Bridge
 from kits.daemon_kit import (
     LISTEN,
@@ -19,7 +20,7 @@ from kits.daemon_kit import (
     ipv4,
     make_gateway,
 )
-from kits.rekey_kit import policy
+from kits.rekey_kit import RekeyClient, gateway, policy
 
 OTHER = ("198.51.100.9", 4444)
 
@@ -76,3 +77,24 @@ def test_refused_resend_strands_client_and_names_it_compromised(tmp_path):
         b.client.rekey_timers(clock.ms)
     named = events_of(gw.events, "SecurityKeyCompromiseSuspected")
     assert not named, f"the legitimate client was named a second key holder: {named[0]['detail']}"
+
+
+def test_a_resend_while_recovering_gets_the_stored_resp(tmp_path):
+    """The RESP was lost, then a reattach began (RECOVERING): the committed
+    request's re-send still gets the stored answer, never a refusal that
+    would make the client drop the ephemeral epoch 1 needs."""
+    gw, _clock = gateway(tmp_path)
+    c = RekeyClient(gw)
+    msg, eph = c.init()
+    [(resp, _)] = c.send(msg)  # committed; this RESP is lost
+    [(_challenge, to)] = c.send(c.reattach_request(seq=1), src=OTHER)
+    assert to == OTHER and c.record().state is State.RECOVERING
+    again, _ = c.init(eph=eph, new_epoch=1, ask=False)
+    for src in (None, OTHER):  # from the binding, and from the new path
+        [(reply, to)] = c.send(again if src is None else c.init(eph=eph, new_epoch=1,
+                                                                ask=False)[0], src=src)
+        hdr, fields = c.opened(reply)
+        assert hdr.type == abi.MSG_REKEY_RESP and fields == c.opened(resp)[1]
+        assert to == (src or c.src)  # to its source, as a reattach's reply
+    assert c.live().keys.epoch == 1 and c.record().key_epoch == 1
+    assert not events_of(gw.events, "RekeyDenied")
