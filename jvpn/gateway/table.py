@@ -343,4 +343,3 @@ class SessionTable(StandbyWrites, Downstream, OperatorEnds, PendingDeletes, KeyW
             self._unroute(live)
             del self.sessions[sid]
         self.gate.remove(sid)
-
