@@ -52,9 +52,9 @@ from jvpn.keys import (
 from jvpn.tunnel import FLAG_REATTACH, FLAG_REKEY
 
 REKEY_RETRY_MS = 1_000  # an unanswered REKEY_INIT is sent again (same ephemeral) this often
-# no more requests for this epoch. (No gateway refuses a rekey KEY_EXPIRED:
-# expired keys end the session with a TERMINATE naming it, or DEGRADED, where
-# a rekey is what brings the session back.)
+# no more requests for this epoch. (KEY_EXPIRED ends the attempt like any
+# other refusal: the gateway's next tick ends the session with a TERMINATE
+# naming it; docs/protocol.md "Rekey", review R4 #6.)
 STOP_REJECTS = frozenset({"RATE_LIMITED"})
 # a final refusal holds for this long; a flag after it asks once more (the
 # gateway's word may have changed: a session DEGRADED by expired keys is

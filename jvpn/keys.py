@@ -200,6 +200,13 @@ class KeyRing:
         answer goes too: a request under the previous epoch no longer opens)."""
         return KeyRing(self.current)
 
+    def loaded(self) -> KeyRing:
+        """This ring as read back from the store (a restart, an adoption, a
+        standby, a handoff's reattach): a confirmed ring still holding its
+        previous epoch is past its overlap, whose end's store write had not
+        landed yet; the previous epoch is never accepted again (review R4 #4)."""
+        return self.without_previous() if self.confirmed and self.previous else self
+
     def pack(self) -> bytes:
         """The session store's secrets value: both live epochs."""
         flags = ((1 if self.previous is not None else 0) | (2 if self.confirmed else 0)

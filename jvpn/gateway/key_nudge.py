@@ -26,8 +26,8 @@ class RekeyNudge:
         """The timer's, for one served session."""
         rec = live.record
         sid = rec.session_id
-        if (rec.state is not State.DEGRADED or rec.binding is None
-                or not key_age.expired(live, now, policy)):
+        if (rec.state is not State.DEGRADED or rec.binding is None or live.quarantined
+                or not key_age.expired(live, now, policy)):  # quarantined: no element
             self.sent_ms.pop(sid, None)
             return
         last = self.sent_ms.get(sid)

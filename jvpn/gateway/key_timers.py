@@ -46,5 +46,7 @@ def _expire(table, live, now: int, p: Policy) -> bool:
         # fail closed meanwhile, as a refused revocation does: the element
         # leaves the gate and the downstream leaves the session, so nothing
         # passes under the expired keys while the next tick retries the write
-        table.quarantine(rec.session_id)
+        table.quarantine(rec.session_id, lifts=True)
+    else:  # stored (DEGRADED: the gate drops its data): a quarantine ends
+        table.lift_quarantine(live)  # (review R4 #2)
     return True

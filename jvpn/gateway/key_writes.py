@@ -14,7 +14,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from jvpn.codes import EventType, Reason
-from jvpn.keys import KeyRing
+from jvpn.gateway.announce import announce
+from jvpn.keys import KeyRing, ring_for
+from jvpn.session import State
+from jvpn.store import StoreError
 
 if TYPE_CHECKING:
     from jvpn.gateway.table import Live
@@ -48,6 +51,32 @@ class KeyWrites:
         if ring.previous is None or not ring.confirmed:
             live.overlap_until_ms = None
 
+    def refresh_keys(self, live: Live, steps=(), detail: str = "") -> bool:
+        """After a rekey commit that raised StoreError, an ambiguous result
+        (an etcd deadline: the store may have applied it; review R4 #3):
+        the stored record and ring, if they are newer than memory, still
+        ours and move the keys forward, become the session's (record, ring,
+        element); ``steps``, the commit's transitions, are said if the store
+        holds that very record. False: memory stays (the store did not take
+        it, or cannot say). Raises nothing."""
+        base = live.record
+        try:
+            got = self.store.get(base.session_id)
+            if got is None:
+                return False
+            rec, ring = got[0], ring_for(*got)
+        except (StoreError, ValueError):
+            return False
+        if (rec.version <= base.version or rec.owner != base.owner
+                or rec.state is State.TERMINATED or ring.epoch < live.keys.epoch):
+            return False
+        loaded = ring.loaded()
+        self._take_ring(base.session_id, loaded)
+        live.secrets_unsaved = loaded is not ring
+        self._project(rec, loaded, ())
+        announce(self.events, base, [s for s in steps if s[0] == rec], detail, self.clock_ms())
+        return True
+
     def confirm_keys(self, live: Live, overlap_ms: int) -> bool:
         """The client's first authentic message under the new epoch: the ring
         becomes confirmed (store first; raises StoreError: nothing changed),
@@ -65,8 +94,8 @@ class KeyWrites:
 
     def end_overlap(self, live: Live, now: int, overlap_ms: int) -> None:
         """The timer's: a confirmed ring's previous epoch is dropped
-        ``overlap_ms`` after the confirmation (after a restart or an
-        adoption that found one: after this gateway first saw it): from
+        ``overlap_ms`` after the confirmation (a ring loaded from the store
+        with one is past it: dropped at load, table.py ``_live``): from
         memory and the element at once, then from the store (raises
         StoreError: the next tick writes it again)."""
         ring = live.keys

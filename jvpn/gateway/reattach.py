@@ -135,7 +135,8 @@ class ReattachServer(PathValidation):
             raise Reject(Reason.SESSION_NOT_FOUND, None, "unknown session")
         rec, secrets = got
         try:
-            return rec, ring_for(rec, secrets)  # the record's own keys, or refused
+            # the record's own keys, or refused; a stored overlap that is over, over
+            return rec, ring_for(rec, secrets).loaded()
         except ValueError as e:  # a store value that is no key ring: fail closed
             raise Reject(Reason.OWNERSHIP_CONFLICT, Security.SEC_OWNERSHIP_ANOMALY,
                          f"stored keys unreadable: {e}") from e

@@ -11,13 +11,15 @@ Checks, in the spec's order, each before anything changes:
   3. its header counter is fresh                  REPLAY_DETECTED (unanswered)
   -- from here the request is the key holder's; refusals are answered, sealed
      (to its source, as a reattach's)
+  3a. before anything else (review R4 #1): a committed, unconfirmed epoch's
+      own request again (the stored answer's ephemeral) gets the stored
+      answer (the ring's, across restarts), from any source, in any state
   3b. not under the previous epoch once the new one is confirmed: the
       client's own late request REPLAY_DETECTED, else a second holder
       (SecurityKeyCompromiseSuspected)            REPLAY_DETECTED
   4. it came from the bound transport             POLICY_DENY
   5. ATTACHED or VOLATILE, or DEGRADED with expired keys   POLICY_DENY
-  -- a committed, unconfirmed epoch (review R1 #2): the answered ephemeral
-     gets the stored answer (the ring's, across restarts); anything else is
+  -- a committed, unconfirmed epoch (review R1 #2): anything else is
      refused, never a replacement: an older attempt REPLAY_DETECTED, a
      second ephemeral REPLAY_DETECTED + SecurityKeyCompromiseSuspected
   6. the switch epoch is the record's             FRESHNESS_INVALID
@@ -25,6 +27,8 @@ Checks, in the spec's order, each before anything changes:
                                                   FRESHNESS_INVALID
   8. the gateway asked (FLAG_REKEY's predicate, or expired keys)   POLICY_DENY
   9. fewer than max_rekey_attempts derivations for the epoch      RATE_LIMITED
+  (before 6) expired keys on a session not yet DEGRADED by them: KEY_EXPIRED
+     if the policy terminates, else POLICY_DENY (review R4 #6)
 """
 
 from __future__ import annotations
@@ -130,6 +134,11 @@ class RekeyServer:
     def _validate(self, d: RekeyDecision, live, keys: SessionKeys, switch_epoch: int,
                   client_eph: bytes) -> RekeyDecision:
         rec, ring, now = live.record, live.keys, self.clock_ms()
+        if _resent(d, ring, client_eph):
+            # before the binding and state checks (review R4 #1): a refusal
+            # would make the client drop the ephemeral the committed epoch
+            # needs; answering changes nothing, and goes where it came from
+            return _with(d, resend=ring.answer.resp)
         if ring.confirmed and ring.previous is not None and keys is ring.previous:
             return self._late(d, rec, ring, client_eph)
         if d.src != rec.binding:
@@ -139,6 +148,8 @@ class RekeyServer:
             return _refused(d, Reason.POLICY_DENY, f"invalid_state_for_rekey {rec.state.name}")
         if not ring.confirmed:
             return self._pending(d, rec, ring, client_eph)
+        if expired and rec.state is not State.DEGRADED:
+            return self._expired(d, ring)
         if switch_epoch != rec.epoch:
             return _refused(d, Reason.FRESHNESS_INVALID,
                             f"switch epoch {switch_epoch}, the session's is {rec.epoch}")
@@ -165,9 +176,7 @@ class RekeyServer:
         re-sends its one request (same ephemeral) until it has an answer,
         which the ring keeps across restarts: that gets the stored RESP, and
         nothing else ever replaces the pending epoch (review R1 #2)."""
-        answer = ring.answer
-        if answer is not None and d.asked == ring.epoch and answer.client_ephemeral == client_eph:
-            return _with(d, resend=answer.resp)  # whatever switch epoch it names: the one asked
+        answer = ring.answer  # the re-send of the answered request was answered first
         if d.asked != ring.epoch:
             return _wrong_epoch(d, ring.epoch)
         if answer is None or d.counter <= rec.key_c2s_base:
@@ -180,6 +189,16 @@ class RekeyServer:
                         f"a second ephemeral for the committed epoch {ring.epoch}: "
                         f"a second holder of epoch {ring.previous.epoch}'s keys",
                         security=Security.SEC_KEY_COMPROMISE_SUSPECTED, compromise=True)
+
+    def _expired(self, d: RekeyDecision, ring: KeyRing) -> RekeyDecision:
+        """Keys past reject_after_* on a session the timer has not yet ended
+        or degraded (between two ticks, review R4 #6): no rekey skips
+        KeyExpired. Terminating: the next tick ends it; else it degrades it,
+        and the rekey from DEGRADED is the way back."""
+        if self.policy.expiry_terminates:
+            return _refused(d, Reason.KEY_EXPIRED, f"epoch {ring.epoch}'s keys expired")
+        return _refused(d, Reason.POLICY_DENY, f"epoch {ring.epoch}'s keys expired: "
+                        "rekey once the session is DEGRADED")
 
     @staticmethod
     def _late(d: RekeyDecision, rec: SessionRecord, ring: KeyRing,
@@ -236,6 +255,14 @@ class RekeyServer:
         """Sessions no longer served: their derivation counts go."""
         for sid in [s for s in self.attempts if s not in keep]:
             del self.attempts[sid]
+
+
+def _resent(d: RekeyDecision, ring: KeyRing, client_eph: bytes) -> bool:
+    """The committed, unconfirmed epoch's own request again (its stored
+    answer's ephemeral; whatever switch epoch it names: the one asked)."""
+    answer = ring.answer
+    return (not ring.confirmed and answer is not None and d.asked == ring.epoch
+            and answer.client_ephemeral == client_eph)
 
 
 def _with(d: RekeyDecision, **changes) -> RekeyDecision:

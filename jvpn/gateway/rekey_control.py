@@ -81,11 +81,25 @@ class RekeyControl:
         try:
             self.table.commit(d.base, d.new, d.ring, d.steps, detail=Reason.REKEY_REQUESTED,
                               ring=d.ring)
-        except StoreError as e:  # a version conflict included: nothing changed
-            return self._denied(d, live, Reason.STORE_UNAVAILABLE, str(e))
+        except StoreError as e:  # a version conflict included: maybe nothing changed
+            return self._ambiguous(d, live, counter, e)
         # KeyRotated follows at the confirmation; a re-send gets the ring's answer
         return [(seal_control(live.channel.send_keys, abi.MSG_REKEY_RESP, d.sid, counter,
                               *d.resp), d.src)]
+
+    def _ambiguous(self, d: RekeyDecision, live, counter: int, e: StoreError) -> list[Send]:
+        """The commit raised, yet the store may hold it (a deadline after the
+        write; review R4 #3): the stored record and ring, if newer, become the
+        session's through the table, and the request they answer gets the
+        stored RESP. Else nothing changed: RekeyDenied STORE_UNAVAILABLE."""
+        if self.table.refresh_keys(live, d.steps, detail=Reason.REKEY_REQUESTED):
+            answer, ring = live.keys.answer, live.keys
+            if (not ring.confirmed and answer is not None and ring.epoch == d.asked
+                    and answer.client_ephemeral == d.client_ephemeral):
+                return [(seal_control(live.channel.send_keys, abi.MSG_REKEY_RESP, d.sid,
+                                      counter, *answer.resp), d.src)]
+            return []  # the store moved otherwise: the client's re-send meets it
+        return self._denied(d, live, Reason.STORE_UNAVAILABLE, str(e))
 
     def _refuse(self, d: RekeyDecision, live) -> list[Send]:
         r = d.refusal

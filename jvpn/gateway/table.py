@@ -30,6 +30,7 @@ from jvpn import pathmtu, wire
 from jvpn.codes import EventType, Reason
 from jvpn.events import EventLog
 from jvpn.gate import abi
+from jvpn.gateway.announce import announce
 from jvpn.gateway.ceiling import ReplayCeiling, start_floor
 from jvpn.gateway.deletes import PendingDeletes
 from jvpn.gateway.downstream import Downstream
@@ -70,6 +71,9 @@ class Live:
     # its revocation was decided but the store refused to end it: no element,
     # no downstream, until the retry ends it (jvpn/gateway/revocation.py)
     quarantined: bool = False
+    # the quarantine is key expiry's (jvpn/gateway/key_timers.py): lifted
+    # once its retried write lands (review R4 #2); a revocation's never is
+    quarantine_lifts: bool = False
     allowed: tuple[Network, ...] = ()  # the peer's AllowedIPs (its sources, its downstream)
     subnets: tuple[Network, ...] = ()  # those behind the peer: kernel routes while routed
     traffic: Traffic = field(default_factory=Traffic)  # the daemon's own rx/tx counts
@@ -169,17 +173,7 @@ class SessionTable(StandbyWrites, Downstream, OperatorEnds, PendingDeletes, KeyW
         Raises StoreError (VersionConflict included): nothing changed."""
         self._cas(base, new, ring)
         self._project(new, keys, steps)
-        now = self.clock_ms()
-        for rec, tr in steps:
-            self.events.emit(EventType.SESSION_STATE_CHANGE, tr.reason_code, rec.session_id,
-                             rec.binding, version=tr.version, previous_state=tr.previous.name,
-                             new_state=tr.new.name, detail=detail)
-            if tr.new is State.TERMINATED:
-                lost = base.transport_lost_ms
-                self.events.emit(EventType.SESSION_TERMINATED, tr.reason_code, rec.session_id,
-                                 version=tr.version, detail=detail,
-                                 session_age_ms=now - base.created_ms,
-                                 transportless_age_ms=(now - lost) if lost else 0)
+        announce(self.events, base, steps, detail, self.clock_ms())
 
     def confirm(self, live: Live) -> None:
         """The initiator proved the new session's path: recorded first (raises
@@ -280,7 +274,8 @@ class SessionTable(StandbyWrites, Downstream, OperatorEnds, PendingDeletes, KeyW
         restart (pinned XDP maps): it saw every counter we delivered.
         ``routed``: the peer's downstream goes to this session (not yet for
         an unconfirmed one)."""
-        sid, keys = rec.session_id, KeyRing.of(keys)
+        sid, stored_keys = rec.session_id, KeyRing.of(keys)
+        keys = stored_keys.loaded()  # an overlap over, its write pending: over here too
         stored, exact = (self.store.get_replay_ceiling(sid) if stored_ceiling is None
                          else stored_ceiling)
         allowed, subnets = self._allowed(inner)
@@ -300,6 +295,7 @@ class SessionTable(StandbyWrites, Downstream, OperatorEnds, PendingDeletes, KeyW
         channel.size_to(min(self.path_mtu, pathmtu.DEFAULT_PATH_MTU), family)  # until announced
         live = Live(rec, keys, channel, inner, self.clock_ms(), ceiling, installed=False,
                     blind_epoch=rec.epoch if blind else None, allowed=allowed, subnets=subnets)
+        live.secrets_unsaved = keys is not stored_keys  # the timer's next tick writes it
         self.sessions[sid] = live
         if routed:
             self._route(live)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from jvpn.errors import JvpnError
-from jvpn.session import Event, IllegalTransition, SessionRecord, apply
+from jvpn.session import Event, IllegalTransition, SessionRecord, State, apply
 
 if TYPE_CHECKING:
     from jvpn.gateway.table import Live
@@ -43,13 +43,16 @@ class OperatorEnds:
         self.forget(sid)
         return new
 
-    def quarantine(self, sid: int) -> None:
+    def quarantine(self, sid: int, lifts: bool = False) -> None:
         """A session that must end but whose record the store would not end:
         its element leaves the gate and the peer's downstream leaves it now,
-        and neither comes back (the revocation is retried until it ends)."""
+        and neither comes back (the revocation is retried until it ends).
+        ``lifts``: key expiry's, which ``lift_quarantine`` ends once its
+        write lands; it never softens a revocation's."""
         live = self.sessions.get(sid)
         if live is None:
             return
+        live.quarantine_lifts = lifts and (live.quarantine_lifts or not live.quarantined)
         live.quarantined = True
         self._unroute(live)
         self.gate.remove(sid)
@@ -84,3 +87,19 @@ class OperatorEnds:
             return (f"session {sid:016x} is owned by gateway {owner!r}: terminate it there "
                     "(the operator socket of that gateway)")
         return f"no session {sid:016x} on this gateway"
+
+    def lift_quarantine(self, live) -> None:
+        """Key expiry's quarantine, once the store holds the transition it
+        waited for (DEGRADED: the gate drops its data, a rekey brings it
+        back): the element returns through the normal put, the downstream
+        with it. A revocation's quarantine is never lifted."""
+        if not (live.quarantined and live.quarantine_lifts):
+            return
+        live.quarantined = live.quarantine_lifts = False
+        if live.record.state is State.TERMINATED or self.sessions.get(
+                live.record.session_id) is not live:
+            return
+        if not self.fenced:
+            self._put(live, live.record)
+        if live.confirmed:
+            self._route(live)
