@@ -127,9 +127,11 @@ _REKEY_SALT = b"jvpn v1 rekey salt"
 _REKEY_INFO = b"jvpn v1 rekey"
 _CONFIRM = b"jvpn v1 rekey confirm"
 _RING_MAGIC = b"JKR2"
-# magic, flags (1: previous present, 2: confirmed, 4: a rekey answer follows), epoch
+# magic, flags (1: previous present, 2: confirmed, 4: a rekey answer follows,
+# 8: the overlap's end follows, review R5 #6), epoch
 _RING_HEAD = struct.Struct("<4sBQ")
 _SINGLE_LEN = 8 + 32 + 32 + 16 + 16 + 32
+_UNTIL = struct.Struct("<Q")
 
 
 class RekeyError(ValueError):
@@ -149,6 +151,10 @@ class KeyRing:
     # the gateway's: the answer that made ``current`` (jvpn/rekey_answer.py),
     # kept while ``previous`` is (a re-send gets it again, across restarts)
     answer: RekeyAnswer | None = None
+    # a confirmed ring's: when its overlap ends (ms, the gateway's clock, the
+    # one its records' times use), so a restart or handoff inside the overlap
+    # resumes what is left of it (None: unknown, as in values stored before)
+    overlap_until_ms: int | None = None
 
     def __post_init__(self):
         if self.previous is not None and self.previous.epoch + 1 != self.current.epoch:
@@ -192,30 +198,41 @@ class KeyRing:
             raise ValueError("a rotation goes to the next epoch of the same session")
         return KeyRing(new, self.current, confirmed, answer)
 
-    def with_confirmed(self) -> KeyRing:
-        return replace(self, confirmed=True)
+    def with_confirmed(self, overlap_until_ms: int | None = None) -> KeyRing:
+        """The peer used ``current``; the overlap ends at ``overlap_until_ms``."""
+        return replace(self, confirmed=True, overlap_until_ms=overlap_until_ms)
 
     def without_previous(self) -> KeyRing:
         """The overlap is over: only the current epoch is accepted (the
         answer goes too: a request under the previous epoch no longer opens)."""
         return KeyRing(self.current)
 
-    def loaded(self) -> KeyRing:
+    def loaded(self, now_ms: int | None = None) -> KeyRing:
         """This ring as read back from the store (a restart, an adoption, a
-        standby, a handoff's reattach): a confirmed ring still holding its
-        previous epoch is past its overlap, whose end's store write had not
-        landed yet; the previous epoch is never accepted again (review R4 #4)."""
-        return self.without_previous() if self.confirmed and self.previous else self
+        standby, a handoff's reattach) at ``now_ms``: a confirmed ring still
+        holding its previous epoch keeps it for what is left of its overlap
+        (review R5 #6); past the overlap's end, or with no end stored (a
+        value from before), or no time given, the end's store write had not
+        landed yet: the previous epoch is never accepted again (R4 #4)."""
+        if not (self.confirmed and self.previous):
+            return self
+        until = self.overlap_until_ms
+        if until is not None and now_ms is not None and now_ms < until:
+            return self
+        return self.without_previous()
 
     def pack(self) -> bytes:
         """The session store's secrets value: both live epochs."""
+        until = self.overlap_until_ms if self.previous is not None else None
         flags = ((1 if self.previous is not None else 0) | (2 if self.confirmed else 0)
-                 | (4 if self.answer is not None else 0))
+                 | (4 if self.answer is not None else 0) | (8 if until is not None else 0))
         out = _RING_HEAD.pack(_RING_MAGIC, flags, self.current.epoch) + self.current.pack()
         if self.previous is not None:
             out += self.previous.pack()
         if self.answer is not None:
             out += self.answer.pack()
+        if until is not None:
+            out += _UNTIL.pack(until)
         return out
 
     @classmethod
@@ -229,7 +246,8 @@ class KeyRing:
             raise ValueError("stored session keys are neither keys nor a key ring")
         _m, flags, epoch = _RING_HEAD.unpack_from(raw)
         keys_end = head + _SINGLE_LEN * (2 if flags & 1 else 1)
-        if flags & ~7 or len(raw) != keys_end + (RekeyAnswer.SIZE if flags & 4 else 0):
+        answer_end = keys_end + (RekeyAnswer.SIZE if flags & 4 else 0)
+        if flags & ~15 or len(raw) != answer_end + (_UNTIL.size if flags & 8 else 0):
             raise ValueError("stored key ring has the wrong length or flags")
         current = replace(SessionKeys.unpack(raw[head:head + _SINGLE_LEN]), epoch=epoch)
         previous = None
@@ -240,8 +258,9 @@ class KeyRing:
                                epoch=epoch - 1)
             if previous.session_id != current.session_id:
                 raise ValueError("stored key ring mixes two sessions")
-        answer = RekeyAnswer.unpack(raw[keys_end:]) if flags & 4 else None
-        return cls(current, previous, bool(flags & 2), answer)
+        answer = RekeyAnswer.unpack(raw[keys_end:answer_end]) if flags & 4 else None
+        until = _UNTIL.unpack_from(raw, answer_end)[0] if flags & 8 else None
+        return cls(current, previous, bool(flags & 2), answer, until)
 
 
 def unpack_secrets(raw: bytes) -> KeyRing:

@@ -23,8 +23,14 @@ def run(table, live, now: int, p: Policy) -> None:
     again; the previous epoch has left memory and the element already)."""
     if live.record.state is State.TERMINATED:
         return
-    if key_age.expired(live, now, p) and _expire(table, live, now, p):
-        return
+    if key_age.expired(live, now, p):
+        if _expire(table, live, now, p):
+            return
+    elif live.quarantined and live.quarantine_lifts:
+        # key expiry's quarantine whose keys a rekey renewed since (its
+        # commit and confirmation are store writes: memory is the store's
+        # record): nothing left to fail closed for (review R5 #2)
+        table.lift_quarantine(live)
     table.end_overlap(live, now, p.rekey_overlap_ms)  # and its store write, again if due
 
 

@@ -22,6 +22,10 @@ from jvpn.store import StoreError
 if TYPE_CHECKING:
     from jvpn.gateway.table import Live
 
+# what ``refresh_keys`` found in the store
+ADOPTED, ENDED, MOVED, NOT_APPLIED, UNKNOWN = (
+    "adopted", "ended", "moved", "not_applied", "unknown")
+
 
 class KeyWrites:
     def _cas(self, base, new, ring: KeyRing | None) -> None:
@@ -51,31 +55,52 @@ class KeyWrites:
         if ring.previous is None or not ring.confirmed:
             live.overlap_until_ms = None
 
-    def refresh_keys(self, live: Live, steps=(), detail: str = "") -> bool:
+    def refresh_keys(self, live: Live, steps=(), detail: str = "") -> str:
         """After a rekey commit that raised StoreError, an ambiguous result
         (an etcd deadline: the store may have applied it; review R4 #3):
-        the stored record and ring, if they are newer than memory, still
-        ours and move the keys forward, become the session's (record, ring,
-        element); ``steps``, the commit's transitions, are said if the store
-        holds that very record. False: memory stays (the store did not take
-        it, or cannot say). Raises nothing."""
+        reads the stored record and acts on what it says (review R5 #3, #7):
+          ADOPTED      a newer version of OUR ownership (same owner and
+                       owner_lease), keys at our epoch or later: its record
+                       and ring become the session's (record, ring, element);
+                       ``steps``, the commit's transitions, are said if the
+                       store holds that very record
+          ENDED        TERMINATED: the session ends here too, through the
+                       normal TERMINATED projection (element, downstream gone)
+          MOVED        another owner's (or another lease's): no longer served
+                       here, on standby as a watch event would leave it
+          NOT_APPLIED  the store answered and holds nothing newer: the
+                       commit did not land
+          UNKNOWN      the store did not answer, or answered garbage
+        Raises nothing."""
         base = live.record
         try:
             got = self.store.get(base.session_id)
             if got is None:
-                return False
+                return UNKNOWN  # gone: the timers decide
             rec, ring = got[0], ring_for(*got)
         except (StoreError, ValueError):
-            return False
-        if (rec.version <= base.version or rec.owner != base.owner
-                or rec.state is State.TERMINATED or ring.epoch < live.keys.epoch):
-            return False
-        loaded = ring.loaded()
+            return UNKNOWN
+        if rec.version <= base.version:
+            return NOT_APPLIED
+        if rec.state is State.TERMINATED:
+            self._project(rec, live.keys, ())
+            self.forget(base.session_id)
+            return ENDED
+        if rec.owner != base.owner or rec.owner_lease != base.owner_lease:
+            self.drop_local(base.session_id)
+            self.events.emit(EventType.OWNERSHIP_HANDOFF, Reason.OWNERSHIP_LOST,
+                             base.session_id, owner=rec.owner,
+                             detail="the store says not ours (read after a rekey commit)")
+            self.stand_by(rec, live.keys)
+            return MOVED
+        if ring.epoch < live.keys.epoch:  # keys only move forward
+            return UNKNOWN
+        loaded = ring.loaded(self.clock_ms())
         self._take_ring(base.session_id, loaded)
         live.secrets_unsaved = loaded is not ring
         self._project(rec, loaded, ())
         announce(self.events, base, [s for s in steps if s[0] == rec], detail, self.clock_ms())
-        return True
+        return ADOPTED
 
     def confirm_keys(self, live: Live, overlap_ms: int) -> bool:
         """The client's first authentic message under the new epoch: the ring
@@ -85,8 +110,9 @@ class KeyWrites:
         if ring.confirmed:
             return False
         rec = live.record  # a secrets-only write: the version stays (jvpn/store check_cas)
-        self.commit(rec, rec, ring.with_confirmed(), ring=ring.with_confirmed())
-        live.overlap_until_ms = self.clock_ms() + overlap_ms
+        until = self.clock_ms() + overlap_ms  # stored: a restart resumes the overlap
+        self.commit(rec, rec, ring.with_confirmed(until), ring=ring.with_confirmed(until))
+        live.overlap_until_ms = until
         self.events.emit(EventType.KEY_ROTATED, Reason.REKEY_CONFIRMED, rec.session_id,
                          rec.binding, version=rec.version, key_epoch=ring.epoch,
                          previous_until_ms=live.overlap_until_ms)
@@ -100,8 +126,8 @@ class KeyWrites:
         StoreError: the next tick writes it again)."""
         ring = live.keys
         if ring.previous is not None and ring.confirmed:
-            if live.overlap_until_ms is None:
-                live.overlap_until_ms = now + overlap_ms
+            if live.overlap_until_ms is None:  # a ring loaded inside its overlap
+                live.overlap_until_ms = ring.overlap_until_ms or now + overlap_ms
             if now < live.overlap_until_ms:
                 return
             self._drop_previous(live, ring)

@@ -136,7 +136,7 @@ class ReattachServer(PathValidation):
         rec, secrets = got
         try:
             # the record's own keys, or refused; a stored overlap that is over, over
-            return rec, ring_for(rec, secrets).loaded()
+            return rec, ring_for(rec, secrets).loaded(self.clock_ms())
         except ValueError as e:  # a store value that is no key ring: fail closed
             raise Reject(Reason.OWNERSHIP_CONFLICT, Security.SEC_OWNERSHIP_ANOMALY,
                          f"stored keys unreadable: {e}") from e

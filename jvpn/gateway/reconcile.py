@@ -47,7 +47,7 @@ class Reconcile:
         table = self.table
         if not self.ownership.owns(rec):
             if rec.state is not State.TERMINATED:
-                table.stand_by(rec, keys.loaded())  # an ended overlap stays ended
+                table.stand_by(rec, keys.loaded(table.clock_ms()))  # an ended overlap stays ended
             return False
         if rec.state is State.TERMINATED:
             table.forget(rec.session_id)

@@ -7,13 +7,17 @@ back: the control path carries the decision out through the session table
 
 Checks, in the spec's order, each before anything changes:
   1. the session is served here                   OWNERSHIP_CONFLICT (unanswered)
+     and not quarantined by a refused revocation  POLICY_DENY (review R5 #4)
   2. the message opens under a live epoch         (unauthentic: nothing, no answer)
   3. its header counter is fresh                  REPLAY_DETECTED (unanswered)
   -- from here the request is the key holder's; refusals are answered, sealed
      (to its source, as a reattach's)
   3a. before anything else (review R4 #1): a committed, unconfirmed epoch's
-      own request again (the stored answer's ephemeral) gets the stored
-      answer (the ring's, across restarts), from any source, in any state
+      own request again (the stored answer's ephemeral, a counter above the
+      stored key_c2s_base: the committed request itself is at or below it,
+      review R5 #5) gets the stored answer (the ring's, across restarts),
+      from any source, in any state; a request at or below key_c2s_base from
+      another source than the binding: REPLAY_DETECTED (unanswered)
   3b. not under the previous epoch once the new one is confirmed: the
       client's own late request REPLAY_DETECTED, else a second holder
       (SecurityKeyCompromiseSuspected)            REPLAY_DETECTED
@@ -26,7 +30,9 @@ Checks, in the spec's order, each before anything changes:
   7. new_epoch is the next one                    lower: REPLAY_DETECTED, higher:
                                                   FRESHNESS_INVALID
   8. the gateway asked (FLAG_REKEY's predicate, or expired keys)   POLICY_DENY
-  9. fewer than max_rekey_attempts derivations for the epoch      RATE_LIMITED
+  9. fewer than max_rekey_attempts client ephemerals for the epoch   RATE_LIMITED
+     (a re-send counts once; a commit the store did not apply is taken
+     back; DEGRADED by expiry starts afresh; review R5 #1)
   (before 6) expired keys on a session not yet DEGRADED by them: KEY_EXPIRED
      if the policy terminates, else POLICY_DENY (review R4 #6)
 """
@@ -97,9 +103,15 @@ class RekeyServer:
         (None: not a configured peer; jvpn/gateway/admission.py)."""
         self.reattach, self.clock_ms, self.ephemeral = reattach, clock_ms, ephemeral
         self.statics = statics
-        # sid -> (base epoch, derivations for its next epoch); a re-send's
-        # answer is the ring's (jvpn/rekey_answer.py): stored, free, no count
-        self.attempts: dict[int, tuple[int, int]] = {}
+        # sid -> ((base epoch, DEGRADED), the client ephemerals counted for
+        # its next epoch): a re-send of one counts once, a commit the store
+        # did not apply is taken back, and DEGRADED by expiry starts afresh
+        # (review R5 #1); a committed one's re-send gets the ring's answer
+        self.attempts: dict[int, tuple[tuple[int, bool], set[bytes]]] = {}
+        # sid -> ((base epoch, version, client ephemeral), (gateway ephemeral,
+        # shared secret)): the last derivation, until its commit lands, so a
+        # re-send during a store outage costs no second X25519
+        self.derived: dict[int, tuple[tuple, tuple]] = {}
 
     @property
     def policy(self):
@@ -134,7 +146,17 @@ class RekeyServer:
     def _validate(self, d: RekeyDecision, live, keys: SessionKeys, switch_epoch: int,
                   client_eph: bytes) -> RekeyDecision:
         rec, ring, now = live.record, live.keys, self.clock_ms()
-        if _resent(d, ring, client_eph):
+        if live.quarantined and not live.quarantine_lifts:
+            # a revocation the store refused (review R5 #4): the session
+            # ends, it is never given new keys, not even the stored answer
+            return _refused(d, Reason.POLICY_DENY, "quarantined: awaits its revocation")
+        if d.counter <= rec.key_c2s_base and d.src != rec.binding:
+            # from before the last commit, from elsewhere: a captured copy
+            # replayed where no window remembers it (a restart, review R5 #5)
+            return _refused(d, Reason.REPLAY_DETECTED, f"header counter {d.counter} is from "
+                            "before the last rekey", answered=False,
+                            security=Security.SEC_REPLAY_ATTEMPT)
+        if _resent(d, ring, rec, client_eph):
             # before the binding and state checks (review R4 #1): a refusal
             # would make the client drop the ephemeral the committed epoch
             # needs; answering changes nothing, and goes where it came from
@@ -160,13 +182,47 @@ class RekeyServer:
             # before any X25519 or store write: only the gateway starts a rekey
             return _refused(d, Reason.POLICY_DENY, f"not asked: epoch {ring.epoch}'s keys "
                             "are neither old nor worn, and no operator asked")
-        base_epoch, made = self.attempts.get(d.sid, (ring.epoch, 0))
-        if base_epoch == ring.epoch and made >= self.policy.max_rekey_attempts:
+        refused = self._count(d, (ring.epoch, rec.state is State.DEGRADED), client_eph)
+        return refused or self._derive(d, live, ring.current, client_eph, now)
+
+    def _count(self, d: RekeyDecision, key: tuple[int, bool],
+               client_eph: bytes) -> RekeyDecision | None:
+        """Step 9: a new ephemeral counts toward max_rekey_attempts, a
+        re-send of a counted one does not. None: go on."""
+        base, seen = self.attempts.get(d.sid, (key, set()))
+        if base != key:
+            seen = set()
+        if client_eph not in seen and len(seen) >= self.policy.max_rekey_attempts:
             return _refused(d, Reason.RATE_LIMITED,
-                            f"{made} rekey derivations for epoch {ring.epoch}",
+                            f"{len(seen)} rekey attempts for epoch {key[0]}",
                             security=Security.SEC_ABUSE_CONTROL_PLANE)
-        self.attempts[d.sid] = (ring.epoch, (made if base_epoch == ring.epoch else 0) + 1)
-        return self._derive(d, live, ring.current, client_eph, now)
+        self.attempts[d.sid] = (key, seen | {client_eph})
+        return None
+
+    def take_back(self, d: RekeyDecision) -> None:
+        """The store refused ``d``'s commit and did not apply it: the
+        attempt does not count (the derivation is kept for its re-send)."""
+        got = self.attempts.get(d.sid)
+        if got is not None:
+            got[1].discard(d.client_ephemeral)
+
+    def settled(self, sid: int) -> None:
+        """``sid``'s commit landed: its derivation's secret leaves memory."""
+        self.derived.pop(sid, None)
+
+    def _exchange(self, d: RekeyDecision, rec: SessionRecord, epoch: int, client_eph: bytes,
+                  statics: tuple[bytes, bytes]) -> tuple[Ephemeral, bytes]:
+        """The gateway's ephemeral and the shared secret: the last refused
+        commit's again for its re-send (same epoch, version and ephemeral),
+        else a fresh X25519 (raises RekeyError)."""
+        key = (epoch, rec.version, client_eph)
+        got = self.derived.get(d.sid)
+        if got is not None and got[0] == key:
+            return got[1]
+        eph = self.ephemeral()
+        shared = gateway_rekey_secret(eph, client_eph, *statics)
+        self.derived[d.sid] = (key, (eph, shared))
+        return eph, shared
 
     @staticmethod
     def _pending(d: RekeyDecision, rec: SessionRecord, ring: KeyRing,
@@ -223,13 +279,13 @@ class RekeyServer:
                 now: int) -> RekeyDecision:
         """Step 3's keys and record: the gateway's ephemeral, the new epoch's
         keys bound to the version the commit writes, the RESP to send."""
-        rec, eph = live.record, self.ephemeral()
+        rec = live.record
         statics = self.statics(rec.peer_key) if rec.peer_key else None
         if statics is None:  # nothing to bind the new keys to but epoch E's: never
             return _refused(d, Reason.POLICY_DENY, "no static key to bind a rekey to: the "
                             "record names no peer key, or the peer is no longer configured")
         try:
-            shared = gateway_rekey_secret(eph, client_eph, *statics)
+            eph, shared = self._exchange(d, rec, base.epoch, client_eph, statics)
         except RekeyError as e:
             return _refused(d, Reason.AUTH_FAIL, str(e))
         changes = dict(key_epoch=base.epoch + 1, keys_ms=now,
@@ -255,14 +311,20 @@ class RekeyServer:
         """Sessions no longer served: their derivation counts go."""
         for sid in [s for s in self.attempts if s not in keep]:
             del self.attempts[sid]
+        for sid in [s for s in self.derived if s not in keep]:
+            del self.derived[sid]
 
 
-def _resent(d: RekeyDecision, ring: KeyRing, client_eph: bytes) -> bool:
+def _resent(d: RekeyDecision, ring: KeyRing, rec: SessionRecord, client_eph: bytes) -> bool:
     """The committed, unconfirmed epoch's own request again (its stored
-    answer's ephemeral; whatever switch epoch it names: the one asked)."""
+    answer's ephemeral; whatever switch epoch it names: the one asked),
+    sent again by the client: its counter is above the committed request's
+    (``key_c2s_base``, stored: it survives a restart where the control
+    window does not; the committed request itself replayed is not a
+    re-send, review R5 #5)."""
     answer = ring.answer
     return (not ring.confirmed and answer is not None and d.asked == ring.epoch
-            and answer.client_ephemeral == client_eph)
+            and answer.client_ephemeral == client_eph and d.counter > rec.key_c2s_base)
 
 
 def _with(d: RekeyDecision, **changes) -> RekeyDecision:

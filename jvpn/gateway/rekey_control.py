@@ -14,6 +14,7 @@ from jvpn import wire
 from jvpn.codes import EventType, Reason
 from jvpn.events import EventLog
 from jvpn.gate import abi
+from jvpn.gateway import key_writes
 from jvpn.gateway.rekey import RekeyDecision, RekeyServer
 from jvpn.gateway.sealing import confirms, seal_control
 from jvpn.gateway.supervise import Incidents
@@ -83,6 +84,7 @@ class RekeyControl:
                               ring=d.ring)
         except StoreError as e:  # a version conflict included: maybe nothing changed
             return self._ambiguous(d, live, counter, e)
+        self.server.settled(d.sid)
         # KeyRotated follows at the confirmation; a re-send gets the ring's answer
         return [(seal_control(live.channel.send_keys, abi.MSG_REKEY_RESP, d.sid, counter,
                               *d.resp), d.src)]
@@ -91,8 +93,18 @@ class RekeyControl:
         """The commit raised, yet the store may hold it (a deadline after the
         write; review R4 #3): the stored record and ring, if newer, become the
         session's through the table, and the request they answer gets the
-        stored RESP. Else nothing changed: RekeyDenied STORE_UNAVAILABLE."""
-        if self.table.refresh_keys(live, d.steps, detail=Reason.REKEY_REQUESTED):
+        stored RESP. A store that ended the session, or moved it, ends or
+        moves it here (RekeyDenied OWNERSHIP_CONFLICT); one that answered
+        and holds nothing newer did not apply it: the attempt is taken back
+        (review R5 #1, #3). Else RekeyDenied STORE_UNAVAILABLE."""
+        found = self.table.refresh_keys(live, d.steps, detail=Reason.REKEY_REQUESTED)
+        if found in (key_writes.ENDED, key_writes.MOVED):
+            return self._denied(d, live, Reason.OWNERSHIP_CONFLICT,
+                                f"the store's record is {found}: {e}")
+        if found == key_writes.NOT_APPLIED:
+            self.server.take_back(d)
+        if found == key_writes.ADOPTED:
+            self.server.settled(d.sid)
             answer, ring = live.keys.answer, live.keys
             if (not ring.confirmed and answer is not None and ring.epoch == d.asked
                     and answer.client_ephemeral == d.client_ephemeral):

@@ -67,7 +67,7 @@ class StandbyWrites:
             if got is None:
                 return
             try:
-                keys = ring_for(got[0], got[1]).loaded()  # an ended overlap stays ended
+                keys = ring_for(got[0], got[1]).loaded(self.clock_ms())  # an ended overlap: ended
             except ValueError as e:  # not the record's keys: no standby (next sweep: again)
                 self.events.emit(EventType.DAEMON_ERROR, Reason.STORE_RECORD_UNREADABLE,
                                  rec.session_id, where="standby", detail=str(e))

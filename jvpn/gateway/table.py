@@ -275,7 +275,7 @@ class SessionTable(StandbyWrites, Downstream, OperatorEnds, PendingDeletes, KeyW
         ``routed``: the peer's downstream goes to this session (not yet for
         an unconfirmed one)."""
         sid, stored_keys = rec.session_id, KeyRing.of(keys)
-        keys = stored_keys.loaded()  # an overlap over, its write pending: over here too
+        keys = stored_keys.loaded(self.clock_ms())  # an overlap over (write pending): over
         stored, exact = (self.store.get_replay_ceiling(sid) if stored_ceiling is None
                          else stored_ceiling)
         allowed, subnets = self._allowed(inner)

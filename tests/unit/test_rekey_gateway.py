@@ -151,8 +151,10 @@ def test_what_is_not_authentic_gets_nothing(gw):
 
 
 def test_the_attempts_per_epoch_are_bounded(tmp_path, monkeypatch):
-    """Every derivation counts (review R1 #8), committed or not: here the
-    store refuses each commit; past the bound no X25519 is made."""
+    """Every client ephemeral whose commit may have landed counts (review
+    R1 #8, R5 #1): here the store answers nothing, neither the commit nor
+    the read after it; past the bound no X25519 is made, while a re-send of
+    a counted ephemeral is tried again (its derivation kept: no X25519)."""
     gw, _clock = gateway(tmp_path, max_rekey_attempts=2)
     c = RekeyClient(gw)
     made = []
@@ -162,13 +164,25 @@ def test_the_attempts_per_epoch_are_bounded(tmp_path, monkeypatch):
     def refused(*_a, **_k):
         raise StoreError("store unavailable (injected)")
 
+    real_get = gw.store.get
     monkeypatch.setattr(gw.store, "cas", refused)
+
+    def send(msg):  # the read after the refused commit gets no answer either
+        monkeypatch.setattr(gw.store, "get", refused)
+        try:
+            return c.send(msg)
+        finally:
+            monkeypatch.setattr(gw.store, "get", real_get)
+
     for _ in range(2):
-        msg, _eph = c.init()
-        assert c.send(msg) == []
+        msg, eph = c.init()
+        assert send(msg) == []
     msg, _eph = c.init()
-    assert rejected(c, c.send(msg)) == "RATE_LIMITED"
-    assert denied(gw) == ["STORE_UNAVAILABLE", "STORE_UNAVAILABLE", "RATE_LIMITED"]
+    assert rejected(c, send(msg)) == "RATE_LIMITED"
+    again, _ = c.init(eph=eph, ask=False)
+    assert send(again) == []  # the second ephemeral's re-send: counted once, tried
+    assert denied(gw) == ["STORE_UNAVAILABLE", "STORE_UNAVAILABLE", "RATE_LIMITED",
+                          "STORE_UNAVAILABLE"]
     assert len(made) == 2
 
 

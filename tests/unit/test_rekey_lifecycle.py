@@ -150,13 +150,16 @@ def test_a_reattach_under_the_old_epoch_during_a_rekey_is_served_under_it(gw_def
     assert c.data(src=NEW) and c.stored_ring().confirmed
 
 
-def test_a_restart_that_finds_an_overlap_ends_it_at_once(tmp_path):
-    """The confirmation's time is not stored: a confirmed ring read back
-    with its previous epoch is past its overlap (review R4 #4), never given
-    a fresh one."""
+def test_a_restart_past_the_stored_overlap_end_ends_it_at_once(tmp_path):
+    """The confirmation stores the overlap's end with the ring (review R5
+    #6): a confirmed ring read back with its previous epoch after that end
+    (whose store write had not landed) drops it at load (review R4 #4),
+    never given a fresh overlap."""
     gw, clock = gateway(tmp_path, rekey_overlap_ms=3_000)
     c = RekeyClient(gw)
     c.rekey()
+    assert c.stored_ring().overlap_until_ms == clock() + 3_000
+    clock.ms += 3_000
     again = make_gateway(tmp_path, store=SqliteStore(tmp_path / "s.db"), gate=AdmitAll(),
                          clock=clock, policy=policy(rekey_overlap_ms=3_000))
     assert isinstance(again, Gateway)
@@ -165,6 +168,23 @@ def test_a_restart_that_finds_an_overlap_ends_it_at_once(tmp_path):
     assert not c.data(keys=c.old) and c.data()  # epoch 0 dropped at load, 1 goes on
     again.tick()
     assert c.stored_ring().previous is None  # and from the store at the next tick
+
+
+def test_a_restart_inside_the_overlap_resumes_what_is_left(tmp_path):
+    """Inside the stored overlap, a restart keeps the previous epoch until
+    the stored end, not a fresh overlap from the restart (review R5 #6)."""
+    gw, clock = gateway(tmp_path, rekey_overlap_ms=3_000)
+    c = RekeyClient(gw)
+    c.rekey()
+    clock.ms += 2_000
+    again = make_gateway(tmp_path, store=SqliteStore(tmp_path / "s.db"), gate=AdmitAll(),
+                         clock=clock, policy=policy(rekey_overlap_ms=3_000))
+    again.reconcile()
+    c.gw = again
+    assert c.data(keys=c.old) and c.data()  # 1 s of the overlap left
+    clock.ms += 1_000
+    again.tick()
+    assert not c.data(keys=c.old) and c.stored_ring().previous is None
 
 
 def test_a_rekey_in_degraded_with_live_keys_is_refused(tmp_path):
