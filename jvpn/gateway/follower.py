@@ -214,8 +214,14 @@ class ClusterFollower:
             return
         self.table.observe(live, rec)
         if live.quarantined:
-            return  # awaiting its revocation (retried here): never handed to a gateway
-            # that may not have reloaded yet; the requester's parked request times out
+            # a revocation's: awaiting it (retried here), never handed to a
+            # gateway that may not have reloaded yet. Key expiry's (review R5
+            # #7, decided): not handed over either until its write lands (the
+            # store refused that write, so a handover's would fail too, and a
+            # next owner would serve the expired keys until its first tick);
+            # it lifts at the next tick once the store answers. Either way
+            # the requester's parked request times out
+            return
         if rec.handoff_to and rec.handoff_to != self.ownership.node_id:
             self._release(live, rec)
         elif live.parked and not self.table.fenced and rec.owner_lease == self.ownership.token:

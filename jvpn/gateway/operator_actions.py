@@ -102,11 +102,13 @@ class OperatorActions(Revocation):
     def rekey_session(self, sid: int) -> dict:
         """Ask for a rekey of one session (docs/protocol.md "Rekey"): the
         table marks it, the gateway flags its next replies with FLAG_REKEY,
-        the client runs the exchange. Nothing is derived or written here.
+        the client runs the exchange. Nothing is derived or written here. A
+        session awaiting its revocation is refused; one quarantined by key
+        expiry is not (a rekey is its way back, review R5 #7).
         NotServedHere (naming the owner in a cluster): nothing changed."""
         with self.control:
             live = self.table.sessions.get(sid)
-            if live is not None and live.quarantined:
+            if live is not None and live.quarantined and not live.quarantine_lifts:
                 raise NotServedHere(f"session {sid:016x} awaits its revocation: it ends, "
                                     "it is not rekeyed")
             if not self.table.request_rekey(sid):
@@ -124,7 +126,7 @@ class OperatorActions(Revocation):
             done, failed = [], []
             for live in self.table.sessions_at(inner_of(peer)):
                 sid = live.record.session_id
-                if live.quarantined:
+                if live.quarantined and not live.quarantine_lifts:
                     failed.append(f"{sid:016x}: awaits its revocation")
                 elif self.table.request_rekey(sid):
                     done.append(f"{sid:016x}")

@@ -76,6 +76,16 @@ def test_a_session_awaiting_its_revocation_is_not_rekeyed(gw):
     assert marked(gw) == {a.session_id: False, b.session_id: True}
 
 
+def test_a_session_quarantined_by_key_expiry_may_be_rekeyed(gw):
+    """Key expiry's quarantine (its write refused) is not a revocation's: a
+    rekey is its way back, the operator may ask for one (review R5 #7)."""
+    a = handshake(gw)
+    gw.table.quarantine(a.session_id, lifts=True)
+    assert gw.rekey_session(a.session_id)["rekey_requested"] == [f"{a.session_id:016x}"]
+    assert gw.rekey_peer("alice")["failed"] == []
+    assert marked(gw) == {a.session_id: True}
+
+
 def test_rekey_peer_by_name_or_key_marks_that_peers_sessions_only(gw):
     a, b = handshake(gw), handshake(gw, ("192.0.2.11", 6000), peer=1)
     assert gw.rekey_peer("alice") == {"peer": "alice", "failed": [],
