@@ -56,8 +56,9 @@ class Policy:
     TERMINATED, or DEGRADED when ``expiry_terminates`` is false); it keeps
     accepting the previous keys for ``rekey_overlap_ms`` after the client
     first used the new ones, accepts a rekey only when it asked for one,
-    and derives at most ``max_rekey_attempts`` new epochs (committed or
-    not) per epoch. jvpn/gateway/rekey.py."""
+    and accepts at most ``max_rekey_attempts`` client ephemerals per epoch
+    (a re-send counts once; a commit the store did not apply is taken back;
+    DEGRADED by expiry starts afresh). jvpn/gateway/rekey.py."""
 
     version: int = 1
     max_lifetime_ms: int = 8 * H

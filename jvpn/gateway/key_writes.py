@@ -66,11 +66,12 @@ class KeyWrites:
                        store holds that very record
           ENDED        TERMINATED: the session ends here too, through the
                        normal TERMINATED projection (element, downstream gone)
-          MOVED        another owner's (or another lease's): no longer served
-                       here, on standby as a watch event would leave it
+          MOVED        another owner's: no longer served here, on standby as
+                       a watch event would leave it
           NOT_APPLIED  the store answered and holds nothing newer: the
                        commit did not land
-          UNKNOWN      the store did not answer, or answered garbage
+          UNKNOWN      the store did not answer, answered garbage, or holds
+                       a record of ours under another lease or older keys
         Raises nothing."""
         base = live.record
         try:
@@ -86,14 +87,16 @@ class KeyWrites:
             self._project(rec, live.keys, ())
             self.forget(base.session_id)
             return ENDED
-        if rec.owner != base.owner or rec.owner_lease != base.owner_lease:
+        if rec.owner != base.owner:
             self.drop_local(base.session_id)
             self.events.emit(EventType.OWNERSHIP_HANDOFF, Reason.OWNERSHIP_LOST,
                              base.session_id, owner=rec.owner,
                              detail="the store says not ours (read after a rekey commit)")
             self.stand_by(rec, live.keys)
             return MOVED
-        if ring.epoch < live.keys.epoch:  # keys only move forward
+        if rec.owner_lease != base.owner_lease or ring.epoch < live.keys.epoch:
+            # our name under another lease (the follower settles that), or
+            # older keys (keys only move forward): not adopted here
             return UNKNOWN
         loaded = ring.loaded(self.clock_ms())
         self._take_ring(base.session_id, loaded)
@@ -121,7 +124,8 @@ class KeyWrites:
     def end_overlap(self, live: Live, now: int, overlap_ms: int) -> None:
         """The timer's: a confirmed ring's previous epoch is dropped
         ``overlap_ms`` after the confirmation (a ring loaded from the store
-        with one is past it: dropped at load, table.py ``_live``): from
+        inside its overlap keeps the stored end; past it, or with none
+        stored, it was dropped at load: KeyRing.loaded): from
         memory and the element at once, then from the store (raises
         StoreError: the next tick writes it again)."""
         ring = live.keys

@@ -30,3 +30,22 @@ def test_refresh_keys_ignores_a_terminated_store_record(tmp_path):
     assert c.live() is None or c.live().record.state is State.TERMINATED, \
         "the store said TERMINATED at the refresh, yet the session is still served"
     assert not delivered
+    assert denied[-1:] == ["OWNERSHIP_CONFLICT"]
+
+
+def test_refresh_keys_moves_another_owners_record_to_standby(tmp_path):
+    """The store answers a refused commit with the record of another owner
+    (a takeover the watch had not told us yet): served here no more, stood
+    by, RekeyDenied OWNERSHIP_CONFLICT (review R5 #3, #7: adopted only is a
+    newer version of OUR ownership)."""
+    gw, _clock = gateway(tmp_path)
+    c = RekeyClient(gw)
+    rec = c.live().record
+    moved = rec.with_(version=rec.version + 1, owner="gw-b")
+    gw.store.cas(rec.session_id, rec.version, moved)
+    msg, _eph = c.init()
+    assert c.send(msg) == []
+    assert c.live() is None and gw.table.remote_owners() == {c.sid: "gw-b"}
+    assert [e["reason_code"] for e in events_of(gw.events, "RekeyDenied")] == [
+        "OWNERSHIP_CONFLICT"]
+    assert not c.data()
