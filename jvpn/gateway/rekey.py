@@ -150,9 +150,12 @@ class RekeyServer:
             # a revocation the store refused (review R5 #4): the session
             # ends, it is never given new keys, not even the stored answer
             return _refused(d, Reason.POLICY_DENY, "quarantined: awaits its revocation")
-        if d.counter <= rec.key_c2s_base and d.src != rec.binding:
-            # from before the last commit, from elsewhere: a captured copy
-            # replayed where no window remembers it (a restart, review R5 #5)
+        if d.counter <= rec.key_c2s_base and (d.src != rec.binding
+                                              or _committed(ring, client_eph)):
+            # from before the last commit, from elsewhere, or the committed
+            # request itself: a captured copy replayed where no window
+            # remembers it (a restart; review R5 #5): no reflection to a
+            # spoofed source, and no REJECT that ends the client's attempt
             return _refused(d, Reason.REPLAY_DETECTED, f"header counter {d.counter} is from "
                             "before the last rekey", answered=False,
                             security=Security.SEC_REPLAY_ATTEMPT)
@@ -322,9 +325,14 @@ def _resent(d: RekeyDecision, ring: KeyRing, rec: SessionRecord, client_eph: byt
     (``key_c2s_base``, stored: it survives a restart where the control
     window does not; the committed request itself replayed is not a
     re-send, review R5 #5)."""
-    answer = ring.answer
-    return (not ring.confirmed and answer is not None and d.asked == ring.epoch
-            and answer.client_ephemeral == client_eph and d.counter > rec.key_c2s_base)
+    return (_committed(ring, client_eph) and d.asked == ring.epoch
+            and d.counter > rec.key_c2s_base)
+
+
+def _committed(ring: KeyRing, client_eph: bytes) -> bool:
+    """``client_eph`` is the committed, unconfirmed epoch's request's."""
+    return (not ring.confirmed and ring.answer is not None
+            and ring.answer.client_ephemeral == client_eph)
 
 
 def _with(d: RekeyDecision, **changes) -> RekeyDecision:
