@@ -8,6 +8,9 @@ confirmation writes it so).  Shown: what the cut loses.
      delayed on the path, arriving inside the overlap after the restart: lost.
   2. a second holder's request under E after the confirmation: before the
      restart SecurityKeyCompromiseSuspected; after it, nothing is said."""
+import dataclasses
+
+from jvpn.keys import KeyRing
 from jvpn.store.sqlite import SqliteStore
 from kits.daemon_kit import AdmitAll, events_of, make_gateway
 from kits.rekey_kit import RekeyClient, gateway, policy
@@ -47,3 +50,17 @@ def test_second_holder_goes_unnoticed_after_a_restart(tmp_path):
     named = events_of(c.gw.events, "SecurityKeyCompromiseSuspected")
     print("answers", len(out), "named", len(named))
     assert named, "a request under the previous epoch inside the overlap: unanswered, unsaid"
+
+
+def test_the_stored_overlap_end_round_trips_and_old_values_load_as_unknown(tmp_path):
+    gw, clock = gateway(tmp_path, rekey_overlap_ms=OVERLAP)
+    c = RekeyClient(gw)
+    c.rekey()
+    ring = c.stored_ring()
+    assert ring.overlap_until_ms == clock() + OVERLAP
+    assert KeyRing.unpack(ring.pack()) == ring
+    assert ring.loaded(clock() + OVERLAP - 1) is ring  # inside: kept
+    assert ring.loaded(clock() + OVERLAP).previous is None  # at the end: dropped
+    old = dataclasses.replace(ring, overlap_until_ms=None)  # a value stored before
+    assert KeyRing.unpack(old.pack()).overlap_until_ms is None
+    assert old.loaded(clock()).previous is None and ring.loaded().previous is None
