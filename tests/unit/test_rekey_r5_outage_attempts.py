@@ -73,3 +73,32 @@ def test_the_wedge_outlives_expiry_degraded_never_recovers(tmp_path, monkeypatch
           [e["reason_code"] for e in events_of(gw.events, "RekeyDenied")][-1:])
     assert kinds == [abi.MSG_REKEY_RESP], \
         "DEGRADED for good: the rekey that is its way back is RATE_LIMITED"
+
+
+def test_degraded_by_expiry_starts_the_count_afresh(tmp_path, monkeypatch):
+    """Attempts whose outcome stayed unknown (the read after the refused
+    commit failed too) stay counted, up to the bound; once the keys expire
+    into DEGRADED the count starts afresh: the rekey is its way back."""
+    gw, clock = gateway(tmp_path, rekey_after_ms=10_000, reject_after_ms=60_000,
+                        expiry_terminates=False, max_rekey_attempts=2)
+    c = RekeyClient(gw)
+
+    def send(msg):
+        monkeypatch.setattr(gw.store, "cas", refused)
+        monkeypatch.setattr(gw.store, "get", refused)
+        try:
+            return c.send(msg)
+        finally:
+            monkeypatch.undo()
+
+    clock.ms += 10_000
+    for _ in range(2):
+        msg, _eph = c.init()
+        assert send(msg) == []
+    msg, _eph = c.init()
+    assert [c.opened(m)[0].type for m, _ in send(msg)] == [abi.MSG_REKEY_REJECT]
+    clock.ms += 50_001
+    gw.tick()
+    assert c.live().record.state.name == "DEGRADED"
+    msg, _eph = c.init()
+    assert [c.opened(m)[0].type for m, _ in c.send(msg)] == [abi.MSG_REKEY_RESP]
