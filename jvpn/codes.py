@@ -76,6 +76,8 @@ class Reason(enum.StrEnum):
     REKEY_REQUESTED = "REKEY_REQUESTED"  # the key age / count limit, or an operator, asks
     REKEY_CONFIRMED = "REKEY_CONFIRMED"  # the peer used the new keys: sealed under them
     PREVIOUS_KEYS_DROPPED = "PREVIOUS_KEYS_DROPPED"  # the overlap ended
+    # transport selection (jvpn; issue 14): a switch to a better path while the old one works
+    PLANNED_MOVE = "planned_move"
 
 
 class Security(enum.StrEnum):
@@ -98,6 +100,17 @@ class SwitchDenial(enum.StrEnum):
     COOLDOWN_ACTIVE = "cooldown_active"
     NO_VALID_CANDIDATE = "no_valid_candidate"
     POLICY_DENIED = "policy_denied"
+
+
+class Volatility(enum.StrEnum):
+    """Why a path was declared VOLATILE (seed): the ``reason_code`` of a
+    ``PathVolatile`` event (the client's active path, issue 14), and the
+    ``detail`` of the gateway's ATTACHED -> VOLATILE transition."""
+
+    LOSS_THRESHOLD_EXCEEDED = "loss_threshold_exceeded"  # loss over the window
+    CONSECUTIVE_DROP_EXCEEDED = "consecutive_drop_exceeded"  # heartbeats in a row
+    HEARTBEAT_TIMEOUT = "heartbeat_timeout"  # nothing authenticated for heartbeat_volatile_ms
+    TRANSPORT_DEAD = "transport_dead"  # the uplink, its address or its route is gone
 
 
 class EventType(enum.StrEnum):
@@ -138,3 +151,8 @@ class EventType(enum.StrEnum):
     KEY_EXPIRED = "KeyExpired"  # the keys passed reject_after_* without a rekey
     REKEY_DENIED = "RekeyDenied"  # a rekey request refused (reason_code says why)
     SECURITY_KEY_COMPROMISE_SUSPECTED = "SecurityKeyCompromiseSuspected"
+    # transport selection (issue 14; docs/protocol.md "Transport selection")
+    PATH_CANDIDATE = "PathCandidate"  # a candidate path added or removed (client)
+    PATH_VOLATILE = "PathVolatile"  # the active path crossed a threshold (client)
+    PATH_RECOVERED = "PathRecovered"  # ... and is below every threshold again (client)
+    PATH_SELECTED = "PathSelected"  # the client chose a candidate: a switch starts

@@ -31,7 +31,6 @@ class PolicyError(ValueError):
 
 
 H = 3_600_000
-NOT_YET = "parsed and validated, not enforced yet (issue 14)"
 
 
 @dataclass(frozen=True)
@@ -46,7 +45,18 @@ class Policy:
     jvpn/gateway/reattach.py and timers.py); replay_window_size: the
     control-plane replay window (control messages, keepalives: issue 10
     item 5), not the 4032-counter data window compiled into the gate.
-    The candidate-path fields (``CANDIDATE_PATH``) are NOT_YET.
+
+    Transport selection (issue 14; docs/protocol.md "Transport selection"),
+    on the client, which reads the same policy file (its ``Policy =``):
+    loss_window_ms, loss_volatile_threshold, max_consecutive_drops and
+    heartbeat_volatile_ms declare its active path VOLATILE
+    (jvpn/client_path_health.py); switch_improvement_factor,
+    enforce_hysteresis, switch_cooldown_ms and max_switches_per_min decide
+    whether it moves to a candidate (jvpn/client_path_select.py);
+    max_candidate_count bounds its candidate paths and probe_interval_ms
+    how often each candidate is probed (jvpn/client_candidates.py). The
+    gateway bounds the probes it answers from max_candidate_count and
+    probe_interval_ms (jvpn/gateway/probes.py).
 
     The key lifecycle (``keys.*``, issue 13; docs/protocol.md "Rekey"),
     WireGuard's timers by default: the gateway asks for a rekey once the
@@ -74,6 +84,7 @@ class Policy:
     switch_improvement_factor: float = 1.10
     max_candidate_count: int = 3
     enforce_hysteresis: bool = True
+    probe_interval_ms: int = 1_000  # each candidate path probed this often (issue 14)
     reattach_proof_max_age_ms: int = 5_000
     replay_window_size: int = 128
     recovery_expiry_terminates: bool = False  # what recovery-window expiry leads to
@@ -130,6 +141,7 @@ SPEC = [
     Field("switching", "switch_improvement_factor", 1.0, 10.0, kind=float),
     Field("transport", "max_candidate_count", 1, 16),
     Field("transport", "enforce_hysteresis", 0, 1, kind=bool),
+    Field("transport", "probe_interval_ms", 100, 60_000),
     Field("security", "reattach_proof_max_age_ms", 100, 120_000),
     Field("security", "replay_window_size", 16, 65_536),
     Field("security", "recovery_expiry_terminates", 0, 1, kind=bool),
@@ -141,11 +153,6 @@ SPEC = [
     Field("keys", "max_rekey_attempts", 1, 1000),
     Field("keys", "expiry_terminates", 0, 1, kind=bool),
 ]
-
-# The seed's candidate-path model (transport selection, issue 14): NOT_YET.
-CANDIDATE_PATH = frozenset({
-    "loss_window_ms", "loss_volatile_threshold", "max_consecutive_drops",
-    "switch_improvement_factor", "max_candidate_count", "enforce_hysteresis"})
 
 # Fields that were parsed but meant nothing, removed (issue 9): the client's
 # keepalive interval is the client's own setting, and every check is strict.

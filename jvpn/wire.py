@@ -112,6 +112,22 @@ REKEY_RESP = struct.Struct("<QQQI4x32s32s")
 # (REJECT_REASONS), and the refused request's header counter: the client
 # acts only on a refusal of a request it sent for its pending attempt
 REKEY_REJECT = struct.Struct("<QQQB7xQ")
+# Transport selection (issue 14; docs/protocol.md "Transport selection"): a
+# probe from a candidate path carries the client's probe id, padded so that
+# the reply (the same size) is never larger than what caused it; the reply
+# echoes the id and tells the gateway's view of the session: its state
+# (abi.STATE_*), PROBE_FROM_BINDING when the probe came from the session's
+# binding, how long ago the binding last carried authenticated traffic (ms,
+# capped at 2^32 - 1) and the policy version. Neither moves anything.
+PATH_PROBE = struct.Struct("<Q40x")  # probe_id
+PATH_PROBE_REPLY = struct.Struct("<QBBxxII28x")  # probe_id, state, flags, rx_age_ms, policy_v
+PROBE_FROM_BINDING = 1
+RX_AGE_MAX = 0xFFFFFFFF
+# A gateway's keepalive reply echoes, as its AEAD payload, the header counter
+# of the client keepalive it answers: the client's heartbeat on its active
+# path matches each echo to its heartbeat (loss, RTT). A keepalive with
+# another payload (a nudge, an older gateway's empty one) is no echo.
+KEEPALIVE_ECHO = struct.Struct("<Q")
 # APPEND ONLY: the index is what travels; a receiver that does not know an
 # index reads POLICY_TERMINATION. CLIENT_STOPPED is the one a client sends
 # (it stopped: SIGTERM, SIGINT, SIGHUP, or it gave up on the session)
@@ -136,7 +152,9 @@ _BODIES = {abi.MSG_REATTACH_REQ: (REATTACH_REQ, b"reattach-req"),
            abi.MSG_TERMINATE: (TERMINATE, b"terminate"),
            abi.MSG_REKEY_INIT: (REKEY_INIT, b"rekey-init"),
            abi.MSG_REKEY_RESP: (REKEY_RESP, b"rekey-resp"),
-           abi.MSG_REKEY_REJECT: (REKEY_REJECT, b"rekey-reject")}
+           abi.MSG_REKEY_REJECT: (REKEY_REJECT, b"rekey-reject"),
+           abi.MSG_PATH_PROBE: (PATH_PROBE, b"path-probe"),
+           abi.MSG_PATH_PROBE_REPLY: (PATH_PROBE_REPLY, b"path-probe-reply")}
 
 
 def _control_mac(key: bytes, label: bytes, tagged: bytes, body: bytes) -> bytes:

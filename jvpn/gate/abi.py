@@ -35,7 +35,9 @@ MSG_TERMINATE = 11
 MSG_REKEY_INIT = 12
 MSG_REKEY_RESP = 13
 MSG_REKEY_REJECT = 14
-MSG_MAX = 15
+MSG_PATH_PROBE = 15  # client -> gateway, from a candidate path: moves nothing (issue 14)
+MSG_PATH_PROBE_REPLY = 16  # gateway -> client, to the probe's source
+MSG_MAX = 17
 
 # header flags the gate reads: the low bit of the sender's key epoch
 FLAG_KEY_PHASE = 4
@@ -72,7 +74,7 @@ def _bit(t: int) -> int:
 
 ALLOW_DATA = _bit(MSG_DATA) | _bit(MSG_KEEPALIVE)
 ALLOW_CONTROL = (_bit(MSG_REATTACH_REQ) | _bit(MSG_PATH_RESPONSE) | _bit(MSG_TERMINATE)
-                 | _bit(MSG_REKEY_INIT))
+                 | _bit(MSG_REKEY_INIT) | _bit(MSG_PATH_PROBE))
 STATE_ALLOW = {
     STATE_BIRTH: 0,
     STATE_ATTACHED: ALLOW_DATA | ALLOW_CONTROL,
@@ -80,8 +82,8 @@ STATE_ALLOW = {
     STATE_RECOVERING: ALLOW_DATA | ALLOW_CONTROL,
     STATE_DEGRADED: ALLOW_CONTROL,
     STATE_TERMINATED: 0,
-    # a standby passes what its daemon acts on; not REKEY_INIT, which it
-    # refuses unverified (its ctl_floor would never rise: jvpn_abi.h)
+    # a standby passes what its daemon acts on; not REKEY_INIT nor PATH_PROBE,
+    # which it refuses unverified (its ctl_floor would never rise: jvpn_abi.h)
     STATE_REMOTE: _bit(MSG_REATTACH_REQ) | _bit(MSG_PATH_RESPONSE) | _bit(MSG_TERMINATE),
 }
 

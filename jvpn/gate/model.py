@@ -282,7 +282,8 @@ class Model:
                 return abi.R_DROP_MALFORMED
             return self._handshake_budget(p, now) or abi.R_PASS_HANDSHAKE
         if t in (abi.MSG_DATA, abi.MSG_KEEPALIVE, abi.MSG_REATTACH_REQ,
-                 abi.MSG_PATH_RESPONSE, abi.MSG_TERMINATE, abi.MSG_REKEY_INIT):
+                 abi.MSG_PATH_RESPONSE, abi.MSG_TERMINATE, abi.MSG_REKEY_INIT,
+                 abi.MSG_PATH_PROBE):
             return self._session_verdict(p, t, sid, now)
         return abi.R_DROP_BAD_TYPE
 

@@ -355,7 +355,8 @@ static __always_inline __u32 jvpn_verdict(const struct jvpn_pkt *pkt,
 	case JVPN_MSG_REATTACH_REQ:
 	case JVPN_MSG_PATH_RESPONSE:
 	case JVPN_MSG_TERMINATE:
-	case JVPN_MSG_REKEY_INIT: /* control: tag, ctl_floor, freshness, control buckets */
+	case JVPN_MSG_REKEY_INIT:
+	case JVPN_MSG_PATH_PROBE: /* control: tag, ctl_floor, freshness, control buckets */
 		return jvpn_session_verdict(pkt, cfg, clock);
 	default: /* gateway-to-client types and unknown ones */
 		return JVPN_R_DROP_BAD_TYPE;

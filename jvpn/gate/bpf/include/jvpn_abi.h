@@ -43,7 +43,12 @@
 #define JVPN_MSG_REKEY_INIT 12   /* client -> gateway: a new key epoch (issue 13) */
 #define JVPN_MSG_REKEY_RESP 13   /* gateway -> client */
 #define JVPN_MSG_REKEY_REJECT 14 /* gateway -> client */
-#define JVPN_MSG_MAX 15
+/* client -> gateway from a candidate path, and the answer to its source
+ * (issue 14, docs/protocol.md "Transport selection"): authenticated, moves
+ * nothing (no binding, no state), so the gate treats it as control */
+#define JVPN_MSG_PATH_PROBE 15
+#define JVPN_MSG_PATH_PROBE_REPLY 16
+#define JVPN_MSG_MAX 17
 
 struct jvpn_hdr {
 	__u8 type;
@@ -89,16 +94,17 @@ struct jvpn_hdr {
 #define JVPN_ALLOW_DATA (JVPN_BIT(JVPN_MSG_DATA) | JVPN_BIT(JVPN_MSG_KEEPALIVE))
 #define JVPN_ALLOW_CONTROL                                                    \
 	(JVPN_BIT(JVPN_MSG_REATTACH_REQ) | JVPN_BIT(JVPN_MSG_PATH_RESPONSE) | \
-	 JVPN_BIT(JVPN_MSG_TERMINATE) | JVPN_BIT(JVPN_MSG_REKEY_INIT))
+	 JVPN_BIT(JVPN_MSG_TERMINATE) | JVPN_BIT(JVPN_MSG_REKEY_INIT) |    \
+	 JVPN_BIT(JVPN_MSG_PATH_PROBE))
 #define JVPN_STATE_ALLOW_BIRTH 0u
 #define JVPN_STATE_ALLOW_ATTACHED (JVPN_ALLOW_DATA | JVPN_ALLOW_CONTROL)
 #define JVPN_STATE_ALLOW_VOLATILE (JVPN_ALLOW_DATA | JVPN_ALLOW_CONTROL)
 #define JVPN_STATE_ALLOW_RECOVERING (JVPN_ALLOW_DATA | JVPN_ALLOW_CONTROL)
 #define JVPN_STATE_ALLOW_DEGRADED JVPN_ALLOW_CONTROL
 /* A standby (REMOTE) passes what its daemon acts on: a reattach (a
- * handoff), its path response, a terminate. Not REKEY_INIT: the standby
- * refuses it before verifying anything, so its ctl_floor never rises and
- * one captured header would stay fresh there forever. */
+ * handoff), its path response, a terminate. Not REKEY_INIT nor PATH_PROBE:
+ * the standby refuses them before verifying anything, so its ctl_floor
+ * never rises and one captured header would stay fresh there forever. */
 #define JVPN_STATE_ALLOW_REMOTE                                               \
 	(JVPN_BIT(JVPN_MSG_REATTACH_REQ) | JVPN_BIT(JVPN_MSG_PATH_RESPONSE) | \
 	 JVPN_BIT(JVPN_MSG_TERMINATE))
