@@ -34,6 +34,7 @@ without a switch back. Every wait is bounded: a failover not done within
 
 from __future__ import annotations
 
+import json
 import statistics
 import sys
 import tempfile
@@ -215,7 +216,11 @@ class FailoverLab:
 
     def active_uplink(self) -> str | None:
         """The uplink the gateway's binding points at (None: unbound, unknown)."""
-        rows = self.tl.cli_json("sessions", "gw0").get("gw0", [])
+        out = self.tl.jvpn_in("gw", self.tl.env, "sessions", "gw0", "--json", timeout=30)
+        try:
+            rows = json.loads(out.stdout).get("gw0", []) if out.returncode == 0 else []
+        except ValueError:
+            rows = []
         by_ip = {ip: name for name, ip in UPLINK_IP.items()}
         found = [by_ip[r["bind_addr"]] for r in rows if r.get("bind_addr") in by_ip]
         return found[-1] if found else None
@@ -240,9 +245,13 @@ class FailoverLab:
     def await_switch(self, after_wall: float, bound_s: float) -> float | None:
         """ms from ``after_wall`` (time.time()) to the gateway's first switch after it."""
         got: list[float] = []
+
+        def switched() -> bool:
+            got[:] = self.switches(after_wall * 1000)
+            return bool(got)
+
         try:
-            wait_until(lambda: got.extend(self.switches(after_wall * 1000)) or got,
-                       "a switch", bound_s, interval=0.05)
+            wait_until(switched, "a switch", bound_s, interval=0.05)
         except WaitTimeout:
             return None
         return round(min(got) - after_wall * 1000, 1)
@@ -262,8 +271,6 @@ class FailoverLab:
             self.started_without_flow += 1
 
     def _metric(self, uplink: str) -> int | None:
-        import json  # noqa: PLC0415
-
         out = self.tl.lab.run("cl", "ip", "-j", "route", "show", "default", "dev", uplink,
                               check=False)
         routes = json.loads(out.stdout or "[]") if out.returncode == 0 else []
