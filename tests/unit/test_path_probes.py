@@ -223,3 +223,15 @@ def test_probes_are_counted_in_metrics_and_health_with_five_labels(session):
                      "replayed": 0}.items()}
     assert snapshot.health(gw)["path_probes"]["forged"] == 30
     assert seen == []  # not one event for 31 probes
+
+
+def test_probe_interval_ms_paces_the_bucket(tmp_path):
+    """transport.probe_interval_ms (issue 14) is enforced on the gateway: the
+    bucket refills 2 · max_candidate_count probes per interval, no faster."""
+    gw, clock = gateway(tmp_path, probe_interval_ms=5_000, max_candidate_count=2)
+    c = RekeyClient(gw)
+    assert sum(len(answered(c, probe(c, i), CANDIDATE)) for i in range(10)) == 4  # burst
+    clock.ms += 1_250  # a quarter interval: one probe's worth
+    assert sum(len(answered(c, probe(c, i), CANDIDATE)) for i in range(10)) == 1
+    clock.ms += 5_000
+    assert sum(len(answered(c, probe(c, i), CANDIDATE)) for i in range(10)) == 4
