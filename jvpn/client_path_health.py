@@ -19,6 +19,7 @@ LOSS_TIMEOUT_MIN_MS = 50
 LOSS_TIMEOUT_MAX_MS = 1_000
 WINDOW_MIN_DECIDED = 10  # the window's loss counts once this many heartbeats are decided
 PROBE_HISTORY = 20  # a candidate's loss: over its last this many decided probes
+PROBATION_MS = 60_000  # a path left VOLATILE: no planned move back for this long
 
 
 @dataclass
@@ -54,6 +55,8 @@ class PathHealth:
         self.consecutive_drops = 0
         self.last_heard_ms = now_ms  # authenticated traffic received on this path
         self.last_answered: bool | None = None
+        self.probation = 0  # samples still to decide before a planned move back (left())
+        self.probation_until_ms = 0  # ... and not before this time
 
     # ------------------------------------------------------------ feeding
     def sent(self, sample_id: int, now_ms: int) -> None:
@@ -86,7 +89,21 @@ class PathHealth:
         self._forget(now_ms)
         return len(lost)
 
+    def left(self, volatile: bool, now_ms: int) -> None:
+        """This path stopped being the active one. If it was VOLATILE, a
+        planned move back waits for a whole history of probes decided since
+        (its last 20 then no longer hold the heartbeats it was left for) and
+        for a minute (the switch-rate window): a path that went VOLATILE
+        once by noise (random loss) does not bring the client back within
+        seconds only to leave again: at most one move back per minute."""
+        self.probation = PROBE_HISTORY if volatile else 0
+        self.probation_until_ms = now_ms + PROBATION_MS if volatile else 0
+
+    def on_probation(self, now_ms: int) -> bool:
+        return self.probation > 0 or now_ms < self.probation_until_ms
+
     def _decide(self, now_ms: int, answered: bool) -> None:
+        self.probation = max(0, self.probation - 1)
         self.decided.append((now_ms, answered))
         self.last_answered = answered
         self._forget(now_ms)
