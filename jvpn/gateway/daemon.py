@@ -39,6 +39,7 @@ from pathlib import Path
 from jvpn.codes import EventType, Reason
 from jvpn.config import PeerConfig
 from jvpn.events import EventLog
+from jvpn.gate import abi
 from jvpn.gateway import key_timers, operations
 from jvpn.gateway.admission import Admission
 from jvpn.gateway.control import ControlPath
@@ -48,6 +49,7 @@ from jvpn.gateway.gate_watch import GateWatch
 from jvpn.gateway.key_nudge import RekeyNudge
 from jvpn.gateway.listener import listen_name, open_listener
 from jvpn.gateway.operator_actions import OperatorActions
+from jvpn.gateway.probes import Probes
 from jvpn.gateway.reattach import ReattachServer
 from jvpn.gateway.reconcile import Reconcile
 from jvpn.gateway.rekey import RekeyServer
@@ -119,6 +121,9 @@ class Gateway(GateWatch, Reconcile, OperatorActions):
             follower=self.follower, events=events, send=self.send, clock_ms=self.clock_ms,
             randbits=secrets.randbits, rekey=RekeyControl(
                 table=self.table, server=self.rekey, events=events, incidents=self.incidents))
+        self.probes = Probes(table=self.table, windows=self.reattach.windows,
+                             owns=self.ownership.owns, policy=lambda: self.policy,
+                             clock_ms=self.clock_ms)
         self.datapath = self._datapath()
         self.rekey_nudge = RekeyNudge(self.sock, self.incidents)  # out of DEGRADED by expiry
         # the store's watch thread and the sweep deliver records here: one
@@ -215,9 +220,13 @@ class Gateway(GateWatch, Reconcile, OperatorActions):
 
     # ------------------------------------------------------------ control
     def handle_control(self, msg: bytes, src: Transport) -> None:
-        """A REATTACH_REQ, PATH_RESPONSE or TERMINATE as received from ``src``."""
+        """A REATTACH_REQ, PATH_RESPONSE, TERMINATE, REKEY_INIT or PATH_PROBE
+        as received from ``src``. A probe holds the lock for its check and
+        seal only (no store: jvpn/gateway/probes.py); sends go after it."""
+        probe = msg[:1] == bytes([abi.MSG_PATH_PROBE])
         with self.control:
-            replies = self.controlpath.reattach_message(msg, src)
+            replies = (self.probes.message if probe else self.controlpath.reattach_message)(
+                msg, src)
         for reply, to in replies:
             self.send(reply, to)
 

@@ -17,7 +17,7 @@ import errno
 import threading
 from collections.abc import Callable
 
-from jvpn import pathmtu
+from jvpn import pathmtu, wire
 from jvpn.codes import EventType, Reason, Security
 from jvpn.events import EventLog
 from jvpn.gate import abi
@@ -35,9 +35,10 @@ from jvpn.tunnel import (
     send_messages,
 )
 
-# the control path's (a client's TERMINATE included: jvpn/gateway/client_stop.py)
+# the control path's (a client's TERMINATE included: jvpn/gateway/client_stop.py;
+# a path probe too, answered from memory alone: jvpn/gateway/probes.py)
 CONTROL_TYPES = (abi.MSG_REATTACH_REQ, abi.MSG_PATH_RESPONSE, abi.MSG_TERMINATE,
-                 abi.MSG_REKEY_INIT)
+                 abi.MSG_REKEY_INIT, abi.MSG_PATH_PROBE)
 SENDABLE = (State.ATTACHED, State.VOLATILE, State.RECOVERING)
 SID_AT = slice(8, 16)  # the session id in every message header (jvpn/wire.py)
 COUNTER_AT = slice(16, 24)  # and its counter
@@ -142,7 +143,7 @@ class DataPath:
             counter = int.from_bytes(msg[COUNTER_AT], "little")
             self.table.raise_control_floor(live.record.session_id, counter)
             self.size_to_announcement(live, opened[2], counter, src)
-            self.keepalive_reply(live)
+            self.keepalive_reply(live, counter)
 
     def size_to_announcement(self, live: Live, payload: bytes, counter: int,
                              src: tuple) -> None:
@@ -158,13 +159,17 @@ class DataPath:
         live.channel.announced_counter = counter
         live.channel.size_to(min(announced, self.table.path_mtu), family)
 
-    def keepalive_reply(self, live: Live) -> None:
+    def keepalive_reply(self, live: Live, counter: int) -> None:
+        """Answers a verified keepalive whose header counter was ``counter``:
+        the reply's payload echoes it (wire.KEEPALIVE_ECHO), the client's
+        heartbeat measure of its active path (docs/protocol.md "Transport
+        selection"). A client that does not match echoes ignores it."""
         rec = live.record
         if rec.binding is None or rec.state not in SENDABLE or self._send_expired(live):
             return
         flags = (FLAG_REATTACH if rec.state is State.VOLATILE else 0) | self._rekey_flag(live)
         try:
-            msg = live.channel.seal(b"", abi.MSG_KEEPALIVE, flags)
+            msg = live.channel.seal(wire.KEEPALIVE_ECHO.pack(counter), abi.MSG_KEEPALIVE, flags)
             self.sock.sendto(msg, (rec.binding.addr, rec.binding.port))
             live.traffic.replied(msg)
         except (OSError, CounterUnavailable) as e:

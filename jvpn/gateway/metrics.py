@@ -92,7 +92,7 @@ class GatewayCollector:
                GaugeMetricFamily("jvpn_sessions_key_overlap", "Sessions whose previous key "
                                  "epoch is still accepted (a rekey committed, unconfirmed or "
                                  "in its overlap).", value=overlapping(lives)),
-               *event_metrics(self.tally.figures())]
+               *event_metrics(self.tally.figures()), probe_metrics(gw)]
         if self.per_peer:  # the rows (one kernel lookup per session) only when served
             rows = snapshot.sessions(gw, now_ms=now, refs=(lives, peers))
             out += peer_metrics(rows, list(peers.values()), self.interface)
@@ -149,6 +149,18 @@ def key_metrics(f: dict) -> Iterator[Metric]:
     yield CounterMetricFamily("jvpn_key_compromises_suspected", "SecurityKeyCompromiseSuspected "
                               "events: an authentic request under keys already replaced.",
                               value=f["key_compromises_suspected"])
+
+
+def probe_metrics(gw) -> Metric:
+    """Path probes by result (issue 14; jvpn/gateway/probes.py): counted
+    there, never one event per probe (a flood must not flood the log); five
+    labels, whatever arrives."""
+    probes = CounterMetricFamily("jvpn_path_probes", "Path probes by result (answered, "
+                                 "replayed, forged, rate_limited, refused).", labels=["result"])
+    counts = getattr(gw, "probes", None)
+    for result, n in sorted((counts.counts if counts is not None else {}).items()):
+        probes.add_metric([result], n)
+    return probes
 
 
 def _le(bound: float) -> str:

@@ -154,6 +154,7 @@ def health(gw) -> dict:
             "draining": gw.draining,
             "gate": "xdp" if gw.gate.checks_in_kernel else "userspace",
             "gate_problem": gate_problem, "fatal": gw.fatal, "sessions": count,
+            "path_probes": dict(gw.probes.counts) if hasattr(gw, "probes") else {},
             "process": process_figures()}
 
 

@@ -3,6 +3,7 @@ last traffic time, the clock and the policy."""
 
 from __future__ import annotations
 
+from jvpn.codes import Volatility
 from jvpn.policy import Policy
 from jvpn.session import Event, SessionRecord, State
 
@@ -15,7 +16,10 @@ def due_timer(rec: SessionRecord, last_rx_ms: int, now: int,
     if rec.transport_lost_ms and now - rec.transport_lost_ms > p.transport_lost_ttl_ms:
         return Event.TRANSPORT_TTL_EXPIRED, "transportless too long", {}
     if rec.state is State.ATTACHED and now - last_rx_ms > p.heartbeat_volatile_ms:
-        return Event.INSTABILITY_DETECTED, "no traffic", {"transport_lost_ms": last_rx_ms}
+        # the gateway's view of the client's heartbeat_timeout (docs/protocol.md
+        # "Transport selection", "The gateway's view"): the same field, the same code
+        return (Event.INSTABILITY_DETECTED, Volatility.HEARTBEAT_TIMEOUT.value,
+                {"transport_lost_ms": last_rx_ms})
     if (rec.state is State.RECOVERING and rec.recovery_deadline_ms is not None
             and now >= rec.recovery_deadline_ms):  # the policy's recovery window
         return Event.REATTACH_INVALID, "recovery window expired", {"candidate": None}

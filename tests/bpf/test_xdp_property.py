@@ -46,7 +46,8 @@ counters = st.one_of(st.integers(0, 300), st.integers(0, 20_000), st.sampled_fro
 packets = st.tuples(
     st.sampled_from([abi.MSG_DATA] * 4 + [abi.MSG_KEEPALIVE, abi.MSG_REATTACH_REQ,
                                           abi.MSG_PATH_RESPONSE, abi.MSG_HANDSHAKE_INIT, 3,
-                                          abi.MSG_REKEY_INIT]),
+                                          abi.MSG_REKEY_INIT, abi.MSG_PATH_PROBE,
+                                          abi.MSG_PATH_PROBE_REPLY]),
     st.sampled_from([7, 7, 7, 8, 11, 12, 12, 13, 0xBAD]),
     counters,
     st.sampled_from(SOURCES),

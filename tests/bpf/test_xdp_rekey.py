@@ -13,42 +13,11 @@ import pytest
 
 from jvpn.gate import abi
 from jvpn.gate.config import GateConfig
-from jvpn.gate.model import Model
 from kits import rekey_table as rk
 from kits.xdp_harness import Gate
+from kits.xdp_lockstep import UNLIMITED, fresh
 
 pytestmark = pytest.mark.kernel
-
-UNLIMITED = dict(session_pps=0, session_bytes_per_sec=0, source_control_pps=0,
-                 global_control_pps=0)
-
-
-class Lockstep:
-    """The kernel program and the model, fed the same elements and frames:
-    every verdict must be the same."""
-
-    def __init__(self, gate: Gate):
-        self.gate = gate
-        self.model = Model(config=abi.Config.from_buffer_copy(bytes(gate.config)),
-                           max_sessions=gate.max_sessions)
-
-    def element(self) -> abi.Session | None:
-        return self.gate.maps.get_session(rk.SID)
-
-    def write(self, element: abi.Session) -> None:
-        self.gate.maps.put_session(rk.SID, element)
-        self.model.sessions[rk.SID] = abi.Session.from_buffer_copy(element)
-
-    def verdict(self, pkt: bytes) -> int:
-        want = self.model.run(pkt, self.gate.now)
-        got = self.gate.run(pkt)[1]
-        assert got == want, f"kernel {abi.COUNTER_NAMES[got]}, model {abi.COUNTER_NAMES[want]}"
-        return got
-
-    def same_runtime(self) -> bool:
-        got, want = self.gate.maps.get_runtime(rk.SID), self.model.runtime_of(rk.SID)
-        return (got and bytes(got)[8:]) == (want and bytes(want)[8:])
-
 
 @pytest.fixture(scope="module")
 def gate():
@@ -57,17 +26,9 @@ def gate():
     g.close()
 
 
-def _fresh(gate: Gate, config: GateConfig) -> Lockstep:
-    gate.set_config(config)
-    for k in list(gate.maps.sessions.keys()):
-        gate.maps.sessions.delete(k)
-    gate.reset_runtime()
-    return Lockstep(gate)
-
-
 @pytest.fixture
 def both(gate):
-    return _fresh(gate, GateConfig(**UNLIMITED))
+    return fresh(gate, GateConfig(**UNLIMITED))
 
 
 @pytest.mark.parametrize("name,steps", rk.CASES, ids=[c[0] for c in rk.CASES])
@@ -127,7 +88,7 @@ def test_a_forger_naming_either_phase_is_a_security_event(both, shape):
 def test_key_phase_events_are_budgeted_as_every_security_event(gate):
     """A flood of key-phase forgeries costs the event budget, not more
     events: the same GCRA and sampling as bad tags."""
-    both = _fresh(gate, GateConfig(**UNLIMITED, events_per_sec=1, events_burst=2))
+    both = fresh(gate, GateConfig(**UNLIMITED, events_per_sec=1, events_burst=2))
     rk.play("setup", [rk.put("epoch0")], both)
     both.gate.prog.drain_events()
     both.model.events.drain()
@@ -141,7 +102,7 @@ def test_a_captured_rekey_init_never_passes_a_standby(gate):
     """Review R3 F4: a standby's daemon refuses REKEY_INIT before verifying
     it, so its ctl_floor never rises; the gate must not pass a captured one
     again and again (each a RekeyDenied at every standby)."""
-    both = _fresh(gate, GateConfig(session_control_pps=1, session_control_burst=1,
+    both = fresh(gate, GateConfig(session_control_pps=1, session_control_burst=1,
                                    authed_control_pps=0, global_control_pps=0))
     rk.play("setup", [rk.put("epoch0", state=abi.STATE_REMOTE)], both)
     captured = rk.old(42, **rk.REKEY)
@@ -153,7 +114,7 @@ def test_a_captured_rekey_init_never_passes_a_standby(gate):
 
 
 def test_rekey_init_spends_the_sessions_control_bucket(gate):
-    both = _fresh(gate, GateConfig(session_control_pps=1, session_control_burst=1,
+    both = fresh(gate, GateConfig(session_control_pps=1, session_control_burst=1,
                                    authed_control_pps=0, global_control_pps=0))
     rk.play("setup", [rk.put("overlap")], both)
     assert both.verdict(rk.old(1, **rk.REKEY)) == abi.R_PASS_CONTROL
@@ -225,7 +186,8 @@ def test_kernel_and_model_agree_on_random_masks_zero_slots_flags_and_types(both)
                            rt_slot=rk.SID, rt_gen=1, ctl_floor=rnd.choice([0, 50, 1000])))
         for _ in range(15):
             t = rnd.choice([abi.MSG_DATA, abi.MSG_KEEPALIVE, abi.MSG_REKEY_INIT,
-                            abi.MSG_REATTACH_REQ, abi.MSG_REKEY_RESP, abi.MSG_TERMINATE])
+                            abi.MSG_REATTACH_REQ, abi.MSG_REKEY_RESP, abi.MSG_TERMINATE,
+                            abi.MSG_PATH_PROBE, abi.MSG_PATH_PROBE_REPLY])
             flags = rnd.randrange(1 << 16) if rnd.random() < 0.2 else rnd.choice([0, 4, 8, 12])
             payload = b"" if t == abi.MSG_KEEPALIVE else b"x" * 80
             seen.add(both.verdict(rk.frame(rnd.randrange(1, 2000), sid=rk.SID,

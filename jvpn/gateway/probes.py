@@ -1,0 +1,181 @@
+"""Path probes (issue 14, docs/protocol.md "Transport selection", "The probe
+budget"): a client measures its candidate paths by sending PATH_PROBE from
+each, and the gateway answers each authentic, fresh probe with one
+PATH_PROBE_REPLY to the probe's source, no larger than the probe, carrying
+its view of the session (state, whether the probe came from the binding,
+how long ago the binding last carried authenticated traffic, the policy
+version).
+
+A probe **moves nothing**: no store read or write, no record, binding,
+state or timer change (``last_rx_ms`` is not refreshed: a probe is not the
+session's traffic), no event. Its only effects are the ones every verified
+control message has: its counter is recorded in the session's control
+window (shared with the reattach and rekey validators: a counter is used
+once across all control messages) and the gate's ``ctl_floor`` rises, so
+the gate drops its copies.
+
+Checks, cheapest first and in this order, each a silent refusal counted by
+its result (``jvpn_path_probes_total{result}``): the session is served and
+owned here, not quarantined, in a state that answers (``refused``); the
+header tag, then the HMAC, under the epoch the key phase names
+(``forged``: one SipHash and no HMAC for a forged tag); the control window
+(``replayed``); the per-session probe bucket, sized from the policy in force
+(``rate_limited``). ``ProbeCheck`` decides; ``Probes`` carries a decision
+out (under the control lock: the windows are the reattach validator's)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from jvpn import wire
+from jvpn.gate import abi
+from jvpn.gateway import key_age
+from jvpn.gateway.sealing import opening_keys, seal_control
+from jvpn.keys import SessionKeys
+from jvpn.policy import Policy
+from jvpn.ratelimit import KeyedBuckets
+from jvpn.replay import ControlWindows
+from jvpn.session import State, Transport
+from jvpn.tunnel import CounterUnavailable
+
+# the bounded label set of jvpn_path_probes_total{result}
+ANSWERED, REPLAYED, FORGED, RATE_LIMITED, REFUSED = (
+    "answered", "replayed", "forged", "rate_limited", "refused")
+RESULTS = (ANSWERED, REPLAYED, FORGED, RATE_LIMITED, REFUSED)
+# the states whose probes are answered (the gate's masks say the same)
+ANSWERS_IN = frozenset({State.ATTACHED, State.VOLATILE, State.RECOVERING, State.DEGRADED})
+PROBE_LEN = abi.HDR_LEN + wire.PATH_PROBE.size + wire.MAC_LEN  # 112
+# per-session buckets kept (the least recently used is forgotten: a
+# forgotten session's bucket starts full, which is its burst, no more)
+BUCKETS_KEPT = 65_536
+
+Send = tuple[bytes, Transport]
+
+
+@dataclass(frozen=True)
+class ProbeDecision:
+    """``result`` (one of RESULTS); for an answered probe, what to record
+    and reply: the counter, the probe id, the epoch it opened under."""
+
+    result: str
+    counter: int = 0
+    probe_id: int = 0
+    keys: SessionKeys | None = None
+
+
+def budget(p: Policy) -> tuple[float, float]:
+    """(rate per second, burst) of one session's probes: 2 ·
+    max_candidate_count per probe_interval_ms, burst 2 · max_candidate_count
+    (every candidate probed twice as often as the client does)."""
+    n = 2 * p.max_candidate_count
+    return n * 1000 / p.probe_interval_ms, float(n)
+
+
+class ProbeCheck:
+    """The validator: decides on one probe against the in-memory session
+    (never the store). It changes nothing but its own buckets."""
+
+    def __init__(self, *, windows: ControlWindows, owns: Callable[[object], bool],
+                 policy: Callable[[], Policy], clock_ms: Callable[[], int]):
+        self.windows, self.owns, self.policy, self.clock_ms = windows, owns, policy, clock_ms
+        self.buckets = KeyedBuckets(*budget(policy()), lambda: self.clock_ms() / 1000,
+                                    max_keys=BUCKETS_KEPT)
+        self.hmacs = 0  # HMAC verifications made: bounded work (tests)
+
+    def check(self, msg: bytes, live) -> ProbeDecision:
+        if live is None or not self._answers(live):
+            return ProbeDecision(REFUSED)
+        if len(msg) != PROBE_LEN:
+            return ProbeDecision(FORGED)
+        opened = self._open(msg, live)
+        if opened is None:
+            return ProbeDecision(FORGED)
+        hdr, (probe_id,), keys = opened
+        if hdr.type != abi.MSG_PATH_PROBE or hdr.session_id != live.record.session_id:
+            return ProbeDecision(FORGED)
+        if not self.windows.fresh(hdr.session_id, hdr.counter):
+            return ProbeDecision(REPLAYED)
+        if self._under_expired(live, keys):
+            return ProbeDecision(REFUSED)
+        self._size_buckets()
+        if not self.buckets.allow(hdr.session_id):
+            return ProbeDecision(RATE_LIMITED)
+        return ProbeDecision(ANSWERED, hdr.counter, probe_id, keys)
+
+    def _answers(self, live) -> bool:
+        rec = live.record
+        return (rec.state in ANSWERS_IN and not live.quarantined and live.installed
+                and self.owns(rec))
+
+    def _open(self, msg: bytes, live) -> tuple | None:
+        """(header, fields, keys) if the tag and then the HMAC hold under
+        the epoch the key phase names: no HMAC for a forged tag."""
+        try:
+            hdr = wire.parse_header(msg)
+        except wire.WireError:
+            return None
+        keys = opening_keys(live.keys, hdr)
+        if keys is None or not hdr.tag_valid(keys.hdr_c2s):
+            return None
+        self.hmacs += 1
+        try:
+            hdr, fields = wire.open_control(msg, keys.reattach)
+        except wire.WireError:
+            return None
+        return hdr, fields, keys
+
+    def _under_expired(self, live, keys: SessionKeys) -> bool:
+        """Opened under the previous epoch past reject_after_*: the data
+        path delivers nothing under it, and no probe is answered either."""
+        ring = live.keys
+        return (ring.previous is not None and keys is ring.previous
+                and key_age.previous_expired(live, self.clock_ms(), self.policy()))
+
+    def _size_buckets(self) -> None:
+        """The policy in force (a reload changes it) sizes every bucket."""
+        self.buckets.rate, self.buckets.burst = budget(self.policy())
+
+
+class Probes:
+    """Carries out probe decisions: records the counter (the session's
+    control window, then the gate's ctl_floor), seals the reply under the
+    send epoch with the session's send counter, and counts every probe by
+    result. The caller holds the control lock and sends what it returns."""
+
+    def __init__(self, *, table, windows: ControlWindows, owns: Callable[[object], bool],
+                 policy: Callable[[], Policy], clock_ms: Callable[[], int]):
+        self.table, self.policy, self.clock_ms = table, policy, clock_ms
+        self.checks = ProbeCheck(windows=windows, owns=owns, policy=policy, clock_ms=clock_ms)
+        self.counts: Counter[str] = Counter(dict.fromkeys(RESULTS, 0))
+
+    def message(self, msg: bytes, src: Transport) -> list[Send]:
+        """One PATH_PROBE as received from ``src``: what to send back."""
+        sid = int.from_bytes(msg[8:16], "little") if len(msg) >= 16 else 0
+        live = self.table.get(sid)
+        d = self.checks.check(msg, live)
+        out = self._answer(live, d, src) if d.result == ANSWERED else []
+        self.counts[d.result if out or d.result != ANSWERED else REFUSED] += 1
+        return out
+
+    def _answer(self, live, d: ProbeDecision, src: Transport) -> list[Send]:
+        sid = live.record.session_id
+        try:
+            counter = live.channel.next_counter()
+        except CounterUnavailable:
+            return []  # unanswered (counted refused): the client's next probe asks again
+        self.checks.windows.mark(sid, d.counter)
+        self.table.raise_control_floor(sid, d.counter)
+        reply = seal_control(live.channel.send_keys, abi.MSG_PATH_PROBE_REPLY, sid, counter,
+                             *self.view(live, d.probe_id, src))
+        return [(reply, src)]
+
+    def view(self, live, probe_id: int, src: Transport) -> tuple:
+        """The reply's fields: the gateway's view of the session."""
+        rec = live.record
+        from_binding = rec.binding is not None and (src.addr, src.port) == (
+            rec.binding.addr, rec.binding.port)
+        age = min(max(0, self.clock_ms() - live.last_rx_ms), wire.RX_AGE_MAX)
+        return (probe_id, rec.state.value, wire.PROBE_FROM_BINDING if from_binding else 0,
+                age, self.policy().version & 0xFFFFFFFF)

@@ -1,0 +1,198 @@
+"""The gateway's answer to path probes (issue 14, docs/protocol.md "Transport
+selection", "The probe budget"): one reply per authentic, fresh probe, to
+its source, no larger than the probe; a probe moves nothing (no store call,
+no record version, no binding, no timer); forgeries, replays, floods and
+sessions in the wrong state get nothing, and a forged tag costs no HMAC."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from jvpn import wire
+from jvpn.gate import abi
+from jvpn.gateway import probes
+from jvpn.session import Event, State
+from kits.daemon_kit import CLIENT, events_of
+from kits.rekey_kit import RekeyClient, gateway, policy
+
+CANDIDATE = ("198.51.100.7", 6000)  # the client's other uplink
+ATTACKER = ("203.0.113.66", 4444)
+
+
+class CountingStore:
+    """Counts every call the gateway makes on its store. A probe makes none
+    but the send counter's block reservation (``set_floor``), which any
+    sealed message makes once per RESERVE_BLOCK counters: never a record."""
+
+    def __init__(self, store):
+        self.calls: list[str] = []
+        for name in dir(store):
+            attr = getattr(store, name)
+            if callable(attr) and not name.startswith("_"):
+                setattr(store, name, self._counted(name, attr))
+
+    @property
+    def record_calls(self) -> list[str]:
+        return [c for c in self.calls if c != "set_floor"]
+
+    def _counted(self, name, fn):
+        def counted(*args, **kwargs):
+            self.calls.append(name)
+            return fn(*args, **kwargs)
+        return counted
+
+
+def probe(c: RekeyClient, probe_id: int = 7, keys=None) -> bytes:
+    return c.control(abi.MSG_PATH_PROBE, probe_id, keys=keys)
+
+
+def answered(c: RekeyClient, msg: bytes, src) -> list:
+    return c.send(msg, src=src)
+
+
+@pytest.fixture
+def session(tmp_path):
+    gw, clock = gateway(tmp_path)
+    return gw, clock, RekeyClient(gw)
+
+
+def test_a_probe_from_a_candidate_is_answered_and_moves_nothing(session):
+    gw, clock, c = session
+    before, rx = c.record(), c.live().last_rx_ms
+    clock.ms += 700
+    store = CountingStore(gw.store)
+    msg = probe(c, 42)
+    [(reply, to)] = answered(c, msg, CANDIDATE)
+    assert store.record_calls == []  # not one record read or write
+    assert to == CANDIDATE and len(reply) == len(msg) == probes.PROBE_LEN
+    hdr, (probe_id, state, flags, rx_age, version) = c.opened(reply)
+    assert hdr.type == abi.MSG_PATH_PROBE_REPLY
+    assert (probe_id, state, flags) == (42, abi.STATE_ATTACHED, 0)
+    assert rx_age == 700 and version == gw.policy.version
+    after = c.record()
+    assert after == before and after.binding.port == CLIENT[1]
+    assert c.live().last_rx_ms == rx and c.live().record == before
+    assert gw.probes.counts["answered"] == 1
+    assert not events_of(gw.events, "SessionStateChange")[1:]  # the handshake's only
+
+
+def test_a_probe_from_the_binding_is_flagged(session):
+    _gw, _clock, c = session
+    [(reply, to)] = answered(c, probe(c), CLIENT)
+    assert to == CLIENT
+    assert c.opened(reply)[1][2] == wire.PROBE_FROM_BINDING
+
+
+def test_forged_probes_get_nothing_and_a_forged_tag_costs_no_hmac(session):
+    gw, _clock, c = session
+    genuine = probe(c)
+    bad_tag = genuine[:24] + bytes(8) + genuine[32:]
+    hmacs = gw.probes.checks.hmacs
+    for _ in range(500):
+        assert answered(c, bad_tag, ATTACKER) == []
+    assert gw.probes.checks.hmacs == hmacs  # bounded work: a forged flood makes no HMAC
+    bad_mac = genuine[:-1] + bytes([genuine[-1] ^ 1])  # the tag holds, the MAC does not
+    assert answered(c, bad_mac, ATTACKER) == []
+    assert gw.probes.counts["forged"] == 501
+    [(_reply, _to)] = answered(c, genuine, CLIENT)  # the genuine one is still fresh
+
+
+def test_a_replayed_probe_gets_nothing_from_anywhere(session):
+    gw, _clock, c = session
+    msg = probe(c)
+    assert len(answered(c, msg, CANDIDATE)) == 1
+    assert answered(c, msg, CANDIDATE) == []
+    assert answered(c, msg, ATTACKER) == []
+    assert gw.probes.counts["replayed"] == 2
+
+
+def test_a_raced_fresh_probe_gets_one_reply_and_the_genuine_copy_dies(session):
+    gw, _clock, c = session
+    before = c.record()
+    store = CountingStore(gw.store)
+    msg = probe(c, 9)  # captured on path, raced from the attacker's own address
+    [(reply, to)] = answered(c, msg, ATTACKER)
+    assert to == ATTACKER and len(reply) == len(msg)  # no amplification
+    assert c.opened(reply)[1][2] == 0
+    assert answered(c, msg, CANDIDATE) == []  # the genuine copy: a replay
+    assert store.record_calls == [] and c.record() == before
+    assert c.data()  # the client's stream goes on over its binding
+
+
+def test_a_probe_counter_is_spent_for_every_control_message(session):
+    """One control window: a reattach request with a probe's counter is a replay."""
+    gw, _clock, c = session
+    counter = c.channel.next_counter()
+    assert len(answered(c, c.control(abi.MSG_PATH_PROBE, 1, counter=counter), CANDIDATE)) == 1
+    assert gw.reattach.recorded(c.sid, counter)
+    assert gw.gate.model.sessions[c.sid].ctl_floor >= counter  # the gate drops its copies
+
+
+def test_the_probe_bucket_is_sized_from_the_policy_in_force(session):
+    gw, clock, c = session
+    n = 2 * gw.policy.max_candidate_count  # 6 by default
+    replies = sum(len(answered(c, probe(c, i), CANDIDATE)) for i in range(n + 20))
+    assert replies == n and gw.probes.counts["rate_limited"] == 20
+    clock.ms += gw.policy.probe_interval_ms  # refilled by one interval's worth
+    assert sum(len(answered(c, probe(c, i), CANDIDATE)) for i in range(n + 5)) == n
+    gw.policy = policy(max_candidate_count=8)  # a reload (jvpn/gateway/operator_actions.py)
+    clock.ms += 10_000
+    assert sum(len(answered(c, probe(c, i), CANDIDATE)) for i in range(30)) == 16
+
+
+@pytest.mark.parametrize("how", ["quarantined", "terminated", "standby", "birth"])
+def test_no_reply_where_the_session_does_not_answer(session, how):
+    gw, _clock, c = session
+    live = c.live()
+    if how == "quarantined":
+        live.quarantined = True
+    elif how == "terminated":
+        gw.table.transition(live, Event.OPERATOR_TERMINATE, detail="test")
+    elif how == "standby":  # another gateway's session: REMOTE here, not served
+        gw.table.drop_local(c.sid)
+    else:
+        live.record = dataclasses.replace(live.record, state=State.BIRTH)
+    assert answered(c, probe(c), CLIENT) == []
+    assert gw.probes.counts["refused"] == 1 and gw.probes.counts["answered"] == 0
+
+
+def test_the_previous_epoch_is_answered_in_its_overlap_and_refused_after(tmp_path):
+    gw, clock = gateway(tmp_path, rekey_overlap_ms=3_000)
+    c = RekeyClient(gw)
+    c.rekey()  # confirmed: the overlap runs
+    assert len(answered(c, probe(c, 1, keys=c.old), CANDIDATE)) == 1
+    assert len(answered(c, probe(c, 2), CANDIDATE)) == 1
+    clock.ms += 3_001
+    gw.tick()  # the overlap ends: epoch 0 leaves memory
+    assert answered(c, probe(c, 3, keys=c.old), CANDIDATE) == []
+    assert gw.probes.counts["forged"] == 1
+    assert len(answered(c, probe(c, 4), CANDIDATE)) == 1
+
+
+def test_probes_never_refresh_the_heartbeat_timer(session):
+    """A probe is not the session's traffic, even from the binding: the
+    gateway's view of the heartbeat goes VOLATILE (heartbeat_timeout)."""
+    gw, clock, c = session
+    silence = gw.policy.heartbeat_volatile_ms
+    for _ in range(4):
+        clock.ms += silence // 4
+        assert len(answered(c, probe(c), CLIENT)) == 1
+    clock.ms += 1
+    gw.tick()
+    assert c.record().state is State.VOLATILE
+    [change] = [e for e in events_of(gw.events, "SessionStateChange")
+                if e["new_state"] == "VOLATILE"]
+    assert change["detail"] == "heartbeat_timeout"
+
+
+def test_a_keepalive_reply_echoes_the_answered_counter(session):
+    gw, _clock, c = session
+    ka = c.channel.seal(b"", abi.MSG_KEEPALIVE)
+    counter = wire.parse_header(ka).counter
+    [(reply, to)] = c.send(ka)
+    assert to == CLIENT
+    t, _flags, payload = c.channel.open(reply)
+    assert t == abi.MSG_KEEPALIVE and payload == wire.KEEPALIVE_ECHO.pack(counter)
+    assert gw.probes.counts["answered"] == 0
