@@ -96,8 +96,16 @@ class PathHealth:
         for a minute (the switch-rate window): a path that went VOLATILE
         once by noise (random loss) does not bring the client back within
         seconds only to leave again: at most one move back per minute."""
+        self.outstanding.clear()  # echoes of its last heartbeats come to a socket not heard
         self.probation = PROBE_HISTORY if volatile else 0
         self.probation_until_ms = now_ms + PROBATION_MS if volatile else 0
+
+    def rebound(self, now_ms: int) -> None:
+        """The gateway's binding moved to this path (a reattach's ACK):
+        heartbeats sent before went to another binding; start the run afresh."""
+        self.outstanding.clear()
+        self.consecutive_drops = 0
+        self.heard(now_ms)
 
     def on_probation(self, now_ms: int) -> bool:
         return self.probation > 0 or now_ms < self.probation_until_ms
