@@ -347,18 +347,22 @@ class Client(ClientHandshake, ClientReattach, ClientRekey, ClientRenew, ClientPa
             self._wake.clear()
             if self._stop.is_set():  # stop() woke us: no keepalive may follow our TERMINATE
                 return
-            now = self.clock_ms()
-            self.events.flush()  # summaries whose interval is over (a flood that stopped)
-            if self.renewing:
-                continue  # a new handshake is under way (jvpn/client_renew.py)
-            if self.orphan_tick(now):
-                continue  # stopping, or renewing (Reconnect)
-            if self.paths_step(now, self._route(), woke):
-                continue  # rebound: a fresh socket, a reattach under way
-            self.reattach_timers(now)
-            self.rekey_timers(now)
-            if self.heartbeat_due(now) or self._announce_due(now):
-                self._keepalive(now)
+            self.monitor_step(woke)
+
+    def monitor_step(self, woke: bool = False) -> None:
+        """One tick of the monitor (``woke``: by netlink or a send error)."""
+        now = self.clock_ms()
+        self.events.flush()  # summaries whose interval is over (a flood that stopped)
+        if self.renewing:
+            return  # a new handshake is under way (jvpn/client_renew.py)
+        if self.orphan_tick(now):
+            return  # stopping, or renewing (Reconnect)
+        if self.paths_step(now, self._route(), woke):
+            return  # rebound: a fresh socket, a reattach under way
+        self.reattach_timers(now)
+        self.rekey_timers(now)
+        if self.heartbeat_due(now) or self._announce_due(now):
+            self._keepalive(now)
 
     def orphan_tick(self, now: int) -> bool:
         """The monitor's orphan step (jvpn/client_orphan.py): True if the
