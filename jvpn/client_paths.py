@@ -54,6 +54,7 @@ class ClientPaths:
         self.last_data_ms = -(1 << 40)
         self.last_heartbeat_ms = -(1 << 40)
         self.next_discover_ms = 0
+        self.last_route = None  # the route get answer the candidates were last listed for
         self.retired: list[tuple[int, object]] = []  # (since ms, socket)
         self.switch_init()
 
@@ -99,7 +100,8 @@ class ClientPaths:
         if self.path is None:
             self.path = route
         present = True
-        if woke or now >= self.next_discover_ms or route != self.path:
+        if woke or now >= self.next_discover_ms or route != self.last_route:
+            self.last_route = route
             found = self.discover_uplinks()
             if found is None:  # netlink cannot list the uplinks: follow the route
                 return self._follow_route(route)
