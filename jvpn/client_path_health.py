@@ -57,6 +57,7 @@ class PathHealth:
         self.last_answered: bool | None = None
         self.probation = 0  # samples still to decide before a planned move back (left())
         self.probation_until_ms = 0  # ... and not before this time
+        self.window_from_ms = now_ms  # the window counts what was decided since (rebound)
 
     # ------------------------------------------------------------ feeding
     def sent(self, sample_id: int, now_ms: int) -> None:
@@ -105,6 +106,7 @@ class PathHealth:
         heartbeats sent before went to another binding; start the run afresh."""
         self.outstanding.clear()
         self.consecutive_drops = 0
+        self.window_from_ms = now_ms  # its probes were no heartbeats: the window starts now
         self.heard(now_ms)
 
     def on_probation(self, now_ms: int) -> bool:
@@ -129,7 +131,8 @@ class PathHealth:
     def window_loss(self, now_ms: int) -> float | None:
         """The loss over the last ``loss_window_ms``; None below 10 decided."""
         window = self.policy.loss_window_ms
-        recent = [ok for t, ok in self.decided if now_ms - t <= window]
+        recent = [ok for t, ok in self.decided
+                  if now_ms - t <= window and t >= self.window_from_ms]
         if len(recent) < WINDOW_MIN_DECIDED:
             return None
         return recent.count(False) / len(recent)

@@ -195,3 +195,26 @@ def test_dead_is_the_first_three_reasons():
     assert is_dead(Volatility.TRANSPORT_DEAD) and is_dead(Volatility.HEARTBEAT_TIMEOUT)
     assert is_dead(Volatility.CONSECUTIVE_DROP_EXCEEDED)
     assert not is_dead(Volatility.LOSS_THRESHOLD_EXCEEDED) and not is_dead(None)
+
+
+def test_a_rebound_path_counts_only_its_heartbeats_since():
+    h = PathHealth(P, 0)
+    for i in range(10):
+        h.sent(i, i * 10)
+    h.tick(500)  # ten probes lost while it was a candidate
+    assert h.window_loss(500) == 1.0
+    h.rebound(500)  # the binding moved here: a fresh window, a fresh run
+    assert h.window_loss(500) is None and h.consecutive_drops == 0
+    assert h.volatility(500) is None
+
+
+def test_a_path_left_volatile_waits_twenty_probes_and_a_minute():
+    h = PathHealth(P, 0)
+    h.left(volatile=True, now_ms=0)
+    for i in range(20):
+        h.sent(i, i * 1000)
+        h.answered(i, i * 1000 + 5)
+    assert h.on_probation(59_999) and not h.on_probation(60_000)
+    calm = PathHealth(P, 0)
+    calm.left(volatile=False, now_ms=0)
+    assert not calm.on_probation(1)

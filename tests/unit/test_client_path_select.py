@@ -232,15 +232,20 @@ class Sim:
             self.switch_at.append(now)
             self.health[self.active].left(act.why is not None, now)
             self.active = d.target
-            self.health[d.target].heard(now)
+            self.health[d.target].rebound(now)
 
 
-@pytest.mark.parametrize("seed", [1405, 2, 3])
+@pytest.mark.parametrize("seed", range(6))
 def test_sim_five_percent_loss_on_the_preferred_path_does_not_flap(seed):
+    """5 % of what the uplink forwards dropped (as nftables would in the
+    router): over ten minutes at most one switch a minute on average, never
+    more than two in any 60 s (a burst of loss can still make the preferred
+    path VOLATILE: docs/protocol.md "Why it does not flap")."""
     sim = Sim({"wifi": 0.05, "lte": 0.0}, seed=seed, each_way=False)
     sim.run(10 * 60_000)
-    for t in sim.switch_at:  # any minute, not only the calendar's
-        assert len([u for u in sim.switch_at if t <= u < t + 60_000]) <= 1
+    assert len(sim.switch_at) <= 10
+    for t in sim.switch_at:  # any 60 s, not only the calendar's minutes
+        assert len([u for u in sim.switch_at if t <= u < t + 60_000]) <= 2
 
 
 def test_sim_a_path_left_volatile_is_not_taken_back_within_a_minute():
