@@ -132,7 +132,7 @@ class PathHealth:
         """The loss over the last ``loss_window_ms``; None below 10 decided."""
         window = self.policy.loss_window_ms
         recent = [ok for t, ok in self.decided
-                  if now_ms - t <= window and t >= self.window_from_ms]
+                  if now_ms - t <= window and t > self.window_from_ms]
         if len(recent) < WINDOW_MIN_DECIDED:
             return None
         return recent.count(False) / len(recent)
