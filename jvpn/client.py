@@ -26,7 +26,7 @@ from jvpn import client_clock, pathmtu
 from jvpn.backoff import Backoff
 from jvpn.client_handshake import RECV_TIMEOUT_S, ClientError, ClientHandshake
 from jvpn.client_orphan import OrphanWatch
-from jvpn.client_path import PathSize, PathSizing, route_to, watch_routing
+from jvpn.client_path import PathSize, PathSizing, route_to
 from jvpn.client_paths import ClientPaths
 from jvpn.client_reattach import ClientReattach, PendingReattach
 from jvpn.client_rekey import ClientRekey
@@ -181,8 +181,7 @@ class Client(ClientHandshake, ClientReattach, ClientRekey, ClientRenew, ClientPa
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
         self.on_reattached: Callable[[], None] | None = None
-        # transport selection (jvpn/client_paths.py): its own copy of the policy
-        self.paths_init(policy or default_policy(), rand or random.random,
+        self.paths_init(policy or default_policy(), rand or random.random,  # client_paths.py
                         tested=socket_factory is not None)
 
     @property
@@ -275,6 +274,7 @@ class Client(ClientHandshake, ClientReattach, ClientRekey, ClientRenew, ClientPa
         then reattach. Used by tests and when the local address changed."""
         old = self.sock
         self.sock = self._new_socket()
+        self.pin_active()  # to the active uplink, if it is still listed (client_paths.py)
         try:
             old.shutdown(socket.SHUT_RDWR)  # wakes the receive loop blocked on it at once
         except OSError:
@@ -371,9 +371,6 @@ class Client(ClientHandshake, ClientReattach, ClientRekey, ClientRenew, ClientPa
         if why is not None:
             self.session_over(Reason.ORPHANED, why)
         return why is not None
-
-    def _netlink_loop(self) -> None:  # wakes the monitor on any link/address/route change
-        watch_routing(self._stop, self._wake)
 
     def _route(self):  # the path to the gateway; its MTU sizes our datagrams (client_path.py)
         return route_to(self.endpoint[0], self.route_plan.mark, self._resize)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from jvpn import wire
 from jvpn.client_candidates import Candidates, Uplink, candidate_socket, discover
 from jvpn.client_handshake import RECV_TIMEOUT_S
+from jvpn.client_path import watch_routing
 from jvpn.client_path_health import PathHealth
 from jvpn.client_path_select import (
     REATTACH_PREFERRED,
@@ -198,7 +199,7 @@ class ClientPaths:
             self.start_switch(self.candidates.paths[d.target], d.reason)
         elif d.action == REATTACH_SAME:
             self._selected(now, d, self.active_uplink)
-            self.start_reattach(f"active path {d.reason}: reattach from the same socket")
+            self.reattach_chosen(f"active path {d.reason}: reattach from the same socket")
         elif d.action == REATTACH_PREFERRED:
             self._selected(now, d, None)
             self.active_uplink, self.path = None, route
@@ -219,6 +220,9 @@ class ClientPaths:
 
         if self.active_uplink is not None and not self._tested:
             pin(self.sock, self.active_uplink.ifname)
+
+    def _netlink_loop(self) -> None:  # wakes the monitor on any link/address/route change
+        watch_routing(self._stop, self._wake)
 
     def _udp_loop(self) -> None:
         """The receive loop: every candidate's socket (replies and echoes

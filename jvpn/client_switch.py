@@ -18,6 +18,7 @@ SWITCH_GIVE_UP_MS = 3_000  # a switch with no ACK by then is abandoned: the choi
 class ClientSwitch:
     def switch_init(self) -> None:
         self.switching: Path | None = None  # the chosen candidate while its reattach is out
+        self.chosen_reattach = False  # the selector started the pending reattach (rule 1)
         self.switch_started_ms = 0
         self.dual_until: int | None = None
 
@@ -27,14 +28,22 @@ class ClientSwitch:
         self.start_reattach(f"{reason}: switching to {target.uplink.ifname} "
                             f"({target.uplink.source})")
 
+    def reattach_chosen(self, reason: str) -> None:
+        """Rule 1's reattach from the active socket itself (a NAT rebinding)."""
+        self.chosen_reattach, self.switch_started_ms = True, self.clock_ms()
+        self.start_reattach(reason)
+
     def switch_busy(self, now: int) -> bool:
-        """A switch or reattach is in flight (the selector waits). A switch
-        unanswered for SWITCH_GIVE_UP_MS is abandoned: its path was not as
-        good as measured, and the choice is made again."""
-        if self.switching is not None and now - self.switch_started_ms > SWITCH_GIVE_UP_MS:
+        """A switch or reattach is in flight (the selector waits). One the
+        selector started, unanswered for SWITCH_GIVE_UP_MS, is abandoned: its
+        path was not as good as measured (or a candidate may be proven by
+        now), and the choice is made again."""
+        chosen = self.switching is not None or self.chosen_reattach
+        if chosen and now - self.switch_started_ms > SWITCH_GIVE_UP_MS:
             with self._lock:
                 self.pending = None
             self.switching = self.dual_until = None
+            self.chosen_reattach = False
         return self.pending is not None or self.switching is not None
 
     def request_socket(self):
@@ -73,6 +82,7 @@ class ClientSwitch:
         still arrive). A reattach from the active socket itself keeps it."""
         now, target = self.clock_ms(), self.switching
         self.switching = self.dual_until = None
+        self.chosen_reattach = False
         self.send_failed, self.reported = False, None
         if target is None:
             self.health.rebound(now)  # a new mapping: what went to the old one is not lost
