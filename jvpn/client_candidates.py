@@ -156,7 +156,8 @@ class Candidates:
         self.preferred = preferred
         wanted = {u.key: u for u in rank(found, active, preferred,
                                           self.policy.max_candidate_count)}
-        removed = [p.uplink for k, p in self.paths.items() if k not in wanted and k not in keep]
+        removed = [p.uplink for k, p in self.paths.items()
+                   if (k not in wanted or k == active) and k not in keep]
         for u in removed:
             self.drop(u.key)
         added = []

@@ -203,6 +203,7 @@ class ClientPaths:
         elif d.action == REATTACH_PREFERRED:
             self._selected(now, d, None)
             self.active_uplink, self.path = None, route
+            self.next_discover_ms = 0  # list again at once: the new active one is pinned
             self.rebind()
             return True
         return False

@@ -99,3 +99,11 @@ def test_take_and_adopt_move_a_path_between_active_and_candidate():
     assert taken is lte and c.reply(lte.sock, pid, 10) is None and not lte.sock.closed
     c.adopt(WIFI, Sock(WIFI), lte.health)
     assert WIFI.key in c.paths
+
+
+def test_the_active_path_is_never_a_candidate_too():
+    c, _ = make()
+    c.refresh([WIFI, LTE], active=WIFI.key, preferred=WIFI.key)
+    lte = c.paths[LTE.key]
+    _, removed = c.refresh([LTE], active=LTE.key, preferred=LTE.key)  # lte is active now
+    assert removed == [LTE] and lte.sock.closed and c.paths == {}

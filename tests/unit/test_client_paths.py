@@ -194,3 +194,30 @@ def test_a_dead_path_with_no_candidate_reattaches_from_the_same_socket(tmp_path)
     assert net.client.sock is sock and net.client.reattaches >= 1
     [sel] = events_of(net.events, EventType.PATH_SELECTED)[:1]
     assert sel["reason_code"] == "consecutive_drop_exceeded"
+
+
+def test_an_uplink_gone_fails_over_to_the_proven_candidate_at_once(tmp_path):
+    net = Net(tmp_path)
+    net.run(3_000, data_every=10)
+    net.uplinks.remove(WIFI)  # link down: the route watch sees it
+    net.route = LTE.key
+    net.silent.add(WIFI.source)
+    net.client._wake.set()
+    net.run(200, data_every=10)
+    assert net.active_source() == LTE.source
+    [vol] = events_of(net.events, EventType.PATH_VOLATILE)[:1]
+    assert vol["reason_code"] == "transport_dead"
+
+
+def test_an_uplink_gone_with_nothing_proven_rebinds_on_the_new_route(tmp_path):
+    net = Net(tmp_path, uplinks=(WIFI,))
+    net.run(1_000, data_every=10)
+    old = net.client.sock
+    net.uplinks[:] = [LTE]  # wifi gone, lte just appeared: not probed yet
+    net.route = LTE.key
+    net.client._new_socket = lambda: PathSocket(net, (LTE.source, 45000))
+    net.run(300, data_every=10)
+    assert net.client.sock is not old and net.active_source() == LTE.source
+    assert net.client.reattaches == 1 and net.client.path == LTE.key
+    net.run(3_000, data_every=10)
+    assert net.client.reattaches == 1  # once: the new socket is the active path's
