@@ -121,18 +121,23 @@ class Gateway(GateWatch, Reconcile, OperatorActions):
             follower=self.follower, events=events, send=self.send, clock_ms=self.clock_ms,
             randbits=secrets.randbits, rekey=RekeyControl(
                 table=self.table, server=self.rekey, events=events, incidents=self.incidents))
-        self.probes = Probes(table=self.table, windows=self.reattach.windows,
-                             owns=self.ownership.owns, policy=lambda: self.policy,
-                             clock_ms=self.clock_ms)
+        self.probes = self._probes()
         self.datapath = self._datapath()
         self.rekey_nudge = RekeyNudge(self.sock, self.incidents)  # out of DEGRADED by expiry
         # the store's watch thread and the sweep deliver records here: one
         # record the follower cannot handle must not end the watch
-        follow = self.follower.on_store_record if hasattr(
-            self.follower, "on_store_record") else None
+        follow = getattr(self.follower, "on_store_record", None)
         if follow is not None:
             self.follower.on_store_record = self._contained_call("store-watch", follow)
         self.operator = operations.open_server(self, operator_socket)
+
+    def _probes(self) -> Probes:
+        """Path probes, answered from memory (issue 14): the reattach
+        validator's control windows (a counter is used once across all
+        control messages), the policy in force (a reload resizes the bucket)."""
+        return Probes(table=self.table, windows=self.reattach.windows,
+                      owns=self.ownership.owns, policy=lambda: self.policy,
+                      clock_ms=self.clock_ms)
 
     def _datapath(self) -> DataPath:
         return DataPath(

@@ -196,3 +196,42 @@ def test_a_keepalive_reply_echoes_the_answered_counter(session):
     t, _flags, payload = c.channel.open(reply)
     assert t == abi.MSG_KEEPALIVE and payload == wire.KEEPALIVE_ECHO.pack(counter)
     assert gw.probes.counts["answered"] == 0
+
+
+def test_probes_are_counted_in_metrics_and_health_with_five_labels(session):
+    """One counter per result, whatever arrives (bounded cardinality); no
+    event per probe (a flood must not flood the log)."""
+    from prometheus_client import CollectorRegistry  # noqa: PLC0415
+    from unit.test_inspect import _scrape  # noqa: PLC0415
+
+    from jvpn.gateway import snapshot  # noqa: PLC0415
+    from jvpn.gateway.metrics import GatewayCollector  # noqa: PLC0415
+    from jvpn.gateway.tally import EventTally  # noqa: PLC0415
+
+    gw, _clock, c = session
+    seen = []
+    gw.events.add_listener(seen.append)
+    answered(c, probe(c), CANDIDATE)
+    for i in range(30):
+        answered(c, probe(c, i)[:-1] + b"\x00", (f"203.0.113.{i}", 1000 + i))
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(GatewayCollector(EventTally(), gw, "jvpn-gw", max_age_s=0))
+    m = _scrape(registry)
+    rows = {k[1]: v for k, v in m.items() if k[0] == "jvpn_path_probes_total"}
+    assert rows == {(("result", r),): v for r, v in
+                    {"answered": 1, "forged": 30, "rate_limited": 0, "refused": 0,
+                     "replayed": 0}.items()}
+    assert snapshot.health(gw)["path_probes"]["forged"] == 30
+    assert seen == []  # not one event for 31 probes
+
+
+def test_probe_interval_ms_paces_the_bucket(tmp_path):
+    """transport.probe_interval_ms (issue 14) is enforced on the gateway: the
+    bucket refills 2 · max_candidate_count probes per interval, no faster."""
+    gw, clock = gateway(tmp_path, probe_interval_ms=5_000, max_candidate_count=2)
+    c = RekeyClient(gw)
+    assert sum(len(answered(c, probe(c, i), CANDIDATE)) for i in range(10)) == 4  # burst
+    clock.ms += 1_250  # a quarter interval: one probe's worth
+    assert sum(len(answered(c, probe(c, i), CANDIDATE)) for i in range(10)) == 1
+    clock.ms += 5_000
+    assert sum(len(answered(c, probe(c, i), CANDIDATE)) for i in range(10)) == 4

@@ -11,6 +11,7 @@ import pytest
 
 from jvpn.gate.userspace import UserspaceGate
 from jvpn.session import State
+from jvpn.tunnel import FLAG_REKEY
 from kits.client_bridge import Bridge
 from kits.daemon_kit import PEER_INNER, AdmitAll, Clock, ipv4, make_gateway
 from kits.rekey_kit import policy
@@ -71,3 +72,16 @@ def test_the_flag_is_sent_at_most_once_a_second_and_only_while_degraded(tmp_path
     clock.ms += 1_000
     b.tick()
     assert len(gw.sock.sent) == n  # ATTACHED again: no more nudges
+
+
+def test_the_nudge_is_no_keepalive_echo(tmp_path, gate):
+    """A nudge answers no keepalive of the client's: its payload stays empty
+    (wire.KEEPALIVE_ECHO is 8 bytes), so a client matching heartbeat echoes
+    never takes it for one (docs/protocol.md "Transport selection")."""
+    gw, clock, b, _sid = _degraded(tmp_path, gate)
+    n = len(gw.sock.sent)
+    clock.ms += 1_000
+    b.tick()
+    [(nudge, _to)] = gw.sock.sent[n:]
+    _t, flags, payload = b.client.channel.open(nudge)
+    assert payload == b"" and flags & FLAG_REKEY

@@ -1,6 +1,7 @@
 """Gateway timers: lifetime, transportless TTL, silence -> VOLATILE,
 VOLATILE too long -> DEGRADED or TERMINATED (policy)."""
 
+from jvpn.codes import Volatility
 from jvpn.gateway.timers import due_timer
 from jvpn.policy import default_policy
 from jvpn.session import Event, State, Transport, apply, new_session
@@ -16,8 +17,10 @@ def _attached(now=0):
 def test_quiet_attached_session_becomes_volatile():
     rec = _attached()
     assert due_timer(rec, last_rx_ms=0, now=P.heartbeat_volatile_ms, p=P) is None
-    event, _, changes = due_timer(rec, 0, P.heartbeat_volatile_ms + 1, P)
+    event, detail, changes = due_timer(rec, 0, P.heartbeat_volatile_ms + 1, P)
     assert event is Event.INSTABILITY_DETECTED and changes == {"transport_lost_ms": 0}
+    # the gateway's view of the client's heartbeat_timeout (issue 14): same code
+    assert detail == Volatility.HEARTBEAT_TIMEOUT == "heartbeat_timeout"
 
 
 def test_volatile_too_long_degrades_or_terminates_by_policy():
