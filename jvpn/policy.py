@@ -271,6 +271,7 @@ def policy_from_dict(data: dict, origin: str = "policy",
         raise where.error("version", f"must be a positive integer, got {version!r}")
     values = {f.name: _field_value(data, f, where) for f in SPEC}
     _check_key_lifecycle(values, where)
+    _check_probe_budget(values, where)
     return Policy(version=version, **values)
 
 
@@ -287,6 +288,28 @@ def _check_key_lifecycle(v: dict, where: _Where) -> None:
     if v["rekey_overlap_ms"] >= v["rekey_after_ms"]:
         raise where.error("keys.rekey_overlap_ms", f"{v['rekey_overlap_ms']} must be less "
                           f"than keys.rekey_after_ms ({v['rekey_after_ms']})")
+
+
+# The probes a gateway answers per session and second (2 per candidate per
+# probe interval, jvpn/gateway/probes.py) stay within half the gate's
+# per-session control budget (jvpn/gate/config.py session_control_pps, 20/s):
+# the other half is the client's own reattach, which probes must not starve.
+MAX_PROBES_PER_S = 10
+
+
+def probe_rate(max_candidate_count: int, probe_interval_ms: int) -> float:
+    """Probes a second the gateway answers for one session at most."""
+    return 2 * max_candidate_count * 1000 / probe_interval_ms
+
+
+def _check_probe_budget(v: dict, where: _Where) -> None:
+    rate = probe_rate(v["max_candidate_count"], v["probe_interval_ms"])
+    if rate > MAX_PROBES_PER_S:
+        least = 2 * v["max_candidate_count"] * 1000 // MAX_PROBES_PER_S
+        raise where.error("transport.probe_interval_ms", f"{v['probe_interval_ms']} with "
+                          f"transport.max_candidate_count {v['max_candidate_count']} lets "
+                          f"a session's probes take {rate:g}/s, more than {MAX_PROBES_PER_S}/s "
+                          f"(half the gate's per-session control budget): at least {least}")
 
 
 @dataclass(frozen=True)

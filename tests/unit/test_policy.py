@@ -184,3 +184,14 @@ def test_commented_keys_do_not_move_the_line(tmp_path):
     with pytest.raises(PolicyError) as err:
         load_policy(f)
     assert err.value.line == 3
+
+
+def test_probe_budget_stays_within_half_the_gates_session_control_budget():
+    """Probes a gateway answers per session (2 per candidate per interval)
+    must leave the gate's per-session control bucket (20/s) to the client's
+    own reattach: 16 candidates every 100 ms would take 320/s."""
+    assert policy_from_dict({"transport": {"max_candidate_count": 5,
+                                           "probe_interval_ms": 1000}}).max_candidate_count == 5
+    with pytest.raises(PolicyError, match=r"transport\.probe_interval_ms: 100 with "
+                                          r"transport\.max_candidate_count 16 .* at least 3200"):
+        policy_from_dict({"transport": {"max_candidate_count": 16, "probe_interval_ms": 100}})
