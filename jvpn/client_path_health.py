@@ -20,6 +20,7 @@ LOSS_TIMEOUT_MAX_MS = 1_000
 WINDOW_MIN_DECIDED = 10  # the window's loss counts once this many heartbeats are decided
 PROBE_HISTORY = 20  # a candidate's loss: over its last this many decided probes
 PROBATION_MS = 60_000  # a path left VOLATILE: no planned move back for this long
+LATE_KEPT = 64  # samples already lost whose late answer still says the path is alive
 
 
 @dataclass
@@ -51,6 +52,7 @@ class PathHealth:
         self.policy = policy
         self.rtt = Rtt()
         self.outstanding: dict[int, int] = {}  # sample id -> sent at (ms)
+        self.lost_late: dict[int, int] = {}  # lost sample id -> sent at: a late answer
         self.decided: deque[tuple[int, bool]] = deque()  # (decided at, answered)
         self.consecutive_drops = 0
         self.last_heard_ms = now_ms  # authenticated traffic received on this path
@@ -69,12 +71,26 @@ class PathHealth:
         a made-up id counts nothing). True if taken."""
         sent_ms = self.outstanding.pop(sample_id, None)
         if sent_ms is None:
+            self._late(sample_id, now_ms)
             return False
         self.rtt.sample(max(0, now_ms - sent_ms))
         self._decide(now_ms, True)
         self.consecutive_drops = 0
         self.heard(now_ms)
         return True
+
+    def _late(self, sample_id: int, now_ms: int) -> None:
+        """An answer to a sample already counted lost (it came after the
+        loss timeout): still lost, but the path is slow, not dead: the run
+        of drops ends, and its round trip is sampled (each sample has its
+        own id: no ambiguity, RFC 6298's Karn rule does not apply), so the
+        timeout grows with the delay instead of calling a stalled path dead."""
+        sent_ms = self.lost_late.pop(sample_id, None)
+        if sent_ms is None:
+            return
+        self.rtt.sample(max(0, now_ms - sent_ms))
+        self.consecutive_drops = 0
+        self.heard(now_ms)
 
     def heard(self, now_ms: int) -> None:
         self.last_heard_ms = max(self.last_heard_ms, now_ms)
@@ -84,9 +100,11 @@ class PathHealth:
         limit = self.rtt.loss_timeout_ms()
         lost = sorted(i for i, t in self.outstanding.items() if now_ms - t > limit)
         for i in lost:
-            del self.outstanding[i]
+            self.lost_late[i] = self.outstanding.pop(i)
             self._decide(now_ms, False)
             self.consecutive_drops += 1
+        while len(self.lost_late) > LATE_KEPT:
+            del self.lost_late[next(iter(self.lost_late))]
         self._forget(now_ms)
         return len(lost)
 
@@ -98,6 +116,7 @@ class PathHealth:
         once by noise (random loss) does not bring the client back within
         seconds only to leave again: at most one move back per minute."""
         self.outstanding.clear()  # echoes of its last heartbeats come to a socket not heard
+        self.lost_late.clear()
         self.probation = PROBE_HISTORY if volatile else 0
         self.probation_until_ms = now_ms + PROBATION_MS if volatile else 0
 
@@ -105,6 +124,7 @@ class PathHealth:
         """The gateway's binding moved to this path (a reattach's ACK):
         heartbeats sent before went to another binding; start the run afresh."""
         self.outstanding.clear()
+        self.lost_late.clear()
         self.consecutive_drops = 0
         self.window_from_ms = now_ms  # its probes were no heartbeats: the window starts now
         self.heard(now_ms)

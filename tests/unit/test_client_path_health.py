@@ -42,12 +42,17 @@ def test_an_answer_counts_once_and_only_for_an_outstanding_sample():
     assert h.decided_count() == 1 and h.rtt.srtt == 20
 
 
-def test_a_late_answer_after_the_loss_counts_nothing():
+def test_a_late_answer_stays_lost_but_ends_the_run_and_grows_the_timeout():
     h = PathHealth(P, 0)
-    h.sent(1, 0)
-    assert h.tick(401) == 1 and h.consecutive_drops == 1
-    assert not h.answered(1, 500)
-    assert h.consecutive_drops == 1 and h.last_answered is False
+    for i in range(3):
+        h.sent(i, i * 100)
+    h.tick(700)
+    assert h.consecutive_drops == 3
+    assert not h.answered(0, 720)  # 720 ms late: still a loss in the window
+    assert h.consecutive_drops == 0 and h.last_answered is False
+    assert h.rtt.srtt == 720 and h.rtt.loss_timeout_ms() == 1000
+    assert not h.answered(0, 730)  # once
+    assert not h.answered(99, 730) and h.rtt.srtt == 720  # never sent
 
 
 def test_an_echo_resets_the_run_of_drops():
