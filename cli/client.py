@@ -98,7 +98,8 @@ def _agent(app, cfg, events):
                   orphan_timeout_ms=cfg.orphan_timeout_ms,
                   route_plan=plan(cfg.allowed_ips, cfg.fwmark, cfg.table),
                   progress=progress_printer(app), reconnect=cfg.reconnect,
-                  notice=log.warning)  # a new session: said at the default log level
+                  notice=log.warning,  # a new session: said at the default log level
+                  policy=cfg.policy)  # transport selection's (Policy =)
 
 
 def _resolving(progress):

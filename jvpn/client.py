@@ -17,6 +17,7 @@ Path changes are noticed three ways:
 from __future__ import annotations
 
 import ipaddress
+import random
 import socket
 import threading
 from collections.abc import Callable
@@ -25,11 +26,13 @@ from jvpn import client_clock, pathmtu
 from jvpn.backoff import Backoff
 from jvpn.client_handshake import RECV_TIMEOUT_S, ClientError, ClientHandshake
 from jvpn.client_orphan import OrphanWatch
-from jvpn.client_path import PathSize, PathSizing, route_to, watch_routing
+from jvpn.client_path import PathSize, PathSizing, route_to
+from jvpn.client_paths import ClientPaths
 from jvpn.client_reattach import ClientReattach, PendingReattach
 from jvpn.client_rekey import ClientRekey
 from jvpn.client_renew import ClientRenew
 from jvpn.client_routes import ClientRouting, RouteError, RoutePlan
+from jvpn.client_switch import ClientSwitch
 from jvpn.codes import EventType, Reason, Security
 from jvpn.config import (
     DEFAULT_ORPHAN_TIMEOUT_MS,
@@ -42,12 +45,14 @@ from jvpn.events import EventLog
 from jvpn.gate import abi
 from jvpn.handshake import Assignment
 from jvpn.keys import SessionKeys
+from jvpn.policy import Policy, default_policy
 from jvpn.session import Transport, canonical_ip
 from jvpn.tunnel import FLAG_FRAGMENT, TUN_MTU, DataChannel, Tun, send_messages
 
 # what the client hears from the gateway besides data and keepalives
 CONTROL_TYPES = frozenset({abi.MSG_PATH_CHALLENGE, abi.MSG_REATTACH_ACK, abi.MSG_REATTACH_REJECT,
-                           abi.MSG_TERMINATE, abi.MSG_REKEY_RESP, abi.MSG_REKEY_REJECT})
+                           abi.MSG_TERMINATE, abi.MSG_REKEY_RESP, abi.MSG_REKEY_REJECT,
+                           abi.MSG_PATH_PROBE_REPLY})
 
 
 def udp_socket(family: socket.AddressFamily = socket.AF_INET) -> socket.socket:
@@ -121,7 +126,8 @@ def tun_addresses(a: Assignment, host_only: bool, endpoint: str):
     return inner, inner6
 
 
-class Client(ClientHandshake, ClientReattach, ClientRekey, ClientRenew, PathSizing):
+class Client(ClientHandshake, ClientReattach, ClientRekey, ClientRenew, ClientPaths, ClientSwitch,
+             PathSizing):
     def __init__(self, *, private_key: bytes, gateway_public: bytes, endpoint: tuple[str, int],
                  events: EventLog, tun_name: str = "jvpn0", keepalive_ms: int = 500,
                  max_missed: int = 3, retry_ms: int = RETRY_BASE_MS,
@@ -132,7 +138,8 @@ class Client(ClientHandshake, ClientReattach, ClientRekey, ClientRenew, PathSizi
                  orphan_timeout_ms: int = DEFAULT_ORPHAN_TIMEOUT_MS,
                  rand: Callable[[], float] | None = None,
                  progress: Callable[[str], None] | None = None,
-                 notice: Callable[[str], None] | None = None, reconnect: bool = False):
+                 notice: Callable[[str], None] | None = None, reconnect: bool = False,
+                 policy: Policy | None = None):
         self.private_key, self.gateway_public = private_key, gateway_public
         self.endpoint = endpoint
         self.tun_mtu, self.size = tun_mtu, PathSize(pathmtu.family_of(self._endpoint[0]), path_mtu)
@@ -174,6 +181,8 @@ class Client(ClientHandshake, ClientReattach, ClientRekey, ClientRenew, PathSizi
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
         self.on_reattached: Callable[[], None] | None = None
+        self.paths_init(policy or default_policy(), rand or random.random,  # client_paths.py
+                        tested=socket_factory is not None)
 
     @property
     def endpoint(self) -> tuple[str, int]:
@@ -229,7 +238,7 @@ class Client(ClientHandshake, ClientReattach, ClientRekey, ClientRenew, PathSizi
         self.join_loops()
         self.send_terminate()  # before the routes go: a full tunnel's mark still routes it
         left = self.routes.undo()  # first: no packet is routed into a closing tunnel
-        for s in (self.sock,):
+        for s in self.read_sockets():  # the active one, the candidates', the retired
             try:
                 s.close()
             except OSError:
@@ -253,16 +262,19 @@ class Client(ClientHandshake, ClientReattach, ClientRekey, ClientRenew, PathSizi
             msgs = None if self.said_goodbye else self.channel.seal_packet(packet)
         if msgs is None:
             return
+        self.last_data_ms = self.clock_ms()  # traffic flows: heartbeats at the loss cadence
         try:
             send_messages(self.sock, msgs, self.endpoint)
         except OSError:
             self._wake.set()  # a send error: look at the path now
+        self.send_dual(msgs)  # a switch's PATH_RESPONSE is out: both paths carry it
 
     def rebind(self) -> None:
         """New local socket (new source port), as a NAT rebinding would do;
         then reattach. Used by tests and when the local address changed."""
         old = self.sock
         self.sock = self._new_socket()
+        self.pin_active()  # to the active uplink, if it is still listed (client_paths.py)
         try:
             old.shutdown(socket.SHUT_RDWR)  # wakes the receive loop blocked on it at once
         except OSError:
@@ -271,13 +283,6 @@ class Client(ClientHandshake, ClientReattach, ClientRekey, ClientRenew, PathSizi
         self.start_reattach("local transport changed")
 
     # ------------------------------------------------------------ receiving
-    def _udp_loop(self) -> None:
-        while not self._stop.is_set():
-            if self.renewing:
-                self.renew()  # Reconnect = yes: the one reader of the socket does it
-                continue
-            self.receive_once(self.sock)
-
     def receive_once(self, sock: socket.socket) -> None:
         """One datagram from ``sock``, or a timeout."""
         try:
@@ -297,7 +302,7 @@ class Client(ClientHandshake, ClientReattach, ClientRekey, ClientRenew, PathSizi
             return
         t = msg[0]
         if t in (abi.MSG_DATA, abi.MSG_KEEPALIVE):
-            self._data(msg)
+            self._data(msg, sock is None or sock is self.sock)
         elif t in CONTROL_TYPES:
             self._control(msg, src, sock or self.sock)
 
@@ -308,7 +313,7 @@ class Client(ClientHandshake, ClientReattach, ClientRekey, ClientRenew, PathSizi
         self.drops.drop(src)
         return False
 
-    def _data(self, msg: bytes) -> None:
+    def _data(self, msg: bytes, on_active: bool = True) -> None:
         opened = self.channel.open(msg)
         if opened is None:
             return
@@ -316,6 +321,7 @@ class Client(ClientHandshake, ClientReattach, ClientRekey, ClientRenew, PathSizi
         self.last_rx_ms = self.clock_ms()
         self.orphan.heard(self.last_rx_ms)  # authenticated: the session is alive
         self.size.heard(msg_type)  # a keepalive reply: the gateway has our announcement
+        self.heartbeat_heard(msg_type, payload, on_active)  # its echo (client_paths.py)
         if msg_type == abi.MSG_DATA and self.tun:
             packet = self.channel.reassembly.add(payload) if flags & FLAG_FRAGMENT else payload
             if packet is not None:
@@ -333,29 +339,30 @@ class Client(ClientHandshake, ClientReattach, ClientRekey, ClientRenew, PathSizi
             self.send_data(pkt)
 
     def _monitor_loop(self) -> None:
-        """Keepalives, missing replies, retries of an unanswered reattach."""
-        next_keepalive = 0
+        """Keepalives (heartbeats), the path step (candidates, probes, the
+        choice: jvpn/client_paths.py), missing replies, retries of an
+        unanswered reattach."""
         while not self._stop.is_set():
-            self._wake.wait(0.05)
+            woke = self._wake.wait(0.05)
             self._wake.clear()
             if self._stop.is_set():  # stop() woke us: no keepalive may follow our TERMINATE
                 return
-            now = self.clock_ms()
-            self.events.flush()  # summaries whose interval is over (a flood that stopped)
-            if self.renewing:
-                continue  # a new handshake is under way (jvpn/client_renew.py)
-            if self.orphan_tick(now):
-                continue  # stopping, or renewing (Reconnect)
-            route = self._route()
-            if route is not None and route != self.path:  # no route yet: nothing to move to
-                self.path = route
-                self.rebind()  # new path: a fresh socket so the kernel picks the new source
-                continue
-            self.reattach_timers(now)
-            self.rekey_timers(now)
-            if now >= next_keepalive or self._announce_due(now):
-                next_keepalive = now + self.keepalive_ms
-                self._keepalive(now)
+            self.monitor_step(woke)
+
+    def monitor_step(self, woke: bool = False) -> None:
+        """One tick of the monitor (``woke``: by netlink or a send error)."""
+        now = self.clock_ms()
+        self.events.flush()  # summaries whose interval is over (a flood that stopped)
+        if self.renewing:
+            return  # a new handshake is under way (jvpn/client_renew.py)
+        if self.orphan_tick(now):
+            return  # stopping, or renewing (Reconnect)
+        if self.paths_step(now, self._route(), woke):
+            return  # rebound: a fresh socket, a reattach under way
+        self.reattach_timers(now)
+        self.rekey_timers(now)
+        if self.heartbeat_due(now) or self._announce_due(now):
+            self._keepalive(now)
 
     def orphan_tick(self, now: int) -> bool:
         """The monitor's orphan step (jvpn/client_orphan.py): True if the
@@ -364,9 +371,6 @@ class Client(ClientHandshake, ClientReattach, ClientRekey, ClientRenew, PathSizi
         if why is not None:
             self.session_over(Reason.ORPHANED, why)
         return why is not None
-
-    def _netlink_loop(self) -> None:  # wakes the monitor on any link/address/route change
-        watch_routing(self._stop, self._wake)
 
     def _route(self):  # the path to the gateway; its MTU sizes our datagrams (client_path.py)
         return route_to(self.endpoint[0], self.route_plan.mark, self._resize)

@@ -125,7 +125,9 @@ class PathSizing:
         try:
             self.sock.sendto(msg, self.endpoint)
         except OSError:
-            pass
+            self.heartbeat_sent(msg, now, ok=False)  # the active path's send fails: dead
+            return
+        self.heartbeat_sent(msg, now, ok=True)  # a heartbeat (jvpn/client_paths.py)
 
     def _announce_due(self, now: int) -> bool:
         """An announcement to send before the next keepalive? Not while a

@@ -70,8 +70,8 @@ class ClientReattach:
                 return
             msg = self.seal_control(abi.MSG_REATTACH_REQ, p.seq, self.wall_ms(), p.nonce,
                                     self.epoch)
-        try:
-            self.sock.sendto(msg, self.endpoint)
+        try:  # a switch's from the chosen candidate's socket (jvpn/client_switch.py)
+            self.request_socket().sendto(msg, self.endpoint)
         except OSError:
             pass
 
@@ -86,17 +86,12 @@ class ClientReattach:
         if hdr.type in (abi.MSG_REKEY_RESP, abi.MSG_REKEY_REJECT):
             self.rekey_answer(hdr, fields)
             return
+        if hdr.type == abi.MSG_PATH_PROBE_REPLY:
+            self.probe_reply(sock, fields)  # a candidate's measure (jvpn/client_paths.py)
+            return
         p = self.pending
         if hdr.type == abi.MSG_PATH_CHALLENGE:
-            server_nonce, client_nonce = fields
-            if p is None or client_nonce != p.nonce:
-                return
-            with self._lock:
-                reply = self.seal_control(abi.MSG_PATH_RESPONSE, server_nonce, client_nonce)
-            try:
-                sock.sendto(reply, self.endpoint)  # to the gateway, whoever relayed it
-            except OSError:
-                self._wake.set()  # a send error: look at the path now
+            self._answer_challenge(p, fields, sock)
         elif hdr.type == abi.MSG_REATTACH_ACK:
             seq, epoch, version = fields
             if p is None or seq != p.seq or epoch <= self.epoch:
@@ -104,6 +99,7 @@ class ClientReattach:
             self.epoch, self.pending = epoch, None
             self.last_rx_ms = self.clock_ms()
             self.reattaches += 1
+            self.switch_done()  # the chosen candidate is active (jvpn/client_switch.py)
             self.events.emit("ReattachResult", "REATTACH_ACCEPT", self.session_id,
                              version=version, epoch=epoch, took_ms=self.clock_ms() - p.sent_ms)
             if self.on_reattached:
@@ -130,6 +126,21 @@ class ClientReattach:
             if reason in FATAL_REJECTS:
                 self.session_over(reason, f"session ended by the gateway: reattach refused "
                                           f"({reason})", by_gateway=True)
+
+    def _answer_challenge(self, p: PendingReattach | None, fields: tuple, sock) -> None:
+        """Our PATH_RESPONSE, from the socket the challenge came on (a
+        switch's: the chosen candidate's), to the gateway, whoever relayed it."""
+        server_nonce, client_nonce = fields
+        if p is None or client_nonce != p.nonce:
+            return
+        with self._lock:
+            reply = self.seal_control(abi.MSG_PATH_RESPONSE, server_nonce, client_nonce)
+        try:
+            sock.sendto(reply, self.endpoint)
+        except OSError:
+            self._wake.set()  # a send error: look at the path now
+            return
+        self.challenge_answered(sock)  # a switch: data leaves from both sockets now
 
     def seal_control(self, msg_type: int, *fields) -> bytes:
         """A control message to the gateway under the send epoch: its key

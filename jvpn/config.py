@@ -225,6 +225,8 @@ class ClientConfig:
     # no authenticated message from the gateway for this long: the session is over
     orphan_timeout_ms: int = DEFAULT_ORPHAN_TIMEOUT_MS
     reconnect: bool = DEFAULT_RECONNECT  # a new session when the gateway ended or forgot one
+    # transport selection's thresholds and bounds (Policy =; docs/protocol.md): default absent
+    policy: Policy = field(default_factory=default_policy, compare=False)
     sources: Sources = field(default_factory=Sources, compare=False, repr=False)
 
 
@@ -555,7 +557,7 @@ _GATEWAY = {"Interface": ("PrivateKey", "PrivateKeyFile", "ListenPort", "Address
                           "PathMTU", "ControlSocket", "MetricsListen", "MetricsPeers")}
 _PEERS = {"Peer": ("PublicKey", "AllowedIPs", "AllowedIP", "Name")}
 _CLIENT = {"Interface": ("PrivateKey", "PrivateKeyFile", "Name", "DNS", *HOOK_KEYS,
-                         "FwMark", "Table", "MTU", "PathMTU"),
+                         "FwMark", "Table", "MTU", "PathMTU", "Policy"),
            # PersistentKeepalive: known only to refuse it with the rename (load_client_config)
            "Peer": ("PublicKey", "Endpoint", "KeepaliveInterval", "PersistentKeepalive",
                     "AllowedIPs", "OrphanTimeout", "Reconnect")}
@@ -881,6 +883,8 @@ def load_client_config(path: str | Path, resolve: Resolver = resolve_host) -> Cl
                         keepalive_ms=keepalive_ms, endpoint_name=name,
                         orphan_timeout_ms=_orphan_timeout(f, peer, keepalive_ms),
                         reconnect=_yes_no(f, peer.entries.get("Reconnect"), DEFAULT_RECONNECT),
+                        policy=_policy(f, iface.entries["Policy"])[0]
+                        if "Policy" in iface.entries else default_policy(),
                         dns=_dns(f, iface), hooks=_hooks(iface),
                         **_client_routing(f, iface, peer, (host, port)),
                         **_client_mtus(f, iface.entries, host), sources=_sources(f, [iface, peer]))

@@ -133,6 +133,8 @@ def client_rows(cfg: ClientConfig) -> list[Row]:
         _row(src, "MTU", cfg.tun_mtu),
         _row(src, "PathMTU", cfg.path_mtu, "" if cfg.path_mtu
              else "from the route to the endpoint"),
+        _row(src, "Policy", str(src.files["Policy"]) if "Policy" in src.files else None,
+             "" if "Policy" in src.files else "none: the default transport-selection policy"),
         _row(src, "DNS", [*cfg.dns.servers, *cfg.dns.search],
              "" if src.given("DNS") else "none: resolv.conf is left alone"),
         *(row for key, attr in _HOOKS for row in _hook_rows(src, key, getattr(cfg.hooks, attr))),

@@ -154,3 +154,26 @@ def test_a_bad_orphan_timeout_is_one_line_naming_it(tmp_path, peer, words):
 def test_a_long_keepalive_lengthens_the_default_orphan_timeout(tmp_path):
     p = write(tmp_path, peer="KeepaliveInterval = 10\n")
     assert load_client_config(p, resolve=no_resolver).orphan_timeout_ms == 40_000
+
+
+def test_policy_is_read_relative_to_the_config_file(tmp_path):
+    (tmp_path / "policy.toml").write_text("[switching]\nswitch_cooldown_ms = 250\n")
+    (tmp_path / "policy.toml").chmod(0o644)
+    cfg = load_client_config(write(tmp_path, interface="Policy = policy.toml\n"))
+    assert cfg.policy.switch_cooldown_ms == 250
+
+
+def test_no_policy_is_the_default_policy(tmp_path):
+    from jvpn.policy import default_policy
+
+    assert load_client_config(write(tmp_path)).policy == default_policy()
+
+
+def test_a_bad_policy_is_one_line_naming_the_policy_files_line(tmp_path):
+    (tmp_path / "policy.toml").write_text("[switching]\n\nswitch_cooldown_ms = -5\n")
+    (tmp_path / "policy.toml").chmod(0o644)
+    with pytest.raises(ConfigError) as e:
+        load_client_config(write(tmp_path, interface="Policy = policy.toml\n"))
+    msg = str(e.value)
+    assert "\n" not in msg and f"{tmp_path / 'policy.toml'}:3" in msg
+    assert "Policy" in msg

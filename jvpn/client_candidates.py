@@ -1,0 +1,240 @@
+"""The client's candidate paths (docs/protocol.md "Candidates", "Probing the
+candidates"): which uplinks can reach the gateway (learnt from netlink, as
+route changes are), one outer socket per candidate (bound to its source
+address and interface, with the outer socket's mark), and the probes that
+measure each one that is not active. :func:`discover` asks the kernel;
+:class:`Candidates` keeps the sockets, the probe schedule and the
+outstanding probes, over an injected clock, randomness and socket maker."""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from jvpn.client_path_health import PathHealth
+from jvpn.policy import Policy
+
+PROBE_JITTER = 0.10  # each interval drawn in probe_interval_ms · (1 ± 10 %)
+
+
+@dataclass(frozen=True)
+class Uplink:
+    """A candidate as the kernel reports it: its key is (source, ifindex),
+    the same pair as :func:`jvpn.client_path.route_to` returns."""
+
+    source: str
+    ifindex: int
+    ifname: str
+    metric: int = 0
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.source, self.ifindex)
+
+
+def rank(uplinks: list[Uplink], active: tuple | None, preferred: tuple | None,
+         limit: int) -> list[Uplink]:
+    """At most ``limit``: the active one and the preferred one first, then by metric."""
+    def order(u: Uplink):
+        return (u.key != active, u.key != preferred, u.metric, u.ifindex)
+    return sorted(uplinks, key=order)[:limit]
+
+
+def _on_link(ipr, ifindex: int, endpoint) -> bool:
+    """The endpoint is in a network an address of the interface has."""
+    for a in ipr.get_addr(index=ifindex):
+        net = ipaddress.ip_interface(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}").network
+        if endpoint.version == net.version and endpoint in net:
+            return True
+    return False
+
+
+def _route_via(ipr, endpoint, ifindex: int, mark: int | None):
+    """``route get endpoint oif ifindex`` (with the mark), or None. The kernel
+    makes up an on-link route for an interface with no route at all: only a
+    route through a gateway, or an endpoint on the interface's own network,
+    is a path."""
+    try:
+        r = ipr.route("get", dst=str(endpoint), oif=ifindex, **({"mark": mark} if mark else {}))[0]
+    except Exception:  # noqa: BLE001 - no route through it
+        return None
+    if r.get_attr("RTA_OIF") != ifindex or r.get_attr("RTA_PREFSRC") is None:
+        return None
+    if r.get_attr("RTA_GATEWAY") is None and not _on_link(ipr, ifindex, endpoint):
+        return None
+    return r
+
+
+def discover(endpoint: str, mark: int | None, skip: frozenset[str]) -> list[Uplink] | None:
+    """Every interface that is up, not loopback, not named in ``skip`` (the
+    TUN), with a route to ``endpoint`` through it (asked with ``mark``).
+    None when netlink cannot be asked."""
+    from pyroute2 import IPRoute  # noqa: PLC0415
+
+    gw = ipaddress.ip_address(endpoint)
+    found = []
+    try:
+        with IPRoute() as ipr:
+            for link in ipr.get_links():
+                name, idx = link.get_attr("IFLA_IFNAME"), link["index"]
+                if name in skip or not link["flags"] & 1 or link["flags"] & 8:  # IFF_UP, LOOPBACK
+                    continue
+                r = _route_via(ipr, gw, idx, mark)
+                if r is not None:
+                    found.append(Uplink(r.get_attr("RTA_PREFSRC"), idx, name,
+                                        r.get_attr("RTA_PRIORITY") or 0))
+    except Exception:  # noqa: BLE001 - netlink unavailable: no candidates this time
+        return None
+    return found
+
+
+def candidate_socket(uplink: Uplink, family: int, mark: int | None,
+                     timeout_s: float) -> socket.socket:
+    """A candidate's own outer socket: bound to the uplink's source address
+    (ephemeral port) and interface (SO_BINDTODEVICE), with the outer
+    socket's mark: its datagrams leave by that uplink whatever the routing
+    table prefers. OSError if the kernel refuses (the address is gone)."""
+    s = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        if mark is not None:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, uplink.ifname.encode())
+        s.bind((uplink.source, 0))
+        s.settimeout(timeout_s)
+    except OSError:
+        s.close()
+        raise
+    return s
+
+
+def pin(sock, ifname: str) -> None:
+    """Pin a socket that is already bound (the handshake's, a rebind's) to
+    its uplink's interface, so a route that later prefers another uplink
+    does not carry its datagrams out with another source address (the
+    gateway would drop them: not its binding). Best effort: a test's socket
+    has no such option."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
+    except (OSError, AttributeError, TypeError):
+        pass
+
+
+@dataclass
+class Path:
+    """One candidate: its uplink, socket, measurement and probe schedule."""
+
+    uplink: Uplink
+    sock: object
+    health: PathHealth
+    next_probe_ms: int = 0
+    probes: dict[int, int] = field(default_factory=dict)  # outstanding probe id -> sent ms
+
+
+class Candidates:
+    """The candidate set: ``refresh`` from a discovery, ``due`` probes to
+    send, ``reply`` for a probe reply. The active path is not probed (its
+    heartbeats measure it); its socket is the client's, not owned here."""
+
+    def __init__(self, policy: Policy, clock_ms: Callable[[], int], rand: Callable[[], float],
+                 open_socket: Callable[[Uplink], object]):
+        self.policy, self.clock_ms, self.rand = policy, clock_ms, rand
+        self.open_socket = open_socket
+        self.paths: dict[tuple, Path] = {}
+        self.preferred: tuple | None = None
+        self._ids = itertools.count(1)  # the probe id: the client's own counter
+        self._probe_of: dict[int, tuple] = {}  # outstanding probe id -> candidate key
+
+    def refresh(self, found: list[Uplink], active: tuple | None, preferred: tuple | None,
+                keep: frozenset = frozenset()) -> tuple[list[Uplink], list[Uplink]]:
+        """Take a discovery: (added, removed). Sockets open for new
+        candidates and close for gone ones, except those in ``keep`` (a
+        switch in flight through it, the active one: the client owns it)."""
+        self.preferred = preferred
+        wanted = {u.key: u for u in rank(found, active, preferred,
+                                          self.policy.max_candidate_count)}
+        removed = [p.uplink for k, p in self.paths.items()
+                   if (k not in wanted or k == active) and k not in keep]
+        for u in removed:
+            self.drop(u.key)
+        added = []
+        for key, u in wanted.items():
+            if key in self.paths or key == active:
+                continue
+            try:
+                sock = self.open_socket(u)
+            except OSError:
+                continue  # the address went away meanwhile: the next refresh sees it
+            self.paths[key] = Path(u, sock, PathHealth(self.policy, self.clock_ms()),
+                                   next_probe_ms=self.clock_ms())
+            added.append(u)
+        return added, removed
+
+    def adopt(self, uplink: Uplink, sock, health: PathHealth) -> None:
+        """The former active path becomes a candidate (its socket stays open)."""
+        self.paths[uplink.key] = Path(uplink, sock, health, next_probe_ms=self.clock_ms())
+
+    def take(self, key: tuple) -> Path | None:
+        """The chosen candidate becomes active: no longer probed or owned here."""
+        p = self.paths.pop(key, None)
+        if p is not None:
+            for pid in p.probes:
+                self._probe_of.pop(pid, None)
+            p.probes.clear()
+        return p
+
+    def drop(self, key: tuple) -> None:
+        p = self.take(key)
+        if p is not None:
+            try:
+                p.sock.close()
+            except OSError:
+                pass
+
+    def due(self, now_ms: int, heartbeat_unanswered: bool) -> list[tuple[Path, int]]:
+        """(path, probe id) for every candidate whose probe is due; none while
+        a heartbeat of the active path is unanswered (a probe raises the
+        gate's control floor: it must not overtake a heartbeat)."""
+        if heartbeat_unanswered:
+            return []
+        out = []
+        for p in self.paths.values():
+            if now_ms < p.next_probe_ms:
+                continue
+            jitter = 1 + PROBE_JITTER * (2 * self.rand() - 1)
+            p.next_probe_ms = now_ms + int(self.policy.probe_interval_ms * jitter)
+            pid = next(self._ids)
+            p.probes[pid] = now_ms
+            p.health.sent(pid, now_ms)
+            self._probe_of[pid] = p.uplink.key
+            out.append((p, pid))
+        return out
+
+    def reply(self, sock, probe_id: int, now_ms: int) -> Path | None:
+        """A probe reply that came on ``sock``: taken once, only for an
+        outstanding probe, and only on the socket its probe left from."""
+        key = self._probe_of.get(probe_id)
+        p = self.paths.get(key) if key is not None else None
+        if p is None or p.sock is not sock or probe_id not in p.probes:
+            return None
+        del self._probe_of[probe_id]
+        del p.probes[probe_id]
+        return p if p.health.answered(probe_id, now_ms) else None
+
+    def tick(self, now_ms: int) -> None:
+        """Probes past their loss timeout are lost (and forgotten)."""
+        for p in self.paths.values():
+            p.health.tick(now_ms)
+            for pid in [i for i in p.probes if i not in p.health.outstanding]:
+                del p.probes[pid]
+                self._probe_of.pop(pid, None)
+
+    def sockets(self) -> list:
+        return [p.sock for p in self.paths.values()]
+
+    def close(self) -> None:
+        for key in list(self.paths):
+            self.drop(key)

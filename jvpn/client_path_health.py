@@ -1,0 +1,197 @@
+"""Per-path measurement on the client (docs/protocol.md "Transport selection"):
+samples sent with their ids and times (the active path's heartbeats, a
+candidate's probes), answers matched to them (RTT smoothed as RFC 6298 does),
+samples lost when unanswered past the loss timeout, and the active path's
+VOLATILE verdict (:meth:`PathHealth.volatility`). Pure: the caller passes the
+clock (ms ints) and the policy; nothing here sends or reads a socket."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from jvpn.codes import Volatility
+from jvpn.policy import Policy
+
+SRTT_START_MS = 100.0  # before the first sample (the spec's start)
+RTTVAR_START_MS = 50.0  # RFC 6298: R/2 of the start value
+LOSS_TIMEOUT_MIN_MS = 50
+LOSS_TIMEOUT_MAX_MS = 1_000
+WINDOW_MIN_DECIDED = 10  # the window's loss counts once this many heartbeats are decided
+PROBE_HISTORY = 20  # a candidate's loss: over its last this many decided probes
+PROBATION_MS = 60_000  # a path left VOLATILE: no planned move back for this long
+LATE_KEPT = 64  # samples already lost whose late answer still says the path is alive
+
+
+@dataclass
+class Rtt:
+    """RFC 6298 smoothing: alpha 1/8, beta 1/4; the first sample sets both."""
+
+    srtt: float = SRTT_START_MS
+    rttvar: float = RTTVAR_START_MS
+    sampled: bool = False
+
+    def sample(self, r_ms: float) -> None:
+        if not self.sampled:
+            self.srtt, self.rttvar, self.sampled = r_ms, r_ms / 2, True
+            return
+        self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - r_ms)
+        self.srtt = 0.875 * self.srtt + 0.125 * r_ms
+
+    def loss_timeout_ms(self) -> float:
+        """max(50 ms, 2·srtt + 4·rttvar), at most 1 s."""
+        return min(LOSS_TIMEOUT_MAX_MS, max(LOSS_TIMEOUT_MIN_MS, 2 * self.srtt + 4 * self.rttvar))
+
+
+class PathHealth:
+    """One path's samples. ``sent`` / ``answered`` / ``tick`` feed it;
+    ``window_loss`` (the active path's, over ``loss_window_ms``) and
+    ``recent_loss`` (a candidate's, over its last 20 decided probes) read it."""
+
+    def __init__(self, policy: Policy, now_ms: int):
+        self.policy = policy
+        self.rtt = Rtt()
+        self.outstanding: dict[int, int] = {}  # sample id -> sent at (ms)
+        self.lost_late: dict[int, int] = {}  # lost sample id -> sent at: a late answer
+        self.decided: deque[tuple[int, bool]] = deque()  # (decided at, answered)
+        self.consecutive_drops = 0
+        self.last_heard_ms = now_ms  # authenticated traffic received on this path
+        self.last_answered: bool | None = None
+        self.probation = 0  # samples still to decide before a planned move back (left())
+        self.probation_until_ms = 0  # ... and not before this time
+        self.window_from_ms = now_ms  # the window counts what was decided since (rebound)
+
+    # ------------------------------------------------------------ feeding
+    def sent(self, sample_id: int, now_ms: int) -> None:
+        self.outstanding[sample_id] = now_ms
+
+    def answered(self, sample_id: int, now_ms: int) -> bool:
+        """An answer to sample ``sample_id``: taken only once and only while
+        outstanding (a late answer to a sample already lost, a duplicate or
+        a made-up id counts nothing). True if taken."""
+        sent_ms = self.outstanding.pop(sample_id, None)
+        if sent_ms is None:
+            self._late(sample_id, now_ms)
+            return False
+        self.rtt.sample(max(0, now_ms - sent_ms))
+        self._decide(now_ms, True)
+        self.consecutive_drops = 0
+        self.heard(now_ms)
+        return True
+
+    def _late(self, sample_id: int, now_ms: int) -> None:
+        """An answer to a sample already counted lost (it came after the
+        loss timeout): still lost, but the path is slow, not dead: the run
+        of drops ends, and its round trip is sampled (each sample has its
+        own id: no ambiguity, RFC 6298's Karn rule does not apply), so the
+        timeout grows with the delay instead of calling a stalled path dead."""
+        sent_ms = self.lost_late.pop(sample_id, None)
+        if sent_ms is None:
+            return
+        self.rtt.sample(max(0, now_ms - sent_ms))
+        self.consecutive_drops = 0
+        self.heard(now_ms)
+
+    def heard(self, now_ms: int) -> None:
+        self.last_heard_ms = max(self.last_heard_ms, now_ms)
+
+    def tick(self, now_ms: int) -> int:
+        """Samples unanswered past the loss timeout are lost; returns how many."""
+        limit = self.rtt.loss_timeout_ms()
+        lost = sorted(i for i, t in self.outstanding.items() if now_ms - t > limit)
+        for i in lost:
+            self.lost_late[i] = self.outstanding.pop(i)
+            self._decide(now_ms, False)
+            self.consecutive_drops += 1
+        while len(self.lost_late) > LATE_KEPT:
+            del self.lost_late[next(iter(self.lost_late))]
+        self._forget(now_ms)
+        return len(lost)
+
+    def left(self, volatile: bool, now_ms: int) -> None:
+        """This path stopped being the active one. If it was VOLATILE, a
+        planned move back waits for a whole history of probes decided since
+        (its last 20 then no longer hold the heartbeats it was left for) and
+        for a minute (the switch-rate window): a path that went VOLATILE
+        once by noise (random loss) does not bring the client back within
+        seconds only to leave again: at most one move back per minute."""
+        self.outstanding.clear()  # echoes of its last heartbeats come to a socket not heard
+        self.lost_late.clear()
+        self.probation = PROBE_HISTORY if volatile else 0
+        self.probation_until_ms = now_ms + PROBATION_MS if volatile else 0
+
+    def rebound(self, now_ms: int) -> None:
+        """The gateway's binding moved to this path (a reattach's ACK):
+        heartbeats sent before went to another binding; start the run afresh."""
+        self.outstanding.clear()
+        self.lost_late.clear()
+        self.consecutive_drops = 0
+        self.window_from_ms = now_ms  # its probes were no heartbeats: the window starts now
+        self.heard(now_ms)
+
+    def on_probation(self, now_ms: int) -> bool:
+        return self.probation > 0 or now_ms < self.probation_until_ms
+
+    def _decide(self, now_ms: int, answered: bool) -> None:
+        self.probation = max(0, self.probation - 1)
+        self.decided.append((now_ms, answered))
+        self.last_answered = answered
+        self._forget(now_ms)
+
+    def _forget(self, now_ms: int) -> None:
+        """Keep what either reading needs: the window, and the last 20."""
+        window = self.policy.loss_window_ms
+        while len(self.decided) > PROBE_HISTORY and now_ms - self.decided[0][0] > window:
+            self.decided.popleft()
+
+    # ------------------------------------------------------------ reading
+    def unanswered(self) -> bool:
+        return bool(self.outstanding)
+
+    def window_loss(self, now_ms: int) -> float | None:
+        """The loss over the last ``loss_window_ms``; None below 10 decided."""
+        window = self.policy.loss_window_ms
+        recent = [ok for t, ok in self.decided
+                  if now_ms - t <= window and t > self.window_from_ms]
+        if len(recent) < WINDOW_MIN_DECIDED:
+            return None
+        return recent.count(False) / len(recent)
+
+    def recent_loss(self) -> float:
+        """A candidate's loss over its last 20 decided probes (0 with none)."""
+        last = [ok for _t, ok in list(self.decided)[-PROBE_HISTORY:]]
+        return last.count(False) / len(last) if last else 0.0
+
+    def decided_count(self) -> int:
+        return len(self.decided)
+
+    def answered_in_last(self, n: int) -> bool:
+        return any(ok for _t, ok in list(self.decided)[-n:])
+
+    def heartbeat_age_ms(self, now_ms: int) -> int:
+        return max(0, now_ms - self.last_heard_ms)
+
+    def volatility(self, now_ms: int, present: bool = True,
+                   send_failed: bool = False) -> Volatility | None:
+        """The active path's VOLATILE reason, the first that holds in the
+        spec's order; None when none holds."""
+        p = self.policy
+        if not present or send_failed:
+            return Volatility.TRANSPORT_DEAD
+        if self.consecutive_drops >= p.max_consecutive_drops:
+            return Volatility.CONSECUTIVE_DROP_EXCEEDED
+        if self.heartbeat_age_ms(now_ms) >= p.heartbeat_volatile_ms:
+            return Volatility.HEARTBEAT_TIMEOUT
+        loss = self.window_loss(now_ms)
+        if loss is not None and loss > p.loss_volatile_threshold:
+            return Volatility.LOSS_THRESHOLD_EXCEEDED
+        return None
+
+
+DEAD = frozenset({Volatility.TRANSPORT_DEAD, Volatility.CONSECUTIVE_DROP_EXCEEDED,
+                  Volatility.HEARTBEAT_TIMEOUT})
+
+
+def is_dead(why: Volatility | None) -> bool:
+    """The first three reasons make a path dead (its score is 0)."""
+    return why in DEAD

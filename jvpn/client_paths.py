@@ -1,0 +1,249 @@
+"""Transport selection on the client (docs/protocol.md "Transport
+selection"): the monitor's path step. It keeps the candidate set in step
+with netlink (jvpn/client_candidates.py), measures the active path by its
+heartbeats and the others by their probes (jvpn/client_path_health.py),
+says when the active path goes VOLATILE and recovers, asks the selector
+(jvpn/client_path_select.py) and starts the switch it chose. A mixin of
+:class:`jvpn.client.Client`; the switch itself (make before break) is
+jvpn/client_switch.py."""
+
+from __future__ import annotations
+
+import select
+import socket
+from collections.abc import Callable
+
+from jvpn import wire
+from jvpn.client_candidates import Candidates, Uplink, candidate_socket, discover
+from jvpn.client_handshake import RECV_TIMEOUT_S
+from jvpn.client_path import watch_routing
+from jvpn.client_path_health import PathHealth
+from jvpn.client_path_select import (
+    REATTACH_PREFERRED,
+    REATTACH_SAME,
+    SWITCH,
+    Active,
+    Candidate,
+    Decision,
+    Selector,
+)
+from jvpn.codes import EventType, Reason
+from jvpn.gate import abi
+from jvpn.policy import Policy
+
+DISCOVER_EVERY_MS = 1_000  # candidates listed again at least this often (and on any wake)
+HEARTBEAT_MIN_MS = 20
+RETIRED_KEEP_MS = 2_000  # a former active socket no longer a candidate: read this long
+
+
+class ClientPaths:
+    def paths_init(self, policy: Policy, rand: Callable[[], float], tested: bool) -> None:
+        """The path state (from Client.__init__); ``tested``: a test's socket
+        factory, whose sockets stand for the candidates' too."""
+        self.policy = policy
+        self.health = PathHealth(policy, self.clock_ms())
+        self.selector = Selector(policy)
+        self.candidates = Candidates(policy, self.clock_ms, rand, self._candidate_socket)
+        self._tested = tested
+        self.discover_uplinks: Callable[[], list[Uplink] | None] = lambda: discover(
+            self.endpoint[0], self.route_plan.mark, frozenset({self.tun_name, "lo"}))
+        self.active_uplink: Uplink | None = None
+        self.echoes_seen = False  # the gateway echoes heartbeats (an older one does not)
+        self.reported = None  # the Volatility last said in a PathVolatile, or None
+        self.gateway_view: tuple[str | None, int | None] = (None, None)
+        self.send_failed = False
+        self.last_data_ms = -(1 << 40)
+        self.last_heartbeat_ms = -(1 << 40)
+        self.next_discover_ms = 0
+        self.last_route = None  # the route get answer the candidates were last listed for
+        self.retired: list[tuple[int, object]] = []  # (since ms, socket)
+        self.switch_init()
+
+    def _candidate_socket(self, uplink: Uplink):
+        if self._tested:
+            return self._new_socket()
+        family = socket.AF_INET6 if ":" in self.endpoint[0] else socket.AF_INET
+        return candidate_socket(uplink, family, self.route_plan.mark, RECV_TIMEOUT_S)
+
+    # ------------------------------------------------------------ heartbeats
+    def heartbeat_due(self, now: int) -> bool:
+        """While traffic flows, every loss_window_ms / 20; idle, every keepalive."""
+        flowing = now - self.last_data_ms <= self.keepalive_ms
+        every = max(HEARTBEAT_MIN_MS, self.policy.loss_window_ms // 20) if flowing else (
+            self.keepalive_ms)
+        return now - self.last_heartbeat_ms >= every
+
+    def heartbeat_sent(self, msg: bytes, now: int, ok: bool) -> None:
+        """A keepalive left the active socket (``ok``: the send did not fail)."""
+        self.last_heartbeat_ms = now
+        self.send_failed = not ok
+        if ok and self.echoes_seen:
+            self.health.sent(wire.parse_header(msg).counter, now)
+
+    def heartbeat_heard(self, msg_type: int, payload: bytes, on_active: bool) -> None:
+        """Something authenticated from the gateway arrived (``_data``)."""
+        now = self.clock_ms()
+        if msg_type == abi.MSG_DATA:
+            self.last_data_ms = now
+        if not on_active:
+            return
+        self.health.heard(now)
+        if msg_type == abi.MSG_KEEPALIVE and len(payload) == wire.KEEPALIVE_ECHO.size:
+            self.echoes_seen = True
+            self.health.answered(wire.KEEPALIVE_ECHO.unpack(payload)[0], now)
+
+    # ------------------------------------------------------------ the monitor's step
+    def paths_step(self, now: int, route, woke: bool) -> bool:
+        """Candidates, measurement, events, the choice. True if the client
+        rebound (the monitor starts its step again)."""
+        if route is None:
+            return False  # no route at all (or a unit test): nothing to choose from
+        if self.path is None:
+            self.path = route
+        present = True
+        if woke or now >= self.next_discover_ms or route != self.last_route:
+            self.last_route = route
+            found = self.discover_uplinks()
+            if found is None:  # netlink cannot list the uplinks: follow the route
+                return self._follow_route(route)
+            present = self._refresh(now, found, route)
+        elif self.active_uplink is None:
+            present = False
+        self.health.tick(now)
+        self.candidates.tick(now)
+        self._send_probes(now)
+        why = self._volatility(now, present)
+        if self.switch_busy(now) or self.renewing:
+            return False
+        return self._choose(now, route, why, present)
+
+    def _follow_route(self, route) -> bool:
+        if route == self.path:
+            return False
+        self.path = route
+        self.rebind()  # today's behaviour: a fresh socket, the kernel picks the new source
+        return True
+
+    def _refresh(self, now: int, found: list[Uplink], route) -> bool:
+        """Take a discovery; True if the active path is still a candidate."""
+        self.next_discover_ms = now + DISCOVER_EVERY_MS
+        keep = frozenset({self.switching.uplink.key}) if self.switching else frozenset()
+        added, removed = self.candidates.refresh(found, self.path, route, keep)
+        for u, change in [(u, "added") for u in added] + [(u, "removed") for u in removed]:
+            self.events.emit(EventType.PATH_CANDIDATE, change, self.session_id,
+                             interface=u.ifname, source=u.source, metric=u.metric)
+        mine = [u for u in found if u.key == self.path]
+        if mine and self.active_uplink is None:
+            self.active_uplink = mine[0]
+            self.pin_active()
+        self._close_retired(now)
+        return bool(mine)
+
+    def _close_retired(self, now: int) -> None:
+        for since, s in [r for r in self.retired if now - r[0] > RETIRED_KEEP_MS]:
+            self.retired.remove((since, s))
+            try:
+                s.close()
+            except OSError:
+                pass
+
+    def _send_probes(self, now: int) -> None:
+        for p, pid in self.candidates.due(now, self.health.unanswered()):
+            with self._lock:  # never after our TERMINATE (join_loops)
+                if self.said_goodbye or self.channel is None:
+                    return
+                msg = self.seal_control(abi.MSG_PATH_PROBE, pid)
+            try:
+                p.sock.sendto(msg, self.endpoint)
+            except OSError:
+                pass  # counted lost at its timeout
+
+    def probe_reply(self, sock, fields: tuple) -> None:
+        """An authentic PATH_PROBE_REPLY (``_control``) that came on ``sock``."""
+        probe_id, state, _flags, rx_age, _version = fields
+        if self.candidates.reply(sock, probe_id, self.clock_ms()) is None:
+            return
+        name = abi.STATE_NAMES.get(state, str(state))
+        self.gateway_view = (name, None if rx_age == wire.RX_AGE_MAX else rx_age)
+
+    # ------------------------------------------------------------ VOLATILE
+    def _volatility(self, now: int, present: bool):
+        why = self.health.volatility(now, present, self.send_failed)
+        if why != self.reported:
+            if why is not None:
+                self._path_event(EventType.PATH_VOLATILE, str(why), now)
+            else:
+                self._path_event(EventType.PATH_RECOVERED, Reason.HEALTH_RECOVERED, now)
+            self.reported = why
+        return why
+
+    def _path_event(self, event: str, code: str, now: int, **extra) -> None:
+        h, u = self.health, self.active_uplink
+        state, rx_age = self.gateway_view
+        self.events.emit(event, code, self.session_id, loss=h.window_loss(now),
+                         consecutive_drops=h.consecutive_drops,
+                         heartbeat_age_ms=h.heartbeat_age_ms(now), srtt_ms=round(h.rtt.srtt, 1),
+                         interface=u.ifname if u else None, source=u.source if u else None,
+                         gateway_state=state, gateway_rx_age_ms=rx_age, **extra)
+
+    # ------------------------------------------------------------ the choice
+    def _choose(self, now: int, route, why, present: bool) -> bool:
+        active = Active(self.health, self.path == route, present, why)
+        cands = [Candidate(k, p.health, k == route) for k, p in self.candidates.paths.items()]
+        d = self.selector.decide(now, active, cands)
+        if d.denied:
+            self.events.emit(EventType.TRANSPORT_SWITCH_DENIED, Reason.TRANSPORT_SWITCH_DENIED,
+                             self.session_id, detail=d.denied, reason=str(why))
+        if d.action == SWITCH:
+            self._selected(now, d, self.candidates.paths[d.target].uplink)
+            self.start_switch(self.candidates.paths[d.target], d.reason)
+        elif d.action == REATTACH_SAME:
+            self._selected(now, d, self.active_uplink)
+            self.reattach_chosen(f"active path {d.reason}: reattach from the same socket")
+        elif d.action == REATTACH_PREFERRED:
+            self._selected(now, d, None)
+            self.active_uplink, self.path = None, route
+            self.next_discover_ms = 0  # list again at once: the new active one is pinned
+            self.rebind()
+            return True
+        return False
+
+    def _selected(self, now: int, d: Decision, to: Uplink | None) -> None:
+        self.selector.switched(now)
+        self._path_event(EventType.PATH_SELECTED, d.reason, now, active_score=round(
+            d.active_score, 3), candidate_score=round(d.target_score, 3),
+            candidate_interface=to.ifname if to else None,
+            candidate_source=to.source if to else None)
+
+    def pin_active(self) -> None:
+        """The active socket keeps to its uplink (jvpn/client_candidates.py pin)."""
+        from jvpn.client_candidates import pin  # noqa: PLC0415
+
+        if self.active_uplink is not None and not self._tested:
+            pin(self.sock, self.active_uplink.ifname)
+
+    def _netlink_loop(self) -> None:  # wakes the monitor on any link/address/route change
+        watch_routing(self._stop, self._wake)
+
+    def _udp_loop(self) -> None:
+        """The receive loop: every candidate's socket (replies and echoes
+        are per path; a datagram's socket is known to ``receive``)."""
+        while not self._stop.is_set():
+            if self.renewing:
+                self.renew()  # Reconnect = yes: the one reader of the socket does it
+                continue
+            socks = self.read_sockets()
+            if len(socks) == 1:
+                self.receive_once(socks[0])
+                continue
+            try:
+                ready, _w, _x = select.select(socks, [], [], RECV_TIMEOUT_S)
+            except (OSError, ValueError):
+                continue  # a socket closed meanwhile: listed again
+            for s in ready:
+                self.receive_once(s)
+
+    def read_sockets(self) -> list:
+        """Every socket the receive loop reads: the active one, the candidates', the retired."""
+        socks = [self.sock, *self.candidates.sockets(), *(s for _t, s in self.retired)]
+        return list(dict.fromkeys(socks))

@@ -1,0 +1,99 @@
+"""A switch to a candidate path, make before break (docs/protocol.md "The
+switch: make before break"): the reattach goes out of the chosen
+candidate's socket while data and heartbeats keep leaving from the old
+active one; from our PATH_RESPONSE until the ACK (at most 1 s) every data
+message leaves from both (the gate and the replay window deliver exactly
+one); on the ACK the candidate becomes active and the old socket stays
+open as a candidate's. A mixin of :class:`jvpn.client.Client`."""
+
+from __future__ import annotations
+
+from jvpn.client_candidates import Path
+from jvpn.tunnel import send_messages
+
+DUAL_SEND_MS = 1_000  # from our PATH_RESPONSE: both sockets carry data this long at most
+SWITCH_GIVE_UP_MS = 3_000  # a switch with no ACK by then is abandoned: the choice is made again
+
+
+class ClientSwitch:
+    def switch_init(self) -> None:
+        self.switching: Path | None = None  # the chosen candidate while its reattach is out
+        self.chosen_reattach = False  # the selector started the pending reattach (rule 1)
+        self.switch_started_ms = 0
+        self.dual_until: int | None = None
+
+    def start_switch(self, target: Path, reason: str) -> None:
+        """The reattach from ``target``'s socket (jvpn/client_reattach.py)."""
+        self.switching, self.switch_started_ms, self.dual_until = target, self.clock_ms(), None
+        self.start_reattach(f"{reason}: switching to {target.uplink.ifname} "
+                            f"({target.uplink.source})")
+
+    def reattach_chosen(self, reason: str) -> None:
+        """Rule 1's reattach from the active socket itself (a NAT rebinding)."""
+        self.chosen_reattach, self.switch_started_ms = True, self.clock_ms()
+        self.start_reattach(reason)
+
+    def switch_busy(self, now: int) -> bool:
+        """A switch or reattach is in flight (the selector waits). One the
+        selector started, unanswered for SWITCH_GIVE_UP_MS, is abandoned: its
+        path was not as good as measured (or a candidate may be proven by
+        now), and the choice is made again."""
+        chosen = self.switching is not None or self.chosen_reattach
+        if chosen and now - self.switch_started_ms > SWITCH_GIVE_UP_MS:
+            with self._lock:
+                self.pending = None
+            self.switching = self.dual_until = None
+            self.chosen_reattach = False
+        return self.pending is not None or self.switching is not None
+
+    def request_socket(self):
+        """Where a reattach request goes out: the chosen candidate's socket
+        during a switch, else the active one."""
+        target = self.switching
+        return target.sock if target is not None else self.sock
+
+    def challenge_answered(self, sock) -> None:
+        """Our PATH_RESPONSE left ``sock``: data goes out of both sockets now."""
+        target = self.switching
+        if target is not None and sock is target.sock:
+            self.dual_until = self.clock_ms() + DUAL_SEND_MS
+
+    def dual_socket(self):
+        """The second socket every data message leaves from, or None."""
+        target, until = self.switching, self.dual_until
+        if target is None or until is None or self.clock_ms() > until:
+            return None
+        return target.sock
+
+    def send_dual(self, msgs: list[bytes]) -> None:
+        """The same sealed messages from the chosen candidate's socket too
+        (same counters: the replay window delivers exactly one)."""
+        both = self.dual_socket()
+        if both is None:
+            return
+        try:
+            send_messages(both, msgs, self.endpoint)
+        except OSError:
+            pass
+
+    def switch_done(self) -> None:
+        """The gateway's ACK: the chosen candidate is the active path now;
+        the old one a candidate (its socket open: replies in flight to it
+        still arrive). A reattach from the active socket itself keeps it."""
+        now, target = self.clock_ms(), self.switching
+        self.switching = self.dual_until = None
+        self.chosen_reattach = False
+        self.send_failed, self.reported = False, None
+        if target is None:
+            self.health.rebound(now)  # a new mapping: what went to the old one is not lost
+            return
+        old_sock, old_uplink, old_health = self.sock, self.active_uplink, self.health
+        self.candidates.take(target.uplink.key)
+        self.sock, self.path, self.active_uplink = target.sock, target.uplink.key, target.uplink
+        self.health = target.health
+        self.health.rebound(now)
+        old_health.left(old_health.volatility(now) is not None, now)
+        if old_uplink is not None:
+            self.candidates.adopt(old_uplink, old_sock, old_health)
+        else:
+            self.retired.append((now, old_sock))

@@ -1,0 +1,109 @@
+"""The client's candidate set (jvpn/client_candidates.py): ranking and the
+bound, sockets opened and closed with the candidates, the probe schedule
+(probe_interval_ms with jitter, none while a heartbeat is unanswered), and
+which probe replies count (docs/protocol.md "Probing the candidates")."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from jvpn.client_candidates import Candidates, Uplink, rank
+from jvpn.policy import Policy
+
+WIFI, LTE, ETH, USB = (Uplink("10.0.1.2", 2, "wifi", 10), Uplink("10.0.2.2", 3, "lte", 20),
+                       Uplink("10.0.3.2", 4, "eth", 5), Uplink("10.0.4.2", 5, "usb", 30))
+
+
+class Sock:
+    def __init__(self, u):
+        self.uplink, self.closed = u, False
+
+    def close(self):
+        self.closed = True
+
+
+P = Policy()
+
+
+def make(policy=P, rand=lambda: 0.5):
+    now = [0]
+    c = Candidates(policy, lambda: now[0], rand, Sock)
+    return c, now
+
+
+def test_rank_puts_the_active_and_preferred_first_then_the_metric():
+    got = rank([USB, ETH, LTE, WIFI], active=LTE.key, preferred=WIFI.key, limit=3)
+    assert got == [LTE, WIFI, ETH]
+
+
+def test_max_candidate_count_bounds_the_candidates():
+    c, _ = make(replace(Policy(), max_candidate_count=2))
+    added, _ = c.refresh([WIFI, LTE, ETH, USB], active=WIFI.key, preferred=WIFI.key)
+    assert added == [ETH]  # the active one is the client's: counted, not owned
+    c3, _ = make()
+    added3, _ = c3.refresh([WIFI, LTE, ETH, USB], active=WIFI.key, preferred=WIFI.key)
+    assert set(added3) == {LTE, ETH}
+
+
+def test_a_gone_candidate_loses_its_socket_unless_kept():
+    c, _ = make()
+    c.refresh([WIFI, LTE, ETH], active=WIFI.key, preferred=WIFI.key)
+    lte_sock, eth_sock = c.paths[LTE.key].sock, c.paths[ETH.key].sock
+    _, removed = c.refresh([WIFI], active=WIFI.key, preferred=WIFI.key, keep=frozenset({ETH.key}))
+    assert removed == [LTE] and lte_sock.closed and not eth_sock.closed
+
+
+def test_probes_every_probe_interval_with_jitter_never_while_a_heartbeat_is_out():
+    for interval in (1000, 300):
+        c, _ = make(replace(P, probe_interval_ms=interval), rand=lambda: 1.0)
+        c.refresh([WIFI, LTE], active=WIFI.key, preferred=WIFI.key)
+        assert len(c.due(0, heartbeat_unanswered=False)) == 1
+        assert c.due(int(interval * 1.1) - 1, False) == []
+        assert c.due(int(interval * 1.1), heartbeat_unanswered=True) == []
+        assert len(c.due(int(interval * 1.1), False)) == 1
+
+
+def test_probe_ids_are_the_clients_own_counter():
+    c, _ = make()
+    c.refresh([WIFI, LTE, ETH], active=WIFI.key, preferred=WIFI.key)
+    ids = [pid for _p, pid in c.due(0, False)]
+    assert ids == [1, 2]
+
+
+def test_a_reply_counts_once_only_outstanding_only_on_its_socket():
+    c, _ = make()
+    c.refresh([WIFI, LTE, ETH], active=WIFI.key, preferred=WIFI.key)
+    sent = {p.uplink.key: pid for p, pid in c.due(0, False)}
+    lte, eth = c.paths[LTE.key], c.paths[ETH.key]
+    assert c.reply(eth.sock, sent[LTE.key], 20) is None  # the other socket
+    assert c.reply(lte.sock, 999, 20) is None  # never sent
+    assert c.reply(lte.sock, sent[LTE.key], 20) is lte
+    assert c.reply(lte.sock, sent[LTE.key], 25) is None  # twice
+    assert lte.health.decided_count() == 1 and lte.health.rtt.srtt == 20
+
+
+def test_a_lost_probe_is_forgotten_and_its_late_reply_ignored():
+    c, _ = make()
+    c.refresh([WIFI, LTE], active=WIFI.key, preferred=WIFI.key)
+    [(lte, pid)] = c.due(0, False)
+    c.tick(1001)
+    assert lte.health.last_answered is False
+    assert c.reply(lte.sock, pid, 1002) is None
+
+
+def test_take_and_adopt_move_a_path_between_active_and_candidate():
+    c, _ = make()
+    c.refresh([WIFI, LTE], active=WIFI.key, preferred=WIFI.key)
+    [(lte, pid)] = c.due(0, False)
+    taken = c.take(LTE.key)
+    assert taken is lte and c.reply(lte.sock, pid, 10) is None and not lte.sock.closed
+    c.adopt(WIFI, Sock(WIFI), lte.health)
+    assert WIFI.key in c.paths
+
+
+def test_the_active_path_is_never_a_candidate_too():
+    c, _ = make()
+    c.refresh([WIFI, LTE], active=WIFI.key, preferred=WIFI.key)
+    lte = c.paths[LTE.key]
+    _, removed = c.refresh([LTE], active=LTE.key, preferred=LTE.key)  # lte is active now
+    assert removed == [LTE] and lte.sock.closed and c.paths == {}

@@ -1,0 +1,223 @@
+"""Transport selection with the real client and the in-process gateway
+(jvpn/client_paths.py, jvpn/client_switch.py; docs/protocol.md "Transport
+selection"): two uplinks, each a socket with its own address at the
+gateway; the gateway echoes heartbeats and answers probes; a silent uplink
+is left for the other within a second, a better uplink is taken with no
+data lost, and a dead uplink with nothing else is reattached from the same
+socket (NAT rebinding)."""
+
+from __future__ import annotations
+
+from collections import deque
+
+from jvpn.client import Client
+from jvpn.client_candidates import Uplink
+from jvpn.codes import EventType
+from jvpn.events import EventLog
+from jvpn.keys import public_from_private
+from kits.daemon_kit import (
+    CLIENT,
+    GW_KEY,
+    LISTEN,
+    PEER_INNER,
+    PEER_KEYS,
+    AdmitAll,
+    Clock,
+    events_of,
+    ipv4,
+    make_gateway,
+)
+
+WIFI = Uplink(CLIENT[0], 2, "wifi", 10)
+LTE = Uplink("198.51.100.10", 3, "lte", 20)
+
+
+class PathSocket:
+    """One uplink's socket: what it sends reaches the gateway from its
+    address unless the uplink is down; what the gateway sends to that
+    address waits in its inbox."""
+
+    def __init__(self, net: Net, addr: tuple[str, int]):
+        self.net, self.addr, self.inbox, self.closed = net, addr, deque(), False
+        net.socks.append(self)
+
+    def sendto(self, msg: bytes, dst) -> int:
+        assert tuple(dst) == LISTEN
+        self.net.sent.append((self.addr[0], msg))
+        if self.addr[0] not in self.net.silent:
+            n = len(self.net.gw.sock.sent)
+            self.net.gw.datapath.datagram(msg, self.addr)
+            self.net.collect(n)
+        return len(msg)
+
+    def recvfrom(self, _size: int):
+        if not self.inbox:
+            raise TimeoutError
+        return self.inbox.popleft()
+
+    def settimeout(self, _t) -> None:
+        pass
+
+    def shutdown(self, _how) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class Net:
+    def __init__(self, tmp_path, uplinks=(WIFI, LTE), active=WIFI):
+        self.clock = Clock()
+        self.gw = make_gateway(tmp_path, gate=AdmitAll(), clock=self.clock)
+        self.socks: list[PathSocket] = []
+        self.silent: set[str] = set()  # uplinks that drop everything, both ways
+        self.sent: list[tuple[str, bytes]] = []
+        self.uplinks, self.route = list(uplinks), active.key
+        port = iter(range(40000, 41000))
+        self.events = EventLog("client-test", clock_ms=self.clock)
+        def factory():  # the handshake's, a rebind's: the active uplink's address
+            return PathSocket(self, (active.source, next(port)))
+
+        self.client = c = Client(private_key=PEER_KEYS[0],
+                                 gateway_public=public_from_private(GW_KEY), endpoint=LISTEN,
+                                 events=self.events, clock_ms=self.clock, socket_factory=factory,
+                                 rand=lambda: 0.5)
+        c.handshake(attempts=1)
+        c.candidates.open_socket = lambda u: PathSocket(self, (u.source, next(port)))
+        c.discover_uplinks = lambda: list(self.uplinks)
+        c._route = lambda: self.route
+        c.path = active.key
+
+    def collect(self, since: int) -> None:
+        for msg, to in self.gw.sock.sent[since:]:
+            for s in self.socks:
+                if tuple(to) == s.addr and s.addr[0] not in self.silent and not s.closed:
+                    s.inbox.append((msg, LISTEN))
+
+    def run(self, ms: int, data_every: int = 0) -> int:
+        """The client's monitor every 10 ms for ``ms``, delivering what
+        arrives; a data packet every ``data_every`` ms. Returns how many sent."""
+        sent = 0
+        for t in range(0, ms, 10):
+            if data_every and t % data_every == 0:
+                self.client.send_data(ipv4(PEER_INNER[0]))
+                sent += 1
+            self.deliver()
+            self.client.monitor_step()
+            self.deliver()
+            self.clock.ms += 10
+            self.gw.tick()
+        return sent
+
+    def deliver(self) -> None:
+        """What arrived so far (an answer to what this sends waits a round)."""
+        for s in list(self.socks):
+            for _ in range(len(s.inbox)):
+                msg, src = s.inbox.popleft()
+                self.client.receive(msg, src, s)
+
+    def active_source(self) -> str:
+        return self.client.sock.addr[0]
+
+
+def test_heartbeats_are_echoed_and_candidates_probed(tmp_path):
+    net = Net(tmp_path)
+    net.run(3_000, data_every=10)
+    c = net.client
+    assert c.echoes_seen and c.health.window_loss(net.clock.ms) == 0.0
+    lte = c.candidates.paths[LTE.key]
+    assert lte.health.decided_count() >= 2 and lte.health.recent_loss() == 0.0
+    assert [e["interface"] for e in events_of(net.events, EventType.PATH_CANDIDATE)] == ["lte"]
+    assert c.gateway_view[0] == "ATTACHED"
+    assert net.active_source() == WIFI.source  # nothing moved
+
+
+def test_a_silent_uplink_is_left_for_the_other_within_a_second(tmp_path):
+    net = Net(tmp_path)
+    net.run(4_000, data_every=10)
+    n = len(net.gw.tun.written)
+    net.silent.add(WIFI.source)  # a blackhole: no link or route event
+    start = net.clock.ms
+    moved_at = None
+    for _ in range(300):
+        net.run(10, data_every=10)
+        if net.active_source() == LTE.source and len(net.gw.tun.written) > n:
+            moved_at = net.clock.ms
+            break
+    assert moved_at is not None and moved_at - start < 1_000
+    [vol] = events_of(net.events, EventType.PATH_VOLATILE)[:1]
+    assert vol["reason_code"] == "consecutive_drop_exceeded" and vol["interface"] == "wifi"
+    [sel] = events_of(net.events, EventType.PATH_SELECTED)
+    assert sel["candidate_interface"] == "lte"
+    assert net.gw.table.get(net.client.session_id).record.binding.addr == LTE.source
+
+
+def test_a_planned_move_loses_no_data(tmp_path):
+    net = Net(tmp_path, uplinks=(LTE,), active=LTE)
+    net.run(2_000, data_every=10)
+    net.uplinks.insert(0, WIFI)
+    net.route = WIFI.key  # wifi comes up with the lower metric; lte still works
+    before = len(net.gw.tun.written)
+    sent = net.run(8_000, data_every=2)
+    assert net.active_source() == WIFI.source
+    [sel] = events_of(net.events, EventType.PATH_SELECTED)
+    assert sel["reason_code"] == "planned_move"
+    assert len(net.gw.tun.written) - before == sent  # every one delivered, exactly once
+    assert not net.client.candidates.paths[LTE.key].sock.closed  # the old one: a candidate
+
+
+def test_during_the_switch_data_leaves_from_both_sockets(tmp_path):
+    net = Net(tmp_path, uplinks=(LTE,), active=LTE)
+    net.run(2_000, data_every=10)
+    net.uplinks.insert(0, WIFI)
+    net.route = WIFI.key
+    net.sent.clear()
+    net.run(8_000, data_every=2)
+    data = [(src, m) for src, m in net.sent if m[0] == 4]
+    wifi, lte = ({m for src, m in data if src == u.source} for u in (WIFI, LTE))
+    both = wifi & lte
+    assert both  # the same sealed messages from both sockets: the replay window keeps one
+    resp = [i for i, (_src, m) in enumerate(net.sent) if m[0] == 8]  # our PATH_RESPONSE
+    first_both = min(i for i, (_src, m) in enumerate(net.sent) if m in both)
+    assert resp and resp[0] < first_both
+    assert len(both) < 10  # from the PATH_RESPONSE to the ACK only
+
+
+def test_a_dead_path_with_no_candidate_reattaches_from_the_same_socket(tmp_path):
+    net = Net(tmp_path, uplinks=(WIFI,))
+    net.run(2_000, data_every=10)
+    sock = net.client.sock
+    net.silent.add(WIFI.source)
+    net.run(600, data_every=10)
+    net.silent.clear()
+    net.run(1_000, data_every=10)
+    assert net.client.sock is sock and net.client.reattaches >= 1
+    [sel] = events_of(net.events, EventType.PATH_SELECTED)[:1]
+    assert sel["reason_code"] == "consecutive_drop_exceeded"
+
+
+def test_an_uplink_gone_fails_over_to_the_proven_candidate_at_once(tmp_path):
+    net = Net(tmp_path)
+    net.run(3_000, data_every=10)
+    net.uplinks.remove(WIFI)  # link down: the route watch sees it
+    net.route = LTE.key
+    net.silent.add(WIFI.source)
+    net.client._wake.set()
+    net.run(200, data_every=10)
+    assert net.active_source() == LTE.source
+    [vol] = events_of(net.events, EventType.PATH_VOLATILE)[:1]
+    assert vol["reason_code"] == "transport_dead"
+
+
+def test_an_uplink_gone_with_nothing_proven_rebinds_on_the_new_route(tmp_path):
+    net = Net(tmp_path, uplinks=(WIFI,))
+    net.run(1_000, data_every=10)
+    old = net.client.sock
+    net.uplinks[:] = [LTE]  # wifi gone, lte just appeared: not probed yet
+    net.route = LTE.key
+    net.client._new_socket = lambda: PathSocket(net, (LTE.source, 45000))
+    net.run(300, data_every=10)
+    assert net.client.sock is not old and net.active_source() == LTE.source
+    assert net.client.reattaches == 1 and net.client.path == LTE.key
+    net.run(3_000, data_every=10)
+    assert net.client.reattaches == 1  # once: the new socket is the active path's
