@@ -179,7 +179,7 @@ def lossy_figures(trials: list[Trial]) -> dict:
     return {"lossy_move_p50_ms": p50, "lossy_move_p99_ms": p99,
             "lossy_move_per_trial_ms": moves, "lossy_uplinks": [tr.uplink for tr in trials],
             "lossy_trials_without_move": sum(m is None for m in moves),
-            "switches_after_move_30pct": max(after, default=None),
+            "switches_after_move_30pct": max((a for a in after if a is not None), default=None),
             "switches_after_move_30pct_per_trial": after}
 
 
@@ -200,6 +200,7 @@ class FailoverLab:
                                  policy["switching.switch_cooldown_ms"],
                                  lambda: [self.switches(), self.client_selections()])
         self.paced_s, self.started_without_flow = 0.0, 0
+        self.unknown_active: list = []  # reads of the binding that named no uplink
 
     # ------------------------------------------------------------ observations
     def switches(self, after_ms: float = 0, before_ms: float = float("inf")) -> list[float]:
@@ -223,6 +224,9 @@ class FailoverLab:
             rows = []
         by_ip = {ip: name for name, ip in UPLINK_IP.items()}
         found = [by_ip[r["bind_addr"]] for r in rows if r.get("bind_addr") in by_ip]
+        if not found:  # said in the JSON: what the gateway showed instead
+            self.unknown_active.append([(r.get("state"), r.get("bound")) for r in rows]
+                                       or out.stderr.strip()[-200:])
         return found[-1] if found else None
 
     def last_echo_sent(self) -> float:
@@ -482,6 +486,7 @@ def run_failover_bench(trials: int = 20, lossy_trials_n: int = 3, watch_s: float
             "loss_seconds": loss_s, "rtt_ms": _rtt_ms(samples, first),
             "switches_total": switches, "paced_seconds": round(fl.paced_s, 1),
             "trials_started_without_flow": fl.started_without_flow,
+            "active_uplink_unknown": fl.unknown_active,
             "policy": {"default": True, **policy,
                        "keepalive_interval_s": DEFAULT_KEEPALIVE_MS / 1000},
             "method": METHOD}

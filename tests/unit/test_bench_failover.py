@@ -94,3 +94,13 @@ def test_the_planned_move_figure_is_the_worst_trial():
     assert got["lost_packets_planned_move_per_trial"] == [1, 1, 0]
     assert got["lost_packets_planned_move"] == 1 and got["lost_packets_planned_move_total"] == 2
     assert got["planned_moves_without_switch"] == 2
+
+
+def test_a_lossy_trial_that_could_not_start_is_counted_not_a_crash():
+    from jvpn.bench.failover import lossy_figures
+
+    got = lossy_figures([Trial(None, 0, 0, extra={"switches_after": None}),
+                         Trial("wifi", 1, 2, move_ms=900.0, extra={"switches_after": 0})])
+    assert got["switches_after_move_30pct"] == 0
+    assert got["switches_after_move_30pct_per_trial"] == [None, 0]
+    assert got["lossy_trials_without_move"] == 1
