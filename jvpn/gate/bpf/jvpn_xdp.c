@@ -364,7 +364,7 @@ static __always_inline __u32 jvpn_verdict(const struct jvpn_pkt *pkt,
 	case JVPN_MSG_PATH_RESPONSE:
 	case JVPN_MSG_TERMINATE:
 	case JVPN_MSG_REKEY_INIT:
-	case JVPN_MSG_PATH_PROBE: /* control: tag, ctl_floor, freshness, control buckets */
+	case JVPN_MSG_PATH_PROBE: /* control: tag, ctl_floor, freshness, its own bucket */
 		return jvpn_session_verdict(pkt, cfg, clock);
 	default: /* gateway-to-client types and unknown ones */
 		return JVPN_R_DROP_BAD_TYPE;
