@@ -114,9 +114,10 @@ class PathSizing:
     """The client's keepalive and resize steps (a mixin of
     :class:`jvpn.client.Client`, over its channel, socket and ``size``)."""
 
-    def _keepalive(self, now: int) -> None:
+    def _keepalive(self, now: int, confirmation: bool = False) -> None:
         """A keepalive that announces our path MTU (the gateway sizes its
-        datagrams to us with it: docs/protocol.md "Sizing")."""
+        datagrams to us with it: docs/protocol.md "Sizing"); a heartbeat,
+        or one of a run's confirmations (jvpn/client_paths.py)."""
         self.size.announced(now, self.reattaches)
         with self._lock:  # never sealed after our TERMINATE (Client.join_loops)
             if self.said_goodbye:
@@ -127,7 +128,7 @@ class PathSizing:
         except OSError:
             self.heartbeat_sent(msg, now, ok=False)  # the active path's send fails: dead
             return
-        self.heartbeat_sent(msg, now, ok=True)  # a heartbeat (jvpn/client_paths.py)
+        self.heartbeat_sent(msg, now, True, confirmation)  # a heartbeat (jvpn/client_paths.py)
 
     def _announce_due(self, now: int) -> bool:
         """An announcement to send before the next keepalive? Not while a

@@ -3,7 +3,8 @@ samples sent with their ids and times (the active path's heartbeats, a
 candidate's probes), answers matched to them (RTT smoothed as RFC 6298 does),
 samples lost when unanswered past the loss timeout, and the active path's
 VOLATILE verdict (:meth:`PathHealth.volatility`). Pure: the caller passes the
-clock (ms ints) and the policy; nothing here sends or reads a socket."""
+clock (ms ints) and the policy; nothing here sends or reads a socket (the
+caller sends the confirmation heartbeats :meth:`PathHealth.confirm` asks for)."""
 
 from __future__ import annotations
 
@@ -15,13 +16,21 @@ from jvpn.policy import Policy
 
 SRTT_START_MS = 100.0  # before the first sample (the spec's start)
 RTTVAR_START_MS = 50.0  # RFC 6298: R/2 of the start value
-LOSS_TIMEOUT_MIN_MS = 50
+LOSS_TIMEOUT_MIN_MS = 100  # a loaded client or gateway answers in ~100 ms at p90
 LOSS_TIMEOUT_MAX_MS = 1_000
 WINDOW_MIN_DECIDED = 10  # the window's loss counts once this many heartbeats are decided
 PROBE_HISTORY = 20  # a candidate's loss: over its last this many decided probes
 PROBATION_MS = 60_000  # a path left VOLATILE: no planned move back for this long
 LATE_KEPT = 64  # samples already lost whose late answer still says the path is alive
 LATE_IN_FLIGHT_MS = 1_000  # a sample lost this recently may still arrive: probes wait for it
+HEARTBEATS_PER_WINDOW = 40  # while traffic flows: a loss estimate over 40 samples
+HEARTBEAT_MIN_MS = 20
+CONFIRMATIONS = 2  # heartbeats sent at once after a run of drops; all lost: dead
+
+
+def heartbeat_every_ms(policy: Policy) -> int:
+    """The heartbeat cadence while traffic flows: loss_window_ms / 40, at least 20 ms."""
+    return max(HEARTBEAT_MIN_MS, policy.loss_window_ms // HEARTBEATS_PER_WINDOW)
 
 
 @dataclass
@@ -40,7 +49,7 @@ class Rtt:
         self.srtt = 0.875 * self.srtt + 0.125 * r_ms
 
     def loss_timeout_ms(self) -> float:
-        """max(50 ms, 2·srtt + 4·rttvar), at most 1 s."""
+        """max(100 ms, 2·srtt + 4·rttvar), at most 1 s."""
         return min(LOSS_TIMEOUT_MAX_MS, max(LOSS_TIMEOUT_MIN_MS, 2 * self.srtt + 4 * self.rttvar))
 
 
@@ -62,10 +71,14 @@ class PathHealth:
         self.probation = 0  # samples still to decide before a planned move back (left())
         self.probation_until_ms = 0  # ... and not before this time
         self.window_from_ms = now_ms  # the window counts what was decided since (rebound)
+        self.confirming: set[int] | None = None  # this run's confirmations (once asked for)
+        self.confirmations_lost = 0
 
     # ------------------------------------------------------------ feeding
-    def sent(self, sample_id: int, now_ms: int) -> None:
+    def sent(self, sample_id: int, now_ms: int, confirmation: bool = False) -> None:
         self.outstanding[sample_id] = now_ms
+        if confirmation and self.confirming is not None:
+            self.confirming.add(sample_id)
 
     def answered(self, sample_id: int, now_ms: int) -> bool:
         """An answer to sample ``sample_id``: taken only once and only while
@@ -77,7 +90,7 @@ class PathHealth:
             return False
         self.rtt.sample(max(0, now_ms - sent_ms))
         self._decide(now_ms, True)
-        self.consecutive_drops = 0
+        self._run_over()
         self.heard(now_ms)
         return True
 
@@ -91,8 +104,30 @@ class PathHealth:
         if sent_ms is None:
             return
         self.rtt.sample(max(0, now_ms - sent_ms))
-        self.consecutive_drops = 0
+        self._run_over()
         self.heard(now_ms)
+
+    def _run_over(self) -> None:
+        """An echo (late or not): the path answers; the run of drops and
+        its confirmation episode end."""
+        self.consecutive_drops = 0
+        self.confirming, self.confirmations_lost = None, 0
+
+    def confirm(self) -> int:
+        """How many confirmation heartbeats to send now (on the active
+        socket, at once, each reported by ``sent(..., confirmation=True)``):
+        CONFIRMATIONS once per run of max_consecutive_drops, else 0. A run
+        of drops makes the path VOLATILE; only the loss of these too makes
+        it dead: random loss needs five in a row, a stall ~300 ms."""
+        run = self.consecutive_drops >= self.policy.max_consecutive_drops
+        if self.confirming is not None or not run:
+            return 0
+        self.confirming = set()
+        return CONFIRMATIONS
+
+    def drops_confirmed(self) -> bool:
+        """The run's confirmation heartbeats were all lost: the path is dead."""
+        return self.confirming is not None and self.confirmations_lost >= CONFIRMATIONS
 
     def heard(self, now_ms: int) -> None:
         self.last_heard_ms = max(self.last_heard_ms, now_ms)
@@ -100,12 +135,14 @@ class PathHealth:
     def tick(self, now_ms: int) -> int:
         """Samples unanswered past the loss timeout are lost; returns how many."""
         limit = self.rtt.loss_timeout_ms()
-        lost = sorted(i for i, t in self.outstanding.items() if now_ms - t > limit)
+        lost = sorted(i for i, t in self.outstanding.items() if now_ms - t >= limit)
         for i in lost:
             self.lost_late[i] = self.outstanding.pop(i)
             self.recent_losses.append((now_ms, i))
             self._decide(now_ms, False)
             self.consecutive_drops += 1
+            if self.confirming is not None and i in self.confirming:
+                self.confirmations_lost += 1
         while len(self.lost_late) > LATE_KEPT:
             del self.lost_late[next(iter(self.lost_late))]
         self._forget(now_ms)
@@ -120,6 +157,7 @@ class PathHealth:
         seconds only to leave again: at most one move back per minute."""
         self.outstanding.clear()  # echoes of its last heartbeats come to a socket not heard
         self.lost_late.clear()
+        self._run_over()
         self.probation = PROBE_HISTORY if volatile else 0
         self.probation_until_ms = now_ms + PROBATION_MS if volatile else 0
 
@@ -128,7 +166,7 @@ class PathHealth:
         heartbeats sent before went to another binding; start the run afresh."""
         self.outstanding.clear()
         self.lost_late.clear()
-        self.consecutive_drops = 0
+        self._run_over()
         self.window_from_ms = now_ms  # its probes were no heartbeats: the window starts now
         self.heard(now_ms)
 
@@ -185,7 +223,8 @@ class PathHealth:
     def volatility(self, now_ms: int, present: bool = True,
                    send_failed: bool = False) -> Volatility | None:
         """The active path's VOLATILE reason, the first that holds in the
-        spec's order; None when none holds."""
+        spec's order; None when none holds. consecutive_drop_exceeded is
+        dead only once :meth:`drops_confirmed` (see :func:`is_dead`)."""
         p = self.policy
         if not present or send_failed:
             return Volatility.TRANSPORT_DEAD
@@ -199,10 +238,13 @@ class PathHealth:
         return None
 
 
-DEAD = frozenset({Volatility.TRANSPORT_DEAD, Volatility.CONSECUTIVE_DROP_EXCEEDED,
-                  Volatility.HEARTBEAT_TIMEOUT})
+DEAD = frozenset({Volatility.TRANSPORT_DEAD, Volatility.HEARTBEAT_TIMEOUT})
 
 
-def is_dead(why: Volatility | None) -> bool:
-    """The first three reasons make a path dead (its score is 0)."""
+def is_dead(why: Volatility | None, drops_confirmed: bool) -> bool:
+    """transport_dead and heartbeat_timeout make a path dead (its score is
+    0) at once; consecutive_drop_exceeded once its confirmations were lost
+    too (``drops_confirmed``: :meth:`PathHealth.drops_confirmed`)."""
+    if why is Volatility.CONSECUTIVE_DROP_EXCEEDED:
+        return drops_confirmed
     return why in DEAD

@@ -61,9 +61,13 @@ class Active:
     present: bool
     why: Volatility | None
 
+    @property
+    def dead(self) -> bool:
+        return is_dead(self.why, self.health.drops_confirmed())
+
     def score(self, now_ms: int) -> float:
         loss = self.health.window_loss(now_ms) or 0.0
-        return score(loss, self.health.rtt.srtt, self.preferred, is_dead(self.why))
+        return score(loss, self.health.rtt.srtt, self.preferred, self.dead)
 
 
 @dataclass(frozen=True)
@@ -81,9 +85,11 @@ class Selector:
     policy: Policy
     switches: deque = field(default_factory=deque)  # when each switch started (ms)
     denied_now: set = field(default_factory=set)  # denial codes said this episode
+    better_since: int | None = None  # a planned move's candidate has been better since (ms)
 
     def switched(self, now_ms: int) -> None:
         self.switches.append(now_ms)
+        self.better_since = None
 
     def decide(self, now_ms: int, active: Active, candidates: list[Candidate]) -> Decision:
         """Rules 1-3 of the spec, bounded; call when no switch is in flight."""
@@ -91,19 +97,31 @@ class Selector:
             self.switches.popleft()
         if active.why is None:
             self.denied_now.clear()  # a new episode starts at the next VOLATILE
-        dead = is_dead(active.why)
+        dead = active.dead
         pool = [c for c in candidates if c.eligible(dead, now_ms)]
         best = max(pool, key=lambda c: c.score(), default=None)
         mine = active.score(now_ms)
         if dead:
             return self._dead(now_ms, active, best, mine)
         if best is not None and best.score() > self._bar(mine):
+            if active.why is None and not self._held(now_ms):
+                return Decision(active_score=mine)
             reason = str(active.why) if active.why else str(Reason.PLANNED_MOVE)
             return self._bounded(now_ms, Decision(SWITCH, best.key, reason, mine, best.score()),
                                  dead=False, volatile=active.why is not None)
+        self.better_since = None
         if active.why is not None:
             return self._deny(SwitchDenial.NO_VALID_CANDIDATE, mine)
         return Decision(active_score=mine)
+
+    def _held(self, now_ms: int) -> bool:
+        """A planned move only once a candidate has beaten the bar for a
+        whole loss window: a short stall inflates the active path's srtt
+        (late echoes are RTT samples) for a few hundred ms, and nothing is
+        wrong with a path that works."""
+        if self.better_since is None:
+            self.better_since = now_ms
+        return now_ms - self.better_since >= self.policy.loss_window_ms
 
     def _bar(self, active_score: float) -> float:
         if self.policy.enforce_hysteresis:

@@ -17,7 +17,7 @@ from jvpn import wire
 from jvpn.client_candidates import Candidates, Uplink, candidate_socket, discover
 from jvpn.client_handshake import RECV_TIMEOUT_S
 from jvpn.client_path import watch_routing
-from jvpn.client_path_health import PathHealth
+from jvpn.client_path_health import PathHealth, heartbeat_every_ms
 from jvpn.client_path_select import (
     REATTACH_PREFERRED,
     REATTACH_SAME,
@@ -32,7 +32,7 @@ from jvpn.gate import abi
 from jvpn.policy import Policy
 
 DISCOVER_EVERY_MS = 1_000  # candidates listed again at least this often (and on any wake)
-HEARTBEAT_MIN_MS = 20
+CONFIRM_GAP_S = 0.003  # between confirmation heartbeats: not both in one burst of loss
 RETIRED_KEEP_MS = 2_000  # a former active socket no longer a candidate: read this long
 
 
@@ -68,18 +68,26 @@ class ClientPaths:
 
     # ------------------------------------------------------------ heartbeats
     def heartbeat_due(self, now: int) -> bool:
-        """While traffic flows, every loss_window_ms / 20; idle, every keepalive."""
+        """While traffic flows, every loss_window_ms / 40; idle, every keepalive."""
         flowing = now - self.last_data_ms <= self.keepalive_ms
-        every = max(HEARTBEAT_MIN_MS, self.policy.loss_window_ms // 20) if flowing else (
-            self.keepalive_ms)  # held while a probe is overdue (jvpn/client_probe_guard.py)
+        every = heartbeat_every_ms(self.policy) if flowing else self.keepalive_ms
+        # held while a probe is overdue (jvpn/client_probe_guard.py)
         return now - self.last_heartbeat_ms >= every and not self.heartbeat_held(now, every)
 
-    def heartbeat_sent(self, msg: bytes, now: int, ok: bool) -> None:
+    def heartbeat_sent(self, msg: bytes, now: int, ok: bool, confirmation: bool = False) -> None:
         """A keepalive left the active socket (``ok``: the send did not fail)."""
         self.last_heartbeat_ms = now
         self.send_failed = not ok
         if ok and self.echoes_seen:
-            self.health.sent(wire.parse_header(msg).counter, now)
+            self.health.sent(wire.parse_header(msg).counter, now, confirmation)
+
+    def _confirm_drops(self, now: int) -> None:
+        """A run of heartbeats lost: the confirmations leave at once, a
+        few ms apart (the path is dead only if they are lost too)."""
+        for i in range(self.health.confirm()):
+            if i and self._stop.wait(CONFIRM_GAP_S):
+                return
+            self._keepalive(now, confirmation=True)
 
     def heartbeat_heard(self, msg_type: int, payload: bytes, on_active: bool) -> None:
         """Something authenticated from the gateway arrived (``_data``)."""
@@ -111,6 +119,7 @@ class ClientPaths:
         elif self.active_uplink is None:
             present = False
         self.health.tick(now)
+        self._confirm_drops(now)
         self.candidates.tick(now)
         self.send_probes(now)  # jvpn/client_probe_guard.py
         why = self._volatility(now, present)

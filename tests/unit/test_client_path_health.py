@@ -8,7 +8,7 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 
-from jvpn.client_path_health import PathHealth, Rtt, is_dead
+from jvpn.client_path_health import CONFIRMATIONS, PathHealth, Rtt, heartbeat_every_ms, is_dead
 from jvpn.codes import Volatility
 from jvpn.policy import Policy
 
@@ -25,11 +25,11 @@ def test_rtt_starts_at_100_ms_and_smooths_like_rfc6298():
     assert r.srtt == 0.875 * 40 + 0.125 * 80
 
 
-def test_loss_timeout_is_at_least_50_and_at_most_1000_ms():
+def test_loss_timeout_is_at_least_100_and_at_most_1000_ms():
     fast, slow = Rtt(), Rtt()
     fast.sample(1)
     slow.sample(800)
-    assert fast.loss_timeout_ms() == 50
+    assert fast.loss_timeout_ms() == 100
     assert slow.loss_timeout_ms() == 1000
 
 
@@ -196,10 +196,85 @@ def test_loss_volatile_threshold_is_the_threshold():
         assert (h.volatility(400) is not None) is volatile
 
 
-def test_dead_is_the_first_three_reasons():
-    assert is_dead(Volatility.TRANSPORT_DEAD) and is_dead(Volatility.HEARTBEAT_TIMEOUT)
-    assert is_dead(Volatility.CONSECUTIVE_DROP_EXCEEDED)
-    assert not is_dead(Volatility.LOSS_THRESHOLD_EXCEEDED) and not is_dead(None)
+def test_dead_is_transport_dead_heartbeat_timeout_and_confirmed_drops():
+    assert is_dead(Volatility.TRANSPORT_DEAD, False)
+    assert is_dead(Volatility.HEARTBEAT_TIMEOUT, False)
+    assert not is_dead(Volatility.CONSECUTIVE_DROP_EXCEEDED, False)
+    assert is_dead(Volatility.CONSECUTIVE_DROP_EXCEEDED, True)
+    assert not is_dead(Volatility.LOSS_THRESHOLD_EXCEEDED, True) and not is_dead(None, True)
+
+
+def test_heartbeats_every_loss_window_over_40_at_least_20_ms():
+    assert heartbeat_every_ms(P) == 50
+    assert heartbeat_every_ms(replace(P, loss_window_ms=400)) == 20
+
+
+def _dropped_run(h: PathHealth) -> int:
+    """After answers (10 ms: a 100 ms timeout), three heartbeats lost in
+    a row, 100 ms apart: VOLATILE."""
+    for i in range(-5, 0):
+        h.sent(i, 0)
+        h.answered(i, 10)
+    for i in range(3):
+        h.sent(i, i * 100)
+        h.tick(i * 100 + 99)
+    h.tick(300)
+    h.heard(300)
+    assert h.volatility(300) is Volatility.CONSECUTIVE_DROP_EXCEEDED
+    return 300
+
+
+def test_a_run_of_drops_asks_once_for_confirmations_and_is_not_yet_dead():
+    h = PathHealth(P, 0)
+    assert h.confirm() == 0  # no run yet
+    now = _dropped_run(h)
+    assert h.confirm() == CONFIRMATIONS and h.confirm() == 0  # once per run
+    assert not h.drops_confirmed()
+    h.sent(10, now, confirmation=True)
+    h.sent(11, now + 3, confirmation=True)
+    h.tick(now + 100)
+    assert not h.drops_confirmed()  # the second one's timeout is not over
+    h.tick(now + 103)
+    assert h.drops_confirmed()
+
+
+def test_an_echo_or_a_late_echo_ends_the_confirmation_episode():
+    for late in (True, False):
+        h = PathHealth(P, 0)
+        now = _dropped_run(h)
+        h.confirm()
+        h.sent(10, now, confirmation=True)
+        h.sent(11, now, confirmation=True)
+        if late:
+            h.answered(1, now + 50)  # a heartbeat already counted lost
+        else:
+            h.answered(10, now + 50)
+        h.tick(now + 200)
+        assert not h.drops_confirmed() and h.consecutive_drops <= 1
+        assert h.volatility(now + 200) is not Volatility.CONSECUTIVE_DROP_EXCEEDED
+
+
+def test_regular_heartbeats_lost_do_not_confirm_a_run():
+    h = PathHealth(P, 0)
+    now = _dropped_run(h)
+    h.confirm()
+    for i in range(5):
+        h.sent(20 + i, now + i * 50)  # heartbeats, not confirmations
+    h.tick(now + 1000)
+    assert h.consecutive_drops == 8 and not h.drops_confirmed()
+
+
+def test_a_rebound_or_left_path_starts_a_new_run():
+    for end in ("rebound", "left"):
+        h = PathHealth(P, 0)
+        now = _dropped_run(h)
+        h.confirm()
+        h.sent(10, now, confirmation=True)
+        h.sent(11, now, confirmation=True)
+        h.tick(now + 200)
+        assert h.drops_confirmed()
+        h.rebound(now + 200) if end == "rebound" else h.left(True, now + 200)
+        assert not h.drops_confirmed() and h.consecutive_drops == 0
 
 
 def test_a_rebound_path_counts_only_its_heartbeats_since():

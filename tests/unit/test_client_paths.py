@@ -188,6 +188,23 @@ def test_a_silent_uplink_is_left_for_the_other_within_a_second(tmp_path):
     assert net.gw.table.get(net.client.session_id).record.binding.addr == LTE.source
 
 
+def test_a_run_of_drops_sends_two_confirmations_before_the_path_is_dead(tmp_path):
+    net = Net(tmp_path)
+    net.run(4_000, data_every=10)
+    net.silent.add(WIFI.source)
+    net.sent.clear()
+    for _ in range(300):
+        if net.active_source() != WIFI.source:
+            break
+        net.run(10, data_every=10)
+    wifi = [m[0] for src, m in net.sent if src == WIFI.source]
+    pairs = [i for i in range(len(wifi) - 1) if wifi[i] == wifi[i + 1] == abi.MSG_KEEPALIVE]
+    assert len(pairs) == 1  # data leaves every 10 ms: only the confirmations are adjacent
+    assert wifi[:pairs[0]].count(abi.MSG_KEEPALIVE) >= 3  # after the run of drops
+    [sel] = events_of(net.events, EventType.PATH_SELECTED)
+    assert sel["reason_code"] == "consecutive_drop_exceeded"
+
+
 def test_a_planned_move_loses_no_data(tmp_path):
     net = Net(tmp_path, uplinks=(LTE,), active=LTE)
     net.run(2_000, data_every=10)
