@@ -62,9 +62,9 @@ class PathHealth:
         self.policy = policy
         self.rtt = Rtt()
         self.outstanding: dict[int, int] = {}  # sample id -> sent at (ms)
-        self.lost_late: dict[int, int] = {}  # lost sample id -> sent at: a late answer
+        self.lost_late: dict[int, tuple[int, list]] = {}  # lost id -> (sent at, its decision)
         self.recent_losses: deque[tuple[int, int]] = deque()  # (lost at, id): in_flight()
-        self.decided: deque[tuple[int, bool]] = deque()  # (decided at, answered)
+        self.decided: deque[list] = deque()  # [decided at, answered]: a late echo revises it
         self.consecutive_drops = 0
         self.last_heard_ms = now_ms  # authenticated traffic received on this path
         self.last_answered: bool | None = None
@@ -96,13 +96,18 @@ class PathHealth:
 
     def _late(self, sample_id: int, now_ms: int) -> None:
         """An answer to a sample already counted lost (it came after the
-        loss timeout): still lost, but the path is slow, not dead: the run
-        of drops ends, and its round trip is sampled (each sample has its
-        own id: no ambiguity, RFC 6298's Karn rule does not apply), so the
-        timeout grows with the delay instead of calling a stalled path dead."""
-        sent_ms = self.lost_late.pop(sample_id, None)
-        if sent_ms is None:
+        loss timeout): the path is slow, not dead, and not lossy: the run
+        of drops ends, the window counts the sample answered after all (a
+        loaded gateway's late echoes are no loss: the move off a path is
+        for lost packets; its RTT is the score's other half), and its round
+        trip is sampled (each sample has its own id: no ambiguity, RFC
+        6298's Karn rule does not apply), so the timeout grows with the
+        delay instead of calling a stalled path dead."""
+        late = self.lost_late.pop(sample_id, None)
+        if late is None:
             return
+        sent_ms, decision = late
+        decision[1] = True
         self.rtt.sample(max(0, now_ms - sent_ms))
         self._run_over()
         self.heard(now_ms)
@@ -137,9 +142,8 @@ class PathHealth:
         limit = self.rtt.loss_timeout_ms()
         lost = sorted(i for i, t in self.outstanding.items() if now_ms - t >= limit)
         for i in lost:
-            self.lost_late[i] = self.outstanding.pop(i)
+            self.lost_late[i] = (self.outstanding.pop(i), self._decide(now_ms, False))
             self.recent_losses.append((now_ms, i))
-            self._decide(now_ms, False)
             self.consecutive_drops += 1
             if self.confirming is not None and i in self.confirming:
                 self.confirmations_lost += 1
@@ -173,11 +177,13 @@ class PathHealth:
     def on_probation(self, now_ms: int) -> bool:
         return self.probation > 0 or now_ms < self.probation_until_ms
 
-    def _decide(self, now_ms: int, answered: bool) -> None:
+    def _decide(self, now_ms: int, answered: bool) -> list:
         self.probation = max(0, self.probation - 1)
-        self.decided.append((now_ms, answered))
+        decision = [now_ms, answered]
+        self.decided.append(decision)
         self.last_answered = answered
         self._forget(now_ms)
+        return decision
 
     def _forget(self, now_ms: int) -> None:
         """Keep what either reading needs: the window, and the last 20."""

@@ -42,14 +42,14 @@ def test_an_answer_counts_once_and_only_for_an_outstanding_sample():
     assert h.decided_count() == 1 and h.rtt.srtt == 20
 
 
-def test_a_late_answer_stays_lost_but_ends_the_run_and_grows_the_timeout():
+def test_a_late_answer_ends_the_run_grows_the_timeout_and_is_no_loss():
     h = PathHealth(P, 0)
-    for i in range(3):
-        h.sent(i, i * 100)
+    for i in range(10):
+        h.sent(i, i * 10)
     h.tick(700)
-    assert h.consecutive_drops == 3
-    assert not h.answered(0, 720)  # 720 ms late: still a loss in the window
-    assert h.consecutive_drops == 0 and h.last_answered is False
+    assert h.consecutive_drops == 10 and h.window_loss(700) == 1.0
+    assert not h.answered(0, 720)  # 720 ms late: taken as no fresh answer...
+    assert h.consecutive_drops == 0 and h.window_loss(720) == 0.9  # ...but delivered
     assert h.rtt.srtt == 720 and h.rtt.loss_timeout_ms() == 1000
     assert not h.answered(0, 730)  # once
     assert not h.answered(99, 730) and h.rtt.srtt == 720  # never sent
