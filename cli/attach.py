@@ -59,12 +59,23 @@ from jvpn_cli.progress import progress
     default=GateConfig.session_control_pps,
     show_default=True,
     metavar="PER_SEC",
-    help="Authenticated control messages per second and session. 0: unlimited.",
+    help="Authenticated control messages per second and session (path probes excepted). "
+    "0: unlimited.",
+)
+@click.option(
+    "--session-probe-rate",
+    type=click.FloatRange(min=0),
+    default=GateConfig.session_probe_pps,
+    show_default=True,
+    metavar="PER_SEC",
+    help="Path probes per second and session: a budget of their own, so probes never "
+    "starve the session's reattach. 0: unlimited.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the attachment record as JSON.")
 @click.pass_obj
 def attach(app: App, iface: str, ports: list[int], mode: str, handshake_rate: float,
-           control_rate: float, session_control_rate: float, as_json: bool) -> None:
+           control_rate: float, session_control_rate: float, session_probe_rate: float,
+           as_json: bool) -> None:
     """Compile and load the gate, write its config and attach it to IFACE.
 
     The maps are pinned in PIN_ROOT/IFACE and the attachment is recorded in
@@ -80,7 +91,8 @@ def attach(app: App, iface: str, ports: list[int], mode: str, handshake_rate: fl
     app.require_bpffs()
     config = GateConfig(ports=ports, global_control_pps=handshake_rate,
                         authed_control_pps=control_rate,
-                        session_control_pps=session_control_rate)
+                        session_control_pps=session_control_rate,
+                        session_probe_pps=session_probe_rate)
     with progress(app.err, f"attaching the jvpn gate to {iface}") as step:
         att = gate_attach.attach(iface, config, mode, paths=app.paths, progress=step)
     if as_json:

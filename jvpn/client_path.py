@@ -123,12 +123,15 @@ class PathSizing:
             if self.said_goodbye:
                 return
             msg = self.channel.seal(pathmtu.announcement(self.size.path_mtu), abi.MSG_KEEPALIVE)
+        # a heartbeat (jvpn/client_paths.py), counted before it leaves: its
+        # echo may be read (receive thread) before sendto returns here
+        self.heartbeat_sending(msg, now, confirmation)
         try:
             self.sock.sendto(msg, self.endpoint)
         except OSError:
-            self.heartbeat_sent(msg, now, ok=False)  # the active path's send fails: dead
+            self.heartbeat_sent(now, ok=False)  # the active path's send fails: dead
             return
-        self.heartbeat_sent(msg, now, True, confirmation)  # a heartbeat (jvpn/client_paths.py)
+        self.heartbeat_sent(now, ok=True)
 
     def _announce_due(self, now: int) -> bool:
         """An announcement to send before the next keepalive? Not while a

@@ -140,17 +140,23 @@ class PathHealth:
     def tick(self, now_ms: int) -> int:
         """Samples unanswered past the loss timeout are lost; returns how many."""
         limit = self.rtt.loss_timeout_ms()
-        lost = sorted(i for i, t in self.outstanding.items() if now_ms - t >= limit)
+        # a copy: the receive thread takes answers out meanwhile
+        lost = sorted(i for i, t in list(self.outstanding.items()) if now_ms - t >= limit)
+        count = 0
         for i in lost:
-            self.lost_late[i] = (self.outstanding.pop(i), self._decide(now_ms, False))
+            sent_ms = self.outstanding.pop(i, None)
+            if sent_ms is None:
+                continue  # answered meanwhile
+            self.lost_late[i] = (sent_ms, self._decide(now_ms, False))
             self.recent_losses.append((now_ms, i))
             self.consecutive_drops += 1
+            count += 1
             if self.confirming is not None and i in self.confirming:
                 self.confirmations_lost += 1
         while len(self.lost_late) > LATE_KEPT:
-            del self.lost_late[next(iter(self.lost_late))]
+            self.lost_late.pop(next(iter(self.lost_late)), None)
         self._forget(now_ms)
-        return len(lost)
+        return count
 
     def left(self, volatile: bool, now_ms: int) -> None:
         """This path stopped being the active one. If it was VOLATILE, a

@@ -74,12 +74,17 @@ class ClientPaths:
         # held while a probe is overdue (jvpn/client_probe_guard.py)
         return now - self.last_heartbeat_ms >= every and not self.heartbeat_held(now, every)
 
-    def heartbeat_sent(self, msg: bytes, now: int, ok: bool, confirmation: bool = False) -> None:
-        """A keepalive left the active socket (``ok``: the send did not fail)."""
+    def heartbeat_sending(self, msg: bytes, now: int, confirmation: bool = False) -> None:
+        """A keepalive is about to leave the active socket: a sample from
+        now (before the send: on a fast path its echo can be read before
+        sendto returns, and an echo of a sample not yet counted is none)."""
+        if self.echoes_seen:
+            self.health.sent(wire.parse_header(msg).counter, now, confirmation)
+
+    def heartbeat_sent(self, now: int, ok: bool) -> None:
+        """The keepalive left (``ok``: the send did not fail)."""
         self.last_heartbeat_ms = now
         self.send_failed = not ok
-        if ok and self.echoes_seen:
-            self.health.sent(wire.parse_header(msg).counter, now, confirmation)
 
     def _confirm_drops(self, now: int) -> None:
         """A run of heartbeats lost: the confirmations leave at once, a

@@ -292,9 +292,9 @@ def _check_key_lifecycle(v: dict, where: _Where) -> None:
 
 
 # The probes a gateway answers per session and second (2 per candidate per
-# probe interval, jvpn/gateway/probes.py) stay within half the gate's
-# per-session control budget (jvpn/gate/config.py session_control_pps, 20/s):
-# the other half is the client's own reattach, which probes must not starve.
+# probe interval, jvpn/gateway/probes.py) stay within the gate's per-session
+# probe bucket (jvpn/gate/config.py session_probe_pps, 10/s by default): a
+# bucket of its own, so probes never starve the session's reattach.
 MAX_PROBES_PER_S = 10
 
 
@@ -310,7 +310,7 @@ def _check_probe_budget(v: dict, where: _Where) -> None:
         raise where.error("transport.probe_interval_ms", f"{v['probe_interval_ms']} with "
                           f"transport.max_candidate_count {v['max_candidate_count']} lets "
                           f"a session's probes take {rate:g}/s, more than {MAX_PROBES_PER_S}/s "
-                          f"(half the gate's per-session control budget): at least {least}")
+                          f"(the gate's per-session probe budget): at least {least}")
 
 
 @dataclass(frozen=True)

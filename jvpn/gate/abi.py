@@ -261,6 +261,7 @@ def session_rt_type(bits: int = REPLAY_BITS) -> type:
             ("last_rx_ns", u64),
             ("replay_bitmap", u64 * replay_words(bits)),
             ("control_tat", u64),
+            ("probe_tat", u64),
         ]
 
     return SessionRt
@@ -282,6 +283,8 @@ class Config(_Struct):
         ("global_burst_ns", u64),
         ("session_control_interval_ns", u64),
         ("session_control_burst_ns", u64),
+        ("session_probe_interval_ns", u64),
+        ("session_probe_burst_ns", u64),
         ("authed_interval_ns", u64),
         ("authed_burst_ns", u64),
         ("event_interval_ns", u64),

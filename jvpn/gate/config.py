@@ -43,6 +43,11 @@ class GateConfig:
     # tag): budgets no unauthenticated packet can spend (issue 10 item 3).
     session_control_pps: float = 20  # per session
     session_control_burst: float = 10
+    # PATH_PROBE: a per-session bucket of its own (issue 14), so probes never
+    # starve the session's reattach; 10/s = jvpn.policy.MAX_PROBES_PER_S, the
+    # most a policy may have the daemon answer.
+    session_probe_pps: float = 10
+    session_probe_burst: float = 10
     authed_control_pps: float = 2_000  # whole gateway: protects the daemon
     authed_control_burst: float = 200
     events_per_sec: float = 100
@@ -66,6 +71,7 @@ class GateConfig:
         src = _interval(self.source_control_pps)
         glob = _interval(self.global_control_pps)
         sess_ctl = _interval(self.session_control_pps)
+        sess_probe = _interval(self.session_probe_pps)
         authed = _interval(self.authed_control_pps)
         ev = _interval(self.events_per_sec)
         ports = [abi.port_word(p) for p in self.ports] + [0] * (abi.MAX_PORTS - len(self.ports))
@@ -81,6 +87,8 @@ class GateConfig:
             global_burst_ns=_burst(glob, self.global_control_burst),
             session_control_interval_ns=sess_ctl,
             session_control_burst_ns=_burst(sess_ctl, self.session_control_burst),
+            session_probe_interval_ns=sess_probe,
+            session_probe_burst_ns=_burst(sess_probe, self.session_probe_burst),
             authed_interval_ns=authed,
             authed_burst_ns=_burst(authed, self.authed_control_burst),
             event_interval_ns=ev,

@@ -336,13 +336,23 @@ class Model:
             rt.rx_bytes += len(p.msg)
             rt.last_rx_ns = now
             return abi.R_PASS_DATA if t == abi.MSG_DATA else abi.R_PASS_KEEPALIVE
-        if not gcra_allow(rt, "control_tat", now, cfg.session_control_interval_ns,
-                          cfg.session_control_burst_ns):
+        if not self._session_control_budget(rt, t, now):
             return abi.R_DROP_RATE_SESSION
         if not gcra_allow(self.glob, "authed_control_tat", now, cfg.authed_interval_ns,
                           cfg.authed_burst_ns):
             return abi.R_DROP_RATE_AUTHED
         return abi.R_PASS_CONTROL
+
+    def _session_control_budget(self, rt, t: int, now: int) -> bool:
+        """A PATH_PROBE spends only the session's probe bucket, the other
+        control types only its control bucket: probes never starve the
+        session's reattach (issue 14)."""
+        cfg = self.config
+        if t == abi.MSG_PATH_PROBE:
+            return gcra_allow(rt, "probe_tat", now, cfg.session_probe_interval_ns,
+                              cfg.session_probe_burst_ns)
+        return gcra_allow(rt, "control_tat", now, cfg.session_control_interval_ns,
+                          cfg.session_control_burst_ns)
 
     def _claim(self, rt, sid: int, s) -> None:
         """Mirror of jvpn_xdp.c:jvpn_rt_claim."""
@@ -353,7 +363,7 @@ class Model:
             top = rt.replay_top
         rt.session_id, rt.gen = sid, s.rt_gen
         rt.rate_pkt_tat = rt.rate_byte_tat = rt.rx_packets = rt.rx_bytes = rt.last_rx_ns = 0
-        rt.control_tat = 0  # a previous owner's control bucket is not this one's
+        rt.control_tat = rt.probe_tat = 0  # a previous owner's buckets are not this one's
         seed_floor(rt, top, self.replay_bits)
 
     def runtime_of(self, sid: int):

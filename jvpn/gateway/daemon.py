@@ -227,11 +227,15 @@ class Gateway(GateWatch, Reconcile, OperatorActions):
     def handle_control(self, msg: bytes, src: Transport) -> None:
         """A REATTACH_REQ, PATH_RESPONSE, TERMINATE, REKEY_INIT or PATH_PROBE
         as received from ``src``. A probe holds the lock for its check and
-        seal only (no store: jvpn/gateway/probes.py); sends go after it."""
+        window mark only: its send counter can wait for the store, so the
+        reply is sealed after the lock (jvpn/gateway/probes.py), and every
+        send goes after it."""
         probe = msg[:1] == bytes([abi.MSG_PATH_PROBE])
         with self.control:
             replies = (self.probes.message if probe else self.controlpath.reattach_message)(
                 msg, src)
+        if probe:
+            replies = self.probes.seal(replies)
         for reply, to in replies:
             self.send(reply, to)
 

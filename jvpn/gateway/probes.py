@@ -21,10 +21,16 @@ header tag, then the HMAC, under the epoch the key phase names
 (``forged``: one SipHash and no HMAC for a forged tag); the control window
 (``replayed``); the per-session probe bucket, sized from the policy in force
 (``rate_limited``). ``ProbeCheck`` decides; ``Probes`` carries a decision
-out (under the control lock: the windows are the reattach validator's)."""
+out in two steps: under the control lock (the windows are the reattach
+validator's) the check, the window mark, the ``ctl_floor`` raise and the
+reply's view; after it, the send counter and the seal. The send counter
+can wait for the store (its block reservation, ``set_floor``): under the
+gateway-wide control lock, a hung store would hold every session's
+reattach behind one probe."""
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,6 +58,17 @@ PROBE_LEN = abi.HDR_LEN + wire.PATH_PROBE.size + wire.MAC_LEN  # 112
 BUCKETS_KEPT = 65_536
 
 Send = tuple[bytes, Transport]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An answered probe whose reply is still to be sealed (outside the
+    control lock): the session, the reply's fields (its view, taken under
+    the lock) and where the reply goes."""
+
+    live: object
+    fields: tuple
+    to: Transport
 
 
 @dataclass(frozen=True)
@@ -139,37 +156,50 @@ class ProbeCheck:
 
 
 class Probes:
-    """Carries out probe decisions: records the counter (the session's
-    control window, then the gate's ctl_floor), seals the reply under the
-    send epoch with the session's send counter, and counts every probe by
-    result. The caller holds the control lock and sends what it returns."""
+    """Carries out probe decisions: ``message`` (the caller holds the
+    control lock) records the counter (the session's control window, then
+    the gate's ctl_floor) and takes the reply's view; ``seal`` (the caller
+    has released the lock) seals each reply under the send epoch with the
+    session's send counter. Every probe is counted by result."""
 
     def __init__(self, *, table, windows: ControlWindows, owns: Callable[[object], bool],
                  policy: Callable[[], Policy], clock_ms: Callable[[], int]):
         self.table, self.policy, self.clock_ms = table, policy, clock_ms
         self.checks = ProbeCheck(windows=windows, owns=owns, policy=policy, clock_ms=clock_ms)
         self.counts: Counter[str] = Counter(dict.fromkeys(RESULTS, 0))
+        self._counting = threading.Lock()  # seal() counts outside the control lock
 
-    def message(self, msg: bytes, src: Transport) -> list[Send]:
-        """One PATH_PROBE as received from ``src``: what to send back."""
+    def message(self, msg: bytes, src: Transport) -> list[Answer]:
+        """One PATH_PROBE as received from ``src`` (control lock held): the
+        reply to seal, if it is answered. No store is called here."""
         sid = int.from_bytes(msg[8:16], "little") if len(msg) >= 16 else 0
         live = self.table.get(sid)
         d = self.checks.check(msg, live)
-        out = self._answer(live, d, src) if d.result == ANSWERED else []
-        self.counts[d.result if out or d.result != ANSWERED else REFUSED] += 1
-        return out
-
-    def _answer(self, live, d: ProbeDecision, src: Transport) -> list[Send]:
-        sid = live.record.session_id
-        try:
-            counter = live.channel.next_counter()
-        except CounterUnavailable:
-            return []  # unanswered (counted refused): the client's next probe asks again
+        if d.result != ANSWERED:
+            self._count(d.result)
+            return []
         self.checks.windows.mark(sid, d.counter)
         self.table.raise_control_floor(sid, d.counter)
-        reply = seal_control(live.channel.send_keys, abi.MSG_PATH_PROBE_REPLY, sid, counter,
-                             *self.view(live, d.probe_id, src))
-        return [(reply, src)]
+        return [Answer(live, self.view(live, d.probe_id, src), src)]
+
+    def seal(self, answers: list[Answer]) -> list[Send]:
+        """The replies of ``message``'s answers, after the control lock is
+        released: the send counter may write its reservation to the store."""
+        out = []
+        for a in answers:
+            try:
+                counter = a.live.channel.next_counter()
+            except CounterUnavailable:
+                self._count(REFUSED)  # the client's next probe asks again
+                continue
+            out.append((seal_control(a.live.channel.send_keys, abi.MSG_PATH_PROBE_REPLY,
+                                     a.live.record.session_id, counter, *a.fields), a.to))
+            self._count(ANSWERED)
+        return out
+
+    def _count(self, result: str) -> None:
+        with self._counting:
+            self.counts[result] += 1
 
     def view(self, live, probe_id: int, src: Transport) -> tuple:
         """The reply's fields: the gateway's view of the session."""

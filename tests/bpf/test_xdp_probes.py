@@ -2,8 +2,9 @@
 model in lockstep: the table of tests/kits/probe_table.py (PATH_PROBE gated
 as authenticated control in every live state, drop_state for a standby's
 element, the tag, ctl_floor, the key phase; PATH_PROBE_REPLY drop_bad_type),
-then the buckets a probe flood from a key holder spends: the session's
-control bucket, shared with REATTACH_REQ, and no more."""
+then the buckets a probe flood from a key holder spends: the session's own
+probe bucket (then the gateway-wide authenticated one), never the control
+bucket its REATTACH_REQ uses."""
 
 from __future__ import annotations
 
@@ -37,21 +38,49 @@ def test_probe_table_in_the_kernel_and_the_model(both, name, steps):
     assert both.same_runtime(), name
 
 
-def test_a_probe_flood_spends_the_sessions_control_bucket_only(gate):
-    """A key holder flooding probes (from any address) gets at most the
-    session's control bucket through, and that bucket is the one its
-    reattach requests use: the flood cannot take more than the session's
-    own control budget, nor any other session's (the next session's probe
-    passes)."""
+def test_a_probe_flood_does_not_starve_the_sessions_reattach(gate):
+    """A key holder flooding probes (or an on-path attacker replaying a
+    fresh probe's copies from a candidate path before the daemon raises
+    ctl_floor) gets at most the session's probe bucket through; its
+    reattach requests, REKEY_INIT and TERMINATE still have their whole
+    control bucket (F6: probes used to spend that bucket and starve them)."""
     both = fresh(gate, GateConfig(session_control_pps=2, session_control_burst=2,
+                                   session_probe_pps=3, session_probe_burst=3,
                                    authed_control_pps=0, global_control_pps=0))
     rk.play("setup", [rk.put("epoch0")], both)
     verdicts = [both.verdict(rk.old(c, **pt.PROBE, **rk.ELSEWHERE)) for c in range(1, 21)]
-    assert verdicts == [abi.R_PASS_CONTROL] * 2 + [abi.R_DROP_RATE_SESSION] * 18
-    assert both.verdict(rk.old(21, t=abi.MSG_REATTACH_REQ)) == abi.R_DROP_RATE_SESSION
+    assert verdicts == [abi.R_PASS_CONTROL] * 3 + [abi.R_DROP_RATE_SESSION] * 17
+    assert both.verdict(rk.old(21, t=abi.MSG_REATTACH_REQ)) == abi.R_PASS_CONTROL
+    assert both.verdict(rk.old(22, t=abi.MSG_REKEY_INIT)) == abi.R_PASS_CONTROL
+    assert both.verdict(rk.old(23, t=abi.MSG_REATTACH_REQ)) == abi.R_DROP_RATE_SESSION
+    assert both.verdict(rk.old(24, **pt.PROBE)) == abi.R_DROP_RATE_SESSION
+    assert both.same_runtime()
+
+
+def test_a_reattach_flood_does_not_starve_the_sessions_probes(gate):
+    """The other way round: the control bucket spent, probes still pass
+    within their own bucket, and both refill with time."""
+    both = fresh(gate, GateConfig(session_control_pps=1, session_control_burst=1,
+                                   session_probe_pps=1, session_probe_burst=1,
+                                   authed_control_pps=0, global_control_pps=0))
+    rk.play("setup", [rk.put("epoch0")], both)
+    assert both.verdict(rk.old(1, t=abi.MSG_REATTACH_REQ)) == abi.R_PASS_CONTROL
+    assert both.verdict(rk.old(2, t=abi.MSG_REATTACH_REQ)) == abi.R_DROP_RATE_SESSION
+    assert both.verdict(rk.old(3, **pt.PROBE, **rk.ELSEWHERE)) == abi.R_PASS_CONTROL
+    assert both.verdict(rk.old(4, **pt.PROBE)) == abi.R_DROP_RATE_SESSION
     gate.tick(1_000_000_000)
-    assert both.verdict(rk.old(22, t=abi.MSG_REATTACH_REQ, **rk.ELSEWHERE)) == abi.R_PASS_CONTROL
-    assert both.verdict(rk.old(23, **pt.PROBE)) == abi.R_PASS_CONTROL
+    assert both.verdict(rk.old(5, t=abi.MSG_REATTACH_REQ, **rk.ELSEWHERE)) == abi.R_PASS_CONTROL
+    assert both.verdict(rk.old(6, **pt.PROBE)) == abi.R_PASS_CONTROL
+    assert both.same_runtime()
+
+
+def test_the_probe_bucket_is_per_session(gate):
+    """One session's probe flood leaves another session's probes alone."""
+    both = fresh(gate, GateConfig(session_probe_pps=1, session_probe_burst=1,
+                                   authed_control_pps=0, global_control_pps=0))
+    rk.play("setup", [rk.put("epoch0")], both)
+    assert both.verdict(rk.old(1, **pt.PROBE)) == abi.R_PASS_CONTROL
+    assert both.verdict(rk.old(2, **pt.PROBE)) == abi.R_DROP_RATE_SESSION
     assert both.same_runtime()
 
 
@@ -66,3 +95,37 @@ def test_a_forged_probe_flood_spends_no_bucket(gate):
         assert both.verdict(rk.old(c, **pt.PROBE, key=bytes(range(40, 56)),
                                    **rk.ELSEWHERE)) == abi.R_DROP_BAD_TAG
     assert both.verdict(rk.old(1001, **pt.PROBE)) == abi.R_PASS_CONTROL
+
+
+@pytest.mark.parametrize("name,ctype,older,grew", [
+    ("session_rt", "u32", 80 + 8 * abi.replay_words(abi.REPLAY_BITS), 8),  # probe_tat
+    ("config", "int", 128, 16),  # session_probe_interval_ns, session_probe_burst_ns
+])
+def test_pins_of_the_layout_before_the_probe_bucket_are_refused_by_name(name, ctype, older,
+                                                                        grew):
+    """The runtime and the config grew a probe bucket (issue 14): a build
+    loaded over maps pinned by the previous one names the map and the
+    sizes (detach, then attach again), not the verifier's bare error."""
+    import uuid  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    from jvpn.errors import LoadFailed  # noqa: PLC0415
+    from jvpn.gate.attach import unpin  # noqa: PLC0415
+    from jvpn.gate.loader import BuildOptions, Program, load_plain  # noqa: PLC0415
+
+    pins = Path("/sys/fs/bpf") / f"jvt-{uuid.uuid4().hex[:11]}"
+    pins.mkdir()
+    key = "__u32" if ctype == "u32" else "int"
+    old = load_plain(f"""
+#include <uapi/linux/bpf.h>
+struct old_value {{ __u64 w[{older // 8}]; }};  /* the element before issue 14 */
+BPF_TABLE_PINNED("array", {key}, struct old_value, m, 16, "{pins}/{name}");
+int xdp_main(struct xdp_md *ctx) {{ {key} k = 0; return m.lookup(&k) ? XDP_DROP : XDP_PASS; }}
+""")[0]
+    try:
+        with pytest.raises(LoadFailed, match=rf"another layout \({name}: {older}-byte values, "
+                                             rf"this build's are {older + grew}\)"):
+            Program(pins, BuildOptions(max_sessions=16, max_sources=16))
+    finally:
+        old.cleanup()
+        unpin(pins)

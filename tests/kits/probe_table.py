@@ -6,7 +6,9 @@ in lockstep.
 
 PATH_PROBE is authenticated control like REKEY_INIT: the state mask (every
 live state, not a standby's REMOTE element, nothing in BIRTH or TERMINATED),
-the key phase, the tag, ctl_floor and freshness, then the control buckets.
+the key phase, the tag, ctl_floor and freshness, then the session's own
+probe bucket (not the control one: probes never starve a reattach) and the
+gateway-wide authenticated bucket.
 PATH_PROBE_REPLY only travels from the gateway: drop_bad_type."""
 
 from __future__ import annotations

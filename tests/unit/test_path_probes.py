@@ -235,3 +235,40 @@ def test_probe_interval_ms_paces_the_bucket(tmp_path):
     assert sum(len(answered(c, probe(c, i), CANDIDATE)) for i in range(10)) == 1
     clock.ms += 5_000
     assert sum(len(answered(c, probe(c, i), CANDIDATE)) for i in range(10)) == 4
+
+
+def test_a_probe_reply_takes_its_counter_outside_the_control_lock(session):
+    """The reply's send counter can write its block reservation to the
+    store (set_floor); under handle_control's gateway-wide control lock a
+    hung store would hold every session's reattach and rekey behind one
+    probe. So the store call sees the lock free (review r14a F5)."""
+    gw, _clock, c = session
+    sc = c.live().channel.counter
+    sc._durable = sc._next + 1  # at the block boundary: the next counter writes the floor
+    seen, real = [], sc._reserve
+
+    def reserve(floor):
+        seen.append(gw.control._is_owned())  # an RLock: held by this thread
+        return real(floor) if real else None
+    sc._reserve = reserve
+    assert len(answered(c, probe(c), CANDIDATE)) == 1
+    assert seen == [False], "set_floor ran under the gateway-wide control lock"
+
+
+def test_a_probe_without_a_send_counter_is_refused_and_spent(session):
+    """No send counter (the store refused the reservation): no reply,
+    counted refused; the probe's counter is still spent, so its copies get
+    nothing either and the client's next probe asks again."""
+    from jvpn.tunnel import CounterUnavailable  # noqa: PLC0415
+
+    gw, _clock, c = session
+    channel = c.live().channel
+
+    def unavailable():
+        raise CounterUnavailable("store down (test)")
+    channel.next_counter, msg = unavailable, probe(c)
+    assert answered(c, msg, CANDIDATE) == []
+    assert gw.probes.counts["refused"] == 1 and gw.probes.counts["answered"] == 0
+    del channel.next_counter  # the class's again
+    assert answered(c, msg, ATTACKER) == [] and gw.probes.counts["replayed"] == 1
+    assert len(answered(c, probe(c), CANDIDATE)) == 1

@@ -186,10 +186,14 @@ def test_commented_keys_do_not_move_the_line(tmp_path):
     assert err.value.line == 3
 
 
-def test_probe_budget_stays_within_half_the_gates_session_control_budget():
+def test_probe_budget_stays_within_the_gates_session_probe_budget():
     """Probes a gateway answers per session (2 per candidate per interval)
-    must leave the gate's per-session control bucket (20/s) to the client's
-    own reattach: 16 candidates every 100 ms would take 320/s."""
+    must fit the gate's per-session probe bucket (its default rate is
+    MAX_PROBES_PER_S): 16 candidates every 100 ms would take 320/s."""
+    from jvpn.gate.config import GateConfig  # noqa: PLC0415
+    from jvpn.policy import MAX_PROBES_PER_S  # noqa: PLC0415
+
+    assert GateConfig().session_probe_pps == MAX_PROBES_PER_S
     assert policy_from_dict({"transport": {"max_candidate_count": 5,
                                            "probe_interval_ms": 1000}}).max_candidate_count == 5
     with pytest.raises(PolicyError, match=r"transport\.probe_interval_ms: 100 with "

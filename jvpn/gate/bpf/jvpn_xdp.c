@@ -211,6 +211,7 @@ static __always_inline void jvpn_rt_claim(struct jvpn_session_rt *rt, __u64 sid,
 	rt->rate_pkt_tat = 0;
 	rt->rate_byte_tat = 0;
 	rt->control_tat = 0; /* a previous owner's control bucket is not this one's */
+	rt->probe_tat = 0;
 	rt->rx_packets = 0;
 	rt->rx_bytes = 0;
 	rt->last_rx_ns = 0;
@@ -322,6 +323,13 @@ static __always_inline __u32 jvpn_session_verdict(const struct jvpn_pkt *pkt,
 			rt->rx_bytes += pkt->msg_len;
 			rt->last_rx_ns = now;
 		}
+	} else if (type == JVPN_MSG_PATH_PROBE) {
+		/* Probes only their own bucket: a flood of them (copies seen on a
+		 * candidate path, or a key holder's) leaves the control bucket,
+		 * and so the session's reattach, untouched. */
+		if (!jvpn_gcra_allow(&rt->probe_tat, now, cfg->session_probe_interval_ns,
+				     cfg->session_probe_burst_ns, 1))
+			verdict = JVPN_R_DROP_RATE_SESSION; /* this session's probe bucket */
 	} else if (!jvpn_gcra_allow(&rt->control_tat, now, cfg->session_control_interval_ns,
 				    cfg->session_control_burst_ns, 1)) {
 		verdict = JVPN_R_DROP_RATE_SESSION; /* this session's control bucket */
@@ -356,7 +364,7 @@ static __always_inline __u32 jvpn_verdict(const struct jvpn_pkt *pkt,
 	case JVPN_MSG_PATH_RESPONSE:
 	case JVPN_MSG_TERMINATE:
 	case JVPN_MSG_REKEY_INIT:
-	case JVPN_MSG_PATH_PROBE: /* control: tag, ctl_floor, freshness, control buckets */
+	case JVPN_MSG_PATH_PROBE: /* control: tag, ctl_floor, freshness, its own bucket */
 		return jvpn_session_verdict(pkt, cfg, clock);
 	default: /* gateway-to-client types and unknown ones */
 		return JVPN_R_DROP_BAD_TYPE;

@@ -208,6 +208,7 @@ struct jvpn_session_rt {
 	__u64 last_rx_ns;
 	__u64 replay_bitmap[JVPN_REPLAY_WORDS];
 	__u64 control_tat;         /* GCRA, the session's authenticated control */
+	__u64 probe_tat;           /* GCRA, the session's PATH_PROBEs (their own bucket) */
 };
 
 /* ---- jvpn_config: array[1], written by `jvpn-xdp attach` only ---- */
@@ -229,6 +230,11 @@ struct jvpn_config {
 	 * verified): budgets that unauthenticated traffic cannot spend. */
 	__u64 session_control_interval_ns; /* per session, under its lock */
 	__u64 session_control_burst_ns;
+	/* PATH_PROBE spends its own per-session bucket, never the control one:
+	 * copies of a fresh probe (anyone on a candidate path sees one each
+	 * probe interval) cannot starve the session's reattach (issue 14). */
+	__u64 session_probe_interval_ns;   /* per session, under its lock */
+	__u64 session_probe_burst_ns;
 	__u64 authed_interval_ns;          /* whole gateway */
 	__u64 authed_burst_ns;
 	__u64 event_interval_ns;        /* security events to userspace */
@@ -288,10 +294,10 @@ _Static_assert(__builtin_offsetof(struct jvpn_session, bind_addr) == 32, "bind_a
 _Static_assert(__builtin_offsetof(struct jvpn_session, tag_key_phase1) == 80,
 	       "tag_key_phase1 offset");
 _Static_assert(__builtin_offsetof(struct jvpn_session, key_phases) == 96, "key_phases offset");
-_Static_assert(sizeof(struct jvpn_session_rt) == 80 + 8 * JVPN_REPLAY_WORDS, "rt size");
+_Static_assert(sizeof(struct jvpn_session_rt) == 88 + 8 * JVPN_REPLAY_WORDS, "rt size");
 _Static_assert((JVPN_REPLAY_BITS & (JVPN_REPLAY_BITS - 1)) == 0, "replay bits: power of two");
 _Static_assert(JVPN_REPLAY_BITS >= 128, "replay bits >= 128");
-_Static_assert(sizeof(struct jvpn_config) == 128, "jvpn_config size");
+_Static_assert(sizeof(struct jvpn_config) == 144, "jvpn_config size");
 _Static_assert(sizeof(struct jvpn_fence) == 16, "jvpn_fence size");
 _Static_assert(sizeof(struct jvpn_global) == 24, "jvpn_global size");
 _Static_assert(sizeof(struct jvpn_src_key) == 24, "jvpn_src_key size");
