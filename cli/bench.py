@@ -115,6 +115,43 @@ def bench_reattach(app, as_json: bool, trials: int):
     _report(app, as_json, lambda progress: run_reattach_bench(trials, progress))
 
 
+@bench.command("failover", help="The client's active uplink fails while a 1 ms UDP echo runs "
+                                "through the tunnel, default policy, many trials: silently (an "
+                                "nftables drop in the router namespace, no link or route event), "
+                                "by its link going down, or by 30% random loss; ms to data "
+                                "flowing again on the other uplink and echoes lost per failover; "
+                                "echoes lost by a planned move (a better uplink appears); "
+                                "switches per minute under 5% loss (issue 14).")
+@click.option("--json", "as_json", is_flag=True,
+              help='Print one JSON object: {"blackhole_p50_ms", "blackhole_p99_ms", '
+                   '"linkdown_p50_ms", "linkdown_p99_ms", "lost_packets_planned_move", '
+                   '"switches_per_min_5pct_loss", "trials", ...}.')
+@click.option("--trials", default=20, show_default=True, type=click.IntRange(1, 500),
+              help="Trials of each of blackhole, link down and planned move.")
+@click.option("--lossy-trials", default=3, show_default=True, type=click.IntRange(0, 50),
+              help="Trials with 30% loss on the active uplink.")
+@click.option("--watch-seconds", default=20.0, show_default=True,
+              type=click.FloatRange(1, 600),
+              help="After a move off the 30%-loss uplink, switches are counted this long "
+                   "(flapping).")
+@click.option("--loss-seconds", default=60.0, show_default=True,
+              type=click.FloatRange(1, 3600),
+              help="How long 5% loss is kept on the active uplink (switches per minute).")
+@click.pass_obj
+def bench_failover(app, as_json: bool, trials: int, lossy_trials: int, watch_seconds: float,
+                   loss_seconds: float):
+    from jvpn.bench.failover import run_failover_bench
+    from jvpn.gate.attach import require_root
+    from jvpn.gate.loader import require_bcc
+
+    require_root()
+    require_bcc()
+    _need("nft")
+    _report(app, as_json, _one_line_errors(
+        "bench failover", lambda progress: run_failover_bench(
+            trials, lossy_trials, watch_seconds, loss_seconds, progress)))
+
+
 @bench.command("handoff", help="A client moving between two gateways of a cluster (etcd, XDP "
                                "on both): ms from the move to data flowing again, and packets "
                                "of the session accepted by both gateways while its traffic is "
@@ -177,6 +214,27 @@ def _need(*tools: str) -> None:
     missing = [t for t in tools if not shutil.which(t)]
     if missing:
         raise JvpnError(f"missing {', '.join(missing)}: run `sudo make setup`")
+
+
+def _one_line_errors(what: str, run):
+    """``run``, with a lab that fails (a wait that timed out, a command the
+    namespace refused) reported as one line, not a traceback."""
+    import subprocess
+
+    from jvpn.errors import JvpnError
+    from jvpn.lab.wait import WaitTimeout
+
+    def wrapped(progress):
+        try:
+            return run(progress)
+        except WaitTimeout as e:
+            raise JvpnError(f"{what}: {str(e).splitlines()[0]}") from None
+        except subprocess.CalledProcessError as e:
+            why = (e.stderr or "").strip().splitlines()[-1:] or [f"exit {e.returncode}"]
+            raise JvpnError(f"{what}: `{' '.join(map(str, e.cmd))}` failed: {why[0]}") from None
+        except subprocess.TimeoutExpired as e:
+            raise JvpnError(f"{what}: `{' '.join(map(str, e.cmd))}` timed out") from None
+    return wrapped
 
 
 def _report(app, as_json: bool, run) -> None:

@@ -24,6 +24,7 @@ WIFI_IP, WIFI_ROUTER_IP, WIFI_NET = "10.77.1.2", "10.77.1.254", "10.77.1.0/24"
 LTE_IP, LTE_ROUTER_IP, LTE_NET = "10.77.2.2", "10.77.2.254", "10.77.2.0/24"
 ATTACKER_IP, ATTACKER_ROUTER_IP, ATTACKER_NET = "10.77.3.2", "10.77.3.254", "10.77.3.0/24"
 UPLINK_NET = {"wifi": WIFI_NET, "lte": LTE_NET}
+UPLINK_IP = {"wifi": WIFI_IP, "lte": LTE_IP}  # the client's address on each uplink
 UPLINK_ROUTER_IP = {"wifi": WIFI_ROUTER_IP, "lte": LTE_ROUTER_IP}
 UPLINK_ROUTER_IF = {"wifi": "r1", "lte": "r2"}  # the router's port behind each uplink
 UPLINK_METRIC = {"wifi": 10, "lte": 20}  # the lower metric carries the default route

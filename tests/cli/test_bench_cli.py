@@ -70,3 +70,31 @@ def test_bench_tunnel_with_a_rekey_interval_prints_the_ratio():
     assert result["rekeys"] >= 2 and result["rekeys_in_none"] == 0
     assert result["rekey_lab_handshakes"] == 1  # rekeys, not new sessions
     assert "drop_key_phase" not in result["rekey_lab_drops"]  # nothing lost to a key switch
+
+
+def test_bench_failover_prints_one_json_object_and_terminates():
+    """One trial of each case, short loss periods, in the roaming lab: the
+    JSON has the issue's fields and every trial is accounted for (a trial
+    that never recovers is counted, not waited for: the run terminates;
+    the figures themselves live in docs/benchmarks.md)."""
+    cli = Path(sys.executable).with_name("jvpn-xdp")
+    out = subprocess.run([str(cli), "bench", "failover", "--json", "--trials", "1",
+                          "--lossy-trials", "1", "--watch-seconds", "2", "--loss-seconds", "3"],
+                         capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert {"blackhole_p50_ms", "blackhole_p99_ms", "linkdown_p50_ms", "linkdown_p99_ms",
+            "lost_packets_planned_move", "switches_per_min_5pct_loss", "trials",
+            "lost_packets_blackhole_p50", "lost_packets_linkdown_p50", "rtt_ms",
+            "switches_after_move_30pct", "policy", "method"} <= set(result)
+    assert result["trials"] == 1 and result["policy"]["default"] is True
+    assert result["policy"]["switching.max_switches_per_min"] == 8  # not raised for the bench
+    for case in ("blackhole", "linkdown"):
+        per = result[f"{case}_per_trial_ms"]
+        assert len(per) == 1 and result[f"{case}_uplinks"][0] in ("wifi", "lte")
+        assert result[f"{case}_trials_without_recovery"] == sum(p is None for p in per)
+    assert result["linkdown_trials_without_recovery"] == 0  # today's case recovers
+    assert len(result["lost_packets_planned_move_per_trial"]) == 1
+    assert len(result["switches_after_move_30pct_per_trial"]) == 1
+    assert result["switches_per_min_5pct_loss"] is not None
+    assert result["rtt_ms"] > 0
