@@ -28,6 +28,7 @@ from jvpn.client_handshake import RECV_TIMEOUT_S, ClientError, ClientHandshake
 from jvpn.client_orphan import OrphanWatch
 from jvpn.client_path import PathSize, PathSizing, route_to
 from jvpn.client_paths import ClientPaths
+from jvpn.client_probe_guard import ClientProbeGuard
 from jvpn.client_reattach import ClientReattach, PendingReattach
 from jvpn.client_rekey import ClientRekey
 from jvpn.client_renew import ClientRenew
@@ -127,7 +128,7 @@ def tun_addresses(a: Assignment, host_only: bool, endpoint: str):
 
 
 class Client(ClientHandshake, ClientReattach, ClientRekey, ClientRenew, ClientPaths, ClientSwitch,
-             PathSizing):
+             ClientProbeGuard, PathSizing):
     def __init__(self, *, private_key: bytes, gateway_public: bytes, endpoint: tuple[str, int],
                  events: EventLog, tun_name: str = "jvpn0", keepalive_ms: int = 500,
                  max_missed: int = 3, retry_ms: int = RETRY_BASE_MS,

@@ -194,11 +194,17 @@ class Candidates:
             except OSError:
                 pass
 
-    def due(self, now_ms: int, heartbeat_unanswered: bool) -> list[tuple[Path, int]]:
+    def overdue(self, now_ms: int) -> bool:
+        """A candidate's probe is more than half an interval late (held by
+        heartbeats in flight: jvpn/client_probe_guard.py holds the next one)."""
+        late = self.policy.probe_interval_ms // 2
+        return any(now_ms - p.next_probe_ms > late for p in self.paths.values())
+
+    def due(self, now_ms: int, held: bool) -> list[tuple[Path, int]]:
         """(path, probe id) for every candidate whose probe is due; none while
-        a heartbeat of the active path is unanswered (a probe raises the
-        gate's control floor: it must not overtake a heartbeat)."""
-        if heartbeat_unanswered:
+        ``held``: something of ours is in flight that a probe, which raises
+        the gate's control floor, must not overtake (jvpn/client_probe_guard.py)."""
+        if held:
             return []
         out = []
         for p in self.paths.values():

@@ -22,6 +22,7 @@ WINDOW_MIN_DECIDED = 10  # the window's loss counts once this many heartbeats ar
 PROBE_HISTORY = 20  # a candidate's loss: over its last this many decided probes
 PROBATION_MS = 60_000  # a path left VOLATILE: no planned move back for this long
 LATE_KEPT = 64  # samples already lost whose late answer still says the path is alive
+LATE_IN_FLIGHT_MS = 1_000  # a sample lost this recently may still arrive: probes wait for it
 HEARTBEATS_PER_WINDOW = 40  # while traffic flows: a loss estimate over 40 samples
 HEARTBEAT_MIN_MS = 20
 CONFIRMATIONS = 2  # heartbeats sent at once after a run of drops; all lost: dead
@@ -62,6 +63,7 @@ class PathHealth:
         self.rtt = Rtt()
         self.outstanding: dict[int, int] = {}  # sample id -> sent at (ms)
         self.lost_late: dict[int, tuple[int, list]] = {}  # lost id -> (sent at, its decision)
+        self.recent_losses: deque[tuple[int, int]] = deque()  # (lost at, id): in_flight()
         self.decided: deque[list] = deque()  # [decided at, answered]: a late echo revises it
         self.consecutive_drops = 0
         self.last_heard_ms = now_ms  # authenticated traffic received on this path
@@ -146,6 +148,7 @@ class PathHealth:
             if sent_ms is None:
                 continue  # answered meanwhile
             self.lost_late[i] = (sent_ms, self._decide(now_ms, False))
+            self.recent_losses.append((now_ms, i))
             self.consecutive_drops += 1
             count += 1
             if self.confirming is not None and i in self.confirming:
@@ -197,6 +200,14 @@ class PathHealth:
     # ------------------------------------------------------------ reading
     def unanswered(self) -> bool:
         return bool(self.outstanding)
+
+    def in_flight(self, now_ms: int) -> bool:
+        """A sample unanswered, or lost less than LATE_IN_FLIGHT_MS ago with
+        no late answer yet: on a stalled path it may still be on its way
+        (a probe must not overtake it: jvpn/client_probe_guard.py)."""
+        while self.recent_losses and now_ms - self.recent_losses[0][0] >= LATE_IN_FLIGHT_MS:
+            self.recent_losses.popleft()
+        return bool(self.outstanding) or any(i in self.lost_late for _t, i in self.recent_losses)
 
     def window_loss(self, now_ms: int) -> float | None:
         """The loss over the last ``loss_window_ms``; None below 10 decided."""

@@ -58,6 +58,7 @@ class ClientPaths:
         self.last_route = None  # the route get answer the candidates were last listed for
         self.retired: list[tuple[int, object]] = []  # (since ms, socket)
         self.switch_init()
+        self.guard_init()
 
     def _candidate_socket(self, uplink: Uplink):
         if self._tested:
@@ -70,7 +71,8 @@ class ClientPaths:
         """While traffic flows, every loss_window_ms / 40; idle, every keepalive."""
         flowing = now - self.last_data_ms <= self.keepalive_ms
         every = heartbeat_every_ms(self.policy) if flowing else self.keepalive_ms
-        return now - self.last_heartbeat_ms >= every
+        # held while a probe is overdue (jvpn/client_probe_guard.py)
+        return now - self.last_heartbeat_ms >= every and not self.heartbeat_held(now, every)
 
     def heartbeat_sending(self, msg: bytes, now: int, confirmation: bool = False) -> None:
         """A keepalive is about to leave the active socket: a sample from
@@ -124,7 +126,7 @@ class ClientPaths:
         self.health.tick(now)
         self._confirm_drops(now)
         self.candidates.tick(now)
-        self._send_probes(now)
+        self.send_probes(now)  # jvpn/client_probe_guard.py
         why = self._volatility(now, present)
         if self.switch_busy(now) or self.renewing:
             return False
@@ -159,17 +161,6 @@ class ClientPaths:
                 s.close()
             except OSError:
                 pass
-
-    def _send_probes(self, now: int) -> None:
-        for p, pid in self.candidates.due(now, self.health.unanswered()):
-            with self._lock:  # never after our TERMINATE (join_loops)
-                if self.said_goodbye or self.channel is None:
-                    return
-                msg = self.seal_control(abi.MSG_PATH_PROBE, pid)
-            try:
-                p.sock.sendto(msg, self.endpoint)
-            except OSError:
-                pass  # counted lost at its timeout
 
     def probe_reply(self, sock, fields: tuple) -> None:
         """An authentic PATH_PROBE_REPLY (``_control``) that came on ``sock``."""

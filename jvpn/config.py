@@ -73,7 +73,13 @@ from jvpn import ifname, keys, pathmtu
 from jvpn.config_sources import Sources
 from jvpn.errors import JvpnError
 from jvpn.events import DEFAULT_KEEP, DEFAULT_MAX_BYTES, DEFAULT_SUMMARY_INTERVAL_MS
-from jvpn.files import UnsafeFile, check_not_writable_by_others, check_secret, read_secret
+from jvpn.files import (
+    UnsafeFile,
+    check_not_writable_by_others,
+    check_secret,
+    read_config,
+    read_secret,
+)
 from jvpn.policy import Policy, PolicyError, default_policy, load_policy_file
 from jvpn.prefixes import Network
 
@@ -674,8 +680,8 @@ def _policy(f: _File, entry: _Entry) -> tuple[Policy, dict[str, str]]:
     (where the fix goes), then the line that named the file."""
     path = f.resolve(entry.value)
     try:
-        check_not_writable_by_others(path, os.stat(path))  # it sets the security bounds
-        policy, lines = load_policy_file(path)
+        text = read_config(path)  # checked as it is read: it sets the security bounds
+        policy, lines = load_policy_file(path, text)
         return policy, {k: f"{path}:{n}" for k, n in lines.items()}
     except PolicyError as err:
         raise ConfigError(f"{err} (the policy named by {f.path}:{entry.line}: Policy)",

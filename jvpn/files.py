@@ -6,7 +6,8 @@ Two kinds, two rules (docs/decisions.md, "Secrets on disk: refuse, not warn"):
   an inline key, and the config files that name them): checked, never
   modified. A secret that group or others may read or write, or that another
   user owns, is refused with a one-line error that names the file and the
-  fix; a config file that group or others may write is refused the same way.
+  fix; a config file that group or others may write is refused the same way,
+  and so is a policy file in a directory they may write (read_config).
   Symlinks are followed: the checks apply to the file actually read (fstat of
   the open descriptor), so a link into a place another user controls fails on
   the target's owner or mode.
@@ -70,6 +71,31 @@ def check_not_writable_by_others(path: Path, st: os.stat_result) -> None:
     if st.st_mode & 0o022:
         raise UnsafeFile(f"{path} is writable by group or others ({_mode(st)}): "
                          f"run `chmod go-w {path}`")
+
+
+def check_dir_not_writable_by_others(path: Path, st: os.stat_result) -> None:
+    """Refuse the directory of a config file if someone other than root or
+    us may replace the file in it: owned by another user, or writable by
+    group or others without the sticky bit (with it, only the file's owner,
+    checked on the file itself, may rename or remove it)."""
+    if not _trusted_owner(st.st_uid):
+        raise UnsafeFile(f"{path} is owned by uid {st.st_uid}, who can replace the files in it: "
+                         f"run `chown root {path}`")
+    if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+        raise UnsafeFile(f"{path} is writable by group or others ({_mode(st)}), who can "
+                         f"replace the files in it: run `chmod go-w {path}`")
+
+
+def read_config(path: Path) -> str:
+    """The text of a file the operator provides that sets what jvpn does
+    (a policy file), checked on the very descriptor it is read from (no
+    window between check and read), in a directory nobody else may swap it in
+    (the directory the file actually is in, symlinks followed)."""
+    with open(path, encoding="utf-8-sig") as f:
+        check_not_writable_by_others(path, os.fstat(f.fileno()))
+        real_dir = Path(os.path.realpath(path)).parent
+        check_dir_not_writable_by_others(real_dir, os.stat(real_dir))
+        return f.read()
 
 
 def read_secret(path: Path) -> str:

@@ -169,12 +169,13 @@ def load_policy(path: Path) -> Policy:
     return load_policy_file(path)[0]
 
 
-def load_policy_file(path: Path) -> tuple[Policy, dict[str, int]]:
+def load_policy_file(path: Path, text: str | None = None) -> tuple[Policy, dict[str, int]]:
     """The policy in ``path`` and the line of every field it sets
-    (``section.name`` -> line; fields it leaves out have their default)."""
+    (``section.name`` -> line; fields it leaves out have their default).
+    ``text``: the file as the caller read and checked it (jvpn.files.read_config)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = path.read_text(encoding="utf-8-sig") if text is None else text
     except FileNotFoundError:
         raise PolicyError(f"{path}: no such policy file", str(path)) from None
     _refuse_cut_short(path, text)

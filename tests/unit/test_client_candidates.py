@@ -57,9 +57,9 @@ def test_probes_every_probe_interval_with_jitter_never_while_a_heartbeat_is_out(
     for interval in (1000, 300):
         c, _ = make(replace(P, probe_interval_ms=interval), rand=lambda: 1.0)
         c.refresh([WIFI, LTE], active=WIFI.key, preferred=WIFI.key)
-        assert len(c.due(0, heartbeat_unanswered=False)) == 1
+        assert len(c.due(0, held=False)) == 1
         assert c.due(int(interval * 1.1) - 1, False) == []
-        assert c.due(int(interval * 1.1), heartbeat_unanswered=True) == []
+        assert c.due(int(interval * 1.1), held=True) == []
         assert len(c.due(int(interval * 1.1), False)) == 1
 
 
@@ -107,3 +107,14 @@ def test_the_active_path_is_never_a_candidate_too():
     lte = c.paths[LTE.key]
     _, removed = c.refresh([LTE], active=LTE.key, preferred=LTE.key)  # lte is active now
     assert removed == [LTE] and lte.sock.closed and c.paths == {}
+
+
+def test_a_probe_more_than_half_an_interval_late_is_overdue():
+    """Overdue: the client holds its next heartbeat so that the probe can
+    leave (jvpn/client_probe_guard.py)."""
+    c, _ = make(rand=lambda: 0.5)
+    c.refresh([WIFI, LTE], active=WIFI.key, preferred=WIFI.key)
+    assert not c.overdue(P.probe_interval_ms // 2)
+    assert c.overdue(P.probe_interval_ms // 2 + 1)
+    c.due(P.probe_interval_ms // 2 + 1, held=False)
+    assert not c.overdue(P.probe_interval_ms)

@@ -298,3 +298,21 @@ def test_a_path_left_volatile_waits_twenty_probes_and_a_minute():
     calm = PathHealth(P, 0)
     calm.left(volatile=False, now_ms=0)
     assert not calm.on_probation(1)
+
+
+def test_a_sample_lost_less_than_a_second_ago_is_still_in_flight():
+    """For the probe guard: a heartbeat past its loss timeout may still be
+    on its way (a stalled path) until a second after it was counted lost,
+    or until its late echo."""
+    h = PathHealth(P, 0)
+    assert not h.in_flight(0)
+    h.sent(1, 0)
+    assert h.in_flight(0)
+    h.tick(500)  # lost (the timeout is at most 300 ms at the start)
+    assert not h.unanswered() and h.in_flight(500) and h.in_flight(1_499)
+    assert not h.in_flight(1_500)
+    h.sent(2, 2_000)
+    h.tick(2_500)
+    assert h.in_flight(2_600)
+    h.answered(2, 2_600)  # late: it arrived, nothing of it is on its way
+    assert not h.in_flight(2_600)

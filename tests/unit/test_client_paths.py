@@ -10,11 +10,15 @@ from __future__ import annotations
 
 from collections import deque
 
+import pytest
+
 from jvpn.client import Client
 from jvpn.client_candidates import Uplink
 from jvpn.codes import EventType
 from jvpn.events import EventLog
 from jvpn.gate import abi
+from jvpn.gate.config import GateConfig
+from jvpn.gate.userspace import UserspaceGate
 from jvpn.keys import public_from_private
 from kits.daemon_kit import (
     CLIENT,
@@ -29,6 +33,8 @@ from kits.daemon_kit import (
     make_gateway,
 )
 
+UNLIMITED = dict(session_pps=0, session_bytes_per_sec=0, source_control_pps=0,
+                 global_control_pps=0)  # no rate limit: the gate's control floor is the subject
 WIFI = Uplink(CLIENT[0], 2, "wifi", 10)
 LTE = Uplink("198.51.100.10", 3, "lte", 20)
 
@@ -44,11 +50,16 @@ class PathSocket:
 
     def sendto(self, msg: bytes, dst) -> int:
         assert tuple(dst) == LISTEN
-        self.net.sent.append((self.addr[0], msg))
-        if self.addr[0] not in self.net.silent:
-            n = len(self.net.gw.sock.sent)
-            self.net.gw.datapath.datagram(msg, self.addr)
-            self.net.collect(n)
+        net, src = self.net, self.addr[0]
+        net.sent.append((src, msg))
+        if src in net.silent:
+            return len(msg)
+        arrives = net.clock.ms + net.delay.get(src, 0)
+        net.log.append((arrives, src, msg))
+        if arrives > net.clock.ms:  # a slow path: reaches the gateway later (Net.release)
+            net.queue.append((arrives, len(net.queue), self.addr, msg))
+        else:
+            net.arrive(msg, self.addr)
         return len(msg)
 
     def recvfrom(self, _size: int):
@@ -67,12 +78,22 @@ class PathSocket:
 
 
 class Net:
-    def __init__(self, tmp_path, uplinks=(WIFI, LTE), active=WIFI):
+    """``delay``: ms an uplink's datagrams take to reach the gateway (its
+    answers come at once: the client-to-gateway leg carries the RTT);
+    ``gated``: the gateway behind the gate model (UserspaceGate: the control
+    floor, the replay windows) instead of admitting everything."""
+
+    def __init__(self, tmp_path, uplinks=(WIFI, LTE), active=WIFI,
+                 delay: dict[str, int] | None = None, gated: bool = False):
         self.clock = Clock()
-        self.gw = make_gateway(tmp_path, gate=AdmitAll(), clock=self.clock)
+        gate = UserspaceGate(GateConfig(**UNLIMITED), clock_ns=lambda: self.clock.ms * 1_000_000
+                             ) if gated else AdmitAll()
+        self.gw = make_gateway(tmp_path, gate=gate, clock=self.clock)
         self.socks: list[PathSocket] = []
         self.silent: set[str] = set()  # uplinks that drop everything, both ways
         self.sent: list[tuple[str, bytes]] = []
+        self.delay, self.queue = {}, []  # queue: (due ms, seq, addr, msg)
+        self.log: list[tuple[int, str, bytes]] = []  # (reaches the gateway at, source, msg)
         self.uplinks, self.route = list(uplinks), active.key
         port = iter(range(40000, 41000))
         self.events = EventLog("client-test", clock_ms=self.clock)
@@ -88,6 +109,19 @@ class Net:
         c.discover_uplinks = lambda: list(self.uplinks)
         c._route = lambda: self.route
         c.path = active.key
+        self.delay.update(delay or {})  # after the handshake (which waits for its answer)
+
+    def arrive(self, msg: bytes, addr) -> None:
+        n = len(self.gw.sock.sent)
+        self.gw.datapath.datagram(msg, addr)
+        self.collect(n)
+
+    def release(self) -> None:
+        """What the slow paths carried to the gateway by now, in arrival order."""
+        due = sorted(q for q in self.queue if q[0] <= self.clock.ms)
+        self.queue = [q for q in self.queue if q[0] > self.clock.ms]
+        for _t, _i, addr, msg in due:
+            self.arrive(msg, addr)
 
     def collect(self, since: int) -> None:
         for msg, to in self.gw.sock.sent[since:]:
@@ -103,6 +137,7 @@ class Net:
             if data_every and t % data_every == 0:
                 self.client.send_data(ipv4(PEER_INNER[0]))
                 sent += 1
+            self.release()
             self.deliver()
             self.client.monitor_step()
             self.deliver()
@@ -259,3 +294,102 @@ def test_an_uplink_gone_with_nothing_proven_rebinds_on_the_new_route(tmp_path):
     assert net.client.reattaches == 1 and net.client.path == LTE.key
     net.run(3_000, data_every=10)
     assert net.client.reattaches == 1  # once: the new socket is the active path's
+
+
+# ------------------------------------------------------------ what a probe must not overtake
+def probes_on(net: Net, uplink: Uplink) -> list[bytes]:
+    return [m for src, m in net.sent if src == uplink.source and m[0] == abi.MSG_PATH_PROBE]
+
+
+def overtaken(net: Net) -> list[tuple[int, int, str, int]]:
+    """(arrival, counter, source, type) of every keepalive or control
+    message that reached the gateway after one with a higher counter from
+    another path did: the gate's control floor drops it as a replay."""
+    seen = [(t, int.from_bytes(m[16:24], "little"), src, m[0]) for t, src, m in net.log
+            if m[0] != abi.MSG_DATA]
+    return [(t, c, src, k) for t, c, src, k in seen
+            if any(t2 < t and c2 > c and s2 != src for t2, c2, s2, _k in seen)]
+
+
+@pytest.mark.parametrize("rtt", [150, 300])
+def test_candidates_are_probed_while_the_active_rtt_exceeds_the_heartbeat_cadence(
+        tmp_path, rtt):
+    """Traffic flows on an active path slower than the heartbeat cadence
+    (LTE, satellite, or an attacker adding delay): a heartbeat is always in
+    flight, so a probe that is overdue holds the next one and leaves right
+    after the echo. The candidate (as slow: nothing moves) is probed about
+    once a second (at most 1.5 interval + the RTT apart), its probes answered."""
+    net = Net(tmp_path, delay={WIFI.source: rtt, LTE.source: rtt})
+    net.run(10_000, data_every=10)
+    assert len(probes_on(net, LTE)) >= 5
+    lte = net.client.candidates.paths[LTE.key].health
+    assert lte.decided_count() >= 5 and lte.recent_loss() == 0.0
+
+
+@pytest.mark.parametrize("rtt", [150, 300])
+def test_a_delaying_attacker_on_the_active_uplink_does_not_pin_the_client_to_it(
+        tmp_path, rtt):
+    """An on-path attacker adds ``rtt`` ms to the active uplink and passes
+    everything: the clean LTE path scores far better, is probed, and the
+    selector moves to it (a planned move)."""
+    net = Net(tmp_path, delay={WIFI.source: rtt})
+    net.run(30_000, data_every=10)
+    assert net.active_source() == LTE.source
+    assert [e["candidate_interface"] for e in events_of(net.events, EventType.PATH_SELECTED)
+            ] == ["lte"]
+
+
+def test_a_reattach_on_a_slow_path_is_not_dropped_as_a_replay_of_our_own_probe(tmp_path):
+    """The gate model behind the gateway: a reattach from the active socket
+    (200 ms to the gateway) while the fast LTE candidate's probe is due. A
+    probe sent meanwhile would reach the gateway first, raise the control
+    floor above the request, and the gate would drop the request as a
+    replay (a retry only after the back-off). No probe leaves while the
+    reattach is pending: the one request is answered."""
+    net = Net(tmp_path, gated=True)
+    net.run(3_000)
+    c = net.client
+    net.delay[WIFI.source] = 200  # now, before any move: the selector is not the subject
+    c.candidates.paths[LTE.key].next_probe_ms = net.clock.ms  # due now
+    replays, probed = replay_drops(net), len(probes_on(net, LTE))
+    net.log.clear()
+    c.reattach_chosen("test: a NAT rebinding")
+    net.run(500)  # the request reaches the gateway at 200 ms, the ACK comes by 400 ms
+    assert replay_drops(net) == replays and not overtaken(net)
+    assert [e["reason_code"] for e in events_of(net.events, "ReattachResult")] == [
+        "REATTACH_ACCEPT"]
+    assert len(probes_on(net, LTE)) == probed  # the due probe waited
+
+
+def test_a_rekey_request_on_a_slow_path_is_not_dropped_as_a_replay_of_our_own_probe(tmp_path):
+    """The same for our REKEY_INIT: no probe while the attempt is pending."""
+    net = Net(tmp_path, gated=True)
+    net.run(3_000)
+    c = net.client
+    net.delay[WIFI.source] = 200
+    c.candidates.paths[LTE.key].next_probe_ms = net.clock.ms
+    replays, probed = replay_drops(net), len(probes_on(net, LTE))
+    net.log.clear()
+    c.start_rekey()
+    net.run(150)  # the request reaches the gateway at 200 ms
+    assert c.rekeying.pending is not None and len(probes_on(net, LTE)) == probed
+    net.run(150)
+    assert replay_drops(net) == replays and not overtaken(net)
+    assert c.rekeying.pending is None  # answered (taken or refused: the gateway heard it)
+
+
+def replay_drops(net: Net) -> int:
+    return net.gw.gate.model.counters[abi.R_DROP_REPLAY][0]
+
+
+def test_heartbeats_of_a_stalled_path_are_not_overtaken_by_probes(tmp_path):
+    """The active path stalls (1.5 s to the gateway): its heartbeats pass
+    their loss timeout but may still arrive; lost less than a second ago
+    they still hold the probes, which would overtake them on LTE and have
+    the gate drop every one as a replay (turning delay into loss)."""
+    net = Net(tmp_path, gated=True)
+    net.run(3_000)
+    net.delay[WIFI.source] = 1_500
+    net.log.clear()
+    net.run(1_500)
+    assert [k for *_x, k in overtaken(net) if k == abi.MSG_KEEPALIVE] == []

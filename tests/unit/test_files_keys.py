@@ -158,3 +158,53 @@ def test_keygen_force_never_writes_through_a_link_or_into_anothers_file(tmp_path
         r = CliRunner().invoke(cli, ["keygen", "--out", str(other), "--force"])
         assert r.exit_code == 1 and f"uid {NOBODY}" in r.stderr, r.output
         assert other.read_text() == "x\n"
+
+
+def _client_with_policy(tmp: Path, where: Path) -> tuple[Path, Path]:
+    where.mkdir(exist_ok=True)
+    policy = where / "policy.toml"
+    policy.write_text("[transport]\nprobe_interval_ms = 2000\n")
+    conf = _client(tmp)
+    text = conf.read_text().replace("[Peer]", f"Policy = {policy}\n[Peer]")
+    conf.write_text(text)
+    return conf, policy
+
+
+def test_client_policy_in_a_directory_others_may_write_is_refused(tmp_path):
+    """Another user who may write the directory could swap the policy file
+    (and so the bounds it sets) for one of theirs; a sticky directory keeps
+    them from renaming or removing a file they do not own."""
+    shared = tmp_path / "shared"
+    conf, _policy = _client_with_policy(tmp_path, shared)
+    assert load_client_config(conf).policy.probe_interval_ms == 2000
+    shared.chmod(0o777)
+    message = _refused(load_client_config, conf, shared, f"chmod go-w {shared}")
+    assert "Policy" in message
+    shared.chmod(0o1777)
+    assert load_client_config(conf).policy.probe_interval_ms == 2000
+
+
+@needs_root
+def test_client_policy_in_a_directory_another_user_owns_is_refused(tmp_path):
+    conf, policy = _client_with_policy(tmp_path, tmp_path / "theirs")
+    os.chown(policy.parent, NOBODY, NOBODY)
+    assert str(NOBODY) in _refused(load_client_config, conf, policy.parent, "chown root")
+
+
+def test_client_policy_is_checked_on_the_file_it_reads(tmp_path, monkeypatch):
+    """No window between the check and the read: a file swapped in after a
+    stat of the path (a group-writable one, with other bounds) is never
+    the one read."""
+    conf, policy = _client_with_policy(tmp_path, tmp_path / "etc")
+    loose = tmp_path / "loose.toml"
+    loose.write_text("[transport]\nprobe_interval_ms = 100\n")
+    loose.chmod(0o666)
+    real_stat = os.stat
+
+    def stat_then_swap(path, *a, **kw):
+        st = real_stat(path, *a, **kw)
+        if Path(path) == policy and loose.exists():
+            loose.rename(policy)
+        return st
+    monkeypatch.setattr(os, "stat", stat_then_swap)
+    assert load_client_config(conf).policy.probe_interval_ms == 2000
