@@ -68,6 +68,7 @@ class ClientReattach:
             p = self.pending
             if p is None or self.said_goodbye:  # never after our TERMINATE (join_loops)
                 return
+            self.switch_control_out(self.request_socket())  # keepalives wait (probe guard)
             msg = self.seal_control(abi.MSG_REATTACH_REQ, p.seq, self.wall_ms(), p.nonce,
                                     self.epoch)
         try:  # a switch's from the chosen candidate's socket (jvpn/client_switch.py)
@@ -85,6 +86,7 @@ class ClientReattach:
         self.heard_epoch(hdr.flags)  # the overlap's clock (jvpn/client_rekey.py)
         if hdr.type != abi.MSG_PATH_PROBE_REPLY:
             self.control_moved()  # an answer: a retry may still be on its way (probe guard)
+            self.switch_control_answered(hdr.type)  # our keepalives may leave again
         if hdr.type in (abi.MSG_REKEY_RESP, abi.MSG_REKEY_REJECT):
             self.rekey_answer(hdr, fields)
             return
@@ -136,6 +138,7 @@ class ClientReattach:
         if p is None or client_nonce != p.nonce:
             return
         with self._lock:
+            self.switch_control_out(sock)  # keepalives wait for the ACK (probe guard)
             reply = self.seal_control(abi.MSG_PATH_RESPONSE, server_nonce, client_nonce)
         try:
             sock.sendto(reply, self.endpoint)
