@@ -36,8 +36,6 @@ HOLD_EXTRA_MS = 1_000  # a held heartbeat leaves at most 2 cadences + this after
 GUARDED_CONTROL = frozenset({abi.MSG_REATTACH_REQ, abi.MSG_PATH_RESPONSE, abi.MSG_REKEY_INIT})
 PROBE_HOLD_CADENCES = 2  # a probe in flight holds our keepalives this many cadences at most
 SWITCH_HOLD_MAX_MS = 1_000  # a switch's request or response holds them at most this long
-SWITCH_ANSWERS = frozenset({abi.MSG_PATH_CHALLENGE, abi.MSG_REATTACH_ACK,
-                            abi.MSG_REATTACH_REJECT})
 
 
 class ClientProbeGuard:
@@ -86,11 +84,10 @@ class ClientProbeGuard:
         cap = min(SWITCH_HOLD_MAX_MS, target.health.rtt.loss_timeout_ms())
         self.switch_hold_until = self.clock_ms() + int(cap)
 
-    def switch_control_answered(self, msg_type: int) -> None:
-        """An authentic control message came (``_control``): a challenge, an
-        ACK or a REJECT answers the switch's request or response in flight."""
-        if msg_type in SWITCH_ANSWERS:
-            self.switch_hold_until = None
+    def switch_control_answered(self) -> None:
+        """A challenge, an ACK or a REJECT naming our pending request came
+        (``_control``; an old one replayed to us releases nothing)."""
+        self.switch_hold_until = None
 
     def switch_control_held(self, now: int) -> bool:
         until = self.switch_hold_until

@@ -86,7 +86,6 @@ class ClientReattach:
         self.heard_epoch(hdr.flags)  # the overlap's clock (jvpn/client_rekey.py)
         if hdr.type != abi.MSG_PATH_PROBE_REPLY:
             self.control_moved()  # an answer: a retry may still be on its way (probe guard)
-            self.switch_control_answered(hdr.type)  # our keepalives may leave again
         if hdr.type in (abi.MSG_REKEY_RESP, abi.MSG_REKEY_REJECT):
             self.rekey_answer(hdr, fields)
             return
@@ -100,6 +99,7 @@ class ClientReattach:
             seq, epoch, version = fields
             if p is None or seq != p.seq or epoch <= self.epoch:
                 return
+            self.switch_control_answered()  # our keepalives may leave again (probe guard)
             self.epoch, self.pending = epoch, None
             self.last_rx_ms = self.clock_ms()
             self.reattaches += 1
@@ -118,6 +118,7 @@ class ClientReattach:
             reason = wire.reject_reason(reason_index)
             self.events.emit("ReattachResult", reason, self.session_id, seq=seq)
             if p is not None and seq == p.seq:
+                self.switch_control_answered()
                 self.pending = None
                 if reason == "FRESHNESS_INVALID" and epoch > self.epoch:
                     # a switch we asked for happened but its ACK never reached
@@ -137,6 +138,7 @@ class ClientReattach:
         server_nonce, client_nonce = fields
         if p is None or client_nonce != p.nonce:
             return
+        self.switch_control_answered()  # our request's answer (a response holds them again)
         with self._lock:
             self.switch_control_out(sock)  # keepalives wait for the ACK (probe guard)
             reply = self.seal_control(abi.MSG_PATH_RESPONSE, server_nonce, client_nonce)
