@@ -118,11 +118,11 @@ class PathSizing:
         """A keepalive that announces our path MTU (the gateway sizes its
         datagrams to us with it: docs/protocol.md "Sizing"); a heartbeat,
         or one of a run's confirmations (jvpn/client_paths.py)."""
-        self.size.announced(now, self.reattaches)
         with self._lock:  # never sealed after our TERMINATE (Client.join_loops)
-            if self.said_goodbye:
-                return
+            if self.said_goodbye or self.keepalives_held(now):
+                return  # held: our probe or switch's request in flight (client_probe_guard.py)
             msg = self.channel.seal(pathmtu.announcement(self.size.path_mtu), abi.MSG_KEEPALIVE)
+        self.size.announced(now, self.reattaches)
         # a heartbeat (jvpn/client_paths.py), counted before it leaves: its
         # echo may be read (receive thread) before sendto returns here
         self.heartbeat_sending(msg, now, confirmation)

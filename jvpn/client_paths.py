@@ -69,10 +69,13 @@ class ClientPaths:
     # ------------------------------------------------------------ heartbeats
     def heartbeat_due(self, now: int) -> bool:
         """While traffic flows, every loss_window_ms / 40; idle, every keepalive."""
-        flowing = now - self.last_data_ms <= self.keepalive_ms
-        every = heartbeat_every_ms(self.policy) if flowing else self.keepalive_ms
-        # held while a probe is overdue (jvpn/client_probe_guard.py)
+        every = self.heartbeat_cadence(now)
+        # held while a probe is overdue or in flight (jvpn/client_probe_guard.py)
         return now - self.last_heartbeat_ms >= every and not self.heartbeat_held(now, every)
+
+    def heartbeat_cadence(self, now: int) -> int:
+        flowing = now - self.last_data_ms <= self.keepalive_ms
+        return heartbeat_every_ms(self.policy) if flowing else self.keepalive_ms
 
     def heartbeat_sending(self, msg: bytes, now: int, confirmation: bool = False) -> None:
         """A keepalive is about to leave the active socket: a sample from
@@ -88,7 +91,10 @@ class ClientPaths:
 
     def _confirm_drops(self, now: int) -> None:
         """A run of heartbeats lost: the confirmations leave at once, a
-        few ms apart (the path is dead only if they are lost too)."""
+        few ms apart (the path is dead only if they are lost too); not
+        while our keepalives are held (jvpn/client_probe_guard.py)."""
+        if self.keepalives_held(now):
+            return
         for i in range(self.health.confirm()):
             if i and self._stop.wait(CONFIRM_GAP_S):
                 return

@@ -10,20 +10,38 @@ for 2·srtt after such a request was last sent or answered (a retry may
 still be on its way). While traffic flows a heartbeat is nearly always
 in flight on a path slower than the heartbeat cadence: a probe more than
 half an interval late holds the next heartbeat, so that it leaves right
-after the echo. A mixin of :class:`jvpn.client.Client` over its path
-state (jvpn/client_paths.py) and its reattach and rekey state."""
+after the echo.
+
+The other way round, our keepalives (every 50 ms while traffic flows, on
+the active socket) must not overtake a control message of ours on a
+slower path either: they are held while a probe is in flight (at most
+PROBE_HOLD_CADENCES heartbeat cadences per probe: a candidate slower
+than that may still lose probes), and while a switch's REATTACH_REQ or
+PATH_RESPONSE is in flight on the chosen candidate's socket (until its
+answer, at most that path's loss timeout: else a switch to a path slower
+than the cadence never completes while the old one works). Data flows
+meanwhile: it does not touch the control floor. A REKEY_INIT needs no
+hold: it leaves the active socket, as heartbeats do (ordered on one
+path), and no rekey starts or retries while a reattach is pending. A
+held heartbeat is no loss: it is not sent, so it is not counted. A mixin
+of :class:`jvpn.client.Client` over its path state (jvpn/client_paths.py)
+and its reattach and rekey state."""
 
 from __future__ import annotations
 
+from jvpn.client_path_health import heartbeat_every_ms
 from jvpn.gate import abi
 
 HOLD_EXTRA_MS = 1_000  # a held heartbeat leaves at most 2 cadences + this after the last
 GUARDED_CONTROL = frozenset({abi.MSG_REATTACH_REQ, abi.MSG_PATH_RESPONSE, abi.MSG_REKEY_INIT})
+PROBE_HOLD_CADENCES = 2  # a probe in flight holds our keepalives this many cadences at most
+SWITCH_HOLD_MAX_MS = 1_000  # a switch's request or response holds them at most this long
 
 
 class ClientProbeGuard:
     def guard_init(self) -> None:
         self.control_moved_ms = -(1 << 40)  # a guarded request last sent or answered
+        self.switch_hold_until: int | None = None  # a switch's request or response in flight
 
     def control_moved(self, msg_type: int | None = None) -> None:
         """A request the probes wait for was sealed (``msg_type``), or an
@@ -39,12 +57,60 @@ class ClientProbeGuard:
         return now - self.control_moved_ms < 2 * self.health.rtt.srtt
 
     def probes_held(self, now: int) -> bool:
-        """Something of ours a probe sent now could overtake is in flight."""
-        return self.health.in_flight(now) or self.control_in_flight(now)
+        """Something of ours a probe sent now could overtake is in flight,
+        or a heartbeat falls due while the probe would hold it."""
+        return (self.health.in_flight(now) or self.control_in_flight(now)
+                or self.heartbeat_imminent(now))
+
+    def probe_hold_ms(self) -> int:
+        return PROBE_HOLD_CADENCES * heartbeat_every_ms(self.policy)
+
+    def heartbeat_imminent(self, now: int) -> bool:
+        """Idle (a heartbeat every keepalive), the next one falls due within
+        a probe's hold: the probe waits and leaves after its echo (else
+        the hold ends with that heartbeat, which can overtake a probe on
+        a candidate more than the hold slower). While traffic flows one
+        is always due that soon: the overdue rule below orders them."""
+        every, hold = self.heartbeat_cadence(now), self.probe_hold_ms()
+        return every > hold and self.last_heartbeat_ms + every - now < hold
+
+    def switch_control_out(self, sock) -> None:
+        """A switch's REATTACH_REQ or PATH_RESPONSE is about to be sealed for
+        ``sock`` (under the client's lock): if that is not the active socket,
+        our keepalives wait for its answer, at most the path's loss timeout."""
+        target = self.switching
+        if target is None or sock is not target.sock or sock is self.sock:
+            return
+        cap = min(SWITCH_HOLD_MAX_MS, target.health.rtt.loss_timeout_ms())
+        self.switch_hold_until = self.clock_ms() + int(cap)
+
+    def switch_control_answered(self) -> None:
+        """A challenge, an ACK or a REJECT naming our pending request came
+        (``_control``; an old one replayed to us releases nothing)."""
+        self.switch_hold_until = None
+
+    def switch_control_held(self, now: int) -> bool:
+        until = self.switch_hold_until
+        return self.switching is not None and until is not None and now < until
+
+    def probe_in_flight(self, now: int) -> bool:
+        """A probe sent less than PROBE_HOLD_CADENCES cadences ago is unanswered."""
+        hold = self.probe_hold_ms()
+        return any(now - sent < hold for p in self.candidates.paths.values()
+                   for sent in p.probes.values())
+
+    def keepalives_held(self, now: int) -> bool:
+        """No keepalive of ours (heartbeat, confirmation) leaves now: it
+        could overtake our probe or our switch's request at the gate."""
+        return self.switch_control_held(now) or self.probe_in_flight(now)
 
     def heartbeat_held(self, now: int, every: int) -> bool:
-        """The next heartbeat waits: a probe is overdue and only heartbeats
-        in flight hold it (at most 2·``every`` + 1 s after the last one)."""
+        """The next heartbeat waits: a probe or a switch's request of ours
+        is in flight (keepalives_held), or a probe is overdue and only
+        heartbeats in flight hold it (at most 2·``every`` + 1 s after the
+        last one)."""
+        if self.keepalives_held(now):
+            return True
         if now - self.last_heartbeat_ms >= 2 * every + HOLD_EXTRA_MS:
             return False
         return (self.candidates.overdue(now) and self.health.in_flight(now)

@@ -68,6 +68,7 @@ class ClientReattach:
             p = self.pending
             if p is None or self.said_goodbye:  # never after our TERMINATE (join_loops)
                 return
+            self.switch_control_out(self.request_socket())  # keepalives wait (probe guard)
             msg = self.seal_control(abi.MSG_REATTACH_REQ, p.seq, self.wall_ms(), p.nonce,
                                     self.epoch)
         try:  # a switch's from the chosen candidate's socket (jvpn/client_switch.py)
@@ -98,6 +99,7 @@ class ClientReattach:
             seq, epoch, version = fields
             if p is None or seq != p.seq or epoch <= self.epoch:
                 return
+            self.switch_control_answered()  # our keepalives may leave again (probe guard)
             self.epoch, self.pending = epoch, None
             self.last_rx_ms = self.clock_ms()
             self.reattaches += 1
@@ -116,6 +118,7 @@ class ClientReattach:
             reason = wire.reject_reason(reason_index)
             self.events.emit("ReattachResult", reason, self.session_id, seq=seq)
             if p is not None and seq == p.seq:
+                self.switch_control_answered()
                 self.pending = None
                 if reason == "FRESHNESS_INVALID" and epoch > self.epoch:
                     # a switch we asked for happened but its ACK never reached
@@ -135,7 +138,9 @@ class ClientReattach:
         server_nonce, client_nonce = fields
         if p is None or client_nonce != p.nonce:
             return
+        self.switch_control_answered()  # our request's answer (a response holds them again)
         with self._lock:
+            self.switch_control_out(sock)  # keepalives wait for the ACK (probe guard)
             reply = self.seal_control(abi.MSG_PATH_RESPONSE, server_nonce, client_nonce)
         try:
             sock.sendto(reply, self.endpoint)

@@ -1,7 +1,8 @@
 """A switch to a candidate path, make before break (docs/protocol.md "The
 switch: make before break"): the reattach goes out of the chosen
 candidate's socket while data and heartbeats keep leaving from the old
-active one; from our PATH_RESPONSE until the ACK (at most 1 s) every data
+active one (heartbeats held while our request or response is in flight:
+jvpn/client_probe_guard.py); from our PATH_RESPONSE until the ACK (at most 1 s) every data
 message leaves from both (the gate and the replay window deliver exactly
 one); on the ACK the candidate becomes active and the old socket stays
 open as a candidate's. A mixin of :class:`jvpn.client.Client`."""

@@ -54,6 +54,10 @@ class PathSocket:
         net.sent.append((src, msg))
         if src in net.silent:
             return len(msg)
+        if msg[0] == abi.MSG_KEEPALIVE and src in net.lossy:  # every Nth heartbeat lost
+            net.lossy[src][1] += 1
+            if net.lossy[src][1] % net.lossy[src][0] == 0:
+                return len(msg)
         arrives = net.clock.ms + net.delay.get(src, 0)
         net.log.append((arrives, src, msg))
         if arrives > net.clock.ms:  # a slow path: reaches the gateway later (Net.release)
@@ -91,6 +95,7 @@ class Net:
         self.gw = make_gateway(tmp_path, gate=gate, clock=self.clock)
         self.socks: list[PathSocket] = []
         self.silent: set[str] = set()  # uplinks that drop everything, both ways
+        self.lossy: dict[str, list[int]] = {}  # uplink: [N, count]: drops every Nth heartbeat
         self.sent: list[tuple[str, bytes]] = []
         self.delay, self.queue = {}, []  # queue: (due ms, seq, addr, msg)
         self.log: list[tuple[int, str, bytes]] = []  # (reaches the gateway at, source, msg)
@@ -393,3 +398,63 @@ def test_heartbeats_of_a_stalled_path_are_not_overtaken_by_probes(tmp_path):
     net.log.clear()
     net.run(1_500)
     assert [k for *_x, k in overtaken(net) if k == abi.MSG_KEEPALIVE] == []
+
+
+# ------------------------------------------------------------ what our keepalives must not overtake
+@pytest.mark.parametrize(("reason", "lossy"), [("planned_move", 0),
+                                               ("loss_threshold_exceeded", 3)])
+def test_a_move_to_a_slower_candidate_completes_while_the_old_path_works(
+        tmp_path, reason, lossy):
+    """The gate model behind the gateway; the chosen candidate is 150 ms
+    slower than the active path, which still works and carries traffic.
+    Heartbeats leave the old socket every 50 ms: one sent after our
+    REATTACH_REQ or PATH_RESPONSE reached the gateway first, raised the
+    control floor, and the gate dropped our request or response as a
+    replay, every retry again (the switch never completed). They wait for
+    the answer now: the switch completes at the first try. ``lossy``: the
+    old path loses every third heartbeat (a loss-driven move); the switch
+    is started as the selector starts it (the choice is not the subject)."""
+    net = Net(tmp_path, gated=True, delay={LTE.source: 150})
+    net.run(5_000)  # idle (a heartbeat every keepalive): lte's probes answered
+    if lossy:
+        net.lossy[WIFI.source] = [lossy, 0]
+    net.run(500, data_every=10)
+    c = net.client
+    assert c.candidates.paths[LTE.key].health.decided_count() >= 3
+    c.start_switch(c.candidates.paths[LTE.key], reason)
+    net.log.clear()
+    net.run(1_000, data_every=10)
+    assert net.active_source() == LTE.source
+    assert [e["reason_code"] for e in events_of(net.events, "ReattachResult")] == [
+        "REATTACH_ACCEPT"]
+    assert len(events_of(net.events, "ReattachAttempt")) == 1
+    ours = {abi.MSG_REATTACH_REQ, abi.MSG_PATH_RESPONSE}
+    assert [k for *_x, k in overtaken(net) if k in ours] == []
+    assert overtaken(net) == [], overtaken(net)
+
+
+def test_probes_on_a_candidate_80_ms_slower_are_answered(tmp_path):
+    """Traffic flows (a heartbeat every 50 ms on the fast active path); the
+    candidate is 80 ms slower: a heartbeat sent after a probe used to reach
+    the gateway first and the gate dropped the probe as a replay (the
+    candidate looked lossy, never eligible). A probe in flight holds the
+    heartbeats for up to two cadences: every probe is answered."""
+    net = Net(tmp_path, gated=True, delay={LTE.source: 80})
+    net.run(10_000, data_every=10)
+    lte = net.client.candidates.paths[LTE.key].health
+    assert len(probes_on(net, LTE)) >= 5
+    assert lte.decided_count() >= 5 and lte.recent_loss() == 0.0
+    assert replay_drops(net) == 0 and overtaken(net) == []
+    assert net.client.health.window_loss(net.clock.ms) == 0.0  # a held heartbeat is no loss
+
+
+def test_idle_probes_wait_for_a_heartbeat_about_to_fall_due(tmp_path):
+    """Idle (a heartbeat every keepalive), a probe held the heartbeat that
+    fell due while it was in flight only up to two cadences (100 ms): on
+    a candidate 150 ms slower that heartbeat overtook it every time. A
+    probe now waits when a heartbeat falls due within its hold."""
+    net = Net(tmp_path, gated=True, delay={LTE.source: 150})
+    net.run(5_000)
+    lte = net.client.candidates.paths[LTE.key].health
+    assert lte.decided_count() >= 3 and lte.recent_loss() == 0.0
+    assert overtaken(net) == []
