@@ -194,10 +194,12 @@ class Candidates:
             except OSError:
                 pass
 
-    def overdue(self, now_ms: int) -> bool:
-        """A candidate's probe is more than half an interval late (held by
-        heartbeats in flight: jvpn/client_probe_guard.py holds the next one)."""
-        late = self.policy.probe_interval_ms // 2
+    def overdue(self, now_ms: int, intervals: float = 0.5) -> bool:
+        """A candidate's probe is more than ``intervals`` probe intervals
+        late: half a one, held by heartbeats in flight
+        (jvpn/client_probe_guard.py holds the next one); a whole one: a
+        lost heartbeat holds it no longer."""
+        late = self.policy.probe_interval_ms * intervals
         return any(now_ms - p.next_probe_ms > late for p in self.paths.values())
 
     def due(self, now_ms: int, held: bool) -> list[tuple[Path, int]]:
@@ -224,7 +226,13 @@ class Candidates:
         outstanding probe, and only on the socket its probe left from."""
         key = self._probe_of.get(probe_id)
         p = self.paths.get(key) if key is not None else None
-        if p is None or p.sock is not sock or probe_id not in p.probes:
+        if p is None or p.sock is not sock:
+            return None
+        if probe_id not in p.probes:  # lost at its timeout: a late reply still measures the path
+            if probe_id in p.health.lost_late:
+                del self._probe_of[probe_id]
+                p.health.answered(probe_id, now_ms)  # PathHealth._late: RTT sample, revised
+                p.health.last_answered = True
             return None
         del self._probe_of[probe_id]
         del p.probes[probe_id]
@@ -236,7 +244,8 @@ class Candidates:
             p.health.tick(now_ms)
             for pid in [i for i in p.probes if i not in p.health.outstanding]:
                 del p.probes[pid]
-                self._probe_of.pop(pid, None)
+                if pid not in p.health.lost_late:
+                    self._probe_of.pop(pid, None)  # (kept while a late reply still counts)
 
     def sockets(self) -> list:
         return [p.sock for p in self.paths.values()]

@@ -64,6 +64,7 @@ class PathHealth:
         self.outstanding: dict[int, int] = {}  # sample id -> sent at (ms)
         self.lost_late: dict[int, tuple[int, list]] = {}  # lost id -> (sent at, its decision)
         self.recent_losses: deque[tuple[int, int]] = deque()  # (lost at, id): in_flight()
+        self.newest_answered = -1  # the highest sample id answered (late or not): in_flight()
         self.decided: deque[list] = deque()  # [decided at, answered]: a late echo revises it
         self.consecutive_drops = 0
         self.last_heard_ms = now_ms  # authenticated traffic received on this path
@@ -89,6 +90,7 @@ class PathHealth:
             self._late(sample_id, now_ms)
             return False
         self.rtt.sample(max(0, now_ms - sent_ms))
+        self.newest_answered = max(self.newest_answered, sample_id)
         self._decide(now_ms, True)
         self._run_over()
         self.heard(now_ms)
@@ -109,6 +111,7 @@ class PathHealth:
         sent_ms, decision = late
         decision[1] = True
         self.rtt.sample(max(0, now_ms - sent_ms))
+        self.newest_answered = max(self.newest_answered, sample_id)
         self._run_over()
         self.heard(now_ms)
 
@@ -123,12 +126,15 @@ class PathHealth:
         socket, at once, each reported by ``sent(..., confirmation=True)``):
         CONFIRMATIONS once per run of max_consecutive_drops, else 0. A run
         of drops makes the path VOLATILE; only the loss of these too makes
-        it dead: random loss needs five in a row, a stall ~300 ms."""
+        it dead: random loss needs five in a row, a stall ~300 ms. The
+        heartbeats already on their way (sent after the run's, on a path
+        slower than the cadence) confirm as well as new ones would, a loss
+        timeout sooner: only the missing ones are sent."""
         run = self.consecutive_drops >= self.policy.max_consecutive_drops
         if self.confirming is not None or not run:
             return 0
-        self.confirming = set()
-        return CONFIRMATIONS
+        self.confirming = set(sorted(self.outstanding)[:CONFIRMATIONS])
+        return CONFIRMATIONS - len(self.confirming)
 
     def drops_confirmed(self) -> bool:
         """The run's confirmation heartbeats were all lost: the path is dead."""
@@ -201,13 +207,27 @@ class PathHealth:
     def unanswered(self) -> bool:
         return bool(self.outstanding)
 
-    def in_flight(self, now_ms: int) -> bool:
-        """A sample unanswered, or lost less than LATE_IN_FLIGHT_MS ago with
-        no late answer yet: on a stalled path it may still be on its way
-        (a probe must not overtake it: jvpn/client_probe_guard.py)."""
+    def overdue(self, now_ms: int) -> bool:
+        """A sample is unanswered past srtt + 4·rttvar (its answer is late:
+        the path may be failing; it is lost at the loss timeout)."""
+        late = self.rtt.srtt + 4 * self.rtt.rttvar
+        return any(now_ms - t > late for t in list(self.outstanding.values()))
+
+    def in_flight(self, now_ms: int, lost_too: bool = True) -> bool:
+        """A sample unanswered, or (``lost_too``) lost with no late answer
+        yet while it may still arrive: on a stalled path it may still be on
+        its way (a probe must not overtake it: jvpn/client_probe_guard.py),
+        for LATE_IN_FLIGHT_MS at most. Once a later sample was answered it
+        was dropped, not delayed: it holds only srtt + 4·rttvar more (a
+        dropped heartbeat a second must not hold every probe)."""
         while self.recent_losses and now_ms - self.recent_losses[0][0] >= LATE_IN_FLIGHT_MS:
             self.recent_losses.popleft()
-        return bool(self.outstanding) or any(i in self.lost_late for _t, i in self.recent_losses)
+        if self.outstanding:
+            return True
+        late_ms = self.rtt.srtt + 4 * self.rtt.rttvar
+        return lost_too and any(
+            i in self.lost_late and (i > self.newest_answered or now_ms - t < late_ms)
+            for t, i in self.recent_losses)
 
     def window_loss(self, now_ms: int) -> float | None:
         """The loss over the last ``loss_window_ms``; None below 10 decided."""

@@ -134,7 +134,7 @@ class ClientPaths:
         self.candidates.tick(now)
         self.send_probes(now)  # jvpn/client_probe_guard.py
         why = self._volatility(now, present)
-        if self.switch_busy(now) or self.renewing:
+        if self.switch_busy(now, why) or self.renewing:
             return False
         return self._choose(now, route, why, present)
 

@@ -29,7 +29,7 @@ and its reattach and rekey state."""
 
 from __future__ import annotations
 
-from jvpn.client_path_health import heartbeat_every_ms
+from jvpn.client_path_health import LATE_IN_FLIGHT_MS, heartbeat_every_ms
 from jvpn.gate import abi
 
 HOLD_EXTRA_MS = 1_000  # a held heartbeat leaves at most 2 cadences + this after the last
@@ -50,17 +50,28 @@ class ClientProbeGuard:
             self.control_moved_ms = self.clock_ms()
 
     def control_in_flight(self, now: int) -> bool:
-        if self.pending is not None or self.switching is not None:
+        """A guarded request of ours may still be on its way: one pending
+        (a reattach, a switch, a rekey) for LATE_IN_FLIGHT_MS after its last
+        copy left (older copies have lower counters anyway: a dead path's
+        pending reattach must not hold probes forever), any for 2·srtt."""
+        since = now - self.control_moved_ms
+        pending = (self.pending is not None or self.switching is not None
+                   or self.rekeying.pending is not None)
+        if pending and since < LATE_IN_FLIGHT_MS:
             return True
-        if self.rekeying.pending is not None:
-            return True
-        return now - self.control_moved_ms < 2 * self.health.rtt.srtt
+        return since < 2 * self.health.rtt.srtt
 
     def probes_held(self, now: int) -> bool:
         """Something of ours a probe sent now could overtake is in flight,
-        or a heartbeat falls due while the probe would hold it."""
-        return (self.health.in_flight(now) or self.control_in_flight(now)
-                or self.heartbeat_imminent(now))
+        or a heartbeat falls due while the probe would hold it. Never while
+        the active path is dead and no candidate answered its last probe:
+        only a probe can find the path to fail over to. A lost heartbeat
+        holds no probe overdue by a whole interval (PathHealth.in_flight)."""
+        if self.health.drops_confirmed() and not any(
+                p.health.last_answered is True for p in self.candidates.paths.values()):
+            return False
+        heartbeats = self.health.in_flight(now, lost_too=not self.candidates.overdue(now, 1.0))
+        return heartbeats or self.control_in_flight(now) or self.heartbeat_imminent(now)
 
     def probe_hold_ms(self) -> int:
         return PROBE_HOLD_CADENCES * heartbeat_every_ms(self.policy)
@@ -108,10 +119,14 @@ class ClientProbeGuard:
         """The next heartbeat waits: a probe or a switch's request of ours
         is in flight (keepalives_held), or a probe is overdue and only
         heartbeats in flight hold it (at most 2·``every`` + 1 s after the
-        last one)."""
+        last one). Not once one of those is late (PathHealth.overdue): the
+        path may be failing, and only heartbeats tell (on a slow path a
+        blackhole would be seen a whole loss timeout later)."""
         if self.keepalives_held(now):
             return True
         if now - self.last_heartbeat_ms >= 2 * every + HOLD_EXTRA_MS:
+            return False
+        if self.health.overdue(now):
             return False
         return (self.candidates.overdue(now) and self.health.in_flight(now)
                 and not self.control_in_flight(now))

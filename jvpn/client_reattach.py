@@ -32,6 +32,7 @@ class PendingReattach:
     reason: str
     tries: int = 0  # retries sent so far: the next waits retry.delay_ms(tries)
     wait_ms: int = 0  # drawn once per retry (jitter), not at every tick
+    started_ms: int = 0  # the first copy left (switch_busy gives up on it)
 
 
 class ClientReattach:
@@ -42,9 +43,9 @@ class ClientReattach:
                 return
             self.seq += 1
             self.retry_at = None
-            self.pending = PendingReattach(self.seq, os.urandom(wire.NONCE_LEN),
-                                           self.clock_ms(), reason,
-                                           wait_ms=self.retry.delay_ms(0))
+            now = self.clock_ms()
+            self.pending = PendingReattach(self.seq, os.urandom(wire.NONCE_LEN), now, reason,
+                                           wait_ms=self.retry.delay_ms(0), started_ms=now)
         self.events.emit("ReattachAttempt", "RECOVERY_START", self.session_id, detail=reason,
                          seq=self.seq)
         self._send_request()
@@ -168,8 +169,11 @@ class ClientReattach:
             self.retry_reattach()
         elif p is None and self.retry_at is not None and now >= self.retry_at:
             self.start_reattach("refused: a new request")
-        elif p is None and now - self.last_rx_ms > self.max_missed * self.keepalive_ms:
+        elif p is None and self.replies_missing(now) and not self.failover_deferred(now):
             self.start_reattach("replies missing")
+
+    def replies_missing(self, now: int) -> bool:
+        return now - self.last_rx_ms > self.max_missed * self.keepalive_ms
 
     # ------------------------------------------------------------ the end
     def session_over(self, code: str, line: str, by_gateway: bool = False) -> None:

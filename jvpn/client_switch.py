@@ -34,18 +34,41 @@ class ClientSwitch:
         self.chosen_reattach, self.switch_started_ms = True, self.clock_ms()
         self.start_reattach(reason)
 
-    def switch_busy(self, now: int) -> bool:
+    def switch_busy(self, now: int, why=None) -> bool:
         """A switch or reattach is in flight (the selector waits). One the
         selector started, unanswered for SWITCH_GIVE_UP_MS, is abandoned: its
         path was not as good as measured (or a candidate may be proven by
-        now), and the choice is made again."""
+        now), and the choice is made again. So is one of any origin (replies
+        missing, a refusal's new request) while the active path is dead or
+        silent and a candidate answered its last probe: the selector owns
+        failover."""
+        p = self.pending
         chosen = self.switching is not None or self.chosen_reattach
         if chosen and now - self.switch_started_ms > SWITCH_GIVE_UP_MS:
-            with self._lock:
-                self.pending = None
-            self.switching = self.dual_until = None
-            self.chosen_reattach = False
+            self._give_up()
+        elif (p is not None and not chosen and now - p.started_ms > SWITCH_GIVE_UP_MS
+              and self.failover_ready() and (why is not None or self.replies_missing(now))):
+            self._give_up()
         return self.pending is not None or self.switching is not None
+
+    def _give_up(self) -> None:
+        with self._lock:
+            self.pending = None
+        self.switching = self.dual_until = None
+        self.chosen_reattach = False
+
+    def failover_ready(self) -> bool:
+        """A candidate answered its last probe: eligible once the active
+        path is dead (jvpn/client_path_select.py Candidate.eligible)."""
+        return any(p.health.last_answered is True for p in self.candidates.paths.values())
+
+    def failover_deferred(self, now: int) -> bool:
+        """"Replies missing" starts no reattach from the active socket while
+        a candidate is ready: the selector fails over as soon as the path
+        is dead (its confirmations wait a loss timeout: on a slow path that
+        is after the replies are missed), for SWITCH_GIVE_UP_MS at most."""
+        silent = now - self.last_rx_ms - self.max_missed * self.keepalive_ms
+        return self.failover_ready() and silent <= SWITCH_GIVE_UP_MS
 
     def request_socket(self):
         """Where a reattach request goes out: the chosen candidate's socket
