@@ -3,11 +3,14 @@ the candidates"). A probe is control: once the gateway verified it, the
 gate's control floor is above its counter, and anything of ours with a
 lower counter still on its way over a slower path is dropped as a replay.
 So no probe leaves while one of ours is in flight: a heartbeat of the
-active path (unanswered, or lost less than a second ago: a stalled path's
-may still arrive), a reattach request or our PATH_RESPONSE (a reattach
-pending, a switch under way), a rekey request (an attempt pending), nor
+active path (unanswered, or lost while it may still arrive:
+PathHealth.in_flight), a reattach request or our PATH_RESPONSE (a
+reattach pending, a switch under way), a rekey request (an attempt
+pending; each for LATE_IN_FLIGHT_MS after its last copy at most), nor
 for 2·srtt after such a request was last sent or answered (a retry may
-still be on its way). While traffic flows a heartbeat is nearly always
+still be on its way). Nothing holds them while the active path is dead
+and no candidate answered: only a probe finds the way out. While
+traffic flows a heartbeat is nearly always
 in flight on a path slower than the heartbeat cadence: a probe more than
 half an interval late holds the next heartbeat, so that it leaves right
 after the echo.
