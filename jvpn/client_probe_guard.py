@@ -10,10 +10,9 @@ pending; each for LATE_IN_FLIGHT_MS after its last copy at most), nor
 for 2·srtt after such a request was last sent or answered (a retry may
 still be on its way). Nothing holds them while the active path is dead
 and no candidate answered: only a probe finds the way out. While
-traffic flows a heartbeat is nearly always
-in flight on a path slower than the heartbeat cadence: a probe more than
-half an interval late holds the next heartbeat, so that it leaves right
-after the echo.
+traffic flows a heartbeat is nearly always in flight on a path slower
+than the heartbeat cadence: a probe more than half an interval late
+holds the next heartbeat, so that it leaves right after the echo.
 
 The other way round, our keepalives (every 50 ms while traffic flows, on
 the active socket) must not overtake a control message of ours on a
