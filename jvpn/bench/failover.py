@@ -25,7 +25,9 @@ active uplink, read from the gateway (the session's binding), never assumed:
 Both ends run the default policy (every field at jvpn/policy.py's default;
 the client with its default KeepaliveInterval). Its bounds allow
 ``max_switches_per_min`` switches a minute, ``switch_cooldown_ms`` apart:
-the trials are paced (:class:`SwitchPacer`) rather than the policy changed.
+the trials are paced (:class:`SwitchPacer`) rather than the policy changed,
+and a 30 % trial waits until the clean uplink is off probation (the client
+may not move back to a path it left VOLATILE for 60 s; :func:`probation_wait_s`).
 After a trial the uplink the client is on is made the preferred one (route
 metrics), so the next trial fails the other one: trials alternate uplinks
 without a switch back. Every wait is bounded: a failover not done within
@@ -51,7 +53,8 @@ from jvpn.bench.net import (
     start_prober,
     stop_prober,
 )
-from jvpn.codes import EventType
+from jvpn.client_path_health import PROBATION_MS
+from jvpn.codes import EventType, Reason
 from jvpn.config import DEFAULT_KEEPALIVE_MS
 from jvpn.lab.addresses import ECHO_PORT, GW_INNER, UPLINK_IP, UPLINK_METRIC, UPLINK_ROUTER_IP
 from jvpn.lab.impair import Impairments, nft_in
@@ -127,6 +130,33 @@ class SwitchPacer:
 
 # ---------------------------------------------------------------- figures
 
+def probation_wait_s(left_ms: list[float], now_ms: float) -> float:
+    """How long until an uplink the client left VOLATILE at ``left_ms``
+    (wall ms) is off probation: until then the client may not move back to
+    it unless its active path is dead (docs/protocol.md "Choosing a path"),
+    so a 30 % trial would find no eligible candidate and stay, by the spec."""
+    if not left_ms:
+        return 0.0
+    return max(0.0, (max(left_ms) + PROBATION_MS + COOLDOWN_MARGIN_MS - now_ms) / 1000)
+
+
+def left_volatile(events: list[dict], uplink: str) -> list[float]:
+    """[when the client last left ``uplink`` for another uplink] if that
+    starts a probation: not a planned move (the client leaves a path that
+    works without one), and the uplink not dropped from the candidates
+    since (a link down: it comes back with a fresh history). Else []."""
+    last: list[float] = []
+    for e in events:
+        kind = e.get("event_type")
+        if kind == EventType.PATH_SELECTED and e.get("interface") == uplink \
+                and e.get("candidate_interface") not in (None, uplink):
+            last = [] if e.get("reason_code") == Reason.PLANNED_MOVE else [e["ts_ms"]]
+        elif kind == EventType.PATH_CANDIDATE and e.get("interface") == uplink \
+                and e.get("reason_code") == "removed":
+            last = []
+    return last
+
+
 def lost_echoes(samples: list[tuple[float, float, float]], a: float, b: float) -> int | None:
     """Echoes sent in [a, b) that never came back: the sequence numbers
     missing between the first and the last that did (a send the kernel
@@ -172,6 +202,15 @@ def planned_figures(samples: list, trials: list[Trial]) -> dict:
             "planned_moves_without_switch": sum(tr.move_ms is None for tr in trials)}
 
 
+def switches_after(times: list[float], move_ms: float, watch_ms: float) -> int:
+    """The switches in the ``watch_ms`` after the move stamped ``move_ms``
+    (wall ms, as the event says it), the move itself not among them: the
+    watch starts at the move's own stamp, never at a figure rounded from
+    it (a move_ms rounded down to 0.1 ms put the window's start a few
+    hundredths of a ms before the move, and the move counted as a flap)."""
+    return sum(move_ms < t <= move_ms + watch_ms for t in times)
+
+
 def lossy_figures(trials: list[Trial]) -> dict:
     moves = [tr.move_ms for tr in trials]
     after = [tr.extra["switches_after"] for tr in trials]
@@ -215,6 +254,19 @@ class FailoverLab:
                 if e.get("event_type") == EventType.PATH_SELECTED
                 and after_ms < e.get("ts_ms", 0) <= before_ms]
 
+    def left_volatile(self, uplink: str) -> list[float]:
+        """When the client last left ``uplink`` VOLATILE (wall ms; [] if it
+        did not, or the probation is over by the client's own account)."""
+        return left_volatile(self.tl.client_event_list(), uplink)
+
+    def await_probation(self, uplink: str) -> None:
+        """Wait (bounded by the probation) until ``uplink`` may be moved to."""
+        delay = probation_wait_s(self.left_volatile(uplink), time.time() * 1000)
+        if delay > 0:
+            self.progress(f"{delay:.1f} s for {uplink}'s probation")
+            time.sleep(delay)
+            self.paced_s += delay
+
     def active_uplink(self) -> str | None:
         """The uplink the gateway's binding points at (None: unbound, unknown)."""
         out = self.tl.jvpn_in("gw", self.tl.env, "sessions", "gw0", "--json", timeout=30)
@@ -248,6 +300,12 @@ class FailoverLab:
 
     def await_switch(self, after_wall: float, bound_s: float) -> float | None:
         """ms from ``after_wall`` (time.time()) to the gateway's first switch after it."""
+        first = self.first_switch(after_wall, bound_s)
+        return None if first is None else round(first - after_wall * 1000, 1)
+
+    def first_switch(self, after_wall: float, bound_s: float) -> float | None:
+        """The gateway's first switch after ``after_wall`` (time.time()), as
+        its event stamps it (wall ms), or None within ``bound_s``."""
         got: list[float] = []
 
         def switched() -> bool:
@@ -258,7 +316,7 @@ class FailoverLab:
             wait_until(switched, "a switch", bound_s, interval=0.05)
         except WaitTimeout:
             return None
-        return round(min(got) - after_wall * 1000, 1)
+        return min(got)
 
     # ------------------------------------------------------------ changes
     def ready(self, what: str, need: int) -> None:
@@ -374,16 +432,19 @@ def lossy_trials(fl: FailoverLab, n: int, watch_s: float) -> list[Trial]:
         fl.ready(f"30% loss {i + 1}/{n}", need=2)
         uplink = fl.active_uplink()
         fl.prefer(uplink)
+        if uplink is not None:  # the clean uplink must be one the client may move to
+            fl.await_probation(_other(uplink))
         if uplink is None:
             out.append(Trial(None, time.monotonic(), time.monotonic(),
                              extra={"switches_after": None}))
             continue
         fl.imp.set(uplink, LOSSY_PERCENT)
         t0, t0_wall = time.monotonic(), time.time()
-        move_ms = fl.await_switch(t0_wall, MOVE_BOUND_S)
-        watch_from = t0_wall + (move_ms / 1000 if move_ms is not None else MOVE_BOUND_S)
-        time.sleep(max(0.0, watch_from + watch_s - time.time()))
-        after = len(fl.switches(watch_from * 1000, (watch_from + watch_s) * 1000))
+        moved = fl.first_switch(t0_wall, MOVE_BOUND_S)
+        move_ms = None if moved is None else round(moved - t0_wall * 1000, 1)
+        watch_from_ms = moved if moved is not None else (t0_wall + MOVE_BOUND_S) * 1000
+        time.sleep(max(0.0, (watch_from_ms / 1000 + watch_s) - time.time()))
+        after = switches_after(fl.switches(), watch_from_ms, watch_s * 1000)
         now_on = fl.active_uplink()
         fl.imp.clear(uplink)
         fl.prefer(now_on)
@@ -427,7 +488,9 @@ METHOD = {
                     f"{PLANNED_BOUND_S} s) that never came back",
     "lossy": f"{LOSSY_PERCENT}% random drop each way on the active uplink (nft numgen), the "
              "other clean; ms to the gateway's TransportSwitch (none within "
-             f"{MOVE_BOUND_S} s: no move); then the switches in the watch period",
+             f"{MOVE_BOUND_S} s: no move); then the switches in the watch period after the "
+             "move's own event stamp (the move not among them); each trial starts once the "
+             "clean uplink is off probation (60.5 s after the client last left it VOLATILE)",
     "loss_5pct": f"{LIGHT_LOSS_PERCENT}% random drop each way on the active (preferred) "
                  "uplink for loss_seconds; the gateway's TransportSwitch events per minute",
     "spacing": "the default switch bounds are kept: before each trial the run waits until the "

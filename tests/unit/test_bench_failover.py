@@ -104,3 +104,96 @@ def test_a_lossy_trial_that_could_not_start_is_counted_not_a_crash():
     assert got["switches_after_move_30pct"] == 0
     assert got["switches_after_move_30pct_per_trial"] == [None, 0]
     assert got["lossy_trials_without_move"] == 1
+
+
+class LossyLab:
+    """A FailoverLab stand-in for lossy_trials: the gateway switches once,
+    ``move_ms`` after the loss is set, and never again."""
+
+    def __init__(self, move_ms: float):
+        self.move_ms, self.stamps, self.probation_for = move_ms, [], []
+        self.imp = self
+
+    def ready(self, what, need):
+        pass
+
+    def active_uplink(self):
+        return "lte"
+
+    def prefer(self, uplink):
+        pass
+
+    def await_probation(self, uplink):
+        self.probation_for.append(uplink)
+
+    def set(self, uplink, percent):
+        import time
+
+        self.stamps.append(time.time() * 1000 + self.move_ms)
+
+    def clear(self, uplink):
+        pass
+
+    def switches(self, after_ms=0, before_ms=float("inf")):
+        return [t for t in self.stamps if after_ms < t <= before_ms]
+
+    def first_switch(self, after_wall, bound_s):
+        got = self.switches(after_wall * 1000)
+        return min(got) if got else None
+
+    def await_switch(self, after_wall, bound_s):  # the figure as the gateway's stamp rounds
+        first = self.first_switch(after_wall, bound_s)
+        return None if first is None else round(first - after_wall * 1000, 1)
+
+
+def test_the_move_itself_is_not_a_switch_after_it():
+    from jvpn.bench.failover import lossy_figures, lossy_trials
+
+    # 474.34 ms rounds down to 474.3: a watch from t0 + the rounded figure
+    # starts 0.04 ms before the move, and the move counted as a flap
+    lab = LossyLab(move_ms=474.34)
+    got = lossy_figures(lossy_trials(lab, 2, watch_s=0.05))
+    assert got["switches_after_move_30pct_per_trial"] == [0, 0]
+    assert all(474 <= m <= 475 for m in got["lossy_move_per_trial_ms"])
+    assert lab.probation_for == ["wifi", "wifi"]  # the clean uplink, before each trial
+
+
+def test_switches_after_a_move_exclude_it_and_end_with_the_watch():
+    from jvpn.bench.failover import switches_after
+
+    move = 1_796_024_348_206
+    assert switches_after([move], move, 10_000) == 0
+    assert switches_after([move - 5, move, move + 1, move + 10_000, move + 10_001],
+                          move, 10_000) == 2
+
+
+def test_a_trial_waits_out_the_clean_uplinks_probation():
+    from jvpn.bench.failover import probation_wait_s
+    from jvpn.client_path_health import PROBATION_MS
+
+    now = 1_000_000
+    assert probation_wait_s([], now) == 0
+    assert probation_wait_s([now - PROBATION_MS - COOLDOWN_MARGIN_MS - 1], now) == 0
+    # left 10 s ago (the previous 30 % trial): the client may not move back for 50 s more
+    wait = probation_wait_s([now - 30_000, now - 10_000], now)
+    assert wait == (PROBATION_MS - 10_000 + COOLDOWN_MARGIN_MS) / 1000
+
+
+def test_only_the_last_leave_of_an_uplink_starts_a_probation():
+    from jvpn.bench.failover import left_volatile
+
+    def chose(ts, frm, to, why="consecutive_drop_exceeded"):
+        return {"ts_ms": ts, "event_type": "PathSelected", "reason_code": why,
+                "interface": frm, "candidate_interface": to}
+
+    lossy = [chose(1000, "wifi", "lte"), chose(9000, "lte", "wifi")]
+    assert left_volatile(lossy, "wifi") == [1000]
+    assert left_volatile(lossy, "lte") == [9000]
+    # a planned move away from it afterwards: the client left it working
+    assert left_volatile([*lossy, chose(70_000, "wifi", "lte", "planned_move")], "wifi") == []
+    # dropped from the candidates (link down) since: it comes back with a fresh history
+    gone = {"ts_ms": 2000, "event_type": "PathCandidate", "reason_code": "removed",
+            "interface": "wifi"}
+    assert left_volatile([lossy[0], gone], "wifi") == []
+    # a reattach from the same socket leaves nothing
+    assert left_volatile([chose(5000, "lte", None, "transport_dead")], "lte") == []
