@@ -128,7 +128,7 @@ class ClientPaths:
                 return self._follow_route(route)
             present = self._refresh(now, found, route)
         elif self.active_uplink is None:
-            present = False
+            present = route == self.path  # not a listed uplink (loopback): the route is it
         self.health.tick(now)
         self._confirm_drops(now)
         self.candidates.tick(now)
@@ -146,7 +146,10 @@ class ClientPaths:
         return True
 
     def _refresh(self, now: int, found: list[Uplink], route) -> bool:
-        """Take a discovery; True if the active path is still a candidate."""
+        """Take a discovery; True if the active path is still a candidate,
+        or still the route to the gateway though no uplink lists it (a
+        gateway on loopback, an interface discovery does not list): then
+        the route is all there is to follow, as before candidates."""
         self.next_discover_ms = now + DISCOVER_EVERY_MS
         keep = frozenset({self.switching.uplink.key}) if self.switching else frozenset()
         added, removed = self.candidates.refresh(found, self.path, route, keep)
@@ -158,7 +161,7 @@ class ClientPaths:
             self.active_uplink = mine[0]
             self.pin_active()
         self._close_retired(now)
-        return bool(mine)
+        return bool(mine) or route == self.path
 
     def _close_retired(self, now: int) -> None:
         for since, s in [r for r in self.retired if now - r[0] > RETIRED_KEEP_MS]:

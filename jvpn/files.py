@@ -89,12 +89,20 @@ def check_dir_not_writable_by_others(path: Path, st: os.stat_result) -> None:
 def read_config(path: Path) -> str:
     """The text of a file the operator provides that sets what jvpn does
     (a policy file), checked on the very descriptor it is read from (no
-    window between check and read), in a directory nobody else may swap it in
-    (the directory the file actually is in, symlinks followed)."""
+    window between check and read), in directories nobody else may swap it
+    in (the one the file actually is in, symlinks followed, and every one
+    above it), and still the file at that path once they are checked."""
     with open(path, encoding="utf-8-sig") as f:
-        check_not_writable_by_others(path, os.fstat(f.fileno()))
-        real_dir = Path(os.path.realpath(path)).parent
-        check_dir_not_writable_by_others(real_dir, os.stat(real_dir))
+        st = os.fstat(f.fileno())
+        check_not_writable_by_others(path, st)
+        real = Path(os.path.realpath(path))
+        for d in real.parents:  # any of them could be renamed away under the file
+            check_dir_not_writable_by_others(d, os.stat(d))
+        # the file read is the one at that safe path now (not one swapped in
+        # before the directories were checked)
+        now = os.stat(real)
+        if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+            raise UnsafeFile(f"{path} was replaced while it was read: read it again")
         return f.read()
 
 

@@ -161,6 +161,13 @@ class GateMaps:
         self.replay_bits = replay_bits
         if not self.pins.is_dir():
             raise NotAttached(f"no jvpn maps pinned at {self.pins}: attach first")
+        # maps pinned by another build (an upgrade without detach + attach):
+        # read with this build's layout, every field past the change would be
+        # another one (issue 14's probe bucket, issue 13's key phases)
+        stale = stale_layout(self.pins, replay_bits)
+        if stale is not None:
+            raise NotAttached(f"the maps pinned at {self.pins} were made by another build "
+                              f"({stale}): detach (jvpn-xdp detach), then attach again")
         self._open: list[PinnedMap] = []
         try:
             self.sessions = self._pinned("sessions")

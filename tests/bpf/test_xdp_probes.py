@@ -109,9 +109,10 @@ def test_pins_of_the_layout_before_the_probe_bucket_are_refused_by_name(name, ct
     import uuid  # noqa: PLC0415
     from pathlib import Path  # noqa: PLC0415
 
-    from jvpn.errors import LoadFailed  # noqa: PLC0415
+    from jvpn.errors import LoadFailed, NotAttached  # noqa: PLC0415
     from jvpn.gate.attach import unpin  # noqa: PLC0415
     from jvpn.gate.loader import BuildOptions, Program, load_plain  # noqa: PLC0415
+    from jvpn.gate.pins import GateMaps  # noqa: PLC0415
 
     pins = Path("/sys/fs/bpf") / f"jvt-{uuid.uuid4().hex[:11]}"
     pins.mkdir()
@@ -126,6 +127,10 @@ int xdp_main(struct xdp_md *ctx) {{ {key} k = 0; return m.lookup(&k) ? XDP_DROP 
         with pytest.raises(LoadFailed, match=rf"another layout \({name}: {older}-byte values, "
                                              rf"this build's are {older + grew}\)"):
             Program(pins, BuildOptions(max_sessions=16, max_sources=16))
+        # and a daemon or the CLI of this build opening them (an upgrade
+        # without detach + attach) refuses them by name too (review r14b #6)
+        with pytest.raises(NotAttached, match=rf"another build \({name}: {older}-byte values"):
+            GateMaps(pins)
     finally:
         old.cleanup()
         unpin(pins)

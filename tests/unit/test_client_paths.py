@@ -304,6 +304,20 @@ def test_an_uplink_gone_with_nothing_proven_rebinds_on_the_new_route(tmp_path):
     assert net.client.reattaches == 1  # once: the new socket is the active path's
 
 
+def test_a_route_no_uplink_lists_is_followed_not_declared_dead(tmp_path):
+    """A gateway on loopback (the cluster kit), or an interface discovery
+    does not list: the route to the gateway is the active path even with
+    no candidate for it. A rebind to another port (the cluster's move)
+    reattaches once and then stays: no transport_dead, no rebind loop."""
+    net = Net(tmp_path, uplinks=())
+    net.run(1_000, data_every=10)
+    net.client.rebind()
+    net.run(3_000, data_every=10)
+    assert net.client.reattaches == 1
+    assert not events_of(net.events, EventType.PATH_VOLATILE)
+    assert not events_of(net.events, EventType.PATH_SELECTED)
+
+
 # ------------------------------------------------------------ what a probe must not overtake
 def probes_on(net: Net, uplink: Uplink) -> list[bytes]:
     return [m for src, m in net.sent if src == uplink.source and m[0] == abi.MSG_PATH_PROBE]

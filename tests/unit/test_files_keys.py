@@ -161,7 +161,7 @@ def test_keygen_force_never_writes_through_a_link_or_into_anothers_file(tmp_path
 
 
 def _client_with_policy(tmp: Path, where: Path) -> tuple[Path, Path]:
-    where.mkdir(exist_ok=True)
+    where.mkdir(parents=True, exist_ok=True)
     policy = where / "policy.toml"
     policy.write_text("[transport]\nprobe_interval_ms = 2000\n")
     conf = _client(tmp)
@@ -182,6 +182,38 @@ def test_client_policy_in_a_directory_others_may_write_is_refused(tmp_path):
     assert "Policy" in message
     shared.chmod(0o1777)
     assert load_client_config(conf).policy.probe_interval_ms == 2000
+
+
+def test_client_policy_under_a_directory_others_may_write_is_refused(tmp_path):
+    """Not only the policy's own directory: anyone who may write one above
+    it could rename the whole branch away and put another in its place
+    (review r14b #5)."""
+    shared = tmp_path / "shared"
+    conf, _policy = _client_with_policy(tmp_path, shared / "deeper")
+    assert load_client_config(conf).policy.probe_interval_ms == 2000
+    shared.chmod(0o777)
+    assert "Policy" in _refused(load_client_config, conf, shared, f"chmod go-w {shared}")
+
+
+def test_a_policy_replaced_before_its_directories_were_checked_is_refused(tmp_path,
+                                                                         monkeypatch):
+    """The file read must still be the one at its checked path: one swapped
+    in between the open and the directory checks is refused."""
+    from jvpn import files  # noqa: PLC0415
+
+    conf, policy = _client_with_policy(tmp_path, tmp_path / "mine")
+    real_stat = os.stat
+
+    def swapped(path, *a, **kw):
+        if str(path) == str(policy):  # the re-stat after the checks: another inode now
+            other = tmp_path / "other"
+            other.write_text("x\n")
+            return real_stat(other)
+        return real_stat(path, *a, **kw)
+
+    monkeypatch.setattr(files.os, "stat", swapped)
+    with pytest.raises(ConfigError, match="replaced while it was read"):
+        load_client_config(conf)
 
 
 @needs_root
