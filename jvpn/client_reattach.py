@@ -169,11 +169,8 @@ class ClientReattach:
             self.retry_reattach()
         elif p is None and self.retry_at is not None and now >= self.retry_at:
             self.start_reattach("refused: a new request")
-        elif p is None and self.replies_missing(now) and not self.failover_deferred(now):
+        elif p is None and now - self.last_rx_ms > self.max_missed * self.keepalive_ms:
             self.start_reattach("replies missing")
-
-    def replies_missing(self, now: int) -> bool:
-        return now - self.last_rx_ms > self.max_missed * self.keepalive_ms
 
     # ------------------------------------------------------------ the end
     def session_over(self, code: str, line: str, by_gateway: bool = False) -> None:

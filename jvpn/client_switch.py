@@ -10,6 +10,7 @@ open as a candidate's. A mixin of :class:`jvpn.client.Client`."""
 from __future__ import annotations
 
 from jvpn.client_candidates import Path
+from jvpn.client_path_health import is_dead
 from jvpn.tunnel import send_messages
 
 DUAL_SEND_MS = 1_000  # from our PATH_RESPONSE: both sockets carry data this long at most
@@ -39,15 +40,15 @@ class ClientSwitch:
         selector started, unanswered for SWITCH_GIVE_UP_MS, is abandoned: its
         path was not as good as measured (or a candidate may be proven by
         now), and the choice is made again. So is one of any origin (replies
-        missing, a refusal's new request) while the active path is dead or
-        silent and a candidate answered its last probe: the selector owns
-        failover."""
+        missing, a refusal's new request) once the active path is dead
+        (``why``, its confirmations) and a candidate answered its last
+        probe, which is then eligible: the selector owns failover."""
         p = self.pending
         chosen = self.switching is not None or self.chosen_reattach
         if chosen and now - self.switch_started_ms > SWITCH_GIVE_UP_MS:
             self._give_up()
         elif (p is not None and not chosen and now - p.started_ms > SWITCH_GIVE_UP_MS
-              and self.failover_ready() and (why is not None or self.replies_missing(now))):
+              and self.failover_ready() and is_dead(why, self.health.drops_confirmed())):
             self._give_up()
         return self.pending is not None or self.switching is not None
 
@@ -61,14 +62,6 @@ class ClientSwitch:
         """A candidate answered its last probe: eligible once the active
         path is dead (jvpn/client_path_select.py Candidate.eligible)."""
         return any(p.health.last_answered is True for p in self.candidates.paths.values())
-
-    def failover_deferred(self, now: int) -> bool:
-        """"Replies missing" starts no reattach from the active socket while
-        a candidate is ready: the selector fails over as soon as the path
-        is dead (its confirmations wait a loss timeout: on a slow path that
-        is after the replies are missed), for SWITCH_GIVE_UP_MS at most."""
-        silent = now - self.last_rx_ms - self.max_missed * self.keepalive_ms
-        return self.failover_ready() and silent <= SWITCH_GIVE_UP_MS
 
     def request_socket(self):
         """Where a reattach request goes out: the chosen candidate's socket
