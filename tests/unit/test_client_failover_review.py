@@ -230,3 +230,21 @@ def test_an_unchosen_reattach_on_a_dead_path_is_abandoned_for_the_ready_candidat
     net.client.start_reattach("replies missing")
     moved = moved_within(net, 3 * SWITCH_GIVE_UP_MS)
     assert moved is not None and moved < SWITCH_GIVE_UP_MS + 1_000
+
+
+def test_a_reattach_left_unanswered_holds_the_probes_a_second_after_each_copy_at_most(tmp_path):
+    """Our REATTACH_REQs vanish on the way (the active path works
+    otherwise): the reattach stays pending, retried with back-off. It held
+    every probe while pending; now only LATE_IN_FLIGHT_MS after each copy:
+    the candidate is still probed between the retries."""
+    net = Net(tmp_path)
+    net.run(3_000, data_every=10)
+    sock = net.client.sock
+    plain = sock.sendto
+    sock.sendto = lambda msg, dst: (len(msg) if msg[0] == abi.MSG_REATTACH_REQ
+                                    else plain(msg, dst))
+    net.client.start_reattach("replies missing")
+    before = len(probes_on(net, LTE))
+    net.run(10_000, data_every=10)
+    assert net.client.pending is not None
+    assert len(probes_on(net, LTE)) - before >= 3
