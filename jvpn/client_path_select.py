@@ -91,10 +91,22 @@ class Selector:
         self.switches.append(now_ms)
         self.better_since = None
 
-    def decide(self, now_ms: int, active: Active, candidates: list[Candidate]) -> Decision:
-        """Rules 1-3 of the spec, bounded; call when no switch is in flight."""
+    def _expire(self, now_ms: int) -> None:
         while self.switches and now_ms - self.switches[0] >= MINUTE_MS:
             self.switches.popleft()
+
+    def follow_route(self, now_ms: int, key: object) -> Decision:
+        """The OS moved its route to the gateway to a candidate no probe has
+        proven (in an anycast cluster it may land on another gateway, whose
+        standby answers no probe): a switch to it, as a route change made
+        before candidates, within the bounds (held back: STAY, no denial)."""
+        self._expire(now_ms)
+        return self._bounded(now_ms, Decision(SWITCH, key, str(Reason.PLANNED_MOVE)),
+                             dead=False, volatile=False)
+
+    def decide(self, now_ms: int, active: Active, candidates: list[Candidate]) -> Decision:
+        """Rules 1-3 of the spec, bounded; call when no switch is in flight."""
+        self._expire(now_ms)
         if active.why is None:
             self.denied_now.clear()  # a new episode starts at the next VOLATILE
         dead = active.dead

@@ -56,6 +56,7 @@ class ClientPaths:
         self.last_heartbeat_ms = -(1 << 40)
         self.next_discover_ms = 0
         self.last_route = None  # the route get answer the candidates were last listed for
+        self.route_followed = None  # the last route the choice acted on (_follow_unproven_route)
         self.retired: list[tuple[int, object]] = []  # (since ms, socket)
         self.switch_init()
         self.guard_init()
@@ -201,6 +202,8 @@ class ClientPaths:
 
     # ------------------------------------------------------------ the choice
     def _choose(self, now: int, route, why, present: bool) -> bool:
+        if self._follow_unproven_route(now, route):
+            return False
         active = Active(self.health, self.path == route, present, why)
         cands = [Candidate(k, p.health, k == route) for k, p in self.candidates.paths.items()]
         d = self.selector.decide(now, active, cands)
@@ -220,6 +223,27 @@ class ClientPaths:
             self.rebind()
             return True
         return False
+
+    def _follow_unproven_route(self, now: int, route) -> bool:
+        """The route to the gateway moved to a candidate no probe proved (a
+        standby of an anycast cluster answers none): followed once, make
+        before break, as before candidates; its path challenge validates
+        it. A proven candidate is left to the rules (hysteresis)."""
+        if route == self.route_followed:
+            return False
+        p = self.candidates.paths.get(route)
+        if route == self.path or (p is not None and p.health.last_answered is True):
+            self.route_followed = route
+            return False
+        if p is None:
+            return False  # not listed yet: the next discovery
+        d = self.selector.follow_route(now, route)
+        if d.action != SWITCH:
+            return False  # the bounds hold it back: tried again at the next tick
+        self.route_followed = route
+        self._selected(now, d, p.uplink)
+        self.start_switch(p, "route moved to an unproven candidate")
+        return True
 
     def _selected(self, now: int, d: Decision, to: Uplink | None) -> None:
         self.selector.switched(now)

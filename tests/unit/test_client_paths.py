@@ -52,7 +52,7 @@ class PathSocket:
         assert tuple(dst) == LISTEN
         net, src = self.net, self.addr[0]
         net.sent.append((src, msg))
-        if src in net.silent:
+        if src in net.silent or (msg[0] == abi.MSG_PATH_PROBE and src in net.no_probes):
             return len(msg)
         if msg[0] == abi.MSG_KEEPALIVE and src in net.lossy:  # every Nth heartbeat lost
             net.lossy[src][1] += 1
@@ -95,6 +95,7 @@ class Net:
         self.gw = make_gateway(tmp_path, gate=gate, clock=self.clock)
         self.socks: list[PathSocket] = []
         self.silent: set[str] = set()  # uplinks that drop everything, both ways
+        self.no_probes: set[str] = set()  # uplinks whose probes get no answer (a standby's)
         self.lossy: dict[str, list[int]] = {}  # uplink: [N, count]: drops every Nth heartbeat
         self.sent: list[tuple[str, bytes]] = []
         self.delay, self.queue = {}, []  # queue: (due ms, seq, addr, msg)
@@ -316,6 +317,25 @@ def test_a_route_no_uplink_lists_is_followed_not_declared_dead(tmp_path):
     assert net.client.reattaches == 1
     assert not events_of(net.events, EventType.PATH_VOLATILE)
     assert not events_of(net.events, EventType.PATH_SELECTED)
+
+
+def test_a_route_moved_to_a_candidate_no_probe_proves_is_followed(tmp_path):
+    """In an anycast cluster a candidate may land on another gateway, whose
+    standby answers no probe: it is never eligible. When the OS moves its
+    route there (Wi-Fi back and preferred), the client follows the route,
+    make before break, as before candidates; once, not at every tick."""
+    net = Net(tmp_path, uplinks=(WIFI, LTE))
+    net.no_probes.update({WIFI.source, LTE.source})
+    net.run(3_000, data_every=10)
+    assert net.active_source() == WIFI.source
+    net.route = LTE.key  # the OS now prefers LTE; wifi still works
+    net.client._wake.set()
+    net.run(1_000, data_every=10)
+    assert net.active_source() == LTE.source and net.client.reattaches == 1
+    [sel] = events_of(net.events, EventType.PATH_SELECTED)
+    assert sel["reason_code"] == "planned_move"
+    net.run(5_000, data_every=10)
+    assert net.client.reattaches == 1  # followed once
 
 
 # ------------------------------------------------------------ what a probe must not overtake
