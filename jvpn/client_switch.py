@@ -45,7 +45,7 @@ class ClientSwitch:
         probe, which is then eligible: the selector owns failover."""
         p = self.pending
         chosen = self.switching is not None or self.chosen_reattach
-        if chosen and now - self.switch_started_ms > SWITCH_GIVE_UP_MS:
+        if chosen and now - self.switch_started_ms > SWITCH_GIVE_UP_MS and self._elsewhere(why):
             self._give_up()
         elif (p is not None and not chosen and now - p.started_ms > SWITCH_GIVE_UP_MS
               and self.failover_ready() and is_dead(why, self.health.drops_confirmed())):
@@ -57,6 +57,19 @@ class ClientSwitch:
             self.pending = None
         self.switching = self.dual_until = None
         self.chosen_reattach = False
+
+    def _elsewhere(self, why) -> bool:
+        """Somewhere else to be than the switch in flight: the active path
+        still works, or another candidate answered its last probe. Else the
+        switch's own retries go on (same request, backed off), as before
+        candidates: a cluster's takeover answers only once the dead owner's
+        lease ran out (LeaseTTL, seconds), and abandoning it would start
+        over with a new request each time."""
+        if not is_dead(why, self.health.drops_confirmed()):
+            return True
+        target = self.switching.uplink.key if self.switching is not None else None
+        return any(p.health.last_answered is True
+                   for k, p in self.candidates.paths.items() if k != target)
 
     def failover_ready(self) -> bool:
         """A candidate answered its last probe: eligible once the active

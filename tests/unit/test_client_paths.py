@@ -338,6 +338,25 @@ def test_a_route_moved_to_a_candidate_no_probe_proves_is_followed(tmp_path):
     assert net.client.reattaches == 1  # followed once
 
 
+def test_a_switch_with_nowhere_else_to_go_is_not_abandoned(tmp_path):
+    """Wi-Fi gone, the route on LTE, whose gateway answers nothing for 5 s
+    (a cluster's takeover waits out the dead owner's lease): the switch's
+    own retries go on until it is answered, one switch, not one started
+    over every 3 s."""
+    net = Net(tmp_path)
+    net.no_probes.add(LTE.source)
+    net.run(3_000, data_every=10)
+    net.uplinks.remove(WIFI)
+    net.route = LTE.key
+    net.silent.update({WIFI.source, LTE.source})
+    net.client._wake.set()
+    net.run(5_000, data_every=10)
+    net.silent.discard(LTE.source)
+    net.run(3_000, data_every=10)
+    assert net.active_source() == LTE.source and net.client.reattaches == 1
+    assert len(events_of(net.events, EventType.PATH_SELECTED)) == 1
+
+
 # ------------------------------------------------------------ what a probe must not overtake
 def probes_on(net: Net, uplink: Uplink) -> list[bytes]:
     return [m for src, m in net.sent if src == uplink.source and m[0] == abi.MSG_PATH_PROBE]
