@@ -57,6 +57,7 @@ class ClientPaths:
         self.next_discover_ms = 0
         self.last_route = None  # the route get answer the candidates were last listed for
         self.route_followed = None  # the last route the choice acted on (_follow_unproven_route)
+        self.route_move_waiting = False  # ... and one it waits for the bounds to follow
         self.retired: list[tuple[int, object]] = []  # (since ms, socket)
         self.switch_init()
         self.guard_init()
@@ -135,7 +136,7 @@ class ClientPaths:
         self.candidates.tick(now)
         self.send_probes(now)  # jvpn/client_probe_guard.py
         why = self._volatility(now, present)
-        if self.switch_busy(now, why) or self.renewing:
+        if self.switch_busy(now, why, route) or self.renewing:
             return False
         return self._choose(now, route, why, present)
 
@@ -229,6 +230,7 @@ class ClientPaths:
         standby of an anycast cluster answers none): followed once, make
         before break, as before candidates; its path challenge validates
         it. A proven candidate is left to the rules (hysteresis)."""
+        self.route_move_waiting = False
         if route == self.route_followed:
             return False
         p = self.candidates.paths.get(route)
@@ -239,7 +241,11 @@ class ClientPaths:
             return False  # not listed yet: the next discovery
         d = self.selector.follow_route(now, route)
         if d.action != SWITCH:
-            return False  # the bounds hold it back: tried again at the next tick
+            # the bounds hold it back: tried again at the next tick, and no
+            # "replies missing" reattach from the old socket meanwhile (it
+            # would keep the selector waiting on a path the OS left)
+            self.route_move_waiting = True
+            return False
         self.route_followed = route
         self._selected(now, d, p.uplink)
         self.start_switch(p, "route moved to an unproven candidate")

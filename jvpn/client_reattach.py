@@ -169,7 +169,8 @@ class ClientReattach:
             self.retry_reattach()
         elif p is None and self.retry_at is not None and now >= self.retry_at:
             self.start_reattach("refused: a new request")
-        elif p is None and now - self.last_rx_ms > self.max_missed * self.keepalive_ms:
+        elif (p is None and now - self.last_rx_ms > self.max_missed * self.keepalive_ms
+              and not self.route_move_waiting):  # the selector follows it (client_paths.py)
             self.start_reattach("replies missing")
 
     # ------------------------------------------------------------ the end

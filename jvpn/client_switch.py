@@ -23,6 +23,8 @@ class ClientSwitch:
         self.chosen_reattach = False  # the selector started the pending reattach (rule 1)
         self.switch_started_ms = 0
         self.dual_until: int | None = None
+        self.route_at_attempt = None  # the OS's route when the attempt in flight started
+        self.attempt_seen: tuple | None = None  # (its sequence, its switch) when first seen
 
     def start_switch(self, target: Path, reason: str) -> None:
         """The reattach from ``target``'s socket (jvpn/client_reattach.py)."""
@@ -35,17 +37,27 @@ class ClientSwitch:
         self.chosen_reattach, self.switch_started_ms = True, self.clock_ms()
         self.start_reattach(reason)
 
-    def switch_busy(self, now: int, why=None) -> bool:
+    def switch_busy(self, now: int, why=None, route=None) -> bool:
         """A switch or reattach is in flight (the selector waits). One the
         selector started, unanswered for SWITCH_GIVE_UP_MS, is abandoned: its
         path was not as good as measured (or a candidate may be proven by
         now), and the choice is made again. So is one of any origin (replies
         missing, a refusal's new request) once the active path is dead
         (``why``, its confirmations) and a candidate answered its last
-        probe, which is then eligible: the selector owns failover."""
+        probe, which is then eligible: the selector owns failover. Any of
+        them is abandoned at once when the OS moved its route since it
+        started (an uplink went down under it): the route is followed."""
         p = self.pending
         chosen = self.switching is not None or self.chosen_reattach
-        if chosen and now - self.switch_started_ms > SWITCH_GIVE_UP_MS and self._elsewhere(why):
+        if p is None and self.switching is None:
+            return False
+        attempt = (p.seq if p is not None else None, id(self.switching))
+        if attempt != self.attempt_seen:  # a new one: started under the route of now
+            self.attempt_seen, self.route_at_attempt = attempt, route
+        if route is not None and route != self.route_at_attempt:
+            self._give_up()
+        elif (chosen and now - self.switch_started_ms > SWITCH_GIVE_UP_MS
+                and self._elsewhere(why)):
             self._give_up()
         elif (p is not None and not chosen and now - p.started_ms > SWITCH_GIVE_UP_MS
               and self.failover_ready() and is_dead(why, self.health.drops_confirmed())):

@@ -94,7 +94,9 @@ class RunningLab:
                              keepalive_s: float = 0.3) -> None:
         """The peers file and the policy every gateway reads, and the client's
         config (``client_extra``: more [Interface] lines; ``endpoint``: an
-        address or a host name; ``keepalive_s``: its KeepaliveInterval)."""
+        address or a host name; ``keepalive_s``: its KeepaliveInterval). The
+        client reads the gateways' policy too, as docs/protocol.md
+        "Transport selection" asks: its switch bounds are theirs."""
         t = self.tmp
         (t / "peers.conf").write_text(
             f"[Peer]\nPublicKey = {keys.encode(keys.public_from_private(self.client_private))}"
@@ -102,7 +104,7 @@ class RunningLab:
         (t / "policy.toml").write_text(policy)
         write_secret(t / "client.conf",
             f"[Interface]\nPrivateKey = {keys.encode(self.client_private)}\nName = jvpn0\n"
-            f"{client_extra}"
+            f"Policy = policy.toml\n{client_extra}"
             f"[Peer]\nPublicKey = {keys.encode(self.gw_pub)}\nEndpoint = {endpoint}:{PORT}\n"
             f"KeepaliveInterval = {keepalive_s}\n")
 

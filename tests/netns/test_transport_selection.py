@@ -46,7 +46,7 @@ def _client_events(tl, event_type: str) -> list[dict]:
 @pytest.fixture
 def tl(tmp_path):
     policy = lab_policy()
-    t = TunnelLab(tmp_path, policy=policy, client_extra="Policy = policy.toml\n").up()
+    t = TunnelLab(tmp_path, policy=policy).up()  # the client reads it too (running.py)
     yield t
     t.down()
 
@@ -84,7 +84,7 @@ def test_a_silent_uplink_is_left_within_a_second(tl):
 
 
 def test_a_planned_move_loses_no_echo(tmp_path):
-    t = TunnelLab(tmp_path, policy=lab_policy(), client_extra="Policy = policy.toml\n")
+    t = TunnelLab(tmp_path, policy=lab_policy())
     t.lab.up()
     try:
         t.lab.link("cl", "wifi", "down")  # the client starts on lte alone

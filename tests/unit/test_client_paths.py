@@ -357,6 +357,24 @@ def test_a_switch_with_nowhere_else_to_go_is_not_abandoned(tmp_path):
     assert len(events_of(net.events, EventType.PATH_SELECTED)) == 1
 
 
+def test_a_reattach_in_flight_when_the_route_moves_is_dropped_for_the_route(tmp_path):
+    """The active path died (the gateway fenced, SIGSTOP), nothing proven:
+    a reattach from the same socket is in flight; then its uplink goes
+    down and the OS routes by LTE, which no probe proves (a cluster's
+    standby): the reattach is dropped at once and the route followed."""
+    net = Net(tmp_path)
+    net.no_probes.add(LTE.source)
+    net.run(3_000, data_every=10)
+    net.silent.add(WIFI.source)
+    net.run(1_000, data_every=10)
+    assert net.client.pending is not None  # the same-socket reattach, unanswered
+    net.uplinks.remove(WIFI)
+    net.route = LTE.key
+    net.client._wake.set()
+    net.run(2_000, data_every=10)  # the cooldown since the same-socket reattach, then the move
+    assert net.active_source() == LTE.source
+
+
 # ------------------------------------------------------------ what a probe must not overtake
 def probes_on(net: Net, uplink: Uplink) -> list[bytes]:
     return [m for src, m in net.sent if src == uplink.source and m[0] == abi.MSG_PATH_PROBE]
