@@ -213,7 +213,8 @@ def test_probes_are_counted_in_metrics_and_health_with_five_labels(session):
     gw.events.add_listener(seen.append)
     answered(c, probe(c), CANDIDATE)
     for i in range(30):
-        answered(c, probe(c, i)[:-1] + b"\x00", (f"203.0.113.{i}", 1000 + i))
+        m = probe(c, i)  # the MAC's last byte changed (a fixed byte would be right 1 in 256)
+        answered(c, m[:-1] + bytes([m[-1] ^ 1]), (f"203.0.113.{i}", 1000 + i))
     registry = CollectorRegistry(auto_describe=False)
     registry.register(GatewayCollector(EventTally(), gw, "jvpn-gw", max_age_s=0))
     m = _scrape(registry)
