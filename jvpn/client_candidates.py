@@ -246,6 +246,10 @@ class Candidates:
                 del p.probes[pid]
                 if pid not in p.health.lost_late:
                     self._probe_of.pop(pid, None)  # (kept while a late reply still counts)
+        for pid, key in list(self._probe_of.items()):  # a late reply no longer counts
+            q = self.paths.get(key)
+            if q is None or (pid not in q.probes and pid not in q.health.lost_late):
+                del self._probe_of[pid]
 
     def sockets(self) -> list:
         return [p.sock for p in self.paths.values()]

@@ -54,7 +54,11 @@ class ClientSwitch:
         attempt = (p.seq if p is not None else None, id(self.switching))
         if attempt != self.attempt_seen:  # a new one: started under the route of now
             self.attempt_seen, self.route_at_attempt = attempt, route
-        if route is not None and route != self.route_at_attempt:
+        target = self.switching.uplink.key if self.switching is not None else None
+        if route is not None and route == target:  # the OS moved its route where we go
+            self.route_at_attempt = self.route_followed = route
+        if (route is not None and route != self.route_at_attempt
+                and self.dual_until is None):  # not once our PATH_RESPONSE left
             self._give_up()
         elif (chosen and now - self.switch_started_ms > SWITCH_GIVE_UP_MS
                 and self._elsewhere(why)):

@@ -375,6 +375,42 @@ def test_a_reattach_in_flight_when_the_route_moves_is_dropped_for_the_route(tmp_
     assert net.active_source() == LTE.source
 
 
+@pytest.mark.parametrize("delay", [30, 150])
+def test_a_route_moved_to_the_switch_target_does_not_abandon_the_switch(tmp_path, delay):
+    """A switch to LTE (``delay`` ms) is in flight; the OS then moves its route to
+    LTE too (the very target): the switch completes, not dropped after our
+    PATH_RESPONSE moved the gateway's binding (review r14c F1)."""
+    net = Net(tmp_path, gated=True, delay={LTE.source: delay})
+    net.run(5_000)
+    net.run(500, data_every=10)
+    c = net.client
+    c.start_switch(c.candidates.paths[LTE.key], "planned_move")
+    net.sent.clear()
+    for _ in range(100):
+        net.run(10, data_every=10)
+        if any(src == LTE.source and m[0] == abi.MSG_PATH_RESPONSE for src, m in net.sent):
+            break
+    net.route = LTE.key
+    n0, sent = len(net.gw.tun.written), net.run(600, data_every=10)
+    net.run(300)  # what is still on its way on LTE
+    attempts = events_of(net.events, "ReattachAttempt")
+    binding = net.gw.table.get(c.session_id).record.binding.addr
+    assert net.active_source() == LTE.source == binding
+    assert len(attempts) == 1
+    assert len(net.gw.tun.written) - n0 == sent  # nothing lost
+
+
+def test_lost_probes_are_forgotten(tmp_path):
+    """Probes lost for good (an attacker on LTE drops them, or a standby that
+    answers none) are not remembered forever: the id map stays bounded
+    (review r14c F2)."""
+    net = Net(tmp_path)
+    net.no_probes.add(LTE.source)
+    net.run(150_000)
+    probe_of = net.client.candidates._probe_of
+    assert len(probe_of) <= 64
+
+
 # ------------------------------------------------------------ what a probe must not overtake
 def probes_on(net: Net, uplink: Uplink) -> list[bytes]:
     return [m for src, m in net.sent if src == uplink.source and m[0] == abi.MSG_PATH_PROBE]
