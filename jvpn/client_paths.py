@@ -225,32 +225,6 @@ class ClientPaths:
             return True
         return False
 
-    def _follow_unproven_route(self, now: int, route) -> bool:
-        """The route to the gateway moved to a candidate no probe proved (a
-        standby of an anycast cluster answers none): followed once, make
-        before break, as before candidates; its path challenge validates
-        it. A proven candidate is left to the rules (hysteresis)."""
-        self.route_move_waiting = False
-        if route == self.route_followed:
-            return False
-        p = self.candidates.paths.get(route)
-        if route == self.path or (p is not None and p.health.last_answered is True):
-            self.route_followed = route
-            return False
-        if p is None:
-            return False  # not listed yet: the next discovery
-        d = self.selector.follow_route(now, route)
-        if d.action != SWITCH:
-            # the bounds hold it back: tried again at the next tick, and no
-            # "replies missing" reattach from the old socket meanwhile (it
-            # would keep the selector waiting on a path the OS left)
-            self.route_move_waiting = True
-            return False
-        self.route_followed = route
-        self._selected(now, d, p.uplink)
-        self.start_switch(p, "route moved to an unproven candidate")
-        return True
-
     def _selected(self, now: int, d: Decision, to: Uplink | None) -> None:
         self.selector.switched(now)
         self._path_event(EventType.PATH_SELECTED, d.reason, now, active_score=round(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from jvpn.client_candidates import Path
 from jvpn.client_path_health import is_dead
+from jvpn.client_path_select import SWITCH
 from jvpn.tunnel import send_messages
 
 DUAL_SEND_MS = 1_000  # from our PATH_RESPONSE: both sockets carry data this long at most
@@ -36,6 +37,32 @@ class ClientSwitch:
         """Rule 1's reattach from the active socket itself (a NAT rebinding)."""
         self.chosen_reattach, self.switch_started_ms = True, self.clock_ms()
         self.start_reattach(reason)
+
+    def _follow_unproven_route(self, now: int, route) -> bool:
+        """The route to the gateway moved to a candidate no probe proved (a
+        standby of an anycast cluster answers none): followed once, make
+        before break, as before candidates; its path challenge validates
+        it. A proven candidate is left to the rules (hysteresis)."""
+        self.route_move_waiting = False
+        if route == self.route_followed:
+            return False
+        p = self.candidates.paths.get(route)
+        if route == self.path or (p is not None and p.health.last_answered is True):
+            self.route_followed = route
+            return False
+        if p is None:
+            return False  # not listed yet: the next discovery
+        d = self.selector.follow_route(now, route)
+        if d.action != SWITCH:
+            # the bounds hold it back: tried again at the next tick, and no
+            # "replies missing" reattach from the old socket meanwhile (it
+            # would keep the selector waiting on a path the OS left)
+            self.route_move_waiting = True
+            return False
+        self.route_followed = route
+        self._selected(now, d, p.uplink)
+        self.start_switch(p, "route moved to an unproven candidate")
+        return True
 
     def switch_busy(self, now: int, why=None, route=None) -> bool:
         """A switch or reattach is in flight (the selector waits). One the
