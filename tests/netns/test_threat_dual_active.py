@@ -117,4 +117,4 @@ def test_reattach_storm_leaves_one_binding(tl):
             s[0]["version"] > 1 and any(e["new_state"] == "DEGRADED" for e in
                                          tl.gateway_events()[n_events:]
                                          if e["event_type"] == "SessionStateChange"),
-            "the real client bound again", timeout=30)
+            "the real client bound again", timeout=75)
