@@ -260,15 +260,19 @@ class Client(ClientHandshake, ClientReattach, ClientRekey, ClientRenew, ClientPa
     # ------------------------------------------------------------ sending
     def send_data(self, packet: bytes) -> None:
         with self._lock:  # nothing sealed after our TERMINATE's counter (join_loops)
-            msgs = None if self.said_goodbye else self.channel.seal_packet(packet)
-        if msgs is None:
-            return
+            if self.said_goodbye:
+                return
+            msgs = self.channel.seal_packet(packet)
+            # both sockets read in one go with the switch's swap excluded: read
+            # apart, an ACK handled in between left a message on the old socket
+            # only, which the gate drops once the binding moved (a lost packet)
+            active, dual = self.sock, self.dual_socket()
         self.last_data_ms = self.clock_ms()  # traffic flows: heartbeats at the loss cadence
         try:
-            send_messages(self.sock, msgs, self.endpoint)
+            send_messages(active, msgs, self.endpoint)
         except OSError:
             self._wake.set()  # a send error: look at the path now
-        self.send_dual(msgs)  # a switch's PATH_RESPONSE is out: both paths carry it
+        self.send_dual(dual, msgs)  # a switch's PATH_RESPONSE is out: both paths carry it
 
     def rebind(self) -> None:
         """New local socket (new source port), as a NAT rebinding would do;

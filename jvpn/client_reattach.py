@@ -143,12 +143,11 @@ class ClientReattach:
         with self._lock:
             self.switch_control_out(sock)  # keepalives wait for the ACK (probe guard)
             reply = self.seal_control(abi.MSG_PATH_RESPONSE, server_nonce, client_nonce)
+            self.challenge_answered(sock)  # a switch: data leaves from both sockets now
         try:
             sock.sendto(reply, self.endpoint)
         except OSError:
             self._wake.set()  # a send error: look at the path now
-            return
-        self.challenge_answered(sock)  # a switch: data leaves from both sockets now
 
     def seal_control(self, msg_type: int, *fields) -> bytes:
         """A control message to the gateway under the send epoch: its key

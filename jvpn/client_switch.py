@@ -98,7 +98,7 @@ class ClientSwitch:
     def _give_up(self) -> None:
         with self._lock:
             self.pending = None
-        self.switching = self.dual_until = None
+            self.switching = self.dual_until = None
         self.chosen_reattach = False
 
     def _elsewhere(self, why) -> bool:
@@ -126,7 +126,9 @@ class ClientSwitch:
         return target.sock if target is not None else self.sock
 
     def challenge_answered(self, sock) -> None:
-        """Our PATH_RESPONSE left ``sock``: data goes out of both sockets now."""
+        """Our PATH_RESPONSE is about to leave ``sock``: data goes out of
+        both sockets from now (before it leaves: the binding may move as
+        soon as it arrives). Called under the client's lock."""
         target = self.switching
         if target is not None and sock is target.sock:
             self.dual_until = self.clock_ms() + DUAL_SEND_MS
@@ -138,10 +140,10 @@ class ClientSwitch:
             return None
         return target.sock
 
-    def send_dual(self, msgs: list[bytes]) -> None:
-        """The same sealed messages from the chosen candidate's socket too
-        (same counters: the replay window delivers exactly one)."""
-        both = self.dual_socket()
+    def send_dual(self, both, msgs: list[bytes]) -> None:
+        """The same sealed messages from ``both``, the chosen candidate's
+        socket read with the active one (Client.send_data), too (same
+        counters: the replay window delivers exactly one)."""
         if both is None:
             return
         try:
@@ -154,15 +156,18 @@ class ClientSwitch:
         the old one a candidate (its socket open: replies in flight to it
         still arrive). A reattach from the active socket itself keeps it."""
         now, target = self.clock_ms(), self.switching
-        self.switching = self.dual_until = None
+        old_sock, old_uplink, old_health = self.sock, self.active_uplink, self.health
+        with self._lock:  # one swap as Client.send_data sees it: never the old socket alone
+            self.switching = self.dual_until = None
+            if target is not None:
+                self.sock = target.sock
         self.chosen_reattach = False
         self.send_failed, self.reported = False, None
         if target is None:
             self.health.rebound(now)  # a new mapping: what went to the old one is not lost
             return
-        old_sock, old_uplink, old_health = self.sock, self.active_uplink, self.health
         self.candidates.take(target.uplink.key)
-        self.sock, self.path, self.active_uplink = target.sock, target.uplink.key, target.uplink
+        self.path, self.active_uplink = target.uplink.key, target.uplink
         self.health = target.health
         self.health.rebound(now)
         old_health.left(old_health.volatility(now) is not None, now)

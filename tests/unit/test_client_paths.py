@@ -248,6 +248,37 @@ def test_a_planned_move_loses_no_data(tmp_path):
     assert not net.client.candidates.paths[LTE.key].sock.closed  # the old one: a candidate
 
 
+def test_data_sent_while_the_ack_is_handled_still_reaches_the_new_binding(tmp_path):
+    """The receive thread handles the gateway's ACK (the binding moved)
+    while a data message is being sent from the old socket: read apart,
+    the old socket and "no second socket any more" left that message on
+    the old path only, and the gate dropped it (the one echo a planned move
+    lost in bench failover). Sent from both, it is delivered."""
+    net = Net(tmp_path, uplinks=(LTE,), active=LTE, gated=True)
+    net.run(2_000, data_every=10)
+    old = net.client.sock
+    raced = []
+
+    def send_racing_the_ack(msg, dst):
+        wifi = [s for s in net.socks if s.addr[0] == WIFI.source]
+        acks = [(m, src) for s in wifi for m, src in s.inbox if m[0] == abi.MSG_REATTACH_ACK]
+        if msg[0] == abi.MSG_DATA and acks and not raced:
+            raced.append(msg)
+            for s in wifi:  # the ACK handled between the send and its second copy
+                for m, src in list(s.inbox):
+                    s.inbox.remove((m, src))
+                    net.client.receive(m, src, s)
+        return PathSocket.sendto(old, msg, dst)
+
+    old.sendto = send_racing_the_ack
+    net.uplinks.insert(0, WIFI)
+    net.route = WIFI.key
+    before = len(net.gw.tun.written)
+    sent = net.run(8_000, data_every=2)
+    assert raced and net.active_source() == WIFI.source
+    assert len(net.gw.tun.written) - before == sent  # the raced one too
+
+
 def test_during_the_switch_data_leaves_from_both_sockets(tmp_path):
     net = Net(tmp_path, uplinks=(LTE,), active=LTE)
     net.run(2_000, data_every=10)
