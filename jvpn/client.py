@@ -263,10 +263,7 @@ class Client(ClientHandshake, ClientReattach, ClientRekey, ClientRenew, ClientPa
             if self.said_goodbye:
                 return
             msgs = self.channel.seal_packet(packet)
-            # both sockets read in one go with the switch's swap excluded: read
-            # apart, an ACK handled in between left a message on the old socket
-            # only, which the gate drops once the binding moved (a lost packet)
-            active, dual = self.sock, self.dual_socket()
+            active, dual = self.sock, self.dual_socket()  # one read: ClientSwitch.send_dual
         self.last_data_ms = self.clock_ms()  # traffic flows: heartbeats at the loss cadence
         try:
             send_messages(active, msgs, self.endpoint)

@@ -22,6 +22,14 @@ FATAL_REJECTS = {"SESSION_NOT_FOUND", "SESSION_EXPIRED"}
 # the gateway refused this request but a new one may pass: another switch was
 # in flight, or the sequence is spent (its switch failed or was aborted)
 RETRY_REJECTS = {"OWNERSHIP_CONFLICT", "REPLAY_DETECTED"}
+# An unanswered request may have died at the gate's control floor: a key
+# holder (or a message of ours that overtook it) raised it above our counter.
+# Each retry leaves counters unused, RETRY_SKIP_FIRST then four times more
+# per retry up to RETRY_SKIP_MAX: a floor 10^4 ahead is passed at the 4th
+# retry (6 s), 10^7 at the 9th, instead of after as many messages as the
+# jump (at a heartbeat's pace, minutes). Nonces are 64-bit: a retry every
+# 4 s at the cap uses 2^62 counters in ~10^12 years.
+RETRY_SKIP_FIRST, RETRY_SKIP_MAX = 256, 1 << 24
 
 
 @dataclass
@@ -33,6 +41,11 @@ class PendingReattach:
     tries: int = 0  # retries sent so far: the next waits retry.delay_ms(tries)
     wait_ms: int = 0  # drawn once per retry (jitter), not at every tick
     started_ms: int = 0  # the first copy left (switch_busy gives up on it)
+
+
+def retry_skip(tries: int) -> int:
+    """Counters a request's ``tries``-th retry leaves unused."""
+    return min(RETRY_SKIP_MAX, RETRY_SKIP_FIRST << 2 * min(max(tries - 1, 0), 12))
 
 
 class ClientReattach:
@@ -62,6 +75,7 @@ class ClientReattach:
             p.sent_ms = self.clock_ms()
             p.tries += 1
             p.wait_ms = self.retry.delay_ms(p.tries)
+            self.channel.skip_counters(retry_skip(p.tries))
         self._send_request()
 
     def _send_request(self) -> None:

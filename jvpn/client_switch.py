@@ -141,9 +141,11 @@ class ClientSwitch:
         return target.sock
 
     def send_dual(self, both, msgs: list[bytes]) -> None:
-        """The same sealed messages from ``both``, the chosen candidate's
-        socket read with the active one (Client.send_data), too (same
-        counters: the replay window delivers exactly one)."""
+        """The same sealed messages from ``both`` too (same counters: the
+        replay window delivers exactly one). ``both`` is read with the
+        active socket under the lock the swap in switch_done takes: read
+        apart, an ACK handled in between left a message on the old socket
+        only, which the gate drops once the binding moved (a lost packet)."""
         if both is None:
             return
         try:

@@ -146,6 +146,13 @@ class SendCounter:
             return
         self._durable = max(self._durable, c + self._block)
 
+    def skip(self, n: int) -> None:
+        """Leave ``n`` counters unused: the next one handed out is ``n``
+        higher (a nonce never used is never reused; the reservation rule
+        covers it when it is handed out)."""
+        with self._lock:
+            self._next += max(0, n)
+
     @property
     def upcoming(self) -> int:
         """The next counter to hand out (read only: a rekey's base counter)."""
@@ -249,6 +256,10 @@ class DataChannel:
     def next_counter(self) -> int:
         """The next send counter; raises CounterUnavailable (nothing sent)."""
         return self.counter.next()
+
+    def skip_counters(self, n: int) -> None:
+        """See SendCounter.skip."""
+        self.counter.skip(n)
 
     @property
     def reserve_failures(self) -> int:

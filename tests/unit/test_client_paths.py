@@ -12,6 +12,7 @@ from collections import deque
 
 import pytest
 
+from jvpn import wire
 from jvpn.client import Client
 from jvpn.client_candidates import Uplink
 from jvpn.codes import EventType
@@ -277,6 +278,28 @@ def test_data_sent_while_the_ack_is_handled_still_reaches_the_new_binding(tmp_pa
     sent = net.run(8_000, data_every=2)
     assert raced and net.active_source() == WIFI.source
     assert len(net.gw.tun.written) - before == sent  # the raced one too
+
+
+@pytest.mark.parametrize("jump", [70, 10_000])
+def test_a_control_floor_raised_far_ahead_is_passed_by_the_retries(tmp_path, jump):
+    """A key holder's request ``jump`` counters ahead of ours is acted on
+    (the gateway challenges its spoofed source): the gate's control floor
+    is above everything the client sends. Its retries leave counters unused
+    (jvpn/client_reattach.py retry_skip), so its request passes within a
+    few retries, not after ``jump`` messages at a heartbeat's pace."""
+    net = Net(tmp_path, uplinks=(WIFI,), active=WIFI, gated=True)
+    net.run(2_000, data_every=10)
+    c, keys = net.client, net.client.keys
+    hdr = wire.Header(type=abi.MSG_REATTACH_REQ, session_id=c.session_id,
+                      counter=c.channel.counter.upcoming + jump)
+    net.arrive(wire.seal_control(hdr, keys.hdr_c2s, keys.reattach, c.seq + 1,
+                                 net.clock.ms, bytes(16), c.epoch), ("203.0.113.66", 4444))
+    accepted = len(events_of(net.events, "ReattachResult"))
+    net.run(12_000, data_every=10)  # replies missing by 1.5 s, then 4 retries by 6 s more
+    results = [e["reason_code"] for e in events_of(net.events, "ReattachResult")][accepted:]
+    assert "REATTACH_ACCEPT" in results
+    live = net.gw.sessions.get(c.session_id)
+    assert live.record.binding.addr == WIFI.source and live.record.state.name == "ATTACHED"
 
 
 def test_during_the_switch_data_leaves_from_both_sockets(tmp_path):

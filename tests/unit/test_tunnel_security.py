@@ -106,6 +106,19 @@ def test_reservation_runs_ahead_and_never_behind():
     assert ch.next_counter() < store.floor
 
 
+def test_skipped_counters_are_never_handed_out_and_stay_under_the_floor():
+    """A skip (a reattach retry's: jvpn/client_reattach.py) leaves counters
+    unused; the next one is above them and still under a durable floor."""
+    store = FloorStore()
+    ch = gateway_channel(store, reserve_block=100)
+    first = ch.next_counter()
+    ch.skip_counters(10_000)
+    after = ch.next_counter()
+    assert after == first + 10_001 and after < store.floor
+    ch.skip_counters(-5)  # never backwards
+    assert ch.next_counter() == after + 1
+
+
 def test_concurrent_senders_with_a_flaky_store_never_exceed_the_floor():
     store, rng, lock = FloorStore(), random.Random(9), threading.Lock()
     real_write = store.set_floor
