@@ -125,9 +125,15 @@ PROBE_FROM_BINDING = 1
 RX_AGE_MAX = 0xFFFFFFFF
 # A gateway's keepalive reply echoes, as its AEAD payload, the header counter
 # of the client keepalive it answers: the client's heartbeat on its active
-# path matches each echo to its heartbeat (loss, RTT). A keepalive with
-# another payload (a nudge, an older gateway's empty one) is no echo.
-KEEPALIVE_ECHO = struct.Struct("<Q")
+# path matches each echo to its heartbeat (loss, RTT). It also carries how
+# many of the session's DATA messages the gateway accepted so far (opened
+# under the AEAD; the daemon's count, for the session's life in this
+# daemon): the client compares it with the data it sent, so a path that
+# passes heartbeats but drops data is seen. An older gateway's echo is the
+# counter alone (KEEPALIVE_ECHO_V1): no delivery check then. A keepalive
+# with another payload (a nudge, an empty one) is no echo.
+KEEPALIVE_ECHO = struct.Struct("<QQ")  # answered counter, DATA messages delivered
+KEEPALIVE_ECHO_V1 = struct.Struct("<Q")  # answered counter (an older gateway's)
 # APPEND ONLY: the index is what travels; a receiver that does not know an
 # index reads POLICY_TERMINATION. CLIENT_STOPPED is the one a client sends
 # (it stopped: SIGTERM, SIGINT, SIGHUP, or it gave up on the session)
@@ -136,6 +142,16 @@ TERMINATE_REASONS = ["TTL_SESSION_EXPIRED", "TTL_TRANSPORT_LOSS_EXPIRED", "POLIC
 REJECT_REASONS = ["SESSION_NOT_FOUND", "SESSION_EXPIRED", "AUTH_FAIL", "FRESHNESS_INVALID",
                   "REPLAY_DETECTED", "RATE_LIMITED", "POLICY_DENY", "OWNERSHIP_CONFLICT",
                   "KEY_EXPIRED"]
+
+
+def parse_keepalive_echo(payload: bytes) -> tuple[int, int | None] | None:
+    """A keepalive's payload as an echo: (answered counter, DATA delivered
+    or None from an older gateway), or None when it is no echo."""
+    if len(payload) == KEEPALIVE_ECHO.size:
+        return KEEPALIVE_ECHO.unpack(payload)
+    if len(payload) == KEEPALIVE_ECHO_V1.size:
+        return KEEPALIVE_ECHO_V1.unpack(payload)[0], None
+    return None
 
 
 def reject_reason(index: int) -> str:

@@ -135,6 +135,7 @@ class DataPath:
             with self.lock:
                 self.on_new_keys(live)
         if t == abi.MSG_DATA:
+            live.traffic.data_delivered()  # before the echo of any later keepalive
             # reassembly, then the peer's allowed inner source (cryptokey routing)
             packet = live.channel.inner_packet(opened[1], opened[2])
             if packet is not None:
@@ -163,13 +164,16 @@ class DataPath:
         """Answers a verified keepalive whose header counter was ``counter``:
         the reply's payload echoes it (wire.KEEPALIVE_ECHO), the client's
         heartbeat measure of its active path (docs/protocol.md "Transport
-        selection"). A client that does not match echoes ignores it."""
+        selection"), with the session's DATA messages delivered so far (the
+        client's check that the path carries data, not just heartbeats).
+        A client that does not match echoes ignores it."""
         rec = live.record
         if rec.binding is None or rec.state not in SENDABLE or self._send_expired(live):
             return
         flags = (FLAG_REATTACH if rec.state is State.VOLATILE else 0) | self._rekey_flag(live)
+        echo = wire.KEEPALIVE_ECHO.pack(counter, live.traffic.delivered)
         try:
-            msg = live.channel.seal(wire.KEEPALIVE_ECHO.pack(counter), abi.MSG_KEEPALIVE, flags)
+            msg = live.channel.seal(echo, abi.MSG_KEEPALIVE, flags)
             self.sock.sendto(msg, (rec.binding.addr, rec.binding.port))
             live.traffic.replied(msg)
         except (OSError, CounterUnavailable) as e:

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 
 class Traffic:
-    __slots__ = ("ka_bytes", "ka_packets", "rx_bytes", "rx_packets", "tx_bytes", "tx_packets")
+    __slots__ = ("delivered", "ka_bytes", "ka_packets", "rx_bytes", "rx_packets", "tx_bytes",
+                 "tx_packets")
 
     def __init__(self) -> None:
         self.rx_packets = self.rx_bytes = 0  # the UDP loop's
+        # the UDP loop's, with either gate: DATA messages opened (the echo's count)
+        self.delivered = 0
         self.ka_packets = self.ka_bytes = 0  # the UDP loop's: keepalive replies
         self.tx_packets = self.tx_bytes = 0  # the TUN loop's: data
 
@@ -24,6 +27,14 @@ class Traffic:
         """One authenticated message (data or keepalive), as on the wire (UDP loop)."""
         self.rx_packets += 1
         self.rx_bytes += nbytes
+
+    def data_delivered(self) -> None:
+        """One DATA message opened under the AEAD (UDP loop), whichever gate
+        runs: what a heartbeat's echo tells the client was delivered
+        (wire.KEEPALIVE_ECHO). The kernel's runtime count is no substitute:
+        it restarts when the element is claimed again, and the daemon would
+        read a map per echo; this one lives as long as the session does here."""
+        self.delivered += 1
 
     def replied(self, msg: bytes) -> None:
         """A keepalive reply handed to the socket (UDP loop)."""

@@ -194,8 +194,34 @@ def test_a_keepalive_reply_echoes_the_answered_counter(session):
     [(reply, to)] = c.send(ka)
     assert to == CLIENT
     t, _flags, payload = c.channel.open(reply)
-    assert t == abi.MSG_KEEPALIVE and payload == wire.KEEPALIVE_ECHO.pack(counter)
+    assert t == abi.MSG_KEEPALIVE and payload == wire.KEEPALIVE_ECHO.pack(counter, 1)
     assert gw.probes.counts["answered"] == 0
+
+
+def _echo(c: RekeyClient) -> tuple[int, int | None]:
+    [(reply, _to)] = c.send(c.channel.seal(b"", abi.MSG_KEEPALIVE))
+    return wire.parse_keepalive_echo(c.channel.open(reply)[2])
+
+
+def test_the_echo_carries_the_data_messages_delivered_for_the_session(session):
+    """The echo's second field: the session's DATA messages the gateway
+    opened so far (the client's check that its path carries data, not
+    just heartbeats: docs/protocol.md "Measuring the active path"). A copy
+    delivered again, a forgery, a keepalive count nothing; a rekey keeps
+    the count (it is the session's, not the key epoch's)."""
+    _gw, _clock, c = session
+    assert _echo(c)[1] == 1  # the handshake's confirming data message
+    for _ in range(4):
+        assert c.data()
+    msg = c.channel.seal(b"\x45" + bytes(27))
+    c.send(msg)
+    c.send(msg)  # a copy: the replay window delivers one
+    forged = bytearray(c.channel.seal(b"\x45" + bytes(27)))
+    forged[-1] ^= 1
+    c.send(bytes(forged))
+    assert _echo(c)[1] == 6
+    c.rekey()  # its last step: a data message under the new epoch
+    assert _echo(c)[1] == 7
 
 
 def test_probes_are_counted_in_metrics_and_health_with_five_labels(session):
@@ -273,3 +299,13 @@ def test_a_probe_without_a_send_counter_is_refused_and_spent(session):
     del channel.next_counter  # the class's again
     assert answered(c, msg, ATTACKER) == [] and gw.probes.counts["replayed"] == 1
     assert len(answered(c, probe(c), CANDIDATE)) == 1
+
+
+def test_the_echo_round_trips_and_an_older_gateways_still_parses():
+    """wire.KEEPALIVE_ECHO: (counter, delivered), 16 bytes; an older
+    gateway's 8 bytes read as (counter, None): no delivery check; any other
+    payload (a nudge's empty one, a path MTU announcement) is no echo."""
+    assert wire.parse_keepalive_echo(wire.KEEPALIVE_ECHO.pack(7, 2**64 - 1)) == (7, 2**64 - 1)
+    assert wire.parse_keepalive_echo(wire.KEEPALIVE_ECHO_V1.pack(7)) == (7, None)
+    assert wire.parse_keepalive_echo(b"") is None
+    assert wire.parse_keepalive_echo(bytes(12)) is None
