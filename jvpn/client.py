@@ -264,6 +264,7 @@ class Client(ClientHandshake, ClientReattach, ClientRekey, ClientRenew, ClientPa
                 return
             msgs = self.channel.seal_packet(packet)
             active, dual = self.sock, self.dual_socket()  # one read: ClientSwitch.send_dual
+            self.health.delivery.data_sent(len(msgs))  # once (not its dual copy), before it leaves
         self.last_data_ms = self.clock_ms()  # traffic flows: heartbeats at the loss cadence
         try:
             send_messages(active, msgs, self.endpoint)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
+from jvpn.client_path_delivery import DataDelivery
 from jvpn.codes import Volatility
 from jvpn.policy import Policy
 
@@ -74,9 +75,13 @@ class PathHealth:
         self.window_from_ms = now_ms  # the window counts what was decided since (rebound)
         self.confirming: set[int] | None = None  # this run's confirmations (once asked for)
         self.confirmations_lost = 0
+        # the data it carries (jvpn/client_path_delivery.py); data sent just
+        # before a heartbeat may still be on its way: a cadence's lag
+        self.delivery = DataDelivery(policy.loss_window_ms, heartbeat_every_ms(policy))
 
     # ------------------------------------------------------------ feeding
     def sent(self, sample_id: int, now_ms: int, confirmation: bool = False) -> None:
+        self.delivery.heartbeat(sample_id, now_ms)
         self.outstanding[sample_id] = now_ms
         if confirmation and self.confirming is not None:
             self.confirming.add(sample_id)
@@ -174,6 +179,7 @@ class PathHealth:
         self.outstanding.clear()  # echoes of its last heartbeats come to a socket not heard
         self.lost_late.clear()
         self._run_over()
+        self.delivery.restart()
         self.probation = PROBE_HISTORY if volatile else 0
         self.probation_until_ms = now_ms + PROBATION_MS if volatile else 0
 
@@ -183,6 +189,7 @@ class PathHealth:
         self.outstanding.clear()
         self.lost_late.clear()
         self._run_over()
+        self.delivery.restart()  # the count may be another gateway's now
         self.window_from_ms = now_ms  # its probes were no heartbeats: the window starts now
         self.heard(now_ms)
 
@@ -238,6 +245,18 @@ class PathHealth:
             return None
         return recent.count(False) / len(recent)
 
+    def data_loss(self, now_ms: int) -> float | None:
+        """The share of the data sent over the window the gateway did not
+        deliver (jvpn/client_path_delivery.py), or None: too little sent, or
+        an older gateway's echoes."""
+        return self.delivery.loss(now_ms)
+
+    def loss(self, now_ms: int) -> float:
+        """The active path's loss for its score: its heartbeats' or its
+        data's, whichever is worse (a path that passes heartbeats but drops
+        data must not look perfect to the selector)."""
+        return max(self.window_loss(now_ms) or 0.0, self.data_loss(now_ms) or 0.0)
+
     def recent_loss(self) -> float:
         """A candidate's loss over its last 20 decided probes (0 with none)."""
         last = [ok for _t, ok in list(self.decided)[-PROBE_HISTORY:]]
@@ -267,7 +286,15 @@ class PathHealth:
         loss = self.window_loss(now_ms)
         if loss is not None and loss > p.loss_volatile_threshold:
             return Volatility.LOSS_THRESHOLD_EXCEEDED
+        if self.data_lossy(now_ms):
+            return Volatility.LOSS_THRESHOLD_EXCEEDED  # its detail: "data"
         return None
+
+    def data_lossy(self, now_ms: int) -> bool:
+        """Less than 1 - loss_volatile_threshold of the data sent over the
+        window delivered (at least DATA_MIN_SENT sent)."""
+        loss = self.data_loss(now_ms)
+        return loss is not None and loss > self.policy.loss_volatile_threshold
 
 
 DEAD = frozenset({Volatility.TRANSPORT_DEAD, Volatility.HEARTBEAT_TIMEOUT})

@@ -66,7 +66,7 @@ class Active:
         return is_dead(self.why, self.health.drops_confirmed())
 
     def score(self, now_ms: int) -> float:
-        loss = self.health.window_loss(now_ms) or 0.0
+        loss = self.health.loss(now_ms)  # heartbeats' or data's, the worse
         return score(loss, self.health.rtt.srtt, self.preferred, self.dead)
 
 

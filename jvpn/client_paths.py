@@ -27,7 +27,7 @@ from jvpn.client_path_select import (
     Decision,
     Selector,
 )
-from jvpn.codes import EventType, Reason
+from jvpn.codes import EventType, Reason, Volatility
 from jvpn.gate import abi
 from jvpn.policy import Policy
 
@@ -110,9 +110,13 @@ class ClientPaths:
         if not on_active:
             return
         self.health.heard(now)
-        if msg_type == abi.MSG_KEEPALIVE and len(payload) == wire.KEEPALIVE_ECHO.size:
-            self.echoes_seen = True
-            self.health.answered(wire.KEEPALIVE_ECHO.unpack(payload)[0], now)
+        echo = wire.parse_keepalive_echo(payload) if msg_type == abi.MSG_KEEPALIVE else None
+        if echo is None:
+            return
+        self.echoes_seen = True
+        health = self.health  # one path's: a switch may swap it meanwhile
+        if health.answered(echo[0], now):  # only a fresh echo says what was delivered
+            health.delivery.echoed(echo[0], echo[1], now)
 
     # ------------------------------------------------------------ the monitor's step
     def paths_step(self, now: int, route, woke: bool) -> bool:
@@ -186,11 +190,21 @@ class ClientPaths:
         why = self.health.volatility(now, present, self.send_failed)
         if why != self.reported:
             if why is not None:
-                self._path_event(EventType.PATH_VOLATILE, str(why), now)
+                self._path_event(EventType.PATH_VOLATILE, str(why), now, **self._detail(why, now))
             else:
                 self._path_event(EventType.PATH_RECOVERED, Reason.HEALTH_RECOVERED, now)
             self.reported = why
         return why
+
+    def _detail(self, why, now: int) -> dict:
+        """A loss_threshold_exceeded of the data (heartbeats pass, data does
+        not) says so: detail "data", with the data's loss."""
+        if why is not Volatility.LOSS_THRESHOLD_EXCEEDED or not self.health.data_lossy(now):
+            return {}
+        window = self.health.window_loss(now)
+        if window is not None and window > self.policy.loss_volatile_threshold:
+            return {}  # the heartbeats' loss came first
+        return {"detail": "data", "data_loss": round(self.health.data_loss(now), 3)}
 
     def _path_event(self, event: str, code: str, now: int, **extra) -> None:
         h, u = self.health, self.active_uplink

@@ -161,8 +161,8 @@ class ClientSwitch:
         old_sock, old_uplink, old_health = self.sock, self.active_uplink, self.health
         with self._lock:  # one swap as Client.send_data sees it: never the old socket alone
             self.switching = self.dual_until = None
-            if target is not None:
-                self.sock = target.sock
+            if target is not None:  # the socket and what counts the data it sends
+                self.sock, self.health = target.sock, target.health
         self.chosen_reattach = False
         self.send_failed, self.reported = False, None
         if target is None:
@@ -170,7 +170,6 @@ class ClientSwitch:
             return
         self.candidates.take(target.uplink.key)
         self.path, self.active_uplink = target.uplink.key, target.uplink
-        self.health = target.health
         self.health.rebound(now)
         old_health.left(old_health.volatility(now) is not None, now)
         if old_uplink is not None:

@@ -347,3 +347,108 @@ def test_a_lost_sample_holds_probes_only_while_it_can_still_arrive():
     assert h.in_flight(400 + int(late) - 1)
     assert not h.in_flight(400 + int(late) + 1)
     assert not h.in_flight(410, lost_too=False)
+
+
+# ---------------------------------------------------------------- data delivered
+# docs/protocol.md "Measuring the active path: data delivered": the echo's
+# count of DATA delivered against the data sent from the path.
+
+class DataPath:
+    """A path's heartbeats every 50 ms (the default cadence), each echoed
+    5 ms later with the gateway's count of DATA delivered; ``send`` puts
+    data on the path, ``deliver`` hands what is on its way to the gateway."""
+
+    def __init__(self):
+        self.h, self.now, self.hb = PathHealth(P, 0), 0, 0
+        self.delivered, self.on_way = 0, 0
+
+    def send(self, n: int) -> None:
+        self.h.delivery.data_sent(n)
+        self.on_way += n
+
+    def deliver(self, share: float = 1.0) -> None:
+        self.delivered += round(self.on_way * share)
+        self.on_way = 0
+
+    def heartbeat(self, old_gateway: bool = False) -> None:
+        """One heartbeat and its echo (an older gateway's says no count)."""
+        self.h.sent(self.hb, self.now)
+        self.now += 5
+        assert self.h.answered(self.hb, self.now)
+        self.h.delivery.echoed(self.hb, None if old_gateway else self.delivered, self.now)
+        self.hb, self.now = self.hb + 1, self.now + 45
+
+    def flow(self, ms: int, per_cadence: int = 5, share: float = 1.0) -> None:
+        for _ in range(ms // 50):
+            self.send(per_cadence)
+            self.deliver(share)
+            self.heartbeat()
+
+
+def test_a_path_that_delivers_no_data_is_volatile_though_its_heartbeats_pass():
+    p = DataPath()
+    p.flow(2_000)
+    assert p.h.volatility(p.now) is None and p.h.data_loss(p.now) == 0.0
+    p.flow(500, share=0.0)
+    assert p.h.window_loss(p.now) == 0.0  # every heartbeat answered
+    assert p.h.volatility(p.now) is Volatility.LOSS_THRESHOLD_EXCEEDED
+    assert p.h.data_lossy(p.now) and p.h.loss(p.now) > P.loss_volatile_threshold
+
+
+def test_data_in_flight_at_the_echo_is_no_loss():
+    """A burst sent just before a heartbeat reaches the gateway after it:
+    data sent within a cadence of the newest echoed heartbeat is not
+    counted yet (it is delivered by the next echo)."""
+    p = DataPath()
+    p.flow(2_000, per_cadence=1)
+    p.now -= 2
+    p.send(60)  # 2 ms before the heartbeat, still on its way at its echo
+    p.now += 2
+    p.heartbeat()
+    assert p.h.volatility(p.now) is None
+    p.deliver()
+    p.flow(500, per_cadence=1)
+    assert p.h.volatility(p.now) is None and p.h.data_loss(p.now) == 0.0
+
+
+def test_a_trickle_decides_nothing():
+    """Under 20 data messages sent in the window: no verdict (a few unlucky
+    drops of a trickle are noise, not a path that drops data)."""
+    p = DataPath()
+    for _ in range(40):
+        p.send(1 if p.hb % 4 == 0 else 0)  # 10 in the window, half lost
+        p.deliver(0.0 if p.hb % 8 == 0 else 1.0)
+        p.heartbeat()
+    assert p.h.data_loss(p.now) is None and p.h.volatility(p.now) is None
+
+
+def test_a_count_that_falls_starts_the_comparison_again():
+    """A gateway restart or a handover: the count starts from 0 elsewhere.
+    No alarm; a path that then drops data is still seen."""
+    p = DataPath()
+    p.flow(2_000)
+    p.delivered = 3  # a new daemon's count
+    for _ in range(40):
+        p.flow(50)
+        assert p.h.volatility(p.now) is None and p.h.data_loss(p.now) in (None, 0.0)
+    assert p.h.data_loss(p.now) == 0.0
+    p.flow(1_000, share=0.0)
+    assert p.h.volatility(p.now) is Volatility.LOSS_THRESHOLD_EXCEEDED
+
+
+def test_an_older_gateways_echo_turns_the_check_off():
+    p = DataPath()
+    p.flow(2_000)
+    for _ in range(20):  # a handover to an older gateway: no count in its echoes
+        p.send(5)
+        p.heartbeat(old_gateway=True)
+    assert p.h.data_loss(p.now) is None and p.h.volatility(p.now) is None
+
+
+def test_a_rebound_or_left_path_compares_afresh():
+    p = DataPath()
+    p.flow(2_000)
+    p.flow(500, share=0.0)
+    assert p.h.data_lossy(p.now)
+    p.h.rebound(p.now)  # the binding moved (perhaps to another gateway's count)
+    assert p.h.data_loss(p.now) is None and p.h.volatility(p.now) is None
