@@ -10,6 +10,7 @@ from rich.markup import escape
 from jvpn.gate import abi, records
 from jvpn.gate import attach as gate_attach
 from jvpn.gate.config import GateConfig
+from jvpn.gate.loader import BuildOptions
 from jvpn_cli.app import App
 from jvpn_cli.progress import progress
 
@@ -71,11 +72,21 @@ from jvpn_cli.progress import progress
     help="Path probes per second and session: a budget of their own, so probes never "
     "starve the session's reattach. 0: unlimited.",
 )
+@click.option(
+    "--max-sessions",
+    type=click.IntRange(*abi.MAX_SESSIONS_RANGE),
+    default=abi.DEFAULT_MAX_SESSIONS,
+    show_default=True,
+    metavar="N",
+    help="Sessions the gate holds: the size of its sessions and runtime maps (about "
+    "800 bytes of kernel memory each, allocated at attach). A gateway's MaxSessions "
+    "may not exceed it. Maps of another size already pinned: detach, then attach.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the attachment record as JSON.")
 @click.pass_obj
 def attach(app: App, iface: str, ports: list[int], mode: str, handshake_rate: float,
            control_rate: float, session_control_rate: float, session_probe_rate: float,
-           as_json: bool) -> None:
+           max_sessions: int, as_json: bool) -> None:
     """Compile and load the gate, write its config and attach it to IFACE.
 
     The maps are pinned in PIN_ROOT/IFACE and the attachment is recorded in
@@ -94,7 +105,8 @@ def attach(app: App, iface: str, ports: list[int], mode: str, handshake_rate: fl
                         session_control_pps=session_control_rate,
                         session_probe_pps=session_probe_rate)
     with progress(app.err, f"attaching the jvpn gate to {iface}") as step:
-        att = gate_attach.attach(iface, config, mode, paths=app.paths, progress=step)
+        att = gate_attach.attach(iface, config, mode, BuildOptions(max_sessions=max_sessions),
+                                 paths=app.paths, progress=step)
     if as_json:
         app.emit_json(asdict(att))
         if att.note:
@@ -105,6 +117,7 @@ def attach(app: App, iface: str, ports: list[int], mode: str, handshake_rate: fl
     app.say(f"  mode:    {att.mode}")
     app.say(f"  netns:   {att.netns()}", markup=False)
     app.say(f"  ports:   {', '.join(str(p) for p in att.ports)} (UDP)")
+    app.say(f"  max sessions: {att.max_sessions}")
     app.say(f"  pin dir: {att.pin_dir}", markup=False)
     app.say(f"  record:  {records.Attachment.path(att.ifname, app.paths)}", markup=False)
     prog_id = gate_attach.xdp_prog_id(att.ifname)

@@ -53,6 +53,7 @@ def status(app: App, as_json: bool) -> None:
         if _replaced(r):
             prog += " (not jvpn's)"
         sessions = "?" if r["sessions"] is None else str(r["sessions"])
+        sessions += f"/{r['max_sessions']}"
         table.add_row(r["ifname"], r["mode"], ",".join(map(str, r["ports"])), prog, pin,
                       sessions, _when(r["attached_at"]))
         if r["elsewhere"]:
@@ -108,6 +109,7 @@ def _describe(app: App, att: records.Attachment) -> dict[str, Any]:
         "sessions": sessions,
         "sessions_error": why,
         "replay_bits": att.replay_bits,
+        "max_sessions": att.max_sessions,
         "attached_at": att.attached_at,
         "note": att.note,
     }

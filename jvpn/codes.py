@@ -56,6 +56,7 @@ class Reason(enum.StrEnum):
     GATE_DETACHED = "GATE_DETACHED"
     CONFIG_INVALID = "CONFIG_INVALID"  # a reload refused
     DRAINING = "DRAINING"  # a handshake refused: the gateway drains
+    GATEWAY_FULL = "GATEWAY_FULL"  # a handshake refused: MaxSessions live (or the maps full)
     # contained daemon errors (jvpn; the reason_code of a DaemonError)
     STORE_UNAVAILABLE = "STORE_UNAVAILABLE"
     STORE_RECORD_UNREADABLE = "STORE_RECORD_UNREADABLE"

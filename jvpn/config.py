@@ -27,6 +27,7 @@ Gateway config (:func:`load_gateway_config`)::
     ControlSocket = /run/jvpn/gateway.sock  # the operator socket; default <run dir>/gateway.sock
     MetricsListen = 9586           # optional; absent = no /metrics. PORT (127.0.0.1), IP:PORT
     MetricsPeers = no              # yes: /metrics names every peer (key, Name, AllowedIPs)
+    MaxSessions = 1000000          # sessions held at once; default: what the gate holds
 
 Relative paths (PrivateKeyFile, PeersFile, Policy, StateDir, EventsFile,
 ControlSocket) are relative to the folder of the file that names them.
@@ -80,10 +81,12 @@ from jvpn.files import (
     read_config,
     read_secret,
 )
+from jvpn.gate import abi
 from jvpn.policy import Policy, PolicyError, default_policy, load_policy_file
 from jvpn.prefixes import Network
 
 DEFAULT_LISTEN_PORT = 51900
+MAX_SESSIONS_RANGE = abi.MAX_SESSIONS_RANGE  # MaxSessions: 1 .. the largest gate
 DEFAULT_HANDSHAKES_PER_SECOND = 50
 DEFAULT_METRICS_HOST = "127.0.0.1"  # MetricsListen = PORT: localhost only
 # MetricsPeers = no: the per-peer series (public key, Name, AllowedIPs, bytes)
@@ -192,6 +195,9 @@ class GatewayConfig:
     control_socket: Path | None = None
     metrics_listen: tuple[str, int] | None = None  # Prometheus /metrics (host, port); None: off
     metrics_peers: bool = DEFAULT_METRICS_PEERS  # /metrics serves the per-peer series
+    # sessions held at once (a new handshake is refused above); None: the gate's
+    # capacity (attach --max-sessions; the userspace gate's model)
+    max_sessions: int | None = None
     # where each value came from (gateway check; start errors name the key and file)
     sources: Sources = field(default_factory=Sources, compare=False, repr=False)
 
@@ -560,7 +566,8 @@ _GATEWAY = {"Interface": ("PrivateKey", "PrivateKeyFile", "ListenPort", "Address
                           "XdpInterface", "PeersFile", "Policy", "StateDir", "NodeId",
                           "EventsFile", "HandshakesPerSecond", "Store", "ClusterKeyFile",
                           "LeaseTTL", "EventsMaxBytes", "EventsKeep", "EventsSummaryInterval",
-                          "PathMTU", "ControlSocket", "MetricsListen", "MetricsPeers")}
+                          "PathMTU", "ControlSocket", "MetricsListen", "MetricsPeers",
+                          "MaxSessions")}
 _PEERS = {"Peer": ("PublicKey", "AllowedIPs", "AllowedIP", "Name")}
 _CLIENT = {"Interface": ("PrivateKey", "PrivateKeyFile", "Name", "DNS", *HOOK_KEYS,
                          "FwMark", "Table", "MTU", "PathMTU", "Policy"),
@@ -609,6 +616,8 @@ def load_gateway_config(path: str | Path) -> GatewayConfig:
                          metrics_listen=(_metrics_listen(f, e["MetricsListen"])
                                          if "MetricsListen" in e else None),
                          metrics_peers=_yes_no(f, e.get("MetricsPeers"), DEFAULT_METRICS_PEERS),
+                         max_sessions=(_int(f, e["MaxSessions"], 1, MAX_SESSIONS_RANGE[1])
+                                       if "MaxSessions" in e else None),
                          sources=_sources(f, [s], policy_lines), **_events_bounds(f, e))
 
 

@@ -86,6 +86,8 @@ def gateway_rows(cfg: GatewayConfig, default_socket: Path | None = None) -> list
         _row(src, "MetricsPeers", "yes" if cfg.metrics_peers else "no",
              "per-peer series (keys, names, AllowedIPs) served" if cfg.metrics_peers
              else "no per-peer series"),
+        _row(src, "MaxSessions", cfg.max_sessions,
+             "" if cfg.max_sessions else "what the gate holds (attach --max-sessions)"),
     ]
 
 

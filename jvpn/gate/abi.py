@@ -160,6 +160,11 @@ AF_INET6 = 6
 REPLAY_BITS = 4096
 MAX_PORTS = 4
 
+# ---- capacity: the sessions map and the runtime map (JVPN_MAX_SESSIONS, a build
+# parameter: `jvpn-xdp attach --max-sessions`) ----
+DEFAULT_MAX_SESSIONS = 65536
+MAX_SESSIONS_RANGE = (1024, 4_194_304)  # 4M elements: about 3 GiB of kernel memory
+
 
 def replay_words(bits: int = REPLAY_BITS) -> int:
     return bits // 64

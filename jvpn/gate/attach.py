@@ -78,6 +78,7 @@ def attach(ifname: str, config: GateConfig, mode: str = "native",
     """
     require_root()
     ifindex = require_interface(ifname)
+    loader.check_max_sessions((options or BuildOptions()).max_sessions)
     if mode not in MODES:
         raise JvpnError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     private_dir(paths.run_dir)  # refused now, not after the program is on the link
@@ -111,6 +112,7 @@ def _attach_free(ifname: str, ifindex: int, config: GateConfig, mode: str,
     here = Netns.here()
     att = Attachment(ifname=ifname, ifindex=ifindex, mode=used, ports=list(config.ports),
                      pin_dir=str(pins), replay_bits=options.replay_bits,
+                     max_sessions=options.max_sessions,
                      attached_at=time.time(), note=note, netns_inode=here.inode,
                      netns_name=here.name, netns_cookie=here.cookie)
     att.save(paths)

@@ -17,6 +17,11 @@ from jvpn.session import SessionRecord
 from jvpn.wire import key_words
 
 
+class GateFull(JvpnError):
+    """The gate holds as many sessions as it can (its maps' capacity,
+    `jvpn-xdp attach --max-sessions`): no element for another one."""
+
+
 def unused_slot_key() -> bytes:
     """What a key slot no live epoch uses holds: 16 random bytes, never the
     public all-zero key (the gate also refuses a zero slot: docs/xdp.md)."""
@@ -132,7 +137,7 @@ class RuntimeSlots:
             self._next += 1
             return self._next - 1
         if not self._free:
-            raise JvpnError(f"no runtime slot left (capacity {self.capacity})")
+            raise GateFull(f"no runtime slot left (capacity {self.capacity})")
         return self._free.popleft()
 
     def free(self, sid: int) -> None:

@@ -8,10 +8,20 @@ program initializes the slot from them (jvpn_abi.h, jvpn_sessions)."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from jvpn.errors import NotAttached
 from jvpn.gate import abi
-from jvpn.gate.element import RuntimeSlots, kept_ctl_floor, raised_ctl_floor, session_element
+from jvpn.gate.batch import ElementBatch
+from jvpn.gate.element import (
+    GateFull,
+    RuntimeSlots,
+    enforced_top,
+    kept_ctl_floor,
+    raised_ctl_floor,
+    session_element,
+)
 from jvpn.gate.paths import DEFAULT_PATHS, GatePaths
 from jvpn.keys import KeyRing, SessionKeys
 from jvpn.session import SessionRecord
@@ -39,8 +49,11 @@ class XdpGate:
             self._use.release()
             raise
         self.slots = RuntimeSlots(self.maps.runtime_capacity(), dict(self.maps.list_sessions()))
+        # what the maps hold (attach --max-sessions); `gateway up` may lower it (MaxSessions)
+        self.capacity = self.max_sessions = self.maps.sessions.max_entries()
         self.checks_in_kernel = True
         self._element_lock = threading.Lock()
+        self._batch: ElementBatch | None = None
         problem = self.detached()
         if problem is not None:
             self.close()
@@ -86,10 +99,34 @@ class XdpGate:
     def _write(self, rec, keys, fence: int, remote: bool, first: bool, floor: int) -> None:
         sid = rec.session_id
         with self._element_lock:
-            old = self.maps.get_session(sid)
+            batch = self._batch
+            old = batch.old(sid) if batch is not None else self.maps.get_session(sid)
             slot = self.slots.place(sid, old, first, floor)
-            self.maps.put_session(sid, session_element(rec, keys, fence, remote, **slot,
-                                                       ctl_floor=kept_ctl_floor(old)))
+            element = session_element(rec, keys, fence, remote, **slot,
+                                      ctl_floor=kept_ctl_floor(old))
+            if batch is not None:
+                batch.put(sid, element)
+                return
+            try:
+                self.maps.put_session(sid, element)
+            except GateFull:
+                if old is None:
+                    self.slots.free(sid)  # the slot it took goes back: no element names it
+                raise
+
+    @contextmanager
+    def batched(self) -> Iterator[ElementBatch]:
+        """Element writes inside are written in batches (jvpn/gate/batch.py),
+        the last ones when the block ends, also on an exception (raises
+        GateFull past the capacity: the elements that fit are written)."""
+        with self._element_lock:
+            self._batch = batch = ElementBatch(self.maps)
+        try:
+            yield batch
+        finally:
+            with self._element_lock:
+                self._batch = None
+                batch.flush()
 
     def raise_ctl_floor(self, sid: int, counter: int) -> None:
         """A keepalive or control counter the daemon verified: the gate drops
@@ -97,6 +134,8 @@ class XdpGate:
         The element lock makes this read-modify-write and ``_write`` one
         after the other (the data thread calls this, the control thread puts)."""
         with self._element_lock:
+            if self._batch is not None:
+                self._batch.raise_floor(sid, counter)
             new = raised_ctl_floor(self.maps.get_session(sid), counter)
             if new is not None:
                 self.maps.put_session(sid, new)
@@ -127,11 +166,18 @@ class XdpGate:
 
     def remove(self, sid: int) -> None:
         with self._element_lock:  # a floor raised after it must not bring it back
+            if self._batch is not None:
+                self._batch.forget(sid)
             self.maps.remove_session(sid)
             self.slots.free(sid)
 
     def counter_top(self, sid: int) -> int:
-        return self.maps.counter_top(sid)
+        batch = self._batch
+        if batch is None:
+            return self.maps.counter_top(sid)
+        element = batch.old(sid)  # one runtime lookup, not two
+        rt = self.maps.runtime_slot(element.rt_slot) if element is not None else None
+        return enforced_top(sid, element, rt)
 
     def ids(self) -> set[int]:
         return {sid for sid, _ in self.maps.list_sessions()}

@@ -55,7 +55,7 @@ class BuildOptions:
     """Compile-time tunables, passed to clang as -D, never templated in."""
 
     replay_bits: int = abi.REPLAY_BITS
-    max_sessions: int = 65536
+    max_sessions: int = abi.DEFAULT_MAX_SESSIONS  # the sessions and runtime maps' size
     max_sources: int = 65536
     event_pages: int = 64
     test_clock: bool = False
@@ -74,6 +74,14 @@ class BuildOptions:
         if self.test_clock:
             flags.append("-DJVPN_TEST_CLOCK=1")
         return flags
+
+
+def check_max_sessions(n: int) -> None:
+    """One line for a capacity outside what an operator may attach (tests
+    build smaller maps through BuildOptions directly)."""
+    low, high = abi.MAX_SESSIONS_RANGE
+    if not low <= n <= high:
+        raise LoadFailed(f"max sessions must be {low}..{high}, got {n}")
 
 
 def _mkdir_failed(pins: Path, e: OSError) -> str:
@@ -108,7 +116,7 @@ class Program:
         cflags = self.options.cflags(self.pins)
         from jvpn.gate.pins import stale_layout  # noqa: PLC0415 - pins imports this module
 
-        stale = stale_layout(self.pins, self.options.replay_bits)
+        stale = stale_layout(self.pins, self.options.replay_bits, self.options.max_sessions)
         if stale is not None:
             raise LoadFailed(f"the maps pinned at {self.pins} have another layout ({stale}): "
                              "detach (jvpn-xdp detach), then attach again")

@@ -8,6 +8,7 @@ the maps without recompiling the program.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from jvpn.errors import JvpnError, NotAttached
 from jvpn.gate import abi, loader
-from jvpn.gate.element import enforced_top
+from jvpn.gate.element import GateFull, enforced_top
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class MapSpec:
     key: type | None
     value: type
     replay_sized: bool = False
+    session_sized: bool = False  # JVPN_MAX_SESSIONS elements (attach --max-sessions)
 
     def value_type(self, replay_bits: int = abi.REPLAY_BITS) -> type:
         return abi.session_rt_type(replay_bits) if self.replay_sized else self.value
@@ -40,9 +42,10 @@ class MapSpec:
 
 # The one registry: pinned file name -> map (and the writer, docs/xdp.md).
 PINS = {
-    "sessions": MapSpec("jvpn_sessions", "hash", ctypes.c_uint64, abi.Session),  # daemon
+    "sessions": MapSpec("jvpn_sessions", "hash", ctypes.c_uint64, abi.Session,
+                        session_sized=True),  # daemon
     "session_rt": MapSpec("jvpn_session_rt", "array", ctypes.c_uint32, abi.SessionRt,
-                          replay_sized=True),  # XDP
+                          replay_sized=True, session_sized=True),  # XDP
     "config": MapSpec("jvpn_config", "array", ctypes.c_int, abi.Config),  # attach
     "fence": MapSpec("jvpn_fence", "array", ctypes.c_int, abi.Fence),  # daemon
     "global": MapSpec("jvpn_global", "array", ctypes.c_int, abi.Global),  # XDP
@@ -68,11 +71,13 @@ def _map_info(path: Path) -> tuple[int, int] | None:
         os.close(fd)
 
 
-def stale_layout(pins: Path, replay_bits: int = abi.REPLAY_BITS) -> str | None:
+def stale_layout(pins: Path, replay_bits: int = abi.REPLAY_BITS,
+                 max_sessions: int | None = None) -> str | None:
     """Why maps already pinned at ``pins`` cannot be reused by this build
     (another jvpn_abi.h: e.g. the session element grew for issue 13's key
-    phases, a verdict was added), else None. The verifier would refuse the
-    program on them with a bare "Permission denied"."""
+    phases, a verdict was added; or another ``max_sessions``, when given:
+    an attach), else None. The verifier would refuse the program on them
+    with a bare "Permission denied"; bcc would reuse maps of another size."""
     for name, spec in PINS.items():
         info = _map_info(Path(pins) / name) if spec.kind != "ringbuf" else None
         if info is None:
@@ -82,7 +87,20 @@ def stale_layout(pins: Path, replay_bits: int = abi.REPLAY_BITS) -> str | None:
             return f"{name}: {info[0]}-byte values, this build's are {want}"
         if name == "counters" and info[1] != abi.C_MAX:
             return f"counters: {info[1]} slots, this build counts {abi.C_MAX}"
+        if spec.session_sized and max_sessions is not None and info[1] != max_sessions:
+            return f"{name}: {info[1]} elements, --max-sessions {max_sessions} asks another"
     return None
+
+
+# what a kernel (or map type) without BPF_MAP_*_BATCH answers: EINVAL,
+# EOPNOTSUPP, and the kernel's internal ENOTSUPP (524) that leaks to users
+NO_BATCH = (errno.EINVAL, errno.EOPNOTSUPP, 524)
+
+
+def _copied(item, kind):
+    """An element of a reused batch buffer as a value of its own (plain ints
+    are copies already; a structure would alias the buffer)."""
+    return item if isinstance(item, int) else kind.from_buffer_copy(item)
 
 
 class PinnedMap:
@@ -121,8 +139,65 @@ class PinnedMap:
             raise JvpnError("per-CPU maps are written by the XDP program only")
         lib = loader._lib()
         if lib.bpf_update_elem(self.fd, ctypes.byref(key), ctypes.byref(value), flags) != 0:
-            err = ctypes.get_errno()
-            raise JvpnError(f"update of {self.path} failed: {os.strerror(err) if err else 'error'}")
+            raise self._update_failed(ctypes.get_errno())
+
+    def update_batch(self, keys: list, values: list) -> None:
+        """Many elements in one BPF_MAP_UPDATE_BATCH (the kernel's own loop:
+        a restart's million elements in seconds, not a million syscalls);
+        single updates on a kernel without it. A full map raises GateFull
+        after the elements that fit are written."""
+        if not keys:
+            return
+        if self.percpu:
+            raise JvpnError("per-CPU maps are written by the XDP program only")
+        n = len(keys)
+        karr, varr = (self.key_type * n)(*keys), (self.value_type * n)(*values)
+        count = ctypes.c_uint32(n)
+        lib = loader._lib()
+        if lib.bpf_update_batch(self.fd, ctypes.byref(karr), ctypes.byref(varr),
+                                ctypes.byref(count)) == 0:
+            return
+        err = ctypes.get_errno()
+        if err not in NO_BATCH:
+            raise self._update_failed(err, written=count.value)
+        for k, v in zip(keys, values, strict=True):
+            if lib.bpf_update_elem(self.fd, ctypes.byref(k), ctypes.byref(v), 0) != 0:
+                raise self._update_failed(ctypes.get_errno())
+
+    def _update_failed(self, err: int, written: int | None = None) -> JvpnError:
+        if err == errno.E2BIG:  # a hash map at max_entries
+            return GateFull(f"{self.path} is full ({self.max_entries()} elements): "
+                            "attach with a larger --max-sessions")
+        done = f" after {written} elements" if written else ""
+        return JvpnError(f"update of {self.path} failed{done}: "
+                         f"{os.strerror(err) if err else 'error'}")
+
+    def items_batch(self, chunk: int = 4096) -> Iterator:
+        """Every (key, value), ``chunk`` elements per BPF_MAP_LOOKUP_BATCH
+        (items() on a kernel without it). Not a snapshot: an element written
+        meanwhile may or may not be seen, as with items()."""
+        if self.percpu:
+            yield from self.items()
+            return
+        keys, values = (self.key_type * chunk)(), (self.value_type * chunk)()
+        token, first = ctypes.c_uint32(0), True
+        lib = loader._lib()
+        while True:
+            count = ctypes.c_uint32(chunk)
+            rc = lib.bpf_lookup_batch(self.fd, None if first else ctypes.byref(token),
+                                      ctypes.byref(token), ctypes.byref(keys),
+                                      ctypes.byref(values), ctypes.byref(count))
+            err = ctypes.get_errno() if rc else 0
+            if rc and err != errno.ENOENT:
+                if first and err in NO_BATCH:
+                    yield from self.items()
+                    return
+                raise JvpnError(f"batch lookup of {self.path} failed: {os.strerror(err)}")
+            for i in range(count.value):
+                yield _copied(keys[i], self.key_type), _copied(values[i], self.value_type)
+            if rc:  # ENOENT: the last batch
+                return
+            first = False
 
     def delete(self, key) -> bool:
         return loader._lib().bpf_delete_elem(self.fd, ctypes.byref(key)) == 0
@@ -204,6 +279,12 @@ class GateMaps:
         """One element replacement: readers see the old or the new binding."""
         self.sessions.update(ctypes.c_uint64(session_id), session)
 
+    def put_sessions(self, elements: list[tuple[int, abi.Session]]) -> None:
+        """Many elements, BPF_MAP_UPDATE_BATCH (jvpn/gate/batch.py); each one
+        replaced whole, as put_session."""
+        self.sessions.update_batch([ctypes.c_uint64(sid) for sid, _ in elements],
+                                   [element for _, element in elements])
+
     def get_session(self, session_id: int) -> abi.Session | None:
         return self.sessions.lookup(ctypes.c_uint64(session_id))
 
@@ -235,7 +316,17 @@ class GateMaps:
         return self.runtime.max_entries()
 
     def list_sessions(self) -> list[tuple[int, abi.Session]]:
-        return [(k.value, v) for k, v in self.sessions.items()]
+        return list(self.sessions.items_batch())
+
+    def count_sessions(self) -> int:
+        return sum(1 for _ in self.sessions.keys())
+
+    def runtime_views(self) -> dict[int, tuple[int, int, int, int, int]]:
+        """Every runtime slot a packet has claimed, read in batches: slot ->
+        (session id, generation, rx packets, rx bytes, replay top); a
+        tuple, not the slot (its bitmap is most of its size)."""
+        return {slot: (rt.session_id, rt.gen, rt.rx_packets, rt.rx_bytes, rt.replay_top)
+                for slot, rt in self.runtime.items_batch() if rt.session_id}
 
     # -- config --
     def write_config(self, cfg: abi.Config) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from jvpn.errors import JvpnError, NotAttached
 from jvpn.files import open_private, private_dir
-from jvpn.gate import ifnames
+from jvpn.gate import abi, ifnames
 from jvpn.gate.netns import Netns, name_of, pid_in
 from jvpn.gate.paths import GatePaths
 
@@ -88,6 +88,7 @@ class Attachment:
     netns_inode: int = 0  # 0: a record written before namespaces were recorded
     netns_name: str = ""  # its /run/netns name, "init", or "" (unnamed)
     netns_cookie: int = 0  # SO_NETNS_COOKIE; 0: an older record or kernel (the inode decides)
+    max_sessions: int = abi.DEFAULT_MAX_SESSIONS  # the maps' size (older records: the default)
 
     @staticmethod
     def path(ifname: str, paths: GatePaths) -> Path:

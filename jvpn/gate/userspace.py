@@ -6,6 +6,7 @@ runtime slots, as the XDP program does."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -38,6 +39,8 @@ class UserspaceGate:
         self.model = Model(config=(config or GateConfig()).to_abi(), max_sources=max_sources,
                            event_capacity=event_capacity)
         self.slots = RuntimeSlots(self.model.max_sessions, new_generation=new_generation)
+        # as XdpGate's: the model's runtime slots; `gateway up` may lower it (MaxSessions)
+        self.capacity = self.max_sessions = self.model.max_sessions
         self.clock_ns = clock_ns
         self.checks_in_kernel = False
         self._lock = threading.Lock()
@@ -65,6 +68,10 @@ class UserspaceGate:
             new = raised_ctl_floor(self.model.sessions.get(sid), counter)
             if new is not None:
                 self.model.sessions[sid] = new
+
+    def batched(self) -> contextlib.AbstractContextManager:
+        """As XdpGate.batched: the model's writes are dictionary stores already."""
+        return contextlib.nullcontext()
 
     def remove(self, sid: int) -> None:
         with self._lock:

@@ -17,6 +17,7 @@ from typing import TextIO
 
 from jvpn.config import GatewayConfig
 from jvpn.config_sources import naming
+from jvpn.errors import JvpnError
 from jvpn.events import EventLog
 from jvpn.files import UnsafeFile
 from jvpn.gate.paths import DEFAULT_PATHS, GatePaths
@@ -69,6 +70,19 @@ def open_gate(cfg: GatewayConfig, paths: GatePaths = DEFAULT_PATHS):
     return UserspaceGate()
 
 
+def limit_sessions(gate, max_sessions: int | None) -> None:
+    """MaxSessions: at most what the gate holds (the pinned sessions map's
+    max_entries, read by the gate at start); None keeps that capacity."""
+    if max_sessions is None:
+        return
+    if max_sessions > gate.capacity:
+        gate.close()
+        raise JvpnError(f"more than the gate holds ({gate.capacity} sessions): "
+                        f"lower it, or attach with --max-sessions {max_sessions} "
+                        "(jvpn-xdp detach, then attach)")
+    gate.max_sessions = max_sessions
+
+
 def claim_instance(cfg: GatewayConfig, config_path: str | Path,
                    paths: GatePaths = DEFAULT_PATHS) -> InstanceLock:
     """The first step of `gateway up`: this state directory and this port
@@ -93,6 +107,8 @@ def build_gateway(cfg: GatewayConfig, *, tun_name: str, echo: TextIO | None = No
     # each failure names the key and the config file that set it (or its default)
     with naming(cfg.sources, "XdpInterface", cfg.xdp_interface or "(none)"):
         gate = open_gate(cfg, paths)
+    with naming(cfg.sources, "MaxSessions", cfg.max_sessions):
+        limit_sessions(gate, cfg.max_sessions)
     with _naming_store(cfg):
         store = open_store(cfg)
     with naming(cfg.sources, "EventsFile", cfg.events_file):

@@ -89,8 +89,8 @@ class ControlPath:
                                          owner_lease=self.table.ownership.token)
             self.table.create(new.record, new.keys, verdict.inner.packed, new.transition,
                               confirmed=False)
-        except StoreError as e:
-            self._refuse(Refused(str(e)), src)
+        except StoreError as e:  # SessionsFull too: MaxSessions (jvpn/gateway/capacity.py)
+            self._refuse(Refused(str(e), getattr(e, "reason", Reason.HANDSHAKE_FAIL)), src)
             return
         self.send(new.response, Transport(*src))
 

@@ -10,11 +10,17 @@ so that its client's next reattach is served.
 from __future__ import annotations
 
 import ipaddress
+import logging
+import time
 
 from jvpn.codes import EventType, Reason
+from jvpn.gate.element import GateFull
 from jvpn.keys import KeyRing, ring_for
 from jvpn.session import Event, State
-from jvpn.store import Unreadable
+from jvpn.store import Stored, Unreadable
+
+log = logging.getLogger(__name__)
+PROGRESS_EVERY = 100_000  # sessions between two reconcile log lines
 
 
 def _ring(rec, raw: bytes) -> KeyRing:
@@ -27,22 +33,45 @@ def _ring(rec, raw: bytes) -> KeyRing:
 
 
 class Reconcile:
-    def reconcile(self) -> None:
-        """Store is the truth; the maps follow it (no session lost, none left)."""
+    def reconcile(self, progress_every: int = PROGRESS_EVERY) -> None:
+        """Store is the truth; the maps follow it (no session lost, none left).
+        One pass over the store (Store.restorable), element writes batched
+        (jvpn/gate/batch.py); a log line every ``progress_every`` sessions."""
+        started = time.monotonic()
         with self.control:
-            kept = 0
-            for listed in self.store.list():
-                try:
-                    got = self.store.get(listed.session_id)
-                    if got is not None and self._restore(got[0], _ring(got[0], got[1])):
-                        kept += 1
-                except Exception as e:  # noqa: BLE001 - one session must not block the start
-                    self.incidents.report("reconcile", e)
+            kept = seen = 0
+            try:
+                with self.table.batched_writes():
+                    for stored in self.store.restorable():
+                        seen += 1
+                        kept += self._restore_one(stored)
+                        if seen % progress_every == 0:
+                            log.info("reconcile: %d sessions read, %d restored, %.1f s",
+                                     seen, kept, time.monotonic() - started)
+            except Exception as e:  # noqa: BLE001 - the last batch (GateFull) or the store
+                self.incidents.report("reconcile", e)
             removed = self.table.remove_stale()
+            seconds = round(time.monotonic() - started, 3)
             self.events.emit(EventType.RECONCILED, Reason.OK, sessions=kept,
-                             removed_from_maps=removed)
+                             removed_from_maps=removed, seconds=seconds)
+        if seen >= progress_every:
+            log.info("reconcile: %d sessions restored in %.1f s", kept, seconds)
 
-    def _restore(self, rec, keys: KeyRing) -> bool:
+    def _restore_one(self, stored: Stored) -> int:
+        """1 when the session is served here; a failure is its own only."""
+        try:
+            if stored.problem is not None:
+                raise stored.problem
+            if self.table.full():
+                raise GateFull(f"session {stored.record.session_id:016x} not restored: the "
+                               f"gateway holds its MaxSessions ({self.table.max_sessions()})")
+            rec = stored.record
+            return int(self._restore(rec, _ring(rec, stored.secrets), stored))
+        except Exception as e:  # noqa: BLE001 - one session must not block the start
+            self.incidents.report("reconcile", e)
+            return 0
+
+    def _restore(self, rec, keys: KeyRing, stored: Stored) -> bool:
         """One stored session after a start: served here (True), stood by, or gone."""
         table = self.table
         if not self.ownership.owns(rec):
@@ -56,7 +85,7 @@ class Reconcile:
         if rec is None:
             return False
         live = table.install(rec, keys, ipaddress.IPv4Address(rec.inner_addr).packed,
-                             first_counter=self.store.get_floor(rec.session_id),
+                             first_counter=stored.floor, stored_ceiling=stored.ceiling,
                              gate_window=True)
         if rec.state is State.RECOVERING:
             # Its path challenge lived in the memory of the process that

@@ -35,7 +35,7 @@ KEYS = {"private_key": "PrivateKey", "listen_port": "ListenPort", "address": "Ad
         "events_max_bytes": "EventsMaxBytes", "events_keep": "EventsKeep",
         "events_summary_interval_s": "EventsSummaryInterval", "path_mtu": "PathMTU",
         "control_socket": "ControlSocket", "metrics_listen": "MetricsListen",
-        "metrics_peers": "MetricsPeers"}
+        "metrics_peers": "MetricsPeers", "max_sessions": "MaxSessions"}
 RESTART_ONLY_POLICY = ("replay_window_size",)
 
 

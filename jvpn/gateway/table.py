@@ -31,6 +31,7 @@ from jvpn.codes import EventType, Reason
 from jvpn.events import EventLog
 from jvpn.gate import abi
 from jvpn.gateway.announce import announce
+from jvpn.gateway.capacity import Capacity
 from jvpn.gateway.ceiling import ReplayCeiling, start_floor
 from jvpn.gateway.deletes import PendingDeletes
 from jvpn.gateway.downstream import Downstream
@@ -101,7 +102,8 @@ class Live:
         self.ceiling.resume()
 
 
-class SessionTable(StandbyWrites, Downstream, OperatorEnds, PendingDeletes, KeyWrites):
+class SessionTable(StandbyWrites, Downstream, OperatorEnds, PendingDeletes, KeyWrites,
+                   Capacity):
     def __init__(self, *, store: Store, gate, events: EventLog, ownership,
                  clock_ms: Callable[[], int], send: Send,
                  control_window: int = DEFAULT_CONTROL_WINDOW, peers=None, routes=None,
@@ -156,10 +158,11 @@ class SessionTable(StandbyWrites, Downstream, OperatorEnds, PendingDeletes, KeyW
         """A new session from a handshake (raises StoreError: nothing changed).
         Unconfirmed (the record says so), it is not routed: downstream stays put."""
         rec = rec if confirmed else rec.with_(confirmed=False)
+        self.refuse_if_full()  # raises SessionsFull (a StoreError): nothing changed
         self.store.create(rec, keys.pack())  # epoch 0: the version-1 value (KeyRing.unpack)
         live = self._live(rec, KeyRing.of(keys), inner, stored_ceiling=(0, True), routed=confirmed)
         live.confirmed = confirmed
-        self._put(live, rec)
+        self.put_new(live, rec)
         self.events.emit(EventType.SESSION_STATE_CHANGE, tr.reason_code, rec.session_id,
                          rec.binding, version=rec.version, previous_state=tr.previous.name,
                          new_state=tr.new.name)

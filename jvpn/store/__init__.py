@@ -52,6 +52,24 @@ class Change:
     kind: str  # "create" | "update" | "delete"
 
 
+@dataclass(frozen=True)
+class Stored:
+    """One session as a restart restores it (Store.restorable): its record,
+    secrets, send-counter floor and replay ceiling (ceiling, exact), read in
+    one pass over the store rather than four reads per session. ``problem``:
+    why this one cannot be restored (its secrets do not open); the others
+    still can."""
+
+    record: SessionRecord
+    secrets: bytes
+    floor: int = 0
+    ceiling: tuple[int, bool] = (0, True)
+    problem: StoreError | None = None
+
+
+RESTORE_PAGE = 10_000  # records per read of Store.restorable (bounds memory and lock holds)
+
+
 class Store(Protocol):
     """``claim_initiation``: the handshake timestamps of every gateway on
     this store. True when ``timestamp_ns`` is newer than every initiation of
@@ -73,6 +91,9 @@ class Store(Protocol):
     # Never raises; False when it could not (the next drop tries again).
     def forget_old_secrets(self) -> bool: ...
     def list(self) -> list[SessionRecord]: ...
+    # Every session that parses (the others skipped and reported, as list()),
+    # with what a restart needs of it, in pages: one pass, not a read per session
+    def restorable(self) -> Iterator[Stored]: ...
     def get_floor(self, session_id: int) -> int: ...
     def set_floor(self, session_id: int, floor: int) -> None: ...
     def claim_initiation(self, peer: bytes, timestamp_ns: int) -> bool: ...

@@ -47,11 +47,12 @@ from jvpn.store.etcd_codec import (
     _parse_session,
     _unb64,
 )
+from jvpn.store.etcd_restore import EtcdRestore
 
 __all__ = ["EtcdStore", "NodeIdTaken"]  # callers catch NodeIdTaken from here
 
 
-class EtcdStore(EtcdGateways, EtcdWatch, SkipsUnreadable):
+class EtcdStore(EtcdGateways, EtcdWatch, EtcdRestore, SkipsUnreadable):
 
     def __init__(self, host: str = "127.0.0.1", port: int = 2379, *, cluster_key: bytes,
                  prefix: str = "/jvpn/", timeout_s: float = 2.0):

@@ -14,9 +14,11 @@ from pathlib import Path
 from jvpn.files import UnsafeFile, open_private, private_dir, tighten_if_present
 from jvpn.session import SessionRecord
 from jvpn.store import (
+    RESTORE_PAGE,
     AlreadyExists,
     Change,
     SkipsUnreadable,
+    Stored,
     StoreError,
     Unreadable,
     VersionConflict,
@@ -53,6 +55,14 @@ CREATE TABLE IF NOT EXISTS changes (
 );
 """
 
+
+# Store.restorable's page: sessions with their floor and ceiling, keyset-paged
+_RESTORABLE = """
+SELECT s.session_id, s.record, s.secrets, f.floor, r.ceiling, r.exact FROM sessions s
+LEFT JOIN counter_floors f ON f.session_id = s.session_id
+LEFT JOIN replay_ceilings r ON r.session_id = s.session_id
+WHERE s.session_id >= ? ORDER BY s.session_id LIMIT ?
+"""
 
 BUSY_TIMEOUT_MS = 5_000  # a write waits this long for another connection's lock
 
@@ -276,6 +286,28 @@ class SqliteStore(SkipsUnreadable):
             except Unreadable as e:
                 self._skipped(f"{_unsigned(sid):016x}", e)
         return out
+
+    def restorable(self, page: int = RESTORE_PAGE) -> Iterator[Stored]:
+        """Store.restorable: pages of one join in id order, each read under
+        the lock (a writer waits for one page, not for the whole pass)."""
+        first = -(1 << 63)  # ids are stored as their signed twins
+        while True:
+            with self._lock:
+                try:
+                    rows = self._db.execute(_RESTORABLE, (first, page)).fetchall()
+                except sqlite3.Error as e:
+                    raise StoreError(f"session store read failed: {e}") from e
+            for sid, text, secrets, floor, ceiling, exact in rows:
+                try:
+                    rec = record_from_json(text)
+                except Unreadable as e:
+                    self._skipped(f"{_unsigned(sid):016x}", e)
+                    continue
+                yield Stored(rec, bytes(secrets), floor or 0,
+                             (ceiling, bool(exact)) if ceiling is not None else (0, True))
+            if len(rows) < page or rows[-1][0] == (1 << 63) - 1:
+                return
+            first = rows[-1][0] + 1
 
     def changes(self, since_revision: int = 0) -> Iterator[Change]:
         with self._lock:

@@ -1,0 +1,54 @@
+"""How many sessions the gate may hold, and the batched element writes of
+a restart: a mixin of jvpn/gateway/table.py's SessionTable (its gate,
+sessions, standby elements, store and _put)."""
+
+from __future__ import annotations
+
+import contextlib
+
+from jvpn.codes import Reason
+from jvpn.gate import abi
+from jvpn.gate.element import GateFull
+from jvpn.store import StoreError
+
+
+class SessionsFull(StoreError):
+    """A new session refused: the gateway holds MaxSessions sessions (or the
+    gate's maps are full). A StoreError so that it travels the handshake's
+    one refusal path ("nothing changed"), with its own reason code."""
+
+    reason = Reason.GATEWAY_FULL
+
+
+class Capacity:
+    def max_sessions(self) -> int:
+        """The gate's element budget: MaxSessions (the attached maps'
+        capacity by default, jvpn/gateway/build.py)."""
+        return getattr(self.gate, "max_sessions", abi.DEFAULT_MAX_SESSIONS)
+
+    def full(self) -> bool:
+        """No element for another session: ours and the standbys count alike
+        (each is one element of the sessions map)."""
+        return len(self.sessions) + len(self.standby) >= self.max_sessions()
+
+    def refuse_if_full(self) -> None:
+        if self.full():
+            raise SessionsFull(f"the gateway holds its MaxSessions ({self.max_sessions()}) "
+                               "sessions: no new one")
+
+    def put_new(self, live, rec) -> None:
+        """A new session's first element; the gate full (elements the count
+        does not know of: a map another writer filled) ends the session at
+        once, stored record included, as if it had never been made."""
+        try:
+            self._put(live, rec)
+        except GateFull as e:
+            self.forget(rec.session_id)
+            raise SessionsFull(str(e)) from None
+
+    def batched_writes(self) -> contextlib.AbstractContextManager:
+        """Element writes gathered into batches until the block ends (a
+        restart's reconcile: jvpn/gate/batch.py); a gate without batches
+        writes each at once."""
+        batched = getattr(self.gate, "batched", None)
+        return batched() if batched is not None else contextlib.nullcontext()

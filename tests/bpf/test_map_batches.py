@@ -1,0 +1,55 @@
+"""Issue 15: batched map writes and reads (BPF_MAP_UPDATE_BATCH /
+BPF_MAP_LOOKUP_BATCH) on a real hash map, and its E2BIG as GateFull."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+import pytest
+
+from jvpn.gate import abi
+from jvpn.gate.attach import unpin
+from jvpn.gate.element import GateFull
+from jvpn.gate.loader import load_plain
+from jvpn.gate.pins import PinnedMap
+
+pytestmark = pytest.mark.kernel
+
+CAPACITY = 5000  # more than one lookup batch (4096) and one update batch
+
+
+@pytest.fixture
+def sessions_map(tmp_path):
+    pins = f"/sys/fs/bpf/jvpn-test-batch-{tmp_path.name[-12:]}"
+    prog = load_plain(f"""
+#include <uapi/linux/bpf.h>
+#include "jvpn_abi.h"
+BPF_TABLE_PINNED("hash", __u64, struct jvpn_session, m, {CAPACITY}, "{pins}");
+int xdp_main(struct xdp_md *ctx) {{ __u64 k = 0; return m.lookup(&k) ? XDP_DROP : XDP_PASS; }}
+""")[0]
+    m = PinnedMap(pins, ctypes.c_uint64, abi.Session)
+    yield m
+    m.close()
+    prog.cleanup()
+    unpin(pins)
+    if os.path.exists(pins):
+        os.unlink(pins)
+
+
+def test_a_batch_written_is_read_back_whole(sessions_map):
+    sids = list(range(1, CAPACITY + 1))
+    sessions_map.update_batch([ctypes.c_uint64(s) for s in sids],
+                              [abi.Session(version=s, ctl_floor=s * 3) for s in sids])
+    got = dict(sessions_map.items_batch())
+    assert sorted(got) == sids
+    assert all(got[s].version == s and got[s].ctl_floor == s * 3 for s in sids)
+    assert sessions_map.lookup(ctypes.c_uint64(77)).version == 77  # the map's, not a copy
+
+
+def test_a_batch_past_the_capacity_is_gate_full_after_what_fits(sessions_map):
+    sids = list(range(1, CAPACITY + 11))
+    with pytest.raises(GateFull, match="full"):
+        sessions_map.update_batch([ctypes.c_uint64(s) for s in sids],
+                                  [abi.Session(version=1) for _ in sids])
+    assert sum(1 for _ in sessions_map.items_batch()) == CAPACITY
