@@ -147,7 +147,7 @@ def test_attach_rates_reach_the_gate_config(runner, as_root, fake_bcc, monkeypat
     are separate settings of the gate."""
     seen = {}
 
-    def fake_attach(iface, config, mode, paths, progress=None):
+    def fake_attach(iface, config, mode, options=None, paths=None, progress=None):
         seen["config"] = config
         raise NotAttached("stop here (test)")
 
