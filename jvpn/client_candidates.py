@@ -194,20 +194,9 @@ class Candidates:
             except OSError:
                 pass
 
-    def overdue(self, now_ms: int, intervals: float = 0.5) -> bool:
-        """A candidate's probe is more than ``intervals`` probe intervals
-        late: half a one, held by heartbeats in flight
-        (jvpn/client_probe_guard.py holds the next one); a whole one: a
-        lost heartbeat holds it no longer."""
-        late = self.policy.probe_interval_ms * intervals
-        return any(now_ms - p.next_probe_ms > late for p in self.paths.values())
-
-    def due(self, now_ms: int, held: bool) -> list[tuple[Path, int]]:
-        """(path, probe id) for every candidate whose probe is due; none while
-        ``held``: something of ours is in flight that a probe, which raises
-        the gate's control floor, must not overtake (jvpn/client_probe_guard.py)."""
-        if held:
-            return []
+    def due(self, now_ms: int) -> list[tuple[Path, int]]:
+        """(path, probe id) for every candidate whose probe is due (nothing
+        holds a probe: it raises no control floor, jvpn/client_probe_guard.py)."""
         out = []
         for p in self.paths.values():
             if now_ms < p.next_probe_ms:

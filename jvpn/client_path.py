@@ -120,7 +120,7 @@ class PathSizing:
         or one of a run's confirmations (jvpn/client_paths.py)."""
         with self._lock:  # never sealed after our TERMINATE (Client.join_loops)
             if self.said_goodbye or self.keepalives_held(now):
-                return  # held: our probe or switch's request in flight (client_probe_guard.py)
+                return  # held: our switch's request in flight (client_probe_guard.py)
             msg = self.channel.seal(pathmtu.announcement(self.size.path_mtu), abi.MSG_KEEPALIVE)
         self.size.announced(now, self.reattaches)
         # a heartbeat (jvpn/client_paths.py), counted before it leaves: its

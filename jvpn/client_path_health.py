@@ -23,7 +23,6 @@ WINDOW_MIN_DECIDED = 10  # the window's loss counts once this many heartbeats ar
 PROBE_HISTORY = 20  # a candidate's loss: over its last this many decided probes
 PROBATION_MS = 60_000  # a path left VOLATILE: no planned move back for this long
 LATE_KEPT = 64  # samples already lost whose late answer still says the path is alive
-LATE_IN_FLIGHT_MS = 1_000  # a sample lost this recently may still arrive: probes wait for it
 HEARTBEATS_PER_WINDOW = 40  # while traffic flows: a loss estimate over 40 samples
 HEARTBEAT_MIN_MS = 20
 CONFIRMATIONS = 2  # heartbeats sent at once after a run of drops; all lost: dead
@@ -64,8 +63,6 @@ class PathHealth:
         self.rtt = Rtt()
         self.outstanding: dict[int, int] = {}  # sample id -> sent at (ms)
         self.lost_late: dict[int, tuple[int, list]] = {}  # lost id -> (sent at, its decision)
-        self.recent_losses: deque[tuple[int, int]] = deque()  # (lost at, id): in_flight()
-        self.newest_answered = -1  # the highest sample id answered (late or not): in_flight()
         self.decided: deque[list] = deque()  # [decided at, answered]: a late echo revises it
         self.consecutive_drops = 0
         self.last_heard_ms = now_ms  # authenticated traffic received on this path
@@ -95,7 +92,6 @@ class PathHealth:
             self._late(sample_id, now_ms)
             return False
         self.rtt.sample(max(0, now_ms - sent_ms))
-        self.newest_answered = max(self.newest_answered, sample_id)
         self._decide(now_ms, True)
         self._run_over()
         self.heard(now_ms)
@@ -116,7 +112,6 @@ class PathHealth:
         sent_ms, decision = late
         decision[1] = True
         self.rtt.sample(max(0, now_ms - sent_ms))
-        self.newest_answered = max(self.newest_answered, sample_id)
         self._run_over()
         self.heard(now_ms)
 
@@ -159,7 +154,6 @@ class PathHealth:
             if sent_ms is None:
                 continue  # answered meanwhile
             self.lost_late[i] = (sent_ms, self._decide(now_ms, False))
-            self.recent_losses.append((now_ms, i))
             self.consecutive_drops += 1
             count += 1
             if self.confirming is not None and i in self.confirming:
@@ -213,28 +207,6 @@ class PathHealth:
     # ------------------------------------------------------------ reading
     def unanswered(self) -> bool:
         return bool(self.outstanding)
-
-    def overdue(self, now_ms: int) -> bool:
-        """A sample is unanswered past srtt + 4·rttvar (its answer is late:
-        the path may be failing; it is lost at the loss timeout)."""
-        late = self.rtt.srtt + 4 * self.rtt.rttvar
-        return any(now_ms - t > late for t in list(self.outstanding.values()))
-
-    def in_flight(self, now_ms: int, lost_too: bool = True) -> bool:
-        """A sample unanswered, or (``lost_too``) lost with no late answer
-        yet while it may still arrive: on a stalled path it may still be on
-        its way (a probe must not overtake it: jvpn/client_probe_guard.py),
-        for LATE_IN_FLIGHT_MS at most. Once a later sample was answered it
-        was dropped, not delayed: it holds only srtt + 4·rttvar more (a
-        dropped heartbeat a second must not hold every probe)."""
-        while self.recent_losses and now_ms - self.recent_losses[0][0] >= LATE_IN_FLIGHT_MS:
-            self.recent_losses.popleft()
-        if self.outstanding:
-            return True
-        late_ms = self.rtt.srtt + 4 * self.rtt.rttvar
-        return lost_too and any(
-            i in self.lost_late and (i > self.newest_answered or now_ms - t < late_ms)
-            for t, i in self.recent_losses)
 
     def window_loss(self, now_ms: int) -> float | None:
         """The loss over the last ``loss_window_ms``; None below 10 decided."""

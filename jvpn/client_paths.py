@@ -72,8 +72,8 @@ class ClientPaths:
     def heartbeat_due(self, now: int) -> bool:
         """While traffic flows, every loss_window_ms / 40; idle, every keepalive."""
         every = self.heartbeat_cadence(now)
-        # held while a probe is overdue or in flight (jvpn/client_probe_guard.py)
-        return now - self.last_heartbeat_ms >= every and not self.heartbeat_held(now, every)
+        # held while a switch's request is in flight (jvpn/client_probe_guard.py)
+        return now - self.last_heartbeat_ms >= every and not self.keepalives_held(now)
 
     def heartbeat_cadence(self, now: int) -> int:
         flowing = now - self.last_data_ms <= self.keepalive_ms

@@ -99,8 +99,6 @@ class ClientReattach:
         hdr, fields = got
         self.orphan.heard(self.clock_ms())  # authenticated: the gateway has the session's keys
         self.heard_epoch(hdr.flags)  # the overlap's clock (jvpn/client_rekey.py)
-        if hdr.type != abi.MSG_PATH_PROBE_REPLY:
-            self.control_moved()  # an answer: a retry may still be on its way (probe guard)
         if hdr.type in (abi.MSG_REKEY_RESP, abi.MSG_REKEY_REJECT):
             self.rekey_answer(hdr, fields)
             return
@@ -168,7 +166,6 @@ class ClientReattach:
         phase flag, header key and MAC key are one epoch's (one read of the
         channel's send keys: a rekey may swap them between two messages)."""
         k = self.channel.send_keys
-        self.control_moved(msg_type)  # the probes wait for it (jvpn/client_probe_guard.py)
         hdr = wire.Header(type=msg_type, session_id=self.session_id,
                           counter=self.channel.next_counter(),
                           flags=abi.FLAG_KEY_PHASE if k.phase else 0)

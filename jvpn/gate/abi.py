@@ -83,7 +83,7 @@ STATE_ALLOW = {
     STATE_DEGRADED: ALLOW_CONTROL,
     STATE_TERMINATED: 0,
     # a standby passes what its daemon acts on; not REKEY_INIT nor PATH_PROBE,
-    # which it refuses unverified (its ctl_floor would never rise: jvpn_abi.h)
+    # which it refuses unverified (nothing would make a captured one stale: jvpn_abi.h)
     STATE_REMOTE: _bit(MSG_REATTACH_REQ) | _bit(MSG_PATH_RESPONSE) | _bit(MSG_TERMINATE),
 }
 
@@ -238,7 +238,7 @@ class Session(_Struct):
         ("rt_slot", u32),  # the daemon's choice of runtime slot
         ("rt_gen", u64),  # a new value re-initializes the slot (XDP does it)
         ("replay_floor", u64),  # a new window counts everything below as seen
-        ("ctl_floor", u64),  # keepalive/control counters <= this: replays (daemon-verified)
+        ("ctl_floor", u64),  # keepalive/control (not probe) counters <= this: replays
         ("tag_key_phase1", u64 * 2),  # phase 1's header key
         ("key_phases", u8),  # key_phase_bit(p): phase p accepted
         ("_pad0", u8 * 7),

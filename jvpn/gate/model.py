@@ -317,9 +317,12 @@ class Model:
         self._claim(rt, sid, s)
         # only DATA consumes its counter; keepalives and control are checked,
         # also against the floor the daemon raised once it verified one
-        # (their bodies are not tagged: item 5)
+        # (their bodies are not tagged: item 5); a probe only for freshness:
+        # the daemon has a probe window of its own and raises no floor for it
         if t == abi.MSG_DATA:
             fresh = replay_accept(rt, counter, self.replay_bits)
+        elif t == abi.MSG_PATH_PROBE:
+            fresh = replay_fresh(rt, counter, self.replay_bits)
         else:
             fresh = counter > s.ctl_floor and replay_fresh(rt, counter, self.replay_bits)
         if not fresh:

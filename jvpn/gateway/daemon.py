@@ -132,12 +132,11 @@ class Gateway(GateWatch, Reconcile, OperatorActions):
         self.operator = operations.open_server(self, operator_socket)
 
     def _probes(self) -> Probes:
-        """Path probes, answered from memory (issue 14): the reattach
-        validator's control windows (a counter is used once across all
-        control messages), the policy in force (a reload resizes the bucket)."""
-        return Probes(table=self.table, windows=self.reattach.windows,
-                      owns=self.ownership.owns, policy=lambda: self.policy,
-                      clock_ms=self.clock_ms)
+        """Path probes, answered from memory (issue 14): a probe window of
+        their own per session (not the control windows: a probe raises no
+        ctl_floor), the policy in force (a reload resizes the bucket)."""
+        return Probes(table=self.table, owns=self.ownership.owns,
+                      policy=lambda: self.policy, clock_ms=self.clock_ms)
 
     def _datapath(self) -> DataPath:
         return DataPath(

@@ -8,22 +8,27 @@ version).
 
 A probe **moves nothing**: no store read or write, no record, binding,
 state or timer change (``last_rx_ms`` is not refreshed: a probe is not the
-session's traffic), no event. Its only effects are the ones every verified
-control message has: its counter is recorded in the session's control
-window (shared with the reattach and rekey validators: a counter is used
-once across all control messages) and the gate's ``ctl_floor`` rises, so
-the gate drops its copies.
+session's traffic), no event. Its only effect is that its counter is
+recorded in the session's **probe window** (``ProbeWindows``: its own, not
+the control window the reattach and rekey validators share), so its copies
+get nothing. It does not raise the gate's ``ctl_floor``, and the gate does
+not check it against that floor: a probe on a slow candidate is not killed
+by a later heartbeat of the fast active path, nor a slow reattach of ours
+by a fast candidate's probe (issue 14). That is sound because the message
+type is under the MAC (a probe's counter can never be read as another
+control type's), a replayed probe is refused by the probe window, and the
+replays that reach the daemon are bounded by the gate's per-session probe
+bucket and the gateway-wide authenticated budget, one HMAC each.
 
 Checks, cheapest first and in this order, each a silent refusal counted by
 its result (``jvpn_path_probes_total{result}``): the session is served and
 owned here, not quarantined, in a state that answers (``refused``); the
 header tag, then the HMAC, under the epoch the key phase names
-(``forged``: one SipHash and no HMAC for a forged tag); the control window
+(``forged``: one SipHash and no HMAC for a forged tag); the probe window
 (``replayed``); the per-session probe bucket, sized from the policy in force
 (``rate_limited``). ``ProbeCheck`` decides; ``Probes`` carries a decision
-out in two steps: under the control lock (the windows are the reattach
-validator's) the check, the window mark, the ``ctl_floor`` raise and the
-reply's view; after it, the send counter and the seal. The send counter
+out in two steps: under the control lock the check, the window mark and
+the reply's view; after it, the send counter and the seal. The send counter
 can wait for the store (its block reservation, ``set_floor``): under the
 gateway-wide control lock, a hung store would hold every session's
 reattach behind one probe."""
@@ -56,6 +61,14 @@ PROBE_LEN = abi.HDR_LEN + wire.PATH_PROBE.size + wire.MAC_LEN  # 112
 # per-session buckets kept (the least recently used is forgotten: a
 # forgotten session's bucket starts full, which is its burst, no more)
 BUCKETS_KEPT = 65_536
+# a probe overtaken by this many counters of other traffic is still fresh:
+# the gate's own window (a probe older than that is dropped there anyway)
+PROBE_WINDOW = abi.replay_window(abi.REPLAY_BITS)
+# per-session probe windows kept (~3 KB each: ~50 MB at most). A forgotten
+# window (and every window, after a restart) starts empty: a replay still
+# fresh at the gate gets one more reply, sealed, to the replayer's address
+# and no larger than the probe (nothing it can read or use), then is refused
+PROBE_WINDOWS_KEPT = 16_384
 
 Send = tuple[bytes, Transport]
 
@@ -90,11 +103,21 @@ def budget(p: Policy) -> tuple[float, float]:
     return n * 1000 / p.probe_interval_ms, float(n)
 
 
+class ProbeWindows(ControlWindows):
+    """One window per session for its verified probes alone, as wide as the
+    gate's data window (a probe overtaken by ~4000 counters of other
+    traffic still counts once), for the PROBE_WINDOWS_KEPT sessions that
+    probed last (the least recently used is forgotten)."""
+
+    def __init__(self, capacity: int = PROBE_WINDOWS_KEPT):
+        super().__init__(PROBE_WINDOW, capacity)
+
+
 class ProbeCheck:
     """The validator: decides on one probe against the in-memory session
     (never the store). It changes nothing but its own buckets."""
 
-    def __init__(self, *, windows: ControlWindows, owns: Callable[[object], bool],
+    def __init__(self, *, windows: ProbeWindows, owns: Callable[[object], bool],
                  policy: Callable[[], Policy], clock_ms: Callable[[], int]):
         self.windows, self.owns, self.policy, self.clock_ms = windows, owns, policy, clock_ms
         self.buckets = KeyedBuckets(*budget(policy()), lambda: self.clock_ms() / 1000,
@@ -157,15 +180,17 @@ class ProbeCheck:
 
 class Probes:
     """Carries out probe decisions: ``message`` (the caller holds the
-    control lock) records the counter (the session's control window, then
-    the gate's ctl_floor) and takes the reply's view; ``seal`` (the caller
+    control lock) records the counter in the session's probe window (never
+    the control window, never the gate's ctl_floor) and takes the reply's view; ``seal`` (the caller
     has released the lock) seals each reply under the send epoch with the
     session's send counter. Every probe is counted by result."""
 
-    def __init__(self, *, table, windows: ControlWindows, owns: Callable[[object], bool],
-                 policy: Callable[[], Policy], clock_ms: Callable[[], int]):
+    def __init__(self, *, table, owns: Callable[[object], bool],
+                 policy: Callable[[], Policy], clock_ms: Callable[[], int],
+                 windows: ProbeWindows | None = None):
         self.table, self.policy, self.clock_ms = table, policy, clock_ms
-        self.checks = ProbeCheck(windows=windows, owns=owns, policy=policy, clock_ms=clock_ms)
+        self.checks = ProbeCheck(windows=windows or ProbeWindows(), owns=owns, policy=policy,
+                                 clock_ms=clock_ms)
         self.counts: Counter[str] = Counter(dict.fromkeys(RESULTS, 0))
         self._counting = threading.Lock()  # seal() counts outside the control lock
 
@@ -178,8 +203,7 @@ class Probes:
         if d.result != ANSWERED:
             self._count(d.result)
             return []
-        self.checks.windows.mark(sid, d.counter)
-        self.table.raise_control_floor(sid, d.counter)
+        self.checks.windows.mark(sid, d.counter)  # no ctl_floor: the gate's rule for probes
         return [Answer(live, self.view(live, d.probe_id, src), src)]
 
     def seal(self, answers: list[Answer]) -> list[Send]:

@@ -1,7 +1,8 @@
 """The XDP gate and path probes (issue 14), through BPF_PROG_TEST_RUN and the
 model in lockstep: the table of tests/kits/probe_table.py (PATH_PROBE gated
 as authenticated control in every live state, drop_state for a standby's
-element, the tag, ctl_floor, the key phase; PATH_PROBE_REPLY drop_bad_type),
+element, the tag, the window but not ctl_floor, the key phase;
+PATH_PROBE_REPLY drop_bad_type),
 then the buckets a probe flood from a key holder spends: the session's own
 probe bucket (then the gateway-wide authenticated one), never the control
 bucket its REATTACH_REQ uses."""
@@ -36,6 +37,22 @@ def both(gate):
 def test_probe_table_in_the_kernel_and_the_model(both, name, steps):
     rk.play(name, steps, both)
     assert both.same_runtime(), name
+
+
+def test_a_probe_below_ctl_floor_passes_and_leaves_the_floor_and_window(gate):
+    """A probe overtaken by heartbeats of a faster path (ctl_floor above
+    it) passes while fresh; passing moves neither ctl_floor nor the data
+    window (the daemon records probes in its own window, issue 14)."""
+    both = fresh(gate, GateConfig(**UNLIMITED))
+    rk.play("setup", [rk.put("epoch0"), ("floor", 40), (rk.old(50), abi.R_PASS_DATA)], both)
+    before = both.element().ctl_floor
+    for c in (12, 30, 40):
+        assert both.verdict(rk.old(c, **pt.PROBE, **rk.ELSEWHERE)) == abi.R_PASS_CONTROL
+    assert both.element().ctl_floor == before == 40
+    assert both.verdict(rk.old(39, t=abi.MSG_REATTACH_REQ)) == abi.R_DROP_REPLAY
+    assert both.verdict(rk.old(30)) == abi.R_PASS_DATA  # the probe consumed nothing
+    assert both.verdict(rk.old(50, **pt.PROBE)) == abi.R_DROP_REPLAY  # data consumed it
+    assert both.same_runtime()
 
 
 def test_a_probe_flood_does_not_starve_the_sessions_reattach(gate):

@@ -6,7 +6,8 @@ in lockstep.
 
 PATH_PROBE is authenticated control like REKEY_INIT: the state mask (every
 live state, not a standby's REMOTE element, nothing in BIRTH or TERMINATED),
-the key phase, the tag, ctl_floor and freshness, then the session's own
+the key phase, the tag, freshness in the window (not ctl_floor: the
+daemon keeps a probe window of its own, issue 14), then the session's own
 probe bucket (not the control one: probes never starve a reattach) and the
 gateway-wide authenticated bucket.
 PATH_PROBE_REPLY only travels from the gateway: drop_bad_type."""
@@ -41,16 +42,22 @@ CASES = [
      [put("epoch0"), (old(1, **PROBE, key=bytes(range(40, 56))), abi.R_DROP_BAD_TAG),
       (old(1, **PROBE, key=bytes(range(40, 56)), **ELSEWHERE), abi.R_DROP_BAD_TAG),
       (old(1, **PROBE), CTL)]),
-    ("PATH_PROBE at or below ctl_floor is a replay, from any address; above it passes",
-     [put("epoch0"), (old(5, **PROBE), CTL), ("floor", 5), (old(5, **PROBE), abi.R_DROP_REPLAY),
-      (old(5, **PROBE, **ELSEWHERE), abi.R_DROP_REPLAY), (old(4, **PROBE), abi.R_DROP_REPLAY),
-      (old(6, **PROBE), CTL)]),
-    ("a probe's floor is every control message's: a reattach at it is a replay",
-     [put("epoch0"), (old(9, **PROBE, **ELSEWHERE), CTL), ("floor", 9),
+    # issue 14: a probe is not checked against ctl_floor (the daemon keeps a
+    # probe window of its own and raises no floor for a probe): one overtaken
+    # by later heartbeats or control of ours passes while fresh in the window
+    ("PATH_PROBE below ctl_floor but fresh in the window passes, from any address",
+     [put("epoch0"), ("floor", 9), (old(5, **PROBE, **ELSEWHERE), CTL), (old(9, **PROBE), CTL),
       (old(9, t=abi.MSG_REATTACH_REQ, **ELSEWHERE), abi.R_DROP_REPLAY),
-      (old(10, t=abi.MSG_REATTACH_REQ, **ELSEWHERE), CTL)]),
+      (old(10, **PROBE), CTL)]),
+    ("a passed probe moves neither the floor nor the window: an older reattach still passes",
+     [put("epoch0"), (old(9, **PROBE, **ELSEWHERE), CTL), (old(9, **PROBE), CTL),
+      (old(8, t=abi.MSG_REATTACH_REQ, **ELSEWHERE), CTL)]),
     ("PATH_PROBE with a counter data consumed is a replay",
      [put("epoch0"), (old(8), abi.R_PASS_DATA), (old(8, **PROBE), abi.R_DROP_REPLAY)]),
+    ("PATH_PROBE below the window is a replay, even above ctl_floor",
+     [put("epoch0"), (old(5000), abi.R_PASS_DATA),
+      (old(5000 - abi.replay_window() - 1, **PROBE), abi.R_DROP_REPLAY),
+      (old(5000 - abi.replay_window(), **PROBE), CTL)]),
     ("PATH_PROBE under a dead key phase: drop_key_phase",
      [put("epoch0"), (new(1, **PROBE), D), put("epoch1"), (old(2, **PROBE), D),
       (new(3, **PROBE), CTL)]),

@@ -166,8 +166,8 @@ def test_a_dead_active_path_whose_candidate_missed_one_probe_fails_over(tmp_path
     chance or by an attacker there), then the active uplink dies: no
     candidate is eligible (last_answered is False), so the client
     reattaches from the dead socket; a pending reattach held every probe
-    (LTE never eligible). Now it holds them LATE_IN_FLIGHT_MS after its
-    last copy at most, and a dead path with no answered candidate none."""
+    (LTE never eligible). Now nothing holds a probe (issue 14: a probe
+    raises no control floor)."""
     net = Net(tmp_path)
     net.run(5_000, data_every=10)
     c = net.client
@@ -235,8 +235,8 @@ def test_an_unchosen_reattach_on_a_dead_path_is_abandoned_for_the_ready_candidat
 def test_a_reattach_left_unanswered_holds_the_probes_a_second_after_each_copy_at_most(tmp_path):
     """Our REATTACH_REQs vanish on the way (the active path works
     otherwise): the reattach stays pending, retried with back-off. It held
-    every probe while pending; now only LATE_IN_FLIGHT_MS after each copy:
-    the candidate is still probed between the retries."""
+    every probe while pending; nothing holds them now (issue 14): the
+    candidate is still probed between the retries."""
     net = Net(tmp_path)
     net.run(3_000, data_every=10)
     sock = net.client.sock

@@ -121,13 +121,82 @@ def test_a_raced_fresh_probe_gets_one_reply_and_the_genuine_copy_dies(session):
     assert c.data()  # the client's stream goes on over its binding
 
 
-def test_a_probe_counter_is_spent_for_every_control_message(session):
-    """One control window: a reattach request with a probe's counter is a replay."""
+def floor(gw, c) -> int:
+    return gw.gate.model.sessions[c.sid].ctl_floor
+
+
+def keepalive(c) -> int:
+    """A verified keepalive of ours (it raises the gate's ctl_floor): its counter."""
+    ka = c.channel.seal(b"", abi.MSG_KEEPALIVE)
+    assert len(c.send(ka)) == 1  # its echo
+    return wire.parse_header(ka).counter
+
+
+def test_a_probe_has_a_window_of_its_own_and_raises_no_control_floor(session):
+    """A probe is recorded in the session's probe window, not in the control
+    window the reattach and rekey validators share, and the gate's ctl_floor
+    stays where the last keepalive or control message put it (issue 14)."""
     gw, _clock, c = session
+    below = keepalive(c)
     counter = c.channel.next_counter()
     assert len(answered(c, c.control(abi.MSG_PATH_PROBE, 1, counter=counter), CANDIDATE)) == 1
-    assert gw.reattach.recorded(c.sid, counter)
-    assert gw.gate.model.sessions[c.sid].ctl_floor >= counter  # the gate drops its copies
+    assert floor(gw, c) == below  # a verified probe leaves ctl_floor unchanged
+    assert not gw.reattach.recorded(c.sid, counter)
+    assert not gw.probes.checks.windows.fresh(c.sid, counter)
+
+
+def test_a_probe_overtaken_by_our_heartbeats_is_answered_once(session):
+    """A probe on a slow candidate reaches the gateway after heartbeats of
+    the fast active path sealed later (ctl_floor above its counter): it is
+    answered once; its replay, from anywhere, gets nothing (the probe
+    window), and ctl_floor is still the heartbeats'."""
+    gw, _clock, c = session
+    slow = probe(c, 5)  # sealed first, on its way over the slow candidate
+    top = max(keepalive(c) for _ in range(40))  # two seconds of heartbeats arrive first
+    assert floor(gw, c) == top > wire.parse_header(slow).counter
+    [(reply, to)] = answered(c, slow, CANDIDATE)
+    assert to == CANDIDATE and c.opened(reply)[1][0] == 5
+    assert answered(c, slow, CANDIDATE) == [] and answered(c, slow, ATTACKER) == []
+    assert gw.probes.counts["answered"] == 1 and gw.probes.counts["replayed"] == 2
+    assert floor(gw, c) == top
+
+
+def test_a_reattach_overtaken_by_a_probe_is_not_a_replay(session):
+    """The other way round: our reattach request on the slow active path,
+    overtaken by a fast candidate's probe sealed after it, is still fresh
+    (the probe raised no floor, and its counter is in another window)."""
+    gw, _clock, c = session
+    req = c.reattach_request(c.record().reattach_seq + 1)
+    assert len(answered(c, probe(c), CANDIDATE)) == 1
+    assert floor(gw, c) < wire.parse_header(req).counter
+    assert gw.reattach.windows.fresh(c.sid, wire.parse_header(req).counter)
+
+
+def test_a_replay_flood_of_an_overtaken_probe_costs_one_hmac_each_and_nothing_else(session):
+    """The gate passes a probe's replays while its counter is fresh in the
+    data window (it has no floor for probes), at most the session's probe
+    bucket: in the daemon each costs one HMAC, no reply, no seal, no store
+    call, no window of any other session."""
+    gw, _clock, c = session
+    msg = probe(c)
+    keepalive(c)
+    assert len(answered(c, msg, CANDIDATE)) == 1
+    store, hmacs, sent = CountingStore(gw.store), gw.probes.checks.hmacs, len(gw.sock.sent)
+    for i in range(500):
+        assert answered(c, msg, (f"203.0.113.{i % 200}", 1000 + i)) == []
+    assert gw.probes.checks.hmacs - hmacs == 500
+    assert len(gw.sock.sent) == sent and store.calls == []
+    assert gw.probes.counts["replayed"] == 500 and gw.probes.counts["answered"] == 1
+
+
+def test_probe_windows_are_bounded_and_forget_the_least_recently_used():
+    w = probes.ProbeWindows(capacity=2)
+    assert w.mark(1, 10) and w.mark(2, 10) and not w.fresh(1, 10)
+    assert w.mark(1, 5)  # overtaken: still fresh, below the top
+    assert w.mark(3, 10)  # session 2, the least recently used, is forgotten
+    assert w.fresh(2, 10) and not w.fresh(1, 10) and not w.fresh(3, 10)
+    assert w.mark(1, 10 + probes.PROBE_WINDOW) and w.fresh(1, 11)
+    assert not w.fresh(1, 9)  # below the window: stale
 
 
 def test_the_probe_bucket_is_sized_from_the_policy_in_force(session):

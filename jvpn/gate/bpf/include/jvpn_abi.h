@@ -103,8 +103,9 @@ struct jvpn_hdr {
 #define JVPN_STATE_ALLOW_DEGRADED JVPN_ALLOW_CONTROL
 /* A standby (REMOTE) passes what its daemon acts on: a reattach (a
  * handoff), its path response, a terminate. Not REKEY_INIT nor PATH_PROBE:
- * the standby refuses them before verifying anything, so its ctl_floor
- * never rises and one captured header would stay fresh there forever. */
+ * the standby refuses them before verifying anything, so nothing (neither
+ * its ctl_floor nor a probe window) ever makes a captured header stale
+ * there: it would stay fresh forever. */
 #define JVPN_STATE_ALLOW_REMOTE                                               \
 	(JVPN_BIT(JVPN_MSG_REATTACH_REQ) | JVPN_BIT(JVPN_MSG_PATH_RESPONSE) | \
 	 JVPN_BIT(JVPN_MSG_TERMINATE))
@@ -173,7 +174,8 @@ struct jvpn_session {
 	__u64 rt_gen;       /* a new value (new on this gateway) re-initializes the slot */
 	__u64 replay_floor; /* counters below this count as seen in a new window */
 	__u64 ctl_floor;    /* keepalive/control counters <= this are replays: the
-			     * highest the daemon verified (issue 10 item 5) */
+			     * highest the daemon verified (issue 10 item 5); not
+			     * PATH_PROBE's, neither checked nor raised (issue 14) */
 	__u64 tag_key_phase1[2]; /* the same for headers of key phase 1 */
 	__u8 key_phases;    /* JVPN_KEY_PHASE_BIT(p): phase p accepted (its key live) */
 	__u8 _pad0[7];
