@@ -77,7 +77,7 @@ def decode(text: str) -> bytes:
     return raw
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: the daemon holds one per session (issue 15)
 class SessionKeys:
     """One key epoch's secrets (``reattach`` is the control key: reattach
     proofs, control MACs, rekey messages)."""
@@ -138,7 +138,7 @@ class RekeyError(ValueError):
     """A rekey exchange that cannot produce keys (a low-order ephemeral)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class KeyRing:
     """A session's live keys: ``current`` (the newest epoch) and, during an
     overlap, ``previous`` (still accepted on receive). ``confirmed``: the

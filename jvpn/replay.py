@@ -6,6 +6,7 @@ control messages it verified (issue 10 item 5)."""
 
 from __future__ import annotations
 
+from array import array
 from collections import OrderedDict
 
 from jvpn.gate import abi
@@ -63,14 +64,16 @@ def seed_floor(rt, top: int, bits: int = abi.REPLAY_BITS) -> None:
 
 
 class ReplayWindow:
-    """Per-direction receive window (same fields as jvpn_session_rt)."""
+    """Per-direction receive window (same fields as jvpn_session_rt). The
+    ring is an array of unsigned 64-bit words, not a list of Python ints
+    (one object per word): the daemon holds one per session (issue 15)."""
 
     __slots__ = ("bits", "replay_bitmap", "replay_top")
 
     def __init__(self, bits: int = abi.REPLAY_BITS):
         self.bits = bits
         self.replay_top = 0
-        self.replay_bitmap = [0] * abi.replay_words(bits)
+        self.replay_bitmap = array("Q", bytes(8 * abi.replay_words(bits)))
 
     def accept(self, counter: int) -> bool:
         return replay_accept(self, counter, self.bits)

@@ -103,7 +103,7 @@ def canonical_ip(addr: str) -> str:
     return str(ip)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Transport:
     """One outer transport: the client's address and UDP port as seen by us,
     the address in its canonical form (:func:`canonical_ip`) whoever made it."""
@@ -118,7 +118,7 @@ class Transport:
         return f"[{self.addr}]:{self.port}" if ":" in self.addr else f"{self.addr}:{self.port}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Transition:
     session_id: int
     previous: State
@@ -129,7 +129,7 @@ class Transition:
     at_ms: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: the daemon holds one per session (issue 15)
 class SessionRecord:
     session_id: int
     state: State

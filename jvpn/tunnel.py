@@ -12,7 +12,8 @@ their counters, since a copy of their header with another body must not
 consume them (issue 10 item 5). The gateway's reattach validator keeps its
 own window for the control messages it verifies.
 
-Hot loop: one AEAD object per key, preallocated header structs, no logging.
+Hot loop: one AEAD object per key (made on first use, dropped while the
+session is idle: issue 15), preallocated header structs, no logging.
 """
 
 from __future__ import annotations
@@ -84,6 +85,11 @@ RESERVE_AHEAD_RETRY_S = 1.0  # pace of retries of a failed ahead-write (still co
 _HDR = struct.Struct("<BBHIQQQ")
 _TAGGED = struct.Struct("<BBHIQQ")
 _NONCE = struct.Struct("<4xQ")
+_NEVER = float("-inf")  # one object for every session's "no retry pending"
+# Held only while a channel makes one of its stateful parts on first use
+# (a window, the reassembler, the filter): two threads asking at once get
+# the same one, so no recorded counter or fragment is lost to a twin.
+_MAKING = threading.Lock()
 
 
 class CounterUnavailable(Exception):
@@ -107,12 +113,15 @@ class SendCounter:
     ``reserve`` has durably written. One lock covers the handing out and the
     write, so ``retire`` cannot return while a write is in flight."""
 
+    __slots__ = ("_ahead_retry_at", "_block", "_clock", "_durable", "_lock", "_next",
+                 "_reserve", "_retired", "reserve_failures")
+
     def __init__(self, first: int, reserve: Callable[[int], None] | None,
                  block: int = RESERVE_BLOCK, clock: Callable[[], float] = time.monotonic):
         self._next = first
         self._reserve, self._block, self._clock = reserve, block, clock
         self._durable = first  # counters below it are ours (the store has a floor >= it)
-        self._ahead_retry_at = float("-inf")
+        self._ahead_retry_at = _NEVER
         self._retired = False
         self._lock = threading.Lock()
         self.reserve_failures = 0  # failed floor writes, ahead or blocking
@@ -174,18 +183,42 @@ class SendCounter:
 
 
 class _EpochCrypt:
-    """One key epoch's AEAD objects and header keys as one side uses them."""
+    """One key epoch's keys as one side uses them. Its AEAD objects (each
+    holds an OpenSSL context, about 2 KiB outside Python's heap) are made
+    on first use and dropped by ``shed`` when the session is idle: only the
+    key bytes stay (issue 15). No lock: two threads making one at once each
+    get a working object for the same key and one of them stays; a thread
+    holding one while another sheds it goes on using it."""
 
-    __slots__ = ("keys", "open", "phase_flag", "recv_hdr_key", "seal", "send_hdr_key")
+    __slots__ = ("_open", "_recv_key", "_seal", "_send_key", "keys", "phase_flag",
+                 "recv_hdr_key", "send_hdr_key")
 
     def __init__(self, keys: SessionKeys, side: str):
         c2s, s2c = (keys.data_c2s, keys.hdr_c2s), (keys.data_s2c, keys.hdr_s2c)
-        (send_key, self.send_hdr_key), (recv_key, self.recv_hdr_key) = (
+        (self._send_key, self.send_hdr_key), (self._recv_key, self.recv_hdr_key) = (
             (c2s, s2c) if side == "client" else (s2c, c2s))
         self.keys = keys
-        self.seal = ChaCha20Poly1305(send_key).encrypt
-        self.open = ChaCha20Poly1305(recv_key).decrypt
+        self._seal = self._open = None
         self.phase_flag = FLAG_KEY_PHASE if keys.phase else 0
+
+    def sealer(self) -> Callable[[bytes, bytes, bytes], bytes]:
+        seal = self._seal
+        if seal is None:
+            seal = self._seal = ChaCha20Poly1305(self._send_key).encrypt
+        return seal
+
+    def opener(self) -> Callable[[bytes, bytes, bytes], bytes]:
+        open_ = self._open
+        if open_ is None:
+            open_ = self._open = ChaCha20Poly1305(self._recv_key).decrypt
+        return open_
+
+    @property
+    def holds_aead(self) -> bool:
+        return self._seal is not None or self._open is not None
+
+    def shed(self) -> None:
+        self._seal = self._open = None
 
 
 class DataChannel:
@@ -200,7 +233,19 @@ class DataChannel:
     ``reserve(floor)`` durably stores a counter floor (the gateway's store);
     ``allowed_inner_src`` (the gateway side) is what the peer may use as
     inner source: its AllowedIPs prefixes, or one packed IPv4 address
-    (cryptokey routing, see ``inner_packet``)."""
+    (cryptokey routing, see ``inner_packet``).
+
+    Compact (issue 15: a gateway holds a channel per idle session): slots;
+    the AEAD objects are made on first use and ``shed`` when idle; the
+    control window, the reassembler and the inner source filter are made
+    on first use (each starts empty: made later, it behaves the same).
+    ``__dict__`` stays for what is set on one channel only (tests replace a
+    method): it costs a pointer until used."""
+
+    __slots__ = ("__dict__", "_allowed_inner_src", "_by_phase", "_clock", "_control_replay",
+                 "_control_window", "_inner_filter", "_packet_id", "_reassembly", "_send",
+                 "admit_counter", "announced_counter", "check_tag", "counter", "max_plaintext",
+                 "replay", "ring", "session_id", "side")
 
     def __init__(self, keys: SessionKeys | KeyRing, side: str, *, first_counter: int = 1,
                  check_replay: bool = True, check_tag: bool = True,
@@ -215,12 +260,13 @@ class DataChannel:
         self.session_id = self.ring.session_id
         self.counter = SendCounter(first_counter, reserve, reserve_block, clock)
         self.replay = ReplayWindow() if check_replay else None
-        self.control_replay = ControlWindow(control_window)  # keepalives, control
+        self._control_window, self._control_replay = control_window, None
         self.check_tag = check_tag
         self._packet_id = 0
-        self.reassembly = Reassembler(clock=clock)
-        self.inner_filter = (InnerSourceFilter(allowed_inner_src)
-                             if allowed_inner_src is not None else None)
+        self._clock, self._reassembly = clock, None
+        if isinstance(allowed_inner_src, bytes) and len(allowed_inner_src) != 4:
+            raise ValueError("the allowed inner source is one packed IPv4 address")
+        self._allowed_inner_src, self._inner_filter = allowed_inner_src, None
         self.admit_counter = admit_counter  # the gateway's replay ceiling (gateway/ceiling.py)
         self.max_plaintext = MAX_PLAINTEXT  # sized to the path by size_to
         self.announced_counter = 0  # the peer's last path-MTU announcement applied (gateway)
@@ -229,10 +275,60 @@ class DataChannel:
         """The live epochs from now on. The data threads read ``_by_phase``
         and ``_send`` once per message: each is replaced whole, never
         changed in place, so a message sees one epoch's keys throughout."""
-        by_phase = {k.phase: _EpochCrypt(k, self.side) for k in ring.live()}
-        self._by_phase = by_phase
+        by_phase: list[_EpochCrypt | None] = [None, None]  # indexed by key phase
+        for k in ring.live():
+            by_phase[k.phase] = _EpochCrypt(k, self.side)
+        self._by_phase = tuple(by_phase)
         self._send = by_phase[ring.send.phase]
         self.ring = ring
+
+    def shed(self) -> None:
+        """Drop the AEAD objects (an idle session's): the next message
+        makes them again from the key bytes the ring keeps."""
+        for crypt in self._by_phase:
+            if crypt is not None:
+                crypt.shed()
+
+    @property
+    def holds_aead(self) -> bool:
+        return any(c is not None and c.holds_aead for c in self._by_phase)
+
+    @property
+    def control_replay(self) -> ControlWindow:
+        """Keepalives' and control messages' window (made on first use)."""
+        return self._control_replay or self._make(
+            "_control_replay", lambda: ControlWindow(self._control_window))
+
+    @property
+    def reassembly(self) -> Reassembler:
+        return self._reassembly or self._make("_reassembly",
+                                              lambda: Reassembler(clock=self._clock))
+
+    @property
+    def inner_filter(self) -> InnerSourceFilter | None:
+        """Cryptokey routing's ingress filter (None: no filter, the client)."""
+        if self._inner_filter is not None or self._allowed_inner_src is None:
+            return self._inner_filter
+        return self._make("_inner_filter", lambda: InnerSourceFilter(self._allowed_inner_src))
+
+    def _make(self, slot: str, make: Callable[[], object]):
+        """A stateful part, made once whatever threads ask at the same time."""
+        with _MAKING:
+            part = getattr(self, slot)
+            if part is None:
+                part = make()
+                setattr(self, slot, part)
+            return part
+
+    def drop_counts(self) -> dict[str, int]:
+        """The reassembler's and the inner filter's non-zero drop counters
+        (none made yet: none dropped; reading makes none)."""
+        out = {}
+        if self._reassembly is not None:
+            out.update((f"reassembly_{k}", v) for k, v in self._reassembly.drops.items() if v)
+        if self._inner_filter is not None:
+            out.update((f"inner_{k}", v) for k, v in self._inner_filter.refused.items() if v)
+        return out
 
     @property
     def send_hdr_key(self) -> bytes:
@@ -245,7 +341,7 @@ class DataChannel:
 
     def keys_for(self, flags: int) -> SessionKeys | None:
         """The live epoch a received message's key phase names, if any."""
-        crypt = self._by_phase.get(1 if flags & FLAG_KEY_PHASE else 0)
+        crypt = self._by_phase[1 if flags & FLAG_KEY_PHASE else 0]
         return crypt.keys if crypt is not None else None
 
     def size_to(self, path_mtu: int, family: int) -> None:
@@ -287,7 +383,7 @@ class DataChannel:
         c = self.next_counter()
         crypt = self._send  # one epoch for the header and the AEAD
         hdr = self._header(crypt, msg_type, flags, c)
-        return hdr + crypt.seal(_NONCE.pack(c), payload, hdr)
+        return hdr + (crypt._seal or crypt.sealer())(_NONCE.pack(c), payload, hdr)
 
     def seal_packet(self, packet: bytes, flags: int = 0) -> list[bytes]:
         """One inner packet as DATA messages: one if it fits, else equal-size
@@ -316,14 +412,14 @@ class DataChannel:
         if len(msg) < abi.HDR_LEN + abi.AEAD_TAG_LEN:
             return None
         t, _v, flags, _r, sid, counter, tag = _HDR.unpack_from(msg)
-        crypt = self._by_phase.get(1 if flags & FLAG_KEY_PHASE else 0)
+        crypt = self._by_phase[1 if flags & FLAG_KEY_PHASE else 0]
         if sid != self.session_id or crypt is None:  # no live epoch of that phase
             return None
         hdr = msg[: abi.HDR_LEN]
         if self.check_tag and header_tag(crypt.recv_hdr_key, hdr[:abi.TAGGED_LEN]) != tag:
             return None
         try:
-            payload = crypt.open(_NONCE.pack(counter), msg[abi.HDR_LEN:], hdr)
+            payload = (crypt._open or crypt.opener())(_NONCE.pack(counter), msg[abi.HDR_LEN:], hdr)
         except InvalidTag:
             return None
         # every check before any state moves: the window (read only), then
@@ -354,7 +450,7 @@ class DataChannel:
 
         if len(msg) < abi.HDR_LEN:
             return None
-        crypt = self._by_phase.get(wire.key_phase(_HDR.unpack_from(msg)[2]))
+        crypt = self._by_phase[wire.key_phase(_HDR.unpack_from(msg)[2])]
         if crypt is None:
             return None
         try:

@@ -34,18 +34,22 @@ from collections.abc import Callable
 
 REPLAY_BLOCK = 1 << 16  # counters per ceiling write; also the most a crash can strand
 RETRY_S = 1.0  # pace of retries of a failed ahead-write (still covered)
+_NEVER = float("-inf")  # one object for every session's "no retry pending"
 
 
 class ReplayCeiling:
     """One session's client-counter ceiling on this gateway. ``admit`` runs
     on the receive thread, ``retire``/``resume`` under the control lock."""
 
+    __slots__ = ("_block", "_clock", "_durable", "_lock", "_raise", "_retired", "_retry_at",
+                 "failures", "floor")
+
     def __init__(self, floor: int, durable: int, raise_to: Callable[[int], None],
                  block: int = REPLAY_BLOCK, clock: Callable[[], float] = time.monotonic):
         self.floor = floor  # above every counter delivered (or seen before us)
         self._durable = durable  # counters below it may be delivered
         self._raise, self._block, self._clock = raise_to, block, clock
-        self._retry_at = float("-inf")
+        self._retry_at = _NEVER
         self._retired = False
         self._lock = threading.Lock()
         self.failures = 0  # failed ceiling writes

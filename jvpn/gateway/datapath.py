@@ -289,10 +289,11 @@ class DropCounts:
         for sid in set(self._last) - set(sessions):
             del self._last[sid]
         for sid, live in list(sessions.items()):
-            now = _drop_counters(live)
+            now = live.channel.drop_counts()  # non-zero ones only
             last = self._last.get(sid, {})
             new = {k: v - last.get(k, 0) for k, v in now.items() if v > last.get(k, 0)}
-            self._last[sid] = now
+            if now:  # nothing kept for a session that never dropped (issue 15)
+                self._last[sid] = now
             if new:
                 self._emit(live, new)
 
@@ -306,11 +307,3 @@ class DropCounts:
             self.events.emit(EventType.DATAPATH_DROPS, Reason.DATA_DROPPED, sid,
                              live.record.binding, **new)
 
-
-def _drop_counters(live: Live) -> dict[str, int]:
-    ch = live.channel
-    out = {f"reassembly_{k}": v for k, v in ch.reassembly.drops.items()}
-    if ch.inner_filter is not None:
-        out["inner_spoofed"] = ch.inner_filter.refused["spoofed"]
-        out["inner_malformed"] = ch.inner_filter.refused["malformed"]
-    return out

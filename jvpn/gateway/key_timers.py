@@ -23,6 +23,7 @@ def run(table, live, now: int, p: Policy) -> None:
     again; the previous epoch has left memory and the element already)."""
     if live.record.state is State.TERMINATED:
         return
+    live.shed_if_idle(now)  # idle: its key bytes stay, its AEAD objects go (issue 15)
     if key_age.expired(live, now, p):
         if _expire(table, live, now, p):
             return

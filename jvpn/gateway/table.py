@@ -50,9 +50,29 @@ from jvpn.store import Store, StoreError
 from jvpn.tunnel import CounterUnavailable, DataChannel
 
 Send = Callable[[bytes, Transport], None]
+# A session that received nothing for this long drops its AEAD objects
+# (their OpenSSL contexts are most of an active session's memory, issue 15);
+# its next message makes them again from the key bytes. Five times the
+# default heartbeat (policy heartbeat_volatile_ms): a client that keeps
+# its path alive never gets there.
+AEAD_IDLE_MS = 10_000
 
 
-@dataclass
+class _StoreWrite:
+    """``table.store.<method>(sid, value)`` as a one-argument callable, the
+    store read at each call: a session's floor or ceiling write (a closure
+    per session costs four times its size, issue 15)."""
+
+    __slots__ = ("method", "sid", "table")
+
+    def __init__(self, table: SessionTable, method: str, sid: int):
+        self.table, self.method, self.sid = table, method, sid
+
+    def __call__(self, value: int) -> None:
+        getattr(self.table.store, self.method)(self.sid, value)
+
+
+@dataclass(slots=True)  # slots: one per session (issue 15)
 class Live:
     record: SessionRecord
     keys: KeyRing  # the live key epochs (jvpn/keys.py); the channel holds the same ring
@@ -90,6 +110,11 @@ class Live:
     secrets_unsaved: bool = False
     # the earliest next try of a refused confirmation write (rekey_control.py)
     confirm_retry_ms: int = 0
+
+    def shed_if_idle(self, now_ms: int) -> None:
+        """The timer's, each tick: an idle session keeps only its key bytes."""
+        if now_ms - self.last_rx_ms >= AEAD_IDLE_MS:
+            self.channel.shed()
 
     def retire(self) -> int:
         """No counter is sent and no client message delivered after this
@@ -285,12 +310,11 @@ class SessionTable(StandbyWrites, Downstream, OperatorEnds, PendingDeletes, KeyW
         kept = self.gate.counter_top(sid) if gate_window else 0
         floor = max(rec.c2s_floor, kept) if kept else start_floor(rec.c2s_floor, stored)
         blind = not kept and not exact and stored > rec.c2s_floor
-        ceiling = ReplayCeiling(floor, stored,
-                                lambda c: self.store.raise_replay_ceiling(sid, c))
+        ceiling = ReplayCeiling(floor, stored, _StoreWrite(self, "raise_replay_ceiling", sid))
         channel = DataChannel(keys, "gateway", first_counter=max(first_counter, 1),
                               check_replay=not self.gate.checks_in_kernel,
                               check_tag=not self.gate.checks_in_kernel,
-                              reserve=lambda floor: self.store.set_floor(sid, floor),
+                              reserve=_StoreWrite(self, "set_floor", sid),
                               allowed_inner_src=allowed,
                               admit_counter=ceiling.admit,
                               control_window=self.control_window)
