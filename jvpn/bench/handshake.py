@@ -259,7 +259,10 @@ def legit_handshake(rig: Rig, bound_s: float = 10.0) -> float | None:
             except queue.Empty:
                 break
             if reply[0] == abi.MSG_COOKIE_REPLY:
-                ini.consume_cookie(reply)
+                try:
+                    ini.consume_cookie(reply)
+                except HandshakeError:  # an earlier attempt's, late: ignored, as the client does
+                    continue
                 cookie = ini.cookie
                 break  # at once, with the cookie
             try:
