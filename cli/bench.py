@@ -191,8 +191,14 @@ def bench_handoff(app, as_json: bool, trials: int, compare: bool):
 
 @bench.command("flood", help="Legit TCP goodput through the tunnel with no flood, then while "
                              "the attacker floods forged packets (trafgen), once with the XDP "
-                             "gate and once with the same checks in the daemon (no XDP).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+                             "gate and once with the same checks in the daemon (no XDP). Each "
+                             "run reports the flood rate reached and the daemon's CPU; a run "
+                             "that collapses (iperf3 cannot connect or finish) is goodput 0 "
+                             "with the reason.")
+@click.option("--json", "as_json", is_flag=True,
+              help='Print one JSON object: {"goodput_no_flood_mbps", '
+                   '"goodput_flood_xdp_mbps", "goodput_flood_userspace_mbps", "why", '
+                   '"flood_pps", "runs", ...}.')
 @click.option("--seconds", default=5.0, show_default=True, type=click.FloatRange(1, 60))
 @click.pass_obj
 def bench_flood(app, as_json: bool, seconds: float):
@@ -203,7 +209,31 @@ def bench_flood(app, as_json: bool, seconds: float):
     require_root()
     require_bcc()
     _need("iperf3", "trafgen")
-    _report(app, as_json, lambda progress: run_flood_bench(seconds, progress))
+    _report(app, as_json, _lab_errors("bench flood", _one_line_errors(
+        "bench flood", lambda progress: run_flood_bench(seconds, progress))))
+
+
+@bench.command("handshake", help="Handshakes per second one gateway daemon core completes "
+                                 "(in-process daemon: admission, Noise, the SQLite store, "
+                                 "events; pinned to one core), with cookies off and forced "
+                                 "on; then a legitimate client's handshake time while spoofed "
+                                 "initiations arrive at the gate's admitted rate.")
+@click.option("--json", "as_json", is_flag=True,
+              help='Print one JSON object: {"handshakes_per_s", "handshakes_per_s_cookie", '
+                   '"legit_under_flood_ms": {"p50", "max"}, "flood_pps", ...}.')
+@click.option("--handshakes", default=2000, show_default=True, type=click.IntRange(1, 100_000),
+              help="Handshakes in each throughput run (one configured peer each).")
+@click.option("--tries", default=10, show_default=True, type=click.IntRange(1, 1000),
+              help="Legitimate handshakes under the flood, one after another.")
+@click.option("--flood-pps", type=click.FloatRange(1, 1_000_000), default=None,
+              help="Spoofed initiations per second (default: the gate's global initiation "
+                   "rate, GateConfig.global_control_pps).")
+@click.pass_obj
+def bench_handshake(app, as_json: bool, handshakes: int, tries: int, flood_pps: float | None):
+    from jvpn.bench.handshake import run_handshake_bench
+
+    _report(app, as_json, _lab_errors("bench handshake", lambda progress: run_handshake_bench(
+        handshakes, tries, progress, flood_pps=flood_pps)))
 
 
 def _need(*tools: str) -> None:
@@ -234,6 +264,20 @@ def _one_line_errors(what: str, run):
             raise JvpnError(f"{what}: `{' '.join(map(str, e.cmd))}` failed: {why[0]}") from None
         except subprocess.TimeoutExpired as e:
             raise JvpnError(f"{what}: `{' '.join(map(str, e.cmd))}` timed out") from None
+    return wrapped
+
+
+def _lab_errors(what: str, run):
+    """``run``, with a lab's own checks that failed (an assertion in its set-up)
+    or a system call it made reported as one line, not a traceback."""
+    from jvpn.errors import JvpnError
+
+    def wrapped(progress):
+        try:
+            return run(progress)
+        except (AssertionError, OSError) as e:
+            line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise JvpnError(f"{what}: {line}") from None
     return wrapped
 
 

@@ -1,5 +1,7 @@
-"""Noise IK handshake (Noise_IK_25519_ChaChaPoly_BLAKE2s, via the
-`noiseprotocol` library), WireGuard-style MAC1/MAC2 and stateless cookies.
+"""Noise IK handshake (Noise_IK_25519_ChaChaPoly_BLAKE2s: the initiator via
+the `noiseprotocol` library, the gateway's responder written out in
+jvpn/noise_ik.py, the same bytes), WireGuard-style MAC1/MAC2 and stateless
+cookies.
 
 HANDSHAKE_INIT  (client -> gateway)
     jvpn header (session 0, counter 0, tag 0) | Noise msg1 | mac1 (16) | mac2 (16)
@@ -37,7 +39,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from noise.connection import Keypair, NoiseConnection
 
-from jvpn import wire
+from jvpn import noise_ik, wire
 from jvpn.gate import abi
 from jvpn.keys import SessionKeys, derive_session_keys, public_from_private
 
@@ -236,11 +238,11 @@ class Initiation:
 
     client_public: bytes
     timestamp_ns: int
-    _noise: NoiseConnection
+    _opened: noise_ik.Opened
 
     def respond(self, assignment: Assignment) -> tuple[bytes, SessionKeys]:
-        body = self._noise.write_message(assignment.pack())
-        keys = _split(self._noise, assignment.session_id, initiator=False)
+        body, k1, k2, handshake_hash = noise_ik.write_message2(self._opened, assignment.pack())
+        keys = derive_session_keys(assignment.session_id, k1, k2, handshake_hash)
         hdr = wire.Header(type=abi.MSG_HANDSHAKE_RESP, session_id=assignment.session_id,
                           counter=0).pack(keys.hdr_s2c)
         return hdr + body, keys
@@ -298,21 +300,18 @@ class Responder:
     def __init__(self, private: bytes, is_authorized: Callable[[bytes], bool]):
         self.private = private
         self.is_authorized = is_authorized
+        self._static = noise_ik.Static(private, PROTOCOL, PROLOGUE)
         self._last_ts: dict[bytes, int] = {}
 
     def open(self, msg: bytes) -> Initiation:
-        noise = NoiseConnection.from_name(PROTOCOL)
-        noise.set_as_responder()
-        noise.set_prologue(PROLOGUE)
-        noise.set_keypair_from_private_bytes(Keypair.STATIC, self.private)
-        noise.start_handshake()
         try:
-            payload = noise.read_message(msg[abi.HDR_LEN:-2 * MAC_LEN])
-        except Exception as e:  # noqa: BLE001 - noiseprotocol raises several unrelated types
+            opened = noise_ik.read_message1(self._static, msg[abi.HDR_LEN:-2 * MAC_LEN])
+        except noise_ik.NoiseError as e:
             raise HandshakeError("bad_initiation", str(e)) from None
-        client = noise.noise_protocol.handshake_state.rs.public_bytes
+        client = opened.remote_static
         if not self.is_authorized(client):
             raise HandshakeError("unknown_peer")
+        payload = opened.payload
         if len(payload) != 8:
             raise HandshakeError("bad_initiation", "payload length")
         (ts,) = struct.unpack("!Q", payload)
@@ -320,7 +319,7 @@ class Responder:
             raise HandshakeError("bad_initiation", "timestamp out of range")
         if ts <= self._last_ts.get(client, 0):
             raise HandshakeError("replayed_initiation", "timestamp not newer")
-        return Initiation(client, ts, noise)
+        return Initiation(client, ts, opened)
 
     def accepted(self, init: Initiation) -> None:
         """``init`` was claimed in the store: no older one opens here again."""

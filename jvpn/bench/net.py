@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -301,41 +302,189 @@ def _trafgen_config(dst_mac: bytes, src_mac: bytes, sid: int, keys, binding: str
     return out
 
 
-def _cpu_seconds(pid: int) -> float:
-    times = psutil.Process(pid).cpu_times()
+IPERF_CONNECT_S = 5.0  # a flooded gateway that cannot take a connection in this long has collapsed
+IPERF_SLACK_S = 15.0  # past connect + run: iperf3's result exchange on a struggling path
+SERVER_STOP_S = 5.0
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """The process's CPU seconds so far; None if it is gone (a daemon that died)."""
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return None
     return times.user + times.system
 
 
-def _flood_packets(tl: TunnelLab) -> int:
-    """Packets the attacker put on the wire (the router's attacker-side port)."""
-    out = json.loads(tl.lab.run("rt", "ip", "-j", "-s", "link", "show", ATTACKER_ROUTER_IF).stdout)
-    return out[0]["stats64"]["rx"]["packets"]
+def collapsed(why: str) -> dict:
+    """A run whose goodput could not be measured: a figure (0), and why."""
+    return {"mbps": 0.0, "why": why}
+
+
+def iperf_figure(run: Callable[[list[str], float], subprocess.CompletedProcess],
+                 server_ip: str, seconds: float, connect_s: float = IPERF_CONNECT_S) -> dict:
+    """iperf3's client through ``run(args, timeout)``: {"mbps", "why"}, why
+    None for a measured run. A collapse (no connection, an error, no end in
+    time) is a figure of 0 with its reason, never an exception: it is the
+    result the flood bench exists to show."""
+    args = ["iperf3", "-c", server_ip, "-t", str(seconds), "-J",
+            "--connect-timeout", str(int(connect_s * 1000))]
+    bound = connect_s + seconds + IPERF_SLACK_S
+    try:
+        out = run(args, bound)
+    except subprocess.TimeoutExpired:
+        return collapsed(f"iperf3 did not finish within {bound:.0f} s")
+    return parse_iperf(out.returncode, out.stdout, out.stderr, connect_s)
+
+
+def parse_iperf(returncode: int, stdout: str, stderr: str, connect_s: float) -> dict:
+    try:
+        data = json.loads(stdout)
+    except ValueError:
+        data = {}
+    error = data.get("error") if isinstance(data, dict) else None
+    if error or returncode != 0:
+        line = _first_line(error or stderr or stdout) or "no output"
+        if "unable to connect" in line:
+            return collapsed(f"iperf3 could not connect within {connect_s:g} s ({line})")
+        return collapsed(f"iperf3 exited {returncode}: {line}")
+    try:
+        bps = data["end"]["sum_received"]["bits_per_second"]
+    except (KeyError, TypeError):
+        return collapsed("iperf3 printed no received total")
+    return {"mbps": round(bps / 1e6, 1), "why": None if bps else "no bytes received"}
+
+
+def _first_line(text: str) -> str:
+    lines = [s.strip() for s in (text or "").splitlines() if s.strip()]
+    return lines[0][:200] if lines else ""
+
+
+def _iperf_in_lab(tl: TunnelLab, server_ip: str, seconds: float) -> dict:
+    """One iperf3 run client namespace -> gateway namespace, every wait bounded."""
+    server = tl.lab.spawn("gw", "iperf3", "-s", "-1", "-B", server_ip)
+    try:
+        time.sleep(0.3)
+        return iperf_figure(lambda args, bound: tl.lab.run("cl", *args, check=False,
+                                                           timeout=bound),
+                            server_ip, seconds)
+    finally:
+        _stop(server, signal.SIGTERM)  # a server no client reached would wait forever
+
+
+def _stop(proc: subprocess.Popen, sig: int) -> None:
+    """``sig``, then SIGKILL if it has not exited within SERVER_STOP_S."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout=SERVER_STOP_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=SERVER_STOP_S)
+
+
+def _tx_packets(tl: TunnelLab) -> int | None:
+    """Packets the attacker's interface sent (what trafgen put on the wire)."""
+    try:
+        out = tl.lab.run("atk", "ip", "-j", "-s", "link", "show", "atk0", timeout=10).stdout
+        return json.loads(out)[0]["stats64"]["tx"]["packets"]
+    except (subprocess.SubprocessError, ValueError, LookupError):
+        return None
+
+
+@dataclass(frozen=True)
+class Sample:
+    """Counters at one instant of a run (None: could not be read)."""
+
+    at: float
+    flood_tx: int | None
+    daemon_cpu_s: float | None
+
+
+def sample(tl: TunnelLab) -> Sample:
+    return Sample(time.monotonic(), _tx_packets(tl), _cpu_seconds(tl.gateway.pid))
+
+
+def run_figures(goodput: dict, before: Sample, after: Sample, flood: bool) -> dict:
+    """One run's figures: goodput (0 and why for a collapse), the flood rate
+    reached (packets/s the attacker's interface sent over the run) and the
+    daemon's CPU (seconds, and percent of one core over the run)."""
+    elapsed = max(after.at - before.at, 1e-9)
+    out = {"mbps": goodput["mbps"], "why": goodput["why"], "seconds": round(elapsed, 2),
+           "flood_pps": None, "daemon_cpu_s": None, "daemon_cpu_pct": None}
+    if flood and before.flood_tx is not None and after.flood_tx is not None:
+        out["flood_pps"] = round((after.flood_tx - before.flood_tx) / elapsed)
+    elif not flood:
+        out["flood_pps"] = 0
+    if before.daemon_cpu_s is not None and after.daemon_cpu_s is not None:
+        cpu = after.daemon_cpu_s - before.daemon_cpu_s
+        out["daemon_cpu_s"] = round(cpu, 2)
+        out["daemon_cpu_pct"] = round(100 * cpu / elapsed, 1)
+    elif after.daemon_cpu_s is None:
+        out["daemon_cpu_why"] = "the gateway daemon had exited"
+    return out
+
+
+def _start_trafgen(tl: TunnelLab, tmp: Path) -> subprocess.Popen:
+    sid, keys, s = tl.victim()
+    cfg = tmp / "flood.trafgen"
+    macs = tl.lab.mac("rt", ATTACKER_ROUTER_IF), tl.lab.mac("atk", "atk0")
+    cfg.write_text(_trafgen_config(*macs, sid, keys, s["bound"]))
+    return tl.lab.spawn("atk", "trafgen", "--dev", "atk0", "--conf", str(cfg), "--cpus", "1",
+                        log=tmp / "trafgen.log")
 
 
 def _flood_run(tl: TunnelLab, tmp: Path, seconds: float, flood: bool) -> dict:
-    trafgen = None
-    if flood:
-        sid, keys, s = tl.victim()
-        cfg = tmp / "flood.trafgen"
-        macs = tl.lab.mac("rt", ATTACKER_ROUTER_IF), tl.lab.mac("atk", "atk0")
-        cfg.write_text(_trafgen_config(*macs, sid, keys, s["bound"]))
-        trafgen = tl.lab.spawn("atk", "trafgen", "--dev", "atk0", "--conf", str(cfg),
-                               "--cpus", "1", log=tmp / "trafgen.log")
-        time.sleep(1.0)
-    rx0, cpu0 = _flood_packets(tl), _cpu_seconds(tl.gateway.pid)
-    t0 = time.monotonic()
-    mbps = _iperf(tl, GW_INNER, seconds)
-    elapsed = time.monotonic() - t0
-    rx1, cpu1 = _flood_packets(tl), _cpu_seconds(tl.gateway.pid)
-    if trafgen is not None:
-        trafgen.send_signal(signal.SIGINT)  # trafgen stops cleanly on SIGINT only
+    trafgen = _start_trafgen(tl, tmp) if flood else None
+    try:
+        if trafgen is not None:
+            time.sleep(1.0)
+        before = sample(tl)
+        goodput = _iperf_in_lab(tl, GW_INNER, seconds)
+        after = sample(tl)
+        died = trafgen is not None and trafgen.poll() is not None  # before we stopped it
+    finally:
+        if trafgen is not None:
+            _stop(trafgen, signal.SIGINT)  # trafgen stops cleanly on SIGINT only
+    figures = run_figures(goodput, before, after, flood)
+    if died:  # its last line says why (its first ones are warnings)
+        lines = (tmp / "trafgen.log").read_text(errors="replace").strip().splitlines()
+        figures["trafgen_why"] = f"trafgen exited {trafgen.returncode}: " + (
+            lines[-1].strip()[:200] if lines else "no output")
+    return figures
+
+
+def _xdp_drops(tl: TunnelLab, before: dict | None) -> dict | None:
+    """Drop counters the XDP gate added since ``before`` (None: unreadable)."""
+    try:
+        after = tl.cli_json("stats", "gw0")["gw0"]
+    except (AssertionError, subprocess.SubprocessError, ValueError, KeyError):
+        return None
+    if before is None:
+        return after
+    return {k: after[k]["packets"] - before[k]["packets"] for k in after
+            if k.startswith("drop_") and after[k]["packets"] != before.get(k, {}).get("packets")}
+
+
+def _flood_mode(mode: str, seconds: float, progress: Callable[[str], None]) -> dict:
+    """The runs of one lab: with the XDP gate, no flood then flood; without, flood."""
+    runs: dict = {}
+    with tempfile.TemporaryDirectory(prefix="jvpn-bench-") as d:
+        tmp = Path(d)
+        tl = TunnelLab(tmp, xdp=(mode == "xdp")).up()
         try:
-            trafgen.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            trafgen.kill()
-            trafgen.wait(timeout=10)
-    return {"mbps": round(mbps, 1), "flood_pps": round((rx1 - rx0) / elapsed),
-            "daemon_cpu": round((cpu1 - cpu0) / elapsed, 2)}
+            if mode == "xdp":
+                progress("no flood")
+                runs["none"] = _flood_run(tl, tmp, seconds, flood=False)
+                before = _xdp_drops(tl, None)
+            progress(f"flood, {mode} gate")
+            runs[mode] = _flood_run(tl, tmp, seconds, flood=True)
+            if mode == "xdp":
+                runs["xdp_drops"] = _xdp_drops(tl, before) if before is not None else None
+        finally:
+            tl.down()
+    return runs
 
 
 def run_flood_bench(seconds: float = 5.0, progress: Callable[[str], None] = lambda _: None,
@@ -345,31 +494,32 @@ def run_flood_bench(seconds: float = 5.0, progress: Callable[[str], None] = lamb
     with the XDP gate and with the same checks in the daemon (no XDP)."""
     runs = {}
     for mode in ("xdp", "userspace"):
-        with tempfile.TemporaryDirectory(prefix="jvpn-bench-") as d:
-            tmp = Path(d)
-            tl = TunnelLab(tmp, xdp=(mode == "xdp")).up()
-            try:
-                if mode == "xdp":
-                    progress("no flood")
-                    runs["none"] = _flood_run(tl, tmp, seconds, flood=False)
-                    before = tl.cli_json("stats", "gw0")["gw0"]
-                progress(f"flood, {mode} gate")
-                runs[mode] = _flood_run(tl, tmp, seconds, flood=True)
-                if mode == "xdp":
-                    after = tl.cli_json("stats", "gw0")["gw0"]
-                    runs["xdp_drops"] = {k: after[k]["packets"] - before[k]["packets"]
-                                         for k in after if k.startswith("drop_") and
-                                         after[k]["packets"] != before[k]["packets"]}
-            finally:
-                tl.down()
+        runs.update(_flood_mode(mode, seconds, progress))
+    return flood_summary(runs, seconds)
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return round(a / b, 2) if b else None
+
+
+def flood_summary(runs: dict, seconds: float) -> dict:
+    """The bench's JSON from its three runs (none, xdp, userspace): every
+    figure present, a collapsed run's goodput 0 with its reason in ``why``."""
     x, u, n = runs["xdp"], runs["userspace"], runs["none"]
     return {"flood_pps": x["flood_pps"], "flood_pps_userspace_run": u["flood_pps"],
             "goodput_no_flood_mbps": n["mbps"], "goodput_flood_xdp_mbps": x["mbps"],
-            "goodput_flood_userspace_mbps": u["mbps"], "daemon_cpu_xdp": x["daemon_cpu"],
-            "daemon_cpu_userspace": u["daemon_cpu"], "daemon_cpu_no_flood": n["daemon_cpu"],
-            "xdp_drops": runs["xdp_drops"],
-            "xdp_over_no_flood": round(x["mbps"] / n["mbps"], 2) if n["mbps"] else None,
-            "xdp_over_userspace": round(x["mbps"] / u["mbps"], 2) if u["mbps"] else None,
+            "goodput_flood_userspace_mbps": u["mbps"],
+            "why": {name: r["why"] for name, r in (("none", n), ("xdp", x), ("userspace", u))
+                    if r["why"]},
+            "daemon_cpu_xdp": x["daemon_cpu_pct"], "daemon_cpu_userspace": u["daemon_cpu_pct"],
+            "daemon_cpu_no_flood": n["daemon_cpu_pct"],
+            "runs": {"none": n, "xdp": x, "userspace": u},
+            "xdp_drops": runs.get("xdp_drops"),
+            "xdp_over_no_flood": _ratio(x["mbps"], n["mbps"]),
+            "xdp_over_userspace": _ratio(x["mbps"], u["mbps"]),
             "seconds_each": seconds,
-            "notes": "flood_pps: forged packets/s the attacker put on the wire (trafgen, one "
-                     "core); daemon_cpu: CPU seconds per second of the gateway daemon"}
+            "notes": "flood_pps: forged packets/s the attacker's interface sent during the "
+                     "goodput run (trafgen, one core); daemon_cpu_*: the gateway daemon's CPU "
+                     "in percent of one core over that run (runs.*.daemon_cpu_s: seconds); "
+                     "goodput 0 with a why: the run collapsed (iperf3 could not connect or "
+                     "finish)"}

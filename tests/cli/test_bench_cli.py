@@ -98,3 +98,23 @@ def test_bench_failover_prints_one_json_object_and_terminates():
     assert len(result["switches_after_move_30pct_per_trial"]) == 1
     assert result["switches_per_min_5pct_loss"] is not None
     assert result["rtt_ms"] > 0
+
+
+def test_bench_handshake_prints_one_json_object():
+    """A tiny run: every handshake completed (confirmed), with and without
+    cookies, and the legitimate client completed under the flood (the rates
+    themselves live in docs/benchmarks.md)."""
+    cli = Path(sys.executable).with_name("jvpn-xdp")
+    out = subprocess.run([str(cli), "bench", "handshake", "--json", "--handshakes", "20",
+                          "--tries", "2", "--flood-pps", "500"], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert {"handshakes_per_s", "handshakes_per_s_cookie", "legit_under_flood_ms",
+            "flood_pps"} <= set(result)
+    assert result["runs"]["plain"]["completed"] == 20
+    assert result["runs"]["cookie"]["completed"] == 20
+    assert result["handshakes_per_s"] > 0 and result["handshakes_per_s_cookie"] > 0
+    assert result["flood_pps"] == 500 and result["flood_pps_sent"] > 0
+    assert len(result["legit_per_try_ms"]) == 2 and result["legit_not_completed"] == 0
+    assert result["legit_under_flood_ms"]["max"] >= result["legit_under_flood_ms"]["p50"] > 0

@@ -1,0 +1,338 @@
+"""`bench handshake`: handshakes per second one gateway daemon core completes,
+with and without cookies, and how long a legitimate client takes to complete
+one while spoofed initiations arrive at the gate's admitted rate.
+
+The daemon is the real one (jvpn/gateway/daemon.py: admission, Noise
+responder, the SQLite store on disk, the session table, events to a file)
+over an in-memory socket and TUN, in this process, pinned to one core when
+the machine allows it. The client half is jvpn/handshake.py's Initiator and
+the tunnel's data channel (the first data message confirms the session).
+
+- throughput: the initiations (the client's work) are made first; the
+  daemon's handling of them, then of the confirming messages, is timed
+  (wall, and the thread's CPU); a handshake is completed when its session
+  is confirmed. Cookies forced on: each initiation first draws a cookie
+  reply and is sent again with it, as the client does.
+- flood: a sender thread paces initiations from random sources with a valid
+  mac1 and no cookie (the gateway's public key is public) at the gate's
+  global rate for initiations; the gate's checks (the reference model, as
+  the XDP program) stand in front of the daemon; one legitimate client
+  handshakes as jvpn's client does (a cookie reply is answered at once; an
+  unanswered initiation is sent again after the client's backoff).
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+import queue
+import random
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from jvpn import keys
+from jvpn.backoff import Backoff
+from jvpn.config import HANDSHAKE_BASE_MS, HANDSHAKE_CAP_MS
+from jvpn.events import EventLog
+from jvpn.gate import abi
+from jvpn.gate.config import GateConfig
+from jvpn.gate.userspace import UserspaceGate
+from jvpn.gateway.daemon import Gateway
+from jvpn.handshake import HandshakeError, Initiator
+from jvpn.policy import default_policy
+from jvpn.store.sqlite import SqliteStore
+from jvpn.tunnel import DataChannel
+
+LISTEN = ("192.0.2.1", 51820)
+PEER_NET = ipaddress.IPv4Network("10.64.0.0/10")
+COOKIES_ALWAYS = 0  # the admission's threshold: every initiation is "under load"
+DEFAULT_THRESHOLD = 50  # the gateway config's HandshakesPerSecond default (jvpn/config.py)
+
+
+class MemorySock:
+    """The daemon's UDP socket in memory: ``deliver`` queues a datagram for
+    its receive loop; what it sends to a watched address is queued there,
+    everything else only counted."""
+
+    def __init__(self):
+        self.inbox: queue.Queue = queue.Queue()
+        self.watched: dict[tuple[str, int], queue.Queue] = {}
+        self.sent = 0
+
+    def deliver(self, msg: bytes, src: tuple[str, int]) -> None:
+        self.inbox.put((msg, src))
+
+    def recvfrom(self, _n: int):
+        item = self.inbox.get()
+        if item is None:
+            raise OSError(errno.EBADF, "closed")
+        return item
+
+    def sendto(self, msg: bytes, dst: tuple[str, int]) -> int:
+        self.sent += 1
+        box = self.watched.get(dst)
+        if box is not None:
+            box.put(msg)
+        return len(msg)
+
+    def sendmsg(self, _buffers, _ancdata, _flags, _dst):
+        raise OSError(errno.EOPNOTSUPP, "no GSO here")
+
+    def getsockname(self):
+        return LISTEN
+
+    def close(self) -> None:
+        self.inbox.put(None)
+
+    shutdown = lambda self, _how: self.close()  # noqa: E731
+
+
+class NullTun:
+    """The TUN: nothing comes from it (its loop is not run), writes vanish."""
+
+    def read(self) -> bytes:
+        raise OSError(errno.EBADF, "no TUN in this bench")
+
+    def write(self, _packet: bytes) -> None:
+        pass
+
+
+class KernelChecked(UserspaceGate):
+    """The gate as the daemon sees it with XDP: what reaches the socket was
+    checked in the kernel, so the daemon admits it (XdpGate.admit)."""
+
+    def admit(self, msg, src) -> bool:
+        return True
+
+
+def pin_to_one_core() -> int | None:
+    """This process on one core (the last it may use), as `taskset -c` would;
+    None if the machine does not allow it."""
+    try:
+        core = max(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {core})
+    except (AttributeError, OSError):
+        return None
+    return core
+
+
+class Rig:
+    """A gateway daemon with ``peers`` configured peers, its store in ``state``."""
+
+    def __init__(self, state: Path, peers: int, cookie_threshold: int, gate=None):
+        self.gw_private = keys.generate_private()
+        self.gw_public = keys.public_from_private(self.gw_private)
+        self.peer_keys = [keys.generate_private() for _ in range(peers)]
+        inner = PEER_NET.hosts()
+        address = ipaddress.IPv4Interface((next(inner), PEER_NET.prefixlen))
+        configured = {keys.public_from_private(k): next(inner) for k in self.peer_keys}
+        self.sock = MemorySock()
+        self.gw = Gateway(private_key=self.gw_private, listen=LISTEN, address=address,
+                          peers=configured, policy=default_policy(),
+                          store=SqliteStore(state / "sessions.db"),
+                          gate=gate if gate is not None else KernelChecked(),
+                          events=EventLog("bench-gw", state / "events.jsonl"),
+                          cookie_threshold_per_s=cookie_threshold, sock=self.sock,
+                          tun=NullTun())
+
+    def initiator(self, peer: int, cookie: bytes | None = None) -> Initiator:
+        ini = Initiator(self.peer_keys[peer], self.gw_public)
+        ini.cookie = cookie
+        return ini
+
+    def confirmed(self) -> int:
+        return sum(1 for live in self.gw.sessions.values() if live.confirmed)
+
+    def close(self) -> None:
+        self.gw.store.close()
+
+
+def source(i: int) -> tuple[str, int]:
+    return (str(ipaddress.IPv4Address(0xC6120000 + i // 50_000)), 1024 + i % 50_000)
+
+
+class Timed:
+    """Wall and thread-CPU seconds spent in the daemon's handling, summed."""
+
+    def __init__(self):
+        self.wall = self.cpu = 0.0
+
+    def run(self, fn: Callable[[], None]) -> None:
+        w, c = time.perf_counter(), time.thread_time()
+        fn()
+        self.wall += time.perf_counter() - w
+        self.cpu += time.thread_time() - c
+
+
+def _answers(rig: Rig, msgs: list[bytes], timed: Timed) -> list[bytes | None]:
+    """The daemon's reply to each message, from source(i) (timed), in order."""
+    boxes = [queue.Queue() for _ in msgs]
+    rig.sock.watched = {source(i): box for i, box in enumerate(boxes)}
+    handle = rig.gw.datapath.datagram
+
+    def all_of_them():
+        for i, msg in enumerate(msgs):
+            handle(msg, source(i))
+    timed.run(all_of_them)
+    return [box.get_nowait() if not box.empty() else None for box in boxes]
+
+
+def throughput(rig: Rig, n: int, cookies: bool) -> dict:
+    """``n`` handshakes, one per peer: completed (confirmed) per second of
+    the daemon's wall time and of its CPU."""
+    timed = Timed()
+    inis = [rig.initiator(i) for i in range(n)]
+    msgs = [ini.initiation() for ini in inis]
+    if cookies:  # each first draws a cookie reply; the client sends again with it
+        for ini, reply in zip(inis, _answers(rig, msgs, timed), strict=True):
+            ini.consume_cookie(reply)
+        inis = [rig.initiator(i, ini.cookie) for i, ini in enumerate(inis)]
+        msgs = [ini.initiation() for ini in inis]
+    confirms = []
+    for ini, reply in zip(inis, _answers(rig, msgs, timed), strict=True):
+        _assignment, session_keys = ini.response(reply)
+        confirms.append(DataChannel(session_keys, "client").seal(b"", abi.MSG_KEEPALIVE))
+    _answers(rig, confirms, timed)
+    done = rig.confirmed()
+    return {"completed": done, "wall_s": round(timed.wall, 3), "cpu_s": round(timed.cpu, 3),
+            "per_s": round(done / timed.wall) if timed.wall else None,
+            "per_cpu_s": round(done / timed.cpu) if timed.cpu else None}
+
+
+class Flood:
+    """Initiations with a valid mac1 and no cookie, from random sources, paced
+    at ``pps``, into the daemon's socket until stopped."""
+
+    def __init__(self, rig: Rig, pps: float, kinds: int = 16):
+        spoofers = [Initiator(keys.generate_private(), rig.gw_public) for _ in range(kinds)]
+        self.msgs = [s.initiation() for s in spoofers]
+        self.rig, self.pps, self.sent = rig, pps, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-flood", daemon=True)
+
+    def _run(self) -> None:
+        rnd = random.Random(7)
+        start = time.monotonic()
+        while not self._stop.is_set():
+            due = int((time.monotonic() - start) * self.pps)
+            while self.sent < due:
+                src = (str(ipaddress.IPv4Address(rnd.getrandbits(32) | 0x01000000)),
+                       rnd.randrange(1024, 65536))
+                self.rig.sock.deliver(self.msgs[self.sent % len(self.msgs)], src)
+                self.sent += 1
+            time.sleep(0.001)
+
+    def __enter__(self) -> Flood:
+        self.started = time.monotonic()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.elapsed = time.monotonic() - self.started
+
+
+LEGIT = ("203.0.113.7", 40000)
+
+
+def legit_handshake(rig: Rig, bound_s: float = 10.0) -> float | None:
+    """One handshake of peer 0 as jvpn's client makes it: ms from its first
+    initiation to the response that opens (None: none within ``bound_s``)."""
+    box: queue.Queue = queue.Queue()
+    rig.sock.watched = {LEGIT: box}
+    wait, cookie, start = Backoff(HANDSHAKE_BASE_MS, HANDSHAKE_CAP_MS), None, time.monotonic()
+    attempt = 0
+    while time.monotonic() - start < bound_s:
+        ini = rig.initiator(0, cookie)
+        rig.sock.deliver(ini.initiation(), LEGIT)
+        deadline = time.monotonic() + wait.delay_ms(attempt) / 1000
+        attempt += 1
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                reply = box.get(timeout=min(left, bound_s))
+            except queue.Empty:
+                break
+            if reply[0] == abi.MSG_COOKIE_REPLY:
+                try:
+                    ini.consume_cookie(reply)
+                except HandshakeError:  # an earlier attempt's, late: ignored, as the client does
+                    continue
+                cookie = ini.cookie
+                break  # at once, with the cookie
+            try:
+                _a, session_keys = ini.response(reply)
+            except HandshakeError:
+                continue
+            took = (time.monotonic() - start) * 1000
+            rig.sock.deliver(DataChannel(session_keys, "client").seal(b"", abi.MSG_KEEPALIVE),
+                             LEGIT)
+            return round(took, 2)
+    return None
+
+
+def under_flood(rig: Rig, pps: float, tries: int) -> dict:
+    """``tries`` legitimate handshakes (one after another) while the flood runs."""
+    loop = threading.Thread(target=rig.gw.datapath.udp_loop, name="bench-udp", daemon=True)
+    loop.start()
+    try:
+        with Flood(rig, pps) as flood:
+            time.sleep(1.0)  # the flood's steady state: the gate's burst spent, cookies on
+            took = [legit_handshake(rig) for _ in range(tries)]
+    finally:
+        rig.gw._stop.set()
+        rig.sock.close()
+        loop.join(timeout=5)
+    done = sorted(t for t in took if t is not None)
+    return {"legit_ms": took, "p50": round(statistics.median(done), 2) if done else None,
+            "max": done[-1] if len(done) == len(took) else None,
+            "not_completed": len(took) - len(done),
+            "flood_pps_sent": round(flood.sent / flood.elapsed)}
+
+
+def run_handshake_bench(handshakes: int = 2000, tries: int = 10,
+                        progress: Callable[[str], None] = lambda _: None,
+                        flood_pps: float | None = None) -> dict:
+    core = pin_to_one_core()
+    flood_pps = flood_pps if flood_pps is not None else GateConfig().global_control_pps
+    out: dict = {}
+    with tempfile.TemporaryDirectory(prefix="jvpn-bench-hs-", dir="/var/tmp") as d:
+        for name, threshold, cookies in (("plain", DEFAULT_THRESHOLD * 10**6, False),
+                                         ("cookie", COOKIES_ALWAYS, True)):
+            progress(f"{handshakes} handshakes, cookies {'on' if cookies else 'off'}")
+            rig = Rig(Path(d) / name, handshakes, threshold)
+            try:
+                out[name] = throughput(rig, handshakes, cookies)
+            finally:
+                rig.close()
+        progress(f"a legitimate client under a flood of {flood_pps:g}/s")
+        rig = Rig(Path(d) / "flood", 1, DEFAULT_THRESHOLD, gate=UserspaceGate())
+        try:
+            flood = under_flood(rig, flood_pps, tries)
+        finally:
+            rig.close()
+    return summary(out["plain"], out["cookie"], flood, flood_pps, core, handshakes)
+
+
+def summary(plain: dict, cookie: dict, flood: dict, flood_pps: float, core: int | None,
+            handshakes: int) -> dict:
+    return {"handshakes_per_s": plain["per_s"], "handshakes_per_s_cookie": cookie["per_s"],
+            "handshakes_per_cpu_s": plain["per_cpu_s"],
+            "handshakes_per_cpu_s_cookie": cookie["per_cpu_s"],
+            "legit_under_flood_ms": {"p50": flood["p50"], "max": flood["max"]},
+            "flood_pps": flood_pps, "flood_pps_sent": flood["flood_pps_sent"],
+            "legit_not_completed": flood["not_completed"],
+            "legit_per_try_ms": flood["legit_ms"],
+            "runs": {"plain": plain, "cookie": cookie}, "handshakes": handshakes,
+            "pinned_core": core,
+            "method": "in-process gateway daemon (real admission, Noise, SQLite store on "
+                      "/var/tmp, session table, events file) over an in-memory socket; "
+                      "completed = session confirmed by the client's first data message; "
+                      "per_s over the daemon's wall time, per_cpu_s over its thread's CPU; "
+                      "flood: random sources, valid mac1, no cookie, paced at the gate's "
+                      "global initiation rate, through the gate's checks (userspace model)"}

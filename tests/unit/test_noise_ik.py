@@ -1,0 +1,96 @@
+"""jvpn/noise_ik.py, the gateway's hand-written Noise IK responder, against
+the `noiseprotocol` library: the same message 2 byte for byte, the same
+transport keys and handshake hash, and every tampered part of message 1
+refused (through Responder.open, as the gateway calls it)."""
+
+from __future__ import annotations
+
+import ipaddress
+import warnings
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from noise.connection import Keypair, NoiseConnection
+
+from jvpn import keys, noise_ik
+from jvpn.gate import abi
+from jvpn.handshake import (
+    MAC_LEN,
+    PROLOGUE,
+    PROTOCOL,
+    Assignment,
+    HandshakeError,
+    Initiator,
+    Responder,
+)
+
+GW, CL = keys.generate_private(), keys.generate_private()
+GW_PUB = keys.public_from_private(GW)
+ASSIGN = Assignment(0x0102030405060708, ipaddress.IPv4Interface("10.99.0.2/24"),
+                    ipaddress.IPv4Address("10.99.0.1"))
+
+
+def _library_responder(ephemeral: bytes) -> NoiseConnection:
+    noise = NoiseConnection.from_name(PROTOCOL)
+    noise.set_as_responder()
+    noise.set_prologue(PROLOGUE)
+    noise.set_keypair_from_private_bytes(Keypair.STATIC, GW)
+    noise.set_keypair_from_private_bytes(Keypair.EPHEMERAL, ephemeral)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        noise.start_handshake()
+    return noise
+
+
+def _noise_part(msg: bytes) -> bytes:
+    return msg[abi.HDR_LEN:-2 * MAC_LEN]
+
+
+def test_message_2_keys_and_hash_are_the_librarys_byte_for_byte():
+    msg = _noise_part(Initiator(CL, GW_PUB).initiation())
+    ephemeral = X25519PrivateKey.generate()
+    lib = _library_responder(ephemeral.private_bytes_raw())
+    lib_payload = lib.read_message(msg)
+    lib_body = lib.write_message(b"payload of message 2")
+
+    opened = noise_ik.read_message1(noise_ik.Static(GW, PROTOCOL, PROLOGUE), msg)
+    assert opened.payload == lib_payload
+    assert opened.remote_static == keys.public_from_private(CL)
+    body, k1, k2, handshake_hash = noise_ik.write_message2(opened, b"payload of message 2",
+                                                           ephemeral)
+    assert body == lib_body
+    proto = lib.noise_protocol
+    assert (k1, k2) == (proto.cipher_state_decrypt.k, proto.cipher_state_encrypt.k)
+    assert handshake_hash == lib.get_handshake_hash()
+
+
+def test_the_librarys_initiator_completes_against_the_responder():
+    init = Initiator(CL, GW_PUB)
+    resp, gw_keys = Responder(GW, lambda k: True).open(init.initiation()).respond(ASSIGN)
+    assignment, cl_keys = init.response(resp)
+    assert assignment == ASSIGN and cl_keys == gw_keys
+
+
+@pytest.mark.parametrize("where", [0, 31, 32, 32 + 31, 32 + 47, 32 + 48, -1])
+def test_any_tampered_byte_of_message_1_is_refused(where):
+    """Ephemeral, encrypted static (and its tag), encrypted payload (and its tag)."""
+    msg = bytearray(Initiator(CL, GW_PUB).initiation())
+    noise_at = abi.HDR_LEN + (where if where >= 0 else len(_noise_part(bytes(msg))) + where)
+    msg[noise_at] ^= 0x01
+    with pytest.raises(HandshakeError, match="bad_initiation"):
+        Responder(GW, lambda k: True).open(bytes(msg))
+
+
+def test_a_small_order_ephemeral_and_a_short_message_are_refused():
+    msg = bytearray(Initiator(CL, GW_PUB).initiation())
+    msg[abi.HDR_LEN:abi.HDR_LEN + 32] = bytes(32)  # the all-zero point: DH gives zero
+    with pytest.raises(HandshakeError, match="bad_initiation"):
+        Responder(GW, lambda k: True).open(bytes(msg))
+    with pytest.raises(HandshakeError, match="bad_initiation"):
+        Responder(GW, lambda k: True).open(bytes(msg[:abi.HDR_LEN + 60]) + bytes(2 * MAC_LEN))
+
+
+def test_an_initiation_for_another_gateway_key_is_refused():
+    other = keys.public_from_private(keys.generate_private())
+    with pytest.raises(HandshakeError, match="bad_initiation"):
+        Responder(GW, lambda k: True).open(Initiator(CL, other).initiation())
