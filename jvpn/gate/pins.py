@@ -45,6 +45,8 @@ PINS = {
                           replay_sized=True),  # XDP
     "config": MapSpec("jvpn_config", "array", ctypes.c_int, abi.Config),  # attach
     "fence": MapSpec("jvpn_fence", "array", ctypes.c_int, abi.Fence),  # daemon
+    "remote": MapSpec("jvpn_remote", "hash", ctypes.c_uint64, abi.Remote),  # daemon
+    "remote_rl": MapSpec("jvpn_remote_rl", "lru_hash", ctypes.c_uint64, abi.RemoteRl),  # XDP
     "global": MapSpec("jvpn_global", "array", ctypes.c_int, abi.Global),  # XDP
     "src_rl": MapSpec("jvpn_src_rl", "lru_hash", abi.SrcKey, abi.SrcRl),  # XDP
     "counters": MapSpec("jvpn_counters", "percpu_array", ctypes.c_int, abi.Counter),  # XDP
@@ -73,6 +75,8 @@ def stale_layout(pins: Path, replay_bits: int = abi.REPLAY_BITS) -> str | None:
     (another jvpn_abi.h: e.g. the session element grew for issue 13's key
     phases, a verdict was added), else None. The verifier would refuse the
     program on them with a bare "Permission denied"."""
+    if (Path(pins) / "sessions").exists() and not (Path(pins) / "remote").exists():
+        return "no remote sessions map (made before issue 15)"
     for name, spec in PINS.items():
         info = _map_info(Path(pins) / name) if spec.kind != "ringbuf" else None
         if info is None:
@@ -174,6 +178,8 @@ class GateMaps:
             self.runtime = self._pinned("session_rt")
             self.config = self._pinned("config")
             self.fence = self._pinned("fence")
+            self.remote = self._pinned("remote")
+            self.remote_buckets = self._pinned("remote_rl")
             self.glob = self._pinned("global")
             self.sources = self._pinned("src_rl")
             self.counters = self._pinned("counters")
@@ -211,6 +217,19 @@ class GateMaps:
         """The element only: its runtime slot is XDP's, re-initialized when an
         element with another (session id, generation) names it."""
         self.sessions.delete(ctypes.c_uint64(session_id))
+
+    # -- remote: the daemon is the only writer (sessions other gateways own) --
+    def put_remote(self, session_id: int, entry: abi.Remote) -> None:
+        self.remote.update(ctypes.c_uint64(session_id), entry)
+
+    def get_remote(self, session_id: int) -> abi.Remote | None:
+        return self.remote.lookup(ctypes.c_uint64(session_id))
+
+    def remove_remote(self, session_id: int) -> None:
+        self.remote.delete(ctypes.c_uint64(session_id))
+
+    def remote_ids(self) -> set[int]:
+        return {k.value for k in self.remote.keys()}
 
     # -- session_rt: XDP is the only writer; read here --
     def runtime_slot(self, slot: int):
