@@ -12,6 +12,7 @@ import ipaddress
 from typing import TYPE_CHECKING
 
 from jvpn.codes import EventType, Reason
+from jvpn.errors import JvpnError
 from jvpn.keys import KeyRing, ring_for
 from jvpn.session import Event, IllegalTransition, SessionRecord, State, apply
 from jvpn.store import StoreError
@@ -75,9 +76,14 @@ class StandbyWrites:
                 self.events.emit(EventType.DAEMON_ERROR, Reason.STORE_RECORD_UNREADABLE,
                                  rec.session_id, where="standby", detail=str(e))
                 return
+        try:
+            self.gate.put_remote(rec.session_id, keys)
+        except JvpnError as e:  # the remote map is full: not stood by (next sweep: again)
+            self.events.emit(EventType.DAEMON_ERROR, Reason.OS_ERROR, rec.session_id,
+                             where="remote entry", detail=str(e))
+            return
         self.standby[rec.session_id] = (keys, rec.owner)
         self.standby_inner[rec.session_id] = _packed(rec.inner_addr)
-        self.gate.put_remote(rec.session_id, keys)
 
     def drop_standby(self, sid: int) -> None:
         self.stand_down(sid)
