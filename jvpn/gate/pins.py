@@ -75,8 +75,6 @@ def stale_layout(pins: Path, replay_bits: int = abi.REPLAY_BITS) -> str | None:
     (another jvpn_abi.h: e.g. the session element grew for issue 13's key
     phases, a verdict was added), else None. The verifier would refuse the
     program on them with a bare "Permission denied"."""
-    if (Path(pins) / "sessions").exists() and not (Path(pins) / "remote").exists():
-        return "no remote sessions map (made before issue 15)"
     for name, spec in PINS.items():
         info = _map_info(Path(pins) / name) if spec.kind != "ringbuf" else None
         if info is None:
@@ -86,6 +84,8 @@ def stale_layout(pins: Path, replay_bits: int = abi.REPLAY_BITS) -> str | None:
             return f"{name}: {info[0]}-byte values, this build's are {want}"
         if name == "counters" and info[1] != abi.C_MAX:
             return f"counters: {info[1]} slots, this build counts {abi.C_MAX}"
+    if (Path(pins) / "sessions").exists() and not (Path(pins) / "remote").exists():
+        return "no remote sessions map (made before issue 15)"
     return None
 
 

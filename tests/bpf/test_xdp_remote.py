@@ -157,3 +157,30 @@ def test_the_daemons_remote_entry_carries_the_live_epochs_keys():
     assert tuple(entry.tag_key) == wire.key_words(KEY)
     assert entry.key_phases == abi.key_phase_bit(0) and entry.ctl_floor == 9
     assert ctypes.sizeof(entry) == 48
+
+
+def test_pins_made_before_the_remote_map_are_refused_by_name():
+    """A gate attached by the build before issue 15 has no remote map: this
+    build refuses its pins with a reason, not the verifier's bare error."""
+    import uuid  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    from jvpn.errors import LoadFailed  # noqa: PLC0415
+    from jvpn.gate.attach import unpin  # noqa: PLC0415
+    from jvpn.gate.loader import BuildOptions, Program, load_plain  # noqa: PLC0415
+
+    pins = Path("/sys/fs/bpf") / f"jvt-{uuid.uuid4().hex[:11]}"
+    pins.mkdir()
+    old = load_plain(f"""
+#include <uapi/linux/bpf.h>
+#include "jvpn_abi.h"
+BPF_TABLE_PINNED("hash", __u64, struct jvpn_session, s, 16, "{pins}/sessions",
+                 BPF_F_NO_PREALLOC);
+int xdp_main(struct xdp_md *ctx) {{ __u64 k = 0; return s.lookup(&k) ? XDP_DROP : XDP_PASS; }}
+""")[0]
+    try:
+        with pytest.raises(LoadFailed, match=r"no remote sessions map"):
+            Program(pins, BuildOptions(max_sessions=16, max_sources=16))
+    finally:
+        old.cleanup()
+        unpin(pins)
