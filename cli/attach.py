@@ -10,7 +10,7 @@ from rich.markup import escape
 from jvpn.gate import abi, records
 from jvpn.gate import attach as gate_attach
 from jvpn.gate.config import GateConfig
-from jvpn.gate.loader import BuildOptions
+from jvpn.gate.loader import DEFAULT_MAX_REMOTE, BuildOptions
 from jvpn_cli.app import App
 from jvpn_cli.progress import progress
 
@@ -82,11 +82,19 @@ from jvpn_cli.progress import progress
     "800 bytes of kernel memory each, allocated at attach). A gateway's MaxSessions "
     "may not exceed it. Maps of another size already pinned: detach, then attach.",
 )
+@click.option(
+    "--max-remote-sessions",
+    type=click.IntRange(1, 1 << 26),
+    default=DEFAULT_MAX_REMOTE,
+    show_default=True,
+    help="Sessions other gateways of a cluster own that this one stands by for (the "
+    "remote sessions map: 48 bytes and the hash's own per live entry, allocated as used).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the attachment record as JSON.")
 @click.pass_obj
 def attach(app: App, iface: str, ports: list[int], mode: str, handshake_rate: float,
            control_rate: float, session_control_rate: float, session_probe_rate: float,
-           max_sessions: int, as_json: bool) -> None:
+           max_sessions: int, max_remote_sessions: int, as_json: bool) -> None:
     """Compile and load the gate, write its config and attach it to IFACE.
 
     The maps are pinned in PIN_ROOT/IFACE and the attachment is recorded in
@@ -105,8 +113,9 @@ def attach(app: App, iface: str, ports: list[int], mode: str, handshake_rate: fl
                         session_control_pps=session_control_rate,
                         session_probe_pps=session_probe_rate)
     with progress(app.err, f"attaching the jvpn gate to {iface}") as step:
-        att = gate_attach.attach(iface, config, mode, BuildOptions(max_sessions=max_sessions),
-                                 paths=app.paths, progress=step)
+        options = BuildOptions(max_sessions=max_sessions, max_remote=max_remote_sessions)
+        att = gate_attach.attach(iface, config, mode, options=options, paths=app.paths,
+                                 progress=step)
     if as_json:
         app.emit_json(asdict(att))
         if att.note:

@@ -36,8 +36,9 @@ def sessions(app: App, iface: str | None, as_json: bool, wide: bool,
     identities, no key epoch or age); with the userspace gate, the daemon
     alone.
 
-    From the maps: session id (hex), state (REMOTE: a standby for a session
-    another gateway of the cluster owns), owner (the gateway that serves it:
+    From the maps: session id (hex), state (REMOTE: a session another
+    gateway of the cluster owns, from the remote sessions map, or an element
+    of ours that passes no data: parked for a handover, fenced), owner (the gateway that serves it:
     this one when the element's fence is this daemon's lease; "stale" for an
     element under an older lease), version, fence, bound transport address
     ("-" when unbound), and from the runtime state the XDP program keeps:
@@ -61,7 +62,28 @@ def sessions(app: App, iface: str | None, as_json: bool, wide: bool,
 
 
 def _kernel_rows(gm: pins.GateMaps, owners: records.Owners | None) -> list[dict[str, Any]]:
-    return [_row(gm, sid, s, owners) for sid, s in sorted(gm.list_sessions())]
+    elements = dict(gm.list_sessions())
+    remote = gm.remote_ids() - set(elements)  # an element of ours wins (the gate's order)
+    rows = {sid: _row(gm, sid, s, owners) for sid, s in elements.items()}
+    rows.update({sid: _remote_row(sid, owners) for sid in remote})
+    return [rows[sid] for sid in sorted(rows)]
+
+
+def _remote_row(sid: int, owners: records.Owners | None) -> dict[str, Any]:
+    """A session another gateway owns (jvpn_remote): no binding, no runtime."""
+    return {
+        "session_id": session_id_hex(sid),
+        "state": abi.STATE_NAMES[abi.STATE_REMOTE],
+        "owner": owners.remote.get(f"{sid:016x}") if owners is not None else None,
+        "version": None,
+        "fence": 0,
+        "bound": "-",
+        "bind_addr": None,
+        "bind_port": None,
+        "rx_packets": None,
+        "rx_bytes": None,
+        "highest_counter": None,
+    }
 
 
 def _owner(sid: int, s: abi.Session, owners: records.Owners | None) -> str | None:

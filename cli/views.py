@@ -150,7 +150,7 @@ def _narrow_columns(daemon: bool) -> list:
                  ("inner", "left", lambda r: _text(r["inner"]))]
     cols += [("state", "left", lambda r: r["state"])]
     if not daemon:  # the version is in --wide when identities take the room
-        cols += [("ver", "right", lambda r: str(r["version"]))]
+        cols += [("ver", "right", lambda r: "-" if r["version"] is None else str(r["version"]))]
     cols += [("bound to", "left", lambda r: r["bound"]),
              ("rx", "right", lambda r: size(r["rx_bytes"]))]
     if daemon:  # "key": the current keys' age (their epoch: --wide)
@@ -171,7 +171,7 @@ def _wide_columns(daemon: bool) -> list:
                  ("allowed ips", "left", lambda r: ", ".join(r["allowed_ips"] or []) or "-")]
     cols += [("state", "left", lambda r: r["state"]),
              ("owner", "left", lambda r: _text(r["owner"])),
-             ("version", "right", lambda r: str(r["version"])),
+             ("version", "right", lambda r: "-" if r["version"] is None else str(r["version"])),
              ("fence", "right", lambda r: _text(r["fence"])),
              ("bound to", "left", lambda r: r["bound"]),
              ("rx pkts", "right", lambda r: _text(r["rx_packets"])),

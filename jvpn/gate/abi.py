@@ -308,6 +308,26 @@ class Fence(_Struct):
     ]
 
 
+class Remote(_Struct):
+    """jvpn_remote: a session another gateway owns, written by the daemon
+    only (jvpn/gate/element.py remote_entry): its header keys by phase and
+    its control floor, no binding, no runtime slot."""
+
+    _fields_ = [
+        ("tag_key", u64 * 2),  # phase 0's header key
+        ("tag_key_phase1", u64 * 2),  # phase 1's
+        ("ctl_floor", u64),  # control counters <= this: replays (daemon-verified)
+        ("key_phases", u8),  # key_phase_bit(p): phase p accepted
+        ("_pad0", u8 * 7),
+    ]
+
+
+class RemoteRl(_Struct):
+    """jvpn_remote_rl: a remote session's control bucket, written by XDP only."""
+
+    _fields_ = [("control_tat", u64)]
+
+
 class Global(_Struct):
     _fields_ = [("control_tat", u64), ("event_tat", u64), ("authed_control_tat", u64)]
 
@@ -341,6 +361,8 @@ STRUCTS = {
     "jvpn_session_rt": SessionRt,
     "jvpn_config": Config,
     "jvpn_fence": Fence,
+    "jvpn_remote": Remote,
+    "jvpn_remote_rl": RemoteRl,
     "jvpn_global": Global,
     "jvpn_src_key": SrcKey,
     "jvpn_src_rl": SrcRl,

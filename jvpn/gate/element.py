@@ -67,20 +67,28 @@ def session_element(rec: SessionRecord, keys: SessionKeys | KeyRing, fence: int 
         rt_slot=rt_slot, rt_gen=rt_gen, replay_floor=replay_floor, ctl_floor=ctl_floor)
 
 
-def kept_ctl_floor(old: abi.Session | None) -> int:
+def remote_entry(keys: SessionKeys | KeyRing, ctl_floor: int = 0,
+                 unused_key: Callable[[], bytes] = unused_slot_key) -> abi.Remote:
+    """The kernel's view of a session another gateway owns (jvpn_remote):
+    the header keys of its live epochs and the control floor, nothing else
+    (docs/cluster.md "Remote sessions")."""
+    return abi.Remote(**header_keys(keys, unused_key), ctl_floor=ctl_floor)
+
+
+def kept_ctl_floor(old: abi.Session | abi.Remote | None) -> int:
     """What a rewritten element keeps of the one it replaces: the control
     floor only rises (a restart over pinned maps included), whatever else
     the record changed."""
     return int(old.ctl_floor) if old is not None else 0
 
 
-def raised_ctl_floor(old: abi.Session | None, counter: int) -> abi.Session | None:
-    """The element with its control floor raised to ``counter`` (a keepalive
-    or control counter the daemon verified), or None: no element, or the
-    floor is already there (no write)."""
+def raised_ctl_floor(old: abi.Session | abi.Remote | None, counter: int):
+    """The element (or remote entry) with its control floor raised to
+    ``counter`` (a keepalive or control counter the daemon verified), or
+    None: no element, or the floor is already there (no write)."""
     if old is None or counter <= old.ctl_floor:
         return None
-    new = abi.Session.from_buffer_copy(old)
+    new = type(old).from_buffer_copy(old)
     new.ctl_floor = counter
     return new
 

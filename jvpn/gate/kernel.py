@@ -1,6 +1,7 @@
 """The gate in the kernel: session records projected into the pinned XDP maps.
 
-The daemon writes two maps only: its session elements and its fence. The
+The daemon writes three maps only: its session elements, the remote
+sessions (others' sessions of the cluster, jvpn_remote) and its fence. The
 runtime slots (replay windows) are the XDP program's: a session new on this
 gateway gets a new generation and a replay floor in its element, and the
 program initializes the slot from them (jvpn_abi.h, jvpn_sessions)."""
@@ -20,6 +21,7 @@ from jvpn.gate.element import (
     enforced_top,
     kept_ctl_floor,
     raised_ctl_floor,
+    remote_entry,
     session_element,
 )
 from jvpn.gate.paths import DEFAULT_PATHS, GatePaths
@@ -128,9 +130,24 @@ class XdpGate:
                 self._batch = None
                 batch.flush()
 
+    def put_remote(self, sid: int, keys: SessionKeys | KeyRing) -> None:
+        """A session another gateway owns: its client's reattach traffic
+        reaches us (a handoff), never its data (docs/cluster.md)."""
+        with self._element_lock:
+            old = self.maps.get_remote(sid)
+            self.maps.put_remote(sid, remote_entry(keys, kept_ctl_floor(old)))
+
+    def remove_remote(self, sid: int) -> None:
+        with self._element_lock:
+            self.maps.remove_remote(sid)
+
+    def remote_ids(self) -> set[int]:
+        return self.maps.remote_ids()
+
     def raise_ctl_floor(self, sid: int, counter: int) -> None:
         """A keepalive or control counter the daemon verified: the gate drops
-        every keepalive / control message at or below it (issue 10 item 5).
+        every keepalive / control message at or below it (issue 10 item 5),
+        on our element, else on the remote entry (a handoff's request).
         The element lock makes this read-modify-write and ``_write`` one
         after the other (the data thread calls this, the control thread puts)."""
         with self._element_lock:
@@ -139,6 +156,10 @@ class XdpGate:
             new = raised_ctl_floor(self.maps.get_session(sid), counter)
             if new is not None:
                 self.maps.put_session(sid, new)
+                return
+            new = raised_ctl_floor(self.maps.get_remote(sid), counter)
+            if new is not None:
+                self.maps.put_remote(sid, new)
 
     def set_fence(self, token: int, deadline_ns: int) -> None:
         """The kernel's own fence (jvpn_abi.h, jvpn_fence): only elements

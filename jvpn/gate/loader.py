@@ -25,6 +25,9 @@ BPF_DIR = bpf_dir()
 PROGRAM_SOURCE = BPF_DIR / "jvpn_xdp.c"
 INCLUDE_DIR = BPF_DIR / "include"
 ENTRY = "jvpn_xdp"
+# the remote sessions map's default capacity: 4x the default sessions map,
+# at 48 bytes (plus the hash's own) per live entry (no prealloc)
+DEFAULT_MAX_REMOTE = 262144
 
 
 def _bcc():
@@ -57,6 +60,9 @@ class BuildOptions:
     replay_bits: int = abi.REPLAY_BITS
     max_sessions: int = abi.DEFAULT_MAX_SESSIONS  # the sessions and runtime maps' size
     max_sources: int = 65536
+    # others' sessions (jvpn_remote): a cluster holds more than one sessions map
+    max_remote: int = DEFAULT_MAX_REMOTE
+    max_remote_buckets: int = 16384  # their control buckets (LRU)
     event_pages: int = 64
     test_clock: bool = False
 
@@ -69,6 +75,8 @@ class BuildOptions:
             f"-DJVPN_REPLAY_BITS={self.replay_bits}",
             f"-DJVPN_MAX_SESSIONS={self.max_sessions}",
             f"-DJVPN_MAX_SOURCES={self.max_sources}",
+            f"-DJVPN_MAX_REMOTE={self.max_remote}",
+            f"-DJVPN_MAX_REMOTE_BUCKETS={self.max_remote_buckets}",
             f"-DJVPN_EVENT_PAGES={self.event_pages}",
         ]
         if self.test_clock:

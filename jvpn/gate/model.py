@@ -31,6 +31,7 @@ _IPV6_FRAGMENT = 44
 # holds no more than the kernel can, so a flood of spoofed sources costs the
 # userspace gate what it costs XDP (threat 4.3, bounded memory).
 MAX_SOURCES = 65536  # JVPN_MAX_SOURCES: the jvpn_src_rl LRU hash
+MAX_REMOTE_BUCKETS = 16384  # JVPN_MAX_REMOTE_BUCKETS: the jvpn_remote_rl LRU hash
 EVENT_PAGES = 64  # JVPN_EVENT_PAGES: the jvpn_events ring buffer
 # A ring buffer record is the 8-byte header plus the event rounded up to 8.
 EVENT_RING_CAPACITY = EVENT_PAGES * 4096 // (8 + (ctypes.sizeof(abi.Event) + 7) // 8 * 8)
@@ -221,6 +222,9 @@ class Model:
     runtime: dict = field(default_factory=dict)  # rt slot -> SessionRt (absent: all zero)
     max_sessions: int = 65536  # runtime slots (JVPN_MAX_SESSIONS)
     fence: abi.Fence = field(default_factory=abi.Fence)
+    remote: dict = field(default_factory=dict)  # sid -> abi.Remote (others' sessions)
+    remote_buckets: dict = field(default_factory=dict)  # sid -> abi.RemoteRl; LRU
+    max_remote_buckets: int = MAX_REMOTE_BUCKETS
     sources: dict = field(default_factory=dict)  # (family, addr words) -> abi.SrcRl; LRU
     glob: abi.Global = field(default_factory=abi.Global)
     counters: list = field(default_factory=lambda: [[0, 0] for _ in range(abi.C_MAX)])
@@ -231,6 +235,7 @@ class Model:
     def __post_init__(self):
         self._rt_type = abi.session_rt_type(self.replay_bits)
         self.sources = SourceTable(self.max_sources, self.sources)
+        self.remote_buckets = SourceTable(self.max_remote_buckets, self.remote_buckets)
         self.events = EventRing(self.event_capacity, self.events)
 
     @property
@@ -292,7 +297,7 @@ class Model:
         is_data = t in (abi.MSG_DATA, abi.MSG_KEEPALIVE)
         s = self.sessions.get(sid)
         if s is None:
-            return abi.R_DROP_UNKNOWN_SESSION
+            return self._remote_verdict(p, t, sid, now)
         if not abi.STATE_ALLOW.get(s.state, 0) & (1 << t):
             return abi.R_DROP_STATE
         # the header's key phase picks the key (keyphase.h); a phase the
@@ -341,6 +346,36 @@ class Model:
             return abi.R_PASS_DATA if t == abi.MSG_DATA else abi.R_PASS_KEEPALIVE
         if not self._session_control_budget(rt, t, now):
             return abi.R_DROP_RATE_SESSION
+        if not gcra_allow(self.glob, "authed_control_tat", now, cfg.authed_interval_ns,
+                          cfg.authed_burst_ns):
+            return abi.R_DROP_RATE_AUTHED
+        return abi.R_PASS_CONTROL
+
+    def _remote_verdict(self, p: Parsed, t: int, sid: int, now: int) -> int:
+        """Mirror of jvpn_xdp.c:jvpn_remote_verdict: a session id the
+        sessions map does not hold, unknown or owned by another gateway
+        (jvpn_remote): its client's reattach traffic only, never data."""
+        r = self.remote.get(sid)
+        if r is None:
+            return abi.R_DROP_UNKNOWN_SESSION
+        if not abi.STATE_ALLOW[abi.STATE_REMOTE] & (1 << t):
+            return abi.R_DROP_STATE
+        counter, tag = struct.unpack_from("<QQ", p.msg, 16)
+        (flags,) = struct.unpack_from("<H", p.msg, 2)
+        phase = 1 if flags & abi.FLAG_KEY_PHASE else 0
+        words = r.tag_key_phase1 if phase else r.tag_key
+        if not r.key_phases & abi.key_phase_bit(phase) or not (words[0] | words[1]):
+            return abi.R_DROP_KEY_PHASE
+        if header_tag(struct.pack("<QQ", words[0], words[1]), p.msg[: abi.TAGGED_LEN]) != tag:
+            return abi.R_DROP_BAD_TAG
+        if counter <= r.ctl_floor or counter >= abi.reject_after(self.replay_bits):
+            return abi.R_DROP_REPLAY
+        cfg = self.config
+        if cfg.session_control_interval_ns:
+            bucket = self.remote_buckets.setdefault(sid, abi.RemoteRl())
+            if not gcra_allow(bucket, "control_tat", now, cfg.session_control_interval_ns,
+                              cfg.session_control_burst_ns):
+                return abi.R_DROP_RATE_SESSION
         if not gcra_allow(self.glob, "authed_control_tat", now, cfg.authed_interval_ns,
                           cfg.authed_burst_ns):
             return abi.R_DROP_RATE_AUTHED

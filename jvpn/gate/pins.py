@@ -48,6 +48,8 @@ PINS = {
                           replay_sized=True, session_sized=True),  # XDP
     "config": MapSpec("jvpn_config", "array", ctypes.c_int, abi.Config),  # attach
     "fence": MapSpec("jvpn_fence", "array", ctypes.c_int, abi.Fence),  # daemon
+    "remote": MapSpec("jvpn_remote", "hash", ctypes.c_uint64, abi.Remote),  # daemon
+    "remote_rl": MapSpec("jvpn_remote_rl", "lru_hash", ctypes.c_uint64, abi.RemoteRl),  # XDP
     "global": MapSpec("jvpn_global", "array", ctypes.c_int, abi.Global),  # XDP
     "src_rl": MapSpec("jvpn_src_rl", "lru_hash", abi.SrcKey, abi.SrcRl),  # XDP
     "counters": MapSpec("jvpn_counters", "percpu_array", ctypes.c_int, abi.Counter),  # XDP
@@ -89,6 +91,8 @@ def stale_layout(pins: Path, replay_bits: int = abi.REPLAY_BITS,
             return f"counters: {info[1]} slots, this build counts {abi.C_MAX}"
         if spec.session_sized and max_sessions is not None and info[1] != max_sessions:
             return f"{name}: {info[1]} elements, --max-sessions {max_sessions} asks another"
+    if (Path(pins) / "sessions").exists() and not (Path(pins) / "remote").exists():
+        return "no remote sessions map (made before issue 15)"
     return None
 
 
@@ -249,6 +253,8 @@ class GateMaps:
             self.runtime = self._pinned("session_rt")
             self.config = self._pinned("config")
             self.fence = self._pinned("fence")
+            self.remote = self._pinned("remote")
+            self.remote_buckets = self._pinned("remote_rl")
             self.glob = self._pinned("global")
             self.sources = self._pinned("src_rl")
             self.counters = self._pinned("counters")
@@ -292,6 +298,19 @@ class GateMaps:
         """The element only: its runtime slot is XDP's, re-initialized when an
         element with another (session id, generation) names it."""
         self.sessions.delete(ctypes.c_uint64(session_id))
+
+    # -- remote: the daemon is the only writer (sessions other gateways own) --
+    def put_remote(self, session_id: int, entry: abi.Remote) -> None:
+        self.remote.update(ctypes.c_uint64(session_id), entry)
+
+    def get_remote(self, session_id: int) -> abi.Remote | None:
+        return self.remote.lookup(ctypes.c_uint64(session_id))
+
+    def remove_remote(self, session_id: int) -> None:
+        self.remote.delete(ctypes.c_uint64(session_id))
+
+    def remote_ids(self) -> set[int]:
+        return {k.value for k in self.remote.keys()}
 
     # -- session_rt: XDP is the only writer; read here --
     def runtime_slot(self, slot: int):

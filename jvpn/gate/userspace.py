@@ -19,6 +19,7 @@ from jvpn.gate.element import (
     kept_ctl_floor,
     raised_ctl_floor,
     random_generation,
+    remote_entry,
     session_element,
 )
 from jvpn.gate.model import EVENT_RING_CAPACITY, MAX_SOURCES, Model
@@ -62,12 +63,29 @@ class UserspaceGate:
         self.model.sessions[sid] = session_element(rec, keys, fence, remote, **slot,
                                                    ctl_floor=kept_ctl_floor(old))
 
+    def put_remote(self, sid: int, keys: SessionKeys | KeyRing) -> None:
+        with self._lock:
+            old = self.model.remote.get(sid)
+            self.model.remote[sid] = remote_entry(keys, kept_ctl_floor(old))
+
+    def remove_remote(self, sid: int) -> None:
+        with self._lock:
+            self.model.remote.pop(sid, None)
+
+    def remote_ids(self) -> set[int]:
+        with self._lock:
+            return set(self.model.remote)
+
     def raise_ctl_floor(self, sid: int, counter: int) -> None:
         """As XdpGate.raise_ctl_floor (issue 10 item 5)."""
         with self._lock:
             new = raised_ctl_floor(self.model.sessions.get(sid), counter)
             if new is not None:
                 self.model.sessions[sid] = new
+                return
+            new = raised_ctl_floor(self.model.remote.get(sid), counter)
+            if new is not None:
+                self.model.remote[sid] = new
 
     def batched(self) -> contextlib.AbstractContextManager:
         """As XdpGate.batched: the model's writes are dictionary stores already."""

@@ -206,11 +206,11 @@ class ClusterFollower:
             # over, and nobody could take it from us while our lease lives
             return
         if rec is None or not self.ownership.owns(rec):
+            if rec is not None and rec.state is not State.TERMINATED:
+                self.table.stand_by(rec, live.keys)  # first: a reattach still reaches us
             self.table.drop_local(sid)  # deleted, or moved while we could not hear it
             self.events.emit(EventType.OWNERSHIP_HANDOFF, Reason.OWNERSHIP_LOST, sid,
                              owner=rec.owner if rec else "", detail="the store says not ours")
-            if rec is not None and rec.state is not State.TERMINATED:
-                self.table.stand_by(rec, live.keys)
             return
         self.table.observe(live, rec)
         if live.quarantined:
@@ -243,8 +243,8 @@ class ClusterFollower:
                              detail=e.detail)
             self._refuse_handoff(live, rec)
             return
+        self.table.stand_by(new, live.keys)  # the remote entry, then our parked element goes
         self.table.drop_local(sid)
-        self.table.stand_by(new, live.keys)
         self.events.emit(EventType.OWNERSHIP_HANDOFF, Reason.HANDOFF_RELEASED, sid,
                          version=new.version, owner=new.owner, c2s_floor=new.c2s_floor)
 

@@ -1,7 +1,8 @@
 """The session table's writes for sessions this gateway does not serve at
-the moment: standby elements of sessions another gateway owns, a session
-parked for a handover, every session when the lease is not certainly alive
-(fenced) or the gateway stops. A mixin of
+the moment: remote entries of sessions another gateway owns (the gate's
+jvpn_remote map, not a sessions-map element: docs/cluster.md "Remote
+sessions"), a session parked for a handover, every session when the lease
+is not certainly alive (fenced) or the gateway stops. A mixin of
 :class:`jvpn.gateway.table.SessionTable`: the table stays the one writer of
 records, elements and state events; this only groups the cluster-side half."""
 
@@ -11,6 +12,7 @@ import ipaddress
 from typing import TYPE_CHECKING
 
 from jvpn.codes import EventType, Reason
+from jvpn.errors import JvpnError
 from jvpn.keys import KeyRing, ring_for
 from jvpn.session import Event, IllegalTransition, SessionRecord, State, apply
 from jvpn.store import StoreError
@@ -56,9 +58,11 @@ class StandbyWrites:
                 self._settle(sid, exact)
 
     def stand_by(self, rec: SessionRecord, keys: KeyRing | None = None) -> None:
-        """Another gateway owns it: a standby element lets the client's
-        reattach reach us (a handoff), never its data. ``keys``: None reads
-        the store's (a key ring: mid-rekey, both epochs)."""
+        """Another gateway owns it: a remote entry lets the client's reattach
+        reach us (a handoff), never its data. ``keys``: None reads the
+        store's (a key ring: mid-rekey, both epochs). An element of ours for
+        the session, if any, is the caller's to remove (after this: the
+        client's reattach always finds one of the two)."""
         if keys is None:
             try:
                 got = self.store.get(rec.session_id)
@@ -72,26 +76,38 @@ class StandbyWrites:
                 self.events.emit(EventType.DAEMON_ERROR, Reason.STORE_RECORD_UNREADABLE,
                                  rec.session_id, where="standby", detail=str(e))
                 return
+        try:
+            self.gate.put_remote(rec.session_id, keys)
+        except JvpnError as e:  # the remote map is full: not stood by (next sweep: again)
+            self.events.emit(EventType.DAEMON_ERROR, Reason.OS_ERROR, rec.session_id,
+                             where="remote entry", detail=str(e))
+            return
         self.standby[rec.session_id] = (keys, rec.owner)
         self.standby_inner[rec.session_id] = _packed(rec.inner_addr)
-        self.gate.standby(rec, keys)
 
     def drop_standby(self, sid: int) -> None:
-        if self.stand_down(sid):
-            self.gate.remove(sid)
+        self.stand_down(sid)
 
     def stand_down(self, sid: int) -> bool:
-        """Forget our standby of ``sid`` (its element is the caller's: gone,
-        or now ours); False if there was none."""
+        """Forget our standby of ``sid`` and remove its remote entry (an
+        element of ours, if any, is the caller's: it now serves the
+        session); False if there was none."""
         self.standby_inner.pop(sid, None)
-        return self.standby.pop(sid, None) is not None
+        if self.standby.pop(sid, None) is None:
+            return False
+        self.gate.remove_remote(sid)
+        return True
 
     def remove_stale(self) -> int:
-        """Gate elements of sessions neither served nor stood by here."""
-        stale = self.gate.ids() - set(self.sessions) - set(self.standby)
+        """Gate elements of sessions not served here, and remote entries of
+        sessions not stood by here."""
+        stale = self.gate.ids() - set(self.sessions)
         for sid in stale:
             self.gate.remove(sid)
-        return len(stale)
+        gone = self.gate.remote_ids() - set(self.standby)
+        for sid in gone:
+            self.gate.remove_remote(sid)
+        return len(stale) + len(gone)
 
     def fence(self) -> None:
         """Our lease is not certainly alive: every element of ours leaves the gate."""
@@ -131,6 +147,7 @@ class StandbyWrites:
             rec = got[0]
             new, tr = apply(rec, Event.CLIENT_STOP, now_ms)
             self.commit(rec, new, keys, [(new, tr)], detail=f"{detail} (from {src})")
+            self.drop_standby(sid)  # ended: nothing of it reaches us any more
         except (StoreError, IllegalTransition) as e:
             self.events.emit(EventType.TRANSITION_REJECTED,
                              getattr(e, "reason_code", Reason.OWNERSHIP_CONFLICT), sid,

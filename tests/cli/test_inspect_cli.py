@@ -11,6 +11,7 @@ import ipaddress
 import json
 import os
 from types import SimpleNamespace
+from typing import ClassVar
 
 import pytest
 from click.testing import CliRunner
@@ -37,7 +38,13 @@ def _element(state: int, addr: str, port: int, version: int) -> abi.Session:
 
 
 class FakeMaps:
-    """The pinned maps of one interface: two sessions, one with traffic."""
+    """The pinned maps of one interface: two sessions, one with traffic, and
+    the remote entries ``remote`` (sessions another gateway owns)."""
+
+    remote: ClassVar[set[int]] = set()
+
+    def remote_ids(self):
+        return set(self.remote)
 
     def __enter__(self):
         return self
@@ -113,6 +120,26 @@ def test_sessions_merge_kernel_counters_with_identities_in_json(env):
     assert a["last_rx_age_s"] == 3.0 and a["highest_counter"] == 123_456
     assert b["peer"] is None and b["state"] == "VOLATILE"  # the daemon does not serve it
     assert r.stderr == ""
+
+
+def test_sessions_list_remote_entries_as_remote_with_their_owner(env, monkeypatch, tmp_path):
+    """A session another gateway owns is a remote entry (no element): listed
+    as REMOTE, its owner from the daemon's owners file; an id that has an
+    element of ours too is listed once, as the element (the gate's order)."""
+    from jvpn.gate import records
+
+    remote = 0x0A0A0A0A0A0A0A0A
+    monkeypatch.setattr(FakeMaps, "remote", {remote, SID_A})
+    monkeypatch.setattr(records.Owners, "load", classmethod(
+        lambda cls, *a, **k: records.Owners(node="gw-a", lease=1,
+                                            remote={f"{remote:016x}": "gw-b"})), raising=False)
+    r = _run(["sessions", "--json"])
+    rows = {row["session_id"]: row for row in json.loads(r.stdout)["jvtest0"]}
+    assert len(rows) == 3
+    assert rows[f"{remote:016x}"]["state"] == "REMOTE" and rows[f"{SID_A:016x}"]["state"] == \
+        "ATTACHED"
+    assert rows[f"{remote:016x}"]["bound"] == "-" and rows[f"{remote:016x}"]["owner"] == "gw-b"
+    assert "0a0a0a0a" in _run(["sessions"]).stdout
 
 
 def test_sessions_fit_80_columns(env):

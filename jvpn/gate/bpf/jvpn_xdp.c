@@ -29,6 +29,8 @@
  *   jvpn_session_rt XDP writes, daemon reads   (replay window, buckets)
  *   jvpn_config     attach writes, XDP reads   (ports, limits, clock)
  *   jvpn_fence      daemon writes, XDP reads   (cluster lease token, deadline)
+ *   jvpn_remote     daemon writes, XDP reads   (others' sessions: tag keys, ctl_floor)
+ *   jvpn_remote_rl  XDP writes (CAS), LRU      (their per-session control buckets)
  *   jvpn_global     XDP writes (CAS)           (global buckets)
  *   jvpn_src_rl     XDP writes (CAS), LRU      (per-source buckets)
  *   jvpn_counters   XDP writes, CLI reads      (per-CPU)
@@ -51,6 +53,12 @@
 #ifndef JVPN_MAX_SOURCES
 #define JVPN_MAX_SOURCES 65536
 #endif
+#ifndef JVPN_MAX_REMOTE
+#define JVPN_MAX_REMOTE 262144
+#endif
+#ifndef JVPN_MAX_REMOTE_BUCKETS
+#define JVPN_MAX_REMOTE_BUCKETS 16384
+#endif
 #ifndef JVPN_EVENT_PAGES
 #define JVPN_EVENT_PAGES 64
 #endif
@@ -67,6 +75,16 @@ BPF_TABLE_PINNED("hash", __u64, struct jvpn_session, jvpn_sessions, JVPN_MAX_SES
  * LRU map), so stale slots cost no memory beyond the fixed array. */
 BPF_TABLE_PINNED("array", __u32, struct jvpn_session_rt, jvpn_session_rt, JVPN_MAX_SESSIONS,
 		 JVPN_PIN_DIR "/session_rt");
+/* Written by the daemon only: the sessions other gateways of the cluster own
+ * (docs/cluster.md "Remote sessions"). Looked up only for a session id the
+ * sessions map does not hold; its own capacity, so the cluster's sessions
+ * are not capped by one sessions map. No-prealloc: memory per live entry. */
+BPF_TABLE_PINNED("hash", __u64, struct jvpn_remote, jvpn_remote, JVPN_MAX_REMOTE,
+		 JVPN_PIN_DIR "/remote", BPF_F_NO_PREALLOC);
+/* Written by XDP only (compare-and-swap): the remote sessions' control
+ * buckets. Bounded by LRU eviction. */
+BPF_TABLE_PINNED("lru_hash", __u64, struct jvpn_remote_rl, jvpn_remote_rl,
+		 JVPN_MAX_REMOTE_BUCKETS, JVPN_PIN_DIR "/remote_rl");
 /* Written by `jvpn-xdp attach` only; XDP reads. */
 BPF_TABLE_PINNED("array", int, struct jvpn_config, jvpn_config, 1, JVPN_PIN_DIR "/config");
 /* Written by the gateway daemon only (its lease); XDP reads. */
@@ -266,6 +284,75 @@ static __always_inline __u32 jvpn_authed_budget(const struct jvpn_config *cfg, _
 	return 0;
 }
 
+/* A remote entry's key of phase p, and whether the phase is accepted: the
+ * same rules as an element's (keyphase.h: the mask, and never the zero key). */
+static __always_inline const __u64 *jvpn_remote_key(const struct jvpn_remote *r, __u32 phase)
+{
+	return phase ? r->tag_key_phase1 : r->tag_key;
+}
+
+static __always_inline int jvpn_remote_phase_accepted(const struct jvpn_remote *r,
+						      __u32 phase)
+{
+	const __u64 *k = jvpn_remote_key(r, phase);
+
+	return (r->key_phases & JVPN_KEY_PHASE_BIT(phase)) != 0 && (k[0] | k[1]) != 0;
+}
+
+/* A remote session's control bucket (jvpn_remote_rl), then the gateway's
+ * authenticated budget: what a standby element's control spent. */
+static __always_inline __u32 jvpn_remote_budget(__u64 sid, const struct jvpn_config *cfg,
+						__u64 *clock)
+{
+	struct jvpn_remote_rl fresh = {}, *rl;
+
+	if (cfg->session_control_interval_ns) {
+		rl = jvpn_remote_rl.lookup(&sid);
+		if (!rl) {
+			jvpn_remote_rl.insert(&sid, &fresh);
+			rl = jvpn_remote_rl.lookup(&sid);
+			if (!rl)
+				return JVPN_R_DROP_RATE_SESSION;
+		}
+		if (!jvpn_gcra_allow_atomic(&rl->control_tat, jvpn_clock(cfg, clock),
+					    cfg->session_control_interval_ns,
+					    cfg->session_control_burst_ns))
+			return JVPN_R_DROP_RATE_SESSION;
+	}
+	return jvpn_authed_budget(cfg, clock);
+}
+
+/* Steps 2-7 for a session id the sessions map does not hold: unknown, or a
+ * session another gateway owns (jvpn_remote). Only its client's reattach,
+ * path response and terminate pass, tag-checked, above the control floor,
+ * within the buckets; data and keepalives never (drop_state): this gateway
+ * cannot pass a packet of a session it does not own. */
+static __always_inline __u32 jvpn_remote_verdict(const struct jvpn_pkt *pkt,
+						 const struct jvpn_config *cfg, __u64 *clock)
+{
+	struct jvpn_hdr *h = pkt->hdr;
+	__u64 sid = h->session_id;
+	__u32 phase = jvpn_key_phase(h);
+	const struct jvpn_remote *r = jvpn_remote.lookup(&sid);
+	const __u64 *k;
+	__u32 verdict;
+
+	if (!r)
+		return JVPN_R_DROP_UNKNOWN_SESSION;
+	if (!(JVPN_STATE_ALLOW_REMOTE & JVPN_BIT(h->type)))
+		return JVPN_R_DROP_STATE;
+	if (!jvpn_remote_phase_accepted(r, phase))
+		return JVPN_R_DROP_KEY_PHASE;
+	k = jvpn_remote_key(r, phase);
+	if (jvpn_siphash24_24(k[0], k[1], ((const __u64 *)h)[0], ((const __u64 *)h)[1],
+			      ((const __u64 *)h)[2]) != h->tag)
+		return JVPN_R_DROP_BAD_TAG;
+	if (h->counter <= r->ctl_floor || h->counter >= JVPN_REJECT_AFTER)
+		return JVPN_R_DROP_REPLAY;
+	verdict = jvpn_remote_budget(sid, cfg, clock);
+	return verdict ? verdict : JVPN_R_PASS_CONTROL;
+}
+
 /* Steps 2-7 for a message that names a session. */
 static __always_inline __u32 jvpn_session_verdict(const struct jvpn_pkt *pkt,
 						  const struct jvpn_config *cfg, __u64 *clock)
@@ -283,7 +370,7 @@ static __always_inline __u32 jvpn_session_verdict(const struct jvpn_pkt *pkt,
 
 	s = jvpn_sessions.lookup(&sid);
 	if (!s)
-		return JVPN_R_DROP_UNKNOWN_SESSION;
+		return jvpn_remote_verdict(pkt, cfg, clock); /* or unknown */
 	if (!(jvpn_state_allows(s->state) & JVPN_BIT(type)))
 		return JVPN_R_DROP_STATE;
 	if (!jvpn_phase_accepted(s, phase))

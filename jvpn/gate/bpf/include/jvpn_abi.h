@@ -77,9 +77,11 @@ struct jvpn_hdr {
 #define JVPN_STATE_RECOVERING 3
 #define JVPN_STATE_DEGRADED 4
 #define JVPN_STATE_TERMINATED 5
-/* Not a state of the machine: the session is owned by another gateway of the
- * cluster. Its element here (a standby, written by the daemon) lets only the
- * client's proven reattach traffic reach this daemon, never data. */
+/* Not a state of the machine: an element of a session this gateway does not
+ * pass data for (parked for a handover, fenced, blind after a crash), and
+ * the mask a jvpn_remote entry (a session another gateway owns) is checked
+ * against. Either lets only the client's reattach traffic reach this
+ * daemon, never data. */
 #define JVPN_STATE_REMOTE 6
 #define JVPN_STATE_MAX 7
 
@@ -256,6 +258,32 @@ struct jvpn_fence {
 	__u64 deadline_ns;
 };
 
+/* ---- jvpn_remote: session_id -> a session another gateway of the cluster
+ * owns, written by the daemon only (docs/cluster.md "Remote sessions") ----
+ * What the gate needs to let that session's client reach this daemon (a
+ * handoff's REATTACH_REQ, its PATH_RESPONSE, a TERMINATE) and nothing else:
+ * the header keys of its live key phases and the control floor. No binding,
+ * no runtime slot, no data ever (JVPN_STATE_ALLOW_REMOTE). Looked up only for
+ * a session id the sessions map does not hold: an element of ours wins. Its
+ * own capacity (JVPN_MAX_REMOTE), so a cluster is not capped at one
+ * sessions map. */
+struct jvpn_remote {
+	__u64 tag_key[2];        /* header key of key phase 0 (as jvpn_session) */
+	__u64 tag_key_phase1[2]; /* ... of phase 1 */
+	__u64 ctl_floor;         /* control counters <= this are replays (daemon-verified) */
+	__u8 key_phases;         /* JVPN_KEY_PHASE_BIT(p): phase p accepted */
+	__u8 _pad0[7];
+};
+
+/* ---- jvpn_remote_rl: LRU session_id -> the per-session control bucket of a
+ * remote session, written by XDP only (compare-and-swap) ----
+ * A remote session has no runtime slot; its control bucket lives here,
+ * bounded by LRU eviction (an evicted session starts with a fresh bucket,
+ * as an evicted source does). */
+struct jvpn_remote_rl {
+	__u64 control_tat;
+};
+
 /* ---- jvpn_global: array[1], written by XDP only (atomic CAS) ---- */
 struct jvpn_global {
 	__u64 control_tat; /* GCRA state of the global handshake budget */
@@ -301,6 +329,10 @@ _Static_assert((JVPN_REPLAY_BITS & (JVPN_REPLAY_BITS - 1)) == 0, "replay bits: p
 _Static_assert(JVPN_REPLAY_BITS >= 128, "replay bits >= 128");
 _Static_assert(sizeof(struct jvpn_config) == 144, "jvpn_config size");
 _Static_assert(sizeof(struct jvpn_fence) == 16, "jvpn_fence size");
+_Static_assert(sizeof(struct jvpn_remote) == 48, "jvpn_remote size");
+_Static_assert(__builtin_offsetof(struct jvpn_remote, tag_key_phase1) == 16,
+	       "jvpn_remote tag_key_phase1 offset");
+_Static_assert(sizeof(struct jvpn_remote_rl) == 8, "jvpn_remote_rl size");
 _Static_assert(sizeof(struct jvpn_global) == 24, "jvpn_global size");
 _Static_assert(sizeof(struct jvpn_src_key) == 24, "jvpn_src_key size");
 _Static_assert(sizeof(struct jvpn_event) == 48, "jvpn_event size");
