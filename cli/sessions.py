@@ -52,7 +52,10 @@ def sessions(app: App, iface: str | None, as_json: bool, wide: bool,
     packets and bytes received and the highest counter accepted ("-" before
     the first authentic packet). The table fits 80 columns (ids cut to 8 hex
     digits, sizes in K/M/G of 1024, ages in s/m/h/d); --wide and --json have
-    everything. Needs root (and bcc for the maps).
+    everything. More than 1,000 sessions: one line with their count by
+    state, then the first 1,000 by id (--json has every session, written
+    one at a time; the maps are read in batches and the daemon asked in
+    pages). Needs root (and bcc for the maps).
     """
     got = views.with_ages(views.gather(app, iface, socket_path, _kernel_rows))
     if got.daemon is None:

@@ -82,6 +82,10 @@ def due_at(live, now: int, p: Policy) -> int | None:
     ring = live.keys
     if ring.previous is not None and ring.confirmed:  # the overlap's end
         times.append(live.overlap_until_ms if live.overlap_until_ms is not None else now)
-    if live.channel.holds_aead:  # the idle AEAD drop (a lazy one: see docs)
+    # the idle AEAD drop, while the channel holds AEAD objects: a session
+    # shed and then sent to (downstream to a silent client remakes its
+    # sealing object) is shed again at its next check, not on the dot:
+    # memory only, nothing a client sees
+    if live.channel.holds_aead:
         times.append(live.last_rx_ms + AEAD_IDLE_MS)
     return min(times, default=None)
