@@ -5,6 +5,9 @@ identities (peer, key, inner address; cli/views.py)."""
 
 from __future__ import annotations
 
+import json
+import sys
+from collections import Counter
 from typing import Any
 
 import click
@@ -12,6 +15,11 @@ import click
 from jvpn.gate import abi, pins, records
 from jvpn_cli import views
 from jvpn_cli.app import App, session_id_hex
+
+# More rows than a terminal shows usefully (and a rich table of a million
+# rows takes minutes): the table then says how many by state and shows the
+# first ones; --json has every session.
+TABLE_MAX_ROWS = 1_000
 
 
 @click.command(short_help="List the sessions, with their peers.")
@@ -45,26 +53,58 @@ def sessions(app: App, iface: str | None, as_json: bool, wide: bool,
     packets and bytes received and the highest counter accepted ("-" before
     the first authentic packet). The table fits 80 columns (ids cut to 8 hex
     digits, sizes in K/M/G of 1024, ages in s/m/h/d); --wide and --json have
-    everything. Needs root (and bcc for the maps).
+    everything. More than 1,000 sessions: one line with their count by
+    state, then the first 1,000 by id (--json has every session, written
+    one at a time; the maps are read in batches and the daemon asked in
+    pages). Needs root (and bcc for the maps).
     """
     got = views.with_ages(views.gather(app, iface, socket_path, _kernel_rows))
     if got.daemon is None:
         app.warn_line(views.NO_DAEMON)
     if as_json:
-        app.emit_json(got.by_iface)
+        stream_json(got.by_iface, sys.stdout)
         return
     for ifname, rows in got.by_iface.items():
         if not rows:
             app.say(f"{ifname}: no sessions", markup=False)
             continue
+        if len(rows) > TABLE_MAX_ROWS:
+            _summary(app, ifname, rows)
+            rows = rows[:TABLE_MAX_ROWS]
         app.say(views.sessions_table(f"jvpn sessions on {ifname}", rows, wide=wide,
                                      daemon=got.daemon is not None))
 
 
+def stream_json(by_iface: dict[str, list[dict]], out) -> None:
+    """The same JSON as one json.dumps(by_iface, indent=2), written a session
+    at a time: a million sessions never make one string (issue 15)."""
+    out.write("{")
+    for i, (ifname, rows) in enumerate(by_iface.items()):
+        out.write(f'{"," if i else ""}\n  {json.dumps(ifname)}: [')
+        for j, row in enumerate(rows):
+            body = json.dumps(row, indent=2).replace("\n", "\n    ")
+            out.write(f'{"," if j else ""}\n    {body}')
+        out.write("\n  ]" if rows else "]")
+    out.write("\n}\n" if by_iface else "}\n")
+    out.flush()
+
+
+def _summary(app: App, ifname: str, rows: list[dict]) -> None:
+    """Too many for a table: the count by state, then the first rows."""
+    by_state = Counter(r["state"] for r in rows)
+    states = ", ".join(f"{n} {state}" for state, n in sorted(by_state.items()))
+    app.say(f"{ifname}: {len(rows)} sessions ({states}); the table shows the first "
+            f"{TABLE_MAX_ROWS} by id (--json: every session)", markup=False)
+
+
 def _kernel_rows(gm: pins.GateMaps, owners: records.Owners | None) -> list[dict[str, Any]]:
+    """Two batched map reads in all (BPF_MAP_LOOKUP_BATCH: the sessions map,
+    then the runtime map), not two lookups per session (issue 15); the
+    remote map's ids (another gateway's sessions) after them."""
+    runtime = gm.runtime_views()
     elements = dict(gm.list_sessions())
     remote = gm.remote_ids() - set(elements)  # an element of ours wins (the gate's order)
-    rows = {sid: _row(gm, sid, s, owners) for sid, s in elements.items()}
+    rows = {sid: _row(runtime, sid, s, owners) for sid, s in elements.items()}
     rows.update({sid: _remote_row(sid, owners) for sid in remote})
     return [rows[sid] for sid in sorted(rows)]
 
@@ -86,6 +126,16 @@ def _remote_row(sid: int, owners: records.Owners | None) -> dict[str, Any]:
     }
 
 
+def _runtime_of(runtime: dict[int, tuple], sid: int, s: abi.Session) -> tuple | None:
+    """(rx packets, rx bytes, replay top) XDP keeps for this element's
+    slot, or None (no packet since the element named its slot and
+    generation), as GateMaps.get_runtime decides."""
+    rt = runtime.get(s.rt_slot)
+    if rt is None or rt[0] != sid or rt[1] != s.rt_gen:
+        return None
+    return rt[2:]
+
+
 def _owner(sid: int, s: abi.Session, owners: records.Owners | None) -> str | None:
     if owners is None:
         return None  # no gateway daemon has described these maps
@@ -94,7 +144,7 @@ def _owner(sid: int, s: abi.Session, owners: records.Owners | None) -> str | Non
     return owners.node if s.fence == owners.lease else "stale"
 
 
-def _row(gm: pins.GateMaps, sid: int, s: abi.Session,
+def _row(runtime: dict[int, tuple], sid: int, s: abi.Session,
          owners: records.Owners | None = None) -> dict[str, Any]:
     family = s.bind_family
     if family == abi.AF_NONE:
@@ -102,8 +152,8 @@ def _row(gm: pins.GateMaps, sid: int, s: abi.Session,
     else:
         addr, port = abi.words_addr(s.bind_addr, family), abi.word_port(s.bind_port)
         bound = f"[{addr}]:{port}" if family == abi.AF_INET6 else f"{addr}:{port}"
-    rt = gm.get_runtime(sid)
-    top = rt.replay_top if rt is not None else 0
+    rt = _runtime_of(runtime, sid, s)
+    top = rt[2] if rt is not None else 0
     return {
         "session_id": session_id_hex(sid),
         "state": abi.STATE_NAMES.get(s.state, f"UNKNOWN({s.state})"),
@@ -113,8 +163,8 @@ def _row(gm: pins.GateMaps, sid: int, s: abi.Session,
         "bound": bound,
         "bind_addr": addr,
         "bind_port": port,
-        "rx_packets": rt.rx_packets if rt is not None else None,
-        "rx_bytes": rt.rx_bytes if rt is not None else None,
+        "rx_packets": rt[0] if rt is not None else None,
+        "rx_bytes": rt[1] if rt is not None else None,
         "highest_counter": top - 1 if top else None,
     }
 

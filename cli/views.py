@@ -22,6 +22,7 @@ PEER_WIDTH = 8
 FLEXIBLE = ("peer", "inner", "bound to")  # what a console under 80 columns cuts first
 SHORT_ID = 8  # hex digits of a session id in the narrow table (the full one: --wide, --json)
 # what a daemon row adds to the kernel's (None in a kernel-only row)
+SESSIONS_PAGE = 50_000  # rows of the daemon's per reply: some 20 MB of JSON
 IDENTITY = ("peer", "public_key", "inner", "allowed_ips", "confirmed", "created_ms",
             "last_handshake_ms", "key_epoch", "keys_ms", "key_age_s", "rekey_requested",
             "key_confirmed", "key_overlap", "last_rx_ms", "last_rx_age_s", "tx_packets",
@@ -40,7 +41,7 @@ def gather(app, iface: str | None, socket_path: str | None, kernel_rows) -> Gath
     owners)``: the kernel's rows of one interface (cli/sessions.py)."""
     app.require_root()
     try:
-        daemon = app.ask_daemon("sessions", socket_path)
+        daemon = ask_sessions(app, socket_path)
     except NoDaemon:
         daemon = None
     if daemon is not None and daemon["gate"] == USERSPACE and iface is None:
@@ -58,6 +59,21 @@ def gather(app, iface: str | None, socket_path: str | None, kernel_rows) -> Gath
         out[att.ifname] = [_merged(r, ours.get(r["session_id"]) if mine else None)
                            for r in rows]
     return Gathered(out, daemon)
+
+
+def ask_sessions(app, socket_path: str | None) -> dict:
+    """The daemon's sessions, SESSIONS_PAGE at a time from one snapshot
+    (jvpn/gateway/operator_pages.py): no reply larger than a page, no
+    request per session (issue 15). A daemon without pages answers the
+    first request whole (no ``next``)."""
+    first = app.ask_daemon("sessions", socket_path, limit=SESSIONS_PAGE, kernel_rx=False)
+    rows, cursor = list(first["sessions"]), first.get("next")
+    while cursor is not None:
+        page = app.ask_daemon("sessions", socket_path, cursor=cursor, limit=SESSIONS_PAGE,
+                              kernel_rx=False)
+        rows.extend(page["sessions"])
+        cursor = page.get("next")
+    return {**first, "sessions": rows}
 
 
 def _merged(kernel: dict | None, daemon: dict | None) -> dict[str, Any]:

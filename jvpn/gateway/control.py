@@ -117,16 +117,16 @@ class ControlPath:
         if old is not None and old is not live:
             self.table.transition(old, Event.POLICY_TERMINATE,
                                   detail="replaced by a new handshake")
-        for other in list(self.table.sessions.values()):
-            if other.inner == live.inner and not other.confirmed:
-                self.table.forget(other.record.session_id)  # an older attempt of this peer
+        for other in self.table.unconfirmed_of(live.inner):  # not a scan of every session
+            self.table.forget(other.record.session_id)  # an older attempt of this peer
 
     def expire_unconfirmed(self) -> None:
-        """Unconfirmed sessions end quietly: nothing is sent to their address."""
+        """Unconfirmed sessions end quietly: nothing is sent to their address.
+        Every tick: the table's index of them, not every session (issue 15)."""
         now = self.clock_ms()
-        for live in list(self.table.sessions.values()):
+        for live in list(self.table.unconfirmed.values()):
             rec = live.record
-            if not live.confirmed and now - rec.created_ms > UNCONFIRMED_TTL_MS:
+            if now - rec.created_ms > UNCONFIRMED_TTL_MS:
                 self.table.forget(rec.session_id)
                 self.events.emit(EventType.HANDSHAKE_REJECTED, Reason.HANDSHAKE_FAIL,
                                  rec.session_id, rec.binding,

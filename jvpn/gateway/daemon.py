@@ -8,7 +8,7 @@ session table (the model is wireguard-go's device/):
   reattach.py   reattach validation (decisions, no writes)
   follower.py   the cluster (watch, sweep, handoff, lease and fence), or none
   ownership.py  who may serve a session (decisions, no writes)
-  timers.py     which timer a session is due for
+  timers.py     which timer a session is due for; timer_checks.py: the due ones only
 
 Threads: one reads the UDP socket, one reads the TUN, one runs the timers,
 and in a cluster one watches the store. Each iteration of each loop contains
@@ -40,7 +40,7 @@ from jvpn.codes import EventType, Reason
 from jvpn.config import PeerConfig
 from jvpn.events import EventLog
 from jvpn.gate import abi
-from jvpn.gateway import key_timers, operations
+from jvpn.gateway import operations
 from jvpn.gateway.admission import Admission
 from jvpn.gateway.control import ControlPath
 from jvpn.gateway.datapath import DataPath
@@ -57,11 +57,11 @@ from jvpn.gateway.rekey_control import RekeyControl
 from jvpn.gateway.routes import NoRoutes, SubnetRoutes
 from jvpn.gateway.supervise import Incidents, Supervisor
 from jvpn.gateway.table import Live, SessionTable
-from jvpn.gateway.timers import due_timer
+from jvpn.gateway.timer_checks import TimerChecks
 from jvpn.keys import KeyRing, public_from_private
 from jvpn.pathmtu import DEFAULT_PATH_MTU
 from jvpn.policy import Policy
-from jvpn.session import State, Transport
+from jvpn.session import Transport
 from jvpn.store import Store
 from jvpn.tunnel import Tun
 
@@ -69,7 +69,7 @@ RCVBUF = 4 << 20
 TIMER_TICK_S = 0.1
 
 
-class Gateway(GateWatch, Reconcile, OperatorActions):
+class Gateway(GateWatch, Reconcile, OperatorActions, TimerChecks):
     def __init__(self, *, private_key: bytes, listen: tuple[str, int],
                  address: ipaddress.IPv4Interface,
                  peers: dict[bytes, PeerConfig | ipaddress.IPv4Address],
@@ -294,9 +294,9 @@ class Gateway(GateWatch, Reconcile, OperatorActions):
             run(self.controlpath.expire_challenges)
             run(self.controlpath.expire_unconfirmed)
             run(self.table.retry_deletes)  # forgotten sessions the store kept
-            run(self.revoke_orphans)  # adopted from a gateway not reloaded yet; failed revocations
-            for live in list(self.table.sessions.values()):
-                run(self._timers, live)
+            run(self.revoke_orphans, True)  # new since: adopted from a gateway not reloaded
+            for live in self._due_sessions():
+                run(self._check, live)
             run(self.rekey.forget, self.table.sessions)
             run(self.rekey_nudge.forget, self.table.sessions)
             run(self.follower.expire_parked)
@@ -304,17 +304,3 @@ class Gateway(GateWatch, Reconcile, OperatorActions):
         run(self.datapath.report_drops)
         run(self.events.flush)  # rejection summaries due, lines a failing disk refused
         self.incidents.flush()
-
-    def _timers(self, live: Live) -> None:
-        if not live.confirmed:
-            return  # a handshake's session: confirmed or expired by the control path
-        if live.record.state is State.TERMINATED:
-            self.table.forget(live.record.session_id)
-            return
-        due = due_timer(live.record, live.last_rx_ms, self.clock_ms(), self.policy)
-        if due is not None:
-            event, detail, changes = due
-            self.table.transition(live, event, detail=detail, **changes)
-        if live.record.session_id in self.table:
-            key_timers.run(self.table, live, self.clock_ms(), self.policy)
-            self.rekey_nudge.tick(live, self.clock_ms(), self.policy)

@@ -45,3 +45,13 @@ class RekeyNudge:
         """Sessions no longer served."""
         for sid in [s for s in self.sent_ms if s not in keep]:
             del self.sent_ms[sid]
+
+    def due_at(self, live, now: int, policy) -> int | None:
+        """When ``tick`` sends this session's next nudge (None: it sends
+        none until the session changes: expiry is the key timers' time)."""
+        rec = live.record
+        if (rec.state is not State.DEGRADED or rec.binding is None or live.quarantined
+                or not key_age.expired(live, now, policy)):
+            return None
+        last = self.sent_ms.get(rec.session_id)
+        return now if last is None else last + self.every_ms

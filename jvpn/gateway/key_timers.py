@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from jvpn.codes import EventType, Reason
 from jvpn.gateway import key_age
+from jvpn.gateway.table import AEAD_IDLE_MS
 from jvpn.policy import Policy
 from jvpn.session import Event, State
 
@@ -57,3 +58,34 @@ def _expire(table, live, now: int, p: Policy) -> bool:
     else:  # stored (DEGRADED: the gate drops its data): a quarantine ends
         table.lift_quarantine(live)  # (review R4 #2)
     return True
+
+
+# The most messages one session can seal or have delivered per millisecond
+# (ten million a second: more than the daemon moves in all). Message-based
+# expiry cannot come sooner than the messages left at this rate, so an
+# idle session's keys are not looked at every tick (issue 15).
+MAX_MESSAGES_PER_MS = 10_000
+
+
+def due_at(live, now: int, p: Policy) -> int | None:
+    """The earliest time ``run`` can change anything for this session (a
+    lower bound: a session checked early is checked again, never late).
+    ``now`` (the next tick) when something is retried each tick; None:
+    nothing until the session changes (the table reschedules it then)."""
+    if live.quarantined or live.secrets_unsaved:
+        return now  # a refused write or a quarantine to lift: every tick, as before
+    times = []
+    if p.expiry_terminates or live.record.state in AGEING:  # else DEGRADED: nothing to expire
+        left = p.reject_after_messages - key_age.messages(live, p)
+        times += [key_age.sealing_since(live, p) + p.reject_after_ms,
+                  now + max(left, 0) // MAX_MESSAGES_PER_MS]
+    ring = live.keys
+    if ring.previous is not None and ring.confirmed:  # the overlap's end
+        times.append(live.overlap_until_ms if live.overlap_until_ms is not None else now)
+    # the idle AEAD drop, while the channel holds AEAD objects: a session
+    # shed and then sent to (downstream to a silent client remakes its
+    # sealing object) is shed again at its next check, not on the dot:
+    # memory only, nothing a client sees
+    if live.channel.holds_aead:
+        times.append(live.last_rx_ms + AEAD_IDLE_MS)
+    return min(times, default=None)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from jvpn.gateway import control_ops, snapshot
 from jvpn.gateway.operator import Handler, OperatorServer
+from jvpn.gateway.operator_pages import SessionPages
 from jvpn.gateway.tally import EventTally
 
 
@@ -33,9 +34,10 @@ def handlers(gw) -> dict[str, Handler]:
     # what only the event stream knows (handshakes, reattaches), for `figures`
     tally = EventTally()
     gw.events.add_listener(tally)
+    pages = SessionPages()
     ops: dict[str, Callable[[object, dict], object]] = {
         "ping": ping,
-        "sessions": sessions,
+        "sessions": lambda gw, request: sessions(gw, request, pages),
         "health": health,
         "figures": lambda gw, request: figures(gw, tally),
         "terminate": control_ops.terminate,
@@ -53,14 +55,18 @@ def ping(gw, _request: dict) -> dict:
             "gate": "xdp" if gw.gate.checks_in_kernel else "userspace"}
 
 
-def sessions(gw, _request: dict) -> dict:
+def sessions(gw, request: dict, pages: SessionPages | None = None) -> dict:
     """The sessions with their peers' identities and traffic
     (jvpn/gateway/snapshot.py; it takes the control lock), and which gate
-    the CLI merges them with."""
-    return {"node_id": gw.events.node_id, "now_ms": gw.clock_ms(),
-            "gate": "xdp" if gw.gate.checks_in_kernel else "userspace",
-            "interface": getattr(gw.gate, "ifname", None),
-            "sessions": snapshot.sessions(gw)}
+    the CLI merges them with. With ``limit`` or ``cursor``: one page, and
+    the ``next`` cursor while more follow (jvpn/gateway/operator_pages.py)."""
+    out = {"node_id": gw.events.node_id, "now_ms": gw.clock_ms(),
+           "gate": "xdp" if gw.gate.checks_in_kernel else "userspace",
+           "interface": getattr(gw.gate, "ifname", None)}
+    if pages is None or ("limit" not in request and "cursor" not in request):
+        return {**out, "sessions": snapshot.sessions(gw)}
+    rows, cursor = pages.page(gw, request)
+    return {**out, "sessions": rows, "next": cursor}
 
 
 def health(gw, _request: dict) -> dict:

@@ -86,16 +86,21 @@ class Revocation:
         return key is not None and self._index()[0].get(key) == live.inner
 
     # ------------------------------------------------------------ revoking
-    def revoke_orphans(self) -> list[str]:
-        """Every tick, and at start: end the sessions no configured peer
-        owns, and retry those whose revocation failed. Returns the ended."""
+    def revoke_orphans(self, only_new: bool = False) -> list[str]:
+        """At start (every session), and every tick (``only_new``: the
+        sessions made or adopted since the last look, issue 15: the peers
+        change only at a reload, which revokes by itself): end the sessions
+        no configured peer owns, and retry those whose revocation failed.
+        Returns the ended."""
         with self.control:
             if self._legacy_keys:  # forget what was resolved for sessions now ended
                 for sid in self._legacy_keys.keys() - self.table.sessions.keys():
                     del self._legacy_keys[sid]
             due = set(self.revoke_pending)
-            for sid, live in list(self.table.sessions.items()):
-                if sid in due:  # already decided: no store read again under the lock
+            added, self.table.added = self.table.added, set()
+            for sid in list(added if only_new else self.table.sessions):
+                live = self.table.sessions.get(sid)
+                if live is None or sid in due:  # decided: no store read again under the lock
                     continue
                 try:
                     if not self.entitled(live):

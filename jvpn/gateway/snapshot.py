@@ -64,10 +64,13 @@ def references(gw) -> tuple[list, dict]:
         return list(gw.table.sessions.values()), dict(gw.table.peers)
 
 
-def sessions(gw, now_ms: int | None = None, refs: tuple[list, dict] | None = None) -> list[dict]:
+def sessions(gw, now_ms: int | None = None, refs: tuple[list, dict] | None = None,
+             kernel_rx: bool = True) -> list[dict]:
     """Every session this gateway serves, sorted by id. ``refs``: from
     :func:`references` (taken now when absent); each session is read, and
-    the kernel's counters looked up, after the control lock."""
+    the kernel's counters looked up, after the control lock. ``kernel_rx``
+    False: no kernel lookup (two syscalls a session): rx 0 from "xdp" (the
+    CLI's pages: it reads the runtime map itself, in batches)."""
     lives, peers = references(gw) if refs is None else refs
     rows = [(live.record, live.traffic.figures(), live.last_rx_ms, live.confirmed,
              peers.get(live.inner), live.rekey_requested, key_ring_state(live.keys))
@@ -76,7 +79,7 @@ def sessions(gw, now_ms: int | None = None, refs: tuple[list, dict] | None = Non
     out = []
     for rec, traffic, last_rx, confirmed, peer, rekey, ring in sorted(
             rows, key=lambda r: r[0].session_id):
-        view = _view(gw.gate, rec, traffic, last_rx, confirmed, peer)
+        view = _view(gw.gate, rec, traffic, last_rx, confirmed, peer, kernel_rx)
         # rekey_requested: the operator's `jvpn-xdp rekey`, not committed yet
         out.append({**asdict(view), "last_handshake_ms": view.last_handshake_ms,
                     "key_age_s": key_age_s(view.keys_ms, now), "rekey_requested": rekey,
@@ -105,9 +108,11 @@ def key_age_s(keys_ms: int, now_ms: int) -> float:
     return round(max(0, now_ms - keys_ms) / 1000, 3)
 
 
-def _view(gate, rec, traffic: dict, last_rx_ms: int, confirmed: bool, peer) -> SessionView:
+def _view(gate, rec, traffic: dict, last_rx_ms: int, confirmed: bool, peer,
+          kernel_rx: bool = True) -> SessionView:
     if gate.checks_in_kernel:
-        rx, rx_from = gate.runtime(rec.session_id) or (0, 0), "xdp"
+        rx = (gate.runtime(rec.session_id) if kernel_rx else None) or (0, 0)
+        rx_from = "xdp"
     else:
         rx, rx_from = (traffic["rx_packets"], traffic["rx_bytes"]), "daemon"
     if peer is not None and rec.peer_key and rec.peer_key != keys.encode(peer.public_key):

@@ -35,6 +35,7 @@ from jvpn.gateway.capacity import Capacity
 from jvpn.gateway.ceiling import ReplayCeiling, start_floor
 from jvpn.gateway.deletes import PendingDeletes
 from jvpn.gateway.downstream import Downstream
+from jvpn.gateway.indexes import Indexes
 from jvpn.gateway.key_writes import KeyWrites
 from jvpn.gateway.ownership import OwnerWrite
 from jvpn.gateway.routes import NoRoutes
@@ -128,7 +129,7 @@ class Live:
 
 
 class SessionTable(StandbyWrites, Downstream, OperatorEnds, PendingDeletes, KeyWrites,
-                   Capacity):
+                   Capacity, Indexes):
     def __init__(self, *, store: Store, gate, events: EventLog, ownership,
                  clock_ms: Callable[[], int], send: Send,
                  control_window: int = DEFAULT_CONTROL_WINDOW, peers=None, routes=None,
@@ -152,6 +153,7 @@ class SessionTable(StandbyWrites, Downstream, OperatorEnds, PendingDeletes, KeyW
         self.standby_inner: dict[int, bytes] = {}  # and their peer's inner IPv4 (--peer)
         self.fenced = False  # no element of ours may pass data (jvpn/gateway/follower.py)
         self.undeleted: dict[int, int | None] = {}  # store deletes to retry (deletes.py)
+        self._init_indexes()  # timers, unconfirmed, added (indexes.py, issue 15)
 
     # ------------------------------------------------------------ reads
     def get(self, sid: int) -> Live | None:
@@ -209,7 +211,7 @@ class SessionTable(StandbyWrites, Downstream, OperatorEnds, PendingDeletes, KeyW
         rec = live.record
         if not rec.confirmed:
             self.commit(rec, rec.with_(confirmed=True, version=rec.version + 1), live.keys)
-        live.confirmed = True
+        self._confirmed(live)  # live.confirmed, and its indexes
         self._route(live)
 
     def claim_initiation(self, peer: bytes, timestamp_ns: int) -> bool:
@@ -245,6 +247,8 @@ class SessionTable(StandbyWrites, Downstream, OperatorEnds, PendingDeletes, KeyW
     def _project(self, rec: SessionRecord, keys: SessionKeys, steps) -> None:
         """After every successful store write: the gate follows."""
         live = self.sessions.get(rec.session_id)
+        if live is not None:
+            self.timers.touch(rec.session_id)  # its timers follow the new record
         if rec.state is State.TERMINATED:
             self.gate.remove(rec.session_id)  # first: no packet passes any more
             if live is not None:
@@ -324,6 +328,7 @@ class SessionTable(StandbyWrites, Downstream, OperatorEnds, PendingDeletes, KeyW
                     blind_epoch=rec.epoch if blind else None, allowed=allowed, subnets=subnets)
         live.secrets_unsaved = keys is not stored_keys  # the timer's next tick writes it
         self.sessions[sid] = live
+        self._indexed(live, routed)
         if routed:
             self._route(live)
         return live
@@ -348,10 +353,12 @@ class SessionTable(StandbyWrites, Downstream, OperatorEnds, PendingDeletes, KeyW
     def observe(self, live: Live, rec: SessionRecord) -> None:
         """A newer record of ours seen in the store (the owner's own write)."""
         live.record = rec
+        self.timers.touch(rec.session_id)
 
     def serve_again(self, live: Live, rec: SessionRecord) -> None:
         """A parked session is ours to serve again (a handover that did not happen)."""
         live.record = rec
+        self.timers.touch(rec.session_id)
         self._put(live, rec)
 
     def raise_control_floor(self, sid: int, counter: int) -> None:
@@ -369,4 +376,5 @@ class SessionTable(StandbyWrites, Downstream, OperatorEnds, PendingDeletes, KeyW
         if live is not None:
             self._unroute(live)
             del self.sessions[sid]
+        self._unindexed(sid)
         self.gate.remove(sid)

@@ -54,6 +54,7 @@ class OperatorEnds:
             return
         live.quarantine_lifts = lifts and (live.quarantine_lifts or not live.quarantined)
         live.quarantined = True
+        self.timers.touch(sid)  # retried each tick while it holds
         self._unroute(live)
         self.gate.remove(sid)
         live.installed = False
@@ -96,6 +97,7 @@ class OperatorEnds:
         if not (live.quarantined and live.quarantine_lifts):
             return
         live.quarantined = live.quarantine_lifts = False
+        self.timers.touch(live.record.session_id)
         if live.record.state is State.TERMINATED or self.sessions.get(
                 live.record.session_id) is not live:
             return

@@ -27,3 +27,19 @@ def due_timer(rec: SessionRecord, last_rx_ms: int, now: int,
         event = Event.POLICY_TERMINATE if p.recovery_expiry_terminates else Event.RECOVERY_TIMEOUT
         return event, "recovery window expired", {}
     return None
+
+
+def due_at(rec: SessionRecord, last_rx_ms: int, p: Policy) -> int:
+    """The earliest time ``due_timer`` can return an event for this record
+    (a lower bound: ``last_rx_ms`` only grows, so a session checked then
+    and found not due is simply checked again later, never late)."""
+    times = [rec.created_ms + p.max_lifetime_ms + 1]
+    if rec.transport_lost_ms:
+        times.append(rec.transport_lost_ms + p.transport_lost_ttl_ms + 1)
+    if rec.state is State.ATTACHED:
+        times.append(last_rx_ms + p.heartbeat_volatile_ms + 1)
+    elif rec.state is State.RECOVERING and rec.recovery_deadline_ms is not None:
+        times.append(rec.recovery_deadline_ms)
+    elif rec.state is State.VOLATILE:
+        times.append(rec.last_change_ms + p.volatile_to_degraded_ms + 1)
+    return min(times)

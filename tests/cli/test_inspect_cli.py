@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from jvpn.gate import abi, loader
 from jvpn.operator import NoDaemon
 from jvpn_cli import app as app_mod
+from jvpn_cli import sessions as sessions_mod
 from jvpn_cli import top as top_mod
 from jvpn_cli import views
 from jvpn_cli.main import cli
@@ -28,9 +29,10 @@ PUB = "Zm9vYmFyZm9vYmFyZm9vYmFyZm9vYmFyZm9vYmFyMDA="
 NOW_MS = 1_700_000_100_000
 
 
-def _element(state: int, addr: str, port: int, version: int) -> abi.Session:
+def _element(state: int, addr: str, port: int, version: int, slot: int = 0) -> abi.Session:
     s = abi.Session()
     s.state, s.version, s.fence = state, version, 0
+    s.rt_slot, s.rt_gen = slot, 1
     s.bind_family = abi.AF_INET
     s.bind_addr[:] = abi.addr_words(ipaddress.ip_address(addr))
     s.bind_port = abi.port_word(port)
@@ -39,9 +41,11 @@ def _element(state: int, addr: str, port: int, version: int) -> abi.Session:
 
 class FakeMaps:
     """The pinned maps of one interface: two sessions, one with traffic, and
-    the remote entries ``remote`` (sessions another gateway owns)."""
+    the remote entries ``remote`` (sessions another gateway owns). Read as
+    the kernel's are, in batches only (no lookup per session)."""
 
     remote: ClassVar[set[int]] = set()
+    batch_reads = 0
 
     def remote_ids(self):
         return set(self.remote)
@@ -53,13 +57,15 @@ class FakeMaps:
         return False
 
     def list_sessions(self):
-        return [(SID_A, _element(abi.STATE_ATTACHED, "203.0.113.200", 51234, 7)),
-                (SID_B, _element(abi.STATE_VOLATILE, "198.51.100.17", 40000, 12))]
+        FakeMaps.batch_reads += 1
+        return [(SID_A, _element(abi.STATE_ATTACHED, "203.0.113.200", 51234, 7, slot=3)),
+                (SID_B, _element(abi.STATE_VOLATILE, "198.51.100.17", 40000, 12, slot=4))]
 
-    def get_runtime(self, sid):
-        if sid != SID_A:
-            return None
-        return SimpleNamespace(rx_packets=123_456, rx_bytes=987_654_321, replay_top=123_457)
+    def runtime_views(self):
+        """slot -> (session id, generation, rx packets, rx bytes, replay top);
+        slot 4 holds a stale generation of SID_B's: not its traffic."""
+        FakeMaps.batch_reads += 1
+        return {3: (SID_A, 1, 123_456, 987_654_321, 123_457), 4: (SID_B, 0, 9, 9, 9)}
 
 
 def _daemon_row(sid: int, peer: str, inner: str) -> dict:
@@ -140,6 +146,60 @@ def test_sessions_list_remote_entries_as_remote_with_their_owner(env, monkeypatc
         "ATTACHED"
     assert rows[f"{remote:016x}"]["bound"] == "-" and rows[f"{remote:016x}"]["owner"] == "gw-b"
     assert "0a0a0a0a" in _run(["sessions"]).stdout
+
+
+def test_sessions_read_the_maps_in_two_batches_whatever_their_size(env):
+    """Issue 15: the sessions map and the runtime map, one batched read
+    each; FakeMaps has no per-session lookup at all (a stale slot's
+    generation is not the session's traffic)."""
+    env.daemon = _daemon()
+    FakeMaps.batch_reads = 0
+    out = json.loads(_run(["sessions", "--json"]).stdout)
+    assert FakeMaps.batch_reads == 2
+    b, a = out["jvtest0"]
+    assert a["rx_packets"] == 123_456 and b["rx_packets"] is None
+
+
+def test_the_daemon_is_asked_in_pages_of_one_listing(env, monkeypatch):
+    """Issue 15: the daemon's identities come in pages (a cursor from the
+    first answer), never a request per session, and all of them merge."""
+    asked = []
+
+    def ask(self, op, socket_path=None, **args):
+        asked.append(args)
+        page = {**_daemon()["sessions"], "sessions": []}
+        if "cursor" not in args:
+            return {**page, "next": "c1"}  # an empty first page: more follow
+        return {**page, "sessions": [_daemon_row(SID_A, "alice", "10.99.0.2")], "next": None}
+    monkeypatch.setattr(app_mod.App, "ask_daemon", ask)
+    out = json.loads(_run(["sessions", "--json"]).stdout)
+    assert [a.get("cursor") for a in asked] == [None, "c1"]
+    assert all(a["limit"] == views.SESSIONS_PAGE and a["kernel_rx"] is False for a in asked)
+    assert out["jvtest0"][1]["peer"] == "alice"
+
+
+def test_sessions_json_is_written_a_session_at_a_time():
+    rows = {"jvtest0": [{"session_id": f"{i:016x}", "peer": None, "n": [i, 2]} for i in range(3)],
+            "jvtest1": []}
+    writes = []
+
+    class Out:
+        def write(self, text):
+            writes.append(text)
+
+        def flush(self):
+            pass
+    sessions_mod.stream_json(rows, Out())
+    assert "".join(writes) == json.dumps(rows, indent=2) + "\n"  # the same JSON as before
+    assert len(writes) > 3 and max(map(len, writes)) < 200  # never one string of them all
+
+
+def test_a_listing_too_long_for_a_table_says_how_many_and_shows_the_first(env, monkeypatch):
+    env.daemon = _daemon()
+    monkeypatch.setattr(sessions_mod, "TABLE_MAX_ROWS", 1)
+    out = _run(["sessions"]).stdout
+    assert "jvtest0: 2 sessions (1 ATTACHED, 1 VOLATILE); the table shows the first 1" in out
+    assert "0fedcba9…" in out and "12345678…" not in out  # the first by id only
 
 
 def test_sessions_fit_80_columns(env):

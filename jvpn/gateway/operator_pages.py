@@ -1,0 +1,68 @@
+"""The operator socket's ``sessions`` answer in pages (issue 15): a million
+sessions' identities are some 400 MB of JSON, more than one reply may be
+(jvpn/operator.py MAX_REPLY_BYTES) and more than the daemon should build
+as one string. The first request (``{"op": "sessions", "limit": N}``)
+takes one snapshot of the session references (under the control lock: a
+C-level copy), sorted by id, and answers its first N rows with a
+``next`` cursor; each request with ``{"cursor": ..., "limit": N}``
+answers the next N rows of that same snapshot; the last page has no
+``next``. A snapshot not asked for within ``TTL_S`` is dropped (the
+listing is then refused: ask again). Pages ask for no kernel counters
+(``kernel_rx``: false): the CLI reads the runtime map itself, in batches.
+Without ``limit`` and ``cursor``, the whole answer in one reply, as before.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+
+from jvpn.gateway import snapshot
+from jvpn.gateway.operator import Refused
+
+TTL_S = 60.0
+MAX_LIMIT = 1 << 20
+MAX_OPEN = 8  # listings in progress at once (each holds references, not copies)
+
+
+class SessionPages:
+    def __init__(self, clock=time.monotonic):
+        self.clock = clock
+        self._open: dict[str, tuple[list, dict, int, float]] = {}  # cursor -> listing
+        self._lock = threading.Lock()
+
+    def page(self, gw, request: dict) -> tuple[list[dict], str | None]:
+        """(rows, next cursor or None) for this request."""
+        limit = request.get("limit", MAX_LIMIT)
+        if type(limit) is not int or not 1 <= limit <= MAX_LIMIT:
+            raise Refused(f"sessions: limit must be an integer from 1 to {MAX_LIMIT}")
+        cursor = request.get("cursor")
+        lives, peers, start = self._take(gw, cursor)
+        end = min(start + limit, len(lives))
+        rows = snapshot.sessions(gw, refs=(lives[start:end], peers),
+                                 kernel_rx=request.get("kernel_rx", True) is not False)
+        return rows, self._keep(lives, peers, end) if end < len(lives) else None
+
+    def _take(self, gw, cursor) -> tuple[list, dict, int]:
+        now = self.clock()
+        with self._lock:
+            for c in [c for c, got in self._open.items() if got[3] < now]:
+                del self._open[c]
+            if cursor is None:
+                lives, peers = snapshot.references(gw)
+                lives.sort(key=lambda live: live.record.session_id)
+                return lives, peers, 0
+            got = self._open.pop(cursor, None) if isinstance(cursor, str) else None
+        if got is None:
+            raise Refused("sessions: that listing is over or expired (more than "
+                          f"{TTL_S:g} s between pages): list again")
+        return got[0], got[1], got[2]
+
+    def _keep(self, lives: list, peers: dict, position: int) -> str:
+        cursor = secrets.token_hex(8)
+        with self._lock:
+            if len(self._open) >= MAX_OPEN:  # the oldest listing goes
+                del self._open[min(self._open, key=lambda c: self._open[c][3])]
+            self._open[cursor] = (lives, peers, position, self.clock() + TTL_S)
+        return cursor

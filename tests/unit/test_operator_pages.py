@@ -1,0 +1,62 @@
+"""Issue 15: the operator socket's ``sessions`` answer in pages of one
+snapshot (jvpn/gateway/operator_pages.py): every session once, by id, the
+same rows as the whole answer; a listing's cursor ends or expires."""
+
+from __future__ import annotations
+
+import pytest
+
+from jvpn.bench.session_memory import NOW_MS, install
+from jvpn.gateway import operations
+from jvpn.gateway.operator import Refused
+from jvpn.gateway.operator_pages import TTL_S, SessionPages
+from kits.daemon_kit import Clock, make_gateway
+
+
+@pytest.fixture
+def gw(tmp_path):
+    gw = make_gateway(tmp_path, clock=Clock(NOW_MS))
+    install(gw.table, 7)
+    return gw
+
+
+def listing(gw, pages, limit: int) -> tuple[list[dict], int]:
+    rows, asked, cursor = [], 0, None
+    while True:
+        request = {"limit": limit} if cursor is None else {"limit": limit, "cursor": cursor}
+        got = operations.sessions(gw, request, pages)
+        rows += got["sessions"]
+        asked += 1
+        assert len(got["sessions"]) <= limit
+        cursor = got["next"]
+        if cursor is None:
+            return rows, asked
+
+
+def test_pages_hold_every_session_once_as_the_whole_answer(gw):
+    whole = operations.sessions(gw, {})["sessions"]
+    rows, asked = listing(gw, SessionPages(), 3)
+    assert asked == 3 and rows == whole
+    assert [r["session_id"] for r in rows] == sorted(f"{s:016x}" for s in gw.table.sessions)
+
+
+def test_a_listing_is_one_snapshot_whatever_changes_between_pages(gw):
+    pages = SessionPages()
+    first = operations.sessions(gw, {"limit": 4}, pages)
+    install(gw.table, 2, start=100)  # new sessions after the first page: not in this listing
+    rest = operations.sessions(gw, {"limit": 4, "cursor": first["next"]}, pages)
+    assert len(first["sessions"]) + len(rest["sessions"]) == 7 and rest["next"] is None
+
+
+def test_a_cursor_is_used_once_and_expires(gw):
+    now = [0.0]
+    pages = SessionPages(clock=lambda: now[0])
+    first = operations.sessions(gw, {"limit": 2}, pages)
+    second = operations.sessions(gw, {"limit": 2, "cursor": first["next"]}, pages)
+    with pytest.raises(Refused, match="over or expired"):
+        operations.sessions(gw, {"limit": 2, "cursor": first["next"]}, pages)
+    now[0] += TTL_S + 1
+    with pytest.raises(Refused, match="over or expired"):
+        operations.sessions(gw, {"limit": 2, "cursor": second["next"]}, pages)
+    with pytest.raises(Refused, match="limit"):
+        operations.sessions(gw, {"limit": 0}, pages)

@@ -1,0 +1,145 @@
+"""Issue 15: the gateway's tick does work proportional to what is due, not
+to the sessions it serves (jvpn/gateway/timer_queue.py, timer_checks.py),
+and every timer still fires on time (injected clock)."""
+
+from __future__ import annotations
+
+from jvpn.bench.session_memory import NOW_MS, install
+from jvpn.gate import abi
+from jvpn.gate.userspace import UserspaceGate
+from jvpn.gateway import timer_checks
+from jvpn.gateway.table import AEAD_IDLE_MS
+from jvpn.gateway.timer_queue import TimerQueue
+from jvpn.policy import default_policy
+from jvpn.session import State
+from kits.daemon_kit import CLIENT, Clock, events_of, handshake, make_gateway
+
+P = default_policy()
+
+
+class RoomyGate(UserspaceGate):
+    """Keeps no elements: 100k sessions without the model's 64k slots."""
+
+    def put(self, *_a, **_k) -> None:
+        pass
+
+
+def counting(monkeypatch, module, name: str) -> list:
+    calls: list = []
+    real = getattr(module, name)
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(module, name, counted)
+    return calls
+
+
+def test_a_tick_over_100k_idle_sessions_with_nothing_due_looks_at_none(tmp_path, monkeypatch):
+    clock = Clock(NOW_MS)
+    gw = make_gateway(tmp_path, clock=clock, gate=RoomyGate())
+    install(gw.table, 100_000)  # ATTACHED, heard from at NOW_MS
+    vetted: list = []
+    gw.entitled = lambda live: vetted.append(1) or True  # synthetic peers: all configured
+    checked = counting(monkeypatch, timer_checks, "due_timer")
+    keys = counting(monkeypatch, timer_checks.key_timers, "run")
+    gw.tick()  # new sessions: each looked at once
+    assert len(checked) == len(keys) == len(vetted) == 100_000
+    checked.clear(), keys.clear(), vetted.clear()
+    clock.ms += P.heartbeat_volatile_ms  # nothing due yet (due after this, not at it)
+    gw.tick()
+    assert checked == keys == vetted == []
+    assert len(gw.table.timers) == 100_000 and not gw.table.unconfirmed
+
+
+def confirmed(gw):
+    peer = handshake(gw)
+    assert gw.table.unconfirmed  # the handshake's session, indexed
+    gw.datapath.datagram(peer.seal(b"", abi.MSG_KEEPALIVE), CLIENT)
+    assert not gw.table.unconfirmed
+    return peer, gw.table.get(peer.session_id)
+
+
+def test_silence_makes_a_session_volatile_on_time_and_traffic_postpones_it(tmp_path):
+    clock = Clock()
+    gw = make_gateway(tmp_path, clock=clock)
+    peer, live = confirmed(gw)
+    heard = live.last_rx_ms
+    gw.tick()
+    clock.ms = heard + 1_500
+    gw.datapath.datagram(peer.seal(b"", abi.MSG_KEEPALIVE), CLIENT)  # no lock, no touch
+    clock.ms = heard + P.heartbeat_volatile_ms + 1  # the old deadline: looked at, not due
+    gw.tick()
+    assert live.record.state is State.ATTACHED
+    clock.ms = heard + 1_500 + P.heartbeat_volatile_ms
+    gw.tick()
+    assert live.record.state is State.ATTACHED
+    clock.ms += 1
+    gw.tick()
+    assert live.record.state is State.VOLATILE
+    clock.ms += P.volatile_to_degraded_ms
+    gw.tick()
+    assert live.record.state is State.VOLATILE
+    clock.ms += 1
+    gw.tick()
+    assert live.record.state is State.DEGRADED
+
+
+def test_key_expiry_and_the_idle_aead_drop_fire_on_time(tmp_path):
+    clock = Clock()
+    policy = default_policy().__class__(**{**P.as_dict(), "rekey_after_ms": 30_000,
+                                           "reject_after_ms": 60_000,
+                                           "heartbeat_volatile_ms": 300_000,
+                                           "transport_lost_ttl_ms": 3_600_000})
+    gw = make_gateway(tmp_path, clock=clock, policy=policy)
+    peer, live = confirmed(gw)
+    made, heard = live.record.created_ms, live.last_rx_ms
+    gw.tick()
+    assert live.channel.holds_aead
+    clock.ms = heard + AEAD_IDLE_MS - 1
+    gw.tick()
+    assert live.channel.holds_aead
+    clock.ms += 1
+    gw.tick()
+    assert not live.channel.holds_aead  # shed at its time, by the same structure
+    clock.ms = made + policy.reject_after_ms - 1
+    gw.tick()
+    assert not events_of(gw.events, "KeyExpired")
+    clock.ms += 1
+    gw.tick()
+    assert events_of(gw.events, "KeyExpired") and gw.table.get(peer.session_id) is None
+
+
+def test_a_reload_looks_at_every_session_again(tmp_path):
+    clock = Clock()
+    gw = make_gateway(tmp_path, clock=clock)
+    _peer, live = confirmed(gw)
+    gw.tick()
+    assert gw.table.timers.due_time(live.record.session_id) > clock.ms
+    gw.policy = P.__class__(**{**P.as_dict(), "heartbeat_volatile_ms": 100})
+    assert gw.table.timers.due_time(live.record.session_id) == 0  # next tick
+    clock.ms = live.last_rx_ms + 101
+    gw.tick()
+    assert live.record.state is State.VOLATILE
+
+
+def test_the_queue_pops_in_time_order_and_skips_superseded_entries():
+    q = TimerQueue()
+    q.schedule(1, 50)
+    q.schedule(2, 10)
+    q.schedule(1, 70)  # later: the earlier entry stands
+    q.replace(2, 90)  # after its check: the new time alone
+    q.touch(3)
+    assert q.pop_due(49) == [3]
+    assert q.pop_due(60) == [1]
+    assert q.pop_due(89) == []
+    q.discard(2)
+    assert q.pop_due(1_000) == [] and len(q) == 0
+
+
+def test_the_queue_compacts_superseded_entries():
+    q = TimerQueue()
+    for t in range(10_000, 0, -1):
+        q.schedule(7, t)  # each earlier: each supersedes the last
+    assert len(q._heap) <= 2 * len(q) + 1024
+    assert q.pop_due(1) == [7] and q.pop_due(10**9) == []
