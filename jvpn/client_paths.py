@@ -116,7 +116,7 @@ class ClientPaths:
         self.echoes_seen = True
         health = self.health  # one path's: a switch may swap it meanwhile
         if health.answered(echo[0], now):  # only a fresh echo says what was delivered
-            health.delivery.echoed(echo[0], echo[1], now)
+            health.delivery.echoed(echo[0], echo[1], now, incarnation=echo[2])
 
     # ------------------------------------------------------------ the monitor's step
     def paths_step(self, now: int, route, woke: bool) -> bool:
