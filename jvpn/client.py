@@ -25,6 +25,7 @@ from collections.abc import Callable
 from jvpn import client_clock, pathmtu
 from jvpn.backoff import Backoff
 from jvpn.client_handshake import RECV_TIMEOUT_S, ClientError, ClientHandshake
+from jvpn.client_monitor_guard import ClientMonitorGuard
 from jvpn.client_orphan import OrphanWatch
 from jvpn.client_path import PathSize, PathSizing, route_to
 from jvpn.client_paths import ClientPaths
@@ -128,7 +129,7 @@ def tun_addresses(a: Assignment, host_only: bool, endpoint: str):
 
 
 class Client(ClientHandshake, ClientReattach, ClientRekey, ClientRenew, ClientPaths, ClientSwitch,
-             ClientProbeGuard, PathSizing):
+             ClientProbeGuard, PathSizing, ClientMonitorGuard):
     def __init__(self, *, private_key: bytes, gateway_public: bytes, endpoint: tuple[str, int],
                  events: EventLog, tun_name: str = "jvpn0", keepalive_ms: int = 500,
                  max_missed: int = 3, retry_ms: int = RETRY_BASE_MS,
@@ -350,7 +351,7 @@ class Client(ClientHandshake, ClientReattach, ClientRekey, ClientRenew, ClientPa
             self._wake.clear()
             if self._stop.is_set():  # stop() woke us: no keepalive may follow our TERMINATE
                 return
-            self.monitor_step(woke)
+            self.guarded_step(woke)  # an error: contained, reported (client_monitor_guard.py)
 
     def monitor_step(self, woke: bool = False) -> None:
         """One tick of the monitor (``woke``: by netlink or a send error)."""

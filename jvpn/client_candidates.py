@@ -8,9 +8,11 @@ outstanding probes, over an injected clock, randomness and socket maker."""
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import itertools
 import socket
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -134,6 +136,20 @@ class Path:
     probes: dict[int, int] = field(default_factory=dict)  # outstanding probe id -> sent ms
 
 
+def _serialized(method):
+    """Runs ``method`` under the set's lock. Two threads change and walk
+    the same dicts: the receive thread (a switch's take and adopt, a probe
+    reply) and the monitor (tick, due, refresh); unserialized, the monitor
+    died on "dictionary changed size during iteration" (review r14b B)."""
+
+    @functools.wraps(method)
+    def under_lock(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return under_lock
+
+
 class Candidates:
     """The candidate set: ``refresh`` from a discovery, ``due`` probes to
     send, ``reply`` for a probe reply. The active path is not probed (its
@@ -143,11 +159,13 @@ class Candidates:
                  open_socket: Callable[[Uplink], object]):
         self.policy, self.clock_ms, self.rand = policy, clock_ms, rand
         self.open_socket = open_socket
-        self.paths: dict[tuple, Path] = {}
+        self._lock = threading.RLock()  # reentrant: drop takes, refresh drops
+        self.paths: dict[tuple, Path] = {}  # walked from outside only through listed()
         self.preferred: tuple | None = None
         self._ids = itertools.count(1)  # the probe id: the client's own counter
         self._probe_of: dict[int, tuple] = {}  # outstanding probe id -> candidate key
 
+    @_serialized
     def refresh(self, found: list[Uplink], active: tuple | None, preferred: tuple | None,
                 keep: frozenset = frozenset()) -> tuple[list[Uplink], list[Uplink]]:
         """Take a discovery: (added, removed). Sockets open for new
@@ -173,10 +191,12 @@ class Candidates:
             added.append(u)
         return added, removed
 
+    @_serialized
     def adopt(self, uplink: Uplink, sock, health: PathHealth) -> None:
         """The former active path becomes a candidate (its socket stays open)."""
         self.paths[uplink.key] = Path(uplink, sock, health, next_probe_ms=self.clock_ms())
 
+    @_serialized
     def take(self, key: tuple) -> Path | None:
         """The chosen candidate becomes active: no longer probed or owned here."""
         p = self.paths.pop(key, None)
@@ -186,6 +206,7 @@ class Candidates:
             p.probes.clear()
         return p
 
+    @_serialized
     def drop(self, key: tuple) -> None:
         p = self.take(key)
         if p is not None:
@@ -194,6 +215,7 @@ class Candidates:
             except OSError:
                 pass
 
+    @_serialized
     def due(self, now_ms: int) -> list[tuple[Path, int]]:
         """(path, probe id) for every candidate whose probe is due (nothing
         holds a probe: it raises no control floor, jvpn/client_probe_guard.py)."""
@@ -210,6 +232,7 @@ class Candidates:
             out.append((p, pid))
         return out
 
+    @_serialized
     def reply(self, sock, probe_id: int, now_ms: int) -> Path | None:
         """A probe reply that came on ``sock``: taken once, only for an
         outstanding probe, and only on the socket its probe left from."""
@@ -227,6 +250,7 @@ class Candidates:
         del p.probes[probe_id]
         return p if p.health.answered(probe_id, now_ms) else None
 
+    @_serialized
     def tick(self, now_ms: int) -> None:
         """Probes past their loss timeout are lost (and forgotten)."""
         for p in self.paths.values():
@@ -240,9 +264,17 @@ class Candidates:
             if q is None or (pid not in q.probes and pid not in q.health.lost_late):
                 del self._probe_of[pid]
 
+    @_serialized
+    def listed(self) -> list[tuple[tuple, Path]]:
+        """(key, path) of every candidate, a copy: to walk from another
+        thread while the set changes."""
+        return list(self.paths.items())
+
+    @_serialized
     def sockets(self) -> list:
         return [p.sock for p in self.paths.values()]
 
+    @_serialized
     def close(self) -> None:
         for key in list(self.paths):
             self.drop(key)

@@ -116,7 +116,7 @@ class ClientPaths:
         self.echoes_seen = True
         health = self.health  # one path's: a switch may swap it meanwhile
         if health.answered(echo[0], now):  # only a fresh echo says what was delivered
-            health.delivery.echoed(echo[0], echo[1], now)
+            health.delivery.echoed(echo[0], echo[1], now, incarnation=echo[2])
 
     # ------------------------------------------------------------ the monitor's step
     def paths_step(self, now: int, route, woke: bool) -> bool:
@@ -220,14 +220,15 @@ class ClientPaths:
         if self._follow_unproven_route(now, route):
             return False
         active = Active(self.health, self.path == route, present, why)
-        cands = [Candidate(k, p.health, k == route) for k, p in self.candidates.paths.items()]
+        listed = dict(self.candidates.listed())  # the receive thread's switch_done changes it
+        cands = [Candidate(k, p.health, k == route) for k, p in listed.items()]
         d = self.selector.decide(now, active, cands)
         if d.denied:
             self.events.emit(EventType.TRANSPORT_SWITCH_DENIED, Reason.TRANSPORT_SWITCH_DENIED,
                              self.session_id, detail=d.denied, reason=str(why))
         if d.action == SWITCH:
-            self._selected(now, d, self.candidates.paths[d.target].uplink)
-            self.start_switch(self.candidates.paths[d.target], d.reason)
+            self._selected(now, d, listed[d.target].uplink)
+            self.start_switch(listed[d.target], d.reason)
         elif d.action == REATTACH_SAME:
             self._selected(now, d, self.active_uplink)
             self.reattach_chosen(f"active path {d.reason}: reattach from the same socket")

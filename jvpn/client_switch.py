@@ -112,12 +112,12 @@ class ClientSwitch:
             return True
         target = self.switching.uplink.key if self.switching is not None else None
         return any(p.health.last_answered is True
-                   for k, p in self.candidates.paths.items() if k != target)
+                   for k, p in self.candidates.listed() if k != target)
 
     def failover_ready(self) -> bool:
         """A candidate answered its last probe: eligible once the active
         path is dead (jvpn/client_path_select.py Candidate.eligible)."""
-        return any(p.health.last_answered is True for p in self.candidates.paths.values())
+        return any(p.health.last_answered is True for _k, p in self.candidates.listed())
 
     def request_socket(self):
         """Where a reattach request goes out: the chosen candidate's socket

@@ -127,6 +127,17 @@ class Field:
         return _DEFAULTS[self.name]
 
 
+# The counters a client's reattach retries leave unused (jvpn/client_reattach.py
+# retry_skip: at most 2^24 a retry, and a retry at most every 2 s once backed
+# off: jvpn/config.py RETRY_CAP_MS, jittered down to half) count toward
+# reject_after_messages as sealed messages do. Over the longest key life
+# (keys.reject_after_ms, at most 7 days) they stay under 302,400 x 2^24 <
+# 2^43: with this floor, at most half the limit goes to skips, and an
+# outage's retries alone never expire an epoch's keys (review r14b C: the
+# old floor, 32, expired them at the first retry). The client cannot adapt
+# its skips instead: it is not told the gateway's policy.
+REJECT_AFTER_MESSAGES_MIN = 1 << 44
+
 SPEC = [
     Field("session", "max_lifetime_ms", 60_000, 7 * 24 * H),
     Field("session", "transport_lost_ttl_ms", 1_000, 3_600_000),
@@ -148,7 +159,7 @@ SPEC = [
     Field("keys", "rekey_after_ms", 100, 7 * 24 * H),
     Field("keys", "reject_after_ms", 200, 7 * 24 * H),
     Field("keys", "rekey_after_messages", 16, 1 << 62),
-    Field("keys", "reject_after_messages", 32, (1 << 63) - 1),
+    Field("keys", "reject_after_messages", REJECT_AFTER_MESSAGES_MIN, (1 << 63) - 1),
     Field("keys", "rekey_overlap_ms", 0, 600_000),
     Field("keys", "max_rekey_attempts", 1, 1000),
     Field("keys", "expiry_terminates", 0, 1, kind=bool),

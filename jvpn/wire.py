@@ -128,12 +128,17 @@ RX_AGE_MAX = 0xFFFFFFFF
 # path matches each echo to its heartbeat (loss, RTT). It also carries how
 # many of the session's DATA messages the gateway accepted so far (opened
 # under the AEAD; the daemon's count, for the session's life in this
-# daemon): the client compares it with the data it sent, so a path that
-# passes heartbeats but drops data is seen. An older gateway's echo is the
-# counter alone (KEEPALIVE_ECHO_V1): no delivery check then. A keepalive
-# with another payload (a nudge, an empty one) is no echo.
-KEEPALIVE_ECHO = struct.Struct("<QQ")  # answered counter, DATA messages delivered
-KEEPALIVE_ECHO_V1 = struct.Struct("<Q")  # answered counter (an older gateway's)
+# daemon), and the count's incarnation: a random number the daemon picks
+# when it installs the session (a restart, a handover, an install again:
+# a new count from 0, a new incarnation). The client compares the count with
+# the data it sent, so a path that passes heartbeats but drops data is seen;
+# a new incarnation starts its comparison again. An older gateway's echo has
+# no incarnation (KEEPALIVE_ECHO_V2: a count that fell is a new one) or is
+# the counter alone (KEEPALIVE_ECHO_V1: no delivery check). A keepalive with
+# another payload (a nudge, an empty one) is no echo.
+KEEPALIVE_ECHO = struct.Struct("<QQI")  # answered counter, DATA delivered, incarnation
+KEEPALIVE_ECHO_V2 = struct.Struct("<QQ")  # answered counter, DATA delivered (older)
+KEEPALIVE_ECHO_V1 = struct.Struct("<Q")  # answered counter (an oldest gateway's)
 # APPEND ONLY: the index is what travels; a receiver that does not know an
 # index reads POLICY_TERMINATION. CLIENT_STOPPED is the one a client sends
 # (it stopped: SIGTERM, SIGINT, SIGHUP, or it gave up on the session)
@@ -144,13 +149,16 @@ REJECT_REASONS = ["SESSION_NOT_FOUND", "SESSION_EXPIRED", "AUTH_FAIL", "FRESHNES
                   "KEY_EXPIRED"]
 
 
-def parse_keepalive_echo(payload: bytes) -> tuple[int, int | None] | None:
-    """A keepalive's payload as an echo: (answered counter, DATA delivered
-    or None from an older gateway), or None when it is no echo."""
+def parse_keepalive_echo(payload: bytes) -> tuple[int, int | None, int | None] | None:
+    """A keepalive's payload as an echo: (answered counter, DATA delivered,
+    the count's incarnation), None for what an older gateway's echo lacks;
+    None when it is no echo."""
     if len(payload) == KEEPALIVE_ECHO.size:
         return KEEPALIVE_ECHO.unpack(payload)
+    if len(payload) == KEEPALIVE_ECHO_V2.size:
+        return *KEEPALIVE_ECHO_V2.unpack(payload), None
     if len(payload) == KEEPALIVE_ECHO_V1.size:
-        return KEEPALIVE_ECHO_V1.unpack(payload)[0], None
+        return KEEPALIVE_ECHO_V1.unpack(payload)[0], None, None
     return None
 
 

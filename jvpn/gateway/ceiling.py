@@ -11,7 +11,8 @@ session, the *replay ceiling* C, with this rule:
 C is raised ahead in blocks, like the send counter's floor (jvpn/tunnel.py):
 when c comes within a quarter block of C the data path writes C = c + block;
 it waits for the store only when c >= C (once per block at most). A failed
-write drops the message (fail closed) and is retried, paced.
+write drops the message (fail closed) and is retried, paced: no message
+calls the store within RETRY_S of a failed write, covered or not.
 
 A window (re)starts at ``max(record.c2s_floor, C)``: every counter below C
 counts as seen (a floor, like the window's own ``replay_top``, is one above
@@ -33,7 +34,7 @@ import time
 from collections.abc import Callable
 
 REPLAY_BLOCK = 1 << 16  # counters per ceiling write; also the most a crash can strand
-RETRY_S = 1.0  # pace of retries of a failed ahead-write (still covered)
+RETRY_S = 1.0  # pace of retries of a failed write (covered: ahead-write, or not)
 _NEVER = float("-inf")  # one object for every session's "no retry pending"
 
 
@@ -66,8 +67,13 @@ class ReplayCeiling:
 
     def _cover(self, counter: int) -> bool:
         covered = counter < self._durable
-        if covered and self._clock() < self._retry_at:
-            return True
+        if self._clock() < self._retry_at:
+            # paced, covered or not: the store is called on the receive
+            # thread, and a client whose counter jumped past the block (a
+            # reattach retry's skip) made every message call it while it
+            # failed, stalling every session (review r14b C). Uncovered
+            # ones are dropped meanwhile (fail closed).
+            return covered
         try:
             self._raise(counter + self._block)
         except Exception:  # noqa: BLE001 - any failure means "not durable"

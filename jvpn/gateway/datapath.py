@@ -165,13 +165,15 @@ class DataPath:
         the reply's payload echoes it (wire.KEEPALIVE_ECHO), the client's
         heartbeat measure of its active path (docs/protocol.md "Transport
         selection"), with the session's DATA messages delivered so far (the
-        client's check that the path carries data, not just heartbeats).
-        A client that does not match echoes ignores it."""
+        client's check that the path carries data, not just heartbeats)
+        and the count's incarnation (a new count: a new one). A client
+        that does not match echoes ignores it."""
         rec = live.record
         if rec.binding is None or rec.state not in SENDABLE or self._send_expired(live):
             return
         flags = (FLAG_REATTACH if rec.state is State.VOLATILE else 0) | self._rekey_flag(live)
-        echo = wire.KEEPALIVE_ECHO.pack(counter, live.traffic.delivered)
+        traffic = live.traffic
+        echo = wire.KEEPALIVE_ECHO.pack(counter, traffic.delivered, traffic.incarnation)
         try:
             msg = live.channel.seal(echo, abi.MSG_KEEPALIVE, flags)
             self.sock.sendto(msg, (rec.binding.addr, rec.binding.port))

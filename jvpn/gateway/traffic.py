@@ -11,15 +11,22 @@ scrape) sees each field's old or new value, never a torn one."""
 
 from __future__ import annotations
 
+import secrets
+
 
 class Traffic:
-    __slots__ = ("delivered", "ka_bytes", "ka_packets", "rx_bytes", "rx_packets", "tx_bytes",
-                 "tx_packets")
+    __slots__ = ("delivered", "incarnation", "ka_bytes", "ka_packets", "rx_bytes",
+                 "rx_packets", "tx_bytes", "tx_packets")
 
     def __init__(self) -> None:
         self.rx_packets = self.rx_bytes = 0  # the UDP loop's
         # the UDP loop's, with either gate: DATA messages opened (the echo's count)
         self.delivered = 0
+        # the count's, in every echo: each install of the session here
+        # (a new Live: a restart, a handover, an install again) counts from
+        # 0 under a new one, so the client starts its comparison again
+        # (jvpn/client_path_delivery.py) rather than read a fall as loss
+        self.incarnation = secrets.randbits(32)
         self.ka_packets = self.ka_bytes = 0  # the UDP loop's: keepalive replies
         self.tx_packets = self.tx_bytes = 0  # the TUN loop's: data
 

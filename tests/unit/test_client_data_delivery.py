@@ -77,7 +77,7 @@ def test_an_older_gateways_echo_turns_the_check_off(tmp_path, monkeypatch):
 
     class CounterOnly:
         @staticmethod
-        def pack(counter, _delivered):
+        def pack(counter, _delivered, _incarnation):
             return wire.KEEPALIVE_ECHO_V1.pack(counter)
 
     monkeypatch.setattr(datapath, "wire", SimpleNamespace(KEEPALIVE_ECHO=CounterOnly))
@@ -94,8 +94,31 @@ def test_an_older_gateways_echo_turns_the_check_off(tmp_path, monkeypatch):
 
 def test_a_delivered_count_that_starts_again_is_no_alarm(tmp_path):
     """The gateway's count restarts (a daemon restart, a handover to
-    another cluster gateway: a new session in memory there): the count in
-    the echoes falls, and the comparison starts again from there."""
+    another cluster gateway: a new session in memory there, under a new
+    incarnation): the count in the echoes falls, and the comparison starts
+    again from there."""
+    net = Net(tmp_path)
+    net.run(4_000, data_every=10)
+    live = net.gw.table.get(net.client.session_id)
+    for _ in range(3):
+        live.traffic.delivered = 0
+        live.traffic.incarnation += 1
+        net.run(3_000, data_every=10)
+    assert net.client.health.data_loss(net.clock.ms) == 0.0
+    assert net.active_source() == WIFI.source
+    assert events_of(net.events, EventType.PATH_VOLATILE) == []
+
+
+def test_an_older_gateways_count_that_starts_again_is_no_alarm(tmp_path, monkeypatch):
+    """An older gateway's 16-byte echo has no incarnation: a count that
+    falls for a newer heartbeat is taken for a new count, as before."""
+
+    class NoIncarnation:
+        @staticmethod
+        def pack(counter, delivered, _incarnation):
+            return wire.KEEPALIVE_ECHO_V2.pack(counter, delivered)
+
+    monkeypatch.setattr(datapath, "wire", SimpleNamespace(KEEPALIVE_ECHO=NoIncarnation))
     net = Net(tmp_path)
     net.run(4_000, data_every=10)
     live = net.gw.table.get(net.client.session_id)

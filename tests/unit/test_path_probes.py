@@ -263,11 +263,12 @@ def test_a_keepalive_reply_echoes_the_answered_counter(session):
     [(reply, to)] = c.send(ka)
     assert to == CLIENT
     t, _flags, payload = c.channel.open(reply)
-    assert t == abi.MSG_KEEPALIVE and payload == wire.KEEPALIVE_ECHO.pack(counter, 1)
+    incarnation = gw.table.get(c.sid).traffic.incarnation
+    assert t == abi.MSG_KEEPALIVE and payload == wire.KEEPALIVE_ECHO.pack(counter, 1, incarnation)
     assert gw.probes.counts["answered"] == 0
 
 
-def _echo(c: RekeyClient) -> tuple[int, int | None]:
+def _echo(c: RekeyClient) -> tuple[int, int | None, int | None]:
     [(reply, _to)] = c.send(c.channel.seal(b"", abi.MSG_KEEPALIVE))
     return wire.parse_keepalive_echo(c.channel.open(reply)[2])
 
@@ -371,10 +372,16 @@ def test_a_probe_without_a_send_counter_is_refused_and_spent(session):
 
 
 def test_the_echo_round_trips_and_an_older_gateways_still_parses():
-    """wire.KEEPALIVE_ECHO: (counter, delivered), 16 bytes; an older
-    gateway's 8 bytes read as (counter, None): no delivery check; any other
-    payload (a nudge's empty one, a path MTU announcement) is no echo."""
-    assert wire.parse_keepalive_echo(wire.KEEPALIVE_ECHO.pack(7, 2**64 - 1)) == (7, 2**64 - 1)
-    assert wire.parse_keepalive_echo(wire.KEEPALIVE_ECHO_V1.pack(7)) == (7, None)
+    """wire.KEEPALIVE_ECHO: (counter, delivered, incarnation), 20 bytes; an
+    older gateway's 16 bytes read as (counter, delivered, None): a count
+    that falls is a new one; an oldest one's 8 as (counter, None, None): no
+    delivery check; any other payload (a nudge's empty one, a path MTU
+    announcement) is no echo."""
+    top = 2**64 - 1
+    assert wire.KEEPALIVE_ECHO.size == 20
+    assert wire.parse_keepalive_echo(wire.KEEPALIVE_ECHO.pack(7, top, 2**32 - 1)) == (
+        7, top, 2**32 - 1)
+    assert wire.parse_keepalive_echo(wire.KEEPALIVE_ECHO_V2.pack(7, top)) == (7, top, None)
+    assert wire.parse_keepalive_echo(wire.KEEPALIVE_ECHO_V1.pack(7)) == (7, None, None)
     assert wire.parse_keepalive_echo(b"") is None
     assert wire.parse_keepalive_echo(bytes(12)) is None

@@ -199,3 +199,24 @@ def test_probe_budget_stays_within_the_gates_session_probe_budget():
     with pytest.raises(PolicyError, match=r"transport\.probe_interval_ms: 100 with "
                                           r"transport\.max_candidate_count 16 .* at least 3200"):
         policy_from_dict({"transport": {"max_candidate_count": 16, "probe_interval_ms": 100}})
+
+
+def test_reject_after_messages_leaves_room_for_the_clients_retry_skips():
+    """Review r14b C: the counters a client's reattach retries skip count
+    toward reject_after_messages. The floor covers twice what retries at
+    the cap can skip over the longest key life, so an outage's retries
+    alone never expire the keys; 32 (the old floor) expired them at the
+    first retry."""
+    from jvpn.client_reattach import RETRY_SKIP_MAX, retry_skip  # noqa: PLC0415
+    from jvpn.config import RETRY_CAP_MS  # noqa: PLC0415
+    from jvpn.policy import REJECT_AFTER_MESSAGES_MIN  # noqa: PLC0415
+
+    [longest_life] = [f.hi for f in SPEC if f.key == "keys.reject_after_ms"]
+    retries = longest_life // (RETRY_CAP_MS // 2) + 1  # a retry every 2 s at the fastest
+    assert retry_skip(1) > 32 and max(map(retry_skip, range(1, 40))) == RETRY_SKIP_MAX
+    assert 2 * retries * RETRY_SKIP_MAX <= REJECT_AFTER_MESSAGES_MIN
+    with pytest.raises(PolicyError, match=r"keys\.reject_after_messages"):
+        policy_from_dict({"keys": {"rekey_after_messages": 16, "reject_after_messages": 32}})
+    p = policy_from_dict({"keys": {"rekey_after_messages": 16,
+                                   "reject_after_messages": REJECT_AFTER_MESSAGES_MIN}})
+    assert p.reject_after_messages == REJECT_AFTER_MESSAGES_MIN

@@ -76,7 +76,7 @@ def test_the_flag_is_sent_at_most_once_a_second_and_only_while_degraded(tmp_path
 
 def test_the_nudge_is_no_keepalive_echo(tmp_path, gate):
     """A nudge answers no keepalive of the client's: its payload stays empty
-    (wire.KEEPALIVE_ECHO is 16 bytes, an older one 8), so a client matching heartbeat echoes
+    (wire.KEEPALIVE_ECHO is 20 bytes, older ones 16 or 8), so a client matching heartbeat echoes
     never takes it for one (docs/protocol.md "Transport selection")."""
     gw, clock, b, _sid = _degraded(tmp_path, gate)
     n = len(gw.sock.sent)
