@@ -18,8 +18,8 @@ from jvpn.gate.element import (
     GateFull,
     RuntimeSlots,
     enforced_top,
-    kept_ctl_floor,
-    raised_ctl_floor,
+    kept_floors,
+    raised_floor,
     session_element,
 )
 from jvpn.gate.paths import DEFAULT_PATHS, GatePaths
@@ -102,8 +102,7 @@ class XdpGate:
             batch = self._batch
             old = batch.old(sid) if batch is not None else self.maps.get_session(sid)
             slot = self.slots.place(sid, old, first, floor)
-            element = session_element(rec, keys, fence, remote, **slot,
-                                      ctl_floor=kept_ctl_floor(old))
+            element = session_element(rec, keys, fence, remote, **slot, **kept_floors(old))
             if batch is not None:
                 batch.put(sid, element)
                 return
@@ -130,13 +129,21 @@ class XdpGate:
 
     def raise_ctl_floor(self, sid: int, counter: int) -> None:
         """A keepalive or control counter the daemon verified: the gate drops
-        every keepalive / control message at or below it (issue 10 item 5).
-        The element lock makes this read-modify-write and ``_write`` one
-        after the other (the data thread calls this, the control thread puts)."""
+        every keepalive / control message at or below it (issue 10 item 5)."""
+        self._raise(sid, counter, "ctl_floor")
+
+    def raise_probe_floor(self, sid: int, counter: int) -> None:
+        """A PATH_PROBE counter the daemon verified: the gate drops every
+        probe at or below it, before the probe bucket (issue 14)."""
+        self._raise(sid, counter, "probe_floor")
+
+    def _raise(self, sid: int, counter: int, floor: str) -> None:
+        """The element lock makes this read-modify-write and ``_write`` one
+        after the other (the data thread raises, the control thread puts)."""
         with self._element_lock:
             if self._batch is not None:
-                self._batch.raise_floor(sid, counter)
-            new = raised_ctl_floor(self.maps.get_session(sid), counter)
+                self._batch.raise_floor(sid, counter, floor)
+            new = raised_floor(self.maps.get_session(sid), counter, floor)
             if new is not None:
                 self.maps.put_session(sid, new)
 

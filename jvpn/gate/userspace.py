@@ -16,8 +16,8 @@ from jvpn.gate.config import GateConfig
 from jvpn.gate.element import (
     RuntimeSlots,
     enforced_top,
-    kept_ctl_floor,
-    raised_ctl_floor,
+    kept_floors,
+    raised_floor,
     random_generation,
     session_element,
 )
@@ -60,12 +60,19 @@ class UserspaceGate:
         old = self.model.sessions.get(sid)
         slot = self.slots.place(sid, old, first, floor)
         self.model.sessions[sid] = session_element(rec, keys, fence, remote, **slot,
-                                                   ctl_floor=kept_ctl_floor(old))
+                                                   **kept_floors(old))
 
     def raise_ctl_floor(self, sid: int, counter: int) -> None:
         """As XdpGate.raise_ctl_floor (issue 10 item 5)."""
+        self._raise(sid, counter, "ctl_floor")
+
+    def raise_probe_floor(self, sid: int, counter: int) -> None:
+        """As XdpGate.raise_probe_floor (issue 14)."""
+        self._raise(sid, counter, "probe_floor")
+
+    def _raise(self, sid: int, counter: int, floor: str) -> None:
         with self._lock:
-            new = raised_ctl_floor(self.model.sessions.get(sid), counter)
+            new = raised_floor(self.model.sessions.get(sid), counter, floor)
             if new is not None:
                 self.model.sessions[sid] = new
 

@@ -159,7 +159,7 @@ int xdp_main(struct xdp_md *ctx) {{ __u64 k = 0; return s.lookup(&k) ? XDP_DROP 
 """)[0]
     try:
         with pytest.raises(LoadFailed, match=r"another layout \(sessions: 80-byte values, "
-                                             r"this build's are 104\)"):
+                                             r"this build's are 112\)"):
             Program(pins, BuildOptions(max_sessions=16, max_sources=16))
     finally:
         old.cleanup()
