@@ -216,21 +216,30 @@ class Candidates:
                 pass
 
     @_serialized
+    def in_flight(self) -> bool:
+        """A probe of ours is outstanding: neither answered nor counted lost."""
+        return any(p.probes for p in self.paths.values())
+
+    @_serialized
     def due(self, now_ms: int) -> list[tuple[Path, int]]:
-        """(path, probe id) for every candidate whose probe is due (nothing
-        holds a probe: it raises no control floor, jvpn/client_probe_guard.py)."""
-        out = []
-        for p in self.paths.values():
-            if now_ms < p.next_probe_ms:
-                continue
-            jitter = 1 + PROBE_JITTER * (2 * self.rand() - 1)
-            p.next_probe_ms = now_ms + int(self.policy.probe_interval_ms * jitter)
-            pid = next(self._ids)
-            p.probes[pid] = now_ms
-            p.health.sent(pid, now_ms)
-            self._probe_of[pid] = p.uplink.key
-            out.append((p, pid))
-        return out
+        """(path, probe id) of the next probe to send, if any: one probe in
+        flight at a time across all candidates, so none while one is
+        outstanding, else the candidate whose probe is due the longest (the
+        others follow once it is answered or lost). The gateway raises the
+        gate's probe floor to each probe it verifies: a probe of ours that
+        overtook another would have the gate drop the other as a replay
+        (jvpn/client_probe_guard.py)."""
+        waiting = [p for p in self.paths.values() if now_ms >= p.next_probe_ms]
+        if not waiting or self.in_flight():
+            return []
+        p = min(waiting, key=lambda q: q.next_probe_ms)
+        jitter = 1 + PROBE_JITTER * (2 * self.rand() - 1)
+        p.next_probe_ms = now_ms + int(self.policy.probe_interval_ms * jitter)
+        pid = next(self._ids)
+        p.probes[pid] = now_ms
+        p.health.sent(pid, now_ms)
+        self._probe_of[pid] = p.uplink.key
+        return [(p, pid)]
 
     @_serialized
     def reply(self, sock, probe_id: int, now_ms: int) -> Path | None:

@@ -1,13 +1,22 @@
 """What our keepalives must not overtake (docs/protocol.md "Probing the
 candidates", "The switch: make before break").
 
-A probe is not ordered against anything of ours: the gateway records it
-in a probe window of its own and never raises the gate's control floor for
-it, nor does the gate check a probe against that floor (issue 14). So a
-probe leaves when it is due, whatever is in flight, and nothing waits for
-a probe: a heartbeat that overtakes a probe on a slower candidate, or a
-probe that overtakes a reattach or a rekey request of ours on a slower
-active path, kills neither.
+A probe is not ordered against anything of ours but our other probes: the
+gateway records it in a probe window of its own and raises the gate's
+probe floor for it, never the control floor (against which the gate does
+not check a probe either: issue 14). So a probe leaves when it is due,
+whatever heartbeat or request is in flight, and nothing waits for a probe:
+a heartbeat that overtakes a probe on a slower candidate, or a probe that
+overtakes a reattach or a rekey request of ours on a slower active path,
+kills neither. A probe that overtook another probe would: the other's
+counter is below the probe floor by then. So one probe is in flight at a
+time, across all candidates (jvpn/client_candidates.py Candidates.due):
+the next leaves once the last was answered or counted lost at its loss
+timeout (at most 1 s). Two or three candidates answering within a few
+hundred ms are each probed every probe_interval_ms all the same; a dead or
+very slow candidate delays the others' probes by its loss timeout, and a
+probe answered after that timeout may die at the probe floor (a late
+answer no longer counts then).
 
 Heartbeats and our own reattach still share the floor: a keepalive (every
 50 ms while traffic flows, on the active socket) sealed after a switch's
@@ -55,8 +64,8 @@ class ClientProbeGuard:
         return self.switching is not None and until is not None and now < until
 
     def send_probes(self, now: int) -> None:
-        """Every candidate whose probe is due: at once (a probe is ordered
-        against nothing of ours, above)."""
+        """The next candidate probe, if one is due and none is in flight
+        (Candidates.due: a probe must not overtake another probe of ours)."""
         for p, pid in self.candidates.due(now):
             with self._lock:  # never after our TERMINATE (join_loops)
                 if self.said_goodbye or self.channel is None:

@@ -83,7 +83,7 @@ STATE_ALLOW = {
     STATE_DEGRADED: ALLOW_CONTROL,
     STATE_TERMINATED: 0,
     # a standby passes what its daemon acts on; not REKEY_INIT nor PATH_PROBE,
-    # which it refuses unverified (nothing would make a captured one stale: jvpn_abi.h)
+    # which it refuses unverified (its floors would never rise: jvpn_abi.h)
     STATE_REMOTE: _bit(MSG_REATTACH_REQ) | _bit(MSG_PATH_RESPONSE) | _bit(MSG_TERMINATE),
 }
 
@@ -242,6 +242,7 @@ class Session(_Struct):
         ("tag_key_phase1", u64 * 2),  # phase 1's header key
         ("key_phases", u8),  # key_phase_bit(p): phase p accepted
         ("_pad0", u8 * 7),
+        ("probe_floor", u64),  # PATH_PROBE counters <= this: replays (issue 14)
     ]
 
 

@@ -3,10 +3,11 @@ reconcile: a million elements in a few dozen syscalls, not two million).
 
 While a batch is open, XdpGate's element writes go to ``pending`` and are
 written ``flush_every`` at a time; what an element replaces (its runtime
-slot, generation, control floor) is read from one batch read of the map
-taken when the batch opened, kept current by the batch's own writes and by
-the floors raised meanwhile (XdpGate.raise_ctl_floor), so a write inside a
-batch computes exactly the element a single write would."""
+slot, generation, control and probe floors) is read from one batch read of
+the map taken when the batch opened, kept current by the batch's own writes
+and by the floors raised meanwhile (XdpGate.raise_ctl_floor and
+raise_probe_floor), so a write inside a batch computes exactly the element
+a single write would."""
 
 from __future__ import annotations
 
@@ -33,10 +34,11 @@ class ElementBatch:
         if len(self.pending) >= self.flush_every:
             self.flush()
 
-    def raise_floor(self, sid: int, counter: int) -> None:
+    def raise_floor(self, sid: int, counter: int, floor: str = "ctl_floor") -> None:
+        """``floor``: the element's ctl_floor or probe_floor (jvpn/gate/element.py)."""
         for kept in (self.pending.get(sid), self.written.get(sid)):
-            if kept is not None and counter > kept.ctl_floor:
-                kept.ctl_floor = counter
+            if kept is not None and counter > getattr(kept, floor):
+                setattr(kept, floor, counter)
 
     def forget(self, sid: int) -> None:
         self.pending.pop(sid, None)

@@ -49,7 +49,7 @@ def header_keys(keys: SessionKeys | KeyRing,
 
 def session_element(rec: SessionRecord, keys: SessionKeys | KeyRing, fence: int = 0,
                     remote: bool = False, *, rt_slot: int = 0, rt_gen: int = 0,
-                    replay_floor: int = 0, ctl_floor: int = 0,
+                    replay_floor: int = 0, ctl_floor: int = 0, probe_floor: int = 0,
                     unused_key: Callable[[], bytes] = unused_slot_key) -> abi.Session:
     """The kernel's view of a record. ``remote``: owned by another gateway,
     only the client's reattach traffic may reach this daemon (a standby).
@@ -64,7 +64,8 @@ def session_element(rec: SessionRecord, keys: SessionKeys | KeyRing, fence: int 
         state=abi.STATE_REMOTE if remote else int(rec.state),
         bind_family=family, bind_addr=abi.addr_words(b.addr) if b else (0, 0, 0, 0),
         bind_port=abi.port_word(b.port) if b else 0,
-        rt_slot=rt_slot, rt_gen=rt_gen, replay_floor=replay_floor, ctl_floor=ctl_floor)
+        rt_slot=rt_slot, rt_gen=rt_gen, replay_floor=replay_floor, ctl_floor=ctl_floor,
+        probe_floor=probe_floor)
 
 
 def remote_entry(keys: SessionKeys | KeyRing, ctl_floor: int = 0,
@@ -82,15 +83,37 @@ def kept_ctl_floor(old: abi.Session | abi.Remote | None) -> int:
     return int(old.ctl_floor) if old is not None else 0
 
 
-def raised_ctl_floor(old: abi.Session | abi.Remote | None, counter: int):
-    """The element (or remote entry) with its control floor raised to
-    ``counter`` (a keepalive or control counter the daemon verified), or
-    None: no element, or the floor is already there (no write)."""
-    if old is None or counter <= old.ctl_floor:
+# the element's floors: only the daemon raises them, each once it verified a
+# message of its kind (ctl_floor: a keepalive or control message, issue 10
+# item 5; probe_floor: a PATH_PROBE, issue 14), and they only rise
+FLOORS = ("ctl_floor", "probe_floor")
+
+
+def kept_floors(old: abi.Session | None) -> dict[str, int]:
+    """What a rewritten element keeps of the one it replaces: its floors
+    only rise (a restart over pinned maps included), whatever else the
+    record changed."""
+    return {f: int(getattr(old, f)) if old is not None else 0 for f in FLOORS}
+
+
+def raised_floor(old: abi.Session | abi.Remote | None, counter: int,
+                 floor: str = "ctl_floor") -> abi.Session | abi.Remote | None:
+    """The element (or remote entry: a control floor only) with its
+    ``floor`` raised to ``counter`` (a counter of that floor's kind the
+    daemon verified), or None: no element, or the floor is already there
+    (no write)."""
+    if floor not in FLOORS:
+        raise ValueError(f"not a floor: {floor}")
+    if old is None or counter <= getattr(old, floor):
         return None
     new = type(old).from_buffer_copy(old)
-    new.ctl_floor = counter
+    setattr(new, floor, counter)
     return new
+
+
+def raised_ctl_floor(old: abi.Session | abi.Remote | None, counter: int):
+    """``raised_floor`` for a keepalive or a control message (not a probe)."""
+    return raised_floor(old, counter, "ctl_floor")
 
 
 def enforced_top(sid: int, element: abi.Session | None, rt) -> int:

@@ -20,7 +20,9 @@ from jvpn.gate.element import (
     RuntimeSlots,
     enforced_top,
     kept_ctl_floor,
+    kept_floors,
     raised_ctl_floor,
+    raised_floor,
     remote_entry,
     session_element,
 )
@@ -104,8 +106,7 @@ class XdpGate:
             batch = self._batch
             old = batch.old(sid) if batch is not None else self.maps.get_session(sid)
             slot = self.slots.place(sid, old, first, floor)
-            element = session_element(rec, keys, fence, remote, **slot,
-                                      ctl_floor=kept_ctl_floor(old))
+            element = session_element(rec, keys, fence, remote, **slot, **kept_floors(old))
             if batch is not None:
                 batch.put(sid, element)
                 return
@@ -146,18 +147,29 @@ class XdpGate:
 
     def raise_ctl_floor(self, sid: int, counter: int) -> None:
         """A keepalive or control counter the daemon verified: the gate drops
-        every keepalive / control message at or below it (issue 10 item 5),
-        on our element, else on the remote entry (a handoff's request).
-        The element lock makes this read-modify-write and ``_write`` one
-        after the other (the data thread calls this, the control thread puts)."""
+        every keepalive / control message at or below it (issue 10 item 5)."""
+        self._raise(sid, counter, "ctl_floor")
+
+    def raise_probe_floor(self, sid: int, counter: int) -> None:
+        """A PATH_PROBE counter the daemon verified: the gate drops every
+        probe at or below it, before the probe bucket (issue 14)."""
+        self._raise(sid, counter, "probe_floor")
+
+    def _raise(self, sid: int, counter: int, floor: str) -> None:
+        """The element lock makes this read-modify-write and ``_write`` one
+        after the other (the data thread raises, the control thread puts)."""
         with self._element_lock:
             if self._batch is not None:
-                self._batch.raise_floor(sid, counter)
-            new = raised_ctl_floor(self.maps.get_session(sid), counter)
-            if new is not None:
-                self.maps.put_session(sid, new)
+                self._batch.raise_floor(sid, counter, floor)
+            old = self.maps.get_session(sid)
+            if old is not None:
+                new = raised_floor(old, counter, floor)
+                if new is not None:
+                    self.maps.put_session(sid, new)
                 return
-            new = raised_ctl_floor(self.maps.get_remote(sid), counter)
+            if floor != "ctl_floor":
+                return  # a remote entry has a control floor only: it passes no probe
+            new = raised_ctl_floor(self.maps.get_remote(sid), counter)  # a handoff's request
             if new is not None:
                 self.maps.put_remote(sid, new)
 

@@ -322,14 +322,13 @@ class Model:
         self._claim(rt, sid, s)
         # only DATA consumes its counter; keepalives and control are checked,
         # also against the floor the daemon raised once it verified one
-        # (their bodies are not tagged: item 5); a probe only for freshness:
-        # the daemon has a probe window of its own and raises no floor for it
+        # (their bodies are not tagged: item 5); a probe against its own
+        # floor, which only a verified probe raises (issue 14)
         if t == abi.MSG_DATA:
             fresh = replay_accept(rt, counter, self.replay_bits)
-        elif t == abi.MSG_PATH_PROBE:
-            fresh = replay_fresh(rt, counter, self.replay_bits)
         else:
-            fresh = counter > s.ctl_floor and replay_fresh(rt, counter, self.replay_bits)
+            floor = s.probe_floor if t == abi.MSG_PATH_PROBE else s.ctl_floor
+            fresh = counter > floor and replay_fresh(rt, counter, self.replay_bits)
         if not fresh:
             return abi.R_DROP_REPLAY
         if is_data:

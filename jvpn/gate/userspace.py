@@ -17,7 +17,9 @@ from jvpn.gate.element import (
     RuntimeSlots,
     enforced_top,
     kept_ctl_floor,
+    kept_floors,
     raised_ctl_floor,
+    raised_floor,
     random_generation,
     remote_entry,
     session_element,
@@ -61,7 +63,7 @@ class UserspaceGate:
         old = self.model.sessions.get(sid)
         slot = self.slots.place(sid, old, first, floor)
         self.model.sessions[sid] = session_element(rec, keys, fence, remote, **slot,
-                                                   ctl_floor=kept_ctl_floor(old))
+                                                   **kept_floors(old))
 
     def put_remote(self, sid: int, keys: SessionKeys | KeyRing) -> None:
         with self._lock:
@@ -78,11 +80,22 @@ class UserspaceGate:
 
     def raise_ctl_floor(self, sid: int, counter: int) -> None:
         """As XdpGate.raise_ctl_floor (issue 10 item 5)."""
+        self._raise(sid, counter, "ctl_floor")
+
+    def raise_probe_floor(self, sid: int, counter: int) -> None:
+        """As XdpGate.raise_probe_floor (issue 14)."""
+        self._raise(sid, counter, "probe_floor")
+
+    def _raise(self, sid: int, counter: int, floor: str) -> None:
         with self._lock:
-            new = raised_ctl_floor(self.model.sessions.get(sid), counter)
-            if new is not None:
-                self.model.sessions[sid] = new
+            old = self.model.sessions.get(sid)
+            if old is not None:
+                new = raised_floor(old, counter, floor)
+                if new is not None:
+                    self.model.sessions[sid] = new
                 return
+            if floor != "ctl_floor":
+                return  # a remote entry has a control floor only: it passes no probe
             new = raised_ctl_floor(self.model.remote.get(sid), counter)
             if new is not None:
                 self.model.remote[sid] = new

@@ -133,8 +133,9 @@ class Gateway(GateWatch, Reconcile, OperatorActions, TimerChecks):
 
     def _probes(self) -> Probes:
         """Path probes, answered from memory (issue 14): a probe window of
-        their own per session (not the control windows: a probe raises no
-        ctl_floor), the policy in force (a reload resizes the bucket)."""
+        their own per session (not the control windows: a probe raises the
+        gate's probe_floor, never ctl_floor), the policy in force (a reload
+        resizes the bucket)."""
         return Probes(table=self.table, owns=self.ownership.owns,
                       policy=lambda: self.policy, clock_ms=self.clock_ms)
 

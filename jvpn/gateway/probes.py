@@ -8,17 +8,21 @@ version).
 
 A probe **moves nothing**: no store read or write, no record, binding,
 state or timer change (``last_rx_ms`` is not refreshed: a probe is not the
-session's traffic), no event. Its only effect is that its counter is
-recorded in the session's **probe window** (``ProbeWindows``: its own, not
-the control window the reattach and rekey validators share), so its copies
-get nothing. It does not raise the gate's ``ctl_floor``, and the gate does
-not check it against that floor: a probe on a slow candidate is not killed
-by a later heartbeat of the fast active path, nor a slow reattach of ours
-by a fast candidate's probe (issue 14). That is sound because the message
-type is under the MAC (a probe's counter can never be read as another
-control type's), a replayed probe is refused by the probe window, and the
-replays that reach the daemon are bounded by the gate's per-session probe
-bucket and the gateway-wide authenticated budget, one HMAC each.
+session's traffic), no event. Its only effects: its counter is recorded
+in the session's **probe window** (``ProbeWindows``: its own, not the
+control window the reattach and rekey validators share), so its copies get
+nothing, and the gate's **probe_floor** rises to it, so its replays die at
+the gate before they spend the session's probe bucket (a captured probe
+replayed at 10/s would otherwise starve the client's own probes). It does
+not raise the gate's ``ctl_floor``, and the gate does not check a probe
+against that floor: a probe on a slow candidate is not killed by a later
+heartbeat of the fast active path, nor a slow reattach of ours by a fast
+candidate's probe (issue 14). That is sound because the message type is
+under the MAC (a probe's counter can never be read as another control
+type's). Only another probe of ours can overtake a probe into a replay:
+the client keeps one probe in flight at a time (jvpn/client_probe_guard.py).
+The probe window still refuses the copies that reach the daemon before the
+floor is raised (one HMAC each, bounded by the gate's probe bucket).
 
 Checks, cheapest first and in this order, each a silent refusal counted by
 its result (``jvpn_path_probes_total{result}``): the session is served and
@@ -27,8 +31,9 @@ header tag, then the HMAC, under the epoch the key phase names
 (``forged``: one SipHash and no HMAC for a forged tag); the probe window
 (``replayed``); the per-session probe bucket, sized from the policy in force
 (``rate_limited``). ``ProbeCheck`` decides; ``Probes`` carries a decision
-out in two steps: under the control lock the check, the window mark and
-the reply's view; after it, the send counter and the seal. The send counter
+out in two steps: under the control lock the check, the window mark, the
+probe_floor raise and the reply's view; after it, the send counter and the
+seal. The send counter
 can wait for the store (its block reservation, ``set_floor``): under the
 gateway-wide control lock, a hung store would hold every session's
 reattach behind one probe."""
@@ -180,9 +185,10 @@ class ProbeCheck:
 
 class Probes:
     """Carries out probe decisions: ``message`` (the caller holds the
-    control lock) records the counter in the session's probe window (never
-    the control window, never the gate's ctl_floor) and takes the reply's view; ``seal`` (the caller
-    has released the lock) seals each reply under the send epoch with the
+    control lock) records the counter in the session's probe window, then
+    raises the gate's probe_floor to it (never the control window, never
+    ctl_floor), and takes the reply's view; ``seal`` (the caller has
+    released the lock) seals each reply under the send epoch with the
     session's send counter. Every probe is counted by result."""
 
     def __init__(self, *, table, owns: Callable[[object], bool],
@@ -203,7 +209,8 @@ class Probes:
         if d.result != ANSWERED:
             self._count(d.result)
             return []
-        self.checks.windows.mark(sid, d.counter)  # no ctl_floor: the gate's rule for probes
+        self.checks.windows.mark(sid, d.counter)
+        self.table.raise_probe_floor(sid, d.counter)  # never ctl_floor: the gate's rule
         return [Answer(live, self.view(live, d.probe_id, src), src)]
 
     def seal(self, answers: list[Answer]) -> list[Send]:

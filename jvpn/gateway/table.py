@@ -370,6 +370,12 @@ class SessionTable(StandbyWrites, Downstream, OperatorEnds, PendingDeletes, KeyW
         gate's own lock, so it needs no control lock."""
         self.gate.raise_ctl_floor(sid, counter)
 
+    def raise_probe_floor(self, sid: int, counter: int) -> None:
+        """A PATH_PROBE the daemon verified (jvpn/gateway/probes.py, its only
+        caller): the gate drops probes at or below it, before their bucket
+        (issue 14). Written as the control floor is."""
+        self.gate.raise_probe_floor(sid, counter)
+
     def drop_local(self, sid: int) -> None:
         """This gateway stops serving the session (the store keeps it)."""
         live = self.sessions.get(sid)

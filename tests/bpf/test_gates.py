@@ -222,3 +222,27 @@ def test_a_rekey_is_one_replace_per_step_on_both_gates(under_test):
     u.gate.put(REC.with_(version=4), ring.with_confirmed().without_previous(), first=True)
     assert not u.passes(rk.old(8)) and u.passes(rk.new(8))
     assert u.gate.counter_top(7) == 9
+
+
+def test_the_probe_floor_carries_over_every_replace_on_both_gates(under_test):
+    """Issue 14: the probe floor the daemon raised (raise_probe_floor, a
+    verified probe) is kept wherever the control floor is: a rekey's
+    replace, a standby, a put as new on this gateway (a restart over the
+    pinned maps); it never goes down, and it is not the control floor."""
+    from jvpn.keys import KeyRing  # noqa: PLC0415
+    from kits import probe_table as pt  # noqa: PLC0415
+    from kits import rekey_table as rk  # noqa: PLC0415
+
+    u = under_test
+    e1 = SessionKeys(7, bytes(32), bytes(32), rk.NEW, bytes(16), bytes(32), epoch=1)
+    ring = KeyRing(KEYS)
+    u.gate.put(REC, ring, first=True)
+    u.gate.raise_probe_floor(7, 5)
+    assert not u.passes(rk.old(5, **pt.PROBE)) and u.passes(rk.old(4, t=abi.MSG_REATTACH_REQ))
+    ring = ring.rotated(e1)
+    u.gate.put(REC.with_(version=2), ring)  # a rekey's commit
+    assert not u.passes(rk.new(5, **pt.PROBE)) and u.passes(rk.new(6, **pt.PROBE))
+    u.gate.standby(REC.with_(version=3), ring)
+    u.gate.put(REC.with_(version=4), ring, first=True)  # ours again (a restart, a handover)
+    u.gate.raise_probe_floor(7, 3)  # never lowered
+    assert not u.passes(rk.new(5, **pt.PROBE, **rk.ELSEWHERE)) and u.passes(rk.new(7, **pt.PROBE))

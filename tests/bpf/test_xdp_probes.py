@@ -1,7 +1,7 @@
 """The XDP gate and path probes (issue 14), through BPF_PROG_TEST_RUN and the
 model in lockstep: the table of tests/kits/probe_table.py (PATH_PROBE gated
 as authenticated control in every live state, drop_state for a standby's
-element, the tag, the window but not ctl_floor, the key phase;
+element, the tag, probe_floor and the window but not ctl_floor, the key phase;
 PATH_PROBE_REPLY drop_bad_type),
 then the buckets a probe flood from a key holder spends: the session's own
 probe bucket (then the gateway-wide authenticated one), never the control
@@ -52,6 +52,27 @@ def test_a_probe_below_ctl_floor_passes_and_leaves_the_floor_and_window(gate):
     assert both.verdict(rk.old(39, t=abi.MSG_REATTACH_REQ)) == abi.R_DROP_REPLAY
     assert both.verdict(rk.old(30)) == abi.R_PASS_DATA  # the probe consumed nothing
     assert both.verdict(rk.old(50, **pt.PROBE)) == abi.R_DROP_REPLAY  # data consumed it
+    assert both.same_runtime()
+
+
+def test_replays_of_a_verified_probe_die_before_the_probe_bucket(gate):
+    """A man-on-the-side captured one genuine probe and replays it from
+    anywhere while the session is idle (its counter stays fresh in the
+    window). Once the daemon verified the probe (probe_floor raised), 50
+    replays die as replays, before the session's probe bucket: the
+    client's next probe still passes (they used to spend the bucket and
+    the client's probes died as rate_session)."""
+    both = fresh(gate, GateConfig(session_probe_pps=10, session_probe_burst=10,
+                                   source_control_pps=0, authed_control_pps=0,
+                                   global_control_pps=0))
+    rk.play("setup", [rk.put("epoch0")], both)
+    assert both.verdict(rk.old(1, **pt.PROBE)) == abi.R_PASS_CONTROL
+    rk.play("verified", [("probe_floor", 1)], both)  # the daemon's raise
+    for i in range(50):
+        src = dict(src=f"203.0.113.{i + 1}", sport=4000 + i)
+        assert both.verdict(rk.old(1, **pt.PROBE, **src)) == abi.R_DROP_REPLAY
+    assert both.verdict(rk.old(2, **pt.PROBE, **rk.ELSEWHERE)) == abi.R_PASS_CONTROL
+    assert both.element().probe_floor == 1 and both.element().ctl_floor == 0
     assert both.same_runtime()
 
 
@@ -114,15 +135,17 @@ def test_a_forged_probe_flood_spends_no_bucket(gate):
     assert both.verdict(rk.old(1001, **pt.PROBE)) == abi.R_PASS_CONTROL
 
 
-@pytest.mark.parametrize("name,ctype,older,grew", [
-    ("session_rt", "u32", 80 + 8 * abi.replay_words(abi.REPLAY_BITS), 8),  # probe_tat
-    ("config", "int", 128, 16),  # session_probe_interval_ns, session_probe_burst_ns
+@pytest.mark.parametrize("name,kind,ctype,older,grew", [
+    ("session_rt", "array", "__u32", 80 + 8 * abi.replay_words(abi.REPLAY_BITS), 8),  # probe_tat
+    ("config", "array", "int", 128, 16),  # session_probe_interval_ns, session_probe_burst_ns
+    ("sessions", "hash", "__u64", 104, 8),  # the element's probe_floor
 ])
-def test_pins_of_the_layout_before_the_probe_bucket_are_refused_by_name(name, ctype, older,
-                                                                        grew):
-    """The runtime and the config grew a probe bucket (issue 14): a build
-    loaded over maps pinned by the previous one names the map and the
-    sizes (detach, then attach again), not the verifier's bare error."""
+def test_pins_of_the_layout_before_the_probe_bucket_are_refused_by_name(name, kind, ctype,
+                                                                        older, grew):
+    """The runtime and the config grew a probe bucket, the element a probe
+    floor (issue 14): a build loaded over maps pinned by the previous one
+    names the map and the sizes (detach, then attach again), not the
+    verifier's bare error."""
     import uuid  # noqa: PLC0415
     from pathlib import Path  # noqa: PLC0415
 
@@ -133,12 +156,12 @@ def test_pins_of_the_layout_before_the_probe_bucket_are_refused_by_name(name, ct
 
     pins = Path("/sys/fs/bpf") / f"jvt-{uuid.uuid4().hex[:11]}"
     pins.mkdir()
-    key = "__u32" if ctype == "u32" else "int"
+    flags = ", BPF_F_NO_PREALLOC" if kind == "hash" else ""
     old = load_plain(f"""
 #include <uapi/linux/bpf.h>
-struct old_value {{ __u64 w[{older // 8}]; }};  /* the element before issue 14 */
-BPF_TABLE_PINNED("array", {key}, struct old_value, m, 16, "{pins}/{name}");
-int xdp_main(struct xdp_md *ctx) {{ {key} k = 0; return m.lookup(&k) ? XDP_DROP : XDP_PASS; }}
+struct old_value {{ __u64 w[{older // 8}]; }};  /* the value before issue 14 */
+BPF_TABLE_PINNED("{kind}", {ctype}, struct old_value, m, 16, "{pins}/{name}"{flags});
+int xdp_main(struct xdp_md *ctx) {{ {ctype} k = 0; return m.lookup(&k) ? XDP_DROP : XDP_PASS; }}
 """)[0]
     try:
         with pytest.raises(LoadFailed, match=rf"another layout \({name}: {older}-byte values, "

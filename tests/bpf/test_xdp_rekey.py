@@ -159,7 +159,7 @@ int xdp_main(struct xdp_md *ctx) {{ __u64 k = 0; return s.lookup(&k) ? XDP_DROP 
 """)[0]
     try:
         with pytest.raises(LoadFailed, match=r"another layout \(sessions: 80-byte values, "
-                                             r"this build's are 104\)"):
+                                             r"this build's are 112\)"):
             Program(pins, BuildOptions(max_sessions=16, max_sources=16))
     finally:
         old.cleanup()
@@ -183,7 +183,8 @@ def test_kernel_and_model_agree_on_random_masks_zero_slots_flags_and_types(both)
         both.write(session(key=k0, key1=k1, key_phases=rnd.randrange(256),
                            state=rnd.choice([abi.STATE_ATTACHED, abi.STATE_DEGRADED,
                                              abi.STATE_REMOTE, abi.STATE_RECOVERING]),
-                           rt_slot=rk.SID, rt_gen=1, ctl_floor=rnd.choice([0, 50, 1000])))
+                           rt_slot=rk.SID, rt_gen=1, ctl_floor=rnd.choice([0, 50, 1000]),
+                           probe_floor=rnd.choice([0, 50, 1000])))
         for _ in range(15):
             t = rnd.choice([abi.MSG_DATA, abi.MSG_KEEPALIVE, abi.MSG_REKEY_INIT,
                             abi.MSG_REATTACH_REQ, abi.MSG_REKEY_RESP, abi.MSG_TERMINATE,

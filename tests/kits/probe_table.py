@@ -6,10 +6,10 @@ in lockstep.
 
 PATH_PROBE is authenticated control like REKEY_INIT: the state mask (every
 live state, not a standby's REMOTE element, nothing in BIRTH or TERMINATED),
-the key phase, the tag, freshness in the window (not ctl_floor: the
-daemon keeps a probe window of its own, issue 14), then the session's own
-probe bucket (not the control one: probes never starve a reattach) and the
-gateway-wide authenticated bucket.
+the key phase, the tag, probe_floor (not ctl_floor: the daemon raises a
+floor of the probes' own, issue 14) and freshness in the window, then the
+session's own probe bucket (not the control one: probes never starve a
+reattach) and the gateway-wide authenticated bucket.
 PATH_PROBE_REPLY only travels from the gateway: drop_bad_type."""
 
 from __future__ import annotations
@@ -42,9 +42,18 @@ CASES = [
      [put("epoch0"), (old(1, **PROBE, key=bytes(range(40, 56))), abi.R_DROP_BAD_TAG),
       (old(1, **PROBE, key=bytes(range(40, 56)), **ELSEWHERE), abi.R_DROP_BAD_TAG),
       (old(1, **PROBE), CTL)]),
-    # issue 14: a probe is not checked against ctl_floor (the daemon keeps a
-    # probe window of its own and raises no floor for a probe): one overtaken
-    # by later heartbeats or control of ours passes while fresh in the window
+    # issue 14: a probe is checked against probe_floor (which only a verified
+    # probe raises), not ctl_floor: one overtaken by later heartbeats or
+    # control of ours passes while fresh in the window; a captured probe's
+    # replays die as replays once the daemon verified it
+    ("PATH_PROBE at or below probe_floor is a replay, from any address; above it passes",
+     [put("epoch0"), (old(5, **PROBE), CTL), ("probe_floor", 5),
+      (old(5, **PROBE), abi.R_DROP_REPLAY), (old(5, **PROBE, **ELSEWHERE), abi.R_DROP_REPLAY),
+      (old(4, **PROBE), abi.R_DROP_REPLAY), (old(6, **PROBE), CTL)]),
+    ("probe_floor is the probes' alone: control below it passes, and a put keeps it",
+     [put("epoch0"), ("probe_floor", 9), (old(8, t=abi.MSG_REATTACH_REQ, **ELSEWHERE), CTL),
+      (old(7, t=abi.MSG_REKEY_INIT), CTL), put("overlap"), (old(9, **PROBE), abi.R_DROP_REPLAY),
+      (new(10, **PROBE), CTL)]),
     ("PATH_PROBE below ctl_floor but fresh in the window passes, from any address",
      [put("epoch0"), ("floor", 9), (old(5, **PROBE, **ELSEWHERE), CTL), (old(9, **PROBE), CTL),
       (old(9, t=abi.MSG_REATTACH_REQ, **ELSEWHERE), abi.R_DROP_REPLAY),

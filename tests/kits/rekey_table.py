@@ -12,7 +12,8 @@ jvpn/gate/element.py): ``epoch0`` (before: phase 0's key only), ``overlap``
 under NEW with it set.
 
 A step is ("put", shape, element fields) | ("floor", counter): the daemon
-verified a keepalive / control message of that counter | (frame, reason).
+verified a keepalive / control message of that counter | ("probe_floor",
+counter): the daemon verified a PATH_PROBE of that counter | (frame, reason).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Protocol
 
 from jvpn import wire
 from jvpn.gate import abi
-from jvpn.gate.element import kept_ctl_floor, raised_ctl_floor
+from jvpn.gate.element import kept_floors, raised_floor
 from jvpn.lab import frames
 from kits.xdp_harness import CLIENT, CLIENT_PORT, GW, KEY, PORT, frame, session
 
@@ -165,15 +166,18 @@ class Target(Protocol):
     def verdict(self, pkt: bytes) -> int: ...
 
 
+FLOOR_STEPS = {"floor": "ctl_floor", "probe_floor": "probe_floor"}
+
+
 def play(name: str, steps: list, target: Target) -> None:
     """Every step of one case; a put keeps the slot, the generation and the
-    control floor (element.kept_ctl_floor), as the daemon's replace does."""
+    floors (element.kept_floors), as the daemon's replace does."""
     for i, step in enumerate(steps):
         if step[0] == "put":
             target.write(element(step[1], rt_slot=SID, rt_gen=1,
-                                 ctl_floor=kept_ctl_floor(target.element()), **step[2]))
-        elif step[0] == "floor":
-            raised = raised_ctl_floor(target.element(), step[1])
+                                 **kept_floors(target.element()), **step[2]))
+        elif step[0] in FLOOR_STEPS:
+            raised = raised_floor(target.element(), step[1], FLOOR_STEPS[step[0]])
             assert raised is not None, f"{name}: step {i} raises no floor"
             target.write(raised)
         else:

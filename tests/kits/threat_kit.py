@@ -48,9 +48,11 @@ def snapshot(tl: TunnelLab, sid: int) -> tuple:
     with GateMaps(Path(tl.env["JVPN_PIN_ROOT"]) / "gw0") as maps:
         element = maps.get_session(sid)
     # the genuine client's keepalives raise the control floor meanwhile (the
-    # daemon's, after the AEAD: issue 10 item 5); an attack must not, and
-    # tests/unit/test_header_copy.py checks that directly
+    # daemon's, after the AEAD: issue 10 item 5), its probes the probe floor
+    # (issue 14); an attack must not, and tests/unit/test_header_copy.py and
+    # tests/unit/test_path_probes.py check that directly
     element.ctl_floor = 0
+    element.probe_floor = 0
     return rec, bytes(element)
 
 

@@ -4,12 +4,11 @@ captured probes and fresh probes sealed with the session's keys (an
 attacker who took them from the lab's store) sent from the attacker's own
 address. Forgeries die at the tag (drop_bad_tag) with no reply; a fresh
 authentic probe gets exactly one reply, no larger than the probe, at the
-attacker's address; its replays, from any source, pass the gate (a
-probe is not checked against the control floor, issue 14: the gate's
-probe bucket bounds them) and die in the daemon's probe window, with no
-reply; and nothing moves: the store record and the
-XDP element are byte-identical, the binding stays the client's and its
-stream goes on."""
+attacker's address; its replays, from any source, die at the gate's
+probe floor (drop_replay, before the session's probe bucket: issue 14),
+with no reply; and nothing moves: the store record and the XDP element
+(but its floors) are byte-identical, the binding stays the client's and
+its stream goes on."""
 
 from __future__ import annotations
 
@@ -96,7 +95,7 @@ def test_forged_replayed_and_raced_probes_move_nothing(tl):
     sniffer = Sniffer(tl.lab)
     # the client's stream all along: its counters move on by data (a raced
     # probe's counter is the client's next one: a keepalive of ours with it
-    # still passes, the probe raised no control floor)
+    # still passes, the probe raised the probe floor, not the control floor)
     stream = subprocess.Popen(tl.lab.cmd("cl", "ping", "-c", "80", "-i", "0.05", "-W", "1",
                                          GW_INNER), stdout=subprocess.PIPE, text=True)
     try:
@@ -105,10 +104,9 @@ def test_forged_replayed_and_raced_probes_move_nothing(tl):
             tl.wait(lambda: sniffer.captured.get(abi.MSG_DATA), "the client's data")
             fresh = _raced(s, sniffer, sid, keys, binding)
             # the same probes again, from the attacker and with the client's
-            # source: a counter the client's data took since is a replay at
-            # the gate (drop_replay); one its keepalive took passes the gate
-            # (no control floor for probes; the probe bucket bounds them) and
-            # the daemon's probe window refuses it; nothing answers
+            # source: the daemon verified each (the probe floor is at the
+            # last one's counter), so every copy is a replay at the gate
+            # (drop_replay), before the probe bucket; nothing answers
             before = counters(tl)
             for msg in fresh:
                 s.sendto(msg, (GW_IP, PORT))
@@ -116,8 +114,7 @@ def test_forged_replayed_and_raced_probes_move_nothing(tl):
             assert _replies(s) == []
             settle()
             moved = delta(before, counters(tl))
-            passed = moved.get("pass_control", 0)
-            assert passed + moved.get("drop_replay", 0) == 6, moved
+            assert moved.get("drop_replay") == 6 and not moved.get("pass_control"), moved
         out, _ = stream.communicate(timeout=30)
     finally:
         sniffer.stop()
@@ -126,7 +123,7 @@ def test_forged_replayed_and_raced_probes_move_nothing(tl):
             stream.wait()
     assert " 0% packet loss" in out, out  # the client's stream is unaffected
     # nothing moved: the record (binding, state, version), the element (but
-    # its control floor, which the client's own keepalives raise too)
+    # its floors, which the client's own keepalives and probes raise too)
     assert snapshot(tl, sid) == state
     probes = tl.cli_json("health")["path_probes"]
-    assert probes["answered"] == 3 and probes["replayed"] == passed, probes
+    assert probes["answered"] == 3 and probes["replayed"] == 0, probes

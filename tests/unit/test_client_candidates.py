@@ -1,11 +1,12 @@
 """The client's candidate set (jvpn/client_candidates.py): ranking and the
 bound, sockets opened and closed with the candidates, the probe schedule
-(probe_interval_ms with jitter, none while a heartbeat is unanswered), and
+(probe_interval_ms with jitter, one probe in flight at a time), and
 which probe replies count (docs/protocol.md "Probing the candidates")."""
 
 from __future__ import annotations
 
 from dataclasses import replace
+from itertools import pairwise
 
 from jvpn.client_candidates import Candidates, Uplink, rank
 from jvpn.policy import Policy
@@ -57,7 +58,8 @@ def test_probes_every_probe_interval_with_jitter():
     for interval in (1000, 300):
         c, _ = make(replace(P, probe_interval_ms=interval), rand=lambda: 1.0)
         c.refresh([WIFI, LTE], active=WIFI.key, preferred=WIFI.key)
-        assert len(c.due(0)) == 1
+        [(lte, pid)] = c.due(0)
+        assert c.reply(lte.sock, pid, 20) is lte
         assert c.due(int(interval * 1.1) - 1) == []
         assert len(c.due(int(interval * 1.1))) == 1
 
@@ -65,20 +67,51 @@ def test_probes_every_probe_interval_with_jitter():
 def test_probe_ids_are_the_clients_own_counter():
     c, _ = make()
     c.refresh([WIFI, LTE, ETH], active=WIFI.key, preferred=WIFI.key)
-    ids = [pid for _p, pid in c.due(0)]
+    ids = []
+    for _ in range(2):
+        [(p, pid)] = c.due(0)
+        c.reply(p.sock, pid, 10)
+        ids.append(pid)
     assert ids == [1, 2]
+
+
+def test_one_probe_in_flight_at_a_time_across_the_candidates():
+    """The gateway raises the gate's probe floor to each probe it verifies:
+    a probe that overtook another of ours would have the other dropped as a
+    replay. So the next probe leaves only once the last one was answered or
+    counted lost, the longest-due candidate first; two candidates answering
+    in 50 ms are each still probed every probe_interval_ms."""
+    c, _ = make()
+    c.refresh([WIFI, LTE, ETH], active=WIFI.key, preferred=WIFI.key)
+    [(first, pid)] = c.due(0)
+    assert c.in_flight() and c.due(10) == [] and c.due(10_000) == []
+    c.tick(1_001)  # lost at its loss timeout (400 ms before any sample): the next may go
+    [(second, pid2)] = c.due(1_001)
+    assert second is not first and pid2 == pid + 1 and c.due(1_001) == []
+    assert c.reply(second.sock, pid2, 1_051) is second and not c.in_flight()
+    sent = {first.uplink.key: [0], second.uplink.key: [1_001]}
+    now = 1_051
+    while now < 12_000:
+        now += 10
+        c.tick(now)
+        for p, i in c.due(now):
+            sent[p.uplink.key].append(now)
+            assert c.reply(p.sock, i, now + 50) is p  # answered in 50 ms
+    for times in sent.values():
+        gaps = [b - a for a, b in pairwise(times[1:])]  # (the first ones waited)
+        assert gaps and all(1_000 <= g <= 1_010 for g in gaps), times
 
 
 def test_a_reply_counts_once_only_outstanding_only_on_its_socket():
     c, _ = make()
     c.refresh([WIFI, LTE, ETH], active=WIFI.key, preferred=WIFI.key)
-    sent = {p.uplink.key: pid for p, pid in c.due(0)}
-    lte, eth = c.paths[LTE.key], c.paths[ETH.key]
-    assert c.reply(eth.sock, sent[LTE.key], 20) is None  # the other socket
-    assert c.reply(lte.sock, 999, 20) is None  # never sent
-    assert c.reply(lte.sock, sent[LTE.key], 20) is lte
-    assert c.reply(lte.sock, sent[LTE.key], 25) is None  # twice
-    assert lte.health.decided_count() == 1 and lte.health.rtt.srtt == 20
+    [(p, pid)] = c.due(0)
+    other = next(q for q in c.paths.values() if q is not p)
+    assert c.reply(other.sock, pid, 20) is None  # the other socket
+    assert c.reply(p.sock, 999, 20) is None  # never sent
+    assert c.reply(p.sock, pid, 20) is p
+    assert c.reply(p.sock, pid, 25) is None  # twice
+    assert p.health.decided_count() == 1 and p.health.rtt.srtt == 20
 
 
 def test_a_lost_probe_is_forgotten_and_its_late_reply_ignored():

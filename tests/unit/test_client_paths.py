@@ -630,6 +630,62 @@ def test_probes_on_a_slower_candidate_are_answered_while_data_flows(tmp_path, sl
     assert net.client.health.window_loss(net.clock.ms) == 0.0
 
 
+# ------------------------------------------------------------ a captured probe replayed
+USB = Uplink("192.0.2.30", 4, "usb", 30)
+
+
+def rate_drops(net: Net) -> int:
+    return net.gw.gate.model.counters[abi.R_DROP_RATE_SESSION][0]
+
+
+def test_replays_of_a_captured_probe_do_not_make_a_candidate_look_lossy(tmp_path):
+    """A man-on-the-side on LTE captured one of the client's probes and
+    replays it 50 times a second from its own address while the session is
+    idle (the probe's counter stays fresh in the window). The gate used to
+    pass the replays (no floor for probes), they spent the session's probe
+    bucket (10/s), and the client's own probes died as rate_session: LTE
+    looked lossy, and a blackhole failover (which needs a candidate that
+    answered its last probe) never happened. The daemon raises the gate's
+    probe floor to each probe it verified now: the replays die as replays."""
+    net = Net(tmp_path, gated=True)
+    net.run(3_000)
+    [captured, *_] = probes_on(net, LTE)
+    replays, rated = replay_drops(net), rate_drops(net)
+    for _ in range(500):  # 10 s
+        net.arrive(captured, ("203.0.113.66", 4444))
+        net.run(20)
+    lte = net.client.candidates.paths[LTE.key].health
+    assert lte.decided_count() >= 5 and lte.recent_loss() == 0.0
+    assert lte.last_answered is True
+    assert rate_drops(net) == rated and replay_drops(net) - replays == 500
+
+
+def test_one_probe_in_flight_while_every_candidate_is_probed_each_interval(tmp_path,
+                                                                          monkeypatch):
+    """Two candidates, USB 200 ms slower, data flowing: a probe leaves only
+    once the last one was answered or lost (one that overtook another would
+    have the other die at the probe floor), and each candidate is still
+    probed about every probe_interval_ms, every probe answered."""
+    net = Net(tmp_path, uplinks=(WIFI, LTE, USB), gated=True, delay={USB.source: 200})
+    outstanding = []  # probes outstanding as each probe leaves (itself included)
+    cands = net.client.candidates
+    plain = PathSocket.sendto
+
+    def counting(sock, msg, dst):
+        if msg[0] == abi.MSG_PATH_PROBE:
+            outstanding.append(sum(len(p.probes) for p in cands.paths.values()))
+        return plain(sock, msg, dst)
+
+    monkeypatch.setattr(PathSocket, "sendto", counting)
+    net.run(10_000, data_every=10)
+    assert outstanding and set(outstanding) == {1}
+    for u in (LTE, USB):
+        health = cands.paths[u.key].health
+        assert len(probes_on(net, u)) >= 9, u
+        assert health.decided_count() >= 9 and health.recent_loss() == 0.0, u
+    assert replay_drops(net) == 0
+
+
 def test_idle_probes_on_a_slower_candidate_are_answered(tmp_path):
     """Idle (a heartbeat every keepalive), a candidate 150 ms slower: a
     heartbeat falling due while a probe is in flight overtakes it and the

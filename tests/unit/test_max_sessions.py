@@ -177,6 +177,8 @@ def test_element_batch_writes_in_batches_and_raises_floors_it_holds():
     assert maps.calls == [3, 3, 1] and batch.flushed == 7
     batch.raise_floor(7, 5)  # a floor only rises
     assert batch.old(7).ctl_floor == 9
+    batch.raise_floor(7, 4, "probe_floor")  # the probes' own (issue 14)
+    assert (batch.old(7).probe_floor, batch.old(7).ctl_floor) == (4, 9)
 
 
 class BatchingGate(AdmitAll):

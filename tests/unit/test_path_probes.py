@@ -125,6 +125,10 @@ def floor(gw, c) -> int:
     return gw.gate.model.sessions[c.sid].ctl_floor
 
 
+def probe_floor(gw, c) -> int:
+    return gw.gate.model.sessions[c.sid].probe_floor
+
+
 def keepalive(c) -> int:
     """A verified keepalive of ours (it raises the gate's ctl_floor): its counter."""
     ka = c.channel.seal(b"", abi.MSG_KEEPALIVE)
@@ -143,6 +147,29 @@ def test_a_probe_has_a_window_of_its_own_and_raises_no_control_floor(session):
     assert floor(gw, c) == below  # a verified probe leaves ctl_floor unchanged
     assert not gw.reattach.recorded(c.sid, counter)
     assert not gw.probes.checks.windows.fresh(c.sid, counter)
+
+
+def test_a_verified_probe_raises_the_probe_floor_not_the_control_floor(session):
+    """Once verified, a probe raises the gate's probe_floor to its counter
+    (its replays then die at the gate, before the session's probe bucket:
+    a captured probe replayed at 10/s must not starve the client's own),
+    and never ctl_floor. A refused probe (forged, replayed) raises nothing,
+    and the floor never goes down."""
+    gw, _clock, c = session
+    below = keepalive(c)
+    assert probe_floor(gw, c) == 0
+    early = c.channel.next_counter()  # a probe sealed first, still on its way
+    msg = probe(c, 3)
+    counter = wire.parse_header(msg).counter
+    assert len(answered(c, msg, CANDIDATE)) == 1
+    assert probe_floor(gw, c) == counter and floor(gw, c) == below
+    forged = probe(c, 4)
+    forged = forged[:-1] + bytes([forged[-1] ^ 1])  # the tag holds, the MAC does not
+    assert answered(c, forged, ATTACKER) == [] and answered(c, msg, ATTACKER) == []
+    assert probe_floor(gw, c) == counter
+    late = c.control(abi.MSG_PATH_PROBE, 5, counter=early)
+    assert len(answered(c, late, CANDIDATE)) == 1  # (the gate would drop it: AdmitAll here)
+    assert probe_floor(gw, c) == counter and floor(gw, c) == below
 
 
 def test_a_probe_overtaken_by_our_heartbeats_is_answered_once(session):
@@ -173,10 +200,10 @@ def test_a_reattach_overtaken_by_a_probe_is_not_a_replay(session):
 
 
 def test_a_replay_flood_of_an_overtaken_probe_costs_one_hmac_each_and_nothing_else(session):
-    """The gate passes a probe's replays while its counter is fresh in the
-    data window (it has no floor for probes), at most the session's probe
-    bucket: in the daemon each costs one HMAC, no reply, no seal, no store
-    call, no window of any other session."""
+    """The replays the gate passes (those that reach it before the daemon
+    raised probe_floor; AdmitAll here passes them all), at most the
+    session's probe bucket: in the daemon each costs one HMAC, no reply, no
+    seal, no store call, no window of any other session."""
     gw, _clock, c = session
     msg = probe(c)
     keepalive(c)

@@ -12,11 +12,11 @@
  *   4 header tag (SipHash-2-4, under that phase's key)
  * Step 6 records the counter for DATA only; keepalives and control messages,
  * whose bodies the tag does not cover, are checked for freshness there and
- * (all but PATH_PROBE) against the element's ctl_floor, which the daemon
- * raises once their AEAD / HMAC verified. A probe is checked for freshness
- * only: the daemon keeps its own probe window and never raises the floor for
- * one, so probes and the other control messages cannot overtake each other
- * into a replay (issue 14).
+ * against the element's ctl_floor, which the daemon raises once their AEAD /
+ * HMAC verified. A PATH_PROBE is checked against probe_floor instead, which
+ * only a verified probe raises: probes and the other control messages cannot
+ * overtake each other into a replay, and a probe's replays still die here
+ * (issue 14).
  * Handshake initiations carry no session: only 1 and 7 apply. A frame the
  * parser cannot finish and that may be UDP to our port is dropped (1).
  * Authenticated control has its own budgets (per session, then gateway-wide)
@@ -366,7 +366,7 @@ static __always_inline __u32 jvpn_session_verdict(const struct jvpn_pkt *pkt,
 	struct jvpn_session_rt *rt;
 	__u32 verdict = 0, slot;
 	int fresh;
-	__u64 now;
+	__u64 now, floor;
 
 	s = jvpn_sessions.lookup(&sid);
 	if (!s)
@@ -395,18 +395,16 @@ static __always_inline __u32 jvpn_session_verdict(const struct jvpn_pkt *pkt,
 	 * the header with another body must not kill the genuine message; the
 	 * daemon records it after the AEAD / HMAC verified and raises the
 	 * element's ctl_floor: a replay of a verified one dies here, before any
-	 * bucket (issue 10 item 5). Not a probe: the daemon records probes in
-	 * a window of their own and raises no floor for them, so a probe on a
-	 * slow candidate is not killed by a later heartbeat of the fast active
-	 * path, nor a slow reattach by a fast candidate's probe (issue 14); a
-	 * probe's replays spend only its own bucket and die in the daemon's
-	 * probe window (one HMAC each). */
-	if (type == JVPN_MSG_DATA)
-		fresh = jvpn_replay_accept(rt, h->counter);
-	else if (type == JVPN_MSG_PATH_PROBE)
-		fresh = jvpn_replay_fresh(rt, h->counter);
-	else
-		fresh = h->counter > s->ctl_floor && jvpn_replay_fresh(rt, h->counter);
+	 * bucket (issue 10 item 5). A probe has a floor of its own,
+	 * probe_floor, which only a verified probe raises: a probe on a slow
+	 * candidate is not killed by a later heartbeat of the fast active
+	 * path, nor a slow reattach by a fast candidate's probe, and a
+	 * captured probe's replays die here, before the session's probe
+	 * bucket, once the daemon verified it (issue 14; the client keeps one
+	 * probe in flight at a time, so no probe of ours overtakes another). */
+	floor = type == JVPN_MSG_PATH_PROBE ? s->probe_floor : s->ctl_floor;
+	fresh = type == JVPN_MSG_DATA ? jvpn_replay_accept(rt, h->counter)
+				      : h->counter > floor && jvpn_replay_fresh(rt, h->counter);
 	if (!fresh) {
 		verdict = JVPN_R_DROP_REPLAY;
 	} else if (is_data) {
@@ -463,7 +461,7 @@ static __always_inline __u32 jvpn_verdict(const struct jvpn_pkt *pkt,
 	case JVPN_MSG_PATH_RESPONSE:
 	case JVPN_MSG_TERMINATE:
 	case JVPN_MSG_REKEY_INIT:
-	case JVPN_MSG_PATH_PROBE: /* control: tag, freshness (no ctl_floor), its own bucket */
+	case JVPN_MSG_PATH_PROBE: /* control: tag, probe_floor, freshness, its own bucket */
 		return jvpn_session_verdict(pkt, cfg, clock);
 	default: /* gateway-to-client types and unknown ones */
 		return JVPN_R_DROP_BAD_TYPE;

@@ -105,9 +105,9 @@ struct jvpn_hdr {
 #define JVPN_STATE_ALLOW_DEGRADED JVPN_ALLOW_CONTROL
 /* A standby (REMOTE) passes what its daemon acts on: a reattach (a
  * handoff), its path response, a terminate. Not REKEY_INIT nor PATH_PROBE:
- * the standby refuses them before verifying anything, so nothing (neither
- * its ctl_floor nor a probe window) ever makes a captured header stale
- * there: it would stay fresh forever. */
+ * the standby refuses them before verifying anything, so neither its
+ * ctl_floor nor its probe_floor ever rises and a captured header would
+ * stay fresh there forever. */
 #define JVPN_STATE_ALLOW_REMOTE                                               \
 	(JVPN_BIT(JVPN_MSG_REATTACH_REQ) | JVPN_BIT(JVPN_MSG_PATH_RESPONSE) | \
 	 JVPN_BIT(JVPN_MSG_TERMINATE))
@@ -161,9 +161,9 @@ struct jvpn_counter {
  * phase (the epoch's low bit), and the mask of the phases it accepts: one
  * phase normally, both from a rekey's commit to the end of its overlap.
  * Each step is one element replace by the daemon (jvpn/gate/element.py
- * session_element); the runtime slot (replay window, buckets) and
- * ctl_floor are per session and carry over. Every field: written by the
- * daemon only, read by XDP (and the CLI). */
+ * session_element); the runtime slot (replay window, buckets),
+ * ctl_floor and probe_floor are per session and carry over. Every field:
+ * written by the daemon only, read by XDP (and the CLI). */
 struct jvpn_session {
 	__u64 tag_key[2];   /* SipHash key (k0, k1) of client->gateway headers of phase 0 */
 	__u64 version;      /* store version of the record this element projects */
@@ -177,10 +177,13 @@ struct jvpn_session {
 	__u64 replay_floor; /* counters below this count as seen in a new window */
 	__u64 ctl_floor;    /* keepalive/control counters <= this are replays: the
 			     * highest the daemon verified (issue 10 item 5); not
-			     * PATH_PROBE's, neither checked nor raised (issue 14) */
+			     * PATH_PROBE's, which have probe_floor (issue 14) */
 	__u64 tag_key_phase1[2]; /* the same for headers of key phase 1 */
 	__u8 key_phases;    /* JVPN_KEY_PHASE_BIT(p): phase p accepted (its key live) */
 	__u8 _pad0[7];
+	__u64 probe_floor;  /* PATH_PROBE counters <= this are replays: the highest
+			     * probe the daemon verified (issue 14: a captured
+			     * probe's replays must not spend the probe bucket) */
 };
 
 /* ---- jvpn_session_rt: per-session runtime state, written by XDP only ----
@@ -319,11 +322,12 @@ struct jvpn_event {
 _Static_assert(sizeof(struct jvpn_hdr) == JVPN_HDR_LEN, "jvpn_hdr size");
 _Static_assert(__builtin_offsetof(struct jvpn_hdr, tag) == JVPN_TAGGED_LEN, "tag offset");
 _Static_assert(sizeof(struct jvpn_counter) == 16, "jvpn_counter size");
-_Static_assert(sizeof(struct jvpn_session) == 104, "jvpn_session size");
+_Static_assert(sizeof(struct jvpn_session) == 112, "jvpn_session size");
 _Static_assert(__builtin_offsetof(struct jvpn_session, bind_addr) == 32, "bind_addr offset");
 _Static_assert(__builtin_offsetof(struct jvpn_session, tag_key_phase1) == 80,
 	       "tag_key_phase1 offset");
 _Static_assert(__builtin_offsetof(struct jvpn_session, key_phases) == 96, "key_phases offset");
+_Static_assert(__builtin_offsetof(struct jvpn_session, probe_floor) == 104, "probe_floor offset");
 _Static_assert(sizeof(struct jvpn_session_rt) == 88 + 8 * JVPN_REPLAY_WORDS, "rt size");
 _Static_assert((JVPN_REPLAY_BITS & (JVPN_REPLAY_BITS - 1)) == 0, "replay bits: power of two");
 _Static_assert(JVPN_REPLAY_BITS >= 128, "replay bits >= 128");
