@@ -35,6 +35,7 @@ from jvpn.gateway.capacity import Capacity
 from jvpn.gateway.ceiling import ReplayCeiling, start_floor
 from jvpn.gateway.deletes import PendingDeletes
 from jvpn.gateway.downstream import Downstream
+from jvpn.gateway.floors import Floors
 from jvpn.gateway.indexes import Indexes
 from jvpn.gateway.key_writes import KeyWrites
 from jvpn.gateway.ownership import OwnerWrite
@@ -129,7 +130,7 @@ class Live:
 
 
 class SessionTable(StandbyWrites, Downstream, OperatorEnds, PendingDeletes, KeyWrites,
-                   Capacity, Indexes):
+                   Capacity, Indexes, Floors):
     def __init__(self, *, store: Store, gate, events: EventLog, ownership,
                  clock_ms: Callable[[], int], send: Send,
                  control_window: int = DEFAULT_CONTROL_WINDOW, peers=None, routes=None,
@@ -360,21 +361,6 @@ class SessionTable(StandbyWrites, Downstream, OperatorEnds, PendingDeletes, KeyW
         live.record = rec
         self.timers.touch(rec.session_id)
         self._put(live, rec)
-
-    def raise_control_floor(self, sid: int, counter: int) -> None:
-        """A keepalive or control message of ``sid`` the daemon verified (and
-        recorded in its own window): the gate drops every keepalive / control
-        message whose counter is at or below it, before any bucket (issue 10
-        item 5). The one element write the data thread makes: a monotone
-        raise of one field, serialized with the other element writes by the
-        gate's own lock, so it needs no control lock."""
-        self.gate.raise_ctl_floor(sid, counter)
-
-    def raise_probe_floor(self, sid: int, counter: int) -> None:
-        """A PATH_PROBE the daemon verified (jvpn/gateway/probes.py, its only
-        caller): the gate drops probes at or below it, before their bucket
-        (issue 14). Written as the control floor is."""
-        self.gate.raise_probe_floor(sid, counter)
 
     def drop_local(self, sid: int) -> None:
         """This gateway stops serving the session (the store keeps it)."""
