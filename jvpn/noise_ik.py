@@ -36,6 +36,12 @@ class NoiseError(Exception):
     """A message that does not open (a tag, a length, a public key)."""
 
 
+class AlreadyAnswered(RuntimeError):
+    """Message 2 written a second time from one message 1: the state it
+    continues from has moved on, so the message would be one the initiator
+    refuses (a caller's mistake, not a peer's)."""
+
+
 def _hash(data: bytes) -> bytes:
     return hashlib.blake2s(data).digest()
 
@@ -128,6 +134,7 @@ class Opened:
     payload: bytes
     remote_ephemeral: bytes
     symmetric: Symmetric
+    answered: bool = False  # message 2 written: the symmetric state is spent
 
 
 def read_message1(static: Static, msg: bytes) -> Opened:
@@ -147,7 +154,11 @@ def read_message1(static: Static, msg: bytes) -> Opened:
 def write_message2(opened: Opened, payload: bytes,
                    ephemeral: X25519PrivateKey | None = None) -> tuple[bytes, bytes, bytes, bytes]:
     """<- e, ee, se, payload: (message, initiator->responder key,
-    responder->initiator key, handshake hash)."""
+    responder->initiator key, handshake hash). Once per message 1 (a
+    second call raises AlreadyAnswered)."""
+    if opened.answered:
+        raise AlreadyAnswered("message 2 was written already for this message 1")
+    opened.answered = True  # before any mix: a failure half-way spends the state too
     sym = opened.symmetric
     e = ephemeral or X25519PrivateKey.generate()
     e_pub = e.public_key().public_bytes(*_RAW)

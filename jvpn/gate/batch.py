@@ -11,9 +11,16 @@ a single write would."""
 
 from __future__ import annotations
 
+from jvpn.errors import JvpnError
 from jvpn.gate import abi
 
 FLUSH_EVERY = 4096  # elements per BPF_MAP_UPDATE_BATCH: ~0.4 MiB of values per call
+
+
+class BatchNotWritten(JvpnError):
+    """A batch the maps refused, whole or in part (the map full, a kernel
+    error): the restart that wrote it fails, not the one session whose write
+    happened to fill the batch (jvpn/gateway/reconcile.py)."""
 
 
 class ElementBatch:
@@ -22,6 +29,7 @@ class ElementBatch:
         self.flush_every = flush_every
         self.written: dict[int, abi.Session] = dict(maps.list_sessions())  # the map, as of now
         self.pending: dict[int, abi.Session] = {}
+        self.unwritten: list[int] = []  # ids a failed flush or a drop did not write
         self.flushed = 0
 
     def old(self, sid: int) -> abi.Session | None:
@@ -45,12 +53,42 @@ class ElementBatch:
         self.written.pop(sid, None)
 
     def flush(self) -> None:
-        """Write what is pending (raises GateFull past the map's capacity:
-        the elements that fit are written)."""
+        """Write what is pending. On a failure (GateFull past the map's
+        capacity, any other error) the map is read back: ``written`` gains
+        exactly the elements that landed, ``unwritten`` names the others, and
+        BatchNotWritten is raised."""
         if not self.pending:
             return
         items = list(self.pending.items())
+        try:
+            self.maps.put_sessions(items)
+        except Exception as e:
+            self.pending.clear()
+            landed = [(sid, el) for sid, el in items if self._landed(sid, el)]
+            self._wrote(landed)
+            self.unwritten += [sid for sid, _ in items if sid not in dict(landed)]
+            raise BatchNotWritten(f"{len(items) - len(landed)} of {len(items)} session "
+                                  f"elements not written: {e}") from e
         self.pending.clear()
-        self.maps.put_sessions(items)
+        self._wrote(items)
+
+    def drop(self) -> None:
+        """Forget what is pending, unwritten (the writer failed: nothing more
+        of it goes to the map)."""
+        self.unwritten += list(self.pending)
+        self.pending.clear()
+
+    def _wrote(self, items: list[tuple[int, abi.Session]]) -> None:
         self.written.update(items)
         self.flushed += len(items)
+
+
+    def _landed(self, sid: int, element: abi.Session) -> bool:
+        """The map holds ``element`` for ``sid``; an element that cannot be
+        read back counts as landed (its runtime slot stays taken: a slot
+        freed while an element names it would be the worse mistake)."""
+        try:
+            got = self.maps.get_session(sid)
+        except Exception:  # noqa: BLE001 - the maps failing already: assume the worst
+            return True
+        return got is not None and bytes(got) == bytes(element)

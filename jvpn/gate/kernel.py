@@ -120,16 +120,31 @@ class XdpGate:
     @contextmanager
     def batched(self) -> Iterator[ElementBatch]:
         """Element writes inside are written in batches (jvpn/gate/batch.py),
-        the last ones when the block ends, also on an exception (raises
-        GateFull past the capacity: the elements that fit are written)."""
+        the last ones when the block ends. All or nothing for the caller: a
+        batch the maps refuse raises BatchNotWritten; a block that raises
+        writes nothing more (what is pending is dropped). Either way the
+        runtime slots of new elements that did not land go back."""
         with self._element_lock:
             self._batch = batch = ElementBatch(self.maps)
         try:
             yield batch
-        finally:
-            with self._element_lock:
-                self._batch = None
-                batch.flush()
+        except BaseException:
+            self._end_batch(batch, write=False)
+            raise
+        self._end_batch(batch, write=True)
+
+    def _end_batch(self, batch: ElementBatch, write: bool) -> None:
+        with self._element_lock:
+            self._batch = None
+            try:
+                if write:
+                    batch.flush()
+                else:
+                    batch.drop()
+            finally:
+                for sid in batch.unwritten:
+                    if batch.old(sid) is None:  # no element names its slot
+                        self.slots.free(sid)
 
     def put_remote(self, sid: int, keys: SessionKeys | KeyRing) -> None:
         """A session another gateway owns: its client's reattach traffic

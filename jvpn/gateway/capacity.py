@@ -27,9 +27,11 @@ class Capacity:
         return getattr(self.gate, "max_sessions", abi.DEFAULT_MAX_SESSIONS)
 
     def full(self) -> bool:
-        """No element for another session: ours and the standbys count alike
-        (each is one element of the sessions map)."""
-        return len(self.sessions) + len(self.standby) >= self.max_sessions()
+        """No room for another session of ours. Standbys do not count: they
+        are other gateways' sessions, and a cluster's must not crowd out a
+        gateway's own (an element the maps have no room for is refused by
+        the gate itself: put_new)."""
+        return len(self.sessions) >= self.max_sessions()
 
     def refuse_if_full(self) -> None:
         if self.full():

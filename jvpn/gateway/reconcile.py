@@ -14,7 +14,8 @@ import logging
 import time
 
 from jvpn.codes import EventType, Reason
-from jvpn.gate.element import GateFull
+from jvpn.errors import JvpnError
+from jvpn.gate.batch import BatchNotWritten
 from jvpn.keys import KeyRing, ring_for
 from jvpn.session import Event, State
 from jvpn.store import Stored, Unreadable
@@ -32,52 +33,91 @@ def _ring(rec, raw: bytes) -> KeyRing:
         raise Unreadable(f"session {rec.session_id:016x}: {e}") from None
 
 
+class TooManySessions(JvpnError):
+    """The store holds more sessions owned here than MaxSessions: a start
+    that served only some would leave the rest orphaned (attached, ours, with
+    no element, never expired), so it does not start."""
+
+
 class Reconcile:
     def reconcile(self, progress_every: int = PROGRESS_EVERY) -> None:
         """Store is the truth; the maps follow it (no session lost, none left).
         One pass over the store (Store.restorable), element writes batched
-        (jvpn/gate/batch.py); a log line every ``progress_every`` sessions."""
+        (jvpn/gate/batch.py); a log line every ``progress_every`` sessions.
+
+        All or nothing: a pass that does not end (a page read fails, a batch
+        of elements is not written, more sessions of ours than MaxSessions)
+        fails the start and removes nothing. A record whose secrets, floor
+        or ceiling do not read costs that one session (a DaemonError)."""
         started = time.monotonic()
         with self.control:
-            kept = seen = 0
-            try:
-                with self.table.batched_writes():
-                    for stored in self.store.restorable():
-                        seen += 1
-                        kept += self._restore_one(stored)
-                        if seen % progress_every == 0:
-                            log.info("reconcile: %d sessions read, %d restored, %.1f s",
-                                     seen, kept, time.monotonic() - started)
-            except Exception as e:  # noqa: BLE001 - the last batch (GateFull) or the store
-                self.incidents.report("reconcile", e)
-            removed = self.table.remove_stale()
+            with self.table.batched_writes():
+                kept, others = self._restore_own(progress_every, started)
+                self._stand_by_others(others)
+            removed = self.table.remove_stale()  # only after a complete pass
             seconds = round(time.monotonic() - started, 3)
             self.events.emit(EventType.RECONCILED, Reason.OK, sessions=kept,
                              removed_from_maps=removed, seconds=seconds)
-        if seen >= progress_every:
+        if kept + len(others) >= progress_every:
             log.info("reconcile: %d sessions restored in %.1f s", kept, seconds)
 
-    def _restore_one(self, stored: Stored) -> int:
-        """1 when the session is served here; a failure is its own only."""
-        try:
+    def _restore_own(self, progress_every: int, started: float) -> tuple[int, list[Stored]]:
+        """Our sessions restored, up to MaxSessions (more: TooManySessions,
+        once the pass has counted them all); others' returned for later, so
+        that their standby elements never take the room of one of ours."""
+        kept = over = seen = 0
+        others: list[Stored] = []
+        for stored in self.store.restorable():
+            seen += 1
             if stored.problem is not None:
-                raise stored.problem
-            if self.table.full():
-                raise GateFull(f"session {stored.record.session_id:016x} not restored: the "
-                               f"gateway holds its MaxSessions ({self.table.max_sessions()})")
+                self.incidents.report("reconcile", stored.problem)
+            elif not self.ownership.owns(stored.record):
+                if stored.record.state is not State.TERMINATED:  # an ended one stays ended
+                    others.append(stored)
+            elif stored.record.state is not State.TERMINATED and (over or self.table.full()):
+                over += 1  # counted, not restored: the start fails below
+            else:
+                kept += self._restore_one(stored)
+            if seen % progress_every == 0:
+                log.info("reconcile: %d sessions read, %d restored, %.1f s",
+                         seen, kept, time.monotonic() - started)
+        if over:
+            raise TooManySessions(
+                f"the session store holds {len(self.table.sessions) + over} sessions owned by "
+                f"this gateway, more than its MaxSessions ({self.table.max_sessions()}): raise "
+                "MaxSessions in the config (beyond the gate's capacity, attach again with a "
+                "larger --max-sessions)")
+        return kept, others
+
+    def _restore_one(self, stored: Stored) -> int:
+        """1 when the session is served here; a failure is its own only (a
+        batch of elements not written is the whole start's)."""
+        try:
             rec = stored.record
             return int(self._restore(rec, _ring(rec, stored.secrets), stored))
+        except BatchNotWritten:
+            raise
         except Exception as e:  # noqa: BLE001 - one session must not block the start
             self.incidents.report("reconcile", e)
             return 0
 
+    def _stand_by_others(self, others: list[Stored]) -> None:
+        """Remote entries for other gateways' sessions, after ours (their
+        own map, jvpn_remote: they never take the room of one of ours; one
+        the remote map has no room for is reported by stand_by)."""
+        for stored in others:
+            try:
+                rec = stored.record
+                self.table.stand_by(rec, _ring(rec, stored.secrets).loaded(self.table.clock_ms()))
+            except BatchNotWritten:
+                raise
+            except Exception as e:  # noqa: BLE001 - one session must not block the start
+                self.incidents.report("reconcile", e)
+
     def _restore(self, rec, keys: KeyRing, stored: Stored) -> bool:
-        """One stored session after a start: served here (True), stood by, or gone."""
+        """One stored session of ours after a start: served here (True), or
+        ended, or lost to another gateway meanwhile (reclaim)."""
         table = self.table
-        if not self.ownership.owns(rec):
-            if rec.state is not State.TERMINATED:
-                table.stand_by(rec, keys.loaded(table.clock_ms()))  # an ended overlap stays ended
-            return False
         if rec.state is State.TERMINATED:
             table.forget(rec.session_id)
             return False

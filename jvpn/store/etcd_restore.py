@@ -8,13 +8,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from jvpn.store import RESTORE_PAGE, Stored, StoreError, Unreadable
-from jvpn.store.etcd_codec import _meta_key, _parse_session
+from jvpn.store.etcd_codec import _meta_key, _parse_session, _unb64
 
 
 class EtcdRestore:
     def _pages(self, kind: str, page: int) -> Iterator[tuple[str, bytes, dict]]:
-        """(key, value, metadata) of every key under ``kind/``, ``page`` per read."""
-        start = self._key(kind, "")
+        """(key, value, metadata) of every key under ``kind/``, ``page`` per
+        read. The next read starts after the last key's raw bytes: a key
+        that does not decode must not end the paging early."""
+        start: str | bytes = self._key(kind, "")
         end = start[:-1] + chr(ord(start[-1]) + 1)  # the prefix's range end
         while True:
             got = self._call("get", self._client.get, start, metadata=True, range_end=end,
@@ -23,7 +25,7 @@ class EtcdRestore:
                 yield _meta_key(meta), value, meta
             if len(got) < page:
                 return
-            start = _meta_key(got[-1][1]) + "\0"
+            start = _raw_key(got[-1][1]) + b"\0"
 
     def _numbers(self, kind: str, page: int) -> dict[int, str]:
         """The floors/ or replay/ values by session id."""
@@ -46,11 +48,30 @@ class EtcdRestore:
                 continue
             sid = rec.session_id
             self._seen[sid] = (rec.version, int(meta.get("mod_revision", 0)), sealed)
-            ceiling = ceilings.get(sid)
-            stored = Stored(rec, b"", int(floors.get(sid, "0").split()[0]),
-                            (int(ceiling.split()[0]), ceiling.endswith(" exact"))
-                            if ceiling is not None else (0, True))
             try:
-                yield Stored(rec, self._open(sid, sealed), stored.floor, stored.ceiling)
-            except StoreError as e:  # sealed under another cluster key: this one only
-                yield Stored(rec, b"", stored.floor, stored.ceiling, problem=e)
+                floor, ceiling = _floor(floors.get(sid)), _ceiling(ceilings.get(sid))
+                yield Stored(rec, self._open(sid, sealed), floor, ceiling)
+            except (StoreError, ValueError, IndexError) as e:  # this session's only
+                yield Stored(rec, b"", problem=e if isinstance(e, StoreError) else Unreadable(
+                    f"session {sid:016x}: its floor or replay ceiling does not read ({e})"))
+
+
+def _floor(text: str | None) -> int:
+    return int(text.split()[0]) if text is not None else 0
+
+
+def _ceiling(text: str | None) -> tuple[int, bool]:
+    """(ceiling, exact) as raise_replay_ceiling / settle_replay_ceiling wrote it."""
+    if text is None:
+        return 0, True
+    return int(text.split()[0]), text.endswith(" exact")
+
+
+def _raw_key(meta) -> bytes:
+    """The raw key of a value etcd3gw returned with its metadata; one that is
+    missing fails the pass (the paging cannot go on from it)."""
+    try:
+        key = meta["key"]
+        return bytes(key) if isinstance(key, (bytes, bytearray)) else _unb64(key)
+    except Exception as e:  # noqa: BLE001 - a page etcd3gw could not have returned
+        raise StoreError(f"etcd range read: a key without its name ({e})") from None

@@ -75,6 +75,13 @@ def _unsigned(s: int) -> int:
     return s + (1 << 64) if s < 0 else s
 
 
+def _count(value) -> int:
+    """A stored counter: an integer column, never text that looks like one."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"a counter stored as {type(value).__name__}")
+    return value
+
+
 # SQLite's side files in WAL mode (and -journal, should a crash have left
 # one from another journal mode). SQLite creates each with the mode of the
 # database file (unix VFS, robust_open / findCreateFileMode), so a database
@@ -297,17 +304,32 @@ class SqliteStore(SkipsUnreadable):
                     rows = self._db.execute(_RESTORABLE, (first, page)).fetchall()
                 except sqlite3.Error as e:
                     raise StoreError(f"session store read failed: {e}") from e
-            for sid, text, secrets, floor, ceiling, exact in rows:
-                try:
-                    rec = record_from_json(text)
-                except Unreadable as e:
-                    self._skipped(f"{_unsigned(sid):016x}", e)
-                    continue
-                yield Stored(rec, bytes(secrets), floor or 0,
-                             (ceiling, bool(exact)) if ceiling is not None else (0, True))
+            for row in rows:
+                stored = self._stored(*row)
+                if stored is not None:
+                    yield stored
             if len(rows) < page or rows[-1][0] == (1 << 63) - 1:
                 return
             first = rows[-1][0] + 1
+
+    def _stored(self, sid, text, secrets, floor, ceiling, exact) -> Stored | None:
+        """One row of the pass: None for a record that does not parse (skipped
+        and reported, as every read does); secrets, floor or ceiling that do
+        not read give a Stored with its ``problem`` (that session only)."""
+        try:
+            rec = record_from_json(text)
+        except Unreadable as e:
+            self._skipped(f"{_unsigned(sid):016x}", e)
+            return None
+        try:
+            if not isinstance(secrets, bytes):
+                raise TypeError(f"secrets are {type(secrets).__name__}, not bytes")
+            return Stored(rec, secrets, _count(floor or 0),
+                          (_count(ceiling), bool(exact)) if ceiling is not None else (0, True))
+        except (TypeError, ValueError) as e:
+            return Stored(rec, b"", problem=Unreadable(
+                f"session {rec.session_id:016x}: its stored secrets, floor or ceiling "
+                f"do not read ({e})"))
 
     def changes(self, since_revision: int = 0) -> Iterator[Change]:
         with self._lock:

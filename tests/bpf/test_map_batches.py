@@ -10,6 +10,7 @@ import pytest
 
 from jvpn.gate import abi
 from jvpn.gate.attach import unpin
+from jvpn.gate.batch import BatchNotWritten, ElementBatch
 from jvpn.gate.element import GateFull
 from jvpn.gate.loader import load_plain
 from jvpn.gate.pins import PinnedMap
@@ -53,3 +54,33 @@ def test_a_batch_past_the_capacity_is_gate_full_after_what_fits(sessions_map):
         sessions_map.update_batch([ctypes.c_uint64(s) for s in sids],
                                   [abi.Session(version=1) for _ in sids])
     assert sum(1 for _ in sessions_map.items_batch()) == CAPACITY
+
+
+class MapAsGateMaps:
+    """The raw map with the three calls ElementBatch makes (jvpn/gate/pins.py
+    GateMaps: put_sessions, get_session, list_sessions)."""
+
+    def __init__(self, m: PinnedMap):
+        self.m = m
+
+    def list_sessions(self):
+        return list(self.m.items_batch())
+
+    def get_session(self, sid):
+        return self.m.lookup(ctypes.c_uint64(sid))
+
+    def put_sessions(self, items):
+        self.m.update_batch([ctypes.c_uint64(s) for s, _ in items], [e for _, e in items])
+
+
+def test_a_batch_past_the_capacity_knows_exactly_which_elements_landed(sessions_map):
+    """ElementBatch on the kernel's E2BIG: what landed is read back, the rest
+    named unwritten (their runtime slots go back: jvpn/gate/kernel.py)."""
+    batch = ElementBatch(MapAsGateMaps(sessions_map), flush_every=CAPACITY + 100)
+    for sid in range(1, CAPACITY + 11):
+        batch.put(sid, abi.Session(version=sid))
+    with pytest.raises(BatchNotWritten, match=f"10 of {CAPACITY + 10}"):
+        batch.flush()
+    in_map = {sid for sid, _ in sessions_map.items_batch()}
+    assert set(batch.written) == in_map and len(in_map) == CAPACITY
+    assert sorted(batch.unwritten) == sorted(set(range(1, CAPACITY + 11)) - in_map)

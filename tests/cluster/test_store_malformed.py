@@ -86,3 +86,23 @@ def test_a_gateway_starts_and_keeps_its_timers_over_a_malformed_value(etcd, stor
         assert gw.fatal is None and gw.supervisor.dead() == [] and not gw.fenced
     finally:
         gw.stop()
+
+
+def test_a_restart_pass_goes_past_a_key_that_does_not_decode(etcd, store):
+    """Store.restorable pages on the raw key bytes: a key under the sessions
+    prefix that is not UTF-8, last of its page, does not end the pass."""
+    import etcd3gw  # noqa: PLC0415 - the cluster tier has it
+
+    raw = etcd3gw.client(host=etcd.host, port=etcd.port)
+    ids = [0xF000000000000001, 0xF000000000000002]
+    for sid in ids:
+        store.create(_attached(sid), b"secret")
+    raw.put(f"{store.prefix}sessions/".encode() + b"\xff", "not json")  # the first page's last
+    raw.put(f"{store.prefix}sessions/".encode() + b"\xff\x01", "not json")
+    late = _attached(0xF000000000000003)
+    store.create(late, b"secret")
+    raw.put(f"{store.prefix}sessions/".encode() + b"\xff\x02",
+            raw.get(f"{store.prefix}sessions/{late.session_id:016x}")[0])
+    got = list(store.restorable(page=4))  # the three hex names sort first
+    assert [s.record.session_id for s in got] == [*ids, late.session_id, late.session_id]
+    assert len(store.skipped) == 2

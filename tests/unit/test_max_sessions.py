@@ -219,10 +219,19 @@ def test_reconcile_restores_every_stored_session_through_the_batch(tmp_path):
         assert gw.table.sessions[sid].channel.next_counter() >= floors[sid] > 0
 
 
-def test_reconcile_restores_no_more_than_max_sessions(tmp_path):
+def test_reconcile_of_more_sessions_than_max_sessions_fails_the_start(tmp_path):
+    """Serving 6 of 10 would orphan 4 (ours in the store, no element, never
+    expired): the start fails, naming both counts, and removes nothing."""
     store, _ = _store_with(tmp_path / "s.db", 10)
     gate = BatchingGate()
     gate.max_sessions = 6
     gw = make_gateway(tmp_path, store=store, gate=gate)
+    with pytest.raises(JvpnError) as e:
+        gw.reconcile()
+    assert "\n" not in str(e.value)
+    assert "10 sessions" in str(e.value) and "MaxSessions (6)" in str(e.value)
+    assert len(store.list()) == 10 and events_of(gw.events, "Reconciled") == []
+    gate.max_sessions = 10  # raised: every one served
+    gw = make_gateway(tmp_path, store=store, gate=gate)
     gw.reconcile()
-    assert len(gw.table.sessions) == 6 and len(store.list()) == 10  # the store keeps them
+    assert len(gw.table.sessions) == 10

@@ -9,7 +9,7 @@ import ipaddress
 import warnings
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from noise.connection import Keypair, NoiseConnection
 
 from jvpn import keys, noise_ik
@@ -94,3 +94,26 @@ def test_an_initiation_for_another_gateway_key_is_refused():
     other = keys.public_from_private(keys.generate_private())
     with pytest.raises(HandshakeError, match="bad_initiation"):
         Responder(GW, lambda k: True).open(Initiator(CL, other).initiation())
+
+
+def test_a_small_order_encrypted_static_is_refused():
+    """A message 1 whose static key opens (its tag verifies) but is the
+    all-zero point: the ss exchange gives zero, the message is refused."""
+    static = noise_ik.Static(GW, PROTOCOL, PROLOGUE)
+    sym = static.fresh()  # the initiator's state after <- s: the same, from the public key
+    e = X25519PrivateKey.generate()
+    e_pub = e.public_key().public_bytes_raw()
+    sym.mix_hash(e_pub)
+    sym.mix_key(e.exchange(X25519PublicKey.from_public_bytes(GW_PUB)))  # es
+    msg = e_pub + sym.encrypt_and_hash(bytes(32)) + bytes(noise_ik.TAGLEN + 12)
+    with pytest.raises(noise_ik.NoiseError, match="bad public key"):
+        noise_ik.read_message1(static, msg)
+
+
+def test_a_second_respond_raises_instead_of_a_message_the_client_refuses():
+    init = Initiator(CL, GW_PUB)
+    opened = Responder(GW, lambda k: True).open(init.initiation())
+    resp, _keys = opened.respond(ASSIGN)
+    with pytest.raises(noise_ik.AlreadyAnswered):
+        opened.respond(ASSIGN)
+    assert init.response(resp)[0] == ASSIGN  # the first answer still completes
