@@ -21,6 +21,8 @@ class SessionsFull(StoreError):
 
 
 class Capacity:
+    pending_new = 0  # handshakes' sessions whose writes are queued (table.py start_new)
+
     def max_sessions(self) -> int:
         """The gate's element budget: MaxSessions (the attached maps'
         capacity by default, jvpn/gateway/build.py)."""
@@ -29,7 +31,8 @@ class Capacity:
     def full(self) -> bool:
         """No element for another session: ours and the standbys count alike
         (each is one element of the sessions map)."""
-        return len(self.sessions) + len(self.standby) >= self.max_sessions()
+        return (len(self.sessions) + len(self.standby) + self.pending_new
+                >= self.max_sessions())
 
     def refuse_if_full(self) -> None:
         if self.full():

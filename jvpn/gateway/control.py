@@ -62,36 +62,36 @@ class ControlPath:
             self._refuse(Refused("this gateway's lease is not certainly alive",
                                  Reason.OWNERSHIP_CONFLICT), src)
             return
-        refused = self._claim(verdict)
-        if refused is not None:
-            self._refuse(refused, src)
-            return
         self._start_session(verdict, src)
 
-    def _claim(self, verdict) -> Refused | None:
-        """The store's compare-and-swap on the peer's timestamp: one claim
-        per initiation in the whole cluster; no answer, no handshake."""
-        init = verdict.init
-        try:
-            if not self.table.claim_initiation(init.client_public, init.timestamp_ns):
-                return Refused(f"{REPLAYED}: not newer than the stored timestamp",
-                               Reason.REPLAY_DETECTED)
-        except StoreError as e:
-            return Refused(f"the store cannot check the initiation's timestamp: {e}")
-        self.admission.accepted(verdict)
-        return None
-
     def _start_session(self, verdict, src: tuple[str, int]) -> None:
+        """The new session's writes, the initiation's claim first among
+        them (one claim per initiation in the whole cluster: no answer, no
+        handshake), then, once they are durable, the response
+        (``_written``, maybe on the store's writer thread, under the lock)."""
+        init = verdict.init
         try:
             sid = self.table.unused_id(self.randbits)
             new = self.admission.session(verdict, sid, Transport(*src), self.clock_ms(),
                                          owner=self.events.node_id,
                                          owner_lease=self.table.ownership.token)
-            self.table.create(new.record, new.keys, verdict.inner.packed, new.transition,
-                              confirmed=False)
+            self.table.start_new(init.client_public, init.timestamp_ns, new.record, new.keys,
+                                 verdict.inner.packed, new.transition,
+                                 lambda result: self._written(result, verdict, new, src))
         except StoreError as e:  # SessionsFull too: MaxSessions (jvpn/gateway/capacity.py)
             self._refuse(Refused(str(e), getattr(e, "reason", Reason.HANDSHAKE_FAIL)), src)
+
+    def _written(self, result, verdict, new, src: tuple[str, int]) -> None:
+        """The store kept the session (or refused): only now the response."""
+        if result is None:
+            self._refuse(Refused(f"{REPLAYED}: not newer than the stored timestamp",
+                                 Reason.REPLAY_DETECTED), src)
             return
+        if isinstance(result, StoreError):
+            self._refuse(Refused(str(result), getattr(result, "reason", Reason.HANDSHAKE_FAIL)),
+                         src)
+            return
+        self.admission.accepted(verdict)
         self.send(new.response, Transport(*src))
 
     def _refuse(self, refused: Refused, src: tuple[str, int]) -> None:

@@ -67,6 +67,46 @@ class Stored:
     problem: StoreError | None = None
 
 
+@dataclass(frozen=True)
+class HandshakeWrites:
+    """What a handshake makes durable before its response goes out
+    (docs/protocol.md "A handshake's durable writes"): the initiation's
+    claim, the session's record and secrets, and, where the store takes it
+    in the same transaction, the send-counter floor reserved ahead of the
+    session's first counter."""
+
+    peer: bytes  # the initiator's static public key
+    timestamp_ns: int  # its initiation's timestamp (the claim)
+    record: SessionRecord
+    secrets: bytes
+    floor: int  # gateway send counters below it may be used
+
+
+# the send-counter floor a handshake's writes made durable with the record; 0: none
+Prewritten = int
+NOTHING_PREWRITTEN: Prewritten = 0
+
+
+def write_handshake(store: Store, w: HandshakeWrites) -> Prewritten | None:
+    """A handshake's writes: None when the claim finds a replay (nothing
+    written). A store with one transaction for all of them
+    (``write_handshake``, SQLite) takes them at once; any other claims and
+    creates one write after the other, as before, and its floor is written
+    at its first use (etcd: one request per write).
+    Raises StoreError: the claim may stand, nothing else does."""
+    one = getattr(store, "write_handshake", None)
+    return one(w) if one is not None else one_by_one(store, w)
+
+
+def one_by_one(store: Store, w: HandshakeWrites) -> Prewritten | None:
+    """The claim, then the record, each its own write (the floor left to
+    its first use)."""
+    if not store.claim_initiation(w.peer, w.timestamp_ns):
+        return None
+    store.create(w.record, w.secrets)
+    return NOTHING_PREWRITTEN
+
+
 RESTORE_PAGE = 10_000  # records per read of Store.restorable (bounds memory and lock holds)
 
 
