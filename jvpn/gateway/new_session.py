@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from jvpn.codes import EventType
+from jvpn.gateway.ceiling import REPLAY_BLOCK
 from jvpn.keys import KeyRing, SessionKeys
 from jvpn.session import SessionRecord
 from jvpn.store import NOTHING_PREWRITTEN, HandshakeWrites, Prewritten, StoreError
@@ -28,6 +29,11 @@ if TYPE_CHECKING:
 # floor a channel's first counter (1) asks for, so the session's first
 # reply waits for no write of its own.
 FIRST_FLOOR = 1 + RESERVE_BLOCK
+# And what its confirmation writes: the replay ceiling a client's first
+# message (counter 1) asks for. Until that write is durable the session
+# delivers nothing (jvpn/gateway/datapath.py), so its ReplayCeiling may
+# count on it from the start: the first message waits for no write of its own.
+FIRST_CEILING = 1 + REPLAY_BLOCK
 
 
 class NewSessions:
@@ -68,7 +74,7 @@ class NewSessions:
                 done(result)
                 return
             try:
-                live = self._made(rec, keys, inner, tr, result)
+                live = self._made(rec, keys, inner, tr, result, FIRST_CEILING)
             except StoreError as e:  # the gate full: the record is gone again
                 done(e)
                 return
@@ -79,12 +85,48 @@ class NewSessions:
             self.pending_new -= 1
             raise
 
+    def confirm(self, live: Live, done: Callable[[bool], None] | None = None) -> None:
+        """The initiator proved the new session's path: recorded first, with
+        the replay ceiling its first messages are delivered under (one
+        transaction; group-committed), then the downstream goes to it, then
+        ``done(True)``. Not recorded: ``done(False)`` (the next message
+        retries), or without ``done`` a StoreError (at once, unless
+        group-committed)."""
+        rec = live.record
+        if rec.confirmed:  # restored so, or confirmed before
+            self._route_confirmed(live, done)
+            return
+        new = rec.with_(confirmed=True, version=rec.version + 1)
+
+        def written(result) -> None:
+            if isinstance(result, StoreError):
+                if done is None:
+                    raise result
+                done(False)
+                return
+            if self.sessions.get(rec.session_id) is not live:  # forgotten meanwhile
+                if done is not None:
+                    done(False)
+                return
+            self._project(new, live.keys, ())
+            self._route_confirmed(live, done)
+        self.writes.confirm(rec, new, FIRST_CEILING, written)
+
+    def _route_confirmed(self, live: Live, done: Callable[[bool], None] | None) -> None:
+        live.confirmed = True
+        self._route(live)
+        if done is not None:
+            done(True)
+
     def _made(self, rec: SessionRecord, keys: SessionKeys, inner: bytes, tr,
-              prewritten: Prewritten) -> Live:
-        """A stored new session in memory, its element and its event."""
+              prewritten: Prewritten, ceiling_ahead: int = 0) -> Live:
+        """A stored new session in memory, its element and its event.
+        ``ceiling_ahead``: the replay ceiling its confirmation writes
+        (``confirm``), before which it delivers nothing."""
         confirmed = rec.confirmed
         live = self._live(rec, KeyRing.of(keys), inner, stored_ceiling=(0, True),
-                          routed=confirmed, prewritten=prewritten)
+                          routed=confirmed, prewritten=prewritten,
+                          ceiling_ahead=ceiling_ahead)
         live.confirmed = confirmed
         self.put_new(live, rec)
         self.events.emit(EventType.SESSION_STATE_CHANGE, tr.reason_code, rec.session_id,

@@ -202,20 +202,6 @@ class SessionTable(NewSessions, StandbyWrites, Downstream, OperatorEnds, Pending
         self._project(new, keys, steps)
         announce(self.events, base, steps, detail, self.clock_ms())
 
-    def confirm(self, live: Live) -> None:
-        """The initiator proved the new session's path: recorded first (raises
-        StoreError: the next message retries), then the downstream goes to it."""
-        rec = live.record
-        if not rec.confirmed:
-            self.commit(rec, rec.with_(confirmed=True, version=rec.version + 1), live.keys)
-        live.confirmed = True
-        self._route(live)
-
-    def claim_initiation(self, peer: bytes, timestamp_ns: int) -> bool:
-        """The store's compare-and-swap on the peer's handshake timestamp
-        (jvpn/store): False for a replay; raises StoreError."""
-        return self.store.claim_initiation(peer, timestamp_ns)
-
     def transition(self, live: Live, event: Event, detail: str = "", **changes) -> None:
         """A transition the gateway decides itself (timers, a replacing
         handshake); a terminated session is forgotten at once."""
@@ -295,7 +281,7 @@ class SessionTable(NewSessions, StandbyWrites, Downstream, OperatorEnds, Pending
     def _live(self, rec: SessionRecord, keys: KeyRing | SessionKeys, inner: bytes,
               first_counter: int = 1, stored_ceiling: tuple[int, bool] | None = None,
               gate_window: bool = False, routed: bool = True,
-              prewritten: Prewritten = NOTHING_PREWRITTEN) -> Live:
+              prewritten: Prewritten = NOTHING_PREWRITTEN, ceiling_ahead: int = 0) -> Live:
         """``stored_ceiling``: the store's replay ceiling and whether it is
         exact (None: read it).
         ``gate_window``: the gate kept this session's window across our
@@ -303,7 +289,9 @@ class SessionTable(NewSessions, StandbyWrites, Downstream, OperatorEnds, Pending
         ``routed``: the peer's downstream goes to this session (not yet for
         an unconfirmed one).
         ``prewritten``: the send-counter floor a handshake's transaction
-        wrote with the record (jvpn/store ``HandshakeWrites``)."""
+        wrote with the record (jvpn/store ``HandshakeWrites``);
+        ``ceiling_ahead``: the replay ceiling the confirmation writes
+        (jvpn/gateway/new_session.py)."""
         sid, stored_keys = rec.session_id, KeyRing.of(keys)
         keys = stored_keys.loaded(self.clock_ms())  # an overlap over (write pending): over
         stored, exact = (self.store.get_replay_ceiling(sid) if stored_ceiling is None
@@ -312,7 +300,8 @@ class SessionTable(NewSessions, StandbyWrites, Downstream, OperatorEnds, Pending
         kept = self.gate.counter_top(sid) if gate_window else 0
         floor = max(rec.c2s_floor, kept) if kept else start_floor(rec.c2s_floor, stored)
         blind = not kept and not exact and stored > rec.c2s_floor
-        ceiling = ReplayCeiling(floor, stored, _StoreWrite(self, "raise_replay_ceiling", sid))
+        ceiling = ReplayCeiling(floor, max(stored, ceiling_ahead),
+                                _StoreWrite(self, "raise_replay_ceiling", sid))
         channel = DataChannel(keys, "gateway", first_counter=max(first_counter, 1),
                               check_replay=not self.gate.checks_in_kernel,
                               check_tag=not self.gate.checks_in_kernel,

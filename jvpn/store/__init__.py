@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, fields, is_dataclass
+from dataclasses import dataclass, fields
 from typing import Protocol, runtime_checkable
 
 from jvpn.errors import JvpnError
@@ -110,6 +110,24 @@ def one_by_one(store: Store, w: HandshakeWrites) -> Prewritten | None:
 RESTORE_PAGE = 10_000  # records per read of Store.restorable (bounds memory and lock holds)
 
 
+def write_confirm(store: Store, base: SessionRecord, new: SessionRecord, ceiling: int) -> None:
+    """A new session's confirmation (``new``: confirmed, over ``base``) and
+    the replay ceiling its first messages are delivered under: one
+    transaction where the store has one (SQLite), else one write after the
+    other. Raises StoreError (VersionConflict included)."""
+    one = getattr(store, "write_confirm", None)
+    if one is not None:
+        one(base, new, ceiling)
+    else:
+        confirm_one_by_one(store, base, new, ceiling)
+
+
+def confirm_one_by_one(store: Store, base: SessionRecord, new: SessionRecord,
+                       ceiling: int) -> None:
+    store.cas(base.session_id, base.version, new)
+    store.raise_replay_ceiling(base.session_id, ceiling)
+
+
 class Store(Protocol):
     """``claim_initiation``: the handshake timestamps of every gateway on
     this store. True when ``timestamp_ns`` is newer than every initiation of
@@ -184,16 +202,18 @@ def check_cas(session_id: int, expected_version: int, new: SessionRecord,
 
 
 _FIELD_NAMES = tuple(f.name for f in fields(SessionRecord))
+_NESTED = ("binding", "candidate")  # the record's Transport fields
 
 
 def record_to_json(rec: SessionRecord) -> str:
     """The record as JSON. Field by field, not ``asdict``: its deep copy of
     every value cost more than the rest of a handshake's store write
-    (issue 15); a nested dataclass (a Transport) is still converted whole."""
+    (issue 15); a Transport as its two fields."""
     d = {name: getattr(rec, name) for name in _FIELD_NAMES}
-    for name, value in d.items():
-        if is_dataclass(value):
-            d[name] = asdict(value)
+    for name in _NESTED:  # a Transport's two fields, as asdict gives them
+        value = d[name]
+        if value is not None:
+            d[name] = {"addr": value.addr, "port": value.port}
     d["state"] = rec.state.name
     d["switches_ms"] = list(rec.switches_ms)
     if rec.confirmed:  # the usual case: a record as before the field existed

@@ -4,11 +4,12 @@
 thread, and its continuation right after (any store; etcd: one request per
 write, as before).
 
-``GroupCommit``: SQLite's group commit. Handshakes queue their writes; one
-writer thread takes what is queued (up to ``max_batch``, waiting at most
-``max_wait_s`` after the first for more), runs each in a savepoint of one
-transaction and commits them with one fsync; only then does each
-continuation run (the response goes out there, never before). An op that
+``GroupCommit``: SQLite's group commit. Handshakes (and the confirmations
+of their sessions) queue their writes; one writer thread takes what is
+queued (up to ``max_batch``, waiting at most ``max_wait_s`` after the first
+for more), runs each in a savepoint of one transaction and commits them
+with one fsync; only then does each continuation run (a response, or a
+first message's delivery, goes out there, never before). An op that
 fails is undone alone and only its continuation sees the error; a commit
 that fails fails every op of the batch. The continuations run through
 ``deliver`` (the gateway: under its control lock), in queue order.
@@ -20,7 +21,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from jvpn.store import HandshakeWrites, Store, StoreError, write_handshake
+from jvpn.session import SessionRecord
+from jvpn.store import HandshakeWrites, Store, StoreError, write_confirm, write_handshake
 
 GROUP_WAIT_S = 0.002  # the longest a queued write waits for others to share its fsync
 GROUP_MAX = 128  # writes per transaction at most
@@ -47,6 +49,15 @@ class ImmediateWrites:
             result = e
         done(result)
 
+    def confirm(self, base: SessionRecord, new: SessionRecord, ceiling: int,
+                done: Done) -> None:
+        try:
+            write_confirm(self.store, base, new, ceiling)
+            result: object = True
+        except StoreError as e:
+            result = e
+        done(result)
+
     def close(self) -> None:
         pass
 
@@ -60,9 +71,9 @@ class GroupCommit:
         """``deliver(fn)`` runs a batch's continuations (the gateway: under
         its control lock); ``report(where, error)``: a continuation that
         raised (contained: the writer goes on)."""
-        from jvpn.store.sqlite import handshake_op  # noqa: PLC0415 - sqlite's own op
+        from jvpn.store import sqlite  # noqa: PLC0415 - its ops: only with a SQLite store
 
-        self.store, self._op = store, handshake_op
+        self.store, self._ops = store, sqlite
         self.deliver, self.report = deliver, report
         self.max_wait_s, self.max_batch = max_wait_s, max_batch
         self.commits = 0  # transactions committed (tests count them)
@@ -74,7 +85,11 @@ class GroupCommit:
         self._thread.start()
 
     def handshake(self, w: HandshakeWrites, done: Done) -> None:
-        self.submit(self._op(w), done)
+        self.submit(self._ops.handshake_op(w), done)
+
+    def confirm(self, base: SessionRecord, new: SessionRecord, ceiling: int,
+                done: Done) -> None:
+        self.submit(self._ops.confirm_op(base, new, ceiling), done)
 
     def submit(self, op: Callable, done: Done) -> None:
         """Queue ``op`` (a callable on the transaction's connection); ``done``

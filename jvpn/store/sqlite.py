@@ -25,6 +25,7 @@ from jvpn.store import (
     Unreadable,
     VersionConflict,
     check_cas,
+    confirm_one_by_one,
     one_by_one,
     record_from_json,
     record_to_json,
@@ -132,8 +133,8 @@ class SqliteStore(SkipsUnreadable):
 
     @property
     def folds_handshake(self) -> bool:
-        """A handshake's writes in one transaction: only with this class's
-        own four writes (a subclass that changes one of them, a test's
+        """A handshake's writes in transactions of their own: only with this
+        class's own writes (a subclass that changes one of them, a test's
         failing store, gets them one by one, its own version of each)."""
         return all(getattr(type(self), m) is getattr(SqliteStore, m) for m in _FOLDED)
 
@@ -147,6 +148,17 @@ class SqliteStore(SkipsUnreadable):
         if isinstance(result, StoreError):
             raise result
         return result
+
+    def write_confirm(self, base: SessionRecord, new: SessionRecord, ceiling: int) -> None:
+        """A new session's confirmation and the replay ceiling its first
+        messages are delivered under, in one transaction (jvpn/store
+        ``write_confirm``)."""
+        if not self.folds_handshake:
+            confirm_one_by_one(self, base, new, ceiling)
+            return
+        [result] = self.write_many([confirm_op(base, new, ceiling)])
+        if isinstance(result, StoreError):
+            raise result
 
     def write_many(self, ops: list[Callable[[sqlite3.Connection], object]]) -> list:
         """Group commit (jvpn/store/group_commit.py): each op in a savepoint
@@ -188,21 +200,7 @@ class SqliteStore(SkipsUnreadable):
         A secrets-only write keeps the version (jvpn/store: ``check_cas``)."""
         check_cas(session_id, expected_version, new, secrets)
         with self._tx() as db:
-            if secrets is None:
-                cur = db.execute(
-                    "UPDATE sessions SET version=?, record=? WHERE session_id=? AND version=?",
-                    (new.version, record_to_json(new), _signed(session_id), expected_version))
-            else:
-                cur = db.execute(
-                    "UPDATE sessions SET version=?, record=?, secrets=? "
-                    "WHERE session_id=? AND version=?",
-                    (new.version, record_to_json(new), secrets, _signed(session_id),
-                     expected_version))
-            if cur.rowcount != 1:
-                raise VersionConflict(
-                    f"session {session_id:016x} is no longer at version {expected_version}")
-            db.execute("INSERT INTO changes (session_id, version, kind) VALUES (?,?,?)",
-                       (_signed(session_id), new.version, "update"))
+            _cas(db, session_id, expected_version, new, secrets)
 
     def delete(self, session_id: int, expected_version: int | None = None) -> None:
         with self._tx() as db:
@@ -338,7 +336,7 @@ class SqliteStore(SkipsUnreadable):
 
 
 # ------------------------------------------------------------ writes inside a transaction
-_FOLDED = ("claim_initiation", "create", "set_floor")
+_FOLDED = ("claim_initiation", "create", "set_floor", "cas", "raise_replay_ceiling")
 
 
 def _create(db: sqlite3.Connection, rec: SessionRecord, secrets: bytes) -> None:
@@ -349,6 +347,24 @@ def _create(db: sqlite3.Connection, rec: SessionRecord, secrets: bytes) -> None:
                (sid, rec.version, record_to_json(rec), secrets))
     db.execute("INSERT INTO changes (session_id, version, kind) VALUES (?,?,?)",
                (sid, rec.version, "create"))
+
+
+def _cas(db: sqlite3.Connection, session_id: int, expected_version: int, new: SessionRecord,
+         secrets: bytes | None) -> None:
+    if secrets is None:
+        cur = db.execute("UPDATE sessions SET version=?, record=? WHERE session_id=? AND version=?",
+                         (new.version, record_to_json(new), _signed(session_id),
+                          expected_version))
+    else:
+        cur = db.execute("UPDATE sessions SET version=?, record=?, secrets=? "
+                         "WHERE session_id=? AND version=?",
+                         (new.version, record_to_json(new), secrets, _signed(session_id),
+                          expected_version))
+    if cur.rowcount != 1:
+        raise VersionConflict(
+            f"session {session_id:016x} is no longer at version {expected_version}")
+    db.execute("INSERT INTO changes (session_id, version, kind) VALUES (?,?,?)",
+               (_signed(session_id), new.version, "update"))
 
 
 def _claim(db: sqlite3.Connection, peer: bytes, timestamp_ns: int) -> bool:
@@ -384,6 +400,19 @@ def handshake_op(w: HandshakeWrites) -> Callable[[sqlite3.Connection], Prewritte
         _create(db, w.record, w.secrets)
         _set_floor(db, w.record.session_id, w.floor)
         return w.floor
+    return op
+
+
+def confirm_op(base: SessionRecord, new: SessionRecord,
+               ceiling: int) -> Callable[[sqlite3.Connection], bool]:
+    """A new session's confirmation as one op: the compare-and-swap of its
+    record, then the replay ceiling its first messages need."""
+    check_cas(base.session_id, base.version, new, None)
+
+    def op(db: sqlite3.Connection) -> bool:
+        _cas(db, base.session_id, base.version, new, None)
+        _raise_ceiling(db, base.session_id, ceiling)
+        return True
     return op
 
 

@@ -13,7 +13,7 @@ import pytest
 from jvpn import keys
 from jvpn.codes import Reason
 from jvpn.gate import abi
-from jvpn.gateway.new_session import FIRST_FLOOR
+from jvpn.gateway.new_session import FIRST_CEILING, FIRST_FLOOR
 from jvpn.lab.wait import wait_until
 from jvpn.store import StoreError
 from jvpn.store import sqlite as sqlite_store
@@ -195,4 +195,106 @@ def test_a_stopped_writer_refuses_at_once_and_answers_what_was_queued(tmp_path):
     assert len(gw.sock.sent) == 1 and len(store.list()) == 1  # queued: committed, answered
     gw.datapath.datagram(initiation(1).initiation(), CLIENT)
     assert len(gw.sock.sent) == 1 and _rejections(gw) == [Reason.HANDSHAKE_FAIL]
+    store.close()
+
+
+# ------------------------------------------------------------ the confirmation
+CONFIRM_STEPS = ("_cas", "_raise_ceiling")
+
+
+def _ceilings(store) -> int:
+    return store._db.execute("SELECT COUNT(*) FROM replay_ceilings").fetchone()[0]
+
+
+def _handshake(gw, peer: int = 0, src=CLIENT) -> Peer:
+    ini = initiation(peer)
+    n = len(gw.sock.sent)
+    gw.datapath.datagram(ini.initiation(), src)
+    wait_until(lambda: len(gw.sock.sent) > n, "the response", 10)
+    [(resp, _to)] = gw.sock.sent[n:]
+    _a, session_keys = ini.response(resp)
+    return Peer(session_keys, DataChannel(session_keys, "client"))
+
+
+def test_the_confirmation_and_the_first_ceiling_are_one_transaction(tmp_path):
+    store = CountingStore(tmp_path / "s.db")
+    gw = make_gateway(tmp_path, store=store)
+    raised: list[int] = []
+    real = store.raise_replay_ceiling
+    store.raise_replay_ceiling = lambda sid, c: (raised.append(c), real(sid, c))
+    peer = _handshake(gw)
+    n = len(gw.sock.sent)
+    gw.datapath.datagram(peer.seal(b"", abi.MSG_KEEPALIVE), CLIENT)
+    assert store.transactions == 2  # the handshake's, the confirmation's
+    assert raised == []  # the first message needed no ceiling write of its own
+    sid = peer.session_id
+    assert store.get(sid)[0].confirmed and gw.sessions[sid].confirmed
+    assert store.get_replay_ceiling(sid) == (FIRST_CEILING, False)
+    [(reply, _to)] = gw.sock.sent[n:]  # the keepalive was delivered: answered
+    assert int.from_bytes(reply[16:24], "little") < store.get_floor(sid)
+    store.close()
+
+
+@pytest.mark.parametrize("step", CONFIRM_STEPS)
+def test_a_failed_confirmation_delivers_nothing_and_the_next_message_retries(tmp_path,
+                                                                             monkeypatch, step):
+    store = SqliteStore(tmp_path / "s.db")
+    gw = make_gateway(tmp_path, store=store)
+    peer = _handshake(gw)
+    sid = peer.session_id
+    real = getattr(sqlite_store, step)
+
+    def crash(*args):
+        real(*args)
+        raise sqlite3.OperationalError("disk I/O error")
+    monkeypatch.setattr(sqlite_store, step, crash)
+    n = len(gw.sock.sent)
+    gw.datapath.datagram(peer.seal(b"\x45" + bytes(19)), CLIENT)  # data: not delivered
+    gw.datapath.datagram(peer.seal(b"", abi.MSG_KEEPALIVE), CLIENT)  # not answered
+    assert gw.tun.written == [] and gw.sock.sent[n:] == []
+    assert not gw.sessions[sid].confirmed and gw.table.for_inner(gw.sessions[sid].inner) is None
+    assert not store.get(sid)[0].confirmed and _ceilings(store) == 0  # nothing of it stood
+    monkeypatch.setattr(sqlite_store, step, real)
+    gw.datapath.datagram(peer.seal(b"", abi.MSG_KEEPALIVE), CLIENT)
+    assert gw.sessions[sid].confirmed and len(gw.sock.sent) == n + 1  # answered now
+    assert store.get_replay_ceiling(sid) == (FIRST_CEILING, False)
+    store.close()
+
+
+def test_the_first_messages_wait_for_the_confirmation_commit(tmp_path):
+    store = CountingStore(tmp_path / "s.db")
+    gw = _group_gateway(tmp_path, store, max_wait_s=0.0, max_batch=100)
+    peer = _handshake(gw)
+    sid = peer.session_id
+    writes = gw.table.writes
+    writes.max_wait_s, writes.max_batch = 10.0, 2  # the next commit: when two are queued
+    n = len(gw.sock.sent)
+    for _ in range(2):  # the first message (its confirmation queued) and one more
+        gw.datapath.datagram(peer.seal(b"", abi.MSG_KEEPALIVE), CLIENT)
+    assert gw.sock.sent[n:] == [] and not gw.sessions[sid].confirmed
+    assert not store.get(sid)[0].confirmed
+    gw.datapath.datagram(initiation(1).initiation(), (CLIENT[0], 7000))  # the second write
+    wait_until(lambda: len(gw.sock.sent) >= n + 3, "the commit, then both replies", 10)
+    assert gw.sessions[sid].confirmed and store.get(sid)[0].confirmed
+    replies = [to for _m, to in gw.sock.sent[n:]]
+    assert replies.count(CLIENT) == 2  # both keepalives answered, after the commit
+    writes.close()
+    store.close()
+
+
+def test_a_restart_between_the_response_and_the_first_message_strands_nobody(tmp_path):
+    store = SqliteStore(tmp_path / "s.db")
+    gw = _group_gateway(tmp_path, store)
+    peer = _handshake(gw)
+    gw.table.writes.close()
+    store.close()  # a crash: nothing settled
+    store = SqliteStore(tmp_path / "s.db")
+    again = make_gateway(tmp_path, store=store)
+    again.reconcile()
+    live = again.sessions[peer.session_id]
+    assert live.blind_epoch is None and not live.confirmed  # nothing was delivered
+    assert store.get_floor(peer.session_id) == FIRST_FLOOR  # the counters resume above it
+    again.datapath.datagram(peer.seal(b"", abi.MSG_KEEPALIVE), CLIENT)
+    [(reply, _to)] = again.sock.sent
+    assert live.confirmed and int.from_bytes(reply[16:24], "little") >= FIRST_FLOOR
     store.close()
