@@ -68,8 +68,9 @@ class ControlPath(Handshakes):
 
         def recorded(ok: bool) -> None:
             waiting = self._confirming.pop(sid, [])
-            if ok:
-                self._confirmed(live, old)
+            if ok:  # the previous session, unless it ended meanwhile
+                gone = old is not None and self.table.get(old.record.session_id) is not old
+                self._confirmed(live, None if gone else old)
                 for deliver in waiting:
                     deliver()
         try:

@@ -124,8 +124,12 @@ def write_confirm(store: Store, base: SessionRecord, new: SessionRecord, ceiling
 
 def confirm_one_by_one(store: Store, base: SessionRecord, new: SessionRecord,
                        ceiling: int) -> None:
-    store.cas(base.session_id, base.version, new)
+    """The ceiling first: raised alone it changes nothing (the next message
+    raises it again, no higher, and retries the record); a confirmed record
+    whose ceiling failed would leave the session here at a version the
+    store no longer has."""
     store.raise_replay_ceiling(base.session_id, ceiling)
+    store.cas(base.session_id, base.version, new)
 
 
 class Store(Protocol):

@@ -298,3 +298,32 @@ def test_a_restart_between_the_response_and_the_first_message_strands_nobody(tmp
     [(reply, _to)] = again.sock.sent
     assert live.confirmed and int.from_bytes(reply[16:24], "little") >= FIRST_FLOOR
     store.close()
+
+
+class CeilingFailsOnce(SqliteStore):
+    """A store whose writes a subclass changes: each write on its own (etcd's way)."""
+
+    fail = False
+
+    def raise_replay_ceiling(self, session_id, ceiling):
+        if self.fail:
+            self.fail = False
+            raise StoreError("etcd put replay/...: request timed out")
+        super().raise_replay_ceiling(session_id, ceiling)
+
+
+def test_one_write_at_a_time_a_failed_ceiling_leaves_the_confirmation_to_retry(tmp_path):
+    store = CeilingFailsOnce(tmp_path / "s.db")
+    assert not store.folds_handshake
+    gw = make_gateway(tmp_path, store=store)
+    peer = _handshake(gw)
+    sid = peer.session_id
+    store.fail = True
+    n = len(gw.sock.sent)
+    gw.datapath.datagram(peer.seal(b"", abi.MSG_KEEPALIVE), CLIENT)
+    assert gw.sock.sent[n:] == [] and not store.get(sid)[0].confirmed  # nothing stood
+    gw.datapath.datagram(peer.seal(b"", abi.MSG_KEEPALIVE), CLIENT)  # the retry confirms
+    assert gw.sessions[sid].confirmed and store.get(sid)[0].confirmed
+    assert len(gw.sock.sent) == n + 1
+    assert store.get_replay_ceiling(sid) == (FIRST_CEILING, False)
+    store.close()
