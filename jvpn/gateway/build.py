@@ -119,10 +119,13 @@ def build_gateway(cfg: GatewayConfig, *, tun_name: str, echo: TextIO | None = No
     # only the operator socket raises these in Gateway(): the UDP port and the TUN
     # are named by their own errors
     with naming(cfg.sources, "ControlSocket", control, (operator.SocketInUse, UnsafeFile)):
-        return Gateway(private_key=cfg.private_key, listen=(ANY, cfg.listen_port),
-                       listen_device=cfg.xdp_interface,
-                       address=cfg.address, peers={p.public_key: p for p in cfg.peers},
-                       address6=cfg.address6,
-                       policy=cfg.policy, store=store, gate=gate, events=events,
-                       tun_name=tun_name, cookie_threshold_per_s=cfg.handshakes_per_second,
-                       path_mtu=cfg.path_mtu, operator_socket=control)
+        gw = Gateway(private_key=cfg.private_key, listen=(ANY, cfg.listen_port),
+                     listen_device=cfg.xdp_interface,
+                     address=cfg.address, peers={p.public_key: p for p in cfg.peers},
+                     address6=cfg.address6,
+                     policy=cfg.policy, store=store, gate=gate, events=events,
+                     tun_name=tun_name, cookie_threshold_per_s=cfg.handshakes_per_second,
+                     path_mtu=cfg.path_mtu, operator_socket=control)
+    # handshakes arriving together share one store commit (jvpn/store/group_commit.py)
+    gw.table.group_commit(gw.control, gw.incidents.report)
+    return gw

@@ -21,17 +21,21 @@ class SessionsFull(StoreError):
 
 
 class Capacity:
+    pending_new = 0  # handshakes' sessions whose writes are queued (table.py start_new)
+
     def max_sessions(self) -> int:
         """The gate's element budget: MaxSessions (the attached maps'
         capacity by default, jvpn/gateway/build.py)."""
         return getattr(self.gate, "max_sessions", abi.DEFAULT_MAX_SESSIONS)
 
     def full(self) -> bool:
-        """No room for another session of ours. Standbys do not count: they
-        are other gateways' sessions, and a cluster's must not crowd out a
+        """No room for another session of ours: the sessions served here and
+        the new ones whose writes are queued (group commit). Standbys do not
+        count: they are other gateways' sessions, remote entries in a map of
+        their own (docs/cluster.md), and a cluster's must not crowd out a
         gateway's own (an element the maps have no room for is refused by
         the gate itself: put_new)."""
-        return len(self.sessions) >= self.max_sessions()
+        return len(self.sessions) + self.pending_new >= self.max_sessions()
 
     def refuse_if_full(self) -> None:
         if self.full():

@@ -16,7 +16,8 @@ from jvpn.config import UNCONFIRMED_TTL_MS  # the client's accepted-answer windo
 from jvpn.events import EventLog
 from jvpn.gate import abi
 from jvpn.gateway import client_stop
-from jvpn.gateway.admission import REPLAYED, Admission, CookieReply, Refused
+from jvpn.gateway.admission import Admission
+from jvpn.gateway.handshakes import Handshakes
 from jvpn.gateway.reattach import Decision, Proven, ReattachServer, Reject, Reply
 from jvpn.gateway.sealing import seal_control
 from jvpn.gateway.table import Live, SessionTable
@@ -25,9 +26,10 @@ from jvpn.store import StoreError
 from jvpn.tunnel import CounterUnavailable
 
 Send = tuple[bytes, Transport]
+CONFIRM_WAITERS = 16  # messages of one session held for its confirmation's write; then dropped
 
 
-class ControlPath:
+class ControlPath(Handshakes):
     def __init__(self, *, table: SessionTable, admission: Admission, reattach: ReattachServer,
                  follower, events: EventLog, send: Callable[[bytes, Transport], None],
                  clock_ms: Callable[[], int], randbits: Callable[[int], int], rekey=None):
@@ -36,84 +38,49 @@ class ControlPath:
         self.rekey = rekey
         self.follower, self.events, self.send = follower, events, send
         self.clock_ms, self.randbits = clock_ms, randbits
+        # unconfirmed sessions whose confirmation is being written: the
+        # deliveries waiting for it (``confirm``)
+        self._confirming: dict[int, list[Callable[[], None]]] = {}
 
     # ------------------------------------------------------------ handshake
-    def handshake(self, msg: bytes, src: tuple[str, int]) -> None:
-        """An initiation: validated fully (cookie, Noise, peer, timestamp newer
-        than the peer's live session and than the store's record, claimed
-        there by compare-and-swap) before anything changes; then a new
-        session, unconfirmed (see :meth:`confirm`), and the response."""
-        verdict = self.admission.check(msg, src)
-        if isinstance(verdict, CookieReply):
-            self.send(verdict.msg, Transport(*src))
-            # counted, one summary line per interval: anyone can make us send these
-            self.events.emit_unauthenticated(EventType.HANDSHAKE_COOKIE, Reason.RATE_LIMITED,
-                                             Transport(*src[:2]), detail="cookie reply sent")
-            return
-        if isinstance(verdict, Refused):
-            self._refuse(verdict, src)
-            return
-        old = self.table.for_inner(verdict.inner.packed)
-        stale = self.admission.older_than(verdict, old.record if old else None)
-        if stale is not None:
-            self._refuse(stale, src)
-            return
-        if not self.follower.may_admit():
-            self._refuse(Refused("this gateway's lease is not certainly alive",
-                                 Reason.OWNERSHIP_CONFLICT), src)
-            return
-        refused = self._claim(verdict)
-        if refused is not None:
-            self._refuse(refused, src)
-            return
-        self._start_session(verdict, src)
-
-    def _claim(self, verdict) -> Refused | None:
-        """The store's compare-and-swap on the peer's timestamp: one claim
-        per initiation in the whole cluster; no answer, no handshake."""
-        init = verdict.init
-        try:
-            if not self.table.claim_initiation(init.client_public, init.timestamp_ns):
-                return Refused(f"{REPLAYED}: not newer than the stored timestamp",
-                               Reason.REPLAY_DETECTED)
-        except StoreError as e:
-            return Refused(f"the store cannot check the initiation's timestamp: {e}")
-        self.admission.accepted(verdict)
-        return None
-
-    def _start_session(self, verdict, src: tuple[str, int]) -> None:
-        try:
-            sid = self.table.unused_id(self.randbits)
-            new = self.admission.session(verdict, sid, Transport(*src), self.clock_ms(),
-                                         owner=self.events.node_id,
-                                         owner_lease=self.table.ownership.token)
-            self.table.create(new.record, new.keys, verdict.inner.packed, new.transition,
-                              confirmed=False)
-        except StoreError as e:  # SessionsFull too: MaxSessions (jvpn/gateway/capacity.py)
-            self._refuse(Refused(str(e), getattr(e, "reason", Reason.HANDSHAKE_FAIL)), src)
-            return
-        self.send(new.response, Transport(*src))
-
-    def _refuse(self, refused: Refused, src: tuple[str, int]) -> None:
-        extra = ({"security": Security.SEC_REPLAY_ATTEMPT}
-                 if refused.reason is Reason.REPLAY_DETECTED else {})
-        self.events.emit(EventType.HANDSHAKE_REJECTED, refused.reason,
-                         transport=Transport(*src[:2]), detail=refused.detail, **extra)
-
-    def confirm(self, live: Live, src: Transport) -> None:
+    def confirm(self, live: Live, src: Transport,
+                then: Callable[[], None] | None = None) -> None:
         """The first authenticated message of an unconfirmed session, from
         ``src`` (the data path, under the control lock): the initiator holds
         the keys and receives at the bound address. Only now does the
         peer's downstream move here and its previous session end (as
-        WireGuard's responder waits for the initiator's first message)."""
+        WireGuard's responder waits for the initiator's first message).
+        ``then``: the message's delivery, once the confirmation is durable
+        (maybe on the store writer's thread); never if it is not (another
+        address, a refused write: the initiator's next message retries).
+        Messages that arrive meanwhile wait for the same write (a few)."""
         rec = live.record
         if live.confirmed or rec.session_id not in self.table or src != rec.binding:
             return
+        sid = rec.session_id
+        waiting = self._confirming.get(sid)
+        if waiting is not None:
+            if then is not None and len(waiting) < CONFIRM_WAITERS:
+                waiting.append(then)
+            return
+        self._confirming[sid] = [then] if then is not None else []
         old = self.table.for_inner(live.inner)
+
+        def recorded(ok: bool) -> None:
+            waiting = self._confirming.pop(sid, [])
+            if ok:  # the previous session, unless it ended meanwhile
+                gone = old is not None and self.table.get(old.record.session_id) is not old
+                self._confirmed(live, None if gone else old)
+                for deliver in waiting:
+                    deliver()
         try:
-            self.table.confirm(live)
-        except StoreError:
-            return  # not recorded: not confirmed (the initiator's next message retries)
+            self.table.confirm(live, recorded)
+        except StoreError:  # a stopped writer: not recorded, not confirmed
+            self._confirming.pop(sid, None)
+
+    def _confirmed(self, live: Live, old: Live | None) -> None:
+        """The confirmation is durable: the peer's previous session ends,
+        and its older attempts with it."""
         if old is not None and old is not live:
             self.table.transition(old, Event.POLICY_TERMINATE,
                                   detail="replaced by a new handshake")

@@ -216,6 +216,7 @@ class Gateway(GateWatch, Reconcile, OperatorActions, TimerChecks):
         if self.operator is not None:
             self.operator.close()
         self.supervisor.join(2)
+        self.table.writes.close()  # a group commit's queue: committed and answered first
         with self.control:
             self.follower.stop()
             self.routes.flush()

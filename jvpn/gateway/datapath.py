@@ -128,9 +128,15 @@ class DataPath:
         live.last_rx_ms = self.clock_ms()
         if self._count_rx:
             live.traffic.received(len(msg))
-        if not live.confirmed:
+        if not live.confirmed:  # delivered only once its confirmation is durable
             with self.lock:
-                self.on_confirm(live, Transport(*src[:2]))
+                self.on_confirm(live, Transport(*src[:2]),
+                                lambda: self._delivered(live, t, msg, opened, src))
+            return
+        self._delivered(live, t, msg, opened, src)
+
+    def _delivered(self, live: Live, t: int, msg: bytes, opened, src: tuple) -> None:
+        """An opened DATA or KEEPALIVE of ``live``, admitted: into the TUN, or answered."""
         if self.on_new_keys is not None and _new_epoch(live, opened[1]):
             with self.lock:
                 self.on_new_keys(live)

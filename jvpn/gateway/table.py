@@ -38,6 +38,7 @@ from jvpn.gateway.downstream import Downstream
 from jvpn.gateway.floors import Floors
 from jvpn.gateway.indexes import Indexes
 from jvpn.gateway.key_writes import KeyWrites
+from jvpn.gateway.new_session import NewSessions
 from jvpn.gateway.ownership import OwnerWrite
 from jvpn.gateway.routes import NoRoutes
 from jvpn.gateway.sealing import seal_control
@@ -48,7 +49,8 @@ from jvpn.keys import KeyRing, SessionKeys
 from jvpn.prefixes import Network, PrefixMap
 from jvpn.replay import DEFAULT_CONTROL_WINDOW
 from jvpn.session import Event, IllegalTransition, SessionRecord, State, Transport, apply
-from jvpn.store import Store, StoreError
+from jvpn.store import NOTHING_PREWRITTEN, Prewritten, Store, StoreError
+from jvpn.store.group_commit import ImmediateWrites
 from jvpn.tunnel import CounterUnavailable, DataChannel
 
 Send = Callable[[bytes, Transport], None]
@@ -65,12 +67,17 @@ class _StoreWrite:
     store read at each call: a session's floor or ceiling write (a closure
     per session costs four times its size, issue 15)."""
 
-    __slots__ = ("method", "sid", "table")
+    __slots__ = ("durable", "method", "sid", "table")
 
-    def __init__(self, table: SessionTable, method: str, sid: int):
+    def __init__(self, table: SessionTable, method: str, sid: int, durable: int = 0):
         self.table, self.method, self.sid = table, method, sid
+        # a floor at or below it is durable already (the handshake's own
+        # transaction wrote it; a floor is never lowered): no write
+        self.durable = durable
 
     def __call__(self, value: int) -> None:
+        if value <= self.durable:
+            return
         getattr(self.table.store, self.method)(self.sid, value)
 
 
@@ -129,8 +136,8 @@ class Live:
         self.ceiling.resume()
 
 
-class SessionTable(StandbyWrites, Downstream, OperatorEnds, PendingDeletes, KeyWrites,
-                   Capacity, Indexes, Floors):
+class SessionTable(NewSessions, StandbyWrites, Downstream, OperatorEnds, PendingDeletes,
+                   KeyWrites, Capacity, Indexes, Floors):
     def __init__(self, *, store: Store, gate, events: EventLog, ownership,
                  clock_ms: Callable[[], int], send: Send,
                  control_window: int = DEFAULT_CONTROL_WINDOW, peers=None, routes=None,
@@ -155,6 +162,10 @@ class SessionTable(StandbyWrites, Downstream, OperatorEnds, PendingDeletes, KeyW
         self.fenced = False  # no element of ours may pass data (jvpn/gateway/follower.py)
         self.undeleted: dict[int, int | None] = {}  # store deletes to retry (deletes.py)
         self._init_indexes()  # timers, unconfirmed, added (indexes.py, issue 15)
+        # how a handshake's writes reach the store (jvpn/store/group_commit.py);
+        # the daemon sets a GroupCommit on a SQLite store
+        self.writes = ImmediateWrites(store)
+        self.pending_new = 0  # start_new's sessions whose writes are queued
 
     # ------------------------------------------------------------ reads
     def get(self, sid: int) -> Live | None:
@@ -175,27 +186,15 @@ class SessionTable(StandbyWrites, Downstream, OperatorEnds, PendingDeletes, KeyW
         return {sid: owner for sid, (_keys, owner) in self.standby.items()}
 
     def unused_id(self, randbits: Callable[[int], int]) -> int:
+        """An id unused here; the store's create refuses one used elsewhere
+        (AlreadyExists, in the handshake's own transaction: no read first,
+        which would wait behind the group commit's fsync)."""
         while True:
             sid = randbits(64)
-            if sid and sid not in self.sessions and self.store.get(sid) is None:
+            if sid and sid not in self.sessions and sid not in self.standby:
                 return sid
 
     # ------------------------------------------------------------ store writes
-    def create(self, rec: SessionRecord, keys: SessionKeys, inner: bytes, tr, *,
-               confirmed: bool = True) -> Live:
-        """A new session from a handshake (raises StoreError: nothing changed).
-        Unconfirmed (the record says so), it is not routed: downstream stays put."""
-        rec = rec if confirmed else rec.with_(confirmed=False)
-        self.refuse_if_full()  # raises SessionsFull (a StoreError): nothing changed
-        self.store.create(rec, keys.pack())  # epoch 0: the version-1 value (KeyRing.unpack)
-        live = self._live(rec, KeyRing.of(keys), inner, stored_ceiling=(0, True), routed=confirmed)
-        live.confirmed = confirmed
-        self.put_new(live, rec)
-        self.events.emit(EventType.SESSION_STATE_CHANGE, tr.reason_code, rec.session_id,
-                         rec.binding, version=rec.version, previous_state=tr.previous.name,
-                         new_state=tr.new.name)
-        return live
-
     def commit(self, base: SessionRecord, new: SessionRecord, keys,
                steps=(), detail: str = "", ring: KeyRing | None = None) -> None:
         """The one way a record changes: compare-and-swap over ``base`` (and
@@ -205,20 +204,6 @@ class SessionTable(StandbyWrites, Downstream, OperatorEnds, PendingDeletes, KeyW
         self._cas(base, new, ring)
         self._project(new, keys, steps)
         announce(self.events, base, steps, detail, self.clock_ms())
-
-    def confirm(self, live: Live) -> None:
-        """The initiator proved the new session's path: recorded first (raises
-        StoreError: the next message retries), then the downstream goes to it."""
-        rec = live.record
-        if not rec.confirmed:
-            self.commit(rec, rec.with_(confirmed=True, version=rec.version + 1), live.keys)
-        self._confirmed(live)  # live.confirmed, and its indexes
-        self._route(live)
-
-    def claim_initiation(self, peer: bytes, timestamp_ns: int) -> bool:
-        """The store's compare-and-swap on the peer's handshake timestamp
-        (jvpn/store): False for a replay; raises StoreError."""
-        return self.store.claim_initiation(peer, timestamp_ns)
 
     def transition(self, live: Live, event: Event, detail: str = "", **changes) -> None:
         """A transition the gateway decides itself (timers, a replacing
@@ -300,13 +285,18 @@ class SessionTable(StandbyWrites, Downstream, OperatorEnds, PendingDeletes, KeyW
 
     def _live(self, rec: SessionRecord, keys: KeyRing | SessionKeys, inner: bytes,
               first_counter: int = 1, stored_ceiling: tuple[int, bool] | None = None,
-              gate_window: bool = False, routed: bool = True) -> Live:
+              gate_window: bool = False, routed: bool = True,
+              prewritten: Prewritten = NOTHING_PREWRITTEN, ceiling_ahead: int = 0) -> Live:
         """``stored_ceiling``: the store's replay ceiling and whether it is
         exact (None: read it).
         ``gate_window``: the gate kept this session's window across our
         restart (pinned XDP maps): it saw every counter we delivered.
         ``routed``: the peer's downstream goes to this session (not yet for
-        an unconfirmed one)."""
+        an unconfirmed one).
+        ``prewritten``: the send-counter floor a handshake's transaction
+        wrote with the record (jvpn/store ``HandshakeWrites``);
+        ``ceiling_ahead``: the replay ceiling the confirmation writes
+        (jvpn/gateway/new_session.py)."""
         sid, stored_keys = rec.session_id, KeyRing.of(keys)
         keys = stored_keys.loaded(self.clock_ms())  # an overlap over (write pending): over
         stored, exact = (self.store.get_replay_ceiling(sid) if stored_ceiling is None
@@ -315,11 +305,12 @@ class SessionTable(StandbyWrites, Downstream, OperatorEnds, PendingDeletes, KeyW
         kept = self.gate.counter_top(sid) if gate_window else 0
         floor = max(rec.c2s_floor, kept) if kept else start_floor(rec.c2s_floor, stored)
         blind = not kept and not exact and stored > rec.c2s_floor
-        ceiling = ReplayCeiling(floor, stored, _StoreWrite(self, "raise_replay_ceiling", sid))
+        ceiling = ReplayCeiling(floor, max(stored, ceiling_ahead),
+                                _StoreWrite(self, "raise_replay_ceiling", sid))
         channel = DataChannel(keys, "gateway", first_counter=max(first_counter, 1),
                               check_replay=not self.gate.checks_in_kernel,
                               check_tag=not self.gate.checks_in_kernel,
-                              reserve=_StoreWrite(self, "set_floor", sid),
+                              reserve=_StoreWrite(self, "set_floor", sid, prewritten),
                               allowed_inner_src=allowed,
                               admit_counter=ceiling.admit,
                               control_window=self.control_window)

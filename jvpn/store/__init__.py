@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, fields, is_dataclass
+from dataclasses import dataclass, fields
 from typing import Protocol, runtime_checkable
 
 from jvpn.errors import JvpnError
@@ -67,7 +67,69 @@ class Stored:
     problem: StoreError | None = None
 
 
+@dataclass(frozen=True)
+class HandshakeWrites:
+    """What a handshake makes durable before its response goes out
+    (docs/protocol.md "A handshake's durable writes"): the initiation's
+    claim, the session's record and secrets, and, where the store takes it
+    in the same transaction, the send-counter floor reserved ahead of the
+    session's first counter."""
+
+    peer: bytes  # the initiator's static public key
+    timestamp_ns: int  # its initiation's timestamp (the claim)
+    record: SessionRecord
+    secrets: bytes
+    floor: int  # gateway send counters below it may be used
+
+
+# the send-counter floor a handshake's writes made durable with the record; 0: none
+Prewritten = int
+NOTHING_PREWRITTEN: Prewritten = 0
+
+
+def write_handshake(store: Store, w: HandshakeWrites) -> Prewritten | None:
+    """A handshake's writes: None when the claim finds a replay (nothing
+    written). A store with one transaction for all of them
+    (``write_handshake``, SQLite) takes them at once; any other claims and
+    creates one write after the other, as before, and its floor is written
+    at its first use (etcd: one request per write).
+    Raises StoreError: the claim may stand, nothing else does."""
+    one = getattr(store, "write_handshake", None)
+    return one(w) if one is not None else one_by_one(store, w)
+
+
+def one_by_one(store: Store, w: HandshakeWrites) -> Prewritten | None:
+    """The claim, then the record, each its own write (the floor left to
+    its first use)."""
+    if not store.claim_initiation(w.peer, w.timestamp_ns):
+        return None
+    store.create(w.record, w.secrets)
+    return NOTHING_PREWRITTEN
+
+
 RESTORE_PAGE = 10_000  # records per read of Store.restorable (bounds memory and lock holds)
+
+
+def write_confirm(store: Store, base: SessionRecord, new: SessionRecord, ceiling: int) -> None:
+    """A new session's confirmation (``new``: confirmed, over ``base``) and
+    the replay ceiling its first messages are delivered under: one
+    transaction where the store has one (SQLite), else one write after the
+    other. Raises StoreError (VersionConflict included)."""
+    one = getattr(store, "write_confirm", None)
+    if one is not None:
+        one(base, new, ceiling)
+    else:
+        confirm_one_by_one(store, base, new, ceiling)
+
+
+def confirm_one_by_one(store: Store, base: SessionRecord, new: SessionRecord,
+                       ceiling: int) -> None:
+    """The ceiling first: raised alone it changes nothing (the next message
+    raises it again, no higher, and retries the record); a confirmed record
+    whose ceiling failed would leave the session here at a version the
+    store no longer has."""
+    store.raise_replay_ceiling(base.session_id, ceiling)
+    store.cas(base.session_id, base.version, new)
 
 
 class Store(Protocol):
@@ -144,16 +206,18 @@ def check_cas(session_id: int, expected_version: int, new: SessionRecord,
 
 
 _FIELD_NAMES = tuple(f.name for f in fields(SessionRecord))
+_NESTED = ("binding", "candidate")  # the record's Transport fields
 
 
 def record_to_json(rec: SessionRecord) -> str:
     """The record as JSON. Field by field, not ``asdict``: its deep copy of
     every value cost more than the rest of a handshake's store write
-    (issue 15); a nested dataclass (a Transport) is still converted whole."""
+    (issue 15); a Transport as its two fields."""
     d = {name: getattr(rec, name) for name in _FIELD_NAMES}
-    for name, value in d.items():
-        if is_dataclass(value):
-            d[name] = asdict(value)
+    for name in _NESTED:  # a Transport's two fields, as asdict gives them
+        value = d[name]
+        if value is not None:
+            d[name] = {"addr": value.addr, "port": value.port}
     d["state"] = rec.state.name
     d["switches_ms"] = list(rec.switches_ms)
     if rec.confirmed:  # the usual case: a record as before the field existed

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from jvpn.files import UnsafeFile, open_private, private_dir, tighten_if_present
@@ -17,12 +17,16 @@ from jvpn.store import (
     RESTORE_PAGE,
     AlreadyExists,
     Change,
+    HandshakeWrites,
+    Prewritten,
     SkipsUnreadable,
     Stored,
     StoreError,
     Unreadable,
     VersionConflict,
     check_cas,
+    confirm_one_by_one,
+    one_by_one,
     record_from_json,
     record_to_json,
 )
@@ -131,14 +135,55 @@ class SqliteStore(SkipsUnreadable):
         return _Tx(self._db, self._lock)
 
     def create(self, rec: SessionRecord, secrets: bytes) -> None:
-        sid = _signed(rec.session_id)
         with self._tx() as db:
-            if db.execute("SELECT 1 FROM sessions WHERE session_id=?", (sid,)).fetchone():
-                raise AlreadyExists(f"session {rec.session_id:016x} exists")
-            db.execute("INSERT INTO sessions VALUES (?,?,?,?)",
-                       (sid, rec.version, record_to_json(rec), secrets))
-            db.execute("INSERT INTO changes (session_id, version, kind) VALUES (?,?,?)",
-                       (sid, rec.version, "create"))
+            _create(db, rec, secrets)
+
+    @property
+    def folds_handshake(self) -> bool:
+        """A handshake's writes in transactions of their own: only with this
+        class's own writes (a subclass that changes one of them, a test's
+        failing store, gets them one by one, its own version of each)."""
+        return all(getattr(type(self), m) is getattr(SqliteStore, m) for m in _FOLDED)
+
+    def write_handshake(self, w: HandshakeWrites) -> Prewritten | None:
+        """Store's handshake writes (jvpn/store ``write_handshake``): the
+        claim, the record and the floor in one transaction, one fsync
+        (docs/protocol.md "A handshake's durable writes")."""
+        if not self.folds_handshake:
+            return one_by_one(self, w)
+        [result] = self.write_many([handshake_op(w)])
+        if isinstance(result, StoreError):
+            raise result
+        return result
+
+    def write_confirm(self, base: SessionRecord, new: SessionRecord, ceiling: int) -> None:
+        """A new session's confirmation and the replay ceiling its first
+        messages are delivered under, in one transaction (jvpn/store
+        ``write_confirm``)."""
+        if not self.folds_handshake:
+            confirm_one_by_one(self, base, new, ceiling)
+            return
+        [result] = self.write_many([confirm_op(base, new, ceiling)])
+        if isinstance(result, StoreError):
+            raise result
+
+    def write_many(self, ops: list[Callable[[sqlite3.Connection], object]]) -> list:
+        """Group commit (jvpn/store/group_commit.py): each op in a savepoint
+        of one transaction, one commit for all. An op that raises is undone
+        alone and its StoreError is its result; a commit that fails raises
+        (every op's writes undone)."""
+        results: list = []
+        with self._tx() as db:
+            for op in ops:
+                db.execute("SAVEPOINT op")
+                try:
+                    results.append(op(db))
+                except (StoreError, sqlite3.Error) as e:
+                    db.execute("ROLLBACK TO op")
+                    results.append(e if isinstance(e, StoreError)
+                                   else StoreError(f"session store write failed: {e}"))
+                db.execute("RELEASE op")
+        return results
 
     def get(self, session_id: int) -> tuple[SessionRecord, bytes] | None:
         with self._lock:
@@ -162,21 +207,7 @@ class SqliteStore(SkipsUnreadable):
         A secrets-only write keeps the version (jvpn/store: ``check_cas``)."""
         check_cas(session_id, expected_version, new, secrets)
         with self._tx() as db:
-            if secrets is None:
-                cur = db.execute(
-                    "UPDATE sessions SET version=?, record=? WHERE session_id=? AND version=?",
-                    (new.version, record_to_json(new), _signed(session_id), expected_version))
-            else:
-                cur = db.execute(
-                    "UPDATE sessions SET version=?, record=?, secrets=? "
-                    "WHERE session_id=? AND version=?",
-                    (new.version, record_to_json(new), secrets, _signed(session_id),
-                     expected_version))
-            if cur.rowcount != 1:
-                raise VersionConflict(
-                    f"session {session_id:016x} is no longer at version {expected_version}")
-            db.execute("INSERT INTO changes (session_id, version, kind) VALUES (?,?,?)",
-                       (_signed(session_id), new.version, "update"))
+            _cas(db, session_id, expected_version, new, secrets)
 
     def delete(self, session_id: int, expected_version: int | None = None) -> None:
         with self._tx() as db:
@@ -222,25 +253,14 @@ class SqliteStore(SkipsUnreadable):
         """Durable before any counter below ``floor`` is used: a restarted
         gateway resumes above it, so no AEAD nonce is ever reused."""
         with self._tx() as db:
-            db.execute("INSERT INTO counter_floors VALUES (?, ?) ON CONFLICT(session_id) "
-                       "DO UPDATE SET floor=MAX(floor, excluded.floor)",
-                       (_signed(session_id), floor))
+            _set_floor(db, session_id, floor)
 
     def claim_initiation(self, peer: bytes, timestamp_ns: int) -> bool:
         """One transaction: read, compare, write (BEGIN IMMEDIATE: no other
         writer in between). Timestamps are below 2**63 (the responder
         refuses others): SQLite's integers are signed."""
-        if not 0 <= timestamp_ns < 1 << 63:
-            raise StoreError(f"initiation timestamp out of range: {timestamp_ns}")
         with self._tx() as db:
-            row = db.execute("SELECT timestamp_ns FROM initiations WHERE peer=?",
-                             (peer,)).fetchone()
-            if row is not None and row[0] >= timestamp_ns:
-                return False
-            db.execute("INSERT INTO initiations VALUES (?, ?) ON CONFLICT(peer) "
-                       "DO UPDATE SET timestamp_ns=excluded.timestamp_ns",
-                       (peer, timestamp_ns))
-        return True
+            return _claim(db, peer, timestamp_ns)
 
     def get_replay_ceiling(self, session_id: int) -> tuple[int, bool]:
         with self._lock:
@@ -256,10 +276,7 @@ class SqliteStore(SkipsUnreadable):
         """Durable before a client counter at or above the old ceiling is
         delivered (never lowers it: docs/protocol.md, replay across restarts)."""
         with self._tx() as db:
-            db.execute("INSERT INTO replay_ceilings VALUES (?, ?, 0) ON CONFLICT(session_id) "
-                       "DO UPDATE SET exact=CASE WHEN excluded.ceiling > ceiling THEN 0 "
-                       "ELSE exact END, ceiling=MAX(ceiling, excluded.ceiling)",
-                       (_signed(session_id), ceiling))
+            _raise_ceiling(db, session_id, ceiling)
 
     def settle_replay_ceiling(self, session_id: int, ceiling: int) -> None:
         """The exact ceiling, once nothing more is delivered (a clean stop, a
@@ -338,6 +355,87 @@ class SqliteStore(SkipsUnreadable):
                 "ORDER BY revision", (since_revision,)).fetchall()
         for rev, sid, version, kind in rows:
             yield Change(rev, _unsigned(sid), version, kind)
+
+
+# ------------------------------------------------------------ writes inside a transaction
+_FOLDED = ("claim_initiation", "create", "set_floor", "cas", "raise_replay_ceiling")
+
+
+def _create(db: sqlite3.Connection, rec: SessionRecord, secrets: bytes) -> None:
+    sid = _signed(rec.session_id)
+    if db.execute("SELECT 1 FROM sessions WHERE session_id=?", (sid,)).fetchone():
+        raise AlreadyExists(f"session {rec.session_id:016x} exists")
+    db.execute("INSERT INTO sessions VALUES (?,?,?,?)",
+               (sid, rec.version, record_to_json(rec), secrets))
+    db.execute("INSERT INTO changes (session_id, version, kind) VALUES (?,?,?)",
+               (sid, rec.version, "create"))
+
+
+def _cas(db: sqlite3.Connection, session_id: int, expected_version: int, new: SessionRecord,
+         secrets: bytes | None) -> None:
+    if secrets is None:
+        cur = db.execute("UPDATE sessions SET version=?, record=? WHERE session_id=? AND version=?",
+                         (new.version, record_to_json(new), _signed(session_id),
+                          expected_version))
+    else:
+        cur = db.execute("UPDATE sessions SET version=?, record=?, secrets=? "
+                         "WHERE session_id=? AND version=?",
+                         (new.version, record_to_json(new), secrets, _signed(session_id),
+                          expected_version))
+    if cur.rowcount != 1:
+        raise VersionConflict(
+            f"session {session_id:016x} is no longer at version {expected_version}")
+    db.execute("INSERT INTO changes (session_id, version, kind) VALUES (?,?,?)",
+               (_signed(session_id), new.version, "update"))
+
+
+def _claim(db: sqlite3.Connection, peer: bytes, timestamp_ns: int) -> bool:
+    if not 0 <= timestamp_ns < 1 << 63:
+        raise StoreError(f"initiation timestamp out of range: {timestamp_ns}")
+    row = db.execute("SELECT timestamp_ns FROM initiations WHERE peer=?", (peer,)).fetchone()
+    if row is not None and row[0] >= timestamp_ns:
+        return False
+    db.execute("INSERT INTO initiations VALUES (?, ?) ON CONFLICT(peer) "
+               "DO UPDATE SET timestamp_ns=excluded.timestamp_ns", (peer, timestamp_ns))
+    return True
+
+
+def _set_floor(db: sqlite3.Connection, session_id: int, floor: int) -> None:
+    db.execute("INSERT INTO counter_floors VALUES (?, ?) ON CONFLICT(session_id) "
+               "DO UPDATE SET floor=MAX(floor, excluded.floor)", (_signed(session_id), floor))
+
+
+def _raise_ceiling(db: sqlite3.Connection, session_id: int, ceiling: int) -> None:
+    db.execute("INSERT INTO replay_ceilings VALUES (?, ?, 0) ON CONFLICT(session_id) "
+               "DO UPDATE SET exact=CASE WHEN excluded.ceiling > ceiling THEN 0 "
+               "ELSE exact END, ceiling=MAX(ceiling, excluded.ceiling)",
+               (_signed(session_id), ceiling))
+
+
+def handshake_op(w: HandshakeWrites) -> Callable[[sqlite3.Connection], Prewritten | None]:
+    """A handshake's writes as one op of a transaction, in the order of
+    their guarantees: the claim decides (a replay writes nothing), then the
+    record, then the floor reserved ahead of the first send counter."""
+    def op(db: sqlite3.Connection) -> Prewritten | None:
+        if not _claim(db, w.peer, w.timestamp_ns):
+            return None
+        _create(db, w.record, w.secrets)
+        _set_floor(db, w.record.session_id, w.floor)
+        return w.floor
+    return op
+
+
+def confirm_op(base: SessionRecord, new: SessionRecord,
+               ceiling: int) -> Callable[[sqlite3.Connection], bool]:
+    """A new session's confirmation as one op: the compare-and-swap of its
+    record, then the replay ceiling its first messages need."""
+    check_cas(base.session_id, base.version, new, None)
+
+    def op(db: sqlite3.Connection) -> bool:
+        _cas(db, base.session_id, base.version, new, None)
+        _raise_ceiling(db, base.session_id, ceiling)
+        return True
+    return op
 
 
 class _Tx:

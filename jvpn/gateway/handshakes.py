@@ -1,0 +1,77 @@
+"""Handshakes on the control path: a mixin of jvpn/gateway/control.py's
+ControlPath (its table, admission, follower, events and send). Validated
+fully before anything changes (admission.py); then the new session's
+durable writes (jvpn/gateway/new_session.py, maybe group-committed) and,
+only once they are durable, the response. Runs under the control lock
+(the continuation too)."""
+
+from __future__ import annotations
+
+from jvpn.codes import EventType, Reason, Security
+from jvpn.gateway.admission import REPLAYED, CookieReply, Refused
+from jvpn.session import Transport
+from jvpn.store import StoreError
+
+
+class Handshakes:
+    def handshake(self, msg: bytes, src: tuple[str, int]) -> None:
+        """An initiation: validated fully (cookie, Noise, peer, timestamp newer
+        than the peer's live session and than the store's record, claimed
+        there by compare-and-swap) before anything changes; then a new
+        session, unconfirmed (see :meth:`confirm`), and the response."""
+        verdict = self.admission.check(msg, src)
+        if isinstance(verdict, CookieReply):
+            self.send(verdict.msg, Transport(*src))
+            # counted, one summary line per interval: anyone can make us send these
+            self.events.emit_unauthenticated(EventType.HANDSHAKE_COOKIE, Reason.RATE_LIMITED,
+                                             Transport(*src[:2]), detail="cookie reply sent")
+            return
+        if isinstance(verdict, Refused):
+            self._refuse(verdict, src)
+            return
+        old = self.table.for_inner(verdict.inner.packed)
+        stale = self.admission.older_than(verdict, old.record if old else None)
+        if stale is not None:
+            self._refuse(stale, src)
+            return
+        if not self.follower.may_admit():
+            self._refuse(Refused("this gateway's lease is not certainly alive",
+                                 Reason.OWNERSHIP_CONFLICT), src)
+            return
+        self._start_session(verdict, src)
+
+    def _start_session(self, verdict, src: tuple[str, int]) -> None:
+        """The new session's writes, the initiation's claim first among
+        them (one claim per initiation in the whole cluster: no answer, no
+        handshake), then, once they are durable, the response
+        (``_written``, maybe on the store's writer thread, under the lock)."""
+        init = verdict.init
+        try:
+            sid = self.table.unused_id(self.randbits)
+            new = self.admission.session(verdict, sid, Transport(*src), self.clock_ms(),
+                                         owner=self.events.node_id,
+                                         owner_lease=self.table.ownership.token)
+            self.table.start_new(init.client_public, init.timestamp_ns, new.record, new.keys,
+                                 verdict.inner.packed, new.transition,
+                                 lambda result: self._written(result, verdict, new, src))
+        except StoreError as e:  # SessionsFull too: MaxSessions (jvpn/gateway/capacity.py)
+            self._refuse(Refused(str(e), getattr(e, "reason", Reason.HANDSHAKE_FAIL)), src)
+
+    def _written(self, result, verdict, new, src: tuple[str, int]) -> None:
+        """The store kept the session (or refused): only now the response."""
+        if result is None:
+            self._refuse(Refused(f"{REPLAYED}: not newer than the stored timestamp",
+                                 Reason.REPLAY_DETECTED), src)
+            return
+        if isinstance(result, StoreError):
+            self._refuse(Refused(str(result), getattr(result, "reason", Reason.HANDSHAKE_FAIL)),
+                         src)
+            return
+        self.admission.accepted(verdict)
+        self.send(new.response, Transport(*src))
+
+    def _refuse(self, refused: Refused, src: tuple[str, int]) -> None:
+        extra = ({"security": Security.SEC_REPLAY_ATTEMPT}
+                 if refused.reason is Reason.REPLAY_DETECTED else {})
+        self.events.emit(EventType.HANDSHAKE_REJECTED, refused.reason,
+                         transport=Transport(*src[:2]), detail=refused.detail, **extra)

@@ -1,0 +1,142 @@
+"""New sessions from handshakes: a mixin of jvpn/gateway/table.py's
+SessionTable (its store, writes, events, ``_live`` and ``put_new``).
+
+A handshake's durable writes (docs/protocol.md "A handshake's durable
+writes"): the initiation's claim, the record and the first send-counter
+floor, in one transaction where the store allows (SQLite), and with a
+group commit (jvpn/store/group_commit.py) shared by the handshakes that
+arrive together. The session exists here, and its response goes out, only
+once they are durable."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from jvpn.codes import EventType
+from jvpn.gateway.ceiling import REPLAY_BLOCK
+from jvpn.keys import KeyRing, SessionKeys
+from jvpn.session import SessionRecord
+from jvpn.store import NOTHING_PREWRITTEN, HandshakeWrites, Prewritten, StoreError
+from jvpn.store.group_commit import GroupCommit
+from jvpn.tunnel import RESERVE_BLOCK
+
+if TYPE_CHECKING:
+    from jvpn.gateway.table import Live
+
+# What a handshake's transaction reserves with the record: the send-counter
+# floor a channel's first counter (1) asks for, so the session's first
+# reply waits for no write of its own.
+FIRST_FLOOR = 1 + RESERVE_BLOCK
+# And what its confirmation writes: the replay ceiling a client's first
+# message (counter 1) asks for. Until that write is durable the session
+# delivers nothing (jvpn/gateway/datapath.py), so its ReplayCeiling may
+# count on it from the start: the first message waits for no write of its own.
+FIRST_CEILING = 1 + REPLAY_BLOCK
+
+
+class NewSessions:
+    def group_commit(self, lock: threading.RLock,
+                     report: Callable[[str, Exception], None]) -> None:
+        """Handshakes' writes group-committed from now on (`gateway up`), a
+        SQLite store only; their continuations run under ``lock`` (the
+        gateway's control lock). Without this, each is written at once."""
+        if getattr(self.store, "folds_handshake", False):
+            self.writes.close()
+            self.writes = GroupCommit(self.store, deliver=_under(lock), report=report)
+
+    def create(self, rec: SessionRecord, keys: SessionKeys, inner: bytes, tr, *,
+               confirmed: bool = True) -> Live:
+        """A new session from a handshake (raises StoreError: nothing changed).
+        Unconfirmed (the record says so), it is not routed: downstream stays put."""
+        rec = rec if confirmed else rec.with_(confirmed=False)
+        self.refuse_if_full()  # raises SessionsFull (a StoreError): nothing changed
+        self.store.create(rec, keys.pack())  # epoch 0: the version-1 value (KeyRing.unpack)
+        return self._made(rec, keys, inner, tr, NOTHING_PREWRITTEN)
+
+    def start_new(self, peer: bytes, timestamp_ns: int, rec: SessionRecord, keys: SessionKeys,
+                  inner: bytes, tr, done: Callable[[Live | StoreError | None], None]) -> None:
+        """A handshake's new session, unconfirmed: its writes (the claim,
+        the record, the first send-counter floor: jvpn/store
+        ``HandshakeWrites``) through ``writes`` (at once, or group-committed),
+        and only once they are durable the session here, then ``done(live)``;
+        ``done(None)``: the claim found a replay; ``done(StoreError)``:
+        not written, nothing here. Raises SessionsFull: nothing queued."""
+        rec = rec.with_(confirmed=False)
+        self.refuse_if_full()
+        w = HandshakeWrites(peer, timestamp_ns, rec, keys.pack(), FIRST_FLOOR)
+        self.pending_new += 1
+
+        def written(result: Prewritten | StoreError | None) -> None:
+            self.pending_new -= 1
+            if result is None or isinstance(result, StoreError):
+                done(result)
+                return
+            try:
+                live = self._made(rec, keys, inner, tr, result, FIRST_CEILING)
+            except StoreError as e:  # the gate full: the record is gone again
+                done(e)
+                return
+            done(live)
+        try:
+            self.writes.handshake(w, written)
+        except StoreError:
+            self.pending_new -= 1
+            raise
+
+    def confirm(self, live: Live, done: Callable[[bool], None] | None = None) -> None:
+        """The initiator proved the new session's path: recorded first, with
+        the replay ceiling its first messages are delivered under (one
+        transaction; group-committed), then the downstream goes to it, then
+        ``done(True)``. Not recorded: ``done(False)`` (the next message
+        retries), or without ``done`` a StoreError (at once, unless
+        group-committed)."""
+        rec = live.record
+        if rec.confirmed:  # restored so, or confirmed before
+            self._route_confirmed(live, done)
+            return
+        new = rec.with_(confirmed=True, version=rec.version + 1)
+
+        def written(result) -> None:
+            if isinstance(result, StoreError):
+                if done is None:
+                    raise result
+                done(False)
+                return
+            if self.sessions.get(rec.session_id) is not live:  # forgotten meanwhile
+                if done is not None:
+                    done(False)
+                return
+            self._project(new, live.keys, ())
+            self._route_confirmed(live, done)
+        self.writes.confirm(rec, new, FIRST_CEILING, written)
+
+    def _route_confirmed(self, live: Live, done: Callable[[bool], None] | None) -> None:
+        self._confirmed(live)  # live.confirmed, and its indexes (jvpn/gateway/indexes.py)
+        self._route(live)
+        if done is not None:
+            done(True)
+
+    def _made(self, rec: SessionRecord, keys: SessionKeys, inner: bytes, tr,
+              prewritten: Prewritten, ceiling_ahead: int = 0) -> Live:
+        """A stored new session in memory, its element and its event.
+        ``ceiling_ahead``: the replay ceiling its confirmation writes
+        (``confirm``), before which it delivers nothing."""
+        confirmed = rec.confirmed
+        live = self._live(rec, KeyRing.of(keys), inner, stored_ceiling=(0, True),
+                          routed=confirmed, prewritten=prewritten,
+                          ceiling_ahead=ceiling_ahead)
+        live.confirmed = confirmed
+        self.put_new(live, rec)
+        self.events.emit(EventType.SESSION_STATE_CHANGE, tr.reason_code, rec.session_id,
+                         rec.binding, version=rec.version, previous_state=tr.previous.name,
+                         new_state=tr.new.name)
+        return live
+
+
+def _under(lock: threading.RLock) -> Callable[[Callable[[], None]], None]:
+    def deliver(fn: Callable[[], None]) -> None:
+        with lock:
+            fn()
+    return deliver
