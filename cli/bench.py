@@ -4,6 +4,7 @@ Record what they print, with the command, in docs/benchmarks.md."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
@@ -104,15 +105,20 @@ def bench_tunnel(app, as_json: bool, seconds: float, rounds: int, path_mtu: int 
                                 "returns) to data flowing again through the tunnel, many trials.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--trials", default=30, show_default=True, type=click.IntRange(2, 500))
+@click.option("--trace", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write every trial's timeline (probe echoes, client and gateway events, XDP "
+                   "counters, in one clock) to DIR/trials.jsonl, the stalled ones (over 50 ms) "
+                   "as text to DIR/stalls.txt, and the raw logs. The JSON always lists the "
+                   "stalled trials' timelines under \"stalls\".")
 @click.pass_obj
-def bench_reattach(app, as_json: bool, trials: int):
+def bench_reattach(app, as_json: bool, trials: int, trace: Path | None):
     from jvpn.bench.net import run_reattach_bench
     from jvpn.gate.attach import require_root
     from jvpn.gate.loader import require_bcc
 
     require_root()
     require_bcc()
-    _report(app, as_json, lambda progress: run_reattach_bench(trials, progress))
+    _report(app, as_json, lambda progress: run_reattach_bench(trials, progress, trace))
 
 
 @bench.command("failover", help="The client's active uplink fails while a 1 ms UDP echo runs "

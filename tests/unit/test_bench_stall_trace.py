@@ -1,0 +1,117 @@
+"""The timelines `bench reattach` and `bench handoff` give a slow trial
+(jvpn/bench/stall_trace.py, issue 15): every observation on the trial's
+monotonic axis, lost probes found from the sequence, the gate's sampled
+drops folded, the stalled trials picked, and the wire's parser."""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+
+from jvpn.bench.stall_trace import (
+    Trial,
+    counter_delta,
+    is_stall,
+    render,
+    stalls,
+    timeline,
+    write_trace,
+)
+from jvpn.bench.wire_log import parse
+from jvpn.gate import abi
+from jvpn.lab.addresses import PORT
+
+OFFSET = 1_000_000.0  # wall clock = monotonic + OFFSET, in seconds
+
+
+def trial(gap_ms: float | None = 30.0) -> Trial:
+    # the change began at 99.990 s and was done at 100.000 s (monotonic)
+    return Trial(3, "wifi down", 99.990, t0=100.0, offset_s=OFFSET, gap_ms=gap_ms)
+
+
+def wall_ms(mono_s: float) -> int:
+    return round((mono_s + OFFSET) * 1000)
+
+
+def test_events_land_on_the_trials_axis_through_the_wall_offset():
+    ev = {"ts_ms": wall_ms(100.012), "event_type": "ReattachAttempt",
+          "reason_code": "RECOVERY_START", "node_id": "client", "seq": 7}
+    [entry] = [e for e in timeline(trial(), [], {"client": [ev]}) if e["who"] == "client"]
+    assert entry["t_ms"] == 12.0
+    assert entry["what"] == "ReattachAttempt RECOVERY_START"
+    assert entry["seq"] == 7 and "node_id" not in entry
+
+
+def test_events_outside_the_window_are_left_out():
+    early = {"ts_ms": wall_ms(99.5), "event_type": "A", "reason_code": "X"}
+    late = {"ts_ms": wall_ms(101.5), "event_type": "B", "reason_code": "X"}
+    got = timeline(trial(gap_ms=30.0), [], {"gateway": [early, late]})
+    assert [e["who"] for e in got] == ["bench", "bench"]  # the change's two marks only
+
+
+def test_a_run_of_sampled_xdp_drops_is_one_entry():
+    drops = [{"ts_ms": wall_ms(100.010 + i / 1000), "event_type": "XdpSecurityDrop",
+              "reason_code": "DROP_WRONG_BINDING", "transport_id": "10.0.0.2:5"}
+             for i in range(5)]
+    [entry] = [e for e in timeline(trial(), [], {"gateway": drops}) if e["who"] == "gateway"]
+    assert entry["count"] == 5 and entry["t_ms"] == 10.0 and entry["until_ms"] == 14.0
+
+
+def test_lost_probes_and_the_measured_echo():
+    samples = [(1, 99.980, 99.9803), (2, 100.001, 100.0012),  # before; one right after t0...
+               (6, 100.025, 100.029)]  # ... then 3 lost, then the measured one's neighbour
+    got = timeline(trial(), samples, {})
+    whats = [e["what"] for e in got if e["who"] == "probe"]
+    assert whats[0] == "last echo before the change"
+    assert "3 probes lost (seq 3..5" in whats[2]
+    first = next(e for e in got if e["what"].startswith("first echo"))
+    assert first["seq"] == 2 and first["sent_ms"] == 1.0
+
+
+def test_marks_are_already_monotonic():
+    got = timeline(trial(), [], {}, [(100.020, "wire", "PATH_CHALLENGE gateway -> client")])
+    [entry] = [e for e in got if e["who"] == "wire"]
+    assert entry["t_ms"] == 20.0
+
+
+def test_stalls_are_the_slow_trials_and_those_that_never_recovered():
+    assert is_stall(None) and is_stall(50.1) and not is_stall(50.0)
+    quick, slow, lost = trial(4.0), trial(210.0), trial(None)
+    got = stalls([quick, slow, lost], [], {})
+    assert [r["gap_ms"] for r in got] == [210.0, None]
+
+
+def test_counter_delta_lists_what_moved():
+    assert counter_delta({"pass_data": 10, "drop_wrong_binding": 2},
+                         {"pass_data": 15, "drop_wrong_binding": 2, "pass_control": 1}) == {
+        "pass_data": 5, "pass_control": 1}
+    assert counter_delta(None, {"pass_data": 1}) is None
+
+
+def test_the_trace_directory(tmp_path):
+    log = tmp_path / "probe.txt"
+    log.write_text("1 2 3\n")
+    write_trace(tmp_path / "out", [trial(4.0), trial(120.0)], [], {}, {"probe.txt": log})
+    lines = (tmp_path / "out" / "trials.jsonl").read_text().splitlines()
+    assert [json.loads(x)["gap_ms"] for x in lines] == [4.0, 120.0]
+    text = (tmp_path / "out" / "stalls.txt").read_text()
+    assert text.startswith("trial 3 (wifi down): 120.0 ms") and "(t0)" in text
+    assert (tmp_path / "out" / "probe.txt").read_text() == "1 2 3\n"
+    assert render(json.loads(lines[0])).count("\n") == 3  # a header and the two marks
+
+
+def frame(src: tuple[str, int], dst: tuple[str, int], payload: bytes) -> bytes:
+    udp = struct.pack("!HHHH", src[1], dst[1], 8 + len(payload), 0) + payload
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0,
+                     socket.inet_aton(src[0]), socket.inet_aton(dst[0]))
+    return bytes(12) + b"\x08\x00" + ip + udp
+
+
+def test_the_wire_parser_says_direction_transport_and_type():
+    c2s = frame(("10.0.0.2", 4000), ("10.9.9.9", PORT), bytes([abi.MSG_REATTACH_REQ, 1]))
+    s2c = frame(("10.9.9.9", PORT), ("10.0.0.2", 4000), bytes([abi.MSG_DATA, 1]))
+    other = frame(("10.0.0.2", 4000), ("10.9.9.9", PORT + 1), bytes([abi.MSG_DATA]))
+    assert parse(c2s) == ("c2s", "10.0.0.2:4000", abi.MSG_REATTACH_REQ)
+    assert parse(s2c) == ("s2c", "10.0.0.2:4000", abi.MSG_DATA)
+    assert parse(other) is None
