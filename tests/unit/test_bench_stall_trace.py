@@ -8,11 +8,17 @@ from __future__ import annotations
 import json
 import socket
 import struct
+import subprocess
+import sys
+from pathlib import Path
 
+from jvpn.bench.net import PROBER, PROBER_PAUSE_S, prober_pause_figures, read_probes
 from jvpn.bench.stall_trace import (
     Trial,
     counter_delta,
     is_stall,
+    pause_in_gap_ms,
+    pause_marks,
     render,
     stalls,
     timeline,
@@ -21,6 +27,7 @@ from jvpn.bench.stall_trace import (
 from jvpn.bench.wire_log import parse
 from jvpn.gate import abi
 from jvpn.lab.addresses import PORT
+from jvpn.lab.wait import wait_until
 
 OFFSET = 1_000_000.0  # wall clock = monotonic + OFFSET, in seconds
 
@@ -115,3 +122,43 @@ def test_the_wire_parser_says_direction_transport_and_type():
     assert parse(c2s) == ("c2s", "10.0.0.2:4000", abi.MSG_REATTACH_REQ)
     assert parse(s2c) == ("s2c", "10.0.0.2:4000", abi.MSG_DATA)
     assert parse(other) is None
+
+
+def test_the_probers_own_pauses_inside_a_gap():
+    t = trial(30.0)  # the gap: 100.000 .. 100.030
+    pauses = [(99.950, 99.990), (100.010, 100.050), (100.200, 100.300)]
+    assert pause_in_gap_ms(t, pauses) == 20.0  # only 100.010 .. 100.030 is inside
+    [(at, who, what)] = pause_marks([(100.010, 100.050)])
+    assert (at, who) == (100.010, "prober") and "40.0 ms" in what
+    figures = prober_pause_figures([t, trial(4.0)], pauses)
+    assert figures["prober_pauses"] == 3 and figures["prober_pause_max_ms"] == 100.0
+    assert figures["trials_with_prober_pause"] == []  # the trials' extra is set by the bench
+    t.extra["prober_pause_ms"] = pause_in_gap_ms(t, pauses)
+    assert prober_pause_figures([t], pauses)["trials_with_prober_pause"] == [3]
+
+
+def test_the_prober_keeps_its_echoes_and_writes_them_when_it_stops(tmp_path):
+    """PROBER against a local echo: the first echo is in its log at once
+    (start_prober waits for it), the rest when it stops, in read_probes'
+    format; its pauses file exists. The test is the echo server."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    log = tmp_path / "probe.txt"
+    prober = subprocess.Popen([sys.executable, "-c", PROBER, "127.0.0.1", str(port), "30",
+                               str(log), str(PROBER_PAUSE_S)])
+    try:
+        for _ in range(50):  # answer 50 probes, then stop it
+            msg, src = sock.recvfrom(100)
+            sock.sendto(msg, src)
+        wait_until(lambda: log.exists() and log.stat().st_size > 0, "the first echo", 10)
+        assert len(read_probes(log)) == 1  # the rest waits for the stop
+        Path(str(log) + ".stop").touch()
+        prober.wait(10)
+    finally:
+        prober.kill()
+        sock.close()
+    got = read_probes(log)
+    assert 40 <= len(got) <= 50 and [s[0] for s in got] == sorted(s[0] for s in got)
+    assert all(sent <= back for _n, sent, back in got)
+    assert Path(str(log) + ".pauses").exists()
