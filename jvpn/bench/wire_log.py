@@ -2,8 +2,8 @@
 clock (jvpn/bench/stall_trace.py): an AF_PACKET socket on one router port,
 both ways, kernel timestamps (SO_TIMESTAMPNS, wall clock, placed on the
 monotonic axis with the offset measured at start). It keeps the reattach
-messages (REATTACH_REQ ... TERMINATE) and each change of the transport data
-flows from or to, not every datagram: a timeline needs when the request
+messages (REATTACH_REQ ... TERMINATE) and when data starts on a transport
+(either way, after DATA_QUIET_S without), not every datagram: a timeline needs when the request
 reached the gateway and when the gateway answered, which neither side's
 events say (they are written after the work they report)."""
 
@@ -21,6 +21,7 @@ from jvpn.lab.netns import socket_in
 
 ETH_P_ALL, ETH_HLEN = 0x0003, 14
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+DATA_QUIET_S = 0.1  # data on a transport after this long without: a timeline entry
 CONTROL = {abi.MSG_REATTACH_REQ: "REATTACH_REQ", abi.MSG_PATH_CHALLENGE: "PATH_CHALLENGE",
            abi.MSG_PATH_RESPONSE: "PATH_RESPONSE", abi.MSG_REATTACH_ACK: "REATTACH_ACK",
            abi.MSG_REATTACH_REJECT: "REATTACH_REJECT", abi.MSG_TERMINATE: "TERMINATE"}
@@ -47,7 +48,7 @@ class WireLog:
     def __init__(self, ns: str, ifname: str):
         self.entries: list[tuple[float, str]] = []
         self._offset = wall_offset_s()
-        self._data_peer: dict[str, str] = {}  # direction -> the transport data last used
+        self._data_seen: dict[str, dict[str, float]] = {}  # direction -> transport -> last
         self.sock = socket_in(ns, socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
         self.sock.bind((ifname, 0))
         self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
@@ -79,9 +80,13 @@ class WireLog:
         arrow = "client -> gateway" if direction == "c2s" else "gateway -> client"
         if kind in CONTROL:
             self.entries.append((t, f"{CONTROL[kind]} {arrow} ({peer})"))
-        elif kind == abi.MSG_DATA and self._data_peer.get(direction) != peer:
-            self._data_peer[direction] = peer
-            self.entries.append((t, f"data {arrow} now via {peer}"))
+        elif kind == abi.MSG_DATA:
+            # a transport data starts to use (again): a dual send alternates
+            # two of them packet by packet, one entry each, not one a packet
+            seen = self._data_seen.setdefault(direction, {})
+            if t - seen.get(peer, float("-inf")) > DATA_QUIET_S:
+                self.entries.append((t, f"data {arrow} via {peer}"))
+            seen[peer] = t
 
     def stop(self) -> list[tuple[float, str]]:
         self._stop.set()

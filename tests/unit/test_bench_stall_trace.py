@@ -24,7 +24,7 @@ from jvpn.bench.stall_trace import (
     timeline,
     write_trace,
 )
-from jvpn.bench.wire_log import parse
+from jvpn.bench.wire_log import WireLog, parse
 from jvpn.gate import abi
 from jvpn.lab.addresses import PORT
 from jvpn.lab.wait import wait_until
@@ -162,3 +162,19 @@ def test_the_prober_keeps_its_echoes_and_writes_them_when_it_stops(tmp_path):
     assert 40 <= len(got) <= 50 and [s[0] for s in got] == sorted(s[0] for s in got)
     assert all(sent <= back for _n, sent, back in got)
     assert Path(str(log) + ".pauses").exists()
+
+
+def test_the_wire_log_says_when_data_starts_on_a_transport_not_every_packet():
+    """A dual send alternates two transports packet by packet: one entry each."""
+    log = WireLog.__new__(WireLog)  # no capture socket: frames are handed in
+    log.entries, log._data_seen = [], {}
+    gw = ("10.9.9.9", PORT)
+    old, new = ("10.0.0.2", 4000), ("10.0.0.3", 4001)
+    for i in range(10):  # 1 ms apart, alternating
+        log._frame(frame(old if i % 2 else new, gw, bytes([abi.MSG_DATA])), 1.0 + i / 1000)
+    log._frame(frame(new, gw, bytes([abi.MSG_PATH_RESPONSE])), 1.011)
+    log._frame(frame(old, gw, bytes([abi.MSG_DATA])), 1.5)  # back after 490 ms without
+    assert [what for _t, what in log.entries] == [
+        "data client -> gateway via 10.0.0.3:4001", "data client -> gateway via 10.0.0.2:4000",
+        "PATH_RESPONSE client -> gateway (10.0.0.3:4001)",
+        "data client -> gateway via 10.0.0.2:4000"]
