@@ -4,6 +4,7 @@ Record what they print, with the command, in docs/benchmarks.md."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
@@ -104,15 +105,21 @@ def bench_tunnel(app, as_json: bool, seconds: float, rounds: int, path_mtu: int 
                                 "returns) to data flowing again through the tunnel, many trials.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--trials", default=30, show_default=True, type=click.IntRange(2, 500))
+@click.option("--trace", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write every trial's timeline (probe echoes, the prober's own pauses, "
+                   "client and gateway events, XDP counters and the reattach messages on the "
+                   "wire, in one clock) to DIR/trials.jsonl, the stalled ones (over 50 ms) as "
+                   "text to DIR/stalls.txt, and the raw logs. The JSON always lists the stalled "
+                   "trials' timelines (without the wire) under \"stalls\".")
 @click.pass_obj
-def bench_reattach(app, as_json: bool, trials: int):
+def bench_reattach(app, as_json: bool, trials: int, trace: Path | None):
     from jvpn.bench.net import run_reattach_bench
     from jvpn.gate.attach import require_root
     from jvpn.gate.loader import require_bcc
 
     require_root()
     require_bcc()
-    _report(app, as_json, lambda progress: run_reattach_bench(trials, progress))
+    _report(app, as_json, lambda progress: run_reattach_bench(trials, progress, trace))
 
 
 @bench.command("failover", help="The client's active uplink fails while a 1 ms UDP echo runs "
@@ -165,8 +172,12 @@ def bench_failover(app, as_json: bool, trials: int, lossy_trials: int, watch_sec
 @click.option("--trials", default=30, show_default=True, type=click.IntRange(2, 500))
 @click.option("--compare/--no-compare", default=True, show_default=True,
               help="Also run `bench reattach` (one gateway) with as many trials.")
+@click.option("--trace", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Every move's timeline, the stalled ones as text and the raw logs, as "
+                   "`bench reattach --trace` writes them: in DIR/handoff (and DIR/reattach "
+                   "with --compare). The JSON always lists the stalled moves' timelines.")
 @click.pass_obj
-def bench_handoff(app, as_json: bool, trials: int, compare: bool):
+def bench_handoff(app, as_json: bool, trials: int, compare: bool, trace: Path | None):
     from jvpn.bench.handoff import run_handoff_bench
     from jvpn.bench.net import run_reattach_bench
     from jvpn.gate.attach import require_root
@@ -177,9 +188,9 @@ def bench_handoff(app, as_json: bool, trials: int, compare: bool):
     _need("etcd")
 
     def run(progress):
-        result = run_handoff_bench(trials, progress)
+        result = run_handoff_bench(trials, progress, trace and trace / "handoff")
         if compare:
-            single = run_reattach_bench(trials, progress)
+            single = run_reattach_bench(trials, progress, trace and trace / "reattach")
             result["reattach_p99_ms"] = single["p99_ms"]
             result["reattach_p50_ms"] = single["p50_ms"]
             if single["p99_ms"] and result["p99_ms"]:

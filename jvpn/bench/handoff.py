@@ -27,10 +27,21 @@ from jvpn.bench.net import (
     ECHO,
     gaps_after,
     percentiles,
+    prober_pause_figures,
+    read_pauses,
     read_probes,
     start_prober,
     stop_prober,
 )
+from jvpn.bench.stall_trace import (
+    STALL_MS,
+    Trial,
+    pause_in_gap_ms,
+    pause_marks,
+    stalls,
+    write_trace,
+)
+from jvpn.bench.wire_log import WireLog
 from jvpn.gate import abi
 from jvpn.lab import frames
 from jvpn.lab.addresses import ECHO_PORT, PORT, SVC_IP, UPLINK_ROUTER_IF, VIP
@@ -112,10 +123,12 @@ def handoff_trials(cl: ClusterLab, sid: int, trials: int, settle_s: float = 1.2,
             rec = _owner(cl, sid)
             old, uplink = site(rec.owner), "lte" if site(rec.owner).name == "a" else "wifi"
             mirror = Mirror(cl, uplink, old.name, (rec.binding.addr, rec.binding.port))
+            new = "b" if old.name == "a" else "a"
+            trial = Trial(i, f"handoff {old.name} -> {new} ({uplink})", time.monotonic())
             cl.use_uplink(uplink)
-            t0 = time.monotonic()  # after: every probe sent from here takes the new path
-            moves.append(t0)
-            to_owner_ms.append(_wait_owner(cl, sid, "gw-b" if old.name == "a" else "gw-a", t0))
+            trial.done()  # after: every probe sent from here takes the new path
+            moves.append(trial)
+            to_owner_ms.append(_wait_owner(cl, sid, f"gw-{new}", trial.t0))
             time.sleep(settle_s)
             mirror.stop()
             copied += mirror.copied
@@ -142,10 +155,12 @@ def _wait_owner(cl: ClusterLab, sid: int, node: str, t0: float, timeout_s: float
 
 
 def run_handoff_bench(trials: int = 20, progress: Callable[[str], None] = lambda _: None,
-                      ) -> dict:
+                      trace: Path | None = None) -> dict:
     """``trials`` handoffs (LTE lands on B), then ``trials`` reattaches on one
     gateway of the same cluster (LTE lands on A too): same client, same
-    etcd, same moves; only the ownership move differs."""
+    etcd, same moves; only the ownership move differs. Slow moves get
+    their timelines (``stalls``, ``same_gateway_stalls``; ``trace``: every
+    move's, and the raw logs: jvpn/bench/stall_trace.py)."""
     with tempfile.TemporaryDirectory(prefix="jvpn-bench-") as d:
         tmp = Path(d)
         cl = ClusterLab(tmp, gateway_extra="LeaseTTL = 2\n").up()
@@ -155,6 +170,8 @@ def run_handoff_bench(trials: int = 20, progress: Callable[[str], None] = lambda
             log = tmp / "probe.txt"
             bound_s = 60 + trials * 5  # a bound only: stopped by a file after the trials
             prober = start_prober(cl.lab, "cl", SVC_IP, bound_s, log)
+            wires = ([WireLog(cl.lab.ns("rt"), UPLINK_ROUTER_IF[u]) for u in ("wifi", "lte")]
+                     if trace is not None else [])
             [rec] = cl.store().list()
             result = handoff_trials(cl, rec.session_id, trials, progress=progress)
             cl.set_catchment("lte", "a")
@@ -164,11 +181,12 @@ def run_handoff_bench(trials: int = 20, progress: Callable[[str], None] = lambda
             local = _same_gateway_moves(cl, trials, progress)
             time.sleep(0.5)
             stop_prober(prober, log)
-            samples = read_probes(log)
+            samples, pauses = read_probes(log), read_pauses(log)
+            timelines = _timelines(cl, tmp, result["moves"], local, samples, pauses, wires, trace)
         finally:
             cl.down()
-    per_trial = gaps_after(samples, result["moves"] + local)[:len(result["moves"])]
-    per_local = gaps_after(samples, local)
+    per_trial = [t.gap_ms for t in result["moves"]]
+    per_local = [t.gap_ms for t in local]
     p50, p90, p99 = percentiles(per_trial, (0.5, 0.9, 0.99))
     local_p50, local_p90, local_p99 = percentiles(per_local, (0.5, 0.9, 0.99))
     a_to_b, b_to_a = per_trial[0::2], per_trial[1::2]  # the moves alternate, A -> B first
@@ -185,6 +203,7 @@ def run_handoff_bench(trials: int = 20, progress: Callable[[str], None] = lambda
             "p99_vs_same_gateway_reattach": round(p99 / local_p99, 2) if p99 and local_p99
             else None,
             "per_trial_ms": per_trial, "same_gateway_per_trial_ms": per_local,
+            **timelines,
             "owner_moved_ms": result["to_owner_ms"],
             "accepted_per_gateway": result["accepted"],
             "mirrored_to_old_owner": result["mirrored"],
@@ -198,11 +217,40 @@ def run_handoff_bench(trials: int = 20, progress: Callable[[str], None] = lambda
 
 
 def _same_gateway_moves(cl: ClusterLab, trials: int,
-                        progress: Callable[[str], None]) -> list[float]:
+                        progress: Callable[[str], None]) -> list[Trial]:
     moves = []
     for i in range(trials):
         progress(f"reattach on one gateway {i + 1}/{trials}")
-        cl.use_uplink("lte" if i % 2 == 0 else "wifi")
-        moves.append(time.monotonic())
+        uplink = "lte" if i % 2 == 0 else "wifi"
+        trial = Trial(trials + i, f"same gateway ({uplink})", time.monotonic())
+        cl.use_uplink(uplink)
+        trial.done()
+        moves.append(trial)
         time.sleep(1.2)
     return moves
+
+
+def _timelines(cl: ClusterLab, tmp: Path, moves: list[Trial], local: list[Trial], samples,
+               pauses, wires: list[WireLog], trace: Path | None) -> dict:
+    """Each move's gap (a handoff's ends at the first same-gateway move at
+    the latest), and the slow ones' timelines: client, both gateways, the
+    prober, the wire (with ``trace``)."""
+    ends = gaps_after(samples, [t.t0 for t in moves + local])
+    for t, gap in zip(moves + local, ends, strict=True):
+        t.gap_ms = gap
+        t.extra["prober_pause_ms"] = pause_in_gap_ms(t, pauses)
+    marks = [(t, "wire", what) for w in wires for t, what in w.stop()] + pause_marks(pauses)
+    sources = {"client": cl.client_event_list(), "gateway a": cl.gateway_events("a"),
+               "gateway b": cl.gateway_events("b")}
+    if trace is not None:
+        raw = {n: tmp / n for n in ("probe.txt", "client.log", "gateway-a.log", "gateway-b.log")}
+        raw.update({"client-events.jsonl": cl.client_events,
+                    "gateway-a-events.jsonl": cl.events_file("a"),
+                    "gateway-b-events.jsonl": cl.events_file("b")})
+        write_trace(trace, moves + local, samples, sources, raw, marks)
+    slow = stalls(moves, samples, sources, marks)
+    slow_local = stalls(local, samples, sources, marks)
+    return {"stall_threshold_ms": STALL_MS, "stall_count": len(slow),
+            "same_gateway_stall_count": len(slow_local),
+            **prober_pause_figures(moves + local, pauses),
+            "stalls": slow, "same_gateway_stalls": slow_local}

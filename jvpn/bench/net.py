@@ -28,6 +28,16 @@ from jvpn.bench.rekey import (
     rekey_lab,
     rekey_summary,
 )
+from jvpn.bench.stall_trace import (
+    STALL_MS,
+    Trial,
+    gate_counters,
+    pause_in_gap_ms,
+    pause_marks,
+    stalls,
+    write_trace,
+)
+from jvpn.bench.wire_log import WireLog
 from jvpn.lab.addresses import (
     ATTACKER_IP,
     ATTACKER_ROUTER_IF,
@@ -36,6 +46,7 @@ from jvpn.lab.addresses import (
     GW_INNER,
     GW_IP,
     PORT,
+    ROUTER_GW_IF,
     UPLINK_METRIC,
     UPLINK_ROUTER_IP,
     WG_CL_IP,
@@ -135,26 +146,44 @@ def run_tunnel_bench(seconds: float = 5.0, rounds: int = 2,
             "tool": "iperf3 TCP, client namespace -> gateway namespace, one stream"}
 
 
+# The prober keeps its echoes in memory and writes them when it stops: a
+# write per echo to a disk file could block for ~200 ms (a file system
+# journal commit) and the prober, not the tunnel, would then be the stall
+# (docs/benchmarks.md "The reattach stall"). Only the first echo is written
+# at once (start_prober waits for it). Pauses of its own sending (over
+# PROBER_PAUSE_S between two probes) go to LOG.pauses: a timeline shows them.
+PROBER_PAUSE_S = 0.02
 PROBER = r"""
-import json, socket, sys, time
+import array, json, os, socket, sys, time
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(0.001)
-import os
 dst = (sys.argv[1], int(sys.argv[2])); end = time.monotonic() + float(sys.argv[3])
-seq = 0; out = open(sys.argv[4], "w", buffering=1); stop = sys.argv[4] + ".stop"
-while time.monotonic() < end and not os.path.exists(stop):
+log, pause_s = sys.argv[4], float(sys.argv[5]); stop = log + ".stop"
+echoes, pauses = array.array("d"), array.array("d")
+seq = 0; last_send = None; out = open(log, "w")
+while time.monotonic() < end and not (seq % 64 == 0 and os.path.exists(stop)):
     seq += 1
+    now = time.monotonic()
+    if last_send is not None and now - last_send > pause_s:
+        pauses.extend((last_send, now))
+    last_send = now
     try:
-        s.sendto(json.dumps([seq, time.monotonic()]).encode(), dst)
+        s.sendto(json.dumps([seq, now]).encode(), dst)
     except OSError:  # no route for a moment (a path change): the next one goes
         time.sleep(0.001)
     try:
         while True:
             b = s.recv(100)
             n, sent = json.loads(b)
-            out.write(f"{n} {sent} {time.monotonic()}\n")
+            echoes.extend((n, sent, time.monotonic()))
+            if len(echoes) == 3:
+                out.write(f"{n} {sent} {echoes[2]}\n"); out.flush()
     except (socket.timeout, BlockingIOError):
         pass
+out.write("".join(f"{echoes[i]:.0f} {echoes[i + 1]!r} {echoes[i + 2]!r}\n"
+                  for i in range(3, len(echoes), 3)))
 out.close()
+with open(log + ".pauses", "w") as p:
+    p.write("".join(f"{pauses[i]!r} {pauses[i + 1]!r}\n" for i in range(0, len(pauses), 2)))
 """
 ECHO = r"""
 import socket, sys
@@ -173,7 +202,7 @@ def start_prober(lab, role: str, dst: str, bound_s: float, log: Path,
     tunnel carries traffic): under load the session can take longer than
     any fixed sleep, and a trial before it measures nothing."""
     prober = lab.spawn(role, sys.executable, "-c", PROBER, dst, str(ECHO_PORT), str(bound_s),
-                       str(log))
+                       str(log), str(PROBER_PAUSE_S))
     wait_until(lambda: log.exists() and log.stat().st_size > 0, "the first echo", ready_s)
     return prober
 
@@ -188,9 +217,28 @@ def stop_prober(prober: subprocess.Popen, log: Path, timeout_s: float = 10.0) ->
 
 
 def read_probes(log: Path) -> list[tuple[float, float, float]]:
-    """PROBER's log: (sequence, sent, came back) per echo."""
-    return [tuple(map(float, line.split())) for line in log.read_text().splitlines()
-            if line.count(" ") == 2]
+    """PROBER's log: (sequence, sent, came back) per echo, in sequence order."""
+    return sorted(tuple(map(float, line.split())) for line in log.read_text().splitlines()
+                  if line.count(" ") == 2)
+
+
+def read_pauses(log: Path) -> list[tuple[float, float]]:
+    """PROBER's own pauses: (last probe before, next probe) when it sent
+    nothing for more than PROBER_PAUSE_S (it was not scheduled, or blocked)."""
+    path = Path(str(log) + ".pauses")
+    if not path.exists():
+        return []
+    return [tuple(map(float, line.split())) for line in path.read_text().splitlines()
+            if line.count(" ") == 1]
+
+
+def prober_pause_figures(trials: list[Trial], pauses: list[tuple[float, float]]) -> dict:
+    """The prober's own pauses over the run, and the trials they lengthened
+    (a gap the prober made, not the tunnel: docs/benchmarks.md)."""
+    hit = [t.index for t in trials if t.extra.get("prober_pause_ms", 0) > 0]
+    longest = max((b - a for a, b in pauses), default=0.0)
+    return {"prober_pauses": len(pauses), "prober_pause_max_ms": round(longest * 1000, 1),
+            "trials_with_prober_pause": hit}
 
 
 def gaps_after(samples: list[tuple[float, float, float]], moves: list[float]) -> list:
@@ -213,11 +261,60 @@ def percentiles(values: list, qs: tuple[float, ...] = (0.5, 0.99)) -> tuple:
                  round(got[min(len(got) - 1, int(len(got) * q))], 2) for q in qs)
 
 
+def gate_reader(env: dict, ifname: str = "gw0"):
+    """A function reading the counters of the gate ``env``'s gateway
+    attached (its pin root and run dir), in this process; None without a
+    gate (the userspace-gated lab) or bcc."""
+    try:
+        from jvpn.gate.paths import GatePaths  # noqa: PLC0415 - bcc only when a lab runs
+        from jvpn.gate.pins import GateMaps  # noqa: PLC0415
+        from jvpn.gate.records import Attachment  # noqa: PLC0415
+
+        paths = GatePaths(env["JVPN_PIN_ROOT"], env["JVPN_RUN_DIR"])
+        att = Attachment.load(ifname, paths)
+        maps = GateMaps(Path(att.pin_dir), att.replay_bits)
+    except Exception:  # noqa: BLE001 - the counters are a diagnostic only
+        return None
+    return maps.read_counters
+
+
+def _move(tl: TunnelLab, i: int) -> str:
+    """Trial ``i``'s uplink change, done when this returns; what it was."""
+    if i % 2 == 0:  # wifi -> lte: the uplink disappears
+        tl.lab.link("cl", "wifi", "down")
+        return "wifi down"
+    # lte -> wifi: wifi comes back and is preferred again
+    tl.lab.link("cl", "wifi", "up")
+    time.sleep(0.3)
+    tl.lab.run("cl", "ip", "route", "replace", "default", "via",
+               UPLINK_ROUTER_IP["wifi"], "dev", "wifi", "metric",
+               str(UPLINK_METRIC["wifi"]))
+    return "wifi back"
+
+
+def _reattach_trials(tl: TunnelLab, trials: int, progress, read_counters) -> list[Trial]:
+    out = []
+    for i in range(trials):
+        progress(f"trial {i + 1}/{trials}")
+        before = gate_counters(read_counters)
+        # t0 is taken once the change is done: probes sent before it may
+        # still have left on the old path and would look like no gap at all
+        trial = Trial(i, "", time.monotonic(), counters_before=before)
+        trial.kind = _move(tl, i)
+        trial.done()
+        time.sleep(1.2)
+        trial.counters_after = gate_counters(read_counters)
+        out.append(trial)
+    return out
+
+
 def run_reattach_bench(trials: int = 20, progress: Callable[[str], None] = lambda _: None,
-                       ) -> dict:
+                       trace: Path | None = None) -> dict:
     """Each trial takes the client's active uplink down (wifi <-> lte) and
     measures from that instant to the first echo that went out after it and
-    came back through the tunnel."""
+    came back through the tunnel. Each trial slower than STALL_MS gets its
+    timeline in ``stalls`` (jvpn/bench/stall_trace.py); ``trace``: a
+    directory for every trial's timeline and the raw logs."""
     with tempfile.TemporaryDirectory(prefix="jvpn-bench-") as d:
         tmp = Path(d)
         # The lab's default policy allows 30 switches a minute: more trials than
@@ -228,37 +325,40 @@ def run_reattach_bench(trials: int = 20, progress: Callable[[str], None] = lambd
             duration = 30 + trials * 5  # a bound only: stopped by a file after the trials
             log = tmp / "probe.txt"
             prober = start_prober(tl.lab, "cl", GW_INNER, duration, log)
+            # --trace: the reattach messages on the router's gateway-side port too
+            wire = WireLog(tl.lab.ns("rt"), ROUTER_GW_IF) if trace is not None else None
             time.sleep(0.5)  # a few round trips before the first change: the RTT baseline
-            downs = []
-            for i in range(trials):
-                progress(f"trial {i + 1}/{trials}")
-                # t0 is taken once the change is done: probes sent before it may
-                # still have left on the old path and would look like no gap at all
-                if i % 2 == 0:  # wifi -> lte: the uplink disappears
-                    tl.lab.link("cl", "wifi", "down")
-                else:           # lte -> wifi: wifi comes back and is preferred again
-                    tl.lab.link("cl", "wifi", "up")
-                    time.sleep(0.3)
-                    tl.lab.run("cl", "ip", "route", "replace", "default", "via",
-                               UPLINK_ROUTER_IP["wifi"], "dev", "wifi", "metric",
-                               str(UPLINK_METRIC["wifi"]))
-                downs.append(time.monotonic())
-                time.sleep(1.2)
+            done = _reattach_trials(tl, trials, progress, gate_reader(tl.env))
             time.sleep(1.0)
             stop_prober(prober, log, timeout_s=30)
-            samples = read_probes(log)
+            marks = [(t, "wire", what) for t, what in wire.stop()] if wire else []
+            samples, pauses = read_probes(log), read_pauses(log)
+            marks += pause_marks(pauses)
+            sources = {"client": tl.client_event_list(), "gateway": tl.gateway_events()}
+            per_trial = gaps_after(samples, [t.t0 for t in done])
+            for t, gap in zip(done, per_trial, strict=True):
+                t.gap_ms = gap
+                t.extra["prober_pause_ms"] = pause_in_gap_ms(t, pauses)
+            if trace is not None:
+                write_trace(trace, done, samples, sources,
+                            {"probe.txt": log, "client-events.jsonl": tl.client_events,
+                             "gateway-events.jsonl": tl.events_file,
+                             "client.log": tmp / "client.log", "gateway.log": tmp / "gateway.log"},
+                            marks)
         finally:
             tl.down()
-    rtts = [got - sent for _n, sent, got in samples if sent < downs[0]]
-    per_trial = gaps_after(samples, downs)
+    rtts = [got - sent for _n, sent, got in samples if sent < done[0].started]
     gaps = sorted(g for g in per_trial if g is not None)
     rtt_ms = statistics.median(rtts) * 1000 if rtts else None
     p50, p99 = percentiles(per_trial)
+    slow = stalls(done, samples, sources, marks)
     return {"p50_ms": p50, "p99_ms": p99,
             "rtt_ms": round(rtt_ms, 3) if rtt_ms else None, "trials": len(gaps),
-            "trials_without_recovery": len(downs) - len(gaps),
+            "trials_without_recovery": len(done) - len(gaps),
             "per_trial_ms": per_trial,
             "max_ms": round(max(gaps), 2) if gaps else None,
+            "stall_threshold_ms": STALL_MS, "stall_count": len(slow),
+            **prober_pause_figures(done, pauses), "stalls": slow,
             "policy": "max_switches_per_min 600, switch_cooldown_ms 0",
             "method": "UDP echo every ~1 ms through the tunnel; t0 = the uplink change done "
                       "(link down, or the better route back); time to the first echo sent "
