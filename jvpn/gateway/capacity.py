@@ -20,6 +20,15 @@ class SessionsFull(StoreError):
     reason = Reason.GATEWAY_FULL
 
 
+class AttemptInProgress(StoreError):
+    """A peer's new handshake refused while its previous one's writes are
+    still queued (a group commit: milliseconds; a client waits seconds
+    before its next attempt): one attempt per peer, so that one peer's
+    initiations never take more than one more session's room."""
+
+    reason = Reason.RATE_LIMITED
+
+
 class Capacity:
     pending_new = 0  # handshakes' sessions whose writes are queued (table.py start_new)
 
@@ -37,10 +46,30 @@ class Capacity:
         the gate itself: put_new)."""
         return len(self.sessions) + self.pending_new >= self.max_sessions()
 
-    def refuse_if_full(self) -> None:
-        if self.full():
+    def refuse_if_full(self, inner: bytes | None = None) -> None:
+        """``inner``: the handshake's peer (its inner IPv4, packed), which
+        may still handshake at capacity if it holds a session here."""
+        if inner is not None and inner in self.writing:
+            raise AttemptInProgress("the peer's previous handshake is still being written")
+        if not self.room_for(inner):
             raise SessionsFull(f"the gateway holds its MaxSessions ({self.max_sessions()}) "
                                "sessions: no new one")
+
+    def room_for(self, inner: bytes | None) -> bool:
+        """A new session of this peer (None: of nobody in particular) fits."""
+        return not self.full() or self._replaces(inner)
+
+    def _replaces(self, inner: bytes | None) -> bool:
+        """The peer holds a session here (confirmed, or its attempt awaiting
+        confirmation): its new one takes that one's place (the attempt's at
+        once: jvpn/gateway/new_session.py; the confirmed one's at the
+        confirmation, jvpn/gateway/control.py), so a client that restarted
+        or lost its keys is never locked out by the others. One excess per
+        peer at most (its confirmed session and one attempt), until the
+        confirmation or the attempt's expiry gives it back; an element the
+        maps have no room for is still refused (put_new)."""
+        return inner is not None and (self.for_inner(inner) is not None
+                                      or self.attempt_of(inner) is not None)
 
     def put_new(self, live, rec) -> None:
         """A new session's first element; the gate full (elements the count

@@ -29,8 +29,7 @@ class Handshakes:
         if isinstance(verdict, Refused):
             self._refuse(verdict, src)
             return
-        old = self.table.for_inner(verdict.inner.packed)
-        stale = self.admission.older_than(verdict, old.record if old else None)
+        stale = self._stale(verdict)
         if stale is not None:
             self._refuse(stale, src)
             return
@@ -39,6 +38,17 @@ class Handshakes:
                                  Reason.OWNERSHIP_CONFLICT), src)
             return
         self._start_session(verdict, src)
+
+    def _stale(self, verdict) -> Refused | None:
+        """Not newer than the initiation of the peer's live session, or of
+        its attempt awaiting confirmation: a replay (not, after a restart,
+        a way to end that attempt: a new attempt replaces it)."""
+        inner = verdict.inner.packed
+        for live in (self.table.for_inner(inner), self.table.attempt_of(inner)):
+            stale = self.admission.older_than(verdict, live.record if live else None)
+            if stale is not None:
+                return stale
+        return None
 
     def _start_session(self, verdict, src: tuple[str, int]) -> None:
         """The new session's writes, the initiation's claim first among
@@ -54,7 +64,7 @@ class Handshakes:
             self.table.start_new(init.client_public, init.timestamp_ns, new.record, new.keys,
                                  verdict.inner.packed, new.transition,
                                  lambda result: self._written(result, verdict, new, src))
-        except StoreError as e:  # SessionsFull too: MaxSessions (jvpn/gateway/capacity.py)
+        except StoreError as e:  # SessionsFull, AttemptInProgress too (jvpn/gateway/capacity.py)
             self._refuse(Refused(str(e), getattr(e, "reason", Reason.HANDSHAKE_FAIL)), src)
 
     def _written(self, result, verdict, new, src: tuple[str, int]) -> None:

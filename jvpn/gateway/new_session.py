@@ -62,17 +62,25 @@ class NewSessions:
         ``HandshakeWrites``) through ``writes`` (at once, or group-committed),
         and only once they are durable the session here, then ``done(live)``;
         ``done(None)``: the claim found a replay; ``done(StoreError)``:
-        not written, nothing here. Raises SessionsFull: nothing queued."""
+        not written, nothing here. Raises SessionsFull or AttemptInProgress
+        (jvpn/gateway/capacity.py): nothing queued, nothing changed.
+        The peer's previous attempt, if any, ends once this one is queued:
+        one unconfirmed session per peer (the caller checked this initiation
+        is newer than it: the initiator gave it up)."""
         rec = rec.with_(confirmed=False)
-        self.refuse_if_full()
+        self.refuse_if_full(inner)
         w = HandshakeWrites(peer, timestamp_ns, rec, keys.pack(), FIRST_FLOOR)
+        replaced = self.attempt_of(inner)
         self.pending_new += 1
+        self.writing.add(inner)
 
         def written(result: Prewritten | StoreError | None) -> None:
             self.pending_new -= 1
+            self.writing.discard(inner)
             if result is None or isinstance(result, StoreError):
                 done(result)
                 return
+            self._end_attempt(replaced)  # first: its element's room is the new one's
             try:
                 live = self._made(rec, keys, inner, tr, result, FIRST_CEILING)
             except StoreError as e:  # the gate full: the record is gone again
@@ -81,9 +89,16 @@ class NewSessions:
             done(live)
         try:
             self.writes.handshake(w, written)
-        except StoreError:
+        except StoreError:  # a stopped writer: refused, the previous attempt stays
             self.pending_new -= 1
+            self.writing.discard(inner)
             raise
+        self._end_attempt(replaced)  # queued: the new one counts in its place
+
+    def _end_attempt(self, attempt: Live | None) -> None:
+        """The peer's previous attempt ends quietly (unless it ended already)."""
+        if attempt is not None and self.sessions.get(attempt.record.session_id) is attempt:
+            self.forget(attempt.record.session_id)
 
     def confirm(self, live: Live, done: Callable[[bool], None] | None = None) -> None:
         """The initiator proved the new session's path: recorded first, with

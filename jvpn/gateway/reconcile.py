@@ -67,6 +67,7 @@ class Reconcile:
         that their standby elements never take the room of one of ours."""
         kept = over = seen = 0
         others: list[Stored] = []
+        attempts: list[Stored] = []  # unconfirmed: after the others of ours
         for stored in self.store.restorable():
             seen += 1
             if stored.problem is not None:
@@ -74,6 +75,8 @@ class Reconcile:
             elif not self.ownership.owns(stored.record):
                 if stored.record.state is not State.TERMINATED:  # an ended one stays ended
                     others.append(stored)
+            elif not stored.record.confirmed and stored.record.state is not State.TERMINATED:
+                attempts.append(stored)
             elif stored.record.state is not State.TERMINATED and (over or self.table.full()):
                 over += 1  # counted, not restored: the start fails below
             else:
@@ -87,7 +90,23 @@ class Reconcile:
                 f"this gateway, more than its MaxSessions ({self.table.max_sessions()}): raise "
                 "MaxSessions in the config (beyond the gate's capacity, attach again with a "
                 "larger --max-sessions)")
-        return kept, others
+        return kept + self._restore_attempts(attempts), others
+
+    def _restore_attempts(self, attempts: list[Stored]) -> int:
+        """Handshakes' sessions awaiting confirmation, once the confirmed
+        ones are back: restored where a new handshake would be admitted (a
+        peer holding a session may have one more at capacity:
+        jvpn/gateway/capacity.py), ended otherwise, as an unconfirmed session
+        ends (its client's retry is a new handshake), never a failed start."""
+        kept = 0
+        for stored in attempts:
+            rec = stored.record
+            inner = ipaddress.IPv4Address(rec.inner_addr).packed if rec.inner_addr else None
+            if self.table.room_for(inner):
+                kept += self._restore_one(stored)
+            else:
+                self.table.forget(rec.session_id)
+        return kept
 
     def _restore_one(self, stored: Stored) -> int:
         """1 when the session is served here; a failure is its own only (a

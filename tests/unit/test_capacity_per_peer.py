@@ -1,0 +1,147 @@
+"""Issue 15 review, capacity: one peer's initiations never fill MaxSessions
+(one unconfirmed session per peer, a new attempt replaces it), and a peer
+that holds a session may handshake again at capacity (its confirmation
+ends the old one: the count comes back)."""
+
+from __future__ import annotations
+
+from test_handshake_commit import _group_gateway
+
+from jvpn.codes import Reason
+from jvpn.gate import abi
+from jvpn.lab.wait import wait_until
+from jvpn.store.sqlite import SqliteStore
+from kits.daemon_kit import AdmitAll, Peer, events_of, handshake, initiation, make_gateway
+
+
+def _full_refusals(gw) -> list[dict]:
+    return [e for e in events_of(gw.events, "HandshakeRejected")
+            if e["reason_code"] == Reason.GATEWAY_FULL]
+
+
+def _confirm(gw, peer: Peer, src) -> None:
+    gw.datapath.datagram(peer.seal(b"", abi.MSG_KEEPALIVE), src)
+    assert gw.sessions[peer.session_id].confirmed
+
+
+def test_one_peer_never_confirming_does_not_lock_the_others_out(tmp_path):
+    gate = AdmitAll()
+    gate.max_sessions = 8
+    gw = make_gateway(tmp_path, gate=gate, cookie_threshold_per_s=10_000)
+    for i in range(8):  # fresh initiations from many ports, none confirmed
+        gw.datapath.datagram(initiation(0).initiation(), ("198.51.100.7", 40000 + i))
+    assert len(gw.table.unconfirmed) == 1 and len(gw.store.list()) == 1  # the last one
+    handshake(gw, src=("192.0.2.11", 5556), peer=1)  # answered
+    assert not _full_refusals(gw)
+
+
+def test_the_replacing_attempt_is_answered_at_capacity_and_the_last_one_confirms(tmp_path):
+    gate = AdmitAll()
+    gate.max_sessions = 2
+    gw = make_gateway(tmp_path, gate=gate)
+    _confirm(gw, handshake(gw, src=("192.0.2.11", 5556), peer=1), ("192.0.2.11", 5556))
+    handshake(gw, src=("198.51.100.7", 4000), peer=0)  # an attempt, never confirmed
+    last = handshake(gw, src=("198.51.100.7", 4001), peer=0)  # at capacity: replaces it
+    assert len(gw.sessions) == 2 and not _full_refusals(gw)
+    _confirm(gw, last, ("198.51.100.7", 4001))
+
+
+def test_a_peer_holding_a_session_handshakes_again_at_capacity(tmp_path):
+    gate = AdmitAll()
+    gate.max_sessions = 2
+    gw = make_gateway(tmp_path, gate=gate)
+    old = handshake(gw, src=("192.0.2.10", 5555), peer=0)
+    _confirm(gw, old, ("192.0.2.10", 5555))
+    _confirm(gw, handshake(gw, src=("192.0.2.11", 5556), peer=1), ("192.0.2.11", 5556))
+    new = handshake(gw, src=("192.0.2.10", 6000), peer=0)  # restarted: a response
+    assert not _full_refusals(gw) and len(gw.sessions) == 3  # one over, until it confirms
+    _confirm(gw, new, ("192.0.2.10", 6000))
+    assert old.session_id not in gw.sessions and gw.store.get(old.session_id) is None
+    assert len(gw.sessions) == 2 and len(gw.store.list()) == 2
+
+
+def test_a_peer_without_a_session_is_still_refused_and_nothing_changes(tmp_path):
+    gate = AdmitAll()
+    gate.max_sessions = 1
+    gw = make_gateway(tmp_path, gate=gate)
+    handshake(gw, peer=0)
+    claimed = gw.store._db.execute("SELECT COUNT(*) FROM initiations").fetchone()[0]
+    n = len(gw.sock.sent)
+    gw.datapath.datagram(initiation(1).initiation(), ("192.0.2.11", 5556))
+    assert gw.sock.sent[n:] == [] and len(_full_refusals(gw)) == 1
+    assert gw.store._db.execute("SELECT COUNT(*) FROM initiations").fetchone()[0] == claimed
+
+
+def test_a_second_attempt_while_the_first_is_written_is_refused_alone(tmp_path):
+    store = SqliteStore(tmp_path / "s.db")
+    gw = _group_gateway(tmp_path, store, max_wait_s=10.0, max_batch=2)
+    first = initiation(0)
+    gw.datapath.datagram(first.initiation(), ("198.51.100.7", 4000))
+    gw.datapath.datagram(initiation(0).initiation(), ("198.51.100.7", 4001))  # queued meanwhile
+    [refused] = events_of(gw.events, "HandshakeRejected")
+    assert refused["reason_code"] == Reason.RATE_LIMITED
+    gw.datapath.datagram(initiation(1).initiation(), ("192.0.2.11", 5556))  # fills the batch
+    wait_until(lambda: len(gw.sock.sent) == 2, "two responses", 10)
+    [(resp, _to)] = [s for s in gw.sock.sent if s[1] == ("198.51.100.7", 4000)]
+    first.response(resp)  # the first attempt's own answer
+    assert len(gw.sessions) == 2 and gw.table.pending_new == 0 and not gw.table.writing
+    gw.table.writes.close()
+    store.close()
+
+
+def test_a_replayed_attempt_after_a_restart_does_not_end_the_attempt(tmp_path):
+    """Memory gone, the store kept: the attempt's own initiation again is
+    a replay (not newer than the attempt's), refused before it replaces
+    anything."""
+    store = SqliteStore(tmp_path / "s.db")
+    gw = make_gateway(tmp_path, store=store)
+    ini = initiation(0)
+    msg = ini.initiation()
+    gw.datapath.datagram(msg, ("198.51.100.7", 4000))
+    [(resp, _to)] = gw.sock.sent
+    _a, session_keys = ini.response(resp)
+    again = make_gateway(tmp_path, store=store)
+    again.reconcile()
+    assert session_keys.session_id in again.table.unconfirmed
+    again.datapath.datagram(msg, ("203.0.113.9", 9999))
+    [refused] = events_of(again.events, "HandshakeRejected")
+    assert refused["reason_code"] == Reason.REPLAY_DETECTED
+    assert session_keys.session_id in again.sessions and store.get(session_keys.session_id)
+    store.close()
+
+
+def _restarted(tmp_path, store, max_sessions: int):
+    gate = AdmitAll()
+    gate.max_sessions = max_sessions
+    gw = make_gateway(tmp_path, store=store, gate=gate)
+    gw.reconcile()  # raises TooManySessions if it does not start
+    return gw
+
+
+def test_a_restart_after_a_peer_s_excess_restores_it_as_it_was(tmp_path):
+    store = SqliteStore(tmp_path / "s.db")
+    gate = AdmitAll()
+    gate.max_sessions = 2
+    gw = make_gateway(tmp_path, store=store, gate=gate)
+    ids = iter([1, 2, 3])  # the attempt read last by the restart's pass
+    gw.controlpath.randbits = lambda _bits: next(ids)
+    _confirm(gw, handshake(gw, src=("192.0.2.10", 5555), peer=0), ("192.0.2.10", 5555))
+    _confirm(gw, handshake(gw, src=("192.0.2.11", 5556), peer=1), ("192.0.2.11", 5556))
+    attempt = handshake(gw, src=("192.0.2.10", 6000), peer=0)  # one over: then a crash
+    again = _restarted(tmp_path, store, 2)  # starts
+    assert set(again.sessions) == {1, 2, 3} and list(again.table.unconfirmed) == [3]
+    _confirm(again, attempt, ("192.0.2.10", 6000))  # and the count comes back
+    assert set(again.sessions) == {2, 3}
+    store.close()
+
+
+def test_a_restart_with_less_room_ends_an_attempt_instead_of_failing(tmp_path):
+    store = SqliteStore(tmp_path / "s.db")
+    gw = make_gateway(tmp_path, store=store)
+    ids = iter([1, 2])
+    gw.controlpath.randbits = lambda _bits: next(ids)
+    _confirm(gw, handshake(gw, src=("192.0.2.10", 5555), peer=0), ("192.0.2.10", 5555))
+    handshake(gw, src=("192.0.2.11", 5556), peer=1)  # an attempt; then a restart, 1 allowed
+    again = _restarted(tmp_path, store, 1)
+    assert list(again.sessions) == [1] and store.get(2) is None
+    store.close()
