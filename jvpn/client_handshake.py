@@ -9,7 +9,7 @@ import time
 
 from jvpn import client_icmp
 from jvpn.client_causes import Observed, cause_line
-from jvpn.config import ANSWER_MARGIN_MS, HANDSHAKE_ATTEMPTS, UNCONFIRMED_TTL_MS
+from jvpn.config import ANSWER_MARGIN_MS, ATTEMPTS_KEPT, HANDSHAKE_ATTEMPTS, UNCONFIRMED_TTL_MS
 from jvpn.gate import abi
 from jvpn.handshake import Assignment, HandshakeError, Initiator
 from jvpn.keys import SessionKeys
@@ -19,7 +19,9 @@ from jvpn.tunnel import DataChannel
 RECV_TIMEOUT_S = 0.2  # the receive loop's timeout, put back after the handshake
 SEND_TRIES = 4  # an initiation's sends while ICMP errors keep failing them
 UNVERIFIED = "a reply did not verify (late or forged): ignored"
-KEEP_INITIATORS = 2  # a response to the attempt before is still accepted (it came late)
+# a response to the attempt before is still accepted (it came late); the
+# gateway keeps as many of a peer's unconfirmed sessions
+KEEP_INITIATORS = ATTEMPTS_KEPT
 # ...but not once the gateway may have forgotten the session it answers with
 # (review R4 #1): an answer older than this since its initiation is refused
 ANSWER_WINDOW_MS = UNCONFIRMED_TTL_MS - ANSWER_MARGIN_MS

@@ -123,6 +123,11 @@ HANDSHAKE_BASE_MS, HANDSHAKE_CAP_MS = 2_000, 6_000
 # after sending its initiation: a later one may open a session already gone.
 UNCONFIRMED_TTL_MS = 5_000
 ANSWER_MARGIN_MS = 1_000
+# The client takes the answer to its last two attempts (a late answer to the
+# one before still opens: review R3 #1); the gateway keeps the peer's last
+# two unconfirmed sessions, no more (issue 15 review: one peer's initiations
+# never fill MaxSessions), so the session of the answer taken exists.
+ATTEMPTS_KEPT = 2
 # A session DEGRADED by expired keys gets no keepalive replies, yet its client
 # rekeys only when the gateway flags it: the gateway's timer sends the binding
 # a flagged keepalive this often until a rekey brings it back (issue 13).

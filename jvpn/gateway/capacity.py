@@ -60,16 +60,16 @@ class Capacity:
         return not self.full() or self._replaces(inner)
 
     def _replaces(self, inner: bytes | None) -> bool:
-        """The peer holds a session here (confirmed, or its attempt awaiting
-        confirmation): its new one takes that one's place (the attempt's at
-        once: jvpn/gateway/new_session.py; the confirmed one's at the
-        confirmation, jvpn/gateway/control.py), so a client that restarted
-        or lost its keys is never locked out by the others. One excess per
-        peer at most (its confirmed session and one attempt), until the
-        confirmation or the attempt's expiry gives it back; an element the
-        maps have no room for is still refused (put_new)."""
+        """The peer holds a session here (confirmed, or an attempt awaiting
+        confirmation): its new one takes that one's place (an attempt's at
+        once: at capacity a peer keeps one attempt, jvpn/gateway/new_session.py;
+        the confirmed one's at the confirmation, jvpn/gateway/control.py), so
+        a client that restarted or lost its keys is never locked out by the
+        others. One excess per peer at most (its confirmed session and one
+        attempt), until the confirmation or the attempt's expiry gives it
+        back; an element the maps have no room for is still refused (put_new)."""
         return inner is not None and (self.for_inner(inner) is not None
-                                      or self.attempt_of(inner) is not None)
+                                      or bool(self.attempts_of(inner)))
 
     def put_new(self, live, rec) -> None:
         """A new session's first element; the gate full (elements the count

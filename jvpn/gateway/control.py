@@ -84,9 +84,8 @@ class ControlPath(Handshakes):
         if old is not None and old is not live:
             self.table.transition(old, Event.POLICY_TERMINATE,
                                   detail="replaced by a new handshake")
-        other = self.table.attempt_of(live.inner)  # one per peer (new_session.py)
-        if other is not None and other is not live:
-            self.table.forget(other.record.session_id)  # an older attempt of this peer
+        for other in list(self.table.attempts_of(live.inner)):  # a few (ATTEMPTS_KEPT)
+            self.table.forget(other.record.session_id)  # another attempt of this peer
 
     def expire_unconfirmed(self) -> None:
         """Unconfirmed sessions end quietly: nothing is sent to their address.

@@ -41,10 +41,10 @@ class Handshakes:
 
     def _stale(self, verdict) -> Refused | None:
         """Not newer than the initiation of the peer's live session, or of
-        its attempt awaiting confirmation: a replay (not, after a restart,
-        a way to end that attempt: a new attempt replaces it)."""
+        an attempt awaiting confirmation: a replay (after a restart too: not
+        a way to end an attempt, which a new attempt may replace)."""
         inner = verdict.inner.packed
-        for live in (self.table.for_inner(inner), self.table.attempt_of(inner)):
+        for live in (self.table.for_inner(inner), *self.table.attempts_of(inner)):
             stale = self.admission.older_than(verdict, live.record if live else None)
             if stale is not None:
                 return stale

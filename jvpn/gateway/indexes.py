@@ -7,8 +7,8 @@ A mixin of jvpn/gateway/table.py's SessionTable, which alone writes them
                every change of a session touches it (looked at next tick)
   unconfirmed  the handshakes' sessions awaiting their confirmation
                (jvpn/gateway/control.py: confirm, expire_unconfirmed)
-  attempts     the same by peer (its inner IPv4): one per peer, a new
-               attempt replaces it (jvpn/gateway/new_session.py)
+  attempts     the same by peer (its inner IPv4), oldest first: ATTEMPTS_KEPT
+               at most, a new attempt replaces the oldest (new_session.py)
   writing      the peers whose handshake's writes are queued (group commit)
   added        sessions new since revocation's last look (revocation.py)
 """
@@ -22,14 +22,14 @@ class Indexes:
     def _init_indexes(self) -> None:
         self.timers = TimerQueue()
         self.unconfirmed: dict = {}  # session id -> Live
-        self.attempts: dict = {}  # the peer's inner IPv4 (packed) -> its unconfirmed Live
+        self.attempts: dict = {}  # the peer's inner IPv4 (packed) -> its unconfirmed Lives
         self.writing: set[bytes] = set()  # peers (inner IPv4) whose handshake is being written
         self.added: set[int] = set()
 
-    def attempt_of(self, inner: bytes):
-        """The peer's session whose handshake awaits its confirmation (one
-        per peer; a restart may restore an older one too: it expires)."""
-        return self.attempts.get(inner)
+    def attempts_of(self, inner: bytes) -> list:
+        """The peer's sessions whose handshake awaits its confirmation,
+        oldest first (ATTEMPTS_KEPT; a restart may restore more: they expire)."""
+        return self.attempts.get(inner, [])
 
     def _indexed(self, live, routed: bool) -> None:
         """A session new to the table (unrouted: unconfirmed)."""
@@ -38,7 +38,7 @@ class Indexes:
         self.added.add(sid)
         if not routed:
             self.unconfirmed[sid] = live
-            self.attempts[live.inner] = live
+            self.attempts.setdefault(live.inner, []).append(live)
 
     def _confirmed(self, live) -> None:
         live.confirmed = True
@@ -54,5 +54,8 @@ class Indexes:
             self._no_attempt(live)
 
     def _no_attempt(self, live) -> None:
-        if self.attempts.get(live.inner) is live:
-            del self.attempts[live.inner]
+        left = [other for other in self.attempts.get(live.inner, ()) if other is not live]
+        if left:
+            self.attempts[live.inner] = left
+        else:
+            self.attempts.pop(live.inner, None)

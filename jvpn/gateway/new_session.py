@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from jvpn.codes import EventType
+from jvpn.config import ATTEMPTS_KEPT
 from jvpn.gateway.ceiling import REPLAY_BLOCK
 from jvpn.keys import KeyRing, SessionKeys
 from jvpn.session import SessionRecord
@@ -64,13 +65,12 @@ class NewSessions:
         ``done(None)``: the claim found a replay; ``done(StoreError)``:
         not written, nothing here. Raises SessionsFull or AttemptInProgress
         (jvpn/gateway/capacity.py): nothing queued, nothing changed.
-        The peer's previous attempt, if any, ends once this one is queued:
-        one unconfirmed session per peer (the caller checked this initiation
-        is newer than it: the initiator gave it up)."""
+        The peer's oldest attempt ends once this one is queued if it holds
+        ATTEMPTS_KEPT of them, or any at capacity (``_replaced``)."""
         rec = rec.with_(confirmed=False)
         self.refuse_if_full(inner)
         w = HandshakeWrites(peer, timestamp_ns, rec, keys.pack(), FIRST_FLOOR)
-        replaced = self.attempt_of(inner)
+        replaced = self._replaced(inner)
         self.pending_new += 1
         self.writing.add(inner)
 
@@ -94,6 +94,17 @@ class NewSessions:
             self.writing.discard(inner)
             raise
         self._end_attempt(replaced)  # queued: the new one counts in its place
+
+    def _replaced(self, inner: bytes) -> Live | None:
+        """The peer's attempt a new one replaces: its oldest, when it holds
+        as many as its client still takes answers to (ATTEMPTS_KEPT), or at
+        capacity any (one attempt over MaxSessions per peer at most:
+        jvpn/gateway/capacity.py). The caller checked the new initiation is
+        newer than every one of them (handshakes.py)."""
+        attempts = self.attempts_of(inner)
+        if len(attempts) >= ATTEMPTS_KEPT or (attempts and self.full()):
+            return attempts[0]
+        return None
 
     def _end_attempt(self, attempt: Live | None) -> None:
         """The peer's previous attempt ends quietly (unless it ended already)."""

@@ -1,5 +1,6 @@
 """Issue 15 review, capacity: one peer's initiations never fill MaxSessions
-(one unconfirmed session per peer, a new attempt replaces it), and a peer
+(ATTEMPTS_KEPT unconfirmed sessions per peer, a new attempt replaces the
+oldest; at capacity one), and a peer
 that holds a session may handshake again at capacity (its confirmation
 ends the old one: the count comes back)."""
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 from test_handshake_commit import _group_gateway
 
 from jvpn.codes import Reason
+from jvpn.config import ATTEMPTS_KEPT
 from jvpn.gate import abi
 from jvpn.lab.wait import wait_until
 from jvpn.store.sqlite import SqliteStore
@@ -30,7 +32,7 @@ def test_one_peer_never_confirming_does_not_lock_the_others_out(tmp_path):
     gw = make_gateway(tmp_path, gate=gate, cookie_threshold_per_s=10_000)
     for i in range(8):  # fresh initiations from many ports, none confirmed
         gw.datapath.datagram(initiation(0).initiation(), ("198.51.100.7", 40000 + i))
-    assert len(gw.table.unconfirmed) == 1 and len(gw.store.list()) == 1  # the last one
+    assert len(gw.table.unconfirmed) == ATTEMPTS_KEPT == len(gw.store.list())  # the last ones
     handshake(gw, src=("192.0.2.11", 5556), peer=1)  # answered
     assert not _full_refusals(gw)
 
