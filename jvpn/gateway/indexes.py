@@ -38,24 +38,25 @@ class Indexes:
         self.added.add(sid)
         if not routed:
             self.unconfirmed[sid] = live
+            self._no_attempt(sid, live.inner)  # restored again: the new Live only
             self.attempts.setdefault(live.inner, []).append(live)
 
     def _confirmed(self, live) -> None:
         live.confirmed = True
         sid = live.record.session_id
         self.unconfirmed.pop(sid, None)
-        self._no_attempt(live)
+        self._no_attempt(sid, live.inner)
         self.timers.touch(sid)
 
     def _unindexed(self, sid: int) -> None:
         self.timers.discard(sid)
         live = self.unconfirmed.pop(sid, None)
         if live is not None:
-            self._no_attempt(live)
+            self._no_attempt(sid, live.inner)
 
-    def _no_attempt(self, live) -> None:
-        left = [other for other in self.attempts.get(live.inner, ()) if other is not live]
+    def _no_attempt(self, sid: int, inner: bytes) -> None:
+        left = [other for other in self.attempts.get(inner, ()) if other.record.session_id != sid]
         if left:
-            self.attempts[live.inner] = left
+            self.attempts[inner] = left
         else:
-            self.attempts.pop(live.inner, None)
+            self.attempts.pop(inner, None)

@@ -147,3 +147,16 @@ def test_a_restart_with_less_room_ends_an_attempt_instead_of_failing(tmp_path):
     again = _restarted(tmp_path, store, 1)
     assert list(again.sessions) == [1] and store.get(2) is None
     store.close()
+
+
+def test_an_attempt_restored_twice_is_one_attempt_and_its_confirmation_keeps_it(tmp_path):
+    store = SqliteStore(tmp_path / "s.db")
+    gw = make_gateway(tmp_path, store=store)
+    attempt = handshake(gw, src=("192.0.2.10", 6000), peer=0)
+    again = make_gateway(tmp_path, store=store)
+    again.reconcile()
+    again.reconcile()  # `gateway up` reconciles again at its start
+    assert len(again.table.attempts_of(again.sessions[attempt.session_id].inner)) == 1
+    _confirm(again, attempt, ("192.0.2.10", 6000))
+    assert attempt.session_id in again.sessions and store.get(attempt.session_id)
+    store.close()
