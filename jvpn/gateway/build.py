@@ -22,6 +22,7 @@ from jvpn.events import EventLog
 from jvpn.files import UnsafeFile
 from jvpn.gate.paths import DEFAULT_PATHS, GatePaths
 from jvpn.gateway import operator
+from jvpn.gateway.capacity import default_max_sessions
 from jvpn.gateway.daemon import Gateway
 from jvpn.gateway.instance import InstanceLock
 from jvpn.gateway.listener import ANY
@@ -72,8 +73,12 @@ def open_gate(cfg: GatewayConfig, paths: GatePaths = DEFAULT_PATHS):
 
 def limit_sessions(gate, max_sessions: int | None) -> None:
     """MaxSessions: at most what the gate holds (the pinned sessions map's
-    max_entries, read by the gate at start); None keeps that capacity."""
+    max_entries, read by the gate at start); None: that capacity less a
+    headroom (jvpn/gateway/capacity.py default_max_sessions), the elements
+    a peer that re-handshakes at MaxSessions takes until its confirmation
+    ends its old session."""
     if max_sessions is None:
+        gate.max_sessions = default_max_sessions(gate.capacity)
         return
     if max_sessions > gate.capacity:
         gate.close()

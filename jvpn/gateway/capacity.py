@@ -12,6 +12,14 @@ from jvpn.gate.element import GateFull
 from jvpn.store import StoreError
 
 
+def default_max_sessions(capacity: int) -> int:
+    """MaxSessions when the config names none: the gate's capacity less
+    1/64 of it (at least one): a peer holding a session may re-handshake at
+    MaxSessions (one session over it, until its confirmation ends the old
+    one), and that session needs an element the maps still have."""
+    return max(1, capacity - max(1, capacity // 64))
+
+
 class SessionsFull(StoreError):
     """A new session refused: the gateway holds MaxSessions sessions (or the
     gate's maps are full). A StoreError so that it travels the handshake's

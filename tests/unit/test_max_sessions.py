@@ -19,7 +19,7 @@ from jvpn.gate.batch import ElementBatch
 from jvpn.gate.element import GateFull
 from jvpn.gate.userspace import UserspaceGate
 from jvpn.gateway.build import limit_sessions
-from jvpn.gateway.capacity import SessionsFull
+from jvpn.gateway.capacity import SessionsFull, default_max_sessions
 from jvpn.keys import derive_session_keys
 from jvpn.session import Event, Transport, apply, new_session
 from jvpn.store import StoreError
@@ -68,8 +68,16 @@ def test_max_sessions_above_the_gate_is_a_start_error_below_it_the_budget():
     assert "\n" not in str(e.value) and f"--max-sessions {gate.capacity + 1}" in str(e.value)
     limit_sessions(gate, 10)
     assert gate.max_sessions == 10
-    limit_sessions(gate, None)  # absent: unchanged
-    assert gate.max_sessions == 10
+    limit_sessions(gate, None)  # absent: the capacity less a headroom for re-handshakes
+    assert gate.max_sessions == default_max_sessions(gate.capacity) == gate.capacity - (
+        gate.capacity // 64)
+
+
+def test_by_default_a_peer_re_handshaking_at_max_sessions_still_gets_an_element(tmp_path):
+    """Review B #3 with the default MaxSessions: the maps keep room for the
+    one session over MaxSessions a re-handshaking peer takes."""
+    assert default_max_sessions(65_536) == 64_512 and default_max_sessions(1) == 1
+    assert default_max_sessions(1024) < 1024
 
 
 @pytest.mark.parametrize("value", ["100", "4194305"])
