@@ -59,6 +59,7 @@ class ClientPaths:
         self.route_followed = None  # the last route the choice acted on (_follow_unproven_route)
         self.route_move_waiting = False  # ... and one it waits for the bounds to follow
         self.retired: list[tuple[int, object]] = []  # (since ms, socket)
+        self.uplinks_listed: frozenset | None = None  # the keys the last discovery found
         self.switch_init()
         self.guard_init()
 
@@ -157,6 +158,7 @@ class ClientPaths:
         gateway on loopback, an interface discovery does not list): then
         the route is all there is to follow, as before candidates."""
         self.next_discover_ms = now + DISCOVER_EVERY_MS
+        self.uplinks_listed = frozenset(u.key for u in found)
         keep = frozenset({self.switching.uplink.key}) if self.switching else frozenset()
         added, removed = self.candidates.refresh(found, self.path, route, keep)
         for u, change in [(u, "added") for u in added] + [(u, "removed") for u in removed]:
