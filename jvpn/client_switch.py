@@ -192,3 +192,4 @@ class ClientSwitch:
             self.candidates.adopt(old_uplink, old_sock, old_health)
         else:
             self.retired.append((now, old_sock))
+        self.sockets_changed()  # the receive loop lists its sockets again
