@@ -61,7 +61,7 @@ CREATE TABLE IF NOT EXISTS changes (
 
 BUSY_TIMEOUT_MS = 5_000  # a write waits this long for another connection's lock
 CHECKPOINT_EVERY_COMMITS = 300  # the background checkpoint: after this many commits ...
-CHECKPOINT_EVERY_S = 5.0  # ... or this long after the first one not yet checkpointed
+CHECKPOINT_EVERY_S = 60.0  # ... or this long after one (rarely: each costs a database fsync)
 WAL_CAP_PAGES = 1_000  # a WAL still longer after ours: _catch_up (SQLite's default cap)
 
 
