@@ -274,10 +274,10 @@ class Client(ClientHandshake, ClientReattach, ClientRekey, ClientRenew, ClientPa
         self.send_dual(dual, msgs)  # a switch's PATH_RESPONSE is out: both paths carry it
 
     def rebind(self) -> None:
-        """New local socket (new source port), as a NAT rebinding would do;
-        then reattach. Used by tests and when the local address changed."""
+        """A new socket (source port), as a NAT rebinding; reattach (a new address, tests)."""
         old = self.sock
         self.sock = self._new_socket()
+        self.sockets_changed()  # the receive loop reads the new one at once (client_paths.py)
         self.pin_active()  # to the active uplink, if it is still listed (client_paths.py)
         try:
             old.shutdown(socket.SHUT_RDWR)  # wakes the receive loop blocked on it at once

@@ -156,9 +156,11 @@ class Candidates:
     heartbeats measure it); its socket is the client's, not owned here."""
 
     def __init__(self, policy: Policy, clock_ms: Callable[[], int], rand: Callable[[], float],
-                 open_socket: Callable[[Uplink], object]):
+                 open_socket: Callable[[Uplink], object],
+                 changed: Callable[[], None] = lambda: None):
         self.policy, self.clock_ms, self.rand = policy, clock_ms, rand
         self.open_socket = open_socket
+        self.changed = changed  # a socket joined or left the set: the receive loop lists again
         self._lock = threading.RLock()  # reentrant: drop takes, refresh drops
         self.paths: dict[tuple, Path] = {}  # walked from outside only through listed()
         self.preferred: tuple | None = None
@@ -189,12 +191,15 @@ class Candidates:
             self.paths[key] = Path(u, sock, PathHealth(self.policy, self.clock_ms()),
                                    next_probe_ms=self.clock_ms())
             added.append(u)
+        if added:
+            self.changed()
         return added, removed
 
     @_serialized
     def adopt(self, uplink: Uplink, sock, health: PathHealth) -> None:
         """The former active path becomes a candidate (its socket stays open)."""
         self.paths[uplink.key] = Path(uplink, sock, health, next_probe_ms=self.clock_ms())
+        self.changed()
 
     @_serialized
     def take(self, key: tuple) -> Path | None:
@@ -204,6 +209,7 @@ class Candidates:
             for pid in p.probes:
                 self._probe_of.pop(pid, None)
             p.probes.clear()
+            self.changed()
         return p
 
     @_serialized

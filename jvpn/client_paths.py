@@ -9,6 +9,7 @@ jvpn/client_switch.py."""
 
 from __future__ import annotations
 
+import os
 import select
 import socket
 from collections.abc import Callable
@@ -36,14 +37,64 @@ CONFIRM_GAP_S = 0.003  # between confirmation heartbeats: not both in one burst 
 RETIRED_KEEP_MS = 2_000  # a former active socket no longer a candidate: read this long
 
 
-class ClientPaths:
+class ReceiveLoop:
+    """The client's receive loop over the active socket, the candidates'
+    and the retired (a mixin of ClientPaths: the loop's own state is
+    ``socket_set_changed`` and ``select_sockets``, set by paths_init)."""
+
+    def sockets_changed(self) -> None:
+        """A socket joined or left the set the receive loop reads (a
+        candidate opened or closed, a switch, a rebind): it lists them again
+        at once."""
+        self.socket_set_changed.signal()
+
+    def _udp_loop(self) -> None:
+        """The receive loop: every candidate's socket (replies and echoes
+        are per path; a datagram's socket is known to ``receive``), and the
+        wake-up a change of the set signals. It never waits on a set that
+        is out of date: a new candidate's PATH_CHALLENGE (a switch's) was
+        read only once the wait on the old sockets ended, up to
+        RECV_TIMEOUT_S later on a silent path (issue 15)."""
+        wake = self.socket_set_changed
+        wake.open()
+        try:
+            while not self._stop.is_set():
+                if self.renewing:
+                    self.renew()  # Reconnect = yes: the one reader of the socket does it
+                    continue
+                self._receive_ready(wake)
+        finally:
+            wake.close()
+
+    def _receive_ready(self, wake: Wakeup) -> None:
+        socks = self.read_sockets()  # listed after the wake-up was drained: never stale
+        try:
+            ready, _w, _x = self.select_sockets([wake, *socks], [], [], RECV_TIMEOUT_S)
+        except (OSError, ValueError):
+            return  # a socket closed meanwhile: listed again
+        for s in ready:
+            if s is wake:
+                wake.drain()
+            else:
+                self.receive_once(s)
+
+    def read_sockets(self) -> list:
+        """Every socket the receive loop reads: the active one, the candidates', the retired."""
+        socks = [self.sock, *self.candidates.sockets(), *(s for _t, s in self.retired)]
+        return list(dict.fromkeys(socks))
+
+
+class ClientPaths(ReceiveLoop):
     def paths_init(self, policy: Policy, rand: Callable[[], float], tested: bool) -> None:
         """The path state (from Client.__init__); ``tested``: a test's socket
         factory, whose sockets stand for the candidates' too."""
         self.policy = policy
         self.health = PathHealth(policy, self.clock_ms())
         self.selector = Selector(policy)
-        self.candidates = Candidates(policy, self.clock_ms, rand, self._candidate_socket)
+        self.socket_set_changed = Wakeup()  # the receive loop's: a socket joined or left
+        self.candidates = Candidates(policy, self.clock_ms, rand, self._candidate_socket,
+                                     changed=self.sockets_changed)
+        self.select_sockets = select.select  # the receive loop's wait (a test's, counted)
         self._tested = tested
         self.discover_uplinks: Callable[[], list[Uplink] | None] = lambda: discover(
             self.endpoint[0], self.route_plan.mark, frozenset({self.tun_name, "lo"}))
@@ -59,6 +110,7 @@ class ClientPaths:
         self.route_followed = None  # the last route the choice acted on (_follow_unproven_route)
         self.route_move_waiting = False  # ... and one it waits for the bounds to follow
         self.retired: list[tuple[int, object]] = []  # (since ms, socket)
+        self.uplinks_listed: frozenset | None = None  # the keys the last discovery found
         self.switch_init()
         self.guard_init()
 
@@ -157,6 +209,7 @@ class ClientPaths:
         gateway on loopback, an interface discovery does not list): then
         the route is all there is to follow, as before candidates."""
         self.next_discover_ms = now + DISCOVER_EVERY_MS
+        self.uplinks_listed = frozenset(u.key for u in found)
         keep = frozenset({self.switching.uplink.key}) if self.switching else frozenset()
         added, removed = self.candidates.refresh(found, self.path, route, keep)
         for u, change in [(u, "added") for u in added] + [(u, "removed") for u in removed]:
@@ -176,6 +229,7 @@ class ClientPaths:
                 s.close()
             except OSError:
                 pass
+            self.sockets_changed()
 
     def probe_reply(self, sock, fields: tuple) -> None:
         """An authentic PATH_PROBE_REPLY (``_control``) that came on ``sock``."""
@@ -254,28 +308,41 @@ class ClientPaths:
         if self.active_uplink is not None and not self._tested:
             pin(self.sock, self.active_uplink.ifname)
 
+
     def _netlink_loop(self) -> None:  # wakes the monitor on any link/address/route change
         watch_routing(self._stop, self._wake)
 
-    def _udp_loop(self) -> None:
-        """The receive loop: every candidate's socket (replies and echoes
-        are per path; a datagram's socket is known to ``receive``)."""
-        while not self._stop.is_set():
-            if self.renewing:
-                self.renew()  # Reconnect = yes: the one reader of the socket does it
-                continue
-            socks = self.read_sockets()
-            if len(socks) == 1:
-                self.receive_once(socks[0])
-                continue
-            try:
-                ready, _w, _x = select.select(socks, [], [], RECV_TIMEOUT_S)
-            except (OSError, ValueError):
-                continue  # a socket closed meanwhile: listed again
-            for s in ready:
-                self.receive_once(s)
 
-    def read_sockets(self) -> list:
-        """Every socket the receive loop reads: the active one, the candidates', the retired."""
-        socks = [self.sock, *self.candidates.sockets(), *(s for _t, s in self.retired)]
-        return list(dict.fromkeys(socks))
+class Wakeup:
+    """An eventfd the receive loop selects on with its sockets: ``signal``
+    makes it readable, ``drain`` clears it. Open only while the loop runs
+    (a client that never starts it holds no descriptor); a signal with no
+    loop is nothing to do."""
+
+    def __init__(self):
+        self.fd: int | None = None
+
+    def open(self) -> None:
+        self.fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+
+    def fileno(self) -> int:
+        return self.fd if self.fd is not None else -1
+
+    def signal(self) -> None:
+        fd = self.fd
+        if fd is not None:
+            try:
+                os.eventfd_write(fd, 1)
+            except OSError:
+                pass  # closed meanwhile: the loop is gone
+
+    def drain(self) -> None:
+        try:
+            os.eventfd_read(self.fd)
+        except (OSError, TypeError):
+            pass  # nothing to read (another drain took it)
+
+    def close(self) -> None:
+        fd, self.fd = self.fd, None
+        if fd is not None:
+            os.close(fd)

@@ -73,7 +73,11 @@ class ClientSwitch:
         (``why``, its confirmations) and a candidate answered its last
         probe, which is then eligible: the selector owns failover. Any of
         them is abandoned at once when the OS moved its route since it
-        started (an uplink went down under it): the route is followed."""
+        started (an uplink went down under it): the route is followed;
+        but not once our PATH_RESPONSE left while its target is still
+        listed (the gateway's binding may have moved to it). A switch
+        whose target uplink is no longer listed is abandoned whatever its
+        stage."""
         p = self.pending
         chosen = self.switching is not None or self.chosen_reattach
         if p is None and self.switching is None:
@@ -84,7 +88,9 @@ class ClientSwitch:
         target = self.switching.uplink.key if self.switching is not None else None
         if route is not None and route == target:  # the OS moved its route where we go
             self.route_at_attempt = self.route_followed = route
-        if (route is not None and route != self.route_at_attempt
+        if self._target_gone():
+            self._give_up()
+        elif (route is not None and route != self.route_at_attempt
                 and self.dual_until is None):  # not once our PATH_RESPONSE left
             self._give_up()
         elif (chosen and now - self.switch_started_ms > SWITCH_GIVE_UP_MS
@@ -94,6 +100,16 @@ class ClientSwitch:
               and self.failover_ready() and is_dead(why, self.health.drops_confirmed())):
             self._give_up()
         return self.pending is not None or self.switching is not None
+
+    def _target_gone(self) -> bool:
+        """The switch's uplink is no longer listed (it went down): whatever
+        its stage, even once our PATH_RESPONSE left, nothing more can come
+        of it (its ACK, if any, goes to a dead address), and keeping it
+        kept the client from every other choice until the gateway's
+        recovery window ran out (issue 15: ~7 s without data)."""
+        listed = self.uplinks_listed
+        return (self.switching is not None and listed is not None
+                and self.switching.uplink.key not in listed)
 
     def _give_up(self) -> None:
         with self._lock:
@@ -176,3 +192,4 @@ class ClientSwitch:
             self.candidates.adopt(old_uplink, old_sock, old_health)
         else:
             self.retired.append((now, old_sock))
+        self.sockets_changed()  # the receive loop lists its sockets again

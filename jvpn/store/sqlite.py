@@ -60,6 +60,9 @@ CREATE TABLE IF NOT EXISTS changes (
 
 
 BUSY_TIMEOUT_MS = 5_000  # a write waits this long for another connection's lock
+CHECKPOINT_EVERY_COMMITS = 300  # the background checkpoint: after this many commits ...
+CHECKPOINT_EVERY_S = 60.0  # ... or this long after one (rarely: each costs a database fsync)
+WAL_CAP_PAGES = 1_000  # a WAL still longer after ours: _catch_up (SQLite's default cap)
 
 
 def _signed(u: int) -> int:
@@ -84,7 +87,9 @@ def _prepare(path: Path) -> None:
 
 
 class SqliteStore(SqliteRestore, SkipsUnreadable):
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, checkpoint_every: tuple[int, float] = (
+            CHECKPOINT_EVERY_COMMITS, CHECKPOINT_EVERY_S)):
+        """``checkpoint_every``: (commits, seconds), the Checkpointer's."""
         self.path = Path(path)
         try:
             _prepare(self.path)
@@ -102,17 +107,23 @@ class SqliteStore(SqliteRestore, SkipsUnreadable):
             # a checkpointed WAL shrinks to nothing instead of keeping old
             # page images (old key rings) to be overwritten some day
             self._db.execute("PRAGMA journal_size_limit=0")
+            # no checkpoint inline: the commit that crossed SQLite's default
+            # (1000 pages) wrote and fsynced the database file under the
+            # gateway's control lock (issue 15); Checkpointer does it aside
+            self._db.execute("PRAGMA wal_autocheckpoint=0")
             self._db.executescript(_SCHEMA)
         except sqlite3.Error as e:
             raise StoreError(f"cannot open the session store {self.path}: {e}") from e
         self._lock = threading.Lock()
+        self.checkpointer = Checkpointer(self.path, self._lock, *checkpoint_every)
 
     def close(self) -> None:
+        self.checkpointer.stop()
         with self._lock:
             self._db.close()
 
     def _tx(self):
-        return _Tx(self._db, self._lock)
+        return _Tx(self._db, self._lock, self.checkpointer.committed)
 
     def create(self, rec: SessionRecord, secrets: bytes) -> None:
         with self._tx() as db:
@@ -209,7 +220,7 @@ class SqliteStore(SqliteRestore, SkipsUnreadable):
         in the database file, but every committed page image also sits in
         the WAL; a TRUNCATE checkpoint writes them back into the database
         and empties the WAL file (docs/protocol.md "What is on disk")."""
-        with self._lock:
+        with self._lock, self.checkpointer.one_at_a_time:  # not refused for ours: busy
             try:
                 # never wait for another process's reader under the gateway's
                 # locks: a busy WAL stays until the next write that drops keys
@@ -385,8 +396,9 @@ class _Tx:
     """BEGIN IMMEDIATE ... COMMIT under the connection lock; any sqlite error
     rolls back and becomes a StoreError (callers fail closed)."""
 
-    def __init__(self, db: sqlite3.Connection, lock: threading.Lock):
-        self.db, self.lock = db, lock
+    def __init__(self, db: sqlite3.Connection, lock: threading.Lock,
+                 committed: Callable[[], None]):
+        self.db, self.lock, self.committed = db, lock, committed
 
     def __enter__(self) -> sqlite3.Connection:
         self.lock.acquire()
@@ -405,6 +417,7 @@ class _Tx:
                 except sqlite3.Error as e:
                     self.db.execute("ROLLBACK")
                     raise StoreError(f"session store commit failed: {e}") from e
+                self.committed()
             else:
                 self.db.execute("ROLLBACK")
                 if isinstance(exc, sqlite3.Error):
@@ -412,3 +425,101 @@ class _Tx:
         finally:
             self.lock.release()
         return False
+
+
+class Checkpointer:
+    """The WAL's checkpoints, on a thread and a connection of their own,
+    not under the store's lock (the gateway's control lock): a PASSIVE
+    checkpoint (it waits for no one, and no writer waits for it) after
+    ``every_commits`` commits, or ``every_s`` after a commit not yet
+    checkpointed. The WAL stays as bounded as SQLite's autocheckpoint
+    kept it (also PASSIVE): about ``every_commits`` commits' pages beyond
+    the last checkpoint, more only while a reader (another process) pins
+    old frames, or while commits never pause (then, past WAL_CAP_PAGES,
+    ``_catch_up``). ``forget_old_secrets``'s TRUNCATE checkpoint stays where it
+    is; ``one_at_a_time`` keeps ours from making it busy. Commits still
+    fsync the WAL (synchronous=FULL): durability does not depend on this."""
+
+    def __init__(self, path: Path, serving_lock: threading.Lock, every_commits: int,
+                 every_s: float):
+        self.path, self.every_commits, self.every_s = path, every_commits, every_s
+        self.serving_lock = serving_lock  # the store's: taken only by _catch_up
+        self.one_at_a_time = threading.Lock()
+        self.uncheckpointed = 0  # commits since the last checkpoint began
+        self.runs = 0  # checkpoints done
+        self.catch_ups = 0  # ... after which the WAL was past the cap (``_catch_up``)
+        self.ran = threading.Event()  # set after each (a test waits on it)
+        self._due, self._stopped = threading.Event(), threading.Event()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    def committed(self) -> None:
+        """A commit on the serving connection (under the store's lock)."""
+        self.uncheckpointed += 1
+        if self._thread is None:
+            self._start()
+        if self.uncheckpointed >= self.every_commits:
+            self._due.set()
+
+    def _start(self) -> None:
+        with self._start_lock:
+            if self._thread is None and not self._stopped.is_set():
+                self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint",
+                                                daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False,
+                                 timeout=BUSY_TIMEOUT_MS / 1000)
+            db.execute("PRAGMA synchronous=FULL")
+        except sqlite3.Error:
+            return  # none aside: the WAL grows until the next forget_old_secrets
+        try:
+            while not self._stopped.is_set():
+                self._due.wait(self.every_s)
+                self._due.clear()
+                if self.uncheckpointed and not self._stopped.is_set():
+                    self._checkpoint(db)
+        finally:
+            db.close()
+
+    def _checkpoint(self, db: sqlite3.Connection) -> None:
+        self.uncheckpointed = 0
+        with self.one_at_a_time:
+            try:
+                db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            except sqlite3.Error:
+                pass  # the next one tries again
+        if self._wal_pages(db) > WAL_CAP_PAGES:
+            self._catch_up(db)
+        self.runs += 1
+        self.ran.set()
+
+    def _catch_up(self, db: sqlite3.Connection) -> None:
+        """Commits that never paused: each landed while our checkpoint ran,
+        and the WAL starts over only at a write that finds it all
+        checkpointed, so it grew for ever. Past the cap, the frames our
+        checkpoint left (the few since it began) are checkpointed with the
+        serving connection's writes held back (its lock, the one time we
+        take it), and the next write starts the WAL over."""
+        with self.serving_lock, self.one_at_a_time:
+            try:
+                db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            except sqlite3.Error:
+                return
+        self.catch_ups += 1
+
+    def _wal_pages(self, db: sqlite3.Connection) -> int:
+        try:
+            size = os.stat(self.path.with_name(self.path.name + "-wal")).st_size
+        except OSError:
+            return 0
+        return size // db.execute("PRAGMA page_size").fetchone()[0]
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._due.set()
+        t = self._thread
+        if t is not None and t is not threading.current_thread():
+            t.join(BUSY_TIMEOUT_MS / 1000)

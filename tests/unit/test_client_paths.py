@@ -695,3 +695,30 @@ def test_idle_probes_on_a_slower_candidate_are_answered(tmp_path):
     lte = net.client.candidates.paths[LTE.key].health
     assert lte.decided_count() >= 3 and lte.recent_loss() == 0.0
     assert replay_drops(net) == 0
+
+
+def test_a_switch_whose_uplink_went_down_after_our_path_response_is_given_up(tmp_path):
+    """A switch to LTE: our PATH_RESPONSE left (the gateway's binding moves
+    to LTE), then LTE goes down, its ACK lost with it. The switch is given
+    up (its uplink is no longer listed) and the client reattaches from
+    Wi-Fi, instead of keeping a dead switch until the gateway's recovery
+    window ran out (issue 15: ~7 s without data)."""
+    net = Net(tmp_path, gated=True, delay={LTE.source: 30})
+    net.run(5_000)
+    net.run(500, data_every=10)
+    c = net.client
+    c.start_switch(c.candidates.paths[LTE.key], "planned_move")
+    net.sent.clear()
+    for _ in range(100):
+        net.run(10, data_every=10)
+        if any(src == LTE.source and m[0] == abi.MSG_PATH_RESPONSE for src, m in net.sent):
+            break
+    assert c.dual_until is not None  # our PATH_RESPONSE is on its way
+    net.uplinks.remove(LTE)
+    net.silent.add(LTE.source)  # the ACK and all that follows to LTE: lost
+    c._wake.set()
+    net.run(3_000, data_every=10)
+    binding = net.gw.table.get(c.session_id).record.binding.addr
+    assert c.switching is None and binding == WIFI.source == net.active_source()
+    n0, sent = len(net.gw.tun.written), net.run(500, data_every=10)
+    assert len(net.gw.tun.written) - n0 == sent  # data flows again

@@ -2,10 +2,13 @@
 concurrent compare-and-swap with exactly one winner."""
 
 
+import dataclasses
+
 import pytest
 
 from jvpn.session import Event, State, Transport, apply, new_session
 from jvpn.store import AlreadyExists, VersionConflict
+from jvpn.store import sqlite as sqlite_store
 from jvpn.store.sqlite import SqliteStore
 from kits.store_contract import (
     concurrent_cas_has_one_winner,
@@ -85,3 +88,59 @@ def test_a_rekey_writes_record_and_secrets_together(store):
 def test_freed_pages_are_overwritten(store):
     """An old key ring's pages do not stay in the file (secure_delete)."""
     assert store._db.execute("PRAGMA secure_delete").fetchone()[0] == 1
+
+
+def _wal_size(store) -> int:
+    return store.path.with_name(store.path.name + "-wal").stat().st_size
+
+
+def _rewrite(store, rec, times: int, each=lambda: None):
+    """``times`` compare-and-swaps of one record (a reattach makes two),
+    ``each`` after each; the record written last."""
+    for _ in range(times):
+        new = dataclasses.replace(rec, version=rec.version + 1)
+        store.cas(rec.session_id, rec.version, new)
+        rec = new
+        each()
+    return rec
+
+
+def test_no_commit_runs_a_checkpoint(tmp_path):
+    """Issue 15: with SQLite's autocheckpoint, the commit that crossed 1000
+    WAL pages wrote and fsynced the database file itself (the WAL started
+    over: it shrank). With the checkpointer idle, no commit ever does."""
+    store = SqliteStore(tmp_path / "s.db", checkpoint_every=(10**9, 3600.0))
+    rec = _attached()
+    store.create(rec, b"k" * 200)
+    sizes = []
+    _rewrite(store, rec, 1500, lambda: sizes.append(_wal_size(store)))
+    store.close()
+    assert sizes == sorted(sizes) and sizes[-1] > sizes[0]  # it only grew
+
+
+def test_the_checkpointer_runs_aside_and_the_wal_starts_over(tmp_path):
+    """Its checkpoint runs while the store's lock (a writer's) is held: not
+    on a commit's path; the next write starts the WAL over."""
+    store = SqliteStore(tmp_path / "s.db", checkpoint_every=(50, 3600.0))
+    rec = _attached()
+    store.create(rec, b"k" * 200)
+    rec = _rewrite(store, rec, 49)  # the 50th commit: a checkpoint is due
+    grown = _wal_size(store)
+    with store._lock:  # as during a commit: the checkpoint goes on without it
+        assert store.checkpointer.ran.wait(30)
+    _rewrite(store, rec, 1)
+    assert _wal_size(store) < grown / 4
+    store.close()
+
+
+def test_a_wal_past_its_cap_catches_up(tmp_path, monkeypatch):
+    """Commits that never pause would leave the WAL never all checkpointed:
+    past the cap, the checkpointer catches up with writes held back."""
+    monkeypatch.setattr(sqlite_store, "WAL_CAP_PAGES", 0)
+    store = SqliteStore(tmp_path / "s.db", checkpoint_every=(10, 3600.0))
+    rec = _attached()
+    store.create(rec, b"k" * 200)
+    _rewrite(store, rec, 10)
+    assert store.checkpointer.ran.wait(30)
+    store.close()
+    assert store.checkpointer.catch_ups == 1
