@@ -19,10 +19,10 @@ from jvpn.gate.element import (
     GateFull,
     RuntimeSlots,
     enforced_top,
-    kept_ctl_floor,
     kept_floors,
     raised_ctl_floor,
     raised_floor,
+    remote_ctl_floor,
     remote_entry,
     session_element,
 )
@@ -106,7 +106,8 @@ class XdpGate:
             batch = self._batch
             old = batch.old(sid) if batch is not None else self.maps.get_session(sid)
             slot = self.slots.place(sid, old, first, floor)
-            element = session_element(rec, keys, fence, remote, **slot, **kept_floors(old))
+            floors = kept_floors(old, self.maps.get_remote(sid) if old is None else None)
+            element = session_element(rec, keys, fence, remote, **slot, **floors)
             if batch is not None:
                 batch.put(sid, element)
                 return
@@ -150,8 +151,10 @@ class XdpGate:
         """A session another gateway owns: its client's reattach traffic
         reaches us (a handoff), never its data (docs/cluster.md)."""
         with self._element_lock:
-            old = self.maps.get_remote(sid)
-            self.maps.put_remote(sid, remote_entry(keys, kept_ctl_floor(old)))
+            batch = self._batch
+            element = batch.old(sid) if batch is not None else self.maps.get_session(sid)
+            floor = remote_ctl_floor(self.maps.get_remote(sid), element)
+            self.maps.put_remote(sid, remote_entry(keys, floor))
 
     def remove_remote(self, sid: int) -> None:
         with self._element_lock:

@@ -16,11 +16,11 @@ from jvpn.gate.config import GateConfig
 from jvpn.gate.element import (
     RuntimeSlots,
     enforced_top,
-    kept_ctl_floor,
     kept_floors,
     raised_ctl_floor,
     raised_floor,
     random_generation,
+    remote_ctl_floor,
     remote_entry,
     session_element,
 )
@@ -62,13 +62,13 @@ class UserspaceGate:
         sid = rec.session_id
         old = self.model.sessions.get(sid)
         slot = self.slots.place(sid, old, first, floor)
-        self.model.sessions[sid] = session_element(rec, keys, fence, remote, **slot,
-                                                   **kept_floors(old))
+        floors = kept_floors(old, self.model.remote.get(sid) if old is None else None)
+        self.model.sessions[sid] = session_element(rec, keys, fence, remote, **slot, **floors)
 
     def put_remote(self, sid: int, keys: SessionKeys | KeyRing) -> None:
         with self._lock:
-            old = self.model.remote.get(sid)
-            self.model.remote[sid] = remote_entry(keys, kept_ctl_floor(old))
+            floor = remote_ctl_floor(self.model.remote.get(sid), self.model.sessions.get(sid))
+            self.model.remote[sid] = remote_entry(keys, floor)
 
     def remove_remote(self, sid: int) -> None:
         with self._lock:
