@@ -114,6 +114,7 @@ class Gateway(GateWatch, Reconcile, OperatorActions, TimerChecks):
         self.reattach = ReattachServer(store, policy, clock_ms=self.clock_ms)
         self.admission = Admission(private_key, peers, address, cookie_threshold_per_s,
                                    address6=address6)
+        self.table.peer_entitled = self.peer_entitled  # a reload during a handshake's write
         self.rekey = RekeyServer(self.reattach, clock_ms=self.clock_ms,  # its policy too
                                  statics=self.admission.rekey_statics)
         self.controlpath = ControlPath(
