@@ -89,24 +89,30 @@ class XdpGate:
         return EventReader(self.pins)
 
     def put(self, rec: SessionRecord, keys: SessionKeys | KeyRing, fence: int = 0,
-            first: bool = False, c2s_floor: int = 0) -> None:
+            first: bool = False, c2s_floor: int = 0, was_remote: bool = False) -> None:
         """``first``: the element is new on this gateway; its replay window
         starts above ``c2s_floor`` (what a previous owner accepted).
         ``keys``: the live key epochs (a KeyRing during a rekey's overlap):
         the element accepts exactly their phases; a rekey's steps are each
-        one replace that keeps the runtime slot (window, buckets)."""
-        self._write(rec, keys, fence, False, first, c2s_floor)
+        one replace that keeps the runtime slot (window, buckets).
+        ``was_remote``: the session has a remote entry here (a handoff made
+        it ours): a new element starts at its control floor (one more map
+        lookup, only then)."""
+        self._write(rec, keys, fence, False, first, c2s_floor, was_remote)
 
-    def standby(self, rec: SessionRecord, keys: SessionKeys | KeyRing) -> None:
-        self._write(rec, keys, 0, True, False, 0)
+    def standby(self, rec: SessionRecord, keys: SessionKeys | KeyRing,
+                was_remote: bool = False) -> None:
+        self._write(rec, keys, 0, True, False, 0, was_remote)
 
-    def _write(self, rec, keys, fence: int, remote: bool, first: bool, floor: int) -> None:
+    def _write(self, rec, keys, fence: int, remote: bool, first: bool, floor: int,
+               was_remote: bool) -> None:
         sid = rec.session_id
         with self._element_lock:
             batch = self._batch
             old = batch.old(sid) if batch is not None else self.maps.get_session(sid)
             slot = self.slots.place(sid, old, first, floor)
-            floors = kept_floors(old, self.maps.get_remote(sid) if old is None else None)
+            entry = self.maps.get_remote(sid) if old is None and was_remote else None
+            floors = kept_floors(old, entry)
             element = session_element(rec, keys, fence, remote, **slot, **floors)
             if batch is not None:
                 batch.put(sid, element)

@@ -50,19 +50,23 @@ class UserspaceGate:
         self._events_waiting = threading.Event()
 
     def put(self, rec: SessionRecord, keys: SessionKeys | KeyRing, fence: int = 0,
-            first: bool = False, c2s_floor: int = 0) -> None:
+            first: bool = False, c2s_floor: int = 0, was_remote: bool = False) -> None:
         with self._lock:
-            self._write(rec, keys, fence, False, first, c2s_floor)
+            self._write(rec, keys, fence, False, first, c2s_floor, was_remote)
 
-    def standby(self, rec: SessionRecord, keys: SessionKeys | KeyRing) -> None:
+    def standby(self, rec: SessionRecord, keys: SessionKeys | KeyRing,
+                was_remote: bool = False) -> None:
         with self._lock:
-            self._write(rec, keys, 0, True, False, 0)
+            self._write(rec, keys, 0, True, False, 0, was_remote)
 
-    def _write(self, rec, keys, fence: int, remote: bool, first: bool, floor: int) -> None:
+    def _write(self, rec, keys, fence: int, remote: bool, first: bool, floor: int,
+               was_remote: bool) -> None:
+        """As XdpGate._write (``was_remote``: the remote entry's control floor)."""
         sid = rec.session_id
         old = self.model.sessions.get(sid)
         slot = self.slots.place(sid, old, first, floor)
-        floors = kept_floors(old, self.model.remote.get(sid) if old is None else None)
+        entry = self.model.remote.get(sid) if old is None and was_remote else None
+        floors = kept_floors(old, entry)
         self.model.sessions[sid] = session_element(rec, keys, fence, remote, **slot, **floors)
 
     def put_remote(self, sid: int, keys: SessionKeys | KeyRing) -> None:
