@@ -89,11 +89,25 @@ def kept_ctl_floor(old: abi.Session | abi.Remote | None) -> int:
 FLOORS = ("ctl_floor", "probe_floor")
 
 
-def kept_floors(old: abi.Session | None) -> dict[str, int]:
+def kept_floors(old: abi.Session | None,
+                remote: abi.Remote | None = None) -> dict[str, int]:
     """What a rewritten element keeps of the one it replaces: its floors
     only rise (a restart over pinned maps included), whatever else the
-    record changed."""
-    return {f: int(getattr(old, f)) if old is not None else 0 for f in FLOORS}
+    record changed. A new element (``old`` None) that replaces a remote
+    entry (a handoff made the session ours) starts at that entry's control
+    floor: the requests verified while it was remote stay dead at the gate."""
+    if old is None:
+        return {"ctl_floor": kept_ctl_floor(remote), "probe_floor": 0}
+    return {f: int(getattr(old, f)) for f in FLOORS}
+
+
+def remote_ctl_floor(old_remote: abi.Remote | None, element: abi.Session | None) -> int:
+    """The control floor of a remote entry written over ``old_remote``
+    while ``element`` (ours, served or parked, or None) may still be in the
+    sessions map: the highest of the two. An owner that becomes a non-owner
+    (a handover, the store saying it moved) keeps the floor its element
+    learned, so a captured control message it acted on never passes again."""
+    return max(kept_ctl_floor(old_remote), kept_ctl_floor(element))
 
 
 def raised_floor(old: abi.Session | abi.Remote | None, counter: int,

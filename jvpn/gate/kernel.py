@@ -19,10 +19,10 @@ from jvpn.gate.element import (
     GateFull,
     RuntimeSlots,
     enforced_top,
-    kept_ctl_floor,
     kept_floors,
     raised_ctl_floor,
     raised_floor,
+    remote_ctl_floor,
     remote_entry,
     session_element,
 )
@@ -89,24 +89,31 @@ class XdpGate:
         return EventReader(self.pins)
 
     def put(self, rec: SessionRecord, keys: SessionKeys | KeyRing, fence: int = 0,
-            first: bool = False, c2s_floor: int = 0) -> None:
+            first: bool = False, c2s_floor: int = 0, was_remote: bool = False) -> None:
         """``first``: the element is new on this gateway; its replay window
         starts above ``c2s_floor`` (what a previous owner accepted).
         ``keys``: the live key epochs (a KeyRing during a rekey's overlap):
         the element accepts exactly their phases; a rekey's steps are each
-        one replace that keeps the runtime slot (window, buckets)."""
-        self._write(rec, keys, fence, False, first, c2s_floor)
+        one replace that keeps the runtime slot (window, buckets).
+        ``was_remote``: the session has a remote entry here (a handoff made
+        it ours): a new element starts at its control floor (one more map
+        lookup, only then)."""
+        self._write(rec, keys, fence, False, first, c2s_floor, was_remote)
 
-    def standby(self, rec: SessionRecord, keys: SessionKeys | KeyRing) -> None:
-        self._write(rec, keys, 0, True, False, 0)
+    def standby(self, rec: SessionRecord, keys: SessionKeys | KeyRing,
+                was_remote: bool = False) -> None:
+        self._write(rec, keys, 0, True, False, 0, was_remote)
 
-    def _write(self, rec, keys, fence: int, remote: bool, first: bool, floor: int) -> None:
+    def _write(self, rec, keys, fence: int, remote: bool, first: bool, floor: int,
+               was_remote: bool) -> None:
         sid = rec.session_id
         with self._element_lock:
             batch = self._batch
             old = batch.old(sid) if batch is not None else self.maps.get_session(sid)
             slot = self.slots.place(sid, old, first, floor)
-            element = session_element(rec, keys, fence, remote, **slot, **kept_floors(old))
+            entry = self.maps.get_remote(sid) if old is None and was_remote else None
+            floors = kept_floors(old, entry)
+            element = session_element(rec, keys, fence, remote, **slot, **floors)
             if batch is not None:
                 batch.put(sid, element)
                 return
@@ -150,8 +157,10 @@ class XdpGate:
         """A session another gateway owns: its client's reattach traffic
         reaches us (a handoff), never its data (docs/cluster.md)."""
         with self._element_lock:
-            old = self.maps.get_remote(sid)
-            self.maps.put_remote(sid, remote_entry(keys, kept_ctl_floor(old)))
+            batch = self._batch
+            element = batch.old(sid) if batch is not None else self.maps.get_session(sid)
+            floor = remote_ctl_floor(self.maps.get_remote(sid), element)
+            self.maps.put_remote(sid, remote_entry(keys, floor))
 
     def remove_remote(self, sid: int) -> None:
         with self._element_lock:

@@ -16,11 +16,11 @@ from jvpn.gate.config import GateConfig
 from jvpn.gate.element import (
     RuntimeSlots,
     enforced_top,
-    kept_ctl_floor,
     kept_floors,
     raised_ctl_floor,
     raised_floor,
     random_generation,
+    remote_ctl_floor,
     remote_entry,
     session_element,
 )
@@ -50,25 +50,29 @@ class UserspaceGate:
         self._events_waiting = threading.Event()
 
     def put(self, rec: SessionRecord, keys: SessionKeys | KeyRing, fence: int = 0,
-            first: bool = False, c2s_floor: int = 0) -> None:
+            first: bool = False, c2s_floor: int = 0, was_remote: bool = False) -> None:
         with self._lock:
-            self._write(rec, keys, fence, False, first, c2s_floor)
+            self._write(rec, keys, fence, False, first, c2s_floor, was_remote)
 
-    def standby(self, rec: SessionRecord, keys: SessionKeys | KeyRing) -> None:
+    def standby(self, rec: SessionRecord, keys: SessionKeys | KeyRing,
+                was_remote: bool = False) -> None:
         with self._lock:
-            self._write(rec, keys, 0, True, False, 0)
+            self._write(rec, keys, 0, True, False, 0, was_remote)
 
-    def _write(self, rec, keys, fence: int, remote: bool, first: bool, floor: int) -> None:
+    def _write(self, rec, keys, fence: int, remote: bool, first: bool, floor: int,
+               was_remote: bool) -> None:
+        """As XdpGate._write (``was_remote``: the remote entry's control floor)."""
         sid = rec.session_id
         old = self.model.sessions.get(sid)
         slot = self.slots.place(sid, old, first, floor)
-        self.model.sessions[sid] = session_element(rec, keys, fence, remote, **slot,
-                                                   **kept_floors(old))
+        entry = self.model.remote.get(sid) if old is None and was_remote else None
+        floors = kept_floors(old, entry)
+        self.model.sessions[sid] = session_element(rec, keys, fence, remote, **slot, **floors)
 
     def put_remote(self, sid: int, keys: SessionKeys | KeyRing) -> None:
         with self._lock:
-            old = self.model.remote.get(sid)
-            self.model.remote[sid] = remote_entry(keys, kept_ctl_floor(old))
+            floor = remote_ctl_floor(self.model.remote.get(sid), self.model.sessions.get(sid))
+            self.model.remote[sid] = remote_entry(keys, floor)
 
     def remove_remote(self, sid: int) -> None:
         with self._lock:

@@ -114,6 +114,7 @@ class Gateway(GateWatch, Reconcile, OperatorActions, TimerChecks):
         self.reattach = ReattachServer(store, policy, clock_ms=self.clock_ms)
         self.admission = Admission(private_key, peers, address, cookie_threshold_per_s,
                                    address6=address6)
+        self.table.peer_entitled = self.peer_entitled  # a reload during a handshake's write
         self.rekey = RekeyServer(self.reattach, clock_ms=self.clock_ms,  # its policy too
                                  statics=self.admission.rekey_statics)
         self.controlpath = ControlPath(
@@ -124,12 +125,15 @@ class Gateway(GateWatch, Reconcile, OperatorActions, TimerChecks):
         self.probes = self._probes()
         self.datapath = self._datapath()
         self.rekey_nudge = RekeyNudge(self.sock, self.incidents)  # out of DEGRADED by expiry
-        # the store's watch thread and the sweep deliver records here: one
-        # record the follower cannot handle must not end the watch
+        self._contain_store_watch()
+        self.operator = operations.open_server(self, operator_socket)
+
+    def _contain_store_watch(self) -> None:
+        """The store's watch thread and the sweep deliver records to the
+        follower: one record it cannot handle must not end the watch."""
         follow = getattr(self.follower, "on_store_record", None)
         if follow is not None:
             self.follower.on_store_record = self._contained_call("store-watch", follow)
-        self.operator = operations.open_server(self, operator_socket)
 
     def _probes(self) -> Probes:
         """Path probes, answered from memory (issue 14): a probe window of

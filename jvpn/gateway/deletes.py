@@ -26,6 +26,17 @@ class PendingDeletes:
         except StoreError:
             self.undeleted[sid] = live.record.version if live is not None else None
 
+    def forgotten_then_confirmed(self, sid: int, version: int) -> None:
+        """A confirmation queued before its session was forgotten landed
+        (``version``, ours: a compare-and-swap on the version forget saw):
+        that record is the one to delete now. A delete retried at the old
+        version would conflict and give up, and the confirmed record would
+        outlive its session (a restart restores it). Whatever wrote after
+        it (another gateway's takeover) conflicts with this version, as
+        before."""
+        if sid not in self.sessions:
+            self.undeleted[sid] = version
+
     def retry_deletes(self) -> None:
         """The timer loop: one more try for each delete the store refused."""
         for sid, version in list(self.undeleted.items()):

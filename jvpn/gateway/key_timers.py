@@ -63,7 +63,11 @@ def _expire(table, live, now: int, p: Policy) -> bool:
 # The most messages one session can seal or have delivered per millisecond
 # (ten million a second: more than the daemon moves in all). Message-based
 # expiry cannot come sooner than the messages left at this rate, so an
-# idle session's keys are not looked at every tick (issue 15).
+# idle session's keys are not looked at every tick (issue 15). The c2s
+# count is the client's choice (its highest counter admitted): a jump past
+# the bound takes a new replay-ceiling block, and that write has the session
+# looked at next tick (jvpn/gateway/table.py _StoreWrite); within a block the
+# count moves at most a block, a few milliseconds at this rate.
 MAX_MESSAGES_PER_MS = 10_000
 
 

@@ -88,11 +88,13 @@ class KeyWrites:
             self.forget(base.session_id)
             return ENDED
         if rec.owner != base.owner:
+            # the remote entry first: it takes our element's control floor
+            # (jvpn/gate/element.py remote_ctl_floor), then the element goes
+            self.stand_by(rec, live.keys)
             self.drop_local(base.session_id)
             self.events.emit(EventType.OWNERSHIP_HANDOFF, Reason.OWNERSHIP_LOST,
                              base.session_id, owner=rec.owner,
                              detail="the store says not ours (read after a rekey commit)")
-            self.stand_by(rec, live.keys)
             return MOVED
         if rec.owner_lease != base.owner_lease or ring.epoch < live.keys.epoch:
             # our name under another lease (the follower settles that), or

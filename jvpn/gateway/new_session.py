@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from jvpn.codes import EventType
+from jvpn.codes import EventType, Reason
 from jvpn.config import ATTEMPTS_KEPT
 from jvpn.gateway.ceiling import REPLAY_BLOCK
 from jvpn.keys import KeyRing, SessionKeys
@@ -37,7 +37,19 @@ FIRST_FLOOR = 1 + RESERVE_BLOCK
 FIRST_CEILING = 1 + REPLAY_BLOCK
 
 
+class PeerRevoked(StoreError):
+    """A handshake admitted under peers a reload has since changed: its
+    writes were queued meanwhile (group commit), the reload revoked only
+    the sessions it saw. Refused on the handshake's one refusal path."""
+
+    reason = Reason.PEER_REVOKED
+
+
 class NewSessions:
+    # the peer (public key, packed inner IPv4) is still configured: the
+    # daemon's (jvpn/gateway/revocation.py); a table alone entitles any
+    peer_entitled: Callable[[bytes, bytes], bool] = staticmethod(lambda peer, inner: True)
+
     def group_commit(self, lock: threading.RLock,
                      report: Callable[[str, Exception], None]) -> None:
         """Handshakes' writes group-committed from now on (`gateway up`), a
@@ -80,6 +92,10 @@ class NewSessions:
             if result is None or isinstance(result, StoreError):
                 done(result)
                 return
+            if not self.peer_entitled(peer, inner):  # a reload removed it meanwhile
+                self._unwritten(rec)
+                done(PeerRevoked("the peer was removed or changed by a reload"))
+                return
             self._end_attempt(replaced)  # first: its element's room is the new one's
             try:
                 live = self._made(rec, keys, inner, tr, result, FIRST_CEILING)
@@ -111,6 +127,13 @@ class NewSessions:
         if attempt is not None and self.sessions.get(attempt.record.session_id) is attempt:
             self.forget(attempt.record.session_id)
 
+    def _unwritten(self, rec: SessionRecord) -> None:
+        """Its written record goes (a refused delete: retried every tick)."""
+        try:
+            self.store.delete(rec.session_id, rec.version)
+        except StoreError:
+            self.undeleted[rec.session_id] = rec.version
+
     def confirm(self, live: Live, done: Callable[[bool], None] | None = None) -> None:
         """The initiator proved the new session's path: recorded first, with
         the replay ceiling its first messages are delivered under (one
@@ -131,6 +154,7 @@ class NewSessions:
                 done(False)
                 return
             if self.sessions.get(rec.session_id) is not live:  # forgotten meanwhile
+                self.forgotten_then_confirmed(rec.session_id, new.version)
                 if done is not None:
                     done(False)
                 return

@@ -7,12 +7,14 @@ Order (each failure: a reason code, a security event, nothing changed):
   2. per-source rate (per-session: after 5)     RATE_LIMITED
   3. state, lifetime, transportless TTL          SESSION_EXPIRED / POLICY_DENY
      no other switch in flight                  OWNERSHIP_CONFLICT
-  4. freshness: timestamp age, epoch            FRESHNESS_INVALID
-     sequence not consumed                      REPLAY_DETECTED
   5. proof (header tag + HMAC under the reattach key)   AUTH_FAIL
      header counter not seen in a verified message   REPLAY_DETECTED
      (the gate does not record control counters: a copy of the header
      with another body must not consume them, issue 10 item 5)
+  4. freshness: timestamp age                   FRESHNESS_INVALID
+     (after the proof: a stale request of the key holder's is recorded,
+     its counter raises the gate's control floor, its copies die there)
+     sequence not consumed, epoch               REPLAY_DETECTED / FRESHNESS_INVALID
  5b. cluster: owned here, taken over from a dead owner, or parked until the
      live owner released it (jvpn/gateway/follower.py)  OWNERSHIP_CONFLICT
   -- from here the request is the key holder's: its sequence is consumed
@@ -152,12 +154,16 @@ class ReattachServer(PathValidation):
             raise Reject(Reason.RATE_LIMITED, Security.SEC_ABUSE_CONTROL_PLANE, "reattach rate")
         self._check_alive(rec, now)                                          # 3
         seq, ts_ms, client_nonce, epoch = self._fields(msg, abi.MSG_REATTACH_REQ)
-        if abs(now - ts_ms) > self.policy.reattach_proof_max_age_ms:          # 4
-            raise Reject(Reason.FRESHNESS_INVALID, Security.SEC_REPLAY_ATTEMPT,
-                         "timestamp too old/new")
         self._verify(hdr, msg, keys)                                         # 5
         if not parked:  # a parked request's counter was recorded when we parked it
             self._fresh(hdr)
+        if abs(now - ts_ms) > self.policy.reattach_proof_max_age_ms:          # 4
+            # the key holder's, but stale (a captured copy, or a skewed
+            # clock): recorded, so the gate's control floor rises and its
+            # copies die there instead of each costing a store read here
+            self.windows.mark(hdr.session_id, hdr.counter)
+            raise Reject(Reason.FRESHNESS_INVALID, Security.SEC_REPLAY_ATTEMPT,
+                         "timestamp too old/new")
         if not self.per_session.allow(hdr.session_id):  # 2, spent only by proven requests
             raise Reject(Reason.RATE_LIMITED, Security.SEC_ABUSE_CONTROL_PLANE, "reattach rate")
         # Recorded now, before the sequence checks: whatever follows answers

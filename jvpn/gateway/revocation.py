@@ -60,6 +60,13 @@ class Revocation:
             self._peers_index = (peers, by_key, {v: k for k, v in by_key.items()})
         return self._peers_index[1], self._peers_index[2]
 
+    def peer_entitled(self, public: bytes, inner: bytes) -> bool:
+        """A handshake's peer (its public key, the packed inner IPv4 it was
+        admitted with) is still configured so: checked again when its
+        queued writes land (jvpn/gateway/new_session.py), after a reload."""
+        peer = self.admission.peers.get(public)
+        return peer is not None and inner_of(peer) == inner
+
     def session_key(self, live) -> str | None:
         """The base64 key of the peer that made the session, None if unknown
         (a StoreError when an older record's key cannot be looked up now)."""

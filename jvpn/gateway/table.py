@@ -79,6 +79,12 @@ class _StoreWrite:
         if value <= self.durable:
             return
         getattr(self.table.store, self.method)(self.sid, value)
+        if self.method == "raise_replay_ceiling":
+            # a new block of client counters: the client chose them, and one
+            # jump can spend the keys' message budget at once, so key expiry
+            # is looked at next tick, not at the time the rate bound assumed
+            # (jvpn/gateway/key_timers.py due_at; within a block, the bound holds)
+            self.table.timers.nudge(self.sid)
 
 
 @dataclass(slots=True)  # slots: one per session (issue 15)
@@ -270,16 +276,18 @@ class SessionTable(NewSessions, StandbyWrites, Downstream, OperatorEnds, Pending
         starts its window above what the previous owner saw."""
         if live.quarantined:
             return
+        # a handoff made it ours: the remote entry's control floor carries over
+        was_remote = rec.session_id in self.standby
         if live.blind_epoch is not None:
             if rec.epoch <= live.blind_epoch:
-                self.gate.standby(rec, live.keys)  # reattach only, no data
+                self.gate.standby(rec, live.keys, was_remote=was_remote)  # no data
                 return
             live.ceiling.proven(rec.c2s_floor)
             live.blind_epoch = None
         if live.parked:
             live.resume()
         self.gate.put(rec, live.keys, self.ownership.token, first=not live.installed,
-                      c2s_floor=max(rec.c2s_floor, live.ceiling.floor))
+                      c2s_floor=max(rec.c2s_floor, live.ceiling.floor), was_remote=was_remote)
         live.installed, live.parked = True, False
         self.stand_down(rec.session_id)
 

@@ -9,7 +9,13 @@ control lock (the session table's writes: a commit, new keys, a
 quarantine, a confirmation) marks it due at once; the tick runs it and
 schedules its next time from what it then holds. A heap with lazy
 deletion: a superseded entry stays until it surfaces and is skipped; the
-heap is rebuilt when those outnumber the live ones."""
+heap is rebuilt when those outnumber the live ones.
+
+Due times are on the gateway's clock, the wall clock (the records' times
+are): a step back of J would delay every entry computed before it by J, so
+a tick that sees the clock go back marks every session due (once per step).
+The data thread cannot write the heap (the tick pops it under the control
+lock): it ``nudge``s a session, taken in at the next tick."""
 
 from __future__ import annotations
 
@@ -22,6 +28,8 @@ class TimerQueue:
     def __init__(self):
         self._heap: list[tuple[int, int]] = []  # (due ms, session id), stale ones included
         self._due: dict[int, int] = {}  # session id -> its live entry's due ms
+        self._latest: int | None = None  # the latest clock a tick saw
+        self._nudged: list[int] = []  # touched from another thread (append, pop: atomic)
 
     def __len__(self) -> int:
         return len(self._due)
@@ -49,8 +57,17 @@ class TimerQueue:
     def discard(self, sid: int) -> None:
         self._due.pop(sid, None)
 
+    def nudge(self, sid: int) -> None:
+        """``touch`` from a thread that holds no control lock (the data path)."""
+        self._nudged.append(sid)
+
     def pop_due(self, now: int) -> list[int]:
         """The sessions due at ``now``, removed (the caller replaces them)."""
+        while self._nudged:
+            self.touch(self._nudged.pop())
+        if self._latest is not None and now < self._latest:
+            self._all_due()  # the clock went back: every due time is too late
+        self._latest = now
         heap, due, out = self._heap, self._due, []
         while heap and heap[0][0] <= now:
             at, sid = heapq.heappop(heap)
@@ -58,6 +75,11 @@ class TimerQueue:
                 del due[sid]
                 out.append(sid)
         return out
+
+    def _all_due(self) -> None:
+        self._due = dict.fromkeys(self._due, NOW)
+        self._heap = [(NOW, sid) for sid in self._due]
+        heapq.heapify(self._heap)
 
     def _set(self, sid: int, at: int) -> None:
         self._due[sid] = at

@@ -44,9 +44,9 @@ class RecordingGate(UserspaceGate):
         super().__init__()
         self.projected = []
 
-    def put(self, rec, keys, fence=0, first=False, c2s_floor=0):
+    def put(self, rec, keys, fence=0, first=False, c2s_floor=0, was_remote=False):
         self.projected.append(rec)
-        super().put(rec, keys, fence, first, c2s_floor)
+        super().put(rec, keys, fence, first, c2s_floor, was_remote)
 
 
 class Harness:

@@ -327,3 +327,81 @@ def test_one_write_at_a_time_a_failed_ceiling_leaves_the_confirmation_to_retry(t
     assert len(gw.sock.sent) == n + 1
     assert store.get_replay_ceiling(sid) == (FIRST_CEILING, False)
     store.close()
+
+
+class HeldWrites:
+    """The table's writer, its writes queued until ``release`` (as a group
+    commit's are, behind a slow batch)."""
+
+    def __init__(self, writes):
+        self.writes, self.held = writes, []
+
+    def handshake(self, w, done) -> None:
+        self.held.append(lambda: self.writes.handshake(w, done))
+
+    def confirm(self, base, new, ceiling, done) -> None:
+        self.held.append(lambda: self.writes.confirm(base, new, ceiling, done))
+
+    def release(self) -> None:
+        held, self.held = self.held, []
+        for write in held:
+            write()
+
+    def close(self) -> None:
+        self.writes.close()
+
+
+class FailingDeletes(SqliteStore):
+    fail_delete = False
+
+    def delete(self, session_id, expected_version=None):
+        if self.fail_delete:
+            raise StoreError("session store unavailable")
+        super().delete(session_id, expected_version)
+
+
+def test_a_session_forgotten_while_its_confirmation_is_queued_leaves_no_record(tmp_path):
+    """expire_unconfirmed forgets it, the store refuses the delete, then the
+    queued confirmation commits the next version: the retried delete still
+    removes the record (review C item 6; a restart would restore it)."""
+    from jvpn.config import UNCONFIRMED_TTL_MS  # noqa: PLC0415
+    from kits.daemon_kit import Clock  # noqa: PLC0415
+
+    store, clock = FailingDeletes(tmp_path / "s.db"), Clock()
+    gw = make_gateway(tmp_path, store=store, clock=clock)
+    peer = _handshake(gw)
+    sid = peer.session_id
+    gw.table.writes = held = HeldWrites(gw.table.writes)
+    gw.datapath.datagram(peer.seal(b"", abi.MSG_KEEPALIVE), CLIENT)  # its confirmation: queued
+    assert held.held and not store.get(sid)[0].confirmed
+    store.fail_delete = True
+    clock.ms += UNCONFIRMED_TTL_MS + 1
+    gw.controlpath.expire_unconfirmed()
+    assert sid not in gw.table.sessions and store.get(sid) is not None  # the delete: refused
+    store.fail_delete = False
+    held.release()  # the confirmation commits the next version
+    assert store.get(sid)[0].confirmed
+    gw.table.retry_deletes()
+    gw.table.retry_deletes()
+    assert store.get(sid) is None, "the confirmed record outlives its session"
+    store.close()
+
+
+def test_a_handshake_queued_across_a_reload_that_removed_its_peer_is_not_answered(tmp_path):
+    """Admitted under the old peers, its writes queued; the reload revokes
+    the sessions it sees (not this one, not made yet): when the writes land
+    the peer is checked again, the record goes, nothing is answered."""
+    from test_operator_actions import gateway, peer_configs  # noqa: PLC0415
+
+    gw = gateway(tmp_path)
+    gw.table.writes = held = HeldWrites(gw.table.writes)
+    n = len(gw.sock.sent)
+    gw.datapath.datagram(initiation(0).initiation(), CLIENT)
+    assert held.held and len(gw.sock.sent) == n  # queued, unanswered
+    gw.apply_config(peer_configs()[1:], gw.policy)  # peer 0 removed
+    held.release()
+    assert len(gw.sock.sent) == n, "answered after its peer was removed"
+    assert not gw.table.sessions
+    assert gw.store.list() == []  # the written record went
+    assert _rejections(gw)[-1] == "PEER_REVOKED"
+    gw.store.close()

@@ -143,3 +143,36 @@ def test_the_queue_compacts_superseded_entries():
         q.schedule(7, t)  # each earlier: each supersedes the last
     assert len(q._heap) <= 2 * len(q) + 1024
     assert q.pop_due(1) == [7] and q.pop_due(10**9) == []
+
+
+def test_a_clock_that_goes_back_makes_every_session_due_at_once():
+    """Due times are on the wall clock: stepped back an hour, an entry due a
+    minute after the old time would wait an hour and a minute (review C)."""
+    q, hour = TimerQueue(), 3_600_000
+    q.pop_due(10 * hour)
+    q.replace(1, 10 * hour + 60_000)
+    q.replace(2, 10 * hour + 1)
+    assert q.pop_due(10 * hour) == []
+    assert sorted(q.pop_due(9 * hour)) == [1, 2]  # looked at again, rescheduled by the caller
+    q.replace(1, 9 * hour + 60_000)
+    assert q.pop_due(9 * hour + 1) == []  # once per step back, not every tick
+
+
+def test_a_counter_jump_past_the_message_budget_expires_the_keys_within_two_ticks(tmp_path):
+    """The c2s count is the highest counter admitted, which the client
+    chooses: one message past ``reject_after_messages`` spends the budget
+    at once, and the data path (no control lock) has the session looked at."""
+    from jvpn.policy import REJECT_AFTER_MESSAGES_MIN  # noqa: PLC0415
+    from kits.rekey_kit import gateway  # noqa: PLC0415
+
+    gw, clock = gateway(tmp_path, reject_after_messages=REJECT_AFTER_MESSAGES_MIN)
+    peer, live = confirmed(gw)
+    gw.tick()  # scheduled by the rate bound: about 20 days ahead
+    base = live.record.key_c2s_base
+    peer.channel.skip_counters(base + REJECT_AFTER_MESSAGES_MIN + 1
+                               - peer.channel.counter.upcoming)
+    gw.datapath.datagram(peer.seal(b"", abi.MSG_KEEPALIVE), CLIENT)
+    for _ in range(2):
+        clock.ms += 100
+        gw.tick()
+    assert events_of(gw.events, "KeyExpired")
