@@ -73,6 +73,17 @@ from jvpn_cli.progress import progress
     "starve the session's reattach. 0: unlimited.",
 )
 @click.option(
+    "--probe-rate",
+    type=click.FloatRange(min=0),
+    default=GateConfig.global_probe_pps,
+    show_default=True,
+    metavar="PER_SEC",
+    help="Path probes per second the whole gateway passes: a budget of their own, not "
+    "--control-rate's, so many clients' probes never starve another session's reattach. "
+    "Sized for about 10 000 multi-homed clients probing once or twice a second. "
+    "0: unlimited.",
+)
+@click.option(
     "--max-sessions",
     type=click.IntRange(*abi.MAX_SESSIONS_RANGE),
     default=abi.DEFAULT_MAX_SESSIONS,
@@ -94,7 +105,7 @@ from jvpn_cli.progress import progress
 @click.pass_obj
 def attach(app: App, iface: str, ports: list[int], mode: str, handshake_rate: float,
            control_rate: float, session_control_rate: float, session_probe_rate: float,
-           max_sessions: int, max_remote_sessions: int, as_json: bool) -> None:
+           probe_rate: float, max_sessions: int, max_remote_sessions: int, as_json: bool) -> None:
     """Compile and load the gate, write its config and attach it to IFACE.
 
     The maps are pinned in PIN_ROOT/IFACE and the attachment is recorded in
@@ -111,7 +122,7 @@ def attach(app: App, iface: str, ports: list[int], mode: str, handshake_rate: fl
     config = GateConfig(ports=ports, global_control_pps=handshake_rate,
                         authed_control_pps=control_rate,
                         session_control_pps=session_control_rate,
-                        session_probe_pps=session_probe_rate)
+                        session_probe_pps=session_probe_rate, global_probe_pps=probe_rate)
     with progress(app.err, f"attaching the jvpn gate to {iface}") as step:
         options = BuildOptions(max_sessions=max_sessions, max_remote=max_remote_sessions)
         att = gate_attach.attach(iface, config, mode, options=options, paths=app.paths,

@@ -134,6 +134,7 @@ class Path:
     health: PathHealth
     next_probe_ms: int = 0
     probes: dict[int, int] = field(default_factory=dict)  # outstanding probe id -> sent ms
+    lost_in_a_row: int = 0  # its probes counted lost since its last answer
 
 
 def _serialized(method):
@@ -234,9 +235,21 @@ class Candidates:
         others follow once it is answered or lost). The gateway raises the
         gate's probe floor to each probe it verifies: a probe of ours that
         overtook another would have the gate drop the other as a replay
-        (jvpn/client_probe_guard.py)."""
-        waiting = [p for p in self.paths.values() if now_ms >= p.next_probe_ms]
-        if not waiting or self.in_flight():
+        (jvpn/client_probe_guard.py).
+        A candidate whose probe was just counted lost goes first, at once:
+        the probe may only be late (a delay spike), and another candidate's
+        probe would raise the floor past it, so that it dies at the gate
+        when it arrives and the candidate stays unproven (a failover then
+        waited seconds, review D). A probe on the same path cannot overtake
+        the late one; answered, it proves the path again. Only once per
+        loss streak: a dead candidate's follow-up is lost too and it waits
+        its turn, never starving the others (and, unanswered, it is never
+        eligible: jvpn/client_path_select.py)."""
+        if self.in_flight():
+            return []
+        follow_up = [p for p in self.paths.values() if p.lost_in_a_row == 1]
+        waiting = follow_up or [p for p in self.paths.values() if now_ms >= p.next_probe_ms]
+        if not waiting:
             return []
         p = min(waiting, key=lambda q: q.next_probe_ms)
         jitter = 1 + PROBE_JITTER * (2 * self.rand() - 1)
@@ -260,9 +273,11 @@ class Candidates:
                 del self._probe_of[probe_id]
                 p.health.answered(probe_id, now_ms)  # PathHealth._late: RTT sample, revised
                 p.health.last_answered = True
+                p.lost_in_a_row = 0
             return None
         del self._probe_of[probe_id]
         del p.probes[probe_id]
+        p.lost_in_a_row = 0
         return p if p.health.answered(probe_id, now_ms) else None
 
     @_serialized
@@ -272,6 +287,7 @@ class Candidates:
             p.health.tick(now_ms)
             for pid in [i for i in p.probes if i not in p.health.outstanding]:
                 del p.probes[pid]
+                p.lost_in_a_row += 1  # the first: its follow-up goes next (due)
                 if pid not in p.health.lost_late:
                     self._probe_of.pop(pid, None)  # (kept while a late reply still counts)
         for pid, key in list(self._probe_of.items()):  # a late reply no longer counts

@@ -293,6 +293,8 @@ class Config(_Struct):
         ("session_probe_burst_ns", u64),
         ("authed_interval_ns", u64),
         ("authed_burst_ns", u64),
+        ("global_probe_interval_ns", u64),  # PATH_PROBE, whole gateway: not the authed budget
+        ("global_probe_burst_ns", u64),
         ("event_interval_ns", u64),
         ("event_burst_ns", u64),
         ("event_sample_every", u32),
@@ -330,7 +332,8 @@ class RemoteRl(_Struct):
 
 
 class Global(_Struct):
-    _fields_ = [("control_tat", u64), ("event_tat", u64), ("authed_control_tat", u64)]
+    _fields_ = [("control_tat", u64), ("event_tat", u64), ("authed_control_tat", u64),
+                ("probe_tat", u64)]  # the gateway-wide PATH_PROBE budget
 
 
 class SrcKey(_Struct):

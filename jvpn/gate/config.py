@@ -50,6 +50,14 @@ class GateConfig:
     session_probe_burst: float = 10
     authed_control_pps: float = 2_000  # whole gateway: protects the daemon
     authed_control_burst: float = 200
+    # PATH_PROBE, whole gateway: a bucket of its own, never the authenticated
+    # one (every multi-homed client probes ~1/s: 2 000 of them would take the
+    # whole authenticated budget from other sessions' reattaches). 20 000/s:
+    # ~10 000 dual-candidate clients at their 1-2 probes a second; a probe
+    # costs the daemon one HMAC and one reply, no store write, so this
+    # still bounds it well below its datagram rate.
+    global_probe_pps: float = 20_000
+    global_probe_burst: float = 2_000
     events_per_sec: float = 100
     events_burst: float = 100
     event_sample_every: int = 1
@@ -73,6 +81,7 @@ class GateConfig:
         sess_ctl = _interval(self.session_control_pps)
         sess_probe = _interval(self.session_probe_pps)
         authed = _interval(self.authed_control_pps)
+        probes = _interval(self.global_probe_pps)
         ev = _interval(self.events_per_sec)
         ports = [abi.port_word(p) for p in self.ports] + [0] * (abi.MAX_PORTS - len(self.ports))
         return abi.Config(
@@ -91,6 +100,8 @@ class GateConfig:
             session_probe_burst_ns=_burst(sess_probe, self.session_probe_burst),
             authed_interval_ns=authed,
             authed_burst_ns=_burst(authed, self.authed_control_burst),
+            global_probe_interval_ns=probes,
+            global_probe_burst_ns=_burst(probes, self.global_probe_burst),
             event_interval_ns=ev,
             event_burst_ns=_burst(ev, self.events_burst),
             event_sample_every=self.event_sample_every,

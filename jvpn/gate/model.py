@@ -345,10 +345,7 @@ class Model:
             return abi.R_PASS_DATA if t == abi.MSG_DATA else abi.R_PASS_KEEPALIVE
         if not self._session_control_budget(rt, t, now):
             return abi.R_DROP_RATE_SESSION
-        if not gcra_allow(self.glob, "authed_control_tat", now, cfg.authed_interval_ns,
-                          cfg.authed_burst_ns):
-            return abi.R_DROP_RATE_AUTHED
-        return abi.R_PASS_CONTROL
+        return self._gateway_control_budget(t, now)
 
     def _remote_verdict(self, p: Parsed, t: int, sid: int, now: int) -> int:
         """Mirror of jvpn_xdp.c:jvpn_remote_verdict: a session id the
@@ -390,6 +387,20 @@ class Model:
                               cfg.session_probe_burst_ns)
         return gcra_allow(rt, "control_tat", now, cfg.session_control_interval_ns,
                           cfg.session_control_burst_ns)
+
+    def _gateway_control_budget(self, t: int, now: int) -> int:
+        """Mirror of jvpn_probe_budget / jvpn_authed_budget: a PATH_PROBE
+        spends the gateway's probe bucket, never the authenticated one, so
+        many clients' probes cannot starve other sessions' reattaches."""
+        cfg = self.config
+        if t == abi.MSG_PATH_PROBE:
+            if not gcra_allow(self.glob, "probe_tat", now, cfg.global_probe_interval_ns,
+                              cfg.global_probe_burst_ns):
+                return abi.R_DROP_RATE_GLOBAL
+        elif not gcra_allow(self.glob, "authed_control_tat", now, cfg.authed_interval_ns,
+                            cfg.authed_burst_ns):
+            return abi.R_DROP_RATE_AUTHED
+        return abi.R_PASS_CONTROL
 
     def _claim(self, rt, sid: int, s) -> None:
         """Mirror of jvpn_xdp.c:jvpn_rt_claim."""

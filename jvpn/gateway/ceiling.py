@@ -14,6 +14,14 @@ it waits for the store only when c >= C (once per block at most). A failed
 write drops the message (fail closed) and is retried, paced: no message
 calls the store within RETRY_S of a failed write, covered or not.
 
+The writes run inline on the daemon's one UDP receive loop, so the pacing is
+gateway-wide (``StoreBreaker``, one per session table, review D): after a
+failed or slow write no session calls the store for max(RETRY_S, 19 times
+that call's duration), so a store that times out instead of refusing (etcd
+partitioned: 2 s; SQLite busy: 5 s) holds the loop at most ~5% of the time
+whatever the number of sessions at their block's end; and one write at a time
+is in flight. Covered counters pass meanwhile, uncovered ones are dropped.
+
 A window (re)starts at ``max(record.c2s_floor, C)``: every counter below C
 counts as seen (a floor, like the window's own ``replay_top``, is one above
 the highest counter seen). When nothing more can be delivered (a clean stop, a
@@ -35,22 +43,70 @@ from collections.abc import Callable
 
 REPLAY_BLOCK = 1 << 16  # counters per ceiling write; also the most a crash can strand
 RETRY_S = 1.0  # pace of retries of a failed write (covered: ahead-write, or not)
-_NEVER = float("-inf")  # one object for every session's "no retry pending"
+# the most of the receive loop's time a failing or slow store may take: a
+# pause of (1 - duty) / duty times the call's duration follows it (19x)
+STORE_DUTY = 0.05
+SLOW_S = 0.1  # a write that took longer pauses the writes too, even if it landed
+_NEVER = float("-inf")
+
+
+class StoreBreaker:
+    """Every session's ceiling writes on one receive loop, gateway-wide:
+    after a failed or slow write, none for max(RETRY_S, 19 x its duration);
+    never two in flight (another thread's write in progress: skip, don't
+    wait). A per-session pace is not enough: each session's attempt blocks
+    the loop for the store's whole timeout, and sessions take turns (review
+    D: two busy sessions kept it blocked all the time in an etcd partition)."""
+
+    __slots__ = ("_clock", "_in_flight", "_open_until", "trips")
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self._clock = clock
+        self._open_until = _NEVER
+        self._in_flight = threading.Lock()
+        self.trips = 0  # failed or slow writes that paused the others
+
+    def write(self, raise_to: Callable[[int], None], value: int) -> bool | None:
+        """``raise_to(value)`` unless paused or another write is in flight
+        (None: not called); else whether it landed."""
+        if self._clock() < self._open_until or not self._in_flight.acquire(blocking=False):
+            return None
+        try:
+            started = self._clock()
+            try:
+                raise_to(value)
+            except Exception:  # noqa: BLE001 - any failure means "not durable"
+                self._pause(self._clock() - started)
+                return False
+            took = self._clock() - started
+            if took > SLOW_S:
+                self._pause(took)
+            return True
+        finally:
+            self._in_flight.release()
+
+    def _pause(self, took: float) -> None:
+        self.trips += 1
+        pause = max(RETRY_S, took * (1 - STORE_DUTY) / STORE_DUTY)
+        self._open_until = self._clock() + pause
 
 
 class ReplayCeiling:
     """One session's client-counter ceiling on this gateway. ``admit`` runs
-    on the receive thread, ``retire``/``resume`` under the control lock."""
+    on the receive thread, ``retire``/``resume`` under the control lock.
+    ``breaker``: the gateway's, shared by every session (default: one of
+    its own on ``clock``)."""
 
-    __slots__ = ("_block", "_clock", "_durable", "_lock", "_raise", "_retired", "_retry_at",
+    __slots__ = ("_block", "_breaker", "_durable", "_lock", "_raise", "_retired",
                  "failures", "floor")
 
     def __init__(self, floor: int, durable: int, raise_to: Callable[[int], None],
-                 block: int = REPLAY_BLOCK, clock: Callable[[], float] = time.monotonic):
+                 block: int = REPLAY_BLOCK, clock: Callable[[], float] = time.monotonic,
+                 breaker: StoreBreaker | None = None):
         self.floor = floor  # above every counter delivered (or seen before us)
         self._durable = durable  # counters below it may be delivered
-        self._raise, self._block, self._clock = raise_to, block, clock
-        self._retry_at = _NEVER
+        self._raise, self._block = raise_to, block
+        self._breaker = breaker if breaker is not None else StoreBreaker(clock)
         self._retired = False
         self._lock = threading.Lock()
         self.failures = 0  # failed ceiling writes
@@ -66,20 +122,16 @@ class ReplayCeiling:
             return True
 
     def _cover(self, counter: int) -> bool:
-        covered = counter < self._durable
-        if self._clock() < self._retry_at:
-            # paced, covered or not: the store is called on the receive
-            # thread, and a client whose counter jumped past the block (a
-            # reattach retry's skip) made every message call it while it
-            # failed, stalling every session (review r14b C). Uncovered
-            # ones are dropped meanwhile (fail closed).
-            return covered
-        try:
-            self._raise(counter + self._block)
-        except Exception:  # noqa: BLE001 - any failure means "not durable"
-            self.failures += 1
-            self._retry_at = self._clock() + RETRY_S
-            return covered
+        # paced gateway-wide, covered or not: the store is called on the
+        # receive thread, and a client whose counter jumped past the block
+        # (a reattach retry's skip) made every message call it while it
+        # failed, stalling every session (review r14b C); sessions taking
+        # turns did the same (review D). Uncovered ones are dropped while
+        # paused (fail closed).
+        landed = self._breaker.write(self._raise, counter + self._block)
+        if not landed:
+            self.failures += landed is False
+            return counter < self._durable
         self._durable = max(self._durable, counter + self._block)
         return True
 

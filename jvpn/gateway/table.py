@@ -32,7 +32,7 @@ from jvpn.events import EventLog
 from jvpn.gate import abi
 from jvpn.gateway.announce import announce
 from jvpn.gateway.capacity import Capacity
-from jvpn.gateway.ceiling import ReplayCeiling, start_floor
+from jvpn.gateway.ceiling import ReplayCeiling, StoreBreaker, start_floor
 from jvpn.gateway.deletes import PendingDeletes
 from jvpn.gateway.downstream import Downstream
 from jvpn.gateway.floors import Floors
@@ -172,6 +172,9 @@ class SessionTable(NewSessions, StandbyWrites, Downstream, OperatorEnds, Pending
         # the daemon sets a GroupCommit on a SQLite store
         self.writes = ImmediateWrites(store)
         self.pending_new = 0  # start_new's sessions whose writes are queued
+        # every session's ceiling writes run on the one receive loop: one
+        # pace for all of them (jvpn/gateway/ceiling.py, review D)
+        self.ceiling_breaker = StoreBreaker()
 
     # ------------------------------------------------------------ reads
     def get(self, sid: int) -> Live | None:
@@ -314,7 +317,8 @@ class SessionTable(NewSessions, StandbyWrites, Downstream, OperatorEnds, Pending
         floor = max(rec.c2s_floor, kept) if kept else start_floor(rec.c2s_floor, stored)
         blind = not kept and not exact and stored > rec.c2s_floor
         ceiling = ReplayCeiling(floor, max(stored, ceiling_ahead),
-                                _StoreWrite(self, "raise_replay_ceiling", sid))
+                                _StoreWrite(self, "raise_replay_ceiling", sid),
+                                breaker=self.ceiling_breaker)
         channel = DataChannel(keys, "gateway", first_counter=max(first_counter, 1),
                               check_replay=not self.gate.checks_in_kernel,
                               check_tag=not self.gate.checks_in_kernel,

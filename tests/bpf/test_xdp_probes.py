@@ -4,10 +4,13 @@ as authenticated control in every live state, drop_state for a standby's
 element, the tag, probe_floor and the window but not ctl_floor, the key phase;
 PATH_PROBE_REPLY drop_bad_type),
 then the buckets a probe flood from a key holder spends: the session's own
-probe bucket (then the gateway-wide authenticated one), never the control
-bucket its REATTACH_REQ uses."""
+probe bucket, then the gateway-wide probe bucket, never the control bucket
+its REATTACH_REQ uses nor the gateway-wide authenticated budget other
+sessions' reattaches use (review D)."""
 
 from __future__ import annotations
+
+import ctypes
 
 import pytest
 
@@ -122,11 +125,40 @@ def test_the_probe_bucket_is_per_session(gate):
     assert both.same_runtime()
 
 
+def test_probes_exhausting_the_gateway_probe_budget_leave_another_sessions_reattach(gate):
+    """Review D: every session's probes spent the gateway-wide authenticated
+    budget, so thousands of clients probing (or copies of their fresh
+    probes) starved other sessions' reattaches (drop_rate_authed). Probes
+    now have a gateway-wide bucket of their own (jvpn_global.probe_tat,
+    --probe-rate): exhausting it (drop_rate_global, for any session's probe)
+    leaves the authenticated budget, here a single token, to session 8's
+    REATTACH_REQ. Kernel and model in lockstep."""
+    both = fresh(gate, GateConfig(session_probe_pps=0, session_control_pps=0,
+                                   authed_control_pps=1, authed_control_burst=1,
+                                   global_probe_pps=3, global_probe_burst=3,
+                                   global_control_pps=0))
+    rk.play("setup", [rk.put("epoch0")], both)
+    other = rk.element("epoch0", rt_slot=8, rt_gen=1)
+    gate.maps.put_session(8, other)
+    both.model.sessions[8] = abi.Session.from_buffer_copy(other)
+    verdicts = [both.verdict(rk.old(c, **pt.PROBE, **rk.ELSEWHERE)) for c in range(1, 11)]
+    assert verdicts == [abi.R_PASS_CONTROL] * 3 + [abi.R_DROP_RATE_GLOBAL] * 7
+    assert both.verdict(rk.old(1, sid=8, **pt.PROBE)) == abi.R_DROP_RATE_GLOBAL
+    assert both.verdict(rk.old(2, sid=8, t=abi.MSG_REATTACH_REQ,
+                               **rk.ELSEWHERE)) == abi.R_PASS_CONTROL
+    assert both.verdict(rk.old(3, sid=8, t=abi.MSG_REATTACH_REQ)) == abi.R_DROP_RATE_AUTHED
+    g = gate.maps.glob.lookup(ctypes.c_int(0))
+    assert (g.authed_control_tat, g.probe_tat) == (both.model.glob.authed_control_tat,
+                                                   both.model.glob.probe_tat)
+    assert both.same_runtime()
+
+
 def test_a_forged_probe_flood_spends_no_bucket(gate):
     """Forgeries die at the tag, before any bucket: the genuine client's
     probe still passes after a thousand of them."""
     both = fresh(gate, GateConfig(session_control_pps=1, session_control_burst=1,
                                    authed_control_pps=1, authed_control_burst=1,
+                                   global_probe_pps=1, global_probe_burst=1,
                                    global_control_pps=0))
     rk.play("setup", [rk.put("epoch0")], both)
     for c in range(1, 1001):
@@ -137,7 +169,9 @@ def test_a_forged_probe_flood_spends_no_bucket(gate):
 
 @pytest.mark.parametrize("name,kind,ctype,older,grew", [
     ("session_rt", "array", "__u32", 80 + 8 * abi.replay_words(abi.REPLAY_BITS), 8),  # probe_tat
-    ("config", "array", "int", 128, 16),  # session_probe_interval_ns, session_probe_burst_ns
+    ("config", "array", "int", 128, 32),  # session_probe_*, then global_probe_* (review D)
+    ("config", "array", "int", 144, 16),  # global_probe_interval_ns, global_probe_burst_ns
+    ("global", "array", "int", 24, 8),  # probe_tat: the gateway-wide probe bucket (review D)
     ("sessions", "hash", "__u64", 104, 8),  # the element's probe_floor
 ])
 def test_pins_of_the_layout_before_the_probe_bucket_are_refused_by_name(name, kind, ctype,

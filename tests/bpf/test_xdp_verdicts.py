@@ -423,7 +423,7 @@ def test_config_ports_are_runtime_settings(fresh):
     raw = fresh.maps.read_config()
     assert [p for p in raw.ports if p] == [abi.port_word(4500)]
     assert struct.unpack("<H", bytes(raw)[:2])[0] == abi.port_word(4500)
-    assert ctypes.sizeof(raw) == 144
+    assert ctypes.sizeof(raw) == 160
 
 
 def test_cluster_fence_in_the_kernel(fresh):

@@ -154,14 +154,16 @@ def test_attach_rates_reach_the_gate_config(runner, as_root, fake_bcc, monkeypat
     monkeypatch.setattr(app_mod.App, "require_bpffs", lambda _self: None)
     monkeypatch.setattr(gate_attach, "attach", fake_attach)
     runner.invoke(cli, ["attach", "lo", "--handshake-rate", "100", "--control-rate", "300",
-                        "--session-control-rate", "5", "--session-probe-rate", "4"])
+                        "--session-control-rate", "5", "--session-probe-rate", "4",
+                        "--probe-rate", "5000"])
     cfg = seen["config"]
     assert (cfg.global_control_pps, cfg.authed_control_pps, cfg.session_control_pps,
-            cfg.session_probe_pps) == (100, 300, 5, 4)
+            cfg.session_probe_pps, cfg.global_probe_pps) == (100, 300, 5, 4, 5000)
     raw = cfg.to_abi()
     assert raw.global_interval_ns == 10_000_000 and raw.authed_interval_ns == 3_333_333
     assert raw.session_control_interval_ns == 200_000_000
     assert raw.session_probe_interval_ns == 250_000_000
+    assert raw.global_probe_interval_ns == 200_000
 
 
 def test_attach_bad_mode(runner):

@@ -9,7 +9,8 @@ live state, not a standby's REMOTE element, nothing in BIRTH or TERMINATED),
 the key phase, the tag, probe_floor (not ctl_floor: the daemon raises a
 floor of the probes' own, issue 14) and freshness in the window, then the
 session's own probe bucket (not the control one: probes never starve a
-reattach) and the gateway-wide authenticated bucket.
+reattach) and the gateway-wide probe bucket (not the authenticated one:
+probes never starve another session's reattach, review D).
 PATH_PROBE_REPLY only travels from the gateway: drop_bad_type."""
 
 from __future__ import annotations

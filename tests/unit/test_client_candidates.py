@@ -86,11 +86,14 @@ def test_one_probe_in_flight_at_a_time_across_the_candidates():
     [(first, pid)] = c.due(0)
     assert c.in_flight() and c.due(10) == [] and c.due(10_000) == []
     c.tick(1_001)  # lost at its loss timeout (400 ms before any sample): the next may go
-    [(second, pid2)] = c.due(1_001)
-    assert second is not first and pid2 == pid + 1 and c.due(1_001) == []
-    assert c.reply(second.sock, pid2, 1_051) is second and not c.in_flight()
-    sent = {first.uplink.key: [0], second.uplink.key: [1_001]}
-    now = 1_051
+    [(again, pid2)] = c.due(1_001)  # its follow-up first (see the test below)
+    assert again is first and pid2 == pid + 1 and c.due(1_001) == []
+    assert c.reply(first.sock, pid2, 1_051) is first and not c.in_flight()
+    [(second, pid3)] = c.due(1_051)
+    assert second is not first and pid3 == pid2 + 1
+    assert c.reply(second.sock, pid3, 1_101) is second and not c.in_flight()
+    sent = {first.uplink.key: [0, 1_001], second.uplink.key: [1_051]}
+    now = 1_101
     while now < 12_000:
         now += 10
         c.tick(now)
@@ -100,6 +103,26 @@ def test_one_probe_in_flight_at_a_time_across_the_candidates():
     for times in sent.values():
         gaps = [b - a for a, b in pairwise(times[1:])]  # (the first ones waited)
         assert gaps and all(1_000 <= g <= 1_010 for g in gaps), times
+
+
+def test_a_lost_probe_is_followed_by_one_on_the_same_candidate_first_once():
+    """Review D: a probe counted lost may only be late; another candidate's
+    probe would raise the gate's probe floor past it (it then dies there)
+    and leave its candidate unproven when a failover needs it. So the next
+    probe goes on the same path at once, which cannot overtake the late one.
+    Once per loss streak: a dead candidate's follow-up is lost too, and the
+    others are probed next, not starved."""
+    c, _ = make()
+    c.refresh([WIFI, LTE, ETH], active=WIFI.key, preferred=WIFI.key)
+    [(dead, _first)] = c.due(0)
+    c.tick(1_001)  # lost
+    [(again, _pid)] = c.due(1_001)
+    assert again is dead  # at once, before the other (due since 0)
+    c.tick(2_100)  # its follow-up lost too
+    [(other, pid3)] = c.due(2_100)
+    assert other is not dead
+    assert c.reply(other.sock, pid3, 2_150) is other
+    assert dead.health.last_answered is False  # never eligible unanswered
 
 
 def test_a_reply_counts_once_only_outstanding_only_on_its_socket():

@@ -97,6 +97,7 @@ class Net:
         self.socks: list[PathSocket] = []
         self.silent: set[str] = set()  # uplinks that drop everything, both ways
         self.no_probes: set[str] = set()  # uplinks whose probes get no answer (a standby's)
+        self.deaf: set[str] = set()  # uplinks whose sends arrive, the gateway's answers not
         self.lossy: dict[str, list[int]] = {}  # uplink: [N, count]: drops every Nth heartbeat
         self.sent: list[tuple[str, bytes]] = []
         self.delay, self.queue = {}, []  # queue: (due ms, seq, addr, msg)
@@ -133,7 +134,8 @@ class Net:
     def collect(self, since: int) -> None:
         for msg, to in self.gw.sock.sent[since:]:
             for s in self.socks:
-                if tuple(to) == s.addr and s.addr[0] not in self.silent and not s.closed:
+                if (tuple(to) == s.addr and s.addr[0] not in self.silent | self.deaf
+                        and not s.closed):
                     s.inbox.append((msg, LISTEN))
 
     def run(self, ms: int, data_every: int = 0) -> int:
@@ -722,3 +724,41 @@ def test_a_switch_whose_uplink_went_down_after_our_path_response_is_given_up(tmp
     assert c.switching is None and binding == WIFI.source == net.active_source()
     n0, sent = len(net.gw.tun.written), net.run(500, data_every=10)
     assert len(net.gw.tun.written) - n0 == sent  # data flows again
+
+
+def test_a_candidate_whose_late_probe_was_overtaken_is_proven_again_at_once(tmp_path):
+    """Review D: LTE's probe is delayed past its loss timeout (a spike) and
+    counted lost; USB's probe (it reaches the gateway, its answers do not
+    come back) went next and raised the gate's probe floor past LTE's, so
+    the late probe died at the gate and LTE stayed unproven. The active
+    path blackholed then: the selector reattached on the dead path and the
+    switch waited ~3 s. A probe counted lost is followed by the next one on
+    the same candidate first (it cannot overtake the late one): LTE is
+    proven again and the failover to it takes under a second."""
+    net = Net(tmp_path, uplinks=(WIFI, LTE, USB), gated=True)
+    net.deaf.add(USB.source)
+    net.run(3_000, data_every=10)
+    lte = net.client.candidates.paths[LTE.key]
+    assert lte.health.last_answered is True and not lte.health.lost_late
+    net.delay[LTE.source] = 1_500  # the spike: LTE's next probe only
+    sent = len(probes_on(net, LTE))
+    for _ in range(300):
+        if len(probes_on(net, LTE)) > sent:
+            break
+        net.run(10, data_every=10)
+    net.delay[LTE.source] = 0
+    for _ in range(300):
+        if lte.health.lost_late:  # counted lost (its follow-up may be answered already)
+            break
+        net.run(10, data_every=10)
+    assert len(probes_on(net, LTE)) > sent and lte.health.lost_late
+    net.silent.add(WIFI.source)  # a blackhole: no link or route event
+    start, moved_at = net.clock.ms, None
+    for _ in range(400):
+        net.run(10, data_every=10)
+        if net.active_source() == LTE.source:
+            moved_at = net.clock.ms
+            break
+    assert moved_at is not None and moved_at - start < 1_000, moved_at and moved_at - start
+    [sel] = events_of(net.events, EventType.PATH_SELECTED)
+    assert sel["candidate_interface"] == "lte"

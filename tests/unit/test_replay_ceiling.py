@@ -2,7 +2,7 @@
 delivered only below a durably stored ceiling, written ahead in blocks."""
 
 from jvpn.client_reattach import retry_skip
-from jvpn.gateway.ceiling import REPLAY_BLOCK, RETRY_S, ReplayCeiling, start_floor
+from jvpn.gateway.ceiling import REPLAY_BLOCK, RETRY_S, ReplayCeiling, StoreBreaker, start_floor
 
 
 class Store:
@@ -66,6 +66,52 @@ def test_a_counter_past_the_block_calls_a_failing_store_once_per_retry_interval(
     t[0] += RETRY_S
     assert rc.admit(first + 103) and s.calls == 3  # the store is back: admitted
     assert all(rc.admit(first + 104 + i) for i in range(100)) and s.calls == 3
+
+
+def test_a_hung_store_does_not_stall_the_receive_loop():
+    """Review D: the pace was per session and started after the failed call
+    returned. A store that times out instead of refusing (etcd partition:
+    2 s) blocked the one receive loop for the whole timeout at each attempt,
+    and two busy sessions near their block's end took turns: the loop was
+    blocked ~100% of the time. One breaker for the gateway now: after a
+    failed call, no session calls the store for 19 times its duration."""
+    now, blocked = [0.0], [0.0]
+
+    def hung(_c):
+        now[0] += 2.0  # jvpn/store/etcd.py timeout_s
+        blocked[0] += 2.0
+        raise OSError("etcd: timed out")
+
+    breaker = StoreBreaker(clock=lambda: now[0])
+    sessions = [ReplayCeiling(0, REPLAY_BLOCK, hung, breaker=breaker) for _ in range(2)]
+    counters = [REPLAY_BLOCK - REPLAY_BLOCK // 8] * 2  # ahead-writes due
+    while now[0] < 60.0:
+        for i, rc in enumerate(sessions):  # one message per session per ms
+            rc.admit(counters[i])  # covered ones pass; past the block, dropped
+            counters[i] += 1
+        now[0] += 0.001
+    share = blocked[0] / now[0]
+    assert share < 0.1, f"receive loop blocked in store calls {share:.0%} of the time"
+
+
+def test_a_slow_write_that_landed_pauses_the_others_too():
+    """A write that lands but took long (a store near its timeout) pauses
+    every session's next write as a failure does; uncovered counters are
+    dropped meanwhile, covered ones pass."""
+    t = [0.0]
+    s = Store()
+
+    def slow(c):
+        t[0] += 0.5
+        s.raise_to(c)
+
+    breaker = StoreBreaker(clock=lambda: t[0])
+    a = ReplayCeiling(0, 0, slow, block=64, breaker=breaker)
+    b = ReplayCeiling(0, 0, s.raise_to, block=64, breaker=breaker)
+    assert a.admit(1) and s.writes == 1  # landed, in 0.5 s
+    assert not b.admit(1) and s.writes == 1  # paused: b's first write waits
+    t[0] += 0.5 * 19
+    assert b.admit(1) and s.writes == 2
 
 
 def test_retire_refuses_and_returns_the_exact_floor():

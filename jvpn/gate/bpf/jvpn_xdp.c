@@ -20,7 +20,9 @@
  * Handshake initiations carry no session: only 1 and 7 apply. A frame the
  * parser cannot finish and that may be UDP to our port is dropped (1).
  * Authenticated control has its own budgets (per session, then gateway-wide)
- * that handshakes, which anyone can forge, cannot spend.
+ * that handshakes, which anyone can forge, cannot spend; PATH_PROBE has
+ * budgets of its own (per session, then gateway-wide) that no other message
+ * spends and that spend no other.
  * Every verdict is counted per reason; security drops are sampled as events.
  * Everything else is XDP_PASS, untouched.
  *
@@ -284,6 +286,24 @@ static __always_inline __u32 jvpn_authed_budget(const struct jvpn_config *cfg, _
 	return 0;
 }
 
+/* PATH_PROBE, gateway-wide: a bucket of its own (jvpn_global.probe_tat),
+ * never the authenticated budget. Every multi-homed client probes about once
+ * a second, so thousands of them (or a man-on-the-side's copies of their
+ * fresh probes) spending the authenticated budget would starve every other
+ * session's reattach; here they can only starve each other's probes. */
+static __always_inline __u32 jvpn_probe_budget(const struct jvpn_config *cfg, __u64 *clock)
+{
+	struct jvpn_global *g;
+	int zero = 0;
+
+	g = jvpn_global.lookup(&zero);
+	if (!g || !jvpn_gcra_allow_atomic(&g->probe_tat, jvpn_clock(cfg, clock),
+					  cfg->global_probe_interval_ns,
+					  cfg->global_probe_burst_ns))
+		return JVPN_R_DROP_RATE_GLOBAL;
+	return 0;
+}
+
 /* A remote entry's key of phase p, and whether the phase is accepted: the
  * same rules as an element's (keyphase.h: the mask, and never the zero key). */
 static __always_inline const __u64 *jvpn_remote_key(const struct jvpn_remote *r, __u32 phase)
@@ -421,9 +441,11 @@ static __always_inline __u32 jvpn_session_verdict(const struct jvpn_pkt *pkt,
 			rt->last_rx_ns = now;
 		}
 	} else if (type == JVPN_MSG_PATH_PROBE) {
-		/* Probes only their own bucket: a flood of them (copies seen on a
-		 * candidate path, or a key holder's) leaves the control bucket,
-		 * and so the session's reattach, untouched. */
+		/* Probes only their own buckets (this one, then the gateway's
+		 * probe bucket, not the authenticated one): a flood of them
+		 * (copies seen on a candidate path, a key holder's, or many
+		 * clients probing) leaves the control buckets, and so this and
+		 * every other session's reattach, untouched. */
 		if (!jvpn_gcra_allow(&rt->probe_tat, now, cfg->session_probe_interval_ns,
 				     cfg->session_probe_burst_ns, 1))
 			verdict = JVPN_R_DROP_RATE_SESSION; /* this session's probe bucket */
@@ -436,7 +458,8 @@ static __always_inline __u32 jvpn_session_verdict(const struct jvpn_pkt *pkt,
 		return verdict;
 	if (is_data)
 		return type == JVPN_MSG_DATA ? JVPN_R_PASS_DATA : JVPN_R_PASS_KEEPALIVE;
-	verdict = jvpn_authed_budget(cfg, clock);
+	verdict = type == JVPN_MSG_PATH_PROBE ? jvpn_probe_budget(cfg, clock)
+					      : jvpn_authed_budget(cfg, clock);
 	return verdict ? verdict : JVPN_R_PASS_CONTROL;
 }
 

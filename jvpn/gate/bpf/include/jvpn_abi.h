@@ -244,6 +244,12 @@ struct jvpn_config {
 	__u64 session_probe_burst_ns;
 	__u64 authed_interval_ns;          /* whole gateway */
 	__u64 authed_burst_ns;
+	/* PATH_PROBE, whole gateway: a bucket of its own, never the
+	 * authenticated one above: every multi-homed client probes each
+	 * second, so probes spending the authenticated budget would starve
+	 * other sessions' reattaches (review D, issue 14). */
+	__u64 global_probe_interval_ns;
+	__u64 global_probe_burst_ns;
 	__u64 event_interval_ns;        /* security events to userspace */
 	__u64 event_burst_ns;
 	__u32 event_sample_every;       /* 1 = every eligible drop, N = 1 in N */
@@ -292,6 +298,7 @@ struct jvpn_global {
 	__u64 control_tat; /* GCRA state of the global handshake budget */
 	__u64 event_tat;   /* GCRA state of the event budget */
 	__u64 authed_control_tat; /* GCRA state of the authenticated control budget */
+	__u64 probe_tat;   /* GCRA state of the gateway-wide PATH_PROBE budget */
 };
 
 /* ---- jvpn_src_rl: LRU source prefix -> GCRA state, written by XDP ---- */
@@ -331,13 +338,13 @@ _Static_assert(__builtin_offsetof(struct jvpn_session, probe_floor) == 104, "pro
 _Static_assert(sizeof(struct jvpn_session_rt) == 88 + 8 * JVPN_REPLAY_WORDS, "rt size");
 _Static_assert((JVPN_REPLAY_BITS & (JVPN_REPLAY_BITS - 1)) == 0, "replay bits: power of two");
 _Static_assert(JVPN_REPLAY_BITS >= 128, "replay bits >= 128");
-_Static_assert(sizeof(struct jvpn_config) == 144, "jvpn_config size");
+_Static_assert(sizeof(struct jvpn_config) == 160, "jvpn_config size");
 _Static_assert(sizeof(struct jvpn_fence) == 16, "jvpn_fence size");
 _Static_assert(sizeof(struct jvpn_remote) == 48, "jvpn_remote size");
 _Static_assert(__builtin_offsetof(struct jvpn_remote, tag_key_phase1) == 16,
 	       "jvpn_remote tag_key_phase1 offset");
 _Static_assert(sizeof(struct jvpn_remote_rl) == 8, "jvpn_remote_rl size");
-_Static_assert(sizeof(struct jvpn_global) == 24, "jvpn_global size");
+_Static_assert(sizeof(struct jvpn_global) == 32, "jvpn_global size");
 _Static_assert(sizeof(struct jvpn_src_key) == 24, "jvpn_src_key size");
 _Static_assert(sizeof(struct jvpn_event) == 48, "jvpn_event size");
 
