@@ -38,6 +38,7 @@ from jvpn.bench.scale_lab import ScaleLab, start_timeout_s
 from jvpn.bench.scale_reattach import ReattachClient
 from jvpn.errors import JvpnError
 from jvpn.gate import abi, testrun, xdp_link
+from jvpn.gateway.operator import SOCKET_NAME
 from jvpn.lab import frames
 from jvpn.lab.addresses import GW_IP, PORT
 
@@ -50,6 +51,8 @@ FIRST_COUNTER = 1_000  # above the stored replay ceiling (scale_store.CEILING)
 # a clean stop writes each session's exact ceiling (one transaction each):
 # past this the restart is measured after a SIGKILL (a crash) instead
 RESTART_STOP_S = 180
+CLI_PAGE = 50_000  # rows per page, as `sessions` asks (jvpn_cli/views.py SESSIONS_PAGE)
+PAGE_TIMEOUT_S = 300  # the CLI waits 10 s (jvpn/operator.py DEFAULT_TIMEOUT_S)
 
 
 def run_scale_bench(sizes: list[int], progress: Callable[[str], None] = lambda _p: None,
@@ -93,7 +96,8 @@ def measure_size(lab: ScaleLab, progress: Callable[[str], None]) -> dict:
             "kernel_bytes_per_map": kernel["maps"],
             "daemon_rss_empty": rss_empty, "daemon_rss": rss_full,
             "daemon_bytes_per_session": round((rss_full - rss_empty) / n, 1),
-            **xdp, "sessions_json_s": sessions_json_s(lab)}
+            **xdp, **sessions_json(lab), **daemon_pages(lab),
+            "state_changes": len(daemon.events_of("SessionStateChange"))}
 
 
 def measure_restart(lab: ScaleLab, progress: Callable[[str], None]) -> dict:
@@ -183,14 +187,40 @@ def _require_action(results: list, action: str, what: str) -> None:
 
 
 # ---------------------------------------------------------------- the CLI
-def sessions_json_s(lab: ScaleLab) -> float:
+def sessions_json(lab: ScaleLab) -> dict:
+    """`jvpn-xdp sessions --json` timed; one that fails is reported (with
+    the seconds it took to fail), the other figures stay."""
     started = time.monotonic()
     out = lab.jvpn("sessions", "--json", timeout=start_timeout_s(lab.sessions),
                    capture_output=False, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    took = time.monotonic() - started
+    took = round(time.monotonic() - started, 3)
     if out.returncode != 0:
-        raise JvpnError(f"jvpn-xdp sessions --json failed: {(out.stderr or '').strip()}")
-    return round(took, 3)
+        why = (out.stderr or "").strip().splitlines()[-1:] or [f"exit {out.returncode}"]
+        return {"sessions_json_s": None, "sessions_json_error": why[0],
+                "sessions_json_failed_after_s": took}
+    return {"sessions_json_s": took}
+
+
+def daemon_pages(lab: ScaleLab) -> dict:
+    """The daemon's side of `sessions --json`: the pages the CLI asks for
+    (jvpn_cli/views.py SESSIONS_PAGE rows each, kernel_rx off), asked through
+    the operator socket with a longer timeout than the CLI's: the seconds of
+    the whole listing and of its slowest page."""
+    from jvpn import operator  # noqa: PLC0415
+
+    path, slowest, cursor = lab.lab.run_dir() / SOCKET_NAME, 0.0, None
+    started = time.monotonic()
+    while True:
+        asked = time.monotonic()
+        more = {"cursor": cursor} if cursor else {}
+        got = operator.call(path, "sessions", timeout_s=PAGE_TIMEOUT_S, limit=CLI_PAGE,
+                            kernel_rx=False, **more)
+        slowest = max(slowest, time.monotonic() - asked)
+        cursor = got.get("next") if isinstance(got, dict) else None
+        if not cursor:
+            break
+    return {"daemon_pages_s": round(time.monotonic() - started, 3),
+            "daemon_slowest_page_s": round(slowest, 3)}
 
 
 # ---------------------------------------------------------------- the JSON

@@ -31,6 +31,16 @@ IFACE = "gw0"
 GATE_MIN_SESSIONS = 1024  # attach --max-sessions' lower bound (abi.MAX_SESSIONS_RANGE)
 
 
+def scale_policy() -> str:
+    """The lab's policy, heartbeats missed for the longest the policy allows
+    (5 min) before a session is VOLATILE: the synthetic sessions' clients
+    are silent, and N sessions going VOLATILE at once is N store writes
+    (one transaction each) that would be measured instead of the idle
+    gateway (``state_changes`` in the JSON says whether any happened)."""
+    return lab_policy().replace("[volatility]\n",
+                                "[volatility]\nheartbeat_volatile_ms = 300000\n")
+
+
 def start_timeout_s(sessions: int) -> float:
     """How long a start may take: the peers file and the store grow with N
     (a loaded 2-core machine: generous, still bounded)."""
@@ -44,10 +54,11 @@ class Daemon:
         self.proc, self.events, self.offset = proc, events, offset
         self.started = time.monotonic()
 
-    def event(self, event_type: str) -> dict | None:
-        """The first ``event_type`` this process wrote (lines after ``offset``)."""
+    def events_of(self, event_type: str) -> list[dict]:
+        """The ``event_type`` events this process wrote (lines after ``offset``)."""
         if not self.events.exists():
-            return None
+            return []
+        out = []
         with open(self.events, "rb") as f:
             f.seek(self.offset)
             for line in f.read().splitlines():
@@ -56,8 +67,13 @@ class Daemon:
                 except ValueError:
                     continue
                 if ev.get("event_type") == event_type:
-                    return ev
-        return None
+                    out.append(ev)
+        return out
+
+    def event(self, event_type: str) -> dict | None:
+        """The first ``event_type`` this process wrote."""
+        got = self.events_of(event_type)
+        return got[0] if got else None
 
     def rss(self) -> int:
         """The daemon's RSS (nsenter execs it: the Popen's pid is the daemon)."""
@@ -88,7 +104,7 @@ class ScaleLab:
         self.lab.veth("gw", IFACE, f"{GW_IP}/24", "cl", "cl0", f"{ROUTER_GW_IP}/24")
         self.progress(f"{self.sessions}: peers file")
         scale_store.write_peers(self.tmp / "peers.conf", self.seed, self.sessions)
-        (self.tmp / "policy.toml").write_text(lab_policy())
+        (self.tmp / "policy.toml").write_text(scale_policy())
         self.gw_private = jkeys.generate_private()
         for name in ("empty", "state"):
             write_secret(self.tmp / f"{name}.conf", self._conf(self.state_dir(name)))
