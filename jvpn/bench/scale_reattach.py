@@ -20,7 +20,9 @@ from jvpn.gate import abi
 from jvpn.keys import SessionKeys
 from jvpn.lab.netns import socket_in
 
-RETRY_S = 0.2  # a request or response without an answer is sent again
+# a request or response without an answer is sent again (a fresh counter); a
+# busy daemon answers each copy: too eager a retry only adds replays to refuse
+RETRY_S = 1.0
 FIRST_COUNTER = 1 << 20  # above the stored ceiling and whatever the XDP runs used
 
 
@@ -60,7 +62,7 @@ class ReattachClient:
                 return fields
         raise JvpnError(f"no answer of type {want} to the reattach in time")
 
-    def reattach(self, timeout_s: float = 30.0) -> float:
+    def reattach(self, timeout_s: float = 60.0) -> float:
         """Seconds from the first request to the gateway's ACK."""
         started = time.monotonic()
         deadline = started + timeout_s
