@@ -300,3 +300,49 @@ def _report(app, as_json: bool, run) -> None:
         result = run(lambda p: status.update(f"measuring: {p}"))
     for k, v in result.items():
         app.console.print(f"{k}: {v}", markup=False)
+
+
+@bench.command("scale", help="The gateway at N sessions, for each N (issue 15): synthetic "
+                             "sessions of its own in a fresh SQLite store, the gate attached "
+                             "with room for them in a lab namespace, the daemon started on "
+                             "them: kernel and daemon bytes per session, the reconcile's "
+                             "seconds, XDP ns per packet (a session's DATA, an unknown "
+                             "session) as ratios to the smallest N, `sessions --json` timed; "
+                             "at the largest N, a restart timed.")
+@click.option("--json", "as_json", is_flag=True,
+              help='Print one JSON object: {"sizes", "by_size": {"N": '
+                   '{"kernel_bytes_per_session", "daemon_bytes_per_session", "reconcile_s", '
+                   '"xdp_valid_ns", "xdp_valid_ratio", "xdp_unknown_ns", "sessions_json_s", '
+                   '...}}, "restart": {...}}.')
+@click.option("--sizes", default="1000,100000,1000000", show_default=True,
+              help="Session counts, comma-separated (each a lab of its own, smallest first).")
+@click.pass_obj
+def bench_scale(app, as_json: bool, sizes: str):
+    from jvpn.bench.scale import run_scale_bench
+    from jvpn.bench.scale_store import MAX_SESSIONS
+    from jvpn.gate.attach import require_root
+    from jvpn.gate.loader import require_bcc
+
+    counts = _sizes(sizes, MAX_SESSIONS)
+    require_root()
+    require_bcc()
+    _need("bpftool")
+    run = _lab_errors("bench scale", _one_line_errors(
+        "bench scale", lambda progress: run_scale_bench(counts, progress)))
+    if as_json:
+        from jvpn_cli.progress import progress as status
+
+        with status(app.err, "bench scale") as step:
+            click.echo(json.dumps(run(step)))
+        return
+    _report(app, as_json, run)
+
+
+def _sizes(text: str, most: int) -> list[int]:
+    try:
+        counts = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: comma-separated session counts") from None
+    if not counts or any(not 1 <= c <= most for c in counts):
+        raise click.BadParameter(f"{text!r}: each count between 1 and {most}")
+    return counts

@@ -107,7 +107,7 @@ def cli(ctx: click.Context, pin_root: str, run_dir: str, log_level: str) -> None
     Run:            gateway up|down|check|reload, client up|check
     Operate:        terminate, rekey, drain
     Keys:           keygen, pubkey
-    Show, measure:  demo, bench xdp|tunnel|reattach|flood|handoff|failover|handshake
+    Show, measure:  demo, bench xdp|tunnel|reattach|flood|handoff|failover|handshake|scale
 
     The gate is compiled and loaded through bcc; its maps are pinned under
     the pin root so that every command here (a separate process) reads the

@@ -118,3 +118,33 @@ def test_bench_handshake_prints_one_json_object():
     assert result["flood_pps"] == 500 and result["flood_pps_sent"] > 0
     assert len(result["legit_per_try_ms"]) == 2 and result["legit_not_completed"] == 0
     assert result["legit_under_flood_ms"]["max"] >= result["legit_under_flood_ms"]["p50"] > 0
+
+
+def test_bench_scale_prints_one_json_object_and_cleans_up():
+    """1,000 synthetic sessions in the lab (the figures live in
+    docs/benchmarks.md): every size's fields, the daemon restored them all
+    (at start and at the restart), the XDP runs took their verdicts (the
+    bench checks them), a client reattached after the restart, and nothing
+    of its lab is left (its namespaces and pins are named after its pid:
+    jvpn/lab/netns.py)."""
+    cli = Path(sys.executable).with_name("jvpn-xdp")
+    proc = subprocess.Popen([str(cli), "bench", "scale", "--sizes", "1000", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr
+    result = json.loads(stdout)
+    assert result["sizes"] == [1000]
+    fig = result["by_size"]["1000"]
+    assert {"kernel_bytes_per_session", "daemon_bytes_per_session", "reconcile_s",
+            "xdp_valid_ns", "xdp_valid_ratio", "xdp_unknown_ns", "sessions_json_s"} <= set(fig)
+    assert fig["sessions_restored"] == 1000 and fig["xdp_valid_ratio"] == 1.0
+    assert fig["kernel_bytes_per_map"]["sessions"]["max_entries"] == fig["capacity"] == 1024
+    assert fig["xdp_valid_ns"] > 0 and fig["xdp_unknown_ns"] > 0 and fig["reconcile_s"] >= 0
+    restart = result["restart"]
+    assert restart["sessions_restored"] == 1000 and restart["stop"] == "SIGTERM"
+    assert "client_reattach_error" not in restart and restart["client_reattach_s"] > 0
+    assert fig["state_changes"] == 0  # the idle sessions stayed ATTACHED while measured
+    ours = f"jl{proc.pid}x"
+    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert ours not in namespaces
+    assert not [p for p in Path("/sys/fs/bpf").iterdir() if p.name.startswith(ours)]

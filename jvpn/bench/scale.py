@@ -1,0 +1,237 @@
+"""`jvpn-xdp bench scale`: the gateway at 1k, 100k, 1M sessions end to end
+(issue 15). For each size, a fresh lab (jvpn/bench/scale_lab.py): the gate
+attached with room for N sessions, the daemon started once on an empty
+store (its memory baseline) and once on a store of N synthetic sessions
+of its own (jvpn/bench/scale_store.py); then:
+
+- kernel_bytes_per_session: the pinned maps' own accounting (bpftool's
+  ``bytes_memlock``), their total over N, and per map;
+- daemon_bytes_per_session: the daemon's RSS once serving N sessions less
+  its RSS on the empty store (same config, same peers file), over N;
+- reconcile_s: the seconds its Reconciled event reports;
+- xdp_valid_ns / xdp_unknown_ns: BPF_PROG_TEST_RUN of the attached, pinned
+  program against the live maps: a DATA packet of a session in the map
+  (distinct counters, one call each: a repeat would be a replay) and one
+  of an unknown session id (repeat-averaged); their ratios to the smallest
+  size's figures of the same run;
+- sessions_json_s: `jvpn-xdp sessions --json` (output to /dev/null) timed.
+
+At the largest size, a restart: SIGTERM, start again, seconds until
+Reconciled and until GatewayStarted (serving), then one session's client
+reattaches from a new address (jvpn/bench/scale_reattach.py): the seconds
+of its exchange and from the start to its ACK.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from jvpn import wire
+from jvpn.bench import scale_store
+from jvpn.bench.scale_lab import ScaleLab, start_timeout_s
+from jvpn.bench.scale_reattach import ReattachClient
+from jvpn.errors import JvpnError
+from jvpn.gate import abi, testrun, xdp_link
+from jvpn.gateway.operator import SOCKET_NAME
+from jvpn.lab import frames
+from jvpn.lab.addresses import GW_IP, PORT
+
+DEFAULT_SIZES = (1_000, 100_000, 1_000_000)
+VALID_SINGLES = 1_000  # under the session's packet burst (GateConfig.session_burst_packets)
+UNKNOWN_REPEAT, UNKNOWN_BATCHES = 20_000, 5
+# the maps sized by --max-sessions (the others have sizes of their own)
+SESSION_MAPS = ("sessions", "session_rt")
+FIRST_COUNTER = 1_000  # above the stored replay ceiling (scale_store.CEILING)
+# a clean stop writes each session's exact ceiling (one transaction each):
+# past this the restart is measured after a SIGKILL (a crash) instead
+RESTART_STOP_S = 180
+CLI_PAGE = 50_000  # rows per page, as `sessions` asks (jvpn_cli/views.py SESSIONS_PAGE)
+PAGE_TIMEOUT_S = 300  # the CLI waits 10 s (jvpn/operator.py DEFAULT_TIMEOUT_S)
+
+
+def run_scale_bench(sizes: list[int], progress: Callable[[str], None] = lambda _p: None,
+                    lab_factory=ScaleLab) -> dict:
+    """One lab per size, smallest first; the restart at the largest."""
+    sizes = sorted(set(sizes))
+    by_size, restart = {}, {}
+    for n in sizes:
+        lab = lab_factory(n, progress)
+        try:
+            lab.up()
+            by_size[str(n)] = measure_size(lab, progress)
+            if n == sizes[-1]:
+                restart = measure_restart(lab, progress)
+        finally:
+            progress(f"{n}: cleanup")
+            lab.down()
+    return assemble(sizes, by_size, restart)
+
+
+def measure_size(lab: ScaleLab, progress: Callable[[str], None]) -> dict:
+    n = lab.sessions
+    baseline = lab.start("empty")
+    time.sleep(1)  # its threads and first tick settled, as the measured one below
+    rss_empty = baseline.rss()
+    lab.stop(timeout_s=60)
+    store_s = lab.fill_store()
+    daemon = lab.start("state")
+    time.sleep(1)
+    rss_full = daemon.rss()
+    reconciled = daemon.event("Reconciled") or {}
+    kernel = kernel_bytes(lab.pin_dir)
+    progress(f"{n}: XDP test runs")
+    xdp = xdp_figures(lab.pin_dir, lab.seed, n)
+    progress(f"{n}: sessions --json")
+    return {"sessions": n, "capacity": lab.capacity, "store_write_s": store_s,
+            "sessions_restored": reconciled.get("sessions"),
+            "reconcile_s": reconciled.get("seconds"),
+            "kernel_bytes_per_session": round(kernel["total"] / n, 1),
+            "kernel_session_maps_bytes_per_session": round(kernel["per_session_maps"] / n, 1),
+            "kernel_bytes_per_map": kernel["maps"],
+            "daemon_rss_empty": rss_empty, "daemon_rss": rss_full,
+            "daemon_bytes_per_session": round((rss_full - rss_empty) / n, 1),
+            **xdp, **sessions_json(lab), **daemon_pages(lab),
+            "state_changes": len(daemon.events_of("SessionStateChange"))}
+
+
+def measure_restart(lab: ScaleLab, progress: Callable[[str], None]) -> dict:
+    progress(f"{lab.sessions}: restart (SIGTERM, at most {RESTART_STOP_S} s)")
+    stop_s, clean = lab.stop(timeout_s=RESTART_STOP_S)
+    started = time.monotonic()
+    daemon = lab.start("state")
+    serving_s = time.monotonic() - started
+    reconciled = daemon.event("Reconciled") or {}
+    progress(f"{lab.sessions}: a client's reattach")
+    return {"sessions": lab.sessions, "stop_s": stop_s if clean else None,
+            "stop": "SIGTERM" if clean else f"SIGKILL after {stop_s} s",
+            "reconcile_s": reconciled.get("seconds"),
+            "sessions_restored": reconciled.get("sessions"),
+            "start_to_serving_s": round(serving_s, 3),
+            **client_reattach(lab, started)}
+
+
+def client_reattach(lab: ScaleLab, started: float) -> dict:
+    """One session's client reattaches from a new address once the daemon
+    serves: the seconds of its exchange, and from the start to its ACK (a
+    reattach that fails is reported, the other figures stay)."""
+    client = ReattachClient(lab.lab.ns("cl"), lab.seed, lab.sessions // 3, (GW_IP, PORT))
+    try:
+        took = client.reattach()
+    except (JvpnError, OSError) as e:
+        return {"client_reattach_error": str(e).splitlines()[0]}
+    finally:
+        client.close()
+    return {"client_reattach_s": round(took, 3),
+            "start_to_client_reattach_s": round(time.monotonic() - started, 3)}
+
+
+# ---------------------------------------------------------------- kernel memory
+def kernel_bytes(pin_dir: Path) -> dict:
+    """``bytes_memlock`` of every map pinned in ``pin_dir`` (the program's pin is not a map)."""
+    maps = {}
+    for path in sorted(pin_dir.iterdir()):
+        out = subprocess.run(["bpftool", "map", "show", "pinned", str(path), "--json"],
+                             capture_output=True, text=True, timeout=30)
+        if out.returncode != 0:
+            continue  # the program, not a map
+        info = json.loads(out.stdout)
+        maps[path.name] = {"bytes_memlock": int(info.get("bytes_memlock", 0)),
+                           "max_entries": info.get("max_entries")}
+    if not maps:
+        raise JvpnError(f"no pinned maps in {pin_dir}")
+    return {"total": sum(m["bytes_memlock"] for m in maps.values()), "maps": maps,
+            "per_session_maps": sum(maps[m]["bytes_memlock"] for m in SESSION_MAPS if m in maps)}
+
+
+# ---------------------------------------------------------------- XDP
+def data_frame(seed: scale_store.Seed, i: int, counter: int, sid: int | None = None) -> bytes:
+    """A DATA packet of session ``i`` from its bound address, tagged under
+    its header key (``sid``: another id, an unknown session)."""
+    keys = seed.session_keys(scale_store.session_id(i))
+    b = scale_store.binding(i)
+    hdr = wire.Header(type=abi.MSG_DATA, session_id=sid or keys.session_id, counter=counter)
+    return frames.udp_frame(b.addr, b.port, GW_IP, PORT,
+                            wire.message(hdr, keys.hdr_c2s, b"\0" * 64))
+
+
+def xdp_figures(pin_dir: Path, seed: scale_store.Seed, n: int) -> dict:
+    fd = xdp_link.pinned_prog_fd(pin_dir)
+    if fd is None:
+        raise JvpnError(f"no program pinned in {pin_dir}")
+    try:
+        i = n // 2  # a session in the middle of the store
+        valid = [data_frame(seed, i, FIRST_COUNTER + c) for c in range(VALID_SINGLES)]
+        results = [testrun.run(fd, f) for f in valid]
+        _require_action(results, "XDP_PASS", "a session's DATA packet")
+        unknown = data_frame(seed, i, FIRST_COUNTER, sid=scale_store.session_id(n + 7))
+        _require_action([testrun.run(fd, unknown)], "XDP_DROP", "an unknown session's packet")
+        unknown_ns = statistics.median(testrun.run(fd, unknown, UNKNOWN_REPEAT).duration_ns
+                                       for _ in range(UNKNOWN_BATCHES))
+        return {"xdp_valid_ns": statistics.median(r.duration_ns for r in results),
+                "xdp_unknown_ns": round(unknown_ns, 1)}
+    finally:
+        os.close(fd)
+
+
+def _require_action(results: list, action: str, what: str) -> None:
+    wrong = [r.action_name for r in results if r.action_name != action]
+    if wrong:
+        raise JvpnError(f"{what} got {wrong[0]} from the gate, not {action} "
+                           f"({len(wrong)} of {len(results)})")
+
+
+# ---------------------------------------------------------------- the CLI
+def sessions_json(lab: ScaleLab) -> dict:
+    """`jvpn-xdp sessions --json` timed; one that fails is reported (with
+    the seconds it took to fail), the other figures stay."""
+    started = time.monotonic()
+    out = lab.jvpn("sessions", "--json", timeout=start_timeout_s(lab.sessions),
+                   capture_output=False, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    took = round(time.monotonic() - started, 3)
+    if out.returncode != 0:
+        why = (out.stderr or "").strip().splitlines()[-1:] or [f"exit {out.returncode}"]
+        return {"sessions_json_s": None, "sessions_json_error": why[0],
+                "sessions_json_failed_after_s": took}
+    return {"sessions_json_s": took}
+
+
+def daemon_pages(lab: ScaleLab) -> dict:
+    """The daemon's side of `sessions --json`: the pages the CLI asks for
+    (jvpn_cli/views.py SESSIONS_PAGE rows each, kernel_rx off), asked through
+    the operator socket with a longer timeout than the CLI's: the seconds of
+    the whole listing and of its slowest page."""
+    from jvpn import operator  # noqa: PLC0415
+
+    path, slowest, cursor = lab.lab.run_dir() / SOCKET_NAME, 0.0, None
+    started = time.monotonic()
+    while True:
+        asked = time.monotonic()
+        more = {"cursor": cursor} if cursor else {}
+        got = operator.call(path, "sessions", timeout_s=PAGE_TIMEOUT_S, limit=CLI_PAGE,
+                            kernel_rx=False, **more)
+        slowest = max(slowest, time.monotonic() - asked)
+        cursor = got.get("next") if isinstance(got, dict) else None
+        if not cursor:
+            break
+    return {"daemon_pages_s": round(time.monotonic() - started, 3),
+            "daemon_slowest_page_s": round(slowest, 3)}
+
+
+# ---------------------------------------------------------------- the JSON
+def assemble(sizes: list[int], by_size: dict[str, dict], restart: dict) -> dict:
+    """The result: each size's figures, the XDP figures also as ratios to
+    the smallest size's (same run), and the restart."""
+    first = by_size[str(sizes[0])]
+    for n in sizes:
+        fig = by_size[str(n)]
+        for name in ("xdp_valid", "xdp_unknown"):
+            base = first.get(f"{name}_ns")
+            fig[f"{name}_ratio"] = (round(fig[f"{name}_ns"] / base, 2) if base else None)
+    return {"sizes": sizes, "by_size": by_size, "restart": restart,
+            "method": "docs/benchmarks.md, section 'bench scale (issue 15)'"}
