@@ -18,17 +18,9 @@ from jvpn.gate import abi
 from jvpn.gate.config import GateConfig
 from kits import probe_table as pt
 from kits import rekey_table as rk
-from kits.xdp_harness import Gate
 from kits.xdp_lockstep import UNLIMITED, fresh
 
 pytestmark = pytest.mark.kernel
-
-
-@pytest.fixture(scope="module")
-def gate():
-    g = Gate(GateConfig(**UNLIMITED))
-    yield g
-    g.close()
 
 
 @pytest.fixture

@@ -62,13 +62,6 @@ class Both:
         return got
 
 
-@pytest.fixture(scope="module")
-def gate():
-    g = Gate(GateConfig(**UNLIMITED))
-    yield g
-    g.close()
-
-
 @pytest.fixture
 def both(gate):
     b = Both(gate, GateConfig(**UNLIMITED))

@@ -28,19 +28,11 @@ from kits.stacks import (
 )
 from kits.vectors import replay_cases
 from kits.xdp_harness import CLIENT, CLIENT_PORT, GW, PORT, Gate, frame, session
+from kits.xdp_lockstep import UNLIMITED
 
 pytestmark = pytest.mark.kernel
 
 PASS, DROP = testrun.XDP_PASS, testrun.XDP_DROP
-UNLIMITED = dict(session_pps=0, session_bytes_per_sec=0, source_control_pps=0,
-                 global_control_pps=0)
-
-
-@pytest.fixture(scope="module")
-def gate():
-    g = Gate(GateConfig(**UNLIMITED))
-    yield g
-    g.close()
 
 
 @pytest.fixture
