@@ -103,9 +103,13 @@ def test_the_small_path_drops_datagrams_sized_for_1500(tmp_path):
     to 1500 (every datagram sized as before issue 11) carries no stream, as
     main carried none: the client's kernel refuses a UDP GSO send whose
     segments exceed the uplink's MTU (EMSGSIZE), and a single datagram that
-    large leaves as IP fragments, which the gate drops."""
+    large leaves as IP fragments, which the gate drops. LTE is down: with
+    it the client would leave the small path for it, a path that drops its
+    data while heartbeats pass (issue 14, docs/protocol.md "data
+    delivered"), and the stream would complete there."""
     tl = _narrow_lab(tmp_path, 1280, client_extra="PathMTU = 1500\n")
     try:
+        tl.lab.link("cl", "lte", "down")
         up = start_stream(tl.lab, ("gw", GW_INNER), 1_000_000, 1.0, STREAM_PORT, tl.tmp)
         with pytest.raises(StreamFailed, match="still running after 15 s"):
             up(timeout=15)

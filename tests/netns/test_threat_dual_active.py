@@ -10,12 +10,13 @@ import pytest
 
 from jvpn import wire
 from jvpn.gate import abi
-from jvpn.lab.addresses import WIFI_IP
+from jvpn.lab.addresses import LTE_IP, WIFI_IP
 from jvpn.lab.capture import Capture, udp_messages
 from kits.threat_kit import attacker, counters, data_message, delta, snapshot, victim
 
 pytestmark = pytest.mark.kernel
 
+CLIENT_IPS = (WIFI_IP, LTE_IP)  # the real client's uplinks
 STORM = [(f"198.51.100.{i}", 40000 + i) for i in range(1, 6)]
 # The storm's key holder raises the control floor ~66 counters above the real
 # client, whose requests the gate drops until its counter passes it; since its
@@ -94,26 +95,38 @@ def test_reattach_storm_leaves_one_binding(tl):
         attacker(tl).send([req, *data], spoof=src)
         data_sent += len(data)
         # at every instant: one element, one binding, never a storm source
+        # (the real client may move to its other uplink meanwhile: the storm's
+        # raised control floor silences its heartbeats on Wi-Fi, and its
+        # retries pass the floor: jvpn/client_reattach.py retry_skip)
         element = tl.cli_json("sessions", "gw0")["gw0"]
-        assert len(element) == 1 and element[0]["bound"] == bound_before
+        assert len(element) == 1, element
+        assert element[0]["bound"].rsplit(":", 1)[0] in CLIENT_IPS, (bound_before, element)
     time.sleep(0.5)
     d = delta(before, counters(tl))
     sources = passed.stop()
-    assert d.get("drop_wrong_binding", 0) >= data_sent, d
+    # every storm data message dropped: not its binding, or (once the storm's
+    # unanswered challenge made the session DEGRADED) its state
+    assert d.get("drop_wrong_binding", 0) + d.get("drop_state", 0) >= data_sent, d
     # not one storm message passed; what passed came from the real client
     assert not set(sources) & set(STORM), sources
     assert d.get("pass_data", 0) == len(sources), (d, sources)
     storm = tl.gateway_events()[n_events:]
-    starts = [e for e in storm if e["event_type"] == "ReattachAttempt"]
     storm_sources = {f"{a}:{p}" for a, p in STORM}  # the real client may retry meanwhile
-    conflicts = [e for e in storm if e["event_type"] == "ReattachResult"
-                 and e["reason_code"] == "OWNERSHIP_CONFLICT"
-                 and e.get("transport_id") in storm_sources]
-    assert len(starts) == 1 and len(conflicts) == len(STORM) - 1
+    starts = [e for e in storm if e["event_type"] == "ReattachAttempt"
+              and e.get("transport_id") in storm_sources]
+    refused = [e for e in storm if e["event_type"] == "ReattachResult"
+               and e["reason_code"] != "REATTACH_ACCEPT"
+               and e.get("transport_id") in storm_sources]
+    # at most the first storm request is acted on (its challenge goes to a
+    # spoofed source, never answered); every other one is refused by the
+    # daemon, or dies at the gate below a control floor the real client's
+    # retries raised past it (they skip counters: jvpn/client_reattach.py)
+    assert len(starts) <= 1, starts
+    assert len(refused) + d.get("drop_replay", 0) >= len(STORM) - 1, (refused, d)
     # the challenge to the spoofed source is never answered: DEGRADED, then the
     # real client (which still holds the keys and its path) reattaches
     tl.wait(lambda: (s := tl.cli_json("sessions", "gw0")["gw0"]) and
-            s[0]["state"] == "ATTACHED" and s[0]["bound"].startswith(WIFI_IP) and
+            s[0]["state"] == "ATTACHED" and s[0]["bound"].rsplit(":", 1)[0] in CLIENT_IPS and
             s[0]["version"] > 1 and any(e["new_state"] == "DEGRADED" for e in
                                          tl.gateway_events()[n_events:]
                                          if e["event_type"] == "SessionStateChange"),
