@@ -300,16 +300,9 @@ class Model:
             return self._remote_verdict(p, t, sid, now)
         if not abi.STATE_ALLOW.get(s.state, 0) & (1 << t):
             return abi.R_DROP_STATE
-        # the header's key phase picks the key (keyphase.h); a phase the
-        # element does not accept, or a slot holding the public zero key
-        # (a torn element read), drops before the tag, nothing moved
-        (flags,) = struct.unpack_from("<H", p.msg, 2)
-        phase = 1 if flags & abi.FLAG_KEY_PHASE else 0
-        words = s.tag_key_phase1 if phase else s.tag_key
-        if not s.key_phases & abi.key_phase_bit(phase) or not (words[0] | words[1]):
-            return abi.R_DROP_KEY_PHASE
-        if header_tag(struct.pack("<QQ", words[0], words[1]), p.msg[: abi.TAGGED_LEN]) != tag:
-            return abi.R_DROP_BAD_TAG
+        verdict = _tag_verdict(s, p, tag)  # key phase, then tag: nothing moved before
+        if verdict:
+            return verdict
         if is_data and not self._bound_here(s, p):
             return abi.R_DROP_WRONG_BINDING
         cfg, fence = self.config, self.fence
@@ -357,13 +350,9 @@ class Model:
         if not abi.STATE_ALLOW[abi.STATE_REMOTE] & (1 << t):
             return abi.R_DROP_STATE
         counter, tag = struct.unpack_from("<QQ", p.msg, 16)
-        (flags,) = struct.unpack_from("<H", p.msg, 2)
-        phase = 1 if flags & abi.FLAG_KEY_PHASE else 0
-        words = r.tag_key_phase1 if phase else r.tag_key
-        if not r.key_phases & abi.key_phase_bit(phase) or not (words[0] | words[1]):
-            return abi.R_DROP_KEY_PHASE
-        if header_tag(struct.pack("<QQ", words[0], words[1]), p.msg[: abi.TAGGED_LEN]) != tag:
-            return abi.R_DROP_BAD_TAG
+        verdict = _tag_verdict(r, p, tag)
+        if verdict:
+            return verdict
         if counter <= r.ctl_floor or counter >= abi.reject_after(self.replay_bits):
             return abi.R_DROP_REPLAY
         cfg = self.config
@@ -454,3 +443,18 @@ class Model:
                        sport=p.sport, family=p.family, msg_type=t, reason=reason)
         # a full ring refuses the event and the kernel counts it suppressed
         self._count(abi.C_EVENT_SENT if self.events.push(ev) else abi.C_EVENT_SUPPRESSED, 0)
+
+
+def _tag_verdict(keyed, p: Parsed, tag: int) -> int:
+    """keyphase.h, then the header tag, for an element or a remote entry
+    (both carry tag_key, tag_key_phase1 and key_phases): the header's key
+    phase picks the key; a phase it does not accept, or a slot holding the
+    public zero key (a torn read), drops before the tag. 0: the tag holds."""
+    (flags,) = struct.unpack_from("<H", p.msg, 2)
+    phase = 1 if flags & abi.FLAG_KEY_PHASE else 0
+    words = keyed.tag_key_phase1 if phase else keyed.tag_key
+    if not keyed.key_phases & abi.key_phase_bit(phase) or not (words[0] | words[1]):
+        return abi.R_DROP_KEY_PHASE
+    if header_tag(struct.pack("<QQ", words[0], words[1]), p.msg[: abi.TAGGED_LEN]) != tag:
+        return abi.R_DROP_BAD_TAG
+    return 0
