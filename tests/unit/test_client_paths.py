@@ -165,6 +165,22 @@ class Net:
         return self.client.sock.addr[0]
 
 
+def switch_to_lte_until_our_path_response(net: Net) -> Client:
+    """Settled on Wi-Fi with data flowing, a planned switch to LTE started
+    and run until our PATH_RESPONSE left LTE's socket (the gateway's binding
+    moves as it arrives). Returns the client."""
+    net.run(5_000)
+    net.run(500, data_every=10)
+    c = net.client
+    c.start_switch(c.candidates.paths[LTE.key], "planned_move")
+    net.sent.clear()
+    for _ in range(100):
+        net.run(10, data_every=10)
+        if any(src == LTE.source and m[0] == abi.MSG_PATH_RESPONSE for src, m in net.sent):
+            break
+    return c
+
+
 def test_heartbeats_are_echoed_and_candidates_probed(tmp_path):
     net = Net(tmp_path)
     net.run(3_000, data_every=10)
@@ -437,15 +453,7 @@ def test_a_route_moved_to_the_switch_target_does_not_abandon_the_switch(tmp_path
     LTE too (the very target): the switch completes, not dropped after our
     PATH_RESPONSE moved the gateway's binding (review r14c F1)."""
     net = Net(tmp_path, gated=True, delay={LTE.source: delay})
-    net.run(5_000)
-    net.run(500, data_every=10)
-    c = net.client
-    c.start_switch(c.candidates.paths[LTE.key], "planned_move")
-    net.sent.clear()
-    for _ in range(100):
-        net.run(10, data_every=10)
-        if any(src == LTE.source and m[0] == abi.MSG_PATH_RESPONSE for src, m in net.sent):
-            break
+    c = switch_to_lte_until_our_path_response(net)
     net.route = LTE.key
     n0, sent = len(net.gw.tun.written), net.run(600, data_every=10)
     net.run(300)  # what is still on its way on LTE
@@ -706,15 +714,7 @@ def test_a_switch_whose_uplink_went_down_after_our_path_response_is_given_up(tmp
     Wi-Fi, instead of keeping a dead switch until the gateway's recovery
     window ran out (issue 15: ~7 s without data)."""
     net = Net(tmp_path, gated=True, delay={LTE.source: 30})
-    net.run(5_000)
-    net.run(500, data_every=10)
-    c = net.client
-    c.start_switch(c.candidates.paths[LTE.key], "planned_move")
-    net.sent.clear()
-    for _ in range(100):
-        net.run(10, data_every=10)
-        if any(src == LTE.source and m[0] == abi.MSG_PATH_RESPONSE for src, m in net.sent):
-            break
+    c = switch_to_lte_until_our_path_response(net)
     assert c.dual_until is not None  # our PATH_RESPONSE is on its way
     net.uplinks.remove(LTE)
     net.silent.add(LTE.source)  # the ACK and all that follows to LTE: lost
