@@ -156,3 +156,29 @@ def test_open_checks_window_and_ceiling_before_either_moves():
         assert gw.open(msg) is not None and s.writes == writes + 1
         floor = rc.floor
         assert gw.open(msg) is None and rc.floor == floor  # a replay: the ceiling untouched
+
+
+def test_fast_writes_forced_by_counter_jumps_take_at_most_a_share_of_the_loop():
+    """Review E M1: a key holder whose counters jump 3/4 of a block per
+    message makes every message a ceiling write. Each lands in 50 ms (under
+    the slow rule's 0.1 s): nothing paused them, and the receive loop spent
+    nearly all its time in fsyncs. A budget of loop time refilled at
+    STORE_SHARE bounds them; another session's due write still lands."""
+    now, busy = [0.0], [0.0]
+
+    def fsync(_c):
+        now[0] += 0.05
+        busy[0] += 0.05
+
+    breaker = StoreBreaker(clock=lambda: now[0])
+    jumper = ReplayCeiling(0, REPLAY_BLOCK, fsync, breaker=breaker)
+    counter = REPLAY_BLOCK
+    while now[0] < 60.0:
+        jumper.admit(counter)
+        counter += 3 * REPLAY_BLOCK // 4
+        now[0] += 0.001
+    assert busy[0] / now[0] < 0.3, f"{busy[0] / now[0]:.0%} of the loop in store writes"
+    now[0] += 1 / 0.25 * 0.05  # the budget of one write refilled
+    honest, before = ReplayCeiling(0, REPLAY_BLOCK, fsync, breaker=breaker), busy[0]
+    assert honest.admit(REPLAY_BLOCK - REPLAY_BLOCK // 8)
+    assert busy[0] > before  # its ahead-write was made, not skipped
