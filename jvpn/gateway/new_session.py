@@ -127,8 +127,12 @@ class NewSessions:
         return None
 
     def _end_attempt(self, attempt: Live | None) -> None:
-        """The peer's previous attempt ends quietly (unless it ended already)."""
-        if attempt is not None and self.sessions.get(attempt.record.session_id) is attempt:
+        """The peer's previous attempt ends quietly, unless it ended already
+        or was confirmed while the new one's writes were queued (the
+        client's late answer: a session now, which the new one's own
+        confirmation ends, as any earlier session of the peer)."""
+        if (attempt is not None and not attempt.confirmed
+                and self.sessions.get(attempt.record.session_id) is attempt):
             self.forget(attempt.record.session_id)
 
     def _unwritten(self, rec: SessionRecord) -> None:

@@ -184,3 +184,37 @@ def test_an_attempt_whose_writes_fail_ends_no_older_attempt(tmp_path):
     del gw.store.write_handshake  # the store is back: the next one replaces the oldest
     gw.datapath.datagram(initiation(0).initiation(), ("198.51.100.7", 4200))
     assert len(gw.table.unconfirmed) == ATTEMPTS_KEPT and len(set(gw.table.unconfirmed) & kept) == 1
+
+
+class _HeldHandshakes:
+    """The handshake writes held until ``release`` (a group commit's wait),
+    every other write at once."""
+
+    def __init__(self, writes):
+        self.writes, self.held = writes, []
+
+    def handshake(self, w, done) -> None:
+        self.held.append((w, done))
+
+    def release(self) -> None:
+        for w, done in self.held:
+            self.writes.handshake(w, done)
+
+    def __getattr__(self, name):
+        return getattr(self.writes, name)
+
+
+def test_an_attempt_confirmed_while_the_newer_one_is_written_is_kept(tmp_path):
+    """With the older attempt ended only after the new one's commit (review
+    E L2), it may be confirmed meanwhile (the client's late answer): a
+    confirmed session is not an attempt, it is not ended; the new one's
+    confirmation ends it, as any peer's earlier session."""
+    gw = make_gateway(tmp_path, cookie_threshold_per_s=10_000)
+    first = handshake(gw, src=("198.51.100.7", 4000), peer=0)
+    handshake(gw, src=("198.51.100.7", 4001), peer=0)
+    held = gw.table.writes = _HeldHandshakes(gw.table.writes)
+    gw.datapath.datagram(initiation(0).initiation(), ("198.51.100.7", 4002))
+    _confirm(gw, first, ("198.51.100.7", 4000))  # meanwhile
+    held.release()
+    assert first.session_id in gw.sessions and gw.sessions[first.session_id].confirmed
+    assert len(gw.table.unconfirmed) == 1  # the new attempt (the confirmation ended the other)
