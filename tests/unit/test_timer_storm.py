@@ -48,9 +48,14 @@ class WatchedStore(SqliteStore):
     def __init__(self, path):
         super().__init__(path)
         self.transactions = 0
+        self.floor_writes = 0
         self.fail_commits = False
         self.delay_s = 0.0
         self.on_transaction = lambda: None
+
+    def set_floor(self, session_id: int, floor: int) -> None:
+        self.floor_writes += 1  # a send counter's reservation (not a timer's write)
+        super().set_floor(session_id, floor)
 
     def _tx(self):
         self.transactions += 1
@@ -178,3 +183,23 @@ def test_the_control_lock_is_free_between_batches(tmp_path, delay_s):
     assert states(gw) == {State.VOLATILE}
     assert served_after and served_after[0] < store.transactions, (
         f"served after {served_after} of {store.transactions} transactions")
+
+
+def test_a_storm_of_ends_is_one_transaction_per_batch_and_one_for_its_deletes(tmp_path):
+    """VOLATILE past volatile_to_degraded_ms with recovery_expiry_terminates:
+    each batch's TERMINATED records in one transaction, their deletes in one more."""
+    n = BATCH + 3
+    gw, store, _gate = storm(tmp_path, n)
+    ticks_until_none_attached(gw)
+    gw.policy = P.__class__(**{**P.as_dict(), "recovery_expiry_terminates": True})
+    gw.clock_ms.ms += P.volatile_to_degraded_ms + 1
+    store.transactions = 0
+    for _ in range(20):
+        gw.tick()
+        if not gw.sessions:
+            break
+    assert not gw.sessions and not store.list()
+    assert len(events_of(gw.events, "SessionTerminated")) == n
+    # each TERMINATE told to its client reserved its send counter here (a
+    # restored session's first send: one floor write each, not batched)
+    assert store.transactions - store.floor_writes <= 2 * math.ceil(n / BATCH)
