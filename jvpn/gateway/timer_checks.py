@@ -27,6 +27,7 @@ for the next."""
 
 from __future__ import annotations
 
+import functools
 import time
 
 from jvpn.gateway import key_timers
@@ -92,7 +93,8 @@ class TimerChecks:
         """The batch's transitions in one store transaction; a store that
         did not take it is reported once (not per session), and each of its
         sessions is looked at again next tick (its record unchanged: due)."""
-        failed = self.table.transition_batch(due) if due else None
+        report = functools.partial(self.incidents.report, "timer")
+        failed = self.table.transition_batch(due, report) if due else None
         if failed is not None:
             self.incidents.report("timer", failed)
 

@@ -18,12 +18,17 @@ the restart's reconcile projects the records (as for a single commit)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from jvpn.codes import EventType, Reason
 from jvpn.gateway.announce import announce
 from jvpn.session import Event, IllegalTransition, SessionRecord, State, Transition, apply
 from jvpn.store import StoreError, VersionConflict, cas_many
+
+
+def _raise(e: Exception) -> None:
+    raise e
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,10 +53,13 @@ class TimerWrites:
     """Needs from the table: ``store``, ``events``, ``clock_ms``,
     ``_project``, ``forget_batch``."""
 
-    def transition_batch(self, batch: list[Due]) -> StoreError | None:
+    def transition_batch(self, batch: list[Due],
+                         report: Callable[[Exception], None] = _raise) -> StoreError | None:
         """The batch's transitions in one store transaction, then the gate
         and the events of those written; the sessions they ended are
-        forgotten (their deletes: one more transaction). Returns the store's error if it
+        forgotten (their deletes: one more transaction). A record whose
+        gate write failed goes to ``report`` (its commit stands, as
+        ``commit``'s; the others still follow). Returns the store's error if it
         did not take them (those records unchanged: retried by the caller),
         else None."""
         planned = [p for p in map(self._plan, batch) if p is not None]
@@ -61,7 +69,10 @@ class TimerWrites:
         failed, ended = None, []
         for p, result in zip(planned, results, strict=True):
             if result is None:
-                self._follow(p)
+                try:
+                    self._follow(p)
+                except Exception as e:  # noqa: BLE001 - one element ends no other's
+                    report(e)
                 if p.new.state is State.TERMINATED:
                     ended.append((p.new.session_id, p.new.version))
             elif isinstance(result, VersionConflict):

@@ -203,3 +203,23 @@ def test_a_storm_of_ends_is_one_transaction_per_batch_and_one_for_its_deletes(tm
     # each TERMINATE told to its client reserved its send counter here (a
     # restored session's first send: one floor write each, not batched)
     assert store.transactions - store.floor_writes <= 2 * math.ceil(n / BATCH)
+
+
+def test_a_gate_write_that_fails_for_one_session_leaves_the_others_followed(tmp_path):
+    """The batch is committed: every other record's element and event
+    follow; the one whose element write failed is reported (as before)."""
+    gw, store, gate = storm(tmp_path, 6)
+    unlucky = sorted(gw.sessions)[2]
+    real_put = gate.put
+
+    def put(rec, *args, **kwargs):
+        if rec.session_id == unlucky:
+            raise OSError(28, "No space left on device (injected)")
+        real_put(rec, *args, **kwargs)
+    gate.put = put
+    reported = gw.incidents.total
+    gw.tick()
+    assert stored_states(store) == {State.VOLATILE}
+    assert gate.puts == 5
+    assert len(events_of(gw.events, "SessionStateChange")) == 5
+    assert gw.incidents.total == reported + 1
