@@ -133,8 +133,10 @@ class TimerChecks:
 
     def _due(self, live: Live) -> Due | None:
         """The session's due transition, if any."""
-        if not live.confirmed or self.table.get(live.record.session_id) is not live:
+        if not live.confirmed:
             return None  # a handshake's session: confirmed or expired by the control path
+        if self.table.get(live.record.session_id) is not live:
+            return None  # forgotten by this batch (ended outside the timers)
         due = due_timer(live.record, live.last_rx_ms, self.clock_ms(), self.policy)
         if due is None:
             return None

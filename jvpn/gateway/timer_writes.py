@@ -13,8 +13,11 @@ by the caller, which looks at the sessions again next tick.
 
 A crash before the commit: no record changed, none of the batch's elements
 did either (the restart decides again from the records). A crash after the
-commit, before the gate followed: the records are newer than the elements;
-the restart's reconcile projects the records (as for a single commit)."""
+commit, before the gate followed: the records are newer than the elements
+and their events were not said; the restart's reconcile projects the
+records (as for a single commit's crash between its write and its gate
+write). A crash between the batch's commit and its deletes: the
+TERMINATED records stay in the store and the restart forgets them."""
 
 from __future__ import annotations
 
@@ -25,10 +28,6 @@ from jvpn.codes import EventType, Reason
 from jvpn.gateway.announce import announce
 from jvpn.session import Event, IllegalTransition, SessionRecord, State, Transition, apply
 from jvpn.store import StoreError, VersionConflict, cas_many
-
-
-def _raise(e: Exception) -> None:
-    raise e
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,14 +53,14 @@ class TimerWrites:
     ``_project``, ``forget_batch``."""
 
     def transition_batch(self, batch: list[Due],
-                         report: Callable[[Exception], None] = _raise) -> StoreError | None:
+                         report: Callable[[Exception], None]) -> StoreError | None:
         """The batch's transitions in one store transaction, then the gate
         and the events of those written; the sessions they ended are
         forgotten (their deletes: one more transaction). A record whose
         gate write failed goes to ``report`` (its commit stands, as
-        ``commit``'s; the others still follow). Returns the store's error if it
-        did not take them (those records unchanged: retried by the caller),
-        else None."""
+        ``commit``'s; the others still follow). Returns the store's error
+        if it did not take them (those records unchanged: retried by the
+        caller), else None."""
         planned = [p for p in map(self._plan, batch) if p is not None]
         if not planned:
             return None
