@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from jvpn import pathmtu
 from jvpn.gate import abi
-from jvpn.rtnl import RECV_BYTES, Route, Rtnl, change_socket
+from jvpn.rtnl import Route, Rtnl, change_socket, from_kernel
 
 ANNOUNCE_RETRY_MS = 200  # a lost announcement is sent again this soon
 WATCH_TIMEOUT_S = 0.2  # the watcher looks at its stop flag this often
@@ -42,7 +42,7 @@ def watch_routing(stop: threading.Event, wake: threading.Event) -> None:
     with change_socket(WATCH_TIMEOUT_S) as s:
         while not stop.is_set():
             try:
-                if s.recv(RECV_BYTES):
+                if from_kernel(s):
                     wake.set()
             except (OSError, TimeoutError):
                 continue

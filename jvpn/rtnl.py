@@ -45,6 +45,8 @@ _IFINFOMSG = struct.Struct("=BxHiII")  # family, type, index, flags, change
 _IFADDRMSG = struct.Struct("=BBBBI")  # family, prefixlen, flags, scope, index
 _RTATTR = struct.Struct("=HH")
 RECV_BYTES = 1 << 16
+REQUEST_TIMEOUT_S = 1.0  # the kernel answers at once; a lost answer must not hang the monitor
+KERNEL = 0  # the netlink port id of the kernel: the only sender we read
 
 
 class NetlinkError(OSError):
@@ -146,7 +148,12 @@ class Rtnl:
 
     def __init__(self):
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
-        self.sock.bind((0, 0))
+        try:
+            self.sock.bind((0, 0))
+            self.sock.settimeout(REQUEST_TIMEOUT_S)
+        except OSError:
+            self.sock.close()
+            raise
         self._seq = int.from_bytes(os.urandom(2), "little")
 
     def __enter__(self) -> Rtnl:
@@ -167,7 +174,7 @@ class Rtnl:
                                       NLM_F_REQUEST | flags, seq, 0) + body)
         out = []
         while True:
-            for got, _flags, mseq, payload in messages(self.sock.recv(RECV_BYTES)):
+            for got, _flags, mseq, payload in messages(from_kernel(self.sock)):
                 if mseq != seq:
                     continue  # an answer to an earlier request we gave up on
                 if got == NLMSG_DONE:
@@ -223,6 +230,16 @@ class Rtnl:
             if at == index:
                 found.append(address)
         return found
+
+
+def from_kernel(sock: socket.socket) -> bytes:
+    """The next datagram the kernel sent (another process's is skipped:
+    only CAP_NET_ADMIN may send one, but it says nothing of the kernel's
+    state). TimeoutError/OSError as recv."""
+    while True:
+        data, (port_id, _groups) = sock.recvfrom(RECV_BYTES)
+        if port_id == KERNEL:
+            return data
 
 
 def change_socket(timeout_s: float) -> socket.socket:

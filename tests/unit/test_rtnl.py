@@ -64,3 +64,23 @@ def test_a_refused_request_is_an_oserror():
         nl.route_get("127.0.0.1", oif=2**31 - 1)  # no such interface
     with Rtnl() as nl:
         assert nl.link(2**31 - 1) is None
+
+
+def test_only_the_kernels_datagrams_are_read():
+    """A datagram from another netlink socket (a process with
+    CAP_NET_ADMIN: root here) is skipped, not taken for an answer."""
+    import socket
+
+    from jvpn.rtnl import from_kernel
+
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as reader, \
+            socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as other:
+        reader.bind((0, 0))
+        other.bind((0, 0))
+        reader.settimeout(0.2)
+        done = struct.pack("=IHHII", 16, 3, 0, 1, 0)  # an NLMSG_DONE
+        other.sendto(done, (reader.getsockname()[0], 0))
+        assert reader.recvfrom(64)[1][0] == other.getsockname()[0]  # it does arrive
+        other.sendto(done, (reader.getsockname()[0], 0))
+        with pytest.raises(TimeoutError):
+            from_kernel(reader)
