@@ -9,6 +9,7 @@ version is what the store compares-and-swaps on. TERMINATED is absorbing.
 from __future__ import annotations
 
 import enum
+import functools
 import ipaddress
 from dataclasses import dataclass, field, replace
 
@@ -86,6 +87,10 @@ class IllegalTransition(Exception):
         self.reason_code = "FATAL_PROTOCOL_ERROR"
 
 
+# Memoized: a Transport is made several times per handshake and per control
+# message (issue 15: about 17 parses a handshake); bounded, so sources an
+# attacker picks only evict entries (a miss costs the parse it saved).
+@functools.lru_cache(maxsize=4096)
 def canonical_ip(addr: str) -> str:
     """One spelling per address: an IPv4 client heard on the gateway's
     dual-stack socket arrives as ``::ffff:a.b.c.d`` and is the plain
