@@ -181,9 +181,11 @@ class SessionRecord:
         return replace(self, **kw)
 
 
-def new_session(session_id: int, now_ms: int, owner: str = "") -> SessionRecord:
+def new_session(session_id: int, now_ms: int, owner: str = "", **fields) -> SessionRecord:
+    """A BIRTH record; ``fields``: its other fields, set at once (not a
+    ``with_`` copy afterwards: a handshake makes one, issue 15)."""
     return SessionRecord(session_id=session_id, state=S.BIRTH, version=0, created_ms=now_ms,
-                         last_change_ms=now_ms, owner=owner)
+                         last_change_ms=now_ms, owner=owner, **fields)
 
 
 def can_apply(rec: SessionRecord, event: Event) -> bool:
