@@ -120,7 +120,12 @@ class Static:
     cost ~50 s of X25519 at start), and only for a peer the caller says is
     configured, so the cache holds at most one entry per configured peer;
     ``keep_ss_of`` drops the others at a reload (a removed peer, a peer
-    whose key changed: a new key is a new entry)."""
+    whose key changed: a new key is a new entry). Timing: a message 1 naming
+    a remembered key opens one X25519 (~45 us) faster; the gateway answers
+    no message 1 that fails (a sender without the peer's private key gets
+    nothing back), so this shows only in the daemon's CPU. WireGuard's
+    per-peer precomputation has the same property, and a public key is not
+    a secret."""
 
     def __init__(self, private: bytes, protocol: bytes, prologue: bytes):
         self.key = X25519PrivateKey.from_private_bytes(private)
