@@ -106,7 +106,8 @@ def canonical_ip(addr: str) -> str:
         return addr
     if ip.version == 6 and ip.ipv4_mapped is not None:
         return str(ip.ipv4_mapped)
-    return str(ip)
+    text = str(ip)
+    return addr if text == addr else text  # already canonical: one string, not two (the cache)
 
 
 @dataclass(frozen=True, slots=True)
