@@ -15,6 +15,7 @@ Only the ABI constants are imported: config.py and tunnel.py both read these.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import struct
 
@@ -40,6 +41,7 @@ ANNOUNCE_VERSION = 1
 _ANNOUNCE = struct.Struct("<BH")
 
 
+@functools.lru_cache(maxsize=4096)  # per confirmed session and answer (issue 15): bounded
 def family_of(addr: str) -> int:
     """4 or 6: the IP version a datagram to ``addr`` goes out with (an
     IPv4-mapped IPv6 address, as a dual-stack socket reports one, is IPv4)."""

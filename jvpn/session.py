@@ -9,8 +9,10 @@ version is what the store compares-and-swaps on. TERMINATED is absorbing.
 from __future__ import annotations
 
 import enum
+import functools
 import ipaddress
-from dataclasses import dataclass, field, replace
+import operator
+from dataclasses import dataclass, field, fields, replace
 
 from jvpn.gate import abi
 
@@ -86,6 +88,10 @@ class IllegalTransition(Exception):
         self.reason_code = "FATAL_PROTOCOL_ERROR"
 
 
+# Memoized: a Transport is made several times per handshake and per control
+# message (issue 15: about 17 parses a handshake); bounded, so sources an
+# attacker picks only evict entries (a miss costs the parse it saved).
+@functools.lru_cache(maxsize=4096)
 def canonical_ip(addr: str) -> str:
     """One spelling per address: an IPv4 client heard on the gateway's
     dual-stack socket arrives as ``::ffff:a.b.c.d`` and is the plain
@@ -100,7 +106,8 @@ def canonical_ip(addr: str) -> str:
         return addr
     if ip.version == 6 and ip.ipv4_mapped is not None:
         return str(ip.ipv4_mapped)
-    return str(ip)
+    text = str(ip)
+    return addr if text == addr else text  # already canonical: one string, not two (the cache)
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,12 +180,25 @@ class SessionRecord:
     confirmed: bool = True
 
     def with_(self, **kw) -> SessionRecord:
-        return replace(self, **kw)
+        """A copy with ``kw`` changed: ``dataclasses.replace``, without its
+        per-call walk of the fields (a handshake makes three; issue 15)."""
+        if not _RECORD_FIELD_SET.issuperset(kw):
+            return replace(self, **kw)  # raises its TypeError for the unknown name
+        get = kw.get
+        return SessionRecord(*[get(name, value) for name, value
+                               in zip(_RECORD_FIELDS, _record_values(self), strict=True)])
 
 
-def new_session(session_id: int, now_ms: int, owner: str = "") -> SessionRecord:
+_RECORD_FIELDS = tuple(f.name for f in fields(SessionRecord))  # in __init__'s order
+_RECORD_FIELD_SET = frozenset(_RECORD_FIELDS)
+_record_values = operator.attrgetter(*_RECORD_FIELDS)
+
+
+def new_session(session_id: int, now_ms: int, owner: str = "", **fields) -> SessionRecord:
+    """A BIRTH record; ``fields``: its other fields, set at once (not a
+    ``with_`` copy afterwards: a handshake makes one, issue 15)."""
     return SessionRecord(session_id=session_id, state=S.BIRTH, version=0, created_ms=now_ms,
-                         last_change_ms=now_ms, owner=owner)
+                         last_change_ms=now_ms, owner=owner, **fields)
 
 
 def can_apply(rec: SessionRecord, event: Event) -> bool:

@@ -9,6 +9,7 @@ that is not made on the other fails the tests. Values are built by keyword:
 from __future__ import annotations
 
 import ctypes
+import functools
 from ctypes import c_uint8 as u8
 from ctypes import c_uint16 as u16
 from ctypes import c_uint32 as u32
@@ -184,16 +185,29 @@ class _Struct(ctypes.Structure):
 
     def __init__(self, **kwargs):
         super().__init__()
+        arrays = type(self)._settable()
         for name, value in kwargs.items():
-            if not hasattr(self, name) or name.startswith("_pad"):
+            if name not in arrays:
                 raise TypeError(f"{type(self).__name__} has no field {name!r}")
-            field = getattr(self, name)
-            if isinstance(field, ctypes.Array):
-                if len(value) != len(field):
-                    raise ValueError(f"{name}: expected {len(field)} items")
-                field[:] = list(value)
-            else:
+            length = arrays[name]
+            if length is None:
                 setattr(self, name, value)
+                continue
+            if len(value) != length:
+                raise ValueError(f"{name}: expected {length} items")
+            getattr(self, name)[:] = list(value)
+
+    @classmethod
+    def _settable(cls) -> dict[str, int | None]:
+        """The fields a keyword may set, each with its array length (None:
+        a scalar). Worked out once per class: an element is built twice per
+        handshake (issue 15)."""
+        known = cls.__dict__.get("_settable_fields")
+        if known is None:
+            known = {name: (kind._length_ if issubclass(kind, ctypes.Array) else None)
+                     for name, kind, *_bits in cls._fields_ if not name.startswith("_pad")}
+            cls._settable_fields = known
+        return known
 
     def as_dict(self) -> dict:
         out = {}
@@ -402,6 +416,7 @@ CONSTANTS = {
 
 
 # ---- address conventions of the maps (network order kept in host words) ----
+@functools.lru_cache(maxsize=4096)  # twice per handshake (its element): bounded
 def addr_words(ip) -> tuple[int, int, int, int]:
     """An address as the four u32 words the maps store (network byte order
     in memory, so IPv4 sits in word 0 and the rest are zero)."""

@@ -5,6 +5,7 @@ or the model) initializes the slot itself. Shared by both gate adapters."""
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import secrets
 from collections import deque
@@ -47,6 +48,11 @@ def header_keys(keys: SessionKeys | KeyRing,
     return dict(tag_key=slots[0], tag_key_phase1=slots[1], key_phases=mask)
 
 
+@functools.lru_cache(maxsize=4096)  # per element write (twice a handshake): bounded
+def _ip_version(addr: str) -> int:
+    return ipaddress.ip_address(addr).version
+
+
 def session_element(rec: SessionRecord, keys: SessionKeys | KeyRing, fence: int = 0,
                     remote: bool = False, *, rt_slot: int = 0, rt_gen: int = 0,
                     replay_floor: int = 0, ctl_floor: int = 0, probe_floor: int = 0,
@@ -58,7 +64,7 @@ def session_element(rec: SessionRecord, keys: SessionKeys | KeyRing, fence: int 
     b = rec.binding
     family = abi.AF_NONE
     if b is not None:
-        family = abi.AF_INET6 if ipaddress.ip_address(b.addr).version == 6 else abi.AF_INET
+        family = abi.AF_INET6 if _ip_version(b.addr) == 6 else abi.AF_INET
     return abi.Session(
         **header_keys(keys, unused_key), version=rec.version, fence=fence,
         state=abi.STATE_REMOTE if remote else int(rec.state),

@@ -106,6 +106,7 @@ class Admission:
     def set_peers(self, peers: dict[bytes, PeerConfig | ipaddress.IPv4Address]) -> None:
         """A reload's peers (under the control lock, as every handshake)."""
         self.peers = peers
+        self.responder.peers_changed()
 
     @staticmethod
     def older_than(admitted: Admitted, live: SessionRecord | None) -> Refused | None:
@@ -126,16 +127,17 @@ class Admission:
         """The new session for ``admitted``: record, keys and response."""
         inner = admitted.inner
         resp, keys = admitted.init.respond(self._assignment(admitted, sid))
-        rec = new_session(sid, now, owner=owner).with_(
-            inner_addr=str(inner), owner_lease=owner_lease,
+        rec = new_session(
+            sid, now, owner=owner, inner_addr=str(inner), owner_lease=owner_lease,
             handshake_ns=admitted.init.timestamp_ns, peer_key=encode(admitted.init.client_public))
         rec, tr = apply(rec, Event.ATTACH_OK, now, binding=src)
         return NewSession(rec, tr, keys, resp)
 
     def _assignment(self, admitted: Admitted, sid: int) -> Assignment:
         """The peer's addresses with the gateway's prefixes (IPv6 too, if both have one)."""
-        v4 = ipaddress.IPv4Interface((admitted.inner, self.address.network.prefixlen))
+        # from the address's integer: a quarter of the cost of parsing it again (issue 15)
+        v4 = ipaddress.IPv4Interface((int(admitted.inner), self.address.network.prefixlen))
         if admitted.inner6 is None or self.address6 is None:
             return Assignment(sid, v4, self.address.ip)
-        v6 = ipaddress.IPv6Interface((admitted.inner6, self.address6.network.prefixlen))
+        v6 = ipaddress.IPv6Interface((int(admitted.inner6), self.address6.network.prefixlen))
         return Assignment(sid, v4, self.address.ip, v6, self.address6.ip)

@@ -37,7 +37,9 @@ REVOKED = "the peer's key or address left the peers file (revoked)"
 
 def inner_of(peer) -> bytes:
     """The packed inner IPv4 of a peer (a PeerConfig, or a bare address in tests)."""
-    return (peer.inner if isinstance(peer, PeerConfig) else ipaddress.IPv4Address(peer)).packed
+    if isinstance(peer, PeerConfig):
+        return peer.inner.packed
+    return (peer if isinstance(peer, ipaddress.IPv4Address) else ipaddress.IPv4Address(peer)).packed
 
 
 class Revocation:

@@ -11,6 +11,7 @@ jvpn/gateway/ownership.py and jvpn/gateway/follower.py).
 from __future__ import annotations
 
 import json
+import operator
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
@@ -276,13 +277,18 @@ def check_cas(session_id: int, expected_version: int, new: SessionRecord,
 
 _FIELD_NAMES = tuple(f.name for f in fields(SessionRecord))
 _NESTED = ("binding", "candidate")  # the record's Transport fields
+# the fields in the order json.dumps(sort_keys=True) writes them: a dict made
+# in that order is written so without sorting (issue 15: twice per handshake)
+_SORTED_NAMES = tuple(sorted(_FIELD_NAMES))
+_sorted_values = operator.attrgetter(*_SORTED_NAMES)
 
 
 def record_to_json(rec: SessionRecord) -> str:
     """The record as JSON. Field by field, not ``asdict``: its deep copy of
     every value cost more than the rest of a handshake's store write
     (issue 15); a Transport as its two fields."""
-    d = {name: getattr(rec, name) for name in _FIELD_NAMES}
+    # in sorted order: a key set again below keeps its place
+    d = dict(zip(_SORTED_NAMES, _sorted_values(rec), strict=True))
     for name in _NESTED:  # a Transport's two fields, as asdict gives them
         value = d[name]
         if value is not None:
@@ -291,7 +297,7 @@ def record_to_json(rec: SessionRecord) -> str:
     d["switches_ms"] = list(rec.switches_ms)
     if rec.confirmed:  # the usual case: a record as before the field existed
         del d["confirmed"]
-    return json.dumps(d, sort_keys=True)
+    return json.dumps(d)  # already in sort_keys order (_SORTED_NAMES)
 
 
 # A field this version does not know (written by a newer one) is ignored,

@@ -98,7 +98,11 @@ class GroupCommit:
             if self._closed:
                 raise StoreError("the session store's writer is stopped")
             self._queue.append((op, done))
-            self._cond.notify()
+            # the writer waits for a first op, then for a full batch or its
+            # deadline: waking it for every op between (to find the batch
+            # not full yet) cost two thread switches per op (issue 15)
+            if len(self._queue) == 1 or len(self._queue) >= self.max_batch:
+                self._cond.notify()
 
     def close(self) -> None:
         """What is queued is still committed and answered, then the thread ends."""

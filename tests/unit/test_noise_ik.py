@@ -117,3 +117,77 @@ def test_a_second_respond_raises_instead_of_a_message_the_client_refuses():
     with pytest.raises(noise_ik.AlreadyAnswered):
         opened.respond(ASSIGN)
     assert init.response(resp)[0] == ASSIGN  # the first answer still completes
+
+
+# ---- the remembered static-static DH (noise_ik.Static, issue 15) ----
+
+def test_a_peers_second_handshake_uses_its_remembered_ss_and_is_still_the_librarys():
+    """The first admitted handshake remembers ss; the next one of the same
+    peer opens with it (no ss exchange) and answers byte for byte as the
+    library does."""
+    static = noise_ik.Static(GW, PROTOCOL, PROLOGUE)
+    first = noise_ik.read_message1(static, _noise_part(Initiator(CL, GW_PUB).initiation()))
+    static.remember_ss(first)
+    assert static.remembered() == {keys.public_from_private(CL)}
+
+    msg = _noise_part(Initiator(CL, GW_PUB).initiation())
+    real = static.key
+    static.key = _NoExchange(real)  # es still exchanges; ss must not
+    try:
+        opened = noise_ik.read_message1(static, msg)
+    finally:
+        static.key = real
+    ephemeral = X25519PrivateKey.generate()
+    lib = _library_responder(ephemeral.private_bytes_raw())
+    assert opened.payload == lib.read_message(msg)
+    body, k1, k2, handshake_hash = noise_ik.write_message2(opened, b"m2", ephemeral)
+    assert body == lib.write_message(b"m2")
+    proto = lib.noise_protocol
+    assert (k1, k2) == (proto.cipher_state_decrypt.k, proto.cipher_state_encrypt.k)
+    assert handshake_hash == lib.get_handshake_hash()
+
+
+class _NoExchange:
+    """A static key that exchanges with one public key only (es: the
+    message's ephemeral) and fails the test on any other."""
+
+    def __init__(self, key):
+        self.key, self.calls = key, 0
+
+    def exchange(self, public):
+        self.calls += 1
+        assert self.calls == 1, "the remembered ss was computed again"
+        return self.key.exchange(public)
+
+
+def test_only_a_configured_peers_ss_is_remembered_and_a_reload_forgets_the_removed():
+    peers = {keys.public_from_private(CL)}
+    responder = Responder(GW, lambda k: k in peers)
+    responder.open(Initiator(CL, GW_PUB).initiation())
+    stranger = keys.generate_private()
+    with pytest.raises(HandshakeError, match="unknown_peer"):
+        responder.open(Initiator(stranger, GW_PUB).initiation())
+    assert responder._static.remembered() == peers  # the stranger's: not kept
+
+    new_key = keys.generate_private()  # the peer's key changed: a new entry, the old one goes
+    peers.clear()
+    peers.add(keys.public_from_private(new_key))
+    responder.peers_changed()
+    assert responder._static.remembered() == frozenset()
+    with pytest.raises(HandshakeError, match="unknown_peer"):
+        responder.open(Initiator(CL, GW_PUB).initiation())  # the old key: refused, not cached
+    responder.open(Initiator(new_key, GW_PUB).initiation())
+    assert responder._static.remembered() == peers
+
+
+def test_a_reload_through_admission_forgets_a_removed_peers_ss():
+    from jvpn.gateway.admission import Admission
+
+    peer = keys.public_from_private(CL)
+    adm = Admission(GW, {peer: ipaddress.IPv4Address("10.99.0.2")},
+                    ipaddress.IPv4Interface("10.99.0.1/24"), cookie_threshold_per_s=10**6)
+    verdict = adm.check(Initiator(CL, GW_PUB).initiation(), ("192.0.2.9", 4000))
+    assert verdict.init.client_public == peer
+    assert adm.responder._static.remembered() == {peer}
+    adm.set_peers({})
+    assert adm.responder._static.remembered() == frozenset()

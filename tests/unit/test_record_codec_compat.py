@@ -59,3 +59,36 @@ def test_the_field_by_field_encoding_writes_what_asdict_wrote(confirmed):
     assert record_from_json(record_to_json(rec)) == rec
     bare = _record()  # None transports, empty switches
     assert record_to_json(bare) == _as_asdict_wrote_it(bare)
+
+
+# ---- the handshake path's faster copies (issue 15): the same bytes, the same records ----
+
+def _varied():
+    from jvpn.session import Event, Transport, apply
+
+    rec = new_session(0x77, 5, owner="gw-a", inner_addr="10.64.0.9", peer_key="AAAA")
+    attached, _tr = apply(rec, Event.ATTACH_OK, 6, binding=Transport("::ffff:192.0.2.7", 9))
+    return [rec, attached, attached.with_(confirmed=False),
+            attached.with_(candidate=Transport("2001:db8::1", 7), switches_ms=(1, 2))]
+
+
+def test_a_record_is_written_as_sorted_json_byte_for_byte():
+    """record_to_json builds its dict in sorted order instead of sorting: the
+    text is what json.dumps(..., sort_keys=True) gave for the same fields."""
+    for rec in _varied():
+        text = record_to_json(rec)
+        assert text == json.dumps(json.loads(text), sort_keys=True)
+        assert record_from_json(text) == rec
+
+
+def test_with_is_dataclasses_replace():
+    from dataclasses import replace
+
+    from jvpn.session import Transport
+
+    for rec in _varied():
+        for kw in ({}, {"confirmed": False}, {"version": 9, "binding": None},
+                   {"candidate": Transport("192.0.2.1", 1), "switches_ms": (3,)}):
+            assert rec.with_(**kw) == replace(rec, **kw)
+    with pytest.raises(TypeError):
+        _record().with_(no_such_field=1)
