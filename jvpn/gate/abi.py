@@ -179,21 +179,40 @@ def reject_after(bits: int = REPLAY_BITS) -> int:
     return (1 << 64) - 1 - bits
 
 
+_SETTABLE: dict[type, dict[str, int | None]] = {}
+
+
+def _settable(cls: type) -> dict[str, int | None]:
+    """The fields a keyword may set (not a padding), each with its array
+    length (None: a scalar): read once per class, not per element built
+    (a restart builds one element per session, issue 15)."""
+    spec = _SETTABLE.get(cls)
+    if spec is None:
+        spec = {}
+        for klass in reversed(cls.__mro__):
+            for name, ctype, *_bits in klass.__dict__.get("_fields_", ()):
+                if not name.startswith("_pad"):
+                    spec[name] = ctype._length_ if issubclass(ctype, ctypes.Array) else None
+        _SETTABLE[cls] = spec
+    return spec
+
+
 class _Struct(ctypes.Structure):
     """Keyword construction with tuples accepted for array fields."""
 
     def __init__(self, **kwargs):
         super().__init__()
+        spec = _settable(type(self))
         for name, value in kwargs.items():
-            if not hasattr(self, name) or name.startswith("_pad"):
+            if name not in spec:
                 raise TypeError(f"{type(self).__name__} has no field {name!r}")
-            field = getattr(self, name)
-            if isinstance(field, ctypes.Array):
-                if len(value) != len(field):
-                    raise ValueError(f"{name}: expected {len(field)} items")
-                field[:] = list(value)
-            else:
+            length = spec[name]
+            if length is None:
                 setattr(self, name, value)
+                continue
+            if len(value) != length:
+                raise ValueError(f"{name}: expected {length} items")
+            getattr(self, name)[:] = list(value)
 
     def as_dict(self) -> dict:
         out = {}
@@ -405,6 +424,11 @@ def addr_words(ip) -> tuple[int, int, int, int]:
     in memory, so IPv4 sits in word 0 and the rest are zero)."""
     import ipaddress
 
+    from jvpn.fastip import ipv4_packed
+
+    fast = ipv4_packed(ip)
+    if fast is not None:
+        return (int.from_bytes(fast, "little"), 0, 0, 0)
     packed = ipaddress.ip_address(ip).packed.ljust(16, b"\0")
     return tuple(int.from_bytes(packed[i:i + 4], "little") for i in range(0, 16, 4))
 

@@ -11,6 +11,7 @@ from collections import deque
 from collections.abc import Callable
 
 from jvpn.errors import JvpnError
+from jvpn.fastip import ipv4_packed
 from jvpn.gate import abi
 from jvpn.keys import KeyRing, SessionKeys
 from jvpn.session import SessionRecord
@@ -58,7 +59,9 @@ def session_element(rec: SessionRecord, keys: SessionKeys | KeyRing, fence: int 
     b = rec.binding
     family = abi.AF_NONE
     if b is not None:
-        family = abi.AF_INET6 if ipaddress.ip_address(b.addr).version == 6 else abi.AF_INET
+        family = (abi.AF_INET if ipv4_packed(b.addr) is not None
+                  else abi.AF_INET6 if ipaddress.ip_address(b.addr).version == 6
+                  else abi.AF_INET)
     return abi.Session(
         **header_keys(keys, unused_key), version=rec.version, fence=fence,
         state=abi.STATE_REMOTE if remote else int(rec.state),
