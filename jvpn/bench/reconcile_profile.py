@@ -26,6 +26,7 @@ from pathlib import Path
 from jvpn.bench.scale_lab import ScaleLab, start_timeout_s
 
 TOP = 35  # profile lines printed per ordering
+PAGE = 50_000  # rows per page, as the CLI asks (jvpn_cli/views.py SESSIONS_PAGE)
 
 
 def _built(config_path: str):
@@ -50,12 +51,13 @@ def run_child(config_path: str, out: str) -> None:
     gw.reconcile()
     reconciled = time.perf_counter()
     gw.revoke_orphans()
+    time_pages(gw)
     prof.disable()
     ended = time.perf_counter()
     n = max(len(gw.table.sessions), 1)
     print(f"sessions {len(gw.table.sessions)}: reconcile {reconciled - started:.2f} s "
           f"({(reconciled - started) / n * 1e6:.1f} us/session, profiled), "
-          f"revoke_orphans {ended - reconciled:.2f} s", flush=True)
+          f"revoke_orphans and pages {ended - reconciled:.2f} s", flush=True)
     prof.dump_stats(out)
     stats = pstats.Stats(out)
     for order in ("cumulative", "tottime"):
@@ -75,6 +77,27 @@ def run_unprofiled(config_path: str) -> None:
     n = max(len(gw.table.sessions), 1)
     print(f"sessions {len(gw.table.sessions)}: reconcile {took:.2f} s "
           f"({took / n * 1e6:.1f} us/session, not profiled)", flush=True)
+    pages = time_pages(gw)
+    print(f"sessions pages of {PAGE}: {sum(pages):.2f} s in all "
+          f"({sum(pages) / n * 1e6:.1f} us/row), slowest {max(pages):.2f} s", flush=True)
+
+
+def time_pages(gw) -> list[float]:
+    """The daemon's side of `sessions --json`: each page as the operator
+    socket answers it (rows, then the reply's JSON), seconds each."""
+    import json  # noqa: PLC0415
+
+    from jvpn.gateway.operator_pages import SessionPages  # noqa: PLC0415
+
+    pages, took, cursor = SessionPages(), [], None
+    while True:
+        started = time.perf_counter()
+        more = {"cursor": cursor} if cursor else {}
+        rows, cursor = pages.page(gw, {"limit": PAGE, "kernel_rx": False, **more})
+        json.dumps({"sessions": rows, "next": cursor}, default=str)
+        took.append(time.perf_counter() - started)
+        if not cursor:
+            return took
 
 
 def main(argv: list[str]) -> None:

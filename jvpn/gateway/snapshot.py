@@ -16,11 +16,10 @@ import functools
 import os
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 
 import psutil
 
-from jvpn import keys
 from jvpn.gateway.ownership import ClusterOwnership
 from jvpn.keys import KeyRing
 from jvpn.session import State
@@ -81,10 +80,20 @@ def sessions(gw, now_ms: int | None = None, refs: tuple[list, dict] | None = Non
             rows, key=lambda r: r[0].session_id):
         view = _view(gw.gate, rec, traffic, last_rx, confirmed, peer, kernel_rx)
         # rekey_requested: the operator's `jvpn-xdp rekey`, not committed yet
-        out.append({**asdict(view), "last_handshake_ms": view.last_handshake_ms,
+        out.append({**_fields_of(view), "last_handshake_ms": view.last_handshake_ms,
                     "key_age_s": key_age_s(view.keys_ms, now), "rekey_requested": rekey,
                     **ring})
     return out
+
+
+_VIEW_FIELDS = tuple(f.name for f in fields(SessionView))
+
+
+def _fields_of(view: SessionView) -> dict:
+    """``asdict(view)`` without its deep copy: every value of a view is a
+    scalar or a list made for this view alone (a page of 50,000 rows,
+    issue 15)."""
+    return {name: getattr(view, name) for name in _VIEW_FIELDS}
 
 
 def key_ring_state(keys) -> dict:
@@ -115,12 +124,12 @@ def _view(gate, rec, traffic: dict, last_rx_ms: int, confirmed: bool, peer,
         rx_from = "xdp"
     else:
         rx, rx_from = (traffic["rx_packets"], traffic["rx_bytes"]), "daemon"
-    if peer is not None and rec.peer_key and rec.peer_key != keys.encode(peer.public_key):
+    if peer is not None and rec.peer_key and rec.peer_key != peer.public_key_text:
         peer = None  # a key no longer at this address (its revocation pending): not this peer
-    allowed = [str(n) for n in peer.allowed_ips] if peer is not None else [f"{rec.inner_addr}/32"]
+    allowed = list(peer.allowed_ips_text) if peer is not None else [f"{rec.inner_addr}/32"]
     return SessionView(
         session_id=f"{rec.session_id:016x}", peer=peer.name if peer is not None else None,
-        public_key=rec.peer_key or (keys.encode(peer.public_key) if peer is not None else None),
+        public_key=rec.peer_key or (peer.public_key_text if peer is not None else None),
         inner=rec.inner_addr, allowed_ips=allowed,
         bound=str(rec.binding) if rec.binding is not None else "-",
         state=rec.state.name, version=rec.version, owner=rec.owner, confirmed=confirmed,

@@ -101,3 +101,34 @@ def test_the_pass_turns_the_cyclic_collector_off_and_back_as_it_was():
         assert gc.isenabled()
     finally:
         (gc.enable if was else gc.disable)()
+
+
+def test_a_peer_text_is_what_each_row_made_before():
+    from jvpn.config import PeerConfig  # noqa: PLC0415
+    from jvpn.keys import encode  # noqa: PLC0415
+
+    peer = PeerConfig(b"\x05" * 32, ipaddress.IPv4Address("10.0.0.9"), "p",
+                      inner6=ipaddress.IPv6Address("fd00::9"),
+                      subnets=(ipaddress.IPv4Network("192.168.7.0/24"),))
+    assert peer.allowed_ips_text == tuple(str(n) for n in peer.allowed_ips)
+    assert peer.allowed_ips_text == ("10.0.0.9/32", "fd00::9/128", "192.168.7.0/24")
+    assert peer.public_key_text == encode(b"\x05" * 32)
+    assert peer.allowed_ips is peer.allowed_ips  # made once
+
+
+def test_a_session_row_is_the_view_as_asdict_gave_it(tmp_path):
+    from dataclasses import asdict  # noqa: PLC0415
+
+    from jvpn.bench.session_memory import NOW_MS, install  # noqa: PLC0415
+    from jvpn.gateway import snapshot  # noqa: PLC0415
+    from kits.daemon_kit import Clock, make_gateway  # noqa: PLC0415
+
+    gw = make_gateway(tmp_path, clock=Clock(NOW_MS))
+    install(gw.table, 3)
+    rows = snapshot.sessions(gw, kernel_rx=False)
+    for row, live in zip(rows, sorted(gw.table.sessions.values(),
+                                      key=lambda live: live.record.session_id), strict=True):
+        view = snapshot._view(gw.gate, live.record, live.traffic.figures(), live.last_rx_ms,
+                              live.confirmed, gw.table.peers.get(live.inner), False)
+        assert {k: row[k] for k in asdict(view)} == asdict(view)
+        assert list(row)[:len(asdict(view))] == list(asdict(view))  # the same order
