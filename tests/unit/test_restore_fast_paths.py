@@ -100,6 +100,38 @@ def test_the_pass_turns_the_cyclic_collector_off_and_back_as_it_was():
             raise RuntimeError("a failed pass")
         assert gc.isenabled()
     finally:
+        gc.unfreeze()
+        (gc.enable if was else gc.disable)()
+
+
+def test_a_large_pass_freezes_what_it_made_a_small_one_does_not():
+    gc.unfreeze()
+    try:
+        reconcile._freeze_if_large(reconcile.FREEZE_FROM - 1)
+        assert gc.get_freeze_count() == 0  # a test's gateways stay collectable
+        reconcile._freeze_if_large(reconcile.FREEZE_FROM)
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+
+
+def test_a_restored_session_holds_no_cycle_so_its_end_frees_it(tmp_path):
+    """gc.freeze after the pass is only safe if an ended session's objects
+    need no cyclic collection: dropped sessions leave nothing for it."""
+    from jvpn.bench.session_memory import NOW_MS, install  # noqa: PLC0415
+    from kits.daemon_kit import Clock, make_gateway  # noqa: PLC0415
+
+    gw = make_gateway(tmp_path, clock=Clock(NOW_MS))
+    install(gw.table, 50)
+    gc.collect()
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        with gw.control:
+            for sid in list(gw.table.sessions):
+                gw.table.drop_local(sid)
+        assert gc.collect() == 0
+    finally:
         (gc.enable if was else gc.disable)()
 
 
