@@ -173,16 +173,6 @@ class PeerConfig:
             hosts.append(ipaddress.IPv6Network(self.inner6))
         return (*hosts, *self.subnets)
 
-    @functools.cached_property
-    def allowed_ips_text(self) -> tuple[str, ...]:
-        """``allowed_ips`` as the operator sees them (once per peer, not per row)."""
-        return tuple(str(n) for n in self.allowed_ips)
-
-    @functools.cached_property
-    def public_key_text(self) -> str:
-        """The public key in base64, as in the peers file."""
-        return keys.encode(self.public_key)
-
 
 @dataclass(frozen=True)
 class GatewayConfig:

@@ -26,7 +26,7 @@ from pathlib import Path
 from jvpn.bench.scale_lab import ScaleLab, start_timeout_s
 
 TOP = 35  # profile lines printed per ordering
-PAGE = 50_000  # rows per page, as the CLI asks (jvpn_cli/views.py SESSIONS_PAGE)
+PAGE = 10_000  # rows per page, as the CLI asks (jvpn_cli/views.py SESSIONS_PAGE)
 
 
 def _built(config_path: str):

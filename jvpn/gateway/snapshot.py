@@ -16,10 +16,11 @@ import functools
 import os
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import psutil
 
+from jvpn import keys
 from jvpn.gateway.ownership import ClusterOwnership
 from jvpn.keys import KeyRing
 from jvpn.session import State
@@ -27,6 +28,10 @@ from jvpn.session import State
 
 @dataclass(frozen=True)
 class SessionView:
+    """The fields of one session's row, in their order (``_view`` makes
+    the row; ``sessions`` adds last_handshake_ms, key_age_s,
+    rekey_requested and the key ring's state)."""
+
     session_id: str  # 16 hex digits, as events and `jvpn-xdp sessions` spell it
     peer: str | None  # the peer's Name in the peers file (None: no peer has its address now)
     public_key: str | None  # base64, as in the peers file
@@ -78,22 +83,12 @@ def sessions(gw, now_ms: int | None = None, refs: tuple[list, dict] | None = Non
     out = []
     for rec, traffic, last_rx, confirmed, peer, rekey, ring in sorted(
             rows, key=lambda r: r[0].session_id):
-        view = _view(gw.gate, rec, traffic, last_rx, confirmed, peer, kernel_rx)
+        row = _view(gw.gate, rec, traffic, last_rx, confirmed, peer, kernel_rx)
         # rekey_requested: the operator's `jvpn-xdp rekey`, not committed yet
-        out.append({**_fields_of(view), "last_handshake_ms": view.last_handshake_ms,
-                    "key_age_s": key_age_s(view.keys_ms, now), "rekey_requested": rekey,
-                    **ring})
+        row.update(last_handshake_ms=row["created_ms"],
+                   key_age_s=key_age_s(row["keys_ms"], now), rekey_requested=rekey, **ring)
+        out.append(row)
     return out
-
-
-_VIEW_FIELDS = tuple(f.name for f in fields(SessionView))
-
-
-def _fields_of(view: SessionView) -> dict:
-    """``asdict(view)`` without its deep copy: every value of a view is a
-    scalar or a list made for this view alone (a page of 50,000 rows,
-    issue 15)."""
-    return {name: getattr(view, name) for name in _VIEW_FIELDS}
 
 
 def key_ring_state(keys) -> dict:
@@ -118,18 +113,20 @@ def key_age_s(keys_ms: int, now_ms: int) -> float:
 
 
 def _view(gate, rec, traffic: dict, last_rx_ms: int, confirmed: bool, peer,
-          kernel_rx: bool = True) -> SessionView:
+          kernel_rx: bool = True) -> dict:
+    """A :class:`SessionView`'s fields, in its order, as a dict made at
+    once (no dataclass, no asdict: a listing is a million of them, issue 15)."""
     if gate.checks_in_kernel:
         rx = (gate.runtime(rec.session_id) if kernel_rx else None) or (0, 0)
         rx_from = "xdp"
     else:
         rx, rx_from = (traffic["rx_packets"], traffic["rx_bytes"]), "daemon"
-    if peer is not None and rec.peer_key and rec.peer_key != peer.public_key_text:
+    if peer is not None and rec.peer_key and rec.peer_key != keys.encode(peer.public_key):
         peer = None  # a key no longer at this address (its revocation pending): not this peer
-    allowed = list(peer.allowed_ips_text) if peer is not None else [f"{rec.inner_addr}/32"]
-    return SessionView(
+    allowed = [str(n) for n in peer.allowed_ips] if peer is not None else [f"{rec.inner_addr}/32"]
+    return dict(
         session_id=f"{rec.session_id:016x}", peer=peer.name if peer is not None else None,
-        public_key=rec.peer_key or (peer.public_key_text if peer is not None else None),
+        public_key=rec.peer_key or (keys.encode(peer.public_key) if peer is not None else None),
         inner=rec.inner_addr, allowed_ips=allowed,
         bound=str(rec.binding) if rec.binding is not None else "-",
         state=rec.state.name, version=rec.version, owner=rec.owner, confirmed=confirmed,
