@@ -13,13 +13,12 @@ import gc
 import ipaddress
 import logging
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from jvpn.codes import EventType, Reason
 from jvpn.errors import JvpnError
 from jvpn.fastip import ipv4_packed
 from jvpn.gate.batch import BatchNotWritten
+from jvpn.gcpause import paused_gc
 from jvpn.keys import KeyRing, ring_for
 from jvpn.session import Event, State
 from jvpn.store import Stored, Unreadable
@@ -56,21 +55,6 @@ def _freeze_if_large(restored: int) -> None:
         gc.freeze()
 
 
-@contextmanager
-def _no_cyclic_gc() -> Iterator[None]:
-    """The pass makes a few objects per session, all kept: the cyclic
-    collector would walk the growing table again and again (a third of
-    the pass at 20,000 sessions, more as it grows; issue 15). Off for the
-    pass only (no other thread runs yet), back as it was after it."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
-
-
 class TooManySessions(JvpnError):
     """The store holds more sessions owned here than MaxSessions: a start
     that served only some would leave the rest orphaned (attached, ours, with
@@ -88,7 +72,7 @@ class Reconcile:
         fails the start and removes nothing. A record whose secrets, floor
         or ceiling do not read costs that one session (a DaemonError)."""
         started = time.monotonic()
-        with self.control, _no_cyclic_gc():
+        with self.control, paused_gc():  # a few objects a session, all kept
             with self.table.batched_writes():
                 kept, others = self._restore_own(progress_every, started)
                 self._stand_by_others(others)

@@ -397,3 +397,14 @@ def test_a_row_is_written_as_json_dumps_with_an_indent_writes_it(row):
     """Issue 15: the fast writer of one row gives json.dumps(row, indent=2)'s text."""
     assert sessions_mod.indented(row) == json.dumps(row, indent=2)
     assert sessions_mod.indented(dict(row)) == json.dumps(row, indent=2)  # its template again
+
+
+def test_a_listing_gives_the_collector_back_as_it_found_it(env):
+    """Issue 15: `sessions` pauses the cyclic collector while it lists
+    (two rows a session, none in a cycle), and only while it does."""
+    import gc  # noqa: PLC0415
+
+    env.daemon = _daemon()
+    assert gc.isenabled()
+    _run(["sessions", "--json"])
+    assert gc.isenabled()

@@ -14,6 +14,7 @@ from jvpn import pathmtu
 from jvpn.fastip import ipv4_packed
 from jvpn.gate import abi
 from jvpn.gateway import reconcile
+from jvpn.gcpause import paused_gc
 from jvpn.keys import KeyRing, SessionKeys, derive_session_keys
 from jvpn.session import canonical_ip
 
@@ -87,16 +88,16 @@ def test_a_key_ring_unpacks_to_what_was_packed():
     assert SessionKeys.unpack(k0.pack()) == k0
 
 
-def test_the_pass_turns_the_cyclic_collector_off_and_back_as_it_was():
+def test_the_collector_is_paused_and_back_as_it_was():
     was = gc.isenabled()
     try:
         for before in (True, False):
             (gc.enable if before else gc.disable)()
-            with reconcile._no_cyclic_gc():
+            with paused_gc():
                 assert not gc.isenabled()
             assert gc.isenabled() is before
         gc.enable()
-        with pytest.raises(RuntimeError), reconcile._no_cyclic_gc():
+        with pytest.raises(RuntimeError), paused_gc():
             raise RuntimeError("a failed pass")
         assert gc.isenabled()
     finally:
