@@ -165,3 +165,16 @@ def test_a_session_row_has_the_views_fields_in_their_order(tmp_path):
 @pytest.mark.parametrize("addr", ["0.0.0.0", "10.0.0.2", "198.18.255.1", "255.255.255.255"])
 def test_a_listing_spells_an_ipv4_binding_as_ipaddress_does(addr):
     assert abi.words_addr(abi.addr_words(addr), abi.AF_INET) == str(ipaddress.IPv4Address(addr))
+
+
+@pytest.mark.parametrize("addr", ["198.18.0.1", "0.0.0.0", "2001:db8::7", "::ffff:10.0.0.2"])
+def test_an_elements_binding_is_the_family_and_words_of_its_address(addr):
+    from jvpn.gate.element import session_element  # noqa: PLC0415
+    from jvpn.session import Event, Transport, apply, new_session  # noqa: PLC0415
+
+    rec, _tr = apply(new_session(9, 1), Event.ATTACH_OK, 1, binding=Transport(addr, 4000))
+    keys = derive_session_keys(9, b"\x01" * 32, b"\x02" * 32, b"\x03" * 32)
+    element = session_element(rec, keys, unused_key=lambda: b"\x09" * 16)
+    ip = ipaddress.ip_address(rec.binding.addr)  # the canonical form: ::ffff:a.b.c.d is IPv4
+    assert element.bind_family == (abi.AF_INET6 if ip.version == 6 else abi.AF_INET)
+    assert tuple(element.bind_addr) == abi.addr_words(rec.binding.addr)
