@@ -8,7 +8,7 @@ import sys
 import click
 
 from jvpn import sdnotify
-from jvpn.service import defer_reopen, reopen_on_signal
+from jvpn.service import defer_reopen, prompt_packet_threads, reopen_on_signal
 from jvpn_cli.client_check import client_check
 
 log = logging.getLogger("jvpn.client")
@@ -43,6 +43,7 @@ def client_up(app, config_path: str, events_file: str | None, echo_events: bool)
     from jvpn.tunnel import TunBusy
 
     reopen_asked = defer_reopen()  # first: a SIGUSR1 (logrotate) must not end a start
+    prompt_packet_threads()  # a packet never waits 5 ms for the GIL (jvpn/service.py)
     app.require_root()
     cfg = load_client_config(config_path, resolve=_resolving(progress_printer(app)))
     events = _event_log(events_file, echo_events)

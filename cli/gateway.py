@@ -43,10 +43,11 @@ def gateway_up(app, config_path: str, tun_name: str, echo_events: bool):
     from jvpn.gateway.reload import Reloader
     from jvpn.gateway.signals import Signals
     from jvpn.gateway.start_errors import naming_settings
-    from jvpn.service import defer_reopen, reopen_on_signal
+    from jvpn.service import defer_reopen, prompt_packet_threads, reopen_on_signal
 
     signals = Signals().install()  # before anything: a SIGHUP must never kill us
     reopen_asked = defer_reopen()  # nor a SIGUSR1 (logrotate) while we start
+    prompt_packet_threads()  # a packet never waits 5 ms for the GIL (jvpn/service.py)
     app.require_root()
     cfg = load_gateway_config(config_path)
     # the lock comes before anything else opens; it is released at exit. A port

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from jvpn.client_path_health import PathHealth
 from jvpn.policy import Policy
+from jvpn.rtnl import Route, Rtnl
 
 PROBE_JITTER = 0.10  # each interval drawn in probe_interval_ms · (1 ± 10 %)
 
@@ -45,49 +46,46 @@ def rank(uplinks: list[Uplink], active: tuple | None, preferred: tuple | None,
     return sorted(uplinks, key=order)[:limit]
 
 
-def _on_link(ipr, ifindex: int, endpoint) -> bool:
+def _on_link(nl: Rtnl, ifindex: int, endpoint) -> bool:
     """The endpoint is in a network an address of the interface has."""
-    for a in ipr.get_addr(index=ifindex):
-        net = ipaddress.ip_interface(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}").network
-        if endpoint.version == net.version and endpoint in net:
-            return True
-    return False
+    return any(endpoint.version == a.version and endpoint in a.network
+               for a in nl.addresses(ifindex))
 
 
-def _route_via(ipr, endpoint, ifindex: int, mark: int | None):
+def _route_via(nl: Rtnl, endpoint, ifindex: int, mark: int | None) -> Route | None:
     """``route get endpoint oif ifindex`` (with the mark), or None. The kernel
-    makes up an on-link route for an interface with no route at all: only a
-    route through a gateway, or an endpoint on the interface's own network,
+    answers an oif lookup even without a route through it: only a route
+    through a gateway, or an endpoint on the interface's own network,
     is a path."""
     try:
-        r = ipr.route("get", dst=str(endpoint), oif=ifindex, **({"mark": mark} if mark else {}))[0]
-    except Exception:  # noqa: BLE001 - no route through it
+        r = nl.route_get(str(endpoint), oif=ifindex, mark=mark)
+    except OSError:  # no route through it
         return None
-    if r.get_attr("RTA_OIF") != ifindex or r.get_attr("RTA_PREFSRC") is None:
+    if r.oif != ifindex or r.prefsrc is None:
         return None
-    if r.get_attr("RTA_GATEWAY") is None and not _on_link(ipr, ifindex, endpoint):
+    if r.gateway is None and not _on_link(nl, ifindex, endpoint):
         return None
     return r
+
+
+IFF_UP, IFF_LOOPBACK = 0x1, 0x8
 
 
 def discover(endpoint: str, mark: int | None, skip: frozenset[str]) -> list[Uplink] | None:
     """Every interface that is up, not loopback, not named in ``skip`` (the
     TUN), with a route to ``endpoint`` through it (asked with ``mark``).
-    None when netlink cannot be asked."""
-    from pyroute2 import IPRoute  # noqa: PLC0415
-
+    None when netlink cannot be asked. Raw rtnetlink (jvpn/rtnl.py): a
+    link change asks this at once, while a reattach waits for it."""
     gw = ipaddress.ip_address(endpoint)
     found = []
     try:
-        with IPRoute() as ipr:
-            for link in ipr.get_links():
-                name, idx = link.get_attr("IFLA_IFNAME"), link["index"]
-                if name in skip or not link["flags"] & 1 or link["flags"] & 8:  # IFF_UP, LOOPBACK
+        with Rtnl() as nl:
+            for link in nl.links():
+                if link.name in skip or not link.flags & IFF_UP or link.flags & IFF_LOOPBACK:
                     continue
-                r = _route_via(ipr, gw, idx, mark)
+                r = _route_via(nl, gw, link.index, mark)
                 if r is not None:
-                    found.append(Uplink(r.get_attr("RTA_PREFSRC"), idx, name,
-                                        r.get_attr("RTA_PRIORITY") or 0))
+                    found.append(Uplink(r.prefsrc, link.index, link.name, r.priority or 0))
     except Exception:  # noqa: BLE001 - netlink unavailable: no candidates this time
         return None
     return found

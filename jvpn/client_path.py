@@ -7,14 +7,15 @@ config (``PathMTU =``), and announced to the gateway until it answered
 
 from __future__ import annotations
 
-import socket
 import threading
 from collections.abc import Callable
 
 from jvpn import pathmtu
 from jvpn.gate import abi
+from jvpn.rtnl import Route, Rtnl, change_socket, from_kernel
 
 ANNOUNCE_RETRY_MS = 200  # a lost announcement is sent again this soon
+WATCH_TIMEOUT_S = 0.2  # the watcher looks at its stop flag this often
 
 
 def route_to(dst: str, mark: int | None = None,
@@ -23,52 +24,41 @@ def route_to(dst: str, mark: int | None = None,
     with the outer socket's mark when it has one: the lookup its datagrams
     make (full tunnel: the uplink, not the tunnel's own default route).
     None when there is no route: the path is gone. ``on_mtu`` gets the
-    route's MTU (:func:`route_mtu`) first."""
-    from pyroute2 import IPRoute  # noqa: PLC0415
-
+    route's MTU (:func:`route_mtu`) first. Raw rtnetlink (jvpn/rtnl.py):
+    the monitor asks this every step."""
     try:
-        with IPRoute() as ipr:
-            r = ipr.route("get", dst=dst, **({"mark": mark} if mark else {}))[0]
+        with Rtnl() as nl:
+            r = nl.route_get(dst, mark=mark)
             if on_mtu is not None:
-                on_mtu(route_mtu(ipr, r))
-            return r.get_attr("RTA_PREFSRC"), r.get_attr("RTA_OIF")
-    except Exception:  # noqa: BLE001 - no route: the path is gone
+                on_mtu(route_mtu(nl, r))
+            return r.prefsrc, r.oif
+    except Exception:  # noqa: BLE001 - no route (or a message we cannot read): the path is gone
         return None
 
 
 def watch_routing(stop: threading.Event, wake: threading.Event) -> None:
-    """Set ``wake`` on any link/address/route change, until ``stop``."""
-    from pyroute2 import IPRoute  # noqa: PLC0415
-
-    with IPRoute() as ipr:
-        ipr.bind()
-        ipr.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
-                       (0).to_bytes(8, "little") + (200_000).to_bytes(8, "little"))
+    """Set ``wake`` on any link/address/route change, until ``stop``. The
+    change itself is not decoded: the monitor asks what it needs."""
+    with change_socket(WATCH_TIMEOUT_S) as s:
         while not stop.is_set():
             try:
-                if ipr.get():
+                if from_kernel(s):
                     wake.set()
             except (OSError, TimeoutError):
                 continue
-            except Exception:  # noqa: BLE001 - pyroute2 parse errors must not kill the agent
-                continue
 
 
-def route_mtu(ipr, route) -> int | None:
-    """The MTU of a ``route get`` answer (pyroute2): its RTAX_MTU metric
-    (a route's ``mtu``, or the kernel's cached path MTU after an ICMP
+def route_mtu(nl, route: Route) -> int | None:
+    """The MTU of a ``route get`` answer: its RTAX_MTU metric (a route's
+    ``mtu``, or the kernel's cached path MTU after an ICMP
     fragmentation-needed / packet-too-big), else the MTU of its outgoing
-    device; None if neither is known."""
-    metrics = route.get_attr("RTA_METRICS")
-    mtu = metrics.get_attr("RTAX_MTU") if metrics is not None else None
-    if mtu:
-        return int(mtu)
-    oif = route.get_attr("RTA_OIF")
-    if oif is None:
+    device (``nl.link``); None if neither is known."""
+    if route.mtu:
+        return route.mtu
+    if route.oif is None:
         return None
-    links = ipr.link("get", index=oif)
-    mtu = links[0].get_attr("IFLA_MTU") if links else None
-    return int(mtu) if mtu else None
+    link = nl.link(route.oif)
+    return link.mtu if link is not None and link.mtu else None
 
 
 class PathSize:

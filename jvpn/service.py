@@ -9,11 +9,25 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import threading
 
 log = logging.getLogger(__name__)
 
 REOPEN_SIGNAL = signal.SIGUSR1
+# How long a thread may hold the GIL while another waits (CPython's default
+# is 5 ms). Our daemons' packet threads wait on sockets; a thread busy with
+# CPU work (a handshake's crypto, a discovery, a page of `sessions`) kept a
+# packet that had arrived waiting up to 5 ms per hand-over: a reattach's
+# round trips paid it each time (docs/benchmarks.md "bench reattach: where
+# the milliseconds went"). Shorter turns cost a little throughput of the
+# busy thread, which nothing here is bound by.
+PACKET_THREAD_TURN_S = 0.0005
+
+
+def prompt_packet_threads(turn_s: float = PACKET_THREAD_TURN_S) -> None:
+    """First thing `gateway up` / `client up` do: short GIL turns."""
+    sys.setswitchinterval(turn_s)
 
 
 def defer_reopen(signum: int = REOPEN_SIGNAL) -> threading.Event:

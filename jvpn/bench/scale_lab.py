@@ -34,9 +34,10 @@ GATE_MIN_SESSIONS = 1024  # attach --max-sessions' lower bound (abi.MAX_SESSIONS
 def scale_policy() -> str:
     """The lab's policy, heartbeats missed for the longest the policy allows
     (5 min) before a session is VOLATILE: the synthetic sessions' clients
-    are silent, and N sessions going VOLATILE at once is N store writes
-    (one transaction each) that would be measured instead of the idle
-    gateway (``state_changes`` in the JSON says whether any happened)."""
+    are silent, and N sessions going VOLATILE at once is a storm of store
+    writes (batched: jvpn/bench/storm.py measures it) that would be
+    measured instead of the idle gateway (``state_changes`` in the JSON
+    says whether any happened)."""
     return lab_policy().replace("[volatility]\n",
                                 "[volatility]\nheartbeat_volatile_ms = 300000\n")
 

@@ -288,6 +288,8 @@ def session_rt_type(bits: int = REPLAY_BITS) -> type:
             ("replay_bitmap", u64 * replay_words(bits)),
             ("control_tat", u64),
             ("probe_tat", u64),
+            ("probe_top", u64),  # the highest probe counter that spent probe_tat (review E L1)
+            ("probe_dup_tat", u64),  # the bucket of probes at or below it
         ]
 
     return SessionRt

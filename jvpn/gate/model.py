@@ -336,7 +336,7 @@ class Model:
             rt.rx_bytes += len(p.msg)
             rt.last_rx_ns = now
             return abi.R_PASS_DATA if t == abi.MSG_DATA else abi.R_PASS_KEEPALIVE
-        if not self._session_control_budget(rt, t, now):
+        if not self._session_control_budget(rt, t, counter, now):
             return abi.R_DROP_RATE_SESSION
         return self._gateway_control_budget(t, now)
 
@@ -366,16 +366,30 @@ class Model:
             return abi.R_DROP_RATE_AUTHED
         return abi.R_PASS_CONTROL
 
-    def _session_control_budget(self, rt, t: int, now: int) -> bool:
+    def _session_control_budget(self, rt, t: int, counter: int, now: int) -> bool:
         """A PATH_PROBE spends only the session's probe bucket, the other
         control types only its control bucket: probes never starve the
         session's reattach (issue 14)."""
         cfg = self.config
         if t == abi.MSG_PATH_PROBE:
-            return gcra_allow(rt, "probe_tat", now, cfg.session_probe_interval_ns,
-                              cfg.session_probe_burst_ns)
+            return self._probe_allow(rt, counter, now)
         return gcra_allow(rt, "control_tat", now, cfg.session_control_interval_ns,
                           cfg.session_control_burst_ns)
+
+    def _probe_allow(self, rt, counter: int, now: int) -> bool:
+        """Mirror of jvpn_probe_allow: each probe counter spends probe_tat
+        once (then it is probe_top); copies at or below it, junk bodies
+        included, spend probe_dup_tat: one path's replays cannot starve
+        the probes of another (review E L1)."""
+        cfg = self.config
+        if counter <= rt.probe_top:
+            return gcra_allow(rt, "probe_dup_tat", now, cfg.session_probe_interval_ns,
+                              cfg.session_probe_burst_ns)
+        if not gcra_allow(rt, "probe_tat", now, cfg.session_probe_interval_ns,
+                          cfg.session_probe_burst_ns):
+            return False
+        rt.probe_top = counter
+        return True
 
     def _gateway_control_budget(self, t: int, now: int) -> int:
         """Mirror of jvpn_probe_budget / jvpn_authed_budget: a PATH_PROBE
@@ -401,6 +415,7 @@ class Model:
         rt.session_id, rt.gen = sid, s.rt_gen
         rt.rate_pkt_tat = rt.rate_byte_tat = rt.rx_packets = rt.rx_bytes = rt.last_rx_ns = 0
         rt.control_tat = rt.probe_tat = 0  # a previous owner's buckets are not this one's
+        rt.probe_top = rt.probe_dup_tat = 0
         seed_floor(rt, top, self.replay_bits)
 
     def runtime_of(self, sid: int):

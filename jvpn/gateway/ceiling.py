@@ -16,11 +16,17 @@ calls the store within RETRY_S of a failed write, covered or not.
 
 The writes run inline on the daemon's one UDP receive loop, so the pacing is
 gateway-wide (``StoreBreaker``, one per session table, review D): after a
-failed or slow write no session calls the store for max(RETRY_S, 19 times
-that call's duration), so a store that times out instead of refusing (etcd
-partitioned: 2 s; SQLite busy: 5 s) holds the loop at most ~5% of the time
-whatever the number of sessions at their block's end; and one write at a time
-is in flight. Covered counters pass meanwhile, uncovered ones are dropped.
+failed or slow write no session calls the store for a pause of max(RETRY_S,
+19 times that call's duration), so a store that times out instead of
+refusing (etcd partitioned: 2 s; SQLite busy: 5 s) holds the loop at most
+~5% of the time whatever the number of sessions at their block's end; and
+one write at a time is in flight. Covered counters pass meanwhile, uncovered
+ones are dropped. The pause is capped (PAUSE_CAP_S, doubling with each trip
+until a write lands fast again, up to the 19x rule): one slow fsync, which a local user
+may cause, stalls the sessions at their block's end for seconds, not a
+minute and a half (review E M2). After a pause, or while the budget is
+spent, the sessions refused take turns, the longest waiting first: one
+session's jumps cannot take every write the others need.
 
 A window (re)starts at ``max(record.c2s_floor, C)``: every counter below C
 counts as seen (a floor, like the window's own ``replay_top``, is one above
@@ -54,54 +60,108 @@ SLOW_S = 0.1  # a write that took longer pauses the writes too, even if it lande
 # never paused (review E M1); normal traffic needs one write per ~49k
 # counters (20/s at 1M packets/s: ~60 ms/s of a 3 ms fsync)
 STORE_SHARE, STORE_BURST_S = 0.25, 1.0
+# the longest pause one failed or slow write causes; each further trip
+# before a write lands fast again doubles it, up to the 19x rule above: one
+# slow write (a local user can make fsyncs slow) stalls the sessions at
+# their block's end for seconds, a store that stays down still holds the
+# loop ~5% of the time (review E M2)
+PAUSE_CAP_S = 2.0
+# a session refused a write keeps its place in the queue of turns while it
+# keeps asking: this long after its last attempt, it is skipped (its client
+# went quiet; the others must not wait for it)
+TURN_HOLD_S = 0.5
 _NEVER = float("-inf")
 
 
 class StoreBreaker:
     """Every session's ceiling writes on one receive loop, gateway-wide:
-    after a failed or slow write, none for max(RETRY_S, 19 x its duration);
-    never two in flight (another thread's write in progress: skip, don't
-    wait). A per-session pace is not enough: each session's attempt blocks
-    the loop for the store's whole timeout, and sessions take turns (review
-    D: two busy sessions kept it blocked all the time in an etcd partition)."""
+    after a failed or slow write, none for a pause (``_pause``); never two
+    in flight (another thread's write in progress: skip, don't wait). A
+    per-session pace is not enough: each session's attempt blocks the loop
+    for the store's whole timeout, and sessions take turns (review D: two
+    busy sessions kept it blocked all the time in an etcd partition).
+    Sessions refused a write queue for the next one, the longest waiting
+    first (review E M2)."""
 
-    __slots__ = ("_budget", "_clock", "_in_flight", "_open_until", "_refilled", "trips")
+    __slots__ = ("_budget", "_clock", "_in_flight", "_open_until", "_refilled", "_streak",
+                 "_turns", "_waiting", "trips")
 
     def __init__(self, clock: Callable[[], float] = time.monotonic):
         self._clock = clock
         self._open_until = _NEVER
         self._in_flight = threading.Lock()
         self._budget, self._refilled = STORE_BURST_S, clock()
+        self._streak = 0  # trips since a write last landed fast
+        self._turns = threading.Lock()  # guards _waiting
+        self._waiting: dict[object, float] = {}  # who -> its last refused attempt, oldest first
         self.trips = 0  # failed or slow writes that paused the others
 
-    def write(self, raise_to: Callable[[int], None], value: int) -> bool | None:
-        """``raise_to(value)`` unless paused or another write is in flight
-        (None: not called); else whether it landed."""
+    def write(self, raise_to: Callable[[int], None], value: int,
+              who: object = None) -> bool | None:
+        """``raise_to(value)`` unless paused, the budget is spent, another
+        session waited longer (``who``: the asking session, default
+        ``raise_to``) or another write is in flight (None: not called, and
+        ``who`` queues for a turn); else whether it landed."""
+        who = raise_to if who is None else who
         now = self._clock()
         self._budget = min(STORE_BURST_S, self._budget + (now - self._refilled) * STORE_SHARE)
         self._refilled = now
-        if (now < self._open_until or self._budget <= 0
+        if (now < self._open_until or self._budget <= 0 or not self._my_turn(who, now)
                 or not self._in_flight.acquire(blocking=False)):
+            self._wait(who, now)
             return None
         try:
-            started = self._clock()
-            try:
-                raise_to(value)
-            except Exception:  # noqa: BLE001 - any failure means "not durable"
-                self._budget -= self._clock() - started
-                self._pause(self._clock() - started)
-                return False
-            took = self._clock() - started
-            self._budget -= took
-            if took > SLOW_S:
-                self._pause(took)
-            return True
+            with self._turns:
+                self._waiting.pop(who, None)
+            return self._call(raise_to, value)
         finally:
             self._in_flight.release()
 
+    def _call(self, raise_to: Callable[[int], None], value: int) -> bool:
+        started = self._clock()
+        try:
+            raise_to(value)
+        except Exception:  # noqa: BLE001 - any failure means "not durable"
+            took = self._clock() - started
+            self._spend(took)
+            self._pause(took)
+            return False
+        took = self._clock() - started
+        self._spend(took)
+        if took > SLOW_S:
+            self._pause(took)
+        else:
+            self._streak = 0  # the store answers again: the next trip pauses the least
+        return True
+
+    def _spend(self, took: float) -> None:
+        """A long call's debt is capped too: it refills within PAUSE_CAP_S
+        (the pause rule, not the budget, paces a slow store)."""
+        self._budget = max(self._budget - took, -PAUSE_CAP_S * STORE_SHARE)
+
+    def _my_turn(self, who: object, now: float) -> bool:
+        """Nobody queued longer than ``who`` and still asking. Quiet ones
+        (no attempt for TURN_HOLD_S) are dropped from the front."""
+        with self._turns:
+            while self._waiting:  # O(1) amortized: each quiet one is dropped once
+                first = next(iter(self._waiting))
+                if first is who or now - self._waiting[first] <= TURN_HOLD_S:
+                    return first is who
+                del self._waiting[first]
+            return True
+
+    def _wait(self, who: object, now: float) -> None:
+        with self._turns:
+            self._waiting[who] = now  # keeps its place if queued already
+
     def _pause(self, took: float) -> None:
+        """max(RETRY_S, 19 x took) (a ~5% duty), capped at PAUSE_CAP_S,
+        doubled for each trip since a write last landed fast (a store that
+        stays down or slow soon gets the whole 19x)."""
         self.trips += 1
-        pause = max(RETRY_S, took * (1 - STORE_DUTY) / STORE_DUTY)
+        self._streak += 1
+        cap = PAUSE_CAP_S * 2 ** min(self._streak - 1, 32)
+        pause = max(RETRY_S, min(cap, took * (1 - STORE_DUTY) / STORE_DUTY))
         self._open_until = self._clock() + pause
 
 
@@ -142,7 +202,7 @@ class ReplayCeiling:
         # failed, stalling every session (review r14b C); sessions taking
         # turns did the same (review D). Uncovered ones are dropped while
         # paused (fail closed).
-        landed = self._breaker.write(self._raise, counter + self._block)
+        landed = self._breaker.write(self._raise, counter + self._block, self)
         if not landed:
             self.failures += landed is False
             return counter < self._durable

@@ -301,8 +301,10 @@ class Gateway(GateWatch, Reconcile, OperatorActions, TimerChecks):
             run(self.controlpath.expire_unconfirmed)
             run(self.table.retry_deletes)  # forgotten sessions the store kept
             run(self.revoke_orphans, True)  # new since: adopted from a gateway not reloaded
-            for live in self._due_sessions():
-                run(self._check, live)
+        # a batch per hold of the lock: a storm of due timers (issue 15)
+        # leaves the lock to the operator, the control path and a stop
+        self.run_due_timers()
+        with self.control:
             run(self.rekey.forget, self.table.sessions)
             run(self.rekey_nudge.forget, self.table.sessions)
             run(self.follower.expire_parked)

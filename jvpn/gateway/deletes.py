@@ -7,7 +7,7 @@ ends the retries."""
 
 from __future__ import annotations
 
-from jvpn.store import StoreError, VersionConflict
+from jvpn.store import StoreError, VersionConflict, delete_many
 
 
 class PendingDeletes:
@@ -25,6 +25,16 @@ class PendingDeletes:
             self.store.delete(sid)
         except StoreError:
             self.undeleted[sid] = live.record.version if live is not None else None
+
+    def forget_batch(self, ended: list[tuple[int, int]]) -> None:
+        """``forget`` for many (session id, its last version of ours): the
+        timers' ended sessions in one store transaction (issue 15); a
+        delete the store refused is retried on its own, as ``forget``'s."""
+        for sid, _version in ended:
+            self.drop_local(sid)
+        for (sid, version), result in zip(ended, delete_many(self.store, ended), strict=True):
+            if result is not None and not isinstance(result, VersionConflict):
+                self.undeleted[sid] = version
 
     def forgotten_then_confirmed(self, sid: int, version: int) -> None:
         """A confirmation queued before its session was forgotten landed

@@ -77,8 +77,10 @@ class NewSessions:
         ``done(None)``: the claim found a replay; ``done(StoreError)``:
         not written, nothing here. Raises SessionsFull or AttemptInProgress
         (jvpn/gateway/capacity.py): nothing queued, nothing changed.
-        The peer's oldest attempt ends once this one is queued if it holds
-        ATTEMPTS_KEPT of them, or any at capacity (``_replaced``)."""
+        The peer's oldest attempt ends once this one's writes are durable
+        if it holds ATTEMPTS_KEPT of them, or any at capacity
+        (``_replaced``); not written, it stays (review E L2: it ended at
+        the queueing, and a failed write left the peer with neither)."""
         rec = rec.with_(confirmed=False)
         self.refuse_if_full(inner)
         w = HandshakeWrites(peer, timestamp_ns, rec, keys.pack(), FIRST_FLOOR)
@@ -96,7 +98,10 @@ class NewSessions:
                 self._unwritten(rec)
                 done(PeerRevoked("the peer was removed or changed by a reload"))
                 return
-            self._end_attempt(replaced)  # first: its element's room is the new one's
+            # durable: now the older attempt ends, first (its element's
+            # room is the new one's); while queued it still counted, so
+            # full() was one stricter meanwhile, never looser
+            self._end_attempt(replaced)
             try:
                 live = self._made(rec, keys, inner, tr, result, FIRST_CEILING)
             except StoreError as e:  # the gate full: the record is gone again
@@ -109,7 +114,6 @@ class NewSessions:
             self.pending_new -= 1
             self.writing.discard(inner)
             raise
-        self._end_attempt(replaced)  # queued: the new one counts in its place
 
     def _replaced(self, inner: bytes) -> Live | None:
         """The peer's attempt a new one replaces: its oldest, when it holds
@@ -123,8 +127,12 @@ class NewSessions:
         return None
 
     def _end_attempt(self, attempt: Live | None) -> None:
-        """The peer's previous attempt ends quietly (unless it ended already)."""
-        if attempt is not None and self.sessions.get(attempt.record.session_id) is attempt:
+        """The peer's previous attempt ends quietly, unless it ended already
+        or was confirmed while the new one's writes were queued (the
+        client's late answer: a session now, which the new one's own
+        confirmation ends, as any earlier session of the peer)."""
+        if (attempt is not None and not attempt.confirmed
+                and self.sessions.get(attempt.record.session_id) is attempt):
             self.forget(attempt.record.session_id)
 
     def _unwritten(self, rec: SessionRecord) -> None:

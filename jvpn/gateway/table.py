@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from jvpn import pathmtu, wire
-from jvpn.codes import EventType, Reason
+from jvpn.codes import Reason
 from jvpn.events import EventLog
 from jvpn.gate import abi
 from jvpn.gateway.announce import announce
@@ -44,6 +44,7 @@ from jvpn.gateway.routes import NoRoutes
 from jvpn.gateway.sealing import seal_control
 from jvpn.gateway.standby import StandbyWrites
 from jvpn.gateway.terminate import OperatorEnds
+from jvpn.gateway.timer_writes import TimerWrites
 from jvpn.gateway.traffic import Traffic
 from jvpn.keys import KeyRing, SessionKeys
 from jvpn.prefixes import Network, PrefixMap
@@ -143,7 +144,7 @@ class Live:
 
 
 class SessionTable(NewSessions, StandbyWrites, Downstream, OperatorEnds, PendingDeletes,
-                   KeyWrites, Capacity, Indexes, Floors):
+                   KeyWrites, Capacity, Indexes, Floors, TimerWrites):
     def __init__(self, *, store: Store, gate, events: EventLog, ownership,
                  clock_ms: Callable[[], int], send: Send,
                  control_window: int = DEFAULT_CONTROL_WINDOW, peers=None, routes=None,
@@ -222,9 +223,7 @@ class SessionTable(NewSessions, StandbyWrites, Downstream, OperatorEnds, Pending
             new, tr = apply(rec, event, self.clock_ms(), **changes)
             self.commit(rec, new, live.keys, [(new, tr)], detail=detail)
         except (IllegalTransition, StoreError) as e:
-            self.events.emit(EventType.TRANSITION_REJECTED,
-                             getattr(e, "reason_code", Reason.OWNERSHIP_CONFLICT),
-                             rec.session_id, detail=str(e))
+            self._rejected(rec, e)
             return
         if new.state is State.TERMINATED:
             self.forget(rec.session_id)

@@ -1,7 +1,8 @@
 """The gateway's timers, session by session (a mixin of
-jvpn/gateway/daemon.py's Gateway; its tick calls them under the control
-lock). Issue 15: the tick looks only at the sessions whose timers may be
-due (the session table's ``timers``, jvpn/gateway/timer_queue.py); each
+jvpn/gateway/daemon.py's Gateway; its tick calls ``run_due_timers``, which
+takes the control lock a batch at a time). Issue 15: the tick looks only
+at the sessions whose timers may be due (the session table's ``timers``,
+jvpn/gateway/timer_queue.py); each
 one looked at is scheduled again at the earliest time any of its timers
 can fire, from what it then holds:
 
@@ -13,33 +14,96 @@ can fire, from what it then holds:
 Each is a lower bound (``last_rx_ms`` moves without the lock, and only
 forward): a session looked at early is rescheduled, never late. Anything
 that changes a session under the lock (the table's writes) touches it, and
-a reload's new policy touches them all (once)."""
+a reload's new policy touches them all (once).
+
+A mass of timers due at once (many clients silent together: issue 15,
+"Silent clients make a storm") runs a batch at a time: the batch's
+transitions are one store transaction (the session table's
+``transition_batch``, jvpn/gateway/timer_writes.py), and the control lock
+is released between batches, so that the operator socket, a control
+message (a reattach of one of those sessions) and a stop are served
+during the storm; a tick stops after its time slice and the rest stay due
+for the next."""
 
 from __future__ import annotations
 
+import functools
+import time
+
 from jvpn.gateway import key_timers
 from jvpn.gateway.table import Live
+from jvpn.gateway.timer_writes import Due
 from jvpn.gateway.timers import due_at, due_timer
 from jvpn.policy import Policy
 from jvpn.session import State
+from jvpn.store.group_commit import GROUP_MAX
+
+TIMER_BATCH = GROUP_MAX  # sessions looked at (and transitions committed) per lock hold
+TIMER_SLICE_S = 0.5  # a tick's batches at most this long: the rest wait for the next tick
+TIMER_YIELD_S = 0.001  # between batches: the lock is not fair, its waiters need the gap
 
 
 class TimerChecks:
-    def _due_sessions(self) -> list[Live]:
-        """The sessions whose timers may be due (jvpn/gateway/timer_queue.py):
-        an idle session costs the tick nothing (issue 15)."""
-        due = (self.table.get(sid) for sid in self.table.timers.pop_due(self.clock_ms()))
-        return [live for live in due if live is not None]
+    def run_due_timers(self) -> None:
+        """The due sessions' timers, a batch per hold of the control lock,
+        until none is due, the gateway stops or the tick's slice is spent."""
+        deadline = time.monotonic() + TIMER_SLICE_S
+        while True:
+            with self.control:
+                full = self._contained_batch()
+            if not full or self._stop.is_set() or time.monotonic() >= deadline:
+                return
+            self._stop.wait(TIMER_YIELD_S)
 
-    def _check(self, live: Live) -> None:
-        """One session's timers, then its next due time from what it holds
-        now (every tick again while its step fails: as before)."""
-        sid = live.record.session_id
+    def _contained_batch(self) -> bool:
+        """One batch (lock held); True if it was full (more may be due)."""
         try:
-            self._timers(live)
+            return self._timer_batch()
+        except Exception as e:  # noqa: BLE001 - contained and reported, as each step
+            self.incidents.report("timer", e)
+            return False
+
+    def _timer_batch(self) -> bool:
+        sids = self.table.timers.pop_due(self.clock_ms(), limit=TIMER_BATCH)
+        batch = [live for live in map(self.table.get, sids) if live is not None]
+        try:
+            ended = [(live.record.session_id, live.record.version) for live in batch
+                     if live.confirmed and live.record.state is State.TERMINATED]
+            if ended:  # ended by a step outside the timers: forgotten here, in one write
+                self.table.forget_batch(ended)
+            self._transitions([d for d in map(self._contained_due, batch) if d is not None])
+            for live in batch:
+                self._contained(self._after_transition, live)
         finally:
-            if self.table.get(sid) is live:
-                self.table.timers.replace(sid, self._next_due(live))
+            for live in batch:
+                self._reschedule(live)
+        return len(sids) == TIMER_BATCH
+
+    def _contained(self, step, *args):
+        try:
+            return step(*args)
+        except Exception as e:  # noqa: BLE001 - one session's step ends no other's
+            self.incidents.report("timer", e)
+            return None
+
+    def _contained_due(self, live: Live) -> Due | None:
+        return self._contained(self._due, live)
+
+    def _transitions(self, due: list[Due]) -> None:
+        """The batch's transitions in one store transaction; a store that
+        did not take it is reported once (not per session), and each of its
+        sessions is looked at again next tick (its record unchanged: due)."""
+        report = functools.partial(self.incidents.report, "timer")
+        failed = self.table.transition_batch(due, report) if due else None
+        if failed is not None:
+            self.incidents.report("timer", failed)
+
+    def _reschedule(self, live: Live) -> None:
+        """The session's next due time from what it holds now (every tick
+        again while its step fails: as before)."""
+        sid = live.record.session_id
+        if self.table.get(sid) is live:
+            self.table.timers.replace(sid, self._next_due(live))
 
     def _next_due(self, live: Live) -> int | None:
         """The earliest time any of the session's timers can fire (lower
@@ -67,16 +131,21 @@ class TimerChecks:
             for sid in table.sessions:
                 table.timers.touch(sid)
 
-    def _timers(self, live: Live) -> None:
+    def _due(self, live: Live) -> Due | None:
+        """The session's due transition, if any."""
         if not live.confirmed:
-            return  # a handshake's session: confirmed or expired by the control path
-        if live.record.state is State.TERMINATED:
-            self.table.forget(live.record.session_id)
-            return
+            return None  # a handshake's session: confirmed or expired by the control path
+        if self.table.get(live.record.session_id) is not live:
+            return None  # forgotten by this batch (ended outside the timers)
         due = due_timer(live.record, live.last_rx_ms, self.clock_ms(), self.policy)
-        if due is not None:
-            event, detail, changes = due
-            self.table.transition(live, event, detail=detail, **changes)
-        if live.record.session_id in self.table:
-            key_timers.run(self.table, live, self.clock_ms(), self.policy)
-            self.rekey_nudge.tick(live, self.clock_ms(), self.policy)
+        if due is None:
+            return None
+        event, detail, changes = due
+        return Due(live, event, detail, changes)
+
+    def _after_transition(self, live: Live) -> None:
+        """Key timers and rekey nudges, once the batch's records are written."""
+        if not live.confirmed or self.table.get(live.record.session_id) is not live:
+            return
+        key_timers.run(self.table, live, self.clock_ms(), self.policy)
+        self.rekey_nudge.tick(live, self.clock_ms(), self.policy)

@@ -61,15 +61,16 @@ class TimerQueue:
         """``touch`` from a thread that holds no control lock (the data path)."""
         self._nudged.append(sid)
 
-    def pop_due(self, now: int) -> list[int]:
-        """The sessions due at ``now``, removed (the caller replaces them)."""
+    def pop_due(self, now: int, limit: int | None = None) -> list[int]:
+        """The sessions due at ``now`` (at most ``limit``, earliest first),
+        removed (the caller replaces them); the rest stay due."""
         while self._nudged:
             self.touch(self._nudged.pop())
         if self._latest is not None and now < self._latest:
             self._all_due()  # the clock went back: every due time is too late
         self._latest = now
         heap, due, out = self._heap, self._due, []
-        while heap and heap[0][0] <= now:
+        while heap and heap[0][0] <= now and (limit is None or len(out) < limit):
             at, sid = heapq.heappop(heap)
             if due.get(sid) == at:
                 del due[sid]

@@ -132,6 +132,75 @@ def confirm_one_by_one(store: Store, base: SessionRecord, new: SessionRecord,
     store.cas(base.session_id, base.version, new)
 
 
+Cas = tuple[SessionRecord, SessionRecord]  # (the base record, the new one over it)
+
+
+def cas_many(store: Store, writes: list[Cas]) -> list[StoreError | None]:
+    """Compare-and-swaps of many records (the timers' transitions, issue
+    15): each over its own base version, one transaction and one fsync
+    where the store has them (SQLite ``cas_many``). One result per write,
+    in order: None (written) or the StoreError that left that record as it
+    was (a VersionConflict is that record's alone; a failed commit fails
+    every write of the batch). Never raises a StoreError."""
+    many = getattr(store, "cas_many", None)
+    if many is None:
+        return cas_one_by_one(store, writes)
+    try:
+        return many(writes)
+    except StoreError as e:
+        return [e] * len(writes)
+
+
+def cas_one_by_one(store: Store, writes: list[Cas]) -> list[StoreError | None]:
+    """A store without transactions over many records (etcd): one write
+    after the other. A failure that is not the record's own (the store does
+    not answer) ends the batch: the writes after it are not tried, and
+    fail with it (the caller retries them later)."""
+    results: list[StoreError | None] = []
+    for base, new in writes:
+        try:
+            store.cas(base.session_id, base.version, new)
+            results.append(None)
+        except VersionConflict as e:
+            results.append(e)
+        except StoreError as e:
+            results.extend([e] * (len(writes) - len(results)))
+            break
+    return results
+
+
+Delete = tuple[int, int | None]  # (session id, the version to delete; None: any)
+
+
+def delete_many(store: Store, deletes: list[Delete]) -> list[StoreError | None]:
+    """Deletes of many records (the timers' ended sessions, issue 15), as
+    ``cas_many``: one transaction where the store has one (SQLite
+    ``delete_many``), one result per delete. Never raises a StoreError."""
+    many = getattr(store, "delete_many", None)
+    if many is None:
+        return delete_one_by_one(store, deletes)
+    try:
+        return many(deletes)
+    except StoreError as e:
+        return [e] * len(deletes)
+
+
+def delete_one_by_one(store: Store, deletes: list[Delete]) -> list[StoreError | None]:
+    """One delete after the other, as ``cas_one_by_one``: a failure that is
+    not the record's own ends the batch (the rest fail with it)."""
+    results: list[StoreError | None] = []
+    for sid, version in deletes:
+        try:
+            store.delete(sid, version)
+            results.append(None)
+        except VersionConflict as e:
+            results.append(e)
+        except StoreError as e:
+            results.extend([e] * (len(deletes) - len(results)))
+            break
+    return results
+
+
 class Store(Protocol):
     """``claim_initiation``: the handshake timestamps of every gateway on
     this store. True when ``timestamp_ns`` is newer than every initiation of

@@ -5,6 +5,7 @@ write (jvpn.files; docs/decisions.md)."""
 
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
 import threading
@@ -15,15 +16,19 @@ from jvpn.files import UnsafeFile, open_private, private_dir, tighten_if_present
 from jvpn.session import SessionRecord
 from jvpn.store import (
     AlreadyExists,
+    Cas,
     Change,
+    Delete,
     HandshakeWrites,
     Prewritten,
     SkipsUnreadable,
     StoreError,
     Unreadable,
     VersionConflict,
+    cas_one_by_one,
     check_cas,
     confirm_one_by_one,
+    delete_one_by_one,
     one_by_one,
     record_from_json,
     record_to_json,
@@ -63,6 +68,12 @@ BUSY_TIMEOUT_MS = 5_000  # a write waits this long for another connection's lock
 CHECKPOINT_EVERY_COMMITS = 300  # the background checkpoint: after this many commits ...
 CHECKPOINT_EVERY_S = 60.0  # ... or this long after one (rarely: each costs a database fsync)
 WAL_CAP_PAGES = 1_000  # a WAL still longer after ours: _catch_up (SQLite's default cap)
+
+
+def _own(bound, method) -> bool:
+    """``bound`` is this class's ``method``, not one a subclass or a test
+    put in its place (then a batch calls that one, write by write)."""
+    return getattr(bound, "__func__", None) is method
 
 
 def _signed(u: int) -> int:
@@ -176,6 +187,14 @@ class SqliteStore(SqliteRestore, SkipsUnreadable):
                 db.execute("RELEASE op")
         return results
 
+    def cas_many(self, writes: list[Cas]) -> list[StoreError | None]:
+        """jvpn/store ``cas_many``: every compare-and-swap in a savepoint of
+        one transaction, one fsync (a ``cas`` changed by a subclass or on
+        the object, a test's failing store, is called one by one)."""
+        if not _own(self.cas, SqliteStore.cas):
+            return cas_one_by_one(self, writes)
+        return self.write_many([cas_op(base, new) for base, new in writes])
+
     def get(self, session_id: int) -> tuple[SessionRecord, bytes] | None:
         with self._lock:
             try:
@@ -202,18 +221,20 @@ class SqliteStore(SqliteRestore, SkipsUnreadable):
 
     def delete(self, session_id: int, expected_version: int | None = None) -> None:
         with self._tx() as db:
-            if expected_version is None:
-                cur = db.execute("DELETE FROM sessions WHERE session_id=?", (_signed(session_id),))
-            else:
-                cur = db.execute("DELETE FROM sessions WHERE session_id=? AND version=?",
-                                 (_signed(session_id), expected_version))
-            if cur.rowcount != 1:
-                raise VersionConflict(f"session {session_id:016x}: nothing deleted")
-            db.execute("DELETE FROM counter_floors WHERE session_id=?", (_signed(session_id),))
-            db.execute("DELETE FROM replay_ceilings WHERE session_id=?", (_signed(session_id),))
-            db.execute("INSERT INTO changes (session_id, version, kind) VALUES (?,?,?)",
-                       (_signed(session_id), -1, "delete"))
+            _delete(db, session_id, expected_version)
         self.forget_old_secrets()  # the session's keys are no longer anyone's
+
+    def delete_many(self, deletes: list[Delete]) -> list[StoreError | None]:
+        """jvpn/store ``delete_many``: one transaction, one fsync, then one
+        erasure of the old secrets' copies for all of them."""
+        if not _own(self.delete, SqliteStore.delete):
+            return delete_one_by_one(self, deletes)
+        results = self.write_many([functools.partial(_delete, session_id=sid,
+                                                     expected_version=version)
+                                   for sid, version in deletes])
+        if any(r is None for r in results):
+            self.forget_old_secrets()
+        return results
 
     def forget_old_secrets(self) -> bool:
         """Erase older copies of secrets: secure_delete zeroes freed content
@@ -343,6 +364,20 @@ def _cas(db: sqlite3.Connection, session_id: int, expected_version: int, new: Se
                (_signed(session_id), new.version, "update"))
 
 
+def _delete(db: sqlite3.Connection, session_id: int, expected_version: int | None) -> None:
+    if expected_version is None:
+        cur = db.execute("DELETE FROM sessions WHERE session_id=?", (_signed(session_id),))
+    else:
+        cur = db.execute("DELETE FROM sessions WHERE session_id=? AND version=?",
+                         (_signed(session_id), expected_version))
+    if cur.rowcount != 1:
+        raise VersionConflict(f"session {session_id:016x}: nothing deleted")
+    db.execute("DELETE FROM counter_floors WHERE session_id=?", (_signed(session_id),))
+    db.execute("DELETE FROM replay_ceilings WHERE session_id=?", (_signed(session_id),))
+    db.execute("INSERT INTO changes (session_id, version, kind) VALUES (?,?,?)",
+               (_signed(session_id), -1, "delete"))
+
+
 def _claim(db: sqlite3.Connection, peer: bytes, timestamp_ns: int) -> bool:
     if not 0 <= timestamp_ns < 1 << 63:
         raise StoreError(f"initiation timestamp out of range: {timestamp_ns}")
@@ -389,6 +424,15 @@ def confirm_op(base: SessionRecord, new: SessionRecord,
         _cas(db, base.session_id, base.version, new, None)
         _raise_ceiling(db, base.session_id, ceiling)
         return True
+    return op
+
+
+def cas_op(base: SessionRecord, new: SessionRecord) -> Callable[[sqlite3.Connection], None]:
+    """One record's compare-and-swap as one op of a transaction (its
+    conflict undoes it alone: ``write_many``)."""
+    def op(db: sqlite3.Connection) -> None:
+        check_cas(base.session_id, base.version, new, None)
+        _cas(db, base.session_id, base.version, new, None)
     return op
 
 

@@ -71,6 +71,37 @@ def test_replays_of_a_verified_probe_die_before_the_probe_bucket(gate):
     assert both.same_runtime()
 
 
+def test_junk_body_replays_of_one_paths_probe_header_leave_another_paths_probe(gate):
+    """Review E L1: an attacker on path A drops the client's probe and
+    replays its header with junk bodies (the tag does not cover the body,
+    and the gate cannot consume the counter: a copy must not kill the
+    genuine probe). The copies used to spend the session's one probe
+    bucket, so the client's next probe, on path B, died as rate_session.
+    Each counter now spends probe_tat once (probe_top); copies at or below
+    it spend probe_dup_tat. Kernel and model in lockstep."""
+    both = fresh(gate, GateConfig(session_probe_pps=1, session_probe_burst=2,
+                                   authed_control_pps=0, global_control_pps=0))
+    rk.play("setup", [rk.put("epoch0")], both)
+    path_a = dict(src="203.0.113.66", sport=4444)
+    verdicts = [both.verdict(rk.old(1, t=abi.MSG_PATH_PROBE, payload=bytes([i]) * 40, **path_a))
+                for i in range(30)]
+    assert verdicts[0] == abi.R_PASS_CONTROL and verdicts[-1] == abi.R_DROP_RATE_SESSION
+    assert both.verdict(rk.old(2, **pt.PROBE, **rk.ELSEWHERE)) == abi.R_PASS_CONTROL  # path B
+    assert both.gate.maps.get_runtime(rk.SID).probe_top == 2
+    assert both.same_runtime()
+
+
+def test_one_copy_raced_ahead_does_not_kill_the_genuine_probe(gate):
+    """The copy spends probe_tat, the genuine probe (same counter) then
+    passes on probe_dup_tat: the gate still consumes no probe counter."""
+    both = fresh(gate, GateConfig(session_probe_pps=1, session_probe_burst=1,
+                                   authed_control_pps=0, global_control_pps=0))
+    rk.play("setup", [rk.put("epoch0")], both)
+    assert both.verdict(rk.old(5, t=abi.MSG_PATH_PROBE, payload=b"j" * 40)) == abi.R_PASS_CONTROL
+    assert both.verdict(rk.old(5, **pt.PROBE, **rk.ELSEWHERE)) == abi.R_PASS_CONTROL
+    assert both.same_runtime()
+
+
 def test_a_probe_flood_does_not_starve_the_sessions_reattach(gate):
     """A key holder flooding probes (or an on-path attacker replaying a
     fresh probe's copies from a candidate path before the daemon raises
@@ -160,7 +191,9 @@ def test_a_forged_probe_flood_spends_no_bucket(gate):
 
 
 @pytest.mark.parametrize("name,kind,ctype,older,grew", [
-    ("session_rt", "array", "__u32", 80 + 8 * abi.replay_words(abi.REPLAY_BITS), 8),  # probe_tat
+    ("session_rt", "array", "__u32", 80 + 8 * abi.replay_words(abi.REPLAY_BITS), 24),  # probe_tat
+    # probe_top, probe_dup_tat (review E L1)
+    ("session_rt", "array", "__u32", 88 + 8 * abi.replay_words(abi.REPLAY_BITS), 16),
     ("config", "array", "int", 128, 32),  # session_probe_*, then global_probe_* (review D)
     ("config", "array", "int", 144, 16),  # global_probe_interval_ns, global_probe_burst_ns
     ("global", "array", "int", 24, 8),  # probe_tat: the gateway-wide probe bucket (review D)

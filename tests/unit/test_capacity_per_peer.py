@@ -12,6 +12,7 @@ from jvpn.codes import Reason
 from jvpn.config import ATTEMPTS_KEPT
 from jvpn.gate import abi
 from jvpn.lab.wait import wait_until
+from jvpn.store import StoreError
 from jvpn.store.sqlite import SqliteStore
 from kits.daemon_kit import AdmitAll, Peer, events_of, handshake, initiation, make_gateway
 
@@ -160,3 +161,60 @@ def test_an_attempt_restored_twice_is_one_attempt_and_its_confirmation_keeps_it(
     _confirm(again, attempt, ("192.0.2.10", 6000))
     assert attempt.session_id in again.sessions and store.get(attempt.session_id)
     store.close()
+
+
+def test_an_attempt_whose_writes_fail_ends_no_older_attempt(tmp_path):
+    """Review E L2: a newer attempt that replaced the peer's oldest ended
+    it as soon as its writes were queued, even if they then failed: the
+    peer was left with one attempt fewer and no new one. The older attempt
+    ends only once the new one's writes are durable."""
+    gw = make_gateway(tmp_path, cookie_threshold_per_s=10_000)
+    for i in range(ATTEMPTS_KEPT):
+        gw.datapath.datagram(initiation(0).initiation(), ("198.51.100.7", 4000 + i))
+    kept = set(gw.table.unconfirmed)
+    assert len(kept) == ATTEMPTS_KEPT
+
+    def refused(_w):
+        raise StoreError("disk I/O error")
+
+    gw.store.write_handshake = refused
+    gw.datapath.datagram(initiation(0).initiation(), ("198.51.100.7", 4100))
+    assert set(gw.table.unconfirmed) == kept and kept <= set(gw.sessions)
+    assert all(gw.store.get(sid) is not None for sid in kept)
+    del gw.store.write_handshake  # the store is back: the next one replaces the oldest
+    gw.datapath.datagram(initiation(0).initiation(), ("198.51.100.7", 4200))
+    assert len(gw.table.unconfirmed) == ATTEMPTS_KEPT and len(set(gw.table.unconfirmed) & kept) == 1
+
+
+class _HeldHandshakes:
+    """The handshake writes held until ``release`` (a group commit's wait),
+    every other write at once."""
+
+    def __init__(self, writes):
+        self.writes, self.held = writes, []
+
+    def handshake(self, w, done) -> None:
+        self.held.append((w, done))
+
+    def release(self) -> None:
+        for w, done in self.held:
+            self.writes.handshake(w, done)
+
+    def __getattr__(self, name):
+        return getattr(self.writes, name)
+
+
+def test_an_attempt_confirmed_while_the_newer_one_is_written_is_kept(tmp_path):
+    """With the older attempt ended only after the new one's commit (review
+    E L2), it may be confirmed meanwhile (the client's late answer): a
+    confirmed session is not an attempt, it is not ended; the new one's
+    confirmation ends it, as any peer's earlier session."""
+    gw = make_gateway(tmp_path, cookie_threshold_per_s=10_000)
+    first = handshake(gw, src=("198.51.100.7", 4000), peer=0)
+    handshake(gw, src=("198.51.100.7", 4001), peer=0)
+    held = gw.table.writes = _HeldHandshakes(gw.table.writes)
+    gw.datapath.datagram(initiation(0).initiation(), ("198.51.100.7", 4002))
+    _confirm(gw, first, ("198.51.100.7", 4000))  # meanwhile
+    held.release()
+    assert first.session_id in gw.sessions and gw.sessions[first.session_id].confirmed
+    assert len(gw.table.unconfirmed) == 1  # the new attempt (the confirmation ended the other)

@@ -308,3 +308,43 @@ def test_a_retry_answered_again_raises_the_floor_and_the_next_retry_still_passes
                          abi.MSG_PATH_CHALLENGE)
     _only(gw.receive((gw.answer(challenge), NEW)), abi.MSG_REATTACH_ACK)
     assert gw.record().binding == NEW and gw.record().state is State.ATTACHED
+
+
+def _switched(gw) -> bytes:
+    """A reattach to NEW, done; returns its request (sequence 1, consumed)."""
+    req = _sealed_request(gw, 1, os.urandom(16))
+    challenge, _ = _only(gw.receive((req, NEW)), abi.MSG_PATH_CHALLENGE)
+    _only(gw.receive((gw.answer(challenge), NEW)), abi.MSG_REATTACH_ACK)
+    return req
+
+
+def test_a_replayed_consumed_request_changes_nothing(gw):
+    """Review E (check): a copy of a consumed request (its header counter
+    recorded) raises no floor, changes no record, gets no answer."""
+    req = _switched(gw)
+    before, floor = gw.record(), gw.gate.model.sessions[SID].ctl_floor
+    assert floor >= wire.parse_header(req).counter
+    for src in (NEW, EVIL):
+        assert gw.receive((req, src)) == []
+        assert gw.server.check(req, src).reject.reason == "REPLAY_DETECTED"  # past the gate too
+    assert gw.record() == before and gw.gate.model.sessions[SID].ctl_floor == floor
+
+
+@pytest.mark.parametrize("seq", [0, 1], ids=["older-sequence", "consumed-sequence"])
+def test_a_stale_request_raises_the_floor_to_its_own_verified_counter_only(gw, seq):
+    """Review E (check): the key holder's request under a spent sequence
+    (a late retry: answered, the switch not redone) is verified and
+    recorded, so the gate's control floor rises to its header counter,
+    exactly, never above; the record does not change; a header-only copy
+    of it changes nothing at all."""
+    _switched(gw)
+    before = gw.record()
+    stale = _sealed_request(gw, seq, os.urandom(16))
+    counter = wire.parse_header(stale).counter
+    floor = gw.gate.model.sessions[SID].ctl_floor
+    assert gw.receive((header_only_copy(stale), NEW)) == []  # the MAC fails
+    assert gw.gate.model.sessions[SID].ctl_floor == floor
+    sent = gw.receive((stale, NEW))
+    assert len(sent) == 1 and sent[0][0][0] in (abi.MSG_REATTACH_ACK, abi.MSG_REATTACH_REJECT)
+    assert gw.gate.model.sessions[SID].ctl_floor == counter
+    assert gw.record() == before

@@ -16,6 +16,7 @@ from jvpn import pathmtu
 from jvpn.client_path import PathSize, route_mtu
 from jvpn.gate import abi
 from jvpn.keys import derive_session_keys
+from jvpn.rtnl import Link, Route, parse_route
 from jvpn.tunnel import MAX_FRAGMENTS, MAX_PLAINTEXT, DataChannel
 from kits.daemon_kit import CLIENT, PEER_INNER, AdmitAll, handshake, ipv4, make_gateway
 
@@ -187,42 +188,29 @@ class _Links:
     def __init__(self, mtu: int | None):
         self.mtu = mtu
 
-    def link(self, _cmd, index):
-        if self.mtu is None:
-            return []
-        msg = _decoded_link(index, self.mtu)
-        return [msg]
+    def link(self, index):
+        return None if self.mtu is None else Link(index, "eth0", 1, self.mtu)
 
 
-def _decoded_link(index: int, mtu: int):
-    from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg  # noqa: PLC0415
-
-    m = ifinfmsg()
-    m["index"] = index
-    m["attrs"] = [("IFLA_MTU", mtu)]
-    m.encode()
-    out = ifinfmsg(m.data)
-    out.decode()
-    return out
-
-
-def _route(attrs) -> rtmsg:
+def _decoded(attrs) -> Route:
+    """A route get answer as the kernel encodes it (pyroute2's encoder),
+    read by the client's own decoder (jvpn/rtnl.py)."""
     m = rtmsg()
+    m["family"] = 2
     m["attrs"] = attrs
     m.encode()
-    out = rtmsg(m.data)
-    out.decode()
-    return out
+    return parse_route(bytes(m.data)[16:])  # past the netlink header
 
 
 def test_route_mtu_prefers_the_routes_metric_then_the_device():
-    with_metric = _route([("RTA_OIF", 3), ("RTA_METRICS", {"attrs": [("RTAX_MTU", 1400)]})])
+    with_metric = _decoded([("RTA_OIF", 3), ("RTA_METRICS", {"attrs": [("RTAX_MTU", 1400)]})])
     assert route_mtu(_Links(1500), with_metric) == 1400
-    assert route_mtu(_Links(1492), _route([("RTA_OIF", 3)])) == 1492
-    no_mtu_metric = _route([("RTA_OIF", 3), ("RTA_METRICS", {"attrs": [("RTAX_HOPLIMIT", 9)]})])
+    assert route_mtu(_Links(1492), _decoded([("RTA_OIF", 3)])) == 1492
+    no_mtu_metric = _decoded([("RTA_OIF", 3),
+                              ("RTA_METRICS", {"attrs": [("RTAX_HOPLIMIT", 9)]})])
     assert route_mtu(_Links(1280), no_mtu_metric) == 1280
-    assert route_mtu(_Links(1500), _route([])) is None  # no device: unknown
-    assert route_mtu(_Links(None), _route([("RTA_OIF", 3)])) is None
+    assert route_mtu(_Links(1500), _decoded([])) is None  # no device: unknown
+    assert route_mtu(_Links(None), _decoded([("RTA_OIF", 3)])) is None
 
 
 def test_path_size_follows_the_route_unless_configured():

@@ -412,3 +412,30 @@ def test_the_echo_round_trips_and_an_older_gateways_still_parses():
     assert wire.parse_keepalive_echo(wire.KEEPALIVE_ECHO_V1.pack(7)) == (7, None, None)
     assert wire.parse_keepalive_echo(b"") is None
     assert wire.parse_keepalive_echo(bytes(12)) is None
+
+
+def test_junk_body_replays_of_one_paths_probe_leave_the_probes_of_another_answered(tmp_path):
+    """Review E L1: the header tag does not cover the probe's body. An
+    attacker on one candidate path drops a probe and replays its header
+    with junk bodies: each passed the gate (its counter is not consumed
+    there, so a copy cannot kill the genuine probe) and spent the session's
+    one probe bucket, so the client's probes on its other paths died at the
+    gate. Each probe counter now spends that bucket once; its copies spend
+    a bucket of their own. The userspace gate is the model of the XDP one."""
+    from jvpn.gate.config import GateConfig  # noqa: PLC0415
+    from jvpn.gate.userspace import UserspaceGate  # noqa: PLC0415
+    from kits.daemon_kit import Clock, make_gateway  # noqa: PLC0415
+
+    clock = Clock()
+    gate = UserspaceGate(GateConfig(session_probe_pps=1, session_probe_burst=3),
+                         clock_ns=lambda: clock.ms * 1_000_000)
+    gw = make_gateway(tmp_path, gate=gate, clock=clock, policy=policy())
+    c = RekeyClient(gw)
+    captured = probe(c, 1)  # sent on path A, dropped there by the attacker
+    for i in range(50):
+        junk = captured[:abi.HDR_LEN] + bytes([i]) * (len(captured) - abi.HDR_LEN)
+        assert answered(c, junk, ATTACKER) == []
+    assert 0 < gw.probes.counts["forged"] < 10  # the copies the gate let through: no HMAC held
+    [(_reply, to)] = answered(c, probe(c, 2), CANDIDATE)  # the client's probe on path B
+    assert to == CANDIDATE
+    assert len(answered(c, captured, ATTACKER)) == 0  # the genuine one, late: its bucket is spent

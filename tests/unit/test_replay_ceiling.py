@@ -2,7 +2,15 @@
 delivered only below a durably stored ceiling, written ahead in blocks."""
 
 from jvpn.client_reattach import retry_skip
-from jvpn.gateway.ceiling import REPLAY_BLOCK, RETRY_S, ReplayCeiling, StoreBreaker, start_floor
+from jvpn.gateway.ceiling import (
+    PAUSE_CAP_S,
+    REPLAY_BLOCK,
+    RETRY_S,
+    TURN_HOLD_S,
+    ReplayCeiling,
+    StoreBreaker,
+    start_floor,
+)
 
 
 class Store:
@@ -74,7 +82,9 @@ def test_a_hung_store_does_not_stall_the_receive_loop():
     2 s) blocked the one receive loop for the whole timeout at each attempt,
     and two busy sessions near their block's end took turns: the loop was
     blocked ~100% of the time. One breaker for the gateway now: after a
-    failed call, no session calls the store for 19 times its duration."""
+    failed call, no session calls the store for 19 times its duration.
+    Review E M2 capped the first pauses (PAUSE_CAP_S, doubling per trip):
+    over ten minutes the share converges to the 19x rule's ~5%."""
     now, blocked = [0.0], [0.0]
 
     def hung(_c):
@@ -85,11 +95,11 @@ def test_a_hung_store_does_not_stall_the_receive_loop():
     breaker = StoreBreaker(clock=lambda: now[0])
     sessions = [ReplayCeiling(0, REPLAY_BLOCK, hung, breaker=breaker) for _ in range(2)]
     counters = [REPLAY_BLOCK - REPLAY_BLOCK // 8] * 2  # ahead-writes due
-    while now[0] < 60.0:
-        for i, rc in enumerate(sessions):  # one message per session per ms
+    while now[0] < 600.0:
+        for i, rc in enumerate(sessions):  # one message per session per 2 ms
             rc.admit(counters[i])  # covered ones pass; past the block, dropped
             counters[i] += 1
-        now[0] += 0.001
+        now[0] += 0.002
     share = blocked[0] / now[0]
     assert share < 0.1, f"receive loop blocked in store calls {share:.0%} of the time"
 
@@ -178,7 +188,101 @@ def test_fast_writes_forced_by_counter_jumps_take_at_most_a_share_of_the_loop():
         counter += 3 * REPLAY_BLOCK // 4
         now[0] += 0.001
     assert busy[0] / now[0] < 0.3, f"{busy[0] / now[0]:.0%} of the loop in store writes"
-    now[0] += 1 / 0.25 * 0.05  # the budget of one write refilled
+    # the budget of one write refilled, and the jumper's place in the queue
+    # of turns lapsed (it stopped asking; review E M2)
+    now[0] += max(1 / 0.25 * 0.05, TURN_HOLD_S + 0.001)
     honest, before = ReplayCeiling(0, REPLAY_BLOCK, fsync, breaker=breaker), busy[0]
     assert honest.admit(REPLAY_BLOCK - REPLAY_BLOCK // 8)
     assert busy[0] > before  # its ahead-write was made, not skipped
+
+
+def test_one_slow_write_pauses_the_others_for_seconds_not_minutes():
+    """Review E M2: a write that failed after SQLite's 5 s busy timeout (or
+    an fsync a local user made slow) paused every session's uncovered
+    writes for 19 x 5 = 95 s. The pause is capped now (PAUSE_CAP_S)."""
+    t = [0.0]
+    s = Store()
+
+    def busy(_c):
+        t[0] += 5.0
+        raise OSError("database is locked")
+
+    breaker = StoreBreaker(clock=lambda: t[0])
+    a = ReplayCeiling(0, 0, busy, block=64, breaker=breaker)
+    b = ReplayCeiling(0, 0, s.raise_to, block=64, breaker=breaker)
+    assert not a.admit(1)  # failed, after 5 s
+    assert not b.admit(1) and s.writes == 0  # paused
+    t[0] += PAUSE_CAP_S
+    assert b.admit(1) and s.writes == 1  # seconds later, not 95 s
+
+
+def test_a_store_that_stays_down_gets_the_whole_pause_again():
+    """The cap doubles with each trip until a write lands fast: a store
+    that stays down still holds the loop ~5% of the time (review D)."""
+    t = [0.0]
+
+    def hung(_c):
+        t[0] += 2.0
+        raise OSError("etcd: timed out")
+
+    breaker = StoreBreaker(clock=lambda: t[0])
+    rc = ReplayCeiling(0, 0, hung, block=64, breaker=breaker)
+    pauses = []
+    for _ in range(6):
+        rc.admit(1)
+        started = t[0]
+        while breaker.write(hung, 1) is not False:  # the next attempt that calls the store
+            t[0] += 0.01
+        pauses.append(round(t[0] - 2.0 - started, 1))
+    assert pauses[0] <= PAUSE_CAP_S + 0.1
+    assert pauses[-1] >= 2.0 * 19 - 0.1  # the whole 19x rule after a few trips
+
+
+def test_after_a_pause_the_session_waiting_longest_writes_first():
+    """Review E M2: after a pause, whoever asked first got the write; a
+    session whose counters jump every message asks at every message, so it
+    took every write and the others' uncovered counters stayed dropped.
+    The sessions refused now take turns, the longest waiting first."""
+    t = [0.0]
+    s = Store()
+
+    def slow(c):
+        t[0] += 0.5
+        s.raise_to(c)
+
+    breaker = StoreBreaker(clock=lambda: t[0])
+    jumper = ReplayCeiling(0, 0, slow, block=64, breaker=breaker)
+    honest = ReplayCeiling(0, 0, s.raise_to, block=64, breaker=breaker)
+    assert jumper.admit(1) and s.writes == 1  # landed in 0.5 s: a pause
+    counter = 64
+    while t[0] < 30.0 and not honest.admit(1):  # one message each per 100 ms
+        jumper.admit(counter)
+        counter += 60
+        t[0] += 0.1
+    assert t[0] < 0.5 + PAUSE_CAP_S + 0.5, "the jumper took every write"
+    assert s.writes == 2  # the honest session's write, before any other of the jumper's
+
+
+def test_a_spent_budget_is_shared_in_turns():
+    """Review E M2: once the jumper spent the budget of fast writes, the
+    refill went to whoever asked first: the jumper, every time."""
+    now = [0.0]
+
+    def fsync(_c):
+        now[0] += 0.05
+
+    breaker = StoreBreaker(clock=lambda: now[0])
+    jumper = ReplayCeiling(0, REPLAY_BLOCK, fsync, breaker=breaker)
+    honest = ReplayCeiling(0, 0, fsync, breaker=breaker)
+    counter = REPLAY_BLOCK
+    while now[0] < 5.0:  # the jumper alone: the budget spent
+        jumper.admit(counter)
+        counter += 3 * REPLAY_BLOCK // 4
+        now[0] += 0.001
+    admitted = False
+    while now[0] < 15.0 and not admitted:
+        jumper.admit(counter)  # the jumper asks first, every message
+        counter += 3 * REPLAY_BLOCK // 4
+        admitted = honest.admit(1)  # its first counter, uncovered: needs a write
+        now[0] += 0.001
+    assert admitted, "the honest session never got a write"

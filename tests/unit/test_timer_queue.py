@@ -43,7 +43,10 @@ def test_a_tick_over_100k_idle_sessions_with_nothing_due_looks_at_none(tmp_path,
     gw.entitled = lambda live: vetted.append(1) or True  # synthetic peers: all configured
     checked = counting(monkeypatch, timer_checks, "due_timer")
     keys = counting(monkeypatch, timer_checks.key_timers, "run")
-    gw.tick()  # new sessions: each looked at once
+    for _ in range(100):  # new sessions: each looked at once, a time slice per tick
+        gw.tick()
+        if len(checked) >= 100_000:
+            break
     assert len(checked) == len(keys) == len(vetted) == 100_000
     checked.clear(), keys.clear(), vetted.clear()
     clock.ms += P.heartbeat_volatile_ms  # nothing due yet (due after this, not at it)
@@ -176,3 +179,14 @@ def test_a_counter_jump_past_the_message_budget_expires_the_keys_within_two_tick
         clock.ms += 100
         gw.tick()
     assert events_of(gw.events, "KeyExpired")
+
+
+def test_a_limited_pop_takes_the_earliest_and_leaves_the_rest_due():
+    """Issue 15 (the VOLATILE storm): the tick takes the due sessions a
+    batch at a time, releasing the control lock between batches."""
+    q = TimerQueue()
+    for sid in range(1, 6):
+        q.schedule(sid, 10 * sid)
+    assert q.pop_due(100, limit=2) == [1, 2]
+    assert q.pop_due(100, limit=2) == [3, 4]
+    assert q.pop_due(100) == [5] and len(q) == 0

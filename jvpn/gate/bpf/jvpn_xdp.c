@@ -235,10 +235,32 @@ static __always_inline void jvpn_rt_claim(struct jvpn_session_rt *rt, __u64 sid,
 	rt->rate_byte_tat = 0;
 	rt->control_tat = 0; /* a previous owner's control bucket is not this one's */
 	rt->probe_tat = 0;
+	rt->probe_top = 0;
+	rt->probe_dup_tat = 0;
 	rt->rx_packets = 0;
 	rt->rx_bytes = 0;
 	rt->last_rx_ns = 0;
 	jvpn_replay_seed(rt, top);
+}
+
+/* Under the slot's lock: the session's probe bucket for a fresh probe above
+ * probe_floor. A counter above probe_top spends probe_tat and becomes
+ * probe_top; one at or below it (a copy of a probe that spent it already,
+ * whatever its body) spends probe_dup_tat instead. So junk-body replays of
+ * one path's probe header spend the copies' bucket, and the client's next
+ * probe, on another path with a new counter, still finds probe_tat (review
+ * E L1); one copy raced ahead of the genuine probe does not kill it. */
+static __always_inline int jvpn_probe_allow(struct jvpn_session_rt *rt, __u64 counter,
+					    __u64 now, const struct jvpn_config *cfg)
+{
+	if (counter <= rt->probe_top)
+		return jvpn_gcra_allow(&rt->probe_dup_tat, now, cfg->session_probe_interval_ns,
+				       cfg->session_probe_burst_ns, 1);
+	if (!jvpn_gcra_allow(&rt->probe_tat, now, cfg->session_probe_interval_ns,
+			     cfg->session_probe_burst_ns, 1))
+		return 0;
+	rt->probe_top = counter;
+	return 1;
 }
 
 /* Handshake initiations (nothing authenticated): per source prefix (IPv4
@@ -446,9 +468,8 @@ static __always_inline __u32 jvpn_session_verdict(const struct jvpn_pkt *pkt,
 		 * (copies seen on a candidate path, a key holder's, or many
 		 * clients probing) leaves the control buckets, and so this and
 		 * every other session's reattach, untouched. */
-		if (!jvpn_gcra_allow(&rt->probe_tat, now, cfg->session_probe_interval_ns,
-				     cfg->session_probe_burst_ns, 1))
-			verdict = JVPN_R_DROP_RATE_SESSION; /* this session's probe bucket */
+		if (!jvpn_probe_allow(rt, h->counter, now, cfg))
+			verdict = JVPN_R_DROP_RATE_SESSION; /* this session's probe buckets */
 	} else if (!jvpn_gcra_allow(&rt->control_tat, now, cfg->session_control_interval_ns,
 				    cfg->session_control_burst_ns, 1)) {
 		verdict = JVPN_R_DROP_RATE_SESSION; /* this session's control bucket */

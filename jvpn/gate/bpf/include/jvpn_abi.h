@@ -216,6 +216,15 @@ struct jvpn_session_rt {
 	__u64 replay_bitmap[JVPN_REPLAY_WORDS];
 	__u64 control_tat;         /* GCRA, the session's authenticated control */
 	__u64 probe_tat;           /* GCRA, the session's PATH_PROBEs (their own bucket) */
+	/* A probe's body is not tagged, so the gate cannot consume its counter
+	 * (a header copy must not kill the genuine probe): instead each counter
+	 * spends probe_tat once. probe_top is the highest that did (0: none since
+	 * the claim); a probe at or below it (a copy, a junk-body replay, or the
+	 * genuine one after its copy) spends probe_dup_tat, a bucket of the same
+	 * size, so replays of one path's probe header cannot starve the probes
+	 * the client sends on its other paths (review E L1). */
+	__u64 probe_top;
+	__u64 probe_dup_tat;       /* GCRA, probes at or below probe_top */
 };
 
 /* ---- jvpn_config: array[1], written by `jvpn-xdp attach` only ---- */
@@ -335,7 +344,7 @@ _Static_assert(__builtin_offsetof(struct jvpn_session, tag_key_phase1) == 80,
 	       "tag_key_phase1 offset");
 _Static_assert(__builtin_offsetof(struct jvpn_session, key_phases) == 96, "key_phases offset");
 _Static_assert(__builtin_offsetof(struct jvpn_session, probe_floor) == 104, "probe_floor offset");
-_Static_assert(sizeof(struct jvpn_session_rt) == 88 + 8 * JVPN_REPLAY_WORDS, "rt size");
+_Static_assert(sizeof(struct jvpn_session_rt) == 104 + 8 * JVPN_REPLAY_WORDS, "rt size");
 _Static_assert((JVPN_REPLAY_BITS & (JVPN_REPLAY_BITS - 1)) == 0, "replay bits: power of two");
 _Static_assert(JVPN_REPLAY_BITS >= 128, "replay bits >= 128");
 _Static_assert(sizeof(struct jvpn_config) == 160, "jvpn_config size");

@@ -1,0 +1,103 @@
+"""The timers' transitions, many at once (a mixin of the session table,
+jvpn/gateway/table.py; issue 15, "Silent clients make a storm").
+
+When many sessions fall silent together, each went ATTACHED -> VOLATILE
+through its own durable write (one fsync each) under the control lock. Here
+a batch of them is one ``cas_many`` (jvpn/store): one transaction, one
+fsync, each record still a compare-and-swap over the version it was
+decided on. Only after the batch committed does the gate follow and each
+session's events go out, for the records that were written; a record whose
+write conflicted is that record's rejection alone; a batch the store did
+not take changes nothing (records, elements, events) and is reported once
+by the caller, which looks at the sessions again next tick.
+
+A crash before the commit: no record changed, none of the batch's elements
+did either (the restart decides again from the records). A crash after the
+commit, before the gate followed: the records are newer than the elements
+and their events were not said; the restart's reconcile projects the
+records (as for a single commit's crash between its write and its gate
+write). A crash between the batch's commit and its deletes: the
+TERMINATED records stay in the store and the restart forgets them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from jvpn.codes import EventType, Reason
+from jvpn.gateway.announce import announce
+from jvpn.session import Event, IllegalTransition, SessionRecord, State, Transition, apply
+from jvpn.store import StoreError, VersionConflict, cas_many
+
+
+@dataclass(frozen=True, slots=True)
+class Due:
+    """One timer transition the timers decided (jvpn/gateway/timers.py)."""
+
+    live: object  # the table's Live
+    event: Event
+    detail: str
+    changes: dict
+
+
+@dataclass(frozen=True, slots=True)
+class _Planned:
+    due: Due
+    base: SessionRecord
+    new: SessionRecord
+    step: Transition
+
+
+class TimerWrites:
+    """Needs from the table: ``store``, ``events``, ``clock_ms``,
+    ``_project``, ``forget_batch``."""
+
+    def transition_batch(self, batch: list[Due],
+                         report: Callable[[Exception], None]) -> StoreError | None:
+        """The batch's transitions in one store transaction, then the gate
+        and the events of those written; the sessions they ended are
+        forgotten (their deletes: one more transaction). A record whose
+        gate write failed goes to ``report`` (its commit stands, as
+        ``commit``'s; the others still follow). Returns the store's error
+        if it did not take them (those records unchanged: retried by the
+        caller), else None."""
+        planned = [p for p in map(self._plan, batch) if p is not None]
+        if not planned:
+            return None
+        results = cas_many(self.store, [(p.base, p.new) for p in planned])
+        failed, ended = None, []
+        for p, result in zip(planned, results, strict=True):
+            if result is None:
+                try:
+                    self._follow(p)
+                except Exception as e:  # noqa: BLE001 - one element ends no other's
+                    report(e)
+                if p.new.state is State.TERMINATED:
+                    ended.append((p.new.session_id, p.new.version))
+            elif isinstance(result, VersionConflict):
+                self._rejected(p.base, result)  # that record's own: as one transition
+            else:
+                failed = failed or result
+        if ended:
+            self.forget_batch(ended)  # one more transaction for all of them
+        return failed
+
+    def _plan(self, due: Due) -> _Planned | None:
+        base = due.live.record
+        try:
+            new, step = apply(base, due.event, self.clock_ms(), **due.changes)
+        except IllegalTransition as e:
+            self._rejected(base, e)
+            return None
+        return _Planned(due, base, new, step)
+
+    def _follow(self, p: _Planned) -> None:
+        """After the commit: the gate follows, then the event (as ``commit``)."""
+        steps = [(p.new, p.step)]
+        self._project(p.new, p.due.live.keys, steps)
+        announce(self.events, p.base, steps, p.due.detail, self.clock_ms())
+
+    def _rejected(self, base: SessionRecord, e: Exception) -> None:
+        self.events.emit(EventType.TRANSITION_REJECTED,
+                         getattr(e, "reason_code", Reason.OWNERSHIP_CONFLICT),
+                         base.session_id, detail=str(e))
