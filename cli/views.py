@@ -22,11 +22,16 @@ PEER_WIDTH = 8
 FLEXIBLE = ("peer", "inner", "bound to")  # what a console under 80 columns cuts first
 SHORT_ID = 8  # hex digits of a session id in the narrow table (the full one: --wide, --json)
 # what a daemon row adds to the kernel's (None in a kernel-only row)
-SESSIONS_PAGE = 50_000  # rows of the daemon's per reply: some 20 MB of JSON
+# rows of the daemon's per reply: some 4 MB of JSON, a fraction of a second
+# of the daemon's time (issue 15: 50,000 took 4 to 7 s under load, near the
+# CLI's 10 s timeout, jvpn/operator.py DEFAULT_TIMEOUT_S)
+SESSIONS_PAGE = 10_000
 IDENTITY = ("peer", "public_key", "inner", "allowed_ips", "confirmed", "created_ms",
             "last_handshake_ms", "key_epoch", "keys_ms", "key_age_s", "rekey_requested",
             "key_confirmed", "key_overlap", "last_rx_ms", "last_rx_age_s", "tx_packets",
             "tx_bytes")
+
+_NO_IDENTITY = dict.fromkeys(IDENTITY)  # a kernel-only row's identity: every field None
 
 
 @dataclass
@@ -84,10 +89,12 @@ def _merged(kernel: dict | None, daemon: dict | None) -> dict[str, Any]:
         "version": daemon["version"], "fence": None, "bound": daemon["bound"],
         "bind_addr": None, "bind_port": None, "rx_packets": daemon["rx_packets"],
         "rx_bytes": daemon["rx_bytes"], "highest_counter": None}
-    for key in IDENTITY:
-        row[key] = daemon.get(key) if daemon is not None else None
-    if daemon is not None:
-        row["daemon_state"] = daemon["state"]
+    if daemon is None:
+        row.update(_NO_IDENTITY)
+        return row
+    get = daemon.get
+    row.update([(key, get(key)) for key in IDENTITY])
+    row["daemon_state"] = daemon["state"]
     return row
 
 

@@ -61,6 +61,7 @@ check` shows where a value came from and errors at start name the key.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import re
@@ -164,7 +165,7 @@ class PeerConfig:
     subnets: tuple[Network, ...] = ()  # behind the peer (site-to-site): routed to it
     origin: str = field(default="", compare=False)  # "FILE:LINE" of its [Peer] section
 
-    @property
+    @functools.cached_property  # one tuple per peer, not one per read (issue 15)
     def allowed_ips(self) -> tuple[Network, ...]:
         """Every prefix the peer may send from and receives for."""
         hosts: list[Network] = [ipaddress.IPv4Network(self.inner)]

@@ -102,16 +102,11 @@ class SessionKeys:
                 + self.hdr_c2s + self.hdr_s2c + self.reattach)
 
     @classmethod
-    def unpack(cls, raw: bytes) -> SessionKeys:
+    def unpack(cls, raw: bytes, epoch: int = 0) -> SessionKeys:
         if len(raw) != 8 + 32 + 32 + 16 + 16 + 32:
             raise ValueError("stored session keys have the wrong length")
         (sid,) = struct.unpack_from("<Q", raw)
-        p = 8
-        parts = []
-        for n in (32, 32, 16, 16, 32):
-            parts.append(raw[p:p + n])
-            p += n
-        return cls(sid, *parts)
+        return cls(sid, raw[8:40], raw[40:72], raw[72:88], raw[88:104], raw[104:136], epoch)
 
 
 def derive_session_keys(session_id: int, k1: bytes, k2: bytes,
@@ -249,13 +244,12 @@ class KeyRing:
         answer_end = keys_end + (RekeyAnswer.SIZE if flags & 4 else 0)
         if flags & ~15 or len(raw) != answer_end + (_UNTIL.size if flags & 8 else 0):
             raise ValueError("stored key ring has the wrong length or flags")
-        current = replace(SessionKeys.unpack(raw[head:head + _SINGLE_LEN]), epoch=epoch)
+        current = SessionKeys.unpack(raw[head:head + _SINGLE_LEN], epoch)
         previous = None
         if flags & 1:
             if epoch == 0:
                 raise ValueError("stored key ring: epoch 0 has no previous epoch")
-            previous = replace(SessionKeys.unpack(raw[head + _SINGLE_LEN:keys_end]),
-                               epoch=epoch - 1)
+            previous = SessionKeys.unpack(raw[head + _SINGLE_LEN:keys_end], epoch - 1)
             if previous.session_id != current.session_id:
                 raise ValueError("stored key ring mixes two sessions")
         answer = RekeyAnswer.unpack(raw[keys_end:answer_end]) if flags & 4 else None

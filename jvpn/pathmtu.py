@@ -19,6 +19,7 @@ import functools
 import ipaddress
 import struct
 
+from jvpn.fastip import ipv4_packed
 from jvpn.gate.abi import AEAD_TAG_LEN, HDR_LEN
 
 UDP_LEN = 8
@@ -45,6 +46,8 @@ _ANNOUNCE = struct.Struct("<BH")
 def family_of(addr: str) -> int:
     """4 or 6: the IP version a datagram to ``addr`` goes out with (an
     IPv4-mapped IPv6 address, as a dual-stack socket reports one, is IPv4)."""
+    if ipv4_packed(addr) is not None:
+        return 4
     ip = ipaddress.ip_address(addr)
     if ip.version == 6 and ip.ipv4_mapped is not None:
         return 4

@@ -14,6 +14,7 @@ import ipaddress
 import operator
 from dataclasses import dataclass, field, fields, replace
 
+from jvpn.fastip import ipv4_packed
 from jvpn.gate import abi
 
 
@@ -100,6 +101,8 @@ def canonical_ip(addr: str) -> str:
     is the old one; an XDP binding in the IPv6 family that no IPv4 frame
     matches; every IPv4 client in one /64 rate-limit bucket). Anything that
     is not an address (a "-" for no family) is kept as it is."""
+    if ipv4_packed(addr) is not None:
+        return addr  # canonical IPv4 already (the common case, issue 15)
     try:
         ip = ipaddress.ip_address(addr)
     except ValueError:

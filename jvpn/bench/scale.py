@@ -51,7 +51,7 @@ FIRST_COUNTER = 1_000  # above the stored replay ceiling (scale_store.CEILING)
 # a clean stop writes each session's exact ceiling (one transaction each):
 # past this the restart is measured after a SIGKILL (a crash) instead
 RESTART_STOP_S = 180
-CLI_PAGE = 50_000  # rows per page, as `sessions` asks (jvpn_cli/views.py SESSIONS_PAGE)
+CLI_PAGE = 10_000  # rows per page, as `sessions` asks (jvpn_cli/views.py SESSIONS_PAGE)
 PAGE_TIMEOUT_S = 300  # the CLI waits 10 s (jvpn/operator.py DEFAULT_TIMEOUT_S)
 
 

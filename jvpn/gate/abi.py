@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import socket
 from ctypes import c_uint8 as u8
 from ctypes import c_uint16 as u16
 from ctypes import c_uint32 as u32
@@ -180,34 +181,40 @@ def reject_after(bits: int = REPLAY_BITS) -> int:
     return (1 << 64) - 1 - bits
 
 
+_SETTABLE: dict[type, dict[str, int | None]] = {}
+
+
+def _settable(cls: type) -> dict[str, int | None]:
+    """The fields a keyword may set (not a padding), each with its array
+    length (None: a scalar): read once per class, not per element built
+    (a restart builds one element per session, issue 15)."""
+    spec = _SETTABLE.get(cls)
+    if spec is None:
+        spec = {}
+        for klass in reversed(cls.__mro__):
+            for name, ctype, *_bits in klass.__dict__.get("_fields_", ()):
+                if not name.startswith("_pad"):
+                    spec[name] = ctype._length_ if issubclass(ctype, ctypes.Array) else None
+        _SETTABLE[cls] = spec
+    return spec
+
+
 class _Struct(ctypes.Structure):
     """Keyword construction with tuples accepted for array fields."""
 
     def __init__(self, **kwargs):
         super().__init__()
-        arrays = type(self)._settable()
+        spec = _settable(type(self))
         for name, value in kwargs.items():
-            if name not in arrays:
+            if name not in spec:
                 raise TypeError(f"{type(self).__name__} has no field {name!r}")
-            length = arrays[name]
+            length = spec[name]
             if length is None:
                 setattr(self, name, value)
                 continue
             if len(value) != length:
                 raise ValueError(f"{name}: expected {length} items")
             getattr(self, name)[:] = list(value)
-
-    @classmethod
-    def _settable(cls) -> dict[str, int | None]:
-        """The fields a keyword may set, each with its array length (None:
-        a scalar). Worked out once per class: an element is built twice per
-        handshake (issue 15)."""
-        known = cls.__dict__.get("_settable_fields")
-        if known is None:
-            known = {name: (kind._length_ if issubclass(kind, ctypes.Array) else None)
-                     for name, kind, *_bits in cls._fields_ if not name.startswith("_pad")}
-            cls._settable_fields = known
-        return known
 
     def as_dict(self) -> dict:
         out = {}
@@ -422,6 +429,11 @@ def addr_words(ip) -> tuple[int, int, int, int]:
     in memory, so IPv4 sits in word 0 and the rest are zero)."""
     import ipaddress
 
+    from jvpn.fastip import ipv4_packed
+
+    fast = ipv4_packed(ip)
+    if fast is not None:
+        return (int.from_bytes(fast, "little"), 0, 0, 0)
     packed = ipaddress.ip_address(ip).packed.ljust(16, b"\0")
     return tuple(int.from_bytes(packed[i:i + 4], "little") for i in range(0, 16, 4))
 
@@ -429,9 +441,9 @@ def addr_words(ip) -> tuple[int, int, int, int]:
 def words_addr(words, family: int) -> str:
     import ipaddress
 
+    if family == AF_INET:  # inet_ntop spells IPv4 as ipaddress does, in a tenth of the time
+        return socket.inet_ntop(socket.AF_INET, int(words[0]).to_bytes(4, "little"))
     raw = b"".join(int(w).to_bytes(4, "little") for w in words)
-    if family == AF_INET:
-        return str(ipaddress.IPv4Address(raw[:4]))
     if family == AF_INET6:
         return str(ipaddress.IPv6Address(raw))
     return "-"

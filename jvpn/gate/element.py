@@ -12,6 +12,7 @@ from collections import deque
 from collections.abc import Callable
 
 from jvpn.errors import JvpnError
+from jvpn.fastip import ipv4_packed
 from jvpn.gate import abi
 from jvpn.keys import KeyRing, SessionKeys
 from jvpn.session import SessionRecord
@@ -62,13 +63,18 @@ def session_element(rec: SessionRecord, keys: SessionKeys | KeyRing, fence: int 
     ``keys``: one epoch, or a key ring (``header_keys``; ``unused_key``
     fills a slot no live epoch uses)."""
     b = rec.binding
-    family = abi.AF_NONE
+    family, words = abi.AF_NONE, (0, 0, 0, 0)
     if b is not None:
-        family = abi.AF_INET6 if _ip_version(b.addr) == 6 else abi.AF_INET
+        v4 = ipv4_packed(b.addr)  # the common case: one parse for family and words
+        if v4 is not None:
+            family, words = abi.AF_INET, (int.from_bytes(v4, "little"), 0, 0, 0)
+        else:
+            family = abi.AF_INET6 if _ip_version(b.addr) == 6 else abi.AF_INET
+            words = abi.addr_words(b.addr)
     return abi.Session(
         **header_keys(keys, unused_key), version=rec.version, fence=fence,
         state=abi.STATE_REMOTE if remote else int(rec.state),
-        bind_family=family, bind_addr=abi.addr_words(b.addr) if b else (0, 0, 0, 0),
+        bind_family=family, bind_addr=words,
         bind_port=abi.port_word(b.port) if b else 0,
         rt_slot=rt_slot, rt_gen=rt_gen, replay_floor=replay_floor, ctl_floor=ctl_floor,
         probe_floor=probe_floor)

@@ -14,6 +14,7 @@ Without ``limit`` and ``cursor``, the whole answer in one reply, as before.
 
 from __future__ import annotations
 
+import operator
 import secrets
 import threading
 import time
@@ -21,6 +22,7 @@ import time
 from jvpn.gateway import snapshot
 from jvpn.gateway.operator import Refused
 
+_BY_ID = operator.attrgetter("record.session_id")  # C-level: a million keys in the first page
 TTL_S = 60.0
 MAX_LIMIT = 1 << 20
 MAX_OPEN = 8  # listings in progress at once (each holds references, not copies)
@@ -51,7 +53,7 @@ class SessionPages:
                 del self._open[c]
             if cursor is None:
                 lives, peers = snapshot.references(gw)
-                lives.sort(key=lambda live: live.record.session_id)
+                lives.sort(key=_BY_ID)
                 return lives, peers, 0
             got = self._open.pop(cursor, None) if isinstance(cursor, str) else None
         if got is None:

@@ -16,7 +16,7 @@ import functools
 import os
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import psutil
 
@@ -28,6 +28,10 @@ from jvpn.session import State
 
 @dataclass(frozen=True)
 class SessionView:
+    """The fields of one session's row, in their order (``_view`` makes
+    the row; ``sessions`` adds last_handshake_ms, key_age_s,
+    rekey_requested and the key ring's state)."""
+
     session_id: str  # 16 hex digits, as events and `jvpn-xdp sessions` spell it
     peer: str | None  # the peer's Name in the peers file (None: no peer has its address now)
     public_key: str | None  # base64, as in the peers file
@@ -79,11 +83,11 @@ def sessions(gw, now_ms: int | None = None, refs: tuple[list, dict] | None = Non
     out = []
     for rec, traffic, last_rx, confirmed, peer, rekey, ring in sorted(
             rows, key=lambda r: r[0].session_id):
-        view = _view(gw.gate, rec, traffic, last_rx, confirmed, peer, kernel_rx)
+        row = _view(gw.gate, rec, traffic, last_rx, confirmed, peer, kernel_rx)
         # rekey_requested: the operator's `jvpn-xdp rekey`, not committed yet
-        out.append({**asdict(view), "last_handshake_ms": view.last_handshake_ms,
-                    "key_age_s": key_age_s(view.keys_ms, now), "rekey_requested": rekey,
-                    **ring})
+        row.update(last_handshake_ms=row["created_ms"],
+                   key_age_s=key_age_s(row["keys_ms"], now), rekey_requested=rekey, **ring)
+        out.append(row)
     return out
 
 
@@ -109,7 +113,9 @@ def key_age_s(keys_ms: int, now_ms: int) -> float:
 
 
 def _view(gate, rec, traffic: dict, last_rx_ms: int, confirmed: bool, peer,
-          kernel_rx: bool = True) -> SessionView:
+          kernel_rx: bool = True) -> dict:
+    """A :class:`SessionView`'s fields, in its order, as a dict made at
+    once (no dataclass, no asdict: a listing is a million of them, issue 15)."""
     if gate.checks_in_kernel:
         rx = (gate.runtime(rec.session_id) if kernel_rx else None) or (0, 0)
         rx_from = "xdp"
@@ -118,7 +124,7 @@ def _view(gate, rec, traffic: dict, last_rx_ms: int, confirmed: bool, peer,
     if peer is not None and rec.peer_key and rec.peer_key != keys.encode(peer.public_key):
         peer = None  # a key no longer at this address (its revocation pending): not this peer
     allowed = [str(n) for n in peer.allowed_ips] if peer is not None else [f"{rec.inner_addr}/32"]
-    return SessionView(
+    return dict(
         session_id=f"{rec.session_id:016x}", peer=peer.name if peer is not None else None,
         public_key=rec.peer_key or (keys.encode(peer.public_key) if peer is not None else None),
         inner=rec.inner_addr, allowed_ips=allowed,

@@ -383,3 +383,28 @@ def test_top_ends_quietly_on_ctrl_c(env, monkeypatch):
     monkeypatch.setattr(top_mod, "_keys", keys)
     r = _run(["top"])
     assert "interrupted" not in r.output
+
+
+@pytest.mark.parametrize("row", [
+    {}, {"a": 1}, {"a": []}, {"a": [1, "x", None, True, 1.5]},
+    {"é": "ü\u2028\n\"\\", "f": float("nan")}, {"n": {"x": 1}}, {1: 2}, {"t": (1, 2)},
+    {"b": False, "big": 2**70, "neg": -3, "f": 1e100, "g": 0.1, "inf": [float("inf")]},
+    {"l": [[1]]}, {"l": [{"a": 1}]}, {"%s": "%d", "a%": "%%"}, {"x": True, "y": 1.0},
+    {"state": abi.STATE_NAMES[abi.STATE_REMOTE], "version": None, "allowed_ips": ["10.0.0.2/32",
+                                                                                 "fd00::2/128"]},
+])
+def test_a_row_is_written_as_json_dumps_with_an_indent_writes_it(row):
+    """Issue 15: the fast writer of one row gives json.dumps(row, indent=2)'s text."""
+    assert sessions_mod.indented(row) == json.dumps(row, indent=2)
+    assert sessions_mod.indented(dict(row)) == json.dumps(row, indent=2)  # its template again
+
+
+def test_a_listing_gives_the_collector_back_as_it_found_it(env):
+    """Issue 15: `sessions` pauses the cyclic collector while it lists
+    (two rows a session, none in a cycle), and only while it does."""
+    import gc  # noqa: PLC0415
+
+    env.daemon = _daemon()
+    assert gc.isenabled()
+    _run(["sessions", "--json"])
+    assert gc.isenabled()

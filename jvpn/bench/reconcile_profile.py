@@ -1,0 +1,127 @@
+"""Where a restart's reconcile spends its time (issue 15): a profiling
+harness, not a timed test.
+
+    sudo nice -n 15 .venv/bin/python -m jvpn.bench.reconcile_profile 100000 [out.prof]
+
+The `bench scale` lab (jvpn/bench/scale_lab.py): a namespace, the gate
+attached with room for N sessions, N synthetic sessions in a fresh SQLite
+store, their peers file. Then, inside the namespace, a child process
+builds the gateway exactly as `gateway up` does (jvpn/gateway/build.py:
+the real XdpGate over the pinned maps) and runs what ``Gateway.start``
+runs before serving (the follower armed, reconcile, the revocation of
+unconfigured peers) under cProfile; it prints the seconds and µs per
+session of each, and the profile's top entries (cumulative and own time).
+"""
+
+from __future__ import annotations
+
+import cProfile
+import os
+import pstats
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from jvpn.bench.scale_lab import ScaleLab, start_timeout_s
+
+TOP = 35  # profile lines printed per ordering
+PAGE = 10_000  # rows per page, as the CLI asks (jvpn_cli/views.py SESSIONS_PAGE)
+
+
+def _built(config_path: str):
+    """The gateway as `gateway up` builds it, its follower armed (Gateway.start's first step)."""
+    from jvpn.config import load_gateway_config  # noqa: PLC0415
+    from jvpn.gate.paths import GatePaths  # noqa: PLC0415
+    from jvpn.gateway.build import build_gateway  # noqa: PLC0415
+
+    cfg = load_gateway_config(config_path)
+    paths = GatePaths(Path(os.environ["JVPN_PIN_ROOT"]), Path(os.environ["JVPN_RUN_DIR"]))
+    gw = build_gateway(cfg, tun_name="jvpn-prof", paths=paths)
+    gw.follower.arm()
+    return gw
+
+
+def run_child(config_path: str, out: str) -> None:
+    """In the lab's namespace: build, reconcile under cProfile, report."""
+    gw = _built(config_path)
+    prof = cProfile.Profile()
+    started = time.perf_counter()
+    prof.enable()
+    gw.reconcile()
+    reconciled = time.perf_counter()
+    gw.revoke_orphans()
+    time_pages(gw)
+    prof.disable()
+    ended = time.perf_counter()
+    n = max(len(gw.table.sessions), 1)
+    print(f"sessions {len(gw.table.sessions)}: reconcile {reconciled - started:.2f} s "
+          f"({(reconciled - started) / n * 1e6:.1f} us/session, profiled), "
+          f"revoke_orphans and pages {ended - reconciled:.2f} s", flush=True)
+    prof.dump_stats(out)
+    stats = pstats.Stats(out)
+    for order in ("cumulative", "tottime"):
+        stats.sort_stats(order).print_stats(TOP)
+
+
+def run_unprofiled(config_path: str) -> None:
+    """The same start, without the profiler's overhead: the honest figure."""
+    gw = _built(config_path)
+    if os.environ.get("PROFILE_NO_GC"):
+        import gc  # noqa: PLC0415
+
+        gc.disable()
+    started = time.perf_counter()
+    gw.reconcile()
+    took = time.perf_counter() - started
+    n = max(len(gw.table.sessions), 1)
+    print(f"sessions {len(gw.table.sessions)}: reconcile {took:.2f} s "
+          f"({took / n * 1e6:.1f} us/session, not profiled)", flush=True)
+    pages = time_pages(gw)
+    print(f"sessions pages of {PAGE}: {sum(pages):.2f} s in all "
+          f"({sum(pages) / n * 1e6:.1f} us/row), slowest {max(pages):.2f} s", flush=True)
+
+
+def time_pages(gw) -> list[float]:
+    """The daemon's side of `sessions --json`: each page as the operator
+    socket answers it (rows, then the reply's JSON), seconds each."""
+    import json  # noqa: PLC0415
+
+    from jvpn.gateway.operator_pages import SessionPages  # noqa: PLC0415
+
+    pages, took, cursor = SessionPages(), [], None
+    while True:
+        started = time.perf_counter()
+        more = {"cursor": cursor} if cursor else {}
+        rows, cursor = pages.page(gw, {"limit": PAGE, "kernel_rx": False, **more})
+        json.dumps({"sessions": rows, "next": cursor}, default=str)
+        took.append(time.perf_counter() - started)
+        if not cursor:
+            return took
+
+
+def main(argv: list[str]) -> None:
+    if argv[:1] == ["child"]:
+        run_child(argv[1], argv[2])
+        return
+    if argv[:1] == ["plain"]:
+        run_unprofiled(argv[1])
+        return
+    n = int(argv[0])
+    out = argv[1] if len(argv) > 1 else "/tmp/reconcile.prof"
+    lab = ScaleLab(n, progress=lambda p: print(p, file=sys.stderr, flush=True))
+    try:
+        lab.up()
+        print(f"store written in {lab.fill_store()} s", file=sys.stderr, flush=True)
+        conf = str(lab.tmp / "state.conf")
+        for args in (["plain", conf], ["child", conf, out]):
+            # the maps the first run wrote are pinned: reconcile again on them, as a restart
+            subprocess.run(lab.lab.cmd("gw", "nice", "-n", "15", sys.executable, "-m",
+                                       "jvpn.bench.reconcile_profile", *args),
+                           env=lab.env, timeout=start_timeout_s(n) * 10, check=False)
+    finally:
+        lab.down()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

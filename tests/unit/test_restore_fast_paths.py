@@ -1,0 +1,180 @@
+"""Issue 15: a restart's per-session work takes fast paths (an address
+parsed without ipaddress, an element built from a per-class field table,
+a key ring unpacked without dataclasses.replace). Each gives exactly the
+answer of the slow path it stands in front of."""
+
+from __future__ import annotations
+
+import gc
+import ipaddress
+
+import pytest
+
+from jvpn import pathmtu
+from jvpn.fastip import ipv4_packed
+from jvpn.gate import abi
+from jvpn.gateway import reconcile
+from jvpn.gcpause import paused_gc
+from jvpn.keys import KeyRing, SessionKeys, derive_session_keys
+from jvpn.session import canonical_ip
+
+SPELLINGS = ["10.0.0.2", "0.0.0.0", "255.255.255.255", "198.18.3.4", "010.0.0.2", "10.0.0",
+             "10.0.0.2 ", " 10.0.0.2", "10.0.0.256", "::ffff:10.0.0.2", "::FFFF:10.0.0.2",
+             "2001:db8::1", "2001:DB8:0::1", "-", "", "10.0.0.2\x00", "1e1.0.0.1", "0x1.0.0.1"]
+
+
+def _slow_canonical(addr: str) -> str:
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        return addr
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)
+
+
+@pytest.mark.parametrize("addr", SPELLINGS)
+def test_fast_ipv4_takes_only_the_canonical_spelling(addr):
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        ip = None
+    canonical = ip is not None and ip.version == 4 and str(ip) == addr
+    assert ipv4_packed(addr) == (ip.packed if canonical else None)
+
+
+@pytest.mark.parametrize("addr", SPELLINGS)
+def test_canonical_ip_family_and_words_answer_as_ipaddress_does(addr):
+    assert canonical_ip(addr) == _slow_canonical(addr)
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        with pytest.raises(ValueError):
+            pathmtu.family_of(addr)
+        with pytest.raises(ValueError):
+            abi.addr_words(addr)
+        return
+    mapped = ip.version == 6 and ip.ipv4_mapped is not None
+    assert pathmtu.family_of(addr) == (4 if mapped else ip.version)
+    packed = ip.packed.ljust(16, b"\0")
+    assert abi.addr_words(addr) == tuple(int.from_bytes(packed[i:i + 4], "little")
+                                         for i in range(0, 16, 4))
+
+
+def test_non_strings_are_never_taken_by_the_fast_path():
+    assert ipv4_packed(None) is None and ipv4_packed(167772162) is None
+    assert ipv4_packed(b"10.0.0.2") is None
+    assert abi.addr_words(ipaddress.IPv4Address("10.0.0.2")) == abi.addr_words("10.0.0.2")
+
+
+def test_an_element_is_checked_as_before():
+    s = abi.Session(tag_key=(1, 2), version=3, bind_addr=[1, 2, 3, 4], state=2)
+    assert (list(s.tag_key), s.version, list(s.bind_addr), s.state) == ([1, 2], 3, [1, 2, 3, 4], 2)
+    for bad, error in ((dict(_pad0=(0,) * 7), TypeError), (dict(nope=1), TypeError),
+                       (dict(as_dict=1), TypeError), (dict(tag_key=(1, 2, 3)), ValueError),
+                       (dict(tag_key=(1,)), ValueError)):
+        with pytest.raises(error):
+            abi.Session(**bad)
+    assert abi.SessionRt(session_id=5, replay_bitmap=(0,) * abi.replay_words()).session_id == 5
+
+
+def test_a_key_ring_unpacks_to_what_was_packed():
+    k0 = derive_session_keys(7, b"\x01" * 32, b"\x02" * 32, b"\x03" * 32)
+    k1 = SessionKeys(7, *(bytes([i]) * n for i, n in enumerate((32, 32, 16, 16, 32))), epoch=1)
+    for ring in (KeyRing(k0), KeyRing(k1, k0, confirmed=True, overlap_until_ms=99),
+                 KeyRing(k1, k0, confirmed=False)):
+        assert KeyRing.unpack(ring.pack()) == ring
+    assert KeyRing.unpack(k0.pack()) == KeyRing(k0)
+    assert SessionKeys.unpack(k0.pack()) == k0
+
+
+def test_the_collector_is_paused_and_back_as_it_was():
+    was = gc.isenabled()
+    try:
+        for before in (True, False):
+            (gc.enable if before else gc.disable)()
+            with paused_gc():
+                assert not gc.isenabled()
+            assert gc.isenabled() is before
+        gc.enable()
+        with pytest.raises(RuntimeError), paused_gc():
+            raise RuntimeError("a failed pass")
+        assert gc.isenabled()
+    finally:
+        gc.unfreeze()
+        (gc.enable if was else gc.disable)()
+
+
+def test_a_large_pass_freezes_what_it_made_a_small_one_does_not():
+    gc.unfreeze()
+    try:
+        reconcile._freeze_if_large(reconcile.FREEZE_FROM - 1)
+        assert gc.get_freeze_count() == 0  # a test's gateways stay collectable
+        reconcile._freeze_if_large(reconcile.FREEZE_FROM)
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+
+
+def test_a_restored_session_holds_no_cycle_so_its_end_frees_it(tmp_path):
+    """gc.freeze after the pass is only safe if an ended session's objects
+    need no cyclic collection: dropped sessions leave nothing for it."""
+    from jvpn.bench.session_memory import NOW_MS, install  # noqa: PLC0415
+    from kits.daemon_kit import Clock, make_gateway  # noqa: PLC0415
+
+    gw = make_gateway(tmp_path, clock=Clock(NOW_MS))
+    install(gw.table, 50)
+    gc.collect()
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        with gw.control:
+            for sid in list(gw.table.sessions):
+                gw.table.drop_local(sid)
+        assert gc.collect() == 0
+    finally:
+        (gc.enable if was else gc.disable)()
+
+
+def test_a_peers_allowed_ips_are_made_once():
+    from jvpn.config import PeerConfig  # noqa: PLC0415
+
+    peer = PeerConfig(b"\x05" * 32, ipaddress.IPv4Address("10.0.0.9"), "p",
+                      inner6=ipaddress.IPv6Address("fd00::9"),
+                      subnets=(ipaddress.IPv4Network("192.168.7.0/24"),))
+    assert [str(n) for n in peer.allowed_ips] == ["10.0.0.9/32", "fd00::9/128", "192.168.7.0/24"]
+    assert peer.allowed_ips is peer.allowed_ips
+
+
+def test_a_session_row_has_the_views_fields_in_their_order(tmp_path):
+    from dataclasses import fields  # noqa: PLC0415
+
+    from jvpn.bench.session_memory import NOW_MS, install  # noqa: PLC0415
+    from jvpn.gateway import snapshot  # noqa: PLC0415
+    from kits.daemon_kit import Clock, make_gateway  # noqa: PLC0415
+
+    gw = make_gateway(tmp_path, clock=Clock(NOW_MS))
+    install(gw.table, 3)
+    view = [f.name for f in fields(snapshot.SessionView)]
+    for row in snapshot.sessions(gw, kernel_rx=False):
+        assert list(row) == [*view, "last_handshake_ms", "key_age_s", "rekey_requested",
+                             "key_confirmed", "key_overlap"]
+        assert row["last_handshake_ms"] == row["created_ms"]
+
+
+@pytest.mark.parametrize("addr", ["0.0.0.0", "10.0.0.2", "198.18.255.1", "255.255.255.255"])
+def test_a_listing_spells_an_ipv4_binding_as_ipaddress_does(addr):
+    assert abi.words_addr(abi.addr_words(addr), abi.AF_INET) == str(ipaddress.IPv4Address(addr))
+
+
+@pytest.mark.parametrize("addr", ["198.18.0.1", "0.0.0.0", "2001:db8::7", "::ffff:10.0.0.2"])
+def test_an_elements_binding_is_the_family_and_words_of_its_address(addr):
+    from jvpn.gate.element import session_element  # noqa: PLC0415
+    from jvpn.session import Event, Transport, apply, new_session  # noqa: PLC0415
+
+    rec, _tr = apply(new_session(9, 1), Event.ATTACH_OK, 1, binding=Transport(addr, 4000))
+    keys = derive_session_keys(9, b"\x01" * 32, b"\x02" * 32, b"\x03" * 32)
+    element = session_element(rec, keys, unused_key=lambda: b"\x09" * 16)
+    ip = ipaddress.ip_address(rec.binding.addr)  # the canonical form: ::ffff:a.b.c.d is IPv4
+    assert element.bind_family == (abi.AF_INET6 if ip.version == 6 else abi.AF_INET)
+    assert tuple(element.bind_addr) == abi.addr_words(rec.binding.addr)
