@@ -32,3 +32,44 @@ def test_an_intermittently_slow_store_holds_the_loop_at_most_a_quarter():
         now[0] += 0.002
     share = blocked[0] / now[0]
     assert share <= STORE_SHARE, f"receive loop blocked in store calls {share:.0%} of the time"
+
+
+def test_quiet_sessions_ahead_in_the_queue_do_not_idle_the_writes():
+    """The queue of turns (review E M2) waits for its front session to ask
+    again (up to TURN_HOLD_S), even with the store idle. Twenty sessions
+    whose ahead-writes (covered counters, asked at each message) were
+    refused during one pause, each sending twice a second, then hold the
+    writes after the pause: each turn waits for that session's next
+    message. A busy session that reached its block's end last (every
+    message uncovered, dropped) waits seconds for a write the store makes
+    in milliseconds: here seconds after the pause, where 21 writes take 63 ms."""
+    now, first_write = [0.0], []
+
+    def fsync(_c):
+        first_write.append(now[0])  # the first one: the pause's end
+        now[0] += 0.003
+
+    def slow_once(_c):
+        now[0] += 1.0  # one slow write: the pause (PAUSE_CAP_S)
+
+    breaker = StoreBreaker(clock=lambda: now[0])
+    quiet_block = REPLAY_BLOCK
+    ReplayCeiling(0, 0, slow_once, block=64, breaker=breaker).admit(1)
+    quiet = [ReplayCeiling(0, quiet_block, fsync, breaker=breaker) for _ in range(20)]
+    ahead = quiet_block - quiet_block // 8  # covered, an ahead-write due
+    for i, rc in enumerate(quiet):  # each asks once early in the pause
+        now[0] += 0.01
+        assert rc.admit(ahead + i)
+    busy = ReplayCeiling(0, REPLAY_BLOCK, fsync, breaker=breaker)
+    step, tick, admitted_at = 0.002, 0, None
+    while now[0] < 30.0 and admitted_at is None:
+        tick += 1
+        if busy.admit(REPLAY_BLOCK + tick):  # past its block: needs a write
+            admitted_at = now[0]
+        for i, rc in enumerate(quiet):  # twice a second each, the later in line a bit earlier
+            if tick % 250 == (-5 * i) % 250:
+                rc.admit(ahead + i)
+        now[0] += step
+    assert admitted_at is not None
+    waited = admitted_at - first_write[0]
+    assert waited < 0.5, f"the busy session's write waited {waited:.1f} s past the pause"
