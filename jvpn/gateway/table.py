@@ -369,6 +369,7 @@ class SessionTable(NewSessions, StandbyWrites, Downstream, OperatorEnds, Pending
         live = self.sessions.get(sid)
         if live is not None:
             self._unroute(live)
+            self.ceiling_breaker.forget(live.ceiling)  # its place in the queue of turns
             del self.sessions[sid]
         self._unindexed(sid)
         self.gate.remove(sid)
