@@ -1,9 +1,9 @@
 """The replay ceiling (jvpn/gateway/ceiling.py): a client counter is
 delivered only below a durably stored ceiling, written ahead in blocks."""
 
-from jvpn.client_reattach import retry_skip
 import pytest
 
+from jvpn.client_reattach import retry_skip
 from jvpn.gateway.ceiling import (
     PAUSE_CAP_S,
     REPLAY_BLOCK,
