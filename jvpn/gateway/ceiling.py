@@ -21,12 +21,16 @@ failed or slow write no session calls the store for a pause of max(RETRY_S,
 refusing (etcd partitioned: 2 s; SQLite busy: 5 s) holds the loop at most
 ~5% of the time whatever the number of sessions at their block's end; and
 one write at a time is in flight. Covered counters pass meanwhile, uncovered
-ones are dropped. The pause is capped (PAUSE_CAP_S, doubling with each trip
-until a write lands fast again, up to the 19x rule): one slow fsync, which a local user
-may cause, stalls the sessions at their block's end for seconds, not a
-minute and a half (review E M2). After a pause, or while the budget is
-spent, the sessions refused take turns, the longest waiting first: one
-session's jumps cannot take every write the others need.
+ones are dropped. The pause is capped (PAUSE_CAP_S, doubling with each
+recent trip, up to the 19x rule): one slow fsync, which a local user may
+cause, stalls the sessions at their block's end for seconds, not a minute
+and a half (review E M2). Every call's time, slow or failed ones too, is
+charged to a budget refilled at STORE_SHARE (a reserve pays one slow
+call's overdraft): over any long window the loop spends at most that share
+in store calls, whatever the pattern (review k16r1). After a pause, or
+while the budget is spent, the sessions refused take turns, the longest
+waiting first, so one session's jumps cannot take every write the others
+need; but a free store never waits for a front that is not asking.
 
 A window (re)starts at ``max(record.c2s_floor, C)``: every counter below C
 counts as seen (a floor, like the window's own ``replay_top``, is one above
