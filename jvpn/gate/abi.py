@@ -290,7 +290,7 @@ def session_rt_type(bits: int = REPLAY_BITS) -> type:
             ("control_tat", u64),
             ("probe_tat", u64),
             ("probe_top", u64),  # the highest probe counter that spent probe_tat (review E L1)
-            ("probe_dup_tat", u64),  # the bucket of probes at or below it
+            ("probe_dup_tat", u64),  # one copy at or below it per refill of probe_tat
         ]
 
     return SessionRt

@@ -377,19 +377,21 @@ class Model:
                           cfg.session_control_burst_ns)
 
     def _probe_allow(self, rt, counter: int, now: int) -> bool:
-        """Mirror of jvpn_probe_allow: each probe counter spends probe_tat
-        once (then it is probe_top); copies at or below it, junk bodies
-        included, spend probe_dup_tat: one path's replays cannot starve
-        the probes of another (review E L1)."""
-        cfg = self.config
-        if counter <= rt.probe_top:
-            return gcra_allow(rt, "probe_dup_tat", now, cfg.session_probe_interval_ns,
-                              cfg.session_probe_burst_ns)
-        if not gcra_allow(rt, "probe_tat", now, cfg.session_probe_interval_ns,
-                          cfg.session_probe_burst_ns):
-            return False
-        rt.probe_top = counter
-        return True
+        """Mirror of jvpn_probe_allow: each counter above probe_top spends
+        probe_tat (then it is probe_top); copies at or below it, junk bodies
+        included, spend it only while at most half its burst is spent (one
+        path's replays cannot starve the probes of another: review E L1),
+        then one per refill of the whole bucket on probe_dup_tat: at most
+        the burst + 1 per session (review k16r1)."""
+        interval, burst = self.config.session_probe_interval_ns, self.config.session_probe_burst_ns
+        if counter > rt.probe_top:
+            if not gcra_allow(rt, "probe_tat", now, interval, burst):
+                return False
+            rt.probe_top = counter
+            return True
+        if gcra_allow(rt, "probe_tat", now, interval, burst // 2):
+            return True
+        return gcra_allow(rt, "probe_dup_tat", now, interval + burst, 0)
 
     def _gateway_control_budget(self, t: int, now: int) -> int:
         """Mirror of jvpn_probe_budget / jvpn_authed_budget: a PATH_PROBE

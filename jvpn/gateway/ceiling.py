@@ -21,12 +21,16 @@ failed or slow write no session calls the store for a pause of max(RETRY_S,
 refusing (etcd partitioned: 2 s; SQLite busy: 5 s) holds the loop at most
 ~5% of the time whatever the number of sessions at their block's end; and
 one write at a time is in flight. Covered counters pass meanwhile, uncovered
-ones are dropped. The pause is capped (PAUSE_CAP_S, doubling with each trip
-until a write lands fast again, up to the 19x rule): one slow fsync, which a local user
-may cause, stalls the sessions at their block's end for seconds, not a
-minute and a half (review E M2). After a pause, or while the budget is
-spent, the sessions refused take turns, the longest waiting first: one
-session's jumps cannot take every write the others need.
+ones are dropped. The pause is capped (PAUSE_CAP_S, doubling with each
+recent trip, up to the 19x rule): one slow fsync, which a local user may
+cause, stalls the sessions at their block's end for seconds, not a minute
+and a half (review E M2). Every call's time, slow or failed ones too, is
+charged to a budget refilled at STORE_SHARE (a reserve pays one slow
+call's overdraft): over any long window the loop spends at most that share
+in store calls, whatever the pattern (review k16r1). After a pause, or
+while the budget is spent, the sessions refused take turns, the longest
+waiting first, so one session's jumps cannot take every write the others
+need; but a free store never waits for a front that is not asking.
 
 A window (re)starts at ``max(record.c2s_floor, C)``: every counter below C
 counts as seen (a floor, like the window's own ``replay_top``, is one above
@@ -60,16 +64,34 @@ SLOW_S = 0.1  # a write that took longer pauses the writes too, even if it lande
 # never paused (review E M1); normal traffic needs one write per ~49k
 # counters (20/s at 1M packets/s: ~60 ms/s of a 3 ms fsync)
 STORE_SHARE, STORE_BURST_S = 0.25, 1.0
+# a slow or failed call's time is charged to the budget in full (time spent
+# is time spent: a 5 s call costs 20 s of budget) but a reserve, filled by
+# the budget's refill once it is full, pays what the call overdrew, so one
+# slow call (a 5 s SQLite timeout, after which 1.25 s refilled during it
+# and 0.5 s during the capped pause) stalls the sessions for the pause
+# alone; a store slow again before the reserve refilled (review k16r1:
+# every other write 5 s) waits for the budget: at most STORE_SHARE of the
+# loop over time, whatever the pattern
+STORE_RESERVE_S = 4.0
 # the longest pause one failed or slow write causes; each further trip
-# before a write lands fast again doubles it, up to the 19x rule above: one
-# slow write (a local user can make fsyncs slow) stalls the sessions at
-# their block's end for seconds, a store that stays down still holds the
-# loop ~5% of the time (review E M2)
+# before the streak decayed doubles it, up to the 19x rule above: one slow
+# write (a local user can make fsyncs slow) stalls the sessions at their
+# block's end for seconds, a store that stays down, or is slow again and
+# again, holds the loop ~5% of the time (review E M2). The streak forgets
+# one trip per STREAK_DECAY_S without one: a write that lands fast between
+# two slow ones no longer resets it (review k16r1)
 PAUSE_CAP_S = 2.0
+STREAK_DECAY_S = 60.0
 # a session refused a write keeps its place in the queue of turns while it
-# keeps asking: this long after its last attempt, it is skipped (its client
-# went quiet; the others must not wait for it)
+# keeps asking: this long after its last attempt, it is dropped (its client
+# went quiet)
 TURN_HOLD_S = 0.5
+# the front of the queue takes a free store only if it asked this recently
+# (the same moment as the asker: the loop's backlog): otherwise the asker
+# writes now and the front keeps its place. The store never idles waiting
+# for a quiet front (review k16r1: 20 quiet sessions ahead delayed a busy
+# one's write 9 s)
+TURN_MOMENT_S = 0.01
 _NEVER = float("-inf")
 
 
@@ -80,89 +102,148 @@ class StoreBreaker:
     per-session pace is not enough: each session's attempt blocks the loop
     for the store's whole timeout, and sessions take turns (review D: two
     busy sessions kept it blocked all the time in an etcd partition).
-    Sessions refused a write queue for the next one, the longest waiting
-    first (review E M2)."""
+    Every call's time is charged to a budget refilled at STORE_SHARE
+    (``_Budget``). Sessions refused a write queue for the next one, the
+    longest waiting first, but a free store never waits for a front that
+    is not asking (``_Turns``)."""
 
-    __slots__ = ("_budget", "_clock", "_in_flight", "_open_until", "_refilled", "_streak",
-                 "_turns", "_waiting", "trips")
+    __slots__ = ("_budget", "_clock", "_in_flight", "_last_open", "_open_until", "_streak",
+                 "_turns", "trips")
 
     def __init__(self, clock: Callable[[], float] = time.monotonic):
         self._clock = clock
-        self._open_until = _NEVER
+        self._open_until = self._last_open = _NEVER
         self._in_flight = threading.Lock()
-        self._budget, self._refilled = STORE_BURST_S, clock()
-        self._streak = 0  # trips since a write last landed fast
-        self._turns = threading.Lock()  # guards _waiting
-        self._waiting: dict[object, float] = {}  # who -> its last refused attempt, oldest first
+        self._budget = _Budget(clock())
+        self._streak = 0  # recent trips (decays one per STREAK_DECAY_S without one)
+        self._turns = _Turns()
         self.trips = 0  # failed or slow writes that paused the others
 
     def write(self, raise_to: Callable[[int], None], value: int,
               who: object = None) -> bool | None:
         """``raise_to(value)`` unless paused, the budget is spent, another
-        session waited longer (``who``: the asking session, default
-        ``raise_to``) or another write is in flight (None: not called, and
-        ``who`` queues for a turn); else whether it landed."""
+        session asking at the same moment waited longer (``who``: the
+        asking session, default ``raise_to``) or another write is in flight
+        (None: not called, and ``who`` queues for a turn); else whether it
+        landed."""
         who = raise_to if who is None else who
         now = self._clock()
-        self._budget = min(STORE_BURST_S, self._budget + (now - self._refilled) * STORE_SHARE)
-        self._refilled = now
-        if (now < self._open_until or self._budget <= 0 or not self._my_turn(who, now)
+        if (now < self._open_until or not self._budget.left(now)
+                or not self._turns.mine(who, now)
                 or not self._in_flight.acquire(blocking=False)):
-            self._wait(who, now)
+            self._turns.wait(who, now)
             return None
         try:
-            with self._turns:
-                self._waiting.pop(who, None)
+            self._turns.served(who)
             return self._call(raise_to, value)
         finally:
             self._in_flight.release()
+
+    def forget(self, who: object) -> None:
+        """``who`` asks no more (its session ended): its place goes."""
+        self._turns.served(who)
 
     def _call(self, raise_to: Callable[[int], None], value: int) -> bool:
         started = self._clock()
         try:
             raise_to(value)
         except Exception:  # noqa: BLE001 - any failure means "not durable"
-            took = self._clock() - started
-            self._spend(took)
-            self._pause(took)
+            self._tripped(self._clock() - started)
             return False
         took = self._clock() - started
-        self._spend(took)
         if took > SLOW_S:
-            self._pause(took)
+            self._tripped(took)
         else:
-            self._streak = 0  # the store answers again: the next trip pauses the least
+            self._budget.spend(self._clock(), took, tripped=False)
         return True
 
-    def _spend(self, took: float) -> None:
-        """A long call's debt is capped too: it refills within PAUSE_CAP_S
-        (the pause rule, not the budget, paces a slow store)."""
-        self._budget = max(self._budget - took, -PAUSE_CAP_S * STORE_SHARE)
-
-    def _my_turn(self, who: object, now: float) -> bool:
-        """Nobody queued longer than ``who`` and still asking. Quiet ones
-        (no attempt for TURN_HOLD_S) are dropped from the front."""
-        with self._turns:
-            while self._waiting:  # O(1) amortized: each quiet one is dropped once
-                first = next(iter(self._waiting))
-                if first is who or now - self._waiting[first] <= TURN_HOLD_S:
-                    return first is who
-                del self._waiting[first]
-            return True
-
-    def _wait(self, who: object, now: float) -> None:
-        with self._turns:
-            self._waiting[who] = now  # keeps its place if queued already
+    def _tripped(self, took: float) -> None:
+        self._budget.spend(self._clock(), took, tripped=True)
+        self._pause(took)
 
     def _pause(self, took: float) -> None:
         """max(RETRY_S, 19 x took) (a ~5% duty), capped at PAUSE_CAP_S,
-        doubled for each trip since a write last landed fast (a store that
-        stays down or slow soon gets the whole 19x)."""
+        doubled for each recent trip (a store that stays down or is slow
+        again and again soon gets the whole 19x)."""
+        now = self._clock()
         self.trips += 1
-        self._streak += 1
+        quiet = max(0.0, now - self._last_open)  # open time since the last pause
+        forgotten = quiet / STREAK_DECAY_S  # inf before the first trip
+        self._streak = (0 if forgotten >= self._streak else self._streak - int(forgotten)) + 1
         cap = PAUSE_CAP_S * 2 ** min(self._streak - 1, 32)
         pause = max(RETRY_S, min(cap, took * (1 - STORE_DUTY) / STORE_DUTY))
-        self._open_until = self._clock() + pause
+        self._open_until = self._last_open = now + pause
+
+
+class _Budget:
+    """The loop's time for store calls: refilled at STORE_SHARE per second,
+    at most STORE_BURST_S banked; the overflow fills a reserve (at most
+    STORE_RESERVE_S) that only pays what a slow or failed call overdrew.
+    Every call is charged in full, so over any long window the calls take
+    at most STORE_SHARE of it plus the two banks (review k16r1: a debt
+    capped at 0.5 s let a store slow every other write hold the loop 72%
+    of the time)."""
+
+    __slots__ = ("_level", "_refilled", "_reserve")
+
+    def __init__(self, now: float):
+        self._level, self._reserve, self._refilled = STORE_BURST_S, STORE_RESERVE_S, now
+
+    def left(self, now: float) -> bool:
+        self._refill(now)
+        return self._level > 0
+
+    def spend(self, now: float, took: float, tripped: bool) -> None:
+        self._refill(now)  # what the call's own time refilled
+        self._level -= took
+        if tripped and self._level < 0:  # paid from the reserve, as far as it goes
+            paid = min(self._reserve, -self._level)
+            self._reserve -= paid
+            self._level += paid
+
+    def _refill(self, now: float) -> None:
+        self._level += max(0.0, now - self._refilled) * STORE_SHARE
+        self._refilled = now
+        if self._level > STORE_BURST_S:
+            extra, self._level = self._level - STORE_BURST_S, STORE_BURST_S
+            self._reserve = min(STORE_RESERVE_S, self._reserve + extra)
+
+
+class _Turns:
+    """The queue of sessions refused a write, oldest first (review E M2:
+    a session whose counters jump asks at every message and took every
+    write). The front takes a free store only if it asked within
+    TURN_MOMENT_S; otherwise the asker writes and the front goes to the
+    back (its turn lapsed; it keeps a place). Quiet ones (no attempt for
+    TURN_HOLD_S) are dropped from the front; ended ones by ``served``."""
+
+    __slots__ = ("_lock", "_waiting")
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._waiting: dict[object, float] = {}  # who -> its last refused attempt
+
+    def mine(self, who: object, now: float) -> bool:
+        with self._lock:
+            while self._waiting:  # O(1) amortized: each quiet one is dropped once
+                first = next(iter(self._waiting))
+                asked = self._waiting[first]
+                if first is who or now - asked <= TURN_MOMENT_S:
+                    return first is who
+                if now - asked <= TURN_HOLD_S:  # not asking now: its turn lapses
+                    del self._waiting[first]
+                    self._waiting[first] = asked
+                    return True
+                del self._waiting[first]
+            return True
+
+    def wait(self, who: object, now: float) -> None:
+        with self._lock:
+            self._waiting[who] = now  # keeps its place if queued already
+
+    def served(self, who: object) -> None:
+        with self._lock:
+            self._waiting.pop(who, None)
 
 
 class ReplayCeiling:
@@ -214,6 +295,7 @@ class ReplayCeiling:
         Returns the exact ceiling: one above every counter delivered."""
         with self._lock:
             self._retired = True
+            self._breaker.forget(self)  # asks no more (until resumed)
             self._durable = min(self._durable, self.floor)  # what a settle may write
             return self.floor
 

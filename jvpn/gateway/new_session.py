@@ -130,10 +130,25 @@ class NewSessions:
         """The peer's previous attempt ends quietly, unless it ended already
         or was confirmed while the new one's writes were queued (the
         client's late answer: a session now, which the new one's own
-        confirmation ends, as any earlier session of the peer)."""
-        if (attempt is not None and not attempt.confirmed
-                and self.sessions.get(attempt.record.session_id) is attempt):
-            self.forget(attempt.record.session_id)
+        confirmation ends, as any earlier session of the peer). One whose
+        confirmation is queued or in flight is left to it (the same group
+        commit may hold both, and the continuations run in queue order:
+        review k16r1): a confirmation that lands makes it a session, one
+        that fails ends it then (``_confirm_failed``)."""
+        if (attempt is None or attempt.confirmed
+                or self.sessions.get(attempt.record.session_id) is not attempt):
+            return
+        if attempt.confirming:
+            attempt.superseded = True
+            return
+        self.forget(attempt.record.session_id)
+
+    def _confirm_failed(self, live: Live) -> None:
+        """Its confirmation was not recorded: an attempt again, which a
+        newer attempt's commit replaced meanwhile, then ends now."""
+        live.confirming = False
+        if live.superseded and self.sessions.get(live.record.session_id) is live:
+            self.forget(live.record.session_id)
 
     def _unwritten(self, rec: SessionRecord) -> None:
         """Its written record goes (a refused delete: retried every tick)."""
@@ -157,10 +172,12 @@ class NewSessions:
 
         def written(result) -> None:
             if isinstance(result, StoreError):
+                self._confirm_failed(live)
                 if done is None:
                     raise result
                 done(False)
                 return
+            live.confirming = False
             if self.sessions.get(rec.session_id) is not live:  # forgotten meanwhile
                 self.forgotten_then_confirmed(rec.session_id, new.version)
                 if done is not None:
@@ -168,7 +185,12 @@ class NewSessions:
                 return
             self._project(new, live.keys, ())
             self._route_confirmed(live, done)
-        self.writes.confirm(rec, new, FIRST_CEILING, written)
+        live.confirming = True
+        try:
+            self.writes.confirm(rec, new, FIRST_CEILING, written)
+        except StoreError:  # a stopped writer: not queued
+            self._confirm_failed(live)
+            raise
 
     def _route_confirmed(self, live: Live, done: Callable[[bool], None] | None) -> None:
         self._confirmed(live)  # live.confirmed, and its indexes (jvpn/gateway/indexes.py)

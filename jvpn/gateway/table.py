@@ -102,6 +102,12 @@ class Live:
     # authenticated message from the bound address (jvpn/gateway/control.py);
     # downstream goes to the peer's previous session until then
     confirmed: bool = True
+    # its confirmation write is queued or in flight: a newer attempt's
+    # commit does not end it meanwhile (the confirmation decides), it only
+    # marks it ``superseded``: ended if that confirmation fails
+    # (jvpn/gateway/new_session.py, review k16r1)
+    confirming: bool = False
+    superseded: bool = False
     # The window could not be restored exactly (a crash): no data until a
     # reattach past this epoch proves the path (jvpn/gateway/ceiling.py).
     blind_epoch: int | None = None
@@ -369,6 +375,7 @@ class SessionTable(NewSessions, StandbyWrites, Downstream, OperatorEnds, Pending
         live = self.sessions.get(sid)
         if live is not None:
             self._unroute(live)
+            self.ceiling_breaker.forget(live.ceiling)  # its place in the queue of turns
             del self.sessions[sid]
         self._unindexed(sid)
         self.gate.remove(sid)

@@ -233,3 +233,62 @@ int xdp_main(struct xdp_md *ctx) {{ {ctype} k = 0; return m.lookup(&k) ? XDP_DRO
     finally:
         old.cleanup()
         unpin(pins)
+
+
+def test_one_session_passes_at_most_its_probe_burst_and_one_copy(gate):
+    """Review k16r1: probe_dup_tat was a second bucket of the same size, so
+    a key holder (or anyone with captured probe headers) got twice the
+    burst and twice the rate through the gate: fresh counters spent
+    probe_tat, then copies of the highest spent probe_dup_tat. Each passed
+    probe costs the daemon a tag check and an HMAC and spends the
+    gateway-wide probe budget. Now copies take probe_tat's upper half,
+    then one per refill of the whole bucket: the burst + 1 (the one is the
+    genuine probe after a copy raced ahead of it, which passes even at a
+    burst of 1: ``test_one_copy_raced_ahead_does_not_kill_the_genuine_probe``)."""
+    burst = 4
+    both = fresh(gate, GateConfig(session_probe_pps=1, session_probe_burst=burst,
+                                   authed_control_pps=0, global_control_pps=0))
+    rk.play("setup", [rk.put("epoch0")], both)
+    passed = 0
+    for c in range(1, 2 * burst + 1):  # fresh counters: probe_tat
+        passed += both.verdict(rk.old(c, **pt.PROBE)) == abi.R_PASS_CONTROL
+    top = both.gate.maps.get_runtime(rk.SID).probe_top
+    for i in range(2 * burst):  # copies of the top one, junk bodies
+        probe = rk.old(top, t=abi.MSG_PATH_PROBE, payload=bytes([i]) * 40, **rk.ELSEWHERE)
+        passed += both.verdict(probe) == abi.R_PASS_CONTROL
+    assert both.same_runtime()
+    assert passed <= burst + 1, f"{passed} probes of one session passed a burst of {burst}"
+
+
+def test_copies_and_fresh_probes_together_stay_near_the_probe_rate(gate):
+    """Over time too: fresh probes and copies of the highest, each as fast
+    as they go, pass at the bucket's rate plus one copy per refill of the
+    whole bucket (review k16r1: twice the rate)."""
+    pps, burst, seconds = 4, 4, 10
+    both = fresh(gate, GateConfig(session_probe_pps=pps, session_probe_burst=burst,
+                                   authed_control_pps=0, global_control_pps=0))
+    rk.play("setup", [rk.put("epoch0")], both)
+    passed, counter = 0, 0
+    for _ in range(seconds * 20):  # every 50 ms: two fresh probes, two copies
+        for _ in range(2):
+            counter += 1
+            passed += both.verdict(rk.old(counter, **pt.PROBE)) == abi.R_PASS_CONTROL
+            copy = rk.old(counter, t=abi.MSG_PATH_PROBE, payload=b"j" * 40, **rk.ELSEWHERE)
+            passed += both.verdict(copy) == abi.R_PASS_CONTROL
+        gate.tick(50_000_000)
+    assert both.same_runtime()
+    most = burst + 1 + seconds * (pps + pps / burst)
+    assert passed <= most, f"{passed} probes passed in {seconds} s at {pps}/s"
+
+
+def test_probes_reordered_behind_a_newer_one_pass(gate):
+    """A round of probes on several paths arrives out of order: the lower
+    counters, below probe_top, pass on the upper half of the bucket (not
+    only on the one copy per refill)."""
+    both = fresh(gate, GateConfig(session_probe_pps=10, session_probe_burst=10,
+                                   authed_control_pps=0, global_control_pps=0))
+    rk.play("setup", [rk.put("epoch0")], both)
+    for c in (3, 1, 2, 6, 4, 5):
+        assert both.verdict(rk.old(c, **pt.PROBE, **rk.ELSEWHERE)) == abi.R_PASS_CONTROL, c
+    assert both.gate.maps.get_runtime(rk.SID).probe_top == 6
+    assert both.same_runtime()

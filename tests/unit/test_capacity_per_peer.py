@@ -13,6 +13,7 @@ from jvpn.config import ATTEMPTS_KEPT
 from jvpn.gate import abi
 from jvpn.lab.wait import wait_until
 from jvpn.store import StoreError
+from jvpn.store.group_commit import GroupCommit
 from jvpn.store.sqlite import SqliteStore
 from kits.daemon_kit import AdmitAll, Peer, events_of, handshake, initiation, make_gateway
 
@@ -218,3 +219,67 @@ def test_an_attempt_confirmed_while_the_newer_one_is_written_is_kept(tmp_path):
     held.release()
     assert first.session_id in gw.sessions and gw.sessions[first.session_id].confirmed
     assert len(gw.table.unconfirmed) == 1  # the new attempt (the confirmation ended the other)
+
+
+def test_an_attempt_confirmed_in_the_newer_ones_group_commit_is_kept(tmp_path):
+    """Review k16r1: the test above holds the handshake alone and confirms
+    at once, so the confirmation's continuation ran first. With `gateway
+    up`'s GroupCommit the confirmation, queued after the newer handshake,
+    commits in the same transaction and the continuations run in queue
+    order: the newer one's ``written`` ended the older attempt (not yet
+    ``confirmed``), then its durable confirmation found it forgotten. The
+    client's confirmed session was gone (an on-path attacker gets this by
+    holding the late answer's confirmation until just after the newer
+    initiation passed). An attempt whose confirmation is queued is left to
+    that confirmation now."""
+    store = SqliteStore(tmp_path / "s.db")
+    gw = make_gateway(tmp_path, store=store, cookie_threshold_per_s=10_000)
+    first = handshake(gw, src=("198.51.100.7", 4000), peer=0)
+    handshake(gw, src=("198.51.100.7", 4001), peer=0)
+    gw.table.group_commit(gw.control, gw.incidents.report)  # as `gateway up` does
+    assert isinstance(gw.table.writes, GroupCommit)
+    gw.table.writes.max_wait_s, gw.table.writes.max_batch = 10.0, 2
+    gw.datapath.datagram(initiation(0).initiation(), ("198.51.100.7", 4002))  # queued
+    gw.datapath.datagram(first.seal(b"", abi.MSG_KEEPALIVE), ("198.51.100.7", 4000))  # the batch
+    wait_until(lambda: gw.table.writes.commits == 1 and gw.table.pending_new == 0,
+               "the batch committed and answered", 10)
+    with gw.control:
+        kept = first.session_id in gw.sessions and gw.sessions[first.session_id].confirmed
+        stored = store.get(first.session_id)
+    gw.table.writes.close()
+    store.close()
+    assert kept, "the attempt confirmed in the same commit was ended by the newer attempt"
+    assert stored is not None and stored[0].confirmed
+
+
+class _HeldConfirms(_HeldHandshakes):
+    """Confirmations held too, then refused (``refuse``)."""
+
+    def __init__(self, writes):
+        super().__init__(writes)
+        self.confirms = []
+
+    def confirm(self, base, new, ceiling, done) -> None:
+        self.confirms.append(done)
+
+    def refuse(self) -> None:
+        for done in self.confirms:
+            done(StoreError("disk I/O error"))
+
+
+def test_an_attempt_whose_queued_confirmation_fails_ends_once_replaced(tmp_path):
+    """The other way: the newer attempt's commit leaves the older attempt
+    to its queued confirmation; refused, it is an attempt again that the
+    newer one replaced, and ends then (the peer keeps ATTEMPTS_KEPT)."""
+    gw = make_gateway(tmp_path, cookie_threshold_per_s=10_000)
+    first = handshake(gw, src=("198.51.100.7", 4000), peer=0)
+    for i in range(1, ATTEMPTS_KEPT):
+        handshake(gw, src=("198.51.100.7", 4000 + i), peer=0)
+    held = gw.table.writes = _HeldConfirms(gw.table.writes)
+    gw.datapath.datagram(initiation(0).initiation(), ("198.51.100.7", 4100))  # held
+    gw.datapath.datagram(first.seal(b"", abi.MSG_KEEPALIVE), ("198.51.100.7", 4000))  # held
+    held.release()  # the newer attempt is durable: the older one waits for its confirmation
+    assert first.session_id in gw.sessions
+    held.refuse()
+    assert first.session_id not in gw.sessions and gw.store.get(first.session_id) is None
+    assert len(gw.table.unconfirmed) == ATTEMPTS_KEPT

@@ -245,22 +245,29 @@ static __always_inline void jvpn_rt_claim(struct jvpn_session_rt *rt, __u64 sid,
 
 /* Under the slot's lock: the session's probe bucket for a fresh probe above
  * probe_floor. A counter above probe_top spends probe_tat and becomes
- * probe_top; one at or below it (a copy of a probe that spent it already,
- * whatever its body) spends probe_dup_tat instead. So junk-body replays of
- * one path's probe header spend the copies' bucket, and the client's next
- * probe, on another path with a new counter, still finds probe_tat (review
- * E L1); one copy raced ahead of the genuine probe does not kill it. */
+ * probe_top. One at or below it (a copy of a probe that passed, whatever its
+ * body, the genuine probe after its copy, or a probe reordered behind a
+ * newer one from another path) spends probe_tat only while at most half its
+ * burst is spent, so junk-body replays of one path's probe header leave
+ * the other half to the probes the client sends on its other paths (review
+ * E L1); past that, one copy per refill of the whole bucket passes on
+ * probe_dup_tat (a copy raced ahead of the genuine probe does not kill it).
+ * One session passes at most its burst + 1 (review k16r1: probe_dup_tat was
+ * a second bucket of the same size, twice the burst and rate). */
 static __always_inline int jvpn_probe_allow(struct jvpn_session_rt *rt, __u64 counter,
 					    __u64 now, const struct jvpn_config *cfg)
 {
-	if (counter <= rt->probe_top)
-		return jvpn_gcra_allow(&rt->probe_dup_tat, now, cfg->session_probe_interval_ns,
-				       cfg->session_probe_burst_ns, 1);
-	if (!jvpn_gcra_allow(&rt->probe_tat, now, cfg->session_probe_interval_ns,
-			     cfg->session_probe_burst_ns, 1))
-		return 0;
-	rt->probe_top = counter;
-	return 1;
+	__u64 interval = cfg->session_probe_interval_ns, burst = cfg->session_probe_burst_ns;
+
+	if (counter > rt->probe_top) {
+		if (!jvpn_gcra_allow(&rt->probe_tat, now, interval, burst, 1))
+			return 0;
+		rt->probe_top = counter;
+		return 1;
+	}
+	if (jvpn_gcra_allow(&rt->probe_tat, now, interval, burst / 2, 1))
+		return 1;
+	return jvpn_gcra_allow(&rt->probe_dup_tat, now, interval + burst, 0, 1);
 }
 
 /* Handshake initiations (nothing authenticated): per source prefix (IPv4

@@ -219,12 +219,14 @@ struct jvpn_session_rt {
 	/* A probe's body is not tagged, so the gate cannot consume its counter
 	 * (a header copy must not kill the genuine probe): instead each counter
 	 * spends probe_tat once. probe_top is the highest that did (0: none since
-	 * the claim); a probe at or below it (a copy, a junk-body replay, or the
-	 * genuine one after its copy) spends probe_dup_tat, a bucket of the same
-	 * size, so replays of one path's probe header cannot starve the probes
-	 * the client sends on its other paths (review E L1). */
+	 * the claim); a probe at or below it (a copy, a junk-body replay, the
+	 * genuine one after its copy, or one reordered) spends probe_tat only
+	 * while at most half its burst is spent, then probe_dup_tat, one copy
+	 * per refill of the whole bucket: replays of one path's probe header
+	 * cannot starve the probes the client sends on its other paths (review
+	 * E L1), and a session passes at most its burst + 1 (review k16r1). */
 	__u64 probe_top;
-	__u64 probe_dup_tat;       /* GCRA, probes at or below probe_top */
+	__u64 probe_dup_tat;       /* GCRA, one copy per refill of probe_tat */
 };
 
 /* ---- jvpn_config: array[1], written by `jvpn-xdp attach` only ---- */
