@@ -109,10 +109,9 @@ def test_a_hung_store_does_not_stall_the_receive_loop():
     assert share < 0.1, f"receive loop blocked in store calls {share:.0%} of the time"
 
 
-def test_a_slow_write_that_landed_pauses_the_others_too():
-    """A write that lands but took long (a store near its timeout) pauses
-    every session's next write as a failure does; uncovered counters are
-    dropped meanwhile, covered ones pass."""
+def _half_second_writes():
+    """A clock, a store, a write to it that takes 0.5 s of that clock, and
+    a breaker on the clock: the set-up of the pause tests."""
     t = [0.0]
     s = Store()
 
@@ -120,7 +119,14 @@ def test_a_slow_write_that_landed_pauses_the_others_too():
         t[0] += 0.5
         s.raise_to(c)
 
-    breaker = StoreBreaker(clock=lambda: t[0])
+    return t, s, slow, StoreBreaker(clock=lambda: t[0])
+
+
+def test_a_slow_write_that_landed_pauses_the_others_too():
+    """A write that lands but took long (a store near its timeout) pauses
+    every session's next write as a failure does; uncovered counters are
+    dropped meanwhile, covered ones pass."""
+    t, s, slow, breaker = _half_second_writes()
     a = ReplayCeiling(0, 0, slow, block=64, breaker=breaker)
     b = ReplayCeiling(0, 0, s.raise_to, block=64, breaker=breaker)
     assert a.admit(1) and s.writes == 1  # landed, in 0.5 s
@@ -248,14 +254,7 @@ def test_after_a_pause_the_session_waiting_longest_writes_first():
     session whose counters jump every message asks at every message, so it
     took every write and the others' uncovered counters stayed dropped.
     The sessions refused now take turns, the longest waiting first."""
-    t = [0.0]
-    s = Store()
-
-    def slow(c):
-        t[0] += 0.5
-        s.raise_to(c)
-
-    breaker = StoreBreaker(clock=lambda: t[0])
+    t, s, slow, breaker = _half_second_writes()
     jumper = ReplayCeiling(0, 0, slow, block=64, breaker=breaker)
     honest = ReplayCeiling(0, 0, s.raise_to, block=64, breaker=breaker)
     assert jumper.admit(1) and s.writes == 1  # landed in 0.5 s: a pause
@@ -397,14 +396,7 @@ def test_a_store_slow_now_and_then_holds_the_loop_at_most_its_share(every):
 def test_a_retired_session_leaves_the_queue_of_turns():
     """A session that ended (or was handed over) asks no more: its place in
     the queue goes at once, not TURN_HOLD_S later."""
-    t = [0.0]
-    s = Store()
-
-    def slow(c):
-        t[0] += 0.5
-        s.raise_to(c)
-
-    breaker = StoreBreaker(clock=lambda: t[0])
+    t, s, slow, breaker = _half_second_writes()
     assert ReplayCeiling(0, 0, slow, block=64, breaker=breaker).admit(1)  # a pause: 2 s
     ended = ReplayCeiling(0, 0, s.raise_to, block=64, breaker=breaker)
     other = ReplayCeiling(0, 0, s.raise_to, block=64, breaker=breaker)
