@@ -313,12 +313,17 @@ def _report(app, as_json: bool, run) -> None:
               help='Print one JSON object: {"sizes", "by_size": {"N": '
                    '{"kernel_bytes_per_session", "daemon_bytes_per_session", "reconcile_s", '
                    '"xdp_valid_ns", "xdp_valid_ratio", "xdp_unknown_ns", "sessions_json_s", '
-                   '...}}, "restart": {...}}.')
+                   '...}}, "restart": {...}, "handshakes_per_s", "handshakes_per_s_cookie", '
+                   '"handshakes": {...}}.')
 @click.option("--sizes", default="1000,100000,1000000", show_default=True,
               help="Session counts, comma-separated (each a lab of its own, smallest first).")
+@click.option("--handshakes", default=2000, show_default=True, type=click.IntRange(0, 100_000),
+              help="Then `bench handshake` with this many handshakes per run (0: none): "
+                   '"handshakes_per_s" and the rest of its figures join the JSON.')
 @click.pass_obj
-def bench_scale(app, as_json: bool, sizes: str):
+def bench_scale(app, as_json: bool, sizes: str, handshakes: int):
     from jvpn.bench.scale import run_scale_bench
+    from jvpn.bench.scale_handshakes import with_handshakes
     from jvpn.bench.scale_store import MAX_SESSIONS
     from jvpn.gate.attach import require_root
     from jvpn.gate.loader import require_bcc
@@ -327,8 +332,8 @@ def bench_scale(app, as_json: bool, sizes: str):
     require_root()
     require_bcc()
     _need("bpftool")
-    run = _lab_errors("bench scale", _one_line_errors(
-        "bench scale", lambda progress: run_scale_bench(counts, progress)))
+    run = _lab_errors("bench scale", _one_line_errors("bench scale", with_handshakes(
+        lambda progress: run_scale_bench(counts, progress), handshakes)))
     if as_json:
         from jvpn_cli.progress import progress as status
 

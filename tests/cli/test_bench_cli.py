@@ -128,7 +128,8 @@ def test_bench_scale_prints_one_json_object_and_cleans_up():
     of its lab is left (its namespaces and pins are named after its pid:
     jvpn/lab/netns.py)."""
     cli = Path(sys.executable).with_name("jvpn-xdp")
-    proc = subprocess.Popen([str(cli), "bench", "scale", "--sizes", "1000", "--json"],
+    proc = subprocess.Popen([str(cli), "bench", "scale", "--sizes", "1000", "--handshakes", "20",
+                             "--json"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     stdout, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 0, stderr
@@ -144,6 +145,8 @@ def test_bench_scale_prints_one_json_object_and_cleans_up():
     assert restart["sessions_restored"] == 1000 and restart["stop"] == "SIGTERM"
     assert "client_reattach_error" not in restart and restart["client_reattach_s"] > 0
     assert fig["state_changes"] == 0  # the idle sessions stayed ATTACHED while measured
+    assert result["handshakes_per_s"] > 0 and result["handshakes_per_s_cookie"] > 0
+    assert result["handshakes"]["runs"]["plain"]["completed"] == 20
     ours = f"jl{proc.pid}x"
     namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert ours not in namespaces
