@@ -155,3 +155,45 @@ def test_a_poisoned_neighbour_does_not_keep_expired_keys_in_use(tmp_path):
     expired = {e["session_id"] for e in events_of(gw.events, "KeyExpired")}
     assert len(expired) >= n - 1, (f"{len(expired)} KeyExpired of {n - 1} sessions past "
                                    f"reject_after_ms; still served: {len(gw.sessions)}")
+
+
+class _CountedHolds:
+    """The control lock, counting the store's transactions in each hold."""
+
+    def __init__(self, lock, store):
+        self.lock, self.store, self.holds, self._at = lock, store, [], []
+
+    def __enter__(self):
+        self.lock.__enter__()
+        self._at.append(self.store.transactions)
+        return self
+
+    def __exit__(self, *exc):
+        self.holds.append(self.store.transactions - self._at.pop())
+        return self.lock.__exit__(*exc)
+
+
+def test_a_key_expiry_storm_holds_the_lock_one_batch_not_one_fsync_per_session(tmp_path):
+    """Finding 3: key expiry (jvpn/gateway/key_timers.py, run from
+    ``_after_transition`` inside the batch's hold) is still one store
+    transaction per session, plus its end's delete (``forget``) and the
+    TERMINATE's send-counter floor: a batch of 128 sessions whose keys
+    expire together (N clients that keep their path alive but never
+    rekey, or clients that all attached after one restart) holds the
+    control lock for hundreds of fsyncs, and the 0.5 s slice is only
+    checked between batches. The docs name key expiry as not batched; not
+    that the lock (operator socket, reattach, stop) then waits for all of
+    them."""
+    gw, store, _gate = storm(tmp_path, BATCH)
+    for live in gw.sessions.values():  # alive: only the keys age
+        live.last_rx_ms = gw.clock_ms.ms
+    gw.clock_ms.ms += P.reject_after_ms - P.heartbeat_volatile_ms
+    for live in gw.sessions.values():
+        live.last_rx_ms = gw.clock_ms.ms
+    counted = _CountedHolds(gw.control, store)
+    gw.control = counted
+    store.transactions = 0
+    gw.tick()
+    assert len(events_of(gw.events, "KeyExpired")) == BATCH
+    assert max(counted.holds) <= 3, (f"one hold of the control lock: {max(counted.holds)} "
+                                     f"store transactions (holds: {counted.holds})")
