@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 
-from test_timer_storm import PutsGate, WatchedStore, states, storm
+from test_timer_storm import PutsGate, WatchedStore, states, storm, ticks_until_none_attached
 
 from jvpn.bench.session_memory import NOW_MS, synthetic
 from jvpn.gateway import timer_checks
@@ -197,3 +197,42 @@ def test_a_key_expiry_storm_holds_the_lock_one_batch_not_one_fsync_per_session(t
     assert len(events_of(gw.events, "KeyExpired")) == BATCH
     assert max(counted.holds) <= 3, (f"one hold of the control lock: {max(counted.holds)} "
                                      f"store transactions (holds: {counted.holds})")
+
+
+def test_an_ended_sessions_element_leaves_the_gate_right_after_its_commit(tmp_path, monkeypatch):
+    """Finding 4: ``transition_batch`` commits the whole batch's TERMINATED
+    records, then follows them one by one; each follow (``_project``)
+    tells the client TERMINATE, and a restored session's first send
+    reserves its counter floor with its own store transaction. So the
+    last session's element stays in the gate, and the data thread (no
+    control lock) keeps delivering under its old record, for the 127 other
+    sessions' floor fsyncs after its record ended in the store (TTL,
+    max_lifetime). Before (8456ec6): each session's element left right
+    after its own commit. A crash in the window: the restart's reconcile
+    removes it (as for a single commit), so it is only the live window."""
+    n = BATCH
+    gw, store, gate = storm(tmp_path, n)
+    ticks_until_none_attached(gw)
+    gw.policy = P.__class__(**{**P.as_dict(), "recovery_expiry_terminates": True})
+    gw.clock_ms.ms += P.volatile_to_degraded_ms + 1
+    removed_after: dict[int, int] = {}
+    committed_in: dict[int, int] = {}
+    real_remove, real_cas = gate.remove, sqlite_store._cas
+
+    def cas(db, session_id, *args, **kwargs):
+        committed_in[session_id] = store.transactions
+        return real_cas(db, session_id, *args, **kwargs)
+    monkeypatch.setattr(sqlite_store, "_cas", cas)
+
+    def remove(sid, *args, **kwargs):
+        removed_after.setdefault(sid, store.transactions)
+        real_remove(sid, *args, **kwargs)
+    gate.remove = remove
+    store.transactions = store.floor_writes = 0
+    gw.tick()
+    assert len(removed_after) == n
+    # store transactions between a record's commit and its element's removal
+    waited = max(removed_after[sid] - committed_in[sid] for sid in removed_after)
+    assert waited <= 1, (f"an ended session's element left the gate {waited} store "
+                         f"transactions after its record's commit ({store.floor_writes} "
+                         "floor writes)")
