@@ -136,6 +136,18 @@ class SendCounter:
             self._next = c + 1
             return c
 
+    def next_reserved(self) -> int:
+        """``next`` without any store write: a counter the durable floor
+        already covers, or CounterUnavailable (nothing handed out)."""
+        with self._lock:
+            if self._retired:
+                raise ChannelRetired("this channel was retired: it sends nothing more")
+            c = self._next
+            if self._reserve is not None and c >= self._durable:
+                raise CounterUnavailable(f"send counter {c} is not reserved yet")
+            self._next = c + 1
+            return c
+
     def _cover(self, c: int) -> None:
         """Make sure ``c`` is below the durable floor, writing the next block
         when a quarter of the current one is left."""
@@ -352,6 +364,10 @@ class DataChannel:
     def next_counter(self) -> int:
         """The next send counter; raises CounterUnavailable (nothing sent)."""
         return self.counter.next()
+
+    def next_reserved_counter(self) -> int:
+        """See SendCounter.next_reserved."""
+        return self.counter.next_reserved()
 
     def skip_counters(self, n: int) -> None:
         """See SendCounter.skip."""

@@ -273,6 +273,11 @@ def check_cas(session_id: int, expected_version: int, new: SessionRecord,
     same = new.version == expected_version and secrets is not None
     if new.session_id != session_id or (new.version <= expected_version and not same):
         raise StoreError("cas: the new record must be the same session at a higher version")
+    if new.version > MAX_VERSION:  # a damaged or hostile stored version (review k16r2 #2)
+        raise StoreError(f"cas: version {new.version} does not fit the store")
+
+
+MAX_VERSION = (1 << 63) - 1  # the stores' integers are signed 64-bit (SQLite's)
 
 
 _FIELD_NAMES = tuple(f.name for f in fields(SessionRecord))

@@ -180,7 +180,9 @@ class SqliteStore(SqliteRestore, SkipsUnreadable):
                 db.execute("SAVEPOINT op")
                 try:
                     results.append(op(db))
-                except (StoreError, sqlite3.Error) as e:
+                # a value sqlite3 cannot bind (OverflowError, ValueError) is
+                # that op's too: it never undoes the others (review k16r2 #2)
+                except (StoreError, sqlite3.Error, OverflowError, ValueError) as e:
                     db.execute("ROLLBACK TO op")
                     results.append(e if isinstance(e, StoreError)
                                    else StoreError(f"session store write failed: {e}"))
