@@ -136,6 +136,25 @@ class SendCounter:
             self._next = c + 1
             return c
 
+    @property
+    def reserve_writer(self) -> Callable[[int], None] | None:
+        """What writes a floor (None: no store behind this counter)."""
+        return self._reserve
+
+    def wanted_floor(self) -> int | None:
+        """The floor ``next`` would write now (its counter not covered yet:
+        None if it is, or retired); a caller that writes it itself, with
+        others in one transaction, says so with ``reserved``."""
+        with self._lock:
+            if self._retired or self._reserve is None or self._next < self._durable:
+                return None
+            return self._next + self._block
+
+    def reserved(self, floor: int) -> None:
+        """``floor`` is durable (written by the caller of ``wanted_floor``)."""
+        with self._lock:
+            self._durable = max(self._durable, floor)
+
     def next_reserved(self) -> int:
         """``next`` without any store write: a counter the durable floor
         already covers, or CounterUnavailable (nothing handed out)."""

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from jvpn.codes import EventType, Reason
 from jvpn.gateway.announce import announce
 from jvpn.session import Event, SessionRecord, State, Transition, apply
-from jvpn.store import StoreError, VersionConflict, cas_many, check_cas
+from jvpn.store import StoreError, VersionConflict, cas_many, check_cas, set_floors
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +77,8 @@ class TimerWrites:
         ended = [p.new for p in written if p.new.state is State.TERMINATED]
         for rec in ended:  # first, all of them: no packet passes (review k16r2 #4)
             _step(report, self.gate.remove, rec.session_id)
+        _step(report, self._reserve_terminates,
+              [p.due.live for p in written if p.new.state is State.TERMINATED])
         for p in written:
             _step(report, self._follow, p)
         if ended:
@@ -99,12 +101,35 @@ class TimerWrites:
     def _follow(self, p: _Planned) -> None:
         """After the commit: the gate follows, then the event (as
         ``commit``). A TERMINATE told to an ended session's client uses a
-        send counter its floor already covers: no store write per session
-        under the batch's hold (review k16r2 #3, #4); one that would need
-        one is unsaid, and the client's next message meets a closed session."""
+        send counter ``_reserve_terminates`` covered: no store write per
+        session under the batch's hold (review k16r2 #3, #4); one the store
+        did not cover is unsaid, and the client's next message meets a
+        closed session."""
         steps = [(p.new, p.step)]
         self._project(p.new, p.due.live.keys, steps, floor_writes=False)
         announce(self.events, p.base, steps, p.due.detail, self.clock_ms())
+
+    def _reserve_terminates(self, ended: list) -> None:
+        """The send-counter floors the ended sessions' TERMINATEs need, in
+        one store transaction (review k16r2 #3: not one fsync per session
+        under the batch's hold). A floor the store did not take leaves that
+        TERMINATE unsaid (``_follow``); a crash after it: a floor is only
+        ever raised, the next owner resumes above it."""
+        floors = []
+        for live in ended:
+            counter = live.channel.counter
+            floor = counter.wanted_floor()
+            if floor is None or not (live.record.binding or live.record.candidate):
+                continue  # covered already, or nobody to tell
+            if floor <= getattr(counter.reserve_writer, "durable", 0):
+                counter.reserved(floor)  # the handshake's transaction wrote it
+            else:
+                floors.append((live, floor))
+        results = set_floors(self.store, [(live.record.session_id, floor)
+                                          for live, floor in floors])
+        for (live, floor), result in zip(floors, results, strict=True):
+            if result is None:
+                live.channel.counter.reserved(floor)
 
     def _rejected(self, base: SessionRecord, e: Exception) -> None:
         self.events.emit(EventType.TRANSITION_REJECTED,

@@ -14,6 +14,7 @@ import time
 import pytest
 
 from jvpn.bench.session_memory import NOW_MS, install, synthetic
+from jvpn.gate import abi
 from jvpn.gate.userspace import UserspaceGate
 from jvpn.gateway import timer_checks
 from jvpn.policy import default_policy
@@ -200,9 +201,10 @@ def test_a_storm_of_ends_is_one_transaction_per_batch_and_one_for_its_deletes(tm
             break
     assert not gw.sessions and not store.list()
     assert len(events_of(gw.events, "SessionTerminated")) == n
-    # each TERMINATE told to its client reserved its send counter here (a
-    # restored session's first send: one floor write each, not batched)
-    assert store.transactions - store.floor_writes <= 2 * math.ceil(n / BATCH)
+    # each batch: its records, the TERMINATEs' send-counter floors (a
+    # restored session's first send), its deletes: one transaction each
+    assert store.transactions <= 3 * math.ceil(n / BATCH) and store.floor_writes == 0
+    assert len([m for m, _to in gw.sock.sent if m[0] == abi.MSG_TERMINATE]) == n
 
 
 def test_a_gate_write_that_fails_for_one_session_leaves_the_others_followed(tmp_path):
