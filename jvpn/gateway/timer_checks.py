@@ -23,7 +23,10 @@ transitions are one store transaction (the session table's
 is released between batches, so that the operator socket, a control
 message (a reattach of one of those sessions) and a stop are served
 during the storm; a tick stops after its time slice and the rest stay due
-for the next."""
+for the next. A tick's batches pop what was due at the tick's start, each
+session at most once (review k16r2 #1: a failed write is retried next tick,
+not every batch); one session's error is its own (review k16r2 #2); key
+expiry is a batch transition (review k16r2 #3)."""
 
 from __future__ import annotations
 

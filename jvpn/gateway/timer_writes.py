@@ -17,7 +17,16 @@ commit, before the gate followed: the records are newer than the elements
 and their events were not said; the restart's reconcile projects the
 records (as for a single commit's crash between its write and its gate
 write). A crash between the batch's commit and its deletes: the
-TERMINATED records stay in the store and the restart forgets them."""
+TERMINATED records stay in the store and the restart forgets them.
+
+After the commit the ended sessions' elements leave the gate first, all of
+them, before any send or further store write (review k16r2 #4); then one
+transaction writes the send-counter floors their TERMINATEs need (a
+restored session's first send; review k16r2 #3). A crash after that
+transaction: a floor is only ever raised, so a TERMINATE never sent only
+leaves counters unused. A record whose transition cannot be made or
+checked (anything raised) is rejected alone, before the write (review
+k16r2 #2)."""
 
 from __future__ import annotations
 
