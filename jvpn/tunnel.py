@@ -136,6 +136,37 @@ class SendCounter:
             self._next = c + 1
             return c
 
+    @property
+    def reserve_writer(self) -> Callable[[int], None] | None:
+        """What writes a floor (None: no store behind this counter)."""
+        return self._reserve
+
+    def wanted_floor(self) -> int | None:
+        """The floor ``next`` would write now (its counter not covered yet:
+        None if it is, or retired); a caller that writes it itself, with
+        others in one transaction, says so with ``reserved``."""
+        with self._lock:
+            if self._retired or self._reserve is None or self._next < self._durable:
+                return None
+            return self._next + self._block
+
+    def reserved(self, floor: int) -> None:
+        """``floor`` is durable (written by the caller of ``wanted_floor``)."""
+        with self._lock:
+            self._durable = max(self._durable, floor)
+
+    def next_reserved(self) -> int:
+        """``next`` without any store write: a counter the durable floor
+        already covers, or CounterUnavailable (nothing handed out)."""
+        with self._lock:
+            if self._retired:
+                raise ChannelRetired("this channel was retired: it sends nothing more")
+            c = self._next
+            if self._reserve is not None and c >= self._durable:
+                raise CounterUnavailable(f"send counter {c} is not reserved yet")
+            self._next = c + 1
+            return c
+
     def _cover(self, c: int) -> None:
         """Make sure ``c`` is below the durable floor, writing the next block
         when a quarter of the current one is left."""
@@ -352,6 +383,10 @@ class DataChannel:
     def next_counter(self) -> int:
         """The next send counter; raises CounterUnavailable (nothing sent)."""
         return self.counter.next()
+
+    def next_reserved_counter(self) -> int:
+        """See SendCounter.next_reserved."""
+        return self.counter.next_reserved()
 
     def skip_counters(self, n: int) -> None:
         """See SendCounter.skip."""

@@ -223,21 +223,28 @@ class DataPath:
         live.traffic.sent(msgs)
 
     def _under_expired(self, live: Live, flags: int) -> bool:
-        """A message opened under the ring's previous epoch, past
-        reject_after_* (review R1 #4: after a rekey from DEGRADED the gate
-        passes both phases again; the daemon delivers only the new one)."""
-        ring = live.keys
-        if ring.previous is None or self.policy is None:
+        """A message opened under an epoch past reject_after_*: the ring's
+        previous (review R1 #4: after a rekey from DEGRADED the gate passes
+        both phases again; the daemon delivers only the new one) or its
+        current, before the key-expiry timer ended it (review k16r2 #2b)."""
+        if self.policy is None:
             return False
+        ring, now, p = live.keys, self.clock_ms(), self.policy()
         phase = 1 if flags & FLAG_KEY_PHASE else 0
-        return (phase == ring.previous.phase
-                and key_age.previous_expired(live, self.clock_ms(), self.policy()))
+        if ring.previous is not None and phase == ring.previous.phase:
+            return key_age.previous_expired(live, now, p)
+        return key_age.current_expired(live, now, p)
 
     def _send_expired(self, live: Live) -> bool:
-        """We would seal under an expired previous epoch (a rekey awaits its
-        confirmation): nothing goes but the rekey's answers."""
-        return (not live.keys.confirmed and self.policy is not None
-                and key_age.previous_expired(live, self.clock_ms(), self.policy()))
+        """We would seal under an expired epoch: the previous while a rekey
+        awaits its confirmation (nothing goes but the rekey's answers), or
+        the current one whose key-expiry timer has not run yet."""
+        if self.policy is None:
+            return False
+        now, p = self.clock_ms(), self.policy()
+        if not live.keys.confirmed:
+            return key_age.previous_expired(live, now, p)
+        return key_age.current_expired(live, now, p)
 
     def _rekey_flag(self, live: Live) -> int:
         """FLAG_REKEY while the keys are old or worn, or the operator asked."""

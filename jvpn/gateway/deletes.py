@@ -7,6 +7,8 @@ ends the retries."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from jvpn.store import StoreError, VersionConflict, delete_many
 
 
@@ -26,12 +28,18 @@ class PendingDeletes:
         except StoreError:
             self.undeleted[sid] = live.record.version if live is not None else None
 
-    def forget_batch(self, ended: list[tuple[int, int]]) -> None:
+    def forget_batch(self, ended: list[tuple[int, int]],
+                     report: Callable[[Exception], None]) -> None:
         """``forget`` for many (session id, its last version of ours): the
         timers' ended sessions in one store transaction (issue 15); a
-        delete the store refused is retried on its own, as ``forget``'s."""
-        for sid, _version in ended:
-            self.drop_local(sid)
+        delete the store refused is retried on its own, as ``forget``'s. A
+        session whose local drop raises (the gate's element removal) goes to
+        ``report``; the others and every store delete still go."""
+        for sid, _version in ended:  # each alone: one's failure ends no other's
+            try:  # forget (review k16r2 #2)
+                self.drop_local(sid)
+            except Exception as e:  # noqa: BLE001 - reported; its store delete still goes
+                report(e)
         for (sid, version), result in zip(ended, delete_many(self.store, ended), strict=True):
             if result is not None and not isinstance(result, VersionConflict):
                 self.undeleted[sid] = version

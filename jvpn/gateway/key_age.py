@@ -58,6 +58,17 @@ def previous_expired(live: Live, now: int, p: Policy) -> bool:
                           live.channel.counter.upcoming - 1, p)
 
 
+def current_expired(live: Live, now: int, p: Policy) -> bool:
+    """The ring's current epoch is past reject_after_*: nothing received
+    under it is delivered, nothing is sealed under it, at use, whatever the
+    timers have done yet (review k16r2 #2b: a late key-expiry timer, a
+    backlog, never lets data pass under expired keys). O(1): the epoch's
+    making time and base counters are the record's."""
+    rec = live.record
+    return (now - current_since(live) >= p.reject_after_ms
+            or _used(live, rec.key_c2s_base, rec.key_s2c_base) >= p.reject_after_messages)
+
+
 def _measures_previous(live: Live, p: Policy) -> bool:
     """Expiry measures the previous epoch: the gateway still seals under it
     (unconfirmed), and it was not already expired at the commit."""

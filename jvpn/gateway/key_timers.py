@@ -38,18 +38,38 @@ def run(table, live, now: int, p: Policy) -> None:
 
 def _expire(table, live, now: int, p: Policy) -> bool:
     """KeyExpired and its transition; False: DEGRADED already, nothing to do."""
+    due = expiry(table, live, now, p)
+    if due is None:
+        return False
     rec = live.record
+    event, detail = due
+    table.transition(live, event, detail=detail)
+    settle(table, live, rec)
+    return True
+
+
+def expiry(table, live, now: int, p: Policy) -> tuple[Event, str] | None:
+    """The keys' expiry transition (event, detail) if due, KeyExpired said
+    (once: a refused write is retried quietly); None: not expired, or
+    DEGRADED already (no data passes; a rekey brings it back). The timers'
+    batch commits it with the others (review k16r2 #3), then ``settle``."""
+    rec = live.record
+    if rec.state is State.TERMINATED or not key_age.expired(live, now, p):
+        return None
     if not p.expiry_terminates and rec.state not in AGEING:
-        return False  # DEGRADED already: no data passes; a rekey brings it back
+        return None
     epoch, since, _c, _s = key_age.sealing(live, p)  # the epoch measured, named
     age = now - since
-    if not live.quarantined:  # said once: a refused write is retried quietly
+    if not live.quarantined:
         table.events.emit(EventType.KEY_EXPIRED, Reason.KEY_EXPIRED, rec.session_id,
                           rec.binding, version=rec.version, key_epoch=epoch, key_age_ms=age,
                           messages=key_age.messages(live, p))
-    detail = f"keys of epoch {epoch} expired ({age} ms old)"
     event = Event.KEYS_EXPIRED if p.expiry_terminates else Event.KEYS_AGED
-    table.transition(live, event, detail=detail)
+    return event, f"keys of epoch {epoch} expired ({age} ms old)"
+
+
+def settle(table, live, rec) -> None:
+    """After the expiry's write (``rec``: the record it was decided on)."""
     if live.record is rec:  # the store refused the transition (TransitionRejected)
         # fail closed meanwhile, as a refused revocation does: the element
         # leaves the gate and the downstream leaves the session, so nothing
@@ -57,7 +77,6 @@ def _expire(table, live, now: int, p: Policy) -> bool:
         table.quarantine(rec.session_id, lifts=True)
     else:  # stored (DEGRADED: the gate drops its data): a quarantine ends
         table.lift_quarantine(live)  # (review R4 #2)
-    return True
 
 
 # The most messages one session can seal or have delivered per millisecond

@@ -172,11 +172,13 @@ class ProbeCheck:
         return hdr, fields, keys
 
     def _under_expired(self, live, keys: SessionKeys) -> bool:
-        """Opened under the previous epoch past reject_after_*: the data
-        path delivers nothing under it, and no probe is answered either."""
-        ring = live.keys
-        return (ring.previous is not None and keys is ring.previous
-                and key_age.previous_expired(live, self.clock_ms(), self.policy()))
+        """Opened under an epoch past reject_after_* (the previous, or the
+        current before its timer ran: review k16r2 #2b): the data path
+        delivers nothing under it, and no probe is answered either."""
+        ring, now, p = live.keys, self.clock_ms(), self.policy()
+        if ring.previous is not None and keys is ring.previous:
+            return key_age.previous_expired(live, now, p)
+        return keys is ring.current and key_age.current_expired(live, now, p)
 
     def _size_buckets(self) -> None:
         """The policy in force (a reload changes it) sizes every bucket."""

@@ -244,8 +244,10 @@ class SessionTable(NewSessions, StandbyWrites, Downstream, OperatorEnds, Pending
         return w.new
 
     # ------------------------------------------------------------ the gate follows
-    def _project(self, rec: SessionRecord, keys: SessionKeys, steps) -> None:
-        """After every successful store write: the gate follows."""
+    def _project(self, rec: SessionRecord, keys: SessionKeys, steps,
+                 floor_writes: bool = True) -> None:
+        """After every successful store write: the gate follows.
+        ``floor_writes``: a TERMINATE may reserve its counter in the store."""
         live = self.sessions.get(rec.session_id)
         if live is not None:
             self.timers.touch(rec.session_id)  # its timers follow the new record
@@ -254,7 +256,7 @@ class SessionTable(NewSessions, StandbyWrites, Downstream, OperatorEnds, Pending
             if live is not None:
                 reason = next((tr.reason_code for _r, tr in steps
                                if tr.new is State.TERMINATED), "")
-                self._send_terminate(live, rec, reason)
+                self._send_terminate(live, rec, reason, floor_writes)
                 live.record = rec  # the timer loop forgets it (store, tables)
             return
         if live is None:
@@ -263,16 +265,19 @@ class SessionTable(NewSessions, StandbyWrites, Downstream, OperatorEnds, Pending
         if live.installed or (rec.state is State.ATTACHED and not self.fenced):
             self._put(live, rec)
 
-    def _send_terminate(self, live: Live, rec: SessionRecord, reason: str) -> None:
+    def _send_terminate(self, live: Live, rec: SessionRecord, reason: str,
+                        floor_writes: bool = True) -> None:
         """Best effort, authenticated: the client learns its session is over
-        instead of retrying into an unknown session."""
+        instead of retrying into an unknown session. Without
+        ``floor_writes`` only under a counter already reserved."""
         old = live.record
         to = old.binding or old.candidate
         if to is None or reason == Reason.CLIENT_STOPPED:  # the client said it is gone
             return
         code = reason if reason in wire.TERMINATE_REASONS else Reason.POLICY_TERMINATION
         try:
-            counter = live.channel.next_counter()
+            counter = (live.channel.next_counter() if floor_writes
+                       else live.channel.next_reserved_counter())
         except CounterUnavailable:
             return  # no durable counter: unsaid (the client's retries meet a closed session)
         msg = seal_control(live.channel.send_keys, abi.MSG_TERMINATE, rec.session_id, counter,

@@ -23,7 +23,10 @@ transitions are one store transaction (the session table's
 is released between batches, so that the operator socket, a control
 message (a reattach of one of those sessions) and a stop are served
 during the storm; a tick stops after its time slice and the rest stay due
-for the next."""
+for the next. A tick's batches pop what was due at the tick's start, each
+session at most once (review k16r2 #1: a failed write is retried next tick,
+not every batch); one session's error is its own (review k16r2 #2); key
+expiry is a batch transition (review k16r2 #3)."""
 
 from __future__ import annotations
 
@@ -43,40 +46,70 @@ TIMER_SLICE_S = 0.5  # a tick's batches at most this long: the rest wait for the
 TIMER_YIELD_S = 0.001  # between batches: the lock is not fair, its waiters need the gap
 
 
+class _Tick:
+    """One tick's time (its batches pop what was due then) and the sessions
+    its batches looked at."""
+
+    def __init__(self, now: int):
+        self.now, self.seen = now, set()
+
+    def first_time(self, sids: list[int], timers) -> list[int]:
+        """Those not looked at yet this tick; the others wait for the next."""
+        again = [sid for sid in sids if sid in self.seen]
+        for sid in again:
+            timers.schedule(sid, self.now + 1)
+        fresh = [sid for sid in sids if sid not in self.seen]
+        self.seen.update(fresh)
+        return fresh
+
+
 class TimerChecks:
     def run_due_timers(self) -> None:
         """The due sessions' timers, a batch per hold of the control lock,
         until none is due, the gateway stops or the tick's slice is spent."""
         deadline = time.monotonic() + TIMER_SLICE_S
+        tick = _Tick(self.clock_ms())
         while True:
             with self.control:
-                full = self._contained_batch()
+                full = self._contained_batch(tick)
             if not full or self._stop.is_set() or time.monotonic() >= deadline:
                 return
             self._stop.wait(TIMER_YIELD_S)
 
-    def _contained_batch(self) -> bool:
+    def _contained_batch(self, tick: _Tick) -> bool:
         """One batch (lock held); True if it was full (more may be due)."""
         try:
-            return self._timer_batch()
+            return self._timer_batch(tick)
         except Exception as e:  # noqa: BLE001 - contained and reported, as each step
             self.incidents.report("timer", e)
             return False
 
-    def _timer_batch(self) -> bool:
-        sids = self.table.timers.pop_due(self.clock_ms(), limit=TIMER_BATCH)
-        batch = [live for live in map(self.table.get, sids) if live is not None]
+    def _timer_batch(self, tick: _Tick) -> bool:
+        """The sessions due at the tick's time (review k16r2 #1: not the
+        clock's now, which moves during the tick: a session whose write
+        failed is due again at now + 1, after the tick's time), each at
+        most once per tick (one touched again between batches waits for
+        the next tick)."""
+        sids = self.table.timers.pop_due(tick.now, limit=TIMER_BATCH)
+        batch = [live for live in map(self.table.get, tick.first_time(sids, self.table.timers))
+                 if live is not None]
         try:
             ended = [(live.record.session_id, live.record.version) for live in batch
                      if live.confirmed and live.record.state is State.TERMINATED]
             if ended:  # ended by a step outside the timers: forgotten here, in one write
-                self.table.forget_batch(ended)
-            self._transitions([d for d in map(self._contained_due, batch) if d is not None])
-            for live in batch:
-                self._contained(self._after_transition, live)
+                self._contained(self.table.forget_batch, ended,
+                                functools.partial(self.incidents.report, "timer"))
+            due = [d for d in map(self._contained_due, batch) if d is not None]
+            self._contained(self._transitions, due)
+            expiries = {d.live.record.session_id: d for d in due if d.key_expiry is not None}
+            for d in expiries.values():  # fail closed where it was not written
+                self._contained(key_timers.settle, self.table, d.live, d.key_expiry)
+            for live in batch:  # each session's, whatever the others' did (review k16r2 #2)
+                if live.record.session_id not in expiries:
+                    self._contained(self._after_transition, live)
         finally:
             for live in batch:
-                self._reschedule(live)
+                self._reschedule(live, tick)
         return len(sids) == TIMER_BATCH
 
     def _contained(self, step, *args):
@@ -98,12 +131,13 @@ class TimerChecks:
         if failed is not None:
             self.incidents.report("timer", failed)
 
-    def _reschedule(self, live: Live) -> None:
+    def _reschedule(self, live: Live, tick: _Tick) -> None:
         """The session's next due time from what it holds now (every tick
-        again while its step fails: as before)."""
+        again while its step fails: as before), never within this tick."""
         sid = live.record.session_id
         if self.table.get(sid) is live:
-            self.table.timers.replace(sid, self._next_due(live))
+            at = self._next_due(live)
+            self.table.timers.replace(sid, None if at is None else max(at, tick.now + 1))
 
     def _next_due(self, live: Live) -> int | None:
         """The earliest time any of the session's timers can fire (lower
@@ -137,14 +171,19 @@ class TimerChecks:
             return None  # a handshake's session: confirmed or expired by the control path
         if self.table.get(live.record.session_id) is not live:
             return None  # forgotten by this batch (ended outside the timers)
-        due = due_timer(live.record, live.last_rx_ms, self.clock_ms(), self.policy)
+        now, p = self.clock_ms(), self.policy
+        keys = key_timers.expiry(self.table, live, now, p)
+        if keys is not None:  # first: the others wait a tick (review k16r2 #3)
+            return Due(live, keys[0], keys[1], {}, key_expiry=live.record)
+        due = due_timer(live.record, live.last_rx_ms, now, p)
         if due is None:
             return None
         event, detail, changes = due
         return Due(live, event, detail, changes)
 
     def _after_transition(self, live: Live) -> None:
-        """Key timers and rekey nudges, once the batch's records are written."""
+        """Key timers and rekey nudges, once the batch's records are written
+        (a key expiry is the batch's: ``_due``)."""
         if not live.confirmed or self.table.get(live.record.session_id) is not live:
             return
         key_timers.run(self.table, live, self.clock_ms(), self.policy)

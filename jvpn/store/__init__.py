@@ -202,6 +202,39 @@ def delete_one_by_one(store: Store, deletes: list[Delete]) -> list[StoreError | 
     return results
 
 
+Floor = tuple[int, int]  # (session id, its send-counter floor)
+
+
+def set_floors(store: Store, floors: list[Floor]) -> list[StoreError | None]:
+    """Send-counter floors of many sessions (the TERMINATEs of a batch of
+    the timers' ends, review k16r2 #3), as ``cas_many``: one transaction
+    where the store has one (SQLite ``set_floor_many``), one result per
+    floor. Never raises a StoreError."""
+    many = getattr(store, "set_floor_many", None)
+    if not floors:
+        return []
+    if many is None:
+        return set_floor_one_by_one(store, floors)
+    try:
+        return many(floors)
+    except StoreError as e:
+        return [e] * len(floors)
+
+
+def set_floor_one_by_one(store: Store, floors: list[Floor]) -> list[StoreError | None]:
+    """One floor after the other: a store that does not answer ends the
+    batch (the rest fail with it)."""
+    results: list[StoreError | None] = []
+    for sid, floor in floors:
+        try:
+            store.set_floor(sid, floor)
+            results.append(None)
+        except StoreError as e:
+            results.extend([e] * (len(floors) - len(results)))
+            break
+    return results
+
+
 class Store(Protocol):
     """``claim_initiation``: the handshake timestamps of every gateway on
     this store. True when ``timestamp_ns`` is newer than every initiation of
@@ -273,6 +306,11 @@ def check_cas(session_id: int, expected_version: int, new: SessionRecord,
     same = new.version == expected_version and secrets is not None
     if new.session_id != session_id or (new.version <= expected_version and not same):
         raise StoreError("cas: the new record must be the same session at a higher version")
+    if new.version > MAX_VERSION:  # a damaged or hostile stored version (review k16r2 #2)
+        raise StoreError(f"cas: version {new.version} does not fit the store")
+
+
+MAX_VERSION = (1 << 63) - 1  # the stores' integers are signed 64-bit (SQLite's)
 
 
 _FIELD_NAMES = tuple(f.name for f in fields(SessionRecord))

@@ -19,6 +19,7 @@ from jvpn.store import (
     Cas,
     Change,
     Delete,
+    Floor,
     HandshakeWrites,
     Prewritten,
     SkipsUnreadable,
@@ -180,7 +181,9 @@ class SqliteStore(SqliteRestore, SkipsUnreadable):
                 db.execute("SAVEPOINT op")
                 try:
                     results.append(op(db))
-                except (StoreError, sqlite3.Error) as e:
+                # a value sqlite3 cannot bind (OverflowError, ValueError) is
+                # that op's too: it never undoes the others (review k16r2 #2)
+                except (StoreError, sqlite3.Error, OverflowError, ValueError) as e:
                     db.execute("ROLLBACK TO op")
                     results.append(e if isinstance(e, StoreError)
                                    else StoreError(f"session store write failed: {e}"))
@@ -266,6 +269,11 @@ class SqliteStore(SqliteRestore, SkipsUnreadable):
         gateway resumes above it, so no AEAD nonce is ever reused."""
         with self._tx() as db:
             _set_floor(db, session_id, floor)
+
+    def set_floor_many(self, floors: list[Floor]) -> list[StoreError | None]:
+        """jvpn/store ``set_floors``: one transaction, one fsync."""
+        return self.write_many([functools.partial(_set_floor, session_id=sid, floor=floor)
+                                for sid, floor in floors])
 
     def claim_initiation(self, peer: bytes, timestamp_ns: int) -> bool:
         """One transaction: read, compare, write (BEGIN IMMEDIATE: no other

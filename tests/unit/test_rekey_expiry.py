@@ -62,3 +62,19 @@ def test_a_rekey_from_degraded_carries_no_data_under_the_expired_epoch(tmp_path)
     [(sent, _)] = downstream(c)
     assert wire.parse_header(sent).flags & FLAG_KEY_PHASE  # sealed under epoch 1
     assert events_of(gw.events, "KeyExpired")[-1]["key_epoch"] == 0
+
+
+def test_the_current_epoch_past_reject_after_carries_no_data_before_its_timer_runs(tmp_path):
+    """Review k16r2 #2b: the key-expiry timer may be late (a backlog of due
+    sessions, a neighbour's failing write); the data path checks the epoch
+    it opens or seals under at use, so keys past reject_after_ms carry
+    nothing in the meantime, either way."""
+    gw, clock = gateway(tmp_path, rekey_after_ms=1_000, reject_after_ms=2_000)
+    c = RekeyClient(gw)
+    clock.ms += 1_999
+    assert c.data() and len(downstream(c)) == 1  # still within reject_after_ms
+    clock.ms += 1  # no tick: the timers have not looked at the session
+    assert not c.data()  # not delivered
+    assert c.send(c.channel.seal(b"", abi.MSG_KEEPALIVE)) == []  # no keepalive reply
+    assert downstream(c) == []  # nothing sealed under the expired keys
+    assert c.record().state is State.ATTACHED and not events_of(gw.events, "KeyExpired")

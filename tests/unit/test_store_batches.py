@@ -11,7 +11,7 @@ import pytest
 
 from jvpn.bench.session_memory import synthetic
 from jvpn.session import Event, State, apply
-from jvpn.store import StoreError, VersionConflict, cas_many, delete_many
+from jvpn.store import StoreError, VersionConflict, cas_many, delete_many, set_floors
 from jvpn.store.sqlite import SqliteStore
 
 
@@ -82,3 +82,25 @@ def test_one_by_one_a_store_failure_ends_the_batch_and_a_conflict_does_not():
     results = cas_many(store, [(rec, _volatile(rec))] * 5)
     assert results[0] is None and isinstance(results[1], VersionConflict)
     assert all(type(e) is StoreError for e in results[2:]) and store.calls == 3
+
+
+def test_floors_in_one_transaction_are_only_raised_and_a_value_out_of_range_is_its_own(store):
+    """``set_floors`` (a batch of TERMINATEs, review k16r2 #3): one
+    transaction; a floor is never lowered; a floor sqlite3 cannot bind
+    (OverflowError) is that floor's error, not the batch's (review k16r2 #2)."""
+    a, b, c = sorted(r.session_id for r in store.list())[:3]
+    store.set_floor(b, 1000)
+    results = set_floors(store, [(a, 50), (b, 20), (c, 1 << 64)])
+    assert results[0] is None and results[1] is None and isinstance(results[2], StoreError)
+    assert (store.get_floor(a), store.get_floor(b)) == (50, 1000)
+    assert set_floors(store, []) == []
+
+
+def test_a_version_past_the_stores_integers_is_refused_before_any_write(store):
+    """Review k16r2 #2: a stored version at 2^63 - 1 (damaged, hostile):
+    its next version is a StoreError of its own, the batch's others are
+    written."""
+    recs = sorted(store.list(), key=lambda r: r.session_id)
+    top = dataclasses.replace(recs[0], version=(1 << 63) - 1)
+    results = cas_many(store, [(top, _volatile(top)), (recs[1], _volatile(recs[1]))])
+    assert isinstance(results[0], StoreError) and results[1] is None

@@ -72,6 +72,23 @@ def test_failed_reservation_hands_out_no_counter_above_the_persisted_floor():
     assert c == 1 and c < store.floor  # nothing was skipped or used on the way
 
 
+def test_a_counter_without_a_store_write_is_one_a_floor_written_elsewhere_covers():
+    """Review k16r2 #3: a batch of TERMINATEs writes their floors in one
+    transaction (``wanted_floor``, ``reserved``) and then seals with
+    ``next_reserved``, which never writes and never hands out a counter at
+    or above the durable floor."""
+    store = FloorStore()
+    ch = gateway_channel(store, reserve_block=16)
+    with pytest.raises(tunnel.CounterUnavailable):
+        ch.next_reserved_counter()  # nothing reserved yet: nothing handed out
+    floor = ch.counter.wanted_floor()
+    assert floor == 17 and store.writes == 0
+    store.set_floor(floor)  # the caller's own (batched) write
+    ch.counter.reserved(floor)
+    assert ch.next_reserved_counter() == 1 and ch.counter.wanted_floor() is None
+    assert store.writes == 1 and store.floor == 17
+
+
 def test_reserve_failure_is_a_specific_error_with_the_cause():
     store = FloorStore()
     store.fail = True
