@@ -143,13 +143,7 @@ def cas_many(store: Store, writes: list[Cas]) -> list[StoreError | None]:
     in order: None (written) or the StoreError that left that record as it
     was (a VersionConflict is that record's alone; a failed commit fails
     every write of the batch). Never raises a StoreError."""
-    many = getattr(store, "cas_many", None)
-    if many is None:
-        return cas_one_by_one(store, writes)
-    try:
-        return many(writes)
-    except StoreError as e:
-        return [e] * len(writes)
+    return _many(store, "cas_many", writes, lambda w: cas_one_by_one(store, w))
 
 
 def cas_one_by_one(store: Store, writes: list[Cas]) -> list[StoreError | None]:
@@ -157,17 +151,7 @@ def cas_one_by_one(store: Store, writes: list[Cas]) -> list[StoreError | None]:
     after the other. A failure that is not the record's own (the store does
     not answer) ends the batch: the writes after it are not tried, and
     fail with it (the caller retries them later)."""
-    results: list[StoreError | None] = []
-    for base, new in writes:
-        try:
-            store.cas(base.session_id, base.version, new)
-            results.append(None)
-        except VersionConflict as e:
-            results.append(e)
-        except StoreError as e:
-            results.extend([e] * (len(writes) - len(results)))
-            break
-    return results
+    return _one_by_one(writes, lambda w: store.cas(w[0].session_id, w[0].version, w[1]))
 
 
 Delete = tuple[int, int | None]  # (session id, the version to delete; None: any)
@@ -177,29 +161,13 @@ def delete_many(store: Store, deletes: list[Delete]) -> list[StoreError | None]:
     """Deletes of many records (the timers' ended sessions, issue 15), as
     ``cas_many``: one transaction where the store has one (SQLite
     ``delete_many``), one result per delete. Never raises a StoreError."""
-    many = getattr(store, "delete_many", None)
-    if many is None:
-        return delete_one_by_one(store, deletes)
-    try:
-        return many(deletes)
-    except StoreError as e:
-        return [e] * len(deletes)
+    return _many(store, "delete_many", deletes, lambda d: delete_one_by_one(store, d))
 
 
 def delete_one_by_one(store: Store, deletes: list[Delete]) -> list[StoreError | None]:
     """One delete after the other, as ``cas_one_by_one``: a failure that is
     not the record's own ends the batch (the rest fail with it)."""
-    results: list[StoreError | None] = []
-    for sid, version in deletes:
-        try:
-            store.delete(sid, version)
-            results.append(None)
-        except VersionConflict as e:
-            results.append(e)
-        except StoreError as e:
-            results.extend([e] * (len(deletes) - len(results)))
-            break
-    return results
+    return _one_by_one(deletes, lambda d: store.delete(*d))
 
 
 Floor = tuple[int, int]  # (session id, its send-counter floor)
@@ -210,27 +178,42 @@ def set_floors(store: Store, floors: list[Floor]) -> list[StoreError | None]:
     the timers' ends, review k16r2 #3), as ``cas_many``: one transaction
     where the store has one (SQLite ``set_floor_many``), one result per
     floor. Never raises a StoreError."""
-    many = getattr(store, "set_floor_many", None)
-    if not floors:
-        return []
-    if many is None:
-        return set_floor_one_by_one(store, floors)
-    try:
-        return many(floors)
-    except StoreError as e:
-        return [e] * len(floors)
+    return _many(store, "set_floor_many", floors, lambda f: set_floor_one_by_one(store, f))
 
 
 def set_floor_one_by_one(store: Store, floors: list[Floor]) -> list[StoreError | None]:
     """One floor after the other: a store that does not answer ends the
     batch (the rest fail with it)."""
+    return _one_by_one(floors, lambda f: store.set_floor(*f))
+
+
+def _many(store: Store, method: str, items: list, one_by_one) -> list[StoreError | None]:
+    """The store's batched ``method`` over ``items`` (a StoreError it raises
+    fails every item), or ``one_by_one`` where it has none."""
+    if not items:
+        return []
+    many = getattr(store, method, None)
+    if many is None:
+        return one_by_one(items)
+    try:
+        return many(items)
+    except StoreError as e:
+        return [e] * len(items)
+
+
+def _one_by_one(items: list, write) -> list[StoreError | None]:
+    """``write`` each item in turn: a VersionConflict is that item's alone;
+    any other StoreError (the store does not answer) ends the batch, and
+    the items not tried fail with it."""
     results: list[StoreError | None] = []
-    for sid, floor in floors:
+    for item in items:
         try:
-            store.set_floor(sid, floor)
+            write(item)
             results.append(None)
+        except VersionConflict as e:
+            results.append(e)
         except StoreError as e:
-            results.extend([e] * (len(floors) - len(results)))
+            results.extend([e] * (len(items) - len(results)))
             break
     return results
 
