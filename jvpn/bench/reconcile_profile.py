@@ -81,13 +81,94 @@ def run_unprofiled(config_path: str) -> None:
     n = max(len(gw.table.sessions), 1)
     print(f"sessions {len(gw.table.sessions)}: reconcile {took:.2f} s "
           f"({took / n * 1e6:.1f} us/session, not profiled)", flush=True)
-    pages = time_pages(gw)
-    print(f"sessions pages of {PAGE}: {sum(pages):.2f} s in all "
-          f"({sum(pages) / n * 1e6:.1f} us/row), first {pages[0]:.2f} s (its snapshot "
-          f"and sort), slowest of the others {max(pages[1:], default=0):.2f} s", flush=True)
+    # as in `gateway up`: the timer thread ticks from the start, and a
+    # restart leaves every restored session due at its first tick
+    due = len(gw.table.timers)
+    ticking = _TimerThread(gw)
+    ticking.start()
+    _print_pages(f"while the first ticks check the {due} due sessions", time_pages(gw), n)
+    ticking.stop()
+    left_s, ticks = drain_timers(gw)
+    print(f"the timers' first checks: {left_s:.2f} s more ({ticks} ticks) once the "
+          "pages ended", flush=True)
+    _print_pages("once no timer is due", time_pages(gw), n)
 
 
-def time_pages(gw) -> list[float]:
+def _print_pages(when: str, pages: tuple[list[float], dict], n: int) -> None:
+    took, gc_pauses = pages
+    print(f"sessions pages of {PAGE} {when}: {sum(took):.2f} s in all "
+          f"({sum(took) / n * 1e6:.1f} us/row), first {took[0]:.2f} s (its snapshot "
+          f"and sort), slowest of the others {max(took[1:], default=0):.2f} s; "
+          f"collector (any thread) by generation: {gc_pauses}", flush=True)
+
+
+class _GcPauses:
+    """The cyclic collector's passes meanwhile: {generation: [count, total s, longest s]}."""
+
+    def __init__(self):
+        import gc  # noqa: PLC0415
+
+        self.gc, self.by_gen, self._began = gc, {}, 0.0
+
+    def __enter__(self):
+        self.gc.callbacks.append(self._seen)
+        return self.by_gen
+
+    def __exit__(self, *_exc):
+        self.gc.callbacks.remove(self._seen)
+        for got in self.by_gen.values():
+            got[1], got[2] = round(got[1], 3), round(got[2], 3)
+
+    def _seen(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._began = time.perf_counter()
+            return
+        took = time.perf_counter() - self._began
+        got = self.by_gen.setdefault(info["generation"], [0, 0.0, 0.0])
+        got[0], got[1], got[2] = got[0] + 1, got[1] + took, max(got[2], took)
+
+
+class _TimerThread:
+    """The gateway's timer tick (daemon.py _timer_loop: TIMER_TICK_S apart)."""
+
+    def __init__(self, gw):
+        import threading  # noqa: PLC0415
+
+        self.gw, self.done = gw, threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _run(self) -> None:
+        from jvpn.gateway.daemon import TIMER_TICK_S  # noqa: PLC0415
+
+        while not self.done.wait(TIMER_TICK_S):
+            self.gw.run_due_timers()
+
+    def stop(self) -> None:
+        self.done.set()
+        self.thread.join()
+
+
+def drain_timers(gw) -> tuple[float, int]:
+    """Ticks back to back until a tick leaves nothing due: (seconds, ticks)."""
+    started, ticks = time.perf_counter(), 0
+    while popped := gw.table.timers.pop_due(gw.clock_ms(), limit=1):
+        gw.table.timers.touch(popped[0])  # back: looked at by the tick
+        ticks += 1
+        gw.run_due_timers()
+    return time.perf_counter() - started, ticks
+
+
+def time_pages(gw) -> tuple[list[float], dict]:
+    """:func:`page_times`, and the collector's passes meanwhile."""
+    with _GcPauses() as pauses:
+        took = page_times(gw)
+    return took, pauses
+
+
+def page_times(gw) -> list[float]:
     """The daemon's side of `sessions --json`: each page as the operator
     socket answers it (rows, then the reply's JSON), seconds each."""
     import json  # noqa: PLC0415
