@@ -144,6 +144,9 @@ def test_bench_scale_prints_one_json_object_and_cleans_up():
     assert restart["sessions_restored"] == 1000 and restart["stop"] == "SIGTERM"
     assert "client_reattach_error" not in restart and restart["client_reattach_s"] > 0
     assert fig["state_changes"] == 0  # the idle sessions stayed ATTACHED while measured
+    # the listing first thing once serving, before the XDP test runs (issue 15)
+    assert fig["state_changes_during_listing"] == 0 and fig["listing_after_serving_s"] >= 0
+    assert fig["daemon_pages_s"] >= 0
     ours = f"jl{proc.pid}x"
     namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert ours not in namespaces
