@@ -93,7 +93,7 @@ def run_unprofiled(config_path: str) -> None:
     print(f"the timers' first checks: {left_s:.2f} s more ({ticks} ticks) once the "
           f"pages ended{' (stopped there: still due)' if left_s >= DRAIN_LIMIT_S else ''}",
           flush=True)
-    _print_pages("once no timer is due", time_pages(gw), n)
+    _print_pages("with the timer thread stopped", time_pages(gw), n)
 
 
 def _print_pages(when: str, pages: tuple[list[float], dict], n: int) -> None:
