@@ -147,6 +147,9 @@ def test_bench_scale_prints_one_json_object_and_cleans_up():
     assert fig["state_changes"] == 0  # the idle sessions stayed ATTACHED while measured
     assert result["handshakes_per_s"] > 0 and result["handshakes_per_s_cookie"] > 0
     assert result["handshakes"]["runs"]["plain"]["completed"] == 20
+    # the listing first thing once serving, before the XDP test runs (issue 15)
+    assert fig["state_changes_during_listing"] == 0 and fig["listing_after_serving_s"] >= 0
+    assert fig["daemon_pages_s"] >= 0
     ours = f"jl{proc.pid}x"
     namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert ours not in namespaces
