@@ -4,8 +4,10 @@ ed452a1."""
 
 from __future__ import annotations
 
+from jvpn import wire
 from jvpn.gate import abi
 from jvpn.session import State
+from jvpn.tunnel import FLAG_KEY_PHASE
 from kits.daemon_kit import events_of
 from kits.rekey_kit import RekeyClient, gateway
 
@@ -33,3 +35,55 @@ def test_a_reattach_proven_under_an_expired_current_epoch_moves_nothing_and_seal
     assert sent == [] and not moved, (
         f"sealed {len(sent)} control message(s) under expired keys; binding moved: {moved}")
     assert c.record().state is State.ATTACHED and not events_of(gw.events, "KeyExpired")
+
+
+def _rekeyed_from_degraded(tmp_path):
+    """A session DEGRADED by expired keys, a rekey committed (ATTACHED), its
+    RESP taken by the client, which seals under epoch 1 now; the gateway
+    still waits for the confirmation (it seals under the expired epoch 0)."""
+    gw, clock = gateway(tmp_path, rekey_after_ms=1_000, reject_after_ms=2_000,
+                        expiry_terminates=False)
+    c = RekeyClient(gw)
+    clock.ms += 2_000
+    gw.tick()
+    assert c.record().state is State.DEGRADED
+    msg, eph = c.init()
+    [(resp, _)] = c.send(msg)
+    assert c.record().state is State.ATTACHED and not c.live().keys.confirmed
+    c.finish(resp, eph)
+    return gw, clock, c
+
+
+def test_a_probe_under_the_new_epoch_is_not_answered_under_the_expired_one(tmp_path):
+    """After a rekey from DEGRADED the gateway seals nothing under the
+    expired epoch 0 but the rekey's answers (review R1 #4; the data path's
+    _send_expired). A probe opened under the fresh epoch 1 passes
+    ProbeCheck._under_expired (it looks only at the epoch it opened under),
+    and ProbeReplies.seal seals the reply under channel.send_keys: epoch 0,
+    expired. A probe does not confirm the rekey, so the client can make the
+    gateway seal one reply per probe budget under the expired keys."""
+    _gw, _clock, c = _rekeyed_from_degraded(tmp_path)
+    sent = c.send(c.control(abi.MSG_PATH_PROBE, 9), src=c.src)
+    assert not c.live().keys.confirmed  # a probe confirms nothing
+    under_epoch_0 = [m for m, _to in sent
+                     if not wire.parse_header(m).flags & FLAG_KEY_PHASE]
+    assert under_epoch_0 == [], "a probe reply sealed under the expired epoch 0"
+
+
+def test_a_reattach_under_the_expired_previous_epoch_is_not_served(tmp_path):
+    """The same for the control path, under the previous epoch: after a
+    rekey from DEGRADED a REATTACH_REQ sealed under the expired epoch 0 is
+    still proven (ReattachServer opens under either live epoch, no
+    previous_expired check), answered under epoch 0, and its PATH_RESPONSE
+    moves the binding, all under keys the data path refuses."""
+    _gw, _clock, c = _rekeyed_from_degraded(tmp_path)
+    assert not c.data(keys=c.old)  # the data path refuses epoch 0 (R1 #4)
+    sent = c.send(c.reattach_request(seq=1, keys=c.old), src=NEW)
+    moved = False
+    if sent:
+        _hdr, (server_nonce, client_nonce) = c.opened(sent[0][0])
+        c.send(c.control(abi.MSG_PATH_RESPONSE, server_nonce, client_nonce, keys=c.old),
+               src=NEW)
+        moved = c.record().binding.port == NEW[1]
+    assert sent == [] and not moved, (
+        f"sealed {len(sent)} message(s) under the expired epoch 0; binding moved: {moved}")
