@@ -87,3 +87,27 @@ def test_a_reattach_under_the_expired_previous_epoch_is_not_served(tmp_path):
         moved = c.record().binding.port == NEW[1]
     assert sent == [] and not moved, (
         f"sealed {len(sent)} message(s) under the expired epoch 0; binding moved: {moved}")
+
+
+def test_a_degraded_sessions_expired_keys_cannot_move_its_binding(tmp_path):
+    """DEGRADED by expired keys (keys.expiry_terminates = false) lasts until
+    a rekey, unbounded. Its keys are past reject_after_*: the data path
+    neither delivers nor seals under them, yet a REATTACH_REQ under them
+    is still proven, answered under them and moves the binding: whoever
+    holds the expired keys (the point of reject_after_* is to bound what a
+    leaked key can do) can point the session at its own address."""
+    gw, clock = gateway(tmp_path, rekey_after_ms=1_000, reject_after_ms=2_000,
+                        expiry_terminates=False)
+    c = RekeyClient(gw)
+    clock.ms += 2_000
+    gw.tick()
+    assert c.record().state is State.DEGRADED and not c.data()
+    sent = c.send(c.reattach_request(seq=1), src=NEW)
+    moved = False
+    if sent:
+        _hdr, (server_nonce, client_nonce) = c.opened(sent[0][0])
+        c.send(c.control(abi.MSG_PATH_RESPONSE, server_nonce, client_nonce), src=NEW)
+        moved = c.record().binding.port == NEW[1]
+    assert sent == [] and not moved, (
+        f"sealed {len(sent)} message(s) under expired keys; binding moved: {moved}; "
+        f"state {c.record().state.name}")
