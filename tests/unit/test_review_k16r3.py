@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from jvpn import wire
 from jvpn.gate import abi
+from jvpn.gateway.ceiling import REPLAY_BLOCK, ReplayCeiling, StoreBreaker
 from jvpn.session import State
 from jvpn.tunnel import FLAG_KEY_PHASE
 from kits.daemon_kit import events_of
@@ -111,3 +112,39 @@ def test_a_degraded_sessions_expired_keys_cannot_move_its_binding(tmp_path):
     assert sent == [] and not moved, (
         f"sealed {len(sent)} message(s) under expired keys; binding moved: {moved}; "
         f"state {c.record().state.name}")
+
+
+def test_a_spent_budget_reaches_an_honest_session_that_sends_slower_than_the_turn_moment():
+    """Review k16r1 made the front of the queue of turns take a free store
+    only if it asked within TURN_MOMENT_S (10 ms). A key holder whose
+    counters jump most of a block per message asks at every message and
+    spends the budget the moment it refills. An honest session at its
+    block's end (or at the first message after a restart: its window
+    starts at the stored ceiling, uncovered) that sends fewer than 100
+    messages a second is at the front, but its asks always meet a spent
+    budget, and when the budget refills the jumper asks first, more than
+    TURN_MOMENT_S after the honest session's last ask: the honest turn
+    lapses, every time. test_a_spent_budget_is_shared_in_turns passes only
+    because its honest session asks every 1 ms, as often as the jumper."""
+    now = [0.0]
+
+    def fsync(_c):
+        now[0] += 0.003  # a healthy store
+
+    breaker = StoreBreaker(clock=lambda: now[0])
+    jumper = ReplayCeiling(0, REPLAY_BLOCK, fsync, breaker=breaker)
+    honest = ReplayCeiling(0, 0, fsync, breaker=breaker)
+    counter = REPLAY_BLOCK
+    while now[0] < 5.0:  # the jumper alone: the budget spent
+        jumper.admit(counter)
+        counter += 3 * REPLAY_BLOCK // 4
+        now[0] += 0.001
+    admitted, next_honest = False, now[0]
+    while now[0] < 35.0 and not admitted:
+        jumper.admit(counter)  # one jumper message per ms
+        counter += 3 * REPLAY_BLOCK // 4
+        if now[0] >= next_honest:  # 20 messages a second: an interactive session
+            admitted = honest.admit(1)  # its first counter, uncovered: needs a write
+            next_honest = now[0] + 0.05
+        now[0] += 0.001
+    assert admitted, "the honest session got no write in 30 s (its data dropped meanwhile)"
