@@ -8,7 +8,6 @@ import dataclasses
 import ipaddress
 import json
 import socket
-import struct
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -102,3 +101,126 @@ def test_addr_words_refuses_a_float_whatever_was_asked_before():
     abi.addr_words(True)  # a bool is an int, an address to ipaddress
     with pytest.raises(ValueError):
         abi.addr_words(1.0)  # ... and now the cache answers for the float
+
+
+# ------------------------------------------- checked and found the same (pass)
+def _slow_canonical(addr):
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        return addr
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)
+
+
+_DOTTED = st.lists(st.one_of(st.integers(0, 300).map(str), st.sampled_from(
+    ["00", "01", "0x1", "1e1", " 1", "1 ", "+1", "-1", "１", "١", "", "1\x00", "\n1", "256"])),
+    min_size=1, max_size=6).map(".".join)
+_ADDRESSES = st.one_of(_DOTTED, st.text(max_size=40), st.ip_addresses().map(str),
+                       st.ip_addresses(v=4).map(lambda ip: f"::ffff:{ip}"),
+                       st.ip_addresses(v=4).map(lambda ip: f"::FFFF:{ip}"),
+                       st.ip_addresses(v=6).map(lambda ip: ip.exploded.upper()))
+
+
+@settings(max_examples=3000, deadline=None)
+@given(_ADDRESSES)
+def test_every_spelling_canonicalizes_parses_and_encodes_as_ipaddress_does(addr):
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        ip = None
+    exact_v4 = ip is not None and ip.version == 4 and str(ip) == addr
+    assert ipv4_packed(addr) == (ip.packed if exact_v4 else None)
+    assert canonical_ip(addr) == _slow_canonical(addr)
+    if ip is None:
+        with pytest.raises(ValueError):
+            pathmtu.family_of(addr)
+        with pytest.raises(ValueError):
+            abi.addr_words(addr)
+        return
+    mapped = ip.version == 6 and ip.ipv4_mapped is not None
+    assert pathmtu.family_of(addr) == (4 if mapped else ip.version)
+    packed = ip.packed.ljust(16, b"\0")
+    words = tuple(int.from_bytes(packed[i:i + 4], "little") for i in range(0, 16, 4))
+    assert abi.addr_words(addr) == words
+    if ip.version == 4:
+        assert abi.words_addr(words, abi.AF_INET) == str(ip) == socket.inet_ntoa(ip.packed)
+
+
+_JSON_SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(),
+                          st.text(), st.text(alphabet=st.characters(max_codepoint=0x7f)))
+_JSON_VALUES = st.recursive(_JSON_SCALARS, lambda inner: st.one_of(
+    st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    st.tuples(inner)), max_leaves=8)
+
+
+@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(st.one_of(st.text(max_size=8), st.sampled_from(
+    ["%", "%s", "%%", "%(x)s", "peer", "inner", "\u2028", "\x00", "\ud800"])), _JSON_VALUES,
+    max_size=8))
+def test_the_listings_json_writer_writes_what_json_dumps_writes(row):
+    from jvpn_cli import sessions  # noqa: PLC0415
+
+    assert sessions.indented(row) == json.dumps(row, indent=2)
+
+
+def test_the_listings_json_writer_with_odd_keys_and_values():
+    from jvpn_cli import sessions  # noqa: PLC0415
+
+    rows = [{"peer": "a\"b\\c\n\u00e9\ud83d\ude00\ud800\x7f\x00", "n": float("nan")},
+            {"peer": "x", "allowed_ips": [float("inf")]}, {1: 2}, {True: 1, "a": 1},
+            {"a": [[]]}, {"a": [{}]}, {"a": ()}, {"a": -0.0, "b": 1e300, "c": 2 ** 70},
+            {"%s%%": "%s"}, {"a": State.ATTACHED}, {"a": []}]
+    for row in rows:
+        assert sessions.indented(row) == json.dumps(row, indent=2)
+
+
+def _old_record_to_json(rec) -> str:
+    """18dca72's record_to_json (sort_keys), for comparison."""
+    d = {f.name: getattr(rec, f.name) for f in dataclasses.fields(SessionRecord)}
+    for name in ("binding", "candidate"):
+        if d[name] is not None:
+            d[name] = {"addr": d[name].addr, "port": d[name].port}
+    d["state"] = rec.state.name
+    d["switches_ms"] = list(rec.switches_ms)
+    if rec.confirmed:
+        del d["confirmed"]
+    return json.dumps(d, sort_keys=True)
+
+
+_TRANSPORTS = st.one_of(st.none(), st.builds(Transport, _ADDRESSES, st.integers(0, 65535)))
+
+
+def _field_values():
+    out = {}
+    for f in dataclasses.fields(SessionRecord):
+        if f.name in ("binding", "candidate"):
+            out[f.name] = _TRANSPORTS
+        elif f.name == "state":
+            out[f.name] = st.sampled_from(list(State))
+        elif f.name == "switches_ms":
+            out[f.name] = st.lists(st.integers()).map(tuple)
+        elif f.name == "confirmed":
+            out[f.name] = st.booleans()
+        elif isinstance(f.default, str):
+            out[f.name] = st.text(max_size=12)
+        else:
+            out[f.name] = st.one_of(st.none(), st.integers(-2 ** 70, 2 ** 70))
+    return out
+
+
+_RECORDS = st.fixed_dictionaries(_field_values()).map(lambda d: SessionRecord(**d))
+
+
+@settings(max_examples=1000, deadline=None)
+@given(_RECORDS, st.data())
+def test_a_record_writes_and_copies_as_before(rec, data):
+    assert record_to_json(rec) == _old_record_to_json(rec)
+    names = data.draw(st.sets(st.sampled_from([f.name for f in dataclasses.fields(rec)])))
+    other = data.draw(_RECORDS)
+    kw = {n: getattr(other, n) for n in names}
+    assert rec.with_(**kw) == dataclasses.replace(rec, **kw)
+    assert type(rec.with_(**kw)) is SessionRecord
+    with pytest.raises(TypeError):
+        rec.with_(nope=1)
