@@ -224,3 +224,34 @@ def test_a_record_writes_and_copies_as_before(rec, data):
     assert type(rec.with_(**kw)) is SessionRecord
     with pytest.raises(TypeError):
         rec.with_(nope=1)
+
+
+# ---------------------------------------------------------------- finding 3
+def test_a_dropped_records_non_address_binding_is_not_kept_by_the_address_memo():
+    """Finding 3 (canonical_ip's memo is bounded in entries, not bytes).
+    A store value is attack surface: a record whose binding "address" is
+    not one (kept as it is, and memoized, key and answer) stays in memory
+    after the record is gone, up to 4096 of them per process: 64 records
+    of 1 MB here pin 64 MB that the old code freed."""
+    import gc  # noqa: PLC0415
+    import tracemalloc  # noqa: PLC0415
+
+    from jvpn.store import record_from_json  # noqa: PLC0415
+
+    canonical_ip.cache_clear()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(64):
+            text = json.dumps({"session_id": i, "state": "ATTACHED", "version": 1,
+                               "created_ms": 1, "last_change_ms": 1,
+                               "binding": {"addr": f"{i}-" + "x" * (1 << 20), "port": 1}})
+            record_from_json(text)
+            del text
+        gc.collect()
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+        canonical_ip.cache_clear()
+    assert kept < 8 << 20, f"{kept / (1 << 20):.0f} MB kept after the records were dropped"
