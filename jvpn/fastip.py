@@ -5,7 +5,12 @@ other spelling goes to ipaddress as before, so the answers are the same."""
 
 from __future__ import annotations
 
+import functools
 import socket
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+_T = TypeVar("_T")
 
 
 def ipv4_packed(addr) -> bytes | None:
@@ -18,3 +23,28 @@ def ipv4_packed(addr) -> bytes | None:
     except (OSError, TypeError, ValueError):
         return None
     return packed if socket.inet_ntop(socket.AF_INET, packed) == addr else None
+
+
+# The longest spelling an address can have (an IPv6 address with a scope id
+# is under 64 characters); a longer string is not an address worth keeping.
+MEMO_MAX_LEN = 64
+
+
+def address_memo(fn: Callable[[Any], _T]) -> Callable[[Any], _T]:
+    """``fn`` memoized for exact ``str`` arguments of an address's length
+    only (bounded, 4096 entries). Anything else (a bool, a float, an
+    ipaddress object, a 1 MB "address" out of a hostile store) is computed
+    uncached: lru_cache keys compare with ``==`` (True == 1 == 1.0, so one
+    would answer for the other) and a memo would keep a long string alive
+    after its record is gone."""
+    cached = functools.lru_cache(maxsize=4096)(fn)
+
+    @functools.wraps(fn)
+    def memoized(addr):
+        if type(addr) is str and len(addr) <= MEMO_MAX_LEN:
+            return cached(addr)
+        return fn(addr)
+
+    memoized.cache_clear = cached.cache_clear  # type: ignore[attr-defined]
+    memoized.cache_info = cached.cache_info  # type: ignore[attr-defined]
+    return memoized

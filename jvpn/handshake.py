@@ -290,16 +290,6 @@ def _consteq(a: bytes, b: bytes) -> bool:
     return hmac.compare_digest(a, b)
 
 
-class _Authorized:
-    """``is_authorized`` as a container (``key in it``)."""
-
-    def __init__(self, is_authorized: Callable[[bytes], bool]):
-        self.is_authorized = is_authorized
-
-    def __contains__(self, key: object) -> bool:
-        return isinstance(key, bytes) and self.is_authorized(key)
-
-
 class Responder:
     """The gateway's side: opens an initiation, checks the peer and that its
     timestamp is newer than the last one this process accepted (a cheap
@@ -321,7 +311,6 @@ class Responder:
         client = opened.remote_static
         if not self.is_authorized(client):
             raise HandshakeError("unknown_peer")
-        self._static.remember_ss(opened)  # a configured peer's: at most one entry each
         payload = opened.payload
         if len(payload) != 8:
             raise HandshakeError("bad_initiation", "payload length")
@@ -331,11 +320,6 @@ class Responder:
         if ts <= self._last_ts.get(client, 0):
             raise HandshakeError("replayed_initiation", "timestamp not newer")
         return Initiation(client, ts, opened)
-
-    def peers_changed(self) -> None:
-        """A reload changed who ``is_authorized``: the static-static DH of a
-        peer no longer configured is forgotten (noise_ik.Static)."""
-        self._static.keep_ss_of(_Authorized(self.is_authorized))
 
     def accepted(self, init: Initiation) -> None:
         """``init`` was claimed in the store: no older one opens here again."""

@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Container
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import serialization
@@ -111,21 +110,13 @@ class Symmetric:
 
 class Static:
     """The responder's static key pair, with the symmetric state after the
-    pre-message (``<- s``), which every handshake starts from, and the
-    static-static DH (``ss``) of the peers the caller chose to remember.
+    pre-message (``<- s``), which every handshake starts from.
 
-    ``ss`` depends only on our static key and the peer's: WireGuard computes
-    it once per configured peer. Here it is remembered on a peer's first
-    admitted handshake (not at load: a peers file of a million keys would
-    cost ~50 s of X25519 at start), and only for a peer the caller says is
-    configured, so the cache holds at most one entry per configured peer;
-    ``keep_ss_of`` drops the others at a reload (a removed peer, a peer
-    whose key changed: a new key is a new entry). Timing: a message 1 naming
-    a remembered key opens one X25519 (~45 us) faster; the gateway answers
-    no message 1 that fails (a sender without the peer's private key gets
-    nothing back), so this shows only in the daemon's CPU. WireGuard's
-    per-peer precomputation has the same property, and a public key is not
-    a secret."""
+    The static-static DH (``ss``) is computed for every message 1, never
+    remembered per peer: a remembered ss made a forged message 1 naming an
+    active peer one X25519 cheaper than one naming an idle peer (an
+    activity oracle for anyone who knows a public key), for ~45 us of a
+    ~700 us handshake (issue 15, review k16r4)."""
 
     def __init__(self, private: bytes, protocol: bytes, prologue: bytes):
         self.key = X25519PrivateKey.from_private_bytes(private)
@@ -133,25 +124,6 @@ class Static:
         start = Symmetric(protocol, prologue)
         start.mix_hash(self.public)
         self._h, self._ck = start.h, start.ck
-        self._ss: dict[bytes, bytes] = {}
-
-    def ss(self, remote_static: bytes) -> bytes:
-        """DH(our static, ``remote_static``): remembered, or computed."""
-        known = self._ss.get(remote_static)
-        return known if known is not None else _dh(self.key, remote_static)
-
-    def remember_ss(self, opened: Opened) -> None:
-        """Keep ``opened``'s ss for the next handshake of its peer (call it
-        for a configured peer only: the cache is as large as the callers make it)."""
-        self._ss[opened.remote_static] = opened.ss
-
-    def keep_ss_of(self, peers: Container[bytes]) -> None:
-        """Forget the ss of every peer not in ``peers`` (a reload)."""
-        self._ss = {k: v for k, v in self._ss.items() if k in peers}
-
-    def remembered(self) -> frozenset[bytes]:
-        """The peers whose ss is kept (tests)."""
-        return frozenset(self._ss)
 
     def fresh(self) -> Symmetric:
         sym = Symmetric.__new__(Symmetric)
@@ -168,7 +140,6 @@ class Opened:
     payload: bytes
     remote_ephemeral: bytes
     symmetric: Symmetric
-    ss: bytes = field(default=b"", repr=False)  # DH(our static, remote_static): Static.remember_ss
     answered: bool = False  # message 2 written: the symmetric state is spent
 
 
@@ -181,10 +152,9 @@ def read_message1(static: Static, msg: bytes) -> Opened:
     sym.mix_hash(re)
     sym.mix_key(_dh(static.key, re))                                      # es
     rs = sym.decrypt_and_hash(msg[DHLEN:DHLEN + DHLEN + TAGLEN])          # s
-    ss = static.ss(rs)
-    sym.mix_key(ss)                                                       # ss
+    sym.mix_key(_dh(static.key, rs))                                      # ss
     payload = sym.decrypt_and_hash(msg[DHLEN + DHLEN + TAGLEN:])
-    return Opened(rs, payload, re, sym, ss)
+    return Opened(rs, payload, re, sym)
 
 
 def write_message2(opened: Opened, payload: bytes,

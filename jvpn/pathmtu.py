@@ -15,11 +15,10 @@ Only the ABI constants are imported: config.py and tunnel.py both read these.
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 import struct
 
-from jvpn.fastip import ipv4_packed
+from jvpn.fastip import address_memo, ipv4_packed
 from jvpn.gate.abi import AEAD_TAG_LEN, HDR_LEN
 
 UDP_LEN = 8
@@ -42,7 +41,7 @@ ANNOUNCE_VERSION = 1
 _ANNOUNCE = struct.Struct("<BH")
 
 
-@functools.lru_cache(maxsize=4096)  # per confirmed session and answer (issue 15): bounded
+@address_memo  # per confirmed session and answer (issue 15): bounded, exact short strings
 def family_of(addr: str) -> int:
     """4 or 6: the IP version a datagram to ``addr`` goes out with (an
     IPv4-mapped IPv6 address, as a dual-stack socket reports one, is IPv4)."""

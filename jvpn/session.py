@@ -9,12 +9,11 @@ version is what the store compares-and-swaps on. TERMINATED is absorbing.
 from __future__ import annotations
 
 import enum
-import functools
 import ipaddress
 import operator
 from dataclasses import dataclass, field, fields, replace
 
-from jvpn.fastip import ipv4_packed
+from jvpn.fastip import address_memo, ipv4_packed
 from jvpn.gate import abi
 
 
@@ -92,7 +91,7 @@ class IllegalTransition(Exception):
 # Memoized: a Transport is made several times per handshake and per control
 # message (issue 15: about 17 parses a handshake); bounded, so sources an
 # attacker picks only evict entries (a miss costs the parse it saved).
-@functools.lru_cache(maxsize=4096)
+@address_memo  # exact short strings only: True is not 1.0, a 1 MB value is not kept
 def canonical_ip(addr: str) -> str:
     """One spelling per address: an IPv4 client heard on the gateway's
     dual-stack socket arrives as ``::ffff:a.b.c.d`` and is the plain

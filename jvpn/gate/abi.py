@@ -9,12 +9,13 @@ that is not made on the other fails the tests. Values are built by keyword:
 from __future__ import annotations
 
 import ctypes
-import functools
 import socket
 from ctypes import c_uint8 as u8
 from ctypes import c_uint16 as u16
 from ctypes import c_uint32 as u32
 from ctypes import c_uint64 as u64
+
+from jvpn.fastip import address_memo as _address_memo
 
 # ---- wire format ----
 WIRE_VERSION = 1
@@ -423,7 +424,7 @@ CONSTANTS = {
 
 
 # ---- address conventions of the maps (network order kept in host words) ----
-@functools.lru_cache(maxsize=4096)  # twice per handshake (its element): bounded
+@_address_memo  # twice per handshake (its element): bounded, exact short strings only
 def addr_words(ip) -> tuple[int, int, int, int]:
     """An address as the four u32 words the maps store (network byte order
     in memory, so IPv4 sits in word 0 and the rest are zero)."""

@@ -5,14 +5,13 @@ or the model) initializes the slot itself. Shared by both gate adapters."""
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 import secrets
 from collections import deque
 from collections.abc import Callable
 
 from jvpn.errors import JvpnError
-from jvpn.fastip import ipv4_packed
+from jvpn.fastip import address_memo, ipv4_packed
 from jvpn.gate import abi
 from jvpn.keys import KeyRing, SessionKeys
 from jvpn.session import SessionRecord
@@ -49,7 +48,7 @@ def header_keys(keys: SessionKeys | KeyRing,
     return dict(tag_key=slots[0], tag_key_phase1=slots[1], key_phases=mask)
 
 
-@functools.lru_cache(maxsize=4096)  # per element write (twice a handshake): bounded
+@address_memo  # per element write (twice a handshake): bounded, exact short strings
 def _ip_version(addr: str) -> int:
     return ipaddress.ip_address(addr).version
 

@@ -106,7 +106,6 @@ class Admission:
     def set_peers(self, peers: dict[bytes, PeerConfig | ipaddress.IPv4Address]) -> None:
         """A reload's peers (under the control lock, as every handshake)."""
         self.peers = peers
-        self.responder.peers_changed()
 
     @staticmethod
     def older_than(admitted: Admitted, live: SessionRecord | None) -> Refused | None:

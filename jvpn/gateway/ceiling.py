@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 
 REPLAY_BLOCK = 1 << 16  # counters per ceiling write; also the most a crash can strand
@@ -86,12 +87,14 @@ STREAK_DECAY_S = 60.0
 # keeps asking: this long after its last attempt, it is dropped (its client
 # went quiet)
 TURN_HOLD_S = 0.5
-# the front of the queue takes a free store only if it asked this recently
-# (the same moment as the asker: the loop's backlog): otherwise the asker
-# writes now and the front keeps its place. The store never idles waiting
-# for a quiet front (review k16r1: 20 quiet sessions ahead delayed a busy
-# one's write 9 s)
-TURN_MOMENT_S = 0.01
+# Turns rotate: the session that wrote last may not write again while
+# another one is queued (refused, and asked within TURN_HOLD_S); among the
+# others whoever asks gets it. A key holder whose counters jump asks the
+# moment the budget refills and used to take every write (review E M2);
+# waiting for the oldest in line to ask again idled the store for quiet
+# ones (review k16r1); a "the same moment" window let the jumper's asks
+# always come first (review k16r3). Now the store idles at most until some
+# queued session's next ask, never for the jumper.
 _NEVER = float("-inf")
 
 
@@ -121,9 +124,9 @@ class StoreBreaker:
 
     def write(self, raise_to: Callable[[int], None], value: int,
               who: object = None) -> bool | None:
-        """``raise_to(value)`` unless paused, the budget is spent, another
-        session asking at the same moment waited longer (``who``: the
-        asking session, default ``raise_to``) or another write is in flight
+        """``raise_to(value)`` unless paused, the budget is spent, ``who``
+        wrote last and another session is queued (``who``: the asking
+        session, default ``raise_to``) or another write is in flight
         (None: not called, and ``who`` queues for a turn); else whether it
         landed."""
         who = raise_to if who is None else who
@@ -141,7 +144,7 @@ class StoreBreaker:
 
     def forget(self, who: object) -> None:
         """``who`` asks no more (its session ended): its place goes."""
-        self._turns.served(who)
+        self._turns.forget(who)
 
     def _call(self, raise_to: Callable[[int], None], value: int) -> bool:
         started = self._clock()
@@ -210,40 +213,44 @@ class _Budget:
 
 
 class _Turns:
-    """The queue of sessions refused a write, oldest first (review E M2:
-    a session whose counters jump asks at every message and took every
-    write). The front takes a free store only if it asked within
-    TURN_MOMENT_S; otherwise the asker writes and the front goes to the
-    back (its turn lapsed; it keeps a place). Quiet ones (no attempt for
-    TURN_HOLD_S) are dropped from the front; ended ones by ``served``."""
+    """Sessions refused a write, by their last refused attempt (oldest
+    first), and the session that wrote last: it may not write again while
+    another is queued. Quiet ones (no attempt for TURN_HOLD_S) are dropped;
+    ended ones by ``forget``. At most one entry per live session."""
 
-    __slots__ = ("_lock", "_waiting")
+    __slots__ = ("_last", "_lock", "_waiting")
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._waiting: dict[object, float] = {}  # who -> its last refused attempt
+        self._waiting: OrderedDict[object, float] = OrderedDict()  # who -> last refused ask
+        self._last: object = None  # who wrote last
 
     def mine(self, who: object, now: float) -> bool:
         with self._lock:
             while self._waiting:  # O(1) amortized: each quiet one is dropped once
-                first = next(iter(self._waiting))
-                asked = self._waiting[first]
-                if first is who or now - asked <= TURN_MOMENT_S:
-                    return first is who
-                if now - asked <= TURN_HOLD_S:  # not asking now: its turn lapses
-                    del self._waiting[first]
-                    self._waiting[first] = asked
-                    return True
+                first, asked = next(iter(self._waiting.items()))
+                if now - asked <= TURN_HOLD_S:
+                    break
                 del self._waiting[first]
-            return True
+            if who is not self._last:
+                return True
+            return len(self._waiting) - (who in self._waiting) == 0
 
     def wait(self, who: object, now: float) -> None:
         with self._lock:
-            self._waiting[who] = now  # keeps its place if queued already
+            self._waiting[who] = now
+            self._waiting.move_to_end(who)  # oldest ask first: quiet ones at the front
 
     def served(self, who: object) -> None:
         with self._lock:
             self._waiting.pop(who, None)
+            self._last = who
+
+    def forget(self, who: object) -> None:
+        with self._lock:
+            self._waiting.pop(who, None)
+            if self._last is who:
+                self._last = None
 
 
 class ReplayCeiling:

@@ -111,7 +111,8 @@ class Gateway(GateWatch, Reconcile, OperatorActions, TimerChecks):
         self.follower = follower_class(
             store=store, table=self.table, gate=gate, ownership=self.ownership, events=events,
             lock=self.control, retry=self._retry, clock_ms=self.clock_ms)
-        self.reattach = ReattachServer(store, policy, clock_ms=self.clock_ms)
+        self.reattach = ReattachServer(store, policy, clock_ms=self.clock_ms,
+                                       live_of=self.table.get)
         self.admission = Admission(private_key, peers, address, cookie_threshold_per_s,
                                    address6=address6)
         self.table.peer_entitled = self.peer_entitled  # a reload during a handshake's write

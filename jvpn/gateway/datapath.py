@@ -241,10 +241,7 @@ class DataPath:
         the current one whose key-expiry timer has not run yet."""
         if self.policy is None:
             return False
-        now, p = self.clock_ms(), self.policy()
-        if not live.keys.confirmed:
-            return key_age.previous_expired(live, now, p)
-        return key_age.current_expired(live, now, p)
+        return key_age.sending_expired(live, self.clock_ms(), self.policy())
 
     def _rekey_flag(self, live: Live) -> int:
         """FLAG_REKEY while the keys are old or worn, or the operator asked."""

@@ -19,10 +19,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from jvpn.policy import Policy
-from jvpn.session import State
+from jvpn.session import SessionRecord, State
 
 if TYPE_CHECKING:
     from jvpn.gateway.table import Live
+    from jvpn.keys import KeyRing, SessionKeys
 
 # states whose keys the timers hold to reject_after_* (a TERMINATED one is gone)
 EXPIRING = (State.ATTACHED, State.VOLATILE, State.RECOVERING, State.DEGRADED)
@@ -67,6 +68,37 @@ def current_expired(live: Live, now: int, p: Policy) -> bool:
     rec = live.record
     return (now - current_since(live) >= p.reject_after_ms
             or _used(live, rec.key_c2s_base, rec.key_s2c_base) >= p.reject_after_messages)
+
+
+def opened_expired(live: Live, keys: SessionKeys, now: int, p: Policy) -> bool:
+    """``keys``, the epoch a client's message opened under, is past
+    reject_after_* at use (the previous, or the current before its timer
+    ran): nothing received under it is acted on, no reply is sealed for it
+    (the data path, probes, reattach: one measure)."""
+    ring = live.keys
+    if ring.previous is not None and keys.epoch == ring.previous.epoch:
+        return previous_expired(live, now, p)
+    return keys.epoch == ring.current.epoch and current_expired(live, now, p)
+
+
+def sending_expired(live: Live, now: int, p: Policy) -> bool:
+    """The epoch the gateway would seal under is past reject_after_*: the
+    previous while a rekey awaits its confirmation (nothing goes under it
+    but the rekey's answers), or the current one before its key-expiry
+    timer ran. Nothing else is sealed then (data, probe replies)."""
+    if not live.keys.confirmed:
+        return previous_expired(live, now, p)
+    return current_expired(live, now, p)
+
+
+def stored_expired(rec: SessionRecord, ring: KeyRing, keys: SessionKeys, now: int,
+                   p: Policy) -> bool:
+    """``opened_expired`` for a session not served here (a standby's, a
+    record read from the store): by age only (the counters are the
+    serving gateway's), from the record's making times."""
+    if ring.previous is not None and keys.epoch == ring.previous.epoch:
+        return ring.answer is not None and now - ring.answer.prev_keys_ms >= p.reject_after_ms
+    return now - (rec.keys_ms or rec.created_ms) >= p.reject_after_ms
 
 
 def _measures_previous(live: Live, p: Policy) -> bool:

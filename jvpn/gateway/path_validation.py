@@ -16,7 +16,7 @@ class PathValidation:
     def _path_response(self, hdr: wire.Header, msg: bytes, src: Transport) -> Decision:
         rec, keys = self._load(hdr.session_id)
         server_nonce, client_nonce = self._fields(msg, abi.MSG_PATH_RESPONSE)
-        self._verify(hdr, msg, keys)
+        self._verify(hdr, msg, rec, keys)
         self._fresh(hdr)
         p = self.pending.get(hdr.session_id)
         if p is None or server_nonce != p.server_nonce or client_nonce != p.client_nonce:

@@ -174,11 +174,12 @@ class ProbeCheck:
     def _under_expired(self, live, keys: SessionKeys) -> bool:
         """Opened under an epoch past reject_after_* (the previous, or the
         current before its timer ran: review k16r2 #2b): the data path
-        delivers nothing under it, and no probe is answered either."""
-        ring, now, p = live.keys, self.clock_ms(), self.policy()
-        if ring.previous is not None and keys is ring.previous:
-            return key_age.previous_expired(live, now, p)
-        return keys is ring.current and key_age.current_expired(live, now, p)
+        delivers nothing under it, and no probe is answered either; nor
+        one whose reply would be sealed under such an epoch (a probe under
+        a rekey's new epoch while the gateway still seals under the
+        expired previous one: review k16r3)."""
+        now, p = self.clock_ms(), self.policy()
+        return key_age.opened_expired(live, keys, now, p) or key_age.sending_expired(live, now, p)
 
     def _size_buckets(self) -> None:
         """The policy in force (a reload changes it) sizes every bucket."""
@@ -218,8 +219,11 @@ class Probes:
     def seal(self, answers: list[Answer]) -> list[Send]:
         """The replies of ``message``'s answers, after the control lock is
         released: the send counter may write its reservation to the store."""
-        out = []
+        out, now, p = [], self.clock_ms(), self.policy()
         for a in answers:
+            if key_age.sending_expired(a.live, now, p):  # expired since the check: no reply
+                self._count(REFUSED)
+                continue
             try:
                 counter = a.live.channel.next_counter()
             except CounterUnavailable:

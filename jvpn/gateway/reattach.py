@@ -39,14 +39,16 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from jvpn import wire
 from jvpn.codes import EventType, Reason, Security
 from jvpn.gate import abi
+from jvpn.gateway import key_age
 from jvpn.gateway.decisions import Decision, Note, Pending, Proven, Reject, Reply
 from jvpn.gateway.path_validation import PathValidation
 from jvpn.gateway.sealing import opening_keys
-from jvpn.keys import KeyRing, ring_for
+from jvpn.keys import KeyRing, SessionKeys, ring_for
 from jvpn.policy import Policy
 from jvpn.ratelimit import KeyedBuckets, source_prefix
 from jvpn.replay import ControlWindows
@@ -60,6 +62,9 @@ from jvpn.session import (
     apply,
 )
 from jvpn.store import Store, StoreError
+
+if TYPE_CHECKING:
+    from jvpn.gateway.table import Live
 
 __all__ = ["Decision", "Note", "Pending", "Proven", "ReattachServer", "Reject", "Reply"]
 
@@ -82,8 +87,11 @@ class ReattachServer(PathValidation):
     def __init__(self, store: Store, policy: Policy, *, clock_ms: Callable[[], int],
                  rand: Callable[[int], bytes] = os.urandom,
                  per_source: KeyedBuckets | None = None,
-                 per_session: KeyedBuckets | None = None):
-        self.store, self.policy = store, policy
+                 per_session: KeyedBuckets | None = None,
+                 live_of: Callable[[int], Live | None] = lambda _sid: None):
+        """``live_of``: the session as served here (the table's), for the
+        key age of what a message opened under; None: not served here."""
+        self.store, self.policy, self.live_of = store, policy, live_of
         self.clock_ms, self.rand = clock_ms, rand
         clock_s = lambda: self.clock_ms() / 1000  # noqa: E731
         self.per_source = per_source or KeyedBuckets(10, 20, clock_s)
@@ -154,7 +162,7 @@ class ReattachServer(PathValidation):
             raise Reject(Reason.RATE_LIMITED, Security.SEC_ABUSE_CONTROL_PLANE, "reattach rate")
         self._check_alive(rec, now)                                          # 3
         seq, ts_ms, client_nonce, epoch = self._fields(msg, abi.MSG_REATTACH_REQ)
-        self._verify(hdr, msg, keys)                                         # 5
+        self._verify(hdr, msg, rec, keys)                                    # 5
         if not parked:  # a parked request's counter was recorded when we parked it
             self._fresh(hdr)
         if abs(now - ts_ms) > self.policy.reattach_proof_max_age_ms:          # 4
@@ -286,10 +294,10 @@ class ReattachServer(PathValidation):
             raise Reject(Reason.AUTH_FAIL, Security.SEC_SESSION_FIXATION_ATTEMPT, "bad length")
         return fmt.unpack_from(msg, abi.HDR_LEN)
 
-    @staticmethod
-    def _verify(hdr: wire.Header, msg: bytes, ring: KeyRing) -> None:
+    def _verify(self, hdr: wire.Header, msg: bytes, rec: SessionRecord, ring: KeyRing) -> None:
         """Under the live epoch the header's key phase names (a rekey's
-        overlap: either; docs/protocol.md "Rekey", interactions)."""
+        overlap: either; docs/protocol.md "Rekey", interactions), and that
+        epoch not past reject_after_* at use (``_expired``)."""
         keys = opening_keys(ring, hdr)
         if keys is None:
             raise Reject(Reason.AUTH_FAIL, Security.SEC_SESSION_FIXATION_ATTEMPT,
@@ -301,6 +309,19 @@ class ReattachServer(PathValidation):
         except wire.WireError as e:
             raise Reject(Reason.AUTH_FAIL, Security.SEC_SESSION_FIXATION_ATTEMPT,
                          str(e)) from None
+        if self._expired(rec, ring, keys):
+            raise Reject(Reason.KEY_EXPIRED, None, f"key epoch {keys.epoch} past reject_after_*")
+
+    def _expired(self, rec: SessionRecord, ring: KeyRing, keys: SessionKeys) -> bool:
+        """Expired keys prove nothing (review k16r3): refused unanswered
+        (nothing sealed under them, no state moved, no counter recorded),
+        by the data path's measure where the session is served here (a
+        DEGRADED session's way back is the rekey, not a reattach)."""
+        now, live = self.clock_ms(), self.live_of(rec.session_id)
+        if live is not None and keys.epoch in (live.keys.current.epoch, live.keys.previous
+                                               and live.keys.previous.epoch):
+            return key_age.opened_expired(live, keys, now, self.policy)
+        return key_age.stored_expired(rec, ring, keys, now, self.policy)
 
     # ------------------------------------------------------------ after proof
     def after_claim(self, p: Proven, rec: SessionRecord) -> Decision:

@@ -348,3 +348,15 @@ def test_a_stale_request_raises_the_floor_to_its_own_verified_counter_only(gw, s
     assert len(sent) == 1 and sent[0][0][0] in (abi.MSG_REATTACH_ACK, abi.MSG_REATTACH_REJECT)
     assert gw.gate.model.sessions[SID].ctl_floor == counter
     assert gw.record() == before
+
+
+def test_a_reattach_under_keys_past_reject_after_is_refused_where_the_session_is_not_served(gw):
+    """A reattach server that does not serve the session (no live session to
+    measure: a standby's view, here a server without ``live_of``) measures
+    the epoch's age from the record: past reject_after_ms the request
+    proves nothing, gets no challenge and moves nothing (review k16r3)."""
+    gw.clock.ms += default_policy().reject_after_ms
+    assert gw.receive((gw.request(), NEW)) == []
+    assert gw.record().binding == OLD and gw.record().state is State.ATTACHED
+    [result] = [e for e in gw.events.recent if e["event_type"] == "ReattachResult"]
+    assert result["reason_code"] == "KEY_EXPIRED"

@@ -13,6 +13,8 @@ from jvpn.tunnel import FLAG_KEY_PHASE
 from kits.daemon_kit import ADDRESS, PEER_INNER, events_of, ipv4
 from kits.rekey_kit import RekeyClient, gateway
 
+NEW = ("198.51.100.77", 40_000)
+
 
 def downstream(c: RekeyClient) -> list:
     """What the gateway sends for one inner packet to the client."""
@@ -78,3 +80,96 @@ def test_the_current_epoch_past_reject_after_carries_no_data_before_its_timer_ru
     assert c.send(c.channel.seal(b"", abi.MSG_KEEPALIVE)) == []  # no keepalive reply
     assert downstream(c) == []  # nothing sealed under the expired keys
     assert c.record().state is State.ATTACHED and not events_of(gw.events, "KeyExpired")
+
+
+# ---- expired keys prove nothing on the control path either (review k16r3) ----
+def test_a_reattach_proven_under_an_expired_current_epoch_moves_nothing_and_seals_nothing(
+        tmp_path):
+    """The current epoch past reject_after_* proves nothing at use, before
+    the key-expiry timer runs (a backlog), on the control path as on the
+    data path (k16r2 #2b): a REATTACH_REQ under it gets no challenge (none
+    sealed under it), its PATH_RESPONSE moves no binding (review k16r3)."""
+    gw, clock = gateway(tmp_path, rekey_after_ms=1_000, reject_after_ms=2_000)
+    c = RekeyClient(gw)
+    clock.ms += 2_000  # past reject_after_ms; no tick yet (a backlog)
+    assert not c.data()  # the data path refuses the expired epoch (k16r2 #2b)
+    sent = c.send(c.reattach_request(seq=1), src=NEW)
+    moved = False
+    if sent:
+        _hdr, (server_nonce, client_nonce) = c.opened(sent[0][0])
+        c.send(c.control(abi.MSG_PATH_RESPONSE, server_nonce, client_nonce), src=NEW)
+        moved = c.record().binding.port == NEW[1]
+    assert sent == [] and not moved, (
+        f"sealed {len(sent)} control message(s) under expired keys; binding moved: {moved}")
+    assert c.record().state is State.ATTACHED and not events_of(gw.events, "KeyExpired")
+
+
+def _rekeyed_from_degraded(tmp_path):
+    """A session DEGRADED by expired keys, a rekey committed (ATTACHED), its
+    RESP taken by the client, which seals under epoch 1 now; the gateway
+    still waits for the confirmation (it seals under the expired epoch 0)."""
+    gw, clock = gateway(tmp_path, rekey_after_ms=1_000, reject_after_ms=2_000,
+                        expiry_terminates=False)
+    c = RekeyClient(gw)
+    clock.ms += 2_000
+    gw.tick()
+    assert c.record().state is State.DEGRADED
+    msg, eph = c.init()
+    [(resp, _)] = c.send(msg)
+    assert c.record().state is State.ATTACHED and not c.live().keys.confirmed
+    c.finish(resp, eph)
+    return gw, clock, c
+
+
+def test_a_probe_under_the_new_epoch_is_not_answered_under_the_expired_one(tmp_path):
+    """After a rekey from DEGRADED the gateway seals nothing under the
+    expired epoch 0 but the rekey's answers (review R1 #4). A probe under
+    the fresh epoch 1 does not confirm the rekey, and its reply would be
+    sealed under the send epoch, 0: no reply then (review k16r3)."""
+    _gw, _clock, c = _rekeyed_from_degraded(tmp_path)
+    sent = c.send(c.control(abi.MSG_PATH_PROBE, 9), src=c.src)
+    assert not c.live().keys.confirmed  # a probe confirms nothing
+    under_epoch_0 = [m for m, _to in sent
+                     if not wire.parse_header(m).flags & FLAG_KEY_PHASE]
+    assert under_epoch_0 == [], "a probe reply sealed under the expired epoch 0"
+
+
+def test_a_reattach_under_the_expired_previous_epoch_is_not_served(tmp_path):
+    """After a rekey from DEGRADED a REATTACH_REQ sealed under the expired
+    previous epoch 0 proves nothing (the data path refuses that epoch too):
+    no challenge sealed under it, its PATH_RESPONSE moves no binding
+    (review k16r3)."""
+    _gw, _clock, c = _rekeyed_from_degraded(tmp_path)
+    assert not c.data(keys=c.old)  # the data path refuses epoch 0 (R1 #4)
+    sent = c.send(c.reattach_request(seq=1, keys=c.old), src=NEW)
+    moved = False
+    if sent:
+        _hdr, (server_nonce, client_nonce) = c.opened(sent[0][0])
+        c.send(c.control(abi.MSG_PATH_RESPONSE, server_nonce, client_nonce, keys=c.old),
+               src=NEW)
+        moved = c.record().binding.port == NEW[1]
+    assert sent == [] and not moved, (
+        f"sealed {len(sent)} message(s) under the expired epoch 0; binding moved: {moved}")
+
+
+def test_a_degraded_sessions_expired_keys_cannot_move_its_binding(tmp_path):
+    """DEGRADED by expired keys (keys.expiry_terminates = false) lasts until
+    a rekey, unbounded. Its keys are past reject_after_*: they bound what a
+    leaked key can do, so a REATTACH_REQ under them is not proven, gets no
+    challenge, and cannot point the session at another address; the way
+    back is the rekey (test_rekey_degraded_recovery.py; review k16r3)."""
+    gw, clock = gateway(tmp_path, rekey_after_ms=1_000, reject_after_ms=2_000,
+                        expiry_terminates=False)
+    c = RekeyClient(gw)
+    clock.ms += 2_000
+    gw.tick()
+    assert c.record().state is State.DEGRADED and not c.data()
+    sent = c.send(c.reattach_request(seq=1), src=NEW)
+    moved = False
+    if sent:
+        _hdr, (server_nonce, client_nonce) = c.opened(sent[0][0])
+        c.send(c.control(abi.MSG_PATH_RESPONSE, server_nonce, client_nonce), src=NEW)
+        moved = c.record().binding.port == NEW[1]
+    assert sent == [] and not moved, (
+        f"sealed {len(sent)} message(s) under expired keys; binding moved: {moved}; "
+        f"state {c.record().state.name}")

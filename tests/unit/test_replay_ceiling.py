@@ -292,6 +292,38 @@ def test_a_spent_budget_is_shared_in_turns():
     assert admitted, "the honest session never got a write"
 
 
+def test_a_spent_budget_reaches_an_honest_session_that_sends_slower_than_the_turn_moment():
+    """A key holder whose counters jump asks at every message and spends
+    the budget the moment it refills. An honest session at its block's end
+    (or at the first message after a restart: its window starts at the
+    stored ceiling, uncovered) sending 20 messages a second still gets a
+    write: the last writer waits while another session is queued (review
+    k16r3: a "the same moment" window let the jumper's asks always come
+    first, and the honest turn lapsed every time)."""
+    now = [0.0]
+
+    def fsync(_c):
+        now[0] += 0.003  # a healthy store
+
+    breaker = StoreBreaker(clock=lambda: now[0])
+    jumper = ReplayCeiling(0, REPLAY_BLOCK, fsync, breaker=breaker)
+    honest = ReplayCeiling(0, 0, fsync, breaker=breaker)
+    counter = REPLAY_BLOCK
+    while now[0] < 5.0:  # the jumper alone: the budget spent
+        jumper.admit(counter)
+        counter += 3 * REPLAY_BLOCK // 4
+        now[0] += 0.001
+    admitted, next_honest = False, now[0]
+    while now[0] < 35.0 and not admitted:
+        jumper.admit(counter)  # one jumper message per ms
+        counter += 3 * REPLAY_BLOCK // 4
+        if now[0] >= next_honest:  # 20 messages a second: an interactive session
+            admitted = honest.admit(1)  # its first counter, uncovered: needs a write
+            next_honest = now[0] + 0.05
+        now[0] += 0.001
+    assert admitted, "the honest session got no write in 30 s (its data dropped meanwhile)"
+
+
 def test_a_store_slow_every_other_write_holds_the_loop_at_most_its_share():
     """Review E M2 capped the pause at PAUSE_CAP_S (2 s) and a slow call's
     budget debt at PAUSE_CAP_S * STORE_SHARE (0.5 s); the doubling that
@@ -333,7 +365,7 @@ def test_quiet_sessions_ahead_in_the_queue_of_turns_do_not_idle_the_store():
     message. A busy session that reached its block's end last (every
     message uncovered, dropped) waits seconds for a write the store makes
     in milliseconds: here seconds after the pause, where 21 writes take 63 ms
-    (review k16r1). A front that is not asking now lets its turn lapse."""
+    (review k16r1). Whoever asks writes, unless it wrote last while others wait."""
     now, first_write = [0.0], []
 
     def fsync(_c):

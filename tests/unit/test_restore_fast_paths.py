@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import gc
 import ipaddress
+import json
+import socket
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from jvpn import pathmtu
 from jvpn.fastip import ipv4_packed
@@ -178,3 +182,89 @@ def test_an_elements_binding_is_the_family_and_words_of_its_address(addr):
     ip = ipaddress.ip_address(rec.binding.addr)  # the canonical form: ::ffff:a.b.c.d is IPv4
     assert element.bind_family == (abi.AF_INET6 if ip.version == 6 else abi.AF_INET)
     assert tuple(element.bind_addr) == abi.addr_words(rec.binding.addr)
+
+
+# ---- the address memo answers as the function does, whatever was asked before ----
+@pytest.mark.parametrize("first, second", [(True, 1.0), (1.0, True), (False, 0.0)])
+def test_canonical_ip_is_a_function_of_its_argument_not_of_what_was_asked_before(first, second):
+    """A store record's binding address is whatever JSON it holds (true,
+    1.0): canonical_ip(1.0) is 1.0 (not an address, kept as it is),
+    canonical_ip(True) "0.0.0.1" (ipaddress takes a bool as an int), and
+    neither answers for the other (lru_cache keys compare with ==: True ==
+    1.0; the memo takes exact strings only)."""
+    canonical_ip.cache_clear()
+    canonical_ip(first)
+    got = canonical_ip(second)
+    canonical_ip.cache_clear()
+    assert got == canonical_ip(second) and type(got) is type(canonical_ip(second))
+
+
+def test_addr_words_refuses_a_float_whatever_was_asked_before():
+    abi.addr_words.cache_clear()
+    with pytest.raises(ValueError):
+        abi.addr_words(1.0)  # ipaddress refuses a float
+    abi.addr_words(True)  # a bool is an int, an address to ipaddress
+    with pytest.raises(ValueError):
+        abi.addr_words(1.0)  # still refused: the memo never answers a float with a bool's answer
+
+
+_DOTTED = st.lists(st.one_of(st.integers(0, 300).map(str), st.sampled_from(
+    ["00", "01", "0x1", "1e1", " 1", "1 ", "+1", "-1", "１", "١", "", "1\x00", "\n1", "256"])),
+    min_size=1, max_size=6).map(".".join)
+_ADDRESSES = st.one_of(_DOTTED, st.text(max_size=40), st.ip_addresses().map(str),
+                       st.ip_addresses(v=4).map(lambda ip: f"::ffff:{ip}"),
+                       st.ip_addresses(v=4).map(lambda ip: f"::FFFF:{ip}"),
+                       st.ip_addresses(v=6).map(lambda ip: ip.exploded.upper()))
+
+
+@settings(max_examples=3000, deadline=None)
+@given(_ADDRESSES)
+def test_every_spelling_canonicalizes_parses_and_encodes_as_ipaddress_does(addr):
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        ip = None
+    exact_v4 = ip is not None and ip.version == 4 and str(ip) == addr
+    assert ipv4_packed(addr) == (ip.packed if exact_v4 else None)
+    assert canonical_ip(addr) == _slow_canonical(addr)
+    if ip is None:
+        with pytest.raises(ValueError):
+            pathmtu.family_of(addr)
+        with pytest.raises(ValueError):
+            abi.addr_words(addr)
+        return
+    mapped = ip.version == 6 and ip.ipv4_mapped is not None
+    assert pathmtu.family_of(addr) == (4 if mapped else ip.version)
+    packed = ip.packed.ljust(16, b"\0")
+    words = tuple(int.from_bytes(packed[i:i + 4], "little") for i in range(0, 16, 4))
+    assert abi.addr_words(addr) == words
+    if ip.version == 4:
+        assert abi.words_addr(words, abi.AF_INET) == str(ip) == socket.inet_ntoa(ip.packed)
+
+
+def test_a_dropped_records_long_non_address_binding_is_not_kept_by_the_address_memo():
+    """A store value is attack surface: a record whose binding "address" is
+    not one (1 MB of text, kept as it is) is not memoized, so it is freed
+    with its record (the memo keeps strings of an address's length only)."""
+    import gc  # noqa: PLC0415
+    import tracemalloc  # noqa: PLC0415
+
+    from jvpn.store import record_from_json  # noqa: PLC0415
+
+    canonical_ip.cache_clear()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(64):
+            text = json.dumps({"session_id": i, "state": "ATTACHED", "version": 1,
+                               "created_ms": 1, "last_change_ms": 1,
+                               "binding": {"addr": f"{i}-" + "x" * (1 << 20), "port": 1}})
+            record_from_json(text)
+            del text
+        gc.collect()
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+        canonical_ip.cache_clear()
+    assert kept < 8 << 20, f"{kept / (1 << 20):.0f} MB kept after the records were dropped"
