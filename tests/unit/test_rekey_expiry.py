@@ -93,15 +93,22 @@ def test_a_reattach_proven_under_an_expired_current_epoch_moves_nothing_and_seal
     c = RekeyClient(gw)
     clock.ms += 2_000  # past reject_after_ms; no tick yet (a backlog)
     assert not c.data()  # the data path refuses the expired epoch (k16r2 #2b)
+    sent, moved = _reattach_from_new(c)
+    assert sent == [] and not moved, (
+        f"sealed {len(sent)} control message(s) under expired keys; binding moved: {moved}")
+    assert c.record().state is State.ATTACHED and not events_of(gw.events, "KeyExpired")
+
+
+def _reattach_from_new(c) -> tuple[list, bool]:
+    """The key holder's REATTACH_REQ from NEW, and its PATH_RESPONSE to any
+    challenge: (what the gateway sent back, whether the binding moved)."""
     sent = c.send(c.reattach_request(seq=1), src=NEW)
     moved = False
     if sent:
         _hdr, (server_nonce, client_nonce) = c.opened(sent[0][0])
         c.send(c.control(abi.MSG_PATH_RESPONSE, server_nonce, client_nonce), src=NEW)
         moved = c.record().binding.port == NEW[1]
-    assert sent == [] and not moved, (
-        f"sealed {len(sent)} control message(s) under expired keys; binding moved: {moved}")
-    assert c.record().state is State.ATTACHED and not events_of(gw.events, "KeyExpired")
+    return sent, moved
 
 
 def _rekeyed_from_degraded(tmp_path):
@@ -164,12 +171,7 @@ def test_a_degraded_sessions_expired_keys_cannot_move_its_binding(tmp_path):
     clock.ms += 2_000
     gw.tick()
     assert c.record().state is State.DEGRADED and not c.data()
-    sent = c.send(c.reattach_request(seq=1), src=NEW)
-    moved = False
-    if sent:
-        _hdr, (server_nonce, client_nonce) = c.opened(sent[0][0])
-        c.send(c.control(abi.MSG_PATH_RESPONSE, server_nonce, client_nonce), src=NEW)
-        moved = c.record().binding.port == NEW[1]
+    sent, moved = _reattach_from_new(c)
     assert sent == [] and not moved, (
         f"sealed {len(sent)} message(s) under expired keys; binding moved: {moved}; "
         f"state {c.record().state.name}")

@@ -47,12 +47,10 @@ def test_fast_ipv4_takes_only_the_canonical_spelling(addr):
     assert ipv4_packed(addr) == (ip.packed if canonical else None)
 
 
-@pytest.mark.parametrize("addr", SPELLINGS)
-def test_canonical_ip_family_and_words_answer_as_ipaddress_does(addr):
-    assert canonical_ip(addr) == _slow_canonical(addr)
-    try:
-        ip = ipaddress.ip_address(addr)
-    except ValueError:
+def _family_and_words_as_ipaddress(addr, ip) -> None:
+    """family_of and addr_words answer for ``addr`` as ``ip`` (ipaddress's
+    parse, None: not an address) says they should."""
+    if ip is None:
         with pytest.raises(ValueError):
             pathmtu.family_of(addr)
         with pytest.raises(ValueError):
@@ -63,6 +61,16 @@ def test_canonical_ip_family_and_words_answer_as_ipaddress_does(addr):
     packed = ip.packed.ljust(16, b"\0")
     assert abi.addr_words(addr) == tuple(int.from_bytes(packed[i:i + 4], "little")
                                          for i in range(0, 16, 4))
+
+
+@pytest.mark.parametrize("addr", SPELLINGS)
+def test_canonical_ip_family_and_words_answer_as_ipaddress_does(addr):
+    assert canonical_ip(addr) == _slow_canonical(addr)
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        ip = None
+    _family_and_words_as_ipaddress(addr, ip)
 
 
 def test_non_strings_are_never_taken_by_the_fast_path():
@@ -227,18 +235,9 @@ def test_every_spelling_canonicalizes_parses_and_encodes_as_ipaddress_does(addr)
     exact_v4 = ip is not None and ip.version == 4 and str(ip) == addr
     assert ipv4_packed(addr) == (ip.packed if exact_v4 else None)
     assert canonical_ip(addr) == _slow_canonical(addr)
-    if ip is None:
-        with pytest.raises(ValueError):
-            pathmtu.family_of(addr)
-        with pytest.raises(ValueError):
-            abi.addr_words(addr)
-        return
-    mapped = ip.version == 6 and ip.ipv4_mapped is not None
-    assert pathmtu.family_of(addr) == (4 if mapped else ip.version)
-    packed = ip.packed.ljust(16, b"\0")
-    words = tuple(int.from_bytes(packed[i:i + 4], "little") for i in range(0, 16, 4))
-    assert abi.addr_words(addr) == words
-    if ip.version == 4:
+    _family_and_words_as_ipaddress(addr, ip)
+    if ip is not None and ip.version == 4:
+        words = abi.addr_words(addr)
         assert abi.words_addr(words, abi.AF_INET) == str(ip) == socket.inet_ntoa(ip.packed)
 
 
