@@ -175,4 +175,20 @@ class Reconcile:
             # candidate dropped), so the client's next reattach starts anew.
             table.transition(live, Event.REATTACH_INVALID, candidate=None,
                              detail="path challenge lost in a restart")
+        self._first_due(live)
         return True
+
+    def _first_due(self, live) -> None:
+        """The restored session is due when its timers can first fire, not
+        at the first tick (issue 15: at 1M the first ticks checked every
+        restored session, seconds of the control lock): the time its check
+        would have rescheduled it at (jvpn/gateway/timer_checks.py
+        ``_next_due``, a lower bound of every timer's: key expiry, the
+        heartbeat window, the lifetime, a pending write at the next tick),
+        so the same checks run, none of them later than due."""
+        sid = live.record.session_id
+        if self.table.get(sid) is not live:
+            return
+        at = self._next_due(live)
+        if at is None or at > self.clock_ms() + 1:  # due now (a write to retry): the next tick
+            self.table.timers.replace(sid, at)
