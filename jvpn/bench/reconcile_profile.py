@@ -86,13 +86,13 @@ def run_unprofiled(config_path: str) -> None:
     n = max(len(gw.table.sessions), 1)
     print(f"sessions {len(gw.table.sessions)}: reconcile {took:.2f} s "
           f"({took / n * 1e6:.1f} us/session, not profiled)", flush=True)
-    # as in `gateway up`: the timer thread ticks from the start, and a
-    # restart leaves every restored session due at its first tick
+    # as in `gateway up`: the timer thread ticks from the start (a restart
+    # schedules each restored session when its timers can first fire)
     due = len(gw.table.timers)
     holds = _BatchHolds(gw)
     ticking = _TimerThread(gw)
     ticking.start()
-    _print_pages(f"while the first ticks check the {due} due sessions", time_pages(gw), n)
+    _print_pages(f"while the timer thread ticks ({due} sessions scheduled)", time_pages(gw), n)
     ticking.stop()
     left_s, ticks = drain_timers(gw)
     print(f"the timers' first checks: {left_s:.2f} s more ({ticks} ticks) once the "
