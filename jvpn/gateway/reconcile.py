@@ -76,6 +76,7 @@ class Reconcile:
             with self.table.batched_writes():
                 kept, others = self._restore_own(progress_every, started)
                 self._stand_by_others(others)
+            self.table.timers.compact()  # each restored session moved from now to its time
             _freeze_if_large(kept + len(others))
             removed = self.table.remove_stale()  # only after a complete pass
             seconds = round(time.monotonic() - started, 3)
