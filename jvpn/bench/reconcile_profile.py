@@ -5,7 +5,11 @@ harness, not a timed test.
     sudo nice -n 15 .venv/bin/python -m jvpn.bench.reconcile_profile 1000000 --plain
 
 (``--plain``: the unprofiled run only, the honest figures; at 1M the
-profiled one takes several times as long.)
+profiled one takes several times as long. ``--aged S``: the records and
+their keys made S seconds before the store is written; with S near the
+policy's ``reject_after_ms`` (180 s) the keys expire during the first
+checks, as at 1M, where writing the store and the reconcile take 3 min.
+``PROFILE_BATCHES=1``: the timers' first three batches profiled, each.)
 
 The `bench scale` lab (jvpn/bench/scale_lab.py): a namespace, the gate
 attached with room for N sessions, N synthetic sessions in a fresh SQLite
@@ -82,18 +86,54 @@ def run_unprofiled(config_path: str) -> None:
     n = max(len(gw.table.sessions), 1)
     print(f"sessions {len(gw.table.sessions)}: reconcile {took:.2f} s "
           f"({took / n * 1e6:.1f} us/session, not profiled)", flush=True)
-    # as in `gateway up`: the timer thread ticks from the start, and a
-    # restart leaves every restored session due at its first tick
+    # as in `gateway up`: the timer thread ticks from the start (a restart
+    # schedules each restored session when its timers can first fire)
     due = len(gw.table.timers)
+    holds = _BatchHolds(gw)
     ticking = _TimerThread(gw)
     ticking.start()
-    _print_pages(f"while the first ticks check the {due} due sessions", time_pages(gw), n)
+    _print_pages(f"while the timer thread ticks ({due} sessions scheduled)", time_pages(gw), n)
     ticking.stop()
     left_s, ticks = drain_timers(gw)
     print(f"the timers' first checks: {left_s:.2f} s more ({ticks} ticks) once the "
           f"pages ended{' (stopped there: still due)' if left_s >= DRAIN_LIMIT_S else ''}",
           flush=True)
+    print(f"the timers' batches (each one hold of the control lock): {holds}", flush=True)
     _print_pages("with the timer thread stopped", time_pages(gw), n)
+
+
+class _BatchHolds:
+    """How long each of the timers' batches held the control lock (the
+    gateway's ``_timer_batch`` runs with it held), and what it popped."""
+
+    def __init__(self, gw):
+        self.took: list[float] = []
+        batch = gw._timer_batch
+
+        def timed(tick):
+            started = time.perf_counter()
+            prof = None
+            if os.environ.get("PROFILE_BATCHES") and len(self.took) < 3:
+                prof = cProfile.Profile()
+                prof.enable()
+            try:
+                return batch(tick)
+            finally:
+                self.took.append(time.perf_counter() - started)
+                if prof is not None:
+                    prof.disable()
+                    pstats.Stats(prof).sort_stats("cumulative").print_stats(40)
+
+        gw._timer_batch = timed
+
+    def __str__(self) -> str:
+        took = sorted(self.took)
+        if not took:
+            return "none"
+        pick = [took[min(int(len(took) * q), len(took) - 1)] * 1e3 for q in (0.5, 0.99)]
+        return (f"{len(took)} batches, {sum(took):.2f} s in all; median {pick[0]:.1f} ms, "
+                f"p99 {pick[1]:.1f} ms, slowest {took[-1] * 1e3:.1f} ms "
+                f"(next {', '.join(f'{t * 1e3:.0f}' for t in took[-6:-1][::-1])} ms)")
 
 
 def _print_pages(when: str, pages: tuple[list[float], dict], n: int) -> None:
@@ -191,6 +231,17 @@ def page_times(gw) -> list[float]:
             return took
 
 
+def _option(argv: list[str], name: str) -> float:
+    """``name S`` taken out of ``argv`` (0 without it); ``--plain`` too."""
+    value = 0.0
+    if name in argv:
+        at = argv.index(name)
+        value = float(argv[at + 1])
+        del argv[at:at + 2]
+    argv[:] = [a for a in argv if a != "--plain"]
+    return value
+
+
 def main(argv: list[str]) -> None:
     if argv[:1] == ["child"]:
         run_child(argv[1], argv[2])
@@ -199,10 +250,11 @@ def main(argv: list[str]) -> None:
         run_unprofiled(argv[1])
         return
     plain_only = "--plain" in argv
-    argv = [a for a in argv if a != "--plain"]
+    aged_s = _option(argv, "--aged")
     n = int(argv[0])
     out = argv[1] if len(argv) > 1 else "/tmp/reconcile.prof"
     lab = ScaleLab(n, progress=lambda p: print(p, file=sys.stderr, flush=True))
+    lab.now_ms -= int(aged_s * 1000)
     try:
         lab.up()
         print(f"store written in {lab.fill_store()} s", file=sys.stderr, flush=True)

@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 
 class Downstream:
     """Needs from the table: ``sessions``, ``by_inner``, ``downstream`` (a
-    PrefixMap), ``peers`` (packed inner IPv4 -> PeerConfig), ``routes``."""
+    PrefixMap), ``peers`` (packed inner IPv4 -> PeerConfig), ``routes``,
+    ``sessions_of`` (a peer's sessions: jvpn/gateway/indexes.py)."""
 
     def for_destination(self, dst: bytes | None) -> Live | None:
         """The session an inner packet to ``dst`` (packed IPv4 or IPv6) goes
@@ -72,8 +73,9 @@ class Downstream:
         """The peer's newest other CONFIRMED session: its downstream goes
         there when ``gone`` stops serving it (review R4 #4: a session the
         client never took must not leave the one it uses without a route)."""
-        mates = [other for other in self.sessions.values()
-                 if other is not gone and other.inner == gone.inner and other.confirmed
-                 and not other.quarantined and other.record.state is not State.TERMINATED]
+        mates = [other for other in map(self.sessions.get, self.sessions_of(gone.inner))
+                 if other is not None and other is not gone and other.inner == gone.inner
+                 and other.confirmed and not other.quarantined
+                 and other.record.state is not State.TERMINATED]
         return max(mates, key=lambda o: o.record.handshake_ns, default=None)
 

@@ -76,6 +76,7 @@ class Reconcile:
             with self.table.batched_writes():
                 kept, others = self._restore_own(progress_every, started)
                 self._stand_by_others(others)
+            self.table.timers.compact()  # each restored session moved from now to its time
             _freeze_if_large(kept + len(others))
             removed = self.table.remove_stale()  # only after a complete pass
             seconds = round(time.monotonic() - started, 3)
@@ -175,4 +176,20 @@ class Reconcile:
             # candidate dropped), so the client's next reattach starts anew.
             table.transition(live, Event.REATTACH_INVALID, candidate=None,
                              detail="path challenge lost in a restart")
+        self._first_due(live)
         return True
+
+    def _first_due(self, live) -> None:
+        """The restored session is due when its timers can first fire, not
+        at the first tick (issue 15: at 1M the first ticks checked every
+        restored session, seconds of the control lock): the time its check
+        would have rescheduled it at (jvpn/gateway/timer_checks.py
+        ``_next_due``, a lower bound of every timer's: key expiry, the
+        heartbeat window, the lifetime, a pending write at the next tick),
+        so the same checks run, none of them later than due."""
+        sid = live.record.session_id
+        if self.table.get(sid) is not live:
+            return
+        at = self._next_due(live)
+        if at is None or at > self.clock_ms() + 1:  # due now (a write to retry): the next tick
+            self.table.timers.replace(sid, at)

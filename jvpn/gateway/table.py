@@ -382,5 +382,5 @@ class SessionTable(NewSessions, StandbyWrites, Downstream, OperatorEnds, Pending
             self._unroute(live)
             self.ceiling_breaker.forget(live.ceiling)  # its place in the queue of turns
             del self.sessions[sid]
-        self._unindexed(sid)
+        self._unindexed(sid, live.inner if live is not None else None)
         self.gate.remove(sid)

@@ -77,6 +77,18 @@ class TimerQueue:
                 out.append(sid)
         return out
 
+    def compact(self) -> None:
+        """The heap rebuilt from the live entries: after a restart moved
+        every restored session from "now" to its own time (reconcile), the
+        superseded entries would all surface at the first tick's first pop,
+        a walk of them all under the control lock (a second at 1M)."""
+        self._heap = [(at, sid) for sid, at in self._due.items()]
+        heapq.heapify(self._heap)
+
+    def stale(self) -> int:
+        """Entries superseded, still in the heap (the cost of a pop's walk)."""
+        return len(self._heap) - len(self._due)
+
     def _all_due(self) -> None:
         self._due = dict.fromkeys(self._due, NOW)
         self._heap = [(NOW, sid) for sid in self._due]

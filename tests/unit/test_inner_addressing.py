@@ -445,3 +445,41 @@ def test_a_restart_routes_a_peer_to_its_newest_session_whatever_the_store_order(
     table.forget(2)
     assert table.for_destination(addr("fd50::1").packed) is new
     assert table.fake_routes.installed == set(ALICE_PEER.subnets)
+
+
+class _NoScan(dict):
+    """The table's sessions, refusing a walk of them all."""
+
+    def values(self):
+        raise AssertionError("a walk of every session")
+
+
+def test_a_session_ending_finds_its_peers_heir_without_walking_every_session(table):
+    # issue 15: the heir was found by a walk of every session, for each
+    # session ended: a batch of 128 key expiries at 1M held the control lock
+    # for seconds; the peer's own sessions are indexed
+    table.sessions = _NoScan()
+    newest = _restore(table, 1, ALICE_PEER, handshake_ns=3_000)
+    middle = _restore(table, 2, ALICE_PEER, handshake_ns=2_000)
+    _restore(table, 3, ALICE_PEER, handshake_ns=1_000)
+    _restore(table, 4, BOB_PEER, handshake_ns=4_000)
+    table.forget(1)
+    assert table.for_inner(ALICE_PEER.inner.packed) is middle
+    assert table.for_destination(addr("192.168.50.1").packed) is middle
+    table.forget(3)  # not the routed one: nothing moves
+    assert table.for_inner(ALICE_PEER.inner.packed) is middle
+    table.forget(2)
+    assert table.for_inner(ALICE_PEER.inner.packed) is None
+    assert table.fake_routes.installed == set(BOB_PEER.subnets)  # bob's stay
+    assert newest.record.session_id not in table.sessions
+
+
+def test_a_session_restored_again_is_its_peers_once(table):
+    first = _restore(table, 1, ALICE_PEER, handshake_ns=2_000)
+    again = _restore(table, 1, ALICE_PEER, handshake_ns=2_000)  # a new Live, same session
+    older = _restore(table, 2, ALICE_PEER, handshake_ns=1_000)
+    assert first is not again
+    table.forget(1)
+    assert table.for_inner(ALICE_PEER.inner.packed) is older
+    table.forget(2)
+    assert table.for_inner(ALICE_PEER.inner.packed) is None
