@@ -52,6 +52,14 @@ from jvpn.session import canonical_ip
 log = logging.getLogger(__name__)
 
 ANY = "::"  # the wildcard of both families: one dual-stack socket
+# How long one send may wait for room in the socket's send buffer. Every
+# datagram to a neighbour that does not answer ARP/ND waits in the kernel
+# (about 3 s) charged to this socket: a few hundred of them (TERMINATEs to
+# a batch of silent clients on our link, k16m2) filled the buffer, and each
+# later send, data to live clients included, then blocked ~20 ms under the
+# control lock. A UDP send that finds no room is dropped after this instead
+# (the kernel rounds it up to one tick: 4 ms at HZ=250).
+SEND_WAIT_US = 1_000
 _MAPPED = "::ffff:"
 
 
@@ -160,6 +168,7 @@ def open_listener(addr: str, port: int, rcvbuf: int, device: str | None = None,
         raise JvpnError(f"cannot listen on UDP {addr}:{port}: {e.strerror}") from None
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", 0, SEND_WAIT_US))
         if device is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, device.encode())
             _attach_filter(sock, _only_from(socket.if_nametoindex(device)))

@@ -13,12 +13,13 @@ import errno
 import os
 import shutil
 import socket
+import struct
 import subprocess
 
 import pytest
 
 from jvpn.errors import JvpnError
-from jvpn.gateway.listener import open_listener
+from jvpn.gateway.listener import SEND_WAIT_US, open_listener
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"),
                                 reason="needs root and setpriv to act as uid 65534")
@@ -121,6 +122,11 @@ def test_listener_sets_no_reuse_option_and_its_buffer():
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) == 0
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) >= 1 << 20
         assert not sock.get_inheritable()
+        # a send waits at most SEND_WAIT_US for room (rounded up to one kernel
+        # tick: at most 10 ms at HZ=100), then the datagram is dropped
+        seconds, micros = struct.unpack("ll", sock.getsockopt(
+            socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.calcsize("ll")))
+        assert seconds == 0 and SEND_WAIT_US <= micros <= 10_000
     finally:
         sock.close()
 
