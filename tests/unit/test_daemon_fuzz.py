@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import random
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -67,11 +68,21 @@ def _capture():
     resp = wire.seal_control(
         wire.Header(type=abi.MSG_PATH_RESPONSE, session_id=sid, counter=peer.next_counter()),
         peer.keys.hdr_c2s, peer.keys.reattach, server_nonce, client_nonce)
+    captured_ms = gw.clock_ms()
     gw.store.close()
-    return record, secrets, peer, [*msgs, req, resp]
+    return record, secrets, peer, [*msgs, req, resp], captured_ms
 
 
-RECORD, SECRETS, PEER, VALID = _capture()
+RECORD, SECRETS, PEER, VALID, CAPTURED_MS = _capture()
+
+
+def _as_captured():
+    """A clock that starts at the capture's time: the session's keys are as
+    young as when captured, however long after the module's import a test
+    runs (the data path refuses keys past reject_after_ms at use, and the
+    full suite reaches this file 20 minutes after importing it)."""
+    start = time.monotonic()
+    return lambda: CAPTURED_MS + int((time.monotonic() - start) * 1000)
 TYPES = sorted({m[0] for m in VALID} | {abi.MSG_HANDSHAKE_RESP, abi.MSG_COOKIE_REPLY,
                                          abi.MSG_PATH_CHALLENGE, abi.MSG_REATTACH_ACK,
                                          abi.MSG_REATTACH_REJECT, abi.MSG_TERMINATE, 0, 99, 255})
@@ -126,7 +137,7 @@ def _authentic(msg: bytes) -> bool:
 def _gateway(tmp: Path, gate=None):
     store = SqliteStore(tmp / "s.db")
     store.create(RECORD, SECRETS)
-    gw = make_gateway(tmp, store=store, gate=gate)
+    gw = make_gateway(tmp, store=store, gate=gate, clock=_as_captured())
     gw.reconcile()  # the session, restored as after a restart
     return gw
 
