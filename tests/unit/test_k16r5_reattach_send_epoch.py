@@ -10,10 +10,11 @@ replies do not."""
 
 from __future__ import annotations
 
+from test_rekey_expiry import NEW, _rekeyed_from_degraded
+
 from jvpn import wire
 from jvpn.store import StoreError
 from jvpn.tunnel import FLAG_KEY_PHASE
-from test_rekey_expiry import NEW, _rekeyed_from_degraded
 
 
 def test_no_reattach_reply_is_sealed_under_the_expired_send_epoch(tmp_path, monkeypatch):
