@@ -36,3 +36,32 @@ def test_two_jumpers_do_not_starve_an_honest_session():
             next_honest = now[0] + 0.05
         now[0] += 0.001
     assert admitted, "two jumpers alternated every write for 30 s: the honest session got none"
+
+
+def test_one_jumper_does_not_starve_a_session_that_asks_once_a_second():
+    """A queued session is dropped TURN_HOLD_S (0.5 s) after its last ask:
+    an idle honest session (a keepalive a second, at its block's end or its
+    first message after a restart) is forgotten between its asks, the last
+    writer is then alone in the queue, and it takes every refill."""
+    now = [0.0]
+
+    def fsync(_c):
+        now[0] += 0.003
+
+    breaker = StoreBreaker(clock=lambda: now[0])
+    jumper = ReplayCeiling(0, REPLAY_BLOCK, fsync, breaker=breaker)
+    honest = ReplayCeiling(0, 0, fsync, breaker=breaker)
+    counter = REPLAY_BLOCK
+    while now[0] < 5.0:
+        jumper.admit(counter)
+        counter += 3 * REPLAY_BLOCK // 4
+        now[0] += 0.001
+    admitted, next_honest = False, now[0]
+    while now[0] < 65.0 and not admitted:
+        jumper.admit(counter)
+        counter += 3 * REPLAY_BLOCK // 4
+        if now[0] >= next_honest:
+            admitted = honest.admit(1)
+            next_honest = now[0] + 1.0
+        now[0] += 0.001
+    assert admitted, "a session asking once a second got no write in 60 s"
