@@ -24,8 +24,10 @@ def test_no_reattach_reply_is_sealed_under_the_expired_send_epoch(tmp_path, monk
         raise StoreError("store unavailable")
 
     monkeypatch.setattr(gw.table, "confirm_keys", refused)
+    before = c.record()
     sent = c.send(c.reattach_request(seq=1), src=NEW)  # under the fresh epoch 1
     assert not c.live().keys.confirmed
     under_epoch_0 = [m for m, _to in sent if not wire.parse_header(m).flags & FLAG_KEY_PHASE]
     assert under_epoch_0 == [], (
         f"{len(under_epoch_0)} reattach reply(ies) sealed under the expired epoch 0")
+    assert c.record() == before  # refused before its commit: nothing changed
