@@ -186,7 +186,8 @@ class ControlPath(Handshakes):
     def _carry_out(self, d: Decision) -> list[Send]:
         """The send counter of the reply first: a decision whose reply cannot
         be sealed (no durable counter, a retired channel, a send epoch past
-        reject_after_*: review k16r5 #2) is refused before anything changes. Then commit, events, the challenge, the reply."""
+        reject_after_*: review k16r5 #2) is refused before anything changes.
+        Then commit, events, the challenge, the reply."""
         reply = d.reply if d.reject is None else d.rejection_reply()
         counter = None
         if reply is not None:
