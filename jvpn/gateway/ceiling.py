@@ -28,9 +28,10 @@ and a half (review E M2). Every call's time, slow or failed ones too, is
 charged to a budget refilled at STORE_SHARE (a reserve pays one slow
 call's overdraft): over any long window the loop spends at most that share
 in store calls, whatever the pattern (review k16r1). After a pause, or
-while the budget is spent, the sessions refused take turns, the longest
-waiting first, so one session's jumps cannot take every write the others
-need; but a free store never waits for a front that is not asking.
+while the budget is spent, the sessions refused take turns, the least
+recently served first, so no key holder's jumps (nor two alternating)
+take every write the others need; the store waits for a waiter that is
+not asking at most TURN_HOLD_S, and only to hold back those served since.
 
 A window (re)starts at ``max(record.c2s_floor, C)``: every counter below C
 counts as seen (a floor, like the window's own ``replay_top``, is one above
@@ -47,6 +48,7 @@ stopped delivering (docs/protocol.md).
 
 from __future__ import annotations
 
+import heapq
 import threading
 import time
 from collections import OrderedDict
@@ -83,18 +85,16 @@ STORE_RESERVE_S = 4.0
 # two slow ones no longer resets it (review k16r1)
 PAUSE_CAP_S = 2.0
 STREAK_DECAY_S = 60.0
-# a session refused a write keeps its place in the queue of turns while it
-# keeps asking: this long after its last attempt, it is dropped (its client
-# went quiet)
-TURN_HOLD_S = 0.5
-# Turns rotate: the session that wrote last may not write again while
-# another one is queued (refused, and asked within TURN_HOLD_S); among the
-# others whoever asks gets it. A key holder whose counters jump asks the
-# moment the budget refills and used to take every write (review E M2);
-# waiting for the oldest in line to ask again idled the store for quiet
-# ones (review k16r1); a "the same moment" window let the jumper's asks
-# always come first (review k16r3). Now the store idles at most until some
-# queued session's next ask, never for the jumper.
+# Turns go round: among the sessions refused a write that asked within
+# TURN_HOLD_S, the one that wrote least recently (or never) writes first; a
+# session that wrote more recently than some waiter waits. A key holder whose
+# counters jump asks the moment the budget refills and used to take every
+# write (review E M2); rotating away from only the last writer let two such
+# holders alternate, and a 0.5 s hold forgot a session asking once a second
+# (review k16r5). The store idles at most until the least recently served
+# waiter's next ask (at most TURN_HOLD_S, for one that went quiet), and only
+# for sessions that wrote more recently than it; never for one that did not.
+TURN_HOLD_S = 5.0
 _NEVER = float("-inf")
 
 
@@ -107,8 +107,7 @@ class StoreBreaker:
     busy sessions kept it blocked all the time in an etcd partition).
     Every call's time is charged to a budget refilled at STORE_SHARE
     (``_Budget``). Sessions refused a write queue for the next one, the
-    longest waiting first, but a free store never waits for a front that
-    is not asking (``_Turns``)."""
+    least recently served first (``_Turns``)."""
 
     __slots__ = ("_budget", "_clock", "_in_flight", "_last_open", "_open_until", "_streak",
                  "_turns", "trips")
@@ -137,7 +136,7 @@ class StoreBreaker:
             self._turns.wait(who, now)
             return None
         try:
-            self._turns.served(who)
+            self._turns.served(who, now)
             return self._call(raise_to, value)
         finally:
             self._in_flight.release()
@@ -213,44 +212,90 @@ class _Budget:
 
 
 class _Turns:
-    """Sessions refused a write, by their last refused attempt (oldest
-    first), and the session that wrote last: it may not write again while
-    another is queued. Quiet ones (no attempt for TURN_HOLD_S) are dropped;
-    ended ones by ``forget``. At most one entry per live session."""
+    """Sessions refused a write (``_asked``: by their last refused ask,
+    oldest first) and when sessions last wrote (``_wrote``, oldest first):
+    a session may write unless a waiter wrote less recently than it (never,
+    or more than TURN_HOLD_S ago, counts as least recent). Waiters that did
+    not ask for TURN_HOLD_S, and writes older than that, are forgotten;
+    ended sessions by ``forget``. ``_order`` keeps the waiters by their last
+    write (a heap; stale entries are skipped, and compacted): each check is
+    O(log n). At most one live entry per session in each."""
 
-    __slots__ = ("_last", "_lock", "_waiting")
+    __slots__ = ("_asked", "_lock", "_order", "_seq", "_wrote")
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._waiting: OrderedDict[object, float] = OrderedDict()  # who -> last refused ask
-        self._last: object = None  # who wrote last
+        # who -> (last refused ask, its entry's seq in _order)
+        self._asked: OrderedDict[object, tuple[float, int]] = OrderedDict()
+        self._wrote: OrderedDict[object, float] = OrderedDict()  # who -> last write
+        self._order: list[tuple[float, int, object]] = []  # (wrote, seq, who) of waiters
+        self._seq = 0  # the entry's identity, and the heap's tie-break
 
     def mine(self, who: object, now: float) -> bool:
         with self._lock:
-            while self._waiting:  # O(1) amortized: each quiet one is dropped once
-                first, asked = next(iter(self._waiting.items()))
-                if now - asked <= TURN_HOLD_S:
-                    break
-                del self._waiting[first]
-            if who is not self._last:
+            self._lapse(now)
+            first = self._least_recent()
+            if first is None or first[2] is who:
                 return True
-            return len(self._waiting) - (who in self._waiting) == 0
+            return _recent(first[0], now) >= _recent(self._last_write(who), now)
 
     def wait(self, who: object, now: float) -> None:
         with self._lock:
-            self._waiting[who] = now
-            self._waiting.move_to_end(who)  # oldest ask first: quiet ones at the front
+            entry = self._asked.pop(who, None)
+            if entry is None:  # joins the round with the write it had then
+                self._seq += 1
+                heapq.heappush(self._order, (self._last_write(who), self._seq, who))
+                entry = (now, self._seq)
+            self._asked[who] = (now, entry[1])  # to the end: oldest ask first
 
-    def served(self, who: object) -> None:
+    def served(self, who: object, now: float) -> None:
         with self._lock:
-            self._waiting.pop(who, None)
-            self._last = who
+            self._asked.pop(who, None)
+            self._wrote.pop(who, None)
+            self._wrote[who] = now  # to the end: oldest write first
 
     def forget(self, who: object) -> None:
         with self._lock:
-            self._waiting.pop(who, None)
-            if self._last is who:
-                self._last = None
+            self._asked.pop(who, None)
+            self._wrote.pop(who, None)
+
+    def _last_write(self, who: object) -> float:
+        return self._wrote.get(who, _NEVER)
+
+    def _lapse(self, now: float) -> None:
+        """O(1) amortized: each quiet waiter and old write is dropped once."""
+        while self._asked:
+            first, (asked, _seq) = next(iter(self._asked.items()))
+            if now - asked <= TURN_HOLD_S:
+                break
+            del self._asked[first]
+        while self._wrote:
+            first, wrote = next(iter(self._wrote.items()))
+            if now - wrote <= TURN_HOLD_S:
+                break
+            del self._wrote[first]
+
+    def _least_recent(self) -> tuple[float, int, object] | None:
+        """The waiter that wrote least recently (the heap's valid top)."""
+        order = self._order
+        if len(order) > 2 * len(self._asked) + 16:  # compact: stale entries at most half
+            order[:] = [e for e in order if self._valid(e)]
+            heapq.heapify(order)
+        while order and not self._valid(order[0]):
+            heapq.heappop(order)
+        return order[0] if order else None
+
+    def _valid(self, entry: tuple[float, int, object]) -> bool:
+        """The waiter's current entry (a waiter served, or lapsed, and back
+        has a newer one)."""
+        _wrote, seq, who = entry
+        asked = self._asked.get(who)
+        return asked is not None and asked[1] == seq
+
+
+def _recent(wrote: float, now: float) -> float:
+    """A write older than TURN_HOLD_S counts as none (as ``_lapse`` forgets it)."""
+    return _NEVER if now - wrote > TURN_HOLD_S else wrote
 
 
 class ReplayCeiling:

@@ -15,7 +15,7 @@ from jvpn.codes import EventType, Reason, Security
 from jvpn.config import UNCONFIRMED_TTL_MS  # the client's accepted-answer window too
 from jvpn.events import EventLog
 from jvpn.gate import abi
-from jvpn.gateway import client_stop
+from jvpn.gateway import client_stop, key_age
 from jvpn.gateway.admission import Admission
 from jvpn.gateway.handshakes import Handshakes
 from jvpn.gateway.reattach import Decision, Proven, ReattachServer, Reject, Reply
@@ -26,6 +26,12 @@ from jvpn.store import StoreError
 from jvpn.tunnel import CounterUnavailable
 
 Send = tuple[bytes, Transport]
+
+
+class SendExpired(CounterUnavailable):
+    """The epoch a reply would be sealed under is past reject_after_* (a
+    rekey's confirmation write failed, or the expiry timer has not run yet):
+    no reply, and so no accepting decision (review k16r5 #2)."""
 CONFIRM_WAITERS = 16  # messages of one session held for its confirmation's write; then dropped
 
 
@@ -179,8 +185,9 @@ class ControlPath(Handshakes):
 
     def _carry_out(self, d: Decision) -> list[Send]:
         """The send counter of the reply first: a decision whose reply cannot
-        be sealed (no durable counter, a retired channel) is refused before
-        anything changes. Then commit, events, the challenge, the reply."""
+        be sealed (no durable counter, a retired channel, a send epoch past
+        reject_after_*: review k16r5 #2) is refused before anything changes.
+        Then commit, events, the challenge, the reply."""
         reply = d.reply if d.reject is None else d.rejection_reply()
         counter = None
         if reply is not None:
@@ -188,8 +195,10 @@ class ControlPath(Handshakes):
                 counter = self._counter(d.sid)
             except CounterUnavailable as e:
                 if d.reject is None:
+                    reason = (Reason.KEY_EXPIRED if isinstance(e, SendExpired)
+                              else Reason.COUNTER_UNAVAILABLE)
                     return self._report(Decision(d.sid, d.src, reject=Reject(
-                        Reason.COUNTER_UNAVAILABLE, None, str(e))), None)
+                        reason, None, str(e))), None)
                 # a refusal still commits what it decided (a storm's DEGRADED): unanswered
         if d.new is not None:
             try:
@@ -220,6 +229,8 @@ class ControlPath(Handshakes):
         live = self.table.get(sid)
         if live is None:  # not served here (a standby, or gone): no channel to count on
             raise CounterUnavailable(f"session {sid:016x} has no send channel here")
+        if key_age.sending_expired(live, self.clock_ms(), self.reattach.policy):
+            raise SendExpired(f"session {sid:016x}: its send epoch is past reject_after_*")
         return live.channel.next_counter()
 
     def _report(self, d: Decision, counter: int | None) -> list[Send]:

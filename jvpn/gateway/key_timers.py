@@ -68,6 +68,32 @@ def expiry(table, live, now: int, p: Policy) -> tuple[Event, str] | None:
     return event, f"keys of epoch {epoch} expired ({age} ms old)"
 
 
+def stranded(live, now: int, p: Policy) -> tuple[Event, str] | None:
+    """The end of a session DEGRADED with expired keys whose binding fell
+    silent (review k16r5 #1): its way back is a rekey from the binding
+    (a reattach under expired keys is refused unanswered), so once nothing
+    authenticated has come from the binding for ``transport_lost_ttl_ms``
+    it is ended, as a transportless session is, and the client's next
+    handshake gets a fresh session instead of a slot held for ever."""
+    if live.record.state is not State.DEGRADED or not key_age.expired(live, now, p):
+        return None
+    if now - live.last_rx_ms <= p.transport_lost_ttl_ms:
+        return None
+    return Event.TRANSPORT_TTL_EXPIRED, "keys expired, binding silent too long"
+
+
+def stranded_at(live, now: int, p: Policy) -> int | None:
+    """The earliest time ``stranded`` can end this session (a lower bound:
+    the binding's silence, and the measured epoch's age expiry if not yet
+    expired; in DEGRADED no data moves its message count)."""
+    if live.record.state is not State.DEGRADED:
+        return None
+    silent = live.last_rx_ms + p.transport_lost_ttl_ms + 1
+    if key_age.expired(live, now, p):
+        return silent
+    return max(silent, key_age.sealing_since(live, p) + p.reject_after_ms)
+
+
 def settle(table, live, rec) -> None:
     """After the expiry's write (``rec``: the record it was decided on)."""
     if live.record is rec:  # the store refused the transition (TransitionRejected)

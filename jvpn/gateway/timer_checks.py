@@ -148,7 +148,7 @@ class TimerChecks:
         if live.record.state is State.TERMINATED:
             return now + 1
         times = [due_at(live.record, live.last_rx_ms, p), key_timers.due_at(live, now, p),
-                 self.rekey_nudge.due_at(live, now, p)]
+                 key_timers.stranded_at(live, now, p), self.rekey_nudge.due_at(live, now, p)]
         return max(min(t for t in times if t is not None), now + 1)
 
     @property
@@ -175,6 +175,9 @@ class TimerChecks:
         keys = key_timers.expiry(self.table, live, now, p)
         if keys is not None:  # first: the others wait a tick (review k16r2 #3)
             return Due(live, keys[0], keys[1], {}, key_expiry=live.record)
+        stranded = key_timers.stranded(live, now, p)
+        if stranded is not None:  # DEGRADED, expired, binding silent (review k16r5 #1)
+            return Due(live, stranded[0], stranded[1], {})
         due = due_timer(live.record, live.last_rx_ms, now, p)
         if due is None:
             return None

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from jvpn import wire
 from jvpn.gate import abi
+from jvpn.policy import Policy
 from jvpn.session import State
+from jvpn.store import StoreError
 from jvpn.tunnel import FLAG_KEY_PHASE
 from kits.daemon_kit import ADDRESS, PEER_INNER, events_of, ipv4
 from kits.rekey_kit import RekeyClient, gateway
@@ -175,3 +177,55 @@ def test_a_degraded_sessions_expired_keys_cannot_move_its_binding(tmp_path):
     assert sent == [] and not moved, (
         f"sealed {len(sent)} message(s) under expired keys; binding moved: {moved}; "
         f"state {c.record().state.name}")
+
+
+def test_a_degraded_by_expiry_session_whose_binding_went_silent_ends_within_the_ttl(tmp_path):
+    """Review k16r5 #1: with keys.expiry_terminates = false, a session
+    DEGRADED by expired keys comes back only by a rekey from its binding
+    (a reattach under expired keys is refused unanswered, review k16r3).
+    Its binding's path dead, it was kept for ever, nudged every
+    REKEY_NUDGE_MS, its slot held; now the timers end it once nothing
+    authenticated came from the binding for transport_lost_ttl_ms, and its
+    client's next handshake gets a fresh session."""
+    gw, clock = gateway(tmp_path, rekey_after_ms=1_000, reject_after_ms=2_000,
+                        expiry_terminates=False)
+    c = RekeyClient(gw)
+    start = clock.ms  # the binding's last authenticated message: the handshake
+    clock.ms += 2_000
+    gw.tick()
+    assert c.record().state is State.DEGRADED
+    ttl = Policy.transport_lost_ttl_ms
+    ended_at = None
+    for i in range(4 * ttl // 1_000):  # nothing from the binding all along
+        clock.ms += 1_000
+        if i % 3 == 0:  # the client, moved to NEW, retries its reattach: refused unanswered
+            assert c.send(c.reattach_request(seq=1 + i), src=NEW) == []
+        gw.tick()
+        live = gw.table.get(c.sid)
+        if live is None or live.record.state is State.TERMINATED:
+            ended_at = clock.ms
+            break
+    assert ended_at is not None, "still DEGRADED, nudging a dead binding, its slot held"
+    assert ended_at - start <= ttl + 1_000  # the TTL, give or take a tick
+    assert gw.store.get(c.sid) is None or c.record().state is State.TERMINATED
+
+
+def test_no_reattach_reply_is_sealed_under_an_expired_send_epoch(tmp_path, monkeypatch):
+    """Review k16r5 #2: after a rekey from DEGRADED the send epoch is the
+    expired previous one until the confirmation is written; a reattach
+    under the new epoch whose confirmation write fails was answered under
+    the expired epoch 0. Now no reply is sealed under it, and the decision
+    is refused before its commit (nothing changes)."""
+    gw, _clock, c = _rekeyed_from_degraded(tmp_path)
+
+    def refused(*_a, **_k):
+        raise StoreError("store unavailable")
+
+    monkeypatch.setattr(gw.table, "confirm_keys", refused)
+    before = c.record()
+    sent = c.send(c.reattach_request(seq=1), src=NEW)  # under the fresh epoch 1
+    assert not c.live().keys.confirmed
+    under_epoch_0 = [m for m, _to in sent if not wire.parse_header(m).flags & FLAG_KEY_PHASE]
+    assert under_epoch_0 == [], (
+        f"{len(under_epoch_0)} reattach reply(ies) sealed under the expired epoch 0")
+    assert c.record() == before  # refused before its commit: nothing changed

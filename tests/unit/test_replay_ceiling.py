@@ -437,3 +437,121 @@ def test_a_retired_session_leaves_the_queue_of_turns():
     ended.retire()
     t[0] += 0.006  # the pause is over; the ended one asked a moment ago
     assert other.admit(1) and s.writes == 2
+
+
+def test_two_jumpers_do_not_starve_an_honest_session():
+    """Review k16r5 #3: turns rotated only away from THE last writer: two
+    key holders whose counters jump alternated, each "not the last" every
+    other time, and an honest session at 20 messages a second got no write.
+    Turns now go to the waiter that wrote least recently."""
+    now = [0.0]
+
+    def fsync(_c):
+        now[0] += 0.003
+
+    breaker = StoreBreaker(clock=lambda: now[0])
+    jumpers = [ReplayCeiling(0, REPLAY_BLOCK, fsync, breaker=breaker) for _ in range(2)]
+    honest = ReplayCeiling(0, 0, fsync, breaker=breaker)
+    counters = [REPLAY_BLOCK, REPLAY_BLOCK]
+
+    def jump():
+        for i, j in enumerate(jumpers):
+            j.admit(counters[i])
+            counters[i] += 3 * REPLAY_BLOCK // 4
+
+    while now[0] < 5.0:
+        jump()
+        now[0] += 0.001
+    admitted, next_honest = False, now[0]
+    while now[0] < 35.0 and not admitted:
+        jump()
+        if now[0] >= next_honest:
+            admitted = honest.admit(1)
+            next_honest = now[0] + 0.05
+        now[0] += 0.001
+    assert admitted, "two jumpers alternated every write for 30 s: the honest session got none"
+
+
+def test_one_jumper_does_not_starve_a_session_that_asks_once_a_second():
+    """Review k16r5 #3: a queued session was dropped 0.5 s after its last
+    ask: an idle honest session (a keepalive a second, at its block's end or
+    its first message after a restart) was forgotten between its asks, and
+    the jumper, alone in the queue, took every refill. It keeps its place
+    for TURN_HOLD_S (5 s) now."""
+    now = [0.0]
+
+    def fsync(_c):
+        now[0] += 0.003
+
+    breaker = StoreBreaker(clock=lambda: now[0])
+    jumper = ReplayCeiling(0, REPLAY_BLOCK, fsync, breaker=breaker)
+    honest = ReplayCeiling(0, 0, fsync, breaker=breaker)
+    counter = REPLAY_BLOCK
+    while now[0] < 5.0:
+        jumper.admit(counter)
+        counter += 3 * REPLAY_BLOCK // 4
+        now[0] += 0.001
+    admitted, next_honest = False, now[0]
+    while now[0] < 65.0 and not admitted:
+        jumper.admit(counter)
+        counter += 3 * REPLAY_BLOCK // 4
+        if now[0] >= next_honest:
+            admitted = honest.admit(1)
+            next_honest = now[0] + 1.0
+        now[0] += 0.001
+    assert admitted, "a session asking once a second got no write in 60 s"
+
+
+def test_sessions_that_keep_asking_share_the_writes_evenly():
+    """Three key holders whose counters jump, asking at every message with
+    the budget spent: the writes go round, none gets much more than another."""
+    now = [0.0]
+
+    def fsync(_c):
+        now[0] += 0.003
+
+    breaker = StoreBreaker(clock=lambda: now[0])
+    writes = [0, 0, 0]
+
+    def counted(i):
+        def raise_to(c):
+            writes[i] += 1
+            fsync(c)
+        return raise_to
+
+    jumpers = [ReplayCeiling(0, REPLAY_BLOCK, counted(i), breaker=breaker) for i in range(3)]
+    counters = [REPLAY_BLOCK] * 3
+    while now[0] < 60.0:
+        for i, j in enumerate(jumpers):
+            j.admit(counters[i])
+            counters[i] += 3 * REPLAY_BLOCK // 4
+        now[0] += 0.001
+    assert min(writes) > 0.8 * max(writes), writes
+
+
+def test_a_waiter_that_went_quiet_holds_the_others_at_most_the_turn_hold():
+    """A session refused once that never asks again keeps its turn (the
+    store idles for the sessions that wrote since) only TURN_HOLD_S."""
+    now = [0.0]
+
+    def fsync(_c):
+        now[0] += 0.003
+
+    breaker = StoreBreaker(clock=lambda: now[0])
+    jumper = ReplayCeiling(0, REPLAY_BLOCK, fsync, breaker=breaker)
+    counter = REPLAY_BLOCK
+    while now[0] < 5.0:  # the jumper alone: the budget spent
+        jumper.admit(counter)
+        counter += 3 * REPLAY_BLOCK // 4
+        now[0] += 0.001
+    quiet = ReplayCeiling(0, 0, fsync, breaker=breaker)
+    while quiet.admit(1):  # until it is refused a write (the budget spent): queued
+        quiet = ReplayCeiling(0, 0, fsync, breaker=breaker)
+    asked, admitted_at = now[0], None
+    while now[0] < asked + 2 * TURN_HOLD_S and admitted_at is None:
+        if jumper.admit(counter):
+            admitted_at = now[0]
+        counter += 3 * REPLAY_BLOCK // 4
+        now[0] += 0.001
+    assert admitted_at is not None
+    assert TURN_HOLD_S - 0.01 <= admitted_at - asked <= TURN_HOLD_S + 0.01
