@@ -104,12 +104,16 @@ def test_reattach_storm_leaves_one_binding(tl):
     time.sleep(0.5)
     d = delta(before, counters(tl))
     sources = passed.stop()
+    # the real client may send between the two reads: the capture saw every
+    # pass the first read counted, and none the second did not
+    after = delta(before, counters(tl))
     # every storm data message dropped: not its binding, or (once the storm's
     # unanswered challenge made the session DEGRADED) its state
     assert d.get("drop_wrong_binding", 0) + d.get("drop_state", 0) >= data_sent, d
     # not one storm message passed; what passed came from the real client
     assert not set(sources) & set(STORM), sources
-    assert d.get("pass_data", 0) == len(sources), (d, sources)
+    assert d.get("pass_data", 0) <= len(sources) <= after.get("pass_data", 0), (
+        d, after, sources)
     storm = tl.gateway_events()[n_events:]
     storm_sources = {f"{a}:{p}" for a, p in STORM}  # the real client may retry meanwhile
     starts = [e for e in storm if e["event_type"] == "ReattachAttempt"
