@@ -45,13 +45,21 @@ def test_an_unconfirmed_rekey_does_not_extend_the_sealing_epoch(tmp_path):
     assert end["reason_code"] == "KEY_EXPIRED" and gw.table.get(c.sid) is None
 
 
-def test_a_rekey_from_degraded_carries_no_data_under_the_expired_epoch(tmp_path):
+def _degraded_by_expiry(tmp_path):
+    """A gateway whose session's keys passed reject_after_ms (expiry ends
+    nothing: keys.expiry_terminates = false), made DEGRADED by a tick; its
+    clock and the session's client."""
     gw, clock = gateway(tmp_path, rekey_after_ms=1_000, reject_after_ms=2_000,
                         expiry_terminates=False)
     c = RekeyClient(gw)
     clock.ms += 2_000
     gw.tick()
     assert c.record().state is State.DEGRADED
+    return gw, clock, c
+
+
+def test_a_rekey_from_degraded_carries_no_data_under_the_expired_epoch(tmp_path):
+    gw, _clock, c = _degraded_by_expiry(tmp_path)
     msg, eph = c.init()
     [(resp, _)] = c.send(msg)  # REKEY_OK at the commit; the RESP is delayed
     assert c.record().state is State.ATTACHED
@@ -117,12 +125,7 @@ def _rekeyed_from_degraded(tmp_path):
     """A session DEGRADED by expired keys, a rekey committed (ATTACHED), its
     RESP taken by the client, which seals under epoch 1 now; the gateway
     still waits for the confirmation (it seals under the expired epoch 0)."""
-    gw, clock = gateway(tmp_path, rekey_after_ms=1_000, reject_after_ms=2_000,
-                        expiry_terminates=False)
-    c = RekeyClient(gw)
-    clock.ms += 2_000
-    gw.tick()
-    assert c.record().state is State.DEGRADED
+    gw, clock, c = _degraded_by_expiry(tmp_path)
     msg, eph = c.init()
     [(resp, _)] = c.send(msg)
     assert c.record().state is State.ATTACHED and not c.live().keys.confirmed

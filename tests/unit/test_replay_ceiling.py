@@ -267,18 +267,24 @@ def test_after_a_pause_the_session_waiting_longest_writes_first():
     assert s.writes == 2  # the honest session's write, before any other of the jumper's
 
 
-def test_a_spent_budget_is_shared_in_turns():
-    """Review E M2: once the jumper spent the budget of fast writes, the
-    refill went to whoever asked first: the jumper, every time."""
+def _jumper_and_honest(write_s: float):
+    """A clock, and on one breaker a jumper (its ceiling a block ahead) and
+    an honest session, each store write taking ``write_s`` of that clock;
+    the jumper's next counter."""
     now = [0.0]
 
     def fsync(_c):
-        now[0] += 0.05
+        now[0] += write_s
 
     breaker = StoreBreaker(clock=lambda: now[0])
-    jumper = ReplayCeiling(0, REPLAY_BLOCK, fsync, breaker=breaker)
-    honest = ReplayCeiling(0, 0, fsync, breaker=breaker)
-    counter = REPLAY_BLOCK
+    return (now, ReplayCeiling(0, REPLAY_BLOCK, fsync, breaker=breaker),
+            ReplayCeiling(0, 0, fsync, breaker=breaker), REPLAY_BLOCK)
+
+
+def test_a_spent_budget_is_shared_in_turns():
+    """Review E M2: once the jumper spent the budget of fast writes, the
+    refill went to whoever asked first: the jumper, every time."""
+    now, jumper, honest, counter = _jumper_and_honest(0.05)
     while now[0] < 5.0:  # the jumper alone: the budget spent
         jumper.admit(counter)
         counter += 3 * REPLAY_BLOCK // 4
@@ -300,15 +306,7 @@ def test_a_spent_budget_reaches_an_honest_session_that_sends_slower_than_the_tur
     write: the last writer waits while another session is queued (review
     k16r3: a "the same moment" window let the jumper's asks always come
     first, and the honest turn lapsed every time)."""
-    now = [0.0]
-
-    def fsync(_c):
-        now[0] += 0.003  # a healthy store
-
-    breaker = StoreBreaker(clock=lambda: now[0])
-    jumper = ReplayCeiling(0, REPLAY_BLOCK, fsync, breaker=breaker)
-    honest = ReplayCeiling(0, 0, fsync, breaker=breaker)
-    counter = REPLAY_BLOCK
+    now, jumper, honest, counter = _jumper_and_honest(0.003)  # a healthy store
     while now[0] < 5.0:  # the jumper alone: the budget spent
         jumper.admit(counter)
         counter += 3 * REPLAY_BLOCK // 4
@@ -478,15 +476,7 @@ def test_one_jumper_does_not_starve_a_session_that_asks_once_a_second():
     its first message after a restart) was forgotten between its asks, and
     the jumper, alone in the queue, took every refill. It keeps its place
     for TURN_HOLD_S (5 s) now."""
-    now = [0.0]
-
-    def fsync(_c):
-        now[0] += 0.003
-
-    breaker = StoreBreaker(clock=lambda: now[0])
-    jumper = ReplayCeiling(0, REPLAY_BLOCK, fsync, breaker=breaker)
-    honest = ReplayCeiling(0, 0, fsync, breaker=breaker)
-    counter = REPLAY_BLOCK
+    now, jumper, honest, counter = _jumper_and_honest(0.003)
     while now[0] < 5.0:
         jumper.admit(counter)
         counter += 3 * REPLAY_BLOCK // 4
