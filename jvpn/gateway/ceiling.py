@@ -221,7 +221,7 @@ class _Turns:
     write (a heap; stale entries are skipped, and compacted): each check is
     O(log n). At most one live entry per session in each."""
 
-    __slots__ = ("_asked", "_lock", "_order", "_seq", "_wrote")
+    __slots__ = ("_asked", "_ever", "_lock", "_order", "_seq", "_wrote")
 
     def __init__(self):
         self._lock = threading.Lock()
@@ -230,6 +230,10 @@ class _Turns:
         self._wrote: OrderedDict[object, float] = OrderedDict()  # who -> last write
         self._order: list[tuple[float, int, object]] = []  # (wrote, seq, who) of waiters
         self._seq = 0  # the entry's identity, and the heap's tie-break
+        # who wrote at least once (until forgotten): with writes more than
+        # TURN_HOLD_S apart (a slow store) every write has lapsed, and a tie
+        # with the first waiter must not go to whoever asks first (review k16r6)
+        self._ever: set[object] = set()
 
     def mine(self, who: object, now: float) -> bool:
         with self._lock:
@@ -237,7 +241,10 @@ class _Turns:
             first = self._least_recent()
             if first is None or first[2] is who:
                 return True
-            return _recent(first[0], now) >= _recent(self._last_write(who), now)
+            theirs, mine = _recent(first[0], now), _recent(self._last_write(who), now)
+            if theirs == mine and who in self._ever:
+                return False  # a tie: the first waiter's turn, not a writer's again
+            return theirs >= mine
 
     def wait(self, who: object, now: float) -> None:
         with self._lock:
@@ -253,11 +260,13 @@ class _Turns:
             self._asked.pop(who, None)
             self._wrote.pop(who, None)
             self._wrote[who] = now  # to the end: oldest write first
+            self._ever.add(who)
 
     def forget(self, who: object) -> None:
         with self._lock:
             self._asked.pop(who, None)
             self._wrote.pop(who, None)
+            self._ever.discard(who)
 
     def _last_write(self, who: object) -> float:
         return self._wrote.get(who, _NEVER)

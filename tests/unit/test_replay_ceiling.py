@@ -545,3 +545,34 @@ def test_a_waiter_that_went_quiet_holds_the_others_at_most_the_turn_hold():
         now[0] += 0.001
     assert admitted_at is not None
     assert TURN_HOLD_S - 0.01 <= admitted_at - asked <= TURN_HOLD_S + 0.01
+
+
+def test_writes_further_apart_than_the_turn_hold_still_go_round():
+    """Review k16r6: with a slow store every write is more than TURN_HOLD_S
+    after the last one, so every write had lapsed and a tie with the first
+    waiter went to whoever asked first: the jumper, every time. The turns
+    (the breaker's own, driven as it drives them) now give the tie to the
+    first waiter."""
+    from jvpn.gateway.ceiling import _Turns  # noqa: PLC0415 - the breaker's queue alone
+
+    turns, got = _Turns(), {"honest": 0, "jumper": 0}
+    t = 0.0
+    for _round in range(20):
+        refill = t + 6.0  # the store's next write, TURN_HOLD_S and more after the last
+        while t < refill:  # both refused meanwhile (the budget is spent): they wait
+            turns.wait("jumper", t)
+            if round(t * 100) % 100 == 0:
+                turns.wait("honest", t)
+            t = round(t + 0.01, 2)
+        while True:  # the refill: the jumper asks every 10 ms, the honest once a second
+            for who in ("jumper", "honest") if round(t * 100) % 100 == 0 else ("jumper",):
+                if turns.mine(who, t):
+                    turns.served(who, t)
+                    got[who] += 1
+                    break
+                turns.wait(who, t)
+            else:
+                t = round(t + 0.01, 2)
+                continue
+            break
+    assert got["honest"] >= 8, got
