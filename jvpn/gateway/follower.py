@@ -314,11 +314,14 @@ class ClusterFollower:
         self.publish()
 
     def _sweep(self) -> None:
+        # what we knew before the read: a session made here while the list
+        # was read (a handshake's commit; 1,500 records take ~0.5 s) is
+        # absent from it, and would be dropped as deleted
+        known = set(self.table.sessions) | set(self.waiting) | set(self.table.standby)
         try:
             records = {r.session_id: r for r in self.store.list()}
         except StoreError:
             return
-        known = set(self.table.sessions) | set(self.waiting) | set(self.table.standby)
         for sid in known | set(records):
             rec = records.get(sid)
             if rec is not None and sid in self.table and self.ownership.owns(rec):

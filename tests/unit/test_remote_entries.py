@@ -169,3 +169,26 @@ def test_the_old_owner_parks_its_element_then_leaves_a_remote_entry(rig):
     assert rig.store.get(SID)[0].owner == "gw-b"
     assert rig.gate.ids() == set() and rig.gate.remote_ids() == {SID}
     assert rig.table.remote_owners() == {SID: "gw-b"}
+
+
+def test_a_session_made_here_while_the_sweep_reads_the_store_stays(rig):
+    """The CI failure of test_cluster_scale_lab: a handshake committed while
+    the sweep's list of 1,500 records was read was then dropped as deleted
+    (OWNERSHIP_LOST, owner "") and its client orphaned."""
+    listed = rig.store.list
+
+    def list_then_a_handshake_commits():
+        before = listed()
+        own = rig.record(100, "gw-a")
+        rig.table.create(own, _keys(100), INNER.packed,
+                         apply(new_session(100, 1_000), Event.ATTACH_OK, 1_000,
+                               binding=CLIENT)[1])
+        return before
+
+    rig.store.list = list_then_a_handshake_commits
+    rig.follower.sweep_if_due()
+    assert 100 in rig.table and rig.gate.ids() == {100}
+    rig.store.list = listed
+    rig.follower._next_sweep = 0  # the next sweep sees its record: it stays
+    rig.follower.sweep_if_due()
+    assert 100 in rig.table
