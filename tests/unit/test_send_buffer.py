@@ -88,6 +88,20 @@ def test_a_batch_of_terminates_into_a_full_send_buffer_never_waits_and_is_counte
     assert sock.waits == 0, f"{sock.waits} sends waited a tick each under the control lock"
     assert _terminates(sock) == 0 and gw.sender.counts()["buffer_full"] == n
     assert health(gw)["send_drops"] == {"buffer_full": n, "unverified_budget": 0}
+    assert _scraped_drops(gw) == {"buffer_full": n, "unverified_budget": 0}
+
+
+def _scraped_drops(gw) -> dict[str, float]:
+    from prometheus_client import CollectorRegistry  # noqa: PLC0415
+    from unit.test_inspect import _scrape  # noqa: PLC0415
+
+    from jvpn.gateway.metrics import GatewayCollector  # noqa: PLC0415
+    from jvpn.gateway.tally import EventTally  # noqa: PLC0415
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(GatewayCollector(EventTally(), gw, "jvpn-gw", max_age_s=0))
+    return {dict(labels)["reason"]: v for (name, labels), v in _scrape(registry).items()
+            if name == "jvpn_send_drops_total"}
 
 
 def test_replies_and_data_to_a_live_client_never_wait_on_a_full_buffer(tmp_path):
