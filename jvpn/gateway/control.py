@@ -39,10 +39,11 @@ class ControlPath(Handshakes):
     def __init__(self, *, table: SessionTable, admission: Admission, reattach: ReattachServer,
                  follower, events: EventLog, send: Callable[[bytes, Transport], None],
                  clock_ms: Callable[[], int], randbits: Callable[[int], int], rekey=None,
-                 send_unverified: Callable[[bytes, Transport], None] | None = None):
+                 send_unverified: Callable[[bytes, Transport], bool | None] | None = None):
         """``rekey``: jvpn/gateway/rekey_control.py (None: REKEY_INIT ignored).
         ``send_unverified``: how cookie replies go (jvpn/gateway/sending.py:
-        within their share of the send buffer); None: as ``send``."""
+        within their share of the send buffer; False: dropped); None: as
+        ``send``."""
         self.table, self.admission, self.reattach = table, admission, reattach
         self.rekey = rekey
         self.follower, self.events, self.send = follower, events, send

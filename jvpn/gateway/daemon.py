@@ -260,13 +260,15 @@ class Gateway(GateWatch, Reconcile, OperatorActions, TimerChecks):
             if not self._stop.is_set():
                 self.incidents.report("send", e)
 
-    def send_unverified(self, msg: bytes, to: Transport) -> None:
-        """A cookie reply: within its share of the send buffer, or dropped."""
+    def send_unverified(self, msg: bytes, to: Transport) -> bool:
+        """A cookie reply: within its share of the send buffer, or dropped
+        (False, counted by the sender)."""
         try:
-            self.sender.send_unverified(msg, (to.addr, to.port))
+            return self.sender.send_unverified(msg, (to.addr, to.port))
         except OSError as e:
             if not self._stop.is_set():
                 self.incidents.report("send", e)
+            return False
 
     # ------------------------------------------------------------ supervision
     def _contained_call(self, where: str, fn: Callable[..., None]) -> Callable[..., None]:

@@ -23,7 +23,8 @@ class Handshakes:
         if isinstance(verdict, CookieReply):
             # anyone can make us send these, to any source: a share of the
             # send buffer, not the room the sessions' traffic needs
-            self.send_unverified(verdict.msg, Transport(*src))
+            if self.send_unverified(verdict.msg, Transport(*src)) is False:
+                return  # dropped: counted there (jvpn_send_drops_total)
             # counted, one summary line per interval: anyone can make us send these
             self.events.emit_unauthenticated(EventType.HANDSHAKE_COOKIE, Reason.RATE_LIMITED,
                                              Transport(*src[:2]), detail="cookie reply sent")

@@ -22,6 +22,7 @@ from test_timer_storm import P, storm, ticks_until_none_attached
 from jvpn.gate import abi
 from jvpn.gateway import sending
 from jvpn.gateway.snapshot import health
+from jvpn.gateway.tally import EventTally
 from jvpn.handshake import Initiator
 from kits.daemon_kit import (
     ADDRESS,
@@ -96,7 +97,6 @@ def _scraped_drops(gw) -> dict[str, float]:
     from unit.test_inspect import _scrape  # noqa: PLC0415
 
     from jvpn.gateway.metrics import GatewayCollector  # noqa: PLC0415
-    from jvpn.gateway.tally import EventTally  # noqa: PLC0415
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(GatewayCollector(EventTally(), gw, "jvpn-gw", max_age_s=0))
@@ -134,9 +134,13 @@ def test_cookie_replies_to_silent_sources_leave_the_sessions_their_room(tmp_path
     peer = handshake(gw)
     gw.datapath.datagram(peer.seal(ipv4(PEER_INNER[0])), CLIENT)
     gw.admission.cookie_threshold = 0  # under load: every initiation gets a cookie
+    tally = EventTally()
+    gw.events.add_listener(tally)
     _spoofed_initiations(gw, 100)
     assert sock.held <= sock.size * sending.UNVERIFIED_SHARE + TRUESIZE
-    assert gw.sender.counts()["unverified_budget"] > 0
+    dropped = gw.sender.counts()["unverified_budget"]
+    assert dropped > 0
+    assert tally.cookie_replies == 100 - dropped  # counted as sent: those that left
     sent = len(sock.sent)
     gw.datapath.datagram(peer.seal(b"", abi.MSG_KEEPALIVE), CLIENT)
     gw.datapath.downstream(ipv4(ADDRESS.ip, str(PEER_INNER[0])))
