@@ -100,7 +100,7 @@ class Gateway(GateWatch, Reconcile, OperatorActions, TimerChecks):
         if hasattr(store, "on_unreadable"):  # a value that does not parse: skipped, reported
             store.on_unreadable = self.incidents.unreadable
         self.sock = sock if sock is not None else self._bind(listen, listen_device)
-        self.sender = Sender(self.sock, self.incidents)  # every send: never waits (sending.py)
+        self.sender = Sender(self.sock, self.incidents, stopping=self._stop.is_set)
         self.tun, self.routes = self._open_tun(tun, tun_name, address, address6, routes)
         self.ownership, follower_class = for_store(store, events.node_id)
         self.table = SessionTable(store=store, gate=gate, events=events,
@@ -123,8 +123,9 @@ class Gateway(GateWatch, Reconcile, OperatorActions, TimerChecks):
         self.controlpath = ControlPath(
             table=self.table, admission=self.admission, reattach=self.reattach,
             follower=self.follower, events=events, send=self.send, clock_ms=self.clock_ms,
-            send_unverified=self.send_unverified, randbits=secrets.randbits, rekey=RekeyControl(
-                table=self.table, server=self.rekey, events=events, incidents=self.incidents))
+            send_unverified=self.sender.send_cookie_reply, randbits=secrets.randbits,
+            rekey=RekeyControl(table=self.table, server=self.rekey, events=events,
+                               incidents=self.incidents))
         self.probes = self._probes()
         self.datapath = self._datapath()
         self.rekey_nudge = RekeyNudge(self.sender, self.incidents)  # out of DEGRADED by expiry
@@ -253,22 +254,7 @@ class Gateway(GateWatch, Reconcile, OperatorActions, TimerChecks):
             self.send(reply, to)
 
     def send(self, msg: bytes, to: Transport) -> None:
-        """Never waits (a full buffer: dropped and counted, jvpn/gateway/sending.py)."""
-        try:
-            self.sender.sendto(msg, (to.addr, to.port))
-        except OSError as e:  # best effort: a closing socket or an unreachable client
-            if not self._stop.is_set():
-                self.incidents.report("send", e)
-
-    def send_unverified(self, msg: bytes, to: Transport) -> bool:
-        """A cookie reply: within its share of the send buffer, or dropped
-        (False, counted by the sender)."""
-        try:
-            return self.sender.send_unverified(msg, (to.addr, to.port))
-        except OSError as e:
-            if not self._stop.is_set():
-                self.incidents.report("send", e)
-            return False
+        self.sender.send(msg, to)  # never waits, best effort (jvpn/gateway/sending.py)
 
     # ------------------------------------------------------------ supervision
     def _contained_call(self, where: str, fn: Callable[..., None]) -> Callable[..., None]:

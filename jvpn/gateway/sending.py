@@ -32,6 +32,7 @@ from collections import Counter
 from collections.abc import Callable
 
 from jvpn.codes import Reason
+from jvpn.session import Transport
 
 # Cookie replies may fill at most this share of the send buffer. A reply to
 # a source that answers ARP leaves at once (its memory is freed as the NIC
@@ -60,12 +61,31 @@ class Sender:
     buffer is itself (``send_buffer_use``: the tests' fakes); the kernel's
     socket is asked with SIOCOUTQ."""
 
-    def __init__(self, sock, incidents):
-        self.sock, self.incidents = sock, incidents
+    def __init__(self, sock, incidents, stopping: Callable[[], bool] = lambda: False):
+        self.sock, self.incidents, self.stopping = sock, incidents, stopping
         self._use: Callable[[], tuple[int, int]] = (
             getattr(sock, "send_buffer_use", None) or (lambda: kernel_buffer_use(sock)))
         self._lock = threading.Lock()
         self.drops: Counter[str] = Counter(dict.fromkeys(DROP_REASONS, 0))
+
+    def send(self, msg: bytes, to: Transport) -> None:
+        """Best effort (the control path's and the table's sends): any
+        other error (a closing socket, an unreachable client) is reported,
+        not raised."""
+        self._contained(self.sendto, msg, to)
+
+    def send_cookie_reply(self, msg: bytes, to: Transport) -> bool:
+        """``send_unverified``, best effort: False if it did not leave."""
+        return self._contained(self.send_unverified, msg, to)
+
+    def _contained(self, how: Callable[[bytes, tuple[str, int]], int | bool], msg: bytes,
+                   to: Transport) -> bool:
+        try:
+            return bool(how(msg, (to.addr, to.port)))
+        except OSError as e:
+            if not self.stopping():  # a stop closes the socket under the sends
+                self.incidents.report("send", e)
+            return False
 
     def sendto(self, msg: bytes, dst: tuple[str, int]) -> int:
         """Bytes sent; 0: dropped (the buffer is full). Any other error is raised."""
