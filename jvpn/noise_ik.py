@@ -18,7 +18,6 @@ Message 2 (responder -> initiator): e, ee, se, payload
 from __future__ import annotations
 
 import hashlib
-import hmac
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
@@ -46,11 +45,35 @@ def _hash(data: bytes) -> bytes:
     return hashlib.blake2s(data).digest()
 
 
+BLOCKLEN = 64  # BLAKE2s's block: HMAC pads its key to this
+_IPAD = bytes(x ^ 0x36 for x in range(256))  # translate tables: the key XOR ipad/opad
+_OPAD = bytes(x ^ 0x5C for x in range(256))
+_blake2s = hashlib.blake2s
+
+
+def _hmac_pads(key: bytes) -> tuple[bytes, bytes]:
+    """HMAC's (RFC 2104) inner and outer key blocks for ``key``."""
+    if len(key) > BLOCKLEN:
+        key = _blake2s(key).digest()
+    key = key.ljust(BLOCKLEN, b"\x00")
+    return key.translate(_IPAD), key.translate(_OPAD)
+
+
+def _hmac(pads: tuple[bytes, bytes], data: bytes) -> bytes:
+    inner, outer = pads
+    return _blake2s(outer + _blake2s(inner + data).digest()).digest()
+
+
 def _hkdf2(chaining_key: bytes, ikm: bytes) -> tuple[bytes, bytes]:
-    """HKDF(ck, ikm, 2) with HMAC-BLAKE2s (section 4.3)."""
-    temp = hmac.digest(chaining_key, ikm, hashlib.blake2s)
-    out1 = hmac.digest(temp, b"\x01", hashlib.blake2s)
-    return out1, hmac.digest(temp, out1 + b"\x02", hashlib.blake2s)
+    """HKDF(ck, ikm, 2) with HMAC-BLAKE2s (section 4.3). HMAC written out
+    on hashlib's BLAKE2s: ``hmac.digest`` has no fast path for it (it
+    builds an HMAC object per call), and ``temp``'s pads serve two HMACs
+    (issue 15: 15 HMACs per handshake; tests/unit/test_noise_ik.py checks
+    them against ``hmac``)."""
+    temp = _hmac(_hmac_pads(chaining_key), ikm)
+    pads = _hmac_pads(temp)
+    out1 = _hmac(pads, b"\x01")
+    return out1, _hmac(pads, out1 + b"\x02")
 
 
 def _nonce(n: int) -> bytes:
