@@ -80,10 +80,19 @@ def _nonce(n: int) -> bytes:
     return b"\x00" * 4 + n.to_bytes(8, "little")
 
 
-def _dh(private: X25519PrivateKey, public: bytes) -> bytes:
+def _public(public: bytes) -> X25519PublicKey:
+    """A peer's public key, parsed once for its two DHs (es and ee: the
+    ephemeral; ss and se: the static)."""
+    try:
+        return X25519PublicKey.from_public_bytes(public)
+    except ValueError as e:
+        raise NoiseError(f"bad public key: {e}") from None
+
+
+def _dh(private: X25519PrivateKey, public: X25519PublicKey) -> bytes:
     """X25519; a public key of small order (an all-zero result) is refused."""
     try:
-        return private.exchange(X25519PublicKey.from_public_bytes(public))
+        return private.exchange(public)
     except ValueError as e:
         raise NoiseError(f"bad public key: {e}") from None
 
@@ -161,8 +170,9 @@ class Opened:
 
     remote_static: bytes
     payload: bytes
-    remote_ephemeral: bytes
+    remote_ephemeral: X25519PublicKey
     symmetric: Symmetric
+    remote_static_key: X25519PublicKey
     answered: bool = False  # message 2 written: the symmetric state is spent
 
 
@@ -173,11 +183,13 @@ def read_message1(static: Static, msg: bytes) -> Opened:
     sym = static.fresh()
     re = msg[:DHLEN]
     sym.mix_hash(re)
-    sym.mix_key(_dh(static.key, re))                                      # es
+    re_key = _public(re)
+    sym.mix_key(_dh(static.key, re_key))                                  # es
     rs = sym.decrypt_and_hash(msg[DHLEN:DHLEN + DHLEN + TAGLEN])          # s
-    sym.mix_key(_dh(static.key, rs))                                      # ss
+    rs_key = _public(rs)
+    sym.mix_key(_dh(static.key, rs_key))                                  # ss
     payload = sym.decrypt_and_hash(msg[DHLEN + DHLEN + TAGLEN:])
-    return Opened(rs, payload, re, sym)
+    return Opened(rs, payload, re_key, sym, rs_key)
 
 
 def write_message2(opened: Opened, payload: bytes,
@@ -190,10 +202,10 @@ def write_message2(opened: Opened, payload: bytes,
     opened.answered = True  # before any mix: a failure half-way spends the state too
     sym = opened.symmetric
     e = ephemeral or X25519PrivateKey.generate()
-    e_pub = e.public_key().public_bytes(*_RAW)
+    e_pub = e.public_key().public_bytes_raw()
     sym.mix_hash(e_pub)
     sym.mix_key(_dh(e, opened.remote_ephemeral))                          # ee
-    sym.mix_key(_dh(e, opened.remote_static))                             # se
+    sym.mix_key(_dh(e, opened.remote_static_key))                         # se
     body = e_pub + sym.encrypt_and_hash(payload)
     k1, k2 = sym.split()
     return body, k1, k2, sym.h
