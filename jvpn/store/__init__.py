@@ -374,7 +374,9 @@ def record_from_json(text: str | bytes) -> SessionRecord:
         if not isinstance(rec.confirmed, bool):
             raise TypeError("confirmed must be a boolean")
         return rec
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
+        # RecursionError: a value nested deeper than the decoder goes (a
+        # damaged or hostile store value): that record, not the whole pass
         raise Unreadable(f"not a session record ({type(e).__name__}: {e})") from None
 
 

@@ -104,3 +104,33 @@ def test_a_missing_field_is_refused_as_unreadable():
     with pytest.raises(Unreadable):
         record_from_json(json.dumps(d))
     assert State.ATTACHED is record_from_json(record_to_json(_record())).state
+
+
+# ---- a value nested deeper than the decoder's recursion limit (k17rec) ----
+DEEP = "[" * 100_000 + "]" * 100_000  # json raises RecursionError, not a ValueError
+
+
+@pytest.mark.parametrize("text", [DEEP, '{"state": ' + DEEP + "}", DEEP.encode()])
+def test_a_value_nested_too_deep_is_unreadable_not_a_recursion_error(text):
+    with pytest.raises(Unreadable):
+        record_from_json(text)
+
+
+def test_one_record_nested_too_deep_costs_that_session_only(tmp_path):
+    """Before: the decoder's RecursionError left the store's pass, and the
+    whole start failed on one stored value."""
+    from jvpn.keys import derive_session_keys  # noqa: PLC0415
+    from jvpn.store.sqlite import SqliteStore  # noqa: PLC0415
+    from kits.daemon_kit import AdmitAll, make_gateway  # noqa: PLC0415
+
+    store = SqliteStore(tmp_path / "s.db")
+    sids = list(range(1000, 1006))
+    for sid in sids:
+        rec, _tr = apply(new_session(sid, 1, owner="gw-test"), Event.ATTACH_OK, 1,
+                         binding=Transport("192.0.2.1", 1000 + sid))
+        store.create(rec.with_(inner_addr="10.99.0.2"), derive_session_keys(
+            sid, bytes([sid % 256]) * 32, b"\x06" * 32, b"\x07" * 32).pack())
+    store._db.execute("UPDATE sessions SET record=? WHERE session_id=1003", (DEEP,))
+    gw = make_gateway(tmp_path, store=store, gate=AdmitAll())
+    gw.reconcile()
+    assert set(gw.table.sessions) == set(sids) - {1003}
