@@ -9,7 +9,10 @@ profiled one takes several times as long. ``--aged S``: the records and
 their keys made S seconds before the store is written; with S near the
 policy's ``reject_after_ms`` (180 s) the keys expire during the first
 checks, as at 1M, where writing the store and the reconcile take 3 min.
-``PROFILE_BATCHES=1``: the timers' first three batches profiled, each.)
+``PROFILE_BATCHES=1``: the timers' first three batches profiled, each.
+``PROFILE_READ=1``: the store's pass alone timed first, read and decoded
+without a restore; at 1M it adds half a minute before the reconcile, so
+the synthetic keys are older at the first checks.)
 
 The `bench scale` lab (jvpn/bench/scale_lab.py): a namespace, the gate
 attached with room for N sessions, N synthetic sessions in a fresh SQLite
@@ -80,12 +83,17 @@ def run_unprofiled(config_path: str) -> None:
         import gc  # noqa: PLC0415
 
         gc.disable()
-    started = time.perf_counter()
+    if os.environ.get("PROFILE_READ"):
+        _time_the_read(gw)
+    started, cpu = time.perf_counter(), time.process_time()
     gw.reconcile()
-    took = time.perf_counter() - started
+    took, cpu = time.perf_counter() - started, time.process_time() - cpu
     n = max(len(gw.table.sessions), 1)
+    # the process's CPU time too (user and system, every thread): on this
+    # shared machine the wall time moves with the others' load far more
     print(f"sessions {len(gw.table.sessions)}: reconcile {took:.2f} s "
-          f"({took / n * 1e6:.1f} us/session, not profiled)", flush=True)
+          f"({took / n * 1e6:.1f} us/session, not profiled; CPU {cpu:.2f} s, "
+          f"{cpu / n * 1e6:.1f} us/session)", flush=True)
     # as in `gateway up`: the timer thread ticks from the start (a restart
     # schedules each restored session when its timers can first fire)
     due = len(gw.table.timers)
@@ -100,6 +108,17 @@ def run_unprofiled(config_path: str) -> None:
           flush=True)
     print(f"the timers' batches (each one hold of the control lock): {holds}", flush=True)
     _print_pages("with the timer thread stopped", time_pages(gw), n)
+
+
+def _time_the_read(gw) -> None:
+    """The store's pass alone (Store.restorable: rows read and decoded into
+    records), before the reconcile: its share of the reconcile's time
+    (``PROFILE_READ=1``)."""
+    started, cpu = time.perf_counter(), time.process_time()
+    n = sum(1 for _ in gw.store.restorable())
+    took, cpu = time.perf_counter() - started, time.process_time() - cpu
+    print(f"the store's pass alone ({n} records read and decoded): {took:.2f} s, "
+          f"CPU {cpu:.2f} s ({cpu / max(n, 1) * 1e6:.1f} us/record)", flush=True)
 
 
 class _BatchHolds:

@@ -5,6 +5,7 @@ or the model) initializes the slot itself. Shared by both gate adapters."""
 
 from __future__ import annotations
 
+import ctypes
 import ipaddress
 import secrets
 from collections import deque
@@ -38,14 +39,20 @@ def header_keys(keys: SessionKeys | KeyRing,
     (random): not accepted, and were its mask bit ever read set (a torn
     element read), its key is one nobody holds, so a stale key never checks
     a tag and the zero key never does."""
+    slot0, slot1, mask = _key_slots(keys, unused)
+    return dict(tag_key=slot0, tag_key_phase1=slot1, key_phases=mask)
+
+
+def _key_slots(keys: SessionKeys | KeyRing,
+               unused: Callable[[], bytes]) -> tuple[tuple, tuple, int]:
+    """``header_keys`` as (phase 0's words, phase 1's words, mask)."""
     slots = {k.phase: key_words(k.hdr_c2s) for k in KeyRing.of(keys).live()}
     mask = 0
     for phase in slots:
         mask |= abi.key_phase_bit(phase)
-    for phase in (0, 1):
-        if phase not in slots:
-            slots[phase] = key_words(unused())
-    return dict(tag_key=slots[0], tag_key_phase1=slots[1], key_phases=mask)
+    slot0 = slots.get(0) or key_words(unused())
+    slot1 = slots.get(1) or key_words(unused())
+    return slot0, slot1, mask
 
 
 @address_memo  # per element write (twice a handshake): bounded, exact short strings
@@ -70,13 +77,24 @@ def session_element(rec: SessionRecord, keys: SessionKeys | KeyRing, fence: int 
         else:
             family = abi.AF_INET6 if _ip_version(b.addr) == 6 else abi.AF_INET
             words = abi.addr_words(b.addr)
-    return abi.Session(
-        **header_keys(keys, unused_key), version=rec.version, fence=fence,
-        state=abi.STATE_REMOTE if remote else int(rec.state),
-        bind_family=family, bind_addr=words,
-        bind_port=abi.port_word(b.port) if b else 0,
-        rt_slot=rt_slot, rt_gen=rt_gen, replay_floor=replay_floor, ctl_floor=ctl_floor,
-        probe_floor=probe_floor)
+    slot0, slot1, mask = _key_slots(keys, unused_key)
+    # positional, in the struct's field order: one C-level constructor, not
+    # a keyword loop (a restart builds a million; issue 15). A test holds
+    # the bytes equal to the keyword construction's.
+    element = _new_session()
+    _init_struct(element, slot0, rec.version, fence, words,
+                 abi.port_word(b.port) if b else 0, family,
+                 abi.STATE_REMOTE if remote else int(rec.state), rt_slot, rt_gen,
+                 replay_floor, ctl_floor, slot1, mask, _NO_PAD, probe_floor)
+    return element
+
+
+_init_struct = ctypes.Structure.__init__
+_NO_PAD = (0,) * 7
+
+
+def _new_session() -> abi.Session:
+    return abi.Session.__new__(abi.Session)
 
 
 def remote_entry(keys: SessionKeys | KeyRing, ctl_floor: int = 0,

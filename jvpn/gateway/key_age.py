@@ -123,6 +123,13 @@ def sealing_since(live: Live, p: Policy) -> int:
     return sealing(live, p)[1]
 
 
+def measured(live: Live, p: Policy) -> tuple[int, int]:
+    """(``sealing_since``, ``messages``) of the measured epoch, from one
+    ``sealing`` (a restart asks each restored session: issue 15)."""
+    _e, since, c2s, s2c = sealing(live, p)
+    return since, _used(live, c2s, s2c)
+
+
 def messages(live: Live, p: Policy | None = None) -> int:
     """Messages sealed under the measured epoch (without a policy: the
     current one), the larger direction."""

@@ -125,9 +125,9 @@ def due_at(live, now: int, p: Policy) -> int | None:
         return now  # a refused write or a quarantine to lift: every tick, as before
     times = []
     if p.expiry_terminates or live.record.state in AGEING:  # else DEGRADED: nothing to expire
-        left = p.reject_after_messages - key_age.messages(live, p)
-        times += [key_age.sealing_since(live, p) + p.reject_after_ms,
-                  now + max(left, 0) // MAX_MESSAGES_PER_MS]
+        since, used = key_age.measured(live, p)
+        times += [since + p.reject_after_ms,
+                  now + max(p.reject_after_messages - used, 0) // MAX_MESSAGES_PER_MS]
     ring = live.keys
     if ring.previous is not None and ring.confirmed:  # the overlap's end
         times.append(live.overlap_until_ms if live.overlap_until_ms is not None else now)

@@ -318,8 +318,8 @@ class SessionTable(NewSessions, StandbyWrites, Downstream, OperatorEnds, Pending
         wrote with the record (jvpn/store ``HandshakeWrites``);
         ``ceiling_ahead``: the replay ceiling the confirmation writes
         (jvpn/gateway/new_session.py)."""
-        sid, stored_keys = rec.session_id, KeyRing.of(keys)
-        keys = stored_keys.loaded(self.clock_ms())  # an overlap over (write pending): over
+        sid, stored_keys, now = rec.session_id, KeyRing.of(keys), self.clock_ms()
+        keys = stored_keys.loaded(now)  # an overlap over (write pending): over
         stored, exact = (self.store.get_replay_ceiling(sid) if stored_ceiling is None
                          else stored_ceiling)
         allowed, subnets = self._allowed(inner)
@@ -338,7 +338,7 @@ class SessionTable(NewSessions, StandbyWrites, Downstream, OperatorEnds, Pending
                               control_window=self.control_window)
         family = pathmtu.family_of(rec.binding.addr) if rec.binding is not None else 4
         channel.size_to(min(self.path_mtu, pathmtu.DEFAULT_PATH_MTU), family)  # until announced
-        live = Live(rec, keys, channel, inner, self.clock_ms(), ceiling, installed=False,
+        live = Live(rec, keys, channel, inner, now, ceiling, installed=False,
                     blind_epoch=rec.epoch if blind else None, allowed=allowed, subnets=subnets)
         live.secrets_unsaved = keys is not stored_keys  # the timer's next tick writes it
         self.sessions[sid] = live

@@ -14,7 +14,7 @@ import json
 import operator
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from typing import Protocol, runtime_checkable
 
 from jvpn.errors import JvpnError
@@ -323,27 +323,60 @@ def record_to_json(rec: SessionRecord) -> str:
 
 # A field this version does not know (written by a newer one) is ignored,
 # so a record format that only adds fields stays readable by the version before.
-_RECORD_FIELDS = frozenset(f.name for f in fields(SessionRecord))
+def _field_default(f):
+    if f.default is not MISSING:
+        return f.default
+    return f.default_factory() if f.default_factory is not MISSING else _REQUIRED
+
+
+_REQUIRED = object()  # a field without a default: its absence makes the value no record
+# the defaults of the fields that have one; the record made positionally, in
+# __init__'s order, from the value's fields over them (C-level: a restart
+# decodes a million records, issue 15): a field it does not name is ignored,
+# a required one it lacks is a KeyError
+_DEFAULTS = {f.name: d for f in fields(SessionRecord)
+             if (d := _field_default(f)) is not _REQUIRED}
+_in_init_order = operator.itemgetter(*_FIELD_NAMES)
+_scan_once = json.JSONDecoder().scan_once  # json.loads without its wrappers
+
+
+def _json_value(text: str | bytes):
+    """``json.loads(text)``; a str that is exactly one value (what the
+    stores write) is scanned at once; anything else (bytes, whitespace
+    around it, no value at all, extra data) goes to json.loads, which
+    answers or raises as it always did."""
+    if isinstance(text, str):
+        try:
+            value, end = _scan_once(text, 0)
+        except StopIteration:
+            end = -1
+        if end == len(text):
+            return value
+    return json.loads(text)
 
 
 def record_from_json(text: str | bytes) -> SessionRecord:
     """Raises Unreadable for anything that is not a session record (a
     missing field, a wrong type); fields it does not know are ignored."""
     try:
-        d = json.loads(text)
+        d = _json_value(text)
         d["state"] = State[d["state"]]
-        for k in ("binding", "candidate"):
-            d[k] = Transport(**d[k]) if d.get(k) else None
+        for k in _NESTED:
+            nested = d.get(k)
+            d[k] = Transport(**nested) if nested else None
         d["switches_ms"] = tuple(d.get("switches_ms", ()))
-        rec = SessionRecord(**{k: v for k, v in d.items() if k in _RECORD_FIELDS})
-        if not all(isinstance(v, int) for v in (rec.session_id, rec.version, rec.epoch)):
+        rec = SessionRecord(*_in_init_order({**_DEFAULTS, **d}))
+        if not (isinstance(rec.session_id, int) and isinstance(rec.version, int)
+                and isinstance(rec.epoch, int)):
             raise TypeError("session_id, version and epoch must be integers")
         if not isinstance(rec.peer_key, str):
             raise TypeError("peer_key must be a string")
         if not isinstance(rec.confirmed, bool):
             raise TypeError("confirmed must be a boolean")
         return rec
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
+        # RecursionError: a value nested deeper than the decoder goes (a
+        # damaged or hostile store value): that record, not the whole pass
         raise Unreadable(f"not a session record ({type(e).__name__}: {e})") from None
 
 
