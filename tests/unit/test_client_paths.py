@@ -53,6 +53,8 @@ class PathSocket:
         assert tuple(dst) == LISTEN
         net, src = self.net, self.addr[0]
         net.sent.append((src, msg))
+        if src in net.down:  # the link is down: the kernel refuses the send
+            raise OSError(100, "Network is down")
         if src in net.silent or (msg[0] == abi.MSG_PATH_PROBE and src in net.no_probes):
             return len(msg)
         if msg[0] == abi.MSG_KEEPALIVE and src in net.lossy:  # every Nth heartbeat lost
@@ -96,6 +98,7 @@ class Net:
         self.gw = make_gateway(tmp_path, gate=gate, clock=self.clock)
         self.socks: list[PathSocket] = []
         self.silent: set[str] = set()  # uplinks that drop everything, both ways
+        self.down: set[str] = set()  # uplinks whose link is down: a send fails (ENETDOWN)
         self.no_probes: set[str] = set()  # uplinks whose probes get no answer (a standby's)
         self.deaf: set[str] = set()  # uplinks whose sends arrive, the gateway's answers not
         self.lossy: dict[str, list[int]] = {}  # uplink: [N, count]: drops every Nth heartbeat
@@ -762,3 +765,58 @@ def test_a_candidate_whose_late_probe_was_overtaken_is_proven_again_at_once(tmp_
     assert moved_at is not None and moved_at - start < 1_000, moved_at and moved_at - start
     [sel] = events_of(net.events, EventType.PATH_SELECTED)
     assert sel["candidate_interface"] == "lte"
+
+
+def lte_down_after_our_path_response(net: Net) -> Client:
+    """A switch to LTE whose PATH_RESPONSE moved the gateway's binding to
+    LTE; its ACK lost, and then LTE's link goes down (not listed, its sends
+    fail, the gateway's answers to it lost): bench handoff trial 180."""
+    c = switch_to_lte_until_our_path_response(net)
+    net.deaf.add(LTE.source)  # the ACK: lost
+    for _ in range(20):
+        if net.gw.table.get(c.session_id).record.binding.addr == LTE.source:
+            break
+        net.run(10, data_every=10)
+    assert net.gw.table.get(c.session_id).record.binding.addr == LTE.source
+    assert c.dual_until is not None and c.pending is not None  # its answer unknown
+    net.uplinks.remove(LTE)
+    net.down.add(LTE.source)
+    net.silent.add(LTE.source)
+    c.monitor_step(woke=True)  # netlink's wake-up
+    return c
+
+
+def ms_until_data_flows(net: Net, limit_ms: int = 3_000) -> int:
+    """From now, ms until a data packet sent from then on reaches the gateway."""
+    start = net.clock.ms
+    while net.clock.ms - start < limit_ms:
+        n0 = len(net.gw.tun.written)
+        net.run(10, data_every=10)
+        if len(net.gw.tun.written) > n0:
+            return net.clock.ms - start
+    return limit_ms
+
+
+def test_a_switch_target_gone_is_no_candidate_and_the_binding_is_moved_back(tmp_path):
+    """Issue 15, bench handoff trial 180: the gateway's binding moved to an
+    uplink that then went down, its ACK lost. The client used to keep the
+    dead uplink as a candidate (the switch in flight kept it listed) and
+    chose it again every tick, each request failing to leave, for 1.2 s.
+    Now the gone uplink is dropped, and once the active path loses
+    heartbeats the same request leaves the active socket: the gateway
+    validates that transport and moves its binding back (its "move back",
+    docs/protocol.md), within a few hundred ms."""
+    net = Net(tmp_path, gated=True, delay={LTE.source: 30})
+    c = lte_down_after_our_path_response(net)
+    assert LTE.key not in c.candidates.paths  # a down uplink is no candidate
+    took = ms_until_data_flows(net)
+    binding = net.gw.table.get(c.session_id).record.binding.addr
+    assert binding == WIFI.source == net.active_source()
+    assert took <= 300, took  # main: 1.8 s
+    attempts = events_of(net.events, "ReattachAttempt")
+    assert len(attempts) == 1  # the one switch; no new one to the dead uplink
+    assert not [e for e in events_of(net.events, EventType.PATH_SELECTED)
+                if e.get("candidate_interface") == "lte"][1:]
+    # the move back is the gateway's own validation of our retry (docs/
+    # invariants.md S3 item 6), not a refusal of a spent epoch
+    assert not [e for e in events_of(net.gw.events, "ReattachResult") if not e["accepted"]]
