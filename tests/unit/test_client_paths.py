@@ -52,9 +52,9 @@ class PathSocket:
     def sendto(self, msg: bytes, dst) -> int:
         assert tuple(dst) == LISTEN
         net, src = self.net, self.addr[0]
-        net.sent.append((src, msg))
         if src in net.down:  # the link is down: the kernel refuses the send
             raise OSError(100, "Network is down")
+        net.sent.append((src, msg))
         if src in net.silent or (msg[0] == abi.MSG_PATH_PROBE and src in net.no_probes):
             return len(msg)
         if msg[0] == abi.MSG_KEEPALIVE and src in net.lossy:  # every Nth heartbeat lost
@@ -819,4 +819,55 @@ def test_a_switch_target_gone_is_no_candidate_and_the_binding_is_moved_back(tmp_
                 if e.get("candidate_interface") == "lte"][1:]
     # the move back is the gateway's own validation of our retry (docs/
     # invariants.md S3 item 6), not a refusal of a spent epoch
+    assert not [e for e in events_of(net.gw.events, "ReattachResult") if not e["accepted"]]
+
+
+def requests_from(net: Net, source: str) -> list[bytes]:
+    return [m for src, m in net.sent if src == source and m[0] == abi.MSG_REATTACH_REQ]
+
+
+def test_a_request_that_could_not_leave_is_sent_at_the_next_tick(tmp_path):
+    """Issue 15, trial 181: a switch's request sealed while its uplink's
+    send still fails (the link just came up, no route yet) used to wait for
+    its first retry (RETRY_BASE_MS with jitter: it left 304 ms late). A copy
+    that did not leave is no try: it is sent again at the next tick."""
+    net = Net(tmp_path)
+    net.run(3_000, data_every=10)
+    c = net.client
+    net.down.add(LTE.source)
+    c.start_switch(c.candidates.paths[LTE.key], "planned_move")
+    assert c.pending is not None and not requests_from(net, LTE.source)
+    net.down.discard(LTE.source)
+    net.run(20, data_every=10)
+    assert requests_from(net, LTE.source)  # main: only after ~300 ms
+    assert c.pending is None or c.pending.tries == 0
+    net.run(200, data_every=10)
+    assert net.active_source() == LTE.source
+
+
+def test_a_late_ack_of_an_earlier_request_gives_the_epoch_the_next_one_names(tmp_path):
+    """Issue 15, trial 181: the ACK of a switch the gateway made arrived
+    1.2 s late (held while its uplink was down), after the client had moved
+    on to a new request, and was ignored; the new request then named the
+    spent epoch: refused FRESHNESS_INVALID (a SEC_REPLAY_ATTEMPT at the
+    gateway) and one more round trip. An authentic ACK of an earlier
+    request of ours gives the epoch its switch moved to."""
+    net = Net(tmp_path, gated=True, delay={LTE.source: 30})
+    c = switch_to_lte_until_our_path_response(net)
+    epoch = c.epoch
+    net.deaf.add(LTE.source)  # the ACK is held: delivered late, below
+    n = len(net.gw.sock.sent)
+    net.run(40)
+    [ack] = [(m, to) for m, to in net.gw.sock.sent[n:] if m[0] == abi.MSG_REATTACH_ACK]
+    assert net.gw.table.get(c.session_id).record.binding.addr == LTE.source
+    net.run(1_600)  # past the gateway's switch_cooldown_ms (our retries' ACKs: lost too)
+    net.down.add(LTE.source)  # its link went down and comes back: a new request
+    c.start_reattach("refused: a new request")
+    net.deaf.discard(LTE.source)
+    lte_sock = c.switching.sock
+    c.receive(ack[0], LISTEN, lte_sock)  # the late ACK, for the earlier request
+    assert c.epoch == epoch + 1
+    net.down.discard(LTE.source)
+    net.run(300, data_every=10)
+    assert c.pending is None and c.epoch == epoch + 2
     assert not [e for e in events_of(net.gw.events, "ReattachResult") if not e["accepted"]]
