@@ -18,7 +18,6 @@ Message 2 (responder -> initiator): e, ee, se, payload
 from __future__ import annotations
 
 import hashlib
-import hmac
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
@@ -46,21 +45,54 @@ def _hash(data: bytes) -> bytes:
     return hashlib.blake2s(data).digest()
 
 
+BLOCKLEN = 64  # BLAKE2s's block: HMAC pads its key to this
+_IPAD = bytes(x ^ 0x36 for x in range(256))  # translate tables: the key XOR ipad/opad
+_OPAD = bytes(x ^ 0x5C for x in range(256))
+_blake2s = hashlib.blake2s
+
+
+def _hmac_pads(key: bytes) -> tuple[bytes, bytes]:
+    """HMAC's (RFC 2104) inner and outer key blocks for ``key``."""
+    if len(key) > BLOCKLEN:
+        key = _blake2s(key).digest()
+    key = key.ljust(BLOCKLEN, b"\x00")
+    return key.translate(_IPAD), key.translate(_OPAD)
+
+
+def _hmac(pads: tuple[bytes, bytes], data: bytes) -> bytes:
+    inner, outer = pads
+    return _blake2s(outer + _blake2s(inner + data).digest()).digest()
+
+
 def _hkdf2(chaining_key: bytes, ikm: bytes) -> tuple[bytes, bytes]:
-    """HKDF(ck, ikm, 2) with HMAC-BLAKE2s (section 4.3)."""
-    temp = hmac.digest(chaining_key, ikm, hashlib.blake2s)
-    out1 = hmac.digest(temp, b"\x01", hashlib.blake2s)
-    return out1, hmac.digest(temp, out1 + b"\x02", hashlib.blake2s)
+    """HKDF(ck, ikm, 2) with HMAC-BLAKE2s (section 4.3). HMAC written out
+    on hashlib's BLAKE2s: ``hmac.digest`` has no fast path for it (it
+    builds an HMAC object per call), and ``temp``'s pads serve two HMACs
+    (issue 15: 15 HMACs per handshake; tests/unit/test_noise_ik.py checks
+    them against ``hmac``)."""
+    temp = _hmac(_hmac_pads(chaining_key), ikm)
+    pads = _hmac_pads(temp)
+    out1 = _hmac(pads, b"\x01")
+    return out1, _hmac(pads, out1 + b"\x02")
 
 
 def _nonce(n: int) -> bytes:
     return b"\x00" * 4 + n.to_bytes(8, "little")
 
 
-def _dh(private: X25519PrivateKey, public: bytes) -> bytes:
+def _public(public: bytes) -> X25519PublicKey:
+    """A peer's public key, parsed once for its two DHs (es and ee: the
+    ephemeral; ss and se: the static)."""
+    try:
+        return X25519PublicKey.from_public_bytes(public)
+    except ValueError as e:
+        raise NoiseError(f"bad public key: {e}") from None
+
+
+def _dh(private: X25519PrivateKey, public: X25519PublicKey) -> bytes:
     """X25519; a public key of small order (an all-zero result) is refused."""
     try:
-        return private.exchange(X25519PublicKey.from_public_bytes(public))
+        return private.exchange(public)
     except ValueError as e:
         raise NoiseError(f"bad public key: {e}") from None
 
@@ -138,8 +170,9 @@ class Opened:
 
     remote_static: bytes
     payload: bytes
-    remote_ephemeral: bytes
+    remote_ephemeral: X25519PublicKey
     symmetric: Symmetric
+    remote_static_key: X25519PublicKey
     answered: bool = False  # message 2 written: the symmetric state is spent
 
 
@@ -150,11 +183,13 @@ def read_message1(static: Static, msg: bytes) -> Opened:
     sym = static.fresh()
     re = msg[:DHLEN]
     sym.mix_hash(re)
-    sym.mix_key(_dh(static.key, re))                                      # es
+    re_key = _public(re)
+    sym.mix_key(_dh(static.key, re_key))                                  # es
     rs = sym.decrypt_and_hash(msg[DHLEN:DHLEN + DHLEN + TAGLEN])          # s
-    sym.mix_key(_dh(static.key, rs))                                      # ss
+    rs_key = _public(rs)
+    sym.mix_key(_dh(static.key, rs_key))                                  # ss
     payload = sym.decrypt_and_hash(msg[DHLEN + DHLEN + TAGLEN:])
-    return Opened(rs, payload, re, sym)
+    return Opened(rs, payload, re_key, sym, rs_key)
 
 
 def write_message2(opened: Opened, payload: bytes,
@@ -167,10 +202,10 @@ def write_message2(opened: Opened, payload: bytes,
     opened.answered = True  # before any mix: a failure half-way spends the state too
     sym = opened.symmetric
     e = ephemeral or X25519PrivateKey.generate()
-    e_pub = e.public_key().public_bytes(*_RAW)
+    e_pub = e.public_key().public_bytes_raw()
     sym.mix_hash(e_pub)
     sym.mix_key(_dh(e, opened.remote_ephemeral))                          # ee
-    sym.mix_key(_dh(e, opened.remote_static))                             # se
+    sym.mix_key(_dh(e, opened.remote_static_key))                         # se
     body = e_pub + sym.encrypt_and_hash(payload)
     k1, k2 = sym.split()
     return body, k1, k2, sym.h

@@ -186,13 +186,15 @@ class SessionRecord:
         per-call walk of the fields (a handshake makes three; issue 15)."""
         if not _RECORD_FIELD_SET.issuperset(kw):
             return replace(self, **kw)  # raises its TypeError for the unknown name
-        get = kw.get
-        return SessionRecord(*[get(name, value) for name, value
-                               in zip(_RECORD_FIELDS, _record_values(self), strict=True)])
+        values = list(_record_values(self))  # the fields, one C call; kw's put in place
+        for name, value in kw.items():
+            values[_RECORD_INDEX[name]] = value
+        return SessionRecord(*values)
 
 
 _RECORD_FIELDS = tuple(f.name for f in fields(SessionRecord))  # in __init__'s order
 _RECORD_FIELD_SET = frozenset(_RECORD_FIELDS)
+_RECORD_INDEX = {name: i for i, name in enumerate(_RECORD_FIELDS)}
 _record_values = operator.attrgetter(*_RECORD_FIELDS)
 
 

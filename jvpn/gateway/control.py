@@ -38,11 +38,16 @@ CONFIRM_WAITERS = 16  # messages of one session held for its confirmation's writ
 class ControlPath(Handshakes):
     def __init__(self, *, table: SessionTable, admission: Admission, reattach: ReattachServer,
                  follower, events: EventLog, send: Callable[[bytes, Transport], None],
-                 clock_ms: Callable[[], int], randbits: Callable[[int], int], rekey=None):
-        """``rekey``: jvpn/gateway/rekey_control.py (None: REKEY_INIT ignored)."""
+                 clock_ms: Callable[[], int], randbits: Callable[[int], int], rekey=None,
+                 send_unverified: Callable[[bytes, Transport], bool | None] | None = None):
+        """``rekey``: jvpn/gateway/rekey_control.py (None: REKEY_INIT ignored).
+        ``send_unverified``: how cookie replies go (jvpn/gateway/sending.py:
+        within their share of the send buffer; False: dropped); None: as
+        ``send``."""
         self.table, self.admission, self.reattach = table, admission, reattach
         self.rekey = rekey
         self.follower, self.events, self.send = follower, events, send
+        self.send_unverified = send_unverified or send
         self.clock_ms, self.randbits = clock_ms, randbits
         # unconfirmed sessions whose confirmation is being written: the
         # deliveries waiting for it (``confirm``)

@@ -55,6 +55,7 @@ from jvpn.gateway.reconcile import Reconcile
 from jvpn.gateway.rekey import RekeyServer
 from jvpn.gateway.rekey_control import RekeyControl
 from jvpn.gateway.routes import NoRoutes, SubnetRoutes
+from jvpn.gateway.sending import Sender
 from jvpn.gateway.supervise import Incidents, Supervisor
 from jvpn.gateway.table import Live, SessionTable
 from jvpn.gateway.timer_checks import TimerChecks
@@ -99,6 +100,7 @@ class Gateway(GateWatch, Reconcile, OperatorActions, TimerChecks):
         if hasattr(store, "on_unreadable"):  # a value that does not parse: skipped, reported
             store.on_unreadable = self.incidents.unreadable
         self.sock = sock if sock is not None else self._bind(listen, listen_device)
+        self.sender = Sender(self.sock, self.incidents, stopping=self._stop.is_set)
         self.tun, self.routes = self._open_tun(tun, tun_name, address, address6, routes)
         self.ownership, follower_class = for_store(store, events.node_id)
         self.table = SessionTable(store=store, gate=gate, events=events,
@@ -121,11 +123,12 @@ class Gateway(GateWatch, Reconcile, OperatorActions, TimerChecks):
         self.controlpath = ControlPath(
             table=self.table, admission=self.admission, reattach=self.reattach,
             follower=self.follower, events=events, send=self.send, clock_ms=self.clock_ms,
-            randbits=secrets.randbits, rekey=RekeyControl(
-                table=self.table, server=self.rekey, events=events, incidents=self.incidents))
+            send_unverified=self.sender.send_cookie_reply, randbits=secrets.randbits,
+            rekey=RekeyControl(table=self.table, server=self.rekey, events=events,
+                               incidents=self.incidents))
         self.probes = self._probes()
         self.datapath = self._datapath()
-        self.rekey_nudge = RekeyNudge(self.sock, self.incidents)  # out of DEGRADED by expiry
+        self.rekey_nudge = RekeyNudge(self.sender, self.incidents)  # out of DEGRADED by expiry
         self._contain_store_watch()
         self.operator = operations.open_server(self, operator_socket)
 
@@ -146,8 +149,8 @@ class Gateway(GateWatch, Reconcile, OperatorActions, TimerChecks):
 
     def _datapath(self) -> DataPath:
         return DataPath(
-            sock=self.sock, tun=self.tun, gate=self.gate, table=self.table, events=self.events,
-            lock=self.control, stop=self._stop, clock_ms=self.clock_ms,
+            sock=self.sock, sender=self.sender, tun=self.tun, gate=self.gate, table=self.table,
+            events=self.events, lock=self.control, stop=self._stop, clock_ms=self.clock_ms,
             on_handshake=self.controlpath.handshake, on_control=self.handle_control,
             on_confirm=self.controlpath.confirm, incidents=self.incidents,
             on_new_keys=self.controlpath.rekey.keys_used, policy=lambda: self.policy)
@@ -251,11 +254,7 @@ class Gateway(GateWatch, Reconcile, OperatorActions, TimerChecks):
             self.send(reply, to)
 
     def send(self, msg: bytes, to: Transport) -> None:
-        try:
-            self.sock.sendto(msg, (to.addr, to.port))
-        except OSError as e:  # best effort: a closing socket or an unreachable client
-            if not self._stop.is_set():
-                self.incidents.report("send", e)
+        self.sender.send(msg, to)  # never waits, best effort (jvpn/gateway/sending.py)
 
     # ------------------------------------------------------------ supervision
     def _contained_call(self, where: str, fn: Callable[..., None]) -> Callable[..., None]:

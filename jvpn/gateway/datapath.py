@@ -52,6 +52,7 @@ TUN_IDLE_WAIT_S = 0.1
 
 class DataPath:
     def __init__(self, *, sock, tun, gate, table: SessionTable, events: EventLog,
+                 sender=None,
                  lock: threading.RLock, stop: threading.Event, clock_ms: Callable[[], int],
                  on_handshake: Callable[[bytes, tuple], None],
                  on_control: Callable[[bytes, Transport], None],
@@ -61,8 +62,10 @@ class DataPath:
                  policy: Callable[[], Policy] | None = None):
         """``on_new_keys(live)``: a message under a rekey's unconfirmed
         new epoch (its confirmation); ``policy``: the current key policy
-        (FLAG_REKEY on what we send)."""
+        (FLAG_REKEY on what we send). ``sender``: what the sends go through
+        (jvpn/gateway/sending.py: never waiting); None: ``sock`` itself."""
         self.sock, self.tun, self.gate, self.table, self.events = sock, tun, gate, table, events
+        self.sender = sender if sender is not None else sock
         # with the XDP gate the kernel counts what it passed (its runtime map,
         # jvpn/gateway/snapshot.py): no second count per packet here
         self._count_rx = not gate.checks_in_kernel
@@ -182,7 +185,7 @@ class DataPath:
         echo = wire.KEEPALIVE_ECHO.pack(counter, traffic.delivered, traffic.incarnation)
         try:
             msg = live.channel.seal(echo, abi.MSG_KEEPALIVE, flags)
-            self.sock.sendto(msg, (rec.binding.addr, rec.binding.port))
+            self.sender.sendto(msg, (rec.binding.addr, rec.binding.port))
             live.traffic.replied(msg)
         except (OSError, CounterUnavailable) as e:
             self.incidents.report("keepalive", e)  # the next keepalive may pass
@@ -219,7 +222,7 @@ class DataPath:
                 or self._send_expired(live)):
             return
         msgs = live.channel.seal_packet(pkt, self._rekey_flag(live))
-        send_messages(self.sock, msgs, (rec.binding.addr, rec.binding.port))
+        send_messages(self.sender, msgs, (rec.binding.addr, rec.binding.port))
         live.traffic.sent(msgs)
 
     def _under_expired(self, live: Live, flags: int) -> bool:

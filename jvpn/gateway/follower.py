@@ -326,8 +326,24 @@ class ClusterFollower:
             rec = records.get(sid)
             if rec is not None and sid in self.table and self.ownership.owns(rec):
                 with self.lock:
-                    rec = self.reclaim(rec) if not self.table.fenced else rec
+                    rec = self._reclaimed(sid, rec)
+                if rec is None:
+                    continue  # not judged by this sweep: the watch or the next one will
             self.on_store_record(sid, rec)
+
+    def _reclaimed(self, sid: int, rec: SessionRecord) -> SessionRecord | None:
+        """The listed record of a session we serve, moved to our current
+        token; None: this sweep cannot say. A listing older than what we hold
+        (the control path re-claimed and moved it meanwhile) is not written
+        over, and a re-claim that conflicts or is not answered is not a
+        deletion: the record still says ours (review k17 #1: both dropped
+        the session, OWNERSHIP_LOST owner "", and orphaned its client)."""
+        live = self.table.get(sid)
+        if live is None or rec.version < live.record.version:
+            return None
+        if self.table.fenced:
+            return rec
+        return self.reclaim(rec)
 
 
 def _keys_moved(ring: KeyRing | None, rec: SessionRecord) -> bool:

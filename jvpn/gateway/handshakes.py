@@ -21,7 +21,10 @@ class Handshakes:
         session, unconfirmed (see :meth:`confirm`), and the response."""
         verdict = self.admission.check(msg, src)
         if isinstance(verdict, CookieReply):
-            self.send(verdict.msg, Transport(*src))
+            # anyone can make us send these, to any source: a share of the
+            # send buffer, not the room the sessions' traffic needs
+            if self.send_unverified(verdict.msg, Transport(*src)) is False:
+                return  # dropped: counted there (jvpn_send_drops_total)
             # counted, one summary line per interval: anyone can make us send these
             self.events.emit_unauthenticated(EventType.HANDSHAKE_COOKIE, Reason.RATE_LIMITED,
                                              Transport(*src[:2]), detail="cookie reply sent")

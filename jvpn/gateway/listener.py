@@ -58,7 +58,8 @@ ANY = "::"  # the wildcard of both families: one dual-stack socket
 # a batch of silent clients on our link, k16m2) filled the buffer, and each
 # later send, data to live clients included, then blocked ~20 ms under the
 # control lock. A UDP send that finds no room is dropped after this instead
-# (the kernel rounds it up to one tick: 4 ms at HZ=250).
+# (the kernel rounds it up to one tick: 4 ms at HZ=250). A backstop only:
+# the gateway's sends are MSG_DONTWAIT and never wait (jvpn/gateway/sending.py).
 SEND_WAIT_US = 1_000
 _MAPPED = "::ffff:"
 

@@ -92,7 +92,7 @@ class GatewayCollector:
                GaugeMetricFamily("jvpn_sessions_key_overlap", "Sessions whose previous key "
                                  "epoch is still accepted (a rekey committed, unconfirmed or "
                                  "in its overlap).", value=overlapping(lives)),
-               *event_metrics(self.tally.figures()), probe_metrics(gw)]
+               *event_metrics(self.tally.figures()), probe_metrics(gw), send_metrics(gw)]
         if self.per_peer:  # the rows (one kernel lookup per session) only when served
             rows = snapshot.sessions(gw, now_ms=now, refs=(lives, peers))
             out += peer_metrics(rows, list(peers.values()), self.interface)
@@ -161,6 +161,19 @@ def probe_metrics(gw) -> Metric:
     for result, n in sorted((counts.counts if counts is not None else {}).items()):
         probes.add_metric([result], n)
     return probes
+
+
+def send_metrics(gw) -> Metric:
+    """Datagrams the gateway dropped rather than wait for room in its send
+    buffer (jvpn/gateway/sending.py): two labels, whatever is sent."""
+    drops = CounterMetricFamily("jvpn_send_drops", "Datagrams dropped by the gateway's "
+                                "send path (buffer_full: no room, never waited for; "
+                                "unverified_budget: cookie replies past their share).",
+                                labels=["reason"])
+    sender = getattr(gw, "sender", None)
+    for reason, n in sorted((sender.counts() if sender is not None else {}).items()):
+        drops.add_metric([reason], n)
+    return drops
 
 
 def _le(bound: float) -> str:

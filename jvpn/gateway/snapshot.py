@@ -166,6 +166,7 @@ def health(gw) -> dict:
             "gate": "xdp" if gw.gate.checks_in_kernel else "userspace",
             "gate_problem": gate_problem, "fatal": gw.fatal, "sessions": count,
             "path_probes": dict(gw.probes.counts) if hasattr(gw, "probes") else {},
+            "send_drops": gw.sender.counts() if hasattr(gw, "sender") else {},
             "process": process_figures()}
 
 

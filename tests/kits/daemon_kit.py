@@ -81,7 +81,9 @@ class FakeSock(Inbox):
     def recvfrom(self, _n: int):
         return self._next()
 
-    def sendto(self, msg: bytes, dst: tuple[str, int]) -> int:
+    def sendto(self, msg: bytes, *args) -> int:
+        """``sendto(msg, dst)`` or ``sendto(msg, flags, dst)``, as a socket's."""
+        dst = args[-1]
         self.attempts.append(dst)
         if dst[1] == 0:
             raise OSError(errno.EINVAL, "Invalid argument")
@@ -92,6 +94,10 @@ class FakeSock(Inbox):
 
     def sendmsg(self, buffers, ancdata, _flags, dst):
         raise OSError(errno.EOPNOTSUPP, "no GSO here")
+
+    def send_buffer_use(self) -> tuple[int, int]:
+        """(bytes held, buffer size): as SIOCOUTQ and SO_SNDBUF say (jvpn/gateway/sending.py)."""
+        return 0, 212_992
 
     def getsockname(self):
         return LISTEN
@@ -132,7 +138,7 @@ class Clock:
 
 
 def make_gateway(tmp_path, *, store=None, gate=None, events=None, clock=None,
-                 cookie_threshold_per_s: int = 50, policy=None, **extra) -> Gateway:
+                 cookie_threshold_per_s: int = 50, policy=None, sock=None, **extra) -> Gateway:
     peers = {keys.public_from_private(k): a for k, a in zip(PEER_KEYS, PEER_INNER, strict=True)}
     return Gateway(private_key=GW_KEY, listen=LISTEN, address=ADDRESS, peers=peers,
                    policy=policy or default_policy(),
@@ -140,7 +146,7 @@ def make_gateway(tmp_path, *, store=None, gate=None, events=None, clock=None,
                    gate=gate if gate is not None else UserspaceGate(),
                    events=events if events is not None else EventLog("gw-test"),
                    clock_ms=clock, cookie_threshold_per_s=cookie_threshold_per_s,
-                   sock=FakeSock(), tun=FakeTun(), **extra)
+                   sock=sock if sock is not None else FakeSock(), tun=FakeTun(), **extra)
 
 
 def initiation(peer: int = 0) -> Initiator:

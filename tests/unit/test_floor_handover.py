@@ -11,12 +11,13 @@ import os
 
 import pytest
 from test_header_copy import KEYS, NEW, SID, Gateway, _gate_count, _only
-from test_remote_entries import CLIENT, INNER, LEASE_A, LEASE_B, Rig, _keys
-from test_remote_entries import SID as RSID
 
 from jvpn import wire
 from jvpn.gate import abi
 from jvpn.session import Event, Transport, apply, new_session
+from kits.follower_kit import CLIENT, INNER, LEASE_A, LEASE_B, Rig
+from kits.follower_kit import SID as RSID
+from kits.follower_kit import keys_of as _keys
 
 
 @pytest.fixture

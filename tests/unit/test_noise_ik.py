@@ -5,11 +5,15 @@ refused (through Responder.open, as the gateway calls it)."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import ipaddress
 import warnings
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from noise.connection import Keypair, NoiseConnection
 
 from jvpn import keys, noise_ik
@@ -185,3 +189,14 @@ def test_a_forged_message_1_costs_the_same_whether_its_named_peer_has_handshaked
     responder.open(Initiator(CL, GW_PUB).initiation())  # the peer's own handshake
     after = _exchanges_for_forged(responder, cl_pub)
     assert before == after == 2  # es and ss, every time
+
+
+@settings(max_examples=200, deadline=None)
+@given(key=st.binary(max_size=130), ikm=st.binary(max_size=100))
+def test_the_written_out_hkdf_is_hmacs_byte_for_byte(key, ikm):
+    """_hkdf2's HMAC-BLAKE2s (the key's pads made once for two outputs)
+    against the standard library's ``hmac``, keys longer than a block too."""
+    temp = hmac.digest(key, ikm, hashlib.blake2s)
+    out1 = hmac.digest(temp, b"\x01", hashlib.blake2s)
+    assert noise_ik._hkdf2(key, ikm) == (out1, hmac.digest(temp, out1 + b"\x02",
+                                                           hashlib.blake2s))

@@ -7,88 +7,14 @@ owner's parked element once the handover is recorded."""
 
 from __future__ import annotations
 
-import ipaddress
-import threading
-
 import pytest
 
 from jvpn import wire
-from jvpn.events import EventLog
 from jvpn.gate import abi
-from jvpn.gate.element import RuntimeSlots
-from jvpn.gate.userspace import UserspaceGate
-from jvpn.gateway.follower import ClusterFollower
-from jvpn.gateway.ownership import ClusterOwnership
-from jvpn.gateway.table import SessionTable
-from jvpn.keys import derive_session_keys
-from jvpn.session import Event, State, Transport, apply, new_session
-from jvpn.store.sqlite import SqliteStore
+from jvpn.session import Event, State, apply, new_session
+from kits.follower_kit import CLIENT, INNER, LEASE_A, LEASE_B, SID, Rig, keys_of, rig_in
 
-SID = 0x0A0B0C0D0E0F1011
-INNER = ipaddress.IPv4Address("10.99.0.2")
-CLIENT = Transport("192.0.2.10", 5555)
-LEASE_A, LEASE_B = 101, 202
-
-
-def _keys(sid: int):
-    return derive_session_keys(sid, b"\1" * 32, b"\2" * 32, b"\3" * 32)
-
-
-class ClusterSqlite(SqliteStore):
-    """SQLite plus what the cluster follower asks: two live gateways."""
-
-    lease_id, lease_ttl_s = LEASE_A, 2
-
-    def gateway_lease(self, node_id: str):
-        return {"gw-a": LEASE_A, "gw-b": LEASE_B}.get(node_id)
-
-    def lease_valid(self, margin_s: float = 0.0) -> bool:
-        return True
-
-    def cas(self, session_id, expected_version, new, alive=None, secrets=None) -> None:
-        super().cas(session_id, expected_version, new, secrets=secrets)
-
-
-class Rig:
-    """Gateway gw-a's table and follower on a userspace gate whose sessions
-    map (its runtime slots) holds ``slots`` sessions."""
-
-    def __init__(self, tmp_path, slots: int = 65536):
-        self.store = ClusterSqlite(tmp_path / "s.db")
-        self.gate = UserspaceGate()
-        self.gate.slots = RuntimeSlots(slots)
-        events = EventLog("gw-a")
-        self.ownership = ClusterOwnership(self.store, "gw-a")
-        self.table = SessionTable(store=self.store, gate=self.gate, events=events,
-                                  ownership=self.ownership, clock_ms=lambda: 1_000,
-                                  send=lambda m, t: None)
-        self.follower = ClusterFollower(store=self.store, table=self.table, gate=self.gate,
-                                        ownership=self.ownership, events=events,
-                                        lock=threading.RLock(), retry=lambda m, s: None,
-                                        clock_ms=lambda: 1_000)
-
-    def record(self, sid: int, owner: str):
-        rec, _tr = apply(new_session(sid, 1_000, owner=owner), Event.ATTACH_OK, 1_000,
-                         binding=CLIENT)
-        lease = LEASE_A if owner == "gw-a" else LEASE_B
-        return rec.with_(owner_lease=lease, inner_addr=str(INNER))
-
-    def stored(self, sid: int, owner: str = "gw-b"):
-        rec = self.record(sid, owner)
-        self.store.create(rec, _keys(sid).pack())
-        return self.store.get(sid)[0]
-
-    def passes(self, sid: int, t: int, counter: int = 5) -> bool:
-        msg = wire.message(wire.Header(type=t, session_id=sid, counter=counter),
-                           _keys(sid).hdr_c2s, b"p" * 48)
-        return self.gate.admit(msg, ("198.51.100.7", 4000))
-
-
-@pytest.fixture
-def rig(tmp_path):
-    r = Rig(tmp_path)
-    yield r
-    r.store.close()
+rig = pytest.fixture(rig_in)
 
 
 def test_a_session_another_gateway_owns_is_a_remote_entry_not_an_element(rig):
@@ -96,7 +22,7 @@ def test_a_session_another_gateway_owns_is_a_remote_entry_not_an_element(rig):
     rig.follower.on_store_record(SID, rec)
     assert rig.gate.remote_ids() == {SID} and rig.gate.ids() == set()
     assert rig.table.remote_owners() == {SID: "gw-b"}
-    assert tuple(rig.gate.model.remote[SID].tag_key) == wire.key_words(_keys(SID).hdr_c2s)
+    assert tuple(rig.gate.model.remote[SID].tag_key) == wire.key_words(keys_of(SID).hdr_c2s)
     assert rig.passes(SID, abi.MSG_REATTACH_REQ)
     assert not rig.passes(SID, abi.MSG_DATA, 6)
 
@@ -130,7 +56,7 @@ def test_more_remote_sessions_than_the_sessions_map_holds(tmp_path):
             r.follower.on_store_record(sid, r.stored(sid))
         assert r.gate.remote_ids() == set(range(1, 11)) and r.gate.ids() == set()
         own = r.record(100, "gw-a")
-        r.table.create(own, _keys(100), INNER.packed,
+        r.table.create(own, keys_of(100), INNER.packed,
                        apply(new_session(100, 1_000), Event.ATTACH_OK, 1_000,
                              binding=CLIENT)[1])
         assert r.gate.ids() == {100}
@@ -161,7 +87,7 @@ def test_the_old_owner_parks_its_element_then_leaves_a_remote_entry(rig):
     rec, tr = apply(new_session(SID, 1_000, owner="gw-a"), Event.ATTACH_OK, 1_000,
                     binding=CLIENT)
     rec = rec.with_(owner_lease=LEASE_A, inner_addr=str(INNER))
-    rig.table.create(rec, _keys(SID), INNER.packed, tr)
+    rig.table.create(rec, keys_of(SID), INNER.packed, tr)
     asked = rig.store.get(SID)[0]
     asked = asked.with_(version=asked.version + 1, handoff_to="gw-b", handoff_lease=LEASE_B)
     rig.store.cas(SID, asked.version - 1, asked)
@@ -170,25 +96,3 @@ def test_the_old_owner_parks_its_element_then_leaves_a_remote_entry(rig):
     assert rig.gate.ids() == set() and rig.gate.remote_ids() == {SID}
     assert rig.table.remote_owners() == {SID: "gw-b"}
 
-
-def test_a_session_made_here_while_the_sweep_reads_the_store_stays(rig):
-    """The CI failure of test_cluster_scale_lab: a handshake committed while
-    the sweep's list of 1,500 records was read was then dropped as deleted
-    (OWNERSHIP_LOST, owner "") and its client orphaned."""
-    listed = rig.store.list
-
-    def list_then_a_handshake_commits():
-        before = listed()
-        own = rig.record(100, "gw-a")
-        rig.table.create(own, _keys(100), INNER.packed,
-                         apply(new_session(100, 1_000), Event.ATTACH_OK, 1_000,
-                               binding=CLIENT)[1])
-        return before
-
-    rig.store.list = list_then_a_handshake_commits
-    rig.follower.sweep_if_due()
-    assert 100 in rig.table and rig.gate.ids() == {100}
-    rig.store.list = listed
-    rig.follower._next_sweep = 0  # the next sweep sees its record: it stays
-    rig.follower.sweep_if_due()
-    assert 100 in rig.table

@@ -144,3 +144,25 @@ def test_a_wal_past_its_cap_catches_up(tmp_path, monkeypatch):
     assert store.checkpointer.ran.wait(30)
     store.close()
     assert store.checkpointer.catch_ups == 1
+
+
+def test_a_handshakes_writes_take_five_statements_and_a_taken_id_still_refuses(store):
+    """The create reads nothing first: the primary key refuses a taken id
+    (AlreadyExists, that op undone alone), so a handshake's op is the
+    claim's two statements, the record's two and the floor's (issue 15)."""
+    from jvpn.store import HandshakeWrites
+
+    rec = _attached()
+    statements: list[str] = []
+    store._db.set_trace_callback(statements.append)
+    [first] = store.write_many([sqlite_store.handshake_op(
+        HandshakeWrites(b"p" * 32, 1, rec, b"k", 7))])
+    store._db.set_trace_callback(None)
+    ops = [s for s in statements if s.split()[0] not in ("BEGIN", "SAVEPOINT", "RELEASE",
+                                                         "COMMIT")]
+    assert first == 7 and len(ops) == 5, ops
+    [taken, other] = store.write_many([
+        sqlite_store.handshake_op(HandshakeWrites(b"q" * 32, 1, rec, b"x", 7)),
+        sqlite_store.handshake_op(HandshakeWrites(b"r" * 32, 1, _attached(5), b"y", 7))])
+    assert isinstance(taken, AlreadyExists) and other == 7
+    assert store.get(rec.session_id)[1] == b"k" and store.get(5)[1] == b"y"

@@ -82,15 +82,16 @@ class PutsGate(UserspaceGate):
         super().put(*args, **kwargs)
 
 
-def storm(tmp_path, n: int):
+def storm(tmp_path, n: int, **gateway):
     """A gateway serving ``n`` idle ATTACHED sessions (records in its
-    store), looked at once; then silent past heartbeat_volatile_ms."""
+    store), looked at once; then silent past heartbeat_volatile_ms.
+    ``gateway``: more of make_gateway's arguments (a socket)."""
     clock = Clock(NOW_MS)
     store, gate = WatchedStore(tmp_path / "s.db"), PutsGate()
     for i in range(n):
         rec, ring, _inner = synthetic(i)
         store.create(rec, ring.pack())
-    gw = make_gateway(tmp_path, clock=clock, store=store, gate=gate)
+    gw = make_gateway(tmp_path, clock=clock, store=store, gate=gate, **gateway)
     gw.entitled = lambda live: True  # synthetic peers: all configured
     install(gw.table, n)
     gw.tick()  # new sessions: each looked at once, none due
