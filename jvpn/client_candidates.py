@@ -68,12 +68,20 @@ def _route_via(nl: Rtnl, endpoint, ifindex: int, mark: int | None) -> Route | No
     return r
 
 
-IFF_UP, IFF_LOOPBACK = 0x1, 0x8
+IFF_UP, IFF_LOOPBACK, IFF_RUNNING = 0x1, 0x8, 0x40  # linux/if.h
+
+
+def _usable(link, skip: frozenset[str]) -> bool:
+    """Up and with a carrier (RUNNING: a Wi-Fi that lost its association,
+    a cable pulled, a veth whose peer went down are UP but carry nothing),
+    not loopback, not named in ``skip``."""
+    return (link.name not in skip and bool(link.flags & IFF_UP)
+            and bool(link.flags & IFF_RUNNING) and not link.flags & IFF_LOOPBACK)
 
 
 def discover(endpoint: str, mark: int | None, skip: frozenset[str]) -> list[Uplink] | None:
-    """Every interface that is up, not loopback, not named in ``skip`` (the
-    TUN), with a route to ``endpoint`` through it (asked with ``mark``).
+    """Every interface that is up with a carrier, not loopback, not named
+    in ``skip`` (the TUN), with a route to ``endpoint`` through it (asked with ``mark``).
     None when netlink cannot be asked. Raw rtnetlink (jvpn/rtnl.py): a
     link change asks this at once, while a reattach waits for it."""
     gw = ipaddress.ip_address(endpoint)
@@ -81,7 +89,7 @@ def discover(endpoint: str, mark: int | None, skip: frozenset[str]) -> list[Upli
     try:
         with Rtnl() as nl:
             for link in nl.links():
-                if link.name in skip or not link.flags & IFF_UP or link.flags & IFF_LOOPBACK:
+                if not _usable(link, skip):
                     continue
                 r = _route_via(nl, gw, link.index, mark)
                 if r is not None:

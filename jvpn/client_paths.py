@@ -210,7 +210,11 @@ class ClientPaths(ReceiveLoop):
         the route is all there is to follow, as before candidates."""
         self.next_discover_ms = now + DISCOVER_EVERY_MS
         self.uplinks_listed = frozenset(u.key for u in found)
-        keep = frozenset({self.switching.uplink.key}) if self.switching else frozenset()
+        # a switch's target is kept while it is in flight, not once its
+        # uplink is gone: kept, it stayed a candidate and was chosen again
+        # and again with every send failing (issue 15)
+        target = self.switching.uplink.key if self.switching else None
+        keep = frozenset({target}) if target in self.uplinks_listed else frozenset()
         added, removed = self.candidates.refresh(found, self.path, route, keep)
         for u, change in [(u, "added") for u in added] + [(u, "removed") for u in removed]:
             self.events.emit(EventType.PATH_CANDIDATE, change, self.session_id,

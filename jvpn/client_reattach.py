@@ -41,6 +41,8 @@ class PendingReattach:
     tries: int = 0  # retries sent so far: the next waits retry.delay_ms(tries)
     wait_ms: int = 0  # drawn once per retry (jitter), not at every tick
     started_ms: int = 0  # the first copy left (switch_busy gives up on it)
+    unsent: bool = False  # its last copy did not leave (a send error): sent again at once
+    unsettled: bool = False  # a switch's, given up after our PATH_RESPONSE left (settle)
 
 
 def retry_skip(tries: int) -> int:
@@ -88,8 +90,12 @@ class ClientReattach:
                                     self.epoch)
         try:  # a switch's from the chosen candidate's socket (jvpn/client_switch.py)
             self.request_socket().sendto(msg, self.endpoint)
+            p.unsent = False
         except OSError:
-            pass
+            # nothing left (a link coming up has no route yet): the next
+            # tick sends it again, instead of after a retry's back-off
+            # (issue 15: a request left 300 ms late)
+            p.unsent = True
 
     def _control(self, msg: bytes, _src, sock: socket.socket) -> None:
         # _src is the gateway's (receive checked it); answers go to self.endpoint
@@ -111,6 +117,7 @@ class ClientReattach:
         elif hdr.type == abi.MSG_REATTACH_ACK:
             seq, epoch, version = fields
             if p is None or seq != p.seq or epoch <= self.epoch:
+                self._late_ack(seq, epoch)
                 return
             self.switch_control_answered()  # our keepalives may leave again (probe guard)
             self.epoch, self.pending = epoch, None
@@ -145,6 +152,16 @@ class ClientReattach:
                 self.session_over(reason, f"session ended by the gateway: reattach refused "
                                           f"({reason})", by_gateway=True)
 
+    def _late_ack(self, seq: int, epoch: int) -> None:
+        """The gateway's ACK of an earlier request of ours, come late (held
+        in a neighbour queue while its uplink was down): that switch was
+        made, and the epoch moved with it. Our next request names that epoch:
+        one naming the spent one is refused (FRESHNESS_INVALID, logged as a
+        replay attempt) and costs a round trip (issue 15). Authentic and
+        fresh (open_control); an epoch only ever moves forward."""
+        if seq <= self.seq and epoch > self.epoch:
+            self.epoch = epoch
+
     def _answer_challenge(self, p: PendingReattach | None, fields: tuple, sock) -> None:
         """Our PATH_RESPONSE, from the socket the challenge came on (a
         switch's: the chosen candidate's), to the gateway, whoever relayed it."""
@@ -175,7 +192,11 @@ class ClientReattach:
         """The monitor's reattach step: retry an unanswered request, or start
         one when the gateway's replies stopped."""
         p = self.pending
-        if p is not None and now - p.sent_ms > p.wait_ms:
+        if p is not None and p.unsettled:
+            self.settle(p, now)
+        elif p is not None and p.unsent:
+            self._send_request()  # the copy that did not leave: no try spent
+        elif p is not None and now - p.sent_ms > p.wait_ms:
             self.retry_reattach()
         elif p is None and self.retry_at is not None and now >= self.retry_at:
             self.start_reattach("refused: a new request")

@@ -10,7 +10,7 @@ open as a candidate's. A mixin of :class:`jvpn.client.Client`."""
 from __future__ import annotations
 
 from jvpn.client_candidates import Path
-from jvpn.client_path_health import is_dead
+from jvpn.client_path_health import heartbeat_every_ms, is_dead
 from jvpn.client_path_select import SWITCH
 from jvpn.tunnel import send_messages
 
@@ -89,7 +89,7 @@ class ClientSwitch:
         if route is not None and route == target:  # the OS moved its route where we go
             self.route_at_attempt = self.route_followed = route
         if self._target_gone():
-            self._give_up()
+            self._target_lost()
         elif (route is not None and route != self.route_at_attempt
                 and self.dual_until is None):  # not once our PATH_RESPONSE left
             self._give_up()
@@ -110,6 +110,40 @@ class ClientSwitch:
         listed = self.uplinks_listed
         return (self.switching is not None and listed is not None
                 and self.switching.uplink.key not in listed)
+
+    def _target_lost(self) -> None:
+        """The switch's uplink went down. Before our PATH_RESPONSE left, the
+        gateway cannot have moved its binding there: the switch is given up.
+        After it, whether it did is unknown (its ACK died with the uplink):
+        the request is kept, unsettled, and a heartbeat leaves the active
+        socket at once; :meth:`settle` reads the answer from the active path
+        (issue 15: the client kept choosing the dead uplink while the
+        gateway's binding sat on it, 1.2 s without data)."""
+        p = self.pending
+        if p is None or self.dual_until is None:
+            self._give_up()
+            return
+        with self._lock:  # from now on a copy of it leaves the active socket
+            self.switching = self.dual_until = None
+            p.unsettled = True
+        now = self.clock_ms()
+        self.chosen_reattach, self.switch_started_ms = True, now
+        self._keepalive(now)
+
+    def settle(self, p, now: int) -> None:
+        """The reattach step for a request left unsettled by :meth:`_target_lost`.
+        The active path loses heartbeats: the gateway moved its binding to
+        the dead uplink, and the same request again, from the active socket,
+        moves it back (a consumed request from another transport: the
+        gateway validates that path and ACKs, docs/protocol.md "Retries and
+        relays"). Its heartbeats still come back after a loss timeout: the
+        binding did not move, nothing to undo, the request is dropped."""
+        if self.health.consecutive_drops > 0:
+            p.unsettled = False
+            self.retry_reattach()
+        elif now - self.switch_started_ms > (self.health.rtt.loss_timeout_ms()
+                                             + heartbeat_every_ms(self.policy)):
+            self._give_up()
 
     def _give_up(self) -> None:
         with self._lock:

@@ -8,8 +8,10 @@ from __future__ import annotations
 from dataclasses import replace
 from itertools import pairwise
 
+from jvpn import client_candidates
 from jvpn.client_candidates import Candidates, Uplink, rank
 from jvpn.policy import Policy
+from jvpn.rtnl import Link, Route
 
 WIFI, LTE, ETH, USB = (Uplink("10.0.1.2", 2, "wifi", 10), Uplink("10.0.2.2", 3, "lte", 20),
                        Uplink("10.0.3.2", 4, "eth", 5), Uplink("10.0.4.2", 5, "usb", 30))
@@ -162,3 +164,39 @@ def test_the_active_path_is_never_a_candidate_too():
     lte = c.paths[LTE.key]
     _, removed = c.refresh([LTE], active=LTE.key, preferred=LTE.key)  # lte is active now
     assert removed == [LTE] and lte.sock.closed and c.paths == {}
+
+
+class FakeRtnl:
+    """Links with their flags; each has a route to the gateway through it."""
+
+    def __init__(self, links):
+        self._links = links
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_exc):
+        return False
+
+    def links(self):
+        return self._links
+
+    def route_get(self, _dst, oif=None, mark=None):
+        return Route(oif=oif, prefsrc=f"10.0.{oif}.2", gateway=f"10.0.{oif}.1", priority=0,
+                     mtu=None)
+
+    def addresses(self, _index):
+        return []
+
+
+def test_discovery_lists_only_links_that_are_up_with_a_carrier(monkeypatch):
+    """Issue 15: an uplink whose link is down, or up without a carrier (a
+    Wi-Fi that lost its association, a veth whose peer went down), is no
+    candidate: a switch to it cannot send."""
+    up, running = client_candidates.IFF_UP, client_candidates.IFF_RUNNING
+    links = [Link(2, "wifi", up | running, 1500), Link(3, "lte", up, 1500),
+             Link(4, "eth", running, 1500), Link(1, "lo", up | running | 0x8, 65536),
+             Link(5, "tun0", up | running, 1400)]
+    monkeypatch.setattr(client_candidates, "Rtnl", lambda: FakeRtnl(links))
+    found = client_candidates.discover("192.0.2.1", None, frozenset({"tun0"}))
+    assert [u.ifname for u in found] == ["wifi"]

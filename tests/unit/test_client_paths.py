@@ -52,6 +52,8 @@ class PathSocket:
     def sendto(self, msg: bytes, dst) -> int:
         assert tuple(dst) == LISTEN
         net, src = self.net, self.addr[0]
+        if src in net.down:  # the link is down: the kernel refuses the send
+            raise OSError(100, "Network is down")
         net.sent.append((src, msg))
         if src in net.silent or (msg[0] == abi.MSG_PATH_PROBE and src in net.no_probes):
             return len(msg)
@@ -96,6 +98,7 @@ class Net:
         self.gw = make_gateway(tmp_path, gate=gate, clock=self.clock)
         self.socks: list[PathSocket] = []
         self.silent: set[str] = set()  # uplinks that drop everything, both ways
+        self.down: set[str] = set()  # uplinks whose link is down: a send fails (ENETDOWN)
         self.no_probes: set[str] = set()  # uplinks whose probes get no answer (a standby's)
         self.deaf: set[str] = set()  # uplinks whose sends arrive, the gateway's answers not
         self.lossy: dict[str, list[int]] = {}  # uplink: [N, count]: drops every Nth heartbeat
@@ -762,3 +765,109 @@ def test_a_candidate_whose_late_probe_was_overtaken_is_proven_again_at_once(tmp_
     assert moved_at is not None and moved_at - start < 1_000, moved_at and moved_at - start
     [sel] = events_of(net.events, EventType.PATH_SELECTED)
     assert sel["candidate_interface"] == "lte"
+
+
+def lte_down_after_our_path_response(net: Net) -> Client:
+    """A switch to LTE whose PATH_RESPONSE moved the gateway's binding to
+    LTE; its ACK lost, and then LTE's link goes down (not listed, its sends
+    fail, the gateway's answers to it lost): bench handoff trial 180."""
+    c = switch_to_lte_until_our_path_response(net)
+    net.deaf.add(LTE.source)  # the ACK: lost
+    for _ in range(20):
+        if net.gw.table.get(c.session_id).record.binding.addr == LTE.source:
+            break
+        net.run(10, data_every=10)
+    assert net.gw.table.get(c.session_id).record.binding.addr == LTE.source
+    assert c.dual_until is not None and c.pending is not None  # its answer unknown
+    net.uplinks.remove(LTE)
+    net.down.add(LTE.source)
+    net.silent.add(LTE.source)
+    c.monitor_step(woke=True)  # netlink's wake-up
+    return c
+
+
+def ms_until_data_flows(net: Net, limit_ms: int = 3_000) -> int:
+    """From now, ms until a data packet sent from then on reaches the gateway."""
+    start = net.clock.ms
+    while net.clock.ms - start < limit_ms:
+        n0 = len(net.gw.tun.written)
+        net.run(10, data_every=10)
+        if len(net.gw.tun.written) > n0:
+            return net.clock.ms - start
+    return limit_ms
+
+
+def test_a_switch_target_gone_is_no_candidate_and_the_binding_is_moved_back(tmp_path):
+    """Issue 15, bench handoff trial 180: the gateway's binding moved to an
+    uplink that then went down, its ACK lost. The client used to keep the
+    dead uplink as a candidate (the switch in flight kept it listed) and
+    chose it again every tick, each request failing to leave, for 1.2 s.
+    Now the gone uplink is dropped, and once the active path loses
+    heartbeats the same request leaves the active socket: the gateway
+    validates that transport and moves its binding back (its "move back",
+    docs/protocol.md), within a few hundred ms."""
+    net = Net(tmp_path, gated=True, delay={LTE.source: 30})
+    c = lte_down_after_our_path_response(net)
+    assert LTE.key not in c.candidates.paths  # a down uplink is no candidate
+    took = ms_until_data_flows(net)
+    binding = net.gw.table.get(c.session_id).record.binding.addr
+    assert binding == WIFI.source == net.active_source()
+    assert took <= 300, took  # main: 1.8 s
+    attempts = events_of(net.events, "ReattachAttempt")
+    assert len(attempts) == 1  # the one switch; no new one to the dead uplink
+    assert not [e for e in events_of(net.events, EventType.PATH_SELECTED)
+                if e.get("candidate_interface") == "lte"][1:]
+    # the move back is the gateway's own validation of our retry (docs/
+    # invariants.md S3 item 6), not a refusal of a spent epoch
+    assert not [e for e in events_of(net.gw.events, "ReattachResult") if not e["accepted"]]
+
+
+def requests_from(net: Net, source: str) -> list[bytes]:
+    return [m for src, m in net.sent if src == source and m[0] == abi.MSG_REATTACH_REQ]
+
+
+def test_a_request_that_could_not_leave_is_sent_at_the_next_tick(tmp_path):
+    """Issue 15, trial 181: a switch's request sealed while its uplink's
+    send still fails (the link just came up, no route yet) used to wait for
+    its first retry (RETRY_BASE_MS with jitter: it left 304 ms late). A copy
+    that did not leave is no try: it is sent again at the next tick."""
+    net = Net(tmp_path)
+    net.run(3_000, data_every=10)
+    c = net.client
+    net.down.add(LTE.source)
+    c.start_switch(c.candidates.paths[LTE.key], "planned_move")
+    assert c.pending is not None and not requests_from(net, LTE.source)
+    net.down.discard(LTE.source)
+    net.run(20, data_every=10)
+    assert requests_from(net, LTE.source)  # main: only after ~300 ms
+    assert c.pending is None or c.pending.tries == 0
+    net.run(200, data_every=10)
+    assert net.active_source() == LTE.source
+
+
+def test_a_late_ack_of_an_earlier_request_gives_the_epoch_the_next_one_names(tmp_path):
+    """Issue 15, trial 181: the ACK of a switch the gateway made arrived
+    1.2 s late (held while its uplink was down), after the client had moved
+    on to a new request, and was ignored; the new request then named the
+    spent epoch: refused FRESHNESS_INVALID (a SEC_REPLAY_ATTEMPT at the
+    gateway) and one more round trip. An authentic ACK of an earlier
+    request of ours gives the epoch its switch moved to."""
+    net = Net(tmp_path, gated=True, delay={LTE.source: 30})
+    c = switch_to_lte_until_our_path_response(net)
+    epoch = c.epoch
+    net.deaf.add(LTE.source)  # the ACK is held: delivered late, below
+    n = len(net.gw.sock.sent)
+    net.run(40)
+    [ack] = [(m, to) for m, to in net.gw.sock.sent[n:] if m[0] == abi.MSG_REATTACH_ACK]
+    assert net.gw.table.get(c.session_id).record.binding.addr == LTE.source
+    net.run(1_600)  # past the gateway's switch_cooldown_ms (our retries' ACKs: lost too)
+    net.down.add(LTE.source)  # its link went down and comes back: a new request
+    c.start_reattach("refused: a new request")
+    net.deaf.discard(LTE.source)
+    lte_sock = c.switching.sock
+    c.receive(ack[0], LISTEN, lte_sock)  # the late ACK, for the earlier request
+    assert c.epoch == epoch + 1
+    net.down.discard(LTE.source)
+    net.run(300, data_every=10)
+    assert c.pending is None and c.epoch == epoch + 2
+    assert not [e for e in events_of(net.gw.events, "ReattachResult") if not e["accepted"]]
