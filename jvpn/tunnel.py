@@ -503,26 +503,26 @@ UDP_SEGMENT = 103  # linux/udp.h: the socket option for UDP GSO
 GSO_MAX_BYTES = 60000  # one GSO send stays under the 64 KB IP limit
 
 
-def send_messages(sock, msgs: list[bytes], dst: tuple[str, int]) -> None:
+def send_messages(sock, msgs: list[bytes], dst: tuple[str, int]) -> int:
     """Send DATA messages; equal-size runs go out as one UDP GSO send (one
-    syscall, the kernel cuts them into datagrams, each a whole jvpn message)."""
+    syscall, the kernel cuts them into datagrams, each a whole jvpn message).
+    Returns the bytes that left (a non-waiting sender's drop sends 0)."""
     if len(msgs) == 1 or not _gso_ok[0]:
-        for m in msgs:
-            sock.sendto(m, dst)
-        return
+        return sum(sock.sendto(m, dst) for m in msgs)
     size = len(msgs[0])
     per_send = max(1, GSO_MAX_BYTES // size)
+    sent = 0
     for i in range(0, len(msgs), per_send):
         batch = msgs[i:i + per_send]
         try:
-            sock.sendmsg([b"".join(batch)], [(socket.SOL_UDP, UDP_SEGMENT,
-                                              struct.pack("=H", size))], 0, dst)
+            sent += sock.sendmsg([b"".join(batch)], [(socket.SOL_UDP, UDP_SEGMENT,
+                                                      struct.pack("=H", size))], 0, dst)
         except OSError as e:
             if e.errno not in (errno.EINVAL, errno.EOPNOTSUPP, errno.EIO):
                 raise
             _gso_ok[0] = False  # no UDP GSO here: plain sends from now on
-            for m in batch:
-                sock.sendto(m, dst)
+            sent += sum(sock.sendto(m, dst) for m in batch)
+    return sent
 
 
 _gso_ok = [True]

@@ -22,6 +22,7 @@ from jvpn.codes import EventType, Reason, Security
 from jvpn.events import EventLog
 from jvpn.gate import abi
 from jvpn.gateway import key_age
+from jvpn.gateway.sending import Sender
 from jvpn.gateway.supervise import INCIDENT_INTERVAL_MS, Incidents
 from jvpn.gateway.table import Live, SessionTable
 from jvpn.policy import Policy
@@ -63,9 +64,8 @@ class DataPath:
         """``on_new_keys(live)``: a message under a rekey's unconfirmed
         new epoch (its confirmation); ``policy``: the current key policy
         (FLAG_REKEY on what we send). ``sender``: what the sends go through
-        (jvpn/gateway/sending.py: never waiting); None: ``sock`` itself."""
+        (jvpn/gateway/sending.py: never waiting); None: one over ``sock``."""
         self.sock, self.tun, self.gate, self.table, self.events = sock, tun, gate, table, events
-        self.sender = sender if sender is not None else sock
         # with the XDP gate the kernel counts what it passed (its runtime map,
         # jvpn/gateway/snapshot.py): no second count per packet here
         self._count_rx = not gate.checks_in_kernel
@@ -74,6 +74,7 @@ class DataPath:
         self.on_confirm = on_confirm  # an unconfirmed session's first message
         self.on_new_keys, self.policy = on_new_keys, policy
         self.incidents = incidents or Incidents(events, clock_ms)
+        self.sender = sender if sender is not None else Sender(sock, self.incidents)
         self.dropped = {"source_port_0": 0}  # what the daemon itself dropped before the gate
         self._drops = DropCounts(events, clock_ms)
 
@@ -185,8 +186,8 @@ class DataPath:
         echo = wire.KEEPALIVE_ECHO.pack(counter, traffic.delivered, traffic.incarnation)
         try:
             msg = live.channel.seal(echo, abi.MSG_KEEPALIVE, flags)
-            self.sender.sendto(msg, (rec.binding.addr, rec.binding.port))
-            live.traffic.replied(msg)
+            if self.sender.sendto(msg, (rec.binding.addr, rec.binding.port)):
+                live.traffic.replied(msg)
         except (OSError, CounterUnavailable) as e:
             self.incidents.report("keepalive", e)  # the next keepalive may pass
 
@@ -221,9 +222,11 @@ class DataPath:
         if (rec.binding is None or rec.state not in SENDABLE or not live.installed
                 or self._send_expired(live)):
             return
+        if not self.sender.room_for_data():
+            return  # the uplink is behind: dropped unsealed (jvpn/gateway/sending.py)
         msgs = live.channel.seal_packet(pkt, self._rekey_flag(live))
-        send_messages(self.sender, msgs, (rec.binding.addr, rec.binding.port))
-        live.traffic.sent(msgs)
+        if send_messages(self.sender, msgs, (rec.binding.addr, rec.binding.port)):
+            live.traffic.sent(msgs)  # what left (a drop at the socket is not counted)
 
     def _under_expired(self, live: Live, flags: int) -> bool:
         """A message opened under an epoch past reject_after_*: the ring's

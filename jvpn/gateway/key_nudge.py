@@ -36,8 +36,8 @@ class RekeyNudge:
         self.sent_ms[sid] = now
         try:
             msg = live.channel.seal(b"", abi.MSG_KEEPALIVE, FLAG_REKEY)
-            self.sock.sendto(msg, (rec.binding.addr, rec.binding.port))
-            live.traffic.replied(msg)
+            if self.sock.sendto(msg, (rec.binding.addr, rec.binding.port)):
+                live.traffic.replied(msg)
         except (OSError, CounterUnavailable) as e:
             self.incidents.report("keepalive", e)  # the next tick tries again
 

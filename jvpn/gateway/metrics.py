@@ -165,10 +165,11 @@ def probe_metrics(gw) -> Metric:
 
 def send_metrics(gw) -> Metric:
     """Datagrams the gateway dropped rather than wait for room in its send
-    buffer (jvpn/gateway/sending.py): two labels, whatever is sent."""
+    buffer (jvpn/gateway/sending.py): three labels, whatever is sent."""
     drops = CounterMetricFamily("jvpn_send_drops", "Datagrams dropped by the gateway's "
                                 "send path (buffer_full: no room, never waited for; "
-                                "unverified_budget: cookie replies past their share).",
+                                "unverified_budget: cookie replies past their share; "
+                                "data_share: inner packets while the uplink is behind).",
                                 labels=["reason"])
     sender = getattr(gw, "sender", None)
     for reason, n in sorted((sender.counts() if sender is not None else {}).items()):

@@ -44,12 +44,12 @@ class Traffic:
         self.delivered += 1
 
     def replied(self, msg: bytes) -> None:
-        """A keepalive reply handed to the socket (UDP loop)."""
+        """A keepalive reply the socket took (UDP loop)."""
         self.ka_packets += 1
         self.ka_bytes += len(msg)
 
     def sent(self, msgs: list[bytes]) -> None:
-        """Data messages handed to the socket for the binding (TUN loop)."""
+        """Data messages the socket took for the binding (TUN loop)."""
         self.tx_packets += len(msgs)
         self.tx_bytes += sum(map(len, msgs))
 

@@ -83,7 +83,7 @@ class EtcdGateways:
             return None
         try:
             return int(json.loads(got[0])["lease"])
-        except (ValueError, KeyError, TypeError) as e:
+        except (ValueError, KeyError, TypeError, RecursionError) as e:
             raise StoreError(f"gateway registration of {node_id} does not parse: {e}") from e
 
     def gateways(self) -> list[str]:

@@ -38,7 +38,7 @@ def _parse_session(value: bytes | str) -> tuple[SessionRecord, str]:
         record, sealed = doc["record"], doc["secrets"]
         if not isinstance(record, str) or not isinstance(sealed, str):
             raise TypeError("record and secrets must be strings")
-    except (ValueError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError, RecursionError) as e:  # nested past the decoder
         raise Unreadable(f"not a session value ({type(e).__name__}: {e})") from None
     return record_from_json(record), sealed
 

@@ -8,12 +8,16 @@ addresses wait in the neighbour queue (~3 s) charged to the socket.
 - with the buffer full, a blocking send (SO_SNDTIMEO: what the gateway did
   before) waits a tick for nothing, a MSG_DONTWAIT one returns at once;
 - cookie replies to silent neighbours stop at their share, and a reply to
-  the live client still leaves and arrives.
+  the live client still leaves and arrives;
+- a data path that outruns the uplink (tbf at 20 Mbit/s) is paced by its
+  half of the buffer, and the keepalive replies still leave (review k17b
+  #1: with data MSG_DONTWAIT too, 84-99 % of them were dropped).
 """
 
 from __future__ import annotations
 
 import socket
+import threading
 import time
 
 import pytest
@@ -51,7 +55,7 @@ def link(kernel_env):
         sender = Sender(sock, Incidents(EventLog("send-lab"), lambda: 0))
         sender.sendto(b"hello", (CLIENT, PORT))  # the client's neighbour entry resolved
         assert peer.recvfrom(64)[0] == b"hello"
-        yield sock, sender, peer
+        yield sock, sender, peer, lab
         sock.close()
         peer.close()
     finally:
@@ -70,7 +74,7 @@ def _fill(sock) -> int:
 
 
 def test_a_full_send_buffer_drops_at_once_where_a_blocking_send_waits_a_tick(link):
-    sock, sender, _peer = link
+    sock, sender, _peer, _lab = link
     held = _fill(sock)
     queued, size = kernel_buffer_use(sock)
     assert held >= 1 and queued >= size  # the neighbour queue's datagrams are the socket's
@@ -89,7 +93,7 @@ def test_a_full_send_buffer_drops_at_once_where_a_blocking_send_waits_a_tick(lin
 
 
 def test_cookie_replies_to_silent_neighbours_stop_at_their_share(link):
-    sock, sender, peer = link
+    sock, sender, peer, _lab = link
     for i in range(100):
         sender.send_unverified(b"c" * 64, _silent(i))
     queued, size = kernel_buffer_use(sock)
@@ -98,3 +102,37 @@ def test_cookie_replies_to_silent_neighbours_stop_at_their_share(link):
     assert sender.counts()["unverified_budget"] > 90
     assert sender.sendto(b"reply", (CLIENT, PORT)) == len(b"reply")
     assert peer.recvfrom(64)[0] == b"reply"
+
+
+def _bulk(sender, dst, stop: threading.Event) -> None:
+    """The TUN loop of a session whose inner traffic outruns the uplink:
+    its turn (half the buffer), then a datagram, as DataPath.downstream."""
+    data = b"x" * 1400
+    while not stop.is_set():
+        if sender.room_for_data():
+            sender.sendto(data, dst)
+
+
+def test_a_saturated_uplink_leaves_the_keepalive_replies_their_room(link):
+    sock, sender, _peer, lab = link
+    lab.run("gw", "tc", "qdisc", "add", "dev", "jsb0", "root", "tbf", "rate", "20mbit",
+            "burst", "32kb", "limit", "20mb")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 16)
+    stop, left, tries = threading.Event(), 0, 0
+    bulk = threading.Thread(target=_bulk, args=(sender, (CLIENT, PORT + 1), stop))
+    bulk.start()
+    try:
+        time.sleep(0.3)  # the buffer at its data share
+        end = time.monotonic() + 1.5
+        busiest = 0
+        while time.monotonic() < end:  # the UDP loop's keepalive replies
+            tries += 1
+            left += sender.sendto(b"k" * 80, (CLIENT, PORT)) > 0
+            busiest = max(busiest, kernel_buffer_use(sock)[0])
+            time.sleep(0.005)
+    finally:
+        stop.set()
+        bulk.join()
+    size = kernel_buffer_use(sock)[1]
+    assert busiest >= size // 2 - 1500, "the uplink was not saturated"  # the data's half, used
+    assert left >= 0.95 * tries, f"{left} of {tries} keepalive replies left"

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
+
 from jvpn.session import Event, Transport, apply, new_session
 from jvpn.store import StoreError, record_to_json
 from jvpn.store.etcd import EtcdStore
@@ -63,3 +65,25 @@ def test_a_floor_or_ceiling_that_does_not_parse_costs_that_session_only():
     got = {s.record.session_id: s for s in store.restorable(page=2)}
     assert isinstance(got[1].problem, StoreError) and isinstance(got[2].problem, StoreError)
     assert got[3].problem is None and (got[3].floor, got[3].ceiling) == (77, (90, True))
+
+
+DEEP = b"[" * 100_000 + b"]" * 100_000  # json.loads raises RecursionError on it
+
+
+def test_a_session_value_nested_too_deep_costs_that_session_only():
+    """Review k17b #2: the envelope {"record", "secrets"} of an etcd value is
+    parsed before the record; its RecursionError left the whole pass (the
+    start, a sweep's list, the watch) where a ValueError costs one session."""
+    store, fake = _store()
+    for sid in (1, 2, 3):
+        _put_session(store, fake, f"/t/sessions/{sid:016x}".encode(), sid)
+    fake.kv[f"/t/sessions/{2:016x}".encode()] = DEEP
+    got = [s for s in store.restorable(page=10) if s.problem is None]
+    assert sorted(s.record.session_id for s in got) == [1, 3]
+
+
+def test_a_gateway_registration_nested_too_deep_is_a_store_error():
+    store, _fake = _store()
+    store._get_raw = lambda _key: (DEEP, {})
+    with pytest.raises(StoreError):
+        store.gateway_lease("gw-b")

@@ -63,8 +63,13 @@ class Sock:
     def __init__(self, sent: list):
         self.sent = sent
 
-    def sendto(self, msg: bytes, to) -> None:
-        self.sent.append((msg, Transport(*to)))
+    def sendto(self, msg: bytes, *args) -> int:
+        """``sendto(msg, dst)`` or ``sendto(msg, flags, dst)``, as a socket's."""
+        self.sent.append((msg, Transport(*args[-1])))
+        return len(msg)
+
+    def send_buffer_use(self) -> tuple[int, int]:
+        return 0, 212_992
 
 
 class Gateway:

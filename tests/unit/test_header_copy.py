@@ -60,8 +60,13 @@ class FakeSocket:
     def __init__(self):
         self.sent = []
 
-    def sendto(self, msg, dst):
-        self.sent.append((msg, dst))
+    def sendto(self, msg, *args) -> int:
+        """``sendto(msg, dst)`` or ``sendto(msg, flags, dst)``, as a socket's."""
+        self.sent.append((msg, args[-1]))
+        return len(msg)
+
+    def send_buffer_use(self) -> tuple[int, int]:
+        return 0, 212_992
 
 
 class Gateway:

@@ -88,8 +88,8 @@ def test_a_batch_of_terminates_into_a_full_send_buffer_never_waits_and_is_counte
     assert not gw.sessions  # every session ended, told or not
     assert sock.waits == 0, f"{sock.waits} sends waited a tick each under the control lock"
     assert _terminates(sock) == 0 and gw.sender.counts()["buffer_full"] == n
-    assert health(gw)["send_drops"] == {"buffer_full": n, "unverified_budget": 0}
-    assert _scraped_drops(gw) == {"buffer_full": n, "unverified_budget": 0}
+    assert health(gw)["send_drops"] == {"buffer_full": n, "unverified_budget": 0, "data_share": 0}
+    assert _scraped_drops(gw) == {"buffer_full": n, "unverified_budget": 0, "data_share": 0}
 
 
 def _scraped_drops(gw) -> dict[str, float]:
@@ -114,7 +114,9 @@ def test_replies_and_data_to_a_live_client_never_wait_on_a_full_buffer(tmp_path)
     gw.datapath.datagram(peer.seal(b"", abi.MSG_KEEPALIVE), CLIENT)  # its reply: dropped
     gw.datapath.downstream(ipv4(ADDRESS.ip, str(PEER_INNER[0])))  # data: dropped
     assert sock.waits == 0 and len(sock.sent) == sent
-    assert gw.sender.counts()["buffer_full"] == 2
+    # the reply found no room; the data found the buffer past its half
+    # (the data path's share: it leaves the rest to replies) and was not sealed
+    assert gw.sender.counts()["buffer_full"] == 1 and gw.sender.counts()["data_share"] == 1
     sock.held = 0  # the kernel freed what it held: the next ones leave
     gw.datapath.datagram(peer.seal(b"", abi.MSG_KEEPALIVE), CLIENT)
     assert [to for _m, to in sock.sent[sent:]] == [CLIENT]
@@ -165,3 +167,32 @@ def test_a_handshake_response_is_not_held_back_by_the_cookie_budget(tmp_path):
     msg, to = sock.sent[-1]
     assert to == CLIENT and msg[0] == abi.MSG_HANDSHAKE_RESP
     ini.response(msg)  # a response the client accepts
+
+
+def test_what_the_socket_dropped_is_not_counted_as_sent(tmp_path):
+    """Review k17b #3: a datagram the Sender drops (the socket said EAGAIN)
+    returns 0, and the session's sent counts (jvpn-xdp sessions tx_*, the
+    per-peer sent bytes) only count what left."""
+    gw = make_gateway(tmp_path)
+    peer = handshake(gw)
+    gw.datapath.datagram(peer.seal(ipv4(PEER_INNER[0])), CLIENT)  # confirms the session
+    [live] = gw.table.sessions.values()
+    def sent():
+        f = live.traffic.figures()
+        return f["tx_packets"], f["tx_bytes"]
+
+    before = sent()
+    real = gw.sock.sendto
+
+    def full(_msg, *_args):
+        raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+
+    gw.sock.sendto = full
+    try:
+        for _ in range(3):
+            gw.datapath.downstream(ipv4(ADDRESS.ip, str(PEER_INNER[0])))
+        gw.datapath.datagram(peer.seal(b"", abi.MSG_KEEPALIVE), CLIENT)
+    finally:
+        gw.sock.sendto = real
+    assert gw.sender.counts()["buffer_full"] == 4
+    assert sent() == before
