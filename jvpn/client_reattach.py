@@ -116,6 +116,13 @@ class ClientReattach:
             self._answer_challenge(p, fields, sock)
         elif hdr.type == abi.MSG_REATTACH_ACK:
             seq, epoch, version = fields
+            if p is not None and p.unsettled and seq == p.seq:
+                # its switch's ACK: the gateway moved the binding to the
+                # uplink that went down; back at once (review k17c F2: taken
+                # for the end of the switch, data stopped until the active
+                # path was declared dead)
+                self.move_back(p, self.clock_ms())
+                return
             if p is None or seq != p.seq or epoch <= self.epoch:
                 self._late_ack(seq, epoch)
                 return

@@ -139,11 +139,21 @@ class ClientSwitch:
         relays"). Its heartbeats still come back after a loss timeout: the
         binding did not move, nothing to undo, the request is dropped."""
         if self.health.consecutive_drops > 0:
-            p.unsettled = False
-            self.retry_reattach()
+            self.move_back(p, now)
         elif now - self.switch_started_ms > (self.health.rtt.loss_timeout_ms()
                                              + heartbeat_every_ms(self.policy)):
             self._give_up()
+
+    def move_back(self, p, now: int) -> None:
+        """The unsettled request again, from the active socket: a switch
+        the gateway counts against max_switches_per_min, so the selector
+        counts it too (review k17c F1: uncounted, a network that let our
+        PATH_RESPONSE through, dropped the ACK and took its uplink away made
+        each planned move two switches at the gateway, one here, until the
+        gateway ended the session for a switch storm)."""
+        p.unsettled = False
+        self.selector.switched(now)
+        self.retry_reattach()
 
     def _give_up(self) -> None:
         with self._lock:
