@@ -37,9 +37,18 @@ def scale_policy() -> str:
     are silent, and N sessions going VOLATILE at once is a storm of store
     writes (batched: jvpn/bench/storm.py measures it) that would be
     measured instead of the idle gateway (``state_changes`` in the JSON
-    says whether any happened)."""
-    return lab_policy().replace("[volatility]\n",
-                                "[volatility]\nheartbeat_volatile_ms = 300000\n")
+    says whether any happened). The keys live for the max_lifetime (an
+    hour) for the same reason: with the product's 180 s reject_after_ms,
+    silent clients never rekeying, every synthetic session's keys expired
+    minutes after the store was written -- 1M KeyExpired terminations
+    during the listing, and the restart's client refused unanswered (keys
+    past reject_after_* prove nothing, docs/protocol.md)."""
+    return (lab_policy().replace("[volatility]\n",
+                                 "[volatility]\nheartbeat_volatile_ms = 300000\n")
+            + SCALE_KEYS)
+
+
+SCALE_KEYS = "[keys]\nrekey_after_ms = 3000000\nreject_after_ms = 3600000\n"
 
 
 def start_timeout_s(sessions: int) -> float:

@@ -130,3 +130,18 @@ def test_a_size_that_fails_is_cleaned_up(fail_in, error):
     with pytest.raises(error):
         scale.run_scale_bench([1000], lab_factory=lambda n, p: FailingLab(n, p, fail_in))
     assert [lab.downs for lab in MADE] == [1]
+
+
+def test_the_labs_policy_keeps_the_silent_sessions_keys_for_the_whole_run(tmp_path):
+    """With the product's 180 s reject_after_ms every synthetic session's
+    keys expired minutes after the store was written: the 1M run measured
+    1M KeyExpired ends during its listing, and its restart's client was
+    refused unanswered. The lab's keys live as long as its sessions."""
+    from jvpn.bench.scale_lab import scale_policy  # noqa: PLC0415
+    from jvpn.policy import load_policy  # noqa: PLC0415
+
+    path = tmp_path / "policy.toml"
+    path.write_text(scale_policy())
+    p = load_policy(path)
+    assert p.reject_after_ms >= p.max_lifetime_ms >= 3_600_000
+    assert p.heartbeat_volatile_ms == 300_000
