@@ -83,6 +83,9 @@ def _read_reply(sock: socket.socket, path: Path, op: str) -> dict:
         if not chunks:
             raise JvpnError(f"{path}: the gateway daemon closed the connection without "
                             "an answer") from None
+    if chunks and not chunks[-1].endswith(b"\n"):
+        raise JvpnError(f"{path}: the gateway daemon closed the connection mid-reply "
+                        f"(after {size} bytes)")
     try:
         reply = json.loads(b"".join(chunks))
     except (UnicodeDecodeError, json.JSONDecodeError):

@@ -234,8 +234,12 @@ def daemon_pages(lab: ScaleLab) -> dict:
     while True:
         asked = time.monotonic()
         more = {"cursor": cursor} if cursor else {}
-        got = operator.call(path, "sessions", timeout_s=PAGE_TIMEOUT_S, limit=CLI_PAGE,
-                            kernel_rx=False, **more)
+        try:
+            got = operator.call(path, "sessions", timeout_s=PAGE_TIMEOUT_S, limit=CLI_PAGE,
+                                kernel_rx=False, **more)
+        except JvpnError as e:  # reported with the other figures, as sessions_json's
+            return {"daemon_pages_s": None, "daemon_pages_error": str(e).splitlines()[0],
+                    "daemon_pages_failed_after_s": round(time.monotonic() - started, 3)}
         slowest = max(slowest, time.monotonic() - asked)
         cursor = got.get("next") if isinstance(got, dict) else None
         if not cursor:

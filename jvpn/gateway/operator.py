@@ -41,6 +41,12 @@ from jvpn.files import UnsafeFile, private_dir
 SOCKET_NAME = "gateway.sock"
 MAX_REQUEST_BYTES = 64 << 10
 IO_TIMEOUT_S = 2.0
+# A reply's send waits this long for the client to read: a page of 10,000
+# sessions is megabytes, and a reader paused for 2 s (a loaded machine, its
+# collector) was cut off mid-reply (`bench scale` at 1M: "the reply is not
+# JSON"). Only root may connect: a root client can hold the operator thread
+# this long, never a user.
+REPLY_SEND_S = 30.0
 ACCEPT_POLL_S = 0.25  # how soon the serving thread notices a stop
 _UCRED = struct.Struct("3i")  # pid, uid, gid
 
@@ -135,6 +141,7 @@ class OperatorServer:
                 reply = _refusal(f"uid {uid} may not use the operator socket (root only)")
             else:
                 reply = self._answer(_read_request(conn, time.monotonic() + IO_TIMEOUT_S))
+            conn.settimeout(REPLY_SEND_S)
             conn.sendall((json.dumps(reply, default=str) + "\n").encode())
         except (OSError, ValueError):
             return  # a client that went away, timed out or sent garbage: nothing changed

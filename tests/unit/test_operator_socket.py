@@ -220,3 +220,36 @@ def test_a_live_daemon_that_does_not_accept_is_still_in_use(tmp_path):
         for c in waiting:
             c.close()
         first.close()
+
+
+def test_a_large_reply_waits_for_a_reader_paused_past_the_io_timeout(serve, monkeypatch):
+    """A page of 10,000 sessions is megabytes; its reader paused for 2 s (a
+    loaded machine) got it cut off mid-reply (`bench scale` at 1M)."""
+    monkeypatch.setattr(operator, "IO_TIMEOUT_S", 0.3)
+    big = "x" * (8 << 20)
+    server = serve({"page": lambda req: big})
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(str(server.path))
+        s.sendall(b'{"op": "page"}\n')
+        time.sleep(1.0)  # paused past the request's timeout, the reply half sent
+        reply = s.makefile("rb").readline()
+    assert reply.endswith(b"\n") and big.encode() in reply
+
+
+def test_a_reply_cut_off_is_said_so(tmp_path):
+    path = tmp_path / "gateway.sock"
+    with socket.socket(socket.AF_UNIX) as srv:
+        srv.bind(str(path))
+        srv.listen(1)
+
+        def half_an_answer():
+            conn, _ = srv.accept()
+            with conn:
+                conn.recv(1024)
+                conn.sendall(b'{"ok": true, "result": "trunc')
+
+        t = threading.Thread(target=half_an_answer)
+        t.start()
+        with pytest.raises(client.JvpnError, match="closed the connection mid-reply"):
+            client.call(path, "ping", timeout_s=5)
+        t.join()
