@@ -97,6 +97,27 @@ class ClientReattach:
             # (issue 15: a request left 300 ms late)
             p.unsent = True
 
+    def _reattach_ack(self, p, seq: int, epoch: int, version: int) -> None:
+        if p is not None and p.unsettled and seq == p.seq:
+            # its switch's ACK: the gateway moved the binding to the uplink
+            # that went down; back at once (review k17c F2: taken for the
+            # end of the switch, data stopped until the active path was
+            # declared dead)
+            self.move_back(p, self.clock_ms())
+            return
+        if p is None or seq != p.seq or epoch <= self.epoch:
+            self._late_ack(seq, epoch)
+            return
+        self.switch_control_answered()  # our keepalives may leave again (probe guard)
+        self.epoch, self.pending = epoch, None
+        self.last_rx_ms = self.clock_ms()
+        self.reattaches += 1
+        self.switch_done()  # the chosen candidate is active (jvpn/client_switch.py)
+        self.events.emit("ReattachResult", "REATTACH_ACCEPT", self.session_id,
+                         version=version, epoch=epoch, took_ms=self.clock_ms() - p.sent_ms)
+        if self.on_reattached:
+            self.on_reattached()
+
     def _control(self, msg: bytes, _src, sock: socket.socket) -> None:
         # _src is the gateway's (receive checked it); answers go to self.endpoint
         got = self.channel.open_control(msg)
@@ -115,26 +136,7 @@ class ClientReattach:
         if hdr.type == abi.MSG_PATH_CHALLENGE:
             self._answer_challenge(p, fields, sock)
         elif hdr.type == abi.MSG_REATTACH_ACK:
-            seq, epoch, version = fields
-            if p is not None and p.unsettled and seq == p.seq:
-                # its switch's ACK: the gateway moved the binding to the
-                # uplink that went down; back at once (review k17c F2: taken
-                # for the end of the switch, data stopped until the active
-                # path was declared dead)
-                self.move_back(p, self.clock_ms())
-                return
-            if p is None or seq != p.seq or epoch <= self.epoch:
-                self._late_ack(seq, epoch)
-                return
-            self.switch_control_answered()  # our keepalives may leave again (probe guard)
-            self.epoch, self.pending = epoch, None
-            self.last_rx_ms = self.clock_ms()
-            self.reattaches += 1
-            self.switch_done()  # the chosen candidate is active (jvpn/client_switch.py)
-            self.events.emit("ReattachResult", "REATTACH_ACCEPT", self.session_id,
-                             version=version, epoch=epoch, took_ms=self.clock_ms() - p.sent_ms)
-            if self.on_reattached:
-                self.on_reattached()
+            self._reattach_ack(p, *fields)
         elif hdr.type == abi.MSG_TERMINATE:
             n = fields[0]
             reason = wire.TERMINATE_REASONS[n] if n < len(wire.TERMINATE_REASONS) else (
