@@ -457,17 +457,24 @@ def test_two_jumpers_do_not_starve_an_honest_session():
             j.admit(counters[i])
             counters[i] += 3 * REPLAY_BLOCK // 4
 
+    assert _honest_admitted(now, jump, honest, every_s=0.05, within_s=30.0), \
+        "two jumpers alternated every write for 30 s: the honest session got none"
+
+
+def _honest_admitted(now, jump, honest, every_s: float, within_s: float) -> bool:
+    """Jumpers write for 5 s (1 ms a message), then the honest session asks
+    every ``every_s`` beside them: whether it gets a write within ``within_s``."""
     while now[0] < 5.0:
         jump()
         now[0] += 0.001
     admitted, next_honest = False, now[0]
-    while now[0] < 35.0 and not admitted:
+    while now[0] < 5.0 + within_s and not admitted:
         jump()
         if now[0] >= next_honest:
             admitted = honest.admit(1)
-            next_honest = now[0] + 0.05
+            next_honest = now[0] + every_s
         now[0] += 0.001
-    assert admitted, "two jumpers alternated every write for 30 s: the honest session got none"
+    return admitted
 
 
 def test_one_jumper_does_not_starve_a_session_that_asks_once_a_second():
@@ -477,19 +484,14 @@ def test_one_jumper_does_not_starve_a_session_that_asks_once_a_second():
     the jumper, alone in the queue, took every refill. It keeps its place
     for TURN_HOLD_S (5 s) now."""
     now, jumper, honest, counter = _jumper_and_honest(0.003)
-    while now[0] < 5.0:
-        jumper.admit(counter)
-        counter += 3 * REPLAY_BLOCK // 4
-        now[0] += 0.001
-    admitted, next_honest = False, now[0]
-    while now[0] < 65.0 and not admitted:
-        jumper.admit(counter)
-        counter += 3 * REPLAY_BLOCK // 4
-        if now[0] >= next_honest:
-            admitted = honest.admit(1)
-            next_honest = now[0] + 1.0
-        now[0] += 0.001
-    assert admitted, "a session asking once a second got no write in 60 s"
+    counters = [counter]
+
+    def jump():
+        jumper.admit(counters[0])
+        counters[0] += 3 * REPLAY_BLOCK // 4
+
+    assert _honest_admitted(now, jump, honest, every_s=1.0, within_s=60.0), \
+        "a session asking once a second got no write in 60 s"
 
 
 def test_sessions_that_keep_asking_share_the_writes_evenly():
