@@ -18,9 +18,13 @@ the tunnel's data channel (the first data message confirms the session).
 - flood: a sender thread paces initiations from random sources with a valid
   mac1 and no cookie (the gateway's public key is public) at the gate's
   global rate for initiations; the gate's checks (the reference model, as
-  the XDP program) stand in front of the daemon; one legitimate client
-  handshakes as jvpn's client does (a cookie reply is answered at once; an
-  unanswered initiation is sent again after the client's backoff).
+  the XDP program) stand in front of the daemon; legitimate clients, one
+  after another, each from its own address, handshake as jvpn's client does
+  (a cookie reply is answered at once; an unanswered initiation is sent
+  again after the client's backoff). Each of their initiations is traced:
+  the gate's verdict on it and what answered it (``legit_initiations``, and
+  one by one for the tries over 1 s: ``legit_slow_tries``), beside the
+  gate's counters and the daemon's send drops.
 """
 
 from __future__ import annotations
