@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import ctypes
 import ipaddress
-import secrets
 from collections import deque
 from collections.abc import Callable
 
@@ -15,6 +14,7 @@ from jvpn.errors import JvpnError
 from jvpn.fastip import address_memo, ipv4_packed
 from jvpn.gate import abi
 from jvpn.keys import KeyRing, SessionKeys
+from jvpn.randpool import randbits, token_bytes
 from jvpn.session import SessionRecord
 from jvpn.wire import key_words
 
@@ -27,7 +27,7 @@ class GateFull(JvpnError):
 def unused_slot_key() -> bytes:
     """What a key slot no live epoch uses holds: 16 random bytes, never the
     public all-zero key (the gate also refuses a zero slot: docs/xdp.md)."""
-    return secrets.token_bytes(16)
+    return token_bytes(16)
 
 
 def header_keys(keys: SessionKeys | KeyRing,
@@ -172,7 +172,7 @@ def enforced_top(sid: int, element: abi.Session | None, rt) -> int:
 
 
 def random_generation() -> int:
-    return secrets.randbits(64) | 1  # never 0, the generation of an unused slot
+    return randbits(64) | 1  # never 0, the generation of an unused slot
 
 
 class RuntimeSlots:

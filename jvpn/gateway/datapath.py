@@ -307,7 +307,10 @@ class DropCounts:
         for sid in set(self._last) - set(sessions):
             del self._last[sid]
         for sid, live in list(sessions.items()):
-            now = live.channel.drop_counts()  # non-zero ones only
+            channel = live.made_channel  # none made: none dropped (and none made here)
+            if channel is None:
+                continue
+            now = channel.drop_counts()  # non-zero ones only
             last = self._last.get(sid, {})
             new = {k: v - last.get(k, 0) for k, v in now.items() if v > last.get(k, 0)}
             if now:  # nothing kept for a session that never dropped (issue 15)

@@ -36,7 +36,7 @@ def current_since(live: Live) -> int:
 
 def _used(live: Live, c2s_base: int, s2c_base: int) -> int:
     """Messages since the base counters, the larger direction."""
-    s2c = live.channel.counter.upcoming - 1 - s2c_base
+    s2c = live.send_upcoming() - 1 - s2c_base  # no channel made for it (a restored one)
     c2s = live.ceiling.floor - 1 - c2s_base
     return max(s2c, c2s, 0)
 
@@ -55,8 +55,7 @@ def previous_expired(live: Live, now: int, p: Policy) -> bool:
     ring = live.keys
     if ring.previous is None or ring.answer is None:
         return False
-    return _previous_worn(live, now, live.ceiling.floor - 1,
-                          live.channel.counter.upcoming - 1, p)
+    return _previous_worn(live, now, live.ceiling.floor - 1, live.send_upcoming() - 1, p)
 
 
 def current_expired(live: Live, now: int, p: Policy) -> bool:

@@ -135,6 +135,6 @@ def due_at(live, now: int, p: Policy) -> int | None:
     # shed and then sent to (downstream to a silent client remakes its
     # sealing object) is shed again at its next check, not on the dot:
     # memory only, nothing a client sees
-    if live.channel.holds_aead:
+    if live.holds_aead:  # none made yet (a restored session's channel): nothing to drop
         times.append(live.last_rx_ms + AEAD_IDLE_MS)
     return min(times, default=None)

@@ -73,10 +73,11 @@ class Reconcile:
         or ceiling do not read costs that one session (a DaemonError)."""
         started = time.monotonic()
         with self.control, paused_gc():  # a few objects a session, all kept
-            with self.table.batched_writes():
+            # the timer heap built once, after the pass (each restored session
+            # is due at its own time, not at the first tick)
+            with self.table.timers.filling(), self.table.batched_writes():
                 kept, others = self._restore_own(progress_every, started)
                 self._stand_by_others(others)
-            self.table.timers.compact()  # each restored session moved from now to its time
             _freeze_if_large(kept + len(others))
             removed = self.table.remove_stale()  # only after a complete pass
             seconds = round(time.monotonic() - started, 3)

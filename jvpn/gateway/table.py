@@ -23,6 +23,7 @@ the kernel routes to the subnets behind the peer (jvpn/gateway/routes.py);
 from __future__ import annotations
 
 import ipaddress
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -61,6 +62,10 @@ Send = Callable[[bytes, Transport], None]
 # default heartbeat (policy heartbeat_volatile_ms): a client that keeps
 # its path alive never gets there.
 AEAD_IDLE_MS = 10_000
+# Held while a restored session's channel is made at its first use, so that
+# two threads using it first at once make one (two send counters under one
+# key would reuse nonces); also by ``retire``/``resume`` of one not made yet.
+_MAKING_CHANNEL = threading.Lock()
 
 
 class _StoreWrite:
@@ -88,11 +93,23 @@ class _StoreWrite:
             self.table.timers.nudge(self.sid)
 
 
+class _ChannelPlan:
+    """A restored session's DataChannel before its first use (issue 15: a
+    restart at 1M made a million channels that idle sessions never use):
+    what it is made from besides the Live's own fields (its keys, AllowedIPs,
+    ceiling, binding). ``retired``: retired before it was made."""
+
+    __slots__ = ("first_counter", "retired", "table")
+
+    def __init__(self, table: SessionTable, first_counter: int):
+        self.table, self.first_counter, self.retired = table, first_counter, False
+
+
 @dataclass(slots=True)  # slots: one per session (issue 15)
 class Live:
     record: SessionRecord
     keys: KeyRing  # the live key epochs (jvpn/keys.py); the channel holds the same ring
-    channel: DataChannel
+    _channel: DataChannel | _ChannelPlan  # ``channel``: made at first use after a restore
     inner: bytes  # the client's inner IPv4 address, packed
     last_rx_ms: int  # written by the data path, and by a proven switch (control.py)
     ceiling: ReplayCeiling  # client counters: delivered only below the durable ceiling
@@ -133,20 +150,71 @@ class Live:
     # the earliest next try of a refused confirmation write (rekey_control.py)
     confirm_retry_ms: int = 0
 
+    @property
+    def channel(self) -> DataChannel:
+        """The session's DataChannel. A restored session's is made here, at
+        its first use, by whichever thread comes first, once: its counters
+        start at the stored floor and its AllowedIPs, ceiling and keys are
+        the Live's, as they would have been at the restore (the replay
+        ceiling, its floors, was restored eagerly: no window moves back)."""
+        ch = self._channel
+        if ch.__class__ is not _ChannelPlan:
+            return ch
+        with _MAKING_CHANNEL:
+            ch = self._channel
+            if ch.__class__ is _ChannelPlan:
+                plan, ch = ch, ch.table.channel_of(self, ch.first_counter)
+                if plan.retired:
+                    ch.retire()
+                self._channel = ch
+            return ch
+
+    @channel.setter
+    def channel(self, channel: DataChannel) -> None:
+        self._channel = channel
+
+    @property
+    def made_channel(self) -> DataChannel | None:
+        """The channel if it was made (readers that need none: drop counts)."""
+        ch = self._channel
+        return None if ch.__class__ is _ChannelPlan else ch
+
+    def send_upcoming(self) -> int:
+        """The next send counter, without making the channel (key age)."""
+        ch = self._channel
+        return ch.first_counter if ch.__class__ is _ChannelPlan else ch.counter.upcoming
+
+    @property
+    def holds_aead(self) -> bool:
+        ch = self.made_channel
+        return ch is not None and ch.holds_aead
+
     def shed_if_idle(self, now_ms: int) -> None:
         """The timer's, each tick: an idle session keeps only its key bytes."""
-        if now_ms - self.last_rx_ms >= AEAD_IDLE_MS:
-            self.channel.shed()
+        ch = self.made_channel
+        if ch is not None and now_ms - self.last_rx_ms >= AEAD_IDLE_MS:
+            ch.shed()
 
     def retire(self) -> int:
         """No counter is sent and no client message delivered after this
         returns (no store write in flight). Returns the exact replay ceiling."""
-        self.channel.retire()
+        self._retired(True)
         return self.ceiling.retire()
 
     def resume(self) -> None:
-        self.channel.resume()
+        self._retired(False)
         self.ceiling.resume()
+
+    def _retired(self, retired: bool) -> None:
+        with _MAKING_CHANNEL:  # a channel made meanwhile is retired (or not) too
+            ch = self._channel
+            if ch.__class__ is _ChannelPlan:
+                ch.retired = retired
+                return
+        if retired:
+            ch.retire()
+        else:
+            ch.resume()
 
 
 class SessionTable(NewSessions, StandbyWrites, Downstream, OperatorEnds, PendingDeletes,
@@ -307,7 +375,8 @@ class SessionTable(NewSessions, StandbyWrites, Downstream, OperatorEnds, Pending
     def _live(self, rec: SessionRecord, keys: KeyRing | SessionKeys, inner: bytes,
               first_counter: int = 1, stored_ceiling: tuple[int, bool] | None = None,
               gate_window: bool = False, routed: bool = True,
-              prewritten: Prewritten = NOTHING_PREWRITTEN, ceiling_ahead: int = 0) -> Live:
+              prewritten: Prewritten = NOTHING_PREWRITTEN, ceiling_ahead: int = 0,
+              lazy_channel: bool = False) -> Live:
         """``stored_ceiling``: the store's replay ceiling and whether it is
         exact (None: read it).
         ``gate_window``: the gate kept this session's window across our
@@ -317,7 +386,9 @@ class SessionTable(NewSessions, StandbyWrites, Downstream, OperatorEnds, Pending
         ``prewritten``: the send-counter floor a handshake's transaction
         wrote with the record (jvpn/store ``HandshakeWrites``);
         ``ceiling_ahead``: the replay ceiling the confirmation writes
-        (jvpn/gateway/new_session.py)."""
+        (jvpn/gateway/new_session.py).
+        ``lazy_channel``: the DataChannel is made at its first use (a
+        restored session: ``Live.channel``)."""
         sid, stored_keys, now = rec.session_id, KeyRing.of(keys), self.clock_ms()
         keys = stored_keys.loaded(now)  # an overlap over (write pending): over
         stored, exact = (self.store.get_replay_ceiling(sid) if stored_ceiling is None
@@ -329,17 +400,11 @@ class SessionTable(NewSessions, StandbyWrites, Downstream, OperatorEnds, Pending
         ceiling = ReplayCeiling(floor, max(stored, ceiling_ahead),
                                 _StoreWrite(self, "raise_replay_ceiling", sid),
                                 breaker=self.ceiling_breaker)
-        channel = DataChannel(keys, "gateway", first_counter=max(first_counter, 1),
-                              check_replay=not self.gate.checks_in_kernel,
-                              check_tag=not self.gate.checks_in_kernel,
-                              reserve=_StoreWrite(self, "set_floor", sid, prewritten),
-                              allowed_inner_src=allowed,
-                              admit_counter=ceiling.admit,
-                              control_window=self.control_window)
-        family = pathmtu.family_of(rec.binding.addr) if rec.binding is not None else 4
-        channel.size_to(min(self.path_mtu, pathmtu.DEFAULT_PATH_MTU), family)  # until announced
-        live = Live(rec, keys, channel, inner, now, ceiling, installed=False,
+        first = max(first_counter, 1)
+        live = Live(rec, keys, _ChannelPlan(self, first), inner, now, ceiling, installed=False,
                     blind_epoch=rec.epoch if blind else None, allowed=allowed, subnets=subnets)
+        if not lazy_channel:
+            live.channel = self.channel_of(live, first, prewritten)
         live.secrets_unsaved = keys is not stored_keys  # the timer's next tick writes it
         self.sessions[sid] = live
         self._indexed(live, routed)
@@ -347,13 +412,29 @@ class SessionTable(NewSessions, StandbyWrites, Downstream, OperatorEnds, Pending
             self._route(live)
         return live
 
+    def channel_of(self, live: Live, first_counter: int,
+                   prewritten: Prewritten = NOTHING_PREWRITTEN) -> DataChannel:
+        """A new DataChannel for ``live`` (its keys, AllowedIPs, ceiling;
+        sized to its binding's family until its client announces a path MTU)."""
+        rec = live.record
+        channel = DataChannel(live.keys, "gateway", first_counter=first_counter,
+                              check_replay=not self.gate.checks_in_kernel,
+                              check_tag=not self.gate.checks_in_kernel,
+                              reserve=_StoreWrite(self, "set_floor", rec.session_id, prewritten),
+                              allowed_inner_src=live.allowed,
+                              admit_counter=live.ceiling.admit,
+                              control_window=self.control_window)
+        family = pathmtu.family_of(rec.binding.addr) if rec.binding is not None else 4
+        channel.size_to(min(self.path_mtu, pathmtu.DEFAULT_PATH_MTU), family)  # until announced
+        return channel
+
     def install(self, rec: SessionRecord, keys: KeyRing, inner: bytes,
                 first_counter: int = 1, stored_ceiling: tuple[int, bool] | None = None,
                 gate_window: bool = False) -> Live:
         """A session served here, with its element in the gate (raises StoreError);
         unrouted while unconfirmed (a restart: ``rec.confirmed``)."""
         live = self._live(rec, keys, inner, first_counter, stored_ceiling, gate_window,
-                          routed=rec.confirmed)
+                          routed=rec.confirmed, lazy_channel=True)
         live.confirmed = rec.confirmed
         self._put(live, rec)
         return live

@@ -20,6 +20,8 @@ lock): it ``nudge``s a session, taken in at the next tick."""
 from __future__ import annotations
 
 import heapq
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 NOW = 0  # "at the next tick": earlier than any clock
 
@@ -30,6 +32,7 @@ class TimerQueue:
         self._due: dict[int, int] = {}  # session id -> its live entry's due ms
         self._latest: int | None = None  # the latest clock a tick saw
         self._nudged: list[int] = []  # touched from another thread (append, pop: atomic)
+        self._filling = False  # ``filling``: due times only, the heap built at the end
 
     def __len__(self) -> int:
         return len(self._due)
@@ -77,6 +80,19 @@ class TimerQueue:
                 out.append(sid)
         return out
 
+    @contextmanager
+    def filling(self) -> Iterator[None]:
+        """Many sessions scheduled at once (a restart's reconcile, under the
+        control lock): their due times are recorded, the heap is built once
+        at the end (one heapify, not a push per change: two per restored
+        session, issue 15). Nothing pops meanwhile (the caller holds the lock)."""
+        self._filling = True
+        try:
+            yield
+        finally:
+            self._filling = False
+            self.compact()
+
     def compact(self) -> None:
         """The heap rebuilt from the live entries: after a restart moved
         every restored session from "now" to its own time (reconcile), the
@@ -96,6 +112,8 @@ class TimerQueue:
 
     def _set(self, sid: int, at: int) -> None:
         self._due[sid] = at
+        if self._filling:
+            return
         heapq.heappush(self._heap, (at, sid))
         if len(self._heap) > 2 * len(self._due) + 1024:  # mostly superseded entries
             self._heap = [(t, s) for s, t in self._due.items()]

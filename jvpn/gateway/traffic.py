@@ -11,7 +11,7 @@ scrape) sees each field's old or new value, never a torn one."""
 
 from __future__ import annotations
 
-import secrets
+from jvpn.randpool import randbits
 
 
 class Traffic:
@@ -26,7 +26,7 @@ class Traffic:
         # (a new Live: a restart, a handover, an install again) counts from
         # 0 under a new one, so the client starts its comparison again
         # (jvpn/client_path_delivery.py) rather than read a fall as loss
-        self.incarnation = secrets.randbits(32)
+        self.incarnation = randbits(32)
         self.ka_packets = self.ka_bytes = 0  # the UDP loop's: keepalive replies
         self.tx_packets = self.tx_bytes = 0  # the TUN loop's: data
 
