@@ -5,8 +5,8 @@ or the model) initializes the slot itself. Shared by both gate adapters."""
 
 from __future__ import annotations
 
-import ctypes
 import ipaddress
+import struct
 from collections import deque
 from collections.abc import Callable
 
@@ -69,32 +69,55 @@ def session_element(rec: SessionRecord, keys: SessionKeys | KeyRing, fence: int 
     ``keys``: one epoch, or a key ring (``header_keys``; ``unused_key``
     fills a slot no live epoch uses)."""
     b = rec.binding
-    family, words = abi.AF_NONE, (0, 0, 0, 0)
+    family, addr, port = abi.AF_NONE, _NO_ADDR, _NO_PORT
     if b is not None:
-        v4 = ipv4_packed(b.addr)  # the common case: one parse for family and words
-        if v4 is not None:
-            family, words = abi.AF_INET, (int.from_bytes(v4, "little"), 0, 0, 0)
-        else:
-            family = abi.AF_INET6 if _ip_version(b.addr) == 6 else abi.AF_INET
-            words = abi.addr_words(b.addr)
-    slot0, slot1, mask = _key_slots(keys, unused_key)
-    # positional, in the struct's field order: one C-level constructor, not
-    # a keyword loop (a restart builds a million; issue 15). A test holds
-    # the bytes equal to the keyword construction's.
-    element = _new_session()
-    _init_struct(element, slot0, rec.version, fence, words,
-                 abi.port_word(b.port) if b else 0, family,
-                 abi.STATE_REMOTE if remote else int(rec.state), rt_slot, rt_gen,
-                 replay_floor, ctl_floor, slot1, mask, _NO_PAD, probe_floor)
-    return element
+        family, addr = _bind_addr(b.addr)
+        port = b.port.to_bytes(2, "big")  # network order in memory, as abi.port_word
+    slot0, slot1, mask = _key_bytes(keys, unused_key)
+    # the struct's bytes packed in one call, in its field order (a restart
+    # builds a million: issue 15, k18rec2); the key slots are the header
+    # keys' bytes as they are (key_words would unpack them only for ctypes
+    # to write the same bytes back). A test holds the bytes equal to the
+    # keyword construction's.
+    return _from_bytes(_ELEMENT.pack(
+        slot0, rec.version, fence, addr, port, family,
+        abi.STATE_REMOTE if remote else int(rec.state), rt_slot, rt_gen,
+        replay_floor, ctl_floor, slot1, mask, probe_floor))
 
 
-_init_struct = ctypes.Structure.__init__
-_NO_PAD = (0,) * 7
+# jvpn_session's layout (jvpn/gate/abi.py Session; a test compares them)
+_ELEMENT = struct.Struct("<16sQQ16s2sBBIQQQ16sB7xQ")
+_from_bytes = abi.Session.from_buffer_copy
+_NO_ADDR, _NO_PORT, _V4_TAIL = bytes(16), bytes(2), bytes(12)
 
 
-def _new_session() -> abi.Session:
-    return abi.Session.__new__(abi.Session)
+def _bind_addr(addr) -> tuple[int, bytes]:
+    """A binding's family and its 16 bytes as the element holds them."""
+    v4 = ipv4_packed(addr)  # the common case: one parse for family and bytes
+    if v4 is not None:
+        return abi.AF_INET, v4 + _V4_TAIL
+    family = abi.AF_INET6 if _ip_version(addr) == 6 else abi.AF_INET
+    return family, _WORDS.pack(*abi.addr_words(addr))
+
+
+_WORDS = struct.Struct("<4I")
+
+
+def _key_bytes(keys: SessionKeys | KeyRing,
+               unused: Callable[[], bytes]) -> tuple[bytes, bytes, int]:
+    """``header_keys`` as (phase 0's key, phase 1's key, mask), 16 bytes
+    each (ValueError otherwise, as key_words: the session is not served)."""
+    ring = keys if keys.__class__ is KeyRing else KeyRing.of(keys)
+    slots: list[bytes | None] = [None, None]
+    mask = 0
+    for k in ring.live():
+        slots[k.phase] = k.hdr_c2s
+        mask |= abi.key_phase_bit(k.phase)
+    slot0 = slots[0] or unused()
+    slot1 = slots[1] or unused()
+    if len(slot0) != 16 or len(slot1) != 16:
+        raise ValueError("header key must be 16 bytes")
+    return slot0, slot1, mask
 
 
 def remote_entry(keys: SessionKeys | KeyRing, ctl_floor: int = 0,
