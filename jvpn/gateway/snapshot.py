@@ -76,7 +76,7 @@ def sessions(gw, now_ms: int | None = None, refs: tuple[list, dict] | None = Non
     False: no kernel lookup (two syscalls a session): rx 0 from "xdp" (the
     CLI's pages: it reads the runtime map itself, in batches)."""
     lives, peers = references(gw) if refs is None else refs
-    rows = [(live.record, live.traffic.figures(), live.last_rx_ms, live.confirmed,
+    rows = [(live.record, live.traffic_figures(), live.last_rx_ms, live.confirmed,
              peers.get(live.inner), live.rekey_requested, key_ring_state(live.keys))
             for live in lives]
     now = gw.clock_ms() if now_ms is None else now_ms

@@ -25,7 +25,7 @@ from __future__ import annotations
 import ipaddress
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from jvpn import pathmtu, wire
 from jvpn.codes import Reason
@@ -46,7 +46,7 @@ from jvpn.gateway.sealing import seal_control
 from jvpn.gateway.standby import StandbyWrites
 from jvpn.gateway.terminate import OperatorEnds
 from jvpn.gateway.timer_writes import TimerWrites
-from jvpn.gateway.traffic import Traffic
+from jvpn.gateway.traffic import Traffic, figures
 from jvpn.keys import KeyRing, SessionKeys
 from jvpn.prefixes import Network, PrefixMap
 from jvpn.replay import DEFAULT_CONTROL_WINDOW
@@ -66,6 +66,10 @@ AEAD_IDLE_MS = 10_000
 # two threads using it first at once make one (two send counters under one
 # key would reuse nonces); also by ``retire``/``resume`` of one not made yet.
 _MAKING_CHANNEL = threading.Lock()
+# Held while a session's Traffic is made at its first count: the UDP and
+# the TUN loop count into it, and one must never count into an object the
+# other then replaces (its counts, the echo's delivered count, lost).
+_MAKING_TRAFFIC = threading.Lock()
 
 
 class _StoreWrite:
@@ -136,7 +140,7 @@ class Live:
     quarantine_lifts: bool = False
     allowed: tuple[Network, ...] = ()  # the peer's AllowedIPs (its sources, its downstream)
     subnets: tuple[Network, ...] = ()  # those behind the peer: kernel routes while routed
-    traffic: Traffic = field(default_factory=Traffic)  # the daemon's own rx/tx counts
+    _traffic: Traffic | None = None  # ``traffic``: made at its first count
     # the operator asked for a rekey (`jvpn-xdp rekey`): the gateway flags
     # its replies with FLAG_REKEY until the next epoch is committed
     # (jvpn/gateway/rekey.py clears it)
@@ -172,6 +176,28 @@ class Live:
     @channel.setter
     def channel(self, channel: DataChannel) -> None:
         self._channel = channel
+
+    @property
+    def traffic(self) -> Traffic:
+        """The daemon's own rx/tx counts (jvpn/gateway/traffic.py), made at
+        the first count or echo, once, whichever loop comes first (issue 15:
+        an idle session never makes one); under a new incarnation per Live,
+        as when it was made with the Live."""
+        traffic = self._traffic
+        if traffic is not None:
+            return traffic
+        with _MAKING_TRAFFIC:
+            if self._traffic is None:
+                self._traffic = Traffic()
+            return self._traffic
+
+    @traffic.setter
+    def traffic(self, traffic: Traffic) -> None:
+        self._traffic = traffic
+
+    def traffic_figures(self) -> dict[str, int]:
+        """The counts for a listing, without making them (none yet: zeros)."""
+        return figures(self._traffic)
 
     @property
     def made_channel(self) -> DataChannel | None:

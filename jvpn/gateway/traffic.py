@@ -57,3 +57,10 @@ class Traffic:
         return {"rx_packets": self.rx_packets, "rx_bytes": self.rx_bytes,
                 "tx_packets": self.tx_packets + self.ka_packets,
                 "tx_bytes": self.tx_bytes + self.ka_bytes}
+
+
+def figures(traffic: Traffic | None) -> dict[str, int]:
+    """A session's counts, zeros before its first (a Traffic not made yet)."""
+    if traffic is None:
+        return {"rx_packets": 0, "rx_bytes": 0, "tx_packets": 0, "tx_bytes": 0}
+    return traffic.figures()

@@ -167,3 +167,55 @@ def test_the_reconcile_builds_the_timer_heap_once(tmp_path, monkeypatch):
     first = min(gw.table.timers.due_time(sid) for sid in sids)
     assert gw.table.timers.pop_due(first - 1) == []
     assert gw.table.timers.pop_due(first)  # the heap holds every due time
+
+
+# -- the session's Traffic made at its first count (k18rec2) --
+
+def test_a_restored_idle_session_has_no_traffic_object_and_lists_zeros(tmp_path):
+    from jvpn.gateway import snapshot  # noqa: PLC0415
+
+    gw, _clock = _restarted(tmp_path)
+    live = gw.table.get(SID)
+    [row] = snapshot.sessions(gw)
+    assert (row["tx_packets"], row["tx_bytes"]) == (0, 0)
+    assert live._traffic is None  # the listing made none
+    client = DataChannel(_keys(SID), "client")
+    binding = _binding(SID)
+    packet = ipv4(PEER_INNER[0], payload=b"counted")
+    gw.datapath.datagram(client.seal_packet(packet)[0], (binding.addr, binding.port))
+    assert live.traffic.rx_packets == 1 and live.traffic.delivered == 1
+
+
+def test_two_loops_counting_first_into_a_session_make_one_traffic(tmp_path, monkeypatch):
+    gw, _clock = _restarted(tmp_path)
+    live = gw.table.get(SID)
+    made = []
+
+    class SlowTraffic(table_module.Traffic):
+        __slots__ = ()
+
+        def __init__(self):
+            made.append(self)
+            time.sleep(0.05)  # the other loop counts meanwhile
+            super().__init__()
+
+    monkeypatch.setattr(table_module, "Traffic", SlowTraffic)
+    start = threading.Barrier(2)
+
+    def udp_loop():
+        start.wait()
+        live.traffic.received(100)
+
+    def tun_loop():
+        start.wait()
+        live.traffic.sent([b"x" * 60])
+
+    threads = [threading.Thread(target=udp_loop), threading.Thread(target=tun_loop)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(made) == 1
+    assert live.traffic_figures() == {"rx_packets": 1, "rx_bytes": 100,
+                                      "tx_packets": 1, "tx_bytes": 60}
+
