@@ -121,6 +121,7 @@ class PinnedMap:
         self.fd = fd
         self._ncpu = len(loader._bcc().utils.get_possible_cpus()) if percpu else 1
         self._stride = (ctypes.sizeof(value_type) + 7) // 8 * 8
+        self._buf_type = ctypes.c_uint8 * (self._stride * self._ncpu)
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -128,7 +129,7 @@ class PinnedMap:
             self.fd = -1
 
     def _value_buf(self):
-        return (ctypes.c_uint8 * (self._stride * self._ncpu))()
+        return self._buf_type()
 
     def lookup(self, key):
         buf = self._value_buf()
