@@ -79,10 +79,16 @@ def session_element(rec: SessionRecord, keys: SessionKeys | KeyRing, fence: int 
     # keys' bytes as they are (key_words would unpack them only for ctypes
     # to write the same bytes back). A test holds the bytes equal to the
     # keyword construction's.
-    return _from_bytes(_ELEMENT.pack(
-        slot0, rec.version, fence, addr, port, family,
-        abi.STATE_REMOTE if remote else int(rec.state), rt_slot, rt_gen,
-        replay_floor, ctl_floor, slot1, mask, probe_floor))
+    try:
+        return _from_bytes(_ELEMENT.pack(
+            slot0, rec.version, fence, addr, port, family,
+            abi.STATE_REMOTE if remote else int(rec.state), rt_slot, rt_gen,
+            replay_floor, ctl_floor, slot1, mask, probe_floor))
+    except struct.error as e:
+        # a value out of its field's range (a version of 2**64 out of a
+        # damaged store): no element rather than one with the value cut short
+        raise ValueError(f"session {rec.session_id:016x}: a field does not fit "
+                         f"its element ({e})") from None
 
 
 # jvpn_session's layout (jvpn/gate/abi.py Session; a test compares them)

@@ -134,3 +134,18 @@ def test_one_record_nested_too_deep_costs_that_session_only(tmp_path):
     gw = make_gateway(tmp_path, store=store, gate=AdmitAll())
     gw.reconcile()
     assert set(gw.table.sessions) == set(sids) - {1003}
+
+
+@pytest.mark.parametrize("field", ["version", "fence"])
+def test_an_element_field_out_of_range_is_refused_not_cut_short(field):
+    """k18rec2: the packed element refuses a value its field cannot hold
+    (a damaged store's version of 2**64), where ctypes kept its low bits."""
+    rec = new_session(0x1122334455667788, 5, inner_addr="10.0.0.2")
+    rec, _tr = apply(rec, Event.ATTACH_OK, 6, binding=Transport("198.18.0.1", 4000))
+    fence = 0
+    if field == "version":
+        rec = dataclasses.replace(rec, version=1 << 64)
+    else:
+        fence = 1 << 64
+    with pytest.raises(ValueError, match="does not fit"):
+        session_element(rec, _ring(rec.session_id, False), fence)
