@@ -171,24 +171,30 @@ class SqliteStore(SqliteRestore, SkipsUnreadable):
             raise result
 
     def write_many(self, ops: list[Callable[[sqlite3.Connection], object]]) -> list:
-        """Group commit (jvpn/store/group_commit.py): each op in a savepoint
-        of one transaction, one commit for all. An op that raises is undone
-        alone and its StoreError is its result; a commit that fails raises
-        (every op's writes undone)."""
-        results: list = []
+        """Group commit (jvpn/store/group_commit.py): every op in one
+        transaction, one commit for all. An op that raises is undone alone
+        and its StoreError is its result; a commit that fails raises (every
+        op's writes undone).
+
+        A batch of a handshake's ops only (``rerunnable``: a group commit's)
+        runs first without savepoints (two statements per op: four of a
+        handshake's twelve, issue 15): such ops rarely fail, and no
+        unauthenticated message reaches them (a replayed claim returns,
+        it does not raise). One that raises there undoes the whole uncommitted
+        transaction, and the batch runs again from the start with a
+        savepoint per op: nothing was committed in between, so each op
+        sees the store as in the first pass up to it, and nothing of the
+        first pass outlives it. Other batches (the timer's compare-and-swaps,
+        whose conflicts are common) take the savepoints at once: one try
+        per record."""
+        if all(getattr(op, "rerunnable", False) for op in ops):
+            try:
+                with self._tx() as db:
+                    return _all_ops(db, ops)
+            except _OpFailed:  # rolled back (_Tx); a failed BEGIN or COMMIT raises on
+                pass
         with self._tx() as db:
-            for op in ops:
-                db.execute("SAVEPOINT op")
-                try:
-                    results.append(op(db))
-                # a value sqlite3 cannot bind (OverflowError, ValueError) is
-                # that op's too: it never undoes the others (review k16r2 #2)
-                except (StoreError, sqlite3.Error, OverflowError, ValueError) as e:
-                    db.execute("ROLLBACK TO op")
-                    results.append(e if isinstance(e, StoreError)
-                                   else StoreError(f"session store write failed: {e}"))
-                db.execute("RELEASE op")
-        return results
+            return _in_savepoints(db, ops)
 
     def cas_many(self, writes: list[Cas]) -> list[StoreError | None]:
         """jvpn/store ``cas_many``: every compare-and-swap in a savepoint of
@@ -341,6 +347,48 @@ class SqliteStore(SqliteRestore, SkipsUnreadable):
 
 
 # ------------------------------------------------------------ writes inside a transaction
+# what one op of a batch may raise that is its own failure, not the batch's
+_OP_ERRORS = (StoreError, sqlite3.Error, OverflowError, ValueError)
+
+
+class _OpFailed(Exception):
+    """An op of a batch without savepoints raised: the transaction is
+    rolled back (_Tx) and the batch runs again, op by op."""
+
+
+def _all_ops(db: sqlite3.Connection, ops: list[Callable[[sqlite3.Connection], object]]) -> list:
+    try:
+        return [op(db) for op in ops]
+    except _OP_ERRORS as e:
+        raise _OpFailed from e
+
+
+def _in_savepoints(db: sqlite3.Connection,
+                   ops: list[Callable[[sqlite3.Connection], object]]) -> list:
+    """Each op in a savepoint: one that raises is undone alone, its
+    StoreError its result."""
+    results: list = []
+    for op in ops:
+        db.execute("SAVEPOINT op")
+        try:
+            results.append(op(db))
+        # a value sqlite3 cannot bind (OverflowError, ValueError) is
+        # that op's too: it never undoes the others (review k16r2 #2)
+        except _OP_ERRORS as e:
+            db.execute("ROLLBACK TO op")
+            results.append(e if isinstance(e, StoreError)
+                           else StoreError(f"session store write failed: {e}"))
+        db.execute("RELEASE op")
+    return results
+
+
+def _rerunnable(op: Callable[[sqlite3.Connection], object]) -> Callable:
+    """A handshake path's op: a function of the connection alone (run
+    twice, it writes what it wrote once), rarely failing (``write_many``)."""
+    op.rerunnable = True
+    return op
+
+
 _FOLDED = ("claim_initiation", "create", "set_floor", "cas", "raise_replay_ceiling")
 
 
@@ -422,7 +470,7 @@ def handshake_op(w: HandshakeWrites) -> Callable[[sqlite3.Connection], Prewritte
         _create(db, w.record, w.secrets)
         _set_floor(db, w.record.session_id, w.floor)
         return w.floor
-    return op
+    return _rerunnable(op)
 
 
 def confirm_op(base: SessionRecord, new: SessionRecord,
@@ -435,7 +483,7 @@ def confirm_op(base: SessionRecord, new: SessionRecord,
         _cas(db, base.session_id, base.version, new, None)
         _raise_ceiling(db, base.session_id, ceiling)
         return True
-    return op
+    return _rerunnable(op)
 
 
 def cas_op(base: SessionRecord, new: SessionRecord) -> Callable[[sqlite3.Connection], None]:
