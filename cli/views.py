@@ -110,7 +110,8 @@ def _in_order(last: str, sid: str) -> str:
 class DaemonPages:
     """The daemon's sessions, SESSIONS_PAGE at a time from one snapshot
     (jvpn/gateway/operator_pages.py): no reply larger than a page, no
-    request per session (issue 15). A thread asks for each page as soon as
+    request per session (issue 15); each page's rows as lists, their
+    column names once. A thread asks for each page as soon as
     the one before is in, so the daemon makes page N+1 while this process
     merges and writes page N (two processes, two cores); at most
     PAGES_AHEAD pages wait. A daemon without pages answers the first
@@ -118,7 +119,7 @@ class DaemonPages:
 
     def __init__(self, app, socket_path: str | None):
         self._ask = functools.partial(app.ask_daemon, "sessions", socket_path,
-                                      limit=SESSIONS_PAGE, kernel_rx=False)
+                                      limit=SESSIONS_PAGE, kernel_rx=False, columns=True)
         self._pages: queue.Queue = queue.Queue(maxsize=PAGES_AHEAD)
         self._first: dict | None = None
         threading.Thread(target=self._fetch, name="sessions-pages", daemon=True).start()
@@ -151,7 +152,11 @@ class DaemonPages:
         """Every row of the listing, by id, a page at a time (once)."""
         page = self.first()
         while True:
-            yield from page["sessions"]
+            columns = page.get("columns")
+            if columns is None:  # a daemon before columns: rows as objects
+                yield from page["sessions"]
+            else:
+                yield from (dict(zip(columns, row, strict=True)) for row in page["rows"])
             if page.get("next") is None:
                 return
             page = self._next()
