@@ -288,8 +288,10 @@ def page_times(gw) -> list[float]:
     while True:
         started = time.perf_counter()
         more = {"cursor": cursor} if cursor else {}
-        rows, cursor = pages.page(gw, {"limit": PAGE, "kernel_rx": False, **more})
-        json.dumps({"sessions": rows, "next": cursor}, default=str)
+        # as the CLI asks (a daemon before columns ignores them: dicts)
+        rows, cursor = pages.page(gw, {"limit": PAGE, "kernel_rx": False, "columns": True,
+                                       **more})
+        json.dumps({"rows": rows, "next": cursor}, default=str)
         took.append(time.perf_counter() - started)
         if not cursor:
             return took
