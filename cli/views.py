@@ -152,14 +152,22 @@ class DaemonPages:
         """Every row of the listing, by id, a page at a time (once)."""
         page = self.first()
         while True:
-            columns = page.get("columns")
-            if columns is None:  # a daemon before columns: rows as objects
-                yield from page["sessions"]
-            else:
-                yield from (dict(zip(columns, row, strict=True)) for row in page["rows"])
+            try:
+                yield from _page_rows(page)
+            except (KeyError, TypeError, ValueError) as e:  # one line, not a traceback
+                raise JvpnError(f"the gateway daemon's sessions page is malformed "
+                                f"({type(e).__name__}: {e})") from None
             if page.get("next") is None:
                 return
             page = self._next()
+
+
+def _page_rows(page: dict):
+    """A page's rows as dicts: a daemon before columns sends them so."""
+    columns = page.get("columns")
+    if columns is None:
+        return iter(page["sessions"])
+    return (dict(zip(columns, row, strict=True)) for row in page["rows"])
 
 
 def _merged(kernel: dict | None, daemon: dict | None, now: int | None = None) -> dict[str, Any]:

@@ -456,3 +456,12 @@ def test_sessions_json_of_rows_that_come_one_at_a_time():
             pass
     sessions_mod.stream_json({"x": iter(rows), "y": iter(())}, Out())
     assert "".join(writes) == json.dumps({"x": rows, "y": []}, indent=2) + "\n"
+
+
+def test_a_malformed_page_of_columns_is_one_line(env, monkeypatch):
+    def ask(self, op, socket_path=None, **args):
+        return {**_daemon()["sessions"], "columns": ["session_id", "peer"], "rows": [["x"]],
+                "next": None}
+    monkeypatch.setattr(app_mod.App, "ask_daemon", ask)
+    r = CliRunner().invoke(cli, ["sessions", "--json"])
+    assert r.exit_code == 1 and "malformed" in r.output and "Traceback" not in r.output
