@@ -182,8 +182,7 @@ def _merged(kernel: dict | None, daemon: dict | None, now: int | None = None) ->
     if daemon is None:
         row.update(_NO_IDENTITY)
         return row
-    get = daemon.get
-    row.update([(key, get(key)) for key in IDENTITY])
+    row.update(zip(IDENTITY, map(daemon.get, IDENTITY), strict=True))  # C-level: a million rows
     row["daemon_state"] = daemon["state"]
     last_rx = row["last_rx_ms"]
     if now is not None and last_rx is not None:
