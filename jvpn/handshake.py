@@ -82,7 +82,13 @@ def pack_assignment(session_id: int, client4: bytes, prefix4: int, gateway4: byt
     IPv6, its prefix and the gateway's): v1, or v2 with ``six``. The
     gateway's one encoding, without the ``ipaddress`` objects of an
     :class:`Assignment` (a fifth of a handshake's non-Noise work on the
-    control path went to making them, issue 15)."""
+    control path went to making them, issue 15). An address of the wrong
+    length is refused (struct's ``4s``/``16s`` would cut or pad it into
+    another address: review k18r2 #1)."""
+    if len(client4) != 4 or len(gateway4) != 4:
+        raise ValueError("an IPv4 assignment needs 4-byte addresses")
+    if six is not None and (len(six[0]) != 16 or len(six[2]) != 16):
+        raise ValueError("an IPv6 assignment needs 16-byte addresses")
     v1 = _RESP_PAYLOAD.pack(session_id, client4, prefix4, gateway4)
     return v1 if six is None else v1 + _RESP_V6.pack(*six)
 

@@ -181,12 +181,13 @@ class SqliteStore(SqliteRestore, SkipsUnreadable):
         handshake's twelve, issue 15): such ops rarely fail, and no
         unauthenticated message reaches them (a replayed claim returns,
         it does not raise). One that raises there undoes the whole uncommitted
-        transaction, and the batch runs again from the start with a
-        savepoint per op: nothing was committed in between, so each op
-        sees the store as in the first pass up to it, and nothing of the
-        first pass outlives it. Other batches (the timer's compare-and-swaps,
-        whose conflicts are common) take the savepoints at once: one try
-        per record."""
+        transaction, and the batch runs again from the start, in a second
+        transaction, with a savepoint per op: nothing of the first pass
+        outlives it. Another writer may commit between the two (the lock
+        is let go between them); the ops read only the database, so the
+        rerun is the batch run a moment later (review k18r2 #2). Other
+        batches (the timer's compare-and-swaps, whose conflicts are common)
+        take the savepoints at once: one try per record."""
         if all(getattr(op, "rerunnable", False) for op in ops):
             try:
                 with self._tx() as db:
@@ -375,6 +376,8 @@ def _in_savepoints(db: sqlite3.Connection,
         # a value sqlite3 cannot bind (OverflowError, ValueError) is
         # that op's too: it never undoes the others (review k16r2 #2)
         except _OP_ERRORS as e:
+            if not db.in_transaction:  # SQLite rolled it all back (disk full, I/O error)
+                raise StoreError(f"session store write failed: {e}") from e
             db.execute("ROLLBACK TO op")
             results.append(e if isinstance(e, StoreError)
                            else StoreError(f"session store write failed: {e}"))
@@ -441,6 +444,8 @@ def _claim(db: sqlite3.Connection, peer: bytes, timestamp_ns: int) -> bool:
     if not 0 <= timestamp_ns < 1 << 63:
         raise StoreError(f"initiation timestamp out of range: {timestamp_ns}")
     row = db.execute("SELECT timestamp_ns FROM initiations WHERE peer=?", (peer,)).fetchone()
+    if row is not None and not isinstance(row[0], int):  # garbage: this peer's op fails alone
+        raise StoreError(f"initiations row of this peer unreadable: {type(row[0]).__name__}")
     if row is not None and row[0] >= timestamp_ns:
         return False
     db.execute("INSERT INTO initiations VALUES (?, ?) ON CONFLICT(peer) "
@@ -512,17 +517,23 @@ class _Tx:
             raise StoreError(f"session store unavailable: {e}") from e
         return self.db
 
+    def _rollback(self) -> None:
+        # SQLite ends the transaction itself on some errors (SQLITE_FULL,
+        # SQLITE_IOERR): a ROLLBACK then raises instead (review k18r2 #3)
+        if self.db.in_transaction:
+            self.db.execute("ROLLBACK")
+
     def __exit__(self, exc_type, exc, tb):
         try:
             if exc_type is None:
                 try:
                     self.db.execute("COMMIT")
                 except sqlite3.Error as e:
-                    self.db.execute("ROLLBACK")
+                    self._rollback()
                     raise StoreError(f"session store commit failed: {e}") from e
                 self.committed()
             else:
-                self.db.execute("ROLLBACK")
+                self._rollback()
                 if isinstance(exc, sqlite3.Error):
                     raise StoreError(f"session store write failed: {exc}") from exc
         finally:
