@@ -9,6 +9,7 @@ import json
 import math
 import sys
 from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
 import click
@@ -66,12 +67,15 @@ def sessions(app: App, iface: str | None, as_json: bool, wide: bool,
 
 def _list_sessions(app: App, iface: str | None, as_json: bool, wide: bool,
                    socket_path: str | None) -> None:
-    got = views.with_ages(views.gather(app, iface, socket_path, _kernel_rows))
-    if got.daemon is None:
-        app.warn_line(views.NO_DAEMON)
-    if as_json:
+    if as_json:  # written as the daemon's pages come: no list of a million rows
+        got = views.stream(app, iface, socket_path, _kernel_rows)
+        if got.daemon is None:
+            app.warn_line(views.NO_DAEMON)
         stream_json(got.by_iface, sys.stdout)
         return
+    got = views.gather(app, iface, socket_path, _kernel_rows)
+    if got.daemon is None:
+        app.warn_line(views.NO_DAEMON)
     for ifname, rows in got.by_iface.items():
         if not rows:
             app.say(f"{ifname}: no sessions", markup=False)
@@ -83,16 +87,19 @@ def _list_sessions(app: App, iface: str | None, as_json: bool, wide: bool,
                                      daemon=got.daemon is not None))
 
 
-def stream_json(by_iface: dict[str, list[dict]], out) -> None:
+def stream_json(by_iface: dict[str, Iterable[dict]], out) -> None:
     """The same JSON as one json.dumps(by_iface, indent=2), written a session
-    at a time: a million sessions never make one string (issue 15)."""
+    at a time as the rows come (iterables): a million sessions never make
+    one string, nor one list (issue 15)."""
     out.write("{")
     for i, (ifname, rows) in enumerate(by_iface.items()):
         out.write(f'{"," if i else ""}\n  {json.dumps(ifname)}: [')
-        for j, row in enumerate(rows):
+        sep = ""
+        for row in rows:
             body = indented(row).replace("\n", "\n    ")
-            out.write(f'{"," if j else ""}\n    {body}')
-        out.write("\n  ]" if rows else "]")
+            out.write(f'{sep}\n    {body}')
+            sep = ","
+        out.write("\n  ]" if sep else "]")
     out.write("\n}\n" if by_iface else "}\n")
     out.flush()
 

@@ -67,7 +67,7 @@ def top(app: App, iface: str | None, once: bool, interval: float,
 def take(app: App, iface: str | None, socket_path: str | None) -> dict:
     """One sample: the sessions, and from the daemon its health and figures
     (or the kernel's counters alone when no daemon answers)."""
-    got = views.with_ages(views.gather(app, iface, socket_path, _kernel_rows))
+    got = views.gather(app, iface, socket_path, _kernel_rows)  # ages included
     sample = {"at": time.monotonic(), "sessions": got.by_iface, "health": None, "figures": None}
     if got.daemon is not None:
         try:

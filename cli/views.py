@@ -5,12 +5,16 @@ columns. Nothing here prints."""
 
 from __future__ import annotations
 
+import functools
+import queue
+import threading
 from dataclasses import dataclass
 from typing import Any
 
 from rich import box
 from rich.table import Table
 
+from jvpn.errors import JvpnError
 from jvpn.gate import records
 from jvpn.operator import NoDaemon
 
@@ -26,6 +30,7 @@ SHORT_ID = 8  # hex digits of a session id in the narrow table (the full one: --
 # of the daemon's time (issue 15: 50,000 took 4 to 7 s under load, near the
 # CLI's 10 s timeout, jvpn/operator.py DEFAULT_TIMEOUT_S)
 SESSIONS_PAGE = 10_000
+PAGES_AHEAD = 1  # pages asked for ahead of the one being written (each ~4 MB decoded)
 IDENTITY = ("peer", "public_key", "inner", "allowed_ips", "confirmed", "created_ms",
             "last_handshake_ms", "key_epoch", "keys_ms", "key_age_s", "rekey_requested",
             "key_confirmed", "key_overlap", "last_rx_ms", "last_rx_age_s", "tx_packets",
@@ -36,24 +41,35 @@ _NO_IDENTITY = dict.fromkeys(IDENTITY)  # a kernel-only row's identity: every fi
 
 @dataclass
 class Gathered:
-    by_iface: dict[str, list[dict[str, Any]]]
-    daemon: dict | None  # the daemon's `sessions` answer; None: no daemon answers
+    by_iface: dict[str, list[dict[str, Any]]]  # rows by id (stream(): iterables of them)
+    daemon: dict | None  # the daemon's first `sessions` page (its header); None: no daemon
 
 
 def gather(app, iface: str | None, socket_path: str | None, kernel_rows) -> Gathered:
+    """:func:`stream`, every row in lists (a table, `top`)."""
+    got = stream(app, iface, socket_path, kernel_rows)
+    return Gathered({name: list(rows) for name, rows in got.by_iface.items()}, got.daemon)
+
+
+def stream(app, iface: str | None, socket_path: str | None, kernel_rows) -> Gathered:
     """The sessions of IFACE (default: every attached interface, or the
-    daemon's userspace gate), merged by session id. ``kernel_rows(gm,
-    owners)``: the kernel's rows of one interface (cli/sessions.py)."""
+    daemon's userspace gate), merged by session id, each interface's rows
+    an iterator: the daemon's pages are joined to the kernel's rows (both
+    by id) as they come, a page asked for while the one before is used
+    (:class:`DaemonPages`), no list of every daemon row (issue 15).
+    ``kernel_rows(gm, owners)``: the kernel's rows of one interface, by id
+    (cli/sessions.py)."""
     app.require_root()
+    pages = DaemonPages(app, socket_path)
     try:
-        daemon = ask_sessions(app, socket_path)
+        daemon = pages.first()
     except NoDaemon:
         daemon = None
+    now = daemon["now_ms"] if daemon is not None else None
     if daemon is not None and daemon["gate"] == USERSPACE and iface is None:
-        return Gathered({USERSPACE: [_merged(None, d) for d in daemon["sessions"]]}, daemon)
+        return Gathered({USERSPACE: (_merged(None, d, now) for d in pages.rows())}, daemon)
     app.require_bcc()
-    ours = {d["session_id"]: d for d in daemon["sessions"]} if daemon else {}
-    out: dict[str, list[dict[str, Any]]] = {}
+    out: dict[str, Any] = {}
     for att in app.attachments(iface):
         owners = records.Owners.load(att.ifname, app.paths)
         with app.open_maps(att) as gm:
@@ -61,29 +77,103 @@ def gather(app, iface: str | None, socket_path: str | None, kernel_rows) -> Gath
         # the map's elements only: a session the daemon serves without one
         # (parked during a handover) is the daemon's business, not the gate's
         mine = daemon is not None and daemon.get("interface") == att.ifname
-        out[att.ifname] = [_merged(r, ours.get(r["session_id"]) if mine else None)
-                           for r in rows]
+        out[att.ifname] = _joined(rows, pages.rows() if mine else iter(()), now)
     return Gathered(out, daemon)
 
 
-def ask_sessions(app, socket_path: str | None) -> dict:
+def _joined(kernel: list[dict], daemon_rows, now: int | None):
+    """Each kernel row (by id) merged with the daemon's row of its id, if
+    any: a merge of two lists sorted by id (the daemon's pages are by id,
+    jvpn/gateway/operator_pages.py), one daemon row at a time."""
+    ahead, last = next(daemon_rows, None), ""
+    for row in kernel:
+        sid = row["session_id"]
+        while ahead is not None and ahead["session_id"] < sid:
+            last, ahead = _in_order(last, ahead["session_id"]), next(daemon_rows, None)
+        if ahead is not None and ahead["session_id"] == sid:
+            yield _merged(row, ahead, now)
+            last, ahead = _in_order(last, sid), next(daemon_rows, None)
+        else:
+            yield _merged(row, None, now)
+    for _rest in daemon_rows:  # the rest of the listing (sessions without an element)
+        pass
+
+
+def _in_order(last: str, sid: str) -> str:
+    """The join needs the daemon's ids ascending; say so if they are not."""
+    if sid <= last:
+        raise JvpnError(f"the gateway daemon listed session {sid} after {last}: "
+                        "not in order of id (a daemon older than this CLI?)")
+    return sid
+
+
+class DaemonPages:
     """The daemon's sessions, SESSIONS_PAGE at a time from one snapshot
     (jvpn/gateway/operator_pages.py): no reply larger than a page, no
-    request per session (issue 15). A daemon without pages answers the
-    first request whole (no ``next``)."""
-    first = app.ask_daemon("sessions", socket_path, limit=SESSIONS_PAGE, kernel_rx=False)
-    rows, cursor = list(first["sessions"]), first.get("next")
-    while cursor is not None:
-        page = app.ask_daemon("sessions", socket_path, cursor=cursor, limit=SESSIONS_PAGE,
-                              kernel_rx=False)
-        rows.extend(page["sessions"])
-        cursor = page.get("next")
-    return {**first, "sessions": rows}
+    request per session (issue 15); each page's rows as lists, their
+    column names once. A thread asks for each page as soon as
+    the one before is in, so the daemon makes page N+1 while this process
+    merges and writes page N (two processes, two cores); at most
+    PAGES_AHEAD pages wait. A daemon without pages answers the first
+    request whole (no ``next``)."""
+
+    def __init__(self, app, socket_path: str | None):
+        self._ask = functools.partial(app.ask_daemon, "sessions", socket_path,
+                                      limit=SESSIONS_PAGE, kernel_rx=False, columns=True)
+        self._pages: queue.Queue = queue.Queue(maxsize=PAGES_AHEAD)
+        self._first: dict | None = None
+        threading.Thread(target=self._fetch, name="sessions-pages", daemon=True).start()
+
+    def _fetch(self) -> None:
+        try:
+            page = self._ask()
+            while True:
+                self._pages.put((page, None))
+                cursor = page.get("next")
+                if cursor is None:
+                    return
+                page = self._ask(cursor=cursor)
+        except BaseException as e:  # noqa: BLE001 - raised again in the reading thread
+            self._pages.put((None, e))
+
+    def _next(self) -> dict:
+        page, failed = self._pages.get()
+        if failed is not None:
+            raise failed
+        return page
+
+    def first(self) -> dict:
+        """The first page's answer (its header: node_id, now_ms, gate, interface)."""
+        if self._first is None:
+            self._first = self._next()
+        return self._first
+
+    def rows(self):
+        """Every row of the listing, by id, a page at a time (once)."""
+        page = self.first()
+        while True:
+            try:
+                yield from _page_rows(page)
+            except (KeyError, TypeError, ValueError) as e:  # one line, not a traceback
+                raise JvpnError(f"the gateway daemon's sessions page is malformed "
+                                f"({type(e).__name__}: {e})") from None
+            if page.get("next") is None:
+                return
+            page = self._next()
 
 
-def _merged(kernel: dict | None, daemon: dict | None) -> dict[str, Any]:
+def _page_rows(page: dict):
+    """A page's rows as dicts: a daemon before columns sends them so."""
+    columns = page.get("columns")
+    if columns is None:
+        return iter(page["sessions"])
+    return (dict(zip(columns, row, strict=True)) for row in page["rows"])
+
+
+def _merged(kernel: dict | None, daemon: dict | None, now: int | None = None) -> dict[str, Any]:
     """The kernel's fields as the map holds them, the daemon's identity and
-    what it sent; received traffic is the kernel's when it has the row."""
+    what it sent; received traffic is the kernel's when it has the row.
+    ``now``: the daemon's clock, for the age of its last receive."""
     row: dict[str, Any] = dict(kernel) if kernel is not None else {
         "session_id": daemon["session_id"], "state": daemon["state"], "owner": daemon["owner"],
         "version": daemon["version"], "fence": None, "bound": daemon["bound"],
@@ -92,20 +182,12 @@ def _merged(kernel: dict | None, daemon: dict | None) -> dict[str, Any]:
     if daemon is None:
         row.update(_NO_IDENTITY)
         return row
-    get = daemon.get
-    row.update([(key, get(key)) for key in IDENTITY])
+    row.update(zip(IDENTITY, map(daemon.get, IDENTITY), strict=True))  # C-level: a million rows
     row["daemon_state"] = daemon["state"]
+    last_rx = row["last_rx_ms"]
+    if now is not None and last_rx is not None:
+        row["last_rx_age_s"] = round(max(0, now - last_rx) / 1000, 3)
     return row
-
-
-def with_ages(g: Gathered) -> Gathered:
-    """Each daemon row's last receive as an age, by the daemon's clock."""
-    now = g.daemon["now_ms"] if g.daemon else None
-    for rows in g.by_iface.values():
-        for r in rows:
-            if now is not None and r.get("last_rx_ms") is not None:
-                r["last_rx_age_s"] = round(max(0, now - r["last_rx_ms"]) / 1000, 3)
-    return g
 
 
 # ------------------------------------------------------------------ human forms

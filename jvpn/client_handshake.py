@@ -9,7 +9,14 @@ import time
 
 from jvpn import client_icmp
 from jvpn.client_causes import Observed, cause_line
-from jvpn.config import ANSWER_MARGIN_MS, ATTEMPTS_KEPT, HANDSHAKE_ATTEMPTS, UNCONFIRMED_TTL_MS
+from jvpn.config import (
+    ANSWER_MARGIN_MS,
+    ATTEMPTS_KEPT,
+    COOKIE_RESEND_MARGIN_MS,
+    COOKIE_RESEND_MIN_MS,
+    HANDSHAKE_ATTEMPTS,
+    UNCONFIRMED_TTL_MS,
+)
 from jvpn.gate import abi
 from jvpn.handshake import Assignment, HandshakeError, Initiator
 from jvpn.keys import SessionKeys
@@ -25,6 +32,13 @@ KEEP_INITIATORS = ATTEMPTS_KEPT
 # ...but not once the gateway may have forgotten the session it answers with
 # (review R4 #1): an answer older than this since its initiation is refused
 ANSWER_WINDOW_MS = UNCONFIRMED_TTL_MS - ANSWER_MARGIN_MS
+
+
+def wait_after_cookie_ms(round_trip_ms: int) -> int:
+    """How long the resend that carries a fresh cookie waits for its answer
+    (before the back-off step caps it): twice the cookie's round trip and a
+    margin, at least COOKIE_RESEND_MIN_MS."""
+    return max(COOKIE_RESEND_MIN_MS, 2 * round_trip_ms + COOKIE_RESEND_MARGIN_MS)
 
 
 class ClientError(Exception):
@@ -56,6 +70,7 @@ class ClientHandshake:
         seen, cookie, started = Observed(), None, time.monotonic()
         drops_before = self.drops.total
         inits: list[tuple[Initiator, int]] = []  # (initiator, sent at): this attempt's first
+        resend_wait_ms = None  # set by a cookie reply: the resend's wait
         for k in range(attempts):
             if self._stop.is_set():  # SIGTERM/SIGINT while still looking for the gateway
                 raise ClientError("stopped by a signal before the gateway answered")
@@ -67,25 +82,30 @@ class ClientHandshake:
             msg = init.initiation()
             inits = [(init, self.clock_ms()), *inits[:KEEP_INITIATORS - 1]]
             self._send_initiation(msg, seen)
-            got = self._await_reply(inits, self.handshake_wait.delay_ms(k) / 1000, seen)
+            wait_ms = self.handshake_wait.delay_ms(k)
+            if resend_wait_ms is not None:
+                wait_ms, resend_wait_ms = min(wait_ms, resend_wait_ms), None
+            got = self._await_reply(inits, wait_ms / 1000, seen)
             if isinstance(got, Assignment):
                 return got
-            cookie = got if got is not None else cookie
+            if got is not None:
+                cookie, round_trip_ms = got
+                resend_wait_ms = wait_after_cookie_ms(round_trip_ms)
         seen.strangers = self.drops.total - drops_before
         raise HandshakeFailed(cause_line(seen, self.endpoint, time.monotonic() - started))
 
     def _await_reply(self, inits: list[tuple[Initiator, int]], timeout_s: float,
-                     seen: Observed) -> Assignment | bytes | None:
+                     seen: Observed) -> Assignment | tuple[bytes, int] | None:
         """Until the deadline: the Assignment of a response that opens under
         one of ``inits`` (the gateway answered this attempt, or the one
         before: either session is the gateway's, if it came within
-        ANSWER_WINDOW_MS of its initiation), or a cookie (the next
-        attempt carries it), or None. A reply that does not open is counted
+        ANSWER_WINDOW_MS of its initiation), or a cookie and its round trip
+        in ms (the next attempt carries it), or None. A reply that does not open is counted
         and ignored: one forged or stray datagram must not end the attempt."""
         deadline = time.monotonic() + timeout_s
         while (msg := self._handshake_reply(deadline - time.monotonic(), seen)) is not None:
             if msg[0] == abi.MSG_COOKIE_REPLY:
-                if (cookie := self._cookie(inits[0][0], msg)) is not None:
+                if (cookie := self._cookie(inits, msg)) is not None:
                     return cookie
                 continue
             if (opened := self._opened(inits, msg)) is not None:
@@ -110,14 +130,24 @@ class ClientHandshake:
                 continue
         return None
 
-    def _cookie(self, init: Initiator, msg: bytes) -> bytes | None:
-        try:
-            init.consume_cookie(msg)
-        except HandshakeError:  # not for this initiation (forged, or an older one's)
-            return None
-        self.events.emit("HandshakeCookie", "RATE_LIMITED",
-                         detail="gateway under load: retrying with its cookie")
-        return init.cookie
+    def _cookie(self, inits: list[tuple[Initiator, int]],
+                msg: bytes) -> tuple[bytes, int] | None:
+        """The cookie of a COOKIE_REPLY to one of ``inits`` and its round trip
+        (ms). An earlier initiation's cookie is taken while the latest carries
+        none (on a long path it comes after the next initiation went out:
+        review k18r1 F1); once a resend with a cookie is out, only a reply to
+        it counts (a late one to an earlier initiation must not start another)."""
+        now = self.clock_ms()
+        candidates = inits if inits[0][0].cookie is None else inits[:1]
+        for init, sent_ms in candidates:
+            try:
+                init.consume_cookie(msg)
+            except HandshakeError:  # not for this initiation (forged, or another's)
+                continue
+            self.events.emit("HandshakeCookie", "RATE_LIMITED",
+                             detail="gateway under load: retrying with its cookie")
+            return init.cookie, max(0, now - sent_ms)
+        return None
 
     def _send_initiation(self, msg: bytes, seen: Observed) -> None:
         """With IP_RECVERR on, any ICMP error queued for the socket (ours, or

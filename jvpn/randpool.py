@@ -23,7 +23,9 @@ class RandomPool:
         os.register_at_fork(after_in_child=self._forget)
 
     def _forget(self) -> None:
-        self._buf, self._at = b"", 0
+        # a fresh lock too: a fork while another thread drew leaves the
+        # parent's lock held for ever in the child (review k18r1 F2)
+        self._buf, self._at, self._lock = b"", 0, threading.Lock()
 
     def token_bytes(self, n: int) -> bytes:
         with self._lock:

@@ -43,6 +43,7 @@ from pathlib import Path
 
 from jvpn import keys
 from jvpn.backoff import Backoff
+from jvpn.client_handshake import wait_after_cookie_ms
 from jvpn.config import HANDSHAKE_BASE_MS, HANDSHAKE_CAP_MS
 from jvpn.events import EventLog
 from jvpn.gate import abi
@@ -321,7 +322,7 @@ def legit_handshake(rig: Rig, src: tuple[str, int], bound_s: float = 10.0,
     rig.sock.watched = {src: box}
     wait, cookie, start = Backoff(HANDSHAKE_BASE_MS, HANDSHAKE_CAP_MS), None, time.monotonic()
     sent = sent if sent is not None else []
-    attempt = 0
+    attempt, resend_wait_ms = 0, None  # after a cookie: the resend's wait, as the client's
     while time.monotonic() - start < bound_s:
         ini = rig.initiator(0, cookie)
         msg = ini.initiation()
@@ -329,7 +330,10 @@ def legit_handshake(rig: Rig, src: tuple[str, int], bound_s: float = 10.0,
                 "queued": rig.sock.inbox.qsize(), "answer": None}
         sent.append((msg, note))
         rig.sock.deliver(msg, src)
-        deadline = time.monotonic() + wait.delay_ms(attempt) / 1000
+        sent_at, wait_ms = time.monotonic(), wait.delay_ms(attempt)
+        if resend_wait_ms is not None:
+            wait_ms, resend_wait_ms = min(wait_ms, resend_wait_ms), None
+        deadline = sent_at + wait_ms / 1000
         attempt += 1
         while (left := deadline - time.monotonic()) > 0:
             try:
@@ -342,6 +346,7 @@ def legit_handshake(rig: Rig, src: tuple[str, int], bound_s: float = 10.0,
                 except HandshakeError:  # an earlier attempt's, late: ignored, as the client does
                     continue
                 cookie, note["answer"] = ini.cookie, "cookie"
+                resend_wait_ms = wait_after_cookie_ms(int((time.monotonic() - sent_at) * 1000))
                 break  # at once, with the cookie
             try:
                 _a, session_keys = ini.response(reply)

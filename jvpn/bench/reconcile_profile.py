@@ -12,7 +12,11 @@ checks, as at 1M, where writing the store and the reconcile take 3 min.
 ``PROFILE_BATCHES=1``: the timers' first three batches profiled, each.
 ``PROFILE_READ=1``: the store's pass alone timed first, read and decoded
 without a restore; at 1M it adds half a minute before the reconcile, so
-the synthetic keys are older at the first checks.)
+the synthetic keys are older at the first checks. ``--cli``: once
+reconciled, the operator socket served and `jvpn-xdp sessions --json`
+timed against it (output to /dev/null), nothing else running, then the
+daemon's pages alone; ``PROFILE_CLI=FILE``: that CLI run under cProfile,
+its stats in FILE, and the daemon's pages profiled too.)
 
 The `bench scale` lab (jvpn/bench/scale_lab.py): a namespace, the gate
 attached with room for N sessions, N synthetic sessions in a fresh SQLite
@@ -94,6 +98,9 @@ def run_unprofiled(config_path: str) -> None:
     print(f"sessions {len(gw.table.sessions)}: reconcile {took:.2f} s "
           f"({took / n * 1e6:.1f} us/session, not profiled; CPU {cpu:.2f} s, "
           f"{cpu / n * 1e6:.1f} us/session)", flush=True)
+    if os.environ.get("PROFILE_LISTING"):
+        time_the_listing(gw, n)
+        return
     # as in `gateway up`: the timer thread ticks from the start (a restart
     # schedules each restored session when its timers can first fire)
     due = len(gw.table.timers)
@@ -108,6 +115,44 @@ def run_unprofiled(config_path: str) -> None:
           flush=True)
     print(f"the timers' batches (each one hold of the control lock): {holds}", flush=True)
     _print_pages("with the timer thread stopped", time_pages(gw), n)
+
+
+def time_the_listing(gw, n: int) -> None:
+    """``--cli``: `jvpn-xdp sessions --json` against this gateway's operator
+    socket (served by a thread here, as the daemon's "operator" thread), the
+    timers not ticking; then the daemon's pages alone. ``PROFILE_CLI``: the
+    CLI under cProfile (stats to that file) and the pages profiled."""
+    import threading  # noqa: PLC0415
+
+    stop = threading.Event()
+    serving = threading.Thread(target=gw.operator.serve, args=(stop,), daemon=True)
+    serving.start()
+    prof_to = os.environ.get("PROFILE_CLI")
+    cli = [sys.executable, *(["-m", "cProfile", "-o", prof_to] if prof_to else []),
+           "-m", "jvpn_cli.main", "sessions", "--json"]
+    import resource  # noqa: PLC0415
+
+    was, ours = resource.getrusage(resource.RUSAGE_CHILDREN), time.process_time()
+    started = time.perf_counter()
+    done = subprocess.run(cli, stdout=subprocess.DEVNULL, check=False)
+    took = time.perf_counter() - started
+    ours, now = time.process_time() - ours, resource.getrusage(resource.RUSAGE_CHILDREN)
+    cli_cpu = now.ru_utime + now.ru_stime - was.ru_utime - was.ru_stime
+    stop.set()
+    serving.join()
+    # CPU time too: on a loaded machine the wall time is the others' as much
+    print(f"`sessions --json`{' (profiled)' if prof_to else ''}: {took:.2f} s "
+          f"({took / n * 1e6:.1f} us/row), exit {done.returncode}; CPU: the CLI "
+          f"{cli_cpu:.2f} s, the daemon's pages {ours:.2f} s", flush=True)
+    if prof_to:
+        pstats.Stats(prof_to).sort_stats("cumulative").print_stats(TOP)
+        pstats.Stats(prof_to).sort_stats("tottime").print_stats(TOP)
+        prof = cProfile.Profile()
+        prof.enable()
+    _print_pages("alone", time_pages(gw), n)
+    if prof_to:
+        prof.disable()
+        pstats.Stats(prof).sort_stats("tottime").print_stats(TOP)
 
 
 def _time_the_read(gw) -> None:
@@ -243,8 +288,10 @@ def page_times(gw) -> list[float]:
     while True:
         started = time.perf_counter()
         more = {"cursor": cursor} if cursor else {}
-        rows, cursor = pages.page(gw, {"limit": PAGE, "kernel_rx": False, **more})
-        json.dumps({"sessions": rows, "next": cursor}, default=str)
+        # as the CLI asks (a daemon before columns ignores them: dicts)
+        rows, cursor = pages.page(gw, {"limit": PAGE, "kernel_rx": False, "columns": True,
+                                       **more})
+        json.dumps({"rows": rows, "next": cursor}, default=str)
         took.append(time.perf_counter() - started)
         if not cursor:
             return took
@@ -269,6 +316,9 @@ def main(argv: list[str]) -> None:
         run_unprofiled(argv[1])
         return
     plain_only = "--plain" in argv
+    if "--cli" in argv:
+        argv.remove("--cli")
+        os.environ["PROFILE_LISTING"] = "1"
     aged_s = _option(argv, "--aged")
     n = int(argv[0])
     out = argv[1] if len(argv) > 1 else "/tmp/reconcile.prof"

@@ -224,7 +224,7 @@ def sessions_json(lab: ScaleLab) -> dict:
 
 def daemon_pages(lab: ScaleLab) -> dict:
     """The daemon's side of `sessions --json`: the pages the CLI asks for
-    (jvpn_cli/views.py SESSIONS_PAGE rows each, kernel_rx off), asked through
+    (jvpn_cli/views.py SESSIONS_PAGE rows each as lists, kernel_rx off), asked through
     the operator socket with a longer timeout than the CLI's: the seconds of
     the whole listing and of its slowest page."""
     from jvpn import operator  # noqa: PLC0415
@@ -236,7 +236,7 @@ def daemon_pages(lab: ScaleLab) -> dict:
         more = {"cursor": cursor} if cursor else {}
         try:
             got = operator.call(path, "sessions", timeout_s=PAGE_TIMEOUT_S, limit=CLI_PAGE,
-                                kernel_rx=False, **more)
+                                kernel_rx=False, columns=True, **more)
         except JvpnError as e:  # reported with the other figures, as sessions_json's
             return {"daemon_pages_s": None, "daemon_pages_error": str(e).splitlines()[0],
                     "daemon_pages_failed_after_s": round(time.monotonic() - started, 3)}

@@ -59,13 +59,17 @@ def sessions(gw, request: dict, pages: SessionPages | None = None) -> dict:
     """The sessions with their peers' identities and traffic
     (jvpn/gateway/snapshot.py; it takes the control lock), and which gate
     the CLI merges them with. With ``limit`` or ``cursor``: one page, and
-    the ``next`` cursor while more follow (jvpn/gateway/operator_pages.py)."""
+    the ``next`` cursor while more follow (jvpn/gateway/operator_pages.py);
+    with ``"columns": true`` too, the page's rows as lists (``rows``) and
+    their names once (``columns``) instead of ``sessions``."""
     out = {"node_id": gw.events.node_id, "now_ms": gw.clock_ms(),
            "gate": "xdp" if gw.gate.checks_in_kernel else "userspace",
            "interface": getattr(gw.gate, "ifname", None)}
     if pages is None or ("limit" not in request and "cursor" not in request):
         return {**out, "sessions": snapshot.sessions(gw)}
     rows, cursor = pages.page(gw, request)
+    if request.get("columns") is True:
+        return {**out, "columns": list(snapshot.COLUMNS), "rows": rows, "next": cursor}
     return {**out, "sessions": rows, "next": cursor}
 
 

@@ -36,8 +36,10 @@ class SessionPages:
         self._open: dict[str, tuple[list, dict, int, float]] = {}  # cursor -> listing
         self._lock = threading.Lock()
 
-    def page(self, gw, request: dict) -> tuple[list[dict], str | None]:
-        """(rows, next cursor or None) for this request."""
+    def page(self, gw, request: dict) -> tuple[list, str | None]:
+        """(rows, next cursor or None) for this request: dicts, or with
+        ``"columns": true`` lists in snapshot.COLUMNS' order (the names
+        once, not in every row: issue 15)."""
         limit = request.get("limit", MAX_LIMIT)
         if type(limit) is not int or not 1 <= limit <= MAX_LIMIT:
             raise Refused(f"sessions: limit must be an integer from 1 to {MAX_LIMIT}")
@@ -48,8 +50,10 @@ class SessionPages:
         # trigger walk every object made since the restart's freeze (a
         # fifth of the pages' time at 1M beside the first ticks, issue 15)
         with paused_gc():
-            rows = snapshot.sessions(gw, refs=(lives[start:end], peers),
-                                     kernel_rx=request.get("kernel_rx", True) is not False)
+            made = snapshot.session_values if request.get("columns") is True else \
+                snapshot.sessions
+            rows = made(gw, refs=(lives[start:end], peers),
+                        kernel_rx=request.get("kernel_rx", True) is not False)
         return rows, self._keep(lives, peers, end) if end < len(lives) else None
 
     def _take(self, gw, cursor) -> tuple[list, dict, int]:

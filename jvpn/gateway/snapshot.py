@@ -13,6 +13,7 @@ sent traffic is the daemon's: only it sends (jvpn/gateway/traffic.py).
 from __future__ import annotations
 
 import functools
+import operator
 import os
 import time
 from collections.abc import Iterable
@@ -68,27 +69,80 @@ def references(gw) -> tuple[list, dict]:
         return list(gw.table.sessions.values()), dict(gw.table.peers)
 
 
+# a row's fields, in their order: a SessionView's, then what ``session_values`` adds
+COLUMNS = (*SessionView.__dataclass_fields__, "last_handshake_ms", "key_age_s",
+           "rekey_requested", "key_confirmed", "key_overlap")
+_BY_ID = operator.attrgetter("record.session_id")  # C-level sort key
+
+
+def listed(live) -> tuple:
+    """Everything a row reads of a session (a ``Live``), in one place:
+    (record, traffic, last receive, confirmed, rekey requested, key ring,
+    packed inner address). Nothing here makes what an idle session lacks
+    (its data channel is not read: a restored session's may not exist; its
+    traffic read as zeros until its first count)."""
+    return (live.record, live.traffic_so_far, live.last_rx_ms, live.confirmed, live.rekey_requested,
+            live.keys, live.inner)
+
+
 def sessions(gw, now_ms: int | None = None, refs: tuple[list, dict] | None = None,
              kernel_rx: bool = True) -> list[dict]:
-    """Every session this gateway serves, sorted by id. ``refs``: from
-    :func:`references` (taken now when absent); each session is read, and
-    the kernel's counters looked up, after the control lock. ``kernel_rx``
-    False: no kernel lookup (two syscalls a session): rx 0 from "xdp" (the
-    CLI's pages: it reads the runtime map itself, in batches)."""
+    """Every session this gateway serves, sorted by id, as dicts of
+    :data:`COLUMNS` (:func:`session_values`, the same rows as lists)."""
+    rows = session_values(gw, now_ms, refs, kernel_rx)
+    return [dict(zip(COLUMNS, row, strict=True)) for row in rows]
+
+
+def session_values(gw, now_ms: int | None = None, refs: tuple[list, dict] | None = None,
+                   kernel_rx: bool = True) -> list[list]:
+    """Every session's row, sorted by id, its fields in :data:`COLUMNS`'
+    order (a page's rows go out as these lists, their names once: issue
+    15). ``refs``: from :func:`references` (taken now when absent); each
+    session is read, and the kernel's counters looked up, after the
+    control lock. ``kernel_rx`` False: no kernel lookup (two syscalls a
+    session): rx 0 from "xdp" (the CLI's pages: it reads the runtime map
+    itself, in batches)."""
     lives, peers = references(gw) if refs is None else refs
-    rows = [(live.record, live.traffic_figures(), live.last_rx_ms, live.confirmed,
-             peers.get(live.inner), live.rekey_requested, key_ring_state(live.keys))
-            for live in lives]
     now = gw.clock_ms() if now_ms is None else now_ms
+    gate, get_peer = gw.gate, peers.get
+    rx_of = _rx_reader(gate, kernel_rx)
     out = []
-    for rec, traffic, last_rx, confirmed, peer, rekey, ring in sorted(
-            rows, key=lambda r: r[0].session_id):
-        row = _view(gw.gate, rec, traffic, last_rx, confirmed, peer, kernel_rx)
-        # rekey_requested: the operator's `jvpn-xdp rekey`, not committed yet
-        row.update(last_handshake_ms=row["created_ms"],
-                   key_age_s=key_age_s(row["keys_ms"], now), rekey_requested=rekey, **ring)
-        out.append(row)
+    for live in sorted(lives, key=_BY_ID):
+        rec, traffic, last_rx, confirmed, rekey, keys_now, inner = listed(live)
+        ring = KeyRing.of(keys_now)
+        keys_ms = rec.keys_ms or rec.created_ms  # keys_made_ms
+        out.append([*_identity(rec, get_peer(inner)), rec.state.name, rec.version, rec.owner,
+                    confirmed, rec.created_ms, rec.key_epoch, keys_ms, last_rx,
+                    *rx_of(rec, traffic), traffic.tx_packets + traffic.ka_packets,
+                    traffic.tx_bytes + traffic.ka_bytes, rec.created_ms,
+                    round(max(0, now - keys_ms) / 1000, 3), rekey,  # key_age_s
+                    ring.confirmed, ring.previous is not None])
     return out
+
+
+def _rx_reader(gate, kernel_rx: bool):
+    """(rx packets, rx bytes, from) of a session: the kernel's runtime map
+    when the XDP gate checks (looked up only with ``kernel_rx``: 0 without),
+    the daemon's own counts otherwise."""
+    if not gate.checks_in_kernel:
+        return lambda _rec, t: (t.rx_packets, t.rx_bytes, "daemon")
+    if not kernel_rx:
+        return lambda _rec, _t: (0, 0, "xdp")
+    return lambda rec, _t: (*((gate.runtime(rec.session_id) or (0, 0))[:2]), "xdp")
+
+
+def _identity(rec, peer) -> tuple:
+    """session_id, peer, public_key, inner, allowed_ips, bound."""
+    key = rec.peer_key
+    if peer is not None:
+        peer_key = keys.encode(peer.public_key)
+        if key and key != peer_key:
+            peer = None  # a key no longer at this address (its revocation pending): not this peer
+        else:
+            key = key or peer_key
+    allowed = [str(n) for n in peer.allowed_ips] if peer is not None else [f"{rec.inner_addr}/32"]
+    return (f"{rec.session_id:016x}", peer.name if peer is not None else None, key or None,
+            rec.inner_addr, allowed, str(rec.binding) if rec.binding is not None else "-")
 
 
 def key_ring_state(keys) -> dict:
@@ -110,29 +164,6 @@ def keys_made_ms(rec) -> int:
 
 def key_age_s(keys_ms: int, now_ms: int) -> float:
     return round(max(0, now_ms - keys_ms) / 1000, 3)
-
-
-def _view(gate, rec, traffic: dict, last_rx_ms: int, confirmed: bool, peer,
-          kernel_rx: bool = True) -> dict:
-    """A :class:`SessionView`'s fields, in its order, as a dict made at
-    once (no dataclass, no asdict: a listing is a million of them, issue 15)."""
-    if gate.checks_in_kernel:
-        rx = (gate.runtime(rec.session_id) if kernel_rx else None) or (0, 0)
-        rx_from = "xdp"
-    else:
-        rx, rx_from = (traffic["rx_packets"], traffic["rx_bytes"]), "daemon"
-    if peer is not None and rec.peer_key and rec.peer_key != keys.encode(peer.public_key):
-        peer = None  # a key no longer at this address (its revocation pending): not this peer
-    allowed = [str(n) for n in peer.allowed_ips] if peer is not None else [f"{rec.inner_addr}/32"]
-    return dict(
-        session_id=f"{rec.session_id:016x}", peer=peer.name if peer is not None else None,
-        public_key=rec.peer_key or (keys.encode(peer.public_key) if peer is not None else None),
-        inner=rec.inner_addr, allowed_ips=allowed,
-        bound=str(rec.binding) if rec.binding is not None else "-",
-        state=rec.state.name, version=rec.version, owner=rec.owner, confirmed=confirmed,
-        created_ms=rec.created_ms, key_epoch=rec.key_epoch, keys_ms=keys_made_ms(rec),
-        last_rx_ms=last_rx_ms, rx_packets=rx[0], rx_bytes=rx[1],
-        rx_from=rx_from, tx_packets=traffic["tx_packets"], tx_bytes=traffic["tx_bytes"])
 
 
 def states(session_rows: list[dict]) -> dict[str, int]:

@@ -46,7 +46,7 @@ from jvpn.gateway.sealing import seal_control
 from jvpn.gateway.standby import StandbyWrites
 from jvpn.gateway.terminate import OperatorEnds
 from jvpn.gateway.timer_writes import TimerWrites
-from jvpn.gateway.traffic import Traffic, figures
+from jvpn.gateway.traffic import NOT_COUNTED, Traffic
 from jvpn.keys import KeyRing, SessionKeys
 from jvpn.prefixes import Network, PrefixMap
 from jvpn.replay import DEFAULT_CONTROL_WINDOW
@@ -195,9 +195,12 @@ class Live:
     def traffic(self, traffic: Traffic) -> None:
         self._traffic = traffic
 
-    def traffic_figures(self) -> dict[str, int]:
-        """The counts for a listing, without making them (none yet: zeros)."""
-        return figures(self._traffic)
+    @property
+    def traffic_so_far(self) -> Traffic:
+        """The counts for a reader (a listing) without making them: zeros
+        (NOT_COUNTED) before the first."""
+        traffic = self._traffic
+        return NOT_COUNTED if traffic is None else traffic  # type: ignore[return-value]
 
     @property
     def made_channel(self) -> DataChannel | None:

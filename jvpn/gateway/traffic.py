@@ -59,8 +59,16 @@ class Traffic:
                 "tx_bytes": self.tx_bytes + self.ka_bytes}
 
 
-def figures(traffic: Traffic | None) -> dict[str, int]:
-    """A session's counts, zeros before its first (a Traffic not made yet)."""
-    if traffic is None:
+
+class _NotCounted:
+    """A session's counts before its first (its Traffic not made yet, jvpn/
+    gateway/table.py ``Live.traffic``): zeros for a reader, never counted into."""
+
+    __slots__ = ()
+    rx_packets = rx_bytes = delivered = ka_packets = ka_bytes = tx_packets = tx_bytes = 0
+
+    def figures(self) -> dict[str, int]:
         return {"rx_packets": 0, "rx_bytes": 0, "tx_packets": 0, "tx_bytes": 0}
-    return traffic.figures()
+
+
+NOT_COUNTED = _NotCounted()

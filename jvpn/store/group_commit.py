@@ -7,12 +7,14 @@ write, as before).
 ``GroupCommit``: SQLite's group commit. Handshakes (and the confirmations
 of their sessions) queue their writes; one writer thread takes what is
 queued (up to ``max_batch``, waiting at most ``max_wait_s`` after the first
-for more), runs each in a savepoint of one transaction and commits them
-with one fsync; only then does each continuation run (a response, or a
-first message's delivery, goes out there, never before). An op that
-fails is undone alone and only its continuation sees the error; a commit
-that fails fails every op of the batch. The continuations run through
-``deliver`` (the gateway: under its control lock), in queue order.
+for more), runs them in one transaction and commits them with one fsync
+(without savepoints first; if an op fails, the batch again with a
+savepoint per op: jvpn/store/sqlite.py ``write_many``); only then does
+each continuation run (a response, or a first message's delivery, goes
+out there, never before). An op that fails is undone alone and only its
+continuation sees the error; a commit that fails fails every op of the
+batch. The continuations run through ``deliver`` (the gateway: under its
+control lock), in queue order.
 """
 
 from __future__ import annotations

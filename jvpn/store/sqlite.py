@@ -171,24 +171,31 @@ class SqliteStore(SqliteRestore, SkipsUnreadable):
             raise result
 
     def write_many(self, ops: list[Callable[[sqlite3.Connection], object]]) -> list:
-        """Group commit (jvpn/store/group_commit.py): each op in a savepoint
-        of one transaction, one commit for all. An op that raises is undone
-        alone and its StoreError is its result; a commit that fails raises
-        (every op's writes undone)."""
-        results: list = []
+        """Group commit (jvpn/store/group_commit.py): every op in one
+        transaction, one commit for all. An op that raises is undone alone
+        and its StoreError is its result; a commit that fails raises (every
+        op's writes undone).
+
+        A batch of a handshake's ops only (``rerunnable``: a group commit's)
+        runs first without savepoints (two statements per op: four of a
+        handshake's twelve, issue 15): such ops rarely fail, and no
+        unauthenticated message reaches them (a replayed claim returns,
+        it does not raise). One that raises there undoes the whole uncommitted
+        transaction, and the batch runs again from the start, in a second
+        transaction, with a savepoint per op: nothing of the first pass
+        outlives it. Another writer may commit between the two (the lock
+        is let go between them); the ops read only the database, so the
+        rerun is the batch run a moment later (review k18r2 #2). Other
+        batches (the timer's compare-and-swaps, whose conflicts are common)
+        take the savepoints at once: one try per record."""
+        if all(getattr(op, "rerunnable", False) for op in ops):
+            try:
+                with self._tx() as db:
+                    return _all_ops(db, ops)
+            except _OpFailed:  # rolled back (_Tx); a failed BEGIN or COMMIT raises on
+                pass
         with self._tx() as db:
-            for op in ops:
-                db.execute("SAVEPOINT op")
-                try:
-                    results.append(op(db))
-                # a value sqlite3 cannot bind (OverflowError, ValueError) is
-                # that op's too: it never undoes the others (review k16r2 #2)
-                except (StoreError, sqlite3.Error, OverflowError, ValueError) as e:
-                    db.execute("ROLLBACK TO op")
-                    results.append(e if isinstance(e, StoreError)
-                                   else StoreError(f"session store write failed: {e}"))
-                db.execute("RELEASE op")
-        return results
+            return _in_savepoints(db, ops)
 
     def cas_many(self, writes: list[Cas]) -> list[StoreError | None]:
         """jvpn/store ``cas_many``: every compare-and-swap in a savepoint of
@@ -341,6 +348,50 @@ class SqliteStore(SqliteRestore, SkipsUnreadable):
 
 
 # ------------------------------------------------------------ writes inside a transaction
+# what one op of a batch may raise that is its own failure, not the batch's
+_OP_ERRORS = (StoreError, sqlite3.Error, OverflowError, ValueError)
+
+
+class _OpFailed(Exception):
+    """An op of a batch without savepoints raised: the transaction is
+    rolled back (_Tx) and the batch runs again, op by op."""
+
+
+def _all_ops(db: sqlite3.Connection, ops: list[Callable[[sqlite3.Connection], object]]) -> list:
+    try:
+        return [op(db) for op in ops]
+    except _OP_ERRORS as e:
+        raise _OpFailed from e
+
+
+def _in_savepoints(db: sqlite3.Connection,
+                   ops: list[Callable[[sqlite3.Connection], object]]) -> list:
+    """Each op in a savepoint: one that raises is undone alone, its
+    StoreError its result."""
+    results: list = []
+    for op in ops:
+        db.execute("SAVEPOINT op")
+        try:
+            results.append(op(db))
+        # a value sqlite3 cannot bind (OverflowError, ValueError) is
+        # that op's too: it never undoes the others (review k16r2 #2)
+        except _OP_ERRORS as e:
+            if not db.in_transaction:  # SQLite rolled it all back (disk full, I/O error)
+                raise StoreError(f"session store write failed: {e}") from e
+            db.execute("ROLLBACK TO op")
+            results.append(e if isinstance(e, StoreError)
+                           else StoreError(f"session store write failed: {e}"))
+        db.execute("RELEASE op")
+    return results
+
+
+def _rerunnable(op: Callable[[sqlite3.Connection], object]) -> Callable:
+    """A handshake path's op: a function of the connection alone (run
+    twice, it writes what it wrote once), rarely failing (``write_many``)."""
+    op.rerunnable = True
+    return op
+
+
 _FOLDED = ("claim_initiation", "create", "set_floor", "cas", "raise_replay_ceiling")
 
 
@@ -393,6 +444,8 @@ def _claim(db: sqlite3.Connection, peer: bytes, timestamp_ns: int) -> bool:
     if not 0 <= timestamp_ns < 1 << 63:
         raise StoreError(f"initiation timestamp out of range: {timestamp_ns}")
     row = db.execute("SELECT timestamp_ns FROM initiations WHERE peer=?", (peer,)).fetchone()
+    if row is not None and not isinstance(row[0], int):  # garbage: this peer's op fails alone
+        raise StoreError(f"initiations row of this peer unreadable: {type(row[0]).__name__}")
     if row is not None and row[0] >= timestamp_ns:
         return False
     db.execute("INSERT INTO initiations VALUES (?, ?) ON CONFLICT(peer) "
@@ -422,7 +475,7 @@ def handshake_op(w: HandshakeWrites) -> Callable[[sqlite3.Connection], Prewritte
         _create(db, w.record, w.secrets)
         _set_floor(db, w.record.session_id, w.floor)
         return w.floor
-    return op
+    return _rerunnable(op)
 
 
 def confirm_op(base: SessionRecord, new: SessionRecord,
@@ -435,7 +488,7 @@ def confirm_op(base: SessionRecord, new: SessionRecord,
         _cas(db, base.session_id, base.version, new, None)
         _raise_ceiling(db, base.session_id, ceiling)
         return True
-    return op
+    return _rerunnable(op)
 
 
 def cas_op(base: SessionRecord, new: SessionRecord) -> Callable[[sqlite3.Connection], None]:
@@ -464,17 +517,23 @@ class _Tx:
             raise StoreError(f"session store unavailable: {e}") from e
         return self.db
 
+    def _rollback(self) -> None:
+        # SQLite ends the transaction itself on some errors (SQLITE_FULL,
+        # SQLITE_IOERR): a ROLLBACK then raises instead (review k18r2 #3)
+        if self.db.in_transaction:
+            self.db.execute("ROLLBACK")
+
     def __exit__(self, exc_type, exc, tb):
         try:
             if exc_type is None:
                 try:
                     self.db.execute("COMMIT")
                 except sqlite3.Error as e:
-                    self.db.execute("ROLLBACK")
+                    self._rollback()
                     raise StoreError(f"session store commit failed: {e}") from e
                 self.committed()
             else:
-                self.db.execute("ROLLBACK")
+                self._rollback()
                 if isinstance(exc, sqlite3.Error):
                     raise StoreError(f"session store write failed: {exc}") from exc
         finally:

@@ -408,3 +408,60 @@ def test_a_listing_gives_the_collector_back_as_it_found_it(env):
     assert gc.isenabled()
     _run(["sessions", "--json"])
     assert gc.isenabled()
+
+
+def test_pages_of_columns_join_the_kernel_rows_as_they_come(env, monkeypatch):
+    """Issue 15: the daemon's rows as lists with their names once; the
+    join by id keeps each kernel row once, its identity from whichever
+    page holds it, and skips the daemon's sessions without an element."""
+    asked = []
+    lone = f"{SID_B - 1:016x}"  # before SID_B, no element: not listed
+
+    def ask(self, op, socket_path=None, **args):
+        asked.append(args)
+        head = {k: v for k, v in _daemon()["sessions"].items() if k != "sessions"}
+        cols = list(_daemon_row(SID_A, "a", "10.99.0.2"))
+        rows = {None: [{**_daemon_row(SID_A, "a", "10.99.0.9"), "session_id": lone}],
+                "c1": [_daemon_row(SID_B, "bob", "10.99.0.3")],
+                "c2": [_daemon_row(SID_A, "alice", "10.99.0.2")]}[args.get("cursor")]
+        nxt = {None: "c1", "c1": "c2", "c2": None}[args.get("cursor")]
+        return {**head, "columns": cols, "rows": [list(r.values()) for r in rows], "next": nxt}
+    monkeypatch.setattr(app_mod.App, "ask_daemon", ask)
+    out = json.loads(_run(["sessions", "--json"]).stdout)["jvtest0"]
+    assert [a.get("cursor") for a in asked] == [None, "c1", "c2"]
+    assert all(a["columns"] is True for a in asked)
+    assert [(r["session_id"], r["peer"]) for r in out] == [
+        (f"{SID_B:016x}", "bob"), (f"{SID_A:016x}", "alice")]
+    assert out[1]["last_rx_age_s"] == 3.0
+
+
+def test_a_daemon_listing_out_of_order_is_one_line(env, monkeypatch):
+    """The join needs the daemon's ids ascending (they are: one sorted snapshot)."""
+    def ask(self, op, socket_path=None, **args):
+        rows = [_daemon_row(SID_B, "b", "10.99.0.3"), _daemon_row(SID_B - 1, "a", "10.99.0.2")]
+        return {**_daemon()["sessions"], "sessions": rows, "next": None}
+    monkeypatch.setattr(app_mod.App, "ask_daemon", ask)
+    r = CliRunner().invoke(cli, ["sessions", "--json"])
+    assert r.exit_code == 1 and "not in order of id" in r.output
+
+
+def test_sessions_json_of_rows_that_come_one_at_a_time():
+    rows = [{"session_id": "a", "n": 1}, {"session_id": "b", "n": None}]
+    writes = []
+
+    class Out:
+        write = writes.append
+
+        def flush(self):
+            pass
+    sessions_mod.stream_json({"x": iter(rows), "y": iter(())}, Out())
+    assert "".join(writes) == json.dumps({"x": rows, "y": []}, indent=2) + "\n"
+
+
+def test_a_malformed_page_of_columns_is_one_line(env, monkeypatch):
+    def ask(self, op, socket_path=None, **args):
+        return {**_daemon()["sessions"], "columns": ["session_id", "peer"], "rows": [["x"]],
+                "next": None}
+    monkeypatch.setattr(app_mod.App, "ask_daemon", ask)
+    r = CliRunner().invoke(cli, ["sessions", "--json"])
+    assert r.exit_code == 1 and "malformed" in r.output and "Traceback" not in r.output

@@ -21,7 +21,7 @@ from jvpn.gateway.admission import Admission, Admitted
 from jvpn.gateway.ownership import LocalOwnership
 from jvpn.gateway.routes import RTPROT_JVPN, SubnetRoutes
 from jvpn.gateway.table import SessionTable
-from jvpn.handshake import Assignment, HandshakeError, Initiator, Responder
+from jvpn.handshake import Assignment, Granted, HandshakeError, Initiator, Responder
 from jvpn.keys import derive_session_keys
 from jvpn.prefixes import PrefixMap
 from jvpn.session import Event, Transport, apply, new_session
@@ -278,6 +278,21 @@ def test_admission_gives_a_peer_its_ipv6_when_the_gateway_has_one():
         got, _ = init.response(new.response)
         assert got.client_inner6 == expect
         assert got.gateway_inner6 == (GW6.ip if address6 else None)
+        assert got.client_inner == ipaddress.IPv4Interface(("10.99.0.2", GW4.network.prefixlen))
+        assert got.gateway_inner == GW4.ip and got.session_id == 9
+
+
+def test_the_gateways_packed_payload_is_an_assignments_bytes():
+    """The admission packs the payload from packed addresses (no
+    ``ipaddress`` objects per handshake, issue 15): byte for byte what an
+    Assignment of the same fields packs, both versions."""
+    v4_only = Assignment(V6.session_id, V6.client_inner, V6.gateway_inner)
+    assert Granted(V6.session_id, V6.client_inner.ip.packed, V6.client_inner.network.prefixlen,
+                   V6.gateway_inner.packed).pack() == v4_only.pack()
+    six = (V6.client_inner6.ip.packed, V6.client_inner6.network.prefixlen,
+           V6.gateway_inner6.packed)
+    assert Granted(V6.session_id, V6.client_inner.ip.packed, V6.client_inner.network.prefixlen,
+                   V6.gateway_inner.packed, six).pack() == V6.pack()
 
 
 # ---------------------------------------------------------------- the table and its routes

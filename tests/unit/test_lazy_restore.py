@@ -216,6 +216,6 @@ def test_two_loops_counting_first_into_a_session_make_one_traffic(tmp_path, monk
     for t in threads:
         t.join()
     assert len(made) == 1
-    assert live.traffic_figures() == {"rx_packets": 1, "rx_bytes": 100,
+    assert live.traffic.figures() == {"rx_packets": 1, "rx_bytes": 100,
                                       "tx_packets": 1, "tx_bytes": 60}
 

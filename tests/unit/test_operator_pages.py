@@ -82,3 +82,18 @@ def test_a_page_is_made_with_the_collector_paused_and_it_resumes(gw, monkeypatch
     got, asked = listing(gw, SessionPages(), 3)
     assert got == whole and asked == 3
     assert seen == [True] + [False] * 3 and gc.isenabled()
+
+
+def test_pages_of_columns_are_the_rows_as_lists_with_their_names_once(gw):
+    """Issue 15: ``columns: true``, the same rows, their names once."""
+    whole = operations.sessions(gw, {})["sessions"]
+    pages, got, cursor = SessionPages(), [], None
+    while True:
+        more = {} if cursor is None else {"cursor": cursor}
+        page = operations.sessions(gw, {"limit": 3, "columns": True, **more}, pages)
+        assert "sessions" not in page and page["columns"] == list(whole[0])
+        got += [dict(zip(page["columns"], row, strict=True)) for row in page["rows"]]
+        cursor = page["next"]
+        if cursor is None:
+            break
+    assert got == whole

@@ -4,6 +4,8 @@ handed out once (issue 15: three urandom calls a restored session)."""
 from __future__ import annotations
 
 import os
+import signal
+import threading
 
 from jvpn.randpool import RandomPool
 
@@ -36,3 +38,37 @@ def test_a_forked_child_draws_other_bytes_than_its_parent():
     assert os.read(r, 16) != pool.token_bytes(16)
     os.close(r)
     os.close(w)
+
+
+def test_a_child_forked_while_a_draw_was_in_flight_can_draw():
+    """Review k18r1 F2: a fork while another thread is inside a draw (its
+    page read blocked) leaves the child no lock held for ever."""
+    reading, release = threading.Event(), threading.Event()
+
+    def slow_source(n: int) -> bytes:
+        reading.set()
+        release.wait(10)
+        return os.urandom(n)
+
+    pool = RandomPool(source=slow_source)
+    drawer = threading.Thread(target=pool.token_bytes, args=(16,), daemon=True)
+    drawer.start()
+    assert reading.wait(5)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: one draw (its own page), or SIGALRM after 2 s
+        try:
+            signal.signal(signal.SIGALRM, lambda *_: os._exit(3))
+            signal.alarm(2)
+            release.set()  # the child's source must not wait on the parent
+            pool.token_bytes(16)
+            os.write(w, b"ok")
+        finally:
+            os._exit(0)
+    release.set()
+    drawer.join(5)
+    os.close(w)
+    os.waitpid(pid, 0)
+    got = os.read(r, 2)
+    os.close(r)
+    assert got == b"ok", "the forked child's first draw hung on the parent's lock"

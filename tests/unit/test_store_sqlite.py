@@ -166,3 +166,39 @@ def test_a_handshakes_writes_take_five_statements_and_a_taken_id_still_refuses(s
         sqlite_store.handshake_op(HandshakeWrites(b"r" * 32, 1, _attached(5), b"y", 7))])
     assert isinstance(taken, AlreadyExists) and other == 7
     assert store.get(rec.session_id)[1] == b"k" and store.get(5)[1] == b"y"
+
+
+def test_a_batch_that_fails_nowhere_takes_no_savepoints(store):
+    """Two handshakes in one transaction: their ten statements between BEGIN
+    and COMMIT, no savepoint per op (issue 15: four statements of a
+    handshake's twelve)."""
+    from jvpn.store import HandshakeWrites
+
+    statements: list[str] = []
+    store._db.set_trace_callback(statements.append)
+    results = store.write_many([
+        sqlite_store.handshake_op(HandshakeWrites(b"p" * 32, 1, _attached(5), b"k", 7)),
+        sqlite_store.handshake_op(HandshakeWrites(b"q" * 32, 1, _attached(6), b"l", 7))])
+    store._db.set_trace_callback(None)
+    assert results == [7, 7]
+    kinds = [s.split()[0] for s in statements]
+    assert kinds[0] == "BEGIN" and kinds[-1] == "COMMIT" and len(kinds) == 12, statements
+
+
+def test_an_op_that_fails_half_way_is_undone_alone_and_the_others_written_once(store):
+    """A batch whose second op fails after its claim (its id is taken):
+    the first pass is rolled back whole and the batch runs again op by op,
+    so the failed op's claim is undone, and the others' writes are there
+    once (a claim not made twice: the same initiation claims again)."""
+    from jvpn.store import HandshakeWrites
+
+    store.create(_attached(9), b"old")
+    results = store.write_many([
+        sqlite_store.handshake_op(HandshakeWrites(b"a" * 32, 5, _attached(5), b"k", 7)),
+        sqlite_store.handshake_op(HandshakeWrites(b"b" * 32, 5, _attached(9), b"x", 7)),
+        sqlite_store.handshake_op(HandshakeWrites(b"c" * 32, 5, _attached(6), b"m", 7))])
+    assert results[0] == 7 and isinstance(results[1], AlreadyExists) and results[2] == 7
+    assert store.last_initiation(b"a" * 32) == 5 and store.last_initiation(b"b" * 32) == 0
+    assert store.get(9)[1] == b"old" and store.get(5)[1] == b"k" and store.get(6)[1] == b"m"
+    assert store.get_floor(5) == 7 and store.get_floor(9) == 0
+    assert not store.claim_initiation(b"a" * 32, 5)  # claimed once, in the committed pass
