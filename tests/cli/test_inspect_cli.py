@@ -178,7 +178,8 @@ def test_the_daemon_is_asked_in_pages_of_one_listing(env, monkeypatch):
     assert out["jvtest0"][1]["peer"] == "alice"
 
 
-def test_sessions_json_is_written_a_session_at_a_time():
+def test_sessions_json_is_written_a_few_sessions_at_a_time(monkeypatch):
+    monkeypatch.setattr(sessions_mod, "WRITE_ROWS", 1)
     rows = {"jvtest0": [{"session_id": f"{i:016x}", "peer": None, "n": [i, 2]} for i in range(3)],
             "jvtest1": []}
     writes = []
