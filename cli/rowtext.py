@@ -49,13 +49,6 @@ _AGE = len(views.KERNEL) + views.IDENTITY.index("last_rx_age_s")
 _SPLICED = len(views.DAEMON) - len(views.IDENTITY)  # where the identity starts in a daemon row
 
 
-def _encoded(values: list) -> list[str] | None:
-    """Each value's JSON text, or None: not every value is flat."""
-    if not _FLAT.issuperset(map(type, values)):
-        return None
-    return "".join(_VALUES(values, 0))[1:-1].split("\n")
-
-
 def _allowed(value) -> str | None:
     """A list of flat values as json.dumps with an indent writes it in a row."""
     if value is None:
@@ -78,27 +71,23 @@ class RowText:
 
     def __call__(self, kernel: tuple | None, daemon: tuple | None) -> str:
         if daemon is None:
-            parts = _encoded(list(kernel))
-            if parts is not None:
-                return _KERNEL_ONLY % tuple(parts)
+            if _FLAT.issuperset(map(type, kernel)):
+                return _KERNEL_ONLY % tuple("".join(_VALUES(kernel, 0))[1:-1].split("\n"))
             return self._generic(kernel, daemon)
         if kernel is None:
             kernel = views.kernel_of_daemon(daemon)
         values = [*kernel, *daemon[_SPLICED:], daemon[1]]
-        try:
-            return self._fast(values) or self._generic(kernel, daemon)
-        except (TypeError, ValueError, OverflowError):  # an odd last receive: as before
-            return self._generic(kernel, daemon)
-
-    def _fast(self, values: list) -> str | None:
         last_rx, now = values[_LAST_RX], self.now
         if now is not None and last_rx is not None:  # views.merged's age, the same sum
-            values[_AGE] = round(max(0, now - last_rx) / 1000, 3)
+            try:
+                values[_AGE] = round(max(0, now - last_rx) / 1000, 3)
+            except (TypeError, ValueError, OverflowError):  # an odd last receive: as before
+                return self._generic(kernel, daemon)
         allowed = _allowed(values[_ALLOWED])
         values[_ALLOWED] = None
-        parts = _encoded(values)
-        if allowed is None or parts is None:
-            return None
+        if allowed is None or not _FLAT.issuperset(map(type, values)):
+            return self._generic(kernel, daemon)
+        parts = "".join(_VALUES(values, 0))[1:-1].split("\n")
         parts[_ALLOWED] = allowed
         return _FULL % tuple(parts)
 
