@@ -10,13 +10,12 @@ import math
 import sys
 from collections import Counter
 from collections.abc import Iterable
-from typing import Any
 
 import click
 
 from jvpn.gate import abi, pins, records
 from jvpn.gcpause import paused_gc
-from jvpn_cli import views
+from jvpn_cli import rowtext, views
 from jvpn_cli.app import App, session_id_hex
 
 # More rows than a terminal shows usefully (and a rich table of a million
@@ -68,7 +67,7 @@ def sessions(app: App, iface: str | None, as_json: bool, wide: bool,
 def _list_sessions(app: App, iface: str | None, as_json: bool, wide: bool,
                    socket_path: str | None) -> None:
     if as_json:  # written as the daemon's pages come: no list of a million rows
-        got = views.stream(app, iface, socket_path, _kernel_rows)
+        got = views.stream(app, iface, socket_path, _kernel_rows, rowtext.RowText)
         if got.daemon is None:
             app.warn_line(views.NO_DAEMON)
         stream_json(got.by_iface, sys.stdout)
@@ -87,21 +86,32 @@ def _list_sessions(app: App, iface: str | None, as_json: bool, wide: bool,
                                      daemon=got.daemon is not None))
 
 
-def stream_json(by_iface: dict[str, Iterable[dict]], out) -> None:
-    """The same JSON as one json.dumps(by_iface, indent=2), written a session
-    at a time as the rows come (iterables): a million sessions never make
-    one string, nor one list (issue 15)."""
+WRITE_ROWS = 256  # rows a write: fewer calls, and a few hundred KB at most
+
+
+def stream_json(by_iface: dict[str, Iterable[dict | str]], out) -> None:
+    """The same JSON as one json.dumps(by_iface, indent=2), written a few
+    sessions at a time as the rows come (iterables): a million sessions
+    never make one string, nor one list (issue 15). A row is a dict, or
+    its text already (cli/rowtext.py: indented as a row of the listing)."""
     out.write("{")
     for i, (ifname, rows) in enumerate(by_iface.items()):
         out.write(f'{"," if i else ""}\n  {json.dumps(ifname)}: [')
-        sep = ""
+        first, chunk = True, []
         for row in rows:
-            body = indented(row).replace("\n", "\n    ")
-            out.write(f'{sep}\n    {body}')
-            sep = ","
-        out.write("\n  ]" if sep else "]")
+            chunk.append(row if type(row) is str else indented(row).replace("\n", "\n    "))
+            if len(chunk) == WRITE_ROWS:
+                first, chunk = _write_rows(out, chunk, first), []
+        if chunk:
+            first = _write_rows(out, chunk, first)
+        out.write("]" if first else "\n  ]")
     out.write("\n}\n" if by_iface else "}\n")
     out.flush()
+
+
+def _write_rows(out, texts: list[str], first: bool) -> bool:
+    out.write(("\n    " if first else ",\n    ") + ",\n    ".join(texts))
+    return False
 
 
 class _NotFlat(Exception):
@@ -166,10 +176,11 @@ def _summary(app: App, ifname: str, rows: list[dict]) -> None:
             f"{TABLE_MAX_ROWS} by id (--json: every session)", markup=False)
 
 
-def _kernel_rows(gm: pins.GateMaps, owners: records.Owners | None) -> list[dict[str, Any]]:
+def _kernel_rows(gm: pins.GateMaps, owners: records.Owners | None) -> list[tuple]:
     """Two batched map reads in all (BPF_MAP_LOOKUP_BATCH: the sessions map,
     then the runtime map), not two lookups per session (issue 15); the
-    remote map's ids (another gateway's sessions) after them."""
+    remote map's ids (another gateway's sessions) after them. Each row a
+    tuple of views.KERNEL (a million dicts cost more than their text)."""
     runtime = gm.runtime_views()
     elements = dict(gm.list_sessions())
     remote = gm.remote_ids() - set(elements)  # an element of ours wins (the gate's order)
@@ -178,21 +189,11 @@ def _kernel_rows(gm: pins.GateMaps, owners: records.Owners | None) -> list[dict[
     return [rows[sid] for sid in sorted(rows)]
 
 
-def _remote_row(sid: int, owners: records.Owners | None) -> dict[str, Any]:
+def _remote_row(sid: int, owners: records.Owners | None) -> tuple:
     """A session another gateway owns (jvpn_remote): no binding, no runtime."""
-    return {
-        "session_id": session_id_hex(sid),
-        "state": abi.STATE_NAMES[abi.STATE_REMOTE],
-        "owner": owners.remote.get(f"{sid:016x}") if owners is not None else None,
-        "version": None,
-        "fence": 0,
-        "bound": "-",
-        "bind_addr": None,
-        "bind_port": None,
-        "rx_packets": None,
-        "rx_bytes": None,
-        "highest_counter": None,
-    }
+    owner = owners.remote.get(f"{sid:016x}") if owners is not None else None
+    return (session_id_hex(sid), abi.STATE_NAMES[abi.STATE_REMOTE], owner, None, 0, "-",
+            None, None, None, None, None)
 
 
 def _runtime_of(runtime: dict[int, tuple], sid: int, s: abi.Session) -> tuple | None:
@@ -214,7 +215,8 @@ def _owner(sid: int, s: abi.Session, owners: records.Owners | None) -> str | Non
 
 
 def _row(runtime: dict[int, tuple], sid: int, s: abi.Session,
-         owners: records.Owners | None = None) -> dict[str, Any]:
+         owners: records.Owners | None = None) -> tuple:
+    """views.KERNEL's fields of one element."""
     family = s.bind_family
     if family == abi.AF_NONE:
         addr, port, bound = None, None, "-"
@@ -222,20 +224,14 @@ def _row(runtime: dict[int, tuple], sid: int, s: abi.Session,
         addr, port = abi.words_addr(s.bind_addr, family), abi.word_port(s.bind_port)
         bound = f"[{addr}]:{port}" if family == abi.AF_INET6 else f"{addr}:{port}"
     rt = _runtime_of(runtime, sid, s)
-    top = rt[2] if rt is not None else 0
-    return {
-        "session_id": session_id_hex(sid),
-        "state": abi.STATE_NAMES.get(s.state, f"UNKNOWN({s.state})"),
-        "owner": _owner(sid, s, owners),
-        "version": s.version,
-        "fence": s.fence,
-        "bound": bound,
-        "bind_addr": addr,
-        "bind_port": port,
-        "rx_packets": rt[0] if rt is not None else None,
-        "rx_bytes": rt[1] if rt is not None else None,
-        "highest_counter": top - 1 if top else None,
-    }
+    if rt is None:
+        rx_packets = rx_bytes = highest = None
+    else:
+        rx_packets, rx_bytes, top = rt
+        highest = top - 1 if top else None
+    return (session_id_hex(sid), abi.STATE_NAMES.get(s.state, f"UNKNOWN({s.state})"),
+            _owner(sid, s, owners), s.version, s.fence, bound, addr, port,
+            rx_packets, rx_bytes, highest)
 
 
 def _dash(value: int | None) -> str:

@@ -6,6 +6,7 @@ columns. Nothing here prints."""
 from __future__ import annotations
 
 import functools
+import operator
 import queue
 import threading
 from dataclasses import dataclass
@@ -37,6 +38,14 @@ IDENTITY = ("peer", "public_key", "inner", "allowed_ips", "confirmed", "created_
             "tx_bytes")
 
 _NO_IDENTITY = dict.fromkeys(IDENTITY)  # a kernel-only row's identity: every field None
+# a kernel row: a tuple of these (cli/sessions.py _kernel_rows), by id
+KERNEL = ("session_id", "state", "owner", "version", "fence", "bound", "bind_addr", "bind_port",
+          "rx_packets", "rx_bytes", "highest_counter")
+# a daemon row: a tuple of these, whatever the order of its page's columns
+# (the first two are needed; a field the daemon does not send is None)
+DAEMON = ("session_id", "state", "owner", "version", "bound", "rx_packets", "rx_bytes",
+          *IDENTITY)
+_SESSION_ID = operator.itemgetter(0)
 
 
 @dataclass
@@ -51,14 +60,17 @@ def gather(app, iface: str | None, socket_path: str | None, kernel_rows) -> Gath
     return Gathered({name: list(rows) for name, rows in got.by_iface.items()}, got.daemon)
 
 
-def stream(app, iface: str | None, socket_path: str | None, kernel_rows) -> Gathered:
+def stream(app, iface: str | None, socket_path: str | None, kernel_rows,
+           merge=None) -> Gathered:
     """The sessions of IFACE (default: every attached interface, or the
     daemon's userspace gate), merged by session id, each interface's rows
     an iterator: the daemon's pages are joined to the kernel's rows (both
     by id) as they come, a page asked for while the one before is used
     (:class:`DaemonPages`), no list of every daemon row (issue 15).
     ``kernel_rows(gm, owners)``: the kernel's rows of one interface, by id
-    (cli/sessions.py)."""
+    (cli/sessions.py). ``merge(now)``: what makes a row of a kernel row
+    and a daemon row (either may be None), by default :func:`merged`'s
+    dict; `sessions --json` writes text instead (cli/rowtext.py)."""
     app.require_root()
     pages = DaemonPages(app, socket_path)
     try:
@@ -66,8 +78,9 @@ def stream(app, iface: str | None, socket_path: str | None, kernel_rows) -> Gath
     except NoDaemon:
         daemon = None
     now = daemon["now_ms"] if daemon is not None else None
+    row = functools.partial(merged, now=now) if merge is None else merge(now)
     if daemon is not None and daemon["gate"] == USERSPACE and iface is None:
-        return Gathered({USERSPACE: (_merged(None, d, now) for d in pages.rows())}, daemon)
+        return Gathered({USERSPACE: (row(None, d) for d in pages.rows())}, daemon)
     app.require_bcc()
     out: dict[str, Any] = {}
     for att in app.attachments(iface):
@@ -77,24 +90,24 @@ def stream(app, iface: str | None, socket_path: str | None, kernel_rows) -> Gath
         # the map's elements only: a session the daemon serves without one
         # (parked during a handover) is the daemon's business, not the gate's
         mine = daemon is not None and daemon.get("interface") == att.ifname
-        out[att.ifname] = _joined(rows, pages.rows() if mine else iter(()), now)
+        out[att.ifname] = _joined(rows, pages.rows() if mine else iter(()), row)
     return Gathered(out, daemon)
 
 
-def _joined(kernel: list[dict], daemon_rows, now: int | None):
+def _joined(kernel: list[tuple], daemon_rows, row):
     """Each kernel row (by id) merged with the daemon's row of its id, if
     any: a merge of two lists sorted by id (the daemon's pages are by id,
     jvpn/gateway/operator_pages.py), one daemon row at a time."""
     ahead, last = next(daemon_rows, None), ""
-    for row in kernel:
-        sid = row["session_id"]
-        while ahead is not None and ahead["session_id"] < sid:
-            last, ahead = _in_order(last, ahead["session_id"]), next(daemon_rows, None)
-        if ahead is not None and ahead["session_id"] == sid:
-            yield _merged(row, ahead, now)
+    for mine in kernel:
+        sid = mine[0]
+        while ahead is not None and ahead[0] < sid:
+            last, ahead = _in_order(last, ahead[0]), next(daemon_rows, None)
+        if ahead is not None and ahead[0] == sid:
+            yield row(mine, ahead)
             last, ahead = _in_order(last, sid), next(daemon_rows, None)
         else:
-            yield _merged(row, None, now)
+            yield row(mine, None)
     for _rest in daemon_rows:  # the rest of the listing (sessions without an element)
         pass
 
@@ -149,12 +162,13 @@ class DaemonPages:
         return self._first
 
     def rows(self):
-        """Every row of the listing, by id, a page at a time (once)."""
+        """Every row of the listing (tuples of DAEMON), by id, a page at a time (once)."""
         page = self.first()
         while True:
             try:
                 yield from _page_rows(page)
-            except (KeyError, TypeError, ValueError) as e:  # one line, not a traceback
+            except (KeyError, TypeError, ValueError, IndexError,
+                    AttributeError) as e:  # one line, not a traceback
                 raise JvpnError(f"the gateway daemon's sessions page is malformed "
                                 f"({type(e).__name__}: {e})") from None
             if page.get("next") is None:
@@ -162,28 +176,48 @@ class DaemonPages:
             page = self._next()
 
 
-def _page_rows(page: dict):
-    """A page's rows as dicts: a daemon before columns sends them so."""
+def _page_rows(page: dict) -> list[tuple]:
+    """A page's rows as tuples of DAEMON (a daemon before columns sends dicts)."""
     columns = page.get("columns")
     if columns is None:
-        return iter(page["sessions"])
-    return (dict(zip(columns, row, strict=True)) for row in page["rows"])
+        rows = [(d["session_id"], d["state"], *map(d.get, DAEMON[2:])) for d in page["sessions"]]
+    else:
+        rows = _picked(columns, page["rows"])
+    if not {str}.issuperset(map(type, map(_SESSION_ID, rows))):
+        raise TypeError("a session id that is not a string")
+    return rows
 
 
-def _merged(kernel: dict | None, daemon: dict | None, now: int | None = None) -> dict[str, Any]:
+def _picked(columns: list, rows: list) -> list[tuple]:
+    """Rows of COLUMNS as tuples of DAEMON: one itemgetter a page (C-level)."""
+    width = len(columns)
+    if not {width}.issuperset(map(len, rows)):
+        raise ValueError(f"a row of other than its {width} columns")
+    index = {name: i for i, name in enumerate(columns)}
+    pick = [index["session_id"], index["state"], *(index.get(k, width) for k in DAEMON[2:])]
+    if width in pick:  # a field this daemon does not send: None
+        for r in rows:
+            r.append(None)
+    return list(map(operator.itemgetter(*pick), rows))
+
+
+def kernel_of_daemon(daemon: tuple) -> tuple:
+    """The kernel's fields of a session only the daemon has (the userspace gate)."""
+    sid, state, owner, version, bound, rx_packets, rx_bytes = daemon[:7]
+    return (sid, state, owner, version, None, bound, None, None, rx_packets, rx_bytes, None)
+
+
+def merged(kernel: tuple | None, daemon: tuple | None, now: int | None = None) -> dict[str, Any]:
     """The kernel's fields as the map holds them, the daemon's identity and
     what it sent; received traffic is the kernel's when it has the row.
     ``now``: the daemon's clock, for the age of its last receive."""
-    row: dict[str, Any] = dict(kernel) if kernel is not None else {
-        "session_id": daemon["session_id"], "state": daemon["state"], "owner": daemon["owner"],
-        "version": daemon["version"], "fence": None, "bound": daemon["bound"],
-        "bind_addr": None, "bind_port": None, "rx_packets": daemon["rx_packets"],
-        "rx_bytes": daemon["rx_bytes"], "highest_counter": None}
+    row = dict(zip(KERNEL, kernel if kernel is not None else kernel_of_daemon(daemon),
+                   strict=True))
     if daemon is None:
         row.update(_NO_IDENTITY)
         return row
-    row.update(zip(IDENTITY, map(daemon.get, IDENTITY), strict=True))  # C-level: a million rows
-    row["daemon_state"] = daemon["state"]
+    row.update(zip(IDENTITY, daemon[7:], strict=True))  # C-level: a million rows
+    row["daemon_state"] = daemon[1]
     last_rx = row["last_rx_ms"]
     if now is not None and last_rx is not None:
         row["last_rx_age_s"] = round(max(0, now - last_rx) / 1000, 3)

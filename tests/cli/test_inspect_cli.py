@@ -178,7 +178,8 @@ def test_the_daemon_is_asked_in_pages_of_one_listing(env, monkeypatch):
     assert out["jvtest0"][1]["peer"] == "alice"
 
 
-def test_sessions_json_is_written_a_session_at_a_time():
+def test_sessions_json_is_written_a_few_sessions_at_a_time(monkeypatch):
+    monkeypatch.setattr(sessions_mod, "WRITE_ROWS", 1)
     rows = {"jvtest0": [{"session_id": f"{i:016x}", "peer": None, "n": [i, 2]} for i in range(3)],
             "jvtest1": []}
     writes = []
@@ -465,3 +466,25 @@ def test_a_malformed_page_of_columns_is_one_line(env, monkeypatch):
     monkeypatch.setattr(app_mod.App, "ask_daemon", ask)
     r = CliRunner().invoke(cli, ["sessions", "--json"])
     assert r.exit_code == 1 and "malformed" in r.output and "Traceback" not in r.output
+
+
+def test_a_page_whose_session_id_is_not_a_string_is_one_line(env, monkeypatch):
+    """The join compares ids as strings: a number from the daemon is refused, not a traceback."""
+    def ask(self, op, socket_path=None, **args):
+        row = {**_daemon_row(SID_A, "a", "10.99.0.2"), "session_id": SID_A}
+        return {**_daemon()["sessions"], "columns": list(row), "rows": [list(row.values())],
+                "next": None}
+    monkeypatch.setattr(app_mod.App, "ask_daemon", ask)
+    r = CliRunner().invoke(cli, ["sessions", "--json"])
+    assert r.exit_code == 1 and "malformed" in r.output and "Traceback" not in r.output
+
+
+def test_a_column_the_daemon_does_not_send_is_null(env, monkeypatch):
+    """As a dict row's missing field was (daemon.get): a daemon with fewer columns."""
+    def ask(self, op, socket_path=None, **args):
+        row = {k: v for k, v in _daemon_row(SID_A, "a", "10.99.0.2").items() if k != "peer"}
+        return {**_daemon()["sessions"], "columns": list(row), "rows": [list(row.values())],
+                "next": None}
+    monkeypatch.setattr(app_mod.App, "ask_daemon", ask)
+    out = json.loads(_run(["sessions", "--json"]).stdout)["jvtest0"]
+    assert out[1]["peer"] is None and out[1]["inner"] == "10.99.0.2"
