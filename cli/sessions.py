@@ -58,7 +58,10 @@ def sessions(app: App, iface: str | None, as_json: bool, wide: bool,
     everything. More than 1,000 sessions: one line with their count by
     state, then the first 1,000 by id (--json has every session, written
     one at a time; the maps are read in batches and the daemon asked in
-    pages). Needs root (and bcc for the maps).
+    pages). --json is written as it is read: if the listing fails part-way,
+    stdout holds JSON cut off and the exit status is 1 (check it). A reader
+    that pauses longer than the daemon keeps a listing (60 s) resumes past
+    the last session read. Needs root (and bcc for the maps).
     """
     with paused_gc():  # a million sessions: two million rows, none in a cycle
         _list_sessions(app, iface, as_json, wide, socket_path)

@@ -6,6 +6,7 @@ columns. Nothing here prints."""
 from __future__ import annotations
 
 import functools
+import itertools
 import operator
 import queue
 import threading
@@ -83,6 +84,7 @@ def stream(app, iface: str | None, socket_path: str | None, kernel_rows,
         return Gathered({USERSPACE: (row(None, d) for d in pages.rows())}, daemon)
     app.require_bcc()
     out: dict[str, Any] = {}
+    joined = False
     for att in app.attachments(iface):
         owners = records.Owners.load(att.ifname, app.paths)
         with app.open_maps(att) as gm:
@@ -91,6 +93,9 @@ def stream(app, iface: str | None, socket_path: str | None, kernel_rows,
         # (parked during a handover) is the daemon's business, not the gate's
         mine = daemon is not None and daemon.get("interface") == att.ifname
         out[att.ifname] = _joined(rows, pages.rows() if mine else iter(()), row)
+        joined = joined or mine
+    if not joined:  # nothing reads the daemon's pages: its listing dropped now (review k18r3 #2)
+        pages.close()
     return Gathered(out, daemon)
 
 
@@ -98,14 +103,14 @@ def _joined(kernel: list[tuple], daemon_rows, row):
     """Each kernel row (by id) merged with the daemon's row of its id, if
     any: a merge of two lists sorted by id (the daemon's pages are by id,
     jvpn/gateway/operator_pages.py), one daemon row at a time."""
-    ahead, last = next(daemon_rows, None), ""
+    ahead = next(daemon_rows, None)  # DaemonPages.rows checks them ascending
     for mine in kernel:
         sid = mine[0]
         while ahead is not None and ahead[0] < sid:
-            last, ahead = _in_order(last, ahead[0]), next(daemon_rows, None)
+            ahead = next(daemon_rows, None)
         if ahead is not None and ahead[0] == sid:
             yield row(mine, ahead)
-            last, ahead = _in_order(last, sid), next(daemon_rows, None)
+            ahead = next(daemon_rows, None)
         else:
             yield row(mine, None)
     for _rest in daemon_rows:  # the rest of the listing (sessions without an element)
@@ -124,30 +129,90 @@ class DaemonPages:
     """The daemon's sessions, SESSIONS_PAGE at a time from one snapshot
     (jvpn/gateway/operator_pages.py): no reply larger than a page, no
     request per session (issue 15); each page's rows as lists, their
-    column names once. A thread asks for each page as soon as
-    the one before is in, so the daemon makes page N+1 while this process
-    merges and writes page N (two processes, two cores); at most
-    PAGES_AHEAD pages wait. A daemon without pages answers the first
-    request whole (no ``next``)."""
+    column names once. The first page is asked at once; once its rows are
+    read, a thread asks for each next page as soon as the one before is in,
+    so the daemon makes page N+1 while this process merges and writes page
+    N (two processes, two cores); at most PAGES_AHEAD pages wait. A page
+    refused because the listing expired (a reader paused longer than the
+    daemon keeps it: `| less`) is asked again as a new listing past the
+    last id read. :meth:`close` drops a listing not read to its end, at the
+    daemon too. A daemon without pages answers the first request whole (no
+    ``next``)."""
 
     def __init__(self, app, socket_path: str | None):
         self._ask = functools.partial(app.ask_daemon, "sessions", socket_path,
                                       limit=SESSIONS_PAGE, kernel_rx=False, columns=True)
         self._pages: queue.Queue = queue.Queue(maxsize=PAGES_AHEAD)
         self._first: dict | None = None
-        threading.Thread(target=self._fetch, name="sessions-pages", daemon=True).start()
+        self._closed = threading.Event()
+        self._cursor: str | None = None  # the listing's next page at the daemon, if any
 
-    def _fetch(self) -> None:
+    def first(self) -> dict:
+        """The first page's answer (its header: node_id, now_ms, gate, interface)."""
+        if self._first is None:
+            self._first = self._ask()
+            self._cursor = self._first.get("next")
+        return self._first
+
+    def rows(self):
+        """Every row of the listing (tuples of DAEMON), by id, a page at a
+        time (once); ids checked ascending as they are read."""
+        page, last = self.first(), ""
+        if page.get("next") is not None:
+            threading.Thread(target=self._fetch, args=(page,), name="sessions-pages",
+                             daemon=True).start()
         try:
-            page = self._ask()
             while True:
-                self._pages.put((page, None))
-                cursor = page.get("next")
-                if cursor is None:
+                rows = _checked_rows(page, last)
+                yield from rows
+                last = rows[-1][0] if rows else last
+                if page.get("next") is None:
                     return
-                page = self._ask(cursor=cursor)
+                page = self._next()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop asking; a listing not read to its end is dropped at the daemon."""
+        self._closed.set()
+        cursor, self._cursor = self._cursor, None
+        if cursor is not None:
+            try:
+                self._ask(cursor=cursor, close=True)
+            except JvpnError:  # it expires there anyway (TTL_S)
+                pass
+
+    def _fetch(self, page: dict) -> None:
+        try:
+            while (cursor := page.get("next")) is not None and not self._closed.is_set():
+                page = self._page_after(cursor, page)
+                self._cursor = page.get("next")
+                self._put((page, None))
         except BaseException as e:  # noqa: BLE001 - raised again in the reading thread
-            self._pages.put((None, e))
+            self._put((None, e))
+
+    def _page_after(self, cursor: str, before: dict) -> dict:
+        try:
+            return self._ask(cursor=cursor)
+        except NoDaemon:
+            raise
+        except JvpnError as expired:
+            last = _last_id(before)
+            if self._closed.is_set() or last is None or "expired" not in str(expired):
+                raise
+            page = self._ask(after=last)  # a new listing past the last id read
+            first = _first_id(page)
+            if first is not None and first <= last:  # a daemon that cannot resume
+                raise expired from None
+            return page
+
+    def _put(self, item) -> None:
+        while not self._closed.is_set():  # a reader that stopped reading frees the thread
+            try:
+                self._pages.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
 
     def _next(self) -> dict:
         page, failed = self._pages.get()
@@ -155,25 +220,39 @@ class DaemonPages:
             raise failed
         return page
 
-    def first(self) -> dict:
-        """The first page's answer (its header: node_id, now_ms, gate, interface)."""
-        if self._first is None:
-            self._first = self._next()
-        return self._first
 
-    def rows(self):
-        """Every row of the listing (tuples of DAEMON), by id, a page at a time (once)."""
-        page = self.first()
-        while True:
-            try:
-                yield from _page_rows(page)
-            except (KeyError, TypeError, ValueError, IndexError,
-                    AttributeError) as e:  # one line, not a traceback
-                raise JvpnError(f"the gateway daemon's sessions page is malformed "
-                                f"({type(e).__name__}: {e})") from None
-            if page.get("next") is None:
-                return
-            page = self._next()
+def _checked_rows(page: dict, last: str) -> list[tuple]:
+    """A page's rows, refused in one line if malformed or not after ``last``
+    and ascending (the join by id would lose identities silently)."""
+    try:
+        rows = _page_rows(page)
+    except (KeyError, TypeError, ValueError, IndexError,
+            AttributeError) as e:  # one line, not a traceback
+        raise JvpnError(f"the gateway daemon's sessions page is malformed "
+                        f"({type(e).__name__}: {e})") from None
+    ids = [last, *map(_SESSION_ID, rows)]
+    for before, sid in itertools.pairwise(ids):
+        if sid <= before:
+            _in_order(before, sid)
+    return rows
+
+
+def _page_ids(page: dict) -> list:
+    columns = page.get("columns")
+    if columns is None:
+        return [d.get("session_id") for d in page.get("sessions") or ()]
+    at = columns.index("session_id") if "session_id" in columns else None
+    return [] if at is None else [r[at] for r in page.get("rows") or ()]
+
+
+def _last_id(page: dict) -> str | None:
+    ids = _page_ids(page)
+    return ids[-1] if ids and isinstance(ids[-1], str) else None
+
+
+def _first_id(page: dict) -> str | None:
+    ids = _page_ids(page)
+    return ids[0] if ids and isinstance(ids[0], str) else None
 
 
 def _page_rows(page: dict) -> list[tuple]:

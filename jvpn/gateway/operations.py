@@ -65,7 +65,7 @@ def sessions(gw, request: dict, pages: SessionPages | None = None) -> dict:
     out = {"node_id": gw.events.node_id, "now_ms": gw.clock_ms(),
            "gate": "xdp" if gw.gate.checks_in_kernel else "userspace",
            "interface": getattr(gw.gate, "ifname", None)}
-    if pages is None or ("limit" not in request and "cursor" not in request):
+    if pages is None or not {"limit", "cursor", "after"} & request.keys():
         return {**out, "sessions": snapshot.sessions(gw)}
     rows, cursor = pages.page(gw, request)
     if request.get("columns") is True:
