@@ -459,32 +459,30 @@ def test_sessions_json_of_rows_that_come_one_at_a_time():
     assert "".join(writes) == json.dumps({"x": rows, "y": []}, indent=2) + "\n"
 
 
-def test_a_malformed_page_of_columns_is_one_line(env, monkeypatch):
+def _one_page(monkeypatch, columns: list, rows: list) -> None:
+    """The daemon answers one page of ``columns`` and ``rows``."""
     def ask(self, op, socket_path=None, **args):
-        return {**_daemon()["sessions"], "columns": ["session_id", "peer"], "rows": [["x"]],
-                "next": None}
+        return {**_daemon()["sessions"], "columns": columns, "rows": rows, "next": None}
     monkeypatch.setattr(app_mod.App, "ask_daemon", ask)
+
+
+def test_a_malformed_page_of_columns_is_one_line(env, monkeypatch):
+    _one_page(monkeypatch, ["session_id", "peer"], [["x"]])
     r = CliRunner().invoke(cli, ["sessions", "--json"])
     assert r.exit_code == 1 and "malformed" in r.output and "Traceback" not in r.output
 
 
 def test_a_page_whose_session_id_is_not_a_string_is_one_line(env, monkeypatch):
     """The join compares ids as strings: a number from the daemon is refused, not a traceback."""
-    def ask(self, op, socket_path=None, **args):
-        row = {**_daemon_row(SID_A, "a", "10.99.0.2"), "session_id": SID_A}
-        return {**_daemon()["sessions"], "columns": list(row), "rows": [list(row.values())],
-                "next": None}
-    monkeypatch.setattr(app_mod.App, "ask_daemon", ask)
+    row = {**_daemon_row(SID_A, "a", "10.99.0.2"), "session_id": SID_A}
+    _one_page(monkeypatch, list(row), [list(row.values())])
     r = CliRunner().invoke(cli, ["sessions", "--json"])
     assert r.exit_code == 1 and "malformed" in r.output and "Traceback" not in r.output
 
 
 def test_a_column_the_daemon_does_not_send_is_null(env, monkeypatch):
     """As a dict row's missing field was (daemon.get): a daemon with fewer columns."""
-    def ask(self, op, socket_path=None, **args):
-        row = {k: v for k, v in _daemon_row(SID_A, "a", "10.99.0.2").items() if k != "peer"}
-        return {**_daemon()["sessions"], "columns": list(row), "rows": [list(row.values())],
-                "next": None}
-    monkeypatch.setattr(app_mod.App, "ask_daemon", ask)
+    row = {k: v for k, v in _daemon_row(SID_A, "a", "10.99.0.2").items() if k != "peer"}
+    _one_page(monkeypatch, list(row), [list(row.values())])
     out = json.loads(_run(["sessions", "--json"]).stdout)["jvtest0"]
     assert out[1]["peer"] is None and out[1]["inner"] == "10.99.0.2"
