@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from jvpn.session import SessionRecord
-from jvpn.store import ClusterStore, GatewayGone, StoreError, VersionConflict
+from jvpn.store import MAX_VERSION, ClusterStore, GatewayGone, StoreError, VersionConflict
 
 
 class OwnershipError(Exception):
@@ -118,7 +118,10 @@ class ClusterOwnership:
 
     @property
     def token(self) -> int:
-        return self.store.lease_id
+        """The fencing token: the store's lease id; one that cannot be an
+        element's u64 (a store's garbage) is no lease: fenced (review k18r4 #3)."""
+        lease = self.store.lease_id
+        return lease if type(lease) is int and 0 < lease <= MAX_VERSION else 0
 
     def owns(self, rec: SessionRecord) -> bool:
         return rec.owner == self.node_id

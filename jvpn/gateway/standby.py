@@ -28,8 +28,8 @@ class StandbyWrites:
         (no data passes here any more) and the replay ceiling is settled.
         Returns the highest client counter seen, the next owner's floor."""
         exact = live.retire()
-        self.gate.standby(live.record, live.keys)
         live.installed, live.parked = False, True
+        self._stop_data(live)
         sid = live.record.session_id
         if live.blind_epoch is not None:
             # Never served since a crash: its floor is the crashed holder's
@@ -115,8 +115,8 @@ class StandbyWrites:
         for live in self.sessions.values():
             if live.installed:
                 live.retire()  # another gateway may take it: no sender of ours is left
-                self.gate.standby(live.record, live.keys)
                 live.installed, live.parked = False, True
+                self._stop_data(live)
 
     def unfence(self) -> None:
         self.fenced = False  # elements come back one by one (follower: follow/sweep)
@@ -128,8 +128,20 @@ class StandbyWrites:
         for live in self.sessions.values():
             live.retire()
             if live.installed:
-                self.gate.standby(live.record, live.keys)
+                self._stop_data(live)
         self.settle_all()
+
+    def _stop_data(self, live: Live) -> None:
+        """Our element of the session passes no data any more: a standby, or
+        (it cannot be written: a record out of the element's range) none at
+        all. One session's failure never stops a fence's loop (review k18r4 #1)."""
+        try:
+            self.gate.standby(live.record, live.keys)
+        except (ValueError, OverflowError, JvpnError, OSError) as e:
+            sid = live.record.session_id
+            self.gate.remove(sid)  # fail closed: no element, no data
+            self.events.emit(EventType.DAEMON_ERROR, Reason.OS_ERROR, sid,
+                             where="standby element", detail=str(e))
 
     def end_remote(self, sid: int, src, now_ms: int, detail: str) -> None:
         """A session another gateway owns, ended on its client's verified

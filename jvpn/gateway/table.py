@@ -31,6 +31,7 @@ from jvpn import pathmtu, wire
 from jvpn.codes import Reason
 from jvpn.events import EventLog
 from jvpn.gate import abi
+from jvpn.gate.batch import BatchNotWritten
 from jvpn.gateway.announce import announce
 from jvpn.gateway.capacity import Capacity
 from jvpn.gateway.ceiling import ReplayCeiling, StoreBreaker, start_floor
@@ -259,9 +260,7 @@ class SessionTable(NewSessions, StandbyWrites, Downstream, OperatorEnds, Pending
         self.store, self.gate, self.events, self.ownership = store, gate, events, ownership
         self.clock_ms, self.send = clock_ms, send
         self.control_window = control_window  # the policy's security.replay_window_size
-        # our side's outer path MTU (config PathMTU): no session's datagrams
-        # are larger, whatever its client announces (jvpn/gateway/datapath.py)
-        self.path_mtu = path_mtu
+        self.path_mtu = path_mtu  # no session's datagrams are larger (datapath.py)
         self.sessions: dict[int, Live] = {}
         self.by_inner: dict[bytes, int] = {}
         self.downstream = PrefixMap()  # the routed sessions' AllowedIPs -> session id
@@ -272,9 +271,7 @@ class SessionTable(NewSessions, StandbyWrites, Downstream, OperatorEnds, Pending
         self.fenced = False  # no element of ours may pass data (jvpn/gateway/follower.py)
         self.undeleted: dict[int, int | None] = {}  # store deletes to retry (deletes.py)
         self._init_indexes()  # timers, unconfirmed, added (indexes.py, issue 15)
-        # how a handshake's writes reach the store (jvpn/store/group_commit.py);
-        # the daemon sets a GroupCommit on a SQLite store
-        self.writes = ImmediateWrites(store)
+        self.writes = ImmediateWrites(store)  # the daemon's: a GroupCommit (group_commit.py)
         self.pending_new = 0  # start_new's sessions whose writes are queued
         # every session's ceiling writes run on the one receive loop: one
         # pace for all of them (jvpn/gateway/ceiling.py, review D)
@@ -465,7 +462,13 @@ class SessionTable(NewSessions, StandbyWrites, Downstream, OperatorEnds, Pending
         live = self._live(rec, keys, inner, first_counter, stored_ceiling, gate_window,
                           routed=rec.confirmed, lazy_channel=True)
         live.confirmed = rec.confirmed
-        self._put(live, rec)
+        try:
+            self._put(live, rec)
+        except BatchNotWritten:
+            raise  # the whole start fails (reconcile.py): nothing of it removed
+        except Exception:
+            self.drop_local(rec.session_id)  # no half-installed session (review k18r4 #2)
+            raise
         return live
 
     def adopt(self, rec: SessionRecord, keys: KeyRing) -> Live:

@@ -373,11 +373,30 @@ def record_from_json(text: str | bytes) -> SessionRecord:
             raise TypeError("peer_key must be a string")
         if not isinstance(rec.confirmed, bool):
             raise TypeError("confirmed must be a boolean")
+        _in_range(rec)
         return rec
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
         # RecursionError: a value nested deeper than the decoder goes (a
         # damaged or hostile store value): that record, not the whole pass
         raise Unreadable(f"not a session record ({type(e).__name__}: {e})") from None
+
+
+_U64 = 1 << 64
+
+
+def _in_range(rec: SessionRecord) -> None:
+    """Integers the gate's element holds fit it: a damaged store's value is
+    that record unreadable, never an element refused later (a fence, an
+    install: review k18r4) nor one with the value cut short."""
+    if not 0 <= rec.session_id < _U64:
+        raise ValueError("session_id out of range")
+    for name in ("version", "epoch", "c2s_floor"):
+        value = getattr(rec, name)
+        if type(value) is not int or not 0 <= value <= MAX_VERSION:
+            raise ValueError(f"{name} out of range")
+    for t in (rec.binding, rec.candidate):
+        if t is not None and (type(t.port) is not int or not 0 <= t.port <= 0xFFFF):
+            raise ValueError("a transport port out of range")
 
 
 class SkipsUnreadable:
