@@ -146,6 +146,7 @@ class DaemonPages:
         self._first: dict | None = None
         self._closed = threading.Event()
         self._cursor: str | None = None  # the listing's next page at the daemon, if any
+        self._handoff = threading.Lock()  # _closed and _cursor change together
 
     def first(self) -> dict:
         """The first page's answer (its header: node_id, now_ms, gate, interface)."""
@@ -173,20 +174,35 @@ class DaemonPages:
             self.close()
 
     def close(self) -> None:
-        """Stop asking; a listing not read to its end is dropped at the daemon."""
-        self._closed.set()
-        cursor, self._cursor = self._cursor, None
+        """Stop asking; a listing not read to its end is dropped at the daemon
+        (a cursor the thread gets after this, it drops itself: review k18r5 F2)."""
+        with self._handoff:
+            self._closed.set()
+            cursor, self._cursor = self._cursor, None
+        self._drop(cursor)
+
+    def _drop(self, cursor: str | None) -> None:
         if cursor is not None:
             try:
                 self._ask(cursor=cursor, close=True)
             except JvpnError:  # it expires there anyway (TTL_S)
                 pass
 
+    def _got(self, page: dict) -> bool:
+        """The thread's page is in: its cursor kept, or dropped if closed meanwhile."""
+        with self._handoff:
+            if not self._closed.is_set():
+                self._cursor = page.get("next")
+                return True
+        self._drop(page.get("next"))
+        return False
+
     def _fetch(self, page: dict) -> None:
         try:
             while (cursor := page.get("next")) is not None and not self._closed.is_set():
                 page = self._page_after(cursor, page)
-                self._cursor = page.get("next")
+                if not self._got(page):
+                    return
                 self._put((page, None))
         except BaseException as e:  # noqa: BLE001 - raised again in the reading thread
             self._put((None, e))

@@ -121,7 +121,8 @@ RETRY_BASE_MS, RETRY_CAP_MS = 400, 4_000  # an unanswered reattach request
 # and one drop cost 1-4 s; now 250-500 ms. Not sooner (review k18r1 F1): a
 # slow store or a long path answers after the next initiation went out; the
 # client still takes the answers to its last ATTEMPTS_KEPT initiations, and a
-# path under 250 ms of round trip never makes the gateway write twice.
+# round trip plus the store's write under 250 ms never makes the gateway
+# write twice.
 HANDSHAKE_ATTEMPTS = 6
 HANDSHAKE_BASE_MS, HANDSHAKE_CAP_MS = 500, 6_000
 # After a cookie reply (the gateway is under load, and its gate drops the

@@ -30,8 +30,8 @@ class SessionsFull(StoreError):
 
 class AttemptInProgress(StoreError):
     """A peer's new handshake refused while its previous one's writes are
-    still queued (a group commit: milliseconds; a client waits seconds
-    before its next attempt): one attempt per peer, so that one peer's
+    still queued (a group commit: milliseconds; a client waits at least
+    250 ms before its next attempt): one attempt per peer, so that one peer's
     initiations never take more than one more session's room."""
 
     reason = Reason.RATE_LIMITED

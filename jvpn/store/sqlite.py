@@ -444,8 +444,9 @@ def _claim(db: sqlite3.Connection, peer: bytes, timestamp_ns: int) -> bool:
     if not 0 <= timestamp_ns < 1 << 63:
         raise StoreError(f"initiation timestamp out of range: {timestamp_ns}")
     row = db.execute("SELECT timestamp_ns FROM initiations WHERE peer=?", (peer,)).fetchone()
-    if row is not None and not isinstance(row[0], int):  # garbage: this peer's op fails alone
-        raise StoreError(f"initiations row of this peer unreadable: {type(row[0]).__name__}")
+    if row is not None and (type(row[0]) is not int or not 0 <= row[0] < 1 << 63):
+        # garbage (a text, a negative): this peer's op fails alone, closed (review k18r5 F4)
+        raise StoreError(f"initiations row of this peer unreadable: {row[0]!r:.40}")
     if row is not None and row[0] >= timestamp_ns:
         return False
     db.execute("INSERT INTO initiations VALUES (?, ?) ON CONFLICT(peer) "
@@ -519,9 +520,13 @@ class _Tx:
 
     def _rollback(self) -> None:
         # SQLite ends the transaction itself on some errors (SQLITE_FULL,
-        # SQLITE_IOERR): a ROLLBACK then raises instead (review k18r2 #3)
-        if self.db.in_transaction:
-            self.db.execute("ROLLBACK")
+        # SQLITE_IOERR): a ROLLBACK then raises instead (review k18r2 #3);
+        # one that is issued and fails is a StoreError too (review k18r5 F3)
+        try:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+        except sqlite3.Error as e:
+            raise StoreError(f"session store rollback failed: {e}") from e
 
     def __exit__(self, exc_type, exc, tb):
         try:

@@ -18,7 +18,9 @@ arrival or by the timeout the client set; nothing sleeps."""
 
 from __future__ import annotations
 
+import re
 import types
+from pathlib import Path
 
 import pytest
 from test_client_source import CL_PRIV, GW, GW_PRIV, FakeGateway
@@ -143,3 +145,22 @@ def test_a_long_path_client_takes_the_cookie_of_its_first_initiation(monkeypatch
     # three without a cookie at most (the third goes out at 0.75 s at the
     # shortest jitter, before the first cookie comes), then the resend
     assert sum(1 for m in sock.sent if m[0] == abi.MSG_HANDSHAKE_INIT) <= 4
+
+
+def test_a_round_trip_and_write_under_250_ms_never_make_the_gateway_write_twice(monkeypatch):
+    """jvpn/config.py's bound (review k18r5 F5): 210 ms of path and a 30 ms
+    write answer before the first retry at its shortest (250 ms)."""
+    sock, _took = _handshake(monkeypatch, 0.03, 0.0, one_way_s=0.105)
+    assert len(sock.written) == 1, f"sessions written for one client: {sock.written}"
+
+
+STALE_DOCS = [r"`ATTEMPTS_KEPT` \(2\b", r"session and two attempts at most",
+              r"Initiators of the last\s+two attempts", r"the peer's last two"]
+
+
+@pytest.mark.parametrize("doc", ["docs/protocol.md", "docs/invariants.md"])
+def test_the_docs_give_the_per_peer_attempts_as_configured(doc):
+    """Review k18r5 F5: the docs said two after ATTEMPTS_KEPT became three."""
+    text = (Path(__file__).resolve().parents[2] / doc).read_text()
+    assert ATTEMPTS_KEPT == 3
+    assert not [p for p in STALE_DOCS if re.search(p, text)]

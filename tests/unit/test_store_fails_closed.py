@@ -4,7 +4,9 @@ transaction by itself (disk full) or returns garbage fails closed with a
 StoreError, that op alone where it can; the docs name the batch as it runs."""
 
 import ipaddress
+import sqlite3
 import struct
+import threading
 
 import pytest
 
@@ -14,7 +16,7 @@ from jvpn.keys import generate_private
 from jvpn.session import Event, Transport, apply, new_session
 from jvpn.store import HandshakeWrites, StoreError
 from jvpn.store import sqlite as sqlite_store
-from jvpn.store.sqlite import SqliteStore
+from jvpn.store.sqlite import SqliteStore, _Tx
 
 T1 = Transport("192.0.2.10", 5555)
 GW4 = ipaddress.IPv4Interface("10.99.0.1/24")
@@ -118,3 +120,43 @@ def test_the_group_commits_docs_name_the_batch_without_savepoints():
     assert "runs each in a savepoint of one transaction" not in " ".join(
         group_commit.__doc__.split())
     assert "runs in savepoints of one transaction" not in protocol
+
+
+@pytest.mark.parametrize("garbage", [-1, -(1 << 63)])
+def test_an_out_of_range_claim_row_fails_closed_as_a_text_one_does(store, garbage):
+    """Review k18r5 F4: a negative stored timestamp was "older than
+    anything": every initiation of that peer accepted, a replay too."""
+    store._db.execute("INSERT INTO initiations VALUES (?, ?)", (b"p" * 32, garbage))
+    [result] = store.write_many([
+        sqlite_store.handshake_op(HandshakeWrites(b"p" * 32, 5, _attached(5), b"k", 7))])
+    assert isinstance(result, StoreError), result
+
+
+class _FailingDb:
+    """A connection whose COMMIT fails (disk I/O) while the transaction is
+    still open, and whose ROLLBACK then fails too."""
+
+    in_transaction = True
+
+    def execute(self, sql, *a):
+        if sql.startswith("BEGIN"):
+            return None
+        raise sqlite3.OperationalError(f"disk I/O error ({sql})")
+
+
+@pytest.mark.parametrize("raise_inside", [False, True])
+def test_a_failed_rollback_is_still_a_store_error(raise_inside):
+    """Review k18r5 F3: a ROLLBACK that is issued and fails raised a raw
+    sqlite3 error over the StoreError the callers fail closed on."""
+    lock = threading.Lock()
+    with pytest.raises(StoreError):
+        with _Tx(_FailingDb(), lock, lambda: None):
+            if raise_inside:
+                raise sqlite3.OperationalError("database or disk is full")
+    assert not lock.locked()
+
+
+def test_a_gateway_address_of_the_wrong_length_is_refused():
+    """Review k18r5 (test gap): the IPv4 gateway address's length too."""
+    with pytest.raises(ValueError):
+        Granted(1, bytes(4), 24, bytes(16)).pack()
