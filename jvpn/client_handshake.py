@@ -6,6 +6,7 @@ is answered one line naming what was observed and the likely causes
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from jvpn import client_icmp
 from jvpn.client_causes import Observed, cause_line
@@ -15,6 +16,7 @@ from jvpn.config import (
     COOKIE_RESEND_MARGIN_MS,
     COOKIE_RESEND_MIN_MS,
     HANDSHAKE_ATTEMPTS,
+    HANDSHAKE_CAP_MS,
     UNCONFIRMED_TTL_MS,
 )
 from jvpn.gate import abi
@@ -39,6 +41,15 @@ def wait_after_cookie_ms(round_trip_ms: int) -> int:
     (before the back-off step caps it): twice the cookie's round trip and a
     margin, at least COOKIE_RESEND_MIN_MS."""
     return max(COOKIE_RESEND_MIN_MS, 2 * round_trip_ms + COOKIE_RESEND_MARGIN_MS)
+
+
+@dataclass
+class _Step:
+    """What one attempt hands the next: the cookie to carry (None: none
+    yet) and the kept initiators, newest first."""
+
+    cookie: bytes | None
+    inits: list[tuple[Initiator, int]]
 
 
 class ClientError(Exception):
@@ -67,48 +78,72 @@ class ClientHandshake:
             client_icmp.disable(self.sock)
 
     def _handshake(self, attempts: int) -> Assignment:
-        seen, cookie, started = Observed(), None, time.monotonic()
+        seen, started = Observed(), time.monotonic()
         drops_before = self.drops.total
-        inits: list[tuple[Initiator, int]] = []  # (initiator, sent at): this attempt's first
-        resend_wait_ms = None  # set by a cookie reply: the resend's wait
+        step = _Step(None, [])  # the cookie to carry; (initiator, sent at), newest first
         for k in range(attempts):
             if self._stop.is_set():  # SIGTERM/SIGINT while still looking for the gateway
                 raise ClientError("stopped by a signal before the gateway answered")
             self.progress(f"handshake with {self.endpoint[0]}:{self.endpoint[1]}, "
                           f"attempt {k + 1}/{attempts}")
-            init = Initiator(self.private_key, self.gateway_public)
-            init.cookie = cookie
-            seen.attempts += 1
-            msg = init.initiation()
-            inits = [(init, self.clock_ms()), *inits[:KEEP_INITIATORS - 1]]
-            self._send_initiation(msg, seen)
-            wait_ms = self.handshake_wait.delay_ms(k)
-            if resend_wait_ms is not None:
-                wait_ms, resend_wait_ms = min(wait_ms, resend_wait_ms), None
-            got = self._await_reply(inits, wait_ms / 1000, seen)
-            if isinstance(got, Assignment):
+            end = time.monotonic() + self.handshake_wait.delay_ms(k) / 1000
+            if (got := self._attempt(step, end, seen)) is not None:
                 return got
-            if got is not None:
-                cookie, round_trip_ms = got
-                resend_wait_ms = wait_after_cookie_ms(round_trip_ms)
         seen.strangers = self.drops.total - drops_before
         raise HandshakeFailed(cause_line(seen, self.endpoint, time.monotonic() - started))
 
-    def _await_reply(self, inits: list[tuple[Initiator, int]], timeout_s: float,
-                     seen: Observed) -> Assignment | tuple[bytes, int] | None:
+    def _attempt(self, step: _Step, end: float, seen: Observed) -> Assignment | None:
+        """One scheduled attempt, until ``end``: an initiation; the first
+        cookie reply is answered at once by a resend carrying it, waiting
+        wait_after_cookie_ms (past ``end`` on a long path), then, if
+        unanswered and ``end`` is not past, once more until ``end`` (a gate
+        under a flood drops the resend most: k18flood). No cookie reply ends the attempt itself:
+        an on-path party can forge one (its key is the gateway's public
+        key's, its AD a mac1 seen on the path), and forgeries must not
+        spend the client's patience (review k18r5 F1)."""
+        sends, wait_end = 0, end
+        while sends < 3:
+            sends += 1
+            self._initiate(step, seen)
+            got = self._await_reply(step, wait_end - time.monotonic(), seen,
+                                    cookie_ends=sends == 1)
+            if isinstance(got, Assignment):
+                return got
+            if got is not None:  # this attempt's first cookie: resend at once
+                resend_s = min(wait_after_cookie_ms(got), HANDSHAKE_CAP_MS) / 1000
+                wait_end = time.monotonic() + resend_s  # past ``end`` if the path is long
+            elif sends == 1 or time.monotonic() >= end:
+                return None
+            else:  # the resend unanswered: once more, then until the attempt's end
+                wait_end = end
+        return None
+
+    def _initiate(self, step: _Step, seen: Observed) -> None:
+        init = Initiator(self.private_key, self.gateway_public)
+        init.cookie = step.cookie
+        seen.attempts += 1
+        msg = init.initiation()
+        step.inits[:] = [(init, self.clock_ms()), *step.inits[:KEEP_INITIATORS - 1]]
+        self._send_initiation(msg, seen)
+
+    def _await_reply(self, step: _Step, timeout_s: float, seen: Observed,
+                     cookie_ends: bool = True) -> Assignment | int | None:
         """Until the deadline: the Assignment of a response that opens under
-        one of ``inits`` (the gateway answered this attempt, or the one
-        before: either session is the gateway's, if it came within
-        ANSWER_WINDOW_MS of its initiation), or a cookie and its round trip
-        in ms (the next attempt carries it), or None. A reply that does not open is counted
-        and ignored: one forged or stray datagram must not end the attempt."""
-        deadline = time.monotonic() + timeout_s
+        one of ``step.inits`` (an answer to one of the last ATTEMPTS_KEPT
+        initiations, if it came within ANSWER_WINDOW_MS of it), or (a cookie
+        reply, kept in ``step.cookie`` for the next initiation) its round
+        trip in ms if ``cookie_ends``, or None. A reply that does not open
+        is counted and ignored: one forged or stray datagram must not end
+        the wait."""
+        deadline = time.monotonic() + max(0.0, timeout_s)
         while (msg := self._handshake_reply(deadline - time.monotonic(), seen)) is not None:
             if msg[0] == abi.MSG_COOKIE_REPLY:
-                if (cookie := self._cookie(inits, msg)) is not None:
-                    return cookie
+                if (took := self._cookie(step.inits, msg)) is not None:
+                    step.cookie = took[0]
+                    if cookie_ends:
+                        return took[1]
                 continue
-            if (opened := self._opened(inits, msg)) is not None:
+            if (opened := self._opened(step.inits, msg)) is not None:
                 return self._attached(*opened)
             seen.undecryptable += 1
             # unauthenticated: anyone can send these, so one summary line per interval
