@@ -141,7 +141,9 @@ ANSWER_MARGIN_MS = 1_000
 # 0.25-0.5 s, so that a store that takes a second to write still answers the
 # first: review k18r1 F1); the gateway keeps the peer's last three
 # unconfirmed sessions, no more (issue 15 review: one peer's initiations never
-# fill MaxSessions), so the session of the answer taken exists.
+# fill MaxSessions), so the session of the answer taken exists -- except at
+# MaxSessions, where a peer keeps one attempt: there an answer taken late
+# may name a session its retry replaced (review k18rall F2, not fixed).
 ATTEMPTS_KEPT = 3
 # A session DEGRADED by expired keys gets no keepalive replies, yet its client
 # rekeys only when the gateway flags it: the gateway's timer sends the binding

@@ -20,7 +20,6 @@ A page's rows are made with the cyclic collector paused (jvpn/gcpause.py).
 from __future__ import annotations
 
 import bisect
-import operator
 import re
 import secrets
 import threading
@@ -30,7 +29,7 @@ from jvpn.gateway import snapshot
 from jvpn.gateway.operator import Refused
 from jvpn.gcpause import paused_gc
 
-_BY_ID = operator.attrgetter("record.session_id")  # C-level: a million keys in the first page
+_BY_ID = snapshot.BY_ID  # C-level: a million keys in the first page
 TTL_S = 60.0
 MAX_LIMIT = 1 << 20
 MAX_OPEN = 8  # listings in progress at once (each holds references, not copies)

@@ -72,7 +72,7 @@ def references(gw) -> tuple[list, dict]:
 # a row's fields, in their order: a SessionView's, then what ``session_values`` adds
 COLUMNS = (*SessionView.__dataclass_fields__, "last_handshake_ms", "key_age_s",
            "rekey_requested", "key_confirmed", "key_overlap")
-_BY_ID = operator.attrgetter("record.session_id")  # C-level sort key
+BY_ID = operator.attrgetter("record.session_id")  # C-level sort key (operator_pages too)
 
 
 def listed(live) -> tuple:
@@ -107,16 +107,16 @@ def session_values(gw, now_ms: int | None = None, refs: tuple[list, dict] | None
     gate, get_peer = gw.gate, peers.get
     rx_of = _rx_reader(gate, kernel_rx)
     out = []
-    for live in sorted(lives, key=_BY_ID):
+    for live in sorted(lives, key=BY_ID):
         rec, traffic, last_rx, confirmed, rekey, keys_now, inner = listed(live)
         ring = KeyRing.of(keys_now)
-        keys_ms = rec.keys_ms or rec.created_ms  # keys_made_ms
+        keys_ms = keys_made_ms(rec)  # the one rule, /metrics' too
         out.append([*_identity(rec, get_peer(inner)), rec.state.name, rec.version, rec.owner,
                     confirmed, rec.created_ms, rec.key_epoch, keys_ms, last_rx,
                     *rx_of(rec, traffic), traffic.tx_packets + traffic.ka_packets,
                     traffic.tx_bytes + traffic.ka_bytes, rec.created_ms,
-                    round(max(0, now - keys_ms) / 1000, 3), rekey,  # key_age_s
-                    ring.confirmed, ring.previous is not None])
+                    key_age_s(keys_ms, now), rekey,
+                    ring.confirmed, ring.previous is not None])  # key_ring_state's, no dict
     return out
 
 

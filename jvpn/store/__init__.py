@@ -363,6 +363,8 @@ def record_from_json(text: str | bytes) -> SessionRecord:
         d["state"] = State[d["state"]]
         for k in _NESTED:
             nested = d.get(k)
+            if nested and type(nested.get("addr")) is not str:  # Transport would take an int
+                raise TypeError(f"{k} address must be a string")  # review k18rall F4
             d[k] = Transport(**nested) if nested else None
         d["switches_ms"] = tuple(d.get("switches_ms", ()))
         rec = SessionRecord(*_in_init_order({**_DEFAULTS, **d}))
@@ -384,6 +386,18 @@ def record_from_json(text: str | bytes) -> SessionRecord:
 _U64 = 1 << 64
 
 
+def stored_json(rec: SessionRecord) -> str:
+    """What the stores write: :func:`record_to_json` of a record they can
+    read back; one out of range (a floor past 2**63 - 1) is a StoreError,
+    the write fails closed, never a row every later read skips (review
+    k18rall F1)."""
+    try:
+        _in_range(rec)
+    except ValueError as e:
+        raise StoreError(f"session {rec.session_id:#x}: not written: {e}") from None
+    return record_to_json(rec)
+
+
 def _in_range(rec: SessionRecord) -> None:
     """Integers the gate's element holds fit it: a damaged store's value is
     that record unreadable, never an element refused later (a fence, an
@@ -395,8 +409,11 @@ def _in_range(rec: SessionRecord) -> None:
         if type(value) is not int or not 0 <= value <= MAX_VERSION:
             raise ValueError(f"{name} out of range")
     for t in (rec.binding, rec.candidate):
-        if t is not None and (type(t.port) is not int or not 0 <= t.port <= 0xFFFF):
+        if t is None:
+            continue
+        if type(t.port) is not int or not 0 <= t.port <= 0xFFFF:
             raise ValueError("a transport port out of range")
+
 
 
 class SkipsUnreadable:

@@ -36,7 +36,7 @@ from jvpn.store import (
     Unreadable,
     VersionConflict,
     check_cas,
-    record_to_json,
+    stored_json,
 )
 from jvpn.store.etcd_cluster import EtcdGateways, EtcdWatch
 from jvpn.store.etcd_codec import (
@@ -134,7 +134,7 @@ class EtcdStore(EtcdGateways, EtcdWatch, EtcdRestore, SkipsUnreadable):
     def create(self, rec: SessionRecord, secrets: bytes) -> None:
         key = self._sid_key(rec.session_id)
         sealed = self._seal(rec.session_id, secrets)
-        value = json.dumps({"record": record_to_json(rec), "secrets": sealed})
+        value = json.dumps({"record": stored_json(rec), "secrets": sealed})
         ok, rev = self._txn_rev([{"key": _b64(key), "result": "EQUAL", "target": "CREATE",
                                   "create_revision": 0}], [self._put(key, value)])
         if not ok:
@@ -183,7 +183,7 @@ class EtcdStore(EtcdGateways, EtcdWatch, EtcdRestore, SkipsUnreadable):
         if secrets is not None:
             sealed = self._seal(session_id, secrets)
         key = self._sid_key(session_id)
-        value = json.dumps({"record": record_to_json(new), "secrets": sealed})
+        value = json.dumps({"record": stored_json(new), "secrets": sealed})
         compare = [{"key": _b64(key), "result": "EQUAL", "target": "MOD", "mod_revision": rev}]
         failure = []
         if alive is not None:  # ... and only while that gateway holds that lease

@@ -32,7 +32,7 @@ from jvpn.store import (
     delete_one_by_one,
     one_by_one,
     record_from_json,
-    record_to_json,
+    stored_json,
 )
 from jvpn.store.sqlite_restore import SqliteRestore, _unsigned
 
@@ -399,7 +399,7 @@ def _create(db: sqlite3.Connection, rec: SessionRecord, secrets: bytes) -> None:
     sid = _signed(rec.session_id)
     try:  # the primary key refuses a taken id: no SELECT first (one statement less, issue 15)
         db.execute("INSERT INTO sessions VALUES (?,?,?,?)",
-                   (sid, rec.version, record_to_json(rec), secrets))
+                   (sid, rec.version, stored_json(rec), secrets))
     except sqlite3.IntegrityError as e:
         if e.sqlite_errorcode != sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY:
             raise
@@ -412,12 +412,12 @@ def _cas(db: sqlite3.Connection, session_id: int, expected_version: int, new: Se
          secrets: bytes | None) -> None:
     if secrets is None:
         cur = db.execute("UPDATE sessions SET version=?, record=? WHERE session_id=? AND version=?",
-                         (new.version, record_to_json(new), _signed(session_id),
+                         (new.version, stored_json(new), _signed(session_id),
                           expected_version))
     else:
         cur = db.execute("UPDATE sessions SET version=?, record=?, secrets=? "
                          "WHERE session_id=? AND version=?",
-                         (new.version, record_to_json(new), secrets, _signed(session_id),
+                         (new.version, stored_json(new), secrets, _signed(session_id),
                           expected_version))
     if cur.rowcount != 1:
         raise VersionConflict(
