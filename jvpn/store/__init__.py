@@ -18,7 +18,8 @@ from dataclasses import MISSING, dataclass, fields
 from typing import Protocol, runtime_checkable
 
 from jvpn.errors import JvpnError
-from jvpn.session import SessionRecord, State, Transport
+from jvpn.frozen import positional_maker
+from jvpn.session import SessionRecord, State, Transport, canonical_ip
 
 
 class StoreError(JvpnError):
@@ -337,6 +338,10 @@ _REQUIRED = object()  # a field without a default: its absence makes the value n
 _DEFAULTS = {f.name: d for f in fields(SessionRecord)
              if (d := _field_default(f)) is not _REQUIRED}
 _in_init_order = operator.itemgetter(*_FIELD_NAMES)
+# SessionRecord(*values) and Transport(addr, port) without a frozen
+# dataclass's object.__setattr__ per field (jvpn/frozen.py): the same objects
+_make_record = positional_maker(SessionRecord)
+_make_transport = positional_maker(Transport)
 _scan_once = json.JSONDecoder().scan_once  # json.loads without its wrappers
 
 
@@ -365,9 +370,9 @@ def record_from_json(text: str | bytes) -> SessionRecord:
             nested = d.get(k)
             if nested and type(nested.get("addr")) is not str:  # Transport would take an int
                 raise TypeError(f"{k} address must be a string")  # review k18rall F4
-            d[k] = Transport(**nested) if nested else None
+            d[k] = _transport(nested) if nested else None
         d["switches_ms"] = tuple(d.get("switches_ms", ()))
-        rec = SessionRecord(*_in_init_order({**_DEFAULTS, **d}))
+        rec = _make_record(*_in_init_order({**_DEFAULTS, **d}))  # SessionRecord(*...)
         if not (isinstance(rec.session_id, int) and isinstance(rec.version, int)
                 and isinstance(rec.epoch, int)):
             raise TypeError("session_id, version and epoch must be integers")
@@ -381,6 +386,16 @@ def record_from_json(text: str | bytes) -> SessionRecord:
         # RecursionError: a value nested deeper than the decoder goes (a
         # damaged or hostile store value): that record, not the whole pass
         raise Unreadable(f"not a session record ({type(e).__name__}: {e})") from None
+
+
+def _transport(nested: dict) -> Transport:
+    """``Transport(**nested)`` of a value whose address is a string: made
+    at once when it holds exactly its two fields (its ``__post_init__``'s
+    canonical address, then the fields), by the class otherwise (an extra
+    or a missing field: its TypeError, as before)."""
+    if len(nested) == 2 and "port" in nested:
+        return _make_transport(canonical_ip(nested["addr"]), nested["port"])
+    return Transport(**nested)
 
 
 _U64 = 1 << 64
