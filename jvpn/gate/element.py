@@ -124,13 +124,22 @@ def _key_bytes(keys: SessionKeys | KeyRing,
     """``header_keys`` as (phase 0's key, phase 1's key, mask), 16 bytes
     each (ValueError otherwise, as key_words: the session is not served)."""
     ring = keys if keys.__class__ is KeyRing else KeyRing.of(keys)
-    slots: list[bytes | None] = [None, None]
-    mask = 0
-    for k in ring.live():
-        slots[k.phase] = k.hdr_c2s
-        mask |= abi.key_phase_bit(k.phase)
-    slot0 = slots[0] or unused()
-    slot1 = slots[1] or unused()
+    if ring.previous is None:  # one epoch (outside a rekey's overlap): its phase's slot
+        current = ring.current
+        phase = current.epoch & 1  # SessionKeys.phase
+        if phase:
+            slot0, slot1 = unused(), current.hdr_c2s or unused()
+        else:
+            slot0, slot1 = current.hdr_c2s or unused(), unused()
+        mask = abi.key_phase_bit(phase)
+    else:
+        slots: list[bytes | None] = [None, None]
+        mask = 0
+        for k in ring.live():
+            slots[k.phase] = k.hdr_c2s
+            mask |= abi.key_phase_bit(k.phase)
+        slot0 = slots[0] or unused()
+        slot1 = slots[1] or unused()
     if len(slot0) != 16 or len(slot1) != 16:
         raise ValueError("header key must be 16 bytes")
     return slot0, slot1, mask

@@ -54,7 +54,7 @@ class Change:
     kind: str  # "create" | "update" | "delete"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a restart makes one per session
 class Stored:
     """One session as a restart restores it (Store.restorable): its record,
     secrets, send-counter floor and replay ceiling (ceiling, exact), read in

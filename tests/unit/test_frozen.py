@@ -17,7 +17,7 @@ from jvpn.frozen import positional_maker
 from jvpn.keys import KeyRing, SessionKeys, ring_for
 from jvpn.rekey_answer import RekeyAnswer
 from jvpn.session import Event, SessionRecord, State, Transport, apply, new_session
-from jvpn.store import Unreadable, record_from_json, record_to_json
+from jvpn.store import Stored, Unreadable, record_from_json, record_to_json
 
 _NAMES = tuple(f.name for f in dataclasses.fields(SessionRecord))
 
@@ -50,6 +50,7 @@ def _same(made, want) -> None:
     (Transport, ("2001:db8::1", 7)),
     (SessionKeys, tuple(dataclasses.astuple(_keys(9, 3, 4)))),
     (KeyRing, (_keys(9, 1, 4), _keys(9, 0, 5), True, None, 1234)),
+    (Stored, (_record(), b"secrets", 7, (9, False), None)),
 ])
 def test_a_made_object_is_the_one_its_class_makes(cls, values):
     _same(positional_maker(cls)(*values), cls(*values))
