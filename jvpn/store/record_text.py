@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 from dataclasses import fields
 
+from jvpn.fastip import ipv4_packed
 from jvpn.frozen import positional_maker
 from jvpn.session import SessionRecord, State, Transport, canonical_ip
 
@@ -57,9 +58,15 @@ _VALUE = {
     "int": "int(g[{i}])", "int?": "None if g[{i}] is None else int(g[{i}])",
     "str": "g[{i}]", "state": "_state[g[{i}]]", "ints": "_ints(g[{i}])",
     "confirmed": 'g[{i}] != "false"',
-    "transport": "None if g[{i}] is None else _transport(_canonical(g[{i}]), int(g[{n}]))",
+    "transport": "None if g[{i}] is None else _transport(_address(g[{i}]), int(g[{n}]))",
 }
 _GROUPS = {"transport": 2}  # groups a kind's pattern holds (1 otherwise)
+
+
+def _address(addr: str) -> str:
+    """``canonical_ip(addr)``; a canonical IPv4 address (a restart's usual
+    binding, each one new to its bounded memo) is its own answer."""
+    return addr if ipv4_packed(addr) is not None else canonical_ip(addr)
 
 
 def _ints(text: str | None) -> tuple[int, ...]:
@@ -83,7 +90,7 @@ def _compile():
     values = ", ".join(_VALUE[_KIND[n]].format(i=first_group[n], n=first_group[n] + 1)
                        for n in _NAMES)  # __init__'s order
     scope = {"_state": State.__members__, "_ints": _ints, "_transport": make_transport,
-             "_canonical": canonical_ip}
+             "_address": _address}
     # built from the record's own field names and the fixed kinds above
     exec(f"def values(g):\n    return ({values},)\n", scope)  # noqa: S102
     return pattern, scope["values"]
