@@ -158,3 +158,11 @@ def test_the_text_a_store_writes_takes_the_layouts_path():
                               confirmed=False, transport_lost_ms=9)):
         assert fields_of(text) is not None
         assert json.loads(text)  # and is JSON
+
+
+@pytest.mark.parametrize("count", [1, 256, 257, 100_000])
+def test_a_long_switch_list_reads_the_same_and_only_a_short_one_takes_the_layouts_path(count):
+    text = _written(switches_ms=tuple(range(1, count + 1)))
+    assert (fields_of(text) is not None) == (count <= 256)  # longer: json's (faster there)
+    _same(record_from_json(text), _decoded(text))
+    assert record_from_json(text).switches_ms == tuple(range(1, count + 1))
