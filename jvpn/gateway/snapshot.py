@@ -113,8 +113,7 @@ def session_values(gw, now_ms: int | None = None, refs: tuple[list, dict] | None
         keys_ms = keys_made_ms(rec)  # the one rule, /metrics' too
         out.append([*_identity(rec, get_peer(inner)), rec.state.name, rec.version, rec.owner,
                     confirmed, rec.created_ms, rec.key_epoch, keys_ms, last_rx,
-                    *rx_of(rec, traffic), traffic.tx_packets + traffic.ka_packets,
-                    traffic.tx_bytes + traffic.ka_bytes, rec.created_ms,
+                    *rx_of(rec, traffic), *traffic.sent_so_far(), rec.created_ms,
                     key_age_s(keys_ms, now), rekey,
                     ring.confirmed, ring.previous is not None])  # key_ring_state's, no dict
     return out
