@@ -37,6 +37,16 @@ class AttemptInProgress(StoreError):
     reason = Reason.RATE_LIMITED
 
 
+class AttemptAnswerable(SessionsFull):
+    """At capacity, a peer's new attempt refused while its client may still
+    take the answer to its previous one (review k18rall F2): that attempt's
+    room is the only one the peer has, and ending it for the new one would
+    leave the client holding an answer to a session gone. The initiation is
+    spent (a replay of it is refused), nothing else changes; the client's
+    next initiation gets the room once that answer is past
+    (jvpn/gateway/new_session.py ``answerable``)."""
+
+
 class Capacity:
     pending_new = 0  # handshakes' sessions whose writes are queued (table.py start_new)
 

@@ -13,15 +13,23 @@ initiation's timestamp (the client's wall clock, ``Initiator.clock_ns``)."""
 
 from __future__ import annotations
 
+import types
+
+import pytest
+
+from jvpn import client_handshake
+from jvpn.client import Client as JvpnClient
 from jvpn.codes import Reason
-from jvpn.client_handshake import ANSWER_WINDOW_MS
-from jvpn.config import ATTEMPTS_KEPT, UNCONFIRMED_TTL_MS
+from jvpn.config import ANSWER_WINDOW_MS, ATTEMPTS_KEPT, UNCONFIRMED_TTL_MS
+from jvpn.events import EventLog
 from jvpn.gate import abi
 from jvpn.handshake import Initiator
 from jvpn.keys import SessionKeys
+from jvpn.store.sqlite import SqliteStore
 from jvpn.tunnel import DataChannel
 from kits.daemon_kit import (
     GW_PUB,
+    LISTEN,
     PEER_KEYS,
     AdmitAll,
     Clock,
@@ -64,12 +72,17 @@ def _keepalive(keys: SessionKeys) -> bytes:
     return DataChannel(keys, "client").seal(b"", abi.MSG_KEEPALIVE)
 
 
-def _full_gateway(tmp_path, max_sessions: int = 2):
-    """MaxSessions ``max_sessions``, one of them another peer's confirmed session."""
+def _full_gateway(tmp_path, max_sessions: int = 2, store=None, restart: bool = False):
+    """MaxSessions ``max_sessions``, one of them another peer's confirmed
+    session (``restart``: restored from ``store``)."""
     clock = Clock()
     gate = AdmitAll()
     gate.max_sessions = max_sessions
-    gw = make_gateway(tmp_path, gate=gate, clock=clock, cookie_threshold_per_s=10_000)
+    gw = make_gateway(tmp_path, gate=gate, clock=clock, cookie_threshold_per_s=10_000,
+                      store=store)
+    if restart:
+        gw.reconcile()
+        return gw, Client(gw, clock)
     other = handshake(gw, src=OTHER, peer=1)
     gw.datapath.datagram(other.seal(b"", abi.MSG_KEEPALIVE), OTHER)
     assert gw.sessions[other.session_id].confirmed
@@ -108,7 +121,7 @@ def test_a_retry_after_the_earlier_answer_window_replaces_the_attempt(tmp_path):
     """The client sent the retry once it no longer took the first answer
     (its timestamp says so): the retry gets the room, the client its session."""
     gw, client = _full_gateway(tmp_path)
-    first, _msg, _lost = client.send(0)
+    client.send(0)  # its answer lost
     retry, _msg, answer = client.send(ANSWER_WINDOW_MS + 200)
     assert answer is not None and not _full_refusals(gw)
     assert client.confirms(retry, answer) and len(gw.sessions) == 2
@@ -140,22 +153,45 @@ def test_the_first_answer_lost_the_client_s_later_retry_gets_a_session(tmp_path)
     assert len(gw.sessions) == 2 and len(_full_refusals(gw)) == 4
 
 
-def test_a_replayed_refused_initiation_blocks_the_client_for_one_window_at_most(tmp_path):
-    """A refused initiation is not claimed, so whoever captured it may send
-    it again once there is room (an attacker that sees the path). Its
-    attempt is replaced by the client's first initiation sent an answer
-    window after it: no chain of replays keeps the peer out."""
+def test_the_refused_initiation_replayed_once_there_is_room_is_refused(tmp_path):
+    """A refused initiation is claimed nowhere: whoever saw it (an attacker
+    watching the path) could send it again once the attempt ended and
+    spend the peer's room, answered to itself. It is spent here instead."""
     gw, client = _full_gateway(tmp_path)
     client.send(0)
     _init, captured, refused = client.send(3000)
     assert refused is None
-    client.clock.ms = Clock().ms + UNCONFIRMED_TTL_MS + 1  # the first attempt expired
+    client.clock.ms = Clock().ms + UNCONFIRMED_TTL_MS + 1  # the first attempt is past
     n = len(gw.sock.sent)
-    gw.datapath.datagram(captured, ("203.0.113.66", 9999))  # the replay: answered to it
+    gw.datapath.datagram(captured, ("203.0.113.66", 9999))
+    assert gw.sock.sent[n:] == []
+    assert events_of(gw.events, "HandshakeRejected")[-1]["reason_code"] == Reason.REPLAY_DETECTED
+    honest, _msg, answer = client.send(UNCONFIRMED_TTL_MS + 1)
+    assert answer is not None and client.confirms(honest, answer)
+
+
+def test_replayed_after_a_restart_it_holds_the_client_off_for_one_window_at_most(tmp_path):
+    """A restart forgets what was spent; the store kept no claim of the
+    refused initiation, so its replay makes an attempt answered to the
+    replayer. The client's initiations stamped inside that initiation's
+    answer window are refused; the first one after it replaces it: the
+    replayer holds no newer initiation of the client, no chain of replays
+    keeps the peer out."""
+    store = SqliteStore(tmp_path / "s.db")
+    gw, client = _full_gateway(tmp_path, store=store)
+    client.send(0)
+    _init, captured, refused = client.send(3000)
+    assert refused is None
+    gw, client = _full_gateway(tmp_path, store=store, restart=True)
+    client.clock.ms = Clock().ms + UNCONFIRMED_TTL_MS + 1  # the first attempt is past
+    n = len(gw.sock.sent)
+    gw.datapath.datagram(captured, ("203.0.113.66", 9999))  # answered to the replayer
     assert len(gw.sock.sent) == n + 1
     assert client.send(3000 + ANSWER_WINDOW_MS - 100)[2] is None  # inside its window
+    assert len(_full_refusals(gw)) == 1
     honest, _msg, answer = client.send(3000 + ANSWER_WINDOW_MS + 200)
     assert answer is not None and client.confirms(honest, answer)
+    store.close()
 
 
 def test_below_capacity_the_retry_is_answered_and_both_attempts_stay(tmp_path):
@@ -178,3 +214,94 @@ def test_at_capacity_attempts_kept_before_it_are_replaced_only_when_answerable_n
     kept = [init.response(ans)[1].session_id in gw.sessions for init, _m, ans in sent]
     assert kept == [False] + [True] * (ATTEMPTS_KEPT - 1)  # the oldest alone replaced
     assert client.confirms(newest, answer)
+
+
+# ------------------------------------------------- the client's side of it
+class Link:
+    """The client's socket to the real gateway, on a virtual clock (the
+    gateway's too): an initiation reaches it at once; its answer comes
+    ``delays[k]`` s later for the k-th answered one (None: lost). The
+    receive advances the clock to the next arrival or by the timeout."""
+
+    def __init__(self, gw, clock: Clock, delays: list[float | None]):
+        self.gw, self.clock, self.delays = gw, clock, list(delays)
+        self.now, self.timeout = 0.0, None
+        self.pending: list[tuple[float, bytes]] = []
+        self.initiations = 0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def clock_ms(self) -> int:
+        return int(self.now * 1000)
+
+    def sendto(self, msg: bytes, _dst) -> int:
+        self.clock.ms = Clock().ms + self.clock_ms()
+        self.initiations += msg[0] == abi.MSG_HANDSHAKE_INIT
+        n = len(self.gw.sock.sent)
+        self.gw.datapath.datagram(msg, CLIENT)
+        for answer, _to in self.gw.sock.sent[n:]:
+            delay = self.delays.pop(0) if self.delays else 0.0
+            if delay is not None:
+                self.pending.append((self.now + delay, answer))
+        return len(msg)
+
+    def settimeout(self, t) -> None:
+        self.timeout = t
+
+    def recvfrom(self, _size: int):
+        self.pending.sort(key=lambda p: p[0])
+        if self.pending and self.pending[0][0] <= self.now + (self.timeout or 0):
+            at, msg = self.pending.pop(0)
+            self.now = max(self.now, at)
+            return msg, LISTEN
+        self.now += self.timeout or 0
+        raise TimeoutError
+
+    def setsockopt(self, *_a) -> None:
+        pass
+
+    def shutdown(self, _how) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _client_up(monkeypatch, tmp_path, delays: list[float | None], rand: float):
+    """`client up`'s handshake at MaxSessions; its session's first keepalive."""
+    gw, peer0 = _full_gateway(tmp_path)
+    link = Link(gw, peer0.clock, delays)
+    monkeypatch.setattr(client_handshake, "time", types.SimpleNamespace(monotonic=link.monotonic))
+    client = JvpnClient(private_key=PEER_KEYS[0], gateway_public=GW_PUB, endpoint=LISTEN,
+                        events=EventLog("client-test", clock_ms=link.clock_ms),
+                        clock_ms=link.clock_ms, socket_factory=lambda: link,
+                        rand=lambda: rand)
+    client.sock = link
+    client.handshake()
+    link.sendto(client.channel.seal(b"", abi.MSG_KEEPALIVE), LISTEN)
+    return gw, client, link
+
+
+@pytest.mark.parametrize("rand", [0.0, 1.0])
+def test_the_client_takes_the_late_first_answer_at_capacity_and_its_session_confirms(
+        monkeypatch, tmp_path, rand):
+    """Every answer comes 0.6 s after its initiation (a slow store, a long
+    path), so the first one after the first retry went out (0.25-0.5 s):
+    the retry is refused, and the answer the client takes (the first)
+    names a session that exists."""
+    gw, client, link = _client_up(monkeypatch, tmp_path, [0.6, 0.6, 0.6], rand)
+    live = gw.sessions.get(client.session_id)
+    assert live is not None and live.confirmed, "the client holds a session gone"
+    assert link.now == pytest.approx(0.6) and link.initiations == 2
+
+
+@pytest.mark.parametrize("rand", [0.0, 0.5, 1.0])
+def test_the_first_answer_lost_at_capacity_the_client_still_gets_a_session(
+        monkeypatch, tmp_path, rand):
+    """Its retries are refused while the first attempt is answerable; one of
+    its scheduled retries after that (3.75-7.5 s or 6.75-13.5 s) is answered."""
+    gw, client, link = _client_up(monkeypatch, tmp_path, [None], rand)
+    live = gw.sessions.get(client.session_id)
+    assert live is not None and live.confirmed
+    assert link.now > UNCONFIRMED_TTL_MS / 1000
