@@ -79,9 +79,10 @@ class Capacity:
 
     def _replaces(self, inner: bytes | None) -> bool:
         """The peer holds a session here (confirmed, or an attempt awaiting
-        confirmation): its new one takes that one's place (an attempt's at
-        once: at capacity a peer keeps one attempt, jvpn/gateway/new_session.py;
-        the confirmed one's at the confirmation, jvpn/gateway/control.py), so
+        confirmation): its new one takes that one's place (an attempt's once
+        its client takes that attempt's answer no more, before which the new
+        one is refused AttemptAnswerable: jvpn/gateway/new_session.py; the
+        confirmed one's at the confirmation, jvpn/gateway/control.py), so
         a client that restarted or lost its keys is never locked out by the
         others. One excess per peer at most (its confirmed session and one
         attempt), until the confirmation or the attempt's expiry gives it
