@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from jvpn.codes import EventType, Reason, Security
 from jvpn.gateway.admission import REPLAYED, CookieReply, Refused
+from jvpn.gateway.capacity import AttemptAnswerable
 from jvpn.session import Transport
 from jvpn.store import StoreError
 
@@ -68,6 +69,11 @@ class Handshakes:
                                  verdict.inner.packed, new.transition,
                                  lambda result: self._written(result, verdict, new, src))
         except StoreError as e:  # SessionsFull, AttemptInProgress too (jvpn/gateway/capacity.py)
+            if isinstance(e, AttemptAnswerable):
+                # claimed nowhere, it would be fresh again once there is
+                # room: whoever saw it could then spend the peer's room
+                # with it; its timestamp is this process's "not newer" bar
+                self.admission.spent(verdict)
             self._refuse(Refused(str(e), getattr(e, "reason", Reason.HANDSHAKE_FAIL)), src)
 
     def _written(self, result, verdict, new, src: tuple[str, int]) -> None:
