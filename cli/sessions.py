@@ -90,21 +90,25 @@ def _list_sessions(app: App, iface: str | None, as_json: bool, wide: bool,
 
 
 WRITE_ROWS = 256  # rows a write: fewer calls, and a few hundred KB at most
+WRITE_CHARS = 256 * 1024  # or texts of this size (rowtext's batches: many rows a text)
 
 
 def stream_json(by_iface: dict[str, Iterable[dict | str]], out) -> None:
     """The same JSON as one json.dumps(by_iface, indent=2), written a few
     sessions at a time as the rows come (iterables): a million sessions
     never make one string, nor one list (issue 15). A row is a dict, or
-    its text already (cli/rowtext.py: indented as a row of the listing)."""
+    its text already, or the text of several rows (cli/rowtext.py: indented
+    as rows of the listing, ",\\n    " between them)."""
     out.write("{")
     for i, (ifname, rows) in enumerate(by_iface.items()):
         out.write(f'{"," if i else ""}\n  {json.dumps(ifname)}: [')
-        first, chunk = True, []
+        first, chunk, size = True, [], 0
         for row in rows:
-            chunk.append(row if type(row) is str else indented(row).replace("\n", "\n    "))
-            if len(chunk) == WRITE_ROWS:
-                first, chunk = _write_rows(out, chunk, first), []
+            text = row if type(row) is str else indented(row).replace("\n", "\n    ")
+            chunk.append(text)
+            size += len(text)
+            if len(chunk) == WRITE_ROWS or size >= WRITE_CHARS:
+                first, chunk, size = _write_rows(out, chunk, first), [], 0
         if chunk:
             first = _write_rows(out, chunk, first)
         out.write("]" if first else "\n  ]")

@@ -71,7 +71,9 @@ def stream(app, iface: str | None, socket_path: str | None, kernel_rows,
     ``kernel_rows(gm, owners)``: the kernel's rows of one interface, by id
     (cli/sessions.py). ``merge(now)``: what makes a row of a kernel row
     and a daemon row (either may be None), by default :func:`merged`'s
-    dict; `sessions --json` writes text instead (cli/rowtext.py)."""
+    dict; `sessions --json` writes text instead (cli/rowtext.py), and
+    its ``joined`` and ``daemon_only``, when it has them, write a batch of
+    rows a text (each interface's iterator then yields those texts)."""
     app.require_root()
     pages = DaemonPages(app, socket_path)
     try:
@@ -81,8 +83,11 @@ def stream(app, iface: str | None, socket_path: str | None, kernel_rows,
     now = daemon["now_ms"] if daemon is not None else None
     row = functools.partial(merged, now=now) if merge is None else merge(now)
     if daemon is not None and daemon["gate"] == USERSPACE and iface is None:
-        return Gathered({USERSPACE: (row(None, d) for d in pages.rows())}, daemon)
+        alone = getattr(row, "daemon_only", None)  # rows written in batches (cli/rowtext.py)
+        rows = alone(pages.rows()) if alone else (row(None, d) for d in pages.rows())
+        return Gathered({USERSPACE: rows}, daemon)
     app.require_bcc()
+    join = getattr(row, "joined", None) or functools.partial(_joined, row=row)
     out: dict[str, Any] = {}
     joined = False
     for att in app.attachments(iface):
@@ -92,7 +97,7 @@ def stream(app, iface: str | None, socket_path: str | None, kernel_rows,
         # the map's elements only: a session the daemon serves without one
         # (parked during a handover) is the daemon's business, not the gate's
         mine = daemon is not None and daemon.get("interface") == att.ifname
-        out[att.ifname] = _joined(rows, pages.rows() if mine else iter(()), row)
+        out[att.ifname] = join(rows, pages.rows() if mine else iter(()))
         joined = joined or mine
     if not joined:  # nothing reads the daemon's pages: its listing dropped now (review k18r3 #2)
         pages.close()
