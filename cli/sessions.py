@@ -211,18 +211,11 @@ def _remote_row(sid: int, owners: records.Owners | None) -> tuple:
             None, None, None, None, None)
 
 
-def _owner(sid: int, state: int, fence: int, owners: records.Owners | None) -> str | None:
-    if owners is None:
-        return None  # no gateway daemon has described these maps
-    if state == abi.STATE_REMOTE:
-        return owners.remote.get(f"{sid:016x}")
-    return owners.node if fence == owners.lease else "stale"
-
-
 # an element's bind_addr bytes, as abi.words_addr spells its words: on a
 # little-endian host (the words read as ctypes does, then written back
 # little-endian) they are the bytes themselves
 _LITTLE = sys.byteorder == "little"
+_STATES = abi.STATE_NAMES
 
 
 def _addr(raw: bytes, family: int) -> str:
@@ -237,8 +230,8 @@ def _row(runtime: dict[int, tuple], sid: int, fields: tuple,
     version, fence, raw_addr, port_word, family, state, rt_slot, rt_gen = fields
     if family == abi.AF_NONE:
         addr, port, bound = None, None, "-"
-    else:
-        addr, port = _addr(raw_addr, family), abi.word_port(port_word)
+    else:  # the port: abi.word_port's byte swap
+        addr, port = _addr(raw_addr, family), (port_word & 0xFF) << 8 | port_word >> 8
         bound = f"[{addr}]:{port}" if family == abi.AF_INET6 else f"{addr}:{port}"
     # the runtime XDP keeps for this element's slot, or none (no packet since
     # the element named its slot and generation), as GateMaps.get_runtime decides
@@ -248,8 +241,14 @@ def _row(runtime: dict[int, tuple], sid: int, fields: tuple,
     else:
         rx_packets, rx_bytes, top = rt[2:]
         highest = top - 1 if top else None
-    return (session_id_hex(sid), abi.STATE_NAMES.get(state, f"UNKNOWN({state})"),
-            _owner(sid, state, fence, owners), version, fence, bound, addr, port,
+    if owners is None:
+        owner = None  # no gateway daemon has described these maps
+    elif state == abi.STATE_REMOTE:
+        owner = owners.remote.get(f"{sid:016x}")
+    else:
+        owner = owners.node if fence == owners.lease else "stale"
+    name = _STATES.get(state) or f"UNKNOWN({state})"
+    return (f"{sid:016x}", name, owner, version, fence, bound, addr, port,
             rx_packets, rx_bytes, highest)
 
 

@@ -162,7 +162,13 @@ class DaemonPages:
 
     def rows(self):
         """Every row of the listing (tuples of DAEMON), by id, a page at a
-        time (once); ids checked ascending as they are read."""
+        time (once); ids checked ascending as they are read (each page's
+        before its first row: :meth:`pages`, its rows chained in C)."""
+        return itertools.chain.from_iterable(self.pages())
+
+    def pages(self):
+        """The listing's rows a page at a time (lists, once), each page
+        checked whole: ids ascending and after the page before's."""
         page, last = self.first(), ""
         if page.get("next") is not None:
             threading.Thread(target=self._fetch, args=(page,), name="sessions-pages",
@@ -170,7 +176,7 @@ class DaemonPages:
         try:
             while True:
                 rows = _checked_rows(page, last)
-                yield from rows
+                yield rows
                 last = rows[-1][0] if rows else last
                 if page.get("next") is None:
                     return
