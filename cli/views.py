@@ -97,7 +97,10 @@ def stream(app, iface: str | None, socket_path: str | None, kernel_rows,
         # the map's elements only: a session the daemon serves without one
         # (parked during a handover) is the daemon's business, not the gate's
         mine = daemon is not None and daemon.get("interface") == att.ifname
-        out[att.ifname] = join(rows, pages.rows() if mine else iter(()))
+        # the rows chained in C (no generator frame a row); the listing is
+        # closed when the chain is dropped (read to its end, or not)
+        mine_rows = itertools.chain.from_iterable(pages.pages()) if mine else iter(())
+        out[att.ifname] = join(rows, mine_rows)
         joined = joined or mine
     if not joined:  # nothing reads the daemon's pages: its listing dropped now (review k18r3 #2)
         pages.close()
@@ -163,8 +166,13 @@ class DaemonPages:
     def rows(self):
         """Every row of the listing (tuples of DAEMON), by id, a page at a
         time (once); ids checked ascending as they are read (each page's
-        before its first row: :meth:`pages`, its rows chained in C)."""
-        return itertools.chain.from_iterable(self.pages())
+        before its first row: :meth:`pages`). Closed, it closes the listing."""
+        pages = self.pages()
+        try:
+            for rows in pages:
+                yield from rows
+        finally:
+            pages.close()
 
     def pages(self):
         """The listing's rows a page at a time (lists, once), each page
