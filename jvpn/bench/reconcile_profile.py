@@ -16,7 +16,9 @@ the synthetic keys are older at the first checks. ``--cli``: once
 reconciled, the operator socket served and `jvpn-xdp sessions --json`
 timed against it (output to /dev/null), nothing else running, then the
 daemon's pages alone; ``PROFILE_CLI=FILE``: that CLI run under cProfile,
-its stats in FILE, and the daemon's pages profiled too.)
+its stats in FILE, and the daemon's pages profiled too; ``CLI_OTHER=DIR``
+``CLI_ROUNDS=K``: another tree's CLI (an exported main) against the same
+daemon, alternating with this tree's, K rounds.)
 
 The `bench scale` lab (jvpn/bench/scale_lab.py): a namespace, the gate
 attached with room for N sessions, N synthetic sessions in a fresh SQLite
