@@ -7,7 +7,8 @@ A mixin of jvpn/gateway/table.py's SessionTable, which alone writes them
                every change of a session touches it (looked at next tick)
   unconfirmed  the handshakes' sessions awaiting their confirmation
                (jvpn/gateway/control.py: confirm, expire_unconfirmed)
-  attempts     the same by peer (its inner IPv4), oldest first: ATTEMPTS_KEPT
+  attempts     the same by peer (its inner IPv4), oldest first (by their
+               initiations' timestamps, handshake_ns): ATTEMPTS_KEPT
                at most, a new attempt replaces the oldest (new_session.py)
   writing      the peers whose handshake's writes are queued (group commit)
   added        sessions new since revocation's last look (revocation.py)
@@ -20,7 +21,13 @@ A mixin of jvpn/gateway/table.py's SessionTable, which alone writes them
 
 from __future__ import annotations
 
+from bisect import insort
+
 from jvpn.gateway.timer_queue import TimerQueue
+
+
+def _initiated(live) -> int:
+    return live.record.handshake_ns
 
 
 class Indexes:
@@ -39,7 +46,7 @@ class Indexes:
 
     def attempts_of(self, inner: bytes) -> list:
         """The peer's sessions whose handshake awaits its confirmation,
-        oldest first (ATTEMPTS_KEPT; a restart may restore more: they expire)."""
+        oldest first by their initiations' timestamps (ATTEMPTS_KEPT at most)."""
         return self.attempts.get(inner, [])
 
     def _indexed(self, live, routed: bool) -> None:
@@ -53,7 +60,10 @@ class Indexes:
         if not routed:
             self.unconfirmed[sid] = live
             self._no_attempt(sid, live.inner)  # restored again: the new Live only
-            self.attempts.setdefault(live.inner, []).append(live)
+            # oldest first by its initiation's timestamp, the client's clock
+            # (a new attempt's is the newest: it goes last); a restart
+            # restores them in the store's order (review k19r1 R1)
+            insort(self.attempts.setdefault(live.inner, []), live, key=_initiated)
 
     def _confirmed(self, live) -> None:
         live.confirmed = True

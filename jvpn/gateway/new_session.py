@@ -48,8 +48,13 @@ ANSWER_PAST_NS = (ANSWER_WINDOW_MS + ANSWERABLE_SLACK_MS) * 1_000_000
 
 def unconfirmed_expired(rec: SessionRecord, now_ms: int) -> bool:
     """A handshake's session its initiator never used, past its TTL: it ends
-    (jvpn/gateway/control.py expire_unconfirmed) and a new attempt may take its room."""
-    return now_ms - rec.created_ms > UNCONFIRMED_TTL_MS
+    (jvpn/gateway/control.py expire_unconfirmed) and a new attempt may take its room.
+    One made more than the TTL in this gateway's future too (review k19r1
+    R3): its age is unknown (this clock stepped back, another gateway's is
+    far off, a damaged store), and unknown it would never end, its
+    initiation's timestamp refusing every newer-looking one of its peer's
+    as a replay; the attempt fails closed, not its peer."""
+    return abs(now_ms - rec.created_ms) > UNCONFIRMED_TTL_MS
 
 
 def answerable(attempt: SessionRecord, new: SessionRecord) -> bool:
