@@ -147,9 +147,12 @@ ANSWER_WINDOW_MS = UNCONFIRMED_TTL_MS - ANSWER_MARGIN_MS  # on the client's time
 # peer's attempt at once, and the client took the late answer to a session
 # gone): there the peer's attempts do not grow, and its oldest ends for a new
 # one only once its client takes that answer no more -- it expired
-# (UNCONFIRMED_TTL_MS), the client sent ATTEMPTS_KEPT newer initiations, or
-# the new one is stamped ANSWER_WINDOW_MS + ANSWERABLE_SLACK_MS after it;
-# before, the new initiation is refused GATEWAY_FULL (jvpn/gateway/new_session.py).
+# (UNCONFIRMED_TTL_MS), the client sent ATTEMPTS_KEPT newer initiations (its
+# newer attempts and its initiations refused meanwhile), or the new one is
+# stamped ANSWER_WINDOW_MS + ANSWERABLE_SLACK_MS after it; before, the new
+# initiation is refused GATEWAY_FULL and gets the newest attempt's own
+# answer again (review k19r1 R4: the first copy may be what was lost;
+# jvpn/gateway/new_session.py).
 ATTEMPTS_KEPT = 3
 # The initiations' timestamps are the client's wall clock, its answer window
 # runs on its timer clock (CLOCK_BOOTTIME), from just after the timestamp was

@@ -44,7 +44,14 @@ class AttemptAnswerable(SessionsFull):
     leave the client holding an answer to a session gone. The initiation is
     spent (a replay of it is refused), nothing else changes; the client's
     next initiation gets the room once that answer is past
-    (jvpn/gateway/new_session.py ``answerable``)."""
+    (jvpn/gateway/new_session.py ``answerable``). ``answer``: that
+    attempt's own response, sent again to the refused initiation's source
+    (review k19r1 R4: its first copy may be what was lost); None where the
+    gateway keeps none (restored after a restart) or the source differs."""
+
+    def __init__(self, detail: str, answer: bytes | None = None):
+        super().__init__(detail)
+        self.answer = answer
 
 
 class Capacity:

@@ -48,8 +48,13 @@ ANSWER_PAST_NS = (ANSWER_WINDOW_MS + ANSWERABLE_SLACK_MS) * 1_000_000
 
 def unconfirmed_expired(rec: SessionRecord, now_ms: int) -> bool:
     """A handshake's session its initiator never used, past its TTL: it ends
-    (jvpn/gateway/control.py expire_unconfirmed) and a new attempt may take its room."""
-    return now_ms - rec.created_ms > UNCONFIRMED_TTL_MS
+    (jvpn/gateway/control.py expire_unconfirmed) and a new attempt may take its room.
+    One made more than the TTL in this gateway's future too (review k19r1
+    R3): its age is unknown (this clock stepped back, another gateway's is
+    far off, a damaged store), and unknown it would never end, its
+    initiation's timestamp refusing every newer-looking one of its peer's
+    as a replay; the attempt fails closed, not its peer."""
+    return abs(now_ms - rec.created_ms) > UNCONFIRMED_TTL_MS
 
 
 def answerable(attempt: SessionRecord, new: SessionRecord) -> bool:
@@ -93,7 +98,8 @@ class NewSessions:
         return self._made(rec, keys, inner, tr, NOTHING_PREWRITTEN)
 
     def start_new(self, peer: bytes, timestamp_ns: int, rec: SessionRecord, keys: SessionKeys,
-                  inner: bytes, tr, done: Callable[[Live | StoreError | None], None]) -> None:
+                  inner: bytes, tr, done: Callable[[Live | StoreError | None], None], *,
+                  answer: bytes | None = None) -> None:
         """A handshake's new session, unconfirmed: its writes (the claim,
         the record, the first send-counter floor: jvpn/store
         ``HandshakeWrites``) through ``writes`` (at once, or group-committed),
@@ -105,7 +111,9 @@ class NewSessions:
         one's writes are durable if it holds ATTEMPTS_KEPT of them, or at
         capacity once its answer is past (``_replaced``); not written, it
         stays (review E L2: it ended at the queueing, and a failed write
-        left the peer with neither)."""
+        left the peer with neither). ``answer``: the response the caller
+        sends once it is made, kept with the attempt until it is confirmed
+        (``answers``: sent again at capacity, review k19r1 R4)."""
         rec = rec.with_(confirmed=False)
         self.refuse_if_full(inner)
         w = HandshakeWrites(peer, timestamp_ns, rec, keys.pack(), FIRST_FLOOR)
@@ -132,6 +140,8 @@ class NewSessions:
             except StoreError as e:  # the gate full: the record is gone again
                 done(e)
                 return
+            if answer is not None and not live.confirmed:
+                self.answers[rec.session_id] = answer
             done(live)
         try:
             self.writes.handshake(w, written)
@@ -152,12 +162,28 @@ class NewSessions:
         if not attempts or (len(attempts) < ATTEMPTS_KEPT and not self.full()):
             return None
         oldest = attempts[0]  # the newer ones are answerable if it is
-        if len(attempts) < ATTEMPTS_KEPT and answerable(oldest.record, new):
+        # the client's initiations newer than the oldest's, this one included
+        newer = len(attempts) + self.refused.get(inner, 0)
+        if newer < ATTEMPTS_KEPT and answerable(oldest.record, new):
+            self.refused[inner] = self.refused.get(inner, 0) + 1
             raise AttemptAnswerable(
                 f"the gateway holds its MaxSessions ({self.max_sessions()}) sessions and "
                 "the peer's previous attempt may still be answered: no new one until "
-                "it is confirmed or past its answer window")
+                "it is confirmed or past its answer window", self._answer_again(attempts, new))
         return oldest
+
+    def _answer_again(self, attempts: list, new: SessionRecord) -> bytes | None:
+        """The peer's newest attempt's response, for the refused initiation's
+        source if it is that attempt's: the client keeps that initiation
+        (it sent fewer than ATTEMPTS_KEPT since the oldest's) within its
+        window, takes the answer and confirms from there (a confirmation
+        from another source is refused: control.py). Only its client,
+        holding the initiation's ephemeral key, can open it; 97-130 bytes
+        for an initiation of 168 or more: no amplification."""
+        newest = attempts[-1]
+        if newest.record.binding != new.binding:
+            return None
+        return self.answers.get(newest.record.session_id)
 
     def _end_attempt(self, attempt: Live | None) -> None:
         """The peer's previous attempt ends quietly, unless it ended already

@@ -6,7 +6,10 @@ the late answer to the earlier initiation and held a session that was gone
 when its client can no longer take its answer: it expired, or the new
 initiation went out after the earlier one's answer window closed (the
 initiations' own timestamps), or the client has sent ATTEMPTS_KEPT newer.
-A new attempt before that is refused GATEWAY_FULL, nothing changed.
+A new attempt before that is refused GATEWAY_FULL, nothing changed, and
+the earlier attempt's own answer is sent again to its source (review k19r1
+R4: the first copy may be what was lost; the client, which keeps that
+initiation, takes it and confirms).
 
 Gateway and client clocks are injected: the gateway's ``Clock``, and each
 initiation's timestamp (the client's wall clock, ``Initiator.clock_ns``)."""
@@ -107,12 +110,14 @@ def test_at_capacity_the_late_answer_to_the_earlier_initiation_names_a_live_sess
 
 
 def test_the_retry_is_refused_gateway_full_and_nothing_changes(tmp_path):
+    """Refused, it gets the first initiation's answer again, nothing more."""
     gw, client = _full_gateway(tmp_path)
-    client.send(0)
+    _first, _msg, first_answer = client.send(0)
     before = (set(gw.sessions), len(gw.store.list()))
     claimed = gw.store._db.execute("SELECT COUNT(*) FROM initiations").fetchone()[0]
-    _init, _msg, answer = client.send(500)
-    assert answer is None and len(_full_refusals(gw)) == 1
+    _init, msg, answer = client.send(500)
+    assert answer == first_answer and len(_full_refusals(gw)) == 1
+    assert len(answer) < len(msg)  # no amplification
     assert (set(gw.sessions), len(gw.store.list())) == before
     assert gw.store._db.execute("SELECT COUNT(*) FROM initiations").fetchone()[0] == claimed
 
@@ -141,16 +146,60 @@ def test_a_retry_once_the_attempt_expired_replaces_it(tmp_path):
     assert client.confirms(init, answer) and len(gw.sessions) == 2
 
 
-def test_the_first_answer_lost_the_client_s_later_retry_gets_a_session(tmp_path):
-    """Its retries inside the first one's window are refused; the one after
-    it is answered (the client's schedule sends one by 3.75-7.5 s)."""
+def test_the_first_answer_lost_the_client_s_next_retry_takes_it_again(tmp_path):
+    """Its retry inside the first one's window is refused and answered with
+    the first one's answer, which the client still takes: its session."""
     gw, client = _full_gateway(tmp_path)
-    client.send(0)  # answered, the answer lost
-    for at in (250, 750, 1750, 3750):
-        assert client.send(at)[2] is None
-    late, _msg, answer = client.send(6750)
-    assert answer is not None and client.confirms(late, answer)
-    assert len(gw.sessions) == 2 and len(_full_refusals(gw)) == 4
+    first, _msg, first_answer = client.send(0)  # answered, the answer lost
+    _retry, _msg, answer = client.send(250)
+    assert answer == first_answer and client.confirms(first, answer)
+    assert len(gw.sessions) == 2 and len(_full_refusals(gw)) == 1
+    assert not gw.table.answers  # confirmed: its answer is kept no more
+
+
+def test_every_answer_lost_the_client_s_attempts_kept_th_retry_gets_a_new_attempt(tmp_path):
+    """The first answer and its copies lost: once the client has sent
+    ATTEMPTS_KEPT initiations newer than the first (refused ones count: it
+    keeps its last ATTEMPTS_KEPT), it takes the first's answer no more, and
+    the attempt is replaced at once, not 4.1 s after the first."""
+    gw, client = _full_gateway(tmp_path)
+    _first, _msg, first_answer = client.send(0)
+    for at in range(250, 250 * ATTEMPTS_KEPT, 250):
+        assert client.send(at)[2] == first_answer
+    retry, _msg, answer = client.send(250 * ATTEMPTS_KEPT)
+    assert answer not in (None, first_answer) and client.confirms(retry, answer)
+    assert len(gw.sessions) == 2 and len(_full_refusals(gw)) == ATTEMPTS_KEPT - 1
+
+
+def test_the_answer_goes_again_only_to_the_attempt_s_source(tmp_path):
+    """From another source (an attacker holding a copy of the client's
+    newer initiation, or a client whose NAT moved it): refused without it;
+    the client's confirmation from there would be refused too (control.py)."""
+    gw, client = _full_gateway(tmp_path)
+    client.send(0)
+    _init, _msg, answer = client.send(250, src=("203.0.113.66", 9999))
+    assert answer is None and len(_full_refusals(gw)) == 1
+
+
+def test_a_restored_attempt_has_no_answer_to_send_again(tmp_path):
+    """After a restart the response is gone (only memory kept it): the
+    refusal is silent, as before."""
+    store = SqliteStore(tmp_path / "s.db")
+    gw, client = _full_gateway(tmp_path, store=store)
+    client.send(0)
+    gw, client = _full_gateway(tmp_path, store=store, restart=True)
+    assert len(gw.table.unconfirmed) == 1 and not gw.table.answers
+    assert client.send(250)[2] is None and len(_full_refusals(gw)) == 1
+    store.close()
+
+
+def test_an_attempt_s_answer_is_dropped_when_it_ends(tmp_path):
+    gw, client = _full_gateway(tmp_path)
+    client.send(0)
+    assert len(gw.table.answers) == 1
+    client.clock.ms = Clock().ms + UNCONFIRMED_TTL_MS + 1
+    gw.controlpath.expire_unconfirmed()
+    assert not gw.table.unconfirmed and not gw.table.answers and not gw.table.refused
 
 
 def test_the_refused_initiation_replayed_once_there_is_room_is_refused(tmp_path):
@@ -159,8 +208,8 @@ def test_the_refused_initiation_replayed_once_there_is_room_is_refused(tmp_path)
     spend the peer's room, answered to itself. It is spent here instead."""
     gw, client = _full_gateway(tmp_path)
     client.send(0)
-    _init, captured, refused = client.send(3000)
-    assert refused is None
+    _init, captured, _first_again = client.send(3000)
+    assert len(_full_refusals(gw)) == 1
     client.clock.ms = Clock().ms + UNCONFIRMED_TTL_MS + 1  # the first attempt is past
     n = len(gw.sock.sent)
     gw.datapath.datagram(captured, ("203.0.113.66", 9999))
@@ -180,8 +229,8 @@ def test_replayed_after_a_restart_it_holds_the_client_off_for_one_window_at_most
     store = SqliteStore(tmp_path / "s.db")
     gw, client = _full_gateway(tmp_path, store=store)
     client.send(0)
-    _init, captured, refused = client.send(3000)
-    assert refused is None
+    _init, captured, _first_again = client.send(3000)
+    assert len(_full_refusals(gw)) == 1
     gw, client = _full_gateway(tmp_path, store=store, restart=True)
     client.clock.ms = Clock().ms + UNCONFIRMED_TTL_MS + 1  # the first attempt is past
     n = len(gw.sock.sent)
@@ -297,11 +346,26 @@ def test_the_client_takes_the_late_first_answer_at_capacity_and_its_session_conf
 
 
 @pytest.mark.parametrize("rand", [0.0, 0.5, 1.0])
-def test_the_first_answer_lost_at_capacity_the_client_still_gets_a_session(
+def test_the_first_answer_lost_at_capacity_the_first_retry_gets_it_again(
         monkeypatch, tmp_path, rand):
-    """Its retries are refused while the first attempt is answerable; one of
-    its scheduled retries after that (3.75-7.5 s or 6.75-13.5 s) is answered."""
+    """Its first retry (0.25-0.5 s) is refused and answered with the first
+    answer again: the client takes it and its session confirms (before the
+    k19r1 R4 fix: no answer until a retry 4.1 s past the first)."""
     gw, client, link = _client_up(monkeypatch, tmp_path, [None], rand)
     live = gw.sessions.get(client.session_id)
     assert live is not None and live.confirmed
-    assert link.now > UNCONFIRMED_TTL_MS / 1000
+    assert link.now <= 0.5 and link.initiations == 2
+
+
+@pytest.mark.parametrize("lost", [2, 3, 4])
+@pytest.mark.parametrize("rand", [0.0, 1.0])
+def test_at_capacity_lost_answers_do_not_end_the_client_s_handshake(
+        monkeypatch, tmp_path, lost, rand):
+    """Review k19r1 R4: two lost answers (then any up to its last send)
+    ended `client up` (HandshakeFailed; a Reconnect renewal stops the agent):
+    of its HANDSHAKE_ATTEMPTS sends only those 4.1 s past its first could be
+    answered. Now every refused one gets an answer the client takes, or a
+    new attempt once it has sent ATTEMPTS_KEPT newer than the first."""
+    gw, client, _link = _client_up(monkeypatch, tmp_path, [None] * lost, rand)
+    live = gw.sessions.get(client.session_id)
+    assert live is not None and live.confirmed
