@@ -9,7 +9,9 @@ cli/sessions.py ``indented``), the same text by definition."""
 
 from __future__ import annotations
 
+import itertools
 import json
+from collections.abc import Iterator
 from json.encoder import encode_basestring_ascii
 
 from jvpn_cli import views
@@ -47,6 +49,35 @@ _ALLOWED = len(views.KERNEL) + views.IDENTITY.index("allowed_ips")
 _LAST_RX = len(views.KERNEL) + views.IDENTITY.index("last_rx_ms")
 _AGE = len(views.KERNEL) + views.IDENTITY.index("last_rx_age_s")
 _SPLICED = len(views.DAEMON) - len(views.IDENTITY)  # where the identity starts in a daemon row
+# the same fields' places in a daemon row (views.DAEMON)
+_D_ALLOWED = _SPLICED + views.IDENTITY.index("allowed_ips")
+_D_LAST_RX = _SPLICED + views.IDENTITY.index("last_rx_ms")
+_D_AGE = _SPLICED + views.IDENTITY.index("last_rx_age_s")
+BATCH_ROWS = 256  # rows a text (RowText.batch): a few hundred KB
+_ROW_SEP = "," + ROW_INDENT  # between the rows of the listing
+MAX_LISTED_IPS = 64  # templates kept by number of allowed IPs (more: made each time)
+_MERGED_TEMPLATES: dict[int | None, str] = {}
+
+
+def _merged_template(n: int | None) -> str:
+    """A merged row's template with N allowed IPs laid among its values (None: null)."""
+    got = _MERGED_TEMPLATES.get(n)
+    if got is None:
+        if n is None:
+            listed = "null"
+        else:
+            listed = "[\n        " + ",\n        ".join(["%s"] * n) + "\n      ]" if n else "[]"
+        got = _template(MERGED, {"allowed_ips": listed})
+        if len(_MERGED_TEMPLATES) < MAX_LISTED_IPS:
+            _MERGED_TEMPLATES[n] = got
+    return got
+
+
+def _batches(rows) -> Iterator[list]:
+    """BATCH_ROWS rows a list (itertools.batched, before Python 3.12)."""
+    it = iter(rows)
+    while chunk := list(itertools.islice(it, BATCH_ROWS)):
+        yield chunk
 
 
 def _allowed(value) -> str | None:
@@ -68,6 +99,8 @@ class RowText:
 
     def __init__(self, now):
         self.now = now
+        # the batches' own age sum for an int clock (or none); any other: row by row
+        self._fast = now is None or type(now) is int
 
     def __call__(self, kernel: tuple | None, daemon: tuple | None) -> str:
         if daemon is None:
@@ -90,6 +123,74 @@ class RowText:
         parts = "".join(_VALUES(values, 0))[1:-1].split("\n")
         parts[_ALLOWED] = allowed
         return _FULL % tuple(parts)
+
+    def joined(self, kernel: list[tuple], daemon_rows) -> Iterator[str]:
+        """views._joined's merge (each kernel row, by id, with the daemon's
+        row of its id, if any; the rest of the daemon's rows read to their
+        end), written BATCH_ROWS rows a text (``,\\n    `` between rows):
+        one encoder call and one format a batch, not a row (issue 15)."""
+        pairs: list[tuple] = []
+        ahead = next(daemon_rows, None)  # DaemonPages.rows checks them ascending
+        for mine in kernel:
+            sid = mine[0]
+            while ahead is not None and ahead[0] < sid:
+                ahead = next(daemon_rows, None)
+            if ahead is not None and ahead[0] == sid:
+                pairs.append((mine, ahead))
+                ahead = next(daemon_rows, None)
+            else:
+                pairs.append((mine, None))
+            if len(pairs) == BATCH_ROWS:
+                yield self.batch(pairs)
+                pairs = []
+        if pairs:
+            yield self.batch(pairs)
+        for _rest in daemon_rows:  # the rest of the listing (sessions without an element)
+            pass
+
+    def daemon_only(self, daemon_rows) -> Iterator[str]:
+        """The daemon's rows alone (the userspace gate), BATCH_ROWS a text."""
+        for rows in _batches(daemon_rows):
+            yield self.batch([(None, d) for d in rows])
+
+    def batch(self, pairs: list[tuple]) -> str:
+        """The text of these rows, ``,\\n    `` between them: each row's values
+        laid in one list for one encoder call, its template (by kind and
+        number of allowed IPs) in another, then one format. A row this does
+        not lay out (an odd last receive or allowed IPs) is written by
+        ``self(kernel, daemon)`` and placed as text; a batch with any value
+        not flat is written row by row (the same text, by definition)."""
+        if not self._fast:
+            return _ROW_SEP.join([self(k, d) for k, d in pairs])
+        flat: list = []
+        templates: list[str] = []
+        put, lay, now = templates.append, flat.extend, self.now
+        for kernel, daemon in pairs:
+            if daemon is None:
+                lay(kernel)
+                put(_KERNEL_ONLY)
+                continue
+            allowed, last_rx = daemon[_D_ALLOWED], daemon[_D_LAST_RX]
+            if (type(allowed) is not list and allowed is not None) or \
+                    (last_rx is not None and type(last_rx) is not int):
+                put(self(kernel, daemon).replace("%", "%%"))
+                continue
+            lay(kernel if kernel is not None else views.kernel_of_daemon(daemon))
+            lay(daemon[_SPLICED:_D_ALLOWED])
+            if allowed is None:
+                put(_merged_template(None))
+            else:
+                lay(allowed)
+                put(_merged_template(len(allowed)))
+            lay(daemon[_D_ALLOWED + 1:_D_AGE])
+            flat.append(daemon[_D_AGE] if now is None or last_rx is None
+                        else round(max(0, now - last_rx) / 1000, 3))
+            lay(daemon[_D_AGE + 1:])
+            flat.append(daemon[1])
+        if not _FLAT.issuperset(map(type, flat)):
+            return _ROW_SEP.join([self(k, d) for k, d in pairs])
+        values = "".join(_VALUES(flat, 0))[1:-1].split("\n") if flat else ()
+        return _ROW_SEP.join(templates) % tuple(values)
 
     def _generic(self, kernel: tuple | None, daemon: tuple | None) -> str:
         from jvpn_cli.sessions import indented  # noqa: PLC0415 - sessions imports this module

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import json
 import math
+import operator
+import socket
+import struct
 import sys
 from collections import Counter
 from collections.abc import Iterable
@@ -90,21 +93,25 @@ def _list_sessions(app: App, iface: str | None, as_json: bool, wide: bool,
 
 
 WRITE_ROWS = 256  # rows a write: fewer calls, and a few hundred KB at most
+WRITE_CHARS = 256 * 1024  # or texts of this size (rowtext's batches: many rows a text)
 
 
 def stream_json(by_iface: dict[str, Iterable[dict | str]], out) -> None:
     """The same JSON as one json.dumps(by_iface, indent=2), written a few
     sessions at a time as the rows come (iterables): a million sessions
     never make one string, nor one list (issue 15). A row is a dict, or
-    its text already (cli/rowtext.py: indented as a row of the listing)."""
+    its text already, or the text of several rows (cli/rowtext.py: indented
+    as rows of the listing, ",\\n    " between them)."""
     out.write("{")
     for i, (ifname, rows) in enumerate(by_iface.items()):
         out.write(f'{"," if i else ""}\n  {json.dumps(ifname)}: [')
-        first, chunk = True, []
+        first, chunk, size = True, [], 0
         for row in rows:
-            chunk.append(row if type(row) is str else indented(row).replace("\n", "\n    "))
-            if len(chunk) == WRITE_ROWS:
-                first, chunk = _write_rows(out, chunk, first), []
+            text = row if type(row) is str else indented(row).replace("\n", "\n    ")
+            chunk.append(text)
+            size += len(text)
+            if len(chunk) == WRITE_ROWS or size >= WRITE_CHARS:
+                first, chunk, size = _write_rows(out, chunk, first), [], 0
         if chunk:
             first = _write_rows(out, chunk, first)
         out.write("]" if first else "\n  ]")
@@ -181,15 +188,20 @@ def _summary(app: App, ifname: str, rows: list[dict]) -> None:
 
 def _kernel_rows(gm: pins.GateMaps, owners: records.Owners | None) -> list[tuple]:
     """Two batched map reads in all (BPF_MAP_LOOKUP_BATCH: the sessions map,
-    then the runtime map), not two lookups per session (issue 15); the
-    remote map's ids (another gateway's sessions) after them. Each row a
-    tuple of views.KERNEL (a million dicts cost more than their text)."""
+    then the runtime map), not two lookups per session (issue 15), their
+    fields unpacked from the batch buffers (pins.SESSION_FIELDS); the remote
+    map's ids (another gateway's sessions) after them. Each row a tuple of
+    views.KERNEL (a million dicts cost more than their text), by id."""
     runtime = gm.runtime_views()
-    elements = dict(gm.list_sessions())
-    remote = gm.remote_ids() - set(elements)  # an element of ours wins (the gate's order)
-    rows = {sid: _row(runtime, sid, s, owners) for sid, s in elements.items()}
-    rows.update({sid: _remote_row(sid, owners) for sid in remote})
-    return [rows[sid] for sid in sorted(rows)]
+    elements = dict(gm.session_fields())  # an id listed twice (a dump under changes): the last
+    remote = gm.remote_ids() - elements.keys()  # an element of ours wins (the gate's order)
+    rows = [_row(runtime, sid, fields, owners) for sid, fields in elements.items()]
+    rows += [_remote_row(sid, owners) for sid in remote]
+    rows.sort(key=_SESSION_ID)  # 16 hex digits each: the ids' order
+    return rows
+
+
+_SESSION_ID = operator.itemgetter(0)
 
 
 def _remote_row(sid: int, owners: records.Owners | None) -> tuple:
@@ -199,41 +211,44 @@ def _remote_row(sid: int, owners: records.Owners | None) -> tuple:
             None, None, None, None, None)
 
 
-def _runtime_of(runtime: dict[int, tuple], sid: int, s: abi.Session) -> tuple | None:
-    """(rx packets, rx bytes, replay top) XDP keeps for this element's
-    slot, or None (no packet since the element named its slot and
-    generation), as GateMaps.get_runtime decides."""
-    rt = runtime.get(s.rt_slot)
-    if rt is None or rt[0] != sid or rt[1] != s.rt_gen:
-        return None
-    return rt[2:]
+# an element's bind_addr bytes, as abi.words_addr spells its words: on a
+# little-endian host (the words read as ctypes does, then written back
+# little-endian) they are the bytes themselves
+_LITTLE = sys.byteorder == "little"
+_STATES = abi.STATE_NAMES
 
 
-def _owner(sid: int, s: abi.Session, owners: records.Owners | None) -> str | None:
-    if owners is None:
-        return None  # no gateway daemon has described these maps
-    if s.state == abi.STATE_REMOTE:
-        return owners.remote.get(f"{sid:016x}")
-    return owners.node if s.fence == owners.lease else "stale"
+def _addr(raw: bytes, family: int) -> str:
+    if _LITTLE and family == abi.AF_INET:  # abi.words_addr's inet_ntop, without the words
+        return socket.inet_ntop(socket.AF_INET, raw[:4])
+    return abi.words_addr(struct.unpack("=4I", raw), family)
 
 
-def _row(runtime: dict[int, tuple], sid: int, s: abi.Session,
+def _row(runtime: dict[int, tuple], sid: int, fields: tuple,
          owners: records.Owners | None = None) -> tuple:
-    """views.KERNEL's fields of one element."""
-    family = s.bind_family
+    """views.KERNEL's fields of one element (pins.SESSION_FIELDS' values)."""
+    version, fence, raw_addr, port_word, family, state, rt_slot, rt_gen = fields
     if family == abi.AF_NONE:
         addr, port, bound = None, None, "-"
-    else:
-        addr, port = abi.words_addr(s.bind_addr, family), abi.word_port(s.bind_port)
+    else:  # the port: abi.word_port's byte swap
+        addr, port = _addr(raw_addr, family), (port_word & 0xFF) << 8 | port_word >> 8
         bound = f"[{addr}]:{port}" if family == abi.AF_INET6 else f"{addr}:{port}"
-    rt = _runtime_of(runtime, sid, s)
-    if rt is None:
+    # the runtime XDP keeps for this element's slot, or none (no packet since
+    # the element named its slot and generation), as GateMaps.get_runtime decides
+    rt = runtime.get(rt_slot)
+    if rt is None or rt[0] != sid or rt[1] != rt_gen:
         rx_packets = rx_bytes = highest = None
     else:
-        rx_packets, rx_bytes, top = rt
+        rx_packets, rx_bytes, top = rt[2:]
         highest = top - 1 if top else None
-    return (session_id_hex(sid), abi.STATE_NAMES.get(s.state, f"UNKNOWN({s.state})"),
-            _owner(sid, s, owners), s.version, s.fence, bound, addr, port,
+    if owners is None:
+        owner = None  # no gateway daemon has described these maps
+    elif state == abi.STATE_REMOTE:
+        owner = owners.remote.get(f"{sid:016x}")
+    else:
+        owner = owners.node if fence == owners.lease else "stale"
+    name = _STATES.get(state) or f"UNKNOWN({state})"
+    return (f"{sid:016x}", name, owner, version, fence, bound, addr, port,
             rx_packets, rx_bytes, highest)
 
 

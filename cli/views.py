@@ -71,7 +71,9 @@ def stream(app, iface: str | None, socket_path: str | None, kernel_rows,
     ``kernel_rows(gm, owners)``: the kernel's rows of one interface, by id
     (cli/sessions.py). ``merge(now)``: what makes a row of a kernel row
     and a daemon row (either may be None), by default :func:`merged`'s
-    dict; `sessions --json` writes text instead (cli/rowtext.py)."""
+    dict; `sessions --json` writes text instead (cli/rowtext.py), and
+    its ``joined`` and ``daemon_only``, when it has them, write a batch of
+    rows a text (each interface's iterator then yields those texts)."""
     app.require_root()
     pages = DaemonPages(app, socket_path)
     try:
@@ -81,8 +83,11 @@ def stream(app, iface: str | None, socket_path: str | None, kernel_rows,
     now = daemon["now_ms"] if daemon is not None else None
     row = functools.partial(merged, now=now) if merge is None else merge(now)
     if daemon is not None and daemon["gate"] == USERSPACE and iface is None:
-        return Gathered({USERSPACE: (row(None, d) for d in pages.rows())}, daemon)
+        alone = getattr(row, "daemon_only", None)  # rows written in batches (cli/rowtext.py)
+        rows = alone(pages.rows()) if alone else (row(None, d) for d in pages.rows())
+        return Gathered({USERSPACE: rows}, daemon)
     app.require_bcc()
+    join = getattr(row, "joined", None) or functools.partial(_joined, row=row)
     out: dict[str, Any] = {}
     joined = False
     for att in app.attachments(iface):
@@ -92,7 +97,10 @@ def stream(app, iface: str | None, socket_path: str | None, kernel_rows,
         # the map's elements only: a session the daemon serves without one
         # (parked during a handover) is the daemon's business, not the gate's
         mine = daemon is not None and daemon.get("interface") == att.ifname
-        out[att.ifname] = _joined(rows, pages.rows() if mine else iter(()), row)
+        # the rows chained in C (no generator frame a row); the listing is
+        # closed when the chain is dropped (read to its end, or not)
+        mine_rows = itertools.chain.from_iterable(pages.pages()) if mine else iter(())
+        out[att.ifname] = join(rows, mine_rows)
         joined = joined or mine
     if not joined:  # nothing reads the daemon's pages: its listing dropped now (review k18r3 #2)
         pages.close()
@@ -157,7 +165,18 @@ class DaemonPages:
 
     def rows(self):
         """Every row of the listing (tuples of DAEMON), by id, a page at a
-        time (once); ids checked ascending as they are read."""
+        time (once); ids checked ascending as they are read (each page's
+        before its first row: :meth:`pages`). Closed, it closes the listing."""
+        pages = self.pages()
+        try:
+            for rows in pages:
+                yield from rows
+        finally:
+            pages.close()
+
+    def pages(self):
+        """The listing's rows a page at a time (lists, once), each page
+        checked whole: ids ascending and after the page before's."""
         page, last = self.first(), ""
         if page.get("next") is not None:
             threading.Thread(target=self._fetch, args=(page,), name="sessions-pages",
@@ -165,7 +184,7 @@ class DaemonPages:
         try:
             while True:
                 rows = _checked_rows(page, last)
-                yield from rows
+                yield rows
                 last = rows[-1][0] if rows else last
                 if page.get("next") is None:
                     return

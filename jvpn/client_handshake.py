@@ -11,13 +11,12 @@ from dataclasses import dataclass
 from jvpn import client_icmp
 from jvpn.client_causes import Observed, cause_line
 from jvpn.config import (
-    ANSWER_MARGIN_MS,
+    ANSWER_WINDOW_MS,
     ATTEMPTS_KEPT,
     COOKIE_RESEND_MARGIN_MS,
     COOKIE_RESEND_MIN_MS,
     HANDSHAKE_ATTEMPTS,
     HANDSHAKE_CAP_MS,
-    UNCONFIRMED_TTL_MS,
 )
 from jvpn.gate import abi
 from jvpn.handshake import Assignment, HandshakeError, Initiator
@@ -32,8 +31,8 @@ UNVERIFIED = "a reply did not verify (late or forged): ignored"
 # gateway keeps as many of a peer's unconfirmed sessions
 KEEP_INITIATORS = ATTEMPTS_KEPT
 # ...but not once the gateway may have forgotten the session it answers with
-# (review R4 #1): an answer older than this since its initiation is refused
-ANSWER_WINDOW_MS = UNCONFIRMED_TTL_MS - ANSWER_MARGIN_MS
+# (review R4 #1): an answer older than ANSWER_WINDOW_MS since its initiation
+# is refused (UNCONFIRMED_TTL_MS less ANSWER_MARGIN_MS: jvpn/config.py)
 
 
 def wait_after_cookie_ms(round_trip_ms: int) -> int:

@@ -136,15 +136,33 @@ COOKIE_RESEND_MIN_MS, COOKIE_RESEND_MARGIN_MS = 250, 100
 # after sending its initiation: a later one may open a session already gone.
 UNCONFIRMED_TTL_MS = 5_000
 ANSWER_MARGIN_MS = 1_000
+ANSWER_WINDOW_MS = UNCONFIRMED_TTL_MS - ANSWER_MARGIN_MS  # on the client's timer clock
 # The client takes the answer to its last three attempts (a late answer to
 # one before still opens: review R3 #1; three since the first retry comes at
 # 0.25-0.5 s, so that a store that takes a second to write still answers the
 # first: review k18r1 F1); the gateway keeps the peer's last three
 # unconfirmed sessions, no more (issue 15 review: one peer's initiations never
-# fill MaxSessions), so the session of the answer taken exists -- except at
-# MaxSessions, where a peer keeps one attempt: there an answer taken late
-# may name a session its retry replaced (review k18rall F2, not fixed).
+# fill MaxSessions), so the session of the answer taken exists. At
+# MaxSessions too (review k18rall F2: there a retry's session replaced the
+# peer's attempt at once, and the client took the late answer to a session
+# gone): there the peer's attempts do not grow, and its oldest ends for a new
+# one only once its client takes that answer no more -- it expired
+# (UNCONFIRMED_TTL_MS), the client sent ATTEMPTS_KEPT newer initiations (its
+# newer attempts and its initiations refused meanwhile), or the new one is
+# stamped ANSWER_WINDOW_MS + ANSWERABLE_SLACK_MS after it; before, the new
+# initiation is refused GATEWAY_FULL and gets the newest attempt's own
+# answer again (review k19r1 R4: the first copy may be what was lost;
+# jvpn/gateway/new_session.py).
 ATTEMPTS_KEPT = 3
+# The initiations' timestamps are the client's wall clock, its answer window
+# runs on its timer clock (CLOCK_BOOTTIME), from just after the timestamp was
+# taken: 100 ms covers that gap and the clocks' rates (NTP slews 0.5 ms/s at
+# most). Why timestamps and not only the gateway's clock: a refused
+# initiation is claimed nowhere, and one replayed later (by whoever saw it)
+# makes an attempt whose answer goes to the replayer; it holds off the
+# client's new initiations for one answer window of the client's clock, not
+# for a TTL after each replay.
+ANSWERABLE_SLACK_MS = 100
 # A session DEGRADED by expired keys gets no keepalive replies, yet its client
 # rekeys only when the gateway flags it: the gateway's timer sends the binding
 # a flagged keepalive this often until a rekey brings it back (issue 13).

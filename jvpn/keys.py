@@ -65,7 +65,8 @@ def public_from_private(private: bytes) -> bytes:
 
 
 def encode(key: bytes) -> str:
-    return base64.b64encode(key).decode()
+    """base64.b64encode(key).decode(), without its wrapper (a listing's rows: issue 15)."""
+    return binascii.b2a_base64(key, newline=False).decode()
 
 
 def decode(text: str) -> bytes:

@@ -16,7 +16,9 @@ the synthetic keys are older at the first checks. ``--cli``: once
 reconciled, the operator socket served and `jvpn-xdp sessions --json`
 timed against it (output to /dev/null), nothing else running, then the
 daemon's pages alone; ``PROFILE_CLI=FILE``: that CLI run under cProfile,
-its stats in FILE, and the daemon's pages profiled too.)
+its stats in FILE, and the daemon's pages profiled too; ``CLI_OTHER=DIR``
+``CLI_ROUNDS=K``: another tree's CLI (an exported main) against the same
+daemon, alternating with this tree's, K rounds.)
 
 The `bench scale` lab (jvpn/bench/scale_lab.py): a namespace, the gate
 attached with room for N sessions, N synthetic sessions in a fresh SQLite
@@ -121,7 +123,10 @@ def time_the_listing(gw, n: int) -> None:
     """``--cli``: `jvpn-xdp sessions --json` against this gateway's operator
     socket (served by a thread here, as the daemon's "operator" thread), the
     timers not ticking; then the daemon's pages alone. ``PROFILE_CLI``: the
-    CLI under cProfile (stats to that file) and the pages profiled."""
+    CLI under cProfile (stats to that file) and the pages profiled.
+    ``CLI_OTHER=DIR``: another tree's CLI (an exported main) too, against
+    the same daemon, alternating with this one's ``CLI_ROUNDS`` times (the
+    load of a shared machine drifts less within one lab than between two)."""
     import threading  # noqa: PLC0415
 
     stop = threading.Event()
@@ -130,20 +135,18 @@ def time_the_listing(gw, n: int) -> None:
     prof_to = os.environ.get("PROFILE_CLI")
     cli = [sys.executable, *(["-m", "cProfile", "-o", prof_to] if prof_to else []),
            "-m", "jvpn_cli.main", "sessions", "--json"]
-    import resource  # noqa: PLC0415
-
-    was, ours = resource.getrusage(resource.RUSAGE_CHILDREN), time.process_time()
-    started = time.perf_counter()
-    done = subprocess.run(cli, stdout=subprocess.DEVNULL, check=False)
-    took = time.perf_counter() - started
-    ours, now = time.process_time() - ours, resource.getrusage(resource.RUSAGE_CHILDREN)
-    cli_cpu = now.ru_utime + now.ru_stime - was.ru_utime - was.ru_stime
+    trees = [("", None)]
+    if os.environ.get("CLI_OTHER"):
+        trees.append((f" [{os.environ['CLI_OTHER']}]", _other_tree(os.environ["CLI_OTHER"])))
+    for _round in range(int(os.environ.get("CLI_ROUNDS", "1"))):
+        for label, env in trees:
+            took, cli_cpu, ours, rc = _run_cli(cli, env)
+            # CPU time too: on a loaded machine the wall time is the others' as much
+            print(f"`sessions --json`{label}{' (profiled)' if prof_to else ''}: {took:.2f} s "
+                  f"({took / n * 1e6:.1f} us/row), exit {rc}; CPU: the CLI "
+                  f"{cli_cpu:.2f} s, the daemon's pages {ours:.2f} s", flush=True)
     stop.set()
     serving.join()
-    # CPU time too: on a loaded machine the wall time is the others' as much
-    print(f"`sessions --json`{' (profiled)' if prof_to else ''}: {took:.2f} s "
-          f"({took / n * 1e6:.1f} us/row), exit {done.returncode}; CPU: the CLI "
-          f"{cli_cpu:.2f} s, the daemon's pages {ours:.2f} s", flush=True)
     if prof_to:
         pstats.Stats(prof_to).sort_stats("cumulative").print_stats(TOP)
         pstats.Stats(prof_to).sort_stats("tottime").print_stats(TOP)
@@ -153,6 +156,32 @@ def time_the_listing(gw, n: int) -> None:
     if prof_to:
         prof.disable()
         pstats.Stats(prof).sort_stats("tottime").print_stats(TOP)
+
+
+def _other_tree(tree: str) -> dict:
+    """The environment that runs TREE's code with this interpreter: its
+    directory first, the editable install's finder (this tree) dropped."""
+    import tempfile  # noqa: PLC0415
+
+    shim = tempfile.mkdtemp(prefix="jvpn-cli-other-")
+    Path(shim, "sitecustomize.py").write_text(
+        "import sys\nsys.meta_path[:] = [f for f in sys.meta_path "
+        "if 'editable' not in repr(f).lower()]\n")
+    return {**os.environ, "PYTHONPATH": f"{shim}:{tree}"}
+
+
+def _run_cli(cli: list[str], env: dict | None) -> tuple[float, float, float, int]:
+    """(wall s, the CLI's CPU s, this process's CPU s meanwhile, exit status)."""
+    import resource  # noqa: PLC0415
+
+    was, ours = resource.getrusage(resource.RUSAGE_CHILDREN), time.process_time()
+    started = time.perf_counter()
+    cwd = env["PYTHONPATH"].rsplit(":", 1)[1] if env else None
+    done = subprocess.run(cli, stdout=subprocess.DEVNULL, check=False, env=env, cwd=cwd)
+    took = time.perf_counter() - started
+    ours, now = time.process_time() - ours, resource.getrusage(resource.RUSAGE_CHILDREN)
+    cli_cpu = now.ru_utime + now.ru_stime - was.ru_utime - was.ru_stime
+    return took, cli_cpu, ours, done.returncode
 
 
 def _time_the_read(gw) -> None:

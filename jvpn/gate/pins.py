@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,6 +102,25 @@ def stale_layout(pins: Path, replay_bits: int = abi.REPLAY_BITS,
 NO_BATCH = (errno.EINVAL, errno.EOPNOTSUPP, 524)
 
 
+_INT_CODES = {1: "B", 2: "H", 4: "I", 8: "Q"}
+
+
+def value_layout(ctype, names: tuple[str, ...]) -> struct.Struct:
+    """A struct.Struct that reads the fields NAMES (in their byte order) of
+    a ctypes structure's bytes as ctypes reads them (native byte order):
+    an int for an integer field, bytes for an array; the rest skipped."""
+    kinds = dict(ctype._fields_)
+    fmt, at = "=", 0
+    for name in names:
+        field = getattr(ctype, name)
+        if field.offset < at:
+            raise ValueError(f"{name}: the names must be in the fields' byte order")
+        array = issubclass(kinds[name], ctypes.Array)
+        fmt += f"{field.offset - at}x" + (f"{field.size}s" if array else _INT_CODES[field.size])
+        at = field.offset + field.size
+    return struct.Struct(fmt + f"{ctypes.sizeof(ctype) - at}x")
+
+
 def _copied(item, kind):
     """An element of a reused batch buffer as a value of its own (plain ints
     are copies already; a structure would alias the buffer)."""
@@ -185,6 +205,33 @@ class PinnedMap:
             yield from self.items()
             return
         keys, values = (self.key_type * chunk)(), (self.value_type * chunk)()
+        for count in self._lookup_batches(keys, values, chunk):
+            if count is None:
+                yield from self.items()
+                return
+            for i in range(count):
+                yield _copied(keys[i], self.key_type), _copied(values[i], self.value_type)
+
+    def fields_batch(self, layout: struct.Struct, chunk: int = 4096) -> Iterator[tuple]:
+        """Every (key, fields): the value's fields that ``layout`` (from
+        :func:`value_layout`) reads, unpacked from the batch buffer itself,
+        no structure copied per element (a million at the CLI: issue 15).
+        Integer keys only; as items_batch otherwise."""
+        size = ctypes.sizeof(self.value_type)
+        if self.percpu or layout.size != size:
+            raise JvpnError(f"{self.path}: fields of {layout.size} bytes, values of {size}")
+        keys, values = (self.key_type * chunk)(), (ctypes.c_uint8 * (size * chunk))()
+        for count in self._lookup_batches(keys, values, chunk):
+            if count is None:
+                for k, v in self.items():
+                    yield k.value, layout.unpack(bytes(v))
+                return
+            unpacked = layout.iter_unpack(memoryview(values)[:count * size])
+            yield from zip(keys[:count], unpacked, strict=True)
+
+    def _lookup_batches(self, keys, values, chunk: int) -> Iterator[int | None]:
+        """BPF_MAP_LOOKUP_BATCH into ``keys`` and ``values``: each batch's
+        count once it is in them; None first if the kernel has no batches."""
         token, first = ctypes.c_uint32(0), True
         lib = loader._lib()
         while True:
@@ -195,11 +242,10 @@ class PinnedMap:
             err = ctypes.get_errno() if rc else 0
             if rc and err != errno.ENOENT:
                 if first and err in NO_BATCH:
-                    yield from self.items()
+                    yield None
                     return
                 raise JvpnError(f"batch lookup of {self.path} failed: {os.strerror(err)}")
-            for i in range(count.value):
-                yield _copied(keys[i], self.key_type), _copied(values[i], self.value_type)
+            yield count.value
             if rc:  # ENOENT: the last batch
                 return
             first = False
@@ -231,6 +277,14 @@ class PinnedMap:
             v = self.lookup(k)
             if v is not None:
                 yield k, v
+
+
+# what `jvpn-xdp sessions` reads of an element (GateMaps.session_fields),
+# in the structure's byte order; bind_addr: its 16 bytes as the map holds them
+SESSION_FIELDS = ("version", "fence", "bind_addr", "bind_port", "bind_family", "state",
+                  "rt_slot", "rt_gen")
+SESSION_LAYOUT = value_layout(abi.Session, SESSION_FIELDS)
+RUNTIME_FIELDS = ("session_id", "gen", "replay_top", "rx_packets", "rx_bytes")
 
 
 class GateMaps:
@@ -338,6 +392,11 @@ class GateMaps:
     def list_sessions(self) -> list[tuple[int, abi.Session]]:
         return list(self.sessions.items_batch())
 
+    def session_fields(self) -> list[tuple[int, tuple]]:
+        """Every element as (session id, SESSION_FIELDS' values), read in
+        batches straight from the batch buffer (no abi.Session a session)."""
+        return list(self.sessions.fields_batch(SESSION_LAYOUT))
+
     def count_sessions(self) -> int:
         return sum(1 for _ in self.sessions.keys())
 
@@ -345,8 +404,10 @@ class GateMaps:
         """Every runtime slot a packet has claimed, read in batches: slot ->
         (session id, generation, rx packets, rx bytes, replay top); a
         tuple, not the slot (its bitmap is most of its size)."""
-        return {slot: (rt.session_id, rt.gen, rt.rx_packets, rt.rx_bytes, rt.replay_top)
-                for slot, rt in self.runtime.items_batch() if rt.session_id}
+        layout = value_layout(self.runtime.value_type, RUNTIME_FIELDS)
+        return {slot: (sid, gen, rx_packets, rx_bytes, top)
+                for slot, (sid, gen, top, rx_packets, rx_bytes)
+                in self.runtime.fields_batch(layout) if sid}
 
     # -- config --
     def write_config(self, cfg: abi.Config) -> None:

@@ -125,6 +125,12 @@ class Admission:
         """The store took the initiation's timestamp: remember it here too."""
         self.responder.accepted(admitted.init)
 
+    def spent(self, admitted: Admitted) -> None:
+        """Refused, claimed nowhere, yet not to be admitted here again (an
+        AttemptAnswerable refusal: jvpn/gateway/handshakes.py): its
+        timestamp is this process's "not newer" bar, as an accepted one's."""
+        self.responder.accepted(admitted.init)
+
     def session(self, admitted: Admitted, sid: int, src: Transport, now: int, *, owner: str,
                 owner_lease: int) -> NewSession:
         """The new session for ``admitted``: record, keys and response."""

@@ -37,6 +37,23 @@ class AttemptInProgress(StoreError):
     reason = Reason.RATE_LIMITED
 
 
+class AttemptAnswerable(SessionsFull):
+    """At capacity, a peer's new attempt refused while its client may still
+    take the answer to its previous one (review k18rall F2): that attempt's
+    room is the only one the peer has, and ending it for the new one would
+    leave the client holding an answer to a session gone. The initiation is
+    spent (a replay of it is refused), nothing else changes; the client's
+    next initiation gets the room once that answer is past
+    (jvpn/gateway/new_session.py ``answerable``). ``answer``: that
+    attempt's own response, sent again to the refused initiation's source
+    (review k19r1 R4: its first copy may be what was lost); None where the
+    gateway keeps none (restored after a restart) or the source differs."""
+
+    def __init__(self, detail: str, answer: bytes | None = None):
+        super().__init__(detail)
+        self.answer = answer
+
+
 class Capacity:
     pending_new = 0  # handshakes' sessions whose writes are queued (table.py start_new)
 
@@ -69,9 +86,10 @@ class Capacity:
 
     def _replaces(self, inner: bytes | None) -> bool:
         """The peer holds a session here (confirmed, or an attempt awaiting
-        confirmation): its new one takes that one's place (an attempt's at
-        once: at capacity a peer keeps one attempt, jvpn/gateway/new_session.py;
-        the confirmed one's at the confirmation, jvpn/gateway/control.py), so
+        confirmation): its new one takes that one's place (an attempt's once
+        its client takes that attempt's answer no more, before which the new
+        one is refused AttemptAnswerable: jvpn/gateway/new_session.py; the
+        confirmed one's at the confirmation, jvpn/gateway/control.py), so
         a client that restarted or lost its keys is never locked out by the
         others. One excess per peer at most (its confirmed session and one
         attempt), until the confirmation or the attempt's expiry gives it

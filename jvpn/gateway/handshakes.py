@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from jvpn.codes import EventType, Reason, Security
 from jvpn.gateway.admission import REPLAYED, CookieReply, Refused
+from jvpn.gateway.capacity import AttemptAnswerable
 from jvpn.session import Transport
 from jvpn.store import StoreError
 
@@ -66,9 +67,26 @@ class Handshakes:
                                          owner_lease=self.table.ownership.token)
             self.table.start_new(init.client_public, init.timestamp_ns, new.record, new.keys,
                                  verdict.inner.packed, new.transition,
-                                 lambda result: self._written(result, verdict, new, src))
+                                 lambda result: self._written(result, verdict, new, src),
+                                 answer=new.response)
         except StoreError as e:  # SessionsFull, AttemptInProgress too (jvpn/gateway/capacity.py)
-            self._refuse(Refused(str(e), getattr(e, "reason", Reason.HANDSHAKE_FAIL)), src)
+            detail = str(e)
+            if isinstance(e, AttemptAnswerable):
+                self._answerable(e, verdict, src)
+                detail += "; its answer sent again" if e.answer is not None else ""
+            self._refuse(Refused(detail, getattr(e, "reason", Reason.HANDSHAKE_FAIL)), src)
+
+    def _answerable(self, e: AttemptAnswerable, verdict, src: tuple[str, int]) -> None:
+        """Refused while the peer's attempt is answerable: the initiation is
+        spent (claimed nowhere, it would be fresh again once there is room:
+        whoever saw it could then spend the peer's room with it; its
+        timestamp is this process's "not newer" bar), and that attempt's
+        own response goes out again, once for this authenticated initiation
+        (review k19r1 R4: at capacity the client's retries were refused
+        until 4.1 s past its first, and two lost answers ended its handshake)."""
+        self.admission.spent(verdict)
+        if e.answer is not None:
+            self.send(e.answer, Transport(*src))
 
     def _written(self, result, verdict, new, src: tuple[str, int]) -> None:
         """The store kept the session (or refused): only now the response."""

@@ -7,8 +7,16 @@ A mixin of jvpn/gateway/table.py's SessionTable, which alone writes them
                every change of a session touches it (looked at next tick)
   unconfirmed  the handshakes' sessions awaiting their confirmation
                (jvpn/gateway/control.py: confirm, expire_unconfirmed)
-  attempts     the same by peer (its inner IPv4), oldest first: ATTEMPTS_KEPT
+  attempts     the same by peer (its inner IPv4), oldest first (by their
+               initiations' timestamps, handshake_ns): ATTEMPTS_KEPT
                at most, a new attempt replaces the oldest (new_session.py)
+  answers      an attempt's own response (message 2), sent again when its
+               client's next initiation is refused at capacity (review k19r1
+               R4); none for one restored; dropped at its confirmation or end
+  refused      per peer with attempts, its newer initiations refused at
+               capacity (AttemptAnswerable) since its newest attempt was made:
+               the client no longer takes the oldest one's answer once it
+               has sent ATTEMPTS_KEPT newer initiations, refused ones too
   writing      the peers whose handshake's writes are queued (group commit)
   added        sessions new since revocation's last look (revocation.py)
   of_peer      each peer's sessions in the table (its inner IPv4): where the
@@ -20,7 +28,13 @@ A mixin of jvpn/gateway/table.py's SessionTable, which alone writes them
 
 from __future__ import annotations
 
+from bisect import insort
+
 from jvpn.gateway.timer_queue import TimerQueue
+
+
+def _initiated(live) -> int:
+    return live.record.handshake_ns
 
 
 class Indexes:
@@ -28,6 +42,8 @@ class Indexes:
         self.timers = TimerQueue()
         self.unconfirmed: dict = {}  # session id -> Live
         self.attempts: dict = {}  # the peer's inner IPv4 (packed) -> its unconfirmed Lives
+        self.answers: dict[int, bytes] = {}  # an attempt's session id -> its response
+        self.refused: dict[bytes, int] = {}  # the peer's inner IPv4 (packed) -> a count
         self.writing: set[bytes] = set()  # peers (inner IPv4) whose handshake is being written
         self.added: set[int] = set()
         self.of_peer: dict = {}  # the peer's inner IPv4 (packed) -> a session id, or a tuple
@@ -39,7 +55,7 @@ class Indexes:
 
     def attempts_of(self, inner: bytes) -> list:
         """The peer's sessions whose handshake awaits its confirmation,
-        oldest first (ATTEMPTS_KEPT; a restart may restore more: they expire)."""
+        oldest first by their initiations' timestamps (ATTEMPTS_KEPT at most)."""
         return self.attempts.get(inner, [])
 
     def _indexed(self, live, routed: bool) -> None:
@@ -53,12 +69,17 @@ class Indexes:
         if not routed:
             self.unconfirmed[sid] = live
             self._no_attempt(sid, live.inner)  # restored again: the new Live only
-            self.attempts.setdefault(live.inner, []).append(live)
+            # oldest first by its initiation's timestamp, the client's clock
+            # (a new attempt's is the newest: it goes last); a restart
+            # restores them in the store's order (review k19r1 R1)
+            insort(self.attempts.setdefault(live.inner, []), live, key=_initiated)
+            self.refused.pop(live.inner, None)  # those were older than this one
 
     def _confirmed(self, live) -> None:
         live.confirmed = True
         sid = live.record.session_id
         self.unconfirmed.pop(sid, None)
+        self.answers.pop(sid, None)
         self._no_attempt(sid, live.inner)
         self.timers.touch(sid)
 
@@ -74,6 +95,7 @@ class Indexes:
             else:
                 self.of_peer.pop(inner, None)
         live = self.unconfirmed.pop(sid, None)
+        self.answers.pop(sid, None)
         if live is not None:
             self._no_attempt(sid, live.inner)
 
@@ -83,3 +105,4 @@ class Indexes:
             self.attempts[inner] = left
         else:
             self.attempts.pop(inner, None)
+            self.refused.pop(inner, None)

@@ -37,7 +37,7 @@ class RekeyNudge:
         try:
             msg = live.channel.seal(b"", abi.MSG_KEEPALIVE, FLAG_REKEY)
             if self.sock.sendto(msg, (rec.binding.addr, rec.binding.port)):
-                live.traffic.replied(msg)
+                live.traffic.nudged(msg)
         except (OSError, CounterUnavailable) as e:
             self.incidents.report("keepalive", e)  # the next tick tries again
 

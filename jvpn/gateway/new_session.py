@@ -15,7 +15,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from jvpn.codes import EventType, Reason
-from jvpn.config import ATTEMPTS_KEPT
+from jvpn.config import (
+    ANSWER_WINDOW_MS,
+    ANSWERABLE_SLACK_MS,
+    ATTEMPTS_KEPT,
+    UNCONFIRMED_TTL_MS,
+)
+from jvpn.gateway.capacity import AttemptAnswerable
 from jvpn.gateway.ceiling import REPLAY_BLOCK
 from jvpn.keys import KeyRing, SessionKeys
 from jvpn.session import SessionRecord
@@ -35,6 +41,29 @@ FIRST_FLOOR = 1 + RESERVE_BLOCK
 # delivers nothing (jvpn/gateway/datapath.py), so its ReplayCeiling may
 # count on it from the start: the first message waits for no write of its own.
 FIRST_CEILING = 1 + REPLAY_BLOCK
+# How far apart (the client's timestamps) two initiations are when the client
+# took no answer to the first once it sent the second (jvpn/config.py)
+ANSWER_PAST_NS = (ANSWER_WINDOW_MS + ANSWERABLE_SLACK_MS) * 1_000_000
+
+
+def unconfirmed_expired(rec: SessionRecord, now_ms: int) -> bool:
+    """A handshake's session its initiator never used, past its TTL: it ends
+    (jvpn/gateway/control.py expire_unconfirmed) and a new attempt may take its room.
+    One made more than the TTL in this gateway's future too (review k19r1
+    R3): its age is unknown (this clock stepped back, another gateway's is
+    far off, a damaged store), and unknown it would never end, its
+    initiation's timestamp refusing every newer-looking one of its peer's
+    as a replay; the attempt fails closed, not its peer."""
+    return abs(now_ms - rec.created_ms) > UNCONFIRMED_TTL_MS
+
+
+def answerable(attempt: SessionRecord, new: SessionRecord) -> bool:
+    """The client may still take the answer to ``attempt``'s initiation: it
+    has not expired, and ``new``'s initiation went out (the client's own
+    timestamps) inside that answer's window. Both clocks are the gateway's
+    or both the client's: none is compared with the other."""
+    return (not unconfirmed_expired(attempt, new.created_ms)
+            and new.handshake_ns - attempt.handshake_ns < ANSWER_PAST_NS)
 
 
 class PeerRevoked(StoreError):
@@ -69,22 +98,26 @@ class NewSessions:
         return self._made(rec, keys, inner, tr, NOTHING_PREWRITTEN)
 
     def start_new(self, peer: bytes, timestamp_ns: int, rec: SessionRecord, keys: SessionKeys,
-                  inner: bytes, tr, done: Callable[[Live | StoreError | None], None]) -> None:
+                  inner: bytes, tr, done: Callable[[Live | StoreError | None], None], *,
+                  answer: bytes | None = None) -> None:
         """A handshake's new session, unconfirmed: its writes (the claim,
         the record, the first send-counter floor: jvpn/store
         ``HandshakeWrites``) through ``writes`` (at once, or group-committed),
         and only once they are durable the session here, then ``done(live)``;
         ``done(None)``: the claim found a replay; ``done(StoreError)``:
-        not written, nothing here. Raises SessionsFull or AttemptInProgress
-        (jvpn/gateway/capacity.py): nothing queued, nothing changed.
-        The peer's oldest attempt ends once this one's writes are durable
-        if it holds ATTEMPTS_KEPT of them, or any at capacity
-        (``_replaced``); not written, it stays (review E L2: it ended at
-        the queueing, and a failed write left the peer with neither)."""
+        not written, nothing here. Raises SessionsFull (AttemptAnswerable
+        too) or AttemptInProgress (jvpn/gateway/capacity.py): nothing
+        queued, nothing changed. The peer's oldest attempt ends once this
+        one's writes are durable if it holds ATTEMPTS_KEPT of them, or at
+        capacity once its answer is past (``_replaced``); not written, it
+        stays (review E L2: it ended at the queueing, and a failed write
+        left the peer with neither). ``answer``: the response the caller
+        sends once it is made, kept with the attempt until it is confirmed
+        (``answers``: sent again at capacity, review k19r1 R4)."""
         rec = rec.with_(confirmed=False)
         self.refuse_if_full(inner)
         w = HandshakeWrites(peer, timestamp_ns, rec, keys.pack(), FIRST_FLOOR)
-        replaced = self._replaced(inner)
+        replaced = self._replaced(inner, rec)
         self.pending_new += 1
         self.writing.add(inner)
 
@@ -107,6 +140,8 @@ class NewSessions:
             except StoreError as e:  # the gate full: the record is gone again
                 done(e)
                 return
+            if answer is not None and not live.confirmed:
+                self.answers[rec.session_id] = answer
             done(live)
         try:
             self.writes.handshake(w, written)
@@ -115,16 +150,40 @@ class NewSessions:
             self.writing.discard(inner)
             raise
 
-    def _replaced(self, inner: bytes) -> Live | None:
-        """The peer's attempt a new one replaces: its oldest, when it holds
+    def _replaced(self, inner: bytes, new: SessionRecord) -> Live | None:
+        """The peer's attempt the new one replaces: its oldest, when it holds
         as many as its client still takes answers to (ATTEMPTS_KEPT), or at
-        capacity any (one attempt over MaxSessions per peer at most:
-        jvpn/gateway/capacity.py). The caller checked the new initiation is
-        newer than every one of them (handshakes.py)."""
+        capacity, where its attempts do not grow (one over MaxSessions per
+        peer at most: jvpn/gateway/capacity.py), once the client takes its
+        answer no more; before, AttemptAnswerable (review k18rall F2: its
+        late answer, taken, named a session gone). The caller checked the new
+        initiation is newer than every one of them (handshakes.py)."""
         attempts = self.attempts_of(inner)
-        if len(attempts) >= ATTEMPTS_KEPT or (attempts and self.full()):
-            return attempts[0]
-        return None
+        if not attempts or (len(attempts) < ATTEMPTS_KEPT and not self.full()):
+            return None
+        oldest = attempts[0]  # the newer ones are answerable if it is
+        # the client's initiations newer than the oldest's, this one included
+        newer = len(attempts) + self.refused.get(inner, 0)
+        if newer < ATTEMPTS_KEPT and answerable(oldest.record, new):
+            self.refused[inner] = self.refused.get(inner, 0) + 1
+            raise AttemptAnswerable(
+                f"the gateway holds its MaxSessions ({self.max_sessions()}) sessions and "
+                "the peer's previous attempt may still be answered: no new one until "
+                "it is confirmed or past its answer window", self._answer_again(attempts, new))
+        return oldest
+
+    def _answer_again(self, attempts: list, new: SessionRecord) -> bytes | None:
+        """The peer's newest attempt's response, for the refused initiation's
+        source if it is that attempt's: the client keeps that initiation
+        (it sent fewer than ATTEMPTS_KEPT since the oldest's) within its
+        window, takes the answer and confirms from there (a confirmation
+        from another source is refused: control.py). Only its client,
+        holding the initiation's ephemeral key, can open it; 97-130 bytes
+        for an initiation of 168 or more: no amplification."""
+        newest = attempts[-1]
+        if newest.record.binding != new.binding:
+            return None
+        return self.answers.get(newest.record.session_id)
 
     def _end_attempt(self, attempt: Live | None) -> None:
         """The peer's previous attempt ends quietly, unless it ended already

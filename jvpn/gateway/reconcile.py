@@ -15,9 +15,11 @@ import logging
 import time
 
 from jvpn.codes import EventType, Reason
+from jvpn.config import ATTEMPTS_KEPT
 from jvpn.errors import JvpnError
 from jvpn.fastip import ipv4_packed
 from jvpn.gate.batch import BatchNotWritten
+from jvpn.gateway.new_session import unconfirmed_expired
 from jvpn.gcpause import paused_gc
 from jvpn.keys import KeyRing, ring_for
 from jvpn.session import Event, State
@@ -35,6 +37,15 @@ def _ring(rec, raw: bytes) -> KeyRing:
         return ring_for(rec, raw)
     except ValueError as e:
         raise Unreadable(f"session {rec.session_id:016x}: {e}") from None
+
+
+def _by_peer(attempts: list[Stored]) -> dict:
+    """The attempts by their peer's inner address (none recorded: each alone)."""
+    peers: dict = {}
+    for stored in attempts:
+        rec = stored.record
+        peers.setdefault(rec.inner_addr or rec.session_id, []).append(stored)
+    return peers
 
 
 def _inner_packed(addr) -> bytes:
@@ -119,19 +130,34 @@ class Reconcile:
 
     def _restore_attempts(self, attempts: list[Stored]) -> int:
         """Handshakes' sessions awaiting confirmation, once the confirmed
-        ones are back: restored where a new handshake would be admitted (a
-        peer holding a session may have one more at capacity:
-        jvpn/gateway/capacity.py), ended otherwise, as an unconfirmed session
+        ones are back: each peer's newest first (its initiation's
+        timestamp), restored as admission would have kept them (review
+        k19r1 R2): ATTEMPTS_KEPT a peer at most; at capacity one attempt,
+        and only for a peer holding a session here (its one excess:
+        jvpn/gateway/capacity.py); expired ones not (restored, they would
+        end at the next tick). The others end, as an unconfirmed session
         ends (its client's retry is a new handshake), never a failed start."""
         kept = 0
-        for stored in attempts:
-            rec = stored.record
-            inner = _inner_packed(rec.inner_addr) if rec.inner_addr else None
-            if self.table.room_for(inner):
-                kept += self._restore_one(stored)
-            else:
-                self.table.forget(rec.session_id)
+        now = self.clock_ms()
+        for peer in _by_peer(attempts).values():
+            peer.sort(key=lambda stored: stored.record.handshake_ns, reverse=True)
+            for n, stored in enumerate(peer):
+                rec = stored.record
+                inner = _inner_packed(rec.inner_addr) if rec.inner_addr else None
+                if (n < ATTEMPTS_KEPT and not unconfirmed_expired(rec, now)
+                        and self._attempt_fits(inner)):
+                    kept += self._restore_one(stored)
+                else:
+                    self.table.forget(rec.session_id)
         return kept
+
+    def _attempt_fits(self, inner: bytes | None) -> bool:
+        """Below capacity any; at capacity the first attempt of a peer
+        holding a confirmed session here (admission would have let it
+        replace an attempt, not add one: room_for is a new handshake's)."""
+        table = self.table
+        return not table.full() or (inner is not None and table.for_inner(inner) is not None
+                                    and not table.attempts_of(inner))
 
     def _restore_one(self, stored: Stored) -> int:
         """1 when the session is served here; a failure is its own only (a

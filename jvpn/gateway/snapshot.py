@@ -15,9 +15,11 @@ from __future__ import annotations
 import functools
 import operator
 import os
+import socket
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from ipaddress import IPv4Network
 
 import psutil
 
@@ -111,10 +113,9 @@ def session_values(gw, now_ms: int | None = None, refs: tuple[list, dict] | None
         rec, traffic, last_rx, confirmed, rekey, keys_now, inner = listed(live)
         ring = KeyRing.of(keys_now)
         keys_ms = keys_made_ms(rec)  # the one rule, /metrics' too
-        out.append([*_identity(rec, get_peer(inner)), rec.state.name, rec.version, rec.owner,
+        out.append([*_identity(rec, get_peer(inner)), rec.state._name_, rec.version, rec.owner,
                     confirmed, rec.created_ms, rec.key_epoch, keys_ms, last_rx,
-                    *rx_of(rec, traffic), traffic.tx_packets + traffic.ka_packets,
-                    traffic.tx_bytes + traffic.ka_bytes, rec.created_ms,
+                    *rx_of(rec, traffic), *traffic.sent_so_far(), rec.created_ms,
                     key_age_s(keys_ms, now), rekey,
                     ring.confirmed, ring.previous is not None])  # key_ring_state's, no dict
     return out
@@ -140,9 +141,17 @@ def _identity(rec, peer) -> tuple:
             peer = None  # a key no longer at this address (its revocation pending): not this peer
         else:
             key = key or peer_key
-    allowed = [str(n) for n in peer.allowed_ips] if peer is not None else [f"{rec.inner_addr}/32"]
+    allowed = [_network_text(n) for n in peer.allowed_ips] if peer is not None \
+        else [f"{rec.inner_addr}/32"]
     return (f"{rec.session_id:016x}", peer.name if peer is not None else None, key or None,
             rec.inner_addr, allowed, str(rec.binding) if rec.binding is not None else "-")
+
+
+def _network_text(network) -> str:
+    """str(network): an IPv4 network's in half the time (a listing's rows)."""
+    if type(network) is IPv4Network:  # inet_ntoa spells IPv4 as ipaddress does
+        return f"{socket.inet_ntoa(network.network_address.packed)}/{network.prefixlen}"
+    return str(network)
 
 
 def key_ring_state(keys) -> dict:

@@ -6,8 +6,10 @@ the daemon sends.
 
 Per packet, so no lock: every field has one writer thread. The UDP loop
 counts what it received and the keepalives it answered, the TUN loop the
-data it sent (jvpn/gateway/datapath.py); a reader (the operator socket, a
-scrape) sees each field's old or new value, never a torn one."""
+data it sent (jvpn/gateway/datapath.py), the timer thread its rekey nudges
+(jvpn/gateway/key_nudge.py) in fields of their own: an unlocked ``+=`` from
+two threads can lose a count. A reader (the operator socket, a scrape) sees
+each field's old or new value, never a torn one."""
 
 from __future__ import annotations
 
@@ -15,8 +17,8 @@ from jvpn.randpool import randbits
 
 
 class Traffic:
-    __slots__ = ("delivered", "incarnation", "ka_bytes", "ka_packets", "rx_bytes",
-                 "rx_packets", "tx_bytes", "tx_packets")
+    __slots__ = ("delivered", "incarnation", "ka_bytes", "ka_packets", "nudge_bytes",
+                 "nudge_packets", "rx_bytes", "rx_packets", "tx_bytes", "tx_packets")
 
     def __init__(self) -> None:
         self.rx_packets = self.rx_bytes = 0  # the UDP loop's
@@ -28,6 +30,7 @@ class Traffic:
         # (jvpn/client_path_delivery.py) rather than read a fall as loss
         self.incarnation = randbits(32)
         self.ka_packets = self.ka_bytes = 0  # the UDP loop's: keepalive replies
+        self.nudge_packets = self.nudge_bytes = 0  # the timer thread's: rekey nudges
         self.tx_packets = self.tx_bytes = 0  # the TUN loop's: data
 
     def received(self, nbytes: int) -> None:
@@ -48,15 +51,25 @@ class Traffic:
         self.ka_packets += 1
         self.ka_bytes += len(msg)
 
+    def nudged(self, msg: bytes) -> None:
+        """A flagged keepalive the socket took (the timer thread's rekey nudge)."""
+        self.nudge_packets += 1
+        self.nudge_bytes += len(msg)
+
     def sent(self, msgs: list[bytes]) -> None:
         """Data messages the socket took for the binding (TUN loop)."""
         self.tx_packets += len(msgs)
         self.tx_bytes += sum(map(len, msgs))
 
+    def sent_so_far(self) -> tuple[int, int]:
+        """(packets, bytes) sent to the binding: data, keepalive replies, nudges."""
+        return (self.tx_packets + self.ka_packets + self.nudge_packets,
+                self.tx_bytes + self.ka_bytes + self.nudge_bytes)
+
     def figures(self) -> dict[str, int]:
+        tx_packets, tx_bytes = self.sent_so_far()
         return {"rx_packets": self.rx_packets, "rx_bytes": self.rx_bytes,
-                "tx_packets": self.tx_packets + self.ka_packets,
-                "tx_bytes": self.tx_bytes + self.ka_bytes}
+                "tx_packets": tx_packets, "tx_bytes": tx_bytes}
 
 
 
@@ -66,6 +79,10 @@ class _NotCounted:
 
     __slots__ = ()
     rx_packets = rx_bytes = delivered = ka_packets = ka_bytes = tx_packets = tx_bytes = 0
+    nudge_packets = nudge_bytes = 0
+
+    def sent_so_far(self) -> tuple[int, int]:
+        return 0, 0
 
     def figures(self) -> dict[str, int]:
         return {"rx_packets": 0, "rx_bytes": 0, "tx_packets": 0, "tx_bytes": 0}

@@ -423,13 +423,13 @@ def _in_range(rec: SessionRecord) -> None:
     install: review k18r4) nor one with the value cut short."""
     if not 0 <= rec.session_id < _U64:
         raise ValueError("session_id out of range")
-    # version, epoch, c2s_floor in turn (written out: a restart checks a million)
-    if not (type(rec.version) is int and 0 <= rec.version <= MAX_VERSION):
-        raise ValueError("version out of range")
-    if not (type(rec.epoch) is int and 0 <= rec.epoch <= MAX_VERSION):
-        raise ValueError("epoch out of range")
-    if not (type(rec.c2s_floor) is int and 0 <= rec.c2s_floor <= MAX_VERSION):
-        raise ValueError("c2s_floor out of range")
+    # created_ms and handshake_ns too: compared with clocks and with a new
+    # initiation's timestamp (review k19r1 R3: a string was a TypeError at
+    # the peer's every initiation, a value past 2**63 one the store never wrote)
+    for name in ("version", "epoch", "c2s_floor", "created_ms", "handshake_ns"):
+        value = getattr(rec, name)
+        if type(value) is not int or not 0 <= value <= MAX_VERSION:
+            raise ValueError(f"{name} out of range")
     for t in (rec.binding, rec.candidate):
         if t is None:
             continue

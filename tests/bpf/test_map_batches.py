@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import ctypes
 import os
+import struct
 
 import pytest
 
+from jvpn.errors import JvpnError
 from jvpn.gate import abi
 from jvpn.gate.attach import unpin
 from jvpn.gate.batch import BatchNotWritten, ElementBatch
 from jvpn.gate.element import GateFull
 from jvpn.gate.loader import load_plain
-from jvpn.gate.pins import PinnedMap
+from jvpn.gate.pins import SESSION_LAYOUT, PinnedMap
 
 pytestmark = pytest.mark.kernel
 
@@ -46,6 +48,28 @@ def test_a_batch_written_is_read_back_whole(sessions_map):
     assert sorted(got) == sids
     assert all(got[s].version == s and got[s].ctl_floor == s * 3 for s in sids)
     assert sessions_map.lookup(ctypes.c_uint64(77)).version == 77  # the map's, not a copy
+
+
+def test_the_fields_read_from_the_batch_buffer_are_the_elements_fields(sessions_map):
+    """fields_batch (the CLI's listing: no structure copied per element)
+    reads what items_batch's structures hold, past one batch of 4096."""
+    sids = list(range(1, CAPACITY + 1))
+    elements = []
+    for s in sids:
+        e = abi.Session(version=s, fence=2**64 - s, bind_port=s & 0xFFFF, bind_family=s % 3,
+                        state=s % 256, rt_slot=s * 7, rt_gen=2**63 + s, ctl_floor=s)
+        e.bind_addr[:] = [s, 2**32 - s, 0, s * 13]
+        elements.append(e)
+    sessions_map.update_batch([ctypes.c_uint64(s) for s in sids], elements)
+    fields = dict(sessions_map.fields_batch(SESSION_LAYOUT))
+    whole = dict(sessions_map.items_batch())
+    assert sorted(fields) == sids
+    for sid, e in whole.items():
+        assert fields[sid] == (e.version, e.fence, bytes(e.bind_addr), e.bind_port,
+                               e.bind_family, e.state, e.rt_slot, e.rt_gen)
+        assert struct.unpack("=4I", fields[sid][2]) == tuple(e.bind_addr)
+    with pytest.raises(JvpnError, match="fields of"):
+        next(sessions_map.fields_batch(struct.Struct("=Q")))
 
 
 def test_a_batch_past_the_capacity_is_gate_full_after_what_fits(sessions_map):

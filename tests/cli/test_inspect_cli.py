@@ -16,7 +16,7 @@ from typing import ClassVar
 import pytest
 from click.testing import CliRunner
 
-from jvpn.gate import abi, loader
+from jvpn.gate import abi, loader, pins
 from jvpn.operator import NoDaemon
 from jvpn_cli import app as app_mod
 from jvpn_cli import sessions as sessions_mod
@@ -60,6 +60,10 @@ class FakeMaps:
         FakeMaps.batch_reads += 1
         return [(SID_A, _element(abi.STATE_ATTACHED, "203.0.113.200", 51234, 7, slot=3)),
                 (SID_B, _element(abi.STATE_VOLATILE, "198.51.100.17", 40000, 12, slot=4))]
+
+    def session_fields(self):
+        """As GateMaps reads them: each element's bytes unpacked."""
+        return [(sid, pins.SESSION_LAYOUT.unpack(bytes(e))) for sid, e in self.list_sessions()]
 
     def runtime_views(self):
         """slot -> (session id, generation, rx packets, rx bytes, replay top);

@@ -120,3 +120,82 @@ def test_a_whole_listing_is_json_dumps_of_it():
     assert "".join(writes) == json.dumps(rows, indent=2) + "\n"
     assert json.loads("".join(writes)) == rows
     assert 3 < len(writes) and max(map(len, writes)) < 300 * 1000  # a few hundred rows a write
+
+
+# ------------------------------------------------ batches (RowText.batch, joined)
+_ODD_ROWS = [
+    {}, {"allowed_ips": []}, {"allowed_ips": None}, {"allowed_ips": ["one"]},
+    {"allowed_ips": ["a", "b", "c"]}, {"last_rx_ms": None}, {"last_rx_ms": 9000},
+    {"last_rx_ms": 4000.5, "peer": "%s %d %%"}, {"last_rx_ms": True}, {"key_age_s": 1e100},
+    {"key_age_s": -0.0}, {"tx_bytes": -(2**80)}, {"confirmed": None}, {"peer": 12, "inner": 1.5},
+    {"allowed_ips": "10.0.0.2/32"}, {"allowed_ips": {"a": [1, 2]}}, {"allowed_ips": [["x"]]},
+    {"peer": {"a": 1}}, {"inner": ["x"]}, {"key_age_s": float("nan")},
+    {"allowed_ips": [float("nan"), "%s"]}, {"owner": "%(x)s"}, {"state": "\ud800"},
+]
+
+
+def _pairs():
+    """Merged rows with every odd value above (each also as its own only
+    odd row, the others plain), kernel-only rows, daemon-only rows."""
+    pairs = []
+    for i, over in enumerate(_ODD_ROWS):
+        value = ODD[i % len(ODD)]
+        pairs += [(_kernel(owner=value), _daemon(**over)), (_kernel(bound=value), None),
+                  (None, _daemon(**over)), (_kernel(), _daemon(public_key=value))]
+    return pairs
+
+
+@pytest.mark.parametrize("now", [5000, None, 5000.5, 0, -(2**70)])
+def test_a_batch_is_the_rows_texts_one_by_one(now):
+    make = rowtext.RowText(now)
+    pairs = _pairs()
+    one_by_one = [make(k, d) for k, d in pairs]
+    assert make.batch(pairs) == ",\n    ".join(one_by_one)
+    for start in range(len(pairs)):  # each odd row alone in a batch of plain ones too
+        some = [(_kernel(), _daemon()), pairs[start], (_kernel(), None)]
+        assert make.batch(some) == ",\n    ".join(make(k, d) for k, d in some)
+
+
+def test_a_batch_with_an_odd_last_receive_fails_as_before():
+    with pytest.raises(TypeError):
+        rowtext.RowText(5000).batch([(_kernel(), _daemon()), (_kernel(), _daemon(last_rx_ms="x"))])
+    with pytest.raises(OverflowError):  # as views.merged's sum
+        rowtext.RowText(5000).batch([(_kernel(), _daemon(last_rx_ms=-(10**400)))])
+    with pytest.raises(OverflowError):
+        rowtext.RowText(5000)(_kernel(), _daemon(last_rx_ms=-(10**400)))
+
+
+def test_joined_is_views_joined_in_batches_and_reads_the_daemon_to_its_end(monkeypatch):
+    monkeypatch.setattr(rowtext, "BATCH_ROWS", 7)
+    kernels = [_kernel(sid=f"{i:016x}", owner=ODD[i % len(ODD)]) for i in range(0, 60, 3)]
+    daemons = [_daemon(sid=f"{i:016x}", peer=ODD[i % len(ODD)],
+                       allowed_ips=[f"10.0.{i}.1/32"] * (i % 4)) for i in range(0, 80, 2)]
+    make = rowtext.RowText(5000)
+    one_by_one = list(views._joined(kernels, iter(daemons), make))
+    rest = iter(daemons)
+    texts = list(make.joined(kernels, rest))
+    assert ",\n    ".join(texts) == ",\n    ".join(one_by_one)
+    assert len(texts) == 3 and next(rest, None) is None  # 20 rows, 7 a batch; all read
+    assert list(make.joined([], iter(daemons))) == []
+    alone = list(make.daemon_only(iter(daemons)))
+    assert ",\n    ".join(alone) == ",\n    ".join(make(None, d) for d in daemons)
+
+
+def test_a_whole_listing_in_batches_is_json_dumps_of_it():
+    kernels = [_kernel(sid=f"{i:016x}", owner=ODD[i % len(ODD)]) for i in range(600)]
+    daemons = [_daemon(sid=f"{i:016x}", peer=ODD[i % len(ODD)],
+                       allowed_ips=[] if i % 3 else ["10.0.0.1/32"]) for i in range(0, 700, 2)]
+    by_id = {d[0]: d for d in daemons}
+    rows = {"eth0": [_expected(k, by_id.get(k[0]), 5000) for k in kernels], "eth1": []}
+    writes = []
+
+    class Out:
+        write = writes.append
+
+        def flush(self):
+            pass
+    make = rowtext.RowText(5000)
+    sessions.stream_json({"eth0": make.joined(kernels, iter(daemons)),
+                          "eth1": make.joined([], iter(()))}, Out())
+    assert "".join(writes) == json.dumps(rows, indent=2) + "\n"
+    assert 2 < len(writes) and max(map(len, writes)) < 600 * 1000

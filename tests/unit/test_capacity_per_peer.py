@@ -1,6 +1,7 @@
 """Issue 15 review, capacity: one peer's initiations never fill MaxSessions
 (ATTEMPTS_KEPT unconfirmed sessions per peer, a new attempt replaces the
-oldest; at capacity one), and a peer
+oldest; at capacity they do not grow: tests/unit/test_capacity_answerable.py),
+and a peer
 that holds a session may handshake again at capacity (its confirmation
 ends the old one: the count comes back)."""
 
@@ -9,13 +10,13 @@ from __future__ import annotations
 from test_handshake_commit import _group_gateway
 
 from jvpn.codes import Reason
-from jvpn.config import ATTEMPTS_KEPT
+from jvpn.config import ATTEMPTS_KEPT, UNCONFIRMED_TTL_MS
 from jvpn.gate import abi
 from jvpn.lab.wait import wait_until
 from jvpn.store import StoreError
 from jvpn.store.group_commit import GroupCommit
 from jvpn.store.sqlite import SqliteStore
-from kits.daemon_kit import AdmitAll, Peer, events_of, handshake, initiation, make_gateway
+from kits.daemon_kit import AdmitAll, Clock, Peer, events_of, handshake, initiation, make_gateway
 
 
 def _full_refusals(gw) -> list[dict]:
@@ -40,11 +41,12 @@ def test_one_peer_never_confirming_does_not_lock_the_others_out(tmp_path):
 
 
 def test_the_replacing_attempt_is_answered_at_capacity_and_the_last_one_confirms(tmp_path):
-    gate = AdmitAll()
+    gate, clock = AdmitAll(), Clock()
     gate.max_sessions = 2
-    gw = make_gateway(tmp_path, gate=gate)
+    gw = make_gateway(tmp_path, gate=gate, clock=clock)
     _confirm(gw, handshake(gw, src=("192.0.2.11", 5556), peer=1), ("192.0.2.11", 5556))
     handshake(gw, src=("198.51.100.7", 4000), peer=0)  # an attempt, never confirmed
+    clock.ms += UNCONFIRMED_TTL_MS + 1  # its answer past (review k18rall F2: not before)
     last = handshake(gw, src=("198.51.100.7", 4001), peer=0)  # at capacity: replaces it
     assert len(gw.sessions) == 2 and not _full_refusals(gw)
     _confirm(gw, last, ("198.51.100.7", 4001))

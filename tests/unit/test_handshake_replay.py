@@ -18,11 +18,12 @@ import pytest
 
 from jvpn import keys
 from jvpn.codes import Reason
+from jvpn.config import UNCONFIRMED_TTL_MS
 from jvpn.events import EventLog
 from jvpn.gate import abi
 from jvpn.gate.userspace import UserspaceGate
 from jvpn.gateway.admission import Admission
-from jvpn.gateway.control import UNCONFIRMED_TTL_MS, ControlPath
+from jvpn.gateway.control import ControlPath
 from jvpn.gateway.datapath import DataPath
 from jvpn.gateway.follower import NullFollower
 from jvpn.gateway.ownership import LocalOwnership

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 from jvpn.gate.userspace import UserspaceGate
+from jvpn.gateway import snapshot
 from jvpn.session import State
 from jvpn.tunnel import FLAG_REKEY
 from kits.client_bridge import Bridge
@@ -85,3 +86,22 @@ def test_the_nudge_is_no_keepalive_echo(tmp_path, gate):
     [(nudge, _to)] = gw.sock.sent[n:]
     _t, flags, payload = b.client.channel.open(nudge)
     assert payload == b"" and flags & FLAG_REKEY
+
+
+def test_a_nudge_is_counted_by_the_timer_in_fields_of_its_own(tmp_path, gate):
+    """The UDP loop counts keepalive replies, the timer thread its nudges:
+    each field has one writer (an unlocked ``+=`` from two threads loses
+    counts); the listing's tx sums them (jvpn/gateway/traffic.py)."""
+    gw, clock, b, sid = _degraded(tmp_path, gate)
+    b.online = False
+    before_row = next(r for r in snapshot.sessions(gw) if r["session_id"] == f"{sid:016x}")
+    n = len(gw.sock.sent)
+    clock.ms += 1_000
+    b.tick()
+    [(nudge, _to)] = gw.sock.sent[n:]
+    traffic = gw.table.get(sid).traffic
+    assert (traffic.nudge_packets, traffic.nudge_bytes) == (1, len(nudge))
+    assert traffic.ka_packets == 0  # the UDP loop's field, untouched by the timer
+    row = next(r for r in snapshot.sessions(gw) if r["session_id"] == f"{sid:016x}")
+    assert row["tx_packets"] == before_row["tx_packets"] + 1
+    assert row["tx_bytes"] == before_row["tx_bytes"] + len(nudge)

@@ -1,0 +1,161 @@
+"""Review k19r1 R1-R3: a peer's handshake attempts (unconfirmed sessions)
+restored after a restart. R1: the attempt a new one replaces is the
+peer's oldest by its initiation's timestamp, not by session id (the store's
+order). R2: a restart restores a peer no more than one session over
+MaxSessions, as admission would have left it. R3: an attempt dated in the
+gateway's future (its clock stepped back, a damaged store) expires, and a
+record whose timestamps are not integers in range is unreadable: neither
+holds its peer off for good.
+
+Gateway and client clocks are injected (test_capacity_answerable.py)."""
+
+from __future__ import annotations
+
+from test_capacity_answerable import CLIENT, MS, T0_NS, Client
+
+from jvpn.config import ATTEMPTS_KEPT, UNCONFIRMED_TTL_MS
+from jvpn.handshake import Initiator
+from jvpn.store.sqlite import SqliteStore
+from kits.daemon_kit import GW_PUB, PEER_KEYS, AdmitAll, Clock, make_gateway
+
+
+def _gateway(tmp_path, store, clock, max_sessions: int = 10):
+    gate = AdmitAll()
+    gate.max_sessions = max_sessions
+    return make_gateway(tmp_path, gate=gate, clock=clock, cookie_threshold_per_s=10_000,
+                        store=store)
+
+
+def test_after_a_restart_the_replaced_attempt_is_the_oldest_not_the_lowest_id(tmp_path):
+    """R1: a restart restores attempts in session-id order
+    (store.restorable); the client sent I1, I2, I3 (answers slow), the
+    gateway restarted; the client's retry I4 must end I1's attempt, not
+    I3's -- whose late answer the client still takes."""
+    store = SqliteStore(tmp_path / "s.db")
+    clock = Clock()
+    gw = _gateway(tmp_path, store, clock)
+    ids = iter([30, 20, 10])  # newer attempts get lower ids
+    gw.controlpath.randbits = lambda _bits: next(ids)
+    client = Client(gw, clock)
+    sent = [client.send(100 * i) for i in range(ATTEMPTS_KEPT)]  # I1..I3, answered
+    assert all(answer is not None for _i, _m, answer in sent)
+    again = _gateway(tmp_path, store, clock)  # a restart, within the answer window
+    again.reconcile()
+    assert len(again.table.unconfirmed) == ATTEMPTS_KEPT
+    again.controlpath.randbits = lambda _bits: 40
+    client = Client(again, clock)
+    client.send(100 * ATTEMPTS_KEPT)  # I4: the client now keeps I2, I3, I4
+    kept = [init.response(ans)[1].session_id in again.sessions for init, _m, ans in sent]
+    assert kept == [False] + [True] * (ATTEMPTS_KEPT - 1)
+    newest_init, _msg, late_answer = sent[-1]
+    assert client.confirms(newest_init, late_answer), \
+        "the late answer to the client's newest kept initiation names a session gone"
+    store.close()
+
+
+def test_a_restart_at_capacity_restores_a_peer_no_more_than_one_over(tmp_path):
+    """R2: MaxSessions lowered at the restart; one peer's confirmed session
+    and its ATTEMPTS_KEPT attempts: its session and its newest attempt
+    come back (one over MaxSessions, as admission allows), the rest end."""
+    store = SqliteStore(tmp_path / "s.db")
+    clock = Clock()
+    gw = _gateway(tmp_path, store, clock, max_sessions=10)
+    client = Client(gw, clock)
+    first, _m, answer = client.send(0)
+    assert client.confirms(first, answer)
+    sent = [client.send(100 * i) for i in range(1, 1 + ATTEMPTS_KEPT)]  # new handshakes
+    again = _gateway(tmp_path, store, clock, max_sessions=1)
+    again.reconcile()
+    assert len(again.sessions) <= again.table.max_sessions() + 1
+    newest, _m, late_answer = sent[-1]
+    assert Client(again, clock).confirms(newest, late_answer), "its newest attempt stays"
+    store.close()
+
+
+def test_a_restart_below_capacity_restores_every_attempt(tmp_path):
+    store = SqliteStore(tmp_path / "s.db")
+    clock = Clock()
+    gw = _gateway(tmp_path, store, clock, max_sessions=10)
+    client = Client(gw, clock)
+    for i in range(ATTEMPTS_KEPT):
+        client.send(100 * i)
+    again = _gateway(tmp_path, store, clock, max_sessions=10)
+    again.reconcile()
+    assert len(again.table.unconfirmed) == ATTEMPTS_KEPT
+    store.close()
+
+
+def _restart_with(tmp_path, sql: str, args: tuple, clock: Clock):
+    store = SqliteStore(tmp_path / "s.db")
+    gw = _gateway(tmp_path, store, clock)
+    Client(gw, clock).send(0)
+    store._db.execute(sql, args)
+    store._db.commit()
+    again = _gateway(tmp_path, store, clock)
+    again.reconcile()
+    return again, store
+
+
+def _an_hour_later_answered(gw, clock: Clock) -> bool:
+    clock.ms += 3_600_000
+    gw.controlpath.expire_unconfirmed()
+    n = len(gw.sock.sent)
+    init = Initiator(PEER_KEYS[0], GW_PUB, clock_ns=lambda: T0_NS + 3_600_000 * MS)
+    gw.datapath.datagram(init.initiation(), CLIENT)
+    return bool(gw.sock.sent[n:])
+
+
+def test_a_restored_attempt_with_far_future_timestamps_expires(tmp_path):
+    """R3: an unconfirmed record with created_ms and handshake_ns far in
+    the future; it never expired, and made every initiation of its peer a
+    replay: the peer refused for good."""
+    clock = Clock()
+    far = 10 ** 18  # ~31 years in ms; in ns, ~2031
+    gw, store = _restart_with(
+        tmp_path,
+        "UPDATE sessions SET record = json_set(record, '$.created_ms', ?, '$.handshake_ns', ?)",
+        (Clock().ms + far, T0_NS + far), clock)
+    assert _an_hour_later_answered(gw, clock), "an hour later the peer is still refused"
+    store.close()
+
+
+def test_an_attempt_dated_past_its_ttl_in_the_gateway_s_future_ends_at_the_next_tick(tmp_path):
+    """The gateway's clock stepped back (or the store is damaged): the
+    attempt's age is unknown; it ends, not its peer."""
+    clock = Clock()
+    gw, store = _restart_with(
+        tmp_path, "UPDATE sessions SET record = json_set(record, '$.created_ms', ?)",
+        (Clock().ms + UNCONFIRMED_TTL_MS + 1_000,), clock)
+    assert len(gw.table.unconfirmed) in (0, 1)
+    gw.controlpath.expire_unconfirmed()
+    assert not gw.table.unconfirmed
+    store.close()
+
+
+def test_an_attempt_a_little_in_the_future_stays(tmp_path):
+    """Within the TTL ahead (clocks of a cluster's gateways differ a little):
+    it stays until its TTL."""
+    clock = Clock()
+    gw, store = _restart_with(
+        tmp_path, "UPDATE sessions SET record = json_set(record, '$.created_ms', ?)",
+        (Clock().ms + 1_000,), clock)
+    gw.controlpath.expire_unconfirmed()
+    assert len(gw.table.unconfirmed) == 1
+    store.close()
+
+
+def test_a_record_whose_timestamps_are_not_integers_is_unreadable(tmp_path):
+    """R3, the type case: a string (or a float) handshake_ns or created_ms
+    is a damaged record: reported and not restored, never a TypeError at
+    the peer's next initiation."""
+    for field, value in (("handshake_ns", '"1"'), ("created_ms", "1.5"), ("handshake_ns", "-1"),
+                         ("handshake_ns", str(2 ** 64)), ("created_ms", "true")):
+        clock = Clock()
+        path = tmp_path / f"{field}-{value}"
+        path.mkdir()
+        gw, store = _restart_with(
+            path, f"UPDATE sessions SET record = json_set(record, '$.{field}', json(?))",
+            (value,), clock)
+        assert not gw.table.unconfirmed, (field, value)
+        assert _an_hour_later_answered(gw, clock), (field, value)
+        store.close()
