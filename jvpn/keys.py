@@ -42,6 +42,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from jvpn.frozen import positional_maker
 from jvpn.rekey_answer import RekeyAnswer
 
 KEY_LEN = 32
@@ -106,6 +107,8 @@ class SessionKeys:
     def unpack(cls, raw: bytes, epoch: int = 0) -> SessionKeys:
         if len(raw) != _KEYS.size:
             raise ValueError("stored session keys have the wrong length")
+        if cls is SessionKeys:  # its fields at once (jvpn/frozen.py: the same object)
+            return _make_keys(*_KEYS.unpack(raw), epoch)
         return cls(*_KEYS.unpack(raw), epoch)  # one C call (a restart unpacks a million)
 
 
@@ -258,7 +261,17 @@ class KeyRing:
                 raise ValueError("stored key ring mixes two sessions")
         answer = RekeyAnswer.unpack(raw[keys_end:answer_end]) if flags & 4 else None
         until = _UNTIL.unpack_from(raw, answer_end)[0] if flags & 8 else None
+        if cls is KeyRing and previous is None and answer is None and flags & 2:
+            # one confirmed epoch (the common ring): __post_init__ has
+            # nothing to refuse, so its fields at once (jvpn/frozen.py)
+            return _make_ring(current, None, True, None, until)
         return cls(current, previous, bool(flags & 2), answer, until)
+
+
+# SessionKeys(...) and KeyRing(...) made from their fields at once (a
+# restart unpacks a million: issue 15); the same objects as the classes make
+_make_keys = positional_maker(SessionKeys)
+_make_ring = positional_maker(KeyRing)
 
 
 def unpack_secrets(raw: bytes) -> KeyRing:

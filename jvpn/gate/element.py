@@ -68,6 +68,16 @@ def session_element(rec: SessionRecord, keys: SessionKeys | KeyRing, fence: int 
     only the client's reattach traffic may reach this daemon (a standby).
     ``keys``: one epoch, or a key ring (``header_keys``; ``unused_key``
     fills a slot no live epoch uses)."""
+    return element_of(rec, keys, fence, remote, rt_slot, rt_gen, replay_floor, ctl_floor,
+                      probe_floor, unused_key)
+
+
+def element_of(rec: SessionRecord, keys: SessionKeys | KeyRing, fence: int, remote: bool,
+               rt_slot: int, rt_gen: int, replay_floor: int, ctl_floor: int,
+               probe_floor: int, unused_key: Callable[[], bytes] = unused_slot_key
+               ) -> abi.Session:
+    """``session_element`` with its fields given in order (a gate's write:
+    no keyword dictionaries, issue 15)."""
     b = rec.binding
     family, addr, port = abi.AF_NONE, _NO_ADDR, _NO_PORT
     if b is not None:
@@ -114,13 +124,22 @@ def _key_bytes(keys: SessionKeys | KeyRing,
     """``header_keys`` as (phase 0's key, phase 1's key, mask), 16 bytes
     each (ValueError otherwise, as key_words: the session is not served)."""
     ring = keys if keys.__class__ is KeyRing else KeyRing.of(keys)
-    slots: list[bytes | None] = [None, None]
-    mask = 0
-    for k in ring.live():
-        slots[k.phase] = k.hdr_c2s
-        mask |= abi.key_phase_bit(k.phase)
-    slot0 = slots[0] or unused()
-    slot1 = slots[1] or unused()
+    if ring.previous is None:  # one epoch (outside a rekey's overlap): its phase's slot
+        current = ring.current
+        phase = current.epoch & 1  # SessionKeys.phase
+        if phase:
+            slot0, slot1 = unused(), current.hdr_c2s or unused()
+        else:
+            slot0, slot1 = current.hdr_c2s or unused(), unused()
+        mask = abi.key_phase_bit(phase)
+    else:
+        slots: list[bytes | None] = [None, None]
+        mask = 0
+        for k in ring.live():
+            slots[k.phase] = k.hdr_c2s
+            mask |= abi.key_phase_bit(k.phase)
+        slot0 = slots[0] or unused()
+        slot1 = slots[1] or unused()
     if len(slot0) != 16 or len(slot1) != 16:
         raise ValueError("header key must be 16 bytes")
     return slot0, slot1, mask
@@ -154,9 +173,16 @@ def kept_floors(old: abi.Session | None,
     record changed. A new element (``old`` None) that replaces a remote
     entry (a handoff made the session ours) starts at that entry's control
     floor: the requests verified while it was remote stay dead at the gate."""
+    ctl, probe = floors_kept(old, remote)
+    return {"ctl_floor": ctl, "probe_floor": probe}
+
+
+def floors_kept(old: abi.Session | None,
+                remote: abi.Remote | None = None) -> tuple[int, int]:
+    """``kept_floors`` as (ctl_floor, probe_floor)."""
     if old is None:
-        return {"ctl_floor": kept_ctl_floor(remote), "probe_floor": 0}
-    return {f: int(getattr(old, f)) for f in FLOORS}
+        return kept_ctl_floor(remote), 0
+    return int(old.ctl_floor), int(old.probe_floor)
 
 
 def remote_ctl_floor(old_remote: abi.Remote | None, element: abi.Session | None) -> int:
@@ -226,14 +252,19 @@ class RuntimeSlots:
         """Slot, generation and floor for the element about to be written.
         ``first``: new on this gateway, so a new generation (the gate starts
         the window above ``floor`` and above what it saw itself)."""
+        slot, gen, replay_floor = self.placed(sid, old, first, floor)
+        return dict(rt_slot=slot, rt_gen=gen, replay_floor=replay_floor)
+
+    def placed(self, sid: int, old: abi.Session | None, first: bool,
+               floor: int) -> tuple[int, int, int]:
+        """``place`` as (rt_slot, rt_gen, replay_floor)."""
         slot = self.slot_of.get(sid)
         if slot is None:
             slot = self.slot_of[sid] = self._take()
             old = None
         if first or old is None:
-            return dict(rt_slot=slot, rt_gen=self.new_generation(), replay_floor=floor)
-        return dict(rt_slot=slot, rt_gen=int(old.rt_gen),
-                    replay_floor=max(int(old.replay_floor), floor))
+            return slot, self.new_generation(), floor
+        return slot, int(old.rt_gen), max(int(old.replay_floor), floor)
 
     def _take(self) -> int:
         if self._next < self.capacity:

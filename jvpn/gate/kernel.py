@@ -18,13 +18,13 @@ from jvpn.gate.batch import ElementBatch
 from jvpn.gate.element import (
     GateFull,
     RuntimeSlots,
+    element_of,
     enforced_top,
-    kept_floors,
+    floors_kept,
     raised_ctl_floor,
     raised_floor,
     remote_ctl_floor,
     remote_entry,
-    session_element,
 )
 from jvpn.gate.paths import DEFAULT_PATHS, GatePaths
 from jvpn.keys import KeyRing, SessionKeys
@@ -110,10 +110,11 @@ class XdpGate:
         with self._element_lock:
             batch = self._batch
             old = batch.old(sid) if batch is not None else self.maps.get_session(sid)
-            slot = self.slots.place(sid, old, first, floor)
+            rt_slot, rt_gen, replay_floor = self.slots.placed(sid, old, first, floor)
             entry = self.maps.get_remote(sid) if old is None and was_remote else None
-            floors = kept_floors(old, entry)
-            element = session_element(rec, keys, fence, remote, **slot, **floors)
+            ctl_floor, probe_floor = floors_kept(old, entry)
+            element = element_of(rec, keys, fence, remote, rt_slot, rt_gen, replay_floor,
+                                 ctl_floor, probe_floor)
             if batch is not None:
                 batch.put(sid, element)
                 return

@@ -15,14 +15,14 @@ from jvpn.gate import abi
 from jvpn.gate.config import GateConfig
 from jvpn.gate.element import (
     RuntimeSlots,
+    element_of,
     enforced_top,
-    kept_floors,
+    floors_kept,
     raised_ctl_floor,
     raised_floor,
     random_generation,
     remote_ctl_floor,
     remote_entry,
-    session_element,
 )
 from jvpn.gate.model import EVENT_RING_CAPACITY, MAX_SOURCES, Model
 from jvpn.keys import KeyRing, SessionKeys
@@ -64,10 +64,11 @@ class UserspaceGate:
         """As XdpGate._write (``was_remote``: the remote entry's control floor)."""
         sid = rec.session_id
         old = self.model.sessions.get(sid)
-        slot = self.slots.place(sid, old, first, floor)
+        rt_slot, rt_gen, replay_floor = self.slots.placed(sid, old, first, floor)
         entry = self.model.remote.get(sid) if old is None and was_remote else None
-        floors = kept_floors(old, entry)
-        self.model.sessions[sid] = session_element(rec, keys, fence, remote, **slot, **floors)
+        ctl_floor, probe_floor = floors_kept(old, entry)
+        self.model.sessions[sid] = element_of(rec, keys, fence, remote, rt_slot, rt_gen,
+                                              replay_floor, ctl_floor, probe_floor)
 
     def put_remote(self, sid: int, keys: SessionKeys | KeyRing) -> None:
         with self._lock:

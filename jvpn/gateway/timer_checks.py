@@ -150,7 +150,7 @@ class TimerChecks:
         times = [due_at(live.record, live.last_rx_ms, p), key_timers.due_at(live, now, p)]
         if live.record.state is State.DEGRADED:  # the two others' only state (None otherwise)
             times += [key_timers.stranded_at(live, now, p), self.rekey_nudge.due_at(live, now, p)]
-        return max(min(t for t in times if t is not None), now + 1)
+        return max(min([t for t in times if t is not None]), now + 1)
 
     @property
     def policy(self) -> Policy:

@@ -18,7 +18,8 @@ from dataclasses import MISSING, dataclass, fields
 from typing import Protocol, runtime_checkable
 
 from jvpn.errors import JvpnError
-from jvpn.session import SessionRecord, State, Transport
+from jvpn.session import SessionRecord, State, Transport, canonical_ip
+from jvpn.store.record_text import fields_of, make_record, make_transport
 
 
 class StoreError(JvpnError):
@@ -53,7 +54,7 @@ class Change:
     kind: str  # "create" | "update" | "delete"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a restart makes one per session
 class Stored:
     """One session as a restart restores it (Store.restorable): its record,
     secrets, send-counter floor and replay ceiling (ceiling, exact), read in
@@ -359,15 +360,8 @@ def record_from_json(text: str | bytes) -> SessionRecord:
     """Raises Unreadable for anything that is not a session record (a
     missing field, a wrong type); fields it does not know are ignored."""
     try:
-        d = _json_value(text)
-        d["state"] = State[d["state"]]
-        for k in _NESTED:
-            nested = d.get(k)
-            if nested and type(nested.get("addr")) is not str:  # Transport would take an int
-                raise TypeError(f"{k} address must be a string")  # review k18rall F4
-            d[k] = Transport(**nested) if nested else None
-        d["switches_ms"] = tuple(d.get("switches_ms", ()))
-        rec = SessionRecord(*_in_init_order({**_DEFAULTS, **d}))
+        values = fields_of(text)  # the layout the stores write, read at once
+        rec = make_record(*values) if values is not None else _decoded(text)
         if not (isinstance(rec.session_id, int) and isinstance(rec.version, int)
                 and isinstance(rec.epoch, int)):
             raise TypeError("session_id, version and epoch must be integers")
@@ -381,6 +375,31 @@ def record_from_json(text: str | bytes) -> SessionRecord:
         # RecursionError: a value nested deeper than the decoder goes (a
         # damaged or hostile store value): that record, not the whole pass
         raise Unreadable(f"not a session record ({type(e).__name__}: {e})") from None
+
+
+def _decoded(text: str | bytes) -> SessionRecord:
+    """``record_from_json``'s record of any other text: decoded as JSON, its
+    fields laid over the defaults (raises ValueError, KeyError, TypeError,
+    AttributeError or RecursionError for what is not a record)."""
+    d = _json_value(text)
+    d["state"] = State[d["state"]]
+    for k in _NESTED:
+        nested = d.get(k)
+        if nested and type(nested.get("addr")) is not str:  # Transport would take an int
+            raise TypeError(f"{k} address must be a string")  # review k18rall F4
+        d[k] = _transport(nested) if nested else None
+    d["switches_ms"] = tuple(d.get("switches_ms", ()))
+    return make_record(*_in_init_order({**_DEFAULTS, **d}))  # SessionRecord(*...)
+
+
+def _transport(nested: dict) -> Transport:
+    """``Transport(**nested)`` of a value whose address is a string: made
+    at once when it holds exactly its two fields (its ``__post_init__``'s
+    canonical address, then the fields), by the class otherwise (an extra
+    or a missing field: its TypeError, as before)."""
+    if len(nested) == 2 and "port" in nested:
+        return make_transport(canonical_ip(nested["addr"]), nested["port"])
+    return Transport(**nested)
 
 
 _U64 = 1 << 64

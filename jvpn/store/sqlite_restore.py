@@ -8,6 +8,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 
+from jvpn.frozen import positional_maker
 from jvpn.store import RESTORE_PAGE, Stored, StoreError, Unreadable, record_from_json
 
 # Store.restorable's page: sessions with their floor and ceiling, keyset-paged
@@ -17,6 +18,9 @@ LEFT JOIN counter_floors f ON f.session_id = s.session_id
 LEFT JOIN replay_ceilings r ON r.session_id = s.session_id
 WHERE s.session_id >= ? ORDER BY s.session_id LIMIT ?
 """
+
+_make_stored = positional_maker(Stored)  # a restart makes one per session (jvpn/frozen.py)
+
 
 def _unsigned(s: int) -> int:
     return s + (1 << 64) if s < 0 else s
@@ -61,8 +65,9 @@ class SqliteRestore:
         try:
             if not isinstance(secrets, bytes):
                 raise TypeError(f"secrets are {type(secrets).__name__}, not bytes")
-            return Stored(rec, secrets, _count(floor or 0),
-                          (_count(ceiling), bool(exact)) if ceiling is not None else (0, True))
+            return _make_stored(rec, secrets, _count(floor or 0),  # Stored(...), at once
+                                (_count(ceiling), bool(exact)) if ceiling is not None
+                                else (0, True), None)
         except (TypeError, ValueError) as e:
             return Stored(rec, b"", problem=Unreadable(
                 f"session {rec.session_id:016x}: its stored secrets, floor or ceiling "
