@@ -40,11 +40,14 @@ def _ring(rec, raw: bytes) -> KeyRing:
 
 
 def _by_peer(attempts: list[Stored]) -> dict:
-    """The attempts by their peer's inner address (none recorded: each alone)."""
+    """The attempts by their peer's inner address (none recorded, or no
+    text: each alone, and its own failure to read: review k19r3 F2)."""
     peers: dict = {}
     for stored in attempts:
         rec = stored.record
-        peers.setdefault(rec.inner_addr or rec.session_id, []).append(stored)
+        addr = rec.inner_addr
+        peers.setdefault(addr if addr and type(addr) is str else rec.session_id,
+                         []).append(stored)
     return peers
 
 
@@ -136,20 +139,42 @@ class Reconcile:
         and only for a peer holding a session here (its one excess:
         jvpn/gateway/capacity.py); expired ones not (restored, they would
         end at the next tick). The others end, as an unconfirmed session
-        ends (its client's retry is a new handshake), never a failed start."""
+        ends (its client's retry is a new handshake), never a failed start.
+        Peers holding no session here come first (review k19r3 F1): they
+        have only the room below MaxSessions, a peer holding one has its
+        excess too, so which attempts come back does not hang on the
+        store's order."""
         kept = 0
         now = self.clock_ms()
-        for peer in _by_peer(attempts).values():
+        for inner, peer in sorted(self._attempt_groups(attempts), key=self._holds_session):
             peer.sort(key=lambda stored: stored.record.handshake_ns, reverse=True)
             for n, stored in enumerate(peer):
                 rec = stored.record
-                inner = _inner_packed(rec.inner_addr) if rec.inner_addr else None
                 if (n < ATTEMPTS_KEPT and not unconfirmed_expired(rec, now)
                         and self._attempt_fits(inner)):
                     kept += self._restore_one(stored)
                 else:
                     self.table.forget(rec.session_id)
         return kept
+
+    def _attempt_groups(self, attempts: list[Stored]) -> list[tuple[bytes | None, list[Stored]]]:
+        """(the peer's inner IPv4 packed, its attempts); a peer address that
+        does not read costs its attempts, reported, not the start (review
+        k19r3 F2: it raised out of the reconcile)."""
+        groups = []
+        for peer in _by_peer(attempts).values():
+            addr = peer[0].record.inner_addr
+            try:
+                groups.append((_inner_packed(addr) if addr else None, peer))
+            except (ValueError, TypeError) as e:
+                for stored in peer:
+                    self.incidents.report("reconcile", Unreadable(
+                        f"session {stored.record.session_id:016x}: inner address: {e}"))
+        return groups
+
+    def _holds_session(self, group: tuple[bytes | None, list[Stored]]) -> bool:
+        inner = group[0]
+        return inner is not None and self.table.for_inner(inner) is not None
 
     def _attempt_fits(self, inner: bytes | None) -> bool:
         """Below capacity any; at capacity the first attempt of a peer

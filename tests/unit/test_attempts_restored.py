@@ -5,7 +5,9 @@ order). R2: a restart restores a peer no more than one session over
 MaxSessions, as admission would have left it. R3: an attempt dated in the
 gateway's future (its clock stepped back, a damaged store) expires, and a
 record whose timestamps are not integers in range is unreadable: neither
-holds its peer off for good.
+holds its peer off for good. Review k19r3: which attempts a restart keeps
+does not hang on the store's order (F1), and one attempt whose peer address
+does not read costs that attempt, not the start (F2).
 
 Gateway and client clocks are injected (test_capacity_answerable.py)."""
 
@@ -14,9 +16,10 @@ from __future__ import annotations
 from test_capacity_answerable import CLIENT, MS, T0_NS, Client
 
 from jvpn.config import ATTEMPTS_KEPT, UNCONFIRMED_TTL_MS
+from jvpn.gate import abi
 from jvpn.handshake import Initiator
 from jvpn.store.sqlite import SqliteStore
-from kits.daemon_kit import GW_PUB, PEER_KEYS, AdmitAll, Clock, make_gateway
+from kits.daemon_kit import GW_PUB, PEER_KEYS, AdmitAll, Clock, handshake, make_gateway
 
 
 def _gateway(tmp_path, store, clock, max_sessions: int = 10):
@@ -159,3 +162,58 @@ def test_a_record_whose_timestamps_are_not_integers_is_unreadable(tmp_path):
         assert not gw.table.unconfirmed, (field, value)
         assert _an_hour_later_answered(gw, clock), (field, value)
         store.close()
+
+
+OTHER = ("192.0.2.11", 5556)
+
+
+def test_a_restart_keeps_every_attempt_that_existed_whatever_the_store_s_order(tmp_path):
+    """R2 depends on the store's key order. MaxSessions 3: peer 1's
+    confirmed session; peer 0 (no session) makes two attempts below
+    capacity (full now); peer 1 handshakes again at capacity (its one
+    excess: 4 sessions). A restart within the answer window: the attempts
+    are grouped by peer in the store's order (session id); peer 1's comes
+    first and takes the last room below MaxSessions -- the excess it did not
+    need -- and peer 0's older attempt is then 'at capacity, no session
+    here' and deleted. The client still keeps I1 (it sent two) and takes its
+    late answer (sent before the restart): a session gone (F2). In the other
+    order all four come back (peer 1's at capacity, as its excess)."""
+    store = SqliteStore(tmp_path / "s.db")
+    clock = Clock()
+    gw = _gateway(tmp_path, store, clock, max_sessions=3)
+    ids = iter([50, 30, 40, 10])  # peer 1's session, peer 0's A1, A2, peer 1's new attempt
+    gw.controlpath.randbits = lambda _bits: next(ids)
+    other = handshake(gw, src=OTHER, peer=1)
+    gw.datapath.datagram(other.seal(b"", abi.MSG_KEEPALIVE), OTHER)
+    assert gw.sessions[other.session_id].confirmed
+    client = Client(gw, clock)
+    first, _m, first_answer = client.send(0)
+    _second, _m, second_answer = client.send(300)
+    assert first_answer is not None and second_answer is not None and gw.table.full()
+    handshake(gw, src=OTHER, peer=1)  # at capacity: peer 1 holds a session, one over
+    assert len(gw.sessions) == 4
+    again = _gateway(tmp_path, store, clock, max_sessions=3)  # a restart (crash)
+    again.reconcile()
+    assert Client(again, clock).confirms(first, first_answer), \
+        "the late answer to I1 (kept by the client) names a session the restart deleted"
+    store.close()
+
+
+def test_an_attempt_whose_inner_address_does_not_read_costs_that_attempt_not_the_start(
+        tmp_path):
+    """A damaged unconfirmed record (its inner_addr not an IPv4): the
+    reconcile's docstring promises 'a failure is its own only', and a
+    confirmed record's bad address is caught in _restore_one; an attempt's
+    is read in _restore_attempts outside it (R2's loop: ValueError), and the
+    whole start fails on one garbage record of the store."""
+    store = SqliteStore(tmp_path / "s.db")
+    clock = Clock()
+    gw = _gateway(tmp_path, store, clock, max_sessions=10)
+    Client(gw, clock).send(0)
+    store._db.execute("UPDATE sessions SET record = json_set(record, '$.inner_addr', ?)",
+                      ("not-an-address",))
+    store._db.commit()
+    again = _gateway(tmp_path, store, clock, max_sessions=10)
+    again.reconcile()  # raises ValueError today: the gateway does not start
+    assert not again.table.unconfirmed
+    store.close()
