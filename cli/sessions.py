@@ -16,6 +16,7 @@ from collections.abc import Iterable
 
 import click
 
+from jvpn.errors import JvpnError
 from jvpn.gate import abi, pins, records
 from jvpn.gcpause import paused_gc
 from jvpn_cli import rowtext, views
@@ -70,8 +71,22 @@ def sessions(app: App, iface: str | None, as_json: bool, wide: bool,
         _list_sessions(app, iface, as_json, wide, socket_path)
 
 
+# what reading a page or a row of odd shape raises (a daemon's answer of
+# the wrong types: review k19r2 F2); one line, not a traceback
+_MALFORMED = (AttributeError, IndexError, KeyError, OverflowError, TypeError, ValueError)
+
+
 def _list_sessions(app: App, iface: str | None, as_json: bool, wide: bool,
                    socket_path: str | None) -> None:
+    try:
+        _listed(app, iface, as_json, wide, socket_path)
+    except _MALFORMED as e:
+        raise JvpnError(f"the sessions could not be listed: a malformed value (the "
+                        f"daemon's answer or a map's: {type(e).__name__}: {e})") from None
+
+
+def _listed(app: App, iface: str | None, as_json: bool, wide: bool,
+            socket_path: str | None) -> None:
     if as_json:  # written as the daemon's pages come: no list of a million rows
         got = views.stream(app, iface, socket_path, _kernel_rows, rowtext.RowText)
         if got.daemon is None:
