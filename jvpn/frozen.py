@@ -20,6 +20,10 @@ from collections.abc import Callable
 from dataclasses import fields
 from typing import Any
 
+# the generated function's own names (review k19r4: a field named ``o`` was
+# overwritten by the object itself)
+_GENERATED = frozenset({"o", "_new", "_twin", "_cls"})
+
 
 def positional_maker(cls: type) -> Callable[..., Any]:
     """``cls(*values)`` for a frozen dataclass with ``slots=True``, without
@@ -28,6 +32,8 @@ def positional_maker(cls: type) -> Callable[..., Any]:
     names = tuple(f.name for f in fields(cls))
     if getattr(cls, "__slots__", None) != names or cls.__bases__ != (object,):
         raise TypeError(f"{cls.__name__}: not a slotted dataclass of its fields alone")
+    if _GENERATED.intersection(names):  # a field would hide the function's own name
+        raise TypeError(f"{cls.__name__}: a field named {sorted(_GENERATED & set(names))}")
     twin = type(f"_{cls.__name__}Fields", (object,), {"__slots__": names})
     # a fixed name list (the class's own field names, identifiers): the
     # generated function is one attribute store per field, then the class

@@ -13,6 +13,10 @@ Gateway and client clocks are injected (test_capacity_answerable.py)."""
 
 from __future__ import annotations
 
+import json
+import sqlite3
+
+import pytest
 from test_capacity_answerable import CLIENT, MS, T0_NS, Client
 
 from jvpn.config import ATTEMPTS_KEPT, UNCONFIRMED_TTL_MS
@@ -216,4 +220,32 @@ def test_an_attempt_whose_inner_address_does_not_read_costs_that_attempt_not_the
     again = _gateway(tmp_path, store, clock, max_sessions=10)
     again.reconcile()  # raises ValueError today: the gateway does not start
     assert not again.table.unconfirmed
+    store.close()
+
+
+
+def _damage(path, sid: int, **fields) -> None:
+    """The stored record of ``sid`` with ``fields`` changed (a damaged or
+    hostile row: the store is attack surface)."""
+    db = sqlite3.connect(str(path))
+    (text,) = db.execute("SELECT record FROM sessions WHERE session_id = ?", (sid,)).fetchone()
+    record = json.loads(text)
+    assert record.get("confirmed") is False  # an attempt: the pass that reads inner_addr
+    record.update(fields)
+    db.execute("UPDATE sessions SET record = ? WHERE session_id = ?", (json.dumps(record), sid))
+    db.commit()
+    db.close()
+
+
+@pytest.mark.parametrize("inner_addr", ["not an address", [1], "10.0.0.300"])
+def test_an_attempt_with_a_damaged_inner_address_does_not_stop_the_start(tmp_path, inner_addr):
+    store = SqliteStore(tmp_path / "s.db")
+    gw = make_gateway(tmp_path, store=store)
+    ids = iter([1, 2])
+    gw.controlpath.randbits = lambda _bits: next(ids)
+    handshake(gw, src=("192.0.2.10", 6000), peer=0)  # session 1: an attempt
+    _damage(tmp_path / "s.db", 1, inner_addr=inner_addr)
+    again = make_gateway(tmp_path, store=store)
+    again.reconcile()  # must start: the damaged record is that record's problem only
+    assert 1 not in again.table.unconfirmed
     store.close()

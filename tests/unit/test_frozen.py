@@ -173,3 +173,27 @@ def test_a_damaged_ring_is_refused_as_before():
     rec = _record(session_id=6)
     with pytest.raises(ValueError, match="name session"):
         ring_for(rec, one)
+
+
+def test_positional_maker_makes_what_the_class_makes_whatever_its_field_names():
+    """Review k19r4: jvpn/frozen.py generates
+    ``def make(<fields>): o = _new(_twin); o.<f> = <f> ...``, so a field named
+    like one of that function's own names (``o``) was overwritten by the
+    object itself, silently. No class made this way has such a field today;
+    the maker must refuse one (TypeError, as for any layout it cannot make)
+    or make it right, never another object."""
+    from dataclasses import dataclass
+
+    from jvpn.frozen import positional_maker
+
+    @dataclass(frozen=True, slots=True)
+    class Named:
+        o: int
+        b: int
+
+    try:
+        make = positional_maker(Named)
+    except TypeError:
+        return  # refused: fine
+    made = make(1, 2)
+    assert made.o == 1 and made == Named(1, 2)
