@@ -14,6 +14,11 @@ of its own (jvpn/bench/scale_store.py); then:
   (distinct counters, one call each: a repeat would be a replay) and one
   of an unknown session id (repeat-averaged); their ratios to the smallest
   size's figures of the same run;
+  with ``daemon_cpu_during_xdp_s``, the daemon's CPU seconds meanwhile;
+  ``quiet``: the same runs (another session) once the daemon used under
+  5 % of a core for half a second (``daemon_quiet_wait_s``, at most 60 s),
+  with their own ratios: whether the daemon's work on the other core of a
+  two-core machine (after a restore of 1M, a listing) slows the first;
 - sessions_json_s: `jvpn-xdp sessions --json` (output to /dev/null) timed,
   then daemon_pages_s: its pages asked directly (a longer timeout); both
   first thing once serving, before the XDP test runs (the silence timers'
@@ -93,7 +98,11 @@ def measure_size(lab: ScaleLab, progress: Callable[[str], None]) -> dict:
     progress(f"{n}: sessions --json")
     listing = listing_figures(lab, daemon, serving_since=started)
     progress(f"{n}: XDP test runs")
-    xdp = xdp_figures(lab.pin_dir, lab.seed, n)
+    xdp = xdp_beside(daemon, lambda: xdp_figures(lab.pin_dir, lab.seed, n, n // 2))
+    progress(f"{n}: XDP test runs once the daemon is quiet")
+    waited = daemon.wait_quiet()
+    quiet = xdp_beside(daemon, lambda: xdp_figures(lab.pin_dir, lab.seed, n, n // 2 + 1))
+    xdp["quiet"] = {**quiet, "daemon_quiet_wait_s": waited}
     return {"sessions": n, "capacity": lab.capacity, "store_write_s": store_s,
             "sessions_restored": reconciled.get("sessions"),
             "reconcile_s": reconciled.get("seconds"),
@@ -181,12 +190,21 @@ def data_frame(seed: scale_store.Seed, i: int, counter: int, sid: int | None = N
                             wire.message(hdr, keys.hdr_c2s, b"\0" * 64))
 
 
-def xdp_figures(pin_dir: Path, seed: scale_store.Seed, n: int) -> dict:
+def xdp_beside(daemon, measure: Callable[[], dict]) -> dict:
+    """``measure()``'s figures and the daemon's CPU seconds meanwhile (its
+    work on the other core may slow the test runs)."""
+    before = daemon.cpu_s()
+    figures = measure()
+    return {**figures, "daemon_cpu_during_xdp_s": round(daemon.cpu_s() - before, 3)}
+
+
+def xdp_figures(pin_dir: Path, seed: scale_store.Seed, n: int, i: int) -> dict:
+    """The XDP figures with session ``i``'s packets (its first counters:
+    each session once, a second set of runs takes another one)."""
     fd = xdp_link.pinned_prog_fd(pin_dir)
     if fd is None:
         raise JvpnError(f"no program pinned in {pin_dir}")
     try:
-        i = n // 2  # a session in the middle of the store
         valid = [data_frame(seed, i, FIRST_COUNTER + c) for c in range(VALID_SINGLES)]
         results = [testrun.run(fd, f) for f in valid]
         _require_action(results, "XDP_PASS", "a session's DATA packet")
@@ -249,14 +267,19 @@ def daemon_pages(lab: ScaleLab) -> dict:
 
 
 # ---------------------------------------------------------------- the JSON
+def _ratios(fig: dict, first: dict) -> None:
+    for name in ("xdp_valid", "xdp_unknown"):
+        base = first.get(f"{name}_ns")
+        fig[f"{name}_ratio"] = (round(fig[f"{name}_ns"] / base, 2) if base else None)
+
+
 def assemble(sizes: list[int], by_size: dict[str, dict], restart: dict) -> dict:
     """The result: each size's figures, the XDP figures also as ratios to
     the smallest size's (same run), and the restart."""
     first = by_size[str(sizes[0])]
     for n in sizes:
-        fig = by_size[str(n)]
-        for name in ("xdp_valid", "xdp_unknown"):
-            base = first.get(f"{name}_ns")
-            fig[f"{name}_ratio"] = (round(fig[f"{name}_ns"] / base, 2) if base else None)
+        _ratios(by_size[str(n)], first)
+        if "quiet" in by_size[str(n)]:
+            _ratios(by_size[str(n)]["quiet"], first.get("quiet", {}))
     return {"sizes": sizes, "by_size": by_size, "restart": restart,
             "method": "docs/benchmarks.md, section 'bench scale (issue 15)'"}

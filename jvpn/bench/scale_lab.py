@@ -89,6 +89,25 @@ class Daemon:
         """The daemon's RSS (nsenter execs it: the Popen's pid is the daemon)."""
         return psutil.Process(self.proc.pid).memory_info().rss
 
+    def cpu_s(self) -> float:
+        """The daemon's CPU seconds so far (user and system, all its threads)."""
+        t = psutil.Process(self.proc.pid).cpu_times()
+        return t.user + t.system
+
+    def wait_quiet(self, window_s: float = 0.5, share: float = 0.05,
+                   at_most_s: float = 60.0) -> float:
+        """Seconds until the daemon used under ``share`` of a core over one
+        ``window_s`` (its work after a restore or a listing done), at most
+        ``at_most_s``: the XDP test runs then measure the program, not the
+        daemon beside it on a two-core machine."""
+        start = time.monotonic()
+        while time.monotonic() - start < at_most_s:
+            before = self.cpu_s()
+            time.sleep(window_s)
+            if self.cpu_s() - before < share * window_s:
+                break
+        return round(time.monotonic() - start, 3)
+
 
 class ScaleLab:
     def __init__(self, sessions: int, progress=lambda _p: None):

@@ -141,6 +141,9 @@ def test_bench_scale_prints_one_json_object_and_cleans_up():
     assert fig["sessions_restored"] == 1000 and fig["xdp_valid_ratio"] == 1.0
     assert fig["kernel_bytes_per_map"]["sessions"]["max_entries"] == fig["capacity"] == 1024
     assert fig["xdp_valid_ns"] > 0 and fig["xdp_unknown_ns"] > 0 and fig["reconcile_s"] >= 0
+    quiet = fig["quiet"]  # the same runs once the daemon is quiet, another session's packets
+    assert quiet["xdp_valid_ns"] > 0 and quiet["xdp_valid_ratio"] == 1.0
+    assert 0 <= quiet["daemon_quiet_wait_s"] <= 61 and quiet["daemon_cpu_during_xdp_s"] >= 0
     restart = result["restart"]
     assert restart["sessions_restored"] == 1000 and restart["stop"] == "SIGTERM"
     assert "client_reattach_error" not in restart and restart["client_reattach_s"] > 0

@@ -145,3 +145,15 @@ def test_the_labs_policy_keeps_the_silent_sessions_keys_for_the_whole_run(tmp_pa
     p = load_policy(path)
     assert p.reject_after_ms >= p.max_lifetime_ms >= 3_600_000
     assert p.heartbeat_volatile_ms == 300_000
+
+
+def test_the_quiet_runs_get_ratios_of_their_own():
+    """The XDP runs taken once the daemon is quiet (``quiet``) are compared
+    with the smallest size's quiet runs, the first runs with its first."""
+    small = {**_figures(200, 40), "quiet": _figures(100, 20)}
+    big = {**_figures(400, 80), "quiet": _figures(120, 30)}
+    out = scale.assemble([1000, 100_000], {"1000": small, "100000": big}, {})
+    assert out["by_size"]["100000"]["xdp_valid_ratio"] == 2.0
+    assert out["by_size"]["100000"]["quiet"]["xdp_valid_ratio"] == 1.2
+    assert out["by_size"]["100000"]["quiet"]["xdp_unknown_ratio"] == 1.5
+    assert out["by_size"]["1000"]["quiet"]["xdp_valid_ratio"] == 1.0
