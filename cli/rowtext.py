@@ -125,28 +125,12 @@ class RowText:
         return _FULL % tuple(parts)
 
     def joined(self, kernel: list[tuple], daemon_rows) -> Iterator[str]:
-        """views._joined's merge (each kernel row, by id, with the daemon's
+        """views.by_id's merge (each kernel row, by id, with the daemon's
         row of its id, if any; the rest of the daemon's rows read to their
         end), written BATCH_ROWS rows a text (``,\\n    `` between rows):
         one encoder call and one format a batch, not a row (issue 15)."""
-        pairs: list[tuple] = []
-        ahead = next(daemon_rows, None)  # DaemonPages.rows checks them ascending
-        for mine in kernel:
-            sid = mine[0]
-            while ahead is not None and ahead[0] < sid:
-                ahead = next(daemon_rows, None)
-            if ahead is not None and ahead[0] == sid:
-                pairs.append((mine, ahead))
-                ahead = next(daemon_rows, None)
-            else:
-                pairs.append((mine, None))
-            if len(pairs) == BATCH_ROWS:
-                yield self.batch(pairs)
-                pairs = []
-        if pairs:
+        for pairs in _batches(views.by_id(kernel, daemon_rows)):
             yield self.batch(pairs)
-        for _rest in daemon_rows:  # the rest of the listing (sessions without an element)
-            pass
 
     def daemon_only(self, daemon_rows) -> Iterator[str]:
         """The daemon's rows alone (the userspace gate), BATCH_ROWS a text."""

@@ -109,19 +109,26 @@ def stream(app, iface: str | None, socket_path: str | None, kernel_rows,
 
 def _joined(kernel: list[tuple], daemon_rows, row):
     """Each kernel row (by id) merged with the daemon's row of its id, if
-    any: a merge of two lists sorted by id (the daemon's pages are by id,
-    jvpn/gateway/operator_pages.py), one daemon row at a time."""
+    any (:func:`by_id`)."""
+    return itertools.starmap(row, by_id(kernel, daemon_rows))
+
+
+def by_id(kernel: list[tuple], daemon_rows):
+    """(kernel row, the daemon's row of its id or None), by id: a merge of
+    two lists sorted by id (the daemon's pages are by id,
+    jvpn/gateway/operator_pages.py), one daemon row at a time; the rest of
+    the daemon's rows read to their end (sessions without an element)."""
     ahead = next(daemon_rows, None)  # DaemonPages.rows checks them ascending
     for mine in kernel:
         sid = mine[0]
         while ahead is not None and ahead[0] < sid:
             ahead = next(daemon_rows, None)
         if ahead is not None and ahead[0] == sid:
-            yield row(mine, ahead)
+            yield mine, ahead
             ahead = next(daemon_rows, None)
         else:
-            yield row(mine, None)
-    for _rest in daemon_rows:  # the rest of the listing (sessions without an element)
+            yield mine, None
+    for _rest in daemon_rows:  # the rest of the listing
         pass
 
 
