@@ -40,6 +40,7 @@ from kits.daemon_kit import (
     handshake,
     make_gateway,
 )
+from kits.virtual_socket import VirtualSocket
 
 CLIENT = ("198.51.100.7", 4000)
 OTHER = ("192.0.2.11", 5556)
@@ -266,16 +267,17 @@ def test_at_capacity_attempts_kept_before_it_are_replaced_only_when_answerable_n
 
 
 # ------------------------------------------------- the client's side of it
-class Link:
+class Link(VirtualSocket):
     """The client's socket to the real gateway, on a virtual clock (the
     gateway's too): an initiation reaches it at once; its answer comes
     ``delays[k]`` s later for the k-th answered one (None: lost). The
     receive advances the clock to the next arrival or by the timeout."""
 
+    source = LISTEN
+
     def __init__(self, gw, clock: Clock, delays: list[float | None]):
+        super().__init__()
         self.gw, self.clock, self.delays = gw, clock, list(delays)
-        self.now, self.timeout = 0.0, None
-        self.pending: list[tuple[float, bytes]] = []
         self.initiations = 0
 
     def monotonic(self) -> float:
@@ -295,26 +297,6 @@ class Link:
                 self.pending.append((self.now + delay, answer))
         return len(msg)
 
-    def settimeout(self, t) -> None:
-        self.timeout = t
-
-    def recvfrom(self, _size: int):
-        self.pending.sort(key=lambda p: p[0])
-        if self.pending and self.pending[0][0] <= self.now + (self.timeout or 0):
-            at, msg = self.pending.pop(0)
-            self.now = max(self.now, at)
-            return msg, LISTEN
-        self.now += self.timeout or 0
-        raise TimeoutError
-
-    def setsockopt(self, *_a) -> None:
-        pass
-
-    def shutdown(self, _how) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 def _client_up(monkeypatch, tmp_path, delays: list[float | None], rand: float):

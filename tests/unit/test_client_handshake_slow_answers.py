@@ -32,22 +32,25 @@ from jvpn.events import EventLog
 from jvpn.gate import abi
 from jvpn.handshake import CookieChecker
 from jvpn.keys import public_from_private
+from kits.virtual_socket import VirtualSocket
 
 
-class SlowStoreGateway:
+class SlowStoreGateway(VirtualSocket):
     """The client's socket to a gateway whose session writes take
     ``write_s``: one write per peer at a time (a retry meanwhile is refused
     unanswered, AttemptInProgress), its answer sent when the write is durable."""
 
+    source = GW
+
     def __init__(self, write_s: float, one_way_s: float = 0.0, under_load: bool = False):
-        self.now, self.write_s, self.timeout = 0.0, write_s, None
+        super().__init__()
+        self.write_s = write_s
         self.one_way_s = one_way_s  # the path's delay each way
         # under load: an initiation without a valid mac2 gets a cookie reply
         self.cookies = CookieChecker(GW_PRIV, clock=lambda: 0.0) if under_load else None
         self.cookie_replies = 0
         self.busy_until = -1.0
         self.gateway = FakeGateway()
-        self.pending: list[tuple[float, bytes]] = []  # (arrives at, response)
         self.sent: list[bytes] = []
         self.written: list[float] = []  # when each session write started
         self.refused = 0
@@ -77,26 +80,6 @@ class SlowStoreGateway:
                                      self.gateway.respond(msg)))
         return len(msg)
 
-    def settimeout(self, t) -> None:
-        self.timeout = t
-
-    def recvfrom(self, _size: int):
-        self.pending.sort(key=lambda p: p[0])
-        if self.pending and self.pending[0][0] <= self.now + (self.timeout or 0):
-            at, msg = self.pending.pop(0)
-            self.now = max(self.now, at)
-            return msg, GW
-        self.now += self.timeout or 0
-        raise TimeoutError
-
-    def setsockopt(self, *_a) -> None:
-        pass
-
-    def shutdown(self, _how) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 def _handshake(monkeypatch, write_s: float, rand: float, one_way_s: float = 0.0,
