@@ -106,3 +106,44 @@ def test_k20rall_f2_an_integer_inner_address_escapes_attempts_kept_at_a_restart(
     restored = [live.record.session_id for live in again.table.attempts_of(inner)]
     assert len(restored) <= ATTEMPTS_KEPT, f"attempts of one peer restored: {restored}"
     store.close()
+
+
+# ----------------------------------------------------------------- F3
+def test_k20rall_f3_bench_scale_quiet_runs_use_a_session_the_smallest_sizes_lack(monkeypatch):
+    """`bench scale --sizes 1` (or 2) is accepted (cli/bench.py _sizes:
+    1 <= count), but the quiet XDP runs (0e92578) send session n // 2 + 1's
+    packets: session 1 of a store of one (0 only), session 2 of two: an
+    unknown session, so _require_action fails the size after its whole
+    run. Every session index measure_size uses must be below n."""
+    from jvpn.bench import scale
+
+    used: list[tuple[int, int]] = []
+
+    class Daemon:
+        def rss(self):
+            return 0
+
+        def event(self, _name):
+            return {}
+
+        def events_of(self, _name):
+            return []
+
+        def cpu_s(self):
+            return 0.0
+
+        def wait_quiet(self):
+            return 0.0
+
+    for n in (1, 2, 1000):
+        lab = types.SimpleNamespace(sessions=n, capacity=n, pin_dir=None, seed=None,
+                                    start=lambda _label: Daemon(), stop=lambda **_k: None,
+                                    fill_store=lambda: 0.0)
+        monkeypatch.setattr(scale.time, "sleep", lambda _s: None)
+        monkeypatch.setattr(scale, "kernel_bytes", lambda _p: {"total": 0, "per_session_maps": 0,
+                                                               "maps": {}})
+        monkeypatch.setattr(scale, "listing_figures", lambda *_a, **_k: {})
+        monkeypatch.setattr(scale, "xdp_figures",
+                            lambda _p, _s, n, i: used.append((n, i)) or {})
+        scale.measure_size(lab, lambda _m: None)
+    assert all(0 <= i < n for n, i in used), f"(sessions, session index) used: {used}"
