@@ -4,20 +4,16 @@ product code. Clocks are injected as in test_capacity_answerable.py."""
 
 from __future__ import annotations
 
-import json
-import sqlite3
 import types
 
-from test_capacity_answerable import CLIENT, T0_NS, Link, _full_gateway
+from test_capacity_answerable import T0_NS, Link, _full_gateway
 
 from jvpn import client_handshake
 from jvpn.client import Client as JvpnClient
-from jvpn.config import ATTEMPTS_KEPT
 from jvpn.events import EventLog
 from jvpn.gate import abi
 from jvpn.handshake import Initiator
-from jvpn.store.sqlite import SqliteStore
-from kits.daemon_kit import GW_PUB, LISTEN, PEER_KEYS, AdmitAll, Clock, make_gateway
+from kits.daemon_kit import GW_PUB, LISTEN, PEER_KEYS
 
 MS = 1_000_000
 
@@ -58,54 +54,6 @@ def test_k20rall_f1_a_wall_clock_step_at_capacity_leaves_the_client_a_session_go
     live = gw.sessions.get(client.session_id)
     assert live is not None and live.confirmed, \
         "the client took the first attempt's answer; the gateway had ended that attempt"
-
-
-# ----------------------------------------------------------------- F2
-def _gateway(tmp_path, store, clock, max_sessions: int = 10):
-    gate = AdmitAll()
-    gate.max_sessions = max_sessions
-    return make_gateway(tmp_path, gate=gate, clock=clock, cookie_threshold_per_s=10_000,
-                        store=store)
-
-
-def _initiate(gw, sid: int, at_ms: int) -> None:
-    gw.controlpath.randbits = lambda _bits: sid
-    init = Initiator(PEER_KEYS[0], GW_PUB, clock_ns=lambda: T0_NS + at_ms * MS)
-    gw.datapath.datagram(init.initiation(), CLIENT)
-
-
-def test_k20rall_f2_an_integer_inner_address_escapes_attempts_kept_at_a_restart(tmp_path):
-    """A damaged or hostile store: an attempt whose inner_addr is the
-    peer's address written as a JSON integer (e.g. 174260226 for
-    10.99.0.2). record_from_json takes any JSON type there (only the fast
-    path insists on a string), reconcile._by_peer files a non-string
-    address under the session's own id (its docstring: 'no text: each
-    alone, and its own failure to read') -- but _inner_packed's
-    ipaddress.IPv4Address(int) DOES read it, as the peer's address. The
-    peer's attempts come back in two groups, ATTEMPTS_KEPT each: more than
-    ATTEMPTS_KEPT attempts of one peer, which admission and
-    _restore_attempts' docstring promise never happens."""
-    store = SqliteStore(tmp_path / "s.db")
-    clock = Clock()
-    first = _gateway(tmp_path, store, clock)
-    for i, sid in enumerate([11, 12, 13]):
-        _initiate(first, sid, 100 * i)
-    inner = next(iter(first.table.attempts))
-    db = sqlite3.connect(str(tmp_path / "s.db"))
-    (text,) = db.execute("SELECT record FROM sessions WHERE session_id = 11").fetchone()
-    rec = json.loads(text)
-    rec["inner_addr"] = int.from_bytes(inner, "big")  # the same address, as a JSON integer
-    db.execute("UPDATE sessions SET record = ? WHERE session_id = 11", (json.dumps(rec),))
-    db.commit()
-    db.close()
-    # another process (a restart without a reconcile yet, or a second gateway
-    # of the store) answers the client's next initiation: a 4th attempt stored
-    _initiate(_gateway(tmp_path, store, clock), 14, 300)
-    again = _gateway(tmp_path, store, clock)
-    again.reconcile()
-    restored = [live.record.session_id for live in again.table.attempts_of(inner)]
-    assert len(restored) <= ATTEMPTS_KEPT, f"attempts of one peer restored: {restored}"
-    store.close()
 
 
 # ----------------------------------------------------------------- F3
