@@ -9,7 +9,7 @@ restored sessions are in one case: confirmed, one key epoch (no overlap,
 no answer awaiting its confirmation), not quarantined, nothing to write
 again, no channel made yet (so no AEAD objects to drop), not DEGRADED
 (no stranding, no nudge). For that case the bounds reduce to the
-record's timers (jvpn/gateway/timers.py ``due_at``) and the current
+record's timers (jvpn/gateway/timers.py ``due_at``, written out here) and the current
 epoch's key expiry by time and by messages (jvpn/gateway/key_timers.py
 ``due_at``). Any other session returns None and the caller asks
 ``_next_due``. tests/unit/test_idle_due.py holds the two equal over random
@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from jvpn.gateway.key_timers import AGEING, MAX_MESSAGES_PER_MS
 from jvpn.gateway.table import Live, _ChannelPlan
-from jvpn.gateway.timers import due_at
 from jvpn.policy import Policy
+from jvpn.session import State
 
 
 def idle_due_at(live: Live, now: int, p: Policy) -> int | None:
@@ -37,7 +37,17 @@ def idle_due_at(live: Live, now: int, p: Policy) -> int | None:
     # (the send counter is the stored floor while no channel is made)
     used = max(live._channel.first_counter - 1 - rec.key_s2c_base,
                live.ceiling.floor - 1 - rec.key_c2s_base, 0)
-    at = min(due_at(rec, live.last_rx_ms, p),
+    at = min(rec.created_ms + p.max_lifetime_ms + 1,
              (rec.keys_ms or rec.created_ms) + p.reject_after_ms,
              now + max(p.reject_after_messages - used, 0) // MAX_MESSAGES_PER_MS)
+    # the record's other timers (timers.py due_at, written out: one call less)
+    if rec.transport_lost_ms:
+        at = min(at, rec.transport_lost_ms + p.transport_lost_ttl_ms + 1)
+    state = rec.state
+    if state is State.ATTACHED:
+        at = min(at, live.last_rx_ms + p.heartbeat_volatile_ms + 1)
+    elif state is State.VOLATILE:
+        at = min(at, rec.last_change_ms + p.volatile_to_degraded_ms + 1)
+    elif rec.recovery_deadline_ms is not None:  # RECOVERING
+        at = min(at, rec.recovery_deadline_ms)
     return max(at, now + 1)

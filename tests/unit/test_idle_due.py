@@ -59,7 +59,7 @@ def _record(rng: random.Random, sid: int, state: State, epoch: int):
     return rec.with_(
         state=state, inner_addr=INNER, key_epoch=epoch,
         keys_ms=rng.choice([0, created, rng.randrange(created, NOW + 1)]),
-        last_change_ms=rng.randrange(created, NOW + 1),
+        last_change_ms=rng.choice([rng.randrange(created, NOW + 1), max(created, NOW - 5_000)]),
         transport_lost_ms=rng.choice([None, 0, NOW - rng.randrange(0, 60_000)]),
         recovery_deadline_ms=_maybe(rng, NOW + rng.randrange(-10_000, 10_000)),
         key_c2s_base=rng.choice([0, rng.randrange(1 << 50)]),
@@ -166,7 +166,9 @@ def test_the_edges_of_each_bound(gw):
     # a transport lost at 0 (no loss recorded) and a RECOVERING one without its deadline
     for changes in ({"transport_lost_ms": 0}, {"state": State.RECOVERING,
                                                 "recovery_deadline_ms": None},
-                    {"state": State.VOLATILE, "last_change_ms": NOW - 10 * H}):
+                    {"state": State.VOLATILE, "last_change_ms": NOW - 10 * H},
+                    {"state": State.VOLATILE, "last_change_ms": NOW - 1_000},
+                    {"state": State.RECOVERING, "recovery_deadline_ms": NOW + 1_000}):
         live = _idle(gw, **changes)
         assert idle_due_at(live, NOW, p) == gw._next_due(live)
         gw.table.drop_local(0x77)
