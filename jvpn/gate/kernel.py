@@ -238,7 +238,7 @@ class XdpGate:
         return enforced_top(sid, element, rt)
 
     def ids(self) -> set[int]:
-        return {sid for sid, _ in self.maps.list_sessions()}
+        return self.maps.session_ids()
 
     def runtime(self, sid: int) -> tuple[int, int] | None:
         """(rx packets, rx bytes) the XDP program counted for the session's
