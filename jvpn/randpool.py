@@ -38,11 +38,10 @@ class RandomPool:
         self._words, self._keys = iter(()), iter(())
 
     def token_bytes(self, n: int) -> bytes:
-        if n == 16:
+        while n == 16:  # until a page has one left (another thread may spend a new one)
             for (key,) in self._keys:  # the next one, if the page has one left
                 return key
             self._keys = _KEYS.iter_unpack(self._source(max(self._page // 16, 1) * 16))
-            return next(self._keys)[0]
         with self._lock:
             at = self._at
             if at + n > len(self._buf):
@@ -52,11 +51,10 @@ class RandomPool:
 
     def randbits(self, k: int) -> int:
         """As ``secrets.randbits``: an int of ``k`` random bits."""
-        if k == 64:
-            for word in self._words:  # the next one, if the page has one left
+        while k == 64:  # as token_bytes(16)
+            for word in self._words:
                 return word
             self._words = iter(array("Q", self._source(max(self._page // 8, 1) * 8)))
-            return next(self._words)
         return int.from_bytes(self.token_bytes((k + 7) // 8), "little") >> (-k % 8)
 
 
