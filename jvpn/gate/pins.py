@@ -226,8 +226,9 @@ class PinnedMap:
             return
         keys, values = (self.key_type * chunk)(), (self.value_type * chunk)()
         for count in self._lookup_batches(keys, values, chunk):
-            if count is None:
-                yield from self.items()
+            if count is None:  # keyed as the batches key: an integer key type's by ints
+                simple = issubclass(self.key_type, ctypes._SimpleCData)
+                yield from ((k.value if simple else k, v) for k, v in self.items())
                 return
             for i in range(count):
                 yield _copied(keys[i], self.key_type), _copied(values[i], self.value_type)

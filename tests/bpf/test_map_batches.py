@@ -85,6 +85,10 @@ def test_without_batches_the_keys_and_the_single_writes_are_the_same(sessions_ma
     sessions_map.update_batch(sids, [abi.Session(version=s & 0xFFFF) for s in sids])
     assert sorted(sessions_map.keys_batch()) == sorted(sids)
     assert all(type(k) is int for k in sessions_map.keys_batch())
+    # the items too, keyed by ints as the batch path keys them (a c_uint64
+    # key does not hash: the restart's dict of the map raised TypeError)
+    items = dict(sessions_map.items_batch())
+    assert sorted(items) == sorted(sids) and items[3].version == 3
     monkeypatch.undo()
     assert sessions_map.lookup(ctypes.c_uint64(1 << 40)).version == 0
 
