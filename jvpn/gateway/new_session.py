@@ -16,8 +16,7 @@ from typing import TYPE_CHECKING
 
 from jvpn.codes import EventType, Reason
 from jvpn.config import (
-    ANSWER_WINDOW_MS,
-    ANSWERABLE_SLACK_MS,
+    ANSWERABLE_PAST_NS,
     ATTEMPTS_KEPT,
     UNCONFIRMED_TTL_MS,
 )
@@ -41,9 +40,6 @@ FIRST_FLOOR = 1 + RESERVE_BLOCK
 # delivers nothing (jvpn/gateway/datapath.py), so its ReplayCeiling may
 # count on it from the start: the first message waits for no write of its own.
 FIRST_CEILING = 1 + REPLAY_BLOCK
-# How far apart (the client's timestamps) two initiations are when the client
-# took no answer to the first once it sent the second (jvpn/config.py)
-ANSWER_PAST_NS = (ANSWER_WINDOW_MS + ANSWERABLE_SLACK_MS) * 1_000_000
 
 
 def unconfirmed_expired(rec: SessionRecord, now_ms: int) -> bool:
@@ -61,7 +57,7 @@ def initiated_within_window(attempt: SessionRecord, new: SessionRecord) -> bool:
     """``new``'s initiation went out inside the window in which the client
     takes the answer to ``attempt``'s: by the client's own timestamps,
     compared with each other only, never with a gateway's clock."""
-    return new.handshake_ns - attempt.handshake_ns < ANSWER_PAST_NS
+    return new.handshake_ns - attempt.handshake_ns < ANSWERABLE_PAST_NS
 
 
 class PeerRevoked(StoreError):
