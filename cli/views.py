@@ -17,7 +17,7 @@ from rich import box
 from rich.table import Table
 
 from jvpn.errors import JvpnError
-from jvpn.gate import records
+from jvpn.gate import abi, records
 from jvpn.operator import NoDaemon
 
 NO_DAEMON = "no gateway daemon: kernel view only"
@@ -185,12 +185,14 @@ class DaemonPages:
         """The listing's rows a page at a time (lists, once), each page
         checked whole: ids ascending and after the page before's."""
         page, last = self.first(), ""
+        followed = _Followed()
         if page.get("next") is not None:
             threading.Thread(target=self._fetch, args=(page,), name="sessions-pages",
                              daemon=True).start()
         try:
             while True:
                 rows = _checked_rows(page, last)
+                followed.check(page.get("next"), rows)
                 yield rows
                 last = rows[-1][0] if rows else last
                 if page.get("next") is None:
@@ -261,6 +263,38 @@ class DaemonPages:
         if failed is not None:
             raise failed
         return page
+
+
+class _Followed:
+    """The cursors a listing followed: a daemon's paging must make progress
+    (review k19r2: empty pages with a ``next`` forever made the CLI loop).
+    An honest daemon (jvpn/gateway/operator_pages.py) answers a ``next``
+    only with a full page of fresh rows, under a fresh random cursor, and
+    holds at most abi.MAX_SESSIONS_RANGE[1] sessions; a resumed listing
+    (past the last id read) goes on from there. Anything else is refused
+    in one line: ambiguity is failure."""
+
+    def __init__(self):
+        # the pages before the last one: full pages of what a daemon can hold
+        self.most = max(0, -(-abi.MAX_SESSIONS_RANGE[1] // SESSIONS_PAGE) - 1)
+        self.cursors: set[str] = set()
+
+    def check(self, cursor, rows: list) -> None:
+        """Before a page's rows are used, its ``next`` (None: the last page)."""
+        if cursor is None:
+            return
+        if type(cursor) is not str:
+            raise JvpnError("the gateway daemon's sessions page is malformed "
+                            f"(a next cursor of type {type(cursor).__name__})")
+        if not rows or cursor in self.cursors:
+            raise JvpnError("the gateway daemon's sessions listing makes no progress ("
+                            + ("a page without rows" if not rows else "a cursor it sent before")
+                            + " and a next cursor): not listed")
+        if len(self.cursors) >= self.most:
+            raise JvpnError(f"the gateway daemon's sessions listing goes on past "
+                            f"{self.most + 1} pages of {SESSIONS_PAGE} rows, more than a "
+                            f"daemon holds ({abi.MAX_SESSIONS_RANGE[1]} sessions): not listed")
+        self.cursors.add(cursor)
 
 
 def _checked_rows(page: dict, last: str) -> list[tuple]:

@@ -12,6 +12,8 @@ from jvpn import client_icmp
 from jvpn.client_causes import Observed, cause_line
 from jvpn.config import (
     ANSWER_WINDOW_MS,
+    ANSWERABLE_PAST_NS,
+    ANSWERABLE_SLACK_MS,
     ATTEMPTS_KEPT,
     COOKIE_RESEND_MARGIN_MS,
     COOKIE_RESEND_MIN_MS,
@@ -33,6 +35,26 @@ KEEP_INITIATORS = ATTEMPTS_KEPT
 # ...but not once the gateway may have forgotten the session it answers with
 # (review R4 #1): an answer older than ANSWER_WINDOW_MS since its initiation
 # is refused (UNCONFIRMED_TTL_MS less ANSWER_MARGIN_MS: jvpn/config.py)
+# An initiation held past the gateway's answerable rule (_hold_past_refusal):
+# rounds at most (a wall clock stepped back meanwhile), and a margin a round
+HOLD_ROUNDS, HOLD_MARGIN_S = 3, 0.001
+
+
+def _refused_in_vain_ns(inits: list[tuple[Initiator, int]], now_ms: int) -> int:
+    """How long until an initiation stamped now (the kept ones' clock) is
+    past the band where the gateway and this client disagree: at capacity
+    the gateway holds a kept initiation's attempt answerable (refusing the
+    new one and sending that answer again) until one stamped
+    ANSWERABLE_PAST_NS after it (its rule, by these timestamps: it cannot
+    see this client's timer, hence the slack), while this client takes
+    that answer no more once ANSWER_WINDOW_MS has passed on its timer
+    (``_opened``). 0: none is in that band."""
+    hold = 0
+    for init, sent_ms in inits:
+        since = init.clock_ns() - (init.timestamp_ns or 0)
+        if now_ms - sent_ms >= ANSWER_WINDOW_MS and 0 <= since < ANSWERABLE_PAST_NS:
+            hold = max(hold, ANSWERABLE_PAST_NS - since)
+    return hold
 
 
 def wait_after_cookie_ms(round_trip_ms: int) -> int:
@@ -103,6 +125,8 @@ class ClientHandshake:
         sends, wait_end = 0, end
         while sends < 3:
             sends += 1
+            if (held := self._hold_past_refusal(step, seen)) is not None:
+                return held
             self._initiate(step, seen)
             got = self._await_reply(step, wait_end - time.monotonic(), seen,
                                     cookie_ends=sends == 1)
@@ -115,6 +139,22 @@ class ClientHandshake:
                 return None
             else:  # the resend unanswered: once more, then until the attempt's end
                 wait_end = end
+        return None
+
+    def _hold_past_refusal(self, step: _Step, seen: Observed) -> Assignment | None:
+        """Before an initiation: while one stamped now would be refused at
+        capacity and answered with a kept attempt's answer again, which
+        this client takes no more (``_refused_in_vain_ns``), wait, listening
+        (an answer still counts), ANSWERABLE_SLACK_MS at most a round: the
+        retry then takes the attempt's room instead of costing one more."""
+        for _ in range(HOLD_ROUNDS):
+            hold_ns = _refused_in_vain_ns(step.inits, self.clock_ms())
+            if hold_ns <= 0:
+                return None
+            hold_s = min(hold_ns / 1e9, ANSWERABLE_SLACK_MS / 1000) + HOLD_MARGIN_S
+            got = self._await_reply(step, hold_s, seen, cookie_ends=False)
+            if isinstance(got, Assignment):
+                return got
         return None
 
     def _initiate(self, step: _Step, seen: Observed) -> None:

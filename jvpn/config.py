@@ -163,6 +163,12 @@ ATTEMPTS_KEPT = 3
 # client's new initiations for one answer window of the client's clock, not
 # for a TTL after each replay.
 ANSWERABLE_SLACK_MS = 100
+# So an initiation stamped this long after an attempt's takes its room at
+# capacity (jvpn/gateway/new_session.py); one stamped between ANSWER_WINDOW_MS
+# and this is refused and answered with the attempt's answer again, which
+# the client, its window closed, would drop: the client stamps none there
+# (it holds that retry, ANSWERABLE_SLACK_MS at most: jvpn/client_handshake.py).
+ANSWERABLE_PAST_NS = (ANSWER_WINDOW_MS + ANSWERABLE_SLACK_MS) * 1_000_000
 # A session DEGRADED by expired keys gets no keepalive replies, yet its client
 # rekeys only when the gateway flags it: the gateway's timer sends the binding
 # a flagged keepalive this often until a rekey brings it back (issue 13).

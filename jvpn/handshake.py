@@ -185,6 +185,11 @@ class Initiator:
                 raise HandshakeError("bad_state", "replayed initiation differs")
         return noise
 
+    @property
+    def timestamp_ns(self) -> int | None:
+        """The timestamp the initiation carries (None: none made yet)."""
+        return None if self._timestamp is None else struct.unpack("!Q", self._timestamp)[0]
+
     def initiation(self) -> bytes:
         hdr = wire.Header(type=abi.MSG_HANDSHAKE_INIT, session_id=0, counter=0).pack()
         self._timestamp = None

@@ -286,11 +286,12 @@ def ring_for(rec, raw: bytes) -> KeyRing:
     for a record at epoch 0). Raises ValueError otherwise: a stale backup's
     or another session's keys are never served (review R1 #6)."""
     ring = KeyRing.unpack(raw)
-    if ring.session_id != rec.session_id:
-        raise ValueError(f"stored keys name session {ring.session_id:016x}, "
+    current = ring.current  # its session and epoch (the properties', without the calls)
+    if current.session_id != rec.session_id:
+        raise ValueError(f"stored keys name session {current.session_id:016x}, "
                          f"not {rec.session_id:016x}")
-    if ring.epoch != rec.key_epoch:
-        raise ValueError(f"stored keys are of epoch {ring.epoch}, the record's is "
+    if current.epoch != rec.key_epoch:
+        raise ValueError(f"stored keys are of epoch {current.epoch}, the record's is "
                          f"{rec.key_epoch}")
     a = ring.answer  # the previous epoch was made before the current one, never after
     if a is not None and (a.version > rec.version or a.prev_keys_ms > rec.keys_ms

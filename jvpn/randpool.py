@@ -9,9 +9,12 @@ made where they are: jvpn/keys.py, noise)."""
 from __future__ import annotations
 
 import os
+import struct
 import threading
+from array import array
 
 PAGE = 4096  # bytes read from the kernel at a time
+_KEYS = struct.Struct("16s")  # a page as 16-byte values
 
 
 class RandomPool:
@@ -19,6 +22,12 @@ class RandomPool:
         self._page, self._source = page, source
         self._buf, self._at = b"", 0
         self._lock = threading.Lock()  # two threads never get the same bytes
+        # the two draws a restored session makes (a runtime generation, an
+        # unused key slot: issue 15), each from a page of its own through a C
+        # iterator: ``next`` hands each value out once under the GIL, with no
+        # lock and no slicing (a thread that finds one spent starts another
+        # page; a page left behind by two such threads is never read again)
+        self._words, self._keys = iter(()), iter(())
         # a forked child never hands out the bytes its parent will
         os.register_at_fork(after_in_child=self._forget)
 
@@ -26,8 +35,13 @@ class RandomPool:
         # a fresh lock too: a fork while another thread drew leaves the
         # parent's lock held for ever in the child (review k18r1 F2)
         self._buf, self._at, self._lock = b"", 0, threading.Lock()
+        self._words, self._keys = iter(()), iter(())
 
     def token_bytes(self, n: int) -> bytes:
+        while n == 16:  # until a page has one left (another thread may spend a new one)
+            for (key,) in self._keys:  # the next one, if the page has one left
+                return key
+            self._keys = _KEYS.iter_unpack(self._source(max(self._page // 16, 1) * 16))
         with self._lock:
             at = self._at
             if at + n > len(self._buf):
@@ -37,6 +51,10 @@ class RandomPool:
 
     def randbits(self, k: int) -> int:
         """As ``secrets.randbits``: an int of ``k`` random bits."""
+        while k == 64:  # as token_bytes(16)
+            for word in self._words:
+                return word
+            self._words = iter(array("Q", self._source(max(self._page // 8, 1) * 8)))
         return int.from_bytes(self.token_bytes((k + 7) // 8), "little") >> (-k % 8)
 
 

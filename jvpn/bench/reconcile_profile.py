@@ -91,8 +91,13 @@ def run_unprofiled(config_path: str) -> None:
         gc.disable()
     if os.environ.get("PROFILE_READ"):
         _time_the_read(gw)
+    sampler = _Sampler(os.environ["PROFILE_SAMPLE"]) if os.environ.get("PROFILE_SAMPLE") else None
     started, cpu = time.perf_counter(), time.process_time()
-    gw.reconcile()
+    if sampler is not None:
+        with sampler:
+            gw.reconcile()
+    else:
+        gw.reconcile()
     took, cpu = time.perf_counter() - started, time.process_time() - cpu
     n = max(len(gw.table.sessions), 1)
     # the process's CPU time too (user and system, every thread): on this
@@ -117,6 +122,56 @@ def run_unprofiled(config_path: str) -> None:
           flush=True)
     print(f"the timers' batches (each one hold of the control lock): {holds}", flush=True)
     _print_pages("with the timer thread stopped", time_pages(gw), n)
+
+
+class _Sampler:
+    """``PROFILE_SAMPLE=FILE``: the unprofiled reconcile's stacks sampled
+    every SAMPLE_US of its CPU time (a profiling timer's signal, no
+    per-call hook: the shares of the honest run, not cProfile's, which
+    inflate call-heavy code); each function's share of the samples, with
+    its callees (inclusive) and alone (exclusive), to FILE."""
+
+    SAMPLE_US = 500
+
+    def __init__(self, out: str):
+        from collections import Counter  # noqa: PLC0415
+
+        self.out, self.inclusive, self.exclusive, self.samples = out, Counter(), Counter(), 0
+
+    def _sample(self, _signum, frame) -> None:
+        self.samples += 1
+        seen = set()
+        leaf = True
+        while frame is not None:
+            code = frame.f_code
+            key = f"{code.co_filename.rsplit('/jvpn/', 1)[-1]}:{code.co_name}"
+            if leaf:
+                self.exclusive[key] += 1
+                leaf = False
+            if key not in seen:
+                seen.add(key)
+                self.inclusive[key] += 1
+            frame = frame.f_back
+
+    def __enter__(self):
+        import signal  # noqa: PLC0415
+
+        signal.signal(signal.SIGPROF, self._sample)
+        signal.setitimer(signal.ITIMER_PROF, self.SAMPLE_US / 1e6, self.SAMPLE_US / 1e6)
+        return self
+
+    def __exit__(self, *_exc):
+        import signal  # noqa: PLC0415
+
+        signal.setitimer(signal.ITIMER_PROF, 0, 0)
+        signal.signal(signal.SIGPROF, signal.SIG_DFL)
+        n = max(self.samples, 1)
+        with open(self.out, "w") as f:
+            f.write(f"{self.samples} samples, every {self.SAMPLE_US} us of CPU\n")
+            for title, counts in (("inclusive", self.inclusive), ("exclusive", self.exclusive)):
+                f.write(f"\n{title}:\n")
+                for key, c in counts.most_common(60):
+                    f.write(f"{100 * c / n:6.1f}%  {key}\n")
 
 
 def time_the_listing(gw, n: int) -> None:

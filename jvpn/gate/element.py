@@ -117,6 +117,7 @@ def _bind_addr(addr) -> tuple[int, bytes]:
 
 
 _WORDS = struct.Struct("<4I")
+_PHASE_BIT = (abi.key_phase_bit(0), abi.key_phase_bit(1))  # by phase, made once
 
 
 def _key_bytes(keys: SessionKeys | KeyRing,
@@ -131,7 +132,7 @@ def _key_bytes(keys: SessionKeys | KeyRing,
             slot0, slot1 = unused(), current.hdr_c2s or unused()
         else:
             slot0, slot1 = current.hdr_c2s or unused(), unused()
-        mask = abi.key_phase_bit(phase)
+        mask = _PHASE_BIT[phase]
     else:
         slots: list[bytes | None] = [None, None]
         mask = 0

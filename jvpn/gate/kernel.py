@@ -234,11 +234,12 @@ class XdpGate:
         if batch is None:
             return self.maps.counter_top(sid)
         element = batch.old(sid)  # one runtime lookup, not two
-        rt = self.maps.runtime_slot(element.rt_slot) if element is not None else None
-        return enforced_top(sid, element, rt)
+        if element is None:
+            return 0  # no element: no window kept (enforced_top's answer, without the call)
+        return enforced_top(sid, element, self.maps.runtime_slot(element.rt_slot))
 
     def ids(self) -> set[int]:
-        return {sid for sid, _ in self.maps.list_sessions()}
+        return self.maps.session_ids()
 
     def runtime(self, sid: int) -> tuple[int, int] | None:
         """(rx packets, rx bytes) the XDP program counted for the session's

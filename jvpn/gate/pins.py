@@ -186,6 +186,7 @@ class PinnedMap:
     def update_batch(self, keys: list, values: list) -> None:
         """Many elements in one BPF_MAP_UPDATE_BATCH (the kernel's own loop:
         a restart's million elements in seconds, not a million syscalls);
+        ``keys``: the key type's values or plain ints (an integer key type);
         single updates on a kernel without it. A full map raises GateFull
         after the elements that fit are written."""
         if not keys:
@@ -202,8 +203,10 @@ class PinnedMap:
         err = ctypes.get_errno()
         if err not in NO_BATCH:
             raise self._update_failed(err, written=count.value)
-        for k, v in zip(keys, values, strict=True):
-            if lib.bpf_update_elem(self.fd, ctypes.byref(k), ctypes.byref(v), 0) != 0:
+        size = ctypes.sizeof(self.key_type)
+        for i, v in enumerate(values):  # each key where the array holds it (ints or ctypes)
+            if lib.bpf_update_elem(self.fd, ctypes.byref(karr, i * size), ctypes.byref(v),
+                                   0) != 0:
                 raise self._update_failed(ctypes.get_errno())
 
     def _update_failed(self, err: int, written: int | None = None) -> JvpnError:
@@ -223,11 +226,30 @@ class PinnedMap:
             return
         keys, values = (self.key_type * chunk)(), (self.value_type * chunk)()
         for count in self._lookup_batches(keys, values, chunk):
-            if count is None:
-                yield from self.items()
+            if count is None:  # keyed as the batches key: an integer key type's by ints
+                simple = issubclass(self.key_type, ctypes._SimpleCData)
+                yield from ((k.value if simple else k, v) for k, v in self.items())
                 return
             for i in range(count):
                 yield _copied(keys[i], self.key_type), _copied(values[i], self.value_type)
+
+    def keys_batch(self, chunk: int = 4096) -> Iterator:
+        """Every key, read in batches as items_batch reads, no value copied
+        (a restart's look for stale elements wants the ids only: issue 15).
+        An integer key type's keys as ints, with batches or without."""
+        simple = issubclass(self.key_type, ctypes._SimpleCData)
+        if self.percpu:
+            yield from (k.value if simple else k for k in self.keys())
+            return
+        keys, values = (self.key_type * chunk)(), (self.value_type * chunk)()
+        for count in self._lookup_batches(keys, values, chunk):
+            if count is None:
+                yield from (k.value if simple else k for k in self.keys())
+                return
+            if simple:
+                yield from keys[:count]  # plain values, copies already
+            else:
+                yield from (self.key_type.from_buffer_copy(keys[i]) for i in range(count))
 
     def fields_batch(self, layout: struct.Struct, chunk: int = 4096) -> Iterator[tuple]:
         """Every (key, fields): the value's fields that ``layout`` (from
@@ -360,7 +382,7 @@ class GateMaps:
     def put_sessions(self, elements: list[tuple[int, abi.Session]]) -> None:
         """Many elements, BPF_MAP_UPDATE_BATCH (jvpn/gate/batch.py); each one
         replaced whole, as put_session."""
-        self.sessions.update_batch([ctypes.c_uint64(sid) for sid, _ in elements],
+        self.sessions.update_batch([sid for sid, _ in elements],  # ints: no c_uint64 each
                                    [element for _, element in elements])
 
     def get_session(self, session_id: int) -> abi.Session | None:
@@ -405,6 +427,10 @@ class GateMaps:
 
     def runtime_capacity(self) -> int:
         return self.runtime.max_entries()
+
+    def session_ids(self) -> set[int]:
+        """The ids of every element (no element read into a structure)."""
+        return set(self.sessions.keys_batch())
 
     def list_sessions(self) -> list[tuple[int, abi.Session]]:
         return list(self.sessions.items_batch())

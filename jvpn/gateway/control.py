@@ -17,7 +17,6 @@ from jvpn.gate import abi
 from jvpn.gateway import client_stop, key_age
 from jvpn.gateway.admission import Admission
 from jvpn.gateway.handshakes import Handshakes
-from jvpn.gateway.new_session import unconfirmed_expired  # the client's answer window too
 from jvpn.gateway.reattach import Decision, Proven, ReattachServer, Reject, Reply
 from jvpn.gateway.sealing import seal_control
 from jvpn.gateway.table import Live, SessionTable
@@ -104,7 +103,7 @@ class ControlPath(Handshakes):
         now = self.clock_ms()
         for live in list(self.table.unconfirmed.values()):
             rec = live.record
-            if unconfirmed_expired(rec, now):
+            if self.table.attempt_expired(live, now):
                 self.table.forget(rec.session_id)
                 self.events.emit(EventType.HANDSHAKE_REJECTED, Reason.HANDSHAKE_FAIL,
                                  rec.session_id, rec.binding,

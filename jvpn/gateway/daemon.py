@@ -76,14 +76,14 @@ class Gateway(GateWatch, Reconcile, OperatorActions, TimerChecks):
                  peers: dict[bytes, PeerConfig | ipaddress.IPv4Address],
                  policy: Policy, store: Store, gate, events: EventLog, tun_name: str = "jvpn-gw",
                  clock_ms: Callable[[], int] | None = None, cookie_threshold_per_s: int = 50,
-                 listen_device: str | None = None, sock=None, tun=None,
+                 listen_device: str | None = None, sock=None, tun=None, timer_ms=None,
                  address6: ipaddress.IPv6Interface | None = None, routes=None,
                  path_mtu: int = DEFAULT_PATH_MTU, operator_socket: Path | None = None):
         """``sock`` and ``tun``: already open ones (tests: fakes); by default
         the UDP socket is bound to ``listen`` (on ``listen_device`` only, if
         given) and the TUN opened by name. ``peers``: by public key (a bare
         IPv4 address: that /32 alone). ``routes``: see ``_open_tun``.
-        ``operator_socket``: see jvpn/gateway/operations.py."""
+        ``operator_socket``: see jvpn/gateway/operations.py; ``timer_ms``: indexes.py."""
         self.public_key = public_from_private(private_key)
         self.address, self.policy = address, policy
         self.store, self.gate, self.events = store, gate, events
@@ -118,6 +118,7 @@ class Gateway(GateWatch, Reconcile, OperatorActions, TimerChecks):
         self.admission = Admission(private_key, peers, address, cookie_threshold_per_s,
                                    address6=address6)
         self.table.peer_entitled = self.peer_entitled  # a reload during a handshake's write
+        self.table.timer_ms = timer_ms or clock_ms or self.table.timer_ms  # a test's: both
         self.rekey = RekeyServer(self.reattach, clock_ms=self.clock_ms,  # its policy too
                                  statics=self.admission.rekey_statics)
         self.controlpath = ControlPath(
@@ -126,8 +127,7 @@ class Gateway(GateWatch, Reconcile, OperatorActions, TimerChecks):
             send_unverified=self.sender.send_cookie_reply, randbits=secrets.randbits,
             rekey=RekeyControl(table=self.table, server=self.rekey, events=events,
                                incidents=self.incidents))
-        self.probes = self._probes()
-        self.datapath = self._datapath()
+        self.probes, self.datapath = self._probes(), self._datapath()
         self.rekey_nudge = RekeyNudge(self.sender, self.incidents)  # out of DEGRADED by expiry
         self._contain_store_watch()
         self.operator = operations.open_server(self, operator_socket)

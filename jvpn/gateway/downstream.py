@@ -53,7 +53,8 @@ class Downstream:
         self.by_inner[live.inner] = sid
         for net in live.allowed:
             self.downstream.add(net, sid)
-        self.routes.install(sid, live.subnets)
+        if live.subnets:  # most peers route no subnet (a restart: one call less each)
+            self.routes.install(sid, live.subnets)
 
     def _unroute(self, live: Live) -> None:
         """``live`` no longer serves its peer's downstream (if it did); the

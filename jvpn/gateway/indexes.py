@@ -10,6 +10,9 @@ A mixin of jvpn/gateway/table.py's SessionTable, which alone writes them
   attempts     the same by peer (its inner IPv4), oldest first (by their
                initiations' timestamps, handshake_ns): ATTEMPTS_KEPT
                at most, a new attempt replaces the oldest (new_session.py)
+  made_ms      an attempt made in this process: the timer clock then (its age:
+               new_session.py attempt_expired; a wall clock stepped back or
+               forward does not age it, review k19r3); none for one restored
   answers      an attempt's own response (message 2), sent again when its
                client's next initiation is refused at capacity (review k19r1
                R4); none for one restored; dropped at its confirmation or end
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 from bisect import insort
 
+from jvpn.client_clock import timer_ms as _timer_ms
 from jvpn.gateway.timer_queue import TimerQueue
 
 
@@ -38,10 +42,16 @@ def _initiated(live) -> int:
 
 
 class Indexes:
+    # the clock attempts made here age by: never set back, and counts a
+    # suspend (CLOCK_BOOTTIME, as the client's timers: jvpn/client_clock.py);
+    # a test's virtual clock in its place (jvpn/gateway/daemon.py timer_ms)
+    timer_ms = staticmethod(_timer_ms)
+
     def _init_indexes(self) -> None:
         self.timers = TimerQueue()
         self.unconfirmed: dict = {}  # session id -> Live
         self.attempts: dict = {}  # the peer's inner IPv4 (packed) -> its unconfirmed Lives
+        self.made_ms: dict[int, int] = {}  # an attempt made here: session id -> timer_ms then
         self.answers: dict[int, bytes] = {}  # an attempt's session id -> its response
         self.refused: dict[bytes, int] = {}  # the peer's inner IPv4 (packed) -> a count
         self.writing: set[bytes] = set()  # peers (inner IPv4) whose handshake is being written
@@ -80,6 +90,7 @@ class Indexes:
         sid = live.record.session_id
         self.unconfirmed.pop(sid, None)
         self.answers.pop(sid, None)
+        self.made_ms.pop(sid, None)
         self._no_attempt(sid, live.inner)
         self.timers.touch(sid)
 
@@ -96,6 +107,7 @@ class Indexes:
                 self.of_peer.pop(inner, None)
         live = self.unconfirmed.pop(sid, None)
         self.answers.pop(sid, None)
+        self.made_ms.pop(sid, None)
         if live is not None:
             self._no_attempt(sid, live.inner)
 

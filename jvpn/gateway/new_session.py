@@ -16,8 +16,7 @@ from typing import TYPE_CHECKING
 
 from jvpn.codes import EventType, Reason
 from jvpn.config import (
-    ANSWER_WINDOW_MS,
-    ANSWERABLE_SLACK_MS,
+    ANSWERABLE_PAST_NS,
     ATTEMPTS_KEPT,
     UNCONFIRMED_TTL_MS,
 )
@@ -41,9 +40,6 @@ FIRST_FLOOR = 1 + RESERVE_BLOCK
 # delivers nothing (jvpn/gateway/datapath.py), so its ReplayCeiling may
 # count on it from the start: the first message waits for no write of its own.
 FIRST_CEILING = 1 + REPLAY_BLOCK
-# How far apart (the client's timestamps) two initiations are when the client
-# took no answer to the first once it sent the second (jvpn/config.py)
-ANSWER_PAST_NS = (ANSWER_WINDOW_MS + ANSWERABLE_SLACK_MS) * 1_000_000
 
 
 def unconfirmed_expired(rec: SessionRecord, now_ms: int) -> bool:
@@ -57,13 +53,11 @@ def unconfirmed_expired(rec: SessionRecord, now_ms: int) -> bool:
     return abs(now_ms - rec.created_ms) > UNCONFIRMED_TTL_MS
 
 
-def answerable(attempt: SessionRecord, new: SessionRecord) -> bool:
-    """The client may still take the answer to ``attempt``'s initiation: it
-    has not expired, and ``new``'s initiation went out (the client's own
-    timestamps) inside that answer's window. Both clocks are the gateway's
-    or both the client's: none is compared with the other."""
-    return (not unconfirmed_expired(attempt, new.created_ms)
-            and new.handshake_ns - attempt.handshake_ns < ANSWER_PAST_NS)
+def initiated_within_window(attempt: SessionRecord, new: SessionRecord) -> bool:
+    """``new``'s initiation went out inside the window in which the client
+    takes the answer to ``attempt``'s: by the client's own timestamps,
+    compared with each other only, never with a gateway's clock."""
+    return new.handshake_ns - attempt.handshake_ns < ANSWERABLE_PAST_NS
 
 
 class PeerRevoked(StoreError):
@@ -116,6 +110,7 @@ class NewSessions:
         (``answers``: sent again at capacity, review k19r1 R4)."""
         rec = rec.with_(confirmed=False)
         self.refuse_if_full(inner)
+        made_ms = self.timer_ms()  # its age, made here (attempt_expired)
         w = HandshakeWrites(peer, timestamp_ns, rec, keys.pack(), FIRST_FLOOR)
         replaced = self._replaced(inner, rec)
         self.pending_new += 1
@@ -140,8 +135,10 @@ class NewSessions:
             except StoreError as e:  # the gate full: the record is gone again
                 done(e)
                 return
-            if answer is not None and not live.confirmed:
-                self.answers[rec.session_id] = answer
+            if not live.confirmed:
+                self.made_ms[rec.session_id] = made_ms
+                if answer is not None:
+                    self.answers[rec.session_id] = answer
             done(live)
         try:
             self.writes.handshake(w, written)
@@ -164,13 +161,32 @@ class NewSessions:
         oldest = attempts[0]  # the newer ones are answerable if it is
         # the client's initiations newer than the oldest's, this one included
         newer = len(attempts) + self.refused.get(inner, 0)
-        if newer < ATTEMPTS_KEPT and answerable(oldest.record, new):
+        if newer < ATTEMPTS_KEPT and self.answerable(oldest, new):
             self.refused[inner] = self.refused.get(inner, 0) + 1
             raise AttemptAnswerable(
                 f"the gateway holds its MaxSessions ({self.max_sessions()}) sessions and "
                 "the peer's previous attempt may still be answered: no new one until "
                 "it is confirmed or past its answer window", self._answer_again(attempts, new))
         return oldest
+
+    def answerable(self, attempt: Live, new: SessionRecord) -> bool:
+        """The client may still take the answer to ``attempt``'s initiation:
+        it has not expired, and ``new``'s initiation went out inside that
+        answer's window (the client's timestamps)."""
+        return (not self.attempt_expired(attempt, new.created_ms)
+                and initiated_within_window(attempt.record, new))
+
+    def attempt_expired(self, attempt: Live, now_ms: int) -> bool:
+        """Past its TTL (unconfirmed_expired). One made in this process ages
+        by the timer clock (made_ms): a wall clock stepped back more than
+        the TTL ended every live attempt (review k19r3), one stepped forward
+        too. One restored from the store has its stored wall-clock
+        ``created_ms`` alone (the k19r1 R3 rule: dated more than the TTL
+        ahead, it expires). ``now_ms``: the gateway's wall clock."""
+        made = self.made_ms.get(attempt.record.session_id)
+        if made is None:
+            return unconfirmed_expired(attempt.record, now_ms)
+        return self.timer_ms() - made > UNCONFIRMED_TTL_MS
 
     def _answer_again(self, attempts: list, new: SessionRecord) -> bytes | None:
         """The peer's newest attempt's response, for the refused initiation's

@@ -19,6 +19,7 @@ from jvpn.config import ATTEMPTS_KEPT
 from jvpn.errors import JvpnError
 from jvpn.fastip import ipv4_packed
 from jvpn.gate.batch import BatchNotWritten
+from jvpn.gateway.idle_due import idle_due_at
 from jvpn.gateway.new_session import unconfirmed_expired
 from jvpn.gcpause import paused_gc
 from jvpn.keys import KeyRing, ring_for
@@ -242,6 +243,9 @@ class Reconcile:
         sid = live.record.session_id
         if self.table.get(sid) is not live:
             return
-        at = self._next_due(live)
-        if at is None or at > self.clock_ms() + 1:  # due now (a write to retry): the next tick
+        now = self.clock_ms()
+        at = idle_due_at(live, now, self.policy)  # most restored sessions: their record's
+        if at is None:
+            at, now = self._next_due(live), self.clock_ms()
+        if at is None or at > now + 1:  # due now (a write to retry): the next tick
             self.table.timers.replace(sid, at)

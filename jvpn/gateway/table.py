@@ -416,7 +416,7 @@ class SessionTable(NewSessions, StandbyWrites, Downstream, OperatorEnds, Pending
         ``lazy_channel``: the DataChannel is made at its first use (a
         restored session: ``Live.channel``)."""
         sid, stored_keys, now = rec.session_id, KeyRing.of(keys), self.clock_ms()
-        keys = stored_keys.loaded(now)  # an overlap over (write pending): over
+        keys = stored_keys.loaded(now) if stored_keys.previous else stored_keys  # as loaded
         stored, exact = (self.store.get_replay_ceiling(sid) if stored_ceiling is None
                          else stored_ceiling)
         allowed, subnets = self._allowed(inner)

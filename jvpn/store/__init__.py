@@ -361,7 +361,13 @@ def record_from_json(text: str | bytes) -> SessionRecord:
     missing field, a wrong type); fields it does not know are ignored."""
     try:
         values = fields_of(text)  # the layout the stores write, read at once
-        rec = make_record(*values) if values is not None else _decoded(text)
+        if values is not None:
+            # its expression gives each field the one type it is written as
+            # (integers, strings, the state, a bool): the ranges are left
+            rec = make_record(*values)
+            _in_range(rec)
+            return rec
+        rec = _decoded(text)
         if not (isinstance(rec.session_id, int) and isinstance(rec.version, int)
                 and isinstance(rec.epoch, int)):
             raise TypeError("session_id, version and epoch must be integers")
@@ -419,6 +425,9 @@ def stored_json(rec: SessionRecord) -> str:
     return record_to_json(rec)
 
 
+_RANGED = ("version", "epoch", "c2s_floor", "created_ms", "handshake_ns")  # _in_range's order
+
+
 def _in_range(rec: SessionRecord) -> None:
     """Integers the gate's element holds fit it: a damaged store's value is
     that record unreadable, never an element refused later (a fence, an
@@ -428,10 +437,10 @@ def _in_range(rec: SessionRecord) -> None:
     # created_ms and handshake_ns too: compared with clocks and with a new
     # initiation's timestamp (review k19r1 R3: a string was a TypeError at
     # the peer's every initiation, a value past 2**63 one the store never wrote)
-    for name in ("version", "epoch", "c2s_floor", "created_ms", "handshake_ns"):
-        value = getattr(rec, name)
+    values = (rec.version, rec.epoch, rec.c2s_floor, rec.created_ms, rec.handshake_ns)
+    for n, value in enumerate(values):  # the fields read at once (a restart reads a million)
         if type(value) is not int or not 0 <= value <= MAX_VERSION:
-            raise ValueError(f"{name} out of range")
+            raise ValueError(f"{_RANGED[n]} out of range")
     for t in (rec.binding, rec.candidate):
         if t is None:
             continue

@@ -50,6 +50,49 @@ def test_a_batch_written_is_read_back_whole(sessions_map):
     assert sessions_map.lookup(ctypes.c_uint64(77)).version == 77  # the map's, not a copy
 
 
+def test_the_keys_read_alone_are_every_element_s_as_ints(sessions_map):
+    """keys_batch (a restart's stale look: ids only) past one batch of
+    4096; the elements written from plain int keys (put_sessions')."""
+    sids = list(range(7, CAPACITY + 7))
+    sessions_map.update_batch(sids, [abi.Session(version=s) for s in sids])
+    keys = list(sessions_map.keys_batch())
+    assert sorted(keys) == sids and all(type(k) is int for k in keys)
+    assert sorted(keys) == sorted(sid for sid, _ in sessions_map.items_batch())
+    assert sessions_map.lookup(ctypes.c_uint64(77)).version == 77
+
+
+def test_without_batches_the_keys_and_the_single_writes_are_the_same(sessions_map, monkeypatch):
+    """A kernel without BPF_MAP_*_BATCH: the writes one by one from the
+    key array (ints given), the keys by get_next_key, as ints still."""
+    from jvpn.gate import loader, pins  # noqa: PLC0415
+
+    lib = loader._lib()
+
+    class NoBatches:
+        def __getattr__(self, name):
+            return getattr(lib, name)
+
+        def bpf_update_batch(self, *_args):
+            ctypes.set_errno(pins.NO_BATCH[0])
+            return -1
+
+        def bpf_lookup_batch(self, *_args):
+            ctypes.set_errno(pins.NO_BATCH[0])
+            return -1
+
+    monkeypatch.setattr(loader, "_lib", lambda: NoBatches())
+    sids = [3, 1 << 40, 2**64 - 1]
+    sessions_map.update_batch(sids, [abi.Session(version=s & 0xFFFF) for s in sids])
+    assert sorted(sessions_map.keys_batch()) == sorted(sids)
+    assert all(type(k) is int for k in sessions_map.keys_batch())
+    # the items too, keyed by ints as the batch path keys them (a c_uint64
+    # key does not hash: the restart's dict of the map raised TypeError)
+    items = dict(sessions_map.items_batch())
+    assert sorted(items) == sorted(sids) and items[3].version == 3
+    monkeypatch.undo()
+    assert sessions_map.lookup(ctypes.c_uint64(1 << 40)).version == 0
+
+
 def test_the_fields_read_from_the_batch_buffer_are_the_elements_fields(sessions_map):
     """fields_batch (the CLI's listing: no structure copied per element)
     reads what items_batch's structures hold, past one batch of 4096."""

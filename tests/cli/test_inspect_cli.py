@@ -172,14 +172,15 @@ def test_the_daemon_is_asked_in_pages_of_one_listing(env, monkeypatch):
     def ask(self, op, socket_path=None, **args):
         asked.append(args)
         page = {**_daemon()["sessions"], "sessions": []}
-        if "cursor" not in args:
-            return {**page, "next": "c1"}  # an empty first page: more follow
+        if "cursor" not in args:  # a page of rows and a cursor: more follow (an empty
+            # page with a cursor is no progress, refused: test_sessions_daemon_paging.py)
+            return {**page, "sessions": [_daemon_row(SID_B, "bob", "10.99.0.3")], "next": "c1"}
         return {**page, "sessions": [_daemon_row(SID_A, "alice", "10.99.0.2")], "next": None}
     monkeypatch.setattr(app_mod.App, "ask_daemon", ask)
     out = json.loads(_run(["sessions", "--json"]).stdout)
     assert [a.get("cursor") for a in asked] == [None, "c1"]
     assert all(a["limit"] == views.SESSIONS_PAGE and a["kernel_rx"] is False for a in asked)
-    assert out["jvtest0"][1]["peer"] == "alice"
+    assert [r["peer"] for r in out["jvtest0"]] == ["bob", "alice"]
 
 
 def test_sessions_json_is_written_a_few_sessions_at_a_time(monkeypatch):

@@ -23,7 +23,7 @@ import pytest
 from jvpn import client_handshake
 from jvpn.client import Client as JvpnClient
 from jvpn.codes import Reason
-from jvpn.config import ANSWER_WINDOW_MS, ATTEMPTS_KEPT, UNCONFIRMED_TTL_MS
+from jvpn.config import ANSWER_WINDOW_MS, ANSWERABLE_SLACK_MS, ATTEMPTS_KEPT, UNCONFIRMED_TTL_MS
 from jvpn.events import EventLog
 from jvpn.gate import abi
 from jvpn.handshake import Initiator
@@ -351,3 +351,34 @@ def test_at_capacity_lost_answers_do_not_end_the_client_s_handshake(
     gw, client, _link = _client_up(monkeypatch, tmp_path, [None] * lost, rand)
     live = gw.sessions.get(client.session_id)
     assert live is not None and live.confirmed
+
+
+def test_a_retry_is_never_stamped_where_the_gateway_refuses_but_the_client_takes_no_answer(
+        monkeypatch, tmp_path):
+    """At capacity the gateway holds the client's attempt answerable until an
+    initiation stamped ANSWER_WINDOW_MS + ANSWERABLE_SLACK_MS after it (4.1 s,
+    the client's own timestamps), while the client takes that answer within
+    ANSWER_WINDOW_MS (4.0 s, its timer clock). A retry stamped in between
+    was refused and got that answer again, which the client dropped, and it
+    needed one retry more (stop 24's "not done"). The client holds such a
+    retry (under 0.1 s, listening) until the gateway's rule gives it the
+    room: here its first answer is lost and its retry is due 4.05 s after it."""
+    gw, peer0 = _full_gateway(tmp_path)
+    link = Link(gw, peer0.clock, [None])
+    monkeypatch.setattr(client_handshake, "time", types.SimpleNamespace(monotonic=link.monotonic))
+    stamped = lambda priv, pub: Initiator(  # noqa: E731 - the client's timestamps, virtual
+        priv, pub, clock_ns=lambda: T0_NS + int(link.now * 1000) * MS)
+    monkeypatch.setattr(client_handshake, "Initiator", stamped)
+    client = JvpnClient(private_key=PEER_KEYS[0], gateway_public=GW_PUB, endpoint=LISTEN,
+                        events=EventLog("client-test", clock_ms=link.clock_ms),
+                        clock_ms=link.clock_ms, socket_factory=lambda: link)
+    client.sock = link
+    schedule = [ANSWER_WINDOW_MS + 50] + [1_000] * 5  # ms before each next attempt
+    client.handshake_wait = types.SimpleNamespace(delay_ms=schedule.__getitem__)
+    client.handshake()
+    link.sendto(client.channel.seal(b"", abi.MSG_KEEPALIVE), LISTEN)
+    live = gw.sessions.get(client.session_id)
+    assert live is not None and live.confirmed
+    assert link.initiations == 2, "the retry in the gap was refused: one retry more"
+    assert not _full_refusals(gw)
+    assert link.now < (ANSWER_WINDOW_MS + ANSWERABLE_SLACK_MS + 10) / 1000

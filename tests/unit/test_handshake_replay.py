@@ -86,6 +86,7 @@ class Gateway:
         send = lambda msg, to: self.sent.append((msg, to))  # noqa: E731
         self.table = SessionTable(store=self.store, gate=self.gate, events=self.events,
                                   ownership=self.ownership, clock_ms=clock, send=send)
+        self.table.timer_ms = clock  # attempts made here age by it too (indexes.py)
         ids = iter(range(0x11, 0x1000, 0x11))
         lock = threading.RLock()
         self.control = ControlPath(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 
 from jvpn.randpool import RandomPool
@@ -17,6 +18,39 @@ def test_bytes_are_handed_out_once_in_order_across_pages():
     assert pool.token_bytes(5) == bytes([3, 4, 5, 6, 7])
     assert pool.token_bytes(6) == bytes(range(100, 106))  # a new page, not a tail and a head
     assert pool.token_bytes(4) == bytes(range(200, 204))
+
+
+def test_the_restore_s_two_draws_are_each_handed_out_once_across_pages():
+    """randbits(64) and token_bytes(16) (a runtime generation, an unused key
+    slot: issue 15) from pages of their own, each value once, in order."""
+    pages = [bytes(range(i, i + 32)) for i in (0, 40, 80, 120)]
+    pool = RandomPool(page=32, source=lambda n: pages.pop(0)[:n])
+    assert pool.token_bytes(16) == bytes(range(0, 16))
+    assert pool.randbits(64) == int.from_bytes(bytes(range(40, 48)), sys.byteorder)
+    assert pool.token_bytes(16) == bytes(range(16, 32))
+    assert pool.token_bytes(16) == bytes(range(80, 96))  # the first page spent: the next
+    words = [pool.randbits(64) for _ in range(4)]
+    assert words[:3] == [int.from_bytes(bytes(range(i, i + 8)), sys.byteorder)
+                         for i in (48, 56, 64)]
+    assert words[3] == int.from_bytes(bytes(range(120, 128)), sys.byteorder)
+
+
+def test_threads_drawing_at_once_never_get_the_same_value():
+    pool = RandomPool(page=64)  # a new page every few draws: refills race too
+    got: list[list] = [[] for _ in range(4)]
+
+    def draw(out):
+        for _ in range(20_000):
+            out.append(pool.randbits(64))
+            out.append(pool.token_bytes(16))
+
+    threads = [threading.Thread(target=draw, args=(out,)) for out in got]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    everything = [v for out in got for v in out]
+    assert len(set(everything)) == len(everything) == 160_000
 
 
 def test_randbits_spans_exactly_k_bits():
@@ -36,6 +70,20 @@ def test_a_forked_child_draws_other_bytes_than_its_parent():
         os._exit(0)
     os.waitpid(pid, 0)
     assert os.read(r, 16) != pool.token_bytes(16)
+    os.close(r)
+    os.close(w)
+
+
+def test_a_forked_child_draws_other_generations_than_its_parent():
+    pool = RandomPool()
+    pool.randbits(64)  # a page of words held
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        os.write(w, pool.randbits(64).to_bytes(8, "little"))
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert int.from_bytes(os.read(r, 8), "little") != pool.randbits(64)
     os.close(r)
     os.close(w)
 
