@@ -106,3 +106,42 @@ def test_k20r2_token_bytes_once_across_threads_when_a_finalizer_waits():
     del keep
     assert other, "the other thread drew nothing while the collection ran (the premise)"
     assert other[0] != mine, "two threads were handed the same 16 bytes"
+
+
+_SPENT_INSIDE = """
+import gc
+from jvpn.randpool import RandomPool
+
+pool = RandomPool(page=32)  # two 16-byte values a page
+pool.token_bytes(16)  # one left
+inner = []
+
+def drains(phase, _info):
+    if phase == "start" and not inner:
+        inner.append(pool.token_bytes(16))  # the page's last value (the outer draw's too)
+        inner.append(pool.token_bytes(16))  # the page spent: its iterator ends, buffer released
+
+gc.disable()
+gc.set_threshold(1)
+keep = [(object(),) for _ in range(5000)]  # the 1-tuple free list emptied
+gc.callbacks.append(drains)
+gc.enable()
+out = pool.token_bytes(16)
+gc.callbacks.remove(drains)
+print(len(inner), out in inner)
+"""
+
+
+def test_k20r2_token_bytes_survives_its_page_spent_inside_the_draw():
+    """The iterator ended while its ``next`` is inside the collection: its
+    buffer (the page, its only reference) is released and its struct
+    cleared, then ``next`` reads the freed page and ``self->so->s_size``
+    through NULL: the process dies (SIGSEGV). A child process, so that
+    the test run survives to report it."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    done = subprocess.run([sys.executable, "-c", _SPENT_INSIDE], capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 0, f"the drawing process died: {done.returncode} {done.stderr}"
+    assert done.stdout.split() == ["2", "False"]  # the premise held, no value twice
