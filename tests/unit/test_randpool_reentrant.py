@@ -1,4 +1,4 @@
-"""Review k20r2: jvpn/randpool.py's token_bytes(16) from a page through
+"""Review k20r2 (fixed): jvpn/randpool.py's token_bytes(16) from a page through
 ``struct.iter_unpack`` (3f405f8) hands a value out twice when a garbage
 collection runs inside the iterator's ``next``.
 
@@ -47,7 +47,7 @@ def _next_allocation_collects() -> tuple:
     return keep, old
 
 
-def test_k20r2_token_bytes_once_when_a_collection_runs_inside_the_draw():
+def test_token_bytes_once_when_a_collection_runs_inside_the_draw():
     pool = _counting_pool()
     pool.token_bytes(16)  # a page in hand
     inner: list[bytes] = []
@@ -82,7 +82,7 @@ class _FinalizerThatWaits:
         self.done.wait(5)
 
 
-def test_k20r2_token_bytes_once_across_threads_when_a_finalizer_waits():
+def test_token_bytes_once_across_threads_when_a_finalizer_waits():
     pool = _counting_pool()
     pool.token_bytes(16)  # a page in hand
     go, done, other = threading.Event(), threading.Event(), []
@@ -132,7 +132,7 @@ print(len(inner), out in inner)
 """
 
 
-def test_k20r2_token_bytes_survives_its_page_spent_inside_the_draw():
+def test_token_bytes_survives_its_page_spent_inside_the_draw():
     """The iterator ended while its ``next`` is inside the collection: its
     buffer (the page, its only reference) is released and its struct
     cleared, then ``next`` reads the freed page and ``self->so->s_size``
