@@ -193,10 +193,18 @@ class ClientHandshake:
     def _opened(self, inits: list[tuple[Initiator, int]],
                 msg: bytes) -> tuple[Assignment, SessionKeys] | None:
         """The response opened under the initiation it answers, if that went
-        out less than ANSWER_WINDOW_MS ago (the client's timer clock)."""
+        out less than ANSWER_WINDOW_MS ago (the client's timer clock) and no
+        newer one went out stamped ANSWERABLE_PAST_NS after it: the gateway's
+        own rule at capacity, by the same timestamps, for when it may have
+        ended that attempt, whatever this timer says (a wall clock stepped
+        forward between the two: review k20rall F1)."""
         now = self.clock_ms()
-        for init, sent_ms in inits:
-            if now - sent_ms >= ANSWER_WINDOW_MS:
+        newest_ns = 0  # the latest timestamp of the newer initiations
+        for init, sent_ms in inits:  # newest first
+            stamped = init.timestamp_ns or 0
+            replaced = newest_ns - stamped >= ANSWERABLE_PAST_NS
+            newest_ns = max(newest_ns, stamped)
+            if replaced or now - sent_ms >= ANSWER_WINDOW_MS:
                 continue  # the gateway may have forgotten it: too late to take
             try:
                 return init.response(msg)

@@ -9,12 +9,11 @@ made where they are: jvpn/keys.py, noise)."""
 from __future__ import annotations
 
 import os
-import struct
 import threading
 from array import array
 
 PAGE = 4096  # bytes read from the kernel at a time
-_KEYS = struct.Struct("16s")  # a page as 16-byte values
+KEY = 16  # bytes of the values token_bytes(16) hands out from a page of their own
 
 
 class RandomPool:
@@ -24,10 +23,15 @@ class RandomPool:
         self._lock = threading.Lock()  # two threads never get the same bytes
         # the two draws a restored session makes (a runtime generation, an
         # unused key slot: issue 15), each from a page of its own through a C
-        # iterator: ``next`` hands each value out once under the GIL, with no
-        # lock and no slicing (a thread that finds one spent starts another
-        # page; a page left behind by two such threads is never read again)
-        self._words, self._keys = iter(()), iter(())
+        # iterator whose ``next`` moves on BEFORE it makes anything a garbage
+        # collection could start from (an array's 64-bit words; a range of a
+        # bytes page's offsets): each value handed out once under the GIL with
+        # no lock, even to code a collection runs inside a draw (finalizers,
+        # gc.callbacks). struct.iter_unpack made its tuple first and handed a
+        # value out twice, or read a freed page (review k20r2). A thread that
+        # finds a page spent starts another; a page left behind by two such
+        # threads is never read again.
+        self._words, self._keys = iter(()), (b"", iter(()))
         # a forked child never hands out the bytes its parent will
         os.register_at_fork(after_in_child=self._forget)
 
@@ -35,13 +39,15 @@ class RandomPool:
         # a fresh lock too: a fork while another thread drew leaves the
         # parent's lock held for ever in the child (review k18r1 F2)
         self._buf, self._at, self._lock = b"", 0, threading.Lock()
-        self._words, self._keys = iter(()), iter(())
+        self._words, self._keys = iter(()), (b"", iter(()))
 
     def token_bytes(self, n: int) -> bytes:
-        while n == 16:  # until a page has one left (another thread may spend a new one)
-            for (key,) in self._keys:  # the next one, if the page has one left
-                return key
-            self._keys = _KEYS.iter_unpack(self._source(max(self._page // 16, 1) * 16))
+        while n == KEY:  # until a page has one left (another thread may spend a new one)
+            page, offsets = self._keys  # one object: a page and its own offsets
+            for at in offsets:  # the next one, if the page has one left
+                return page[at:at + KEY]
+            page = self._source(max(self._page // KEY, 1) * KEY)
+            self._keys = (page, iter(range(0, len(page), KEY)))
         with self._lock:
             at = self._at
             if at + n > len(self._buf):

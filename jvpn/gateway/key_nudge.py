@@ -31,7 +31,9 @@ class RekeyNudge:
             self.sent_ms.pop(sid, None)
             return
         last = self.sent_ms.get(sid)
-        if last is not None and now - last < self.every_ms:
+        # a clock read before the last nudge (stepped back) paces from now:
+        # waiting out the step would hold the session DEGRADED that long
+        if last is not None and 0 <= now - last < self.every_ms:
             return
         self.sent_ms[sid] = now
         try:
@@ -54,4 +56,4 @@ class RekeyNudge:
                 or not key_age.expired(live, now, policy)):
             return None
         last = self.sent_ms.get(rec.session_id)
-        return now if last is None else last + self.every_ms
+        return now if last is None or last > now else last + self.every_ms

@@ -373,6 +373,8 @@ def record_from_json(text: str | bytes) -> SessionRecord:
             raise TypeError("session_id, version and epoch must be integers")
         if not isinstance(rec.peer_key, str):
             raise TypeError("peer_key must be a string")
+        if type(rec.inner_addr) is not str:  # an int reads as an address (review k20rall F2)
+            raise TypeError("inner_addr must be a string")
         if not isinstance(rec.confirmed, bool):
             raise TypeError("confirmed must be a boolean")
         _in_range(rec)

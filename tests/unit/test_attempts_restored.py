@@ -249,3 +249,43 @@ def test_an_attempt_with_a_damaged_inner_address_does_not_stop_the_start(tmp_pat
     again.reconcile()  # must start: the damaged record is that record's problem only
     assert 1 not in again.table.unconfirmed
     store.close()
+
+
+def _initiate(gw, sid: int, at_ms: int) -> None:
+    gw.controlpath.randbits = lambda _bits: sid
+    init = Initiator(PEER_KEYS[0], GW_PUB, clock_ns=lambda: T0_NS + at_ms * MS)
+    gw.datapath.datagram(init.initiation(), CLIENT)
+
+
+def test_an_integer_inner_address_is_unreadable_not_a_second_group_of_attempts(tmp_path):
+    """Review k20rall F2. A damaged or hostile store: an attempt whose inner_addr is the
+    peer's address written as a JSON integer (e.g. 174260226 for
+    10.99.0.2). record_from_json takes any JSON type there (only the fast
+    path insists on a string), reconcile._by_peer files a non-string
+    address under the session's own id (its docstring: 'no text: each
+    alone, and its own failure to read') -- but _inner_packed's
+    ipaddress.IPv4Address(int) DOES read it, as the peer's address. The
+    peer's attempts come back in two groups, ATTEMPTS_KEPT each: more than
+    ATTEMPTS_KEPT attempts of one peer, which admission and
+    _restore_attempts' docstring promise never happens."""
+    store = SqliteStore(tmp_path / "s.db")
+    clock = Clock()
+    first = _gateway(tmp_path, store, clock)
+    for i, sid in enumerate([11, 12, 13]):
+        _initiate(first, sid, 100 * i)
+    inner = next(iter(first.table.attempts))
+    db = sqlite3.connect(str(tmp_path / "s.db"))
+    (text,) = db.execute("SELECT record FROM sessions WHERE session_id = 11").fetchone()
+    rec = json.loads(text)
+    rec["inner_addr"] = int.from_bytes(inner, "big")  # the same address, as a JSON integer
+    db.execute("UPDATE sessions SET record = ? WHERE session_id = 11", (json.dumps(rec),))
+    db.commit()
+    db.close()
+    # another process (a restart without a reconcile yet, or a second gateway
+    # of the store) answers the client's next initiation: a 4th attempt stored
+    _initiate(_gateway(tmp_path, store, clock), 14, 300)
+    again = _gateway(tmp_path, store, clock)
+    again.reconcile()
+    restored = [live.record.session_id for live in again.table.attempts_of(inner)]
+    assert len(restored) <= ATTEMPTS_KEPT, f"attempts of one peer restored: {restored}"
+    store.close()

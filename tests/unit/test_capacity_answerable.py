@@ -382,3 +382,40 @@ def test_a_retry_is_never_stamped_where_the_gateway_refuses_but_the_client_takes
     assert link.initiations == 2, "the retry in the gap was refused: one retry more"
     assert not _full_refusals(gw)
     assert link.now < (ANSWER_WINDOW_MS + ANSWERABLE_SLACK_MS + 10) / 1000
+
+
+def test_a_wall_clock_step_between_initiations_never_leaves_the_client_a_session_gone(
+        monkeypatch, tmp_path):
+    """Review k20rall F1. At MaxSessions the attempt of the client's first initiation is
+    replaced once the retry's TIMESTAMP (the client's wall clock) is
+    ANSWER_WINDOW_MS + 100 ms past the first's (new_session.answerable),
+    while the client's own answer window runs on its TIMER clock
+    (client_handshake._opened). A wall clock stepped forward between the
+    two initiations (NTP/timesyncd stepping the clock at boot, exactly when
+    `client up` runs) makes the gateway end the first attempt 0.3 s after
+    it was made; the first answer, delayed 0.6 s (a slow store, a long
+    path), is still inside the client's window: it takes it and holds a
+    session the gateway ended (the k18rall F2 failure, again)."""
+    gw, peer0 = _full_gateway(tmp_path)
+    link = Link(gw, peer0.clock, [0.6, 0.6, 0.6])
+    monkeypatch.setattr(client_handshake, "time", types.SimpleNamespace(monotonic=link.monotonic))
+    step_ns = 5_000 * MS  # the wall clock stepped 5 s forward after the first initiation
+    made = []
+
+    def initiator(private, gateway_public):
+        stamp = T0_NS + link.clock_ms() * MS + (step_ns if made else 0)
+        made.append(stamp)
+        return Initiator(private, gateway_public, clock_ns=lambda: stamp)
+
+    monkeypatch.setattr(client_handshake, "Initiator", initiator)
+    client = JvpnClient(private_key=PEER_KEYS[0], gateway_public=GW_PUB, endpoint=LISTEN,
+                        events=EventLog("client-test", clock_ms=link.clock_ms),
+                        clock_ms=link.clock_ms, socket_factory=lambda: link,
+                        rand=lambda: 0.0)
+    client.sock = link
+    client.handshake()
+    link.sendto(client.channel.seal(b"", abi.MSG_KEEPALIVE), LISTEN)
+    assert len(made) >= 2 and link.now < 1.0  # a retry went out; the first answer taken
+    live = gw.sessions.get(client.session_id)
+    assert live is not None and live.confirmed, \
+        "the client took the first attempt's answer; the gateway had ended that attempt"
