@@ -16,7 +16,8 @@ of its own (jvpn/bench/scale_store.py); then:
   id (repeat-averaged), jvpn/bench/scale_xdp.py. Their ratios are taken
   side by side: the smallest size's lab stays up (its daemon stopped, its
   gate and maps kept) while each larger size is measured, and the sets
-  alternate, the smallest lab's then this size's, ``xdp_pairs`` (9) times:
+  pair, the smallest lab's with this size's, their test runs interleaved
+  call by call, ``xdp_pairs`` (9) times:
   ``xdp_valid_ratio`` / ``xdp_unknown_ratio`` the median of the pairs'
   ratios, ``*_ratio_range`` their least and greatest, ``*_pair_ratios``
   each pair's, ``xdp_valid_ns`` / ``xdp_unknown_ns`` the median of this
@@ -122,8 +123,8 @@ def measure_size(lab: ScaleLab, progress: Callable[[str], None], subject: XdpSub
     progress(f"{n}: sessions --json")
     listing = listing_figures(lab, daemon, serving_since=started)
     progress(f"{n}: XDP test runs")
-    sets = ((lambda: paired(reference.run, subject.run)) if reference
-            else (lambda: solo(subject.run)))
+    sets = ((lambda: paired(reference, subject)) if reference
+            else (lambda: solo(subject)))
     xdp = xdp_beside(daemon, sets)
     progress(f"{n}: XDP test runs once the daemon is quiet")
     waited = daemon.wait_quiet()

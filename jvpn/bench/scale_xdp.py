@@ -13,9 +13,12 @@ fast this machine (a VM, other work on its 2 cores) was at each moment as
 much as the maps' size: the 1k figure moved twofold between two sets a
 minute apart (docs/benchmarks.md). So the smallest size's lab stays up as
 the reference while each larger size is measured, and :func:`paired`
-alternates one set of the reference with one of size N, ``PAIRS`` times;
-each size's ratio is the median of the pairs' ratios (a pair's two sets
-are a few milliseconds apart), with their range.
+takes ``PAIRS`` pairs, each a set of the reference and one of size N
+with their test runs interleaved call by call (:func:`interleaved`: the
+reference's DATA packet k, size N's, ...; microseconds apart); each
+size's ratio is the median of the pairs' ratios, with their range. (Sets
+alternated whole, 15 ms each, were not enough: the machine's slow
+moments, 2x for one set to a minute, once fell on 5 of 9 reference sets.)
 """
 
 from __future__ import annotations
@@ -38,9 +41,6 @@ FIRST_COUNTER = 1_000  # above the stored replay ceiling (scale_store.CEILING)
 PAIRS = 9  # reference set, size-N set, ...: odd, the median is one pair's
 FIGURES = ("xdp_valid", "xdp_unknown")
 
-Run = Callable[[], dict]
-
-
 def data_frame(seed: scale_store.Seed, i: int, counter: int, sid: int | None = None,
                keys=None) -> bytes:
     """A DATA packet of session ``i`` from its bound address, tagged under
@@ -53,34 +53,61 @@ def data_frame(seed: scale_store.Seed, i: int, counter: int, sid: int | None = N
                             wire.message(hdr, keys.hdr_c2s, b"\0" * 64))
 
 
-def xdp_figures(pin_dir: Path, seed: scale_store.Seed, n: int, i: int,
-                first_counter: int = FIRST_COUNTER) -> dict:
-    """One set of XDP figures with session ``i``'s packets, counters from
-    ``first_counter`` on (never used before for that session)."""
-    fd = xdp_link.pinned_prog_fd(pin_dir)
-    if fd is None:
-        raise JvpnError(f"no program pinned in {pin_dir}")
-    try:
+class XdpSet:
+    """One set's packets on one lab's pinned program: session ``i``'s
+    VALID_SINGLES DATA packets (counters from ``first_counter`` on, never
+    used before for that session) and a packet of an unknown session id.
+    A context manager: the program's descriptor is closed on the way out."""
+
+    def __init__(self, pin_dir: Path, seed: scale_store.Seed, n: int, i: int,
+                 first_counter: int = FIRST_COUNTER):
         keys = seed.session_keys(scale_store.session_id(i))
-        valid = [data_frame(seed, i, first_counter + c, keys=keys)
-                 for c in range(VALID_SINGLES)]
-        results = [testrun.run(fd, f) for f in valid]
-        _require_action(results, "XDP_PASS", "a session's DATA packet")
-        unknown = data_frame(seed, i, first_counter, sid=scale_store.session_id(n + 7), keys=keys)
-        _require_action([testrun.run(fd, unknown)], "XDP_DROP", "an unknown session's packet")
-        unknown_ns = statistics.median(testrun.run(fd, unknown, UNKNOWN_REPEAT).duration_ns
-                                       for _ in range(UNKNOWN_BATCHES))
-        return {"xdp_valid_ns": statistics.median(r.duration_ns for r in results),
-                "xdp_unknown_ns": round(unknown_ns, 1)}
-    finally:
-        os.close(fd)
+        self.frames = [data_frame(seed, i, first_counter + c, keys=keys)
+                       for c in range(VALID_SINGLES)]
+        self.unknown_frame = data_frame(seed, i, first_counter,
+                                        sid=scale_store.session_id(n + 7), keys=keys)
+        self.fd = xdp_link.pinned_prog_fd(pin_dir)
+        if self.fd is None:
+            raise JvpnError(f"no program pinned in {pin_dir}")
+
+    def __enter__(self) -> XdpSet:
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        os.close(self.fd)
+
+    def valid(self, k: int) -> int:
+        """The kernel's ns for DATA packet ``k`` (one call: a repeat would be a replay)."""
+        return _checked(testrun.run(self.fd, self.frames[k]), "XDP_PASS",
+                        "a session's DATA packet")
+
+    def unknown(self) -> float:
+        """The kernel's ns per run, UNKNOWN_REPEAT runs of the unknown id's packet."""
+        return _checked(testrun.run(self.fd, self.unknown_frame, UNKNOWN_REPEAT), "XDP_DROP",
+                        "an unknown session's packet")
 
 
-def _require_action(results: list, action: str, what: str) -> None:
-    wrong = [r.action_name for r in results if r.action_name != action]
-    if wrong:
-        raise JvpnError(f"{what} got {wrong[0]} from the gate, not {action} "
-                        f"({len(wrong)} of {len(results)})")
+def _checked(result, action: str, what: str) -> int:
+    if result.action_name != action:
+        raise JvpnError(f"{what} got {result.action_name} from the gate, not {action}")
+    return result.duration_ns
+
+
+def interleaved(sets: list) -> list[dict]:
+    """Each set's figures, their test runs alternated call by call (the
+    first set's DATA packet k, the second's, ...; then the unknown id's
+    batches likewise): whatever slows the machine for a moment (a VM's
+    neighbour, a 2-core machine's other work) slows every set's runs alike."""
+    valid: list[list[int]] = [[] for _ in sets]
+    unknown: list[list[float]] = [[] for _ in sets]
+    for k in range(VALID_SINGLES):
+        for s, got in zip(sets, valid, strict=True):
+            got.append(s.valid(k))
+    for _ in range(UNKNOWN_BATCHES):
+        for s, got in zip(sets, unknown, strict=True):
+            got.append(s.unknown())
+    return [{"xdp_valid_ns": statistics.median(v), "xdp_unknown_ns": round(statistics.median(u), 1)}
+            for v, u in zip(valid, unknown, strict=True)]
 
 
 class XdpSubject:
@@ -90,27 +117,31 @@ class XdpSubject:
     packet is ever a replay."""
 
     def __init__(self, pin_dir: Path, seed: scale_store.Seed, n: int,
-                 measure: Callable[..., dict] = xdp_figures):
-        self.pin_dir, self.seed, self.n, self.measure = pin_dir, seed, n, measure
+                 make_set: Callable[..., XdpSet] = XdpSet):
+        self.pin_dir, self.seed, self.n, self.make_set = pin_dir, seed, n, make_set
         self._turn = n // 2  # away from session n // 3, the restart's client's
 
-    def run(self) -> dict:
+    def next_set(self) -> XdpSet:
         i, rounds = self._turn % self.n, self._turn // self.n
         self._turn += 1
-        return self.measure(self.pin_dir, self.seed, self.n, i,
-                            FIRST_COUNTER + rounds * VALID_SINGLES)
+        return self.make_set(self.pin_dir, self.seed, self.n, i,
+                             FIRST_COUNTER + rounds * VALID_SINGLES)
 
 
-def paired(reference: Run, subject: Run, pairs: int = PAIRS) -> dict:
-    """``pairs`` times a set of the reference, then one of the subject; per
-    figure the median of the pairs' ratios (subject over reference), their
-    range and every pair's ratio, and the median ns of each side's sets
-    (``xdp_valid_ns`` the subject's, ``xdp_valid_ref_ns`` the reference's).
-    A pair whose reference figure is 0 gives no ratio."""
+def paired(reference: XdpSubject, subject: XdpSubject, pairs: int = PAIRS,
+           interleave: Callable[[list], list[dict]] = interleaved) -> dict:
+    """``pairs`` pairs, each a set of the reference and one of the subject
+    with their test runs interleaved; per figure the median of the pairs'
+    ratios (subject over reference), their range and every pair's ratio,
+    and the median ns of each side's sets (``xdp_valid_ns`` the subject's,
+    ``xdp_valid_ref_ns`` the reference's). A pair whose reference figure
+    is 0 gives no ratio."""
     refs, subs = [], []
     for _ in range(pairs):
-        refs.append(reference())
-        subs.append(subject())
+        with reference.next_set() as r, subject.next_set() as s:
+            ref, sub = interleave([r, s])
+        refs.append(ref)
+        subs.append(sub)
     out: dict = {"xdp_pairs": pairs}
     for name in FIGURES:
         key = f"{name}_ns"
@@ -124,10 +155,14 @@ def paired(reference: Run, subject: Run, pairs: int = PAIRS) -> dict:
     return out
 
 
-def solo(subject: Run, sets: int = PAIRS) -> dict:
+def solo(subject: XdpSubject, sets: int = PAIRS,
+         interleave: Callable[[list], list[dict]] = interleaved) -> dict:
     """The reference size itself: ``sets`` sets, the median ns of each
     figure, its ratio 1.0 (to itself) when it has one."""
-    runs = [subject() for _ in range(sets)]
+    runs = []
+    for _ in range(sets):
+        with subject.next_set() as s:
+            runs.extend(interleave([s]))
     out: dict = {"xdp_pairs": 0}
     for name in FIGURES:
         key = f"{name}_ns"

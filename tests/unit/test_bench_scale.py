@@ -87,66 +87,93 @@ def _figures(valid: float, unknown: float) -> dict:
     return {"xdp_valid_ns": valid, "xdp_unknown_ns": unknown}
 
 
-def _sets(*figures: tuple[float, float]):
-    """A run function handing out these sets in turn, noting each call."""
-    it = iter(figures)
-    return lambda: _figures(*next(it))
+class FakeSet:
+    """A set whose test runs take the given ns, each call noted in ``log``."""
+
+    def __init__(self, name, valid_ns, unknown_ns, log):
+        self.name, self.valid_ns, self.unknown_ns, self.log = name, valid_ns, unknown_ns, log
+        self.closed = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_exc):
+        self.closed = True
+
+    def valid(self, k):
+        self.log.append((self.name, "valid", k))
+        return self.valid_ns
+
+    def unknown(self):
+        self.log.append((self.name, "unknown"))
+        return self.unknown_ns
 
 
-def test_the_pairs_alternate_reference_and_size_n():
-    calls = []
+class FakeSubject:
+    """Hands out FakeSets with these (valid, unknown) ns in turn."""
 
-    def ref():
-        calls.append("ref")
-        return _figures(100, 20)
+    def __init__(self, name, figures, log):
+        self.name, self.figures, self.log, self.made = name, iter(figures), log, []
 
-    def big():
-        calls.append("big")
-        return _figures(150, 30)
+    def next_set(self):
+        self.made.append(FakeSet(self.name, *next(self.figures), self.log))
+        return self.made[-1]
 
-    out = scale_xdp.paired(ref, big, pairs=3)
-    assert calls == ["ref", "big"] * 3
-    assert out["xdp_pairs"] == 3 and out["xdp_valid_ratio"] == 1.5
-    assert out["xdp_unknown_ratio"] == 1.5
+
+def test_a_pairs_test_runs_alternate_call_by_call():
+    """The reference's DATA packet k, then size N's, ...; then the unknown
+    id's batches likewise: a slow moment of the machine falls on both."""
+    log = []
+    sets = [FakeSet("ref", 100, 20, log), FakeSet("big", 150, 30, log)]
+    figures = scale_xdp.interleaved(sets)
+    singles, batches = scale_xdp.VALID_SINGLES, scale_xdp.UNKNOWN_BATCHES
+    assert log[:4] == [("ref", "valid", 0), ("big", "valid", 0),
+                       ("ref", "valid", 1), ("big", "valid", 1)]
+    assert log[2 * singles:] == [("ref", "unknown"), ("big", "unknown")] * batches
+    assert len(log) == 2 * (singles + batches)
+    assert figures == [_figures(100, 20), _figures(150, 30)]
 
 
 def test_each_ratio_is_the_median_of_the_pairs_ratios_with_its_range():
     """The machine's speed moves between pairs (the reference doubles in
     the third): each pair's ratio is taken within the pair, the median of
     those is the figure, not a ratio of the two sides' medians."""
-    ref = _sets((100, 20), (100, 20), (200, 40), (100, 20), (100, 20))
-    big = _sets((120, 20), (130, 30), (260, 80), (110, 30), (500, 20))
+    log = []
+    ref = FakeSubject("ref", [(100, 20), (100, 20), (200, 40), (100, 20), (100, 20)], log)
+    big = FakeSubject("big", [(120, 20), (130, 30), (260, 80), (110, 30), (500, 20)], log)
     out = scale_xdp.paired(ref, big, pairs=5)
+    assert out["xdp_pairs"] == 5
     assert out["xdp_valid_pair_ratios"] == [1.2, 1.3, 1.3, 1.1, 5.0]
     assert out["xdp_valid_ratio"] == 1.3 and out["xdp_valid_ratio_range"] == [1.1, 5.0]
     assert out["xdp_unknown_pair_ratios"] == [1.0, 1.5, 2.0, 1.5, 1.0]
     assert out["xdp_unknown_ratio"] == 1.5 and out["xdp_unknown_ratio_range"] == [1.0, 2.0]
     assert out["xdp_valid_ns"] == 130 and out["xdp_valid_ref_ns"] == 100
     assert out["xdp_unknown_ns"] == 30 and out["xdp_unknown_ref_ns"] == 20
+    assert all(s.closed for s in ref.made + big.made)  # each set's program descriptor
 
 
 def test_a_reference_figure_of_zero_gives_that_pair_no_ratio():
-    out = scale_xdp.paired(_sets((0, 20), (0, 20)), _sets((300, 40), (300, 60)), pairs=2)
+    log = []
+    out = scale_xdp.paired(FakeSubject("ref", [(0, 20), (0, 20)], log),
+                           FakeSubject("big", [(300, 40), (300, 60)], log), pairs=2)
     assert out["xdp_valid_ratio"] is None and out["xdp_valid_ratio_range"] is None
     assert out["xdp_unknown_ratio"] == 2.5 and out["xdp_unknown_pair_ratios"] == [2.0, 3.0]
 
 
 def test_the_smallest_size_is_its_own_reference():
-    out = scale_xdp.solo(_sets((200, 40), (100, 50), (300, 30)), sets=3)
+    log = []
+    out = scale_xdp.solo(FakeSubject("small", [(200, 40), (100, 50), (300, 30)], log), sets=3)
     assert out == {"xdp_pairs": 0, "xdp_valid_ns": 200, "xdp_unknown_ns": 40,
                    "xdp_valid_ratio": 1.0, "xdp_unknown_ratio": 1.0}
-    assert scale_xdp.solo(_sets((0, 40)), sets=1)["xdp_valid_ratio"] is None
+    assert scale_xdp.solo(FakeSubject("z", [(0, 40)], log), sets=1)["xdp_valid_ratio"] is None
 
 
 def test_each_set_takes_a_fresh_session_and_never_a_used_counter():
     """A set sends 1,000 DATA packets of one session: the next set takes
     the next session (its packet burst untouched), and once every session
     had a turn, counters above the ones the last round used."""
-    taken = []
-    subject = scale_xdp.XdpSubject("pins", "seed", 4,
-                                   measure=lambda *a: taken.append(a[3:]) or _figures(1, 1))
-    for _ in range(6):
-        subject.run()
+    subject = scale_xdp.XdpSubject("pins", "seed", 4, make_set=lambda *a: a[3:])
+    taken = [subject.next_set() for _ in range(6)]
     first, step = scale_xdp.FIRST_COUNTER, scale_xdp.VALID_SINGLES
     assert taken == [(2, first), (3, first), (0, first + step), (1, first + step),
                      (2, first + step), (3, first + step)]
