@@ -307,14 +307,17 @@ def _report(app, as_json: bool, run) -> None:
                              "with room for them in a lab namespace, the daemon started on "
                              "them: kernel and daemon bytes per session, the reconcile's "
                              "seconds, XDP ns per packet (a session's DATA, an unknown "
-                             "session) as ratios to the smallest N, `sessions --json` timed; "
-                             "at the largest N, a restart timed.")
+                             "session) and their ratios to the smallest N measured side by "
+                             "side (the smallest N's lab kept up, its test runs and N's "
+                             "alternated: the median of 9 pairs' ratios), `sessions --json` "
+                             "timed; at the largest N, a restart timed.")
 @click.option("--json", "as_json", is_flag=True,
               help='Print one JSON object: {"sizes", "by_size": {"N": '
                    '{"kernel_bytes_per_session", "daemon_bytes_per_session", "reconcile_s", '
-                   '"xdp_valid_ns", "xdp_valid_ratio", "xdp_unknown_ns", "sessions_json_s", '
-                   '...}}, "restart": {...}, "handshakes_per_s", "handshakes_per_s_cookie", '
-                   '"handshakes": {...}}.')
+                   '"xdp_valid_ns", "xdp_valid_ratio", "xdp_valid_ratio_range", '
+                   '"xdp_valid_ref_ns", "xdp_unknown_ns", "xdp_unknown_ratio", '
+                   '"sessions_json_s", ...}}, "restart": {...}, "handshakes_per_s", '
+                   '"handshakes_per_s_cookie", "handshakes": {...}}.')
 @click.option("--sizes", default="1000,100000,1000000", show_default=True,
               help="Session counts, comma-separated (each a lab of its own, smallest first).")
 @click.option("--handshakes", default=2000, show_default=True, type=click.IntRange(0, 100_000),

@@ -11,14 +11,23 @@ of its own (jvpn/bench/scale_store.py); then:
 - reconcile_s: the seconds its Reconciled event reports;
 - xdp_valid_ns / xdp_unknown_ns: BPF_PROG_TEST_RUN of the attached, pinned
   program against the live maps: a DATA packet of a session in the map
-  (distinct counters, one call each: a repeat would be a replay) and one
-  of an unknown session id (repeat-averaged); their ratios to the smallest
-  size's figures of the same run;
+  (distinct counters, one call each: a repeat would be a replay; 1,000 of
+  them, under the session's packet burst) and one of an unknown session
+  id (repeat-averaged), jvpn/bench/scale_xdp.py. Their ratios are taken
+  side by side: the smallest size's lab stays up (its daemon stopped, its
+  gate and maps kept) while each larger size is measured, and the sets
+  pair, the smallest lab's with this size's, their test runs interleaved
+  call by call, ``xdp_pairs`` (9) times:
+  ``xdp_valid_ratio`` / ``xdp_unknown_ratio`` the median of the pairs'
+  ratios, ``*_ratio_range`` their least and greatest, ``*_pair_ratios``
+  each pair's, ``xdp_valid_ns`` / ``xdp_unknown_ns`` the median of this
+  size's sets and ``xdp_valid_ref_ns`` / ``xdp_unknown_ref_ns`` of the
+  reference's (the smallest size itself: 9 sets of its own, ratio 1.0);
   with ``daemon_cpu_during_xdp_s``, the daemon's CPU seconds meanwhile;
-  ``quiet``: the same runs (another session) once the daemon used under
-  5 % of a core for half a second (``daemon_quiet_wait_s``, at most 60 s),
-  with their own ratios: whether the daemon's work on the other core of a
-  two-core machine (after a restore of 1M, a listing) slows the first;
+  ``quiet``: the same pairs again (other sessions) once the daemon used
+  under 5 % of a core for half a second (``daemon_quiet_wait_s``, at most
+  60 s): whether the daemon's work on the other core of a two-core machine
+  (after a restore of 1M, a listing) slows the test runs;
 - sessions_json_s: `jvpn-xdp sessions --json` (output to /dev/null) timed,
   then daemon_pages_s: its pages asked directly (a longer timeout); both
   first thing once serving, before the XDP test runs (the silence timers'
@@ -34,29 +43,21 @@ of its exchange and from the start to its ACK.
 from __future__ import annotations
 
 import json
-import os
-import statistics
 import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from jvpn import wire
-from jvpn.bench import scale_store
 from jvpn.bench.scale_lab import ScaleLab, start_timeout_s
 from jvpn.bench.scale_reattach import ReattachClient
+from jvpn.bench.scale_xdp import XdpSubject, data_frame, paired, solo  # noqa: F401 - data_frame: the tests' frames
 from jvpn.errors import JvpnError
-from jvpn.gate import abi, testrun, xdp_link
 from jvpn.gateway.operator import SOCKET_NAME
-from jvpn.lab import frames
 from jvpn.lab.addresses import GW_IP, PORT
 
 DEFAULT_SIZES = (1_000, 100_000, 1_000_000)
-VALID_SINGLES = 1_000  # under the session's packet burst (GateConfig.session_burst_packets)
-UNKNOWN_REPEAT, UNKNOWN_BATCHES = 20_000, 5
 # the maps sized by --max-sessions (the others have sizes of their own)
 SESSION_MAPS = ("sessions", "session_rt")
-FIRST_COUNTER = 1_000  # above the stored replay ceiling (scale_store.CEILING)
 # a clean stop writes each session's exact ceiling (one transaction each):
 # past this the restart is measured after a SIGKILL (a crash) instead
 RESTART_STOP_S = 180
@@ -65,24 +66,48 @@ PAGE_TIMEOUT_S = 300  # the CLI waits 10 s (jvpn/operator.py DEFAULT_TIMEOUT_S)
 
 
 def run_scale_bench(sizes: list[int], progress: Callable[[str], None] = lambda _p: None,
-                    lab_factory=ScaleLab) -> dict:
-    """One lab per size, smallest first; the restart at the largest."""
+                    lab_factory=ScaleLab, measure=None, restart_of=None) -> dict:
+    """One lab per size, smallest first; the restart at the largest. The
+    smallest size's lab stays up (its daemon stopped, its gate and maps
+    kept) until the last size is measured: the reference each larger size's
+    XDP figures are taken beside (jvpn/bench/scale_xdp.py). Every lab is
+    torn down on every way out."""
+    measure, restart_of = measure or measure_size, restart_of or measure_restart
     sizes = sorted(set(sizes))
-    by_size, restart = {}, {}
-    for n in sizes:
-        lab = lab_factory(n, progress)
-        try:
+    by_size, restart, up, reference = {}, {}, [], None
+    try:
+        for n in sizes:
+            lab = lab_factory(n, progress)
+            up.append(lab)
             lab.up()
-            by_size[str(n)] = measure_size(lab, progress)
+            subject = XdpSubject(lab.pin_dir, lab.seed, n)
+            by_size[str(n)] = measure(lab, progress, subject, reference)
             if n == sizes[-1]:
-                restart = measure_restart(lab, progress)
-        finally:
-            progress(f"{n}: cleanup")
-            lab.down()
+                restart = restart_of(lab, progress)
+            if reference is None:
+                reference = subject
+                lab.stop(timeout_s=60)  # idle beside the others: no timers, no storm
+            else:
+                _tear_down([up.pop()], progress)
+    finally:
+        _tear_down(up, progress)
     return assemble(sizes, by_size, restart)
 
 
-def measure_size(lab: ScaleLab, progress: Callable[[str], None]) -> dict:
+def _tear_down(labs: list, progress: Callable[[str], None]) -> None:
+    """Each lab's down, the last made first, whatever the one before raised."""
+    if not labs:
+        return
+    lab = labs.pop()
+    try:
+        progress(f"{lab.sessions}: cleanup")
+        lab.down()
+    finally:
+        _tear_down(labs, progress)
+
+
+def measure_size(lab: ScaleLab, progress: Callable[[str], None], subject: XdpSubject,
+                 reference: XdpSubject | None = None) -> dict:
     n = lab.sessions
     baseline = lab.start("empty")
     time.sleep(1)  # its threads and first tick settled, as the measured one below
@@ -98,10 +123,12 @@ def measure_size(lab: ScaleLab, progress: Callable[[str], None]) -> dict:
     progress(f"{n}: sessions --json")
     listing = listing_figures(lab, daemon, serving_since=started)
     progress(f"{n}: XDP test runs")
-    xdp = xdp_beside(daemon, lambda: xdp_figures(lab.pin_dir, lab.seed, n, n // 2))
+    sets = ((lambda: paired(reference, subject)) if reference
+            else (lambda: solo(subject)))
+    xdp = xdp_beside(daemon, sets)
     progress(f"{n}: XDP test runs once the daemon is quiet")
     waited = daemon.wait_quiet()
-    quiet = xdp_beside(daemon, lambda: xdp_figures(lab.pin_dir, lab.seed, n, n // 2 + 1))
+    quiet = xdp_beside(daemon, sets)
     xdp["quiet"] = {**quiet, "daemon_quiet_wait_s": waited}
     return {"sessions": n, "capacity": lab.capacity, "store_write_s": store_s,
             "sessions_restored": reconciled.get("sessions"),
@@ -180,49 +207,12 @@ def kernel_bytes(pin_dir: Path) -> dict:
 
 
 # ---------------------------------------------------------------- XDP
-def data_frame(seed: scale_store.Seed, i: int, counter: int, sid: int | None = None) -> bytes:
-    """A DATA packet of session ``i`` from its bound address, tagged under
-    its header key (``sid``: another id, an unknown session)."""
-    keys = seed.session_keys(scale_store.session_id(i))
-    b = scale_store.binding(i)
-    hdr = wire.Header(type=abi.MSG_DATA, session_id=sid or keys.session_id, counter=counter)
-    return frames.udp_frame(b.addr, b.port, GW_IP, PORT,
-                            wire.message(hdr, keys.hdr_c2s, b"\0" * 64))
-
-
 def xdp_beside(daemon, measure: Callable[[], dict]) -> dict:
     """``measure()``'s figures and the daemon's CPU seconds meanwhile (its
     work on the other core may slow the test runs)."""
     before = daemon.cpu_s()
     figures = measure()
     return {**figures, "daemon_cpu_during_xdp_s": round(daemon.cpu_s() - before, 3)}
-
-
-def xdp_figures(pin_dir: Path, seed: scale_store.Seed, n: int, i: int) -> dict:
-    """The XDP figures with session ``i``'s packets (its first counters:
-    each session once, a second set of runs takes another one)."""
-    fd = xdp_link.pinned_prog_fd(pin_dir)
-    if fd is None:
-        raise JvpnError(f"no program pinned in {pin_dir}")
-    try:
-        valid = [data_frame(seed, i, FIRST_COUNTER + c) for c in range(VALID_SINGLES)]
-        results = [testrun.run(fd, f) for f in valid]
-        _require_action(results, "XDP_PASS", "a session's DATA packet")
-        unknown = data_frame(seed, i, FIRST_COUNTER, sid=scale_store.session_id(n + 7))
-        _require_action([testrun.run(fd, unknown)], "XDP_DROP", "an unknown session's packet")
-        unknown_ns = statistics.median(testrun.run(fd, unknown, UNKNOWN_REPEAT).duration_ns
-                                       for _ in range(UNKNOWN_BATCHES))
-        return {"xdp_valid_ns": statistics.median(r.duration_ns for r in results),
-                "xdp_unknown_ns": round(unknown_ns, 1)}
-    finally:
-        os.close(fd)
-
-
-def _require_action(results: list, action: str, what: str) -> None:
-    wrong = [r.action_name for r in results if r.action_name != action]
-    if wrong:
-        raise JvpnError(f"{what} got {wrong[0]} from the gate, not {action} "
-                           f"({len(wrong)} of {len(results)})")
 
 
 # ---------------------------------------------------------------- the CLI
@@ -267,19 +257,9 @@ def daemon_pages(lab: ScaleLab) -> dict:
 
 
 # ---------------------------------------------------------------- the JSON
-def _ratios(fig: dict, first: dict) -> None:
-    for name in ("xdp_valid", "xdp_unknown"):
-        base = first.get(f"{name}_ns")
-        fig[f"{name}_ratio"] = (round(fig[f"{name}_ns"] / base, 2) if base else None)
-
-
 def assemble(sizes: list[int], by_size: dict[str, dict], restart: dict) -> dict:
-    """The result: each size's figures, the XDP figures also as ratios to
-    the smallest size's (same run), and the restart."""
-    first = by_size[str(sizes[0])]
-    for n in sizes:
-        _ratios(by_size[str(n)], first)
-        if "quiet" in by_size[str(n)]:
-            _ratios(by_size[str(n)]["quiet"], first.get("quiet", {}))
+    """The result: each size's figures (their XDP ratios measured side by
+    side with the smallest size's lab, jvpn/bench/scale_xdp.py) and the
+    restart."""
     return {"sizes": sizes, "by_size": by_size, "restart": restart,
             "method": "docs/benchmarks.md, section 'bench scale (issue 15)'"}

@@ -157,3 +157,33 @@ def test_bench_scale_prints_one_json_object_and_cleans_up():
     namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert ours not in namespaces
     assert not [p for p in Path("/sys/fs/bpf").iterdir() if p.name.startswith(ours)]
+
+
+def test_bench_scale_takes_each_larger_sizes_xdp_ratio_beside_the_smallest():
+    """Two sizes through the real kernel: the smallest lab stays up while
+    the larger one is measured, and the larger size's XDP ratios are the
+    pairs' (reference set, size-N set, ... each pair's ratio, their median
+    and range); both labs are gone afterwards."""
+    cli = Path(sys.executable).with_name("jvpn-xdp")
+    proc = subprocess.Popen([str(cli), "bench", "scale", "--sizes", "2000,200", "--handshakes",
+                             "0", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr
+    result = json.loads(stdout)
+    assert result["sizes"] == [200, 2000]
+    small, big = result["by_size"]["200"], result["by_size"]["2000"]
+    assert small["xdp_valid_ratio"] == 1.0 and small["xdp_pairs"] == 0
+    for fig in (big, big["quiet"]):
+        assert fig["xdp_pairs"] == 9
+        for name in ("xdp_valid", "xdp_unknown"):
+            ratios = fig[f"{name}_pair_ratios"]
+            assert len(ratios) == 9 and all(r > 0 for r in ratios)
+            low, high = fig[f"{name}_ratio_range"]
+            assert low == min(ratios) <= fig[f"{name}_ratio"] <= high == max(ratios)
+            assert fig[f"{name}_ns"] > 0 and fig[f"{name}_ref_ns"] > 0
+    assert big["sessions_restored"] == 2000 and result["restart"]["sessions"] == 2000
+    ours = f"jl{proc.pid}x"
+    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert ours not in namespaces
+    assert not [p for p in Path("/sys/fs/bpf").iterdir() if p.name.startswith(ours)]
