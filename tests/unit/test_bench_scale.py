@@ -179,6 +179,14 @@ def test_each_set_takes_a_fresh_session_and_never_a_used_counter():
                      (2, first + step), (3, first + step)]
 
 
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_the_smallest_sizes_sets_take_sessions_they_hold(n):
+    """Review k20rall F3: `--sizes 1` and `2` are accepted, and the old quiet
+    set sent session n // 2 + 1's packets, a session those stores lack."""
+    subject = scale_xdp.XdpSubject("pins", "seed", n, make_set=lambda *a: a[3])
+    assert all(0 <= subject.next_set() < n for _ in range(4 * n + 20))
+
+
 def test_the_json_keeps_each_sizes_figures():
     small, big = {**_figures(200, 40), "xdp_valid_ratio": 1.0}, _figures(300, 50)
     out = scale.assemble([1000, 100_000], {"1000": small, "100000": big}, {"sessions": 100_000})
