@@ -1,4 +1,4 @@
-"""Review k20r3 of e2e7848 (cli/views.py ``_Followed``): the CLI's refusal of
+"""Review k20r3 of e2e7848 (both fixed) (cli/views.py ``_Followed``): the CLI's refusal of
 daemon paging that makes no progress.
 
 1. It keeps every cursor it followed, whole, for the listing's life: a
@@ -52,7 +52,7 @@ def _page(rows=(), nxt=None):
             "rows": [[f"{i:016x}", "ACTIVE", [], 3] for i in rows], "next": nxt}
 
 
-def test_k20r3_followed_cursors_are_not_kept_whole(root, monkeypatch):
+def test_followed_cursors_are_not_kept_whole(root, monkeypatch):
     """60 pages of one row each, every cursor 1 MiB and fresh (the fake
     daemon keeps none): the CLI's peak memory must not grow with the
     cursors it followed (a page or two in flight: a few MiB). On main it
@@ -102,7 +102,7 @@ class _Daemon:
         return _page(rows, nxt)
 
 
-def test_k20r3_a_resumed_listing_of_an_honest_daemon_is_listed(root, monkeypatch):
+def test_a_resumed_listing_of_an_honest_daemon_is_listed(root, monkeypatch):
     """MAX 40 sessions, pages of 10: the bound lets 4 pages through. The
     daemon holds 40 sessions (ids 0..39); the reader reads page 1, pauses
     past TTL_S (the snapshot expires); meanwhile sessions 0..9 ended and 10
@@ -133,3 +133,28 @@ def test_k20r3_a_resumed_listing_of_an_honest_daemon_is_listed(root, monkeypatch
     assert daemon.most_held <= abi.MAX_SESSIONS_RANGE[1]
     assert r.exit_code == 0, r.output[-400:]
     assert r.output.count('"session_id"') == 50
+
+
+def test_a_daemon_that_expires_every_page_is_refused_after_max_resumes(root, monkeypatch):
+    """Each resumed listing gets the page bound afresh (above), so resumes
+    themselves are bounded: a daemon answering 'expired' to every cursor
+    and one new row to every ``after`` is refused in one line."""
+    asked = []
+
+    def daemon(app, op, socket_path=None, **args):
+        asked.append(args)
+        if args.get("close"):
+            return {}
+        if "cursor" in args:
+            raise JvpnError("sessions: that listing is over or expired: list again")
+        n = int(args["after"], 16) + 1 if "after" in args else 0
+        return _page([n], nxt=f"c{n}")
+
+    monkeypatch.setattr(app_mod.App, "ask_daemon", daemon)
+    r = CliRunner().invoke(cli, ["sessions", "--json"])
+    assert r.exit_code == 1 and "resumed more than" in r.output, r.output[-300:]
+    assert "Traceback" not in r.output
+    resumes = sum(1 for a in asked if "after" in a)
+    # the fetching thread runs up to PAGES_AHEAD pages ahead of the check
+    assert views._Followed.MAX_RESUMES < resumes <= (views._Followed.MAX_RESUMES + 1
+                                                     + views.PAGES_AHEAD)
