@@ -1,4 +1,5 @@
-"""Review k20r3 of a3bc100 (jvpn/gateway/key_nudge.py): the rekey nudge's
+"""Review k20r3 of a3bc100 (fixed: a step back restarts the pace from now)
+(jvpn/gateway/key_nudge.py): the rekey nudge's
 pace reads a wall clock behind the last nudge as a new start. A clock
 stepped back again and again (an NTP source an on-path party spoofs, two
 time daemons fighting, a VM's clock) sends one nudge a step: here 2 ms of
@@ -16,7 +17,7 @@ from jvpn.config import REKEY_NUDGE_MS
 from jvpn.session import State
 
 
-def test_k20r3_nudges_stay_paced_while_the_wall_clock_steps_back(tmp_path, gate):  # noqa: F811
+def test_nudges_stay_paced_while_the_wall_clock_steps_back(tmp_path, gate):  # noqa: F811
     gw, clock, b, sid = _degraded(tmp_path, gate)
     b.online = False
     clock.ms += 3_000
