@@ -197,7 +197,9 @@ class DaemonPages:
                 last = rows[-1][0] if rows else last
                 if page.get("next") is None:
                     return
-                page = self._next()
+                page, resumed = self._next()
+                if resumed:
+                    followed.resumed()
         finally:
             self.close()
 
@@ -228,16 +230,17 @@ class DaemonPages:
     def _fetch(self, page: dict) -> None:
         try:
             while (cursor := page.get("next")) is not None and not self._closed.is_set():
-                page = self._page_after(cursor, page)
+                page, resumed = self._page_after(cursor, page)
                 if not self._got(page):
                     return
-                self._put((page, None))
+                self._put((page, None, resumed))
         except BaseException as e:  # noqa: BLE001 - raised again in the reading thread
-            self._put((None, e))
+            self._put((None, e, False))
 
-    def _page_after(self, cursor: str, before: dict) -> dict:
+    def _page_after(self, cursor: str, before: dict) -> tuple[dict, bool]:
+        """The page after ``before``, and whether it is a resumed listing's."""
         try:
-            return self._ask(cursor=cursor)
+            return self._ask(cursor=cursor), False
         except NoDaemon:
             raise
         except JvpnError as expired:
@@ -248,7 +251,7 @@ class DaemonPages:
             first = _first_id(page)
             if first is not None and first <= last:  # a daemon that cannot resume
                 raise expired from None
-            return page
+            return page, True
 
     def _put(self, item) -> None:
         while not self._closed.is_set():  # a reader that stopped reading frees the thread
@@ -258,43 +261,62 @@ class DaemonPages:
             except queue.Full:
                 continue
 
-    def _next(self) -> dict:
-        page, failed = self._pages.get()
+    def _next(self) -> tuple[dict, bool]:
+        """The next page, and whether it starts a resumed listing."""
+        page, failed, resumed = self._pages.get()
         if failed is not None:
             raise failed
-        return page
+        return page, resumed
 
 
 class _Followed:
     """The cursors a listing followed: a daemon's paging must make progress
     (review k19r2: empty pages with a ``next`` forever made the CLI loop).
     An honest daemon (jvpn/gateway/operator_pages.py) answers a ``next``
-    only with a full page of fresh rows, under a fresh random cursor, and
-    holds at most abi.MAX_SESSIONS_RANGE[1] sessions; a resumed listing
-    (past the last id read) goes on from there. Anything else is refused
-    in one line: ambiguity is failure."""
+    only with a full page of fresh rows, under a fresh random cursor of 16
+    hex digits, and holds at most abi.MAX_SESSIONS_RANGE[1] sessions. A
+    resumed listing (a new snapshot past the last id read, after the
+    daemon's expired) may list that many again (sessions that ended among
+    the rows read, new ones past them: review k20r3 F2): each gets the
+    bound afresh, and a listing resumes at most MAX_RESUMES times.
+    Anything else is refused in one line: ambiguity is failure."""
+
+    MAX_RESUMES = 64  # a reader paused past the daemon's TTL that often in one listing
+    MAX_CURSOR = 64  # characters: a cursor is kept, and a long one is no daemon's
 
     def __init__(self):
         # the pages before the last one: full pages of what a daemon can hold
         self.most = max(0, -(-abi.MAX_SESSIONS_RANGE[1] // SESSIONS_PAGE) - 1)
         self.cursors: set[str] = set()
+        self.this_snapshot, self.resumes = 0, 0
+
+    def resumed(self) -> None:
+        """The next page starts a new snapshot at the daemon (``after``)."""
+        self.resumes += 1
+        if self.resumes > self.MAX_RESUMES:
+            raise JvpnError(f"the gateway daemon's sessions listing expired and was "
+                            f"resumed more than {self.MAX_RESUMES} times: not listed")
+        self.this_snapshot = 0
 
     def check(self, cursor, rows: list) -> None:
         """Before a page's rows are used, its ``next`` (None: the last page)."""
         if cursor is None:
             return
-        if type(cursor) is not str:
-            raise JvpnError("the gateway daemon's sessions page is malformed "
-                            f"(a next cursor of type {type(cursor).__name__})")
+        if type(cursor) is not str or len(cursor) > self.MAX_CURSOR:
+            what = (f"of type {type(cursor).__name__}" if type(cursor) is not str
+                    else f"of {len(cursor)} characters")
+            raise JvpnError(f"the gateway daemon's sessions page is malformed "
+                            f"(a next cursor {what})")
         if not rows or cursor in self.cursors:
             raise JvpnError("the gateway daemon's sessions listing makes no progress ("
                             + ("a page without rows" if not rows else "a cursor it sent before")
                             + " and a next cursor): not listed")
-        if len(self.cursors) >= self.most:
+        if self.this_snapshot >= self.most:
             raise JvpnError(f"the gateway daemon's sessions listing goes on past "
                             f"{self.most + 1} pages of {SESSIONS_PAGE} rows, more than a "
                             f"daemon holds ({abi.MAX_SESSIONS_RANGE[1]} sessions): not listed")
         self.cursors.add(cursor)
+        self.this_snapshot += 1
 
 
 def _checked_rows(page: dict, last: str) -> list[tuple]:

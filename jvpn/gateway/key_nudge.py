@@ -31,9 +31,13 @@ class RekeyNudge:
             self.sent_ms.pop(sid, None)
             return
         last = self.sent_ms.get(sid)
-        # a clock read before the last nudge (stepped back) paces from now:
-        # waiting out the step would hold the session DEGRADED that long
-        if last is not None and 0 <= now - last < self.every_ms:
+        if last is not None and now < last:
+            # the clock stepped back: the pace starts again from now, one
+            # interval (waiting out the step held the session DEGRADED that
+            # long; sending at once sent one a step: review k20r3 F3)
+            self.sent_ms[sid] = now
+            return
+        if last is not None and now - last < self.every_ms:
             return
         self.sent_ms[sid] = now
         try:
