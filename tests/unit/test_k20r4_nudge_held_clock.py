@@ -35,3 +35,24 @@ def test_a_wall_clock_held_by_small_steps_back_still_gets_nudges(tmp_path, gate)
     assert gw.table.get(sid).record.state is State.DEGRADED
     sent = len(gw.sock.sent) - n
     assert sent >= 30, f"{sent} nudges in 60 s of real time while the wall clock was held"
+
+
+def test_a_wall_clock_swinging_back_and_forth_sends_no_nudge_a_swing(tmp_path, gate):  # noqa: F811
+    """The other side of ef0500f: k20r3 F3 (one nudge a step back) comes
+    back with a clock that swings: stepped forward REKEY_NUDGE_MS, back
+    again, forward... Each step back restarts the pace from the low
+    reading, the next step forward is then a whole interval past it: one
+    nudge a swing, here 5 in 10 ms of real time (pace: one a second)."""
+    gw, clock, b, sid = _degraded(tmp_path, gate)
+    b.online = False
+    clock.ms += 3_000
+    b.tick()  # a nudge
+    n = len(gw.sock.sent)
+    for _ in range(5):  # 1 ms of real time a tick
+        clock.ms -= 1_000
+        b.tick()
+        clock.ms += 1_000
+        b.tick()
+    assert gw.table.get(sid).record.state is State.DEGRADED
+    sent = len(gw.sock.sent) - n
+    assert sent <= 1, f"{sent} nudges within 10 ms of real time"
