@@ -1,4 +1,4 @@
-"""Review k20r4 of aa559a0 (`bench scale`: the smallest lab kept up as the
+"""Review k20r4 of aa559a0 (fixed; `bench scale`: the smallest lab kept up as the
 XDP reference, jvpn/bench/scale.py, scale_xdp.py)."""
 
 from __future__ import annotations
