@@ -278,24 +278,27 @@ class _Followed:
     resumed listing (a new snapshot past the last id read, after the
     daemon's expired) may list that many again (sessions that ended among
     the rows read, new ones past them: review k20r3 F2): each gets the
-    bound afresh, and a listing resumes at most MAX_RESUMES times.
-    Anything else is refused in one line: ambiguity is failure."""
+    bound afresh, and a listing resumes at most once a page of the largest
+    daemon's listing (a reader under `| less` may pause past the daemon's
+    TTL on every page: review k20r4 F1). Anything else is refused in one
+    line: ambiguity is failure."""
 
-    MAX_RESUMES = 64  # a reader paused past the daemon's TTL that often in one listing
     MAX_CURSOR = 64  # characters: a cursor is kept, and a long one is no daemon's
 
     def __init__(self):
         # the pages before the last one: full pages of what a daemon can hold
         self.most = max(0, -(-abi.MAX_SESSIONS_RANGE[1] // SESSIONS_PAGE) - 1)
+        self.max_resumes = self.most + 1
         self.cursors: set[str] = set()
         self.this_snapshot, self.resumes = 0, 0
 
     def resumed(self) -> None:
         """The next page starts a new snapshot at the daemon (``after``)."""
         self.resumes += 1
-        if self.resumes > self.MAX_RESUMES:
+        if self.resumes > self.max_resumes:
             raise JvpnError(f"the gateway daemon's sessions listing expired and was "
-                            f"resumed more than {self.MAX_RESUMES} times: not listed")
+                            f"resumed more than {self.max_resumes} times, once a page "
+                            f"of the largest daemon's listing: not listed")
         self.this_snapshot = 0
 
     def check(self, cursor, rows: list) -> None:

@@ -100,8 +100,10 @@ def _tear_down(labs: list, progress: Callable[[str], None]) -> None:
         return
     lab = labs.pop()
     try:
-        progress(f"{lab.sessions}: cleanup")
-        lab.down()
+        try:  # a progress line that fails (a stream gone) leaves no lab up (review k20r4 F5)
+            progress(f"{lab.sessions}: cleanup")
+        finally:
+            lab.down()
     finally:
         _tear_down(labs, progress)
 

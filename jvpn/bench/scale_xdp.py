@@ -145,7 +145,9 @@ def paired(reference: XdpSubject, subject: XdpSubject, pairs: int = PAIRS,
     out: dict = {"xdp_pairs": pairs}
     for name in FIGURES:
         key = f"{name}_ns"
-        ratios = [s[key] / r[key] for r, s in zip(refs, subs, strict=True) if r[key] > 0]
+        # a pair with a 0 ns figure on either side measured nothing (review k20r4 F4)
+        ratios = [s[key] / r[key] for r, s in zip(refs, subs, strict=True)
+                  if r[key] > 0 and s[key] > 0]
         out[key] = statistics.median(s[key] for s in subs)
         out[f"{name}_ref_ns"] = statistics.median(r[key] for r in refs)
         out[f"{name}_ratio"] = round(statistics.median(ratios), 3) if ratios else None

@@ -128,7 +128,7 @@ class Gateway(GateWatch, Reconcile, OperatorActions, TimerChecks):
             rekey=RekeyControl(table=self.table, server=self.rekey, events=events,
                                incidents=self.incidents))
         self.probes, self.datapath = self._probes(), self._datapath()
-        self.rekey_nudge = RekeyNudge(self.sender, self.incidents)  # out of DEGRADED by expiry
+        self.rekey_nudge = RekeyNudge(self.sender, self.incidents, lambda: self.table.timer_ms())
         self._contain_store_watch()
         self.operator = operations.open_server(self, operator_socket)
 

@@ -10,6 +10,8 @@ like the RESP that follows): no data flows under expired keys."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from jvpn.config import REKEY_NUDGE_MS
 from jvpn.gate import abi
 from jvpn.gateway import key_age
@@ -18,9 +20,17 @@ from jvpn.tunnel import FLAG_REKEY, CounterUnavailable
 
 
 class RekeyNudge:
-    def __init__(self, sock, incidents, every_ms: int = REKEY_NUDGE_MS):
+    """``timer_ms``: the pace's clock, one never set back (the session
+    table's, CLOCK_BOOTTIME; a test's). The wall clock says whether the
+    keys expired; pacing by it, a clock stepped back held the nudges for
+    the length of the step, or sent one a step, or none while it was held
+    (reviews k20fix, k20r3 F3, k20r4 F2/F3)."""
+
+    def __init__(self, sock, incidents, timer_ms: Callable[[], int],
+                 every_ms: int = REKEY_NUDGE_MS):
         self.sock, self.incidents, self.every_ms = sock, incidents, every_ms
-        self.sent_ms: dict[int, int] = {}  # sid -> when its last nudge left
+        self.timer_ms = timer_ms
+        self.sent_ms: dict[int, int] = {}  # sid -> when its last nudge left (timer_ms)
 
     def tick(self, live, now: int, policy) -> None:
         """The timer's, for one served session."""
@@ -30,16 +40,10 @@ class RekeyNudge:
                 or not key_age.expired(live, now, policy)):  # quarantined: no element
             self.sent_ms.pop(sid, None)
             return
-        last = self.sent_ms.get(sid)
-        if last is not None and now < last:
-            # the clock stepped back: the pace starts again from now, one
-            # interval (waiting out the step held the session DEGRADED that
-            # long; sending at once sent one a step: review k20r3 F3)
-            self.sent_ms[sid] = now
+        last, at = self.sent_ms.get(sid), self.timer_ms()
+        if last is not None and at - last < self.every_ms:
             return
-        if last is not None and now - last < self.every_ms:
-            return
-        self.sent_ms[sid] = now
+        self.sent_ms[sid] = at
         try:
             msg = live.channel.seal(b"", abi.MSG_KEEPALIVE, FLAG_REKEY)
             if self.sock.sendto(msg, (rec.binding.addr, rec.binding.port)):
@@ -60,4 +64,5 @@ class RekeyNudge:
                 or not key_age.expired(live, now, policy)):
             return None
         last = self.sent_ms.get(rec.session_id)
-        return now if last is None or last > now else last + self.every_ms
+        # the pace's time left, on the wall clock the timer queue runs on
+        return now if last is None else now + max(0, last + self.every_ms - self.timer_ms())

@@ -25,11 +25,14 @@ def gate(request):
     return UserspaceGate() if request.param == "model gate" else AdmitAll()
 
 
-def _degraded(tmp_path, gate):
+def _degraded(tmp_path, gate, timer: Clock | None = None):
+    """A session DEGRADED by expired keys; ``timer``: the gateway's timer
+    clock apart from its wall clock (the test steps the wall clock alone)."""
     clock = Clock()
+    apart = {"timer_ms": timer} if timer is not None else {}
     gw = make_gateway(tmp_path, gate=gate, clock=clock,
                       policy=policy(rekey_after_ms=1_000, reject_after_ms=2_000,
-                                    expiry_terminates=False))
+                                    expiry_terminates=False), **apart)
     b = Bridge(gw, clock)
     b.client.send_data(ipv4(PEER_INNER[0]))  # confirms the session
     b.pump()
@@ -110,17 +113,19 @@ def test_a_nudge_is_counted_by_the_timer_in_fields_of_its_own(tmp_path, gate):
 def test_a_wall_clock_stepped_back_does_not_stop_the_nudges(tmp_path, gate):
     """Review k20fix's list: the pace compared the wall clock with the last
     nudge's time, so a step back held every DEGRADED session's nudges, and
-    its way back to ATTACHED, for the length of the step."""
-    gw, clock, b, sid = _degraded(tmp_path, gate)
+    its way back to ATTACHED, for the length of the step. The pace is the
+    timer clock's now (never set back): one a second of it, step or none."""
+    timer = Clock()
+    gw, clock, b, sid = _degraded(tmp_path, gate, timer)
     b.online = False
     clock.ms += 3_000
-    b.tick()  # a nudge, at the clock's 5 s
+    timer.ms += 3_000
+    b.tick()  # a nudge
     n = len(gw.sock.sent)
-    clock.ms -= 2_500  # the gateway's clock stepped back (keys still expired)
+    clock.ms -= 2_500  # the gateway's wall clock stepped back (keys still expired)
     for _ in range(2):
         clock.ms += 1_000
+        timer.ms += 1_000
         b.tick()
     assert gw.table.get(sid).record.state is State.DEGRADED
-    # paced again from the first tick after the step: one interval later, one
-    # nudge (none for the step's 2.5 s before; review k20r3 F3: never one a step)
-    assert len(gw.sock.sent) - n == 1
+    assert len(gw.sock.sent) - n == 2
