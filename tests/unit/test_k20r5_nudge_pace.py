@@ -53,7 +53,7 @@ def test_k20r5_a_frozen_wall_clock_still_gets_nudges(tmp_path, gate):  # noqa: F
     """F2: a minute of the timer clock, a tick every 100 ms (TIMER_TICK_S),
     the wall clock not moving: the next nudge is queued at the wall clock's
     now + 1 s, never reached."""
-    gw, clock, timer, b, sid, n = _nudged(tmp_path, gate)
+    gw, _clock, timer, b, sid, n = _nudged(tmp_path, gate)
     for _ in range(600):
         timer.ms += 100
         b.tick()
