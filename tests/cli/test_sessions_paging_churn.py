@@ -54,7 +54,7 @@ def _reply(ids, nxt):
             "rows": [[f"{i:016x}", "ACTIVE", [], 3] for i in ids], "next": nxt}
 
 
-def test_k20r5_a_paused_reader_of_an_honest_daemon_with_churn_is_listed(root, monkeypatch):
+def test_a_paused_reader_of_an_honest_daemon_with_churn_is_listed(root, monkeypatch):
     monkeypatch.setattr(operator_pages.snapshot, "references",
                         lambda gw: (list(gw.lives), {}))
     monkeypatch.setattr(operator_pages.snapshot, "session_values",
@@ -89,7 +89,7 @@ def test_k20r5_a_paused_reader_of_an_honest_daemon_with_churn_is_listed(root, mo
     assert r.output.count('"session_id"') == len(set(listed))
 
 
-def test_k20r5_a_page_with_more_rows_than_asked_and_a_next_is_refused(root, monkeypatch):
+def test_a_page_with_more_rows_than_asked_and_a_next_is_refused(root, monkeypatch):
     """Four pages of 20 rows (80 rows, twice what a daemon holds) from one
     snapshot, each with a fresh cursor: no honest daemon's listing."""
     def daemon(app, op, socket_path=None, **args):
