@@ -197,9 +197,7 @@ class DaemonPages:
                 last = rows[-1][0] if rows else last
                 if page.get("next") is None:
                     return
-                page, resumed = self._next()
-                if resumed:
-                    followed.resumed()
+                page = self._next()
         finally:
             self.close()
 
@@ -230,17 +228,16 @@ class DaemonPages:
     def _fetch(self, page: dict) -> None:
         try:
             while (cursor := page.get("next")) is not None and not self._closed.is_set():
-                page, resumed = self._page_after(cursor, page)
+                page = self._page_after(cursor, page)
                 if not self._got(page):
                     return
-                self._put((page, None, resumed))
+                self._put((page, None))
         except BaseException as e:  # noqa: BLE001 - raised again in the reading thread
-            self._put((None, e, False))
+            self._put((None, e))
 
-    def _page_after(self, cursor: str, before: dict) -> tuple[dict, bool]:
-        """The page after ``before``, and whether it is a resumed listing's."""
+    def _page_after(self, cursor: str, before: dict) -> dict:
         try:
-            return self._ask(cursor=cursor), False
+            return self._ask(cursor=cursor)
         except NoDaemon:
             raise
         except JvpnError as expired:
@@ -251,7 +248,7 @@ class DaemonPages:
             first = _first_id(page)
             if first is not None and first <= last:  # a daemon that cannot resume
                 raise expired from None
-            return page, True
+            return page
 
     def _put(self, item) -> None:
         while not self._closed.is_set():  # a reader that stopped reading frees the thread
@@ -261,48 +258,45 @@ class DaemonPages:
             except queue.Full:
                 continue
 
-    def _next(self) -> tuple[dict, bool]:
-        """The next page, and whether it starts a resumed listing."""
-        page, failed, resumed = self._pages.get()
+    def _next(self) -> dict:
+        page, failed = self._pages.get()
         if failed is not None:
             raise failed
-        return page, resumed
+        return page
 
 
 class _Followed:
-    """The cursors a listing followed: a daemon's paging must make progress
+    """What a listing followed: a daemon's paging must make progress
     (review k19r2: empty pages with a ``next`` forever made the CLI loop).
     An honest daemon (jvpn/gateway/operator_pages.py) answers a ``next``
-    only with a full page of fresh rows, under a fresh random cursor of 16
-    hex digits, and holds at most abi.MAX_SESSIONS_RANGE[1] sessions. A
-    resumed listing (a new snapshot past the last id read, after the
-    daemon's expired) may list that many again (sessions that ended among
-    the rows read, new ones past them: review k20r3 F2): each gets the
-    bound afresh, and a listing resumes at most once a page of the largest
-    daemon's listing (a reader under `| less` may pause past the daemon's
-    TTL on every page: review k20r4 F1). Anything else is refused in one
-    line: ambiguity is failure."""
+    only with a full page (``SESSIONS_PAGE`` rows, the limit asked) of
+    fresh rows, under a fresh random cursor of 16 hex digits, and holds at
+    most abi.MAX_SESSIONS_RANGE[1] sessions. A listing resumed after the
+    daemon's expired (a reader paused under `| less`) lists a new snapshot
+    past the last id read: sessions that ended among the rows read and new
+    ones past them (reviews k20r3 F2, k20r4 F1, k20r5 F3). So the bound is
+    twice what a daemon holds, however many resumes: its sessions, and as
+    many coming and going meanwhile, in rows and in the full pages they
+    make; ids ascend throughout, and a page with a ``next`` has at least
+    one row and at most the limit (review k20r5 F4). Anything else is
+    refused in one line: ambiguity is failure."""
 
     MAX_CURSOR = 64  # characters: a cursor is kept, and a long one is no daemon's
 
     def __init__(self):
-        # the pages before the last one: full pages of what a daemon can hold
-        self.most = max(0, -(-abi.MAX_SESSIONS_RANGE[1] // SESSIONS_PAGE) - 1)
-        self.max_resumes = self.most + 1
+        held = abi.MAX_SESSIONS_RANGE[1]
+        self.max_rows, self.max_pages = 2 * held, 2 * -(-held // SESSIONS_PAGE)
+        self.rows = 0
         self.cursors: set[str] = set()
-        self.this_snapshot, self.resumes = 0, 0
-
-    def resumed(self) -> None:
-        """The next page starts a new snapshot at the daemon (``after``)."""
-        self.resumes += 1
-        if self.resumes > self.max_resumes:
-            raise JvpnError(f"the gateway daemon's sessions listing expired and was "
-                            f"resumed more than {self.max_resumes} times, once a page "
-                            f"of the largest daemon's listing: not listed")
-        self.this_snapshot = 0
 
     def check(self, cursor, rows: list) -> None:
         """Before a page's rows are used, its ``next`` (None: the last page)."""
+        self.rows += len(rows)
+        if self.rows > self.max_rows or len(self.cursors) >= self.max_pages:
+            raise JvpnError(f"the gateway daemon's sessions listing goes on past "
+                            f"{self.max_rows} rows or {self.max_pages} pages of "
+                            f"{SESSIONS_PAGE}, twice what a daemon holds "
+                            f"({abi.MAX_SESSIONS_RANGE[1]} sessions): not listed")
         if cursor is None:
             return
         if type(cursor) is not str or len(cursor) > self.MAX_CURSOR:
@@ -310,16 +304,14 @@ class _Followed:
                     else f"of {len(cursor)} characters")
             raise JvpnError(f"the gateway daemon's sessions page is malformed "
                             f"(a next cursor {what})")
+        if len(rows) > SESSIONS_PAGE:
+            raise JvpnError(f"the gateway daemon's sessions page is malformed ({len(rows)} "
+                            f"rows and a next cursor, {SESSIONS_PAGE} asked)")
         if not rows or cursor in self.cursors:
             raise JvpnError("the gateway daemon's sessions listing makes no progress ("
                             + ("a page without rows" if not rows else "a cursor it sent before")
                             + " and a next cursor): not listed")
-        if self.this_snapshot >= self.most:
-            raise JvpnError(f"the gateway daemon's sessions listing goes on past "
-                            f"{self.most + 1} pages of {SESSIONS_PAGE} rows, more than a "
-                            f"daemon holds ({abi.MAX_SESSIONS_RANGE[1]} sessions): not listed")
         self.cursors.add(cursor)
-        self.this_snapshot += 1
 
 
 def _checked_rows(page: dict, last: str) -> list[tuple]:

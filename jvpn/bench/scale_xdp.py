@@ -145,11 +145,16 @@ def paired(reference: XdpSubject, subject: XdpSubject, pairs: int = PAIRS,
     out: dict = {"xdp_pairs": pairs}
     for name in FIGURES:
         key = f"{name}_ns"
-        # a pair with a 0 ns figure on either side measured nothing (review k20r4 F4)
-        ratios = [s[key] / r[key] for r, s in zip(refs, subs, strict=True)
-                  if r[key] > 0 and s[key] > 0]
-        out[key] = statistics.median(s[key] for s in subs)
-        out[f"{name}_ref_ns"] = statistics.median(r[key] for r in refs)
+        # a pair with a 0 ns figure on either side measured nothing (review
+        # k20r4 F4): the figures are of the pairs that measured, and none
+        # unless at least half of them did (review k20r5 F5)
+        kept = [(r[key], s[key]) for r, s in zip(refs, subs, strict=True)
+                if r[key] > 0 and s[key] > 0]
+        if 2 * len(kept) < pairs:
+            kept = []
+        ratios = [s / r for r, s in kept]
+        out[key] = statistics.median(s for _r, s in kept) if kept else None
+        out[f"{name}_ref_ns"] = statistics.median(r for r, _s in kept) if kept else None
         out[f"{name}_ratio"] = round(statistics.median(ratios), 3) if ratios else None
         out[f"{name}_ratio_range"] = ([round(min(ratios), 3), round(max(ratios), 3)]
                                       if ratios else None)

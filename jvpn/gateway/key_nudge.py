@@ -36,10 +36,11 @@ class RekeyNudge:
         """The timer's, for one served session."""
         rec = live.record
         sid = rec.session_id
-        if (rec.state is not State.DEGRADED or rec.binding is None or live.quarantined
-                or not key_age.expired(live, now, policy)):  # quarantined: no element
+        if not _nudged(live):
             self.sent_ms.pop(sid, None)
             return
+        if not key_age.expired(live, now, policy):
+            return  # the pace kept: a wall clock swung back over the expiry (review k20r5 F1)
         last, at = self.sent_ms.get(sid), self.timer_ms()
         if last is not None and at - last < self.every_ms:
             return
@@ -58,11 +59,22 @@ class RekeyNudge:
 
     def due_at(self, live, now: int, policy) -> int | None:
         """When ``tick`` sends this session's next nudge (None: it sends
-        none until the session changes: expiry is the key timers' time)."""
+        none until the session changes). A DEGRADED session whose keys the
+        wall clock says have not expired (it was stepped back over the
+        expiry) is due when they do by age, not left to the stranding time
+        (review k20r5 F1); by messages, the data path touches it."""
         rec = live.record
-        if (rec.state is not State.DEGRADED or rec.binding is None or live.quarantined
-                or not key_age.expired(live, now, policy)):
+        if not _nudged(live):
             return None
+        if not key_age.expired(live, now, policy):
+            return max(now, key_age.sealing_since(live, policy) + policy.reject_after_ms)
         last = self.sent_ms.get(rec.session_id)
         # the pace's time left, on the wall clock the timer queue runs on
         return now if last is None else now + max(0, last + self.every_ms - self.timer_ms())
+
+
+def _nudged(live) -> bool:
+    """A session the nudges are for while its keys are expired: DEGRADED,
+    bound, with an element (a quarantined one has none a rekey could bring back)."""
+    rec = live.record
+    return rec.state is State.DEGRADED and rec.binding is not None and not live.quarantined

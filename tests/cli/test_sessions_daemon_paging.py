@@ -87,9 +87,11 @@ def test_pages_beyond_what_a_daemon_holds_are_refused(root, monkeypatch):
     """A row a page, fresh cursors, ids ascending: progress, but more pages
     than any daemon sends. A daemon holds at most abi.MAX_SESSIONS_RANGE[1]
     sessions and answers full pages (SESSIONS_PAGE rows) but the last: 8
-    pages here; a ninth is refused (without it: 300 pages, or forever)."""
+    pages here, 16 with as many sessions coming and going during a resumed
+    listing (review k20r5 F3); a 17th is refused (without the bound: 300
+    pages, or forever)."""
     monkeypatch.setattr(views, "SESSIONS_PAGE", abi.MAX_SESSIONS_RANGE[1] // 8)
-    r, _ = _listed(monkeypatch, lambda n: _page([n], nxt=None if n == 8 else f"c{n}"),
+    r, _ = _listed(monkeypatch, lambda n: _page([n], nxt=None if n == 16 else f"c{n}"),
                    "--json")
     _one_line(r, "pages")
 
@@ -98,7 +100,7 @@ def test_one_row_pages_without_end_stop_at_the_bound(root, monkeypatch):
     monkeypatch.setattr(views, "SESSIONS_PAGE", abi.MAX_SESSIONS_RANGE[1] // 8)
     r, daemon = _listed(monkeypatch, lambda n: _page([n], nxt=f"c{n}"), "--json")
     _one_line(r, "pages")
-    assert daemon.asked <= 8 + 2  # the pages it could send, and what the thread asked ahead
+    assert daemon.asked <= 16 + 2  # the pages it could send, and what the thread asked ahead
 
 
 def test_as_many_pages_as_a_daemon_can_send_are_listed(root, monkeypatch):
