@@ -57,7 +57,7 @@ def _socket_module(recv):
                                  socket=lambda *_a: _Sock(recv))
 
 
-def test_k20r6_a_reply_nested_deeper_than_the_stack_is_one_line(monkeypatch):
+def test_a_reply_nested_deeper_than_the_stack_is_one_line(monkeypatch):
     chunks = iter([DEEP, b""])
     monkeypatch.setattr(operator_mod, "socket", _socket_module(lambda _n: next(chunks)))
     with pytest.raises(JvpnError):  # main: RecursionError (a traceback at the CLI)
@@ -68,7 +68,7 @@ class _TooLong(BaseException):
     """The test's own stop: the CLI still waiting long past its timeout."""
 
 
-def test_k20r6_a_reply_trickled_a_byte_a_second_ends_at_the_timeout(monkeypatch):
+def test_a_reply_trickled_a_byte_a_second_ends_at_the_timeout(monkeypatch):
     """A byte a (fake) second: main waits 10 s per byte, not 10 s for the
     reply, so it is still reading after 600 s (here stopped then)."""
     clock = [time.monotonic()]

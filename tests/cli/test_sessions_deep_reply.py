@@ -41,7 +41,7 @@ class _Sock:
         return next(self.chunks)
 
 
-def test_k20r6_a_deep_reply_to_sessions_is_one_error_line(monkeypatch):
+def test_a_deep_reply_to_sessions_is_one_error_line(monkeypatch):
     monkeypatch.setattr(os, "geteuid", lambda: 0)
     monkeypatch.setattr(loader, "_bcc", lambda: object())
     monkeypatch.setattr(app_mod.App, "attachments", lambda self, iface: [])

@@ -13,12 +13,12 @@ from test_bench_scale_edges import _Subject
 from jvpn.bench import scale_xdp
 
 
-def test_k20r6_solo_a_majority_of_zero_figures_is_no_figure():
+def test_solo_a_majority_of_zero_figures_is_no_figure():
     out = scale_xdp.solo(_Subject([(0, 20)] * 5 + [(150, 20)] * 4), sets=9)
     assert out["xdp_valid_ns"] != 0, out  # "0 ns at this size", measured by nothing
 
 
-def test_k20r6_solo_zero_figures_do_not_pull_the_median():
+def test_solo_zero_figures_do_not_pull_the_median():
     figures = [(0, 20)] * 4 + [(100, 20), (150, 20), (160, 20), (170, 20), (180, 20)]
     out = scale_xdp.solo(_Subject(figures), sets=9)
     assert out["xdp_valid_ns"] == 160, out  # the median of the 5 that measured
