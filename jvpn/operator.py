@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import socket
+import time
 from pathlib import Path
 
 from jvpn.errors import JvpnError
@@ -36,7 +37,7 @@ def call(path: str | Path, op: str, *, timeout_s: float = DEFAULT_TIMEOUT_S, **a
             sock.sendall((json.dumps({**args, "op": op}) + "\n").encode())
         except (BrokenPipeError, ConnectionResetError):
             pass  # refused before our request was read (its reply is already queued)
-        reply = _read_reply(sock, path, op)
+        reply = _read_reply(sock, path, op, time.monotonic() + timeout_s, timeout_s)
     if reply.get("ok") is True:
         return reply.get("result")
     raise OperatorError(str(reply.get("error") or f"{op}: refused without a reason"))
@@ -60,10 +61,18 @@ def _connect(sock: socket.socket, path: Path) -> None:
         raise
 
 
-def _read_reply(sock: socket.socket, path: Path, op: str) -> dict:
+def _read_reply(sock: socket.socket, path: Path, op: str, deadline: float,
+                timeout_s: float) -> dict:
+    """The reply, whole by ``deadline`` (monotonic): a timeout per read
+    would let a reply trickled a byte at a time hold the caller for ever
+    (review k20r6 F2)."""
     chunks, size = [], 0
     try:
         while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            sock.settimeout(left)
             chunk = sock.recv(1 << 16)
             if not chunk:
                 break
@@ -78,7 +87,7 @@ def _read_reply(sock: socket.socket, path: Path, op: str) -> dict:
         still = (f": the {op} may still complete (see `jvpn-xdp events`; a longer "
                  "--timeout waits for it)" if op in ACTIONS else "")
         raise JvpnError(f"{path}: the gateway daemon did not answer within "
-                        f"{sock.gettimeout():g} s{still}") from None
+                        f"{timeout_s:g} s{still}") from None
     except ConnectionResetError:
         if not chunks:
             raise JvpnError(f"{path}: the gateway daemon closed the connection without "
@@ -88,7 +97,7 @@ def _read_reply(sock: socket.socket, path: Path, op: str) -> dict:
                         f"(after {size} bytes)")
     try:
         reply = json.loads(b"".join(chunks))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):  # k20r6 F1: nested
         raise JvpnError(f"{path}: the reply is not JSON (is this a jvpn gateway?)") from None
     if not isinstance(reply, dict):
         raise JvpnError(f"{path}: the reply is not a JSON object")

@@ -22,7 +22,8 @@ of its own (jvpn/bench/scale_store.py); then:
   ratios, ``*_ratio_range`` their least and greatest, ``*_pair_ratios``
   each pair's, ``xdp_valid_ns`` / ``xdp_unknown_ns`` the median of this
   size's sets and ``xdp_valid_ref_ns`` / ``xdp_unknown_ref_ns`` of the
-  reference's (the smallest size itself: 9 sets of its own, ratio 1.0);
+  reference's, of the pairs that measured (no 0 ns figure), none unless
+  half did (the smallest size itself: 9 sets of its own, ratio 1.0);
   with ``daemon_cpu_during_xdp_s``, the daemon's CPU seconds meanwhile;
   ``quiet``: the same pairs again (other sessions) once the daemon used
   under 5 % of a core for half a second (``daemon_quiet_wait_s``, at most

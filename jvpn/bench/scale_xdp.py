@@ -134,8 +134,8 @@ def paired(reference: XdpSubject, subject: XdpSubject, pairs: int = PAIRS,
     with their test runs interleaved; per figure the median of the pairs'
     ratios (subject over reference), their range and every pair's ratio,
     and the median ns of each side's sets (``xdp_valid_ns`` the subject's,
-    ``xdp_valid_ref_ns`` the reference's). A pair whose reference figure
-    is 0 gives no ratio."""
+    ``xdp_valid_ref_ns`` the reference's). Only the pairs that measured
+    (no 0 ns figure on either side) count, and none unless half did."""
     refs, subs = [], []
     for _ in range(pairs):
         with reference.next_set() as r, subject.next_set() as s:
@@ -165,7 +165,8 @@ def paired(reference: XdpSubject, subject: XdpSubject, pairs: int = PAIRS,
 def solo(subject: XdpSubject, sets: int = PAIRS,
          interleave: Callable[[list], list[dict]] = interleaved) -> dict:
     """The reference size itself: ``sets`` sets, the median ns of each
-    figure, its ratio 1.0 (to itself) when it has one."""
+    figure over the sets that measured (none unless half did, as
+    ``paired``: review k20r6 F4), its ratio 1.0 (to itself) when it has one."""
     runs = []
     for _ in range(sets):
         with subject.next_set() as s:
@@ -173,6 +174,7 @@ def solo(subject: XdpSubject, sets: int = PAIRS,
     out: dict = {"xdp_pairs": 0}
     for name in FIGURES:
         key = f"{name}_ns"
-        out[key] = statistics.median(r[key] for r in runs)
-        out[f"{name}_ratio"] = 1.0 if out[key] > 0 else None
+        measured = [r[key] for r in runs if r[key] > 0]
+        out[key] = statistics.median(measured) if 2 * len(measured) >= len(runs) else None
+        out[f"{name}_ratio"] = 1.0 if out[key] else None
     return out
