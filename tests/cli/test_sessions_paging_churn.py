@@ -23,6 +23,7 @@ import types
 
 import pytest
 from click.testing import CliRunner
+from test_sessions_paging_resumed import honest_pages, live
 
 from jvpn.errors import JvpnError
 from jvpn.gate import abi, loader
@@ -45,24 +46,15 @@ def root(monkeypatch):
     monkeypatch.setattr(views, "SESSIONS_PAGE", PAGE)
 
 
-def _live(i):
-    return types.SimpleNamespace(record=types.SimpleNamespace(session_id=i))
-
-
 def _reply(ids, nxt):
     return {"now_ms": 5, "gate": "userspace", "interface": None, "columns": COLS,
             "rows": [[f"{i:016x}", "ACTIVE", [], 3] for i in ids], "next": nxt}
 
 
 def test_a_paused_reader_of_an_honest_daemon_with_churn_is_listed(root, monkeypatch):
-    monkeypatch.setattr(operator_pages.snapshot, "references",
-                        lambda gw: (list(gw.lives), {}))
-    monkeypatch.setattr(operator_pages.snapshot, "session_values",
-                        lambda gw, refs, kernel_rx: [live.record.session_id
-                                                     for live in refs[0]])
     now = [0.0]
-    pages = operator_pages.SessionPages(clock=lambda: now[0])
-    gw = types.SimpleNamespace(lives=[_live(i) for i in range(MAX)])
+    pages = honest_pages(monkeypatch, now)
+    gw = types.SimpleNamespace(lives=[live(i) for i in range(MAX)])
     listed, asked = [], []
 
     def daemon(app, op, socket_path=None, **args):
@@ -74,7 +66,7 @@ def test_a_paused_reader_of_an_honest_daemon_with_churn_is_listed(root, monkeypa
             gone = [x for x in gw.lives if x.record.session_id <= read][:CHURN]
             top = max(x.record.session_id for x in gw.lives)
             gw.lives = [x for x in gw.lives if x not in gone] + [
-                _live(top + 1 + k) for k in range(len(gone))]
+                live(top + 1 + k) for k in range(len(gone))]
             assert len(gw.lives) <= MAX  # the daemon never holds more than it may
         try:
             rows, nxt = pages.page(gw, args)

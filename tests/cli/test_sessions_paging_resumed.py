@@ -42,18 +42,27 @@ def root(monkeypatch):
     monkeypatch.setattr(app_mod.App, "attachments", lambda self, iface: [])
 
 
-def test_a_reader_paused_on_every_page_of_an_honest_daemon_is_listed(root, monkeypatch):
-    monkeypatch.setattr(views, "SESSIONS_PAGE", PAGE)
+def live(session_id: int):
+    """A served session as the daemon's listing reads it (its id alone)."""
+    return types.SimpleNamespace(record=types.SimpleNamespace(session_id=session_id))
+
+
+def honest_pages(monkeypatch, now: list) -> operator_pages.SessionPages:
+    """jvpn/gateway/operator_pages.py's SessionPages, as the daemon runs
+    it, over a gateway whose ``lives`` the test holds (a row: its id), on
+    the clock ``now[0]``."""
     monkeypatch.setattr(operator_pages.snapshot, "references",
                         lambda gw: (list(gw.lives), {}))
     monkeypatch.setattr(operator_pages.snapshot, "session_values",
-                        lambda gw, refs, kernel_rx: [live.record.session_id
-                                                     for live in refs[0]])
+                        lambda gw, refs, kernel_rx: [x.record.session_id for x in refs[0]])
+    return operator_pages.SessionPages(clock=lambda: now[0])
+
+
+def test_a_reader_paused_on_every_page_of_an_honest_daemon_is_listed(root, monkeypatch):
+    monkeypatch.setattr(views, "SESSIONS_PAGE", PAGE)
     now = [0.0]
-    pages = operator_pages.SessionPages(clock=lambda: now[0])
-    gw = types.SimpleNamespace(lives=[
-        types.SimpleNamespace(record=types.SimpleNamespace(session_id=i))
-        for i in range(SESSIONS)])
+    pages = honest_pages(monkeypatch, now)
+    gw = types.SimpleNamespace(lives=[live(i) for i in range(SESSIONS)])
     asked = []
 
     def daemon(app, op, socket_path=None, **args):

@@ -4,6 +4,7 @@ XDP reference, jvpn/bench/scale.py, scale_xdp.py)."""
 from __future__ import annotations
 
 import pytest
+from test_bench_scale import RecordedLab
 
 from jvpn.bench import scale, scale_xdp
 
@@ -47,21 +48,6 @@ def test_a_subject_figure_of_zero_gives_that_pair_no_ratio():
     assert out["xdp_valid_ratio"] != 0.0
 
 
-class _Lab:
-    def __init__(self, sessions, log):
-        self.sessions, self.log = sessions, log
-        self.pin_dir, self.seed = f"pins-{sessions}", "seed"
-
-    def up(self):
-        self.log.append(("up", self.sessions))
-
-    def stop(self, timeout_s):
-        self.log.append(("stop", self.sessions))
-
-    def down(self):
-        self.log.append(("down", self.sessions))
-
-
 def test_every_lab_is_torn_down_when_the_cleanups_progress_line_fails():
     """_tear_down calls ``progress(...cleanup)`` inside the try whose body
     is ``lab.down()``: if the progress line raises (a KeyboardInterrupt
@@ -82,5 +68,5 @@ def test_every_lab_is_torn_down_when_the_cleanups_progress_line_fails():
 
     with pytest.raises((BrokenPipeError, RuntimeError)):
         scale.run_scale_bench([1000, 2000], progress=progress,
-                              lab_factory=lambda n, _p: _Lab(n, log), measure=measure)
+                              lab_factory=lambda n, _p: RecordedLab(n, log), measure=measure)
     assert sorted(e for e in log if e[0] == "down") == [("down", 1000), ("down", 2000)], log

@@ -108,24 +108,3 @@ def test_a_nudge_is_counted_by_the_timer_in_fields_of_its_own(tmp_path, gate):
     row = next(r for r in snapshot.sessions(gw) if r["session_id"] == f"{sid:016x}")
     assert row["tx_packets"] == before_row["tx_packets"] + 1
     assert row["tx_bytes"] == before_row["tx_bytes"] + len(nudge)
-
-
-def test_a_wall_clock_stepped_back_does_not_stop_the_nudges(tmp_path, gate):
-    """Review k20fix's list: the pace compared the wall clock with the last
-    nudge's time, so a step back held every DEGRADED session's nudges, and
-    its way back to ATTACHED, for the length of the step. The pace is the
-    timer clock's now (never set back): one a second of it, step or none."""
-    timer = Clock()
-    gw, clock, b, sid = _degraded(tmp_path, gate, timer)
-    b.online = False
-    clock.ms += 3_000
-    timer.ms += 3_000
-    b.tick()  # a nudge
-    n = len(gw.sock.sent)
-    clock.ms -= 2_500  # the gateway's wall clock stepped back (keys still expired)
-    for _ in range(2):
-        clock.ms += 1_000
-        timer.ms += 1_000
-        b.tick()
-    assert gw.table.get(sid).record.state is State.DEGRADED
-    assert len(gw.sock.sent) - n == 2

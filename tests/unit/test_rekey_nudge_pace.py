@@ -69,3 +69,17 @@ def test_a_wall_clock_swinging_back_and_forth_sends_no_nudge_a_swing(tmp_path, g
         b.tick()
     sent = _nudges_since(gw, sid, n)
     assert sent == 0, f"{sent} nudges within 10 ms of real time"
+
+
+def test_a_wall_clock_stepped_back_does_not_stop_the_nudges(tmp_path, gate):  # noqa: F811
+    """Review k20fix's list: the pace compared the wall clock with the last
+    nudge's time, so a step back held every DEGRADED session's nudges, and
+    its way back to ATTACHED, for the length of the step. The pace is the
+    timer clock's now (never set back): one a second of it, step or none."""
+    gw, clock, timer, b, sid, n = _nudged_degraded(tmp_path, gate)
+    clock.ms -= 2_500  # the gateway's wall clock stepped back (keys still expired)
+    for _ in range(2):
+        clock.ms += 1_000
+        timer.ms += 1_000
+        b.tick()
+    assert _nudges_since(gw, sid, n) == 2
