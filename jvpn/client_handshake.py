@@ -125,7 +125,7 @@ class ClientHandshake:
         sends, wait_end = 0, end
         while sends < 3:
             sends += 1
-            if (held := self._hold_past_refusal(step, seen)) is not None:
+            if (held := self._hold_past_refusal(step, seen, wait_end)) is not None:
                 return held
             self._initiate(step, seen)
             got = self._await_reply(step, wait_end - time.monotonic(), seen,
@@ -141,17 +141,20 @@ class ClientHandshake:
                 wait_end = end
         return None
 
-    def _hold_past_refusal(self, step: _Step, seen: Observed) -> Assignment | None:
+    def _hold_past_refusal(self, step: _Step, seen: Observed,
+                           until: float) -> Assignment | None:
         """Before an initiation: while one stamped now would be refused at
         capacity and answered with a kept attempt's answer again, which
         this client takes no more (``_refused_in_vain_ns``), wait, listening
-        (an answer still counts), ANSWERABLE_SLACK_MS at most a round: the
-        retry then takes the attempt's room instead of costing one more."""
+        (an answer still counts), ANSWERABLE_SLACK_MS at most a round and
+        never past ``until`` (the wait's end, monotonic): the retry then
+        takes the attempt's room instead of costing one more."""
         for _ in range(HOLD_ROUNDS):
             hold_ns = _refused_in_vain_ns(step.inits, self.clock_ms())
-            if hold_ns <= 0:
+            left_s = until - time.monotonic()
+            if hold_ns <= 0 or left_s <= 0:
                 return None
-            hold_s = min(hold_ns / 1e9, ANSWERABLE_SLACK_MS / 1000) + HOLD_MARGIN_S
+            hold_s = min(hold_ns / 1e9, ANSWERABLE_SLACK_MS / 1000, left_s) + HOLD_MARGIN_S
             got = self._await_reply(step, hold_s, seen, cookie_ends=False)
             if isinstance(got, Assignment):
                 return got

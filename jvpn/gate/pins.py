@@ -138,6 +138,11 @@ def value_layout(ctype, names: tuple[str, ...]) -> struct.Struct:
     return struct.Struct(fmt + f"{ctypes.sizeof(ctype) - at}x")
 
 
+def _plain_key(key):
+    """A key as the batch calls give it: an integer key type's as an int."""
+    return key.value if isinstance(key, ctypes._SimpleCData) else key
+
+
 def _copied(item, kind):
     """An element of a reused batch buffer as a value of its own (plain ints
     are copies already; a structure would alias the buffer)."""
@@ -227,8 +232,7 @@ class PinnedMap:
         keys, values = (self.key_type * chunk)(), (self.value_type * chunk)()
         for count in self._lookup_batches(keys, values, chunk):
             if count is None:  # keyed as the batches key: an integer key type's by ints
-                simple = issubclass(self.key_type, ctypes._SimpleCData)
-                yield from ((k.value if simple else k, v) for k, v in self.items())
+                yield from ((_plain_key(k), v) for k, v in self.items())
                 return
             for i in range(count):
                 yield _copied(keys[i], self.key_type), _copied(values[i], self.value_type)
@@ -237,14 +241,14 @@ class PinnedMap:
         """Every key, read in batches as items_batch reads, no value copied
         (a restart's look for stale elements wants the ids only: issue 15).
         An integer key type's keys as ints, with batches or without."""
-        simple = issubclass(self.key_type, ctypes._SimpleCData)
         if self.percpu:
-            yield from (k.value if simple else k for k in self.keys())
+            yield from map(_plain_key, self.keys())
             return
+        simple = issubclass(self.key_type, ctypes._SimpleCData)
         keys, values = (self.key_type * chunk)(), (self.value_type * chunk)()
         for count in self._lookup_batches(keys, values, chunk):
             if count is None:
-                yield from (k.value if simple else k for k in self.keys())
+                yield from map(_plain_key, self.keys())
                 return
             if simple:
                 yield from keys[:count]  # plain values, copies already

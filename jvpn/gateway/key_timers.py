@@ -120,7 +120,9 @@ def due_at(live, now: int, p: Policy) -> int | None:
     """The earliest time ``run`` can change anything for this session (a
     lower bound: a session checked early is checked again, never late).
     ``now`` (the next tick) when something is retried each tick; None:
-    nothing until the session changes (the table reschedules it then)."""
+    nothing until the session changes (the table reschedules it then).
+    Written out again for a restored idle session in idle_due.py: change
+    both (tests/unit/test_idle_due.py holds them equal)."""
     if live.quarantined or live.secrets_unsaved:
         return now  # a refused write or a quarantine to lift: every tick, as before
     times = []

@@ -32,7 +32,9 @@ def due_timer(rec: SessionRecord, last_rx_ms: int, now: int,
 def due_at(rec: SessionRecord, last_rx_ms: int, p: Policy) -> int:
     """The earliest time ``due_timer`` can return an event for this record
     (a lower bound: ``last_rx_ms`` only grows, so a session checked then
-    and found not due is simply checked again later, never late)."""
+    and found not due is simply checked again later, never late).
+    Written out again for a restored idle session in idle_due.py: change
+    both (tests/unit/test_idle_due.py holds them equal)."""
     times = [rec.created_ms + p.max_lifetime_ms + 1]
     if rec.transport_lost_ms:
         times.append(rec.transport_lost_ms + p.transport_lost_ttl_ms + 1)
