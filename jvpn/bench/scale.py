@@ -8,7 +8,10 @@ of its own (jvpn/bench/scale_store.py); then:
   ``bytes_memlock``), their total over N, and per map;
 - daemon_bytes_per_session: the daemon's RSS once serving N sessions less
   its RSS on the empty store (same config, same peers file), over N;
-- reconcile_s: the seconds its Reconciled event reports;
+- reconcile_s: the seconds its Reconciled event reports; reconcile_cpu_s
+  the daemon's CPU seconds meanwhile (its ``cpu_s``, every thread): on a
+  shared two-core machine the wall time moves with the others' load, the
+  CPU time far less (and it is what `reconcile_profile` reports);
 - xdp_valid_ns / xdp_unknown_ns: BPF_PROG_TEST_RUN of the attached, pinned
   program against the live maps: a DATA packet of a session in the map
   (distinct counters, one call each: a repeat would be a replay; 1,000 of
@@ -136,6 +139,7 @@ def measure_size(lab: ScaleLab, progress: Callable[[str], None], subject: XdpSub
     return {"sessions": n, "capacity": lab.capacity, "store_write_s": store_s,
             "sessions_restored": reconciled.get("sessions"),
             "reconcile_s": reconciled.get("seconds"),
+            "reconcile_cpu_s": reconciled.get("cpu_s"),
             "kernel_bytes_per_session": round(kernel["total"] / n, 1),
             "kernel_session_maps_bytes_per_session": round(kernel["per_session_maps"] / n, 1),
             "kernel_bytes_per_map": kernel["maps"],
@@ -171,6 +175,7 @@ def measure_restart(lab: ScaleLab, progress: Callable[[str], None]) -> dict:
     return {"sessions": lab.sessions, "stop_s": stop_s if clean else None,
             "stop": "SIGTERM" if clean else f"SIGKILL after {stop_s} s",
             "reconcile_s": reconciled.get("seconds"),
+            "reconcile_cpu_s": reconciled.get("cpu_s"),
             "sessions_restored": reconciled.get("sessions"),
             "start_to_serving_s": round(serving_s, 3),
             **client_reattach(lab, started)}

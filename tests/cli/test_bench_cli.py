@@ -137,7 +137,9 @@ def test_bench_scale_prints_one_json_object_and_cleans_up():
     assert result["sizes"] == [1000]
     fig = result["by_size"]["1000"]
     assert {"kernel_bytes_per_session", "daemon_bytes_per_session", "reconcile_s",
-            "xdp_valid_ns", "xdp_valid_ratio", "xdp_unknown_ns", "sessions_json_s"} <= set(fig)
+            "reconcile_cpu_s", "xdp_valid_ns", "xdp_valid_ratio", "xdp_unknown_ns",
+            "sessions_json_s"} <= set(fig)
+    assert fig["reconcile_cpu_s"] >= 0 and result["restart"]["reconcile_cpu_s"] >= 0
     assert fig["sessions_restored"] == 1000 and fig["xdp_valid_ratio"] == 1.0
     assert fig["kernel_bytes_per_map"]["sessions"]["max_entries"] == fig["capacity"] == 1024
     assert fig["xdp_valid_ns"] > 0 and fig["xdp_unknown_ns"] > 0 and fig["reconcile_s"] >= 0

@@ -64,6 +64,17 @@ def test_one_record_with_garbage_secrets_costs_that_session_only(tmp_path, colum
     assert events_of(gw.events, "Reconciled")[0]["sessions"] == 19
 
 
+def test_the_reconciled_event_says_its_cpu_seconds_beside_its_wall_seconds(tmp_path):
+    """`bench scale` reports both (reconcile_cpu_s): on a shared machine the
+    wall time moves with the others' load, the process's CPU time far less."""
+    gw = make_gateway(tmp_path, store=_store(tmp_path / "s.db", SIDS), gate=AdmitAll())
+    gw.reconcile()
+    [done] = events_of(gw.events, "Reconciled")
+    assert done["sessions"] == 20
+    assert isinstance(done["cpu_s"], float) and done["cpu_s"] >= 0
+    assert isinstance(done["seconds"], float) and done["seconds"] >= 0
+
+
 def test_a_floor_or_ceiling_stored_as_text_costs_that_session_only(tmp_path):
     store = _store(tmp_path / "s.db", SIDS)
     store._db.execute("UPDATE counter_floors SET floor='many' WHERE session_id=1004")
