@@ -82,8 +82,9 @@ class TimerQueue:
     def pop_due(self, now: int, limit: int | None = None,
                 timer: int | None = None) -> list[int]:
         """The sessions due at ``now`` (the wall clock; ``timer``: the timer
-        clock then, None: one clock, a tool's), at most ``limit``, earliest
-        first, removed (the caller replaces them); the rest stay due."""
+        clock then, None: one clock, a test's: never mix the two on one
+        queue), at most ``limit``, earliest first, removed (the caller
+        replaces them); the rest stay due."""
         while self._nudged:
             self.touch(self._nudged.pop())
         q = self._tick(now, now if timer is None else timer)
