@@ -166,11 +166,15 @@ def test_a_wall_clock_stepped_forward_a_minute_sends_no_session_volatile(tmp_pat
 
 
 def test_a_frozen_wall_clock_still_sends_a_silent_session_volatile(tmp_path):
-    gw, _clock, timer, [live] = _idle(tmp_path, 1)
-    for _ in range(P.heartbeat_volatile_ms // TICK + 1):
+    """And the record's ``transport_lost_ms`` is the wall clock's now less
+    the silence (``last_rx_ms`` is the timer clock's: never written as is)."""
+    gw, clock, timer, [live] = _idle(tmp_path, 1)
+    for _ in range(P.heartbeat_volatile_ms // TICK + 1):  # the last tick: 2.1 s silent
         timer.ms += TICK
         gw.tick()
     assert live.record.state is State.VOLATILE
+    assert live.record.transport_lost_ms == clock.ms - (timer.ms - live.last_rx_ms)
+    assert timer.ms - live.last_rx_ms == P.heartbeat_volatile_ms + TICK
 
 
 def test_a_frozen_wall_clock_still_ends_a_degraded_session_whose_binding_fell_silent(
