@@ -347,7 +347,8 @@ def drain_timers(gw, limit_s: float = DRAIN_LIMIT_S) -> tuple[float, int]:
     restore, ends meanwhile: the VOLATILE storm): (seconds, ticks)."""
     started, ticks = time.perf_counter(), 0
     while time.perf_counter() - started < limit_s and (
-            popped := gw.table.timers.pop_due(gw.clock_ms(), limit=1)):
+            popped := gw.table.timers.pop_due(gw.clock_ms(), limit=1,
+                                                 timer=gw.table.timer_ms())):
         gw.table.timers.touch(popped[0])  # back: looked at by the tick
         ticks += 1
         gw.run_due_timers()

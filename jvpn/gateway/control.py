@@ -227,7 +227,7 @@ class ControlPath(Handshakes):
         churn bounds: issue 10 item 10)."""
         live = self.table.get(sid)
         if live is not None:
-            live.last_rx_ms = self.clock_ms()
+            live.last_rx_ms = self.table.timer_ms()  # the timer clock: Live.last_rx_ms
 
     def _counter(self, sid: int) -> int:
         live = self.table.get(sid)

@@ -129,7 +129,7 @@ class DataPath:
         opened = live.channel.open(msg)
         if opened is None or self._under_expired(live, opened[1]):
             return
-        live.last_rx_ms = self.clock_ms()
+        live.last_rx_ms = self.table.timer_ms()  # the timer clock: Live.last_rx_ms
         if self._count_rx:
             live.traffic.received(len(msg))
         if not live.confirmed:  # delivered only once its confirmation is durable

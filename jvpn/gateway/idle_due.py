@@ -24,9 +24,10 @@ from jvpn.policy import Policy
 from jvpn.session import State
 
 
-def idle_due_at(live: Live, now: int, p: Policy) -> int | None:
+def idle_due_at(live: Live, now: int, p: Policy, lead: int) -> int | None:
     """``_next_due(live)`` at ``now`` for a session restored idle (see the
-    module's text); None for any other (ask ``_next_due``)."""
+    module's text); None for any other (ask ``_next_due``). ``lead``: the
+    wall clock's now less the timer clock's (``Live.heard_ms``)."""
     rec = live.record
     if (rec.state not in AGEING or not live.confirmed or live.quarantined
             or live.secrets_unsaved or live.keys.previous is not None
@@ -45,7 +46,7 @@ def idle_due_at(live: Live, now: int, p: Policy) -> int | None:
         at = min(at, rec.transport_lost_ms + p.transport_lost_ttl_ms + 1)
     state = rec.state
     if state is State.ATTACHED:
-        at = min(at, live.last_rx_ms + p.heartbeat_volatile_ms + 1)
+        at = min(at, live.last_rx_ms + lead + p.heartbeat_volatile_ms + 1)
     elif state is State.VOLATILE:
         at = min(at, rec.last_change_ms + p.volatile_to_degraded_ms + 1)
     elif rec.recovery_deadline_ms is not None:  # RECOVERING

@@ -69,7 +69,7 @@ class RekeyNudge:
         if not key_age.expired(live, now, policy):
             return max(now, key_age.sealing_since(live, policy) + policy.reject_after_ms)
         last = self.sent_ms.get(rec.session_id)
-        # the pace's time left, on the wall clock the timer queue runs on
+        # the pace's time left, as a wall-clock time (the timer queue keeps it as that wait)
         return now if last is None else now + max(0, last + self.every_ms - self.timer_ms())
 
 

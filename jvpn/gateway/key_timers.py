@@ -24,7 +24,7 @@ def run(table, live, now: int, p: Policy) -> None:
     again; the previous epoch has left memory and the element already)."""
     if live.record.state is State.TERMINATED:
         return
-    live.shed_if_idle(now)  # idle: its key bytes stay, its AEAD objects go (issue 15)
+    live.shed_if_idle(table.timer_ms())  # idle: its key bytes stay, its AEAD objects go (issue 15)
     if key_age.expired(live, now, p):
         if _expire(table, live, now, p):
             return
@@ -68,27 +68,28 @@ def expiry(table, live, now: int, p: Policy) -> tuple[Event, str] | None:
     return event, f"keys of epoch {epoch} expired ({age} ms old)"
 
 
-def stranded(live, now: int, p: Policy) -> tuple[Event, str] | None:
+def stranded(live, now: int, p: Policy, heard: int) -> tuple[Event, str] | None:
     """The end of a session DEGRADED with expired keys whose binding fell
     silent (review k16r5 #1): its way back is a rekey from the binding
     (a reattach under expired keys is refused unanswered), so once nothing
     authenticated has come from the binding for ``transport_lost_ttl_ms``
     it is ended, as a transportless session is, and the client's next
-    handshake gets a fresh session instead of a slot held for ever."""
+    handshake gets a fresh session instead of a slot held for ever.
+    ``heard``: ``Live.heard_ms``, the last receive on the wall clock's reckoning."""
     if live.record.state is not State.DEGRADED or not key_age.expired(live, now, p):
         return None
-    if now - live.last_rx_ms <= p.transport_lost_ttl_ms:
+    if now - heard <= p.transport_lost_ttl_ms:
         return None
     return Event.TRANSPORT_TTL_EXPIRED, "keys expired, binding silent too long"
 
 
-def stranded_at(live, now: int, p: Policy) -> int | None:
+def stranded_at(live, now: int, p: Policy, heard: int) -> int | None:
     """The earliest time ``stranded`` can end this session (a lower bound:
     the binding's silence, and the measured epoch's age expiry if not yet
     expired; in DEGRADED no data moves its message count)."""
     if live.record.state is not State.DEGRADED:
         return None
-    silent = live.last_rx_ms + p.transport_lost_ttl_ms + 1
+    silent = heard + p.transport_lost_ttl_ms + 1
     if key_age.expired(live, now, p):
         return silent
     return max(silent, key_age.sealing_since(live, p) + p.reject_after_ms)
@@ -116,7 +117,7 @@ def settle(table, live, rec) -> None:
 MAX_MESSAGES_PER_MS = 10_000
 
 
-def due_at(live, now: int, p: Policy) -> int | None:
+def due_at(live, now: int, p: Policy, heard: int) -> int | None:
     """The earliest time ``run`` can change anything for this session (a
     lower bound: a session checked early is checked again, never late).
     ``now`` (the next tick) when something is retried each tick; None:
@@ -138,5 +139,5 @@ def due_at(live, now: int, p: Policy) -> int | None:
     # sealing object) is shed again at its next check, not on the dot:
     # memory only, nothing a client sees
     if live.holds_aead:  # none made yet (a restored session's channel): nothing to drop
-        times.append(live.last_rx_ms + AEAD_IDLE_MS)
+        times.append(heard + AEAD_IDLE_MS)
     return min(times, default=None)

@@ -243,6 +243,6 @@ class Probes:
         rec = live.record
         from_binding = rec.binding is not None and (src.addr, src.port) == (
             rec.binding.addr, rec.binding.port)
-        age = min(max(0, self.clock_ms() - live.last_rx_ms), wire.RX_AGE_MAX)
+        age = min(max(0, self.table.timer_ms() - live.last_rx_ms), wire.RX_AGE_MAX)
         return (probe_id, rec.state.value, wire.PROBE_FROM_BINDING if from_binding else 0,
                 age, self.policy().version & 0xFFFFFFFF)

@@ -247,7 +247,7 @@ class Reconcile:
         if self.table.get(sid) is not live:
             return
         now = self.clock_ms()
-        at = idle_due_at(live, now, self.policy)  # most restored sessions: their record's
+        at = idle_due_at(live, now, self.policy, now - self.table.timer_ms())  # most: the record's
         if at is None:
             at, now = self._next_due(live), self.clock_ms()
         if at is None or at > now + 1:  # due now (a write to retry): the next tick

@@ -106,6 +106,7 @@ def session_values(gw, now_ms: int | None = None, refs: tuple[list, dict] | None
     itself, in batches)."""
     lives, peers = references(gw) if refs is None else refs
     now = gw.clock_ms() if now_ms is None else now_ms
+    lead = now - gw.table.timer_ms()  # last_rx_ms is on the timer clock (Live): shown on the wall's
     gate, get_peer = gw.gate, peers.get
     rx_of = _rx_reader(gate, kernel_rx)
     out = []
@@ -114,7 +115,7 @@ def session_values(gw, now_ms: int | None = None, refs: tuple[list, dict] | None
         ring = KeyRing.of(keys_now)
         keys_ms = keys_made_ms(rec)  # the one rule, /metrics' too
         out.append([*_identity(rec, get_peer(inner)), rec.state._name_, rec.version, rec.owner,
-                    confirmed, rec.created_ms, rec.key_epoch, keys_ms, last_rx,
+                    confirmed, rec.created_ms, rec.key_epoch, keys_ms, last_rx + lead,
                     *rx_of(rec, traffic), *traffic.sent_so_far(), rec.created_ms,
                     key_age_s(keys_ms, now), rekey,
                     ring.confirmed, ring.previous is not None])  # key_ring_state's, no dict

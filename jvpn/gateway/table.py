@@ -116,7 +116,12 @@ class Live:
     keys: KeyRing  # the live key epochs (jvpn/keys.py); the channel holds the same ring
     _channel: DataChannel | _ChannelPlan  # ``channel``: made at first use after a restore
     inner: bytes  # the client's inner IPv4 address, packed
-    last_rx_ms: int  # written by the data path, and by a proven switch (control.py)
+    # the last authenticated receive on the TIMER clock (the table's
+    # ``timer_ms``, never set back), so that silence is measured in the
+    # gateway's time, not across a wall-clock step (a step forward sent
+    # every session VOLATILE); written by the data path, and by a proven
+    # switch (control.py); ``heard_ms`` gives it on the wall clock
+    last_rx_ms: int
     ceiling: ReplayCeiling  # client counters: delivered only below the durable ceiling
     installed: bool = True  # our element is in the gate (False: adopted, or parked)
     parked: bool = False  # element removed for a handover/fence that did not complete
@@ -219,10 +224,16 @@ class Live:
         ch = self.made_channel
         return ch is not None and ch.holds_aead
 
-    def shed_if_idle(self, now_ms: int) -> None:
-        """The timer's, each tick: an idle session keeps only its key bytes."""
+    def heard_ms(self, lead: int) -> int:
+        """The last receive on the wall clock's current reckoning (``lead``:
+        the wall clock's now less the timer clock's): now less the silence."""
+        return self.last_rx_ms + lead
+
+    def shed_if_idle(self, timer_now: int) -> None:
+        """The timer's, each tick: an idle session keeps only its key bytes
+        (``timer_now``: the timer clock's, as ``last_rx_ms``)."""
         ch = self.made_channel
-        if ch is not None and now_ms - self.last_rx_ms >= AEAD_IDLE_MS:
+        if ch is not None and timer_now - self.last_rx_ms >= AEAD_IDLE_MS:
             ch.shed()
 
     def retire(self) -> int:
@@ -422,13 +433,13 @@ class SessionTable(NewSessions, StandbyWrites, Downstream, OperatorEnds, Pending
         allowed, subnets = self._allowed(inner)
         kept = self.gate.counter_top(sid) if gate_window else 0
         floor = max(rec.c2s_floor, kept) if kept else start_floor(rec.c2s_floor, stored)
-        blind = not kept and not exact and stored > rec.c2s_floor
+        blind = rec.epoch if not kept and not exact and stored > rec.c2s_floor else None
         ceiling = ReplayCeiling(floor, max(stored, ceiling_ahead),
                                 _StoreWrite(self, "raise_replay_ceiling", sid),
                                 breaker=self.ceiling_breaker)
         first = max(first_counter, 1)
-        live = Live(rec, keys, _ChannelPlan(self, first), inner, now, ceiling, installed=False,
-                    blind_epoch=rec.epoch if blind else None, allowed=allowed, subnets=subnets)
+        live = Live(rec, keys, _ChannelPlan(self, first), inner, self.timer_ms(), ceiling,
+                    installed=False, blind_epoch=blind, allowed=allowed, subnets=subnets)
         if not lazy_channel:
             live.channel = self.channel_of(live, first, prewritten)
         live.secrets_unsaved = keys is not stored_keys  # the timer's next tick writes it

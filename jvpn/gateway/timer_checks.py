@@ -12,9 +12,10 @@ can fire, from what it then holds:
   jvpn/gateway/key_nudge.py   the DEGRADED session's rekey nudges
 
 Each is a lower bound (``last_rx_ms`` moves without the lock, and only
-forward): a session looked at early is rescheduled, never late. Anything
-that changes a session under the lock (the table's writes) touches it, and
-a reload's new policy touches them all (once).
+forward; it is on the timer clock: ``Live.heard_ms``): a session looked
+at early is rescheduled, never late. Anything that changes a session
+under the lock (the table's writes) touches it, and a reload's new policy
+touches them all (once).
 
 A mass of timers due at once (many clients silent together: issue 15,
 "Silent clients make a storm") runs a batch at a time: the batch's
@@ -50,8 +51,8 @@ class _Tick:
     """One tick's time (its batches pop what was due then) and the sessions
     its batches looked at."""
 
-    def __init__(self, now: int):
-        self.now, self.seen = now, set()
+    def __init__(self, now: int, timer: int):
+        self.now, self.timer, self.seen = now, timer, set()
 
     def first_time(self, sids: list[int], timers) -> list[int]:
         """Those not looked at yet this tick; the others wait for the next."""
@@ -68,7 +69,7 @@ class TimerChecks:
         """The due sessions' timers, a batch per hold of the control lock,
         until none is due, the gateway stops or the tick's slice is spent."""
         deadline = time.monotonic() + TIMER_SLICE_S
-        tick = _Tick(self.clock_ms())
+        tick = _Tick(self.clock_ms(), self.table.timer_ms())
         while True:
             with self.control:
                 full = self._contained_batch(tick)
@@ -90,7 +91,7 @@ class TimerChecks:
         failed is due again at now + 1, after the tick's time), each at
         most once per tick (one touched again between batches waits for
         the next tick)."""
-        sids = self.table.timers.pop_due(tick.now, limit=TIMER_BATCH)
+        sids = self.table.timers.pop_due(tick.now, limit=TIMER_BATCH, timer=tick.timer)
         batch = [live for live in map(self.table.get, tick.first_time(sids, self.table.timers))
                  if live is not None]
         try:
@@ -147,9 +148,11 @@ class TimerChecks:
         now, p = self.clock_ms(), self.policy
         if live.record.state is State.TERMINATED:
             return now + 1
-        times = [due_at(live.record, live.last_rx_ms, p), key_timers.due_at(live, now, p)]
+        heard = live.heard_ms(now - self.table.timer_ms())
+        times = [due_at(live.record, heard, p), key_timers.due_at(live, now, p, heard)]
         if live.record.state is State.DEGRADED:  # the two others' only state (None otherwise)
-            times += [key_timers.stranded_at(live, now, p), self.rekey_nudge.due_at(live, now, p)]
+            times += [key_timers.stranded_at(live, now, p, heard),
+                      self.rekey_nudge.due_at(live, now, p)]
         return max(min([t for t in times if t is not None]), now + 1)
 
     @property
@@ -176,10 +179,11 @@ class TimerChecks:
         keys = key_timers.expiry(self.table, live, now, p)
         if keys is not None:  # first: the others wait a tick (review k16r2 #3)
             return Due(live, keys[0], keys[1], {}, key_expiry=live.record)
-        stranded = key_timers.stranded(live, now, p)
+        heard = live.heard_ms(now - self.table.timer_ms())
+        stranded = key_timers.stranded(live, now, p, heard)
         if stranded is not None:  # DEGRADED, expired, binding silent (review k16r5 #1)
             return Due(live, stranded[0], stranded[1], {})
-        due = due_timer(live.record, live.last_rx_ms, now, p)
+        due = due_timer(live.record, heard, now, p)
         if due is None:
             return None
         event, detail, changes = due

@@ -11,9 +11,20 @@ schedules its next time from what it then holds. A heap with lazy
 deletion: a superseded entry stays until it surfaces and is skipped; the
 heap is rebuilt when those outnumber the live ones.
 
-Due times are on the gateway's clock, the wall clock (the records' times
-are): a step back of J would delay every entry computed before it by J, so
-a tick that sees the clock go back marks every session due (once per step).
+The records' times, and so the timers' deadlines, are on the wall clock;
+the waiting is on the timer clock (CLOCK_BOOTTIME: never set back). The
+queue keeps its own clock, ``q``: it moves on with the timer clock, and
+with the wall clock only where the wall clock leads the timer clock by
+more than it ever did (a step forward: the deadlines it passed are due,
+those it did not are not). A due time given on the wall clock is kept as
+the same wait on ``q`` (``at + skew``, the skew as of the last tick).
+So a wall clock that is frozen, creeping (held back by steps no tick
+sees), stepped back or swinging back and forth never holds an entry past
+its wait: the caller checks the deadline against the wall clock then,
+and an early look is simply rescheduled by what is left (review k20r5
+F2). A step back no longer makes every session due (once per step: a
+clock swinging each tick had every session looked at every other tick);
+a step forward of J makes due what waits less than J, once.
 The data thread cannot write the heap (the tick pops it under the control
 lock): it ``nudge``s a session, taken in at the next tick."""
 
@@ -30,7 +41,8 @@ class TimerQueue:
     def __init__(self):
         self._heap: list[tuple[int, int]] = []  # (due ms, session id), stale ones included
         self._due: dict[int, int] = {}  # session id -> its live entry's due ms
-        self._latest: int | None = None  # the latest clock a tick saw
+        self._clock: _QueueClock | None = None  # ``q`` (None: no tick yet, q = wall)
+        self._skew = 0  # q - wall clock, as of the last tick
         self._nudged: list[int] = []  # touched from another thread (append, pop: atomic)
         self._filling = False  # ``filling``: due times only, the heap built at the end
 
@@ -38,7 +50,9 @@ class TimerQueue:
         return len(self._due)
 
     def due_time(self, sid: int) -> int | None:
-        return self._due.get(sid)
+        """On the wall clock (as of the last tick); NOW: at the next tick."""
+        at = self._due.get(sid)
+        return at if at is None or at == NOW else at - self._skew
 
     def touch(self, sid: int) -> None:
         """Something changed the session: its timers are looked at next tick."""
@@ -46,6 +60,7 @@ class TimerQueue:
 
     def schedule(self, sid: int, at: int) -> None:
         """Due at ``at`` at the latest (an earlier entry stands)."""
+        at = self._waited(at)
         current = self._due.get(sid)
         if current is None or at < current:
             self._set(sid, at)
@@ -55,7 +70,7 @@ class TimerQueue:
         if at is None:
             self._due.pop(sid, None)
         else:
-            self._set(sid, at)
+            self._set(sid, self._waited(at))
 
     def discard(self, sid: int) -> None:
         self._due.pop(sid, None)
@@ -64,16 +79,17 @@ class TimerQueue:
         """``touch`` from a thread that holds no control lock (the data path)."""
         self._nudged.append(sid)
 
-    def pop_due(self, now: int, limit: int | None = None) -> list[int]:
-        """The sessions due at ``now`` (at most ``limit``, earliest first),
-        removed (the caller replaces them); the rest stay due."""
+    def pop_due(self, now: int, limit: int | None = None,
+                timer: int | None = None) -> list[int]:
+        """The sessions due at ``now`` (the wall clock; ``timer``: the timer
+        clock then, None: one clock, a test's: never mix the two on one
+        queue), at most ``limit``, earliest first, removed (the caller
+        replaces them); the rest stay due."""
         while self._nudged:
             self.touch(self._nudged.pop())
-        if self._latest is not None and now < self._latest:
-            self._all_due()  # the clock went back: every due time is too late
-        self._latest = now
+        q = self._tick(now, now if timer is None else timer)
         heap, due, out = self._heap, self._due, []
-        while heap and heap[0][0] <= now and (limit is None or len(out) < limit):
+        while heap and heap[0][0] <= q and (limit is None or len(out) < limit):
             at, sid = heapq.heappop(heap)
             if due.get(sid) == at:
                 del due[sid]
@@ -105,10 +121,17 @@ class TimerQueue:
         """Entries superseded, still in the heap (the cost of a pop's walk)."""
         return len(self._heap) - len(self._due)
 
-    def _all_due(self) -> None:
-        self._due = dict.fromkeys(self._due, NOW)
-        self._heap = [(NOW, sid) for sid in self._due]
-        heapq.heapify(self._heap)
+    def _tick(self, wall: int, timer: int) -> int:
+        """``q`` now (and the skew schedules use until the next tick)."""
+        if self._clock is None:
+            self._clock = _QueueClock(wall, timer)
+        q = self._clock.read(wall, timer)
+        self._skew = q - wall
+        return q
+
+    def _waited(self, at: int) -> int:
+        """A wall-clock due time as the same wait on ``q``."""
+        return at if at == NOW else at + self._skew
 
     def _set(self, sid: int, at: int) -> None:
         self._due[sid] = at
@@ -118,3 +141,22 @@ class TimerQueue:
         if len(self._heap) > 2 * len(self._due) + 1024:  # mostly superseded entries
             self._heap = [(t, s) for s, t in self._due.items()]
             heapq.heapify(self._heap)
+
+
+class _QueueClock:
+    """``q``: the timer clock's time since the first tick, plus the wall
+    clock's lead on it (wall - timer) at its highest so far, so that a
+    step forward counts once and a step back, a frozen or a swinging wall
+    clock hold nothing. A timer clock read lower than before (a test's or a
+    tool's single clock stepped back) counts as no time, and time again
+    from there."""
+
+    __slots__ = ("lead", "q", "timer")
+
+    def __init__(self, wall: int, timer: int):
+        self.q, self.timer, self.lead = wall, timer, wall - timer
+
+    def read(self, wall: int, timer: int) -> int:
+        self.q += max(timer - self.timer, 0) + max(wall - timer - self.lead, 0)
+        self.timer, self.lead = timer, max(wall - timer, self.lead)
+        return self.q

@@ -10,7 +10,10 @@ from jvpn.session import Event, SessionRecord, State
 
 def due_timer(rec: SessionRecord, last_rx_ms: int, now: int,
               p: Policy) -> tuple[Event, str, dict] | None:
-    """The timer event a session is due for, if any (first match wins)."""
+    """The timer event a session is due for, if any (first match wins).
+    ``last_rx_ms``: the last receive on the wall clock's current reckoning
+    (``Live.heard_ms``: now less the silence the timer clock measured), so
+    that a wall-clock step forward is no silence."""
     if now - rec.created_ms > p.max_lifetime_ms:
         return Event.SESSION_TTL_EXPIRED, "session lifetime", {}
     if rec.transport_lost_ms and now - rec.transport_lost_ms > p.transport_lost_ttl_ms:

@@ -67,6 +67,7 @@ class Harness:
         ownership = LocalOwnership("gw-test")
         self.table = SessionTable(store=self.store, gate=self.gate, events=self.events,
                                   ownership=ownership, clock_ms=self.clock, send=send)
+        self.table.timer_ms = self.clock  # one clock: last_rx_ms is the timer clock's
         self.server = ReattachServer(self.store, self.policy, clock_ms=self.clock,
                                      rand=lambda n: os.urandom(n))
         follower = NullFollower(store=self.store, table=self.table, gate=self.gate,

@@ -82,6 +82,7 @@ class Gateway:
         ownership = LocalOwnership("gw-test")
         self.table = SessionTable(store=self.store, gate=self.gate, events=self.events,
                                   ownership=ownership, clock_ms=self.clock, send=send)
+        self.table.timer_ms = self.clock  # one clock: last_rx_ms is the timer clock's
         self.server = ReattachServer(self.store, default_policy(), clock_ms=self.clock,
                                      rand=os.urandom)
         lock = threading.RLock()

@@ -25,14 +25,15 @@ def gate(request):
     return UserspaceGate() if request.param == "model gate" else AdmitAll()
 
 
-def _degraded(tmp_path, gate, timer: Clock | None = None):
+def _degraded(tmp_path, gate, timer: Clock | None = None, **changes):
     """A session DEGRADED by expired keys; ``timer``: the gateway's timer
-    clock apart from its wall clock (the test steps the wall clock alone)."""
+    clock apart from its wall clock (the test steps the wall clock alone);
+    ``changes``: to the policy."""
     clock = Clock()
     apart = {"timer_ms": timer} if timer is not None else {}
     gw = make_gateway(tmp_path, gate=gate, clock=clock,
                       policy=policy(rekey_after_ms=1_000, reject_after_ms=2_000,
-                                    expiry_terminates=False), **apart)
+                                    expiry_terminates=False, **changes), **apart)
     b = Bridge(gw, clock)
     b.client.send_data(ipv4(PEER_INNER[0]))  # confirms the session
     b.pump()

@@ -17,9 +17,12 @@ from kits.daemon_kit import Clock
 
 
 def _nudged_degraded(tmp_path, gate):  # noqa: F811
-    """A DEGRADED session whose first nudge just left; what was sent so far."""
+    """A DEGRADED session whose first nudge just left; what was sent so far.
+    Its binding stays silent (the client is away) up to a minute of the
+    timer clock here: stranding (key_timers.stranded) measures silence on
+    it, so its TTL is an hour, not the default 15 s."""
     timer = Clock()
-    gw, clock, b, sid = _degraded(tmp_path, gate, timer)
+    gw, clock, b, sid = _degraded(tmp_path, gate, timer, transport_lost_ttl_ms=3_600_000)
     b.online = False
     clock.ms += 3_000
     timer.ms += 3_000

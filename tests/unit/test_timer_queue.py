@@ -148,17 +148,53 @@ def test_the_queue_compacts_superseded_entries():
     assert q.pop_due(1) == [7] and q.pop_due(10**9) == []
 
 
-def test_a_clock_that_goes_back_makes_every_session_due_at_once():
-    """Due times are on the wall clock: stepped back an hour, an entry due a
-    minute after the old time would wait an hour and a minute (review C)."""
+def test_a_wall_clock_stepped_back_holds_no_entry_past_its_wait_and_makes_none_due():
+    """The waiting is on the timer clock (review k20r5 F2); main made every
+    session due at a step back instead (once per step: every other tick, for
+    a clock swinging each tick), and an entry scheduled after a step back no
+    tick saw (a creeping clock) waited the step on top."""
+    q, hour, minute = TimerQueue(), 3_600_000, 60_000
+    q.pop_due(10 * hour, timer=5)
+    q.replace(1, 10 * hour + minute)
+    q.replace(2, 10 * hour + 1_000)
+    assert q.pop_due(9 * hour, timer=6) == []  # stepped back: nothing made due by it
+    assert q.pop_due(9 * hour, timer=1_004) == []
+    assert q.pop_due(9 * hour, timer=1_005) == [2]  # its wait, on the timer clock
+    assert q.pop_due(9 * hour, timer=4 + minute) == []
+    assert q.pop_due(9 * hour, timer=5 + minute) == [1]
+    assert q.due_time(1) is None and len(q) == 0
+
+
+def test_a_frozen_wall_clock_holds_no_entry():
+    q = TimerQueue()
+    q.pop_due(1_000, timer=0)
+    q.replace(1, 1_500)
+    assert q.pop_due(1_000, timer=499) == []
+    assert q.pop_due(1_000, timer=500) == [1]
+    q.replace(1, 1_500)  # looked at, rescheduled by what is left on the wall clock
+    assert q.due_time(1) == 1_500
+    assert q.pop_due(1_000, timer=999) == [] and q.pop_due(1_000, timer=1_000) == [1]
+
+
+def test_a_wall_clock_stepped_forward_makes_due_what_waits_less_than_the_step_once():
     q, hour = TimerQueue(), 3_600_000
-    q.pop_due(10 * hour)
-    q.replace(1, 10 * hour + 60_000)
-    q.replace(2, 10 * hour + 1)
-    assert q.pop_due(10 * hour) == []
-    assert sorted(q.pop_due(9 * hour)) == [1, 2]  # looked at again, rescheduled by the caller
-    q.replace(1, 9 * hour + 60_000)
-    assert q.pop_due(9 * hour + 1) == []  # once per step back, not every tick
+    q.pop_due(10 * hour, timer=0)
+    q.replace(1, 10 * hour + 1_000)
+    q.replace(2, 10 * hour + 2 * hour)
+    assert q.pop_due(11 * hour, timer=100) == [1]  # a VM paused an hour (or a step)
+    assert q.pop_due(11 * hour + 100, timer=200) == []
+    assert q.due_time(2) == 12 * hour  # the wall clock's reckoning, still
+    assert q.pop_due(11 * hour, timer=hour - 100) == []  # back again: nothing
+    assert q.pop_due(11 * hour, timer=hour + 100) == [2]
+
+
+def test_one_clock_stepped_back_counts_as_no_time_and_time_again_from_there():
+    """``timer`` None: a tool's single clock (the daemon passes both)."""
+    q = TimerQueue()
+    q.pop_due(10_000)
+    q.replace(1, 10_500)
+    assert q.pop_due(4_000) == []
+    assert q.pop_due(4_499) == [] and q.pop_due(4_500) == [1]
 
 
 def test_a_counter_jump_past_the_message_budget_expires_the_keys_within_two_ticks(tmp_path):

@@ -1,0 +1,188 @@
+"""The gateway's timers wait on the timer clock (CLOCK_BOOTTIME: never set
+back; ``timer`` here), while the records' times and the timers' decisions
+stay on the wall clock (``clock``). Review k20r5 F2: a wall clock that
+does not move (frozen, or held back by small steps back no tick sees)
+stalled every timer on the wall-clock queue, the rekey nudges with them.
+The other clock faults an attacker or an accident brings (an NTP step, an
+admin's ``date -s``, a VM paused for minutes, a clock jumping back and
+forth) must neither stall the timers nor storm them: no state-change
+storm, no nudge storm, no check storm, and a session's lifetime still
+ends it (jvpn/gateway/timer_queue.py)."""
+
+from __future__ import annotations
+
+from test_rekey_degraded_recovery import _degraded, gate  # noqa: F401 - gate: the fixture
+
+from jvpn.gate import abi
+from jvpn.gateway import timer_checks
+from jvpn.policy import default_policy
+from jvpn.session import State
+from kits.daemon_kit import CLIENT, Clock, handshake, make_gateway
+
+P = default_policy()
+HOUR = 3_600_000
+TICK = 100  # ms, TIMER_TICK_S
+# a step the default policy's record deadlines let pass (the keys' 180 s,
+# the lifetime's 8 h), beyond the silences (heartbeat 2 s, transport 15 s)
+STEP = 60_000
+
+
+def _nudged(tmp_path, gate, transport_lost_ttl_ms: int = HOUR):  # noqa: F811
+    """A DEGRADED session whose first nudge just left; what was sent so far.
+    Its binding stays silent (the client is away): at most
+    ``transport_lost_ttl_ms`` of the timer clock, as ``stranded`` measures."""
+    timer = Clock()
+    gw, clock, b, sid = _degraded(tmp_path, gate, timer,
+                                  transport_lost_ttl_ms=transport_lost_ttl_ms)
+    b.online = False
+    clock.ms += 3_000  # keys expired 3 s ago (reject_after 2 s from the handshake)
+    timer.ms += 3_000
+    b.tick()  # a nudge
+    return gw, clock, timer, b, sid, len(gw.sock.sent)
+
+
+def _since(gw, sid, n):
+    assert gw.table.get(sid).record.state is State.DEGRADED
+    return len(gw.sock.sent) - n
+
+
+def test_a_frozen_wall_clock_still_gets_nudges(tmp_path, gate):  # noqa: F811
+    """k20r5 F2: a minute of the timer clock, the wall clock not moving:
+    the next nudge was queued at the wall clock's now + 1 s, never reached."""
+    gw, _clock, timer, b, sid, n = _nudged(tmp_path, gate)
+    for _ in range(600):
+        timer.ms += TICK
+        b.tick()
+    sent = _since(gw, sid, n)
+    assert 55 <= sent <= 60, f"{sent} nudges in 60 s of the timer clock"
+
+
+def test_a_wall_clock_held_by_steps_no_tick_sees_still_gets_nudges(tmp_path, gate):  # noqa: F811
+    """k20r5 F2: the wall clock runs 100 ms between ticks and is stepped
+    back 99 ms before each (a tick sees it 1 ms on: no step back)."""
+    gw, clock, timer, b, sid, n = _nudged(tmp_path, gate)
+    for _ in range(600):
+        clock.ms += TICK - 99
+        timer.ms += TICK
+        b.tick()
+    sent = _since(gw, sid, n)
+    assert 55 <= sent <= 60, f"{sent} nudges in 60 s of the timer clock"
+
+
+def test_a_wall_clock_swinging_an_hour_each_tick_neither_storms_nor_stalls_the_nudges(
+        tmp_path, gate):  # noqa: F811
+    gw, clock, timer, b, sid, n = _nudged(tmp_path, gate)
+    for i in range(600):
+        clock.ms += TICK + (HOUR if i % 2 == 0 else -HOUR)
+        timer.ms += TICK
+        b.tick()
+    sent = _since(gw, sid, n)
+    assert 55 <= sent <= 60, f"{sent} nudges in 60 s of the timer clock"
+
+
+def _idle(tmp_path, count: int, policy=P):
+    """``count`` confirmed sessions and the gateway's two clocks apart."""
+    clock, timer = Clock(), Clock()
+    gw = make_gateway(tmp_path, clock=clock, timer_ms=timer, policy=policy)
+    peers = [handshake(gw, src=(CLIENT[0], CLIENT[1] + i), peer=i) for i in range(count)]
+    for i, p in enumerate(peers):
+        gw.datapath.datagram(p.seal(b"", abi.MSG_KEEPALIVE), (CLIENT[0], CLIENT[1] + i))
+    lives = [gw.table.get(p.session_id) for p in peers]
+    assert all(live.confirmed for live in lives)
+    gw.tick()
+    return gw, clock, timer, lives
+
+
+def test_a_clock_swinging_back_and_forth_each_tick_does_not_recheck_every_session(
+        tmp_path, monkeypatch):
+    """Main made every session due on each step back: a wall clock swinging
+    each tick had every session looked at every other tick (1.5 s each
+    way: no deadline of theirs is passed, the heartbeat's 2 s included)."""
+    gw, clock, timer, lives = _idle(tmp_path, 2)
+    checks: list = []
+    real = timer_checks.due_timer
+    monkeypatch.setattr(timer_checks, "due_timer",
+                        lambda *a: checks.append(1) or real(*a))
+    for i in range(20):
+        clock.ms += (1_500 if i % 2 == 0 else -1_500)
+        timer.ms += 1
+        gw.tick()
+    assert [live.record.state for live in lives] == [State.ATTACHED] * 2
+    assert len(checks) <= len(lives), f"{len(checks)} checks of {len(lives)} sessions"
+
+
+def test_a_wall_clock_stepped_back_an_hour_still_ends_a_session_at_its_lifetime(
+        tmp_path, monkeypatch):
+    """The decision stays the wall clock's (the record's ``created_ms`` is
+    shared through the store): stepped back an hour, the session's lifetime
+    ends an hour later, when the wall clock reaches it again; meanwhile it
+    is looked at a few times, not every tick."""
+    policy = P.__class__(**{**P.as_dict(), "max_lifetime_ms": 60_000,
+                            "heartbeat_volatile_ms": 10 * HOUR,
+                            "transport_lost_ttl_ms": 10 * HOUR})
+    gw, clock, timer, [live] = _idle(tmp_path, 1, policy)
+    sid, ends = live.record.session_id, live.record.created_ms + 60_000
+    checks: list = []
+    real = timer_checks.due_timer
+    monkeypatch.setattr(timer_checks, "due_timer",
+                        lambda *a: checks.append(1) or real(*a))
+    clock.ms -= HOUR
+    while clock.ms < ends + TICK:
+        clock.ms += 10_000
+        timer.ms += 10_000
+        gw.tick()
+        assert (gw.table.get(sid) is None) == (clock.ms > ends)
+    assert len(checks) <= 8, f"{len(checks)} checks"
+
+
+def test_a_wall_clock_stepped_forward_past_a_lifetime_ends_the_session_at_the_next_tick(
+        tmp_path):
+    policy = P.__class__(**{**P.as_dict(), "max_lifetime_ms": 60_000})
+    gw, clock, timer, [live] = _idle(tmp_path, 1, policy)
+    clock.ms += 61_000
+    timer.ms += TICK
+    gw.tick()
+    assert gw.table.get(live.record.session_id) is None
+
+
+def test_a_wall_clock_stepped_forward_a_minute_sends_no_session_volatile(tmp_path):
+    """A VM paused a minute, an NTP step forward, ``date -s``: the clients
+    were not silent for a minute of the gateway's time (its timer clock),
+    and a step forward of more than the heartbeat's 2 s sent every ATTACHED
+    session VOLATILE at once (a state-change storm; past the transport's
+    15 s, TERMINATED: transport_lost_ms was the last receive). Silence is
+    measured on the timer clock: a session silent for the heartbeat's time
+    of it still goes VOLATILE."""
+    gw, clock, timer, lives = _idle(tmp_path, 2)
+    clock.ms += STEP
+    timer.ms += TICK
+    gw.tick()
+    assert [live.record.state for live in lives] == [State.ATTACHED] * 2
+    for _ in range(P.heartbeat_volatile_ms // TICK + 1):
+        clock.ms += TICK
+        timer.ms += TICK
+        gw.tick()
+    assert [live.record.state for live in lives] == [State.VOLATILE] * 2
+
+
+def test_a_frozen_wall_clock_still_sends_a_silent_session_volatile(tmp_path):
+    """And the record's ``transport_lost_ms`` is the wall clock's now less
+    the silence (``last_rx_ms`` is the timer clock's: never written as is)."""
+    gw, clock, timer, [live] = _idle(tmp_path, 1)
+    for _ in range(P.heartbeat_volatile_ms // TICK + 1):  # the last tick: 2.1 s silent
+        timer.ms += TICK
+        gw.tick()
+    assert live.record.state is State.VOLATILE
+    assert live.record.transport_lost_ms == clock.ms - (timer.ms - live.last_rx_ms)
+    assert timer.ms - live.last_rx_ms == P.heartbeat_volatile_ms + TICK
+
+
+def test_a_frozen_wall_clock_still_ends_a_degraded_session_whose_binding_fell_silent(
+        tmp_path, gate):  # noqa: F811
+    """The stranding (key_timers.stranded: DEGRADED, keys expired, binding
+    silent for ``transport_lost_ttl_ms``) is silence: the timer clock's."""
+    gw, _clock, timer, b, sid, _n = _nudged(tmp_path, gate, transport_lost_ttl_ms=15_000)
+    for _ in range(150):  # 15 s since the DEGRADED tick; the client silent 20 s
+        timer.ms += TICK
+        b.tick()
+    assert gw.table.get(sid) is None
