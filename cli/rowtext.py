@@ -5,7 +5,9 @@ The text is json.dumps(row, indent=2)'s, indented as a row of the listing
 (tests/cli/test_rowtext.py compares them): a row this cannot write so (a
 value of a type the daemon should not send, a list in a field that has
 none) is written by the generic path (cli/views.py ``merged``, then
-cli/sessions.py ``indented``), the same text by definition."""
+cli/sessions.py ``indented``), the same text by definition. A batch of
+rows alike (the usual one) is written a column at a time (``_by_columns``:
+one C-level map a column, one join), the same text (issue 15, k21ls)."""
 
 from __future__ import annotations
 
@@ -219,7 +221,8 @@ class RowText:
         number of allowed IPs) in another, then one format. A row this does
         not lay out (an odd last receive or allowed IPs) is written by
         ``self(kernel, daemon)`` and placed as text; a batch with any value
-        not flat is written row by row (the same text, by definition)."""
+        not flat is written row by row (the same text, by definition).
+        Rows alike are written a column at a time (:func:`_by_columns`)."""
         if not self._fast:
             return _ROW_SEP.join([self(k, d) for k, d in pairs])
         if self.now is not None and (text := _by_columns(pairs, self.now)) is not None:
