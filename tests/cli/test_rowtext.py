@@ -199,3 +199,68 @@ def test_a_whole_listing_in_batches_is_json_dumps_of_it():
                           "eth1": make.joined([], iter(()))}, Out())
     assert "".join(writes) == json.dumps(rows, indent=2) + "\n"
     assert 2 < len(writes) and max(map(len, writes)) < 600 * 1000
+
+
+# ------------------------------------------------ batches of rows alike, a column at a time
+def _alike(over, value, rows=5, odd_at=None):
+    """ROWS merged rows with the same fields; OVER and VALUE in every row (or
+    only in row ODD_AT: a column of mixed values)."""
+    out = []
+    for i in range(rows):
+        odd = odd_at is None or i == odd_at
+        sid = f"{i:016x}"
+        out.append((_kernel(sid=sid, owner=value if odd else "node-1"),
+                    _daemon(sid=sid, **(over if odd else {}), public_key=value if odd else "k")))
+    return out
+
+
+@pytest.mark.parametrize("over", _ODD_ROWS)
+@pytest.mark.parametrize("odd_at", [None, 0, 4])
+def test_a_batch_of_rows_alike_is_the_rows_texts_one_by_one(over, odd_at):
+    make = rowtext.RowText(5000)
+    for value in ODD:
+        pairs = _alike(over, value, odd_at=odd_at)
+        assert make.batch(pairs) == ",\n    ".join(make(k, d) for k, d in pairs)
+
+
+@pytest.mark.parametrize("over", [
+    {}, {"allowed_ips": []}, {"allowed_ips": ["a", "b", "c"]}, {"key_age_s": -0.0},
+    {"tx_bytes": -(2**80)}, {"confirmed": None}, {"peer": 12, "inner": 1.5},
+    {"key_age_s": float("nan")}, {"owner": "%(x)s"}, {"state": "\ud800"},
+])
+def test_rows_alike_are_written_a_column_at_a_time(over):
+    """The columns' path is the one taken for rows alike (flat values, the
+    same number of allowed IPs, int last receives), and its text is the
+    rows' one by one."""
+    pairs = _alike(over, "%s \"x\" \u2028")
+    text = rowtext._by_columns(pairs, 5000)
+    assert text is not None
+    assert text == ",\n    ".join(rowtext.RowText(5000)(k, d) for k, d in pairs)
+
+
+@pytest.mark.parametrize("over", [
+    {"peer": {"a": 1}}, {"peer": ["x", "y"]}, {"inner": ["x"]}, {"allowed_ips": [["x"]]},
+    {"allowed_ips": [{"a": 1}]}, {"tx_bytes": [1]}, {"key_age_s": {"s": 1}},
+])
+def test_a_value_not_flat_in_rows_alike_leaves_the_columns_path(over):
+    """A list or dict where none belongs, in every row or in one: not
+    written inline by the encoder (json.dumps' indented text instead)."""
+    for odd_at in (None, 2):
+        pairs = _alike(over, "v", odd_at=odd_at)
+        assert rowtext._by_columns(pairs, 5000) is None
+        make = rowtext.RowText(5000)
+        assert make.batch(pairs) == ",\n    ".join(make(k, d) for k, d in pairs)
+        expected = [_expected(k, d, 5000) for k, d in pairs]
+        assert make.batch(pairs) == ",\n    ".join(
+            json.dumps(r, indent=2).replace("\n", "\n    ") for r in expected)
+
+
+def test_rows_not_alike_leave_the_columns_path():
+    plain = _alike({}, "v")
+    assert rowtext._by_columns(plain, 5000) is not None
+    assert rowtext._by_columns([*plain, (_kernel(sid="f" * 16), None)], 5000) is None
+    assert rowtext._by_columns([*plain, (None, _daemon(sid="f" * 16))], 5000) is None
+    for over in ({"allowed_ips": ["a"]}, {"allowed_ips": None}, {"last_rx_ms": None},
+                 {"last_rx_ms": True}, {"last_rx_ms": 4000.5}):
+        assert rowtext._by_columns(_alike(over, "v", odd_at=1), 5000) is None
+    assert rowtext._by_columns([], 5000) is None
