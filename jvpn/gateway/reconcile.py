@@ -15,7 +15,7 @@ import logging
 import time
 
 from jvpn.codes import EventType, Reason
-from jvpn.config import ATTEMPTS_KEPT, HANDSHAKE_AHEAD_MAX_MS
+from jvpn.config import ATTEMPTS_KEPT
 from jvpn.errors import JvpnError
 from jvpn.fastip import ipv4_packed
 from jvpn.gate.batch import BatchNotWritten
@@ -29,20 +29,6 @@ from jvpn.store import Stored, Unreadable
 log = logging.getLogger(__name__)
 PROGRESS_EVERY = 100_000  # sessions between two reconcile log lines
 FREEZE_FROM = 10_000  # sessions restored from which the pass's objects are frozen (gc)
-
-
-def _dated_sanely(rec) -> None:
-    """Raises Unreadable for a record whose initiation's timestamp (the
-    client's clock) is more than HANDSHAKE_AHEAD_MAX_MS ahead of the
-    record's own ``created_ms`` (this gateway's clock as it answered that
-    initiation): a damaged store, its peer's initiations would all be
-    replays (jvpn/config.py). Reported and not served; the store is left
-    as it is. Against the record itself, not today's clock: a gateway
-    started with its clock behind must not drop every session."""
-    if rec.handshake_ns > (rec.created_ms + HANDSHAKE_AHEAD_MAX_MS) * 1_000_000:
-        raise Unreadable(f"session {rec.session_id:016x}: handshake_ns {rec.handshake_ns} is "
-                         f"more than {HANDSHAKE_AHEAD_MAX_MS // 1000} s ahead of its "
-                         "created_ms")
 
 
 def _ring(rec, raw: bytes) -> KeyRing:
@@ -204,7 +190,6 @@ class Reconcile:
         batch of elements not written is the whole start's)."""
         try:
             rec = stored.record
-            _dated_sanely(rec)
             return int(self._restore(rec, _ring(rec, stored.secrets), stored))
         except BatchNotWritten:
             raise

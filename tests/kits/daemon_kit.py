@@ -165,7 +165,8 @@ def client_clock_ns(clock_ms: Callable[[], int]) -> Callable[[], int]:
 
 def initiation(peer: int = 0, clock_ms: Callable[[], int] | None = None) -> Initiator:
     """The peer's initiator, its timestamps by ``clock_ms`` (the gateway's
-    clock: a virtual one in most tests); the real clock without one."""
+    clock: pass a virtual one, a gateway refuses initiations a day ahead
+    of its clock); the real clock without one."""
     if clock_ms is None:
         return Initiator(PEER_KEYS[peer], GW_PUB)
     return Initiator(PEER_KEYS[peer], GW_PUB, clock_ns=client_clock_ns(clock_ms))
