@@ -173,7 +173,7 @@ ANSWERABLE_PAST_NS = (ANSWER_WINDOW_MS + ANSWERABLE_SLACK_MS) * 1_000_000
 # its created_ms (the gateway's clock when it answered) was written by no
 # gateway: the gateway refuses such an initiation (FRESHNESS_INVALID, before
 # it claims it: jvpn/gateway/admission.py dated_ahead), so such a record is
-# a damaged or hostile store's, unreadable to every read (jvpn/store _dated:
+# a damaged or hostile store's, unreadable to every read (jvpn/store _AHEAD_MAX_NS:
 # reported, not served, the store left as it is). Served, it made its
 # peer's every new initiation a replay until it ended (review k19r3), and it
 # kept the downstream from the peer's new session. A client (or gateway)

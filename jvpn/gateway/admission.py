@@ -126,7 +126,7 @@ class Admission:
         """An initiation stamped more than HANDSHAKE_AHEAD_MAX_MS ahead of
         this gateway's clock (``now_ms``, the new record's created_ms): the
         client's clock or ours is wrong. Refused: its record would be one
-        no gateway writes (jvpn/store ``_dated``: dropped at the next
+        no gateway writes (jvpn/store ``_AHEAD_MAX_NS``: dropped at the next
         start), and its claim would make the client's initiations replays
         once its clock is set right. Not spent either (``spent``): its
         timestamp as this process's bar would do the same."""

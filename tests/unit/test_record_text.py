@@ -46,7 +46,7 @@ def _random_record(rng: random.Random) -> SessionRecord:
         owner=rng.choice(["", "gw-a", "gw \"q\"", "gw\\b", "gw\n", "gw ü"]),
         handoff_to=rng.choice(["", "gw-b"]), inner_addr=rng.choice(["", "10.0.0.2"]),
         peer_key=rng.choice(["", "cGVlcg=="]), confirmed=rng.choice([True, False]))
-    # one a store writes: its initiation not dated ahead of it (jvpn/store _dated)
+    # one a store writes: its initiation not dated ahead of it (jvpn/store _AHEAD_MAX_NS)
     values["handshake_ns"] = min(values["handshake_ns"],
                                  (values["created_ms"] + HANDSHAKE_AHEAD_MAX_MS) * 1_000_000)
     return SessionRecord(**values)

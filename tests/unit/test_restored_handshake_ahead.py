@@ -11,7 +11,7 @@ clock a little ahead of the gateway's is no damage: that session stays.
 Review k21 of the WIP: unreadable at the restart only, the record came
 back through its client's first reattach (the reattach reads the store
 and adopts what it finds), and every other reader took it as it was. It
-is unreadable to the store's every read now (jvpn/store ``_dated``), and
+is unreadable to the store's every read now (jvpn/store ``_AHEAD_MAX_NS``), and
 never written (the gateway refuses such an initiation before it claims
 it: tests/unit/test_handshake_dated_ahead.py).
 
