@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from jvpn import client_icmp
+from jvpn import client_clock, client_icmp
 from jvpn.client_causes import Observed, cause_line
 from jvpn.config import (
     ANSWER_WINDOW_MS,
@@ -161,7 +161,8 @@ class ClientHandshake:
         return None
 
     def _initiate(self, step: _Step, seen: Observed) -> None:
-        init = Initiator(self.private_key, self.gateway_public)
+        init = Initiator(self.private_key, self.gateway_public,
+                         clock_ns=client_clock.stamps_ns(self.wall_ms))
         init.cookie = step.cookie
         seen.attempts += 1
         msg = init.initiation()

@@ -169,6 +169,18 @@ ANSWERABLE_SLACK_MS = 100
 # the client, its window closed, would drop: the client stamps none there
 # (it holds that retry, ANSWERABLE_SLACK_MS at most: jvpn/client_handshake.py).
 ANSWERABLE_PAST_NS = (ANSWER_WINDOW_MS + ANSWERABLE_SLACK_MS) * 1_000_000
+# A record's handshake_ns (its client's timestamp) more than this ahead of
+# its created_ms (the gateway's clock when it answered) was written by no
+# gateway: the gateway refuses such an initiation (FRESHNESS_INVALID, before
+# it claims it: jvpn/gateway/admission.py dated_ahead), so such a record is
+# a damaged or hostile store's, unreadable to every read (jvpn/store _AHEAD_MAX_NS:
+# reported, not served, the store left as it is). Served, it made its
+# peer's every new initiation a replay until it ended (review k19r3), and it
+# kept the downstream from the peer's new session. A client (or gateway)
+# clock a day wrong is broken for much else: reattach proofs are refused
+# 5 s off (reattach_proof_max_age_ms), lifetimes and key ages are the
+# gateway's clock's.
+HANDSHAKE_AHEAD_MAX_MS = 86_400_000
 # A session DEGRADED by expired keys gets no keepalive replies, yet its client
 # rekeys only when the gateway flags it: the gateway's timer sends the binding
 # a flagged keepalive this often until a rekey brings it back (issue 13).

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from jvpn.codes import Reason
-from jvpn.config import PeerConfig
+from jvpn.config import HANDSHAKE_AHEAD_MAX_MS, PeerConfig
 from jvpn.handshake import CookieChecker, Granted, HandshakeError, Responder
 from jvpn.keys import KeyError_, SessionKeys, decode, encode
 from jvpn.session import Event, SessionRecord, Transition, Transport, apply, new_session
@@ -119,6 +119,21 @@ class Admission:
         if live is not None and admitted.init.timestamp_ns <= live.handshake_ns:
             return Refused(f"{REPLAYED}: not newer than the live session's",
                            Reason.REPLAY_DETECTED)
+        return None
+
+    @staticmethod
+    def dated_ahead(admitted: Admitted, now_ms: int) -> Refused | None:
+        """An initiation stamped more than HANDSHAKE_AHEAD_MAX_MS ahead of
+        this gateway's clock (``now_ms``, the new record's created_ms): the
+        client's clock or ours is wrong. Refused: its record would be one
+        no gateway writes (jvpn/store ``_AHEAD_MAX_NS``: dropped at the next
+        start), and its claim would make the client's initiations replays
+        once its clock is set right. Not spent either (``spent``): its
+        timestamp as this process's bar would do the same."""
+        if admitted.init.timestamp_ns - now_ms * 1_000_000 > HANDSHAKE_AHEAD_MAX_MS * 1_000_000:
+            return Refused(f"stamped more than {HANDSHAKE_AHEAD_MAX_MS // 1000} s ahead of this "
+                           "gateway's clock (the client's clock or ours is wrong)",
+                           Reason.FRESHNESS_INVALID)
         return None
 
     def accepted(self, admitted: Admitted) -> None:

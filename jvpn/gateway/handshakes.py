@@ -18,8 +18,9 @@ class Handshakes:
     def handshake(self, msg: bytes, src: tuple[str, int]) -> None:
         """An initiation: validated fully (cookie, Noise, peer, timestamp newer
         than the peer's live session and than the store's record, claimed
-        there by compare-and-swap) before anything changes; then a new
-        session, unconfirmed (see :meth:`confirm`), and the response."""
+        there by compare-and-swap, and not dated ahead of our clock) before
+        anything changes; then a new session, unconfirmed (see
+        :meth:`confirm`), and the response."""
         verdict = self.admission.check(msg, src)
         if isinstance(verdict, CookieReply):
             # anyone can make us send these, to any source: a share of the
@@ -33,15 +34,16 @@ class Handshakes:
         if isinstance(verdict, Refused):
             self._refuse(verdict, src)
             return
-        stale = self._stale(verdict)
-        if stale is not None:
-            self._refuse(stale, src)
+        now = self.clock_ms()  # one reading: the check below and the record's created_ms
+        refused = self._stale(verdict) or self.admission.dated_ahead(verdict, now)
+        if refused is not None:
+            self._refuse(refused, src)
             return
         if not self.follower.may_admit():
             self._refuse(Refused("this gateway's lease is not certainly alive",
                                  Reason.OWNERSHIP_CONFLICT), src)
             return
-        self._start_session(verdict, src)
+        self._start_session(verdict, src, now)
 
     def _stale(self, verdict) -> Refused | None:
         """Not newer than the initiation of the peer's live session, or of
@@ -54,15 +56,16 @@ class Handshakes:
                 return stale
         return None
 
-    def _start_session(self, verdict, src: tuple[str, int]) -> None:
+    def _start_session(self, verdict, src: tuple[str, int], now: int) -> None:
         """The new session's writes, the initiation's claim first among
         them (one claim per initiation in the whole cluster: no answer, no
         handshake), then, once they are durable, the response
-        (``_written``, maybe on the store's writer thread, under the lock)."""
+        (``_written``, maybe on the store's writer thread, under the lock).
+        ``now``: the record's created_ms, the clock ``dated_ahead`` read."""
         init = verdict.init
         try:
             sid = self.table.unused_id(self.randbits)
-            new = self.admission.session(verdict, sid, Transport(*src), self.clock_ms(),
+            new = self.admission.session(verdict, sid, Transport(*src), now,
                                          owner=self.events.node_id,
                                          owner_lease=self.table.ownership.token)
             self.table.start_new(init.client_public, init.timestamp_ns, new.record, new.keys,

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import MISSING, dataclass, fields
 from typing import Protocol, runtime_checkable
 
+from jvpn.config import HANDSHAKE_AHEAD_MAX_MS
 from jvpn.errors import JvpnError
 from jvpn.session import SessionRecord, State, Transport, canonical_ip
 from jvpn.store.record_text import fields_of, make_record, make_transport
@@ -431,7 +432,8 @@ _RANGED = ("version", "epoch", "c2s_floor", "created_ms", "handshake_ns")  # _in
 def _in_range(rec: SessionRecord) -> None:
     """Integers the gate's element holds fit it: a damaged store's value is
     that record unreadable, never an element refused later (a fence, an
-    install: review k18r4) nor one with the value cut short."""
+    install: review k18r4) nor one with the value cut short. And the
+    record's initiation is not dated ahead of its making (``_AHEAD_MAX_NS``)."""
     if not 0 <= rec.session_id < _U64:
         raise ValueError("session_id out of range")
     # created_ms and handshake_ns too: compared with clocks and with a new
@@ -446,6 +448,23 @@ def _in_range(rec: SessionRecord) -> None:
             continue
         if type(t.port) is not int or not 0 <= t.port <= 0xFFFF:
             raise ValueError("a transport port out of range")
+    if rec.handshake_ns - rec.created_ms * 1_000_000 > _AHEAD_MAX_NS:  # both ints by now
+        raise ValueError(f"handshake_ns more than {HANDSHAKE_AHEAD_MAX_MS // 1000} s ahead "
+                         "of created_ms: no gateway wrote it")
+
+
+# A record dated ahead: its ``handshake_ns`` (its client's clock) more than
+# HANDSHAKE_AHEAD_MAX_MS ahead of its ``created_ms`` (the answering gateway's
+# clock, read once with the check that refuses such an initiation:
+# jvpn/gateway/handshakes.py) was written by no gateway: a damaged or hostile
+# store. Served, its peer's every new initiation would be a replay until it
+# ended (jvpn/config.py). So it is no record, to every read (the restart's, a
+# reattach's, a cluster's watch and sweep: skipped and reported, the store
+# left as it is) and to every write (the write fails closed). Both fields are
+# the record's own, never compared with today's clock: a gateway started with
+# its clock wrong drops nothing by this rule. Checked in line in _in_range (a
+# restart reads a million records: no call more per record).
+_AHEAD_MAX_NS = HANDSHAKE_AHEAD_MAX_MS * 1_000_000
 
 
 

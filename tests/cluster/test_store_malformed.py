@@ -26,8 +26,8 @@ BAD = ["not json", '{"record": "{}", "secrets": "x"}', '{"record": 5}', "[]",
 @pytest.fixture
 def store(etcd, request):
     s = EtcdStore(etcd.host, etcd.port, cluster_key=KEY, prefix=f"/m/{request.node.name}/")
-    s.skipped = []
-    s.on_unreadable = lambda key, detail: s.skipped.append(key)
+    s.skipped, s.details = [], []
+    s.on_unreadable = lambda key, detail: (s.skipped.append(key), s.details.append(detail))
     yield s
     s.close()
 
@@ -106,3 +106,47 @@ def test_a_restart_pass_goes_past_a_key_that_does_not_decode(etcd, store):
     got = list(store.restorable(page=4))  # the three hex names sort first
     assert [s.record.session_id for s in got] == [*ids, late.session_id, late.session_id]
     assert len(store.skipped) == 2
+
+
+def test_a_record_dated_ahead_is_skipped_by_every_read(etcd, store):
+    """Review k21: a well-formed record whose handshake_ns is more than
+    HANDSHAKE_AHEAD_MAX_MS ahead of its created_ms (no gateway writes one:
+    a damaged or hostile etcd) is no record to any read: list (a cluster's
+    sweep), get (a reattach, a takeover), the restart pass, the watch (a
+    gateway following its owner's writes). Served, its peer's
+    every new initiation would be a replay. The store is left as it is."""
+    import json  # noqa: PLC0415
+
+    import etcd3gw  # noqa: PLC0415 - the cluster tier has it
+
+    from jvpn.config import HANDSHAKE_AHEAD_MAX_MS  # noqa: PLC0415
+
+    raw = etcd3gw.client(host=etcd.host, port=etcd.port)
+    dated = _attached(0xF000000000000004)
+    store.create(dated, b"secret")
+    key = f"{store.prefix}sessions/{dated.session_id:016x}"
+    seen, stop = [], threading.Event()
+    t = threading.Thread(target=store.watch_sessions,
+                         args=(lambda sid, rec: seen.append(sid), stop), daemon=True)
+    t.start()
+    try:
+        wait_until(lambda: getattr(store, "_watch_resp", None) is not None, "the watch", 5)
+        doc = json.loads(raw.get(key)[0])
+        record = json.loads(doc["record"])
+        record["handshake_ns"] = (record["created_ms"] + HANDSHAKE_AHEAD_MAX_MS) * 10**6 + 1
+        doc["record"] = json.dumps(record)
+        damaged = json.dumps(doc)
+        raw.put(key, damaged)
+        good = _attached(0xF000000000000005)
+        store.create(good, b"secret")
+        wait_until(lambda: good.session_id in seen, "the good record after the damaged one", 5)
+        assert dated.session_id not in seen
+        assert store.get(dated.session_id) is None
+        assert [r.session_id for r in store.list()] == [good.session_id]
+        assert [s.record.session_id for s in store.restorable()] == [good.session_id]
+        assert all("handshake_ns" in d for d in store.details)
+        assert raw.get(key)[0].decode() == damaged  # left as it is
+    finally:
+        stop.set()
+        store.close()
+        t.join(timeout=5)

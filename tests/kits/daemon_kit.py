@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import itertools
 import os
 import queue
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from jvpn import keys
@@ -149,8 +151,25 @@ def make_gateway(tmp_path, *, store=None, gate=None, events=None, clock=None,
                    sock=sock if sock is not None else FakeSock(), tun=FakeTun(), **extra)
 
 
-def initiation(peer: int = 0) -> Initiator:
-    return Initiator(PEER_KEYS[peer], GW_PUB)
+_WITHIN_MS = itertools.count(1)  # initiations stamped in one virtual millisecond
+
+
+def client_clock_ns(clock_ms: Callable[[], int]) -> Callable[[], int]:
+    """A client's Noise timestamps by the test's clock (the gateway's: the
+    two agree, as synchronized clocks do), each newer than the one before
+    while that clock does not go back (a count of nanoseconds within its
+    millisecond). Not the real clock: a gateway on a virtual clock (Clock,
+    2023) would date the session three years before its own initiation."""
+    return lambda: clock_ms() * 1_000_000 + next(_WITHIN_MS)
+
+
+def initiation(peer: int = 0, clock_ms: Callable[[], int] | None = None) -> Initiator:
+    """The peer's initiator, its timestamps by ``clock_ms`` (the gateway's
+    clock: pass a virtual one, a gateway refuses initiations a day ahead
+    of its clock); the real clock without one."""
+    if clock_ms is None:
+        return Initiator(PEER_KEYS[peer], GW_PUB)
+    return Initiator(PEER_KEYS[peer], GW_PUB, clock_ns=client_clock_ns(clock_ms))
 
 
 @dataclass
@@ -175,8 +194,9 @@ class Peer:
 
 
 def handshake(gw: Gateway, src: tuple[str, int] = CLIENT, peer: int = 0) -> Peer:
-    """A real handshake through the daemon's dispatch."""
-    ini = initiation(peer)
+    """A real handshake through the daemon's dispatch, stamped by the
+    gateway's clock."""
+    ini = initiation(peer, gw.clock_ms)
     n = len(gw.sock.sent)
     gw.datapath.datagram(ini.initiation(), src)
     [(resp, to)] = gw.sock.sent[n:]

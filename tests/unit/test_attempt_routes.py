@@ -16,8 +16,9 @@ INNER = PEER_INNER[0].packed
 
 
 def _attempts(gw):
-    """Two initiations; the client takes the first one's answer (S1)."""
-    init1, init2 = initiation(), initiation()
+    """Two initiations (stamped by the gateway's clock); the client takes
+    the first one's answer (S1)."""
+    init1, init2 = initiation(clock_ms=gw.clock_ms), initiation(clock_ms=gw.clock_ms)
     n = len(gw.sock.sent)
     gw.datapath.datagram(init1.initiation(), CLIENT)
     [(resp1, _)] = gw.sock.sent[n:]

@@ -299,11 +299,20 @@ class Link(VirtualSocket):
 
 
 
+def _stamped_by(link: Link):
+    """The client's Initiator, its timestamps (its wall clock) the link's
+    virtual clock (the gateway's, T0 on): not the real one, three years
+    ahead of the gateway's (refused: HANDSHAKE_AHEAD_MAX_MS)."""
+    return lambda priv, pub, clock_ns=None: Initiator(  # the link's, not the client's clock
+        priv, pub, clock_ns=lambda: T0_NS + int(link.now * 1000) * MS)
+
+
 def _client_up(monkeypatch, tmp_path, delays: list[float | None], rand: float):
     """`client up`'s handshake at MaxSessions; its session's first keepalive."""
     gw, peer0 = _full_gateway(tmp_path)
     link = Link(gw, peer0.clock, delays)
     monkeypatch.setattr(client_handshake, "time", types.SimpleNamespace(monotonic=link.monotonic))
+    monkeypatch.setattr(client_handshake, "Initiator", _stamped_by(link))
     client = JvpnClient(private_key=PEER_KEYS[0], gateway_public=GW_PUB, endpoint=LISTEN,
                         events=EventLog("client-test", clock_ms=link.clock_ms),
                         clock_ms=link.clock_ms, socket_factory=lambda: link,
@@ -366,9 +375,7 @@ def test_a_retry_is_never_stamped_where_the_gateway_refuses_but_the_client_takes
     gw, peer0 = _full_gateway(tmp_path)
     link = Link(gw, peer0.clock, [None])
     monkeypatch.setattr(client_handshake, "time", types.SimpleNamespace(monotonic=link.monotonic))
-    stamped = lambda priv, pub: Initiator(  # noqa: E731 - the client's timestamps, virtual
-        priv, pub, clock_ns=lambda: T0_NS + int(link.now * 1000) * MS)
-    monkeypatch.setattr(client_handshake, "Initiator", stamped)
+    monkeypatch.setattr(client_handshake, "Initiator", _stamped_by(link))
     client = JvpnClient(private_key=PEER_KEYS[0], gateway_public=GW_PUB, endpoint=LISTEN,
                         events=EventLog("client-test", clock_ms=link.clock_ms),
                         clock_ms=link.clock_ms, socket_factory=lambda: link)
@@ -402,7 +409,7 @@ def test_a_wall_clock_step_between_initiations_never_leaves_the_client_a_session
     step_ns = 5_000 * MS  # the wall clock stepped 5 s forward after the first initiation
     made = []
 
-    def initiator(private, gateway_public):
+    def initiator(private, gateway_public, clock_ns=None):  # its own, not the client's
         stamp = T0_NS + link.clock_ms() * MS + (step_ns if made else 0)
         made.append(stamp)
         return Initiator(private, gateway_public, clock_ns=lambda: stamp)

@@ -215,7 +215,7 @@ def test_one_event_per_kind_per_interval_with_a_count(tmp_path):
     gw = make_gateway(tmp_path, clock=clock, gate=FullMapGate())
     gw.gate.full = True
     for i in range(50):
-        gw.datapath.receive(initiation().initiation(), (f"192.0.2.{i + 1}", 5000))
+        gw.datapath.receive(initiation(clock_ms=clock).initiation(), (f"192.0.2.{i + 1}", 5000))
     assert len(_errors(gw)) == 1  # the first, at once
     clock.ms += INCIDENT_INTERVAL_MS + 1
     gw.tick()

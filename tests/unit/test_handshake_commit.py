@@ -207,7 +207,7 @@ def _ceilings(store) -> int:
 
 
 def _handshake(gw, peer: int = 0, src=CLIENT) -> Peer:
-    ini = initiation(peer)
+    ini = initiation(peer, gw.clock_ms)  # stamped by the gateway's clock
     n = len(gw.sock.sent)
     gw.datapath.datagram(ini.initiation(), src)
     wait_until(lambda: len(gw.sock.sent) > n, "the response", 10)
@@ -396,7 +396,7 @@ def test_a_handshake_queued_across_a_reload_that_removed_its_peer_is_not_answere
     gw = gateway(tmp_path)
     gw.table.writes = held = HeldWrites(gw.table.writes)
     n = len(gw.sock.sent)
-    gw.datapath.datagram(initiation(0).initiation(), CLIENT)
+    gw.datapath.datagram(initiation(0, gw.clock_ms).initiation(), CLIENT)
     assert held.held and len(gw.sock.sent) == n  # queued, unanswered
     gw.apply_config(peer_configs()[1:], gw.policy)  # peer 0 removed
     held.release()

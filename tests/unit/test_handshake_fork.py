@@ -16,7 +16,7 @@ def _forged() -> bytes:
 
 def test_forged_replies_leave_the_state_for_the_genuine_one(tmp_path):
     gw = make_gateway(tmp_path, clock=Clock())
-    init = initiation()
+    init = initiation(clock_ms=gw.clock_ms)
     n = len(gw.sock.sent)
     gw.datapath.datagram(init.initiation(), CLIENT)
     [(resp, _)] = gw.sock.sent[n:]

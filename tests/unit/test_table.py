@@ -25,6 +25,7 @@ from jvpn.policy import default_policy
 from jvpn.session import Event, State, Transport, apply, new_session
 from jvpn.store import VersionConflict
 from jvpn.store.sqlite import SqliteStore
+from kits.daemon_kit import client_clock_ns
 
 SID = 0x0102030405060708
 CLIENT = Transport("192.0.2.10", 5555)
@@ -167,10 +168,11 @@ def test_a_second_handshake_ends_the_first_session_once_confirmed(rig):
         events=rig.events, send=lambda msg, to: rig.sent.append((msg, to)),
         clock_ms=rig.clock, randbits=lambda _bits: next(ids))
     gw_pub = keys.public_from_private(GW)
-    control.handshake(Initiator(CL, gw_pub).initiation(), ("192.0.2.10", 5555))
+    stamps = client_clock_ns(rig.clock)  # the client's clock agrees with the gateway's
+    control.handshake(Initiator(CL, gw_pub, stamps).initiation(), ("192.0.2.10", 5555))
     control.confirm(rig.table.get(11), Transport("192.0.2.10", 5555))
     assert set(rig.table.sessions) == {11}
-    control.handshake(Initiator(CL, gw_pub).initiation(), ("192.0.2.10", 5556))
+    control.handshake(Initiator(CL, gw_pub, stamps).initiation(), ("192.0.2.10", 5556))
     assert rig.table.for_inner(INNER.packed).record.session_id == 11  # until confirmed
     control.confirm(rig.table.get(22), Transport("192.0.2.10", 5556))
     assert set(rig.table.sessions) == {22} and rig.store.get(11) is None
