@@ -186,3 +186,32 @@ def test_a_frozen_wall_clock_still_ends_a_degraded_session_whose_binding_fell_si
         timer.ms += TICK
         b.tick()
     assert gw.table.get(sid) is None
+
+
+def test_a_wall_clock_stepped_back_then_set_right_still_ends_a_session_at_its_lifetime(
+        tmp_path):
+    """Review k21r1: an admin's ``date -s`` an hour back, set right a
+    minute later (or an NTP spoofer's step back, undone). A session looked
+    at while the clock was back is rescheduled by what the wall clock then
+    had left (an hour more); when the clock is set right its lifetime has
+    passed on the wall clock, and it must end at the next tick, as it did
+    on main (a step back made every session due, the set-right made its
+    deadline due), not an hour later (the queue's clock took the step
+    forward as no time: the wall clock's lead was not above its highest)."""
+    policy = P.__class__(**{**P.as_dict(), "max_lifetime_ms": 60_000,
+                            "heartbeat_volatile_ms": 10 * HOUR,
+                            "transport_lost_ttl_ms": 10 * HOUR})
+    gw, clock, timer, [live] = _idle(tmp_path, 1, policy)
+    sid, ends = live.record.session_id, live.record.created_ms + 60_000
+    clock.ms -= HOUR  # stepped back
+    while timer.ms < ends + 10_000:  # the session looked at while the clock is back
+        clock.ms += 10_000
+        timer.ms += 10_000
+        gw.tick()
+    assert gw.table.get(sid) is not None  # the wall clock has not reached its lifetime
+    clock.ms += HOUR  # set right: the lifetime passed 10 s ago
+    for _ in range(3):
+        clock.ms += TICK
+        timer.ms += TICK
+        gw.tick()
+    assert gw.table.get(sid) is None, "the session outlived its lifetime by the step back"
