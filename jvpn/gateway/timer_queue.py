@@ -28,9 +28,11 @@ a step forward of J makes due what waits less than J, once.
 A wait taken while the wall clock lags its highest lead (stepped back)
 is longer than the wall clock's by that lag, and a step that sets the
 wall clock right again moves ``q`` by nothing: such an entry also waits
-on the wall clock itself (``_Backstop``), so that it is never late to its
-wall-clock deadline, as on the one-clock queue (review k21r1: a step
-back of an hour, set right, held a lifetime's end an hour).
+on the wall clock itself (``_Backstop``), so that it is late to its
+wall-clock deadline by at most ``BACKSTOP_LAG_MS`` (review k21r1: a step
+back of an hour, set right, held a lifetime's end an hour). The cost: while
+the wall clock lags (a clock that ran ahead, set right, lags until the
+restart) each schedule is a push on both heaps.
 The data thread cannot write the heap (the tick pops it under the control
 lock): it ``nudge``s a session, taken in at the next tick."""
 
@@ -41,6 +43,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 NOW = 0  # "at the next tick": earlier than any clock
+# a lag of the wall clock behind its highest lead on the timer clock up to
+# this waits on ``q`` alone (late by at most this much to the wall clock):
+# the two clocks' readings apart (ms rounding, a thread preempted between
+# the two reads) move the lead by milliseconds each tick and would put
+# nearly every entry in the backstop too (_Backstop)
+BACKSTOP_LAG_MS = 1_000
 
 
 class TimerQueue:
@@ -145,7 +153,7 @@ class TimerQueue:
 
     def _set(self, sid: int, at: int) -> None:
         self._due[sid] = at
-        if self._skew > 0 and at != NOW:  # waited longer than the wall clock's wait
+        if self._skew > BACKSTOP_LAG_MS and at != NOW:  # a wait longer than the wall clock's
             self._backstop.add(sid, at - self._skew)
         else:
             self._backstop.drop(sid)
