@@ -14,10 +14,11 @@ from __future__ import annotations
 from test_rekey_degraded_recovery import _degraded, gate  # noqa: F401 - gate: the fixture
 
 from jvpn.gate import abi
-from jvpn.gateway import timer_checks
+from jvpn.gateway import snapshot, timer_checks
 from jvpn.policy import default_policy
 from jvpn.session import State
-from kits.daemon_kit import CLIENT, Clock, handshake, make_gateway
+from kits.daemon_kit import CLIENT, AdmitAll, Clock, handshake, make_gateway
+from kits.rekey_kit import RekeyClient, policy
 
 P = default_policy()
 HOUR = 3_600_000
@@ -215,3 +216,28 @@ def test_a_wall_clock_stepped_back_then_set_right_still_ends_a_session_at_its_li
         timer.ms += TICK
         gw.tick()
     assert gw.table.get(sid) is None, "the session outlived its lifetime by the step back"
+
+
+def test_the_sessions_listing_shows_the_last_receive_on_the_wall_clock_less_the_silence(
+        tmp_path):
+    """``last_rx_ms`` is kept on the timer clock; the operator's listing
+    gives it on the wall clock (now less the silence): a step forward of a
+    minute is no minute of silence there either."""
+    gw, clock, timer, [_live] = _idle(tmp_path, 1)
+    clock.ms += STEP
+    timer.ms += 700
+    [row] = snapshot.sessions(gw)
+    assert row["last_rx_ms"] == clock.ms - 700
+
+
+def test_a_probe_reply_gives_the_silence_the_timer_clock_measured(tmp_path):
+    """A probe reply's receive age (docs/protocol.md "Transport
+    selection") is the timer clock's silence, not a wall-clock step."""
+    clock, timer = Clock(), Clock()
+    gw = make_gateway(tmp_path, gate=AdmitAll(), clock=clock, timer_ms=timer, policy=policy())
+    c = RekeyClient(gw)
+    clock.ms += STEP
+    timer.ms += 700
+    [(reply, _to)] = c.send(c.control(abi.MSG_PATH_PROBE, 42), src=("198.51.100.7", 6000))
+    _hdr, (_probe_id, _state, _flags, rx_age, _version) = c.opened(reply)
+    assert rx_age == 700
