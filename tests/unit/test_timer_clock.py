@@ -241,3 +241,23 @@ def test_a_probe_reply_gives_the_silence_the_timer_clock_measured(tmp_path):
     [(reply, _to)] = c.send(c.control(abi.MSG_PATH_PROBE, 42), src=("198.51.100.7", 6000))
     _hdr, (_probe_id, _state, _flags, rx_age, _version) = c.opened(reply)
     assert rx_age == 700
+
+
+def test_data_after_a_wall_clock_step_forward_postpones_volatile_by_the_timer_clock(tmp_path):
+    """The data path writes the last receive on the timer clock: data that
+    came after a step forward of a minute counts as silence from then, not
+    from a minute later (a session silent for the heartbeat's time goes
+    VOLATILE on time, not a minute late)."""
+    gw, clock, timer, [_live] = _idle(tmp_path, 1)
+    clock.ms += STEP
+    timer.ms += TICK
+    gw.tick()
+    peer = handshake(gw, src=(CLIENT[0], CLIENT[1] + 5), peer=1)
+    gw.datapath.datagram(peer.seal(b"", abi.MSG_KEEPALIVE), (CLIENT[0], CLIENT[1] + 5))
+    fresh = gw.table.get(peer.session_id)
+    gw.datapath.datagram(peer.seal(b"", abi.MSG_KEEPALIVE), (CLIENT[0], CLIENT[1] + 5))
+    for _ in range(P.heartbeat_volatile_ms // TICK + 1):
+        clock.ms += TICK
+        timer.ms += TICK
+        gw.tick()
+    assert fresh.record.state is State.VOLATILE
