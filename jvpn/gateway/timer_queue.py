@@ -25,6 +25,14 @@ and an early look is simply rescheduled by what is left (review k20r5
 F2). A step back no longer makes every session due (once per step: a
 clock swinging each tick had every session looked at every other tick);
 a step forward of J makes due what waits less than J, once.
+A wait taken while the wall clock lags its highest lead (stepped back)
+is longer than the wall clock's by that lag, and a step that sets the
+wall clock right again moves ``q`` by nothing: such an entry also waits
+on the wall clock itself (``_Backstop``), so that it is late to its
+wall-clock deadline by at most ``BACKSTOP_LAG_MS`` (review k21r1: a step
+back of an hour, set right, held a lifetime's end an hour). The cost: while
+the wall clock lags (a clock that ran ahead, set right, lags until the
+restart) each schedule is a push on both heaps.
 The data thread cannot write the heap (the tick pops it under the control
 lock): it ``nudge``s a session, taken in at the next tick."""
 
@@ -35,6 +43,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 NOW = 0  # "at the next tick": earlier than any clock
+# a lag of the wall clock behind its highest lead on the timer clock up to
+# this waits on ``q`` alone (late by at most this much to the wall clock):
+# the two clocks' readings apart (ms rounding, a thread preempted between
+# the two reads) move the lead by milliseconds each tick and would put
+# nearly every entry in the backstop too (_Backstop)
+BACKSTOP_LAG_MS = 1_000
 
 
 class TimerQueue:
@@ -42,7 +56,8 @@ class TimerQueue:
         self._heap: list[tuple[int, int]] = []  # (due ms, session id), stale ones included
         self._due: dict[int, int] = {}  # session id -> its live entry's due ms
         self._clock: _QueueClock | None = None  # ``q`` (None: no tick yet, q = wall)
-        self._skew = 0  # q - wall clock, as of the last tick
+        self._skew = 0  # q - wall clock, as of the last tick (> 0: the wall clock lags)
+        self._backstop = _Backstop()  # the entries set while it lagged, by wall-clock time
         self._nudged: list[int] = []  # touched from another thread (append, pop: atomic)
         self._filling = False  # ``filling``: due times only, the heap built at the end
 
@@ -68,12 +83,13 @@ class TimerQueue:
     def replace(self, sid: int, at: int | None) -> None:
         """After its check: due next at ``at`` (None: only when touched)."""
         if at is None:
-            self._due.pop(sid, None)
+            self.discard(sid)
         else:
             self._set(sid, self._waited(at))
 
     def discard(self, sid: int) -> None:
         self._due.pop(sid, None)
+        self._backstop.drop(sid)
 
     def nudge(self, sid: int) -> None:
         """``touch`` from a thread that holds no control lock (the data path)."""
@@ -88,11 +104,13 @@ class TimerQueue:
         while self._nudged:
             self.touch(self._nudged.pop())
         q = self._tick(now, now if timer is None else timer)
-        heap, due, out = self._heap, self._due, []
+        heap, due = self._heap, self._due
+        out = self._backstop.pop_due(now, due, limit)
         while heap and heap[0][0] <= q and (limit is None or len(out) < limit):
             at, sid = heapq.heappop(heap)
             if due.get(sid) == at:
                 del due[sid]
+                self._backstop.drop(sid)
                 out.append(sid)
         return out
 
@@ -135,6 +153,10 @@ class TimerQueue:
 
     def _set(self, sid: int, at: int) -> None:
         self._due[sid] = at
+        if self._skew > BACKSTOP_LAG_MS and at != NOW:  # a wait longer than the wall clock's
+            self._backstop.add(sid, at - self._skew)
+        else:
+            self._backstop.drop(sid)
         if self._filling:
             return
         heapq.heappush(self._heap, (at, sid))
@@ -160,3 +182,42 @@ class _QueueClock:
         self.q += max(timer - self.timer, 0) + max(wall - timer - self.lead, 0)
         self.timer, self.lead = timer, max(wall - timer, self.lead)
         return self.q
+
+
+class _Backstop:
+    """The entries set while the wall clock lagged its highest lead (a step
+    back), by their wall-clock due time: due when the wall clock reaches
+    it, too (a step setting it right makes them due, not their longer
+    wait on ``q``). Empty while the wall clock does not lag: nothing per
+    schedule then but a dict miss."""
+
+    __slots__ = ("_at", "_heap")
+
+    def __init__(self):
+        self._heap: list[tuple[int, int]] = []  # (wall-clock ms, session id), stale ones too
+        self._at: dict[int, int] = {}  # session id -> its live backstop's wall-clock ms
+
+    def add(self, sid: int, wall_at: int) -> None:
+        self._at[sid] = wall_at
+        heapq.heappush(self._heap, (wall_at, sid))
+        if len(self._heap) > 2 * len(self._at) + 1024:  # mostly superseded entries
+            self._heap = [(t, s) for s, t in self._at.items()]
+            heapq.heapify(self._heap)
+
+    def drop(self, sid: int) -> None:
+        if self._at:
+            self._at.pop(sid, None)
+            if not self._at:
+                self._heap = []
+
+    def pop_due(self, wall: int, due: dict[int, int], limit: int | None) -> list[int]:
+        """The sessions whose wall-clock time ``wall`` reached, removed from
+        ``due`` too (their ``q`` entries go stale)."""
+        heap, at_of, out = self._heap, self._at, []
+        while heap and heap[0][0] <= wall and (limit is None or len(out) < limit):
+            at, sid = heapq.heappop(heap)
+            if at_of.get(sid) == at:
+                del at_of[sid]
+                if due.pop(sid, None) is not None:
+                    out.append(sid)
+        return out

@@ -14,10 +14,11 @@ from __future__ import annotations
 from test_rekey_degraded_recovery import _degraded, gate  # noqa: F401 - gate: the fixture
 
 from jvpn.gate import abi
-from jvpn.gateway import timer_checks
+from jvpn.gateway import snapshot, timer_checks
 from jvpn.policy import default_policy
 from jvpn.session import State
-from kits.daemon_kit import CLIENT, Clock, handshake, make_gateway
+from kits.daemon_kit import CLIENT, AdmitAll, Clock, handshake, make_gateway
+from kits.rekey_kit import RekeyClient, policy
 
 P = default_policy()
 HOUR = 3_600_000
@@ -186,3 +187,77 @@ def test_a_frozen_wall_clock_still_ends_a_degraded_session_whose_binding_fell_si
         timer.ms += TICK
         b.tick()
     assert gw.table.get(sid) is None
+
+
+def test_a_wall_clock_stepped_back_then_set_right_still_ends_a_session_at_its_lifetime(
+        tmp_path):
+    """Review k21r1: an admin's ``date -s`` an hour back, set right a
+    minute later (or an NTP spoofer's step back, undone). A session looked
+    at while the clock was back is rescheduled by what the wall clock then
+    had left (an hour more); when the clock is set right its lifetime has
+    passed on the wall clock, and it must end at the next tick, as it did
+    on main (a step back made every session due, the set-right made its
+    deadline due), not an hour later (the queue's clock took the step
+    forward as no time: the wall clock's lead was not above its highest)."""
+    policy = P.__class__(**{**P.as_dict(), "max_lifetime_ms": 60_000,
+                            "heartbeat_volatile_ms": 10 * HOUR,
+                            "transport_lost_ttl_ms": 10 * HOUR})
+    gw, clock, timer, [live] = _idle(tmp_path, 1, policy)
+    sid, ends = live.record.session_id, live.record.created_ms + 60_000
+    clock.ms -= HOUR  # stepped back
+    while timer.ms < ends + 10_000:  # the session looked at while the clock is back
+        clock.ms += 10_000
+        timer.ms += 10_000
+        gw.tick()
+    assert gw.table.get(sid) is not None  # the wall clock has not reached its lifetime
+    clock.ms += HOUR  # set right: the lifetime passed 10 s ago
+    for _ in range(3):
+        clock.ms += TICK
+        timer.ms += TICK
+        gw.tick()
+    assert gw.table.get(sid) is None, "the session outlived its lifetime by the step back"
+
+
+def test_the_sessions_listing_shows_the_last_receive_on_the_wall_clock_less_the_silence(
+        tmp_path):
+    """``last_rx_ms`` is kept on the timer clock; the operator's listing
+    gives it on the wall clock (now less the silence): a step forward of a
+    minute is no minute of silence there either."""
+    gw, clock, timer, [_live] = _idle(tmp_path, 1)
+    clock.ms += STEP
+    timer.ms += 700
+    [row] = snapshot.sessions(gw)
+    assert row["last_rx_ms"] == clock.ms - 700
+
+
+def test_a_probe_reply_gives_the_silence_the_timer_clock_measured(tmp_path):
+    """A probe reply's receive age (docs/protocol.md "Transport
+    selection") is the timer clock's silence, not a wall-clock step."""
+    clock, timer = Clock(), Clock()
+    gw = make_gateway(tmp_path, gate=AdmitAll(), clock=clock, timer_ms=timer, policy=policy())
+    c = RekeyClient(gw)
+    clock.ms += STEP
+    timer.ms += 700
+    [(reply, _to)] = c.send(c.control(abi.MSG_PATH_PROBE, 42), src=("198.51.100.7", 6000))
+    _hdr, (_probe_id, _state, _flags, rx_age, _version) = c.opened(reply)
+    assert rx_age == 700
+
+
+def test_data_after_a_wall_clock_step_forward_postpones_volatile_by_the_timer_clock(tmp_path):
+    """The data path writes the last receive on the timer clock: data that
+    came after a step forward of a minute counts as silence from then, not
+    from a minute later (a session silent for the heartbeat's time goes
+    VOLATILE on time, not a minute late)."""
+    gw, clock, timer, [_live] = _idle(tmp_path, 1)
+    clock.ms += STEP
+    timer.ms += TICK
+    gw.tick()
+    peer = handshake(gw, src=(CLIENT[0], CLIENT[1] + 5), peer=1)
+    gw.datapath.datagram(peer.seal(b"", abi.MSG_KEEPALIVE), (CLIENT[0], CLIENT[1] + 5))
+    fresh = gw.table.get(peer.session_id)
+    gw.datapath.datagram(peer.seal(b"", abi.MSG_KEEPALIVE), (CLIENT[0], CLIENT[1] + 5))
+    for _ in range(P.heartbeat_volatile_ms // TICK + 1):
+        clock.ms += TICK
+        timer.ms += TICK
+        gw.tick()
+    assert fresh.record.state is State.VOLATILE

@@ -188,6 +188,38 @@ def test_a_wall_clock_stepped_forward_makes_due_what_waits_less_than_the_step_on
     assert q.pop_due(11 * hour, timer=hour + 100) == [2]
 
 
+def test_an_entry_set_while_the_wall_clock_was_stepped_back_is_due_when_it_is_set_right():
+    """Review k21r1: a wait taken while the wall clock is an hour back is an
+    hour longer than the wall clock's once it is set right (all of it, or
+    part of it: a step back of J, forward K < J); ``q`` takes no step that
+    does not lead further than ever, so only the wall clock can make it due
+    then. Never late to its wall-clock deadline, as on main's one clock."""
+    q, hour = TimerQueue(), 3_600_000
+    q.pop_due(10 * hour, timer=0)
+    assert q.pop_due(9 * hour, timer=100) == []  # stepped back an hour
+    q.replace(1, 9 * hour + 60_000)  # a minute away, on the wall clock then
+    q.replace(2, 9 * hour + 40 * 60_000)  # forty
+    assert q.pop_due(9 * hour + 30 * 60_000, timer=200) == [1]  # half set right: past 1's
+    assert q.pop_due(10 * hour + 300, timer=300) == [2]  # set right: past 2's
+    assert len(q) == 0
+
+
+def test_a_wall_clock_held_back_still_makes_an_entry_due_once():
+    """The entry waits on both clocks while the wall clock lags: due at
+    whichever comes first, popped once (the other's entry goes stale)."""
+    q, hour = TimerQueue(), 3_600_000
+    q.pop_due(10 * hour, timer=0)
+    assert q.pop_due(9 * hour, timer=100) == []
+    q.replace(1, 9 * hour + 1_000)
+    assert q.pop_due(8 * hour, timer=1_099) == []  # further back
+    assert q.pop_due(8 * hour, timer=1_100) == [1]  # its wait, on the timer clock
+    q.replace(1, 8 * hour + 2_000)
+    q.replace(1, 8 * hour + 5_000)  # the first one superseded
+    assert q.pop_due(8 * hour + 2_000, timer=1_200) == []
+    assert q.pop_due(8 * hour + 5_000, timer=1_300) == [1]  # the wall clock reached it
+    assert q.pop_due(10 * hour, timer=9_100) == [] and len(q) == 0
+
+
 def test_one_clock_stepped_back_counts_as_no_time_and_time_again_from_there():
     """``timer`` None: a tool's single clock (the daemon passes both)."""
     q = TimerQueue()
