@@ -8,6 +8,7 @@ timers. A real etcd; the gateway on a fake socket and TUN
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 
@@ -55,22 +56,30 @@ def test_reads_skip_and_report_malformed_values(etcd, store):
     assert [c.session_id for c in store.changes()] == [good.session_id]
 
 
-def test_the_watch_delivers_the_records_around_a_malformed_one(etcd, store):
+@contextlib.contextmanager
+def _watching(store):
+    """The session ids the store's watch delivers, the watch started; the
+    store closed and the watch ended after."""
     seen, stop = [], threading.Event()
     t = threading.Thread(target=store.watch_sessions,
                          args=(lambda sid, rec: seen.append(sid), stop), daemon=True)
     t.start()
     try:
         wait_until(lambda: getattr(store, "_watch_resp", None) is not None, "the watch", 5)
+        yield seen
+    finally:
+        stop.set()
+        store.close()
+        t.join(timeout=5)
+
+
+def test_the_watch_delivers_the_records_around_a_malformed_one(etcd, store):
+    with _watching(store) as seen:
         _plant(etcd, store, f"{0xBAD1:016x}", "not json")
         good = _attached(0xF000000000000003)
         store.create(good, b"secret")
         wait_until(lambda: good.session_id in seen, "the good record after the bad one", 5)
         assert store.skipped and 0xBAD1 not in seen
-    finally:
-        stop.set()
-        store.close()
-        t.join(timeout=5)
 
 
 def test_a_gateway_starts_and_keeps_its_timers_over_a_malformed_value(etcd, store, tmp_path):
@@ -125,12 +134,7 @@ def test_a_record_dated_ahead_is_skipped_by_every_read(etcd, store):
     dated = _attached(0xF000000000000004)
     store.create(dated, b"secret")
     key = f"{store.prefix}sessions/{dated.session_id:016x}"
-    seen, stop = [], threading.Event()
-    t = threading.Thread(target=store.watch_sessions,
-                         args=(lambda sid, rec: seen.append(sid), stop), daemon=True)
-    t.start()
-    try:
-        wait_until(lambda: getattr(store, "_watch_resp", None) is not None, "the watch", 5)
+    with _watching(store) as seen:
         doc = json.loads(raw.get(key)[0])
         record = json.loads(doc["record"])
         record["handshake_ns"] = (record["created_ms"] + HANDSHAKE_AHEAD_MAX_MS) * 10**6 + 1
@@ -146,7 +150,3 @@ def test_a_record_dated_ahead_is_skipped_by_every_read(etcd, store):
         assert [s.record.session_id for s in store.restorable()] == [good.session_id]
         assert all("handshake_ns" in d for d in store.details)
         assert raw.get(key)[0].decode() == damaged  # left as it is
-    finally:
-        stop.set()
-        store.close()
-        t.join(timeout=5)

@@ -47,6 +47,27 @@ def _degraded(tmp_path, gate, timer: Clock | None = None, **changes):
     return gw, clock, b, sid
 
 
+def _nudged(tmp_path, gate, **changes):
+    """A DEGRADED session whose first nudge just left, its wall clock and
+    timer clock apart; what was sent so far. Its binding stays silent (the
+    client is away); ``changes``: to the policy (a test that keeps the
+    client away for long sets a longer ``transport_lost_ttl_ms``: stranding
+    measures silence on the timer clock)."""
+    timer = Clock()
+    gw, clock, b, sid = _degraded(tmp_path, gate, timer, **changes)
+    b.online = False
+    clock.ms += 3_000  # keys expired 3 s ago (reject_after 2 s from the handshake)
+    timer.ms += 3_000
+    b.tick()  # a nudge
+    return gw, clock, timer, b, sid, len(gw.sock.sent)
+
+
+def _since(gw, sid, n):
+    """Messages sent since ``n``, the session still DEGRADED."""
+    assert gw.table.get(sid).record.state is State.DEGRADED
+    return len(gw.sock.sent) - n
+
+
 def test_a_session_degraded_by_expired_keys_is_rekeyed_back_to_attached(tmp_path, gate):
     gw, clock, b, sid = _degraded(tmp_path, gate)
     clock.ms += 1_000

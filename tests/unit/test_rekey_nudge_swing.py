@@ -6,25 +6,7 @@ nudges as it stalls every timer on the wall clock's queue.)"""
 
 from __future__ import annotations
 
-from test_rekey_degraded_recovery import _degraded, gate  # noqa: F401 - gate: the fixture
-
-from jvpn.session import State
-from kits.daemon_kit import Clock
-
-
-def _nudged(tmp_path, gate):  # noqa: F811
-    timer = Clock()
-    gw, clock, b, sid = _degraded(tmp_path, gate, timer)
-    b.online = False
-    clock.ms += 3_000  # keys expired 3 s ago (reject_after 2 s from the handshake)
-    timer.ms += 3_000
-    b.tick()  # a nudge
-    return gw, clock, timer, b, sid, len(gw.sock.sent)
-
-
-def _since(gw, sid, n):
-    assert gw.table.get(sid).record.state is State.DEGRADED
-    return len(gw.sock.sent) - n
+from test_rekey_degraded_recovery import _nudged, _since, gate  # noqa: F401 - gate: the fixture
 
 
 def test_one_swing_of_the_wall_clock_across_the_keys_expiry_stops_the_nudges(

@@ -11,7 +11,7 @@ ends it (jvpn/gateway/timer_queue.py)."""
 
 from __future__ import annotations
 
-from test_rekey_degraded_recovery import _degraded, gate  # noqa: F401 - gate: the fixture
+from test_rekey_degraded_recovery import _nudged, _since, gate  # noqa: F401 - gate: the fixture
 
 from jvpn.gate import abi
 from jvpn.gateway import snapshot, timer_checks
@@ -28,29 +28,10 @@ TICK = 100  # ms, TIMER_TICK_S
 STEP = 60_000
 
 
-def _nudged(tmp_path, gate, transport_lost_ttl_ms: int = HOUR):  # noqa: F811
-    """A DEGRADED session whose first nudge just left; what was sent so far.
-    Its binding stays silent (the client is away): at most
-    ``transport_lost_ttl_ms`` of the timer clock, as ``stranded`` measures."""
-    timer = Clock()
-    gw, clock, b, sid = _degraded(tmp_path, gate, timer,
-                                  transport_lost_ttl_ms=transport_lost_ttl_ms)
-    b.online = False
-    clock.ms += 3_000  # keys expired 3 s ago (reject_after 2 s from the handshake)
-    timer.ms += 3_000
-    b.tick()  # a nudge
-    return gw, clock, timer, b, sid, len(gw.sock.sent)
-
-
-def _since(gw, sid, n):
-    assert gw.table.get(sid).record.state is State.DEGRADED
-    return len(gw.sock.sent) - n
-
-
 def test_a_frozen_wall_clock_still_gets_nudges(tmp_path, gate):  # noqa: F811
     """k20r5 F2: a minute of the timer clock, the wall clock not moving:
     the next nudge was queued at the wall clock's now + 1 s, never reached."""
-    gw, _clock, timer, b, sid, n = _nudged(tmp_path, gate)
+    gw, _clock, timer, b, sid, n = _nudged(tmp_path, gate, transport_lost_ttl_ms=HOUR)
     for _ in range(600):
         timer.ms += TICK
         b.tick()
@@ -61,7 +42,7 @@ def test_a_frozen_wall_clock_still_gets_nudges(tmp_path, gate):  # noqa: F811
 def test_a_wall_clock_held_by_steps_no_tick_sees_still_gets_nudges(tmp_path, gate):  # noqa: F811
     """k20r5 F2: the wall clock runs 100 ms between ticks and is stepped
     back 99 ms before each (a tick sees it 1 ms on: no step back)."""
-    gw, clock, timer, b, sid, n = _nudged(tmp_path, gate)
+    gw, clock, timer, b, sid, n = _nudged(tmp_path, gate, transport_lost_ttl_ms=HOUR)
     for _ in range(600):
         clock.ms += TICK - 99
         timer.ms += TICK
@@ -72,7 +53,7 @@ def test_a_wall_clock_held_by_steps_no_tick_sees_still_gets_nudges(tmp_path, gat
 
 def test_a_wall_clock_swinging_an_hour_each_tick_neither_storms_nor_stalls_the_nudges(
         tmp_path, gate):  # noqa: F811
-    gw, clock, timer, b, sid, n = _nudged(tmp_path, gate)
+    gw, clock, timer, b, sid, n = _nudged(tmp_path, gate, transport_lost_ttl_ms=HOUR)
     for i in range(600):
         clock.ms += TICK + (HOUR if i % 2 == 0 else -HOUR)
         timer.ms += TICK
