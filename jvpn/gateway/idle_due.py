@@ -19,7 +19,7 @@ records, counters and policies, and over each condition's edge.
 from __future__ import annotations
 
 from jvpn.gateway.key_timers import AGEING, MAX_MESSAGES_PER_MS
-from jvpn.gateway.table import Live, _ChannelPlan
+from jvpn.gateway.table import Live
 from jvpn.policy import Policy
 from jvpn.session import State
 
@@ -28,15 +28,14 @@ def idle_due_at(live: Live, now: int, p: Policy, lead: int) -> int | None:
     """``_next_due(live)`` at ``now`` for a session restored idle (see the
     module's text); None for any other (ask ``_next_due``). ``lead``: the
     wall clock's now less the timer clock's (``Live.heard_ms``)."""
-    rec = live.record
-    if (rec.state not in AGEING or not live.confirmed or live.quarantined
-            or live.secrets_unsaved or live.keys.previous is not None
-            or live._channel.__class__ is not _ChannelPlan):
+    rec, first = live.record, live.unmade_first_counter
+    if (first is None or rec.state not in AGEING or not live.confirmed or live.quarantined
+            or live.secrets_unsaved or live.keys.previous is not None):
         return None
     # key_age.measured with one epoch, confirmed: the current one's making
     # time, and its messages the larger direction past its base counters
     # (the send counter is the stored floor while no channel is made)
-    used = max(live._channel.first_counter - 1 - rec.key_s2c_base,
+    used = max(first - 1 - rec.key_s2c_base,
                live.ceiling.floor - 1 - rec.key_c2s_base, 0)
     at = min(rec.created_ms + p.max_lifetime_ms + 1,
              (rec.keys_ms or rec.created_ms) + p.reject_after_ms,

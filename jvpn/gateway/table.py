@@ -214,6 +214,13 @@ class Live:
         ch = self._channel
         return None if ch.__class__ is _ChannelPlan else ch
 
+    @property
+    def unmade_first_counter(self) -> int | None:
+        """The send counter the channel will start at while it is not made
+        (a restored session's plan), None once it is (idle_due.py)."""
+        ch = self._channel
+        return ch.first_counter if ch.__class__ is _ChannelPlan else None
+
     def send_upcoming(self) -> int:
         """The next send counter, without making the channel (key age)."""
         ch = self._channel
