@@ -47,6 +47,12 @@ DISTINCT_SOURCES_MAX = 4_096  # distinct sources counted exactly up to this, per
 SAMPLES = 4
 DETAILS_MAX = 8  # distinct detail strings per summary; the rest count as "other"
 DETAIL_LEN = 120
+# One encoder for every line: json.dumps(sort_keys=True) builds a new
+# JSONEncoder per call (≈ 1.5 µs of a ≈ 7 µs line, one line per handshake:
+# issue 15). The same settings, so the same text; it keeps no state
+# between calls (each encode makes its own), and lines are written under
+# the log's lock anyway.
+_encode_line = json.JSONEncoder(sort_keys=True).encode
 
 
 def sid_hex(session_id: int | None) -> str | None:
@@ -241,7 +247,7 @@ class EventLog:
             ev["version"] = version
         ev.update({k: (v if isinstance(v, (int, float, str, bool, type(None), list, dict))
                        else str(v)) for k, v in extra.items()})
-        line = json.dumps(ev, sort_keys=True) + "\n"
+        line = _encode_line(ev) + "\n"
         if self._file:
             self._file.write(line, now)
         if self._echo:

@@ -7,6 +7,7 @@ import time
 
 from click.testing import CliRunner
 
+from jvpn.codes import EventType, Reason
 from jvpn.events import EventLog, follow
 from jvpn.session import Transport
 from jvpn_cli.main import cli
@@ -26,6 +27,25 @@ def test_event_lines_have_the_base_fields(tmp_path):
                   "policy_version": 3, "transport_id": "192.0.2.1:5", "version": 1,
                   "previous_state": "BIRTH", "new_state": "ATTACHED"}
     assert echo.getvalue().strip() == line
+
+
+
+def test_a_line_is_the_text_json_dumps_with_sorted_keys_writes(tmp_path):
+    """The line's encoder is made once (issue 15): the text is still what
+    json.dumps(sort_keys=True) writes, for an authenticated event (str enums,
+    non-ASCII, a float) and for a summary (nested lists and dicts)."""
+    log = EventLog("gw-\u00e9", tmp_path / "e.jsonl", clock_ms=lambda: 1234.5,
+                   summary_interval_ms=10)
+    log.emit(EventType.SESSION_STATE_CHANGE, Reason.HANDSHAKE_OK, 0xAB,
+             Transport("192.0.2.1", 5), version=1, detail="caf\u00e9 \"quoted\"\n",
+             z_last=2.5, a_first=None, nested={"b": [1, "x"], "a": True})
+    log.emit_unauthenticated(EventType.HANDSHAKE_REJECTED, Reason.HANDSHAKE_FAIL,
+                             Transport("198.51.100.7", 9), detail="bad mac1")
+    log.close()
+    lines = (tmp_path / "e.jsonl").read_text().splitlines()
+    assert len(lines) == 2
+    for line, ev in zip(lines, list(log.recent), strict=True):
+        assert line == json.dumps(ev, sort_keys=True)
 
 
 def test_events_command_filters_and_prints_json(tmp_path):

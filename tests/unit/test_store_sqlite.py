@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from jvpn.session import Event, State, Transport, apply, new_session
-from jvpn.store import AlreadyExists, VersionConflict
+from jvpn.store import AlreadyExists, StoreError, VersionConflict
 from jvpn.store import sqlite as sqlite_store
 from jvpn.store.sqlite import SqliteStore
 from kits.store_contract import (
@@ -75,6 +75,33 @@ def test_survives_reopen_and_records_changes(tmp_path):
 
 def test_initiation_claims_have_one_winner(store):
     initiation_claims_have_one_winner(store, racers=8)
+
+
+
+@pytest.mark.parametrize(("stored", "claimed", "outcome"), [
+    (None, 5, True), (4, 5, True), (0, 1, True),  # none stored, or older: claimed
+    (5, 5, False), (6, 5, False), ((1 << 63) - 1, 5, False),  # not newer: a replay
+    ("garbage", 5, StoreError), (-1, 5, StoreError), (5.5, 9, StoreError),
+    (b"\x05", 9, StoreError),  # unreadable: fails closed, as before
+])
+def test_a_claim_writes_only_over_a_readable_older_timestamp(store, stored, claimed, outcome):
+    """The claim in one statement when it wins (issue 15): the upsert
+    writes a new row or over a readable, older timestamp only; otherwise
+    the row is read and answers as the SELECT before did (a replay: False;
+    a text, a negative, a real, a blob: StoreError), nothing written."""
+    peer = b"p" * 32
+    if stored is not None:
+        store._db.execute("INSERT INTO initiations VALUES (?, ?)", (peer, stored))
+    before = store._db.execute("SELECT timestamp_ns FROM initiations WHERE peer=?",
+                               (peer,)).fetchone()
+    if outcome is StoreError:
+        with pytest.raises(StoreError):
+            store.claim_initiation(peer, claimed)
+    else:
+        assert store.claim_initiation(peer, claimed) is outcome
+    after = store._db.execute("SELECT timestamp_ns FROM initiations WHERE peer=?",
+                              (peer,)).fetchone()
+    assert after == ((claimed,) if outcome is True else before)
 
 
 def test_replay_ceiling_rules(store):
@@ -146,10 +173,11 @@ def test_a_wal_past_its_cap_catches_up(tmp_path, monkeypatch):
     assert store.checkpointer.catch_ups == 1
 
 
-def test_a_handshakes_writes_take_five_statements_and_a_taken_id_still_refuses(store):
+def test_a_handshakes_writes_take_four_statements_and_a_taken_id_still_refuses(store):
     """The create reads nothing first: the primary key refuses a taken id
-    (AlreadyExists, that op undone alone), so a handshake's op is the
-    claim's two statements, the record's two and the floor's (issue 15)."""
+    (AlreadyExists, that op undone alone), and a claim that wins is its
+    upsert alone, so a handshake's op is the claim's one statement, the
+    record's two and the floor's (issue 15)."""
     from jvpn.store import HandshakeWrites
 
     rec = _attached()
@@ -160,7 +188,7 @@ def test_a_handshakes_writes_take_five_statements_and_a_taken_id_still_refuses(s
     store._db.set_trace_callback(None)
     ops = [s for s in statements if s.split()[0] not in ("BEGIN", "SAVEPOINT", "RELEASE",
                                                          "COMMIT")]
-    assert first == 7 and len(ops) == 5, ops
+    assert first == 7 and len(ops) == 4, ops
     [taken, other] = store.write_many([
         sqlite_store.handshake_op(HandshakeWrites(b"q" * 32, 1, rec, b"x", 7)),
         sqlite_store.handshake_op(HandshakeWrites(b"r" * 32, 1, _attached(5), b"y", 7))])
@@ -169,8 +197,8 @@ def test_a_handshakes_writes_take_five_statements_and_a_taken_id_still_refuses(s
 
 
 def test_a_batch_that_fails_nowhere_takes_no_savepoints(store):
-    """Two handshakes in one transaction: their ten statements between BEGIN
-    and COMMIT, no savepoint per op (issue 15: four statements of a
+    """Two handshakes in one transaction: their eight statements between
+    BEGIN and COMMIT, no savepoint per op (issue 15: four statements of a
     handshake's twelve)."""
     from jvpn.store import HandshakeWrites
 
@@ -182,7 +210,7 @@ def test_a_batch_that_fails_nowhere_takes_no_savepoints(store):
     store._db.set_trace_callback(None)
     assert results == [7, 7]
     kinds = [s.split()[0] for s in statements]
-    assert kinds[0] == "BEGIN" and kinds[-1] == "COMMIT" and len(kinds) == 12, statements
+    assert kinds[0] == "BEGIN" and kinds[-1] == "COMMIT" and len(kinds) == 10, statements
 
 
 def test_an_op_that_fails_half_way_is_undone_alone_and_the_others_written_once(store):
