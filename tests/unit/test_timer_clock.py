@@ -11,13 +11,17 @@ ends it (jvpn/gateway/timer_queue.py)."""
 
 from __future__ import annotations
 
+import pytest
 from test_rekey_degraded_recovery import _degraded, gate  # noqa: F401 - gate: the fixture
 
 from jvpn.gate import abi
 from jvpn.gateway import snapshot, timer_checks
+from jvpn.gateway.timers import due_timer
 from jvpn.policy import default_policy
-from jvpn.session import State
+from jvpn.session import Event, State
+from jvpn.store.sqlite import SqliteStore
 from kits.daemon_kit import CLIENT, AdmitAll, Clock, handshake, make_gateway
+from kits.reattach_kit import NEW, SID, Harness
 from kits.rekey_kit import RekeyClient, policy
 
 P = default_policy()
@@ -261,3 +265,57 @@ def test_data_after_a_wall_clock_step_forward_postpones_volatile_by_the_timer_cl
         timer.ms += TICK
         gw.tick()
     assert fresh.record.state is State.VOLATILE
+
+
+DAY = 24 * HOUR
+
+
+@pytest.mark.parametrize("timer_lead", [-DAY, DAY], ids=["timer-behind", "timer-ahead"])
+def test_a_proven_switch_counts_the_silence_from_the_switch_on_the_timer_clock(
+        tmp_path, timer_lead):
+    """Review k21r3: a proven path response (RECOVERING -> ATTACHED) is
+    traffic from the client, on the timer clock (``Live.last_rx_ms``). Its
+    two clocks a day apart: written on the wall clock, the switched session
+    either went VOLATILE at once (a redundant switch) or counted no silence
+    for a day (a client gone after its reattach never made it VOLATILE)."""
+    h = Harness(tmp_path)
+    timer = Clock(h.clock.ms + timer_lead)
+    h.table.timer_ms = timer
+    h.clock.ms += 5_000
+    timer.ms += 5_000
+    h.reattach(NEW)
+    assert h.record().state is State.ATTACHED
+    live = h.table.get(SID)
+    silence = timer.ms - live.last_rx_ms
+    assert silence == 0, f"{silence} ms of silence at the switch"
+    heard = live.heard_ms(h.clock.ms - timer.ms)
+    assert due_timer(h.record(), heard, h.clock.ms + h.policy.heartbeat_volatile_ms,
+                     h.policy) is None
+    assert due_timer(h.record(), heard, h.clock.ms + h.policy.heartbeat_volatile_ms + 1,
+                     h.policy)[0] is Event.INSTABILITY_DETECTED
+    h.store.close()
+
+
+@pytest.mark.parametrize("timer_lead", [-DAY, DAY], ids=["timer-behind", "timer-ahead"])
+def test_a_restored_session_counts_its_silence_from_the_restart_on_the_timer_clock(
+        tmp_path, timer_lead):
+    """Review k21r3: a restart's restored session was last heard (as far
+    as this gateway knows) at the restore, on the timer clock. Its two
+    clocks a day apart: a ``Live`` built with the wall clock's now went
+    VOLATILE at the first tick, or stayed ATTACHED a day past its silence."""
+    _gw, clock, timer, [live] = _idle(tmp_path, 1)
+    sid = live.record.session_id
+    timer.ms += timer_lead  # a reboot's timer clock (CLOCK_BOOTTIME starts again)
+    gw = make_gateway(tmp_path, store=SqliteStore(tmp_path / "s.db"), clock=clock,
+                      timer_ms=timer)
+    gw.reconcile()
+    restored = gw.table.get(sid)
+    for _ in range(P.heartbeat_volatile_ms // TICK):  # 2 s: not yet silent too long
+        clock.ms += TICK
+        timer.ms += TICK
+        gw.tick()
+    assert restored.record.state is State.ATTACHED
+    clock.ms += TICK
+    timer.ms += TICK
+    gw.tick()
+    assert restored.record.state is State.VOLATILE
