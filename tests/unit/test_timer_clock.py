@@ -319,3 +319,42 @@ def test_a_restored_session_counts_its_silence_from_the_restart_on_the_timer_clo
     timer.ms += TICK
     gw.tick()
     assert restored.record.state is State.VOLATILE
+
+
+@pytest.mark.xfail(strict=True, reason="review k21r3 F2, open: the backstop holds silence "
+                   "deadlines too (the queue sees one due time per session)")
+def test_a_wall_clock_stepped_back_and_set_right_does_not_recheck_every_active_session(
+        tmp_path, monkeypatch):
+    """Review k21r3 F2: sessions with traffic are looked at every heartbeat
+    window (their due time is a lower bound). Rescheduled while the wall
+    clock lags an hour, each also waits on the backstop for "now + 2 s" on
+    the lagging wall clock; set right, every one of them is due at once,
+    though a silence is on the timer clock and none is near its end (an
+    NTP spoofer stepping it back and forth: a sweep each time)."""
+    gw, clock, timer, lives = _idle(tmp_path, 2)
+    checks: list = []
+    real = timer_checks.due_timer
+    monkeypatch.setattr(timer_checks, "due_timer",
+                        lambda *a: checks.append(1) or real(*a))
+
+    def run(ticks: int, back: int) -> list[int]:
+        per_tick = []
+        for _ in range(ticks):
+            clock.ms += TICK - back
+            back = 0
+            timer.ms += TICK
+            for live in lives:  # traffic from each client (as the data path records it)
+                live.last_rx_ms = timer.ms
+            checks.clear()
+            gw.tick()
+            per_tick.append(len(checks))
+        return per_tick
+
+    steady = run(50, 0)
+    lagging = run(50, HOUR)  # stepped back an hour for 5 s: every session rescheduled
+    [set_right] = run(1, -HOUR)
+    assert [live.record.state for live in lives] == [State.ATTACHED] * 2
+    # both looked at every 2.1 s (at the 21st, 42nd ... tick): the set-right
+    # (the 101st) is 0.4 s before their next look
+    assert [i for i, n in enumerate(steady + lagging) if n] == [20, 41, 62, 83]
+    assert set_right == 0, f"{set_right} sessions looked at the tick the clock was set right"
