@@ -32,7 +32,10 @@ on the wall clock itself (``_Backstop``), so that it is late to its
 wall-clock deadline by at most ``BACKSTOP_LAG_MS`` (review k21r1: a step
 back of an hour, set right, held a lifetime's end an hour). The cost: while
 the wall clock lags (a clock that ran ahead, set right, lags until the
-restart) each schedule is a push on both heaps.
+restart) each schedule is a push on both heaps. A pop takes the two
+heaps' entries earliest first on the wall clock's reckoning, a touch first
+(review k21r3: not the backstop's first, whose catch-up after a set-right
+is every session rescheduled while the clock lagged).
 The data thread cannot write the heap (the tick pops it under the control
 lock): it ``nudge``s a session, taken in at the next tick."""
 
@@ -104,15 +107,54 @@ class TimerQueue:
         while self._nudged:
             self.touch(self._nudged.pop())
         q = self._tick(now, now if timer is None else timer)
-        heap, due = self._heap, self._due
-        out = self._backstop.pop_due(now, due, limit)
+        if not self._backstop:  # nothing set while the wall clock lagged: one heap
+            return self._pop_heap(q, limit)
+        out: list[int] = []
+        while limit is None or len(out) < limit:
+            sid = self._pop_earliest(now, q)
+            if sid is None:
+                break
+            out.append(sid)
+        return out
+
+    def _pop_heap(self, q: int, limit: int | None) -> list[int]:
+        heap, due, out = self._heap, self._due, []
         while heap and heap[0][0] <= q and (limit is None or len(out) < limit):
             at, sid = heapq.heappop(heap)
             if due.get(sid) == at:
                 del due[sid]
-                self._backstop.drop(sid)
                 out.append(sid)
         return out
+
+    def _pop_earliest(self, wall: int, q: int) -> int | None:
+        """The earliest due entry of the two heaps, on the wall clock's
+        reckoning (a touched one first), removed from both; None: none due.
+        Review k21r3: the backstop popped first held a touch, and entries due
+        earlier, behind its catch-up after a wall clock set right (every
+        session rescheduled while it lagged, due at once)."""
+        at = self._live_top(q)
+        back = self._backstop.top(wall)
+        if at is not None and (back is None or at == NOW or at - self._skew <= back[0]):
+            sid = heapq.heappop(self._heap)[1]
+            del self._due[sid]
+            self._backstop.drop(sid)
+            return sid
+        if back is None:
+            return None
+        sid = self._backstop.take()
+        self._due.pop(sid, None)  # its ``q`` entry goes stale
+        return sid
+
+    def _live_top(self, q: int) -> int | None:
+        """The due time of the heap's earliest live entry due at ``q``
+        (superseded ones above it dropped); None: none due."""
+        heap, due = self._heap, self._due
+        while heap and heap[0][0] <= q:
+            at, sid = heap[0]
+            if due.get(sid) == at:
+                return at
+            heapq.heappop(heap)
+        return None
 
     @contextmanager
     def filling(self) -> Iterator[None]:
@@ -204,20 +246,30 @@ class _Backstop:
             self._heap = [(t, s) for s, t in self._at.items()]
             heapq.heapify(self._heap)
 
+    def __bool__(self) -> bool:
+        return bool(self._at)
+
     def drop(self, sid: int) -> None:
         if self._at:
             self._at.pop(sid, None)
             if not self._at:
                 self._heap = []
 
-    def pop_due(self, wall: int, due: dict[int, int], limit: int | None) -> list[int]:
-        """The sessions whose wall-clock time ``wall`` reached, removed from
-        ``due`` too (their ``q`` entries go stale)."""
-        heap, at_of, out = self._heap, self._at, []
-        while heap and heap[0][0] <= wall and (limit is None or len(out) < limit):
-            at, sid = heapq.heappop(heap)
+    def top(self, wall: int) -> tuple[int, int] | None:
+        """The earliest live entry the wall clock reached (superseded ones
+        above it dropped); None: none."""
+        heap, at_of = self._heap, self._at
+        while heap and heap[0][0] <= wall:
+            at, sid = heap[0]
             if at_of.get(sid) == at:
-                del at_of[sid]
-                if due.pop(sid, None) is not None:
-                    out.append(sid)
-        return out
+                return heap[0]
+            heapq.heappop(heap)
+        return None
+
+    def take(self) -> int:
+        """The entry ``top`` gave, removed."""
+        sid = heapq.heappop(self._heap)[1]
+        del self._at[sid]
+        if not self._at:
+            self._heap = []  # its stale entries: nothing left to wait on
+        return sid

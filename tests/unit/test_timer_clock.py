@@ -11,13 +11,17 @@ ends it (jvpn/gateway/timer_queue.py)."""
 
 from __future__ import annotations
 
+import pytest
 from test_rekey_degraded_recovery import _nudged, _since, gate  # noqa: F401 - gate: the fixture
 
 from jvpn.gate import abi
 from jvpn.gateway import snapshot, timer_checks
+from jvpn.gateway.timers import due_timer
 from jvpn.policy import default_policy
-from jvpn.session import State
+from jvpn.session import Event, State
+from jvpn.store.sqlite import SqliteStore
 from kits.daemon_kit import CLIENT, AdmitAll, Clock, handshake, make_gateway
+from kits.reattach_kit import NEW, SID, Harness
 from kits.rekey_kit import RekeyClient, policy
 
 P = default_policy()
@@ -242,3 +246,96 @@ def test_data_after_a_wall_clock_step_forward_postpones_volatile_by_the_timer_cl
         timer.ms += TICK
         gw.tick()
     assert fresh.record.state is State.VOLATILE
+
+
+DAY = 24 * HOUR
+
+
+@pytest.mark.parametrize("timer_lead", [-DAY, DAY], ids=["timer-behind", "timer-ahead"])
+def test_a_proven_switch_counts_the_silence_from_the_switch_on_the_timer_clock(
+        tmp_path, timer_lead):
+    """Review k21r3: a proven path response (RECOVERING -> ATTACHED) is
+    traffic from the client, on the timer clock (``Live.last_rx_ms``). Its
+    two clocks a day apart: written on the wall clock, the switched session
+    either went VOLATILE at once (a redundant switch) or counted no silence
+    for a day (a client gone after its reattach never made it VOLATILE)."""
+    h = Harness(tmp_path)
+    timer = Clock(h.clock.ms + timer_lead)
+    h.table.timer_ms = timer
+    h.clock.ms += 5_000
+    timer.ms += 5_000
+    h.reattach(NEW)
+    assert h.record().state is State.ATTACHED
+    live = h.table.get(SID)
+    silence = timer.ms - live.last_rx_ms
+    assert silence == 0, f"{silence} ms of silence at the switch"
+    heard = live.heard_ms(h.clock.ms - timer.ms)
+    assert due_timer(h.record(), heard, h.clock.ms + h.policy.heartbeat_volatile_ms,
+                     h.policy) is None
+    assert due_timer(h.record(), heard, h.clock.ms + h.policy.heartbeat_volatile_ms + 1,
+                     h.policy)[0] is Event.INSTABILITY_DETECTED
+    h.store.close()
+
+
+@pytest.mark.parametrize("timer_lead", [-DAY, DAY], ids=["timer-behind", "timer-ahead"])
+def test_a_restored_session_counts_its_silence_from_the_restart_on_the_timer_clock(
+        tmp_path, timer_lead):
+    """Review k21r3: a restart's restored session was last heard (as far
+    as this gateway knows) at the restore, on the timer clock. Its two
+    clocks a day apart: a ``Live`` built with the wall clock's now went
+    VOLATILE at the first tick, or stayed ATTACHED a day past its silence."""
+    _gw, clock, timer, [live] = _idle(tmp_path, 1)
+    sid = live.record.session_id
+    timer.ms += timer_lead  # a reboot's timer clock (CLOCK_BOOTTIME starts again)
+    gw = make_gateway(tmp_path, store=SqliteStore(tmp_path / "s.db"), clock=clock,
+                      timer_ms=timer)
+    gw.reconcile()
+    restored = gw.table.get(sid)
+    for _ in range(P.heartbeat_volatile_ms // TICK):  # 2 s: not yet silent too long
+        clock.ms += TICK
+        timer.ms += TICK
+        gw.tick()
+    assert restored.record.state is State.ATTACHED
+    clock.ms += TICK
+    timer.ms += TICK
+    gw.tick()
+    assert restored.record.state is State.VOLATILE
+
+
+@pytest.mark.xfail(strict=True, reason="review k21r3 F2, open: the backstop holds silence "
+                   "deadlines too (the queue sees one due time per session)")
+def test_a_wall_clock_stepped_back_and_set_right_does_not_recheck_every_active_session(
+        tmp_path, monkeypatch):
+    """Review k21r3 F2: sessions with traffic are looked at every heartbeat
+    window (their due time is a lower bound). Rescheduled while the wall
+    clock lags an hour, each also waits on the backstop for "now + 2 s" on
+    the lagging wall clock; set right, every one of them is due at once,
+    though a silence is on the timer clock and none is near its end (an
+    NTP spoofer stepping it back and forth: a sweep each time)."""
+    gw, clock, timer, lives = _idle(tmp_path, 2)
+    checks: list = []
+    real = timer_checks.due_timer
+    monkeypatch.setattr(timer_checks, "due_timer",
+                        lambda *a: checks.append(1) or real(*a))
+
+    def run(ticks: int, back: int) -> list[int]:
+        per_tick = []
+        for _ in range(ticks):
+            clock.ms += TICK - back
+            back = 0
+            timer.ms += TICK
+            for live in lives:  # traffic from each client (as the data path records it)
+                live.last_rx_ms = timer.ms
+            checks.clear()
+            gw.tick()
+            per_tick.append(len(checks))
+        return per_tick
+
+    steady = run(50, 0)
+    lagging = run(50, HOUR)  # stepped back an hour for 5 s: every session rescheduled
+    [set_right] = run(1, -HOUR)
+    assert [live.record.state for live in lives] == [State.ATTACHED] * 2
+    # both looked at every 2.1 s (at the 21st, 42nd ... tick): the set-right
+    # (the 101st) is 0.4 s before their next look
+    assert [i for i, n in enumerate(steady + lagging) if n] == [20, 41, 62, 83]
+    assert set_right == 0, f"{set_right} sessions looked at the tick the clock was set right"

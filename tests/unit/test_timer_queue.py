@@ -258,3 +258,44 @@ def test_a_limited_pop_takes_the_earliest_and_leaves_the_rest_due():
     assert q.pop_due(100, limit=2) == [1, 2]
     assert q.pop_due(100, limit=2) == [3, 4]
     assert q.pop_due(100) == [5] and len(q) == 0
+
+
+def _stepped_back_and_set_right(count: int) -> TimerQueue:
+    """``count`` sessions rescheduled while the wall clock was an hour
+    back (each a minute away then: all on the backstop), then set right:
+    all of them due on the wall clock at once."""
+    q, hour = TimerQueue(), 3_600_000
+    q.pop_due(10 * hour, timer=0)
+    assert q.pop_due(9 * hour, timer=100) == []  # stepped back an hour
+    for sid in range(1, count + 1):
+        q.replace(sid, 9 * hour + 60_000)
+    assert q.pop_due(10 * hour + 300, timer=300, limit=0) == []  # set right
+    return q
+
+
+def test_a_touched_session_is_not_held_behind_the_backstops_catch_up():
+    """Review k21r3: after a wall clock set right, every session rescheduled
+    while it lagged is due on the backstop at once (one sweep: at 1M, many
+    ticks of batches). The backstop was popped before the queue's own heap,
+    so a session touched meanwhile (a commit, new keys, a quarantine, the
+    data path's nudge: "looked at next tick") waited for the whole sweep;
+    on one heap a touch (NOW) comes first."""
+    q = _stepped_back_and_set_right(300)
+    q.touch(1_000)
+    assert 1_000 in q.pop_due(10 * 3_600_000 + 400, limit=128, timer=400)
+
+
+def test_the_two_heaps_give_the_earliest_first_across_a_limited_pop():
+    """``pop_due``: at most ``limit``, earliest first (on the wall clock's
+    reckoning), whichever heap holds them: a batch that took the backstop's
+    first left an entry of the queue's own heap, due a minute earlier, for
+    a later batch (or tick)."""
+    hour = 3_600_000
+    q = TimerQueue()
+    q.pop_due(10 * hour, timer=0)
+    q.replace(1, 10 * hour + 1_000)  # on the queue's clock only (no lag)
+    assert q.pop_due(9 * hour, timer=100) == []  # stepped back an hour
+    q.replace(2, 9 * hour + 60_000)  # on the backstop too
+    assert q.pop_due(9 * hour + 60_100, timer=60_200, limit=1) == [1]  # due since ~9 h + 900
+    assert q.pop_due(9 * hour + 60_100, timer=60_200, limit=1) == [2]
+    assert len(q) == 0
