@@ -292,10 +292,10 @@ class _Followed:
     def check(self, cursor, rows: list) -> None:
         """Before a page's rows are used, its ``next`` (None: the last page)."""
         self.rows += len(rows)
-        # the pages bound counts pages with a ``next``: the last one (maybe
-        # empty, its daemon's sessions a multiple of the page) ends the listing
-        if self.rows > self.max_rows or (cursor is not None
-                                         and len(self.cursors) >= self.max_pages):
+        # past the pages bound, only an empty last page (its daemon's
+        # sessions a multiple of the page: the honest largest listing) ends it
+        if self.rows > self.max_rows or (len(self.cursors) >= self.max_pages
+                                         and (cursor is not None or rows)):
             raise JvpnError(f"the gateway daemon's sessions listing goes on past "
                             f"{self.max_rows} rows or {self.max_pages} pages of "
                             f"{SESSIONS_PAGE}, twice what a daemon holds "
