@@ -96,7 +96,8 @@ class Gateway(GateWatch, Reconcile, OperatorActions, TimerChecks):
         self._on_fatal: Callable[[str], None] = (
             lambda line: self.incidents.warn(f"jvpn gateway: {line}"))
         self._next_gate_watch = 0.0  # monotonic seconds; the timer thread's alone
-        self.incidents = Incidents(events, self.clock_ms)
+        # its intervals measured on the timer clock (the table's: made below)
+        self.incidents = Incidents(events, lambda: self.table.timer_ms())
         if hasattr(store, "on_unreadable"):  # a value that does not parse: skipped, reported
             store.on_unreadable = self.incidents.unreadable
         self.sock = sock if sock is not None else self._bind(listen, listen_device)
@@ -114,6 +115,7 @@ class Gateway(GateWatch, Reconcile, OperatorActions, TimerChecks):
             store=store, table=self.table, gate=gate, ownership=self.ownership, events=events,
             lock=self.control, retry=self._retry, clock_ms=self.clock_ms)
         self.reattach = ReattachServer(store, policy, clock_ms=self.clock_ms,
+                                       timer_ms=lambda: self.table.timer_ms(),
                                        live_of=self.table.get)
         self.admission = Admission(private_key, peers, address, cookie_threshold_per_s,
                                    address6=address6)
@@ -145,7 +147,8 @@ class Gateway(GateWatch, Reconcile, OperatorActions, TimerChecks):
         gate's probe_floor, never ctl_floor), the policy in force (a reload
         resizes the bucket)."""
         return Probes(table=self.table, owns=self.ownership.owns,
-                      policy=lambda: self.policy, clock_ms=self.clock_ms)
+                      policy=lambda: self.policy, clock_ms=self.clock_ms,
+                      timer_ms=lambda: self.table.timer_ms())
 
     def _datapath(self) -> DataPath:
         return DataPath(

@@ -35,7 +35,7 @@ class RekeyControl:
         """``incidents``: where refused confirmation writes are tallied
         (jvpn/gateway/supervise.py; default: one of its own)."""
         self.table, self.server, self.events = table, server, events
-        self.incidents = incidents or Incidents(events, server.clock_ms)
+        self.incidents = incidents or Incidents(events, lambda: table.timer_ms())
 
     def message(self, msg: bytes, src: Transport) -> list[Send]:
         """One REKEY_INIT as received from ``src``: what to send back."""
