@@ -11,9 +11,21 @@ from __future__ import annotations
 
 from jvpn.codes import EventType, Reason
 from jvpn.gateway.follower import HANDOFF_WAIT_MS
+from jvpn.gateway.rekey_control import CONFIRM_RETRY_MS
 from jvpn.gateway.supervise import INCIDENT_INTERVAL_MS
-from kits.daemon_kit import CLIENT, PEER_INNER, Clock, events_of, handshake, ipv4, make_gateway
+from jvpn.store import StoreError
+from kits.daemon_kit import (
+    CLIENT,
+    PEER_INNER,
+    AdmitAll,
+    Clock,
+    events_of,
+    handshake,
+    ipv4,
+    make_gateway,
+)
 from kits.follower_kit import SID, Rig, keys_of
+from kits.rekey_kit import RekeyClient, policy
 
 HOUR = 3_600_000
 
@@ -174,3 +186,44 @@ def test_a_wall_clock_step_forward_does_not_drop_a_parked_handover(tmp_path):
         assert rig.follower.waiting and not _gave_up(rig)
     finally:
         rig.store.close()
+
+
+# ------------------------------------------------------------ a rekey's confirmation retry
+def _rekeyed_refusing(tmp_path, monkeypatch):
+    """A rekey finished by the client, its confirmation write refused once."""
+    clock, timer = Clock(), Clock(5_000_000)
+    gw = make_gateway(tmp_path, gate=AdmitAll(), clock=clock, timer_ms=timer, policy=policy())
+    c = RekeyClient(gw)
+    msg, eph = c.init()
+    [(resp, _)] = c.send(msg)
+    c.finish(resp, eph)
+    calls = []
+
+    def refusing(*_a, **_k):
+        calls.append(1)
+        raise StoreError("store unavailable (injected)")
+
+    monkeypatch.setattr(gw.store, "cas", refusing)
+    c.data()
+    assert len(calls) == 1 and not c.live().keys.confirmed
+    return gw, clock, timer, c, calls
+
+
+def test_a_wall_clock_step_back_does_not_hold_the_rekey_confirmation(tmp_path, monkeypatch):
+    """Main: the retry was paced on the wall clock: after a step back of an
+    hour, no message confirmed the new epoch for the hour."""
+    gw, clock, timer, c, _calls = _rekeyed_refusing(tmp_path, monkeypatch)
+    monkeypatch.undo()  # the store is back
+    clock.ms -= HOUR
+    timer.ms += CONFIRM_RETRY_MS
+    c.data()
+    assert c.live().keys.confirmed, "the confirmation held by a wall-clock step back"
+    gw.store.close()
+
+
+def test_a_wall_clock_step_forward_does_not_retry_the_confirmation_early(tmp_path, monkeypatch):
+    gw, clock, _timer, c, calls = _rekeyed_refusing(tmp_path, monkeypatch)
+    clock.ms += 1_000  # the keys still young: the message reaches the confirmation
+    assert c.data()
+    assert len(calls) == 1, "a store write per wall-clock step forward"
+    gw.store.close()
