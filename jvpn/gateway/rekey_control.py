@@ -63,7 +63,7 @@ class RekeyControl:
         or keepalive the channel opened under it). False: the store refused."""
         if live.keys.confirmed:  # another thread's message confirmed it first
             return True
-        now = self.server.clock_ms()
+        now = self.table.timer_ms()  # a pace of ours: a wall-clock step moves it not
         if now < live.confirm_retry_ms:
             return False  # refused a moment ago: a later message tries again
         try:
