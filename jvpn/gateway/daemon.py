@@ -133,11 +133,8 @@ class Gateway(GateWatch, Reconcile, OperatorActions, TimerChecks):
         self.operator = operations.open_server(self, operator_socket)
 
     def _timer_ms(self) -> int:
-        """The timer clock (the table's: a test's, once set): what this
-        gateway measures inside itself (waits, silences, intervals, rate
-        limits' refills) is measured on it, never across a wall-clock step.
-        Before the table is made (an incident while the gateway is built):
-        the real one."""
+        """The table's timer clock (the real one until the table is made):
+        waits, silences, intervals and refills are measured on it."""
         table = getattr(self, "table", None)
         return (SessionTable if table is None else table).timer_ms()
 
