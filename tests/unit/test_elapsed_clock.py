@@ -10,6 +10,8 @@ stay on the wall clock (docs/protocol.md, "Two clocks")."""
 from __future__ import annotations
 
 from jvpn.codes import EventType, Reason
+from jvpn.events import EventLog
+from jvpn.gateway import operations
 from jvpn.gateway.follower import HANDOFF_WAIT_MS
 from jvpn.gateway.rekey_control import CONFIRM_RETRY_MS
 from jvpn.gateway.supervise import INCIDENT_INTERVAL_MS
@@ -226,4 +228,22 @@ def test_a_wall_clock_step_forward_does_not_retry_the_confirmation_early(tmp_pat
     clock.ms += 1_000  # the keys still young: the message reaches the confirmation
     assert c.data()
     assert len(calls) == 1, "a store write per wall-clock step forward"
+    gw.store.close()
+
+
+# ------------------------------------------------------------ reattach latency (figures, /metrics)
+def test_a_wall_clock_step_during_a_reattach_is_not_its_latency(tmp_path):
+    """Main timed a reattach by its events' wall-clock ts_ms: a step
+    forward of an hour during one was a latency of an hour (the +Inf
+    bucket, the sum), a step back one of 0 s."""
+    clock, timer = Clock(), Clock(5_000_000)
+    gw = make_gateway(tmp_path, clock=clock, timer_ms=timer,
+                      events=EventLog("gw-test", clock_ms=clock))
+    figures = operations.handlers(gw)["figures"]
+    for sid, step, took in ((0x11, HOUR, 70), (0x22, -2 * HOUR, 50)):
+        gw.events.emit(EventType.REATTACH_ATTEMPT, Reason.RECOVERY_START, sid)
+        clock.ms += step
+        timer.ms += took
+        gw.events.emit(EventType.REATTACH_RESULT, Reason.REATTACH_ACCEPT, sid, accepted=True)
+    assert figures({})["reattach_latency"] == {"count": 2, "sum_s": 0.12}
     gw.store.close()
