@@ -9,8 +9,12 @@ stay on the wall clock (docs/protocol.md, "Two clocks")."""
 
 from __future__ import annotations
 
+import io
+import json
+import resource
+
 from jvpn.codes import EventType, Reason
-from jvpn.events import EventLog
+from jvpn.events import RETRY_MS, EventLog
 from jvpn.gateway import operations
 from jvpn.gateway.follower import HANDOFF_WAIT_MS
 from jvpn.gateway.rekey_control import CONFIRM_RETRY_MS
@@ -247,3 +251,66 @@ def test_a_wall_clock_step_during_a_reattach_is_not_its_latency(tmp_path):
         gw.events.emit(EventType.REATTACH_RESULT, Reason.REATTACH_ACCEPT, sid, accepted=True)
     assert figures({})["reattach_latency"] == {"count": 2, "sum_s": 0.12}
     gw.store.close()
+
+
+# ------------------------------------------------------------ the event log's intervals
+SUMMARY_MS = 1_000
+
+
+def _log(tmp_path=None):
+    clock, timer = Clock(), Clock(5_000_000)
+    path = tmp_path / "e.jsonl" if tmp_path is not None else None
+    log = EventLog("gw", path, clock_ms=clock, timer_ms=timer, summary_interval_ms=SUMMARY_MS,
+                   err=io.StringIO())
+    return log, clock, timer
+
+
+def _reject(log) -> None:
+    log.emit_unauthenticated(EventType.HANDSHAKE_REJECTED, Reason.AUTH_FAIL, CLIENT)
+
+
+def _summaries(log) -> list[dict]:
+    return [e for e in log.recent if e.get("aggregated")]
+
+
+def test_a_wall_clock_step_back_does_not_hold_the_rejection_summaries():
+    """Main: the summary of unauthenticated rejections (what anyone can
+    make the gateway count) waited for the wall clock to come back."""
+    log, clock, timer = _log()
+    _reject(log)
+    clock.ms -= HOUR
+    timer.ms += SUMMARY_MS
+    log.flush()
+    assert [s["count"] for s in _summaries(log)] == [1]
+
+
+def test_a_wall_clock_step_forward_does_not_burst_the_rejection_summaries():
+    """Main: each step forward ended the interval: a summary line per step
+    (a clock swinging each tick: one per tick, not per interval)."""
+    log, clock, _timer = _log()
+    for _ in range(5):
+        _reject(log)
+        clock.ms += HOUR
+        log.flush()
+    assert not _summaries(log)
+
+
+def test_a_wall_clock_step_back_does_not_hold_a_failing_files_retry(tmp_path):
+    """Main: a line the disk refused waited for its retry by the wall clock:
+    a step back kept it in memory (dropped past pending_max) for the step."""
+    log, clock, timer = _log(tmp_path)
+    log.emit("X", "BEFORE")
+    path = tmp_path / "e.jsonl"
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (path.stat().st_size, hard))
+    try:
+        log.emit("X", "DURING")
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert log.write_errors == 1
+    clock.ms -= HOUR
+    timer.ms += RETRY_MS
+    log.flush()
+    written = [json.loads(line)["reason_code"] for line in path.read_text().splitlines()]
+    log.close()
+    assert written == ["BEFORE", "DURING"]
