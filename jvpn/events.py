@@ -32,6 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
+from jvpn import client_clock
 from jvpn.errors import JvpnError
 from jvpn.files import PRIVATE_DIR_MODE, open_private
 
@@ -135,16 +136,23 @@ class RejectionCounter:
 class EventLog:
     def __init__(self, node_id: str, path: Path | None = None, *, policy_version: int = 0,
                  echo: TextIO | None = None, clock_ms: Callable[[], float] | None = None,
+                 timer_ms: Callable[[], float] | None = None,
                  max_bytes: int = DEFAULT_MAX_BYTES, keep: int = DEFAULT_KEEP,
                  summary_interval_ms: int = DEFAULT_SUMMARY_INTERVAL_MS,
                  err: TextIO | None = None, pending_max: int = PENDING_MAX):
         """``max_bytes``, ``keep``, ``summary_interval_ms``: the gateway
-        config's EventsMaxBytes, EventsKeep and EventsSummaryInterval."""
+        config's EventsMaxBytes, EventsKeep and EventsSummaryInterval.
+        ``clock_ms``: the events' ``ts_ms`` (the wall clock); ``timer_ms``:
+        the summaries' intervals and a failing file's retries and reports
+        (the timer clock, never set back: a wall-clock step back held them
+        for its length, a step forward let a summary out per step);
+        ``clock_ms`` without one (a test's: both)."""
         self.node_id = node_id
         self.policy_version = policy_version
         self.path = Path(path) if path else None
         self._echo = echo
         self._clock_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
+        self._timer_ms = timer_ms or clock_ms or client_clock.timer_ms
         self._lock = threading.Lock()
         self._rejections = RejectionCounter(summary_interval_ms)
         self._file = None
@@ -183,9 +191,9 @@ class EventLog:
              transport=None, version: int | None = None, **extra) -> dict:
         """One line now: for what is authenticated or security-relevant."""
         with self._lock:
-            now = self._clock_ms()
-            self._flush_due(now)
-            ev = self._write(now, event_type, reason_code, session_id, transport, version,
+            now, t = self._clock_ms(), self._timer_ms()
+            self._flush_due(now, t)
+            ev = self._write(now, t, event_type, reason_code, session_id, transport, version,
                              extra)
             self._notify(ev)
             return ev
@@ -196,9 +204,9 @@ class EventLog:
         (anyone can send it, from any source): written as part of one
         summary line per (event type, reason) per interval."""
         with self._lock:
-            now = self._clock_ms()
-            self._flush_due(now)
-            self._rejections.add(now, event_type, reason_code, transport, session_id, detail)
+            now, t = self._clock_ms(), self._timer_ms()
+            self._flush_due(now, t)
+            self._rejections.add(t, event_type, reason_code, transport, session_id, detail)
             if self._listeners:
                 self._notify({"ts_ms": now, "event_type": event_type, "reason_code": reason_code,
                               "session_id": sid_hex(session_id), "aggregated": False})
@@ -207,7 +215,7 @@ class EventLog:
         """Write the summaries whose interval is over and retry lines a
         failing disk refused. The daemon's timer calls this every tick."""
         with self._lock:
-            self._flush_due(self._clock_ms())
+            self._flush_due(self._clock_ms(), self._timer_ms())
 
     def reopen(self) -> None:
         """Close the events file and open its path again (SIGUSR1, a reload):
@@ -216,27 +224,28 @@ class EventLog:
         What waits for a failing disk is written first, to the old file."""
         with self._lock:
             if self._file:
-                self._file.reopen(self._clock_ms())
+                self._file.reopen(self._timer_ms())
 
     def close(self) -> None:
         with self._lock:
-            now = self._clock_ms()
-            self._write_summaries(now)
+            now, t = self._clock_ms(), self._timer_ms()
+            self._write_summaries(now, t)
             if self._file:
-                self._file.close(now)
+                self._file.close(t)
                 self._file = None
 
-    def _flush_due(self, now: float) -> None:
-        if self._rejections.due(now):
-            self._write_summaries(now)
+    def _flush_due(self, now: float, t: float) -> None:
+        """``now``: the wall clock (the lines' ts_ms); ``t``: the timer clock."""
+        if self._rejections.due(t):
+            self._write_summaries(now, t)
         if self._file:
-            self._file.retry(now)
+            self._file.retry(t)
 
-    def _write_summaries(self, now: float) -> None:
-        for event_type, reason_code, fields in self._rejections.take(now):
-            self._write(now, event_type, reason_code, None, None, None, fields)
+    def _write_summaries(self, now: float, t: float) -> None:
+        for event_type, reason_code, fields in self._rejections.take(t):
+            self._write(now, t, event_type, reason_code, None, None, None, fields)
 
-    def _write(self, now, event_type, reason_code, session_id, transport, version,
+    def _write(self, now, t, event_type, reason_code, session_id, transport, version,
                extra: dict) -> dict:
         ev = {"ts_ms": now, "event_type": event_type, "session_id": sid_hex(session_id),
               "reason_code": reason_code, "node_id": self.node_id,
@@ -249,7 +258,7 @@ class EventLog:
                        else str(v)) for k, v in extra.items()})
         line = _encode_line(ev) + "\n"
         if self._file:
-            self._file.write(line, now)
+            self._file.write(line, t)
         if self._echo:
             try:
                 self._echo.write(line)
@@ -263,7 +272,8 @@ class EventsFile:
     """The events file: append-only, 0600 from creation (jvpn.files),
     rotated at ``max_bytes`` by renaming, never raising on a write error.
 
-    The caller serialises calls (EventLog's lock). ``now`` is in ms."""
+    The caller serialises calls (EventLog's lock). ``now`` is in ms, on
+    the timer clock (it only paces the retries and the reports)."""
 
     def __init__(self, path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES,
                  keep: int = DEFAULT_KEEP, report_ms: int = DEFAULT_SUMMARY_INTERVAL_MS,

@@ -96,7 +96,7 @@ class Gateway(GateWatch, Reconcile, OperatorActions, TimerChecks):
         self._on_fatal: Callable[[str], None] = (
             lambda line: self.incidents.warn(f"jvpn gateway: {line}"))
         self._next_gate_watch = 0.0  # monotonic seconds; the timer thread's alone
-        self.incidents = Incidents(events, self.clock_ms)
+        self.incidents = Incidents(events, self.timer_ms)
         if hasattr(store, "on_unreadable"):  # a value that does not parse: skipped, reported
             store.on_unreadable = self.incidents.unreadable
         self.sock = sock if sock is not None else self._bind(listen, listen_device)
@@ -114,7 +114,7 @@ class Gateway(GateWatch, Reconcile, OperatorActions, TimerChecks):
             store=store, table=self.table, gate=gate, ownership=self.ownership, events=events,
             lock=self.control, retry=self._retry, clock_ms=self.clock_ms)
         self.reattach = ReattachServer(store, policy, clock_ms=self.clock_ms,
-                                       live_of=self.table.get)
+                                       timer_ms=self.timer_ms, live_of=self.table.get)
         self.admission = Admission(private_key, peers, address, cookie_threshold_per_s,
                                    address6=address6)
         self.table.peer_entitled = self.peer_entitled  # a reload during a handshake's write
@@ -128,9 +128,15 @@ class Gateway(GateWatch, Reconcile, OperatorActions, TimerChecks):
             rekey=RekeyControl(table=self.table, server=self.rekey, events=events,
                                incidents=self.incidents))
         self.probes, self.datapath = self._probes(), self._datapath()
-        self.rekey_nudge = RekeyNudge(self.sender, self.incidents, lambda: self.table.timer_ms())
+        self.rekey_nudge = RekeyNudge(self.sender, self.incidents, self.timer_ms)
         self._contain_store_watch()
         self.operator = operations.open_server(self, operator_socket)
+
+    def timer_ms(self) -> int:
+        """The table's timer clock (the real one until the table is made):
+        waits, silences, intervals and refills are measured on it."""
+        table = getattr(self, "table", None)
+        return (SessionTable if table is None else table).timer_ms()
 
     def _contain_store_watch(self) -> None:
         """The store's watch thread and the sweep deliver records to the
@@ -145,7 +151,8 @@ class Gateway(GateWatch, Reconcile, OperatorActions, TimerChecks):
         gate's probe_floor, never ctl_floor), the policy in force (a reload
         resizes the bucket)."""
         return Probes(table=self.table, owns=self.ownership.owns,
-                      policy=lambda: self.policy, clock_ms=self.clock_ms)
+                      policy=lambda: self.policy, clock_ms=self.clock_ms,
+                      timer_ms=self.timer_ms)
 
     def _datapath(self) -> DataPath:
         return DataPath(

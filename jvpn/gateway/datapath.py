@@ -73,10 +73,11 @@ class DataPath:
         self.on_handshake, self.on_control = on_handshake, on_control
         self.on_confirm = on_confirm  # an unconfirmed session's first message
         self.on_new_keys, self.policy = on_new_keys, policy
-        self.incidents = incidents or Incidents(events, clock_ms)
+        timer_ms = lambda: table.timer_ms()  # noqa: E731 - the intervals' clock
+        self.incidents = incidents or Incidents(events, timer_ms)
         self.sender = sender if sender is not None else Sender(sock, self.incidents)
         self.dropped = {"source_port_0": 0}  # what the daemon itself dropped before the gate
-        self._drops = DropCounts(events, clock_ms)
+        self._drops = DropCounts(events, timer_ms)
 
     # ------------------------------------------------------------ UDP
     def udp_loop(self) -> None:
@@ -291,16 +292,17 @@ def _new_epoch(live: Live, flags: int) -> bool:
 class DropCounts:
     """Per session, the counters of its channel's inner source filter and
     reassembler, reported as differences since the last report, at most once
-    per interval."""
+    per interval of ``timer_ms`` (the timer clock: a wall-clock step
+    neither holds the reports nor lets one out per step)."""
 
-    def __init__(self, events: EventLog, clock_ms: Callable[[], int],
+    def __init__(self, events: EventLog, timer_ms: Callable[[], int],
                  interval_ms: int = INCIDENT_INTERVAL_MS):
-        self.events, self.clock_ms, self.interval_ms = events, clock_ms, interval_ms
+        self.events, self.timer_ms, self.interval_ms = events, timer_ms, interval_ms
         self._last: dict[int, dict[str, int]] = {}
         self._reported_ms: int | None = None
 
     def report(self, sessions: dict[int, Live]) -> None:
-        now = self.clock_ms()
+        now = self.timer_ms()
         if self._reported_ms is not None and now - self._reported_ms < self.interval_ms:
             return
         self._reported_ms = now

@@ -47,7 +47,7 @@ class Parked:
 
     msg: bytes
     src: Transport
-    until_ms: int
+    until_ms: int  # on the timer clock (the table's timer_ms): this gateway's wait alone
 
 
 class NullFollower:
@@ -140,7 +140,8 @@ class ClusterFollower:
                          e.detail) from None
         sid = rec.session_id
         if claim is Claim.WAIT:
-            self.waiting[sid] = Parked(msg, src, self.clock_ms() + HANDOFF_WAIT_MS)
+            # on the timer clock: our wait alone, no other gateway reads it
+            self.waiting[sid] = Parked(msg, src, self.table.timer_ms() + HANDOFF_WAIT_MS)
             self.events.emit(EventType.OWNERSHIP_HANDOFF, Reason.HANDOFF_REQUESTED, sid, src,
                              version=new.version, owner=rec.owner, to=self.events.node_id)
             return None
@@ -297,7 +298,7 @@ class ClusterFollower:
         return self.waiting.pop(sid, None) is not None
 
     def expire_parked(self) -> None:
-        now = self.clock_ms()
+        now = self.table.timer_ms()
         for sid, p in list(self.waiting.items()):
             if now > p.until_ms:
                 del self.waiting[sid]

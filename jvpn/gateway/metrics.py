@@ -265,6 +265,7 @@ class MetricsServer:
 
     def attach(self, gw, interface: str) -> None:
         """Before ``gw.start()``: the tally sees every event from the first."""
+        self.tally.timer_ms = gw.timer_ms  # the gateway's (a test's)
         gw.events.add_listener(self.tally)
         self.collector.interface = interface
         self.collector.gw = gw

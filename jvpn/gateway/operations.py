@@ -32,7 +32,7 @@ def open_server(gw, path: Path | None) -> OperatorServer | None:
 
 def handlers(gw) -> dict[str, Handler]:
     # what only the event stream knows (handshakes, reattaches), for `figures`
-    tally = EventTally()
+    tally = EventTally(gw.timer_ms)
     gw.events.add_listener(tally)
     pages = SessionPages()
     ops: dict[str, Callable[[object, dict], object]] = {

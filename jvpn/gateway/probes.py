@@ -123,9 +123,11 @@ class ProbeCheck:
     (never the store). It changes nothing but its own buckets."""
 
     def __init__(self, *, windows: ProbeWindows, owns: Callable[[object], bool],
-                 policy: Callable[[], Policy], clock_ms: Callable[[], int]):
+                 policy: Callable[[], Policy], clock_ms: Callable[[], int],
+                 timer_ms: Callable[[], int] | None = None):
         self.windows, self.owns, self.policy, self.clock_ms = windows, owns, policy, clock_ms
-        self.buckets = KeyedBuckets(*budget(policy()), lambda: self.clock_ms() / 1000,
+        timer = timer_ms or clock_ms  # the budget refills on the timer clock (not stepped)
+        self.buckets = KeyedBuckets(*budget(policy()), lambda: timer() / 1000,
                                     max_keys=BUCKETS_KEPT)
         self.hmacs = 0  # HMAC verifications made: bounded work (tests)
 
@@ -196,10 +198,11 @@ class Probes:
 
     def __init__(self, *, table, owns: Callable[[object], bool],
                  policy: Callable[[], Policy], clock_ms: Callable[[], int],
-                 windows: ProbeWindows | None = None):
+                 windows: ProbeWindows | None = None,
+                 timer_ms: Callable[[], int] | None = None):
         self.table, self.policy, self.clock_ms = table, policy, clock_ms
         self.checks = ProbeCheck(windows=windows or ProbeWindows(), owns=owns, policy=policy,
-                                 clock_ms=clock_ms)
+                                 clock_ms=clock_ms, timer_ms=timer_ms)
         self.counts: Counter[str] = Counter(dict.fromkeys(RESULTS, 0))
         self._counting = threading.Lock()  # seal() counts outside the control lock
 

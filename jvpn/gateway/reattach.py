@@ -85,17 +85,22 @@ def _challenge_lost(rec: SessionRecord, now: int) -> bool:
 
 class ReattachServer(PathValidation):
     def __init__(self, store: Store, policy: Policy, *, clock_ms: Callable[[], int],
+                 timer_ms: Callable[[], int] | None = None,
                  rand: Callable[[int], bytes] = os.urandom,
                  per_source: KeyedBuckets | None = None,
                  per_session: KeyedBuckets | None = None,
                  live_of: Callable[[int], Live | None] = lambda _sid: None):
         """``live_of``: the session as served here (the table's), for the
-        key age of what a message opened under; None: not served here."""
+        key age of what a message opened under; None: not served here.
+        ``timer_ms``: the clock the rate limits refill by (the gateway's
+        timer clock: a wall-clock step back emptied them for its length,
+        a step forward filled them); ``clock_ms`` without one (a test's)."""
         self.store, self.policy, self.live_of = store, policy, live_of
         self.clock_ms, self.rand = clock_ms, rand
-        clock_s = lambda: self.clock_ms() / 1000  # noqa: E731
-        self.per_source = per_source or KeyedBuckets(10, 20, clock_s)
-        self.per_session = per_session or KeyedBuckets(5, 10, clock_s)
+        timer = timer_ms or clock_ms
+        timer_s = lambda: timer() / 1000  # noqa: E731
+        self.per_source = per_source or KeyedBuckets(10, 20, timer_s)
+        self.per_session = per_session or KeyedBuckets(5, 10, timer_s)
         self.pending: dict[int, Pending] = {}
         # header counters of proven control messages, per session, in one
         # window sized as the policy says: a copy of a message (a retry's

@@ -35,7 +35,7 @@ class RekeyControl:
         """``incidents``: where refused confirmation writes are tallied
         (jvpn/gateway/supervise.py; default: one of its own)."""
         self.table, self.server, self.events = table, server, events
-        self.incidents = incidents or Incidents(events, server.clock_ms)
+        self.incidents = incidents or Incidents(events, lambda: table.timer_ms())
 
     def message(self, msg: bytes, src: Transport) -> list[Send]:
         """One REKEY_INIT as received from ``src``: what to send back."""
@@ -63,7 +63,7 @@ class RekeyControl:
         or keepalive the channel opened under it). False: the store refused."""
         if live.keys.confirmed:  # another thread's message confirmed it first
             return True
-        now = self.server.clock_ms()
+        now = self.table.timer_ms()  # a pace of ours: a wall-clock step moves it not
         if now < live.confirm_retry_ms:
             return False  # refused a moment ago: a later message tries again
         try:

@@ -62,12 +62,15 @@ class _Tally:
 class Incidents:
     """Contained errors as rate-limited ``DaemonError`` events (thread-safe).
     The first occurrence of a kind is reported at once; later ones within
-    the interval are counted and reported by ``flush`` (the timer)."""
+    the interval are counted and reported by ``flush`` (the timer). The
+    interval is measured on ``timer_ms``, the gateway's timer clock (never
+    set back): a wall-clock step back held every report for its length, and
+    a step forward let one out per step."""
 
-    def __init__(self, events, clock_ms: Callable[[], int],
+    def __init__(self, events, timer_ms: Callable[[], int],
                  interval_ms: int = INCIDENT_INTERVAL_MS,
                  warn: Callable[[str], None] | None = None):
-        self.events, self.clock_ms, self.interval_ms = events, clock_ms, interval_ms
+        self.events, self.timer_ms, self.interval_ms = events, timer_ms, interval_ms
         self.warn = warn or _stderr
         self._lock = threading.Lock()
         self._tallies: dict[tuple[str, Reason], _Tally] = {}
@@ -82,7 +85,7 @@ class Incidents:
         self.note("store", Reason.STORE_RECORD_UNREADABLE, f"{key}: {detail}")
 
     def note(self, where: str, reason: Reason, detail: str, count: int = 1) -> None:
-        now = self.clock_ms()
+        now = self.timer_ms()
         with self._lock:
             self.total += count
             t = self._tallies.setdefault((where, reason), _Tally())
@@ -94,7 +97,7 @@ class Incidents:
     def flush(self) -> None:
         """Report what was counted, where the interval has passed."""
         self._events_file_failures()
-        now = self.clock_ms()
+        now = self.timer_ms()
         with self._lock:
             due = [(where, reason, n, t.detail) for (where, reason), t in self._tallies.items()
                    if (n := self._take_if_due(t, now))]

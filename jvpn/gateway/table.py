@@ -157,7 +157,8 @@ class Live:
     # the previous epoch left memory and the element, the store still holds
     # it: the timer writes the secrets again each tick (key_writes.py)
     secrets_unsaved: bool = False
-    # the earliest next try of a refused confirmation write (rekey_control.py)
+    # the earliest next try of a refused confirmation write, on the timer
+    # clock (rekey_control.py)
     confirm_retry_ms: int = 0
 
     @property

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import threading
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 
+from jvpn.client_clock import timer_ms as _timer_ms
 from jvpn.codes import EventType, Reason
 
 # reattach latency (seconds): a path challenge's round trip, lab to WAN
@@ -24,16 +26,20 @@ REKEY_RESULTS = {EventType.KEY_ROTATED: "rotated", EventType.REKEY_DENIED: "deni
 
 class EventTally:
     """Counts kept from the event stream (an ``EventLog`` listener): called
-    under the log's lock, so it only adds."""
+    under the log's lock, so it only adds. A reattach's latency is timed
+    on ``timer_ms`` (the gateway's timer clock, read as each event is
+    emitted), not by the events' wall-clock ``ts_ms``: a step of the wall
+    clock during a reattach was one latency of the step's size."""
 
-    def __init__(self) -> None:
+    def __init__(self, timer_ms: Callable[[], int] = _timer_ms) -> None:
+        self.timer_ms = timer_ms
         self._lock = threading.Lock()
         self.handshakes: Counter[str] = Counter()
         self.cookie_replies = 0
         self.reattaches: Counter[str] = Counter()
         self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)  # the last: +Inf
         self.latency_sum_s = 0.0
-        self._attempts: OrderedDict[str, float] = OrderedDict()  # session id -> ts_ms
+        self._attempts: OrderedDict[str, int] = OrderedDict()  # session id -> timer_ms
         self.rekeys: Counter[tuple[str, str]] = Counter()  # (result, reason code)
         self.key_compromises = 0
 
@@ -64,7 +70,7 @@ class EventTally:
         if sid is None:
             return
         self._attempts.pop(sid, None)
-        self._attempts[sid] = ev["ts_ms"]
+        self._attempts[sid] = self.timer_ms()
         if len(self._attempts) > PENDING_MAX:
             self._attempts.popitem(last=False)
 
@@ -73,7 +79,7 @@ class EventTally:
         started = self._attempts.pop(ev.get("session_id"), None)
         if started is None or reason != Reason.REATTACH_ACCEPT:
             return  # a refusal before any challenge, or after: no switch to time
-        seconds = max(0.0, (ev["ts_ms"] - started) / 1000)
+        seconds = max(0.0, (self.timer_ms() - started) / 1000)
         self.latency_sum_s += seconds
         i = next((i for i, le in enumerate(LATENCY_BUCKETS) if seconds <= le),
                  len(LATENCY_BUCKETS))

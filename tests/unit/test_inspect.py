@@ -194,7 +194,7 @@ def test_sessions_and_health_through_the_operator_socket(tmp_path):
 
 def test_tally_counts_reattaches_with_latency_handshakes_and_cookies():
     clock = Clock()
-    log, tally = EventLog("t", clock_ms=clock), EventTally()
+    log, tally = EventLog("t", clock_ms=clock), EventTally(clock)  # both clocks: one
     log.add_listener(tally)
     log.emit(EventType.REATTACH_ATTEMPT, Reason.RECOVERY_START, 0x11)
     clock.ms += 3_000  # that challenge expired (DEGRADED); the next attempt is timed
