@@ -88,10 +88,12 @@ def test_pages_beyond_what_a_daemon_holds_are_refused(root, monkeypatch):
     than any daemon sends. A daemon holds at most abi.MAX_SESSIONS_RANGE[1]
     sessions and answers full pages (SESSIONS_PAGE rows) but the last: 8
     pages here, 16 with as many sessions coming and going during a resumed
-    listing (review k20r5 F3); a 17th is refused (without the bound: 300
-    pages, or forever)."""
+    listing (review k20r5 F3); a 17th with a ``next`` is refused (without
+    the bound: 300 pages, or forever). The bound counts pages with a
+    ``next`` (4645436): a 17th that ends the listing is its last page
+    (tests/cli/test_sessions_paging_final_page.py)."""
     monkeypatch.setattr(views, "SESSIONS_PAGE", abi.MAX_SESSIONS_RANGE[1] // 8)
-    r, _ = _listed(monkeypatch, lambda n: _page([n], nxt=None if n == 16 else f"c{n}"),
+    r, _ = _listed(monkeypatch, lambda n: _page([n], nxt=None if n == 17 else f"c{n}"),
                    "--json")
     _one_line(r, "pages")
 
