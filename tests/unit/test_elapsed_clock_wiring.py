@@ -23,6 +23,7 @@ from jvpn.codes import EventType, Reason
 from jvpn.events import RETRY_MS, EventLog
 from jvpn.gateway import daemon as daemon_module
 from jvpn.gateway.metrics import MetricsServer
+from jvpn.ratelimit import KeyedBuckets
 from kits.daemon_kit import CLIENT, Clock, make_gateway
 
 HOUR = 3_600_000
@@ -173,3 +174,20 @@ def test_a_refused_reopen_is_retried_on_the_timer_clock(tmp_path):
     log.flush()
     assert _written(path) == ["AFTER"], "the reopen's retry held by the wall clock"
     log.close()
+
+
+# ------------------------------------------------------------ a clock read lower than before
+def test_a_bucket_read_by_a_clock_that_went_back_owes_no_tokens():
+    """KeyedBuckets took ``(now - last) * rate`` as the refill: a clock read
+    lower than the last reading (a wall clock stepped back, which a
+    ReattachServer or ProbeCheck built without ``timer_ms`` falls back to;
+    a test's clock) owed rate tokens per second of the step, so one step
+    back of an hour refused a source for the hour. A clock going back adds
+    nothing and takes nothing."""
+    clock = Clock(5_000_000)
+    buckets = KeyedBuckets(10, 20, lambda: clock.ms / 1000)
+    assert buckets.allow("k")
+    clock.ms -= HOUR
+    assert buckets.allow("k"), "a step back took tokens"
+    clock.ms += 1  # read again after the step: the refill counts from here
+    assert sum(buckets.allow("k") for _ in range(30)) == 18
