@@ -28,7 +28,9 @@ class KeyedBuckets:
     def allow(self, key, cost: float = 1.0) -> bool:
         now = self._clock()
         tokens, last = self._buckets.pop(key, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        # a clock read lower than the last time (a stepped wall clock, a
+        # test's) refills nothing and takes nothing: never a debt
+        tokens = min(self.burst, tokens + max(0.0, now - last) * self.rate)
         ok = tokens >= cost
         self._buckets[key] = (tokens - cost if ok else tokens, now)
         while len(self._buckets) > self._max:
