@@ -50,8 +50,10 @@ NOW = 0  # "at the next tick": earlier than any clock
 # this waits on ``q`` alone (late by at most this much to the wall clock):
 # the two clocks' readings apart (ms rounding, a thread preempted between
 # the two reads) move the lead by milliseconds each tick and would put
-# nearly every entry in the backstop too (_Backstop)
-BACKSTOP_LAG_MS = 1_000
+# nearly every entry in the backstop too (_Backstop); over a second, so
+# that a leap second (the wall clock back by 1 s, never set right) does
+# not put every schedule on both heaps for the rest of the process
+BACKSTOP_LAG_MS = 2_000
 
 
 class TimerQueue:

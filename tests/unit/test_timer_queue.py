@@ -299,3 +299,24 @@ def test_the_two_heaps_give_the_earliest_first_across_a_limited_pop():
     assert q.pop_due(9 * hour + 60_100, timer=60_200, limit=1) == [1]  # due since ~9 h + 900
     assert q.pop_due(9 * hour + 60_100, timer=60_200, limit=1) == [2]
     assert len(q) == 0
+
+
+def test_a_leap_second_does_not_put_every_schedule_on_both_heaps():
+    """Review k21rall L2: a leap second steps the wall clock back by exactly
+    1 s and nothing sets it right; the two clocks' readings then differ by
+    a millisecond either way from tick to tick. With the backstop's bound
+    at 1 s, every tick read 1 ms high pushed each schedule onto both heaps
+    for the rest of the process (the cost of a real step back, for none)."""
+    q, hour = TimerQueue(), 3_600_000
+    wall = timer = 10 * hour
+    q.pop_due(wall, timer=timer)
+    wall -= 1_000  # the leap second
+    held = 0
+    for tick in range(1, 1_001):
+        wall += 100 + (-1 if tick % 2 else 1)  # readings a millisecond apart
+        timer += 100
+        q.pop_due(wall, timer=timer)
+        for sid in range(10):
+            q.replace(sid, wall + 60_000)
+        held = max(held, len(q._backstop._at))  # the cost itself (no public view of it)
+    assert held == 0, f"{held} schedules held on the wall clock's heap too"
