@@ -28,11 +28,12 @@ class KeyedBuckets:
     def allow(self, key, cost: float = 1.0) -> bool:
         now = self._clock()
         tokens, last = self._buckets.pop(key, (self.burst, now))
-        # a clock read lower than the last time (a stepped wall clock, a
-        # test's) refills nothing and takes nothing: never a debt
+        # a clock read lower than the furthest reading so far (a stepped
+        # wall clock, a test's) refills nothing and takes nothing: never a
+        # debt, and a swing forward again refills nothing twice (review k21rall)
         tokens = min(self.burst, tokens + max(0.0, now - last) * self.rate)
         ok = tokens >= cost
-        self._buckets[key] = (tokens - cost if ok else tokens, now)
+        self._buckets[key] = (tokens - cost if ok else tokens, max(now, last))
         while len(self._buckets) > self._max:
             self._buckets.popitem(last=False)
         return ok

@@ -191,3 +191,18 @@ def test_a_bucket_read_by_a_clock_that_went_back_owes_no_tokens():
     assert buckets.allow("k"), "a step back took tokens"
     clock.ms += 1  # read again after the step: the refill counts from here
     assert sum(buckets.allow("k") for _ in range(30)) == 18
+
+
+def test_a_bucket_read_by_a_swinging_clock_mints_no_tokens():
+    """Review k21rall L1: with a clock read lower refilling nothing but
+    kept as the last reading, each swing forward refilled the same span
+    again: a clock swinging 200 ms back and forth at one instant of real
+    time let 40 of 40 tries through a bucket of burst 20 at 10/s. At most
+    the burst and what the clock's furthest reading refills (2 tokens)."""
+    clock = Clock(5_000_000)
+    buckets = KeyedBuckets(10, 20, lambda: clock.ms / 1000)
+    allowed = 0
+    for i in range(40):
+        clock.ms += -200 if i % 2 else 200
+        allowed += buckets.allow("k")
+    assert allowed <= 20 + 2, f"{allowed} of 40 through a bucket of 20 (+ 0.2 s of refill)"
