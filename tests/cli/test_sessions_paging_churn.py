@@ -96,27 +96,3 @@ def test_a_page_with_more_rows_than_asked_and_a_next_is_refused(root, monkeypatc
     assert r.exit_code == 1, f"{r.output.count('session_id')} rows listed from one snapshot"
     assert "Traceback" not in r.output
 
-
-def test_the_largest_listing_ending_with_an_empty_page_is_listed(root, monkeypatch):
-    """Review k20r6 (nit): the page bound counted the last page too. A
-    listing of exactly the bound's rows (twice what a daemon holds, as many
-    full pages with a ``next`` as the bound allows) that an honest daemon
-    ends with an empty page without a ``next`` (its sessions a multiple of
-    the page) was refused on that last page."""
-    most = views._Followed().max_pages
-    asked = []
-
-    def daemon(app, op, socket_path=None, **args):
-        if args.get("close"):
-            return {}
-        n = int(args["cursor"][1:]) + 1 if "cursor" in args else 0
-        asked.append(n)
-        if n == most:
-            return _reply((), None)
-        return _reply(range(n * PAGE, (n + 1) * PAGE), f"c{n}")
-
-    monkeypatch.setattr(app_mod.App, "ask_daemon", daemon)
-    r = CliRunner().invoke(cli, ["sessions", "--json"])
-    assert r.exit_code == 0, r.output[-300:]
-    assert r.output.count('"session_id"') == most * PAGE == 2 * MAX
-    assert asked == list(range(most + 1))

@@ -65,3 +65,17 @@ def test_a_last_page_of_rows_past_the_page_bound_is_refused(monkeypatch):
     r = CliRunner().invoke(cli, ["sessions", "--json"])
     assert r.exit_code == 1 and "goes on past" in r.output, r.output[-300:]
     assert "Traceback" not in r.output and asked == list(range(most + 1))
+
+
+def test_the_largest_listing_ending_with_an_empty_page_is_listed(monkeypatch):
+    """Review k20r6 (nit): the page bound counted the last page too. A
+    listing of exactly the bound's rows (twice what a daemon holds, as many
+    full pages with a ``next`` as the bound allows) that an honest daemon
+    ends with an empty page without a ``next`` (its sessions a multiple of
+    the page) was refused on that last page."""
+    most, asked = views._Followed().max_pages, []
+    monkeypatch.setattr(app_mod.App, "ask_daemon", _daemon(asked, most, range(0)))
+    r = CliRunner().invoke(cli, ["sessions", "--json"])
+    assert r.exit_code == 0, r.output[-300:]
+    assert r.output.count('"session_id"') == most * PAGE == 2 * MAX
+    assert asked == list(range(most + 1))

@@ -45,6 +45,18 @@ def _errors(gw) -> list[dict]:
     return events_of(gw.events, EventType.DAEMON_ERROR)
 
 
+def _refused_write(log, path) -> None:
+    """One line the disk refuses (RLIMIT_FSIZE at the file's size): it waits
+    in memory for the retry."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (path.stat().st_size, hard))
+    try:
+        log.emit("X", "DURING")
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert log.write_errors == 1
+
+
 def test_a_wall_clock_step_back_does_not_silence_incidents(tmp_path):
     """Main: a step back of an hour held every later report of a kind for
     the hour (now - last_ms stayed below the interval)."""
@@ -301,13 +313,7 @@ def test_a_wall_clock_step_back_does_not_hold_a_failing_files_retry(tmp_path):
     log, clock, timer = _log(tmp_path)
     log.emit("X", "BEFORE")
     path = tmp_path / "e.jsonl"
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (path.stat().st_size, hard))
-    try:
-        log.emit("X", "DURING")
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-    assert log.write_errors == 1
+    _refused_write(log, path)
     clock.ms -= HOUR
     timer.ms += RETRY_MS
     log.flush()

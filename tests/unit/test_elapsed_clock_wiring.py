@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import io
 import json
-import resource
 import time
 import types
+
+from test_elapsed_clock import _refused_write
 
 from jvpn import client_clock
 from jvpn import events as events_module
@@ -111,18 +112,6 @@ def _log(tmp_path=None, *, timer_ahead: bool):
     log = EventLog("gw", path, clock_ms=clock, timer_ms=timer, summary_interval_ms=SUMMARY_MS,
                    err=io.StringIO())
     return log, clock, timer
-
-
-def _refused_write(log, path) -> None:
-    """One line the disk refuses (RLIMIT_FSIZE at the file's size): it waits
-    in memory for the retry."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (path.stat().st_size, hard))
-    try:
-        log.emit("X", "DURING")
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-    assert log.write_errors == 1
 
 
 def _written(path) -> list[str]:
