@@ -13,6 +13,8 @@ import io
 import json
 import resource
 
+import pytest
+
 from jvpn.codes import EventType, Reason
 from jvpn.events import RETRY_MS, EventLog
 from jvpn.gateway import operations
@@ -132,33 +134,28 @@ def test_a_wall_clock_step_back_does_not_starve_the_reattach_limits(tmp_path):
     gw.store.close()
 
 
-def test_a_wall_clock_step_forward_does_not_refill_the_reattach_limits(tmp_path):
+_BUDGETS = {"reattach": lambda gw: gw.reattach.per_session,
+            "probe": lambda gw: gw.probes.checks.buckets}
+
+
+@pytest.mark.parametrize("budget", sorted(_BUDGETS))
+def test_a_wall_clock_step_forward_does_not_refill_a_budget(tmp_path, budget):
     gw, clock, _timer = _gateway(tmp_path)
-    buckets = gw.reattach.per_session
+    buckets = _BUDGETS[budget](gw)
     while buckets.allow("k"):
         pass
     clock.ms += HOUR
-    assert not buckets.allow("k"), "a wall-clock step forward refilled the bucket"
+    assert not buckets.allow("k"), f"a wall-clock step forward refilled the {budget} budget"
     gw.store.close()
 
 
 def test_a_wall_clock_step_back_does_not_starve_the_probe_budget(tmp_path):
     gw, clock, timer = _gateway(tmp_path)
-    buckets = gw.probes.checks.buckets
+    buckets = _BUDGETS["probe"](gw)
     assert buckets.allow("k")
     clock.ms -= HOUR
     timer.ms += 1_000
     assert buckets.allow("k"), "the probe budget starved by a wall-clock step back"
-    gw.store.close()
-
-
-def test_a_wall_clock_step_forward_does_not_refill_the_probe_budget(tmp_path):
-    gw, clock, _timer = _gateway(tmp_path)
-    buckets = gw.probes.checks.buckets
-    while buckets.allow("k"):
-        pass
-    clock.ms += HOUR
-    assert not buckets.allow("k"), "a wall-clock step forward refilled the probe budget"
     gw.store.close()
 
 
