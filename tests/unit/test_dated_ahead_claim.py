@@ -29,7 +29,7 @@ from jvpn.config import HANDSHAKE_AHEAD_MAX_MS
 from jvpn.gateway.dated_ahead import lowered_claim
 from jvpn.handshake import Initiator
 from jvpn.keys import public_from_private
-from jvpn.store import DatedAhead
+from jvpn.store import DatedAhead, StoreError
 from jvpn.store.sqlite import SqliteStore
 from kits.daemon_kit import GW_PUB, PEER_KEYS, Clock, events_of
 
@@ -169,3 +169,40 @@ def test_the_rules_bounds():
     assert lowered(T0_NS + day_ns + 1, made_ms + 1) is None  # a day ahead of our clock: kept
     assert lowered(T0_NS + 2 * day_ns, made_ms + DAY_MS) is None  # a day ahead of ours: kept
     assert lowered(T0_NS + 2 * day_ns + 1, made_ms + DAY_MS - 1) == T0_NS + day_ns
+
+
+class _FailingLowering(SqliteStore):
+    def lower_claim(self, peer, claimed_ns, lowered_ns):
+        raise StoreError("the store does not answer")
+
+
+def test_a_store_that_fails_the_lowering_is_reported_and_the_start_goes_on(tmp_path):
+    store, clock, _sid = _confirmed_then_left(tmp_path, T0_NS + TEN_YEARS_NS)
+    store.close()
+    failing = _FailingLowering(tmp_path / "s.db")
+    again = _started(tmp_path, failing, clock, 2 * DAY_MS)
+    assert events_of(again.events, "Reconciled")
+    assert not events_of(again.events, "InitiationClaimLowered")
+    again.incidents.flush()
+    assert "STORE_UNAVAILABLE" in [e["reason_code"] for e in events_of(again.events, "DaemonError")]
+    assert failing.last_initiation(PEER) == T0_NS + TEN_YEARS_NS  # left for the next start
+    failing.close()
+
+
+def test_only_a_start_lowers_a_claim_never_a_read(tmp_path):
+    """A reattach reads the record (an unauthenticated message causes the
+    read): skipped and reported, the claim left; so is a listing."""
+    store = SqliteStore(tmp_path / "s.db")
+    clock = Clock()
+    gw = _gateway(tmp_path, store, clock)
+    gw.reconcile()
+    client = Client(gw, clock)
+    init, _msg, answer = client.send(0)
+    assert client.confirms(init, answer)
+    sid = next(iter(gw.sessions))
+    _as_an_older_gateway_left_it(store, T0_NS + TEN_YEARS_NS)
+    clock.ms += 2 * DAY_MS
+    assert store.get(sid) is None and store.list() == []
+    assert store.last_initiation(PEER) == T0_NS + TEN_YEARS_NS
+    assert not events_of(gw.events, "InitiationClaimLowered")
+    store.close()
