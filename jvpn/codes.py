@@ -138,6 +138,8 @@ class EventType(enum.StrEnum):
     GATE_LOST = "GateLost"
     DAEMON_ERROR = "DaemonError"  # a loop contained an error (counted per interval)
     DATAPATH_DROPS = "DataPathDrops"  # authenticated data not delivered (counts per interval)
+    # a start lowered a claim a record dated ahead left (jvpn/gateway/dated_ahead.py)
+    INITIATION_CLAIM_LOWERED = "InitiationClaimLowered"
     # client (jvpn)
     ENDPOINT_RESOLVED = "EndpointResolved"  # an Endpoint host name, resolved at `client up`
     CLIENT_STEP_FAILED = "ClientStepFailed"  # a down hook, the DNS restore... failed at down

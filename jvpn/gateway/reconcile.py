@@ -19,6 +19,7 @@ from jvpn.config import ATTEMPTS_KEPT
 from jvpn.errors import JvpnError
 from jvpn.fastip import ipv4_packed
 from jvpn.gate.batch import BatchNotWritten
+from jvpn.gateway import dated_ahead
 from jvpn.gateway.idle_due import idle_due_at
 from jvpn.gateway.new_session import unconfirmed_expired
 from jvpn.gcpause import paused_gc
@@ -85,16 +86,21 @@ class Reconcile:
         All or nothing: a pass that does not end (a page read fails, a batch
         of elements is not written, more sessions of ours than MaxSessions)
         fails the start and removes nothing. A record whose secrets, floor
-        or ceiling do not read costs that one session (a DaemonError)."""
+        or ceiling do not read costs that one session (a DaemonError). After
+        a complete pass, the claims records dated ahead left are lowered
+        where their evidence allows (jvpn/gateway/dated_ahead.py)."""
         started, cpu = time.monotonic(), time.process_time()
         with self.control, paused_gc():  # a few objects a session, all kept
             # the timer heap built once, after the pass (each restored session
             # is due at its own time, not at the first tick)
-            with self.table.timers.filling(), self.table.batched_writes():
+            with (self.table.timers.filling(), self.table.batched_writes(),
+                  dated_ahead.collected(self.store) as seen):
                 kept, others = self._restore_own(progress_every, started)
                 self._stand_by_others(others)
             _freeze_if_large(kept + len(others))
             removed = self.table.remove_stale()  # only after a complete pass
+            dated_ahead.release_claims(self.store, seen, self.clock_ms(), self.events,
+                                       self.incidents)
             seconds = round(time.monotonic() - started, 3)
             # the process's CPU seconds too (every thread): on a shared
             # machine the wall time moves with the others' load far more

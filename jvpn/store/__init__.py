@@ -40,7 +40,32 @@ class Unreadable(StoreError):
     """A stored value that does not parse as what its key says it is. Reads
     skip it (a listing goes on; ``get`` answers as if it were absent) and
     tell the store's ``on_unreadable(key, detail)``: one bad value must not
-    stop a gateway, nor every gateway of a cluster."""
+    stop a gateway, nor every gateway of a cluster. ``dated_ahead``: set
+    when the value is a session record whose one fault is that it is dated
+    ahead (what it says of its peer's claim: ``DatedAhead``)."""
+
+    dated_ahead: DatedAhead | None = None
+
+
+@dataclass(frozen=True)
+class DatedAhead:
+    """A record dated ahead (``_AHEAD_MAX_NS``), as the evidence it is of
+    its peer's claim (review k21r2 F1): a gateway before k21age that took
+    its initiation claimed the same ``handshake_ns`` for ``peer_key``, at
+    its own clock ``created_ms`` (jvpn/gateway/dated_ahead.py)."""
+
+    session_id: int
+    peer_key: str  # the record's, as written (jvpn.keys.encode of the static key)
+    handshake_ns: int
+    created_ms: int
+
+
+class _RecordDatedAhead(ValueError):
+    """``_in_range``'s refusal of a record dated ahead, with its evidence."""
+
+    def __init__(self, detail: str, evidence: DatedAhead):
+        super().__init__(detail)
+        self.evidence = evidence
 
 
 class GatewayGone(StoreError):
@@ -248,6 +273,10 @@ class Store(Protocol):
     def set_floor(self, session_id: int, floor: int) -> None: ...
     def claim_initiation(self, peer: bytes, timestamp_ns: int) -> bool: ...
     def last_initiation(self, peer: bytes) -> int: ...
+    # The peer's claim set to ``lowered_ns`` only if it is ``claimed_ns``
+    # now (one compare-and-swap): True when it was; False, nothing
+    # changed, otherwise (jvpn/gateway/dated_ahead.py decides when).
+    def lower_claim(self, peer: bytes, claimed_ns: int, lowered_ns: int) -> bool: ...
     # Client counters: every counter the gateway delivered is below the
     # replay ceiling (raised ahead in blocks, settled exactly when nothing
     # more is delivered; docs/protocol.md, "Replay windows across restarts").
@@ -296,6 +325,13 @@ def check_cas(session_id: int, expected_version: int, new: SessionRecord,
 
 
 MAX_VERSION = (1 << 63) - 1  # the stores' integers are signed 64-bit (SQLite's)
+
+
+def check_lowering(claimed_ns: int, lowered_ns: int) -> None:
+    """Store.lower_claim's arguments: a lowering, between values a claim
+    can hold (else a StoreError, nothing written)."""
+    if not 0 <= lowered_ns < claimed_ns <= MAX_VERSION:
+        raise StoreError(f"a claim lowered from {claimed_ns} to {lowered_ns}: not a lowering")
 
 
 _FIELD_NAMES = tuple(f.name for f in fields(SessionRecord))
@@ -383,7 +419,9 @@ def record_from_json(text: str | bytes) -> SessionRecord:
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
         # RecursionError: a value nested deeper than the decoder goes (a
         # damaged or hostile store value): that record, not the whole pass
-        raise Unreadable(f"not a session record ({type(e).__name__}: {e})") from None
+        unreadable = Unreadable(f"not a session record ({type(e).__name__}: {e})")
+        unreadable.dated_ahead = getattr(e, "evidence", None)  # _RecordDatedAhead's
+        raise unreadable from None
 
 
 def _decoded(text: str | bytes) -> SessionRecord:
@@ -449,8 +487,10 @@ def _in_range(rec: SessionRecord) -> None:
         if type(t.port) is not int or not 0 <= t.port <= 0xFFFF:
             raise ValueError("a transport port out of range")
     if rec.handshake_ns - rec.created_ms * 1_000_000 > _AHEAD_MAX_NS:  # both ints by now
-        raise ValueError(f"handshake_ns more than {HANDSHAKE_AHEAD_MAX_MS // 1000} s ahead "
-                         "of created_ms: no gateway wrote it")
+        raise _RecordDatedAhead(
+            f"handshake_ns more than {HANDSHAKE_AHEAD_MAX_MS // 1000} s ahead of created_ms: "
+            "no gateway wrote it",
+            DatedAhead(rec.session_id, rec.peer_key, rec.handshake_ns, rec.created_ms))
 
 
 # A record dated ahead: its ``handshake_ns`` (its client's clock) more than
@@ -469,12 +509,18 @@ _AHEAD_MAX_NS = HANDSHAKE_AHEAD_MAX_MS * 1_000_000
 
 
 class SkipsUnreadable:
-    """A store's reads skip what does not parse and report it here."""
+    """A store's reads skip what does not parse and report it here; a
+    record dated ahead is also told to ``on_dated_ahead`` (a restart's
+    pass collects them: jvpn/gateway/dated_ahead.py)."""
 
     on_unreadable: Callable[[str, str], None] | None = None
+    on_dated_ahead: Callable[[DatedAhead], None] | None = None
     unreadable = 0  # values skipped so far
 
     def _skipped(self, key: str, e: Exception) -> None:
         self.unreadable += 1
         if self.on_unreadable is not None:
             self.on_unreadable(key, str(e))
+        evidence = getattr(e, "dated_ahead", None)
+        if evidence is not None and self.on_dated_ahead is not None:
+            self.on_dated_ahead(evidence)

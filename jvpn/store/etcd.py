@@ -38,11 +38,11 @@ from jvpn.store import (
     check_cas,
     stored_json,
 )
+from jvpn.store.etcd_claims import EtcdClaims
 from jvpn.store.etcd_cluster import EtcdGateways, EtcdWatch
 from jvpn.store.etcd_codec import (
     NodeIdTaken,
     _b64,
-    _initiation,
     _meta_key,
     _parse_session,
     _unb64,
@@ -52,7 +52,7 @@ from jvpn.store.etcd_restore import EtcdRestore
 __all__ = ["EtcdStore", "NodeIdTaken"]  # callers catch NodeIdTaken from here
 
 
-class EtcdStore(EtcdGateways, EtcdWatch, EtcdRestore, SkipsUnreadable):
+class EtcdStore(EtcdClaims, EtcdGateways, EtcdWatch, EtcdRestore, SkipsUnreadable):
 
     def __init__(self, host: str = "127.0.0.1", port: int = 2379, *, cluster_key: bytes,
                  prefix: str = "/jvpn/", timeout_s: float = 2.0):
@@ -284,28 +284,6 @@ class EtcdStore(EtcdGateways, EtcdWatch, EtcdRestore, SkipsUnreadable):
             if self._txn(compare, [self._put(key, str(value))]):
                 return
         raise StoreError(f"{what} of {key}: too much contention")
-
-    def claim_initiation(self, peer: bytes, timestamp_ns: int) -> bool:
-        """Compare-and-swap on the key's revision: of two gateways that
-        claim one initiation at once, one transaction wins and the other
-        re-reads a value that is not older (False)."""
-        key = self._key("initiations", peer.hex())
-        for _ in range(5):
-            got = self._get_raw(key)
-            if got is not None and _initiation(got[0], key) >= timestamp_ns:
-                return False
-            compare = ([{"key": _b64(key), "result": "EQUAL", "target": "CREATE",
-                         "create_revision": 0}] if got is None else
-                       [{"key": _b64(key), "result": "EQUAL", "target": "MOD",
-                         "mod_revision": got[1]}])
-            if self._txn(compare, [self._put(key, str(timestamp_ns))]):
-                return True
-        raise StoreError(f"handshake timestamp of {peer.hex()[:16]}...: too much contention")
-
-    def last_initiation(self, peer: bytes) -> int:
-        key = self._key("initiations", peer.hex())
-        got = self._get_raw(key)
-        return _initiation(got[0], key) if got is not None else 0
 
     def close(self) -> None:
         self._stop.set()

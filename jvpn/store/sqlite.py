@@ -34,6 +34,7 @@ from jvpn.store import (
     record_from_json,
     stored_json,
 )
+from jvpn.store.sqlite_claims import SqliteClaims
 from jvpn.store.sqlite_restore import SqliteRestore, _unsigned
 
 _SCHEMA = """
@@ -98,7 +99,7 @@ def _prepare(path: Path) -> None:
         tighten_if_present(path.with_name(path.name + suffix))
 
 
-class SqliteStore(SqliteRestore, SkipsUnreadable):
+class SqliteStore(SqliteClaims, SqliteRestore, SkipsUnreadable):
     def __init__(self, path: Path, checkpoint_every: tuple[int, float] = (
             CHECKPOINT_EVERY_COMMITS, CHECKPOINT_EVERY_S)):
         """``checkpoint_every``: (commits, seconds), the Checkpointer's."""
@@ -312,15 +313,6 @@ class SqliteStore(SqliteRestore, SkipsUnreadable):
             db.execute("INSERT INTO replay_ceilings VALUES (?, ?, 1) ON CONFLICT(session_id) "
                        "DO UPDATE SET ceiling=excluded.ceiling, exact=1",
                        (_signed(session_id), ceiling))
-
-    def last_initiation(self, peer: bytes) -> int:
-        with self._lock:
-            try:
-                row = self._db.execute("SELECT timestamp_ns FROM initiations WHERE peer=?",
-                                       (peer,)).fetchone()
-            except sqlite3.Error as e:
-                raise StoreError(f"session store read failed: {e}") from e
-        return int(row[0]) if row else 0
 
     def list(self) -> list[SessionRecord]:
         """Every session record that parses; the others are skipped and reported."""

@@ -15,6 +15,7 @@ from jvpn.store.etcd import EtcdStore
 from kits.store_contract import (
     concurrent_cas_has_one_winner,
     initiation_claims_have_one_winner,
+    lowering_a_claim_compares_first,
     replay_ceiling_rules,
     secrets_move_with_the_record,
 )
@@ -61,6 +62,10 @@ def test_concurrent_cas_one_winner(store):
 
 def test_initiation_claims_one_winner(store):
     initiation_claims_have_one_winner(store, racers=6)
+
+
+def test_lowering_a_claim_compares_first(store):
+    lowering_a_claim_compares_first(store)
 
 
 def test_an_unparsable_initiation_timestamp_fails_closed(store, etcd):

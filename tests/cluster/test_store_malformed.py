@@ -150,3 +150,55 @@ def test_a_record_dated_ahead_is_skipped_by_every_read(etcd, store):
         assert [s.record.session_id for s in store.restorable()] == [good.session_id]
         assert all("handshake_ns" in d for d in store.details)
         assert raw.get(key)[0].decode() == damaged  # left as it is
+
+
+def test_a_start_lowers_the_claim_a_record_dated_ahead_left(etcd, store, tmp_path):
+    """Review k21r2 F1 on etcd: the record a gateway before k21age wrote
+    for a client ten years ahead, and its peer's claim at the same
+    timestamp. A start's pass skips the record (reported) and lowers the
+    claim, by one transaction comparing its value, to a day after the
+    record's making (jvpn/gateway/dated_ahead.py); a second start finds
+    the claim moved and changes nothing."""
+    import json  # noqa: PLC0415
+
+    import etcd3gw  # noqa: PLC0415 - the cluster tier has it
+
+    from jvpn.config import HANDSHAKE_AHEAD_MAX_MS  # noqa: PLC0415
+    from jvpn.keys import encode, public_from_private  # noqa: PLC0415
+    from kits.daemon_kit import PEER_KEYS, Clock  # noqa: PLC0415
+
+    peer = public_from_private(PEER_KEYS[0])
+    made_ms = 1_700_000_000_000
+    ahead_ns = made_ms * 10**6 + 10 * 365 * 86_400 * 10**9
+    rec = _attached(0xF000000000000006).with_(created_ms=made_ms, peer_key=encode(peer))
+    store.create(rec, b"secret")
+    raw = etcd3gw.client(host=etcd.host, port=etcd.port)
+    key = f"{store.prefix}sessions/{rec.session_id:016x}"
+    doc = json.loads(raw.get(key)[0])
+    doc["record"] = json.dumps({**json.loads(doc["record"]), "handshake_ns": ahead_ns})
+    raw.put(key, json.dumps(doc))
+    assert store.claim_initiation(peer, ahead_ns)
+    clock = Clock(made_ms + 2 * HANDSHAKE_AHEAD_MAX_MS)
+    for start in range(2):
+        gw = make_gateway(tmp_path / str(start), store=store, clock=clock)
+        gw.reconcile()
+        lowered = events_of(gw.events, "InitiationClaimLowered")
+        assert [(e["claimed_ns"], e["lowered_ns"]) for e in lowered] == (
+            [(ahead_ns, (made_ms + HANDSHAKE_AHEAD_MAX_MS) * 10**6)] if start == 0 else [])
+        assert store.last_initiation(peer) == (made_ms + HANDSHAKE_AHEAD_MAX_MS) * 10**6
+    assert store.unreadable == 2  # skipped and reported at each start, left as it is
+    assert json.loads(raw.get(key)[0]) == doc
+
+
+def test_a_claim_written_otherwise_is_never_lowered(etcd, store):
+    """The compare is on the value as claim_initiation writes it: any other
+    text (a damaged or hostile etcd) is left as it is."""
+    import etcd3gw  # noqa: PLC0415 - the cluster tier has it
+
+    peer = b"\x08" * 32
+    key = f"{store.prefix}initiations/{peer.hex()}"
+    raw = etcd3gw.client(host=etcd.host, port=etcd.port)
+    for text in ("09000", "9000 ", "not a number"):
+        raw.put(key, text)
+        assert store.lower_claim(peer, 9000, 1) is False
+        assert raw.get(key)[0].decode() == text

@@ -2,8 +2,10 @@
 
 import threading
 
+import pytest
+
 from jvpn.session import Transport
-from jvpn.store import VersionConflict
+from jvpn.store import StoreError, VersionConflict
 
 
 def concurrent_cas_has_one_winner(store, rec, racers: int) -> None:
@@ -54,6 +56,41 @@ def initiation_claims_have_one_winner(store, racers: int) -> None:
     for t in threads:
         t.join()
     assert len(wins) == 1 and store.last_initiation(peer) == 2_000
+
+
+def lowering_a_claim_compares_first(store) -> None:
+    """Store.lower_claim (review k21r2 F1): the claim set lower only if it
+    is the value compared with, now; otherwise False and nothing changed.
+    Racers lowering one claim at once (two gateways starting on one
+    store): one lowers it, the others find it moved. Arguments that are
+    no lowering fail closed (StoreError), the claim as it was."""
+    peer = bytes(range(1, 33))
+    assert store.lower_claim(peer, 9_000, 1_000) is False  # no claim: none made
+    assert store.last_initiation(peer) == 0
+    assert store.claim_initiation(peer, 9_000) is True
+    assert store.lower_claim(peer, 8_999, 1_000) is False  # not the claim
+    assert store.lower_claim(peer, 9_001, 1_000) is False
+    assert store.last_initiation(peer) == 9_000
+    for claimed, lowered in ((9_000, 9_000), (9_000, 9_001), (9_000, -1), (1 << 63, 5)):
+        with pytest.raises(StoreError):
+            store.lower_claim(peer, claimed, lowered)
+    assert store.last_initiation(peer) == 9_000
+    wins = []
+    barrier = threading.Barrier(4)
+
+    def racer(to: int):
+        barrier.wait()
+        if store.lower_claim(peer, 9_000, to):
+            wins.append(to)
+
+    threads = [threading.Thread(target=racer, args=(1_000 + i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(wins) == 1 and store.last_initiation(peer) == wins[0]
+    assert store.claim_initiation(peer, wins[0]) is False  # the lowered claim bars as any
+    assert store.claim_initiation(peer, wins[0] + 1) is True
 
 
 def replay_ceiling_rules(store, rec) -> None:

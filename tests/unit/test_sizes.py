@@ -14,8 +14,6 @@ CLASS_MAX, FUNCTION_MAX = 250, 60
 EXCEPTIONS: dict[str, str] = {
     "jvpn/gateway/reattach.py:ReattachServer":
         "steps 1-7 of the reattach contract in the order docs/protocol.md gives them",
-    "jvpn/store/etcd.py:EtcdStore":
-        "the record half shares one revision cache and one sealing key across its CAS paths",
 }
 
 

@@ -13,6 +13,7 @@ from jvpn.store.sqlite import SqliteStore
 from kits.store_contract import (
     concurrent_cas_has_one_winner,
     initiation_claims_have_one_winner,
+    lowering_a_claim_compares_first,
     replay_ceiling_rules,
     secrets_move_with_the_record,
 )
@@ -75,6 +76,24 @@ def test_survives_reopen_and_records_changes(tmp_path):
 
 def test_initiation_claims_have_one_winner(store):
     initiation_claims_have_one_winner(store, racers=8)
+
+
+def test_lowering_a_claim_compares_first(store):
+    lowering_a_claim_compares_first(store)
+
+
+@pytest.mark.parametrize("stored", ["9000x", "garbage", 9000.5, b"9000"])
+def test_a_claim_that_is_no_integer_is_never_lowered(store, stored):
+    """Only an integer equal to the record's timestamp is that claim:
+    anything else is left as it is (claim_initiation fails closed on it)."""
+    peer = b"q" * 32
+    store._db.execute("INSERT INTO initiations VALUES (?, ?)", (peer, stored))
+    assert store._db.execute("SELECT typeof(timestamp_ns) FROM initiations").fetchone() != (
+        "integer",)
+    assert store.lower_claim(peer, 9000, 1) is False
+    [(after,)] = store._db.execute("SELECT timestamp_ns FROM initiations WHERE peer=?",
+                                   (peer,)).fetchall()
+    assert after == stored
 
 
 
