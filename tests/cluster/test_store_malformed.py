@@ -239,3 +239,36 @@ def test_the_history_read_stays_under_its_prefix(etcd, store):
     finally:
         ours.close()
         theirs.close()
+
+
+@pytest.mark.parametrize(("field", "value"), [("addr", "not an address"), ("addr", "1.2.3"),
+                                              ("port", 0), ("port", 65536)])
+def test_a_transport_that_is_no_address_is_skipped_by_every_read(etcd, store, field, value):
+    """tests/unit/test_stored_binding.py's damage in etcd: a record whose
+    binding is no address and UDP port is no record to list, get, the
+    restart pass and the watch; reported, the store left as it is."""
+    import json  # noqa: PLC0415
+
+    import etcd3gw  # noqa: PLC0415 - the cluster tier has it
+
+    raw = etcd3gw.client(host=etcd.host, port=etcd.port)
+    damaged_rec = _attached(0xF00000000000000B)
+    store.create(damaged_rec, b"secret")
+    key = f"{store.prefix}sessions/{damaged_rec.session_id:016x}"
+    with _watching(store) as seen:
+        doc = json.loads(raw.get(key)[0])
+        record = json.loads(doc["record"])
+        record["binding"][field] = value
+        doc["record"] = json.dumps(record)
+        raw.put(key, json.dumps(doc))
+        good = _attached(0xF00000000000000C)
+        store.create(good, b"secret")
+        wait_until(lambda: good.session_id in seen, "the good record after the damaged one", 5)
+        assert damaged_rec.session_id not in seen  # its damage is no record
+        assert store.get(damaged_rec.session_id) is None
+        assert [r.session_id for r in store.list()] == [good.session_id]
+        assert [s.record.session_id for s in store.restorable()] == [good.session_id]
+        assert [c.session_id for c in store.changes()] == [damaged_rec.session_id,
+                                                          good.session_id]
+        assert all("address" in d or "port" in d for d in store.details)
+        assert json.loads(json.loads(raw.get(key)[0])["record"])["binding"][field] == value
