@@ -118,7 +118,11 @@ def stored_ip(addr: str) -> str:
         return addr
     if type(addr) is not str:  # ipaddress reads an int as an address
         raise ValueError(f"a transport address that is not text: {addr!r:.40}")
-    return _canonical_parse(addr)
+    try:
+        return _canonical_parse(addr)
+    except ValueError:  # its message quotes the text whole (a 1 MB one into the report)
+        raise ValueError(f"a transport address that is no IPv4/IPv6 address: "
+                         f"{addr!r:.40}") from None
 
 
 def _canonical_parse(addr: str) -> str:
