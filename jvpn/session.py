@@ -103,9 +103,31 @@ def canonical_ip(addr: str) -> str:
     if ipv4_packed(addr) is not None:
         return addr  # canonical IPv4 already (the common case, issue 15)
     try:
-        ip = ipaddress.ip_address(addr)
+        return _canonical_parse(addr)
     except ValueError:
         return addr
+
+
+@address_memo
+def stored_ip(addr: str) -> str:
+    """:func:`canonical_ip` of a stored transport's address (jvpn/store);
+    ValueError for text that is no IPv4 or IPv6 address: a record holding
+    one is unreadable (a damaged or hostile store), never a binding the
+    gate and the sends would each read their own way."""
+    if ipv4_packed(addr) is not None:
+        return addr
+    if type(addr) is not str:  # ipaddress reads an int as an address
+        raise ValueError(f"a transport address that is not text: {addr!r:.40}")
+    try:
+        return _canonical_parse(addr)
+    except ValueError:  # its message quotes the text whole (a 1 MB one into the report)
+        raise ValueError(f"a transport address that is no IPv4/IPv6 address: "
+                         f"{addr!r:.40}") from None
+
+
+def _canonical_parse(addr: str) -> str:
+    """The canonical spelling of an address ipaddress reads; ValueError otherwise."""
+    ip = ipaddress.ip_address(addr)
     if ip.version == 6 and ip.ipv4_mapped is not None:
         return str(ip.ipv4_mapped)
     text = str(ip)

@@ -58,7 +58,7 @@ class DataPath:
                  on_handshake: Callable[[bytes, tuple], None],
                  on_control: Callable[[bytes, Transport], None],
                  on_confirm: Callable[[Live, Transport], None],
-                 incidents: Incidents | None = None,
+                 incidents: Incidents,
                  on_new_keys: Callable[[Live], object] | None = None,
                  policy: Callable[[], Policy] | None = None):
         """``on_new_keys(live)``: a message under a rekey's unconfirmed
@@ -73,8 +73,10 @@ class DataPath:
         self.on_handshake, self.on_control = on_handshake, on_control
         self.on_confirm = on_confirm  # an unconfirmed session's first message
         self.on_new_keys, self.policy = on_new_keys, policy
-        timer_ms = lambda: table.timer_ms()  # noqa: E731 - the intervals' clock
-        self.incidents = incidents or Incidents(events, timer_ms)
+        # ``incidents``: the gateway's, on its timer clock (no default: one
+        # built here would pick a clock of its own, review k21r5)
+        self.incidents = incidents
+        timer_ms = lambda: table.timer_ms()  # noqa: E731 - the drop reports' interval clock
         self.sender = sender if sender is not None else Sender(sock, self.incidents)
         self.dropped = {"source_port_0": 0}  # what the daemon itself dropped before the gate
         self._drops = DropCounts(events, timer_ms)

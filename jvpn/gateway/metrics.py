@@ -58,9 +58,9 @@ class GatewayCollector:
     counts, the peers (as the WireGuard exporters name theirs; only with
     ``per_peer``: MetricsPeers), the process. Nothing before ``gw`` is set
     (the endpoint is bound before the gateway is built, so that a taken port
-    is refused before anything opens)."""
+    is refused before anything opens); ``tally`` is set with it."""
 
-    def __init__(self, tally: EventTally, gw=None, interface: str = "", *,
+    def __init__(self, tally: EventTally | None, gw=None, interface: str = "", *,
                  per_peer: bool = DEFAULT_METRICS_PEERS,
                  max_age_s: float = SNAPSHOT_MAX_AGE_S, clock=time.monotonic):
         self.gw, self.tally, self.interface, self.per_peer = gw, tally, interface, per_peer
@@ -241,8 +241,8 @@ class MetricsServer:
         ``per_peer``: serve the per-peer series (MetricsPeers); ``deadline_s``:
         every connection is cut this long after its accept; ``request_deadline_s``:
         one without its whole request by then is cut."""
-        self.tally = EventTally()
-        self.collector = GatewayCollector(self.tally, per_peer=per_peer)
+        self.tally: EventTally | None = None  # made by attach, on the gateway's timer clock
+        self.collector = GatewayCollector(None, per_peer=per_peer)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self.collector)
         host, port = listen
@@ -265,10 +265,10 @@ class MetricsServer:
 
     def attach(self, gw, interface: str) -> None:
         """Before ``gw.start()``: the tally sees every event from the first."""
-        self.tally.timer_ms = gw.timer_ms  # the gateway's (a test's)
+        self.tally = EventTally(gw.timer_ms)  # the gateway's timer clock (a test's)
         gw.events.add_listener(self.tally)
-        self.collector.interface = interface
-        self.collector.gw = gw
+        self.collector.tally, self.collector.interface = self.tally, interface
+        self.collector.gw = gw  # last: a scrape serves nothing until it is set
 
     def close(self) -> None:
         self._httpd.shutdown()

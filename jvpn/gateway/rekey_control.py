@@ -31,11 +31,12 @@ CONFIRM_RETRY_MS = 100
 
 
 class RekeyControl:
-    def __init__(self, *, table, server: RekeyServer, events: EventLog, incidents=None):
+    def __init__(self, *, table, server: RekeyServer, events: EventLog, incidents: Incidents):
         """``incidents``: where refused confirmation writes are tallied
-        (jvpn/gateway/supervise.py; default: one of its own)."""
+        (jvpn/gateway/supervise.py): the gateway's, on its timer clock (no
+        default: one built here would pick a clock of its own, review k21r5)."""
         self.table, self.server, self.events = table, server, events
-        self.incidents = incidents or Incidents(events, lambda: table.timer_ms())
+        self.incidents = incidents
 
     def message(self, msg: bytes, src: Transport) -> list[Send]:
         """One REKEY_INIT as received from ``src``: what to send back."""

@@ -12,7 +12,6 @@ import threading
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 
-from jvpn.client_clock import timer_ms as _timer_ms
 from jvpn.codes import EventType, Reason
 
 # reattach latency (seconds): a path challenge's round trip, lab to WAN
@@ -29,9 +28,11 @@ class EventTally:
     under the log's lock, so it only adds. A reattach's latency is timed
     on ``timer_ms`` (the gateway's timer clock, read as each event is
     emitted), not by the events' wall-clock ``ts_ms``: a step of the wall
-    clock during a reattach was one latency of the step's size."""
+    clock during a reattach was one latency of the step's size. No default
+    clock: the caller names the one (review k21r5: a default could go back
+    to the wall clock and only a caller that gave none would see it)."""
 
-    def __init__(self, timer_ms: Callable[[], int] = _timer_ms) -> None:
+    def __init__(self, timer_ms: Callable[[], int]) -> None:
         self.timer_ms = timer_ms
         self._lock = threading.Lock()
         self.handshakes: Counter[str] = Counter()

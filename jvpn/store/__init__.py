@@ -19,7 +19,7 @@ from typing import Protocol, runtime_checkable
 
 from jvpn.config import HANDSHAKE_AHEAD_MAX_MS
 from jvpn.errors import JvpnError
-from jvpn.session import SessionRecord, State, Transport, canonical_ip
+from jvpn.session import SessionRecord, State, Transport, stored_ip
 from jvpn.store.record_text import fields_of, make_record, make_transport
 
 
@@ -445,7 +445,7 @@ def _transport(nested: dict) -> Transport:
     canonical address, then the fields), by the class otherwise (an extra
     or a missing field: its TypeError, as before)."""
     if len(nested) == 2 and "port" in nested:
-        return make_transport(canonical_ip(nested["addr"]), nested["port"])
+        return make_transport(stored_ip(nested["addr"]), nested["port"])
     return Transport(**nested)
 
 
@@ -459,6 +459,9 @@ def stored_json(rec: SessionRecord) -> str:
     k18rall F1)."""
     try:
         _in_range(rec)
+        for t in (rec.binding, rec.candidate):  # what every read checks as it parses
+            if t is not None:
+                stored_ip(t.addr)
     except ValueError as e:
         raise StoreError(f"session {rec.session_id:#x}: not written: {e}") from None
     return record_to_json(rec)
@@ -471,7 +474,10 @@ def _in_range(rec: SessionRecord) -> None:
     """Integers the gate's element holds fit it: a damaged store's value is
     that record unreadable, never an element refused later (a fence, an
     install: review k18r4) nor one with the value cut short. And the
-    record's initiation is not dated ahead of its making (``_AHEAD_MAX_NS``)."""
+    record's initiation is not dated ahead of its making (``_AHEAD_MAX_NS``).
+    A transport's port is a UDP source's (1..65535); its address is checked
+    where a read parses it (``stored_ip``: no address, no record) and by
+    ``stored_json``, not here a second time (a restart reads a million)."""
     if not 0 <= rec.session_id < _U64:
         raise ValueError("session_id out of range")
     # created_ms and handshake_ns too: compared with clocks and with a new
@@ -484,7 +490,7 @@ def _in_range(rec: SessionRecord) -> None:
     for t in (rec.binding, rec.candidate):
         if t is None:
             continue
-        if type(t.port) is not int or not 0 <= t.port <= 0xFFFF:
+        if type(t.port) is not int or not 1 <= t.port <= 0xFFFF:  # 0: no UDP source
             raise ValueError("a transport port out of range")
     if rec.handshake_ns - rec.created_ms * 1_000_000 > _AHEAD_MAX_NS:  # both ints by now
         raise _RecordDatedAhead(

@@ -43,6 +43,7 @@ from jvpn.store.etcd_cluster import EtcdGateways, EtcdWatch
 from jvpn.store.etcd_codec import (
     NodeIdTaken,
     _b64,
+    _counter,
     _meta_key,
     _parse_session,
     _unb64,
@@ -250,19 +251,18 @@ class EtcdStore(EtcdClaims, EtcdGateways, EtcdWatch, EtcdRestore, SkipsUnreadabl
         return sorted(out, key=lambda r: r.session_id)
 
     def get_floor(self, session_id: int) -> int:
-        got = self._get_raw(self._key("floors", f"{session_id:016x}"))
-        return int(got[0]) if got else 0
+        key = self._key("floors", f"{session_id:016x}")
+        got = self._get_raw(key)
+        return _counter(got[0], key)[0] if got else 0
 
     def set_floor(self, session_id: int, floor: int) -> None:
         self._raise(self._key("floors", f"{session_id:016x}"), floor, "counter floor")
 
     def get_replay_ceiling(self, session_id: int) -> tuple[int, bool]:
         """(ceiling, exact): the value is "<ceiling>" raised, "<ceiling> exact" settled."""
-        got = self._get_raw(self._key("replay", f"{session_id:016x}"))
-        if not got:
-            return 0, True
-        text = got[0].decode() if isinstance(got[0], bytes) else str(got[0])
-        return int(text.split()[0]), text.endswith(" exact")
+        key = self._key("replay", f"{session_id:016x}")
+        got = self._get_raw(key)
+        return _counter(got[0], key) if got else (0, True)
 
     def raise_replay_ceiling(self, session_id: int, ceiling: int) -> None:
         self._raise(self._key("replay", f"{session_id:016x}"), ceiling, "replay ceiling")
@@ -275,7 +275,7 @@ class EtcdStore(EtcdClaims, EtcdGateways, EtcdWatch, EtcdRestore, SkipsUnreadabl
     def _raise(self, key: str, value: int, what: str) -> None:
         for _ in range(5):  # monotonic: never lower a value another writer raised
             got = self._get_raw(key)
-            if got is not None and int(got[0].split()[0]) >= value:
+            if got is not None and _counter(got[0], key)[0] >= value:
                 return
             compare = ([{"key": _b64(key), "result": "EQUAL", "target": "CREATE",
                          "create_revision": 0}] if got is None else

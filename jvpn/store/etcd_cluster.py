@@ -87,9 +87,21 @@ class EtcdGateways:
             raise StoreError(f"gateway registration of {node_id} does not parse: {e}") from e
 
     def gateways(self) -> list[str]:
+        """The node ids of the live registrations; one that does not read
+        (a damaged or hostile etcd) is a StoreError naming its key."""
         got = self._call("get_prefix", self._client.get_prefix, self._key("gateways", ""))
-        return sorted(json.loads(v)["node"] for v, _m in got)
+        return sorted(_node_of(value, meta) for value, meta in got)
 
+
+
+def _node_of(value: bytes, meta) -> str:
+    try:
+        node = json.loads(value)["node"]
+        if type(node) is not str:
+            raise TypeError("the node id is not a string")
+    except (ValueError, KeyError, TypeError, RecursionError) as e:  # not UTF-8: a ValueError
+        raise StoreError(f"gateway registration {_meta_key(meta)} does not parse: {e}") from e
+    return node
 
 
 class EtcdWatch:
@@ -99,17 +111,21 @@ class EtcdWatch:
         """Session changes after ``since_revision`` (etcd revisions), read
         from etcd's history until it has nothing more within ``timeout_s``."""
         rev = since_revision + 1
+        prefix = self._key("sessions", "")
+        # the range end as text: etcd3gw encodes it (its watch_prefix_once
+        # encoded an encoded one, and the range ran on past the prefix)
+        end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
         while True:
             try:
-                ev = self._client.watch_prefix_once(self._key("sessions", ""), timeout=timeout_s,
-                                                    start_revision=rev)
+                ev = self._client.watch_once(prefix, timeout=timeout_s, start_revision=rev,
+                                             range_end=end)
             except Exception:  # noqa: BLE001 - etcd3gw raises on the watch timeout
                 return
             kv = ev["kv"]  # etcd3gw hands key and value over decoded
             mod = int(kv.get("mod_revision", rev))
             rev = mod + 1
             try:
-                sid = _sid_of(kv["key"].decode())
+                sid = _sid_of(kv["key"])  # raw bytes: one not UTF-8 is skipped
                 if ev.get("type") == "DELETE":
                     yield Change(mod, sid, -1, "delete")
                     continue

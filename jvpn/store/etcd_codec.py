@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 
 from jvpn.session import SessionRecord
-from jvpn.store import StoreError, Unreadable, record_from_json
+from jvpn.store import MAX_VERSION, StoreError, Unreadable, record_from_json
 
 
 def _b64(data: bytes | str) -> str:
@@ -43,11 +44,36 @@ def _parse_session(value: bytes | str) -> tuple[SessionRecord, str]:
     return record_from_json(record), sealed
 
 
-def _sid_of(key: str) -> int:
+_SID_NAME = re.compile(r"[0-9a-f]{16}")  # a session id as _sid_key writes it
+
+
+def _sid_of(key: bytes | str) -> int:
+    """The session id of a sessions/ key, its raw bytes or its text; raises
+    Unreadable for any other key: not UTF-8 (a damaged or hostile etcd:
+    the watch's history read ended on its UnicodeDecodeError), or a name
+    that is not 16 lowercase hex digits ("+10", "0x10" and "1_0" parse as
+    numbers too: two keys for one session)."""
     try:
-        return int(key.rsplit("/", 1)[1], 16)
-    except (IndexError, ValueError) as e:
+        text = key.decode() if isinstance(key, (bytes, bytearray)) else key
+        name = text.rsplit("/", 1)[1]
+    except (IndexError, ValueError, AttributeError) as e:  # UnicodeDecodeError: a ValueError
         raise Unreadable(f"not a session key: {key!r:.80}") from e
+    if _SID_NAME.fullmatch(name) is None:
+        raise Unreadable(f"not a session key: {key!r:.80}")
+    return int(name, 16)
+
+
+def _counter(raw: bytes | str, key: str) -> tuple[int, bool]:
+    """(value, exact) of a floors/ or replay/ value as the store writes it:
+    ``<n>`` or ``<n> exact`` (ASCII digits, at most MAX_VERSION). Anything
+    else is Unreadable naming the key: a reader that took a value it could
+    not decode as absent would restore the session's counter floor as 0."""
+    data = raw.encode() if isinstance(raw, str) else bytes(raw)
+    number, space, rest = data.partition(b" ")
+    if (number.isdigit() and len(number) <= 19 and rest == (b"exact" if space else b"")
+            and int(number) <= MAX_VERSION):
+        return int(number), bool(space)
+    raise Unreadable(f"etcd value at {key} is not a counter: {data[:40]!r}")
 
 
 def _parse_event(ev: dict) -> tuple[int, SessionRecord | None, str, int]:
@@ -55,7 +81,7 @@ def _parse_event(ev: dict) -> tuple[int, SessionRecord | None, str, int]:
     mod_revision) of one watch event (key and value base64); raises Unreadable."""
     try:
         kv = ev["kv"]
-        sid = _sid_of(_unb64(kv["key"]).decode())
+        sid = _sid_of(_unb64(kv["key"]))
         if ev.get("type") == "DELETE":
             return sid, None, "", 0
         rec, sealed = _parse_session(_unb64(kv["value"]))

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from jvpn.store import RESTORE_PAGE, Stored, StoreError, Unreadable
-from jvpn.store.etcd_codec import _meta_key, _parse_session, _unb64
+from jvpn.store.etcd_codec import _counter, _meta_key, _parse_session, _sid_of, _unb64
 
 
 class EtcdRestore:
@@ -27,15 +27,18 @@ class EtcdRestore:
                 return
             start = _raw_key(got[-1][1]) + b"\0"
 
-    def _numbers(self, kind: str, page: int) -> dict[int, str]:
-        """The floors/ or replay/ values by session id."""
+    def _numbers(self, kind: str, page: int) -> dict[int, tuple[str, bytes]]:
+        """The floors/ or replay/ values by session id, each with its key,
+        as stored: a key that names no session is passed over (nothing of
+        ours reads it either); a value is read by its session's ``_floor``
+        or ``_ceiling``, where one that does not read is that session's
+        problem (taken as absent, a floor not UTF-8 restored it at 0)."""
         out = {}
         for key, value, _meta in self._pages(kind, page):
             try:
-                out[int(key.rsplit("/", 1)[1], 16)] = (value.decode() if isinstance(value, bytes)
-                                                       else str(value))
-            except (IndexError, ValueError):
-                continue  # not a session's: nothing of ours reads it either
+                out[_sid_of(key)] = (key, value)
+            except Unreadable:
+                continue
         return out
 
     def restorable(self, page: int = RESTORE_PAGE) -> Iterator[Stored]:
@@ -51,20 +54,17 @@ class EtcdRestore:
             try:
                 floor, ceiling = _floor(floors.get(sid)), _ceiling(ceilings.get(sid))
                 yield Stored(rec, self._open(sid, sealed), floor, ceiling)
-            except (StoreError, ValueError, IndexError) as e:  # this session's only
-                yield Stored(rec, b"", problem=e if isinstance(e, StoreError) else Unreadable(
-                    f"session {sid:016x}: its floor or replay ceiling does not read ({e})"))
+            except StoreError as e:  # this session's only (Unreadable: its floor or ceiling)
+                yield Stored(rec, b"", problem=e)
 
 
-def _floor(text: str | None) -> int:
-    return int(text.split()[0]) if text is not None else 0
+def _floor(got: tuple[str, bytes] | None) -> int:
+    return _counter(got[1], got[0])[0] if got is not None else 0
 
 
-def _ceiling(text: str | None) -> tuple[int, bool]:
+def _ceiling(got: tuple[str, bytes] | None) -> tuple[int, bool]:
     """(ceiling, exact) as raise_replay_ceiling / settle_replay_ceiling wrote it."""
-    if text is None:
-        return 0, True
-    return int(text.split()[0]), text.endswith(" exact")
+    return _counter(got[1], got[0]) if got is not None else (0, True)
 
 
 def _raw_key(meta) -> bytes:

@@ -24,7 +24,7 @@ from dataclasses import fields
 
 from jvpn.fastip import ipv4_packed
 from jvpn.frozen import positional_maker
-from jvpn.session import SessionRecord, State, Transport, canonical_ip
+from jvpn.session import SessionRecord, State, Transport, stored_ip
 
 # SessionRecord(*values) and Transport(addr, port) without a frozen
 # dataclass's object.__setattr__ per field (jvpn/frozen.py): the same objects
@@ -67,9 +67,10 @@ _GROUPS = {"transport": 2}  # groups a kind's pattern holds (1 otherwise)
 
 
 def _address(addr: str) -> str:
-    """``canonical_ip(addr)``; a canonical IPv4 address (a restart's usual
-    binding, each one new to its bounded memo) is its own answer."""
-    return addr if ipv4_packed(addr) is not None else canonical_ip(addr)
+    """``stored_ip(addr)`` (ValueError: no address, the record unreadable);
+    a canonical IPv4 address (a restart's usual binding, each one new to
+    its bounded memo) is its own answer."""
+    return addr if ipv4_packed(addr) is not None else stored_ip(addr)
 
 
 def _ints(text: str | None) -> tuple[int, ...]:

@@ -152,6 +152,128 @@ def test_a_record_dated_ahead_is_skipped_by_every_read(etcd, store):
         assert raw.get(key)[0].decode() == damaged  # left as it is
 
 
+def test_the_history_read_goes_past_a_key_that_does_not_decode(etcd, store):
+    """Store.changes (etcd's history of the sessions prefix): a key that is
+    not UTF-8 (a damaged or hostile etcd) raised UnicodeDecodeError out of
+    the generator, ending the read. It is skipped and reported; the changes
+    around it are delivered; the store is left as it is."""
+    import etcd3gw  # noqa: PLC0415 - the cluster tier has it
+
+    raw = etcd3gw.client(host=etcd.host, port=etcd.port)
+    first, late = _attached(0xF000000000000006), _attached(0xF000000000000007)
+    store.create(first, b"secret")
+    bad_key = f"{store.prefix}sessions/".encode() + b"\xff\xfe"
+    raw.put(bad_key, raw.get(f"{store.prefix}sessions/{first.session_id:016x}")[0])
+    store.create(late, b"secret")
+    assert [c.session_id for c in store.changes()] == [first.session_id, late.session_id]
+    assert len(store.skipped) == 1 and "not a session key" in store.details[0]
+    assert raw.get(bad_key)  # left as it is
+
+
+def _plant_raw(etcd, key: str, value: bytes) -> None:
+    import etcd3gw  # noqa: PLC0415 - the cluster tier has it
+
+    etcd3gw.client(host=etcd.host, port=etcd.port).put(key, value)
+
+
+@pytest.mark.parametrize("value", [b"\xff\xfe", b"", b"twelve", b"12 \xff"])
+def test_a_counter_value_that_does_not_read_is_a_store_error(etcd, store, value):
+    """floors/ and replay/ values a damaged or hostile etcd holds: not UTF-8,
+    empty, not a number. Each read (and each raise, which reads first) is
+    a StoreError naming the key (the caller fails closed for that session),
+    never a ValueError or IndexError out of the store."""
+    from jvpn.store import StoreError  # noqa: PLC0415
+
+    sid = 0xF000000000000008
+    for kind in ("floors", "replay"):
+        _plant_raw(etcd, f"{store.prefix}{kind}/{sid:016x}", value)
+    for read in (lambda: store.get_floor(sid), lambda: store.get_replay_ceiling(sid),
+                 lambda: store.set_floor(sid, 5), lambda: store.raise_replay_ceiling(sid, 5)):
+        with pytest.raises(StoreError, match=f"{sid:016x}"):
+            read()
+
+
+def test_a_registration_that_does_not_read_is_a_store_error(etcd, store):
+    """gateways/ values: one that is not UTF-8 JSON naming its node is a
+    StoreError of gateways() (as of gateway_lease), not a ValueError."""
+    from jvpn.store import StoreError  # noqa: PLC0415
+
+    _plant_raw(etcd, f"{store.prefix}gateways/gw-bad", b"\xff")
+    with pytest.raises(StoreError, match="gw-bad"):
+        store.gateway_lease("gw-bad")
+    with pytest.raises(StoreError, match="gateways/gw-bad"):
+        store.gateways()
+
+
+@pytest.mark.parametrize("value", [b"\xff\xfe", b"", b"twelve", b"-1", b"1 2"])
+def test_a_restart_pass_does_not_take_a_floor_it_cannot_read_as_none(etcd, store, value):
+    """Store.restorable read the floors/ and replay/ values into a table
+    first and passed over a value that did not decode (as if it were
+    absent): the session came back with its send-counter floor at 0, and
+    its next packets reused counters under its key. Such a session is
+    that session's problem now (not restored, reported by the reconcile);
+    the others are restored."""
+    good, damaged = _attached(0xF000000000000009), _attached(0xF00000000000000A)
+    for rec in (good, damaged):
+        store.create(rec, b"secret")
+        store.set_floor(rec.session_id, 1_000)
+    _plant_raw(etcd, f"{store.prefix}floors/{damaged.session_id:016x}", value)
+    got = {s.record.session_id: s for s in store.restorable()}
+    assert got[good.session_id].problem is None and got[good.session_id].floor == 1_000
+    assert got[damaged.session_id].problem is not None
+    assert "not a counter" in str(got[damaged.session_id].problem)
+
+
+
+def test_the_history_read_stays_under_its_prefix(etcd, store):
+    """etcd3gw's watch_prefix_once base64-encoded the range end twice: the
+    history read ran from the sessions prefix to an end past it, and
+    yielded another prefix's sessions (another cluster's on a shared etcd)."""
+    ours = EtcdStore(etcd.host, etcd.port, cluster_key=KEY, prefix=f"{store.prefix}a/")
+    theirs = EtcdStore(etcd.host, etcd.port, cluster_key=KEY, prefix=f"{store.prefix}b/")
+    try:
+        mine, other = _attached(0xF00000000000000D), _attached(0xF00000000000000E)
+        ours.create(mine, b"secret")
+        theirs.create(other, b"secret")
+        assert [c.session_id for c in ours.changes()] == [mine.session_id]
+    finally:
+        ours.close()
+        theirs.close()
+
+
+@pytest.mark.parametrize(("field", "value"), [("addr", "not an address"), ("addr", "1.2.3"),
+                                              ("port", 0), ("port", 65536)])
+def test_a_transport_that_is_no_address_is_skipped_by_every_read(etcd, store, field, value):
+    """tests/unit/test_stored_binding.py's damage in etcd: a record whose
+    binding is no address and UDP port is no record to list, get, the
+    restart pass and the watch; reported, the store left as it is."""
+    import json  # noqa: PLC0415
+
+    import etcd3gw  # noqa: PLC0415 - the cluster tier has it
+
+    raw = etcd3gw.client(host=etcd.host, port=etcd.port)
+    damaged_rec = _attached(0xF00000000000000B)
+    store.create(damaged_rec, b"secret")
+    key = f"{store.prefix}sessions/{damaged_rec.session_id:016x}"
+    with _watching(store) as seen:
+        doc = json.loads(raw.get(key)[0])
+        record = json.loads(doc["record"])
+        record["binding"][field] = value
+        doc["record"] = json.dumps(record)
+        raw.put(key, json.dumps(doc))
+        good = _attached(0xF00000000000000C)
+        store.create(good, b"secret")
+        wait_until(lambda: good.session_id in seen, "the good record after the damaged one", 5)
+        assert damaged_rec.session_id not in seen  # its damage is no record
+        assert store.get(damaged_rec.session_id) is None
+        assert [r.session_id for r in store.list()] == [good.session_id]
+        assert [s.record.session_id for s in store.restorable()] == [good.session_id]
+        assert [c.session_id for c in store.changes()] == [damaged_rec.session_id,
+                                                          good.session_id]
+        assert all("address" in d or "port" in d for d in store.details)
+        assert json.loads(json.loads(raw.get(key)[0])["record"])["binding"][field] == value
+
+
 def test_a_start_lowers_the_claim_a_record_dated_ahead_left(etcd, store, tmp_path):
     """Review k21r2 F1 on etcd: the record a gateway before k21age wrote
     for a client ten years ahead, and its peer's claim at the same

@@ -28,6 +28,7 @@ from jvpn.gateway.datapath import DataPath
 from jvpn.gateway.follower import NullFollower
 from jvpn.gateway.ownership import LocalOwnership
 from jvpn.gateway.reattach import ReattachServer
+from jvpn.gateway.supervise import Incidents
 from jvpn.gateway.table import SessionTable
 from jvpn.handshake import Initiator
 from jvpn.policy import default_policy
@@ -99,7 +100,8 @@ class Gateway:
         self.data = DataPath(sock=Sock(self.sent), tun=None, gate=self.gate, table=self.table,
                              events=self.events, lock=lock, stop=threading.Event(),
                              clock_ms=clock, on_handshake=self.control.handshake,
-                             on_control=lambda m, s: None, on_confirm=self.control.confirm)
+                             on_control=lambda m, s: None, on_confirm=self.control.confirm,
+                             incidents=Incidents(self.events, clock))
 
     def restore(self) -> None:
         """What reconcile does on start: every stored session served again."""

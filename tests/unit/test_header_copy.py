@@ -33,6 +33,7 @@ from jvpn.gateway.datapath import DataPath
 from jvpn.gateway.follower import NullFollower
 from jvpn.gateway.ownership import LocalOwnership
 from jvpn.gateway.reattach import ReattachServer
+from jvpn.gateway.supervise import Incidents
 from jvpn.gateway.table import SessionTable
 from jvpn.keys import derive_session_keys
 from jvpn.policy import default_policy
@@ -96,7 +97,7 @@ class Gateway:
             sock=self.sock, tun=None, gate=self.gate, table=self.table, events=self.events,
             lock=lock, stop=threading.Event(), clock_ms=self.clock,
             on_handshake=lambda msg, src: None, on_control=self._control,
-            on_confirm=self.control.confirm)
+            on_confirm=self.control.confirm, incidents=Incidents(self.events, self.clock))
         rec, _ = apply(new_session(SID, self.clock.ms), Event.ATTACH_OK, self.clock.ms,
                        binding=OLD)
         self.store.create(rec, KEYS.pack())

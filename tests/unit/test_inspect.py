@@ -238,7 +238,7 @@ def _scrape(registry) -> dict[tuple[str, tuple], float]:
 
 def test_collector_reads_the_live_gateway(tmp_path):
     g = _gateway(tmp_path, Clock(), cookie_threshold_per_s=50)
-    tally = EventTally()
+    tally = EventTally(g.timer_ms)
     g.events.add_listener(tally)
     registry = CollectorRegistry(auto_describe=False)
     now = [100.0]  # the snapshot's clock (seconds)
@@ -278,7 +278,7 @@ def test_collector_reads_the_live_gateway(tmp_path):
 
 def test_cookie_replies_are_counted_from_their_events(tmp_path):
     g = _gateway(tmp_path, Clock(), cookie_threshold_per_s=0)  # always a cookie first
-    tally = EventTally()
+    tally = EventTally(g.timer_ms)
     g.events.add_listener(tally)
     try:
         g.datapath.datagram(initiation().initiation(), CLIENT)

@@ -14,7 +14,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from unit.test_inspect import PUBS, _gateway, _scrape
 
-from jvpn import keys
+from jvpn import client_clock, keys
 from jvpn.codes import EventType, Reason
 from jvpn.events import EventLog
 from jvpn.gateway import operations, snapshot
@@ -78,7 +78,7 @@ def test_the_snapshot_says_whether_the_committed_epoch_is_confirmed_and_the_old_
     assert (rows[b.session_id]["key_confirmed"], rows[b.session_id]["key_overlap"]) == (True, True)
     assert [views.key_epoch_cell(rows[s]) for s in (a.session_id, b.session_id)] == ["1*", "1+"]
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(GatewayCollector(EventTally(), gw, "jvpn-gw", max_age_s=0))
+    registry.register(GatewayCollector(EventTally(gw.timer_ms), gw, "jvpn-gw", max_age_s=0))
     assert _scrape(registry)[("jvpn_sessions_key_overlap", ())] == 2
     live = gw.table.sessions[b.session_id]
     live.keys = live.keys.without_previous()  # b's overlap ended
@@ -94,7 +94,7 @@ def test_a_clock_behind_the_keys_shows_age_zero(gw):
 
 
 def test_tally_counts_rekeys_by_result_and_reason():
-    log, tally = EventLog("t"), EventTally()
+    log, tally = EventLog("t"), EventTally(client_clock.timer_ms)
     log.add_listener(tally)
     for epoch in (1, 2):
         log.emit(EventType.KEY_ROTATED, Reason.KEY_ROTATED, 0x11, key_epoch=epoch)
@@ -111,7 +111,7 @@ def test_tally_counts_rekeys_by_result_and_reason():
 
 
 def test_metrics_serve_rekeys_key_age_and_the_peers_key_epoch(gw):
-    tally = EventTally()
+    tally = EventTally(gw.timer_ms)
     gw.events.add_listener(tally)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(GatewayCollector(tally, gw, "jvpn-gw", per_peer=True, max_age_s=0))
@@ -138,7 +138,7 @@ def test_metrics_serve_rekeys_key_age_and_the_peers_key_epoch(gw):
 
 def test_without_metrics_peers_no_series_names_a_peer(gw):
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(GatewayCollector(EventTally(), gw, "jvpn-gw", per_peer=False))
+    registry.register(GatewayCollector(EventTally(gw.timer_ms), gw, "jvpn-gw", per_peer=False))
     handshake(gw)
     m = _scrape(registry)
     assert not [k for k in m if k[0].startswith("jvpn_peer_")]
@@ -146,7 +146,7 @@ def test_without_metrics_peers_no_series_names_a_peer(gw):
 
 
 def test_figures_carry_the_rekey_counts_for_top(gw):
-    tally = EventTally()
+    tally = EventTally(gw.timer_ms)
     gw.events.add_listener(tally)
     gw.events.emit(EventType.KEY_EXPIRED, Reason.KEY_EXPIRED, 0x11, key_epoch=0)
     f = operations.figures(gw, tally)
@@ -156,7 +156,7 @@ def test_figures_carry_the_rekey_counts_for_top(gw):
 
 def test_every_served_metric_is_documented(gw):
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(GatewayCollector(EventTally(), gw, "jvpn-gw", per_peer=True))
+    registry.register(GatewayCollector(EventTally(gw.timer_ms), gw, "jvpn-gw", per_peer=True))
     handshake(gw)
     doc = (Path(__file__).resolve().parents[2] / "docs" / "metrics.md").read_text()
     names = {name for name, _labels in _scrape(registry)}

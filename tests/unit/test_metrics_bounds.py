@@ -219,7 +219,7 @@ def test_at_most_two_scrapes_at_once():
 # ------------------------------------------------------- the control lock
 def _collector(g, clock, per_peer: bool = True) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(GatewayCollector(EventTally(), g, "jvpn-gw", per_peer=per_peer,
+    registry.register(GatewayCollector(EventTally(g.timer_ms), g, "jvpn-gw", per_peer=per_peer,
                                        clock=clock))
     return registry
 

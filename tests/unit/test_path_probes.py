@@ -339,7 +339,7 @@ def test_probes_are_counted_in_metrics_and_health_with_five_labels(session):
         m = probe(c, i)  # the MAC's last byte changed (a fixed byte would be right 1 in 256)
         answered(c, m[:-1] + bytes([m[-1] ^ 1]), (f"203.0.113.{i}", 1000 + i))
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(GatewayCollector(EventTally(), gw, "jvpn-gw", max_age_s=0))
+    registry.register(GatewayCollector(EventTally(gw.timer_ms), gw, "jvpn-gw", max_age_s=0))
     m = _scrape(registry)
     rows = {k[1]: v for k, v in m.items() if k[0] == "jvpn_path_probes_total"}
     assert rows == {(("result", r),): v for r, v in

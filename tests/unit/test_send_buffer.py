@@ -99,7 +99,7 @@ def _scraped_drops(gw) -> dict[str, float]:
     from jvpn.gateway.metrics import GatewayCollector  # noqa: PLC0415
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(GatewayCollector(EventTally(), gw, "jvpn-gw", max_age_s=0))
+    registry.register(GatewayCollector(EventTally(gw.timer_ms), gw, "jvpn-gw", max_age_s=0))
     return {dict(labels)["reason"]: v for (name, labels), v in _scrape(registry).items()
             if name == "jvpn_send_drops_total"}
 
@@ -136,7 +136,7 @@ def test_cookie_replies_to_silent_sources_leave_the_sessions_their_room(tmp_path
     peer = handshake(gw)
     gw.datapath.datagram(peer.seal(ipv4(PEER_INNER[0])), CLIENT)
     gw.admission.cookie_threshold = 0  # under load: every initiation gets a cookie
-    tally = EventTally()
+    tally = EventTally(gw.timer_ms)
     gw.events.add_listener(tally)
     _spoofed_initiations(gw, 100)
     assert sock.held <= sock.size * sending.UNVERIFIED_SHARE + TRUESIZE
