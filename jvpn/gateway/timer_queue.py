@@ -122,10 +122,10 @@ class TimerQueue:
             return
         waited = self._waited(at, timer_at)
         self._set(sid, waited)
-        if self._held_late(waited, at):
+        if at is not None and waited != NOW and waited - at > BACKSTOP_LAG_MS:  # _held_late
             self._backstop.add(sid, at)
-        else:
-            self._backstop.drop(sid)  # its earlier wall-clock entry is superseded too
+        elif self._backstop:  # its earlier wall-clock entry is superseded too
+            self._backstop.drop(sid)
 
     def discard(self, sid: int) -> None:
         self._due.pop(sid, None)
@@ -237,12 +237,16 @@ class TimerQueue:
         """The due time on ``q``: the earlier of a wall-clock due time's
         wait and a timer-clock one's. A timer-clock time before any reading
         of the clocks: due at the first tick (early is a recheck, never late)."""
+        if timer_at is None:
+            return at if at == NOW else at + self._skew
+        if self._timer_skew is None:
+            return NOW
+        if at is None:
+            return timer_at + self._timer_skew
         if at == NOW:
             return NOW
-        if timer_at is None:
-            return at + self._skew
-        waited = NOW if self._timer_skew is None else timer_at + self._timer_skew
-        return waited if at is None else min(waited, at + self._skew)
+        waited, wall_waited = timer_at + self._timer_skew, at + self._skew
+        return waited if waited < wall_waited else wall_waited
 
     @staticmethod
     def _held_late(waited: int, at: int | None) -> bool:
