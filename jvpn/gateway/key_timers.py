@@ -134,21 +134,23 @@ def due_at(live, now: int, timer_now: int, p: Policy) -> tuple[int | None, int |
     idle_due.py: change both (tests/unit/test_idle_due.py holds them equal)."""
     if live.quarantined or live.secrets_unsaved:
         return None, timer_now  # a refused write or a quarantine to lift: every tick
-    wall, timer = [], []
+    wall = timer = None
     if p.expiry_terminates or live.record.state in AGEING:  # else DEGRADED: nothing to expire
         since, used = key_age.measured(live, p)
-        wall.append(since + p.reject_after_ms)
-        timer.append(timer_now + max(p.reject_after_messages - used, 0) // MAX_MESSAGES_PER_MS)
+        wall = since + p.reject_after_ms
+        timer = timer_now + max(p.reject_after_messages - used, 0) // MAX_MESSAGES_PER_MS
     ring = live.keys
     if ring.previous is not None and ring.confirmed:  # the overlap's end
-        if live.overlap_until_ms is not None:
-            wall.append(live.overlap_until_ms)
-        else:
-            timer.append(timer_now)
+        until = live.overlap_until_ms
+        if until is None:
+            timer = timer_now
+        elif wall is None or until < wall:
+            wall = until
     # the idle AEAD drop, while the channel holds AEAD objects: a session
     # shed and then sent to (downstream to a silent client remakes its
     # sealing object) is shed again at its next check, not on the dot:
     # memory only, nothing a client sees
     if live.holds_aead:  # none made yet (a restored session's channel): nothing to drop
-        timer.append(live.last_rx_ms + AEAD_IDLE_MS)
-    return min(wall, default=None), min(timer, default=None)
+        idle = live.last_rx_ms + AEAD_IDLE_MS
+        timer = idle if timer is None else min(timer, idle)
+    return wall, timer

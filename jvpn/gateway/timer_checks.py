@@ -154,15 +154,17 @@ class TimerChecks:
         now, timer_now, p = self.clock_ms(), self.table.timer_ms(), self.policy
         if live.record.state is State.TERMINATED:
             return None, timer_now + 1
-        times = [due_at(live.record, live.last_rx_ms, p),
-                 key_timers.due_at(live, now, timer_now, p)]
+        at, timer_at = due_at(live.record, live.last_rx_ms, p)  # ``at``: never None
+        others = [key_timers.due_at(live, now, timer_now, p)]
         if live.record.state is State.DEGRADED:  # the two others' only state (None otherwise)
-            times += [key_timers.stranded_at(live, now, timer_now, p),
-                      self.rekey_nudge.due_at(live, now, timer_now, p)]
-        walls = [w for w, _t in filter(None, times) if w is not None]
-        timers = [t for _w, t in filter(None, times) if t is not None]
-        return (max(min(walls), now + 1) if walls else None,
-                max(min(timers), timer_now + 1) if timers else None)
+            others += [key_timers.stranded_at(live, now, timer_now, p),
+                       self.rekey_nudge.due_at(live, now, timer_now, p)]
+        for wall, timer in filter(None, others):
+            if wall is not None and wall < at:
+                at = wall
+            if timer is not None and (timer_at is None or timer < timer_at):
+                timer_at = timer
+        return max(at, now + 1), None if timer_at is None else max(timer_at, timer_now + 1)
 
     @property
     def policy(self) -> Policy:
