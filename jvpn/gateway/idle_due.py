@@ -24,10 +24,12 @@ from jvpn.policy import Policy
 from jvpn.session import State
 
 
-def idle_due_at(live: Live, now: int, p: Policy, lead: int) -> int | None:
-    """``_next_due(live)`` at ``now`` for a session restored idle (see the
-    module's text); None for any other (ask ``_next_due``). ``lead``: the
-    wall clock's now less the timer clock's (``Live.heard_ms``)."""
+def idle_due_at(live: Live, now: int, timer_now: int,
+                p: Policy) -> tuple[int, int] | None:
+    """``_next_due(live)`` at ``now`` (the wall clock) and ``timer_now``
+    (the timer clock) for a session restored idle (see the module's text):
+    (wall clock, timer clock), each on its own (review k21r3 F2); None for
+    any other (ask ``_next_due``)."""
     rec, first = live.record, live.unmade_first_counter
     if (first is None or rec.state not in AGEING or not live.confirmed or live.quarantined
             or live.secrets_unsaved or live.keys.previous is not None):
@@ -37,17 +39,19 @@ def idle_due_at(live: Live, now: int, p: Policy, lead: int) -> int | None:
     # (the send counter is the stored floor while no channel is made)
     used = max(first - 1 - rec.key_s2c_base,
                live.ceiling.floor - 1 - rec.key_c2s_base, 0)
+    # the wall clock's: the record's deadlines (timers.py due_at, written
+    # out: one call less) and key expiry by age
     at = min(rec.created_ms + p.max_lifetime_ms + 1,
-             (rec.keys_ms or rec.created_ms) + p.reject_after_ms,
-             now + max(p.reject_after_messages - used, 0) // MAX_MESSAGES_PER_MS)
-    # the record's other timers (timers.py due_at, written out: one call less)
+             (rec.keys_ms or rec.created_ms) + p.reject_after_ms)
     if rec.transport_lost_ms:
         at = min(at, rec.transport_lost_ms + p.transport_lost_ttl_ms + 1)
+    # the timer clock's: key expiry by messages (the rate bound) and the heartbeat's silence
+    timer_at = timer_now + max(p.reject_after_messages - used, 0) // MAX_MESSAGES_PER_MS
     state = rec.state
     if state is State.ATTACHED:
-        at = min(at, live.last_rx_ms + lead + p.heartbeat_volatile_ms + 1)
+        timer_at = min(timer_at, live.last_rx_ms + p.heartbeat_volatile_ms + 1)
     elif state is State.VOLATILE:
         at = min(at, rec.last_change_ms + p.volatile_to_degraded_ms + 1)
     elif rec.recovery_deadline_ms is not None:  # RECOVERING
         at = min(at, rec.recovery_deadline_ms)
-    return max(at, now + 1)
+    return max(at, now + 1), max(timer_at, timer_now + 1)

@@ -57,20 +57,22 @@ class RekeyNudge:
         for sid in [s for s in self.sent_ms if s not in keep]:
             del self.sent_ms[sid]
 
-    def due_at(self, live, now: int, policy) -> int | None:
-        """When ``tick`` sends this session's next nudge (None: it sends
-        none until the session changes). A DEGRADED session whose keys the
-        wall clock says have not expired (it was stepped back over the
-        expiry) is due when they do by age, not left to the stranding time
-        (review k20r5 F1); by messages, the data path touches it."""
+    def due_at(self, live, now: int, timer_now: int,
+               policy) -> tuple[int | None, int | None] | None:
+        """When ``tick`` sends this session's next nudge, as (wall clock,
+        timer clock) (None: it sends none until the session changes). A
+        DEGRADED session whose keys the wall clock says have not expired (it
+        was stepped back over the expiry) is due when they do by age, on the
+        wall clock, not left to the stranding time (review k20r5 F1); by
+        messages, the data path touches it. Expired: the pace, on the timer
+        clock (``timer_now``: ``timer_ms`` read by the caller)."""
         rec = live.record
         if not _nudged(live):
             return None
         if not key_age.expired(live, now, policy):
-            return max(now, key_age.sealing_since(live, policy) + policy.reject_after_ms)
+            return max(now, key_age.sealing_since(live, policy) + policy.reject_after_ms), None
         last = self.sent_ms.get(rec.session_id)
-        # the pace's time left, as a wall-clock time (the timer queue keeps it as that wait)
-        return now if last is None else now + max(0, last + self.every_ms - self.timer_ms())
+        return None, timer_now if last is None else max(timer_now, last + self.every_ms)
 
 
 def _nudged(live) -> bool:

@@ -83,16 +83,21 @@ def stranded(live, now: int, p: Policy, heard: int) -> tuple[Event, str] | None:
     return Event.TRANSPORT_TTL_EXPIRED, "keys expired, binding silent too long"
 
 
-def stranded_at(live, now: int, p: Policy, heard: int) -> int | None:
-    """The earliest time ``stranded`` can end this session (a lower bound:
-    the binding's silence, and the measured epoch's age expiry if not yet
-    expired; in DEGRADED no data moves its message count)."""
+def stranded_at(live, now: int, timer_now: int,
+                p: Policy) -> tuple[int | None, int | None] | None:
+    """The earliest time ``stranded`` can end this session, as (wall clock,
+    timer clock): it needs the binding's silence (the timer clock's,
+    ``Live.last_rx_ms``) and the measured epoch's age expiry (the wall
+    clock's); either is a lower bound, the later of the two by the clocks'
+    current lead the tighter (in DEGRADED no data moves its message count).
+    None: not DEGRADED."""
     if live.record.state is not State.DEGRADED:
         return None
-    silent = heard + p.transport_lost_ttl_ms + 1
+    silent = live.last_rx_ms + p.transport_lost_ttl_ms + 1
     if key_age.expired(live, now, p):
-        return silent
-    return max(silent, key_age.sealing_since(live, p) + p.reject_after_ms)
+        return None, silent
+    expires = key_age.sealing_since(live, p) + p.reject_after_ms
+    return (None, silent) if silent + now - timer_now >= expires else (expires, None)
 
 
 def settle(table, live, rec) -> None:
@@ -117,27 +122,35 @@ def settle(table, live, rec) -> None:
 MAX_MESSAGES_PER_MS = 10_000
 
 
-def due_at(live, now: int, p: Policy, heard: int) -> int | None:
-    """The earliest time ``run`` can change anything for this session (a
-    lower bound: a session checked early is checked again, never late).
-    ``now`` (the next tick) when something is retried each tick; None:
-    nothing until the session changes (the table reschedules it then).
-    Written out again for a restored idle session in idle_due.py: change
-    both (tests/unit/test_idle_due.py holds them equal)."""
+def due_at(live, now: int, timer_now: int, p: Policy) -> tuple[int | None, int | None]:
+    """The earliest time ``run`` can change anything for this session, on
+    each clock (review k21r3 F2): key expiry by age and the overlap's end
+    on the wall clock (``now``: times of the record and the ring), the
+    rest on the timer clock (``timer_now``): the message budget's rate
+    bound, the idle AEAD drop (a silence, ``Live.last_rx_ms``) and a retry
+    each tick. Lower bounds: a session checked early is checked again,
+    never late. (None, None): nothing until the session changes (the table
+    reschedules it then). Written out again for a restored idle session in
+    idle_due.py: change both (tests/unit/test_idle_due.py holds them equal)."""
     if live.quarantined or live.secrets_unsaved:
-        return now  # a refused write or a quarantine to lift: every tick, as before
-    times = []
+        return None, timer_now  # a refused write or a quarantine to lift: every tick
+    wall = timer = None
     if p.expiry_terminates or live.record.state in AGEING:  # else DEGRADED: nothing to expire
         since, used = key_age.measured(live, p)
-        times += [since + p.reject_after_ms,
-                  now + max(p.reject_after_messages - used, 0) // MAX_MESSAGES_PER_MS]
+        wall = since + p.reject_after_ms
+        timer = timer_now + max(p.reject_after_messages - used, 0) // MAX_MESSAGES_PER_MS
     ring = live.keys
     if ring.previous is not None and ring.confirmed:  # the overlap's end
-        times.append(live.overlap_until_ms if live.overlap_until_ms is not None else now)
+        until = live.overlap_until_ms
+        if until is None:
+            timer = timer_now
+        elif wall is None or until < wall:
+            wall = until
     # the idle AEAD drop, while the channel holds AEAD objects: a session
     # shed and then sent to (downstream to a silent client remakes its
     # sealing object) is shed again at its next check, not on the dot:
     # memory only, nothing a client sees
     if live.holds_aead:  # none made yet (a restored session's channel): nothing to drop
-        times.append(heard + AEAD_IDLE_MS)
-    return min(times, default=None)
+        idle = live.last_rx_ms + AEAD_IDLE_MS
+        timer = idle if timer is None else min(timer, idle)
+    return wall, timer

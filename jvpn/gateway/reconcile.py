@@ -252,9 +252,13 @@ class Reconcile:
         sid = live.record.session_id
         if self.table.get(sid) is not live:
             return
-        now = self.clock_ms()
-        at = idle_due_at(live, now, self.policy, now - self.table.timer_ms())  # most: the record's
-        if at is None:
-            at, now = self._next_due(live), self.clock_ms()
-        if at is None or at > now + 1:  # due now (a write to retry): the next tick
-            self.table.timers.replace(sid, at)
+        now, timer_now = self.clock_ms(), self.table.timer_ms()
+        self.table.timers.observe(now, timer_now)  # before the first tick: its timer-clock times
+        due = idle_due_at(live, now, timer_now, self.policy)  # most: the record's
+        if due is None:
+            due, now, timer_now = self._next_due(live), self.clock_ms(), self.table.timer_ms()
+        at, timer_at = due or (None, None)
+        due_now = (at is not None and at <= now + 1)
+        if due_now or (timer_at is not None and timer_at <= timer_now + 1):
+            return  # due now (a write to retry): the next tick (its touch at the install)
+        self.table.timers.replace(sid, at, timer_at)

@@ -13,9 +13,12 @@ can fire, from what it then holds:
 
 Each is a lower bound (``last_rx_ms`` moves without the lock, and only
 forward; it is on the timer clock: ``Live.heard_ms``): a session looked
-at early is rescheduled, never late. Anything that changes a session
-under the lock (the table's writes) touches it, and a reload's new policy
-touches them all (once).
+at early is rescheduled, never late. Each says which clock its times are
+on (review k21r3 F2): the records' deadlines on the wall clock, silences
+and paces on the timer clock; the queue waits for both on the timer clock
+and holds only the wall clock's on its backstop (timer_queue.py).
+Anything that changes a session under the lock (the table's writes)
+touches it, and a reload's new policy touches them all (once).
 
 A mass of timers due at once (many clients silent together: issue 15,
 "Silent clients make a storm") runs a batch at a time: the batch's
@@ -58,7 +61,7 @@ class _Tick:
         """Those not looked at yet this tick; the others wait for the next."""
         again = [sid for sid in sids if sid in self.seen]
         for sid in again:
-            timers.schedule(sid, self.now + 1)
+            timers.schedule(sid, None, self.timer + 1)
         fresh = [sid for sid in sids if sid not in self.seen]
         self.seen.update(fresh)
         return fresh
@@ -137,23 +140,31 @@ class TimerChecks:
         again while its step fails: as before), never within this tick."""
         sid = live.record.session_id
         if self.table.get(sid) is live:
-            at = self._next_due(live)
-            self.table.timers.replace(sid, None if at is None else max(at, tick.now + 1))
+            at, timer_at = self._next_due(live) or (None, None)
+            self.table.timers.replace(sid, None if at is None else max(at, tick.now + 1),
+                                      None if timer_at is None else max(timer_at, tick.timer + 1))
 
-    def _next_due(self, live: Live) -> int | None:
-        """The earliest time any of the session's timers can fire (lower
-        bounds: early is a recheck, never late); None: not until it changes."""
+    def _next_due(self, live: Live) -> tuple[int | None, int | None] | None:
+        """The earliest time any of the session's timers can fire, as (wall
+        clock: the records' deadlines, timer clock: silences and paces;
+        review k21r3 F2): lower bounds (early is a recheck, never late);
+        None: not until it changes."""
         if not live.confirmed:
             return None  # the control path's (expire_unconfirmed); confirm touches it
-        now, p = self.clock_ms(), self.policy
+        now, timer_now, p = self.clock_ms(), self.table.timer_ms(), self.policy
         if live.record.state is State.TERMINATED:
-            return now + 1
-        heard = live.heard_ms(now - self.table.timer_ms())
-        times = [due_at(live.record, heard, p), key_timers.due_at(live, now, p, heard)]
+            return None, timer_now + 1
+        at, timer_at = due_at(live.record, live.last_rx_ms, p)  # ``at``: never None
+        others = [key_timers.due_at(live, now, timer_now, p)]
         if live.record.state is State.DEGRADED:  # the two others' only state (None otherwise)
-            times += [key_timers.stranded_at(live, now, p, heard),
-                      self.rekey_nudge.due_at(live, now, p)]
-        return max(min([t for t in times if t is not None]), now + 1)
+            others += [key_timers.stranded_at(live, now, timer_now, p),
+                       self.rekey_nudge.due_at(live, now, timer_now, p)]
+        for wall, timer in filter(None, others):
+            if wall is not None and wall < at:
+                at = wall
+            if timer is not None and (timer_at is None or timer < timer_at):
+                timer_at = timer
+        return max(at, now + 1), None if timer_at is None else max(timer_at, timer_now + 1)
 
     @property
     def policy(self) -> Policy:

@@ -32,19 +32,24 @@ def due_timer(rec: SessionRecord, last_rx_ms: int, now: int,
     return None
 
 
-def due_at(rec: SessionRecord, last_rx_ms: int, p: Policy) -> int:
-    """The earliest time ``due_timer`` can return an event for this record
-    (a lower bound: ``last_rx_ms`` only grows, so a session checked then
-    and found not due is simply checked again later, never late).
-    Written out again for a restored idle session in idle_due.py: change
-    both (tests/unit/test_idle_due.py holds them equal)."""
-    times = [rec.created_ms + p.max_lifetime_ms + 1]
+def due_at(rec: SessionRecord, last_rx_ms: int, p: Policy) -> tuple[int, int | None]:
+    """The earliest time ``due_timer`` can return an event for this record,
+    on each clock (review k21r3 F2): the record's deadlines on the wall
+    clock (its lifetime, the transportless TTL, the recovery window, the
+    VOLATILE bound: times of the record, which other gateways read), the
+    heartbeat's silence on the timer clock (``last_rx_ms``: ``Live.last_rx_ms``,
+    the timer clock's; None: not ATTACHED). Lower bounds: ``last_rx_ms``
+    only grows, so a session checked then and found not due is simply
+    checked again later, never late. Written out again for a restored idle
+    session in idle_due.py: change both (tests/unit/test_idle_due.py holds
+    them equal)."""
+    at = rec.created_ms + p.max_lifetime_ms + 1
     if rec.transport_lost_ms:
-        times.append(rec.transport_lost_ms + p.transport_lost_ttl_ms + 1)
+        at = min(at, rec.transport_lost_ms + p.transport_lost_ttl_ms + 1)
     if rec.state is State.ATTACHED:
-        times.append(last_rx_ms + p.heartbeat_volatile_ms + 1)
-    elif rec.state is State.RECOVERING and rec.recovery_deadline_ms is not None:
-        times.append(rec.recovery_deadline_ms)
+        return at, last_rx_ms + p.heartbeat_volatile_ms + 1
+    if rec.state is State.RECOVERING and rec.recovery_deadline_ms is not None:
+        at = min(at, rec.recovery_deadline_ms)
     elif rec.state is State.VOLATILE:
-        times.append(rec.last_change_ms + p.volatile_to_degraded_ms + 1)
-    return min(times)
+        at = min(at, rec.last_change_ms + p.volatile_to_degraded_ms + 1)
+    return at, None

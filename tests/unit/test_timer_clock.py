@@ -203,6 +203,37 @@ def test_a_wall_clock_stepped_back_then_set_right_still_ends_a_session_at_its_li
     assert gw.table.get(sid) is None, "the session outlived its lifetime by the step back"
 
 
+@pytest.mark.parametrize("deadline", ["lifetime", "keys"])
+def test_an_active_sessions_record_deadline_passed_while_the_clock_lagged_ends_it_when_set_right(
+        tmp_path, deadline):
+    """Review k21r3 F2's fix keeps review k21r1's bound for an active
+    session too: its looks while the wall clock is an hour back are its
+    heartbeat's (on the timer clock, every 2.1 s), and its record's
+    deadline (the lifetime, or the keys' age: the wall clock's) passes on
+    the wall clock's true reading meanwhile; set right, the session ends
+    within BACKSTOP_LAG_MS (here at the next tick), not at a silence's
+    look, nor an hour later."""
+    short = ({"max_lifetime_ms": 60_000} if deadline == "lifetime"
+             else {"rekey_after_ms": 30_000, "reject_after_ms": 60_000})
+    policy = P.__class__(**{**P.as_dict(), **short})
+    gw, clock, timer, [live] = _idle(tmp_path, 1, policy)
+    sid = live.record.session_id
+    ends = (live.record.created_ms if deadline == "lifetime"
+            else live.record.keys_ms or live.record.created_ms) + 60_000
+    clock.ms -= HOUR  # stepped back
+    while timer.ms < ends + 10_000:  # active: traffic each tick, looked at every 2.1 s
+        clock.ms += TICK
+        timer.ms += TICK
+        live.last_rx_ms = timer.ms
+        gw.tick()
+    assert gw.table.get(sid) is live and live.record.state is State.ATTACHED
+    clock.ms += HOUR  # set right: its deadline passed 10 s ago
+    clock.ms += TICK
+    timer.ms += TICK
+    gw.tick()
+    assert gw.table.get(sid) is None, f"the session outlived its {deadline} past the set-right"
+
+
 def test_the_sessions_listing_shows_the_last_receive_on_the_wall_clock_less_the_silence(
         tmp_path):
     """``last_rx_ms`` is kept on the timer clock; the operator's listing
@@ -302,16 +333,16 @@ def test_a_restored_session_counts_its_silence_from_the_restart_on_the_timer_clo
     assert restored.record.state is State.VOLATILE
 
 
-@pytest.mark.xfail(strict=True, reason="review k21r3 F2, open: the backstop holds silence "
-                   "deadlines too (the queue sees one due time per session)")
 def test_a_wall_clock_stepped_back_and_set_right_does_not_recheck_every_active_session(
         tmp_path, monkeypatch):
     """Review k21r3 F2: sessions with traffic are looked at every heartbeat
     window (their due time is a lower bound). Rescheduled while the wall
-    clock lags an hour, each also waits on the backstop for "now + 2 s" on
-    the lagging wall clock; set right, every one of them is due at once,
+    clock lags an hour, each also waited on the backstop for "now + 2 s" on
+    the lagging wall clock; set right, every one of them was due at once,
     though a silence is on the timer clock and none is near its end (an
-    NTP spoofer stepping it back and forth: a sweep each time)."""
+    NTP spoofer stepping it back and forth: a sweep each time). The queue
+    now takes the silence on the timer clock, the records' deadlines (an
+    hour and more away here) on the wall clock: nothing is held."""
     gw, clock, timer, lives = _idle(tmp_path, 2)
     checks: list = []
     real = timer_checks.due_timer

@@ -318,5 +318,88 @@ def test_a_leap_second_does_not_put_every_schedule_on_both_heaps():
         q.pop_due(wall, timer=timer)
         for sid in range(10):
             q.replace(sid, wall + 60_000)
-        held = max(held, len(q._backstop._at))  # the cost itself (no public view of it)
+        held = max(held, q.held_on_the_wall_clock())
     assert held == 0, f"{held} schedules held on the wall clock's heap too"
+
+
+HOUR = 3_600_000
+
+
+def _lagging_an_hour() -> TimerQueue:
+    """A queue whose wall clock was stepped back an hour at timer 100."""
+    q = TimerQueue()
+    q.pop_due(10 * HOUR, timer=0)
+    assert q.pop_due(9 * HOUR, timer=100) == []
+    return q
+
+
+def test_a_silence_set_while_the_wall_clock_lags_is_not_due_when_it_is_set_right():
+    """Review k21r3 F2: a timer-clock due time (the heartbeat's silence)
+    waits on ``q`` alone, exactly; held on the wall clock by the lagging
+    reading, every session rescheduled during the lag was due at once when
+    the clock was set right. A record's deadline two hours away on the
+    lagging wall clock (an hour past the set-right) is held on neither:
+    its entry comes sooner."""
+    q = _lagging_an_hour()  # q: the wall clock + 1 h (and 100 ms), the timer clock + 10 h
+    q.replace(1, 11 * HOUR, timer_at=2_200)  # silent until 2.2 s on the timer clock
+    q.replace(2, None, timer_at=2_200)
+    assert q.held_on_the_wall_clock() == 0
+    assert q.pop_due(10 * HOUR + 300, timer=300) == []  # set right
+    assert q.pop_due(10 * HOUR + 2_199, timer=2_199) == []
+    assert sorted(q.pop_due(10 * HOUR + 2_200, timer=2_200)) == [1, 2]
+
+
+def test_a_record_deadline_set_while_the_wall_clock_lags_is_held_unless_a_silence_is_as_soon():
+    """The wall-clock part is held on the wall clock (the backstop) when its
+    entry's time on ``q`` (where the wall clock is once set right) is more
+    than BACKSTOP_LAG_MS past it: its own wait, or a silence due later
+    still; not when a silence comes within BACKSTOP_LAG_MS of it."""
+    q = _lagging_an_hour()  # q: the wall clock + 1 h (and 100 ms), the timer clock + 10 h
+    soon = 9 * HOUR + 60_000  # a minute away on the lagging wall clock (passed once set right)
+    q.replace(1, soon, timer_at=2 * HOUR)  # a silence far: held
+    q.replace(2, soon)  # no silence (not ATTACHED): held
+    later = 11 * HOUR  # two hours away on the lagging wall clock, an hour past the set-right
+    q.replace(3, later, timer_at=HOUR + 2_000)  # on q 2 s after it
+    q.replace(4, later, timer_at=HOUR + 2_001)  # 1 ms more: held
+    assert q.held_on_the_wall_clock() == 3
+    assert q.pop_due(9 * HOUR + 59_999, timer=60_099) == []
+    assert sorted(q.pop_due(9 * HOUR + 60_000, timer=60_100)) == [1, 2]
+    assert q.pop_due(11 * HOUR - 1, timer=HOUR - 1) == []  # set right (q: the wall clock)
+    assert q.pop_due(11 * HOUR, timer=HOUR) == [4]  # by the wall clock
+    assert q.pop_due(11 * HOUR + 1_999, timer=HOUR + 1_999) == []
+    assert q.pop_due(11 * HOUR + 2_000, timer=HOUR + 2_000) == [3]  # 2 s late: the bound
+    assert q.held_on_the_wall_clock() == 0 and len(q) == 0
+
+
+def test_a_reschedule_leaves_no_earlier_wall_clock_entry_behind():
+    """Review k21r4's gap: a session rescheduled (``replace``) to a time not
+    held on the wall clock, or touched, keeps no entry of its earlier wall-
+    clock deadline on the backstop: it would be looked at early (at the
+    old time) and the backstop never emptied (every pop on both heaps)."""
+    q = _lagging_an_hour()
+    q.replace(1, 9 * HOUR + 60_000)  # held
+    q.replace(2, 9 * HOUR + 60_000)
+    assert q.held_on_the_wall_clock() == 2
+    q.replace(1, None, timer_at=100 + 10 * 60_000)  # its check: a silence, ten minutes
+    q.touch(2)
+    assert q.held_on_the_wall_clock() == 0
+    assert q.pop_due(9 * HOUR + 200, timer=200) == [2]  # the touch
+    q.replace(2, None, timer_at=100 + 10 * 60_000)
+    assert q.pop_due(9 * HOUR + 60_000, timer=60_100) == []  # the old deadlines: nothing
+    assert q.pop_due(10 * HOUR + 120_000, timer=120_000) == []  # set right: nothing
+    assert sorted(q.pop_due(10 * HOUR + 600_100, timer=600_100)) == [1, 2]
+
+
+def test_a_session_popped_from_the_backstop_is_forgotten_there():
+    """Review k21r4's gap: the backstop's pop (``take``) forgets the session
+    there: a session popped by the wall clock and scheduled again while the
+    clock still lags is held at its new deadline (not taken for one holding
+    an earlier), and nothing stays held once it is popped."""
+    q = _lagging_an_hour()
+    assert q.pop_due(8 * HOUR, timer=200) == []  # two hours back
+    q.replace(1, 8 * HOUR + 60_000)
+    assert q.pop_due(9 * HOUR, timer=300) == [1]  # an hour forward: by the wall clock
+    assert q.held_on_the_wall_clock() == 0
+    q.schedule(1, 9 * HOUR + 60_000)  # a minute away, still an hour back
+    assert q.held_on_the_wall_clock() == 1
+    assert q.pop_due(10 * HOUR + 60_000, timer=400) == [1]  # set right: past it
