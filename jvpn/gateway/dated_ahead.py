@@ -28,6 +28,12 @@ was, could have claimed by then. A record from the past lowers it to the
 past (the peer handshakes at once); one made less than a day ago holds its
 peer off until a day after its making, never longer.
 
+Not fixed (review k22rall): every other initiation the old gateway took
+while the client's clock was ahead becomes fresh again, each in its own
+day, once our clock is within a day of its stamp; a capture of one,
+replayed then, bars the peer for up to a day at a time the attacker picks
+(docs/protocol.md, the third limit).
+
 Only a restart's pass acts on it (the store read once, in whole, under the
 control lock), never a read an unauthenticated message causes (a reattach's
 get) nor an operator's listing. A crash before the lowering leaves the
