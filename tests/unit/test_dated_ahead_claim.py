@@ -21,6 +21,7 @@ Clocks injected: the gateway's ``Clock``, the client's timestamps."""
 
 from __future__ import annotations
 
+import pytest
 from test_capacity_answerable import CLIENT, MS, T0_NS, Client
 from test_restored_handshake_ahead import _gateway, _set_handshake_ns
 
@@ -205,4 +206,23 @@ def test_only_a_start_lowers_a_claim_never_a_read(tmp_path):
     assert store.get(sid) is None and store.list() == []
     assert store.last_initiation(PEER) == T0_NS + TEN_YEARS_NS
     assert not events_of(gw.events, "InitiationClaimLowered")
+    store.close()
+
+
+@pytest.mark.xfail(strict=True, reason="review k22rall, medium, open: the lowering frees the "
+                   "older gateway's claimed captures, each once within a day of our clock "
+                   "(docs/protocol.md, the third limit)")
+def test_the_records_own_capture_is_not_replayable_later(tmp_path):
+    """Review k22rall: the record's own initiation (claimed by the older
+    gateway, captured on path) replayed once our clock is within
+    HANDSHAKE_AHEAD_MAX_MS of its stamp is claimed again and bars the peer."""
+    ahead = 10 * DAY_MS
+    captured = _initiation(ahead)  # the client's, sent while its clock was 10 days ahead
+    store, clock, _sid = _confirmed_then_left(tmp_path, T0_NS + ahead * MS)
+    _started(tmp_path, store, clock, 2 * DAY_MS)  # the upgrade's start: lowered to T0+1d
+    assert store.last_initiation(PEER) == T0_NS + DAY_MS * MS
+    later = _started(tmp_path, store, clock, 9 * DAY_MS + 1_000)  # a week on
+    assert _sent(later, _initiation(9 * DAY_MS + 1_000))  # the peer, its clock right
+    assert not _sent(later, captured, src=REPLAYER), (
+        f"a capture the older gateway claimed was claimed again: {store.last_initiation(PEER)}")
     store.close()
