@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import pytest
 from test_capacity_answerable import CLIENT, MS, T0_NS, Client
-from test_restored_handshake_ahead import _gateway, _set_handshake_ns
+from test_restored_handshake_ahead import _confirmed, _gateway, _set_handshake_ns
 
 from jvpn.codes import Reason
 from jvpn.config import HANDSHAKE_AHEAD_MAX_MS
@@ -62,12 +62,7 @@ def _sent(gw, msg: bytes, src=CLIENT) -> bool:
 def _confirmed_then_left(tmp_path, handshake_ns: int):
     """Peer 0's session made at T0 (its record's created_ms), then its
     record and claim as an older gateway left them: (store, clock, sid)."""
-    store = SqliteStore(tmp_path / "s.db")
-    clock = Clock()
-    gw = _gateway(tmp_path, store, clock)
-    client = Client(gw, clock)
-    init, _msg, answer = client.send(0)
-    assert client.confirms(init, answer)
+    store, clock, gw = _confirmed(tmp_path)
     _as_an_older_gateway_left_it(store, handshake_ns)
     return store, clock, next(iter(gw.sessions))
 

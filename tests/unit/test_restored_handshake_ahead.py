@@ -59,15 +59,21 @@ def _stored_handshake_ns(store, sid: int) -> int:
     return value
 
 
-def _restarted_with_handshake_ns(tmp_path, handshake_ns: int):
-    """A confirmed session of peer 0, its record's handshake_ns then set to
-    ``handshake_ns`` in the store, and the gateway restarted on it."""
+def _confirmed(tmp_path):
+    """Peer 0's session confirmed at T0 on a fresh SQLite store: (store, clock, gw)."""
     store = SqliteStore(tmp_path / "s.db")
     clock = Clock()
     gw = _gateway(tmp_path, store, clock)
     client = Client(gw, clock)
     init, _msg, answer = client.send(0)
     assert client.confirms(init, answer)
+    return store, clock, gw
+
+
+def _restarted_with_handshake_ns(tmp_path, handshake_ns: int):
+    """A confirmed session of peer 0, its record's handshake_ns then set to
+    ``handshake_ns`` in the store, and the gateway restarted on it."""
+    store, clock, gw = _confirmed(tmp_path)
     sid = next(iter(gw.sessions))
     _set_handshake_ns(store, handshake_ns)
     again = _gateway(tmp_path, store, clock)
